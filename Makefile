@@ -1,0 +1,136 @@
+# MPL — one top-level Makefile. Objects under build/, -MMD -MP dependency files.
+#
+#   make            build mplc and mplrun (installs missing Debian packages first)
+#   make run        compile an example and train it on CPU devices
+#   make test       build and run every test; ends with "N passed, N failed"
+#   make bench      speed against PyTorch (a benchmark, not a test)
+#   make golden-update   rewrite tests/golden expectations (review the diff!)
+#   make asan       everything built with AddressSanitizer + UBSan under build-asan/
+#   make cuda-only  a CUDA-only mplrun (no LLVM, no oneDNN) for GPU machines
+
+BUILD    ?= build
+CC       ?= cc
+OPT      ?= -O2 -g
+SANFLAGS ?=
+WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+            -Wno-unused-parameter -Wno-sign-compare
+CFLAGS   := -std=gnu11 $(OPT) $(WARN) $(SANFLAGS) -fno-fast-math -ffp-contract=off \
+            -I. -I$(BUILD)/lang -pthread -MMD -MP
+LDFLAGS  := $(SANFLAGS) -pthread
+LDLIBS   := -lm
+
+# ---- optional and required libraries ------------------------------------
+LLVM_CONFIG := $(shell command -v llvm-config-14 || command -v llvm-config)
+ifneq ($(LLVM_CONFIG),)
+LLVM_CFLAGS := $(shell $(LLVM_CONFIG) --cflags 2>/dev/null | sed 's/-O[0-9s]//g')
+LLVM_LIBS   := $(shell $(LLVM_CONFIG) --ldflags --libs core analysis passes orcjit mcjit native bitwriter bitreader target 2>/dev/null) \
+               $(shell $(LLVM_CONFIG) --system-libs 2>/dev/null)
+endif
+CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda))
+ifneq ($(CUDA_HOME),)
+ifneq ($(wildcard $(CUDA_HOME)/include/cuda.h),)
+HAVE_CUDA   := 1
+CUDA_CFLAGS := -DMPL_HAVE_CUDA -I$(CUDA_HOME)/include
+CUDA_LIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lnvrtc -lcublas -lcudart -lnccl -ldl
+endif
+endif
+CHECK_LIBS  := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm)
+
+# ---- sources ---------------------------------------------------------------
+LANG_SRC    := $(wildcard lang/*.c) $(BUILD)/lang/lexer.c $(BUILD)/lang/parser.c
+COMP_SRC    := $(filter-out compiler/main.c,$(wildcard compiler/*.c))
+RT_SRC      := $(filter-out runtime/mplrun.c,$(wildcard runtime/*.c))
+LANG_OBJ    := $(patsubst %.c,$(BUILD)/%.o,$(filter-out $(BUILD)/%,$(LANG_SRC))) \
+               $(BUILD)/lang/lexer.o $(BUILD)/lang/parser.o
+COMP_OBJ    := $(COMP_SRC:%.c=$(BUILD)/%.o)
+RT_OBJ      := $(RT_SRC:%.c=$(BUILD)/%.o)
+UNIT_SRC    := $(wildcard tests/unit/test_*.c)
+UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+LIBCOMP     := $(BUILD)/libmplc.a
+LIBRT       := $(BUILD)/libmplrt.a
+MPLC        := $(BUILD)/mplc
+MPLRUN      := $(BUILD)/mplrun
+
+COMP_LIBS   := $(LLVM_LIBS) $(CUDA_LIBS)
+RT_LIBS     := $(LLVM_LIBS) -ldnnl $(CUDA_LIBS)
+
+.PHONY: all deps run test bench golden-update asan clean unit golden fuzz cuda-only
+all: deps $(MPLC) $(MPLRUN)
+
+# ---- set-up on a fresh machine: install what is missing, else do nothing ----
+DEB_PKGS := flex bison check pkg-config llvm-14-dev libdnnl-dev libopenmpi-dev openmpi-bin clang libclang-rt-14-dev
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null \
+	    || { echo "deps: could not install$$missing" >&2; exit 1; }; \
+	fi
+
+# ---- lexer and parser --------------------------------------------------------
+$(BUILD)/lang/lexer.c $(BUILD)/lang/lexer.h: lang/lexer.l | $(BUILD)/lang/.dir
+	flex --header-file=$(BUILD)/lang/lexer.h -o $(BUILD)/lang/lexer.c $<
+$(BUILD)/lang/parser.c $(BUILD)/lang/parser.h: lang/parser.y | $(BUILD)/lang/.dir
+	bison -Wall -Werror --defines=$(BUILD)/lang/parser.h -o $(BUILD)/lang/parser.c $<
+$(BUILD)/lang/lexer.o: $(BUILD)/lang/lexer.c $(BUILD)/lang/parser.h
+	$(CC) $(CFLAGS) -Wno-missing-prototypes -Wno-unused-function -c -o $@ $<
+$(BUILD)/lang/parser.o: $(BUILD)/lang/parser.c $(BUILD)/lang/lexer.h
+	$(CC) $(CFLAGS) -Wno-missing-prototypes -c -o $@ $<
+$(patsubst %.c,$(BUILD)/%.o,$(wildcard lang/*.c)): $(BUILD)/lang/parser.h $(BUILD)/lang/lexer.h
+
+%/.dir:
+	@mkdir -p $(@D) && touch $@
+
+# ---- objects -----------------------------------------------------------------
+$(BUILD)/compiler/%.o: compiler/%.c | $(BUILD)/compiler/.dir $(BUILD)/lang/parser.h
+	$(CC) $(CFLAGS) $(LLVM_CFLAGS) $(CUDA_CFLAGS) -c -o $@ $<
+$(BUILD)/runtime/%.o: runtime/%.c | $(BUILD)/runtime/.dir
+	$(CC) $(CFLAGS) $(LLVM_CFLAGS) $(CUDA_CFLAGS) -c -o $@ $<
+$(BUILD)/lang/%.o: lang/%.c | $(BUILD)/lang/.dir
+	$(CC) $(CFLAGS) -c -o $@ $<
+$(BUILD)/tests/%.o: tests/unit/%.c | $(BUILD)/tests/.dir $(BUILD)/lang/parser.h
+	$(CC) $(CFLAGS) $(LLVM_CFLAGS) $(CUDA_CFLAGS) $(shell pkg-config --cflags check 2>/dev/null) -c -o $@ $<
+
+$(LIBCOMP): $(LANG_OBJ) $(COMP_OBJ)
+	@rm -f $@; ar rcs $@ $^
+$(LIBRT): $(RT_OBJ) $(BUILD)/lang/arena.o
+	@rm -f $@; ar rcs $@ $^
+
+$(MPLC): $(BUILD)/compiler/main.o $(LIBCOMP)
+	$(CC) $(LDFLAGS) -o $@ $^ $(COMP_LIBS) $(LDLIBS)
+$(MPLRUN): $(BUILD)/runtime/mplrun.o $(LIBRT)
+	$(CC) $(LDFLAGS) -o $@ $^ $(RT_LIBS) $(LDLIBS)
+
+$(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(LIBCOMP) $(LIBRT)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(RT_LIBS) $(COMP_LIBS) $(LDLIBS)
+
+# ---- the user's commands ---------------------------------------------------------
+run: all
+	./tests/run_example.sh
+
+test: all $(UNIT_BIN)
+	@./tests/run.sh
+
+unit: all $(UNIT_BIN)
+	@./tests/run.sh unit
+
+golden: all
+	@./tests/run.sh golden
+
+golden-update: all
+	./tests/golden/run.sh --update
+
+bench: all
+	./tests/bench/bench.sh
+
+asan:
+	$(MAKE) BUILD=build-asan OPT="-O1 -g" SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" all
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

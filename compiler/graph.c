@@ -1,0 +1,202 @@
+/*
+ * graph.c — the graph IR: construction, the op table, --emit=graph, and the verifier.
+ *
+ * Invariants kept (graph_verify): ops[i]->id == i; inputs precede their users;
+ * input counts match op_info; shapes are concrete; elementwise inputs broadcast
+ * to the op's shape.
+ */
+#include "mplc.h"
+
+#include <string.h>
+
+const OpInfo op_info[OP__COUNT] = {
+#define X(name, nin, kind) [OP_##name] = {#name, nin, OPC_##kind},
+    OP_LIST(X)
+#undef X
+};
+
+static const char *const dtype_names[DT__COUNT] = {"f32", "bf16", "f16", "i32", "bool"};
+static const int dtype_sizes[DT__COUNT] = {4, 2, 2, 4, 1};
+
+const char *dtype_name(DType t) { return (unsigned)t < DT__COUNT ? dtype_names[t] : "?"; }
+int dtype_size(DType t) { return (unsigned)t < DT__COUNT ? dtype_sizes[t] : 0; }
+
+/* Lower-case op names, computed once per call into a static table of literals. */
+const char *op_name(OpKind k) {
+  static const char *const names[OP__COUNT] = {
+#define X(name, nin, kind) [OP_##name] = #name,
+      OP_LIST(X)
+#undef X
+  };
+  static char lower[OP__COUNT][24]; /* immutable after first fill; same bytes every time */
+  if ((unsigned)k >= OP__COUNT) return "?";
+  if (!lower[k][0]) {
+    size_t i = 0;
+    for (; names[k][i] && i < sizeof lower[k] - 1; i++)
+      lower[k][i] = (char)(names[k][i] >= 'A' && names[k][i] <= 'Z' ? names[k][i] + 32 : names[k][i]);
+    lower[k][i] = 0;
+  }
+  return lower[k];
+}
+
+int64_t shape_numel(const Shape *s) {
+  int64_t n = 1;
+  for (int i = 0; i < s->rank; i++) n *= s->d[i];
+  return n;
+}
+
+bool shape_eq(const Shape *a, const Shape *b) {
+  if (a->rank != b->rank) return false;
+  for (int i = 0; i < a->rank; i++)
+    if (a->d[i] != b->d[i]) return false;
+  return true;
+}
+
+char *shape_str(const Shape *s, char *buf, size_t n) {
+  size_t k = 0;
+  k += (size_t)snprintf(buf + k, n - k, "[");
+  for (int i = 0; i < s->rank && k < n; i++)
+    k += (size_t)snprintf(buf + k, n - k, "%s%lld", i ? ", " : "", (long long)s->d[i]);
+  if (k < n) snprintf(buf + k, n - k, "]");
+  return buf;
+}
+
+bool shape_broadcast(const Shape *a, const Shape *b, Shape *out) {
+  Shape r = {.rank = a->rank > b->rank ? a->rank : b->rank};
+  for (int i = 0; i < r.rank; i++) {
+    int ia = a->rank - r.rank + i, ib = b->rank - r.rank + i;
+    int64_t da = ia >= 0 ? a->d[ia] : 1, db = ib >= 0 ? b->d[ib] : 1;
+    if (da != db && da != 1 && db != 1) return false;
+    r.d[i] = da == 1 ? db : da;
+  }
+  *out = r;
+  return true;
+}
+
+Graph *graph_new(Arena *a) {
+  Graph *g = arena_alloc(a, sizeof *g);
+  g->arena = a;
+  g->loss = -1;
+  g->mesh = (Mesh){1, 1, 1};
+  g->nstages = 1;
+  return g;
+}
+
+Op *graph_add(Graph *g, OpKind k, int nin, const int *in, Loc loc) {
+  if (g->nops == g->cap) {
+    int cap = g->cap ? g->cap * 2 : 64;
+    Op **ops = arena_alloc(g->arena, sizeof(Op *) * (size_t)cap);
+    if (g->nops) memcpy(ops, g->ops, sizeof(Op *) * (size_t)g->nops);
+    g->ops = ops;
+    g->cap = cap;
+  }
+  Op *op = arena_alloc(g->arena, sizeof *op);
+  op->id = g->nops;
+  op->kind = k;
+  op->nin = nin;
+  op->in = nin ? arena_alloc(g->arena, sizeof(int) * (size_t)nin) : NULL;
+  if (nin) memcpy(op->in, in, sizeof(int) * (size_t)nin);
+  op->stage = -1;
+  op->layout = (Layout){.split_dim = -1, .groups = 1};
+  op->loc = loc;
+  op->fwd_of = -1;
+  g->ops[g->nops++] = op;
+  return op;
+}
+
+int graph_params(const Graph *g, Op ***out, Arena *a) {
+  int n = 0;
+  for (int i = 0; i < g->nops; i++) n += g->ops[i]->kind == OP_PARAM;
+  Op **ps = arena_alloc(a, sizeof(Op *) * (size_t)(n ? n : 1));
+  n = 0;
+  for (int i = 0; i < g->nops; i++)
+    if (g->ops[i]->kind == OP_PARAM) ps[n++] = g->ops[i];
+  *out = ps;
+  return n;
+}
+
+static const char *const phase_names[] = {"fwd", "bwd_b", "bwd_w", "recomp"};
+static const char *const init_names[] = {"zeros", "ones", "normal", "uniform"};
+
+/* The attributes of one op, as "key=value" words, for the dump. */
+static void dump_attrs(FILE *out, const Op *op) {
+  switch (op->kind) {
+  case OP_INPUT: fprintf(out, " \"%s\"", op->name); break;
+  case OP_PARAM:
+    fprintf(out, " \"%s\" init=%s", op->name, init_names[op->init]);
+    if (op->init == INIT_NORMAL) fprintf(out, "(%g)", op->init_a);
+    if (op->init == INIT_UNIFORM) fprintf(out, "(%g, %g)", op->init_a, op->init_b);
+    break;
+  case OP_FULL: case OP_POW: fprintf(out, " value=%g", op->value); break;
+  case OP_DROPOUT: fprintf(out, " p=%g key=%d", op->value, op->key); break;
+  case OP_SUM: case OP_MEAN: case OP_AMAX:
+    if (op->axis == AXIS_ALL) fprintf(out, " axis=all");
+    else fprintf(out, " axis=%d", op->axis);
+    if (op->keepdims) fprintf(out, " keepdims");
+    break;
+  case OP_SOFTMAX: case OP_LOG_SOFTMAX: case OP_CONCAT: case OP_ALLGATHER:
+    fprintf(out, " axis=%d", op->axis);
+    break;
+  case OP_TRANSPOSE: fprintf(out, " axes=%d,%d", op->axis, op->axis2); break;
+  case OP_SLICE: fprintf(out, " axis=%d range=%lld:%lld", op->axis, (long long)op->begin, (long long)op->end); break;
+  case OP_PAD: fprintf(out, " axis=%d at=%lld", op->axis, (long long)op->begin); break;
+  case OP_MATMUL:
+    if (op->ta) fprintf(out, " ta");
+    if (op->tb) fprintf(out, " tb");
+    break;
+  case OP_PARAM_GRAD: fprintf(out, " param=%%%d use=%d", op->key, op->use); break;
+  case OP_SEND: case OP_RECV: fprintf(out, " peer=%d tag=%d", op->peer, op->tag); break;
+  default: break;
+  }
+}
+
+static void dump_layout(FILE *out, const Layout *l) {
+  if (l->partial) fprintf(out, " partial");
+  else if (l->split_dim >= 0 && l->groups > 1) fprintf(out, " split(%d,g=%d)", l->split_dim, l->groups);
+  else if (l->split_dim >= 0) fprintf(out, " split(%d)", l->split_dim);
+  else fprintf(out, " repl");
+}
+
+void graph_dump(FILE *out, const Graph *g) {
+  char buf[160];
+  for (int i = 0; i < g->nops; i++) {
+    const Op *op = g->ops[i];
+    fprintf(out, "%%%d = %s(", op->id, op_name(op->kind));
+    for (int j = 0; j < op->nin; j++) fprintf(out, "%s%%%d", j ? ", " : "", op->in[j]);
+    fprintf(out, ")");
+    dump_attrs(out, op);
+    fprintf(out, " : %s%s", dtype_name(op->dtype), shape_str(&op->shape, buf, sizeof buf));
+    if (op->stage >= 0) fprintf(out, " @%d", op->stage);
+    else fprintf(out, " @-");
+    dump_layout(out, &op->layout);
+    if (op->phase != PH_FWD) fprintf(out, " %s", phase_names[op->phase]);
+    if (op->recompute) fprintf(out, " recompute");
+    if (op->stash) fprintf(out, " stash");
+    if (op->loc.line) fprintf(out, "  # %s:%d:%d", op->loc.file, op->loc.line, op->loc.col);
+    fputc('\n', out);
+  }
+  if (g->loss >= 0) fprintf(out, "loss = %%%d\n", g->loss);
+}
+
+void graph_verify(const Graph *g) {
+  for (int i = 0; i < g->nops; i++) {
+    const Op *op = g->ops[i];
+    if (!op || op->id != i) die("graph: op %d has id %d", i, op ? op->id : -1);
+    if ((unsigned)op->kind >= OP__COUNT) die("graph: op %d has bad kind %d", i, op->kind);
+    int want = op_info[op->kind].nin;
+    if (want >= 0 && op->nin != want) die("graph: %%%d %s has %d inputs, wants %d", i, op_name(op->kind), op->nin, want);
+    if (op->shape.rank < 0 || op->shape.rank > MPL_MAX_RANK) die("graph: %%%d has rank %d", i, op->shape.rank);
+    for (int j = 0; j < op->shape.rank; j++)
+      if (op->shape.d[j] <= 0) die("graph: %%%d has dimension %lld", i, (long long)op->shape.d[j]);
+    for (int j = 0; j < op->nin; j++) {
+      if (op->in[j] < 0 || op->in[j] >= i) die("graph: %%%d input %d is %%%d (not earlier)", i, j, op->in[j]);
+      if (op_info[op->kind].cls == OPC_E) {
+        Shape b;
+        const Shape *s = &g->ops[op->in[j]]->shape;
+        if (!shape_broadcast(s, &op->shape, &b) || !shape_eq(&b, &op->shape))
+          die("graph: %%%d input %%%d does not broadcast to the op's shape", i, op->in[j]);
+      }
+    }
+  }
+  if (g->loss >= g->nops) die("graph: loss %%%d out of range", g->loss);
+}

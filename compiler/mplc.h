@@ -1,0 +1,238 @@
+/*
+ * mplc.h — the compiler's internal header, in sections that follow the pipeline:
+ *   graph.c     the graph IR (forward and backward, typed, placed), its dump and verifier
+ *   sema*.c     AST -> forward graph IR (the front end)
+ *   later passes declare their entry points in their own headers, included at the end.
+ *
+ * Graph IR invariants (checked by graph_verify):
+ *  - ops are in topological order: every input id is smaller than the op's id;
+ *  - ops[i]->id == i; every shape is static and concrete;
+ *  - elementwise ops broadcast their inputs NumPy-style to the op's shape;
+ *  - a param is one PARAM op, identified by its global name (unique).
+ */
+#ifndef MPL_MPLC_H
+#define MPL_MPLC_H
+
+#include "../lang/ast.h"
+
+#define MPL_MAX_RANK 8
+
+/* ==== graph.c ========================================================= */
+
+typedef enum DType { DT_F32, DT_BF16, DT_F16, DT_I32, DT_BOOL, DT__COUNT } DType;
+const char *dtype_name(DType t);
+int dtype_size(DType t);
+
+typedef struct Shape {
+  int rank;
+  int64_t d[MPL_MAX_RANK];
+} Shape;
+int64_t shape_numel(const Shape *s);
+bool shape_eq(const Shape *a, const Shape *b);
+/* "[2, 3, 4]" into buf (returns buf). */
+char *shape_str(const Shape *s, char *buf, size_t n);
+/* NumPy broadcast of a and b into out; false if incompatible. */
+bool shape_broadcast(const Shape *a, const Shape *b, Shape *out);
+
+/*
+ * The primitive ops. X(NAME, nin, kind): nin is the input count (-1: variadic);
+ * kind: E elementwise, R reduction-like, S shape, M matmul, N neural, C creation,
+ * L leaf, G backward helper, X communication.
+ * ORDER: graph.c's op_info table is generated from this list.
+ */
+#define OP_LIST(X)                                                              \
+  /* leaves */                                                                  \
+  X(INPUT, 0, L)       /* name: model input name */                             \
+  X(PARAM, 0, L)       /* name: global name; init, init_a, init_b, shard_* */  \
+  /* creation */                                                                \
+  X(FULL, 0, C)        /* value; shape (rank 0 for a scalar constant) */        \
+  X(ARANGE, 0, C)      /* i32 [n] */                                            \
+  X(CAUSAL_MASK, 0, C) /* bool [T, T], true on and below the diagonal */        \
+  /* elementwise, unary */                                                      \
+  X(NEG, 1, E) X(EXP, 1, E) X(LOG, 1, E) X(SQRT, 1, E) X(RSQRT, 1, E)          \
+  X(TANH, 1, E) X(SIGMOID, 1, E) X(RELU, 1, E) X(GELU, 1, E) X(ABS, 1, E)      \
+  X(SIGN, 1, E)                                                                 \
+  X(POW, 1, E)         /* value: the exponent c */                              \
+  X(CAST, 1, E)        /* to op->dtype */                                       \
+  X(NOT, 1, E)                                                                  \
+  /* elementwise, binary (broadcasting) */                                      \
+  X(ADD, 2, E) X(SUB, 2, E) X(MUL, 2, E) X(DIV, 2, E)                           \
+  X(MAXIMUM, 2, E) X(MINIMUM, 2, E)                                             \
+  X(EQ, 2, E) X(NE, 2, E) X(LT, 2, E) X(LE, 2, E) X(GT, 2, E) X(GE, 2, E)       \
+  X(AND, 2, E) X(OR, 2, E)                                                      \
+  X(GELU_GRAD, 2, E)   /* (x, dy) -> dy * gelu'(x) */                           \
+  X(RELU_GRAD, 2, E)   /* (x, dy) -> x > 0 ? dy : 0 */                          \
+  X(WHERE, 3, E)       /* (mask, a, b) */                                       \
+  /* reductions over one axis (axis = AXIS_ALL: every element) */              \
+  X(SUM, 1, R) X(MEAN, 1, R) X(AMAX, 1, R)  /* axis, keepdims */               \
+  X(SOFTMAX, 1, R) X(LOG_SOFTMAX, 1, R)     /* axis */                          \
+  /* shape */                                                                   \
+  X(RESHAPE, 1, S)                                                              \
+  X(TRANSPOSE, 1, S)   /* axis, axis2: the two dims swapped */                  \
+  X(SLICE, 1, S)       /* axis, begin, end */                                   \
+  X(PAD, 1, S)         /* axis, begin: place input at begin of op's shape; 0 elsewhere */ \
+  X(CONCAT, -1, S)     /* axis */                                               \
+  X(EXPAND, 1, S)      /* broadcast input to op's shape */                      \
+  X(SUM_TO, 1, S)      /* sum over broadcast dims down to op's shape */         \
+  /* matrix product, batched over leading dims with broadcasting */             \
+  X(MATMUL, 2, M)      /* ta, tb: transpose the last two dims of a / b */       \
+  /* neural */                                                                  \
+  X(EMBEDDING, 2, N)   /* (idx i32, weight [rows, cols]) */                     \
+  X(EMBEDDING_GRAD, 2, G) /* (idx, dy) -> [rows, cols], summed in position order */ \
+  X(CROSS_ENTROPY, 2, N)  /* (logits, targets) -> f32 [] mean over positions */ \
+  X(CE_GRAD, 3, G)     /* (logits, targets, g) -> (softmax - onehot) * g / N */ \
+  X(DROPOUT, 1, N)     /* value: p; key: mask key (seed, step, mb, key) */      \
+  /* training */                                                                \
+  X(PARAM_GRAD, 1, G)  /* sink: accumulate input into grad accumulator        \
+                          (param = key, use = use index) */                     \
+  /* communication (inserted by partition and sharding) */                     \
+  X(SEND, 1, X)        /* peer: destination stage, tag */                       \
+  X(RECV, 0, X)        /* peer: source stage, tag; shape and dtype */           \
+  X(ALLREDUCE, 1, X)   /* sum over the tp group */                              \
+  X(ALLGATHER, 1, X)   /* axis: gather along it over the tp group */
+
+typedef enum OpKind {
+#define X(name, nin, kind) OP_##name,
+  OP_LIST(X)
+#undef X
+  OP__COUNT
+} OpKind;
+
+typedef enum OpClass {
+  OPC_L, OPC_C, OPC_E, OPC_R, OPC_S, OPC_M, OPC_N, OPC_G, OPC_X
+} OpClass;
+
+typedef struct OpInfo {
+  const char *name; /* lower case, as printed: "matmul" */
+  int nin;          /* -1: variadic */
+  OpClass cls;
+} OpInfo;
+extern const OpInfo op_info[OP__COUNT];
+
+#define AXIS_ALL (-100)
+
+typedef enum InitKind { INIT_ZEROS, INIT_ONES, INIT_NORMAL, INIT_UNIFORM } InitKind;
+
+/* Which pass of a training step an op belongs to. */
+typedef enum Phase {
+  PH_FWD,    /* forward */
+  PH_BWD_B,  /* backward, input-gradient part */
+  PH_BWD_W,  /* backward, weight-gradient part (only feeds PARAM_GRAD) */
+  PH_RECOMP, /* a forward op rerun before the backward (@recompute) */
+} Phase;
+
+/* tp layout of a value: replicated, split on one dim, or partial sums. */
+typedef struct Layout {
+  int split_dim; /* -1: not split */
+  bool partial;  /* holds a partial sum over the tp group */
+  int groups;    /* @shard(dim, groups = g); 1 otherwise */
+} Layout;
+
+typedef struct Op {
+  int id;
+  OpKind kind;
+  int nin;
+  int *in;       /* op ids */
+  Shape shape;   /* of the output */
+  DType dtype;
+  int stage;     /* -1: none (leaves and creation ops: made where used) */
+  Phase phase;
+  Layout layout;
+  Loc loc;       /* source location (for errors and dumps) */
+  Loc stage_loc; /* where the stage was set (for notes); line 0 if inherited from nothing */
+  const char *name;
+  /* attributes, by kind (see OP_LIST) */
+  int axis, axis2;
+  bool keepdims;
+  int64_t begin, end;
+  double value;
+  bool ta, tb;
+  InitKind init;
+  double init_a, init_b;
+  bool recompute; /* inside @recompute */
+  int key;        /* DROPOUT: mask key; PARAM_GRAD: the PARAM's id */
+  int use;        /* PARAM_GRAD: index of this use of the param (0, 1, ... in use order) */
+  int peer, tag;  /* SEND/RECV */
+  bool stash;     /* a forward value held for the backward */
+  int fwd_of;     /* backward/recompute ops: the forward op they derive from, else -1 */
+} Op;
+
+typedef enum SchedKind { SCHED_SEQUENTIAL, SCHED_GPIPE, SCHED_1F1B, SCHED_INTERLEAVED, SCHED_ZB } SchedKind;
+typedef enum OptKind { OPT_SGD, OPT_ADAMW } OptKind;
+typedef enum LrSchedKind { LR_CONSTANT, LR_COSINE } LrSchedKind;
+typedef enum DataKind { DATA_SYNTHETIC, DATA_TOKENS } DataKind;
+
+typedef struct Mesh {
+  int dp, pp, tp;
+} Mesh;
+
+typedef struct TrainConfig {
+  DataKind data_kind;
+  const char *data_path; /* DATA_TOKENS */
+  int64_t synthetic_n;   /* DATA_SYNTHETIC */
+  int64_t batch, seq, microbatches;
+  SchedKind schedule;
+  int virtual_stages; /* v of interleaved(v); 1 otherwise */
+  OptKind optimizer;
+  double lr, beta1, beta2, eps, weight_decay, momentum;
+  LrSchedKind lr_schedule;
+  int64_t warmup;
+  double min_lr;
+  double grad_clip; /* 0: none */
+  int zero;
+  int64_t steps;
+  uint64_t seed;
+} TrainConfig;
+
+typedef struct Graph {
+  Arena *arena;
+  Op **ops;
+  int nops, cap;
+  int loss;          /* id of the scalar loss op, -1 if none */
+  const char *model_name;
+  Mesh mesh;
+  TrainConfig train;
+  int nstages;       /* pp * virtual_stages */
+  bool auto_stages;  /* no @stage in the program: the balancer places ops */
+} Graph;
+
+Graph *graph_new(Arena *a);
+/* Appends an op with the given inputs; fills id, sets stage -1, layout replicated,
+ * fwd_of -1. Shape and dtype are the caller's. */
+Op *graph_add(Graph *g, OpKind k, int nin, const int *in, Loc loc);
+const char *op_name(OpKind k);
+/* --emit=graph: one op per line:
+ *   %id = op(%in, ...) attrs : dtype[shape] @stage sharding  # file:line:col   */
+void graph_dump(FILE *out, const Graph *g);
+/* Checks the invariants above; dies with a message on a violation (internal bug). */
+void graph_verify(const Graph *g);
+/* Params in id order, inputs in id order (convenience). */
+int graph_params(const Graph *g, Op ***out, Arena *a);
+
+/* ==== sema.c: the front end ============================================ */
+
+typedef struct Define {
+  const char *name;
+  const char *value; /* as written after '=' */
+} Define;
+
+typedef struct CompileOptions {
+  const char *stdlib_dir;  /* found relative to the mplc binary */
+  PtrVec include_dirs;     /* const char*, from -I */
+  PtrVec defines;          /* Define*, from -D */
+  bool mesh_set;           /* --mesh given */
+  Mesh mesh;
+  const char *schedule;    /* --schedule, or NULL */
+  int64_t microbatches;    /* --microbatches, or 0 */
+  double mem_limit;        /* --mem-limit bytes per rank, 0: none */
+  const char *gpu_arch;    /* --gpu-arch, default "sm_90" */
+} CompileOptions;
+
+/*
+ * Builds the forward graph IR of the program's model: imports, consts and -D,
+ * def instantiation and param naming, shapes, dtypes, placement, mesh and train
+ * block with the command-line overrides. Errors go to d; returns NULL if any.
+ */
+Graph *sema_program(Diag *d, Arena *a, Node *program, const CompileOptions *opt);
+
+#endif
