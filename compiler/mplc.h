@@ -155,6 +155,8 @@ typedef struct Op {
   int peer, tag;  /* SEND/RECV */
   bool stash;     /* a forward value held for the backward */
   int fwd_of;     /* backward/recompute ops: the forward op they derive from, else -1 */
+  int seg;        /* index of the model body's top-level statement (loops unrolled) that
+                     made this op: the unit the stage balancer moves; -1 for none */
 } Op;
 
 typedef enum SchedKind { SCHED_SEQUENTIAL, SCHED_GPIPE, SCHED_1F1B, SCHED_INTERLEAVED, SCHED_ZB } SchedKind;
