@@ -1,0 +1,381 @@
+/*
+ * partition.c — cut the forward+backward graph by stage (see partition.h).
+ *
+ * Steps: (1) @recompute: forward ops marked recompute that the backward reads are
+ * cloned as PH_RECOMP ops between the forward and the backward section, and the
+ * backward reads the clones, so the originals need not be held; (2) every op is
+ * put in the pass list of its stage; stage-less ops (constants) are put in every
+ * stage that reads them; (3) each input read on another stage than the one that
+ * computes it becomes a transfer; (4) forward values read by the backward are
+ * marked stash; (5) params read on several stages are listed as tied.
+ */
+#include "partition.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void ivec_push(Arena *a, IntVec *iv, int x) {
+  if (iv->n == iv->cap) {
+    int cap = iv->cap ? iv->cap * 2 : 8;
+    int *v = arena_alloc(a, sizeof(int) * (size_t)cap);
+    if (iv->n) memcpy(v, iv->v, sizeof(int) * (size_t)iv->n);
+    iv->v = v;
+    iv->cap = cap;
+  }
+  iv->v[iv->n++] = x;
+}
+
+bool ivec_has(const IntVec *iv, int x) {
+  for (int i = 0; i < iv->n; i++)
+    if (iv->v[i] == x) return true;
+  return false;
+}
+
+static bool is_leaf(const Op *op) { return op->kind == OP_INPUT || op->kind == OP_PARAM; }
+
+static bool is_backward(const Op *op) { return op->phase == PH_BWD_B || op->phase == PH_BWD_W; }
+
+/* ---- (1) recompute ------------------------------------------------------------ */
+
+/* Copies op into g (a new id), with inputs mapped through map. */
+static Op *copy_op(Graph *g, const Op *src, const int *map) {
+  int *in = src->nin ? arena_alloc(g->arena, sizeof(int) * (size_t)src->nin) : NULL;
+  for (int j = 0; j < src->nin; j++) in[j] = map[src->in[j]];
+  Op *op = graph_add(g, src->kind, src->nin, in, src->loc);
+  int id = op->id;
+  int *keep_in = op->in;
+  *op = *src;
+  op->id = id;
+  op->in = keep_in;
+  return op;
+}
+
+/* Forward ops marked recompute that some backward op reads, directly or through
+ * other recompute ops: those must be recomputed before the backward. */
+static bool *recompute_needed(const Graph *g) {
+  bool *need = calloc((size_t)g->nops, 1);
+  for (int i = g->nops - 1; i >= 0; i--) {
+    const Op *op = g->ops[i];
+    bool reader = is_backward(op) || need[i];
+    if (!reader) continue;
+    for (int j = 0; j < op->nin; j++) {
+      const Op *in = g->ops[op->in[j]];
+      if (in->phase == PH_FWD && in->recompute && !is_leaf(in) && op_info[in->kind].cls != OPC_C)
+        need[in->id] = true;
+    }
+  }
+  return need;
+}
+
+/* Rebuilds g as [forward][recompute clones][backward] when any op needs recomputing. */
+static Graph *apply_recompute(Graph *g) {
+  bool *need = recompute_needed(g);
+  bool any = false;
+  for (int i = 0; i < g->nops; i++) any |= need[i];
+  if (!any) {
+    free(need);
+    return g;
+  }
+  Graph *ng = graph_new(g->arena);
+  Graph keep = *g;
+  *ng = keep;
+  ng->ops = NULL;
+  ng->nops = ng->cap = 0;
+  int *map = malloc(sizeof(int) * (size_t)g->nops);  /* old id -> new id */
+  int *rmap = malloc(sizeof(int) * (size_t)g->nops); /* old id -> id read by the backward */
+  int nfwd = 0;
+  while (nfwd < g->nops && !is_backward(g->ops[nfwd])) nfwd++;
+  for (int i = 0; i < nfwd; i++) {
+    map[i] = copy_op(ng, g->ops[i], map)->id;
+    rmap[i] = map[i];
+  }
+  for (int i = 0; i < nfwd; i++) {
+    if (!need[i]) continue;
+    Op *c = copy_op(ng, g->ops[i], rmap);
+    c->phase = PH_RECOMP;
+    c->fwd_of = map[i];
+    rmap[i] = c->id;
+  }
+  for (int i = nfwd; i < g->nops; i++) {
+    const Op *src = g->ops[i];
+    if (!is_backward(src)) die("partition: forward op %%%d after the backward section", i);
+    Op *op = copy_op(ng, src, rmap);
+    map[i] = rmap[i] = op->id;
+    if (op->kind == OP_PARAM_GRAD) op->key = map[src->key];
+    if (src->fwd_of >= 0) op->fwd_of = map[src->fwd_of];
+  }
+  ng->loss = g->loss >= 0 ? map[g->loss] : -1;
+  free(map);
+  free(rmap);
+  free(need);
+  graph_verify(ng);
+  return ng;
+}
+
+/* ---- (2)-(5) the cut ---------------------------------------------------------- */
+
+static int pass_of(const Op *op) {
+  switch (op->phase) {
+  case PH_FWD: return PASS_FWD;
+  case PH_RECOMP: return PASS_RECOMP;
+  case PH_BWD_B: return PASS_BWD_B;
+  case PH_BWD_W: return PASS_BWD_W;
+  }
+  return PASS_FWD;
+}
+
+/* Stage-less non-leaf op (a constant): computed on every stage that reads it, in the
+ * earliest pass that reads it there. need[op][stage] = pass + 1, or 0. */
+static void place_stageless(const Graph *g, int nst, unsigned char *need) {
+  for (int i = g->nops - 1; i >= 0; i--) {
+    const Op *op = g->ops[i];
+    for (int s = 0; s < nst; s++) {
+      int pass = -1;
+      if (op->stage >= 0) {
+        if (op->stage != s) continue;
+        pass = pass_of(op);
+      } else if (need[(size_t)i * nst + s]) {
+        pass = need[(size_t)i * nst + s] - 1;
+      } else {
+        continue;
+      }
+      for (int j = 0; j < op->nin; j++) {
+        const Op *in = g->ops[op->in[j]];
+        if (in->stage >= 0 || is_leaf(in)) continue;
+        unsigned char *n = &need[(size_t)in->id * nst + s];
+        if (!*n || *n - 1 > pass) *n = (unsigned char)(pass + 1);
+      }
+    }
+  }
+}
+
+static PartXfer *find_xfer(Partition *p, PtrVec *xs, int src, int dst, bool grad) {
+  for (int i = 0; i < xs->n; i++) {
+    PartXfer *x = xs->items[i];
+    if (x->src == src && x->dst == dst && x->grad == grad) return x;
+  }
+  PartXfer *x = arena_alloc(p->g->arena, sizeof *x);
+  x->src = src;
+  x->dst = dst;
+  x->grad = grad;
+  vec_push(p->g->arena, xs, x);
+  return x;
+}
+
+/* Records that stage s reads value in (made on another stage). */
+static void add_crossing(Diag *d, Partition *p, PtrVec *xs, const Op *reader, int s, const Op *in) {
+  bool grad = is_backward(in);
+  int src = in->stage;
+  if ((!grad && src > s) || (grad && src < s)) {
+    diag_error(d, reader->loc, "value %%%d (%s) computed on stage %d is read on stage %d, against the pipeline's direction",
+               in->id, op_name(in->kind), src, s);
+    return;
+  }
+  PartXfer *x = find_xfer(p, xs, src, s, grad);
+  if (!ivec_has(&x->vals, in->id)) ivec_push(p->g->arena, &x->vals, in->id);
+}
+
+static int cmp_int(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
+
+static int cmp_xfer(const void *a, const void *b) {
+  const PartXfer *x = a, *y = b;
+  if (x->grad != y->grad) return x->grad - y->grad;
+  if (x->src != y->src) return x->src - y->src;
+  return x->dst - y->dst;
+}
+
+/* Reads of stage s's op: leaves are noted, crossings become transfers. */
+static void note_inputs(Diag *d, Partition *p, PtrVec *xs, const Op *op, int s) {
+  const Graph *g = p->g;
+  PartStage *st = &p->st[s];
+  for (int j = 0; j < op->nin; j++) {
+    const Op *in = g->ops[op->in[j]];
+    if (in->kind == OP_PARAM) {
+      if (!ivec_has(&st->params, in->id)) ivec_push(g->arena, &st->params, in->id);
+    } else if (in->kind == OP_INPUT) {
+      if (!ivec_has(&st->inputs, in->id)) ivec_push(g->arena, &st->inputs, in->id);
+    } else if (in->stage >= 0 && in->stage != s) {
+      add_crossing(d, p, xs, op, s, in);
+    }
+    if (in->phase == PH_FWD && !is_leaf(in) && (is_backward(op) || op->phase == PH_RECOMP))
+      ((Op *)in)->stash = true;
+  }
+}
+
+static int find_logits(const Graph *g, int loss) {
+  for (int i = loss; i >= 0; i--) {
+    const Op *op = g->ops[i];
+    if (op->kind == OP_CROSS_ENTROPY && (i == loss || op->stage == g->ops[loss]->stage)) return op->in[0];
+  }
+  return -1;
+}
+
+Partition *part_build(Diag *d, Graph *g0) {
+  int errors = d->nerrors;
+  Graph *g = apply_recompute(g0);
+  Partition *p = arena_alloc(g->arena, sizeof *p);
+  p->g = g;
+  p->nstages = g->nstages > 0 ? g->nstages : 1;
+  int nst = p->nstages;
+  p->st = arena_alloc(g->arena, sizeof(PartStage) * (size_t)nst);
+  for (int s = 0; s < nst; s++) p->st[s].loss = p->st[s].logits = -1;
+  unsigned char *need = calloc((size_t)g->nops * (size_t)nst, 1);
+  place_stageless(g, nst, need);
+  PtrVec xs = {0};
+  for (int i = 0; i < g->nops; i++) {
+    const Op *op = g->ops[i];
+    if (is_leaf(op)) continue;
+    for (int s = 0; s < nst; s++) {
+      int pass;
+      if (op->stage >= 0) {
+        if (op->stage != s) continue;
+        if (op->stage >= nst) die("partition: %%%d on stage %d of %d", i, op->stage, nst);
+        pass = pass_of(op);
+      } else if (need[(size_t)i * nst + s]) {
+        pass = need[(size_t)i * nst + s] - 1;
+      } else {
+        continue;
+      }
+      ivec_push(g->arena, &p->st[s].pass[pass], i);
+      note_inputs(d, p, &xs, op, s);
+    }
+  }
+  free(need);
+  if (g->loss >= 0) {
+    int s = g->ops[g->loss]->stage >= 0 ? g->ops[g->loss]->stage : nst - 1;
+    p->st[s].loss = g->loss;
+    p->st[s].logits = find_logits(g, g->loss);
+  }
+  p->nxfers = xs.n;
+  p->xfers = arena_alloc(g->arena, sizeof(PartXfer) * (size_t)(xs.n ? xs.n : 1));
+  for (int i = 0; i < xs.n; i++) {
+    p->xfers[i] = *(PartXfer *)xs.items[i];
+    qsort(p->xfers[i].vals.v, (size_t)p->xfers[i].vals.n, sizeof(int), cmp_int);
+  }
+  qsort(p->xfers, (size_t)p->nxfers, sizeof(PartXfer), cmp_xfer);
+  for (int i = 0; i < g->nops; i++) {
+    if (g->ops[i]->kind != OP_PARAM) continue;
+    int holders = 0;
+    for (int s = 0; s < nst; s++) holders += ivec_has(&p->st[s].params, i);
+    if (holders > 1) ivec_push(g->arena, &p->tied, i);
+  }
+  for (int s = 0; s < nst; s++) {
+    bool any = false;
+    for (int k = 0; k < PASS__COUNT; k++) any |= p->st[s].pass[k].n > 0;
+    if (!any) diag_error_noloc(d, "stage %d has nothing to run", s);
+  }
+  if (d->nerrors > errors) return NULL;
+  part_verify(p);
+  return p;
+}
+
+/* ---- checks and dumps ------------------------------------------------------------- */
+
+static bool stage_has(const PartStage *st, int id) {
+  for (int k = 0; k < PASS__COUNT; k++)
+    if (ivec_has(&st->pass[k], id)) return true;
+  return false;
+}
+
+void part_verify(const Partition *p) {
+  const Graph *g = p->g;
+  for (int s = 0; s < p->nstages; s++) {
+    const PartStage *st = &p->st[s];
+    for (int k = 0; k < PASS__COUNT; k++) {
+      for (int i = 0; i < st->pass[k].n; i++) {
+        const Op *op = g->ops[st->pass[k].v[i]];
+        if (i && st->pass[k].v[i - 1] >= op->id) die("partition: stage %d pass %d not in id order", s, k);
+        for (int j = 0; j < op->nin; j++) {
+          const Op *in = g->ops[op->in[j]];
+          if (is_leaf(in) || stage_has(st, in->id)) continue;
+          bool arrives = false;
+          for (int x = 0; x < p->nxfers; x++)
+            if (p->xfers[x].dst == s && p->xfers[x].src == in->stage && ivec_has(&p->xfers[x].vals, in->id))
+              arrives = true;
+          if (!arrives) die("partition: %%%d on stage %d reads %%%d, which never arrives", op->id, s, in->id);
+        }
+      }
+    }
+  }
+  for (int x = 0; x < p->nxfers; x++) {
+    const PartXfer *t = &p->xfers[x];
+    if (t->grad ? t->src <= t->dst : t->src >= t->dst) die("partition: transfer %d -> %d goes the wrong way", t->src, t->dst);
+  }
+}
+
+static const char *const pass_names[PASS__COUNT] = {"fwd", "recomp", "bwd_b", "bwd_w"};
+
+static void dump_list(FILE *out, const Graph *g, const IntVec *iv) {
+  for (int i = 0; i < iv->n; i++) fprintf(out, "%s%%%d", i ? " " : "", iv->v[i]);
+  (void)g;
+}
+
+void part_dump(FILE *out, const Partition *p) {
+  const Graph *g = p->g;
+  fprintf(out, "partition: %d stage%s, %d transfer%s, %d tied param%s\n", p->nstages, p->nstages == 1 ? "" : "s",
+          p->nxfers, p->nxfers == 1 ? "" : "s", p->tied.n, p->tied.n == 1 ? "" : "s");
+  for (int s = 0; s < p->nstages; s++) {
+    const PartStage *st = &p->st[s];
+    fprintf(out, "stage %d:\n  params:", s);
+    for (int i = 0; i < st->params.n; i++) fprintf(out, " %s", g->ops[st->params.v[i]]->name);
+    fprintf(out, "\n  inputs:");
+    for (int i = 0; i < st->inputs.n; i++) fprintf(out, " %s", g->ops[st->inputs.v[i]]->name);
+    fputc('\n', out);
+    for (int k = 0; k < PASS__COUNT; k++) {
+      if (!st->pass[k].n) continue;
+      fprintf(out, "  %s (%d ops): ", pass_names[k], st->pass[k].n);
+      dump_list(out, g, &st->pass[k]);
+      fputc('\n', out);
+    }
+    int nstash = 0;
+    for (int i = 0; i < st->pass[PASS_FWD].n; i++) nstash += g->ops[st->pass[PASS_FWD].v[i]]->stash;
+    fprintf(out, "  stash: %d value%s held for the backward\n", nstash, nstash == 1 ? "" : "s");
+    if (st->loss >= 0) fprintf(out, "  loss: %%%d\n", st->loss);
+  }
+  for (int x = 0; x < p->nxfers; x++) {
+    const PartXfer *t = &p->xfers[x];
+    fprintf(out, "%s %d -> %d: send/recv ", t->grad ? "grad" : "act ", t->src, t->dst);
+    dump_list(out, g, &t->vals);
+    fputc('\n', out);
+  }
+  for (int i = 0; i < p->tied.n; i++) {
+    const Op *op = g->ops[p->tied.v[i]];
+    fprintf(out, "tied %s: grad all-reduce among stages", op->name);
+    for (int s = 0; s < p->nstages; s++)
+      if (ivec_has(&p->st[s].params, op->id)) fprintf(out, " %d", s);
+    fputc('\n', out);
+  }
+  fprintf(out, "\n");
+  graph_dump(out, g);
+}
+
+void part_dot(FILE *out, const Partition *p) {
+  const Graph *g = p->g;
+  char buf[160];
+  fprintf(out, "digraph mpl {\n  rankdir=TB;\n  node [shape=box, fontsize=10];\n");
+  for (int s = 0; s < p->nstages; s++) {
+    fprintf(out, "  subgraph cluster_stage%d {\n    label=\"stage %d\";\n", s, s);
+    for (int k = 0; k < PASS__COUNT; k++)
+      for (int i = 0; i < p->st[s].pass[k].n; i++) {
+        const Op *op = g->ops[p->st[s].pass[k].v[i]];
+        if (op->stage < 0) continue;
+        fprintf(out, "    n%d [label=\"%%%d %s\\n%s\"%s];\n", op->id, op->id, op_name(op->kind),
+                shape_str(&op->shape, buf, sizeof buf), k == PASS_FWD ? "" : ", style=filled, fillcolor=\"#eeeeee\"");
+      }
+    fprintf(out, "  }\n");
+  }
+  for (int i = 0; i < g->nops; i++) {
+    const Op *op = g->ops[i];
+    if (op->stage < 0) continue;
+    for (int j = 0; j < op->nin; j++) {
+      const Op *in = g->ops[op->in[j]];
+      if (in->stage < 0) continue;
+      if (in->stage != op->stage)
+        fprintf(out, "  n%d -> n%d [style=dashed, color=red, label=\"%s\"];\n", in->id, op->id,
+                is_backward(in) ? "send grad" : "send");
+      else
+        fprintf(out, "  n%d -> n%d;\n", in->id, op->id);
+    }
+  }
+  fprintf(out, "}\n");
+}

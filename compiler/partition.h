@@ -1,0 +1,73 @@
+/*
+ * partition.h — cutting the forward+backward graph by pipeline stage.
+ *
+ * The partition is what every later pass reads: per stage, the ops of each pass
+ * (forward, recompute, input-gradient backward, weight-gradient backward) in id
+ * order; the values that cross from one stage to another (activations forward,
+ * their gradients backward) — the send/recv pairs; and the params kept on several
+ * stages whose gradients are combined before the update.
+ *
+ * Invariants (part_verify):
+ *  - every non-leaf op is in exactly one pass list of its stage, or, when it has no
+ *    stage of its own (constants), in a pass list of every stage that uses it;
+ *  - every input of an op in stage s's lists is a leaf, is computed on s, or arrives
+ *    on s through a transfer whose src is the stage that computes it;
+ *  - activations only flow to later stages and gradients only to earlier ones;
+ *  - a value marked stash is a forward value read by a backward or recompute op.
+ */
+#ifndef MPL_PARTITION_H
+#define MPL_PARTITION_H
+
+#include "mplc.h"
+
+enum { PASS_FWD, PASS_RECOMP, PASS_BWD_B, PASS_BWD_W, PASS__COUNT };
+
+typedef struct IntVec {
+  int *v;
+  int n, cap;
+} IntVec;
+void ivec_push(Arena *a, IntVec *iv, int x);
+bool ivec_has(const IntVec *iv, int x);
+
+typedef struct PartStage {
+  IntVec pass[PASS__COUNT]; /* op ids in id order */
+  IntVec params;            /* PARAM ops this stage reads */
+  IntVec inputs;            /* INPUT ops this stage reads */
+  int loss;                 /* the loss op if computed here, else -1 */
+  int logits;               /* first argument of the loss's cross_entropy, else -1 */
+} PartStage;
+
+typedef struct PartXfer {
+  int src, dst;
+  bool grad;  /* false: activations after FWD(src); true: gradients after BWD_B(src) */
+  IntVec vals;
+} PartXfer;
+
+typedef struct Partition {
+  Graph *g;        /* the graph the ids refer to (rebuilt when @recompute clones ops) */
+  int nstages;
+  PartStage *st;
+  int nxfers;
+  PartXfer *xfers; /* sorted by (grad, src, dst) */
+  IntVec tied;     /* PARAM ops whose uses are on several stages */
+} Partition;
+
+/* Assigns stages when g->auto_stages (balancer), before autodiff. Returns errors. */
+int part_balance(Diag *d, Graph *g, double mem_limit);
+/* Cuts g (forward + backward) into stages. Returns NULL after reporting errors. */
+Partition *part_build(Diag *d, Graph *g);
+void part_verify(const Partition *p);
+/* --emit=partition */
+void part_dump(FILE *out, const Partition *p);
+/* --emit=dot: Graphviz, stages as clusters, transfers as dashed edges. */
+void part_dot(FILE *out, const Partition *p);
+
+/* cost.c: a simple cost model. */
+typedef struct OpCost {
+  double flops, bytes;
+} OpCost;
+OpCost cost_op(const Graph *g, const Op *op);
+/* Seconds for a cost on the modelled CPU (peak GFLOP/s and GB/s). */
+double cost_time(OpCost c);
+
+#endif

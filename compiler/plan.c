@@ -1,0 +1,222 @@
+/*
+ * plan.c — liveness over a rank's whole instruction stream and offset assignment
+ * (see plan.h).
+ */
+#include "plan.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum { ALIGN = 64 };
+
+typedef struct Interval {
+  int value, mb;      /* mb = -1: persistent (one buffer for every micro-batch) */
+  int64_t start, end; /* inclusive times */
+  uint64_t size, offset;
+} Interval;
+
+typedef struct Live {
+  const Graph *g;
+  int m;
+  int64_t *start, *end; /* [nvalues * m], -1: untouched */
+  bool *persistent;     /* [nvalues] */
+  const int *alias_of;
+  int64_t t;
+} Live;
+
+static int root_of(const Live *lv, int v) {
+  for (int guard = 0; lv->alias_of && lv->alias_of[v] >= 0 && guard < 64; guard++) v = lv->alias_of[v];
+  return v;
+}
+
+static void touch(Live *lv, int v, int mb) {
+  v = root_of(lv, v);
+  if (lv->persistent[v]) mb = 0;
+  size_t k = (size_t)v * lv->m + mb;
+  if (lv->start[k] < 0) lv->start[k] = lv->t;
+  lv->end[k] = lv->t;
+}
+
+static void run_prog(Live *lv, const PlanProg *pg, int mb) {
+  for (int i = 0; i < pg->nsteps; i++, lv->t++)
+    for (int j = 0; j < pg->steps[i].n; j++) touch(lv, pg->steps[i].vals[j], mb);
+}
+
+static const PartXfer *xfer_for(const Partition *p, int src, int dst, bool grad) {
+  for (int i = 0; i < p->nxfers; i++)
+    if (p->xfers[i].src == src && p->xfers[i].dst == dst && p->xfers[i].grad == grad) return &p->xfers[i];
+  return NULL;
+}
+
+static void run_xfer(Live *lv, const PartXfer *x, int mb) {
+  if (!x) return;
+  for (int j = 0; j < x->vals.n; j++) touch(lv, x->vals.v[j], mb);
+  lv->t++;
+}
+
+/* Walks rank r's instruction list, extending the live range of each (value, mb). */
+static void walk_rank(Live *lv, const PlanIn *in, int r) {
+  const Schedule *s = in->sched;
+  for (int i = 0; i < s->nins[r]; i++) {
+    const Ins *ins = &s->ins[r][i];
+    switch (ins->kind) {
+    case INS_FWD: run_prog(lv, &in->progs[ins->stage][PASS_FWD], ins->mb); break;
+    case INS_BWD_B:
+      run_prog(lv, &in->progs[ins->stage][PASS_RECOMP], ins->mb);
+      run_prog(lv, &in->progs[ins->stage][PASS_BWD_B], ins->mb);
+      break;
+    case INS_BWD_W: run_prog(lv, &in->progs[ins->stage][PASS_BWD_W], ins->mb); break;
+    case INS_SEND_ACT: run_xfer(lv, xfer_for(in->part, ins->stage, ins->peer_stage, false), ins->mb); break;
+    case INS_RECV_ACT: run_xfer(lv, xfer_for(in->part, ins->peer_stage, ins->stage, false), ins->mb); break;
+    case INS_SEND_GRAD: run_xfer(lv, xfer_for(in->part, ins->stage, ins->peer_stage, true), ins->mb); break;
+    case INS_RECV_GRAD: run_xfer(lv, xfer_for(in->part, ins->peer_stage, ins->stage, true), ins->mb); break;
+    default: lv->t++; break;
+    }
+  }
+}
+
+static int cmp_interval(const void *a, const void *b) {
+  const Interval *x = a, *y = b;
+  if (x->size != y->size) return x->size < y->size ? 1 : -1;
+  if (x->start != y->start) return x->start < y->start ? -1 : 1;
+  return x->value != y->value ? x->value - y->value : x->mb - y->mb;
+}
+
+static int cmp_by_offset(const void *a, const void *b) {
+  const Interval *x = *(Interval *const *)a, *y = *(Interval *const *)b;
+  return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+/* Largest first, each at the lowest offset free during its whole lifetime. */
+static uint64_t assign_offsets(Interval *iv, int n) {
+  qsort(iv, (size_t)n, sizeof *iv, cmp_interval);
+  Interval **busy = malloc(sizeof(Interval *) * (size_t)(n ? n : 1));
+  uint64_t peak = 0;
+  for (int i = 0; i < n; i++) {
+    int nb = 0;
+    for (int j = 0; j < i; j++)
+      if (iv[j].start <= iv[i].end && iv[i].start <= iv[j].end) busy[nb++] = &iv[j];
+    qsort(busy, (size_t)nb, sizeof *busy, cmp_by_offset);
+    uint64_t off = 0;
+    for (int j = 0; j < nb; j++) {
+      if (busy[j]->offset >= off + iv[i].size) break;
+      uint64_t e = busy[j]->offset + busy[j]->size;
+      if (e > off) off = e;
+    }
+    iv[i].offset = off;
+    if (off + iv[i].size > peak) peak = off + iv[i].size;
+  }
+  free(busy);
+  return peak;
+}
+
+static uint64_t aligned_bytes(const Op *op) {
+  uint64_t b = (uint64_t)shape_numel(&op->shape) * (uint64_t)dtype_size(op->dtype);
+  return (b + ALIGN - 1) / ALIGN * ALIGN;
+}
+
+static bool is_persistent(const Op *op) { return op->kind == OP_PARAM || op->kind == OP_PARAM_GRAD; }
+
+/* Persistent values (params, accumulators) and the step's inputs, for rank r. */
+static void touch_leaves(Live *lv, const PlanIn *in, int r) {
+  const Schedule *s = in->sched;
+  for (int st = 0; st < s->nstages; st++) {
+    if (st % s->pp != r) continue;
+    const PartStage *ps = &in->part->st[st];
+    for (int i = 0; i < ps->params.n; i++) touch(lv, ps->params.v[i], 0);
+    for (int i = 0; i < ps->inputs.n; i++)
+      for (int mb = 0; mb < lv->m; mb++) touch(lv, ps->inputs.v[i], mb);
+  }
+}
+
+static PlanRank plan_rank(Arena *a, const PlanIn *in, int r) {
+  const Graph *g = in->g;
+  int m = in->sched->m, nv = g->nops;
+  Live lv = {.g = g, .m = m, .alias_of = in->alias_of};
+  size_t nk = (size_t)nv * m;
+  lv.start = malloc(sizeof(int64_t) * nk);
+  lv.end = malloc(sizeof(int64_t) * nk);
+  lv.persistent = calloc((size_t)nv, 1);
+  for (size_t k = 0; k < nk; k++) lv.start[k] = lv.end[k] = -1;
+  for (int v = 0; v < nv; v++) lv.persistent[v] = is_persistent(g->ops[v]);
+  touch_leaves(&lv, in, r);
+  walk_rank(&lv, in, r);
+  int64_t tend = lv.t;
+  PlanRank pr = {0};
+  Interval *iv = malloc(sizeof(Interval) * (nk ? nk : 1));
+  int n = 0;
+  for (int v = 0; v < nv; v++) {
+    const Op *op = g->ops[v];
+    for (int mb = 0; mb < m; mb++) {
+      size_t k = (size_t)v * m + mb;
+      if (lv.start[k] < 0) continue;
+      Interval *x = &iv[n++];
+      *x = (Interval){.value = v, .mb = mb, .start = lv.start[k], .end = lv.end[k], .size = aligned_bytes(op)};
+      if (lv.persistent[v] || op->kind == OP_INPUT) x->start = 0, x->end = tend + 1;
+      if (op->kind == OP_PARAM) pr.param_bytes += x->size;
+      else if (op->kind == OP_PARAM_GRAD) pr.grad_bytes += x->size;
+      else if (op->kind == OP_INPUT) pr.input_bytes += x->size;
+    }
+  }
+  pr.nbufs = n;
+  pr.arena_bytes = assign_offsets(iv, n);
+  pr.offset = arena_alloc(a, sizeof(uint64_t) * (nk ? nk : 1));
+  for (size_t k = 0; k < nk; k++) pr.offset[k] = UINT64_MAX;
+  for (int i = 0; i < n; i++) {
+    if (lv.persistent[iv[i].value])
+      for (int mb = 0; mb < m; mb++) pr.offset[(size_t)iv[i].value * m + mb] = iv[i].offset;
+    else
+      pr.offset[(size_t)iv[i].value * m + iv[i].mb] = iv[i].offset;
+  }
+  /* aliases share their root's offset */
+  for (int v = 0; in->alias_of && v < nv; v++) {
+    int root = root_of(&lv, v);
+    if (root != v)
+      for (int mb = 0; mb < m; mb++) pr.offset[(size_t)v * m + mb] = pr.offset[(size_t)root * m + mb];
+  }
+  /* peak of activation bytes live at once, and of those held across instructions (stash) */
+  for (int64_t t = 0; t < tend; t++) {
+    uint64_t act = 0, stash = 0;
+    for (int i = 0; i < n; i++) {
+      const Op *op = g->ops[iv[i].value];
+      if (lv.persistent[iv[i].value] || op->kind == OP_INPUT) continue;
+      if (iv[i].start <= t && t <= iv[i].end) {
+        act += iv[i].size;
+        if (op->stash) stash += iv[i].size;
+      }
+    }
+    if (act > pr.act_peak) pr.act_peak = act;
+    if (stash > pr.stash_peak) pr.stash_peak = stash;
+    if (tend > 4000) t += tend / 2000; /* sample long streams */
+  }
+  free(iv);
+  free(lv.start);
+  free(lv.end);
+  free(lv.persistent);
+  return pr;
+}
+
+PlanRank *plan_build(Arena *a, const PlanIn *in) {
+  int pp = in->sched->pp;
+  PlanRank *pr = arena_alloc(a, sizeof(PlanRank) * (size_t)pp);
+  for (int r = 0; r < pp; r++) pr[r] = plan_rank(a, in, r);
+  return pr;
+}
+
+void plan_progs_from_ops(Arena *a, const Partition *p, PlanProg (*progs)[PASS__COUNT]) {
+  const Graph *g = p->g;
+  for (int s = 0; s < p->nstages; s++)
+    for (int k = 0; k < PASS__COUNT; k++) {
+      const IntVec *ops = &p->st[s].pass[k];
+      PlanProg *pg = &progs[s][k];
+      pg->nsteps = ops->n;
+      pg->steps = arena_alloc(a, sizeof(PlanStep) * (size_t)(ops->n ? ops->n : 1));
+      for (int i = 0; i < ops->n; i++) {
+        const Op *op = g->ops[ops->v[i]];
+        int *vals = arena_alloc(a, sizeof(int) * (size_t)(op->nin + 1));
+        memcpy(vals, op->in, sizeof(int) * (size_t)op->nin);
+        vals[op->nin] = op->id;
+        pg->steps[i] = (PlanStep){op->nin + 1, vals};
+      }
+    }
+}

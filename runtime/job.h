@@ -1,0 +1,184 @@
+/*
+ * job.h — the job: everything mplrun needs, decided by mplc, as plain data.
+ *
+ * mplc fills a Job and writes it with job_write (runtime/job.c, on top of the
+ * checksummed container of jobfile.c); mplrun reads it back with job_read, which
+ * validates every count, index and offset so that the executor can trust it.
+ *
+ * Invariants (checked by job_validate):
+ *  - every value id used anywhere is < nvalues; every kernel index < nkernels;
+ *  - every (value, micro-batch slot) a rank touches has an offset in that rank's
+ *    arena with offset + bytes <= arena_bytes;
+ *  - every instruction's stage is one of the rank's stages; micro-batches < m.
+ */
+#ifndef MPL_JOB_H
+#define MPL_JOB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define MPL_JOB_FORMAT 1
+
+/* ---- values: one per graph op (the op id is the value id) ---------------- */
+typedef enum JobDType { JDT_F32, JDT_BF16, JDT_F16, JDT_I32, JDT_BOOL } JobDType;
+
+typedef struct JobValue {
+  uint8_t dtype;     /* JobDType */
+  uint8_t kind;      /* JV_ACT, JV_PARAM, JV_INPUT, JV_GRAD (a PARAM_GRAD accumulator) */
+  int32_t rank;      /* number of dims */
+  int64_t dims[8];
+  int64_t numel;
+  int32_t param;     /* JV_GRAD: index into Job.params; JV_PARAM: its index; else -1 */
+  int32_t use;       /* JV_GRAD: use index of the param */
+} JobValue;
+enum { JV_ACT, JV_PARAM, JV_INPUT, JV_GRAD };
+
+/* ---- params and inputs ---------------------------------------------------- */
+typedef struct JobParam {
+  char *name;        /* global name, e.g. "h.0.attn.c_attn.weight" */
+  int32_t value;     /* value id of the PARAM op */
+  int32_t rank;
+  int64_t dims[8];
+  int64_t numel;
+  uint8_t init;      /* 0 zeros, 1 ones, 2 normal(a), 3 uniform(a, b) */
+  double init_a, init_b;
+  bool decay;        /* AdamW weight decay applies (2+ dims) */
+  int32_t nuses;     /* PARAM_GRAD accumulators, summed in use order */
+  int32_t *use_value;/* [nuses] value id of each use's accumulator (JV_GRAD) */
+  int32_t *use_stage;/* [nuses] stage holding that accumulator */
+} JobParam;
+
+typedef struct JobInput {
+  char *name;        /* model input name: "idx", "targets", "x", ... */
+  int32_t value;
+  uint8_t dtype;
+  int32_t rank;
+  int64_t dims[8];   /* per micro-batch: [B, ...] */
+  int64_t hi;        /* i32 synthetic data: values in [0, hi) */
+  int32_t token_role;/* tokens(): 0 idx (first input), 1 targets (second), -1 none */
+} JobInput;
+
+/* ---- steps of a stage program (fuse.c's output, serialised) ----------------- */
+typedef enum JobStepKind { JS_KERNEL, JS_GEMM, JS_ALIAS, JS_ACCUM, JS_COMM } JobStepKind;
+
+typedef struct JobStep {
+  uint8_t kind;
+  int32_t kernel;       /* JS_KERNEL */
+  int32_t nargs;
+  int32_t *args;        /* JS_KERNEL: value ids in argument order; JS_GEMM: a, b, c;
+                           JS_ALIAS: out, in; JS_ACCUM: acc, src; JS_COMM: op value */
+  int64_t n_outer;      /* JS_KERNEL: outer iterations */
+  /* JS_GEMM */
+  bool ta, tb;
+  int64_t M, N, K, batch, stride_a, stride_b, stride_c;
+  double alpha, beta;
+} JobStep;
+
+typedef struct JobProgram {
+  int32_t nsteps;
+  JobStep *steps;
+} JobProgram;
+
+/* Per stage: what one instruction runs. ORDER: JP_FWD..JP_BWD_W match the schedule's passes. */
+enum { JP_FWD, JP_RECOMP, JP_BWD_B, JP_BWD_W, JP__COUNT };
+
+typedef struct JobStage {
+  int32_t rank;                /* pipeline rank that runs it */
+  JobProgram prog[JP__COUNT];  /* JP_RECOMP runs right before JP_BWD_B */
+  int32_t loss_value;          /* value id of the loss if this stage computes it, else -1 */
+  int32_t logits_value;        /* first argument of the loss's cross_entropy, else -1 */
+} JobStage;
+
+/* Values crossing from stage src to stage dst (activations forward, gradients backward). */
+typedef struct JobXfer {
+  int32_t src, dst;
+  uint8_t grad;       /* 0: activations src -> dst after FWD(src); 1: gradients src -> dst after BWD_B(src) */
+  int32_t nvals;
+  int32_t *vals;      /* value ids, sent in this order */
+} JobXfer;
+
+/* ---- the schedule: per rank, the instruction stream ----------------------- */
+typedef enum JobInsKind {
+  JI_FWD, JI_BWD_B, JI_BWD_W, JI_SEND, JI_RECV, JI_ALLREDUCE_TIED, JI_OPTIMIZER_STEP
+} JobInsKind;
+
+typedef struct JobIns {
+  uint8_t kind;
+  int32_t stage;      /* JI_FWD/BWD: the stage */
+  int32_t mb;
+  int32_t xfer;       /* JI_SEND/JI_RECV: index into Job.xfers */
+} JobIns;
+
+/* ---- memory plan of one rank ---------------------------------------------------- */
+typedef struct JobRank {
+  int32_t nstages;
+  int32_t *stages;      /* stages this rank runs */
+  int32_t nins;
+  JobIns *ins;
+  uint64_t arena_bytes; /* peak: the arena size */
+  /* offsets: for value v and micro-batch slot j, offset[v * m + j], or UINT64_MAX if
+     the rank never holds it. Params, inputs' per-step buffers and grad accumulators
+     use slot 0 for every micro-batch (persistent) — see JobValue.kind. */
+  uint64_t *offset;     /* [nvalues * m] */
+  /* predicted by the compiler, for the end-of-run comparison */
+  double predicted_busy, predicted_bubble;
+} JobRank;
+
+/* ---- kernels ----------------------------------------------------------------- */
+typedef struct JobKernels {
+  uint8_t *llvm_bc;   size_t llvm_bc_len;   /* CPU: LLVM bitcode, all kernels */
+  char *cuda_src;     size_t cuda_src_len;  /* GPU: CUDA C source */
+  char *ptx;          size_t ptx_len;       /* GPU: PTX from NVRTC (may be empty) */
+  int32_t nkernels;
+  char **names;       /* kernel function names, index = JobStep.kernel */
+} JobKernels;
+
+/* ---- the job ----------------------------------------------------------------- */
+typedef struct JobTrain {
+  uint8_t data_kind;      /* 0 synthetic, 1 tokens */
+  char *data_path;
+  int64_t synthetic_n;
+  int64_t batch, seq, microbatches;
+  uint8_t schedule;       /* SchedKind */
+  int32_t virtual_stages;
+  uint8_t optimizer;      /* 0 sgd, 1 adamw */
+  double lr, beta1, beta2, eps, weight_decay, momentum;
+  uint8_t lr_schedule;    /* 0 constant, 1 cosine */
+  int64_t warmup;
+  double min_lr, grad_clip;
+  int32_t zero;
+  int64_t steps;
+  uint64_t seed;
+} JobTrain;
+
+typedef struct Job {
+  char *model_name;
+  char *source_name;     /* the .mpl file it came from (for messages) */
+  int32_t dp, pp, tp;
+  int32_t nstages;       /* pp * v */
+  JobTrain train;
+  int32_t nvalues;
+  JobValue *values;
+  int32_t nparams;
+  JobParam *params;      /* sorted by global name */
+  int32_t ninputs;
+  JobInput *inputs;
+  JobStage *stages;      /* [nstages] */
+  int32_t nxfers;
+  JobXfer *xfers;
+  JobRank *ranks;        /* [pp] (dp = tp = 1 in format 1) */
+  JobKernels kernels;
+  double flops_per_step; /* from the cost model */
+  double predicted_bubble, textbook_bubble;
+} Job;
+
+/* job.c */
+int job_write(const Job *job, const char *path, char *err, size_t errlen);
+Job *job_read(const char *path, char *err, size_t errlen); /* NULL + message on any problem */
+void job_free(Job *job);
+int job_validate(const Job *job, char *err, size_t errlen);
+void job_inspect(const Job *job, FILE *out);              /* mplrun --inspect */
+
+#endif
