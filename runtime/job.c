@@ -1,0 +1,569 @@
+/*
+ * job.c — the job file's manifest on top of the checksummed container (jobfile.c):
+ * job_write (mplc), job_read + job_validate (mplrun), job_inspect (--inspect).
+ *
+ * Sections, in this order: MANI (names, mesh, train settings, predictions), VALS
+ * (value table), PARM (params), INPT (inputs), STAG (stage programs), XFER
+ * (transfers), RANK (instruction streams and memory plans), KERN (kernels).
+ * The reader trusts nothing: every count goes through mpl_cur_count, and after
+ * parsing job_validate checks every index and offset, so a corrupted job is
+ * refused with a message and never reaches the executor.
+ */
+#include "job.h"
+#include "mpl.h"
+
+#include <inttypes.h>
+#include <string.h>
+
+#define TAG(s) MPL_JOB_TAG(s[0], s[1], s[2], s[3])
+enum { MAX_COUNT = 1 << 26, MAX_RANK = 8 };
+
+/* ---- writing ------------------------------------------------------------------ */
+
+static void put_dims(MplJobWriter *w, int32_t rank, const int64_t *dims) {
+  mpl_jw_u32(w, (uint32_t)rank);
+  for (int i = 0; i < rank; i++) mpl_jw_i64(w, dims[i]);
+}
+
+static void put_i32s(MplJobWriter *w, int32_t n, const int32_t *v) {
+  mpl_jw_u32(w, (uint32_t)n);
+  for (int i = 0; i < n; i++) mpl_jw_u32(w, (uint32_t)v[i]);
+}
+
+static void put_blob(MplJobWriter *w, const void *p, size_t n) {
+  mpl_jw_u64(w, n);
+  if (n) mpl_jw_bytes(w, p, n);
+}
+
+static void write_manifest(MplJobWriter *w, const Job *j) {
+  const JobTrain *t = &j->train;
+  mpl_jw_begin(w, TAG("MANI"));
+  mpl_jw_str(w, j->model_name ? j->model_name : "");
+  mpl_jw_str(w, j->source_name ? j->source_name : "");
+  mpl_jw_u32(w, (uint32_t)j->dp), mpl_jw_u32(w, (uint32_t)j->pp), mpl_jw_u32(w, (uint32_t)j->tp);
+  mpl_jw_u32(w, (uint32_t)j->nstages);
+  mpl_jw_u8(w, t->data_kind), mpl_jw_str(w, t->data_path ? t->data_path : ""), mpl_jw_i64(w, t->synthetic_n);
+  mpl_jw_i64(w, t->batch), mpl_jw_i64(w, t->seq), mpl_jw_i64(w, t->microbatches);
+  mpl_jw_u8(w, t->schedule), mpl_jw_u32(w, (uint32_t)t->virtual_stages), mpl_jw_u8(w, t->optimizer);
+  mpl_jw_f64(w, t->lr), mpl_jw_f64(w, t->beta1), mpl_jw_f64(w, t->beta2), mpl_jw_f64(w, t->eps);
+  mpl_jw_f64(w, t->weight_decay), mpl_jw_f64(w, t->momentum);
+  mpl_jw_u8(w, t->lr_schedule), mpl_jw_i64(w, t->warmup), mpl_jw_f64(w, t->min_lr), mpl_jw_f64(w, t->grad_clip);
+  mpl_jw_u32(w, (uint32_t)t->zero), mpl_jw_i64(w, t->steps), mpl_jw_u64(w, t->seed);
+  mpl_jw_f64(w, j->flops_per_step), mpl_jw_f64(w, j->predicted_bubble), mpl_jw_f64(w, j->textbook_bubble);
+  mpl_jw_end(w);
+}
+
+static void write_values(MplJobWriter *w, const Job *j) {
+  mpl_jw_begin(w, TAG("VALS"));
+  mpl_jw_u32(w, (uint32_t)j->nvalues);
+  for (int i = 0; i < j->nvalues; i++) {
+    const JobValue *v = &j->values[i];
+    mpl_jw_u8(w, v->dtype), mpl_jw_u8(w, v->kind);
+    put_dims(w, v->rank, v->dims);
+    mpl_jw_u32(w, (uint32_t)v->param), mpl_jw_u32(w, (uint32_t)v->use);
+  }
+  mpl_jw_end(w);
+  mpl_jw_begin(w, TAG("PARM"));
+  mpl_jw_u32(w, (uint32_t)j->nparams);
+  for (int i = 0; i < j->nparams; i++) {
+    const JobParam *p = &j->params[i];
+    mpl_jw_str(w, p->name), mpl_jw_u32(w, (uint32_t)p->value);
+    put_dims(w, p->rank, p->dims);
+    mpl_jw_u8(w, p->init), mpl_jw_f64(w, p->init_a), mpl_jw_f64(w, p->init_b), mpl_jw_u8(w, p->decay);
+    put_i32s(w, p->nuses, p->use_value);
+    put_i32s(w, p->nuses, p->use_stage);
+  }
+  mpl_jw_end(w);
+  mpl_jw_begin(w, TAG("INPT"));
+  mpl_jw_u32(w, (uint32_t)j->ninputs);
+  for (int i = 0; i < j->ninputs; i++) {
+    const JobInput *in = &j->inputs[i];
+    mpl_jw_str(w, in->name), mpl_jw_u32(w, (uint32_t)in->value), mpl_jw_u8(w, in->dtype);
+    put_dims(w, in->rank, in->dims);
+    mpl_jw_i64(w, in->hi), mpl_jw_u32(w, (uint32_t)in->token_role);
+  }
+  mpl_jw_end(w);
+}
+
+static void write_program(MplJobWriter *w, const JobProgram *pg) {
+  mpl_jw_u32(w, (uint32_t)pg->nsteps);
+  for (int i = 0; i < pg->nsteps; i++) {
+    const JobStep *s = &pg->steps[i];
+    mpl_jw_u8(w, s->kind), mpl_jw_u32(w, (uint32_t)s->kernel);
+    put_i32s(w, s->nargs, s->args);
+    mpl_jw_i64(w, s->n_outer), mpl_jw_u8(w, s->ta), mpl_jw_u8(w, s->tb);
+    mpl_jw_i64(w, s->M), mpl_jw_i64(w, s->N), mpl_jw_i64(w, s->K), mpl_jw_i64(w, s->batch);
+    mpl_jw_i64(w, s->stride_a), mpl_jw_i64(w, s->stride_b), mpl_jw_i64(w, s->stride_c);
+    mpl_jw_f64(w, s->alpha), mpl_jw_f64(w, s->beta);
+  }
+}
+
+static void write_stages(MplJobWriter *w, const Job *j) {
+  mpl_jw_begin(w, TAG("STAG"));
+  for (int s = 0; s < j->nstages; s++) {
+    const JobStage *st = &j->stages[s];
+    mpl_jw_u32(w, (uint32_t)st->rank), mpl_jw_u32(w, (uint32_t)st->loss_value), mpl_jw_u32(w, (uint32_t)st->logits_value);
+    for (int k = 0; k < JP__COUNT; k++) write_program(w, &st->prog[k]);
+  }
+  mpl_jw_end(w);
+  mpl_jw_begin(w, TAG("XFER"));
+  mpl_jw_u32(w, (uint32_t)j->nxfers);
+  for (int i = 0; i < j->nxfers; i++) {
+    const JobXfer *x = &j->xfers[i];
+    mpl_jw_u32(w, (uint32_t)x->src), mpl_jw_u32(w, (uint32_t)x->dst), mpl_jw_u8(w, x->grad);
+    put_i32s(w, x->nvals, x->vals);
+  }
+  mpl_jw_end(w);
+}
+
+static void write_ranks(MplJobWriter *w, const Job *j) {
+  int64_t m = j->train.microbatches;
+  mpl_jw_begin(w, TAG("RANK"));
+  for (int r = 0; r < j->pp; r++) {
+    const JobRank *rk = &j->ranks[r];
+    put_i32s(w, rk->nstages, rk->stages);
+    mpl_jw_u32(w, (uint32_t)rk->nins);
+    for (int i = 0; i < rk->nins; i++) {
+      const JobIns *in = &rk->ins[i];
+      mpl_jw_u8(w, in->kind), mpl_jw_u32(w, (uint32_t)in->stage), mpl_jw_u32(w, (uint32_t)in->mb),
+          mpl_jw_u32(w, (uint32_t)in->xfer);
+    }
+    mpl_jw_u64(w, rk->arena_bytes);
+    mpl_jw_f64(w, rk->predicted_busy), mpl_jw_f64(w, rk->predicted_bubble);
+    for (int64_t k = 0; k < (int64_t)j->nvalues * m; k++) mpl_jw_u64(w, rk->offset[k]);
+  }
+  mpl_jw_end(w);
+}
+
+static void write_kernels(MplJobWriter *w, const Job *j) {
+  const JobKernels *k = &j->kernels;
+  mpl_jw_begin(w, TAG("KERN"));
+  mpl_jw_u32(w, (uint32_t)k->nkernels);
+  for (int i = 0; i < k->nkernels; i++) mpl_jw_str(w, k->names[i]);
+  put_blob(w, k->llvm_bc, k->llvm_bc_len);
+  put_blob(w, k->cuda_src, k->cuda_src_len);
+  put_blob(w, k->ptx, k->ptx_len);
+  mpl_jw_end(w);
+}
+
+int job_write(const Job *job, const char *path, char *err, size_t errlen) {
+  MplJobWriter w;
+  MplErr e = {{0}};
+  mpl_jw_init(&w);
+  write_manifest(&w, job);
+  write_values(&w, job);
+  write_stages(&w, job);
+  write_ranks(&w, job);
+  write_kernels(&w, job);
+  int rc = mpl_jw_save(&w, path, 0, &e);
+  if (rc != MPL_OK && err) snprintf(err, errlen, "%s", e.msg);
+  mpl_jw_free(&w);
+  return rc;
+}
+
+/* ---- reading ----------------------------------------------------------------- */
+
+static char *dup_str(MplCursor *c) {
+  const char *s = mpl_cur_str(c);
+  return mpl_strdup(s ? s : "");
+}
+
+static void get_dims(MplCursor *c, int32_t *rank, int64_t *dims, int64_t *numel) {
+  uint32_t r = mpl_cur_count(c, MAX_RANK, 8, "dimensions");
+  *rank = (int32_t)r;
+  int64_t n = 1;
+  for (uint32_t i = 0; i < r; i++) {
+    dims[i] = mpl_cur_i64(c);
+    if (dims[i] <= 0 || dims[i] > ((int64_t)1 << 40) || n > ((int64_t)1 << 40) / dims[i]) {
+      mpl_cur_fail(c, "bad dimension %" PRId64, dims[i]);
+      dims[i] = 1;
+    }
+    n *= dims[i];
+  }
+  if (numel) *numel = n;
+}
+
+static int32_t *get_i32s(MplCursor *c, int32_t *n) {
+  uint32_t k = mpl_cur_count(c, MAX_COUNT, 4, "list");
+  *n = (int32_t)k;
+  int32_t *v = mpl_calloc(k ? k : 1, sizeof(int32_t));
+  for (uint32_t i = 0; i < k; i++) v[i] = (int32_t)mpl_cur_u32(c);
+  return v;
+}
+
+static void *get_blob(MplCursor *c, size_t *len, bool nul) {
+  uint64_t n = mpl_cur_u64(c);
+  const void *p = mpl_cur_bytes(c, n);
+  if (!p) n = 0;
+  *len = (size_t)n;
+  uint8_t *b = mpl_malloc((size_t)n + 1);
+  if (n) memcpy(b, p, (size_t)n);
+  b[n] = 0;
+  (void)nul;
+  return b;
+}
+
+static void read_manifest(MplCursor *c, Job *j) {
+  JobTrain *t = &j->train;
+  j->model_name = dup_str(c);
+  j->source_name = dup_str(c);
+  j->dp = (int32_t)mpl_cur_u32(c), j->pp = (int32_t)mpl_cur_u32(c), j->tp = (int32_t)mpl_cur_u32(c);
+  j->nstages = (int32_t)mpl_cur_u32(c);
+  t->data_kind = mpl_cur_u8(c), t->data_path = dup_str(c), t->synthetic_n = mpl_cur_i64(c);
+  t->batch = mpl_cur_i64(c), t->seq = mpl_cur_i64(c), t->microbatches = mpl_cur_i64(c);
+  t->schedule = mpl_cur_u8(c), t->virtual_stages = (int32_t)mpl_cur_u32(c), t->optimizer = mpl_cur_u8(c);
+  t->lr = mpl_cur_f64(c), t->beta1 = mpl_cur_f64(c), t->beta2 = mpl_cur_f64(c), t->eps = mpl_cur_f64(c);
+  t->weight_decay = mpl_cur_f64(c), t->momentum = mpl_cur_f64(c);
+  t->lr_schedule = mpl_cur_u8(c), t->warmup = mpl_cur_i64(c), t->min_lr = mpl_cur_f64(c), t->grad_clip = mpl_cur_f64(c);
+  t->zero = (int32_t)mpl_cur_u32(c), t->steps = mpl_cur_i64(c), t->seed = mpl_cur_u64(c);
+  j->flops_per_step = mpl_cur_f64(c), j->predicted_bubble = mpl_cur_f64(c), j->textbook_bubble = mpl_cur_f64(c);
+  if (j->pp < 1 || j->pp > 4096 || j->nstages < j->pp || j->nstages > 65536 || j->dp < 1 || j->tp < 1)
+    mpl_cur_fail(c, "bad mesh dp=%d pp=%d tp=%d stages=%d", j->dp, j->pp, j->tp, j->nstages);
+  if (t->microbatches < 1 || t->microbatches > 65536 || t->batch < 1 || t->seq < 1)
+    mpl_cur_fail(c, "bad batch %" PRId64 " / micro-batches %" PRId64, t->batch, t->microbatches);
+}
+
+static void read_values(MplCursor *c, Job *j) {
+  j->nvalues = (int32_t)mpl_cur_count(c, MAX_COUNT, 14, "values");
+  j->values = mpl_calloc((size_t)j->nvalues + 1, sizeof(JobValue));
+  for (int i = 0; i < j->nvalues && !c->failed; i++) {
+    JobValue *v = &j->values[i];
+    v->dtype = mpl_cur_u8(c), v->kind = mpl_cur_u8(c);
+    get_dims(c, &v->rank, v->dims, &v->numel);
+    v->param = (int32_t)mpl_cur_u32(c), v->use = (int32_t)mpl_cur_u32(c);
+  }
+}
+
+static void read_params(MplCursor *c, Job *j) {
+  j->nparams = (int32_t)mpl_cur_count(c, MAX_COUNT, 16, "params");
+  j->params = mpl_calloc((size_t)j->nparams + 1, sizeof(JobParam));
+  for (int i = 0; i < j->nparams && !c->failed; i++) {
+    JobParam *p = &j->params[i];
+    p->name = dup_str(c), p->value = (int32_t)mpl_cur_u32(c);
+    get_dims(c, &p->rank, p->dims, &p->numel);
+    p->init = mpl_cur_u8(c), p->init_a = mpl_cur_f64(c), p->init_b = mpl_cur_f64(c), p->decay = mpl_cur_u8(c);
+    int32_t n2;
+    p->use_value = get_i32s(c, &p->nuses);
+    p->use_stage = get_i32s(c, &n2);
+    if (n2 != p->nuses) mpl_cur_fail(c, "param %s: %d uses but %d stages", p->name, p->nuses, n2);
+  }
+}
+
+static void read_inputs(MplCursor *c, Job *j) {
+  j->ninputs = (int32_t)mpl_cur_count(c, 1024, 16, "inputs");
+  j->inputs = mpl_calloc((size_t)j->ninputs + 1, sizeof(JobInput));
+  for (int i = 0; i < j->ninputs && !c->failed; i++) {
+    JobInput *in = &j->inputs[i];
+    in->name = dup_str(c), in->value = (int32_t)mpl_cur_u32(c), in->dtype = mpl_cur_u8(c);
+    get_dims(c, &in->rank, in->dims, NULL);
+    in->hi = mpl_cur_i64(c), in->token_role = (int32_t)mpl_cur_u32(c);
+  }
+}
+
+static void read_program(MplCursor *c, JobProgram *pg) {
+  pg->nsteps = (int32_t)mpl_cur_count(c, MAX_COUNT, 90, "steps");
+  pg->steps = mpl_calloc((size_t)pg->nsteps + 1, sizeof(JobStep));
+  for (int i = 0; i < pg->nsteps && !c->failed; i++) {
+    JobStep *s = &pg->steps[i];
+    s->kind = mpl_cur_u8(c), s->kernel = (int32_t)mpl_cur_u32(c);
+    s->args = get_i32s(c, &s->nargs);
+    s->n_outer = mpl_cur_i64(c), s->ta = mpl_cur_u8(c), s->tb = mpl_cur_u8(c);
+    s->M = mpl_cur_i64(c), s->N = mpl_cur_i64(c), s->K = mpl_cur_i64(c), s->batch = mpl_cur_i64(c);
+    s->stride_a = mpl_cur_i64(c), s->stride_b = mpl_cur_i64(c), s->stride_c = mpl_cur_i64(c);
+    s->alpha = mpl_cur_f64(c), s->beta = mpl_cur_f64(c);
+  }
+}
+
+static void read_stages(MplCursor *c, Job *j) {
+  j->stages = mpl_calloc((size_t)j->nstages + 1, sizeof(JobStage));
+  for (int s = 0; s < j->nstages && !c->failed; s++) {
+    JobStage *st = &j->stages[s];
+    st->rank = (int32_t)mpl_cur_u32(c), st->loss_value = (int32_t)mpl_cur_u32(c), st->logits_value = (int32_t)mpl_cur_u32(c);
+    for (int k = 0; k < JP__COUNT; k++) read_program(c, &st->prog[k]);
+  }
+}
+
+static void read_xfers(MplCursor *c, Job *j) {
+  j->nxfers = (int32_t)mpl_cur_count(c, MAX_COUNT, 13, "transfers");
+  j->xfers = mpl_calloc((size_t)j->nxfers + 1, sizeof(JobXfer));
+  for (int i = 0; i < j->nxfers && !c->failed; i++) {
+    JobXfer *x = &j->xfers[i];
+    x->src = (int32_t)mpl_cur_u32(c), x->dst = (int32_t)mpl_cur_u32(c), x->grad = mpl_cur_u8(c);
+    x->vals = get_i32s(c, &x->nvals);
+  }
+}
+
+static void read_ranks(MplCursor *c, Job *j) {
+  int64_t m = j->train.microbatches;
+  j->ranks = mpl_calloc((size_t)j->pp + 1, sizeof(JobRank));
+  for (int r = 0; r < j->pp && !c->failed; r++) {
+    JobRank *rk = &j->ranks[r];
+    rk->stages = get_i32s(c, &rk->nstages);
+    rk->nins = (int32_t)mpl_cur_count(c, MAX_COUNT, 13, "instructions");
+    rk->ins = mpl_calloc((size_t)rk->nins + 1, sizeof(JobIns));
+    for (int i = 0; i < rk->nins && !c->failed; i++) {
+      JobIns *in = &rk->ins[i];
+      in->kind = mpl_cur_u8(c), in->stage = (int32_t)mpl_cur_u32(c), in->mb = (int32_t)mpl_cur_u32(c);
+      in->xfer = (int32_t)mpl_cur_u32(c);
+    }
+    rk->arena_bytes = mpl_cur_u64(c);
+    rk->predicted_busy = mpl_cur_f64(c), rk->predicted_bubble = mpl_cur_f64(c);
+    uint64_t n = (uint64_t)j->nvalues * (uint64_t)m;
+    if (c->failed || n > c->len - c->pos || n * 8 > c->len - c->pos) {
+      mpl_cur_fail(c, "rank %d: offset table truncated", r);
+      break;
+    }
+    rk->offset = mpl_malloc((size_t)n * 8 + 8);
+    for (uint64_t k = 0; k < n; k++) rk->offset[k] = mpl_cur_u64(c);
+  }
+}
+
+static void read_kernels(MplCursor *c, Job *j) {
+  JobKernels *k = &j->kernels;
+  k->nkernels = (int32_t)mpl_cur_count(c, MAX_COUNT, 5, "kernels");
+  k->names = mpl_calloc((size_t)k->nkernels + 1, sizeof(char *));
+  for (int i = 0; i < k->nkernels && !c->failed; i++) k->names[i] = dup_str(c);
+  k->llvm_bc = get_blob(c, &k->llvm_bc_len, false);
+  k->cuda_src = get_blob(c, &k->cuda_src_len, true);
+  k->ptx = get_blob(c, &k->ptx_len, true);
+}
+
+typedef void (*SectionReader)(MplCursor *, Job *);
+
+/* Reads one section with fn; false (and the message in err) if it is missing or bad. */
+static bool read_section(const MplJob *mj, const char *tag, SectionReader fn, Job *j, char *err, size_t errlen) {
+  const MplJobSection *s = mpl_job_section(mj, TAG(tag));
+  if (!s) {
+    snprintf(err, errlen, "section %s is missing", tag);
+    return false;
+  }
+  MplCursor c;
+  mpl_cur_init(&c, s);
+  fn(&c, j);
+  if (c.failed) {
+    snprintf(err, errlen, "section %s: %s", tag, c.err.msg);
+    return false;
+  }
+  return true;
+}
+
+static void read_vals_parm_inpt(MplCursor *c, Job *j) { read_values(c, j); }
+
+Job *job_read(const char *path, char *err, size_t errlen) {
+  MplJob mj = {0};
+  MplErr e = {{0}};
+  char why[600] = "";
+  if (mpl_job_load(&mj, path, &e) != MPL_OK) {
+    snprintf(err, errlen, "%s", e.msg);
+    return NULL;
+  }
+  Job *j = mpl_calloc(1, sizeof *j);
+  bool ok = read_section(&mj, "MANI", read_manifest, j, why, sizeof why) &&
+            read_section(&mj, "VALS", read_vals_parm_inpt, j, why, sizeof why) &&
+            read_section(&mj, "PARM", read_params, j, why, sizeof why) &&
+            read_section(&mj, "INPT", read_inputs, j, why, sizeof why) &&
+            read_section(&mj, "STAG", read_stages, j, why, sizeof why) &&
+            read_section(&mj, "XFER", read_xfers, j, why, sizeof why) &&
+            read_section(&mj, "RANK", read_ranks, j, why, sizeof why) &&
+            read_section(&mj, "KERN", read_kernels, j, why, sizeof why);
+  mpl_job_free(&mj);
+  if (ok && job_validate(j, why, sizeof why) != 0) ok = false;
+  if (!ok) {
+    snprintf(err, errlen, "%s: corrupted job: %s", path, why);
+    job_free(j);
+    return NULL;
+  }
+  return j;
+}
+
+/* ---- validation ------------------------------------------------------------------ */
+
+#define CHECK(cond, ...)                     \
+  do {                                       \
+    if (!(cond)) {                           \
+      snprintf(err, errlen, __VA_ARGS__);    \
+      return -1;                             \
+    }                                        \
+  } while (0)
+
+static int validate_step(const Job *j, int s, const JobStep *st, char *err, size_t errlen) {
+  CHECK(st->kind <= JS_COMM, "stage %d: bad step kind %d", s, st->kind);
+  for (int a = 0; a < st->nargs; a++)
+    CHECK(st->args[a] >= 0 && st->args[a] < j->nvalues, "stage %d: step reads value %d of %d", s, st->args[a], j->nvalues);
+  switch (st->kind) {
+  case JS_KERNEL:
+    CHECK(st->kernel >= 0 && st->kernel < j->kernels.nkernels, "stage %d: kernel %d of %d", s, st->kernel, j->kernels.nkernels);
+    CHECK(st->n_outer >= 0 && st->n_outer <= ((int64_t)1 << 40), "stage %d: bad iteration count", s);
+    break;
+  case JS_GEMM: {
+    CHECK(st->nargs == 3, "stage %d: gemm with %d operands", s, st->nargs);
+    CHECK(st->M > 0 && st->N > 0 && st->K > 0 && st->batch > 0, "stage %d: bad gemm sizes", s);
+    const JobValue *a = &j->values[st->args[0]], *b = &j->values[st->args[1]], *c = &j->values[st->args[2]];
+    int64_t nb = st->batch - 1;
+    CHECK(st->stride_a >= 0 && st->stride_b >= 0 && st->stride_c >= 0, "stage %d: bad gemm strides", s);
+    CHECK(nb * st->stride_a + st->M * st->K <= a->numel && nb * st->stride_b + st->K * st->N <= b->numel &&
+              nb * st->stride_c + st->M * st->N <= c->numel,
+          "stage %d: gemm operands out of bounds", s);
+    break;
+  }
+  case JS_ALIAS: case JS_ACCUM:
+    CHECK(st->nargs == 2, "stage %d: step with %d operands", s, st->nargs);
+    CHECK(j->values[st->args[0]].numel == j->values[st->args[1]].numel, "stage %d: operand sizes differ", s);
+    break;
+  default: break;
+  }
+  return 0;
+}
+
+static uint64_t value_bytes(const JobValue *v) {
+  static const int size[] = {4, 2, 2, 4, 1};
+  return (uint64_t)v->numel * (uint64_t)(v->dtype < 5 ? size[v->dtype] : 4);
+}
+
+static int validate_rank(const Job *j, int r, char *err, size_t errlen) {
+  const JobRank *rk = &j->ranks[r];
+  int64_t m = j->train.microbatches;
+  for (int i = 0; i < rk->nstages; i++)
+    CHECK(rk->stages[i] >= 0 && rk->stages[i] < j->nstages, "rank %d: stage %d", r, rk->stages[i]);
+  for (int i = 0; i < rk->nins; i++) {
+    const JobIns *in = &rk->ins[i];
+    CHECK(in->kind <= JI_OPTIMIZER_STEP, "rank %d: bad instruction kind %d", r, in->kind);
+    if (in->kind <= JI_BWD_W) {
+      CHECK(in->stage >= 0 && in->stage < j->nstages && j->stages[in->stage].rank == r, "rank %d: instruction on stage %d", r, in->stage);
+      CHECK(in->mb >= 0 && in->mb < m, "rank %d: micro-batch %d of %" PRId64, r, in->mb, m);
+    }
+    if (in->kind == JI_SEND || in->kind == JI_RECV) {
+      CHECK(in->xfer >= 0 && in->xfer < j->nxfers, "rank %d: transfer %d", r, in->xfer);
+      CHECK(in->mb >= 0 && in->mb < m, "rank %d: micro-batch %d", r, in->mb);
+    }
+  }
+  CHECK(rk->arena_bytes <= ((uint64_t)1 << 42), "rank %d: arena of %" PRIu64 " bytes", r, rk->arena_bytes);
+  for (int64_t k = 0; k < (int64_t)j->nvalues * m; k++) {
+    uint64_t off = rk->offset[k];
+    if (off == UINT64_MAX) continue;
+    uint64_t b = value_bytes(&j->values[k / m]);
+    CHECK(off <= rk->arena_bytes && b <= rk->arena_bytes - off, "rank %d: value %" PRId64 " outside the arena", r, k / m);
+  }
+  return 0;
+}
+
+int job_validate(const Job *j, char *err, size_t errlen) {
+  for (int i = 0; i < j->nvalues; i++) {
+    CHECK(j->values[i].dtype <= JDT_BOOL && j->values[i].kind <= JV_GRAD, "value %d: bad dtype or kind", i);
+    CHECK(j->values[i].param >= -1 && j->values[i].param < j->nparams, "value %d: bad param", i);
+  }
+  for (int i = 0; i < j->nparams; i++) {
+    const JobParam *p = &j->params[i];
+    CHECK(p->value >= 0 && p->value < j->nvalues && j->values[p->value].numel == p->numel, "param %s: bad value", p->name);
+    CHECK(p->init <= 3, "param %s: bad init", p->name);
+    for (int u = 0; u < p->nuses; u++) {
+      CHECK(p->use_value[u] >= 0 && p->use_value[u] < j->nvalues && j->values[p->use_value[u]].numel == p->numel,
+            "param %s: bad use %d", p->name, u);
+      CHECK(p->use_stage[u] >= 0 && p->use_stage[u] < j->nstages, "param %s: bad stage", p->name);
+    }
+  }
+  for (int i = 0; i < j->ninputs; i++)
+    CHECK(j->inputs[i].value >= 0 && j->inputs[i].value < j->nvalues, "input %d: bad value", i);
+  for (int s = 0; s < j->nstages; s++) {
+    const JobStage *st = &j->stages[s];
+    CHECK(st->rank >= 0 && st->rank < j->pp, "stage %d: rank %d", s, st->rank);
+    CHECK(st->loss_value >= -1 && st->loss_value < j->nvalues, "stage %d: bad loss", s);
+    CHECK(st->logits_value >= -1 && st->logits_value < j->nvalues, "stage %d: bad logits", s);
+    for (int k = 0; k < JP__COUNT; k++)
+      for (int i = 0; i < st->prog[k].nsteps; i++)
+        if (validate_step(j, s, &st->prog[k].steps[i], err, errlen)) return -1;
+  }
+  for (int i = 0; i < j->nxfers; i++) {
+    const JobXfer *x = &j->xfers[i];
+    CHECK(x->src >= 0 && x->src < j->nstages && x->dst >= 0 && x->dst < j->nstages, "transfer %d: bad stages", i);
+    for (int v = 0; v < x->nvals; v++) CHECK(x->vals[v] >= 0 && x->vals[v] < j->nvalues, "transfer %d: bad value", i);
+  }
+  for (int r = 0; r < j->pp; r++)
+    if (validate_rank(j, r, err, errlen)) return -1;
+  return 0;
+}
+
+/* ---- freeing and inspecting ------------------------------------------------------ */
+
+void job_free(Job *j) {
+  if (!j) return;
+  mpl_free(j->model_name), mpl_free(j->source_name), mpl_free(j->train.data_path);
+  mpl_free(j->values);
+  for (int i = 0; j->params && i < j->nparams; i++)
+    mpl_free(j->params[i].name), mpl_free(j->params[i].use_value), mpl_free(j->params[i].use_stage);
+  mpl_free(j->params);
+  for (int i = 0; j->inputs && i < j->ninputs; i++) mpl_free(j->inputs[i].name);
+  mpl_free(j->inputs);
+  for (int s = 0; j->stages && s < j->nstages; s++)
+    for (int k = 0; k < JP__COUNT; k++) {
+      for (int i = 0; j->stages[s].prog[k].steps && i < j->stages[s].prog[k].nsteps; i++)
+        mpl_free(j->stages[s].prog[k].steps[i].args);
+      mpl_free(j->stages[s].prog[k].steps);
+    }
+  mpl_free(j->stages);
+  for (int i = 0; j->xfers && i < j->nxfers; i++) mpl_free(j->xfers[i].vals);
+  mpl_free(j->xfers);
+  for (int r = 0; j->ranks && r < j->pp; r++)
+    mpl_free(j->ranks[r].stages), mpl_free(j->ranks[r].ins), mpl_free(j->ranks[r].offset);
+  mpl_free(j->ranks);
+  for (int i = 0; j->kernels.names && i < j->kernels.nkernels; i++) mpl_free(j->kernels.names[i]);
+  mpl_free(j->kernels.names);
+  mpl_free(j->kernels.llvm_bc), mpl_free(j->kernels.cuda_src), mpl_free(j->kernels.ptx);
+  mpl_free(j);
+}
+
+static const char *const sched_names[] = {"sequential", "gpipe", "1f1b", "interleaved", "zb"};
+static const char *const ins_names[] = {"fwd", "bwd_b", "bwd_w", "send", "recv", "allreduce_tied", "optimizer_step"};
+static const char *const step_names[] = {"kernel", "gemm", "alias", "accum", "comm"};
+
+void job_inspect(const Job *j, FILE *out) {
+  const JobTrain *t = &j->train;
+  fprintf(out, "job format %d: model %s (from %s)\n", MPL_JOB_FORMAT, j->model_name, j->source_name);
+  fprintf(out, "mesh: dp=%d pp=%d tp=%d, %d stages\n", j->dp, j->pp, j->tp, j->nstages);
+  fprintf(out, "train: batch %" PRId64 " seq %" PRId64 " microbatches %" PRId64 " schedule %s", t->batch, t->seq,
+          t->microbatches, t->schedule < 5 ? sched_names[t->schedule] : "?");
+  if (t->schedule == 3) fprintf(out, "(%d)", t->virtual_stages);
+  fprintf(out, " optimizer %s lr %g steps %" PRId64 " seed %" PRIu64 "\n", t->optimizer ? "adamw" : "sgd", t->lr,
+          t->steps, t->seed);
+  fprintf(out, "data: %s\n", t->data_kind ? t->data_path : "synthetic");
+  fprintf(out, "flops per step: %.4g; predicted bubble %.4f (textbook %.4f)\n", j->flops_per_step,
+          j->predicted_bubble, j->textbook_bubble);
+  fprintf(out, "params (%d):\n", j->nparams);
+  for (int i = 0; i < j->nparams; i++) {
+    const JobParam *p = &j->params[i];
+    fprintf(out, "  %s [", p->name);
+    for (int d = 0; d < p->rank; d++) fprintf(out, "%s%" PRId64, d ? ", " : "", p->dims[d]);
+    fprintf(out, "] uses %d on stages", p->nuses);
+    for (int u = 0; u < p->nuses; u++) fprintf(out, " %d", p->use_stage[u]);
+    fputc('\n', out);
+  }
+  fprintf(out, "inputs (%d):", j->ninputs);
+  for (int i = 0; i < j->ninputs; i++) fprintf(out, " %s", j->inputs[i].name);
+  fprintf(out, "\nvalues: %d; kernels: %d (LLVM bitcode %zu bytes, CUDA source %zu bytes, PTX %zu bytes)\n",
+          j->nvalues, j->kernels.nkernels, j->kernels.llvm_bc_len, j->kernels.cuda_src_len, j->kernels.ptx_len);
+  for (int s = 0; s < j->nstages; s++) {
+    const JobStage *st = &j->stages[s];
+    fprintf(out, "stage %d on rank %d:", s, st->rank);
+    for (int k = 0; k < JP__COUNT; k++) {
+      int counts[5] = {0};
+      for (int i = 0; i < st->prog[k].nsteps; i++) counts[st->prog[k].steps[i].kind]++;
+      fprintf(out, " %s=%d steps (", (const char *[]){"fwd", "recomp", "bwd_b", "bwd_w"}[k], st->prog[k].nsteps);
+      for (int c = 0, first = 1; c < 5; c++)
+        if (counts[c]) fprintf(out, "%s%d %s", first ? "" : ", ", counts[c], step_names[c]), first = 0;
+      fprintf(out, ")");
+    }
+    fputc('\n', out);
+  }
+  for (int r = 0; r < j->pp; r++) {
+    const JobRank *rk = &j->ranks[r];
+    fprintf(out, "rank %d: %d instructions, arena %" PRIu64 " bytes, predicted bubble %.4f\n  ", r, rk->nins,
+            rk->arena_bytes, rk->predicted_bubble);
+    for (int i = 0; i < rk->nins; i++) {
+      const JobIns *in = &rk->ins[i];
+      if (in->kind <= JI_BWD_W) fprintf(out, "%s(%d,%d) ", ins_names[in->kind], in->stage, in->mb);
+      else if (in->kind <= JI_RECV) fprintf(out, "%s(x%d,%d) ", ins_names[in->kind], in->xfer, in->mb);
+      else fprintf(out, "%s ", ins_names[in->kind]);
+    }
+    fputc('\n', out);
+  }
+}
