@@ -100,8 +100,8 @@ $(LIBCOMP): $(LANG_OBJ) $(COMP_OBJ)
 $(LIBRT): $(RT_OBJ) $(BUILD)/lang/arena.o
 	@rm -f $@; ar rcs $@ $^
 
-$(MPLC): $(BUILD)/compiler/main.o $(LIBCOMP)
-	$(CC) $(LDFLAGS) -o $@ $^ $(COMP_LIBS) $(LDLIBS)
+$(MPLC): $(BUILD)/compiler/main.o $(LIBCOMP) $(LIBRT)
+	$(CC) $(LDFLAGS) -o $@ $^ $(RT_LIBS) $(LDLIBS)
 $(MPLRUN): $(BUILD)/runtime/mplrun.o $(LIBRT)
 	$(CC) $(LDFLAGS) -o $@ $^ $(RT_LIBS) $(LDLIBS)
 

@@ -94,6 +94,7 @@ static void write_program(MplJobWriter *w, const JobProgram *pg) {
     mpl_jw_i64(w, s->n_outer), mpl_jw_u8(w, s->ta), mpl_jw_u8(w, s->tb);
     mpl_jw_i64(w, s->M), mpl_jw_i64(w, s->N), mpl_jw_i64(w, s->K), mpl_jw_i64(w, s->batch);
     mpl_jw_i64(w, s->stride_a), mpl_jw_i64(w, s->stride_b), mpl_jw_i64(w, s->stride_c);
+    mpl_jw_i64(w, s->off_a), mpl_jw_i64(w, s->off_b), mpl_jw_i64(w, s->off_c);
     mpl_jw_f64(w, s->alpha), mpl_jw_f64(w, s->beta);
   }
 }
@@ -270,6 +271,7 @@ static void read_program(MplCursor *c, JobProgram *pg) {
     s->n_outer = mpl_cur_i64(c), s->ta = mpl_cur_u8(c), s->tb = mpl_cur_u8(c);
     s->M = mpl_cur_i64(c), s->N = mpl_cur_i64(c), s->K = mpl_cur_i64(c), s->batch = mpl_cur_i64(c);
     s->stride_a = mpl_cur_i64(c), s->stride_b = mpl_cur_i64(c), s->stride_c = mpl_cur_i64(c);
+    s->off_a = mpl_cur_i64(c), s->off_b = mpl_cur_i64(c), s->off_c = mpl_cur_i64(c);
     s->alpha = mpl_cur_f64(c), s->beta = mpl_cur_f64(c);
   }
 }
@@ -400,9 +402,15 @@ static int validate_step(const Job *j, int s, const JobStep *st, char *err, size
     CHECK(st->M > 0 && st->N > 0 && st->K > 0 && st->batch > 0, "stage %d: bad gemm sizes", s);
     const JobValue *a = &j->values[st->args[0]], *b = &j->values[st->args[1]], *c = &j->values[st->args[2]];
     int64_t nb = st->batch - 1;
-    CHECK(st->stride_a >= 0 && st->stride_b >= 0 && st->stride_c >= 0, "stage %d: bad gemm strides", s);
-    CHECK(nb * st->stride_a + st->M * st->K <= a->numel && nb * st->stride_b + st->K * st->N <= b->numel &&
-              nb * st->stride_c + st->M * st->N <= c->numel,
+    CHECK(st->stride_a >= 0 && st->stride_b >= 0 && st->stride_c >= 0 && st->off_a >= 0 && st->off_b >= 0 &&
+              st->off_c >= 0 && st->M <= (1 << 30) && st->N <= (1 << 30) && st->K <= (1 << 30) &&
+              st->batch <= (1 << 30) && st->stride_a <= (1LL << 40) && st->stride_b <= (1LL << 40) &&
+              st->stride_c <= (1LL << 40) && st->off_a <= (1LL << 40) && st->off_b <= (1LL << 40) &&
+              st->off_c <= (1LL << 40),
+          "stage %d: bad gemm strides", s);
+    CHECK(st->off_a + nb * st->stride_a + st->M * st->K <= a->numel &&
+              st->off_b + nb * st->stride_b + st->K * st->N <= b->numel &&
+              st->off_c + nb * st->stride_c + st->M * st->N <= c->numel,
           "stage %d: gemm operands out of bounds", s);
     break;
   }

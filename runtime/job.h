@@ -73,6 +73,7 @@ typedef struct JobStep {
   /* JS_GEMM */
   bool ta, tb;
   int64_t M, N, K, batch, stride_a, stride_b, stride_c;
+  int64_t off_a, off_b, off_c; /* element offset of batch 0 in each operand */
   double alpha, beta;
 } JobStep;
 

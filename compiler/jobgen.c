@@ -1,0 +1,453 @@
+/*
+ * jobgen.c — from the partitioned graph to the Job: the schedule of every rank,
+ * the fused programs of every stage, the memory plan, the kernels, and the
+ * predictions (FLOPs, bubble), plus the --emit=schedule/plan/kernels dumps.
+ *
+ * Invariants: the schedule is proven (sched_build) before anything is written; the
+ * memory plan is made from the very steps the executor will run; every value id in
+ * the Job is an op id of the partitioned graph.
+ */
+#include "jobgen.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- schedule -------------------------------------------------------------------- */
+
+static int cmp_name(const void *a, const void *b) {
+  return strcmp((*(Op *const *)a)->name, (*(Op *const *)b)->name);
+}
+
+/* Stage edges (src < dst) from the transfers, and tied groups from the tied params. */
+static Schedule *build_schedule(Diag *d, Arena *a, const Partition *p, const double *F, const double *B,
+                                const double *W) {
+  const Graph *g = p->g;
+  int (*edges)[2] = arena_alloc(a, sizeof(int[2]) * (size_t)(p->nxfers + 1));
+  int ne = 0;
+  for (int i = 0; i < p->nxfers; i++) {
+    const PartXfer *x = &p->xfers[i];
+    edges[ne][0] = x->grad ? x->dst : x->src;
+    edges[ne][1] = x->grad ? x->src : x->dst;
+    ne++;
+  }
+  TiedGroup *tied = arena_alloc(a, sizeof(TiedGroup) * (size_t)(p->tied.n + 1));
+  for (int t = 0; t < p->tied.n; t++) {
+    int *st = arena_alloc(a, sizeof(int) * (size_t)p->nstages);
+    int n = 0;
+    for (int s = 0; s < p->nstages; s++)
+      if (ivec_has(&p->st[s].params, p->tied.v[t])) st[n++] = s;
+    tied[t] = (TiedGroup){n, st};
+  }
+  SchedSpec spec = {.kind = g->train.schedule,
+                    .pp = g->mesh.pp,
+                    .v = g->train.schedule == SCHED_INTERLEAVED ? g->train.virtual_stages : 1,
+                    .m = (int)g->train.microbatches,
+                    .nedges = ne,
+                    .edges = (const int(*)[2])edges,
+                    .ntied = p->tied.n,
+                    .tied = tied,
+                    .F = F, .B = B, .W = W};
+  char err[512];
+  Schedule *s = sched_build(a, &spec, err, sizeof err);
+  if (!s) diag_error_noloc(d, "schedule %s for pp=%d, %d micro-batches: %s", sched_name(spec.kind), spec.pp, spec.m, err);
+  return s;
+}
+
+/* Predicted seconds of each stage's passes from the cost model. */
+static void pass_times(const Partition *p, double *F, double *B, double *W) {
+  for (int s = 0; s < p->nstages; s++) {
+    double t[PASS__COUNT] = {0};
+    for (int k = 0; k < PASS__COUNT; k++)
+      for (int i = 0; i < p->st[s].pass[k].n; i++)
+        t[k] += cost_time(cost_op(p->g, p->g->ops[p->st[s].pass[k].v[i]]));
+    F[s] = t[PASS_FWD] > 0 ? t[PASS_FWD] : 1e-9;
+    B[s] = t[PASS_RECOMP] + t[PASS_BWD_B] > 0 ? t[PASS_RECOMP] + t[PASS_BWD_B] : 1e-9;
+    W[s] = t[PASS_BWD_W] > 0 ? t[PASS_BWD_W] : 1e-9;
+  }
+}
+
+/* ---- steps ---------------------------------------------------------------------- */
+
+static int *step_vals(Arena *a, const Step *st, int *n) {
+  int *v;
+  switch (st->kind) {
+  case STEP_KERNEL:
+    *n = st->nargs;
+    return st->args;
+  case STEP_GEMM:
+    v = arena_alloc(a, sizeof(int) * 3);
+    v[0] = st->a, v[1] = st->b, v[2] = st->c;
+    *n = 3;
+    return v;
+  case STEP_ALIAS: case STEP_ACCUM:
+    v = arena_alloc(a, sizeof(int) * 2);
+    v[0] = st->a, v[1] = st->b;
+    *n = 2;
+    return v;
+  case STEP_COMM:
+    v = arena_alloc(a, sizeof(int));
+    v[0] = st->op;
+    *n = 1;
+    return v;
+  }
+  *n = 0;
+  return NULL;
+}
+
+static void to_plan_prog(Arena *a, const Program *pg, PlanProg *out) {
+  out->nsteps = pg->nsteps;
+  out->steps = arena_alloc(a, sizeof(PlanStep) * (size_t)(pg->nsteps + 1));
+  for (int i = 0; i < pg->nsteps; i++) {
+    int n;
+    int *v = step_vals(a, &pg->steps[i], &n);
+    out->steps[i] = (PlanStep){n, v};
+  }
+}
+
+static JobStep to_job_step(const Step *st) {
+  JobStep j = {.kind = (uint8_t)st->kind, .kernel = -1};
+  int n;
+  Arena tmp;
+  arena_init(&tmp);
+  int *v = step_vals(&tmp, st, &n);
+  j.nargs = n;
+  j.args = malloc(sizeof(int32_t) * (size_t)(n + 1));
+  for (int i = 0; i < n; i++) j.args[i] = v[i];
+  arena_free(&tmp);
+  switch (st->kind) {
+  case STEP_KERNEL: j.kind = JS_KERNEL, j.kernel = st->kernel, j.n_outer = st->n_outer; break;
+  case STEP_GEMM:
+    j.kind = JS_GEMM, j.ta = st->ta, j.tb = st->tb, j.M = st->m, j.N = st->n, j.K = st->k, j.batch = st->batch;
+    j.stride_a = st->stride_a, j.stride_b = st->stride_b, j.stride_c = st->stride_c;
+    j.off_a = st->off_a, j.off_b = st->off_b, j.off_c = st->off_c;
+    j.alpha = st->alpha, j.beta = st->beta;
+    break;
+  case STEP_ALIAS: j.kind = JS_ALIAS; break;
+  case STEP_ACCUM: j.kind = JS_ACCUM; break;
+  case STEP_COMM: j.kind = JS_COMM; break;
+  }
+  return j;
+}
+
+/* ---- the job ------------------------------------------------------------------- */
+
+static void fill_dims(const Shape *s, int32_t *rank, int64_t *dims, int64_t *numel) {
+  *rank = s->rank;
+  for (int i = 0; i < s->rank; i++) dims[i] = s->d[i];
+  if (numel) *numel = shape_numel(s);
+}
+
+static void fill_values(Job *j, const Graph *g, Op **params, int np) {
+  j->nvalues = g->nops;
+  j->values = calloc((size_t)g->nops + 1, sizeof(JobValue));
+  for (int i = 0; i < g->nops; i++) {
+    const Op *op = g->ops[i];
+    JobValue *v = &j->values[i];
+    v->dtype = (uint8_t)op->dtype;
+    v->kind = op->kind == OP_PARAM ? JV_PARAM : op->kind == OP_INPUT ? JV_INPUT : op->kind == OP_PARAM_GRAD ? JV_GRAD : JV_ACT;
+    fill_dims(&op->shape, &v->rank, v->dims, &v->numel);
+    v->param = -1;
+    v->use = op->kind == OP_PARAM_GRAD ? op->use : 0;
+  }
+  for (int k = 0; k < np; k++) {
+    j->values[params[k]->id].param = k;
+    for (int i = 0; i < g->nops; i++)
+      if (g->ops[i]->kind == OP_PARAM_GRAD && g->ops[i]->key == params[k]->id) j->values[i].param = k;
+  }
+}
+
+static void fill_params(Job *j, const Graph *g, Op **params, int np) {
+  j->nparams = np;
+  j->params = calloc((size_t)np + 1, sizeof(JobParam));
+  for (int k = 0; k < np; k++) {
+    const Op *op = params[k];
+    JobParam *p = &j->params[k];
+    p->name = strdup(op->name);
+    p->value = op->id;
+    fill_dims(&op->shape, &p->rank, p->dims, &p->numel);
+    p->init = (uint8_t)op->init, p->init_a = op->init_a, p->init_b = op->init_b;
+    p->decay = op->shape.rank >= 2;
+    for (int i = 0; i < g->nops; i++) p->nuses += g->ops[i]->kind == OP_PARAM_GRAD && g->ops[i]->key == op->id;
+    p->use_value = calloc((size_t)p->nuses + 1, sizeof(int32_t));
+    p->use_stage = calloc((size_t)p->nuses + 1, sizeof(int32_t));
+    for (int i = 0; i < g->nops; i++) {
+      const Op *u = g->ops[i];
+      if (u->kind != OP_PARAM_GRAD || u->key != op->id) continue;
+      if (u->use < 0 || u->use >= p->nuses) die("jobgen: %s use %d of %d", op->name, u->use, p->nuses);
+      p->use_value[u->use] = u->id;
+      p->use_stage[u->use] = u->stage >= 0 ? u->stage : 0;
+    }
+  }
+}
+
+static void fill_inputs(Job *j, const Graph *g) {
+  int n = 0;
+  for (int i = 0; i < g->nops; i++) n += g->ops[i]->kind == OP_INPUT;
+  j->ninputs = n;
+  j->inputs = calloc((size_t)n + 1, sizeof(JobInput));
+  n = 0;
+  for (int i = 0; i < g->nops; i++) {
+    const Op *op = g->ops[i];
+    if (op->kind != OP_INPUT) continue;
+    JobInput *in = &j->inputs[n];
+    in->name = strdup(op->name);
+    in->value = op->id;
+    in->dtype = (uint8_t)op->dtype;
+    fill_dims(&op->shape, &in->rank, in->dims, NULL);
+    in->hi = op->value > 0 ? (int64_t)op->value : 2;
+    in->token_role = g->train.data_kind == DATA_TOKENS && n < 2 ? n : -1;
+    n++;
+  }
+}
+
+static void fill_train(Job *j, const Graph *g) {
+  const TrainConfig *t = &g->train;
+  JobTrain *o = &j->train;
+  o->data_kind = (uint8_t)t->data_kind;
+  o->data_path = strdup(t->data_path ? t->data_path : "");
+  o->synthetic_n = t->synthetic_n;
+  o->batch = t->batch, o->seq = t->seq, o->microbatches = t->microbatches;
+  o->schedule = (uint8_t)t->schedule, o->virtual_stages = t->virtual_stages > 0 ? t->virtual_stages : 1;
+  o->optimizer = (uint8_t)t->optimizer;
+  o->lr = t->lr, o->beta1 = t->beta1, o->beta2 = t->beta2, o->eps = t->eps;
+  o->weight_decay = t->weight_decay, o->momentum = t->momentum;
+  o->lr_schedule = (uint8_t)t->lr_schedule, o->warmup = t->warmup, o->min_lr = t->min_lr, o->grad_clip = t->grad_clip;
+  o->zero = t->zero, o->steps = t->steps, o->seed = t->seed;
+}
+
+static int find_xfer(const Partition *p, int src, int dst, bool grad) {
+  for (int i = 0; i < p->nxfers; i++)
+    if (p->xfers[i].src == src && p->xfers[i].dst == dst && p->xfers[i].grad == grad) return i;
+  return -1;
+}
+
+/* Schedule instruction -> job instruction; false when it moves nothing (dropped). */
+static bool to_job_ins(const Partition *p, const Ins *in, JobIns *out) {
+  *out = (JobIns){.stage = in->stage, .mb = in->mb, .xfer = -1};
+  switch (in->kind) {
+  case INS_FWD: out->kind = JI_FWD; return true;
+  case INS_BWD_B: out->kind = JI_BWD_B; return true;
+  case INS_BWD_W: out->kind = JI_BWD_W; return true;
+  case INS_SEND_ACT: out->kind = JI_SEND, out->xfer = find_xfer(p, in->stage, in->peer_stage, false); break;
+  case INS_RECV_ACT: out->kind = JI_RECV, out->xfer = find_xfer(p, in->peer_stage, in->stage, false); break;
+  case INS_SEND_GRAD: out->kind = JI_SEND, out->xfer = find_xfer(p, in->stage, in->peer_stage, true); break;
+  case INS_RECV_GRAD: out->kind = JI_RECV, out->xfer = find_xfer(p, in->peer_stage, in->stage, true); break;
+  case INS_ALLREDUCE_TIED: out->kind = JI_ALLREDUCE_TIED; return true;
+  case INS_OPTIMIZER_STEP: out->kind = JI_OPTIMIZER_STEP; return true;
+  default: die("jobgen: instruction kind %d", in->kind);
+  }
+  return out->xfer >= 0;
+}
+
+static void fill_ranks(Job *j, const Partition *p, const Schedule *s, const PlanRank *plan, const SchedTiming *tm) {
+  int m = s->m;
+  j->ranks = calloc((size_t)s->pp + 1, sizeof(JobRank));
+  for (int r = 0; r < s->pp; r++) {
+    JobRank *rk = &j->ranks[r];
+    rk->stages = calloc((size_t)p->nstages + 1, sizeof(int32_t));
+    for (int st = 0; st < p->nstages; st++)
+      if (st % s->pp == r) rk->stages[rk->nstages++] = st;
+    rk->ins = calloc((size_t)s->nins[r] + 1, sizeof(JobIns));
+    for (int i = 0; i < s->nins[r]; i++)
+      if (to_job_ins(p, &s->ins[r][i], &rk->ins[rk->nins])) rk->nins++;
+    rk->arena_bytes = plan[r].arena_bytes;
+    size_t n = (size_t)j->nvalues * (size_t)m;
+    rk->offset = malloc(sizeof(uint64_t) * (n + 1));
+    memcpy(rk->offset, plan[r].offset, sizeof(uint64_t) * n);
+    rk->predicted_busy = tm->busy[r];
+    rk->predicted_bubble = tm->makespan > 0 ? 1 - tm->busy[r] / tm->makespan : 0;
+  }
+}
+
+static void fill_stages(Job *j, const Partition *p, Program *(*progs)[PASS__COUNT], int pp) {
+  j->stages = calloc((size_t)p->nstages + 1, sizeof(JobStage));
+  for (int s = 0; s < p->nstages; s++) {
+    JobStage *st = &j->stages[s];
+    st->rank = s % pp;
+    st->loss_value = p->st[s].loss;
+    st->logits_value = p->st[s].logits;
+    for (int k = 0; k < PASS__COUNT; k++) {
+      const Program *pg = progs[s][k];
+      st->prog[k].nsteps = pg->nsteps;
+      st->prog[k].steps = calloc((size_t)pg->nsteps + 1, sizeof(JobStep));
+      for (int i = 0; i < pg->nsteps; i++) st->prog[k].steps[i] = to_job_step(&pg->steps[i]);
+    }
+  }
+  j->nxfers = p->nxfers;
+  j->xfers = calloc((size_t)p->nxfers + 1, sizeof(JobXfer));
+  for (int i = 0; i < p->nxfers; i++) {
+    const PartXfer *x = &p->xfers[i];
+    j->xfers[i] = (JobXfer){.src = x->src, .dst = x->dst, .grad = x->grad, .nvals = x->vals.n};
+    j->xfers[i].vals = calloc((size_t)x->vals.n + 1, sizeof(int32_t));
+    for (int v = 0; v < x->vals.n; v++) j->xfers[i].vals[v] = x->vals.v[v];
+  }
+}
+
+static int fill_kernels(Diag *d, Job *j, Arena *a, const KernelSet *ks, const CompileOptions *opt, bool want_ptx) {
+  JobKernels *k = &j->kernels;
+  char err[4096];
+  k->nkernels = ks->n;
+  k->names = calloc((size_t)ks->n + 1, sizeof(char *));
+  for (int i = 0; i < ks->n; i++) k->names[i] = strdup(ks->k[i]->name);
+  void *bc = NULL;
+  size_t len = 0;
+  if (cg_llvm_module(ks, &bc, &len, err, sizeof err)) {
+    diag_error_noloc(d, "LLVM: %s", err);
+    return 1;
+  }
+  k->llvm_bc = bc, k->llvm_bc_len = len;
+  char *src = cg_cuda_source(a, ks);
+  k->cuda_src = (char *)strdup(src);
+  k->cuda_src_len = strlen(src);
+  if (want_ptx) {
+    char *ptx = NULL;
+    size_t plen = 0;
+    if (cg_nvrtc_compile(src, opt->gpu_arch ? opt->gpu_arch : "sm_90", &ptx, &plen, err, sizeof err) == 0) {
+      k->ptx = ptx, k->ptx_len = plen;
+    } else if (!strstr(err, "without CUDA")) {
+      diag_error_noloc(d, "NVRTC: %s", err);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+Lowered *jobgen_lower(Diag *d, Arena *a, Partition *p) {
+  const Graph *g = p->g;
+  Lowered *lw = arena_alloc(a, sizeof *lw);
+  lw->p = p;
+  lw->ks = kset_new(a);
+  int nst = p->nstages;
+  lw->progs = arena_alloc(a, sizeof(Program *[PASS__COUNT]) * (size_t)nst);
+  lw->plan_progs = arena_alloc(a, sizeof(PlanProg[PASS__COUNT]) * (size_t)nst);
+  lw->alias_of = arena_alloc(a, sizeof(int) * (size_t)g->nops);
+  for (int i = 0; i < g->nops; i++) lw->alias_of[i] = -1;
+  for (int s = 0; s < nst; s++)
+    for (int k = 0; k < PASS__COUNT; k++) {
+      Program *pg = fuse_program(a, g, p->st[s].pass[k].v, p->st[s].pass[k].n, lw->ks);
+      lw->progs[s][k] = pg;
+      to_plan_prog(a, pg, &lw->plan_progs[s][k]);
+      for (int i = 0; i < pg->nsteps; i++)
+        if (pg->steps[i].kind == STEP_ALIAS) lw->alias_of[pg->steps[i].a] = pg->steps[i].b;
+    }
+  double *F = arena_alloc(a, sizeof(double) * (size_t)nst), *B = arena_alloc(a, sizeof(double) * (size_t)nst),
+         *W = arena_alloc(a, sizeof(double) * (size_t)nst);
+  pass_times(p, F, B, W);
+  lw->F = F, lw->B = B, lw->W = W;
+  lw->sched = build_schedule(d, a, p, F, B, W);
+  if (!lw->sched) return NULL;
+  PlanIn pin = {.g = g, .part = p, .sched = lw->sched, .progs = lw->plan_progs, .alias_of = lw->alias_of};
+  lw->plan = plan_build(a, &pin);
+  sched_simulate(lw->sched, F, B, W, 0, &lw->timing);
+  for (int i = 0; i < g->nops; i++) lw->flops += cost_op(g, g->ops[i]).flops;
+  lw->flops *= (double)g->train.microbatches;
+  return lw;
+}
+
+int jobgen_write(Diag *d, Arena *a, const Lowered *lw, const CompileOptions *opt, const char *source,
+                 const char *path) {
+  const Partition *p = lw->p;
+  const Graph *g = p->g;
+  Job j = {0};
+  Op **params;
+  int np = graph_params(g, &params, a);
+  qsort(params, (size_t)np, sizeof *params, cmp_name);
+  j.model_name = strdup(g->model_name ? g->model_name : "model");
+  j.source_name = strdup(source);
+  j.dp = g->mesh.dp, j.pp = g->mesh.pp, j.tp = g->mesh.tp;
+  j.nstages = p->nstages;
+  fill_train(&j, g);
+  fill_values(&j, g, params, np);
+  fill_params(&j, g, params, np);
+  fill_inputs(&j, g);
+  fill_stages(&j, p, lw->progs, g->mesh.pp);
+  fill_ranks(&j, p, lw->sched, lw->plan, &lw->timing);
+  j.flops_per_step = lw->flops;
+  j.predicted_bubble = lw->timing.bubble;
+  j.textbook_bubble = sched_textbook_bubble(g->mesh.pp, (int)g->train.microbatches);
+  int rc = fill_kernels(d, &j, a, lw->ks, opt, true);
+  char err[600];
+  if (!rc && job_validate(&j, err, sizeof err)) die("jobgen: the job fails its own validation: %s", err);
+  if (!rc && job_write(&j, path, err, sizeof err)) {
+    diag_error_noloc(d, "cannot write %s: %s", path, err);
+    rc = 1;
+  }
+  /* the Job's arrays were malloc'd here; the runtime's job_free uses mpl_free, so free by hand */
+  jobgen_free_job(&j);
+  return rc;
+}
+
+void jobgen_free_job(Job *j) {
+  free(j->model_name), free(j->source_name), free(j->train.data_path), free(j->values);
+  for (int i = 0; i < j->nparams; i++) free(j->params[i].name), free(j->params[i].use_value), free(j->params[i].use_stage);
+  free(j->params);
+  for (int i = 0; i < j->ninputs; i++) free(j->inputs[i].name);
+  free(j->inputs);
+  for (int s = 0; j->stages && s < j->nstages; s++)
+    for (int k = 0; k < JP__COUNT; k++) {
+      for (int i = 0; i < j->stages[s].prog[k].nsteps; i++) free(j->stages[s].prog[k].steps[i].args);
+      free(j->stages[s].prog[k].steps);
+    }
+  free(j->stages);
+  for (int i = 0; i < j->nxfers; i++) free(j->xfers[i].vals);
+  free(j->xfers);
+  for (int r = 0; j->ranks && r < j->pp; r++) free(j->ranks[r].stages), free(j->ranks[r].ins), free(j->ranks[r].offset);
+  free(j->ranks);
+  for (int i = 0; i < j->kernels.nkernels; i++) free(j->kernels.names[i]);
+  free(j->kernels.names), free(j->kernels.llvm_bc), free(j->kernels.cuda_src), free(j->kernels.ptx);
+}
+
+/* ---- dumps --------------------------------------------------------------------- */
+
+static void print_bytes(FILE *out, const char *what, uint64_t b) {
+  fprintf(out, "  %-22s %12llu bytes (%.2f MiB)\n", what, (unsigned long long)b, (double)b / 1048576.0);
+}
+
+void jobgen_dump_plan(FILE *out, const Lowered *lw) {
+  const Partition *p = lw->p;
+  const Graph *g = p->g;
+  const Schedule *s = lw->sched;
+  fprintf(out, "plan: model %s, mesh dp=%d pp=%d tp=%d, schedule %s", g->model_name ? g->model_name : "?", g->mesh.dp,
+          g->mesh.pp, g->mesh.tp, sched_name(s->kind));
+  if (s->kind == SCHED_INTERLEAVED) fprintf(out, "(%d)", s->v);
+  fprintf(out, ", %d micro-batches, %d stages\n", s->m, s->nstages);
+  fprintf(out, "flops per step: %.4g\n", lw->flops);
+  double sent = 0;
+  for (int i = 0; i < p->nxfers; i++)
+    for (int v = 0; v < p->xfers[i].vals.n; v++) {
+      const Op *op = g->ops[p->xfers[i].vals.v[v]];
+      sent += (double)shape_numel(&op->shape) * dtype_size(op->dtype) * s->m;
+    }
+  fprintf(out, "bytes sent per step: %.0f\n", sent);
+  fprintf(out, "bubble: predicted %.4f, textbook (p-1)/(m+p-1) = %.4f\n", lw->timing.bubble,
+          sched_textbook_bubble(s->pp, s->m));
+  for (int r = 0; r < s->pp; r++) {
+    const PlanRank *pr = &lw->plan[r];
+    uint64_t opt_bytes = g->train.optimizer == OPT_ADAMW ? 2 * pr->param_bytes
+                         : g->train.momentum != 0   ? pr->param_bytes
+                                                    : 0;
+    fprintf(out, "rank %d: stages", r);
+    for (int st = 0; st < s->nstages; st++)
+      if (st % s->pp == r) fprintf(out, " %d", st);
+    fprintf(out, ", predicted busy %.3g s, bubble %.4f\n", lw->timing.busy[r],
+            lw->timing.makespan > 0 ? 1 - lw->timing.busy[r] / lw->timing.makespan : 0);
+    print_bytes(out, "params", pr->param_bytes);
+    print_bytes(out, "grads", pr->grad_bytes);
+    print_bytes(out, "optimizer state", opt_bytes);
+    print_bytes(out, "inputs", pr->input_bytes);
+    print_bytes(out, "stash (peak)", pr->stash_peak);
+    print_bytes(out, "activations (peak)", pr->act_peak);
+    print_bytes(out, "arena (peak)", pr->arena_bytes);
+  }
+}
+
+void jobgen_dump_kernels(FILE *out, const Lowered *lw) {
+  static const char *const pass_names[PASS__COUNT] = {"fwd", "recomp", "bwd_b", "bwd_w"};
+  kir_dump(out, lw->ks, NULL);
+  for (int s = 0; s < lw->p->nstages; s++)
+    for (int k = 0; k < PASS__COUNT; k++) {
+      if (!lw->progs[s][k]->nsteps) continue;
+      fprintf(out, "\nprogram stage %d %s:\n", s, pass_names[k]);
+      kir_dump_program(out, lw->ks, lw->progs[s][k]);
+    }
+}
