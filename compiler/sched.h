@@ -1,0 +1,149 @@
+/*
+ * sched.h — pipeline schedules (schedule.c) and the stage balancer (balance.c).
+ *
+ * A schedule is, per pipeline rank, a list of instructions (Ins). Its input is plain
+ * numbers (pp, v, micro-batches, the stage edges), never the graph.
+ *
+ * Stages 0 .. S-1, S = pp * v; stage s runs on rank s % pp (v > 1 only for
+ * interleaved(v): rank r holds the model chunks r, r + pp, r + 2pp, ...).
+ * Activations flow along the edges (src, dst), src < dst; gradients flow back along
+ * them. An edge between two stages of one rank needs no message.
+ *
+ * Invariants of a built schedule (proved by sched_verify, which sched_build runs):
+ *  - every (stage, mb) appears exactly once as FWD, once as BWD_B and once as BWD_W,
+ *    on the stage's rank; BWD_W(s, mb) follows BWD_B(s, mb), BWD_B follows FWD;
+ *  - FWD(s, mb) is preceded by RECV_ACT for each in-edge of s from another rank and
+ *    followed by SEND_ACT for each out-edge to another rank; BWD_B(s, mb) is preceded
+ *    by RECV_GRAD for each such out-edge and followed by SEND_GRAD for each such in-edge;
+ *  - every send meets exactly one recv; sends are eager (buffered, never block), a recv
+ *    blocks until its send has happened; running all ranks together never deadlocks;
+ *  - per stage, BWD_W runs in micro-batch order (gradients are summed in that order);
+ *  - ALLREDUCE_TIED(g) comes after all backward work, on every rank holding a stage of
+ *    tied group g, in group order; OPTIMIZER_STEP is each rank's last instruction.
+ */
+#ifndef MPL_SCHED_H
+#define MPL_SCHED_H
+
+#include <stdio.h>
+#include "mplc.h"
+
+#define SCHED_MAX_PP 256
+
+/*
+ * Instruction kinds. X(NAME, text). For the four communication kinds, `stage` is the
+ * stage on this rank and `peer_stage` the stage on the other rank:
+ *   SEND_ACT  stage = edge src, peer = edge dst     RECV_ACT  stage = dst, peer = src
+ *   SEND_GRAD stage = edge dst, peer = edge src     RECV_GRAD stage = src, peer = dst
+ * ALLREDUCE_TIED: stage = the tied group's index; OPTIMIZER_STEP: no operands.
+ * Operands that do not apply are -1.
+ * ORDER: schedule.c's ins_names table is generated from this list.
+ */
+#define INS_LIST(X)                                                  \
+  X(FWD, "fwd")                                                       \
+  X(BWD_B, "bwd_b")                                                   \
+  X(BWD_W, "bwd_w")                                                   \
+  X(SEND_ACT, "send_act")                                             \
+  X(RECV_ACT, "recv_act")                                             \
+  X(SEND_GRAD, "send_grad")                                           \
+  X(RECV_GRAD, "recv_grad")                                           \
+  X(ALLREDUCE_TIED, "allreduce_tied")                                 \
+  X(OPTIMIZER_STEP, "optimizer_step")
+
+typedef enum InsKind {
+#define X(name, text) INS_##name,
+  INS_LIST(X)
+#undef X
+  INS__COUNT
+} InsKind;
+
+const char *ins_name(InsKind k);
+
+typedef struct Ins {
+  int kind; /* InsKind */
+  int stage, peer_stage, mb;
+} Ins;
+
+/* The stages that share one param (a tied embedding); their grads are summed. */
+typedef struct TiedGroup {
+  int nstages;
+  const int *stages;
+} TiedGroup;
+
+typedef struct SchedSpec {
+  SchedKind kind;
+  int pp, v, m;               /* ranks, chunks per rank (1 unless interleaved), micro-batches */
+  int nedges;
+  const int (*edges)[2];      /* (src, dst), src < dst; duplicates are merged */
+  int ntied;
+  const TiedGroup *tied;      /* may be NULL when ntied == 0 */
+  /* Optional per-stage pass durations (NULL: 1 each) that guide zb's placement of W. */
+  const double *F, *B, *W;
+} SchedSpec;
+
+typedef struct Schedule {
+  SchedKind kind;
+  int pp, v, m, nstages;
+  int nedges;
+  int (*edges)[2];            /* merged, sorted by (src, dst) */
+  int ntied;
+  TiedGroup *tied;
+  int *nins;                  /* per rank */
+  Ins **ins;                  /* per rank */
+} Schedule;
+
+typedef struct SchedTiming {
+  int pp;
+  double makespan;
+  double bubble;              /* 1 - sum(busy) / (pp * makespan) */
+  double busy[SCHED_MAX_PP];  /* per rank: time spent in FWD, BWD_B, BWD_W */
+} SchedTiming;
+
+/* "sequential", "gpipe", "1f1b", "interleaved", "zb". */
+const char *sched_name(SchedKind k);
+/* Parses a --schedule value: a name, or "interleaved(v)"; v is 1 for the others. */
+bool sched_parse(const char *s, SchedKind *kind, int *v);
+
+/*
+ * Builds the schedule and proves it (sched_verify). On a user error (bad pp, v, m,
+ * edge) or a schedule that cannot be proven, returns NULL with a message in err.
+ */
+Schedule *sched_build(Arena *a, const SchedSpec *spec, char *err, size_t errlen);
+
+/*
+ * The proof: runs all ranks' lists together (eager sends, blocking recvs, collective
+ * all-reduces) and checks the invariants above. False with a message naming the
+ * ranks and the instruction each is stuck on.
+ */
+bool sched_verify(const Schedule *s, char *err, size_t errlen);
+
+/*
+ * Timed run of a proven schedule: FWD/BWD_B/BWD_W of stage s take F[s]/B[s]/W[s]
+ * (NULL: 1), a message arrives `latency` after its send, everything else takes no time.
+ */
+void sched_simulate(const Schedule *s, const double *F, const double *B, const double *W,
+                    double latency, SchedTiming *out);
+
+/* The textbook bubble of gpipe and 1f1b with equal stages: (p-1)/(m+p-1). */
+double sched_textbook_bubble(int p, int m);
+
+/* Most (stage, mb) pairs of `rank` whose FWD has run and whose BWD_W has not. */
+int sched_peak_inflight(const Schedule *s, int rank);
+
+/*
+ * --emit=schedule: a table whose rows are the time slots of a run with unit pass
+ * durations and whose columns are the ranks, then each rank's instruction list.
+ */
+void sched_dump(FILE *out, const Schedule *s);
+
+/* ==== balance.c: automatic stage balancing ============================= */
+
+/*
+ * Splits segments 0 .. nseg-1 (in order) into pp contiguous non-empty groups that
+ * minimise the largest group cost, with each group's memory (sum of mem, every
+ * mem[i] >= 0; mem may be NULL) at most mem_limit (0: no limit). Writes the first segment of each stage into
+ * first_seg_of_stage[0 .. pp-1]; returns 0, or -1 with a message in err.
+ */
+int bal_split(int nseg, const double *cost, const double *mem, int pp, double mem_limit,
+              int *first_seg_of_stage, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,417 @@
+/*
+ * test_schedule.c — pipeline schedules (compiler/schedule.c) and the stage balancer
+ * (compiler/balance.c): every schedule kind over a grid of pp, micro-batch counts and
+ * v passes the deadlock proof; the proof rejects broken lists; the predicted bubbles
+ * match the textbook; the balancer matches brute force. Exits non-zero on a failure.
+ */
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compiler/sched.h"
+
+static const SchedKind all_kinds[] = {SCHED_SEQUENTIAL, SCHED_GPIPE, SCHED_1F1B,
+                                      SCHED_INTERLEAVED, SCHED_ZB};
+static const int pps[] = {1, 2, 3, 4};
+static const int mbs[] = {1, 2, 3, 4, 8};
+
+/* Chain edges s -> s+1 over S stages, plus 0 -> 2 when skip and S > 2. */
+static int make_edges(int S, bool skip, int (*e)[2]) {
+  int n = 0;
+  for (int s = 0; s + 1 < S; s++)
+    e[n][0] = s, e[n][1] = s + 1, n++;
+  if (skip && S > 2)
+    e[n][0] = 0, e[n][1] = 2, n++;
+  return n;
+}
+
+static Schedule *build(Arena *a, SchedKind k, int pp, int v, int m, bool skip, int ntied,
+                       const TiedGroup *tied, char *err, size_t errlen) {
+  int edges[64][2];
+  SchedSpec sp = {.kind = k, .pp = pp, .v = v, .m = m, .ntied = ntied, .tied = tied};
+  sp.nedges = make_edges(pp * v, skip, edges);
+  sp.edges = (const int(*)[2])edges;
+  return sched_build(a, &sp, err, errlen);
+}
+
+/* Each (stage, mb) is FWD, BWD_B and BWD_W exactly once, on the stage's rank. */
+static void check_passes_once(const Schedule *s) {
+  int n = s->nstages * s->m;
+  int *cnt = calloc(3 * n, sizeof(int));
+  for (int r = 0; r < s->pp; r++) {
+    for (int i = 0; i < s->nins[r]; i++) {
+      const Ins *in = &s->ins[r][i];
+      if (in->kind > INS_BWD_W)
+        continue;
+      ck_assert_int_eq(in->stage % s->pp, r);
+      cnt[in->kind * n + in->stage * s->m + in->mb]++;
+    }
+  }
+  for (int i = 0; i < 3 * n; i++)
+    ck_assert_int_eq(cnt[i], 1);
+  free(cnt);
+}
+
+/* Outside zb, the next pass after BWD_B(s, mb) is BWD_W(s, mb). */
+static void check_w_follows_b(const Schedule *s) {
+  for (int r = 0; r < s->pp; r++) {
+    for (int i = 0; i < s->nins[r]; i++) {
+      const Ins *in = &s->ins[r][i];
+      if (in->kind != INS_BWD_B)
+        continue;
+      int j = i + 1;
+      while (j < s->nins[r] && s->ins[r][j].kind > INS_BWD_W)
+        j++;
+      ck_assert_int_lt(j, s->nins[r]);
+      ck_assert_int_eq(s->ins[r][j].kind, INS_BWD_W);
+      ck_assert_int_eq(s->ins[r][j].stage, in->stage);
+      ck_assert_int_eq(s->ins[r][j].mb, in->mb);
+    }
+  }
+}
+
+START_TEST(test_every_schedule_proves) {
+  static const int tied_stages[] = {0, 1};
+  TiedGroup tied = {2, tied_stages};
+  int built = 0;
+  for (size_t ki = 0; ki < sizeof all_kinds / sizeof all_kinds[0]; ki++)
+    for (size_t pi = 0; pi < 4; pi++)
+      for (size_t mi = 0; mi < 5; mi++)
+        for (int v = 1; v <= 2; v++)
+          for (int skip = 0; skip <= 1; skip++) {
+            SchedKind k = all_kinds[ki];
+            if (v > 1 && k != SCHED_INTERLEAVED)
+              continue;
+            Arena a;
+            arena_init(&a);
+            char err[1024] = "";
+            int pp = pps[pi], m = mbs[mi];
+            int ntied = pp * v > 1 ? 1 : 0;
+            Schedule *s = build(&a, k, pp, v, m, skip, ntied, &tied, err, sizeof err);
+            ck_assert_msg(s != NULL, "%s pp=%d m=%d v=%d skip=%d: %s", sched_name(k), pp, m,
+                          v, skip, err);
+            ck_assert(sched_verify(s, err, sizeof err));
+            check_passes_once(s);
+            if (k != SCHED_ZB)
+              check_w_follows_b(s);
+            built++;
+            arena_free(&a);
+          }
+  ck_assert_int_eq(built, (4 * 4 + 4 * 2) * 5 * 2);
+}
+END_TEST
+
+START_TEST(test_bad_specs_rejected) {
+  Arena a;
+  arena_init(&a);
+  char err[512];
+  ck_assert_ptr_null(build(&a, SCHED_1F1B, 2, 2, 4, false, 0, NULL, err, sizeof err));
+  ck_assert_ptr_nonnull(strstr(err, "interleaved"));
+  ck_assert_ptr_null(build(&a, SCHED_GPIPE, 0, 1, 4, false, 0, NULL, err, sizeof err));
+  ck_assert_ptr_null(build(&a, SCHED_GPIPE, 2, 1, 0, false, 0, NULL, err, sizeof err));
+  int back[1][2] = {{1, 0}};
+  SchedSpec sp = {.kind = SCHED_GPIPE, .pp = 2, .v = 1, .m = 2, .nedges = 1,
+                  .edges = (const int(*)[2])back};
+  ck_assert_ptr_null(sched_build(&a, &sp, err, sizeof err));
+  ck_assert_ptr_nonnull(strstr(err, "edge"));
+  arena_free(&a);
+}
+END_TEST
+
+/* Removes instruction i of rank r. */
+static void drop_ins(Schedule *s, int r, int i) {
+  memmove(&s->ins[r][i], &s->ins[r][i + 1], sizeof(Ins) * (s->nins[r] - i - 1));
+  s->nins[r]--;
+}
+
+static int find_ins(const Schedule *s, int r, int kind, int mb) {
+  for (int i = 0; i < s->nins[r]; i++)
+    if (s->ins[r][i].kind == kind && s->ins[r][i].mb == mb)
+      return i;
+  return -1;
+}
+
+START_TEST(test_proof_rejects_recv_without_send) {
+  Arena a;
+  arena_init(&a);
+  char err[1024];
+  Schedule *s = build(&a, SCHED_1F1B, 2, 1, 2, false, 0, NULL, err, sizeof err);
+  ck_assert_ptr_nonnull(s);
+  drop_ins(s, 0, find_ins(s, 0, INS_SEND_ACT, 1));
+  ck_assert(!sched_verify(s, err, sizeof err));
+  ck_assert_ptr_nonnull(strstr(err, "deadlock"));
+  ck_assert_ptr_nonnull(strstr(err, "rank 1 waits"));
+  ck_assert_ptr_nonnull(strstr(err, "recv_act(stage 1 <- 0, mb 1)"));
+  ck_assert_ptr_nonnull(strstr(err, "no rank sends it"));
+  arena_free(&a);
+}
+END_TEST
+
+START_TEST(test_proof_rejects_missing_recv) {
+  Arena a;
+  arena_init(&a);
+  char err[1024];
+  Schedule *s = build(&a, SCHED_GPIPE, 2, 1, 2, false, 0, NULL, err, sizeof err);
+  ck_assert_ptr_nonnull(s);
+  /* Without its recv, rank 1's fwd of mb 1 would run on data that never arrived. */
+  drop_ins(s, 1, find_ins(s, 1, INS_RECV_ACT, 1));
+  ck_assert(!sched_verify(s, err, sizeof err));
+  ck_assert_ptr_nonnull(strstr(err, "fwd(stage 1, mb 1)"));
+  arena_free(&a);
+}
+END_TEST
+
+START_TEST(test_proof_rejects_cross_wait) {
+  /* Rank 0 waits for a gradient before it sends the activation rank 1 waits for. */
+  Arena a;
+  arena_init(&a);
+  char err[1024];
+  Schedule *s = build(&a, SCHED_1F1B, 2, 1, 1, false, 0, NULL, err, sizeof err);
+  ck_assert_ptr_nonnull(s);
+  int is = find_ins(s, 0, INS_SEND_ACT, 0), ir = find_ins(s, 0, INS_RECV_GRAD, 0);
+  ck_assert_int_lt(is, ir);
+  Ins send = s->ins[0][is];
+  memmove(&s->ins[0][is], &s->ins[0][is + 1], sizeof(Ins) * (ir - is));
+  s->ins[0][ir] = send; /* now: fwd, recv_grad, send_act, ... */
+  ck_assert(!sched_verify(s, err, sizeof err));
+  ck_assert_ptr_nonnull(strstr(err, "deadlock"));
+  ck_assert_ptr_nonnull(strstr(err, "rank 0 waits at instruction 1 recv_grad(stage 0 <- 1, mb 0)"));
+  ck_assert_ptr_nonnull(strstr(err, "rank 1 waits at instruction 0 recv_act(stage 1 <- 0, mb 0)"));
+  arena_free(&a);
+}
+END_TEST
+
+START_TEST(test_proof_rejects_wrong_order) {
+  Arena a;
+  arena_init(&a);
+  char err[1024];
+  Schedule *s = build(&a, SCHED_GPIPE, 1, 1, 2, false, 0, NULL, err, sizeof err);
+  ck_assert_ptr_nonnull(s);
+  int w0 = find_ins(s, 0, INS_BWD_W, 0), w1 = find_ins(s, 0, INS_BWD_W, 1);
+  Ins t = s->ins[0][w0];
+  s->ins[0][w0] = s->ins[0][w1];
+  s->ins[0][w1] = t;
+  ck_assert(!sched_verify(s, err, sizeof err));
+  ck_assert_ptr_nonnull(strstr(err, "bwd_w(stage 0, mb 1)"));
+  arena_free(&a);
+}
+END_TEST
+
+static double bubble_of(SchedKind k, int pp, int v, int m) {
+  Arena a;
+  arena_init(&a);
+  char err[512];
+  Schedule *s = build(&a, k, pp, v, m, false, 0, NULL, err, sizeof err);
+  ck_assert_msg(s != NULL, "%s", err);
+  double c[64];
+  for (int i = 0; i < pp * v; i++)
+    c[i] = 1.0 / v;
+  SchedTiming t;
+  sched_simulate(s, c, c, c, 0, &t);
+  arena_free(&a);
+  return t.bubble;
+}
+
+START_TEST(test_bubbles) {
+  for (size_t pi = 0; pi < 4; pi++) {
+    for (size_t mi = 0; mi < 5; mi++) {
+      int p = pps[pi], m = mbs[mi];
+      double tb = sched_textbook_bubble(p, m);
+      ck_assert_double_eq_tol(bubble_of(SCHED_GPIPE, p, 1, m), tb, 1e-9);
+      ck_assert_double_eq_tol(bubble_of(SCHED_1F1B, p, 1, m), tb, 1e-9);
+      ck_assert_double_eq_tol(bubble_of(SCHED_SEQUENTIAL, p, 1, m), 1 - 1.0 / p, 1e-9);
+      double il = bubble_of(SCHED_INTERLEAVED, p, 2, m), zb = bubble_of(SCHED_ZB, p, 1, m);
+      if (p > 1) {
+        ck_assert_msg(zb < tb - 1e-9, "zb p=%d m=%d: %g vs %g", p, m, zb, tb);
+        if (m > 1) /* one micro-batch cannot overlap with anything */
+          ck_assert_msg(il < tb - 1e-9, "interleaved p=%d m=%d: %g vs %g", p, m, il, tb);
+        else
+          ck_assert_double_eq_tol(il, tb, 1e-9);
+      } else {
+        ck_assert_double_eq_tol(zb, 0, 1e-9);
+        ck_assert_double_eq_tol(il, 0, 1e-9);
+      }
+    }
+  }
+  /* With m >= pp: interleaved(v) gives Megatron's (p-1)/(v*m+p-1), zb (ZB-H1) a bubble
+     of (p-1)(F+B-W) = p-1 units against 1f1b's 3(p-1): (p-1)/(3m+p-1). */
+  for (int p = 1; p <= 4; p++)
+    for (int m = p; m <= 9; m++) {
+      for (int v = 1; v <= 3; v++)
+        ck_assert_double_eq_tol(bubble_of(SCHED_INTERLEAVED, p, v, m),
+                                (double)(p - 1) / (v * m + p - 1), 1e-9);
+      ck_assert_double_eq_tol(bubble_of(SCHED_ZB, p, 1, m), (double)(p - 1) / (3 * m + p - 1),
+                              1e-9);
+    }
+}
+END_TEST
+
+START_TEST(test_1f1b_inflight) {
+  Arena a;
+  arena_init(&a);
+  char err[512];
+  for (size_t pi = 0; pi < 4; pi++)
+    for (size_t mi = 0; mi < 5; mi++) {
+      int p = pps[pi], m = mbs[mi];
+      Schedule *s = build(&a, SCHED_1F1B, p, 1, m, false, 0, NULL, err, sizeof err);
+      ck_assert_ptr_nonnull(s);
+      for (int r = 0; r < p; r++) {
+        int lim = m < p - r ? m : p - r;
+        ck_assert_int_le(sched_peak_inflight(s, r), lim);
+      }
+    }
+  arena_free(&a);
+}
+END_TEST
+
+START_TEST(test_latency_and_costs) {
+  Arena a;
+  arena_init(&a);
+  char err[512];
+  Schedule *s = build(&a, SCHED_GPIPE, 2, 1, 1, false, 0, NULL, err, sizeof err);
+  ck_assert_ptr_nonnull(s);
+  double F[] = {1, 2}, B[] = {3, 4}, W[] = {5, 6};
+  SchedTiming t;
+  sched_simulate(s, F, B, W, 0.5, &t);
+  /* rank 0: F 0..1; rank 1: F 1.5..3.5, B 3.5..7.5, W 7.5..13.5, then sends the
+     gradient; rank 0: B 14..17, W 17..22. */
+  ck_assert_double_eq_tol(t.makespan, 22, 1e-12);
+  ck_assert_double_eq_tol(t.busy[0], 9, 1e-12);
+  ck_assert_double_eq_tol(t.busy[1], 12, 1e-12);
+  arena_free(&a);
+}
+END_TEST
+
+START_TEST(test_names_and_dump) {
+  SchedKind k;
+  int v;
+  ck_assert(sched_parse("interleaved(3)", &k, &v) && k == SCHED_INTERLEAVED && v == 3);
+  ck_assert(sched_parse("1f1b", &k, &v) && k == SCHED_1F1B && v == 1);
+  ck_assert(!sched_parse("interleaved(0)", &k, &v));
+  ck_assert(!sched_parse("pipedream", &k, &v));
+  ck_assert_str_eq(sched_name(SCHED_ZB), "zb");
+  ck_assert_str_eq(ins_name(INS_RECV_GRAD), "recv_grad");
+  Arena a;
+  arena_init(&a);
+  char err[512];
+  static const int tied_stages[] = {0, 1};
+  TiedGroup tied = {2, tied_stages};
+  Schedule *s = build(&a, SCHED_1F1B, 2, 1, 2, false, 1, &tied, err, sizeof err);
+  ck_assert_ptr_nonnull(s);
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  sched_dump(f, s);
+  fclose(f);
+  ck_assert_ptr_nonnull(strstr(buf, "schedule 1f1b pp=2 v=1 microbatches=2 stages=2\n"));
+  ck_assert_ptr_nonnull(strstr(buf, "tied: {0,1}\n"));
+  ck_assert_ptr_nonnull(strstr(buf, "slot  rank 0      rank 1\n"));
+  ck_assert_ptr_nonnull(strstr(buf, "   0  F s0 m0     .\n"));
+  ck_assert_ptr_nonnull(strstr(buf, "   1  F s0 m1     F s1 m0\n"));
+  ck_assert_ptr_nonnull(strstr(buf, "allreduce_tied(group 0)\n"));
+  free(buf);
+  arena_free(&a);
+}
+END_TEST
+
+/* ---- balancer ---- */
+
+/* Brute force over every split; returns the best max cost among fitting ones. */
+static double brute(int n, const double *c, const double *m, int pp, double lim, int first,
+                    int k, double cur) {
+  if (k == pp - 1) {
+    double sc = 0, sm = 0;
+    for (int i = first; i < n; i++)
+      sc += c[i], sm += m[i];
+    if (first >= n || (lim > 0 && sm > lim))
+      return INFINITY;
+    return fmax(cur, sc);
+  }
+  double best = INFINITY, sc = 0, sm = 0;
+  for (int end = first + 1; end <= n - (pp - 1 - k); end++) {
+    sc += c[end - 1], sm += m[end - 1];
+    if (lim > 0 && sm > lim)
+      break;
+    best = fmin(best, brute(n, c, m, pp, lim, end, k + 1, fmax(cur, sc)));
+  }
+  return best;
+}
+
+START_TEST(test_balance_brute_force) {
+  unsigned seed = 12345;
+  for (int trial = 0; trial < 400; trial++) {
+    int n = 1 + (int)((seed = seed * 1103515245u + 12345u) >> 16) % 9;
+    int pp = 1 + (int)((seed = seed * 1103515245u + 12345u) >> 16) % 4;
+    double c[16], m[16];
+    for (int i = 0; i < n; i++) {
+      c[i] = 1 + ((seed = seed * 1103515245u + 12345u) >> 16) % 10;
+      m[i] = 1 + ((seed = seed * 1103515245u + 12345u) >> 16) % 10;
+    }
+    double lim = trial % 2 ? 0 : 8 + trial % 13;
+    int first[8];
+    char err[512];
+    int rc = bal_split(n, c, m, pp, lim, first, err, sizeof err);
+    double want = n >= pp ? brute(n, c, m, pp, lim, 0, 0, 0) : INFINITY;
+    if (want == INFINITY) {
+      ck_assert_int_eq(rc, -1);
+      continue;
+    }
+    ck_assert_msg(rc == 0, "%s", err);
+    ck_assert_int_eq(first[0], 0);
+    double worst = 0;
+    for (int k = 0; k < pp; k++) {
+      int end = k + 1 < pp ? first[k + 1] : n;
+      ck_assert_int_lt(first[k], end);
+      double sc = 0, sm = 0;
+      for (int i = first[k]; i < end; i++)
+        sc += c[i], sm += m[i];
+      ck_assert(lim == 0 || sm <= lim);
+      worst = fmax(worst, sc);
+    }
+    ck_assert_double_eq_tol(worst, want, 1e-9);
+  }
+}
+END_TEST
+
+START_TEST(test_balance_messages) {
+  double c[] = {1, 1, 1, 1}, m[] = {5, 5, 5, 5};
+  int first[4];
+  char err[512];
+  ck_assert_int_eq(bal_split(4, c, m, 2, 0, first, err, sizeof err), 0);
+  ck_assert_int_eq(first[0], 0);
+  ck_assert_int_eq(first[1], 2);
+  ck_assert_int_eq(bal_split(4, c, m, 2, 9, first, err, sizeof err), -1);
+  ck_assert_ptr_nonnull(strstr(err, "the best split needs 10 bytes"));
+  ck_assert_int_eq(bal_split(1, c, m, 2, 0, first, err, sizeof err), -1);
+  ck_assert_ptr_nonnull(strstr(err, "at least one"));
+}
+END_TEST
+
+static Suite *schedule_suite(void) {
+  Suite *s = suite_create("schedule");
+  TCase *tc = tcase_create("core");
+  tcase_set_timeout(tc, 60);
+  tcase_add_test(tc, test_every_schedule_proves);
+  tcase_add_test(tc, test_bad_specs_rejected);
+  tcase_add_test(tc, test_proof_rejects_recv_without_send);
+  tcase_add_test(tc, test_proof_rejects_missing_recv);
+  tcase_add_test(tc, test_proof_rejects_cross_wait);
+  tcase_add_test(tc, test_proof_rejects_wrong_order);
+  tcase_add_test(tc, test_bubbles);
+  tcase_add_test(tc, test_1f1b_inflight);
+  tcase_add_test(tc, test_latency_and_costs);
+  tcase_add_test(tc, test_names_and_dump);
+  tcase_add_test(tc, test_balance_brute_force);
+  tcase_add_test(tc, test_balance_messages);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(schedule_suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
