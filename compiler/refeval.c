@@ -1,0 +1,407 @@
+/*
+ * refeval.c — the reference evaluator: runs any graph IR in plain C, float64.
+ *
+ * It is the oracle for autodiff (finite differences), the generated kernels and
+ * the runtime, so it is written to be obviously correct, not fast: every op is a
+ * loop over output (or input) elements with multi-indices, sums run in index
+ * order, nothing is fused.
+ *
+ * Invariants: vals[id] holds numel(op->shape) doubles, row-major, for every op
+ * but SEND (NULL); i32 and bool values are stored as doubles (0/1 for bool);
+ * leaves (INPUT, PARAM, RECV) belong to the caller and are never written.
+ */
+#include "autodiff.h"
+#include "../runtime/mpl_rng.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- shapes and indices ------------------------------------------------- */
+
+static void unravel(const Shape *s, int64_t lin, int64_t *ix) {
+  for (int i = s->rank - 1; i >= 0; i--) {
+    ix[i] = lin % s->d[i];
+    lin /= s->d[i];
+  }
+}
+
+static int64_t ravel(const Shape *s, const int64_t *ix) {
+  int64_t lin = 0;
+  for (int i = 0; i < s->rank; i++) lin = lin * s->d[i] + ix[i];
+  return lin;
+}
+
+/* Offset in a value of shape in, broadcast NumPy-style to out, at out's index ix. */
+static int64_t bcast_off(const Shape *in, const Shape *out, const int64_t *ix) {
+  int64_t lin = 0;
+  for (int i = 0; i < in->rank; i++) {
+    int oi = out->rank - in->rank + i;
+    lin = lin * in->d[i] + (in->d[i] == 1 ? 0 : ix[oi]);
+  }
+  return lin;
+}
+
+/* Normalises a possibly negative axis; dies when out of range. */
+static int norm_axis(int axis, int rank) {
+  int a = axis < 0 ? axis + rank : axis;
+  if (a < 0 || a >= rank) die("refeval: axis %d out of range for rank %d", axis, rank);
+  return a;
+}
+
+/* A shape split around one axis: [outer..., n, inner...]; AXIS_ALL is [1, numel, 1]. */
+typedef struct Split3 {
+  int64_t outer, n, inner;
+} Split3;
+
+static Split3 split_axis(const Shape *s, int axis) {
+  if (axis == AXIS_ALL) return (Split3){1, shape_numel(s), 1};
+  int a = norm_axis(axis, s->rank);
+  Split3 r = {1, s->d[a], 1};
+  for (int i = 0; i < a; i++) r.outer *= s->d[i];
+  for (int i = a + 1; i < s->rank; i++) r.inner *= s->d[i];
+  return r;
+}
+
+static double *alloc_vals(int64_t n) {
+  double *p = calloc((size_t)(n ? n : 1), sizeof(double));
+  if (!p) die("refeval: out of memory (%lld doubles)", (long long)n);
+  return p;
+}
+
+static const Shape *in_shape(const Graph *g, const Op *op, int j) { return &g->ops[op->in[j]]->shape; }
+
+/* ---- elementwise ---------------------------------------------------------- */
+
+static const double GELU_K = 0.7978845608028654; /* sqrt(2/pi) */
+static const double GELU_C = 0.044715;
+
+static double gelu(double x) { return 0.5 * x * (1.0 + tanh(GELU_K * (x + GELU_C * x * x * x))); }
+
+static double gelu_grad(double x) {
+  double t = tanh(GELU_K * (x + GELU_C * x * x * x));
+  return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_K * (1.0 + 3.0 * GELU_C * x * x);
+}
+
+static double cast_to(DType t, double x) {
+  if (t == DT_I32) return trunc(x);
+  if (t == DT_BOOL) return x != 0.0;
+  return x;
+}
+
+static double ew_unary(const Op *op, double x) {
+  switch (op->kind) {
+  case OP_NEG: return -x;
+  case OP_EXP: return exp(x);
+  case OP_LOG: return log(x);
+  case OP_SQRT: return sqrt(x);
+  case OP_RSQRT: return 1.0 / sqrt(x);
+  case OP_TANH: return tanh(x);
+  case OP_SIGMOID: return 1.0 / (1.0 + exp(-x));
+  case OP_RELU: return x > 0 ? x : 0.0;
+  case OP_GELU: return gelu(x);
+  case OP_ABS: return fabs(x);
+  case OP_SIGN: return x > 0 ? 1.0 : x < 0 ? -1.0 : 0.0;
+  case OP_POW: return pow(x, op->value);
+  case OP_CAST: return cast_to(op->dtype, x);
+  case OP_NOT: return x == 0.0;
+  default: die("refeval: %s is not unary elementwise", op_name(op->kind));
+  }
+}
+
+static double ew_binary(const Op *op, double a, double b) {
+  switch (op->kind) {
+  case OP_ADD: return a + b;
+  case OP_SUB: return a - b;
+  case OP_MUL: return a * b;
+  case OP_DIV: return a / b;
+  case OP_MAXIMUM: return isnan(a) || a > b ? a : b;
+  case OP_MINIMUM: return isnan(a) || a < b ? a : b;
+  case OP_EQ: return a == b;
+  case OP_NE: return a != b;
+  case OP_LT: return a < b;
+  case OP_LE: return a <= b;
+  case OP_GT: return a > b;
+  case OP_GE: return a >= b;
+  case OP_AND: return a != 0.0 && b != 0.0;
+  case OP_OR: return a != 0.0 || b != 0.0;
+  case OP_GELU_GRAD: return b * gelu_grad(a);
+  case OP_RELU_GRAD: return a > 0 ? b : 0.0;
+  default: die("refeval: %s is not binary elementwise", op_name(op->kind));
+  }
+}
+
+/* Any elementwise op: inputs broadcast to op->shape, one scalar function per element. */
+static double *ev_elementwise(const Graph *g, const Op *op, double **v) {
+  int64_t n = shape_numel(&op->shape), ix[MPL_MAX_RANK];
+  double *out = alloc_vals(n), x[3];
+  if (op->nin < 1 || op->nin > 3) die("refeval: %s with %d inputs", op_name(op->kind), op->nin);
+  for (int64_t i = 0; i < n; i++) {
+    unravel(&op->shape, i, ix);
+    for (int j = 0; j < op->nin; j++) x[j] = v[op->in[j]][bcast_off(in_shape(g, op, j), &op->shape, ix)];
+    if (op->kind == OP_WHERE) out[i] = x[0] != 0.0 ? x[1] : x[2];
+    else if (op->nin == 1) out[i] = ew_unary(op, x[0]);
+    else out[i] = ew_binary(op, x[0], x[1]);
+  }
+  return out;
+}
+
+/* ---- creation --------------------------------------------------------------- */
+
+static double *ev_creation(const Op *op) {
+  int64_t n = shape_numel(&op->shape);
+  double *out = alloc_vals(n);
+  for (int64_t i = 0; i < n; i++) {
+    if (op->kind == OP_FULL) out[i] = op->value;
+    else if (op->kind == OP_ARANGE) out[i] = (double)i;
+    else out[i] = i / op->shape.d[1] >= i % op->shape.d[1]; /* CAUSAL_MASK: row >= col */
+  }
+  if (op->kind == OP_CAUSAL_MASK && op->shape.rank != 2) die("refeval: causal_mask of rank %d", op->shape.rank);
+  return out;
+}
+
+/* ---- reductions ------------------------------------------------------------- */
+
+static double *ev_reduce(const Graph *g, const Op *op, double **v) {
+  const double *x = v[op->in[0]];
+  Split3 s = split_axis(in_shape(g, op, 0), op->axis);
+  if (s.outer * s.inner != shape_numel(&op->shape)) die("refeval: %%%d: reduction shape mismatch", op->id);
+  double *out = alloc_vals(s.outer * s.inner);
+  for (int64_t o = 0; o < s.outer; o++)
+    for (int64_t i = 0; i < s.inner; i++) {
+      double acc = op->kind == OP_AMAX ? -INFINITY : 0.0;
+      for (int64_t p = 0; p < s.n; p++) {
+        double e = x[(o * s.n + p) * s.inner + i];
+        if (op->kind == OP_AMAX) acc = (e > acc || isnan(e)) ? e : acc;
+        else acc += e;
+      }
+      out[o * s.inner + i] = op->kind == OP_MEAN ? acc / (double)s.n : acc;
+    }
+  return out;
+}
+
+/* softmax / log_softmax over op->axis, max-subtracted. */
+static double *ev_softmax(const Op *op, double **v) {
+  const double *x = v[op->in[0]];
+  Split3 s = split_axis(&op->shape, op->axis);
+  double *out = alloc_vals(shape_numel(&op->shape));
+  for (int64_t o = 0; o < s.outer; o++)
+    for (int64_t i = 0; i < s.inner; i++) {
+      double mx = -INFINITY, sum = 0.0;
+      for (int64_t p = 0; p < s.n; p++) mx = fmax(mx, x[(o * s.n + p) * s.inner + i]);
+      for (int64_t p = 0; p < s.n; p++) sum += exp(x[(o * s.n + p) * s.inner + i] - mx);
+      for (int64_t p = 0; p < s.n; p++) {
+        int64_t k = (o * s.n + p) * s.inner + i;
+        out[k] = op->kind == OP_SOFTMAX ? exp(x[k] - mx) / sum : x[k] - mx - log(sum);
+      }
+    }
+  return out;
+}
+
+/* ---- shape ops -------------------------------------------------------------- */
+
+static double *ev_copy(const Graph *g, const Op *op, double **v) {
+  int64_t n = shape_numel(&op->shape);
+  if (shape_numel(in_shape(g, op, 0)) != n) die("refeval: %%%d %s changes the element count", op->id, op_name(op->kind));
+  double *out = alloc_vals(n);
+  memcpy(out, v[op->in[0]], sizeof(double) * (size_t)n);
+  return out;
+}
+
+/* TRANSPOSE, SLICE and EXPAND: each output element reads one input element. */
+static double *ev_gather(const Graph *g, const Op *op, double **v) {
+  const Shape *is = in_shape(g, op, 0);
+  int64_t n = shape_numel(&op->shape), ix[MPL_MAX_RANK];
+  double *out = alloc_vals(n);
+  int a = op->kind == OP_EXPAND ? 0 : norm_axis(op->axis, op->shape.rank);
+  for (int64_t i = 0; i < n; i++) {
+    unravel(&op->shape, i, ix);
+    if (op->kind == OP_EXPAND) {
+      out[i] = v[op->in[0]][bcast_off(is, &op->shape, ix)];
+      continue;
+    }
+    if (op->kind == OP_TRANSPOSE) {
+      int b = norm_axis(op->axis2, op->shape.rank);
+      int64_t t = ix[a];
+      ix[a] = ix[b];
+      ix[b] = t;
+    } else {
+      ix[a] += op->begin; /* SLICE */
+    }
+    out[i] = v[op->in[0]][ravel(is, ix)];
+  }
+  return out;
+}
+
+/* PAD and CONCAT: each input element is written to one output place; the rest is 0. */
+static double *ev_scatter(const Graph *g, const Op *op, double **v) {
+  double *out = alloc_vals(shape_numel(&op->shape));
+  int a = norm_axis(op->axis, op->shape.rank);
+  int64_t off = op->kind == OP_PAD ? op->begin : 0, ix[MPL_MAX_RANK];
+  for (int j = 0; j < op->nin; j++) {
+    const Shape *is = in_shape(g, op, j);
+    for (int64_t i = 0, n = shape_numel(is); i < n; i++) {
+      unravel(is, i, ix);
+      ix[a] += off;
+      out[ravel(&op->shape, ix)] = v[op->in[j]][i];
+    }
+    off += is->d[a];
+  }
+  return out;
+}
+
+/* SUM_TO: NumPy's reverse of broadcasting, summed in input element order. */
+static double *ev_sum_to(const Graph *g, const Op *op, double **v) {
+  const Shape *is = in_shape(g, op, 0), *os = &op->shape;
+  if (os->rank > is->rank) die("refeval: %%%d sum_to to a higher rank", op->id);
+  double *out = alloc_vals(shape_numel(os));
+  int64_t ix[MPL_MAX_RANK], ox[MPL_MAX_RANK];
+  for (int64_t i = 0, n = shape_numel(is); i < n; i++) {
+    unravel(is, i, ix);
+    for (int j = 0; j < os->rank; j++) ox[j] = os->d[j] == 1 ? 0 : ix[is->rank - os->rank + j];
+    out[ravel(os, ox)] += v[op->in[0]][i];
+  }
+  return out;
+}
+
+/* ---- matmul ----------------------------------------------------------------- */
+
+/* A matmul operand seen as [batch..., rows, cols] (a rank-1 operand as one row or column). */
+static Shape mm_view(const Shape *s, bool is_b) {
+  if (s->rank >= 2) return *s;
+  if (s->rank != 1) die("refeval: matmul of a rank-%d operand", s->rank);
+  return is_b ? (Shape){2, {s->d[0], 1}} : (Shape){2, {1, s->d[0]}};
+}
+
+static Shape mm_batch(const Shape *s) {
+  Shape b = {.rank = s->rank - 2};
+  for (int i = 0; i < b.rank; i++) b.d[i] = s->d[i];
+  return b;
+}
+
+static double *ev_matmul(const Graph *g, const Op *op, double **v) {
+  Shape as = mm_view(in_shape(g, op, 0), false), bs = mm_view(in_shape(g, op, 1), true);
+  Shape ab = mm_batch(&as), bb = mm_batch(&bs), ob;
+  int ra = as.rank, rb = bs.rank;
+  int64_t m = op->ta ? as.d[ra - 1] : as.d[ra - 2], k = op->ta ? as.d[ra - 2] : as.d[ra - 1];
+  int64_t kb = op->tb ? bs.d[rb - 1] : bs.d[rb - 2], n = op->tb ? bs.d[rb - 2] : bs.d[rb - 1];
+  if (k != kb || !shape_broadcast(&ab, &bb, &ob)) die("refeval: %%%d matmul shapes do not match", op->id);
+  int64_t nb = shape_numel(&ob), ix[MPL_MAX_RANK];
+  if (nb * m * n != shape_numel(&op->shape)) die("refeval: %%%d matmul output shape", op->id);
+  const double *A = v[op->in[0]], *B = v[op->in[1]];
+  double *out = alloc_vals(nb * m * n);
+  for (int64_t b = 0; b < nb; b++) {
+    unravel(&ob, b, ix);
+    const double *a0 = A + bcast_off(&ab, &ob, ix) * m * k, *b0 = B + bcast_off(&bb, &ob, ix) * k * n;
+    for (int64_t i = 0; i < m; i++)
+      for (int64_t j = 0; j < n; j++) {
+        double acc = 0.0;
+        for (int64_t p = 0; p < k; p++)
+          acc += (op->ta ? a0[p * m + i] : a0[i * k + p]) * (op->tb ? b0[j * k + p] : b0[p * n + j]);
+        out[(b * m + i) * n + j] = acc;
+      }
+  }
+  return out;
+}
+
+/* ---- neural ------------------------------------------------------------------- */
+
+static int64_t row_index(double x, int64_t rows, const Op *op) {
+  if (!(x >= 0 && x < (double)rows)) die("refeval: %%%d %s: index %g out of [0, %lld)", op->id, op_name(op->kind), x, (long long)rows);
+  return (int64_t)x;
+}
+
+/* EMBEDDING(idx, weight) gathers rows; EMBEDDING_GRAD(idx, dy) scatter-adds them in position order. */
+static double *ev_embedding(const Graph *g, const Op *op, double **v) {
+  const Shape *ws = op->kind == OP_EMBEDDING ? in_shape(g, op, 1) : &op->shape;
+  if (ws->rank != 2) die("refeval: %%%d embedding table of rank %d", op->id, ws->rank);
+  int64_t rows = ws->d[0], cols = ws->d[1], npos = shape_numel(in_shape(g, op, 0));
+  const double *idx = v[op->in[0]], *src = v[op->in[1]];
+  double *out = alloc_vals(shape_numel(&op->shape));
+  for (int64_t p = 0; p < npos; p++) {
+    int64_t r = row_index(idx[p], rows, op);
+    for (int64_t c = 0; c < cols; c++) {
+      if (op->kind == OP_EMBEDDING) out[p * cols + c] = src[r * cols + c];
+      else out[r * cols + c] += src[p * cols + c];
+    }
+  }
+  return out;
+}
+
+/* CROSS_ENTROPY(logits, targets) and CE_GRAD(logits, targets, g): classes on the last axis. */
+static double *ev_cross_entropy(const Graph *g, const Op *op, double **v) {
+  const Shape *ls = in_shape(g, op, 0);
+  int64_t c = ls->d[ls->rank - 1], npos = shape_numel(ls) / c;
+  const double *x = v[op->in[0]], *t = v[op->in[1]];
+  bool grad = op->kind == OP_CE_GRAD;
+  double *out = alloc_vals(grad ? npos * c : 1), loss = 0.0;
+  double scale = grad ? v[op->in[2]][0] / (double)npos : 0.0;
+  for (int64_t p = 0; p < npos; p++) {
+    const double *row = x + p * c;
+    int64_t tgt = row_index(t[p], c, op);
+    double mx = -INFINITY, sum = 0.0;
+    for (int64_t j = 0; j < c; j++) mx = fmax(mx, row[j]);
+    for (int64_t j = 0; j < c; j++) sum += exp(row[j] - mx);
+    if (!grad) loss += mx + log(sum) - row[tgt];
+    for (int64_t j = 0; grad && j < c; j++) out[p * c + j] = (exp(row[j] - mx) / sum - (j == tgt)) * scale;
+  }
+  if (!grad) out[0] = loss / (double)npos;
+  return out;
+}
+
+static double *ev_dropout(const Op *op, double **v, const RefCtx *ctx) {
+  RefCtx zero = {0, 0, 0};
+  if (!ctx) ctx = &zero;
+  uint64_t stream = mpl_dropout_stream(ctx->seed, ctx->step, ctx->mb, op->key);
+  int64_t n = shape_numel(&op->shape);
+  double *out = alloc_vals(n), scale = 1.0 / (1.0 - op->value);
+  const double *x = v[op->in[0]];
+  for (int64_t i = 0; i < n; i++) out[i] = mpl_dropout_keep(stream, (uint64_t)i, op->value) ? x[i] * scale : 0.0;
+  return out;
+}
+
+/* ---- the dispatcher ------------------------------------------------------------ */
+
+static bool is_caller_leaf(OpKind k) { return k == OP_INPUT || k == OP_PARAM || k == OP_RECV; }
+
+static double *ev_op(const Graph *g, const Op *op, double **v, const RefCtx *ctx) {
+  switch (op->kind) {
+  case OP_FULL: case OP_ARANGE: case OP_CAUSAL_MASK: return ev_creation(op);
+  case OP_SUM: case OP_MEAN: case OP_AMAX: return ev_reduce(g, op, v);
+  case OP_SOFTMAX: case OP_LOG_SOFTMAX: return ev_softmax(op, v);
+  case OP_RESHAPE: case OP_PARAM_GRAD: case OP_ALLREDUCE: case OP_ALLGATHER: return ev_copy(g, op, v);
+  case OP_TRANSPOSE: case OP_SLICE: case OP_EXPAND: return ev_gather(g, op, v);
+  case OP_PAD: case OP_CONCAT: return ev_scatter(g, op, v);
+  case OP_SUM_TO: return ev_sum_to(g, op, v);
+  case OP_MATMUL: return ev_matmul(g, op, v);
+  case OP_EMBEDDING: case OP_EMBEDDING_GRAD: return ev_embedding(g, op, v);
+  case OP_CROSS_ENTROPY: case OP_CE_GRAD: return ev_cross_entropy(g, op, v);
+  case OP_DROPOUT: return ev_dropout(op, v, ctx);
+  case OP_SEND: return NULL;
+  default:
+    if (op_info[op->kind].cls == OPC_E) return ev_elementwise(g, op, v);
+    die("refeval: no rule for %%%d %s", op->id, op_name(op->kind));
+  }
+}
+
+void ref_eval(const Graph *g, double **vals, const RefCtx *ctx) {
+  for (int i = 0; i < g->nops; i++) {
+    const Op *op = g->ops[i];
+    if (is_caller_leaf(op->kind)) {
+      if (!vals[i]) die("refeval: %%%d %s has no value", i, op_name(op->kind));
+      continue;
+    }
+    for (int j = 0; j < op->nin; j++)
+      if (!vals[op->in[j]]) die("refeval: %%%d reads %%%d, which has no value", i, op->in[j]);
+    free(vals[i]);
+    vals[i] = ev_op(g, op, vals, ctx);
+  }
+}
+
+void ref_free(const Graph *g, double **vals) {
+  for (int i = 0; i < g->nops; i++)
+    if (!is_caller_leaf(g->ops[i]->kind)) {
+      free(vals[i]);
+      vals[i] = NULL;
+    }
+}

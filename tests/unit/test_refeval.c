@@ -1,0 +1,463 @@
+/*
+ * test_refeval.c — the reference evaluator on small hand-computed cases, one or more
+ * per op kind: elementwise with broadcasting, reductions, softmax, shape ops and their
+ * round trips, matmul with batch broadcasting and ta/tb, embedding (and its grad with
+ * repeated indices), cross entropy, dropout statistics, creation ops.
+ */
+#include "compiler/autodiff.h"
+
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { MAXOPS = 256 };
+
+typedef struct Tg {
+  Arena arena;
+  Graph *g;
+  double *data[MAXOPS];
+  double **v;
+} Tg;
+
+static Tg *tg_new(void) {
+  Tg *t = calloc(1, sizeof *t);
+  arena_init(&t->arena);
+  t->g = graph_new(&t->arena);
+  return t;
+}
+
+static void tg_free(Tg *t) {
+  if (t->v) {
+    ref_free(t->g, t->v);
+    free(t->v);
+  }
+  for (int i = 0; i < MAXOPS; i++) free(t->data[i]);
+  arena_free(&t->arena);
+  free(t);
+}
+
+static Shape mkshape(int rank, const int64_t *d) {
+  Shape s = {.rank = rank};
+  for (int i = 0; i < rank; i++) s.d[i] = d[i];
+  return s;
+}
+#define SH(...) mkshape((int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__})
+static const Shape SCALAR = {0};
+#define NARGS(...) ((int)(sizeof((int[]){__VA_ARGS__}) / sizeof(int)))
+#define DATA(...) (const double[]){__VA_ARGS__}
+
+static Op *O(Tg *t, int id) { return t->g->ops[id]; }
+
+static int mk(Tg *t, OpKind k, DType dt, Shape s, int nin, const int *in) {
+  Op *op = graph_add(t->g, k, nin, in, (Loc){0});
+  op->shape = s;
+  op->dtype = dt;
+  return op->id;
+}
+#define OPF(t, k, s, ...) mk(t, k, DT_F32, s, NARGS(__VA_ARGS__), (int[]){__VA_ARGS__})
+#define OP0(t, k, dt, s) mk(t, k, dt, s, 0, NULL)
+
+/* An INPUT holding a copy of data. */
+static int input(Tg *t, DType dt, Shape s, const double *data) {
+  int id = OP0(t, OP_INPUT, dt, s);
+  int64_t n = shape_numel(&s);
+  t->data[id] = malloc(sizeof(double) * (size_t)(n ? n : 1));
+  memcpy(t->data[id], data, sizeof(double) * (size_t)n);
+  return id;
+}
+
+static void run_ctx(Tg *t, const RefCtx *ctx) {
+  if (!t->v) t->v = calloc(MAXOPS, sizeof(double *));
+  for (int i = 0; i < t->g->nops; i++)
+    if (t->data[i]) t->v[i] = t->data[i];
+  ref_eval(t->g, t->v, ctx);
+}
+static void run(Tg *t) { run_ctx(t, NULL); }
+
+static void expect(Tg *t, int id, const double *want, int64_t n) {
+  ck_assert_int_eq(shape_numel(&O(t, id)->shape), n);
+  for (int64_t i = 0; i < n; i++)
+    ck_assert_msg(fabs(t->v[id][i] - want[i]) <= 1e-12 * fmax(1.0, fabs(want[i])),
+                  "%%%d %s element %lld: got %.15g, want %.15g", id, op_name(O(t, id)->kind), (long long)i,
+                  t->v[id][i], want[i]);
+}
+#define EXPECT(t, id, ...) expect(t, id, DATA(__VA_ARGS__), (int64_t)(sizeof(DATA(__VA_ARGS__)) / sizeof(double)))
+
+/* ---- elementwise ---------------------------------------------------------------- */
+
+START_TEST(test_unary) {
+  Tg *t = tg_new();
+  int x = input(t, DT_F32, SH(4), DATA(-2, -0.5, 0, 1.5));
+  int p = input(t, DT_F32, SH(3), DATA(0.25, 1, 4));
+  int neg = OPF(t, OP_NEG, SH(4), x), relu = OPF(t, OP_RELU, SH(4), x), ab = OPF(t, OP_ABS, SH(4), x);
+  int sg = OPF(t, OP_SIGN, SH(4), x), ex = OPF(t, OP_EXP, SH(4), x), th = OPF(t, OP_TANH, SH(4), x);
+  int sig = OPF(t, OP_SIGMOID, SH(4), x), ge = OPF(t, OP_GELU, SH(4), x);
+  int lg = OPF(t, OP_LOG, SH(3), p), sq = OPF(t, OP_SQRT, SH(3), p), rs = OPF(t, OP_RSQRT, SH(3), p);
+  int pw = OPF(t, OP_POW, SH(3), p);
+  O(t, pw)->value = 1.5;
+  int nt = mk(t, OP_NOT, DT_BOOL, SH(4), 1, &x);
+  run(t);
+  EXPECT(t, neg, 2, 0.5, 0, -1.5);
+  EXPECT(t, relu, 0, 0, 0, 1.5);
+  EXPECT(t, ab, 2, 0.5, 0, 1.5);
+  EXPECT(t, sg, -1, -1, 0, 1);
+  EXPECT(t, ex, exp(-2), exp(-0.5), 1, exp(1.5));
+  EXPECT(t, th, tanh(-2), tanh(-0.5), 0, tanh(1.5));
+  EXPECT(t, sig, 1 / (1 + exp(2)), 1 / (1 + exp(0.5)), 0.5, 1 / (1 + exp(-1.5)));
+  /* gelu (tanh form) at 1.5: 0.5*1.5*(1+tanh(0.79788456*(1.5+0.044715*3.375))) */
+  ck_assert_double_eq_tol(t->v[ge][3], 1.3995715, 1e-6);
+  ck_assert_double_eq_tol(t->v[ge][0], -0.04540230, 1e-7);
+  ck_assert_double_eq(t->v[ge][2], 0.0);
+  EXPECT(t, lg, log(0.25), 0, log(4));
+  EXPECT(t, sq, 0.5, 1, 2);
+  EXPECT(t, rs, 2, 1, 0.5);
+  EXPECT(t, pw, 0.125, 1, 8);
+  EXPECT(t, nt, 0, 0, 1, 0);
+  tg_free(t);
+}
+END_TEST
+
+START_TEST(test_binary_broadcast) {
+  Tg *t = tg_new();
+  int a = input(t, DT_F32, SH(2, 3), DATA(1, 2, 3, 4, 5, 6));
+  int b = input(t, DT_F32, SH(3), DATA(10, 20, 30));
+  int c = input(t, DT_F32, SH(2, 1), DATA(100, 200));
+  int s = input(t, DT_F32, SCALAR, DATA(2));
+  int add = OPF(t, OP_ADD, SH(2, 3), a, b), sub = OPF(t, OP_SUB, SH(2, 3), a, c);
+  int mul = OPF(t, OP_MUL, SH(2, 3), a, s), div = OPF(t, OP_DIV, SH(2, 3), b, a);
+  int outer = OPF(t, OP_MUL, SH(2, 3), c, b); /* [2,1] x [3] -> [2,3] */
+  int mx = OPF(t, OP_MAXIMUM, SH(2, 3), a, OPF(t, OP_FULL, SCALAR));
+  int mn = OPF(t, OP_MINIMUM, SH(2, 3), a, O(t, mx)->in[1]);
+  O(t, O(t, mx)->in[1])->value = 3.5;
+  run(t);
+  EXPECT(t, add, 11, 22, 33, 14, 25, 36);
+  EXPECT(t, sub, -99, -98, -97, -196, -195, -194);
+  EXPECT(t, mul, 2, 4, 6, 8, 10, 12);
+  EXPECT(t, div, 10, 10, 10, 2.5, 4, 5);
+  EXPECT(t, outer, 1000, 2000, 3000, 2000, 4000, 6000);
+  EXPECT(t, mx, 3.5, 3.5, 3.5, 4, 5, 6);
+  EXPECT(t, mn, 1, 2, 3, 3.5, 3.5, 3.5);
+  tg_free(t);
+}
+END_TEST
+
+START_TEST(test_compare_where_cast) {
+  Tg *t = tg_new();
+  int a = input(t, DT_F32, SH(4), DATA(1, 2, 3, 4));
+  int b = input(t, DT_F32, SH(4), DATA(2, 2, 2, 2));
+  int kinds[] = {OP_EQ, OP_NE, OP_LT, OP_LE, OP_GT, OP_GE}, ids[6];
+  for (int i = 0; i < 6; i++) ids[i] = mk(t, kinds[i], DT_BOOL, SH(4), 2, (int[]){a, b});
+  int p = input(t, DT_BOOL, SH(4), DATA(1, 1, 0, 0)), q = input(t, DT_BOOL, SH(4), DATA(1, 0, 1, 0));
+  int an = mk(t, OP_AND, DT_BOOL, SH(4), 2, (int[]){p, q}), orr = mk(t, OP_OR, DT_BOOL, SH(4), 2, (int[]){p, q});
+  int m = input(t, DT_BOOL, SH(2, 1), DATA(1, 0));
+  int w = OPF(t, OP_WHERE, SH(2, 4), m, a, b);
+  int f = input(t, DT_F32, SH(5), DATA(1.7, -1.7, 0, 2.5, -0.2));
+  int ci = mk(t, OP_CAST, DT_I32, SH(5), 1, &f), cb = mk(t, OP_CAST, DT_BOOL, SH(5), 1, &f);
+  int rg = OPF(t, OP_RELU_GRAD, SH(4), OPF(t, OP_SUB, SH(4), a, b), b);
+  run(t);
+  EXPECT(t, ids[0], 0, 1, 0, 0);
+  EXPECT(t, ids[1], 1, 0, 1, 1);
+  EXPECT(t, ids[2], 1, 0, 0, 0);
+  EXPECT(t, ids[3], 1, 1, 0, 0);
+  EXPECT(t, ids[4], 0, 0, 1, 1);
+  EXPECT(t, ids[5], 0, 1, 1, 1);
+  EXPECT(t, an, 1, 0, 0, 0);
+  EXPECT(t, orr, 1, 1, 1, 0);
+  EXPECT(t, w, 1, 2, 3, 4, 2, 2, 2, 2);
+  EXPECT(t, ci, 1, -1, 0, 2, 0);
+  EXPECT(t, cb, 1, 1, 0, 1, 1);
+  EXPECT(t, rg, 0, 0, 2, 2);
+  tg_free(t);
+}
+END_TEST
+
+/* gelu_grad(x, dy) against a central difference of gelu. */
+START_TEST(test_gelu_grad) {
+  Tg *t = tg_new();
+  const double xs[] = {-3, -1, -0.3, 0, 0.7, 2}, h = 1e-5;
+  double xp[6], xm[6];
+  for (int i = 0; i < 6; i++) xp[i] = xs[i] + h, xm[i] = xs[i] - h;
+  int x = input(t, DT_F32, SH(6), xs), dy = input(t, DT_F32, SCALAR, DATA(3));
+  int gg = OPF(t, OP_GELU_GRAD, SH(6), x, dy);
+  int gp = OPF(t, OP_GELU, SH(6), input(t, DT_F32, SH(6), xp)), gm = OPF(t, OP_GELU, SH(6), input(t, DT_F32, SH(6), xm));
+  run(t);
+  for (int i = 0; i < 6; i++) ck_assert_double_eq_tol(t->v[gg][i], 3 * (t->v[gp][i] - t->v[gm][i]) / (2 * h), 1e-8);
+  tg_free(t);
+}
+END_TEST
+
+/* ---- reductions and softmax ---------------------------------------------------------- */
+
+START_TEST(test_reduce) {
+  Tg *t = tg_new();
+  int x = input(t, DT_F32, SH(2, 3), DATA(1, 5, 3, -4, 2, 0));
+  int s0 = OPF(t, OP_SUM, SH(3), x), s1 = OPF(t, OP_SUM, SH(2, 1), x), sa = OPF(t, OP_SUM, SCALAR, x);
+  int m1 = OPF(t, OP_MEAN, SH(2), x), mx0 = OPF(t, OP_AMAX, SH(1, 3), x), mxa = OPF(t, OP_AMAX, SCALAR, x);
+  int mneg = OPF(t, OP_MEAN, SH(2), x);
+  O(t, s0)->axis = 0;
+  O(t, s1)->axis = 1;
+  O(t, s1)->keepdims = true;
+  O(t, sa)->axis = AXIS_ALL;
+  O(t, m1)->axis = 1;
+  O(t, mx0)->axis = 0;
+  O(t, mx0)->keepdims = true;
+  O(t, mxa)->axis = AXIS_ALL;
+  O(t, mneg)->axis = -1;
+  run(t);
+  EXPECT(t, s0, -3, 7, 3);
+  EXPECT(t, s1, 9, -2);
+  EXPECT(t, sa, 7);
+  EXPECT(t, m1, 3, -2.0 / 3);
+  EXPECT(t, mx0, 1, 5, 3);
+  EXPECT(t, mxa, 5);
+  EXPECT(t, mneg, 3, -2.0 / 3);
+  tg_free(t);
+}
+END_TEST
+
+START_TEST(test_softmax) {
+  Tg *t = tg_new();
+  int x = input(t, DT_F32, SH(2, 3), DATA(1, 2, 3, 1000, 1000, 1000));
+  int sm = OPF(t, OP_SOFTMAX, SH(2, 3), x), ls = OPF(t, OP_LOG_SOFTMAX, SH(2, 3), x);
+  int sm0 = OPF(t, OP_SOFTMAX, SH(2, 3), x);
+  O(t, sm)->axis = -1;
+  O(t, ls)->axis = 1;
+  O(t, sm0)->axis = 0;
+  run(t);
+  double z = exp(1) + exp(2) + exp(3);
+  EXPECT(t, sm, exp(1) / z, exp(2) / z, exp(3) / z, 1.0 / 3, 1.0 / 3, 1.0 / 3);
+  EXPECT(t, ls, 1 - log(z), 2 - log(z), 3 - log(z), -log(3), -log(3), -log(3));
+  for (int r = 0; r < 2; r++) ck_assert_double_eq_tol(t->v[sm][3 * r] + t->v[sm][3 * r + 1] + t->v[sm][3 * r + 2], 1, 1e-15);
+  for (int c = 0; c < 3; c++) ck_assert_double_eq_tol(t->v[sm0][c] + t->v[sm0][3 + c], 1, 1e-15);
+  ck_assert_double_eq(t->v[sm0][0], 0.0); /* exp(1 - 1000) underflows */
+  tg_free(t);
+}
+END_TEST
+
+/* ---- shape ops ------------------------------------------------------------------------- */
+
+START_TEST(test_transpose_reshape) {
+  Tg *t = tg_new();
+  int x = input(t, DT_F32, SH(2, 3), DATA(1, 2, 3, 4, 5, 6));
+  int tr = OPF(t, OP_TRANSPOSE, SH(3, 2), x);
+  O(t, tr)->axis = 0;
+  O(t, tr)->axis2 = 1;
+  int rs = OPF(t, OP_RESHAPE, SH(3, 2), x);
+  int y = input(t, DT_F32, SH(2, 2, 2), DATA(0, 1, 2, 3, 4, 5, 6, 7));
+  int t02 = OPF(t, OP_TRANSPOSE, SH(2, 2, 2), y);
+  O(t, t02)->axis = 0;
+  O(t, t02)->axis2 = 2;
+  run(t);
+  EXPECT(t, tr, 1, 4, 2, 5, 3, 6);
+  EXPECT(t, rs, 1, 2, 3, 4, 5, 6);
+  EXPECT(t, t02, 0, 4, 2, 6, 1, 5, 3, 7);
+  tg_free(t);
+}
+END_TEST
+
+/* slice then pad back; concat then slice back; expand then sum_to. */
+START_TEST(test_round_trips) {
+  Tg *t = tg_new();
+  int x = input(t, DT_F32, SH(2, 4), DATA(1, 2, 3, 4, 5, 6, 7, 8));
+  int sl = OPF(t, OP_SLICE, SH(2, 2), x);
+  O(t, sl)->axis = 1, O(t, sl)->begin = 1, O(t, sl)->end = 3;
+  int pd = OPF(t, OP_PAD, SH(2, 4), sl);
+  O(t, pd)->axis = 1, O(t, pd)->begin = 1;
+  int y = input(t, DT_F32, SH(1, 4), DATA(9, 10, 11, 12));
+  int cc = OPF(t, OP_CONCAT, SH(4, 4), x, y, y);
+  O(t, cc)->axis = 0;
+  int back = OPF(t, OP_SLICE, SH(1, 4), cc);
+  O(t, back)->axis = 0, O(t, back)->begin = 2, O(t, back)->end = 3;
+  int cc1 = OPF(t, OP_CONCAT, SH(2, 5), x, OPF(t, OP_RESHAPE, SH(2, 1), OPF(t, OP_SLICE, SH(1, 2), y)));
+  O(t, cc1)->axis = -1;
+  O(t, O(t, O(t, cc1)->in[1])->in[0])->axis = 1, O(t, O(t, O(t, cc1)->in[1])->in[0])->begin = 0,
+                                         O(t, O(t, O(t, cc1)->in[1])->in[0])->end = 2;
+  int b = input(t, DT_F32, SH(3, 1), DATA(1, 2, 3));
+  int ex = OPF(t, OP_EXPAND, SH(2, 3, 2), b);
+  int st = OPF(t, OP_SUM_TO, SH(3, 1), ex);
+  int st2 = OPF(t, OP_SUM_TO, SH(2), ex);
+  int st3 = OPF(t, OP_SUM_TO, SH(2, 1, 1), ex);
+  run(t);
+  EXPECT(t, sl, 2, 3, 6, 7);
+  EXPECT(t, pd, 0, 2, 3, 0, 0, 6, 7, 0);
+  EXPECT(t, cc, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 9, 10, 11, 12);
+  EXPECT(t, back, 9, 10, 11, 12);
+  EXPECT(t, cc1, 1, 2, 3, 4, 9, 5, 6, 7, 8, 10);
+  EXPECT(t, ex, 1, 1, 2, 2, 3, 3, 1, 1, 2, 2, 3, 3);
+  EXPECT(t, st, 4, 8, 12);
+  EXPECT(t, st2, 12, 12);
+  EXPECT(t, st3, 12, 12);
+  tg_free(t);
+}
+END_TEST
+
+/* ---- matmul ----------------------------------------------------------------------------- */
+
+START_TEST(test_matmul) {
+  Tg *t = tg_new();
+  int a = input(t, DT_F32, SH(2, 3), DATA(1, 2, 3, 4, 5, 6));
+  int b = input(t, DT_F32, SH(3, 2), DATA(7, 8, 9, 10, 11, 12));
+  int at = input(t, DT_F32, SH(3, 2), DATA(1, 4, 2, 5, 3, 6));      /* a transposed */
+  int bt = input(t, DT_F32, SH(2, 3), DATA(7, 9, 11, 8, 10, 12));   /* b transposed */
+  int ab = OPF(t, OP_MATMUL, SH(2, 2), a, b);
+  int ab_ta = OPF(t, OP_MATMUL, SH(2, 2), at, b);
+  int ab_tb = OPF(t, OP_MATMUL, SH(2, 2), a, bt);
+  int ab_tt = OPF(t, OP_MATMUL, SH(2, 2), at, bt);
+  O(t, ab_ta)->ta = true;
+  O(t, ab_tb)->tb = true;
+  O(t, ab_tt)->ta = O(t, ab_tt)->tb = true;
+  /* batched [2,2,3] against a rank-2 [3,2]: each batch times b */
+  int a3 = input(t, DT_F32, SH(2, 2, 3), DATA(1, 2, 3, 4, 5, 6, 1, 0, 0, 0, 1, 0));
+  int bb = OPF(t, OP_MATMUL, SH(2, 2, 2), a3, b);
+  /* [2,1,1,2] @ [3,2,1] -> [2,3,1,1]: batch dims broadcast both ways */
+  int p = input(t, DT_F32, SH(2, 1, 1, 2), DATA(1, 2, 3, 4));
+  int q = input(t, DT_F32, SH(3, 2, 1), DATA(1, 0, 0, 1, 1, 1));
+  int pq = OPF(t, OP_MATMUL, SH(2, 3, 1, 1), p, q);
+  /* rank-2 a against batched b: [1,2] @ [2,2,1] */
+  int r = input(t, DT_F32, SH(1, 2), DATA(2, 3));
+  int rq = OPF(t, OP_MATMUL, SH(2, 1, 1), r, input(t, DT_F32, SH(2, 2, 1), DATA(1, 10, 100, 1000)));
+  run(t);
+  EXPECT(t, ab, 58, 64, 139, 154);
+  EXPECT(t, ab_ta, 58, 64, 139, 154);
+  EXPECT(t, ab_tb, 58, 64, 139, 154);
+  EXPECT(t, ab_tt, 58, 64, 139, 154);
+  EXPECT(t, bb, 58, 64, 139, 154, 7, 8, 9, 10);
+  EXPECT(t, pq, 1, 2, 3, 3, 4, 7);
+  EXPECT(t, rq, 32, 3200);
+  tg_free(t);
+}
+END_TEST
+
+/* ---- neural ---------------------------------------------------------------------------------- */
+
+START_TEST(test_embedding) {
+  Tg *t = tg_new();
+  int idx = input(t, DT_I32, SH(2, 2), DATA(2, 0, 2, 2));
+  int w = input(t, DT_F32, SH(3, 2), DATA(1, 2, 3, 4, 5, 6));
+  int e = OPF(t, OP_EMBEDDING, SH(2, 2, 2), idx, w);
+  int dy = input(t, DT_F32, SH(2, 2, 2), DATA(1, 10, 100, 1000, 0.5, 0.25, 2, 4));
+  int eg = OPF(t, OP_EMBEDDING_GRAD, SH(3, 2), idx, dy);
+  run(t);
+  EXPECT(t, e, 5, 6, 1, 2, 5, 6, 5, 6);
+  EXPECT(t, eg, 100, 1000, 0, 0, 3.5, 14.25); /* row 2 gets positions 0, 2, 3 */
+  tg_free(t);
+}
+END_TEST
+
+START_TEST(test_cross_entropy) {
+  Tg *t = tg_new();
+  int u = input(t, DT_F32, SH(2, 3, 5), DATA(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
+                                             7, 7, 7, 7, 7));
+  int tu = input(t, DT_I32, SH(2, 3), DATA(0, 1, 2, 3, 4, 0));
+  int ceu = OPF(t, OP_CROSS_ENTROPY, SCALAR, u, tu);
+  int x = input(t, DT_F32, SH(2, 2), DATA(0, log(3), 1, 1));
+  int tx = input(t, DT_I32, SH(2), DATA(1, 0));
+  int ce = OPF(t, OP_CROSS_ENTROPY, SCALAR, x, tx);
+  int g = input(t, DT_F32, SCALAR, DATA(2));
+  int cg = OPF(t, OP_CE_GRAD, SH(2, 2), x, tx, g);
+  run(t);
+  EXPECT(t, ceu, log(5));
+  /* row 0: -log(3/4); row 1: -log(1/2); mean */
+  EXPECT(t, ce, (-log(0.75) + log(2)) / 2);
+  /* (softmax - onehot) * 2 / 2 */
+  EXPECT(t, cg, 0.25, 0.75 - 1, 0.5 - 1, 0.5);
+  tg_free(t);
+}
+END_TEST
+
+START_TEST(test_dropout) {
+  Tg *t = tg_new();
+  enum { N = 20000 };
+  double *ones = malloc(sizeof(double) * N);
+  for (int i = 0; i < N; i++) ones[i] = 1.0;
+  int x = input(t, DT_F32, SH(N), ones);
+  free(ones);
+  int d1 = OPF(t, OP_DROPOUT, SH(N), x), d2 = OPF(t, OP_DROPOUT, SH(N), x), d3 = OPF(t, OP_DROPOUT, SH(N), x);
+  int d0 = OPF(t, OP_DROPOUT, SH(N), x);
+  O(t, d1)->value = O(t, d2)->value = O(t, d3)->value = 0.25;
+  O(t, d1)->key = O(t, d2)->key = 3;
+  O(t, d3)->key = 4;
+  O(t, d0)->value = 0.0;
+  RefCtx ctx = {7, 2, 1};
+  run_ctx(t, &ctx);
+  int kept = 0, same = 0, diff = 0;
+  for (int i = 0; i < N; i++) {
+    ck_assert(t->v[d1][i] == 0.0 || fabs(t->v[d1][i] - 1 / 0.75) < 1e-15);
+    kept += t->v[d1][i] != 0.0;
+    same += t->v[d1][i] == t->v[d2][i];
+    diff += t->v[d1][i] != t->v[d3][i];
+    ck_assert_double_eq(t->v[d0][i], 1.0);
+  }
+  ck_assert_msg(fabs(kept / (double)N - 0.75) < 0.02, "keep rate %g", kept / (double)N);
+  ck_assert_int_eq(same, N);
+  ck_assert_int_gt(diff, N / 10);
+  /* another micro-batch: another mask */
+  double *before = malloc(sizeof(double) * N);
+  memcpy(before, t->v[d1], sizeof(double) * N);
+  ctx.mb = 2;
+  run_ctx(t, &ctx);
+  int changed = 0;
+  for (int i = 0; i < N; i++) changed += t->v[d1][i] != before[i];
+  ck_assert_int_gt(changed, N / 10);
+  free(before);
+  tg_free(t);
+}
+END_TEST
+
+START_TEST(test_creation_and_sinks) {
+  Tg *t = tg_new();
+  int f = OP0(t, OP_FULL, DT_F32, SH(2, 2));
+  O(t, f)->value = 2.5;
+  int ar = OP0(t, OP_ARANGE, DT_I32, SH(4));
+  int cm = OP0(t, OP_CAUSAL_MASK, DT_BOOL, SH(3, 3));
+  int pg = OPF(t, OP_PARAM_GRAD, SH(2, 2), f);
+  int send = OPF(t, OP_SEND, SH(2, 2), f);
+  int ar2 = OPF(t, OP_ALLREDUCE, SH(2, 2), f);
+  int rv = OP0(t, OP_RECV, DT_F32, SH(2));
+  t->data[rv] = malloc(2 * sizeof(double));
+  t->data[rv][0] = 8, t->data[rv][1] = 9;
+  int neg = OPF(t, OP_NEG, SH(2), rv);
+  run(t);
+  EXPECT(t, f, 2.5, 2.5, 2.5, 2.5);
+  EXPECT(t, ar, 0, 1, 2, 3);
+  EXPECT(t, cm, 1, 0, 0, 1, 1, 0, 1, 1, 1);
+  EXPECT(t, pg, 2.5, 2.5, 2.5, 2.5);
+  ck_assert_ptr_ne(t->v[pg], t->v[f]);
+  ck_assert_ptr_null(t->v[send]);
+  EXPECT(t, ar2, 2.5, 2.5, 2.5, 2.5);
+  EXPECT(t, neg, -8, -9);
+  ref_free(t->g, t->v);
+  ck_assert_ptr_eq(t->v[rv], t->data[rv]); /* leaves stay the caller's */
+  ck_assert_ptr_null(t->v[f]);
+  tg_free(t);
+}
+END_TEST
+
+static Suite *refeval_suite(void) {
+  Suite *s = suite_create("refeval");
+  TCase *tc = tcase_create("ops");
+  tcase_add_test(tc, test_unary);
+  tcase_add_test(tc, test_binary_broadcast);
+  tcase_add_test(tc, test_compare_where_cast);
+  tcase_add_test(tc, test_gelu_grad);
+  tcase_add_test(tc, test_reduce);
+  tcase_add_test(tc, test_softmax);
+  tcase_add_test(tc, test_transpose_reshape);
+  tcase_add_test(tc, test_round_trips);
+  tcase_add_test(tc, test_matmul);
+  tcase_add_test(tc, test_embedding);
+  tcase_add_test(tc, test_cross_entropy);
+  tcase_add_test(tc, test_dropout);
+  tcase_add_test(tc, test_creation_and_sinks);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(refeval_suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? 1 : 0;
+}
