@@ -1,0 +1,302 @@
+/*
+ * checkpoint.c — params and training state on disk, by global name:
+ *   --save FILE / --init FILE   one safetensors file of every param (f32, unsharded);
+ *   --checkpoint DIR            DIR/model.safetensors, DIR/optim.safetensors
+ *                               ("exp_avg.NAME", "exp_avg_sq.NAME" or "momentum.NAME"),
+ *                               DIR/state.json (next step, data position, seed, identity);
+ *   --resume DIR                all of it back, so the run continues bit for bit.
+ *
+ * Invariants:
+ *  - files are written atomically (temp file, fsync, rename); a checkpoint directory is
+ *    written complete under a temp name and then swapped with DIR in one rename
+ *    (renameat2 RENAME_EXCHANGE when DIR exists), so DIR is always a whole checkpoint;
+ *  - names and shapes are checked on every read: a missing name or a shape mismatch is
+ *    an error naming the param; the mesh of the writer does not matter.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "exec.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+uint64_t mpl_ckpt_identity(const Job *job) {
+  uint64_t h = mpl_fnv1a64(&job->train.optimizer, 1);
+  for (int i = 0; i < job->nparams; i++) {
+    const JobParam *p = &job->params[i];
+    h ^= mpl_fnv1a64(p->name, strlen(p->name) + 1) + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
+    h ^= mpl_fnv1a64(p->dims, sizeof(int64_t) * (size_t)(p->rank > 0 ? p->rank : 0)) + (h << 6) + (h >> 2);
+  }
+  return h;
+}
+
+static void shape_str(char *buf, size_t n, int rank, const int64_t *d) {
+  size_t k = (size_t)snprintf(buf, n, "[");
+  for (int i = 0; i < rank && k < n; i++) k += (size_t)snprintf(buf + k, n - k, "%s%lld", i ? ", " : "", (long long)d[i]);
+  if (k < n) snprintf(buf + k, n - k, "]");
+}
+
+/* Gathers numbered tensors (params, or one optimizer slot of each) and writes them. */
+typedef int (*GetFn)(const MplRun *r, int p, int slot, float *out, MplErr *err);
+
+static int get_param(const MplRun *r, int p, int slot, float *out, MplErr *err) {
+  return mpl_run_get_param(r, p, out, err);
+}
+
+static int write_tensors(const MplRun *r, const char *path, const char *const *prefixes, int nslots, GetFn get,
+                         MplErr *err) {
+  const Job *job = mpl_run_job(r);
+  int n = job->nparams * nslots;
+  MplStEntry *e = mpl_calloc((size_t)n + 1, sizeof *e);
+  char **names = mpl_calloc((size_t)n + 1, sizeof *names);
+  float **data = mpl_calloc((size_t)n + 1, sizeof *data);
+  int st = e && names && data ? MPL_OK : mpl_errf(err, "%s: out of memory", path);
+  for (int s = 0; s < nslots && st == MPL_OK; s++)
+    for (int p = 0; p < job->nparams && st == MPL_OK; p++) {
+      const JobParam *jp = &job->params[p];
+      int k = s * job->nparams + p;
+      size_t len = strlen(jp->name) + (prefixes ? strlen(prefixes[s]) + 2 : 1);
+      names[k] = mpl_malloc(len);
+      data[k] = mpl_malloc((size_t)jp->numel * 4 + 4);
+      if (!names[k] || !data[k]) {
+        st = mpl_errf(err, "%s: out of memory", path);
+        break;
+      }
+      snprintf(names[k], len, "%s%s%s", prefixes ? prefixes[s] : "", prefixes ? "." : "", jp->name);
+      st = get(r, p, s, data[k], err);
+      e[k] = (MplStEntry){.name = names[k], .ndim = jp->rank, .shape = jp->dims, .data = data[k]};
+    }
+  const char *mk[] = {"format"}, *mv[] = {"mpl"};
+  if (st == MPL_OK) st = mpl_st_write_f32(path, e, n, mk, mv, 1, err);
+  for (int k = 0; k < n && names && data; k++) {
+    mpl_free(names[k]);
+    mpl_free(data[k]);
+  }
+  mpl_free(e);
+  mpl_free(names);
+  mpl_free(data);
+  return st;
+}
+
+int mpl_ckpt_save_params(const MplRun *r, const char *path, MplErr *err) {
+  return write_tensors(r, path, NULL, 1, get_param, err);
+}
+
+/* Reads tensor `name` (shape of param p) from st into buf. */
+static int read_tensor(const MplSafetensors *st, const char *name, const JobParam *jp, float *buf, MplErr *err) {
+  const MplStTensor *t = mpl_st_find(st, name);
+  if (!t) return mpl_errf(err, "%s: no tensor '%s' (param %s)", st->path, name, jp->name);
+  bool same = t->ndim == jp->rank;
+  for (int i = 0; same && i < jp->rank; i++) same = t->shape[i] == jp->dims[i];
+  if (!same) {
+    char a[160], b[160];
+    shape_str(a, sizeof a, t->ndim, t->shape);
+    shape_str(b, sizeof b, jp->rank, jp->dims);
+    return mpl_errf(err, "%s: tensor '%s' has shape %s but param %s is %s", st->path, name, a, jp->name, b);
+  }
+  return mpl_st_read_f32(st, t, buf, err);
+}
+
+typedef int (*SetFn)(MplRun *r, int p, int slot, const float *in, MplErr *err);
+
+static int set_param(MplRun *r, int p, int slot, const float *in, MplErr *err) {
+  return mpl_run_set_param(r, p, in, err);
+}
+
+static int read_tensors(MplRun *r, const char *path, const char *const *prefixes, int nslots, SetFn set, MplErr *err) {
+  const Job *job = mpl_run_job(r);
+  MplSafetensors st = {0};
+  if (mpl_st_open(&st, path, err) != MPL_OK) return MPL_ERR;
+  int rc = MPL_OK;
+  for (int s = 0; s < nslots && rc == MPL_OK; s++)
+    for (int p = 0; p < job->nparams && rc == MPL_OK; p++) {
+      const JobParam *jp = &job->params[p];
+      char name[1024];
+      snprintf(name, sizeof name, "%s%s%s", prefixes ? prefixes[s] : "", prefixes ? "." : "", jp->name);
+      float *buf = mpl_malloc((size_t)jp->numel * 4 + 4);
+      if (!buf) rc = mpl_errf(err, "%s: out of memory", path);
+      else if ((rc = read_tensor(&st, name, jp, buf, err)) == MPL_OK) rc = set(r, p, s, buf, err);
+      mpl_free(buf);
+    }
+  mpl_st_free(&st);
+  return rc;
+}
+
+int mpl_ckpt_load_params(MplRun *r, const char *path, MplErr *err) {
+  return read_tensors(r, path, NULL, 1, set_param, err);
+}
+
+/* ---- checkpoint directories ------------------------------------------------------------ */
+
+static int join(char *buf, size_t n, const char *dir, const char *file, MplErr *err) {
+  if ((size_t)snprintf(buf, n, "%s/%s", dir, file) >= n) return mpl_errf(err, "%s: path too long", dir);
+  return MPL_OK;
+}
+
+static int write_state(const MplRun *r, const char *dir, MplErr *err) {
+  const Job *job = mpl_run_job(r);
+  char path[4096], text[1024];
+  if (join(path, sizeof path, dir, "state.json", err) != MPL_OK) return MPL_ERR;
+  int n = snprintf(text, sizeof text,
+                   "{\n  \"format\": 1,\n  \"step\": %" PRId64 ",\n  \"data_pos\": %" PRId64 ",\n"
+                   "  \"seed\": \"%" PRIu64 "\",\n  \"identity\": \"%016" PRIx64 "\",\n"
+                   "  \"job_checksum\": \"%016" PRIx64 "\",\n  \"model\": \"%s\"\n}\n",
+                   mpl_run_step(r), mpl_run_data_pos(r), job->train.seed, mpl_ckpt_identity(job),
+                   mpl_run_opts(r)->job_checksum, job->model_name ? job->model_name : "");
+  MplAtomicFile af;
+  if (mpl_afile_open(&af, path, err) != MPL_OK) return MPL_ERR;
+  if (mpl_afile_write(&af, text, (size_t)n, err) != MPL_OK) {
+    mpl_afile_abort(&af);
+    return MPL_ERR;
+  }
+  return mpl_afile_commit(&af, err);
+}
+
+/* Removes a directory and the plain files in it (a checkpoint we wrote). */
+static void remove_dir(const char *dir) {
+  DIR *d = opendir(dir);
+  if (d) {
+    struct dirent *de;
+    char p[4096];
+    while ((de = readdir(d)))
+      if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
+          (size_t)snprintf(p, sizeof p, "%s/%s", dir, de->d_name) < sizeof p)
+        unlink(p);
+    closedir(d);
+  }
+  rmdir(dir);
+}
+
+static void fsync_parent(const char *path) {
+  char dir[4096];
+  const char *slash = strrchr(path, '/');
+  if (!slash) snprintf(dir, sizeof dir, ".");
+  else snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+  int fd = open(dir, O_RDONLY | O_DIRECTORY);
+  if (fd >= 0) {
+    fsync(fd);
+    close(fd);
+  }
+}
+
+/* Puts tmp in place of dir: an atomic exchange if dir exists, else a rename. */
+static int swap_into_place(const char *tmp, const char *dir, MplErr *err) {
+  struct stat sb;
+  if (stat(dir, &sb) == 0) {
+    if (!S_ISDIR(sb.st_mode)) return mpl_errf(err, "%s: exists and is not a directory", dir);
+#ifdef SYS_renameat2
+    if (syscall(SYS_renameat2, AT_FDCWD, tmp, AT_FDCWD, dir, 2 /* RENAME_EXCHANGE */) == 0) {
+      remove_dir(tmp); /* now the old checkpoint */
+      fsync_parent(dir);
+      return MPL_OK;
+    }
+#endif
+    /* no exchange on this file system: move the old one aside first */
+    char old[4200];
+    snprintf(old, sizeof old, "%s.old.%ld", dir, (long)getpid());
+    if (rename(dir, old) != 0) return mpl_errf(err, "%s: cannot replace: %s", dir, strerror(errno));
+    if (rename(tmp, dir) != 0) {
+      int e = errno;
+      rename(old, dir);
+      return mpl_errf(err, "%s: cannot replace: %s", dir, strerror(e));
+    }
+    remove_dir(old);
+  } else if (rename(tmp, dir) != 0) {
+    return mpl_errf(err, "%s: cannot create: %s", dir, strerror(errno));
+  }
+  fsync_parent(dir);
+  return MPL_OK;
+}
+
+static int get_optim(const MplRun *r, int p, int slot, float *out, MplErr *err) {
+  return mpl_run_get_optim(r, p, slot, out, err);
+}
+
+int mpl_ckpt_write_dir(const MplRun *r, const char *dir, MplErr *err) {
+  char tmp[4096], path[4096];
+  size_t dl = strlen(dir);
+  while (dl > 1 && dir[dl - 1] == '/') dl--;
+  snprintf(tmp, sizeof tmp, "%.*s.tmp.%ld", (int)dl, dir, (long)getpid());
+  char target[4096];
+  snprintf(target, sizeof target, "%.*s", (int)dl, dir);
+  remove_dir(tmp);
+  if (mkdir(tmp, 0777) != 0) return mpl_errf(err, "%s: cannot create: %s", tmp, strerror(errno));
+  const char *const *slots;
+  int nslots = mpl_run_optim_slots(r, &slots);
+  int st = join(path, sizeof path, tmp, "model.safetensors", err);
+  if (st == MPL_OK) st = mpl_ckpt_save_params(r, path, err);
+  if (st == MPL_OK) st = join(path, sizeof path, tmp, "optim.safetensors", err);
+  if (st == MPL_OK) st = write_tensors(r, path, slots, nslots, get_optim, err);
+  if (st == MPL_OK) st = write_state(r, tmp, err);
+  if (st == MPL_OK) st = swap_into_place(tmp, target, err);
+  if (st != MPL_OK) remove_dir(tmp);
+  return st;
+}
+
+static int set_optim(MplRun *r, int p, int slot, const float *in, MplErr *err) {
+  return mpl_run_set_optim(r, p, slot, in, err);
+}
+
+/* A string field of state.json as an unsigned number (decimal or, with hex, base 16). */
+static int state_u64(const MplJson *j, const char *key, bool hex, const char *path, uint64_t *out, MplErr *err) {
+  const MplJson *v = mpl_json_get(j, key);
+  if (!v || v->type != MPL_JSON_STR) return mpl_errf(err, "%s: missing \"%s\"", path, key);
+  char *end;
+  errno = 0;
+  *out = strtoull(v->str, &end, hex ? 16 : 10);
+  if (errno || *end || end == v->str) return mpl_errf(err, "%s: bad \"%s\"", path, key);
+  return MPL_OK;
+}
+
+static int state_i64(const MplJson *j, const char *key, const char *path, int64_t *out, MplErr *err) {
+  const MplJson *v = mpl_json_get(j, key);
+  if (!v || v->type != MPL_JSON_NUM || !v->is_int || v->i < 0) return mpl_errf(err, "%s: missing or bad \"%s\"", path, key);
+  *out = v->i;
+  return MPL_OK;
+}
+
+static int read_state(const MplRun *r, const char *path, int64_t *step, int64_t *pos, MplErr *err) {
+  const Job *job = mpl_run_job(r);
+  uint8_t *text;
+  size_t len;
+  if (mpl_file_read_all(path, &text, &len, err) != MPL_OK) return MPL_ERR;
+  MplJson j = {0};
+  int st = mpl_json_parse((const char *)text, len, &j, err);
+  mpl_free(text);
+  uint64_t seed = 0, ident = 0;
+  if (st == MPL_OK && j.type != MPL_JSON_OBJ) st = mpl_errf(err, "%s: not a JSON object", path);
+  if (st == MPL_OK) st = state_i64(&j, "step", path, step, err);
+  if (st == MPL_OK) st = state_i64(&j, "data_pos", path, pos, err);
+  if (st == MPL_OK) st = state_u64(&j, "seed", false, path, &seed, err);
+  if (st == MPL_OK) st = state_u64(&j, "identity", true, path, &ident, err);
+  if (st == MPL_OK && ident != mpl_ckpt_identity(job))
+    st = mpl_errf(err, "%s: the checkpoint is of another model or optimizer (its params or optimizer differ)", path);
+  if (st == MPL_OK && seed != job->train.seed)
+    st = mpl_errf(err, "%s: the checkpoint was trained with seed %llu, the job has seed %llu", path,
+                  (unsigned long long)seed, (unsigned long long)job->train.seed);
+  mpl_json_free(&j);
+  return st;
+}
+
+int mpl_ckpt_resume(MplRun *r, const char *dir, MplErr *err) {
+  char path[4096];
+  int64_t step, pos;
+  if (join(path, sizeof path, dir, "state.json", err) != MPL_OK) return MPL_ERR;
+  if (read_state(r, path, &step, &pos, err) != MPL_OK) return MPL_ERR;
+  if (join(path, sizeof path, dir, "model.safetensors", err) != MPL_OK) return MPL_ERR;
+  if (mpl_ckpt_load_params(r, path, err) != MPL_OK) return MPL_ERR;
+  const char *const *slots;
+  int nslots = mpl_run_optim_slots(r, &slots);
+  if (join(path, sizeof path, dir, "optim.safetensors", err) != MPL_OK) return MPL_ERR;
+  if (read_tensors(r, path, slots, nslots, set_optim, err) != MPL_OK) return MPL_ERR;
+  return mpl_run_restore(r, step, pos, err);
+}

@@ -1,0 +1,257 @@
+/*
+ * device_cpu.c — the `cpu` device backend: the arena in host memory, the job's
+ * LLVM-compiled kernels run over a small per-rank thread pool, matrix products
+ * through mpl_gemm_f32_batched (oneDNN).
+ *
+ * Invariants:
+ *  - the arena is one 64-byte aligned host allocation (mpl_malloc);
+ *  - a kernel's outer iterations [0, n_outer) are cut into contiguous chunks, one per
+ *    thread; iterations are independent by the kernel ABI, so the bits never depend on
+ *    the thread count, only the speed does;
+ *  - a pool belongs to one rank and is driven only by that rank's thread.
+ */
+#include "exec.h"
+
+#include <pthread.h>
+#include <string.h>
+
+#include "jit_cpu.h"
+
+/* Below this much work (elements touched) a kernel runs inline on the rank's thread. */
+enum { PAR_MIN_WORK = 1 << 15 };
+
+typedef struct CpuPool {
+  pthread_mutex_t mu;
+  pthread_cond_t go, done;
+  int nworkers;            /* threads - 1; the rank's own thread takes chunk 0 */
+  pthread_t *tid;
+  uint64_t gen;            /* bumped per job */
+  int pending;             /* workers still running the current job */
+  bool quit;
+  /* the current job */
+  MplKernelFn fn;
+  void **args;
+  const int64_t *scalars;
+  int64_t n_outer;
+  int nchunks;
+} CpuPool;
+
+typedef struct CpuWorker {
+  CpuPool *pool;
+  int index; /* chunk index (1 ..) */
+} CpuWorker;
+
+typedef struct CpuDev {
+  CpuPool pool;
+  CpuWorker *workers;
+  bool pool_started;
+} CpuDev;
+
+static void chunk_range(int64_t n, int nchunks, int c, int64_t *b, int64_t *e) {
+  *b = n * c / nchunks;
+  *e = n * (c + 1) / nchunks;
+}
+
+static void *pool_worker(void *arg) {
+  CpuWorker *w = arg;
+  CpuPool *p = w->pool;
+  uint64_t seen = 0;
+  pthread_mutex_lock(&p->mu);
+  for (;;) {
+    while (!p->quit && p->gen == seen) pthread_cond_wait(&p->go, &p->mu);
+    if (p->quit) break;
+    seen = p->gen;
+    int c = w->index;
+    bool mine = c < p->nchunks;
+    MplKernelFn fn = p->fn;
+    void **args = p->args;
+    const int64_t *sc = p->scalars;
+    int64_t b = 0, e = 0;
+    if (mine) chunk_range(p->n_outer, p->nchunks, c, &b, &e);
+    pthread_mutex_unlock(&p->mu);
+    if (mine && b < e) fn(args, sc, b, e);
+    pthread_mutex_lock(&p->mu);
+    if (--p->pending == 0) pthread_cond_signal(&p->done);
+  }
+  pthread_mutex_unlock(&p->mu);
+  return NULL;
+}
+
+static void pool_stop(CpuDev *cd) {
+  CpuPool *p = &cd->pool;
+  if (!cd->pool_started) return;
+  pthread_mutex_lock(&p->mu);
+  p->quit = true;
+  pthread_cond_broadcast(&p->go);
+  pthread_mutex_unlock(&p->mu);
+  for (int i = 0; i < p->nworkers; i++) pthread_join(p->tid[i], NULL);
+  pthread_mutex_destroy(&p->mu);
+  pthread_cond_destroy(&p->go);
+  pthread_cond_destroy(&p->done);
+  cd->pool_started = false;
+}
+
+static int pool_start(CpuDev *cd, int threads, MplErr *err) {
+  CpuPool *p = &cd->pool;
+  memset(p, 0, sizeof *p);
+  pthread_mutex_init(&p->mu, NULL);
+  pthread_cond_init(&p->go, NULL);
+  pthread_cond_init(&p->done, NULL);
+  cd->pool_started = true;
+  int n = threads - 1;
+  if (n <= 0) return MPL_OK;
+  p->tid = mpl_calloc((size_t)n, sizeof *p->tid);
+  cd->workers = mpl_calloc((size_t)n, sizeof *cd->workers);
+  if (!p->tid || !cd->workers) return mpl_errf(err, "cpu: out of memory for the thread pool");
+  for (int i = 0; i < n; i++) {
+    cd->workers[i] = (CpuWorker){.pool = p, .index = i + 1};
+    if (pthread_create(&p->tid[i], NULL, pool_worker, &cd->workers[i]) != 0)
+      return mpl_errf(err, "cpu: cannot start a kernel thread");
+    p->nworkers++;
+  }
+  return MPL_OK;
+}
+
+static int cpu_init(MplDevice *d, int index, int threads, MplErr *err) {
+  d->index = index;
+  d->threads = threads < 1 ? 1 : threads;
+  CpuDev *cd = mpl_calloc(1, sizeof *cd);
+  if (!cd) return mpl_errf(err, "cpu: out of memory");
+  d->impl = cd;
+  return pool_start(cd, d->threads, err);
+}
+
+static void cpu_free(MplDevice *d) {
+  CpuDev *cd = d->impl;
+  if (!cd) return;
+  pool_stop(cd);
+  mpl_free(cd->pool.tid);
+  mpl_free(cd->workers);
+  mpl_free(cd);
+  d->impl = NULL;
+}
+
+static void cpu_bind_thread(MplDevice *d) {
+  mpl_gemm_set_threads(d->threads);
+}
+
+static int cpu_arena_alloc(MplDevice *d, uint64_t bytes, void **base, MplErr *err) {
+  if (bytes > (uint64_t)SIZE_MAX - 64) return mpl_errf(err, "cpu: arena of %llu bytes is too large", (unsigned long long)bytes);
+  *base = mpl_malloc(bytes ? (size_t)bytes : 1);
+  if (!*base)
+    return mpl_errf(err, "cpu: cannot allocate the arena of rank %d (%llu bytes)", d->index,
+                    (unsigned long long)bytes);
+  return MPL_OK;
+}
+
+static void cpu_arena_free(MplDevice *d, void *base) {
+  mpl_free(base);
+}
+
+/* Runs fn over [0, n_outer): inline when small, else one contiguous chunk per thread. */
+static int cpu_kernel(MplDevice *d, MplKernelFn fn, void **args, const int64_t *scalars,
+                      int64_t n_outer, int64_t work, MplErr *err) {
+  CpuDev *cd = d->impl;
+  CpuPool *p = &cd->pool;
+  int nchunks = d->threads;
+  if (nchunks > n_outer) nchunks = (int)n_outer;
+  if (nchunks <= 1 || work < PAR_MIN_WORK || p->nworkers == 0) {
+    if (n_outer > 0) fn(args, scalars, 0, n_outer);
+    return MPL_OK;
+  }
+  pthread_mutex_lock(&p->mu);
+  p->fn = fn;
+  p->args = args;
+  p->scalars = scalars;
+  p->n_outer = n_outer;
+  p->nchunks = nchunks;
+  p->pending = p->nworkers;
+  p->gen++;
+  pthread_cond_broadcast(&p->go);
+  pthread_mutex_unlock(&p->mu);
+  int64_t b, e;
+  chunk_range(n_outer, nchunks, 0, &b, &e);
+  if (b < e) fn(args, scalars, b, e);
+  pthread_mutex_lock(&p->mu);
+  while (p->pending > 0) pthread_cond_wait(&p->done, &p->mu);
+  pthread_mutex_unlock(&p->mu);
+  return MPL_OK;
+}
+
+/* Row-major batched product; leading dimensions follow from the transposes. */
+static int cpu_gemm(MplDevice *d, const JobStep *s, const float *a, const float *b, float *c,
+                    MplErr *err) {
+  int64_t lda = s->ta ? s->M : s->K, ldb = s->tb ? s->K : s->N, ldc = s->N;
+  int64_t batch = s->batch < 1 ? 1 : s->batch;
+  if (mpl_gemm_f32_batched(s->ta, s->tb, s->M, s->N, s->K, (float)s->alpha, a, lda, s->stride_a,
+                           b, ldb, s->stride_b, (float)s->beta, c, ldc, s->stride_c, batch) != MPL_OK)
+    return mpl_errf(err, "cpu: matrix product [%lld x %lld x %lld] x %lld failed", (long long)s->M,
+                    (long long)s->N, (long long)s->K, (long long)batch);
+  return MPL_OK;
+}
+
+static int cpu_accum_f32(MplDevice *d, float *acc, const float *src, int64_t n, MplErr *err) {
+  for (int64_t i = 0; i < n; i++) acc[i] += src[i];
+  return MPL_OK;
+}
+
+static int cpu_zero(MplDevice *d, void *dst, size_t bytes, MplErr *err) {
+  memset(dst, 0, bytes);
+  return MPL_OK;
+}
+
+static int cpu_copy(MplDevice *d, void *dst, const void *src, size_t bytes, MplErr *err) {
+  if (bytes) memmove(dst, src, bytes);
+  return MPL_OK;
+}
+
+const MplDeviceOps mpl_device_cpu_ops = {
+    .name = "cpu",
+    .init = cpu_init,
+    .free = cpu_free,
+    .bind_thread = cpu_bind_thread,
+    .arena_alloc = cpu_arena_alloc,
+    .arena_free = cpu_arena_free,
+    .kernel = cpu_kernel,
+    .gemm = cpu_gemm,
+    .accum_f32 = cpu_accum_f32,
+    .zero = cpu_zero,
+    .copy_to_host = cpu_copy,
+    .copy_from_host = cpu_copy,
+};
+
+/* ---- the job's kernels: compiled by jit_cpu.c, looked up by name ------------------ */
+
+int mpl_cpu_kernels_load(MplCpuKernels *k, const JobKernels *jk, MplErr *err) {
+  memset(k, 0, sizeof *k);
+  if (jk->nkernels == 0) return MPL_OK;
+  if (!jk->llvm_bc || jk->llvm_bc_len == 0) return mpl_errf(err, "the job has %d kernels but no LLVM bitcode", jk->nkernels);
+  char msg[400] = "";
+  MplJit *jit = mpl_jit_load(jk->llvm_bc, jk->llvm_bc_len, msg, sizeof msg);
+  if (!jit) return mpl_errf(err, "cpu: cannot compile the job's kernels: %s", msg);
+  k->jit = jit;
+  k->fn = mpl_calloc((size_t)jk->nkernels, sizeof *k->fn);
+  if (!k->fn) {
+    mpl_cpu_kernels_free(k);
+    return mpl_errf(err, "out of memory");
+  }
+  k->n = jk->nkernels;
+  for (int i = 0; i < jk->nkernels; i++) {
+    void *addr = mpl_jit_lookup(jit, jk->names[i]);
+    if (!addr) {
+      int rc = mpl_errf(err, "cpu: kernel '%s' is not in the job's bitcode", jk->names[i]);
+      mpl_cpu_kernels_free(k);
+      return rc;
+    }
+    k->fn[i] = (MplKernelFn)addr;
+  }
+  return MPL_OK;
+}
+
+void mpl_cpu_kernels_free(MplCpuKernels *k) {
+  mpl_free(k->fn);
+  if (k->jit) mpl_jit_free(k->jit);
+  k->fn = NULL;
+  k->jit = NULL;
+  k->n = 0;
+}

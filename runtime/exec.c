@@ -1,0 +1,1123 @@
+/*
+ * exec.c — the run: one executor thread per pipeline rank walking its instruction
+ * stream (fwd, bwd_b, bwd_w, send, recv, allreduce_tied, optimizer_step) step after
+ * step, with a device backend for memory and compute and the in-process communicator
+ * for messages; the main thread drives the steps (progress, metrics, checkpoints).
+ *
+ * Invariants:
+ *  - each rank owns one arena (JobRank.arena_bytes); value v of micro-batch j lives at
+ *    offset[v*m + j]; params and gradient accumulators at their slot-0 offset;
+ *  - nothing depends on timing: gradients of one use are summed by the programs in
+ *    micro-batch order, a param's uses are summed in use order (remote ones received
+ *    first), the clipping norm is summed in param-name order from per-param float64
+ *    sums computed by the param's owner (its lowest holding rank); so the same job,
+ *    seed and --threads give the same bits whatever the schedule;
+ *  - a rank that fails records its message (the first one wins) and aborts the
+ *    communicator, so every rank blocked in a recv wakes with an error; the main thread
+ *    waits for every rank to finish the step before it looks at the result: no hang;
+ *  - between steps the rank threads wait, so the main thread may read and write any
+ *    rank's arena (checkpoints, --init, sampling).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "exec.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <string.h>
+#include <time.h>
+
+#include "mpl_rng.h"
+
+/* Message tags: kind in the top bits, then operands (FIFO order is also checked). */
+#define TAG_XFER(x, mb, vi) ((1ull << 60) | ((uint64_t)(x) << 36) | ((uint64_t)(mb) << 16) | (uint64_t)(vi))
+#define TAG_TIED(p, u) ((2ull << 60) | ((uint64_t)(p) << 24) | (uint64_t)(u))
+#define TAG_NORM(step) ((3ull << 60) | (uint64_t)(step))
+
+typedef struct RankCtx {
+  MplRun *run;
+  int rank;
+  MplDevice dev;
+  void *arena;
+  void **ptr;            /* [nvalues * m]: resolved buffers, NULL where not held */
+  MplComm *comm;
+  pthread_t tid;
+  bool started;
+  /* params: per param index */
+  bool *holds;           /* [nparams] */
+  float **grad;          /* [nparams] the summed gradient (the accumulator itself or scratch) */
+  float **scratch;       /* [nparams] owned scratch, or NULL */
+  float **opt[2];        /* [nparams] optimizer state slots (host), or NULL */
+  float *tmp;            /* receive buffer of the largest tied param */
+  double *norm_buf;      /* [nparams] */
+  uint8_t *stage_buf;    /* host staging for inputs */
+  size_t stage_cap;
+  void **argv;           /* kernel argument scratch */
+  int argv_cap;
+  /* per step */
+  double *mb_loss;       /* [m] */
+  bool *mb_loss_set;
+  bool grads_ready;
+  double step_busy;
+  MplRankStats stats;
+} RankCtx;
+
+struct MplRun {
+  const Job *job;
+  MplRunOpts opts;
+  MplOptimCfg ocfg;
+  int pp, m;
+  int64_t B;                 /* rows per micro-batch */
+  const MplDeviceOps *devops;
+  RankCtx *ranks;
+  MplCommWorld *world;
+  const MplKernelFn *kfn;
+  MplCpuKernels cpu_kernels;
+  int *owner;                /* [nparams] lowest holding rank */
+  bool *tied;                /* [nparams] held by several ranks */
+  /* data */
+  int *role;                 /* [ninputs] token role: 0 idx, 1 targets, -1 none */
+  bool tokens;
+  MplTokens tok;
+  MplLoader loader;
+  MplSynth synth;
+  bool have_synth;
+  /* progress */
+  int64_t step, total_steps;
+  double last_loss;
+  bool optim_fresh;          /* no optimizer step taken yet (SGD's first momentum step) */
+  /* step synchronisation */
+  pthread_mutex_t mu;
+  pthread_cond_t go, done;
+  bool sync_init;
+  uint64_t gen;
+  int running;
+  bool quit;
+  bool failed;
+  MplErr first_err;
+  /* observability */
+  bool tracing;
+  MplTrace trace;
+  bool metrics_open;
+  MplMetrics metrics;
+};
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static size_t dtype_bytes(int dt) {
+  switch (dt) {
+  case JDT_F32: case JDT_I32: return 4;
+  case JDT_BF16: case JDT_F16: return 2;
+  default: return 1;
+  }
+}
+
+static size_t value_bytes(const Job *job, int v) {
+  return (size_t)job->values[v].numel * dtype_bytes(job->values[v].dtype);
+}
+
+static inline void *vptr(const RankCtx *rc, int v, int mb) {
+  return rc->ptr[(size_t)v * rc->run->m + mb];
+}
+
+void mpl_run_opts_default(MplRunOpts *o) {
+  *o = (MplRunOpts){.device_kind = "cpu", .threads = 1, .steps = -1, .fail_rank = -1};
+}
+
+/* ---- the step's instructions ----------------------------------------------------- */
+
+static int rank_fail(RankCtx *rc, MplErr *err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int rank_fail(RankCtx *rc, MplErr *err, const char *fmt, ...) {
+  char buf[400];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  return mpl_errf(err, "rank %d: %s", rc->rank, buf);
+}
+
+static void *need_ptr(RankCtx *rc, int v, int mb, int stage, MplErr *err) {
+  void *p = vptr(rc, v, mb);
+  if (!p) rank_fail(rc, err, "stage %d: value %d (micro-batch %d) has no buffer in this rank's arena", stage, v, mb);
+  return p;
+}
+
+static int run_kernel_step(RankCtx *rc, const JobStep *s, int stage, int mb, int64_t step, MplErr *err) {
+  MplRun *r = rc->run;
+  if (s->kernel < 0 || s->kernel >= r->job->kernels.nkernels || !r->kfn[s->kernel])
+    return rank_fail(rc, err, "stage %d: kernel %d is not loaded", stage, s->kernel);
+  if (s->nargs > rc->argv_cap) {
+    mpl_free(rc->argv);
+    rc->argv = mpl_malloc(sizeof(void *) * (size_t)s->nargs);
+    rc->argv_cap = rc->argv ? s->nargs : 0;
+    if (!rc->argv) return rank_fail(rc, err, "out of memory");
+  }
+  int64_t work = 0;
+  for (int i = 0; i < s->nargs; i++) {
+    if (!(rc->argv[i] = need_ptr(rc, s->args[i], mb, stage, err))) return MPL_ERR;
+    work += r->job->values[s->args[i]].numel;
+  }
+  int64_t scalars[3] = {(int64_t)r->job->train.seed, step, mb};
+  return rc->dev.ops->kernel(&rc->dev, r->kfn[s->kernel], rc->argv, scalars, s->n_outer, work, err);
+}
+
+static int run_step_op(RankCtx *rc, const JobStep *s, int stage, int mb, int64_t step, MplErr *err) {
+  const Job *job = rc->run->job;
+  switch (s->kind) {
+  case JS_KERNEL: return run_kernel_step(rc, s, stage, mb, step, err);
+  case JS_GEMM: {
+    float *a = need_ptr(rc, s->args[0], mb, stage, err), *b = a ? need_ptr(rc, s->args[1], mb, stage, err) : NULL;
+    float *c = b ? need_ptr(rc, s->args[2], mb, stage, err) : NULL;
+    return c ? rc->dev.ops->gemm(&rc->dev, s, a, b, c, err) : MPL_ERR;
+  }
+  case JS_ALIAS: return MPL_OK; /* the plan gave both values one buffer */
+  case JS_ACCUM: {
+    float *acc = need_ptr(rc, s->args[0], mb, stage, err), *src = acc ? need_ptr(rc, s->args[1], mb, stage, err) : NULL;
+    if (!src) return MPL_ERR;
+    int64_t n = job->values[s->args[0]].numel;
+    if (job->values[s->args[1]].numel != n)
+      return rank_fail(rc, err, "stage %d: accumulate of %lld elements into %lld", stage,
+                       (long long)job->values[s->args[1]].numel, (long long)n);
+    return rc->dev.ops->accum_f32(&rc->dev, acc, src, n, err);
+  }
+  case JS_COMM:
+    return rank_fail(rc, err, "stage %d: tensor-parallel collectives are not supported yet", stage);
+  default: return rank_fail(rc, err, "stage %d: unknown step kind %d", stage, s->kind);
+  }
+}
+
+static int run_prog(RankCtx *rc, int stage, int which, int mb, int64_t step, MplErr *err) {
+  const JobProgram *pg = &rc->run->job->stages[stage].prog[which];
+  for (int i = 0; i < pg->nsteps; i++) {
+    const JobStep *s = &pg->steps[i];
+    int need = s->kind == JS_GEMM ? 3 : (s->kind == JS_ACCUM || s->kind == JS_ALIAS) ? 2 : 0;
+    if (s->nargs < need) return rank_fail(rc, err, "stage %d: step %d has %d arguments", stage, i, s->nargs);
+    if (run_step_op(rc, s, stage, mb, step, err) != MPL_OK) return MPL_ERR;
+  }
+  return MPL_OK;
+}
+
+/* After FWD on the loss stage: the micro-batch's loss. */
+static int read_loss(RankCtx *rc, int stage, int mb, MplErr *err) {
+  int lv = rc->run->job->stages[stage].loss_value;
+  if (lv < 0) return MPL_OK;
+  float *p = need_ptr(rc, lv, mb, stage, err), l;
+  if (!p || rc->dev.ops->copy_to_host(&rc->dev, &l, p, sizeof l, err) != MPL_OK) return MPL_ERR;
+  rc->mb_loss[mb] = l;
+  rc->mb_loss_set[mb] = true;
+  return MPL_OK;
+}
+
+static int xfer_peer(const Job *job, const JobXfer *x, bool sending) {
+  return job->stages[sending ? x->dst : x->src].rank;
+}
+
+static int run_xfer(RankCtx *rc, const JobIns *ins, bool sending, MplErr *err) {
+  const Job *job = rc->run->job;
+  const JobXfer *x = &job->xfers[ins->xfer];
+  int peer = xfer_peer(job, x, sending);
+  if (peer == rc->rank) return MPL_OK; /* both stages here: one buffer */
+  for (int i = 0; i < x->nvals; i++) {
+    int v = x->vals[i];
+    void *p = need_ptr(rc, v, ins->mb, sending ? x->src : x->dst, err);
+    if (!p) return MPL_ERR;
+    uint64_t tag = TAG_XFER(ins->xfer, ins->mb, i);
+    int st = sending ? rc->comm->ops->send(rc->comm, peer, tag, p, value_bytes(job, v))
+                     : rc->comm->ops->recv(rc->comm, peer, tag, p, value_bytes(job, v));
+    if (st != MPL_OK) return rank_fail(rc, err, "%s: %s", sending ? "send" : "recv", rc->comm->err.msg);
+  }
+  return MPL_OK;
+}
+
+/* ---- gradients, clipping and the update ----------------------------------------- */
+
+static int use_rank(const Job *job, const JobParam *p, int u) {
+  return job->stages[p->use_stage[u]].rank;
+}
+
+/* Phase 1 of the tied exchange: every local use accumulator of a tied param goes to
+ * every other holder (eager sends, in param then use order). */
+static int tied_send(RankCtx *rc, MplErr *err) {
+  MplRun *r = rc->run;
+  const Job *job = r->job;
+  for (int pi = 0; pi < job->nparams; pi++) {
+    const JobParam *p = &job->params[pi];
+    if (!r->tied[pi] || !rc->holds[pi]) continue;
+    for (int u = 0; u < p->nuses; u++) {
+      if (use_rank(job, p, u) != rc->rank) continue;
+      const void *acc = vptr(rc, p->use_value[u], 0);
+      for (int h = 0; h < r->pp; h++) {
+        if (h == rc->rank || !r->ranks[h].holds[pi]) continue;
+        if (rc->comm->ops->send(rc->comm, h, TAG_TIED(pi, u), acc, (size_t)p->numel * 4) != MPL_OK)
+          return rank_fail(rc, err, "tied gradient of %s: %s", p->name, rc->comm->err.msg);
+      }
+    }
+  }
+  return MPL_OK;
+}
+
+/* The summed gradient of param pi: its uses in use order, remote ones received. */
+static int sum_uses(RankCtx *rc, int pi, MplErr *err) {
+  MplRun *r = rc->run;
+  const Job *job = r->job;
+  const JobParam *p = &job->params[pi];
+  size_t bytes = (size_t)p->numel * 4;
+  float *g = rc->scratch[pi];
+  if (!g) { /* one local use: the accumulator is the gradient */
+    rc->grad[pi] = vptr(rc, p->use_value[0], 0);
+    return MPL_OK;
+  }
+  for (int u = 0; u < p->nuses; u++) {
+    int ur = use_rank(job, p, u);
+    float *src;
+    if (ur == rc->rank) {
+      src = vptr(rc, p->use_value[u], 0);
+    } else {
+      src = u == 0 ? g : rc->tmp;
+      if (rc->comm->ops->recv(rc->comm, ur, TAG_TIED(pi, u), src, bytes) != MPL_OK)
+        return rank_fail(rc, err, "tied gradient of %s: %s", p->name, rc->comm->err.msg);
+    }
+    if (u == 0) {
+      if (src != g && rc->dev.ops->copy_to_host(&rc->dev, g, src, bytes, err) != MPL_OK) return MPL_ERR;
+    } else {
+      for (int64_t i = 0; i < p->numel; i++) g[i] += src[i];
+    }
+  }
+  rc->grad[pi] = g;
+  return MPL_OK;
+}
+
+static int build_grads(RankCtx *rc, MplErr *err) {
+  if (rc->grads_ready) return MPL_OK;
+  MplRun *r = rc->run;
+  if (tied_send(rc, err) != MPL_OK) return MPL_ERR;
+  for (int pi = 0; pi < r->job->nparams; pi++) {
+    rc->grad[pi] = NULL;
+    if (!rc->holds[pi] || r->job->params[pi].nuses == 0) continue;
+    if (sum_uses(rc, pi, err) != MPL_OK) return MPL_ERR;
+  }
+  rc->grads_ready = true;
+  return MPL_OK;
+}
+
+/* The global norm: owners' float64 sums of squares, exchanged, summed in param order. */
+static int global_norm(RankCtx *rc, int64_t step, double *norm, MplErr *err) {
+  MplRun *r = rc->run;
+  int np = r->job->nparams;
+  double *mine = rc->norm_buf;
+  for (int pi = 0; pi < np; pi++)
+    mine[pi] = (r->owner[pi] == rc->rank && rc->grad[pi]) ? mpl_sumsq_f64(rc->grad[pi], r->job->params[pi].numel) : 0;
+  size_t bytes = sizeof(double) * (size_t)np;
+  for (int h = 0; h < r->pp; h++)
+    if (h != rc->rank && rc->comm->ops->send(rc->comm, h, TAG_NORM(step), mine, bytes) != MPL_OK)
+      return rank_fail(rc, err, "gradient norm: %s", rc->comm->err.msg);
+  double *theirs = mpl_malloc(bytes ? bytes : 1), *total = mpl_calloc((size_t)np + 1, sizeof(double));
+  int st = (theirs && total) ? MPL_OK : rank_fail(rc, err, "out of memory");
+  for (int h = 0; h < r->pp && st == MPL_OK; h++) {
+    if (h == rc->rank) {
+      for (int pi = 0; pi < np; pi++) if (r->owner[pi] == h) total[pi] = mine[pi];
+      continue;
+    }
+    if (rc->comm->ops->recv(rc->comm, h, TAG_NORM(step), theirs, bytes) != MPL_OK)
+      st = rank_fail(rc, err, "gradient norm: %s", rc->comm->err.msg);
+    else
+      for (int pi = 0; pi < np; pi++) if (r->owner[pi] == h) total[pi] = theirs[pi];
+  }
+  double s = 0;
+  for (int pi = 0; pi < np && st == MPL_OK; pi++) s += total[pi];
+  *norm = sqrt(s);
+  mpl_free(theirs);
+  mpl_free(total);
+  return st;
+}
+
+static void update_param(RankCtx *rc, int pi, double lr, int64_t step) {
+  MplRun *r = rc->run;
+  const JobParam *p = &r->job->params[pi];
+  float *w = vptr(rc, p->value, 0), *g = rc->grad[pi];
+  const MplOptimCfg *c = &r->ocfg;
+  if (c->kind == MPL_OPT_ADAMW)
+    mpl_adamw_update(w, g, rc->opt[0][pi], rc->opt[1][pi], p->numel, lr, c->beta1, c->beta2, c->eps,
+                     p->decay ? c->weight_decay : 0.0, step + 1);
+  else
+    mpl_sgd_update(w, g, rc->opt[0][pi], p->numel, lr, c->momentum, r->optim_fresh);
+}
+
+static int optimizer_step(RankCtx *rc, int64_t step, MplErr *err) {
+  MplRun *r = rc->run;
+  if (build_grads(rc, err) != MPL_OK) return MPL_ERR;
+  if (r->ocfg.grad_clip > 0) {
+    double norm = 0;
+    if (global_norm(rc, step, &norm, err) != MPL_OK) return MPL_ERR;
+    double coef = mpl_clip_coef(norm, r->ocfg.grad_clip);
+    if (coef < 1.0)
+      for (int pi = 0; pi < r->job->nparams; pi++)
+        if (rc->grad[pi]) mpl_scale_f32(rc->grad[pi], r->job->params[pi].numel, (float)coef);
+  }
+  double lr = mpl_lr_at(&r->ocfg, step);
+  for (int pi = 0; pi < r->job->nparams; pi++)
+    if (rc->grad[pi]) update_param(rc, pi, lr, step);
+  return MPL_OK;
+}
+
+/* ---- one training step of one rank ------------------------------------------------- */
+
+static int fill_inputs(RankCtx *rc, int64_t step, MplErr *err) {
+  MplRun *r = rc->run;
+  const Job *job = r->job;
+  for (int i = 0; i < job->ninputs; i++) {
+    const JobInput *in = &job->inputs[i];
+    if (!vptr(rc, in->value, 0)) continue;
+    size_t bytes = value_bytes(job, in->value);
+    for (int j = 0; j < r->m; j++) {
+      void *dst = need_ptr(rc, in->value, j, -1, err);
+      if (!dst) return MPL_ERR;
+      if (r->tokens) {
+        int32_t *buf = (int32_t *)rc->stage_buf;
+        mpl_loader_rows(&r->loader, j * r->B, r->B, r->role[i] == 0 ? buf : NULL, r->role[i] == 1 ? buf : NULL);
+      } else {
+        mpl_synth_rows(&r->synth, i, step, r->B * r->m, j * r->B, r->B, rc->stage_buf);
+      }
+      if (rc->dev.ops->copy_from_host(&rc->dev, dst, rc->stage_buf, bytes, err) != MPL_OK) return MPL_ERR;
+    }
+  }
+  return MPL_OK;
+}
+
+static int zero_grads(RankCtx *rc, MplErr *err) {
+  const Job *job = rc->run->job;
+  for (int v = 0; v < job->nvalues; v++) {
+    if (job->values[v].kind != JV_GRAD || !vptr(rc, v, 0)) continue;
+    if (rc->dev.ops->zero(&rc->dev, vptr(rc, v, 0), value_bytes(job, v), err) != MPL_OK) return MPL_ERR;
+  }
+  return MPL_OK;
+}
+
+static const char *ins_label(int kind) {
+  static const char *const names[] = {"fwd", "bwd_b", "bwd_w", "send", "recv", "allreduce", "optimizer"};
+  return kind >= 0 && kind <= JI_OPTIMIZER_STEP ? names[kind] : "?";
+}
+
+static int run_ins(RankCtx *rc, const JobIns *ins, int64_t step, MplErr *err) {
+  switch (ins->kind) {
+  case JI_FWD:
+    if (run_prog(rc, ins->stage, JP_FWD, ins->mb, step, err) != MPL_OK) return MPL_ERR;
+    return read_loss(rc, ins->stage, ins->mb, err);
+  case JI_BWD_B:
+    if (run_prog(rc, ins->stage, JP_RECOMP, ins->mb, step, err) != MPL_OK) return MPL_ERR;
+    return run_prog(rc, ins->stage, JP_BWD_B, ins->mb, step, err);
+  case JI_BWD_W: return run_prog(rc, ins->stage, JP_BWD_W, ins->mb, step, err);
+  case JI_SEND: return run_xfer(rc, ins, true, err);
+  case JI_RECV: return run_xfer(rc, ins, false, err);
+  case JI_ALLREDUCE_TIED: return build_grads(rc, err);
+  case JI_OPTIMIZER_STEP: return optimizer_step(rc, step, err);
+  default: return rank_fail(rc, err, "unknown instruction kind %d", ins->kind);
+  }
+}
+
+static bool ins_is_busy(int kind) {
+  return kind == JI_FWD || kind == JI_BWD_B || kind == JI_BWD_W || kind == JI_OPTIMIZER_STEP;
+}
+
+static void trace_ins(RankCtx *rc, const JobIns *ins, double t0_us, double t1_us) {
+  char name[48];
+  if (ins->kind <= JI_BWD_W)
+    snprintf(name, sizeof name, "%s s%d mb%d", ins_label(ins->kind), ins->stage, ins->mb);
+  else if (ins->kind == JI_SEND || ins->kind == JI_RECV)
+    snprintf(name, sizeof name, "%s x%d mb%d", ins_label(ins->kind), ins->xfer, ins->mb);
+  else
+    snprintf(name, sizeof name, "%s", ins_label(ins->kind));
+  mpl_trace_event(&rc->run->trace, rc->rank, name, ins_label(ins->kind), t0_us, t1_us - t0_us);
+}
+
+static int rank_step(RankCtx *rc, int64_t step, MplErr *err) {
+  MplRun *r = rc->run;
+  const JobRank *jr = &r->job->ranks[rc->rank];
+  double t_start = now_s();
+  rc->grads_ready = false;
+  for (int j = 0; j < r->m; j++) rc->mb_loss_set[j] = false;
+  if (zero_grads(rc, err) != MPL_OK || fill_inputs(rc, step, err) != MPL_OK) return MPL_ERR;
+  double busy = 0;
+  for (int i = 0; i < jr->nins; i++) {
+    const JobIns *ins = &jr->ins[i];
+    if (rc->rank == r->opts.fail_rank && step == r->opts.fail_step && i == r->opts.fail_ins)
+      return rank_fail(rc, err, "injected failure at instruction %d (%s)", i, ins_label(ins->kind));
+    double t0 = now_s(), tr0 = r->tracing ? mpl_trace_now(&r->trace) : 0;
+    if (run_ins(rc, ins, step, err) != MPL_OK) return MPL_ERR;
+    double t1 = now_s();
+    if (ins_is_busy(ins->kind)) busy += t1 - t0;
+    if (r->tracing) trace_ins(rc, ins, tr0, mpl_trace_now(&r->trace));
+  }
+  rc->stats.busy_s += busy;
+  rc->stats.wall_s += now_s() - t_start;
+  return MPL_OK;
+}
+
+/* ---- the rank threads and the step barrier ----------------------------------------- */
+
+static void record_failure(MplRun *r, const MplErr *e) {
+  pthread_mutex_lock(&r->mu);
+  bool first = !r->failed;
+  if (first) {
+    r->failed = true;
+    r->first_err = *e;
+  }
+  pthread_mutex_unlock(&r->mu);
+  mpl_comm_world_abort(r->world, e->msg);
+}
+
+static void *rank_main(void *arg) {
+  RankCtx *rc = arg;
+  MplRun *r = rc->run;
+  if (rc->dev.ops->bind_thread) rc->dev.ops->bind_thread(&rc->dev);
+  uint64_t seen = 0;
+  pthread_mutex_lock(&r->mu);
+  for (;;) {
+    while (!r->quit && r->gen == seen) pthread_cond_wait(&r->go, &r->mu);
+    if (r->quit) break;
+    seen = r->gen;
+    int64_t step = r->step;
+    pthread_mutex_unlock(&r->mu);
+    MplErr e = {{0}};
+    if (rank_step(rc, step, &e) != MPL_OK) record_failure(r, &e);
+    pthread_mutex_lock(&r->mu);
+    if (--r->running == 0) pthread_cond_broadcast(&r->done);
+  }
+  pthread_mutex_unlock(&r->mu);
+  return NULL;
+}
+
+/* Runs step r->step on every rank and waits for all of them. */
+static int run_one_step(MplRun *r, MplErr *err) {
+  pthread_mutex_lock(&r->mu);
+  r->running = r->pp;
+  r->gen++;
+  pthread_cond_broadcast(&r->go);
+  while (r->running > 0) pthread_cond_wait(&r->done, &r->mu);
+  bool failed = r->failed;
+  pthread_mutex_unlock(&r->mu);
+  if (failed) return mpl_errf(err, "%s", r->first_err.msg);
+  return MPL_OK;
+}
+
+static void stop_threads(MplRun *r) {
+  if (!r->sync_init) return;
+  pthread_mutex_lock(&r->mu);
+  r->quit = true;
+  pthread_cond_broadcast(&r->go);
+  pthread_mutex_unlock(&r->mu);
+  for (int i = 0; i < r->pp; i++)
+    if (r->ranks[i].started) pthread_join(r->ranks[i].tid, NULL);
+}
+
+static int start_threads(MplRun *r, MplErr *err) {
+  pthread_mutex_init(&r->mu, NULL);
+  pthread_cond_init(&r->go, NULL);
+  pthread_cond_init(&r->done, NULL);
+  r->sync_init = true;
+  for (int i = 0; i < r->pp; i++) {
+    if (pthread_create(&r->ranks[i].tid, NULL, rank_main, &r->ranks[i]) != 0)
+      return mpl_errf(err, "cannot start the thread of rank %d", i);
+    r->ranks[i].started = true;
+  }
+  return MPL_OK;
+}
+
+/* ---- set-up ------------------------------------------------------------------------ */
+
+/* Resolves every (value, micro-batch) buffer of rank rc and checks it fits the arena. */
+static int resolve_buffers(RankCtx *rc, MplErr *err) {
+  MplRun *r = rc->run;
+  const Job *job = r->job;
+  const JobRank *jr = &job->ranks[rc->rank];
+  size_t n = (size_t)job->nvalues * r->m;
+  rc->ptr = mpl_calloc(n ? n : 1, sizeof(void *));
+  if (!rc->ptr) return mpl_errf(err, "out of memory");
+  for (int v = 0; v < job->nvalues; v++) {
+    bool persistent = job->values[v].kind == JV_PARAM || job->values[v].kind == JV_GRAD;
+    for (int j = 0; j < r->m; j++) {
+      uint64_t off = jr->offset[(size_t)v * r->m + (persistent ? 0 : j)];
+      if (off == UINT64_MAX) continue;
+      uint64_t bytes = value_bytes(job, v);
+      if (off > jr->arena_bytes || bytes > jr->arena_bytes - off)
+        return mpl_errf(err, "rank %d: value %d (micro-batch %d) at offset %llu does not fit the arena of %llu bytes",
+                        rc->rank, v, j, (unsigned long long)off, (unsigned long long)jr->arena_bytes);
+      rc->ptr[(size_t)v * r->m + j] = (uint8_t *)rc->arena + off;
+    }
+  }
+  return MPL_OK;
+}
+
+static int init_rank(MplRun *r, int i, MplErr *err) {
+  RankCtx *rc = &r->ranks[i];
+  const Job *job = r->job;
+  rc->run = r;
+  rc->rank = i;
+  rc->dev.ops = r->devops;
+  if (r->devops->init(&rc->dev, i, r->opts.threads, err) != MPL_OK) return MPL_ERR;
+  uint64_t ab = job->ranks[i].arena_bytes;
+  if (r->devops->arena_alloc(&rc->dev, ab, &rc->arena, err) != MPL_OK) return MPL_ERR;
+  if (r->devops->zero(&rc->dev, rc->arena, (size_t)ab, err) != MPL_OK) return MPL_ERR;
+  rc->stats.arena_bytes = ab;
+  rc->comm = mpl_comm_world_rank(r->world, i);
+  int np = job->nparams;
+  rc->holds = mpl_calloc((size_t)np + 1, sizeof(bool));
+  rc->grad = mpl_calloc((size_t)np + 1, sizeof(float *));
+  rc->scratch = mpl_calloc((size_t)np + 1, sizeof(float *));
+  rc->opt[0] = mpl_calloc((size_t)np + 1, sizeof(float *));
+  rc->opt[1] = mpl_calloc((size_t)np + 1, sizeof(float *));
+  rc->norm_buf = mpl_calloc((size_t)np + 1, sizeof(double));
+  rc->mb_loss = mpl_calloc((size_t)r->m, sizeof(double));
+  rc->mb_loss_set = mpl_calloc((size_t)r->m, sizeof(bool));
+  if (!rc->holds || !rc->grad || !rc->scratch || !rc->opt[0] || !rc->opt[1] || !rc->norm_buf || !rc->mb_loss ||
+      !rc->mb_loss_set)
+    return mpl_errf(err, "out of memory");
+  if (resolve_buffers(rc, err) != MPL_OK) return MPL_ERR;
+  for (int p = 0; p < np; p++) rc->holds[p] = vptr(rc, job->params[p].value, 0) != NULL;
+  size_t cap = 0;
+  for (int k = 0; k < job->ninputs; k++) {
+    size_t b = value_bytes(job, job->inputs[k].value);
+    if (b > cap) cap = b;
+  }
+  rc->stage_cap = cap;
+  rc->stage_buf = mpl_malloc(cap ? cap : 1);
+  if (!rc->stage_buf) return mpl_errf(err, "out of memory");
+  return MPL_OK;
+}
+
+/* Holders, owners, tied params; checks that every use accumulator is where it should be. */
+static int init_param_maps(MplRun *r, MplErr *err) {
+  const Job *job = r->job;
+  r->owner = mpl_calloc((size_t)job->nparams + 1, sizeof(int));
+  r->tied = mpl_calloc((size_t)job->nparams + 1, sizeof(bool));
+  if (!r->owner || !r->tied) return mpl_errf(err, "out of memory");
+  for (int pi = 0; pi < job->nparams; pi++) {
+    const JobParam *p = &job->params[pi];
+    int nh = 0;
+    r->owner[pi] = -1;
+    for (int h = 0; h < r->pp; h++)
+      if (r->ranks[h].holds[pi]) {
+        if (r->owner[pi] < 0) r->owner[pi] = h;
+        nh++;
+      }
+    if (nh == 0) return mpl_errf(err, "param %s is held by no rank", p->name);
+    if (job->values[p->value].dtype != JDT_F32) return mpl_errf(err, "param %s: only f32 params are supported", p->name);
+    r->tied[pi] = nh > 1;
+    for (int u = 0; u < p->nuses; u++) {
+      if (p->use_stage[u] < 0 || p->use_stage[u] >= job->nstages)
+        return mpl_errf(err, "param %s: use %d is on stage %d", p->name, u, p->use_stage[u]);
+      int ur = use_rank(job, p, u);
+      if (!r->ranks[ur].holds[pi] || !vptr(&r->ranks[ur], p->use_value[u], 0))
+        return mpl_errf(err, "param %s: the accumulator of use %d is not on rank %d", p->name, u, ur);
+      if (job->values[p->use_value[u]].numel != p->numel)
+        return mpl_errf(err, "param %s: the accumulator of use %d has the wrong size", p->name, u);
+    }
+  }
+  return MPL_OK;
+}
+
+/* Scratch gradient buffers and optimizer state of the params a rank holds. */
+static int init_param_state(MplRun *r, RankCtx *rc, MplErr *err) {
+  const Job *job = r->job;
+  int64_t tmp_n = 0;
+  int nslots = r->ocfg.kind == MPL_OPT_ADAMW ? 2 : (r->ocfg.momentum != 0 ? 1 : 0);
+  for (int pi = 0; pi < job->nparams; pi++) {
+    const JobParam *p = &job->params[pi];
+    if (!rc->holds[pi]) continue;
+    size_t bytes = (size_t)p->numel * 4;
+    bool one_local = p->nuses == 1 && use_rank(job, p, 0) == rc->rank;
+    if (p->nuses > 0 && !one_local) {
+      if (!(rc->scratch[pi] = mpl_malloc(bytes ? bytes : 1))) return mpl_errf(err, "out of memory");
+      if (r->tied[pi] && p->numel > tmp_n) tmp_n = p->numel;
+    }
+    for (int s = 0; s < nslots; s++)
+      if (!(rc->opt[s][pi] = mpl_calloc((size_t)p->numel + 1, 4))) return mpl_errf(err, "out of memory");
+  }
+  rc->tmp = mpl_malloc((size_t)tmp_n * 4 + 4);
+  return rc->tmp ? MPL_OK : mpl_errf(err, "out of memory");
+}
+
+/* The seed's stream of param `name`: the same on every rank and every mesh. */
+static uint64_t init_stream(uint64_t seed, const char *name) {
+  return mpl_mix64(mpl_mix64(seed) ^ mpl_hash_name(name));
+}
+
+static int init_params(MplRun *r, MplErr *err) {
+  const Job *job = r->job;
+  for (int pi = 0; pi < job->nparams; pi++) {
+    const JobParam *p = &job->params[pi];
+    float *buf = mpl_malloc((size_t)p->numel * 4 + 4);
+    if (!buf) return mpl_errf(err, "out of memory initialising %s", p->name);
+    uint64_t stream = init_stream(job->train.seed, p->name);
+    for (int64_t i = 0; i < p->numel; i++) {
+      switch (p->init) {
+      case 0: buf[i] = 0.0f; break;
+      case 1: buf[i] = 1.0f; break;
+      case 2: buf[i] = (float)(mpl_normal(stream, (uint64_t)i) * p->init_a); break;
+      default: buf[i] = (float)(p->init_a + (p->init_b - p->init_a) * mpl_uniform(stream, (uint64_t)i)); break;
+      }
+    }
+    int st = mpl_run_set_param(r, pi, buf, err);
+    mpl_free(buf);
+    if (st != MPL_OK) return MPL_ERR;
+  }
+  return MPL_OK;
+}
+
+static int init_tokens(MplRun *r, const char *path, MplErr *err) {
+  const Job *job = r->job;
+  if (mpl_tokens_open(&r->tok, path, err) != MPL_OK) return MPL_ERR;
+  r->tokens = true;
+  int nroles = 0;
+  for (int i = 0; i < job->ninputs; i++) {
+    const JobInput *in = &job->inputs[i];
+    if (r->role[i] != 0 && r->role[i] != 1)
+      return mpl_errf(err, "token data feeds (idx, targets), but the model has input '%s'", in->name);
+    if (in->dtype != JDT_I32 || in->rank != 2 || in->dims[1] != job->train.seq)
+      return mpl_errf(err, "token data needs i32[B, %lld] inputs; '%s' is not", (long long)job->train.seq, in->name);
+    nroles++;
+  }
+  if (nroles == 0) return mpl_errf(err, "token data, but the model has no inputs");
+  for (int i = 0; i < job->ninputs; i++)
+    if (job->inputs[i].hi > 0 && r->tok.max_token >= job->inputs[i].hi)
+      return mpl_errf(err, "%s: token %d is out of range for input '%s' (vocabulary %lld)", path, r->tok.max_token,
+                      job->inputs[i].name, (long long)job->inputs[i].hi);
+  return mpl_loader_init(&r->loader, &r->tok, r->B * r->m, job->train.seq, err);
+}
+
+static int init_synth(MplRun *r, MplErr *err) {
+  const Job *job = r->job;
+  MplSynthInput *si = mpl_calloc((size_t)job->ninputs + 1, sizeof *si);
+  if (!si) return mpl_errf(err, "out of memory");
+  int st = MPL_OK;
+  for (int i = 0; i < job->ninputs && st == MPL_OK; i++) {
+    const JobInput *in = &job->inputs[i];
+    si[i].row_elems = job->values[in->value].numel / r->B;
+    if (in->dtype == JDT_F32) si[i].kind = MPL_SYNTH_F32;
+    else if (in->dtype == JDT_I32) si[i].kind = MPL_SYNTH_I32, si[i].hi = in->hi > 0 ? (int32_t)in->hi : 1;
+    else st = mpl_errf(err, "synthetic data: input '%s' must be f32 or i32", in->name);
+  }
+  int64_t n = job->train.synthetic_n > 0 ? job->train.synthetic_n : 1024;
+  if (st == MPL_OK && mpl_synth_init(&r->synth, n, si, job->ninputs, job->train.seed, err) == MPL_OK)
+    r->have_synth = true;
+  else
+    st = MPL_ERR;
+  mpl_free(si);
+  return st;
+}
+
+/* Token roles: the job's, or else (a model compiled for synthetic data) the first two
+ * i32 [B, seq] inputs in order are (idx, targets). */
+static int init_roles(MplRun *r, MplErr *err) {
+  const Job *job = r->job;
+  r->role = mpl_calloc((size_t)job->ninputs + 1, sizeof(int));
+  if (!r->role) return mpl_errf(err, "out of memory");
+  bool any = false;
+  for (int i = 0; i < job->ninputs; i++) any |= job->inputs[i].token_role >= 0;
+  int next = 0;
+  for (int i = 0; i < job->ninputs; i++) {
+    const JobInput *in = &job->inputs[i];
+    if (any) r->role[i] = in->token_role;
+    else if (next < 2 && in->dtype == JDT_I32 && in->rank == 2 && in->dims[1] == job->train.seq) r->role[i] = next++;
+    else r->role[i] = -1;
+  }
+  return MPL_OK;
+}
+
+static int init_data(MplRun *r, MplErr *err) {
+  const Job *job = r->job;
+  if (init_roles(r, err) != MPL_OK) return MPL_ERR;
+  for (int i = 0; i < job->ninputs; i++) {
+    const JobInput *in = &job->inputs[i];
+    if (in->value < 0 || in->value >= job->nvalues || in->rank < 1 || in->dims[0] != r->B)
+      return mpl_errf(err, "input '%s' is not [%lld, ...] per micro-batch", in->name, (long long)r->B);
+  }
+  const char *path = r->opts.data_path ? r->opts.data_path : (job->train.data_kind == 1 ? job->train.data_path : NULL);
+  if (path) return init_tokens(r, path, err);
+  return init_synth(r, err);
+}
+
+static int check_job(const Job *job, MplErr *err) {
+  if (job->dp != 1 || job->tp != 1)
+    return mpl_errf(err, "this mplrun runs pipeline parallelism only (the job has dp = %d, tp = %d)", job->dp, job->tp);
+  if (job->pp < 1 || job->train.microbatches < 1 || job->train.batch % job->train.microbatches)
+    return mpl_errf(err, "bad job: pp = %d, microbatches = %lld", job->pp, (long long)job->train.microbatches);
+  for (int s = 0; s < job->nstages; s++)
+    if (job->stages[s].rank < 0 || job->stages[s].rank >= job->pp)
+      return mpl_errf(err, "bad job: stage %d on rank %d", s, job->stages[s].rank);
+  for (int x = 0; x < job->nxfers; x++)
+    if (job->xfers[x].src < 0 || job->xfers[x].src >= job->nstages || job->xfers[x].dst < 0 ||
+        job->xfers[x].dst >= job->nstages)
+      return mpl_errf(err, "bad job: transfer %d between stages %d and %d", x, job->xfers[x].src, job->xfers[x].dst);
+  return MPL_OK;
+}
+
+static int init_kernels(MplRun *r, MplErr *err) {
+  if (r->opts.kernels) {
+    if (r->opts.nkernels != r->job->kernels.nkernels)
+      return mpl_errf(err, "%d kernels given for a job with %d", r->opts.nkernels, r->job->kernels.nkernels);
+    r->kfn = r->opts.kernels;
+    return MPL_OK;
+  }
+  if (mpl_cpu_kernels_load(&r->cpu_kernels, &r->job->kernels, err) != MPL_OK) return MPL_ERR;
+  r->kfn = r->cpu_kernels.fn;
+  return MPL_OK;
+}
+
+static int init_observability(MplRun *r, MplErr *err) {
+  if (r->opts.trace_path) {
+    if (mpl_trace_init(&r->trace, r->pp, err) != MPL_OK) return MPL_ERR;
+    r->tracing = true;
+  }
+  if (r->opts.metrics_path) {
+    if (mpl_metrics_open(&r->metrics, r->opts.metrics_path, err) != MPL_OK) return MPL_ERR;
+    r->metrics_open = true;
+  }
+  return MPL_OK;
+}
+
+static int run_init_body(MplRun *r, MplErr *err) {
+  const Job *job = r->job;
+  if (check_job(job, err) != MPL_OK) return MPL_ERR;
+  if (strcmp(r->opts.device_kind ? r->opts.device_kind : "cpu", "cpu") != 0)
+    return mpl_errf(err, "device kind '%s' is not available", r->opts.device_kind);
+  r->devops = &mpl_device_cpu_ops;
+  r->pp = job->pp;
+  r->m = (int)job->train.microbatches;
+  r->B = job->train.batch / job->train.microbatches;
+  r->total_steps = r->opts.steps >= 0 ? r->opts.steps : job->train.steps;
+  mpl_optim_cfg_from_job(&r->ocfg, &job->train);
+  r->ocfg.steps = r->total_steps;
+  r->optim_fresh = true;
+  r->last_loss = NAN;
+  if (init_kernels(r, err) != MPL_OK) return MPL_ERR;
+  if (mpl_comm_world_init(&r->world, r->pp, err) != MPL_OK) return MPL_ERR;
+  r->ranks = mpl_calloc((size_t)r->pp, sizeof *r->ranks);
+  if (!r->ranks) return mpl_errf(err, "out of memory");
+  for (int i = 0; i < r->pp; i++)
+    if (init_rank(r, i, err) != MPL_OK) return MPL_ERR;
+  if (init_param_maps(r, err) != MPL_OK) return MPL_ERR;
+  for (int i = 0; i < r->pp; i++)
+    if (init_param_state(r, &r->ranks[i], err) != MPL_OK) return MPL_ERR;
+  if (init_data(r, err) != MPL_OK || init_params(r, err) != MPL_OK) return MPL_ERR;
+  if (r->opts.init_path && mpl_ckpt_load_params(r, r->opts.init_path, err) != MPL_OK) return MPL_ERR;
+  if (r->opts.resume_dir && mpl_ckpt_resume(r, r->opts.resume_dir, err) != MPL_OK) return MPL_ERR;
+  if (init_observability(r, err) != MPL_OK) return MPL_ERR;
+  return start_threads(r, err);
+}
+
+int mpl_run_init(MplRun **out, const Job *job, const MplRunOpts *opts, MplErr *err) {
+  *out = NULL;
+  MplRun *r = mpl_calloc(1, sizeof *r);
+  if (!r) return mpl_errf(err, "out of memory");
+  r->job = job;
+  r->opts = *opts;
+  if (r->opts.threads < 1) r->opts.threads = 1;
+  if (!r->opts.out) r->opts.out = stdout;
+  if (run_init_body(r, err) != MPL_OK) {
+    mpl_run_free(r);
+    return MPL_ERR;
+  }
+  *out = r;
+  return MPL_OK;
+}
+
+static void free_rank(RankCtx *rc) {
+  int np = rc->run->job->nparams;
+  for (int p = 0; p < np && rc->scratch; p++) mpl_free(rc->scratch[p]);
+  for (int s = 0; s < 2; s++)
+    for (int p = 0; p < np && rc->opt[s]; p++) mpl_free(rc->opt[s][p]);
+  mpl_free(rc->scratch);
+  mpl_free(rc->opt[0]);
+  mpl_free(rc->opt[1]);
+  mpl_free(rc->holds);
+  mpl_free(rc->grad);
+  mpl_free(rc->norm_buf);
+  mpl_free(rc->mb_loss);
+  mpl_free(rc->mb_loss_set);
+  mpl_free(rc->tmp);
+  mpl_free(rc->stage_buf);
+  mpl_free(rc->argv);
+  mpl_free(rc->ptr);
+  if (rc->dev.ops) {
+    if (rc->arena) rc->dev.ops->arena_free(&rc->dev, rc->arena);
+    rc->dev.ops->free(&rc->dev);
+  }
+}
+
+void mpl_run_free(MplRun *r) {
+  if (!r) return;
+  stop_threads(r);
+  if (r->sync_init) {
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->go);
+    pthread_cond_destroy(&r->done);
+  }
+  for (int i = 0; r->ranks && i < r->pp; i++)
+    if (r->ranks[i].run) free_rank(&r->ranks[i]);
+  mpl_free(r->ranks);
+  if (r->world) mpl_comm_world_free(r->world);
+  mpl_cpu_kernels_free(&r->cpu_kernels);
+  mpl_free(r->owner);
+  mpl_free(r->tied);
+  mpl_free(r->role);
+  if (r->tokens) mpl_tokens_free(&r->tok);
+  if (r->have_synth) mpl_synth_free(&r->synth);
+  if (r->tracing) mpl_trace_free(&r->trace);
+  if (r->metrics_open) mpl_metrics_close(&r->metrics);
+  mpl_free(r);
+}
+
+/* ---- the training loop ------------------------------------------------------------- */
+
+static double step_loss(const MplRun *r) {
+  double s = 0;
+  int n = 0;
+  for (int j = 0; j < r->m; j++)
+    for (int i = 0; i < r->pp; i++)
+      if (r->ranks[i].mb_loss_set[j]) {
+        s += r->ranks[i].mb_loss[j];
+        n++;
+        break;
+      }
+  return n ? s / n : NAN;
+}
+
+static void fmt_eta(char *buf, size_t n, double s) {
+  long t = s > 0 && s < 1e9 ? (long)(s + 0.5) : 0;
+  if (t >= 3600) snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+  else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
+}
+
+static int report_step(MplRun *r, int64_t step, double step_s, double avg_s, MplErr *err) {
+  double lr = mpl_lr_at(&r->ocfg, step);
+  double tokens = r->tokens ? (double)(r->B * r->m * r->job->train.seq) : (double)(r->B * r->m);
+  double tps = step_s > 0 ? tokens / step_s : 0;
+  if (!r->opts.quiet) {
+    char eta[32];
+    fmt_eta(eta, sizeof eta, avg_s * (double)(r->total_steps - step - 1));
+    fprintf(r->opts.out, "step %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s | %.1f ms/step | ETA %s\n",
+            (long long)step + 1, (long long)r->total_steps, r->last_loss, lr, tps, step_s * 1e3, eta);
+    fflush(r->opts.out);
+  }
+  if (!r->metrics_open) return MPL_OK;
+  const char *keys[] = {"step", "loss", "lr", "tok_s", "ms"};
+  double vals[] = {(double)(step + 1), r->last_loss, lr, tps, step_s * 1e3};
+  return mpl_metrics_line(&r->metrics, keys, vals, 5, err);
+}
+
+int mpl_run_train(MplRun *r, MplErr *err) {
+  double t_begin = now_s();
+  int64_t done = 0;
+  bool ckpt_written = false;
+  for (; r->step < r->total_steps; r->step++) {
+    double t0 = now_s();
+    if (run_one_step(r, err) != MPL_OK) return MPL_ERR;
+    double dt = now_s() - t0;
+    r->last_loss = step_loss(r);
+    r->optim_fresh = false;
+    done++;
+    if (report_step(r, r->step, dt, (now_s() - t_begin) / (double)done, err) != MPL_OK) return MPL_ERR;
+    if (r->tokens) mpl_loader_advance(&r->loader);
+    ckpt_written = false;
+    if (r->opts.ckpt_dir && r->opts.ckpt_every > 0 && (r->step + 1) % r->opts.ckpt_every == 0) {
+      r->step++; /* the checkpoint records the next step to run */
+      int st = mpl_ckpt_write_dir(r, r->opts.ckpt_dir, err);
+      r->step--;
+      if (st != MPL_OK) return MPL_ERR;
+      ckpt_written = true;
+    }
+  }
+  if (r->opts.ckpt_dir && !ckpt_written && mpl_ckpt_write_dir(r, r->opts.ckpt_dir, err) != MPL_OK) return MPL_ERR;
+  if (r->opts.save_path && mpl_ckpt_save_params(r, r->opts.save_path, err) != MPL_OK) return MPL_ERR;
+  if (r->tracing && mpl_trace_write(&r->trace, r->opts.trace_path, err) != MPL_OK) return MPL_ERR;
+  return MPL_OK;
+}
+
+void mpl_run_report(const MplRun *r, FILE *out) {
+  for (int i = 0; i < r->pp; i++) {
+    const MplRankStats *s = &r->ranks[i].stats;
+    double bubble = s->wall_s > 0 ? 1.0 - s->busy_s / s->wall_s : 0;
+    fprintf(out, "rank %d: busy %.1f ms | bubble %.3f (predicted %.3f) | arena %llu bytes\n", i, s->busy_s * 1e3,
+            bubble, r->job->ranks[i].predicted_bubble, (unsigned long long)s->arena_bytes);
+  }
+}
+
+int mpl_exec_run(const Job *job, const MplRunOpts *opts, MplErr *err) {
+  MplRun *r;
+  if (mpl_run_init(&r, job, opts, err) != MPL_OK) return MPL_ERR;
+  int st = mpl_run_train(r, err);
+  if (st == MPL_OK && !r->opts.quiet) mpl_run_report(r, r->opts.out);
+  mpl_run_free(r);
+  return st;
+}
+
+/* ---- access for checkpoints and tests ------------------------------------------------ */
+
+int64_t mpl_run_step(const MplRun *r) { return r->step; }
+double mpl_run_last_loss(const MplRun *r) { return r->last_loss; }
+const Job *mpl_run_job(const MplRun *r) { return r->job; }
+const MplRunOpts *mpl_run_opts(const MplRun *r) { return &r->opts; }
+
+const MplRankStats *mpl_run_rank_stats(const MplRun *r, int rank) {
+  return rank >= 0 && rank < r->pp ? &r->ranks[rank].stats : NULL;
+}
+
+int mpl_run_get_param(const MplRun *r, int p, float *out, MplErr *err) {
+  const JobParam *jp = &r->job->params[p];
+  const RankCtx *rc = &r->ranks[r->owner[p]];
+  return rc->dev.ops->copy_to_host((MplDevice *)&rc->dev, out, vptr(rc, jp->value, 0), (size_t)jp->numel * 4, err);
+}
+
+int mpl_run_set_param(MplRun *r, int p, const float *in, MplErr *err) {
+  const JobParam *jp = &r->job->params[p];
+  for (int i = 0; i < r->pp; i++) {
+    RankCtx *rc = &r->ranks[i];
+    void *dst = vptr(rc, jp->value, 0);
+    if (dst && rc->dev.ops->copy_from_host(&rc->dev, dst, in, (size_t)jp->numel * 4, err) != MPL_OK) return MPL_ERR;
+  }
+  return MPL_OK;
+}
+
+int mpl_run_optim_slots(const MplRun *r, const char *const **names) {
+  static const char *const adamw[] = {"exp_avg", "exp_avg_sq"}, *const sgd[] = {"momentum"};
+  if (r->ocfg.kind == MPL_OPT_ADAMW) {
+    *names = adamw;
+    return 2;
+  }
+  *names = sgd;
+  return r->ocfg.momentum != 0 ? 1 : 0;
+}
+
+int mpl_run_get_optim(const MplRun *r, int p, int slot, float *out, MplErr *err) {
+  const float *src = r->ranks[r->owner[p]].opt[slot][p];
+  if (!src) return mpl_errf(err, "no optimizer state for %s", r->job->params[p].name);
+  memcpy(out, src, (size_t)r->job->params[p].numel * 4);
+  return MPL_OK;
+}
+
+int mpl_run_set_optim(MplRun *r, int p, int slot, const float *in, MplErr *err) {
+  for (int i = 0; i < r->pp; i++)
+    if (r->ranks[i].holds[p] && r->ranks[i].opt[slot][p])
+      memcpy(r->ranks[i].opt[slot][p], in, (size_t)r->job->params[p].numel * 4);
+  return MPL_OK;
+}
+
+int64_t mpl_run_data_pos(const MplRun *r) { return r->tokens ? mpl_loader_tell(&r->loader) : 0; }
+
+int mpl_run_restore(MplRun *r, int64_t step, int64_t data_pos, MplErr *err) {
+  if (step < 0) return mpl_errf(err, "bad step %lld", (long long)step);
+  r->step = step;
+  r->optim_fresh = step == 0;
+  if (r->tokens) return mpl_loader_seek(&r->loader, data_pos, err);
+  return MPL_OK;
+}
+
+/* ---- sampling ------------------------------------------------------------------------- */
+
+static int sample_input_index(const MplRun *r, int role) {
+  for (int i = 0; i < r->job->ninputs; i++)
+    if (r->role[i] == role) return i;
+  return -1;
+}
+
+/* Fills micro-batch 0's inputs: idx row 0 = window (zero padded), everything else 0. */
+static int sample_fill(MplRun *r, const int32_t *window, int64_t wlen, int idx_input, MplErr *err) {
+  const Job *job = r->job;
+  for (int i = 0; i < job->ninputs; i++) {
+    int v = job->inputs[i].value;
+    size_t bytes = value_bytes(job, v);
+    for (int k = 0; k < r->pp; k++) {
+      RankCtx *rc = &r->ranks[k];
+      if (!vptr(rc, v, 0)) continue;
+      memset(rc->stage_buf, 0, bytes);
+      if (i == idx_input) memcpy(rc->stage_buf, window, (size_t)wlen * 4);
+      if (rc->dev.ops->copy_from_host(&rc->dev, vptr(rc, v, 0), rc->stage_buf, bytes, err) != MPL_OK) return MPL_ERR;
+    }
+  }
+  return MPL_OK;
+}
+
+/* Runs every stage's forward program for micro-batch 0 in stage order on this thread,
+ * copying activations between the ranks' arenas directly. */
+static int sample_forward(MplRun *r, MplErr *err) {
+  const Job *job = r->job;
+  for (int s = 0; s < job->nstages; s++) {
+    RankCtx *rc = &r->ranks[job->stages[s].rank];
+    if (run_prog(rc, s, JP_FWD, 0, r->step, err) != MPL_OK) return MPL_ERR;
+    for (int x = 0; x < job->nxfers; x++) {
+      const JobXfer *xf = &job->xfers[x];
+      if (xf->grad || xf->src != s) continue;
+      RankCtx *dst = &r->ranks[job->stages[xf->dst].rank];
+      if (dst == rc) continue;
+      for (int i = 0; i < xf->nvals; i++) {
+        void *a = need_ptr(rc, xf->vals[i], 0, s, err), *b = a ? need_ptr(dst, xf->vals[i], 0, xf->dst, err) : NULL;
+        if (!b) return MPL_ERR;
+        memcpy(b, a, value_bytes(job, xf->vals[i]));
+      }
+    }
+  }
+  return MPL_OK;
+}
+
+static int32_t sample_pick(const float *logits, int64_t V, double u) {
+  double mx = -INFINITY, z = 0;
+  for (int64_t i = 0; i < V; i++) if (logits[i] > mx) mx = logits[i];
+  for (int64_t i = 0; i < V; i++) z += exp((double)logits[i] - mx);
+  double c = 0;
+  for (int64_t i = 0; i < V; i++) {
+    c += exp((double)logits[i] - mx) / z;
+    if (u < c) return (int32_t)i;
+  }
+  return (int32_t)(V - 1);
+}
+
+static void put_token(FILE *out, int32_t t) {
+  if (t >= 0 && t < 256) fputc(t, out);
+  else fprintf(out, "<%d>", t);
+}
+
+int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, FILE *out, MplErr *err) {
+  const Job *job = r->job;
+  int idx_in = sample_input_index(r, 0), ls = -1;
+  for (int s = 0; s < job->nstages; s++) if (job->stages[s].logits_value >= 0) ls = s;
+  if (idx_in < 0 || ls < 0) return mpl_errf(err, "--sample needs a token model (inputs idx, targets and a cross_entropy loss)");
+  int lv = job->stages[ls].logits_value;
+  const JobValue *lvv = &job->values[lv];
+  int64_t T = job->train.seq, V = lvv->dims[lvv->rank - 1];
+  if (lvv->rank < 2 || lvv->numel < r->B * T * V) return mpl_errf(err, "--sample: the logits are not [B, T, vocab]");
+  int64_t plen = (int64_t)strlen(prompt), ntok = plen > 0 ? plen : 1;
+  int32_t *toks = mpl_calloc((size_t)(ntok + n + 1), 4);
+  float *logits = mpl_malloc((size_t)V * 4);
+  int st = toks && logits ? MPL_OK : mpl_errf(err, "out of memory");
+  for (int64_t i = 0; i < plen; i++) toks[i] = (unsigned char)prompt[i];
+  for (int64_t i = 0; i < ntok && st == MPL_OK; i++)
+    if (toks[i] >= V) st = mpl_errf(err, "--prompt: byte %d is outside the vocabulary of %lld", toks[i], (long long)V);
+  fputs(prompt, out);
+  uint64_t stream = mpl_mix64(mpl_mix64(job->train.seed) ^ mpl_hash_name("mplrun.sample"));
+  for (int64_t k = 0; k < n && st == MPL_OK; k++) {
+    int64_t w0 = ntok > T ? ntok - T : 0, wlen = ntok - w0;
+    if (sample_fill(r, toks + w0, wlen, idx_in, err) != MPL_OK || sample_forward(r, err) != MPL_OK) {
+      st = MPL_ERR;
+      break;
+    }
+    RankCtx *rc = &r->ranks[job->stages[ls].rank];
+    const float *row = (const float *)need_ptr(rc, lv, 0, ls, err);
+    if (!row) { st = MPL_ERR; break; }
+    st = rc->dev.ops->copy_to_host(&rc->dev, logits, row + (wlen - 1) * V, (size_t)V * 4, err);
+    int32_t t = sample_pick(logits, V, mpl_uniform(stream, (uint64_t)k));
+    toks[ntok++] = t;
+    put_token(out, t);
+    fflush(out);
+  }
+  fputc('\n', out);
+  mpl_free(toks);
+  mpl_free(logits);
+  return st;
+}

@@ -1,0 +1,181 @@
+/*
+ * exec.h — the execution side of mplrun, in sections named after the files that
+ * define them:
+ *   optim.c       SGD and AdamW (torch.optim's arithmetic), gradient clipping, lr schedules
+ *   device_cpu.c  the device backend interface and the `cpu` backend
+ *   exec.c        the run: one executor thread per pipeline rank, the training loop, sampling
+ *   checkpoint.c  --init/--save safetensors by global name, --checkpoint/--resume directories
+ *
+ * Conventions are mpl.h's: MPL_OK / MPL_ERR with a message in an MplErr, nothing exits,
+ * host memory through mpl_malloc, no global mutable state (an MplRun holds everything).
+ */
+#ifndef MPL_EXEC_H
+#define MPL_EXEC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "job.h"
+#include "mpl.h"
+
+/* ==== optim.c ========================================================= */
+
+enum { MPL_OPT_SGD = 0, MPL_OPT_ADAMW = 1 };
+enum { MPL_LR_CONSTANT = 0, MPL_LR_COSINE = 1 };
+
+typedef struct MplOptimCfg {
+  int kind;                 /* MPL_OPT_* */
+  double lr, beta1, beta2, eps, weight_decay, momentum;
+  int lr_schedule;          /* MPL_LR_* */
+  int64_t warmup, steps;    /* cosine: warmup steps and the total step count */
+  double min_lr;
+  double grad_clip;         /* <= 0: no clipping */
+} MplOptimCfg;
+
+void mpl_optim_cfg_from_job(MplOptimCfg *c, const JobTrain *t);
+/* The learning rate of step t (0-based). */
+double mpl_lr_at(const MplOptimCfg *c, int64_t t);
+
+/* torch.optim.SGD, dampening 0, no nesterov: buf = momentum*buf + g (buf = g on the first
+ * step); p -= lr*buf. momentum == 0: p -= lr*g and buf is unused (may be NULL). */
+void mpl_sgd_update(float *p, const float *g, float *buf, int64_t n, double lr,
+                    double momentum, bool first_step);
+/* torch.optim.AdamW (single-tensor path) for step t (1-based). decay: apply weight decay. */
+void mpl_adamw_update(float *p, const float *g, float *m, float *v, int64_t n, double lr,
+                      double beta1, double beta2, double eps, double weight_decay, int64_t t);
+/* Sum of squares of g accumulated in float64, in element order. */
+double mpl_sumsq_f64(const float *g, int64_t n);
+/* torch.nn.utils.clip_grad_norm_'s coefficient, clamped to 1. */
+double mpl_clip_coef(double total_norm, double max_norm);
+void mpl_scale_f32(float *g, int64_t n, float coef);
+
+/* ==== device_cpu.c ==================================================== */
+
+/* A generated kernel: outer iterations [begin, end); scalars = {seed, step, micro-batch}. */
+typedef void (*MplKernelFn)(void **args, const int64_t *scalars, int64_t begin, int64_t end);
+
+typedef struct MplDevice MplDevice;
+
+/* A device backend: one instance per kind (cpu, cuda), filled with designated initializers.
+ * Pointers into the arena are device pointers; copy_* move bytes to and from host memory. */
+typedef struct MplDeviceOps {
+  const char *name;
+  /* index: the device number; threads: CPU threads for its kernels and products. */
+  int (*init)(MplDevice *d, int index, int threads, MplErr *err);
+  void (*free)(MplDevice *d);
+  /* Called on the rank's own thread before its first step (per-thread settings). */
+  void (*bind_thread)(MplDevice *d);
+  int (*arena_alloc)(MplDevice *d, uint64_t bytes, void **base, MplErr *err);
+  void (*arena_free)(MplDevice *d, void *base);
+  int (*kernel)(MplDevice *d, MplKernelFn fn, void **args, const int64_t *scalars,
+                int64_t n_outer, int64_t work, MplErr *err);
+  int (*gemm)(MplDevice *d, const JobStep *s, const float *a, const float *b, float *c,
+              MplErr *err);
+  int (*accum_f32)(MplDevice *d, float *acc, const float *src, int64_t n, MplErr *err);
+  int (*zero)(MplDevice *d, void *dst, size_t bytes, MplErr *err);
+  int (*copy_to_host)(MplDevice *d, void *host, const void *dev, size_t bytes, MplErr *err);
+  int (*copy_from_host)(MplDevice *d, void *dev, const void *host, size_t bytes, MplErr *err);
+} MplDeviceOps;
+
+struct MplDevice {
+  const MplDeviceOps *ops;
+  int index, threads;
+  void *impl;
+};
+
+extern const MplDeviceOps mpl_device_cpu_ops;
+
+/* The job's CPU kernels, compiled for the host by the JIT (jit_cpu.c). */
+typedef struct MplCpuKernels {
+  int n;
+  MplKernelFn *fn;
+  void *jit; /* the JIT that owns the code */
+} MplCpuKernels;
+int mpl_cpu_kernels_load(MplCpuKernels *k, const JobKernels *jk, MplErr *err);
+void mpl_cpu_kernels_free(MplCpuKernels *k);
+
+/* ==== exec.c ========================================================== */
+
+typedef struct MplRunOpts {
+  const char *device_kind;     /* "cpu" (the only one so far) */
+  int threads;                 /* per rank, >= 1 */
+  int64_t steps;               /* total steps (a resumed run continues up to it); < 0: the job's */
+  const char *data_path;       /* overrides the job's token file; NULL: the job's */
+  const char *init_path;       /* --init */
+  const char *save_path;       /* --save */
+  const char *ckpt_dir;        /* --checkpoint */
+  int64_t ckpt_every;          /* <= 0: only at the end */
+  const char *resume_dir;      /* --resume */
+  const char *trace_path;      /* --trace */
+  const char *metrics_path;    /* --metrics */
+  bool quiet;                  /* no progress lines */
+  FILE *out;                   /* progress and reports (NULL: stdout) */
+  uint64_t job_checksum;       /* identity of the job file, stored in checkpoints */
+  /* Test hooks: kernels to use instead of the JIT's (n == job's kernel count); and a
+   * failure injected at instruction fail_ins of step fail_step on rank fail_rank. */
+  const MplKernelFn *kernels;
+  int nkernels;
+  int fail_rank;               /* -1: none */
+  int64_t fail_step;
+  int fail_ins;
+} MplRunOpts;
+
+void mpl_run_opts_default(MplRunOpts *o);
+
+/* Per-rank totals, filled during the run. */
+typedef struct MplRankStats {
+  double busy_s, wall_s;       /* inside FWD/BWD/optimizer; the rank's step time */
+  uint64_t arena_bytes;
+} MplRankStats;
+
+typedef struct MplRun MplRun;
+
+/* Allocates arenas, loads kernels, opens the data, initialises params (from the seed,
+ * --init or --resume). */
+int mpl_run_init(MplRun **out, const Job *job, const MplRunOpts *opts, MplErr *err);
+void mpl_run_free(MplRun *r);
+/* Trains from the current step up to the total steps; progress, trace, metrics,
+ * checkpoints and --save as the options say. */
+int mpl_run_train(MplRun *r, MplErr *err);
+/* Generates n tokens after the prompt (its bytes are the tokens) with the forward
+ * programs, temperature 1 sampling from the seed; writes them as text to out. */
+int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, FILE *out, MplErr *err);
+/* Prints per rank busy ms, bubble fraction and arena bytes. */
+void mpl_run_report(const MplRun *r, FILE *out);
+/* Introspection, for tests and checkpoints. */
+int64_t mpl_run_step(const MplRun *r);
+double mpl_run_last_loss(const MplRun *r);
+const MplRankStats *mpl_run_rank_stats(const MplRun *r, int rank);
+/* Copies param p (index into job->params) from the rank that owns it into out (numel floats). */
+int mpl_run_get_param(const MplRun *r, int p, float *out, MplErr *err);
+/* Writes param p on every rank that holds it. */
+int mpl_run_set_param(MplRun *r, int p, const float *in, MplErr *err);
+/* Optimizer state of param p: the slot names of its kind ("exp_avg", "exp_avg_sq" /
+ * "momentum"), nslots of them; get/set copy numel floats (every holding rank on set). */
+int mpl_run_optim_slots(const MplRun *r, const char *const **names);
+int mpl_run_get_optim(const MplRun *r, int p, int slot, float *out, MplErr *err);
+int mpl_run_set_optim(MplRun *r, int p, int slot, const float *in, MplErr *err);
+/* Data position (the token loader's, or 0 for synthetic data) and its restore. */
+int64_t mpl_run_data_pos(const MplRun *r);
+int mpl_run_restore(MplRun *r, int64_t step, int64_t data_pos, MplErr *err);
+const Job *mpl_run_job(const MplRun *r);
+const MplRunOpts *mpl_run_opts(const MplRun *r);
+/* The whole run: init, train, report, free. */
+int mpl_exec_run(const Job *job, const MplRunOpts *opts, MplErr *err);
+
+/* ==== checkpoint.c ==================================================== */
+
+/* A hash of what a checkpoint must agree on: param names and shapes, optimizer kind. */
+uint64_t mpl_ckpt_identity(const Job *job);
+/* --save: every param, unsharded f32, by global name. */
+int mpl_ckpt_save_params(const MplRun *r, const char *path, MplErr *err);
+/* --init: every param must be in the file with its shape. */
+int mpl_ckpt_load_params(MplRun *r, const char *path, MplErr *err);
+/* DIR/model.safetensors, DIR/optim.safetensors, DIR/state.json, written into a temp
+ * directory that is renamed over DIR. */
+int mpl_ckpt_write_dir(const MplRun *r, const char *dir, MplErr *err);
+/* Loads params, optimizer state, step and data position from DIR. */
+int mpl_ckpt_resume(MplRun *r, const char *dir, MplErr *err);
+
+#endif

@@ -1,0 +1,201 @@
+/*
+ * mplrun.c — the command line of the runtime: reads a job, trains it on the chosen
+ * devices, and reports. The only place of the runtime that exits.
+ *
+ *   mplrun JOB [--devices cpu|cpu:N|cuda|cuda:0,1] [--threads N] [--steps N] [--data FILE]
+ *              [--init F] [--save F] [--checkpoint DIR] [--checkpoint-every N] [--resume DIR]
+ *              [--trace FILE.json] [--metrics FILE.jsonl] [--inspect]
+ *              [--sample N --prompt TEXT] [-q]
+ *
+ * Invariants: every bad flag, value or file is one line "mplrun: error: ..." and exit 1;
+ * flags may be written "--flag VALUE" or "--flag=VALUE".
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "exec.h"
+
+typedef struct Cli {
+  const char *job_path;
+  const char *devices;
+  int threads;          /* 0: default */
+  int64_t steps;        /* -1: the job's */
+  int64_t sample_n;     /* -1: no sampling */
+  const char *prompt;
+  bool inspect;
+  MplRunOpts run;
+} Cli;
+
+static void usage(FILE *f) {
+  fputs("usage: mplrun JOB [--devices cpu|cpu:N|cuda|cuda:0,1] [--threads N] [--steps N] [--data FILE]\n"
+        "                  [--init FILE.safetensors] [--save FILE.safetensors] [--checkpoint DIR]\n"
+        "                  [--checkpoint-every N] [--resume DIR] [--trace FILE.json] [--metrics FILE.jsonl]\n"
+        "                  [--inspect] [--sample N --prompt TEXT] [-q]\n",
+        f);
+}
+
+static int fail(const char *fmt, const char *a, const char *b) {
+  fprintf(stderr, "mplrun: error: ");
+  fprintf(stderr, fmt, a, b);
+  fputc('\n', stderr);
+  return 1;
+}
+
+/* A non-negative integer flag value. */
+static bool parse_count(const char *s, int64_t max, int64_t *out) {
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (errno || end == s || *end || v < 0 || v > max) return false;
+  *out = v;
+  return true;
+}
+
+static const char *const value_flags[] = {"--devices", "--threads", "--steps", "--data", "--init", "--save",
+                                          "--checkpoint", "--checkpoint-every", "--resume", "--trace",
+                                          "--metrics", "--sample", "--prompt", NULL};
+
+static bool takes_value(const char *flag) {
+  for (int i = 0; value_flags[i]; i++)
+    if (strcmp(flag, value_flags[i]) == 0) return true;
+  return false;
+}
+
+/* Applies one "--flag value"; returns 0 or 1 (after the message). */
+static int apply_flag(Cli *c, const char *f, const char *v) {
+  int64_t n;
+  if (!strcmp(f, "--devices")) c->devices = v;
+  else if (!strcmp(f, "--threads")) {
+    if (!parse_count(v, 4096, &n) || n < 1) return fail("--threads needs a positive integer, not '%s'%s", v, "");
+    c->threads = (int)n;
+  } else if (!strcmp(f, "--steps")) {
+    if (!parse_count(v, INT64_MAX / 2, &n)) return fail("--steps needs a non-negative integer, not '%s'%s", v, "");
+    c->steps = n;
+  } else if (!strcmp(f, "--checkpoint-every")) {
+    if (!parse_count(v, INT64_MAX / 2, &n) || n < 1)
+      return fail("--checkpoint-every needs a positive integer, not '%s'%s", v, "");
+    c->run.ckpt_every = n;
+  } else if (!strcmp(f, "--sample")) {
+    if (!parse_count(v, 1 << 24, &n)) return fail("--sample needs a non-negative token count, not '%s'%s", v, "");
+    c->sample_n = n;
+  } else if (!strcmp(f, "--data")) c->run.data_path = v;
+  else if (!strcmp(f, "--init")) c->run.init_path = v;
+  else if (!strcmp(f, "--save")) c->run.save_path = v;
+  else if (!strcmp(f, "--checkpoint")) c->run.ckpt_dir = v;
+  else if (!strcmp(f, "--resume")) c->run.resume_dir = v;
+  else if (!strcmp(f, "--trace")) c->run.trace_path = v;
+  else if (!strcmp(f, "--metrics")) c->run.metrics_path = v;
+  else if (!strcmp(f, "--prompt")) c->prompt = v;
+  return 0;
+}
+
+static int parse_args(Cli *c, int argc, char **argv) {
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      usage(stdout);
+      exit(0);
+    }
+    if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) c->run.quiet = true;
+    else if (!strcmp(a, "--inspect")) c->inspect = true;
+    else if (a[0] == '-' && a[1]) {
+      char flag[64];
+      const char *eq = strchr(a, '='), *val;
+      size_t fl = eq ? (size_t)(eq - a) : strlen(a);
+      if (fl >= sizeof flag) return fail("unknown flag '%s'%s", a, "");
+      memcpy(flag, a, fl);
+      flag[fl] = 0;
+      if (!takes_value(flag)) return fail("unknown flag '%s' (see mplrun --help)%s", a, "");
+      if (eq) val = eq + 1;
+      else if (i + 1 < argc) val = argv[++i];
+      else return fail("%s needs a value%s", flag, "");
+      if (apply_flag(c, flag, val)) return 1;
+    } else if (c->job_path) {
+      return fail("one job at a time ('%s' and '%s')", c->job_path, a);
+    } else {
+      c->job_path = a;
+    }
+  }
+  if (!c->job_path) {
+    usage(stderr);
+    return fail("no job given%s%s", "", "");
+  }
+  if ((c->sample_n >= 0) != (c->prompt != NULL)) return fail("--sample N and --prompt TEXT go together%s%s", "", "");
+  return 0;
+}
+
+/* --devices: cpu, cpu:N (N must be the job's pipeline ranks), cuda[:LIST]. */
+static int check_devices(const Cli *c, const Job *job) {
+  const char *d = c->devices;
+  if (!d || !strcmp(d, "cpu")) return 0;
+  if (!strncmp(d, "cuda", 4) && (d[4] == 0 || d[4] == ':')) {
+#ifdef MPL_HAVE_CUDA
+    return fail("--devices %s: no CUDA device found (this mplrun has no CUDA device backend yet)%s", d, "");
+#else
+    return fail("--devices %s: this mplrun was built without CUDA%s", d, "");
+#endif
+  }
+  int64_t n;
+  if (strncmp(d, "cpu:", 4) || !parse_count(d + 4, 1 << 20, &n) || n < 1)
+    return fail("--devices '%s': expected cpu, cpu:N, cuda or cuda:0,1%s", d, "");
+  if (n != job->pp) {
+    char buf[160];
+    snprintf(buf, sizeof buf, "%lld devices, but the job has %d pipeline ranks (one CPU device per rank for now)",
+             (long long)n, job->pp);
+    return fail("--devices %s asks for %s", d, buf);
+  }
+  return 0;
+}
+
+static int default_threads(int ranks) {
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  long t = cores > 0 ? cores / (ranks > 0 ? ranks : 1) : 1;
+  return t < 1 ? 1 : (int)t;
+}
+
+static uint64_t file_checksum(const char *path) {
+  uint8_t *data;
+  size_t len;
+  if (mpl_file_read_all(path, &data, &len, NULL) != MPL_OK) return 0;
+  uint64_t h = mpl_fnv1a64(data, len);
+  mpl_free(data);
+  return h;
+}
+
+static int run(Cli *c, Job *job) {
+  if (check_devices(c, job)) return 1;
+  c->run.threads = c->threads > 0 ? c->threads : default_threads(job->pp);
+  /* --sample alone samples from the given params: no training unless --steps says so */
+  c->run.steps = c->steps >= 0 ? c->steps : (c->sample_n >= 0 ? 0 : -1);
+  c->run.job_checksum = file_checksum(c->job_path);
+  MplErr err = {{0}};
+  MplRun *r;
+  if (mpl_run_init(&r, job, &c->run, &err) != MPL_OK) return fail("%s%s", err.msg, "");
+  int st = mpl_run_train(r, &err);
+  if (st == MPL_OK && !c->run.quiet && mpl_run_step(r) > 0) mpl_run_report(r, stdout);
+  if (st == MPL_OK && c->sample_n >= 0) st = mpl_run_sample(r, c->prompt, c->sample_n, stdout, &err);
+  mpl_run_free(r);
+  return st == MPL_OK ? 0 : fail("%s%s", err.msg, "");
+}
+
+int main(int argc, char **argv) {
+  Cli c = {.steps = -1, .sample_n = -1};
+  mpl_run_opts_default(&c.run);
+  if (parse_args(&c, argc, argv)) return 1;
+  char err[512] = "";
+  Job *job = job_read(c.job_path, err, sizeof err);
+  if (!job) return fail("%s%s", err[0] ? err : "cannot read the job", "");
+  int rc;
+  if (c.inspect) {
+    job_inspect(job, stdout);
+    rc = 0;
+  } else {
+    rc = run(&c, job);
+  }
+  job_free(job);
+  return rc;
+}

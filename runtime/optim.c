@@ -1,0 +1,105 @@
+/*
+ * optim.c — the optimizers (SGD, AdamW), global-norm gradient clipping and the
+ * learning-rate schedules.
+ *
+ * Invariants:
+ *  - the arithmetic is torch.optim's single-tensor CPU path, operation by operation, in
+ *    float32 per element with every Python scalar (computed in double) rounded to float
+ *    once, as torch does when it applies a scalar to a float tensor;
+ *    the one known difference: torch's vectorised lerp uses a fused multiply-add, we
+ *    round twice (no FMA anywhere, as in the generated kernels);
+ *  - everything is a pure function of its arguments, so every rank holding a param
+ *    updates it to the same bits.
+ */
+#include "exec.h"
+
+#include <math.h>
+
+void mpl_optim_cfg_from_job(MplOptimCfg *c, const JobTrain *t) {
+  *c = (MplOptimCfg){
+      .kind = t->optimizer,
+      .lr = t->lr,
+      .beta1 = t->beta1,
+      .beta2 = t->beta2,
+      .eps = t->eps,
+      .weight_decay = t->weight_decay,
+      .momentum = t->momentum,
+      .lr_schedule = t->lr_schedule,
+      .warmup = t->warmup,
+      .steps = t->steps,
+      .min_lr = t->min_lr,
+      .grad_clip = t->grad_clip,
+  };
+}
+
+/* constant, or cosine(warmup, min_lr): lr*(t+1)/warmup while t < warmup, then a cosine
+ * from lr at t = warmup down to min_lr at the last step (steps - 1). */
+double mpl_lr_at(const MplOptimCfg *c, int64_t t) {
+  if (c->lr_schedule != MPL_LR_COSINE) return c->lr;
+  if (t < c->warmup) return c->lr * (double)(t + 1) / (double)c->warmup;
+  int64_t span = c->steps - 1 - c->warmup;
+  if (span <= 0) return c->lr;
+  double progress = (double)(t - c->warmup) / (double)span;
+  if (progress > 1) progress = 1;
+  return c->min_lr + 0.5 * (c->lr - c->min_lr) * (1.0 + cos(M_PI * progress));
+}
+
+/* torch: buf = clone(g) on the first step, else buf.mul_(momentum).add_(g);
+ * p.add_(buf, alpha=-lr). */
+void mpl_sgd_update(float *p, const float *g, float *buf, int64_t n, double lr,
+                    double momentum, bool first_step) {
+  float neg_lr = (float)-lr;
+  if (momentum == 0 || !buf) {
+    for (int64_t i = 0; i < n; i++) p[i] = p[i] + neg_lr * g[i];
+    return;
+  }
+  float mom = (float)momentum;
+  for (int64_t i = 0; i < n; i++) {
+    float b = first_step ? g[i] : buf[i] * mom + g[i];
+    buf[i] = b;
+    p[i] = p[i] + neg_lr * b;
+  }
+}
+
+/* torch.optim.adamw._single_tensor_adamw:
+ *   param.mul_(1 - lr*wd)
+ *   exp_avg.lerp_(grad, 1 - beta1)
+ *   exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+ *   step_size = lr / (1 - beta1**t); bc2_sqrt = sqrt(1 - beta2**t)
+ *   denom = (exp_avg_sq.sqrt() / bc2_sqrt).add_(eps)
+ *   param.addcdiv_(exp_avg, denom, value=-step_size)      # p + (value*m)/denom */
+void mpl_adamw_update(float *p, const float *g, float *m, float *v, int64_t n, double lr,
+                      double beta1, double beta2, double eps, double weight_decay, int64_t t) {
+  float decay = (float)(1.0 - lr * weight_decay);
+  float w1 = (float)(1.0 - beta1), b2 = (float)beta2, w2 = (float)(1.0 - beta2);
+  double bc1 = 1.0 - pow(beta1, (double)t), bc2 = 1.0 - pow(beta2, (double)t);
+  float neg_step = (float)-(lr / bc1), bc2_sqrt = (float)sqrt(bc2), feps = (float)eps;
+  bool small = fabsf(w1) < 0.5f; /* lerp's two formulas */
+  bool do_decay = weight_decay != 0;
+  for (int64_t i = 0; i < n; i++) {
+    float pi = do_decay ? p[i] * decay : p[i];
+    float gi = g[i], mi = m[i];
+    mi = small ? mi + w1 * (gi - mi) : gi - (gi - mi) * (1.0f - w1);
+    float vi = v[i] * b2;
+    vi = vi + (w2 * gi) * gi;
+    float denom = sqrtf(vi) / bc2_sqrt + feps;
+    p[i] = pi + (neg_step * mi) / denom;
+    m[i] = mi;
+    v[i] = vi;
+  }
+}
+
+double mpl_sumsq_f64(const float *g, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; i++) s += (double)g[i] * (double)g[i];
+  return s;
+}
+
+double mpl_clip_coef(double total_norm, double max_norm) {
+  double coef = max_norm / (total_norm + 1e-6);
+  return coef < 1.0 ? coef : 1.0;
+}
+
+void mpl_scale_f32(float *g, int64_t n, float coef) {
+  for (int64_t i = 0; i < n; i++) g[i] *= coef;
+}
