@@ -100,6 +100,7 @@ Op *graph_add(Graph *g, OpKind k, int nin, const int *in, Loc loc) {
   op->layout = (Layout){.split_dim = -1, .groups = 1};
   op->loc = loc;
   op->fwd_of = -1;
+  op->seg = -1;
   g->ops[g->nops++] = op;
   return op;
 }
