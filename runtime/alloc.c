@@ -1,0 +1,204 @@
+/*
+ * alloc.c — the runtime's base: error messages, the one host allocator, whole-file
+ * reads and atomic file writes.
+ *
+ * Invariants:
+ *  - every host allocation of the runtime goes through mpl_malloc/_calloc/_realloc, so
+ *    tests can count live blocks and make the n-th allocation fail;
+ *  - a block carries a 64-byte header holding its size, so the data is 64-byte aligned
+ *    (AVX-512 loads) and mpl_free knows what to subtract;
+ *  - the counters are the one piece of process-wide state, kept in C11 atomics (as Redis's
+ *    zmalloc counter): they are statistics and a test hook, never behaviour.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "mpl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+enum { HDR = 64 };
+
+static _Atomic int64_t live_bytes, live_blocks, total_blocks, fail_countdown;
+
+int mpl_errf(MplErr *e, const char *fmt, ...) {
+  if (e) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    va_end(ap);
+  }
+  return MPL_ERR;
+}
+
+/* True if the failure hook says this allocation must fail. */
+static bool should_fail(void) {
+  if (atomic_load(&fail_countdown) <= 0) return false;
+  return atomic_fetch_sub(&fail_countdown, 1) == 1;
+}
+
+void *mpl_malloc(size_t n) {
+  if (n > SIZE_MAX - HDR || should_fail()) return NULL;
+  void *p = NULL;
+  if (posix_memalign(&p, HDR, n + HDR) != 0) return NULL;
+  *(size_t *)p = n;
+  atomic_fetch_add(&live_bytes, (int64_t)n);
+  atomic_fetch_add(&live_blocks, 1);
+  atomic_fetch_add(&total_blocks, 1);
+  return (char *)p + HDR;
+}
+
+void *mpl_calloc(size_t count, size_t size) {
+  if (size && count > SIZE_MAX / size) return NULL;
+  void *p = mpl_malloc(count * size);
+  if (p) memset(p, 0, count * size);
+  return p;
+}
+
+static size_t block_size(const void *p) { return *(const size_t *)((const char *)p - HDR); }
+
+void mpl_free(void *p) {
+  if (!p) return;
+  atomic_fetch_sub(&live_bytes, (int64_t)block_size(p));
+  atomic_fetch_sub(&live_blocks, 1);
+  free((char *)p - HDR);
+}
+
+/* Allocate, copy, free: keeps the alignment and the counts simple. On failure p is kept. */
+void *mpl_realloc(void *p, size_t n) {
+  if (!p) return mpl_malloc(n);
+  void *q = mpl_malloc(n);
+  if (!q) return NULL;
+  size_t old = block_size(p);
+  memcpy(q, p, old < n ? old : n);
+  mpl_free(p);
+  return q;
+}
+
+char *mpl_strdup(const char *s) {
+  size_t n = strlen(s) + 1;
+  char *p = mpl_malloc(n);
+  if (p) memcpy(p, s, n);
+  return p;
+}
+
+void mpl_alloc_stats(MplAllocStats *out) {
+  out->live_bytes = atomic_load(&live_bytes);
+  out->live_blocks = atomic_load(&live_blocks);
+  out->total_blocks = atomic_load(&total_blocks);
+}
+
+void mpl_alloc_fail_nth(int64_t n) { atomic_store(&fail_countdown, n > 0 ? n : 0); }
+
+/* ---- files ------------------------------------------------------------- */
+
+int mpl_file_read_all(const char *path, uint8_t **data, size_t *len, MplErr *err) {
+  *data = NULL;
+  *len = 0;
+  FILE *f = fopen(path, "rb");
+  if (!f) return mpl_errf(err, "%s: cannot open: %s", path, strerror(errno));
+  struct stat st;
+  if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+    fclose(f);
+    return mpl_errf(err, "%s: not a regular file", path);
+  }
+  size_t n = (size_t)st.st_size;
+  uint8_t *buf = mpl_malloc(n + 1);
+  if (!buf) {
+    fclose(f);
+    return mpl_errf(err, "%s: out of memory reading %zu bytes", path, n);
+  }
+  size_t got = fread(buf, 1, n, f);
+  fclose(f);
+  if (got != n) {
+    mpl_free(buf);
+    return mpl_errf(err, "%s: read error (%zu of %zu bytes)", path, got, n);
+  }
+  buf[n] = 0;
+  *data = buf;
+  *len = n;
+  return MPL_OK;
+}
+
+static void afile_release(MplAtomicFile *af) {
+  mpl_free(af->path);
+  mpl_free(af->tmp);
+  af->path = af->tmp = NULL;
+  af->f = NULL;
+}
+
+int mpl_afile_open(MplAtomicFile *af, const char *path, MplErr *err) {
+  memset(af, 0, sizeof *af);
+  size_t n = strlen(path);
+  af->path = mpl_strdup(path);
+  af->tmp = mpl_malloc(n + 16);
+  if (!af->path || !af->tmp) {
+    afile_release(af);
+    return mpl_errf(err, "%s: out of memory", path);
+  }
+  snprintf(af->tmp, n + 16, "%s.tmp.XXXXXX", path);
+  int fd = mkstemp(af->tmp);
+  if (fd < 0) {
+    int e = errno;
+    afile_release(af);
+    return mpl_errf(err, "%s: cannot create a temp file next to it: %s", path, strerror(e));
+  }
+  af->f = fdopen(fd, "wb");
+  if (!af->f) {
+    close(fd);
+    unlink(af->tmp);
+    afile_release(af);
+    return mpl_errf(err, "%s: fdopen failed", path);
+  }
+  return MPL_OK;
+}
+
+int mpl_afile_write(MplAtomicFile *af, const void *data, size_t n, MplErr *err) {
+  if (n && fwrite(data, 1, n, af->f) != n)
+    return mpl_errf(err, "%s: write error: %s", af->path, strerror(errno));
+  return MPL_OK;
+}
+
+void mpl_afile_abort(MplAtomicFile *af) {
+  if (af->f) fclose(af->f);
+  if (af->tmp) unlink(af->tmp);
+  afile_release(af);
+}
+
+/* fsync of the directory holding path, so the rename itself is durable. */
+static int fsync_dir(const char *path) {
+  const char *slash = strrchr(path, '/');
+  char dir[4096];
+  if (!slash) snprintf(dir, sizeof dir, ".");
+  else if (slash == path) snprintf(dir, sizeof dir, "/");
+  else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+  int fd = open(dir, O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return -1;
+  int rc = fsync(fd);
+  close(fd);
+  return rc;
+}
+
+int mpl_afile_commit(MplAtomicFile *af, MplErr *err) {
+  int rc = fflush(af->f);
+  if (rc == 0) rc = fsync(fileno(af->f));
+  int e = errno;
+  if (fclose(af->f) != 0 && rc == 0) rc = -1, e = errno;
+  af->f = NULL;
+  if (rc == 0 && rename(af->tmp, af->path) != 0) rc = -1, e = errno;
+  if (rc != 0) {
+    mpl_errf(err, "%s: cannot write: %s", af->path, strerror(e));
+    mpl_afile_abort(af);
+    return MPL_ERR;
+  }
+  fsync_dir(af->path); /* best effort: some file systems refuse fsync on directories */
+  afile_release(af);
+  return MPL_OK;
+}

@@ -1,0 +1,377 @@
+/*
+ * mpl.h — the runtime library's one public header, in sections named after the
+ * files that define them:
+ *   alloc.c        status codes, error messages, the host allocator, atomic file writes
+ *   json.c         a tiny JSON reader (safetensors headers, tests of the trace output)
+ *   safetensors.c  reading and writing .safetensors files (params, checkpoints)
+ *   data.c         llm.c token files, the token loader, synthetic(n) examples
+ *   jobfile.c      the byte-level container of the job file (header, sections, cursors)
+ *   comm_local.c   the communicator interface and its in-process (threads) implementation
+ *   gemm.c         the CPU matrix product (oneDNN's sgemm)
+ *   trace.c        the Chrome trace writer and the JSON-lines metrics writer
+ *
+ * Conventions (every section): functions return MPL_OK or MPL_ERR and fill an MplErr
+ * with a message naming the file and the problem; the library never exits; every host
+ * allocation goes through mpl_malloc and friends; objects have _init/_free (or
+ * _open/_free) pairs, and _free of a zeroed or half-initialised object is safe.
+ */
+#ifndef MPL_RUNTIME_H
+#define MPL_RUNTIME_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* ==== alloc.c ========================================================= */
+
+typedef enum MplStatus { MPL_OK = 0, MPL_ERR = -1 } MplStatus;
+
+/* An error message; functions that can fail take an MplErr * (NULL: no message wanted). */
+typedef struct MplErr {
+  char msg[512];
+} MplErr;
+
+/* Formats the message into e (if non-NULL); returns MPL_ERR so callers can `return mpl_errf(...)`. */
+int mpl_errf(MplErr *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The host allocator: every block is 64-byte aligned and counted. n = 0 is allowed. */
+void *mpl_malloc(size_t n);
+void *mpl_calloc(size_t count, size_t size);
+void *mpl_realloc(void *p, size_t n);
+void mpl_free(void *p);
+char *mpl_strdup(const char *s);
+
+typedef struct MplAllocStats {
+  int64_t live_bytes, live_blocks; /* currently allocated */
+  int64_t total_blocks;            /* ever allocated (successfully) */
+} MplAllocStats;
+void mpl_alloc_stats(MplAllocStats *out);
+/* Test hook: the n-th allocation from now fails (1 = the next one); 0 turns it off. */
+void mpl_alloc_fail_nth(int64_t n);
+
+/* Reads a whole file into *data (mpl_malloc'd, one extra NUL byte after *len bytes). */
+int mpl_file_read_all(const char *path, uint8_t **data, size_t *len, MplErr *err);
+
+/* An atomic file write: a temp file in the target's directory, then fflush, fsync,
+ * rename over the target and fsync of the directory. Until commit, the target is
+ * untouched; after an error the temp file is removed. */
+typedef struct MplAtomicFile {
+  char *path, *tmp;
+  FILE *f;
+} MplAtomicFile;
+int mpl_afile_open(MplAtomicFile *af, const char *path, MplErr *err);
+int mpl_afile_write(MplAtomicFile *af, const void *data, size_t n, MplErr *err);
+int mpl_afile_commit(MplAtomicFile *af, MplErr *err); /* also frees af */
+void mpl_afile_abort(MplAtomicFile *af);              /* removes the temp file, frees af */
+
+/* ==== json.c ========================================================== */
+
+typedef enum MplJsonType {
+  MPL_JSON_NULL, MPL_JSON_BOOL, MPL_JSON_NUM, MPL_JSON_STR, MPL_JSON_ARR, MPL_JSON_OBJ
+} MplJsonType;
+
+typedef struct MplJson {
+  MplJsonType type;
+  bool b;
+  double num;
+  bool is_int;          /* a number written as an integer that fits int64 */
+  int64_t i;            /* its exact value */
+  char *str;            /* STR: the decoded string (NUL-terminated, may contain \0 escapes) */
+  size_t len;           /* STR: its length */
+  int n;                /* ARR, OBJ: element count */
+  struct MplJson *items; /* ARR, OBJ: the elements, in file order */
+  char **keys;          /* OBJ: the keys, in file order */
+} MplJson;
+
+/* Parses exactly one JSON value (surrounding whitespace allowed); nesting is limited to 64. */
+int mpl_json_parse(const char *text, size_t len, MplJson *out, MplErr *err);
+void mpl_json_free(MplJson *v);
+/* The value of key in obj (the first one), or NULL. */
+const MplJson *mpl_json_get(const MplJson *obj, const char *key);
+
+/* ==== safetensors.c =================================================== */
+
+#define MPL_ST_MAX_DIM 8
+#define MPL_ST_MAX_HEADER (100u << 20) /* 100 MB, as the reference implementation */
+
+typedef enum MplStDtype { MPL_ST_F32, MPL_ST_F16, MPL_ST_BF16 } MplStDtype;
+
+typedef struct MplStTensor {
+  char *name;
+  MplStDtype dtype;
+  int ndim;
+  int64_t shape[MPL_ST_MAX_DIM];
+  int64_t numel;
+  uint64_t begin, end; /* byte offsets in the data section */
+} MplStTensor;
+
+typedef struct MplSafetensors {
+  char *path;
+  FILE *f;
+  uint64_t data_start; /* 8 + header length */
+  int n;
+  MplStTensor *tensors; /* sorted by name */
+  int nmeta;
+  char **meta_keys, **meta_values; /* __metadata__, sorted by key */
+} MplSafetensors;
+
+int mpl_st_open(MplSafetensors *st, const char *path, MplErr *err);
+void mpl_st_free(MplSafetensors *st);
+const MplStTensor *mpl_st_find(const MplSafetensors *st, const char *name);
+const char *mpl_st_meta(const MplSafetensors *st, const char *key); /* NULL if absent */
+/* Reads t's data converted to f32 into out (t->numel floats). */
+int mpl_st_read_f32(const MplSafetensors *st, const MplStTensor *t, float *out, MplErr *err);
+
+typedef struct MplStEntry {
+  const char *name;
+  int ndim;
+  const int64_t *shape;
+  const float *data;
+} MplStEntry;
+/* Writes an F32 file atomically; entries are written in name order (any input order);
+ * duplicate names are an error. meta: nmeta key/value string pairs for __metadata__. */
+int mpl_st_write_f32(const char *path, const MplStEntry *entries, int n,
+                     const char *const *meta_keys, const char *const *meta_values, int nmeta,
+                     MplErr *err);
+
+/* ==== data.c ========================================================== */
+
+#define MPL_TOKENS_MAGIC 20240520
+#define MPL_TOKENS_VERSION 1
+
+typedef struct MplTokens {
+  char *path;
+  uint16_t *tokens;
+  int64_t ntok;
+  int max_token; /* the largest token id in the file (-1 if empty) */
+} MplTokens;
+
+int mpl_tokens_open(MplTokens *t, const char *path, MplErr *err);
+void mpl_tokens_free(MplTokens *t);
+/* Writes an llm.c token file (for tests and examples). */
+int mpl_tokens_write(const char *path, const uint16_t *tokens, int64_t ntok, MplErr *err);
+
+/* The loader: a position in the token stream, advanced by batch*seq per step. */
+typedef struct MplLoader {
+  const MplTokens *tok;
+  int64_t batch, seq;
+  int64_t pos; /* where the next step's batch starts */
+} MplLoader;
+
+/* Fails (with a message) if the file holds fewer than batch*seq + 1 tokens. */
+int mpl_loader_init(MplLoader *l, const MplTokens *t, int64_t batch, int64_t seq, MplErr *err);
+/* The position at which step `step` (0-based) starts, from position 0 at step 0. */
+int64_t mpl_loader_pos_at_step(const MplLoader *l, int64_t step);
+/* Sets the position (a value from mpl_loader_tell or _pos_at_step); fails if out of range. */
+int mpl_loader_seek(MplLoader *l, int64_t pos, MplErr *err);
+int64_t mpl_loader_tell(const MplLoader *l);
+/* Rows [row0, row0+nrows) of the current step's [batch, seq] idx and targets (either may be
+ * NULL), as int32; does not advance. Micro-batch j of size r is row0 = j*r, nrows = r. */
+void mpl_loader_rows(const MplLoader *l, int64_t row0, int64_t nrows, int32_t *idx, int32_t *targets);
+/* Moves to the next step's position (wrapping to 0 when fewer than batch*seq+1 remain). */
+void mpl_loader_advance(MplLoader *l);
+
+/* synthetic(n): n examples of the model's inputs, drawn once from the seed. */
+typedef enum MplSynthKind { MPL_SYNTH_F32, MPL_SYNTH_I32 } MplSynthKind;
+typedef struct MplSynthInput {
+  MplSynthKind kind;
+  int64_t row_elems; /* elements of one example (the input's shape without the batch dim) */
+  int32_t hi;        /* I32: values uniform in [0, hi) (hi >= 1) */
+} MplSynthInput;
+
+typedef struct MplSynth {
+  int64_t n;
+  int ninputs;
+  MplSynthInput *inputs;
+  void **data; /* per input: n * row_elems values (float or int32) */
+} MplSynth;
+
+/* F32 inputs are normal(0, 1), I32 inputs uniform in [0, hi); input i uses its own stream. */
+int mpl_synth_init(MplSynth *s, int64_t n, const MplSynthInput *inputs, int ninputs,
+                   uint64_t seed, MplErr *err);
+void mpl_synth_free(MplSynth *s);
+/* Rows [row0, row0+nrows) of input `input` at step `step`, with rows_per_step rows per step:
+ * row k is example (step*rows_per_step + k) mod n. out: nrows*row_elems floats or int32. */
+void mpl_synth_rows(const MplSynth *s, int input, int64_t step, int64_t rows_per_step,
+                    int64_t row0, int64_t nrows, void *out);
+
+/* ==== jobfile.c ======================================================= */
+
+#define MPL_JOB_MAGIC "MPLJOB\0\1"
+#define MPL_JOB_VERSION 1u
+#define MPL_JOB_HEADER 32         /* magic 8, version 4, flags 4, size 8, checksum 8 */
+#define MPL_JOB_MAX_STR (1u << 24) /* the longest string a cursor accepts */
+#define MPL_JOB_TAG(a, b, c, d) \
+  ((uint32_t)(uint8_t)(a) | (uint32_t)(uint8_t)(b) << 8 | (uint32_t)(uint8_t)(c) << 16 | (uint32_t)(uint8_t)(d) << 24)
+
+uint64_t mpl_fnv1a64(const void *data, size_t n);
+
+/* The writer: a growable little-endian byte buffer. Errors (out of memory, unbalanced
+ * sections) are sticky and reported by mpl_jw_save. */
+typedef struct MplJobWriter {
+  uint8_t *buf;
+  size_t len, cap;
+  size_t section; /* offset of the open section's header, or 0 if none */
+  bool failed;
+  MplErr err;
+} MplJobWriter;
+
+void mpl_jw_init(MplJobWriter *w);
+void mpl_jw_free(MplJobWriter *w);
+void mpl_jw_u8(MplJobWriter *w, uint8_t v);
+void mpl_jw_u32(MplJobWriter *w, uint32_t v);
+void mpl_jw_u64(MplJobWriter *w, uint64_t v);
+void mpl_jw_i64(MplJobWriter *w, int64_t v);
+void mpl_jw_f64(MplJobWriter *w, double v);
+void mpl_jw_bytes(MplJobWriter *w, const void *p, size_t n);
+void mpl_jw_str(MplJobWriter *w, const char *s); /* u32 length, bytes, NUL */
+void mpl_jw_begin(MplJobWriter *w, uint32_t tag);
+void mpl_jw_end(MplJobWriter *w);
+/* Fills in the header (flags, size, checksum); afterwards w->buf[0..len) is the file. */
+int mpl_jw_finish(MplJobWriter *w, uint32_t flags, MplErr *err);
+int mpl_jw_save(MplJobWriter *w, const char *path, uint32_t flags, MplErr *err); /* finish + atomic write */
+
+typedef struct MplJobSection {
+  uint32_t tag;
+  const uint8_t *data;
+  uint64_t len;
+} MplJobSection;
+
+typedef struct MplJob {
+  uint8_t *bytes; /* the whole file */
+  size_t len;
+  uint32_t version, flags;
+  int nsections;
+  MplJobSection *sections;
+} MplJob;
+
+/* Validates magic, version, size, checksum and the section framing. parse copies `data`. */
+int mpl_job_load(MplJob *job, const char *path, MplErr *err);
+int mpl_job_parse(MplJob *job, const void *data, size_t len, const char *what, MplErr *err);
+void mpl_job_free(MplJob *job);
+/* The first section with this tag, or NULL. */
+const MplJobSection *mpl_job_section(const MplJob *job, uint32_t tag);
+/* "ABCD" from a tag (buf of at least 5 bytes; unprintable bytes as '?'). */
+char *mpl_job_tag_str(uint32_t tag, char *buf);
+
+/* A cursor over one section: reading past the end, or a malformed value, sets `failed`
+ * and a message (the first one is kept) and returns 0 / NULL from then on. */
+typedef struct MplCursor {
+  const uint8_t *p;
+  uint64_t len, pos;
+  uint32_t tag;
+  bool failed;
+  MplErr err;
+} MplCursor;
+
+void mpl_cur_init(MplCursor *c, const MplJobSection *s);
+uint8_t mpl_cur_u8(MplCursor *c);
+uint32_t mpl_cur_u32(MplCursor *c);
+uint64_t mpl_cur_u64(MplCursor *c);
+int64_t mpl_cur_i64(MplCursor *c);
+double mpl_cur_f64(MplCursor *c);
+/* A NUL-terminated string inside the job's bytes (valid while the job lives). */
+const char *mpl_cur_str(MplCursor *c);
+const void *mpl_cur_bytes(MplCursor *c, uint64_t n);
+/* A u32 count that must be <= max and leave at least count*min_elem_bytes bytes to read. */
+uint32_t mpl_cur_count(MplCursor *c, uint32_t max, uint32_t min_elem_bytes, const char *what);
+/* Marks the cursor failed with a message (for the parser on top: "bad op kind 77"). */
+void mpl_cur_fail(MplCursor *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+bool mpl_cur_at_end(const MplCursor *c);
+
+/* ==== comm_local.c ==================================================== */
+
+typedef struct MplComm MplComm;
+
+/* A communicator backend. Every op returns MPL_OK or MPL_ERR (the message in comm->err).
+ * send never blocks (eager, buffered); recv blocks until the matching message arrives;
+ * messages between a (src, dst) pair arrive in FIFO order and their tags must match.
+ * allreduce_sum_f32 over a group of ranks gives every member bitwise-identical sums,
+ * added in ascending rank order. abort makes every blocked and future op fail. */
+typedef struct MplCommOps {
+  const char *name;
+  int (*send)(MplComm *c, int dst, uint64_t tag, const void *buf, size_t bytes);
+  int (*recv)(MplComm *c, int src, uint64_t tag, void *buf, size_t bytes);
+  int (*allreduce_sum_f32)(MplComm *c, const int *ranks, int nranks, float *buf, size_t n);
+  int (*barrier)(MplComm *c);
+  void (*abort)(MplComm *c, const char *why);
+  void (*free)(MplComm *c);
+} MplCommOps;
+
+struct MplComm {
+  const MplCommOps *ops;
+  int rank, size;
+  void *impl;
+  MplErr err; /* the message of the last failed op */
+};
+
+/* The in-process world: nranks ranks that are threads of this process. */
+typedef struct MplCommWorld MplCommWorld;
+extern const MplCommOps mpl_comm_local_ops;
+
+int mpl_comm_world_init(MplCommWorld **w, int nranks, MplErr *err);
+/* Frees the world; every rank thread must have stopped using it. */
+void mpl_comm_world_free(MplCommWorld *w);
+/* Rank r's handle (owned by the world; its ops->free is a no-op). */
+MplComm *mpl_comm_world_rank(MplCommWorld *w, int r);
+/* Wakes every blocked rank with an error; later ops fail too. Thread-safe, idempotent. */
+void mpl_comm_world_abort(MplCommWorld *w, const char *why);
+
+/* ==== gemm.c ========================================================== */
+
+/* Row-major C = alpha * op(A) * op(B) + beta * C, op(A) [M, K], op(B) [K, N] (like dnnl_sgemm).
+ * beta = 0 ignores C's old contents (NaN included). Deterministic: the same call with the
+ * same thread count gives the same bits. */
+int mpl_gemm_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                 const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                 float *C, int64_t ldc);
+/* batch products; matrix i uses A + i*sa, B + i*sb, C + i*sc (sa or sb = 0: broadcast). */
+int mpl_gemm_f32_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                         const float *A, int64_t lda, int64_t sa, const float *B, int64_t ldb,
+                         int64_t sb, float beta, float *C, int64_t ldc, int64_t sc, int64_t batch);
+/* The number of threads GEMMs called from this thread use (OpenMP's per-thread setting). */
+void mpl_gemm_set_threads(int n);
+
+/* ==== trace.c ========================================================= */
+
+typedef struct MplTraceEvent {
+  char name[48];
+  char cat[16];
+  double ts, dur; /* microseconds */
+} MplTraceEvent;
+
+typedef struct MplTraceRank {
+  MplTraceEvent *ev;
+  int64_t n, cap;
+  bool oom; /* an event was dropped for lack of memory */
+} MplTraceRank;
+
+/* A Chrome trace: each rank records into its own buffer (no locks; a rank is one thread),
+ * and mpl_trace_write writes them all at the end, one row (tid) per rank. */
+typedef struct MplTrace {
+  int nranks;
+  MplTraceRank *ranks;
+  uint64_t t0_ns; /* the monotonic clock at init */
+} MplTrace;
+
+int mpl_trace_init(MplTrace *t, int nranks, MplErr *err);
+void mpl_trace_free(MplTrace *t);
+/* Microseconds since mpl_trace_init, from a monotonic clock. */
+double mpl_trace_now(const MplTrace *t);
+/* Records a complete event ("ph":"X") of rank; name and cat are copied (truncated). */
+void mpl_trace_event(MplTrace *t, int rank, const char *name, const char *cat, double ts, double dur);
+int mpl_trace_write(const MplTrace *t, const char *path, MplErr *err);
+
+/* JSON-lines metrics: one object per line, flushed per line. */
+typedef struct MplMetrics {
+  FILE *f;
+  char *path;
+} MplMetrics;
+
+int mpl_metrics_open(MplMetrics *m, const char *path, MplErr *err);
+/* {"k0": v0, ...}; integral values print without a fraction, non-finite ones as null. */
+int mpl_metrics_line(MplMetrics *m, const char *const *keys, const double *vals, int n, MplErr *err);
+void mpl_metrics_close(MplMetrics *m);
+
+#endif

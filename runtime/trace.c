@@ -1,0 +1,132 @@
+/*
+ * trace.c — observability: the Chrome trace writer (--trace, for chrome://tracing and
+ * Perfetto) and the JSON-lines metrics writer.
+ *
+ * Invariants: a rank records only into its own MplTraceRank (one rank = one thread), so
+ * recording takes no lock; the file is written once, after the ranks stopped, as one JSON
+ * array: a thread_name metadata event "rank N" per rank, then complete events ("ph": "X")
+ * with tid = rank, timestamps in microseconds since mpl_trace_init on CLOCK_MONOTONIC.
+ * Names are escaped, so the output is always valid JSON. A metrics line is one JSON object
+ * flushed as soon as it is written, so a crash loses at most the line being written.
+ */
+#include "mpl.h"
+
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+#include <time.h>
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int mpl_trace_init(MplTrace *t, int nranks, MplErr *err) {
+  memset(t, 0, sizeof *t);
+  if (nranks < 1) return mpl_errf(err, "trace: bad rank count %d", nranks);
+  t->ranks = mpl_calloc((size_t)nranks, sizeof *t->ranks);
+  if (!t->ranks) return mpl_errf(err, "trace: out of memory");
+  t->nranks = nranks;
+  t->t0_ns = now_ns();
+  return MPL_OK;
+}
+
+void mpl_trace_free(MplTrace *t) {
+  for (int r = 0; r < t->nranks; r++) mpl_free(t->ranks[r].ev);
+  mpl_free(t->ranks);
+  memset(t, 0, sizeof *t);
+}
+
+double mpl_trace_now(const MplTrace *t) { return (double)(now_ns() - t->t0_ns) / 1000.0; }
+
+void mpl_trace_event(MplTrace *t, int rank, const char *name, const char *cat, double ts, double dur) {
+  if (!t || rank < 0 || rank >= t->nranks) return;
+  MplTraceRank *r = &t->ranks[rank];
+  if (r->n == r->cap) {
+    int64_t nc = r->cap ? r->cap * 2 : 1024;
+    MplTraceEvent *ev = mpl_realloc(r->ev, (size_t)nc * sizeof *ev);
+    if (!ev) { r->oom = true; return; }
+    r->ev = ev, r->cap = nc;
+  }
+  MplTraceEvent *e = &r->ev[r->n++];
+  snprintf(e->name, sizeof e->name, "%s", name ? name : "");
+  snprintf(e->cat, sizeof e->cat, "%s", cat ? cat : "");
+  e->ts = ts;
+  e->dur = dur;
+}
+
+/* A JSON string literal. */
+static void put_json_str(FILE *f, const char *s) {
+  fputc('"', f);
+  for (; *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+    else if (c < 0x20) fprintf(f, "\\u%04x", c);
+    else fputc(c, f);
+  }
+  fputc('"', f);
+}
+
+static void put_event(FILE *f, int rank, const MplTraceEvent *e) {
+  fprintf(f, ",\n{\"name\":");
+  put_json_str(f, e->name);
+  fprintf(f, ",\"cat\":");
+  put_json_str(f, e->cat);
+  fprintf(f, ",\"ph\":\"X\",\"ts\":%.3f,\"dur\":%.3f,\"pid\":0,\"tid\":%d}", isfinite(e->ts) ? e->ts : 0.0,
+          isfinite(e->dur) ? e->dur : 0.0, rank);
+}
+
+int mpl_trace_write(const MplTrace *t, const char *path, MplErr *err) {
+  FILE *f = fopen(path, "w");
+  if (!f) return mpl_errf(err, "%s: cannot write the trace: %s", path, strerror(errno));
+  fprintf(f, "[{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":0,\"tid\":0,\"args\":{\"name\":\"mplrun\"}}");
+  for (int r = 0; r < t->nranks; r++)
+    fprintf(f, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":0,\"tid\":%d,\"args\":{\"name\":\"rank %d\"}}", r, r);
+  for (int r = 0; r < t->nranks; r++)
+    for (int64_t i = 0; i < t->ranks[r].n; i++) put_event(f, r, &t->ranks[r].ev[i]);
+  fprintf(f, "\n]\n");
+  bool bad = ferror(f) != 0;
+  if (fclose(f) != 0 || bad) return mpl_errf(err, "%s: write error in the trace", path);
+  return MPL_OK;
+}
+
+/* ---- metrics ------------------------------------------------------------------ */
+
+int mpl_metrics_open(MplMetrics *m, const char *path, MplErr *err) {
+  memset(m, 0, sizeof *m);
+  m->path = mpl_strdup(path);
+  if (!m->path) return mpl_errf(err, "%s: out of memory", path);
+  m->f = fopen(path, "w");
+  if (!m->f) {
+    mpl_errf(err, "%s: cannot write metrics: %s", path, strerror(errno));
+    mpl_metrics_close(m);
+    return MPL_ERR;
+  }
+  return MPL_OK;
+}
+
+static void put_number(FILE *f, double v) {
+  if (!isfinite(v)) fputs("null", f);
+  else if (v == floor(v) && fabs(v) < 9007199254740992.0) fprintf(f, "%.0f", v);
+  else fprintf(f, "%.9g", v);
+}
+
+int mpl_metrics_line(MplMetrics *m, const char *const *keys, const double *vals, int n, MplErr *err) {
+  fputc('{', m->f);
+  for (int i = 0; i < n; i++) {
+    if (i) fputs(", ", m->f);
+    put_json_str(m->f, keys[i]);
+    fputs(": ", m->f);
+    put_number(m->f, vals[i]);
+  }
+  fputs("}\n", m->f);
+  if (fflush(m->f) != 0 || ferror(m->f)) return mpl_errf(err, "%s: write error", m->path);
+  return MPL_OK;
+}
+
+void mpl_metrics_close(MplMetrics *m) {
+  if (m->f) fclose(m->f);
+  mpl_free(m->path);
+  memset(m, 0, sizeof *m);
+}

@@ -1,0 +1,89 @@
+/*
+ * gemm_bench.c — GFLOP/s of mpl_gemm_f32 (oneDNN sgemm) at 1 and 2 OpenMP threads, and
+ * for two rank threads at 1 thread each (the --threads 1 layout of two CPU ranks), at
+ * 1024^3 and GPT-ish shapes. A benchmark, not a test: it prints numbers and exits 0.
+ *
+ * Build and run from the repository root:
+ *   gcc -std=gnu11 -O2 -I. -pthread tests/bench/gemm_bench.c runtime/gemm.c runtime/alloc.c \
+ *       -ldnnl -lm -o build/gemm_bench && build/gemm_bench
+ */
+#include "runtime/mpl.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+
+typedef struct Shape {
+  const char *what;
+  bool ta, tb;
+  int64_t M, N, K;
+} Shape;
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static float *rand_matrix(int64_t n) {
+  float *x = mpl_malloc((size_t)n * sizeof *x);
+  for (int64_t i = 0; i < n; i++) x[i] = (float)(rand() % 2001 - 1000) * 1e-3f;
+  return x;
+}
+
+typedef struct Run {
+  const Shape *s;
+  int threads;
+  double gflops;
+} Run;
+
+/* Repeats the product for at least 0.5 s after a 0.2 s warm-up; GFLOP/s of this thread. */
+static void *bench_one(void *p) {
+  Run *r = p;
+  const Shape *s = r->s;
+  mpl_gemm_set_threads(r->threads);
+  float *A = rand_matrix(s->M * s->K), *B = rand_matrix(s->K * s->N), *C = rand_matrix(s->M * s->N);
+  int64_t lda = s->ta ? s->M : s->K, ldb = s->tb ? s->K : s->N;
+  double t0 = now_s(), t;
+  while (now_s() - t0 < 0.2) mpl_gemm_f32(s->ta, s->tb, s->M, s->N, s->K, 1, A, lda, B, ldb, 0, C, s->N);
+  int reps = 0;
+  t0 = now_s();
+  do {
+    mpl_gemm_f32(s->ta, s->tb, s->M, s->N, s->K, 1, A, lda, B, ldb, 0, C, s->N);
+    reps++;
+    t = now_s() - t0;
+  } while (t < 0.5);
+  r->gflops = 2.0 * (double)s->M * (double)s->N * (double)s->K * reps / t * 1e-9;
+  mpl_free(A), mpl_free(B), mpl_free(C);
+  return NULL;
+}
+
+int main(void) {
+  const Shape shapes[] = {
+      {"square", false, false, 1024, 1024, 1024},
+      {"qkv fwd", false, false, 2048, 1152, 384},
+      {"mlp down fwd", false, false, 2048, 384, 1536},
+      {"mlp down dX (NT)", false, true, 2048, 1536, 384},
+      {"mlp down dW (TN)", true, false, 1536, 384, 2048},
+  };
+  /* The first 2-thread products of a process can run slowly (the OpenMP team warming up);
+   * keep that out of the table. An OpenMP team is also hurt far more than two independent
+   * rank threads by other load on the machine (the team waits for its slowest thread). */
+  Run warm = {&shapes[0], 2, 0};
+  for (int i = 0; i < 3; i++) bench_one(&warm);
+  printf("%-18s %16s %10s %10s %18s\n", "shape", "MxNxK", "1 thread", "2 threads", "2 ranks x 1 thread");
+  for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+    const Shape *s = &shapes[i];
+    Run one = {s, 1, 0}, two = {s, 2, 0}, ranks[2] = {{s, 1, 0}, {s, 1, 0}};
+    bench_one(&one);
+    bench_one(&two);
+    pthread_t th[2];
+    for (int r = 0; r < 2; r++) pthread_create(&th[r], NULL, bench_one, &ranks[r]);
+    for (int r = 0; r < 2; r++) pthread_join(th[r], NULL);
+    char dims[48];
+    snprintf(dims, sizeof dims, "%lldx%lldx%lld", (long long)s->M, (long long)s->N, (long long)s->K);
+    printf("%-18s %16s %10.1f %10.1f %18.1f   GFLOP/s\n", s->what, dims, one.gflops, two.gflops,
+           ranks[0].gflops + ranks[1].gflops);
+  }
+  return 0;
+}
