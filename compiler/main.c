@@ -1,0 +1,234 @@
+/*
+ * main.c — the mplc driver. The whole pipeline reads top to bottom in main():
+ * options, parse, front end, (later passes), output. Each pass lives in its own
+ * file; this file only wires them together and turns results into exit codes.
+ *
+ * Invariants:
+ *  - A user's mistake (bad flag, unreadable file, diagnostics) exits non-zero
+ *    with "mplc: error: ..." or file:line:col diagnostics; never a crash.
+ *  - --emit output goes to stdout, diagnostics to stderr.
+ *  - No global mutable state: options live in main's frame.
+ */
+#include "mplc.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MPLC_VERSION "0.1"
+
+/* ORDER: none. Every --emit=NAME the driver knows. */
+#define EMITS(X) X(NONE, "") X(AST, "ast") X(GRAPH, "graph") X(GRAD, "grad") X(PARTITION, "partition") \
+  X(SCHEDULE, "schedule") X(PLAN, "plan") X(KERNELS, "kernels") X(CUDA, "cuda") X(LLVM, "llvm") X(DOT, "dot")
+
+typedef enum Emit {
+#define X(e, s) EMIT_##e,
+  EMITS(X)
+#undef X
+} Emit;
+
+static const char *const emit_names[] = {
+#define X(e, s) s,
+    EMITS(X)
+#undef X
+};
+
+typedef struct Options {
+  const char *input, *output;
+  Emit emit;
+  CompileOptions co;
+} Options;
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: mplc FILE.mpl [-o JOB] [--emit=ast|graph|grad|partition|schedule|plan|kernels|cuda|llvm|dot]\n"
+          "            [--mesh pp=4,tp=2,dp=1] [--schedule NAME] [--microbatches N] [-D NAME=V]... [-I DIR]...\n"
+          "            [--mem-limit BYTES[K|M|G]] [--gpu-arch sm_90] [-h|--help] [--version]\n");
+}
+
+static _Noreturn void fail(int code, const char *fmt, const char *arg) {
+  fprintf(stderr, "mplc: error: ");
+  fprintf(stderr, fmt, arg);
+  fprintf(stderr, "\n");
+  exit(code);
+}
+
+/* "pp=4,tp=2,dp=1": axes not given stay as the program says (0 here). */
+static void parse_mesh(const char *s, Mesh *m) {
+  *m = (Mesh){0, 0, 0};
+  const char *p = s;
+  while (*p) {
+    int *axis = !strncmp(p, "dp=", 3) ? &m->dp : !strncmp(p, "pp=", 3) ? &m->pp : !strncmp(p, "tp=", 3) ? &m->tp : NULL;
+    if (!axis) fail(2, "--mesh %s: expected AXIS=N,... with axes dp, pp, tp", s);
+    char *end;
+    errno = 0;
+    long v = strtol(p + 3, &end, 10);
+    if (end == p + 3 || errno || v < 1 || v > 65536 || (*end && *end != ',')) fail(2, "--mesh %s: each axis needs a count from 1 to 65536", s);
+    *axis = (int)v;
+    p = *end ? end + 1 : end;
+  }
+}
+
+static double parse_bytes(const char *s) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  double mul = 1;
+  if (*end == 'K' || *end == 'k') mul = 1024, end++;
+  else if (*end == 'M' || *end == 'm') mul = 1024.0 * 1024, end++;
+  else if (*end == 'G' || *end == 'g') mul = 1024.0 * 1024 * 1024, end++;
+  if (*end == 'B' || *end == 'b') end++;
+  if (end == s || *end || errno || !(v > 0)) fail(2, "--mem-limit %s: expected a byte count such as 512M or 16G", s);
+  return v * mul;
+}
+
+static int64_t parse_count(const char *flag, const char *s) {
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (end == s || *end || errno || v < 1) fail(2, "%s needs a positive integer", flag);
+  return v;
+}
+
+/* The value of "--flag VALUE" or "--flag=VALUE" (also "-DX" / "-IX"); NULL if arg is not flag. */
+static const char *flag_value(int argc, char **argv, int *i, const char *flag) {
+  const char *arg = argv[*i];
+  size_t n = strlen(flag);
+  if (strncmp(arg, flag, n)) return NULL;
+  if (arg[n] == '=' && flag[1] == '-') return arg + n + 1;
+  if (arg[n] && flag[1] != '-') return arg + n; /* -DNAME=V, -IDIR */
+  if (arg[n]) return NULL;
+  if (*i + 1 >= argc) fail(2, "%s needs a value", flag);
+  return argv[++*i];
+}
+
+static Define *parse_define(Arena *a, const char *s) {
+  const char *eq = strchr(s, '=');
+  if (!eq || eq == s) fail(2, "-D %s: expected NAME=VALUE", s);
+  Define *df = arena_alloc(a, sizeof *df);
+  df->name = arena_strndup(a, s, (size_t)(eq - s));
+  df->value = eq + 1;
+  return df;
+}
+
+static Emit parse_emit(const char *s) {
+  for (int e = EMIT_AST; e <= EMIT_DOT; e++)
+    if (!strcmp(s, emit_names[e])) return (Emit)e;
+  fail(2, "--emit=%s: expected ast, graph, grad, partition, schedule, plan, kernels, cuda, llvm or dot", s);
+}
+
+static void parse_options(Arena *a, int argc, char **argv, Options *o) {
+  for (int i = 1; i < argc; i++) {
+    const char *arg = argv[i], *v;
+    if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) { usage(stdout); exit(0); }
+    if (!strcmp(arg, "--version")) { printf("mplc %s (MPL language contract v1)\n", MPLC_VERSION); exit(0); }
+    if ((v = flag_value(argc, argv, &i, "-o"))) o->output = v;
+    else if ((v = flag_value(argc, argv, &i, "--emit"))) o->emit = parse_emit(v);
+    else if ((v = flag_value(argc, argv, &i, "--mesh"))) { parse_mesh(v, &o->co.mesh); o->co.mesh_set = true; }
+    else if ((v = flag_value(argc, argv, &i, "--schedule"))) o->co.schedule = v;
+    else if ((v = flag_value(argc, argv, &i, "--microbatches"))) o->co.microbatches = parse_count("--microbatches", v);
+    else if ((v = flag_value(argc, argv, &i, "--mem-limit"))) o->co.mem_limit = parse_bytes(v);
+    else if ((v = flag_value(argc, argv, &i, "--gpu-arch"))) o->co.gpu_arch = v;
+    else if ((v = flag_value(argc, argv, &i, "-D"))) vec_push(a, &o->co.defines, parse_define(a, v));
+    else if ((v = flag_value(argc, argv, &i, "-I"))) vec_push(a, &o->co.include_dirs, (void *)v);
+    else if (arg[0] == '-' && arg[1]) fail(2, "unknown option '%s' (see mplc --help)", arg);
+    else if (o->input) fail(2, "more than one input file ('%s')", arg);
+    else o->input = arg;
+  }
+  if (!o->input) fail(2, "no input file (usage: mplc FILE.mpl [options]; see mplc --help)", "");
+}
+
+/* The stdlib: $MPL_STDLIB, else next to the binary, ../stdlib or ./stdlib from it. */
+static const char *find_stdlib(Arena *a) {
+  const char *env = getenv("MPL_STDLIB");
+  if (env && *env) return env;
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) return "stdlib";
+  exe[n] = 0;
+  char *slash = strrchr(exe, '/');
+  if (slash) *slash = 0;
+  static const char *const rel[] = {"", "/../stdlib", "/stdlib"};
+  for (int i = 0; i < 3; i++) {
+    const char *dir = arena_printf(a, "%s%s", exe, rel[i]);
+    if (access(arena_printf(a, "%s/nn.mpl", dir), R_OK) == 0) return dir;
+  }
+  return arena_printf(a, "%s/../stdlib", exe);
+}
+
+/* The header of --emit=graph: mesh, stages, the train settings in effect and the
+ * value range of each i32 input, as comment lines (stable, for goldens). */
+static void dump_config(FILE *out, const Graph *g) {
+  static const char *const sched[] = {"sequential", "gpipe", "1f1b", "interleaved", "zb"};
+  const TrainConfig *t = &g->train;
+  fprintf(out, "# model %s: mesh dp=%d pp=%d tp=%d, %d stage%s%s\n", g->model_name, g->mesh.dp, g->mesh.pp, g->mesh.tp,
+          g->nstages, g->nstages == 1 ? "" : "s", g->auto_stages ? " (placed by the balancer)" : "");
+  if (t->data_kind == DATA_TOKENS) fprintf(out, "# train: data=tokens(\"%s\")", t->data_path);
+  else fprintf(out, "# train: data=synthetic(%lld)", (long long)t->synthetic_n);
+  fprintf(out, " batch=%lld seq=%lld microbatches=%lld schedule=%s", (long long)t->batch, (long long)t->seq,
+          (long long)t->microbatches, sched[t->schedule]);
+  if (t->schedule == SCHED_INTERLEAVED) fprintf(out, "(%d)", t->virtual_stages);
+  if (t->optimizer == OPT_SGD) fprintf(out, "\n#   optimizer=sgd(lr=%g, momentum=%g)", t->lr, t->momentum);
+  else fprintf(out, "\n#   optimizer=adamw(lr=%g, beta1=%g, beta2=%g, eps=%g, weight_decay=%g)", t->lr, t->beta1, t->beta2, t->eps, t->weight_decay);
+  if (t->lr_schedule == LR_COSINE) fprintf(out, " lr_schedule=cosine(%lld, %g)", (long long)t->warmup, t->min_lr);
+  else fprintf(out, " lr_schedule=constant");
+  if (t->grad_clip > 0) fprintf(out, " grad_clip=%g", t->grad_clip);
+  else fprintf(out, " grad_clip=none");
+  fprintf(out, " zero=%d steps=%lld seed=%llu\n", t->zero, (long long)t->steps, (unsigned long long)t->seed);
+  for (int i = 0; i < g->nops; i++) {
+    const Op *op = g->ops[i];
+    if (op->kind == OP_INPUT && op->dtype == DT_I32) fprintf(out, "# input %s: values in [0, %g)\n", op->name, op->value);
+  }
+}
+
+static int finish(Arena *a, int code) {
+  fflush(stdout);
+  arena_free(a);
+  return code;
+}
+
+int main(int argc, char **argv) {
+  Arena arena;
+  arena_init(&arena);
+  Options o = {.co = {.gpu_arch = "sm_90"}};
+  parse_options(&arena, argc, argv, &o);
+  o.co.stdlib_dir = find_stdlib(&arena);
+  Diag diag;
+  diag_init(&diag, &arena, stderr);
+
+  /* 1. parse */
+  Node *program = parse_file(&diag, &arena, o.input);
+  if (!program) {
+    fprintf(stderr, "mplc: error: cannot read '%s': %s\n", o.input, strerror(errno ? errno : ENOENT));
+    return finish(&arena, 1);
+  }
+  if (diag.nerrors) return finish(&arena, 1);
+  if (o.emit == EMIT_AST) {
+    ast_dump(stdout, program);
+    return finish(&arena, 0);
+  }
+
+  /* 2. front end: AST -> forward graph IR */
+  Graph *g = sema_program(&diag, &arena, program, &o.co);
+  if (!g || diag.nerrors) return finish(&arena, 1);
+  if (o.emit == EMIT_GRAPH) {
+    dump_config(stdout, g);
+    graph_dump(stdout, g);
+    return finish(&arena, 0);
+  }
+
+  /* 3. later passes go here, in order, each followed by graph_verify and its
+   *    --emit: autodiff (grad), shard, partition, fuse (kernels), codegen
+   *    (llvm, cuda), memory plan (plan), schedule, then the job file (-o). */
+  if (o.emit != EMIT_NONE) {
+    fprintf(stderr, "mplc: error: --emit=%s is not implemented yet\n", emit_names[o.emit]);
+    return finish(&arena, 1);
+  }
+  if (o.output) {
+    fprintf(stderr, "mplc: error: writing a job (-o %s) is not implemented yet\n", o.output);
+    return finish(&arena, 1);
+  }
+  return finish(&arena, 0);
+}

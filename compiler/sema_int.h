@@ -1,0 +1,191 @@
+/*
+ * sema_int.h — the front end's private header (included only by compiler/sema*.c).
+ *
+ * The front end is an evaluator: it walks the AST of the chosen model, unrolling
+ * loops, deciding compile-time `if`s and instantiating `def`s, and appends one graph
+ * op for every tensor operation it meets. Compile-time values (ints, floats, bools)
+ * are computed on the spot; tensors are op ids.
+ *
+ * Invariants:
+ *  - A Value of kind V_ERR stands for "an error was already reported": every
+ *    operation on it yields V_ERR silently, so one mistake gives one diagnostic.
+ *  - A Scope is one `def` instantiation or the model body; it owns its variables,
+ *    its instance names and the counters of unnamed instances.
+ *  - Every op is created through sema_op(), which applies placement (stage, seg,
+ *    recompute) and the op-count cap.
+ *  - All state lives in one Sema, passed explicitly; nothing is global.
+ */
+#ifndef MPL_SEMA_INT_H
+#define MPL_SEMA_INT_H
+
+#include "mplc.h"
+
+enum {
+  SEMA_MAX_DEPTH = 64,             /* nested def calls */
+  SEMA_MAX_OPS = 2000000,          /* ops in one graph */
+  SEMA_MAX_TRIPS = 1000000,        /* iterations of one for loop */
+  SEMA_MAX_STEPS = 20000000,       /* statements executed in all */
+};
+#define SEMA_MAX_NUMEL ((int64_t)1 << 40)
+
+/* ---- a string -> pointer hash map in the arena ------------------------- */
+typedef struct StrMap {
+  const char **keys;
+  void **vals;
+  int n, cap;
+} StrMap;
+void *strmap_get(const StrMap *m, const char *key);
+void strmap_put(Arena *a, StrMap *m, const char *key, void *val);
+
+/* ---- values -------------------------------------------------------------- */
+typedef enum VKind {
+  V_ERR,    /* an error was reported */
+  V_VOID,   /* no value (a def without return) */
+  V_INT, V_FLOAT, V_BOOL, V_STR,
+  V_TENSOR, /* op */
+  V_NONE,   /* an absent optional param: the identity of the op it is used in */
+  V_DTYPE,  /* f32, i32, ... (for cast) */
+  V_MODULE, /* mod */
+  V_DEF,    /* def, mod */
+  V_INST,   /* s: the instance's global prefix */
+  V_TUPLE,  /* items, n: results of split */
+} VKind;
+
+typedef struct Module Module;
+typedef struct Value Value;
+struct Value {
+  VKind kind;
+  int64_t i;     /* V_INT, V_BOOL; V_DTYPE: the DType */
+  double f;      /* V_FLOAT */
+  int op;        /* V_TENSOR */
+  const char *s; /* V_STR, V_INST; V_NONE: the param's name */
+  Node *def;     /* V_DEF */
+  Module *mod;   /* V_MODULE, V_DEF */
+  Value *items;  /* V_TUPLE */
+  int n;
+  Loc loc;       /* where the value was made (for notes) */
+};
+
+/* ---- modules: the main program and each import ------------------------- */
+struct Module {
+  const char *name;
+  Node *program;
+  StrMap consts;  /* name -> Value* */
+  StrMap defs;    /* name -> Node* (DEF) */
+  StrMap imports; /* name -> Module* */
+  bool broken;    /* could not be loaded: uses of it are already reported */
+  StrMap has_params_memo; /* def name -> (void*)1 no / (void*)2 yes / (void*)3 in progress */
+};
+
+/* ---- scopes -------------------------------------------------------------- */
+typedef struct Binding {
+  const char *name;
+  Value v;
+} Binding;
+
+typedef struct InstName {
+  Loc loc;     /* where it was named (for the duplicate note) */
+  bool array;  /* `as h[i]`: h names an array of instances */
+} InstName;
+
+typedef struct Scope {
+  Module *mod;
+  const char *prefix; /* global prefix of params declared here ("" in the model) */
+  Binding *vars;
+  int nvars, capvars;
+  StrMap counters;    /* callee -> (intptr_t) count of unnamed instances */
+  StrMap insts;       /* local instance name -> InstName* */
+  StrMap params;      /* local param name -> Loc* (duplicates) */
+  bool returned;
+  Value ret;
+  bool is_model;
+  int nest;           /* depth of for/if/block bodies being run */
+} Scope;
+
+/* Placement in effect while evaluating (annotations of enclosing statements). */
+typedef struct Place {
+  int stage;       /* -1: none given */
+  Loc stage_loc;
+  bool recompute;
+} Place;
+
+typedef struct Sema {
+  Diag *d;
+  Arena *a;
+  const CompileOptions *opt;
+  Graph *g;
+  Module *main;
+  StrMap modules;      /* name -> Module* (loaded imports) */
+  StrMap params;       /* global name -> Op* */
+  StrMap inst_prefixes;/* every instance's global prefix -> (void*)1 */
+  StrMap reported;     /* "file:line:col:msg" of reported errors (dedupe) */
+  bool last_dropped;
+  Place place;
+  int seg;             /* current model-body segment */
+  int depth;           /* def call depth */
+  int64_t steps;
+  bool stop;           /* a limit was hit: unwind quietly */
+  bool any_stage_annot;
+  int dropout_keys;
+  int64_t B, T;        /* the model signature's batch and sequence dims */
+  Loc batch_loc;       /* the train block's batch value, for its error */
+  const char **varname;/* op id -> a variable name that held it (for messages) */
+  int64_t *bound;      /* op id -> exclusive upper bound for an i32 INPUT (0: none) */
+  int cap_aux;
+} Sema;
+
+/* sema.c */
+void sema_err(Sema *S, Loc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void sema_note(Sema *S, Loc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+Module *sema_module_find(Sema *S, const char *name, Loc loc);
+const char *sema_value_desc(Sema *S, Value v);
+
+/* sema_eval.c: expressions */
+Value sema_eval(Sema *S, Scope *sc, Node *e);
+Value sema_lookup(Sema *S, Scope *sc, const char *name, Loc loc, bool report);
+bool sema_const_int(Sema *S, Scope *sc, Node *e, const char *what, int64_t *out);
+bool sema_const_num(Sema *S, Scope *sc, Node *e, const char *what, double *out);
+Value sema_binop(Sema *S, int bop, Value a, Value b, Loc loc);
+Value vint(int64_t i, Loc loc);
+Value vfloat(double f, Loc loc);
+Value vbool(bool b, Loc loc);
+Value verr(void);
+bool is_num(Value v);
+double num_of(Value v);
+
+/* sema_stmt.c: statements, defs, instances, params */
+void sema_exec_body(Sema *S, Scope *sc, NodeList *body);
+Value sema_call_def(Sema *S, Scope *sc, Node *call, Node *def, Module *mod, const char *callee);
+void scope_bind(Sema *S, Scope *sc, const char *name, Value v);
+Binding *scope_find(Scope *sc, const char *name);
+bool sema_def_has_params(Sema *S, Module *mod, Node *def);
+bool sema_parse_dtype(const char *name, DType *out);
+/* Names the instance made by call in scope sc; NULL after an error. */
+const char *sema_instance_name(Sema *S, Scope *sc, Node *call, const char *callee);
+/* A new PARAM op named global; NULL (after an error) if the name is taken. */
+Op *sema_new_param(Sema *S, const char *global, DType dt, Shape s, InitKind init, double a, double b, Loc loc);
+
+/* sema_ops.c: tensor operations */
+Op *sema_op(Sema *S, OpKind k, int nin, const int *in, Loc loc);
+Op *sema_opv(Sema *S, Value v); /* the op of a tensor value */
+Value vtensor(Sema *S, Op *op);
+Value sema_scalar(Sema *S, Value c, DType dt, Loc loc);
+Value sema_unary(Sema *S, OpKind k, Value x, Loc loc);
+Value sema_binary(Sema *S, OpKind k, Value a, Value b, Loc loc, const char *opname);
+Value sema_matmul(Sema *S, Value a, Value b, bool ta, bool tb, Loc loc);
+Value sema_transpose(Sema *S, Value x, Value i, Value j, Loc loc);
+Value sema_builtin(Sema *S, Scope *sc, Node *call, const char *name, bool *found);
+Value sema_index(Sema *S, Scope *sc, Node *e, Value x);
+int sema_norm_axis(Sema *S, int64_t axis, int rank, Loc loc);
+bool sema_check_shape(Sema *S, Shape *s, Loc loc);
+void sema_note_made(Sema *S, Value v);
+
+/* sema_place.c: placement after the model is built */
+void sema_place_finish(Sema *S);
+
+/* sema_train.c: mesh, train block, overrides */
+void sema_mesh(Sema *S, Node *mesh);
+void sema_train(Sema *S, Node *train);
+void sema_train_overrides(Sema *S, Loc loc);
+
+#endif

@@ -1,0 +1,591 @@
+/*
+ * sema_stmt.c — statements, placement annotations, params, and the
+ * instantiation of defs (argument binding, symbolic dimensions, instance names).
+ *
+ * Invariants:
+ *  - `for` is unrolled and `if` decided at compile time; their bodies are not
+ *    scopes. A def call runs its body in a fresh Scope that sees only its args,
+ *    its module's consts, defs and imports.
+ *  - A call makes an instance iff its def declares params directly or through
+ *    the defs it calls (decided statically, memoized per module).
+ *  - Instance names are unique per scope; unnamed ones are CALLEE_K, K counted
+ *    per callee in source order with loops unrolled.
+ *  - Annotations are evaluated when their statement runs (a `for`'s for each
+ *    iteration, so `@stage(i)` may use the loop variable) and restored after it.
+ */
+#include "sema_int.h"
+
+#include <stdint.h>
+#include <string.h>
+
+/* ---- scopes ------------------------------------------------------------------ */
+Binding *scope_find(Scope *sc, const char *name) {
+  for (int i = sc->nvars - 1; i >= 0; i--)
+    if (!strcmp(sc->vars[i].name, name)) return &sc->vars[i];
+  return NULL;
+}
+
+void scope_bind(Sema *S, Scope *sc, const char *name, Value v) {
+  if (v.kind == V_TENSOR && !S->varname[v.op]) S->varname[v.op] = name;
+  Binding *b = scope_find(sc, name);
+  if (b) { b->v = v; return; }
+  if (sc->nvars == sc->capvars) {
+    int cap = sc->capvars ? sc->capvars * 2 : 16;
+    Binding *nv = arena_alloc(S->a, sizeof *nv * (size_t)cap);
+    if (sc->nvars) memcpy(nv, sc->vars, sizeof *nv * (size_t)sc->nvars);
+    sc->vars = nv;
+    sc->capvars = cap;
+  }
+  sc->vars[sc->nvars++] = (Binding){name, v};
+}
+
+bool sema_parse_dtype(const char *name, DType *out) {
+  static const char *const names[] = {[DT_F32] = "f32", [DT_BF16] = "bf16", [DT_F16] = "f16", [DT_I32] = "i32", [DT_BOOL] = "bool"};
+  for (int i = 0; i < DT__COUNT; i++)
+    if (name && !strcmp(name, names[i])) { *out = (DType)i; return true; }
+  return false;
+}
+
+/* ---- which defs make instances ---------------------------------------------------- */
+static bool node_has_params(Sema *S, Module *mod, Node *n);
+
+static bool call_has_params(Sema *S, Module *mod, Node *call) {
+  Node *c = call->a;
+  if (c && c->kind == N_IDENT) {
+    Node *def = strmap_get(&mod->defs, c->name);
+    if (def) return sema_def_has_params(S, mod, def);
+    return !strcmp(c->name, "embedding");
+  }
+  if (c && c->kind == N_MEMBER && c->a->kind == N_IDENT) {
+    Module *m = strmap_get(&mod->imports, c->a->name);
+    Node *def = m ? strmap_get(&m->defs, c->name) : NULL;
+    if (def) return sema_def_has_params(S, m, def);
+  }
+  return false;
+}
+
+static bool list_has_params(Sema *S, Module *mod, NodeList *l) {
+  for (int i = 0; i < l->n; i++)
+    if (node_has_params(S, mod, l->items[i])) return true;
+  return false;
+}
+
+static bool node_has_params(Sema *S, Module *mod, Node *n) {
+  if (!n) return false;
+  if (n->kind == N_PARAM) return true;
+  if (n->kind == N_CALL && call_has_params(S, mod, n)) return true;
+  return node_has_params(S, mod, n->a) || node_has_params(S, mod, n->b) || node_has_params(S, mod, n->c) ||
+         list_has_params(S, mod, &n->list) || list_has_params(S, mod, &n->body) || list_has_params(S, mod, &n->else_body);
+}
+
+bool sema_def_has_params(Sema *S, Module *mod, Node *def) {
+  intptr_t memo = (intptr_t)strmap_get(&mod->has_params_memo, def->name);
+  if (memo) return memo == 2;
+  strmap_put(S->a, &mod->has_params_memo, def->name, (void *)3);
+  bool yes = list_has_params(S, mod, &def->body);
+  strmap_put(S->a, &mod->has_params_memo, def->name, (void *)(intptr_t)(yes ? 2 : 1));
+  return yes;
+}
+
+/* ---- instance names ------------------------------------------------------------------ */
+const char *sema_instance_name(Sema *S, Scope *sc, Node *call, const char *callee) {
+  const char *local;
+  Loc loc = call->as_name ? call->as_name->loc : call->loc;
+  if (call->as_name && call->as_index) {
+    int64_t i;
+    if (!sema_const_int(S, sc, call->as_index, "an instance index", &i)) return NULL;
+    const char *base = call->as_name->name;
+    InstName *arr = strmap_get(&sc->insts, base);
+    if (arr && !arr->array) {
+      sema_err(S, loc, "instance name '%s' is used twice in this scope", base);
+      sema_note(S, arr->loc, "'%s' was first used here", base);
+      return NULL;
+    }
+    if (!arr) {
+      arr = arena_alloc(S->a, sizeof *arr);
+      *arr = (InstName){loc, true};
+      strmap_put(S->a, &sc->insts, base, arr);
+    }
+    local = arena_printf(S->a, "%s.%lld", base, (long long)i);
+  } else if (call->as_name) {
+    local = call->as_name->name;
+  } else {
+    intptr_t k = (intptr_t)strmap_get(&sc->counters, callee);
+    strmap_put(S->a, &sc->counters, callee, (void *)(k + 1));
+    local = arena_printf(S->a, "%s_%ld", callee, (long)k);
+  }
+  InstName *prev = strmap_get(&sc->insts, local);
+  if (prev) {
+    sema_err(S, loc, "instance name '%s' is used twice in this scope", local);
+    if (prev->loc.line == loc.line && prev->loc.col == loc.col && prev->loc.file == loc.file)
+      sema_note(S, loc, "this call runs more than once (in a loop?); name each instance with 'as %s[i]'", local);
+    else
+      sema_note(S, prev->loc, "'%s' was first used here", local);
+    return NULL;
+  }
+  InstName *in = arena_alloc(S->a, sizeof *in);
+  *in = (InstName){loc, false};
+  strmap_put(S->a, &sc->insts, local, in);
+  const char *global = *sc->prefix ? arena_printf(S->a, "%s.%s", sc->prefix, local) : local;
+  strmap_put(S->a, &S->inst_prefixes, global, (void *)1);
+  return local;
+}
+
+/* ---- params ---------------------------------------------------------------------------- */
+Op *sema_new_param(Sema *S, const char *global, DType dt, Shape s, InitKind init, double a, double b, Loc loc) {
+  Op *prev = strmap_get(&S->params, global);
+  if (prev) {
+    sema_err(S, loc, "param '%s' is declared twice", global);
+    sema_note(S, prev->loc, "'%s' was first declared here", global);
+    return NULL;
+  }
+  Op *op = sema_op(S, OP_PARAM, 0, NULL, loc);
+  if (!op) return NULL;
+  op->name = global;
+  op->dtype = dt;
+  op->shape = s;
+  op->init = init;
+  op->init_a = a;
+  op->init_b = b;
+  strmap_put(S->a, &S->params, global, op);
+  return op;
+}
+
+/* zeros | ones | normal(std) | uniform(lo, hi) */
+static bool param_init(Sema *S, Scope *sc, Node *e, InitKind *k, double *a, double *b) {
+  const char *name = e->kind == N_IDENT ? e->name : e->kind == N_CALL && e->a->kind == N_IDENT ? e->a->name : NULL;
+  int nargs = e->kind == N_CALL ? e->list.n : 0;
+  *a = *b = 0;
+  if (name && !strcmp(name, "zeros") && e->kind == N_IDENT) { *k = INIT_ZEROS; return true; }
+  if (name && !strcmp(name, "ones") && e->kind == N_IDENT) { *k = INIT_ONES; return true; }
+  if (name && !strcmp(name, "normal") && nargs == 1) {
+    *k = INIT_NORMAL;
+    return sema_const_num(S, sc, e->list.items[0]->a, "normal's std", a);
+  }
+  if (name && !strcmp(name, "uniform") && nargs == 2) {
+    *k = INIT_UNIFORM;
+    return sema_const_num(S, sc, e->list.items[0]->a, "uniform's low", a) &&
+           sema_const_num(S, sc, e->list.items[1]->a, "uniform's high", b);
+  }
+  if (e->kind != N_ERROR) sema_err(S, e->loc, "a param's init is zeros, ones, normal(std) or uniform(lo, hi)");
+  return false;
+}
+
+/* The shape of a TYPE whose dims are all compile-time ints. */
+static bool const_shape(Sema *S, Scope *sc, Node *ty, Shape *s) {
+  *s = (Shape){0};
+  if (ty->list.n > MPL_MAX_RANK) { sema_err(S, ty->loc, "more than %d dimensions", MPL_MAX_RANK); return false; }
+  for (int i = 0; i < ty->list.n; i++) {
+    Node *de = ty->list.items[i];
+    if (de->kind == N_ELLIPSIS) { sema_err(S, de->loc, "'...' is only allowed in a def's signature"); return false; }
+    if (!sema_const_int(S, sc, de, "a dimension", &s->d[s->rank++])) return false;
+  }
+  return sema_check_shape(S, s, ty->loc);
+}
+
+static void apply_shard(Sema *S, Scope *sc, Node *an, Op *p) {
+  int64_t dim = -1, groups = 1;
+  for (int i = 0; i < an->list.n; i++) {
+    Node *arg = an->list.items[i];
+    if (arg->name && !strcmp(arg->name, "groups")) {
+      if (!sema_const_int(S, sc, arg->a, "groups", &groups)) return;
+    } else if (!arg->name && i == 0) {
+      if (!sema_const_int(S, sc, arg->a, "@shard's dimension", &dim)) return;
+    } else {
+      sema_err(S, arg->loc, "@shard takes a dimension and optionally groups = g");
+      return;
+    }
+  }
+  if (an->list.n == 0) { sema_err(S, an->loc, "@shard needs a dimension: @shard(dim)"); return; }
+  int ax = sema_norm_axis(S, dim, p->shape.rank, an->loc);
+  if (ax < 0) return;
+  if (groups < 1) { sema_err(S, an->loc, "groups must be at least 1"); return; }
+  int64_t tp = S->g->mesh.tp, size = p->shape.d[ax];
+  if (size % groups || (size / groups) % tp) {
+    char buf[160];
+    if (groups > 1)
+      sema_err(S, an->loc, "cannot shard dimension %d of '%s' %s: %lld is not divisible into %lld groups of a multiple of tp = %lld",
+               ax, p->name, shape_str(&p->shape, buf, sizeof buf), (long long)size, (long long)groups, (long long)tp);
+    else
+      sema_err(S, an->loc, "cannot shard dimension %d of '%s' %s: %lld is not divisible by tp = %lld",
+               ax, p->name, shape_str(&p->shape, buf, sizeof buf), (long long)size, (long long)tp);
+    return;
+  }
+  if (tp > 1) p->layout = (Layout){.split_dim = ax, .groups = (int)groups};
+}
+
+static void exec_param(Sema *S, Scope *sc, Node *st) {
+  if (st->c) {
+    Value c = sema_eval(S, sc, st->c);
+    if (c.kind == V_ERR) { scope_bind(S, sc, st->name, verr()); return; }
+    if (c.kind != V_BOOL) {
+      sema_err(S, st->c->loc, "a param's condition must be a compile-time bool, not %s", sema_value_desc(S, c));
+      scope_bind(S, sc, st->name, verr());
+      return;
+    }
+    if (!c.i) {
+      scope_bind(S, sc, st->name, (Value){.kind = V_NONE, .s = st->name, .loc = st->loc});
+      return;
+    }
+  }
+  Loc *prev = strmap_get(&sc->params, st->name);
+  DType dt;
+  Shape s;
+  InitKind k;
+  double ia, ib;
+  if (!st->a || !sema_parse_dtype(st->a->name, &dt)) {
+    sema_err(S, st->a ? st->a->loc : st->loc, "a param needs a tensor type such as f32[n, m]");
+    scope_bind(S, sc, st->name, verr());
+    return;
+  }
+  if (!const_shape(S, sc, st->a, &s) || !st->b || !param_init(S, sc, st->b, &k, &ia, &ib)) {
+    scope_bind(S, sc, st->name, verr());
+    return;
+  }
+  const char *global = *sc->prefix ? arena_printf(S->a, "%s.%s", sc->prefix, st->name) : st->name;
+  if (prev) {
+    sema_err(S, st->loc, "param '%s' is declared twice", global);
+    sema_note(S, *prev, "'%s' was first declared here", global);
+    scope_bind(S, sc, st->name, verr());
+    return;
+  }
+  Op *p = sema_new_param(S, global, dt, s, k, ia, ib, st->loc);
+  Loc *l = arena_alloc(S->a, sizeof *l);
+  *l = st->loc;
+  strmap_put(S->a, &sc->params, st->name, l);
+  if (!p) { scope_bind(S, sc, st->name, verr()); return; }
+  for (int i = 0; i < st->annots.n; i++)
+    if (((Node *)st->annots.items[i])->op == ANNOT_SHARD) apply_shard(S, sc, st->annots.items[i], p);
+  scope_bind(S, sc, st->name, vtensor(S, p));
+}
+
+/* ---- annotations ------------------------------------------------------------------------ */
+static void apply_stage(Sema *S, Scope *sc, Node *an) {
+  const char *what = an->op == ANNOT_STAGE ? "@stage" : "@device";
+  S->any_stage_annot = true;
+  if (an->list.n != 1 || an->list.items[0]->name) {
+    sema_err(S, an->loc, "%s takes one stage number: %s(k)", what, what);
+    return;
+  }
+  int64_t k;
+  if (!sema_const_int(S, sc, an->list.items[0]->a, "a stage number", &k)) return;
+  int n = S->g->nstages;
+  if (k < 0 || k >= n) {
+    if (S->g->train.virtual_stages > 1)
+      sema_err(S, an->loc, "%s(%lld) is out of range: pp = %d with interleaved(%d) gives stages 0..%d", what, (long long)k, S->g->mesh.pp, S->g->train.virtual_stages, n - 1);
+    else
+      sema_err(S, an->loc, "%s(%lld) is out of range: pp = %d gives stages 0..%d", what, (long long)k, S->g->mesh.pp, n - 1);
+    return;
+  }
+  S->place.stage = (int)k;
+  S->place.stage_loc = an->loc;
+}
+
+static void apply_annots(Sema *S, Scope *sc, Node *st) {
+  for (int i = 0; i < st->annots.n; i++) {
+    Node *an = st->annots.items[i];
+    switch (an->op) {
+    case ANNOT_STAGE: case ANNOT_DEVICE: apply_stage(S, sc, an); break;
+    case ANNOT_RECOMPUTE:
+      if (an->list.n) sema_err(S, an->loc, "@recompute takes no arguments");
+      S->place.recompute = true;
+      break;
+    case ANNOT_SHARD:
+      if (st->kind != N_PARAM) sema_err(S, an->loc, "@shard applies to a param declaration");
+      break;
+    default: break;
+    }
+  }
+}
+
+/* ---- statements ------------------------------------------------------------------------ */
+static void exec_body_nested(Sema *S, Scope *sc, NodeList *body);
+static void exec_stmt(Sema *S, Scope *sc, Node *st);
+
+static void exec_assign(Sema *S, Scope *sc, Node *st) {
+  Value v = sema_eval(S, sc, st->a);
+  int n = st->list.n;
+  if (v.kind == V_VOID) {
+    sema_err(S, st->a->loc, "this call returns nothing");
+    v = verr();
+  }
+  if (n == 1) {
+    if (v.kind == V_TUPLE) {
+      sema_err(S, st->a->loc, "this gives %d values; bind them with %d names (a, b, ... = ...)", v.n, v.n);
+      v = verr();
+    }
+    scope_bind(S, sc, ((Node *)st->list.items[0])->name, v);
+    return;
+  }
+  if (v.kind != V_ERR && (v.kind != V_TUPLE || v.n != n)) {
+    int got = v.kind == V_TUPLE ? v.n : 1;
+    sema_err(S, st->a->loc, "%d names but %d value%s", n, got, got == 1 ? "" : "s");
+    v = verr();
+  }
+  for (int i = 0; i < n; i++)
+    scope_bind(S, sc, ((Node *)st->list.items[i])->name, v.kind == V_TUPLE ? v.items[i] : verr());
+}
+
+static void exec_for(Sema *S, Scope *sc, Node *st, bool top) {
+  int64_t lo, hi;
+  bool ok = sema_const_int(S, sc, st->a, "a for loop's start", &lo);
+  ok &= sema_const_int(S, sc, st->b, "a for loop's end", &hi);
+  if (!ok) return;
+  if (hi > lo && (hi - lo) > SEMA_MAX_TRIPS) {
+    sema_err(S, st->loc, "this loop runs %lld times; at most %d iterations are unrolled", (long long)(hi - lo), SEMA_MAX_TRIPS);
+    return;
+  }
+  for (int64_t i = lo; i < hi && !S->stop && !sc->returned; i++) {
+    if (++S->steps > SEMA_MAX_STEPS) {
+      sema_err(S, st->loc, "the program is too large to unroll (more than %d statements and iterations)", SEMA_MAX_STEPS);
+      S->stop = true;
+      return;
+    }
+    Place saved = S->place;
+    if (top) S->seg++;
+    scope_bind(S, sc, st->name, vint(i, st->loc));
+    apply_annots(S, sc, st);
+    exec_body_nested(S, sc, &st->body);
+    S->place = saved;
+  }
+}
+
+static void exec_if(Sema *S, Scope *sc, Node *st) {
+  Value c = sema_eval(S, sc, st->a);
+  if (c.kind == V_ERR) return;
+  if (c.kind != V_BOOL) {
+    sema_err(S, st->a->loc, "an if condition must be a compile-time bool, not %s", sema_value_desc(S, c));
+    return;
+  }
+  exec_body_nested(S, sc, c.i ? &st->body : &st->else_body);
+}
+
+static void exec_stmt(Sema *S, Scope *sc, Node *st) {
+  if (++S->steps > SEMA_MAX_STEPS) {
+    sema_err(S, st->loc, "the program is too large to unroll (more than %d statements and iterations)", SEMA_MAX_STEPS);
+    S->stop = true;
+    return;
+  }
+  if (st->kind == N_FOR) { exec_for(S, sc, st, sc->is_model && sc->nest == 0); return; }
+  Place saved = S->place;
+  apply_annots(S, sc, st);
+  switch (st->kind) {
+  case N_ASSIGN: exec_assign(S, sc, st); break;
+  case N_PARAM: exec_param(S, sc, st); break;
+  case N_RETURN:
+    sc->ret = st->a ? sema_eval(S, sc, st->a) : (Value){.kind = V_VOID};
+    sc->returned = true;
+    break;
+  case N_IF: exec_if(S, sc, st); break;
+  case N_BLOCK: exec_body_nested(S, sc, &st->body); break;
+  case N_EXPRSTMT: sema_eval(S, sc, st->a); break;
+  case N_ERROR: break;
+  default: sema_err(S, st->loc, "this is not a statement (%s)", node_kind_name(st->kind)); break;
+  }
+  S->place = saved;
+}
+
+static void exec_body_nested(Sema *S, Scope *sc, NodeList *body) {
+  sc->nest++;
+  sema_exec_body(S, sc, body);
+  sc->nest--;
+}
+
+/* Runs statements in order; in the model body each top-level statement (each
+ * iteration of a top-level loop) is one segment for the stage balancer. */
+void sema_exec_body(Sema *S, Scope *sc, NodeList *body) {
+  bool top = sc->is_model && sc->nest == 0;
+  for (int i = 0; i < body->n && !S->stop && !sc->returned; i++) {
+    Node *st = body->items[i];
+    if (top && st->kind != N_FOR) S->seg++;
+    exec_stmt(S, sc, st);
+  }
+}
+
+/* ---- def calls ---------------------------------------------------------------------------- */
+typedef struct CallCtx {
+  const char *callee;
+  Node *call;
+  Shape ell;      /* the dims matched by the first `...` */
+  bool ell_set;
+} CallCtx;
+
+/* Matches one dimension pattern against an actual size, binding symbolic names. */
+static bool match_dim(Sema *S, Scope *nsc, Node *de, int64_t size, Loc argloc, bool *mismatch, const char **why) {
+  if (de->kind == N_IDENT) {
+    Binding *b = scope_find(nsc, de->name);
+    if (!b) {
+      scope_bind(S, nsc, de->name, vint(size, argloc));
+      return true;
+    }
+    if (b->v.kind == V_INT && b->v.i == size) return true;
+    if (b->v.kind != V_INT) { *why = arena_printf(S->a, "'%s' is not an int", de->name); return false; }
+    *why = arena_printf(S->a, "%s = %lld", de->name, (long long)b->v.i);
+    *mismatch = true;
+    return false;
+  }
+  Value v = sema_eval(S, nsc, de);
+  if (v.kind == V_ERR) return false;
+  if (v.kind != V_INT) { sema_err(S, de->loc, "a dimension must be a compile-time int, not %s", sema_value_desc(S, v)); return false; }
+  if (v.i == size) return true;
+  *why = arena_printf(S->a, "%lld", (long long)v.i);
+  return false;
+}
+
+/* Checks (and binds) a tensor value against a TYPE of a def's signature. */
+static bool match_type(Sema *S, Scope *nsc, CallCtx *cc, Node *ty, Value v, const char *what, Loc argloc) {
+  Op *op = sema_opv(S, v);
+  DType dt;
+  char buf[160];
+  if (sema_parse_dtype(ty->name, &dt) && dt != op->dtype) {
+    sema_err(S, argloc, "%s of %s must be %s, not %s", what, cc->callee, ty->name, dtype_name(op->dtype));
+    sema_note(S, ty->loc, "declared here");
+    return false;
+  }
+  if (!ty->has_dims) return true;
+  int ndims = ty->list.n, ell = -1;
+  for (int i = 0; i < ndims; i++)
+    if (ty->list.items[i]->kind == N_ELLIPSIS) ell = ell < 0 ? i : ell;
+  int fixed = ndims - (ell >= 0), r = op->shape.rank;
+  const char *sh = arena_strdup(S->a, shape_str(&op->shape, buf, sizeof buf));
+  if (ell < 0 ? r != fixed : r < fixed) {
+    sema_err(S, argloc, "%s of %s has shape %s, but the signature wants %s%d dimensions", what, cc->callee, sh, ell >= 0 ? "at least " : "", fixed);
+    sema_note(S, ty->loc, "declared here");
+    return false;
+  }
+  int nell = ell >= 0 ? r - fixed : 0;
+  if (ell >= 0) {
+    Shape es = {nell, {0}};
+    for (int i = 0; i < nell; i++) es.d[i] = op->shape.d[ell + i];
+    if (cc->ell_set && !shape_eq(&es, &cc->ell)) {
+      sema_err(S, argloc, "%s of %s has leading dimensions %s, but '...' was bound to %s", what, cc->callee, shape_str(&es, buf, sizeof buf), shape_str(&cc->ell, (char[160]){0}, 160));
+      return false;
+    }
+    cc->ell = es;
+    cc->ell_set = true;
+  }
+  for (int i = 0, ax = 0; i < ndims; i++) {
+    Node *de = ty->list.items[i];
+    if (de->kind == N_ELLIPSIS) { ax += nell; continue; }
+    bool mm = false;
+    const char *why = NULL;
+    if (!match_dim(S, nsc, de, op->shape.d[ax], argloc, &mm, &why)) {
+      if (why) {
+        sema_err(S, argloc, "%s of %s has shape %s, but dimension %d should be %s", what, cc->callee, sh, ax, why);
+        Binding *b = de->kind == N_IDENT ? scope_find(nsc, de->name) : NULL;
+        if (mm && b) sema_note(S, b->v.loc, "dimension %s was bound here", de->name);
+        else sema_note(S, de->loc, "declared here");
+      }
+      return false;
+    }
+    ax++;
+  }
+  return true;
+}
+
+/* Binds one argument value to its PARAMDECL in the callee's scope. */
+static bool bind_arg(Sema *S, Scope *nsc, CallCtx *cc, Node *pd, Value v, Loc argloc) {
+  const char *what = arena_printf(S->a, "argument '%s'", pd->name);
+  Node *ty = pd->a;
+  if (v.kind == V_ERR) { scope_bind(S, nsc, pd->name, v); return false; }
+  if (!ty) { scope_bind(S, nsc, pd->name, v); return true; }
+  const char *tn = ty->name ? ty->name : "";
+  bool scalar_ty = !ty->has_dims && (!strcmp(tn, "int") || !strcmp(tn, "float") || !strcmp(tn, "bool"));
+  if (scalar_ty) {
+    bool ok = !strcmp(tn, "int") ? v.kind == V_INT : !strcmp(tn, "float") ? is_num(v) : v.kind == V_BOOL;
+    if (!ok) {
+      sema_err(S, argloc, "%s of %s must be a compile-time %s, not %s", what, cc->callee, tn, sema_value_desc(S, v));
+      scope_bind(S, nsc, pd->name, verr());
+      return false;
+    }
+    if (!strcmp(tn, "float")) v = vfloat(num_of(v), argloc);
+    scope_bind(S, nsc, pd->name, v);
+    return true;
+  }
+  if (v.kind != V_TENSOR) {
+    sema_err(S, argloc, "%s of %s must be a tensor, not %s", what, cc->callee, sema_value_desc(S, v));
+    scope_bind(S, nsc, pd->name, verr());
+    return false;
+  }
+  bool ok = match_type(S, nsc, cc, ty, v, what, argloc);
+  scope_bind(S, nsc, pd->name, ok ? v : verr());
+  return ok;
+}
+
+static bool is_scalar_decl(Node *pd) {
+  Node *ty = pd->a;
+  return ty && !ty->has_dims && ty->name && (!strcmp(ty->name, "int") || !strcmp(ty->name, "float") || !strcmp(ty->name, "bool"));
+}
+
+/* Maps the call's arguments to the def's PARAMDECLs; evaluates them in the caller. */
+static bool collect_args(Sema *S, Scope *sc, Node *call, Node *def, const char *callee, Value *vals, Loc *locs, bool *given) {
+  int np = def->list.n, pos = 0;
+  bool ok = true;
+  for (int i = 0; i < call->list.n; i++) {
+    Node *arg = call->list.items[i];
+    int slot = -1;
+    if (!arg->name) {
+      if (pos >= np) { sema_err(S, arg->loc, "%s takes %d argument%s", callee, np, np == 1 ? "" : "s"); ok = false; continue; }
+      slot = pos++;
+    } else {
+      for (int j = 0; j < np; j++)
+        if (!strcmp(((Node *)def->list.items[j])->name, arg->name)) slot = j;
+      if (slot < 0) { sema_err(S, arg->loc, "%s has no argument '%s'", callee, arg->name); ok = false; continue; }
+    }
+    if (given[slot]) { sema_err(S, arg->loc, "argument '%s' of %s is given twice", arg->name ? arg->name : "?", callee); ok = false; continue; }
+    given[slot] = true;
+    vals[slot] = sema_eval(S, sc, arg->a);
+    locs[slot] = arg->a->loc;
+  }
+  return ok;
+}
+
+static Value call_body(Sema *S, Scope *sc, Node *call, Node *def, Module *mod, const char *callee, const char *prefix) {
+  int np = def->list.n;
+  Value *vals = arena_alloc(S->a, sizeof(Value) * (size_t)(np + 1));
+  Loc *locs = arena_alloc(S->a, sizeof(Loc) * (size_t)(np + 1));
+  bool *given = arena_alloc(S->a, (size_t)np + 1);
+  bool ok = collect_args(S, sc, call, def, callee, vals, locs, given);
+  Scope *nsc = arena_alloc(S->a, sizeof *nsc);
+  nsc->mod = mod;
+  nsc->prefix = prefix;
+  CallCtx cc = {.callee = callee, .call = call};
+  for (int pass = 0; pass < 2; pass++) /* compile-time args first, then tensors */
+    for (int j = 0; j < np; j++) {
+      Node *pd = def->list.items[j];
+      if (is_scalar_decl(pd) != (pass == 0)) continue;
+      if (!given[j]) {
+        if (!pd->b) { sema_err(S, call->loc, "%s needs argument '%s'", callee, pd->name); ok = false; continue; }
+        vals[j] = sema_eval(S, nsc, pd->b);
+        locs[j] = call->loc;
+      }
+      ok &= bind_arg(S, nsc, &cc, pd, vals[j], locs[j]);
+    }
+  if (!ok) return verr();
+  S->depth++;
+  sema_exec_body(S, nsc, &def->body);
+  S->depth--;
+  if (!nsc->returned) return (Value){.kind = V_VOID};
+  Value r = nsc->ret;
+  if (def->a && r.kind == V_TENSOR && !match_type(S, nsc, &cc, def->a, r, "the result", r.loc)) return verr();
+  return r;
+}
+
+Value sema_call_def(Sema *S, Scope *sc, Node *call, Node *def, Module *mod, const char *callee) {
+  if (S->depth >= SEMA_MAX_DEPTH) {
+    sema_err(S, call->loc, "recursion too deep: more than %d nested calls (%s)", SEMA_MAX_DEPTH, callee);
+    S->stop = true; /* a branching recursion would otherwise take exponential time */
+    return verr();
+  }
+  const char *prefix = sc->prefix;
+  if (sema_def_has_params(S, mod, def)) {
+    const char *local = sema_instance_name(S, sc, call, callee);
+    if (!local) return verr();
+    prefix = *sc->prefix ? arena_printf(S->a, "%s.%s", sc->prefix, local) : local;
+  } else if (call->as_name) {
+    sema_err(S, call->as_name->loc, "'as' names an instance, but %s declares no params", callee);
+    return verr();
+  }
+  const char *shown = mod->name && *mod->name ? arena_printf(S->a, "%s.%s", mod->name, callee) : callee;
+  return call_body(S, sc, call, def, mod, shown, prefix);
+}

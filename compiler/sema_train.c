@@ -1,0 +1,301 @@
+/*
+ * sema_train.c — the mesh declaration, the train block (one handler per key in
+ * the TRAIN_KEYS table) and the command-line overrides (--mesh, --schedule,
+ * --microbatches), into Graph.mesh, Graph.train and Graph.nstages.
+ *
+ * Invariants:
+ *  - Every key of LANGUAGE.md's train table has its documented default.
+ *  - After sema_train_overrides: nstages = pp * v, and S->B = batch /
+ *    (microbatches * dp), S->T = seq (at least 1, even after an error, so the
+ *    model can still be checked).
+ */
+#include "sema_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static Scope *main_scope(Sema *S) {
+  Scope *sc = arena_alloc(S->a, sizeof *sc);
+  sc->mod = S->main;
+  sc->prefix = "";
+  return sc;
+}
+
+static bool pos_int(Sema *S, Scope *sc, Node *e, const char *what, int64_t lo, int64_t *out) {
+  if (!sema_const_int(S, sc, e, what, out)) return false;
+  if (*out < lo) {
+    sema_err(S, e->loc, "%s must be at least %lld, not %lld", what, (long long)lo, (long long)*out);
+    return false;
+  }
+  return true;
+}
+
+void sema_mesh(Sema *S, Node *mesh) {
+  Mesh m = {1, 1, 1};
+  static const char *const axes[] = {"dp", "pp", "tp"};
+  if (mesh) {
+    Scope *sc = main_scope(S);
+    for (int i = 0; i < mesh->list.n; i++) {
+      Node *arg = mesh->list.items[i];
+      int ax = arg->name ? -1 : i;
+      for (int k = 0; arg->name && k < 3; k++)
+        if (!strcmp(arg->name, axes[k])) ax = k;
+      if (ax < 0 || ax > 2) {
+        sema_err(S, arg->loc, "mesh axes are dp, pp and tp%s%s", arg->name ? ", not " : "", arg->name ? arg->name : "");
+        continue;
+      }
+      int64_t v;
+      if (!pos_int(S, sc, arg->a, arena_printf(S->a, "mesh axis %s", axes[ax]), 1, &v)) continue;
+      if (v > 65536) { sema_err(S, arg->a->loc, "mesh axis %s = %lld is too large", axes[ax], (long long)v); continue; }
+      if (ax == 0) m.dp = (int)v; else if (ax == 1) m.pp = (int)v; else m.tp = (int)v;
+    }
+  }
+  if (S->opt->mesh_set) {
+    if (S->opt->mesh.dp > 0) m.dp = S->opt->mesh.dp;
+    if (S->opt->mesh.pp > 0) m.pp = S->opt->mesh.pp;
+    if (S->opt->mesh.tp > 0) m.tp = S->opt->mesh.tp;
+  }
+  S->g->mesh = m;
+}
+
+/* ---- train keys ---------------------------------------------------------------- */
+static const char *callee_name(Node *e) {
+  if (e->kind == N_IDENT) return e->name;
+  if (e->kind == N_CALL && e->a->kind == N_IDENT) return e->a->name;
+  return NULL;
+}
+
+/* The argument of call named name, or the pos-th positional one; NULL if absent. */
+static Node *call_arg(Node *call, int pos, const char *name) {
+  if (call->kind != N_CALL) return NULL;
+  int p = 0;
+  for (int i = 0; i < call->list.n; i++) {
+    Node *arg = call->list.items[i];
+    if (arg->name ? !strcmp(arg->name, name) : p++ == pos) return arg->a;
+  }
+  return NULL;
+}
+
+/* Every keyword of call must be one of names; at most n positional args. */
+static bool check_call_args(Sema *S, Node *call, const char *fn, const char *const *names, int n) {
+  if (call->kind != N_CALL) return true;
+  int p = 0;
+  for (int i = 0; i < call->list.n; i++) {
+    Node *arg = call->list.items[i];
+    if (!arg->name) {
+      if (p++ >= n) { sema_err(S, arg->loc, "%s takes at most %d arguments", fn, n); return false; }
+      continue;
+    }
+    bool ok = false;
+    for (int k = 0; k < n; k++) ok |= !strcmp(arg->name, names[k]);
+    if (!ok) { sema_err(S, arg->loc, "%s has no argument '%s'", fn, arg->name); return false; }
+  }
+  return true;
+}
+
+static bool opt_num(Sema *S, Scope *sc, Node *call, int pos, const char *name, double *out) {
+  Node *e = call_arg(call, pos, name);
+  if (!e) return true;
+  return sema_const_num(S, sc, e, arena_printf(S->a, "%s", name), out);
+}
+
+static void key_data(Sema *S, Scope *sc, Node *e) {
+  TrainConfig *t = &S->g->train;
+  const char *fn = callee_name(e);
+  if (fn && e->kind == N_CALL && !strcmp(fn, "tokens") && e->list.n == 1) {
+    Value v = sema_eval(S, sc, ((Node *)e->list.items[0])->a);
+    if (v.kind == V_STR) { t->data_kind = DATA_TOKENS; t->data_path = v.s; return; }
+    if (v.kind != V_ERR) sema_err(S, e->loc, "tokens needs a file name in quotes");
+    return;
+  }
+  if (fn && e->kind == N_CALL && !strcmp(fn, "synthetic") && e->list.n == 1) {
+    int64_t n;
+    if (pos_int(S, sc, ((Node *)e->list.items[0])->a, "synthetic's example count", 1, &n)) {
+      t->data_kind = DATA_SYNTHETIC;
+      t->synthetic_n = n;
+    }
+    return;
+  }
+  sema_err(S, e->loc, "data is tokens(\"file.bin\") or synthetic(n)");
+}
+
+static void key_int(Sema *S, Scope *sc, Node *e, const char *key, int64_t lo, int64_t *out) {
+  int64_t v;
+  if (pos_int(S, sc, e, key, lo, &v)) *out = v;
+}
+
+static void key_batch(Sema *S, Scope *sc, Node *e) { key_int(S, sc, e, "batch", 1, &S->g->train.batch); S->batch_loc = e->loc; }
+static void key_seq(Sema *S, Scope *sc, Node *e) { key_int(S, sc, e, "seq", 1, &S->g->train.seq); }
+static void key_microbatches(Sema *S, Scope *sc, Node *e) { key_int(S, sc, e, "microbatches", 1, &S->g->train.microbatches); }
+static void key_steps(Sema *S, Scope *sc, Node *e) { key_int(S, sc, e, "steps", 1, &S->g->train.steps); }
+
+static void key_seed(Sema *S, Scope *sc, Node *e) {
+  int64_t v;
+  if (pos_int(S, sc, e, "seed", 0, &v)) S->g->train.seed = (uint64_t)v;
+}
+
+static void key_zero(Sema *S, Scope *sc, Node *e) {
+  int64_t v;
+  if (!sema_const_int(S, sc, e, "zero", &v)) return;
+  if (v != 0 && v != 1) { sema_err(S, e->loc, "zero is 0 or 1, not %lld", (long long)v); return; }
+  S->g->train.zero = (int)v;
+}
+
+static void key_grad_clip(Sema *S, Scope *sc, Node *e) {
+  double v;
+  if (!sema_const_num(S, sc, e, "grad_clip", &v)) return;
+  if (!(v >= 0)) { sema_err(S, e->loc, "grad_clip must be positive, not %g", v); return; }
+  S->g->train.grad_clip = v;
+}
+
+/* sequential | gpipe | 1f1b | interleaved(v) | zb, from a word and an optional v. */
+static bool set_schedule(Sema *S, const char *name, int64_t v, bool has_v) {
+  static const char *const names[] = {[SCHED_SEQUENTIAL] = "sequential", [SCHED_GPIPE] = "gpipe", [SCHED_1F1B] = "1f1b",
+                                      [SCHED_INTERLEAVED] = "interleaved", [SCHED_ZB] = "zb"};
+  for (int k = 0; k <= SCHED_ZB; k++) {
+    if (strcmp(name, names[k])) continue;
+    if ((k == SCHED_INTERLEAVED) != has_v) return false;
+    S->g->train.schedule = (SchedKind)k;
+    S->g->train.virtual_stages = has_v ? (int)v : 1;
+    return true;
+  }
+  return false;
+}
+
+static void key_schedule(Sema *S, Scope *sc, Node *e) {
+  const char *fn = callee_name(e);
+  int64_t v = 0;
+  bool has_v = e->kind == N_CALL;
+  if (fn && has_v && e->list.n == 1 && !pos_int(S, sc, ((Node *)e->list.items[0])->a, "interleaved's v", 1, &v)) return;
+  if (v > 64) { sema_err(S, e->loc, "interleaved(%lld): at most 64 chunks per rank", (long long)v); return; }
+  if (fn && (!has_v || e->list.n == 1) && set_schedule(S, fn, v, has_v)) return;
+  sema_err(S, e->loc, "schedule is sequential, gpipe, 1f1b, interleaved(v) or zb");
+}
+
+static void key_optimizer(Sema *S, Scope *sc, Node *e) {
+  TrainConfig *t = &S->g->train;
+  const char *fn = callee_name(e);
+  static const char *const sgd[] = {"lr", "momentum"};
+  static const char *const adamw[] = {"lr", "beta1", "beta2", "eps", "weight_decay"};
+  if (fn && !strcmp(fn, "sgd")) {
+    if (!check_call_args(S, e, "sgd", sgd, 2)) return;
+    t->optimizer = OPT_SGD;
+    t->weight_decay = 0;
+    opt_num(S, sc, e, 0, "lr", &t->lr);
+    opt_num(S, sc, e, 1, "momentum", &t->momentum);
+  } else if (fn && !strcmp(fn, "adamw")) {
+    if (!check_call_args(S, e, "adamw", adamw, 5)) return;
+    t->optimizer = OPT_ADAMW;
+    opt_num(S, sc, e, 0, "lr", &t->lr);
+    opt_num(S, sc, e, 1, "beta1", &t->beta1);
+    opt_num(S, sc, e, 2, "beta2", &t->beta2);
+    opt_num(S, sc, e, 3, "eps", &t->eps);
+    opt_num(S, sc, e, 4, "weight_decay", &t->weight_decay);
+  } else {
+    sema_err(S, e->loc, "optimizer is sgd(lr, momentum) or adamw(lr, beta1, beta2, eps, weight_decay)");
+    return;
+  }
+  if (!(t->lr > 0)) sema_err(S, e->loc, "the learning rate must be positive, not %g", t->lr);
+}
+
+static void key_lr_schedule(Sema *S, Scope *sc, Node *e) {
+  TrainConfig *t = &S->g->train;
+  const char *fn = callee_name(e);
+  static const char *const cos[] = {"warmup", "min_lr"};
+  if (fn && e->kind == N_IDENT && !strcmp(fn, "constant")) { t->lr_schedule = LR_CONSTANT; return; }
+  if (fn && e->kind == N_CALL && !strcmp(fn, "cosine")) {
+    if (!check_call_args(S, e, "cosine", cos, 2)) return;
+    Node *w = call_arg(e, 0, "warmup");
+    t->lr_schedule = LR_COSINE;
+    if (w) pos_int(S, sc, w, "warmup", 0, &t->warmup);
+    opt_num(S, sc, e, 1, "min_lr", &t->min_lr);
+    return;
+  }
+  sema_err(S, e->loc, "lr_schedule is constant or cosine(warmup, min_lr)");
+}
+
+/* ORDER: none; keys are looked up by name. */
+#define TRAIN_KEYS(X)                                                            \
+  X(data) X(batch) X(seq) X(microbatches) X(schedule) X(optimizer)              \
+  X(lr_schedule) X(grad_clip) X(zero) X(steps) X(seed)
+
+static const struct {
+  const char *name;
+  void (*fn)(Sema *, Scope *, Node *);
+} train_keys[] = {
+#define X(k) {#k, key_##k},
+    TRAIN_KEYS(X)
+#undef X
+};
+
+static void train_defaults(TrainConfig *t) {
+  *t = (TrainConfig){
+      .data_kind = DATA_SYNTHETIC, .synthetic_n = 1024, .batch = 8, .seq = 64, .microbatches = 1,
+      .schedule = SCHED_1F1B, .virtual_stages = 1, .optimizer = OPT_ADAMW, .lr = 1e-3,
+      .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.01, .lr_schedule = LR_CONSTANT,
+      .steps = 1, .seed = 0,
+  };
+}
+
+void sema_train(Sema *S, Node *train) {
+  train_defaults(&S->g->train);
+  if (!train) return;
+  Scope *sc = main_scope(S);
+  StrMap seen = {0};
+  for (int i = 0; i < train->list.n; i++) {
+    Node *kv = train->list.items[i];
+    if (kv->kind != N_TRAINKV) continue;
+    size_t k = 0, n = sizeof train_keys / sizeof train_keys[0];
+    while (k < n && strcmp(train_keys[k].name, kv->name)) k++;
+    if (k == n) {
+      sema_err(S, kv->loc, "unknown train key '%s' (keys: data batch seq microbatches schedule optimizer lr_schedule grad_clip zero steps seed)", kv->name);
+      continue;
+    }
+    Loc *prev = strmap_get(&seen, kv->name);
+    if (prev) {
+      sema_err(S, kv->loc, "train key '%s' is given twice", kv->name);
+      sema_note(S, *prev, "first given here");
+      continue;
+    }
+    Loc *l = arena_alloc(S->a, sizeof *l);
+    *l = kv->loc;
+    strmap_put(S->a, &seen, kv->name, l);
+    if (kv->a) train_keys[k].fn(S, sc, kv->a);
+  }
+}
+
+/* --schedule: "1f1b", "interleaved(2)" (or "interleaved:2"). */
+static void override_schedule(Sema *S, const char *s) {
+  const char *p = strpbrk(s, "(:");
+  if (!p) {
+    if (!set_schedule(S, s, 0, false)) sema_err(S, (Loc){0}, "--schedule %s: expected sequential, gpipe, 1f1b, interleaved(v) or zb", s);
+    return;
+  }
+  char name[32];
+  size_t n = (size_t)(p - s);
+  char *end;
+  long v = strtol(p + 1, &end, 10);
+  bool ok = n < sizeof name && v >= 1 && v <= 64 && (*p == ':' ? !*end : (end[0] == ')' && !end[1]));
+  if (ok) {
+    memcpy(name, s, n);
+    name[n] = 0;
+    ok = set_schedule(S, name, v, true);
+  }
+  if (!ok) sema_err(S, (Loc){0}, "--schedule %s: expected sequential, gpipe, 1f1b, interleaved(v) or zb", s);
+}
+
+void sema_train_overrides(Sema *S, Loc loc) {
+  TrainConfig *t = &S->g->train;
+  Graph *g = S->g;
+  if (S->opt->schedule) override_schedule(S, S->opt->schedule);
+  if (S->opt->microbatches > 0) t->microbatches = S->opt->microbatches;
+  else if (S->opt->microbatches < 0) sema_err(S, (Loc){0}, "--microbatches must be at least 1");
+  int64_t per = t->microbatches * g->mesh.dp;
+  if (t->batch % per) {
+    sema_err(S, S->batch_loc.line ? S->batch_loc : loc, "batch %lld is not divisible by microbatches * dp = %lld * %d",
+             (long long)t->batch, (long long)t->microbatches, g->mesh.dp);
+  }
+  S->B = t->batch / per > 0 ? t->batch / per : 1;
+  S->T = t->seq;
+  g->nstages = g->mesh.pp * t->virtual_stages;
+}

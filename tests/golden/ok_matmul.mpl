@@ -1,0 +1,11 @@
+# Batched matmul with broadcasting, 1-D operands, and folded transposes.
+model m(a: f32[B, 2, 3, 4], w: f32[4, 5], c: f32[2, 1, 5, 6], v: f32[4], y: i32[B, 2, 3]) {
+  h = a @ w
+  k = h @ c
+  r = v @ w @ transpose(w, 1, 0)
+  s = a @ v
+  t = transpose(a, -1, -2) @ a
+  return cross_entropy(k + reshape(sum(r) + sum(s) + sum(t), 1), y)
+}
+
+train m { batch = 2 }
