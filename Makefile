@@ -39,7 +39,7 @@ CHECK_LIBS  := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsub
 # ---- sources ---------------------------------------------------------------
 LANG_SRC    := $(wildcard lang/*.c) $(BUILD)/lang/lexer.c $(BUILD)/lang/parser.c
 COMP_SRC    := $(filter-out compiler/main.c,$(wildcard compiler/*.c))
-RT_SRC      := $(filter-out runtime/mplrun.c,$(wildcard runtime/*.c))
+RT_SRC      := $(filter-out runtime/mplrun.c runtime/mpltok.c,$(wildcard runtime/*.c))
 LANG_OBJ    := $(patsubst %.c,$(BUILD)/%.o,$(filter-out $(BUILD)/%,$(LANG_SRC))) \
                $(BUILD)/lang/lexer.o $(BUILD)/lang/parser.o
 COMP_OBJ    := $(COMP_SRC:%.c=$(BUILD)/%.o)
@@ -51,12 +51,14 @@ LIBCOMP     := $(BUILD)/libmplc.a
 LIBRT       := $(BUILD)/libmplrt.a
 MPLC        := $(BUILD)/mplc
 MPLRUN      := $(BUILD)/mplrun
+MPLTOK      := $(BUILD)/mpltok
+TINY_DATA   := examples/data/tiny.bin
 
 COMP_LIBS   := $(LLVM_LIBS) $(CUDA_LIBS)
 RT_LIBS     := $(LLVM_LIBS) -ldnnl $(CUDA_LIBS)
 
 .PHONY: all deps run test bench golden-update asan clean unit golden fuzz cuda-only
-all: deps $(MPLC) $(MPLRUN)
+all: deps $(MPLC) $(MPLRUN) $(MPLTOK) $(TINY_DATA)
 
 # ---- set-up on a fresh machine: install what is missing, else do nothing ----
 DEB_PKGS := flex bison check pkg-config llvm-14-dev libdnnl-dev libopenmpi-dev openmpi-bin clang libclang-rt-14-dev
@@ -104,6 +106,11 @@ $(MPLC): $(BUILD)/compiler/main.o $(LIBCOMP) $(LIBRT)
 	$(CC) $(LDFLAGS) -o $@ $^ $(RT_LIBS) $(LDLIBS)
 $(MPLRUN): $(BUILD)/runtime/mplrun.o $(LIBRT)
 	$(CC) $(LDFLAGS) -o $@ $^ $(RT_LIBS) $(LDLIBS)
+
+$(MPLTOK): $(BUILD)/runtime/mpltok.o $(LIBRT)
+	$(CC) $(LDFLAGS) -o $@ $^ $(RT_LIBS) $(LDLIBS)
+$(TINY_DATA): examples/data/tiny.txt $(MPLTOK)
+	$(MPLTOK) $< $@
 
 $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(LIBCOMP) $(LIBRT)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(RT_LIBS) $(COMP_LIBS) $(LDLIBS)

@@ -10,6 +10,8 @@
  *  - No global mutable state: options live in main's frame.
  */
 #include "mplc.h"
+#include "autodiff.h"
+#include "jobgen.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -219,16 +221,39 @@ int main(int argc, char **argv) {
     return finish(&arena, 0);
   }
 
-  /* 3. later passes go here, in order, each followed by graph_verify and its
-   *    --emit: autodiff (grad), shard, partition, fuse (kernels), codegen
-   *    (llvm, cuda), memory plan (plan), schedule, then the job file (-o). */
-  if (o.emit != EMIT_NONE) {
-    fprintf(stderr, "mplc: error: --emit=%s is not implemented yet\n", emit_names[o.emit]);
-    return finish(&arena, 1);
+  /* 3. stage balancing, when pp > 1 and the program places nothing itself */
+  if (part_balance(&diag, g, o.co.mem_limit) || diag.nerrors) return finish(&arena, 1);
+
+  /* 4. autodiff: the backward pass, input-gradient (B) and weight-gradient (W) parts */
+  if (ad_backward(g, &diag) || diag.nerrors) return finish(&arena, 1);
+  graph_verify(g);
+  if (o.emit == EMIT_GRAD) {
+    ad_dump(stdout, g);
+    return finish(&arena, 0);
   }
-  if (o.output) {
-    fprintf(stderr, "mplc: error: writing a job (-o %s) is not implemented yet\n", o.output);
-    return finish(&arena, 1);
+
+  /* 5. partition by stage: transfers between stages, stash, recompute, tied params */
+  Partition *part = part_build(&diag, g);
+  if (!part || diag.nerrors) return finish(&arena, 1);
+  if (o.emit == EMIT_PARTITION || o.emit == EMIT_DOT) {
+    if (o.emit == EMIT_PARTITION) part_dump(stdout, part);
+    else part_dot(stdout, part);
+    return finish(&arena, 0);
   }
+
+  /* 6. fusion into kernels, the proven schedule, and the memory plan */
+  Lowered *lw = jobgen_lower(&diag, &arena, part);
+  if (!lw || diag.nerrors) return finish(&arena, 1);
+  switch (o.emit) {
+  case EMIT_SCHEDULE: sched_dump(stdout, lw->sched); return finish(&arena, 0);
+  case EMIT_PLAN: jobgen_dump_plan(stdout, lw); return finish(&arena, 0);
+  case EMIT_KERNELS: jobgen_dump_kernels(stdout, lw); return finish(&arena, 0);
+  case EMIT_LLVM: cg_llvm_dump_ir(stdout, lw->ks); return finish(&arena, 0);
+  case EMIT_CUDA: fputs(cg_cuda_source(&arena, lw->ks), stdout); return finish(&arena, 0);
+  default: break;
+  }
+
+  /* 7. the job file: kernels compiled (LLVM bitcode, NVRTC PTX), everything validated */
+  if (o.output && jobgen_write(&diag, &arena, lw, &o.co, o.input, o.output)) return finish(&arena, 1);
   return finish(&arena, 0);
 }

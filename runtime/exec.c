@@ -975,6 +975,14 @@ int mpl_run_get_param(const MplRun *r, int p, float *out, MplErr *err) {
   return rc->dev.ops->copy_to_host((MplDevice *)&rc->dev, out, vptr(rc, jp->value, 0), (size_t)jp->numel * 4, err);
 }
 
+/* The summed gradient of param p from the last step (after clipping, if any). */
+int mpl_run_get_grad(const MplRun *r, int p, float *out, MplErr *err) {
+  const JobParam *jp = &r->job->params[p];
+  const RankCtx *rc = &r->ranks[r->owner[p]];
+  if (!rc->grad[p]) return mpl_errf(err, "no gradient for %s", jp->name);
+  return rc->dev.ops->copy_to_host((MplDevice *)&rc->dev, out, rc->grad[p], (size_t)jp->numel * 4, err);
+}
+
 int mpl_run_set_param(MplRun *r, int p, const float *in, MplErr *err) {
   const JobParam *jp = &r->job->params[p];
   for (int i = 0; i < r->pp; i++) {

@@ -151,6 +151,7 @@ const MplRankStats *mpl_run_rank_stats(const MplRun *r, int rank);
 int mpl_run_get_param(const MplRun *r, int p, float *out, MplErr *err);
 /* Writes param p on every rank that holds it. */
 int mpl_run_set_param(MplRun *r, int p, const float *in, MplErr *err);
+int mpl_run_get_grad(const MplRun *r, int p, float *out, MplErr *err);
 /* Optimizer state of param p: the slot names of its kind ("exp_avg", "exp_avg_sq" /
  * "momentum"), nslots of them; get/set copy numel floats (every holding rank on set). */
 int mpl_run_optim_slots(const MplRun *r, const char *const **names);

@@ -1,0 +1,287 @@
+/*
+ * cg_cuda.c — the kernel IR as CUDA C (--emit=cuda), and its compilation to PTX
+ * with NVRTC.
+ *
+ * Each kernel is `extern "C" __global__ void NAME(T0 *a0, ..., long long seed,
+ * long long step, long long mb, long long n_outer)`: one thread per outer iteration
+ * in a grid-stride loop, so any launch shape computes the same values.
+ *
+ * Invariants: the arithmetic is the IR's, one C operation per IR instruction in the
+ * same order (the same bits as the CPU up to libm vs CUDA math functions); NVRTC
+ * runs with --fmad=false (no contraction) and IEEE division and square root; f32 ->
+ * int casts use the saturating round-toward-zero intrinsics (NaN -> 0), as the CPU
+ * does; i64 add/mul/shift are done on unsigned long long (wrapping, the dropout
+ * hash); NVRTC's log must be empty (a warning is an error). Without MPL_HAVE_CUDA
+ * the source is still produced, and compiling reports "built without CUDA".
+ */
+#include "kernel.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef MPL_HAVE_CUDA
+#include <nvrtc.h>
+#endif
+
+typedef struct Out {
+  char *buf;
+  size_t len;
+  FILE *f;
+} Out;
+
+static const char *ctype(KType t) {
+  switch (t) {
+  case KT_BOOL: return "bool";
+  case KT_I32: return "int";
+  case KT_I64: return "long long";
+  case KT_F32: return "float";
+  default: return "void";
+  }
+}
+
+static const char *mctype(DType dt) { return kt_of_dtype(dt) == KT_BOOL ? "unsigned char" : ctype(kt_of_dtype(dt)); }
+
+static void indent(FILE *f, int n) { fprintf(f, "%*s", n, ""); }
+
+static void float_lit(FILE *f, float x) {
+  uint32_t bits;
+  memcpy(&bits, &x, 4);
+  if (x != x || x - x != 0) { /* nan, inf */
+    fprintf(f, "__int_as_float(0x%08x)", bits);
+    return;
+  }
+  char s[64];
+  snprintf(s, sizeof s, "%.9g", (double)x);
+  if (!strpbrk(s, ".e")) strcat(s, ".0");
+  fprintf(f, "%sf", s);
+}
+
+static void emit_const(FILE *f, const KInstr *in) {
+  switch (in->type) {
+  case KT_F32: float_lit(f, in->fimm); break;
+  case KT_BOOL: fprintf(f, "%s", in->imm ? "true" : "false"); break;
+  case KT_I32: fprintf(f, "(int)%lld", (long long)in->imm); break;
+  default:
+    if (in->imm >= 0 && in->imm < (1ll << 31)) fprintf(f, "%lldLL", (long long)in->imm);
+    else fprintf(f, "(long long)0x%llxULL", (unsigned long long)in->imm);
+    break;
+  }
+}
+
+static void emit_cast(FILE *f, const Kernel *k, const KInstr *in) {
+  KType from = k->ins[in->a].type, to = in->type;
+  if (from == KT_F32 && to == KT_I32) fprintf(f, "__float2int_rz(v%d)", in->a);
+  else if (from == KT_F32 && to == KT_I64) fprintf(f, "__float2ll_rz(v%d)", in->a);
+  else if (to == KT_BOOL) fprintf(f, "(v%d != 0)", in->a);
+  else fprintf(f, "(%s)v%d", ctype(to), in->a);
+}
+
+/* Integer + - * and shifts wrap: computed on unsigned types. */
+static void emit_wrapping(FILE *f, const KInstr *in, const char *op) {
+  const char *u = in->type == KT_I64 ? "unsigned long long" : "unsigned int";
+  fprintf(f, "(%s)((%s)v%d %s (%s)v%d)", ctype(in->type), u, in->a, op, u, in->b);
+}
+
+static void emit_expr(FILE *f, const Kernel *k, const KInstr *in) {
+  static const char *const cmp[] = {[KI_EQ] = "==", [KI_NE] = "!=", [KI_LT] = "<",
+                                    [KI_LE] = "<=", [KI_GT] = ">", [KI_GE] = ">="};
+  bool isf = in->type == KT_F32, i64 = in->type == KT_I64;
+  switch (in->op) {
+  case KI_NEG: fprintf(f, "-v%d", in->a); break;
+  case KI_NOT: fprintf(f, "!v%d", in->a); break;
+  case KI_ABS: isf ? fprintf(f, "fabsf(v%d)", in->a) : fprintf(f, "(v%d < 0 ? -v%d : v%d)", in->a, in->a, in->a); break;
+  case KI_EXP: fprintf(f, "expf(v%d)", in->a); break;
+  case KI_LOG: fprintf(f, "logf(v%d)", in->a); break;
+  case KI_SQRT: fprintf(f, "sqrtf(v%d)", in->a); break;
+  case KI_TANH: fprintf(f, "tanhf(v%d)", in->a); break;
+  case KI_CAST: emit_cast(f, k, in); break;
+  case KI_ADD: isf ? fprintf(f, "v%d + v%d", in->a, in->b) : emit_wrapping(f, in, "+"); break;
+  case KI_SUB: isf ? fprintf(f, "v%d - v%d", in->a, in->b) : emit_wrapping(f, in, "-"); break;
+  case KI_MUL: isf ? fprintf(f, "v%d * v%d", in->a, in->b) : emit_wrapping(f, in, "*"); break;
+  case KI_DIV: case KI_REM: {
+    const char *op = in->op == KI_DIV ? "/" : "%";
+    if (i64) fprintf(f, "(long long)((unsigned long long)v%d %s (unsigned long long)v%d)", in->a, op, in->b);
+    else if (isf && in->op == KI_REM) fprintf(f, "fmodf(v%d, v%d)", in->a, in->b);
+    else fprintf(f, "v%d %s v%d", in->a, op, in->b);
+    break;
+  }
+  case KI_POW: fprintf(f, "powf(v%d, v%d)", in->a, in->b); break;
+  case KI_MAX: case KI_MIN:
+    if (isf) fprintf(f, "mpl_%sf(v%d, v%d)", in->op == KI_MAX ? "max" : "min", in->a, in->b);
+    else fprintf(f, "v%d %s v%d ? v%d : v%d", in->a, in->op == KI_MAX ? ">" : "<", in->b, in->a, in->b);
+    break;
+  case KI_AND: fprintf(f, "v%d & v%d", in->a, in->b); break;
+  case KI_OR: fprintf(f, "v%d | v%d", in->a, in->b); break;
+  case KI_XOR: fprintf(f, "v%d ^ v%d", in->a, in->b); break;
+  case KI_SHR: fprintf(f, "(%s)((unsigned long long)v%d >> v%d)", ctype(in->type), in->a, in->b); break;
+  case KI_SELECT: fprintf(f, "v%d ? v%d : v%d", in->a, in->b, in->c); break;
+  default: fprintf(f, "v%d %s v%d", in->a, cmp[in->op], in->b); break;
+  }
+}
+
+static void emit_block(FILE *f, const Kernel *k, const KBlock *bl, int ind);
+
+/* acc = acc OP x for a reduction loop's accumulator. */
+static void emit_accumulate(FILE *f, const KInstr *in, int id) {
+  if (in->red == KR_SUM && in->type == KT_F32) fprintf(f, "v%d = v%d + v%d;\n", id, id, in->b);
+  else if (in->red == KR_SUM) fprintf(f, "v%d = (%s)((unsigned long long)v%d + (unsigned long long)v%d);\n", id,
+                                      ctype(in->type), id, in->b);
+  else if (in->type == KT_F32) fprintf(f, "v%d = mpl_maxf(v%d, v%d);\n", id, id, in->b);
+  else fprintf(f, "v%d = v%d > v%d ? v%d : v%d;\n", id, id, in->b, id, in->b);
+}
+
+static void emit_loop(FILE *f, const Kernel *k, int id, int ind) {
+  const KInstr *in = &k->ins[id];
+  if (in->red != KR_NONE) {
+    indent(f, ind);
+    fprintf(f, "%s v%d = v%d;\n", ctype(in->type), id, in->a);
+  }
+  indent(f, ind);
+  fprintf(f, "for (long long k%d = 0; k%d < %lldLL; k%d++) {\n", id, id, (long long)in->imm, id);
+  emit_block(f, k, &in->body, ind + 2);
+  if (in->red != KR_NONE) {
+    indent(f, ind + 2);
+    emit_accumulate(f, in, id);
+  }
+  indent(f, ind);
+  fprintf(f, "}\n");
+}
+
+static void emit_instr(FILE *f, const Kernel *k, int id, int ind) {
+  const KInstr *in = &k->ins[id];
+  static const char *const scal[] = {"seed", "step", "mb"};
+  if (in->op == KI_LOOP) {
+    emit_loop(f, k, id, ind);
+    return;
+  }
+  indent(f, ind);
+  if (in->op == KI_STORE) {
+    bool b = kt_of_dtype(k->args[in->arg].dtype) == KT_BOOL;
+    fprintf(f, "a%d[v%d] = %sv%d;\n", in->arg, in->a, b ? "(unsigned char)" : "", in->b);
+    return;
+  }
+  fprintf(f, "%s v%d = ", ctype(in->type), id);
+  switch (in->op) {
+  case KI_OUTER: fprintf(f, "o"); break;
+  case KI_SCALAR: fprintf(f, "%s", scal[in->imm]); break;
+  case KI_CONST: emit_const(f, in); break;
+  case KI_LOOPVAR: fprintf(f, "k%lld", (long long)in->imm); break;
+  case KI_LOAD:
+    if (in->type == KT_BOOL) fprintf(f, "(a%d[v%d] != 0)", in->arg, in->a);
+    else fprintf(f, "a%d[v%d]", in->arg, in->a);
+    break;
+  default: emit_expr(f, k, in); break;
+  }
+  fprintf(f, ";\n");
+}
+
+static void emit_block(FILE *f, const Kernel *k, const KBlock *bl, int ind) {
+  for (int i = 0; i < bl->n; i++) emit_instr(f, k, bl->ins[i], ind);
+}
+
+static void emit_kernel(FILE *f, const Kernel *k) {
+  fprintf(f, "extern \"C\" __global__ void %s(", k->name);
+  for (int i = 0; i < k->nargs; i++) {
+    const KArg *a = &k->args[i];
+    fprintf(f, "%s%s *__restrict__ a%d", a->mode == KA_IN ? "const " : "", mctype(a->dtype), i);
+    fprintf(f, ", ");
+  }
+  fprintf(f, "long long seed, long long step, long long mb, long long n_outer) {\n");
+  fprintf(f, "  for (long long o = (long long)blockIdx.x * blockDim.x + threadIdx.x; o < n_outer;\n"
+             "       o += (long long)blockDim.x * gridDim.x) {\n");
+  emit_block(f, k, &k->body, 4);
+  fprintf(f, "  }\n}\n\n");
+}
+
+static const char prelude[] =
+    "/* generated by mplc (cg_cuda.c): the job's fused kernels */\n"
+    "__device__ __forceinline__ float mpl_maxf(float a, float b) { return (a > b || a != a) ? a : b; }\n"
+    "__device__ __forceinline__ float mpl_minf(float a, float b) { return (a < b || a != a) ? a : b; }\n\n";
+
+char *cg_cuda_source(Arena *a, const KernelSet *ks) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  if (!f) die("open_memstream failed");
+  fputs(prelude, f);
+  for (int i = 0; i < ks->n; i++) emit_kernel(f, ks->k[i]);
+  fclose(f);
+  char *s = arena_strndup(a, buf, len);
+  free(buf);
+  return s;
+}
+
+#ifdef MPL_HAVE_CUDA
+
+/* NVRTC_CHECK: on failure, the error and the program's log, then return -1. */
+#define NVRTC_CHECK(call, prog)                                                   \
+  do {                                                                            \
+    nvrtcResult rc_ = (call);                                                     \
+    if (rc_ != NVRTC_SUCCESS) return nvrtc_fail(rc_, #call, prog, err, errlen);   \
+  } while (0)
+
+static int nvrtc_fail(nvrtcResult rc, const char *what, nvrtcProgram *prog, char *err, size_t errlen) {
+  size_t n = 0;
+  char *log = NULL;
+  if (prog && nvrtcGetProgramLogSize(*prog, &n) == NVRTC_SUCCESS && n > 1 && (log = malloc(n)))
+    if (nvrtcGetProgramLog(*prog, log) != NVRTC_SUCCESS) log[0] = 0;
+  snprintf(err, errlen, "NVRTC: %s: %s%s%s", what, nvrtcGetErrorString(rc), log ? "\n" : "", log ? log : "");
+  free(log);
+  if (prog) nvrtcDestroyProgram(prog);
+  return -1;
+}
+
+/* Anything in the log (warnings included) is an error. */
+static int check_log(nvrtcProgram *prog, char *err, size_t errlen) {
+  size_t n = 0;
+  NVRTC_CHECK(nvrtcGetProgramLogSize(*prog, &n), prog);
+  if (n <= 1) return 0;
+  char *log = malloc(n);
+  if (!log) die("out of memory");
+  NVRTC_CHECK(nvrtcGetProgramLog(*prog, log), prog);
+  bool blank = true;
+  for (size_t i = 0; log[i]; i++) blank &= log[i] == ' ' || log[i] == '\n' || log[i] == '\r' || log[i] == '\t';
+  if (!blank) snprintf(err, errlen, "NVRTC: warnings are errors:\n%s", log);
+  free(log);
+  if (blank) return 0;
+  nvrtcDestroyProgram(prog);
+  return -1;
+}
+
+int cg_nvrtc_compile(const char *src, const char *arch, char **ptx, size_t *len, char *err, size_t errlen) {
+  char archopt[64];
+  if (!arch) arch = "sm_90";
+  if (strncmp(arch, "sm_", 3) == 0) snprintf(archopt, sizeof archopt, "--gpu-architecture=compute_%s", arch + 3);
+  else if (strncmp(arch, "compute_", 8) == 0) snprintf(archopt, sizeof archopt, "--gpu-architecture=%s", arch);
+  else {
+    snprintf(err, errlen, "NVRTC: unknown GPU architecture '%s' (want sm_NN)", arch);
+    return -1;
+  }
+  const char *opts[] = {archopt, "--fmad=false", "-default-device", "--prec-div=true", "--prec-sqrt=true"};
+  nvrtcProgram prog;
+  NVRTC_CHECK(nvrtcCreateProgram(&prog, src, "mpl_kernels.cu", 0, NULL, NULL), NULL);
+  nvrtcResult rc = nvrtcCompileProgram(prog, (int)(sizeof opts / sizeof opts[0]), opts);
+  if (rc != NVRTC_SUCCESS) return nvrtc_fail(rc, "nvrtcCompileProgram", &prog, err, errlen);
+  if (check_log(&prog, err, errlen)) return -1;
+  size_t n = 0;
+  NVRTC_CHECK(nvrtcGetPTXSize(prog, &n), &prog);
+  *ptx = malloc(n ? n : 1);
+  if (!*ptx) die("out of memory");
+  NVRTC_CHECK(nvrtcGetPTX(prog, *ptx), &prog);
+  *len = n;
+  nvrtcDestroyProgram(&prog);
+  return 0;
+}
+
+#else
+
+int cg_nvrtc_compile(const char *src, const char *arch, char **ptx, size_t *len, char *err, size_t errlen) {
+  (void)src, (void)arch;
+  *ptx = NULL;
+  *len = 0;
+  snprintf(err, errlen, "NVRTC: mplc was built without CUDA");
+  return -1;
+}
+
+#endif

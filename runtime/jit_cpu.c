@@ -1,0 +1,177 @@
+/*
+ * jit_cpu.c — loads a job's LLVM bitcode and compiles it for the host CPU with
+ * ORC's LLJIT (host CPU name and features, aggressive code generation).
+ *
+ * Invariants: LLVM's native target is initialised once per process (pthread_once);
+ * each MplJit owns one LLJIT and the code it made; symbols the kernels call are
+ * the libm functions defined below by address (so they resolve even where the
+ * process does not export them), then anything else from the process (memset,
+ * memcpy that the optimiser may introduce).
+ */
+#include "jit_cpu.h"
+
+#include <llvm-c/Analysis.h>
+#include <llvm-c/BitReader.h>
+#include <llvm-c/Core.h>
+#include <llvm-c/Error.h>
+#include <llvm-c/LLJIT.h>
+#include <llvm-c/Orc.h>
+#include <llvm-c/Target.h>
+#include <llvm-c/TargetMachine.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct MplJit {
+  LLVMOrcLLJITRef jit;
+};
+
+static pthread_once_t llvm_once = PTHREAD_ONCE_INIT;
+
+static void llvm_init(void) {
+  LLVMInitializeNativeTarget();
+  LLVMInitializeNativeAsmPrinter();
+}
+
+/* The libm functions generated kernels may call. */
+#define JIT_LIBM(X) X(expf) X(logf) X(tanhf) X(powf) X(sqrtf) X(fabsf) X(exp) X(log) X(tanh) X(pow)
+
+static int take_error(LLVMErrorRef e, char *err, size_t errlen, const char *what) {
+  char *m = LLVMGetErrorMessage(e);
+  snprintf(err, errlen, "jit: %s: %s", what, m);
+  LLVMDisposeErrorMessage(m);
+  return -1;
+}
+
+static LLVMTargetMachineRef host_machine(char *err, size_t errlen) {
+  char *triple = LLVMGetDefaultTargetTriple(), *msg = NULL;
+  LLVMTargetRef target;
+  if (LLVMGetTargetFromTriple(triple, &target, &msg)) {
+    snprintf(err, errlen, "jit: target %s: %s", triple, msg ? msg : "?");
+    LLVMDisposeMessage(msg);
+    LLVMDisposeMessage(triple);
+    return NULL;
+  }
+  char *cpu = LLVMGetHostCPUName(), *feat = LLVMGetHostCPUFeatures();
+  LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, triple, cpu, feat, LLVMCodeGenLevelAggressive,
+                                                    LLVMRelocDefault, LLVMCodeModelJITDefault);
+  LLVMDisposeMessage(triple);
+  LLVMDisposeMessage(cpu);
+  LLVMDisposeMessage(feat);
+  if (!tm) snprintf(err, errlen, "jit: cannot create a target machine for the host");
+  return tm;
+}
+
+static int define_libm(LLVMOrcLLJITRef j, char *err, size_t errlen) {
+  static const struct { const char *name; void *addr; } syms[] = {
+#define X(f) {#f, (void *)(uintptr_t)&f},
+      JIT_LIBM(X)
+#undef X
+  };
+  enum { N = sizeof syms / sizeof syms[0] };
+  LLVMJITCSymbolMapPair pairs[N];
+  for (int i = 0; i < N; i++) {
+    pairs[i].Name = LLVMOrcLLJITMangleAndIntern(j, syms[i].name);
+    pairs[i].Sym.Address = (LLVMOrcExecutorAddress)(uintptr_t)syms[i].addr;
+    pairs[i].Sym.Flags.GenericFlags = LLVMJITSymbolGenericFlagsExported | LLVMJITSymbolGenericFlagsCallable;
+    pairs[i].Sym.Flags.TargetFlags = 0;
+  }
+  LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(j);
+  LLVMErrorRef e = LLVMOrcJITDylibDefine(jd, LLVMOrcAbsoluteSymbols(pairs, N));
+  if (e) return take_error(e, err, errlen, "defining libm symbols");
+  LLVMOrcDefinitionGeneratorRef gen;
+  e = LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&gen, LLVMOrcLLJITGetGlobalPrefix(j), NULL, NULL);
+  if (e) return take_error(e, err, errlen, "process symbols");
+  LLVMOrcJITDylibAddGenerator(jd, gen);
+  return 0;
+}
+
+static LLVMOrcLLJITRef make_jit(char *err, size_t errlen) {
+  LLVMTargetMachineRef tm = host_machine(err, errlen);
+  if (!tm) return NULL;
+  LLVMOrcLLJITBuilderRef b = LLVMOrcCreateLLJITBuilder();
+  LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(b, LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(tm));
+  LLVMOrcLLJITRef j = NULL;
+  LLVMErrorRef e = LLVMOrcCreateLLJIT(&j, b); /* takes the builder */
+  if (e) {
+    take_error(e, err, errlen, "creating the JIT");
+    return NULL;
+  }
+  if (define_libm(j, err, errlen)) {
+    LLVMOrcDisposeLLJIT(j);
+    return NULL;
+  }
+  return j;
+}
+
+/* Parses and verifies the bitcode into a thread-safe module. */
+static LLVMOrcThreadSafeModuleRef parse_module(const void *bc, size_t len, char *err, size_t errlen) {
+  LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
+  LLVMContextRef ctx = LLVMOrcThreadSafeContextGetContext(tsc);
+  LLVMMemoryBufferRef mb = LLVMCreateMemoryBufferWithMemoryRangeCopy(bc, len, "mpl_kernels");
+  LLVMModuleRef mod = NULL;
+  char *msg = NULL;
+  bool bad = LLVMParseBitcodeInContext2(ctx, mb, &mod);
+  LLVMDisposeMemoryBuffer(mb);
+  if (bad) {
+    snprintf(err, errlen, "jit: the kernels' bitcode does not parse");
+  } else if (LLVMVerifyModule(mod, LLVMReturnStatusAction, &msg)) {
+    snprintf(err, errlen, "jit: the kernels' module is invalid: %s", msg ? msg : "?");
+    LLVMDisposeModule(mod);
+    bad = true;
+  }
+  if (msg) LLVMDisposeMessage(msg);
+  LLVMOrcThreadSafeModuleRef tsm = bad ? NULL : LLVMOrcCreateNewThreadSafeModule(mod, tsc);
+  LLVMOrcDisposeThreadSafeContext(tsc); /* the module keeps it alive */
+  return tsm;
+}
+
+MplJit *mpl_jit_load(const void *bc, size_t len, char *err, size_t errlen) {
+  pthread_once(&llvm_once, llvm_init);
+  if (!bc || !len) {
+    snprintf(err, errlen, "jit: empty bitcode");
+    return NULL;
+  }
+  LLVMOrcThreadSafeModuleRef tsm = parse_module(bc, len, err, errlen);
+  if (!tsm) return NULL;
+  LLVMOrcLLJITRef j = make_jit(err, errlen);
+  if (!j) {
+    LLVMOrcDisposeThreadSafeModule(tsm);
+    return NULL;
+  }
+  LLVMErrorRef e = LLVMOrcLLJITAddLLVMIRModule(j, LLVMOrcLLJITGetMainJITDylib(j), tsm);
+  if (e) {
+    take_error(e, err, errlen, "adding the module");
+    LLVMOrcDisposeThreadSafeModule(tsm);
+    LLVMOrcDisposeLLJIT(j);
+    return NULL;
+  }
+  MplJit *m = calloc(1, sizeof *m);
+  if (!m) {
+    snprintf(err, errlen, "jit: out of memory");
+    LLVMOrcDisposeLLJIT(j);
+    return NULL;
+  }
+  m->jit = j;
+  return m;
+}
+
+void *mpl_jit_lookup(MplJit *j, const char *name) {
+  LLVMOrcExecutorAddress addr = 0;
+  LLVMErrorRef e = LLVMOrcLLJITLookup(j->jit, &addr, name);
+  if (e) {
+    LLVMConsumeError(e);
+    return NULL;
+  }
+  return (void *)(uintptr_t)addr;
+}
+
+void mpl_jit_free(MplJit *j) {
+  if (!j) return;
+  LLVMErrorRef e = LLVMOrcDisposeLLJIT(j->jit);
+  if (e) LLVMConsumeError(e);
+  free(j);
+}

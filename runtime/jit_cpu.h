@@ -1,0 +1,27 @@
+/*
+ * jit_cpu.h — the CPU kernels of a job: LLVM bitcode (from mplc's cg_llvm.c)
+ * compiled for the host CPU at load time, kernel functions looked up by name.
+ *
+ * Kernel ABI (compiler/kernel.h):
+ *   void NAME(void **args, const int64_t *scalars, int64_t begin, int64_t end)
+ * Invariants: one MplJit owns its compiled code until mpl_jit_free; looked-up
+ * function pointers may be called from any thread concurrently; libm functions
+ * the kernels call (expf, logf, tanhf, powf, ...) resolve to this process's.
+ */
+#ifndef MPL_JIT_CPU_H
+#define MPL_JIT_CPU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct MplJit MplJit;
+typedef void (*MplJitKernelFn)(void **args, const int64_t *scalars, int64_t begin, int64_t end);
+
+/* Parses the bitcode and compiles it for the host (O3 code generation). NULL and a
+ * message in err on failure. */
+MplJit *mpl_jit_load(const void *bc, size_t len, char *err, size_t errlen);
+/* The address of kernel `name`, or NULL. */
+void *mpl_jit_lookup(MplJit *j, const char *name);
+void mpl_jit_free(MplJit *j);
+
+#endif

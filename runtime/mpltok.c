@@ -1,0 +1,35 @@
+/*
+ * mpltok.c — turns any file into an llm.c token file, one token per byte
+ * (vocabulary 256), so a character-level model can train on it.
+ *
+ *   mpltok INPUT.txt OUTPUT.bin
+ */
+#include "mpl.h"
+
+#include <stdlib.h>
+
+int main(int argc, char **argv) {
+  if (argc != 3) {
+    fprintf(stderr, "usage: mpltok INPUT OUTPUT.bin\n");
+    return 2;
+  }
+  uint8_t *data;
+  size_t len;
+  MplErr err;
+  if (mpl_file_read_all(argv[1], &data, &len, &err) != MPL_OK) {
+    fprintf(stderr, "mpltok: error: %s\n", err.msg);
+    return 1;
+  }
+  if (len < 2) {
+    fprintf(stderr, "mpltok: error: %s: a token file needs at least 2 bytes of text\n", argv[1]);
+    return 1;
+  }
+  uint16_t *tok = mpl_malloc(len * sizeof *tok);
+  for (size_t i = 0; i < len; i++) tok[i] = data[i];
+  int rc = mpl_tokens_write(argv[2], tok, (int64_t)len, &err);
+  if (rc != MPL_OK) fprintf(stderr, "mpltok: error: %s\n", err.msg);
+  else printf("%s: %zu tokens (bytes) from %s\n", argv[2], len, argv[1]);
+  mpl_free(tok);
+  mpl_free(data);
+  return rc == MPL_OK ? 0 : 1;
+}

@@ -1,0 +1,649 @@
+/*
+ * test_kernels.c — fusion, the kernel IR and the LLVM emitter, end to end on the CPU:
+ * small graphs built by hand are lowered with fuse_program, compiled with
+ * cg_llvm_module + mpl_jit_load, run by a tiny step executor (GEMMs as naive loops)
+ * and compared with the float64 reference evaluator (relative 1e-5).
+ *
+ * Invariants checked on every graph: the result does not depend on how the outer
+ * iterations are split (1, 2 or 3 chunks give the same bits); the fused lowering
+ * gives the same bits as every op lowered on its own; cutting the op list into two
+ * programs sharing one KernelSet gives the same bits too.
+ */
+#include <check.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compiler/autodiff.h"
+#include "compiler/kernel.h"
+#include "runtime/jit_cpu.h"
+
+/* ---- graph building ---------------------------------------------------------- */
+
+static Arena arena;
+static Graph *G;
+
+static void setup(void) {
+  arena_init(&arena);
+  G = graph_new(&arena);
+}
+
+static void teardown(void) { arena_free(&arena); }
+
+static Shape S(int rank, ...) {
+  Shape s = {.rank = rank};
+  va_list ap;
+  va_start(ap, rank);
+  for (int i = 0; i < rank; i++) s.d[i] = va_arg(ap, int);
+  va_end(ap);
+  return s;
+}
+
+static int op(OpKind k, DType dt, Shape s, int nin, ...) {
+  int in[8];
+  va_list ap;
+  va_start(ap, nin);
+  for (int i = 0; i < nin; i++) in[i] = va_arg(ap, int);
+  va_end(ap);
+  Op *o = graph_add(G, k, nin, in, (Loc){0});
+  o->dtype = dt;
+  o->shape = s;
+  return o->id;
+}
+
+static Op *O(int id) { return G->ops[id]; }
+
+static int input(Shape s, DType dt) { return op(OP_INPUT, dt, s, 0); }
+static int un(OpKind k, int x) { return op(k, O(x)->dtype, O(x)->shape, 1, x); }
+
+static int bin(OpKind k, int x, int y) {
+  Shape s;
+  ck_assert(shape_broadcast(&O(x)->shape, &O(y)->shape, &s));
+  DType dt = k >= OP_EQ && k <= OP_GE ? DT_BOOL : O(x)->dtype;
+  return op(k, dt, s, 2, x, y);
+}
+
+static int full(double v, Shape s) {
+  int id = op(OP_FULL, DT_F32, s, 0);
+  O(id)->value = v;
+  return id;
+}
+
+static int reduce(OpKind k, int x, int axis, bool keepdims) {
+  Shape in = O(x)->shape, s = {0};
+  int a = axis == AXIS_ALL ? -1 : (axis < 0 ? axis + in.rank : axis);
+  for (int i = 0; i < in.rank; i++) {
+    bool r = axis == AXIS_ALL || i == a;
+    if (!r) s.d[s.rank++] = in.d[i];
+    else if (keepdims) s.d[s.rank++] = 1;
+  }
+  int id = op(k, O(x)->dtype, s, 1, x);
+  O(id)->axis = axis;
+  O(id)->keepdims = keepdims;
+  return id;
+}
+
+static int softmax(OpKind k, int x, int axis) {
+  int id = un(k, x);
+  O(id)->axis = axis;
+  return id;
+}
+
+/* ---- the step executor ------------------------------------------------------------- */
+
+static uint64_t rng_state;
+static double rnd(void) {
+  rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+  return (double)(rng_state >> 11) / 9007199254740992.0;
+}
+
+typedef struct Run {
+  void **buf;
+  bool *own, *written;
+} Run;
+
+static void *alloc_value(const Op *o) {
+  size_t n = (size_t)shape_numel(&o->shape) * (size_t)dtype_size(o->dtype);
+  return calloc(n ? n : 1, 1);
+}
+
+/* Leaves get deterministic data (ints in [0, int_hi)); the same bits for every run. */
+static int64_t int_hi = 4;
+
+static void fill_leaf(const Op *o, void *p) {
+  int64_t n = shape_numel(&o->shape);
+  rng_state = 0x1234u + (uint64_t)o->id * 7919u;
+  for (int64_t i = 0; i < n; i++) {
+    if (o->dtype == DT_F32) ((float *)p)[i] = (float)(rnd() * 4.0 - 2.0);
+    else if (o->dtype == DT_I32) ((int32_t *)p)[i] = (int32_t)(rnd() * (double)int_hi);
+    else ((uint8_t *)p)[i] = rnd() < 0.5;
+  }
+}
+
+static double get(const Op *o, const void *p, int64_t i) {
+  if (o->dtype == DT_F32) return ((const float *)p)[i];
+  if (o->dtype == DT_I32) return ((const int32_t *)p)[i];
+  return ((const uint8_t *)p)[i];
+}
+
+static Run run_new(void) {
+  Run r = {calloc((size_t)G->nops, sizeof(void *)), calloc((size_t)G->nops, 1), calloc((size_t)G->nops, 1)};
+  for (int i = 0; i < G->nops; i++) {
+    if (O(i)->kind == OP_INPUT || O(i)->kind == OP_PARAM) {
+      r.buf[i] = alloc_value(O(i));
+      fill_leaf(O(i), r.buf[i]);
+      r.own[i] = true;
+    }
+  }
+  return r;
+}
+
+static void run_free(Run *r) {
+  for (int i = 0; i < G->nops; i++)
+    if (r->own[i]) free(r->buf[i]);
+  free(r->buf);
+  free(r->own);
+  free(r->written);
+}
+
+static void *value_buf(Run *r, int v) {
+  if (!r->buf[v]) {
+    r->buf[v] = alloc_value(O(v));
+    r->own[v] = true;
+  }
+  return r->buf[v];
+}
+
+static void run_gemm(Run *r, const Step *s) {
+  const float *A = value_buf(r, s->a), *B = value_buf(r, s->b);
+  float *C = value_buf(r, s->c);
+  for (int64_t q = 0; q < s->batch; q++) {
+    const float *a = A + s->off_a + q * s->stride_a, *b = B + s->off_b + q * s->stride_b;
+    float *c = C + s->off_c + q * s->stride_c;
+    for (int64_t i = 0; i < s->m; i++)
+      for (int64_t j = 0; j < s->n; j++) {
+        float acc = 0.0f;
+        for (int64_t p = 0; p < s->k; p++)
+          acc += (s->ta ? a[p * s->m + i] : a[i * s->k + p]) * (s->tb ? b[j * s->k + p] : b[p * s->n + j]);
+        c[i * s->n + j] = s->beta != 0.0 ? c[i * s->n + j] + acc : acc;
+      }
+  }
+  r->written[s->c] = true;
+}
+
+static void run_kernel(Run *r, const KernelSet *ks, MplJit *jit, const Step *s, int chunks, const int64_t *sc) {
+  MplJitKernelFn fn = (MplJitKernelFn)mpl_jit_lookup(jit, ks->k[s->kernel]->name);
+  ck_assert_msg(fn != NULL, "kernel %s not found", ks->k[s->kernel]->name);
+  void *args[64];
+  ck_assert_int_le(s->nargs, 64);
+  for (int j = 0; j < s->nargs; j++) {
+    args[j] = value_buf(r, s->args[j]);
+    if (ks->k[s->kernel]->args[j].mode != KA_IN) r->written[s->args[j]] = true;
+  }
+  int64_t n = s->n_outer;
+  for (int c = 0; c < chunks; c++) fn(args, sc, n * c / chunks, n * (c + 1) / chunks);
+}
+
+static void run_program(Run *r, const KernelSet *ks, MplJit *jit, const Program *p, int chunks, const int64_t *sc) {
+  for (int i = 0; i < p->nsteps; i++) {
+    const Step *s = &p->steps[i];
+    switch (s->kind) {
+    case STEP_KERNEL: run_kernel(r, ks, jit, s, chunks, sc); break;
+    case STEP_GEMM: run_gemm(r, s); break;
+    case STEP_ALIAS:
+      ck_assert(r->buf[s->b] != NULL);
+      ck_assert_int_eq(s->numel, shape_numel(&O(s->b)->shape));
+      r->buf[s->a] = r->buf[s->b];
+      r->written[s->a] = true;
+      break;
+    case STEP_ACCUM: {
+      float *acc = value_buf(r, s->a);
+      const float *x = value_buf(r, s->b);
+      for (int64_t j = 0; j < s->numel; j++) acc[j] += x[j];
+      r->written[s->a] = true;
+      break;
+    }
+    case STEP_COMM: ck_abort_msg("no comm ops in these tests"); break;
+    }
+  }
+}
+
+/* ---- the checks ---------------------------------------------------------------------- */
+
+typedef struct Built {
+  KernelSet *ks;
+  Program *p[2];
+  int np;
+  MplJit *jit;
+} Built;
+
+static void lower(Built *b, const int *ops, int nops, bool fusion, int cut) {
+  b->ks = kset_new(&arena);
+  b->ks->no_fusion = !fusion;
+  b->np = cut ? 2 : 1;
+  if (cut) {
+    b->p[0] = fuse_program(&arena, G, ops, cut, b->ks);
+    b->p[1] = fuse_program(&arena, G, ops + cut, nops - cut, b->ks);
+  } else {
+    b->p[0] = fuse_program(&arena, G, ops, nops, b->ks);
+  }
+  for (int i = 0; i < b->ks->n; i++) kir_verify(b->ks->k[i]);
+  FILE *null = fopen("/dev/null", "w");
+  kir_dump(null, b->ks, b->p[0]);
+  fclose(null);
+  void *bc;
+  size_t len;
+  char err[4096];
+  int rc = cg_llvm_module(b->ks, &bc, &len, err, sizeof err);
+  ck_assert_msg(rc == 0, "cg_llvm_module: %s", err);
+  b->jit = mpl_jit_load(bc, len, err, sizeof err);
+  free(bc);
+  ck_assert_msg(b->jit != NULL, "mpl_jit_load: %s", err);
+}
+
+static Run execute(Built *b, int chunks, const int64_t *sc) {
+  Run r = run_new();
+  for (int i = 0; i < b->np; i++) run_program(&r, b->ks, b->jit, b->p[i], chunks, sc);
+  return r;
+}
+
+static bool close_enough(double a, double r) {
+  if (isnan(a) || isnan(r)) return isnan(a) && isnan(r);
+  if (isinf(r)) return a == r;
+  return fabs(a - r) <= 1e-5 * fmax(1.0, fabs(r));
+}
+
+static void compare_ref(const Run *r, const RefCtx *ctx) {
+  double **vals = calloc((size_t)G->nops, sizeof(double *));
+  for (int i = 0; i < G->nops; i++) {
+    const Op *o = O(i);
+    if (o->kind != OP_INPUT && o->kind != OP_PARAM) continue;
+    int64_t n = shape_numel(&o->shape);
+    vals[i] = malloc(sizeof(double) * (size_t)(n ? n : 1));
+    for (int64_t j = 0; j < n; j++) vals[i][j] = get(o, r->buf[i], j);
+  }
+  ref_eval(G, vals, ctx);
+  int checked = 0;
+  for (int i = 0; i < G->nops; i++) {
+    if (!r->written[i]) continue;
+    const Op *o = O(i);
+    for (int64_t j = 0, n = shape_numel(&o->shape); j < n; j++) {
+      double a = get(o, r->buf[i], j), x = vals[i][j];
+      ck_assert_msg(close_enough(a, x), "%%%d %s[%lld]: kernel %.9g, reference %.9g", i, op_name(o->kind),
+                    (long long)j, a, x);
+    }
+    checked++;
+  }
+  ck_assert_int_gt(checked, 0);
+  ref_free(G, vals);
+  for (int i = 0; i < G->nops; i++) free(vals[i]);
+  free(vals);
+}
+
+/* Values written in both runs have the same bits. */
+static void compare_bits(const Run *x, const Run *y, const char *what) {
+  for (int i = 0; i < G->nops; i++) {
+    if (!x->written[i] || !y->written[i]) continue;
+    size_t n = (size_t)shape_numel(&O(i)->shape) * (size_t)dtype_size(O(i)->dtype);
+    ck_assert_msg(memcmp(x->buf[i], y->buf[i], n) == 0, "%s: %%%d %s differs", what, i, op_name(O(i)->kind));
+  }
+}
+
+static void free_built(Built *b) { mpl_jit_free(b->jit); }
+
+/* Lowers every non-leaf op of G in id order and runs all the checks. */
+static void check_graph(const RefCtx *ctx) {
+  graph_verify(G);
+  int *ops = malloc(sizeof(int) * (size_t)G->nops), n = 0;
+  for (int i = 0; i < G->nops; i++)
+    if (O(i)->kind != OP_INPUT && O(i)->kind != OP_PARAM) ops[n++] = i;
+  int64_t sc[3] = {ctx ? (int64_t)ctx->seed : 0, ctx ? ctx->step : 0, ctx ? ctx->mb : 0};
+  Built fused, unfused, cut;
+  lower(&fused, ops, n, true, 0);
+  lower(&unfused, ops, n, false, 0);
+  lower(&cut, ops, n, true, n / 2);
+  Run r1 = execute(&fused, 1, sc), r2 = execute(&fused, 2, sc), r3 = execute(&fused, 3, sc);
+  Run ru = execute(&unfused, 1, sc), rc = execute(&cut, 2, sc);
+  compare_ref(&r1, ctx);
+  compare_ref(&ru, ctx);
+  compare_ref(&rc, ctx);
+  compare_bits(&r1, &r2, "2 chunks");
+  compare_bits(&r1, &r3, "3 chunks");
+  compare_bits(&r1, &ru, "unfused");
+  compare_bits(&r1, &rc, "cut in two programs");
+  Run *runs[] = {&r1, &r2, &r3, &ru, &rc};
+  for (int i = 0; i < 5; i++) run_free(runs[i]);
+  free_built(&fused);
+  free_built(&unfused);
+  free_built(&cut);
+  free(ops);
+}
+
+/* Number of kernels the fused lowering of all non-leaf ops makes. */
+static int count_kernels(void) {
+  int *ops = malloc(sizeof(int) * (size_t)G->nops), n = 0;
+  for (int i = 0; i < G->nops; i++)
+    if (O(i)->kind != OP_INPUT && O(i)->kind != OP_PARAM) ops[n++] = i;
+  KernelSet *ks = kset_new(&arena);
+  ks->no_dedup = true;
+  Program *p = fuse_program(&arena, G, ops, n, ks);
+  int k = 0;
+  for (int i = 0; i < p->nsteps; i++) k += p->steps[i].kind == STEP_KERNEL;
+  free(ops);
+  return k;
+}
+
+/* ---- the cases --------------------------------------------------------------------------- */
+
+START_TEST(test_linear_gelu_chain) {
+  int x = input(S(2, 4, 8), DT_F32), w = input(S(1, 8), DT_F32), b = input(S(1, 8), DT_F32);
+  int y = un(OP_GELU, bin(OP_ADD, bin(OP_MUL, x, w), b));
+  un(OP_TANH, y);
+  ck_assert_int_eq(count_kernels(), 1);
+  check_graph(NULL);
+}
+END_TEST
+
+START_TEST(test_unary_ops) {
+  int x = input(S(2, 5, 7), DT_F32);
+  int e = un(OP_EXP, x), a = un(OP_ABS, x);
+  un(OP_LOG, e);
+  un(OP_SQRT, a);
+  un(OP_RSQRT, e);
+  un(OP_SIGMOID, x);
+  un(OP_RELU, x);
+  un(OP_SIGN, x);
+  un(OP_NEG, x);
+  int p2 = un(OP_POW, x), p3 = un(OP_POW, x), pf = un(OP_POW, e), ph = un(OP_POW, e);
+  O(p2)->value = 2.0, O(p3)->value = 3.0, O(pf)->value = 1.7, O(ph)->value = 0.5;
+  check_graph(NULL);
+}
+END_TEST
+
+START_TEST(test_binary_broadcast) {
+  int a = input(S(2, 4, 1), DT_F32), b = input(S(2, 1, 6), DT_F32), c = input(S(1, 6), DT_F32);
+  int d = input(S(3, 2, 4, 6), DT_F32);
+  int s = bin(OP_SUB, a, b);
+  bin(OP_DIV, s, un(OP_EXP, c));
+  bin(OP_MAXIMUM, d, s);
+  bin(OP_MINIMUM, s, d);
+  bin(OP_ADD, c, d); /* broadcast the other way round */
+  check_graph(NULL);
+}
+END_TEST
+
+START_TEST(test_compare_where_cast) {
+  int x = input(S(2, 3, 5), DT_F32), y = input(S(1, 5), DT_F32), i = input(S(1, 5), DT_I32);
+  OpKind cmps[] = {OP_EQ, OP_NE, OP_LT, OP_LE, OP_GT, OP_GE};
+  int last = -1;
+  for (int k = 0; k < 6; k++) last = bin(cmps[k], x, y);
+  int lt = bin(OP_LT, x, y), gt = bin(OP_GT, x, y);
+  int m = bin(OP_OR, bin(OP_AND, lt, un(OP_NOT, gt)), last);
+  op(OP_WHERE, DT_F32, O(x)->shape, 3, m, x, un(OP_EXP, x));
+  int xf = op(OP_CAST, DT_I32, O(x)->shape, 1, x);
+  bin(OP_ADD, xf, i);
+  op(OP_CAST, DT_F32, O(i)->shape, 1, i);
+  op(OP_CAST, DT_F32, O(m)->shape, 1, m);
+  op(OP_CAST, DT_BOOL, O(x)->shape, 1, x);
+  int eqi = bin(OP_EQ, xf, i);
+  op(OP_CAST, DT_I32, O(eqi)->shape, 1, eqi);
+  check_graph(NULL);
+}
+END_TEST
+
+START_TEST(test_grads_elementwise) {
+  int x = input(S(2, 6, 5), DT_F32), dy = input(S(2, 6, 5), DT_F32);
+  bin(OP_GELU_GRAD, x, dy);
+  bin(OP_RELU_GRAD, x, dy);
+  check_graph(NULL);
+}
+END_TEST
+
+START_TEST(test_reductions_every_axis) {
+  int x = input(S(3, 3, 4, 5), DT_F32);
+  OpKind ks[] = {OP_SUM, OP_MEAN, OP_AMAX};
+  for (int k = 0; k < 3; k++) {
+    for (int a = 0; a < 3; a++) {
+      reduce(ks[k], x, a, false);
+      reduce(ks[k], x, a, true);
+    }
+    reduce(ks[k], x, AXIS_ALL, false);
+    reduce(ks[k], x, AXIS_ALL, true);
+    reduce(ks[k], x, -1, true);
+  }
+  check_graph(NULL);
+}
+END_TEST
+
+START_TEST(test_reduction_prologue_epilogue) {
+  int x = input(S(2, 6, 10), DT_F32), w = input(S(1, 10), DT_F32);
+  int s = reduce(OP_SUM, bin(OP_MUL, x, w), -1, true);
+  un(OP_EXP, bin(OP_MUL, s, full(0.5, S(0))));
+  ck_assert_int_eq(count_kernels(), 1);
+  check_graph(NULL);
+}
+END_TEST
+
+START_TEST(test_softmax_axes) {
+  int x = input(S(3, 2, 7, 9), DT_F32);
+  softmax(OP_SOFTMAX, x, -1);
+  softmax(OP_SOFTMAX, x, 1);
+  softmax(OP_LOG_SOFTMAX, x, -1);
+  softmax(OP_LOG_SOFTMAX, x, 0);
+  check_graph(NULL);
+}
+END_TEST
+
+START_TEST(test_attention_mask_softmax) {
+  int s = input(S(3, 2, 6, 6), DT_F32);
+  int m = op(OP_CAUSAL_MASK, DT_BOOL, S(2, 6, 6), 0);
+  int sc = bin(OP_MUL, s, full(0.125, S(0)));
+  int w = op(OP_WHERE, DT_F32, O(s)->shape, 3, m, sc, full(-1e9, S(0)));
+  softmax(OP_SOFTMAX, w, -1);
+  ck_assert_int_eq(count_kernels(), 1);
+  check_graph(NULL);
+}
+END_TEST
+
+START_TEST(test_layernorm_pattern) {
+  int x = input(S(3, 2, 5, 16), DT_F32), g = input(S(1, 16), DT_F32), b = input(S(1, 16), DT_F32);
+  int mu = reduce(OP_MEAN, x, -1, true);
+  int d = bin(OP_SUB, x, mu);
+  int var = reduce(OP_MEAN, bin(OP_MUL, d, d), -1, true);
+  int r = un(OP_RSQRT, bin(OP_ADD, var, full(1e-5, S(0))));
+  bin(OP_ADD, bin(OP_MUL, bin(OP_MUL, d, r), g), b);
+  ck_assert_int_eq(count_kernels(), 1);
+  check_graph(NULL);
+}
+END_TEST
+
+START_TEST(test_cross_entropy) {
+  int_hi = 10;
+  int logits = input(S(3, 2, 3, 10), DT_F32), t = input(S(2, 2, 3), DT_I32);
+  int ce = op(OP_CROSS_ENTROPY, DT_F32, S(0), 2, logits, t);
+  int g = full(1.0, S(0));
+  int g2 = bin(OP_MUL, g, full(0.5, S(0)));
+  op(OP_CE_GRAD, DT_F32, O(logits)->shape, 3, logits, t, g2);
+  (void)ce;
+  check_graph(NULL);
+  int_hi = 4;
+}
+END_TEST
+
+START_TEST(test_embedding_and_grad) {
+  int_hi = 7;
+  int idx = input(S(2, 3, 5), DT_I32), w = op(OP_PARAM, DT_F32, S(2, 7, 4), 0);
+  O(w)->name = "wte";
+  int e = op(OP_EMBEDDING, DT_F32, S(3, 3, 5, 4), 2, idx, w);
+  int dy = un(OP_TANH, e);
+  int eg = op(OP_EMBEDDING_GRAD, DT_F32, S(2, 7, 4), 2, idx, dy);
+  int pg = op(OP_PARAM_GRAD, DT_F32, S(2, 7, 4), 1, eg);
+  O(pg)->key = w;
+  check_graph(NULL);
+  int_hi = 4;
+}
+END_TEST
+
+START_TEST(test_dropout) {
+  int x = input(S(2, 16, 33), DT_F32);
+  int d = un(OP_DROPOUT, un(OP_EXP, x));
+  O(d)->value = 0.3, O(d)->key = 5;
+  int d2 = un(OP_DROPOUT, x);
+  O(d2)->value = 0.0, O(d2)->key = 6;
+  RefCtx ctx = {1337, 3, 2};
+  check_graph(&ctx);
+  /* some elements dropped, some kept */
+}
+END_TEST
+
+START_TEST(test_shape_ops) {
+  int x = input(S(3, 2, 3, 4), DT_F32), y = input(S(3, 2, 2, 4), DT_F32), z = input(S(3, 2, 1, 4), DT_F32);
+  int t = op(OP_TRANSPOSE, DT_F32, S(3, 4, 3, 2), 1, x);
+  O(t)->axis = 0, O(t)->axis2 = 2;
+  un(OP_EXP, t);
+  int sl = op(OP_SLICE, DT_F32, S(3, 2, 2, 4), 1, x);
+  O(sl)->axis = 1, O(sl)->begin = 1, O(sl)->end = 3;
+  un(OP_NEG, sl);
+  int pd = op(OP_PAD, DT_F32, S(3, 2, 6, 4), 1, x);
+  O(pd)->axis = -2, O(pd)->begin = 2;
+  un(OP_ABS, pd);
+  int cc = op(OP_CONCAT, DT_F32, S(3, 2, 6, 4), 3, x, y, z);
+  O(cc)->axis = 1;
+  bin(OP_MUL, cc, cc);
+  int v = input(S(2, 1, 5), DT_F32);
+  op(OP_EXPAND, DT_F32, S(2, 4, 5), 1, v);
+  int w = input(S(3, 2, 3, 4), DT_F32);
+  op(OP_SUM_TO, DT_F32, S(1, 4), 1, w);
+  op(OP_SUM_TO, DT_F32, S(2, 3, 1), 1, w);
+  op(OP_SUM_TO, DT_F32, S(3, 1, 3, 4), 1, un(OP_EXP, w));
+  check_graph(NULL);
+}
+END_TEST
+
+START_TEST(test_reshape_chain_and_alias) {
+  int x = input(S(3, 2, 3, 4), DT_F32);
+  int r1 = op(OP_RESHAPE, DT_F32, S(2, 6, 4), 1, x);
+  int e = un(OP_EXP, r1);
+  int r2 = op(OP_RESHAPE, DT_F32, S(3, 2, 3, 4), 1, e);
+  int h = op(OP_RESHAPE, DT_F32, S(4, 2, 3, 2, 2), 1, r2); /* split the last dim */
+  un(OP_NEG, h);
+  int w = input(S(2, 4, 5), DT_F32);
+  op(OP_MATMUL, DT_F32, S(2, 6, 5), 2, r1, w); /* reshape as a GEMM operand: an alias */
+  check_graph(NULL);
+}
+END_TEST
+
+START_TEST(test_matmuls) {
+  int x = input(S(3, 2, 3, 4), DT_F32), w = input(S(2, 4, 5), DT_F32), b = input(S(1, 5), DT_F32);
+  int y = op(OP_MATMUL, DT_F32, S(3, 2, 3, 5), 2, x, w);
+  un(OP_GELU, bin(OP_ADD, y, b));
+  int u = input(S(2, 5, 4), DT_F32);
+  int ut = op(OP_TRANSPOSE, DT_F32, S(2, 4, 5), 1, u);
+  O(ut)->axis = 0, O(ut)->axis2 = 1;
+  op(OP_MATMUL, DT_F32, S(3, 2, 3, 5), 2, x, ut); /* folded into tb */
+  int p = input(S(4, 2, 1, 3, 4), DT_F32), q = input(S(4, 1, 2, 4, 5), DT_F32);
+  op(OP_MATMUL, DT_F32, S(4, 2, 2, 3, 5), 2, p, q); /* general broadcast: one GEMM per batch */
+  int a2 = input(S(2, 6, 3), DT_F32), d2 = input(S(2, 6, 5), DT_F32), wp = op(OP_PARAM, DT_F32, S(2, 3, 5), 0);
+  O(wp)->name = "w";
+  int mm = op(OP_MATMUL, DT_F32, S(2, 3, 5), 2, a2, d2);
+  O(mm)->ta = true;
+  int pg = op(OP_PARAM_GRAD, DT_F32, S(2, 3, 5), 1, mm); /* beta = 1 into the accumulator */
+  O(pg)->key = wp;
+  check_graph(NULL);
+}
+END_TEST
+
+START_TEST(test_param_grad_accum) {
+  int x = input(S(2, 4, 6), DT_F32), wp = op(OP_PARAM, DT_F32, S(2, 4, 6), 0);
+  O(wp)->name = "w";
+  int pg = op(OP_PARAM_GRAD, DT_F32, S(2, 4, 6), 1, x); /* external input: STEP_ACCUM */
+  O(pg)->key = wp;
+  int e = un(OP_EXP, x);
+  int pg2 = op(OP_PARAM_GRAD, DT_F32, S(2, 4, 6), 1, e); /* folded into the kernel */
+  O(pg2)->key = wp, O(pg2)->use = 1;
+  un(OP_NEG, e);
+  check_graph(NULL);
+}
+END_TEST
+
+START_TEST(test_creation_ops) {
+  int x = input(S(2, 3, 5), DT_F32);
+  int ar = op(OP_ARANGE, DT_I32, S(1, 5), 0);
+  int af = op(OP_CAST, DT_F32, S(1, 5), 1, ar);
+  bin(OP_ADD, x, af);
+  full(2.5, S(2, 3, 5)); /* a constant nobody reads: materialised */
+  op(OP_CAUSAL_MASK, DT_BOOL, S(2, 4, 4), 0);
+  check_graph(NULL);
+}
+END_TEST
+
+START_TEST(test_dump_and_llvm_ir) {
+  int x = input(S(2, 4, 8), DT_F32);
+  softmax(OP_SOFTMAX, un(OP_EXP, x), -1);
+  int ops[] = {1, 2};
+  KernelSet *ks = kset_new(&arena);
+  Program *p = fuse_program(&arena, G, ops, 2, ks);
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  kir_dump(f, ks, p);
+  cg_llvm_dump_ir(f, ks);
+  fclose(f);
+  ck_assert(strstr(buf, "loop.max.f32") != NULL);
+  ck_assert(strstr(buf, "loop.sum.f32") != NULL);
+  ck_assert(strstr(buf, "step 0: kernel") != NULL);
+  ck_assert(strstr(buf, "define void @k0_softmax") != NULL);
+  free(buf);
+}
+END_TEST
+
+START_TEST(test_dedup_identical_kernels) {
+  int x = input(S(2, 4, 8), DT_F32), y = input(S(2, 4, 8), DT_F32);
+  softmax(OP_SOFTMAX, x, -1);
+  softmax(OP_SOFTMAX, y, -1);
+  int ops[] = {2, 3};
+  KernelSet *ks = kset_new(&arena);
+  Program *p = fuse_program(&arena, G, ops, 2, ks);
+  ck_assert_int_eq(p->nsteps, 2);
+  ck_assert_int_eq(ks->n, 1);
+  ck_assert_int_eq(p->steps[0].kernel, p->steps[1].kernel);
+}
+END_TEST
+
+static Suite *kernels_suite(void) {
+  Suite *s = suite_create("kernels");
+  TCase *tc = tcase_create("core");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_set_timeout(tc, 60);
+  tcase_add_test(tc, test_linear_gelu_chain);
+  tcase_add_test(tc, test_unary_ops);
+  tcase_add_test(tc, test_binary_broadcast);
+  tcase_add_test(tc, test_compare_where_cast);
+  tcase_add_test(tc, test_grads_elementwise);
+  tcase_add_test(tc, test_reductions_every_axis);
+  tcase_add_test(tc, test_reduction_prologue_epilogue);
+  tcase_add_test(tc, test_softmax_axes);
+  tcase_add_test(tc, test_attention_mask_softmax);
+  tcase_add_test(tc, test_layernorm_pattern);
+  tcase_add_test(tc, test_cross_entropy);
+  tcase_add_test(tc, test_embedding_and_grad);
+  tcase_add_test(tc, test_dropout);
+  tcase_add_test(tc, test_shape_ops);
+  tcase_add_test(tc, test_reshape_chain_and_alias);
+  tcase_add_test(tc, test_matmuls);
+  tcase_add_test(tc, test_param_grad_accum);
+  tcase_add_test(tc, test_creation_ops);
+  tcase_add_test(tc, test_dump_and_llvm_ir);
+  tcase_add_test(tc, test_dedup_identical_kernels);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(kernels_suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

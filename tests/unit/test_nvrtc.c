@@ -1,0 +1,198 @@
+/*
+ * test_nvrtc.c — the CUDA C emitter through NVRTC: a KernelSet with every kind of
+ * kernel (elementwise chains with broadcasting, every unary/binary op, casts and
+ * comparisons, reductions over each axis, softmax, the layernorm pattern,
+ * cross-entropy and its gradient, embedding and its scatter-add gradient, dropout,
+ * shape ops, creation ops, gradient accumulation), fused and unfused, compiles for
+ * sm_90 with no error and no warning. Needs no GPU (NVRTC only makes PTX). Built
+ * without CUDA, it checks the "built without CUDA" error and passes with a note.
+ */
+#include <check.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compiler/kernel.h"
+
+static Arena arena;
+static Graph *G;
+
+static int op(OpKind k, DType dt, int rank, const int64_t *d, int nin, ...) {
+  int in[8];
+  va_list ap;
+  va_start(ap, nin);
+  for (int i = 0; i < nin; i++) in[i] = va_arg(ap, int);
+  va_end(ap);
+  Op *o = graph_add(G, k, nin, in, (Loc){0});
+  o->dtype = dt;
+  o->shape.rank = rank;
+  for (int i = 0; i < rank; i++) o->shape.d[i] = d[i];
+  return o->id;
+}
+
+static Op *O(int id) { return G->ops[id]; }
+static int like(OpKind k, int x) { return op(k, O(x)->dtype, O(x)->shape.rank, O(x)->shape.d, 1, x); }
+static int like2(OpKind k, DType dt, int x, int y) { return op(k, dt, O(x)->shape.rank, O(x)->shape.d, 2, x, y); }
+
+/* One graph touching every lowerable op kind. */
+static void build_everything(void) {
+  static const int64_t X[] = {2, 6, 8}, R[] = {8}, ROWS[] = {2, 6}, K1[] = {2, 6, 1}, SC[] = {0};
+  static const int64_t W[] = {10, 8}, EG[] = {10, 8}, T[] = {8, 6, 2}, SL[] = {2, 3, 8}, PD[] = {2, 9, 8};
+  static const int64_t CC[] = {2, 12, 8}, M[] = {6, 6}, EX[] = {3, 2, 6, 8};
+  int x = op(OP_INPUT, DT_F32, 3, X, 0), b = op(OP_INPUT, DT_F32, 1, R, 0);
+  int idx = op(OP_INPUT, DT_I32, 2, ROWS, 0), w = op(OP_PARAM, DT_F32, 2, W, 0);
+  O(w)->name = "w";
+  int y = like2(OP_ADD, DT_F32, x, b);
+  OpKind unary[] = {OP_NEG, OP_EXP, OP_LOG, OP_SQRT, OP_RSQRT, OP_TANH, OP_SIGMOID, OP_RELU, OP_GELU, OP_ABS, OP_SIGN};
+  for (size_t i = 0; i < sizeof unary / sizeof unary[0]; i++) like(unary[i], y);
+  int p = like(OP_POW, y);
+  O(p)->value = 1.5;
+  OpKind binary[] = {OP_SUB, OP_MUL, OP_DIV, OP_MAXIMUM, OP_MINIMUM, OP_GELU_GRAD, OP_RELU_GRAD};
+  for (size_t i = 0; i < sizeof binary / sizeof binary[0]; i++) like2(binary[i], DT_F32, y, x);
+  OpKind cmps[] = {OP_EQ, OP_NE, OP_LT, OP_LE, OP_GT, OP_GE};
+  int m = -1;
+  for (int i = 0; i < 6; i++) m = like2(cmps[i], DT_BOOL, y, x);
+  int m2 = like2(OP_AND, DT_BOOL, m, like(OP_NOT, m));
+  m2 = like2(OP_OR, DT_BOOL, m2, m);
+  op(OP_WHERE, DT_F32, 3, X, 3, m2, x, y);
+  int xi = op(OP_CAST, DT_I32, 3, X, 1, y);
+  like2(OP_ADD, DT_I32, xi, xi);
+  op(OP_CAST, DT_F32, 3, X, 1, m2);
+  op(OP_CAST, DT_BOOL, 3, X, 1, xi);
+  OpKind reds[] = {OP_SUM, OP_MEAN, OP_AMAX};
+  for (int r = 0; r < 3; r++) {
+    int s = op(reds[r], DT_F32, 3, K1, 1, y);
+    O(s)->axis = -1, O(s)->keepdims = true;
+    int s0 = op(reds[r], DT_F32, 2, (int64_t[]){6, 8}, 1, y);
+    O(s0)->axis = 0;
+    int sa = op(reds[r], DT_F32, 0, SC, 1, y);
+    O(sa)->axis = AXIS_ALL;
+  }
+  int sm = like(OP_SOFTMAX, y), ls = like(OP_LOG_SOFTMAX, y), sm1 = like(OP_SOFTMAX, y);
+  O(sm)->axis = -1, O(ls)->axis = -1, O(sm1)->axis = 1;
+  /* layernorm pattern */
+  int mu = op(OP_MEAN, DT_F32, 3, K1, 1, x);
+  O(mu)->axis = -1, O(mu)->keepdims = true;
+  int d = like2(OP_SUB, DT_F32, x, mu);
+  int var = op(OP_MEAN, DT_F32, 3, K1, 1, like2(OP_MUL, DT_F32, d, d));
+  O(var)->axis = -1, O(var)->keepdims = true;
+  int eps = op(OP_FULL, DT_F32, 0, SC, 0);
+  O(eps)->value = 1e-5;
+  int rs = op(OP_RSQRT, DT_F32, 3, K1, 1, op(OP_ADD, DT_F32, 3, K1, 2, var, eps));
+  like2(OP_MUL, DT_F32, d, rs);
+  /* cross entropy and its gradient */
+  int ce = op(OP_CROSS_ENTROPY, DT_F32, 0, SC, 2, y, idx);
+  op(OP_CE_GRAD, DT_F32, 3, X, 3, y, idx, ce);
+  /* embedding, its gradient, accumulation */
+  int e = op(OP_EMBEDDING, DT_F32, 3, X, 2, idx, w);
+  int eg = op(OP_EMBEDDING_GRAD, DT_F32, 2, EG, 2, idx, like(OP_TANH, e));
+  int pg = op(OP_PARAM_GRAD, DT_F32, 2, EG, 1, eg);
+  O(pg)->key = w;
+  int pg2 = op(OP_PARAM_GRAD, DT_F32, 2, EG, 1, like(OP_EXP, eg));
+  O(pg2)->key = w, O(pg2)->use = 1;
+  int dr = like(OP_DROPOUT, y);
+  O(dr)->value = 0.1, O(dr)->key = 3;
+  /* shape ops */
+  int t = op(OP_TRANSPOSE, DT_F32, 3, T, 1, y);
+  O(t)->axis = 0, O(t)->axis2 = 2;
+  like(OP_EXP, t);
+  int sl = op(OP_SLICE, DT_F32, 3, SL, 1, y);
+  O(sl)->axis = 1, O(sl)->begin = 2, O(sl)->end = 5;
+  like(OP_NEG, sl);
+  int pd = op(OP_PAD, DT_F32, 3, PD, 1, x);
+  O(pd)->axis = 1, O(pd)->begin = 3;
+  like(OP_ABS, pd);
+  int cc = op(OP_CONCAT, DT_F32, 3, CC, 2, x, y);
+  O(cc)->axis = 1;
+  like(OP_EXP, cc);
+  op(OP_EXPAND, DT_F32, 4, EX, 1, y);
+  op(OP_SUM_TO, DT_F32, 1, R, 1, like(OP_EXP, y));
+  int rsh = op(OP_RESHAPE, DT_F32, 2, (int64_t[]){12, 8}, 1, like(OP_EXP, x));
+  like(OP_NEG, rsh);
+  /* creation ops */
+  int ar = op(OP_ARANGE, DT_I32, 1, R, 0);
+  like2(OP_ADD, DT_F32, y, op(OP_CAST, DT_F32, 1, R, 1, ar));
+  int cm = op(OP_CAUSAL_MASK, DT_BOOL, 2, M, 0);
+  op(OP_CAST, DT_F32, 2, M, 1, cm);
+}
+
+/* Lowers every non-leaf op into ks (fused, then unfused into the same set). */
+static KernelSet *everything_kernels(void) {
+  build_everything();
+  graph_verify(G);
+  int *ops = malloc(sizeof(int) * (size_t)G->nops), n = 0;
+  for (int i = 0; i < G->nops; i++)
+    if (O(i)->kind != OP_INPUT && O(i)->kind != OP_PARAM) ops[n++] = i;
+  KernelSet *ks = kset_new(&arena);
+  fuse_program(&arena, G, ops, n, ks);
+  ks->no_fusion = true;
+  fuse_program(&arena, G, ops, n, ks);
+  free(ops);
+  return ks;
+}
+
+static void setup(void) {
+  arena_init(&arena);
+  G = graph_new(&arena);
+}
+
+static void teardown(void) { arena_free(&arena); }
+
+START_TEST(test_every_kernel_kind_compiles) {
+  KernelSet *ks = everything_kernels();
+  ck_assert_int_gt(ks->n, 20);
+  char *src = cg_cuda_source(&arena, ks);
+  ck_assert(strstr(src, "extern \"C\" __global__ void k0_") != NULL);
+  char *ptx = NULL, err[65536];
+  size_t len = 0;
+  int rc = cg_nvrtc_compile(src, "sm_90", &ptx, &len, err, sizeof err);
+#ifdef MPL_HAVE_CUDA
+  ck_assert_msg(rc == 0, "%s\n--- source ---\n%.4000s", err, src);
+  ck_assert(len > 0 && strstr(ptx, ".target sm_90") != NULL);
+  ck_assert(strstr(ptx, ".entry k0_") != NULL);
+  free(ptx);
+#else
+  ck_assert_int_ne(rc, 0);
+  ck_assert(strstr(err, "without CUDA") != NULL);
+  printf("note: built without CUDA; NVRTC not exercised\n");
+#endif
+}
+END_TEST
+
+START_TEST(test_errors_and_warnings_fail) {
+  char *ptx = NULL, err[65536];
+  size_t len = 0;
+  int rc = cg_nvrtc_compile("extern \"C\" __global__ void f(float *a) { a[0] = undefined_thing; }\n", "sm_90", &ptx,
+                            &len, err, sizeof err);
+  ck_assert_int_ne(rc, 0);
+#ifdef MPL_HAVE_CUDA
+  ck_assert_msg(strstr(err, "undefined_thing") != NULL, "log missing: %s", err);
+  /* a warning (an unused variable) is an error too */
+  rc = cg_nvrtc_compile("extern \"C\" __global__ void g(float *a) { int unused = 3; a[0] = 1.0f; }\n", "sm_90", &ptx,
+                        &len, err, sizeof err);
+  ck_assert_msg(rc != 0, "a warning passed");
+  rc = cg_nvrtc_compile("extern \"C\" __global__ void h(float *a) { a[0] = 1.0f; }\n", "bogus", &ptx, &len, err,
+                        sizeof err);
+  ck_assert_int_ne(rc, 0);
+#endif
+}
+END_TEST
+
+static Suite *nvrtc_suite(void) {
+  Suite *s = suite_create("nvrtc");
+  TCase *tc = tcase_create("core");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, test_every_kernel_kind_compiles);
+  tcase_add_test(tc, test_errors_and_warnings_fail);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(nvrtc_suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
