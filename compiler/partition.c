@@ -50,8 +50,9 @@ static Op *copy_op(Graph *g, const Op *src, const int *map) {
   return op;
 }
 
-/* Forward ops marked recompute that some backward op reads, directly or through
- * other recompute ops: those must be recomputed before the backward. */
+/* Forward ops marked recompute that some backward op of the same stage reads,
+ * directly or through other recompute ops: those are rerun before the backward.
+ * A reader on another stage got the value by a transfer and reads that copy. */
 static bool *recompute_needed(const Graph *g) {
   bool *need = calloc((size_t)g->nops, 1);
   for (int i = g->nops - 1; i >= 0; i--) {
@@ -60,11 +61,29 @@ static bool *recompute_needed(const Graph *g) {
     if (!reader) continue;
     for (int j = 0; j < op->nin; j++) {
       const Op *in = g->ops[op->in[j]];
-      if (in->phase == PH_FWD && in->recompute && !is_leaf(in) && op_info[in->kind].cls != OPC_C)
+      if (in->phase == PH_FWD && in->recompute && !is_leaf(in) && op_info[in->kind].cls != OPC_C &&
+          in->stage == op->stage)
         need[in->id] = true;
     }
   }
   return need;
+}
+
+/* Copies src with each input read as `reader_stage` must read it: a recompute clone
+ * when one exists on that stage, else the original. */
+static Op *copy_reading(Graph *g, const Graph *old, const Op *src, const int *map, const int *clone) {
+  int *in = src->nin ? arena_alloc(g->arena, sizeof(int) * (size_t)src->nin) : NULL;
+  for (int j = 0; j < src->nin; j++) {
+    int o = src->in[j];
+    in[j] = clone[o] >= 0 && old->ops[o]->stage == src->stage ? clone[o] : map[o];
+  }
+  Op *op = graph_add(g, src->kind, src->nin, in, src->loc);
+  int id = op->id;
+  int *keep_in = op->in;
+  *op = *src;
+  op->id = id;
+  op->in = keep_in;
+  return op;
 }
 
 /* Rebuilds g as [forward][recompute clones][backward] when any op needs recomputing. */
@@ -81,32 +100,30 @@ static Graph *apply_recompute(Graph *g) {
   *ng = keep;
   ng->ops = NULL;
   ng->nops = ng->cap = 0;
-  int *map = malloc(sizeof(int) * (size_t)g->nops);  /* old id -> new id */
-  int *rmap = malloc(sizeof(int) * (size_t)g->nops); /* old id -> id read by the backward */
+  int *map = malloc(sizeof(int) * (size_t)g->nops);   /* old id -> new id */
+  int *clone = malloc(sizeof(int) * (size_t)g->nops); /* old id -> its recompute clone, or -1 */
   int nfwd = 0;
   while (nfwd < g->nops && !is_backward(g->ops[nfwd])) nfwd++;
-  for (int i = 0; i < nfwd; i++) {
-    map[i] = copy_op(ng, g->ops[i], map)->id;
-    rmap[i] = map[i];
-  }
+  for (int i = 0; i < g->nops; i++) clone[i] = -1;
+  for (int i = 0; i < nfwd; i++) map[i] = copy_op(ng, g->ops[i], map)->id;
   for (int i = 0; i < nfwd; i++) {
     if (!need[i]) continue;
-    Op *c = copy_op(ng, g->ops[i], rmap);
+    Op *c = copy_reading(ng, g, g->ops[i], map, clone);
     c->phase = PH_RECOMP;
     c->fwd_of = map[i];
-    rmap[i] = c->id;
+    clone[i] = c->id;
   }
   for (int i = nfwd; i < g->nops; i++) {
     const Op *src = g->ops[i];
     if (!is_backward(src)) die("partition: forward op %%%d after the backward section", i);
-    Op *op = copy_op(ng, src, rmap);
-    map[i] = rmap[i] = op->id;
+    Op *op = copy_reading(ng, g, src, map, clone);
+    map[i] = op->id;
     if (op->kind == OP_PARAM_GRAD) op->key = map[src->key];
     if (src->fwd_of >= 0) op->fwd_of = map[src->fwd_of];
   }
   ng->loss = g->loss >= 0 ? map[g->loss] : -1;
   free(map);
-  free(rmap);
+  free(clone);
   free(need);
   graph_verify(ng);
   return ng;
@@ -300,6 +317,12 @@ void part_verify(const Partition *p) {
   for (int x = 0; x < p->nxfers; x++) {
     const PartXfer *t = &p->xfers[x];
     if (t->grad ? t->src <= t->dst : t->src >= t->dst) die("partition: transfer %d -> %d goes the wrong way", t->src, t->dst);
+    for (int v = 0; v < t->vals.n; v++) { /* sent right after FWD / BWD_B: must be made there */
+      Phase ph = g->ops[t->vals.v[v]]->phase;
+      if (t->grad ? ph != PH_BWD_B : ph != PH_FWD)
+        die("partition: %%%d (%s) cannot travel %d -> %d with the %s", t->vals.v[v], op_name(g->ops[t->vals.v[v]]->kind),
+            t->src, t->dst, t->grad ? "gradients" : "activations");
+    }
   }
 }
 

@@ -152,7 +152,7 @@ static PlanRank plan_rank(Arena *a, const PlanIn *in, int r) {
       if (lv.start[k] < 0) continue;
       Interval *x = &iv[n++];
       *x = (Interval){.value = v, .mb = mb, .start = lv.start[k], .end = lv.end[k], .size = aligned_bytes(op)};
-      if (lv.persistent[v] || op->kind == OP_INPUT) x->start = 0, x->end = tend + 1;
+      if (lv.persistent[v] || op->kind == OP_INPUT || v == g->loss) x->start = 0, x->end = tend + 1; /* the loss is read after its FWD */
       if (op->kind == OP_PARAM) pr.param_bytes += x->size;
       else if (op->kind == OP_PARAM_GRAD) pr.grad_bytes += x->size;
       else if (op->kind == OP_INPUT) pr.input_bytes += x->size;

@@ -127,6 +127,7 @@ static void check_step(const char *path, const char *mesh_pp, const char *schedu
   }
   ck_assert_msg(fabs(loss_mpl - loss_ref) <= 1e-4 * fmax(1, fabs(loss_ref)), "%s: loss %.7g, reference %.7g", path,
                 loss_mpl, loss_ref);
+  int nbad = 0;
   for (int p = 0; p < job->nparams; p++) {
     const JobParam *jp = &job->params[p];
     if (jp->nuses == 0) continue;
@@ -134,10 +135,12 @@ static void check_step(const char *path, const char *mesh_pp, const char *schedu
     ck_assert_int_eq(mpl_run_get_grad(run, p, f, &e), MPL_OK);
     double scale = max_abs(grad[p], jp->numel) + 1e-12, worst = 0;
     for (int64_t k = 0; k < jp->numel; k++) worst = fmax(worst, fabs(f[k] - grad[p][k]) / scale);
-    ck_assert_msg(worst < 2e-4, "%s (pp=%s %s): gradient of %s off by %.3g of its largest value", path,
-                  mesh_pp ? mesh_pp : "-", schedule ? schedule : "-", jp->name, worst);
+    if (worst >= 2e-4)
+      fprintf(stderr, "%s (pp=%s %s): gradient of %s off by %.3g of its largest value\n", path,
+              mesh_pp ? mesh_pp : "-", schedule ? schedule : "-", jp->name, worst), nbad++;
     free(f);
   }
+  ck_assert_msg(nbad == 0, "%s: %d gradients differ from the reference", path, nbad);
   for (int p = 0; p < job->nparams; p++) free(grad[p]), free(vals[job->params[p].value]);
   for (int i = 0; i < job->ninputs; i++) free(vals[job->inputs[i].value]);
   free(grad), free(vals), free(si);
@@ -163,14 +166,33 @@ END_TEST
 START_TEST(test_examples) {
   check_step("examples/mlp.mpl", NULL, NULL);
   check_step("examples/layers_on_devices.mpl", NULL, NULL);
+  check_step("/tmp/norecomp.mpl", NULL, NULL);
   check_step("tests/e2e/recompute.mpl", NULL, NULL);
 }
 END_TEST
 
-int main(void) {
+static char **one_args; /* test_refstep FILE [PP [SCHEDULE]]: check one program */
+static int one_argc;
+
+START_TEST(test_one) {
+  check_step(one_args[1], one_argc > 2 ? one_args[2] : NULL, one_argc > 3 ? one_args[3] : NULL);
+}
+END_TEST
+
+int main(int argc, char **argv) {
+  one_args = argv, one_argc = argc;
   Suite *s = suite_create("refstep");
   TCase *tc = tcase_create("refstep");
   tcase_set_timeout(tc, 300);
+  if (argc > 1) {
+    tcase_add_test(tc, test_one);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+  }
   tcase_add_test(tc, test_mlp_two_stages);
   tcase_add_test(tc, test_gpt_one_stage);
   tcase_add_test(tc, test_gpt_pipelines);

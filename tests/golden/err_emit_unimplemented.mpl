@@ -1,4 +1,0 @@
-# args: --emit=grad
-model m(x: f32[B, 4], y: i32[B]) {
-  return cross_entropy(x, y)
-}
