@@ -424,6 +424,26 @@ static void rule_dropout(Ad *a, const Op *op, int dy, int *dx) {
   dx[0] = d->id;
 }
 
+/* Tensor parallelism (shard.c): the collectives' conjugates, Megatron's f and g. */
+static Op *b_collective(Ad *a, OpKind k, int x, const Op *like_in) {
+  Op *op = ad_op(a, k, 1, &x, &like_in->shape, dty(a, x));
+  op->axis = a->cur->axis;
+  op->key = a->cur->key;
+  return op;
+}
+static void rule_tp_enter(Ad *a, const Op *op, int dy, int *dx) {
+  dx[0] = b_collective(a, OP_ALLREDUCE, dy, a->g->ops[op->in[0]])->id;
+}
+static void rule_allreduce(Ad *a, const Op *op, int dy, int *dx) { dx[0] = dy; }
+static void rule_allgather(Ad *a, const Op *op, int dy, int *dx) { /* my part of the whole gradient */
+  Op *sl = b_collective(a, OP_TP_SLICE, dy, a->g->ops[op->in[0]]);
+  sl->layout = a->g->ops[op->in[0]]->layout;
+  dx[0] = sl->id;
+}
+static void rule_tp_slice(Ad *a, const Op *op, int dy, int *dx) { /* every part, gathered */
+  dx[0] = b_collective(a, OP_ALLGATHER, dy, a->g->ops[op->in[0]])->id;
+}
+
 /* ---- the rule table ------------------------------------------------------------------------- */
 
 /* slots: bit j set when input j can carry gradient (SLOTS_ALL: every input, CONCAT's too). */
@@ -457,6 +477,8 @@ static const AdRule ad_rules[OP__COUNT] = {
     [OP_EMBEDDING_GRAD] = {rule_embedding_grad, 1u << 1},
     [OP_CROSS_ENTROPY] = {rule_cross_entropy, 1u << 0},
     [OP_DROPOUT] = {rule_dropout, SLOTS_ALL},
+    [OP_TP_ENTER] = {rule_tp_enter, SLOTS_ALL}, [OP_ALLREDUCE] = {rule_allreduce, SLOTS_ALL},
+    [OP_ALLGATHER] = {rule_allgather, SLOTS_ALL}, [OP_TP_SLICE] = {rule_tp_slice, SLOTS_ALL},
     /* no gradient: leaves, creation, SIGN, NOT, comparisons, AND, OR, CE_GRAD,
        PARAM_GRAD; communication ops come after autodiff. */
 };

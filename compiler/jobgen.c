@@ -49,7 +49,9 @@ static Schedule *build_schedule(Diag *d, Arena *a, const Partition *p, const dou
                     .F = F, .B = B, .W = W};
   char err[512];
   Schedule *s = sched_build(a, &spec, err, sizeof err);
-  if (!s) diag_error_noloc(d, "schedule %s for pp=%d, %d micro-batches: %s", sched_name(spec.kind), spec.pp, spec.m, err);
+  if (!s)
+    diag_error_noloc(d, "schedule %s for pp=%d, %d micro-batch%s: %s", sched_name(spec.kind), spec.pp, spec.m,
+                     spec.m == 1 ? "" : "es", err);
   return s;
 }
 
@@ -68,7 +70,7 @@ static void pass_times(const Partition *p, double *F, double *B, double *W) {
 
 /* ---- steps ---------------------------------------------------------------------- */
 
-static int *step_vals(Arena *a, const Step *st, int *n) {
+static int *step_vals(Arena *a, const Graph *g, const Step *st, int *n) {
   int *v;
   switch (st->kind) {
   case STEP_KERNEL:
@@ -84,32 +86,43 @@ static int *step_vals(Arena *a, const Step *st, int *n) {
     v[0] = st->a, v[1] = st->b;
     *n = 2;
     return v;
-  case STEP_COMM:
-    v = arena_alloc(a, sizeof(int));
+  case STEP_COMM: /* out, in */
+    v = arena_alloc(a, sizeof(int) * 2);
     v[0] = st->op;
-    *n = 1;
+    v[1] = g->ops[st->op]->in[0];
+    *n = 2;
     return v;
   }
   *n = 0;
   return NULL;
 }
 
-static void to_plan_prog(Arena *a, const Program *pg, PlanProg *out) {
+static void to_plan_prog(Arena *a, const Graph *g, const Program *pg, PlanProg *out) {
   out->nsteps = pg->nsteps;
   out->steps = arena_alloc(a, sizeof(PlanStep) * (size_t)(pg->nsteps + 1));
   for (int i = 0; i < pg->nsteps; i++) {
     int n;
-    int *v = step_vals(a, &pg->steps[i], &n);
+    int *v = step_vals(a, g, &pg->steps[i], &n);
     out->steps[i] = (PlanStep){n, v};
   }
 }
 
-static JobStep to_job_step(const Step *st) {
+static uint8_t comm_code(OpKind k) {
+  switch (k) {
+  case OP_ALLREDUCE: return JC_ALLREDUCE;
+  case OP_ALLGATHER: return JC_ALLGATHER;
+  case OP_TP_ENTER: return JC_TP_ENTER;
+  case OP_TP_SLICE: return JC_TP_SLICE;
+  default: die("jobgen: %s is not a collective the runtime runs", op_name(k));
+  }
+}
+
+static JobStep to_job_step(const Graph *g, const Step *st) {
   JobStep j = {.kind = (uint8_t)st->kind, .kernel = -1};
   int n;
   Arena tmp;
   arena_init(&tmp);
-  int *v = step_vals(&tmp, st, &n);
+  int *v = step_vals(&tmp, g, st, &n);
   j.nargs = n;
   j.args = malloc(sizeof(int32_t) * (size_t)(n + 1));
   for (int i = 0; i < n; i++) j.args[i] = v[i];
@@ -124,7 +137,11 @@ static JobStep to_job_step(const Step *st) {
     break;
   case STEP_ALIAS: j.kind = JS_ALIAS; break;
   case STEP_ACCUM: j.kind = JS_ACCUM; break;
-  case STEP_COMM: j.kind = JS_COMM; break;
+  case STEP_COMM: {
+    const Op *op = g->ops[st->op];
+    j.kind = JS_COMM, j.comm = comm_code(op->kind), j.axis = op->axis, j.groups = op->key > 0 ? op->key : 1;
+    break;
+  }
   }
   return j;
 }
@@ -167,6 +184,8 @@ static void fill_params(Job *j, const Graph *g, Op **params, int np) {
     fill_dims(&op->shape, &p->rank, p->dims, &p->numel);
     p->init = (uint8_t)op->init, p->init_a = op->init_a, p->init_b = op->init_b;
     p->decay = op->shape.rank >= 2;
+    p->split_dim = op->layout.split_dim;
+    p->groups = op->layout.groups > 0 ? op->layout.groups : 1;
     for (int i = 0; i < g->nops; i++) p->nuses += g->ops[i]->kind == OP_PARAM_GRAD && g->ops[i]->key == op->id;
     p->use_value = calloc((size_t)p->nuses + 1, sizeof(int32_t));
     p->use_stage = calloc((size_t)p->nuses + 1, sizeof(int32_t));
@@ -260,6 +279,7 @@ static void fill_ranks(Job *j, const Partition *p, const Schedule *s, const Plan
 }
 
 static void fill_stages(Job *j, const Partition *p, Program *(*progs)[PASS__COUNT], int pp) {
+  const Graph *g = p->g;
   j->stages = calloc((size_t)p->nstages + 1, sizeof(JobStage));
   for (int s = 0; s < p->nstages; s++) {
     JobStage *st = &j->stages[s];
@@ -270,7 +290,7 @@ static void fill_stages(Job *j, const Partition *p, Program *(*progs)[PASS__COUN
       const Program *pg = progs[s][k];
       st->prog[k].nsteps = pg->nsteps;
       st->prog[k].steps = calloc((size_t)pg->nsteps + 1, sizeof(JobStep));
-      for (int i = 0; i < pg->nsteps; i++) st->prog[k].steps[i] = to_job_step(&pg->steps[i]);
+      for (int i = 0; i < pg->nsteps; i++) st->prog[k].steps[i] = to_job_step(g, &pg->steps[i]);
     }
   }
   j->nxfers = p->nxfers;
@@ -326,7 +346,7 @@ Lowered *jobgen_lower(Diag *d, Arena *a, Partition *p) {
     for (int k = 0; k < PASS__COUNT; k++) {
       Program *pg = fuse_program(a, g, p->st[s].pass[k].v, p->st[s].pass[k].n, lw->ks);
       lw->progs[s][k] = pg;
-      to_plan_prog(a, pg, &lw->plan_progs[s][k]);
+      to_plan_prog(a, g, pg, &lw->plan_progs[s][k]);
       for (int i = 0; i < pg->nsteps; i++)
         if (pg->steps[i].kind == STEP_ALIAS) lw->alias_of[pg->steps[i].a] = pg->steps[i].b;
     }
@@ -369,7 +389,7 @@ int jobgen_write(Diag *d, Arena *a, const Lowered *lw, const CompileOptions *opt
   char err[600];
   if (!rc && job_validate(&j, err, sizeof err)) die("jobgen: the job fails its own validation: %s", err);
   if (!rc && job_write(&j, path, err, sizeof err)) {
-    diag_error_noloc(d, "cannot write %s: %s", path, err);
+    diag_error_noloc(d, "cannot write the job: %s", err); /* err starts with the path */
     rc = 1;
   }
   /* the Job's arrays were malloc'd here; the runtime's job_free uses mpl_free, so free by hand */

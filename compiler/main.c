@@ -221,7 +221,9 @@ int main(int argc, char **argv) {
     return finish(&arena, 0);
   }
 
-  /* 3. stage balancing, when pp > 1 and the program places nothing itself */
+  /* 3. tensor parallelism (tp > 1): local shapes and collectives; then stage balancing,
+   *    when pp > 1 and the program places nothing itself */
+  g = shard_program(&diag, g);
   if (part_balance(&diag, g, o.co.mem_limit) || diag.nerrors) return finish(&arena, 1);
 
   /* 4. autodiff: the backward pass, input-gradient (B) and weight-gradient (W) parts */

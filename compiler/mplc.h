@@ -89,7 +89,9 @@ bool shape_broadcast(const Shape *a, const Shape *b, Shape *out);
   X(SEND, 1, X)        /* peer: destination stage, tag */                       \
   X(RECV, 0, X)        /* peer: source stage, tag; shape and dtype */           \
   X(ALLREDUCE, 1, X)   /* sum over the tp group */                              \
-  X(ALLGATHER, 1, X)   /* axis: gather along it over the tp group */
+  X(ALLGATHER, 1, X)   /* axis, key = groups: gather the split input over the tp group */ \
+  X(TP_ENTER, 1, X)    /* identity; its gradient is all-reduced over the tp group */ \
+  X(TP_SLICE, 1, X)    /* axis, key = groups: this tp rank's part of a whole value */
 
 typedef enum OpKind {
 #define X(name, nin, kind) OP_##name,
@@ -210,6 +212,11 @@ void graph_dump(FILE *out, const Graph *g);
 void graph_verify(const Graph *g);
 /* Params in id order, inputs in id order (convenience). */
 int graph_params(const Graph *g, Op ***out, Arena *a);
+
+/* ==== shard.c: tensor parallelism ======================================= */
+
+/* When tp > 1: the forward graph of one tp rank, with local shapes and collectives. */
+Graph *shard_program(Diag *d, Graph *g);
 
 /* ==== sema.c: the front end ============================================ */
 

@@ -70,6 +70,7 @@ static void write_values(MplJobWriter *w, const Job *j) {
     mpl_jw_str(w, p->name), mpl_jw_u32(w, (uint32_t)p->value);
     put_dims(w, p->rank, p->dims);
     mpl_jw_u8(w, p->init), mpl_jw_f64(w, p->init_a), mpl_jw_f64(w, p->init_b), mpl_jw_u8(w, p->decay);
+    mpl_jw_u32(w, (uint32_t)p->split_dim), mpl_jw_u32(w, (uint32_t)p->groups);
     put_i32s(w, p->nuses, p->use_value);
     put_i32s(w, p->nuses, p->use_stage);
   }
@@ -96,6 +97,7 @@ static void write_program(MplJobWriter *w, const JobProgram *pg) {
     mpl_jw_i64(w, s->stride_a), mpl_jw_i64(w, s->stride_b), mpl_jw_i64(w, s->stride_c);
     mpl_jw_i64(w, s->off_a), mpl_jw_i64(w, s->off_b), mpl_jw_i64(w, s->off_c);
     mpl_jw_f64(w, s->alpha), mpl_jw_f64(w, s->beta);
+    mpl_jw_u8(w, s->comm), mpl_jw_u32(w, (uint32_t)s->axis), mpl_jw_u32(w, (uint32_t)s->groups);
   }
 }
 
@@ -243,6 +245,7 @@ static void read_params(MplCursor *c, Job *j) {
     p->name = dup_str(c), p->value = (int32_t)mpl_cur_u32(c);
     get_dims(c, &p->rank, p->dims, &p->numel);
     p->init = mpl_cur_u8(c), p->init_a = mpl_cur_f64(c), p->init_b = mpl_cur_f64(c), p->decay = mpl_cur_u8(c);
+    p->split_dim = (int32_t)mpl_cur_u32(c), p->groups = (int32_t)mpl_cur_u32(c);
     int32_t n2;
     p->use_value = get_i32s(c, &p->nuses);
     p->use_stage = get_i32s(c, &n2);
@@ -273,6 +276,7 @@ static void read_program(MplCursor *c, JobProgram *pg) {
     s->stride_a = mpl_cur_i64(c), s->stride_b = mpl_cur_i64(c), s->stride_c = mpl_cur_i64(c);
     s->off_a = mpl_cur_i64(c), s->off_b = mpl_cur_i64(c), s->off_c = mpl_cur_i64(c);
     s->alpha = mpl_cur_f64(c), s->beta = mpl_cur_f64(c);
+    s->comm = mpl_cur_u8(c), s->axis = (int32_t)mpl_cur_u32(c), s->groups = (int32_t)mpl_cur_u32(c);
   }
 }
 
@@ -414,6 +418,19 @@ static int validate_step(const Job *j, int s, const JobStep *st, char *err, size
           "stage %d: gemm operands out of bounds", s);
     break;
   }
+  case JS_COMM: {
+    CHECK(st->nargs == 2 && st->comm <= JC_TP_SLICE, "stage %d: bad collective", s);
+    const JobValue *o = &j->values[st->args[0]], *in = &j->values[st->args[1]];
+    bool split = st->comm == JC_ALLGATHER || st->comm == JC_TP_SLICE;
+    CHECK(o->dtype == in->dtype && o->rank == in->rank, "stage %d: collective operands differ", s);
+    CHECK(!split || (st->axis >= 0 && st->axis < o->rank && st->groups >= 1 && j->tp >= 1 &&
+                     (st->comm == JC_ALLGATHER ? o : in)->dims[st->axis] % ((int64_t)j->tp * st->groups) == 0 &&
+                     (st->comm == JC_ALLGATHER ? in : o)->dims[st->axis] * j->tp ==
+                         (st->comm == JC_ALLGATHER ? o : in)->dims[st->axis]),
+          "stage %d: bad split collective", s);
+    CHECK(split || o->numel == in->numel, "stage %d: collective sizes differ", s);
+    break;
+  }
   case JS_ALIAS: case JS_ACCUM:
     CHECK(st->nargs == 2, "stage %d: step with %d operands", s, st->nargs);
     CHECK(j->values[st->args[0]].numel == j->values[st->args[1]].numel, "stage %d: operand sizes differ", s);
@@ -464,6 +481,9 @@ int job_validate(const Job *j, char *err, size_t errlen) {
     const JobParam *p = &j->params[i];
     CHECK(p->value >= 0 && p->value < j->nvalues && j->values[p->value].numel == p->numel, "param %s: bad value", p->name);
     CHECK(p->init <= 3, "param %s: bad init", p->name);
+    CHECK(p->split_dim >= -1 && p->split_dim < p->rank && p->groups >= 1 &&
+              (p->split_dim < 0 || p->dims[p->split_dim] % p->groups == 0),
+          "param %s: bad split", p->name);
     for (int u = 0; u < p->nuses; u++) {
       CHECK(p->use_value[u] >= 0 && p->use_value[u] < j->nvalues && j->values[p->use_value[u]].numel == p->numel,
             "param %s: bad use %d", p->name, u);

@@ -45,6 +45,8 @@ typedef struct JobParam {
   uint8_t init;      /* 0 zeros, 1 ones, 2 normal(a), 3 uniform(a, b) */
   double init_a, init_b;
   bool decay;        /* AdamW weight decay applies (2+ dims) */
+  int32_t split_dim; /* tp: dims[] are this rank's part, split_dim holds 1/tp of it; -1: whole */
+  int32_t groups;    /* tp: the split dimension is g equal groups, each split separately */
   int32_t nuses;     /* PARAM_GRAD accumulators, summed in use order */
   int32_t *use_value;/* [nuses] value id of each use's accumulator (JV_GRAD) */
   int32_t *use_stage;/* [nuses] stage holding that accumulator */
@@ -75,7 +77,13 @@ typedef struct JobStep {
   int64_t M, N, K, batch, stride_a, stride_b, stride_c;
   int64_t off_a, off_b, off_c; /* element offset of batch 0 in each operand */
   double alpha, beta;
+  /* JS_COMM: args = {out, in}; comm: JC_*; axis and groups of the tp split */
+  uint8_t comm;
+  int32_t axis, groups;
 } JobStep;
+
+/* Collectives of tensor parallelism, run by the runtime over the rank's tp group. */
+enum { JC_ALLREDUCE, JC_ALLGATHER, JC_TP_ENTER, JC_TP_SLICE };
 
 typedef struct JobProgram {
   int32_t nsteps;

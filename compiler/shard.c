@@ -1,0 +1,266 @@
+/*
+ * shard.c — tensor parallelism: propagate @shard layouts through the forward graph
+ * and insert the collectives (Megatron's column- and row-parallel linear fall out).
+ *
+ * Runs on the forward graph when tp > 1, before autodiff, and rebuilds it as the
+ * program of ONE tp rank (SPMD): every value gets its local shape (a dimension split
+ * over tp holds 1/tp of it). Rules, per op:
+ *  - matmul of a replicated input with a weight split on its output columns
+ *    (column-parallel): the input goes through TP_ENTER (identity forward, all-reduce
+ *    of its gradient), the output is split on its last dimension;
+ *  - matmul of an input split on its contracted dimension with a weight split on its
+ *    rows (row-parallel): partial sums, one ALLREDUCE, a replicated output;
+ *  - batched matmuls whose operands are split on the same batch dimension stay split;
+ *  - elementwise ops keep a split when their inputs agree (a replicated input that is
+ *    not broadcast along the split dimension is cut with TP_SLICE);
+ *  - reductions and softmax over another dimension, slices on whole groups of a
+ *    grouped split (a fused q|k|v), reshapes that keep the split dimension a block,
+ *    and transposes keep the split;
+ *  - anything else gathers its split inputs first (ALLGATHER): always correct.
+ * Invariants: no value leaves the pass as a partial sum; the loss is replicated;
+ * Op.layout describes each value's split (TP_SLICE: the split it makes; ALLGATHER:
+ * its input's).
+ */
+#include "mplc.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct Shard {
+  Graph *old, *g;
+  int tp;
+  int *map;    /* old id -> new id */
+  int *gather; /* new id -> its ALLGATHER, or -1 */
+} Shard;
+
+static const Layout REPL = {.split_dim = -1, .groups = 1};
+
+static bool is_split(const Op *op) { return op->layout.split_dim >= 0; }
+
+/* A new op copying the attributes of src, with these inputs. */
+static Op *clone_with(Shard *s, const Op *src, int nin, const int *in) {
+  Op *op = graph_add(s->g, src->kind, nin, in, src->loc);
+  int id = op->id;
+  int *keep = op->in;
+  *op = *src;
+  op->id = id;
+  op->in = keep;
+  op->nin = nin;
+  op->layout = REPL;
+  return op;
+}
+
+static Op *new_op(Shard *s, OpKind k, int in, const Op *like) {
+  Op *op = graph_add(s->g, k, 1, &in, like->loc);
+  op->dtype = s->g->ops[in]->dtype;
+  op->stage = s->g->ops[in]->stage >= 0 ? s->g->ops[in]->stage : like->stage;
+  op->stage_loc = like->stage_loc;
+  op->seg = like->seg;
+  op->recompute = like->recompute;
+  op->layout = REPL;
+  return op;
+}
+
+static Shape global_shape(const Shard *s, const Op *op) {
+  Shape sh = op->shape;
+  if (is_split(op)) sh.d[op->layout.split_dim] *= s->tp;
+  return sh;
+}
+
+/* The replicated (whole) value of new op v. */
+static int make_repl(Shard *s, int v) {
+  Op *op = s->g->ops[v];
+  if (!is_split(op)) return v;
+  if (s->gather[v] >= 0) return s->gather[v];
+  Op *ga = new_op(s, OP_ALLGATHER, v, op);
+  ga->shape = global_shape(s, op);
+  ga->axis = op->layout.split_dim;
+  ga->key = op->layout.groups;
+  s->gather[v] = ga->id;
+  return ga->id;
+}
+
+/* The local shard of replicated new op v, split on dim with groups. */
+static int make_slice(Shard *s, int v, int dim, int groups) {
+  Op *op = s->g->ops[v];
+  Op *sl = new_op(s, OP_TP_SLICE, v, op);
+  sl->shape = op->shape;
+  sl->shape.d[dim] /= s->tp;
+  sl->axis = dim;
+  sl->key = groups;
+  sl->layout = (Layout){.split_dim = dim, .groups = groups};
+  return sl->id;
+}
+
+static bool splittable(const Shard *s, int64_t n, int groups) { return n % ((int64_t)s->tp * groups) == 0; }
+
+/* Finishes op with the layout given: the local shape from the global one. */
+static int finish(Shard *s, Op *op, const Op *src, Layout l) {
+  op->shape = src->shape;
+  op->layout = l;
+  if (l.split_dim >= 0) op->shape.d[l.split_dim] /= s->tp;
+  return op->id;
+}
+
+static int fallback(Shard *s, const Op *src, const int *in) {
+  int *r = malloc(sizeof(int) * (size_t)(src->nin + 1));
+  for (int j = 0; j < src->nin; j++) r[j] = make_repl(s, in[j]);
+  Op *op = clone_with(s, src, src->nin, r);
+  free(r);
+  return finish(s, op, src, REPL);
+}
+
+/* ---- the rules ------------------------------------------------------------------------- */
+
+static int shard_matmul(Shard *s, const Op *src, const int *in) {
+  Op *a = s->g->ops[in[0]], *b = s->g->ops[in[1]];
+  int ra = a->shape.rank, rb = b->shape.rank;
+  int a_k = src->ta ? ra - 2 : ra - 1, b_k = src->tb ? rb - 1 : rb - 2, b_n = src->tb ? rb - 2 : rb - 1;
+  int rout = src->shape.rank;
+  if (!is_split(a) && is_split(b) && rb == 2 && b->layout.split_dim == b_n) { /* column-parallel */
+    Op *enter = new_op(s, OP_TP_ENTER, a->id, src);
+    enter->shape = a->shape;
+    int r[2] = {enter->id, b->id};
+    Op *op = clone_with(s, src, 2, r);
+    return finish(s, op, src, (Layout){.split_dim = rout - 1, .groups = b->layout.groups});
+  }
+  if (is_split(a) && is_split(b) && a->layout.split_dim == a_k && b->layout.split_dim == b_k &&
+      a->layout.groups == 1 && b->layout.groups == 1) { /* row-parallel: partial sums */
+    Op *op = clone_with(s, src, 2, in);
+    finish(s, op, src, REPL);
+    Op *ar = new_op(s, OP_ALLREDUCE, op->id, src);
+    ar->shape = op->shape;
+    return ar->id;
+  }
+  if (is_split(a) && is_split(b) && ra == rb && a->layout.split_dim == b->layout.split_dim &&
+      a->layout.split_dim < ra - 2 && a->layout.groups == 1 && b->layout.groups == 1) { /* same batch dim */
+    Op *op = clone_with(s, src, 2, in);
+    return finish(s, op, src, (Layout){.split_dim = a->layout.split_dim + (rout - ra), .groups = 1});
+  }
+  return fallback(s, src, in);
+}
+
+/* Elementwise: keep the first input's split if every input can follow it. */
+static int shard_elementwise(Shard *s, const Op *src, const int *in) {
+  int R = src->shape.rank, target = -1, groups = 1;
+  for (int j = 0; j < src->nin && target < 0; j++) {
+    const Op *x = s->g->ops[in[j]];
+    if (is_split(x)) target = x->layout.split_dim + (R - x->shape.rank), groups = x->layout.groups;
+  }
+  if (target < 0 || src->kind == OP_DROPOUT) return fallback(s, src, in);
+  int *r = malloc(sizeof(int) * (size_t)src->nin);
+  bool ok = true;
+  for (int j = 0; j < src->nin && ok; j++) {
+    const Op *x = s->g->ops[in[j]];
+    int dim = target - (R - x->shape.rank);
+    r[j] = in[j];
+    if (is_split(x)) ok = x->layout.split_dim == dim && x->layout.groups == groups;
+    else if (dim >= 0 && x->shape.d[dim] != 1) r[j] = make_slice(s, in[j], dim, groups);
+  }
+  int id;
+  if (ok) id = finish(s, clone_with(s, src, src->nin, r), src, (Layout){.split_dim = target, .groups = groups});
+  else id = fallback(s, src, in);
+  free(r);
+  return id;
+}
+
+static int shard_reduce(Shard *s, const Op *src, const int *in) {
+  const Op *x = s->g->ops[in[0]];
+  int k = x->layout.split_dim, axis = src->axis;
+  if (!is_split(x) || axis == AXIS_ALL || axis == k) return fallback(s, src, in);
+  bool keeps_rank = src->kind == OP_SOFTMAX || src->kind == OP_LOG_SOFTMAX || src->keepdims;
+  int out = keeps_rank || k < axis ? k : k - 1;
+  return finish(s, clone_with(s, src, 1, in), src, (Layout){.split_dim = out, .groups = x->layout.groups});
+}
+
+static int shard_slice(Shard *s, const Op *src, const int *in) {
+  const Op *x = s->g->ops[in[0]];
+  int k = x->layout.split_dim;
+  if (!is_split(x)) return fallback(s, src, in);
+  if (src->axis != k)
+    return finish(s, clone_with(s, src, 1, in), src, x->layout);
+  int64_t D = x->shape.d[k] * s->tp, G = D / x->layout.groups;
+  if (src->begin % G || src->end % G) return fallback(s, src, in);
+  Op *op = clone_with(s, src, 1, in);
+  int id = finish(s, op, src, (Layout){.split_dim = k, .groups = (int)((src->end - src->begin) / G)});
+  op->begin = src->begin / s->tp;
+  op->end = src->end / s->tp;
+  return id;
+}
+
+/* A reshape keeps the split when the split dimension stays one block in the output. */
+static int shard_reshape(Shard *s, const Op *src, const int *in) {
+  const Op *x = s->g->ops[in[0]];
+  if (!is_split(x) || x->layout.groups != 1) return fallback(s, src, in);
+  int k = x->layout.split_dim;
+  int64_t prefix = 1;
+  for (int i = 0; i < k; i++) prefix *= x->shape.d[i];
+  int64_t p = 1;
+  for (int j = 0; j < src->shape.rank; j++) {
+    if (p == prefix && splittable(s, src->shape.d[j], 1))
+      return finish(s, clone_with(s, src, 1, in), src, (Layout){.split_dim = j, .groups = 1});
+    p *= src->shape.d[j];
+    if (p > prefix) break;
+  }
+  return fallback(s, src, in);
+}
+
+static int shard_transpose(Shard *s, const Op *src, const int *in) {
+  const Op *x = s->g->ops[in[0]];
+  if (!is_split(x)) return fallback(s, src, in);
+  Layout l = x->layout;
+  if (l.split_dim == src->axis) l.split_dim = src->axis2;
+  else if (l.split_dim == src->axis2) l.split_dim = src->axis;
+  return finish(s, clone_with(s, src, 1, in), src, l);
+}
+
+static int shard_param(Shard *s, const Op *src) {
+  Op *op = clone_with(s, src, 0, NULL);
+  if (src->layout.split_dim < 0) return finish(s, op, src, REPL);
+  return finish(s, op, src, src->layout);
+}
+
+static int shard_op(Shard *s, const Op *src, const int *in) {
+  switch (src->kind) {
+  case OP_PARAM: return shard_param(s, src);
+  case OP_MATMUL: return shard_matmul(s, src, in);
+  case OP_SUM: case OP_MEAN: case OP_AMAX: case OP_SOFTMAX: case OP_LOG_SOFTMAX: return shard_reduce(s, src, in);
+  case OP_SLICE: return shard_slice(s, src, in);
+  case OP_RESHAPE: return shard_reshape(s, src, in);
+  case OP_TRANSPOSE: return shard_transpose(s, src, in);
+  default:
+    if (op_info[src->kind].cls == OPC_E || src->kind == OP_DROPOUT) return shard_elementwise(s, src, in);
+    return fallback(s, src, in);
+  }
+}
+
+Graph *shard_program(Diag *d, Graph *old) {
+  int tp = old->mesh.tp;
+  if (tp <= 1) return old;
+  Shard s = {.old = old, .tp = tp};
+  s.g = graph_new(old->arena);
+  Graph keep = *old;
+  *s.g = keep;
+  s.g->ops = NULL;
+  s.g->nops = s.g->cap = 0;
+  s.map = malloc(sizeof(int) * (size_t)old->nops);
+  int cap = 4 * old->nops + 16;
+  s.gather = malloc(sizeof(int) * (size_t)cap);
+  for (int i = 0; i < cap; i++) s.gather[i] = -1;
+  int *in = malloc(sizeof(int) * 64);
+  int in_cap = 64;
+  for (int i = 0; i < old->nops; i++) {
+    const Op *src = old->ops[i];
+    if (src->nin > in_cap) in_cap = src->nin, in = realloc(in, sizeof(int) * (size_t)in_cap);
+    for (int j = 0; j < src->nin; j++) in[j] = s.map[src->in[j]];
+    if (s.g->nops + 8 >= cap) die("shard: graph grew past %d ops", cap);
+    s.map[i] = shard_op(&s, src, in);
+  }
+  s.g->loss = old->loss >= 0 ? make_repl(&s, s.map[old->loss]) : -1;
+  free(in);
+  free(s.map);
+  free(s.gather);
+  (void)d;
+  graph_verify(s.g);
+  return s.g;
+}
