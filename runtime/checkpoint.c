@@ -62,7 +62,7 @@ static int write_tensors(const MplRun *r, const char *path, const char *const *p
   int st = e && names && data ? MPL_OK : mpl_errf(err, "%s: out of memory", path);
   for (int s = 0; s < nslots && st == MPL_OK; s++)
     for (int p = 0; p < job->nparams && st == MPL_OK; p++) {
-      const JobParam *jp = &job->params[p];
+      const JobParam *jp = mpl_run_param(r, p);
       int k = s * job->nparams + p;
       size_t len = strlen(jp->name) + (prefixes ? strlen(prefixes[s]) + 2 : 1);
       names[k] = mpl_malloc(len);
@@ -119,7 +119,7 @@ static int read_tensors(MplRun *r, const char *path, const char *const *prefixes
   int rc = MPL_OK;
   for (int s = 0; s < nslots && rc == MPL_OK; s++)
     for (int p = 0; p < job->nparams && rc == MPL_OK; p++) {
-      const JobParam *jp = &job->params[p];
+      const JobParam *jp = mpl_run_param(r, p);
       char name[1024];
       snprintf(name, sizeof name, "%s%s%s", prefixes ? prefixes[s] : "", prefixes ? "." : "", jp->name);
       float *buf = mpl_malloc((size_t)jp->numel * 4 + 4);
@@ -272,6 +272,11 @@ static int read_state(const MplRun *r, const char *path, int64_t *step, int64_t 
   MplJson j = {0};
   int st = mpl_json_parse((const char *)text, len, &j, err);
   mpl_free(text);
+  if (st != MPL_OK && err) { /* name the file: "JSON: ..." alone does not say which */
+    char why[sizeof err->msg];
+    snprintf(why, sizeof why, "%s", err->msg);
+    st = mpl_errf(err, "%s: %s", path, why);
+  }
   uint64_t seed = 0, ident = 0;
   if (st == MPL_OK && j.type != MPL_JSON_OBJ) st = mpl_errf(err, "%s: not a JSON object", path);
   if (st == MPL_OK) st = state_i64(&j, "step", path, step, err);

@@ -4,6 +4,12 @@
  * step, with a device backend for memory and compute and the in-process communicator
  * for messages; the main thread drives the steps (progress, metrics, checkpoints).
  *
+ * The world is dp x tp x pp ranks: world rank w = (replica * tp + tp_index) * pp + pipeline
+ * rank. The ranks of one replica and tp index form a pipeline (they exchange
+ * activations); the tp ranks of one pipeline rank run the same programs on their parts
+ * of the split values (the collectives of the job's JS_COMM steps); the replicas run on
+ * different rows of the batch and all-reduce their gradients before the update.
+ *
  * Invariants:
  *  - each rank owns one arena (JobRank.arena_bytes); value v of micro-batch j lives at
  *    offset[v*m + j]; params and gradient accumulators at their slot-0 offset;
@@ -16,7 +22,12 @@
  *    communicator, so every rank blocked in a recv wakes with an error; the main thread
  *    waits for every rank to finish the step before it looks at the result: no hang;
  *  - between steps the rank threads wait, so the main thread may read and write any
- *    rank's arena (checkpoints, --init, sampling).
+ *    rank's arena (checkpoints, --init, sampling);
+ *  - on a device whose memory the host cannot touch (ops->device_memory: cuda) every
+ *    host access goes through copy_to_host / copy_from_host: gradients are summed, clipped
+ *    and applied on the host (device -> host, update, host -> device), losses are read at
+ *    the end of the step, each rank's step ends with ops->sync, and messages go through
+ *    the cuda communicator (device copies on the comm stream) instead of the local one.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -35,10 +46,12 @@
 #define TAG_XFER(x, mb, vi) ((1ull << 60) | ((uint64_t)(x) << 36) | ((uint64_t)(mb) << 16) | (uint64_t)(vi))
 #define TAG_TIED(p, u) ((2ull << 60) | ((uint64_t)(p) << 24) | (uint64_t)(u))
 #define TAG_NORM(step) ((3ull << 60) | (uint64_t)(step))
+#define TAG_ZERO(p) ((4ull << 60) | (uint64_t)(p))
 
 typedef struct RankCtx {
   MplRun *run;
-  int rank;
+  int rank;              /* pipeline rank: the index of its JobRank */
+  int wrank, dpi, tpi;   /* world rank, replica, tp index */
   MplDevice dev;
   void *arena;
   void **ptr;            /* [nvalues * m]: resolved buffers, NULL where not held */
@@ -50,7 +63,8 @@ typedef struct RankCtx {
   float **grad;          /* [nparams] the summed gradient (the accumulator itself or scratch) */
   float **scratch;       /* [nparams] owned scratch, or NULL */
   float **opt[2];        /* [nparams] optimizer state slots (host), or NULL */
-  float *tmp;            /* receive buffer of the largest tied param */
+  float *tmp;            /* receive buffer of the largest tied param (device memory: of any held param) */
+  float *wbuf;           /* device memory: host copy of the param being updated */
   double *norm_buf;      /* [nparams] */
   uint8_t *stage_buf;    /* host staging for inputs */
   size_t stage_cap;
@@ -69,13 +83,17 @@ struct MplRun {
   MplRunOpts opts;
   MplOptimCfg ocfg;
   int pp, m;
+  int dp, tp, nworld;        /* nworld = dp * tp * pp */
   int64_t B;                 /* rows per micro-batch */
   const MplDeviceOps *devops;
   RankCtx *ranks;
-  MplCommWorld *world;
+  MplCommWorld *world;       /* cpu: the in-process communicator */
+  MplCudaWorld *cworld;      /* cuda: device copies (comm_nccl.c) */
+  int ndevices;              /* cuda: visible GPUs */
   const MplKernelFn *kfn;
   MplCpuKernels cpu_kernels;
   int *owner;                /* [nparams] lowest holding rank */
+  JobParam *wparams;         /* [nparams] the params whole (tp parts joined): dims and numel */
   bool *tied;                /* [nparams] held by several ranks */
   /* data */
   int *role;                 /* [ninputs] token role: 0 idx, 1 targets, -1 none */
@@ -126,6 +144,12 @@ static inline void *vptr(const RankCtx *rc, int v, int mb) {
   return rc->ptr[(size_t)v * rc->run->m + mb];
 }
 
+/* The world rank of pipeline rank pr in replica dpi, tp index tpi. */
+static inline int world_of(const MplRun *r, int dpi, int tpi, int pr) { return (dpi * r->tp + tpi) * r->pp + pr; }
+
+/* The same replica and tp index, another pipeline rank. */
+static inline int peer_of(const RankCtx *rc, int pr) { return world_of(rc->run, rc->dpi, rc->tpi, pr); }
+
 void mpl_run_opts_default(MplRunOpts *o) {
   *o = (MplRunOpts){.device_kind = "cpu", .threads = 1, .steps = -1, .fail_rank = -1};
 }
@@ -139,6 +163,7 @@ static int rank_fail(RankCtx *rc, MplErr *err, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(buf, sizeof buf, fmt, ap);
   va_end(ap);
+  if (rc->run->nworld > rc->run->pp) return mpl_errf(err, "rank %d (pipeline rank %d, tp %d, replica %d): %s", rc->wrank, rc->rank, rc->tpi, rc->dpi, buf);
   return mpl_errf(err, "rank %d: %s", rc->rank, buf);
 }
 
@@ -150,7 +175,8 @@ static void *need_ptr(RankCtx *rc, int v, int mb, int stage, MplErr *err) {
 
 static int run_kernel_step(RankCtx *rc, const JobStep *s, int stage, int mb, int64_t step, MplErr *err) {
   MplRun *r = rc->run;
-  if (s->kernel < 0 || s->kernel >= r->job->kernels.nkernels || !r->kfn[s->kernel])
+  bool gpu = rc->dev.ops->launch != NULL;
+  if (s->kernel < 0 || s->kernel >= r->job->kernels.nkernels || (!gpu && !r->kfn[s->kernel]))
     return rank_fail(rc, err, "stage %d: kernel %d is not loaded", stage, s->kernel);
   if (s->nargs > rc->argv_cap) {
     mpl_free(rc->argv);
@@ -164,7 +190,67 @@ static int run_kernel_step(RankCtx *rc, const JobStep *s, int stage, int mb, int
     work += r->job->values[s->args[i]].numel;
   }
   int64_t scalars[3] = {(int64_t)r->job->train.seed, step, mb};
+  if (gpu) return rc->dev.ops->launch(&rc->dev, s->kernel, rc->argv, s->nargs, scalars, s->n_outer, err);
   return rc->dev.ops->kernel(&rc->dev, r->kfn[s->kernel], rc->argv, scalars, s->n_outer, work, err);
+}
+
+/* ---- tensor parallelism: parts of split values --------------------------------------- */
+
+/* Copies between a whole value and this tp rank's part of it, split on `axis` in `groups`
+ * equal groups, each cut in tp pieces: part index l of the axis is whole index
+ * q*G + tpi*(G/tp) + c with G = D/groups, q = l/(G/tp), c = l%(G/tp). */
+void mpl_shard_copy(void *whole, void *part, const int64_t *dims, int rank, int axis, int groups, int tp, int tpi,
+                    size_t elem, bool to_part) {
+  int64_t outer = 1, inner = 1, D = dims[axis];
+  for (int i = 0; i < axis; i++) outer *= dims[i];
+  for (int i = axis + 1; i < rank; i++) inner *= dims[i];
+  int64_t G = D / groups, chunk = G / tp, L = D / tp;
+  size_t row = (size_t)inner * elem;
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t l = 0; l < L; l++) {
+      int64_t q = l / chunk, c = l % chunk, gk = q * G + (int64_t)tpi * chunk + c;
+      uint8_t *w = (uint8_t *)whole + ((size_t)(o * D + gk)) * row, *pt = (uint8_t *)part + ((size_t)(o * L + l)) * row;
+      if (to_part) memcpy(pt, w, row);
+      else memcpy(w, pt, row);
+    }
+}
+
+static int tp_group(const RankCtx *rc, int *ranks) {
+  for (int t = 0; t < rc->run->tp; t++) ranks[t] = world_of(rc->run, rc->dpi, t, rc->rank);
+  return rc->run->tp;
+}
+
+/* JS_COMM: args {out, in}. Runs on host memory (the cpu device). */
+static int run_collective(RankCtx *rc, const JobStep *s, int stage, int mb, MplErr *err) {
+  const Job *job = rc->run->job;
+  if (s->nargs != 2) return rank_fail(rc, err, "stage %d: collective with %d operands", stage, s->nargs);
+  void *out = need_ptr(rc, s->args[0], mb, stage, err), *in = out ? need_ptr(rc, s->args[1], mb, stage, err) : NULL;
+  if (!in) return MPL_ERR;
+  const JobValue *vo = &job->values[s->args[0]], *vi = &job->values[s->args[1]];
+  int ranks[64];
+  if (rc->run->tp > 64) return rank_fail(rc, err, "tp = %d is more than this runtime supports (64)", rc->run->tp);
+  int n = tp_group(rc, ranks);
+  switch (s->comm) {
+  case JC_TP_ENTER:
+    if (out != in) memcpy(out, in, value_bytes(job, s->args[1]));
+    return MPL_OK;
+  case JC_TP_SLICE:
+    mpl_shard_copy(in, out, vi->dims, vi->rank, s->axis, s->groups, n, rc->tpi, dtype_bytes(vi->dtype), true);
+    return MPL_OK;
+  case JC_ALLREDUCE:
+  case JC_ALLGATHER:
+    if (vo->dtype != JDT_F32) return rank_fail(rc, err, "stage %d: collectives of non-f32 values are not supported", stage);
+    if (s->comm == JC_ALLREDUCE) {
+      if (out != in) memcpy(out, in, value_bytes(job, s->args[1]));
+    } else {
+      memset(out, 0, value_bytes(job, s->args[0])); /* my part in place, zeros elsewhere, then summed */
+      mpl_shard_copy(out, in, vo->dims, vo->rank, s->axis, s->groups, n, rc->tpi, 4, false);
+    }
+    if (rc->comm->ops->allreduce_sum_f32(rc->comm, ranks, n, out, (size_t)vo->numel) != MPL_OK)
+      return rank_fail(rc, err, "stage %d: tp collective: %s", stage, rc->comm->err.msg);
+    return MPL_OK;
+  default: return rank_fail(rc, err, "stage %d: unknown collective %d", stage, s->comm);
+  }
 }
 
 static int run_step_op(RankCtx *rc, const JobStep *s, int stage, int mb, int64_t step, MplErr *err) {
@@ -186,8 +272,7 @@ static int run_step_op(RankCtx *rc, const JobStep *s, int stage, int mb, int64_t
                        (long long)job->values[s->args[1]].numel, (long long)n);
     return rc->dev.ops->accum_f32(&rc->dev, acc, src, n, err);
   }
-  case JS_COMM:
-    return rank_fail(rc, err, "stage %d: tensor-parallel collectives are not supported yet", stage);
+  case JS_COMM: return run_collective(rc, s, stage, mb, err);
   default: return rank_fail(rc, err, "stage %d: unknown step kind %d", stage, s->kind);
   }
 }
@@ -221,8 +306,9 @@ static int xfer_peer(const Job *job, const JobXfer *x, bool sending) {
 static int run_xfer(RankCtx *rc, const JobIns *ins, bool sending, MplErr *err) {
   const Job *job = rc->run->job;
   const JobXfer *x = &job->xfers[ins->xfer];
-  int peer = xfer_peer(job, x, sending);
-  if (peer == rc->rank) return MPL_OK; /* both stages here: one buffer */
+  int pr = xfer_peer(job, x, sending);
+  if (pr == rc->rank) return MPL_OK; /* both stages here: one buffer */
+  int peer = peer_of(rc, pr);
   for (int i = 0; i < x->nvals; i++) {
     int v = x->vals[i];
     void *p = need_ptr(rc, v, ins->mb, sending ? x->src : x->dst, err);
@@ -253,8 +339,8 @@ static int tied_send(RankCtx *rc, MplErr *err) {
       if (use_rank(job, p, u) != rc->rank) continue;
       const void *acc = vptr(rc, p->use_value[u], 0);
       for (int h = 0; h < r->pp; h++) {
-        if (h == rc->rank || !r->ranks[h].holds[pi]) continue;
-        if (rc->comm->ops->send(rc->comm, h, TAG_TIED(pi, u), acc, (size_t)p->numel * 4) != MPL_OK)
+        if (h == rc->rank || !r->ranks[peer_of(rc, h)].holds[pi]) continue;
+        if (rc->comm->ops->send(rc->comm, peer_of(rc, h), TAG_TIED(pi, u), acc, (size_t)p->numel * 4) != MPL_OK)
           return rank_fail(rc, err, "tied gradient of %s: %s", p->name, rc->comm->err.msg);
       }
     }
@@ -280,16 +366,31 @@ static int sum_uses(RankCtx *rc, int pi, MplErr *err) {
       src = vptr(rc, p->use_value[u], 0);
     } else {
       src = u == 0 ? g : rc->tmp;
-      if (rc->comm->ops->recv(rc->comm, ur, TAG_TIED(pi, u), src, bytes) != MPL_OK)
+      if (rc->comm->ops->recv(rc->comm, peer_of(rc, ur), TAG_TIED(pi, u), src, bytes) != MPL_OK)
         return rank_fail(rc, err, "tied gradient of %s: %s", p->name, rc->comm->err.msg);
     }
     if (u == 0) {
       if (src != g && rc->dev.ops->copy_to_host(&rc->dev, g, src, bytes, err) != MPL_OK) return MPL_ERR;
     } else {
+      if (ur == rc->rank && rc->dev.ops->device_memory) { /* a local accumulator: to the host first */
+        if (rc->dev.ops->copy_to_host(&rc->dev, rc->tmp, src, bytes, err) != MPL_OK) return MPL_ERR;
+        src = rc->tmp;
+      }
       for (int64_t i = 0; i < p->numel; i++) g[i] += src[i];
     }
   }
   rc->grad[pi] = g;
+  return MPL_OK;
+}
+
+/* Data parallelism: the replicas' gradients of param pi summed, in replica order. */
+static int dp_allreduce(RankCtx *rc, int pi, MplErr *err) {
+  MplRun *r = rc->run;
+  int ranks[256];
+  if (r->dp > 256) return rank_fail(rc, err, "dp = %d is more than this runtime supports (256)", r->dp);
+  for (int d = 0; d < r->dp; d++) ranks[d] = world_of(r, d, rc->tpi, rc->rank);
+  if (rc->comm->ops->allreduce_sum_f32(rc->comm, ranks, r->dp, rc->grad[pi], (size_t)r->job->params[pi].numel) != MPL_OK)
+    return rank_fail(rc, err, "gradient all-reduce of %s over the replicas: %s", r->job->params[pi].name, rc->comm->err.msg);
   return MPL_OK;
 }
 
@@ -301,52 +402,95 @@ static int build_grads(RankCtx *rc, MplErr *err) {
     rc->grad[pi] = NULL;
     if (!rc->holds[pi] || r->job->params[pi].nuses == 0) continue;
     if (sum_uses(rc, pi, err) != MPL_OK) return MPL_ERR;
+    if (r->dp > 1 && dp_allreduce(rc, pi, err) != MPL_OK) return MPL_ERR;
   }
   rc->grads_ready = true;
   return MPL_OK;
 }
 
 /* The global norm: owners' float64 sums of squares, exchanged, summed in param order. */
+/* Does this rank add param pi's squares to the global norm? Its owner pipeline rank in
+ * replica 0 does; for a split param every tp index (each holds a part), else tp index 0. */
+static bool norm_contributor(const RankCtx *rc, int pi) {
+  const MplRun *r = rc->run;
+  if (r->owner[pi] != rc->rank || rc->dpi != 0 || !rc->grad[pi]) return false;
+  return r->job->params[pi].split_dim >= 0 || rc->tpi == 0;
+}
+
 static int global_norm(RankCtx *rc, int64_t step, double *norm, MplErr *err) {
   MplRun *r = rc->run;
   int np = r->job->nparams;
   double *mine = rc->norm_buf;
   for (int pi = 0; pi < np; pi++)
-    mine[pi] = (r->owner[pi] == rc->rank && rc->grad[pi]) ? mpl_sumsq_f64(rc->grad[pi], r->job->params[pi].numel) : 0;
+    mine[pi] = norm_contributor(rc, pi) ? mpl_sumsq_f64(rc->grad[pi], r->job->params[pi].numel) : 0;
   size_t bytes = sizeof(double) * (size_t)np;
-  for (int h = 0; h < r->pp; h++)
-    if (h != rc->rank && rc->comm->ops->send(rc->comm, h, TAG_NORM(step), mine, bytes) != MPL_OK)
+  for (int h = 0; h < r->nworld; h++)
+    if (h != rc->wrank && rc->comm->ops->send(rc->comm, h, TAG_NORM(step), mine, bytes) != MPL_OK)
       return rank_fail(rc, err, "gradient norm: %s", rc->comm->err.msg);
   double *theirs = mpl_malloc(bytes ? bytes : 1), *total = mpl_calloc((size_t)np + 1, sizeof(double));
   int st = (theirs && total) ? MPL_OK : rank_fail(rc, err, "out of memory");
-  for (int h = 0; h < r->pp && st == MPL_OK; h++) {
-    if (h == rc->rank) {
-      for (int pi = 0; pi < np; pi++) if (r->owner[pi] == h) total[pi] = mine[pi];
-      continue;
+  for (int h = 0; h < r->nworld && st == MPL_OK; h++) { /* per param, in world-rank order */
+    const double *src = mine;
+    if (h != rc->wrank) {
+      if (rc->comm->ops->recv(rc->comm, h, TAG_NORM(step), theirs, bytes) != MPL_OK) {
+        st = rank_fail(rc, err, "gradient norm: %s", rc->comm->err.msg);
+        break;
+      }
+      src = theirs;
     }
-    if (rc->comm->ops->recv(rc->comm, h, TAG_NORM(step), theirs, bytes) != MPL_OK)
-      st = rank_fail(rc, err, "gradient norm: %s", rc->comm->err.msg);
-    else
-      for (int pi = 0; pi < np; pi++) if (r->owner[pi] == h) total[pi] = theirs[pi];
+    for (int pi = 0; pi < np; pi++) total[pi] += src[pi];
   }
   double s = 0;
-  for (int pi = 0; pi < np && st == MPL_OK; pi++) s += total[pi];
+  for (int pi = 0; pi < np && st == MPL_OK; pi++) s += total[pi]; /* in param-name order */
   *norm = sqrt(s);
   mpl_free(theirs);
   mpl_free(total);
   return st;
 }
 
-static void update_param(RankCtx *rc, int pi, double lr, int64_t step) {
+static int update_param(RankCtx *rc, int pi, double lr, int64_t step, MplErr *err) {
   MplRun *r = rc->run;
   const JobParam *p = &r->job->params[pi];
-  float *w = vptr(rc, p->value, 0), *g = rc->grad[pi];
+  float *dev_w = vptr(rc, p->value, 0), *w = dev_w, *g = rc->grad[pi];
   const MplOptimCfg *c = &r->ocfg;
+  size_t bytes = (size_t)p->numel * 4;
+  if (rc->dev.ops->device_memory) { /* update a host copy */
+    w = rc->wbuf;
+    if (rc->dev.ops->copy_to_host(&rc->dev, w, dev_w, bytes, err) != MPL_OK) return MPL_ERR;
+  }
   if (c->kind == MPL_OPT_ADAMW)
     mpl_adamw_update(w, g, rc->opt[0][pi], rc->opt[1][pi], p->numel, lr, c->beta1, c->beta2, c->eps,
                      p->decay ? c->weight_decay : 0.0, step + 1);
   else
     mpl_sgd_update(w, g, rc->opt[0][pi], p->numel, lr, c->momentum, r->optim_fresh);
+  if (w != dev_w) return rc->dev.ops->copy_from_host(&rc->dev, dev_w, w, bytes, err);
+  return MPL_OK;
+}
+
+/* ZeRO-1: with zero = 1 and dp > 1, replica pi % dp alone keeps param pi's optimizer
+ * state and updates it, then sends the new values to the other replicas. -1: every
+ * replica updates (plain data parallelism). */
+static int zero_owner(const MplRun *r, int pi) { return r->dp > 1 && r->job->train.zero ? pi % r->dp : -1; }
+
+static int zero_update(RankCtx *rc, double lr, int64_t step, MplErr *err) {
+  MplRun *r = rc->run;
+  for (int pi = 0; pi < r->job->nparams; pi++) {
+    if (!rc->grad[pi]) continue;
+    const JobParam *p = &r->job->params[pi];
+    int owner = zero_owner(r, pi);
+    float *w = vptr(rc, p->value, 0);
+    if (owner == rc->dpi) {
+      if (update_param(rc, pi, lr, step, err) != MPL_OK) return MPL_ERR;
+      for (int d = 0; d < r->dp; d++)
+        if (d != rc->dpi && rc->comm->ops->send(rc->comm, world_of(r, d, rc->tpi, rc->rank), TAG_ZERO(pi), w,
+                                                (size_t)p->numel * 4) != MPL_OK)
+          return rank_fail(rc, err, "ZeRO update of %s: %s", p->name, rc->comm->err.msg);
+    } else if (rc->comm->ops->recv(rc->comm, world_of(r, owner, rc->tpi, rc->rank), TAG_ZERO(pi), w,
+                                   (size_t)p->numel * 4) != MPL_OK) {
+      return rank_fail(rc, err, "ZeRO update of %s: %s", p->name, rc->comm->err.msg);
+    }
+  }
+  return MPL_OK;
 }
 
 static int optimizer_step(RankCtx *rc, int64_t step, MplErr *err) {
@@ -362,8 +506,8 @@ static int optimizer_step(RankCtx *rc, int64_t step, MplErr *err) {
   }
   double lr = mpl_lr_at(&r->ocfg, step);
   for (int pi = 0; pi < r->job->nparams; pi++)
-    if (rc->grad[pi]) update_param(rc, pi, lr, step);
-  return MPL_OK;
+    if (rc->grad[pi] && zero_owner(r, pi) < 0 && update_param(rc, pi, lr, step, err) != MPL_OK) return MPL_ERR;
+  return r->dp > 1 && r->job->train.zero ? zero_update(rc, lr, step, err) : MPL_OK;
 }
 
 /* ---- one training step of one rank ------------------------------------------------- */
@@ -380,9 +524,10 @@ static int fill_inputs(RankCtx *rc, int64_t step, MplErr *err) {
       if (!dst) return MPL_ERR;
       if (r->tokens) {
         int32_t *buf = (int32_t *)rc->stage_buf;
-        mpl_loader_rows(&r->loader, j * r->B, r->B, r->role[i] == 0 ? buf : NULL, r->role[i] == 1 ? buf : NULL);
+        mpl_loader_rows(&r->loader, (rc->dpi * r->m + j) * r->B, r->B, r->role[i] == 0 ? buf : NULL,
+                        r->role[i] == 1 ? buf : NULL);
       } else {
-        mpl_synth_rows(&r->synth, i, step, r->B * r->m, j * r->B, r->B, rc->stage_buf);
+        mpl_synth_rows(&r->synth, i, step, r->B * r->m * r->dp, (rc->dpi * r->m + j) * r->B, r->B, rc->stage_buf);
       }
       if (rc->dev.ops->copy_from_host(&rc->dev, dst, rc->stage_buf, bytes, err) != MPL_OK) return MPL_ERR;
     }
@@ -408,6 +553,7 @@ static int run_ins(RankCtx *rc, const JobIns *ins, int64_t step, MplErr *err) {
   switch (ins->kind) {
   case JI_FWD:
     if (run_prog(rc, ins->stage, JP_FWD, ins->mb, step, err) != MPL_OK) return MPL_ERR;
+    if (rc->dev.ops->device_memory) return MPL_OK; /* read at the end of the step */
     return read_loss(rc, ins->stage, ins->mb, err);
   case JI_BWD_B:
     if (run_prog(rc, ins->stage, JP_RECOMP, ins->mb, step, err) != MPL_OK) return MPL_ERR;
@@ -433,7 +579,16 @@ static void trace_ins(RankCtx *rc, const JobIns *ins, double t0_us, double t1_us
     snprintf(name, sizeof name, "%s x%d mb%d", ins_label(ins->kind), ins->xfer, ins->mb);
   else
     snprintf(name, sizeof name, "%s", ins_label(ins->kind));
-  mpl_trace_event(&rc->run->trace, rc->rank, name, ins_label(ins->kind), t0_us, t1_us - t0_us);
+  mpl_trace_event(&rc->run->trace, rc->wrank, name, ins_label(ins->kind), t0_us, t1_us - t0_us);
+}
+
+/* Device memory: waits for the device, then reads the losses of the step's FWDs. */
+static int end_step_on_device(RankCtx *rc, MplErr *err) {
+  const JobRank *jr = &rc->run->job->ranks[rc->rank];
+  if (rc->dev.ops->sync(&rc->dev, err) != MPL_OK) return MPL_ERR;
+  for (int i = 0; i < jr->nins; i++)
+    if (jr->ins[i].kind == JI_FWD && read_loss(rc, jr->ins[i].stage, jr->ins[i].mb, err) != MPL_OK) return MPL_ERR;
+  return MPL_OK;
 }
 
 static int rank_step(RankCtx *rc, int64_t step, MplErr *err) {
@@ -446,7 +601,7 @@ static int rank_step(RankCtx *rc, int64_t step, MplErr *err) {
   double busy = 0;
   for (int i = 0; i < jr->nins; i++) {
     const JobIns *ins = &jr->ins[i];
-    if (rc->rank == r->opts.fail_rank && step == r->opts.fail_step && i == r->opts.fail_ins)
+    if (rc->wrank == r->opts.fail_rank && step == r->opts.fail_step && i == r->opts.fail_ins)
       return rank_fail(rc, err, "injected failure at instruction %d (%s)", i, ins_label(ins->kind));
     double t0 = now_s(), tr0 = r->tracing ? mpl_trace_now(&r->trace) : 0;
     if (run_ins(rc, ins, step, err) != MPL_OK) return MPL_ERR;
@@ -454,6 +609,7 @@ static int rank_step(RankCtx *rc, int64_t step, MplErr *err) {
     if (ins_is_busy(ins->kind)) busy += t1 - t0;
     if (r->tracing) trace_ins(rc, ins, tr0, mpl_trace_now(&r->trace));
   }
+  if (rc->dev.ops->sync && end_step_on_device(rc, err) != MPL_OK) return MPL_ERR;
   rc->stats.busy_s += busy;
   rc->stats.wall_s += now_s() - t_start;
   return MPL_OK;
@@ -469,7 +625,8 @@ static void record_failure(MplRun *r, const MplErr *e) {
     r->first_err = *e;
   }
   pthread_mutex_unlock(&r->mu);
-  mpl_comm_world_abort(r->world, e->msg);
+  if (r->world) mpl_comm_world_abort(r->world, e->msg);
+  if (r->cworld) mpl_cuda_world_abort(r->cworld, e->msg);
 }
 
 static void *rank_main(void *arg) {
@@ -496,7 +653,7 @@ static void *rank_main(void *arg) {
 /* Runs step r->step on every rank and waits for all of them. */
 static int run_one_step(MplRun *r, MplErr *err) {
   pthread_mutex_lock(&r->mu);
-  r->running = r->pp;
+  r->running = r->nworld;
   r->gen++;
   pthread_cond_broadcast(&r->go);
   while (r->running > 0) pthread_cond_wait(&r->done, &r->mu);
@@ -512,7 +669,7 @@ static void stop_threads(MplRun *r) {
   r->quit = true;
   pthread_cond_broadcast(&r->go);
   pthread_mutex_unlock(&r->mu);
-  for (int i = 0; i < r->pp; i++)
+  for (int i = 0; i < r->nworld; i++)
     if (r->ranks[i].started) pthread_join(r->ranks[i].tid, NULL);
 }
 
@@ -521,7 +678,7 @@ static int start_threads(MplRun *r, MplErr *err) {
   pthread_cond_init(&r->go, NULL);
   pthread_cond_init(&r->done, NULL);
   r->sync_init = true;
-  for (int i = 0; i < r->pp; i++) {
+  for (int i = 0; i < r->nworld; i++) {
     if (pthread_create(&r->ranks[i].tid, NULL, rank_main, &r->ranks[i]) != 0)
       return mpl_errf(err, "cannot start the thread of rank %d", i);
     r->ranks[i].started = true;
@@ -554,18 +711,29 @@ static int resolve_buffers(RankCtx *rc, MplErr *err) {
   return MPL_OK;
 }
 
+/* The device of world rank i: --devices' list, or else device i mod the device count. */
+static int device_index(const MplRun *r, int i) {
+  if (r->opts.device_ids && i < r->opts.ndevice_ids) return r->opts.device_ids[i];
+  return r->ndevices > 0 ? i % r->ndevices : i;
+}
+
 static int init_rank(MplRun *r, int i, MplErr *err) {
   RankCtx *rc = &r->ranks[i];
   const Job *job = r->job;
   rc->run = r;
-  rc->rank = i;
+  rc->wrank = i;
+  rc->rank = i % r->pp;
+  rc->tpi = i / r->pp % r->tp;
+  rc->dpi = i / (r->pp * r->tp);
   rc->dev.ops = r->devops;
-  if (r->devops->init(&rc->dev, i, r->opts.threads, err) != MPL_OK) return MPL_ERR;
-  uint64_t ab = job->ranks[i].arena_bytes;
+  rc->dev.tf32 = r->opts.tf32;
+  if (r->devops->init(&rc->dev, device_index(r, i), r->opts.threads, err) != MPL_OK) return MPL_ERR;
+  if (r->devops->load_kernels && r->devops->load_kernels(&rc->dev, &job->kernels, err) != MPL_OK) return MPL_ERR;
+  uint64_t ab = job->ranks[rc->rank].arena_bytes;
   if (r->devops->arena_alloc(&rc->dev, ab, &rc->arena, err) != MPL_OK) return MPL_ERR;
   if (r->devops->zero(&rc->dev, rc->arena, (size_t)ab, err) != MPL_OK) return MPL_ERR;
   rc->stats.arena_bytes = ab;
-  rc->comm = mpl_comm_world_rank(r->world, i);
+  if (r->world) rc->comm = mpl_comm_world_rank(r->world, i);
   int np = job->nparams;
   rc->holds = mpl_calloc((size_t)np + 1, sizeof(bool));
   rc->grad = mpl_calloc((size_t)np + 1, sizeof(float *));
@@ -601,7 +769,7 @@ static int init_param_maps(MplRun *r, MplErr *err) {
     const JobParam *p = &job->params[pi];
     int nh = 0;
     r->owner[pi] = -1;
-    for (int h = 0; h < r->pp; h++)
+    for (int h = 0; h < r->pp; h++) /* replica 0, tp index 0: world ranks 0 .. pp-1 */
       if (r->ranks[h].holds[pi]) {
         if (r->owner[pi] < 0) r->owner[pi] = h;
         nh++;
@@ -622,6 +790,26 @@ static int init_param_maps(MplRun *r, MplErr *err) {
   return MPL_OK;
 }
 
+/* The params whole: a split dimension holds tp times the part. */
+static int init_whole_params(MplRun *r, MplErr *err) {
+  const Job *job = r->job;
+  r->wparams = mpl_calloc((size_t)job->nparams + 1, sizeof(JobParam));
+  if (!r->wparams) return mpl_errf(err, "out of memory");
+  for (int p = 0; p < job->nparams; p++) {
+    JobParam *w = &r->wparams[p];
+    *w = job->params[p];
+    if (w->split_dim >= 0) {
+      if (w->split_dim >= w->rank) return mpl_errf(err, "param %s: split on dimension %d of %d", w->name, w->split_dim, w->rank);
+      w->dims[w->split_dim] *= r->tp;
+      w->numel *= r->tp;
+      if (w->dims[w->split_dim] % ((int64_t)r->tp * w->groups))
+        return mpl_errf(err, "param %s: dimension %d does not split into %d groups over tp = %d", w->name, w->split_dim,
+                        w->groups, r->tp);
+    }
+  }
+  return MPL_OK;
+}
+
 /* Scratch gradient buffers and optimizer state of the params a rank holds. */
 static int init_param_state(MplRun *r, RankCtx *rc, MplErr *err) {
   const Job *job = r->job;
@@ -632,15 +820,18 @@ static int init_param_state(MplRun *r, RankCtx *rc, MplErr *err) {
     if (!rc->holds[pi]) continue;
     size_t bytes = (size_t)p->numel * 4;
     bool one_local = p->nuses == 1 && use_rank(job, p, 0) == rc->rank;
-    if (p->nuses > 0 && !one_local) {
+    bool dev_mem = rc->dev.ops->device_memory; /* gradients are summed and applied on the host */
+    if (p->nuses > 0 && (!one_local || dev_mem)) {
       if (!(rc->scratch[pi] = mpl_malloc(bytes ? bytes : 1))) return mpl_errf(err, "out of memory");
-      if (r->tied[pi] && p->numel > tmp_n) tmp_n = p->numel;
+      if ((r->tied[pi] || dev_mem) && p->numel > tmp_n) tmp_n = p->numel;
     }
+    if (zero_owner(r, pi) >= 0 && zero_owner(r, pi) != rc->dpi) continue; /* ZeRO-1: another replica's */
     for (int s = 0; s < nslots; s++)
       if (!(rc->opt[s][pi] = mpl_calloc((size_t)p->numel + 1, 4))) return mpl_errf(err, "out of memory");
   }
   rc->tmp = mpl_malloc((size_t)tmp_n * 4 + 4);
-  return rc->tmp ? MPL_OK : mpl_errf(err, "out of memory");
+  if (rc->dev.ops->device_memory) rc->wbuf = mpl_malloc((size_t)tmp_n * 4 + 4);
+  return rc->tmp && (rc->wbuf || !rc->dev.ops->device_memory) ? MPL_OK : mpl_errf(err, "out of memory");
 }
 
 /* The seed's stream of param `name`: the same on every rank and every mesh. */
@@ -651,7 +842,7 @@ static uint64_t init_stream(uint64_t seed, const char *name) {
 static int init_params(MplRun *r, MplErr *err) {
   const Job *job = r->job;
   for (int pi = 0; pi < job->nparams; pi++) {
-    const JobParam *p = &job->params[pi];
+    const JobParam *p = &r->wparams[pi];
     float *buf = mpl_malloc((size_t)p->numel * 4 + 4);
     if (!buf) return mpl_errf(err, "out of memory initialising %s", p->name);
     uint64_t stream = init_stream(job->train.seed, p->name);
@@ -744,8 +935,11 @@ static int init_data(MplRun *r, MplErr *err) {
 }
 
 static int check_job(const Job *job, MplErr *err) {
-  if (job->dp != 1 || job->tp != 1)
-    return mpl_errf(err, "this mplrun runs pipeline parallelism only (the job has dp = %d, tp = %d)", job->dp, job->tp);
+  if (job->dp < 1 || job->tp < 1 || job->dp * job->tp * job->pp > 4096)
+    return mpl_errf(err, "bad job: mesh dp = %d, tp = %d, pp = %d", job->dp, job->tp, job->pp);
+  if (job->train.batch % (job->train.microbatches * job->dp))
+    return mpl_errf(err, "bad job: batch %lld does not divide into %lld micro-batches on %d replicas",
+                    (long long)job->train.batch, (long long)job->train.microbatches, job->dp);
   if (job->pp < 1 || job->train.microbatches < 1 || job->train.batch % job->train.microbatches)
     return mpl_errf(err, "bad job: pp = %d, microbatches = %lld", job->pp, (long long)job->train.microbatches);
   for (int s = 0; s < job->nstages; s++)
@@ -772,7 +966,7 @@ static int init_kernels(MplRun *r, MplErr *err) {
 
 static int init_observability(MplRun *r, MplErr *err) {
   if (r->opts.trace_path) {
-    if (mpl_trace_init(&r->trace, r->pp, err) != MPL_OK) return MPL_ERR;
+    if (mpl_trace_init(&r->trace, r->nworld, err) != MPL_OK) return MPL_ERR;
     r->tracing = true;
   }
   if (r->opts.metrics_path) {
@@ -782,28 +976,54 @@ static int init_observability(MplRun *r, MplErr *err) {
   return MPL_OK;
 }
 
+/* --devices: cpu, or cuda (dp, pp; tp's collectives run on host memory only). */
+static int init_device_kind(MplRun *r, MplErr *err) {
+  const char *kind = r->opts.device_kind ? r->opts.device_kind : "cpu";
+  if (!strcmp(kind, "cpu")) {
+    r->devops = &mpl_device_cpu_ops;
+    return MPL_OK;
+  }
+  if (strcmp(kind, "cuda") != 0) return mpl_errf(err, "device kind '%s' is not available", kind);
+  if (r->job->tp > 1) return mpl_errf(err, "cuda: tensor-parallel jobs (tp = %d) run on cpu devices only for now", r->job->tp);
+  r->devops = &mpl_device_cuda_ops;
+  return mpl_cuda_device_count(&r->ndevices, err);
+}
+
+/* cuda: the communicator over the ranks' devices (after they are initialised). */
+static int init_device_comm(MplRun *r, MplErr *err) {
+  MplDevice **devs = mpl_calloc((size_t)r->nworld, sizeof *devs);
+  if (!devs) return mpl_errf(err, "out of memory");
+  for (int i = 0; i < r->nworld; i++) devs[i] = &r->ranks[i].dev;
+  int st = mpl_cuda_world_init(&r->cworld, r->nworld, devs, err);
+  mpl_free(devs);
+  for (int i = 0; i < r->nworld && st == MPL_OK; i++) r->ranks[i].comm = mpl_cuda_world_rank(r->cworld, i);
+  return st;
+}
+
 static int run_init_body(MplRun *r, MplErr *err) {
   const Job *job = r->job;
   if (check_job(job, err) != MPL_OK) return MPL_ERR;
-  if (strcmp(r->opts.device_kind ? r->opts.device_kind : "cpu", "cpu") != 0)
-    return mpl_errf(err, "device kind '%s' is not available", r->opts.device_kind);
-  r->devops = &mpl_device_cpu_ops;
+  if (init_device_kind(r, err) != MPL_OK) return MPL_ERR;
   r->pp = job->pp;
+  r->dp = job->dp > 0 ? job->dp : 1;
+  r->tp = job->tp > 0 ? job->tp : 1;
+  r->nworld = r->dp * r->tp * r->pp;
   r->m = (int)job->train.microbatches;
-  r->B = job->train.batch / job->train.microbatches;
+  r->B = job->train.batch / (job->train.microbatches * r->dp);
   r->total_steps = r->opts.steps >= 0 ? r->opts.steps : job->train.steps;
   mpl_optim_cfg_from_job(&r->ocfg, &job->train);
   r->ocfg.steps = r->total_steps;
   r->optim_fresh = true;
   r->last_loss = NAN;
-  if (init_kernels(r, err) != MPL_OK) return MPL_ERR;
-  if (mpl_comm_world_init(&r->world, r->pp, err) != MPL_OK) return MPL_ERR;
-  r->ranks = mpl_calloc((size_t)r->pp, sizeof *r->ranks);
+  if (!r->devops->load_kernels && init_kernels(r, err) != MPL_OK) return MPL_ERR;
+  if (!r->devops->device_memory && mpl_comm_world_init(&r->world, r->nworld, err) != MPL_OK) return MPL_ERR;
+  r->ranks = mpl_calloc((size_t)r->nworld, sizeof *r->ranks);
   if (!r->ranks) return mpl_errf(err, "out of memory");
-  for (int i = 0; i < r->pp; i++)
+  for (int i = 0; i < r->nworld; i++)
     if (init_rank(r, i, err) != MPL_OK) return MPL_ERR;
-  if (init_param_maps(r, err) != MPL_OK) return MPL_ERR;
-  for (int i = 0; i < r->pp; i++)
+  if (r->devops->device_memory && init_device_comm(r, err) != MPL_OK) return MPL_ERR;
+  if (init_param_maps(r, err) != MPL_OK || init_whole_params(r, err) != MPL_OK) return MPL_ERR;
+  for (int i = 0; i < r->nworld; i++)
     if (init_param_state(r, &r->ranks[i], err) != MPL_OK) return MPL_ERR;
   if (init_data(r, err) != MPL_OK || init_params(r, err) != MPL_OK) return MPL_ERR;
   if (r->opts.init_path && mpl_ckpt_load_params(r, r->opts.init_path, err) != MPL_OK) return MPL_ERR;
@@ -842,6 +1062,7 @@ static void free_rank(RankCtx *rc) {
   mpl_free(rc->mb_loss);
   mpl_free(rc->mb_loss_set);
   mpl_free(rc->tmp);
+  mpl_free(rc->wbuf);
   mpl_free(rc->stage_buf);
   mpl_free(rc->argv);
   mpl_free(rc->ptr);
@@ -859,12 +1080,14 @@ void mpl_run_free(MplRun *r) {
     pthread_cond_destroy(&r->go);
     pthread_cond_destroy(&r->done);
   }
-  for (int i = 0; r->ranks && i < r->pp; i++)
+  if (r->cworld) mpl_cuda_world_free(r->cworld); /* before the devices it uses */
+  for (int i = 0; r->ranks && i < r->nworld; i++)
     if (r->ranks[i].run) free_rank(&r->ranks[i]);
   mpl_free(r->ranks);
   if (r->world) mpl_comm_world_free(r->world);
   mpl_cpu_kernels_free(&r->cpu_kernels);
   mpl_free(r->owner);
+  mpl_free(r->wparams);
   mpl_free(r->tied);
   mpl_free(r->role);
   if (r->tokens) mpl_tokens_free(&r->tok);
@@ -879,12 +1102,15 @@ void mpl_run_free(MplRun *r) {
 static double step_loss(const MplRun *r) {
   double s = 0;
   int n = 0;
-  for (int j = 0; j < r->m; j++)
-    for (int i = 0; i < r->pp; i++)
-      if (r->ranks[i].mb_loss_set[j]) {
-        s += r->ranks[i].mb_loss[j];
-        n++;
-        break;
+  for (int d = 0; d < r->dp; d++)
+    for (int j = 0; j < r->m; j++)
+      for (int i = 0; i < r->pp; i++) {
+        const RankCtx *rc = &r->ranks[world_of(r, d, 0, i)];
+        if (rc->mb_loss_set[j]) {
+          s += rc->mb_loss[j];
+          n++;
+          break;
+        }
       }
   return n ? s / n : NAN;
 }
@@ -941,11 +1167,11 @@ int mpl_run_train(MplRun *r, MplErr *err) {
 }
 
 void mpl_run_report(const MplRun *r, FILE *out) {
-  for (int i = 0; i < r->pp; i++) {
+  for (int i = 0; i < r->nworld; i++) {
     const MplRankStats *s = &r->ranks[i].stats;
     double bubble = s->wall_s > 0 ? 1.0 - s->busy_s / s->wall_s : 0;
     fprintf(out, "rank %d: busy %.1f ms | bubble %.3f (predicted %.3f) | arena %llu bytes\n", i, s->busy_s * 1e3,
-            bubble, r->job->ranks[i].predicted_bubble, (unsigned long long)s->arena_bytes);
+            bubble, r->job->ranks[i % r->pp].predicted_bubble, (unsigned long long)s->arena_bytes);
   }
 }
 
@@ -966,32 +1192,60 @@ const Job *mpl_run_job(const MplRun *r) { return r->job; }
 const MplRunOpts *mpl_run_opts(const MplRun *r) { return &r->opts; }
 
 const MplRankStats *mpl_run_rank_stats(const MplRun *r, int rank) {
-  return rank >= 0 && rank < r->pp ? &r->ranks[rank].stats : NULL;
+  return rank >= 0 && rank < r->nworld ? &r->ranks[rank].stats : NULL;
 }
 
-int mpl_run_get_param(const MplRun *r, int p, float *out, MplErr *err) {
-  const JobParam *jp = &r->job->params[p];
-  const RankCtx *rc = &r->ranks[r->owner[p]];
-  return rc->dev.ops->copy_to_host((MplDevice *)&rc->dev, out, vptr(rc, jp->value, 0), (size_t)jp->numel * 4, err);
-}
+const JobParam *mpl_run_param(const MplRun *r, int p) { return &r->wparams[p]; }
 
-/* The summed gradient of param p from the last step (after clipping, if any). */
-int mpl_run_get_grad(const MplRun *r, int p, float *out, MplErr *err) {
-  const JobParam *jp = &r->job->params[p];
-  const RankCtx *rc = &r->ranks[r->owner[p]];
-  if (!rc->grad[p]) return mpl_errf(err, "no gradient for %s", jp->name);
-  return rc->dev.ops->copy_to_host((MplDevice *)&rc->dev, out, rc->grad[p], (size_t)jp->numel * 4, err);
-}
+/* Whole tensor `out` from the parts that world ranks (replica d, every tp index, pipeline
+ * rank pr) hold at src(rc); a param that is not split is copied from tp index 0. */
+typedef const float *(*PartOf)(const RankCtx *rc, int p, int slot);
 
-int mpl_run_set_param(MplRun *r, int p, const float *in, MplErr *err) {
-  const JobParam *jp = &r->job->params[p];
-  for (int i = 0; i < r->pp; i++) {
-    RankCtx *rc = &r->ranks[i];
-    void *dst = vptr(rc, jp->value, 0);
-    if (dst && rc->dev.ops->copy_from_host(&rc->dev, dst, in, (size_t)jp->numel * 4, err) != MPL_OK) return MPL_ERR;
+static const float *part_param(const RankCtx *rc, int p, int slot) { return vptr(rc, rc->run->job->params[p].value, 0); }
+static const float *part_grad(const RankCtx *rc, int p, int slot) { return rc->grad[p]; }
+static const float *part_optim(const RankCtx *rc, int p, int slot) { return rc->opt[slot][p]; }
+
+static int gather_whole(const MplRun *r, int p, int d, int slot, PartOf part, float *out, MplErr *err) {
+  const JobParam *jp = &r->job->params[p], *wp = &r->wparams[p];
+  for (int t = 0; t < (jp->split_dim >= 0 ? r->tp : 1); t++) {
+    const RankCtx *rc = &r->ranks[world_of(r, d, t, r->owner[p])];
+    const float *src = part(rc, p, slot);
+    if (!src) return mpl_errf(err, "%s: not held where expected", jp->name);
+    if (jp->split_dim < 0) {
+      if (rc->dev.ops->copy_to_host((MplDevice *)&rc->dev, out, src, (size_t)jp->numel * 4, err) != MPL_OK) return MPL_ERR;
+    } else {
+      mpl_shard_copy(out, (void *)src, wp->dims, wp->rank, jp->split_dim, jp->groups, r->tp, t, 4, false);
+    }
   }
   return MPL_OK;
 }
+
+int mpl_run_get_param(const MplRun *r, int p, float *out, MplErr *err) { return gather_whole(r, p, 0, 0, part_param, out, err); }
+
+/* The summed gradient of param p from the last step (after clipping, if any). */
+int mpl_run_get_grad(const MplRun *r, int p, float *out, MplErr *err) {
+  if (!r->ranks[r->owner[p]].grad[p]) return mpl_errf(err, "no gradient for %s", r->job->params[p].name);
+  return gather_whole(r, p, 0, 0, part_grad, out, err);
+}
+
+/* Writes whole tensor `in` into every rank's part: dst(rc) of the ranks that have one. */
+static int scatter_whole(MplRun *r, int p, const float *in, int slot, bool optim, MplErr *err) {
+  const JobParam *jp = &r->job->params[p], *wp = &r->wparams[p];
+  for (int i = 0; i < r->nworld; i++) {
+    RankCtx *rc = &r->ranks[i];
+    float *dst = optim ? rc->opt[slot][p] : vptr(rc, jp->value, 0);
+    if (!dst) continue;
+    if (jp->split_dim < 0) {
+      if (optim) memcpy(dst, in, (size_t)jp->numel * 4);
+      else if (rc->dev.ops->copy_from_host(&rc->dev, dst, in, (size_t)jp->numel * 4, err) != MPL_OK) return MPL_ERR;
+    } else {
+      mpl_shard_copy((void *)in, dst, wp->dims, wp->rank, jp->split_dim, jp->groups, r->tp, rc->tpi, 4, true);
+    }
+  }
+  return MPL_OK;
+}
+
+int mpl_run_set_param(MplRun *r, int p, const float *in, MplErr *err) { return scatter_whole(r, p, in, 0, false, err); }
 
 int mpl_run_optim_slots(const MplRun *r, const char *const **names) {
   static const char *const adamw[] = {"exp_avg", "exp_avg_sq"}, *const sgd[] = {"momentum"};
@@ -1004,17 +1258,14 @@ int mpl_run_optim_slots(const MplRun *r, const char *const **names) {
 }
 
 int mpl_run_get_optim(const MplRun *r, int p, int slot, float *out, MplErr *err) {
-  const float *src = r->ranks[r->owner[p]].opt[slot][p];
-  if (!src) return mpl_errf(err, "no optimizer state for %s", r->job->params[p].name);
-  memcpy(out, src, (size_t)r->job->params[p].numel * 4);
-  return MPL_OK;
+  int d = zero_owner(r, p) >= 0 ? zero_owner(r, p) : 0;
+  if (!r->ranks[world_of(r, d, 0, r->owner[p])].opt[slot][p])
+    return mpl_errf(err, "no optimizer state for %s", r->job->params[p].name);
+  return gather_whole(r, p, d, slot, part_optim, out, err);
 }
 
 int mpl_run_set_optim(MplRun *r, int p, int slot, const float *in, MplErr *err) {
-  for (int i = 0; i < r->pp; i++)
-    if (r->ranks[i].holds[p] && r->ranks[i].opt[slot][p])
-      memcpy(r->ranks[i].opt[slot][p], in, (size_t)r->job->params[p].numel * 4);
-  return MPL_OK;
+  return scatter_whole(r, p, in, slot, true, err);
 }
 
 int64_t mpl_run_data_pos(const MplRun *r) { return r->tokens ? mpl_loader_tell(&r->loader) : 0; }
@@ -1052,6 +1303,21 @@ static int sample_fill(MplRun *r, const int32_t *window, int64_t wlen, int idx_i
   return MPL_OK;
 }
 
+/* bytes from rank a's arena to rank b's (through the host on devices with their own memory). */
+static int copy_between(RankCtx *ra, const void *a, RankCtx *rb, void *b, size_t bytes, MplErr *err) {
+  if (!ra->dev.ops->device_memory) {
+    memcpy(b, a, bytes);
+    return MPL_OK;
+  }
+  void *h = mpl_malloc(bytes ? bytes : 1);
+  if (!h) return mpl_errf(err, "out of memory");
+  int st = ra->dev.ops->copy_to_host(&ra->dev, h, a, bytes, err);
+  if (st == MPL_OK) st = rb->dev.ops->copy_from_host(&rb->dev, b, h, bytes, err);
+  if (st == MPL_OK && rb->dev.ops->sync) st = rb->dev.ops->sync(&rb->dev, err);
+  mpl_free(h);
+  return st;
+}
+
 /* Runs every stage's forward program for micro-batch 0 in stage order on this thread,
  * copying activations between the ranks' arenas directly. */
 static int sample_forward(MplRun *r, MplErr *err) {
@@ -1066,8 +1332,7 @@ static int sample_forward(MplRun *r, MplErr *err) {
       if (dst == rc) continue;
       for (int i = 0; i < xf->nvals; i++) {
         void *a = need_ptr(rc, xf->vals[i], 0, s, err), *b = a ? need_ptr(dst, xf->vals[i], 0, xf->dst, err) : NULL;
-        if (!b) return MPL_ERR;
-        memcpy(b, a, value_bytes(job, xf->vals[i]));
+        if (!b || copy_between(rc, a, dst, b, value_bytes(job, xf->vals[i]), err) != MPL_OK) return MPL_ERR;
       }
     }
   }
@@ -1096,6 +1361,7 @@ int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, FILE *out, MplErr *
   int idx_in = sample_input_index(r, 0), ls = -1;
   for (int s = 0; s < job->nstages; s++) if (job->stages[s].logits_value >= 0) ls = s;
   if (idx_in < 0 || ls < 0) return mpl_errf(err, "--sample needs a token model (inputs idx, targets and a cross_entropy loss)");
+  if (r->tp > 1) return mpl_errf(err, "--sample does not run tensor-parallel jobs yet (tp = %d): compile for tp = 1", r->tp);
   int lv = job->stages[ls].logits_value;
   const JobValue *lvv = &job->values[lv];
   int64_t T = job->train.seq, V = lvv->dims[lvv->rank - 1];

@@ -3,6 +3,8 @@
  * define them:
  *   optim.c       SGD and AdamW (torch.optim's arithmetic), gradient clipping, lr schedules
  *   device_cpu.c  the device backend interface and the `cpu` backend
+ *   device_cuda.c the `cuda` backend (cudaMalloc arena, streams, PTX kernels, cuBLAS)
+ *   comm_nccl.c   the communicator of ranks on CUDA devices (device copies; NCCL all-reduce)
  *   exec.c        the run: one executor thread per pipeline rank, the training loop, sampling
  *   checkpoint.c  --init/--save safetensors by global name, --checkpoint/--resume directories
  *
@@ -76,15 +78,46 @@ typedef struct MplDeviceOps {
   int (*zero)(MplDevice *d, void *dst, size_t bytes, MplErr *err);
   int (*copy_to_host)(MplDevice *d, void *host, const void *dev, size_t bytes, MplErr *err);
   int (*copy_from_host)(MplDevice *d, void *dev, const void *host, size_t bytes, MplErr *err);
+  /* ---- devices whose memory the host cannot touch (cuda); NULL / false for cpu ---- */
+  bool device_memory;  /* arena pointers are not host pointers: the executor stages through host */
+  /* Loads the job's GPU kernels (PTX) for this device; then launch runs kernel `kernel`. */
+  int (*load_kernels)(MplDevice *d, const JobKernels *k, MplErr *err);
+  int (*launch)(MplDevice *d, int kernel, void **args, int nargs, const int64_t *scalars,
+                int64_t n_outer, MplErr *err);
+  /* Waits until everything queued on the device is done (end of a rank's step). */
+  int (*sync)(MplDevice *d, MplErr *err);
 } MplDeviceOps;
 
 struct MplDevice {
   const MplDeviceOps *ops;
   int index, threads;
+  bool tf32;           /* cuda: matrix products may use TF32 tensor cores (set before init) */
   void *impl;
 };
 
 extern const MplDeviceOps mpl_device_cpu_ops;
+
+/* ==== device_cuda.c =================================================== */
+
+/* Built without CUDA, its init fails with "built without CUDA". */
+extern const MplDeviceOps mpl_device_cuda_ops;
+/* The number of visible CUDA devices (>= 1), or MPL_ERR with a message that says why
+ * there is none: built without CUDA, no driver, no device. Never crashes. */
+int mpl_cuda_device_count(int *count, MplErr *err);
+
+/* ==== comm_nccl.c ===================================================== */
+
+/* The communicator of ranks that are threads of this process, each on a CUDA device
+ * (several ranks may share one). Buffers may be device or host pointers. Messages are
+ * device copies on each rank's communication stream (ordered after its compute stream
+ * by events); all-reduce of device buffers uses NCCL (ncclCommInitAll) when every rank
+ * has its own GPU and NCCL is built in. devs[r] must be initialised cuda devices that
+ * outlive the world. */
+typedef struct MplCudaWorld MplCudaWorld;
+int mpl_cuda_world_init(MplCudaWorld **w, int nranks, MplDevice *const *devs, MplErr *err);
+MplComm *mpl_cuda_world_rank(MplCudaWorld *w, int r);
+void mpl_cuda_world_abort(MplCudaWorld *w, const char *why);
+void mpl_cuda_world_free(MplCudaWorld *w);
 
 /* The job's CPU kernels, compiled for the host by the JIT (jit_cpu.c). */
 typedef struct MplCpuKernels {
@@ -98,7 +131,11 @@ void mpl_cpu_kernels_free(MplCpuKernels *k);
 /* ==== exec.c ========================================================== */
 
 typedef struct MplRunOpts {
-  const char *device_kind;     /* "cpu" (the only one so far) */
+  const char *device_kind;     /* "cpu" or "cuda" */
+  const int *device_ids;       /* cuda: the device of each rank ([ndevice_ids] = pp); NULL: rank i
+                                  on device i mod the device count */
+  int ndevice_ids;
+  bool tf32;                   /* cuda: allow TF32 in matrix products (off by default) */
   int threads;                 /* per rank, >= 1 */
   int64_t steps;               /* total steps (a resumed run continues up to it); < 0: the job's */
   const char *data_path;       /* overrides the job's token file; NULL: the job's */
@@ -152,6 +189,11 @@ int mpl_run_get_param(const MplRun *r, int p, float *out, MplErr *err);
 /* Writes param p on every rank that holds it. */
 int mpl_run_set_param(MplRun *r, int p, const float *in, MplErr *err);
 int mpl_run_get_grad(const MplRun *r, int p, float *out, MplErr *err);
+/* Param p whole (tp parts joined): its dims and numel as checkpoints store it. */
+const JobParam *mpl_run_param(const MplRun *r, int p);
+/* Copies between a whole value and tp rank tpi's part of it (split on axis in groups). */
+void mpl_shard_copy(void *whole, void *part, const int64_t *dims, int rank, int axis, int groups, int tp, int tpi,
+                    size_t elem, bool to_part);
 /* Optimizer state of param p: the slot names of its kind ("exp_avg", "exp_avg_sq" /
  * "momentum"), nslots of them; get/set copy numel floats (every holding rank on set). */
 int mpl_run_optim_slots(const MplRun *r, const char *const **names);

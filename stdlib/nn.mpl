@@ -14,6 +14,22 @@ def linear(x: f32[..., n], out: int, use_bias: bool = true) -> f32[..., out] {
   return x @ weight + bias
 }
 
+# Tensor-parallel halves of a linear layer (Megatron): column-parallel splits the
+# output features over the mesh's tp axis (in `groups` equal groups, each split
+# separately: a fused q|k|v), row-parallel splits the input features and all-reduces
+# the partial sums. With tp = 1 both are exactly `linear`.
+def col_linear(x: f32[..., n], out: int, groups: int = 1) -> f32[..., out] {
+  param weight: f32[n, out] = normal(0.02) @shard(1, groups = groups)
+  param bias: f32[out] = zeros @shard(0, groups = groups)
+  return x @ weight + bias
+}
+
+def row_linear(x: f32[..., n], out: int) -> f32[..., out] {
+  param weight: f32[n, out] = normal(0.02) @shard(0)
+  param bias: f32[out] = zeros
+  return x @ weight + bias
+}
+
 # LayerNorm over the last dimension: (x - mean) / sqrt(var + 1e-5) * weight + bias.
 def layernorm(x: f32[..., n]) -> f32[..., n] {
   param weight: f32[n] = ones
@@ -24,16 +40,18 @@ def layernorm(x: f32[..., n]) -> f32[..., n] {
   return xc * rsqrt(var + 1e-5) * weight + bias
 }
 
-# The transformer's feed-forward part: d -> 4d -> gelu -> d.
+# The transformer's feed-forward part: d -> 4d -> gelu -> d (tensor-parallel:
+# column- then row-parallel, one all-reduce).
 def mlp(x: f32[..., d]) -> f32[..., d] {
-  h = gelu(linear(x, 4 * d) as c_fc)
-  return linear(h, d) as c_proj
+  h = gelu(col_linear(x, 4 * d) as c_fc)
+  return row_linear(h, d) as c_proj
 }
 
-# Causal multi-head self-attention with a fused q|k|v projection.
+# Causal multi-head self-attention with a fused q|k|v projection (tensor-parallel:
+# heads split over tp, one all-reduce after c_proj).
 def attention(x: f32[B, T, d], heads: int) -> f32[B, T, d] {
   hs = d / heads
-  qkv = linear(x, 3 * d) as c_attn
+  qkv = col_linear(x, 3 * d, 3) as c_attn
   q, k, v = split(qkv, 3, axis = -1)
   q = transpose(reshape(q, B, T, heads, hs), 1, 2)
   k = transpose(reshape(k, B, T, heads, hs), 1, 2)
@@ -43,7 +61,7 @@ def attention(x: f32[B, T, d], heads: int) -> f32[B, T, d] {
   att = softmax(att, axis = -1)
   y = transpose(att @ v, 1, 2)
   y = reshape(y, B, T, d)
-  return linear(y, d) as c_proj
+  return row_linear(y, d) as c_proj
 }
 
 # A pre-LayerNorm transformer block (GPT-2).
