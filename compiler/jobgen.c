@@ -332,8 +332,23 @@ static int fill_kernels(Diag *d, Job *j, Arena *a, const KernelSet *ks, const Co
   return 0;
 }
 
+/* The kernel IR lowers f32, i32 and bool only (kir.c dies on anything else): a program
+ * that computes in bf16 or f16 gets one located diagnostic here instead of an abort.
+ * Remove when kir.c lowers the half types. */
+static bool check_kernel_dtypes(Diag *d, const Graph *g) {
+  for (int i = 0; i < g->nops; i++) {
+    const Op *op = g->ops[i];
+    if (op->dtype != DT_BF16 && op->dtype != DT_F16) continue;
+    diag_error(d, op->loc, "%s tensors cannot be compiled to kernels yet (only f32, i32 and bool); cast to f32",
+               dtype_name(op->dtype));
+    return false;
+  }
+  return true;
+}
+
 Lowered *jobgen_lower(Diag *d, Arena *a, Partition *p) {
   const Graph *g = p->g;
+  if (!check_kernel_dtypes(d, g)) return NULL;
   Lowered *lw = arena_alloc(a, sizeof *lw);
   lw->p = p;
   lw->ks = kset_new(a);

@@ -275,6 +275,9 @@ Partition *part_build(Diag *d, Graph *g0) {
     int holders = 0;
     for (int s = 0; s < nst; s++) holders += ivec_has(&p->st[s].params, i);
     if (holders > 1) ivec_push(g->arena, &p->tied, i);
+    /* a param nothing reads is still initialised, saved and checkpointed: stage 0 keeps
+     * it (it gets no gradient and is never updated, as in PyTorch) */
+    if (holders == 0) ivec_push(g->arena, &p->st[0].params, i);
   }
   for (int s = 0; s < nst; s++) {
     bool any = false;

@@ -5,6 +5,7 @@
 set -u
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
+export MPL_STDLIB=$PWD/stdlib   # so that a build outside the tree (BUILD=/tmp/x) finds it
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 pass=0; fail=0
 ok() { pass=$((pass + 1)); echo "ok   $*"; }

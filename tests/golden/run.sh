@@ -4,12 +4,16 @@
 # as tests/golden/NAME.mpl) with the extra arguments of its first line
 # "# args: ..." (default --emit=graph); stdout and stderr together, then a line
 # "exit: N", must equal NAME.out. --update rewrites the expectations instead.
+# A second line "# input: PATH" compiles PATH (from the repository root) instead
+# of NAME.mpl, so one model under tests/golden/models/ serves several dumps.
+# mplc finds the stdlib through MPL_STDLIB, set to this repository's stdlib/,
+# so that a build outside the tree (BUILD=/tmp/x) works too.
 # Ends with "N passed, N failed"; exits non-zero if any failed.
 set -u
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 MPLC=$BUILD/mplc
-unset MPL_STDLIB
+export MPL_STDLIB=$PWD/stdlib
 update=0
 [ "${1:-}" = "--update" ] && update=1
 pass=0; fail=0
@@ -20,7 +24,10 @@ for src in tests/golden/*.mpl; do
   args="--emit=graph"
   if [[ "$first" == "# args:"* ]]; then args=${first#"# args:"}; fi
   read -ra argv <<< "$args"
-  timeout 20 "$MPLC" "$src" "${argv[@]}" > "$tmp" 2>&1
+  input=$src
+  second=$(sed -n 2p "$src")
+  if [[ "$second" == "# input:"* ]]; then read -r input <<< "${second#"# input:"}"; fi
+  timeout 20 "$MPLC" "$input" "${argv[@]}" > "$tmp" 2>&1
   echo "exit: $?" >> "$tmp"
   if [ $update = 1 ]; then
     cp "$tmp" "$name.out"; pass=$((pass + 1)); continue

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Every bad input to mplrun and mplc gets a clear one-line message and a non-zero
+# exit below 128 (no crash, no abort): bad job files, data files, --init files,
+# flags and values; and a failed write leaves no file
+# (not even a temp file) behind.
+set -u
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build}
+export MPL_STDLIB=$PWD/stdlib
+MPLC=$BUILD/mplc MPLRUN=$BUILD/mplrun
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+pass=0; fail=0
+ok() { pass=$((pass + 1)); echo "ok   $*"; }
+bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+
+# expect_fail LABEL REGEX CMD...: CMD exits 1..127, its output matches REGEX (grep -E)
+# and "error", and shows no sign of a crash.
+expect_fail() {
+  local label=$1 re=$2; shift 2
+  "$@" > "$tmp/out" 2>&1 < /dev/null
+  local rc=$?
+  local first
+  first=$(grep -m 1 'error' "$tmp/out")
+  if [ $rc = 0 ]; then bad "$label: exit 0 (wanted a failure): $(head -n 2 "$tmp/out")"
+  elif [ $rc -ge 128 ]; then bad "$label: exit $rc (a crash): $(tail -n 3 "$tmp/out")"
+  elif grep -qiE 'segmentation|assert|sanitizer|internal error|core dumped' "$tmp/out"; then bad "$label: looks like a crash: $(head -n 3 "$tmp/out")"
+  elif ! grep -qE -- "$re" "$tmp/out"; then bad "$label: message does not match /$re/: $(head -n 3 "$tmp/out")"
+  elif [ -z "$first" ]; then bad "$label: no 'error' line: $(head -n 3 "$tmp/out")"
+  else ok "$label (exit $rc): $first"; fi
+}
+no_file() { # label, path: neither PATH nor PATH.tmp* exists
+  if compgen -G "$2*" > /dev/null; then bad "$1: left $(compgen -G "$2*" | tr '\n' ' ')"; else ok "$1: nothing left at $2"; fi
+}
+
+"$BUILD/mpltok" examples/data/tiny.txt "$tmp/tiny.bin" > /dev/null || bad "mpltok"
+job=$tmp/lm.job
+if ! "$MPLC" tests/e2e/tiny_lm.mpl -o "$job" 2> "$tmp/mplc.err"; then
+  bad "mplc tiny_lm: $(head -n 3 "$tmp/mplc.err")"; echo "$pass passed, $fail failed"; exit 1
+fi
+D=(--data "$tmp/tiny.bin")
+R=(--threads 1 -q)
+
+# ---- job files ----
+expect_fail "missing job" "nosuch.job.*No such file" "$MPLRUN" "$tmp/nosuch.job"
+head -c 1000 "$job" > "$tmp/trunc.job"
+expect_fail "truncated job" "trunc.job.*(truncated|too short)" "$MPLRUN" "$tmp/trunc.job"
+head -c 40 "$job" > "$tmp/trunc40.job"
+expect_fail "job cut inside its header" "trunc40.job" "$MPLRUN" "$tmp/trunc40.job"
+head -c 20000 /dev/urandom > "$tmp/garbage.job"
+expect_fail "garbage job" "garbage.job.*not a job file" "$MPLRUN" "$tmp/garbage.job"
+: > "$tmp/empty.job"
+expect_fail "empty job" "empty.job.*too short" "$MPLRUN" "$tmp/empty.job"
+cp "$job" "$tmp/flip.job"
+printf '\xa5' | dd of="$tmp/flip.job" bs=1 seek=5000 conv=notrunc 2> /dev/null
+expect_fail "one corrupted byte" "flip.job.*checksum" "$MPLRUN" "$tmp/flip.job"
+expect_fail "a directory as the job" "not a regular file|directory" "$MPLRUN" "$tmp"
+expect_fail "--inspect of a garbage job" "not a job file" "$MPLRUN" "$tmp/garbage.job" --inspect
+
+# ---- data files ----
+expect_fail "missing --data file" "nosuch.bin.*No such file" "$MPLRUN" "$job" --data "$tmp/nosuch.bin" "${R[@]}"
+head -c 500 "$tmp/tiny.bin" > "$tmp/short.bin"
+expect_fail "token file shorter than its header" "short.bin.*too short" "$MPLRUN" "$job" --data "$tmp/short.bin" "${R[@]}"
+head -c 3000 "$tmp/tiny.bin" > "$tmp/cut.bin"
+expect_fail "token file cut short" "cut.bin.*(truncated|header says)" "$MPLRUN" "$job" --data "$tmp/cut.bin" "${R[@]}"
+expect_fail "a job file as token file (bad magic)" "magic" "$MPLRUN" "$job" --data "$job" "${R[@]}"
+# version 2 in the header (int32 at byte 4)
+cp "$tmp/tiny.bin" "$tmp/v2.bin"
+printf '\x02' | dd of="$tmp/v2.bin" bs=1 seek=4 conv=notrunc 2> /dev/null
+expect_fail "token file of another version" "v2.bin.*version" "$MPLRUN" "$job" --data "$tmp/v2.bin" "${R[@]}"
+# a header that promises fewer tokens than one batch needs (count 10 at byte 8)
+cp "$tmp/tiny.bin" "$tmp/few.bin"
+printf '\x0a\x00\x00\x00' | dd of="$tmp/few.bin" bs=1 seek=8 conv=notrunc 2> /dev/null
+expect_fail "token file with too few tokens for one batch" "few.bin" "$MPLRUN" "$job" --data "$tmp/few.bin" "${R[@]}"
+# byte tokens (up to 255) into a model with a 64-token vocabulary
+if "$MPLC" tests/e2e/small_gpt.mpl -o "$tmp/sg.job" 2> /dev/null; then
+  expect_fail "tokens out of the model's vocabulary" "out of range.*vocabulary" "$MPLRUN" "$tmp/sg.job" --data "$tmp/tiny.bin" "${R[@]}"
+else bad "mplc small_gpt"; fi
+
+# ---- --init files ----
+"$MPLRUN" "$job" "${D[@]}" "${R[@]}" --steps 1 --save "$tmp/good.st" > /dev/null 2>&1 || bad "could not make good.st"
+python3 - "$tmp/good.st" "$tmp" <<'EOF' || bad "python: could not make the bad safetensors"
+import json, struct, sys
+src, out = sys.argv[1], sys.argv[2]
+b = open(src, 'rb').read()
+n = struct.unpack('<Q', b[:8])[0]
+hdr = json.loads(b[8:8 + n]); data = b[8 + n:]
+def write(path, tensors):
+    h, blob, off = {}, b'', 0
+    for name, (dtype, shape, raw) in tensors.items():
+        h[name] = {'dtype': dtype, 'shape': shape, 'data_offsets': [off, off + len(raw)]}
+        blob += raw; off += len(raw)
+    hb = json.dumps(h).encode()
+    hb += b' ' * ((8 - len(hb) % 8) % 8)
+    open(path, 'wb').write(struct.pack('<Q', len(hb)) + hb + blob)
+t = {k: (v['dtype'], v['shape'], data[v['data_offsets'][0]:v['data_offsets'][1]])
+     for k, v in hdr.items() if k != '__metadata__'}
+m = dict(t); del m['wpe.weight']; write(out + '/missing.st', m)
+w = dict(t); d, s, raw = w['ln_f.weight']; w['ln_f.weight'] = (d, [2, s[0] // 2], raw); write(out + '/shape.st', w)
+i = dict(t); d, s, raw = i['ln_f.bias']; i['ln_f.bias'] = ('I32', s, raw); write(out + '/dtype.st', i)
+EOF
+expect_fail "--init file missing a tensor" "wpe.weight" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/missing.st"
+expect_fail "--init tensor of the wrong shape" "ln_f.weight" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/shape.st"
+expect_fail "--init tensor of an unreadable dtype" "ln_f.bias.*dtype" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/dtype.st"
+expect_fail "--init file that does not exist" "nosuch.st.*No such file" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/nosuch.st"
+expect_fail "--init garbage" "garbage.job" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/garbage.job"
+head -c 300 "$tmp/good.st" > "$tmp/cut.st"
+expect_fail "--init truncated safetensors" "cut.st" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/cut.st"
+expect_fail "--resume of a directory that does not exist" "nosuch_ck" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --resume "$tmp/nosuch_ck"
+mkdir -p "$tmp/badck" && echo '{"format": 1, "step": ' > "$tmp/badck/state.json"
+expect_fail "--resume with a broken state.json" "state.json" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --resume "$tmp/badck"
+
+# ---- mplrun flags ----
+expect_fail "--threads 0" "--threads" "$MPLRUN" "$job" --threads 0
+expect_fail "--threads x" "--threads" "$MPLRUN" "$job" --threads x
+expect_fail "--steps -1" "--steps" "$MPLRUN" "$job" --steps -1
+expect_fail "--steps 1.5" "--steps" "$MPLRUN" "$job" --steps=1.5
+expect_fail "--steps without a value" "--steps needs a value" "$MPLRUN" "$job" --steps
+expect_fail "--checkpoint-every 0" "--checkpoint-every" "$MPLRUN" "$job" --checkpoint-every 0
+expect_fail "--devices cpu:7 for a 2-rank job" "cpu:7.*2 pipeline ranks" "$MPLRUN" "$job" "${D[@]}" --devices cpu:7
+expect_fail "--devices cpu:0" "cpu:0" "$MPLRUN" "$job" "${D[@]}" --devices cpu:0
+expect_fail "--devices cuda (no GPU here)" "cuda" "$MPLRUN" "$job" "${D[@]}" --devices cuda
+expect_fail "--devices gpu" "expected cpu, cpu:N, cuda" "$MPLRUN" "$job" "${D[@]}" --devices gpu
+expect_fail "unknown flag" "unknown flag '--bogus'" "$MPLRUN" "$job" --bogus
+expect_fail "--sample without --prompt" "--sample N and --prompt" "$MPLRUN" "$job" --sample 4
+expect_fail "--sample -3" "--sample" "$MPLRUN" "$job" --sample -3 --prompt x
+expect_fail "no job" "no job given" "$MPLRUN"
+expect_fail "two jobs" "one job at a time" "$MPLRUN" "$job" "$job"
+if "$MPLC" tests/e2e/small_mlp.mpl -o "$tmp/mlp.job" 2> /dev/null; then
+  expect_fail "--sample on a model that is not a token model" "--sample needs a token model" "$MPLRUN" "$tmp/mlp.job" --sample 4 --prompt x
+else bad "mplc small_mlp"; fi
+
+# ---- failed writes leave nothing behind ----
+expect_fail "--save into a missing directory" "nodir/params.st" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --steps 1 --save "$tmp/nodir/params.st"
+no_file "--save into a missing directory" "$tmp/nodir"
+mkdir -p "$tmp/adir"
+expect_fail "--save onto a directory" "adir" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --steps 1 --save "$tmp/adir"
+no_file "--save onto a directory" "$tmp/adir.tmp"
+expect_fail "--checkpoint into a missing directory" "nodir" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --steps 1 --checkpoint "$tmp/nodir/ck"
+no_file "--checkpoint into a missing directory" "$tmp/nodir"
+expect_fail "--trace into a missing directory" "nodir/t.json" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --steps 1 --trace "$tmp/nodir/t.json"
+expect_fail "--metrics into a missing directory" "nodir/m.jsonl" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --steps 1 --metrics "$tmp/nodir/m.jsonl"
+no_file "--trace and --metrics into a missing directory" "$tmp/nodir"
+if compgen -G "$tmp/*.tmp*" > /dev/null; then bad "temp files left in $tmp: $(compgen -G "$tmp/*.tmp*")"; else ok "no temp files left in the work directory"; fi
+
+# ---- mplc ----
+expect_fail "mplc: --mesh pp=x" "--mesh pp=x" "$MPLC" tests/e2e/small_gpt.mpl --emit=plan --mesh pp=x
+expect_fail "mplc: --mesh xx=2" "axes dp, pp, tp" "$MPLC" tests/e2e/small_gpt.mpl --emit=plan --mesh xx=2
+expect_fail "mplc: --microbatches 0" "--microbatches" "$MPLC" tests/e2e/small_gpt.mpl --emit=plan --microbatches 0
+expect_fail "mplc: --schedule bogus" "--schedule bogus" "$MPLC" tests/e2e/small_gpt.mpl --emit=plan --schedule bogus
+expect_fail "mplc: --mem-limit x" "--mem-limit" "$MPLC" tests/e2e/small_gpt.mpl --emit=plan --mem-limit x
+expect_fail "mplc: unknown flag" "unknown option '--bogus'" "$MPLC" tests/e2e/small_gpt.mpl --bogus
+expect_fail "mplc: missing input" "nosuch.mpl" "$MPLC" "$tmp/nosuch.mpl" -o "$tmp/x.job"
+expect_fail "mplc: a directory as input" "cannot read|directory" "$MPLC" "$tmp" -o "$tmp/x.job"
+expect_fail "mplc: no input" "no input file" "$MPLC"
+expect_fail "mplc: two inputs" "more than one input" "$MPLC" tests/e2e/small_gpt.mpl tests/e2e/small_mlp.mpl
+expect_fail "mplc: -D without =" "-D" "$MPLC" tests/e2e/small_gpt.mpl -D layers
+head -c 3000 /dev/urandom > "$tmp/garbage.mpl"
+expect_fail "mplc: binary garbage as source" "garbage.mpl" "$MPLC" "$tmp/garbage.mpl" -o "$tmp/x.job"
+expect_fail "mplc: -o into a missing directory" "nodir/x.job" "$MPLC" tests/e2e/small_mlp.mpl -o "$tmp/nodir/x.job"
+no_file "mplc: -o into a missing directory" "$tmp/nodir"
+
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Checkpoint and resume continue a run bit for bit:
+#  - tests/e2e/tiny_lm.mpl (2 ranks, AdamW, cosine lr, grad clip, llm.c tokens made by
+#    mpltok from examples/data/tiny.txt): 6 steps straight give the same params as
+#    3 steps + --checkpoint DIR, then --resume DIR up to step 6 (cmp of --save files);
+#    the same through --checkpoint-every, and a second resume of the same DIR;
+#  - a checkpoint written under one mesh resumes under another: small_gpt on pp = 1 for
+#    4 steps equals 2 steps on pp = 2 then 2 more on pp = 4;
+#  - --init reads back what --save wrote: --init FILE --steps 0 --save gives FILE again;
+#  - resuming a checkpoint of another model is refused with a message.
+# Note: --steps N sets the run's length, and cosine(warmup, min_lr) ends at the run's
+# last step; warmup 3 keeps steps 1..3 identical whether the run is 3 or 6 steps long.
+set -u
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build}
+export MPL_STDLIB=$PWD/stdlib
+MPLC=$BUILD/mplc MPLRUN=$BUILD/mplrun
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+pass=0; fail=0
+ok() { pass=$((pass + 1)); echo "ok   $*"; }
+bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+same() { # label, file a, file b
+  if cmp -s "$2" "$3"; then ok "$1"; else bad "$1: $2 and $3 differ"; fi
+}
+run() { # log name, mplrun args...
+  local log=$tmp/$1.log; shift
+  if "$MPLRUN" "$@" --threads 1 -q > "$log" 2>&1; then return 0; fi
+  bad "mplrun $*: $(tail -n 3 "$log")"
+  return 1
+}
+
+"$BUILD/mpltok" examples/data/tiny.txt "$tmp/tiny.bin" > /dev/null || { bad "mpltok"; echo "$pass passed, $fail failed"; exit 1; }
+lm=$tmp/lm.job
+if ! "$MPLC" tests/e2e/tiny_lm.mpl -o "$lm" 2> "$tmp/mplc.err"; then
+  bad "mplc tiny_lm: $(head -n 3 "$tmp/mplc.err")"; echo "$pass passed, $fail failed"; exit 1
+fi
+D=(--data "$tmp/tiny.bin")
+
+# 6 straight vs 3 + checkpoint + resume
+run straight "$lm" "${D[@]}" --steps 6 --save "$tmp/straight.st" &&
+  run first "$lm" "${D[@]}" --steps 3 --checkpoint "$tmp/ck" &&
+  run resumed "$lm" "${D[@]}" --steps 6 --resume "$tmp/ck" --save "$tmp/resumed.st" &&
+  same "6 steps = 3 steps + checkpoint + resume 3 (bitwise)" "$tmp/straight.st" "$tmp/resumed.st"
+for f in model.safetensors optim.safetensors state.json; do
+  if [ -f "$tmp/ck/$f" ]; then ok "checkpoint holds $f"; else bad "checkpoint lacks $f"; fi
+done
+if ls "$tmp" | grep -q '\.tmp'; then bad "temp files left: $(ls "$tmp" | grep '\.tmp')"; else ok "no temp files left next to the checkpoint"; fi
+
+# the same DIR resumed twice gives the same result (resume does not consume it)
+run again "$lm" "${D[@]}" --steps 6 --resume "$tmp/ck" --save "$tmp/again.st" &&
+  same "a second resume of the same checkpoint (bitwise)" "$tmp/straight.st" "$tmp/again.st"
+
+# --checkpoint-every: a 6-step run writes DIR at steps 3 and 6; resuming its step-6
+# checkpoint with --steps 6 has nothing left to do and saves the same params
+run every "$lm" "${D[@]}" --steps 6 --checkpoint "$tmp/ck_every" --checkpoint-every 3 --save "$tmp/every.st" &&
+  same "--checkpoint-every 3 does not change the run" "$tmp/straight.st" "$tmp/every.st"
+if grep -q '"step": 6' "$tmp/ck_every/state.json" 2>/dev/null; then ok "state.json after 6 steps says step 6"
+else bad "state.json after 6 steps: $(tr -d '\n' < "$tmp/ck_every/state.json" 2>/dev/null)"; fi
+run noop "$lm" "${D[@]}" --steps 6 --resume "$tmp/ck_every" --save "$tmp/noop.st" &&
+  same "resume at the last step changes nothing" "$tmp/straight.st" "$tmp/noop.st"
+
+# --init reads what --save wrote: --steps 0 --save gives the same bytes back
+run init "$lm" "${D[@]}" --steps 0 --init "$tmp/straight.st" --save "$tmp/init.st" &&
+  same "--init FILE then --save (no steps) round-trips the params" "$tmp/straight.st" "$tmp/init.st"
+
+# across meshes: pp=1 x4 == pp=2 x2 + resume on pp=4 x2
+okc=1
+for p in 1 2 4; do
+  if ! "$MPLC" tests/e2e/small_gpt.mpl --mesh pp=$p -o "$tmp/sg$p.job" 2> "$tmp/sg.err"; then
+    bad "mplc small_gpt pp=$p: $(head -n 3 "$tmp/sg.err")"; okc=0
+  fi
+done
+if [ $okc = 1 ]; then
+  run sg1 "$tmp/sg1.job" --steps 4 --save "$tmp/sg_straight.st" &&
+    run sg2 "$tmp/sg2.job" --steps 2 --checkpoint "$tmp/ck_sg" &&
+    run sg4 "$tmp/sg4.job" --steps 4 --resume "$tmp/ck_sg" --save "$tmp/sg_resumed.st" &&
+    same "checkpoint of pp=2 resumed on pp=4 equals pp=1 straight (bitwise)" "$tmp/sg_straight.st" "$tmp/sg_resumed.st"
+  # another model's checkpoint is refused
+  if "$MPLRUN" "$lm" "${D[@]}" --steps 4 --resume "$tmp/ck_sg" -q > "$tmp/wrong.log" 2>&1; then
+    bad "resuming another model's checkpoint was accepted"
+  elif grep -q "another model" "$tmp/wrong.log"; then ok "another model's checkpoint is refused: $(head -n 1 "$tmp/wrong.log")"
+  else bad "another model's checkpoint: unclear message: $(head -n 2 "$tmp/wrong.log")"; fi
+fi
+
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]

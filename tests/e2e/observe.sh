@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# What mplrun shows of a run:
+#  - --trace writes valid JSON (Chrome trace format) with one row (tid) per rank, named
+#    "rank N", whose slices have the categories fwd, bwd_b, bwd_w, send, recv and
+#    optimizer (and do not overlap within a row);
+#  - --metrics writes one JSON object per step with step (1, 2, ...) and a finite loss;
+#  - --sample N --prompt TEXT after a few steps prints the prompt and N more tokens,
+#    the same twice;
+#  - --inspect prints the manifest: model, mesh, params with shapes, per-rank streams.
+# JSON is checked with python3's json module.
+set -u
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build}
+export MPL_STDLIB=$PWD/stdlib
+MPLC=$BUILD/mplc MPLRUN=$BUILD/mplrun
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+pass=0; fail=0
+ok() { pass=$((pass + 1)); echo "ok   $*"; }
+bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+finish() { echo "$pass passed, $fail failed"; [ $fail = 0 ]; exit; }
+
+"$BUILD/mpltok" examples/data/tiny.txt "$tmp/tiny.bin" > /dev/null || { bad "mpltok"; finish; }
+job=$tmp/lm.job
+for s in 1f1b zb; do
+  if ! "$MPLC" tests/e2e/tiny_lm.mpl --schedule $s -o "$tmp/lm_$s.job" 2> "$tmp/mplc.err"; then
+    bad "mplc tiny_lm --schedule $s: $(head -n 3 "$tmp/mplc.err")"; finish
+  fi
+done
+cp "$tmp/lm_1f1b.job" "$job"
+D=(--data "$tmp/tiny.bin" --threads 1)
+
+# ---- --trace and --metrics ----
+for s in 1f1b zb; do
+  if ! "$MPLRUN" "$tmp/lm_$s.job" "${D[@]}" --steps 3 -q --trace "$tmp/t_$s.json" --metrics "$tmp/m_$s.jsonl" > "$tmp/run.log" 2>&1; then
+    bad "mplrun --trace ($s): $(tail -n 3 "$tmp/run.log")"; continue
+  fi
+  # python prints one "ok ..." or "FAIL ..." line per check
+  python3 - "$tmp/t_$s.json" "$tmp/m_$s.jsonl" "$s" > "$tmp/py.out" 2>&1 <<'EOF'
+import json, math, sys
+trace_path, metrics_path, sched = sys.argv[1], sys.argv[2], sys.argv[3]
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + f"[{sched}] " + what)
+try:
+    doc = json.load(open(trace_path))
+    check(True, "--trace is valid JSON")
+except Exception as e:
+    check(False, f"--trace is not valid JSON: {e}"); sys.exit(0)
+ev = doc["traceEvents"] if isinstance(doc, dict) else doc
+check(isinstance(ev, list) and len(ev) > 0, f"the trace has events ({len(ev)})")
+names = {e["tid"]: e["args"]["name"] for e in ev if e.get("ph") == "M" and e.get("name") == "thread_name"}
+check(names == {0: "rank 0", 1: "rank 1"}, f"one named row per rank: {names}")
+slices = [e for e in ev if e.get("ph") == "X"]
+check({e["tid"] for e in slices} == {0, 1}, "slices on rows 0 and 1 only")
+cats_needed = {"fwd", "bwd_b", "bwd_w", "send", "recv", "optimizer"}
+for tid in (0, 1):
+    row = sorted((e for e in slices if e["tid"] == tid), key=lambda e: e["ts"])
+    cats = {e.get("cat", e["name"].split()[0]) for e in row}
+    check(cats_needed <= cats, f"rank {tid} has {sorted(cats_needed)} (has {sorted(cats)})")
+    check(all(e["name"].split()[0] == e.get("cat", e["name"].split()[0]) for e in row),
+          f"rank {tid}: each slice's name starts with its category")
+    check(all(isinstance(e["dur"], (int, float)) and e["dur"] >= 0 for e in row), f"rank {tid}: durations >= 0")
+    overlaps = sum(1 for a, b in zip(row, row[1:]) if b["ts"] < a["ts"] + a["dur"] - 1e-3)
+    check(overlaps == 0, f"rank {tid}: slices do not overlap ({overlaps} overlaps)")
+    nfwd = sum(1 for e in row if e.get("cat") == "fwd")
+    check(nfwd == 3 * 4, f"rank {tid}: 3 steps x 4 micro-batches = 12 fwd slices ({nfwd})")
+    nopt = sum(1 for e in row if e.get("cat") == "optimizer")
+    check(nopt == 3, f"rank {tid}: one optimizer slice per step ({nopt})")
+lines = open(metrics_path).read().splitlines()
+check(len(lines) == 3, f"--metrics has one line per step ({len(lines)})")
+steps = []
+for i, line in enumerate(lines):
+    try:
+        m = json.loads(line)
+    except Exception as e:
+        check(False, f"metrics line {i + 1} is not JSON: {e}: {line!r}"); continue
+    steps.append(m.get("step"))
+    loss = m.get("loss")
+    check(isinstance(loss, (int, float)) and math.isfinite(loss) and loss > 0,
+          f"metrics line {i + 1} has a finite loss ({loss})")
+check(steps == [1, 2, 3], f"metrics steps are 1, 2, 3 ({steps})")
+EOF
+  while IFS= read -r line; do
+    case $line in
+      "ok   "*) ok "${line#ok   }" ;;
+      "FAIL "*) bad "${line#FAIL }" ;;
+      *) bad "python: $line" ;;
+    esac
+  done < "$tmp/py.out"
+done
+
+# ---- --sample ----
+if "$MPLRUN" "$job" "${D[@]}" --steps 4 --save "$tmp/p.st" -q > "$tmp/train.log" 2>&1; then
+  prompt="The "
+  n=24
+  if "$MPLRUN" "$job" "${D[@]}" --init "$tmp/p.st" --sample $n --prompt "$prompt" > "$tmp/s1.txt" 2> "$tmp/s.err" &&
+     "$MPLRUN" "$job" "${D[@]}" --init "$tmp/p.st" --sample $n --prompt "$prompt" > "$tmp/s2.txt" 2>> "$tmp/s.err"; then
+    bytes=$(wc -c < "$tmp/s1.txt")
+    want=$(( ${#prompt} + n + 1 ))   # byte tokens, then a newline
+    if [ "$(head -c ${#prompt} "$tmp/s1.txt")" = "$prompt" ]; then ok "--sample output starts with the prompt"
+    else bad "--sample output does not start with the prompt: $(head -c 60 "$tmp/s1.txt" | od -c | head -n 2)"; fi
+    if [ "$bytes" = "$want" ]; then ok "--sample $n prints $n byte tokens after the prompt ($bytes bytes with the newline)"
+    else bad "--sample $n printed $bytes bytes, wanted $want"; fi
+    if cmp -s "$tmp/s1.txt" "$tmp/s2.txt"; then ok "--sample is deterministic (same seed, same text)"
+    else bad "--sample gave two different texts"; fi
+  else
+    bad "mplrun --sample: $(head -n 3 "$tmp/s.err")"
+  fi
+  # training then sampling in one run
+  if "$MPLRUN" "$job" "${D[@]}" --steps 2 -q --sample 8 --prompt "ab" > "$tmp/s3.txt" 2> "$tmp/s3.err" &&
+     [ "$(head -c 2 "$tmp/s3.txt")" = "ab" ]; then ok "--steps 2 --sample 8 trains then samples"
+  else bad "--steps 2 --sample 8: $(head -n 3 "$tmp/s3.err") $(head -c 40 "$tmp/s3.txt")"; fi
+else
+  bad "mplrun (training for --sample): $(tail -n 3 "$tmp/train.log")"
+fi
+
+# ---- --inspect ----
+if "$MPLRUN" "$job" --inspect > "$tmp/inspect.txt" 2> "$tmp/inspect.err"; then
+  ok "--inspect exits 0"
+  for re in '^job format [0-9]+: model gpt' 'mesh: dp=1 pp=2 tp=1, 2 stages' 'schedule 1f1b' \
+            'params \(28\)' 'wte.weight \[256, 32\] uses 2 on stages 0 1' 'h.1.mlp.c_fc.weight \[32, 128\]' \
+            'inputs \(2\): idx targets' '^rank 0: [0-9]+ instructions, arena [0-9]+ bytes' \
+            '^rank 1: [0-9]+ instructions' 'optimizer_step' 'allreduce_tied'; do
+    if grep -qE -- "$re" "$tmp/inspect.txt"; then ok "--inspect shows /$re/"
+    else bad "--inspect lacks /$re/"; fi
+  done
+  if [ ! -s "$tmp/inspect.err" ]; then ok "--inspect writes nothing to stderr"; else bad "--inspect stderr: $(head -n 2 "$tmp/inspect.err")"; fi
+else
+  bad "--inspect failed: $(head -n 3 "$tmp/inspect.err")"
+fi
+# --inspect needs no data file and runs nothing
+if "$MPLRUN" "$job" --inspect --data "$tmp/nosuch.bin" > /dev/null 2>&1; then ok "--inspect does not open the data"
+else bad "--inspect opened the data file"; fi
+
+finish

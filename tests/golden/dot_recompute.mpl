@@ -1,0 +1,3 @@
+# args: --emit=dot
+# input: tests/golden/models/recompute.mpl
+# Graphviz drawing of the @recompute model.
