@@ -150,6 +150,9 @@ int mpl_afile_open(MplAtomicFile *af, const char *path, MplErr *err) {
     afile_release(af);
     return mpl_errf(err, "%s: cannot create a temp file next to it: %s", path, strerror(e));
   }
+  mode_t mask = umask(0); /* mkstemp makes 0600; the file gets what open(2) would give */
+  umask(mask);
+  (void)fchmod(fd, 0666 & ~mask);
   af->f = fdopen(fd, "wb");
   if (!af->f) {
     close(fd);
