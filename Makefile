@@ -31,7 +31,14 @@ ifneq ($(CUDA_HOME),)
 ifneq ($(wildcard $(CUDA_HOME)/include/cuda.h),)
 HAVE_CUDA   := 1
 CUDA_CFLAGS := -DMPL_HAVE_CUDA -I$(CUDA_HOME)/include
-CUDA_LIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lnvrtc -lcublas -lcudart -lnccl -ldl
+CUDA_LIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lnvrtc -lcublas -lcudart -ldl
+# NCCL is not part of the toolkit: used where its header and library are found
+ifneq ($(wildcard $(CUDA_HOME)/include/nccl.h)$(wildcard /usr/include/nccl.h),)
+ifneq ($(wildcard $(CUDA_HOME)/lib64/libnccl.so*)$(wildcard /usr/lib/*/libnccl.so*),)
+CUDA_CFLAGS += -DMPL_HAVE_NCCL
+CUDA_LIBS   += -lnccl
+endif
+endif
 endif
 endif
 CHECK_LIBS  := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm)
@@ -39,7 +46,7 @@ CHECK_LIBS  := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsub
 # ---- sources ---------------------------------------------------------------
 LANG_SRC    := $(wildcard lang/*.c) $(BUILD)/lang/lexer.c $(BUILD)/lang/parser.c
 COMP_SRC    := $(filter-out compiler/main.c,$(wildcard compiler/*.c))
-RT_SRC      := $(filter-out runtime/mplrun.c runtime/mpltok.c,$(wildcard runtime/*.c))
+RT_SRC      := $(filter-out runtime/mplrun.c runtime/mpltok.c runtime/cpu_none.c,$(wildcard runtime/*.c))
 LANG_OBJ    := $(patsubst %.c,$(BUILD)/%.o,$(filter-out $(BUILD)/%,$(LANG_SRC))) \
                $(BUILD)/lang/lexer.o $(BUILD)/lang/parser.o
 COMP_OBJ    := $(COMP_SRC:%.c=$(BUILD)/%.o)
@@ -119,7 +126,7 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(LIBCOMP) $(LIBRT)
 run: all
 	./tests/run_example.sh
 
-test: all $(UNIT_BIN)
+test: all $(UNIT_BIN) $(CUDA_ONLY_TEST)
 	@./tests/run.sh
 
 unit: all $(UNIT_BIN)
@@ -136,6 +143,25 @@ bench: all
 
 asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g" SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" all
+
+# ---- cuda-only: mplrun for a GPU machine with the CUDA toolkit and a C compiler only ----
+# (no LLVM, oneDNN, flex, bison or Check): the runtime without jit_cpu.c and gemm.c,
+# whose entry points cpu_none.c answers with an error. Objects under $(BUILD)/cuda-only/.
+CO_DIR  := $(BUILD)/cuda-only
+CO_SRC  := $(filter-out runtime/mpltok.c runtime/jit_cpu.c runtime/gemm.c,$(wildcard runtime/*.c))
+CO_OBJ  := $(CO_SRC:%.c=$(CO_DIR)/%.o)
+ifneq ($(HAVE_CUDA),)
+CUDA_ONLY_TEST := cuda-only
+cuda-only: $(CO_DIR)/mplrun
+$(CO_DIR)/runtime/%.o: runtime/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(CUDA_CFLAGS) -DMPL_CUDA_ONLY -c -o $@ $<
+$(CO_DIR)/mplrun: $(CO_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CUDA_LIBS) $(LDLIBS)
+else
+cuda-only:
+	@echo "cuda-only: no CUDA toolkit (set CUDA_HOME)" >&2; exit 1
+endif
 
 clean:
 	rm -rf build build-asan

@@ -249,6 +249,22 @@ static int check_log(nvrtcProgram *prog, char *err, size_t errlen) {
   return -1;
 }
 
+/* Appends "(in kernel NAME)" for the first "mpl_kernels.cu(LINE)" of the log in err: the
+ * kernel whose definition is the last to start at or before LINE. */
+static void name_failing_kernel(const char *src, char *err, size_t errlen) {
+  static const char def[] = "extern \"C\" __global__ void ";
+  const char *at = strstr(err, "mpl_kernels.cu(");
+  if (!at) return;
+  long line = strtol(at + 15, NULL, 10);
+  const char *p = src, *name = NULL;
+  for (long l = 1; p && *p && l <= line; l++) {
+    if (!strncmp(p, def, sizeof def - 1)) name = p + sizeof def - 1;
+    if ((p = strchr(p, '\n'))) p++;
+  }
+  size_t n = strlen(err);
+  if (name && n + 1 < errlen) snprintf(err + n, errlen - n, "\n(in kernel %.*s)", (int)strcspn(name, "("), name);
+}
+
 int cg_nvrtc_compile(const char *src, const char *arch, char **ptx, size_t *len, char *err, size_t errlen) {
   char archopt[64];
   if (!arch) arch = "sm_90";
@@ -262,8 +278,15 @@ int cg_nvrtc_compile(const char *src, const char *arch, char **ptx, size_t *len,
   nvrtcProgram prog;
   NVRTC_CHECK(nvrtcCreateProgram(&prog, src, "mpl_kernels.cu", 0, NULL, NULL), NULL);
   nvrtcResult rc = nvrtcCompileProgram(prog, (int)(sizeof opts / sizeof opts[0]), opts);
-  if (rc != NVRTC_SUCCESS) return nvrtc_fail(rc, "nvrtcCompileProgram", &prog, err, errlen);
-  if (check_log(&prog, err, errlen)) return -1;
+  if (rc != NVRTC_SUCCESS) {
+    nvrtc_fail(rc, "nvrtcCompileProgram", &prog, err, errlen);
+    name_failing_kernel(src, err, errlen);
+    return -1;
+  }
+  if (check_log(&prog, err, errlen)) {
+    name_failing_kernel(src, err, errlen);
+    return -1;
+  }
   size_t n = 0;
   NVRTC_CHECK(nvrtcGetPTXSize(prog, &n), &prog);
   *ptx = malloc(n ? n : 1);

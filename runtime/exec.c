@@ -798,6 +798,7 @@ static int init_whole_params(MplRun *r, MplErr *err) {
   for (int p = 0; p < job->nparams; p++) {
     JobParam *w = &r->wparams[p];
     *w = job->params[p];
+    if (w->groups < 1) w->groups = 1;
     if (w->split_dim >= 0) {
       if (w->split_dim >= w->rank) return mpl_errf(err, "param %s: split on dimension %d of %d", w->name, w->split_dim, w->rank);
       w->dims[w->split_dim] *= r->tp;
@@ -979,6 +980,10 @@ static int init_observability(MplRun *r, MplErr *err) {
 /* --devices: cpu, or cuda (dp, pp; tp's collectives run on host memory only). */
 static int init_device_kind(MplRun *r, MplErr *err) {
   const char *kind = r->opts.device_kind ? r->opts.device_kind : "cpu";
+  if (r->opts.device_ops) {
+    r->devops = r->opts.device_ops;
+    return MPL_OK;
+  }
   if (!strcmp(kind, "cpu")) {
     r->devops = &mpl_device_cpu_ops;
     return MPL_OK;
@@ -1016,12 +1021,13 @@ static int run_init_body(MplRun *r, MplErr *err) {
   r->optim_fresh = true;
   r->last_loss = NAN;
   if (!r->devops->load_kernels && init_kernels(r, err) != MPL_OK) return MPL_ERR;
-  if (!r->devops->device_memory && mpl_comm_world_init(&r->world, r->nworld, err) != MPL_OK) return MPL_ERR;
+  bool cuda = r->devops == &mpl_device_cuda_ops;
+  if (!cuda && mpl_comm_world_init(&r->world, r->nworld, err) != MPL_OK) return MPL_ERR;
   r->ranks = mpl_calloc((size_t)r->nworld, sizeof *r->ranks);
   if (!r->ranks) return mpl_errf(err, "out of memory");
   for (int i = 0; i < r->nworld; i++)
     if (init_rank(r, i, err) != MPL_OK) return MPL_ERR;
-  if (r->devops->device_memory && init_device_comm(r, err) != MPL_OK) return MPL_ERR;
+  if (cuda && init_device_comm(r, err) != MPL_OK) return MPL_ERR;
   if (init_param_maps(r, err) != MPL_OK || init_whole_params(r, err) != MPL_OK) return MPL_ERR;
   for (int i = 0; i < r->nworld; i++)
     if (init_param_state(r, &r->ranks[i], err) != MPL_OK) return MPL_ERR;
@@ -1214,7 +1220,7 @@ static int gather_whole(const MplRun *r, int p, int d, int slot, PartOf part, fl
     if (jp->split_dim < 0) {
       if (rc->dev.ops->copy_to_host((MplDevice *)&rc->dev, out, src, (size_t)jp->numel * 4, err) != MPL_OK) return MPL_ERR;
     } else {
-      mpl_shard_copy(out, (void *)src, wp->dims, wp->rank, jp->split_dim, jp->groups, r->tp, t, 4, false);
+      mpl_shard_copy(out, (void *)src, wp->dims, wp->rank, wp->split_dim, wp->groups, r->tp, t, 4, false);
     }
   }
   return MPL_OK;
@@ -1239,7 +1245,7 @@ static int scatter_whole(MplRun *r, int p, const float *in, int slot, bool optim
       if (optim) memcpy(dst, in, (size_t)jp->numel * 4);
       else if (rc->dev.ops->copy_from_host(&rc->dev, dst, in, (size_t)jp->numel * 4, err) != MPL_OK) return MPL_ERR;
     } else {
-      mpl_shard_copy((void *)in, dst, wp->dims, wp->rank, jp->split_dim, jp->groups, r->tp, rc->tpi, 4, true);
+      mpl_shard_copy((void *)in, dst, wp->dims, wp->rank, wp->split_dim, wp->groups, r->tp, rc->tpi, 4, true);
     }
   }
   return MPL_OK;

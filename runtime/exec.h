@@ -153,6 +153,7 @@ typedef struct MplRunOpts {
    * failure injected at instruction fail_ins of step fail_step on rank fail_rank. */
   const MplKernelFn *kernels;
   int nkernels;
+  const MplDeviceOps *device_ops; /* test hook: this backend instead of device_kind's */
   int fail_rank;               /* -1: none */
   int64_t fail_step;
   int fail_ins;

@@ -5,7 +5,7 @@
  *   mplrun JOB [--devices cpu|cpu:N|cuda|cuda:0,1] [--threads N] [--steps N] [--data FILE]
  *              [--init F] [--save F] [--checkpoint DIR] [--checkpoint-every N] [--resume DIR]
  *              [--trace FILE.json] [--metrics FILE.jsonl] [--inspect]
- *              [--sample N --prompt TEXT] [-q]
+ *              [--sample N --prompt TEXT] [--tf32] [-q]
  *
  * Invariants: every bad flag, value or file is one line "mplrun: error: ..." and exit 1;
  * flags may be written "--flag VALUE" or "--flag=VALUE".
@@ -27,6 +27,7 @@ typedef struct Cli {
   int64_t sample_n;     /* -1: no sampling */
   const char *prompt;
   bool inspect;
+  int device_ids[256];  /* --devices cuda:LIST */
   MplRunOpts run;
 } Cli;
 
@@ -34,7 +35,7 @@ static void usage(FILE *f) {
   fputs("usage: mplrun JOB [--devices cpu|cpu:N|cuda|cuda:0,1] [--threads N] [--steps N] [--data FILE]\n"
         "                  [--init FILE.safetensors] [--save FILE.safetensors] [--checkpoint DIR]\n"
         "                  [--checkpoint-every N] [--resume DIR] [--trace FILE.json] [--metrics FILE.jsonl]\n"
-        "                  [--inspect] [--sample N --prompt TEXT] [-q]\n",
+        "                  [--inspect] [--sample N --prompt TEXT] [--tf32] [-q]\n",
         f);
 }
 
@@ -101,6 +102,7 @@ static int parse_args(Cli *c, int argc, char **argv) {
       exit(0);
     }
     if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) c->run.quiet = true;
+    else if (!strcmp(a, "--tf32")) c->run.tf32 = true;
     else if (!strcmp(a, "--inspect")) c->inspect = true;
     else if (a[0] == '-' && a[1]) {
       char flag[64];
@@ -129,16 +131,45 @@ static int parse_args(Cli *c, int argc, char **argv) {
 }
 
 /* --devices: cpu, cpu:N (N must be the job's pipeline ranks), cuda[:LIST]. */
-static int check_devices(const Cli *c, const Job *job) {
+/* --devices cuda[:LIST]: fails at once (no GPU, no driver, a device that does not exist);
+ * LIST names one device per rank (pp * dp * tp of them); a device may repeat (ranks share it). */
+static int check_cuda_devices(Cli *c, const Job *job) {
+  const char *d = c->devices;
+  MplErr err = {{0}};
+  int count, nworld = job->pp * (job->dp > 0 ? job->dp : 1) * (job->tp > 0 ? job->tp : 1);
+  if (mpl_cuda_device_count(&count, &err) != MPL_OK) return fail("--devices %s: %s", d, err.msg);
+  c->run.device_kind = "cuda";
+  if (d[4] == 0) return 0;
+  int n = 0;
+  for (const char *p = d + 5;; p++) {
+    char *end;
+    long v = strtol(p, &end, 10);
+    if (end == p || v < 0 || n >= 256 || (*end != ',' && *end != 0))
+      return fail("--devices '%s': expected cuda or cuda:0,1,... (device numbers)%s", d, "");
+    if (v >= count) {
+      char buf[96];
+      snprintf(buf, sizeof buf, "device %ld does not exist (this machine has %d)", v, count);
+      return fail("--devices %s: %s", d, buf);
+    }
+    c->device_ids[n++] = (int)v;
+    p = end;
+    if (*end == 0) break;
+  }
+  if (n != nworld) {
+    char buf[160];
+    snprintf(buf, sizeof buf, "%d devices, but the job has %d ranks (one device per rank; repeat one to share it)", n,
+             nworld);
+    return fail("--devices %s names %s", d, buf);
+  }
+  c->run.device_ids = c->device_ids;
+  c->run.ndevice_ids = n;
+  return 0;
+}
+
+static int check_devices(Cli *c, const Job *job) {
   const char *d = c->devices;
   if (!d || !strcmp(d, "cpu")) return 0;
-  if (!strncmp(d, "cuda", 4) && (d[4] == 0 || d[4] == ':')) {
-#ifdef MPL_HAVE_CUDA
-    return fail("--devices %s: no CUDA device found (this mplrun has no CUDA device backend yet)%s", d, "");
-#else
-    return fail("--devices %s: this mplrun was built without CUDA%s", d, "");
-#endif
-  }
+  if (!strncmp(d, "cuda", 4) && (d[4] == 0 || d[4] == ':')) return check_cuda_devices(c, job);
   int64_t n;
   if (strncmp(d, "cpu:", 4) || !parse_count(d + 4, 1 << 20, &n) || n < 1)
     return fail("--devices '%s': expected cpu, cpu:N, cuda or cuda:0,1%s", d, "");

@@ -1,0 +1,36 @@
+/*
+ * cuda_rt.h — private to the CUDA side of the runtime (device_cuda.c, comm_nccl.c):
+ * the checking macros and the streams of a cuda device. Included only when
+ * MPL_HAVE_CUDA is defined.
+ *
+ * Invariants: every CUDA, cuBLAS and NCCL call goes through a *_CHECK macro, which
+ * returns MPL_ERR from the enclosing function with the call, the library's message and
+ * the source position in `err` (an MplErr *); functions that cannot report (_free)
+ * use CUDA_SOFT, which drops the error and clears CUDA's last-error state.
+ */
+#ifndef MPL_CUDA_RT_H
+#define MPL_CUDA_RT_H
+
+#include <cuda_runtime_api.h>
+
+#include "exec.h"
+
+#define CUDA_CHECK(call)                                                                             \
+  do {                                                                                               \
+    cudaError_t e_ = (call);                                                                         \
+    if (e_ != cudaSuccess) {                                                                         \
+      cudaGetLastError();                                                                            \
+      return mpl_errf(err, "cuda: %s: %s (%s:%d)", #call, cudaGetErrorString(e_), __FILE__, __LINE__); \
+    }                                                                                                \
+  } while (0)
+
+#define CUDA_SOFT(call)                 \
+  do {                                  \
+    if ((call) != cudaSuccess) cudaGetLastError(); \
+  } while (0)
+
+/* The streams of an initialised cuda device (d->ops == &mpl_device_cuda_ops): kernels,
+ * products and copies to/from the host run on `compute`; messages on `comm`. */
+void mpl_cuda_streams(MplDevice *d, cudaStream_t *compute, cudaStream_t *comm);
+
+#endif

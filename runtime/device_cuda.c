@@ -1,0 +1,462 @@
+/*
+ * device_cuda.c — the `cuda` device backend behind MplDeviceOps: one cudaMalloc arena
+ * per rank carved at the planned offsets (by the executor), a compute stream and a
+ * communication stream per rank, the job's generated kernels loaded from PTX with the
+ * driver API and launched with cuLaunchKernel, matrix products with cuBLAS.
+ *
+ * Invariants:
+ *  - everything a rank queues (kernels, products, accumulations, zeroing, copies from
+ *    the host) goes on its compute stream, in program order; copy_to_host and sync wait
+ *    for it, so the host never reads a buffer the device still writes;
+ *  - every call is checked (CUDA_CHECK, CUBLAS_CHECK, CU_CHECK, NVRTC_CHECK) and the last
+ *    error is checked after every launch; a failure is an MPL_ERR with a message, never
+ *    an exit;
+ *  - libcuda is never linked: the driver API functions come from the runtime
+ *    (cudaGetDriverEntryPointByVersion) once a device exists, so a machine without the
+ *    driver gets a message ("no CUDA driver") instead of a loader error;
+ *  - matrix products are row-major C[M,N] = alpha op(A) op(B) + beta C, computed by
+ *    cuBLAS (column-major) as C^T = op(B)^T op(A)^T; FP32 math unless tf32 was asked for;
+ *  - the PTX in the job is preferred; when the driver refuses it (or the job has none),
+ *    the job's CUDA source is compiled here with NVRTC for this device's architecture,
+ *    with the options mplc uses (--fmad=false, IEEE division and square root);
+ *  - each entry point first makes the rank's device current: ops may be called from the
+ *    rank's thread or, between steps, from the main thread.
+ */
+#include "exec.h"
+
+#include <string.h>
+
+#ifdef MPL_HAVE_CUDA
+
+#include <cublas_v2.h>
+#include <cuda.h>
+#include <nvrtc.h>
+
+#include "cuda_rt.h"
+
+#define CUBLAS_CHECK(call)                                                                              \
+  do {                                                                                                  \
+    cublasStatus_t s_ = (call);                                                                         \
+    if (s_ != CUBLAS_STATUS_SUCCESS)                                                                    \
+      return mpl_errf(err, "cuBLAS: %s: %s (%s:%d)", #call, cublasGetStatusString(s_), __FILE__, __LINE__); \
+  } while (0)
+
+#define CU_CHECK(cd, call)                                                                       \
+  do {                                                                                           \
+    CUresult r_ = (call);                                                                        \
+    if (r_ != CUDA_SUCCESS) return cu_fail(cd, r_, #call, __FILE__, __LINE__, err);             \
+  } while (0)
+
+#define NVRTC_CHECK(call)                                                                          \
+  do {                                                                                             \
+    nvrtcResult n_ = (call);                                                                       \
+    if (n_ != NVRTC_SUCCESS) return nvrtc_fail(prog, n_, #call, err);                              \
+  } while (0)
+
+enum { BLOCK = 256, BLOCKS_PER_SM = 32 };
+
+/* The few driver API functions used, resolved through the runtime. */
+typedef struct CuDriver {
+  CUresult (*module_load)(CUmodule *, const void *, unsigned, CUjit_option *, void **);
+  CUresult (*get_function)(CUfunction *, CUmodule, const char *);
+  CUresult (*launch)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream,
+                     void **, void **);
+  CUresult (*unload)(CUmodule);
+  CUresult (*error_string)(CUresult, const char **);
+} CuDriver;
+
+typedef struct CudaDev {
+  int dev;
+  bool ready;                 /* streams and handle exist */
+  cudaStream_t compute, comm;
+  cublasHandle_t blas;
+  bool blas_ready;
+  CuDriver drv;
+  CUmodule mod;
+  CUfunction *fn;             /* [nfn] */
+  int nfn;
+  void **params;              /* kernel parameter scratch */
+  int params_cap;
+  long long scal[4];          /* seed, step, mb, n_outer of the launch being built */
+  int max_blocks;
+  char arch[16];              /* "compute_90" */
+} CudaDev;
+
+static int cu_fail(CudaDev *cd, CUresult r, const char *what, const char *file, int line, MplErr *err) {
+  const char *msg = NULL;
+  if (!cd->drv.error_string || cd->drv.error_string(r, &msg) != CUDA_SUCCESS || !msg) msg = "unknown error";
+  return mpl_errf(err, "cuda driver: %s: %s (error %d, %s:%d)", what, msg, (int)r, file, line);
+}
+
+int mpl_cuda_device_count(int *count, MplErr *err) {
+  *count = 0;
+  cudaError_t e = cudaGetDeviceCount(count);
+  if (e == cudaSuccess && *count > 0) return MPL_OK;
+  cudaGetLastError();
+  *count = 0;
+  if (e == cudaSuccess || e == cudaErrorNoDevice) return mpl_errf(err, "cuda: no CUDA device found");
+  if (e == cudaErrorInsufficientDriver)
+    return mpl_errf(err, "cuda: no CUDA driver (the NVIDIA driver is missing or older than this CUDA runtime)");
+  return mpl_errf(err, "cuda: cannot use the GPUs: %s", cudaGetErrorString(e));
+}
+
+void mpl_cuda_streams(MplDevice *d, cudaStream_t *compute, cudaStream_t *comm) {
+  CudaDev *cd = d->impl;
+  *compute = cd->compute;
+  *comm = cd->comm;
+}
+
+/* ---- set-up -------------------------------------------------------------------------- */
+
+static int driver_sym(const char *name, void **fp, MplErr *err) {
+  enum cudaDriverEntryPointQueryResult q;
+  CUDA_CHECK(cudaGetDriverEntryPointByVersion(name, fp, 12000, cudaEnableDefault, &q));
+  if (q != cudaDriverEntryPointSuccess || !*fp) return mpl_errf(err, "cuda: the driver has no %s", name);
+  return MPL_OK;
+}
+
+static int load_driver(CuDriver *drv, MplErr *err) {
+  if (driver_sym("cuModuleLoadDataEx", (void **)&drv->module_load, err) != MPL_OK ||
+      driver_sym("cuModuleGetFunction", (void **)&drv->get_function, err) != MPL_OK ||
+      driver_sym("cuLaunchKernel", (void **)&drv->launch, err) != MPL_OK ||
+      driver_sym("cuModuleUnload", (void **)&drv->unload, err) != MPL_OK ||
+      driver_sym("cuGetErrorString", (void **)&drv->error_string, err) != MPL_OK)
+    return MPL_ERR;
+  return MPL_OK;
+}
+
+/* Streams, events and the cuBLAS handle of device cd->dev (already current). */
+static int setup_device(CudaDev *cd, bool tf32, MplErr *err) {
+  int sms = 0, major = 0, minor = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, cd->dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, cd->dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, cd->dev));
+  cd->max_blocks = (sms > 0 ? sms : 1) * BLOCKS_PER_SM;
+  snprintf(cd->arch, sizeof cd->arch, "compute_%d%d", major, minor);
+  CUDA_CHECK(cudaStreamCreateWithFlags(&cd->compute, cudaStreamNonBlocking));
+  CUDA_CHECK(cudaStreamCreateWithFlags(&cd->comm, cudaStreamNonBlocking));
+  cd->ready = true;
+  /* staging buffers of messages come from the stream-ordered pool: keep what it holds */
+  cudaMemPool_t pool;
+  uint64_t keep = UINT64_MAX;
+  CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, cd->dev));
+  CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+  CUBLAS_CHECK(cublasCreate(&cd->blas));
+  cd->blas_ready = true;
+  CUBLAS_CHECK(cublasSetStream(cd->blas, cd->compute));
+  CUBLAS_CHECK(cublasSetMathMode(cd->blas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  return load_driver(&cd->drv, err);
+}
+
+static int cuda_init(MplDevice *d, int index, int threads, MplErr *err) {
+  d->index = index;
+  d->threads = threads < 1 ? 1 : threads;
+  int count;
+  if (mpl_cuda_device_count(&count, err) != MPL_OK) return MPL_ERR;
+  if (index < 0 || index >= count)
+    return mpl_errf(err, "cuda: there is no device %d (this machine has %d: 0..%d)", index, count, count - 1);
+  CudaDev *cd = mpl_calloc(1, sizeof *cd);
+  if (!cd) return mpl_errf(err, "cuda: out of memory");
+  d->impl = cd;
+  cd->dev = index;
+  CUDA_CHECK(cudaSetDevice(index));
+  CUDA_CHECK(cudaFree(NULL)); /* creates the primary context now, not inside the first step */
+  return setup_device(cd, d->tf32, err);
+}
+
+static void cuda_free(MplDevice *d) {
+  CudaDev *cd = d->impl;
+  if (!cd) return;
+  CUDA_SOFT(cudaSetDevice(cd->dev));
+  if (cd->ready) {
+    CUDA_SOFT(cudaStreamSynchronize(cd->compute));
+    CUDA_SOFT(cudaStreamSynchronize(cd->comm));
+  }
+  if (cd->blas_ready) cublasDestroy(cd->blas);
+  if (cd->mod && cd->drv.unload) cd->drv.unload(cd->mod);
+  if (cd->ready) {
+    CUDA_SOFT(cudaStreamDestroy(cd->compute));
+    CUDA_SOFT(cudaStreamDestroy(cd->comm));
+  }
+  mpl_free(cd->fn);
+  mpl_free(cd->params);
+  mpl_free(cd);
+  d->impl = NULL;
+}
+
+static void cuda_bind_thread(MplDevice *d) {
+  CudaDev *cd = d->impl;
+  if (cd) CUDA_SOFT(cudaSetDevice(cd->dev));
+}
+
+static int cuda_arena_alloc(MplDevice *d, uint64_t bytes, void **base, MplErr *err) {
+  CudaDev *cd = d->impl;
+  *base = NULL;
+  CUDA_CHECK(cudaSetDevice(cd->dev));
+  cudaError_t e = cudaMalloc(base, bytes ? (size_t)bytes : 256);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    *base = NULL;
+    return mpl_errf(err, "cuda: cannot allocate the arena of %llu bytes on device %d: %s", (unsigned long long)bytes,
+                    cd->dev, cudaGetErrorString(e));
+  }
+  return MPL_OK;
+}
+
+static void cuda_arena_free(MplDevice *d, void *base) {
+  CudaDev *cd = d->impl;
+  if (!cd || !base) return;
+  CUDA_SOFT(cudaSetDevice(cd->dev));
+  CUDA_SOFT(cudaFree(base));
+}
+
+/* ---- kernels ---------------------------------------------------------------------------- */
+
+static int nvrtc_fail(nvrtcProgram prog, nvrtcResult r, const char *what, MplErr *err) {
+  char log[400] = "";
+  size_t n = 0;
+  if (prog && nvrtcGetProgramLogSize(prog, &n) == NVRTC_SUCCESS && n > 1) {
+    char *full = mpl_malloc(n);
+    if (full && nvrtcGetProgramLog(prog, full) == NVRTC_SUCCESS) snprintf(log, sizeof log, "%s", full);
+    mpl_free(full);
+  }
+  if (prog) nvrtcDestroyProgram(&prog);
+  return mpl_errf(err, "NVRTC: %s: %s%s%s", what, nvrtcGetErrorString(r), log[0] ? "\n" : "", log);
+}
+
+/* The job's CUDA source compiled for this device (mplc's options); *ptx is mpl_malloc'd. */
+static int compile_source(CudaDev *cd, const char *src, char **ptx, MplErr *err) {
+  char archopt[48];
+  snprintf(archopt, sizeof archopt, "--gpu-architecture=%s", cd->arch);
+  const char *opts[] = {archopt, "--fmad=false", "-default-device", "--prec-div=true", "--prec-sqrt=true"};
+  nvrtcProgram prog = NULL;
+  NVRTC_CHECK(nvrtcCreateProgram(&prog, src, "mpl_kernels.cu", 0, NULL, NULL));
+  NVRTC_CHECK(nvrtcCompileProgram(prog, (int)(sizeof opts / sizeof opts[0]), opts));
+  size_t n = 0;
+  NVRTC_CHECK(nvrtcGetPTXSize(prog, &n));
+  *ptx = mpl_malloc(n + 1);
+  if (!*ptx) {
+    nvrtcDestroyProgram(&prog);
+    return mpl_errf(err, "cuda: out of memory");
+  }
+  (*ptx)[n] = 0;
+  nvrtcResult r = nvrtcGetPTX(prog, *ptx);
+  nvrtcDestroyProgram(&prog);
+  if (r != NVRTC_SUCCESS) {
+    mpl_free(*ptx);
+    *ptx = NULL;
+    return mpl_errf(err, "NVRTC: nvrtcGetPTX: %s", nvrtcGetErrorString(r));
+  }
+  return MPL_OK;
+}
+
+/* cuModuleLoadDataEx with the JIT's error log in the message. */
+static int load_ptx(CudaDev *cd, const char *ptx, MplErr *err) {
+  char log[2048] = "";
+  CUjit_option o[] = {CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
+  void *v[] = {log, (void *)(uintptr_t)sizeof log};
+  CUresult r = cd->drv.module_load(&cd->mod, ptx, 2, o, v);
+  if (r == CUDA_SUCCESS) return MPL_OK;
+  cd->mod = NULL;
+  const char *msg = NULL;
+  if (cd->drv.error_string(r, &msg) != CUDA_SUCCESS || !msg) msg = "unknown error";
+  return mpl_errf(err, "cuda driver: cannot load the job's PTX: %s%s%.300s", msg, log[0] ? ": " : "", log);
+}
+
+/* The module: the job's PTX, or else its source through NVRTC for this GPU. */
+static int load_module(CudaDev *cd, const JobKernels *k, MplErr *err) {
+  MplErr first = {{0}};
+  if (k->ptx && k->ptx_len > 0) {
+    char *ptx = mpl_malloc(k->ptx_len + 1);
+    if (!ptx) return mpl_errf(err, "cuda: out of memory");
+    memcpy(ptx, k->ptx, k->ptx_len);
+    ptx[k->ptx_len] = 0;
+    int st = load_ptx(cd, ptx, &first);
+    mpl_free(ptx);
+    if (st == MPL_OK) return MPL_OK;
+  }
+  if (!k->cuda_src || k->cuda_src_len == 0)
+    return first.msg[0] ? mpl_errf(err, "%s", first.msg) : mpl_errf(err, "cuda: the job has neither PTX nor CUDA source");
+  char *ptx = NULL;
+  if (compile_source(cd, k->cuda_src, &ptx, err) != MPL_OK) return MPL_ERR;
+  int st = load_ptx(cd, ptx, err);
+  mpl_free(ptx);
+  if (st != MPL_OK && first.msg[0]) return mpl_errf(err, "%s (and after NVRTC here: %.200s)", first.msg, err->msg);
+  return st;
+}
+
+static int cuda_load_kernels(MplDevice *d, const JobKernels *k, MplErr *err) {
+  CudaDev *cd = d->impl;
+  if (k->nkernels == 0) return MPL_OK;
+  CUDA_CHECK(cudaSetDevice(cd->dev));
+  if (load_module(cd, k, err) != MPL_OK) return MPL_ERR;
+  cd->fn = mpl_calloc((size_t)k->nkernels, sizeof *cd->fn);
+  if (!cd->fn) return mpl_errf(err, "cuda: out of memory");
+  for (int i = 0; i < k->nkernels; i++) {
+    CUresult r = cd->drv.get_function(&cd->fn[i], cd->mod, k->names[i]);
+    if (r != CUDA_SUCCESS) return cu_fail(cd, r, k->names[i], __FILE__, __LINE__, err);
+  }
+  cd->nfn = k->nkernels;
+  return MPL_OK;
+}
+
+/* One thread per outer iteration, BLOCK threads a block, at most max_blocks blocks (the
+ * kernels loop grid-stride, so any shape gives the same values). */
+static int cuda_launch(MplDevice *d, int kernel, void **args, int nargs, const int64_t *scalars, int64_t n_outer,
+                       MplErr *err) {
+  CudaDev *cd = d->impl;
+  if (kernel < 0 || kernel >= cd->nfn) return mpl_errf(err, "cuda: kernel %d is not loaded", kernel);
+  if (n_outer <= 0) return MPL_OK;
+  if (nargs + 4 > cd->params_cap) {
+    mpl_free(cd->params);
+    cd->params = mpl_malloc(sizeof(void *) * (size_t)(nargs + 4));
+    cd->params_cap = cd->params ? nargs + 4 : 0;
+    if (!cd->params) return mpl_errf(err, "cuda: out of memory");
+  }
+  for (int i = 0; i < nargs; i++) cd->params[i] = &args[i];
+  cd->scal[0] = scalars[0], cd->scal[1] = scalars[1], cd->scal[2] = scalars[2], cd->scal[3] = n_outer;
+  for (int i = 0; i < 4; i++) cd->params[nargs + i] = &cd->scal[i];
+  int64_t blocks = (n_outer + BLOCK - 1) / BLOCK;
+  if (blocks > cd->max_blocks) blocks = cd->max_blocks;
+  CUDA_CHECK(cudaSetDevice(cd->dev));
+  CU_CHECK(cd, cd->drv.launch(cd->fn[kernel], (unsigned)blocks, 1, 1, BLOCK, 1, 1, 0, (CUstream)cd->compute,
+                              cd->params, NULL));
+  CUDA_CHECK(cudaGetLastError());
+  return MPL_OK;
+}
+
+static int cuda_kernel(MplDevice *d, MplKernelFn fn, void **args, const int64_t *scalars, int64_t n_outer,
+                       int64_t work, MplErr *err) {
+  return mpl_errf(err, "cuda: CPU kernels cannot run on a GPU (internal: use launch)");
+}
+
+/* ---- products, accumulation, memory ------------------------------------------------------ */
+
+/* Row-major C = alpha op(A) op(B) + beta C as column-major C^T = op(B)^T op(A)^T. */
+static int cuda_gemm(MplDevice *d, const JobStep *s, const float *a, const float *b, float *c, MplErr *err) {
+  CudaDev *cd = d->impl;
+  int64_t batch = s->batch < 1 ? 1 : s->batch;
+  if (s->M == 0 || s->N == 0) return MPL_OK;
+  int lda = (int)(s->ta ? s->M : s->K), ldb = (int)(s->tb ? s->K : s->N), ldc = (int)s->N;
+  if (lda < 1) lda = 1;
+  if (ldb < 1) ldb = 1;
+  float alpha = (float)s->alpha, beta = (float)s->beta;
+  const float *A = a + s->off_a, *B = b + s->off_b;
+  float *C = c + s->off_c;
+  cublasOperation_t opb = s->tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = s->ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+  CUDA_CHECK(cudaSetDevice(cd->dev));
+  if (batch == 1)
+    CUBLAS_CHECK(cublasSgemm(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B, ldb, A, lda, &beta, C, ldc));
+  else
+    CUBLAS_CHECK(cublasSgemmStridedBatched(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B, ldb,
+                                           s->stride_b, A, lda, s->stride_a, &beta, C, ldc, s->stride_c, (int)batch));
+  return MPL_OK;
+}
+
+/* acc += src as saxpy with alpha 1: fma(1, x, y) rounds exactly like x + y. */
+static int cuda_accum_f32(MplDevice *d, float *acc, const float *src, int64_t n, MplErr *err) {
+  CudaDev *cd = d->impl;
+  const float one = 1.0f;
+  CUDA_CHECK(cudaSetDevice(cd->dev));
+  for (int64_t i = 0; i < n; i += (1 << 30)) {
+    int64_t k = n - i < (1 << 30) ? n - i : (1 << 30);
+    CUBLAS_CHECK(cublasSaxpy(cd->blas, (int)k, &one, src + i, 1, acc + i, 1));
+  }
+  return MPL_OK;
+}
+
+static int cuda_zero(MplDevice *d, void *dst, size_t bytes, MplErr *err) {
+  CudaDev *cd = d->impl;
+  if (!bytes) return MPL_OK;
+  CUDA_CHECK(cudaSetDevice(cd->dev));
+  CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, cd->compute));
+  return MPL_OK;
+}
+
+/* Host memory on both sides (the executor's host-side gradients): a plain copy. */
+static bool on_host(const void *p) {
+  struct cudaPointerAttributes a;
+  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+    cudaGetLastError();
+    return true;
+  }
+  return a.type != cudaMemoryTypeDevice && a.type != cudaMemoryTypeManaged;
+}
+
+static int cuda_copy_to_host(MplDevice *d, void *host, const void *dev, size_t bytes, MplErr *err) {
+  CudaDev *cd = d->impl;
+  if (!bytes) return MPL_OK;
+  if (on_host(dev)) {
+    memmove(host, dev, bytes);
+    return MPL_OK;
+  }
+  CUDA_CHECK(cudaSetDevice(cd->dev));
+  CUDA_CHECK(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDefault, cd->compute));
+  CUDA_CHECK(cudaStreamSynchronize(cd->compute));
+  return MPL_OK;
+}
+
+/* From pageable memory the call returns once the host bytes are staged: the caller may
+ * reuse its buffer at once; the copy stays ordered on the compute stream. */
+static int cuda_copy_from_host(MplDevice *d, void *dev, const void *host, size_t bytes, MplErr *err) {
+  CudaDev *cd = d->impl;
+  if (!bytes) return MPL_OK;
+  if (on_host(dev)) {
+    memmove(dev, host, bytes);
+    return MPL_OK;
+  }
+  CUDA_CHECK(cudaSetDevice(cd->dev));
+  CUDA_CHECK(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyDefault, cd->compute));
+  return MPL_OK;
+}
+
+static int cuda_sync(MplDevice *d, MplErr *err) {
+  CudaDev *cd = d->impl;
+  CUDA_CHECK(cudaSetDevice(cd->dev));
+  CUDA_CHECK(cudaStreamSynchronize(cd->comm));
+  CUDA_CHECK(cudaStreamSynchronize(cd->compute));
+  CUDA_CHECK(cudaGetLastError());
+  return MPL_OK;
+}
+
+const MplDeviceOps mpl_device_cuda_ops = {
+    .name = "cuda",
+    .init = cuda_init,
+    .free = cuda_free,
+    .bind_thread = cuda_bind_thread,
+    .arena_alloc = cuda_arena_alloc,
+    .arena_free = cuda_arena_free,
+    .kernel = cuda_kernel,
+    .gemm = cuda_gemm,
+    .accum_f32 = cuda_accum_f32,
+    .zero = cuda_zero,
+    .copy_to_host = cuda_copy_to_host,
+    .copy_from_host = cuda_copy_from_host,
+    .device_memory = true,
+    .load_kernels = cuda_load_kernels,
+    .launch = cuda_launch,
+    .sync = cuda_sync,
+};
+
+#else /* !MPL_HAVE_CUDA: every entry point says so */
+
+int mpl_cuda_device_count(int *count, MplErr *err) {
+  *count = 0;
+  return mpl_errf(err, "this mplrun was built without CUDA");
+}
+
+static int nocuda_init(MplDevice *d, int index, int threads, MplErr *err) {
+  d->impl = NULL;
+  return mpl_errf(err, "this mplrun was built without CUDA");
+}
+
+static void nocuda_free(MplDevice *d) { d->impl = NULL; }
+
+const MplDeviceOps mpl_device_cuda_ops = {
+    .name = "cuda",
+    .init = nocuda_init,
+    .free = nocuda_free,
+    .device_memory = true,
+};
+
+#endif

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# tests/gpu/prepare.sh — run HERE (the build machine, with LLVM and oneDNN): compiles the
+# jobs the GPU machine runs and computes their CPU reference results, into tests/gpu/carry/
+# (gitignored; the device tool carries it). Afterwards tests/gpu/run.sh on the GPU machine
+# needs nothing from this machine but that folder and the source tree.
+#
+#   make && tests/gpu/prepare.sh          (BUILD=dir for another build folder)
+#
+# carry/checks.tsv, one check per line, tab-separated:
+#   compare NAME JOB FLAGS   3 steps on the GPU vs ref/NAME.safetensors (3 CPU steps)
+#   trains  NAME JOB FLAGS   10 steps on the GPU: the loss is finite and falls
+# carry/bench.tsv: NAME JOB d layers heads ctx batch (tests/bench/gpt.mpl configs).
+set -eu
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build}
+MPLC=$BUILD/mplc MPLRUN=$BUILD/mplrun
+C=tests/gpu/carry
+for t in "$MPLC" "$MPLRUN" examples/data/tiny.bin; do
+  [ -e "$t" ] || { echo "prepare: $t is missing (run make first)" >&2; exit 1; }
+done
+rm -rf "$C"
+mkdir -p "$C/jobs" "$C/ref"
+cp examples/data/tiny.bin "$C/tiny.bin"
+: > "$C/checks.tsv"
+
+# compare NAME MODEL [mplc flags...]: the job and its CPU params after 3 steps
+compare() {
+  local name=$1 model=$2; shift 2
+  "$MPLC" "$model" "$@" -o "$C/jobs/$name.job"
+  "$MPLRUN" "$C/jobs/$name.job" --steps 3 --threads 1 -q --save "$C/ref/$name.safetensors" > /dev/null
+  printf 'compare\t%s\t%s\t%s\n' "$name" "jobs/$name.job" "${RUNFLAGS:-}" >> "$C/checks.tsv"
+  echo "prepared $name"
+}
+trains() {
+  local name=$1 model=$2; shift 2
+  "$MPLC" "$model" "$@" -o "$C/jobs/$name.job"
+  printf 'trains\t%s\t%s\t%s\n' "$name" "jobs/$name.job" "${RUNFLAGS:-}" >> "$C/checks.tsv"
+  echo "prepared $name"
+}
+
+# every schedule and pipeline depth; on a one-GPU machine the ranks share the GPU
+for pp in 1 2 4; do
+  for sched in sequential gpipe 1f1b "interleaved(2)" zb; do
+    compare "gpt_pp${pp}_${sched//[()]/}" tests/gpu/models/gpt_sgd.mpl --mesh pp=$pp --schedule "$sched"
+  done
+done
+RUNFLAGS="--devices cuda:0,0" compare gpt_pp2_shared tests/gpu/models/gpt_sgd.mpl --mesh pp=2 --schedule 1f1b
+compare small_mlp tests/e2e/small_mlp.mpl
+compare recompute tests/e2e/recompute.mpl
+compare layers_on_devices examples/layers_on_devices.mpl
+trains mlp examples/mlp.mpl
+RUNFLAGS="--data tests/gpu/carry/tiny.bin" trains gpt_tiny examples/gpt_tiny.mpl
+
+# the bench GPT configs (tests/bench/gpt.mpl), one pipeline stage
+printf 'small\tjobs/bench_small.job\t384\t6\t6\t256\t8\n' > "$C/bench.tsv"
+"$MPLC" tests/bench/gpt.mpl -o "$C/jobs/bench_small.job"
+printf 'wide\tjobs/bench_wide.job\t768\t4\t12\t512\t4\n' >> "$C/bench.tsv"
+"$MPLC" tests/bench/gpt.mpl -D d=768 -D layers=4 -D heads=12 -D ctx=512 -D batch=4 -o "$C/jobs/bench_wide.job"
+echo "prepared bench jobs"
+du -sh "$C"
+echo "tests/gpu/carry is ready: carry it and run tests/gpu/run.sh on the GPU machine"

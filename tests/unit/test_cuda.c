@@ -1,0 +1,303 @@
+/*
+ * test_cuda.c — the CUDA backend, checked without a GPU (the GPU itself is tests/gpu/run.sh's):
+ *  - the cuda device backend and communicator link (and are complete tables);
+ *  - with no GPU or no driver, mpl_cuda_device_count, mpl_run_init and `mplrun --devices
+ *    cuda` (the full build and the cuda-only one) fail at once with one clear line, exit 1;
+ *  - NVRTC compiles every kernel of every example: mplc writes a job whose PTX has an
+ *    .entry for each kernel name, and the job's CUDA source compiles for another arch too;
+ *  - the executor's path for devices with their own memory (gradients, clipping and the
+ *    update through host copies, losses read at the end of the step, a sync per step),
+ *    run with a stand-in device (the cpu backend flagged device_memory), gives the cpu
+ *    path's bits: tied params across stages, clipping, SGD and AdamW, recompute.
+ * Run from the repository root (tests/run.sh does); mplc and mplrun are found next to this
+ * binary's folder. Built without CUDA, it checks the "built without CUDA" answers only.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <check.h>
+#include <glob.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "compiler/kernel.h"
+#include "runtime/exec.h"
+
+static char build_dir[PATH_MAX]; /* the folder holding mplc, mplrun and tests/ */
+static char tmp_dir[PATH_MAX];
+
+static void find_build(void) {
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  ck_assert(n > 0);
+  exe[n] = 0;
+  snprintf(build_dir, sizeof build_dir, "%s", dirname(dirname(exe)));
+}
+
+static void setup(void) {
+  find_build();
+  snprintf(tmp_dir, sizeof tmp_dir, "/tmp/mpl_test_cuda_XXXXXX");
+  ck_assert(mkdtemp(tmp_dir) != NULL);
+}
+
+static void teardown(void) {
+  char cmd[PATH_MAX + 16];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_dir);
+}
+
+/* Runs cmd with stderr into out (one string); returns the exit status. */
+static int run_cmd(const char *cmd, char *out, size_t n) {
+  char full[4096];
+  snprintf(full, sizeof full, "%s 2>&1", cmd);
+  FILE *p = popen(full, "r");
+  ck_assert(p != NULL);
+  size_t len = fread(out, 1, n - 1, p);
+  out[len] = 0;
+  int st = pclose(p);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+/* Compiles model into tmp_dir/NAME.job with mplc; returns the path (static buffer). */
+static const char *compile(const char *model, const char *name) {
+  static char job[PATH_MAX + 80];
+  char cmd[4 * PATH_MAX], out[8192];
+  snprintf(job, sizeof job, "%s/%.64s.job", tmp_dir, name);
+  snprintf(cmd, sizeof cmd, "'%s/mplc' '%s' -o '%s'", build_dir, model, job);
+  int rc = run_cmd(cmd, out, sizeof out);
+  ck_assert_msg(rc == 0, "mplc %s failed: %s", model, out);
+  return job;
+}
+
+static bool have_gpu(void) {
+  int n;
+  MplErr err = {{0}};
+  return mpl_cuda_device_count(&n, &err) == MPL_OK;
+}
+
+START_TEST(test_backend_links) {
+  ck_assert_str_eq(mpl_device_cuda_ops.name, "cuda");
+  ck_assert(mpl_device_cuda_ops.device_memory);
+  ck_assert(mpl_device_cuda_ops.init != NULL && mpl_device_cuda_ops.free != NULL);
+#ifdef MPL_HAVE_CUDA
+  const MplDeviceOps *o = &mpl_device_cuda_ops;
+  ck_assert(o->arena_alloc && o->arena_free && o->gemm && o->accum_f32 && o->zero && o->copy_to_host &&
+            o->copy_from_host && o->load_kernels && o->launch && o->sync && o->bind_thread);
+#endif
+}
+END_TEST
+
+START_TEST(test_no_device_fails_cleanly) {
+  if (have_gpu()) {
+    printf("note: a GPU is present; the no-device answers are not checked here\n");
+    return;
+  }
+  int n = 7;
+  MplErr err = {{0}};
+  ck_assert_int_eq(mpl_cuda_device_count(&n, &err), MPL_ERR);
+  ck_assert_int_eq(n, 0);
+  ck_assert_msg(strstr(err.msg, "CUDA") || strstr(err.msg, "cuda"), "%s", err.msg);
+  /* the library: mpl_run_init on cuda fails with the same kind of message */
+  const char *path = compile("tests/e2e/small_mlp.mpl", "small_mlp");
+  char jerr[512] = "";
+  Job *job = job_read(path, jerr, sizeof jerr);
+  ck_assert_msg(job != NULL, "%s", jerr);
+  MplRunOpts o;
+  mpl_run_opts_default(&o);
+  o.device_kind = "cuda";
+  o.quiet = true;
+  MplRun *r = NULL;
+  MplErr e2 = {{0}};
+  ck_assert_int_eq(mpl_run_init(&r, job, &o, &e2), MPL_ERR);
+  ck_assert(r == NULL);
+  ck_assert_msg(strstr(e2.msg, "CUDA") || strstr(e2.msg, "cuda"), "%s", e2.msg);
+  job_free(job);
+}
+END_TEST
+
+/* Both mplruns: exit 1, one "mplrun: error: --devices cuda..." line, within seconds. */
+START_TEST(test_mplrun_devices_cuda_fails_at_once) {
+  if (have_gpu()) {
+    printf("note: a GPU is present; mplrun --devices cuda is tests/gpu/run.sh's\n");
+    return;
+  }
+  const char *job = compile("tests/e2e/small_mlp.mpl", "mlp");
+  const char *const runs[] = {"mplrun", "cuda-only/mplrun"};
+  const char *const devs[] = {"cuda", "cuda:0,0", "cuda:0,1"};
+  for (int i = 0; i < 2; i++) {
+    char bin[PATH_MAX + 32];
+    snprintf(bin, sizeof bin, "%s/%s", build_dir, runs[i]);
+    if (access(bin, X_OK) != 0) {
+      ck_assert_msg(i == 1, "%s is missing", bin);
+#ifdef MPL_HAVE_CUDA
+      ck_abort_msg("%s is missing: make test builds it (make cuda-only)", bin);
+#endif
+      continue;
+    }
+    for (int d = 0; d < 3; d++) {
+      char cmd[3 * PATH_MAX], out[4096];
+      snprintf(cmd, sizeof cmd, "timeout 20 '%s' '%s' --devices %s --steps 1", bin, job, devs[d]);
+      time_t t0 = time(NULL);
+      int rc = run_cmd(cmd, out, sizeof out);
+      ck_assert_msg(rc == 1, "%s --devices %s: exit %d: %s", runs[i], devs[d], rc, out);
+      ck_assert_msg(strncmp(out, "mplrun: error: --devices cuda", 29) == 0, "%s: %s", runs[i], out);
+      ck_assert_msg(strchr(out, '\n') == out + strlen(out) - 1, "more than one line: %s", out);
+      ck_assert(time(NULL) - t0 < 10);
+    }
+  }
+}
+END_TEST
+
+/* The job's PTX has an .entry per kernel name. */
+static void check_ptx(const Job *job, const char *model) {
+  const JobKernels *k = &job->kernels;
+  ck_assert_msg(k->nkernels > 0, "%s: no kernels", model);
+  ck_assert_msg(k->ptx && k->ptx_len > 0, "%s: the job has no PTX", model);
+  char *ptx = strndup(k->ptx, k->ptx_len);
+  ck_assert(strstr(ptx, ".target sm_90") != NULL);
+  for (int i = 0; i < k->nkernels; i++) {
+    char entry[256];
+    snprintf(entry, sizeof entry, ".entry %s(", k->names[i]);
+    ck_assert_msg(strstr(ptx, entry) != NULL, "%s: kernel %s is not in the PTX", model, k->names[i]);
+  }
+  free(ptx);
+}
+
+START_TEST(test_nvrtc_compiles_every_example) {
+#ifndef MPL_HAVE_CUDA
+  printf("note: built without CUDA; NVRTC not exercised\n");
+  return;
+#else
+  const char *const pats[] = {"examples/*.mpl", "tests/bench/*.mpl", "tests/gpu/models/*.mpl"};
+  int models = 0;
+  for (int p = 0; p < 3; p++) {
+    glob_t g;
+    if (glob(pats[p], 0, NULL, &g) != 0) continue;
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+      char name[64];
+      snprintf(name, sizeof name, "m%d_%zu", p, i);
+      const char *path = compile(g.gl_pathv[i], name);
+      char jerr[512] = "";
+      Job *job = job_read(path, jerr, sizeof jerr);
+      ck_assert_msg(job != NULL, "%s: %s", g.gl_pathv[i], jerr);
+      check_ptx(job, g.gl_pathv[i]);
+      if (models == 0) { /* and for another architecture, from the job's source */
+        char *ptx = NULL, err[8192];
+        size_t len = 0;
+        ck_assert_msg(cg_nvrtc_compile(job->kernels.cuda_src, "sm_80", &ptx, &len, err, sizeof err) == 0, "%s", err);
+        ck_assert(strstr(ptx, ".target sm_80") != NULL);
+        free(ptx);
+      }
+      job_free(job);
+      models++;
+    }
+    globfree(&g);
+  }
+  ck_assert_int_ge(models, 3);
+  printf("NVRTC compiled the kernels of %d models\n", models);
+#endif
+}
+END_TEST
+
+/* An NVRTC error names the kernel it is in (and carries NVRTC's log). */
+START_TEST(test_nvrtc_error_names_the_kernel) {
+#ifdef MPL_HAVE_CUDA
+  const char *src = "extern \"C\" __global__ void k0_good(float *a) { a[0] = 1.0f; }\n"
+                    "extern \"C\" __global__ void k1_bad(float *a) {\n"
+                    "  a[0] = no_such_thing;\n"
+                    "}\n";
+  char *ptx = NULL, err[8192];
+  size_t len = 0;
+  ck_assert_int_ne(cg_nvrtc_compile(src, "sm_90", &ptx, &len, err, sizeof err), 0);
+  ck_assert_msg(strstr(err, "no_such_thing") != NULL, "%s", err);
+  ck_assert_msg(strstr(err, "(in kernel k1_bad)") != NULL, "%s", err);
+#endif
+}
+END_TEST
+
+static int fake_sync(MplDevice *d, MplErr *err) { return MPL_OK; }
+
+/* Trains `steps` steps of job with ops (NULL: cpu) and returns every param, concatenated. */
+static float *train_params(const Job *job, const MplDeviceOps *ops, int steps, size_t *n) {
+  MplRunOpts o;
+  mpl_run_opts_default(&o);
+  o.quiet = true;
+  o.steps = steps;
+  o.device_ops = ops;
+  MplRun *r = NULL;
+  MplErr err = {{0}};
+  ck_assert_msg(mpl_run_init(&r, job, &o, &err) == MPL_OK, "%s", err.msg);
+  ck_assert_msg(mpl_run_train(r, &err) == MPL_OK, "%s", err.msg);
+  size_t total = 0;
+  for (int p = 0; p < job->nparams; p++) total += (size_t)mpl_run_param(r, p)->numel;
+  float *all = malloc(total * sizeof(float) + 4), *at = all;
+  for (int p = 0; p < job->nparams; p++) {
+    ck_assert_msg(mpl_run_get_param(r, p, at, &err) == MPL_OK, "%s", err.msg);
+    at += mpl_run_param(r, p)->numel;
+  }
+  mpl_run_free(r);
+  *n = total;
+  return all;
+}
+
+START_TEST(test_device_memory_path_matches_cpu) {
+  MplDeviceOps fake = mpl_device_cpu_ops;
+  fake.name = "fake-device";
+  fake.device_memory = true;
+  fake.sync = fake_sync;
+  static const struct { const char *model, *flags; } cases[] = {
+      {"tests/gpu/models/gpt_sgd.mpl", "--mesh pp=2 --schedule 1f1b"},
+      {"tests/gpu/models/gpt_sgd.mpl", "--mesh pp=4 --schedule zb"},
+      {"tests/e2e/small_mlp.mpl", ""},
+      {"tests/e2e/recompute.mpl", ""},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "dm%zu", i);
+    char cmd[4 * PATH_MAX], out[8192], job_path[PATH_MAX + 80];
+    snprintf(job_path, sizeof job_path, "%s/%s.job", tmp_dir, name);
+    snprintf(cmd, sizeof cmd, "'%s/mplc' '%s' %s -o '%s'", build_dir, cases[i].model, cases[i].flags, job_path);
+    ck_assert_msg(run_cmd(cmd, out, sizeof out) == 0, "%s", out);
+    char jerr[512] = "";
+    Job *job = job_read(job_path, jerr, sizeof jerr);
+    ck_assert_msg(job != NULL, "%s", jerr);
+    size_t na, nb;
+    float *a = train_params(job, NULL, 2, &na), *b = train_params(job, &fake, 2, &nb);
+    ck_assert_uint_eq(na, nb);
+    ck_assert_msg(memcmp(a, b, na * sizeof(float)) == 0, "%s %s: the device-memory path changed the params",
+                  cases[i].model, cases[i].flags);
+    free(a);
+    free(b);
+    job_free(job);
+  }
+}
+END_TEST
+
+static Suite *cuda_suite(void) {
+  Suite *s = suite_create("cuda");
+  TCase *tc = tcase_create("core");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_set_timeout(tc, 600);
+  tcase_add_test(tc, test_backend_links);
+  tcase_add_test(tc, test_no_device_fails_cleanly);
+  tcase_add_test(tc, test_mplrun_devices_cuda_fails_at_once);
+  tcase_add_test(tc, test_nvrtc_compiles_every_example);
+  tcase_add_test(tc, test_device_memory_path_matches_cpu);
+  tcase_add_test(tc, test_nvrtc_error_names_the_kernel);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(cuda_suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
