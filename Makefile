@@ -124,19 +124,19 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(LIBCOMP) $(LIBRT)
 
 # ---- the user's commands ---------------------------------------------------------
 run: all
-	./tests/run_example.sh
+	BUILD=$(BUILD) ./tests/run_example.sh
 
 test: all $(UNIT_BIN) $(CUDA_ONLY_TEST)
-	@./tests/run.sh
+	@BUILD=$(BUILD) ./tests/run.sh
 
 unit: all $(UNIT_BIN)
-	@./tests/run.sh unit
+	@BUILD=$(BUILD) ./tests/run.sh unit
 
 golden: all
-	@./tests/run.sh golden
+	@BUILD=$(BUILD) ./tests/run.sh golden
 
 golden-update: all
-	./tests/golden/run.sh --update
+	BUILD=$(BUILD) ./tests/golden/run.sh --update
 
 bench: all
 	./tests/bench/bench.sh

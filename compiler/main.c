@@ -246,6 +246,12 @@ int main(int argc, char **argv) {
   /* 6. fusion into kernels, the proven schedule, and the memory plan */
   Lowered *lw = jobgen_lower(&diag, &arena, part);
   if (!lw || diag.nerrors) return finish(&arena, 1);
+  for (int r = 0; o.co.mem_limit > 0 && r < lw->sched->pp; r++)
+    if ((double)lw->plan[r].arena_bytes > o.co.mem_limit)
+      diag_error_noloc(&diag, "the plan needs %llu bytes on rank %d, more than --mem-limit %.0f: use more stages, more "
+                       "micro-batches of fewer rows, or @recompute",
+                       (unsigned long long)lw->plan[r].arena_bytes, r, o.co.mem_limit);
+  if (diag.nerrors) return finish(&arena, 1);
   switch (o.emit) {
   case EMIT_SCHEDULE: sched_dump(stdout, lw->sched); return finish(&arena, 0);
   case EMIT_PLAN: jobgen_dump_plan(stdout, lw); return finish(&arena, 0);

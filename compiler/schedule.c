@@ -22,11 +22,13 @@
  *  - 1f1b, zb: rank r warms up with min(pp - r - 1, m) forwards, then alternates one
  *    forward and one backward while forwards remain, then drains the backwards. With
  *    m < pp the lower ranks simply never reach a steady state.
- *  - interleaved(v): micro-batches go in groups of pp (Megatron's order: for each
- *    group, chunk 0 of every micro-batch of the group, then chunk 1, ...; backwards
- *    with the chunks reversed); the last group holds the m % pp left over (when m < pp
- *    the only group holds m). Warm-up is (pp - r - 1) * 2 + (v - 1) * pp forwards,
- *    capped by m * v. If that order would deadlock (possible with a short last group),
+ *  - interleaved(v): micro-batches go in groups (Megatron's order: for each group,
+ *    chunk 0 of every micro-batch of the group, then chunk 1, ...; backwards with the
+ *    chunks reversed). m is split into max(1, m / pp) groups as even as possible,
+ *    larger groups first, so every group holds at least pp micro-batches when m >= pp
+ *    (with m a multiple of pp these are Megatron's groups of pp; when m < pp the only
+ *    group holds m). Warm-up is (pp - r - 1) * 2 + (v - 1) * (size of the first group)
+ *    forwards, capped by m * v. If that order would deadlock (possible with a short last group),
  *    the warm-up of the ranks found stuck grows by one until it does not; at the cap
  *    the order is all forwards then all backwards, which never deadlocks.
  *

@@ -1148,6 +1148,9 @@ int mpl_run_train(MplRun *r, MplErr *err) {
   double t_begin = now_s();
   int64_t done = 0;
   bool ckpt_written = false;
+  if (r->opts.resume_dir && r->step >= r->total_steps && !r->opts.quiet)
+    fprintf(r->opts.out, "mplrun: the checkpoint is at step %lld of %lld: nothing to train (raise --steps)\n",
+            (long long)r->step, (long long)r->total_steps);
   for (; r->step < r->total_steps; r->step++) {
     double t0 = now_s();
     if (run_one_step(r, err) != MPL_OK) return MPL_ERR;

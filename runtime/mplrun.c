@@ -130,7 +130,6 @@ static int parse_args(Cli *c, int argc, char **argv) {
   return 0;
 }
 
-/* --devices: cpu, cpu:N (N must be the job's pipeline ranks), cuda[:LIST]. */
 /* --devices cuda[:LIST]: fails at once (no GPU, no driver, a device that does not exist);
  * LIST names one device per rank (pp * dp * tp of them); a device may repeat (ranks share it). */
 static int check_cuda_devices(Cli *c, const Job *job) {
@@ -166,6 +165,7 @@ static int check_cuda_devices(Cli *c, const Job *job) {
   return 0;
 }
 
+/* --devices: cpu, cpu:N (N must be the job's ranks, dp * tp * pp), cuda[:LIST]. */
 static int check_devices(Cli *c, const Job *job) {
   const char *d = c->devices;
   if (!d || !strcmp(d, "cpu")) return 0;
@@ -173,10 +173,11 @@ static int check_devices(Cli *c, const Job *job) {
   int64_t n;
   if (strncmp(d, "cpu:", 4) || !parse_count(d + 4, 1 << 20, &n) || n < 1)
     return fail("--devices '%s': expected cpu, cpu:N, cuda or cuda:0,1%s", d, "");
-  if (n != job->pp) {
+  int nworld = job->pp * (job->dp > 0 ? job->dp : 1) * (job->tp > 0 ? job->tp : 1);
+  if (n != nworld) {
     char buf[160];
-    snprintf(buf, sizeof buf, "%lld devices, but the job has %d pipeline ranks (one CPU device per rank for now)",
-             (long long)n, job->pp);
+    snprintf(buf, sizeof buf, "%lld devices, but the job has %d ranks (dp %d x tp %d x pp %d: one CPU device per rank)",
+             (long long)n, nworld, job->dp, job->tp, job->pp);
     return fail("--devices %s asks for %s", d, buf);
   }
   return 0;
@@ -199,7 +200,7 @@ static uint64_t file_checksum(const char *path) {
 
 static int run(Cli *c, Job *job) {
   if (check_devices(c, job)) return 1;
-  c->run.threads = c->threads > 0 ? c->threads : default_threads(job->pp);
+  c->run.threads = c->threads > 0 ? c->threads : default_threads(job->pp * (job->dp > 0 ? job->dp : 1) * (job->tp > 0 ? job->tp : 1));
   /* --sample alone samples from the given params: no training unless --steps says so */
   c->run.steps = c->steps >= 0 ? c->steps : (c->sample_n >= 0 ? 0 : -1);
   c->run.job_checksum = file_checksum(c->job_path);
