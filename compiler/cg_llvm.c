@@ -22,6 +22,7 @@
 #include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
 #include <llvm-c/Transforms/PassBuilder.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,9 +38,20 @@ typedef struct Cg {
   LLVMValueRef row, col; /* with Kernel.inner: outer / inner and outer % inner */
   int outer_id;
   LLVMTypeRef i1, i8, i32, i64, f32, vd;
+  /* lane-parallel emission (see emit_lanes): W outer iterations in lockstep */
+  int W;
+  bool *vary;          /* per instruction: differs between outer iterations */
+  int64_t *stride;     /* per i64 instruction: index(lane l) = index(lane 0) + stride * l; STRIDE_UNKNOWN */
+  bool vmode;          /* emitting the W-wide body */
+  bool widen;          /* the instruction being emitted is varying: operands are widened */
+  LLVMValueRef lane;   /* in a lane loop (scalar code inside vmode): the lane index (i32) */
+  LLVMValueRef outer_s;/* the scalar outer index in a lane loop */
+  LLVMValueRef outer_v;/* in vmode: the W outer indices */
 } Cg;
 
-static LLVMTypeRef ktype(Cg *c, KType t) {
+#define STRIDE_UNKNOWN INT64_MIN
+
+static LLVMTypeRef stype(Cg *c, KType t) {
   switch (t) {
   case KT_BOOL: return c->i1;
   case KT_I32: return c->i32;
@@ -49,10 +61,53 @@ static LLVMTypeRef ktype(Cg *c, KType t) {
   }
 }
 
+static bool is_vec(LLVMValueRef v) { return LLVMGetTypeKind(LLVMTypeOf(v)) == LLVMVectorTypeKind; }
+
+/* The type of a value of kind t: W-wide while a varying instruction is emitted. */
+static LLVMTypeRef ktype(Cg *c, KType t) {
+  LLVMTypeRef s = stype(c, t);
+  return c->widen && t != KT_VOID ? LLVMVectorType(s, (unsigned)c->W) : s;
+}
+
+/* x broadcast to W lanes (when widening and x is a scalar). */
+static LLVMValueRef splat(Cg *c, LLVMValueRef x) {
+  if (!c->widen || is_vec(x)) return x;
+  LLVMTypeRef vt = LLVMVectorType(LLVMTypeOf(x), (unsigned)c->W);
+  LLVMValueRef v = LLVMBuildInsertElement(c->b, LLVMGetUndef(vt), x, LLVMConstInt(c->i32, 0, 0), "");
+  return LLVMBuildShuffleVector(c->b, v, LLVMGetUndef(vt), LLVMConstNull(LLVMVectorType(c->i32, (unsigned)c->W)), "");
+}
+
+/* A constant of type t (scalar or vector). */
+static LLVMValueRef cf(Cg *c, LLVMTypeRef t, double x) {
+  if (LLVMGetTypeKind(t) != LLVMVectorTypeKind) return LLVMConstReal(t, x);
+  LLVMValueRef e[64], one = LLVMConstReal(LLVMGetElementType(t), x);
+  unsigned n = LLVMGetVectorSize(t);
+  for (unsigned i = 0; i < n; i++) e[i] = one;
+  return LLVMConstVector(e, n);
+}
+
+static LLVMValueRef ci(Cg *c, LLVMTypeRef t, long long x) {
+  if (LLVMGetTypeKind(t) != LLVMVectorTypeKind) return LLVMConstInt(t, (unsigned long long)x, 1);
+  LLVMValueRef e[64], one = LLVMConstInt(LLVMGetElementType(t), (unsigned long long)x, 1);
+  unsigned n = LLVMGetVectorSize(t);
+  for (unsigned i = 0; i < n; i++) e[i] = one;
+  return LLVMConstVector(e, n);
+}
+
+/* An overloaded intrinsic's name for type t: base.f32 or base.v16f32. */
+static const char *iname(Cg *c, char *buf, size_t n, const char *base, LLVMTypeRef t) {
+  bool v = LLVMGetTypeKind(t) == LLVMVectorTypeKind;
+  LLVMTypeRef e = v ? LLVMGetElementType(t) : t;
+  const char *en = e == c->f32 ? "f32" : e == c->i32 ? "i32" : e == c->i64 ? "i64" : e == c->i8 ? "i8" : "i1";
+  if (v) snprintf(buf, n, "%s.v%u%s", base, LLVMGetVectorSize(t), en);
+  else snprintf(buf, n, "%s.%s", base, en);
+  return buf;
+}
+
 /* The in-memory element type of an argument (bool is a byte). */
 static LLVMTypeRef mtype(Cg *c, DType dt) {
   KType t = kt_of_dtype(dt);
-  return t == KT_BOOL ? c->i8 : ktype(c, t);
+  return t == KT_BOOL ? c->i8 : stype(c, t);
 }
 
 static LLVMValueRef intrinsic(Cg *c, const char *name, LLVMTypeRef ret, LLVMValueRef *args, int n) {
@@ -68,14 +123,152 @@ static LLVMValueRef intrinsic(Cg *c, const char *name, LLVMTypeRef ret, LLVMValu
   return LLVMBuildCall2(c->b, ft, f, args, (unsigned)n, "");
 }
 
-static LLVMValueRef V(Cg *c, int id) { return c->val[id]; }
+/* Instruction id's value as an operand: widened while a varying instruction is built;
+ * one lane's scalar inside a lane loop. */
+static LLVMValueRef V(Cg *c, int id) {
+  if (c->lane && id == c->outer_id) return c->outer_s;
+  LLVMValueRef v = c->val[id];
+  if (c->lane && is_vec(v)) return LLVMBuildExtractElement(c->b, v, c->lane, "");
+  return splat(c, v);
+}
+
+/* ---- exp and tanh as plain arithmetic --------------------------------------------
+ * Cephes' expf and tanhf, operation by operation (no FMA): the same IEEE operations
+ * on one lane or W lanes, so scalar and vector code give the same bits, and loops
+ * calling them vectorise. Accuracy: within 2 ulp of the exact values. */
+
+static LLVMTypeRef itype_like(Cg *c, LLVMTypeRef t) {
+  return LLVMGetTypeKind(t) == LLVMVectorTypeKind ? LLVMVectorType(c->i32, LLVMGetVectorSize(t)) : c->i32;
+}
+
+static LLVMValueRef bfmul(Cg *c, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildFMul(c->b, x, y, ""); }
+static LLVMValueRef bfadd(Cg *c, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildFAdd(c->b, x, y, ""); }
+static LLVMValueRef bfsub(Cg *c, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildFSub(c->b, x, y, ""); }
+
+static LLVMValueRef intrinsic(Cg *c, const char *name, LLVMTypeRef ret, LLVMValueRef *args, int n);
+
+/* 2^n for n in [-126, 127] (i32 scalar or vector) as f32. */
+static LLVMValueRef pow2i(Cg *c, LLVMValueRef n, LLVMTypeRef ft) {
+  LLVMTypeRef it = LLVMTypeOf(n);
+  LLVMValueRef e = LLVMBuildShl(c->b, LLVMBuildAdd(c->b, n, ci(c, it, 127), ""), ci(c, it, 23), "");
+  return LLVMBuildBitCast(c->b, e, ft, "");
+}
+
+static LLVMValueRef em_exp(Cg *c, LLVMValueRef x) {
+  LLVMTypeRef t = LLVMTypeOf(x), it = itype_like(c, t);
+  const double HI = 88.72283935546875, LO = -103.97207641601562;
+  LLVMValueRef hi = LLVMBuildFCmp(c->b, LLVMRealOGT, x, cf(c, t, HI), "");
+  LLVMValueRef lo = LLVMBuildFCmp(c->b, LLVMRealOLT, x, cf(c, t, LO), "");
+  LLVMValueRef nan = LLVMBuildFCmp(c->b, LLVMRealUNO, x, x, "");
+  LLVMValueRef xc = LLVMBuildSelect(c->b, hi, cf(c, t, HI), x, "");
+  xc = LLVMBuildSelect(c->b, lo, cf(c, t, LO), xc, "");
+  xc = LLVMBuildSelect(c->b, nan, cf(c, t, 0.0), xc, "");
+  char nm[48];
+  LLVMValueRef a[1] = {bfadd(c, bfmul(c, xc, cf(c, t, 1.44269504088896341)), cf(c, t, 0.5))};
+  LLVMValueRef fn = intrinsic(c, iname(c, nm, sizeof nm, "llvm.floor", t), t, a, 1);
+  LLVMValueRef n = LLVMBuildFPToSI(c->b, fn, it, "");
+  LLVMValueRef r = bfsub(c, xc, bfmul(c, fn, cf(c, t, 0.693359375)));
+  r = bfsub(c, r, bfmul(c, fn, cf(c, t, -2.12194440e-4)));
+  LLVMValueRef z = bfmul(c, r, r);
+  static const double P[] = {1.9875691500E-4, 1.3981999507E-3, 8.3334519073E-3, 4.1665795894E-2, 1.6666665459E-1,
+                             5.0000001201E-1};
+  LLVMValueRef p = cf(c, t, P[0]);
+  for (int i = 1; i < 6; i++) p = bfadd(c, bfmul(c, p, r), cf(c, t, P[i]));
+  p = bfadd(c, bfadd(c, bfmul(c, p, z), r), cf(c, t, 1.0));
+  LLVMValueRef n1 = LLVMBuildAShr(c->b, n, ci(c, it, 1), ""), n2 = LLVMBuildSub(c->b, n, n1, "");
+  LLVMValueRef y = bfmul(c, bfmul(c, p, pow2i(c, n1, t)), pow2i(c, n2, t));
+  y = LLVMBuildSelect(c->b, hi, cf(c, t, INFINITY), y, "");
+  y = LLVMBuildSelect(c->b, lo, cf(c, t, 0.0), y, "");
+  return LLVMBuildSelect(c->b, nan, x, y, "");
+}
+
+static LLVMValueRef em_tanh(Cg *c, LLVMValueRef x) {
+  LLVMTypeRef t = LLVMTypeOf(x);
+  char nm[48];
+  LLVMValueRef a[1] = {x};
+  LLVMValueRef z = intrinsic(c, iname(c, nm, sizeof nm, "llvm.fabs", t), t, a, 1);
+  LLVMValueRef zc = LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOGT, z, cf(c, t, 44.0), ""), cf(c, t, 44.0), z, "");
+  LLVMValueRef s = em_exp(c, bfadd(c, zc, zc));
+  LLVMValueRef big = bfsub(c, cf(c, t, 1.0), LLVMBuildFDiv(c->b, cf(c, t, 2.0), bfadd(c, s, cf(c, t, 1.0)), ""));
+  big = LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOLT, x, cf(c, t, 0.0), ""), LLVMBuildFNeg(c->b, big, ""), big, "");
+  LLVMValueRef x2 = bfmul(c, x, x);
+  static const double P[] = {-5.70498872745E-3, 2.06390887954E-2, -5.37397155531E-2, 1.33314422036E-1,
+                             -3.33332819422E-1};
+  LLVMValueRef p = cf(c, t, P[0]);
+  for (int i = 1; i < 5; i++) p = bfadd(c, bfmul(c, p, x2), cf(c, t, P[i]));
+  LLVMValueRef small = bfadd(c, bfmul(c, bfmul(c, p, x2), x), x);
+  return LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOGT, z, cf(c, t, 0.625), ""), big, small, "");
+}
 
 static LLVMValueRef gep(Cg *c, int arg, LLVMValueRef idx) {
   LLVMTypeRef et = mtype(c, c->k->args[arg].dtype);
   return LLVMBuildInBoundsGEP2(c->b, et, c->argp[arg], &idx, 1, "");
 }
 
+/* W lanes of arg[idx] (idx: W indices): one vector access when consecutive, else a
+ * gather (load) or scatter (store, lanes in order). */
+static const char *ptrvec_name(Cg *c, char *buf, size_t n, const char *base, LLVMTypeRef et) {
+  const char *en = et == c->f32 ? "f32" : et == c->i32 ? "i32" : et == c->i64 ? "i64" : "i8";
+  snprintf(buf, n, "%s.v%d%s.v%dp0%s", base, c->W, en, c->W, en);
+  return buf;
+}
+
+static LLVMValueRef all_lanes(Cg *c) {
+  LLVMTypeRef mt = LLVMVectorType(c->i1, (unsigned)c->W);
+  return ci(c, mt, -1);
+}
+
+static LLVMValueRef lanes_ptr(Cg *c, int arg, LLVMValueRef idx) {
+  LLVMTypeRef et = mtype(c, c->k->args[arg].dtype);
+  LLVMValueRef p = LLVMBuildInBoundsGEP2(c->b, et, c->argp[arg], &idx, 1, "");
+  return LLVMBuildBitCast(c->b, p, LLVMPointerType(LLVMVectorType(et, (unsigned)c->W), 0), "");
+}
+
+/* W pointers into arg. */
+static LLVMValueRef lane_ptrs(Cg *c, int arg, LLVMValueRef idx) {
+  LLVMTypeRef et = mtype(c, c->k->args[arg].dtype);
+  return LLVMBuildInBoundsGEP2(c->b, et, c->argp[arg], &idx, 1, "");
+}
+
+static LLVMValueRef load_lanes(Cg *c, const KInstr *in) {
+  DType dt = c->k->args[in->arg].dtype;
+  LLVMTypeRef et = mtype(c, dt), vt = LLVMVectorType(et, (unsigned)c->W);
+  LLVMValueRef idx = c->val[in->a], v;
+  if (c->stride[in->a] == 1) {
+    LLVMValueRef i0 = LLVMBuildExtractElement(c->b, idx, LLVMConstInt(c->i32, 0, 0), "");
+    v = LLVMBuildLoad2(c->b, vt, lanes_ptr(c, in->arg, i0), "");
+    LLVMSetAlignment(v, (unsigned)dtype_size(dt));
+  } else {
+    char nm[80];
+    LLVMValueRef ptrs = lane_ptrs(c, in->arg, idx);
+    LLVMValueRef args[4] = {ptrs, LLVMConstInt(c->i32, (unsigned long long)dtype_size(dt), 0), all_lanes(c),
+                            LLVMGetUndef(vt)};
+    v = intrinsic(c, ptrvec_name(c, nm, sizeof nm, "llvm.masked.gather", et), vt, args, 4);
+  }
+  if (kt_of_dtype(dt) == KT_BOOL) v = LLVMBuildICmp(c->b, LLVMIntNE, v, LLVMConstNull(vt), "");
+  return v;
+}
+
+static void store_lanes(Cg *c, const KInstr *in) {
+  DType dt = c->k->args[in->arg].dtype;
+  LLVMTypeRef et = mtype(c, dt), vt = LLVMVectorType(et, (unsigned)c->W);
+  LLVMValueRef v = V(c, in->b), idx = c->val[in->a];
+  if (kt_of_dtype(dt) == KT_BOOL) v = LLVMBuildZExt(c->b, v, vt, "");
+  if (is_vec(idx) && c->stride[in->a] == 1) {
+    LLVMValueRef i0 = LLVMBuildExtractElement(c->b, idx, LLVMConstInt(c->i32, 0, 0), "");
+    LLVMValueRef s = LLVMBuildStore(c->b, v, lanes_ptr(c, in->arg, i0));
+    LLVMSetAlignment(s, (unsigned)dtype_size(dt));
+    return;
+  }
+  idx = splat(c, idx);
+  char nm[80];
+  LLVMValueRef ptrs = lane_ptrs(c, in->arg, idx);
+  LLVMValueRef args[4] = {v, ptrs, LLVMConstInt(c->i32, (unsigned long long)dtype_size(dt), 0), all_lanes(c)};
+  intrinsic(c, ptrvec_name(c, nm, sizeof nm, "llvm.masked.scatter", et), c->vd, args, 4);
+}
+
 static LLVMValueRef emit_load(Cg *c, const KInstr *in) {
+  if (c->widen) return load_lanes(c, in);
   DType dt = c->k->args[in->arg].dtype;
   LLVMValueRef v = LLVMBuildLoad2(c->b, mtype(c, dt), gep(c, in->arg, V(c, in->a)), "");
   LLVMSetAlignment(v, (unsigned)dtype_size(dt));
@@ -84,6 +277,10 @@ static LLVMValueRef emit_load(Cg *c, const KInstr *in) {
 }
 
 static void emit_store(Cg *c, const KInstr *in) {
+  if (c->widen) {
+    store_lanes(c, in);
+    return;
+  }
   DType dt = c->k->args[in->arg].dtype;
   LLVMValueRef v = V(c, in->b);
   if (kt_of_dtype(dt) == KT_BOOL) v = LLVMBuildZExt(c->b, v, c->i8, "");
@@ -98,12 +295,15 @@ static LLVMValueRef emit_cast(Cg *c, const KInstr *in) {
   if (from == to) return x;
   if (from == KT_F32) {
     LLVMValueRef args[1] = {x};
-    return intrinsic(c, to == KT_I32 ? "llvm.fptosi.sat.i32.f32" : "llvm.fptosi.sat.i64.f32", tt, args, 1);
+    char nm[64];
+    if (c->widen) snprintf(nm, sizeof nm, "llvm.fptosi.sat.v%d%s.v%df32", c->W, to == KT_I32 ? "i32" : "i64", c->W);
+    else snprintf(nm, sizeof nm, "llvm.fptosi.sat.%s.f32", to == KT_I32 ? "i32" : "i64");
+    return intrinsic(c, nm, tt, args, 1);
   }
   if (to == KT_F32) return from == KT_BOOL ? LLVMBuildUIToFP(c->b, x, tt, "") : LLVMBuildSIToFP(c->b, x, tt, "");
   if (from == KT_BOOL) return LLVMBuildZExt(c->b, x, tt, "");
   if (from == KT_I32 && to == KT_I64) return LLVMBuildSExt(c->b, x, tt, "");
-  if (to == KT_BOOL) return LLVMBuildICmp(c->b, LLVMIntNE, x, LLVMConstInt(ktype(c, from), 0, 0), "");
+  if (to == KT_BOOL) return LLVMBuildICmp(c->b, LLVMIntNE, x, LLVMConstNull(ktype(c, from)), "");
   return LLVMBuildTrunc(c->b, x, tt, "");
 }
 
@@ -134,17 +334,18 @@ static LLVMValueRef emit_cmp(Cg *c, const KInstr *in) {
 static LLVMValueRef emit_unary(Cg *c, const KInstr *in) {
   LLVMValueRef x = V(c, in->a), args[1] = {x};
   LLVMTypeRef t = ktype(c, in->type);
+  char nm[48];
   switch (in->op) {
   case KI_NEG: return in->type == KT_F32 ? LLVMBuildFNeg(c->b, x, "") : LLVMBuildNeg(c->b, x, "");
   case KI_NOT: return LLVMBuildNot(c->b, x, "");
   case KI_ABS:
-    if (in->type == KT_F32) return intrinsic(c, "llvm.fabs.f32", t, args, 1);
-    return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, x, LLVMConstInt(t, 0, 0), ""),
+    if (in->type == KT_F32) return intrinsic(c, iname(c, nm, sizeof nm, "llvm.fabs", t), t, args, 1);
+    return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, x, LLVMConstNull(t), ""),
                            LLVMBuildNeg(c->b, x, ""), x, "");
-  case KI_EXP: return intrinsic(c, "llvm.exp.f32", t, args, 1);
-  case KI_LOG: return intrinsic(c, "llvm.log.f32", t, args, 1);
-  case KI_SQRT: return intrinsic(c, "llvm.sqrt.f32", t, args, 1);
-  case KI_TANH: return intrinsic(c, "tanhf", t, args, 1);
+  case KI_EXP: return em_exp(c, x);
+  case KI_LOG: return intrinsic(c, iname(c, nm, sizeof nm, "llvm.log", t), t, args, 1);
+  case KI_SQRT: return intrinsic(c, iname(c, nm, sizeof nm, "llvm.sqrt", t), t, args, 1);
+  case KI_TANH: return em_tanh(c, x);
   case KI_CAST: return emit_cast(c, in);
   default: die("cg_llvm: %s is not unary", ki_name(in->op));
   }
@@ -174,7 +375,10 @@ static LLVMValueRef emit_binary(Cg *c, const KInstr *in) {
   case KI_REM:
     if (isf) return LLVMBuildFRem(c->b, x, y, "");
     return in->type == KT_I64 ? LLVMBuildURem(c->b, x, y, "") : LLVMBuildSRem(c->b, x, y, "");
-  case KI_POW: return intrinsic(c, "llvm.pow.f32", c->f32, args, 2);
+  case KI_POW: {
+    char nm[48];
+    return intrinsic(c, iname(c, nm, sizeof nm, "llvm.pow", ktype(c, KT_F32)), ktype(c, KT_F32), args, 2);
+  }
   case KI_MAX: case KI_MIN: return emit_minmax(c, in);
   case KI_AND: return LLVMBuildAnd(c->b, x, y, "");
   case KI_OR: return LLVMBuildOr(c->b, x, y, "");
@@ -192,7 +396,7 @@ static LLVMValueRef emit_const(Cg *c, const KInstr *in) {
 static void emit_block(Cg *c, const KBlock *bl);
 
 /* A loop: header with phis (index, accumulator), body, exit; the value is the final acc. */
-static LLVMValueRef emit_loop(Cg *c, int id) {
+static LLVMValueRef emit_loop_plain(Cg *c, int id) {
   const KInstr *in = &c->k->ins[id];
   LLVMBasicBlockRef pre = LLVMGetInsertBlock(c->b);
   LLVMBasicBlockRef head = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "loop");
@@ -233,11 +437,62 @@ static LLVMValueRef emit_loop(Cg *c, int id) {
   return acc;
 }
 
+/* Whether a loop's body stores W lanes at non-consecutive places (a scatter per element). */
+static bool scatters(Cg *c, const KBlock *bl) {
+  for (int i = 0; i < bl->n; i++) {
+    const KInstr *in = &c->k->ins[bl->ins[i]];
+    if (in->op == KI_STORE && c->vary[bl->ins[i]] && c->stride[in->a] != 1) return true;
+    if (in->op == KI_LOOP && scatters(c, &in->body)) return true;
+  }
+  return false;
+}
+
+/*
+ * In the W-wide body, a loop without a value whose stores would scatter (a row
+ * group's row-sized stores: out[o*L + k]) runs lane by lane instead: for l in [0, W),
+ * the loop as scalar code for outer iteration o + l (so it vectorises along k).
+ */
+static LLVMValueRef emit_loop(Cg *c, int id) {
+  const KInstr *in = &c->k->ins[id];
+  if (!c->vmode || c->lane || in->red != KR_NONE || !scatters(c, &in->body)) return emit_loop_plain(c, id);
+  LLVMBasicBlockRef pre = LLVMGetInsertBlock(c->b);
+  LLVMBasicBlockRef head = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "lanes");
+  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "lane");
+  LLVMBasicBlockRef exit = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "lanes_done");
+  LLVMBuildBr(c->b, head);
+  LLVMPositionBuilderAtEnd(c->b, head);
+  LLVMValueRef l = LLVMBuildPhi(c->b, c->i32, "l");
+  LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, l, LLVMConstInt(c->i32, (unsigned long long)c->W, 0), ""),
+                  body, exit);
+  LLVMPositionBuilderAtEnd(c->b, body);
+  c->lane = l;
+  c->outer_s = LLVMBuildAdd(c->b, c->outer, LLVMBuildSExt(c->b, l, c->i64, ""), "");
+  emit_loop_plain(c, id);
+  c->lane = NULL;
+  LLVMValueRef l1 = LLVMBuildAdd(c->b, l, LLVMConstInt(c->i32, 1, 0), "");
+  LLVMBasicBlockRef end = LLVMGetInsertBlock(c->b);
+  LLVMBuildBr(c->b, head);
+  LLVMValueRef z = LLVMConstInt(c->i32, 0, 0);
+  LLVMAddIncoming(l, &z, &pre, 1);
+  LLVMAddIncoming(l, &l1, &end, 1);
+  LLVMPositionBuilderAtEnd(c->b, exit);
+  return NULL;
+}
+
+static void emit_instr_at(Cg *c, int id);
+
 static void emit_instr(Cg *c, int id) {
+  bool saved = c->widen;
+  c->widen = c->vmode && !c->lane && c->vary[id];
+  emit_instr_at(c, id);
+  c->widen = saved;
+}
+
+static void emit_instr_at(Cg *c, int id) {
   const KInstr *in = &c->k->ins[id];
   LLVMValueRef v = NULL;
   switch (in->op) {
-  case KI_OUTER: v = c->outer, c->outer_id = id; break;
+  case KI_OUTER: v = c->widen ? c->outer_v : c->outer, c->outer_id = id; break;
   case KI_SCALAR: v = c->scal[in->imm]; break;
   case KI_CONST: v = emit_const(c, in); break;
   case KI_LOAD: v = emit_load(c, in); break;
@@ -261,6 +516,44 @@ static LLVMAttributeRef attr(Cg *c, const char *name) {
   return LLVMCreateEnumAttribute(c->ctx, LLVMGetEnumAttributeKindForName(name, strlen(name)), 0);
 }
 
+/* ---- which values vary between outer iterations, and how indices step ------------- */
+
+static int64_t stride_of(Cg *c, const KInstr *in) {
+  const KInstr *ins = c->k->ins;
+  int64_t sa = in->a >= 0 ? c->stride[in->a] : 0, sb = in->b >= 0 ? c->stride[in->b] : 0, r;
+  if (in->type != KT_I64 || sa == STRIDE_UNKNOWN || sb == STRIDE_UNKNOWN) return STRIDE_UNKNOWN;
+  switch (in->op) {
+  case KI_ADD: return __builtin_add_overflow(sa, sb, &r) ? STRIDE_UNKNOWN : r;
+  case KI_SUB: return __builtin_sub_overflow(sa, sb, &r) ? STRIDE_UNKNOWN : r;
+  case KI_MUL:
+    if (sb == 0 && ins[in->b].op == KI_CONST) return __builtin_mul_overflow(sa, ins[in->b].imm, &r) ? STRIDE_UNKNOWN : r;
+    if (sa == 0 && ins[in->a].op == KI_CONST) return __builtin_mul_overflow(sb, ins[in->a].imm, &r) ? STRIDE_UNKNOWN : r;
+    return STRIDE_UNKNOWN;
+  default: return STRIDE_UNKNOWN;
+  }
+}
+
+static void analyse_block(Cg *c, const KBlock *bl) {
+  for (int i = 0; i < bl->n; i++) {
+    int id = bl->ins[i];
+    const KInstr *in = &c->k->ins[id];
+    bool v = false;
+    switch (in->op) {
+    case KI_OUTER: v = true; break;
+    case KI_SCALAR: case KI_CONST: case KI_LOOPVAR: break;
+    case KI_LOOP:
+      analyse_block(c, &in->body);
+      v = in->red != KR_NONE && ((in->a >= 0 && c->vary[in->a]) || (in->b >= 0 && c->vary[in->b]));
+      break;
+    default:
+      v = (in->a >= 0 && c->vary[in->a]) || (in->b >= 0 && c->vary[in->b]) || (in->c >= 0 && c->vary[in->c]);
+      break;
+    }
+    c->vary[id] = v;
+    c->stride[id] = !v ? 0 : in->op == KI_OUTER ? 1 : stride_of(c, in);
+  }
+}
+
 /* for (o = begin; o < end; o++) body */
 static void emit_outer(Cg *c, LLVMValueRef begin, LLVMValueRef end) {
   LLVMBasicBlockRef entry = LLVMGetInsertBlock(c->b);
@@ -280,6 +573,64 @@ static void emit_outer(Cg *c, LLVMValueRef begin, LLVMValueRef end) {
   LLVMAddIncoming(o, &begin, &entry, 1);
   LLVMAddIncoming(o, &o1, &last, 1);
   LLVMPositionBuilderAtEnd(c->b, exit);
+}
+
+/*
+ * W outer iterations at a time while W remain (values that differ between iterations
+ * are W-wide vectors, see emit_instr), then the rest one by one: every lane runs the
+ * same IEEE operations in the same order as the scalar code, so the bits are those of
+ * the one-by-one loop. Reductions over rows become W independent chains.
+ */
+static void emit_lanes(Cg *c, LLVMValueRef begin, LLVMValueRef end) {
+  LLVMValueRef Wc = LLVMConstInt(c->i64, (unsigned long long)c->W, 0);
+  LLVMBasicBlockRef entry = LLVMGetInsertBlock(c->b);
+  LLVMBasicBlockRef head = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "vouter");
+  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "vbody");
+  LLVMBasicBlockRef exit = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "vdone");
+  LLVMBuildBr(c->b, head);
+  LLVMPositionBuilderAtEnd(c->b, head);
+  LLVMValueRef o = LLVMBuildPhi(c->b, c->i64, "vo");
+  LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLE, LLVMBuildAdd(c->b, o, Wc, ""), end, ""), body, exit);
+  LLVMPositionBuilderAtEnd(c->b, body);
+  LLVMValueRef iota[64];
+  for (int i = 0; i < c->W; i++) iota[i] = LLVMConstInt(c->i64, (unsigned long long)i, 0);
+  c->outer = o;
+  c->widen = true;
+  c->outer_v = LLVMBuildAdd(c->b, splat(c, o), LLVMConstVector(iota, (unsigned)c->W), "");
+  c->widen = false;
+  c->vmode = true;
+  emit_block(c, &c->k->body);
+  c->vmode = false;
+  LLVMValueRef o1 = LLVMBuildAdd(c->b, o, Wc, "");
+  LLVMBasicBlockRef last = LLVMGetInsertBlock(c->b);
+  LLVMBuildBr(c->b, head);
+  LLVMAddIncoming(o, &begin, &entry, 1);
+  LLVMAddIncoming(o, &o1, &last, 1);
+  LLVMPositionBuilderAtEnd(c->b, exit);
+  emit_outer(c, o, end);
+}
+
+/* Whether a loop in bl reads consecutive lanes (column sums, the embedding gradient) or
+ * a reduction computes exp/log/tanh (softmax, cross-entropy): there the lane-parallel
+ * form pays. Row sums of plain loads would gather W rows per element and run faster
+ * one by one. */
+static bool lanes_pay(Cg *c, const KBlock *bl, bool in_loop, bool in_red) {
+  for (int i = 0; i < bl->n; i++) {
+    int id = bl->ins[i];
+    const KInstr *in = &c->k->ins[id];
+    if (in->op == KI_LOOP && lanes_pay(c, &in->body, true, in_red || (in->red != KR_NONE && c->vary[id])))
+      return true;
+    if (!in_loop || !c->vary[id]) continue;
+    if (in->op == KI_LOAD && c->stride[in->a] == 1) return true;
+    if (in_red && (in->op == KI_EXP || in->op == KI_LOG || in->op == KI_TANH || in->op == KI_POW)) return true;
+  }
+  return false;
+}
+
+/* Whether to emit the lane-parallel form (see emit_lanes). */
+static bool use_lanes(Cg *c, const Kernel *k) {
+  if (k->inner || c->W <= 1 || k->n_outer < c->W) return false;
+  return lanes_pay(c, &k->body, false, false);
 }
 
 /*
@@ -344,7 +695,10 @@ static LLVMValueRef emit_body_fn(Cg *c, const Kernel *k) {
   c->k = k;
   c->argp = malloc(sizeof(LLVMValueRef) * (size_t)(n + 1));
   c->val = calloc((size_t)k->ninstr + 1, sizeof(LLVMValueRef));
-  if (!c->argp || !c->val) die("out of memory");
+  c->vary = calloc((size_t)k->ninstr + 1, sizeof(bool));
+  c->stride = calloc((size_t)k->ninstr + 1, sizeof(int64_t));
+  if (!c->argp || !c->val || !c->vary || !c->stride) die("out of memory");
+  analyse_block(c, &k->body);
   for (int i = 0; i < n; i++) c->argp[i] = LLVMGetParam(fn, (unsigned)i);
   for (int i = 0; i < 3; i++) c->scal[i] = LLVMGetParam(fn, (unsigned)(n + i));
   LLVMValueRef begin = LLVMGetParam(fn, (unsigned)(n + 3)), end = LLVMGetParam(fn, (unsigned)(n + 4));
@@ -352,10 +706,13 @@ static LLVMValueRef emit_body_fn(Cg *c, const Kernel *k) {
   LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(c->ctx, fn, "entry");
   LLVMPositionBuilderAtEnd(c->b, entry);
   if (k->inner) emit_rows(c, begin, end);
+  else if (use_lanes(c, k)) emit_lanes(c, begin, end);
   else emit_outer(c, begin, end);
   LLVMBuildRetVoid(c->b);
   free(c->argp);
   free(c->val);
+  free(c->vary);
+  free(c->stride);
   return fn;
 }
 
@@ -395,6 +752,9 @@ static void cg_init(Cg *c) {
   c->i64 = LLVMInt64TypeInContext(c->ctx);
   c->f32 = LLVMFloatTypeInContext(c->ctx);
   c->vd = LLVMVoidTypeInContext(c->ctx);
+  c->W = 16;
+  const char *w = getenv("MPL_CG_LANES"); /* debugging: 1 turns the lane-parallel form off */
+  if (w && atoi(w) >= 1 && atoi(w) <= 64) c->W = atoi(w);
 }
 
 static void cg_done(Cg *c) {
@@ -469,6 +829,12 @@ int cg_llvm_module(const KernelSet *ks, void **bc, size_t *len, char *err, size_
     LLVMDisposeErrorMessage(m);
     rc = -1;
   } else {
+    const char *dump = getenv("MPL_LLVM_DUMP"); /* debugging: the optimised module as text */
+    if (dump && *dump) {
+      char *m = NULL;
+      if (LLVMPrintModuleToFile(c.mod, dump, &m)) fprintf(stderr, "MPL_LLVM_DUMP: %s\n", m ? m : "?");
+      if (m) LLVMDisposeMessage(m);
+    }
     LLVMMemoryBufferRef mb = LLVMWriteBitcodeToMemoryBuffer(c.mod);
     *len = LLVMGetBufferSize(mb);
     *bc = malloc(*len ? *len : 1);

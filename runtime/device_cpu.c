@@ -13,7 +13,10 @@
 #include "exec.h"
 
 #include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "jit_cpu.h"
 
@@ -41,11 +44,72 @@ typedef struct CpuWorker {
   int index; /* chunk index (1 ..) */
 } CpuWorker;
 
+/* MPL_CPU_PROFILE=1: time per kernel (by entry point) and per GEMM shape, printed to
+ * stderr when the device is freed (a debugging aid; off by default). */
+enum { PROF_SLOTS = 1024 };
+typedef struct ProfSlot {
+  const void *key;   /* kernel entry point; NULL for a GEMM */
+  int64_t m, n, k, batch, n_outer;
+  int ta, tb;
+  int64_t calls;
+  double s;
+} ProfSlot;
+
 typedef struct CpuDev {
   CpuPool pool;
   CpuWorker *workers;
   bool pool_started;
+  ProfSlot *prof; /* PROF_SLOTS, or NULL when not profiling */
+  int nprof;
 } CpuDev;
+
+/* CPU time of the calling thread: what one rank thread spends, whatever else the
+ * machine runs (with --threads > 1 the workers' time is not counted). */
+static double prof_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static ProfSlot *prof_slot(CpuDev *cd, const ProfSlot *key) {
+  for (int i = 0; i < cd->nprof; i++) {
+    ProfSlot *p = &cd->prof[i];
+    if (p->key == key->key && p->m == key->m && p->n == key->n && p->k == key->k && p->batch == key->batch &&
+        p->ta == key->ta && p->tb == key->tb && p->n_outer == key->n_outer)
+      return p;
+  }
+  if (cd->nprof == PROF_SLOTS) return NULL;
+  cd->prof[cd->nprof] = *key;
+  return &cd->prof[cd->nprof++];
+}
+
+static void prof_add(CpuDev *cd, const ProfSlot *key, double s) {
+  ProfSlot *p = prof_slot(cd, key);
+  if (p) p->calls++, p->s += s;
+}
+
+static int prof_cmp(const void *a, const void *b) {
+  double x = ((const ProfSlot *)a)->s, y = ((const ProfSlot *)b)->s;
+  return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static void prof_print(CpuDev *cd, int index) {
+  qsort(cd->prof, (size_t)cd->nprof, sizeof *cd->prof, prof_cmp);
+  double total = 0;
+  for (int i = 0; i < cd->nprof; i++) total += cd->prof[i].s;
+  fprintf(stderr, "cpu profile, device %d: %.1f ms in kernels and GEMMs\n", index, total * 1e3);
+  for (int i = 0; i < cd->nprof; i++) {
+    const ProfSlot *p = &cd->prof[i];
+    if (p->key)
+      fprintf(stderr, "  %8.2f ms %6lld x  kernel %p n_outer %lld\n", p->s * 1e3, (long long)p->calls, p->key,
+              (long long)p->n_outer);
+    else
+      fprintf(stderr, "  %8.2f ms %6lld x  gemm %c%c M %lld N %lld K %lld batch %lld: %.1f GFLOP/s\n", p->s * 1e3,
+              (long long)p->calls, p->ta ? 'T' : 'N', p->tb ? 'T' : 'N', (long long)p->m, (long long)p->n,
+              (long long)p->k, (long long)p->batch,
+              2e-9 * (double)p->m * (double)p->n * (double)p->k * (double)p->batch * (double)p->calls / p->s);
+  }
+}
 
 static void chunk_range(int64_t n, int nchunks, int c, int64_t *b, int64_t *e) {
   *b = n * c / nchunks;
@@ -118,6 +182,11 @@ static int cpu_init(MplDevice *d, int index, int threads, MplErr *err) {
   CpuDev *cd = mpl_calloc(1, sizeof *cd);
   if (!cd) return mpl_errf(err, "cpu: out of memory");
   d->impl = cd;
+  const char *prof = getenv("MPL_CPU_PROFILE");
+  if (prof && *prof && *prof != '0') {
+    cd->prof = mpl_calloc(PROF_SLOTS, sizeof *cd->prof);
+    if (!cd->prof) return mpl_errf(err, "cpu: out of memory");
+  }
   return pool_start(cd, d->threads, err);
 }
 
@@ -125,6 +194,8 @@ static void cpu_free(MplDevice *d) {
   CpuDev *cd = d->impl;
   if (!cd) return;
   pool_stop(cd);
+  if (cd->prof) prof_print(cd, d->index);
+  mpl_free(cd->prof);
   mpl_free(cd->pool.tid);
   mpl_free(cd->workers);
   mpl_free(cd);
@@ -149,8 +220,8 @@ static void cpu_arena_free(MplDevice *d, void *base) {
 }
 
 /* Runs fn over [0, n_outer): inline when small, else one contiguous chunk per thread. */
-static int cpu_kernel(MplDevice *d, MplKernelFn fn, void **args, const int64_t *scalars,
-                      int64_t n_outer, int64_t work, MplErr *err) {
+static int cpu_kernel_run(MplDevice *d, MplKernelFn fn, void **args, const int64_t *scalars,
+                          int64_t n_outer, int64_t work, MplErr *err) {
   CpuDev *cd = d->impl;
   CpuPool *p = &cd->pool;
   int nchunks = d->threads;
@@ -178,8 +249,19 @@ static int cpu_kernel(MplDevice *d, MplKernelFn fn, void **args, const int64_t *
   return MPL_OK;
 }
 
+static int cpu_kernel(MplDevice *d, MplKernelFn fn, void **args, const int64_t *scalars,
+                      int64_t n_outer, int64_t work, MplErr *err) {
+  CpuDev *cd = d->impl;
+  if (!cd->prof) return cpu_kernel_run(d, fn, args, scalars, n_outer, work, err);
+  double t0 = prof_now();
+  int rc = cpu_kernel_run(d, fn, args, scalars, n_outer, work, err);
+  ProfSlot key = {.key = (const void *)(uintptr_t)fn, .n_outer = n_outer};
+  prof_add(cd, &key, prof_now() - t0);
+  return rc;
+}
+
 /* Row-major batched product; leading dimensions follow from the transposes. */
-static int cpu_gemm(MplDevice *d, const JobStep *s, const float *a, const float *b, float *c,
+static int cpu_gemm_run(MplDevice *d, const JobStep *s, const float *a, const float *b, float *c,
                     MplErr *err) {
   int64_t lda = s->ta ? s->M : s->K, ldb = s->tb ? s->K : s->N, ldc = s->N;
   int64_t batch = s->batch < 1 ? 1 : s->batch;
@@ -188,6 +270,17 @@ static int cpu_gemm(MplDevice *d, const JobStep *s, const float *a, const float 
     return mpl_errf(err, "cpu: matrix product [%lld x %lld x %lld] x %lld failed", (long long)s->M,
                     (long long)s->N, (long long)s->K, (long long)batch);
   return MPL_OK;
+}
+
+static int cpu_gemm(MplDevice *d, const JobStep *s, const float *a, const float *b, float *c,
+                    MplErr *err) {
+  CpuDev *cd = d->impl;
+  if (!cd->prof) return cpu_gemm_run(d, s, a, b, c, err);
+  double t0 = prof_now();
+  int rc = cpu_gemm_run(d, s, a, b, c, err);
+  ProfSlot key = {.m = s->M, .n = s->N, .k = s->K, .batch = s->batch < 1 ? 1 : s->batch, .ta = s->ta, .tb = s->tb};
+  prof_add(cd, &key, prof_now() - t0);
+  return rc;
 }
 
 static int cpu_accum_f32(MplDevice *d, float *acc, const float *src, int64_t n, MplErr *err) {
@@ -244,6 +337,8 @@ int mpl_cpu_kernels_load(MplCpuKernels *k, const JobKernels *jk, MplErr *err) {
       return rc;
     }
     k->fn[i] = (MplKernelFn)addr;
+    const char *prof = getenv("MPL_CPU_PROFILE");
+    if (prof && *prof && *prof != '0') fprintf(stderr, "cpu profile: kernel %p is %s\n", addr, jk->names[i]);
   }
   return MPL_OK;
 }

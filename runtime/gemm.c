@@ -6,6 +6,7 @@
  * ~32 for Debian's OpenBLAS fallback kernel.
  *
  * Invariants:
+ *  - narrow products (N <= 16) run in gemm_narrow (plain C, k in order);
  *  - the result depends only on the arguments and on the calling thread's GEMM thread
  *    count (oneDNN partitions statically), so two identical calls give identical bits;
  *  - Debian's libdnnl threads with OpenMP (libgomp). omp_set_num_threads changes an ICV
@@ -26,11 +27,73 @@ static bool ld_ok(bool trans, int64_t rows, int64_t cols, int64_t ld) {
   return ld >= (stored_cols > 1 ? stored_cols : 1);
 }
 
+/*
+ * Narrow products (N <= NARROW, a classifier's logits and their weight gradient): oneDNN
+ * runs these at a few GFLOP/s. Here: op(B) copied to a [K, NARROW] panel, then ROWS rows
+ * of C at a time, each element summed over k in order (acc = acc + a*b, no FMA), so the
+ * bits depend on nothing but the arguments.
+ */
+enum { NARROW = 16, ROWS = 4 };
+typedef float Lanes __attribute__((vector_size(NARROW * sizeof(float))));
+
+/* (avx512f: one register per row; the same operations either way, so the same bits) */
+__attribute__((target_clones("avx512f", "default"))) static void narrow_rows(bool ta, int64_t i, int nr, int64_t K,
+                                                                             const float *A, int64_t lda,
+                                                                             const Lanes *panel, Lanes *acc) {
+  Lanes c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
+  if (nr == ROWS && ta) {
+    for (int64_t k = 0; k < K; k++) {
+      const float *a = A + k * lda + i;
+      Lanes b = panel[k];
+      c0 = c0 + a[0] * b, c1 = c1 + a[1] * b, c2 = c2 + a[2] * b, c3 = c3 + a[3] * b;
+    }
+  } else if (nr == ROWS) {
+    const float *a0 = A + i * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
+    for (int64_t k = 0; k < K; k++) {
+      Lanes b = panel[k];
+      c0 = c0 + a0[k] * b, c1 = c1 + a1[k] * b, c2 = c2 + a2[k] * b, c3 = c3 + a3[k] * b;
+    }
+  } else {
+    for (int r = 0; r < nr; r++) {
+      Lanes c = {0};
+      for (int64_t k = 0; k < K; k++) c = c + (ta ? A[k * lda + i + r] : A[(i + r) * lda + k]) * panel[k];
+      acc[r] = c;
+    }
+    return;
+  }
+  acc[0] = c0, acc[1] = c1, acc[2] = c2, acc[3] = c3;
+}
+
+static int gemm_narrow(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                       const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+  Lanes *panel = mpl_malloc(sizeof(Lanes) * (size_t)(K ? K : 1));
+  if (!panel) return MPL_ERR;
+  for (int64_t k = 0; k < K; k++) {
+    Lanes v = {0};
+    for (int64_t n = 0; n < N; n++) v[n] = tb ? B[n * ldb + k] : B[k * ldb + n];
+    panel[k] = v;
+  }
+  Lanes acc[ROWS];
+  for (int64_t i = 0; i < M; i += ROWS) {
+    int nr = M - i < ROWS ? (int)(M - i) : ROWS;
+    narrow_rows(ta, i, nr, K, A, lda, panel, acc);
+    for (int r = 0; r < nr; r++)
+      for (int64_t n = 0; n < N; n++) {
+        float v = alpha == 1.0f ? acc[r][n] : alpha * acc[r][n];
+        float *c = &C[(i + r) * ldc + n];
+        *c = beta == 0.0f ? v : v + beta * *c;
+      }
+  }
+  mpl_free(panel);
+  return MPL_OK;
+}
+
 int mpl_gemm_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
   if (M < 0 || N < 0 || K < 0 || !ld_ok(ta, M, K, lda) || !ld_ok(tb, K, N, ldb) || !ld_ok(false, M, N, ldc))
     return MPL_ERR;
   if (M == 0 || N == 0) return MPL_OK;
+  if (N <= NARROW && K >= 64 && !ta) return gemm_narrow(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   dnnl_status_t s = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   return s == dnnl_success ? MPL_OK : MPL_ERR;
 }

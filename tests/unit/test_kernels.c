@@ -485,6 +485,41 @@ START_TEST(test_embedding_and_grad) {
 }
 END_TEST
 
+/* Enough outer iterations for cg_llvm's lane-parallel form (16 at a time, then the
+ * rest one by one): softmax and the attention pattern over rows, column sums (reductions
+ * over leading axes), cross-entropy and the embedding gradient; chunks split anywhere. */
+START_TEST(test_lanes_wide) {
+  int x = input(S(3, 2, 37, 19), DT_F32);
+  softmax(OP_SOFTMAX, x, -1);
+  softmax(OP_LOG_SOFTMAX, x, -1);
+  reduce(OP_SUM, x, 0, false);
+  reduce(OP_AMAX, x, 1, true);
+  int s = input(S(3, 2, 21, 21), DT_F32);
+  int m = op(OP_CAUSAL_MASK, DT_BOOL, S(2, 21, 21), 0);
+  int w = op(OP_WHERE, DT_F32, O(s)->shape, 3, m, bin(OP_MUL, s, full(0.125, S(0))), full(-INFINITY, S(0)));
+  softmax(OP_SOFTMAX, w, -1);
+  int c = input(S(3, 3, 50, 41), DT_F32);
+  reduce(OP_SUM, un(OP_TANH, c), 0, false);
+  check_graph(NULL);
+}
+END_TEST
+
+START_TEST(test_lanes_ce_embedding) {
+  int_hi = 40;
+  int logits = input(S(2, 45, 40), DT_F32), t = input(S(1, 45), DT_I32);
+  op(OP_CROSS_ENTROPY, DT_F32, S(0), 2, logits, t);
+  op(OP_CE_GRAD, DT_F32, O(logits)->shape, 3, logits, t, full(1.0, S(0)));
+  int idx = input(S(2, 3, 5), DT_I32), wt = op(OP_PARAM, DT_F32, S(2, 40, 37), 0);
+  O(wt)->name = "wte";
+  int e = op(OP_EMBEDDING, DT_F32, S(3, 3, 5, 37), 2, idx, wt);
+  int eg = op(OP_EMBEDDING_GRAD, DT_F32, S(2, 40, 37), 2, idx, un(OP_TANH, e));
+  int pg = op(OP_PARAM_GRAD, DT_F32, S(2, 40, 37), 1, eg);
+  O(pg)->key = wt;
+  check_graph(NULL);
+  int_hi = 4;
+}
+END_TEST
+
 START_TEST(test_dropout) {
   int x = input(S(2, 16, 33), DT_F32);
   int d = un(OP_DROPOUT, un(OP_EXP, x));
@@ -628,6 +663,8 @@ static Suite *kernels_suite(void) {
   tcase_add_test(tc, test_layernorm_pattern);
   tcase_add_test(tc, test_cross_entropy);
   tcase_add_test(tc, test_embedding_and_grad);
+  tcase_add_test(tc, test_lanes_wide);
+  tcase_add_test(tc, test_lanes_ce_embedding);
   tcase_add_test(tc, test_dropout);
   tcase_add_test(tc, test_shape_ops);
   tcase_add_test(tc, test_reshape_chain_and_alias);
