@@ -81,9 +81,9 @@ deps:
 	fi
 
 # ---- lexer and parser --------------------------------------------------------
-$(BUILD)/lang/lexer.c $(BUILD)/lang/lexer.h: lang/lexer.l | $(BUILD)/lang/.dir
+$(BUILD)/lang/lexer.c $(BUILD)/lang/lexer.h &: lang/lexer.l | $(BUILD)/lang/.dir
 	flex --header-file=$(BUILD)/lang/lexer.h -o $(BUILD)/lang/lexer.c $<
-$(BUILD)/lang/parser.c $(BUILD)/lang/parser.h: lang/parser.y | $(BUILD)/lang/.dir
+$(BUILD)/lang/parser.c $(BUILD)/lang/parser.h &: lang/parser.y | $(BUILD)/lang/.dir
 	bison -Wall -Werror --defines=$(BUILD)/lang/parser.h -o $(BUILD)/lang/parser.c $<
 $(BUILD)/lang/lexer.o: $(BUILD)/lang/lexer.c $(BUILD)/lang/parser.h
 	$(CC) $(CFLAGS) -Wno-missing-prototypes -Wno-unused-function -c -o $@ $<
