@@ -34,7 +34,7 @@ static Cat cat_of(OpKind k) {
   case OP_INPUT: case OP_PARAM: return CAT_LEAF;
   case OP_FULL: case OP_ARANGE: case OP_CAUSAL_MASK: return CAT_CONST;
   case OP_SUM: case OP_MEAN: case OP_AMAX: case OP_SUM_TO: case OP_SOFTMAX: case OP_LOG_SOFTMAX:
-  case OP_CE_GRAD: return CAT_RED;
+  case OP_CE_GRAD: case OP_CE_ROWS: return CAT_RED;
   case OP_EMBEDDING_GRAD: return CAT_SPECIAL;
   case OP_MATMUL: return CAT_GEMM;
   case OP_SEND: case OP_RECV: case OP_ALLREDUCE: case OP_ALLGATHER: case OP_TP_ENTER: case OP_TP_SLICE:
@@ -65,6 +65,8 @@ typedef struct Fuse {
   bool *mat;         /* value has a buffer */
   bool *folded_t;    /* TRANSPOSE folded into its GEMM consumers */
   int *gemm_acc;     /* MATMUL -> PARAM_GRAD it accumulates into (or -1) */
+  int *ce_rows;      /* CROSS_ENTROPY -> its CE_ROWS temporary (or -1) */
+  bool *view;        /* shape op computed inline by its consumers, never a group member */
   bool *done;        /* op lowered */
   int ngroups;
   Group cur;
@@ -134,7 +136,7 @@ static void red_spec(const Fuse *f, const Op *op, Shape *dom, bool *red) {
       for (int i = 0; i < in->rank; i++) red[i] = true;
     else red[norm_axis(op->axis, in->rank)] = true;
     break;
-  case OP_CE_GRAD: red[in->rank - 1] = true; break;
+  case OP_CE_GRAD: case OP_CE_ROWS: red[in->rank - 1] = true; break;
   case OP_SUM_TO: {
     int lead = in->rank - op->shape.rank;
     if (lead < 0) die("fuse: %%%d sum_to to a higher rank", op->id);
@@ -400,35 +402,34 @@ static int emit_ce_grad(Emit *e, const Op *op, const int *idx) {
   return FB(e, KI_DIV, FB(e, KI_MUL, FB(e, KI_SUB, p, hot), g), F(e, (float)rows));
 }
 
-/* One row's loss -log_softmax(x)[t] at a row index (cap: {depth}). */
-static int elem_ce_row(Emit *e, const Op *op, const int *row_idx, const int *cap) {
+/* One row's loss -log_softmax(x)[t] at a row index: CE_ROWS. */
+static int emit_ce_row(Emit *e, const Op *op, const int *row_idx) {
   const Shape *ls = &OPP(e->f, op->in[0])->shape;
   int r = ls->rank, m, s;
   Idx full;
-  for (int i = 0; i < r - 1; i++) full[i] = row_idx[i];
-  full[r - 1] = I(e, 0);
-  Shape dom = *ls;
-  bool red[MPL_MAX_RANK] = {0};
-  red[r - 1] = true;
-  Idx row;
-  memcpy(row, full, sizeof row);
-  row[r - 1] = -1;
-  m = emit_reduce(e, op, 1, &dom, red, row, KR_MAX, KT_F32, elem_input, NULL);
-  int capm[2] = {kb_depth(e->b, m), m};
-  s = emit_reduce(e, op, 2, &dom, red, row, KR_SUM, KT_F32, elem_exp_sub, capm);
+  emit_row_stats(e, op, row_idx, &m, &s);
+  memcpy(full, row_idx, sizeof(int) * (size_t)(r - 1));
   full[r - 1] = emit_target(e, op, row_idx, ls->d[r - 1]);
   int xt = emit(e, op->in[0], full);
   return FU(e, KI_NEG, FB(e, KI_SUB, FB(e, KI_SUB, xt, m), FU(e, KI_LOG, s)));
 }
 
-/* CROSS_ENTROPY: the mean over rows of the row losses, summed in row order. */
+/* The loss of one row of a CROSS_ENTROPY: its CE_ROWS value (cap: {depth, CE_ROWS id}). */
+static int elem_ce_loss(Emit *e, const Op *op, const int *row_idx, const int *cap) {
+  return emit(e, cap[1], row_idx);
+}
+
+/* CROSS_ENTROPY: the mean over rows of the row losses (its CE_ROWS, computed by a row
+ * kernel one row per outer iteration), summed in row order. */
 static int emit_cross_entropy(Emit *e, const Op *op) {
   const Shape *ls = &OPP(e->f, op->in[0])->shape;
   Shape rows = {.rank = ls->rank - 1};
   bool red[MPL_MAX_RANK];
   Idx row;
   for (int i = 0; i < rows.rank; i++) rows.d[i] = ls->d[i], red[i] = true, row[i] = -1;
-  int total = emit_reduce(e, op, 3, &rows, red, row, KR_SUM, KT_F32, elem_ce_row, NULL);
+  int cap[2] = {0, e->f->ce_rows[op->id]};
+  if (cap[1] < 0) die("fuse: %%%d cross_entropy has no row losses", op->id);
+  int total = emit_reduce(e, op, 3, &rows, red, row, KR_SUM, KT_F32, elem_ce_loss, cap);
   return FB(e, KI_DIV, total, F(e, (float)shape_numel(&rows)));
 }
 
@@ -634,6 +635,7 @@ static int emit_member(Emit *e, const Op *op, const int *idx) {
   case OP_SOFTMAX: case OP_LOG_SOFTMAX: return emit_softmax(e, op, idx);
   case OP_CE_GRAD: return emit_ce_grad(e, op, idx);
   case OP_CROSS_ENTROPY: return emit_cross_entropy(e, op);
+  case OP_CE_ROWS: return emit_ce_row(e, op, idx);
   case OP_RESHAPE: return emit_reshape(e, op, idx);
   case OP_TRANSPOSE: return emit_transpose(e, op, idx);
   case OP_SLICE: return emit_slice(e, op, idx);
@@ -659,7 +661,7 @@ static int emit(Emit *e, int v, const int *idx) {
   int r = memo_get(e, v, 0, op->shape.rank, idx);
   if (r >= 0) return r;
   if (cat_of(op->kind) == CAT_CONST) r = emit_creation(e, op, idx);
-  else if (e->f->grp[v] == e->gr->id) r = emit_member(e, op, idx);
+  else if (e->f->grp[v] == e->gr->id || (e->f->view[v] && !e->f->mat[v])) r = emit_member(e, op, idx);
   else {
     if (!e->f->mat[v]) die("fuse: %%%d %s read before it has a buffer", v, op_name(op->kind));
     r = kb_load(e->b, arg_of(e, v, KA_IN), linearize(e, &op->shape, idx));
@@ -671,13 +673,20 @@ static int emit(Emit *e, int v, const int *idx) {
 
 static bool in_group(const Fuse *f, const Group *gr, int v) { return f->grp[v] == gr->id; }
 
+/* Whether some consumer of v, looking through views, is outside the group. */
+static bool used_outside(const Fuse *f, const Group *gr, int v) {
+  for (int i = f->ustart[v]; i < f->ustart[v + 1]; i++) {
+    int u = f->users[i];
+    if (f->view[u] ? used_outside(f, gr, u) : !in_group(f, gr, u)) return true;
+  }
+  return false;
+}
+
 /* Whether member v must be written to its buffer. */
 static bool needs_store(const Fuse *f, const Group *gr, int v) {
   if (OPP(f, v)->kind == OP_PARAM_GRAD) return true;
   if (nusers(f, v) == 0) return true;
-  for (int i = f->ustart[v]; i < f->ustart[v + 1]; i++)
-    if (!in_group(f, gr, f->users[i])) return true;
-  return false;
+  return used_outside(f, gr, v);
 }
 
 static void emit_store(Emit *e, int v, int lin, const int *idx) {
@@ -806,12 +815,18 @@ static void emit_kernel(Fuse *f, const Group *gr, const int *store, int nstore) 
 
 static void materialize(Fuse *f, int v);
 
-/* RESHAPE needing a buffer: alias its input's buffer (storing the input if it is a member). */
-static void want_alias(Fuse *f, const Group *gr, int v, bool *store) {
+/*
+ * RESHAPE needing a buffer: alias its input's buffer. A member input is stored, or,
+ * when it is a reshape itself, aliased in turn (a chain of reshapes aliases down to
+ * the first value that is not one).
+ */
+static void want_alias(Fuse *f, const Group *gr, int v, bool *store, bool *alias) {
   int in = OPP(f, v)->in[0];
+  if (f->view[in] && !f->mat[in]) return; /* a view has no buffer to share: v is stored */
   store[v] = false;
+  alias[v] = true;
   if (in_group(f, gr, in)) {
-    if (OPP(f, in)->kind == OP_RESHAPE) want_alias(f, gr, in, store);
+    if (OPP(f, in)->kind == OP_RESHAPE) want_alias(f, gr, in, store, alias);
     else store[in] = true;
   }
 }
@@ -836,10 +851,7 @@ static void close_group(Fuse *f, Group *gr) {
   for (int i = 0; i < gr->n; i++) store[gr->ops[i]] = needs_store(f, gr, gr->ops[i]);
   for (int i = gr->n - 1; i >= 0; i--) {
     int v = gr->ops[i];
-    if (store[v] && OPP(f, v)->kind == OP_RESHAPE) {
-      alias[v] = true;
-      want_alias(f, gr, v, store);
-    }
+    if (store[v] && OPP(f, v)->kind == OP_RESHAPE) want_alias(f, gr, v, store, alias);
   }
   int *list = malloc(sizeof(int) * (size_t)gr->n), n = 0;
   if (!list) die("out of memory");
@@ -879,7 +891,7 @@ static void group_start(Fuse *f, Group *gr, int v) {
 /* A constant needed as a buffer: a one-op kernel. */
 static void materialize(Fuse *f, int v) {
   if (f->mat[v]) return;
-  if (cat_of(OPP(f, v)->kind) != CAT_CONST) die("fuse: %%%d %s has no buffer when needed", v, op_name(OPP(f, v)->kind));
+  if (cat_of(OPP(f, v)->kind) != CAT_CONST && !f->view[v]) die("fuse: %%%d %s has no buffer when needed", v, op_name(OPP(f, v)->kind));
   Group gr = {0};
   group_start(f, &gr, v);
   close_group(f, &gr);
@@ -888,7 +900,7 @@ static void materialize(Fuse *f, int v) {
 
 static bool reads_member(const Fuse *f, const Group *gr, const Op *op) {
   for (int j = 0; j < op->nin; j++)
-    if (in_group(f, gr, op->in[j])) return true;
+    if (in_group(f, gr, op->in[j]) || (f->view[op->in[j]] && reads_member(f, gr, OPP(f, op->in[j])))) return true;
   return false;
 }
 
@@ -975,7 +987,32 @@ static void lower_matmul(Fuse *f, const Op *op) {
   if (c != op->id) f->done[c] = true;
 }
 
-/* Pre-pass: transposes folded into GEMMs, matmuls accumulating straight into a gradient. */
+/* Transposes are not views: read inline they gather across rows in every consumer,
+ * slower on the CPU than one transposing copy (measured on the attention heads). */
+static bool is_view_kind(OpKind k) {
+  return k == OP_RESHAPE || k == OP_SLICE || k == OP_PAD || k == OP_EXPAND || k == OP_CONCAT;
+}
+
+/*
+ * A shape op is a view (computed inline, as an index remap, by each kernel that reads
+ * it, like a constant) when every consumer is an elementwise or reduction op of this
+ * list: then a chain of reshapes, slices and pads between kernels costs no pass over
+ * memory (the q|k|v gradient: three head-merged GEMM outputs padded and added in one
+ * kernel; q, k, v sliced from the fused projection by the head-split copies).
+ * Shape ops do no arithmetic, so the bits are those of the materialised chain.
+ */
+static bool can_view(const Fuse *f, const Op *op) {
+  if (f->ks->no_fusion || !is_view_kind(op->kind) || nusers(f, op->id) == 0 || f->folded_t[op->id]) return false;
+  for (int u = f->ustart[op->id]; u < f->ustart[op->id + 1]; u++) {
+    const Op *user = OPP(f, f->users[u]);
+    Cat c = cat_of(user->kind);
+    if (f->pos[user->id] < 0 || (c != CAT_EW && c != CAT_RED) || user->kind == OP_PARAM_GRAD || f->folded_t[user->id])
+      return false;
+  }
+  return true;
+}
+
+/* Pre-pass: transposes folded into GEMMs, matmuls accumulating straight into a gradient, views. */
 static void plan_folds(Fuse *f, const int *ops, int nops) {
   for (int i = 0; i < nops; i++) {
     const Op *op = OPP(f, ops[i]);
@@ -999,6 +1036,7 @@ static void plan_folds(Fuse *f, const int *ops, int nops) {
         f->gemm_acc[op->id] = pg->id;
     }
   }
+  for (int i = nops - 1; i >= 0; i--) f->view[ops[i]] = can_view(f, OPP(f, ops[i]));
 }
 
 /* ---- the driver -------------------------------------------------------------------------------------- */
@@ -1035,7 +1073,9 @@ static void lower_one(Fuse *f, int v) {
     close_group(f, gr);
     return;
   case CAT_EW:
+    if (op->kind == OP_CROSS_ENTROPY) lower_one(f, f->ce_rows[v]);
     if (op->kind == OP_TRANSPOSE && f->folded_t[v]) return;
+    if (f->view[v]) return; /* computed where it is read */
     if (op->kind == OP_PARAM_GRAD && f->done[v]) return;
     if (op->kind == OP_PARAM_GRAD && !in_group(f, gr, op->in[0])) {
       lower_accum(f, op);
@@ -1053,18 +1093,46 @@ static void lower_one(Fuse *f, int v) {
   }
 }
 
-Program *fuse_program(Arena *a, const Graph *g, const int *ops, int nops, KernelSet *ks) {
+/*
+ * The CE_ROWS temporary of a CROSS_ENTROPY (added to g on first use, found after): the
+ * loss of each position, so that the loss is a row kernel with one outer iteration per
+ * position plus a sum of those losses in position order, the same bits as one loop.
+ */
+static int ce_rows_of(Graph *g, int ce) {
+  for (int i = ce + 1; i < g->nops; i++)
+    if (g->ops[i]->kind == OP_CE_ROWS && g->ops[i]->key == ce) return i;
+  const Op *op = g->ops[ce];
+  Op *t = graph_add(g, OP_CE_ROWS, 2, op->in, op->loc);
+  const Shape *ls = &g->ops[op->in[0]]->shape;
+  t->shape = (Shape){.rank = ls->rank - 1};
+  for (int i = 0; i < ls->rank - 1; i++) t->shape.d[i] = ls->d[i];
+  t->dtype = DT_F32;
+  t->key = ce;
+  t->stage = op->stage, t->phase = op->phase, t->recompute = op->recompute;
+  t->fwd_of = op->fwd_of, t->seg = op->seg;
+  return t->id;
+}
+
+Program *fuse_program(Arena *a, Graph *g, const int *ops, int nops, KernelSet *ks) {
+  int *rows_of = malloc(sizeof(int) * (size_t)(nops ? nops : 1));
+  if (!rows_of) die("out of memory");
+  for (int i = 0; i < nops; i++) rows_of[i] = g->ops[ops[i]]->kind == OP_CROSS_ENTROPY ? ce_rows_of(g, ops[i]) : -1;
   Fuse f = {.a = a, .g = g, .ks = ks};
   size_t n = (size_t)g->nops;
   f.p = arena_alloc(a, sizeof(Program));
   f.pos = arena_alloc(a, sizeof(int) * n);
   f.grp = arena_alloc(a, sizeof(int) * n);
   f.gemm_acc = arena_alloc(a, sizeof(int) * n);
+  f.ce_rows = arena_alloc(a, sizeof(int) * n);
   f.mat = arena_alloc(a, n);
   f.folded_t = arena_alloc(a, n);
   f.done = arena_alloc(a, n);
-  for (int i = 0; i < g->nops; i++) f.pos[i] = f.grp[i] = f.gemm_acc[i] = -1;
+  f.view = arena_alloc(a, n);
+  for (int i = 0; i < g->nops; i++) f.pos[i] = f.grp[i] = f.gemm_acc[i] = f.ce_rows[i] = -1;
   for (int i = 0; i < nops; i++) f.pos[ops[i]] = i;
+  for (int i = 0; i < nops; i++)
+    if (rows_of[i] >= 0) f.ce_rows[ops[i]] = rows_of[i], f.pos[rows_of[i]] = i; /* lowered just before its loss */
+  free(rows_of);
   for (int i = 0; i < g->nops; i++) f.mat[i] = f.pos[i] < 0 || cat_of(g->ops[i]->kind) == CAT_LEAF;
   build_users(&f);
   plan_folds(&f, ops, nops);

@@ -147,6 +147,7 @@ static void dump_attrs(FILE *out, const Op *op) {
     if (op->tb) fprintf(out, " tb");
     break;
   case OP_PARAM_GRAD: fprintf(out, " param=%%%d use=%d", op->key, op->use); break;
+  case OP_CE_ROWS: fprintf(out, " of=%%%d", op->key); break;
   case OP_SEND: case OP_RECV: fprintf(out, " peer=%d tag=%d", op->peer, op->tag); break;
   default: break;
   }

@@ -355,12 +355,18 @@ Lowered *jobgen_lower(Diag *d, Arena *a, Partition *p) {
   int nst = p->nstages;
   lw->progs = arena_alloc(a, sizeof(Program *[PASS__COUNT]) * (size_t)nst);
   lw->plan_progs = arena_alloc(a, sizeof(PlanProg[PASS__COUNT]) * (size_t)nst);
+  for (int i = 0; i < g->nops; i++) lw->flops += cost_op(g, g->ops[i]).flops;
+  lw->flops *= (double)g->train.microbatches;
+  /* fusion may append temporaries to the graph (fuse.c's CE_ROWS): everything sized
+   * by the number of values is allocated after it */
+  for (int s = 0; s < nst; s++)
+    for (int k = 0; k < PASS__COUNT; k++)
+      lw->progs[s][k] = fuse_program(a, p->g, p->st[s].pass[k].v, p->st[s].pass[k].n, lw->ks);
   lw->alias_of = arena_alloc(a, sizeof(int) * (size_t)g->nops);
   for (int i = 0; i < g->nops; i++) lw->alias_of[i] = -1;
   for (int s = 0; s < nst; s++)
     for (int k = 0; k < PASS__COUNT; k++) {
-      Program *pg = fuse_program(a, g, p->st[s].pass[k].v, p->st[s].pass[k].n, lw->ks);
-      lw->progs[s][k] = pg;
+      Program *pg = lw->progs[s][k];
       to_plan_prog(a, g, pg, &lw->plan_progs[s][k]);
       for (int i = 0; i < pg->nsteps; i++)
         if (pg->steps[i].kind == STEP_ALIAS) lw->alias_of[pg->steps[i].a] = pg->steps[i].b;
@@ -374,8 +380,6 @@ Lowered *jobgen_lower(Diag *d, Arena *a, Partition *p) {
   PlanIn pin = {.g = g, .part = p, .sched = lw->sched, .progs = lw->plan_progs, .alias_of = lw->alias_of};
   lw->plan = plan_build(a, &pin);
   sched_simulate(lw->sched, F, B, W, 0, &lw->timing);
-  for (int i = 0; i < g->nops; i++) lw->flops += cost_op(g, g->ops[i]).flops;
-  lw->flops *= (double)g->train.microbatches;
   return lw;
 }
 

@@ -200,9 +200,11 @@ typedef struct Program {
  * Lowers ops (ordered, each after its inputs) into a Program, adding kernels to ks.
  * Inputs of those ops produced outside the list are external inputs; every value
  * consumed outside the list (or by nobody) is stored. PARAM_GRAD ops accumulate
- * into their own value id (the accumulator). Dies on an internal error.
+ * into their own value id (the accumulator). A CROSS_ENTROPY gets a CE_ROWS op
+ * appended to g (once; found again on later calls) as the buffer of its row losses.
+ * Dies on an internal error.
  */
-Program *fuse_program(Arena *a, const Graph *g, const int *ops, int nops, KernelSet *ks);
+Program *fuse_program(Arena *a, Graph *g, const int *ops, int nops, KernelSet *ks);
 /* --emit=kernels: every kernel of ks, then the program's steps (p may be NULL). */
 void kir_dump(FILE *out, const KernelSet *ks, const Program *p);
 void kir_dump_program(FILE *out, const KernelSet *ks, const Program *p);

@@ -286,11 +286,24 @@ static bool is_const(KBuilder *b, int id, int64_t *v) {
 
 static int64_t ub_of(KBuilder *b, int id) { return b->k->ins[id].ub; }
 
+/* Whether an i64 value is known to be >= 0 (a known range, or a max/min of such). */
+static bool nonneg(KBuilder *b, int id) {
+  const KInstr *in = &b->k->ins[id];
+  if (in->type != KT_I64) return false;
+  if (in->ub) return true;
+  if (in->op == KI_MAX) return nonneg(b, in->a) || nonneg(b, in->b);
+  if (in->op == KI_MIN) return nonneg(b, in->a) && nonneg(b, in->b);
+  return false;
+}
+
 /* Ranges of i64 index arithmetic: [0, ub), 0 unknown. Saturates to unknown. */
 static int64_t range_of(KBuilder *b, KiOp op, int x, int y) {
   int64_t ux = ub_of(b, x), uy = ub_of(b, y), c;
+  if (op == KI_MIN && nonneg(b, x) && nonneg(b, y)) /* a clamp: min(max(i, 0), n - 1) */
+    return ux && uy ? (ux < uy ? ux : uy) : ux ? ux : uy;
   if (!ux) return 0;
   switch (op) {
+  case KI_MAX: return uy ? (ux > uy ? ux : uy) : 0;
   case KI_ADD: return uy && ux < (INT64_MAX >> 2) && uy < (INT64_MAX >> 2) ? ux + uy - 1 : 0;
   case KI_MUL: return uy && (ux - 1) <= (INT64_MAX >> 2) / (uy > 1 ? uy : 1) ? (ux - 1) * (uy - 1) + 1 : 0;
   case KI_DIV: return is_const(b, y, &c) && c > 0 ? (ux + c - 1) / c : 0;
@@ -313,6 +326,20 @@ static bool split_mul_add(KBuilder *b, int x, int64_t c, int *m, int *r, int64_t
       *m = l->a, *r = in->b, *mulc = k;
       return true;
     }
+    /* (m2*k2 + r2)*k + r == m2*(k2*k) + (r2*k + r): a linearised index split at a
+     * coarser dim (a reshape merging heads back into rows) */
+    const KInstr *l2 = l->op == KI_MUL ? &b->k->ins[l->a] : NULL;
+    int64_t k2;
+    if (l2 && l2->op == KI_ADD && is_const(b, l->b, &k) && k > 0 && k < (1 << 30) && ub_of(b, in->b)) {
+      const KInstr *mm = &b->k->ins[l2->a];
+      if (mm->op == KI_MUL && is_const(b, mm->b, &k2) && k2 > 0 && k2 < (1 << 30) && (k * k2) % c == 0 &&
+          ub_of(b, mm->a) && ub_of(b, l2->b)) {
+        int m2 = mm->a, r2 = l2->b, r0 = in->b, kc = kb_int(b, KT_I64, k);
+        *m = m2, *mulc = k * k2;
+        *r = kb_bin(b, KI_ADD, KT_I64, kb_bin(b, KI_MUL, KT_I64, r2, kc), r0);
+        return true;
+      }
+    }
   }
   return false;
 }
@@ -331,7 +358,7 @@ static int simplify(KBuilder *b, KiOp op, KType t, int x, int y) {
     default: break;
     }
   }
-  if (op == KI_ADD && ky && cy == 0) return x;
+  if ((op == KI_ADD || op == KI_SUB) && ky && cy == 0) return x;
   if (op == KI_ADD) {
     /* (z / c) * c + z % c == z: re-linearising a delinearised index */
     const KInstr *m = &b->k->ins[x], *r = &b->k->ins[y];
@@ -363,8 +390,25 @@ int kb_un(KBuilder *b, KiOp op, KType t, int x) {
   return pure(b, mk(op, t, x, -1, -1));
 }
 
+/* Clamps and bounds checks that a known range decides; -1 when none applies. */
+static int simplify_bounds(KBuilder *b, KiOp op, int x, int y) {
+  int64_t c;
+  if (op == KI_AND && b->k->ins[x].type == KT_BOOL) {
+    if (is_const(b, x, &c) && c) return y;
+    if (is_const(b, y, &c) && c) return x;
+  }
+  if (b->k->ins[x].type != KT_I64 || !is_const(b, y, &c)) return -1;
+  if (op == KI_MAX && c == 0 && nonneg(b, x)) return x;                        /* max(i, 0) */
+  if (op == KI_MIN && ub_of(b, x) && c >= 0 && ub_of(b, x) <= c + 1) return x; /* min(i, n - 1) */
+  if (op == KI_GE && c == 0 && nonneg(b, x)) return kb_int(b, KT_BOOL, 1);     /* i >= 0 */
+  if (op == KI_LT && ub_of(b, x) && ub_of(b, x) <= c) return kb_int(b, KT_BOOL, 1); /* i < n */
+  return -1;
+}
+
 int kb_bin(KBuilder *b, KiOp op, KType t, int x, int y) {
-  int s = simplify(b, op, t, x, y);
+  int s = simplify_bounds(b, op, x, y);
+  if (s >= 0) return s;
+  s = simplify(b, op, t, x, y);
   if (s >= 0) return s;
   KInstr in = mk(op, t, x, y, -1);
   if (t == KT_I64) in.ub = range_of(b, op, x, y);
@@ -372,7 +416,9 @@ int kb_bin(KBuilder *b, KiOp op, KType t, int x, int y) {
 }
 
 int kb_select(KBuilder *b, int c, int x, int y) {
+  int64_t k;
   if (x == y) return x;
+  if (is_const(b, c, &k)) return k ? x : y;
   KInstr in = mk(KI_SELECT, b->k->ins[x].type, c, x, y);
   if (in.type == KT_I64 && ub_of(b, x) && ub_of(b, y))
     in.ub = ub_of(b, x) > ub_of(b, y) ? ub_of(b, x) : ub_of(b, y);

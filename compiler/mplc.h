@@ -81,6 +81,9 @@ bool shape_broadcast(const Shape *a, const Shape *b, Shape *out);
   X(EMBEDDING_GRAD, 2, G) /* (idx, dy) -> [rows, cols], summed in position order */ \
   X(CROSS_ENTROPY, 2, N)  /* (logits, targets) -> f32 [] mean over positions */ \
   X(CE_GRAD, 3, G)     /* (logits, targets, g) -> (softmax - onehot) * g / N */ \
+  X(CE_ROWS, 2, G)     /* (logits, targets) -> f32 [positions]: each position's loss; \
+                          key: its CROSS_ENTROPY. A temporary that fuse.c adds so the \
+                          loss is per-row kernels plus one sum in row order */        \
   X(DROPOUT, 1, N)     /* value: p; key: mask key (seed, step, mb, key) */      \
   /* training */                                                                \
   X(PARAM_GRAD, 1, G)  /* sink: accumulate input into grad accumulator        \

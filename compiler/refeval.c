@@ -328,13 +328,14 @@ static double *ev_embedding(const Graph *g, const Op *op, double **v) {
   return out;
 }
 
-/* CROSS_ENTROPY(logits, targets) and CE_GRAD(logits, targets, g): classes on the last axis. */
+/* CROSS_ENTROPY(logits, targets), CE_ROWS(logits, targets) (the loss of each position)
+ * and CE_GRAD(logits, targets, g): classes on the last axis. */
 static double *ev_cross_entropy(const Graph *g, const Op *op, double **v) {
   const Shape *ls = in_shape(g, op, 0);
   int64_t c = ls->d[ls->rank - 1], npos = shape_numel(ls) / c;
   const double *x = v[op->in[0]], *t = v[op->in[1]];
-  bool grad = op->kind == OP_CE_GRAD;
-  double *out = alloc_vals(grad ? npos * c : 1), loss = 0.0;
+  bool grad = op->kind == OP_CE_GRAD, rows = op->kind == OP_CE_ROWS;
+  double *out = alloc_vals(grad ? npos * c : rows ? npos : 1), loss = 0.0;
   double scale = grad ? v[op->in[2]][0] / (double)npos : 0.0;
   for (int64_t p = 0; p < npos; p++) {
     const double *row = x + p * c;
@@ -342,10 +343,11 @@ static double *ev_cross_entropy(const Graph *g, const Op *op, double **v) {
     double mx = -INFINITY, sum = 0.0;
     for (int64_t j = 0; j < c; j++) mx = fmax(mx, row[j]);
     for (int64_t j = 0; j < c; j++) sum += exp(row[j] - mx);
+    if (rows) out[p] = mx + log(sum) - row[tgt];
     if (!grad) loss += mx + log(sum) - row[tgt];
     for (int64_t j = 0; grad && j < c; j++) out[p * c + j] = (exp(row[j] - mx) / sum - (j == tgt)) * scale;
   }
-  if (!grad) out[0] = loss / (double)npos;
+  if (!grad && !rows) out[0] = loss / (double)npos;
   return out;
 }
 
@@ -376,7 +378,7 @@ static double *ev_op(const Graph *g, const Op *op, double **v, const RefCtx *ctx
   case OP_SUM_TO: return ev_sum_to(g, op, v);
   case OP_MATMUL: return ev_matmul(g, op, v);
   case OP_EMBEDDING: case OP_EMBEDDING_GRAD: return ev_embedding(g, op, v);
-  case OP_CROSS_ENTROPY: case OP_CE_GRAD: return ev_cross_entropy(g, op, v);
+  case OP_CROSS_ENTROPY: case OP_CE_ROWS: case OP_CE_GRAD: return ev_cross_entropy(g, op, v);
   case OP_DROPOUT: return ev_dropout(op, v, ctx);
   case OP_SEND: return NULL;
   default:

@@ -67,12 +67,14 @@ static Shape global_shape(const Shard *s, const Op *op) {
   return sh;
 }
 
-/* The replicated (whole) value of new op v. */
-static int make_repl(Shard *s, int v) {
+/* The replicated (whole) value of new op v, for a reader like `reader` (whose stage a
+ * collective on a stage-less value, a param, takes: its gradient must land there). */
+static int make_repl(Shard *s, int v, const Op *reader) {
   Op *op = s->g->ops[v];
   if (!is_split(op)) return v;
-  if (s->gather[v] >= 0) return s->gather[v];
-  Op *ga = new_op(s, OP_ALLGATHER, v, op);
+  if (s->gather[v] >= 0 && s->g->ops[s->gather[v]]->stage == (op->stage >= 0 ? op->stage : reader->stage))
+    return s->gather[v];
+  Op *ga = new_op(s, OP_ALLGATHER, v, reader);
   ga->shape = global_shape(s, op);
   ga->axis = op->layout.split_dim;
   ga->key = op->layout.groups;
@@ -80,10 +82,10 @@ static int make_repl(Shard *s, int v) {
   return ga->id;
 }
 
-/* The local shard of replicated new op v, split on dim with groups. */
-static int make_slice(Shard *s, int v, int dim, int groups) {
+/* The local shard of replicated new op v, split on dim with groups, for `reader`. */
+static int make_slice(Shard *s, int v, int dim, int groups, const Op *reader) {
   Op *op = s->g->ops[v];
-  Op *sl = new_op(s, OP_TP_SLICE, v, op);
+  Op *sl = new_op(s, OP_TP_SLICE, v, reader);
   sl->shape = op->shape;
   sl->shape.d[dim] /= s->tp;
   sl->axis = dim;
@@ -104,7 +106,7 @@ static int finish(Shard *s, Op *op, const Op *src, Layout l) {
 
 static int fallback(Shard *s, const Op *src, const int *in) {
   int *r = malloc(sizeof(int) * (size_t)(src->nin + 1));
-  for (int j = 0; j < src->nin; j++) r[j] = make_repl(s, in[j]);
+  for (int j = 0; j < src->nin; j++) r[j] = make_repl(s, in[j], src);
   Op *op = clone_with(s, src, src->nin, r);
   free(r);
   return finish(s, op, src, REPL);
@@ -155,7 +157,7 @@ static int shard_elementwise(Shard *s, const Op *src, const int *in) {
     int dim = target - (R - x->shape.rank);
     r[j] = in[j];
     if (is_split(x)) ok = x->layout.split_dim == dim && x->layout.groups == groups;
-    else if (dim >= 0 && x->shape.d[dim] != 1) r[j] = make_slice(s, in[j], dim, groups);
+    else if (dim >= 0 && x->shape.d[dim] != 1) r[j] = make_slice(s, in[j], dim, groups, src);
   }
   int id;
   if (ok) id = finish(s, clone_with(s, src, src->nin, r), src, (Layout){.split_dim = target, .groups = groups});
@@ -256,7 +258,7 @@ Graph *shard_program(Diag *d, Graph *old) {
     if (s.g->nops + 8 >= cap) die("shard: graph grew past %d ops", cap);
     s.map[i] = shard_op(&s, src, in);
   }
-  s.g->loss = old->loss >= 0 ? make_repl(&s, s.map[old->loss]) : -1;
+  s.g->loss = old->loss >= 0 ? make_repl(&s, s.map[old->loss], old->ops[old->loss]) : -1;
   free(in);
   free(s.map);
   free(s.gather);

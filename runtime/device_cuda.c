@@ -20,11 +20,101 @@
  *    the job's CUDA source is compiled here with NVRTC for this device's architecture,
  *    with the options mplc uses (--fmad=false, IEEE division and square root);
  *  - each entry point first makes the rank's device current: ops may be called from the
- *    rank's thread or, between steps, from the main thread.
+ *    rank's thread or, between steps, from the main thread;
+ *  - launch shape: the generated kernels and the optimizer's elementwise kernels loop
+ *    grid-stride, so the shape never changes a value; a generated kernel gets BLOCK (256)
+ *    threads a block when it has enough outer iterations to give every SM a block, else
+ *    fewer (down to one warp) so that row kernels spread over the SMs; at most
+ *    BLOCKS_PER_SM blocks per SM;
+ *  - the optimizer runs here (copy_device .. adamw): the kernels of mpl_cuda_optim_src,
+ *    compiled once per device at init with NVRTC (--fmad=false, IEEE division and square
+ *    root), do optim.c's per-element arithmetic operation by operation, so the update of
+ *    a param matches the CPU's bits for the same gradient; a sum of squares is a fixed
+ *    tree in float64 whose shape depends on n only (not on the GPU).
  */
 #include "exec.h"
 
 #include <string.h>
+
+/* The optimizer kernels, compiled with NVRTC by every cuda device at init (mpl_cuda_optim_compile).
+ * Per element they are optim.c's arithmetic, operation by operation (no FMA: --fmad=false).
+ * The elementwise kernels loop grid-stride (any launch shape gives the same bits); the two
+ * sum-of-squares kernels must run with 256 threads a block (ORDER: BLOCK in this file). */
+const char mpl_cuda_optim_src[] =
+    "/* mplrun's optimizer kernels (runtime/device_cuda.c) */\n"
+    "#define MPL_GRID_STRIDE(i, n) \\\n"
+    "  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \\\n"
+    "       i += (long long)blockDim.x * gridDim.x)\n"
+    "\n"
+    "/* torch SGD: mode 0 no momentum (p += -lr*g), 1 the first step (buf = g), 2 buf = buf*mom + g;\n"
+    " * then p += -lr*buf. */\n"
+    "extern \"C\" __global__ void mpl_sgd(float *__restrict__ p, const float *__restrict__ g,\n"
+    "                                    float *__restrict__ buf, long long n, float neg_lr, float mom, int mode) {\n"
+    "  MPL_GRID_STRIDE(i, n) {\n"
+    "    float b = g[i];\n"
+    "    if (mode == 2) b = buf[i] * mom + b;\n"
+    "    if (mode != 0) buf[i] = b;\n"
+    "    p[i] = p[i] + neg_lr * b;\n"
+    "  }\n"
+    "}\n"
+    "\n"
+    "/* torch AdamW (single tensor): see MplAdamWScalars in runtime/exec.h. */\n"
+    "extern \"C\" __global__ void mpl_adamw(float *__restrict__ p, const float *__restrict__ g,\n"
+    "                                      float *__restrict__ m, float *__restrict__ v, long long n,\n"
+    "                                      float decay, float w1, float b2, float w2, float neg_step,\n"
+    "                                      float bc2_sqrt, float eps, int do_decay, int small) {\n"
+    "  MPL_GRID_STRIDE(i, n) {\n"
+    "    float pi = do_decay ? p[i] * decay : p[i];\n"
+    "    float gi = g[i], mi = m[i];\n"
+    "    mi = small ? mi + w1 * (gi - mi) : gi - (gi - mi) * (1.0f - w1);\n"
+    "    float vi = v[i] * b2;\n"
+    "    vi = vi + (w2 * gi) * gi;\n"
+    "    float denom = sqrtf(vi) / bc2_sqrt + eps;\n"
+    "    p[i] = pi + (neg_step * mi) / denom;\n"
+    "    m[i] = mi;\n"
+    "    v[i] = vi;\n"
+    "  }\n"
+    "}\n"
+    "\n"
+    "extern \"C\" __global__ void mpl_scale(float *__restrict__ g, long long n, float coef) {\n"
+    "  MPL_GRID_STRIDE(i, n) g[i] = g[i] * coef;\n"
+    "}\n"
+    "\n"
+    "/* The 256 values of a block summed by a fixed tree; the result in s[0]. */\n"
+    "__device__ void mpl_tree256(double *s) {\n"
+    "  int t = (int)threadIdx.x;\n"
+    "  __syncthreads();\n"
+    "  for (int w = 128; w > 0; w >>= 1) {\n"
+    "    if (t < w) s[t] = s[t] + s[t + w];\n"
+    "    __syncthreads();\n"
+    "  }\n"
+    "}\n"
+    "\n"
+    "/* partial[b] = the sum of g[i]^2 in float64 over block b's elements (thread t takes\n"
+    " * i = b*256 + t, then every gridDim.x*256 further, in order); 256 threads a block. */\n"
+    "extern \"C\" __global__ void __launch_bounds__(256) mpl_sumsq(const float *__restrict__ g, long long n,\n"
+    "                                                              double *__restrict__ partial) {\n"
+    "  __shared__ double s[256];\n"
+    "  double acc = 0.0;\n"
+    "  for (long long i = (long long)blockIdx.x * 256 + threadIdx.x; i < n; i += (long long)gridDim.x * 256) {\n"
+    "    double x = (double)g[i];\n"
+    "    acc = acc + x * x;\n"
+    "  }\n"
+    "  s[threadIdx.x] = acc;\n"
+    "  mpl_tree256(s);\n"
+    "  if (threadIdx.x == 0) partial[blockIdx.x] = s[0];\n"
+    "}\n"
+    "\n"
+    "/* *out = partial[0 .. nparts) summed the same way; one block of 256 threads. */\n"
+    "extern \"C\" __global__ void __launch_bounds__(256) mpl_sumsq_final(const double *__restrict__ partial,\n"
+    "                                                                    int nparts, double *__restrict__ out) {\n"
+    "  __shared__ double s[256];\n"
+    "  double acc = 0.0;\n"
+    "  for (int i = (int)threadIdx.x; i < nparts; i += 256) acc = acc + partial[i];\n"
+    "  s[threadIdx.x] = acc;\n"
+    "  mpl_tree256(s);\n"
+    "  if (threadIdx.x == 0) *out = s[0];\n"
+    "}\n";
 
 #ifdef MPL_HAVE_CUDA
 
@@ -54,6 +144,10 @@
   } while (0)
 
 enum { BLOCK = 256, BLOCKS_PER_SM = 32 };
+/* Sums of squares: SUMSQ_PER_BLOCK elements per block of partial sums, at most SUMSQ_PARTS
+ * blocks (a function of n alone: the same tree on every GPU). ORDER: mpl_cuda_optim_src's
+ * kernels assume BLOCK == 256 threads. */
+enum { SUMSQ_PER_BLOCK = BLOCK * 16, SUMSQ_PARTS = 1024 };
 
 /* The few driver API functions used, resolved through the runtime. */
 typedef struct CuDriver {
@@ -78,8 +172,12 @@ typedef struct CudaDev {
   void **params;              /* kernel parameter scratch */
   int params_cap;
   long long scal[4];          /* seed, step, mb, n_outer of the launch being built */
-  int max_blocks;
+  int max_blocks, sms;
   char arch[16];              /* "compute_90" */
+  /* the optimizer kernels (mpl_cuda_optim_src) */
+  CUmodule omod;
+  CUfunction f_sgd, f_adamw, f_sumsq, f_sumsq_final, f_scale;
+  double *partial;            /* [SUMSQ_PARTS] partial sums of squares */
 } CudaDev;
 
 static int cu_fail(CudaDev *cd, CUresult r, const char *what, const char *file, int line, MplErr *err) {
@@ -125,13 +223,17 @@ static int load_driver(CuDriver *drv, MplErr *err) {
   return MPL_OK;
 }
 
+static int load_optim(CudaDev *cd, MplErr *err);
+static int launch_on_compute(CudaDev *cd, CUfunction f, int64_t blocks, int block, void **params, MplErr *err);
+
 /* Streams, events and the cuBLAS handle of device cd->dev (already current). */
 static int setup_device(CudaDev *cd, bool tf32, MplErr *err) {
   int sms = 0, major = 0, minor = 0;
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, cd->dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, cd->dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, cd->dev));
-  cd->max_blocks = (sms > 0 ? sms : 1) * BLOCKS_PER_SM;
+  cd->sms = sms > 0 ? sms : 1;
+  cd->max_blocks = cd->sms * BLOCKS_PER_SM;
   snprintf(cd->arch, sizeof cd->arch, "compute_%d%d", major, minor);
   CUDA_CHECK(cudaStreamCreateWithFlags(&cd->compute, cudaStreamNonBlocking));
   CUDA_CHECK(cudaStreamCreateWithFlags(&cd->comm, cudaStreamNonBlocking));
@@ -161,7 +263,8 @@ static int cuda_init(MplDevice *d, int index, int threads, MplErr *err) {
   cd->dev = index;
   CUDA_CHECK(cudaSetDevice(index));
   CUDA_CHECK(cudaFree(NULL)); /* creates the primary context now, not inside the first step */
-  return setup_device(cd, d->tf32, err);
+  if (setup_device(cd, d->tf32, err) != MPL_OK) return MPL_ERR;
+  return load_optim(cd, err);
 }
 
 static void cuda_free(MplDevice *d) {
@@ -173,7 +276,9 @@ static void cuda_free(MplDevice *d) {
     CUDA_SOFT(cudaStreamSynchronize(cd->comm));
   }
   if (cd->blas_ready) cublasDestroy(cd->blas);
+  if (cd->partial) CUDA_SOFT(cudaFree(cd->partial));
   if (cd->mod && cd->drv.unload) cd->drv.unload(cd->mod);
+  if (cd->omod && cd->drv.unload) cd->drv.unload(cd->omod);
   if (cd->ready) {
     CUDA_SOFT(cudaStreamDestroy(cd->compute));
     CUDA_SOFT(cudaStreamDestroy(cd->comm));
@@ -224,14 +329,8 @@ static int nvrtc_fail(nvrtcProgram prog, nvrtcResult r, const char *what, MplErr
   return mpl_errf(err, "NVRTC: %s: %s%s%s", what, nvrtcGetErrorString(r), log[0] ? "\n" : "", log);
 }
 
-/* The job's CUDA source compiled for this device (mplc's options); *ptx is mpl_malloc'd. */
-static int compile_source(CudaDev *cd, const char *src, char **ptx, MplErr *err) {
-  char archopt[48];
-  snprintf(archopt, sizeof archopt, "--gpu-architecture=%s", cd->arch);
-  const char *opts[] = {archopt, "--fmad=false", "-default-device", "--prec-div=true", "--prec-sqrt=true"};
-  nvrtcProgram prog = NULL;
-  NVRTC_CHECK(nvrtcCreateProgram(&prog, src, "mpl_kernels.cu", 0, NULL, NULL));
-  NVRTC_CHECK(nvrtcCompileProgram(prog, (int)(sizeof opts / sizeof opts[0]), opts));
+/* The PTX of a compiled program (*ptx mpl_malloc'd, NUL ended); destroys prog. */
+static int take_ptx(nvrtcProgram prog, char **ptx, MplErr *err) {
   size_t n = 0;
   NVRTC_CHECK(nvrtcGetPTXSize(prog, &n));
   *ptx = mpl_malloc(n + 1);
@@ -250,17 +349,32 @@ static int compile_source(CudaDev *cd, const char *src, char **ptx, MplErr *err)
   return MPL_OK;
 }
 
-/* cuModuleLoadDataEx with the JIT's error log in the message. */
-static int load_ptx(CudaDev *cd, const char *ptx, MplErr *err) {
+/* The job's CUDA source compiled for this device (mplc's options); *ptx is mpl_malloc'd. */
+static int compile_source(CudaDev *cd, const char *src, char **ptx, MplErr *err) {
+  char archopt[48];
+  snprintf(archopt, sizeof archopt, "--gpu-architecture=%s", cd->arch);
+  const char *opts[] = {archopt, "--fmad=false", "-default-device", "--prec-div=true", "--prec-sqrt=true"};
+  nvrtcProgram prog = NULL;
+  NVRTC_CHECK(nvrtcCreateProgram(&prog, src, "mpl_kernels.cu", 0, NULL, NULL));
+  NVRTC_CHECK(nvrtcCompileProgram(prog, (int)(sizeof opts / sizeof opts[0]), opts));
+  return take_ptx(prog, ptx, err);
+}
+
+/* cuModuleLoadDataEx into *mod with the JIT's error log in the message. */
+static int load_ptx_into(CudaDev *cd, CUmodule *mod, const char *what, const char *ptx, MplErr *err) {
   char log[2048] = "";
   CUjit_option o[] = {CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
   void *v[] = {log, (void *)(uintptr_t)sizeof log};
-  CUresult r = cd->drv.module_load(&cd->mod, ptx, 2, o, v);
+  CUresult r = cd->drv.module_load(mod, ptx, 2, o, v);
   if (r == CUDA_SUCCESS) return MPL_OK;
-  cd->mod = NULL;
+  *mod = NULL;
   const char *msg = NULL;
   if (cd->drv.error_string(r, &msg) != CUDA_SUCCESS || !msg) msg = "unknown error";
-  return mpl_errf(err, "cuda driver: cannot load the job's PTX: %s%s%.300s", msg, log[0] ? ": " : "", log);
+  return mpl_errf(err, "cuda driver: cannot load %s: %s%s%.300s", what, msg, log[0] ? ": " : "", log);
+}
+
+static int load_ptx(CudaDev *cd, const char *ptx, MplErr *err) {
+  return load_ptx_into(cd, &cd->mod, "the job's PTX", ptx, err);
 }
 
 /* The module: the job's PTX, or else its source through NVRTC for this GPU. */
@@ -300,7 +414,15 @@ static int cuda_load_kernels(MplDevice *d, const JobKernels *k, MplErr *err) {
   return MPL_OK;
 }
 
-/* One thread per outer iteration, BLOCK threads a block, at most max_blocks blocks (the
+/* Threads a block for n_outer iterations: BLOCK while that still gives every SM a block,
+ * else halved down to one warp (row kernels: a thread per row, few rows). */
+static int block_for(const CudaDev *cd, int64_t n_outer) {
+  int block = BLOCK;
+  while (block > 32 && n_outer < (int64_t)block * cd->sms) block /= 2;
+  return block;
+}
+
+/* One thread per outer iteration, block_for threads a block, at most max_blocks blocks (the
  * kernels loop grid-stride, so any shape gives the same values). */
 static int cuda_launch(MplDevice *d, int kernel, void **args, int nargs, const int64_t *scalars, int64_t n_outer,
                        MplErr *err) {
@@ -316,13 +438,10 @@ static int cuda_launch(MplDevice *d, int kernel, void **args, int nargs, const i
   for (int i = 0; i < nargs; i++) cd->params[i] = &args[i];
   cd->scal[0] = scalars[0], cd->scal[1] = scalars[1], cd->scal[2] = scalars[2], cd->scal[3] = n_outer;
   for (int i = 0; i < 4; i++) cd->params[nargs + i] = &cd->scal[i];
-  int64_t blocks = (n_outer + BLOCK - 1) / BLOCK;
+  int block = block_for(cd, n_outer);
+  int64_t blocks = (n_outer + block - 1) / block;
   if (blocks > cd->max_blocks) blocks = cd->max_blocks;
-  CUDA_CHECK(cudaSetDevice(cd->dev));
-  CU_CHECK(cd, cd->drv.launch(cd->fn[kernel], (unsigned)blocks, 1, 1, BLOCK, 1, 1, 0, (CUstream)cd->compute,
-                              cd->params, NULL));
-  CUDA_CHECK(cudaGetLastError());
-  return MPL_OK;
+  return launch_on_compute(cd, cd->fn[kernel], blocks, block, cd->params, err);
 }
 
 static int cuda_kernel(MplDevice *d, MplKernelFn fn, void **args, const int64_t *scalars, int64_t n_outer,
@@ -419,6 +538,124 @@ static int cuda_sync(MplDevice *d, MplErr *err) {
   return MPL_OK;
 }
 
+/* ---- the optimizer on the device ----------------------------------------------------- */
+
+int mpl_cuda_optim_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err) {
+  char archopt[48];
+  *ptx = NULL;
+  if (logn) log[0] = 0;
+  snprintf(archopt, sizeof archopt, "--gpu-architecture=%s", arch);
+  const char *opts[] = {archopt, "--fmad=false", "--prec-div=true", "--prec-sqrt=true", "--ftz=false"};
+  nvrtcProgram prog = NULL;
+  NVRTC_CHECK(nvrtcCreateProgram(&prog, mpl_cuda_optim_src, "mpl_optim.cu", 0, NULL, NULL));
+  nvrtcResult r = nvrtcCompileProgram(prog, (int)(sizeof opts / sizeof opts[0]), opts);
+  size_t n = 0;
+  if (logn && nvrtcGetProgramLogSize(prog, &n) == NVRTC_SUCCESS && n > 1) {
+    char *full = mpl_malloc(n);
+    if (full && nvrtcGetProgramLog(prog, full) == NVRTC_SUCCESS) snprintf(log, logn, "%s", full);
+    mpl_free(full);
+  }
+  if (r != NVRTC_SUCCESS) return nvrtc_fail(prog, r, "nvrtcCompileProgram (the optimizer kernels)", err);
+  return take_ptx(prog, ptx, err);
+}
+
+static int optim_fn(CudaDev *cd, CUfunction *f, const char *name, MplErr *err) {
+  CUresult r = cd->drv.get_function(f, cd->omod, name);
+  return r == CUDA_SUCCESS ? MPL_OK : cu_fail(cd, r, name, __FILE__, __LINE__, err);
+}
+
+/* At init: the optimizer kernels for this GPU, their handles, the partial-sums buffer. */
+static int load_optim(CudaDev *cd, MplErr *err) {
+  char *ptx = NULL, log[1024];
+  if (mpl_cuda_optim_compile(cd->arch, &ptx, log, sizeof log, err) != MPL_OK) return MPL_ERR;
+  int st = load_ptx_into(cd, &cd->omod, "the optimizer kernels", ptx, err);
+  mpl_free(ptx);
+  if (st != MPL_OK) return MPL_ERR;
+  if (optim_fn(cd, &cd->f_sgd, "mpl_sgd", err) != MPL_OK || optim_fn(cd, &cd->f_adamw, "mpl_adamw", err) != MPL_OK ||
+      optim_fn(cd, &cd->f_scale, "mpl_scale", err) != MPL_OK || optim_fn(cd, &cd->f_sumsq, "mpl_sumsq", err) != MPL_OK ||
+      optim_fn(cd, &cd->f_sumsq_final, "mpl_sumsq_final", err) != MPL_OK)
+    return MPL_ERR;
+  CUDA_CHECK(cudaMalloc((void **)&cd->partial, sizeof(double) * SUMSQ_PARTS));
+  return MPL_OK;
+}
+
+/* Queues f on the compute stream; the launch's result and then the last error checked. */
+static int launch_on_compute(CudaDev *cd, CUfunction f, int64_t blocks, int block, void **params, MplErr *err) {
+  CUDA_CHECK(cudaSetDevice(cd->dev));
+  CU_CHECK(cd, cd->drv.launch(f, (unsigned)blocks, 1, 1, (unsigned)block, 1, 1, 0, (CUstream)cd->compute, params, NULL));
+  CUDA_CHECK(cudaGetLastError());
+  return MPL_OK;
+}
+
+/* Blocks of BLOCK threads for an elementwise loop over n (grid-stride past max_blocks). */
+static int64_t elementwise_blocks(const CudaDev *cd, int64_t n) {
+  int64_t b = (n + BLOCK - 1) / BLOCK;
+  return b < 1 ? 1 : b > cd->max_blocks ? cd->max_blocks : b;
+}
+
+static int cuda_copy_device(MplDevice *d, void *dst, const void *src, size_t bytes, MplErr *err) {
+  CudaDev *cd = d->impl;
+  if (!bytes || dst == src) return MPL_OK;
+  CUDA_CHECK(cudaSetDevice(cd->dev));
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cd->compute));
+  return MPL_OK;
+}
+
+static int cuda_copy_2d(MplDevice *d, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                        size_t height, MplErr *err) {
+  CudaDev *cd = d->impl;
+  if (!width || !height) return MPL_OK;
+  CUDA_CHECK(cudaSetDevice(cd->dev));
+  CUDA_CHECK(cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height, cudaMemcpyDeviceToDevice, cd->compute));
+  return MPL_OK;
+}
+
+/* Two launches: partial sums (a number of blocks fixed by n), then their fixed-tree sum. */
+static int cuda_sumsq_f64(MplDevice *d, const float *g, int64_t n, double *out, MplErr *err) {
+  CudaDev *cd = d->impl;
+  int64_t parts = (n + SUMSQ_PER_BLOCK - 1) / SUMSQ_PER_BLOCK;
+  if (parts < 1) parts = 1;
+  if (parts > SUMSQ_PARTS) parts = SUMSQ_PARTS;
+  long long nn = (long long)n;
+  int np = (int)parts;
+  void *a1[] = {(void *)&g, &nn, &cd->partial};
+  if (launch_on_compute(cd, cd->f_sumsq, parts, BLOCK, a1, err) != MPL_OK) return MPL_ERR;
+  void *a2[] = {&cd->partial, &np, &out};
+  return launch_on_compute(cd, cd->f_sumsq_final, 1, BLOCK, a2, err);
+}
+
+static int cuda_scale_f32(MplDevice *d, float *g, int64_t n, float coef, MplErr *err) {
+  CudaDev *cd = d->impl;
+  if (n <= 0) return MPL_OK;
+  long long nn = (long long)n;
+  void *a[] = {&g, &nn, &coef};
+  return launch_on_compute(cd, cd->f_scale, elementwise_blocks(cd, n), BLOCK, a, err);
+}
+
+static int cuda_sgd(MplDevice *d, float *p, const float *g, float *buf, int64_t n, double lr, double momentum,
+                    bool first_step, MplErr *err) {
+  CudaDev *cd = d->impl;
+  if (n <= 0) return MPL_OK;
+  long long nn = (long long)n;
+  float neg_lr = (float)-lr, mom = (float)momentum; /* as mpl_sgd_update rounds them */
+  int mode = (momentum == 0 || !buf) ? 0 : first_step ? 1 : 2;
+  void *a[] = {&p, (void *)&g, &buf, &nn, &neg_lr, &mom, &mode};
+  return launch_on_compute(cd, cd->f_sgd, elementwise_blocks(cd, n), BLOCK, a, err);
+}
+
+static int cuda_adamw(MplDevice *d, float *p, const float *g, float *m, float *v, int64_t n, double lr, double beta1,
+                      double beta2, double eps, double weight_decay, int64_t t, MplErr *err) {
+  CudaDev *cd = d->impl;
+  if (n <= 0) return MPL_OK;
+  MplAdamWScalars s;
+  mpl_adamw_scalars(&s, lr, beta1, beta2, eps, weight_decay, t);
+  long long nn = (long long)n;
+  int do_decay = s.do_decay, small = s.small;
+  void *a[] = {&p,         (void *)&g, &m,     &v,          &nn,   &s.decay,  &s.w1,  &s.b2,
+               &s.w2,      &s.neg_step, &s.bc2_sqrt, &s.eps, &do_decay, &small};
+  return launch_on_compute(cd, cd->f_adamw, elementwise_blocks(cd, n), BLOCK, a, err);
+}
+
 const MplDeviceOps mpl_device_cuda_ops = {
     .name = "cuda",
     .init = cuda_init,
@@ -436,6 +673,12 @@ const MplDeviceOps mpl_device_cuda_ops = {
     .load_kernels = cuda_load_kernels,
     .launch = cuda_launch,
     .sync = cuda_sync,
+    .copy_device = cuda_copy_device,
+    .copy_2d = cuda_copy_2d,
+    .sumsq_f64 = cuda_sumsq_f64,
+    .scale_f32 = cuda_scale_f32,
+    .sgd = cuda_sgd,
+    .adamw = cuda_adamw,
 };
 
 #else /* !MPL_HAVE_CUDA: every entry point says so */
@@ -451,6 +694,12 @@ static int nocuda_init(MplDevice *d, int index, int threads, MplErr *err) {
 }
 
 static void nocuda_free(MplDevice *d) { d->impl = NULL; }
+
+int mpl_cuda_optim_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err) {
+  *ptx = NULL;
+  if (logn) log[0] = 0;
+  return mpl_errf(err, "this mplrun was built without CUDA (no NVRTC for %s)", arch);
+}
 
 const MplDeviceOps mpl_device_cuda_ops = {
     .name = "cuda",

@@ -24,10 +24,15 @@
  *  - between steps the rank threads wait, so the main thread may read and write any
  *    rank's arena (checkpoints, --init, sampling);
  *  - on a device whose memory the host cannot touch (ops->device_memory: cuda) every
- *    host access goes through copy_to_host / copy_from_host: gradients are summed, clipped
- *    and applied on the host (device -> host, update, host -> device), losses are read at
- *    the end of the step, each rank's step ends with ops->sync, and messages go through
- *    the cuda communicator (device copies on the comm stream) instead of the local one.
+ *    host access goes through copy_to_host / copy_from_host, losses are read at the end
+ *    of the step, each rank's step ends with ops->sync, and messages go through the cuda
+ *    communicator (device copies on the comm stream) instead of the local one;
+ *  - such a device with the optimizer ops (ops->adamw ...: cuda) keeps gradients and
+ *    optimizer state in device memory (one allocation per rank, state_mem) and sums uses,
+ *    squares, clips and updates there, in the same order as the host path: only the
+ *    nparams float64 sums of squares cross to the host (with grad_clip); without them
+ *    (a stand-in device in the tests) gradients are summed, clipped and applied on the
+ *    host (device -> host, update, host -> device).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -65,6 +70,9 @@ typedef struct RankCtx {
   float **opt[2];        /* [nparams] optimizer state slots (host), or NULL */
   float *tmp;            /* receive buffer of the largest tied param (device memory: of any held param) */
   float *wbuf;           /* device memory: host copy of the param being updated */
+  bool dev_opt;          /* the device sums, clips and updates (grad, scratch, opt, tmp on it) */
+  void *state_mem;       /* dev_opt: the one device allocation holding scratch, opt, tmp, norm_dev */
+  double *norm_dev;      /* dev_opt: [nparams] sums of squares, in device memory */
   double *norm_buf;      /* [nparams] */
   uint8_t *stage_buf;    /* host staging for inputs */
   size_t stage_cap;
@@ -104,6 +112,7 @@ struct MplRun {
   bool have_synth;
   /* progress */
   int64_t step, total_steps;
+  int64_t first_step;        /* the step this run started at (the warm-up step) */
   double last_loss;
   bool optim_fresh;          /* no optimizer step taken yet (SGD's first momentum step) */
   /* step synchronisation */
@@ -220,7 +229,51 @@ static int tp_group(const RankCtx *rc, int *ranks) {
   return rc->run->tp;
 }
 
-/* JS_COMM: args {out, in}. Runs on host memory (the cpu device). */
+/* mpl_shard_copy between device buffers: the part's rows of every (outer, group) pair are
+ * one run of chunk rows, so the copy is one 2-D copy of outer*groups runs. */
+static int shard_copy_dev(RankCtx *rc, void *whole, void *part, const int64_t *dims, int rank, int axis, int groups,
+                          int tp, int tpi, size_t elem, bool to_part, MplErr *err) {
+  int64_t outer = 1, inner = 1, D = dims[axis];
+  for (int i = 0; i < axis; i++) outer *= dims[i];
+  for (int i = axis + 1; i < rank; i++) inner *= dims[i];
+  int64_t G = D / groups, chunk = G / tp;
+  size_t row = (size_t)inner * elem, run = (size_t)chunk * row, wpitch = (size_t)G * row;
+  uint8_t *w = (uint8_t *)whole + (size_t)tpi * run;
+  if (!rc->dev.ops->copy_2d) return rank_fail(rc, err, "tp collectives: the %s device cannot copy parts", rc->dev.ops->name);
+  if (to_part) return rc->dev.ops->copy_2d(&rc->dev, part, run, w, wpitch, run, (size_t)(outer * groups), err);
+  return rc->dev.ops->copy_2d(&rc->dev, w, wpitch, part, run, run, (size_t)(outer * groups), err);
+}
+
+/* run_collective on a device with its own memory: the same steps with device copies. */
+static int run_collective_dev(RankCtx *rc, const JobStep *s, int stage, void *out, void *in, MplErr *err) {
+  const Job *job = rc->run->job;
+  const JobValue *vo = &job->values[s->args[0]], *vi = &job->values[s->args[1]];
+  int ranks[64];
+  int n = tp_group(rc, ranks);
+  if (!rc->dev.ops->copy_device) return rank_fail(rc, err, "tp collectives: the %s device cannot copy", rc->dev.ops->name);
+  switch (s->comm) {
+  case JC_TP_ENTER: return out != in ? rc->dev.ops->copy_device(&rc->dev, out, in, value_bytes(job, s->args[1]), err) : MPL_OK;
+  case JC_TP_SLICE:
+    return shard_copy_dev(rc, in, out, vi->dims, vi->rank, s->axis, s->groups, n, rc->tpi, dtype_bytes(vi->dtype), true, err);
+  case JC_ALLREDUCE:
+  case JC_ALLGATHER:
+    if (vo->dtype != JDT_F32) return rank_fail(rc, err, "stage %d: collectives of non-f32 values are not supported", stage);
+    if (s->comm == JC_ALLREDUCE) {
+      if (out != in && rc->dev.ops->copy_device(&rc->dev, out, in, value_bytes(job, s->args[1]), err) != MPL_OK) return MPL_ERR;
+    } else { /* my part in place, zeros elsewhere, then summed */
+      if (rc->dev.ops->zero(&rc->dev, out, value_bytes(job, s->args[0]), err) != MPL_OK ||
+          shard_copy_dev(rc, out, in, vo->dims, vo->rank, s->axis, s->groups, n, rc->tpi, 4, false, err) != MPL_OK)
+        return MPL_ERR;
+    }
+    if (rc->comm->ops->allreduce_sum_f32(rc->comm, ranks, n, out, (size_t)vo->numel) != MPL_OK)
+      return rank_fail(rc, err, "stage %d: tp collective: %s", stage, rc->comm->err.msg);
+    return MPL_OK;
+  default: return rank_fail(rc, err, "stage %d: unknown collective %d", stage, s->comm);
+  }
+}
+
+/* JS_COMM: args {out, in}. On host memory (the cpu device) here; run_collective_dev for
+ * devices with their own memory. */
 static int run_collective(RankCtx *rc, const JobStep *s, int stage, int mb, MplErr *err) {
   const Job *job = rc->run->job;
   if (s->nargs != 2) return rank_fail(rc, err, "stage %d: collective with %d operands", stage, s->nargs);
@@ -229,6 +282,7 @@ static int run_collective(RankCtx *rc, const JobStep *s, int stage, int mb, MplE
   const JobValue *vo = &job->values[s->args[0]], *vi = &job->values[s->args[1]];
   int ranks[64];
   if (rc->run->tp > 64) return rank_fail(rc, err, "tp = %d is more than this runtime supports (64)", rc->run->tp);
+  if (rc->dev.ops->device_memory) return run_collective_dev(rc, s, stage, out, in, err);
   int n = tp_group(rc, ranks);
   switch (s->comm) {
   case JC_TP_ENTER:
@@ -348,8 +402,39 @@ static int tied_send(RankCtx *rc, MplErr *err) {
   return MPL_OK;
 }
 
+/* sum_uses on a dev_opt device: the same order, every buffer in device memory (remote
+ * uses are received into scratch or tmp, in stream order with the accumulations). */
+static int sum_uses_dev(RankCtx *rc, int pi, MplErr *err) {
+  MplRun *r = rc->run;
+  const Job *job = r->job;
+  const JobParam *p = &job->params[pi];
+  size_t bytes = (size_t)p->numel * 4;
+  float *g = rc->scratch[pi];
+  if (!g) { /* one local use: the accumulator is the gradient */
+    rc->grad[pi] = vptr(rc, p->use_value[0], 0);
+    return MPL_OK;
+  }
+  for (int u = 0; u < p->nuses; u++) {
+    int ur = use_rank(job, p, u);
+    float *src;
+    if (ur == rc->rank) {
+      src = vptr(rc, p->use_value[u], 0);
+    } else {
+      src = u == 0 ? g : rc->tmp;
+      if (rc->comm->ops->recv(rc->comm, peer_of(rc, ur), TAG_TIED(pi, u), src, bytes) != MPL_OK)
+        return rank_fail(rc, err, "tied gradient of %s: %s", p->name, rc->comm->err.msg);
+    }
+    int st = u == 0 ? rc->dev.ops->copy_device(&rc->dev, g, src, bytes, err)
+                    : rc->dev.ops->accum_f32(&rc->dev, g, src, p->numel, err);
+    if (st != MPL_OK) return MPL_ERR;
+  }
+  rc->grad[pi] = g;
+  return MPL_OK;
+}
+
 /* The summed gradient of param pi: its uses in use order, remote ones received. */
 static int sum_uses(RankCtx *rc, int pi, MplErr *err) {
+  if (rc->dev_opt) return sum_uses_dev(rc, pi, err);
   MplRun *r = rc->run;
   const Job *job = r->job;
   const JobParam *p = &job->params[pi];
@@ -421,9 +506,17 @@ static int global_norm(RankCtx *rc, int64_t step, double *norm, MplErr *err) {
   MplRun *r = rc->run;
   int np = r->job->nparams;
   double *mine = rc->norm_buf;
-  for (int pi = 0; pi < np; pi++)
-    mine[pi] = norm_contributor(rc, pi) ? mpl_sumsq_f64(rc->grad[pi], r->job->params[pi].numel) : 0;
   size_t bytes = sizeof(double) * (size_t)np;
+  if (rc->dev_opt) { /* sums on the device, then the np doubles to the host (waits for them) */
+    for (int pi = 0; pi < np; pi++)
+      if (norm_contributor(rc, pi) &&
+          rc->dev.ops->sumsq_f64(&rc->dev, rc->grad[pi], r->job->params[pi].numel, &rc->norm_dev[pi], err) != MPL_OK)
+        return MPL_ERR;
+    if (np && rc->dev.ops->copy_to_host(&rc->dev, mine, rc->norm_dev, bytes, err) != MPL_OK) return MPL_ERR;
+  }
+  for (int pi = 0; pi < np; pi++)
+    if (!norm_contributor(rc, pi)) mine[pi] = 0;
+    else if (!rc->dev_opt) mine[pi] = mpl_sumsq_f64(rc->grad[pi], r->job->params[pi].numel);
   for (int h = 0; h < r->nworld; h++)
     if (h != rc->wrank && rc->comm->ops->send(rc->comm, h, TAG_NORM(step), mine, bytes) != MPL_OK)
       return rank_fail(rc, err, "gradient norm: %s", rc->comm->err.msg);
@@ -454,6 +547,12 @@ static int update_param(RankCtx *rc, int pi, double lr, int64_t step, MplErr *er
   float *dev_w = vptr(rc, p->value, 0), *w = dev_w, *g = rc->grad[pi];
   const MplOptimCfg *c = &r->ocfg;
   size_t bytes = (size_t)p->numel * 4;
+  if (rc->dev_opt) {
+    if (c->kind == MPL_OPT_ADAMW)
+      return rc->dev.ops->adamw(&rc->dev, dev_w, g, rc->opt[0][pi], rc->opt[1][pi], p->numel, lr, c->beta1, c->beta2,
+                                c->eps, p->decay ? c->weight_decay : 0.0, step + 1, err);
+    return rc->dev.ops->sgd(&rc->dev, dev_w, g, rc->opt[0][pi], p->numel, lr, c->momentum, r->optim_fresh, err);
+  }
   if (rc->dev.ops->device_memory) { /* update a host copy */
     w = rc->wbuf;
     if (rc->dev.ops->copy_to_host(&rc->dev, w, dev_w, bytes, err) != MPL_OK) return MPL_ERR;
@@ -501,8 +600,12 @@ static int optimizer_step(RankCtx *rc, int64_t step, MplErr *err) {
     if (global_norm(rc, step, &norm, err) != MPL_OK) return MPL_ERR;
     double coef = mpl_clip_coef(norm, r->ocfg.grad_clip);
     if (coef < 1.0)
-      for (int pi = 0; pi < r->job->nparams; pi++)
-        if (rc->grad[pi]) mpl_scale_f32(rc->grad[pi], r->job->params[pi].numel, (float)coef);
+      for (int pi = 0; pi < r->job->nparams; pi++) {
+        if (!rc->grad[pi]) continue;
+        if (!rc->dev_opt) mpl_scale_f32(rc->grad[pi], r->job->params[pi].numel, (float)coef);
+        else if (rc->dev.ops->scale_f32(&rc->dev, rc->grad[pi], r->job->params[pi].numel, (float)coef, err) != MPL_OK)
+          return MPL_ERR;
+      }
   }
   double lr = mpl_lr_at(&r->ocfg, step);
   for (int pi = 0; pi < r->job->nparams; pi++)
@@ -610,8 +713,12 @@ static int rank_step(RankCtx *rc, int64_t step, MplErr *err) {
     if (r->tracing) trace_ins(rc, ins, tr0, mpl_trace_now(&r->trace));
   }
   if (rc->dev.ops->sync && end_step_on_device(rc, err) != MPL_OK) return MPL_ERR;
-  rc->stats.busy_s += busy;
-  rc->stats.wall_s += now_s() - t_start;
+  /* the first step of a run warms up (first touches of the arena, code, GEMM set-up):
+     it is left out of the measured busy time and bubble when more steps follow */
+  if (step > r->first_step || r->total_steps - r->first_step <= 1) {
+    rc->stats.busy_s += busy;
+    rc->stats.wall_s += now_s() - t_start;
+  }
   return MPL_OK;
 }
 
@@ -811,9 +918,58 @@ static int init_whole_params(MplRun *r, MplErr *err) {
   return MPL_OK;
 }
 
+/* Does the device sum, clip and update itself (every optimizer op present)? */
+static bool device_runs_optimizer(const MplDeviceOps *o) {
+  return o->device_memory && o->copy_device && o->sumsq_f64 && o->scale_f32 && o->sgd && o->adamw;
+}
+
+/* Bytes rounded up to keep every carved buffer 256-byte aligned. */
+static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
+
+/* init_param_state on a dev_opt device: one device allocation (zeroed, as the host path's
+ * calloc) carved into the scratch gradients, the optimizer slots, the receive buffer and
+ * the sums of squares; pass 0 measures, pass 1 assigns. */
+static int init_param_state_dev(MplRun *r, RankCtx *rc, MplErr *err) {
+  const Job *job = r->job;
+  int nslots = r->ocfg.kind == MPL_OPT_ADAMW ? 2 : (r->ocfg.momentum != 0 ? 1 : 0);
+  size_t total = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    uint8_t *base = rc->state_mem;
+    size_t at = 0;
+    int64_t tmp_n = 0;
+    for (int pi = 0; pi < job->nparams; pi++) {
+      const JobParam *p = &job->params[pi];
+      if (!rc->holds[pi]) continue;
+      size_t bytes = align256((size_t)p->numel * 4 + 4);
+      bool one_local = p->nuses == 1 && use_rank(job, p, 0) == rc->rank;
+      if (p->nuses > 0 && !one_local) {
+        if (pass) rc->scratch[pi] = (float *)(base + at);
+        at += bytes;
+        if (r->tied[pi] && p->numel > tmp_n) tmp_n = p->numel;
+      }
+      if (zero_owner(r, pi) >= 0 && zero_owner(r, pi) != rc->dpi) continue; /* ZeRO-1: another replica's */
+      for (int k = 0; k < nslots; k++) {
+        if (pass) rc->opt[k][pi] = (float *)(base + at);
+        at += bytes;
+      }
+    }
+    if (pass) rc->tmp = (float *)(base + at);
+    at += align256((size_t)tmp_n * 4 + 4);
+    if (pass) rc->norm_dev = (double *)(base + at);
+    at += align256(sizeof(double) * ((size_t)job->nparams + 1));
+    if (pass) break;
+    total = at;
+    if (rc->dev.ops->arena_alloc(&rc->dev, total, &rc->state_mem, err) != MPL_OK) return MPL_ERR;
+    if (rc->dev.ops->zero(&rc->dev, rc->state_mem, total, err) != MPL_OK) return MPL_ERR;
+  }
+  return MPL_OK;
+}
+
 /* Scratch gradient buffers and optimizer state of the params a rank holds. */
 static int init_param_state(MplRun *r, RankCtx *rc, MplErr *err) {
   const Job *job = r->job;
+  rc->dev_opt = device_runs_optimizer(rc->dev.ops);
+  if (rc->dev_opt) return init_param_state_dev(r, rc, err);
   int64_t tmp_n = 0;
   int nslots = r->ocfg.kind == MPL_OPT_ADAMW ? 2 : (r->ocfg.momentum != 0 ? 1 : 0);
   for (int pi = 0; pi < job->nparams; pi++) {
@@ -977,7 +1133,7 @@ static int init_observability(MplRun *r, MplErr *err) {
   return MPL_OK;
 }
 
-/* --devices: cpu, or cuda (dp, pp; tp's collectives run on host memory only). */
+/* --devices: cpu, or cuda (dp, pp and tp). */
 static int init_device_kind(MplRun *r, MplErr *err) {
   const char *kind = r->opts.device_kind ? r->opts.device_kind : "cpu";
   if (r->opts.device_ops) {
@@ -989,7 +1145,6 @@ static int init_device_kind(MplRun *r, MplErr *err) {
     return MPL_OK;
   }
   if (strcmp(kind, "cuda") != 0) return mpl_errf(err, "device kind '%s' is not available", kind);
-  if (r->job->tp > 1) return mpl_errf(err, "cuda: tensor-parallel jobs (tp = %d) run on cpu devices only for now", r->job->tp);
   r->devops = &mpl_device_cuda_ops;
   return mpl_cuda_device_count(&r->ndevices, err);
 }
@@ -1056,6 +1211,12 @@ int mpl_run_init(MplRun **out, const Job *job, const MplRunOpts *opts, MplErr *e
 
 static void free_rank(RankCtx *rc) {
   int np = rc->run->job->nparams;
+  if (rc->dev_opt) { /* scratch, opt and tmp point into state_mem */
+    if (rc->state_mem) rc->dev.ops->arena_free(&rc->dev, rc->state_mem);
+    rc->state_mem = NULL;
+    rc->tmp = NULL;
+    np = 0;
+  }
   for (int p = 0; p < np && rc->scratch; p++) mpl_free(rc->scratch[p]);
   for (int s = 0; s < 2; s++)
     for (int p = 0; p < np && rc->opt[s]; p++) mpl_free(rc->opt[s][p]);
@@ -1148,6 +1309,7 @@ int mpl_run_train(MplRun *r, MplErr *err) {
   double t_begin = now_s();
   int64_t done = 0;
   bool ckpt_written = false;
+  r->first_step = r->step;
   if (r->opts.resume_dir && r->step >= r->total_steps && !r->opts.quiet)
     fprintf(r->opts.out, "mplrun: the checkpoint is at step %lld of %lld: nothing to train (raise --steps)\n",
             (long long)r->step, (long long)r->total_steps);
@@ -1216,17 +1378,25 @@ static const float *part_optim(const RankCtx *rc, int p, int slot) { return rc->
 
 static int gather_whole(const MplRun *r, int p, int d, int slot, PartOf part, float *out, MplErr *err) {
   const JobParam *jp = &r->job->params[p], *wp = &r->wparams[p];
-  for (int t = 0; t < (jp->split_dim >= 0 ? r->tp : 1); t++) {
+  float *host = NULL; /* a split part in device memory is staged through the host */
+  int st = MPL_OK;
+  for (int t = 0; t < (jp->split_dim >= 0 ? r->tp : 1) && st == MPL_OK; t++) {
     const RankCtx *rc = &r->ranks[world_of(r, d, t, r->owner[p])];
     const float *src = part(rc, p, slot);
-    if (!src) return mpl_errf(err, "%s: not held where expected", jp->name);
-    if (jp->split_dim < 0) {
-      if (rc->dev.ops->copy_to_host((MplDevice *)&rc->dev, out, src, (size_t)jp->numel * 4, err) != MPL_OK) return MPL_ERR;
+    if (!src) {
+      st = mpl_errf(err, "%s: not held where expected", jp->name);
+    } else if (jp->split_dim < 0) {
+      st = rc->dev.ops->copy_to_host((MplDevice *)&rc->dev, out, src, (size_t)jp->numel * 4, err);
+    } else if (rc->dev.ops->device_memory) {
+      if (!host && !(host = mpl_malloc((size_t)jp->numel * 4 + 4))) st = mpl_errf(err, "out of memory");
+      else if ((st = rc->dev.ops->copy_to_host((MplDevice *)&rc->dev, host, src, (size_t)jp->numel * 4, err)) == MPL_OK)
+        mpl_shard_copy(out, host, wp->dims, wp->rank, wp->split_dim, wp->groups, r->tp, t, 4, false);
     } else {
       mpl_shard_copy(out, (void *)src, wp->dims, wp->rank, wp->split_dim, wp->groups, r->tp, t, 4, false);
     }
   }
-  return MPL_OK;
+  mpl_free(host);
+  return st;
 }
 
 int mpl_run_get_param(const MplRun *r, int p, float *out, MplErr *err) { return gather_whole(r, p, 0, 0, part_param, out, err); }
@@ -1240,18 +1410,28 @@ int mpl_run_get_grad(const MplRun *r, int p, float *out, MplErr *err) {
 /* Writes whole tensor `in` into every rank's part: dst(rc) of the ranks that have one. */
 static int scatter_whole(MplRun *r, int p, const float *in, int slot, bool optim, MplErr *err) {
   const JobParam *jp = &r->job->params[p], *wp = &r->wparams[p];
-  for (int i = 0; i < r->nworld; i++) {
+  float *host = NULL; /* a split part for device memory is cut on the host first */
+  int st = MPL_OK;
+  for (int i = 0; i < r->nworld && st == MPL_OK; i++) {
     RankCtx *rc = &r->ranks[i];
     float *dst = optim ? rc->opt[slot][p] : vptr(rc, jp->value, 0);
+    bool on_dev = rc->dev.ops->device_memory && (!optim || rc->dev_opt); /* host-path optimizer state is host memory */
     if (!dst) continue;
     if (jp->split_dim < 0) {
-      if (optim) memcpy(dst, in, (size_t)jp->numel * 4);
-      else if (rc->dev.ops->copy_from_host(&rc->dev, dst, in, (size_t)jp->numel * 4, err) != MPL_OK) return MPL_ERR;
+      if (optim && !on_dev) memcpy(dst, in, (size_t)jp->numel * 4);
+      else st = rc->dev.ops->copy_from_host(&rc->dev, dst, in, (size_t)jp->numel * 4, err);
+    } else if (on_dev) {
+      if (!host && !(host = mpl_malloc((size_t)jp->numel * 4 + 4))) st = mpl_errf(err, "out of memory");
+      else {
+        mpl_shard_copy((void *)in, host, wp->dims, wp->rank, wp->split_dim, wp->groups, r->tp, rc->tpi, 4, true);
+        st = rc->dev.ops->copy_from_host(&rc->dev, dst, host, (size_t)jp->numel * 4, err);
+      }
     } else {
       mpl_shard_copy((void *)in, dst, wp->dims, wp->rank, wp->split_dim, wp->groups, r->tp, rc->tpi, 4, true);
     }
   }
-  return MPL_OK;
+  mpl_free(host);
+  return st;
 }
 
 int mpl_run_set_param(MplRun *r, int p, const float *in, MplErr *err) { return scatter_whole(r, p, in, 0, false, err); }

@@ -46,6 +46,19 @@ void mpl_sgd_update(float *p, const float *g, float *buf, int64_t n, double lr,
 /* torch.optim.AdamW (single-tensor path) for step t (1-based). decay: apply weight decay. */
 void mpl_adamw_update(float *p, const float *g, float *m, float *v, int64_t n, double lr,
                       double beta1, double beta2, double eps, double weight_decay, int64_t t);
+/* AdamW's scalars for step t as float32, rounded once from double as torch does; the
+ * per-element update (mpl_adamw_update, and the device kernels that match it) is
+ *   p' = (do_decay ? p*decay : p)
+ *   m' = small ? m + w1*(g - m) : g - (g - m)*(1 - w1)          (lerp)
+ *   v' = v*b2 + (w2*g)*g
+ *   p' = p' + (neg_step*m') / (sqrt(v')/bc2_sqrt + eps)
+ * every operation rounded to float (no FMA). */
+typedef struct MplAdamWScalars {
+  float decay, w1, b2, w2, neg_step, bc2_sqrt, eps;
+  bool do_decay, small;
+} MplAdamWScalars;
+void mpl_adamw_scalars(MplAdamWScalars *a, double lr, double beta1, double beta2, double eps, double weight_decay,
+                       int64_t t);
 /* Sum of squares of g accumulated in float64, in element order. */
 double mpl_sumsq_f64(const float *g, int64_t n);
 /* torch.nn.utils.clip_grad_norm_'s coefficient, clamped to 1. */
@@ -86,6 +99,21 @@ typedef struct MplDeviceOps {
                 int64_t n_outer, MplErr *err);
   /* Waits until everything queued on the device is done (end of a rank's step). */
   int (*sync)(MplDevice *d, MplErr *err);
+  /* ---- the optimizer on the device: all set (cuda) or all NULL (then a device_memory
+   * backend's gradients are summed, clipped and applied through host copies). Pointers
+   * are device pointers; every op is queued in order with the rest of the rank's work. */
+  int (*copy_device)(MplDevice *d, void *dst, const void *src, size_t bytes, MplErr *err);
+  /* height rows of width bytes, row i from src + i*spitch to dst + i*dpitch (tp's parts) */
+  int (*copy_2d)(MplDevice *d, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
+                 MplErr *err);
+  /* *out (device memory) = the sum of g[i]^2 in float64, in an order fixed by n alone */
+  int (*sumsq_f64)(MplDevice *d, const float *g, int64_t n, double *out, MplErr *err);
+  int (*scale_f32)(MplDevice *d, float *g, int64_t n, float coef, MplErr *err);
+  /* mpl_sgd_update and mpl_adamw_update (same arguments, same bits per element) */
+  int (*sgd)(MplDevice *d, float *p, const float *g, float *buf, int64_t n, double lr, double momentum,
+             bool first_step, MplErr *err);
+  int (*adamw)(MplDevice *d, float *p, const float *g, float *m, float *v, int64_t n, double lr, double beta1,
+               double beta2, double eps, double weight_decay, int64_t t, MplErr *err);
 } MplDeviceOps;
 
 struct MplDevice {
@@ -101,6 +129,13 @@ extern const MplDeviceOps mpl_device_cpu_ops;
 
 /* Built without CUDA, its init fails with "built without CUDA". */
 extern const MplDeviceOps mpl_device_cuda_ops;
+/* The CUDA C of the optimizer kernels (SGD, AdamW, sums of squares, scaling) that every
+ * cuda device compiles with NVRTC at init. */
+extern const char mpl_cuda_optim_src[];
+/* Compiles mpl_cuda_optim_src for arch ("compute_90", "sm_90") with the options init uses
+ * (--fmad=false, IEEE division and square root) into PTX (*ptx mpl_malloc'd, NUL ended);
+ * log gets NVRTC's log, empty when there was nothing to say. Without CUDA: MPL_ERR. */
+int mpl_cuda_optim_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err);
 /* The number of visible CUDA devices (>= 1), or MPL_ERR with a message that says why
  * there is none: built without CUDA, no driver, no device. Never crashes. */
 int mpl_cuda_device_count(int *count, MplErr *err);

@@ -19,11 +19,9 @@
 #define HAVE_AVX512_PATH 1
 #endif
 
-/* AdamW's per-element arithmetic (see mpl_adamw_update), shared by the loops below. */
-typedef struct AdamW {
-  float decay, w1, b2, w2, neg_step, bc2_sqrt, eps;
-  bool do_decay, small;
-} AdamW;
+/* AdamW's per-element arithmetic (see mpl_adamw_update), shared by the loops below and,
+ * through mpl_adamw_scalars, by the device backends' update kernels. */
+typedef MplAdamWScalars AdamW;
 
 static inline void adamw_one(const AdamW *a, float *p, const float *g, float *m, float *v, int64_t i) {
   float pi = a->do_decay ? p[i] * a->decay : p[i];
@@ -115,15 +113,21 @@ void mpl_sgd_update(float *p, const float *g, float *buf, int64_t n, double lr,
  *   step_size = lr / (1 - beta1**t); bc2_sqrt = sqrt(1 - beta2**t)
  *   denom = (exp_avg_sq.sqrt() / bc2_sqrt).add_(eps)
  *   param.addcdiv_(exp_avg, denom, value=-step_size)      # p + (value*m)/denom */
-void mpl_adamw_update(float *p, const float *g, float *m, float *v, int64_t n, double lr,
-                      double beta1, double beta2, double eps, double weight_decay, int64_t t) {
+void mpl_adamw_scalars(MplAdamWScalars *a, double lr, double beta1, double beta2, double eps, double weight_decay,
+                       int64_t t) {
   float decay = (float)(1.0 - lr * weight_decay);
   float w1 = (float)(1.0 - beta1), b2 = (float)beta2, w2 = (float)(1.0 - beta2);
   double bc1 = 1.0 - pow(beta1, (double)t), bc2 = 1.0 - pow(beta2, (double)t);
   float neg_step = (float)-(lr / bc1), bc2_sqrt = (float)sqrt(bc2), feps = (float)eps;
   bool small = fabsf(w1) < 0.5f; /* lerp's two formulas */
-  AdamW a = {.decay = decay, .w1 = w1, .b2 = b2, .w2 = w2, .neg_step = neg_step, .bc2_sqrt = bc2_sqrt,
-             .eps = feps, .do_decay = weight_decay != 0, .small = small};
+  *a = (MplAdamWScalars){.decay = decay, .w1 = w1, .b2 = b2, .w2 = w2, .neg_step = neg_step, .bc2_sqrt = bc2_sqrt,
+                         .eps = feps, .do_decay = weight_decay != 0, .small = small};
+}
+
+void mpl_adamw_update(float *p, const float *g, float *m, float *v, int64_t n, double lr,
+                      double beta1, double beta2, double eps, double weight_decay, int64_t t) {
+  AdamW a;
+  mpl_adamw_scalars(&a, lr, beta1, beta2, eps, weight_decay, t);
   int64_t i = 0;
 #ifdef HAVE_AVX512_PATH
   if (__builtin_cpu_supports("avx512f")) i = adamw_avx512(&a, p, g, m, v, n);

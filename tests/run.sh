@@ -2,7 +2,7 @@
 # tests/run.sh [SUITE...] — runs the test suites and ends with one line "N passed, N failed".
 # A suite is a command whose output ends with "N passed, N failed" (or Check's
 # "Checks: N, Failures: F, Errors: E"); a suite that exits non-zero without such a
-# line counts as one failure. Suites: unit golden fuzz e2e gpu-cpu (default: all).
+# line counts as one failure. Suites: unit golden fuzz e2e parity gpu-cpu (default: all).
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -34,12 +34,13 @@ run_suite() { # name, command...
 }
 
 suites=("$@")
-[ ${#suites[@]} = 0 ] && suites=(unit golden fuzz e2e)
+[ ${#suites[@]} = 0 ] && suites=(unit golden fuzz e2e parity)
 for s in "${suites[@]}"; do
   case $s in
     unit) for t in "$BUILD"/tests/test_*; do [ -x "$t" ] && [[ "$t" != *.o ]] && [[ "$t" != *.d ]] && run_suite "unit/$(basename "$t")" "$t"; done ;;
     golden) [ -x tests/golden/run.sh ] && run_suite golden tests/golden/run.sh ;;
     fuzz) [ -x tests/fuzz/run.sh ] && run_suite fuzz tests/fuzz/run.sh ;;
+    parity) [ -x tests/parity/run.sh ] && run_suite parity tests/parity/run.sh ;;
     e2e) for t in tests/e2e/*.sh; do [ -x "$t" ] && run_suite "e2e/$(basename "$t" .sh)" "$t"; done ;;
     *) echo "unknown suite $s"; total_fail=$((total_fail + 1)) ;;
   esac

@@ -3,6 +3,10 @@
  * for two rank threads at 1 thread each (the --threads 1 layout of two CPU ranks), at
  * 1024^3 and GPT-ish shapes. A benchmark, not a test: it prints numbers and exits 0.
  *
+ * With --peak it prints only the machine's single-precision GEMM peak as two lines for
+ * tests/bench/bench.sh, "peak_1thread_gflops X" and "peak_2ranks_gflops Y": the best of
+ * the square and the GPT-ish forward shapes, on one thread and on two rank threads.
+ *
  * Build and run from the repository root:
  *   gcc -std=gnu11 -O2 -I. -pthread tests/bench/gemm_bench.c runtime/gemm.c runtime/alloc.c \
  *       -ldnnl -lm -o build/gemm_bench && build/gemm_bench
@@ -11,6 +15,7 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 typedef struct Shape {
@@ -58,7 +63,23 @@ static void *bench_one(void *p) {
   return NULL;
 }
 
-int main(void) {
+/* The best 1-thread and 2-rank-thread rates over the first `n` shapes. */
+static int print_peak(const Shape *shapes, int n) {
+  double one_best = 0, two_best = 0;
+  for (int i = 0; i < n; i++) {
+    Run one = {&shapes[i], 1, 0}, ranks[2] = {{&shapes[i], 1, 0}, {&shapes[i], 1, 0}};
+    bench_one(&one);
+    pthread_t th[2];
+    for (int r = 0; r < 2; r++) pthread_create(&th[r], NULL, bench_one, &ranks[r]);
+    for (int r = 0; r < 2; r++) pthread_join(th[r], NULL);
+    if (one.gflops > one_best) one_best = one.gflops;
+    if (ranks[0].gflops + ranks[1].gflops > two_best) two_best = ranks[0].gflops + ranks[1].gflops;
+  }
+  printf("peak_1thread_gflops %.1f\npeak_2ranks_gflops %.1f\n", one_best, two_best);
+  return 0;
+}
+
+int main(int argc, char **argv) {
   const Shape shapes[] = {
       {"square", false, false, 1024, 1024, 1024},
       {"qkv fwd", false, false, 2048, 1152, 384},
@@ -66,6 +87,7 @@ int main(void) {
       {"mlp down dX (NT)", false, true, 2048, 1536, 384},
       {"mlp down dW (TN)", true, false, 1536, 384, 2048},
   };
+  if (argc > 1 && !strcmp(argv[1], "--peak")) return print_peak(shapes, 2);
   /* The first 2-thread products of a process can run slowly (the OpenMP team warming up);
    * keep that out of the table. An OpenMP team is also hurt far more than two independent
    * rank threads by other load on the machine (the team waits for its slowest thread). */

@@ -116,7 +116,7 @@ expect_fail "--steps -1" "--steps" "$MPLRUN" "$job" --steps -1
 expect_fail "--steps 1.5" "--steps" "$MPLRUN" "$job" --steps=1.5
 expect_fail "--steps without a value" "--steps needs a value" "$MPLRUN" "$job" --steps
 expect_fail "--checkpoint-every 0" "--checkpoint-every" "$MPLRUN" "$job" --checkpoint-every 0
-expect_fail "--devices cpu:7 for a 2-rank job" "cpu:7.*2 pipeline ranks" "$MPLRUN" "$job" "${D[@]}" --devices cpu:7
+expect_fail "--devices cpu:7 for a 2-rank job" "cpu:7.*2 ranks" "$MPLRUN" "$job" "${D[@]}" --devices cpu:7
 expect_fail "--devices cpu:0" "cpu:0" "$MPLRUN" "$job" "${D[@]}" --devices cpu:0
 expect_fail "--devices cuda (no GPU here)" "cuda" "$MPLRUN" "$job" "${D[@]}" --devices cuda
 expect_fail "--devices gpu" "expected cpu, cpu:N, cuda" "$MPLRUN" "$job" "${D[@]}" --devices gpu

@@ -44,6 +44,11 @@ if run r6 "$tmp/resume.mpl" --mesh dp=2,pp=2,tp=2 -- --steps 6 --save "$tmp/r6.s
    cmp -s "$tmp/r6.st" "$tmp/r33.st"; then ok "dp x tp x pp with ZeRO-1 and AdamW: 3 + resume + 3 steps == 6 steps, bitwise"
 else bad "resume under dp=2,pp=2,tp=2 is not bitwise equal"; fi
 
+sp=tests/e2e/tp_slice_param.mpl
+if run sp1 "$sp" --mesh tp=1 -- --save "$tmp/sp1.st" && run sp2 "$sp" -- --save "$tmp/sp2.st" &&
+   "$PY" tests/tools/stcompare.py "$tmp/sp2.st" "$tmp/sp1.st" 1e-6 > "$tmp/sp.cmp"; then ok "a replicated param sliced for tp trains like tp=1"
+else bad "sliced param under tp: $(tail -n 3 "$tmp/sp2.log") $(grep FAIL "$tmp/sp.cmp" 2>/dev/null | head -n 2)"; fi
+
 if "$BUILD/mplc" "$model" --mesh tp=3 -o "$tmp/bad.job" > "$tmp/bad.log" 2>&1; then bad "tp=3 accepted"
 elif grep -q "divisible\|divide" "$tmp/bad.log"; then ok "tp=3 refused: $(grep -m1 error "$tmp/bad.log")"
 else bad "tp=3 refused without the reason: $(head -n 2 "$tmp/bad.log")"; fi

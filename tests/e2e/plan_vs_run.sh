@@ -50,7 +50,7 @@ for s in 1f1b zb; do
   fi
 done
 bubble() { # job -> mean measured bubble over ranks
-  "$MPLRUN" "$1" --threads 1 --steps 4 2> /dev/null |
+  "$MPLRUN" "$1" --threads 1 --steps 6 2> /dev/null |
     sed -nE 's/^rank [0-9]+: .*\| bubble ([0-9.]+) .*/\1/p' | awk '{ s += $1; n++ } END { if (n) printf "%.3f", s / n }'
 }
 median3() { printf '%s\n' "$@" | sort -g | sed -n 2p; }

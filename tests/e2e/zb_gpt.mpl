@@ -28,5 +28,5 @@ train gpt {
   seq = ctx
   microbatches = 8
   optimizer = adamw(lr = 1e-3)
-  steps = 4
+  steps = 6
 }

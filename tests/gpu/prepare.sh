@@ -45,6 +45,11 @@ for pp in 1 2 4; do
   done
 done
 RUNFLAGS="--devices cuda:0,0" compare gpt_pp2_shared tests/gpu/models/gpt_sgd.mpl --mesh pp=2 --schedule 1f1b
+# data and tensor parallelism on the GPU (ranks share it: device copies, host-summed all-reduce)
+compare gpt_dp2 tests/gpu/models/gpt_sgd.mpl --mesh dp=2
+compare gpt_tp2 tests/gpu/models/gpt_sgd.mpl --mesh tp=2
+compare gpt_dp2_pp2_tp2 tests/e2e/parallel_gpt.mpl --mesh dp=2,pp=2,tp=2
+compare tp_gather tests/gpu/models/tp_gather.mpl
 compare small_mlp tests/e2e/small_mlp.mpl
 compare recompute tests/e2e/recompute.mpl
 compare layers_on_devices examples/layers_on_devices.mpl

@@ -8,7 +8,8 @@
 # It builds the CUDA-only mplrun (make cuda-only, or plain cc when make is missing), runs
 # every carried job on the GPU and compares the params after 3 steps with the CPU's
 # (max |gpu - cpu| / max |cpu| per tensor below 1e-4, float32, no TF32), runs every schedule
-# with the ranks sharing the GPU, checks that the other models train, that a bad device
+# with the ranks sharing the GPU, dp and tp meshes (gpt_dp2, gpt_tp2, gpt_dp2_pp2_tp2, tp_gather; the
+# optimizer and the tp collectives on the device), checks that the other models train, that a bad device
 # fails cleanly, and benchmarks the bench GPT configs against PyTorch on the same GPU
 # (tokens/s, ratio, MFU). Every check prints PASS or FAIL; one table at the end; the exit
 # status is 1 if any check failed. Logs go to $OUT/gpu (or /tmp/mpl_gpu). About 3-5 minutes.

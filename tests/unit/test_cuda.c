@@ -8,7 +8,14 @@
  *  - the executor's path for devices with their own memory (gradients, clipping and the
  *    update through host copies, losses read at the end of the step, a sync per step),
  *    run with a stand-in device (the cpu backend flagged device_memory), gives the cpu
- *    path's bits: tied params across stages, clipping, SGD and AdamW, recompute.
+ *    path's bits: tied params across stages, clipping, SGD and AdamW, recompute;
+ *  - the executor's path for devices that run the optimizer themselves (gradients and
+ *    optimizer state in device memory, the ops copy_device .. adamw), run with a stand-in
+ *    whose ops are optim.c's host functions, gives the cpu path's params and optimizer
+ *    state bit for bit, pipelines, dp, ZeRO-1 and tp (collectives with device copies,
+ *    split params staged through the host) included;
+ *  - the optimizer kernels (mpl_cuda_optim_src) compile with NVRTC without a warning and
+ *    have every entry point.
  * Run from the repository root (tests/run.sh does); mplc and mplrun are found next to this
  * binary's folder. Built without CUDA, it checks the "built without CUDA" answers only.
  */
@@ -223,7 +230,37 @@ END_TEST
 
 static int fake_sync(MplDevice *d, MplErr *err) { return MPL_OK; }
 
-/* Trains `steps` steps of job with ops (NULL: cpu) and returns every param, concatenated. */
+/* The optimizer ops of a stand-in device whose memory is host memory: optim.c's functions. */
+static int fake_copy_device(MplDevice *d, void *dst, const void *src, size_t bytes, MplErr *err) {
+  memmove(dst, src, bytes);
+  return MPL_OK;
+}
+static int fake_copy_2d(MplDevice *d, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                        size_t height, MplErr *err) {
+  for (size_t i = 0; i < height; i++) memmove((char *)dst + i * dpitch, (const char *)src + i * spitch, width);
+  return MPL_OK;
+}
+static int fake_sumsq(MplDevice *d, const float *g, int64_t n, double *out, MplErr *err) {
+  *out = mpl_sumsq_f64(g, n);
+  return MPL_OK;
+}
+static int fake_scale(MplDevice *d, float *g, int64_t n, float coef, MplErr *err) {
+  mpl_scale_f32(g, n, coef);
+  return MPL_OK;
+}
+static int fake_sgd(MplDevice *d, float *p, const float *g, float *buf, int64_t n, double lr, double momentum,
+                    bool first_step, MplErr *err) {
+  mpl_sgd_update(p, g, buf, n, lr, momentum, first_step);
+  return MPL_OK;
+}
+static int fake_adamw(MplDevice *d, float *p, const float *g, float *m, float *v, int64_t n, double lr, double beta1,
+                      double beta2, double eps, double weight_decay, int64_t t, MplErr *err) {
+  mpl_adamw_update(p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, t);
+  return MPL_OK;
+}
+
+/* Trains `steps` steps of job with ops (NULL: cpu) and returns every param, concatenated,
+ * followed by every optimizer slot of every param. */
 static float *train_params(const Job *job, const MplDeviceOps *ops, int steps, size_t *n) {
   MplRunOpts o;
   mpl_run_opts_default(&o);
@@ -234,13 +271,20 @@ static float *train_params(const Job *job, const MplDeviceOps *ops, int steps, s
   MplErr err = {{0}};
   ck_assert_msg(mpl_run_init(&r, job, &o, &err) == MPL_OK, "%s", err.msg);
   ck_assert_msg(mpl_run_train(r, &err) == MPL_OK, "%s", err.msg);
+  const char *const *slot_names;
+  int nslots = mpl_run_optim_slots(r, &slot_names);
   size_t total = 0;
-  for (int p = 0; p < job->nparams; p++) total += (size_t)mpl_run_param(r, p)->numel;
+  for (int p = 0; p < job->nparams; p++) total += (size_t)mpl_run_param(r, p)->numel * (size_t)(1 + nslots);
   float *all = malloc(total * sizeof(float) + 4), *at = all;
   for (int p = 0; p < job->nparams; p++) {
     ck_assert_msg(mpl_run_get_param(r, p, at, &err) == MPL_OK, "%s", err.msg);
     at += mpl_run_param(r, p)->numel;
   }
+  for (int p = 0; p < job->nparams; p++)
+    for (int k = 0; k < nslots; k++) {
+      ck_assert_msg(mpl_run_get_optim(r, p, k, at, &err) == MPL_OK, "%s", err.msg);
+      at += mpl_run_param(r, p)->numel;
+    }
   mpl_run_free(r);
   *n = total;
   return all;
@@ -279,6 +323,108 @@ START_TEST(test_device_memory_path_matches_cpu) {
 }
 END_TEST
 
+/* Writes src with `extra` inserted after its line `after` into tmp_dir/name; returns the path. */
+static const char *model_with(const char *src, const char *after, const char *extra, const char *name) {
+  static char path[PATH_MAX + 80];
+  FILE *f = fopen(src, "r");
+  ck_assert_msg(f != NULL, "%s", src);
+  char text[1 << 16];
+  size_t n = fread(text, 1, sizeof text - 1, f);
+  fclose(f);
+  text[n] = 0;
+  char *at = strstr(text, after);
+  ck_assert_msg(at != NULL, "%s: no '%s'", src, after);
+  at += strlen(after);
+  snprintf(path, sizeof path, "%s/%.64s.mpl", tmp_dir, name);
+  FILE *o = fopen(path, "w");
+  ck_assert(o != NULL);
+  fwrite(text, 1, (size_t)(at - text), o);
+  fputs(extra, o);
+  fputs(at, o);
+  fclose(o);
+  return path;
+}
+
+/* The device-optimizer path (state in "device" memory, sums, clipping and updates by the
+ * device's ops) gives the cpu path's params and optimizer state, bit for bit. */
+START_TEST(test_device_optimizer_path_matches_cpu) {
+  MplDeviceOps fake = mpl_device_cpu_ops;
+  fake.name = "fake-gpu";
+  fake.device_memory = true;
+  fake.sync = fake_sync;
+  fake.copy_device = fake_copy_device;
+  fake.copy_2d = fake_copy_2d;
+  fake.sumsq_f64 = fake_sumsq;
+  fake.scale_f32 = fake_scale;
+  fake.sgd = fake_sgd;
+  fake.adamw = fake_adamw;
+  char zero_model[PATH_MAX + 80];
+  snprintf(zero_model, sizeof zero_model, "%s",
+           model_with("tests/gpu/models/gpt_sgd.mpl", "  steps = 3\n", "  zero = 1\n", "gpt_zero"));
+  const struct { const char *model, *flags; } cases[] = {
+      {"tests/gpu/models/gpt_sgd.mpl", "--mesh pp=2 --schedule 1f1b"},
+      {"tests/gpu/models/gpt_sgd.mpl", "--mesh pp=4 --schedule zb"},
+      {"tests/gpu/models/gpt_sgd.mpl", "--mesh pp=1 --schedule gpipe"},
+      {"tests/gpu/models/gpt_sgd.mpl", "--mesh dp=2"},
+      {"tests/gpu/models/gpt_sgd.mpl", "--mesh dp=2,pp=2"},
+      {"tests/gpu/models/gpt_sgd.mpl", "--mesh tp=2"},
+      {"tests/e2e/parallel_gpt.mpl", "--mesh dp=2,pp=2,tp=2"},
+      {"tests/e2e/parallel_gpt.mpl", "--mesh tp=4"},
+      {"tests/gpu/models/tp_gather.mpl", ""},
+      {"tests/gpu/models/tp_gather.mpl", "--mesh tp=2,pp=1,dp=2"},
+      {zero_model, "--mesh dp=2"},
+      {"tests/e2e/small_mlp.mpl", ""},
+      {"tests/e2e/small_gpt.mpl", "--mesh pp=2"},
+      {"tests/e2e/recompute.mpl", ""},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "do%zu", i);
+    char cmd[4 * PATH_MAX], out[8192], job_path[PATH_MAX + 80];
+    snprintf(job_path, sizeof job_path, "%s/%s.job", tmp_dir, name);
+    snprintf(cmd, sizeof cmd, "'%s/mplc' '%s' %s -o '%s'", build_dir, cases[i].model, cases[i].flags, job_path);
+    ck_assert_msg(run_cmd(cmd, out, sizeof out) == 0, "%s", out);
+    char jerr[512] = "";
+    Job *job = job_read(job_path, jerr, sizeof jerr);
+    ck_assert_msg(job != NULL, "%s", jerr);
+    size_t na, nb;
+    float *a = train_params(job, NULL, 3, &na), *b = train_params(job, &fake, 3, &nb);
+    ck_assert_uint_eq(na, nb);
+    ck_assert_msg(memcmp(a, b, na * sizeof(float)) == 0, "%s %s: the device-optimizer path changed the params or state",
+                  cases[i].model, cases[i].flags);
+    free(a);
+    free(b);
+    job_free(job);
+  }
+}
+END_TEST
+
+/* The optimizer kernels compile with NVRTC, with init's options, without a word in the log. */
+START_TEST(test_nvrtc_optimizer_kernels) {
+#ifndef MPL_HAVE_CUDA
+  printf("note: built without CUDA; the optimizer kernels are not compiled\n");
+  return;
+#else
+  const char *const archs[] = {"compute_90", "compute_80"};
+  for (int a = 0; a < 2; a++) {
+    char *ptx = NULL, log[4096];
+    MplErr err = {{0}};
+    ck_assert_msg(mpl_cuda_optim_compile(archs[a], &ptx, log, sizeof log, &err) == MPL_OK, "%s", err.msg);
+    ck_assert_msg(log[0] == 0, "NVRTC said, for %s: %s", archs[a], log);
+    const char *const entries[] = {"mpl_sgd", "mpl_adamw", "mpl_scale", "mpl_sumsq", "mpl_sumsq_final"};
+    for (int e = 0; e < 5; e++) {
+      char entry[64];
+      snprintf(entry, sizeof entry, ".entry %s(", entries[e]);
+      ck_assert_msg(strstr(ptx, entry) != NULL, "%s: no %s in the PTX", archs[a], entries[e]);
+    }
+    /* --fmad=false: no fused multiply-add anywhere */
+    ck_assert_msg(strstr(ptx, "fma.rn.f32") == NULL && strstr(ptx, "fma.rn.f64") == NULL, "%s: an FMA in the PTX", archs[a]);
+    mpl_free(ptx);
+  }
+#endif
+}
+END_TEST
+
 static Suite *cuda_suite(void) {
   Suite *s = suite_create("cuda");
   TCase *tc = tcase_create("core");
@@ -289,6 +435,8 @@ static Suite *cuda_suite(void) {
   tcase_add_test(tc, test_mplrun_devices_cuda_fails_at_once);
   tcase_add_test(tc, test_nvrtc_compiles_every_example);
   tcase_add_test(tc, test_device_memory_path_matches_cpu);
+  tcase_add_test(tc, test_device_optimizer_path_matches_cpu);
+  tcase_add_test(tc, test_nvrtc_optimizer_kernels);
   tcase_add_test(tc, test_nvrtc_error_names_the_kernel);
   suite_add_tcase(s, tc);
   return s;

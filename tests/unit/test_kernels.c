@@ -569,6 +569,20 @@ START_TEST(test_reshape_chain_and_alias) {
 }
 END_TEST
 
+/* A chain of reshapes of a fused value read by a GEMM: each link aliases the one before
+ * (reshape(reshape(exp(v), 4), 1, 4) @ w once died with "reshape has no buffer"). */
+START_TEST(test_reshape_chain_to_gemm) {
+  int v = input(S(2, 2, 2), DT_F32), w = input(S(2, 4, 3), DT_F32);
+  int r1 = op(OP_RESHAPE, DT_F32, S(1, 4), 1, un(OP_EXP, v));
+  int r2 = op(OP_RESHAPE, DT_F32, S(2, 1, 4), 1, r1);
+  op(OP_MATMUL, DT_F32, S(2, 1, 3), 2, r2, w);
+  int r3 = op(OP_RESHAPE, DT_F32, S(1, 4), 1, un(OP_NEG, v));
+  int r4 = op(OP_RESHAPE, DT_F32, S(2, 2, 2), 1, r3);
+  op(OP_MATMUL, DT_F32, S(2, 2, 2), 2, r4, r4);
+  check_graph(NULL);
+}
+END_TEST
+
 START_TEST(test_matmuls) {
   int x = input(S(3, 2, 3, 4), DT_F32), w = input(S(2, 4, 5), DT_F32), b = input(S(1, 5), DT_F32);
   int y = op(OP_MATMUL, DT_F32, S(3, 2, 3, 5), 2, x, w);
@@ -668,6 +682,7 @@ static Suite *kernels_suite(void) {
   tcase_add_test(tc, test_dropout);
   tcase_add_test(tc, test_shape_ops);
   tcase_add_test(tc, test_reshape_chain_and_alias);
+  tcase_add_test(tc, test_reshape_chain_to_gemm);
   tcase_add_test(tc, test_matmuls);
   tcase_add_test(tc, test_param_grad_accum);
   tcase_add_test(tc, test_creation_ops);

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Every tests/golden/ok_*.mpl (with the flags of its "# args:" line, less --emit)
+# compiled all the way to a job file with -o: mplc either writes a job that
+# `mplrun --inspect` loads, or reports a located diagnostic (bf16 kernels); it never
+# aborts. The goldens stop at --emit dumps, so the lowering after them (fusion of the
+# whole program, codegen, NVRTC, the job writer) is checked here; ok_matmul.mpl once
+# died in fuse.c ("reshape has no buffer when needed") on a reshape of a reshape.
+set -u
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build}
+export MPL_STDLIB=$PWD/stdlib
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+pass=0; fail=0
+ok() { pass=$((pass + 1)); echo "ok   $*"; }
+bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+must_write=(ok_matmul ok_gpt_tiny ok_nn_gpt ok_neural ok_shape_ops ok_reductions ok_broadcast)
+for src in tests/golden/ok_*.mpl; do
+  name=$(basename "$src" .mpl)
+  first=$(head -n 1 "$src") args=()
+  if [[ "$first" == "# args:"* ]]; then read -ra args <<< "${first#"# args:"}"; fi
+  flags=()
+  for a in "${args[@]}"; do [[ "$a" == --emit* ]] || flags+=("$a"); done
+  job=$tmp/$name.job
+  timeout 60 "$BUILD/mplc" "$src" "${flags[@]}" -o "$job" > "$tmp/out" 2>&1
+  rc=$?
+  if [ $rc -ge 124 ] || grep -qiE 'internal error|assert|segmentation|core dumped' "$tmp/out"; then
+    bad "$name: exit $rc: $(head -n 2 "$tmp/out")"
+  elif [ $rc != 0 ]; then
+    if [[ " ${must_write[*]} " == *" $name "* ]]; then bad "$name: exit $rc: $(head -n 2 "$tmp/out")"
+    elif grep -qE "^$src:[0-9]+:[0-9]+: error:" "$tmp/out"; then ok "$name: located error: $(head -n 1 "$tmp/out")"
+    else bad "$name: exit $rc without a located error: $(head -n 2 "$tmp/out")"; fi
+  elif ! "$BUILD/mplrun" --inspect "$job" > /dev/null 2> "$tmp/err"; then
+    bad "$name: mplrun --inspect: $(head -n 2 "$tmp/err")"
+  else ok "$name: job written and loaded"; fi
+done
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]
