@@ -64,13 +64,19 @@ TINY_DATA   := examples/data/tiny.bin
 COMP_LIBS   := $(LLVM_LIBS) $(CUDA_LIBS)
 RT_LIBS     := $(LLVM_LIBS) -ldnnl $(CUDA_LIBS)
 
-.PHONY: all deps run test bench golden-update asan clean unit golden fuzz cuda-only
+.PHONY: all deps bench-deps install-pkgs run test bench golden-update asan clean unit golden fuzz cuda-only
 all: deps $(MPLC) $(MPLRUN) $(MPLTOK) $(TINY_DATA)
 
 # ---- set-up on a fresh machine: install what is missing, else do nothing ----
 DEB_PKGS := flex bison check pkg-config llvm-14-dev libdnnl-dev libopenmpi-dev openmpi-bin clang libclang-rt-14-dev
+# make bench's baseline: PyTorch on Debian's OpenBLAS (the BLAS the issue's figures used)
+BENCH_PKGS := python3-torch libopenblas0-pthread
 deps:
-	@missing=""; for p in $(DEB_PKGS); do \
+	@$(MAKE) -s install-pkgs PKGS="$(DEB_PKGS)"
+bench-deps:
+	@$(MAKE) -s install-pkgs PKGS="$(BENCH_PKGS)" || echo "bench: PyTorch is not available; MPL runs alone" >&2
+install-pkgs:
+	@missing=""; for p in $(PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -138,8 +144,8 @@ golden: all
 golden-update: all
 	BUILD=$(BUILD) ./tests/golden/run.sh --update
 
-bench: all
-	./tests/bench/bench.sh
+bench: all bench-deps
+	BUILD=$(BUILD) ./tests/bench/bench.sh
 
 asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g" SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" all
