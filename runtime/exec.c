@@ -1036,7 +1036,7 @@ static int init_tokens(MplRun *r, const char *path, MplErr *err) {
     if (job->inputs[i].hi > 0 && r->tok.max_token >= job->inputs[i].hi)
       return mpl_errf(err, "%s: token %d is out of range for input '%s' (vocabulary %lld)", path, r->tok.max_token,
                       job->inputs[i].name, (long long)job->inputs[i].hi);
-  return mpl_loader_init(&r->loader, &r->tok, r->B * r->m, job->train.seq, err);
+  return mpl_loader_init(&r->loader, &r->tok, r->B * r->m * r->dp, job->train.seq, err); /* the step's whole batch */
 }
 
 static int init_synth(MplRun *r, MplErr *err) {
@@ -1290,7 +1290,14 @@ static void fmt_eta(char *buf, size_t n, double s) {
 
 static int report_step(MplRun *r, int64_t step, double step_s, double avg_s, MplErr *err) {
   double lr = mpl_lr_at(&r->ocfg, step);
-  double tokens = r->tokens ? (double)(r->B * r->m * r->job->train.seq) : (double)(r->B * r->m);
+  double tokens = (double)(r->B * r->m * r->dp); /* the step's rows; tokens when a row is a sequence */
+  for (int i = 0; i < r->job->ninputs; i++) {
+    const JobValue *v = &r->job->values[r->job->inputs[i].value];
+    if (r->tokens || (v->rank >= 2 && v->dims[1] == r->job->train.seq)) {
+      tokens *= (double)r->job->train.seq;
+      break;
+    }
+  }
   double tps = step_s > 0 ? tokens / step_s : 0;
   if (!r->opts.quiet) {
     char eta[32];

@@ -49,6 +49,13 @@ if run sp1 "$sp" --mesh tp=1 -- --save "$tmp/sp1.st" && run sp2 "$sp" -- --save 
    "$PY" tests/tools/stcompare.py "$tmp/sp2.st" "$tmp/sp1.st" 1e-6 > "$tmp/sp.cmp"; then ok "a replicated param sliced for tp trains like tp=1"
 else bad "sliced param under tp: $(tail -n 3 "$tmp/sp2.log") $(grep FAIL "$tmp/sp.cmp" 2>/dev/null | head -n 2)"; fi
 
+# token data: the replicas read consecutive row blocks of the step's batch
+[ -f examples/data/tiny.bin ] || "$BUILD/mpltok" examples/data/tiny.txt examples/data/tiny.bin > /dev/null
+sed 's/optimizer = adamw([^)]*)/optimizer = sgd(lr = 0.1)/' tests/e2e/tiny_lm.mpl > "$tmp/tok.mpl"
+if run tok1 "$tmp/tok.mpl" -- --steps 3 --save "$tmp/tok1.st" && run tok2 "$tmp/tok.mpl" --mesh dp=2 -- --steps 3 --save "$tmp/tok2.st" &&
+   "$PY" tests/tools/stcompare.py "$tmp/tok2.st" "$tmp/tok1.st" 1e-4 > "$tmp/tok.cmp"; then ok "token data on dp=2 x pp=2 trains like dp=1"
+else bad "token data under dp=2: $(tail -n 2 "$tmp/tok2.log") $(grep FAIL "$tmp/tok.cmp" 2>/dev/null | head -n 2)"; fi
+
 if "$BUILD/mplc" "$model" --mesh tp=3 -o "$tmp/bad.job" > "$tmp/bad.log" 2>&1; then bad "tp=3 accepted"
 elif grep -q "divisible\|divide" "$tmp/bad.log"; then ok "tp=3 refused: $(grep -m1 error "$tmp/bad.log")"
 else bad "tp=3 refused without the reason: $(head -n 2 "$tmp/bad.log")"; fi
