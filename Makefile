@@ -19,6 +19,21 @@ CFLAGS   := -std=gnu11 $(OPT) $(WARN) $(SANFLAGS) -fno-fast-math -ffp-contract=o
 LDFLAGS  := $(SANFLAGS) -pthread
 LDLIBS   := -lm
 
+# ---- set-up first: the tools and libraries below are looked up when this file is
+# read, so on a fresh machine the missing Debian packages are installed before that
+# (by the `deps` target, run once from here). Not for the targets that must not install
+# anything (cuda-only runs on GPU machines without a package manager), nor with
+# MPL_NO_DEPS=1.
+NO_DEPS_GOALS := clean deps install-pkgs bench-deps cuda-only
+ifeq ($(MAKELEVEL)$(MPL_NO_DEPS),0)
+ifeq ($(filter $(NO_DEPS_GOALS),$(MAKECMDGOALS)),)
+DEPS_RESULT := $(shell $(MAKE) -s --no-print-directory deps >&2 || echo failed)
+ifeq ($(DEPS_RESULT),failed)
+$(error the Debian packages MPL needs could not be installed (see above))
+endif
+endif
+endif
+
 # ---- optional and required libraries ------------------------------------
 LLVM_CONFIG := $(shell command -v llvm-config-14 || command -v llvm-config)
 ifneq ($(LLVM_CONFIG),)
@@ -65,7 +80,7 @@ COMP_LIBS   := $(LLVM_LIBS) $(CUDA_LIBS)
 RT_LIBS     := $(LLVM_LIBS) -ldnnl $(CUDA_LIBS)
 
 .PHONY: all deps bench-deps install-pkgs run test bench golden-update asan clean unit golden fuzz cuda-only
-all: deps $(MPLC) $(MPLRUN) $(MPLTOK) $(TINY_DATA)
+all: $(MPLC) $(MPLRUN) $(MPLTOK) $(TINY_DATA)
 
 # ---- set-up on a fresh machine: install what is missing, else do nothing ----
 DEB_PKGS := flex bison check pkg-config llvm-14-dev libdnnl-dev libopenmpi-dev openmpi-bin clang libclang-rt-14-dev
