@@ -56,6 +56,16 @@ endif
 endif
 endif
 endif
+# MPI (one rank per process under mpirun): used where mpicc or pkg-config's ompi-c is found
+# (NO_MPI=1 builds without it)
+MPI_CC := $(if $(NO_MPI),,$(shell command -v mpicc 2>/dev/null))
+ifneq ($(MPI_CC),)
+MPI_CFLAGS := -DMPL_HAVE_MPI $(shell $(MPI_CC) --showme:compile 2>/dev/null)
+MPI_LIBS   := $(shell $(MPI_CC) --showme:link 2>/dev/null)
+else ifeq ($(NO_MPI)$(shell pkg-config --exists ompi-c 2>/dev/null || echo n),)
+MPI_CFLAGS := -DMPL_HAVE_MPI $(shell pkg-config --cflags ompi-c)
+MPI_LIBS   := $(shell pkg-config --libs ompi-c)
+endif
 CHECK_LIBS  := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm)
 
 # ---- sources ---------------------------------------------------------------
@@ -76,8 +86,8 @@ MPLRUN      := $(BUILD)/mplrun
 MPLTOK      := $(BUILD)/mpltok
 TINY_DATA   := examples/data/tiny.bin
 
-COMP_LIBS   := $(LLVM_LIBS) $(CUDA_LIBS)
-RT_LIBS     := $(LLVM_LIBS) -ldnnl $(CUDA_LIBS)
+COMP_LIBS   := $(LLVM_LIBS) $(CUDA_LIBS) $(MPI_LIBS)
+RT_LIBS     := $(LLVM_LIBS) -ldnnl $(CUDA_LIBS) $(MPI_LIBS)
 
 .PHONY: all deps bench-deps install-pkgs run test bench golden-update asan clean unit golden fuzz cuda-only
 all: $(MPLC) $(MPLRUN) $(MPLTOK) $(TINY_DATA)
@@ -119,7 +129,7 @@ $(patsubst %.c,$(BUILD)/%.o,$(wildcard lang/*.c)): $(BUILD)/lang/parser.h $(BUIL
 $(BUILD)/compiler/%.o: compiler/%.c | $(BUILD)/compiler/.dir $(BUILD)/lang/parser.h
 	$(CC) $(CFLAGS) $(LLVM_CFLAGS) $(CUDA_CFLAGS) -c -o $@ $<
 $(BUILD)/runtime/%.o: runtime/%.c | $(BUILD)/runtime/.dir
-	$(CC) $(CFLAGS) $(LLVM_CFLAGS) $(CUDA_CFLAGS) -c -o $@ $<
+	$(CC) $(CFLAGS) $(LLVM_CFLAGS) $(CUDA_CFLAGS) $(MPI_CFLAGS) -c -o $@ $<
 $(BUILD)/lang/%.o: lang/%.c | $(BUILD)/lang/.dir
 	$(CC) $(CFLAGS) -c -o $@ $<
 $(BUILD)/tests/%.o: tests/unit/%.c | $(BUILD)/tests/.dir $(BUILD)/lang/parser.h
@@ -176,9 +186,9 @@ CUDA_ONLY_TEST := cuda-only
 cuda-only: $(CO_DIR)/mplrun
 $(CO_DIR)/runtime/%.o: runtime/%.c
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(CUDA_CFLAGS) -DMPL_CUDA_ONLY -c -o $@ $<
+	$(CC) $(CFLAGS) $(CUDA_CFLAGS) $(MPI_CFLAGS) -DMPL_CUDA_ONLY -c -o $@ $<
 $(CO_DIR)/mplrun: $(CO_OBJ)
-	$(CC) $(LDFLAGS) -o $@ $^ $(CUDA_LIBS) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CUDA_LIBS) $(MPI_LIBS) $(LDLIBS)
 else
 cuda-only:
 	@echo "cuda-only: no CUDA toolkit (set CUDA_HOME)" >&2; exit 1

@@ -11,7 +11,12 @@
  *    written complete under a temp name and then swapped with DIR in one rename
  *    (renameat2 RENAME_EXCHANGE when DIR exists), so DIR is always a whole checkpoint;
  *  - names and shapes are checked on every read: a missing name or a shape mismatch is
- *    an error naming the param; the mesh of the writer does not matter.
+ *    an error naming the param; the mesh of the writer does not matter;
+ *  - under MPI (one rank per process) writing is collective: every process gathers the
+ *    tensors in the same order (mpl_run_get_param / _get_optim send the parts to world
+ *    rank 0) and world rank 0 alone touches the file system; reading is local: each
+ *    process reads the files itself (a file system every process sees) and sets its
+ *    own rank's parts.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -76,7 +81,7 @@ static int write_tensors(const MplRun *r, const char *path, const char *const *p
       e[k] = (MplStEntry){.name = names[k], .ndim = jp->rank, .shape = jp->dims, .data = data[k]};
     }
   const char *mk[] = {"format"}, *mv[] = {"mpl"};
-  if (st == MPL_OK) st = mpl_st_write_f32(path, e, n, mk, mv, 1, err);
+  if (st == MPL_OK && mpl_run_is_lead(r)) st = mpl_st_write_f32(path, e, n, mk, mv, 1, err);
   for (int k = 0; k < n && names && data; k++) {
     mpl_free(names[k]);
     mpl_free(data[k]);
@@ -223,6 +228,12 @@ static int get_optim(const MplRun *r, int p, int slot, float *out, MplErr *err) 
 
 int mpl_ckpt_write_dir(const MplRun *r, const char *dir, MplErr *err) {
   char tmp[4096], path[4096];
+  if (!mpl_run_is_lead(r)) { /* MPI: this process's parts go to world rank 0, which writes */
+    const char *const *slots;
+    int nslots = mpl_run_optim_slots(r, &slots);
+    if (mpl_ckpt_save_params(r, dir, err) != MPL_OK) return MPL_ERR;
+    return write_tensors(r, dir, slots, nslots, get_optim, err);
+  }
   size_t dl = strlen(dir);
   while (dl > 1 && dir[dl - 1] == '/') dl--;
   snprintf(tmp, sizeof tmp, "%.*s.tmp.%ld", (int)dl, dir, (long)getpid());

@@ -19,8 +19,9 @@
  * All-reduce sums in ascending rank order on the host (identical bits on every member);
  * with NCCL built in and every rank on its own GPU, device buffers are reduced with
  * ncclAllReduce on the comm streams (communicators from ncclCommInitAll, one thread per
- * GPU). Under MPI (one process per GPU, NCCL id broadcast over MPI_Bcast) this file has
- * no implementation yet: MPL_HAVE_MPI builds report it at init.
+ * GPU). Under MPI (one process per GPU, an NCCL unique id broadcast over MPI and
+ * ncclCommInitRank) this file has no implementation yet: mplrun and exec.c refuse
+ * --devices cuda under mpirun with a message (the MPI mode runs cpu devices, comm_mpi.c).
  */
 #include "exec.h"
 
@@ -405,9 +406,6 @@ static void enable_peers(MplCudaWorld *w) {
 
 int mpl_cuda_world_init(MplCudaWorld **out, int nranks, MplDevice *const *devs, MplErr *err) {
   *out = NULL;
-#ifdef MPL_HAVE_MPI
-  /* one process per GPU under mpirun is not implemented here yet; threads only */
-#endif
   if (nranks < 1 || nranks > 4096) return mpl_errf(err, "cuda communicator: bad rank count %d", nranks);
   MplCudaWorld *w = mpl_calloc(1, sizeof *w);
   if (!w) return mpl_errf(err, "out of memory");

@@ -32,7 +32,16 @@
  *    squares, clips and updates there, in the same order as the host path: only the
  *    nparams float64 sums of squares cross to the host (with grad_clip); without them
  *    (a stand-in device in the tests) gradients are summed, clipped and applied on the
- *    host (device -> host, update, host -> device).
+ *    host (device -> host, update, host -> device);
+ *  - under mpirun (opts.comm: comm_mpi.c) this process runs world rank comm->rank alone,
+ *    on its main thread (no rank threads; only this thread calls MPI); the other ranks'
+ *    contexts are shadows (ids, holds[], loss slots: live is false). Whatever the main
+ *    thread read from other ranks' memory goes through messages to world rank 0 (TAG_MAIN):
+ *    the step's losses, the parts of params and optimizer state (mpl_run_get_param/_optim,
+ *    collective: every process calls them in the same order), the stats of the report
+ *    and the trace events; rank 0 alone prints and writes files. Each process initialises
+ *    its params from the seed and reads --init/--resume files itself. The messages and the
+ *    all-reduce order are those of the threads run, so the bits are the same.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -52,6 +61,9 @@
 #define TAG_TIED(p, u) ((2ull << 60) | ((uint64_t)(p) << 24) | (uint64_t)(u))
 #define TAG_NORM(step) ((3ull << 60) | (uint64_t)(step))
 #define TAG_ZERO(p) ((4ull << 60) | (uint64_t)(p))
+/* Under MPI, the main thread's messages to world rank 0 (losses, parts of params, stats, trace) */
+#define TAG_MAIN(kind, x) ((5ull << 60) | ((uint64_t)(kind) << 48) | (uint64_t)(x))
+enum { MAIN_LOSS = 1, MAIN_PART, MAIN_STATS, MAIN_TRACE_N, MAIN_TRACE_EV };
 
 typedef struct RankCtx {
   MplRun *run;
@@ -63,6 +75,8 @@ typedef struct RankCtx {
   MplComm *comm;
   pthread_t tid;
   bool started;
+  bool live;             /* run by this process (always; under MPI only the process's own rank):
+                            the others are shadows with ids, holds[] and loss slots only */
   /* params: per param index */
   bool *holds;           /* [nparams] */
   float **grad;          /* [nparams] the summed gradient (the accumulator itself or scratch) */
@@ -96,6 +110,9 @@ struct MplRun {
   const MplDeviceOps *devops;
   RankCtx *ranks;
   MplCommWorld *world;       /* cpu: the in-process communicator */
+  MplComm *mpi;              /* under mpirun: this process's communicator (opts.comm) */
+  int me;                    /* under mpirun: the world rank this process runs */
+  bool lead;                 /* writes files and progress: always, or world rank 0 under MPI */
   MplCudaWorld *cworld;      /* cuda: device copies (comm_nccl.c) */
   int ndevices;              /* cuda: visible GPUs */
   const MplKernelFn *kfn;
@@ -757,8 +774,39 @@ static void *rank_main(void *arg) {
   return NULL;
 }
 
-/* Runs step r->step on every rank and waits for all of them. */
+/* Under MPI: world rank 0 receives the loss slots of the other ranks of tp index 0 (the
+ * ones step_loss reads) into their shadows. */
+static int gather_losses(MplRun *r, MplErr *err) {
+  int m = r->m;
+  double *buf = mpl_malloc(sizeof(double) * (size_t)(2 * m));
+  if (!buf) return mpl_errf(err, "out of memory");
+  int st = MPL_OK;
+  for (int d = 0; d < r->dp && st == MPL_OK; d++)
+    for (int i = 0; i < r->pp && st == MPL_OK; i++) {
+      int w = world_of(r, d, 0, i);
+      RankCtx *rc = &r->ranks[w];
+      if (w == 0 || (r->me != w && r->me != 0)) continue;
+      if (r->me == w) {
+        for (int j = 0; j < m; j++) buf[j] = rc->mb_loss[j], buf[m + j] = rc->mb_loss_set[j];
+        if (r->mpi->ops->send(r->mpi, 0, TAG_MAIN(MAIN_LOSS, w), buf, sizeof(double) * (size_t)(2 * m)) != MPL_OK)
+          st = mpl_errf(err, "step loss: %s", r->mpi->err.msg);
+      } else if (r->mpi->ops->recv(r->mpi, w, TAG_MAIN(MAIN_LOSS, w), buf, sizeof(double) * (size_t)(2 * m)) != MPL_OK) {
+        st = mpl_errf(err, "step loss: %s", r->mpi->err.msg);
+      } else {
+        for (int j = 0; j < m; j++) rc->mb_loss[j] = buf[j], rc->mb_loss_set[j] = buf[m + j] != 0;
+      }
+    }
+  mpl_free(buf);
+  return st;
+}
+
+/* Runs step r->step on every rank and waits for all of them. Under MPI: this process's
+ * rank runs on this thread, then the losses go to world rank 0. */
 static int run_one_step(MplRun *r, MplErr *err) {
+  if (r->mpi) {
+    if (rank_step(&r->ranks[r->me], r->step, err) != MPL_OK) return MPL_ERR;
+    return gather_losses(r, err);
+  }
   pthread_mutex_lock(&r->mu);
   r->running = r->nworld;
   r->gen++;
@@ -781,6 +829,11 @@ static void stop_threads(MplRun *r) {
 }
 
 static int start_threads(MplRun *r, MplErr *err) {
+  if (r->mpi) { /* one rank, run on this thread (MPI is called from it alone) */
+    RankCtx *rc = &r->ranks[r->me];
+    if (rc->dev.ops->bind_thread) rc->dev.ops->bind_thread(&rc->dev);
+    return MPL_OK;
+  }
   pthread_mutex_init(&r->mu, NULL);
   pthread_cond_init(&r->go, NULL);
   pthread_cond_init(&r->done, NULL);
@@ -824,7 +877,14 @@ static int device_index(const MplRun *r, int i) {
   return r->ndevices > 0 ? i % r->ndevices : i;
 }
 
-static int init_rank(MplRun *r, int i, MplErr *err) {
+/* Does pipeline rank pr's arena hold value v (a buffer at slot 0)? Known from the job alone. */
+static bool rank_has(const MplRun *r, int pr, int v) {
+  return r->job->ranks[pr].offset[(size_t)v * r->m] != UINT64_MAX;
+}
+
+/* What every rank context has, an MPI process's shadows of the other ranks included:
+ * its ids, the params it holds, its loss slots (rank 0 gathers the losses into them). */
+static int init_rank_ids(MplRun *r, int i, MplErr *err) {
   RankCtx *rc = &r->ranks[i];
   const Job *job = r->job;
   rc->run = r;
@@ -832,6 +892,19 @@ static int init_rank(MplRun *r, int i, MplErr *err) {
   rc->rank = i % r->pp;
   rc->tpi = i / r->pp % r->tp;
   rc->dpi = i / (r->pp * r->tp);
+  rc->holds = mpl_calloc((size_t)job->nparams + 1, sizeof(bool));
+  rc->mb_loss = mpl_calloc((size_t)r->m, sizeof(double));
+  rc->mb_loss_set = mpl_calloc((size_t)r->m, sizeof(bool));
+  if (!rc->holds || !rc->mb_loss || !rc->mb_loss_set) return mpl_errf(err, "out of memory");
+  for (int p = 0; p < job->nparams; p++) rc->holds[p] = rank_has(r, rc->rank, job->params[p].value);
+  return MPL_OK;
+}
+
+static int init_rank(MplRun *r, int i, MplErr *err) {
+  RankCtx *rc = &r->ranks[i];
+  const Job *job = r->job;
+  if (init_rank_ids(r, i, err) != MPL_OK) return MPL_ERR;
+  rc->live = true;
   rc->dev.ops = r->devops;
   rc->dev.tf32 = r->opts.tf32;
   if (r->devops->init(&rc->dev, device_index(r, i), r->opts.threads, err) != MPL_OK) return MPL_ERR;
@@ -841,20 +914,15 @@ static int init_rank(MplRun *r, int i, MplErr *err) {
   if (r->devops->zero(&rc->dev, rc->arena, (size_t)ab, err) != MPL_OK) return MPL_ERR;
   rc->stats.arena_bytes = ab;
   if (r->world) rc->comm = mpl_comm_world_rank(r->world, i);
+  if (r->mpi) rc->comm = r->mpi;
   int np = job->nparams;
-  rc->holds = mpl_calloc((size_t)np + 1, sizeof(bool));
   rc->grad = mpl_calloc((size_t)np + 1, sizeof(float *));
   rc->scratch = mpl_calloc((size_t)np + 1, sizeof(float *));
   rc->opt[0] = mpl_calloc((size_t)np + 1, sizeof(float *));
   rc->opt[1] = mpl_calloc((size_t)np + 1, sizeof(float *));
   rc->norm_buf = mpl_calloc((size_t)np + 1, sizeof(double));
-  rc->mb_loss = mpl_calloc((size_t)r->m, sizeof(double));
-  rc->mb_loss_set = mpl_calloc((size_t)r->m, sizeof(bool));
-  if (!rc->holds || !rc->grad || !rc->scratch || !rc->opt[0] || !rc->opt[1] || !rc->norm_buf || !rc->mb_loss ||
-      !rc->mb_loss_set)
-    return mpl_errf(err, "out of memory");
+  if (!rc->grad || !rc->scratch || !rc->opt[0] || !rc->opt[1] || !rc->norm_buf) return mpl_errf(err, "out of memory");
   if (resolve_buffers(rc, err) != MPL_OK) return MPL_ERR;
-  for (int p = 0; p < np; p++) rc->holds[p] = vptr(rc, job->params[p].value, 0) != NULL;
   size_t cap = 0;
   for (int k = 0; k < job->ninputs; k++) {
     size_t b = value_bytes(job, job->inputs[k].value);
@@ -888,7 +956,7 @@ static int init_param_maps(MplRun *r, MplErr *err) {
       if (p->use_stage[u] < 0 || p->use_stage[u] >= job->nstages)
         return mpl_errf(err, "param %s: use %d is on stage %d", p->name, u, p->use_stage[u]);
       int ur = use_rank(job, p, u);
-      if (!r->ranks[ur].holds[pi] || !vptr(&r->ranks[ur], p->use_value[u], 0))
+      if (!r->ranks[ur].holds[pi] || !rank_has(r, ur, p->use_value[u]))
         return mpl_errf(err, "param %s: the accumulator of use %d is not on rank %d", p->name, u, ur);
       if (job->values[p->use_value[u]].numel != p->numel)
         return mpl_errf(err, "param %s: the accumulator of use %d has the wrong size", p->name, u);
@@ -1126,7 +1194,7 @@ static int init_observability(MplRun *r, MplErr *err) {
     if (mpl_trace_init(&r->trace, r->nworld, err) != MPL_OK) return MPL_ERR;
     r->tracing = true;
   }
-  if (r->opts.metrics_path) {
+  if (r->opts.metrics_path && r->lead) {
     if (mpl_metrics_open(&r->metrics, r->opts.metrics_path, err) != MPL_OK) return MPL_ERR;
     r->metrics_open = true;
   }
@@ -1160,6 +1228,22 @@ static int init_device_comm(MplRun *r, MplErr *err) {
   return st;
 }
 
+/* Under mpirun (opts.comm): this process runs world rank comm->rank of exactly
+ * dp * tp * pp processes, on the cpu device (cuda under MPI is not implemented yet). */
+static int init_mpi(MplRun *r, bool cuda, MplErr *err) {
+  r->mpi = r->opts.comm;
+  r->lead = !r->mpi || r->mpi->rank == 0;
+  if (!r->mpi) return MPL_OK;
+  if (cuda)
+    return mpl_errf(err, "--devices cuda under mpirun (one process per GPU) is not supported yet: "
+                         "run the GPU ranks as threads of one mplrun");
+  if (r->mpi->size != r->nworld)
+    return mpl_errf(err, "mpirun started %d processes, but the job has %d ranks (dp %d x tp %d x pp %d): use mpirun -np %d",
+                    r->mpi->size, r->nworld, r->dp, r->tp, r->pp, r->nworld);
+  r->me = r->mpi->rank;
+  return MPL_OK;
+}
+
 static int run_init_body(MplRun *r, MplErr *err) {
   const Job *job = r->job;
   if (check_job(job, err) != MPL_OK) return MPL_ERR;
@@ -1177,15 +1261,16 @@ static int run_init_body(MplRun *r, MplErr *err) {
   r->last_loss = NAN;
   if (!r->devops->load_kernels && init_kernels(r, err) != MPL_OK) return MPL_ERR;
   bool cuda = r->devops == &mpl_device_cuda_ops;
-  if (!cuda && mpl_comm_world_init(&r->world, r->nworld, err) != MPL_OK) return MPL_ERR;
+  if (init_mpi(r, cuda, err) != MPL_OK) return MPL_ERR;
+  if (!cuda && !r->mpi && mpl_comm_world_init(&r->world, r->nworld, err) != MPL_OK) return MPL_ERR;
   r->ranks = mpl_calloc((size_t)r->nworld, sizeof *r->ranks);
   if (!r->ranks) return mpl_errf(err, "out of memory");
   for (int i = 0; i < r->nworld; i++)
-    if (init_rank(r, i, err) != MPL_OK) return MPL_ERR;
+    if ((r->mpi && i != r->me ? init_rank_ids(r, i, err) : init_rank(r, i, err)) != MPL_OK) return MPL_ERR;
   if (cuda && init_device_comm(r, err) != MPL_OK) return MPL_ERR;
   if (init_param_maps(r, err) != MPL_OK || init_whole_params(r, err) != MPL_OK) return MPL_ERR;
   for (int i = 0; i < r->nworld; i++)
-    if (init_param_state(r, &r->ranks[i], err) != MPL_OK) return MPL_ERR;
+    if (r->ranks[i].live && init_param_state(r, &r->ranks[i], err) != MPL_OK) return MPL_ERR;
   if (init_data(r, err) != MPL_OK || init_params(r, err) != MPL_OK) return MPL_ERR;
   if (r->opts.init_path && mpl_ckpt_load_params(r, r->opts.init_path, err) != MPL_OK) return MPL_ERR;
   if (r->opts.resume_dir && mpl_ckpt_resume(r, r->opts.resume_dir, err) != MPL_OK) return MPL_ERR;
@@ -1299,7 +1384,7 @@ static int report_step(MplRun *r, int64_t step, double step_s, double avg_s, Mpl
     }
   }
   double tps = step_s > 0 ? tokens / step_s : 0;
-  if (!r->opts.quiet) {
+  if (!r->opts.quiet && r->lead) {
     char eta[32];
     fmt_eta(eta, sizeof eta, avg_s * (double)(r->total_steps - step - 1));
     fprintf(r->opts.out, "step %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s | %.1f ms/step | ETA %s\n",
@@ -1312,12 +1397,37 @@ static int report_step(MplRun *r, int64_t step, double step_s, double avg_s, Mpl
   return mpl_metrics_line(&r->metrics, keys, vals, 5, err);
 }
 
+/* Under MPI: every rank's trace events to world rank 0 (a count, then the events). */
+static int gather_trace(MplRun *r, MplErr *err) {
+  MplComm *c = r->mpi;
+  if (r->me != 0) {
+    MplTraceRank *tr = &r->trace.ranks[r->me];
+    int64_t n = tr->n;
+    if (c->ops->send(c, 0, TAG_MAIN(MAIN_TRACE_N, r->me), &n, sizeof n) != MPL_OK ||
+        c->ops->send(c, 0, TAG_MAIN(MAIN_TRACE_EV, r->me), tr->ev, (size_t)n * sizeof *tr->ev) != MPL_OK)
+      return mpl_errf(err, "trace: %s", c->err.msg);
+    return MPL_OK;
+  }
+  for (int w = 1; w < r->nworld; w++) {
+    MplTraceRank *tr = &r->trace.ranks[w];
+    int64_t n = 0;
+    if (c->ops->recv(c, w, TAG_MAIN(MAIN_TRACE_N, w), &n, sizeof n) != MPL_OK) return mpl_errf(err, "trace: %s", c->err.msg);
+    MplTraceEvent *ev = mpl_malloc((size_t)n * sizeof *ev + 1);
+    if (!ev) return mpl_errf(err, "trace: out of memory");
+    mpl_free(tr->ev);
+    tr->ev = ev, tr->n = tr->cap = n;
+    if (c->ops->recv(c, w, TAG_MAIN(MAIN_TRACE_EV, w), ev, (size_t)n * sizeof *ev) != MPL_OK)
+      return mpl_errf(err, "trace: %s", c->err.msg);
+  }
+  return MPL_OK;
+}
+
 int mpl_run_train(MplRun *r, MplErr *err) {
   double t_begin = now_s();
   int64_t done = 0;
   bool ckpt_written = false;
   r->first_step = r->step;
-  if (r->opts.resume_dir && r->step >= r->total_steps && !r->opts.quiet)
+  if (r->opts.resume_dir && r->step >= r->total_steps && !r->opts.quiet && r->lead)
     fprintf(r->opts.out, "mplrun: the checkpoint is at step %lld of %lld: nothing to train (raise --steps)\n",
             (long long)r->step, (long long)r->total_steps);
   for (; r->step < r->total_steps; r->step++) {
@@ -1340,17 +1450,38 @@ int mpl_run_train(MplRun *r, MplErr *err) {
   }
   if (r->opts.ckpt_dir && !ckpt_written && mpl_ckpt_write_dir(r, r->opts.ckpt_dir, err) != MPL_OK) return MPL_ERR;
   if (r->opts.save_path && mpl_ckpt_save_params(r, r->opts.save_path, err) != MPL_OK) return MPL_ERR;
-  if (r->tracing && mpl_trace_write(&r->trace, r->opts.trace_path, err) != MPL_OK) return MPL_ERR;
+  if (r->tracing && r->mpi && gather_trace(r, err) != MPL_OK) return MPL_ERR;
+  if (r->tracing && r->lead && mpl_trace_write(&r->trace, r->opts.trace_path, err) != MPL_OK) return MPL_ERR;
   return MPL_OK;
 }
 
+/* Under MPI: world rank 0 receives every rank's stats (the others send theirs). */
+static void gather_stats(const MplRun *r, MplRankStats *all) {
+  MplComm *c = r->mpi;
+  const MplRankStats *mine = &r->ranks[r->me].stats;
+  if (r->me != 0) {
+    c->ops->send(c, 0, TAG_MAIN(MAIN_STATS, r->me), mine, sizeof *mine);
+    return;
+  }
+  all[0] = *mine;
+  for (int w = 1; w < r->nworld; w++)
+    if (c->ops->recv(c, w, TAG_MAIN(MAIN_STATS, w), &all[w], sizeof all[w]) != MPL_OK) memset(&all[w], 0, sizeof all[w]);
+}
+
 void mpl_run_report(const MplRun *r, FILE *out) {
-  for (int i = 0; i < r->nworld; i++) {
-    const MplRankStats *s = &r->ranks[i].stats;
+  MplRankStats *all = NULL;
+  if (r->mpi) {
+    all = mpl_calloc((size_t)r->nworld, sizeof *all);
+    if (!all) return;
+    gather_stats(r, all);
+  }
+  for (int i = 0; i < r->nworld && r->lead; i++) {
+    const MplRankStats *s = all ? &all[i] : &r->ranks[i].stats;
     double bubble = s->wall_s > 0 ? 1.0 - s->busy_s / s->wall_s : 0;
     fprintf(out, "rank %d: busy %.1f ms | bubble %.3f (predicted %.3f) | arena %llu bytes\n", i, s->busy_s * 1e3,
             bubble, r->job->ranks[i % r->pp].predicted_bubble, (unsigned long long)s->arena_bytes);
   }
+  mpl_free(all);
 }
 
 int mpl_exec_run(const Job *job, const MplRunOpts *opts, MplErr *err) {
@@ -1368,6 +1499,7 @@ int64_t mpl_run_step(const MplRun *r) { return r->step; }
 double mpl_run_last_loss(const MplRun *r) { return r->last_loss; }
 const Job *mpl_run_job(const MplRun *r) { return r->job; }
 const MplRunOpts *mpl_run_opts(const MplRun *r) { return &r->opts; }
+bool mpl_run_is_lead(const MplRun *r) { return r->lead; }
 
 const MplRankStats *mpl_run_rank_stats(const MplRun *r, int rank) {
   return rank >= 0 && rank < r->nworld ? &r->ranks[rank].stats : NULL;
@@ -1383,14 +1515,43 @@ static const float *part_param(const RankCtx *rc, int p, int slot) { return vptr
 static const float *part_grad(const RankCtx *rc, int p, int slot) { return rc->grad[p]; }
 static const float *part_optim(const RankCtx *rc, int p, int slot) { return rc->opt[slot][p]; }
 
+/* Under MPI, part t of the whole comes from another process: the holder sends it to
+ * world rank 0, which joins it into out (host memory: MPI runs only on the cpu device). */
+static int gather_part_mpi(const MplRun *r, int p, int t, const RankCtx *rc, const float *src, float *out, MplErr *err) {
+  const JobParam *jp = &r->job->params[p], *wp = &r->wparams[p];
+  MplComm *c = r->mpi;
+  size_t bytes = (size_t)jp->numel * 4;
+  uint64_t tag = TAG_MAIN(MAIN_PART, ((uint64_t)p << 8) | (uint64_t)t);
+  if (r->me == rc->wrank) {
+    if (!src) return mpl_errf(err, "%s: not held where expected", jp->name);
+    if (c->ops->send(c, 0, tag, src, bytes) != MPL_OK) return mpl_errf(err, "%s: %s", jp->name, c->err.msg);
+    return MPL_OK;
+  }
+  if (r->me != 0) return MPL_OK;
+  if (jp->split_dim < 0) {
+    if (c->ops->recv(c, rc->wrank, tag, out, bytes) != MPL_OK) return mpl_errf(err, "%s: %s", jp->name, c->err.msg);
+    return MPL_OK;
+  }
+  float *host = mpl_malloc(bytes + 4);
+  int st = host ? MPL_OK : mpl_errf(err, "out of memory");
+  if (st == MPL_OK && c->ops->recv(c, rc->wrank, tag, host, bytes) != MPL_OK) st = mpl_errf(err, "%s: %s", jp->name, c->err.msg);
+  if (st == MPL_OK) mpl_shard_copy(out, host, wp->dims, wp->rank, wp->split_dim, wp->groups, r->tp, t, 4, false);
+  mpl_free(host);
+  return st;
+}
+
 static int gather_whole(const MplRun *r, int p, int d, int slot, PartOf part, float *out, MplErr *err) {
   const JobParam *jp = &r->job->params[p], *wp = &r->wparams[p];
   float *host = NULL; /* a split part in device memory is staged through the host */
   int st = MPL_OK;
   for (int t = 0; t < (jp->split_dim >= 0 ? r->tp : 1) && st == MPL_OK; t++) {
     const RankCtx *rc = &r->ranks[world_of(r, d, t, r->owner[p])];
-    const float *src = part(rc, p, slot);
-    if (!src) {
+    const float *src = rc->live ? part(rc, p, slot) : NULL;
+    if (r->mpi && rc->wrank != 0) {
+      st = gather_part_mpi(r, p, t, rc, src, out, err);
+    } else if (r->mpi && r->me != 0) {
+      continue; /* world rank 0's own part */
+    } else if (!src) {
       st = mpl_errf(err, "%s: not held where expected", jp->name);
     } else if (jp->split_dim < 0) {
       st = rc->dev.ops->copy_to_host((MplDevice *)&rc->dev, out, src, (size_t)jp->numel * 4, err);
@@ -1410,6 +1571,7 @@ int mpl_run_get_param(const MplRun *r, int p, float *out, MplErr *err) { return 
 
 /* The summed gradient of param p from the last step (after clipping, if any). */
 int mpl_run_get_grad(const MplRun *r, int p, float *out, MplErr *err) {
+  if (r->mpi) return mpl_errf(err, "gradients are not gathered under MPI");
   if (!r->ranks[r->owner[p]].grad[p]) return mpl_errf(err, "no gradient for %s", r->job->params[p].name);
   return gather_whole(r, p, 0, 0, part_grad, out, err);
 }
@@ -1421,6 +1583,7 @@ static int scatter_whole(MplRun *r, int p, const float *in, int slot, bool optim
   int st = MPL_OK;
   for (int i = 0; i < r->nworld && st == MPL_OK; i++) {
     RankCtx *rc = &r->ranks[i];
+    if (!rc->live) continue; /* another process's rank */
     float *dst = optim ? rc->opt[slot][p] : vptr(rc, jp->value, 0);
     bool on_dev = rc->dev.ops->device_memory && (!optim || rc->dev_opt); /* host-path optimizer state is host memory */
     if (!dst) continue;
@@ -1455,7 +1618,8 @@ int mpl_run_optim_slots(const MplRun *r, const char *const **names) {
 
 int mpl_run_get_optim(const MplRun *r, int p, int slot, float *out, MplErr *err) {
   int d = zero_owner(r, p) >= 0 ? zero_owner(r, p) : 0;
-  if (!r->ranks[world_of(r, d, 0, r->owner[p])].opt[slot][p])
+  const RankCtx *oc = &r->ranks[world_of(r, d, 0, r->owner[p])];
+  if (oc->live && !oc->opt[slot][p])
     return mpl_errf(err, "no optimizer state for %s", r->job->params[p].name);
   return gather_whole(r, p, d, slot, part_optim, out, err);
 }
@@ -1556,6 +1720,7 @@ int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, FILE *out, MplErr *
   const Job *job = r->job;
   int idx_in = sample_input_index(r, 0), ls = -1;
   for (int s = 0; s < job->nstages; s++) if (job->stages[s].logits_value >= 0) ls = s;
+  if (r->mpi) return mpl_errf(err, "--sample is not supported under mpirun yet: sample with a threads run (--init FILE)");
   if (idx_in < 0 || ls < 0) return mpl_errf(err, "--sample needs a token model (inputs idx, targets and a cross_entropy loss)");
   if (r->tp > 1) return mpl_errf(err, "--sample does not run tensor-parallel jobs yet (tp = %d): compile for tp = 1", r->tp);
   int lv = job->stages[ls].logits_value;

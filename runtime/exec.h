@@ -5,7 +5,8 @@
  *   device_cpu.c  the device backend interface and the `cpu` backend
  *   device_cuda.c the `cuda` backend (cudaMalloc arena, streams, PTX kernels, cuBLAS)
  *   comm_nccl.c   the communicator of ranks on CUDA devices (device copies; NCCL all-reduce)
- *   exec.c        the run: one executor thread per pipeline rank, the training loop, sampling
+ *   exec.c        the run: one executor thread per rank (or one rank per process under MPI),
+ *                 the training loop, sampling
  *   checkpoint.c  --init/--save safetensors by global name, --checkpoint/--resume directories
  *
  * Conventions are mpl.h's: MPL_OK / MPL_ERR with a message in an MplErr, nothing exits,
@@ -184,6 +185,11 @@ typedef struct MplRunOpts {
   bool quiet;                  /* no progress lines */
   FILE *out;                   /* progress and reports (NULL: stdout) */
   uint64_t job_checksum;       /* identity of the job file, stored in checkpoints */
+  MplComm *comm;               /* under mpirun: this process's rank of the world (comm_mpi.c); the
+                                  process runs that one rank and the main-thread work (loss,
+                                  --save, checkpoints, report, trace) goes through messages,
+                                  with world rank 0 writing the files and the progress lines.
+                                  NULL: every rank is a thread of this process */
   /* Test hooks: kernels to use instead of the JIT's (n == job's kernel count); and a
    * failure injected at instruction fail_ins of step fail_step on rank fail_rank. */
   const MplKernelFn *kernels;
@@ -240,6 +246,11 @@ int64_t mpl_run_data_pos(const MplRun *r);
 int mpl_run_restore(MplRun *r, int64_t step, int64_t data_pos, MplErr *err);
 const Job *mpl_run_job(const MplRun *r);
 const MplRunOpts *mpl_run_opts(const MplRun *r);
+/* Does this process write the files and the progress lines (always, but under MPI
+ * world rank 0 only)? Under MPI, get_param, get_optim, report and the checkpoint writers
+ * are collective: every process calls them in the same order; set_param and set_optim
+ * write this process's rank only (each process reads --init/--resume files itself). */
+bool mpl_run_is_lead(const MplRun *r);
 /* The whole run: init, train, report, free. */
 int mpl_exec_run(const Job *job, const MplRunOpts *opts, MplErr *err);
 

@@ -7,6 +7,7 @@
  *   data.c         llm.c token files, the token loader, synthetic(n) examples
  *   jobfile.c      the byte-level container of the job file (header, sections, cursors)
  *   comm_local.c   the communicator interface and its in-process (threads) implementation
+ *   comm_mpi.c     the MPI communicator (one rank per process, under mpirun)
  *   gemm.c         the CPU matrix product (oneDNN's sgemm)
  *   trace.c        the Chrome trace writer and the JSON-lines metrics writer
  *
@@ -317,6 +318,21 @@ void mpl_comm_world_free(MplCommWorld *w);
 MplComm *mpl_comm_world_rank(MplCommWorld *w, int r);
 /* Wakes every blocked rank with an error; later ops fail too. Thread-safe, idempotent. */
 void mpl_comm_world_abort(MplCommWorld *w, const char *why);
+
+/* ==== comm_mpi.c ====================================================== */
+
+/* The communicator of one rank per process under mpirun (MPI_COMM_WORLD's rank and size).
+ * Same semantics as the local one: eager sends (copied, completed later), FIFO per pair
+ * with tags checked, all-reduce summed in ascending rank order (never MPI_Allreduce's own
+ * order); abort prints the reason and calls MPI_Abort. */
+extern const MplCommOps mpl_comm_mpi_ops;
+/* Started by mpirun or another PMI launcher (OMPI_COMM_WORLD_SIZE, PMI_SIZE or PMIX_RANK)? */
+bool mpl_mpi_launched(void);
+/* MPI_Init_thread (FUNNELED: only the process's main thread calls MPI) and the
+ * process's communicator. Built without MPI (MPL_HAVE_MPI unset): MPL_ERR with a message. */
+int mpl_comm_mpi_init(MplComm **out, int *argc, char ***argv, MplErr *err);
+/* Waits for the pending sends, frees the communicator and calls MPI_Finalize. */
+void mpl_comm_mpi_finalize(MplComm *c);
 
 /* ==== gemm.c ========================================================== */
 

@@ -5,10 +5,17 @@
  *   mplrun JOB [--devices cpu|cpu:N|cuda|cuda:0,1] [--threads N] [--steps N] [--data FILE]
  *              [--init F] [--save F] [--checkpoint DIR] [--checkpoint-every N] [--resume DIR]
  *              [--trace FILE.json] [--metrics FILE.jsonl] [--inspect]
- *              [--sample N --prompt TEXT] [--tf32] [-q]
+ *              [--sample N --prompt TEXT] [--tf32] [--mpi] [-q]
+ *
+ * Under mpirun (OMPI_COMM_WORLD_SIZE, PMI_SIZE or PMIX_RANK in the environment, or --mpi)
+ * each process runs one rank of the world (comm_mpi.c): there must be dp * tp * pp of
+ * them; world rank 0 prints and writes the files.
  *
  * Invariants: every bad flag, value or file is one line "mplrun: error: ..." and exit 1;
- * flags may be written "--flag VALUE" or "--flag=VALUE".
+ * flags may be written "--flag VALUE" or "--flag=VALUE". Under MPI an error that every
+ * process sees alike (a wrong process count, a bad flag) is printed once by rank 0 and
+ * every process exits 1; an error of one rank during the run prints that rank's message
+ * and MPI_Abort ends the whole job, so no process waits forever for it.
  */
 #include <errno.h>
 #include <limits.h>
@@ -27,6 +34,7 @@ typedef struct Cli {
   int64_t sample_n;     /* -1: no sampling */
   const char *prompt;
   bool inspect;
+  bool mpi;             /* --mpi, or started by mpirun */
   int device_ids[256];  /* --devices cuda:LIST */
   MplRunOpts run;
 } Cli;
@@ -35,7 +43,7 @@ static void usage(FILE *f) {
   fputs("usage: mplrun JOB [--devices cpu|cpu:N|cuda|cuda:0,1] [--threads N] [--steps N] [--data FILE]\n"
         "                  [--init FILE.safetensors] [--save FILE.safetensors] [--checkpoint DIR]\n"
         "                  [--checkpoint-every N] [--resume DIR] [--trace FILE.json] [--metrics FILE.jsonl]\n"
-        "                  [--inspect] [--sample N --prompt TEXT] [--tf32] [-q]\n",
+        "                  [--inspect] [--sample N --prompt TEXT] [--tf32] [--mpi] [-q]\n",
         f);
 }
 
@@ -104,6 +112,7 @@ static int parse_args(Cli *c, int argc, char **argv) {
     if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) c->run.quiet = true;
     else if (!strcmp(a, "--tf32")) c->run.tf32 = true;
     else if (!strcmp(a, "--inspect")) c->inspect = true;
+    else if (!strcmp(a, "--mpi")) c->mpi = true;
     else if (a[0] == '-' && a[1]) {
       char flag[64];
       const char *eq = strchr(a, '='), *val;
@@ -198,7 +207,17 @@ static uint64_t file_checksum(const char *path) {
   return h;
 }
 
+/* A failed run: the message; under MPI also the end of every process (MPI_Abort). */
+static int run_failed(Cli *c, const MplErr *err) {
+  if (!c->run.comm) return fail("%s%s", err->msg, "");
+  c->run.comm->ops->abort(c->run.comm, err->msg);
+  return 1;
+}
+
+static int check_mpi(Cli *c, const Job *job);
+
 static int run(Cli *c, Job *job) {
+  if (c->run.comm && check_mpi(c, job)) return 1;
   if (check_devices(c, job)) return 1;
   c->run.threads = c->threads > 0 ? c->threads : default_threads(job->pp * (job->dp > 0 ? job->dp : 1) * (job->tp > 0 ? job->tp : 1));
   /* --sample alone samples from the given params: no training unless --steps says so */
@@ -206,12 +225,31 @@ static int run(Cli *c, Job *job) {
   c->run.job_checksum = file_checksum(c->job_path);
   MplErr err = {{0}};
   MplRun *r;
-  if (mpl_run_init(&r, job, &c->run, &err) != MPL_OK) return fail("%s%s", err.msg, "");
+  if (mpl_run_init(&r, job, &c->run, &err) != MPL_OK) return run_failed(c, &err);
   int st = mpl_run_train(r, &err);
   if (st == MPL_OK && !c->run.quiet && mpl_run_step(r) > 0) mpl_run_report(r, stdout);
   if (st == MPL_OK && c->sample_n >= 0) st = mpl_run_sample(r, c->prompt, c->sample_n, stdout, &err);
   mpl_run_free(r);
-  return st == MPL_OK ? 0 : fail("%s%s", err.msg, "");
+  return st == MPL_OK ? 0 : run_failed(c, &err);
+}
+
+/* Under MPI, checks every process agrees on before the run (so rank 0 alone says it and
+ * every process exits): the process count, and what MPI does not run yet. */
+static int check_mpi(Cli *c, const Job *job) {
+  MplComm *m = c->run.comm;
+  int nworld = job->pp * (job->dp > 0 ? job->dp : 1) * (job->tp > 0 ? job->tp : 1);
+  char buf[256] = "";
+  if (m->size != nworld)
+    snprintf(buf, sizeof buf, "mpirun started %d processes, but the job has %d ranks (dp %d x tp %d x pp %d): use mpirun -np %d",
+             m->size, nworld, job->dp, job->tp, job->pp, nworld);
+  else if (c->devices && !strncmp(c->devices, "cuda", 4))
+    snprintf(buf, sizeof buf, "--devices cuda under mpirun (one process per GPU) is not supported yet: "
+                              "run the GPU ranks as threads of one mplrun");
+  else if (c->sample_n >= 0)
+    snprintf(buf, sizeof buf, "--sample is not supported under mpirun yet: sample with a threads run (--init FILE)");
+  if (!buf[0]) return 0;
+  if (m->rank == 0) fail("%s%s", buf, "");
+  return 1;
 }
 
 int main(int argc, char **argv) {
@@ -226,7 +264,13 @@ int main(int argc, char **argv) {
     job_inspect(job, stdout);
     rc = 0;
   } else {
-    rc = run(&c, job);
+    MplErr e = {{0}};
+    if ((c.mpi || mpl_mpi_launched()) && mpl_comm_mpi_init(&c.run.comm, &argc, &argv, &e) != MPL_OK) {
+      rc = fail("--mpi: %s%s", e.msg, "");
+    } else {
+      rc = run(&c, job);
+      if (c.run.comm) mpl_comm_mpi_finalize(c.run.comm);
+    }
   }
   job_free(job);
   return rc;

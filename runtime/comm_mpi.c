@@ -1,0 +1,265 @@
+/*
+ * comm_mpi.c — the MPI communicator: one rank per process (under mpirun), behind the
+ * MplCommOps table like the in-process one (comm_local.c), with the same semantics.
+ *
+ * Invariants:
+ *  - send is eager: the bytes are copied into an owned block (a 16-byte header with the
+ *    64-bit tag and the size, then the payload) sent with two MPI_Isend; the blocks of
+ *    completed sends are freed at later sends, and all of them are waited for at free.
+ *    So the caller may reuse its buffer at once and a send never waits for the receiver;
+ *  - recv takes the header first and checks the tag and size against the request (a
+ *    mismatch means the ranks disagree about the program: an error, never a hang), then
+ *    receives the payload straight into the caller's buffer. MPI's non-overtaking rule
+ *    keeps the (src, dst) FIFO order of the in-process communicator;
+ *  - point-to-point messages and the all-reduce's messages use different MPI tags, so a
+ *    pipeline message and a collective between the same two ranks never match each other;
+ *  - allreduce_sum_f32 over a group: every member sends its buffer to every other member,
+ *    then adds the members' buffers in ascending rank order, element by element, exactly
+ *    as comm_local's sum (s = x0; s += x1; ...): the bits are those of the threads run,
+ *    whatever the arrival order (MPI_Allreduce's order is not fixed: not used);
+ *  - every MPI call is checked (MPI_CHECK, with MPI_ERRORS_RETURN on the world); abort
+ *    prints the reason and calls MPI_Abort, so no process of the job is left waiting.
+ * Built without MPI (no MPL_HAVE_MPI), init fails with "built without MPI".
+ */
+#include "mpl.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+bool mpl_mpi_launched(void) {
+  return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK");
+}
+
+#ifdef MPL_HAVE_MPI
+
+#include <limits.h>
+#include <mpi.h>
+
+enum { TAG_P2P = 1, TAG_COLL = 2 };
+
+typedef struct MsgHeader {
+  uint64_t tag, bytes;
+} MsgHeader;
+
+typedef struct PendingSend {
+  MPI_Request req[2];
+  uint8_t *block;
+} PendingSend;
+
+typedef struct MpiComm {
+  MplComm comm;
+  PendingSend *pend;
+  int npend, cap;
+  float *acc, *in; /* all-reduce scratch */
+  size_t scratch_n;
+} MpiComm;
+
+static MpiComm *mpi_of(MplComm *c) { return c->impl; }
+
+#define MPI_CHECK(c, call)                                                                              \
+  do {                                                                                                  \
+    int e_ = (call);                                                                                    \
+    if (e_ != MPI_SUCCESS) {                                                                            \
+      char s_[MPI_MAX_ERROR_STRING];                                                                    \
+      int l_ = 0;                                                                                       \
+      MPI_Error_string(e_, s_, &l_);                                                                    \
+      return mpl_errf(&(c)->err, "rank %d: %s failed: %s (%s:%d)", (c)->rank, #call, s_, __FILE__, __LINE__); \
+    }                                                                                                   \
+  } while (0)
+
+/* Frees the blocks of the sends that have completed (keeps the others in order). */
+static int reap_sends(MplComm *c) {
+  MpiComm *m = mpi_of(c);
+  int k = 0;
+  for (int i = 0; i < m->npend; i++) {
+    int done = 0;
+    MPI_CHECK(c, MPI_Testall(2, m->pend[i].req, &done, MPI_STATUSES_IGNORE));
+    if (done) mpl_free(m->pend[i].block);
+    else m->pend[k++] = m->pend[i];
+  }
+  m->npend = k;
+  return MPL_OK;
+}
+
+static int post_send(MplComm *c, int dst, int mtag, uint64_t tag, const void *buf, size_t bytes) {
+  MpiComm *m = mpi_of(c);
+  if (dst < 0 || dst >= c->size) return mpl_errf(&c->err, "rank %d: send to bad rank %d", c->rank, dst);
+  if (bytes > INT_MAX) return mpl_errf(&c->err, "rank %d: a message of %zu bytes is too large for MPI", c->rank, bytes);
+  if (reap_sends(c) != MPL_OK) return MPL_ERR;
+  if (m->npend == m->cap) {
+    int nc = m->cap ? m->cap * 2 : 64;
+    PendingSend *p = mpl_realloc(m->pend, (size_t)nc * sizeof *p);
+    if (!p) return mpl_errf(&c->err, "rank %d: out of memory", c->rank);
+    m->pend = p;
+    m->cap = nc;
+  }
+  uint8_t *block = mpl_malloc(sizeof(MsgHeader) + bytes);
+  if (!block) return mpl_errf(&c->err, "rank %d: out of memory sending %zu bytes", c->rank, bytes);
+  MsgHeader h = {.tag = tag, .bytes = bytes};
+  memcpy(block, &h, sizeof h);
+  if (bytes) memcpy(block + sizeof h, buf, bytes);
+  PendingSend *p = &m->pend[m->npend];
+  p->block = block;
+  p->req[0] = p->req[1] = MPI_REQUEST_NULL;
+  m->npend++; /* from here on, free waits for it (or for what was posted of it) */
+  MPI_CHECK(c, MPI_Isend(block, (int)sizeof h, MPI_BYTE, dst, mtag, MPI_COMM_WORLD, &p->req[0]));
+  MPI_CHECK(c, MPI_Isend(block + sizeof h, (int)bytes, MPI_BYTE, dst, mtag, MPI_COMM_WORLD, &p->req[1]));
+  return MPL_OK;
+}
+
+static int take_recv(MplComm *c, int src, int mtag, uint64_t tag, void *buf, size_t bytes) {
+  if (src < 0 || src >= c->size) return mpl_errf(&c->err, "rank %d: recv from bad rank %d", c->rank, src);
+  MsgHeader h;
+  MPI_CHECK(c, MPI_Recv(&h, (int)sizeof h, MPI_BYTE, src, mtag, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+  if (h.tag != tag)
+    return mpl_errf(&c->err, "rank %d: recv from rank %d expected tag %#llx but the next message has tag %#llx",
+                    c->rank, src, (unsigned long long)tag, (unsigned long long)h.tag);
+  if (h.bytes != bytes)
+    return mpl_errf(&c->err, "rank %d: recv from rank %d (tag %#llx) expected %zu bytes but the message has %llu",
+                    c->rank, src, (unsigned long long)tag, bytes, (unsigned long long)h.bytes);
+  MPI_CHECK(c, MPI_Recv(buf, (int)bytes, MPI_BYTE, src, mtag, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+  return MPL_OK;
+}
+
+static int mpi_send(MplComm *c, int dst, uint64_t tag, const void *buf, size_t bytes) {
+  return post_send(c, dst, TAG_P2P, tag, buf, bytes);
+}
+
+static int mpi_recv(MplComm *c, int src, uint64_t tag, void *buf, size_t bytes) {
+  return take_recv(c, src, TAG_P2P, tag, buf, bytes);
+}
+
+/* ---- all-reduce ----------------------------------------------------------------- */
+
+static int cmp_int(const void *a, const void *b) { return (*(const int *)a > *(const int *)b) - (*(const int *)a < *(const int *)b); }
+
+/* The sorted copy of ranks, checked: in range, no duplicates, containing the caller. */
+static int *sorted_members(MplComm *c, const int *ranks, int k) {
+  int *s = k > 0 ? mpl_malloc((size_t)k * sizeof *s) : NULL;
+  if (!s) return mpl_errf(&c->err, "rank %d: allreduce over %d ranks: bad group or out of memory", c->rank, k), NULL;
+  memcpy(s, ranks, (size_t)k * sizeof *s);
+  qsort(s, (size_t)k, sizeof *s, cmp_int);
+  bool me = false, ok = true;
+  for (int i = 0; i < k; i++) {
+    ok = ok && s[i] >= 0 && s[i] < c->size && (i == 0 || s[i] != s[i - 1]);
+    me = me || s[i] == c->rank;
+  }
+  if (ok && me) return s;
+  mpl_free(s);
+  mpl_errf(&c->err, "rank %d: allreduce group has a bad rank, a duplicate, or not the caller", c->rank);
+  return NULL;
+}
+
+static int ensure_scratch(MplComm *c, size_t n) {
+  MpiComm *m = mpi_of(c);
+  if (n <= m->scratch_n) return MPL_OK;
+  float *a = mpl_realloc(m->acc, n * sizeof *a), *b = a ? mpl_realloc(m->in, n * sizeof *b) : NULL;
+  if (a) m->acc = a;
+  if (b) m->in = b;
+  if (!a || !b) return mpl_errf(&c->err, "rank %d: out of memory in allreduce", c->rank);
+  m->scratch_n = n;
+  return MPL_OK;
+}
+
+/* Members' buffers added in ascending rank order into acc, then copied to buf. */
+static int sum_members(MplComm *c, const int *sorted, int k, float *buf, size_t n) {
+  MpiComm *m = mpi_of(c);
+  size_t bytes = n * sizeof(float);
+  for (int j = 0; j < k; j++) {
+    const float *src = buf;
+    if (sorted[j] != c->rank) {
+      if (take_recv(c, sorted[j], TAG_COLL, (uint64_t)n, m->in, bytes) != MPL_OK) return MPL_ERR;
+      src = m->in;
+    }
+    if (j == 0) {
+      if (n) memcpy(m->acc, src, bytes);
+    } else {
+      for (size_t i = 0; i < n; i++) m->acc[i] += src[i];
+    }
+  }
+  if (n) memcpy(buf, m->acc, bytes);
+  return MPL_OK;
+}
+
+static int mpi_allreduce(MplComm *c, const int *ranks, int nranks, float *buf, size_t n) {
+  int *sorted = sorted_members(c, ranks, nranks);
+  if (!sorted) return MPL_ERR;
+  int st = nranks > 1 ? ensure_scratch(c, n ? n : 1) : MPL_OK;
+  for (int j = 0; j < nranks && st == MPL_OK && nranks > 1; j++)
+    if (sorted[j] != c->rank) st = post_send(c, sorted[j], TAG_COLL, (uint64_t)n, buf, n * sizeof(float));
+  if (st == MPL_OK && nranks > 1) st = sum_members(c, sorted, nranks, buf, n);
+  mpl_free(sorted);
+  return st;
+}
+
+static int mpi_barrier(MplComm *c) {
+  MPI_CHECK(c, MPI_Barrier(MPI_COMM_WORLD));
+  return MPL_OK;
+}
+
+static void mpi_abort(MplComm *c, const char *why) {
+  fprintf(stderr, "mplrun: error: rank %d: %s\n", c->rank, why ? why : "aborted");
+  fflush(stderr);
+  MPI_Abort(MPI_COMM_WORLD, 1);
+}
+
+/* Waits for every pending send, then frees the communicator (not MPI itself). */
+static void mpi_free(MplComm *c) {
+  if (!c) return;
+  MpiComm *m = mpi_of(c);
+  for (int i = 0; i < m->npend; i++) {
+    if (MPI_Waitall(2, m->pend[i].req, MPI_STATUSES_IGNORE) != MPI_SUCCESS)
+      fprintf(stderr, "mplrun: rank %d: a pending send failed at the end\n", c->rank);
+    mpl_free(m->pend[i].block);
+  }
+  mpl_free(m->pend);
+  mpl_free(m->acc);
+  mpl_free(m->in);
+  mpl_free(m);
+}
+
+const MplCommOps mpl_comm_mpi_ops = {
+    .name = "mpi",
+    .send = mpi_send,
+    .recv = mpi_recv,
+    .allreduce_sum_f32 = mpi_allreduce,
+    .barrier = mpi_barrier,
+    .abort = mpi_abort,
+    .free = mpi_free,
+};
+
+int mpl_comm_mpi_init(MplComm **out, int *argc, char ***argv, MplErr *err) {
+  *out = NULL;
+  int inited = 0, provided = 0, rank = 0, size = 0;
+  if (MPI_Initialized(&inited) != MPI_SUCCESS) return mpl_errf(err, "MPI_Initialized failed");
+  if (!inited && MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+    return mpl_errf(err, "MPI_Init_thread failed");
+  if (MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN) != MPI_SUCCESS ||
+      MPI_Comm_rank(MPI_COMM_WORLD, &rank) != MPI_SUCCESS || MPI_Comm_size(MPI_COMM_WORLD, &size) != MPI_SUCCESS)
+    return mpl_errf(err, "MPI: cannot query MPI_COMM_WORLD");
+  MpiComm *m = mpl_calloc(1, sizeof *m);
+  if (!m) return mpl_errf(err, "MPI communicator: out of memory");
+  m->comm = (MplComm){.ops = &mpl_comm_mpi_ops, .rank = rank, .size = size, .impl = m};
+  *out = &m->comm;
+  return MPL_OK;
+}
+
+void mpl_comm_mpi_finalize(MplComm *c) {
+  if (c) c->ops->free(c);
+  int fin = 0;
+  MPI_Finalized(&fin);
+  if (!fin) MPI_Finalize();
+}
+
+#else /* no MPI */
+
+const MplCommOps mpl_comm_mpi_ops = {.name = "mpi"};
+
+int mpl_comm_mpi_init(MplComm **out, int *argc, char ***argv, MplErr *err) {
+  *out = NULL;
+  return mpl_errf(err, "this mplrun was built without MPI (install libopenmpi-dev and rebuild)");
+}
+
+void mpl_comm_mpi_finalize(MplComm *c) { (void)c; }
+
+#endif

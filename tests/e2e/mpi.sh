@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# The MPI mode (one rank per process under mpirun) trains bit for bit like the threads
+# of one mplrun, for the same job, seed and --threads:
+#  - small_gpt on pp = 2 and parallel_gpt on dp=2,pp=2, tp=2 and dp=2,pp=2,tp=2: the
+#    --save files are identical (cmp) and so are the progress lines' losses;
+#  - tiny_lm (llm.c tokens, AdamW, cosine lr, grad clip; pp = 2): 3 steps + --checkpoint
+#    under MPI, then --resume under MPI up to 6, equals 6 threads steps (cmp); the MPI
+#    checkpoint's files equal the threads checkpoint's;
+#  - dp x tp x pp with ZeRO-1 and AdamW: 3 + resume + 3 under MPI == 6 threads steps;
+#  - --trace and --metrics under MPI: valid JSON with one row per rank, one line per step;
+#  - --mpi without mpirun runs a one-rank job (an MPI singleton);
+#  - a wrong -np is refused with a message naming the right one; a rank that fails
+#    (a missing --init file) ends the whole job: non-zero exit, no hang.
+# Every mpirun runs under `timeout 60`: a hang is a failure (exit 124), not a stuck test.
+# Without mpirun, or with an mplrun built without MPI, the script says so and counts nothing.
+set -u
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build}
+export MPL_STDLIB=$PWD/stdlib
+MPLC=$BUILD/mplc MPLRUN=$BUILD/mplrun
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+pass=0; fail=0
+ok() { pass=$((pass + 1)); echo "ok   $*"; }
+bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+finish() { echo "$pass passed, $fail failed"; [ $fail = 0 ]; exit; }
+
+if ! command -v mpirun > /dev/null 2>&1; then echo "skip: mpirun is not installed (no MPI tests run)"; finish; fi
+if ! ldd "$MPLRUN" 2>/dev/null | grep -q libmpi; then echo "skip: $MPLRUN was built without MPI (no MPI tests run)"; finish; fi
+# root needs --allow-run-as-root; a small machine needs --oversubscribe (8 ranks on 2 cores)
+MPIRUN=(timeout 60 mpirun --oversubscribe)
+[ "$(id -u)" = 0 ] && MPIRUN+=(--allow-run-as-root)
+
+compile() { # job name, mplc args...
+  local name=$1; shift
+  "$MPLC" "$@" -o "$tmp/$name.job" > "$tmp/$name.mplc.log" 2>&1 || { bad "mplc $*: $(head -n 3 "$tmp/$name.mplc.log")"; return 1; }
+}
+threads() { # log name, job, mplrun args...
+  local log=$tmp/$1.log; shift
+  "$MPLRUN" "$@" --threads 1 > "$log" 2>&1 || { bad "mplrun $*: $(tail -n 3 "$log")"; return 1; }
+}
+mpi() { # log name, np, job, mplrun args...
+  local log=$tmp/$1.log np=$2; shift 2
+  "${MPIRUN[@]}" -np "$np" "$MPLRUN" "$@" --threads 1 > "$log" 2>&1
+  local rc=$?
+  [ $rc = 0 ] && return 0
+  [ $rc = 124 ] && bad "mpirun -np $np mplrun $*: timed out (a hang)" || bad "mpirun -np $np mplrun $*: $(grep -m 3 error "$log")"
+  return 1
+}
+same() { # label, file a, file b
+  if cmp -s "$2" "$3"; then ok "$1"; else bad "$1: $2 and $3 differ"; fi
+}
+losses() { grep -o '^step [0-9]*/[0-9]* | loss [^ ]*' "$1"; }
+
+# ---- threads vs processes: params and losses ----
+check_mesh() { # name, np, model, mplc args...
+  local name=$1 np=$2; shift 2
+  compile "$name" "$@" || return
+  threads "$name.t" "$tmp/$name.job" --save "$tmp/$name.t.st" || return
+  mpi "$name.m" "$np" "$tmp/$name.job" --save "$tmp/$name.m.st" || return
+  same "$name: mpirun -np $np gives the threads' params (bitwise)" "$tmp/$name.t.st" "$tmp/$name.m.st"
+  if [ -n "$(losses "$tmp/$name.t.log")" ] && [ "$(losses "$tmp/$name.t.log")" = "$(losses "$tmp/$name.m.log")" ]; then
+    ok "$name: the same loss lines ($(losses "$tmp/$name.m.log" | tail -n 1))"
+  else bad "$name: loss lines differ: $(losses "$tmp/$name.t.log" | tr '\n' ' ') vs $(losses "$tmp/$name.m.log" | tr '\n' ' ')"; fi
+  local lines; lines=$(grep -c '^step ' "$tmp/$name.m.log")
+  if [ "$lines" = "$(grep -c '^step ' "$tmp/$name.t.log")" ]; then ok "$name: progress printed once (world rank 0 only)"
+  else bad "$name: $lines progress lines under MPI"; fi
+}
+check_mesh small_pp2 2 tests/e2e/small_gpt.mpl --mesh pp=2
+check_mesh par_dp2_pp2 4 tests/e2e/parallel_gpt.mpl --mesh dp=2,pp=2
+check_mesh par_tp2 2 tests/e2e/parallel_gpt.mpl --mesh tp=2
+check_mesh par_dp2_pp2_tp2 8 tests/e2e/parallel_gpt.mpl --mesh dp=2,pp=2,tp=2
+
+# ---- checkpoint and resume under MPI (token data, AdamW, cosine lr, grad clip) ----
+"$BUILD/mpltok" examples/data/tiny.txt "$tmp/tiny.bin" > /dev/null || { bad "mpltok"; finish; }
+D=(--data "$tmp/tiny.bin" -q)
+if compile lm tests/e2e/tiny_lm.mpl &&
+   threads lm6 "$tmp/lm.job" "${D[@]}" --steps 6 --save "$tmp/lm6.st" &&
+   threads lm3t "$tmp/lm.job" "${D[@]}" --steps 3 --checkpoint "$tmp/ck_t" &&
+   mpi lm3 2 "$tmp/lm.job" "${D[@]}" --steps 3 --checkpoint "$tmp/ck_m" &&
+   mpi lm33 2 "$tmp/lm.job" "${D[@]}" --steps 6 --resume "$tmp/ck_m" --save "$tmp/lm33.st"; then
+  same "tiny_lm: 3 steps + checkpoint + resume under MPI == 6 threads steps (bitwise)" "$tmp/lm6.st" "$tmp/lm33.st"
+  for f in model.safetensors optim.safetensors state.json; do
+    same "tiny_lm: the MPI checkpoint's $f equals the threads one" "$tmp/ck_t/$f" "$tmp/ck_m/$f"
+  done
+fi
+
+sed -e 's/^  steps = 3/  steps = 3\n  zero = 1/' -e 's/sgd(lr = 0.5, momentum = 0.9)/adamw(lr = 1e-2)/' \
+  tests/e2e/parallel_gpt.mpl > "$tmp/zero.mpl"
+if compile zero "$tmp/zero.mpl" --mesh dp=2,pp=2,tp=2 &&
+   threads z6 "$tmp/zero.job" -q --steps 6 --save "$tmp/z6.st" &&
+   mpi z3 8 "$tmp/zero.job" -q --steps 3 --checkpoint "$tmp/ck_z" &&
+   mpi z33 8 "$tmp/zero.job" -q --steps 6 --resume "$tmp/ck_z" --save "$tmp/z33.st"; then
+  same "dp x tp x pp, ZeRO-1, AdamW: 3 + resume + 3 under MPI == 6 threads steps (bitwise)" "$tmp/z6.st" "$tmp/z33.st"
+fi
+
+# ---- trace and metrics ----
+if mpi obs 2 "$tmp/lm.job" "${D[@]}" --steps 3 --trace "$tmp/t.json" --metrics "$tmp/m.jsonl"; then
+  if python3 - "$tmp/t.json" "$tmp/m.jsonl" > "$tmp/py.out" 2>&1 <<'EOF'
+import json, sys
+ev = json.load(open(sys.argv[1]))
+tids = {e["tid"] for e in ev if e.get("ph") == "X"}
+assert tids == {0, 1}, tids
+cats = {e["cat"] for e in ev if e.get("ph") == "X" and e["tid"] == 1}
+assert {"fwd", "send", "recv", "optimizer"} <= cats, cats
+lines = [json.loads(l) for l in open(sys.argv[2])]
+assert [l["step"] for l in lines] == [1, 2, 3], lines
+print("trace rows", sorted(tids), "metrics steps", len(lines))
+EOF
+  then ok "--trace and --metrics under MPI: $(tail -n 1 "$tmp/py.out")"; else bad "trace/metrics under MPI: $(tail -n 2 "$tmp/py.out")"; fi
+fi
+
+# ---- --mpi without mpirun: an MPI singleton runs a one-rank job ----
+if compile one tests/e2e/parallel_gpt.mpl && threads one.t "$tmp/one.job" -q --save "$tmp/one.t.st"; then
+  if timeout 60 "$MPLRUN" "$tmp/one.job" -q --threads 1 --mpi --save "$tmp/one.m.st" > "$tmp/one.m.log" 2>&1; then
+    same "--mpi outside mpirun (a singleton) trains a one-rank job like threads" "$tmp/one.t.st" "$tmp/one.m.st"
+  else bad "--mpi singleton: $(tail -n 3 "$tmp/one.m.log")"; fi
+fi
+
+# ---- errors: a wrong process count, a failing rank ----
+"${MPIRUN[@]}" -np 3 "$MPLRUN" "$tmp/small_pp2.job" -q > "$tmp/np.log" 2>&1
+rc=$?
+if [ $rc = 124 ]; then bad "-np 3 for a 2-rank job hangs"
+elif [ $rc = 0 ]; then bad "-np 3 for a 2-rank job was accepted"
+elif [ "$(grep -c 'use mpirun -np 2' "$tmp/np.log")" = 1 ]; then ok "-np 3 refused once: $(grep -m1 'mplrun: error' "$tmp/np.log")"
+else bad "-np 3: no clear message: $(head -n 3 "$tmp/np.log")"; fi
+
+"${MPIRUN[@]}" -np 2 "$MPLRUN" "$tmp/small_pp2.job" -q --init "$tmp/missing.safetensors" > "$tmp/fail.log" 2>&1
+rc=$?
+if [ $rc = 124 ]; then bad "a failing rank (missing --init) hangs the job"
+elif [ $rc = 0 ]; then bad "a missing --init file was accepted"
+elif grep -q 'mplrun: error: rank [01]: .*missing.safetensors' "$tmp/fail.log"; then ok "a failing rank ends the job (exit $rc): $(grep -m1 'mplrun: error' "$tmp/fail.log")"
+else bad "missing --init: no clear message: $(head -n 3 "$tmp/fail.log")"; fi
+
+finish
