@@ -179,7 +179,7 @@ static int group_barrier(MplComm *c, MplCommWorld *w, Group *g) {
 }
 
 /* The sorted copy of ranks, checked: in range, no duplicates, containing the caller. */
-static int *sorted_members(MplComm *c, const int *ranks, int k) {
+int *mpl_comm_sorted_members(MplComm *c, const int *ranks, int k) {
   int *s = k > 0 ? mpl_malloc((size_t)k * sizeof *s) : NULL;
   if (!s) return mpl_errf(&c->err, "rank %d: allreduce over %d ranks: bad group or out of memory", c->rank, k), NULL;
   memcpy(s, ranks, (size_t)k * sizeof *s);
@@ -232,7 +232,7 @@ static void sum_slice(const Group *g, size_t lo, size_t hi) {
 
 static int local_allreduce(MplComm *c, const int *ranks, int nranks, float *buf, size_t n) {
   MplCommWorld *w = world_of(c);
-  int *sorted = sorted_members(c, ranks, nranks);
+  int *sorted = mpl_comm_sorted_members(c, ranks, nranks);
   if (!sorted) return MPL_ERR;
   int slot = (int)((const int *)bsearch(&c->rank, sorted, (size_t)nranks, sizeof *sorted, cmp_int) - sorted);
   pthread_mutex_lock(&w->mu);

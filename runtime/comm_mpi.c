@@ -131,24 +131,6 @@ static int mpi_recv(MplComm *c, int src, uint64_t tag, void *buf, size_t bytes) 
 
 /* ---- all-reduce ----------------------------------------------------------------- */
 
-static int cmp_int(const void *a, const void *b) { return (*(const int *)a > *(const int *)b) - (*(const int *)a < *(const int *)b); }
-
-/* The sorted copy of ranks, checked: in range, no duplicates, containing the caller. */
-static int *sorted_members(MplComm *c, const int *ranks, int k) {
-  int *s = k > 0 ? mpl_malloc((size_t)k * sizeof *s) : NULL;
-  if (!s) return mpl_errf(&c->err, "rank %d: allreduce over %d ranks: bad group or out of memory", c->rank, k), NULL;
-  memcpy(s, ranks, (size_t)k * sizeof *s);
-  qsort(s, (size_t)k, sizeof *s, cmp_int);
-  bool me = false, ok = true;
-  for (int i = 0; i < k; i++) {
-    ok = ok && s[i] >= 0 && s[i] < c->size && (i == 0 || s[i] != s[i - 1]);
-    me = me || s[i] == c->rank;
-  }
-  if (ok && me) return s;
-  mpl_free(s);
-  mpl_errf(&c->err, "rank %d: allreduce group has a bad rank, a duplicate, or not the caller", c->rank);
-  return NULL;
-}
 
 static int ensure_scratch(MplComm *c, size_t n) {
   MpiComm *m = mpi_of(c);
@@ -182,7 +164,7 @@ static int sum_members(MplComm *c, const int *sorted, int k, float *buf, size_t 
 }
 
 static int mpi_allreduce(MplComm *c, const int *ranks, int nranks, float *buf, size_t n) {
-  int *sorted = sorted_members(c, ranks, nranks);
+  int *sorted = mpl_comm_sorted_members(c, ranks, nranks);
   if (!sorted) return MPL_ERR;
   int st = nranks > 1 ? ensure_scratch(c, n ? n : 1) : MPL_OK;
   for (int j = 0; j < nranks && st == MPL_OK && nranks > 1; j++)

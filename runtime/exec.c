@@ -419,39 +419,24 @@ static int tied_send(RankCtx *rc, MplErr *err) {
   return MPL_OK;
 }
 
-/* sum_uses on a dev_opt device: the same order, every buffer in device memory (remote
- * uses are received into scratch or tmp, in stream order with the accumulations). */
-static int sum_uses_dev(RankCtx *rc, int pi, MplErr *err) {
-  MplRun *r = rc->run;
-  const Job *job = r->job;
-  const JobParam *p = &job->params[pi];
-  size_t bytes = (size_t)p->numel * 4;
-  float *g = rc->scratch[pi];
-  if (!g) { /* one local use: the accumulator is the gradient */
-    rc->grad[pi] = vptr(rc, p->use_value[0], 0);
-    return MPL_OK;
+/* g = src (the first use) or g += src, where the gradient lives: in device memory on a
+ * dev_opt device, else on the host (a local accumulator in device memory is staged). */
+static int add_use(RankCtx *rc, float *g, float *src, int64_t n, bool first, bool local, MplErr *err) {
+  size_t bytes = (size_t)n * 4;
+  if (first && src == g) return MPL_OK; /* received in place */
+  if (rc->dev_opt)
+    return first ? rc->dev.ops->copy_device(&rc->dev, g, src, bytes, err) : rc->dev.ops->accum_f32(&rc->dev, g, src, n, err);
+  if (first) return rc->dev.ops->copy_to_host(&rc->dev, g, src, bytes, err);
+  if (local && rc->dev.ops->device_memory) {
+    if (rc->dev.ops->copy_to_host(&rc->dev, rc->tmp, src, bytes, err) != MPL_OK) return MPL_ERR;
+    src = rc->tmp;
   }
-  for (int u = 0; u < p->nuses; u++) {
-    int ur = use_rank(job, p, u);
-    float *src;
-    if (ur == rc->rank) {
-      src = vptr(rc, p->use_value[u], 0);
-    } else {
-      src = u == 0 ? g : rc->tmp;
-      if (rc->comm->ops->recv(rc->comm, peer_of(rc, ur), TAG_TIED(pi, u), src, bytes) != MPL_OK)
-        return rank_fail(rc, err, "tied gradient of %s: %s", p->name, rc->comm->err.msg);
-    }
-    int st = u == 0 ? rc->dev.ops->copy_device(&rc->dev, g, src, bytes, err)
-                    : rc->dev.ops->accum_f32(&rc->dev, g, src, p->numel, err);
-    if (st != MPL_OK) return MPL_ERR;
-  }
-  rc->grad[pi] = g;
+  for (int64_t i = 0; i < n; i++) g[i] += src[i];
   return MPL_OK;
 }
 
 /* The summed gradient of param pi: its uses in use order, remote ones received. */
 static int sum_uses(RankCtx *rc, int pi, MplErr *err) {
-  if (rc->dev_opt) return sum_uses_dev(rc, pi, err);
   MplRun *r = rc->run;
   const Job *job = r->job;
   const JobParam *p = &job->params[pi];
@@ -471,15 +456,7 @@ static int sum_uses(RankCtx *rc, int pi, MplErr *err) {
       if (rc->comm->ops->recv(rc->comm, peer_of(rc, ur), TAG_TIED(pi, u), src, bytes) != MPL_OK)
         return rank_fail(rc, err, "tied gradient of %s: %s", p->name, rc->comm->err.msg);
     }
-    if (u == 0) {
-      if (src != g && rc->dev.ops->copy_to_host(&rc->dev, g, src, bytes, err) != MPL_OK) return MPL_ERR;
-    } else {
-      if (ur == rc->rank && rc->dev.ops->device_memory) { /* a local accumulator: to the host first */
-        if (rc->dev.ops->copy_to_host(&rc->dev, rc->tmp, src, bytes, err) != MPL_OK) return MPL_ERR;
-        src = rc->tmp;
-      }
-      for (int64_t i = 0; i < p->numel; i++) g[i] += src[i];
-    }
+    if (add_use(rc, g, src, p->numel, u == 0, ur == rc->rank, err) != MPL_OK) return MPL_ERR;
   }
   rc->grad[pi] = g;
   return MPL_OK;

@@ -300,6 +300,10 @@ typedef struct MplCommOps {
   void (*free)(MplComm *c);
 } MplCommOps;
 
+/* The members of an all-reduce group in ascending rank order, checked (in range, no
+ * duplicate, the caller among them); mpl_malloc'd. NULL with the message in c->err. */
+int *mpl_comm_sorted_members(MplComm *c, const int *ranks, int k);
+
 struct MplComm {
   const MplCommOps *ops;
   int rank, size;
