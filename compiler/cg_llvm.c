@@ -111,7 +111,8 @@ static LLVMTypeRef mtype(Cg *c, DType dt) {
 }
 
 static LLVMValueRef intrinsic(Cg *c, const char *name, LLVMTypeRef ret, LLVMValueRef *args, int n) {
-  LLVMTypeRef pt[3];
+  LLVMTypeRef pt[8];
+  if (n > 8) die("cg_llvm: intrinsic %s with %d arguments", name, n);
   for (int i = 0; i < n; i++) pt[i] = LLVMTypeOf(args[i]);
   LLVMTypeRef ft = LLVMFunctionType(ret, pt, (unsigned)n, 0);
   LLVMValueRef f = LLVMGetNamedFunction(c->mod, name);
