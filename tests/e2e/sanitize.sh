@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# mplc and mplrun built with AddressSanitizer and UBSan (make asan, under build-asan/),
+# run on every golden program and on short training runs of the test models under every
+# kind of parallelism: any sanitizer report (memory error, leak, undefined behaviour)
+# fails. The fuzz suite covers the front end with random input; this covers codegen and
+# the runtime on real jobs.
+set -u
+cd "$(dirname "$0")/../.."
+ASAN_BUILD=${ASAN_BUILD:-build-asan}
+export ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=0:exitcode=99
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:exitcode=99
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+pass=0; fail=0
+ok() { pass=$((pass + 1)); echo "ok   $*"; }
+bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+if ! make -s asan > "$tmp/build.log" 2>&1; then
+  tail -n 20 "$tmp/build.log"; echo "0 passed, 1 failed"; exit 1
+fi
+reported() { grep -q -E "ERROR: (Address|Leak)Sanitizer|runtime error:" "$1"; }
+
+if BUILD=$ASAN_BUILD tests/golden/run.sh > "$tmp/golden.log" 2>&1 && ! reported "$tmp/golden.log"; then
+  ok "goldens under the sanitizers: $(tail -n 1 "$tmp/golden.log")"
+else bad "goldens under the sanitizers: $(grep -m 3 -E 'FAIL|ERROR|runtime error' "$tmp/golden.log")"; fi
+
+run_case() { # name, mplc args..., -- mplrun args...
+  local name=$1; shift
+  local cargs=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do cargs+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  if "$ASAN_BUILD/mplc" "${cargs[@]}" -o "$tmp/$name.job" > "$tmp/$name.log" 2>&1 &&
+     "$ASAN_BUILD/mplrun" "$tmp/$name.job" -q --threads 1 "$@" >> "$tmp/$name.log" 2>&1 && ! reported "$tmp/$name.log"; then
+    ok "$name"
+  else
+    bad "$name: $(grep -m 2 -E 'ERROR|runtime error|error:' "$tmp/$name.log")"
+  fi
+}
+[ -f examples/data/tiny.bin ] || build/mpltok examples/data/tiny.txt examples/data/tiny.bin > /dev/null
+run_case mlp examples/mlp.mpl -- --steps 2
+run_case gpt_tiny examples/gpt_tiny.mpl -- --steps 1 --sample 8 --prompt "The"
+run_case layers examples/layers_on_devices.mpl -- --steps 2
+run_case recompute tests/e2e/recompute.mpl -- --steps 2 --save "$tmp/r.safetensors"
+run_case zb tests/e2e/small_gpt.mpl --mesh pp=2 --schedule zb -- --steps 2 --trace "$tmp/t.json"
+run_case interleaved tests/e2e/small_gpt.mpl --mesh pp=2 --schedule "interleaved(2)" -- --steps 2
+run_case dp_tp_pp tests/e2e/parallel_gpt.mpl --mesh dp=2,pp=2,tp=2 -- --steps 2 --checkpoint "$tmp/ck"
+run_case resume tests/e2e/parallel_gpt.mpl --mesh dp=2,pp=2,tp=2 -- --steps 3 --resume "$tmp/ck"
+run_case tokens tests/e2e/tiny_lm.mpl -- --steps 2 --metrics "$tmp/m.jsonl"
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]
