@@ -166,7 +166,6 @@ END_TEST
 START_TEST(test_examples) {
   check_step("examples/mlp.mpl", NULL, NULL);
   check_step("examples/layers_on_devices.mpl", NULL, NULL);
-  check_step("/tmp/norecomp.mpl", NULL, NULL);
   check_step("tests/e2e/recompute.mpl", NULL, NULL);
 }
 END_TEST
