@@ -202,21 +202,3 @@ PlanRank *plan_build(Arena *a, const PlanIn *in) {
   for (int r = 0; r < pp; r++) pr[r] = plan_rank(a, in, r);
   return pr;
 }
-
-void plan_progs_from_ops(Arena *a, const Partition *p, PlanProg (*progs)[PASS__COUNT]) {
-  const Graph *g = p->g;
-  for (int s = 0; s < p->nstages; s++)
-    for (int k = 0; k < PASS__COUNT; k++) {
-      const IntVec *ops = &p->st[s].pass[k];
-      PlanProg *pg = &progs[s][k];
-      pg->nsteps = ops->n;
-      pg->steps = arena_alloc(a, sizeof(PlanStep) * (size_t)(ops->n ? ops->n : 1));
-      for (int i = 0; i < ops->n; i++) {
-        const Op *op = g->ops[ops->v[i]];
-        int *vals = arena_alloc(a, sizeof(int) * (size_t)(op->nin + 1));
-        memcpy(vals, op->in, sizeof(int) * (size_t)op->nin);
-        vals[op->nin] = op->id;
-        pg->steps[i] = (PlanStep){op->nin + 1, vals};
-      }
-    }
-}

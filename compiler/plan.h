@@ -45,7 +45,5 @@ typedef struct PlanIn {
 
 /* Plans every rank; returns an array of pp PlanRanks. */
 PlanRank *plan_build(Arena *a, const PlanIn *in);
-/* One step per op (before fusion), for the dumps and tests. */
-void plan_progs_from_ops(Arena *a, const Partition *p, PlanProg (*progs)[PASS__COUNT]);
 
 #endif
