@@ -8,6 +8,7 @@
  * the Job is an op id of the partitioned graph.
  */
 #include "jobgen.h"
+#include "../runtime/mpl.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -124,7 +125,7 @@ static JobStep to_job_step(const Graph *g, const Step *st) {
   arena_init(&tmp);
   int *v = step_vals(&tmp, g, st, &n);
   j.nargs = n;
-  j.args = malloc(sizeof(int32_t) * (size_t)(n + 1));
+  j.args = mpl_malloc(sizeof(int32_t) * (size_t)(n + 1));
   for (int i = 0; i < n; i++) j.args[i] = v[i];
   arena_free(&tmp);
   switch (st->kind) {
@@ -156,7 +157,7 @@ static void fill_dims(const Shape *s, int32_t *rank, int64_t *dims, int64_t *num
 
 static void fill_values(Job *j, const Graph *g, Op **params, int np) {
   j->nvalues = g->nops;
-  j->values = calloc((size_t)g->nops + 1, sizeof(JobValue));
+  j->values = mpl_calloc((size_t)g->nops + 1, sizeof(JobValue));
   for (int i = 0; i < g->nops; i++) {
     const Op *op = g->ops[i];
     JobValue *v = &j->values[i];
@@ -175,11 +176,11 @@ static void fill_values(Job *j, const Graph *g, Op **params, int np) {
 
 static void fill_params(Job *j, const Graph *g, Op **params, int np) {
   j->nparams = np;
-  j->params = calloc((size_t)np + 1, sizeof(JobParam));
+  j->params = mpl_calloc((size_t)np + 1, sizeof(JobParam));
   for (int k = 0; k < np; k++) {
     const Op *op = params[k];
     JobParam *p = &j->params[k];
-    p->name = strdup(op->name);
+    p->name = mpl_strdup(op->name);
     p->value = op->id;
     fill_dims(&op->shape, &p->rank, p->dims, &p->numel);
     p->init = (uint8_t)op->init, p->init_a = op->init_a, p->init_b = op->init_b;
@@ -187,8 +188,8 @@ static void fill_params(Job *j, const Graph *g, Op **params, int np) {
     p->split_dim = op->layout.split_dim;
     p->groups = op->layout.groups > 0 ? op->layout.groups : 1;
     for (int i = 0; i < g->nops; i++) p->nuses += g->ops[i]->kind == OP_PARAM_GRAD && g->ops[i]->key == op->id;
-    p->use_value = calloc((size_t)p->nuses + 1, sizeof(int32_t));
-    p->use_stage = calloc((size_t)p->nuses + 1, sizeof(int32_t));
+    p->use_value = mpl_calloc((size_t)p->nuses + 1, sizeof(int32_t));
+    p->use_stage = mpl_calloc((size_t)p->nuses + 1, sizeof(int32_t));
     for (int i = 0; i < g->nops; i++) {
       const Op *u = g->ops[i];
       if (u->kind != OP_PARAM_GRAD || u->key != op->id) continue;
@@ -203,13 +204,13 @@ static void fill_inputs(Job *j, const Graph *g) {
   int n = 0;
   for (int i = 0; i < g->nops; i++) n += g->ops[i]->kind == OP_INPUT;
   j->ninputs = n;
-  j->inputs = calloc((size_t)n + 1, sizeof(JobInput));
+  j->inputs = mpl_calloc((size_t)n + 1, sizeof(JobInput));
   n = 0;
   for (int i = 0; i < g->nops; i++) {
     const Op *op = g->ops[i];
     if (op->kind != OP_INPUT) continue;
     JobInput *in = &j->inputs[n];
-    in->name = strdup(op->name);
+    in->name = mpl_strdup(op->name);
     in->value = op->id;
     in->dtype = (uint8_t)op->dtype;
     fill_dims(&op->shape, &in->rank, in->dims, NULL);
@@ -223,7 +224,7 @@ static void fill_train(Job *j, const Graph *g) {
   const TrainConfig *t = &g->train;
   JobTrain *o = &j->train;
   o->data_kind = (uint8_t)t->data_kind;
-  o->data_path = strdup(t->data_path ? t->data_path : "");
+  o->data_path = mpl_strdup(t->data_path ? t->data_path : "");
   o->synthetic_n = t->synthetic_n;
   o->batch = t->batch, o->seq = t->seq, o->microbatches = t->microbatches;
   o->schedule = (uint8_t)t->schedule, o->virtual_stages = t->virtual_stages > 0 ? t->virtual_stages : 1;
@@ -260,18 +261,18 @@ static bool to_job_ins(const Partition *p, const Ins *in, JobIns *out) {
 
 static void fill_ranks(Job *j, const Partition *p, const Schedule *s, const PlanRank *plan, const SchedTiming *tm) {
   int m = s->m;
-  j->ranks = calloc((size_t)s->pp + 1, sizeof(JobRank));
+  j->ranks = mpl_calloc((size_t)s->pp + 1, sizeof(JobRank));
   for (int r = 0; r < s->pp; r++) {
     JobRank *rk = &j->ranks[r];
-    rk->stages = calloc((size_t)p->nstages + 1, sizeof(int32_t));
+    rk->stages = mpl_calloc((size_t)p->nstages + 1, sizeof(int32_t));
     for (int st = 0; st < p->nstages; st++)
       if (st % s->pp == r) rk->stages[rk->nstages++] = st;
-    rk->ins = calloc((size_t)s->nins[r] + 1, sizeof(JobIns));
+    rk->ins = mpl_calloc((size_t)s->nins[r] + 1, sizeof(JobIns));
     for (int i = 0; i < s->nins[r]; i++)
       if (to_job_ins(p, &s->ins[r][i], &rk->ins[rk->nins])) rk->nins++;
     rk->arena_bytes = plan[r].arena_bytes;
     size_t n = (size_t)j->nvalues * (size_t)m;
-    rk->offset = malloc(sizeof(uint64_t) * (n + 1));
+    rk->offset = mpl_malloc(sizeof(uint64_t) * (n + 1));
     memcpy(rk->offset, plan[r].offset, sizeof(uint64_t) * n);
     rk->predicted_busy = tm->busy[r];
     rk->predicted_bubble = tm->makespan > 0 ? 1 - tm->busy[r] / tm->makespan : 0;
@@ -280,7 +281,7 @@ static void fill_ranks(Job *j, const Partition *p, const Schedule *s, const Plan
 
 static void fill_stages(Job *j, const Partition *p, Program *(*progs)[PASS__COUNT], int pp) {
   const Graph *g = p->g;
-  j->stages = calloc((size_t)p->nstages + 1, sizeof(JobStage));
+  j->stages = mpl_calloc((size_t)p->nstages + 1, sizeof(JobStage));
   for (int s = 0; s < p->nstages; s++) {
     JobStage *st = &j->stages[s];
     st->rank = s % pp;
@@ -289,16 +290,16 @@ static void fill_stages(Job *j, const Partition *p, Program *(*progs)[PASS__COUN
     for (int k = 0; k < PASS__COUNT; k++) {
       const Program *pg = progs[s][k];
       st->prog[k].nsteps = pg->nsteps;
-      st->prog[k].steps = calloc((size_t)pg->nsteps + 1, sizeof(JobStep));
+      st->prog[k].steps = mpl_calloc((size_t)pg->nsteps + 1, sizeof(JobStep));
       for (int i = 0; i < pg->nsteps; i++) st->prog[k].steps[i] = to_job_step(g, &pg->steps[i]);
     }
   }
   j->nxfers = p->nxfers;
-  j->xfers = calloc((size_t)p->nxfers + 1, sizeof(JobXfer));
+  j->xfers = mpl_calloc((size_t)p->nxfers + 1, sizeof(JobXfer));
   for (int i = 0; i < p->nxfers; i++) {
     const PartXfer *x = &p->xfers[i];
     j->xfers[i] = (JobXfer){.src = x->src, .dst = x->dst, .grad = x->grad, .nvals = x->vals.n};
-    j->xfers[i].vals = calloc((size_t)x->vals.n + 1, sizeof(int32_t));
+    j->xfers[i].vals = mpl_calloc((size_t)x->vals.n + 1, sizeof(int32_t));
     for (int v = 0; v < x->vals.n; v++) j->xfers[i].vals[v] = x->vals.v[v];
   }
 }
@@ -307,23 +308,28 @@ static int fill_kernels(Diag *d, Job *j, Arena *a, const KernelSet *ks, const Co
   JobKernels *k = &j->kernels;
   char err[4096];
   k->nkernels = ks->n;
-  k->names = calloc((size_t)ks->n + 1, sizeof(char *));
-  for (int i = 0; i < ks->n; i++) k->names[i] = strdup(ks->k[i]->name);
+  k->names = mpl_calloc((size_t)ks->n + 1, sizeof(char *));
+  for (int i = 0; i < ks->n; i++) k->names[i] = mpl_strdup(ks->k[i]->name);
   void *bc = NULL;
   size_t len = 0;
   if (cg_llvm_module(ks, &bc, &len, err, sizeof err)) {
     diag_error_noloc(d, "LLVM: %s", err);
     return 1;
   }
-  k->llvm_bc = bc, k->llvm_bc_len = len;
+  k->llvm_bc = mpl_malloc(len + 1), k->llvm_bc_len = len;
+  memcpy(k->llvm_bc, bc, len);
+  free(bc);
   char *src = cg_cuda_source(a, ks);
-  k->cuda_src = (char *)strdup(src);
+  k->cuda_src = mpl_strdup(src);
   k->cuda_src_len = strlen(src);
   if (want_ptx) {
     char *ptx = NULL;
     size_t plen = 0;
     if (cg_nvrtc_compile(src, opt->gpu_arch ? opt->gpu_arch : "sm_90", &ptx, &plen, err, sizeof err) == 0) {
-      k->ptx = ptx, k->ptx_len = plen;
+      k->ptx = mpl_malloc(plen + 1), k->ptx_len = plen;
+      memcpy(k->ptx, ptx, plen);
+      k->ptx[plen] = 0;
+      free(ptx);
     } else if (!strstr(err, "without CUDA")) {
       diag_error_noloc(d, "NVRTC: %s", err);
       return 1;
@@ -387,54 +393,34 @@ int jobgen_write(Diag *d, Arena *a, const Lowered *lw, const CompileOptions *opt
                  const char *path) {
   const Partition *p = lw->p;
   const Graph *g = p->g;
-  Job j = {0};
+  Job *j = mpl_calloc(1, sizeof *j);
   Op **params;
   int np = graph_params(g, &params, a);
   qsort(params, (size_t)np, sizeof *params, cmp_name);
-  j.model_name = strdup(g->model_name ? g->model_name : "model");
-  j.source_name = strdup(source);
-  j.dp = g->mesh.dp, j.pp = g->mesh.pp, j.tp = g->mesh.tp;
-  j.nstages = p->nstages;
-  fill_train(&j, g);
-  fill_values(&j, g, params, np);
-  fill_params(&j, g, params, np);
-  fill_inputs(&j, g);
-  fill_stages(&j, p, lw->progs, g->mesh.pp);
-  fill_ranks(&j, p, lw->sched, lw->plan, &lw->timing);
-  j.flops_per_step = lw->flops;
-  j.predicted_bubble = lw->timing.bubble;
-  j.textbook_bubble = sched_textbook_bubble(g->mesh.pp, (int)g->train.microbatches);
-  int rc = fill_kernels(d, &j, a, lw->ks, opt, true);
+  j->model_name = mpl_strdup(g->model_name ? g->model_name : "model");
+  j->source_name = mpl_strdup(source);
+  j->dp = g->mesh.dp, j->pp = g->mesh.pp, j->tp = g->mesh.tp;
+  j->nstages = p->nstages;
+  fill_train(j, g);
+  fill_values(j, g, params, np);
+  fill_params(j, g, params, np);
+  fill_inputs(j, g);
+  fill_stages(j, p, lw->progs, g->mesh.pp);
+  fill_ranks(j, p, lw->sched, lw->plan, &lw->timing);
+  j->flops_per_step = lw->flops;
+  j->predicted_bubble = lw->timing.bubble;
+  j->textbook_bubble = sched_textbook_bubble(g->mesh.pp, (int)g->train.microbatches);
+  int rc = fill_kernels(d, j, a, lw->ks, opt, true);
   char err[600];
-  if (!rc && job_validate(&j, err, sizeof err)) die("jobgen: the job fails its own validation: %s", err);
-  if (!rc && job_write(&j, path, err, sizeof err)) {
+  if (!rc && job_validate(j, err, sizeof err)) die("jobgen: the job fails its own validation: %s", err);
+  if (!rc && job_write(j, path, err, sizeof err)) {
     diag_error_noloc(d, "cannot write the job: %s", err); /* err starts with the path */
     rc = 1;
   }
-  /* the Job's arrays were malloc'd here; the runtime's job_free uses mpl_free, so free by hand */
-  jobgen_free_job(&j);
+  job_free(j); /* every block of the Job came from the runtime's allocator */
   return rc;
 }
 
-void jobgen_free_job(Job *j) {
-  free(j->model_name), free(j->source_name), free(j->train.data_path), free(j->values);
-  for (int i = 0; i < j->nparams; i++) free(j->params[i].name), free(j->params[i].use_value), free(j->params[i].use_stage);
-  free(j->params);
-  for (int i = 0; i < j->ninputs; i++) free(j->inputs[i].name);
-  free(j->inputs);
-  for (int s = 0; j->stages && s < j->nstages; s++)
-    for (int k = 0; k < JP__COUNT; k++) {
-      for (int i = 0; i < j->stages[s].prog[k].nsteps; i++) free(j->stages[s].prog[k].steps[i].args);
-      free(j->stages[s].prog[k].steps);
-    }
-  free(j->stages);
-  for (int i = 0; i < j->nxfers; i++) free(j->xfers[i].vals);
-  free(j->xfers);
-  for (int r = 0; j->ranks && r < j->pp; r++) free(j->ranks[r].stages), free(j->ranks[r].ins), free(j->ranks[r].offset);
-  free(j->ranks);
-  for (int i = 0; i < j->kernels.nkernels; i++) free(j->kernels.names[i]);
-  free(j->kernels.names), free(j->kernels.llvm_bc), free(j->kernels.cuda_src), free(j->kernels.ptx);
-}
 
 /* ---- dumps --------------------------------------------------------------------- */
 

@@ -27,7 +27,6 @@ typedef struct Lowered {
 Lowered *jobgen_lower(Diag *d, Arena *a, Partition *p);
 int jobgen_write(Diag *d, Arena *a, const Lowered *lw, const CompileOptions *opt, const char *source,
                  const char *path);
-void jobgen_free_job(Job *j);
 void jobgen_dump_plan(FILE *out, const Lowered *lw);
 void jobgen_dump_kernels(FILE *out, const Lowered *lw);
 

@@ -290,6 +290,27 @@ static float *train_params(const Job *job, const MplDeviceOps *ops, int steps, s
   return all;
 }
 
+/* Compiles model with flags, trains it `steps` steps on the cpu device and on `fake`, and
+ * requires the same params and optimizer state, bit for bit. */
+static void check_device_matches_cpu(const char *model, const char *flags, const MplDeviceOps *fake, int steps,
+                                     const char *tag, size_t i) {
+  char cmd[4 * PATH_MAX], out[8192], job_path[PATH_MAX + 80];
+  snprintf(job_path, sizeof job_path, "%s/%s%zu.job", tmp_dir, tag, i);
+  snprintf(cmd, sizeof cmd, "'%s/mplc' '%s' %s -o '%s'", build_dir, model, flags, job_path);
+  ck_assert_msg(run_cmd(cmd, out, sizeof out) == 0, "%s", out);
+  char jerr[512] = "";
+  Job *job = job_read(job_path, jerr, sizeof jerr);
+  ck_assert_msg(job != NULL, "%s", jerr);
+  size_t na, nb;
+  float *a = train_params(job, NULL, steps, &na), *b = train_params(job, fake, steps, &nb);
+  ck_assert_uint_eq(na, nb);
+  ck_assert_msg(memcmp(a, b, na * sizeof(float)) == 0, "%s %s: the %s path changed the params or state", model,
+                flags, fake->name);
+  free(a);
+  free(b);
+  job_free(job);
+}
+
 START_TEST(test_device_memory_path_matches_cpu) {
   MplDeviceOps fake = mpl_device_cpu_ops;
   fake.name = "fake-device";
@@ -301,25 +322,8 @@ START_TEST(test_device_memory_path_matches_cpu) {
       {"tests/e2e/small_mlp.mpl", ""},
       {"tests/e2e/recompute.mpl", ""},
   };
-  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    char name[32];
-    snprintf(name, sizeof name, "dm%zu", i);
-    char cmd[4 * PATH_MAX], out[8192], job_path[PATH_MAX + 80];
-    snprintf(job_path, sizeof job_path, "%s/%s.job", tmp_dir, name);
-    snprintf(cmd, sizeof cmd, "'%s/mplc' '%s' %s -o '%s'", build_dir, cases[i].model, cases[i].flags, job_path);
-    ck_assert_msg(run_cmd(cmd, out, sizeof out) == 0, "%s", out);
-    char jerr[512] = "";
-    Job *job = job_read(job_path, jerr, sizeof jerr);
-    ck_assert_msg(job != NULL, "%s", jerr);
-    size_t na, nb;
-    float *a = train_params(job, NULL, 2, &na), *b = train_params(job, &fake, 2, &nb);
-    ck_assert_uint_eq(na, nb);
-    ck_assert_msg(memcmp(a, b, na * sizeof(float)) == 0, "%s %s: the device-memory path changed the params",
-                  cases[i].model, cases[i].flags);
-    free(a);
-    free(b);
-    job_free(job);
-  }
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    check_device_matches_cpu(cases[i].model, cases[i].flags, &fake, 2, "dm", i);
 }
 END_TEST
 
@@ -377,25 +381,8 @@ START_TEST(test_device_optimizer_path_matches_cpu) {
       {"tests/e2e/small_gpt.mpl", "--mesh pp=2"},
       {"tests/e2e/recompute.mpl", ""},
   };
-  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    char name[32];
-    snprintf(name, sizeof name, "do%zu", i);
-    char cmd[4 * PATH_MAX], out[8192], job_path[PATH_MAX + 80];
-    snprintf(job_path, sizeof job_path, "%s/%s.job", tmp_dir, name);
-    snprintf(cmd, sizeof cmd, "'%s/mplc' '%s' %s -o '%s'", build_dir, cases[i].model, cases[i].flags, job_path);
-    ck_assert_msg(run_cmd(cmd, out, sizeof out) == 0, "%s", out);
-    char jerr[512] = "";
-    Job *job = job_read(job_path, jerr, sizeof jerr);
-    ck_assert_msg(job != NULL, "%s", jerr);
-    size_t na, nb;
-    float *a = train_params(job, NULL, 3, &na), *b = train_params(job, &fake, 3, &nb);
-    ck_assert_uint_eq(na, nb);
-    ck_assert_msg(memcmp(a, b, na * sizeof(float)) == 0, "%s %s: the device-optimizer path changed the params or state",
-                  cases[i].model, cases[i].flags);
-    free(a);
-    free(b);
-    job_free(job);
-  }
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    check_device_matches_cpu(cases[i].model, cases[i].flags, &fake, 3, "do", i);
 }
 END_TEST
 
