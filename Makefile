@@ -47,12 +47,15 @@ ifneq ($(wildcard $(CUDA_HOME)/include/cuda.h),)
 HAVE_CUDA   := 1
 CUDA_CFLAGS := -DMPL_HAVE_CUDA -I$(CUDA_HOME)/include
 CUDA_LIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lnvrtc -lcublas -lcudart -ldl
-# NCCL is not part of the toolkit: used where its header and library are found
-ifneq ($(wildcard $(CUDA_HOME)/include/nccl.h)$(wildcard /usr/include/nccl.h),)
-ifneq ($(wildcard $(CUDA_HOME)/lib64/libnccl.so*)$(wildcard /usr/lib/*/libnccl.so*),)
-CUDA_CFLAGS += -DMPL_HAVE_NCCL
-CUDA_LIBS   += -lnccl
-endif
+# NCCL is not part of the toolkit: used where nccl.h and libnccl.so* are found (NCCL_INC and
+# NCCL_LIB name other folders, e.g. a Python wheel's nvidia/nccl/{include,lib}; NO_NCCL=1: without)
+NCCL_INC ?= $(patsubst %/nccl.h,%,$(firstword $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h /usr/local/include/nccl.h)))
+NCCL_LIB ?= $(patsubst %/,%,$(dir $(firstword $(wildcard $(CUDA_HOME)/lib64/libnccl.so* /usr/lib/*/libnccl.so* /usr/local/lib/libnccl.so*))))
+NCCL_SO  := $(firstword $(wildcard $(NCCL_LIB)/libnccl.so) $(wildcard $(NCCL_LIB)/libnccl.so.*))
+ifeq ($(NO_NCCL)$(if $(wildcard $(NCCL_INC)/nccl.h),,n)$(if $(NCCL_SO),,n),)
+CUDA_CFLAGS += -DMPL_HAVE_NCCL $(if $(filter /usr/include $(CUDA_HOME)/include,$(NCCL_INC)),,-I$(NCCL_INC))
+CUDA_LIBS   += $(if $(filter /usr/lib /usr/lib/% /lib/% $(CUDA_HOME)/lib64,$(NCCL_LIB)),,-L$(NCCL_LIB) -Wl,-rpath,$(NCCL_LIB)) \
+               $(if $(filter libnccl.so,$(notdir $(NCCL_SO))),-lnccl,-l:$(notdir $(NCCL_SO)))
 endif
 endif
 endif

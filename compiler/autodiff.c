@@ -443,6 +443,10 @@ static void rule_allgather(Ad *a, const Op *op, int dy, int *dx) { /* my part of
 static void rule_tp_slice(Ad *a, const Op *op, int dy, int *dx) { /* every part, gathered */
   dx[0] = b_collective(a, OP_ALLGATHER, dy, a->g->ops[op->in[0]])->id;
 }
+/* y = my part of sum_r x_r: each x_r's gradient is the whole of dy, gathered. */
+static void rule_reduce_scatter(Ad *a, const Op *op, int dy, int *dx) {
+  dx[0] = b_collective(a, OP_ALLGATHER, dy, a->g->ops[op->in[0]])->id;
+}
 
 /* ---- the rule table ------------------------------------------------------------------------- */
 
@@ -479,6 +483,7 @@ static const AdRule ad_rules[OP__COUNT] = {
     [OP_DROPOUT] = {rule_dropout, SLOTS_ALL},
     [OP_TP_ENTER] = {rule_tp_enter, SLOTS_ALL}, [OP_ALLREDUCE] = {rule_allreduce, SLOTS_ALL},
     [OP_ALLGATHER] = {rule_allgather, SLOTS_ALL}, [OP_TP_SLICE] = {rule_tp_slice, SLOTS_ALL},
+    [OP_REDUCE_SCATTER] = {rule_reduce_scatter, SLOTS_ALL},
     /* no gradient: leaves, creation, SIGN, NOT, comparisons, AND, OR, CE_GRAD,
        PARAM_GRAD; communication ops come after autodiff. */
 };

@@ -37,7 +37,7 @@ static Cat cat_of(OpKind k) {
   case OP_CE_GRAD: case OP_CE_ROWS: return CAT_RED;
   case OP_EMBEDDING_GRAD: return CAT_SPECIAL;
   case OP_MATMUL: return CAT_GEMM;
-  case OP_SEND: case OP_RECV: case OP_ALLREDUCE: case OP_ALLGATHER: case OP_TP_ENTER: case OP_TP_SLICE:
+  case OP_SEND: case OP_RECV: case OP_ALLREDUCE: case OP_ALLGATHER: case OP_TP_ENTER: case OP_TP_SLICE: case OP_REDUCE_SCATTER:
     return CAT_COMM;
   default: return CAT_EW; /* elementwise, shape ops, EMBEDDING, DROPOUT, CROSS_ENTROPY, PARAM_GRAD */
   }

@@ -138,7 +138,7 @@ static void dump_attrs(FILE *out, const Op *op) {
   case OP_SOFTMAX: case OP_LOG_SOFTMAX: case OP_CONCAT:
     fprintf(out, " axis=%d", op->axis);
     break;
-  case OP_ALLGATHER: case OP_TP_SLICE: fprintf(out, " axis=%d groups=%d", op->axis, op->key); break;
+  case OP_ALLGATHER: case OP_TP_SLICE: case OP_REDUCE_SCATTER: fprintf(out, " axis=%d groups=%d", op->axis, op->key); break;
   case OP_TRANSPOSE: fprintf(out, " axes=%d,%d", op->axis, op->axis2); break;
   case OP_SLICE: fprintf(out, " axis=%d range=%lld:%lld", op->axis, (long long)op->begin, (long long)op->end); break;
   case OP_PAD: fprintf(out, " axis=%d at=%lld", op->axis, (long long)op->begin); break;

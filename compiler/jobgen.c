@@ -98,23 +98,33 @@ static int *step_vals(Arena *a, const Graph *g, const Step *st, int *n) {
   return NULL;
 }
 
-static void to_plan_prog(Arena *a, const Graph *g, const Program *pg, PlanProg *out) {
-  out->nsteps = pg->nsteps;
-  out->steps = arena_alloc(a, sizeof(PlanStep) * (size_t)(pg->nsteps + 1));
-  for (int i = 0; i < pg->nsteps; i++) {
-    int n;
-    int *v = step_vals(a, g, &pg->steps[i], &n);
-    out->steps[i] = (PlanStep){n, v};
-  }
-}
-
 static uint8_t comm_code(OpKind k) {
   switch (k) {
   case OP_ALLREDUCE: return JC_ALLREDUCE;
   case OP_ALLGATHER: return JC_ALLGATHER;
   case OP_TP_ENTER: return JC_TP_ENTER;
   case OP_TP_SLICE: return JC_TP_SLICE;
+  case OP_REDUCE_SCATTER: return JC_REDUCE_SCATTER;
   default: die("jobgen: %s is not a collective the runtime runs", op_name(k));
+  }
+}
+
+static uint64_t value_bytes(const Op *op) { return (uint64_t)shape_numel(&op->shape) * (uint64_t)dtype_size(op->dtype); }
+
+/* The steps' values for the memory plan, and the collectives that communicate with
+ * their payload (the larger of output and input: the whole tensor) for the mesh plan. */
+static void to_plan_prog(Arena *a, const Graph *g, const Program *pg, PlanProg *out) {
+  out->nsteps = pg->nsteps;
+  out->steps = arena_alloc(a, sizeof(PlanStep) * (size_t)(pg->nsteps + 1));
+  for (int i = 0; i < pg->nsteps; i++) {
+    const Step *st = &pg->steps[i];
+    int n;
+    int *v = step_vals(a, g, st, &n);
+    out->steps[i] = (PlanStep){n, v, -1, 0};
+    if (st->kind != STEP_COMM) continue;
+    const Op *op = g->ops[st->op], *in = g->ops[op->in[0]];
+    out->steps[i].comm = mpl_comm_kind_of_jc(comm_code(op->kind));
+    out->steps[i].comm_bytes = value_bytes(op) > value_bytes(in) ? value_bytes(op) : value_bytes(in);
   }
 }
 
@@ -383,8 +393,12 @@ Lowered *jobgen_lower(Diag *d, Arena *a, Partition *p) {
   lw->F = F, lw->B = B, lw->W = W;
   lw->sched = build_schedule(d, a, p, F, B, W);
   if (!lw->sched) return NULL;
-  PlanIn pin = {.g = g, .part = p, .sched = lw->sched, .progs = lw->plan_progs, .alias_of = lw->alias_of};
+  lw->nparams = graph_params(g, &lw->params, a);
+  qsort(lw->params, (size_t)lw->nparams, sizeof *lw->params, cmp_name);
+  PlanIn pin = {.g = g, .part = p, .sched = lw->sched, .progs = lw->plan_progs, .alias_of = lw->alias_of,
+                .params = lw->params, .nparams = lw->nparams};
   lw->plan = plan_build(a, &pin);
+  lw->world = plan_world(a, &pin, lw->plan);
   sched_simulate(lw->sched, F, B, W, 0, &lw->timing);
   return lw;
 }
@@ -394,9 +408,8 @@ int jobgen_write(Diag *d, Arena *a, const Lowered *lw, const CompileOptions *opt
   const Partition *p = lw->p;
   const Graph *g = p->g;
   Job *j = mpl_calloc(1, sizeof *j);
-  Op **params;
-  int np = graph_params(g, &params, a);
-  qsort(params, (size_t)np, sizeof *params, cmp_name);
+  Op **params = lw->params;
+  int np = lw->nparams;
   j->model_name = mpl_strdup(g->model_name ? g->model_name : "model");
   j->source_name = mpl_strdup(source);
   j->dp = g->mesh.dp, j->pp = g->mesh.pp, j->tp = g->mesh.tp;
@@ -428,42 +441,123 @@ static void print_bytes(FILE *out, const char *what, uint64_t b) {
   fprintf(out, "  %-22s %12llu bytes (%.2f MiB)\n", what, (unsigned long long)b, (double)b / 1048576.0);
 }
 
-void jobgen_dump_plan(FILE *out, const Lowered *lw) {
-  const Partition *p = lw->p;
-  const Graph *g = p->g;
+/* Do two world ranks have the same figures (pipeline rank, optimizer state, communication)? */
+static bool same_figures(const PlanWorld *a, const PlanWorld *b) {
+  return a->pr == b->pr && a->opt_bytes == b->opt_bytes && !memcmp(a->comm, b->comm, sizeof a->comm);
+}
+
+/* A set of mesh indices: "0-3", "1" or "0,2". */
+static void print_set(FILE *out, const bool *in, int n) {
+  int cnt = 0, lo = -1, hi = -1;
+  for (int i = 0; i < n; i++)
+    if (in[i]) cnt++, hi = i, lo = lo < 0 ? i : lo;
+  if (cnt > 1 && hi - lo + 1 == cnt) {
+    fprintf(out, "%d-%d", lo, hi);
+    return;
+  }
+  for (int i = 0, k = 0; i < n; i++)
+    if (in[i]) fprintf(out, "%s%d", k++ ? "," : "", i);
+}
+
+/* "ranks 0,2,4,6 (dp 0-1 x tp 0-1, pp 0)": the world ranks of a group, then their coordinates. */
+static void print_group(FILE *out, const PlanWorld *pw, const bool *member, int nworld, int dp, int tp) {
+  bool *ds = calloc((size_t)dp, 1), *ts = calloc((size_t)tp, 1);
+  int n = 0, nd = 0, nt = 0, pr = -1;
+  for (int w = 0; w < nworld; w++)
+    if (member[w]) n++;
+  fprintf(out, "%s ", n == 1 ? "rank" : "ranks");
+  for (int w = 0, k = 0; w < nworld; w++) {
+    if (!member[w]) continue;
+    fprintf(out, "%s%d", k++ ? "," : "", w);
+    nd += !ds[pw[w].dpi], nt += !ts[pw[w].tpi];
+    ds[pw[w].dpi] = ts[pw[w].tpi] = true;
+    pr = pw[w].pr;
+  }
+  if (n == 1) {
+    for (int w = 0; w < nworld; w++)
+      if (member[w]) fprintf(out, " (dp %d, pp %d, tp %d)", pw[w].dpi, pw[w].pr, pw[w].tpi);
+  } else if (n == nd * nt) { /* every (dp, tp) pair of the two sets */
+    fprintf(out, " (dp ");
+    print_set(out, ds, dp);
+    fprintf(out, " x tp ");
+    print_set(out, ts, tp);
+    fprintf(out, ", pp %d)", pr);
+  } else {
+    fprintf(out, " ((dp, tp) =");
+    for (int w = 0; w < nworld; w++)
+      if (member[w]) fprintf(out, " (%d, %d)", pw[w].dpi, pw[w].tpi);
+    fprintf(out, ", pp %d)", pr);
+  }
+  free(ds);
+  free(ts);
+}
+
+/* One step's messages and collectives of a rank, by kind, and their total. */
+static void print_comm(FILE *out, const MplCommCount *c) {
+  MplCommCount tot = {0, 0};
+  fprintf(out, "  communication per step\n");
+  for (int k = 0; k < MPL_COMM__COUNT; k++) {
+    if (!c[k].calls) continue;
+    fprintf(out, "    %-20s %8llu calls %14llu bytes (%.2f MiB)\n", mpl_comm_kind_name(k),
+            (unsigned long long)c[k].calls, (unsigned long long)c[k].bytes, (double)c[k].bytes / 1048576.0);
+    tot.calls += c[k].calls, tot.bytes += c[k].bytes;
+  }
+  fprintf(out, "    %-20s %8llu calls %14llu bytes (%.2f MiB)\n", "total", (unsigned long long)tot.calls,
+          (unsigned long long)tot.bytes, (double)tot.bytes / 1048576.0);
+}
+
+static void print_rank_memory(FILE *out, const Lowered *lw, const PlanWorld *pw) {
   const Schedule *s = lw->sched;
-  fprintf(out, "plan: model %s, mesh dp=%d pp=%d tp=%d, schedule %s", g->model_name ? g->model_name : "?", g->mesh.dp,
-          g->mesh.pp, g->mesh.tp, sched_name(s->kind));
+  const PlanRank *pr = &lw->plan[pw->pr];
+  int r = pw->pr;
+  fprintf(out, ": stages");
+  for (int st = 0; st < s->nstages; st++)
+    if (st % s->pp == r) fprintf(out, " %d", st);
+  fprintf(out, ", predicted busy %.3g s, bubble %.4f\n", lw->timing.busy[r],
+          lw->timing.makespan > 0 ? 1 - lw->timing.busy[r] / lw->timing.makespan : 0);
+  print_bytes(out, "params", pr->param_bytes);
+  print_bytes(out, "grads", pr->grad_bytes);
+  print_bytes(out, "optimizer state", pw->opt_bytes);
+  print_bytes(out, "inputs", pr->input_bytes);
+  print_bytes(out, "stash (peak)", pr->stash_peak);
+  print_bytes(out, "activations (peak)", pr->act_peak);
+  print_bytes(out, "arena (peak)", pr->arena_bytes);
+}
+
+/* --emit=plan: the step's totals, then per pipeline rank the groups of world ranks with
+ * the same figures (tp ranks always agree; with ZeRO-1 the replicas differ), each with
+ * its memory and its communication. */
+void jobgen_dump_plan(FILE *out, const Lowered *lw) {
+  const Graph *g = lw->p->g;
+  const Schedule *s = lw->sched;
+  int dp = g->mesh.dp > 0 ? g->mesh.dp : 1, tp = g->mesh.tp > 0 ? g->mesh.tp : 1, nworld = dp * tp * s->pp;
+  fprintf(out, "plan: model %s, mesh dp=%d pp=%d tp=%d, schedule %s", g->model_name ? g->model_name : "?", dp, s->pp,
+          tp, sched_name(s->kind));
   if (s->kind == SCHED_INTERLEAVED) fprintf(out, "(%d)", s->v);
   fprintf(out, ", %d micro-batches, %d stages\n", s->m, s->nstages);
+  fprintf(out, "mesh: %d rank%s, world rank = (dp * %d + tp) * %d + pp\n", nworld, nworld == 1 ? "" : "s", tp, s->pp);
   fprintf(out, "flops per step: %.4g\n", lw->flops);
-  double sent = 0;
-  for (int i = 0; i < p->nxfers; i++)
-    for (int v = 0; v < p->xfers[i].vals.n; v++) {
-      const Op *op = g->ops[p->xfers[i].vals.v[v]];
-      sent += (double)shape_numel(&op->shape) * dtype_size(op->dtype) * s->m;
-    }
-  fprintf(out, "bytes sent per step: %.0f\n", sent);
+  MplCommCount all = {0, 0};
+  for (int w = 0; w < nworld; w++)
+    for (int k = 0; k < MPL_COMM__COUNT; k++) all.calls += lw->world[w].comm[k].calls, all.bytes += lw->world[w].comm[k].bytes;
+  fprintf(out, "communication per step, all ranks: %llu calls, %llu payload bytes\n", (unsigned long long)all.calls,
+          (unsigned long long)all.bytes);
+  fprintf(out, "  (payload: the buffer a rank contributes or receives; a ring all-reduce over n ranks sends\n"
+               "   and receives about 2(n-1)/n of it per rank)\n");
   fprintf(out, "bubble: predicted %.4f, textbook (p-1)/(m+p-1) = %.4f\n", lw->timing.bubble,
           sched_textbook_bubble(s->pp, s->m));
-  for (int r = 0; r < s->pp; r++) {
-    const PlanRank *pr = &lw->plan[r];
-    uint64_t opt_bytes = g->train.optimizer == OPT_ADAMW ? 2 * pr->param_bytes
-                         : g->train.momentum != 0   ? pr->param_bytes
-                                                    : 0;
-    fprintf(out, "rank %d: stages", r);
-    for (int st = 0; st < s->nstages; st++)
-      if (st % s->pp == r) fprintf(out, " %d", st);
-    fprintf(out, ", predicted busy %.3g s, bubble %.4f\n", lw->timing.busy[r],
-            lw->timing.makespan > 0 ? 1 - lw->timing.busy[r] / lw->timing.makespan : 0);
-    print_bytes(out, "params", pr->param_bytes);
-    print_bytes(out, "grads", pr->grad_bytes);
-    print_bytes(out, "optimizer state", opt_bytes);
-    print_bytes(out, "inputs", pr->input_bytes);
-    print_bytes(out, "stash (peak)", pr->stash_peak);
-    print_bytes(out, "activations (peak)", pr->act_peak);
-    print_bytes(out, "arena (peak)", pr->arena_bytes);
-  }
+  bool *done = calloc((size_t)nworld, 1), *member = calloc((size_t)nworld, 1);
+  for (int r = 0; r < s->pp; r++)
+    for (int w = r; w < nworld; w += s->pp) {
+      if (done[w]) continue;
+      for (int v = 0; v < nworld; v++) member[v] = !done[v] && same_figures(&lw->world[w], &lw->world[v]);
+      for (int v = 0; v < nworld; v++) done[v] |= member[v];
+      print_group(out, lw->world, member, nworld, dp, tp);
+      print_rank_memory(out, lw, &lw->world[w]);
+      print_comm(out, lw->world[w].comm);
+    }
+  free(done);
+  free(member);
 }
 
 void jobgen_dump_kernels(FILE *out, const Lowered *lw) {

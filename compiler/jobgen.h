@@ -19,6 +19,9 @@ typedef struct Lowered {
   int *alias_of;                     /* [nvalues] */
   Schedule *sched;
   PlanRank *plan;                    /* [pp] */
+  PlanWorld *world;                  /* [dp * tp * pp] optimizer state and communication per world rank */
+  Op **params;                       /* [nparams] PARAM ops in the job's order (by global name) */
+  int nparams;
   double *F, *B, *W;                 /* predicted seconds per stage and pass */
   SchedTiming timing;
   double flops;                      /* per step */

@@ -47,7 +47,7 @@ static void usage(FILE *out) {
   fprintf(out,
           "usage: mplc FILE.mpl [-o JOB] [--emit=ast|graph|grad|partition|schedule|plan|kernels|cuda|llvm|dot]\n"
           "            [--mesh pp=4,tp=2,dp=1] [--schedule NAME] [--microbatches N] [-D NAME=V]... [-I DIR]...\n"
-          "            [--mem-limit BYTES[K|M|G]] [--gpu-arch sm_90] [-h|--help] [--version]\n");
+          "            [--mem-limit BYTES[K|M|G]] [--gpu-arch sm_90] [--allow-gather] [-h|--help] [--version]\n");
 }
 
 static _Noreturn void fail(int code, const char *fmt, const char *arg) {
@@ -133,6 +133,7 @@ static void parse_options(Arena *a, int argc, char **argv, Options *o) {
     else if ((v = flag_value(argc, argv, &i, "--microbatches"))) o->co.microbatches = parse_count("--microbatches", v);
     else if ((v = flag_value(argc, argv, &i, "--mem-limit"))) o->co.mem_limit = parse_bytes(v);
     else if ((v = flag_value(argc, argv, &i, "--gpu-arch"))) o->co.gpu_arch = v;
+    else if (!strcmp(arg, "--allow-gather")) o->co.allow_gather = true;
     else if ((v = flag_value(argc, argv, &i, "-D"))) vec_push(a, &o->co.defines, parse_define(a, v));
     else if ((v = flag_value(argc, argv, &i, "-I"))) vec_push(a, &o->co.include_dirs, (void *)v);
     else if (arg[0] == '-' && arg[1]) fail(2, "unknown option '%s' (see mplc --help)", arg);
@@ -223,7 +224,7 @@ int main(int argc, char **argv) {
 
   /* 3. tensor parallelism (tp > 1): local shapes and collectives; then stage balancing,
    *    when pp > 1 and the program places nothing itself */
-  g = shard_program(&diag, g);
+  g = shard_program(&diag, g, o.co.allow_gather);
   if (part_balance(&diag, g, o.co.mem_limit) || diag.nerrors) return finish(&arena, 1);
 
   /* 4. autodiff: the backward pass, input-gradient (B) and weight-gradient (W) parts */

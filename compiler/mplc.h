@@ -94,7 +94,8 @@ bool shape_broadcast(const Shape *a, const Shape *b, Shape *out);
   X(ALLREDUCE, 1, X)   /* sum over the tp group */                              \
   X(ALLGATHER, 1, X)   /* axis, key = groups: gather the split input over the tp group */ \
   X(TP_ENTER, 1, X)    /* identity; its gradient is all-reduced over the tp group */ \
-  X(TP_SLICE, 1, X)    /* axis, key = groups: this tp rank's part of a whole value */
+  X(TP_SLICE, 1, X)    /* axis, key = groups: this tp rank's part of a whole value */ \
+  X(REDUCE_SCATTER, 1, X) /* axis, key = groups: this tp rank's part of the sum of partial sums */
 
 typedef enum OpKind {
 #define X(name, nin, kind) OP_##name,
@@ -219,7 +220,7 @@ int graph_params(const Graph *g, Op ***out, Arena *a);
 /* ==== shard.c: tensor parallelism ======================================= */
 
 /* When tp > 1: the forward graph of one tp rank, with local shapes and collectives. */
-Graph *shard_program(Diag *d, Graph *g);
+Graph *shard_program(Diag *d, Graph *g, bool allow_gather);
 
 /* ==== sema.c: the front end ============================================ */
 
@@ -238,6 +239,7 @@ typedef struct CompileOptions {
   int64_t microbatches;    /* --microbatches, or 0 */
   double mem_limit;        /* --mem-limit bytes per rank, 0: none */
   const char *gpu_arch;    /* --gpu-arch, default "sm_90" */
+  bool allow_gather;       /* --allow-gather: tp may all-gather split values (shard.c) */
 } CompileOptions;
 
 /*

@@ -375,19 +375,62 @@ void part_dump(FILE *out, const Partition *p) {
   graph_dump(out, g);
 }
 
+/* How --emit=dot draws an op: collectives of the tp group in their own shapes and colours
+ * (TP_ENTER and TP_SLICE move nothing between ranks), backward ops grey, the rest plain. */
+static const char *dot_style(const Op *op, bool fwd) {
+  switch (op->kind) {
+  case OP_ALLREDUCE: return ", shape=hexagon, style=filled, fillcolor=\"#ffc078\"";
+  case OP_ALLGATHER: return ", shape=invhouse, style=filled, fillcolor=\"#8ce99a\"";
+  case OP_REDUCE_SCATTER: return ", shape=house, style=filled, fillcolor=\"#74c0fc\"";
+  case OP_TP_ENTER: case OP_TP_SLICE: return ", shape=diamond, style=filled, fillcolor=\"#e5dbff\"";
+  default: return fwd ? "" : ", style=filled, fillcolor=\"#eeeeee\"";
+  }
+}
+
+/* The world ranks that run stage s: pipeline rank s % pp of every (replica, tp index). */
+static void dot_stage_label(FILE *out, const Partition *p, int s, int dp, int tp, int pp) {
+  fprintf(out, "    label=\"stage %d: rank%s", s, dp * tp > 1 ? "s" : "");
+  for (int w = s % pp, k = 0; w < dp * tp * pp; w += pp) fprintf(out, "%s%d", k++ ? "," : " ", w);
+  fprintf(out, " (pp %d", s % pp);
+  if (dp > 1) fprintf(out, ", dp 0-%d", dp - 1);
+  if (tp > 1) fprintf(out, ", tp 0-%d", tp - 1);
+  fprintf(out, ")\";\n");
+}
+
+/* dp > 1: the stage's gradients all-reduced over the replicas (ZeRO-1: reduce-scattered,
+ * each replica updating its 1/dp chunk of every param, the chunks all-gathered), one node
+ * per stage. */
+static void dot_dp_node(FILE *out, const Partition *p, int s, int dp) {
+  const Graph *g = p->g;
+  uint64_t bytes = 0;
+  for (int i = 0; i < p->st[s].params.n; i++) {
+    const Op *op = g->ops[p->st[s].params.v[i]];
+    bytes += (uint64_t)shape_numel(&op->shape) * (uint64_t)dtype_size(op->dtype);
+  }
+  fprintf(out, "    dp%d [label=\"dp %s over %d replicas\\n%d grads, %llu bytes%s\", shape=doubleoctagon, "
+          "style=filled, fillcolor=\"#ffa8a8\"];\n", s, g->train.zero ? "reduce-scatter" : "all-reduce", dp,
+          p->st[s].params.n, (unsigned long long)bytes,
+          g->train.zero ? "\\nZeRO-1: each replica updates 1/dp of each param, then all-gather" : "");
+}
+
 void part_dot(FILE *out, const Partition *p) {
   const Graph *g = p->g;
+  int dp = g->mesh.dp > 0 ? g->mesh.dp : 1, pp = g->mesh.pp > 0 ? g->mesh.pp : 1, tp = g->mesh.tp > 0 ? g->mesh.tp : 1;
   char buf[160];
-  fprintf(out, "digraph mpl {\n  rankdir=TB;\n  node [shape=box, fontsize=10];\n");
+  fprintf(out, "digraph mpl {\n  label=\"model %s: mesh dp=%d pp=%d tp=%d, %d rank%s\";\n  labelloc=t;\n",
+          g->model_name ? g->model_name : "?", dp, pp, tp, dp * pp * tp, dp * pp * tp == 1 ? "" : "s");
+  fprintf(out, "  rankdir=TB;\n  node [shape=box, fontsize=10];\n");
   for (int s = 0; s < p->nstages; s++) {
-    fprintf(out, "  subgraph cluster_stage%d {\n    label=\"stage %d\";\n", s, s);
+    fprintf(out, "  subgraph cluster_stage%d {\n", s);
+    dot_stage_label(out, p, s, dp, tp, pp);
     for (int k = 0; k < PASS__COUNT; k++)
       for (int i = 0; i < p->st[s].pass[k].n; i++) {
         const Op *op = g->ops[p->st[s].pass[k].v[i]];
         if (op->stage < 0) continue;
         fprintf(out, "    n%d [label=\"%%%d %s\\n%s\"%s];\n", op->id, op->id, op_name(op->kind),
-                shape_str(&op->shape, buf, sizeof buf), k == PASS_FWD ? "" : ", style=filled, fillcolor=\"#eeeeee\"");
+                shape_str(&op->shape, buf, sizeof buf), dot_style(op, k == PASS_FWD));
       }
+    if (dp > 1 && p->st[s].params.n) dot_dp_node(out, p, s, dp);
     fprintf(out, "  }\n");
   }
   for (int i = 0; i < g->nops; i++) {

@@ -59,7 +59,9 @@ Partition *part_build(Diag *d, Graph *g);
 void part_verify(const Partition *p);
 /* --emit=partition */
 void part_dump(FILE *out, const Partition *p);
-/* --emit=dot: Graphviz, stages as clusters, transfers as dashed edges. */
+/* --emit=dot: Graphviz, stages as clusters labelled with the world ranks that run them,
+ * transfers as dashed edges, tp collectives in their own shapes and colours, and with
+ * dp > 1 each stage's gradient all-reduce over the replicas; the mesh in the title. */
 void part_dot(FILE *out, const Partition *p);
 
 /* cost.c: a simple cost model. */

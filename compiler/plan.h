@@ -10,16 +10,25 @@
  *
  * Invariant (plan_verify): two buffers whose lifetimes overlap never overlap in the
  * arena; every buffer ends inside arena_bytes.
+ *
+ * The mesh (plan_world): the dp x tp x pp world ranks share their pipeline rank's
+ * arena; per world rank, the optimizer state it keeps and the messages and collectives
+ * of one step by kind, counted from the same instruction streams, programs, transfers
+ * and param placement the job is written from, in the order the runtime issues them.
+ * Invariant (tests/e2e/comm_volume.sh): mplrun --comm-stats measures exactly these.
  */
 #ifndef MPL_PLAN_H
 #define MPL_PLAN_H
 
 #include "partition.h"
 #include "sched.h"
+#include "../runtime/job.h"
 
 typedef struct PlanStep {
   int n;
-  const int *vals; /* value ids the step reads or writes */
+  const int *vals;     /* value ids the step reads or writes */
+  int comm;            /* a collective that communicates: its MplCommKind; else -1 */
+  uint64_t comm_bytes; /* its payload (see MPL_COMM_KINDS in runtime/job.h) */
 } PlanStep;
 
 typedef struct PlanProg {
@@ -41,9 +50,25 @@ typedef struct PlanIn {
   const Schedule *sched;
   PlanProg (*progs)[PASS__COUNT]; /* [nstages][pass] */
   const int *alias_of;            /* [nvalues]: value sharing another's buffer, or -1; may be NULL */
+  Op *const *params;              /* [nparams] PARAM ops in the job's order (by global name) */
+  int nparams;
 } PlanIn;
 
 /* Plans every rank; returns an array of pp PlanRanks. */
 PlanRank *plan_build(Arena *a, const PlanIn *in);
+
+/* One world rank w = (dpi * tp + tpi) * pp + pr of the dp x tp x pp mesh: what differs
+ * from the other ranks of its pipeline rank pr (whose PlanRank it shares). */
+typedef struct PlanWorld {
+  int w, dpi, tpi, pr;
+  uint64_t opt_bytes;                  /* optimizer state (ZeRO-1: this replica's share) */
+  MplCommCount comm[MPL_COMM__COUNT];  /* one step's messages and collectives, by kind */
+} PlanWorld;
+
+/* Every world rank's step as the runtime runs it (runtime/exec.c): the pipeline's sends
+ * and receives and the programs' collectives from the rank's instruction stream, then
+ * the gradient exchange of the update (tied uses, dp all-reduce, ZeRO-1 params, the
+ * clipping norm) from the params the plan put on the rank. [dp * tp * pp]. */
+PlanWorld *plan_world(Arena *a, const PlanIn *in, const PlanRank *pr);
 
 #endif

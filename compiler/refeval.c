@@ -372,6 +372,7 @@ static double *ev_op(const Graph *g, const Op *op, double **v, const RefCtx *ctx
   case OP_SUM: case OP_MEAN: case OP_AMAX: return ev_reduce(g, op, v);
   case OP_SOFTMAX: case OP_LOG_SOFTMAX: return ev_softmax(op, v);
   case OP_RESHAPE: case OP_PARAM_GRAD: case OP_ALLREDUCE: case OP_ALLGATHER: case OP_TP_ENTER: case OP_TP_SLICE:
+  case OP_REDUCE_SCATTER:
     return ev_copy(g, op, v); /* one tp rank: the collectives are identities */
   case OP_TRANSPOSE: case OP_SLICE: case OP_EXPAND: return ev_gather(g, op, v);
   case OP_PAD: case OP_CONCAT: return ev_scatter(g, op, v);

@@ -4,38 +4,56 @@
  *
  * Runs on the forward graph when tp > 1, before autodiff, and rebuilds it as the
  * program of ONE tp rank (SPMD): every value gets its local shape (a dimension split
- * over tp holds 1/tp of it). Rules, per op:
+ * over tp holds 1/tp of it). A value's layout is replicated, split on one dimension
+ * (in g groups: @shard(dim, groups = g)), or a partial sum (each tp rank holds one
+ * term; the value is their sum). Rules, per op:
  *  - matmul of a replicated input with a weight split on its output columns
  *    (column-parallel): the input goes through TP_ENTER (identity forward, all-reduce
  *    of its gradient), the output is split on its last dimension;
  *  - matmul of an input split on its contracted dimension with a weight split on its
- *    rows (row-parallel): partial sums, one ALLREDUCE, a replicated output;
+ *    rows (row-parallel): a partial sum;
  *  - batched matmuls whose operands are split on the same batch dimension stay split;
  *  - elementwise ops keep a split when their inputs agree (a replicated input that is
- *    not broadcast along the split dimension is cut with TP_SLICE);
+ *    not broadcast along the split dimension is cut with TP_SLICE, free); ops linear
+ *    in a partial sum keep it partial (neg, partial +- partial, partial * or /
+ *    replicated; the replicated factor goes through TP_ENTER, as its gradient is then
+ *    a partial sum);
+ *  - sum and mean over the split dimension (or all of them) give a partial sum; sums,
+ *    means, reshapes, transposes and slices of a partial sum stay partial;
  *  - reductions and softmax over another dimension, slices on whole groups of a
  *    grouped split (a fused q|k|v), reshapes that keep the split dimension a block,
- *    and transposes keep the split;
- *  - anything else gathers its split inputs first (ALLGATHER): always correct.
+ *    and transposes keep the split.
+ * Where an op needs another layout than its input has, a collective is inserted:
+ * partial -> replicated ALLREDUCE, partial -> split REDUCE_SCATTER, replicated ->
+ * split TP_SLICE (no communication). split -> replicated (ALLGATHER) would re-gather
+ * the whole value on every tp rank: that is a compile error naming the op, both
+ * layouts and where the split came from, unless --allow-gather asks for it.
  * Invariants: no value leaves the pass as a partial sum; the loss is replicated;
- * Op.layout describes each value's split (TP_SLICE: the split it makes; ALLGATHER:
- * its input's).
+ * Op.layout describes each value's layout (TP_SLICE, REDUCE_SCATTER: the split they
+ * make; ALLGATHER: its input's).
  */
 #include "mplc.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 typedef struct Shard {
+  Diag *d;
   Graph *old, *g;
   int tp;
-  int *map;    /* old id -> new id */
-  int *gather; /* new id -> its ALLGATHER, or -1 */
+  bool allow_gather;
+  int *map;     /* old id -> new id */
+  int *gather;  /* new id -> its ALLGATHER, or -1 */
+  int *reduced; /* new id (a partial sum) -> its ALLREDUCE, or -1 */
+  int cap;
 } Shard;
 
 static const Layout REPL = {.split_dim = -1, .groups = 1};
+static const Layout PARTIAL = {.split_dim = -1, .partial = true, .groups = 1};
 
 static bool is_split(const Op *op) { return op->layout.split_dim >= 0; }
+static bool is_partial(const Op *op) { return op->layout.partial; }
 
 /* A new op copying the attributes of src, with these inputs. */
 static Op *clone_with(Shard *s, const Op *src, int nin, const int *in) {
@@ -67,13 +85,58 @@ static Shape global_shape(const Shard *s, const Op *op) {
   return sh;
 }
 
+/* "split on dimension 2 of [4, 16, 64] over tp = 2", for the re-gather error. */
+static const char *layout_desc(const Shard *s, const Op *op, char *buf, size_t n) {
+  char sh[160];
+  Shape g = global_shape(s, op);
+  if (is_partial(op)) snprintf(buf, n, "a partial sum over tp = %d", s->tp);
+  else if (!is_split(op)) snprintf(buf, n, "replicated");
+  else if (op->layout.groups > 1)
+    snprintf(buf, n, "split on dimension %d of %s in %d groups over tp = %d", op->layout.split_dim,
+             shape_str(&g, sh, sizeof sh), op->layout.groups, s->tp);
+  else snprintf(buf, n, "split on dimension %d of %s over tp = %d", op->layout.split_dim, shape_str(&g, sh, sizeof sh), s->tp);
+  return buf;
+}
+
+/* The @shard param a split value comes from (following split inputs back), or NULL. */
+static const Op *split_origin(const Shard *s, const Op *op) {
+  for (int guard = 0; op && guard < s->g->nops; guard++) {
+    if (op->kind == OP_PARAM) return op;
+    const Op *next = NULL;
+    for (int j = 0; j < op->nin && !next; j++)
+      if (is_split(s->g->ops[op->in[j]]) || is_partial(s->g->ops[op->in[j]])) next = s->g->ops[op->in[j]];
+    op = next;
+  }
+  return NULL;
+}
+
+/* split -> replicated would gather the whole value on every rank: an error unless asked. */
+static void check_gather(Shard *s, const Op *v, const Op *reader) {
+  if (s->allow_gather) return;
+  char have[256];
+  diag_error(s->d, reader->loc,
+             "%s needs its input replicated, but the input is %s: that would all-gather the whole value on every "
+             "tp rank (pass --allow-gather to accept it, or shard so that this op keeps the split)",
+             op_name(reader->kind), layout_desc(s, v, have, sizeof have));
+  const Op *p = split_origin(s, v);
+  if (p) diag_note(s->d, p->loc, "the split comes from @shard on '%s'", p->name);
+}
+
 /* The replicated (whole) value of new op v, for a reader like `reader` (whose stage a
  * collective on a stage-less value, a param, takes: its gradient must land there). */
 static int make_repl(Shard *s, int v, const Op *reader) {
   Op *op = s->g->ops[v];
+  int stage = op->stage >= 0 ? op->stage : reader->stage;
+  if (is_partial(op)) {
+    if (s->reduced[v] >= 0 && s->g->ops[s->reduced[v]]->stage == stage) return s->reduced[v];
+    Op *ar = new_op(s, OP_ALLREDUCE, v, reader);
+    ar->shape = op->shape;
+    s->reduced[v] = ar->id;
+    return ar->id;
+  }
   if (!is_split(op)) return v;
-  if (s->gather[v] >= 0 && s->g->ops[s->gather[v]]->stage == (op->stage >= 0 ? op->stage : reader->stage))
-    return s->gather[v];
+  if (s->gather[v] >= 0 && s->g->ops[s->gather[v]]->stage == stage) return s->gather[v];
+  check_gather(s, op, reader);
   Op *ga = new_op(s, OP_ALLGATHER, v, reader);
   ga->shape = global_shape(s, op);
   ga->axis = op->layout.split_dim;
@@ -82,11 +145,16 @@ static int make_repl(Shard *s, int v, const Op *reader) {
   return ga->id;
 }
 
-/* The local shard of replicated new op v, split on dim with groups, for `reader`. */
-static int make_slice(Shard *s, int v, int dim, int groups, const Op *reader) {
+/* The local shard, split on dim with groups, of new op v (replicated, a partial sum, or
+ * split another way), for `reader`. */
+static int make_split(Shard *s, int v, int dim, int groups, const Op *reader) {
   Op *op = s->g->ops[v];
-  Op *sl = new_op(s, OP_TP_SLICE, v, reader);
-  sl->shape = op->shape;
+  if (is_split(op) && op->layout.split_dim == dim && op->layout.groups == groups) return v;
+  OpKind k = OP_TP_SLICE;
+  if (is_partial(op) && s->reduced[v] < 0) k = OP_REDUCE_SCATTER; /* one collective, not all-reduce + slice */
+  else v = make_repl(s, v, reader);
+  Op *sl = new_op(s, k, v, reader);
+  sl->shape = s->g->ops[v]->shape;
   sl->shape.d[dim] /= s->tp;
   sl->axis = dim;
   sl->key = groups;
@@ -104,6 +172,7 @@ static int finish(Shard *s, Op *op, const Op *src, Layout l) {
   return op->id;
 }
 
+/* Every input replicated (partial sums all-reduced, splits gathered), a replicated result. */
 static int fallback(Shard *s, const Op *src, const int *in) {
   int *r = malloc(sizeof(int) * (size_t)(src->nin + 1));
   for (int j = 0; j < src->nin; j++) r[j] = make_repl(s, in[j], src);
@@ -114,7 +183,10 @@ static int fallback(Shard *s, const Op *src, const int *in) {
 
 /* ---- the rules ------------------------------------------------------------------------- */
 
-static int shard_matmul(Shard *s, const Op *src, const int *in) {
+static int shard_matmul(Shard *s, const Op *src, const int *in0) {
+  int in[2];
+  for (int j = 0; j < 2; j++) /* a partial sum is reduced first; splits stay for the rules below */
+    in[j] = is_partial(s->g->ops[in0[j]]) ? make_repl(s, in0[j], src) : in0[j];
   Op *a = s->g->ops[in[0]], *b = s->g->ops[in[1]];
   int ra = a->shape.rank, rb = b->shape.rank;
   int a_k = src->ta ? ra - 2 : ra - 1, b_k = src->tb ? rb - 1 : rb - 2, b_n = src->tb ? rb - 2 : rb - 1;
@@ -127,19 +199,31 @@ static int shard_matmul(Shard *s, const Op *src, const int *in) {
     return finish(s, op, src, (Layout){.split_dim = rout - 1, .groups = b->layout.groups});
   }
   if (is_split(a) && is_split(b) && a->layout.split_dim == a_k && b->layout.split_dim == b_k &&
-      a->layout.groups == 1 && b->layout.groups == 1) { /* row-parallel: partial sums */
-    Op *op = clone_with(s, src, 2, in);
-    finish(s, op, src, REPL);
-    Op *ar = new_op(s, OP_ALLREDUCE, op->id, src);
-    ar->shape = op->shape;
-    return ar->id;
-  }
+      a->layout.groups == 1 && b->layout.groups == 1) /* row-parallel: partial sums */
+    return finish(s, clone_with(s, src, 2, in), src, PARTIAL);
   if (is_split(a) && is_split(b) && ra == rb && a->layout.split_dim == b->layout.split_dim &&
       a->layout.split_dim < ra - 2 && a->layout.groups == 1 && b->layout.groups == 1) { /* same batch dim */
     Op *op = clone_with(s, src, 2, in);
     return finish(s, op, src, (Layout){.split_dim = a->layout.split_dim + (rout - ra), .groups = 1});
   }
   return fallback(s, src, in);
+}
+
+/* Is src linear in its partial-sum inputs, with every other input replicated? */
+static bool keeps_partial(const Shard *s, const Op *src, const int *in) {
+  int npart = 0, nrepl = 0;
+  for (int j = 0; j < src->nin; j++) {
+    const Op *x = s->g->ops[in[j]];
+    if (is_split(x)) return false;
+    is_partial(x) ? npart++ : nrepl++;
+  }
+  switch (src->kind) {
+  case OP_NEG: return npart == 1;
+  case OP_ADD: case OP_SUB: return nrepl == 0;
+  case OP_MUL: return npart == 1;
+  case OP_DIV: return npart == 1 && is_partial(s->g->ops[in[0]]);
+  default: return false;
+  }
 }
 
 /* Elementwise: keep the first input's split if every input can follow it. */
@@ -149,6 +233,20 @@ static int shard_elementwise(Shard *s, const Op *src, const int *in) {
     const Op *x = s->g->ops[in[j]];
     if (is_split(x)) target = x->layout.split_dim + (R - x->shape.rank), groups = x->layout.groups;
   }
+  if (target < 0 && keeps_partial(s, src, in)) {
+    /* a replicated factor of a partial sum gets a partial gradient: TP_ENTER all-reduces it */
+    int r[3];
+    for (int j = 0; j < src->nin; j++) {
+      const Op *x = s->g->ops[in[j]];
+      r[j] = in[j];
+      if (!is_partial(x) && op_info[x->kind].cls != OPC_C && (src->kind == OP_MUL || src->kind == OP_DIV)) {
+        Op *enter = new_op(s, OP_TP_ENTER, in[j], src);
+        enter->shape = x->shape;
+        r[j] = enter->id;
+      }
+    }
+    return finish(s, clone_with(s, src, src->nin, r), src, PARTIAL);
+  }
   if (target < 0 || src->kind == OP_DROPOUT) return fallback(s, src, in);
   int *r = malloc(sizeof(int) * (size_t)src->nin);
   bool ok = true;
@@ -157,7 +255,8 @@ static int shard_elementwise(Shard *s, const Op *src, const int *in) {
     int dim = target - (R - x->shape.rank);
     r[j] = in[j];
     if (is_split(x)) ok = x->layout.split_dim == dim && x->layout.groups == groups;
-    else if (dim >= 0 && x->shape.d[dim] != 1) r[j] = make_slice(s, in[j], dim, groups, src);
+    else if (dim >= 0 && x->shape.d[dim] != 1) r[j] = make_split(s, in[j], dim, groups, src);
+    else if (is_partial(x)) r[j] = make_repl(s, in[j], src); /* broadcast along the split: whole */
   }
   int id;
   if (ok) id = finish(s, clone_with(s, src, src->nin, r), src, (Layout){.split_dim = target, .groups = groups});
@@ -166,10 +265,41 @@ static int shard_elementwise(Shard *s, const Op *src, const int *in) {
   return id;
 }
 
+/* A scalar constant, for scaling a partial mean. */
+static int scalar(Shard *s, double value, const Op *like) {
+  Op *c = graph_add(s->g, OP_FULL, 0, NULL, like->loc);
+  c->shape.rank = 0;
+  c->dtype = like->dtype;
+  c->value = value;
+  c->stage = -1;
+  c->seg = like->seg;
+  c->recompute = like->recompute;
+  c->layout = REPL;
+  return c->id;
+}
+
 static int shard_reduce(Shard *s, const Op *src, const int *in) {
   const Op *x = s->g->ops[in[0]];
+  bool linear = src->kind == OP_SUM || src->kind == OP_MEAN;
+  if (is_partial(x) && linear) return finish(s, clone_with(s, src, 1, in), src, PARTIAL);
+  if (!is_split(x)) return fallback(s, src, in);
   int k = x->layout.split_dim, axis = src->axis;
-  if (!is_split(x) || axis == AXIS_ALL || axis == k) return fallback(s, src, in);
+  if (axis == AXIS_ALL || axis == k) {
+    if (!linear) return fallback(s, src, in);
+    /* each rank reduces its part: a partial sum (a mean of parts, scaled by 1/tp) */
+    int id = finish(s, clone_with(s, src, 1, in), src, PARTIAL);
+    if (src->kind == OP_SUM) return id;
+    int r[2] = {id, scalar(s, 1.0 / s->tp, src)};
+    Op *mul = graph_add(s->g, OP_MUL, 2, r, src->loc);
+    mul->shape = src->shape;
+    mul->dtype = src->dtype;
+    mul->stage = src->stage;
+    mul->stage_loc = src->stage_loc;
+    mul->seg = src->seg;
+    mul->recompute = src->recompute;
+    mul->layout = PARTIAL;
+    return mul->id;
+  }
   bool keeps_rank = src->kind == OP_SOFTMAX || src->kind == OP_LOG_SOFTMAX || src->keepdims;
   int out = keeps_rank || k < axis ? k : k - 1;
   return finish(s, clone_with(s, src, 1, in), src, (Layout){.split_dim = out, .groups = x->layout.groups});
@@ -178,6 +308,7 @@ static int shard_reduce(Shard *s, const Op *src, const int *in) {
 static int shard_slice(Shard *s, const Op *src, const int *in) {
   const Op *x = s->g->ops[in[0]];
   int k = x->layout.split_dim;
+  if (is_partial(x)) return finish(s, clone_with(s, src, 1, in), src, PARTIAL);
   if (!is_split(x)) return fallback(s, src, in);
   if (src->axis != k)
     return finish(s, clone_with(s, src, 1, in), src, x->layout);
@@ -193,6 +324,7 @@ static int shard_slice(Shard *s, const Op *src, const int *in) {
 /* A reshape keeps the split when the split dimension stays one block in the output. */
 static int shard_reshape(Shard *s, const Op *src, const int *in) {
   const Op *x = s->g->ops[in[0]];
+  if (is_partial(x)) return finish(s, clone_with(s, src, 1, in), src, PARTIAL);
   if (!is_split(x) || x->layout.groups != 1) return fallback(s, src, in);
   int k = x->layout.split_dim;
   int64_t prefix = 1;
@@ -209,6 +341,7 @@ static int shard_reshape(Shard *s, const Op *src, const int *in) {
 
 static int shard_transpose(Shard *s, const Op *src, const int *in) {
   const Op *x = s->g->ops[in[0]];
+  if (is_partial(x)) return finish(s, clone_with(s, src, 1, in), src, PARTIAL);
   if (!is_split(x)) return fallback(s, src, in);
   Layout l = x->layout;
   if (l.split_dim == src->axis) l.split_dim = src->axis2;
@@ -236,33 +369,34 @@ static int shard_op(Shard *s, const Op *src, const int *in) {
   }
 }
 
-Graph *shard_program(Diag *d, Graph *old) {
+Graph *shard_program(Diag *d, Graph *old, bool allow_gather) {
   int tp = old->mesh.tp;
   if (tp <= 1) return old;
-  Shard s = {.old = old, .tp = tp};
+  Shard s = {.d = d, .old = old, .tp = tp, .allow_gather = allow_gather};
   s.g = graph_new(old->arena);
   Graph keep = *old;
   *s.g = keep;
   s.g->ops = NULL;
   s.g->nops = s.g->cap = 0;
   s.map = malloc(sizeof(int) * (size_t)old->nops);
-  int cap = 4 * old->nops + 16;
-  s.gather = malloc(sizeof(int) * (size_t)cap);
-  for (int i = 0; i < cap; i++) s.gather[i] = -1;
+  s.cap = 6 * old->nops + 16;
+  s.gather = malloc(sizeof(int) * (size_t)s.cap);
+  s.reduced = malloc(sizeof(int) * (size_t)s.cap);
+  for (int i = 0; i < s.cap; i++) s.gather[i] = s.reduced[i] = -1;
   int *in = malloc(sizeof(int) * 64);
   int in_cap = 64;
   for (int i = 0; i < old->nops; i++) {
     const Op *src = old->ops[i];
     if (src->nin > in_cap) in_cap = src->nin, in = realloc(in, sizeof(int) * (size_t)in_cap);
     for (int j = 0; j < src->nin; j++) in[j] = s.map[src->in[j]];
-    if (s.g->nops + 8 >= cap) die("shard: graph grew past %d ops", cap);
+    if (s.g->nops + 2 * src->nin + 8 >= s.cap) die("shard: graph grew past %d ops", s.cap);
     s.map[i] = shard_op(&s, src, in);
   }
   s.g->loss = old->loss >= 0 ? make_repl(&s, s.map[old->loss], old->ops[old->loss]) : -1;
   free(in);
   free(s.map);
   free(s.gather);
-  (void)d;
+  free(s.reduced);
   graph_verify(s.g);
   return s.g;
 }

@@ -7,6 +7,7 @@
 # with `mplrun JOB --init model.safetensors` (tied lm_head: wte only).
 #
 #   build/mplc examples/gpt2.mpl --emit=plan     # memory per rank, FLOPs, bubble
+#   build/mplc examples/gpt2.mpl --mesh pp=4,tp=2,dp=2 --emit=plan   # 16 ranks: Megatron tp x dp
 #   build/mplc examples/gpt2.mpl -o gpt2.job && build/mplrun gpt2.job --data train.bin
 import nn
 
@@ -31,7 +32,7 @@ model gpt2(idx: i32[B, T], targets: i32[B, T]) {
 
 train gpt2 {
   data = tokens("examples/data/tiny.bin")         # any llm.c token file (--data overrides)
-  batch = 8
+  batch = 16
   seq = ctx
   microbatches = 8
   schedule = 1f1b

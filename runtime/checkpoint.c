@@ -34,12 +34,20 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+/* The checkpoint's identity: the optimizer and every param's global name and whole shape.
+ * A job's params hold this tp rank's part (split_dim has 1/tp of its size), so the split
+ * dimension is scaled back to the whole: the identity, like the files, does not depend on
+ * the mesh of the writer. */
 uint64_t mpl_ckpt_identity(const Job *job) {
   uint64_t h = mpl_fnv1a64(&job->train.optimizer, 1);
   for (int i = 0; i < job->nparams; i++) {
     const JobParam *p = &job->params[i];
+    int rank = p->rank > 0 ? (p->rank < 8 ? p->rank : 8) : 0;
+    int64_t whole[8];
+    memcpy(whole, p->dims, sizeof(int64_t) * (size_t)rank);
+    if (p->split_dim >= 0 && p->split_dim < rank && job->tp > 1) whole[p->split_dim] *= job->tp;
     h ^= mpl_fnv1a64(p->name, strlen(p->name) + 1) + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
-    h ^= mpl_fnv1a64(p->dims, sizeof(int64_t) * (size_t)(p->rank > 0 ? p->rank : 0)) + (h << 6) + (h >> 2);
+    h ^= mpl_fnv1a64(whole, sizeof(int64_t) * (size_t)rank) + (h << 6) + (h >> 2);
   }
   return h;
 }

@@ -18,7 +18,10 @@
  *    as comm_local's sum (s = x0; s += x1; ...): the bits are those of the threads run,
  *    whatever the arrival order (MPI_Allreduce's order is not fixed: not used);
  *  - every MPI call is checked (MPI_CHECK, with MPI_ERRORS_RETURN on the world); abort
- *    prints the reason and calls MPI_Abort, so no process of the job is left waiting.
+ *    prints the reason and calls MPI_Abort, so no process of the job is left waiting;
+ *  - for the CUDA communicator over this one (comm_nccl.c): the rank's index on its host
+ *    (found once at init, MPI_Comm_split_type SHARED), and two collectives of bytes
+ *    (MPI_Bcast, MPI_Allgather) that every process calls in the same order at start-up.
  * Built without MPI (no MPL_HAVE_MPI), init fails with "built without MPI".
  */
 #include "mpl.h"
@@ -52,6 +55,7 @@ typedef struct MpiComm {
   int npend, cap;
   float *acc, *in; /* all-reduce scratch */
   size_t scratch_n;
+  int local_rank;  /* among the processes on this host */
 } MpiComm;
 
 static MpiComm *mpi_of(MplComm *c) { return c->impl; }
@@ -210,6 +214,35 @@ const MplCommOps mpl_comm_mpi_ops = {
     .free = mpi_free,
 };
 
+/* The rank among the processes of this host (MPI-3's shared-memory split); else the
+ * launcher's local rank variable, else the world rank. */
+static int find_local_rank(int rank) {
+  MPI_Comm node;
+  int local = -1;
+  if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
+    if (MPI_Comm_rank(node, &local) != MPI_SUCCESS) local = -1;
+    MPI_Comm_free(&node);
+  }
+  const char *env = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+  if (local < 0 && !env) env = getenv("MPI_LOCALRANKID");
+  if (local < 0 && env) local = atoi(env);
+  return local >= 0 ? local : rank;
+}
+
+int mpl_comm_mpi_local_rank(const MplComm *c) { return ((const MpiComm *)c->impl)->local_rank; }
+
+int mpl_comm_mpi_bcast(MplComm *c, int root, void *buf, size_t bytes) {
+  if (bytes > INT_MAX) return mpl_errf(&c->err, "rank %d: a broadcast of %zu bytes is too large for MPI", c->rank, bytes);
+  MPI_CHECK(c, MPI_Bcast(buf, (int)bytes, MPI_BYTE, root, MPI_COMM_WORLD));
+  return MPL_OK;
+}
+
+int mpl_comm_mpi_allgather(MplComm *c, const void *mine, void *all, size_t bytes) {
+  if (bytes > INT_MAX) return mpl_errf(&c->err, "rank %d: an allgather of %zu bytes is too large for MPI", c->rank, bytes);
+  MPI_CHECK(c, MPI_Allgather(mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, MPI_COMM_WORLD));
+  return MPL_OK;
+}
+
 int mpl_comm_mpi_init(MplComm **out, int *argc, char ***argv, MplErr *err) {
   *out = NULL;
   int inited = 0, provided = 0, rank = 0, size = 0;
@@ -222,6 +255,7 @@ int mpl_comm_mpi_init(MplComm **out, int *argc, char ***argv, MplErr *err) {
   MpiComm *m = mpl_calloc(1, sizeof *m);
   if (!m) return mpl_errf(err, "MPI communicator: out of memory");
   m->comm = (MplComm){.ops = &mpl_comm_mpi_ops, .rank = rank, .size = size, .impl = m};
+  m->local_rank = find_local_rank(rank);
   *out = &m->comm;
   return MPL_OK;
 }
@@ -243,5 +277,15 @@ int mpl_comm_mpi_init(MplComm **out, int *argc, char ***argv, MplErr *err) {
 }
 
 void mpl_comm_mpi_finalize(MplComm *c) { (void)c; }
+
+int mpl_comm_mpi_local_rank(const MplComm *c) { return c->rank; }
+
+int mpl_comm_mpi_bcast(MplComm *c, int root, void *buf, size_t bytes) {
+  return mpl_errf(&c->err, "this mplrun was built without MPI");
+}
+
+int mpl_comm_mpi_allgather(MplComm *c, const void *mine, void *all, size_t bytes) {
+  return mpl_errf(&c->err, "this mplrun was built without MPI");
+}
 
 #endif

@@ -1,17 +1,21 @@
 /*
  * cuda_rt.h — private to the CUDA side of the runtime (device_cuda.c, comm_nccl.c):
- * the checking macros and the streams of a cuda device. Included only when
- * MPL_HAVE_CUDA is defined.
+ * the checking macros, the streams of a cuda device and the host's waits for them.
+ * Included only when MPL_HAVE_CUDA is defined.
  *
  * Invariants: every CUDA, cuBLAS and NCCL call goes through a *_CHECK macro, which
  * returns MPL_ERR from the enclosing function with the call, the library's message and
  * the source position in `err` (an MplErr *); functions that cannot report (_free)
- * use CUDA_SOFT, which drops the error and clears CUDA's last-error state.
+ * use CUDA_SOFT, which drops the error and clears CUDA's last-error state. A host wait
+ * for GPU work that may depend on another rank (an NCCL operation) is abortable: it
+ * polls and gives up when the communicator's stop flag is raised, so a failed rank
+ * never leaves the others blocked in cudaStreamSynchronize.
  */
 #ifndef MPL_CUDA_RT_H
 #define MPL_CUDA_RT_H
 
 #include <cuda_runtime_api.h>
+#include <stdatomic.h>
 
 #include "exec.h"
 
@@ -32,5 +36,14 @@
 /* The streams of an initialised cuda device (d->ops == &mpl_device_cuda_ops): kernels,
  * products and copies to/from the host run on `compute`; messages on `comm`. */
 void mpl_cuda_streams(MplDevice *d, cudaStream_t *compute, cudaStream_t *comm);
+
+/* Waits until `event` has happened (or, with event NULL, until `stream` is idle). With stop
+ * NULL a plain cudaEventSynchronize / cudaStreamSynchronize; else polls and fails with a
+ * message once *stop is non-zero (another rank failed: the work may never finish). */
+int mpl_cuda_wait(cudaStream_t stream, cudaEvent_t event, const atomic_int *stop, MplErr *err);
+/* The stop flag this device's waits (sync, copy_to_host) watch; NULL: plain waits. Set by a
+ * communicator whose NCCL operations make the device's work depend on other ranks; the
+ * flag must outlive the device or be reset to NULL first. */
+void mpl_cuda_set_stop(MplDevice *d, const atomic_int *stop);
 
 #endif

@@ -21,6 +21,10 @@
  *    with the options mplc uses (--fmad=false, IEEE division and square root);
  *  - each entry point first makes the rank's device current: ops may be called from the
  *    rank's thread or, between steps, from the main thread;
+ *  - nothing here waits for another rank: arenas come from the stream-ordered pool (no
+ *    device-wide cudaFree), the pool never makes a stream wait for another's free, and
+ *    with a communicator's stop flag (NCCL in use) the host's waits are abortable
+ *    (mpl_cuda_wait);
  *  - launch shape: the generated kernels and the optimizer's elementwise kernels loop
  *    grid-stride, so the shape never changes a value; a generated kernel gets BLOCK (256)
  *    threads a block when it has enough outer iterations to give every SM a block, else
@@ -34,7 +38,9 @@
  */
 #include "exec.h"
 
+#include <sched.h>
 #include <string.h>
+#include <time.h>
 
 /* The optimizer kernels, compiled with NVRTC by every cuda device at init (mpl_cuda_optim_compile).
  * Per element they are optim.c's arithmetic, operation by operation (no FMA: --fmad=false).
@@ -178,6 +184,7 @@ typedef struct CudaDev {
   CUmodule omod;
   CUfunction f_sgd, f_adamw, f_sumsq, f_sumsq_final, f_scale;
   double *partial;            /* [SUMSQ_PARTS] partial sums of squares */
+  const atomic_int *stop;     /* set by an NCCL communicator: waits poll it (mpl_cuda_wait) */
 } CudaDev;
 
 static int cu_fail(CudaDev *cd, CUresult r, const char *what, const char *file, int line, MplErr *err) {
@@ -202,6 +209,34 @@ void mpl_cuda_streams(MplDevice *d, cudaStream_t *compute, cudaStream_t *comm) {
   CudaDev *cd = d->impl;
   *compute = cd->compute;
   *comm = cd->comm;
+}
+
+void mpl_cuda_set_stop(MplDevice *d, const atomic_int *stop) {
+  CudaDev *cd = d->impl;
+  if (cd) cd->stop = stop;
+}
+
+/* Polls: a short spin with sched_yield, then 20 us sleeps (the GPU is not waited for
+ * faster by spinning longer, and a stopped run is noticed within a few microseconds). */
+int mpl_cuda_wait(cudaStream_t stream, cudaEvent_t event, const atomic_int *stop, MplErr *err) {
+  if (!stop) {
+    if (event) CUDA_CHECK(cudaEventSynchronize(event));
+    else CUDA_CHECK(cudaStreamSynchronize(stream));
+    return MPL_OK;
+  }
+  for (long spin = 0;; spin++) {
+    cudaError_t e = event ? cudaEventQuery(event) : cudaStreamQuery(stream);
+    if (e == cudaSuccess) return MPL_OK;
+    if (e != cudaErrorNotReady) {
+      cudaGetLastError();
+      return mpl_errf(err, "cuda: %s: %s (%s:%d)", event ? "cudaEventQuery" : "cudaStreamQuery", cudaGetErrorString(e),
+                      __FILE__, __LINE__);
+    }
+    if (atomic_load_explicit(stop, memory_order_acquire))
+      return mpl_errf(err, "cuda: stopped waiting for the GPU: the run was aborted (another rank failed)");
+    if (spin < 2000) sched_yield();
+    else nanosleep(&(struct timespec){.tv_nsec = 20000}, NULL);
+  }
 }
 
 /* ---- set-up -------------------------------------------------------------------------- */
@@ -238,11 +273,15 @@ static int setup_device(CudaDev *cd, bool tf32, MplErr *err) {
   CUDA_CHECK(cudaStreamCreateWithFlags(&cd->compute, cudaStreamNonBlocking));
   CUDA_CHECK(cudaStreamCreateWithFlags(&cd->comm, cudaStreamNonBlocking));
   cd->ready = true;
-  /* staging buffers of messages come from the stream-ordered pool: keep what it holds */
+  /* arenas and staging buffers of messages come from the stream-ordered pool: keep what
+   * it holds; and an allocation never waits for a free on another stream (a free after
+   * an NCCL send waits for the peer's recv: compute must not wait for that) */
   cudaMemPool_t pool;
   uint64_t keep = UINT64_MAX;
+  int no = 0;
   CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, cd->dev));
   CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+  CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolReuseAllowInternalDependencies, &no));
   CUBLAS_CHECK(cublasCreate(&cd->blas));
   cd->blas_ready = true;
   CUBLAS_CHECK(cublasSetStream(cd->blas, cd->compute));
@@ -294,25 +333,28 @@ static void cuda_bind_thread(MplDevice *d) {
   if (cd) CUDA_SOFT(cudaSetDevice(cd->dev));
 }
 
+/* From the stream-ordered pool on the compute stream, so that a free (also one in the
+ * middle of a run) never synchronizes the device as cudaFree does: that would wait for
+ * the NCCL sends in flight, i.e. for other ranks. */
 static int cuda_arena_alloc(MplDevice *d, uint64_t bytes, void **base, MplErr *err) {
   CudaDev *cd = d->impl;
   *base = NULL;
   CUDA_CHECK(cudaSetDevice(cd->dev));
-  cudaError_t e = cudaMalloc(base, bytes ? (size_t)bytes : 256);
+  cudaError_t e = cudaMallocAsync(base, bytes ? (size_t)bytes : 256, cd->compute);
   if (e != cudaSuccess) {
     cudaGetLastError();
     *base = NULL;
     return mpl_errf(err, "cuda: cannot allocate the arena of %llu bytes on device %d: %s", (unsigned long long)bytes,
                     cd->dev, cudaGetErrorString(e));
   }
-  return MPL_OK;
+  return mpl_cuda_wait(cd->compute, NULL, cd->stop, err); /* usable from any stream and the host's view */
 }
 
 static void cuda_arena_free(MplDevice *d, void *base) {
   CudaDev *cd = d->impl;
   if (!cd || !base) return;
   CUDA_SOFT(cudaSetDevice(cd->dev));
-  CUDA_SOFT(cudaFree(base));
+  CUDA_SOFT(cudaFreeAsync(base, cd->compute));
 }
 
 /* ---- kernels ---------------------------------------------------------------------------- */
@@ -510,6 +552,9 @@ static int cuda_copy_to_host(MplDevice *d, void *host, const void *dev, size_t b
     return MPL_OK;
   }
   CUDA_CHECK(cudaSetDevice(cd->dev));
+  /* with a stop flag, first the abortable wait: a copy to pageable memory blocks the host
+   * until the stream reaches it, which a stuck NCCL operation would make forever */
+  if (cd->stop && mpl_cuda_wait(cd->compute, NULL, cd->stop, err) != MPL_OK) return MPL_ERR;
   CUDA_CHECK(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDefault, cd->compute));
   CUDA_CHECK(cudaStreamSynchronize(cd->compute));
   return MPL_OK;
@@ -532,8 +577,8 @@ static int cuda_copy_from_host(MplDevice *d, void *dev, const void *host, size_t
 static int cuda_sync(MplDevice *d, MplErr *err) {
   CudaDev *cd = d->impl;
   CUDA_CHECK(cudaSetDevice(cd->dev));
-  CUDA_CHECK(cudaStreamSynchronize(cd->comm));
-  CUDA_CHECK(cudaStreamSynchronize(cd->compute));
+  if (mpl_cuda_wait(cd->comm, NULL, cd->stop, err) != MPL_OK || mpl_cuda_wait(cd->compute, NULL, cd->stop, err) != MPL_OK)
+    return MPL_ERR;
   CUDA_CHECK(cudaGetLastError());
   return MPL_OK;
 }

@@ -8,7 +8,8 @@
  * rank. The ranks of one replica and tp index form a pipeline (they exchange
  * activations); the tp ranks of one pipeline rank run the same programs on their parts
  * of the split values (the collectives of the job's JS_COMM steps); the replicas run on
- * different rows of the batch and all-reduce their gradients before the update.
+ * different rows of the batch and all-reduce their gradients before the update (ZeRO-1:
+ * reduce-scatter, each updates its chunk, all-gather; see "data parallelism and ZeRO-1").
  *
  * Invariants:
  *  - each rank owns one arena (JobRank.arena_bytes); value v of micro-batch j lives at
@@ -16,8 +17,9 @@
  *  - nothing depends on timing: gradients of one use are summed by the programs in
  *    micro-batch order, a param's uses are summed in use order (remote ones received
  *    first), the clipping norm is summed in param-name order from per-param float64
- *    sums computed by the param's owner (its lowest holding rank); so the same job,
- *    seed and --threads give the same bits whatever the schedule;
+ *    sums computed by the param's owner (its lowest holding rank; with dp > 1 each
+ *    replica's owner over its chunk, with ZeRO-1 or without); so the same job, seed and
+ *    --threads give the same bits whatever the schedule, and ZeRO-1 those of zero = 0;
  *  - a rank that fails records its message (the first one wins) and aborts the
  *    communicator, so every rank blocked in a recv wakes with an error; the main thread
  *    waits for every rank to finish the step before it looks at the result: no hang;
@@ -26,7 +28,8 @@
  *  - on a device whose memory the host cannot touch (ops->device_memory: cuda) every
  *    host access goes through copy_to_host / copy_from_host, losses are read at the end
  *    of the step, each rank's step ends with ops->sync, and messages go through the cuda
- *    communicator (device copies on the comm stream) instead of the local one;
+ *    communicator (comm_nccl.c: NCCL, or device copies on the comm stream; under MPI,
+ *    NCCL or host staging over the MPI communicator) instead of the local one;
  *  - such a device with the optimizer ops (ops->adamw ...: cuda) keeps gradients and
  *    optimizer state in device memory (one allocation per rank, state_mem) and sums uses,
  *    squares, clips and updates there, in the same order as the host path: only the
@@ -60,10 +63,10 @@
 #define TAG_XFER(x, mb, vi) ((1ull << 60) | ((uint64_t)(x) << 36) | ((uint64_t)(mb) << 16) | (uint64_t)(vi))
 #define TAG_TIED(p, u) ((2ull << 60) | ((uint64_t)(p) << 24) | (uint64_t)(u))
 #define TAG_NORM(step) ((3ull << 60) | (uint64_t)(step))
-#define TAG_ZERO(p) ((4ull << 60) | (uint64_t)(p))
+#define TAG_ZERO(ag, p) ((4ull << 60) | ((uint64_t)(ag) << 40) | (uint64_t)(p)) /* ZeRO-1: ag 0 reduce-scatter, 1 all-gather */
 /* Under MPI, the main thread's messages to world rank 0 (losses, parts of params, stats, trace) */
 #define TAG_MAIN(kind, x) ((5ull << 60) | ((uint64_t)(kind) << 48) | (uint64_t)(x))
-enum { MAIN_LOSS = 1, MAIN_PART, MAIN_STATS, MAIN_TRACE_N, MAIN_TRACE_EV };
+enum { MAIN_LOSS = 1, MAIN_PART, MAIN_STATS, MAIN_TRACE_N, MAIN_TRACE_EV, MAIN_COMM };
 
 typedef struct RankCtx {
   MplRun *run;
@@ -84,6 +87,8 @@ typedef struct RankCtx {
   float **opt[2];        /* [nparams] optimizer state slots (host), or NULL */
   float *tmp;            /* receive buffer of the largest tied param (device memory: of any held param) */
   float *wbuf;           /* device memory: host copy of the param being updated */
+  float *zsum, *zin;     /* ZeRO-1: the reduce-scatter's partial sum and receive buffer (a chunk each;
+                            where the gradients are: in state_mem on a dev_opt device) */
   bool dev_opt;          /* the device sums, clips and updates (grad, scratch, opt, tmp on it) */
   void *state_mem;       /* dev_opt: the one device allocation holding scratch, opt, tmp, norm_dev */
   double *norm_dev;      /* dev_opt: [nparams] sums of squares, in device memory */
@@ -92,11 +97,14 @@ typedef struct RankCtx {
   size_t stage_cap;
   void **argv;           /* kernel argument scratch */
   int argv_cap;
+  void *rs_buf;          /* reduce-scatter scratch (device memory on devices with their own) */
+  size_t rs_cap;
   /* per step */
   double *mb_loss;       /* [m] */
   bool *mb_loss_set;
   bool grads_ready;
   double step_busy;
+  MplCommCount comm_counts[MPL_COMM__COUNT]; /* this step's messages and collectives (--comm-stats) */
   MplRankStats stats;
 } RankCtx;
 
@@ -114,6 +122,7 @@ struct MplRun {
   int me;                    /* under mpirun: the world rank this process runs */
   bool lead;                 /* writes files and progress: always, or world rank 0 under MPI */
   MplCudaWorld *cworld;      /* cuda: device copies (comm_nccl.c) */
+  MplComm *cmpi;             /* cuda under mpirun: this rank's communicator (comm_nccl.c, over mpi) */
   int ndevices;              /* cuda: visible GPUs */
   const MplKernelFn *kfn;
   MplCpuKernels cpu_kernels;
@@ -175,6 +184,14 @@ static inline int world_of(const MplRun *r, int dpi, int tpi, int pr) { return (
 
 /* The same replica and tp index, another pipeline rank. */
 static inline int peer_of(const RankCtx *rc, int pr) { return world_of(rc->run, rc->dpi, rc->tpi, pr); }
+
+/* One message or collective of this step, where it is issued (kinds: job.h's MPL_COMM_KINDS;
+ * mplc's plan predicts the same counts). kind < 0: a step that moves nothing between ranks. */
+static inline void comm_count(RankCtx *rc, int kind, size_t bytes) {
+  if (kind < 0) return;
+  rc->comm_counts[kind].calls++;
+  rc->comm_counts[kind].bytes += bytes;
+}
 
 void mpl_run_opts_default(MplRunOpts *o) {
   *o = (MplRunOpts){.device_kind = "cpu", .threads = 1, .steps = -1, .fail_rank = -1};
@@ -261,6 +278,26 @@ static int shard_copy_dev(RankCtx *rc, void *whole, void *part, const int64_t *d
   return rc->dev.ops->copy_2d(&rc->dev, w, wpitch, part, run, run, (size_t)(outer * groups), err);
 }
 
+/* The reduce-scatter scratch of at least `bytes`, grown on first use. */
+static void *rs_scratch(RankCtx *rc, size_t bytes, MplErr *err) {
+  if (bytes <= rc->rs_cap) return rc->rs_buf;
+  if (rc->dev.ops->device_memory) {
+    if (rc->rs_buf && (rc->dev.ops->sync(&rc->dev, err) != MPL_OK)) return NULL;
+    if (rc->rs_buf) rc->dev.ops->arena_free(&rc->dev, rc->rs_buf);
+    rc->rs_buf = NULL, rc->rs_cap = 0;
+    if (rc->dev.ops->arena_alloc(&rc->dev, bytes, &rc->rs_buf, err) != MPL_OK) return NULL;
+  } else {
+    mpl_free(rc->rs_buf);
+    rc->rs_cap = 0;
+    if (!(rc->rs_buf = mpl_malloc(bytes))) {
+      mpl_errf(err, "out of memory (reduce-scatter scratch of %zu bytes)", bytes);
+      return NULL;
+    }
+  }
+  rc->rs_cap = bytes;
+  return rc->rs_buf;
+}
+
 /* run_collective on a device with its own memory: the same steps with device copies. */
 static int run_collective_dev(RankCtx *rc, const JobStep *s, int stage, void *out, void *in, MplErr *err) {
   const Job *job = rc->run->job;
@@ -272,6 +309,15 @@ static int run_collective_dev(RankCtx *rc, const JobStep *s, int stage, void *ou
   case JC_TP_ENTER: return out != in ? rc->dev.ops->copy_device(&rc->dev, out, in, value_bytes(job, s->args[1]), err) : MPL_OK;
   case JC_TP_SLICE:
     return shard_copy_dev(rc, in, out, vi->dims, vi->rank, s->axis, s->groups, n, rc->tpi, dtype_bytes(vi->dtype), true, err);
+  case JC_REDUCE_SCATTER: { /* the sum in scratch (the input stays as it was), then my part */
+    if (vo->dtype != JDT_F32) return rank_fail(rc, err, "stage %d: collectives of non-f32 values are not supported", stage);
+    size_t bytes = value_bytes(job, s->args[1]);
+    void *sum = rs_scratch(rc, bytes, err);
+    if (!sum || rc->dev.ops->copy_device(&rc->dev, sum, in, bytes, err) != MPL_OK) return MPL_ERR;
+    if (rc->comm->ops->allreduce_sum_f32(rc->comm, ranks, n, sum, (size_t)vi->numel) != MPL_OK)
+      return rank_fail(rc, err, "stage %d: tp reduce-scatter: %s", stage, rc->comm->err.msg);
+    return shard_copy_dev(rc, sum, out, vi->dims, vi->rank, s->axis, s->groups, n, rc->tpi, 4, true, err);
+  }
   case JC_ALLREDUCE:
   case JC_ALLGATHER:
     if (vo->dtype != JDT_F32) return rank_fail(rc, err, "stage %d: collectives of non-f32 values are not supported", stage);
@@ -296,6 +342,8 @@ static int run_collective(RankCtx *rc, const JobStep *s, int stage, int mb, MplE
   if (s->nargs != 2) return rank_fail(rc, err, "stage %d: collective with %d operands", stage, s->nargs);
   void *out = need_ptr(rc, s->args[0], mb, stage, err), *in = out ? need_ptr(rc, s->args[1], mb, stage, err) : NULL;
   if (!in) return MPL_ERR;
+  size_t payload = value_bytes(job, s->args[0]), in_bytes = value_bytes(job, s->args[1]);
+  comm_count(rc, mpl_comm_kind_of_jc(s->comm), payload > in_bytes ? payload : in_bytes);
   const JobValue *vo = &job->values[s->args[0]], *vi = &job->values[s->args[1]];
   int ranks[64];
   if (rc->run->tp > 64) return rank_fail(rc, err, "tp = %d is more than this runtime supports (64)", rc->run->tp);
@@ -308,6 +356,17 @@ static int run_collective(RankCtx *rc, const JobStep *s, int stage, int mb, MplE
   case JC_TP_SLICE:
     mpl_shard_copy(in, out, vi->dims, vi->rank, s->axis, s->groups, n, rc->tpi, dtype_bytes(vi->dtype), true);
     return MPL_OK;
+  case JC_REDUCE_SCATTER: { /* the sum in scratch (the input stays as it was), then my part */
+    if (vo->dtype != JDT_F32) return rank_fail(rc, err, "stage %d: collectives of non-f32 values are not supported", stage);
+    size_t bytes = value_bytes(job, s->args[1]);
+    void *sum = rs_scratch(rc, bytes, err);
+    if (!sum) return rank_fail(rc, err, "stage %d: %s", stage, err->msg);
+    memcpy(sum, in, bytes);
+    if (rc->comm->ops->allreduce_sum_f32(rc->comm, ranks, n, sum, (size_t)vi->numel) != MPL_OK)
+      return rank_fail(rc, err, "stage %d: tp reduce-scatter: %s", stage, rc->comm->err.msg);
+    mpl_shard_copy(sum, out, vi->dims, vi->rank, s->axis, s->groups, n, rc->tpi, 4, true);
+    return MPL_OK;
+  }
   case JC_ALLREDUCE:
   case JC_ALLGATHER:
     if (vo->dtype != JDT_F32) return rank_fail(rc, err, "stage %d: collectives of non-f32 values are not supported", stage);
@@ -385,6 +444,7 @@ static int run_xfer(RankCtx *rc, const JobIns *ins, bool sending, MplErr *err) {
     void *p = need_ptr(rc, v, ins->mb, sending ? x->src : x->dst, err);
     if (!p) return MPL_ERR;
     uint64_t tag = TAG_XFER(ins->xfer, ins->mb, i);
+    comm_count(rc, sending ? MPL_COMM_PP_SEND : MPL_COMM_PP_RECV, value_bytes(job, v));
     int st = sending ? rc->comm->ops->send(rc->comm, peer, tag, p, value_bytes(job, v))
                      : rc->comm->ops->recv(rc->comm, peer, tag, p, value_bytes(job, v));
     if (st != MPL_OK) return rank_fail(rc, err, "%s: %s", sending ? "send" : "recv", rc->comm->err.msg);
@@ -411,6 +471,7 @@ static int tied_send(RankCtx *rc, MplErr *err) {
       const void *acc = vptr(rc, p->use_value[u], 0);
       for (int h = 0; h < r->pp; h++) {
         if (h == rc->rank || !r->ranks[peer_of(rc, h)].holds[pi]) continue;
+        comm_count(rc, MPL_COMM_TIED_SEND, (size_t)p->numel * 4);
         if (rc->comm->ops->send(rc->comm, peer_of(rc, h), TAG_TIED(pi, u), acc, (size_t)p->numel * 4) != MPL_OK)
           return rank_fail(rc, err, "tied gradient of %s: %s", p->name, rc->comm->err.msg);
       }
@@ -453,6 +514,7 @@ static int sum_uses(RankCtx *rc, int pi, MplErr *err) {
       src = vptr(rc, p->use_value[u], 0);
     } else {
       src = u == 0 ? g : rc->tmp;
+      comm_count(rc, MPL_COMM_TIED_RECV, bytes);
       if (rc->comm->ops->recv(rc->comm, peer_of(rc, ur), TAG_TIED(pi, u), src, bytes) != MPL_OK)
         return rank_fail(rc, err, "tied gradient of %s: %s", p->name, rc->comm->err.msg);
     }
@@ -462,14 +524,79 @@ static int sum_uses(RankCtx *rc, int pi, MplErr *err) {
   return MPL_OK;
 }
 
+/* ---- data parallelism and ZeRO-1 ----------------------------------------------------
+ * ZeRO-1 (zero = 1 with dp > 1; DeepSpeed's stage 1): the part of a param that one (tp
+ * index, pipeline rank) holds, n elements, is cut into dp contiguous chunks, chunk d =
+ * [n*d/dp, n*(d+1)/dp). Replica d keeps the optimizer state of chunk d alone. The gradient
+ * is reduce-scattered (replica d ends with the replicas' sum of chunk d, added in replica
+ * order: the bits of plain dp's all-reduce), replica d clips and updates chunk d and sends
+ * it to every other replica (all-gather), which writes it in place. SGD and AdamW work
+ * element by element, so the params and state have the bits of zero = 0. Whenever dp > 1,
+ * with ZeRO or without, replica d adds the squares of chunk d to the clipping norm, so the
+ * norm has the same bits in both modes. */
+static bool zero_on(const MplRun *r) { return r->dp > 1 && r->job->train.zero; }
+
+/* Chunk d of param pi's part: its first element and length (the whole part when dp = 1). */
+static void dp_chunk(const MplRun *r, int pi, int d, int64_t *lo, int64_t *len) {
+  int64_t n = r->job->params[pi].numel;
+  *lo = n * d / r->dp;
+  *len = n * (d + 1) / r->dp - *lo;
+}
+
+/* The elements of param pi this rank clips, updates and keeps state for: its replica's
+ * chunk under ZeRO-1, else all of them. */
+static void update_range(const RankCtx *rc, int pi, int64_t *lo, int64_t *len) {
+  if (zero_on(rc->run)) dp_chunk(rc->run, pi, rc->dpi, lo, len);
+  else *lo = 0, *len = rc->run->job->params[pi].numel;
+}
+
 /* Data parallelism: the replicas' gradients of param pi summed, in replica order. */
 static int dp_allreduce(RankCtx *rc, int pi, MplErr *err) {
   MplRun *r = rc->run;
   int ranks[256];
   if (r->dp > 256) return rank_fail(rc, err, "dp = %d is more than this runtime supports (256)", r->dp);
   for (int d = 0; d < r->dp; d++) ranks[d] = world_of(r, d, rc->tpi, rc->rank);
+  comm_count(rc, MPL_COMM_DP_ALLREDUCE, (size_t)r->job->params[pi].numel * 4);
   if (rc->comm->ops->allreduce_sum_f32(rc->comm, ranks, r->dp, rc->grad[pi], (size_t)r->job->params[pi].numel) != MPL_OK)
     return rank_fail(rc, err, "gradient all-reduce of %s over the replicas: %s", r->job->params[pi].name, rc->comm->err.msg);
+  return MPL_OK;
+}
+
+/* acc += src where the gradients live (device memory on a dev_opt device, else the host). */
+static int add_grad(RankCtx *rc, float *acc, const float *src, int64_t n, MplErr *err) {
+  if (rc->dev_opt) return rc->dev.ops->accum_f32(&rc->dev, acc, src, n, err);
+  for (int64_t i = 0; i < n; i++) acc[i] += src[i];
+  return MPL_OK;
+}
+
+/* ZeRO-1's reduce-scatter of param pi's gradient: chunk d of this replica's gradient to
+ * replica d, then its own chunk summed in place as comm_local.c's all-reduce sums (x0, +
+ * x1, + x2 ...): the replicas before this one summed in zsum and added to its own values
+ * (a + b and b + a have the same bits), then the later ones. Every communicator's send is
+ * eager, so sending everything first cannot deadlock. */
+static int dp_reduce_scatter(RankCtx *rc, int pi, MplErr *err) {
+  MplRun *r = rc->run;
+  const JobParam *p = &r->job->params[pi];
+  float *g = rc->grad[pi];
+  int64_t lo, n;
+  comm_count(rc, MPL_COMM_DP_REDUCE_SCATTER, (size_t)p->numel * 4);
+  for (int d = 0; d < r->dp; d++) {
+    dp_chunk(r, pi, d, &lo, &n);
+    if (d != rc->dpi && n > 0 &&
+        rc->comm->ops->send(rc->comm, world_of(r, d, rc->tpi, rc->rank), TAG_ZERO(0, pi), g + lo, (size_t)n * 4) != MPL_OK)
+      return rank_fail(rc, err, "ZeRO reduce-scatter of %s: %s", p->name, rc->comm->err.msg);
+  }
+  dp_chunk(r, pi, rc->dpi, &lo, &n);
+  for (int d = 0; d < r->dp && n > 0; d++) {
+    if (d == rc->dpi) {
+      if (d > 0 && add_grad(rc, g + lo, rc->zsum, n, err) != MPL_OK) return MPL_ERR;
+      continue;
+    }
+    float *in = d == 0 ? rc->zsum : rc->zin;
+    if (rc->comm->ops->recv(rc->comm, world_of(r, d, rc->tpi, rc->rank), TAG_ZERO(0, pi), in, (size_t)n * 4) != MPL_OK)
+      return rank_fail(rc, err, "ZeRO reduce-scatter of %s: %s", p->name, rc->comm->err.msg);
+    if (d > 0 && add_grad(rc, d < rc->dpi ? rc->zsum : g + lo, in, n, err) != MPL_OK) return MPL_ERR;
+  }
   return MPL_OK;
 }
 
@@ -481,19 +608,23 @@ static int build_grads(RankCtx *rc, MplErr *err) {
     rc->grad[pi] = NULL;
     if (!rc->holds[pi] || r->job->params[pi].nuses == 0) continue;
     if (sum_uses(rc, pi, err) != MPL_OK) return MPL_ERR;
-    if (r->dp > 1 && dp_allreduce(rc, pi, err) != MPL_OK) return MPL_ERR;
+    if (r->dp > 1 && (zero_on(r) ? dp_reduce_scatter(rc, pi, err) : dp_allreduce(rc, pi, err)) != MPL_OK) return MPL_ERR;
   }
   rc->grads_ready = true;
   return MPL_OK;
 }
 
-/* The global norm: owners' float64 sums of squares, exchanged, summed in param order. */
-/* Does this rank add param pi's squares to the global norm? Its owner pipeline rank in
- * replica 0 does; for a split param every tp index (each holds a part), else tp index 0. */
-static bool norm_contributor(const RankCtx *rc, int pi) {
+/* The global norm: float64 sums of squares, exchanged, summed in param order. */
+/* Does this rank add squares of param pi to the global norm, and which (*lo, *len)? Its
+ * owner pipeline rank in every replica does, each its replica's chunk (all of it when
+ * dp = 1), with ZeRO-1 or without; for a split param every tp index (each holds a part),
+ * else tp index 0. */
+static bool norm_contributor(const RankCtx *rc, int pi, int64_t *lo, int64_t *len) {
   const MplRun *r = rc->run;
-  if (r->owner[pi] != rc->rank || rc->dpi != 0 || !rc->grad[pi]) return false;
-  return r->job->params[pi].split_dim >= 0 || rc->tpi == 0;
+  if (r->owner[pi] != rc->rank || !rc->grad[pi]) return false;
+  if (r->job->params[pi].split_dim < 0 && rc->tpi != 0) return false;
+  dp_chunk(r, pi, rc->dpi, lo, len);
+  return *len > 0;
 }
 
 static int global_norm(RankCtx *rc, int64_t step, double *norm, MplErr *err) {
@@ -501,24 +632,29 @@ static int global_norm(RankCtx *rc, int64_t step, double *norm, MplErr *err) {
   int np = r->job->nparams;
   double *mine = rc->norm_buf;
   size_t bytes = sizeof(double) * (size_t)np;
+  int64_t lo, n;
   if (rc->dev_opt) { /* sums on the device, then the np doubles to the host (waits for them) */
     for (int pi = 0; pi < np; pi++)
-      if (norm_contributor(rc, pi) &&
-          rc->dev.ops->sumsq_f64(&rc->dev, rc->grad[pi], r->job->params[pi].numel, &rc->norm_dev[pi], err) != MPL_OK)
+      if (norm_contributor(rc, pi, &lo, &n) &&
+          rc->dev.ops->sumsq_f64(&rc->dev, rc->grad[pi] + lo, n, &rc->norm_dev[pi], err) != MPL_OK)
         return MPL_ERR;
     if (np && rc->dev.ops->copy_to_host(&rc->dev, mine, rc->norm_dev, bytes, err) != MPL_OK) return MPL_ERR;
   }
   for (int pi = 0; pi < np; pi++)
-    if (!norm_contributor(rc, pi)) mine[pi] = 0;
-    else if (!rc->dev_opt) mine[pi] = mpl_sumsq_f64(rc->grad[pi], r->job->params[pi].numel);
-  for (int h = 0; h < r->nworld; h++)
-    if (h != rc->wrank && rc->comm->ops->send(rc->comm, h, TAG_NORM(step), mine, bytes) != MPL_OK)
+    if (!norm_contributor(rc, pi, &lo, &n)) mine[pi] = 0;
+    else if (!rc->dev_opt) mine[pi] = mpl_sumsq_f64(rc->grad[pi] + lo, n);
+  for (int h = 0; h < r->nworld; h++) {
+    if (h == rc->wrank) continue;
+    comm_count(rc, MPL_COMM_NORM_SEND, bytes);
+    if (rc->comm->ops->send(rc->comm, h, TAG_NORM(step), mine, bytes) != MPL_OK)
       return rank_fail(rc, err, "gradient norm: %s", rc->comm->err.msg);
+  }
   double *theirs = mpl_malloc(bytes ? bytes : 1), *total = mpl_calloc((size_t)np + 1, sizeof(double));
   int st = (theirs && total) ? MPL_OK : rank_fail(rc, err, "out of memory");
   for (int h = 0; h < r->nworld && st == MPL_OK; h++) { /* per param, in world-rank order */
     const double *src = mine;
     if (h != rc->wrank) {
+      comm_count(rc, MPL_COMM_NORM_RECV, bytes);
       if (rc->comm->ops->recv(rc->comm, h, TAG_NORM(step), theirs, bytes) != MPL_OK) {
         st = rank_fail(rc, err, "gradient norm: %s", rc->comm->err.msg);
         break;
@@ -535,59 +671,72 @@ static int global_norm(RankCtx *rc, int64_t step, double *norm, MplErr *err) {
   return st;
 }
 
+/* Updates this rank's range of param pi (update_range: its chunk under ZeRO-1) with the
+ * optimizer state of that range. */
 static int update_param(RankCtx *rc, int pi, double lr, int64_t step, MplErr *err) {
   MplRun *r = rc->run;
   const JobParam *p = &r->job->params[pi];
-  float *dev_w = vptr(rc, p->value, 0), *w = dev_w, *g = rc->grad[pi];
+  int64_t lo, n;
+  update_range(rc, pi, &lo, &n);
+  float *dev_w = (float *)vptr(rc, p->value, 0) + lo, *w = dev_w, *g = rc->grad[pi] + lo;
+  float *m = rc->opt[0][pi], *v = rc->opt[1][pi];
   const MplOptimCfg *c = &r->ocfg;
-  size_t bytes = (size_t)p->numel * 4;
+  size_t bytes = (size_t)n * 4;
+  if (n == 0) return MPL_OK;
   if (rc->dev_opt) {
     if (c->kind == MPL_OPT_ADAMW)
-      return rc->dev.ops->adamw(&rc->dev, dev_w, g, rc->opt[0][pi], rc->opt[1][pi], p->numel, lr, c->beta1, c->beta2,
-                                c->eps, p->decay ? c->weight_decay : 0.0, step + 1, err);
-    return rc->dev.ops->sgd(&rc->dev, dev_w, g, rc->opt[0][pi], p->numel, lr, c->momentum, r->optim_fresh, err);
+      return rc->dev.ops->adamw(&rc->dev, dev_w, g, m, v, n, lr, c->beta1, c->beta2, c->eps,
+                                p->decay ? c->weight_decay : 0.0, step + 1, err);
+    return rc->dev.ops->sgd(&rc->dev, dev_w, g, m, n, lr, c->momentum, r->optim_fresh, err);
   }
   if (rc->dev.ops->device_memory) { /* update a host copy */
     w = rc->wbuf;
     if (rc->dev.ops->copy_to_host(&rc->dev, w, dev_w, bytes, err) != MPL_OK) return MPL_ERR;
   }
   if (c->kind == MPL_OPT_ADAMW)
-    mpl_adamw_update(w, g, rc->opt[0][pi], rc->opt[1][pi], p->numel, lr, c->beta1, c->beta2, c->eps,
-                     p->decay ? c->weight_decay : 0.0, step + 1);
+    mpl_adamw_update(w, g, m, v, n, lr, c->beta1, c->beta2, c->eps, p->decay ? c->weight_decay : 0.0, step + 1);
   else
-    mpl_sgd_update(w, g, rc->opt[0][pi], p->numel, lr, c->momentum, r->optim_fresh);
+    mpl_sgd_update(w, g, m, n, lr, c->momentum, r->optim_fresh);
   if (w != dev_w) return rc->dev.ops->copy_from_host(&rc->dev, dev_w, w, bytes, err);
   return MPL_OK;
 }
 
-/* ZeRO-1: with zero = 1 and dp > 1, replica pi % dp alone keeps param pi's optimizer
- * state and updates it, then sends the new values to the other replicas. -1: every
- * replica updates (plain data parallelism). */
-static int zero_owner(const MplRun *r, int pi) { return r->dp > 1 && r->job->train.zero ? pi % r->dp : -1; }
-
-static int zero_update(RankCtx *rc, double lr, int64_t step, MplErr *err) {
+/* ZeRO-1's all-gather, first half: this replica's updated chunk of param pi to the others
+ * (eager sends, so all of them go before any receive). */
+static int zero_send_chunk(RankCtx *rc, int pi, MplErr *err) {
   MplRun *r = rc->run;
-  for (int pi = 0; pi < r->job->nparams; pi++) {
-    if (!rc->grad[pi]) continue;
-    const JobParam *p = &r->job->params[pi];
-    int owner = zero_owner(r, pi);
-    float *w = vptr(rc, p->value, 0);
-    if (owner == rc->dpi) {
-      if (update_param(rc, pi, lr, step, err) != MPL_OK) return MPL_ERR;
-      for (int d = 0; d < r->dp; d++)
-        if (d != rc->dpi && rc->comm->ops->send(rc->comm, world_of(r, d, rc->tpi, rc->rank), TAG_ZERO(pi), w,
-                                                (size_t)p->numel * 4) != MPL_OK)
-          return rank_fail(rc, err, "ZeRO update of %s: %s", p->name, rc->comm->err.msg);
-    } else if (rc->comm->ops->recv(rc->comm, world_of(r, owner, rc->tpi, rc->rank), TAG_ZERO(pi), w,
-                                   (size_t)p->numel * 4) != MPL_OK) {
-      return rank_fail(rc, err, "ZeRO update of %s: %s", p->name, rc->comm->err.msg);
-    }
+  const JobParam *p = &r->job->params[pi];
+  const float *w = vptr(rc, p->value, 0);
+  int64_t lo, n;
+  dp_chunk(r, pi, rc->dpi, &lo, &n);
+  comm_count(rc, MPL_COMM_DP_ALLGATHER, (size_t)p->numel * 4);
+  for (int d = 0; d < r->dp && n > 0; d++)
+    if (d != rc->dpi &&
+        rc->comm->ops->send(rc->comm, world_of(r, d, rc->tpi, rc->rank), TAG_ZERO(1, pi), w + lo, (size_t)n * 4) != MPL_OK)
+      return rank_fail(rc, err, "ZeRO all-gather of %s: %s", p->name, rc->comm->err.msg);
+  return MPL_OK;
+}
+
+/* ... second half: the other replicas' chunks of param pi, written in place. */
+static int zero_recv_chunks(RankCtx *rc, int pi, MplErr *err) {
+  MplRun *r = rc->run;
+  const JobParam *p = &r->job->params[pi];
+  float *w = vptr(rc, p->value, 0);
+  int64_t lo, n;
+  for (int d = 0; d < r->dp; d++) {
+    dp_chunk(r, pi, d, &lo, &n);
+    if (d != rc->dpi && n > 0 &&
+        rc->comm->ops->recv(rc->comm, world_of(r, d, rc->tpi, rc->rank), TAG_ZERO(1, pi), w + lo, (size_t)n * 4) != MPL_OK)
+      return rank_fail(rc, err, "ZeRO all-gather of %s: %s", p->name, rc->comm->err.msg);
   }
   return MPL_OK;
 }
 
+/* The gradients (summed over uses and replicas), the clipping norm, the update of this
+ * rank's range of every param it has a gradient for, then ZeRO-1's all-gather. */
 static int optimizer_step(RankCtx *rc, int64_t step, MplErr *err) {
   MplRun *r = rc->run;
+  int64_t lo, n;
   if (build_grads(rc, err) != MPL_OK) return MPL_ERR;
   if (r->ocfg.grad_clip > 0) {
     double norm = 0;
@@ -596,15 +745,21 @@ static int optimizer_step(RankCtx *rc, int64_t step, MplErr *err) {
     if (coef < 1.0)
       for (int pi = 0; pi < r->job->nparams; pi++) {
         if (!rc->grad[pi]) continue;
-        if (!rc->dev_opt) mpl_scale_f32(rc->grad[pi], r->job->params[pi].numel, (float)coef);
-        else if (rc->dev.ops->scale_f32(&rc->dev, rc->grad[pi], r->job->params[pi].numel, (float)coef, err) != MPL_OK)
+        update_range(rc, pi, &lo, &n);
+        if (!rc->dev_opt) mpl_scale_f32(rc->grad[pi] + lo, n, (float)coef);
+        else if (n > 0 && rc->dev.ops->scale_f32(&rc->dev, rc->grad[pi] + lo, n, (float)coef, err) != MPL_OK)
           return MPL_ERR;
       }
   }
   double lr = mpl_lr_at(&r->ocfg, step);
-  for (int pi = 0; pi < r->job->nparams; pi++)
-    if (rc->grad[pi] && zero_owner(r, pi) < 0 && update_param(rc, pi, lr, step, err) != MPL_OK) return MPL_ERR;
-  return r->dp > 1 && r->job->train.zero ? zero_update(rc, lr, step, err) : MPL_OK;
+  for (int pi = 0; pi < r->job->nparams; pi++) {
+    if (!rc->grad[pi]) continue;
+    if (update_param(rc, pi, lr, step, err) != MPL_OK) return MPL_ERR;
+    if (zero_on(r) && zero_send_chunk(rc, pi, err) != MPL_OK) return MPL_ERR;
+  }
+  for (int pi = 0; zero_on(r) && pi < r->job->nparams; pi++)
+    if (rc->grad[pi] && zero_recv_chunks(rc, pi, err) != MPL_OK) return MPL_ERR;
+  return MPL_OK;
 }
 
 /* ---- one training step of one rank ------------------------------------------------- */
@@ -693,6 +848,7 @@ static int rank_step(RankCtx *rc, int64_t step, MplErr *err) {
   const JobRank *jr = &r->job->ranks[rc->rank];
   double t_start = now_s();
   rc->grads_ready = false;
+  memset(rc->comm_counts, 0, sizeof rc->comm_counts);
   for (int j = 0; j < r->m; j++) rc->mb_loss_set[j] = false;
   if (zero_grads(rc, err) != MPL_OK || fill_inputs(rc, step, err) != MPL_OK) return MPL_ERR;
   double busy = 0;
@@ -848,10 +1004,12 @@ static int resolve_buffers(RankCtx *rc, MplErr *err) {
   return MPL_OK;
 }
 
-/* The device of world rank i: --devices' list, or else device i mod the device count. */
+/* The device of world rank i: --devices' list, or else device i (under MPI: the process's
+ * rank on its host) mod the device count. */
 static int device_index(const MplRun *r, int i) {
   if (r->opts.device_ids && i < r->opts.ndevice_ids) return r->opts.device_ids[i];
-  return r->ndevices > 0 ? i % r->ndevices : i;
+  int k = r->mpi ? mpl_comm_mpi_local_rank(r->mpi) : i;
+  return r->ndevices > 0 ? k % r->ndevices : k;
 }
 
 /* Does pipeline rank pr's arena hold value v (a buffer at slot 0)? Known from the job alone. */
@@ -972,8 +1130,8 @@ static bool device_runs_optimizer(const MplDeviceOps *o) {
 static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
 
 /* init_param_state on a dev_opt device: one device allocation (zeroed, as the host path's
- * calloc) carved into the scratch gradients, the optimizer slots, the receive buffer and
- * the sums of squares; pass 0 measures, pass 1 assigns. */
+ * calloc) carved into the scratch gradients, the optimizer slots (ZeRO-1: of the replica's
+ * chunk), the receive buffers and the sums of squares; pass 0 measures, pass 1 assigns. */
 static int init_param_state_dev(MplRun *r, RankCtx *rc, MplErr *err) {
   const Job *job = r->job;
   int nslots = r->ocfg.kind == MPL_OPT_ADAMW ? 2 : (r->ocfg.momentum != 0 ? 1 : 0);
@@ -981,7 +1139,7 @@ static int init_param_state_dev(MplRun *r, RankCtx *rc, MplErr *err) {
   for (int pass = 0; pass < 2; pass++) {
     uint8_t *base = rc->state_mem;
     size_t at = 0;
-    int64_t tmp_n = 0;
+    int64_t tmp_n = 0, zn = 0, lo, len;
     for (int pi = 0; pi < job->nparams; pi++) {
       const JobParam *p = &job->params[pi];
       if (!rc->holds[pi]) continue;
@@ -992,14 +1150,19 @@ static int init_param_state_dev(MplRun *r, RankCtx *rc, MplErr *err) {
         at += bytes;
         if (r->tied[pi] && p->numel > tmp_n) tmp_n = p->numel;
       }
-      if (zero_owner(r, pi) >= 0 && zero_owner(r, pi) != rc->dpi) continue; /* ZeRO-1: another replica's */
+      update_range(rc, pi, &lo, &len);
+      if (zero_on(r) && p->nuses > 0 && len > zn) zn = len;
       for (int k = 0; k < nslots; k++) {
         if (pass) rc->opt[k][pi] = (float *)(base + at);
-        at += bytes;
+        at += align256((size_t)len * 4 + 4);
       }
     }
     if (pass) rc->tmp = (float *)(base + at);
     at += align256((size_t)tmp_n * 4 + 4);
+    for (int k = 0; k < 2 && zn > 0; k++) {
+      if (pass) *(k ? &rc->zin : &rc->zsum) = (float *)(base + at);
+      at += align256((size_t)zn * 4 + 4);
+    }
     if (pass) rc->norm_dev = (double *)(base + at);
     at += align256(sizeof(double) * ((size_t)job->nparams + 1));
     if (pass) break;
@@ -1010,12 +1173,13 @@ static int init_param_state_dev(MplRun *r, RankCtx *rc, MplErr *err) {
   return MPL_OK;
 }
 
-/* Scratch gradient buffers and optimizer state of the params a rank holds. */
+/* Scratch gradient buffers and optimizer state of the params a rank holds (ZeRO-1: the
+ * state of its replica's chunk of each, and the reduce-scatter's two chunk buffers). */
 static int init_param_state(MplRun *r, RankCtx *rc, MplErr *err) {
   const Job *job = r->job;
   rc->dev_opt = device_runs_optimizer(rc->dev.ops);
   if (rc->dev_opt) return init_param_state_dev(r, rc, err);
-  int64_t tmp_n = 0;
+  int64_t tmp_n = 0, zn = 0, lo, len;
   int nslots = r->ocfg.kind == MPL_OPT_ADAMW ? 2 : (r->ocfg.momentum != 0 ? 1 : 0);
   for (int pi = 0; pi < job->nparams; pi++) {
     const JobParam *p = &job->params[pi];
@@ -1027,9 +1191,14 @@ static int init_param_state(MplRun *r, RankCtx *rc, MplErr *err) {
       if (!(rc->scratch[pi] = mpl_malloc(bytes ? bytes : 1))) return mpl_errf(err, "out of memory");
       if ((r->tied[pi] || dev_mem) && p->numel > tmp_n) tmp_n = p->numel;
     }
-    if (zero_owner(r, pi) >= 0 && zero_owner(r, pi) != rc->dpi) continue; /* ZeRO-1: another replica's */
+    update_range(rc, pi, &lo, &len);
+    if (zero_on(r) && p->nuses > 0 && len > zn) zn = len;
     for (int s = 0; s < nslots; s++)
-      if (!(rc->opt[s][pi] = mpl_calloc((size_t)p->numel + 1, 4))) return mpl_errf(err, "out of memory");
+      if (!(rc->opt[s][pi] = mpl_calloc((size_t)len + 1, 4))) return mpl_errf(err, "out of memory");
+  }
+  if (zn > 0) {
+    if (!(rc->zsum = mpl_malloc(((size_t)zn + 1) * 8))) return mpl_errf(err, "out of memory");
+    rc->zin = rc->zsum + zn + 1;
   }
   rc->tmp = mpl_malloc((size_t)tmp_n * 4 + 4);
   if (rc->dev.ops->device_memory) rc->wbuf = mpl_malloc((size_t)tmp_n * 4 + 4);
@@ -1169,6 +1338,7 @@ static int init_kernels(MplRun *r, MplErr *err) {
 static int init_observability(MplRun *r, MplErr *err) {
   if (r->opts.trace_path) {
     if (mpl_trace_init(&r->trace, r->nworld, err) != MPL_OK) return MPL_ERR;
+    mpl_trace_set_mesh(&r->trace, r->tp, r->pp);
     r->tracing = true;
   }
   if (r->opts.metrics_path && r->lead) {
@@ -1194,26 +1364,30 @@ static int init_device_kind(MplRun *r, MplErr *err) {
   return mpl_cuda_device_count(&r->ndevices, err);
 }
 
-/* cuda: the communicator over the ranks' devices (after they are initialised). */
+/* cuda: the communicator over the ranks' devices (after they are initialised); under MPI
+ * this process's rank's, over the MPI communicator. */
 static int init_device_comm(MplRun *r, MplErr *err) {
+  MplCommMesh mesh = {.dp = r->dp, .tp = r->tp, .pp = r->pp, .zero = r->job->train.zero != 0};
+  if (r->mpi) {
+    if (mpl_cuda_mpi_init(&r->cmpi, r->mpi, &r->ranks[r->me].dev, &mesh, err) != MPL_OK) return MPL_ERR;
+    r->ranks[r->me].comm = r->cmpi;
+    return MPL_OK;
+  }
   MplDevice **devs = mpl_calloc((size_t)r->nworld, sizeof *devs);
   if (!devs) return mpl_errf(err, "out of memory");
   for (int i = 0; i < r->nworld; i++) devs[i] = &r->ranks[i].dev;
-  int st = mpl_cuda_world_init(&r->cworld, r->nworld, devs, err);
+  int st = mpl_cuda_world_init(&r->cworld, r->nworld, devs, &mesh, err);
   mpl_free(devs);
   for (int i = 0; i < r->nworld && st == MPL_OK; i++) r->ranks[i].comm = mpl_cuda_world_rank(r->cworld, i);
   return st;
 }
 
 /* Under mpirun (opts.comm): this process runs world rank comm->rank of exactly
- * dp * tp * pp processes, on the cpu device (cuda under MPI is not implemented yet). */
-static int init_mpi(MplRun *r, bool cuda, MplErr *err) {
+ * dp * tp * pp processes, on the cpu device or on its GPU (init_device_comm). */
+static int init_mpi(MplRun *r, MplErr *err) {
   r->mpi = r->opts.comm;
   r->lead = !r->mpi || r->mpi->rank == 0;
   if (!r->mpi) return MPL_OK;
-  if (cuda)
-    return mpl_errf(err, "--devices cuda under mpirun (one process per GPU) is not supported yet: "
-                         "run the GPU ranks as threads of one mplrun");
   if (r->mpi->size != r->nworld)
     return mpl_errf(err, "mpirun started %d processes, but the job has %d ranks (dp %d x tp %d x pp %d): use mpirun -np %d",
                     r->mpi->size, r->nworld, r->dp, r->tp, r->pp, r->nworld);
@@ -1238,7 +1412,7 @@ static int run_init_body(MplRun *r, MplErr *err) {
   r->last_loss = NAN;
   if (!r->devops->load_kernels && init_kernels(r, err) != MPL_OK) return MPL_ERR;
   bool cuda = r->devops == &mpl_device_cuda_ops;
-  if (init_mpi(r, cuda, err) != MPL_OK) return MPL_ERR;
+  if (init_mpi(r, err) != MPL_OK) return MPL_ERR;
   if (!cuda && !r->mpi && mpl_comm_world_init(&r->world, r->nworld, err) != MPL_OK) return MPL_ERR;
   r->ranks = mpl_calloc((size_t)r->nworld, sizeof *r->ranks);
   if (!r->ranks) return mpl_errf(err, "out of memory");
@@ -1276,7 +1450,7 @@ static void free_rank(RankCtx *rc) {
   if (rc->dev_opt) { /* scratch, opt and tmp point into state_mem */
     if (rc->state_mem) rc->dev.ops->arena_free(&rc->dev, rc->state_mem);
     rc->state_mem = NULL;
-    rc->tmp = NULL;
+    rc->tmp = rc->zsum = NULL;
     np = 0;
   }
   for (int p = 0; p < np && rc->scratch; p++) mpl_free(rc->scratch[p]);
@@ -1291,9 +1465,13 @@ static void free_rank(RankCtx *rc) {
   mpl_free(rc->mb_loss);
   mpl_free(rc->mb_loss_set);
   mpl_free(rc->tmp);
+  mpl_free(rc->zsum); /* zin is its second half */
   mpl_free(rc->wbuf);
   mpl_free(rc->stage_buf);
   mpl_free(rc->argv);
+  if (rc->rs_buf && rc->dev.ops && rc->dev.ops->device_memory) rc->dev.ops->arena_free(&rc->dev, rc->rs_buf);
+  else mpl_free(rc->rs_buf);
+  rc->rs_buf = NULL;
   mpl_free(rc->ptr);
   if (rc->dev.ops) {
     if (rc->arena) rc->dev.ops->arena_free(&rc->dev, rc->arena);
@@ -1310,6 +1488,7 @@ void mpl_run_free(MplRun *r) {
     pthread_cond_destroy(&r->done);
   }
   if (r->cworld) mpl_cuda_world_free(r->cworld); /* before the devices it uses */
+  if (r->cmpi) r->cmpi->ops->free(r->cmpi);
   for (int i = 0; r->ranks && i < r->nworld; i++)
     if (r->ranks[i].run) free_rank(&r->ranks[i]);
   mpl_free(r->ranks);
@@ -1461,6 +1640,23 @@ void mpl_run_report(const MplRun *r, FILE *out) {
   mpl_free(all);
 }
 
+/* The last step's communication of every world rank; under MPI the others' counts are
+ * sent to world rank 0 (every process calls this, as mpl_run_report). */
+int mpl_run_comm_counts(const MplRun *r, MplCommCount *out, MplErr *err) {
+  size_t row = sizeof(MplCommCount) * MPL_COMM__COUNT;
+  memset(out, 0, row * (size_t)r->nworld);
+  for (int w = 0; w < r->nworld; w++)
+    if (r->ranks[w].live) memcpy(out + (size_t)w * MPL_COMM__COUNT, r->ranks[w].comm_counts, row);
+  if (!r->mpi) return MPL_OK;
+  MplComm *c = r->mpi;
+  if (r->me != 0 && c->ops->send(c, 0, TAG_MAIN(MAIN_COMM, r->me), out + (size_t)r->me * MPL_COMM__COUNT, row) != MPL_OK)
+    return mpl_errf(err, "communication counts: %s", c->err.msg);
+  for (int w = 1; w < r->nworld && r->me == 0; w++)
+    if (c->ops->recv(c, w, TAG_MAIN(MAIN_COMM, w), out + (size_t)w * MPL_COMM__COUNT, row) != MPL_OK)
+      return mpl_errf(err, "communication counts: %s", c->err.msg);
+  return MPL_OK;
+}
+
 int mpl_exec_run(const Job *job, const MplRunOpts *opts, MplErr *err) {
   MplRun *r;
   if (mpl_run_init(&r, job, opts, err) != MPL_OK) return MPL_ERR;
@@ -1484,98 +1680,101 @@ const MplRankStats *mpl_run_rank_stats(const MplRun *r, int rank) {
 
 const JobParam *mpl_run_param(const MplRun *r, int p) { return &r->wparams[p]; }
 
-/* Whole tensor `out` from the parts that world ranks (replica d, every tp index, pipeline
- * rank pr) hold at src(rc); a param that is not split is copied from tp index 0. */
+/* Whole tensor `out` from the parts that world ranks (replica 0, every tp index, pipeline
+ * rank owner[p]) hold at part(rc); a param that is not split is copied from tp index 0.
+ * chunked (ZeRO-1's optimizer state and gradients): each part is joined from the chunks of
+ * every replica instead, chunk d (dp_chunk) from replica d, whose part(rc) points at it. */
 typedef const float *(*PartOf)(const RankCtx *rc, int p, int slot);
 
 static const float *part_param(const RankCtx *rc, int p, int slot) { return vptr(rc, rc->run->job->params[p].value, 0); }
-static const float *part_grad(const RankCtx *rc, int p, int slot) { return rc->grad[p]; }
 static const float *part_optim(const RankCtx *rc, int p, int slot) { return rc->opt[slot][p]; }
+static const float *part_grad(const RankCtx *rc, int p, int slot) {
+  int64_t lo, n;
+  update_range(rc, p, &lo, &n);
+  return rc->grad[p] ? rc->grad[p] + lo : NULL;
+}
 
-/* Under MPI, part t of the whole comes from another process: the holder sends it to
- * world rank 0, which joins it into out (host memory: MPI runs only on the cpu device). */
-static int gather_part_mpi(const MplRun *r, int p, int t, const RankCtx *rc, const float *src, float *out, MplErr *err) {
-  const JobParam *jp = &r->job->params[p], *wp = &r->wparams[p];
+/* Under MPI, the n elements of part t that replica d's rank rc holds at src come from
+ * another process: the holder sends them to world rank 0 (from device memory through a
+ * host copy), which receives them at dst. */
+static int gather_part_mpi(const MplRun *r, int p, int t, int d, const RankCtx *rc, const float *src, float *dst,
+                           int64_t n, MplErr *err) {
+  const JobParam *jp = &r->job->params[p];
   MplComm *c = r->mpi;
-  size_t bytes = (size_t)jp->numel * 4;
-  uint64_t tag = TAG_MAIN(MAIN_PART, ((uint64_t)p << 8) | (uint64_t)t);
+  size_t bytes = (size_t)n * 4;
+  uint64_t tag = TAG_MAIN(MAIN_PART, ((uint64_t)p << 16) | ((uint64_t)t << 8) | (uint64_t)d);
   if (r->me == rc->wrank) {
     if (!src) return mpl_errf(err, "%s: not held where expected", jp->name);
-    if (c->ops->send(c, 0, tag, src, bytes) != MPL_OK) return mpl_errf(err, "%s: %s", jp->name, c->err.msg);
-    return MPL_OK;
+    float *host = rc->dev.ops->device_memory ? mpl_malloc(bytes + 4) : NULL;
+    if (rc->dev.ops->device_memory && !host) return mpl_errf(err, "out of memory");
+    int st = host ? rc->dev.ops->copy_to_host((MplDevice *)&rc->dev, host, src, bytes, err) : MPL_OK;
+    if (st == MPL_OK && c->ops->send(c, 0, tag, host ? host : src, bytes) != MPL_OK)
+      st = mpl_errf(err, "%s: %s", jp->name, c->err.msg);
+    mpl_free(host);
+    return st;
   }
   if (r->me != 0) return MPL_OK;
-  if (jp->split_dim < 0) {
-    if (c->ops->recv(c, rc->wrank, tag, out, bytes) != MPL_OK) return mpl_errf(err, "%s: %s", jp->name, c->err.msg);
-    return MPL_OK;
-  }
-  float *host = mpl_malloc(bytes + 4);
-  int st = host ? MPL_OK : mpl_errf(err, "out of memory");
-  if (st == MPL_OK && c->ops->recv(c, rc->wrank, tag, host, bytes) != MPL_OK) st = mpl_errf(err, "%s: %s", jp->name, c->err.msg);
-  if (st == MPL_OK) mpl_shard_copy(out, host, wp->dims, wp->rank, wp->split_dim, wp->groups, r->tp, t, 4, false);
-  mpl_free(host);
-  return st;
+  if (c->ops->recv(c, rc->wrank, tag, dst, bytes) != MPL_OK) return mpl_errf(err, "%s: %s", jp->name, c->err.msg);
+  return MPL_OK;
 }
 
-static int gather_whole(const MplRun *r, int p, int d, int slot, PartOf part, float *out, MplErr *err) {
+static int gather_whole(const MplRun *r, int p, int slot, PartOf part, bool chunked, float *out, MplErr *err) {
   const JobParam *jp = &r->job->params[p], *wp = &r->wparams[p];
-  float *host = NULL; /* a split part in device memory is staged through the host */
+  bool split = jp->split_dim >= 0, root = !r->mpi || r->me == 0; /* root: the process that joins */
+  float *host = split ? mpl_malloc((size_t)jp->numel * 4 + 4) : NULL; /* a split part, joined on the host */
+  if (split && !host) return mpl_errf(err, "out of memory");
+  float *dst = split ? host : out;
   int st = MPL_OK;
-  for (int t = 0; t < (jp->split_dim >= 0 ? r->tp : 1) && st == MPL_OK; t++) {
-    const RankCtx *rc = &r->ranks[world_of(r, d, t, r->owner[p])];
-    const float *src = rc->live ? part(rc, p, slot) : NULL;
-    if (r->mpi && rc->wrank != 0) {
-      st = gather_part_mpi(r, p, t, rc, src, out, err);
-    } else if (r->mpi && r->me != 0) {
-      continue; /* world rank 0's own part */
-    } else if (!src) {
-      st = mpl_errf(err, "%s: not held where expected", jp->name);
-    } else if (jp->split_dim < 0) {
-      st = rc->dev.ops->copy_to_host((MplDevice *)&rc->dev, out, src, (size_t)jp->numel * 4, err);
-    } else if (rc->dev.ops->device_memory) {
-      if (!host && !(host = mpl_malloc((size_t)jp->numel * 4 + 4))) st = mpl_errf(err, "out of memory");
-      else if ((st = rc->dev.ops->copy_to_host((MplDevice *)&rc->dev, host, src, (size_t)jp->numel * 4, err)) == MPL_OK)
-        mpl_shard_copy(out, host, wp->dims, wp->rank, wp->split_dim, wp->groups, r->tp, t, 4, false);
-    } else {
-      mpl_shard_copy(out, (void *)src, wp->dims, wp->rank, wp->split_dim, wp->groups, r->tp, t, 4, false);
+  for (int t = 0; t < (split ? r->tp : 1) && st == MPL_OK; t++) {
+    for (int d = 0; d < (chunked ? r->dp : 1) && st == MPL_OK; d++) {
+      int64_t lo = 0, n = jp->numel;
+      if (chunked) dp_chunk(r, p, d, &lo, &n);
+      const RankCtx *rc = &r->ranks[world_of(r, d, t, r->owner[p])];
+      const float *src = rc->live ? part(rc, p, slot) : NULL;
+      if (r->mpi && rc->wrank != 0) st = gather_part_mpi(r, p, t, d, rc, src, dst + lo, n, err);
+      else if (!root) continue; /* world rank 0's own part */
+      else if (!src) st = mpl_errf(err, "%s: not held where expected", jp->name);
+      else st = rc->dev.ops->copy_to_host((MplDevice *)&rc->dev, dst + lo, src, (size_t)n * 4, err);
     }
+    if (st == MPL_OK && split && root)
+      mpl_shard_copy(out, host, wp->dims, wp->rank, wp->split_dim, wp->groups, r->tp, t, 4, false);
   }
   mpl_free(host);
   return st;
 }
 
-int mpl_run_get_param(const MplRun *r, int p, float *out, MplErr *err) { return gather_whole(r, p, 0, 0, part_param, out, err); }
+int mpl_run_get_param(const MplRun *r, int p, float *out, MplErr *err) { return gather_whole(r, p, 0, part_param, false, out, err); }
 
-/* The summed gradient of param p from the last step (after clipping, if any). */
+/* The summed gradient of param p from the last step (after clipping, if any); under ZeRO-1
+ * each replica has summed its own chunk alone. */
 int mpl_run_get_grad(const MplRun *r, int p, float *out, MplErr *err) {
   if (r->mpi) return mpl_errf(err, "gradients are not gathered under MPI");
   if (!r->ranks[r->owner[p]].grad[p]) return mpl_errf(err, "no gradient for %s", r->job->params[p].name);
-  return gather_whole(r, p, 0, 0, part_grad, out, err);
+  return gather_whole(r, p, 0, part_grad, zero_on(r), out, err);
 }
 
-/* Writes whole tensor `in` into every rank's part: dst(rc) of the ranks that have one. */
+/* Writes whole tensor `in` into every live rank's part: its param, or (optim) its
+ * optimizer slot, which under ZeRO-1 holds its replica's chunk of the part alone. */
 static int scatter_whole(MplRun *r, int p, const float *in, int slot, bool optim, MplErr *err) {
   const JobParam *jp = &r->job->params[p], *wp = &r->wparams[p];
-  float *host = NULL; /* a split part for device memory is cut on the host first */
-  int st = MPL_OK;
+  bool split = jp->split_dim >= 0;
+  float *host = split ? mpl_malloc((size_t)jp->numel * 4 + 4) : NULL; /* a split part, cut on the host */
+  if (split && !host) return mpl_errf(err, "out of memory");
+  int st = MPL_OK, cut = -1; /* the tp index whose part is in host */
   for (int i = 0; i < r->nworld && st == MPL_OK; i++) {
     RankCtx *rc = &r->ranks[i];
     if (!rc->live) continue; /* another process's rank */
     float *dst = optim ? rc->opt[slot][p] : vptr(rc, jp->value, 0);
-    bool on_dev = rc->dev.ops->device_memory && (!optim || rc->dev_opt); /* host-path optimizer state is host memory */
     if (!dst) continue;
-    if (jp->split_dim < 0) {
-      if (optim && !on_dev) memcpy(dst, in, (size_t)jp->numel * 4);
-      else st = rc->dev.ops->copy_from_host(&rc->dev, dst, in, (size_t)jp->numel * 4, err);
-    } else if (on_dev) {
-      if (!host && !(host = mpl_malloc((size_t)jp->numel * 4 + 4))) st = mpl_errf(err, "out of memory");
-      else {
-        mpl_shard_copy((void *)in, host, wp->dims, wp->rank, wp->split_dim, wp->groups, r->tp, rc->tpi, 4, true);
-        st = rc->dev.ops->copy_from_host(&rc->dev, dst, host, (size_t)jp->numel * 4, err);
-      }
-    } else {
-      mpl_shard_copy((void *)in, dst, wp->dims, wp->rank, wp->split_dim, wp->groups, r->tp, rc->tpi, 4, true);
+    int64_t lo = 0, n = jp->numel;
+    if (optim) update_range(rc, p, &lo, &n);
+    if (split && cut != rc->tpi) {
+      mpl_shard_copy((void *)in, host, wp->dims, wp->rank, wp->split_dim, wp->groups, r->tp, rc->tpi, 4, true);
+      cut = rc->tpi;
     }
+    const float *src = (split ? host : in) + lo;
+    if (optim && !rc->dev_opt) memcpy(dst, src, (size_t)n * 4); /* host-path optimizer state is host memory */
+    else st = rc->dev.ops->copy_from_host(&rc->dev, dst, src, (size_t)n * 4, err);
   }
   mpl_free(host);
   return st;
@@ -1593,12 +1792,13 @@ int mpl_run_optim_slots(const MplRun *r, const char *const **names) {
   return r->ocfg.momentum != 0 ? 1 : 0;
 }
 
+/* Optimizer state is whole and keyed by global name however it is split (tp parts, ZeRO-1
+ * chunks), so a checkpoint resumes under any mesh, with ZeRO or without. */
 int mpl_run_get_optim(const MplRun *r, int p, int slot, float *out, MplErr *err) {
-  int d = zero_owner(r, p) >= 0 ? zero_owner(r, p) : 0;
-  const RankCtx *oc = &r->ranks[world_of(r, d, 0, r->owner[p])];
+  const RankCtx *oc = &r->ranks[world_of(r, 0, 0, r->owner[p])];
   if (oc->live && !oc->opt[slot][p])
     return mpl_errf(err, "no optimizer state for %s", r->job->params[p].name);
-  return gather_whole(r, p, d, slot, part_optim, out, err);
+  return gather_whole(r, p, slot, part_optim, zero_on(r), out, err);
 }
 
 int mpl_run_set_optim(MplRun *r, int p, int slot, const float *in, MplErr *err) {

@@ -4,7 +4,7 @@
  *   optim.c       SGD and AdamW (torch.optim's arithmetic), gradient clipping, lr schedules
  *   device_cpu.c  the device backend interface and the `cpu` backend
  *   device_cuda.c the `cuda` backend (cudaMalloc arena, streams, PTX kernels, cuBLAS)
- *   comm_nccl.c   the communicator of ranks on CUDA devices (device copies; NCCL all-reduce)
+ *   comm_nccl.c   the communicator of ranks on CUDA devices (NCCL, or device copies / MPI)
  *   exec.c        the run: one executor thread per rank (or one rank per process under MPI),
  *                 the training loop, sampling
  *   checkpoint.c  --init/--save safetensors by global name, --checkpoint/--resume directories
@@ -143,17 +143,34 @@ int mpl_cuda_device_count(int *count, MplErr *err);
 
 /* ==== comm_nccl.c ===================================================== */
 
+/* The mesh of the world (exec.c's world ranks: w = (replica * tp + tp index) * pp + pipeline
+ * rank): the groups whose NCCL communicators are made at init — tp and dp all-reduce
+ * groups, and a link per ordered pair of ranks that exchange messages (the ranks of one
+ * pipeline; the replicas of one pipeline rank with ZeRO-1). NULL: the whole world only. */
+typedef struct MplCommMesh {
+  int dp, tp, pp;
+  bool zero;
+} MplCommMesh;
+
 /* The communicator of ranks that are threads of this process, each on a CUDA device
- * (several ranks may share one). Buffers may be device or host pointers. Messages are
- * device copies on each rank's communication stream (ordered after its compute stream
- * by events); all-reduce of device buffers uses NCCL (ncclCommInitAll) when every rank
- * has its own GPU and NCCL is built in. devs[r] must be initialised cuda devices that
- * outlive the world. */
+ * (several ranks may share one). Buffers may be device or host pointers. With NCCL built
+ * in and every rank on its own GPU (or MPL_NCCL=1), device messages go through ncclSend /
+ * ncclRecv and device all-reduces through ncclAllReduce; otherwise they are device copies
+ * on each rank's communication stream (ordered after its compute stream by events) and a
+ * host sum. devs[r] must be initialised cuda devices that outlive the world. */
 typedef struct MplCudaWorld MplCudaWorld;
-int mpl_cuda_world_init(MplCudaWorld **w, int nranks, MplDevice *const *devs, MplErr *err);
+int mpl_cuda_world_init(MplCudaWorld **w, int nranks, MplDevice *const *devs, const MplCommMesh *mesh, MplErr *err);
 MplComm *mpl_cuda_world_rank(MplCudaWorld *w, int r);
 void mpl_cuda_world_abort(MplCudaWorld *w, const char *why);
 void mpl_cuda_world_free(MplCudaWorld *w);
+/* Under mpirun, this process's rank on its cuda device `dev`, over the process's MPI
+ * communicator `mpi` (which it uses and does not own: free it after this one, with
+ * ops->free). When every rank of the job is on its own GPU (host name and PCI bus id,
+ * allgathered) and NCCL is built in, or MPL_NCCL=1: rank 0's ncclGetUniqueId is
+ * broadcast over MPI, ncclCommInitRank makes the world's communicator, and device
+ * messages and all-reduces go through NCCL. Otherwise device buffers are staged through
+ * host memory and sent over `mpi` (correct, slower). abort is mpi's (MPI_Abort). */
+int mpl_cuda_mpi_init(MplComm **out, MplComm *mpi, MplDevice *dev, const MplCommMesh *mesh, MplErr *err);
 
 /* The job's CPU kernels, compiled for the host by the JIT (jit_cpu.c). */
 typedef struct MplCpuKernels {
@@ -222,6 +239,11 @@ int mpl_run_train(MplRun *r, MplErr *err);
 int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, FILE *out, MplErr *err);
 /* Prints per rank busy ms, bubble fraction and arena bytes. */
 void mpl_run_report(const MplRun *r, FILE *out);
+/* The messages and collectives of the last step, counted where the executor issues them:
+ * out[w * MPL_COMM__COUNT + k] for world rank w and kind k (job.h's MPL_COMM_KINDS; mplc's
+ * --emit=plan predicts the same). Under MPI collective: every process calls it, and world
+ * rank 0 gets every rank's counts (another process only its own). */
+int mpl_run_comm_counts(const MplRun *r, MplCommCount *out, MplErr *err);
 /* Introspection, for tests and checkpoints. */
 int64_t mpl_run_step(const MplRun *r);
 double mpl_run_last_loss(const MplRun *r);

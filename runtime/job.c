@@ -419,9 +419,9 @@ static int validate_step(const Job *j, int s, const JobStep *st, char *err, size
     break;
   }
   case JS_COMM: {
-    CHECK(st->nargs == 2 && st->comm <= JC_TP_SLICE, "stage %d: bad collective", s);
+    CHECK(st->nargs == 2 && st->comm <= JC_REDUCE_SCATTER, "stage %d: bad collective", s);
     const JobValue *o = &j->values[st->args[0]], *in = &j->values[st->args[1]];
-    bool split = st->comm == JC_ALLGATHER || st->comm == JC_TP_SLICE;
+    bool split = st->comm == JC_ALLGATHER || st->comm == JC_TP_SLICE || st->comm == JC_REDUCE_SCATTER;
     CHECK(o->dtype == in->dtype && o->rank == in->rank, "stage %d: collective operands differ", s);
     CHECK(!split || (st->axis >= 0 && st->axis < o->rank && st->groups >= 1 && j->tp >= 1 &&
                      (st->comm == JC_ALLGATHER ? o : in)->dims[st->axis] % ((int64_t)j->tp * st->groups) == 0 &&

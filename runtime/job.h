@@ -83,7 +83,7 @@ typedef struct JobStep {
 } JobStep;
 
 /* Collectives of tensor parallelism, run by the runtime over the rank's tp group. */
-enum { JC_ALLREDUCE, JC_ALLGATHER, JC_TP_ENTER, JC_TP_SLICE };
+enum { JC_ALLREDUCE, JC_ALLGATHER, JC_TP_ENTER, JC_TP_SLICE, JC_REDUCE_SCATTER };
 
 typedef struct JobProgram {
   int32_t nsteps;
@@ -182,6 +182,66 @@ typedef struct Job {
   double flops_per_step; /* from the cost model */
   double predicted_bubble, textbook_bubble;
 } Job;
+
+/* ---- communication of a step, by kind --------------------------------------------
+ * mplc predicts it per world rank (--emit=plan) from the data the instruction streams
+ * are made of; mplrun counts it where each message or collective is issued (--comm-stats).
+ * Per kind: calls, and payload bytes: the size of the buffer the rank contributes or
+ * receives (for a collective step, the larger of its input and output: the whole
+ * tensor), not the bytes on the wire (a ring all-reduce over n ranks sends and receives
+ * about 2(n-1)/n of its payload per rank). ZeRO-1's reduce-scatter and all-gather of a
+ * param over the replicas count, like the all-reduce they replace, one call of the whole
+ * param's bytes each (the whole gradient contributed; the whole param ended with): on the
+ * wire each sends and receives (n-1)/n of it. A collective of the job's JS_COMM steps
+ * names its JC_* code (the others -1: they are not steps of a program).
+ * ORDER: none; a new kind is one line here, then counted where the runtime issues it
+ * and predicted where mplc's plan walks the same instructions (compiler/plan.c). */
+#define MPL_COMM_KINDS(X)                                                                     \
+  X(PP_SEND, "pp_send", -1)               /* pipeline: activations or their gradients out */ \
+  X(PP_RECV, "pp_recv", -1)               /* ... and in */                                   \
+  X(TP_ALLREDUCE, "tp_allreduce", JC_ALLREDUCE)                                               \
+  X(TP_ALLGATHER, "tp_allgather", JC_ALLGATHER)                                               \
+  X(TP_REDUCE_SCATTER, "tp_reduce_scatter", JC_REDUCE_SCATTER)                                \
+  X(DP_ALLREDUCE, "dp_allreduce", -1)     /* gradients summed over the replicas */           \
+  X(DP_REDUCE_SCATTER, "dp_reduce_scatter", -1) /* ZeRO-1: each replica's chunk summed */    \
+  X(DP_ALLGATHER, "dp_allgather", -1)     /* ZeRO-1: the updated chunks to every replica */  \
+  X(TIED_SEND, "tied_send", -1)           /* a tied param's gradient to its other holders */ \
+  X(TIED_RECV, "tied_recv", -1)                                                               \
+  X(NORM_SEND, "norm_send", -1)           /* grad_clip: per-param sums of squares to all */  \
+  X(NORM_RECV, "norm_recv", -1)
+
+typedef enum MplCommKind {
+#define X(e, key, jc) MPL_COMM_##e,
+  MPL_COMM_KINDS(X)
+#undef X
+  MPL_COMM__COUNT
+} MplCommKind;
+
+typedef struct MplCommCount {
+  uint64_t calls, bytes;
+} MplCommCount;
+
+/* "pp_send", ...: the kind's name in --emit=plan and in mplrun --comm-stats. */
+static inline const char *mpl_comm_kind_name(int k) {
+  static const char *const names[] = {
+#define X(e, key, jc) key,
+      MPL_COMM_KINDS(X)
+#undef X
+  };
+  return k >= 0 && k < MPL_COMM__COUNT ? names[k] : "?";
+}
+
+/* The kind of a JS_COMM step's collective (JC_*), or -1: a local copy (TP_ENTER, TP_SLICE). */
+static inline int mpl_comm_kind_of_jc(int jc) {
+  static const int codes[] = {
+#define X(e, key, code) code,
+      MPL_COMM_KINDS(X)
+#undef X
+  };
+  for (int k = 0; k < MPL_COMM__COUNT; k++)
+    if (codes[k] >= 0 && codes[k] == jc) return k;
+  return -1;
+}
 
 /* job.c */
 int job_write(const Job *job, const char *path, char *err, size_t errlen);

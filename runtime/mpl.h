@@ -337,6 +337,12 @@ bool mpl_mpi_launched(void);
 int mpl_comm_mpi_init(MplComm **out, int *argc, char ***argv, MplErr *err);
 /* Waits for the pending sends, frees the communicator and calls MPI_Finalize. */
 void mpl_comm_mpi_finalize(MplComm *c);
+/* The rank among the processes on this host (picks a GPU: local rank mod the GPU count). */
+int mpl_comm_mpi_local_rank(const MplComm *c);
+/* Collectives of bytes over every process (MPI_Bcast from root, MPI_Allgather of `bytes`
+ * from each into all[size * bytes]); every process calls them in the same order. */
+int mpl_comm_mpi_bcast(MplComm *c, int root, void *buf, size_t bytes);
+int mpl_comm_mpi_allgather(MplComm *c, const void *mine, void *all, size_t bytes);
 
 /* ==== gemm.c ========================================================== */
 
@@ -373,9 +379,13 @@ typedef struct MplTrace {
   int nranks;
   MplTraceRank *ranks;
   uint64_t t0_ns; /* the monotonic clock at init */
+  int tp, pp;     /* the mesh, for the rows' names (0: unknown) */
 } MplTrace;
 
 int mpl_trace_init(MplTrace *t, int nranks, MplErr *err);
+/* The ranks are a dp x tp x pp mesh (world rank = (dp * tp + tp index) * pp + pp index): when
+ * it has more than one pipeline (dp * tp > 1) the rows are named "rank W (dp D, pp P, tp T)". */
+void mpl_trace_set_mesh(MplTrace *t, int tp, int pp);
 void mpl_trace_free(MplTrace *t);
 /* Microseconds since mpl_trace_init, from a monotonic clock. */
 double mpl_trace_now(const MplTrace *t);

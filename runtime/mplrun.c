@@ -4,12 +4,22 @@
  *
  *   mplrun JOB [--devices cpu|cpu:N|cuda|cuda:0,1] [--threads N] [--steps N] [--data FILE]
  *              [--init F] [--save F] [--checkpoint DIR] [--checkpoint-every N] [--resume DIR]
- *              [--trace FILE.json] [--metrics FILE.jsonl] [--inspect]
+ *              [--trace FILE.json] [--metrics FILE.jsonl] [--comm-stats FILE.jsonl] [--inspect]
  *              [--sample N --prompt TEXT] [--tf32] [--mpi] [-q]
+ *
+ * --comm-stats FILE writes, after training, one JSON line per world rank with the messages
+ * and collectives of the last step, counted where the executor issues them:
+ *   {"rank": w, "dp": d, "pp": p, "tp": t, "step": N, "calls": {"pp_send": n, ..., "total": n},
+ *    "bytes": {"pp_send": b, ..., "total": b}}
+ * with every kind of job.h's MPL_COMM_KINDS; bytes are payload (the buffer a rank contributes
+ * or receives), the figures mplc --emit=plan predicts per rank.
  *
  * Under mpirun (OMPI_COMM_WORLD_SIZE, PMI_SIZE or PMIX_RANK in the environment, or --mpi)
  * each process runs one rank of the world (comm_mpi.c): there must be dp * tp * pp of
- * them; world rank 0 prints and writes the files.
+ * them; world rank 0 prints and writes the files. With --devices cuda each process runs
+ * its rank on one GPU: cuda:LIST names a GPU per world rank, plain cuda takes the
+ * process's rank on its host mod the GPU count; NCCL when every rank has its own GPU,
+ * else through host memory and MPI (MPL_NCCL=1 / 0 forces NCCL on / off: comm_nccl.c).
  *
  * Invariants: every bad flag, value or file is one line "mplrun: error: ..." and exit 1;
  * flags may be written "--flag VALUE" or "--flag=VALUE". Under MPI an error that every
@@ -33,6 +43,7 @@ typedef struct Cli {
   int64_t steps;        /* -1: the job's */
   int64_t sample_n;     /* -1: no sampling */
   const char *prompt;
+  const char *comm_stats; /* --comm-stats FILE */
   bool inspect;
   bool mpi;             /* --mpi, or started by mpirun */
   int device_ids[256];  /* --devices cuda:LIST */
@@ -43,7 +54,9 @@ static void usage(FILE *f) {
   fputs("usage: mplrun JOB [--devices cpu|cpu:N|cuda|cuda:0,1] [--threads N] [--steps N] [--data FILE]\n"
         "                  [--init FILE.safetensors] [--save FILE.safetensors] [--checkpoint DIR]\n"
         "                  [--checkpoint-every N] [--resume DIR] [--trace FILE.json] [--metrics FILE.jsonl]\n"
-        "                  [--inspect] [--sample N --prompt TEXT] [--tf32] [--mpi] [-q]\n",
+        "                  [--comm-stats FILE.jsonl] [--inspect] [--sample N --prompt TEXT] [--tf32] [--mpi] [-q]\n"
+        "  --comm-stats FILE  one JSON line per rank: calls and payload bytes of the last step's\n"
+        "                     messages and collectives, by kind (as mplc --emit=plan predicts them)\n",
         f);
 }
 
@@ -66,7 +79,7 @@ static bool parse_count(const char *s, int64_t max, int64_t *out) {
 
 static const char *const value_flags[] = {"--devices", "--threads", "--steps", "--data", "--init", "--save",
                                           "--checkpoint", "--checkpoint-every", "--resume", "--trace",
-                                          "--metrics", "--sample", "--prompt", NULL};
+                                          "--metrics", "--sample", "--prompt", "--comm-stats", NULL};
 
 static bool takes_value(const char *flag) {
   for (int i = 0; value_flags[i]; i++)
@@ -99,6 +112,7 @@ static int apply_flag(Cli *c, const char *f, const char *v) {
   else if (!strcmp(f, "--trace")) c->run.trace_path = v;
   else if (!strcmp(f, "--metrics")) c->run.metrics_path = v;
   else if (!strcmp(f, "--prompt")) c->prompt = v;
+  else if (!strcmp(f, "--comm-stats")) c->comm_stats = v;
   return 0;
 }
 
@@ -216,9 +230,67 @@ static int run_failed(Cli *c, const MplErr *err) {
 
 static int check_mpi(Cli *c, const Job *job);
 
+/* Under MPI: how many processes report `bad` (an all-reduce over all of them, so every
+ * process learns it and they stop together); the process count when that fails. */
+static int mpi_failures(MplComm *m, bool bad) {
+  int *all = mpl_malloc(sizeof(int) * (size_t)m->size);
+  float n = bad;
+  for (int r = 0; all && r < m->size; r++) all[r] = r;
+  if (!all || m->ops->allreduce_sum_f32(m, all, m->size, &n, 1) != MPL_OK) n = (float)m->size;
+  mpl_free(all);
+  return (int)n;
+}
+
+/* Under MPI with --devices cuda: does every process see a GPU? Agreed, and said once by
+ * rank 0 (its own reason, or how many processes have none). */
+static int check_mpi_gpus(Cli *c) {
+  MplComm *m = c->run.comm;
+  MplErr e = {{0}};
+  int count, nbad = mpi_failures(m, mpl_cuda_device_count(&count, &e) != MPL_OK);
+  if (nbad == 0) return 0;
+  if (m->rank == 0) {
+    char buf[sizeof e.msg + 80];
+    snprintf(buf, sizeof buf, "%d of the %d processes have no usable GPU%s%s", nbad, m->size, e.msg[0] ? "; here: " : "",
+             e.msg);
+    fail("--devices %s under mpirun: %s", c->devices, buf);
+  }
+  return 1;
+}
+
+/* --comm-stats: every rank's counts (gathered to world rank 0 under MPI), written by the lead. */
+static int write_comm_stats(const MplRun *r, const char *path, MplErr *err) {
+  const Job *job = mpl_run_job(r);
+  int dp = job->dp > 0 ? job->dp : 1, tp = job->tp > 0 ? job->tp : 1, nworld = dp * tp * job->pp;
+  MplCommCount *cnt = mpl_calloc((size_t)nworld * MPL_COMM__COUNT, sizeof *cnt);
+  if (!cnt) return mpl_errf(err, "out of memory");
+  int st = mpl_run_comm_counts(r, cnt, err);
+  FILE *f = st == MPL_OK && mpl_run_is_lead(r) ? fopen(path, "w") : NULL;
+  if (st == MPL_OK && mpl_run_is_lead(r) && !f) st = mpl_errf(err, "%s: cannot write: %s", path, strerror(errno));
+  for (int w = 0; f && w < nworld; w++) {
+    const MplCommCount *c = cnt + (size_t)w * MPL_COMM__COUNT;
+    fprintf(f, "{\"rank\": %d, \"dp\": %d, \"pp\": %d, \"tp\": %d, \"step\": %lld", w, w / (job->pp * tp),
+            w % job->pp, w / job->pp % tp, (long long)mpl_run_step(r));
+    for (int what = 0; what < 2; what++) {
+      uint64_t total = 0;
+      fprintf(f, ", \"%s\": {", what ? "bytes" : "calls");
+      for (int k = 0; k < MPL_COMM__COUNT; k++) {
+        uint64_t v = what ? c[k].bytes : c[k].calls;
+        fprintf(f, "\"%s\": %llu, ", mpl_comm_kind_name(k), (unsigned long long)v);
+        total += v;
+      }
+      fprintf(f, "\"total\": %llu}", (unsigned long long)total);
+    }
+    fprintf(f, "}\n");
+  }
+  if (f && (ferror(f) | fclose(f))) st = mpl_errf(err, "%s: write error", path);
+  mpl_free(cnt);
+  return st;
+}
+
 static int run(Cli *c, Job *job) {
   if (c->run.comm && check_mpi(c, job)) return 1;
-  if (check_devices(c, job)) return 1;
+  int bad = check_devices(c, job); /* under MPI agreed: a process alone must not go on */
+  if (c->run.comm ? mpi_failures(c->run.comm, bad) > 0 : bad) return 1;
   c->run.threads = c->threads > 0 ? c->threads : default_threads(job->pp * (job->dp > 0 ? job->dp : 1) * (job->tp > 0 ? job->tp : 1));
   /* --sample alone samples from the given params: no training unless --steps says so */
   c->run.steps = c->steps >= 0 ? c->steps : (c->sample_n >= 0 ? 0 : -1);
@@ -227,14 +299,18 @@ static int run(Cli *c, Job *job) {
   MplRun *r;
   if (mpl_run_init(&r, job, &c->run, &err) != MPL_OK) return run_failed(c, &err);
   int st = mpl_run_train(r, &err);
+  if (st == MPL_OK && c->comm_stats) st = write_comm_stats(r, c->comm_stats, &err);
   if (st == MPL_OK && !c->run.quiet && mpl_run_step(r) > 0) mpl_run_report(r, stdout);
   if (st == MPL_OK && c->sample_n >= 0) st = mpl_run_sample(r, c->prompt, c->sample_n, stdout, &err);
+  if (st != MPL_OK && c->run.comm) return run_failed(c, &err); /* MPI_Abort first: a free could wait for GPU work
+                                                                 that depends on ranks that stopped */
   mpl_run_free(r);
   return st == MPL_OK ? 0 : run_failed(c, &err);
 }
 
 /* Under MPI, checks every process agrees on before the run (so rank 0 alone says it and
- * every process exits): the process count, and what MPI does not run yet. */
+ * every process exits): the process count, a GPU everywhere for --devices cuda, and what
+ * MPI does not run yet. */
 static int check_mpi(Cli *c, const Job *job) {
   MplComm *m = c->run.comm;
   int nworld = job->pp * (job->dp > 0 ? job->dp : 1) * (job->tp > 0 ? job->tp : 1);
@@ -242,12 +318,9 @@ static int check_mpi(Cli *c, const Job *job) {
   if (m->size != nworld)
     snprintf(buf, sizeof buf, "mpirun started %d processes, but the job has %d ranks (dp %d x tp %d x pp %d): use mpirun -np %d",
              m->size, nworld, job->dp, job->tp, job->pp, nworld);
-  else if (c->devices && !strncmp(c->devices, "cuda", 4))
-    snprintf(buf, sizeof buf, "--devices cuda under mpirun (one process per GPU) is not supported yet: "
-                              "run the GPU ranks as threads of one mplrun");
   else if (c->sample_n >= 0)
     snprintf(buf, sizeof buf, "--sample is not supported under mpirun yet: sample with a threads run (--init FILE)");
-  if (!buf[0]) return 0;
+  if (!buf[0]) return c->devices && !strncmp(c->devices, "cuda", 4) ? check_mpi_gpus(c) : 0;
   if (m->rank == 0) fail("%s%s", buf, "");
   return 1;
 }

@@ -4,7 +4,8 @@
  *
  * Invariants: a rank records only into its own MplTraceRank (one rank = one thread), so
  * recording takes no lock; the file is written once, after the ranks stopped, as one JSON
- * array: a thread_name metadata event "rank N" per rank, then complete events ("ph": "X")
+ * array: a thread_name metadata event "rank N" per rank (with its mesh coordinates,
+ * "rank N (dp D, pp P, tp T)", when dp * tp > 1), then complete events ("ph": "X")
  * with tid = rank, timestamps in microseconds since mpl_trace_init on CLOCK_MONOTONIC.
  * Names are escaped, so the output is always valid JSON. A metrics line is one JSON object
  * flushed as soon as it is written, so a crash loses at most the line being written.
@@ -36,6 +37,11 @@ void mpl_trace_free(MplTrace *t) {
   for (int r = 0; r < t->nranks; r++) mpl_free(t->ranks[r].ev);
   mpl_free(t->ranks);
   memset(t, 0, sizeof *t);
+}
+
+void mpl_trace_set_mesh(MplTrace *t, int tp, int pp) {
+  t->tp = tp;
+  t->pp = pp;
 }
 
 double mpl_trace_now(const MplTrace *t) { return (double)(now_ns() - t->t0_ns) / 1000.0; }
@@ -81,8 +87,12 @@ int mpl_trace_write(const MplTrace *t, const char *path, MplErr *err) {
   FILE *f = fopen(path, "w");
   if (!f) return mpl_errf(err, "%s: cannot write the trace: %s", path, strerror(errno));
   fprintf(f, "[{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":0,\"tid\":0,\"args\":{\"name\":\"mplrun\"}}");
-  for (int r = 0; r < t->nranks; r++)
-    fprintf(f, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":0,\"tid\":%d,\"args\":{\"name\":\"rank %d\"}}", r, r);
+  bool mesh = t->tp > 0 && t->pp > 0 && t->nranks > t->pp;
+  for (int r = 0; r < t->nranks; r++) {
+    fprintf(f, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":0,\"tid\":%d,\"args\":{\"name\":\"rank %d", r, r);
+    if (mesh) fprintf(f, " (dp %d, pp %d, tp %d)", r / (t->pp * t->tp), r % t->pp, r / t->pp % t->tp);
+    fprintf(f, "\"}}");
+  }
   for (int r = 0; r < t->nranks; r++)
     for (int64_t i = 0; i < t->ranks[r].n; i++) put_event(f, r, &t->ranks[r].ev[i]);
   fprintf(f, "\n]\n");

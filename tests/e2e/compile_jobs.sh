@@ -20,18 +20,31 @@ for src in tests/golden/ok_*.mpl; do
   if [[ "$first" == "# args:"* ]]; then read -ra args <<< "${first#"# args:"}"; fi
   flags=()
   for a in "${args[@]}"; do [[ "$a" == --emit* ]] || flags+=("$a"); done
+  input=$src second=$(sed -n 2p "$src") # "# input: PATH" as in tests/golden/run.sh
+  if [[ "$second" == "# input:"* ]]; then read -r input <<< "${second#"# input:"}"; fi
   job=$tmp/$name.job
-  timeout 60 "$BUILD/mplc" "$src" "${flags[@]}" -o "$job" > "$tmp/out" 2>&1
+  timeout 60 "$BUILD/mplc" "$input" "${flags[@]}" -o "$job" > "$tmp/out" 2>&1
   rc=$?
   if [ $rc -ge 124 ] || grep -qiE 'internal error|assert|segmentation|core dumped' "$tmp/out"; then
     bad "$name: exit $rc: $(head -n 2 "$tmp/out")"
   elif [ $rc != 0 ]; then
     if [[ " ${must_write[*]} " == *" $name "* ]]; then bad "$name: exit $rc: $(head -n 2 "$tmp/out")"
-    elif grep -qE "^$src:[0-9]+:[0-9]+: error:" "$tmp/out"; then ok "$name: located error: $(head -n 1 "$tmp/out")"
+    elif grep -qE "^$input:[0-9]+:[0-9]+: error:" "$tmp/out"; then ok "$name: located error: $(head -n 1 "$tmp/out")"
     else bad "$name: exit $rc without a located error: $(head -n 2 "$tmp/out")"; fi
   elif ! "$BUILD/mplrun" --inspect "$job" > /dev/null 2> "$tmp/err"; then
     bad "$name: mplrun --inspect: $(head -n 2 "$tmp/err")"
   else ok "$name: job written and loaded"; fi
 done
+# GPT-2 small on the full mesh: 16 ranks, each with its memory and communication in the plan
+plan=$tmp/gpt2_mesh.plan
+if timeout 60 "$BUILD/mplc" examples/gpt2.mpl --mesh pp=4,tp=2,dp=2 --emit=plan > "$plan" 2>&1 &&
+   grep -q '^mesh: 16 ranks' "$plan" && [ "$(grep -c '^ranks .*: stages' "$plan")" = 4 ] &&
+   [ "$(grep -c 'arena (peak)' "$plan")" = 4 ] && grep -q 'tp_allreduce' "$plan" && grep -q 'dp_allreduce' "$plan"; then
+  ok "examples/gpt2.mpl at pp=4,tp=2,dp=2: the plan covers 16 ranks ($(grep -m1 'arena (peak)' "$plan" | sed 's/  */ /g'))"
+else bad "gpt2 at pp=4,tp=2,dp=2: $(head -n 3 "$plan")"; fi
+if timeout 60 "$BUILD/mplc" examples/gpt2.mpl --mesh pp=4,tp=2,dp=2 -o "$tmp/gpt2.job" > "$tmp/out" 2>&1 &&
+   "$BUILD/mplrun" --inspect "$tmp/gpt2.job" > "$tmp/inspect" 2>&1 && grep -q 'mesh: dp=2 pp=4 tp=2' "$tmp/inspect"; then
+  ok "examples/gpt2.mpl at pp=4,tp=2,dp=2: job written and loaded"
+else bad "gpt2 job at pp=4,tp=2,dp=2: $(head -n 2 "$tmp/out") $(head -n 2 "$tmp/inspect" 2>/dev/null)"; fi
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]

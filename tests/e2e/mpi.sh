@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # The MPI mode (one rank per process under mpirun) trains bit for bit like the threads
 # of one mplrun, for the same job, seed and --threads:
-#  - small_gpt on pp = 2 and parallel_gpt on dp=2,pp=2, tp=2 and dp=2,pp=2,tp=2: the
-#    --save files are identical (cmp) and so are the progress lines' losses;
+#  - small_gpt on pp = 2 and parallel_gpt on dp=2, tp=2, tp=4, dp=2,pp=2 and
+#    dp=2,pp=2,tp=2: the --save files are identical (cmp) and so are the progress lines'
+#    losses; the parallel_gpt params under mpirun are within 1e-5 relative error per
+#    tensor of the single-rank threads run (tp = dp = 1);
+#  - examples/gpt_tiny.mpl (its pp = 2, SGD in place of AdamW, see parallel.sh for why)
+#    at tp = 2 and dp = 2 under mpirun: params within 1e-5 of tp = dp = 1 on threads;
 #  - tiny_lm (llm.c tokens, AdamW, cosine lr, grad clip; pp = 2): 3 steps + --checkpoint
 #    under MPI, then --resume under MPI up to 6, equals 6 threads steps (cmp); the MPI
 #    checkpoint's files equal the threads checkpoint's;
@@ -10,7 +14,10 @@
 #  - --trace and --metrics under MPI: valid JSON with one row per rank, one line per step;
 #  - --mpi without mpirun runs a one-rank job (an MPI singleton);
 #  - a wrong -np is refused with a message naming the right one; a rank that fails
-#    (a missing --init file) ends the whole job: non-zero exit, no hang.
+#    (a missing --init file) ends the whole job: non-zero exit, no hang;
+#  - a rank killed with SIGKILL in the middle of training ends the whole job within
+#    15 s: mpirun exits non-zero (not timeout's 124), names the dead rank, and leaves
+#    no rank process behind.
 # Every mpirun runs under `timeout 60`: a hang is a failure (exit 124), not a stuck test.
 # Without mpirun, or with an mplrun built without MPI, the script says so and counts nothing.
 set -u
@@ -50,14 +57,21 @@ same() { # label, file a, file b
   if cmp -s "$2" "$3"; then ok "$1"; else bad "$1: $2 and $3 differ"; fi
 }
 losses() { grep -o '^step [0-9]*/[0-9]* | loss [^ ]*' "$1"; }
+# the worst tensor of a stcompare.py output: "NAME REL_ERR"
+worst() { awk '/max rel err/ { if ($NF + 0 >= w) { w = $NF + 0; n = $2 } } END { sub(/:$/, "", n); printf "%s %.2g", n, w }' "$1"; }
+near() { # label, file a, reference b: within 1e-5 relative error per tensor
+  if python3 tests/tools/stcompare.py "$2" "$3" 1e-5 > "$2.cmp"; then ok "$1 within 1e-5 (worst $(worst "$2.cmp"))"
+  else bad "$1: $(grep FAIL "$2.cmp" | head -n 3 | tr '\n' ' ')"; fi
+}
 
 # ---- threads vs processes: params and losses ----
-check_mesh() { # name, np, model, mplc args...
-  local name=$1 np=$2; shift 2
+check_mesh() { # name, np, single-rank params to match within 1e-5 (or -), model, mplc args...
+  local name=$1 np=$2 base=$3; shift 3
   compile "$name" "$@" || return
   threads "$name.t" "$tmp/$name.job" --save "$tmp/$name.t.st" || return
   mpi "$name.m" "$np" "$tmp/$name.job" --save "$tmp/$name.m.st" || return
   same "$name: mpirun -np $np gives the threads' params (bitwise)" "$tmp/$name.t.st" "$tmp/$name.m.st"
+  [ "$base" = - ] || near "$name: mpirun -np $np matches one rank on threads" "$tmp/$name.m.st" "$base"
   if [ -n "$(losses "$tmp/$name.t.log")" ] && [ "$(losses "$tmp/$name.t.log")" = "$(losses "$tmp/$name.m.log")" ]; then
     ok "$name: the same loss lines ($(losses "$tmp/$name.m.log" | tail -n 1))"
   else bad "$name: loss lines differ: $(losses "$tmp/$name.t.log" | tr '\n' ' ') vs $(losses "$tmp/$name.m.log" | tr '\n' ' ')"; fi
@@ -65,14 +79,29 @@ check_mesh() { # name, np, model, mplc args...
   if [ "$lines" = "$(grep -c '^step ' "$tmp/$name.t.log")" ]; then ok "$name: progress printed once (world rank 0 only)"
   else bad "$name: $lines progress lines under MPI"; fi
 }
-check_mesh small_pp2 2 tests/e2e/small_gpt.mpl --mesh pp=2
-check_mesh par_dp2_pp2 4 tests/e2e/parallel_gpt.mpl --mesh dp=2,pp=2
-check_mesh par_tp2 2 tests/e2e/parallel_gpt.mpl --mesh tp=2
-check_mesh par_dp2_pp2_tp2 8 tests/e2e/parallel_gpt.mpl --mesh dp=2,pp=2,tp=2
+check_mesh small_pp2 2 - tests/e2e/small_gpt.mpl --mesh pp=2
+if compile one tests/e2e/parallel_gpt.mpl && threads one.t "$tmp/one.job" -q --save "$tmp/one.t.st"; then
+  check_mesh par_dp2 2 "$tmp/one.t.st" tests/e2e/parallel_gpt.mpl --mesh dp=2
+  check_mesh par_tp2 2 "$tmp/one.t.st" tests/e2e/parallel_gpt.mpl --mesh tp=2
+  check_mesh par_tp4 4 "$tmp/one.t.st" tests/e2e/parallel_gpt.mpl --mesh tp=4
+  check_mesh par_dp2_pp2 4 "$tmp/one.t.st" tests/e2e/parallel_gpt.mpl --mesh dp=2,pp=2
+  check_mesh par_dp2_pp2_tp2 8 "$tmp/one.t.st" tests/e2e/parallel_gpt.mpl --mesh dp=2,pp=2,tp=2
+fi
 
 # ---- checkpoint and resume under MPI (token data, AdamW, cosine lr, grad clip) ----
 "$BUILD/mpltok" examples/data/tiny.txt "$tmp/tiny.bin" > /dev/null || { bad "mpltok"; finish; }
 D=(--data "$tmp/tiny.bin" -q)
+
+# ---- the GPT example at tp = 2 and dp = 2 under mpirun (params with SGD, 3 steps) ----
+sed 's/optimizer = adamw([^)]*)/optimizer = sgd(lr = 0.1, momentum = 0.9)/' examples/gpt_tiny.mpl > "$tmp/gpt_sgd.mpl"
+if compile gs1 "$tmp/gpt_sgd.mpl" && threads gs1 "$tmp/gs1.job" "${D[@]}" --steps 3 --save "$tmp/gs1.st"; then
+  for mesh in tp=2 dp=2; do
+    name=gs_${mesh/=/}
+    compile "$name" "$tmp/gpt_sgd.mpl" --mesh "$mesh" &&
+      mpi "$name" 4 "$tmp/$name.job" "${D[@]}" --steps 3 --save "$tmp/$name.st" &&
+      near "gpt_tiny (SGD) at $mesh under mpirun -np 4 matches tp = dp = 1 on threads" "$tmp/$name.st" "$tmp/gs1.st"
+  done
+fi
 if compile lm tests/e2e/tiny_lm.mpl &&
    threads lm6 "$tmp/lm.job" "${D[@]}" --steps 6 --save "$tmp/lm6.st" &&
    threads lm3t "$tmp/lm.job" "${D[@]}" --steps 3 --checkpoint "$tmp/ck_t" &&
@@ -110,7 +139,7 @@ EOF
 fi
 
 # ---- --mpi without mpirun: an MPI singleton runs a one-rank job ----
-if compile one tests/e2e/parallel_gpt.mpl && threads one.t "$tmp/one.job" -q --save "$tmp/one.t.st"; then
+if [ -f "$tmp/one.t.st" ]; then
   if timeout 60 "$MPLRUN" "$tmp/one.job" -q --threads 1 --mpi --save "$tmp/one.m.st" > "$tmp/one.m.log" 2>&1; then
     same "--mpi outside mpirun (a singleton) trains a one-rank job like threads" "$tmp/one.t.st" "$tmp/one.m.st"
   else bad "--mpi singleton: $(tail -n 3 "$tmp/one.m.log")"; fi
@@ -130,5 +159,39 @@ if [ $rc = 124 ]; then bad "a failing rank (missing --init) hangs the job"
 elif [ $rc = 0 ]; then bad "a missing --init file was accepted"
 elif grep -q 'mplrun: error: rank [01]: .*missing.safetensors' "$tmp/fail.log"; then ok "a failing rank ends the job (exit $rc): $(grep -m1 'mplrun: error' "$tmp/fail.log")"
 else bad "missing --init: no clear message: $(head -n 3 "$tmp/fail.log")"; fi
+
+# ---- a rank killed in the middle of training ends the job, naming it ----
+# The job would run for hours; once rank 0 has written its first metrics line, the
+# process of world rank 1 (OMPI_COMM_WORLD_RANK in its environment) gets SIGKILL.
+# mplrun itself says nothing: Open MPI's mpirun ends the other rank and names the dead
+# one ("mpirun noticed that process rank 1 with PID ... exited on signal 9 (Killed)").
+now() { date +%s.%N; }
+"${MPIRUN[@]}" -np 2 "$MPLRUN" "$tmp/small_pp2.job" -q --threads 1 --steps 10000000 --metrics "$tmp/kill.jsonl" > "$tmp/kill.log" 2>&1 &
+job=$!
+for _ in $(seq 300); do [ -s "$tmp/kill.jsonl" ] && break; kill -0 $job 2> /dev/null || break; sleep 0.1; done
+victim=
+for pid in $(pgrep -f "^$MPLRUN $tmp/small_pp2.job"); do
+  tr '\0' '\n' < "/proc/$pid/environ" 2> /dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1' && victim=$pid
+done
+if [ ! -s "$tmp/kill.jsonl" ] || [ -z "$victim" ]; then
+  bad "kill a rank: training did not start or rank 1's process was not found: $(tail -n 3 "$tmp/kill.log")"
+  kill $job 2> /dev/null; wait $job
+else
+  t0=$(now); kill -9 "$victim"
+  for _ in $(seq 150); do kill -0 $job 2> /dev/null || break; sleep 0.1; done
+  secs=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')
+  if kill -0 $job 2> /dev/null; then
+    bad "rank 1 killed: the job still runs $secs s later (a hang): $(tail -n 3 "$tmp/kill.log")"
+    kill $job; wait $job
+  else
+    wait $job; rc=$?
+    left=$(pgrep -f "^$MPLRUN $tmp/small_pp2.job" | tr '\n' ' ')
+    named=$(grep -m1 -o 'process rank 1 .*exited on signal 9[^.]*' "$tmp/kill.log")
+    if [ $rc = 0 ] || [ $rc = 124 ]; then bad "rank 1 killed: mpirun exit $rc after $secs s: $(tail -n 3 "$tmp/kill.log")"
+    elif [ -z "$named" ]; then bad "rank 1 killed: exit $rc after $secs s, but the output does not name rank 1: $(tail -n 4 "$tmp/kill.log" | tr '\n' ' ')"
+    elif [ -n "$left" ]; then bad "rank 1 killed: processes left running: $left"; kill $left 2> /dev/null
+    else ok "rank 1 killed with SIGKILL: the job ends in $secs s, exit $rc, naming it (\"$named\")"; fi
+  fi
+fi
 
 finish

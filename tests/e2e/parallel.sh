@@ -1,19 +1,33 @@
 #!/usr/bin/env bash
 # Data, tensor and pipeline parallelism give the same training as one rank: the small
 # GPT under several meshes (dp, tp, pp and their products, 1 to 8 rank threads)
-# matches the single-rank params after 3 steps within 1e-4 (partial sums are added
-# in another order, so not bitwise); ZeRO-1 is bitwise equal to plain data
-# parallelism; a dp x tp x pp run resumed from a checkpoint is bitwise equal to an
-# uninterrupted one; a mesh that does not divide the model is refused by mplc.
+# matches the single-rank params after 3 steps within 1e-5 relative error per tensor
+# (partial sums are added in another order, so not bitwise; the errors are ~5e-7);
+# ZeRO-1 is bitwise equal to plain data parallelism (SGD at dp = 2; AdamW with clipping at
+# dp = 2 and 4); a dp x tp x pp run resumed from a checkpoint is bitwise equal to an
+# uninterrupted one, and a ZeRO-1 checkpoint resumes under zero = 0 bitwise; a mesh that
+# does not divide the model is refused by mplc.
+# examples/gpt_tiny.mpl (pp = 2 as written) at tp = 2 and dp = 2: params after 3 steps
+# within 1e-5 of tp = dp = 1 with SGD, and the example as written (AdamW) at
+# dp = 2 x tp = 2 gives the same losses within 1e-5. Its params are not compared under
+# AdamW: the key bias of every c_attn has an analytically zero gradient (softmax ignores
+# a shift of all scores), so what the backward computes there is rounding noise, and
+# Adam's g / (sqrt(v) + eps) turns noise that differs in the last bits into updates that
+# differ by a few 1e-3 of the tensor's scale (measured after 3 steps: 3.3e-3 at tp = 2,
+# 1.4e-3 at dp = 2; a handful of elements of other weights, whose gradients are tiny,
+# reach 1e-4: Adam divides each gradient by its own magnitude). The losses agree to ~3e-7.
 set -u
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
+export MPL_STDLIB=$PWD/stdlib
 PY=${PYTHON:-python3}
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 pass=0; fail=0
 ok() { pass=$((pass + 1)); echo "ok   $*"; }
 bad() { fail=$((fail + 1)); echo "FAIL $*"; }
 model=tests/e2e/parallel_gpt.mpl
+# the worst tensor of a stcompare.py output: "NAME REL_ERR"
+worst() { awk '/max rel err/ { if ($NF + 0 >= w) { w = $NF + 0; n = $2 } } END { sub(/:$/, "", n); printf "%s %.2g", n, w }' "$1"; }
 
 run() { # name, mplc args..., then mplrun args after --
   local name=$1; shift
@@ -29,7 +43,7 @@ run base "$model" -- --save "$tmp/base.st" || bad "single rank: $(tail -n 3 "$tm
 for mesh in dp=2 tp=2 pp=2,tp=2 dp=2,tp=2 dp=2,pp=2,tp=2 tp=4; do
   name=m_${mesh//[=,]/_}
   if ! run "$name" "$model" --mesh "$mesh" -- --save "$tmp/$name.st"; then bad "$mesh: $(tail -n 3 "$tmp/$name.log")"; continue; fi
-  if "$PY" tests/tools/stcompare.py "$tmp/$name.st" "$tmp/base.st" 1e-4 > "$tmp/$name.cmp"; then ok "$mesh matches one rank ($(tail -n 1 "$tmp/$name.cmp"))"
+  if "$PY" tests/tools/stcompare.py "$tmp/$name.st" "$tmp/base.st" 1e-5 > "$tmp/$name.cmp"; then ok "$mesh matches one rank within 1e-5 (worst $(worst "$tmp/$name.cmp"))"
   else bad "$mesh differs: $(grep FAIL "$tmp/$name.cmp" | head -n 3)"; fi
 done
 
@@ -44,8 +58,22 @@ if run r6 "$tmp/resume.mpl" --mesh dp=2,pp=2,tp=2 -- --steps 6 --save "$tmp/r6.s
    cmp -s "$tmp/r6.st" "$tmp/r33.st"; then ok "dp x tp x pp with ZeRO-1 and AdamW: 3 + resume + 3 steps == 6 steps, bitwise"
 else bad "resume under dp=2,pp=2,tp=2 is not bitwise equal"; fi
 
+# ZeRO-1 (element chunks per replica) with AdamW and grad_clip against zero = 0 at the same
+# dp, bitwise; a ZeRO-1 checkpoint (whole state) resumed under zero = 0
+sed 's/sgd(lr = 0.5, momentum = 0.9)/adamw(lr = 1e-2)/' "$model" > "$tmp/adam.mpl"
+for dp in 2 4; do
+  if run "a$dp" "$tmp/adam.mpl" --mesh dp=$dp -- --save "$tmp/a$dp.st" && run "az$dp" "$tmp/resume.mpl" --mesh dp=$dp -- --save "$tmp/az$dp.st" &&
+     cmp -s "$tmp/a$dp.st" "$tmp/az$dp.st"; then ok "ZeRO-1 with AdamW and clipping bitwise equal to zero = 0 at dp=$dp"
+  else bad "ZeRO-1 with AdamW at dp=$dp differs from zero = 0: $(tail -n 2 "$tmp/az$dp.log")"; fi
+done
+if "$BUILD/mplrun" "$tmp/a2.job" -q --threads 1 --steps 6 --save "$tmp/a6.st" > /dev/null 2>&1 &&
+   "$BUILD/mplrun" "$tmp/az2.job" -q --threads 1 --steps 3 --checkpoint "$tmp/ckz" > /dev/null 2>&1 &&
+   "$BUILD/mplrun" "$tmp/a2.job" -q --threads 1 --steps 6 --resume "$tmp/ckz" --save "$tmp/az33.st" > /dev/null 2>&1 &&
+   cmp -s "$tmp/a6.st" "$tmp/az33.st"; then ok "dp=2: 3 ZeRO-1 steps, resumed under zero = 0 for 3 more == 6 zero = 0 steps, bitwise"
+else bad "a ZeRO-1 checkpoint resumed under zero = 0 is not bitwise equal to zero = 0 throughout"; fi
+
 sp=tests/e2e/tp_slice_param.mpl
-if run sp1 "$sp" --mesh tp=1 -- --save "$tmp/sp1.st" && run sp2 "$sp" -- --save "$tmp/sp2.st" &&
+if run sp1 "$sp" --mesh tp=1 -- --save "$tmp/sp1.st" && run sp2 "$sp" --allow-gather -- --save "$tmp/sp2.st" &&
    "$PY" tests/tools/stcompare.py "$tmp/sp2.st" "$tmp/sp1.st" 1e-6 > "$tmp/sp.cmp"; then ok "a replicated param sliced for tp trains like tp=1"
 else bad "sliced param under tp: $(tail -n 3 "$tmp/sp2.log") $(grep FAIL "$tmp/sp.cmp" 2>/dev/null | head -n 2)"; fi
 
@@ -53,8 +81,26 @@ else bad "sliced param under tp: $(tail -n 3 "$tmp/sp2.log") $(grep FAIL "$tmp/s
 [ -f examples/data/tiny.bin ] || "$BUILD/mpltok" examples/data/tiny.txt examples/data/tiny.bin > /dev/null
 sed 's/optimizer = adamw([^)]*)/optimizer = sgd(lr = 0.1)/' tests/e2e/tiny_lm.mpl > "$tmp/tok.mpl"
 if run tok1 "$tmp/tok.mpl" -- --steps 3 --save "$tmp/tok1.st" && run tok2 "$tmp/tok.mpl" --mesh dp=2 -- --steps 3 --save "$tmp/tok2.st" &&
-   "$PY" tests/tools/stcompare.py "$tmp/tok2.st" "$tmp/tok1.st" 1e-4 > "$tmp/tok.cmp"; then ok "token data on dp=2 x pp=2 trains like dp=1"
+   "$PY" tests/tools/stcompare.py "$tmp/tok2.st" "$tmp/tok1.st" 1e-5 > "$tmp/tok.cmp"; then ok "token data on dp=2 x pp=2 trains like dp=1 within 1e-5 (worst $(worst "$tmp/tok.cmp"))"
 else bad "token data under dp=2: $(tail -n 2 "$tmp/tok2.log") $(grep FAIL "$tmp/tok.cmp" 2>/dev/null | head -n 2)"; fi
+
+# the GPT example at tp = 2 and dp = 2 (on its pp = 2): params with SGD, losses as written
+sed 's/optimizer = adamw([^)]*)/optimizer = sgd(lr = 0.1, momentum = 0.9)/' examples/gpt_tiny.mpl > "$tmp/gpt_sgd.mpl"
+G=(-- --steps 3 --data examples/data/tiny.bin)
+if run gs1 "$tmp/gpt_sgd.mpl" "${G[@]}" --save "$tmp/gs1.st"; then
+  for mesh in tp=2 dp=2; do
+    name=gs_${mesh/=/}
+    if run "$name" "$tmp/gpt_sgd.mpl" --mesh "$mesh" "${G[@]}" --save "$tmp/$name.st" &&
+       "$PY" tests/tools/stcompare.py "$tmp/$name.st" "$tmp/gs1.st" 1e-5 > "$tmp/$name.cmp"; then
+      ok "gpt_tiny (SGD) at $mesh matches tp = dp = 1 within 1e-5 (worst $(worst "$tmp/$name.cmp"))"
+    else bad "gpt_tiny (SGD) at $mesh: $(tail -n 2 "$tmp/$name.log") $(grep FAIL "$tmp/$name.cmp" 2>/dev/null | head -n 3)"; fi
+  done
+else bad "gpt_tiny (SGD) at tp = dp = 1: $(tail -n 3 "$tmp/gs1.log")"; fi
+if run ga1 examples/gpt_tiny.mpl "${G[@]}" --metrics "$tmp/ga1.jsonl" &&
+   run ga2 examples/gpt_tiny.mpl --mesh dp=2,tp=2 "${G[@]}" --metrics "$tmp/ga2.jsonl" &&
+   "$PY" tests/tools/losscompare.py "$tmp/ga2.jsonl" "$tmp/ga1.jsonl" 1e-5 > "$tmp/ga.cmp"; then
+  ok "gpt_tiny (AdamW, as written) at dp=2,tp=2 has the losses of tp = dp = 1 ($(cut -c6- "$tmp/ga.cmp"))"
+else bad "gpt_tiny (AdamW) at dp=2,tp=2: $(tail -n 2 "$tmp/ga2.log") $(cat "$tmp/ga.cmp" 2>/dev/null)"; fi
 
 if "$BUILD/mplc" "$model" --mesh tp=3 -o "$tmp/bad.job" > "$tmp/bad.log" 2>&1; then bad "tp=3 accepted"
 elif grep -q "divisible\|divide" "$tmp/bad.log"; then ok "tp=3 refused: $(grep -m1 error "$tmp/bad.log")"

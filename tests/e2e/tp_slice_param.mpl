@@ -1,5 +1,6 @@
 # tp: a replicated param (b) sliced to meet a column-parallel product split in groups;
-# its gradient is gathered back. Must train exactly like tp = 1.
+# its gradient is gathered back; the split h meets a replicated w2, so it is all-gathered
+# (mplc --allow-gather). Must train exactly like tp = 1.
 mesh(tp = 2)
 model m(x: f32[B, 8], y: i32[B]) {
   param w: f32[8, 12] = normal(0.1) @shard(1, groups = 3)

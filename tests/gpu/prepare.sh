@@ -9,6 +9,8 @@
 # carry/checks.tsv, one check per line, tab-separated:
 #   compare NAME JOB FLAGS   3 steps on the GPU vs ref/NAME.safetensors (3 CPU steps)
 #   trains  NAME JOB FLAGS   10 steps on the GPU: the loss is finite and falls
+# carry/mpi.tsv, one run under mpirun (one process per rank on the GPU) per line:
+#   NAME NP JOB REF ENV FLAGS   3 steps vs ref/REF.safetensors; ENV is - or VAR=VALUE
 # carry/bench.tsv: NAME JOB d layers heads ctx batch (tests/bench/gpt.mpl configs).
 set -eu
 cd "$(dirname "$0")/../.."
@@ -49,12 +51,25 @@ RUNFLAGS="--devices cuda:0,0" compare gpt_pp2_shared tests/gpu/models/gpt_sgd.mp
 compare gpt_dp2 tests/gpu/models/gpt_sgd.mpl --mesh dp=2
 compare gpt_tp2 tests/gpu/models/gpt_sgd.mpl --mesh tp=2
 compare gpt_dp2_pp2_tp2 tests/e2e/parallel_gpt.mpl --mesh dp=2,pp=2,tp=2
+compare gpt_dp2_pp2 tests/gpu/models/gpt_sgd.mpl --mesh dp=2,pp=2
 compare tp_gather tests/gpu/models/tp_gather.mpl
 compare small_mlp tests/e2e/small_mlp.mpl
 compare recompute tests/e2e/recompute.mpl
 compare layers_on_devices examples/layers_on_devices.mpl
 trains mlp examples/mlp.mpl
 RUNFLAGS="--data tests/gpu/carry/tiny.bin" trains gpt_tiny examples/gpt_tiny.mpl
+
+# under mpirun, one process per rank: ranks that share the one GPU stage device buffers
+# through the host and MPI (plain `cuda` picks the GPU by the process's rank on its host);
+# MPL_NCCL=1 on one rank makes the NCCL communicator from an id broadcast over MPI
+: > "$C/mpi.tsv"
+mpi_case() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$C/mpi.tsv"; }
+mpi_case mpi_pp2_shared 2 jobs/gpt_pp2_1f1b.job gpt_pp2_1f1b - "--devices cuda:0,0"
+mpi_case mpi_pp2_local_rank 2 jobs/gpt_pp2_1f1b.job gpt_pp2_1f1b - "--devices cuda"
+mpi_case mpi_dp2_pp2_shared 4 jobs/gpt_dp2_pp2.job gpt_dp2_pp2 - "--devices cuda:0,0,0,0"
+mpi_case mpi_dp2_pp2_tp2_shared 8 jobs/gpt_dp2_pp2_tp2.job gpt_dp2_pp2_tp2 - "--devices cuda:0,0,0,0,0,0,0,0"
+mpi_case mpi_nccl_one_rank 1 jobs/gpt_pp1_1f1b.job gpt_pp1_1f1b MPL_NCCL=1 "--devices cuda"
+echo "prepared $(wc -l < "$C/mpi.tsv") MPI runs"
 
 # the bench GPT configs (tests/bench/gpt.mpl), one pipeline stage
 printf 'small\tjobs/bench_small.job\t384\t6\t6\t256\t8\n' > "$C/bench.tsv"

@@ -10,9 +10,12 @@
 # (max |gpu - cpu| / max |cpu| per tensor below 1e-4, float32, no TF32), runs every schedule
 # with the ranks sharing the GPU, dp and tp meshes (gpt_dp2, gpt_tp2, gpt_dp2_pp2_tp2, tp_gather; the
 # optimizer and the tp collectives on the device), checks that the other models train, that a bad device
-# fails cleanly, and benchmarks the bench GPT configs against PyTorch on the same GPU
-# (tokens/s, ratio, MFU). Every check prints PASS or FAIL; one table at the end; the exit
-# status is 1 if any check failed. Logs go to $OUT/gpu (or /tmp/mpl_gpu). About 3-5 minutes.
+# fails cleanly, runs jobs under mpirun with one process per rank on the GPU (carry/mpi.tsv:
+# host-staged MPI messages for ranks sharing the GPU, NCCL's id broadcast over MPI for one
+# rank) and the NCCL switch MPL_NCCL, and benchmarks the bench GPT configs against PyTorch
+# on the same GPU (tokens/s, ratio, MFU). Every check prints PASS or FAIL (or SKIP: no
+# mpirun, no NCCL, counted neither way); one table at the end; the exit status is 1 if any
+# check failed. Logs go to $OUT/gpu (or /tmp/mpl_gpu). About 3-5 minutes.
 set -u
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -58,8 +61,11 @@ fi
 # Without make: the same compile as the Makefile's cuda-only target, by hand.
 build_by_hand() {
   local o=$GB/cuda-only/obj defs="-DMPL_HAVE_CUDA -DMPL_CUDA_ONLY" libs="-lnvrtc -lcublas -lcudart -ldl"
-  if [ -f "$CUDA_HOME/include/nccl.h" ] && ls "$CUDA_HOME"/lib64/libnccl.so* > /dev/null 2>&1; then
-    defs="$defs -DMPL_HAVE_NCCL"; libs="$libs -lnccl"
+  if [ -n "$NCCL_INC" ] && [ -n "$NCCL_SO" ]; then
+    defs="$defs -DMPL_HAVE_NCCL -I$NCCL_INC"; libs="$libs -L$(dirname "$NCCL_SO") -Wl,-rpath,$(dirname "$NCCL_SO") -l:$(basename "$NCCL_SO")"
+  fi
+  if command -v mpicc > /dev/null; then
+    defs="$defs -DMPL_HAVE_MPI $(mpicc --showme:compile)"; libs="$libs $(mpicc --showme:link)"
   fi
   mkdir -p "$o"
   local objs=() f
@@ -72,16 +78,39 @@ build_by_hand() {
   cc -pthread -o "$MPLRUN" "${objs[@]}" -L"$CUDA_HOME/lib64" -Wl,-rpath,"$CUDA_HOME/lib64" $libs -lm
 }
 
+# NCCL's header: the toolkit's, the system's, or a Python wheel's (nvidia/nccl/include);
+# its library: the system's, or next to that header (a wheel's lib/)
+find_nccl() {
+  local d sp
+  for d in "$CUDA_HOME/include" /usr/include /usr/local/include; do
+    [ -f "$d/nccl.h" ] && { echo "$d"; return; }
+  done
+  for sp in $("$PY" -c 'import site, sys; print(" ".join(site.getsitepackages() + sys.path))' 2> /dev/null) \
+            /opt/torch/.venv/lib/python3*/site-packages; do
+    [ -f "$sp/nvidia/nccl/include/nccl.h" ] && { echo "$sp/nvidia/nccl/include"; return; }
+  done
+}
+NCCL_INC=$(find_nccl)
+NCCL_SO=$(ls "$CUDA_HOME"/lib64/libnccl.so* /usr/lib/*/libnccl.so* /usr/local/lib/libnccl.so* 2> /dev/null | head -n 1)
+[ -z "$NCCL_SO" ] && [ -n "$NCCL_INC" ] && NCCL_SO=$(ls "$NCCL_INC"/../lib/libnccl.so* 2> /dev/null | head -n 1)
+echo "nccl.h: ${NCCL_INC:-none}; libnccl: ${NCCL_SO:-none}; mpicc: $(command -v mpicc || echo none); mpirun: $(command -v mpirun || echo none)"
+
 echo "== build"
 rm -rf "$GB/cuda-only"
 t0=$(date +%s)
 if command -v make > /dev/null; then
-  make cuda-only BUILD="$GB" CUDA_HOME="$CUDA_HOME" -j"$(nproc)" > "$LOGS/build.log" 2>&1
+  nccl_vars=()
+  [ -n "$NCCL_INC" ] && [ -n "$NCCL_SO" ] && nccl_vars=(NCCL_INC="$NCCL_INC" NCCL_LIB="$(dirname "$NCCL_SO")")
+  make cuda-only BUILD="$GB" CUDA_HOME="$CUDA_HOME" ${nccl_vars[@]+"${nccl_vars[@]}"} -j"$(nproc)" > "$LOGS/build.log" 2>&1
 else
   build_by_hand > "$LOGS/build.log" 2>&1
 fi
+has_lib() { ldd "$MPLRUN" 2> /dev/null | grep -q "$1"; }
+yn() { if [ -n "$1" ]; then echo yes; else echo no; fi; }
+HAVE_MPI=; has_lib libmpi && HAVE_MPI=1
+HAVE_NCCL=; has_lib libnccl && HAVE_NCCL=1
 if [ -x "$MPLRUN" ]; then
-  ok build "make cuda-only in $(( $(date +%s) - t0 )) s, $(grep -c 'warning:' "$LOGS/build.log") warnings"
+  ok build "make cuda-only in $(( $(date +%s) - t0 )) s, $(grep -c 'warning:' "$LOGS/build.log") warnings, MPI $(yn "$HAVE_MPI"), NCCL $(yn "$HAVE_NCCL")"
 else
   bad build "$(grep -m 3 -E 'error|Error' "$LOGS/build.log" | tr '\n' ' ' | cut -c1-200)"
   tail -n 30 "$LOGS/build.log"
@@ -143,7 +172,100 @@ rc=$?
 if [ $rc = 1 ] && grep -q 'mplrun: error: .*does not exist' "$LOGS/baddev.log"; then ok bad_device "$(last_line "$LOGS/baddev.log")"
 else bad bad_device "exit $rc: $(last_line "$LOGS/baddev.log" 2)"; fi
 
-# ---- 3. the bench GPT configs against PyTorch ------------------------------------------------
+# ---- 3. MPI (one process per rank on the GPU) and NCCL ----------------------------------------
+echo "== MPI and NCCL"
+skip() { echo "SKIP $1: $2"; row "$1" SKIP "$2"; }
+mpi_skip=
+if ! command -v mpirun > /dev/null; then mpi_skip="mpirun is not installed"
+elif [ -z "$HAVE_MPI" ]; then bad mpi_build "mpirun is here, but mplrun was built without MPI (no mpicc? see $LOGS/build.log)"; mpi_skip="mplrun has no MPI"
+fi
+MPIRUN=(mpirun --oversubscribe --bind-to none)
+[ "$(id -u)" = 0 ] && MPIRUN+=(--allow-run-as-root)
+# containers often forbid the cross-memory attach of Open MPI's shared-memory copies
+export OMPI_MCA_btl_vader_single_copy_mechanism=none
+# mpi_run LOG SECONDS NP ENV CMD...: mpirun -np NP CMD with ENV (- or VAR=VALUE) for every process
+mpi_run() {
+  local log=$1 t=$2 np=$3 e=(); [ "$4" != - ] && e=("$4"); shift 4
+  env ${e[@]+"${e[@]}"} timeout "$t" "${MPIRUN[@]}" -np "$np" "$@" < /dev/null > "$log" 2>&1
+}
+errline() { grep -m 1 -iE 'error' "$1" | cut -c1-160; }
+
+while IFS=$'\t' read -r name np job ref env flags; do
+  [ -n "$name" ] || continue
+  if [ -n "$mpi_skip" ]; then skip "$name" "$mpi_skip"; continue; fi
+  if [ "$env" = MPL_NCCL=1 ] && [ -z "$HAVE_NCCL" ]; then skip "$name" "mplrun was built without NCCL"; continue; fi
+  log="$LOGS/$name.log"
+  # shellcheck disable=SC2086
+  mpi_run "$log" 180 "$np" "$env" "$MPLRUN" "$C/$job" $flags --steps 3 -q --save "$LOGS/$name.safetensors"
+  rc=$?
+  if [ $rc != 0 ]; then
+    bad "$name" "mpirun -np $np: exit $rc$([ $rc = 124 ] && echo ' (timed out: a hang)'): $(errline "$log")"; continue
+  fi
+  tag="mpirun -np $np $flags"; [ "$env" != - ] && tag="$env $tag"
+  if "$PY" tests/gpu/compare.py "$C/ref/$ref.safetensors" "$LOGS/$name.safetensors" 1e-4 < /dev/null > "$LOGS/$name.cmp" 2>&1; then
+    ok "$name" "$(last_line "$LOGS/$name.cmp") [$tag]"
+  else
+    bad "$name" "$(last_line "$LOGS/$name.cmp") [$tag]"
+  fi
+done < <([ -f "$C/mpi.tsv" ] && cat "$C/mpi.tsv")
+
+# expect_fail NAME LOG RC REGEX: a run that must fail: exit != 0, no hang, a line matching REGEX
+expect_fail() {
+  if [ "$3" = 124 ]; then bad "$1" "timed out (a hang): $(errline "$2")"
+  elif [ "$3" = 0 ]; then bad "$1" "exit 0: it should have failed"
+  elif grep -qE "$4" "$2"; then ok "$1" "exit $3: $(grep -m 1 -E "$4" "$2" | cut -c1-150)"
+  else bad "$1" "exit $3, no line matching '$4': $(last_line "$2" 2)"; fi
+}
+PP2=$C/jobs/gpt_pp2_1f1b.job PP1=$C/jobs/gpt_pp1_1f1b.job
+if [ -n "$mpi_skip" ]; then
+  skip mpi_rank_fails "$mpi_skip"; skip mpi_rank_killed "$mpi_skip"
+else
+  # a rank that fails (a missing --init file) ends the whole job
+  mpi_run "$LOGS/mpi_fail.log" 60 2 - "$MPLRUN" "$PP2" --devices cuda:0,0 --steps 1 -q --init "$LOGS/missing.safetensors"
+  expect_fail mpi_rank_fails "$LOGS/mpi_fail.log" $? 'mplrun: error: rank [01]: .*missing.safetensors'
+  # a rank killed in the middle of training ends the job (rank 0 is not left waiting on the GPU)
+  env timeout 90 "${MPIRUN[@]}" -np 2 "$MPLRUN" "$PP2" --devices cuda:0,0 --steps 100000000 -q \
+    --metrics "$LOGS/mpi_kill.jsonl" < /dev/null > "$LOGS/mpi_kill.log" 2>&1 &
+  job=$!
+  for _ in $(seq 600); do [ -s "$LOGS/mpi_kill.jsonl" ] && break; kill -0 $job 2> /dev/null || break; sleep 0.1; done
+  victim=
+  for pid in $(pgrep -f "^$MPLRUN $PP2"); do
+    tr '\0' '\n' < "/proc/$pid/environ" 2> /dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1' && victim=$pid
+  done
+  if [ -n "$victim" ] && [ -s "$LOGS/mpi_kill.jsonl" ]; then
+    t0=$(date +%s); kill -9 "$victim"; wait $job; rc=$?
+    if [ $rc = 124 ]; then bad mpi_rank_killed "rank 1 killed: the job did not end (a hang)"
+    elif [ $rc = 0 ]; then bad mpi_rank_killed "rank 1 killed: exit 0"
+    else ok mpi_rank_killed "rank 1 killed with SIGKILL: the job ends in $(( $(date +%s) - t0 )) s, exit $rc"; fi
+  else
+    kill $job 2> /dev/null; wait $job
+    bad mpi_rank_killed "training did not start or rank 1's process was not found: $(last_line "$LOGS/mpi_kill.log" 2)"
+  fi
+fi
+if [ -n "$mpi_skip" ] || [ -z "$HAVE_NCCL" ]; then
+  skip mpi_nccl_forced_shared "${mpi_skip:-mplrun was built without NCCL}"
+else # MPL_NCCL=1 with two ranks on one GPU: NCCL's own refusal, the job ends
+  mpi_run "$LOGS/mpi_nccl_shared.log" 30 2 MPL_NCCL=1 "$MPLRUN" "$PP2" --devices cuda:0,0 --steps 1 -q
+  expect_fail mpi_nccl_forced_shared "$LOGS/mpi_nccl_shared.log" $? 'mplrun: error: .*NCCL.*share a GPU'
+fi
+# the threads' NCCL: a one-rank communicator (ncclCommInitRank in a group, an all-reduce);
+# forced on two ranks of one GPU it fails with NCCL's message; a bad MPL_NCCL is refused
+if [ -z "$HAVE_NCCL" ]; then
+  skip nccl_threads_one_rank "mplrun was built without NCCL"; skip nccl_threads_forced_shared "mplrun was built without NCCL"
+else
+  if MPL_NCCL=1 timeout 120 "$MPLRUN" "$PP1" --devices cuda --steps 3 -q --save "$LOGS/nccl1.safetensors" < /dev/null > "$LOGS/nccl1.log" 2>&1 &&
+     "$PY" tests/gpu/compare.py "$C/ref/gpt_pp1_1f1b.safetensors" "$LOGS/nccl1.safetensors" 1e-4 > "$LOGS/nccl1.cmp" 2>&1; then
+    ok nccl_threads_one_rank "$(last_line "$LOGS/nccl1.cmp") [MPL_NCCL=1]"
+  else
+    bad nccl_threads_one_rank "$(last_line "$LOGS/nccl1.log" 2) $(last_line "$LOGS/nccl1.cmp" 2>/dev/null)"
+  fi
+  MPL_NCCL=1 timeout 30 "$MPLRUN" "$PP2" --devices cuda:0,0 --steps 1 -q < /dev/null > "$LOGS/nccl_shared.log" 2>&1
+  expect_fail nccl_threads_forced_shared "$LOGS/nccl_shared.log" $? 'mplrun: error: .*NCCL.*share a GPU'
+fi
+MPL_NCCL=yes timeout 60 "$MPLRUN" "$PP1" --devices cuda --steps 1 -q < /dev/null > "$LOGS/nccl_env.log" 2>&1
+expect_fail nccl_env_bad "$LOGS/nccl_env.log" $? "mplrun: error: .*MPL_NCCL must be 0, 1 or auto, not 'yes'"
+
+# ---- 4. the bench GPT configs against PyTorch ------------------------------------------------
 echo "== bench (mplrun vs PyTorch on this GPU)"
 BENCH="$LOGS/bench.tsv"
 : > "$BENCH"

@@ -8,7 +8,7 @@
  *  - the executor's path for devices with their own memory (gradients, clipping and the
  *    update through host copies, losses read at the end of the step, a sync per step),
  *    run with a stand-in device (the cpu backend flagged device_memory), gives the cpu
- *    path's bits: tied params across stages, clipping, SGD and AdamW, recompute;
+ *    path's bits: tied params across stages, clipping, SGD and AdamW, recompute, ZeRO-1;
  *  - the executor's path for devices that run the optimizer themselves (gradients and
  *    optimizer state in device memory, the ops copy_device .. adamw), run with a stand-in
  *    whose ops are optim.c's host functions, gives the cpu path's params and optimizer
@@ -311,22 +311,6 @@ static void check_device_matches_cpu(const char *model, const char *flags, const
   job_free(job);
 }
 
-START_TEST(test_device_memory_path_matches_cpu) {
-  MplDeviceOps fake = mpl_device_cpu_ops;
-  fake.name = "fake-device";
-  fake.device_memory = true;
-  fake.sync = fake_sync;
-  static const struct { const char *model, *flags; } cases[] = {
-      {"tests/gpu/models/gpt_sgd.mpl", "--mesh pp=2 --schedule 1f1b"},
-      {"tests/gpu/models/gpt_sgd.mpl", "--mesh pp=4 --schedule zb"},
-      {"tests/e2e/small_mlp.mpl", ""},
-      {"tests/e2e/recompute.mpl", ""},
-  };
-  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-    check_device_matches_cpu(cases[i].model, cases[i].flags, &fake, 2, "dm", i);
-}
-END_TEST
-
 /* Writes src with `extra` inserted after its line `after` into tmp_dir/name; returns the path. */
 static const char *model_with(const char *src, const char *after, const char *extra, const char *name) {
   static char path[PATH_MAX + 80];
@@ -349,6 +333,27 @@ static const char *model_with(const char *src, const char *after, const char *ex
   return path;
 }
 
+START_TEST(test_device_memory_path_matches_cpu) {
+  MplDeviceOps fake = mpl_device_cpu_ops;
+  fake.name = "fake-device";
+  fake.device_memory = true;
+  fake.sync = fake_sync;
+  char zero_sgd[PATH_MAX + 80], zero_adamw[PATH_MAX + 80];
+  snprintf(zero_sgd, sizeof zero_sgd, "%s", model_with("tests/gpu/models/gpt_sgd.mpl", "  steps = 3\n", "  zero = 1\n", "dm_zero_sgd"));
+  snprintf(zero_adamw, sizeof zero_adamw, "%s", model_with("tests/e2e/small_gpt.mpl", "  steps = 3\n", "  zero = 1\n", "dm_zero_adamw"));
+  const struct { const char *model, *flags; } cases[] = {
+      {"tests/gpu/models/gpt_sgd.mpl", "--mesh pp=2 --schedule 1f1b"},
+      {"tests/gpu/models/gpt_sgd.mpl", "--mesh pp=4 --schedule zb"},
+      {"tests/e2e/small_mlp.mpl", ""},
+      {"tests/e2e/recompute.mpl", ""},
+      {zero_sgd, "--mesh dp=2"},           /* ZeRO-1: chunks updated through host copies */
+      {zero_adamw, "--mesh dp=2,pp=2"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    check_device_matches_cpu(cases[i].model, cases[i].flags, &fake, 2, "dm", i);
+}
+END_TEST
+
 /* The device-optimizer path (state in "device" memory, sums, clipping and updates by the
  * device's ops) gives the cpu path's params and optimizer state, bit for bit. */
 START_TEST(test_device_optimizer_path_matches_cpu) {
@@ -362,9 +367,10 @@ START_TEST(test_device_optimizer_path_matches_cpu) {
   fake.scale_f32 = fake_scale;
   fake.sgd = fake_sgd;
   fake.adamw = fake_adamw;
-  char zero_model[PATH_MAX + 80];
+  char zero_model[PATH_MAX + 80], zero_adamw[PATH_MAX + 80];
   snprintf(zero_model, sizeof zero_model, "%s",
            model_with("tests/gpu/models/gpt_sgd.mpl", "  steps = 3\n", "  zero = 1\n", "gpt_zero"));
+  snprintf(zero_adamw, sizeof zero_adamw, "%s", model_with("tests/e2e/small_gpt.mpl", "  steps = 3\n", "  zero = 1\n", "gpt_zero_adamw"));
   const struct { const char *model, *flags; } cases[] = {
       {"tests/gpu/models/gpt_sgd.mpl", "--mesh pp=2 --schedule 1f1b"},
       {"tests/gpu/models/gpt_sgd.mpl", "--mesh pp=4 --schedule zb"},
@@ -377,6 +383,7 @@ START_TEST(test_device_optimizer_path_matches_cpu) {
       {"tests/gpu/models/tp_gather.mpl", ""},
       {"tests/gpu/models/tp_gather.mpl", "--mesh tp=2,pp=1,dp=2"},
       {zero_model, "--mesh dp=2"},
+      {zero_adamw, "--mesh dp=2,tp=2"}, /* ZeRO-1 chunks of tp parts, AdamW */
       {"tests/e2e/small_mlp.mpl", ""},
       {"tests/e2e/small_gpt.mpl", "--mesh pp=2"},
       {"tests/e2e/recompute.mpl", ""},
