@@ -10,7 +10,9 @@
  *  - Only values on a path from a differentiated leaf (every PARAM by default) to
  *    the loss get a backward ("active"); integer and bool values carry no gradient.
  *  - The contributions to a value's gradient are summed left to right in
- *    (consumer id, input slot) order, whatever order they were made in.
+ *    (consumer id, input slot) order, whatever order they were made in; an add of two
+ *    terms made on the same stage runs on that stage (so a value sent to a later stage
+ *    and used there several times gets one gradient back, not one per use).
  *  - A PARAM's gradient is never summed in the graph: every active use (consumer
  *    edge, in consumer id order) gets its own PARAM_GRAD sink, use = 0, 1, ...
  *  - Phase: a backward op all of whose consumer paths end in PARAM_GRAD sinks is
@@ -563,7 +565,12 @@ static int ad_total(Ad *a, int i) {
   if (n == 0) die("autodiff: active %%%d has no gradient", i);
   qsort(c, (size_t)n, sizeof *c, contrib_cmp);
   int sum = c[0].grad;
-  for (int k = 1; k < n; k++) sum = b_bin(a, OP_ADD, sum, c[k].grad);
+  for (int k = 1; k < n; k++) {
+    int st_sum = a->g->ops[sum]->stage, st_c = a->g->ops[c[k].grad]->stage;
+    sum = b_bin(a, OP_ADD, sum, c[k].grad);
+    /* contributions made on one other stage are summed there: one transfer back, not one each */
+    if (st_sum == st_c && st_c >= 0) a->g->ops[sum]->stage = st_c;
+  }
   return sum;
 }
 
