@@ -165,6 +165,27 @@ typedef struct CuDriver {
   CUresult (*error_string)(CUresult, const char **);
 } CuDriver;
 
+/*
+ * MPL_PROFILE=1: every kernel, product and optimizer launch on the compute stream is
+ * bracketed by two events; at each sync the elapsed times are added up per name, and when
+ * the device is freed a table goes to stderr (GPU time per kernel over the run, calls,
+ * share). The events cost a little time themselves: profile, then time without it.
+ */
+enum { PROF_GEMM, PROF_OPTIM, PROF_ACCUM, PROF_COPY, PROF__FIXED };
+static const char *const prof_fixed[PROF__FIXED] = {"cuBLAS sgemm", "optimizer, norms, scaling", "accumulate (saxpy)",
+                                                    "copies and zeroing"};
+typedef struct Prof {
+  bool on;
+  int nslots;                 /* PROF__FIXED + kernels */
+  char **names;               /* [nslots] */
+  double *ms;                 /* [nslots] */
+  int64_t *calls;             /* [nslots] */
+  cudaEvent_t *ev;            /* [2 * cap]: start, end of each pending launch */
+  int *slot;                  /* [cap] */
+  int n, cap;
+  double wall_ms;             /* GPU time from each step's first launch to its last */
+} Prof;
+
 typedef struct CudaDev {
   int dev;
   bool ready;                 /* streams and handle exist */
@@ -185,6 +206,7 @@ typedef struct CudaDev {
   CUfunction f_sgd, f_adamw, f_sumsq, f_sumsq_final, f_scale;
   double *partial;            /* [SUMSQ_PARTS] partial sums of squares */
   const atomic_int *stop;     /* set by an NCCL communicator: waits poll it (mpl_cuda_wait) */
+  Prof prof;                  /* MPL_PROFILE=1: GPU time per kernel */
 } CudaDev;
 
 static int cu_fail(CudaDev *cd, CUresult r, const char *what, const char *file, int line, MplErr *err) {
@@ -260,6 +282,8 @@ static int load_driver(CuDriver *drv, MplErr *err) {
 
 static int load_optim(CudaDev *cd, MplErr *err);
 static int launch_on_compute(CudaDev *cd, CUfunction f, int64_t blocks, int block, void **params, MplErr *err);
+static void prof_harvest(CudaDev *cd);
+static void prof_report(CudaDev *cd);
 
 /* Streams, events and the cuBLAS handle of device cd->dev (already current). */
 static int setup_device(CudaDev *cd, bool tf32, MplErr *err) {
@@ -314,6 +338,8 @@ static void cuda_free(MplDevice *d) {
     CUDA_SOFT(cudaStreamSynchronize(cd->compute));
     CUDA_SOFT(cudaStreamSynchronize(cd->comm));
   }
+  prof_harvest(cd);
+  if (cd->prof.nslots) prof_report(cd);
   if (cd->blas_ready) cublasDestroy(cd->blas);
   if (cd->partial) CUDA_SOFT(cudaFree(cd->partial));
   if (cd->mod && cd->drv.unload) cd->drv.unload(cd->mod);
@@ -355,6 +381,113 @@ static void cuda_arena_free(MplDevice *d, void *base) {
   if (!cd || !base) return;
   CUDA_SOFT(cudaSetDevice(cd->dev));
   CUDA_SOFT(cudaFreeAsync(base, cd->compute));
+}
+
+/* ---- MPL_PROFILE -------------------------------------------------------------------------- */
+
+static void prof_off(Prof *p, const char *why) {
+  fprintf(stderr, "mplrun: warning: MPL_PROFILE: %s; profiling stopped\n", why);
+  p->on = false;
+}
+
+/* The slots: the fixed ones, then one per kernel of the job (names copied). */
+static void prof_setup(CudaDev *cd, const JobKernels *k) {
+  Prof *p = &cd->prof;
+  const char *env = getenv("MPL_PROFILE");
+  if (!env || strcmp(env, "1") || p->nslots) return;
+  p->nslots = PROF__FIXED + (k ? k->nkernels : 0);
+  p->names = mpl_calloc((size_t)p->nslots, sizeof *p->names);
+  p->ms = mpl_calloc((size_t)p->nslots, sizeof *p->ms);
+  p->calls = mpl_calloc((size_t)p->nslots, sizeof *p->calls);
+  if (!p->names || !p->ms || !p->calls) return prof_off(p, "out of memory");
+  p->on = true;
+  for (int i = 0; i < p->nslots && p->on; i++)
+    if (!(p->names[i] = mpl_strdup(i < PROF__FIXED ? prof_fixed[i] : k->names[i - PROF__FIXED])))
+      prof_off(p, "out of memory");
+}
+
+static void prof_begin(CudaDev *cd, int slot) {
+  Prof *p = &cd->prof;
+  if (!p->on) return;
+  if (p->n == p->cap) {
+    int cap = p->cap ? 2 * p->cap : 512;
+    cudaEvent_t *ev = mpl_realloc(p->ev, sizeof *ev * 2 * (size_t)cap);
+    if (!ev) return prof_off(p, "out of memory");
+    p->ev = ev;
+    int *sl = mpl_realloc(p->slot, sizeof *sl * (size_t)cap);
+    if (!sl) return prof_off(p, "out of memory");
+    p->slot = sl;
+    for (int i = 2 * p->cap; i < 2 * cap; i++)
+      if (cudaEventCreate(&p->ev[i]) != cudaSuccess) {
+        cudaGetLastError();
+        for (int j = 2 * p->cap; j < i; j++) CUDA_SOFT(cudaEventDestroy(p->ev[j]));
+        return prof_off(p, "cannot create CUDA events");
+      }
+    p->cap = cap;
+  }
+  p->slot[p->n] = slot;
+  CUDA_SOFT(cudaEventRecord(p->ev[2 * p->n], cd->compute));
+}
+
+static void prof_end(CudaDev *cd) {
+  Prof *p = &cd->prof;
+  if (!p->on) return;
+  CUDA_SOFT(cudaEventRecord(p->ev[2 * p->n + 1], cd->compute));
+  p->n++;
+}
+
+/* After the compute stream is idle: the pending launches' times, added per slot. */
+static void prof_harvest(CudaDev *cd) {
+  Prof *p = &cd->prof;
+  if (!p->on) return;
+  for (int i = 0; i < p->n; i++) {
+    float ms = 0, gap = 0;
+    if (cudaEventElapsedTime(&ms, p->ev[2 * i], p->ev[2 * i + 1]) != cudaSuccess) {
+      cudaGetLastError();
+      continue;
+    }
+    if (i > 0 && cudaEventElapsedTime(&gap, p->ev[2 * i - 1], p->ev[2 * i]) != cudaSuccess) cudaGetLastError(), gap = 0;
+    p->wall_ms += ms + gap;
+    p->ms[p->slot[i]] += ms;
+    p->calls[p->slot[i]]++;
+  }
+  p->n = 0;
+}
+
+/* The table (GPU time per kernel over the run, the largest first), then the slots freed. */
+static void prof_report(CudaDev *cd) {
+  Prof *p = &cd->prof;
+  int *order = mpl_malloc(sizeof(int) * (size_t)p->nslots);
+  if (order) {
+    double total = 0;
+    int64_t calls = 0;
+    for (int i = 0; i < p->nslots; i++) { /* insertion sort, the largest time first */
+      int j = i;
+      for (; j > 0 && p->ms[order[j - 1]] < p->ms[i]; j--) order[j] = order[j - 1];
+      order[j] = i;
+      total += p->ms[i], calls += p->calls[i];
+    }
+    fprintf(stderr,
+            "MPL_PROFILE device %d: %lld launches, %.3f ms of GPU time in them, %.3f ms from each sync's first "
+            "launch to its last (the difference: the GPU waiting for launches)\n",
+            cd->dev, (long long)calls, total, p->wall_ms);
+    fprintf(stderr, "  %10s %8s %9s %6s  %s\n", "ms", "calls", "us/call", "share", "kernel");
+    for (int k = 0; k < p->nslots; k++) {
+      int i = order[k];
+      if (!p->calls[i]) continue;
+      fprintf(stderr, "  %10.3f %8lld %9.1f %5.1f%%  %s\n", p->ms[i], (long long)p->calls[i],
+              1e3 * p->ms[i] / (double)p->calls[i], total > 0 ? 100 * p->ms[i] / total : 0, p->names[i]);
+    }
+  }
+  mpl_free(order);
+  for (int i = 0; i < 2 * p->cap; i++) CUDA_SOFT(cudaEventDestroy(p->ev[i]));
+  for (int i = 0; i < p->nslots && p->names; i++) mpl_free(p->names[i]);
+  mpl_free(p->names);
+  mpl_free(p->ms);
+  mpl_free(p->calls);
+  mpl_free(p->ev);
+  mpl_free(p->slot);
+  *p = (Prof){0};
 }
 
 /* ---- kernels ---------------------------------------------------------------------------- */
@@ -452,6 +585,7 @@ static int cuda_load_kernels(MplDevice *d, const JobKernels *k, MplErr *err) {
     CUresult r = cd->drv.get_function(&cd->fn[i], cd->mod, k->names[i]);
     if (r != CUDA_SUCCESS) return cu_fail(cd, r, k->names[i], __FILE__, __LINE__, err);
   }
+  prof_setup(cd, k);
   cd->nfn = k->nkernels;
   return MPL_OK;
 }
@@ -483,7 +617,10 @@ static int cuda_launch(MplDevice *d, int kernel, void **args, int nargs, const i
   int block = block_for(cd, n_outer);
   int64_t blocks = (n_outer + block - 1) / block;
   if (blocks > cd->max_blocks) blocks = cd->max_blocks;
-  return launch_on_compute(cd, cd->fn[kernel], blocks, block, cd->params, err);
+  prof_begin(cd, PROF__FIXED + kernel);
+  int st = launch_on_compute(cd, cd->fn[kernel], blocks, block, cd->params, err);
+  prof_end(cd);
+  return st;
 }
 
 static int cuda_kernel(MplDevice *d, MplKernelFn fn, void **args, const int64_t *scalars, int64_t n_outer,
@@ -506,11 +643,13 @@ static int cuda_gemm(MplDevice *d, const JobStep *s, const float *a, const float
   float *C = c + s->off_c;
   cublasOperation_t opb = s->tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = s->ta ? CUBLAS_OP_T : CUBLAS_OP_N;
   CUDA_CHECK(cudaSetDevice(cd->dev));
-  if (batch == 1)
-    CUBLAS_CHECK(cublasSgemm(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B, ldb, A, lda, &beta, C, ldc));
-  else
-    CUBLAS_CHECK(cublasSgemmStridedBatched(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B, ldb,
-                                           s->stride_b, A, lda, s->stride_a, &beta, C, ldc, s->stride_c, (int)batch));
+  prof_begin(cd, PROF_GEMM);
+  cublasStatus_t st =
+      batch == 1 ? cublasSgemm(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B, ldb, A, lda, &beta, C, ldc)
+                 : cublasSgemmStridedBatched(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B, ldb,
+                                             s->stride_b, A, lda, s->stride_a, &beta, C, ldc, s->stride_c, (int)batch);
+  prof_end(cd);
+  CUBLAS_CHECK(st);
   return MPL_OK;
 }
 
@@ -521,7 +660,10 @@ static int cuda_accum_f32(MplDevice *d, float *acc, const float *src, int64_t n,
   CUDA_CHECK(cudaSetDevice(cd->dev));
   for (int64_t i = 0; i < n; i += (1 << 30)) {
     int64_t k = n - i < (1 << 30) ? n - i : (1 << 30);
-    CUBLAS_CHECK(cublasSaxpy(cd->blas, (int)k, &one, src + i, 1, acc + i, 1));
+    prof_begin(cd, PROF_ACCUM);
+    cublasStatus_t st = cublasSaxpy(cd->blas, (int)k, &one, src + i, 1, acc + i, 1);
+    prof_end(cd);
+    CUBLAS_CHECK(st);
   }
   return MPL_OK;
 }
@@ -530,7 +672,10 @@ static int cuda_zero(MplDevice *d, void *dst, size_t bytes, MplErr *err) {
   CudaDev *cd = d->impl;
   if (!bytes) return MPL_OK;
   CUDA_CHECK(cudaSetDevice(cd->dev));
-  CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, cd->compute));
+  prof_begin(cd, PROF_COPY);
+  cudaError_t st = cudaMemsetAsync(dst, 0, bytes, cd->compute);
+  prof_end(cd);
+  CUDA_CHECK(st);
   return MPL_OK;
 }
 
@@ -580,6 +725,7 @@ static int cuda_sync(MplDevice *d, MplErr *err) {
   if (mpl_cuda_wait(cd->comm, NULL, cd->stop, err) != MPL_OK || mpl_cuda_wait(cd->compute, NULL, cd->stop, err) != MPL_OK)
     return MPL_ERR;
   CUDA_CHECK(cudaGetLastError());
+  prof_harvest(cd);
   return MPL_OK;
 }
 
@@ -632,6 +778,14 @@ static int launch_on_compute(CudaDev *cd, CUfunction f, int64_t blocks, int bloc
   return MPL_OK;
 }
 
+/* launch_on_compute of an optimizer kernel, profiled as one. */
+static int launch_optim(CudaDev *cd, CUfunction f, int64_t blocks, int block, void **params, MplErr *err) {
+  prof_begin(cd, PROF_OPTIM);
+  int st = launch_on_compute(cd, f, blocks, block, params, err);
+  prof_end(cd);
+  return st;
+}
+
 /* Blocks of BLOCK threads for an elementwise loop over n (grid-stride past max_blocks). */
 static int64_t elementwise_blocks(const CudaDev *cd, int64_t n) {
   int64_t b = (n + BLOCK - 1) / BLOCK;
@@ -642,7 +796,10 @@ static int cuda_copy_device(MplDevice *d, void *dst, const void *src, size_t byt
   CudaDev *cd = d->impl;
   if (!bytes || dst == src) return MPL_OK;
   CUDA_CHECK(cudaSetDevice(cd->dev));
-  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cd->compute));
+  prof_begin(cd, PROF_COPY);
+  cudaError_t st = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cd->compute);
+  prof_end(cd);
+  CUDA_CHECK(st);
   return MPL_OK;
 }
 
@@ -651,7 +808,10 @@ static int cuda_copy_2d(MplDevice *d, void *dst, size_t dpitch, const void *src,
   CudaDev *cd = d->impl;
   if (!width || !height) return MPL_OK;
   CUDA_CHECK(cudaSetDevice(cd->dev));
-  CUDA_CHECK(cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height, cudaMemcpyDeviceToDevice, cd->compute));
+  prof_begin(cd, PROF_COPY);
+  cudaError_t st = cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height, cudaMemcpyDeviceToDevice, cd->compute);
+  prof_end(cd);
+  CUDA_CHECK(st);
   return MPL_OK;
 }
 
@@ -664,9 +824,9 @@ static int cuda_sumsq_f64(MplDevice *d, const float *g, int64_t n, double *out, 
   long long nn = (long long)n;
   int np = (int)parts;
   void *a1[] = {(void *)&g, &nn, &cd->partial};
-  if (launch_on_compute(cd, cd->f_sumsq, parts, BLOCK, a1, err) != MPL_OK) return MPL_ERR;
+  if (launch_optim(cd, cd->f_sumsq, parts, BLOCK, a1, err) != MPL_OK) return MPL_ERR;
   void *a2[] = {&cd->partial, &np, &out};
-  return launch_on_compute(cd, cd->f_sumsq_final, 1, BLOCK, a2, err);
+  return launch_optim(cd, cd->f_sumsq_final, 1, BLOCK, a2, err);
 }
 
 static int cuda_scale_f32(MplDevice *d, float *g, int64_t n, float coef, MplErr *err) {
@@ -674,7 +834,7 @@ static int cuda_scale_f32(MplDevice *d, float *g, int64_t n, float coef, MplErr 
   if (n <= 0) return MPL_OK;
   long long nn = (long long)n;
   void *a[] = {&g, &nn, &coef};
-  return launch_on_compute(cd, cd->f_scale, elementwise_blocks(cd, n), BLOCK, a, err);
+  return launch_optim(cd, cd->f_scale, elementwise_blocks(cd, n), BLOCK, a, err);
 }
 
 static int cuda_sgd(MplDevice *d, float *p, const float *g, float *buf, int64_t n, double lr, double momentum,
@@ -685,7 +845,7 @@ static int cuda_sgd(MplDevice *d, float *p, const float *g, float *buf, int64_t 
   float neg_lr = (float)-lr, mom = (float)momentum; /* as mpl_sgd_update rounds them */
   int mode = (momentum == 0 || !buf) ? 0 : first_step ? 1 : 2;
   void *a[] = {&p, (void *)&g, &buf, &nn, &neg_lr, &mom, &mode};
-  return launch_on_compute(cd, cd->f_sgd, elementwise_blocks(cd, n), BLOCK, a, err);
+  return launch_optim(cd, cd->f_sgd, elementwise_blocks(cd, n), BLOCK, a, err);
 }
 
 static int cuda_adamw(MplDevice *d, float *p, const float *g, float *m, float *v, int64_t n, double lr, double beta1,
@@ -698,7 +858,7 @@ static int cuda_adamw(MplDevice *d, float *p, const float *g, float *m, float *v
   int do_decay = s.do_decay, small = s.small;
   void *a[] = {&p,         (void *)&g, &m,     &v,          &nn,   &s.decay,  &s.w1,  &s.b2,
                &s.w2,      &s.neg_step, &s.bc2_sqrt, &s.eps, &do_decay, &small};
-  return launch_on_compute(cd, cd->f_adamw, elementwise_blocks(cd, n), BLOCK, a, err);
+  return launch_optim(cd, cd->f_adamw, elementwise_blocks(cd, n), BLOCK, a, err);
 }
 
 const MplDeviceOps mpl_device_cuda_ops = {

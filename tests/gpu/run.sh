@@ -13,7 +13,7 @@
 # fails cleanly, runs jobs under mpirun with one process per rank on the GPU (carry/mpi.tsv:
 # host-staged MPI messages for ranks sharing the GPU, NCCL's id broadcast over MPI for one
 # rank) and the NCCL switch MPL_NCCL, and benchmarks the bench GPT configs against PyTorch
-# on the same GPU (tokens/s, ratio, MFU). Every check prints PASS or FAIL (or SKIP: no
+# on the same GPU (tokens/s, ratio, MFU) with a GPU time per kernel (MPL_PROFILE=1). Every check prints PASS or FAIL (or SKIP: no
 # mpirun, no NCCL, counted neither way); one table at the end; the exit status is 1 if any
 # check failed. Logs go to $OUT/gpu (or /tmp/mpl_gpu). About 3-5 minutes.
 set -u
@@ -42,6 +42,7 @@ finish() {
   echo "================ MPL GPU results ================"
   cat "$ROWS"
   [ -s "$LOGS/bench.txt" ] && { echo; cat "$LOGS/bench.txt"; }
+  for f in "$LOGS"/profile_*.txt; do [ -s "$f" ] && { echo; echo "$(basename "$f" .txt), the kernels with most GPU time:"; grep -A 12 '^MPL_PROFILE' "$f" | cut -c1-150; }; done
   echo
   echo "gpu: $pass passed, $fail failed (logs in $LOGS)"
   [ "$fail" = 0 ]
@@ -301,6 +302,16 @@ while IFS=$'\t' read -r name job d layers heads ctx batch; do
     fi
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$prec" "$d" "$layers" "$heads" "$ctx" "$batch" "$ms" "$tms" >> "$BENCH"
   done
+done < "$C/bench.tsv"
+
+# where the time goes: GPU time per kernel (MPL_PROFILE=1) for each bench config in fp32
+while IFS=$'\t' read -r name job _; do
+  [ -n "$name" ] || continue
+  prof="$LOGS/profile_$name.txt"
+  if MPL_PROFILE=1 timeout 120 "$MPLRUN" "$C/$job" --devices cuda --steps 4 -q < /dev/null > "$prof" 2>&1 &&
+     grep -q '^MPL_PROFILE device 0: [1-9]' "$prof"; then
+    ok "profile_$name" "$(grep -m1 '^MPL_PROFILE' "$prof" | sed 's/^MPL_PROFILE device 0: //' | cut -c1-110)"
+  else bad "profile_$name" "$(last_line "$prof" 2)"; fi
 done < "$C/bench.tsv"
 
 # tokens/s, ratio and MFU (6N + 12 L d T flops per token; peak FP32 67 TFLOPS and TF32 495
