@@ -167,9 +167,10 @@ typedef struct CuDriver {
 
 /*
  * MPL_PROFILE=1: every kernel, product and optimizer launch on the compute stream is
- * bracketed by two events; at each sync the elapsed times are added up per name, and when
- * the device is freed a table goes to stderr (GPU time per kernel over the run, calls,
- * share). The events cost a little time themselves: profile, then time without it.
+ * bracketed by two events; at each sync (the end of a step) the elapsed times are added
+ * up per name, the first step's left out, and when the device is freed a table goes to
+ * stderr (GPU time per kernel over the other steps, calls, share). The events cost a
+ * little time themselves: profile, then time without it.
  */
 enum { PROF_GEMM, PROF_OPTIM, PROF_ACCUM, PROF_COPY, PROF__FIXED };
 static const char *const prof_fixed[PROF__FIXED] = {"cuBLAS sgemm", "optimizer, norms, scaling", "accumulate (saxpy)",
@@ -183,6 +184,7 @@ typedef struct Prof {
   cudaEvent_t *ev;            /* [2 * cap]: start, end of each pending launch */
   int *slot;                  /* [cap] */
   int n, cap;
+  int harvests;               /* syncs so far: the first (the warm-up step) is not counted */
   double wall_ms;             /* GPU time from each step's first launch to its last */
 } Prof;
 
@@ -436,11 +438,13 @@ static void prof_end(CudaDev *cd) {
   p->n++;
 }
 
-/* After the compute stream is idle: the pending launches' times, added per slot. */
+/* After the compute stream is idle: the pending launches' times, added per slot (not
+ * those before the first sync: cuBLAS and the pool warm up in the first step). */
 static void prof_harvest(CudaDev *cd) {
   Prof *p = &cd->prof;
   if (!p->on) return;
-  for (int i = 0; i < p->n; i++) {
+  bool counted = p->harvests++ > 0;
+  for (int i = 0; i < p->n && counted; i++) {
     float ms = 0, gap = 0;
     if (cudaEventElapsedTime(&ms, p->ev[2 * i], p->ev[2 * i + 1]) != cudaSuccess) {
       cudaGetLastError();
@@ -468,9 +472,9 @@ static void prof_report(CudaDev *cd) {
       total += p->ms[i], calls += p->calls[i];
     }
     fprintf(stderr,
-            "MPL_PROFILE device %d: %lld launches, %.3f ms of GPU time in them, %.3f ms from each sync's first "
-            "launch to its last (the difference: the GPU waiting for launches)\n",
-            cd->dev, (long long)calls, total, p->wall_ms);
+            "MPL_PROFILE device %d, %d steps after the first: %lld launches, %.3f ms of GPU time in them, %.3f ms "
+            "from each step's first launch to its last (the difference: the GPU waiting)\n",
+            cd->dev, p->harvests > 0 ? p->harvests - 1 : 0, (long long)calls, total, p->wall_ms);
     fprintf(stderr, "  %10s %8s %9s %6s  %s\n", "ms", "calls", "us/call", "share", "kernel");
     for (int k = 0; k < p->nslots; k++) {
       int i = order[k];
