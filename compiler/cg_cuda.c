@@ -4,7 +4,13 @@
  *
  * Each kernel is `extern "C" __global__ void NAME(T0 *a0, ..., long long seed,
  * long long step, long long mb, long long n_outer)`: one thread per outer iteration
- * in a grid-stride loop, so any launch shape computes the same values.
+ * in a grid-stride loop, so any launch shape computes the same values. A kernel with a
+ * lane loop (kir_lane_loop) runs a warp per outer iteration instead and says so with
+ * `__constant__ int NAME_lanes = 32` (the runtime launches 32 threads per iteration):
+ * lane l computes the lane loop's partial p_l, xor shuffles combine the partials in the
+ * IR's order and lane 0's result is broadcast; loops without a value split their
+ * iterations over the lanes; block 0's stores are lane 0's, and __syncwarp() orders the
+ * lanes' memory between top-level loops.
  *
  * Invariants: the arithmetic is the IR's, one C operation per IR instruction in the
  * same order (the same bits as the CPU up to libm vs CUDA math functions); NVRTC
@@ -121,6 +127,7 @@ static void emit_expr(FILE *f, const Kernel *k, const KInstr *in) {
 }
 
 static void emit_block(FILE *f, const Kernel *k, const KBlock *bl, int ind);
+static void emit_instr(FILE *f, const Kernel *k, int id, int ind);
 
 /* acc = acc OP x for a reduction loop's accumulator. */
 static void emit_accumulate(FILE *f, const KInstr *in, int id) {
@@ -129,6 +136,56 @@ static void emit_accumulate(FILE *f, const KInstr *in, int id) {
                                       ctype(in->type), id, in->b);
   else if (in->type == KT_F32) fprintf(f, "v%d = mpl_maxf(v%d, v%d);\n", id, id, in->b);
   else fprintf(f, "v%d = v%d > v%d ? v%d : v%d;\n", id, id, in->b, id, in->b);
+}
+
+/* a = a OP b for the reduction of loop `in`, on named values. */
+static void emit_combine(FILE *f, const KInstr *in, const char *a, const char *b) {
+  if (in->red == KR_SUM && in->type == KT_F32) fprintf(f, "%s = %s + %s;\n", a, a, b);
+  else if (in->red == KR_SUM) fprintf(f, "%s = (%s)((unsigned long long)%s + (unsigned long long)%s);\n", a,
+                                      ctype(in->type), a, b);
+  else if (in->type == KT_F32) fprintf(f, "%s = mpl_maxf(%s, %s);\n", a, a, b);
+  else fprintf(f, "%s = %s > %s ? %s : %s;\n", a, a, b, a, b);
+}
+
+/* A lane loop in a warp kernel (see the header): lane l's partial, the xor tree, lane 0's
+ * result broadcast, then acc = init OP it. */
+static void emit_lane_loop(FILE *f, const Kernel *k, int id, int ind) {
+  const KInstr *in = &k->ins[id];
+  char p[32], y[32], q[32];
+  snprintf(p, sizeof p, "p%d", id);
+  snprintf(y, sizeof y, "v%d", in->b);
+  snprintf(q, sizeof q, "q%d", id);
+  indent(f, ind);
+  fprintf(f, "%s v%d = v%d, %s;\n", ctype(in->type), id, in->a, p);
+  indent(f, ind);
+  fprintf(f, "{\n");
+  indent(f, ind + 2);
+  fprintf(f, "long long k%d = lane;\n", id);
+  emit_block(f, k, &in->body, ind + 2);
+  indent(f, ind + 2);
+  fprintf(f, "%s = v%d;\n", p, in->b);
+  indent(f, ind);
+  fprintf(f, "}\n");
+  indent(f, ind);
+  fprintf(f, "for (long long k%d = lane + %d; k%d < %lldLL; k%d += %d) {\n", id, KIR_LANES, id, (long long)in->imm, id,
+          KIR_LANES);
+  emit_block(f, k, &in->body, ind + 2);
+  indent(f, ind + 2);
+  emit_combine(f, in, p, y);
+  indent(f, ind);
+  fprintf(f, "}\n");
+  indent(f, ind);
+  fprintf(f, "for (int s = %d; s > 0; s >>= 1) {\n", KIR_LANES / 2);
+  indent(f, ind + 2);
+  fprintf(f, "%s %s = __shfl_xor_sync(0xffffffffu, %s, s);\n", ctype(in->type), q, p);
+  indent(f, ind + 2);
+  emit_combine(f, in, p, q);
+  indent(f, ind);
+  fprintf(f, "}\n");
+  indent(f, ind);
+  fprintf(f, "%s = __shfl_sync(0xffffffffu, %s, 0);\n", p, p);
+  indent(f, ind);
+  emit_combine(f, in, (snprintf(y, sizeof y, "v%d", id), y), p);
 }
 
 static void emit_loop(FILE *f, const Kernel *k, int id, int ind) {
@@ -146,6 +203,34 @@ static void emit_loop(FILE *f, const Kernel *k, int id, int ind) {
   }
   indent(f, ind);
   fprintf(f, "}\n");
+}
+
+/* Block 0 of a warp kernel: lane loops, lane-split loops, lane 0's stores. */
+static void emit_warp_top(FILE *f, const Kernel *k, int id, int ind) {
+  const KInstr *in = &k->ins[id];
+  if (kir_lane_loop(k, id)) {
+    emit_lane_loop(f, k, id, ind);
+    return;
+  }
+  if (in->op == KI_LOOP && in->red == KR_NONE) {
+    indent(f, ind);
+    fprintf(f, "for (long long k%d = lane; k%d < %lldLL; k%d += %d) {\n", id, id, (long long)in->imm, id, KIR_LANES);
+    emit_block(f, k, &in->body, ind + 2);
+    indent(f, ind);
+    fprintf(f, "}\n");
+    indent(f, ind);
+    fprintf(f, "__syncwarp();\n");
+    return;
+  }
+  if (in->op == KI_STORE) {
+    bool b = kt_of_dtype(k->args[in->arg].dtype) == KT_BOOL;
+    indent(f, ind);
+    fprintf(f, "if (lane == 0) a%d[v%d] = %sv%d;\n", in->arg, in->a, b ? "(unsigned char)" : "", in->b);
+    indent(f, ind);
+    fprintf(f, "__syncwarp();\n");
+    return;
+  }
+  emit_instr(f, k, id, ind); /* values (every lane the same) and short reductions */
 }
 
 static void emit_instr(FILE *f, const Kernel *k, int id, int ind) {
@@ -188,10 +273,18 @@ static void emit_kernel(FILE *f, const Kernel *k) {
     fprintf(f, ", ");
   }
   fprintf(f, "long long seed, long long step, long long mb, long long n_outer) {\n");
-  fprintf(f, "  for (long long o = (long long)blockIdx.x * blockDim.x + threadIdx.x; o < n_outer;\n"
-             "       o += (long long)blockDim.x * gridDim.x) {\n");
-  emit_block(f, k, &k->body, 4);
-  fprintf(f, "  }\n}\n\n");
+  if (!kir_has_lane_loop(k)) {
+    fprintf(f, "  for (long long o = (long long)blockIdx.x * blockDim.x + threadIdx.x; o < n_outer;\n"
+               "       o += (long long)blockDim.x * gridDim.x) {\n");
+    emit_block(f, k, &k->body, 4);
+    fprintf(f, "  }\n}\n\n");
+    return;
+  }
+  fprintf(f, "  const int lane = (int)(threadIdx.x & %du);\n", KIR_LANES - 1);
+  fprintf(f, "  for (long long o = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / %d; o < n_outer;\n"
+             "       o += (long long)blockDim.x * gridDim.x / %d) {\n", KIR_LANES, KIR_LANES);
+  for (int i = 0; i < k->body.n; i++) emit_warp_top(f, k, k->body.ins[i], 4);
+  fprintf(f, "  }\n}\n__constant__ int %s_lanes = %d;\n\n", k->name, KIR_LANES);
 }
 
 static const char prelude[] =

@@ -397,8 +397,46 @@ static LLVMValueRef emit_const(Cg *c, const KInstr *in) {
 static void emit_block(Cg *c, const KBlock *bl);
 
 /* A loop: header with phis (index, accumulator), body, exit; the value is the final acc. */
+/* x OP y for the reduction of loop id (operands as LLVM values). */
+static LLVMValueRef red_combine(Cg *c, int id, LLVMValueRef x, LLVMValueRef y) {
+  const KInstr *in = &c->k->ins[id];
+  if (in->red == KR_SUM) return in->type == KT_F32 ? LLVMBuildFAdd(c->b, x, y, "") : LLVMBuildAdd(c->b, x, y, "");
+  KInstr mx = {.op = KI_MAX, .type = in->type, .a = id, .b = in->b};
+  LLVMValueRef sa = c->val[id], sb = c->val[in->b];
+  c->val[id] = x, c->val[in->b] = y; /* emit_minmax reads its operands by id */
+  LLVMValueRef r = emit_minmax(c, &mx);
+  c->val[id] = sa, c->val[in->b] = sb;
+  return r;
+}
+
+/* The 32 partial accumulators of a lane loop: an array in the entry block. */
+static LLVMValueRef lane_parts(Cg *c, LLVMTypeRef at) {
+  LLVMBuilderRef eb = LLVMCreateBuilderInContext(c->ctx);
+  LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(c->fn);
+  LLVMValueRef first = LLVMGetFirstInstruction(entry);
+  if (first) LLVMPositionBuilderBefore(eb, first);
+  else LLVMPositionBuilderAtEnd(eb, entry);
+  LLVMValueRef parts = LLVMBuildAlloca(eb, LLVMArrayType(at, KIR_LANES), "parts");
+  LLVMDisposeBuilder(eb);
+  return parts;
+}
+
+static LLVMValueRef lane_slot(Cg *c, LLVMTypeRef at, LLVMValueRef parts, LLVMValueRef l) {
+  LLVMValueRef idx[2] = {LLVMConstInt(c->i64, 0, 0), l};
+  return LLVMBuildInBoundsGEP2(c->b, LLVMArrayType(at, KIR_LANES), parts, idx, 2, "");
+}
+
+/*
+ * A loop. A reduction accumulates in a phi (acc = acc OP yield), except a lane loop
+ * (kernel.h): its yields go to partial p[k % 32] (the first 32 stored, the rest
+ * combined), then p[l] = p[l] OP p[l + s] for s = 16 .. 1 and acc = init OP p[0]: the
+ * order the GPU's warp computes.
+ */
 static LLVMValueRef emit_loop_plain(Cg *c, int id) {
   const KInstr *in = &c->k->ins[id];
+  bool lanes = kir_lane_loop(c->k, id);
+  LLVMTypeRef at = lanes ? ktype(c, in->type) : NULL;
+  LLVMValueRef parts = lanes ? lane_parts(c, at) : NULL;
   LLVMBasicBlockRef pre = LLVMGetInsertBlock(c->b);
   LLVMBasicBlockRef head = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "loop");
   LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "body");
@@ -406,22 +444,21 @@ static LLVMValueRef emit_loop_plain(Cg *c, int id) {
   LLVMBuildBr(c->b, head);
   LLVMPositionBuilderAtEnd(c->b, head);
   LLVMValueRef k = LLVMBuildPhi(c->b, c->i64, "k"), acc = NULL;
-  if (in->red != KR_NONE) acc = LLVMBuildPhi(c->b, ktype(c, in->type), "acc");
+  if (in->red != KR_NONE && !lanes) acc = LLVMBuildPhi(c->b, ktype(c, in->type), "acc");
   LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, k, LLVMConstInt(c->i64, (unsigned long long)in->imm, 0), ""),
                   body, exit);
   LLVMPositionBuilderAtEnd(c->b, body);
   c->val[id] = k; /* LOOPVAR reads it while the body is built */
   emit_block(c, &in->body);
   LLVMValueRef next = NULL;
-  if (in->red == KR_SUM)
-    next = in->type == KT_F32 ? LLVMBuildFAdd(c->b, acc, V(c, in->b), "") : LLVMBuildAdd(c->b, acc, V(c, in->b), "");
-  if (in->red == KR_MAX) {
-    KInstr mx = {.op = KI_MAX, .type = in->type};
-    LLVMValueRef saved = c->val[id];
-    c->val[id] = acc; /* emit_minmax reads operands by id: acc as a, the yield as b */
-    mx.a = id, mx.b = in->b;
-    next = emit_minmax(c, &mx);
-    c->val[id] = saved;
+  if (lanes) {
+    LLVMValueRef y = V(c, in->b);
+    LLVMValueRef slot = lane_slot(c, at, parts, LLVMBuildAnd(c->b, k, LLVMConstInt(c->i64, KIR_LANES - 1, 0), ""));
+    LLVMValueRef old = LLVMBuildLoad2(c->b, at, slot, "");
+    LLVMValueRef first = LLVMBuildICmp(c->b, LLVMIntSLT, k, LLVMConstInt(c->i64, KIR_LANES, 0), "");
+    LLVMBuildStore(c->b, LLVMBuildSelect(c->b, first, y, red_combine(c, id, old, y), ""), slot);
+  } else if (acc) {
+    next = red_combine(c, id, acc, V(c, in->b));
   }
   LLVMValueRef k1 = LLVMBuildAdd(c->b, k, LLVMConstInt(c->i64, 1, 0), "");
   LLVMBasicBlockRef end = LLVMGetInsertBlock(c->b);
@@ -435,7 +472,16 @@ static LLVMValueRef emit_loop_plain(Cg *c, int id) {
     LLVMAddIncoming(acc, &next, &end, 1);
   }
   LLVMPositionBuilderAtEnd(c->b, exit);
-  return acc;
+  if (!lanes) return acc;
+  for (int s = KIR_LANES / 2; s > 0; s /= 2)
+    for (int l = 0; l < s; l++) {
+      LLVMValueRef pl = lane_slot(c, at, parts, LLVMConstInt(c->i64, (unsigned long long)l, 0));
+      LLVMValueRef ps = lane_slot(c, at, parts, LLVMConstInt(c->i64, (unsigned long long)(l + s), 0));
+      LLVMValueRef r = red_combine(c, id, LLVMBuildLoad2(c->b, at, pl, ""), LLVMBuildLoad2(c->b, at, ps, ""));
+      LLVMBuildStore(c->b, r, pl);
+    }
+  LLVMValueRef p0 = LLVMBuildLoad2(c->b, at, lane_slot(c, at, parts, LLVMConstInt(c->i64, 0, 0)), "");
+  return red_combine(c, id, V(c, in->a), p0);
 }
 
 /* Whether a loop's body stores W lanes at non-consecutive places (a scatter per element). */

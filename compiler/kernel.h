@@ -18,7 +18,14 @@
  *  - floating-point operations are IEEE f32, one IR instruction per rounding, in
  *    the order PyTorch's float32 kernels use: the emitters never contract (no FMA),
  *    reassociate or use fast-math, so fusing a chain never changes its bits;
- *  - a reduction loop accumulates in a fixed sequential order (acc = acc OP x);
+ *  - a reduction loop accumulates in a fixed order: sequentially (acc = acc OP x), except
+ *    a "lane loop" (kir_lane_loop: directly in block 0, trip count >= KIR_LANES_MIN):
+ *    there 32 lanes each take every 32nd element (p_l = x_l OP x_{l+32} OP ...), the
+ *    lanes are combined pairwise (p_l = p_l OP p_{l+s} for s = 16, 8, 4, 2, 1, l < s)
+ *    and acc = init OP p_0. Both emitters compute exactly this order: the CPU with 32
+ *    partial accumulators, the GPU with a warp per outer iteration (lane l of the warp
+ *    takes p_l, shuffles combine them), so the GPU's row reductions are coalesced and
+ *    32-way parallel and the bits still match the CPU's;
  *  - outputs of a kernel never alias its inputs (an INOUT argument is one buffer).
  *
  * CPU kernel ABI (cg_llvm.c, runtime/jit_cpu.c):
@@ -36,6 +43,9 @@
 #include "mplc.h"
 
 /* ==== kir.c: the kernel IR ================================================= */
+
+/* Lane loops (see the invariants above): 32 lanes, for trip counts of at least 64. */
+enum { KIR_LANES = 32, KIR_LANES_MIN = 64 };
 
 /* Scalar types of IR values. ORDER: kir.c's ktype_names. */
 typedef enum KType { KT_VOID, KT_BOOL, KT_I32, KT_I64, KT_F32, KT__COUNT } KType;
@@ -130,6 +140,10 @@ const char *ki_name(KiOp op);
 /* The memory element type of a dtype in kernels (bool is one byte). */
 KType kt_of_dtype(DType t);
 /* Checks the invariants above; dies (internal bug) on a violation. */
+/* Is instruction id a lane loop (a reduction directly in block 0, trip count >= 64)? */
+bool kir_lane_loop(const Kernel *k, int id);
+/* Has the kernel a lane loop (the GPU then runs a warp per outer iteration)? */
+bool kir_has_lane_loop(const Kernel *k);
 void kir_verify(const Kernel *k);
 /* One kernel as stable text (no pointers, names from the KernelSet). */
 void kir_dump_kernel(FILE *out, const Kernel *k);

@@ -507,6 +507,20 @@ static void verify_block(VerifyCtx *v, const KBlock *bl) {
   }
 }
 
+bool kir_lane_loop(const Kernel *k, int id) {
+  const KInstr *in = &k->ins[id];
+  if (in->op != KI_LOOP || in->red == KR_NONE || in->imm < KIR_LANES_MIN) return false;
+  for (int i = 0; i < k->body.n; i++)
+    if (k->body.ins[i] == id) return true;
+  return false;
+}
+
+bool kir_has_lane_loop(const Kernel *k) {
+  for (int i = 0; i < k->body.n; i++)
+    if (kir_lane_loop(k, k->body.ins[i])) return true;
+  return false;
+}
+
 void kir_verify(const Kernel *k) {
   VerifyCtx v = {k, calloc((size_t)k->ninstr + 1, 1)};
   if (!v.seen) die("out of memory");

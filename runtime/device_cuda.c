@@ -163,6 +163,7 @@ typedef struct CuDriver {
                      void **, void **);
   CUresult (*unload)(CUmodule);
   CUresult (*error_string)(CUresult, const char **);
+  CUresult (*get_global)(CUdeviceptr *, size_t *, CUmodule, const char *);
 } CuDriver;
 
 /*
@@ -197,6 +198,7 @@ typedef struct CudaDev {
   CuDriver drv;
   CUmodule mod;
   CUfunction *fn;             /* [nfn] */
+  int *lanes;                 /* [nfn] threads per outer iteration: NAME_lanes (a warp), else 1 */
   int nfn;
   void **params;              /* kernel parameter scratch */
   int params_cap;
@@ -277,7 +279,8 @@ static int load_driver(CuDriver *drv, MplErr *err) {
       driver_sym("cuModuleGetFunction", (void **)&drv->get_function, err) != MPL_OK ||
       driver_sym("cuLaunchKernel", (void **)&drv->launch, err) != MPL_OK ||
       driver_sym("cuModuleUnload", (void **)&drv->unload, err) != MPL_OK ||
-      driver_sym("cuGetErrorString", (void **)&drv->error_string, err) != MPL_OK)
+      driver_sym("cuGetErrorString", (void **)&drv->error_string, err) != MPL_OK ||
+      driver_sym("cuModuleGetGlobal", (void **)&drv->get_global, err) != MPL_OK)
     return MPL_ERR;
   return MPL_OK;
 }
@@ -351,6 +354,7 @@ static void cuda_free(MplDevice *d) {
     CUDA_SOFT(cudaStreamDestroy(cd->comm));
   }
   mpl_free(cd->fn);
+  mpl_free(cd->lanes);
   mpl_free(cd->params);
   mpl_free(cd);
   d->impl = NULL;
@@ -585,9 +589,26 @@ static int cuda_load_kernels(MplDevice *d, const JobKernels *k, MplErr *err) {
   if (load_module(cd, k, err) != MPL_OK) return MPL_ERR;
   cd->fn = mpl_calloc((size_t)k->nkernels, sizeof *cd->fn);
   if (!cd->fn) return mpl_errf(err, "cuda: out of memory");
+  cd->lanes = mpl_calloc((size_t)k->nkernels, sizeof *cd->lanes);
+  if (!cd->lanes) return mpl_errf(err, "cuda: out of memory");
   for (int i = 0; i < k->nkernels; i++) {
     CUresult r = cd->drv.get_function(&cd->fn[i], cd->mod, k->names[i]);
     if (r != CUDA_SUCCESS) return cu_fail(cd, r, k->names[i], __FILE__, __LINE__, err);
+    /* a warp kernel (cg_cuda.c) says so in `__constant__ int NAME_lanes` */
+    char sym[300];
+    CUdeviceptr p;
+    size_t bytes = 0;
+    snprintf(sym, sizeof sym, "%s_lanes", k->names[i]);
+    cd->lanes[i] = 1;
+    r = cd->drv.get_global(&p, &bytes, cd->mod, sym);
+    if (r == CUDA_SUCCESS && bytes == sizeof(int)) {
+      int v = 1;
+      CUDA_CHECK(cudaMemcpy(&v, (const void *)(uintptr_t)p, sizeof v, cudaMemcpyDeviceToHost));
+      if (v != 1 && v != 32) return mpl_errf(err, "cuda: kernel %s asks for %d lanes (1 or 32)", k->names[i], v);
+      cd->lanes[i] = v;
+    } else if (r != CUDA_SUCCESS && r != CUDA_ERROR_NOT_FOUND) {
+      return cu_fail(cd, r, sym, __FILE__, __LINE__, err);
+    }
   }
   prof_setup(cd, k);
   cd->nfn = k->nkernels;
@@ -602,8 +623,9 @@ static int block_for(const CudaDev *cd, int64_t n_outer) {
   return block;
 }
 
-/* One thread per outer iteration, block_for threads a block, at most max_blocks blocks (the
- * kernels loop grid-stride, so any shape gives the same values). */
+/* One thread per outer iteration (a warp for a kernel with lane loops), block_for threads a
+ * block, at most max_blocks blocks (the kernels loop grid-stride, so any shape gives the
+ * same values). */
 static int cuda_launch(MplDevice *d, int kernel, void **args, int nargs, const int64_t *scalars, int64_t n_outer,
                        MplErr *err) {
   CudaDev *cd = d->impl;
@@ -618,8 +640,9 @@ static int cuda_launch(MplDevice *d, int kernel, void **args, int nargs, const i
   for (int i = 0; i < nargs; i++) cd->params[i] = &args[i];
   cd->scal[0] = scalars[0], cd->scal[1] = scalars[1], cd->scal[2] = scalars[2], cd->scal[3] = n_outer;
   for (int i = 0; i < 4; i++) cd->params[nargs + i] = &cd->scal[i];
-  int block = block_for(cd, n_outer);
-  int64_t blocks = (n_outer + block - 1) / block;
+  int64_t threads = n_outer * cd->lanes[kernel]; /* a warp per outer iteration for lane kernels */
+  int block = block_for(cd, threads);
+  int64_t blocks = (threads + block - 1) / block;
   if (blocks > cd->max_blocks) blocks = cd->max_blocks;
   prof_begin(cd, PROF__FIXED + kernel);
   int st = launch_on_compute(cd, cd->fn[kernel], blocks, block, cd->params, err);

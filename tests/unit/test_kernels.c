@@ -520,6 +520,63 @@ START_TEST(test_lanes_ce_embedding) {
 }
 END_TEST
 
+/* Lane loops (kernel.h: reductions of 64 or more in block 0, summed by 32 lanes and a
+ * pairwise tree, the order the GPU's warps use): row and column reductions, softmax,
+ * layernorm and cross-entropy on long rows against the reference, with every split. */
+START_TEST(test_lane_loops) {
+  int x = input(S(3, 3, 5, 100), DT_F32);
+  reduce(OP_SUM, x, -1, true);
+  reduce(OP_MEAN, x, -1, false);
+  reduce(OP_AMAX, x, -1, true);
+  softmax(OP_SOFTMAX, x, -1);
+  softmax(OP_LOG_SOFTMAX, x, -1);
+  int c = input(S(2, 130, 7), DT_F32);
+  reduce(OP_SUM, un(OP_TANH, c), 0, false);
+  reduce(OP_AMAX, c, 0, true);
+  int y = input(S(2, 6, 96), DT_F32), g = input(S(1, 96), DT_F32);
+  int mu = reduce(OP_MEAN, y, -1, true), d = bin(OP_SUB, y, mu);
+  int var = reduce(OP_MEAN, bin(OP_MUL, d, d), -1, true);
+  bin(OP_MUL, bin(OP_MUL, d, un(OP_RSQRT, bin(OP_ADD, var, full(1e-5, S(0))))), g);
+  int_hi = 90;
+  int logits = input(S(2, 12, 90), DT_F32), t = input(S(1, 12), DT_I32);
+  op(OP_CROSS_ENTROPY, DT_F32, S(0), 2, logits, t);
+  op(OP_CE_GRAD, DT_F32, O(logits)->shape, 3, logits, t, full(1.0, S(0)));
+  check_graph(NULL);
+  int_hi = 4;
+}
+END_TEST
+
+/* The lane order itself, bit for bit: a row sum of 200 equals p_l = x_l + x_{l+32} + ...,
+ * then p_l += p_{l+s} for s = 16 .. 1 (what the GPU computes; the sequential sum differs). */
+START_TEST(test_lane_order_bits) {
+  int x = input(S(2, 4, 200), DT_F32);
+  int s = reduce(OP_SUM, x, -1, false);
+  int ops[1] = {s};
+  Built b;
+  lower(&b, ops, 1, true, 0);
+  int64_t sc[3] = {0, 0, 0};
+  Run r = execute(&b, 1, sc);
+  const float *in = r.buf[x], *out = r.buf[s];
+  bool differs = false;
+  for (int row = 0; row < 4; row++) {
+    float p[32], seq = 0.0f;
+    for (int k = 0; k < 200; k++) {
+      float v = in[row * 200 + k];
+      p[k % 32] = k < 32 ? v : p[k % 32] + v;
+      seq = seq + v;
+    }
+    for (int st = 16; st > 0; st /= 2)
+      for (int l = 0; l < st; l++) p[l] = p[l] + p[l + st];
+    float want = 0.0f + p[0];
+    ck_assert_msg(memcmp(&want, &out[row], 4) == 0, "row %d: %a, lane order gives %a", row, (double)out[row], (double)want);
+    differs |= memcmp(&seq, &out[row], 4) != 0;
+  }
+  ck_assert_msg(differs, "the sequential order gives the same bits on every row: the test cannot tell the orders apart");
+  run_free(&r);
+  free_built(&b);
+}
+END_TEST
+
 START_TEST(test_dropout) {
   int x = input(S(2, 16, 33), DT_F32);
   int d = un(OP_DROPOUT, un(OP_EXP, x));
@@ -679,6 +736,8 @@ static Suite *kernels_suite(void) {
   tcase_add_test(tc, test_embedding_and_grad);
   tcase_add_test(tc, test_lanes_wide);
   tcase_add_test(tc, test_lanes_ce_embedding);
+  tcase_add_test(tc, test_lane_loops);
+  tcase_add_test(tc, test_lane_order_bits);
   tcase_add_test(tc, test_dropout);
   tcase_add_test(tc, test_shape_ops);
   tcase_add_test(tc, test_reshape_chain_and_alias);
