@@ -19,7 +19,8 @@
  *    the order PyTorch's float32 kernels use: the emitters never contract (no FMA),
  *    reassociate or use fast-math, so fusing a chain never changes its bits;
  *  - a reduction loop accumulates in a fixed order: sequentially (acc = acc OP x), except
- *    a "lane loop" (kir_lane_loop: directly in block 0, trip count >= KIR_LANES_MIN):
+ *    a "lane loop" (kir_lane_loop: directly in block 0, trip count >= KIR_LANES_MIN,
+ *    no store in its body):
  *    there 32 lanes each take every 32nd element (p_l = x_l OP x_{l+32} OP ...), the
  *    lanes are combined pairwise (p_l = p_l OP p_{l+s} for s = 16, 8, 4, 2, 1, l < s)
  *    and acc = init OP p_0. Both emitters compute exactly this order: the CPU with 32
@@ -140,7 +141,7 @@ const char *ki_name(KiOp op);
 /* The memory element type of a dtype in kernels (bool is one byte). */
 KType kt_of_dtype(DType t);
 /* Checks the invariants above; dies (internal bug) on a violation. */
-/* Is instruction id a lane loop (a reduction directly in block 0, trip count >= 64)? */
+/* Is instruction id a lane loop (a reduction directly in block 0, trip count >= 64, no store inside)? */
 bool kir_lane_loop(const Kernel *k, int id);
 /* Has the kernel a lane loop (the GPU then runs a warp per outer iteration)? */
 bool kir_has_lane_loop(const Kernel *k);

@@ -507,9 +507,21 @@ static void verify_block(VerifyCtx *v, const KBlock *bl) {
   }
 }
 
+/* Does block bl (with its nested loops) store anything? */
+static bool block_stores(const Kernel *k, const KBlock *bl) {
+  for (int i = 0; i < bl->n; i++) {
+    const KInstr *in = &k->ins[bl->ins[i]];
+    if (in->op == KI_STORE || (in->op == KI_LOOP && block_stores(k, &in->body))) return true;
+  }
+  return false;
+}
+
+/* A reduction directly in block 0, 64 or more long, that stores nothing itself (its
+ * iterations then depend on nothing but their k, so the lanes may take them in any
+ * interleaving). */
 bool kir_lane_loop(const Kernel *k, int id) {
   const KInstr *in = &k->ins[id];
-  if (in->op != KI_LOOP || in->red == KR_NONE || in->imm < KIR_LANES_MIN) return false;
+  if (in->op != KI_LOOP || in->red == KR_NONE || in->imm < KIR_LANES_MIN || block_stores(k, &in->body)) return false;
   for (int i = 0; i < k->body.n; i++)
     if (k->body.ins[i] == id) return true;
   return false;
