@@ -850,7 +850,9 @@ static int rank_step(RankCtx *rc, int64_t step, MplErr *err) {
   rc->grads_ready = false;
   memset(rc->comm_counts, 0, sizeof rc->comm_counts);
   for (int j = 0; j < r->m; j++) rc->mb_loss_set[j] = false;
+  double ts0 = r->tracing ? mpl_trace_now(&r->trace) : 0;
   if (zero_grads(rc, err) != MPL_OK || fill_inputs(rc, step, err) != MPL_OK) return MPL_ERR;
+  if (r->tracing) mpl_trace_event(&r->trace, rc->wrank, "setup", "setup", ts0, mpl_trace_now(&r->trace) - ts0);
   double busy = 0;
   for (int i = 0; i < jr->nins; i++) {
     const JobIns *ins = &jr->ins[i];
@@ -862,7 +864,10 @@ static int rank_step(RankCtx *rc, int64_t step, MplErr *err) {
     if (ins_is_busy(ins->kind)) busy += t1 - t0;
     if (r->tracing) trace_ins(rc, ins, tr0, mpl_trace_now(&r->trace));
   }
+  double tw0 = r->tracing ? mpl_trace_now(&r->trace) : 0;
   if (rc->dev.ops->sync && end_step_on_device(rc, err) != MPL_OK) return MPL_ERR;
+  if (r->tracing && rc->dev.ops->sync)
+    mpl_trace_event(&r->trace, rc->wrank, "wait", "wait", tw0, mpl_trace_now(&r->trace) - tw0);
   /* the first step of a run warms up (first touches of the arena, code, GEMM set-up):
      it is left out of the measured busy time and bubble when more steps follow */
   if (step > r->first_step || r->total_steps - r->first_step <= 1) {
