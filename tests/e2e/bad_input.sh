@@ -3,15 +3,8 @@
 # exit below 128 (no crash, no abort): bad job files, data files, --init files,
 # flags and values; and a failed write leaves no file
 # (not even a temp file) behind.
-set -u
 cd "$(dirname "$0")/../.."
-BUILD=${BUILD:-build}
-export MPL_STDLIB=$PWD/stdlib
-MPLC=$BUILD/mplc MPLRUN=$BUILD/mplrun
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass + 1)); echo "ok   $*"; }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+source tests/tools/e2e_lib.sh
 
 # expect_fail LABEL REGEX CMD...: CMD exits 1..127, its output matches REGEX (grep -E)
 # and "error", and shows no sign of a crash.

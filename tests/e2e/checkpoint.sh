@@ -20,15 +20,8 @@
 #  - resuming a checkpoint of another model is refused with a message.
 # Note: --steps N sets the run's length, and cosine(warmup, min_lr) ends at the run's
 # last step; warmup 3 keeps steps 1..3 identical whether the run is 3 or 6 steps long.
-set -u
 cd "$(dirname "$0")/../.."
-BUILD=${BUILD:-build}
-export MPL_STDLIB=$PWD/stdlib
-MPLC=$BUILD/mplc MPLRUN=$BUILD/mplrun
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass + 1)); echo "ok   $*"; }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+source tests/tools/e2e_lib.sh
 same() { # label, file a, file b
   if cmp -s "$2" "$3"; then ok "$1"; else bad "$1: $2 and $3 differ"; fi
 }
@@ -93,7 +86,6 @@ if [ $okc = 1 ]; then
 fi
 
 # across meshes that split params (tp) and optimizer state (dp, ZeRO-1)
-PY=${PYTHON:-python3}
 worst() { awk '/max rel err/ { if ($NF + 0 >= w) { w = $NF + 0; n = $2 } } END { sub(/:$/, "", n); printf "%s %.2g", n, w }' "$1"; }
 losses_near() { # label, resumed metrics, straight metrics
   if "$PY" tests/tools/losscompare.py "$2" "$3" 1e-5 > "$2.cmp"; then ok "$1: the same losses ($(cut -c6- "$2.cmp"))"

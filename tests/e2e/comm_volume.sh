@@ -6,15 +6,8 @@
 # bytes of mplc --emit=plan; the plan lists every world rank once; the trace of the
 # full mesh has one row per world rank named with its (dp, pp, tp) coordinates; and
 # under mpirun (when there is one) each process's counts reach the file too.
-set -u
 cd "$(dirname "$0")/../.."
-BUILD=${BUILD:-build}
-PY=${PYTHON:-python3}
-export MPL_STDLIB=$PWD/stdlib
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass + 1)); echo "ok   $*"; }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+source tests/tools/e2e_lib.sh
 model=tests/e2e/parallel_gpt.mpl
 sed 's/^  steps = 3/  steps = 3\n  zero = 1/' "$model" > "$tmp/zero.mpl"
 

@@ -5,14 +5,8 @@
 # aborts. The goldens stop at --emit dumps, so the lowering after them (fusion of the
 # whole program, codegen, NVRTC, the job writer) is checked here; ok_matmul.mpl once
 # died in fuse.c ("reshape has no buffer when needed") on a reshape of a reshape.
-set -u
 cd "$(dirname "$0")/../.."
-BUILD=${BUILD:-build}
-export MPL_STDLIB=$PWD/stdlib
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass + 1)); echo "ok   $*"; }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+source tests/tools/e2e_lib.sh
 must_write=(ok_matmul ok_gpt_tiny ok_nn_gpt ok_neural ok_shape_ops ok_reductions ok_broadcast)
 for src in tests/golden/ok_*.mpl; do
   name=$(basename "$src" .mpl)

@@ -7,15 +7,8 @@
 # Every mpirun runs under `timeout 60`: a hang is a failure (exit 124), not a stuck test.
 # Without mpirun, or with an mplrun built without MPI or CUDA, the script says so and
 # counts nothing.
-set -u
 cd "$(dirname "$0")/../.."
-BUILD=${BUILD:-build}
-export MPL_STDLIB=$PWD/stdlib
-MPLC=$BUILD/mplc MPLRUN=$BUILD/mplrun
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass + 1)); echo "ok   $*"; }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+source tests/tools/e2e_lib.sh
 finish() { echo "$pass passed, $fail failed"; [ $fail = 0 ]; exit; }
 skip() { echo "ok   mpi_cuda: skipped ($*)"; finish; }
 

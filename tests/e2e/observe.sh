@@ -8,15 +8,8 @@
 #    the same twice;
 #  - --inspect prints the manifest: model, mesh, params with shapes, per-rank streams.
 # JSON is checked with python3's json module.
-set -u
 cd "$(dirname "$0")/../.."
-BUILD=${BUILD:-build}
-export MPL_STDLIB=$PWD/stdlib
-MPLC=$BUILD/mplc MPLRUN=$BUILD/mplrun
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass + 1)); echo "ok   $*"; }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+source tests/tools/e2e_lib.sh
 finish() { echo "$pass passed, $fail failed"; [ $fail = 0 ]; exit; }
 
 "$BUILD/mpltok" examples/data/tiny.txt "$tmp/tiny.bin" > /dev/null || { bad "mpltok"; finish; }

@@ -16,15 +16,8 @@
 # differ by a few 1e-3 of the tensor's scale (measured after 3 steps: 3.3e-3 at tp = 2,
 # 1.4e-3 at dp = 2; a handful of elements of other weights, whose gradients are tiny,
 # reach 1e-4: Adam divides each gradient by its own magnitude). The losses agree to ~3e-7.
-set -u
 cd "$(dirname "$0")/../.."
-BUILD=${BUILD:-build}
-export MPL_STDLIB=$PWD/stdlib
-PY=${PYTHON:-python3}
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass + 1)); echo "ok   $*"; }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+source tests/tools/e2e_lib.sh
 model=tests/e2e/parallel_gpt.mpl
 # the worst tensor of a stcompare.py output: "NAME REL_ERR"
 worst() { awk '/max rel err/ { if ($NF + 0 >= w) { w = $NF + 0; n = $2 } } END { sub(/:$/, "", n); printf "%s %.2g", n, w }' "$1"; }

@@ -5,15 +5,8 @@
 #  - at pp = 2 (two ranks, one thread each), zb's measured bubble (mplrun's closing
 #    report, the mean over ranks) is below 1f1b's on tests/e2e/zb_gpt.mpl with 8
 #    micro-batches; the median of 3 runs of each, interleaved, against timing noise.
-set -u
 cd "$(dirname "$0")/../.."
-BUILD=${BUILD:-build}
-export MPL_STDLIB=$PWD/stdlib
-MPLC=$BUILD/mplc MPLRUN=$BUILD/mplrun
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass + 1)); echo "ok   $*"; }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+source tests/tools/e2e_lib.sh
 
 # ---- arena: plan == run ----
 n=0

@@ -2,14 +2,8 @@
 # @recompute changes memory, not math: tests/e2e/recompute.mpl and the same program
 # without its @recompute give bitwise-identical params after 3 steps, under 1f1b and
 # zb; and the plan stashes less with it.
-set -u
 cd "$(dirname "$0")/../.."
-BUILD=${BUILD:-build}
-export MPL_STDLIB=$PWD/stdlib
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass + 1)); echo "ok   $*"; }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+source tests/tools/e2e_lib.sh
 
 sed 's/ @recompute//' tests/e2e/recompute.mpl > "$tmp/plain.mpl"
 if grep -q '@recompute' "$tmp/plain.mpl"; then bad "could not strip @recompute"; fi

@@ -4,15 +4,11 @@
 # kind of parallelism: any sanitizer report (memory error, leak, undefined behaviour)
 # fails. The fuzz suite covers the front end with random input; this covers codegen and
 # the runtime on real jobs.
-set -u
 cd "$(dirname "$0")/../.."
+source tests/tools/e2e_lib.sh
 ASAN_BUILD=${ASAN_BUILD:-build-asan}
 export ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=0:exitcode=99
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:exitcode=99
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass + 1)); echo "ok   $*"; }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
 if ! make -s asan > "$tmp/build.log" 2>&1; then
   tail -n 20 "$tmp/build.log"; echo "0 passed, 1 failed"; exit 1
 fi

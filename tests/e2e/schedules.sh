@@ -2,14 +2,8 @@
 # The schedule and the pipeline depth never change the math: a GPT without @stage,
 # compiled for pp = 1, 2, 4 under every schedule, gives bitwise-identical params after
 # 3 steps (same seed, --threads 1). Also: every example's loss falls.
-set -u
 cd "$(dirname "$0")/../.."
-BUILD=${BUILD:-build}
-export MPL_STDLIB=$PWD/stdlib   # so that a build outside the tree (BUILD=/tmp/x) finds it
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass + 1)); echo "ok   $*"; }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+source tests/tools/e2e_lib.sh
 
 ref=""
 for pp in 1 2 4; do

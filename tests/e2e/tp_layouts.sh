@@ -7,15 +7,8 @@
 #    and (where mpirun and an MPI build exist) at tp = 2 under mpirun;
 #  - a forced re-gather is a compile error unless --allow-gather (message and exit code;
 #    the exact text is the golden err_tp_regather).
-set -u
 cd "$(dirname "$0")/../.."
-BUILD=${BUILD:-build}
-export MPL_STDLIB=$PWD/stdlib
-PY=${PYTHON:-python3}
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass + 1)); echo "ok   $*"; }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+source tests/tools/e2e_lib.sh
 model=tests/e2e/tp_layouts.mpl
 
 "$BUILD/mplc" "$model" --emit=grad > "$tmp/grad.txt" 2>&1

@@ -1,0 +1,14 @@
+# tests/tools/e2e_lib.sh — the common start of the end-to-end scripts (tests/e2e/*.sh),
+# sourced from the repository root: strict mode, BUILD and the tools in it, the Python
+# to run, the stdlib (so a build outside the tree, BUILD=/tmp/x, finds it), a temporary
+# directory removed at exit, and the ok/bad counters behind each script's last line
+# "N passed, N failed" (the line tests/run.sh reads).
+set -u
+BUILD=${BUILD:-build}
+MPLC=$BUILD/mplc MPLRUN=$BUILD/mplrun
+PY=${PYTHON:-python3}
+export MPL_STDLIB=$PWD/stdlib
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+pass=0; fail=0
+ok() { pass=$((pass + 1)); echo "ok   $*"; }
+bad() { fail=$((fail + 1)); echo "FAIL $*"; }
