@@ -22,6 +22,7 @@
 #include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
 #include <llvm-c/Transforms/PassBuilder.h>
+#include "runtime/jit_cpu.h" /* mpl_llvm_host_machine */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -820,27 +821,6 @@ static int fail(char *err, size_t errlen, const char *what, char *msg) {
   return -1;
 }
 
-/* The host target machine (CPU name and features of this machine, O3 code generation). */
-static LLVMTargetMachineRef host_machine(char *err, size_t errlen) {
-  LLVMInitializeNativeTarget();
-  LLVMInitializeNativeAsmPrinter();
-  char *triple = LLVMGetDefaultTargetTriple(), *msg = NULL;
-  LLVMTargetRef target;
-  if (LLVMGetTargetFromTriple(triple, &target, &msg)) {
-    fail(err, errlen, "LLVM target", msg);
-    LLVMDisposeMessage(triple);
-    return NULL;
-  }
-  char *cpu = LLVMGetHostCPUName(), *feat = LLVMGetHostCPUFeatures();
-  LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, triple, cpu, feat, LLVMCodeGenLevelAggressive,
-                                                    LLVMRelocPIC, LLVMCodeModelDefault);
-  LLVMDisposeMessage(triple);
-  LLVMDisposeMessage(cpu);
-  LLVMDisposeMessage(feat);
-  if (!tm) snprintf(err, errlen, "LLVM: cannot create a target machine for the host");
-  return tm;
-}
-
 int cg_llvm_module(const KernelSet *ks, void **bc, size_t *len, char *err, size_t errlen) {
   Cg c;
   cg_init(&c);
@@ -853,7 +833,7 @@ int cg_llvm_module(const KernelSet *ks, void **bc, size_t *len, char *err, size_
     return rc;
   }
   if (msg) LLVMDisposeMessage(msg);
-  LLVMTargetMachineRef tm = host_machine(err, errlen);
+  LLVMTargetMachineRef tm = mpl_llvm_host_machine(LLVMRelocPIC, LLVMCodeModelDefault, err, errlen);
   if (!tm) {
     cg_done(&c);
     return -1;

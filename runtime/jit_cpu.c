@@ -8,8 +8,6 @@
  * process does not export them), then anything else from the process (memset,
  * memcpy that the optimiser may introduce).
  */
-#include "jit_cpu.h"
-
 #include <llvm-c/Analysis.h>
 #include <llvm-c/BitReader.h>
 #include <llvm-c/Core.h>
@@ -24,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "jit_cpu.h" /* after LLVM's headers: it then declares mpl_llvm_host_machine */
 
 struct MplJit {
   LLVMOrcLLJITRef jit;
@@ -46,7 +46,8 @@ static int take_error(LLVMErrorRef e, char *err, size_t errlen, const char *what
   return -1;
 }
 
-static LLVMTargetMachineRef host_machine(char *err, size_t errlen) {
+LLVMTargetMachineRef mpl_llvm_host_machine(LLVMRelocMode reloc, LLVMCodeModel model, char *err, size_t errlen) {
+  pthread_once(&llvm_once, llvm_init);
   char *triple = LLVMGetDefaultTargetTriple(), *msg = NULL;
   LLVMTargetRef target;
   if (LLVMGetTargetFromTriple(triple, &target, &msg)) {
@@ -56,8 +57,7 @@ static LLVMTargetMachineRef host_machine(char *err, size_t errlen) {
     return NULL;
   }
   char *cpu = LLVMGetHostCPUName(), *feat = LLVMGetHostCPUFeatures();
-  LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, triple, cpu, feat, LLVMCodeGenLevelAggressive,
-                                                    LLVMRelocDefault, LLVMCodeModelJITDefault);
+  LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, triple, cpu, feat, LLVMCodeGenLevelAggressive, reloc, model);
   LLVMDisposeMessage(triple);
   LLVMDisposeMessage(cpu);
   LLVMDisposeMessage(feat);
@@ -90,7 +90,7 @@ static int define_libm(LLVMOrcLLJITRef j, char *err, size_t errlen) {
 }
 
 static LLVMOrcLLJITRef make_jit(char *err, size_t errlen) {
-  LLVMTargetMachineRef tm = host_machine(err, errlen);
+  LLVMTargetMachineRef tm = mpl_llvm_host_machine(LLVMRelocDefault, LLVMCodeModelJITDefault, err, errlen);
   if (!tm) return NULL;
   LLVMOrcLLJITBuilderRef b = LLVMOrcCreateLLJITBuilder();
   LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(b, LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(tm));
