@@ -95,10 +95,10 @@ params_near() { # label, resumed params, straight params
   if "$PY" tests/tools/stcompare.py "$2" "$3" 1e-5 > "$2.cmp"; then ok "$1: params within 1e-5 (worst $(worst "$2.cmp"))"
   else bad "$1: params differ: $(grep FAIL "$2.cmp" | head -n 3 | tr '\n' ' ')"; fi
 }
-zero1() { sed 's/^  steps = 3/  steps = 3\n  zero = 1/' "$1"; }
+zero1() { rewrite "$1" "$2" 's/^  steps = 3/  steps = 3\n  zero = 1/'; }
 big=pp=4,tp=2,dp=2
-zero1 tests/e2e/small_gpt.mpl > "$tmp/sgz.mpl"
-zero1 tests/e2e/parallel_gpt.mpl > "$tmp/pgz.mpl"
+zero1 tests/e2e/small_gpt.mpl "$tmp/sgz.mpl"
+zero1 tests/e2e/parallel_gpt.mpl "$tmp/pgz.mpl"
 okc=1
 for c in "sgbz $tmp/sgz.mpl --mesh $big" "pg2 tests/e2e/parallel_gpt.mpl --mesh pp=2" "pgbz $tmp/pgz.mpl --mesh $big"; do
   set -- $c

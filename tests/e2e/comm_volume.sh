@@ -9,7 +9,7 @@
 cd "$(dirname "$0")/../.."
 source tests/tools/e2e_lib.sh
 model=tests/e2e/parallel_gpt.mpl
-sed 's/^  steps = 3/  steps = 3\n  zero = 1/' "$model" > "$tmp/zero.mpl"
+rewrite "$model" "$tmp/zero.mpl" 's/^  steps = 3/  steps = 3\n  zero = 1/'
 
 # plan.txt stats.jsonl [label] -> "OK <summary>" or "MISMATCH ..." lines
 cat > "$tmp/compare.py" <<'EOF'

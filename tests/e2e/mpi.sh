@@ -86,7 +86,7 @@ fi
 D=(--data "$tmp/tiny.bin" -q)
 
 # ---- the GPT example at tp = 2 and dp = 2 under mpirun (params with SGD, 3 steps) ----
-sed 's/optimizer = adamw([^)]*)/optimizer = sgd(lr = 0.1, momentum = 0.9)/' examples/gpt_tiny.mpl > "$tmp/gpt_sgd.mpl"
+rewrite examples/gpt_tiny.mpl "$tmp/gpt_sgd.mpl" 's/optimizer = adamw([^)]*)/optimizer = sgd(lr = 0.1, momentum = 0.9)/'
 if compile gs1 "$tmp/gpt_sgd.mpl" && threads gs1 "$tmp/gs1.job" "${D[@]}" --steps 3 --save "$tmp/gs1.st"; then
   for mesh in tp=2 dp=2; do
     name=gs_${mesh/=/}
@@ -106,8 +106,7 @@ if compile lm tests/e2e/tiny_lm.mpl &&
   done
 fi
 
-sed -e 's/^  steps = 3/  steps = 3\n  zero = 1/' -e 's/sgd(lr = 0.5, momentum = 0.9)/adamw(lr = 1e-2)/' \
-  tests/e2e/parallel_gpt.mpl > "$tmp/zero.mpl"
+rewrite tests/e2e/parallel_gpt.mpl "$tmp/zero.mpl" 's/^  steps = 3/  steps = 3\n  zero = 1/' 's/sgd(lr = 0.5, momentum = 0.9)/adamw(lr = 1e-2)/'
 if compile zero "$tmp/zero.mpl" --mesh dp=2,pp=2,tp=2 &&
    threads z6 "$tmp/zero.job" -q --steps 6 --save "$tmp/z6.st" &&
    mpi z3 8 "$tmp/zero.job" -q --steps 3 --checkpoint "$tmp/ck_z" &&

@@ -40,11 +40,11 @@ for mesh in dp=2 tp=2 pp=2,tp=2 dp=2,tp=2 dp=2,pp=2,tp=2 tp=4; do
   else bad "$mesh differs: $(grep FAIL "$tmp/$name.cmp" | head -n 3)"; fi
 done
 
-sed 's/^  steps = 3/  steps = 3\n  zero = 1/' "$model" > "$tmp/zero.mpl"
+rewrite "$model" "$tmp/zero.mpl" 's/^  steps = 3/  steps = 3\n  zero = 1/'
 if run zero "$tmp/zero.mpl" --mesh dp=2 -- --save "$tmp/zero.st" && cmp -s "$tmp/zero.st" "$tmp/m_dp_2.st"; then ok "ZeRO-1 bitwise equal to plain dp=2"
 else bad "ZeRO-1 differs from dp=2: $(tail -n 2 "$tmp/zero.log")"; fi
 
-sed 's/sgd(lr = 0.5, momentum = 0.9)/adamw(lr = 1e-2)/' "$tmp/zero.mpl" > "$tmp/resume.mpl"
+rewrite "$tmp/zero.mpl" "$tmp/resume.mpl" 's/sgd(lr = 0.5, momentum = 0.9)/adamw(lr = 1e-2)/'
 if run r6 "$tmp/resume.mpl" --mesh dp=2,pp=2,tp=2 -- --steps 6 --save "$tmp/r6.st" &&
    "$BUILD/mplrun" "$tmp/r6.job" -q --threads 1 --steps 3 --checkpoint "$tmp/ck" > /dev/null 2>&1 &&
    "$BUILD/mplrun" "$tmp/r6.job" -q --threads 1 --steps 6 --resume "$tmp/ck" --save "$tmp/r33.st" > /dev/null 2>&1 &&
@@ -53,7 +53,7 @@ else bad "resume under dp=2,pp=2,tp=2 is not bitwise equal"; fi
 
 # ZeRO-1 (element chunks per replica) with AdamW and grad_clip against zero = 0 at the same
 # dp, bitwise; a ZeRO-1 checkpoint (whole state) resumed under zero = 0
-sed 's/sgd(lr = 0.5, momentum = 0.9)/adamw(lr = 1e-2)/' "$model" > "$tmp/adam.mpl"
+rewrite "$model" "$tmp/adam.mpl" 's/sgd(lr = 0.5, momentum = 0.9)/adamw(lr = 1e-2)/'
 for dp in 2 4; do
   if run "a$dp" "$tmp/adam.mpl" --mesh dp=$dp -- --save "$tmp/a$dp.st" && run "az$dp" "$tmp/resume.mpl" --mesh dp=$dp -- --save "$tmp/az$dp.st" &&
      cmp -s "$tmp/a$dp.st" "$tmp/az$dp.st"; then ok "ZeRO-1 with AdamW and clipping bitwise equal to zero = 0 at dp=$dp"
@@ -72,13 +72,13 @@ else bad "sliced param under tp: $(tail -n 3 "$tmp/sp2.log") $(grep FAIL "$tmp/s
 
 # token data: the replicas read consecutive row blocks of the step's batch
 [ -f examples/data/tiny.bin ] || "$BUILD/mpltok" examples/data/tiny.txt examples/data/tiny.bin > /dev/null
-sed 's/optimizer = adamw([^)]*)/optimizer = sgd(lr = 0.1)/' tests/e2e/tiny_lm.mpl > "$tmp/tok.mpl"
+rewrite tests/e2e/tiny_lm.mpl "$tmp/tok.mpl" 's/optimizer = adamw([^)]*)/optimizer = sgd(lr = 0.1)/'
 if run tok1 "$tmp/tok.mpl" -- --steps 3 --save "$tmp/tok1.st" && run tok2 "$tmp/tok.mpl" --mesh dp=2 -- --steps 3 --save "$tmp/tok2.st" &&
    "$PY" tests/tools/stcompare.py "$tmp/tok2.st" "$tmp/tok1.st" 1e-5 > "$tmp/tok.cmp"; then ok "token data on dp=2 x pp=2 trains like dp=1 within 1e-5 (worst $(worst "$tmp/tok.cmp"))"
 else bad "token data under dp=2: $(tail -n 2 "$tmp/tok2.log") $(grep FAIL "$tmp/tok.cmp" 2>/dev/null | head -n 2)"; fi
 
 # the GPT example at tp = 2 and dp = 2 (on its pp = 2): params with SGD, losses as written
-sed 's/optimizer = adamw([^)]*)/optimizer = sgd(lr = 0.1, momentum = 0.9)/' examples/gpt_tiny.mpl > "$tmp/gpt_sgd.mpl"
+rewrite examples/gpt_tiny.mpl "$tmp/gpt_sgd.mpl" 's/optimizer = adamw([^)]*)/optimizer = sgd(lr = 0.1, momentum = 0.9)/'
 G=(-- --steps 3 --data examples/data/tiny.bin)
 if run gs1 "$tmp/gpt_sgd.mpl" "${G[@]}" --save "$tmp/gs1.st"; then
   for mesh in tp=2 dp=2; do

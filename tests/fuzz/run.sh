@@ -33,4 +33,9 @@ if [ $rc -ne 0 ]; then
   echo "0 passed, 1 failed"
   exit 1
 fi
+if [ "${execs:-0}" -lt 1000 ]; then # a run that hardly ran tested nothing
+  echo "fuzz: only ${execs:-0} executions (want at least 1000): $(tail -n 3 "$log" | tr '\n' ' ')"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
 echo "1 passed, 0 failed"

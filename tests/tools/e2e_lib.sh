@@ -12,3 +12,15 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 pass=0; fail=0
 ok() { pass=$((pass + 1)); echo "ok   $*"; }
 bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+# rewrite SRC DST EXPR...: DST is SRC with each sed EXPR applied in turn; an EXPR that
+# changes nothing (the model no longer has the line it edits) is a failure, so a check
+# can never quietly compare a model with itself.
+rewrite() {
+  local src=$1 dst=$2 e; shift 2
+  cp "$src" "$dst"
+  for e in "$@"; do
+    sed "$e" "$dst" > "$dst.new"
+    if cmp -s "$dst" "$dst.new"; then bad "rewrite of $src: '$e' changes nothing"; rm -f "$dst.new"; return 1; fi
+    mv "$dst.new" "$dst"
+  done
+}

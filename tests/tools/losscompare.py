@@ -4,7 +4,7 @@ files (JSON lines with "step" and "loss"): every step of A must be in B with
 |loss_a - loss_b| / |loss_b| <= REL_TOL (default 1e-5). B may hold more steps (an
 uninterrupted run against a resumed one). Prints the worst step and exits 1 if a step
 is missing, A is empty, or an error exceeds REL_TOL. Standard library only."""
-import json, sys
+import json, math, sys
 
 
 def load(path):
@@ -32,8 +32,8 @@ def main():
     worst, at = -1.0, None
     for step in sorted(a):
         err = abs(a[step] - b[step]) / (abs(b[step]) or 1.0)
-        if err > worst:
-            worst, at = err, step
+        if not err <= worst:  # a NaN loss is the worst error there is
+            worst, at = (err if err == err else math.inf), step
     ok = worst <= tol
     print("%s steps %d-%d: max rel loss err %.2g (step %d: %.8g vs %.8g), tol %g" %
           ("ok  " if ok else "FAIL", min(a), max(a), worst, at, a[at], b[at], tol))

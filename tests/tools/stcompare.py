@@ -2,7 +2,7 @@
 """stcompare.py A.safetensors B.safetensors [REL_TOL]: compares two F32 safetensors files
 tensor by tensor (same names and shapes); prints the worst relative error of each tensor
 (max |a-b| / max |b|) and exits 1 if any exceeds REL_TOL (default 1e-4). Standard library only."""
-import json, struct, sys
+import json, math, struct, sys
 
 
 def load(path):
@@ -37,7 +37,12 @@ def main():
             bad += 1
             continue
         scale = max((abs(x) for x in vb), default=0.0) or 1.0
-        worst = max((abs(x - y) for x, y in zip(va, vb)), default=0.0) / scale
+        diff = 0.0
+        for x, y in zip(va, vb):
+            d = abs(x - y)
+            if not d <= diff:  # max() would skip a NaN: it is the worst error there is
+                diff = d if d == d else math.inf
+        worst = diff / scale
         ok = worst <= tol
         bad += not ok
         print("%s %s: max rel err %.3g" % ("ok  " if ok else "FAIL", name, worst))
