@@ -188,14 +188,6 @@ struct MplCudaWorld {
 
 static MplCudaWorld *world_of(MplComm *c) { return c->impl; }
 
-static bool is_device_ptr(const void *p) {
-  struct cudaPointerAttributes a;
-  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
-}
 
 /* Makes `waiter` wait for everything queued on `stream` so far. */
 static int stream_after(cudaStream_t waiter, cudaStream_t stream, cudaEvent_t mark, MplErr *err) {
@@ -244,7 +236,7 @@ static int link_send(CRank *me, NcclLink *l, const void *buf, size_t bytes, MplE
  * device buffer, waited for with the stop flag (NULL under MPI). */
 static int link_recv(CRank *me, NcclLink *l, void *buf, size_t bytes, const atomic_int *stop, MplErr *err) {
   if (stream_after(l->stream, me->compute, me->mark, err) != MPL_OK) return MPL_ERR;
-  if (is_device_ptr(buf)) {
+  if (mpl_cuda_is_device_ptr(buf)) {
     NCCL_CHECK(ncclRecv(buf, bytes, ncclInt8, 0, l->comm, l->stream));
     return stream_after(me->compute, l->stream, me->mark, err);
   }
@@ -630,7 +622,7 @@ static void msg_free(CMsg *m) {
 
 /* The message's payload: over the NCCL link to dst, a device copy, or host bytes. */
 static int fill_msg(MplCudaWorld *w, CRank *me, int dst, CMsg *m, const void *buf, MplErr *err) {
-  bool dev = m->bytes && is_device_ptr(buf);
+  bool dev = m->bytes && mpl_cuda_is_device_ptr(buf);
 #ifdef MPL_HAVE_NCCL
   if (dev && w->use_nccl && me->to[dst].comm) {
     m->linked = true;
@@ -691,7 +683,7 @@ static int give_back(MplCudaWorld *w, int src, CMsg *m, cudaStream_t after, MplE
 
 /* Copies a device-copy or host message into buf (device or host) in stream order. */
 static int deliver(MplCudaWorld *w, CRank *me, int src, CMsg *m, void *buf, MplErr *err) {
-  bool dev_dst = m->bytes && is_device_ptr(buf);
+  bool dev_dst = m->bytes && mpl_cuda_is_device_ptr(buf);
   const atomic_int *stop = stop_flag(w);
   if (m->hbuf) {
     if (!dev_dst) {
@@ -766,7 +758,7 @@ static int host_allreduce(MplComm *c, const int *sorted, int nranks, float *buf,
     if (sorted[i] != c->rank && cuda_send(c, sorted[i], tag, buf, bytes) != MPL_OK) return MPL_ERR;
   float *acc = mpl_malloc(bytes + 4), *tmp = mpl_malloc(bytes + 4);
   int st = acc && tmp ? MPL_OK : mpl_errf(err, "out of memory");
-  bool dev = n && is_device_ptr(buf);
+  bool dev = n && mpl_cuda_is_device_ptr(buf);
   for (int i = 0, first = 1; i < nranks && st == MPL_OK; i++, first = 0) {
     int r = sorted[i];
     if (r == c->rank) {
@@ -788,7 +780,8 @@ static int host_allreduce(MplComm *c, const int *sorted, int nranks, float *buf,
 static int cuda_allreduce(MplComm *c, const int *ranks, int nranks, float *buf, size_t n) {
   MplCudaWorld *w = world_of(c);
   CRank *me = &w->ranks[c->rank];
-  if (w->aborted) return mpl_errf(&c->err, "rank %d: communicator aborted: %s", c->rank, w->why);
+  if (atomic_load_explicit(&w->stop, memory_order_acquire)) /* raised after `why` is written */
+    return mpl_errf(&c->err, "rank %d: communicator aborted: %s", c->rank, w->why);
   if (cudaSetDevice(me->gpu) != cudaSuccess) {
     cudaGetLastError();
     return mpl_errf(&c->err, "cuda: cudaSetDevice(%d) failed", me->gpu);
@@ -797,7 +790,7 @@ static int cuda_allreduce(MplComm *c, const int *ranks, int nranks, float *buf, 
   if (!sorted) return MPL_ERR;
   int st;
 #ifdef MPL_HAVE_NCCL
-  ncclComm_t g = w->use_nccl && n && is_device_ptr(buf) ? group_comm(me, sorted, nranks, w->size) : NULL;
+  ncclComm_t g = w->use_nccl && n && mpl_cuda_is_device_ptr(buf) ? group_comm(me, sorted, nranks, w->size) : NULL;
   if (g) st = nccl_allreduce(me, g, buf, n, &c->err);
   else
 #endif
@@ -1007,7 +1000,7 @@ static int cm_send_body(CudaMpi *m, int dst, uint64_t tag, const void *buf, size
   CRank *me = &m->me;
   MplComm *mpi = m->mpi;
   CUDA_CHECK(cudaSetDevice(me->gpu));
-  bool dev = bytes && is_device_ptr(buf);
+  bool dev = bytes && mpl_cuda_is_device_ptr(buf);
   MsgHead h = {.bytes = bytes};
 #ifdef MPL_HAVE_NCCL
   if (dev && m->use_nccl && me->to[dst].comm) {
@@ -1045,7 +1038,7 @@ static int cm_recv_body(CudaMpi *m, int src, uint64_t tag, void *buf, size_t byt
 #endif
     return mpl_errf(err, "rank %d: a message from rank %d came by an NCCL link this rank does not have", m->comm.rank, src);
   }
-  if (!is_device_ptr(buf)) return over_mpi(m, mpi->ops->recv(mpi, src, tag, buf, bytes), err);
+  if (!mpl_cuda_is_device_ptr(buf)) return over_mpi(m, mpi->ops->recv(mpi, src, tag, buf, bytes), err);
   void *hs = host_stage(m, bytes);
   if (!hs) return mpl_errf(err, "rank %d: out of memory staging %zu bytes", m->comm.rank, bytes);
   if (over_mpi(m, mpi->ops->recv(mpi, src, tag, hs, bytes), err) != MPL_OK) return MPL_ERR;
@@ -1076,7 +1069,7 @@ static int cm_allreduce_body(CudaMpi *m, const int *sorted, int k, float *buf, s
   CRank *me = &m->me;
   if (k == 1 || n == 0) return MPL_OK;
   CUDA_CHECK(cudaSetDevice(me->gpu));
-  bool dev = is_device_ptr(buf);
+  bool dev = mpl_cuda_is_device_ptr(buf);
 #ifdef MPL_HAVE_NCCL
   ncclComm_t g = dev && m->use_nccl ? group_comm(me, sorted, k, m->comm.size) : NULL;
   if (g) return nccl_allreduce(me, g, buf, n, err);

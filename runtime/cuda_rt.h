@@ -33,6 +33,9 @@
     if ((call) != cudaSuccess) cudaGetLastError(); \
   } while (0)
 
+/* Is p device (or managed) memory? False for host memory and for pointers CUDA does not know. */
+bool mpl_cuda_is_device_ptr(const void *p);
+
 /* The streams of an initialised cuda device (d->ops == &mpl_device_cuda_ops): kernels,
  * products and copies to/from the host run on `compute`; messages on `comm`. */
 void mpl_cuda_streams(MplDevice *d, cudaStream_t *compute, cudaStream_t *comm);

@@ -706,20 +706,19 @@ static int cuda_zero(MplDevice *d, void *dst, size_t bytes, MplErr *err) {
   return MPL_OK;
 }
 
-/* Host memory on both sides (the executor's host-side gradients): a plain copy. */
-static bool on_host(const void *p) {
+bool mpl_cuda_is_device_ptr(const void *p) {
   struct cudaPointerAttributes a;
   if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
     cudaGetLastError();
-    return true;
+    return false;
   }
-  return a.type != cudaMemoryTypeDevice && a.type != cudaMemoryTypeManaged;
+  return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
 }
 
 static int cuda_copy_to_host(MplDevice *d, void *host, const void *dev, size_t bytes, MplErr *err) {
   CudaDev *cd = d->impl;
   if (!bytes) return MPL_OK;
-  if (on_host(dev)) {
+  if (!mpl_cuda_is_device_ptr(dev)) { /* host memory on both sides: a plain copy */
     memmove(host, dev, bytes);
     return MPL_OK;
   }
@@ -737,7 +736,7 @@ static int cuda_copy_to_host(MplDevice *d, void *host, const void *dev, size_t b
 static int cuda_copy_from_host(MplDevice *d, void *dev, const void *host, size_t bytes, MplErr *err) {
   CudaDev *cd = d->impl;
   if (!bytes) return MPL_OK;
-  if (on_host(dev)) {
+  if (!mpl_cuda_is_device_ptr(dev)) { /* host memory on both sides: a plain copy */
     memmove(dev, host, bytes);
     return MPL_OK;
   }
