@@ -1,6 +1,6 @@
 /*
  * autodiff.h — the reference evaluator (refeval.c) and reverse-mode autodiff
- * (autodiff.c) over the graph IR. (To be folded into mplc.h as its own section.)
+ * (autodiff.c) over the graph IR: a pass header of its own, like the others after sema (see mplc.h).
  *
  * Invariants:
  *  - ref_eval is the oracle: float64, plain loops, every op in id order, no state

@@ -1,8 +1,10 @@
 /*
  * mplc.h — the compiler's internal header, in sections that follow the pipeline:
  *   graph.c     the graph IR (forward and backward, typed, placed), its dump and verifier
+ *   shard.c     tensor parallelism: the graph rewritten per tp rank
  *   sema*.c     AST -> forward graph IR (the front end)
- *   later passes declare their entry points in their own headers, included at the end.
+ *   Later passes declare their entry points in their own headers (autodiff.h, partition.h,
+ *   sched.h, plan.h, kernel.h, jobgen.h), which include this one.
  *
  * Graph IR invariants (checked by graph_verify):
  *  - ops are in topological order: every input id is smaller than the op's id;

@@ -111,33 +111,6 @@ const char *sema_value_desc(Sema *S, Value v) {
 }
 
 /* ---- modules ---------------------------------------------------------------- */
-static char *read_whole(Arena *a, const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  size_t cap = 4096, n = 0;
-  char *buf = malloc(cap);
-  for (size_t k; buf && (k = fread(buf + n, 1, cap - n, f)) > 0;) {
-    n += k;
-    if (n == cap) {
-      char *nb = realloc(buf, cap *= 2);
-      if (!nb) { free(buf); buf = NULL; }
-      else buf = nb;
-    }
-  }
-  fclose(f);
-  if (!buf) return NULL;
-  char *text = arena_strndup(a, buf, n);
-  free(buf);
-  *len = n;
-  return text;
-}
-
-static void register_file(Sema *S, const char *path, const char *text, size_t len) {
-  for (int i = 0; i < S->d->files.n; i++)
-    if (!strcmp(((SourceFile *)S->d->files.items[i])->path, path)) return;
-  diag_add_file(S->d, path, text, len);
-}
-
 /* Looks for NAME.mpl in the stdlib directory, then the -I directories. */
 static Node *load_module_file(Sema *S, const char *name, bool *found) {
   const CompileOptions *o = S->opt;
@@ -146,14 +119,12 @@ static Node *load_module_file(Sema *S, const char *name, bool *found) {
     const char *dir = i == 0 ? o->stdlib_dir : o->include_dirs.items[i - 1];
     if (!dir) continue;
     const char *path = arena_printf(S->a, "%s/%s.mpl", dir, name);
-    size_t len;
-    char *text = read_whole(S->a, path, &len);
-    if (!text) continue;
+    SourceFile *f = diag_load_file(S->d, path);
+    if (!f) continue;
     *found = true;
-    const char *shown = i == 0 ? arena_printf(S->a, "<stdlib>/%s.mpl", name) : path;
+    if (i == 0) f->path = arena_printf(S->a, "<stdlib>/%s.mpl", name); /* as errors show it */
     int before = S->d->nerrors;
-    Node *prog = parse_source(S->d, S->a, shown, text, len);
-    register_file(S, shown, text, len);
+    Node *prog = parse_source(S->d, S->a, f->path, f->text, f->len);
     if (S->d->nerrors > before) return NULL;
     return prog;
   }
@@ -347,12 +318,8 @@ static void build_model(Sema *S, Node *model) {
   }
   Value r = sc->ret;
   if (r.kind == V_ERR) return;
-  if (r.kind != V_TENSOR) {
-    sema_err(S, r.loc.line ? r.loc : model->loc, "the model must return a scalar f32 loss, not %s", sema_value_desc(S, r));
-    return;
-  }
-  Op *op = S->g->ops[r.op];
-  if (op->shape.rank != 0 || op->dtype != DT_F32) {
+  const Op *op = r.kind == V_TENSOR ? S->g->ops[r.op] : NULL;
+  if (!op || op->shape.rank != 0 || op->dtype != DT_F32) {
     sema_err(S, r.loc.line ? r.loc : model->loc, "the model must return a scalar f32 loss, not %s", sema_value_desc(S, r));
     return;
   }

@@ -35,7 +35,7 @@ Value sema_lookup(Sema *S, Scope *sc, const char *name, Loc loc, bool report) {
   if (m) return m->broken ? verr() : (Value){.kind = V_MODULE, .mod = m, .loc = loc};
   InstName *in = strmap_get(&sc->insts, name);
   if (in && !in->array)
-    return (Value){.kind = V_INST, .s = *sc->prefix ? arena_printf(S->a, "%s.%s", sc->prefix, name) : name, .loc = loc};
+    return (Value){.kind = V_INST, .s = scope_global(S, sc, name), .loc = loc};
   DType dt;
   if (sema_parse_dtype(name, &dt) && strcmp(name, "int") && strcmp(name, "float"))
     return (Value){.kind = V_DTYPE, .i = dt, .loc = loc};
@@ -250,7 +250,7 @@ static Value eval_unop(Sema *S, Scope *sc, Node *e) {
 static Value eval_member(Sema *S, Scope *sc, Node *e) {
   Value o;
   if (e->a->kind == N_IDENT && strmap_get(&sc->insts, e->a->name) && !scope_find(sc, e->a->name))
-    o = (Value){.kind = V_INST, .s = *sc->prefix ? arena_printf(S->a, "%s.%s", sc->prefix, e->a->name) : e->a->name};
+    o = (Value){.kind = V_INST, .s = scope_global(S, sc, e->a->name)};
   else
     o = sema_eval(S, sc, e->a);
   if (o.kind == V_ERR) return o;
@@ -310,7 +310,7 @@ static Value eval_index(Sema *S, Scope *sc, Node *e) {
         sema_err(S, e->loc, "there is no instance '%s'", local);
         return verr();
       }
-      return (Value){.kind = V_INST, .s = *sc->prefix ? arena_printf(S->a, "%s.%s", sc->prefix, local) : local, .loc = e->loc};
+      return (Value){.kind = V_INST, .s = scope_global(S, sc, local), .loc = e->loc};
     }
   }
   Value x = sema_eval(S, sc, e->a);

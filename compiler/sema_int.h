@@ -95,7 +95,6 @@ typedef struct Scope {
   int nvars, capvars;
   StrMap counters;    /* callee -> (intptr_t) count of unnamed instances */
   StrMap insts;       /* local instance name -> InstName* */
-  StrMap params;      /* local param name -> Loc* (duplicates) */
   bool returned;
   Value ret;
   bool is_model;
@@ -158,6 +157,7 @@ void sema_exec_body(Sema *S, Scope *sc, NodeList *body);
 Value sema_call_def(Sema *S, Scope *sc, Node *call, Node *def, Module *mod, const char *callee);
 void scope_bind(Sema *S, Scope *sc, const char *name, Value v);
 Binding *scope_find(Scope *sc, const char *name);
+const char *scope_global(Sema *S, Scope *sc, const char *local);
 bool sema_def_has_params(Sema *S, Module *mod, Node *def);
 bool sema_parse_dtype(const char *name, DType *out);
 /* Names the instance made by call in scope sc; NULL after an error. */
@@ -174,6 +174,8 @@ Value sema_unary(Sema *S, OpKind k, Value x, Loc loc);
 Value sema_binary(Sema *S, OpKind k, Value a, Value b, Loc loc, const char *opname);
 Value sema_matmul(Sema *S, Value a, Value b, bool ta, bool tb, Loc loc);
 Value sema_transpose(Sema *S, Value x, Value i, Value j, Loc loc);
+/* Binds call's arguments to the params named params[0..np) (see sema_ops.c). */
+bool sema_bind_args(Sema *S, Node *call, const char *fn, const char *const *params, int np, int nreq, Node **out);
 Value sema_builtin(Sema *S, Scope *sc, Node *call, const char *name, bool *found);
 Value sema_index(Sema *S, Scope *sc, Node *e, Value x);
 int sema_norm_axis(Sema *S, int64_t axis, int rank, Loc loc);

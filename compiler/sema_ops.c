@@ -297,7 +297,7 @@ static void note_bound(Sema *S, Value v, int64_t bound) {
   if (!S->bound[op->id] || bound < S->bound[op->id]) S->bound[op->id] = bound;
 }
 
-/* ---- built-in argument binding ----------------------------------------------------- */
+/* ---- argument binding -------------------------------------------------------------- */
 enum { BI_MAXARGS = 4 };
 
 typedef struct Builtin Builtin;
@@ -310,28 +310,43 @@ struct Builtin {
   const char *params[BI_MAXARGS];
 };
 
-/* Binds positional then keyword args of call to b->params; false after an error. */
-static bool bind_args(Sema *S, Node *call, const Builtin *b, Node **out) {
-  int np = 0;
-  while (np < BI_MAXARGS && b->params[np]) np++;
+/* Binds the positional then the keyword arguments of call to params[0..np): out[j]
+ * becomes the expression given for params[j], or stays NULL. Every argument too
+ * many, unknown keyword and argument given twice is reported; then, if nreq >= 0,
+ * a missing one of the first nreq params. An extra positional argument reads
+ * "takes at most N arguments" when 0 <= nreq < np, else "takes N arguments"
+ * (nreq < 0: a def's call, whose caller fills the missing params from defaults).
+ * False after an error. */
+bool sema_bind_args(Sema *S, Node *call, const char *fn, const char *const *params, int np, int nreq, Node **out) {
+  bool ok = true;
   int pos = 0;
   for (int i = 0; i < call->list.n; i++) {
     Node *arg = call->list.items[i];
     int slot = -1;
     if (!arg->name) {
-      if (pos >= np) { sema_err(S, arg->loc, "%s takes at most %d arguments", b->name, np); return false; }
+      if (pos >= np) {
+        sema_err(S, arg->loc, "%s takes %s%d argument%s", fn, nreq >= 0 && nreq < np ? "at most " : "", np, np == 1 ? "" : "s");
+        ok = false;
+        continue;
+      }
       slot = pos++;
     } else {
       for (int j = 0; j < np; j++)
-        if (!strcmp(b->params[j], arg->name)) slot = j;
-      if (slot < 0) { sema_err(S, arg->loc, "%s has no argument '%s'", b->name, arg->name); return false; }
+        if (!strcmp(params[j], arg->name)) slot = j;
+      if (slot < 0) { sema_err(S, arg->loc, "%s has no argument '%s'", fn, arg->name); ok = false; continue; }
     }
-    if (out[slot]) { sema_err(S, arg->loc, "argument '%s' of %s is given twice", b->params[slot], b->name); return false; }
+    if (out[slot]) { sema_err(S, arg->loc, "argument '%s' of %s is given twice", params[slot], fn); ok = false; continue; }
     out[slot] = arg->a;
   }
-  for (int j = 0; j < b->nreq; j++)
-    if (!out[j]) { sema_err(S, call->loc, "%s needs argument '%s'", b->name, b->params[j]); return false; }
-  return true;
+  for (int j = 0; ok && j < nreq; j++)
+    if (!out[j]) { sema_err(S, call->loc, "%s needs argument '%s'", fn, params[j]); ok = false; }
+  return ok;
+}
+
+static bool bind_builtin_args(Sema *S, Node *call, const Builtin *b, Node **out) {
+  int np = 0;
+  while (np < BI_MAXARGS && b->params[np]) np++;
+  return sema_bind_args(S, call, b->name, b->params, np, b->nreq, out);
 }
 
 static Value tensor_arg(Sema *S, Scope *sc, Node *e, const char *fn) {
@@ -729,7 +744,7 @@ static Value bi_embedding(Sema *S, Scope *sc, Node *call, const Builtin *b, Node
   if (s.rank == MPL_MAX_RANK) { sema_err(S, call->loc, "more than %d dimensions", MPL_MAX_RANK); return verr(); }
   s.d[s.rank++] = cols;
   if (!sema_check_shape(S, &s, call->loc)) return verr();
-  const char *global = *sc->prefix ? arena_printf(S->a, "%s.%s.weight", sc->prefix, local) : arena_printf(S->a, "%s.weight", local);
+  const char *global = scope_global(S, sc, arena_printf(S->a, "%s.weight", local));
   Op *w = sema_new_param(S, global, DT_F32, ws, INIT_NORMAL, 0.02, 0, call->loc);
   if (!w) return verr();
   note_bound(S, idx, rows);
@@ -827,7 +842,7 @@ Value sema_builtin(Sema *S, Scope *sc, Node *call, const char *name, bool *found
       return verr();
     }
     Node *args[BI_MAXARGS] = {0};
-    if (b->nreq >= 0 && !bind_args(S, call, b, args)) return verr();
+    if (b->nreq >= 0 && !bind_builtin_args(S, call, b, args)) return verr();
     return b->fn(S, sc, call, b, args);
   }
   *found = false;

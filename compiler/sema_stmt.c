@@ -25,6 +25,11 @@ Binding *scope_find(Scope *sc, const char *name) {
   return NULL;
 }
 
+/* The global name of `local` declared in sc: qualified by the instance prefix. */
+const char *scope_global(Sema *S, Scope *sc, const char *local) {
+  return *sc->prefix ? arena_printf(S->a, "%s.%s", sc->prefix, local) : local;
+}
+
 void scope_bind(Sema *S, Scope *sc, const char *name, Value v) {
   if (v.kind == V_TENSOR && !S->varname[v.op]) S->varname[v.op] = name;
   Binding *b = scope_find(sc, name);
@@ -126,7 +131,7 @@ const char *sema_instance_name(Sema *S, Scope *sc, Node *call, const char *calle
   InstName *in = arena_alloc(S->a, sizeof *in);
   *in = (InstName){loc, false};
   strmap_put(S->a, &sc->insts, local, in);
-  const char *global = *sc->prefix ? arena_printf(S->a, "%s.%s", sc->prefix, local) : local;
+  const char *global = scope_global(S, sc, local);
   strmap_put(S->a, &S->inst_prefixes, global, (void *)1);
   return local;
 }
@@ -228,7 +233,6 @@ static void exec_param(Sema *S, Scope *sc, Node *st) {
       return;
     }
   }
-  Loc *prev = strmap_get(&sc->params, st->name);
   DType dt;
   Shape s;
   InitKind k;
@@ -242,17 +246,8 @@ static void exec_param(Sema *S, Scope *sc, Node *st) {
     scope_bind(S, sc, st->name, verr());
     return;
   }
-  const char *global = *sc->prefix ? arena_printf(S->a, "%s.%s", sc->prefix, st->name) : st->name;
-  if (prev) {
-    sema_err(S, st->loc, "param '%s' is declared twice", global);
-    sema_note(S, *prev, "'%s' was first declared here", global);
-    scope_bind(S, sc, st->name, verr());
-    return;
-  }
-  Op *p = sema_new_param(S, global, dt, s, k, ia, ib, st->loc);
-  Loc *l = arena_alloc(S->a, sizeof *l);
-  *l = st->loc;
-  strmap_put(S->a, &sc->params, st->name, l);
+  const char *global = scope_global(S, sc, st->name);
+  Op *p = sema_new_param(S, global, dt, s, k, ia, ib, st->loc); /* reports a second declaration */
   if (!p) { scope_bind(S, sc, st->name, verr()); return; }
   for (int i = 0; i < st->annots.n; i++)
     if (((Node *)st->annots.items[i])->op == ANNOT_SHARD) apply_shard(S, sc, st->annots.items[i], p);
@@ -326,6 +321,14 @@ static void exec_assign(Sema *S, Scope *sc, Node *st) {
     scope_bind(S, sc, ((Node *)st->list.items[i])->name, v.kind == V_TUPLE ? v.items[i] : verr());
 }
 
+/* Counts one statement or loop iteration run; false (after an error) past the limit. */
+static bool count_step(Sema *S, Node *st) {
+  if (++S->steps <= SEMA_MAX_STEPS) return true;
+  sema_err(S, st->loc, "the program is too large to unroll (more than %d statements and iterations)", SEMA_MAX_STEPS);
+  S->stop = true;
+  return false;
+}
+
 static void exec_for(Sema *S, Scope *sc, Node *st, bool top) {
   int64_t lo, hi;
   bool ok = sema_const_int(S, sc, st->a, "a for loop's start", &lo);
@@ -336,11 +339,7 @@ static void exec_for(Sema *S, Scope *sc, Node *st, bool top) {
     return;
   }
   for (int64_t i = lo; i < hi && !S->stop && !sc->returned; i++) {
-    if (++S->steps > SEMA_MAX_STEPS) {
-      sema_err(S, st->loc, "the program is too large to unroll (more than %d statements and iterations)", SEMA_MAX_STEPS);
-      S->stop = true;
-      return;
-    }
+    if (!count_step(S, st)) return;
     Place saved = S->place;
     if (top) S->seg++;
     scope_bind(S, sc, st->name, vint(i, st->loc));
@@ -361,11 +360,7 @@ static void exec_if(Sema *S, Scope *sc, Node *st) {
 }
 
 static void exec_stmt(Sema *S, Scope *sc, Node *st) {
-  if (++S->steps > SEMA_MAX_STEPS) {
-    sema_err(S, st->loc, "the program is too large to unroll (more than %d statements and iterations)", SEMA_MAX_STEPS);
-    S->stop = true;
-    return;
-  }
+  if (!count_step(S, st)) return;
   if (st->kind == N_FOR) { exec_for(S, sc, st, sc->is_model && sc->nest == 0); return; }
   Place saved = S->place;
   apply_annots(S, sc, st);
@@ -405,7 +400,6 @@ void sema_exec_body(Sema *S, Scope *sc, NodeList *body) {
 /* ---- def calls ---------------------------------------------------------------------------- */
 typedef struct CallCtx {
   const char *callee;
-  Node *call;
   Shape ell;      /* the dims matched by the first `...` */
   bool ell_set;
 } CallCtx;
@@ -517,26 +511,23 @@ static bool is_scalar_decl(Node *pd) {
   return ty && !ty->has_dims && ty->name && (!strcmp(ty->name, "int") || !strcmp(ty->name, "float") || !strcmp(ty->name, "bool"));
 }
 
-/* Maps the call's arguments to the def's PARAMDECLs; evaluates them in the caller. */
+/* Maps the call's arguments to the def's PARAMDECLs and evaluates them in the caller,
+ * in the order they are written (so ops are made in source order). */
 static bool collect_args(Sema *S, Scope *sc, Node *call, Node *def, const char *callee, Value *vals, Loc *locs, bool *given) {
-  int np = def->list.n, pos = 0;
-  bool ok = true;
-  for (int i = 0; i < call->list.n; i++) {
-    Node *arg = call->list.items[i];
-    int slot = -1;
-    if (!arg->name) {
-      if (pos >= np) { sema_err(S, arg->loc, "%s takes %d argument%s", callee, np, np == 1 ? "" : "s"); ok = false; continue; }
-      slot = pos++;
-    } else {
-      for (int j = 0; j < np; j++)
-        if (!strcmp(((Node *)def->list.items[j])->name, arg->name)) slot = j;
-      if (slot < 0) { sema_err(S, arg->loc, "%s has no argument '%s'", callee, arg->name); ok = false; continue; }
+  int np = def->list.n;
+  const char **names = arena_alloc(S->a, sizeof(char *) * (size_t)(np + 1));
+  Node **exprs = arena_alloc(S->a, sizeof(Node *) * (size_t)(np + 1));
+  for (int j = 0; j < np; j++) names[j] = ((Node *)def->list.items[j])->name;
+  bool ok = sema_bind_args(S, call, callee, names, np, -1, exprs);
+  for (int i = 0; i < call->list.n; i++)
+    for (int j = 0; j < np; j++) {
+      Node *e = ((Node *)call->list.items[i])->a;
+      if (exprs[j] != e) continue;
+      given[j] = true;
+      vals[j] = sema_eval(S, sc, e);
+      locs[j] = e->loc;
+      break;
     }
-    if (given[slot]) { sema_err(S, arg->loc, "argument '%s' of %s is given twice", arg->name ? arg->name : "?", callee); ok = false; continue; }
-    given[slot] = true;
-    vals[slot] = sema_eval(S, sc, arg->a);
-    locs[slot] = arg->a->loc;
-  }
   return ok;
 }
 
@@ -549,7 +540,7 @@ static Value call_body(Sema *S, Scope *sc, Node *call, Node *def, Module *mod, c
   Scope *nsc = arena_alloc(S->a, sizeof *nsc);
   nsc->mod = mod;
   nsc->prefix = prefix;
-  CallCtx cc = {.callee = callee, .call = call};
+  CallCtx cc = {.callee = callee};
   for (int pass = 0; pass < 2; pass++) /* compile-time args first, then tensors */
     for (int j = 0; j < np; j++) {
       Node *pd = def->list.items[j];
@@ -581,7 +572,7 @@ Value sema_call_def(Sema *S, Scope *sc, Node *call, Node *def, Module *mod, cons
   if (sema_def_has_params(S, mod, def)) {
     const char *local = sema_instance_name(S, sc, call, callee);
     if (!local) return verr();
-    prefix = *sc->prefix ? arena_printf(S->a, "%s.%s", sc->prefix, local) : local;
+    prefix = scope_global(S, sc, local);
   } else if (call->as_name) {
     sema_err(S, call->as_name->loc, "'as' names an instance, but %s declares no params", callee);
     return verr();

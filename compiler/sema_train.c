@@ -65,38 +65,13 @@ static const char *callee_name(Node *e) {
   return NULL;
 }
 
-/* The argument of call named name, or the pos-th positional one; NULL if absent. */
-static Node *call_arg(Node *call, int pos, const char *name) {
-  if (call->kind != N_CALL) return NULL;
-  int p = 0;
-  for (int i = 0; i < call->list.n; i++) {
-    Node *arg = call->list.items[i];
-    if (arg->name ? !strcmp(arg->name, name) : p++ == pos) return arg->a;
-  }
-  return NULL;
+/* Binds the arguments of fn(...) to names (all optional); a bare fn binds none. */
+static bool train_call_args(Sema *S, Node *e, const char *fn, const char *const *names, int n, Node **out) {
+  return e->kind != N_CALL || sema_bind_args(S, e, fn, names, n, 0, out);
 }
 
-/* Every keyword of call must be one of names; at most n positional args. */
-static bool check_call_args(Sema *S, Node *call, const char *fn, const char *const *names, int n) {
-  if (call->kind != N_CALL) return true;
-  int p = 0;
-  for (int i = 0; i < call->list.n; i++) {
-    Node *arg = call->list.items[i];
-    if (!arg->name) {
-      if (p++ >= n) { sema_err(S, arg->loc, "%s takes at most %d arguments", fn, n); return false; }
-      continue;
-    }
-    bool ok = false;
-    for (int k = 0; k < n; k++) ok |= !strcmp(arg->name, names[k]);
-    if (!ok) { sema_err(S, arg->loc, "%s has no argument '%s'", fn, arg->name); return false; }
-  }
-  return true;
-}
-
-static bool opt_num(Sema *S, Scope *sc, Node *call, int pos, const char *name, double *out) {
-  Node *e = call_arg(call, pos, name);
-  if (!e) return true;
-  return sema_const_num(S, sc, e, arena_printf(S->a, "%s", name), out);
+static void opt_num(Sema *S, Scope *sc, Node *e, const char *name, double *out) {
+  if (e) sema_const_num(S, sc, e, name, out);
 }
 
 static void key_data(Sema *S, Scope *sc, Node *e) {
@@ -177,20 +152,21 @@ static void key_optimizer(Sema *S, Scope *sc, Node *e) {
   const char *fn = callee_name(e);
   static const char *const sgd[] = {"lr", "momentum"};
   static const char *const adamw[] = {"lr", "beta1", "beta2", "eps", "weight_decay"};
+  Node *a[5] = {0};
   if (fn && !strcmp(fn, "sgd")) {
-    if (!check_call_args(S, e, "sgd", sgd, 2)) return;
+    if (!train_call_args(S, e, "sgd", sgd, 2, a)) return;
     t->optimizer = OPT_SGD;
     t->weight_decay = 0;
-    opt_num(S, sc, e, 0, "lr", &t->lr);
-    opt_num(S, sc, e, 1, "momentum", &t->momentum);
+    opt_num(S, sc, a[0], "lr", &t->lr);
+    opt_num(S, sc, a[1], "momentum", &t->momentum);
   } else if (fn && !strcmp(fn, "adamw")) {
-    if (!check_call_args(S, e, "adamw", adamw, 5)) return;
+    if (!train_call_args(S, e, "adamw", adamw, 5, a)) return;
     t->optimizer = OPT_ADAMW;
-    opt_num(S, sc, e, 0, "lr", &t->lr);
-    opt_num(S, sc, e, 1, "beta1", &t->beta1);
-    opt_num(S, sc, e, 2, "beta2", &t->beta2);
-    opt_num(S, sc, e, 3, "eps", &t->eps);
-    opt_num(S, sc, e, 4, "weight_decay", &t->weight_decay);
+    opt_num(S, sc, a[0], "lr", &t->lr);
+    opt_num(S, sc, a[1], "beta1", &t->beta1);
+    opt_num(S, sc, a[2], "beta2", &t->beta2);
+    opt_num(S, sc, a[3], "eps", &t->eps);
+    opt_num(S, sc, a[4], "weight_decay", &t->weight_decay);
   } else {
     sema_err(S, e->loc, "optimizer is sgd(lr, momentum) or adamw(lr, beta1, beta2, eps, weight_decay)");
     return;
@@ -202,13 +178,13 @@ static void key_lr_schedule(Sema *S, Scope *sc, Node *e) {
   TrainConfig *t = &S->g->train;
   const char *fn = callee_name(e);
   static const char *const cos[] = {"warmup", "min_lr"};
+  Node *a[2] = {0};
   if (fn && e->kind == N_IDENT && !strcmp(fn, "constant")) { t->lr_schedule = LR_CONSTANT; return; }
   if (fn && e->kind == N_CALL && !strcmp(fn, "cosine")) {
-    if (!check_call_args(S, e, "cosine", cos, 2)) return;
-    Node *w = call_arg(e, 0, "warmup");
+    if (!train_call_args(S, e, "cosine", cos, 2, a)) return;
     t->lr_schedule = LR_COSINE;
-    if (w) pos_int(S, sc, w, "warmup", 0, &t->warmup);
-    opt_num(S, sc, e, 1, "min_lr", &t->min_lr);
+    if (a[0]) pos_int(S, sc, a[0], "warmup", 0, &t->warmup);
+    opt_num(S, sc, a[1], "min_lr", &t->min_lr);
     return;
   }
   sema_err(S, e->loc, "lr_schedule is constant or cosine(warmup, min_lr)");

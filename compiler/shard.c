@@ -40,7 +40,7 @@
 
 typedef struct Shard {
   Diag *d;
-  Graph *old, *g;
+  Graph *g;
   int tp;
   bool allow_gather;
   int *map;     /* old id -> new id */
@@ -68,10 +68,14 @@ static Op *clone_with(Shard *s, const Op *src, int nin, const int *in) {
   return op;
 }
 
-static Op *new_op(Shard *s, OpKind k, int in, const Op *like) {
-  Op *op = graph_add(s->g, k, 1, &in, like->loc);
-  op->dtype = s->g->ops[in]->dtype;
-  op->stage = s->g->ops[in]->stage >= 0 ? s->g->ops[in]->stage : like->stage;
+/* A new replicated op on inputs in[0..nin) inheriting placement from `like`: the
+ * stage of its first input if it has one, else like's; like's seg and recompute.
+ * Its dtype is its first input's (like's without inputs); the caller sets the shape. */
+static Op *new_op(Shard *s, OpKind k, int nin, const int *in, const Op *like) {
+  Op *op = graph_add(s->g, k, nin, in, like->loc);
+  const Op *first = nin ? s->g->ops[in[0]] : like;
+  op->dtype = first->dtype;
+  op->stage = nin && first->stage >= 0 ? first->stage : like->stage;
   op->stage_loc = like->stage_loc;
   op->seg = like->seg;
   op->recompute = like->recompute;
@@ -129,7 +133,7 @@ static int make_repl(Shard *s, int v, const Op *reader) {
   int stage = op->stage >= 0 ? op->stage : reader->stage;
   if (is_partial(op)) {
     if (s->reduced[v] >= 0 && s->g->ops[s->reduced[v]]->stage == stage) return s->reduced[v];
-    Op *ar = new_op(s, OP_ALLREDUCE, v, reader);
+    Op *ar = new_op(s, OP_ALLREDUCE, 1, &v, reader);
     ar->shape = op->shape;
     s->reduced[v] = ar->id;
     return ar->id;
@@ -137,7 +141,7 @@ static int make_repl(Shard *s, int v, const Op *reader) {
   if (!is_split(op)) return v;
   if (s->gather[v] >= 0 && s->g->ops[s->gather[v]]->stage == stage) return s->gather[v];
   check_gather(s, op, reader);
-  Op *ga = new_op(s, OP_ALLGATHER, v, reader);
+  Op *ga = new_op(s, OP_ALLGATHER, 1, &v, reader);
   ga->shape = global_shape(s, op);
   ga->axis = op->layout.split_dim;
   ga->key = op->layout.groups;
@@ -153,7 +157,7 @@ static int make_split(Shard *s, int v, int dim, int groups, const Op *reader) {
   OpKind k = OP_TP_SLICE;
   if (is_partial(op) && s->reduced[v] < 0) k = OP_REDUCE_SCATTER; /* one collective, not all-reduce + slice */
   else v = make_repl(s, v, reader);
-  Op *sl = new_op(s, k, v, reader);
+  Op *sl = new_op(s, k, 1, &v, reader);
   sl->shape = s->g->ops[v]->shape;
   sl->shape.d[dim] /= s->tp;
   sl->axis = dim;
@@ -192,7 +196,7 @@ static int shard_matmul(Shard *s, const Op *src, const int *in0) {
   int a_k = src->ta ? ra - 2 : ra - 1, b_k = src->tb ? rb - 1 : rb - 2, b_n = src->tb ? rb - 2 : rb - 1;
   int rout = src->shape.rank;
   if (!is_split(a) && is_split(b) && rb == 2 && b->layout.split_dim == b_n) { /* column-parallel */
-    Op *enter = new_op(s, OP_TP_ENTER, a->id, src);
+    Op *enter = new_op(s, OP_TP_ENTER, 1, &in[0], src);
     enter->shape = a->shape;
     int r[2] = {enter->id, b->id};
     Op *op = clone_with(s, src, 2, r);
@@ -240,7 +244,7 @@ static int shard_elementwise(Shard *s, const Op *src, const int *in) {
       const Op *x = s->g->ops[in[j]];
       r[j] = in[j];
       if (!is_partial(x) && op_info[x->kind].cls != OPC_C && (src->kind == OP_MUL || src->kind == OP_DIV)) {
-        Op *enter = new_op(s, OP_TP_ENTER, in[j], src);
+        Op *enter = new_op(s, OP_TP_ENTER, 1, &in[j], src);
         enter->shape = x->shape;
         r[j] = enter->id;
       }
@@ -267,14 +271,10 @@ static int shard_elementwise(Shard *s, const Op *src, const int *in) {
 
 /* A scalar constant, for scaling a partial mean. */
 static int scalar(Shard *s, double value, const Op *like) {
-  Op *c = graph_add(s->g, OP_FULL, 0, NULL, like->loc);
+  Op *c = new_op(s, OP_FULL, 0, NULL, like);
   c->shape.rank = 0;
-  c->dtype = like->dtype;
   c->value = value;
-  c->stage = -1;
-  c->seg = like->seg;
-  c->recompute = like->recompute;
-  c->layout = REPL;
+  c->stage = -1; /* a constant, placed where it is read */
   return c->id;
 }
 
@@ -290,13 +290,8 @@ static int shard_reduce(Shard *s, const Op *src, const int *in) {
     int id = finish(s, clone_with(s, src, 1, in), src, PARTIAL);
     if (src->kind == OP_SUM) return id;
     int r[2] = {id, scalar(s, 1.0 / s->tp, src)};
-    Op *mul = graph_add(s->g, OP_MUL, 2, r, src->loc);
+    Op *mul = new_op(s, OP_MUL, 2, r, src);
     mul->shape = src->shape;
-    mul->dtype = src->dtype;
-    mul->stage = src->stage;
-    mul->stage_loc = src->stage_loc;
-    mul->seg = src->seg;
-    mul->recompute = src->recompute;
     mul->layout = PARTIAL;
     return mul->id;
   }
@@ -350,9 +345,7 @@ static int shard_transpose(Shard *s, const Op *src, const int *in) {
 }
 
 static int shard_param(Shard *s, const Op *src) {
-  Op *op = clone_with(s, src, 0, NULL);
-  if (src->layout.split_dim < 0) return finish(s, op, src, REPL);
-  return finish(s, op, src, src->layout);
+  return finish(s, clone_with(s, src, 0, NULL), src, src->layout);
 }
 
 static int shard_op(Shard *s, const Op *src, const int *in) {
@@ -372,7 +365,7 @@ static int shard_op(Shard *s, const Op *src, const int *in) {
 Graph *shard_program(Diag *d, Graph *old, bool allow_gather) {
   int tp = old->mesh.tp;
   if (tp <= 1) return old;
-  Shard s = {.d = d, .old = old, .tp = tp, .allow_gather = allow_gather};
+  Shard s = {.d = d, .tp = tp, .allow_gather = allow_gather};
   s.g = graph_new(old->arena);
   Graph keep = *old;
   *s.g = keep;

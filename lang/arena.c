@@ -28,7 +28,6 @@ void arena_free(Arena *a) {
     b = next;
   }
   a->head = NULL;
-  a->bytes = 0;
 }
 
 void *arena_alloc(Arena *a, size_t n) {
@@ -45,7 +44,6 @@ void *arena_alloc(Arena *a, size_t n) {
   }
   void *p = b->data + b->used;
   b->used += n;
-  a->bytes += n;
   memset(p, 0, n);
   return p;
 }

@@ -20,7 +20,6 @@
 typedef struct ArenaBlock ArenaBlock;
 typedef struct Arena {
   ArenaBlock *head;
-  size_t bytes; /* total handed out, for statistics */
 } Arena;
 
 void arena_init(Arena *a);
@@ -64,7 +63,7 @@ typedef struct Diag {
   Arena *arena;
   FILE *out; /* stderr by default */
   PtrVec files; /* SourceFile*, to print the source line of a location */
-  int nerrors, nwarnings;
+  int nerrors;
   int max_errors;
   bool last_error_dropped; /* notes after a dropped error are dropped too */
 } Diag;
@@ -76,7 +75,6 @@ SourceFile *diag_add_file(Diag *d, const char *path, const char *text, size_t le
 SourceFile *diag_load_file(Diag *d, const char *path);
 /* "file:line:col: error: msg", the source line, and a caret under col. */
 void diag_error(Diag *d, Loc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-void diag_warning(Diag *d, Loc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* "file:line:col: note: msg" with line and caret: the other place involved. */
 void diag_note(Diag *d, Loc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* An error with no source location: "mplc: error: msg". */

@@ -5,7 +5,7 @@
  * Invariants:
  *  - Errors are counted, never fatal. After max_errors (0: no limit) further
  *    errors are counted but not printed, and one line says so.
- *  - A note belongs to the error or warning before it and is dropped with it.
+ *  - A note belongs to the error before it and is dropped with it.
  *  - Columns are 1-based bytes; the caret line keeps the tabs of the source
  *    line and skips UTF-8 continuation bytes, so the caret lines up on screen.
  *  - A location in a file that was not registered prints only the first line.
@@ -120,15 +120,6 @@ void diag_error(Diag *d, Loc loc, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   diag_vreport(d, loc, "error", fmt, ap);
-  va_end(ap);
-}
-
-void diag_warning(Diag *d, Loc loc, const char *fmt, ...) {
-  d->nwarnings++;
-  d->last_error_dropped = false;
-  va_list ap;
-  va_start(ap, fmt);
-  diag_vreport(d, loc, "warning", fmt, ap);
   va_end(ap);
 }
 
