@@ -175,8 +175,8 @@ void mpl_afile_abort(MplAtomicFile *af) {
   afile_release(af);
 }
 
-/* fsync of the directory holding path, so the rename itself is durable. */
-static int fsync_dir(const char *path) {
+/* fsync of the directory holding path, so a rename into it is durable. */
+int mpl_fsync_dir(const char *path) {
   const char *slash = strrchr(path, '/');
   char dir[4096];
   if (!slash) snprintf(dir, sizeof dir, ".");
@@ -201,7 +201,7 @@ int mpl_afile_commit(MplAtomicFile *af, MplErr *err) {
     mpl_afile_abort(af);
     return MPL_ERR;
   }
-  fsync_dir(af->path); /* best effort: some file systems refuse fsync on directories */
+  mpl_fsync_dir(af->path); /* best effort: some file systems refuse fsync on directories */
   afile_release(af);
   return MPL_OK;
 }

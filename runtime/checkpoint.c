@@ -189,18 +189,6 @@ static void remove_dir(const char *dir) {
   rmdir(dir);
 }
 
-static void fsync_parent(const char *path) {
-  char dir[4096];
-  const char *slash = strrchr(path, '/');
-  if (!slash) snprintf(dir, sizeof dir, ".");
-  else snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
-  int fd = open(dir, O_RDONLY | O_DIRECTORY);
-  if (fd >= 0) {
-    fsync(fd);
-    close(fd);
-  }
-}
-
 /* Puts tmp in place of dir: an atomic exchange if dir exists, else a rename. */
 static int swap_into_place(const char *tmp, const char *dir, MplErr *err) {
   struct stat sb;
@@ -209,7 +197,7 @@ static int swap_into_place(const char *tmp, const char *dir, MplErr *err) {
 #ifdef SYS_renameat2
     if (syscall(SYS_renameat2, AT_FDCWD, tmp, AT_FDCWD, dir, 2 /* RENAME_EXCHANGE */) == 0) {
       remove_dir(tmp); /* now the old checkpoint */
-      fsync_parent(dir);
+      mpl_fsync_dir(dir); /* best effort, as mpl_afile_commit */
       return MPL_OK;
     }
 #endif
@@ -226,7 +214,7 @@ static int swap_into_place(const char *tmp, const char *dir, MplErr *err) {
   } else if (rename(tmp, dir) != 0) {
     return mpl_errf(err, "%s: cannot create: %s", dir, strerror(errno));
   }
-  fsync_parent(dir);
+  mpl_fsync_dir(dir); /* best effort, as mpl_afile_commit */
   return MPL_OK;
 }
 

@@ -298,6 +298,13 @@ static int cpu_copy(MplDevice *d, void *dst, const void *src, size_t bytes, MplE
   return MPL_OK;
 }
 
+/* height rows of width bytes (tp's parts of a value; the rows never overlap). */
+static int cpu_copy_2d(MplDevice *d, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                       size_t height, MplErr *err) {
+  for (size_t i = 0; i < height && width; i++) memcpy((uint8_t *)dst + i * dpitch, (const uint8_t *)src + i * spitch, width);
+  return MPL_OK;
+}
+
 const MplDeviceOps mpl_device_cpu_ops = {
     .name = "cpu",
     .init = cpu_init,
@@ -311,6 +318,8 @@ const MplDeviceOps mpl_device_cpu_ops = {
     .zero = cpu_zero,
     .copy_to_host = cpu_copy,
     .copy_from_host = cpu_copy,
+    .copy_device = cpu_copy,
+    .copy_2d = cpu_copy_2d,
 };
 
 /* ---- the job's kernels: compiled by jit_cpu.c, looked up by name ------------------ */

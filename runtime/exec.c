@@ -92,18 +92,17 @@ typedef struct RankCtx {
   bool dev_opt;          /* the device sums, clips and updates (grad, scratch, opt, tmp on it) */
   void *state_mem;       /* dev_opt: the one device allocation holding scratch, opt, tmp, norm_dev */
   double *norm_dev;      /* dev_opt: [nparams] sums of squares, in device memory */
-  double *norm_buf;      /* [nparams] */
+  double *norm_buf;      /* [nparams] this rank's sums of squares */
+  double *norm_recv;     /* [nparams] another rank's, as received */
+  double *norm_total;    /* [nparams] the sums over the world */
   uint8_t *stage_buf;    /* host staging for inputs */
-  size_t stage_cap;
   void **argv;           /* kernel argument scratch */
   int argv_cap;
-  void *rs_buf;          /* reduce-scatter scratch (device memory on devices with their own) */
-  size_t rs_cap;
+  void *rs_buf;          /* reduce-scatter scratch in the arena's memory (rs_bytes), or NULL */
   /* per step */
   double *mb_loss;       /* [m] */
   bool *mb_loss_set;
   bool grads_ready;
-  double step_busy;
   MplCommCount comm_counts[MPL_COMM__COUNT]; /* this step's messages and collectives (--comm-stats) */
   MplRankStats stats;
 } RankCtx;
@@ -263,8 +262,9 @@ static int tp_group(const RankCtx *rc, int *ranks) {
   return rc->run->tp;
 }
 
-/* mpl_shard_copy between device buffers: the part's rows of every (outer, group) pair are
- * one run of chunk rows, so the copy is one 2-D copy of outer*groups runs. */
+/* mpl_shard_copy through the device's copy_2d (host memory on cpu): the part's rows of
+ * every (outer, group) pair are one run of chunk rows, so the copy is one 2-D copy of
+ * outer*groups runs. */
 static int shard_copy_dev(RankCtx *rc, void *whole, void *part, const int64_t *dims, int rank, int axis, int groups,
                           int tp, int tpi, size_t elem, bool to_part, MplErr *err) {
   int64_t outer = 1, inner = 1, D = dims[axis];
@@ -278,65 +278,7 @@ static int shard_copy_dev(RankCtx *rc, void *whole, void *part, const int64_t *d
   return rc->dev.ops->copy_2d(&rc->dev, w, wpitch, part, run, run, (size_t)(outer * groups), err);
 }
 
-/* The reduce-scatter scratch of at least `bytes`, grown on first use. */
-static void *rs_scratch(RankCtx *rc, size_t bytes, MplErr *err) {
-  if (bytes <= rc->rs_cap) return rc->rs_buf;
-  if (rc->dev.ops->device_memory) {
-    if (rc->rs_buf && (rc->dev.ops->sync(&rc->dev, err) != MPL_OK)) return NULL;
-    if (rc->rs_buf) rc->dev.ops->arena_free(&rc->dev, rc->rs_buf);
-    rc->rs_buf = NULL, rc->rs_cap = 0;
-    if (rc->dev.ops->arena_alloc(&rc->dev, bytes, &rc->rs_buf, err) != MPL_OK) return NULL;
-  } else {
-    mpl_free(rc->rs_buf);
-    rc->rs_cap = 0;
-    if (!(rc->rs_buf = mpl_malloc(bytes))) {
-      mpl_errf(err, "out of memory (reduce-scatter scratch of %zu bytes)", bytes);
-      return NULL;
-    }
-  }
-  rc->rs_cap = bytes;
-  return rc->rs_buf;
-}
-
-/* run_collective on a device with its own memory: the same steps with device copies. */
-static int run_collective_dev(RankCtx *rc, const JobStep *s, int stage, void *out, void *in, MplErr *err) {
-  const Job *job = rc->run->job;
-  const JobValue *vo = &job->values[s->args[0]], *vi = &job->values[s->args[1]];
-  int ranks[64];
-  int n = tp_group(rc, ranks);
-  if (!rc->dev.ops->copy_device) return rank_fail(rc, err, "tp collectives: the %s device cannot copy", rc->dev.ops->name);
-  switch (s->comm) {
-  case JC_TP_ENTER: return out != in ? rc->dev.ops->copy_device(&rc->dev, out, in, value_bytes(job, s->args[1]), err) : MPL_OK;
-  case JC_TP_SLICE:
-    return shard_copy_dev(rc, in, out, vi->dims, vi->rank, s->axis, s->groups, n, rc->tpi, dtype_bytes(vi->dtype), true, err);
-  case JC_REDUCE_SCATTER: { /* the sum in scratch (the input stays as it was), then my part */
-    if (vo->dtype != JDT_F32) return rank_fail(rc, err, "stage %d: collectives of non-f32 values are not supported", stage);
-    size_t bytes = value_bytes(job, s->args[1]);
-    void *sum = rs_scratch(rc, bytes, err);
-    if (!sum || rc->dev.ops->copy_device(&rc->dev, sum, in, bytes, err) != MPL_OK) return MPL_ERR;
-    if (rc->comm->ops->allreduce_sum_f32(rc->comm, ranks, n, sum, (size_t)vi->numel) != MPL_OK)
-      return rank_fail(rc, err, "stage %d: tp reduce-scatter: %s", stage, rc->comm->err.msg);
-    return shard_copy_dev(rc, sum, out, vi->dims, vi->rank, s->axis, s->groups, n, rc->tpi, 4, true, err);
-  }
-  case JC_ALLREDUCE:
-  case JC_ALLGATHER:
-    if (vo->dtype != JDT_F32) return rank_fail(rc, err, "stage %d: collectives of non-f32 values are not supported", stage);
-    if (s->comm == JC_ALLREDUCE) {
-      if (out != in && rc->dev.ops->copy_device(&rc->dev, out, in, value_bytes(job, s->args[1]), err) != MPL_OK) return MPL_ERR;
-    } else { /* my part in place, zeros elsewhere, then summed */
-      if (rc->dev.ops->zero(&rc->dev, out, value_bytes(job, s->args[0]), err) != MPL_OK ||
-          shard_copy_dev(rc, out, in, vo->dims, vo->rank, s->axis, s->groups, n, rc->tpi, 4, false, err) != MPL_OK)
-        return MPL_ERR;
-    }
-    if (rc->comm->ops->allreduce_sum_f32(rc->comm, ranks, n, out, (size_t)vo->numel) != MPL_OK)
-      return rank_fail(rc, err, "stage %d: tp collective: %s", stage, rc->comm->err.msg);
-    return MPL_OK;
-  default: return rank_fail(rc, err, "stage %d: unknown collective %d", stage, s->comm);
-  }
-}
-
-/* JS_COMM: args {out, in}. On host memory (the cpu device) here; run_collective_dev for
- * devices with their own memory. */
+/* JS_COMM: args {out, in}, through the device's copies (host memory on cpu). */
 static int run_collective(RankCtx *rc, const JobStep *s, int stage, int mb, MplErr *err) {
   const Job *job = rc->run->job;
   if (s->nargs != 2) return rank_fail(rc, err, "stage %d: collective with %d operands", stage, s->nargs);
@@ -347,34 +289,29 @@ static int run_collective(RankCtx *rc, const JobStep *s, int stage, int mb, MplE
   const JobValue *vo = &job->values[s->args[0]], *vi = &job->values[s->args[1]];
   int ranks[64];
   if (rc->run->tp > 64) return rank_fail(rc, err, "tp = %d is more than this runtime supports (64)", rc->run->tp);
-  if (rc->dev.ops->device_memory) return run_collective_dev(rc, s, stage, out, in, err);
   int n = tp_group(rc, ranks);
+  if (!rc->dev.ops->copy_device) return rank_fail(rc, err, "tp collectives: the %s device cannot copy", rc->dev.ops->name);
   switch (s->comm) {
-  case JC_TP_ENTER:
-    if (out != in) memcpy(out, in, value_bytes(job, s->args[1]));
-    return MPL_OK;
+  case JC_TP_ENTER: return out != in ? rc->dev.ops->copy_device(&rc->dev, out, in, in_bytes, err) : MPL_OK;
   case JC_TP_SLICE:
-    mpl_shard_copy(in, out, vi->dims, vi->rank, s->axis, s->groups, n, rc->tpi, dtype_bytes(vi->dtype), true);
-    return MPL_OK;
+    return shard_copy_dev(rc, in, out, vi->dims, vi->rank, s->axis, s->groups, n, rc->tpi, dtype_bytes(vi->dtype), true, err);
   case JC_REDUCE_SCATTER: { /* the sum in scratch (the input stays as it was), then my part */
     if (vo->dtype != JDT_F32) return rank_fail(rc, err, "stage %d: collectives of non-f32 values are not supported", stage);
-    size_t bytes = value_bytes(job, s->args[1]);
-    void *sum = rs_scratch(rc, bytes, err);
-    if (!sum) return rank_fail(rc, err, "stage %d: %s", stage, err->msg);
-    memcpy(sum, in, bytes);
+    void *sum = rc->rs_buf; /* sized at set-up for the rank's largest (rs_bytes) */
+    if (rc->dev.ops->copy_device(&rc->dev, sum, in, in_bytes, err) != MPL_OK) return MPL_ERR;
     if (rc->comm->ops->allreduce_sum_f32(rc->comm, ranks, n, sum, (size_t)vi->numel) != MPL_OK)
       return rank_fail(rc, err, "stage %d: tp reduce-scatter: %s", stage, rc->comm->err.msg);
-    mpl_shard_copy(sum, out, vi->dims, vi->rank, s->axis, s->groups, n, rc->tpi, 4, true);
-    return MPL_OK;
+    return shard_copy_dev(rc, sum, out, vi->dims, vi->rank, s->axis, s->groups, n, rc->tpi, 4, true, err);
   }
   case JC_ALLREDUCE:
   case JC_ALLGATHER:
     if (vo->dtype != JDT_F32) return rank_fail(rc, err, "stage %d: collectives of non-f32 values are not supported", stage);
     if (s->comm == JC_ALLREDUCE) {
-      if (out != in) memcpy(out, in, value_bytes(job, s->args[1]));
-    } else {
-      memset(out, 0, value_bytes(job, s->args[0])); /* my part in place, zeros elsewhere, then summed */
-      mpl_shard_copy(out, in, vo->dims, vo->rank, s->axis, s->groups, n, rc->tpi, 4, false);
+      if (out != in && rc->dev.ops->copy_device(&rc->dev, out, in, in_bytes, err) != MPL_OK) return MPL_ERR;
+    } else { /* my part in place, zeros elsewhere, then summed */
+      if (rc->dev.ops->zero(&rc->dev, out, payload, err) != MPL_OK ||
+          shard_copy_dev(rc, out, in, vo->dims, vo->rank, s->axis, s->groups, n, rc->tpi, 4, false, err) != MPL_OK)
+        return MPL_ERR;
     }
     if (rc->comm->ops->allreduce_sum_f32(rc->comm, ranks, n, out, (size_t)vo->numel) != MPL_OK)
       return rank_fail(rc, err, "stage %d: tp collective: %s", stage, rc->comm->err.msg);
@@ -649,26 +586,22 @@ static int global_norm(RankCtx *rc, int64_t step, double *norm, MplErr *err) {
     if (rc->comm->ops->send(rc->comm, h, TAG_NORM(step), mine, bytes) != MPL_OK)
       return rank_fail(rc, err, "gradient norm: %s", rc->comm->err.msg);
   }
-  double *theirs = mpl_malloc(bytes ? bytes : 1), *total = mpl_calloc((size_t)np + 1, sizeof(double));
-  int st = (theirs && total) ? MPL_OK : rank_fail(rc, err, "out of memory");
-  for (int h = 0; h < r->nworld && st == MPL_OK; h++) { /* per param, in world-rank order */
+  double *theirs = rc->norm_recv, *total = rc->norm_total;
+  memset(total, 0, bytes);
+  for (int h = 0; h < r->nworld; h++) { /* per param, in world-rank order */
     const double *src = mine;
     if (h != rc->wrank) {
       comm_count(rc, MPL_COMM_NORM_RECV, bytes);
-      if (rc->comm->ops->recv(rc->comm, h, TAG_NORM(step), theirs, bytes) != MPL_OK) {
-        st = rank_fail(rc, err, "gradient norm: %s", rc->comm->err.msg);
-        break;
-      }
+      if (rc->comm->ops->recv(rc->comm, h, TAG_NORM(step), theirs, bytes) != MPL_OK)
+        return rank_fail(rc, err, "gradient norm: %s", rc->comm->err.msg);
       src = theirs;
     }
     for (int pi = 0; pi < np; pi++) total[pi] += src[pi];
   }
   double s = 0;
-  for (int pi = 0; pi < np && st == MPL_OK; pi++) s += total[pi]; /* in param-name order */
+  for (int pi = 0; pi < np; pi++) s += total[pi]; /* in param-name order */
   *norm = sqrt(s);
-  mpl_free(theirs);
-  mpl_free(total);
-  return st;
+  return MPL_OK;
 }
 
 /* Updates this rank's range of param pi (update_range: its chunk under ZeRO-1) with the
@@ -1040,6 +973,21 @@ static int init_rank_ids(MplRun *r, int i, MplErr *err) {
   return MPL_OK;
 }
 
+/* The largest input of pipeline rank pr's reduce-scatters: the size of its scratch. */
+static size_t rs_bytes(const Job *job, int pr) {
+  size_t most = 0;
+  for (int st = 0; st < job->nstages; st++) {
+    if (job->stages[st].rank != pr) continue;
+    for (int k = 0; k < JP__COUNT; k++)
+      for (int i = 0; i < job->stages[st].prog[k].nsteps; i++) {
+        const JobStep *s = &job->stages[st].prog[k].steps[i];
+        if (s->kind == JS_COMM && s->comm == JC_REDUCE_SCATTER && s->nargs == 2 && value_bytes(job, s->args[1]) > most)
+          most = value_bytes(job, s->args[1]);
+      }
+  }
+  return most;
+}
+
 static int init_rank(MplRun *r, int i, MplErr *err) {
   RankCtx *rc = &r->ranks[i];
   const Job *job = r->job;
@@ -1053,6 +1001,8 @@ static int init_rank(MplRun *r, int i, MplErr *err) {
   if (r->devops->arena_alloc(&rc->dev, ab, &rc->arena, err) != MPL_OK) return MPL_ERR;
   if (r->devops->zero(&rc->dev, rc->arena, (size_t)ab, err) != MPL_OK) return MPL_ERR;
   rc->stats.arena_bytes = ab;
+  size_t rsb = rs_bytes(job, rc->rank);
+  if (rsb && r->devops->arena_alloc(&rc->dev, rsb, &rc->rs_buf, err) != MPL_OK) return MPL_ERR;
   if (r->world) rc->comm = mpl_comm_world_rank(r->world, i);
   if (r->mpi) rc->comm = r->mpi;
   int np = job->nparams;
@@ -1061,14 +1011,16 @@ static int init_rank(MplRun *r, int i, MplErr *err) {
   rc->opt[0] = mpl_calloc((size_t)np + 1, sizeof(float *));
   rc->opt[1] = mpl_calloc((size_t)np + 1, sizeof(float *));
   rc->norm_buf = mpl_calloc((size_t)np + 1, sizeof(double));
-  if (!rc->grad || !rc->scratch || !rc->opt[0] || !rc->opt[1] || !rc->norm_buf) return mpl_errf(err, "out of memory");
+  rc->norm_recv = mpl_calloc((size_t)np + 1, sizeof(double));
+  rc->norm_total = mpl_calloc((size_t)np + 1, sizeof(double));
+  if (!rc->grad || !rc->scratch || !rc->opt[0] || !rc->opt[1] || !rc->norm_buf || !rc->norm_recv || !rc->norm_total)
+    return mpl_errf(err, "out of memory");
   if (resolve_buffers(rc, err) != MPL_OK) return MPL_ERR;
   size_t cap = 0;
   for (int k = 0; k < job->ninputs; k++) {
     size_t b = value_bytes(job, job->inputs[k].value);
     if (b > cap) cap = b;
   }
-  rc->stage_cap = cap;
   rc->stage_buf = mpl_malloc(cap ? cap : 1);
   if (!rc->stage_buf) return mpl_errf(err, "out of memory");
   return MPL_OK;
@@ -1467,6 +1419,8 @@ static void free_rank(RankCtx *rc) {
   mpl_free(rc->holds);
   mpl_free(rc->grad);
   mpl_free(rc->norm_buf);
+  mpl_free(rc->norm_recv);
+  mpl_free(rc->norm_total);
   mpl_free(rc->mb_loss);
   mpl_free(rc->mb_loss_set);
   mpl_free(rc->tmp);
@@ -1474,8 +1428,7 @@ static void free_rank(RankCtx *rc) {
   mpl_free(rc->wbuf);
   mpl_free(rc->stage_buf);
   mpl_free(rc->argv);
-  if (rc->rs_buf && rc->dev.ops && rc->dev.ops->device_memory) rc->dev.ops->arena_free(&rc->dev, rc->rs_buf);
-  else mpl_free(rc->rs_buf);
+  if (rc->rs_buf && rc->dev.ops) rc->dev.ops->arena_free(&rc->dev, rc->rs_buf);
   rc->rs_buf = NULL;
   mpl_free(rc->ptr);
   if (rc->dev.ops) {
@@ -1913,11 +1866,11 @@ int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, FILE *out, MplErr *
   int32_t *toks = mpl_calloc((size_t)(ntok + n + 1), 4);
   float *logits = mpl_malloc((size_t)V * 4);
   int st = toks && logits ? MPL_OK : mpl_errf(err, "out of memory");
-  for (int64_t i = 0; i < plen; i++) toks[i] = (unsigned char)prompt[i];
+  for (int64_t i = 0; i < plen && st == MPL_OK; i++) toks[i] = (unsigned char)prompt[i];
   for (int64_t i = 0; i < ntok && st == MPL_OK; i++)
     if (toks[i] >= V) st = mpl_errf(err, "--prompt: byte %d is outside the vocabulary of %lld", toks[i], (long long)V);
   fputs(prompt, out);
-  uint64_t stream = mpl_mix64(mpl_mix64(job->train.seed) ^ mpl_hash_name("mplrun.sample"));
+  uint64_t stream = init_stream(job->train.seed, "mplrun.sample");
   for (int64_t k = 0; k < n && st == MPL_OK; k++) {
     int64_t w0 = ntok > T ? ntok - T : 0, wlen = ntok - w0;
     if (sample_fill(r, toks + w0, wlen, idx_in, err) != MPL_OK || sample_forward(r, err) != MPL_OK) {
@@ -1927,7 +1880,7 @@ int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, FILE *out, MplErr *
     RankCtx *rc = &r->ranks[job->stages[ls].rank];
     const float *row = (const float *)need_ptr(rc, lv, 0, ls, err);
     if (!row) { st = MPL_ERR; break; }
-    st = rc->dev.ops->copy_to_host(&rc->dev, logits, row + (wlen - 1) * V, (size_t)V * 4, err);
+    if ((st = rc->dev.ops->copy_to_host(&rc->dev, logits, row + (wlen - 1) * V, (size_t)V * 4, err)) != MPL_OK) break;
     int32_t t = sample_pick(logits, V, mpl_uniform(stream, (uint64_t)k));
     toks[ntok++] = t;
     put_token(out, t);

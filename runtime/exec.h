@@ -100,13 +100,14 @@ typedef struct MplDeviceOps {
                 int64_t n_outer, MplErr *err);
   /* Waits until everything queued on the device is done (end of a rank's step). */
   int (*sync)(MplDevice *d, MplErr *err);
-  /* ---- the optimizer on the device: all set (cuda) or all NULL (then a device_memory
-   * backend's gradients are summed, clipped and applied through host copies). Pointers
-   * are device pointers; every op is queued in order with the rest of the rank's work. */
+  /* ---- copies within the arena's memory (every backend: tp's collectives use them) ---- */
   int (*copy_device)(MplDevice *d, void *dst, const void *src, size_t bytes, MplErr *err);
   /* height rows of width bytes, row i from src + i*spitch to dst + i*dpitch (tp's parts) */
   int (*copy_2d)(MplDevice *d, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
                  MplErr *err);
+  /* ---- the optimizer on the device: all set (cuda) or all NULL (then a device_memory
+   * backend's gradients are summed, clipped and applied through host copies). Pointers
+   * are device pointers; every op is queued in order with the rest of the rank's work. */
   /* *out (device memory) = the sum of g[i]^2 in float64, in an order fixed by n alone */
   int (*sumsq_f64)(MplDevice *d, const float *g, int64_t n, double *out, MplErr *err);
   int (*scale_f32)(MplDevice *d, float *g, int64_t n, float coef, MplErr *err);

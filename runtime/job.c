@@ -166,9 +166,19 @@ int job_write(const Job *job, const char *path, char *err, size_t errlen) {
 
 /* ---- reading ----------------------------------------------------------------- */
 
+/* The reader's allocations: NULL fails the cursor with "out of memory", so the readers'
+ * loops (which stop at c->failed) never touch it and job_read reports a clean error. */
+static void *cur_alloc(MplCursor *c, size_t count, size_t size) {
+  void *p = mpl_calloc(count, size);
+  if (!p) mpl_cur_fail(c, "out of memory");
+  return p;
+}
+
 static char *dup_str(MplCursor *c) {
   const char *s = mpl_cur_str(c);
-  return mpl_strdup(s ? s : "");
+  char *d = mpl_strdup(s ? s : "");
+  if (!d) mpl_cur_fail(c, "out of memory");
+  return d;
 }
 
 static void get_dims(MplCursor *c, int32_t *rank, int64_t *dims, int64_t *numel) {
@@ -188,21 +198,21 @@ static void get_dims(MplCursor *c, int32_t *rank, int64_t *dims, int64_t *numel)
 
 static int32_t *get_i32s(MplCursor *c, int32_t *n) {
   uint32_t k = mpl_cur_count(c, MAX_COUNT, 4, "list");
-  *n = (int32_t)k;
-  int32_t *v = mpl_calloc(k ? k : 1, sizeof(int32_t));
-  for (uint32_t i = 0; i < k; i++) v[i] = (int32_t)mpl_cur_u32(c);
+  int32_t *v = cur_alloc(c, k ? k : 1, sizeof(int32_t));
+  *n = v ? (int32_t)k : 0;
+  for (uint32_t i = 0; v && i < k; i++) v[i] = (int32_t)mpl_cur_u32(c);
   return v;
 }
 
-static void *get_blob(MplCursor *c, size_t *len, bool nul) {
+static void *get_blob(MplCursor *c, size_t *len) {
   uint64_t n = mpl_cur_u64(c);
   const void *p = mpl_cur_bytes(c, n);
   if (!p) n = 0;
-  *len = (size_t)n;
-  uint8_t *b = mpl_malloc((size_t)n + 1);
+  uint8_t *b = cur_alloc(c, (size_t)n + 1, 1);
+  *len = b ? (size_t)n : 0;
+  if (!b) return NULL;
   if (n) memcpy(b, p, (size_t)n);
   b[n] = 0;
-  (void)nul;
   return b;
 }
 
@@ -228,7 +238,7 @@ static void read_manifest(MplCursor *c, Job *j) {
 
 static void read_values(MplCursor *c, Job *j) {
   j->nvalues = (int32_t)mpl_cur_count(c, MAX_COUNT, 14, "values");
-  j->values = mpl_calloc((size_t)j->nvalues + 1, sizeof(JobValue));
+  j->values = cur_alloc(c, (size_t)j->nvalues + 1, sizeof(JobValue));
   for (int i = 0; i < j->nvalues && !c->failed; i++) {
     JobValue *v = &j->values[i];
     v->dtype = mpl_cur_u8(c), v->kind = mpl_cur_u8(c);
@@ -239,7 +249,7 @@ static void read_values(MplCursor *c, Job *j) {
 
 static void read_params(MplCursor *c, Job *j) {
   j->nparams = (int32_t)mpl_cur_count(c, MAX_COUNT, 16, "params");
-  j->params = mpl_calloc((size_t)j->nparams + 1, sizeof(JobParam));
+  j->params = cur_alloc(c, (size_t)j->nparams + 1, sizeof(JobParam));
   for (int i = 0; i < j->nparams && !c->failed; i++) {
     JobParam *p = &j->params[i];
     p->name = dup_str(c), p->value = (int32_t)mpl_cur_u32(c);
@@ -255,7 +265,7 @@ static void read_params(MplCursor *c, Job *j) {
 
 static void read_inputs(MplCursor *c, Job *j) {
   j->ninputs = (int32_t)mpl_cur_count(c, 1024, 16, "inputs");
-  j->inputs = mpl_calloc((size_t)j->ninputs + 1, sizeof(JobInput));
+  j->inputs = cur_alloc(c, (size_t)j->ninputs + 1, sizeof(JobInput));
   for (int i = 0; i < j->ninputs && !c->failed; i++) {
     JobInput *in = &j->inputs[i];
     in->name = dup_str(c), in->value = (int32_t)mpl_cur_u32(c), in->dtype = mpl_cur_u8(c);
@@ -266,7 +276,7 @@ static void read_inputs(MplCursor *c, Job *j) {
 
 static void read_program(MplCursor *c, JobProgram *pg) {
   pg->nsteps = (int32_t)mpl_cur_count(c, MAX_COUNT, 90, "steps");
-  pg->steps = mpl_calloc((size_t)pg->nsteps + 1, sizeof(JobStep));
+  pg->steps = cur_alloc(c, (size_t)pg->nsteps + 1, sizeof(JobStep));
   for (int i = 0; i < pg->nsteps && !c->failed; i++) {
     JobStep *s = &pg->steps[i];
     s->kind = mpl_cur_u8(c), s->kernel = (int32_t)mpl_cur_u32(c);
@@ -281,7 +291,7 @@ static void read_program(MplCursor *c, JobProgram *pg) {
 }
 
 static void read_stages(MplCursor *c, Job *j) {
-  j->stages = mpl_calloc((size_t)j->nstages + 1, sizeof(JobStage));
+  j->stages = cur_alloc(c, (size_t)j->nstages + 1, sizeof(JobStage));
   for (int s = 0; s < j->nstages && !c->failed; s++) {
     JobStage *st = &j->stages[s];
     st->rank = (int32_t)mpl_cur_u32(c), st->loss_value = (int32_t)mpl_cur_u32(c), st->logits_value = (int32_t)mpl_cur_u32(c);
@@ -291,7 +301,7 @@ static void read_stages(MplCursor *c, Job *j) {
 
 static void read_xfers(MplCursor *c, Job *j) {
   j->nxfers = (int32_t)mpl_cur_count(c, MAX_COUNT, 13, "transfers");
-  j->xfers = mpl_calloc((size_t)j->nxfers + 1, sizeof(JobXfer));
+  j->xfers = cur_alloc(c, (size_t)j->nxfers + 1, sizeof(JobXfer));
   for (int i = 0; i < j->nxfers && !c->failed; i++) {
     JobXfer *x = &j->xfers[i];
     x->src = (int32_t)mpl_cur_u32(c), x->dst = (int32_t)mpl_cur_u32(c), x->grad = mpl_cur_u8(c);
@@ -301,12 +311,12 @@ static void read_xfers(MplCursor *c, Job *j) {
 
 static void read_ranks(MplCursor *c, Job *j) {
   int64_t m = j->train.microbatches;
-  j->ranks = mpl_calloc((size_t)j->pp + 1, sizeof(JobRank));
+  j->ranks = cur_alloc(c, (size_t)j->pp + 1, sizeof(JobRank));
   for (int r = 0; r < j->pp && !c->failed; r++) {
     JobRank *rk = &j->ranks[r];
     rk->stages = get_i32s(c, &rk->nstages);
     rk->nins = (int32_t)mpl_cur_count(c, MAX_COUNT, 13, "instructions");
-    rk->ins = mpl_calloc((size_t)rk->nins + 1, sizeof(JobIns));
+    rk->ins = cur_alloc(c, (size_t)rk->nins + 1, sizeof(JobIns));
     for (int i = 0; i < rk->nins && !c->failed; i++) {
       JobIns *in = &rk->ins[i];
       in->kind = mpl_cur_u8(c), in->stage = (int32_t)mpl_cur_u32(c), in->mb = (int32_t)mpl_cur_u32(c);
@@ -319,19 +329,19 @@ static void read_ranks(MplCursor *c, Job *j) {
       mpl_cur_fail(c, "rank %d: offset table truncated", r);
       break;
     }
-    rk->offset = mpl_malloc((size_t)n * 8 + 8);
-    for (uint64_t k = 0; k < n; k++) rk->offset[k] = mpl_cur_u64(c);
+    rk->offset = cur_alloc(c, (size_t)n + 1, 8);
+    for (uint64_t k = 0; rk->offset && k < n; k++) rk->offset[k] = mpl_cur_u64(c);
   }
 }
 
 static void read_kernels(MplCursor *c, Job *j) {
   JobKernels *k = &j->kernels;
   k->nkernels = (int32_t)mpl_cur_count(c, MAX_COUNT, 5, "kernels");
-  k->names = mpl_calloc((size_t)k->nkernels + 1, sizeof(char *));
+  k->names = cur_alloc(c, (size_t)k->nkernels + 1, sizeof(char *));
   for (int i = 0; i < k->nkernels && !c->failed; i++) k->names[i] = dup_str(c);
-  k->llvm_bc = get_blob(c, &k->llvm_bc_len, false);
-  k->cuda_src = get_blob(c, &k->cuda_src_len, true);
-  k->ptx = get_blob(c, &k->ptx_len, true);
+  k->llvm_bc = get_blob(c, &k->llvm_bc_len);
+  k->cuda_src = get_blob(c, &k->cuda_src_len);
+  k->ptx = get_blob(c, &k->ptx_len);
 }
 
 typedef void (*SectionReader)(MplCursor *, Job *);
@@ -353,8 +363,6 @@ static bool read_section(const MplJob *mj, const char *tag, SectionReader fn, Jo
   return true;
 }
 
-static void read_vals_parm_inpt(MplCursor *c, Job *j) { read_values(c, j); }
-
 Job *job_read(const char *path, char *err, size_t errlen) {
   MplJob mj = {0};
   MplErr e = {{0}};
@@ -364,8 +372,13 @@ Job *job_read(const char *path, char *err, size_t errlen) {
     return NULL;
   }
   Job *j = mpl_calloc(1, sizeof *j);
+  if (!j) {
+    mpl_job_free(&mj);
+    snprintf(err, errlen, "%s: out of memory", path);
+    return NULL;
+  }
   bool ok = read_section(&mj, "MANI", read_manifest, j, why, sizeof why) &&
-            read_section(&mj, "VALS", read_vals_parm_inpt, j, why, sizeof why) &&
+            read_section(&mj, "VALS", read_values, j, why, sizeof why) &&
             read_section(&mj, "PARM", read_params, j, why, sizeof why) &&
             read_section(&mj, "INPT", read_inputs, j, why, sizeof why) &&
             read_section(&mj, "STAG", read_stages, j, why, sizeof why) &&

@@ -65,6 +65,8 @@ int mpl_afile_open(MplAtomicFile *af, const char *path, MplErr *err);
 int mpl_afile_write(MplAtomicFile *af, const void *data, size_t n, MplErr *err);
 int mpl_afile_commit(MplAtomicFile *af, MplErr *err); /* also frees af */
 void mpl_afile_abort(MplAtomicFile *af);              /* removes the temp file, frees af */
+/* fsync of the directory holding path (a rename into it made durable); -1 if it fails. */
+int mpl_fsync_dir(const char *path);
 
 /* ==== json.c ========================================================== */
 
