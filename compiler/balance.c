@@ -12,7 +12,6 @@
  * is deterministic. Group sums are added in segment order (no prefix-sum differences).
  */
 #include <math.h>
-#include <stdarg.h>
 #include <string.h>
 
 #include "sched.h"
@@ -22,17 +21,6 @@ typedef struct BalCell {
   double mem;  /* largest group memory so far */
   int cut;     /* first segment of the last group */
 } BalCell;
-
-static void bal_errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void bal_errf(char *err, size_t errlen, const char *fmt, ...) {
-  if (!err || errlen == 0)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 static bool bal_better(double c, double m, const BalCell *cur) {
   return c < cur->cost || (c == cur->cost && m < cur->mem);
@@ -71,7 +59,7 @@ static void bal_fill(BalCell **dp, int nseg, const double *cost, const double *m
 int bal_split(int nseg, const double *cost, const double *mem, int pp, double mem_limit,
               int *first_seg_of_stage, char *err, size_t errlen) {
   if (pp < 1 || nseg < pp) {
-    bal_errf(err, errlen, "cannot balance %d top-level statements over %d pipeline stages: "
+    sched_errf(err, errlen, "cannot balance %d top-level statements over %d pipeline stages: "
              "each stage needs at least one", nseg, pp);
     return -1;
   }
@@ -84,7 +72,7 @@ int bal_split(int nseg, const double *cost, const double *mem, int pp, double me
   int rc = 0;
   if (dp[pp][nseg].cost == INFINITY) {
     bal_fill(dp, nseg, cost, mem, pp, 0, true);
-    bal_errf(err, errlen, "no split of %d top-level statements over %d pipeline stages fits "
+    sched_errf(err, errlen, "no split of %d top-level statements over %d pipeline stages fits "
              "--mem-limit %.0f bytes per rank; the best split needs %.0f bytes", nseg, pp,
              mem_limit, dp[pp][nseg].mem);
     rc = -1;

@@ -129,15 +129,6 @@ static void emit_expr(FILE *f, const Kernel *k, const KInstr *in) {
 static void emit_block(FILE *f, const Kernel *k, const KBlock *bl, int ind);
 static void emit_instr(FILE *f, const Kernel *k, int id, int ind);
 
-/* acc = acc OP x for a reduction loop's accumulator. */
-static void emit_accumulate(FILE *f, const KInstr *in, int id) {
-  if (in->red == KR_SUM && in->type == KT_F32) fprintf(f, "v%d = v%d + v%d;\n", id, id, in->b);
-  else if (in->red == KR_SUM) fprintf(f, "v%d = (%s)((unsigned long long)v%d + (unsigned long long)v%d);\n", id,
-                                      ctype(in->type), id, in->b);
-  else if (in->type == KT_F32) fprintf(f, "v%d = mpl_maxf(v%d, v%d);\n", id, id, in->b);
-  else fprintf(f, "v%d = v%d > v%d ? v%d : v%d;\n", id, id, in->b, id, in->b);
-}
-
 /* a = a OP b for the reduction of loop `in`, on named values. */
 static void emit_combine(FILE *f, const KInstr *in, const char *a, const char *b) {
   if (in->red == KR_SUM && in->type == KT_F32) fprintf(f, "%s = %s + %s;\n", a, a, b);
@@ -198,8 +189,11 @@ static void emit_loop(FILE *f, const Kernel *k, int id, int ind) {
   fprintf(f, "for (long long k%d = 0; k%d < %lldLL; k%d++) {\n", id, id, (long long)in->imm, id);
   emit_block(f, k, &in->body, ind + 2);
   if (in->red != KR_NONE) {
+    char acc[32], x[32];
+    snprintf(acc, sizeof acc, "v%d", id);
+    snprintf(x, sizeof x, "v%d", in->b);
     indent(f, ind + 2);
-    emit_accumulate(f, in, id);
+    emit_combine(f, in, acc, x);
   }
   indent(f, ind);
   fprintf(f, "}\n");
@@ -397,7 +391,7 @@ int cg_nvrtc_compile(const char *src, const char *arch, char **ptx, size_t *len,
   *ptx = NULL;
   *len = 0;
   snprintf(err, errlen, "NVRTC: mplc was built without CUDA");
-  return -1;
+  return CG_NVRTC_UNAVAILABLE;
 }
 
 #endif

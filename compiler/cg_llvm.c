@@ -9,8 +9,9 @@
  *
  * Invariants: floating-point instructions carry no fast-math flags and nothing is
  * contracted (LLVM's default: no `contract`), so the bits are those of the IR
- * instructions one by one; f32->int casts saturate (NaN -> 0) like CUDA's; math
- * functions are llvm.exp/log/sqrt/pow.f32 intrinsics and tanhf from libm. The module
+ * instructions one by one; f32->int casts saturate (NaN -> 0) like CUDA's; log, sqrt
+ * and pow are llvm.log/sqrt/pow intrinsics, exp and tanh plain arithmetic emitted
+ * inline (em_exp, em_tanh: the same bits on one lane or W lanes). The module
  * is verified (failing with the verifier's message) before it is optimised with
  * the new pass manager's default<O3> for the host target.
  */
@@ -147,8 +148,6 @@ static LLVMValueRef bfmul(Cg *c, LLVMValueRef x, LLVMValueRef y) { return LLVMBu
 static LLVMValueRef bfadd(Cg *c, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildFAdd(c->b, x, y, ""); }
 static LLVMValueRef bfsub(Cg *c, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildFSub(c->b, x, y, ""); }
 
-static LLVMValueRef intrinsic(Cg *c, const char *name, LLVMTypeRef ret, LLVMValueRef *args, int n);
-
 /* 2^n for n in [-126, 127] (i32 scalar or vector) as f32. */
 static LLVMValueRef pow2i(Cg *c, LLVMValueRef n, LLVMTypeRef ft) {
   LLVMTypeRef it = LLVMTypeOf(n);
@@ -202,6 +201,7 @@ static LLVMValueRef em_tanh(Cg *c, LLVMValueRef x) {
   return LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOGT, z, cf(c, t, 0.625), ""), big, small, "");
 }
 
+/* &arg[idx]; with W indices, W pointers into arg. */
 static LLVMValueRef gep(Cg *c, int arg, LLVMValueRef idx) {
   LLVMTypeRef et = mtype(c, c->k->args[arg].dtype);
   return LLVMBuildInBoundsGEP2(c->b, et, c->argp[arg], &idx, 1, "");
@@ -226,12 +226,6 @@ static LLVMValueRef lanes_ptr(Cg *c, int arg, LLVMValueRef idx) {
   return LLVMBuildBitCast(c->b, p, LLVMPointerType(LLVMVectorType(et, (unsigned)c->W), 0), "");
 }
 
-/* W pointers into arg. */
-static LLVMValueRef lane_ptrs(Cg *c, int arg, LLVMValueRef idx) {
-  LLVMTypeRef et = mtype(c, c->k->args[arg].dtype);
-  return LLVMBuildInBoundsGEP2(c->b, et, c->argp[arg], &idx, 1, "");
-}
-
 static LLVMValueRef load_lanes(Cg *c, const KInstr *in) {
   DType dt = c->k->args[in->arg].dtype;
   LLVMTypeRef et = mtype(c, dt), vt = LLVMVectorType(et, (unsigned)c->W);
@@ -242,7 +236,7 @@ static LLVMValueRef load_lanes(Cg *c, const KInstr *in) {
     LLVMSetAlignment(v, (unsigned)dtype_size(dt));
   } else {
     char nm[80];
-    LLVMValueRef ptrs = lane_ptrs(c, in->arg, idx);
+    LLVMValueRef ptrs = gep(c, in->arg, idx);
     LLVMValueRef args[4] = {ptrs, LLVMConstInt(c->i32, (unsigned long long)dtype_size(dt), 0), all_lanes(c),
                             LLVMGetUndef(vt)};
     v = intrinsic(c, ptrvec_name(c, nm, sizeof nm, "llvm.masked.gather", et), vt, args, 4);
@@ -264,7 +258,7 @@ static void store_lanes(Cg *c, const KInstr *in) {
   }
   idx = splat(c, idx);
   char nm[80];
-  LLVMValueRef ptrs = lane_ptrs(c, in->arg, idx);
+  LLVMValueRef ptrs = gep(c, in->arg, idx);
   LLVMValueRef args[4] = {v, ptrs, LLVMConstInt(c->i32, (unsigned long long)dtype_size(dt), 0), all_lanes(c)};
   intrinsic(c, ptrvec_name(c, nm, sizeof nm, "llvm.masked.scatter", et), c->vd, args, 4);
 }

@@ -13,7 +13,7 @@
 
 enum { MODEL_GFLOPS = 150, MODEL_GBS = 20 };
 
-static double value_bytes(const Op *op) { return (double)shape_numel(&op->shape) * dtype_size(op->dtype); }
+uint64_t op_bytes(const Op *op) { return (uint64_t)shape_numel(&op->shape) * (uint64_t)dtype_size(op->dtype); }
 
 static double matmul_flops(const Graph *g, const Op *op) {
   const Op *a = g->ops[op->in[0]];
@@ -22,8 +22,8 @@ static double matmul_flops(const Graph *g, const Op *op) {
 }
 
 OpCost cost_op(const Graph *g, const Op *op) {
-  OpCost c = {0, value_bytes(op)};
-  for (int j = 0; j < op->nin; j++) c.bytes += value_bytes(g->ops[op->in[j]]);
+  OpCost c = {0, (double)op_bytes(op)};
+  for (int j = 0; j < op->nin; j++) c.bytes += (double)op_bytes(g->ops[op->in[j]]);
   double n = (double)shape_numel(&op->shape);
   switch (op_info[op->kind].cls) {
   case OPC_M: c.flops = matmul_flops(g, op); break;
@@ -47,12 +47,12 @@ static void segment_costs(const Graph *g, int nseg, double *cost, double *mem) {
     const Op *op = g->ops[i];
     if (op->seg < 0 || op->seg >= nseg) continue;
     cost[op->seg] += 3 * cost_time(cost_op(g, op)); /* forward + backward ~ 3x forward */
-    mem[op->seg] += pp * value_bytes(op);
+    mem[op->seg] += pp * (double)op_bytes(op);
     for (int j = 0; j < op->nin; j++) {
       const Op *in = g->ops[op->in[j]];
       if (in->kind != OP_PARAM || seen[in->id]) continue;
       seen[in->id] = true;
-      mem[op->seg] += 4 * value_bytes(in);
+      mem[op->seg] += 4 * (double)op_bytes(in);
     }
   }
   free(seen);

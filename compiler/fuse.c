@@ -783,23 +783,22 @@ static const char *group_title(const Fuse *f, const Group *gr) {
 static void emit_kernel(Fuse *f, const Group *gr, const int *store, int nstore) {
   char name[96];
   snprintf(name, sizeof name, "k%d_%s", f->ks->n, group_title(f, gr));
-  Emit e = {.f = f, .gr = gr, .b = kb_new(f->ks->arena, name)};
+  int64_t n_outer;
+  const Op *first = OPP(f, store[0]);
+  if (first->kind == OP_EMBEDDING_GRAD) n_outer = first->shape.d[1];
+  else if (gr->row) n_outer = kept_numel(&gr->dom, gr->red);
+  else n_outer = shape_numel(&gr->dom);
+  Emit e = {.f = f, .gr = gr, .b = kb_new(f->ks->arena, name, n_outer)};
   e.argof = malloc(sizeof(int) * (size_t)f->g->nops);
   e.mcap = 256;
   e.memo = malloc(sizeof(int) * (size_t)e.mcap * (MEMO_KEY + 1));
   if (!e.argof || !e.memo) die("out of memory");
   memset(e.argof, 0xff, sizeof(int) * (size_t)f->g->nops);
   memset(e.memo, 0xff, sizeof(int) * (size_t)e.mcap * (MEMO_KEY + 1));
-  int64_t n_outer;
-  const Op *first = OPP(f, store[0]);
-  if (first->kind == OP_EMBEDDING_GRAD) n_outer = first->shape.d[1];
-  else if (gr->row) n_outer = kept_numel(&gr->dom, gr->red);
-  else n_outer = shape_numel(&gr->dom);
-  kb_kernel(e.b)->n_outer = n_outer;
   if (first->kind == OP_EMBEDDING_GRAD) emit_embedding_grad(&e, first);
   else if (gr->row) emit_row_group(&e, store, nstore);
   else emit_ew_group(&e, store, nstore);
-  Kernel *k = kb_finish(e.b, n_outer);
+  Kernel *k = kb_finish(e.b);
   if (!gr->row && first->kind != OP_EMBEDDING_GRAD && gr->dom.rank > 0 && gr->dom.d[gr->dom.rank - 1] > 1)
     k->inner = gr->dom.d[gr->dom.rank - 1];
   Step *s = add_step(f, STEP_KERNEL, gr->ops[0]);

@@ -109,7 +109,6 @@ static uint8_t comm_code(OpKind k) {
   }
 }
 
-static uint64_t value_bytes(const Op *op) { return (uint64_t)shape_numel(&op->shape) * (uint64_t)dtype_size(op->dtype); }
 
 /* The steps' values for the memory plan, and the collectives that communicate with
  * their payload (the larger of output and input: the whole tensor) for the mesh plan. */
@@ -124,7 +123,7 @@ static void to_plan_prog(Arena *a, const Graph *g, const Program *pg, PlanProg *
     if (st->kind != STEP_COMM) continue;
     const Op *op = g->ops[st->op], *in = g->ops[op->in[0]];
     out->steps[i].comm = mpl_comm_kind_of_jc(comm_code(op->kind));
-    out->steps[i].comm_bytes = value_bytes(op) > value_bytes(in) ? value_bytes(op) : value_bytes(in);
+    out->steps[i].comm_bytes = op_bytes(op) > op_bytes(in) ? op_bytes(op) : op_bytes(in);
   }
 }
 
@@ -245,12 +244,6 @@ static void fill_train(Job *j, const Graph *g) {
   o->zero = t->zero, o->steps = t->steps, o->seed = t->seed;
 }
 
-static int find_xfer(const Partition *p, int src, int dst, bool grad) {
-  for (int i = 0; i < p->nxfers; i++)
-    if (p->xfers[i].src == src && p->xfers[i].dst == dst && p->xfers[i].grad == grad) return i;
-  return -1;
-}
-
 /* Schedule instruction -> job instruction; false when it moves nothing (dropped). */
 static bool to_job_ins(const Partition *p, const Ins *in, JobIns *out) {
   *out = (JobIns){.stage = in->stage, .mb = in->mb, .xfer = -1};
@@ -258,15 +251,17 @@ static bool to_job_ins(const Partition *p, const Ins *in, JobIns *out) {
   case INS_FWD: out->kind = JI_FWD; return true;
   case INS_BWD_B: out->kind = JI_BWD_B; return true;
   case INS_BWD_W: out->kind = JI_BWD_W; return true;
-  case INS_SEND_ACT: out->kind = JI_SEND, out->xfer = find_xfer(p, in->stage, in->peer_stage, false); break;
-  case INS_RECV_ACT: out->kind = JI_RECV, out->xfer = find_xfer(p, in->peer_stage, in->stage, false); break;
-  case INS_SEND_GRAD: out->kind = JI_SEND, out->xfer = find_xfer(p, in->stage, in->peer_stage, true); break;
-  case INS_RECV_GRAD: out->kind = JI_RECV, out->xfer = find_xfer(p, in->peer_stage, in->stage, true); break;
+  case INS_SEND_ACT:
+  case INS_SEND_GRAD: out->kind = JI_SEND; break;
+  case INS_RECV_ACT:
+  case INS_RECV_GRAD: out->kind = JI_RECV; break;
   case INS_ALLREDUCE_TIED: out->kind = JI_ALLREDUCE_TIED; return true;
   case INS_OPTIMIZER_STEP: out->kind = JI_OPTIMIZER_STEP; return true;
   default: die("jobgen: instruction kind %d", in->kind);
   }
-  return out->xfer >= 0;
+  const PartXfer *x = plan_xfer_of(p, in);
+  if (x) out->xfer = (int32_t)(x - p->xfers);
+  return x != NULL;
 }
 
 static void fill_ranks(Job *j, const Partition *p, const Schedule *s, const PlanRank *plan, const SchedTiming *tm) {
@@ -314,7 +309,7 @@ static void fill_stages(Job *j, const Partition *p, Program *(*progs)[PASS__COUN
   }
 }
 
-static int fill_kernels(Diag *d, Job *j, Arena *a, const KernelSet *ks, const CompileOptions *opt, bool want_ptx) {
+static int fill_kernels(Diag *d, Job *j, Arena *a, const KernelSet *ks, const CompileOptions *opt) {
   JobKernels *k = &j->kernels;
   char err[4096];
   k->nkernels = ks->n;
@@ -332,18 +327,17 @@ static int fill_kernels(Diag *d, Job *j, Arena *a, const KernelSet *ks, const Co
   char *src = cg_cuda_source(a, ks);
   k->cuda_src = mpl_strdup(src);
   k->cuda_src_len = strlen(src);
-  if (want_ptx) {
-    char *ptx = NULL;
-    size_t plen = 0;
-    if (cg_nvrtc_compile(src, opt->gpu_arch ? opt->gpu_arch : "sm_90", &ptx, &plen, err, sizeof err) == 0) {
-      k->ptx = mpl_malloc(plen + 1), k->ptx_len = plen;
-      memcpy(k->ptx, ptx, plen);
-      k->ptx[plen] = 0;
-      free(ptx);
-    } else if (!strstr(err, "without CUDA")) {
-      diag_error_noloc(d, "NVRTC: %s", err);
-      return 1;
-    }
+  char *ptx = NULL;
+  size_t plen = 0;
+  int rc = cg_nvrtc_compile(src, opt->gpu_arch, &ptx, &plen, err, sizeof err);
+  if (rc == 0) {
+    k->ptx = mpl_malloc(plen + 1), k->ptx_len = plen;
+    memcpy(k->ptx, ptx, plen);
+    k->ptx[plen] = 0;
+    free(ptx);
+  } else if (rc != CG_NVRTC_UNAVAILABLE) {
+    diag_error_noloc(d, "NVRTC: %s", err);
+    return 1;
   }
   return 0;
 }
@@ -423,7 +417,7 @@ int jobgen_write(Diag *d, Arena *a, const Lowered *lw, const CompileOptions *opt
   j->flops_per_step = lw->flops;
   j->predicted_bubble = lw->timing.bubble;
   j->textbook_bubble = sched_textbook_bubble(g->mesh.pp, (int)g->train.microbatches);
-  int rc = fill_kernels(d, j, a, lw->ks, opt, true);
+  int rc = fill_kernels(d, j, a, lw->ks, opt);
   char err[600];
   if (!rc && job_validate(j, err, sizeof err)) die("jobgen: the job fails its own validation: %s", err);
   if (!rc && job_write(j, path, err, sizeof err)) {
@@ -561,12 +555,11 @@ void jobgen_dump_plan(FILE *out, const Lowered *lw) {
 }
 
 void jobgen_dump_kernels(FILE *out, const Lowered *lw) {
-  static const char *const pass_names[PASS__COUNT] = {"fwd", "recomp", "bwd_b", "bwd_w"};
   kir_dump(out, lw->ks, NULL);
   for (int s = 0; s < lw->p->nstages; s++)
     for (int k = 0; k < PASS__COUNT; k++) {
       if (!lw->progs[s][k]->nsteps) continue;
-      fprintf(out, "\nprogram stage %d %s:\n", s, pass_names[k]);
+      fprintf(out, "\nprogram stage %d %s:\n", s, part_pass_name(k));
       kir_dump_program(out, lw->ks, lw->progs[s][k]);
     }
 }

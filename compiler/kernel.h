@@ -124,10 +124,13 @@ typedef struct Kernel {
   KBlock body;        /* block 0 */
 } Kernel;
 
+typedef struct KernelKey KernelKey; /* kir.c: a kernel's text, rendered once, for dedup */
+
 typedef struct KernelSet {
   Arena *arena;
   int n, cap;
   Kernel **k;
+  KernelKey *key;     /* [n] (with dedup): the text of each kernel as it was added */
   bool no_fusion;     /* every op its own kernel (for tests and debugging) */
   bool no_dedup;      /* keep structurally identical kernels apart */
 } KernelSet;
@@ -140,11 +143,11 @@ const char *kt_name(KType t);
 const char *ki_name(KiOp op);
 /* The memory element type of a dtype in kernels (bool is one byte). */
 KType kt_of_dtype(DType t);
-/* Checks the invariants above; dies (internal bug) on a violation. */
 /* Is instruction id a lane loop (a reduction directly in block 0, trip count >= 64, no store inside)? */
 bool kir_lane_loop(const Kernel *k, int id);
 /* Has the kernel a lane loop (the GPU then runs a warp per outer iteration)? */
 bool kir_has_lane_loop(const Kernel *k);
+/* Checks the invariants above; dies (internal bug) on a violation. */
 void kir_verify(const Kernel *k);
 /* One kernel as stable text (no pointers, names from the KernelSet). */
 void kir_dump_kernel(FILE *out, const Kernel *k);
@@ -156,13 +159,12 @@ void kir_dump_kernel(FILE *out, const Kernel *k);
  * simplified with known ranges ((x*c + y) / c == x when 0 <= y < c).
  */
 typedef struct KBuilder KBuilder;
-KBuilder *kb_new(Arena *a, const char *name);
-Kernel *kb_finish(KBuilder *b, int64_t n_outer); /* frees b */
+KBuilder *kb_new(Arena *a, const char *name, int64_t n_outer); /* outer range [0, n_outer) */
+Kernel *kb_finish(KBuilder *b); /* frees b */
 int kb_add_arg(KBuilder *b, DType dt, KArgMode mode, int64_t numel);
 Kernel *kb_kernel(KBuilder *b);
 int kb_depth(KBuilder *b, int id);
 bool kb_visible(KBuilder *b, int id); /* usable at the insertion point */
-int kb_top(KBuilder *b);        /* depth of the innermost open block */
 int kb_outer(KBuilder *b);
 int kb_scalar(KBuilder *b, int which);
 int kb_int(KBuilder *b, KType t, int64_t v);  /* KT_I64, KT_I32, KT_BOOL constant */
@@ -234,7 +236,9 @@ void cg_llvm_dump_ir(FILE *out, const KernelSet *ks);
 /* ==== cg_cuda.c: CUDA C for the GPU ========================================= */
 
 char *cg_cuda_source(Arena *a, const KernelSet *ks);
-/* NVRTC for arch ("sm_90" -> compute_90 PTX); ptx is malloc'd. 0 on success. */
+/* NVRTC for arch ("sm_90" -> compute_90 PTX; NULL: sm_90); ptx is malloc'd. 0 on
+ * success, CG_NVRTC_UNAVAILABLE in a build without CUDA, else -1 (the log in err). */
+enum { CG_NVRTC_UNAVAILABLE = -2 };
 int cg_nvrtc_compile(const char *src, const char *arch, char **ptx, size_t *len, char *err, size_t errlen);
 
 #endif

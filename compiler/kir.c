@@ -61,12 +61,13 @@ struct KBuilder {
   int nargs_cap;
 };
 
-KBuilder *kb_new(Arena *a, const char *name) {
+KBuilder *kb_new(Arena *a, const char *name, int64_t n_outer) {
   KBuilder *b = calloc(1, sizeof *b);
   if (!b) die("out of memory");
   b->arena = a;
   b->k = arena_alloc(a, sizeof *b->k);
   b->k->name = arena_strdup(a, name);
+  b->k->n_outer = n_outer;
   b->st[0] = (KLevel){-1, 0};
   b->hcap = 1024;
   b->hash = malloc(sizeof(int) * (size_t)b->hcap);
@@ -117,10 +118,9 @@ static void kir_dce(Kernel *k) {
   free(live);
 }
 
-Kernel *kb_finish(KBuilder *b, int64_t n_outer) {
+Kernel *kb_finish(KBuilder *b) {
   Kernel *k = b->k;
   if (b->sp != 0) die("kernels: %s finished with %d open loops", k->name, b->sp);
-  k->n_outer = n_outer;
   free(b->hash);
   free(b->blk);
   free(b);
@@ -185,7 +185,6 @@ static void place(KBuilder *b, int id, int d) {
 
 static int dep(KBuilder *b, int id) { return id < 0 ? 0 : b->k->ins[id].depth; }
 int kb_depth(KBuilder *b, int id) { return dep(b, id); }
-int kb_top(KBuilder *b) { return b->sp; }
 
 static uint64_t instr_hash(const KInstr *in) {
   uint32_t fb;
@@ -620,37 +619,52 @@ KernelSet *kset_new(Arena *a) {
   return ks;
 }
 
-static char *kernel_text(const Kernel *k, size_t *len) {
+struct KernelKey {
+  uint64_t hash; /* FNV-1a of text */
+  size_t len;
+  char *text;    /* in the set's arena */
+};
+
+/* k's args and body as text (its name left out), in ks's arena: two kernels with the
+ * same key are the same kernel. Rendered once per kernel, when it is added. */
+static KernelKey kernel_key(Arena *a, const Kernel *k) {
   char *buf = NULL;
-  FILE *f = open_memstream(&buf, len);
+  KernelKey key = {.hash = 1469598103934665603ull};
+  FILE *f = open_memstream(&buf, &key.len);
   if (!f) die("open_memstream failed");
   dump_kernel_body(f, k);
   fclose(f);
-  return buf;
+  key.text = arena_alloc(a, key.len + 1);
+  memcpy(key.text, buf, key.len);
+  free(buf);
+  for (size_t i = 0; i < key.len; i++) key.hash = (key.hash ^ (unsigned char)key.text[i]) * 1099511628211ull;
+  return key;
+}
+
+static bool same_key(const KernelKey *x, const KernelKey *y) {
+  return x->hash == y->hash && x->len == y->len && memcmp(x->text, y->text, x->len) == 0;
 }
 
 int kset_add(KernelSet *ks, Kernel *k) {
+  KernelKey key = {0};
   if (!ks->no_dedup) {
-    size_t n1, n2;
-    char *t1 = kernel_text(k, &n1);
+    key = kernel_key(ks->arena, k);
     for (int i = 0; i < ks->n; i++) {
-      char *t2 = kernel_text(ks->k[i], &n2);
-      bool same = n1 == n2 && memcmp(t1, t2, n1) == 0;
-      free(t2);
-      if (same) {
-        free(t1);
-        return i;
-      }
+      if (!ks->key[i].text) ks->key[i] = kernel_key(ks->arena, ks->k[i]); /* added with no_dedup */
+      if (same_key(&key, &ks->key[i])) return i;
     }
-    free(t1);
   }
   if (ks->n == ks->cap) {
     int cap = ks->cap ? ks->cap * 2 : 16;
     Kernel **v = arena_alloc(ks->arena, sizeof(Kernel *) * (size_t)cap);
+    KernelKey *kv = arena_alloc(ks->arena, sizeof(KernelKey) * (size_t)cap);
     if (ks->n) memcpy(v, ks->k, sizeof(Kernel *) * (size_t)ks->n);
+    if (ks->n) memcpy(kv, ks->key, sizeof(KernelKey) * (size_t)ks->n);
     ks->k = v;
+    ks->key = kv;
     ks->cap = cap;
   }
+  ks->key[ks->n] = key;
   ks->k[ks->n] = k;
   return ks->n++;
 }

@@ -164,14 +164,13 @@ static const char *find_stdlib(Arena *a) {
 /* The header of --emit=graph: mesh, stages, the train settings in effect and the
  * value range of each i32 input, as comment lines (stable, for goldens). */
 static void dump_config(FILE *out, const Graph *g) {
-  static const char *const sched[] = {"sequential", "gpipe", "1f1b", "interleaved", "zb"};
   const TrainConfig *t = &g->train;
   fprintf(out, "# model %s: mesh dp=%d pp=%d tp=%d, %d stage%s%s\n", g->model_name, g->mesh.dp, g->mesh.pp, g->mesh.tp,
           g->nstages, g->nstages == 1 ? "" : "s", g->auto_stages ? " (placed by the balancer)" : "");
   if (t->data_kind == DATA_TOKENS) fprintf(out, "# train: data=tokens(\"%s\")", t->data_path);
   else fprintf(out, "# train: data=synthetic(%lld)", (long long)t->synthetic_n);
   fprintf(out, " batch=%lld seq=%lld microbatches=%lld schedule=%s", (long long)t->batch, (long long)t->seq,
-          (long long)t->microbatches, sched[t->schedule]);
+          (long long)t->microbatches, sched_name(t->schedule));
   if (t->schedule == SCHED_INTERLEAVED) fprintf(out, "(%d)", t->virtual_stages);
   if (t->optimizer == OPT_SGD) fprintf(out, "\n#   optimizer=sgd(lr=%g, momentum=%g)", t->lr, t->momentum);
   else fprintf(out, "\n#   optimizer=adamw(lr=%g, beta1=%g, beta2=%g, eps=%g, weight_decay=%g)", t->lr, t->beta1, t->beta2, t->eps, t->weight_decay);

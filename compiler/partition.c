@@ -37,19 +37,6 @@ static bool is_backward(const Op *op) { return op->phase == PH_BWD_B || op->phas
 
 /* ---- (1) recompute ------------------------------------------------------------ */
 
-/* Copies op into g (a new id), with inputs mapped through map. */
-static Op *copy_op(Graph *g, const Op *src, const int *map) {
-  int *in = src->nin ? arena_alloc(g->arena, sizeof(int) * (size_t)src->nin) : NULL;
-  for (int j = 0; j < src->nin; j++) in[j] = map[src->in[j]];
-  Op *op = graph_add(g, src->kind, src->nin, in, src->loc);
-  int id = op->id;
-  int *keep_in = op->in;
-  *op = *src;
-  op->id = id;
-  op->in = keep_in;
-  return op;
-}
-
 /* Forward ops marked recompute that some backward op of the same stage reads,
  * directly or through other recompute ops: those are rerun before the backward.
  * A reader on another stage got the value by a transfer and reads that copy. */
@@ -69,8 +56,9 @@ static bool *recompute_needed(const Graph *g) {
   return need;
 }
 
-/* Copies src with each input read as `reader_stage` must read it: a recompute clone
- * when one exists on that stage, else the original. */
+/* Copies src into g (a new id), each input read as src's stage must read it: its
+ * recompute clone (clone[], -1 for none) when that is on src's stage, else its copy
+ * (map[]). */
 static Op *copy_reading(Graph *g, const Graph *old, const Op *src, const int *map, const int *clone) {
   int *in = src->nin ? arena_alloc(g->arena, sizeof(int) * (size_t)src->nin) : NULL;
   for (int j = 0; j < src->nin; j++) {
@@ -105,7 +93,7 @@ static Graph *apply_recompute(Graph *g) {
   int nfwd = 0;
   while (nfwd < g->nops && !is_backward(g->ops[nfwd])) nfwd++;
   for (int i = 0; i < g->nops; i++) clone[i] = -1;
-  for (int i = 0; i < nfwd; i++) map[i] = copy_op(ng, g->ops[i], map)->id;
+  for (int i = 0; i < nfwd; i++) map[i] = copy_reading(ng, g, g->ops[i], map, clone)->id; /* no clones yet */
   for (int i = 0; i < nfwd; i++) {
     if (!need[i]) continue;
     Op *c = copy_reading(ng, g, g->ops[i], map, clone);
@@ -331,9 +319,10 @@ void part_verify(const Partition *p) {
 
 static const char *const pass_names[PASS__COUNT] = {"fwd", "recomp", "bwd_b", "bwd_w"};
 
-static void dump_list(FILE *out, const Graph *g, const IntVec *iv) {
+const char *part_pass_name(int pass) { return pass_names[pass]; }
+
+static void dump_list(FILE *out, const IntVec *iv) {
   for (int i = 0; i < iv->n; i++) fprintf(out, "%s%%%d", i ? " " : "", iv->v[i]);
-  (void)g;
 }
 
 void part_dump(FILE *out, const Partition *p) {
@@ -349,8 +338,8 @@ void part_dump(FILE *out, const Partition *p) {
     fputc('\n', out);
     for (int k = 0; k < PASS__COUNT; k++) {
       if (!st->pass[k].n) continue;
-      fprintf(out, "  %s (%d ops): ", pass_names[k], st->pass[k].n);
-      dump_list(out, g, &st->pass[k]);
+      fprintf(out, "  %s (%d ops): ", part_pass_name(k), st->pass[k].n);
+      dump_list(out, &st->pass[k]);
       fputc('\n', out);
     }
     int nstash = 0;
@@ -361,7 +350,7 @@ void part_dump(FILE *out, const Partition *p) {
   for (int x = 0; x < p->nxfers; x++) {
     const PartXfer *t = &p->xfers[x];
     fprintf(out, "%s %d -> %d: send/recv ", t->grad ? "grad" : "act ", t->src, t->dst);
-    dump_list(out, g, &t->vals);
+    dump_list(out, &t->vals);
     fputc('\n', out);
   }
   for (int i = 0; i < p->tied.n; i++) {
@@ -405,7 +394,7 @@ static void dot_dp_node(FILE *out, const Partition *p, int s, int dp) {
   uint64_t bytes = 0;
   for (int i = 0; i < p->st[s].params.n; i++) {
     const Op *op = g->ops[p->st[s].params.v[i]];
-    bytes += (uint64_t)shape_numel(&op->shape) * (uint64_t)dtype_size(op->dtype);
+    bytes += op_bytes(op);
   }
   fprintf(out, "    dp%d [label=\"dp %s over %d replicas\\n%d grads, %llu bytes%s\", shape=doubleoctagon, "
           "style=filled, fillcolor=\"#ffa8a8\"];\n", s, g->train.zero ? "reduce-scatter" : "all-reduce", dp,

@@ -21,6 +21,8 @@
 #include "mplc.h"
 
 enum { PASS_FWD, PASS_RECOMP, PASS_BWD_B, PASS_BWD_W, PASS__COUNT };
+/* "fwd", "recomp", "bwd_b", "bwd_w" (--emit=partition, --emit=kernels). */
+const char *part_pass_name(int pass);
 
 typedef struct IntVec {
   int *v;

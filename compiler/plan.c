@@ -16,7 +16,6 @@ typedef struct Interval {
 } Interval;
 
 typedef struct Live {
-  const Graph *g;
   int m;
   int64_t *start, *end; /* [nvalues * m], -1: untouched */
   bool *persistent;     /* [nvalues] */
@@ -42,7 +41,11 @@ static void run_prog(Live *lv, const PlanProg *pg, int mb) {
     for (int j = 0; j < pg->steps[i].n; j++) touch(lv, pg->steps[i].vals[j], mb);
 }
 
-static const PartXfer *xfer_for(const Partition *p, int src, int dst, bool grad) {
+const PartXfer *plan_xfer_of(const Partition *p, const Ins *ins) {
+  bool send = ins->kind == INS_SEND_ACT || ins->kind == INS_SEND_GRAD;
+  bool grad = ins->kind == INS_SEND_GRAD || ins->kind == INS_RECV_GRAD;
+  if (!send && !grad && ins->kind != INS_RECV_ACT) return NULL;
+  int src = send ? ins->stage : ins->peer_stage, dst = send ? ins->peer_stage : ins->stage;
   for (int i = 0; i < p->nxfers; i++)
     if (p->xfers[i].src == src && p->xfers[i].dst == dst && p->xfers[i].grad == grad) return &p->xfers[i];
   return NULL;
@@ -66,10 +69,10 @@ static void walk_rank(Live *lv, const PlanIn *in, int r) {
       run_prog(lv, &in->progs[ins->stage][PASS_BWD_B], ins->mb);
       break;
     case INS_BWD_W: run_prog(lv, &in->progs[ins->stage][PASS_BWD_W], ins->mb); break;
-    case INS_SEND_ACT: run_xfer(lv, xfer_for(in->part, ins->stage, ins->peer_stage, false), ins->mb); break;
-    case INS_RECV_ACT: run_xfer(lv, xfer_for(in->part, ins->peer_stage, ins->stage, false), ins->mb); break;
-    case INS_SEND_GRAD: run_xfer(lv, xfer_for(in->part, ins->stage, ins->peer_stage, true), ins->mb); break;
-    case INS_RECV_GRAD: run_xfer(lv, xfer_for(in->part, ins->peer_stage, ins->stage, true), ins->mb); break;
+    case INS_SEND_ACT:
+    case INS_RECV_ACT:
+    case INS_SEND_GRAD:
+    case INS_RECV_GRAD: run_xfer(lv, plan_xfer_of(in->part, ins), ins->mb); break;
     default: lv->t++; break;
     }
   }
@@ -111,7 +114,7 @@ static uint64_t assign_offsets(Interval *iv, int n) {
 }
 
 static uint64_t aligned_bytes(const Op *op) {
-  uint64_t b = (uint64_t)shape_numel(&op->shape) * (uint64_t)dtype_size(op->dtype);
+  uint64_t b = op_bytes(op);
   return (b + ALIGN - 1) / ALIGN * ALIGN;
 }
 
@@ -129,10 +132,44 @@ static void touch_leaves(Live *lv, const PlanIn *in, int r) {
   }
 }
 
+typedef struct PeakEvent {
+  int64_t t;
+  int64_t act, stash; /* bytes that become live (> 0) or die (< 0) at t */
+} PeakEvent;
+
+static int cmp_event(const void *a, const void *b) {
+  const PeakEvent *x = a, *y = b;
+  return x->t < y->t ? -1 : x->t > y->t;
+}
+
+/* The peaks of activation bytes live at once over times [0, tend), and of those held
+ * across instructions (stash): a sweep over the buffers' starts and ends in time order. */
+static void peaks(PlanRank *pr, const Graph *g, const Live *lv, const Interval *iv, int n, int64_t tend) {
+  PeakEvent *ev = malloc(sizeof(PeakEvent) * (size_t)(2 * n + 1));
+  int ne = 0;
+  for (int i = 0; i < n; i++) {
+    const Op *op = g->ops[iv[i].value];
+    if (lv->persistent[iv[i].value] || op->kind == OP_INPUT) continue;
+    int64_t sz = (int64_t)iv[i].size, st = op->stash ? sz : 0;
+    ev[ne++] = (PeakEvent){iv[i].start, sz, st};
+    ev[ne++] = (PeakEvent){iv[i].end + 1, -sz, -st};
+  }
+  qsort(ev, (size_t)ne, sizeof *ev, cmp_event);
+  int64_t act = 0, stash = 0;
+  for (int i = 0; i < ne;) {
+    int64_t t = ev[i].t;
+    for (; i < ne && ev[i].t == t; i++) act += ev[i].act, stash += ev[i].stash;
+    if (t < 0 || t >= tend) continue;
+    if ((uint64_t)act > pr->act_peak) pr->act_peak = (uint64_t)act;
+    if ((uint64_t)stash > pr->stash_peak) pr->stash_peak = (uint64_t)stash;
+  }
+  free(ev);
+}
+
 static PlanRank plan_rank(Arena *a, const PlanIn *in, int r) {
   const Graph *g = in->g;
   int m = in->sched->m, nv = g->nops;
-  Live lv = {.g = g, .m = m, .alias_of = in->alias_of};
+  Live lv = {.m = m, .alias_of = in->alias_of};
   size_t nk = (size_t)nv * m;
   lv.start = malloc(sizeof(int64_t) * nk);
   lv.end = malloc(sizeof(int64_t) * nk);
@@ -158,7 +195,6 @@ static PlanRank plan_rank(Arena *a, const PlanIn *in, int r) {
       else if (op->kind == OP_INPUT) pr.input_bytes += x->size;
     }
   }
-  pr.nbufs = n;
   pr.arena_bytes = assign_offsets(iv, n);
   pr.offset = arena_alloc(a, sizeof(uint64_t) * (nk ? nk : 1));
   for (size_t k = 0; k < nk; k++) pr.offset[k] = UINT64_MAX;
@@ -174,21 +210,7 @@ static PlanRank plan_rank(Arena *a, const PlanIn *in, int r) {
     if (root != v)
       for (int mb = 0; mb < m; mb++) pr.offset[(size_t)v * m + mb] = pr.offset[(size_t)root * m + mb];
   }
-  /* peak of activation bytes live at once, and of those held across instructions (stash) */
-  for (int64_t t = 0; t < tend; t++) {
-    uint64_t act = 0, stash = 0;
-    for (int i = 0; i < n; i++) {
-      const Op *op = g->ops[iv[i].value];
-      if (lv.persistent[iv[i].value] || op->kind == OP_INPUT) continue;
-      if (iv[i].start <= t && t <= iv[i].end) {
-        act += iv[i].size;
-        if (op->stash) stash += iv[i].size;
-      }
-    }
-    if (act > pr.act_peak) pr.act_peak = act;
-    if (stash > pr.stash_peak) pr.stash_peak = stash;
-    if (tend > 4000) t += tend / 2000; /* sample long streams */
-  }
+  peaks(&pr, g, &lv, iv, n, tend);
   free(iv);
   free(lv.start);
   free(lv.end);
@@ -216,8 +238,6 @@ static void count(MplCommCount *c, int kind, uint64_t bytes) {
   c[kind].calls++;
   c[kind].bytes += bytes;
 }
-
-static uint64_t op_bytes(const Op *op) { return (uint64_t)shape_numel(&op->shape) * (uint64_t)dtype_size(op->dtype); }
 
 /* Does pipeline rank r hold param pi (a buffer for it in its arena)? The runtime asks the same of the job. */
 static bool holds(const Mesh3 *ms, int r, int pi) {
@@ -247,10 +267,10 @@ static void comm_stream(const Mesh3 *ms, int r, MplCommCount *c, bool *grads, bo
       comm_prog(&in->progs[ins->stage][PASS_BWD_B], c);
       break;
     case INS_BWD_W: comm_prog(&in->progs[ins->stage][PASS_BWD_W], c); break;
-    case INS_SEND_ACT: comm_xfer(ms, xfer_for(in->part, ins->stage, ins->peer_stage, false), ins->peer_stage, r, MPL_COMM_PP_SEND, c); break;
-    case INS_RECV_ACT: comm_xfer(ms, xfer_for(in->part, ins->peer_stage, ins->stage, false), ins->peer_stage, r, MPL_COMM_PP_RECV, c); break;
-    case INS_SEND_GRAD: comm_xfer(ms, xfer_for(in->part, ins->stage, ins->peer_stage, true), ins->peer_stage, r, MPL_COMM_PP_SEND, c); break;
-    case INS_RECV_GRAD: comm_xfer(ms, xfer_for(in->part, ins->peer_stage, ins->stage, true), ins->peer_stage, r, MPL_COMM_PP_RECV, c); break;
+    case INS_SEND_ACT:
+    case INS_SEND_GRAD: comm_xfer(ms, plan_xfer_of(in->part, ins), ins->peer_stage, r, MPL_COMM_PP_SEND, c); break;
+    case INS_RECV_ACT:
+    case INS_RECV_GRAD: comm_xfer(ms, plan_xfer_of(in->part, ins), ins->peer_stage, r, MPL_COMM_PP_RECV, c); break;
     case INS_ALLREDUCE_TIED: *grads = true; break;
     case INS_OPTIMIZER_STEP: *grads = *update = true; break;
     default: break;

@@ -41,7 +41,6 @@ typedef struct PlanRank {
   uint64_t *offset;     /* [nvalues * m]; UINT64_MAX where the rank never holds the value */
   /* bytes by kind, for --emit=plan */
   uint64_t param_bytes, grad_bytes, input_bytes, stash_peak, act_peak;
-  int nbufs;
 } PlanRank;
 
 typedef struct PlanIn {
@@ -53,6 +52,11 @@ typedef struct PlanIn {
   Op *const *params;              /* [nparams] PARAM ops in the job's order (by global name) */
   int nparams;
 } PlanIn;
+
+/* The transfer a send or receive instruction moves (from the sending stage to the
+ * receiving one, activations or gradients); NULL for any other instruction or when the
+ * partition has no such transfer. */
+const PartXfer *plan_xfer_of(const Partition *p, const Ins *ins);
 
 /* Plans every rank; returns an array of pp PlanRanks. */
 PlanRank *plan_build(Arena *a, const PlanIn *in);

@@ -135,6 +135,9 @@ int sched_peak_inflight(const Schedule *s, int rank);
  */
 void sched_dump(FILE *out, const Schedule *s);
 
+/* A message into err[errlen] (nothing when err is NULL), for schedule.c and balance.c. */
+void sched_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* ==== balance.c: automatic stage balancing ============================= */
 
 /*

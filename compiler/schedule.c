@@ -88,9 +88,7 @@ double sched_textbook_bubble(int p, int m) {
 
 /* ---- small helpers -------------------------------------------------------- */
 
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void errf(char *err, size_t errlen, const char *fmt, ...) {
+void sched_errf(char *err, size_t errlen, const char *fmt, ...) {
   if (!err || errlen == 0)
     return;
   va_list ap;
@@ -177,12 +175,13 @@ static char *ins_str(const Ins *in, char *buf, size_t n) {
 
 /* ---- step 1: the per-rank order of F and B passes --------------------------- */
 
-typedef struct PassList {
+/* A growing list of instructions (a rank's passes, then its whole stream). */
+typedef struct InsList {
   Ins *p;
   int n, cap;
-} PassList;
+} InsList;
 
-static void pl_push(Arena *a, PassList *l, int kind, int stage, int mb) {
+static void il_push(Arena *a, InsList *l, int kind, int stage, int peer, int mb) {
   if (l->n == l->cap) {
     int cap = l->cap ? l->cap * 2 : 16;
     Ins *np = arena_alloc(a, sizeof(Ins) * cap);
@@ -191,31 +190,31 @@ static void pl_push(Arena *a, PassList *l, int kind, int stage, int mb) {
     l->p = np;
     l->cap = cap;
   }
-  l->p[l->n++] = (Ins){kind, stage, -1, mb};
+  l->p[l->n++] = (Ins){kind, stage, peer, mb};
 }
 
 /* sequential: micro-batch by micro-batch, all forwards then all backwards. */
-static void order_sequential(Arena *a, const Schedule *s, int r, PassList *l) {
+static void order_sequential(Arena *a, const Schedule *s, int r, InsList *l) {
   for (int mb = 0; mb < s->m; mb++) {
     for (int st = 0; st < s->nstages; st++)
       if (stage_rank(s, st) == r)
-        pl_push(a, l, INS_FWD, st, mb);
+        il_push(a, l, INS_FWD, st, -1, mb);
     for (int st = s->nstages - 1; st >= 0; st--)
       if (stage_rank(s, st) == r)
-        pl_push(a, l, INS_BWD_B, st, mb);
+        il_push(a, l, INS_BWD_B, st, -1, mb);
   }
 }
 
 /* gpipe: every forward in micro-batch order, then every backward in micro-batch order. */
-static void order_gpipe(Arena *a, const Schedule *s, int r, PassList *l) {
+static void order_gpipe(Arena *a, const Schedule *s, int r, InsList *l) {
   for (int mb = 0; mb < s->m; mb++)
     for (int st = 0; st < s->nstages; st++)
       if (stage_rank(s, st) == r)
-        pl_push(a, l, INS_FWD, st, mb);
+        il_push(a, l, INS_FWD, st, -1, mb);
   for (int mb = 0; mb < s->m; mb++)
     for (int st = s->nstages - 1; st >= 0; st--)
       if (stage_rank(s, st) == r)
-        pl_push(a, l, INS_BWD_B, st, mb);
+        il_push(a, l, INS_BWD_B, st, -1, mb);
 }
 
 /*
@@ -223,23 +222,23 @@ static void order_gpipe(Arena *a, const Schedule *s, int r, PassList *l) {
  * `warmup` forwards, then one forward and one backward while forwards remain, then
  * the remaining backwards (Megatron's 1F1B loop).
  */
-static void order_one_f_one_b(Arena *a, PassList *l, const Ins *fwd, const Ins *bwd,
+static void order_one_f_one_b(Arena *a, InsList *l, const Ins *fwd, const Ins *bwd,
                               int total, int warmup) {
   if (warmup > total)
     warmup = total;
   int f = 0, b = 0;
   while (f < warmup)
-    pl_push(a, l, INS_FWD, fwd[f].stage, fwd[f].mb), f++;
+    il_push(a, l, INS_FWD, fwd[f].stage, -1, fwd[f].mb), f++;
   while (f < total) {
-    pl_push(a, l, INS_FWD, fwd[f].stage, fwd[f].mb), f++;
-    pl_push(a, l, INS_BWD_B, bwd[b].stage, bwd[b].mb), b++;
+    il_push(a, l, INS_FWD, fwd[f].stage, -1, fwd[f].mb), f++;
+    il_push(a, l, INS_BWD_B, bwd[b].stage, -1, bwd[b].mb), b++;
   }
   while (b < total)
-    pl_push(a, l, INS_BWD_B, bwd[b].stage, bwd[b].mb), b++;
+    il_push(a, l, INS_BWD_B, bwd[b].stage, -1, bwd[b].mb), b++;
 }
 
 /* 1f1b and zb (v = 1): warm-up of min(pp - r - 1, m) forwards. */
-static void order_1f1b(Arena *a, const Schedule *s, int r, PassList *l) {
+static void order_1f1b(Arena *a, const Schedule *s, int r, InsList *l) {
   Ins *seq = arena_alloc(a, sizeof(Ins) * s->m);
   for (int mb = 0; mb < s->m; mb++)
     seq[mb] = (Ins){INS_FWD, r, -1, mb};
@@ -259,7 +258,7 @@ static int interleaved_group(const Schedule *s, int gi) {
  * interleaved(v): Megatron's order over (chunk, mb) in groups of pp micro-batches, the
  * last group holding the rest; backwards take the chunks in reverse.
  */
-static void order_interleaved(Arena *a, const Schedule *s, int r, int warmup, PassList *l) {
+static void order_interleaved(Arena *a, const Schedule *s, int r, int warmup, InsList *l) {
   int total = s->m * s->v, nf = 0, nb = 0;
   Ins *fwd = arena_alloc(a, sizeof(Ins) * total);
   Ins *bwd = arena_alloc(a, sizeof(Ins) * total);
@@ -282,13 +281,13 @@ typedef struct Gen {
   const double *F, *B, *W;
   bool defer_w;      /* zb: W waits in a queue */
   int w_limit;       /* most W's a rank may hold back */
-  PassList *order;   /* per rank: F and B passes */
+  InsList *order;   /* per rank: F and B passes */
   int *pos;          /* per rank: next pass of order */
   double *clock;     /* per rank */
   double *fend, *bend; /* per (stage, mb): end time, -1 before it ran */
   Ins **wq;          /* per rank: FIFO of deferred W's */
   int *wq_head, *wq_tail;
-  PassList *out;     /* per rank: the passes as run (F, B, W) */
+  InsList *out;     /* per rank: the passes as run (F, B, W) */
   bool *stuck;       /* per rank, on failure */
 } Gen;
 
@@ -337,7 +336,7 @@ static int gen_decide(const Gen *g, int r, double *when) {
 static void gen_run_w(Arena *a, Gen *g, int r) {
   Ins w = g->wq[r][g->wq_head[r]++];
   g->clock[r] += cost_of(g->W, w.stage);
-  pl_push(a, &g->out[r], INS_BWD_W, w.stage, w.mb);
+  il_push(a, &g->out[r], INS_BWD_W, w.stage, -1, w.mb);
 }
 
 static void gen_run_next(Arena *a, Gen *g, int r, double when) {
@@ -346,7 +345,7 @@ static void gen_run_next(Arena *a, Gen *g, int r, double when) {
   bool fwd = p.kind == INS_FWD;
   g->clock[r] = when + cost_of(fwd ? g->F : g->B, p.stage);
   (fwd ? g->fend : g->bend)[k] = g->clock[r];
-  pl_push(a, &g->out[r], p.kind, p.stage, p.mb);
+  il_push(a, &g->out[r], p.kind, p.stage, -1, p.mb);
   if (fwd)
     return;
   g->wq[r][g->wq_tail[r]++] = (Ins){INS_BWD_W, p.stage, -1, p.mb};
@@ -390,8 +389,8 @@ static Gen *gen_new(Arena *a, const Schedule *s, const SchedSpec *spec) {
   g->F = spec->F, g->B = spec->B, g->W = spec->W;
   g->defer_w = s->kind == SCHED_ZB;
   g->w_limit = pp;
-  g->order = arena_alloc(a, sizeof(PassList) * pp);
-  g->out = arena_alloc(a, sizeof(PassList) * pp);
+  g->order = arena_alloc(a, sizeof(InsList) * pp);
+  g->out = arena_alloc(a, sizeof(InsList) * pp);
   g->pos = arena_alloc(a, sizeof(int) * pp);
   g->wq_head = arena_alloc(a, sizeof(int) * pp);
   g->wq_tail = arena_alloc(a, sizeof(int) * pp);
@@ -411,7 +410,7 @@ static Gen *gen_new(Arena *a, const Schedule *s, const SchedSpec *spec) {
 static void gen_orders(Arena *a, Gen *g, const int *warmup) {
   const Schedule *s = g->s;
   for (int r = 0; r < s->pp; r++) {
-    PassList *l = &g->order[r];
+    InsList *l = &g->order[r];
     switch (s->kind) {
     case SCHED_SEQUENTIAL: order_sequential(a, s, r, l); break;
     case SCHED_GPIPE: order_gpipe(a, s, r, l); break;
@@ -448,23 +447,6 @@ static Gen *gen_schedule(Arena *a, const Schedule *s, const SchedSpec *spec) {
 }
 
 /* ---- step 3: messages around the passes ------------------------------------------ */
-
-typedef struct InsList {
-  Ins *p;
-  int n, cap;
-} InsList;
-
-static void il_push(Arena *a, InsList *l, int kind, int stage, int peer, int mb) {
-  if (l->n == l->cap) {
-    int cap = l->cap ? l->cap * 2 : 32;
-    Ins *np = arena_alloc(a, sizeof(Ins) * cap);
-    if (l->n)
-      memcpy(np, l->p, sizeof(Ins) * l->n);
-    l->p = np;
-    l->cap = cap;
-  }
-  l->p[l->n++] = (Ins){kind, stage, peer, mb};
-}
 
 /* Recvs for the inputs of pass p (before = true) or sends of its outputs. */
 static void emit_messages(Arena *a, const Schedule *s, InsList *l, const Ins *p, bool before) {
@@ -516,34 +498,34 @@ static int cmp_edge(const void *x, const void *y) {
 
 static bool spec_check(const SchedSpec *sp, char *err, size_t errlen) {
   if ((unsigned)sp->kind > SCHED_ZB)
-    return errf(err, errlen, "unknown schedule kind %d", (int)sp->kind), false;
+    return sched_errf(err, errlen, "unknown schedule kind %d", (int)sp->kind), false;
   if (sp->pp < 1 || sp->pp > SCHED_MAX_PP)
-    return errf(err, errlen, "pp must be between 1 and %d, not %d", SCHED_MAX_PP, sp->pp), false;
+    return sched_errf(err, errlen, "pp must be between 1 and %d, not %d", SCHED_MAX_PP, sp->pp), false;
   if (sp->m < 1)
-    return errf(err, errlen, "microbatches must be at least 1, not %d", sp->m), false;
+    return sched_errf(err, errlen, "microbatches must be at least 1, not %d", sp->m), false;
   if (sp->v < 1 || (sp->v != 1 && sp->kind != SCHED_INTERLEAVED))
-    return errf(err, errlen, "%d model chunks per rank: only interleaved(v) takes v > 1",
+    return sched_errf(err, errlen, "%d model chunks per rank: only interleaved(v) takes v > 1",
                 sp->v), false;
   if ((long long)sp->pp * sp->v * sp->m > (1 << 24))
-    return errf(err, errlen, "pp * v * microbatches = %lld is too large",
+    return sched_errf(err, errlen, "pp * v * microbatches = %lld is too large",
                 (long long)sp->pp * sp->v * sp->m), false;
   int S = sp->pp * sp->v;
   for (int e = 0; e < sp->nedges; e++) {
     int a = sp->edges[e][0], b = sp->edges[e][1];
     if (a < 0 || b >= S || a >= b)
-      return errf(err, errlen, "bad stage edge %d -> %d (stages are 0 .. %d, and data flows "
+      return sched_errf(err, errlen, "bad stage edge %d -> %d (stages are 0 .. %d, and data flows "
                   "only to a later stage)", a, b, S - 1), false;
   }
   const double *costs[] = {sp->F, sp->B, sp->W};
   for (int c = 0; c < 3; c++)
     for (int i = 0; costs[c] && i < S; i++)
       if (!(costs[c][i] >= 0 && isfinite(costs[c][i])))
-        return errf(err, errlen, "pass duration %g of stage %d is not a finite number >= 0",
+        return sched_errf(err, errlen, "pass duration %g of stage %d is not a finite number >= 0",
                     costs[c][i], i), false;
   for (int t = 0; t < sp->ntied; t++)
     for (int i = 0; i < sp->tied[t].nstages; i++)
       if (sp->tied[t].stages[i] < 0 || sp->tied[t].stages[i] >= S)
-        return errf(err, errlen, "tied group %d names stage %d, not in 0 .. %d", t,
+        return sched_errf(err, errlen, "tied group %d names stage %d, not in 0 .. %d", t,
                     sp->tied[t].stages[i], S - 1), false;
   return true;
 }
@@ -582,13 +564,13 @@ Schedule *sched_build(Arena *a, const SchedSpec *spec, char *err, size_t errlen)
     sched_emit(a, s, g);
   arena_free(&scratch);
   if (!g) {
-    errf(err, errlen, "schedule %s cannot be ordered without a deadlock (pp %d, v %d, "
+    sched_errf(err, errlen, "schedule %s cannot be ordered without a deadlock (pp %d, v %d, "
          "microbatches %d)", sched_name(s->kind), s->pp, s->v, s->m);
     return NULL;
   }
   char why[1024];
   if (!sched_verify(s, why, sizeof why)) {
-    errf(err, errlen, "schedule %s (pp %d, v %d, microbatches %d) cannot be proven "
+    sched_errf(err, errlen, "schedule %s (pp %d, v %d, microbatches %d) cannot be proven "
          "deadlock-free: %s", sched_name(s->kind), s->pp, s->v, s->m, why);
     return NULL;
   }
@@ -653,7 +635,7 @@ static int step_fail(Exec *x, int r, const Ins *in, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(why, sizeof why, fmt, ap);
   va_end(ap);
-  errf(x->err, x->errlen, "rank %d, instruction %d %s: %s", r, x->pc[r],
+  sched_errf(x->err, x->errlen, "rank %d, instruction %d %s: %s", r, x->pc[r],
        ins_str(in, b, sizeof b), why);
   return STEP_ERROR;
 }
@@ -810,11 +792,10 @@ static int exec_step(Exec *x, int r) {
   return step_fail(x, r, in, "unknown instruction kind %d", in->kind);
 }
 
-/* True if some rank's list holds the send that matches recv `in` of rank r. */
-static bool recv_has_sender(const Schedule *s, int r, const Ins *in) {
+/* True if some rank's list holds the send that matches recv `in`. */
+static bool recv_has_sender(const Schedule *s, const Ins *in) {
   int want = in->kind == INS_RECV_ACT ? INS_SEND_ACT : INS_SEND_GRAD;
   int pr = stage_rank(s, in->peer_stage);
-  (void)r;
   for (int i = 0; i < s->nins[pr]; i++) {
     const Ins *o = &s->ins[pr][i];
     if (o->kind == want && o->stage == in->peer_stage && o->peer_stage == in->stage &&
@@ -827,14 +808,14 @@ static bool recv_has_sender(const Schedule *s, int r, const Ins *in) {
 static bool exec_report_deadlock(Exec *x) {
   const Schedule *s = x->s;
   char b[128];
-  errf(x->err, x->errlen, "deadlock:");
+  sched_errf(x->err, x->errlen, "deadlock:");
   for (int r = 0; r < s->pp; r++) {
     if (x->pc[r] == s->nins[r])
       continue;
     const Ins *in = &s->ins[r][x->pc[r]];
     errcat(x->err, x->errlen, " rank %d waits at instruction %d %s%s;", r, x->pc[r],
            ins_str(in, b, sizeof b),
-           (in->kind == INS_RECV_ACT || in->kind == INS_RECV_GRAD) && !recv_has_sender(s, r, in)
+           (in->kind == INS_RECV_ACT || in->kind == INS_RECV_GRAD) && !recv_has_sender(s, in)
                ? " (no rank sends it)" : "");
   }
   return false;
@@ -849,7 +830,7 @@ static bool exec_check_complete(Exec *x) {
       const int *done[] = {x->fdone, x->bdone, x->wdone};
       for (int i = 0; i < 3; i++)
         if (!done[i][st * s->m + mb])
-          return errf(x->err, x->errlen, "%s(stage %d, mb %d) never runs (rank %d)",
+          return sched_errf(x->err, x->errlen, "%s(stage %d, mb %d) never runs (rank %d)",
                       what[i], st, mb, stage_rank(s, st)), false;
     }
   }
@@ -859,12 +840,12 @@ static bool exec_check_complete(Exec *x) {
         int k = msg_key(x, dir, e, mb);
         int a = s->edges[e][dir], b = s->edges[e][1 - dir];
         if (x->sent[k] && !x->recvd[k])
-          return errf(x->err, x->errlen, "rank %d: %s(stage %d -> %d, mb %d) is never received",
+          return sched_errf(x->err, x->errlen, "rank %d: %s(stage %d -> %d, mb %d) is never received",
                       stage_rank(s, a), dir ? "send_grad" : "send_act", a, b, mb), false;
       }
   for (int r = 0; r < s->pp; r++)
     if (s->nins[r] == 0 || s->ins[r][s->nins[r] - 1].kind != INS_OPTIMIZER_STEP)
-      return errf(x->err, x->errlen, "rank %d does not end with optimizer_step", r), false;
+      return sched_errf(x->err, x->errlen, "rank %d does not end with optimizer_step", r), false;
   return true;
 }
 
