@@ -1,9 +1,10 @@
 # MPL — one top-level Makefile. Objects under build/, -MMD -MP dependency files.
 #
-#   make            build mplc and mplrun (installs missing Debian packages first)
-#   make run        compile an example and train it on CPU devices
-#   make test       build and run every test; ends with "N passed, N failed"
-#   make bench      speed against PyTorch (a benchmark, not a test)
+#   make deps       install the Debian packages MPL needs (does nothing when they are there)
+#   make            build mplc and mplrun (stops, naming it, when a package is missing)
+#   make run        make deps, then compile an example and train it on CPU devices
+#   make test       make deps, then build and run every test; ends with "N passed, N failed"
+#   make bench      make deps, then speed against PyTorch (a benchmark, not a test)
 #   make golden-update   rewrite tests/golden expectations (review the diff!)
 #   make asan       everything built with AddressSanitizer + UBSan under build-asan/
 #   make cuda-only  a CUDA-only mplrun (no LLVM, no oneDNN) for GPU machines
@@ -19,18 +20,17 @@ CFLAGS   := -std=gnu11 $(OPT) $(WARN) $(SANFLAGS) -fno-fast-math -ffp-contract=o
 LDFLAGS  := $(SANFLAGS) -pthread
 LDLIBS   := -lm
 
-# ---- set-up first: the tools and libraries below are looked up when this file is
-# read, so on a fresh machine the missing Debian packages are installed before that
-# (by the `deps` target, run once from here). Not for the targets that must not install
-# anything (cuda-only runs on GPU machines without a package manager), nor with
-# MPL_NO_DEPS=1.
-NO_DEPS_GOALS := clean deps install-pkgs bench-deps cuda-only
-ifeq ($(MAKELEVEL)$(MPL_NO_DEPS),0)
-ifeq ($(filter $(NO_DEPS_GOALS),$(MAKECMDGOALS)),)
-DEPS_RESULT := $(shell $(MAKE) -s --no-print-directory deps >&2 || echo failed)
-ifeq ($(DEPS_RESULT),failed)
-$(error the Debian packages MPL needs could not be installed (see above))
-endif
+# ---- set-up: installing packages is the explicit `deps` step. `make run`, `make test` and
+# `make bench` run it first and then build in a sub-make, so the tools below are looked up
+# after the install. Every other goal only checks (dpkg-query, when the machine has it) and
+# stops with the missing package's name. cuda-only, clean and the set-up goals check nothing.
+DEB_PKGS := flex bison check pkg-config llvm-14-dev libdnnl-dev libopenmpi-dev openmpi-bin clang libclang-rt-14-dev
+NO_CHECK_GOALS := clean deps install-pkgs bench-deps cuda-only run test bench
+ifneq ($(or $(MAKECMDGOALS),all),$(filter $(NO_CHECK_GOALS),$(or $(MAKECMDGOALS),all)))
+MISSING_PKGS := $(shell command -v dpkg-query > /dev/null && for p in $(DEB_PKGS); do \
+  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done)
+ifneq ($(strip $(MISSING_PKGS)),)
+$(error missing Debian packages: $(strip $(MISSING_PKGS)); run `make deps` (or `make run` / `make test`, which install them))
 endif
 endif
 
@@ -92,11 +92,10 @@ TINY_DATA   := examples/data/tiny.bin
 COMP_LIBS   := $(LLVM_LIBS) $(CUDA_LIBS) $(MPI_LIBS)
 RT_LIBS     := $(LLVM_LIBS) -ldnnl $(CUDA_LIBS) $(MPI_LIBS)
 
-.PHONY: all deps bench-deps install-pkgs run test bench golden-update asan clean unit golden fuzz cuda-only
+.PHONY: all deps bench-deps install-pkgs run run-example test test-all bench bench-run golden-update asan clean unit golden fuzz cuda-only
 all: $(MPLC) $(MPLRUN) $(MPLTOK) $(TINY_DATA)
 
 # ---- set-up on a fresh machine: install what is missing, else do nothing ----
-DEB_PKGS := flex bison check pkg-config llvm-14-dev libdnnl-dev libopenmpi-dev openmpi-bin clang libclang-rt-14-dev
 # make bench's baseline: PyTorch on Debian's OpenBLAS (the BLAS the issue's figures used)
 BENCH_PKGS := python3-torch libopenblas0-pthread
 deps:
@@ -157,10 +156,15 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(LIBCOMP) $(LIBRT)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(RT_LIBS) $(COMP_LIBS) $(LDLIBS)
 
 # ---- the user's commands ---------------------------------------------------------
-run: all
+# (run, test and bench: deps first, then the build in a sub-make that looks the tools up anew)
+run: deps
+	@$(MAKE) --no-print-directory run-example
+run-example: all
 	BUILD=$(BUILD) ./tests/run_example.sh
 
-test: all $(UNIT_BIN)
+test: deps
+	@$(MAKE) --no-print-directory test-all
+test-all: all $(UNIT_BIN)
 	@BUILD=$(BUILD) ./tests/run.sh
 
 unit: all $(UNIT_BIN)
@@ -172,7 +176,9 @@ golden: all
 golden-update: all
 	BUILD=$(BUILD) ./tests/golden/run.sh --update
 
-bench: all bench-deps
+bench: deps bench-deps
+	@$(MAKE) --no-print-directory bench-run
+bench-run: all
 	BUILD=$(BUILD) ./tests/bench/bench.sh
 
 asan:
@@ -196,8 +202,9 @@ else
 cuda-only:
 	@echo "cuda-only: no CUDA toolkit (set CUDA_HOME)" >&2; exit 1
 endif
-# (a prerequisite list is expanded where it is read: so this comes after the definition)
-test: $(CUDA_ONLY_TEST)
+# (a prerequisite list is expanded where it is read: so this comes after the definition;
+# test_cuda runs the cuda-only mplrun, so every goal that runs the unit tests builds it)
+test-all unit: $(CUDA_ONLY_TEST)
 
 # objects made through pattern chains are kept, not deleted as intermediates
 .SECONDARY:

@@ -14,7 +14,8 @@
 
 /* ==== refeval.c: the reference evaluator ================================ */
 
-/* What a dropout mask depends on besides the op: (seed, step, micro-batch). */
+/* What a dropout mask depends on besides the op: (seed, step, micro-batch); a micro-batch
+ * below 0 is an evaluation pass, where dropout is the identity. */
 typedef struct RefCtx {
   uint64_t seed;
   int64_t step;

@@ -444,7 +444,8 @@ static int mix64(Emit *e, int z) {
   return kb_bin(b, KI_XOR, KT_I64, z, kb_bin(b, KI_SHR, KT_I64, z, I(e, 31)));
 }
 
-/* DROPOUT: mpl_dropout_keep(mpl_dropout_stream(seed, step, mb, key), linear index, p). */
+/* DROPOUT: mpl_dropout_keep(mpl_dropout_stream(seed, step, mb, key), linear index, p);
+ * x itself in an evaluation pass (mb < 0: sampling, validation). */
 static int emit_dropout(Emit *e, const Op *op, const int *idx) {
   KBuilder *b = e->b;
   int x = emit_in(e, op, 0, idx);
@@ -456,7 +457,8 @@ static int emit_dropout(Emit *e, const Op *op, const int *idx) {
   int r = kb_bin(b, KI_SHR, KT_I64, mix64(e, kb_bin(b, KI_XOR, KT_I64, st, mix64(e, lin))), I(e, 40));
   int keep = CMP(e, KI_GE, r, I(e, (int64_t)ceil(op->value * 16777216.0)));
   int scaled = FB(e, KI_MUL, x, F(e, (float)(1.0 / (1.0 - op->value))));
-  return kb_select(b, keep, scaled, F(e, 0.0f));
+  int eval = CMP(e, KI_LT, kb_scalar(b, 2), I(e, 0));
+  return kb_select(b, eval, x, kb_select(b, keep, scaled, F(e, 0.0f)));
 }
 
 static int emit_gelu(Emit *e, int x) {
@@ -959,6 +961,29 @@ static int64_t bcast_off(const Shape *in, const Shape *out, int64_t lin) {
   return off;
 }
 
+/* Operand x's batch dim at out's batch axis j (1 where x's shape is shorter). */
+static int64_t bdim(const Shape *x, const Shape *out, int j) {
+  int i = j - (out->rank - x->rank);
+  return i >= 0 ? x->d[i] : 1;
+}
+
+/* Is x either broadcast (all 1) or whole along out's batch axes [from, rank)? *full says which. */
+static bool bcast_uniform(const Shape *x, const Shape *out, int from, bool *full) {
+  bool all1 = true, same = true;
+  for (int j = from; j < out->rank; j++) {
+    all1 = all1 && bdim(x, out, j) == 1;
+    same = same && bdim(x, out, j) == out->d[j];
+  }
+  *full = !all1;
+  return all1 || same;
+}
+
+/*
+ * A matmul as GEMM steps. The batch axes split into a prefix and the longest suffix along
+ * which each operand is either broadcast (stride 0) or whole (stride one matrix): the
+ * suffix is one strided-batched product, each prefix index one step with its offsets
+ * ([B, KV, G, T, hs] @ [B, KV, 1, hs, T]: B*KV steps of G products each).
+ */
 static void lower_matmul(Fuse *f, const Op *op) {
   bool ta = op->ta, tb = op->tb;
   int a = gemm_operand(f, op->in[0], &ta), b = gemm_operand(f, op->in[1], &tb);
@@ -968,19 +993,21 @@ static void lower_matmul(Fuse *f, const Op *op) {
   int64_t m = ta ? as.d[ra - 1] : as.d[ra - 2], k = ta ? as.d[ra - 2] : as.d[ra - 1];
   int64_t kb = tb ? bs.d[rb - 1] : bs.d[rb - 2], n = tb ? bs.d[rb - 2] : bs.d[rb - 1];
   if (k != kb || !shape_broadcast(&ab, &bb, &ob)) die("fuse: %%%d matmul shapes do not match", op->id);
-  int64_t nb = shape_numel(&ob), na = shape_numel(&ab), nbb = shape_numel(&bb);
+  int from = 0;
+  bool fa = false, fb = false;
+  while (from < ob.rank && !(bcast_uniform(&ab, &ob, from, &fa) && bcast_uniform(&bb, &ob, from, &fb))) from++;
+  if (from == ob.rank) fa = fb = false;
+  int64_t nb = shape_numel(&ob), batch = 1;
+  for (int j = from; j < ob.rank; j++) batch *= ob.d[j];
   int c = f->gemm_acc[op->id] >= 0 ? f->gemm_acc[op->id] : op->id;
-  bool simple = (na == 1 || na == nb) && (nbb == 1 || nbb == nb);
-  for (int64_t i = 0; i < (simple ? 1 : nb); i++) {
+  for (int64_t i = 0; i < nb; i += batch) {
     Step *s = add_step(f, STEP_GEMM, op->id);
     s->a = a, s->b = b, s->c = c, s->ta = ta, s->tb = tb, s->m = m, s->n = n, s->k = k;
     s->alpha = 1.0, s->beta = c != op->id ? 1.0 : 0.0;
-    s->batch = simple ? nb : 1;
-    s->stride_a = na == 1 ? 0 : m * k, s->stride_b = nbb == 1 ? 0 : k * n, s->stride_c = m * n;
-    if (!simple) {
-      s->off_a = bcast_off(&ab, &ob, i) * m * k, s->off_b = bcast_off(&bb, &ob, i) * k * n;
-      s->off_c = i * m * n;
-    }
+    s->batch = batch;
+    s->stride_a = fa ? m * k : 0, s->stride_b = fb ? k * n : 0, s->stride_c = m * n;
+    s->off_a = bcast_off(&ab, &ob, i) * m * k, s->off_b = bcast_off(&bb, &ob, i) * k * n;
+    s->off_c = i * m * n;
   }
   f->mat[op->id] = true;
   if (c != op->id) f->done[c] = true;

@@ -31,7 +31,8 @@
  *
  * CPU kernel ABI (cg_llvm.c, runtime/jit_cpu.c):
  *   void NAME(void **args, const int64_t *scalars, int64_t begin, int64_t end)
- *   args: buffer pointers in argument order; scalars = {seed, step, microbatch};
+ *   args: buffer pointers in argument order; scalars = {seed, step, microbatch}; a
+ *   microbatch of -1 (MPL_MB_EVAL) is an evaluation pass: dropout is the identity;
  *   runs outer iterations [begin, end) of [0, n_outer): any split gives the same bits.
  * CUDA kernel ABI (cg_cuda.c):
  *   extern "C" __global__ void NAME(T0 *a0, ..., long long seed, long long step,

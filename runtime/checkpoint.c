@@ -27,6 +27,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,15 @@ static int get_param(const MplRun *r, int p, int slot, float *out, MplErr *err) 
   return mpl_run_get_param(r, p, out, err);
 }
 
+/* Nothing non-finite is ever written: a diverged run keeps its last good checkpoint. */
+static int check_finite(const char *path, const char *name, const float *x, int64_t n, MplErr *err) {
+  for (int64_t i = 0; i < n; i++)
+    if (!isfinite(x[i]))
+      return mpl_errf(err, "%s: not written: %s[%lld] is %s (the run diverged; the last good file is kept)", path, name,
+                      (long long)i, isnan(x[i]) ? "nan" : "inf");
+  return MPL_OK;
+}
+
 static int write_tensors(const MplRun *r, const char *path, const char *const *prefixes, int nslots, GetFn get,
                          MplErr *err) {
   const Job *job = mpl_run_job(r);
@@ -86,6 +96,7 @@ static int write_tensors(const MplRun *r, const char *path, const char *const *p
       }
       snprintf(names[k], len, "%s%s%s", prefixes ? prefixes[s] : "", prefixes ? "." : "", jp->name);
       st = get(r, p, s, data[k], err);
+      if (st == MPL_OK && mpl_run_is_lead(r)) st = check_finite(path, names[k], data[k], jp->numel, err);
       e[k] = (MplStEntry){.name = names[k], .ndim = jp->rank, .shape = jp->dims, .data = data[k]};
     }
   const char *mk[] = {"format"}, *mv[] = {"mpl"};

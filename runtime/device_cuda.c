@@ -666,8 +666,8 @@ static int cuda_gemm(MplDevice *d, const JobStep *s, const float *a, const float
   if (lda < 1) lda = 1;
   if (ldb < 1) ldb = 1;
   float alpha = (float)s->alpha, beta = (float)s->beta;
-  const float *A = a + s->off_a, *B = b + s->off_b;
-  float *C = c + s->off_c;
+  const float *A = a, *B = b; /* the executor applied the batch offsets */
+  float *C = c;
   cublasOperation_t opb = s->tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = s->ta ? CUBLAS_OP_T : CUBLAS_OP_N;
   CUDA_CHECK(cudaSetDevice(cd->dev));
   prof_begin(cd, PROF_GEMM);

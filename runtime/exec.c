@@ -140,6 +140,7 @@ struct MplRun {
   int64_t first_step;        /* the step this run started at (the warm-up step) */
   double last_loss;
   bool optim_fresh;          /* no optimizer step taken yet (SGD's first momentum step) */
+  bool eval;                 /* an evaluation pass (sampling): kernels get MPL_MB_EVAL, dropout is off */
   /* step synchronisation */
   pthread_mutex_t mu;
   pthread_cond_t go, done;
@@ -192,6 +193,15 @@ static inline void comm_count(RankCtx *rc, int kind, size_t bytes) {
   rc->comm_counts[kind].bytes += bytes;
 }
 
+/* The trace clock now (0 when not tracing), and a slice on this rank's trace row for one
+ * message or collective from t0 to now, named by its kind (job.h's MPL_COMM_KINDS). */
+static double trace_t(const RankCtx *rc) { return rc->run->tracing ? mpl_trace_now(&rc->run->trace) : 0; }
+
+static void trace_comm(RankCtx *rc, const char *name, double t0) {
+  MplRun *r = rc->run;
+  if (r->tracing && name) mpl_trace_event(&r->trace, rc->wrank, name, "comm", t0, mpl_trace_now(&r->trace) - t0);
+}
+
 void mpl_run_opts_default(MplRunOpts *o) {
   *o = (MplRunOpts){.device_kind = "cpu", .threads = 1, .steps = -1, .fail_rank = -1};
 }
@@ -231,7 +241,7 @@ static int run_kernel_step(RankCtx *rc, const JobStep *s, int stage, int mb, int
     if (!(rc->argv[i] = need_ptr(rc, s->args[i], mb, stage, err))) return MPL_ERR;
     work += r->job->values[s->args[i]].numel;
   }
-  int64_t scalars[3] = {(int64_t)r->job->train.seed, step, mb};
+  int64_t scalars[3] = {(int64_t)r->job->train.seed, step, r->eval ? MPL_MB_EVAL : mb};
   if (gpu) return rc->dev.ops->launch(&rc->dev, s->kernel, rc->argv, s->nargs, scalars, s->n_outer, err);
   return rc->dev.ops->kernel(&rc->dev, r->kfn[s->kernel], rc->argv, scalars, s->n_outer, work, err);
 }
@@ -327,7 +337,8 @@ static int run_step_op(RankCtx *rc, const JobStep *s, int stage, int mb, int64_t
   case JS_GEMM: {
     float *a = need_ptr(rc, s->args[0], mb, stage, err), *b = a ? need_ptr(rc, s->args[1], mb, stage, err) : NULL;
     float *c = b ? need_ptr(rc, s->args[2], mb, stage, err) : NULL;
-    return c ? rc->dev.ops->gemm(&rc->dev, s, a, b, c, err) : MPL_ERR;
+    /* batch 0's offsets (a broadcast product is one step per batch) apply on every device */
+    return c ? rc->dev.ops->gemm(&rc->dev, s, a + s->off_a, b + s->off_b, c + s->off_c, err) : MPL_ERR;
   }
   case JS_ALIAS: return MPL_OK; /* the plan gave both values one buffer */
   case JS_ACCUM: {
@@ -339,7 +350,12 @@ static int run_step_op(RankCtx *rc, const JobStep *s, int stage, int mb, int64_t
                        (long long)job->values[s->args[1]].numel, (long long)n);
     return rc->dev.ops->accum_f32(&rc->dev, acc, src, n, err);
   }
-  case JS_COMM: return run_collective(rc, s, stage, mb, err);
+  case JS_COMM: {
+    double t0 = trace_t(rc);
+    int kind = mpl_comm_kind_of_jc(s->comm), st = run_collective(rc, s, stage, mb, err);
+    trace_comm(rc, kind >= 0 ? mpl_comm_kind_name(kind) : NULL, t0);
+    return st;
+  }
   default: return rank_fail(rc, err, "stage %d: unknown step kind %d", stage, s->kind);
   }
 }
@@ -381,9 +397,12 @@ static int run_xfer(RankCtx *rc, const JobIns *ins, bool sending, MplErr *err) {
     void *p = need_ptr(rc, v, ins->mb, sending ? x->src : x->dst, err);
     if (!p) return MPL_ERR;
     uint64_t tag = TAG_XFER(ins->xfer, ins->mb, i);
-    comm_count(rc, sending ? MPL_COMM_PP_SEND : MPL_COMM_PP_RECV, value_bytes(job, v));
+    int kind = sending ? MPL_COMM_PP_SEND : MPL_COMM_PP_RECV;
+    comm_count(rc, kind, value_bytes(job, v));
+    double t0 = trace_t(rc);
     int st = sending ? rc->comm->ops->send(rc->comm, peer, tag, p, value_bytes(job, v))
                      : rc->comm->ops->recv(rc->comm, peer, tag, p, value_bytes(job, v));
+    trace_comm(rc, mpl_comm_kind_name(kind), t0);
     if (st != MPL_OK) return rank_fail(rc, err, "%s: %s", sending ? "send" : "recv", rc->comm->err.msg);
   }
   return MPL_OK;
@@ -537,15 +556,27 @@ static int dp_reduce_scatter(RankCtx *rc, int pi, MplErr *err) {
   return MPL_OK;
 }
 
+static bool holds_tied(const RankCtx *rc) {
+  for (int pi = 0; pi < rc->run->job->nparams; pi++)
+    if (rc->run->tied[pi] && rc->holds[pi]) return true;
+  return false;
+}
+
 static int build_grads(RankCtx *rc, MplErr *err) {
   if (rc->grads_ready) return MPL_OK;
   MplRun *r = rc->run;
+  double t0 = trace_t(rc);
   if (tied_send(rc, err) != MPL_OK) return MPL_ERR;
+  trace_comm(rc, holds_tied(rc) ? "tied_send" : NULL, t0);
   for (int pi = 0; pi < r->job->nparams; pi++) {
     rc->grad[pi] = NULL;
     if (!rc->holds[pi] || r->job->params[pi].nuses == 0) continue;
+    t0 = trace_t(rc);
     if (sum_uses(rc, pi, err) != MPL_OK) return MPL_ERR;
+    trace_comm(rc, r->tied[pi] ? "tied_recv" : NULL, t0);
+    t0 = trace_t(rc);
     if (r->dp > 1 && (zero_on(r) ? dp_reduce_scatter(rc, pi, err) : dp_allreduce(rc, pi, err)) != MPL_OK) return MPL_ERR;
+    trace_comm(rc, r->dp == 1 ? NULL : zero_on(r) ? "dp_reduce_scatter" : "dp_allreduce", t0);
   }
   rc->grads_ready = true;
   return MPL_OK;
@@ -672,8 +703,12 @@ static int optimizer_step(RankCtx *rc, int64_t step, MplErr *err) {
   int64_t lo, n;
   if (build_grads(rc, err) != MPL_OK) return MPL_ERR;
   if (r->ocfg.grad_clip > 0) {
-    double norm = 0;
+    double norm = 0, t0 = trace_t(rc);
     if (global_norm(rc, step, &norm, err) != MPL_OK) return MPL_ERR;
+    trace_comm(rc, "norm_exchange", t0);
+    if (!isfinite(norm))
+      return rank_fail(rc, err, "step %lld: the gradient norm is %s: training stopped before the update, nothing more "
+                       "is written (lower the learning rate)", (long long)step + 1, isnan(norm) ? "nan" : "inf");
     double coef = mpl_clip_coef(norm, r->ocfg.grad_clip);
     if (coef < 1.0)
       for (int pi = 0; pi < r->job->nparams; pi++) {
@@ -690,8 +725,11 @@ static int optimizer_step(RankCtx *rc, int64_t step, MplErr *err) {
     if (update_param(rc, pi, lr, step, err) != MPL_OK) return MPL_ERR;
     if (zero_on(r) && zero_send_chunk(rc, pi, err) != MPL_OK) return MPL_ERR;
   }
-  for (int pi = 0; zero_on(r) && pi < r->job->nparams; pi++)
+  for (int pi = 0; zero_on(r) && pi < r->job->nparams; pi++) { /* (traced here: the eager sends do not wait) */
+    double t0 = trace_t(rc);
     if (rc->grad[pi] && zero_recv_chunks(rc, pi, err) != MPL_OK) return MPL_ERR;
+    if (rc->grad[pi]) trace_comm(rc, "dp_allgather", t0);
+  }
   return MPL_OK;
 }
 
@@ -1490,23 +1528,23 @@ static void fmt_eta(char *buf, size_t n, double s) {
 static int report_step(MplRun *r, int64_t step, double step_s, double avg_s, MplErr *err) {
   double lr = mpl_lr_at(&r->ocfg, step);
   double tokens = (double)(r->B * r->m * r->dp); /* the step's rows; tokens when a row is a sequence */
-  for (int i = 0; i < r->job->ninputs; i++) {
+  bool seq = false;
+  for (int i = 0; i < r->job->ninputs && !seq; i++) {
     const JobValue *v = &r->job->values[r->job->inputs[i].value];
-    if (r->tokens || (v->rank >= 2 && v->dims[1] == r->job->train.seq)) {
-      tokens *= (double)r->job->train.seq;
-      break;
-    }
+    seq = r->tokens || (v->rank >= 2 && v->dims[1] == r->job->train.seq);
   }
+  if (seq) tokens *= (double)r->job->train.seq;
   double tps = step_s > 0 ? tokens / step_s : 0;
   if (!r->opts.quiet && r->lead) {
     char eta[32];
     fmt_eta(eta, sizeof eta, avg_s * (double)(r->total_steps - step - 1));
-    fprintf(r->opts.out, "step %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s | %.1f ms/step | ETA %s\n",
-            (long long)step + 1, (long long)r->total_steps, r->last_loss, lr, tps, step_s * 1e3, eta);
+    fprintf(r->opts.out, "step %lld/%lld | loss %.4f | lr %.2e | %.0f %s | %.1f ms/step | ETA %s\n",
+            (long long)step + 1, (long long)r->total_steps, r->last_loss, lr, tps, seq ? "tok/s" : "samples/s",
+            step_s * 1e3, eta);
     fflush(r->opts.out);
   }
   if (!r->metrics_open) return MPL_OK;
-  const char *keys[] = {"step", "loss", "lr", "tok_s", "ms"};
+  const char *keys[] = {"step", "loss", "lr", seq ? "tok_s" : "samples_s", "ms"};
   double vals[] = {(double)(step + 1), r->last_loss, lr, tps, step_s * 1e3};
   return mpl_metrics_line(&r->metrics, keys, vals, 5, err);
 }
@@ -1541,7 +1579,7 @@ int mpl_run_train(MplRun *r, MplErr *err) {
   int64_t done = 0;
   bool ckpt_written = false;
   r->first_step = r->step;
-  if (r->opts.resume_dir && r->step >= r->total_steps && !r->opts.quiet && r->lead)
+  if (r->opts.resume_dir && r->step >= r->total_steps && r->total_steps > 0 && !r->opts.quiet && r->lead)
     fprintf(r->opts.out, "mplrun: the checkpoint is at step %lld of %lld: nothing to train (raise --steps)\n",
             (long long)r->step, (long long)r->total_steps);
   for (; r->step < r->total_steps; r->step++) {
@@ -1552,6 +1590,9 @@ int mpl_run_train(MplRun *r, MplErr *err) {
     r->optim_fresh = false;
     done++;
     if (report_step(r, r->step, dt, (now_s() - t_begin) / (double)done, err) != MPL_OK) return MPL_ERR;
+    if (r->lead && !isfinite(r->last_loss))
+      return mpl_errf(err, "step %lld: the loss is %s: training stopped, nothing more is written (lower the learning "
+                      "rate or set grad_clip)", (long long)r->step + 1, isnan(r->last_loss) ? "nan" : "inf");
     if (r->tokens) mpl_loader_advance(&r->loader);
     ckpt_written = false;
     if (r->opts.ckpt_dir && r->opts.ckpt_every > 0 && (r->step + 1) % r->opts.ckpt_every == 0) {
@@ -1862,15 +1903,17 @@ int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, FILE *out, MplErr *
   const JobValue *lvv = &job->values[lv];
   int64_t T = job->train.seq, V = lvv->dims[lvv->rank - 1];
   if (lvv->rank < 2 || lvv->numel < r->B * T * V) return mpl_errf(err, "--sample: the logits are not [B, T, vocab]");
-  int64_t plen = (int64_t)strlen(prompt), ntok = plen > 0 ? plen : 1;
+  int64_t plen = (int64_t)strlen(prompt), ntok = plen;
+  if (plen == 0) return mpl_errf(err, "--prompt is empty: sampling starts from the prompt's bytes, give at least one");
   int32_t *toks = mpl_calloc((size_t)(ntok + n + 1), 4);
   float *logits = mpl_malloc((size_t)V * 4);
   int st = toks && logits ? MPL_OK : mpl_errf(err, "out of memory");
   for (int64_t i = 0; i < plen && st == MPL_OK; i++) toks[i] = (unsigned char)prompt[i];
   for (int64_t i = 0; i < ntok && st == MPL_OK; i++)
     if (toks[i] >= V) st = mpl_errf(err, "--prompt: byte %d is outside the vocabulary of %lld", toks[i], (long long)V);
-  fputs(prompt, out);
+  if (st == MPL_OK) fputs(prompt, out);
   uint64_t stream = init_stream(job->train.seed, "mplrun.sample");
+  r->eval = true; /* dropout off */
   for (int64_t k = 0; k < n && st == MPL_OK; k++) {
     int64_t w0 = ntok > T ? ntok - T : 0, wlen = ntok - w0;
     if (sample_fill(r, toks + w0, wlen, idx_in, err) != MPL_OK || sample_forward(r, err) != MPL_OK) {
@@ -1886,7 +1929,8 @@ int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, FILE *out, MplErr *
     put_token(out, t);
     fflush(out);
   }
-  fputc('\n', out);
+  r->eval = false;
+  if (plen > 0) fputc('\n', out);
   mpl_free(toks);
   mpl_free(logits);
   return st;

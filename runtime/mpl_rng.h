@@ -34,6 +34,10 @@ static inline double mpl_uniform(uint64_t stream, uint64_t index) {
   return (double)(mpl_mix64(stream ^ mpl_mix64(index)) >> 11) * (1.0 / 9007199254740992.0);
 }
 
+/* The micro-batch number a kernel is given in an evaluation pass (sampling, validation):
+ * there dropout is the identity (kernel.h's ABI; refeval's RefCtx). */
+#define MPL_MB_EVAL (-1)
+
 /* The stream of dropout masks of one op in one micro-batch of one step. */
 static inline uint64_t mpl_dropout_stream(uint64_t seed, int64_t step, int64_t mb, int64_t key) {
   return mpl_mix64(mpl_mix64(mpl_mix64(seed) ^ (uint64_t)step) ^ ((uint64_t)mb << 20) ^ (uint64_t)key);

@@ -294,13 +294,14 @@ static int run(Cli *c, Job *job) {
   c->run.threads = c->threads > 0 ? c->threads : default_threads(job->pp * (job->dp > 0 ? job->dp : 1) * (job->tp > 0 ? job->tp : 1));
   /* --sample alone samples from the given params: no training unless --steps says so */
   c->run.steps = c->steps >= 0 ? c->steps : (c->sample_n >= 0 ? 0 : -1);
+  if (c->sample_n >= 0) c->run.out = stderr; /* stdout carries the sampled text alone */
   c->run.job_checksum = file_checksum(c->job_path);
   MplErr err = {{0}};
   MplRun *r;
   if (mpl_run_init(&r, job, &c->run, &err) != MPL_OK) return run_failed(c, &err);
   int st = mpl_run_train(r, &err);
   if (st == MPL_OK && c->comm_stats) st = write_comm_stats(r, c->comm_stats, &err);
-  if (st == MPL_OK && !c->run.quiet && mpl_run_step(r) > 0) mpl_run_report(r, stdout);
+  if (st == MPL_OK && !c->run.quiet && mpl_run_step(r) > 0) mpl_run_report(r, c->run.out ? c->run.out : stdout);
   if (st == MPL_OK && c->sample_n >= 0) st = mpl_run_sample(r, c->prompt, c->sample_n, stdout, &err);
   if (st != MPL_OK && c->run.comm) return run_failed(c, &err); /* MPI_Abort first: a free could wait for GPU work
                                                                  that depends on ranks that stopped */

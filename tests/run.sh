@@ -2,7 +2,7 @@
 # tests/run.sh [SUITE...] — runs the test suites and ends with one line "N passed, N failed".
 # A suite is a command whose output ends with "N passed, N failed" (or Check's
 # "Checks: N, Failures: F, Errors: E"); a suite that exits non-zero without such a
-# line counts as one failure. Suites: unit golden fuzz e2e parity gpu-cpu (default: all).
+# line counts as one failure. Suites: unit golden fuzz e2e parity (default: all).
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}

@@ -17,7 +17,10 @@
 #    without a checkpoint (see parallel.sh: the key bias's gradient is rounding noise
 #    that Adam normalises).
 #  - --init reads back what --save wrote: --init FILE --steps 0 --save gives FILE again;
-#  - resuming a checkpoint of another model is refused with a message.
+#  - resuming a checkpoint of another model is refused with a message;
+#  - a diverging run (sgd(lr = 1e12), and 1e30 with grad_clip) stops with a message
+#    naming the step and a non-zero exit; the checkpoint it leaves (--checkpoint-every 1)
+#    holds finite values only and is of an earlier step; its --save is never written.
 # Note: --steps N sets the run's length, and cosine(warmup, min_lr) ends at the run's
 # last step; warmup 3 keeps steps 1..3 identical whether the run is 3 or 6 steps long.
 cd "$(dirname "$0")/../.."
@@ -132,6 +135,32 @@ if [ $okc = 1 ] && [ -f "$tmp/sg1.job" ]; then
     losses_near "SGD: $big ZeRO-1 checkpoint resumed on pp=2" "$tmp/pb2.jsonl" "$tmp/p6.jsonl"
   fi
 fi
+
+# ---- a diverging run stops; nothing non-finite is written ----
+for clip in "" "grad_clip = 1.0"; do
+  lr=1e12; [ -n "$clip" ] && lr=1e30   # (clipped steps of 1e12 stay finite)
+  label="sgd(lr = $lr)${clip:+, $clip}"
+  edits=("s/optimizer = adamw(lr = 1e-2)/optimizer = sgd(lr = $lr)/" 's/^  steps = 30$/  steps = 12/')
+  [ -n "$clip" ] && edits+=("s/^  seed = 3$/  seed = 3\n  $clip/")
+  rewrite tests/e2e/small_mlp.mpl "$tmp/div.mpl" "${edits[@]}" || continue
+  rm -rf "$tmp/ck_div" "$tmp/div.st"
+  if ! "$MPLC" "$tmp/div.mpl" -o "$tmp/div.job" 2> "$tmp/div.err"; then bad "$label: mplc: $(head -n 2 "$tmp/div.err")"; continue; fi
+  if "$MPLRUN" "$tmp/div.job" --threads 1 --checkpoint "$tmp/ck_div" --checkpoint-every 1 --save "$tmp/div.st" \
+       > "$tmp/div.out" 2> "$tmp/div.err"; then
+    bad "$label: the diverging run exits 0"; continue
+  fi
+  msg=$(grep -m1 -E 'step [0-9]+: the (loss|gradient norm) is (nan|inf)' "$tmp/div.err")
+  if [ -n "$msg" ]; then ok "$label: stops with '$(echo "$msg" | cut -c1-90)'"
+  else bad "$label: no message naming the step: $(head -n 2 "$tmp/div.err")"; fi
+  stop=$(echo "$msg" | sed -E 's/.*step ([0-9]+):.*/\1/')
+  saved=$(sed -n 's/.*"step": \([0-9]*\).*/\1/p' "$tmp/ck_div/state.json" 2>/dev/null)
+  if [ -n "$saved" ] && [ -n "$stop" ] && [ "$saved" -lt "$stop" ] &&
+     "$PY" tests/tools/stcompare.py "$tmp/ck_div/model.safetensors" "$tmp/ck_div/model.safetensors" 0 > /dev/null &&
+     "$PY" tests/tools/stcompare.py "$tmp/ck_div/optim.safetensors" "$tmp/ck_div/optim.safetensors" 0 > /dev/null; then
+    ok "$label: the last checkpoint (step $saved) is finite"
+  else bad "$label: checkpoint at step '${saved}' after a stop at step '${stop}', or not finite"; fi
+  if [ ! -e "$tmp/div.st" ]; then ok "$label: --save is not written"; else bad "$label: --save was written"; fi
+done
 
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]

@@ -5,7 +5,9 @@
 #    optimizer (and do not overlap within a row);
 #  - --metrics writes one JSON object per step with step (1, 2, ...) and a finite loss;
 #  - --sample N --prompt TEXT after a few steps prints the prompt and N more tokens,
-#    the same twice;
+#    the same twice, and nothing else on stdout (after --resume too); dropout is off
+#    while sampling (a model with dropout samples what it does with -D pdrop=0.0);
+#    an empty --prompt is an error;
 #  - --inspect prints the manifest: model, mesh, params with shapes, per-rank streams.
 # JSON is checked with python3's json module.
 cd "$(dirname "$0")/../.."
@@ -46,7 +48,10 @@ slices = [e for e in ev if e.get("ph") == "X"]
 check({e["tid"] for e in slices} == {0, 1}, "slices on rows 0 and 1 only")
 cats_needed = {"fwd", "bwd_b", "bwd_w", "send", "recv", "optimizer"}
 for tid in (0, 1):
-    row = sorted((e for e in slices if e["tid"] == tid), key=lambda e: e["ts"])
+    comm = [e for e in slices if e["tid"] == tid and e.get("cat") == "comm"]
+    row = sorted((e for e in slices if e["tid"] == tid and e.get("cat") != "comm"), key=lambda e: e["ts"])
+    inside = sum(1 for c in comm if any(i["ts"] - 1e-3 <= c["ts"] and c["ts"] + c["dur"] <= i["ts"] + i["dur"] + 1e-3 for i in row))
+    check(len(comm) > 0 and inside == len(comm), f"rank {tid}: {len(comm)} message slices, each inside its instruction ({inside})")
     cats = {e.get("cat", e["name"].split()[0]) for e in row}
     check(cats_needed <= cats, f"rank {tid} has {sorted(cats_needed)} (has {sorted(cats)})")
     check(all(e["name"].split()[0] == e.get("cat", e["name"].split()[0]) for e in row),
@@ -81,6 +86,43 @@ EOF
   done < "$tmp/py.out"
 done
 
+# ---- the trace of a dp x tp x pp mesh: every message and collective is a slice named by
+# its kind, as many per step as --comm-stats counts ----
+if rewrite tests/e2e/tiny_lm.mpl "$tmp/lm_z.mpl" 's/^  seed = 11$/  seed = 11\n  zero = 1/'; then
+  for z in 0 1; do
+    model=tests/e2e/tiny_lm.mpl; [ $z = 1 ] && model=$tmp/lm_z.mpl
+    if "$MPLC" "$model" --mesh dp=2,tp=2 -o "$tmp/mesh$z.job" &&
+       "$MPLRUN" "$tmp/mesh$z.job" --data "$tmp/tiny.bin" --steps 2 -q --trace "$tmp/mt$z.json" --comm-stats "$tmp/mc$z.jsonl" > "$tmp/mesh.log" 2>&1; then
+      python3 - "$tmp/mt$z.json" "$tmp/mc$z.jsonl" "$z" > "$tmp/py.out" 2>&1 <<'EOF'
+import json, sys
+ev = json.load(open(sys.argv[1]))
+ev = ev["traceEvents"] if isinstance(ev, dict) else ev
+stats = [json.loads(l) for l in open(sys.argv[2])]
+zero = sys.argv[3] == "1"
+exact = ["pp_send", "pp_recv", "tp_allreduce", "tp_reduce_scatter", "dp_allreduce", "dp_reduce_scatter", "dp_allgather"]
+want = {"pp_send", "pp_recv", "tp_allreduce", "tied_send", "tied_recv", "norm_exchange"}
+want |= {"dp_reduce_scatter", "dp_allgather"} if zero else {"dp_allreduce"}
+bad = []
+seen = set()
+for s in stats:
+    names = [e["name"] for e in ev if e.get("ph") == "X" and e.get("cat") == "comm" and e["tid"] == s["rank"]]
+    seen |= set(names)
+    for k in exact:
+        if names.count(k) != 2 * s["calls"].get(k, 0):
+            bad.append(f"rank {s['rank']} {k}: {names.count(k)} slices, --comm-stats says {s['calls'].get(k, 0)} per step")
+tag = f"[dp=2 tp=2 pp=2 zero={int(zero)}]"
+print(("ok   " if not bad else "FAIL ") + f"{tag} comm slices per rank and kind = 2 steps x --comm-stats calls" + ("" if not bad else ": " + "; ".join(bad[:4])))
+print(("ok   " if want <= seen else "FAIL ") + f"{tag} the trace names {sorted(want)} (has {sorted(seen)})")
+EOF
+      while IFS= read -r line; do
+        case $line in "ok   "*) ok "${line#ok   }" ;; "FAIL "*) bad "${line#FAIL }" ;; *) bad "python: $line" ;; esac
+      done < "$tmp/py.out"
+    else
+      bad "mesh trace run (zero=$z): $(tail -n 3 "$tmp/mesh.log")"
+    fi
+  done
+fi
+
 # ---- --sample ----
 if "$MPLRUN" "$job" "${D[@]}" --steps 4 --save "$tmp/p.st" -q > "$tmp/train.log" 2>&1; then
   prompt="The "
@@ -105,6 +147,36 @@ if "$MPLRUN" "$job" "${D[@]}" --steps 4 --save "$tmp/p.st" -q > "$tmp/train.log"
 else
   bad "mplrun (training for --sample): $(tail -n 3 "$tmp/train.log")"
 fi
+# dropout is off while sampling: the same weights give the same text with and without it
+if rewrite tests/e2e/tiny_lm.mpl "$tmp/drop.mpl" 's/^const layers = 2$/const layers = 2\nconst pdrop = 0.5/' \
+     's/^  x = x + embedding(arange(T), ctx, d) as wpe$/  x = dropout(x + embedding(arange(T), ctx, d) as wpe, pdrop)/' &&
+   "$MPLC" "$tmp/drop.mpl" -o "$tmp/drop.job" && "$MPLC" "$tmp/drop.mpl" -D pdrop=0.0 -o "$tmp/nodrop.job" &&
+   "$MPLRUN" "$tmp/drop.job" "${D[@]}" --steps 3 -q --save "$tmp/drop.st" > /dev/null 2>&1; then
+  "$MPLRUN" "$tmp/drop.job" "${D[@]}" --init "$tmp/drop.st" --sample 32 --prompt "The " > "$tmp/d1.txt" 2> /dev/null
+  "$MPLRUN" "$tmp/nodrop.job" "${D[@]}" --init "$tmp/drop.st" --sample 32 --prompt "The " > "$tmp/d0.txt" 2> /dev/null
+  if [ -s "$tmp/d1.txt" ] && cmp -s "$tmp/d1.txt" "$tmp/d0.txt"; then ok "--sample runs with dropout off (same text as -D pdrop=0.0)"
+  else bad "--sample with dropout: '$(head -c 40 "$tmp/d1.txt")' vs '$(head -c 40 "$tmp/d0.txt")' without"; fi
+else
+  bad "the dropout variant of tiny_lm does not compile or train"
+fi
+# after --resume: stdout holds the text alone (progress, reports and notes go to stderr)
+if "$MPLRUN" "$job" "${D[@]}" --steps 2 -q --checkpoint "$tmp/ck" > /dev/null 2>&1 &&
+   "$MPLRUN" "$job" "${D[@]}" --resume "$tmp/ck" --sample 10 --prompt "ab" > "$tmp/r.txt" 2> "$tmp/r.err" &&
+   "$MPLRUN" "$job" "${D[@]}" --steps 3 --resume "$tmp/ck" --sample 10 --prompt "ab" > "$tmp/r3.txt" 2> "$tmp/r3.err"; then
+  for f in r r3; do
+    if [ "$(wc -c < "$tmp/$f.txt")" = 13 ] && [ "$(wc -l < "$tmp/$f.txt")" = 1 ] && [ "$(head -c 2 "$tmp/$f.txt")" = ab ]; then
+      ok "--resume --sample ($f): stdout is the prompt, 10 tokens and a newline"
+    else bad "--resume --sample ($f): stdout is '$(head -c 200 "$tmp/$f.txt")'"; fi
+  done
+  if grep -q '^step 3/3' "$tmp/r3.err" && grep -q '^rank 0: busy' "$tmp/r3.err"; then ok "progress and report go to stderr when sampling"
+  else bad "progress or report missing from stderr: $(head -n 3 "$tmp/r3.err")"; fi
+else
+  bad "--resume then --sample: $(head -n 3 "$tmp/r.err")"
+fi
+if "$MPLRUN" "$job" "${D[@]}" --init "$tmp/p.st" --sample 4 --prompt "" > "$tmp/e.txt" 2> "$tmp/e.err"; then
+  bad "--sample with an empty --prompt exits 0"
+elif grep -q -- "--prompt is empty" "$tmp/e.err" && [ ! -s "$tmp/e.txt" ]; then ok "an empty --prompt is an error, stdout empty"
+else bad "an empty --prompt: '$(head -n 2 "$tmp/e.err")'"; fi
 
 # ---- --inspect ----
 if "$MPLRUN" "$job" --inspect > "$tmp/inspect.txt" 2> "$tmp/inspect.err"; then

@@ -57,6 +57,10 @@ compare small_mlp tests/e2e/small_mlp.mpl
 compare recompute tests/e2e/recompute.mpl
 compare layers_on_devices examples/layers_on_devices.mpl
 trains mlp examples/mlp.mpl
+# every broadcast pattern of the batched product (the CPU's results are checked against the
+# float64 reference evaluator by tests/e2e/matmul_bcast.sh; here the GPU against the CPU)
+python3 tests/tools/bcast_models.py "$C/bcast" > /dev/null
+for m in "$C"/bcast/bcast_*.mpl; do compare "$(basename "$m" .mpl)" "$m"; done
 RUNFLAGS="--data tests/gpu/carry/tiny.bin" trains gpt_tiny examples/gpt_tiny.mpl
 
 # under mpirun, one process per rank: ranks that share the one GPU stage device buffers
