@@ -244,9 +244,11 @@ static void fill_train(Job *j, const Graph *g) {
   o->zero = t->zero, o->steps = t->steps, o->seed = t->seed;
 }
 
-/* Schedule instruction -> job instruction; false when it moves nothing (dropped). */
+/* Schedule instruction -> job instruction; false when it moves nothing (dropped): a
+ * transfer within the rank, ALLREDUCE_TIED and OPTIMIZER_STEP (the update phase replaces
+ * them: fill_ranks). */
 static bool to_job_ins(const Partition *p, const Ins *in, JobIns *out) {
-  *out = (JobIns){.stage = in->stage, .mb = in->mb, .xfer = -1};
+  *out = (JobIns){.stage = in->stage, .mb = in->mb, .xfer = -1, .param = -1, .use = -1, .peer = -1};
   switch (in->kind) {
   case INS_FWD: out->kind = JI_FWD; return true;
   case INS_BWD_B: out->kind = JI_BWD_B; return true;
@@ -255,8 +257,8 @@ static bool to_job_ins(const Partition *p, const Ins *in, JobIns *out) {
   case INS_SEND_GRAD: out->kind = JI_SEND; break;
   case INS_RECV_ACT:
   case INS_RECV_GRAD: out->kind = JI_RECV; break;
-  case INS_ALLREDUCE_TIED: out->kind = JI_ALLREDUCE_TIED; return true;
-  case INS_OPTIMIZER_STEP: out->kind = JI_OPTIMIZER_STEP; return true;
+  case INS_ALLREDUCE_TIED:
+  case INS_OPTIMIZER_STEP: return false;
   default: die("jobgen: instruction kind %d", in->kind);
   }
   const PartXfer *x = plan_xfer_of(p, in);
@@ -264,7 +266,8 @@ static bool to_job_ins(const Partition *p, const Ins *in, JobIns *out) {
   return x != NULL;
 }
 
-static void fill_ranks(Job *j, const Partition *p, const Schedule *s, const PlanRank *plan, const SchedTiming *tm) {
+static void fill_ranks(Job *j, const Partition *p, const Schedule *s, const UpdatePhase *u, const PlanRank *plan,
+                       const SchedTiming *tm) {
   int m = s->m;
   j->ranks = mpl_calloc((size_t)s->pp + 1, sizeof(JobRank));
   for (int r = 0; r < s->pp; r++) {
@@ -272,9 +275,12 @@ static void fill_ranks(Job *j, const Partition *p, const Schedule *s, const Plan
     rk->stages = mpl_calloc((size_t)p->nstages + 1, sizeof(int32_t));
     for (int st = 0; st < p->nstages; st++)
       if (st % s->pp == r) rk->stages[rk->nstages++] = st;
-    rk->ins = mpl_calloc((size_t)s->nins[r] + 1, sizeof(JobIns));
-    for (int i = 0; i < s->nins[r]; i++)
+    rk->ins = mpl_calloc((size_t)(s->nins[r] + u->n[r]) + 1, sizeof(JobIns));
+    for (int i = 0; i < s->nins[r]; i++) {
       if (to_job_ins(p, &s->ins[r][i], &rk->ins[rk->nins])) rk->nins++;
+      if (s->ins[r][i].kind == INS_OPTIMIZER_STEP)
+        for (int k = 0; k < u->n[r]; k++) rk->ins[rk->nins++] = u->ins[r][k];
+    }
     rk->arena_bytes = plan[r].arena_bytes;
     size_t n = (size_t)j->nvalues * (size_t)m;
     rk->offset = mpl_malloc(sizeof(uint64_t) * (n + 1));
@@ -389,8 +395,9 @@ Lowered *jobgen_lower(Diag *d, Arena *a, Partition *p) {
   if (!lw->sched) return NULL;
   lw->nparams = graph_params(g, &lw->params, a);
   qsort(lw->params, (size_t)lw->nparams, sizeof *lw->params, cmp_name);
+  lw->upd = upd_build(a, p, lw->params, lw->nparams);
   PlanIn pin = {.g = g, .part = p, .sched = lw->sched, .progs = lw->plan_progs, .alias_of = lw->alias_of,
-                .params = lw->params, .nparams = lw->nparams};
+                .params = lw->params, .nparams = lw->nparams, .upd = lw->upd};
   lw->plan = plan_build(a, &pin);
   lw->world = plan_world(a, &pin, lw->plan);
   sched_simulate(lw->sched, F, B, W, 0, &lw->timing);
@@ -413,7 +420,7 @@ int jobgen_write(Diag *d, Arena *a, const Lowered *lw, const CompileOptions *opt
   fill_params(j, g, params, np);
   fill_inputs(j, g);
   fill_stages(j, p, lw->progs, g->mesh.pp);
-  fill_ranks(j, p, lw->sched, lw->plan, &lw->timing);
+  fill_ranks(j, p, lw->sched, lw->upd, lw->plan, &lw->timing);
   j->flops_per_step = lw->flops;
   j->predicted_bubble = lw->timing.bubble;
   j->textbook_bubble = sched_textbook_bubble(g->mesh.pp, (int)g->train.microbatches);

@@ -22,6 +22,7 @@ typedef struct Lowered {
   PlanWorld *world;                  /* [dp * tp * pp] optimizer state and communication per world rank */
   Op **params;                       /* [nparams] PARAM ops in the job's order (by global name) */
   int nparams;
+  UpdatePhase *upd;                  /* each rank's update phase */
   double *F, *B, *W;                 /* predicted seconds per stage and pass */
   SchedTiming timing;
   double flops;                      /* per step */

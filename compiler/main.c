@@ -253,7 +253,13 @@ int main(int argc, char **argv) {
                        (unsigned long long)lw->plan[r].arena_bytes, r, o.co.mem_limit);
   if (diag.nerrors) return finish(&arena, 1);
   switch (o.emit) {
-  case EMIT_SCHEDULE: sched_dump(stdout, lw->sched); return finish(&arena, 0);
+  case EMIT_SCHEDULE:
+    sched_dump(stdout, lw->sched);
+    for (int r = 0; r < lw->upd->pp; r++) {
+      printf("\nrank %d update phase (optimizer_step), %d instructions:\n", r, lw->upd->n[r]);
+      upd_dump(stdout, lw->upd, r);
+    }
+    return finish(&arena, 0);
   case EMIT_PLAN: jobgen_dump_plan(stdout, lw); return finish(&arena, 0);
   case EMIT_KERNELS: jobgen_dump_kernels(stdout, lw); return finish(&arena, 0);
   case EMIT_LLVM: cg_llvm_dump_ir(stdout, lw->ks); return finish(&arena, 0);

@@ -240,10 +240,6 @@ static void count(MplCommCount *c, int kind, uint64_t bytes) {
 }
 
 /* Does pipeline rank r hold param pi (a buffer for it in its arena)? The runtime asks the same of the job. */
-static bool holds(const Mesh3 *ms, int r, int pi) {
-  return ms->pr[r].offset[(size_t)ms->in->params[pi]->id * ms->m] != UINT64_MAX;
-}
-
 static void comm_prog(const PlanProg *pg, MplCommCount *c) {
   for (int i = 0; i < pg->nsteps; i++) count(c, pg->steps[i].comm, pg->steps[i].comm_bytes);
 }
@@ -254,8 +250,9 @@ static void comm_xfer(const Mesh3 *ms, const PartXfer *x, int peer_stage, int r,
   for (int j = 0; j < x->vals.n; j++) count(c, kind, op_bytes(ms->in->g->ops[x->vals.v[j]]));
 }
 
-/* The stream of pipeline rank r (exec.c's run_ins); sets *update when it has the update. */
-static void comm_stream(const Mesh3 *ms, int r, MplCommCount *c, bool *grads, bool *update) {
+/* The stream of pipeline rank r as the runtime runs it: the schedule's passes and
+ * messages, and at OPTIMIZER_STEP the rank's update phase. */
+static void comm_stream(const Mesh3 *ms, int r, MplCommCount *c) {
   const PlanIn *in = ms->in;
   const Schedule *s = in->sched;
   for (int i = 0; i < s->nins[r]; i++) {
@@ -271,80 +268,24 @@ static void comm_stream(const Mesh3 *ms, int r, MplCommCount *c, bool *grads, bo
     case INS_SEND_GRAD: comm_xfer(ms, plan_xfer_of(in->part, ins), ins->peer_stage, r, MPL_COMM_PP_SEND, c); break;
     case INS_RECV_ACT:
     case INS_RECV_GRAD: comm_xfer(ms, plan_xfer_of(in->part, ins), ins->peer_stage, r, MPL_COMM_PP_RECV, c); break;
-    case INS_ALLREDUCE_TIED: *grads = true; break;
-    case INS_OPTIMIZER_STEP: *grads = *update = true; break;
+    case INS_OPTIMIZER_STEP:
+      for (int k = 0; k < in->upd->n[r]; k++) upd_comm(in->upd, r, &in->upd->ins[r][k], c);
+      break;
     default: break;
     }
   }
 }
 
-/* The pipeline ranks of param pi's uses (its PARAM_GRAD accumulators' stages), in use order. */
-static int use_ranks(const Mesh3 *ms, int pi, int *ur) {
-  const Graph *g = ms->in->g;
-  int n = 0;
-  for (int i = 0; i < g->nops; i++) {
-    const Op *u = g->ops[i];
-    if (u->kind == OP_PARAM_GRAD && u->key == ms->in->params[pi]->id) ur[n++] = (u->stage >= 0 ? u->stage : 0) % ms->pp;
-  }
-  return n;
-}
-
-/* ZeRO-1 (exec.c's zero_chunk): with zero = 1 and dp > 1 each param's gradient is
- * reduce-scattered over the replicas, replica d keeps the optimizer state of and updates
- * elements [n*d/dp, n*(d+1)/dp) of it, and the updated chunks are all-gathered. */
-static bool zero_on(const Mesh3 *ms) { return ms->dp > 1 && ms->in->g->train.zero; }
-
-/* The gradients of the update (exec.c's build_grads): each local use of a tied param to
- * every other holder, each remote use received, then the dp all-reduce (ZeRO-1: the
- * reduce-scatter; either counts the whole param once). */
-static void comm_grads(const Mesh3 *ms, int r, int *ur, MplCommCount *c) {
-  for (int pi = 0; pi < ms->in->nparams; pi++) {
-    if (!holds(ms, r, pi)) continue;
-    uint64_t b = op_bytes(ms->in->params[pi]);
-    int nu = use_ranks(ms, pi, ur), nh = 0;
-    for (int h = 0; h < ms->pp; h++) nh += holds(ms, h, pi);
-    for (int u = 0; u < nu; u++) {
-      if (ur[u] != r) count(c, MPL_COMM_TIED_RECV, b);
-      else if (nh > 1)
-        for (int h = 0; h < ms->pp; h++)
-          if (h != r && holds(ms, h, pi)) count(c, MPL_COMM_TIED_SEND, b);
-    }
-    if (nu > 0 && ms->dp > 1) count(c, zero_on(ms) ? MPL_COMM_DP_REDUCE_SCATTER : MPL_COMM_DP_ALLREDUCE, b);
-  }
-}
-
-/* The update's messages (exec.c's optimizer_step): the sums of squares of grad_clip, then
- * ZeRO-1's all-gather of each updated param. */
-static void comm_update(const Mesh3 *ms, const PlanWorld *pw, int *ur, MplCommCount *c) {
-  const TrainConfig *t = &ms->in->g->train;
-  int nworld = ms->dp * ms->tp * ms->pp;
-  if (t->grad_clip > 0)
-    for (int h = 0; h < nworld - 1; h++) {
-      count(c, MPL_COMM_NORM_SEND, sizeof(double) * (uint64_t)ms->in->nparams);
-      count(c, MPL_COMM_NORM_RECV, sizeof(double) * (uint64_t)ms->in->nparams);
-    }
-  for (int pi = 0; zero_on(ms) && pi < ms->in->nparams; pi++) {
-    if (!holds(ms, pw->pr, pi) || use_ranks(ms, pi, ur) == 0) continue;
-    count(c, MPL_COMM_DP_ALLGATHER, op_bytes(ms->in->params[pi]));
-  }
-}
-
-/* Optimizer slots of the params the rank keeps state for (exec.c's init_param_state):
- * with ZeRO-1, of its replica's chunk of each. */
+/* Optimizer slots of the ranges the rank's UPDATE instructions keep state for. */
 static uint64_t opt_bytes(const Mesh3 *ms, const PlanWorld *pw) {
   const TrainConfig *t = &ms->in->g->train;
+  const UpdatePhase *u = ms->in->upd;
   int nslots = t->optimizer == OPT_ADAMW ? 2 : t->momentum != 0 ? 1 : 0;
   uint64_t b = 0;
-  for (int pi = 0; pi < ms->in->nparams; pi++) {
-    const Op *op = ms->in->params[pi];
-    if (!holds(ms, pw->pr, pi)) continue;
-    if (!zero_on(ms)) {
-      b += aligned_bytes(op);
-      continue;
-    }
-    int64_t n = shape_numel(&op->shape), d = pw->dpi;
-    uint64_t chunk = (uint64_t)(n * (d + 1) / ms->dp - n * d / ms->dp) * (uint64_t)dtype_size(op->dtype);
-    b += (chunk + ALIGN - 1) / ALIGN * ALIGN;
+  for (int k = 0; k < u->n[pw->pr]; k++) {
+    const JobIns *in = &u->ins[pw->pr][k];
+    uint64_t bytes = (uint64_t)upd_state_elems(u, in, pw->dpi) * (uint64_t)dtype_size(ms->in->params[in->param >= 0 ? in->param : 0]->dtype);
+    b += (bytes + ALIGN - 1) / ALIGN * ALIGN;
   }
   return b * (uint64_t)nslots;
 }
@@ -355,14 +296,10 @@ PlanWorld *plan_world(Arena *a, const PlanIn *in, const PlanRank *pr) {
               .pp = in->sched->pp, .m = in->sched->m};
   int nworld = ms.dp * ms.tp * ms.pp;
   PlanWorld *pw = arena_alloc(a, sizeof(PlanWorld) * (size_t)nworld);
-  int *ur = arena_alloc(a, sizeof(int) * (size_t)(g->nops + 1));
   for (int w = 0; w < nworld; w++) {
     PlanWorld *x = &pw[w];
     *x = (PlanWorld){.w = w, .pr = w % ms.pp, .tpi = w / ms.pp % ms.tp, .dpi = w / (ms.pp * ms.tp)};
-    bool grads = false, update = false;
-    comm_stream(&ms, x->pr, x->comm, &grads, &update);
-    if (grads) comm_grads(&ms, x->pr, ur, x->comm);
-    if (update) comm_update(&ms, x, ur, x->comm);
+    comm_stream(&ms, x->pr, x->comm);
     x->opt_bytes = opt_bytes(&ms, x);
   }
   return pw;

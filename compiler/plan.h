@@ -22,6 +22,7 @@
 
 #include "partition.h"
 #include "sched.h"
+#include "update.h"
 #include "../runtime/job.h"
 
 typedef struct PlanStep {
@@ -51,6 +52,7 @@ typedef struct PlanIn {
   const int *alias_of;            /* [nvalues]: value sharing another's buffer, or -1; may be NULL */
   Op *const *params;              /* [nparams] PARAM ops in the job's order (by global name) */
   int nparams;
+  const UpdatePhase *upd;         /* each rank's update phase (it replaces OPTIMIZER_STEP) */
 } PlanIn;
 
 /* The transfer a send or receive instruction moves (from the sending stage to the
@@ -69,10 +71,10 @@ typedef struct PlanWorld {
   MplCommCount comm[MPL_COMM__COUNT];  /* one step's messages and collectives, by kind */
 } PlanWorld;
 
-/* Every world rank's step as the runtime runs it (runtime/exec.c): the pipeline's sends
- * and receives and the programs' collectives from the rank's instruction stream, then
- * the gradient exchange of the update (tied uses, dp all-reduce, ZeRO-1 params, the
- * clipping norm) from the params the plan put on the rank. [dp * tp * pp]. */
+/* Every world rank's step as the runtime runs it: the pipeline's sends and receives and
+ * the programs' collectives from the rank's instruction stream, then what its update
+ * phase's instructions communicate (upd_comm) and the optimizer state they keep
+ * (upd_state_elems). [dp * tp * pp]. */
 PlanWorld *plan_world(Arena *a, const PlanIn *in, const PlanRank *pr);
 
 #endif

@@ -305,6 +305,30 @@ static int cpu_copy_2d(MplDevice *d, void *dst, size_t dpitch, const void *src, 
   return MPL_OK;
 }
 
+/* ---- the optimizer: optim.c's loops on the rank's memory ---------------------------- */
+
+static int cpu_sumsq(MplDevice *d, const float *g, int64_t n, double *out, MplErr *err) {
+  *out = mpl_sumsq_f64(g, n);
+  return MPL_OK;
+}
+
+static int cpu_scale(MplDevice *d, float *g, int64_t n, float coef, MplErr *err) {
+  mpl_scale_f32(g, n, coef);
+  return MPL_OK;
+}
+
+static int cpu_sgd(MplDevice *d, float *p, const float *g, float *buf, int64_t n, double lr, double momentum,
+                   bool first_step, MplErr *err) {
+  mpl_sgd_update(p, g, buf, n, lr, momentum, first_step);
+  return MPL_OK;
+}
+
+static int cpu_adamw(MplDevice *d, float *p, const float *g, float *m, float *v, int64_t n, double lr, double beta1,
+                     double beta2, double eps, double weight_decay, int64_t t, MplErr *err) {
+  mpl_adamw_update(p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, t);
+  return MPL_OK;
+}
+
 const MplDeviceOps mpl_device_cpu_ops = {
     .name = "cpu",
     .init = cpu_init,
@@ -320,6 +344,10 @@ const MplDeviceOps mpl_device_cpu_ops = {
     .copy_from_host = cpu_copy,
     .copy_device = cpu_copy,
     .copy_2d = cpu_copy_2d,
+    .sumsq_f64 = cpu_sumsq,
+    .scale_f32 = cpu_scale,
+    .sgd = cpu_sgd,
+    .adamw = cpu_adamw,
 };
 
 /* ---- the job's kernels: compiled by jit_cpu.c, looked up by name ------------------ */

@@ -46,10 +46,7 @@
  *    its params from the seed and reads --init/--resume files itself. The messages and the
  *    all-reduce order are those of the threads run, so the bits are the same.
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
-#include "exec.h"
+#include "rank.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -59,145 +56,7 @@
 
 #include "mpl_rng.h"
 
-/* Message tags: kind in the top bits, then operands (FIFO order is also checked). */
-#define TAG_XFER(x, mb, vi) ((1ull << 60) | ((uint64_t)(x) << 36) | ((uint64_t)(mb) << 16) | (uint64_t)(vi))
-#define TAG_TIED(p, u) ((2ull << 60) | ((uint64_t)(p) << 24) | (uint64_t)(u))
-#define TAG_NORM(step) ((3ull << 60) | (uint64_t)(step))
-#define TAG_ZERO(ag, p) ((4ull << 60) | ((uint64_t)(ag) << 40) | (uint64_t)(p)) /* ZeRO-1: ag 0 reduce-scatter, 1 all-gather */
-/* Under MPI, the main thread's messages to world rank 0 (losses, parts of params, stats, trace) */
-#define TAG_MAIN(kind, x) ((5ull << 60) | ((uint64_t)(kind) << 48) | (uint64_t)(x))
-enum { MAIN_LOSS = 1, MAIN_PART, MAIN_STATS, MAIN_TRACE_N, MAIN_TRACE_EV, MAIN_COMM };
-
-typedef struct RankCtx {
-  MplRun *run;
-  int rank;              /* pipeline rank: the index of its JobRank */
-  int wrank, dpi, tpi;   /* world rank, replica, tp index */
-  MplDevice dev;
-  void *arena;
-  void **ptr;            /* [nvalues * m]: resolved buffers, NULL where not held */
-  MplComm *comm;
-  pthread_t tid;
-  bool started;
-  bool live;             /* run by this process (always; under MPI only the process's own rank):
-                            the others are shadows with ids, holds[] and loss slots only */
-  /* params: per param index */
-  bool *holds;           /* [nparams] */
-  float **grad;          /* [nparams] the summed gradient (the accumulator itself or scratch) */
-  float **scratch;       /* [nparams] owned scratch, or NULL */
-  float **opt[2];        /* [nparams] optimizer state slots (host), or NULL */
-  float *tmp;            /* receive buffer of the largest tied param (device memory: of any held param) */
-  float *wbuf;           /* device memory: host copy of the param being updated */
-  float *zsum, *zin;     /* ZeRO-1: the reduce-scatter's partial sum and receive buffer (a chunk each;
-                            where the gradients are: in state_mem on a dev_opt device) */
-  bool dev_opt;          /* the device sums, clips and updates (grad, scratch, opt, tmp on it) */
-  void *state_mem;       /* dev_opt: the one device allocation holding scratch, opt, tmp, norm_dev */
-  double *norm_dev;      /* dev_opt: [nparams] sums of squares, in device memory */
-  double *norm_buf;      /* [nparams] this rank's sums of squares */
-  double *norm_recv;     /* [nparams] another rank's, as received */
-  double *norm_total;    /* [nparams] the sums over the world */
-  uint8_t *stage_buf;    /* host staging for inputs */
-  void **argv;           /* kernel argument scratch */
-  int argv_cap;
-  void *rs_buf;          /* reduce-scatter scratch in the arena's memory (rs_bytes), or NULL */
-  /* per step */
-  double *mb_loss;       /* [m] */
-  bool *mb_loss_set;
-  bool grads_ready;
-  MplCommCount comm_counts[MPL_COMM__COUNT]; /* this step's messages and collectives (--comm-stats) */
-  MplRankStats stats;
-} RankCtx;
-
-struct MplRun {
-  const Job *job;
-  MplRunOpts opts;
-  MplOptimCfg ocfg;
-  int pp, m;
-  int dp, tp, nworld;        /* nworld = dp * tp * pp */
-  int64_t B;                 /* rows per micro-batch */
-  const MplDeviceOps *devops;
-  RankCtx *ranks;
-  MplCommWorld *world;       /* cpu: the in-process communicator */
-  MplComm *mpi;              /* under mpirun: this process's communicator (opts.comm) */
-  int me;                    /* under mpirun: the world rank this process runs */
-  bool lead;                 /* writes files and progress: always, or world rank 0 under MPI */
-  MplCudaWorld *cworld;      /* cuda: device copies (comm_nccl.c) */
-  MplComm *cmpi;             /* cuda under mpirun: this rank's communicator (comm_nccl.c, over mpi) */
-  int ndevices;              /* cuda: visible GPUs */
-  const MplKernelFn *kfn;
-  MplCpuKernels cpu_kernels;
-  int *owner;                /* [nparams] lowest holding rank */
-  JobParam *wparams;         /* [nparams] the params whole (tp parts joined): dims and numel */
-  bool *tied;                /* [nparams] held by several ranks */
-  /* data */
-  int *role;                 /* [ninputs] token role: 0 idx, 1 targets, -1 none */
-  bool tokens;
-  MplTokens tok;
-  MplLoader loader;
-  MplSynth synth;
-  bool have_synth;
-  /* progress */
-  int64_t step, total_steps;
-  int64_t first_step;        /* the step this run started at (the warm-up step) */
-  double last_loss;
-  bool optim_fresh;          /* no optimizer step taken yet (SGD's first momentum step) */
-  bool eval;                 /* an evaluation pass (sampling): kernels get MPL_MB_EVAL, dropout is off */
-  /* step synchronisation */
-  pthread_mutex_t mu;
-  pthread_cond_t go, done;
-  bool sync_init;
-  uint64_t gen;
-  int running;
-  bool quit;
-  bool failed;
-  MplErr first_err;
-  /* observability */
-  bool tracing;
-  MplTrace trace;
-  bool metrics_open;
-  MplMetrics metrics;
-};
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static size_t dtype_bytes(int dt) {
-  switch (dt) {
-  case JDT_F32: case JDT_I32: return 4;
-  case JDT_BF16: case JDT_F16: return 2;
-  default: return 1;
-  }
-}
-
-static size_t value_bytes(const Job *job, int v) {
-  return (size_t)job->values[v].numel * dtype_bytes(job->values[v].dtype);
-}
-
-static inline void *vptr(const RankCtx *rc, int v, int mb) {
-  return rc->ptr[(size_t)v * rc->run->m + mb];
-}
-
-/* The world rank of pipeline rank pr in replica dpi, tp index tpi. */
-static inline int world_of(const MplRun *r, int dpi, int tpi, int pr) { return (dpi * r->tp + tpi) * r->pp + pr; }
-
-/* The same replica and tp index, another pipeline rank. */
-static inline int peer_of(const RankCtx *rc, int pr) { return world_of(rc->run, rc->dpi, rc->tpi, pr); }
-
-/* One message or collective of this step, where it is issued (kinds: job.h's MPL_COMM_KINDS;
- * mplc's plan predicts the same counts). kind < 0: a step that moves nothing between ranks. */
-static inline void comm_count(RankCtx *rc, int kind, size_t bytes) {
-  if (kind < 0) return;
-  rc->comm_counts[kind].calls++;
-  rc->comm_counts[kind].bytes += bytes;
-}
-
-/* The trace clock now (0 when not tracing), and a slice on this rank's trace row for one
- * message or collective from t0 to now, named by its kind (job.h's MPL_COMM_KINDS). */
-static double trace_t(const RankCtx *rc) { return rc->run->tracing ? mpl_trace_now(&rc->run->trace) : 0; }
-
-static void trace_comm(RankCtx *rc, const char *name, double t0) {
+void trace_comm(RankCtx *rc, const char *name, double t0) {
   MplRun *r = rc->run;
   if (r->tracing && name) mpl_trace_event(&r->trace, rc->wrank, name, "comm", t0, mpl_trace_now(&r->trace) - t0);
 }
@@ -208,8 +67,7 @@ void mpl_run_opts_default(MplRunOpts *o) {
 
 /* ---- the step's instructions ----------------------------------------------------- */
 
-static int rank_fail(RankCtx *rc, MplErr *err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int rank_fail(RankCtx *rc, MplErr *err, const char *fmt, ...) {
+int rank_fail(RankCtx *rc, MplErr *err, const char *fmt, ...) {
   char buf[400];
   va_list ap;
   va_start(ap, fmt);
@@ -219,7 +77,7 @@ static int rank_fail(RankCtx *rc, MplErr *err, const char *fmt, ...) {
   return mpl_errf(err, "rank %d: %s", rc->rank, buf);
 }
 
-static void *need_ptr(RankCtx *rc, int v, int mb, int stage, MplErr *err) {
+void *need_ptr(RankCtx *rc, int v, int mb, int stage, MplErr *err) {
   void *p = vptr(rc, v, mb);
   if (!p) rank_fail(rc, err, "stage %d: value %d (micro-batch %d) has no buffer in this rank's arena", stage, v, mb);
   return p;
@@ -408,331 +266,6 @@ static int run_xfer(RankCtx *rc, const JobIns *ins, bool sending, MplErr *err) {
   return MPL_OK;
 }
 
-/* ---- gradients, clipping and the update ----------------------------------------- */
-
-static int use_rank(const Job *job, const JobParam *p, int u) {
-  return job->stages[p->use_stage[u]].rank;
-}
-
-/* Phase 1 of the tied exchange: every local use accumulator of a tied param goes to
- * every other holder (eager sends, in param then use order). */
-static int tied_send(RankCtx *rc, MplErr *err) {
-  MplRun *r = rc->run;
-  const Job *job = r->job;
-  for (int pi = 0; pi < job->nparams; pi++) {
-    const JobParam *p = &job->params[pi];
-    if (!r->tied[pi] || !rc->holds[pi]) continue;
-    for (int u = 0; u < p->nuses; u++) {
-      if (use_rank(job, p, u) != rc->rank) continue;
-      const void *acc = vptr(rc, p->use_value[u], 0);
-      for (int h = 0; h < r->pp; h++) {
-        if (h == rc->rank || !r->ranks[peer_of(rc, h)].holds[pi]) continue;
-        comm_count(rc, MPL_COMM_TIED_SEND, (size_t)p->numel * 4);
-        if (rc->comm->ops->send(rc->comm, peer_of(rc, h), TAG_TIED(pi, u), acc, (size_t)p->numel * 4) != MPL_OK)
-          return rank_fail(rc, err, "tied gradient of %s: %s", p->name, rc->comm->err.msg);
-      }
-    }
-  }
-  return MPL_OK;
-}
-
-/* g = src (the first use) or g += src, where the gradient lives: in device memory on a
- * dev_opt device, else on the host (a local accumulator in device memory is staged). */
-static int add_use(RankCtx *rc, float *g, float *src, int64_t n, bool first, bool local, MplErr *err) {
-  size_t bytes = (size_t)n * 4;
-  if (first && src == g) return MPL_OK; /* received in place */
-  if (rc->dev_opt)
-    return first ? rc->dev.ops->copy_device(&rc->dev, g, src, bytes, err) : rc->dev.ops->accum_f32(&rc->dev, g, src, n, err);
-  if (first) return rc->dev.ops->copy_to_host(&rc->dev, g, src, bytes, err);
-  if (local && rc->dev.ops->device_memory) {
-    if (rc->dev.ops->copy_to_host(&rc->dev, rc->tmp, src, bytes, err) != MPL_OK) return MPL_ERR;
-    src = rc->tmp;
-  }
-  for (int64_t i = 0; i < n; i++) g[i] += src[i];
-  return MPL_OK;
-}
-
-/* The summed gradient of param pi: its uses in use order, remote ones received. */
-static int sum_uses(RankCtx *rc, int pi, MplErr *err) {
-  MplRun *r = rc->run;
-  const Job *job = r->job;
-  const JobParam *p = &job->params[pi];
-  size_t bytes = (size_t)p->numel * 4;
-  float *g = rc->scratch[pi];
-  if (!g) { /* one local use: the accumulator is the gradient */
-    rc->grad[pi] = vptr(rc, p->use_value[0], 0);
-    return MPL_OK;
-  }
-  for (int u = 0; u < p->nuses; u++) {
-    int ur = use_rank(job, p, u);
-    float *src;
-    if (ur == rc->rank) {
-      src = vptr(rc, p->use_value[u], 0);
-    } else {
-      src = u == 0 ? g : rc->tmp;
-      comm_count(rc, MPL_COMM_TIED_RECV, bytes);
-      if (rc->comm->ops->recv(rc->comm, peer_of(rc, ur), TAG_TIED(pi, u), src, bytes) != MPL_OK)
-        return rank_fail(rc, err, "tied gradient of %s: %s", p->name, rc->comm->err.msg);
-    }
-    if (add_use(rc, g, src, p->numel, u == 0, ur == rc->rank, err) != MPL_OK) return MPL_ERR;
-  }
-  rc->grad[pi] = g;
-  return MPL_OK;
-}
-
-/* ---- data parallelism and ZeRO-1 ----------------------------------------------------
- * ZeRO-1 (zero = 1 with dp > 1; DeepSpeed's stage 1): the part of a param that one (tp
- * index, pipeline rank) holds, n elements, is cut into dp contiguous chunks, chunk d =
- * [n*d/dp, n*(d+1)/dp). Replica d keeps the optimizer state of chunk d alone. The gradient
- * is reduce-scattered (replica d ends with the replicas' sum of chunk d, added in replica
- * order: the bits of plain dp's all-reduce), replica d clips and updates chunk d and sends
- * it to every other replica (all-gather), which writes it in place. SGD and AdamW work
- * element by element, so the params and state have the bits of zero = 0. Whenever dp > 1,
- * with ZeRO or without, replica d adds the squares of chunk d to the clipping norm, so the
- * norm has the same bits in both modes. */
-static bool zero_on(const MplRun *r) { return r->dp > 1 && r->job->train.zero; }
-
-/* Chunk d of param pi's part: its first element and length (the whole part when dp = 1). */
-static void dp_chunk(const MplRun *r, int pi, int d, int64_t *lo, int64_t *len) {
-  int64_t n = r->job->params[pi].numel;
-  *lo = n * d / r->dp;
-  *len = n * (d + 1) / r->dp - *lo;
-}
-
-/* The elements of param pi this rank clips, updates and keeps state for: its replica's
- * chunk under ZeRO-1, else all of them. */
-static void update_range(const RankCtx *rc, int pi, int64_t *lo, int64_t *len) {
-  if (zero_on(rc->run)) dp_chunk(rc->run, pi, rc->dpi, lo, len);
-  else *lo = 0, *len = rc->run->job->params[pi].numel;
-}
-
-/* Data parallelism: the replicas' gradients of param pi summed, in replica order. */
-static int dp_allreduce(RankCtx *rc, int pi, MplErr *err) {
-  MplRun *r = rc->run;
-  int ranks[256];
-  if (r->dp > 256) return rank_fail(rc, err, "dp = %d is more than this runtime supports (256)", r->dp);
-  for (int d = 0; d < r->dp; d++) ranks[d] = world_of(r, d, rc->tpi, rc->rank);
-  comm_count(rc, MPL_COMM_DP_ALLREDUCE, (size_t)r->job->params[pi].numel * 4);
-  if (rc->comm->ops->allreduce_sum_f32(rc->comm, ranks, r->dp, rc->grad[pi], (size_t)r->job->params[pi].numel) != MPL_OK)
-    return rank_fail(rc, err, "gradient all-reduce of %s over the replicas: %s", r->job->params[pi].name, rc->comm->err.msg);
-  return MPL_OK;
-}
-
-/* acc += src where the gradients live (device memory on a dev_opt device, else the host). */
-static int add_grad(RankCtx *rc, float *acc, const float *src, int64_t n, MplErr *err) {
-  if (rc->dev_opt) return rc->dev.ops->accum_f32(&rc->dev, acc, src, n, err);
-  for (int64_t i = 0; i < n; i++) acc[i] += src[i];
-  return MPL_OK;
-}
-
-/* ZeRO-1's reduce-scatter of param pi's gradient: chunk d of this replica's gradient to
- * replica d, then its own chunk summed in place as comm_local.c's all-reduce sums (x0, +
- * x1, + x2 ...): the replicas before this one summed in zsum and added to its own values
- * (a + b and b + a have the same bits), then the later ones. Every communicator's send is
- * eager, so sending everything first cannot deadlock. */
-static int dp_reduce_scatter(RankCtx *rc, int pi, MplErr *err) {
-  MplRun *r = rc->run;
-  const JobParam *p = &r->job->params[pi];
-  float *g = rc->grad[pi];
-  int64_t lo, n;
-  comm_count(rc, MPL_COMM_DP_REDUCE_SCATTER, (size_t)p->numel * 4);
-  for (int d = 0; d < r->dp; d++) {
-    dp_chunk(r, pi, d, &lo, &n);
-    if (d != rc->dpi && n > 0 &&
-        rc->comm->ops->send(rc->comm, world_of(r, d, rc->tpi, rc->rank), TAG_ZERO(0, pi), g + lo, (size_t)n * 4) != MPL_OK)
-      return rank_fail(rc, err, "ZeRO reduce-scatter of %s: %s", p->name, rc->comm->err.msg);
-  }
-  dp_chunk(r, pi, rc->dpi, &lo, &n);
-  for (int d = 0; d < r->dp && n > 0; d++) {
-    if (d == rc->dpi) {
-      if (d > 0 && add_grad(rc, g + lo, rc->zsum, n, err) != MPL_OK) return MPL_ERR;
-      continue;
-    }
-    float *in = d == 0 ? rc->zsum : rc->zin;
-    if (rc->comm->ops->recv(rc->comm, world_of(r, d, rc->tpi, rc->rank), TAG_ZERO(0, pi), in, (size_t)n * 4) != MPL_OK)
-      return rank_fail(rc, err, "ZeRO reduce-scatter of %s: %s", p->name, rc->comm->err.msg);
-    if (d > 0 && add_grad(rc, d < rc->dpi ? rc->zsum : g + lo, in, n, err) != MPL_OK) return MPL_ERR;
-  }
-  return MPL_OK;
-}
-
-static bool holds_tied(const RankCtx *rc) {
-  for (int pi = 0; pi < rc->run->job->nparams; pi++)
-    if (rc->run->tied[pi] && rc->holds[pi]) return true;
-  return false;
-}
-
-static int build_grads(RankCtx *rc, MplErr *err) {
-  if (rc->grads_ready) return MPL_OK;
-  MplRun *r = rc->run;
-  double t0 = trace_t(rc);
-  if (tied_send(rc, err) != MPL_OK) return MPL_ERR;
-  trace_comm(rc, holds_tied(rc) ? "tied_send" : NULL, t0);
-  for (int pi = 0; pi < r->job->nparams; pi++) {
-    rc->grad[pi] = NULL;
-    if (!rc->holds[pi] || r->job->params[pi].nuses == 0) continue;
-    t0 = trace_t(rc);
-    if (sum_uses(rc, pi, err) != MPL_OK) return MPL_ERR;
-    trace_comm(rc, r->tied[pi] ? "tied_recv" : NULL, t0);
-    t0 = trace_t(rc);
-    if (r->dp > 1 && (zero_on(r) ? dp_reduce_scatter(rc, pi, err) : dp_allreduce(rc, pi, err)) != MPL_OK) return MPL_ERR;
-    trace_comm(rc, r->dp == 1 ? NULL : zero_on(r) ? "dp_reduce_scatter" : "dp_allreduce", t0);
-  }
-  rc->grads_ready = true;
-  return MPL_OK;
-}
-
-/* The global norm: float64 sums of squares, exchanged, summed in param order. */
-/* Does this rank add squares of param pi to the global norm, and which (*lo, *len)? Its
- * owner pipeline rank in every replica does, each its replica's chunk (all of it when
- * dp = 1), with ZeRO-1 or without; for a split param every tp index (each holds a part),
- * else tp index 0. */
-static bool norm_contributor(const RankCtx *rc, int pi, int64_t *lo, int64_t *len) {
-  const MplRun *r = rc->run;
-  if (r->owner[pi] != rc->rank || !rc->grad[pi]) return false;
-  if (r->job->params[pi].split_dim < 0 && rc->tpi != 0) return false;
-  dp_chunk(r, pi, rc->dpi, lo, len);
-  return *len > 0;
-}
-
-static int global_norm(RankCtx *rc, int64_t step, double *norm, MplErr *err) {
-  MplRun *r = rc->run;
-  int np = r->job->nparams;
-  double *mine = rc->norm_buf;
-  size_t bytes = sizeof(double) * (size_t)np;
-  int64_t lo, n;
-  if (rc->dev_opt) { /* sums on the device, then the np doubles to the host (waits for them) */
-    for (int pi = 0; pi < np; pi++)
-      if (norm_contributor(rc, pi, &lo, &n) &&
-          rc->dev.ops->sumsq_f64(&rc->dev, rc->grad[pi] + lo, n, &rc->norm_dev[pi], err) != MPL_OK)
-        return MPL_ERR;
-    if (np && rc->dev.ops->copy_to_host(&rc->dev, mine, rc->norm_dev, bytes, err) != MPL_OK) return MPL_ERR;
-  }
-  for (int pi = 0; pi < np; pi++)
-    if (!norm_contributor(rc, pi, &lo, &n)) mine[pi] = 0;
-    else if (!rc->dev_opt) mine[pi] = mpl_sumsq_f64(rc->grad[pi] + lo, n);
-  for (int h = 0; h < r->nworld; h++) {
-    if (h == rc->wrank) continue;
-    comm_count(rc, MPL_COMM_NORM_SEND, bytes);
-    if (rc->comm->ops->send(rc->comm, h, TAG_NORM(step), mine, bytes) != MPL_OK)
-      return rank_fail(rc, err, "gradient norm: %s", rc->comm->err.msg);
-  }
-  double *theirs = rc->norm_recv, *total = rc->norm_total;
-  memset(total, 0, bytes);
-  for (int h = 0; h < r->nworld; h++) { /* per param, in world-rank order */
-    const double *src = mine;
-    if (h != rc->wrank) {
-      comm_count(rc, MPL_COMM_NORM_RECV, bytes);
-      if (rc->comm->ops->recv(rc->comm, h, TAG_NORM(step), theirs, bytes) != MPL_OK)
-        return rank_fail(rc, err, "gradient norm: %s", rc->comm->err.msg);
-      src = theirs;
-    }
-    for (int pi = 0; pi < np; pi++) total[pi] += src[pi];
-  }
-  double s = 0;
-  for (int pi = 0; pi < np; pi++) s += total[pi]; /* in param-name order */
-  *norm = sqrt(s);
-  return MPL_OK;
-}
-
-/* Updates this rank's range of param pi (update_range: its chunk under ZeRO-1) with the
- * optimizer state of that range. */
-static int update_param(RankCtx *rc, int pi, double lr, int64_t step, MplErr *err) {
-  MplRun *r = rc->run;
-  const JobParam *p = &r->job->params[pi];
-  int64_t lo, n;
-  update_range(rc, pi, &lo, &n);
-  float *dev_w = (float *)vptr(rc, p->value, 0) + lo, *w = dev_w, *g = rc->grad[pi] + lo;
-  float *m = rc->opt[0][pi], *v = rc->opt[1][pi];
-  const MplOptimCfg *c = &r->ocfg;
-  size_t bytes = (size_t)n * 4;
-  if (n == 0) return MPL_OK;
-  if (rc->dev_opt) {
-    if (c->kind == MPL_OPT_ADAMW)
-      return rc->dev.ops->adamw(&rc->dev, dev_w, g, m, v, n, lr, c->beta1, c->beta2, c->eps,
-                                p->decay ? c->weight_decay : 0.0, step + 1, err);
-    return rc->dev.ops->sgd(&rc->dev, dev_w, g, m, n, lr, c->momentum, r->optim_fresh, err);
-  }
-  if (rc->dev.ops->device_memory) { /* update a host copy */
-    w = rc->wbuf;
-    if (rc->dev.ops->copy_to_host(&rc->dev, w, dev_w, bytes, err) != MPL_OK) return MPL_ERR;
-  }
-  if (c->kind == MPL_OPT_ADAMW)
-    mpl_adamw_update(w, g, m, v, n, lr, c->beta1, c->beta2, c->eps, p->decay ? c->weight_decay : 0.0, step + 1);
-  else
-    mpl_sgd_update(w, g, m, n, lr, c->momentum, r->optim_fresh);
-  if (w != dev_w) return rc->dev.ops->copy_from_host(&rc->dev, dev_w, w, bytes, err);
-  return MPL_OK;
-}
-
-/* ZeRO-1's all-gather, first half: this replica's updated chunk of param pi to the others
- * (eager sends, so all of them go before any receive). */
-static int zero_send_chunk(RankCtx *rc, int pi, MplErr *err) {
-  MplRun *r = rc->run;
-  const JobParam *p = &r->job->params[pi];
-  const float *w = vptr(rc, p->value, 0);
-  int64_t lo, n;
-  dp_chunk(r, pi, rc->dpi, &lo, &n);
-  comm_count(rc, MPL_COMM_DP_ALLGATHER, (size_t)p->numel * 4);
-  for (int d = 0; d < r->dp && n > 0; d++)
-    if (d != rc->dpi &&
-        rc->comm->ops->send(rc->comm, world_of(r, d, rc->tpi, rc->rank), TAG_ZERO(1, pi), w + lo, (size_t)n * 4) != MPL_OK)
-      return rank_fail(rc, err, "ZeRO all-gather of %s: %s", p->name, rc->comm->err.msg);
-  return MPL_OK;
-}
-
-/* ... second half: the other replicas' chunks of param pi, written in place. */
-static int zero_recv_chunks(RankCtx *rc, int pi, MplErr *err) {
-  MplRun *r = rc->run;
-  const JobParam *p = &r->job->params[pi];
-  float *w = vptr(rc, p->value, 0);
-  int64_t lo, n;
-  for (int d = 0; d < r->dp; d++) {
-    dp_chunk(r, pi, d, &lo, &n);
-    if (d != rc->dpi && n > 0 &&
-        rc->comm->ops->recv(rc->comm, world_of(r, d, rc->tpi, rc->rank), TAG_ZERO(1, pi), w + lo, (size_t)n * 4) != MPL_OK)
-      return rank_fail(rc, err, "ZeRO all-gather of %s: %s", p->name, rc->comm->err.msg);
-  }
-  return MPL_OK;
-}
-
-/* The gradients (summed over uses and replicas), the clipping norm, the update of this
- * rank's range of every param it has a gradient for, then ZeRO-1's all-gather. */
-static int optimizer_step(RankCtx *rc, int64_t step, MplErr *err) {
-  MplRun *r = rc->run;
-  int64_t lo, n;
-  if (build_grads(rc, err) != MPL_OK) return MPL_ERR;
-  if (r->ocfg.grad_clip > 0) {
-    double norm = 0, t0 = trace_t(rc);
-    if (global_norm(rc, step, &norm, err) != MPL_OK) return MPL_ERR;
-    trace_comm(rc, "norm_exchange", t0);
-    if (!isfinite(norm))
-      return rank_fail(rc, err, "step %lld: the gradient norm is %s: training stopped before the update, nothing more "
-                       "is written (lower the learning rate)", (long long)step + 1, isnan(norm) ? "nan" : "inf");
-    double coef = mpl_clip_coef(norm, r->ocfg.grad_clip);
-    if (coef < 1.0)
-      for (int pi = 0; pi < r->job->nparams; pi++) {
-        if (!rc->grad[pi]) continue;
-        update_range(rc, pi, &lo, &n);
-        if (!rc->dev_opt) mpl_scale_f32(rc->grad[pi] + lo, n, (float)coef);
-        else if (n > 0 && rc->dev.ops->scale_f32(&rc->dev, rc->grad[pi] + lo, n, (float)coef, err) != MPL_OK)
-          return MPL_ERR;
-      }
-  }
-  double lr = mpl_lr_at(&r->ocfg, step);
-  for (int pi = 0; pi < r->job->nparams; pi++) {
-    if (!rc->grad[pi]) continue;
-    if (update_param(rc, pi, lr, step, err) != MPL_OK) return MPL_ERR;
-    if (zero_on(r) && zero_send_chunk(rc, pi, err) != MPL_OK) return MPL_ERR;
-  }
-  for (int pi = 0; zero_on(r) && pi < r->job->nparams; pi++) { /* (traced here: the eager sends do not wait) */
-    double t0 = trace_t(rc);
-    if (rc->grad[pi] && zero_recv_chunks(rc, pi, err) != MPL_OK) return MPL_ERR;
-    if (rc->grad[pi]) trace_comm(rc, "dp_allgather", t0);
-  }
-  return MPL_OK;
-}
-
 /* ---- one training step of one rank ------------------------------------------------- */
 
 static int fill_inputs(RankCtx *rc, int64_t step, MplErr *err) {
@@ -767,10 +300,9 @@ static int zero_grads(RankCtx *rc, MplErr *err) {
   return MPL_OK;
 }
 
-static const char *ins_label(int kind) {
-  static const char *const names[] = {"fwd", "bwd_b", "bwd_w", "send", "recv", "allreduce", "optimizer"};
-  return kind >= 0 && kind <= JI_OPTIMIZER_STEP ? names[kind] : "?";
-}
+/* The trace category of an instruction: the pipeline's by name, the update phase's one
+ * "optimizer" slice (rank_step joins its instructions). */
+static const char *ins_label(int kind) { return job_ins_is_update(kind) ? "optimizer" : job_ins_name(kind); }
 
 static int run_ins(RankCtx *rc, const JobIns *ins, int64_t step, MplErr *err) {
   switch (ins->kind) {
@@ -784,14 +316,14 @@ static int run_ins(RankCtx *rc, const JobIns *ins, int64_t step, MplErr *err) {
   case JI_BWD_W: return run_prog(rc, ins->stage, JP_BWD_W, ins->mb, step, err);
   case JI_SEND: return run_xfer(rc, ins, true, err);
   case JI_RECV: return run_xfer(rc, ins, false, err);
-  case JI_ALLREDUCE_TIED: return build_grads(rc, err);
-  case JI_OPTIMIZER_STEP: return optimizer_step(rc, step, err);
-  default: return rank_fail(rc, err, "unknown instruction kind %d", ins->kind);
+  default: return upd_run(rc, ins, step, err);
   }
 }
 
+/* Busy time: the passes and the update's arithmetic; messages and collectives wait. */
 static bool ins_is_busy(int kind) {
-  return kind == JI_FWD || kind == JI_BWD_B || kind == JI_BWD_W || kind == JI_OPTIMIZER_STEP;
+  return kind == JI_FWD || kind == JI_BWD_B || kind == JI_BWD_W || kind == JI_NORM_ADD || kind == JI_CLIP ||
+         kind == JI_UPDATE;
 }
 
 static void trace_ins(RankCtx *rc, const JobIns *ins, double t0_us, double t1_us) {
@@ -818,22 +350,24 @@ static int rank_step(RankCtx *rc, int64_t step, MplErr *err) {
   MplRun *r = rc->run;
   const JobRank *jr = &r->job->ranks[rc->rank];
   double t_start = now_s();
-  rc->grads_ready = false;
   memset(rc->comm_counts, 0, sizeof rc->comm_counts);
   for (int j = 0; j < r->m; j++) rc->mb_loss_set[j] = false;
   double ts0 = r->tracing ? mpl_trace_now(&r->trace) : 0;
   if (zero_grads(rc, err) != MPL_OK || fill_inputs(rc, step, err) != MPL_OK) return MPL_ERR;
   if (r->tracing) mpl_trace_event(&r->trace, rc->wrank, "setup", "setup", ts0, mpl_trace_now(&r->trace) - ts0);
-  double busy = 0;
+  double busy = 0, upd0 = -1;
   for (int i = 0; i < jr->nins; i++) {
     const JobIns *ins = &jr->ins[i];
     if (rc->wrank == r->opts.fail_rank && step == r->opts.fail_step && i == r->opts.fail_ins)
-      return rank_fail(rc, err, "injected failure at instruction %d (%s)", i, ins_label(ins->kind));
+      return rank_fail(rc, err, "injected failure at instruction %d (%s)", i, job_ins_name(ins->kind));
     double t0 = now_s(), tr0 = r->tracing ? mpl_trace_now(&r->trace) : 0;
     if (run_ins(rc, ins, step, err) != MPL_OK) return MPL_ERR;
     double t1 = now_s();
     if (ins_is_busy(ins->kind)) busy += t1 - t0;
-    if (r->tracing) trace_ins(rc, ins, tr0, mpl_trace_now(&r->trace));
+    bool upd = job_ins_is_update(ins->kind), last = i + 1 == jr->nins || !job_ins_is_update(jr->ins[i + 1].kind);
+    if (upd && upd0 < 0) upd0 = tr0;
+    if (r->tracing && (!upd || last)) trace_ins(rc, ins, upd ? upd0 : tr0, mpl_trace_now(&r->trace));
+    if (upd && last) upd0 = -1;
   }
   double tw0 = r->tracing ? mpl_trace_now(&r->trace) : 0;
   if (rc->dev.ops->sync && end_step_on_device(rc, err) != MPL_OK) return MPL_ERR;
@@ -1045,13 +579,13 @@ static int init_rank(MplRun *r, int i, MplErr *err) {
   if (r->mpi) rc->comm = r->mpi;
   int np = job->nparams;
   rc->grad = mpl_calloc((size_t)np + 1, sizeof(float *));
-  rc->scratch = mpl_calloc((size_t)np + 1, sizeof(float *));
   rc->opt[0] = mpl_calloc((size_t)np + 1, sizeof(float *));
   rc->opt[1] = mpl_calloc((size_t)np + 1, sizeof(float *));
+  rc->norm_added = mpl_calloc((size_t)np + 1, sizeof(bool));
   rc->norm_buf = mpl_calloc((size_t)np + 1, sizeof(double));
   rc->norm_recv = mpl_calloc((size_t)np + 1, sizeof(double));
   rc->norm_total = mpl_calloc((size_t)np + 1, sizeof(double));
-  if (!rc->grad || !rc->scratch || !rc->opt[0] || !rc->opt[1] || !rc->norm_buf || !rc->norm_recv || !rc->norm_total)
+  if (!rc->grad || !rc->opt[0] || !rc->opt[1] || !rc->norm_added || !rc->norm_buf || !rc->norm_recv || !rc->norm_total)
     return mpl_errf(err, "out of memory");
   if (resolve_buffers(rc, err) != MPL_OK) return MPL_ERR;
   size_t cap = 0;
@@ -1064,12 +598,28 @@ static int init_rank(MplRun *r, int i, MplErr *err) {
   return MPL_OK;
 }
 
-/* Holders, owners, tied params; checks that every use accumulator is where it should be. */
+static int use_rank(const Job *job, const JobParam *p, int u) { return job->stages[p->use_stage[u]].rank; }
+
+/* Which params an UPDATE of the owner's stream keeps the replica's chunk of (ZeRO-1). */
+static void find_chunked(MplRun *r) {
+  const JobRank *jr;
+  for (int pi = 0; pi < r->job->nparams; pi++) {
+    jr = &r->job->ranks[r->owner[pi]];
+    for (int i = 0; i < jr->nins; i++)
+      if (jr->ins[i].kind == JI_UPDATE && jr->ins[i].param == pi) {
+        r->updated[pi] = true;
+        r->chunked[pi] = (jr->ins[i].flags & JF_CHUNK) != 0;
+      }
+  }
+}
+
+/* Holders, owners; checks that every use accumulator is where it should be. */
 static int init_param_maps(MplRun *r, MplErr *err) {
   const Job *job = r->job;
   r->owner = mpl_calloc((size_t)job->nparams + 1, sizeof(int));
-  r->tied = mpl_calloc((size_t)job->nparams + 1, sizeof(bool));
-  if (!r->owner || !r->tied) return mpl_errf(err, "out of memory");
+  r->chunked = mpl_calloc((size_t)job->nparams + 1, sizeof(bool));
+  r->updated = mpl_calloc((size_t)job->nparams + 1, sizeof(bool));
+  if (!r->owner || !r->chunked || !r->updated) return mpl_errf(err, "out of memory");
   for (int pi = 0; pi < job->nparams; pi++) {
     const JobParam *p = &job->params[pi];
     int nh = 0;
@@ -1081,7 +631,6 @@ static int init_param_maps(MplRun *r, MplErr *err) {
       }
     if (nh == 0) return mpl_errf(err, "param %s is held by no rank", p->name);
     if (job->values[p->value].dtype != JDT_F32) return mpl_errf(err, "param %s: only f32 params are supported", p->name);
-    r->tied[pi] = nh > 1;
     for (int u = 0; u < p->nuses; u++) {
       if (p->use_stage[u] < 0 || p->use_stage[u] >= job->nstages)
         return mpl_errf(err, "param %s: use %d is on stage %d", p->name, u, p->use_stage[u]);
@@ -1092,6 +641,7 @@ static int init_param_maps(MplRun *r, MplErr *err) {
         return mpl_errf(err, "param %s: the accumulator of use %d has the wrong size", p->name, u);
     }
   }
+  find_chunked(r);
   return MPL_OK;
 }
 
@@ -1114,90 +664,6 @@ static int init_whole_params(MplRun *r, MplErr *err) {
     }
   }
   return MPL_OK;
-}
-
-/* Does the device sum, clip and update itself (every optimizer op present)? */
-static bool device_runs_optimizer(const MplDeviceOps *o) {
-  return o->device_memory && o->copy_device && o->sumsq_f64 && o->scale_f32 && o->sgd && o->adamw;
-}
-
-/* Bytes rounded up to keep every carved buffer 256-byte aligned. */
-static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
-
-/* init_param_state on a dev_opt device: one device allocation (zeroed, as the host path's
- * calloc) carved into the scratch gradients, the optimizer slots (ZeRO-1: of the replica's
- * chunk), the receive buffers and the sums of squares; pass 0 measures, pass 1 assigns. */
-static int init_param_state_dev(MplRun *r, RankCtx *rc, MplErr *err) {
-  const Job *job = r->job;
-  int nslots = r->ocfg.kind == MPL_OPT_ADAMW ? 2 : (r->ocfg.momentum != 0 ? 1 : 0);
-  size_t total = 0;
-  for (int pass = 0; pass < 2; pass++) {
-    uint8_t *base = rc->state_mem;
-    size_t at = 0;
-    int64_t tmp_n = 0, zn = 0, lo, len;
-    for (int pi = 0; pi < job->nparams; pi++) {
-      const JobParam *p = &job->params[pi];
-      if (!rc->holds[pi]) continue;
-      size_t bytes = align256((size_t)p->numel * 4 + 4);
-      bool one_local = p->nuses == 1 && use_rank(job, p, 0) == rc->rank;
-      if (p->nuses > 0 && !one_local) {
-        if (pass) rc->scratch[pi] = (float *)(base + at);
-        at += bytes;
-        if (r->tied[pi] && p->numel > tmp_n) tmp_n = p->numel;
-      }
-      update_range(rc, pi, &lo, &len);
-      if (zero_on(r) && p->nuses > 0 && len > zn) zn = len;
-      for (int k = 0; k < nslots; k++) {
-        if (pass) rc->opt[k][pi] = (float *)(base + at);
-        at += align256((size_t)len * 4 + 4);
-      }
-    }
-    if (pass) rc->tmp = (float *)(base + at);
-    at += align256((size_t)tmp_n * 4 + 4);
-    for (int k = 0; k < 2 && zn > 0; k++) {
-      if (pass) *(k ? &rc->zin : &rc->zsum) = (float *)(base + at);
-      at += align256((size_t)zn * 4 + 4);
-    }
-    if (pass) rc->norm_dev = (double *)(base + at);
-    at += align256(sizeof(double) * ((size_t)job->nparams + 1));
-    if (pass) break;
-    total = at;
-    if (rc->dev.ops->arena_alloc(&rc->dev, total, &rc->state_mem, err) != MPL_OK) return MPL_ERR;
-    if (rc->dev.ops->zero(&rc->dev, rc->state_mem, total, err) != MPL_OK) return MPL_ERR;
-  }
-  return MPL_OK;
-}
-
-/* Scratch gradient buffers and optimizer state of the params a rank holds (ZeRO-1: the
- * state of its replica's chunk of each, and the reduce-scatter's two chunk buffers). */
-static int init_param_state(MplRun *r, RankCtx *rc, MplErr *err) {
-  const Job *job = r->job;
-  rc->dev_opt = device_runs_optimizer(rc->dev.ops);
-  if (rc->dev_opt) return init_param_state_dev(r, rc, err);
-  int64_t tmp_n = 0, zn = 0, lo, len;
-  int nslots = r->ocfg.kind == MPL_OPT_ADAMW ? 2 : (r->ocfg.momentum != 0 ? 1 : 0);
-  for (int pi = 0; pi < job->nparams; pi++) {
-    const JobParam *p = &job->params[pi];
-    if (!rc->holds[pi]) continue;
-    size_t bytes = (size_t)p->numel * 4;
-    bool one_local = p->nuses == 1 && use_rank(job, p, 0) == rc->rank;
-    bool dev_mem = rc->dev.ops->device_memory; /* gradients are summed and applied on the host */
-    if (p->nuses > 0 && (!one_local || dev_mem)) {
-      if (!(rc->scratch[pi] = mpl_malloc(bytes ? bytes : 1))) return mpl_errf(err, "out of memory");
-      if ((r->tied[pi] || dev_mem) && p->numel > tmp_n) tmp_n = p->numel;
-    }
-    update_range(rc, pi, &lo, &len);
-    if (zero_on(r) && p->nuses > 0 && len > zn) zn = len;
-    for (int s = 0; s < nslots; s++)
-      if (!(rc->opt[s][pi] = mpl_calloc((size_t)len + 1, 4))) return mpl_errf(err, "out of memory");
-  }
-  if (zn > 0) {
-    if (!(rc->zsum = mpl_malloc(((size_t)zn + 1) * 8))) return mpl_errf(err, "out of memory");
-    rc->zin = rc->zsum + zn + 1;
-  }
-  rc->tmp = mpl_malloc((size_t)tmp_n * 4 + 4);
-  if (rc->dev.ops->device_memory) rc->wbuf = mpl_malloc((size_t)tmp_n * 4 + 4);
-  return rc->tmp && (rc->wbuf || !rc->dev.ops->device_memory) ? MPL_OK : mpl_errf(err, "out of memory");
 }
 
 /* The seed's stream of param `name`: the same on every rank and every mesh. */
@@ -1416,7 +882,7 @@ static int run_init_body(MplRun *r, MplErr *err) {
   if (cuda && init_device_comm(r, err) != MPL_OK) return MPL_ERR;
   if (init_param_maps(r, err) != MPL_OK || init_whole_params(r, err) != MPL_OK) return MPL_ERR;
   for (int i = 0; i < r->nworld; i++)
-    if (r->ranks[i].live && init_param_state(r, &r->ranks[i], err) != MPL_OK) return MPL_ERR;
+    if (r->ranks[i].live && upd_init_rank(r, &r->ranks[i], err) != MPL_OK) return MPL_ERR;
   if (init_data(r, err) != MPL_OK || init_params(r, err) != MPL_OK) return MPL_ERR;
   if (r->opts.init_path && mpl_ckpt_load_params(r, r->opts.init_path, err) != MPL_OK) return MPL_ERR;
   if (r->opts.resume_dir && mpl_ckpt_resume(r, r->opts.resume_dir, err) != MPL_OK) return MPL_ERR;
@@ -1441,29 +907,17 @@ int mpl_run_init(MplRun **out, const Job *job, const MplRunOpts *opts, MplErr *e
 }
 
 static void free_rank(RankCtx *rc) {
-  int np = rc->run->job->nparams;
-  if (rc->dev_opt) { /* scratch, opt and tmp point into state_mem */
-    if (rc->state_mem) rc->dev.ops->arena_free(&rc->dev, rc->state_mem);
-    rc->state_mem = NULL;
-    rc->tmp = rc->zsum = NULL;
-    np = 0;
-  }
-  for (int p = 0; p < np && rc->scratch; p++) mpl_free(rc->scratch[p]);
-  for (int s = 0; s < 2; s++)
-    for (int p = 0; p < np && rc->opt[s]; p++) mpl_free(rc->opt[s][p]);
-  mpl_free(rc->scratch);
+  upd_free_rank(rc); /* grad scratch, opt, tmp, zsum, zin and norm_dev are carved from its state_mem */
   mpl_free(rc->opt[0]);
   mpl_free(rc->opt[1]);
   mpl_free(rc->holds);
   mpl_free(rc->grad);
+  mpl_free(rc->norm_added);
   mpl_free(rc->norm_buf);
   mpl_free(rc->norm_recv);
   mpl_free(rc->norm_total);
   mpl_free(rc->mb_loss);
   mpl_free(rc->mb_loss_set);
-  mpl_free(rc->tmp);
-  mpl_free(rc->zsum); /* zin is its second half */
-  mpl_free(rc->wbuf);
   mpl_free(rc->stage_buf);
   mpl_free(rc->argv);
   if (rc->rs_buf && rc->dev.ops) rc->dev.ops->arena_free(&rc->dev, rc->rs_buf);
@@ -1492,7 +946,8 @@ void mpl_run_free(MplRun *r) {
   mpl_cpu_kernels_free(&r->cpu_kernels);
   mpl_free(r->owner);
   mpl_free(r->wparams);
-  mpl_free(r->tied);
+  mpl_free(r->chunked);
+  mpl_free(r->updated);
   mpl_free(r->role);
   if (r->tokens) mpl_tokens_free(&r->tok);
   if (r->have_synth) mpl_synth_free(&r->synth);
@@ -1688,8 +1143,8 @@ typedef const float *(*PartOf)(const RankCtx *rc, int p, int slot);
 static const float *part_param(const RankCtx *rc, int p, int slot) { return vptr(rc, rc->run->job->params[p].value, 0); }
 static const float *part_optim(const RankCtx *rc, int p, int slot) { return rc->opt[slot][p]; }
 static const float *part_grad(const RankCtx *rc, int p, int slot) {
-  int64_t lo, n;
-  update_range(rc, p, &lo, &n);
+  int64_t lo = 0, n;
+  if (rc->run->chunked[p]) mpl_dp_chunk(rc->run->job->params[p].numel, rc->run->dp, rc->dpi, &lo, &n);
   return rc->grad[p] ? rc->grad[p] + lo : NULL;
 }
 
@@ -1727,7 +1182,7 @@ static int gather_whole(const MplRun *r, int p, int slot, PartOf part, bool chun
   for (int t = 0; t < (split ? r->tp : 1) && st == MPL_OK; t++) {
     for (int d = 0; d < (chunked ? r->dp : 1) && st == MPL_OK; d++) {
       int64_t lo = 0, n = jp->numel;
-      if (chunked) dp_chunk(r, p, d, &lo, &n);
+      if (chunked) mpl_dp_chunk(jp->numel, r->dp, d, &lo, &n);
       const RankCtx *rc = &r->ranks[world_of(r, d, t, r->owner[p])];
       const float *src = rc->live ? part(rc, p, slot) : NULL;
       if (r->mpi && rc->wrank != 0) st = gather_part_mpi(r, p, t, d, rc, src, dst + lo, n, err);
@@ -1749,7 +1204,7 @@ int mpl_run_get_param(const MplRun *r, int p, float *out, MplErr *err) { return 
 int mpl_run_get_grad(const MplRun *r, int p, float *out, MplErr *err) {
   if (r->mpi) return mpl_errf(err, "gradients are not gathered under MPI");
   if (!r->ranks[r->owner[p]].grad[p]) return mpl_errf(err, "no gradient for %s", r->job->params[p].name);
-  return gather_whole(r, p, 0, part_grad, zero_on(r), out, err);
+  return gather_whole(r, p, 0, part_grad, r->chunked[p], out, err);
 }
 
 /* Writes whole tensor `in` into every live rank's part: its param, or (optim) its
@@ -1766,14 +1221,13 @@ static int scatter_whole(MplRun *r, int p, const float *in, int slot, bool optim
     float *dst = optim ? rc->opt[slot][p] : vptr(rc, jp->value, 0);
     if (!dst) continue;
     int64_t lo = 0, n = jp->numel;
-    if (optim) update_range(rc, p, &lo, &n);
+    if (optim && r->chunked[p]) mpl_dp_chunk(jp->numel, r->dp, rc->dpi, &lo, &n);
     if (split && cut != rc->tpi) {
       mpl_shard_copy((void *)in, host, wp->dims, wp->rank, wp->split_dim, wp->groups, r->tp, rc->tpi, 4, true);
       cut = rc->tpi;
     }
     const float *src = (split ? host : in) + lo;
-    if (optim && !rc->dev_opt) memcpy(dst, src, (size_t)n * 4); /* host-path optimizer state is host memory */
-    else st = rc->dev.ops->copy_from_host(&rc->dev, dst, src, (size_t)n * 4, err);
+    st = rc->dev.ops->copy_from_host(&rc->dev, dst, src, (size_t)n * 4, err);
   }
   mpl_free(host);
   return st;
@@ -1794,10 +1248,11 @@ int mpl_run_optim_slots(const MplRun *r, const char *const **names) {
 /* Optimizer state is whole and keyed by global name however it is split (tp parts, ZeRO-1
  * chunks), so a checkpoint resumes under any mesh, with ZeRO or without. */
 int mpl_run_get_optim(const MplRun *r, int p, int slot, float *out, MplErr *err) {
-  const RankCtx *oc = &r->ranks[world_of(r, 0, 0, r->owner[p])];
-  if (oc->live && !oc->opt[slot][p])
-    return mpl_errf(err, "no optimizer state for %s", r->job->params[p].name);
-  return gather_whole(r, p, slot, part_optim, zero_on(r), out, err);
+  if (!r->updated[p]) { /* never updated (nothing reads it): its state is zeros */
+    memset(out, 0, (size_t)r->wparams[p].numel * 4);
+    return MPL_OK;
+  }
+  return gather_whole(r, p, slot, part_optim, r->chunked[p], out, err);
 }
 
 int mpl_run_set_optim(MplRun *r, int p, int slot, const float *in, MplErr *err) {

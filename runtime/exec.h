@@ -105,9 +105,9 @@ typedef struct MplDeviceOps {
   /* height rows of width bytes, row i from src + i*spitch to dst + i*dpitch (tp's parts) */
   int (*copy_2d)(MplDevice *d, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
                  MplErr *err);
-  /* ---- the optimizer on the device: all set (cuda) or all NULL (then a device_memory
-   * backend's gradients are summed, clipped and applied through host copies). Pointers
-   * are device pointers; every op is queued in order with the rest of the rank's work. */
+  /* ---- the optimizer on the device (every backend has them: the update phase runs on
+   * them, runtime/update.c). Pointers are device pointers; every op is queued in order
+   * with the rest of the rank's work. */
   /* *out (device memory) = the sum of g[i]^2 in float64, in an order fixed by n alone */
   int (*sumsq_f64)(MplDevice *d, const float *g, int64_t n, double *out, MplErr *err);
   int (*scale_f32)(MplDevice *d, float *g, int64_t n, float coef, MplErr *err);

@@ -129,7 +129,8 @@ static void write_ranks(MplJobWriter *w, const Job *j) {
     for (int i = 0; i < rk->nins; i++) {
       const JobIns *in = &rk->ins[i];
       mpl_jw_u8(w, in->kind), mpl_jw_u32(w, (uint32_t)in->stage), mpl_jw_u32(w, (uint32_t)in->mb),
-          mpl_jw_u32(w, (uint32_t)in->xfer);
+          mpl_jw_u32(w, (uint32_t)in->xfer), mpl_jw_u32(w, (uint32_t)in->param), mpl_jw_u32(w, (uint32_t)in->use),
+          mpl_jw_u32(w, (uint32_t)in->peer), mpl_jw_u8(w, in->flags);
     }
     mpl_jw_u64(w, rk->arena_bytes);
     mpl_jw_f64(w, rk->predicted_busy), mpl_jw_f64(w, rk->predicted_bubble);
@@ -315,12 +316,13 @@ static void read_ranks(MplCursor *c, Job *j) {
   for (int r = 0; r < j->pp && !c->failed; r++) {
     JobRank *rk = &j->ranks[r];
     rk->stages = get_i32s(c, &rk->nstages);
-    rk->nins = (int32_t)mpl_cur_count(c, MAX_COUNT, 13, "instructions");
+    rk->nins = (int32_t)mpl_cur_count(c, MAX_COUNT, 26, "instructions");
     rk->ins = cur_alloc(c, (size_t)rk->nins + 1, sizeof(JobIns));
     for (int i = 0; i < rk->nins && !c->failed; i++) {
       JobIns *in = &rk->ins[i];
       in->kind = mpl_cur_u8(c), in->stage = (int32_t)mpl_cur_u32(c), in->mb = (int32_t)mpl_cur_u32(c);
-      in->xfer = (int32_t)mpl_cur_u32(c);
+      in->xfer = (int32_t)mpl_cur_u32(c), in->param = (int32_t)mpl_cur_u32(c), in->use = (int32_t)mpl_cur_u32(c);
+      in->peer = (int32_t)mpl_cur_u32(c), in->flags = mpl_cur_u8(c);
     }
     rk->arena_bytes = mpl_cur_u64(c);
     rk->predicted_busy = mpl_cur_f64(c), rk->predicted_bubble = mpl_cur_f64(c);
@@ -458,6 +460,23 @@ static uint64_t value_bytes(const JobValue *v) {
   return (uint64_t)v->numel * (uint64_t)(v->dtype < 5 ? size[v->dtype] : 4);
 }
 
+/* An update-phase instruction: its param, use, peer and flags in range, and the param
+ * (and for a tied send the use's accumulator) kept on this rank. */
+static int validate_update_ins(const Job *j, int r, const JobIns *in, char *err, size_t errlen) {
+  const char *what = job_ins_name(in->kind);
+  CHECK(in->flags <= (JF_CHUNK | JF_TP0), "rank %d: %s with flags %d", r, what, in->flags);
+  if (in->kind == JI_NORM_ALLREDUCE) return 0;
+  CHECK(in->param >= 0 && in->param < j->nparams, "rank %d: %s of param %d", r, what, in->param);
+  const JobParam *p = &j->params[in->param];
+  CHECK(p->nuses > 0, "rank %d: %s of %s, which has no gradient", r, what, p->name);
+  if (in->kind != JI_TIED_SEND) return 0;
+  CHECK(in->use >= 0 && in->use < p->nuses, "rank %d: tied_send of %s use %d", r, p->name, in->use);
+  CHECK(in->peer >= 0 && in->peer < j->pp && in->peer != r, "rank %d: tied_send of %s to rank %d", r, p->name, in->peer);
+  CHECK(p->use_stage[in->use] >= 0 && p->use_stage[in->use] < j->nstages && j->stages[p->use_stage[in->use]].rank == r,
+        "rank %d: tied_send of %s use %d, which is not on this rank", r, p->name, in->use);
+  return 0;
+}
+
 static int validate_rank(const Job *j, int r, char *err, size_t errlen) {
   const JobRank *rk = &j->ranks[r];
   int64_t m = j->train.microbatches;
@@ -465,7 +484,8 @@ static int validate_rank(const Job *j, int r, char *err, size_t errlen) {
     CHECK(rk->stages[i] >= 0 && rk->stages[i] < j->nstages, "rank %d: stage %d", r, rk->stages[i]);
   for (int i = 0; i < rk->nins; i++) {
     const JobIns *in = &rk->ins[i];
-    CHECK(in->kind <= JI_OPTIMIZER_STEP, "rank %d: bad instruction kind %d", r, in->kind);
+    CHECK(in->kind < JI__COUNT, "rank %d: bad instruction kind %d", r, in->kind);
+    if (job_ins_is_update(in->kind) && validate_update_ins(j, r, in, err, errlen)) return 1;
     if (in->kind <= JI_BWD_W) {
       CHECK(in->stage >= 0 && in->stage < j->nstages && j->stages[in->stage].rank == r, "rank %d: instruction on stage %d", r, in->stage);
       CHECK(in->mb >= 0 && in->mb < m, "rank %d: micro-batch %d of %" PRId64, r, in->mb, m);
@@ -554,7 +574,6 @@ void job_free(Job *j) {
 }
 
 static const char *const sched_names[] = {"sequential", "gpipe", "1f1b", "interleaved", "zb"};
-static const char *const ins_names[] = {"fwd", "bwd_b", "bwd_w", "send", "recv", "allreduce_tied", "optimizer_step"};
 static const char *const step_names[] = {"kernel", "gemm", "alias", "accum", "comm"};
 
 void job_inspect(const Job *j, FILE *out) {
@@ -601,9 +620,12 @@ void job_inspect(const Job *j, FILE *out) {
             rk->arena_bytes, rk->predicted_bubble);
     for (int i = 0; i < rk->nins; i++) {
       const JobIns *in = &rk->ins[i];
-      if (in->kind <= JI_BWD_W) fprintf(out, "%s(%d,%d) ", ins_names[in->kind], in->stage, in->mb);
-      else if (in->kind <= JI_RECV) fprintf(out, "%s(x%d,%d) ", ins_names[in->kind], in->xfer, in->mb);
-      else fprintf(out, "%s ", ins_names[in->kind]);
+      const char *name = job_ins_name(in->kind);
+      if (in->kind <= JI_BWD_W) fprintf(out, "%s(%d,%d) ", name, in->stage, in->mb);
+      else if (in->kind <= JI_RECV) fprintf(out, "%s(x%d,%d) ", name, in->xfer, in->mb);
+      else if (in->kind == JI_TIED_SEND) fprintf(out, "%s(p%d,u%d,r%d) ", name, in->param, in->use, in->peer);
+      else if (in->param >= 0) fprintf(out, "%s(p%d%s) ", name, in->param, in->flags & JF_CHUNK ? ",chunk" : "");
+      else fprintf(out, "%s ", name);
     }
     fputc('\n', out);
   }

@@ -19,7 +19,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define MPL_JOB_FORMAT 1
+#define MPL_JOB_FORMAT 2 /* 2: the update phase as instructions (JI_TIED_SEND ... JI_DP_ALLGATHER) */
 
 /* ---- values: one per graph op (the op id is the value id) ---------------- */
 typedef enum JobDType { JDT_F32, JDT_BF16, JDT_F16, JDT_I32, JDT_BOOL } JobDType;
@@ -108,17 +108,66 @@ typedef struct JobXfer {
   int32_t *vals;      /* value ids, sent in this order */
 } JobXfer;
 
-/* ---- the schedule: per rank, the instruction stream ----------------------- */
+/* ---- the instruction stream of a pipeline rank -----------------------------------
+ * The pipeline part (the proven schedule: passes and messages), then the update phase,
+ * which mplc's compiler/update.c emits and runtime/update.c runs as written: the tied
+ * gradients exchanged, the dp all-reduce (or ZeRO-1's reduce-scatter), the clipping norm,
+ * the optimizer's update of each param's range and ZeRO-1's all-gather. Every dp and tp
+ * replica of a pipeline rank runs its stream; "the replica's chunk" of a param is chunk
+ * dpi of mpl_dp_chunk. X(NAME, "text", operands). ORDER: job.c's names and the validator
+ * come from this list; kinds up to JI_RECV are the pipeline part. */
+#define JI_LIST(X)                                                                                     \
+  X(FWD, "fwd", "stage mb")                                                                          \
+  X(BWD_B, "bwd_b", "stage mb")                                                                      \
+  X(BWD_W, "bwd_w", "stage mb")                                                                      \
+  X(SEND, "send", "xfer mb")                                                                         \
+  X(RECV, "recv", "xfer mb")                                                                         \
+  X(TIED_SEND, "tied_send", "param use peer")   /* the accumulator of a local use to pipeline rank peer */ \
+  X(GRAD_SUM, "grad_sum", "param")              /* the uses summed in use order, remote ones received */ \
+  X(DP_ALLREDUCE, "dp_allreduce", "param")      /* the gradient summed over the replicas */          \
+  X(DP_REDUCE_SCATTER, "dp_reduce_scatter", "param") /* ZeRO-1: the replica's chunk summed */      \
+  X(NORM_ADD, "norm_add", "param flags")        /* squares of the replica's chunk (JF_TP0: tp index 0 only) */ \
+  X(NORM_ALLREDUCE, "norm_allreduce", "")       /* the world's sums: the global norm, the clip coefficient */ \
+  X(CLIP, "clip", "param flags")                /* the update range times the clip coefficient */    \
+  X(UPDATE, "update", "param flags")            /* the optimizer on the range (JF_CHUNK: the chunk, else all) */ \
+  X(DP_ALLGATHER, "dp_allgather", "param")      /* ZeRO-1: the updated chunks to every replica */
+
 typedef enum JobInsKind {
-  JI_FWD, JI_BWD_B, JI_BWD_W, JI_SEND, JI_RECV, JI_ALLREDUCE_TIED, JI_OPTIMIZER_STEP
+#define X(name, text, ops) JI_##name,
+  JI_LIST(X)
+#undef X
+  JI__COUNT
 } JobInsKind;
+
+enum { JF_CHUNK = 1, JF_TP0 = 2 }; /* JobIns.flags */
 
 typedef struct JobIns {
   uint8_t kind;
-  int32_t stage;      /* JI_FWD/BWD: the stage */
-  int32_t mb;
-  int32_t xfer;       /* JI_SEND/JI_RECV: index into Job.xfers */
+  int32_t stage;      /* JI_FWD/BWD: the stage; else -1 */
+  int32_t mb;         /* the micro-batch of a pass or message; else -1 */
+  int32_t xfer;       /* JI_SEND/JI_RECV: index into Job.xfers; else -1 */
+  int32_t param;      /* the update phase: index into Job.params; else -1 */
+  int32_t use;        /* JI_TIED_SEND: the use */
+  int32_t peer;       /* JI_TIED_SEND: the pipeline rank it goes to */
+  uint8_t flags;      /* JF_* */
 } JobIns;
+
+/* "fwd", ... "dp_allgather" (--inspect, --emit=schedule, traces). */
+static inline const char *job_ins_name(int k) {
+  static const char *const names[] = {
+#define X(name, text, ops) text,
+      JI_LIST(X)
+#undef X
+  };
+  return k >= 0 && k < JI__COUNT ? names[k] : "?";
+}
+static inline bool job_ins_is_update(int k) { return k >= JI_TIED_SEND && k < JI__COUNT; }
+
+/* Chunk d of n elements over dp replicas (ZeRO-1 and the clipping norm): [n*d/dp, n*(d+1)/dp). */
+static inline void mpl_dp_chunk(int64_t n, int dp, int d, int64_t *lo, int64_t *len) {
+  *lo = n * d / dp;
+  *len = n * (d + 1) / dp - *lo;
+}
 
 /* ---- memory plan of one rank ---------------------------------------------------- */
 typedef struct JobRank {
@@ -207,8 +256,7 @@ typedef struct Job {
   X(DP_ALLGATHER, "dp_allgather", -1)     /* ZeRO-1: the updated chunks to every replica */  \
   X(TIED_SEND, "tied_send", -1)           /* a tied param's gradient to its other holders */ \
   X(TIED_RECV, "tied_recv", -1)                                                               \
-  X(NORM_SEND, "norm_send", -1)           /* grad_clip: per-param sums of squares to all */  \
-  X(NORM_RECV, "norm_recv", -1)
+  X(NORM_ALLREDUCE, "norm_allreduce", -1) /* grad_clip: per-param sums of squares, over the world */
 
 typedef enum MplCommKind {
 #define X(e, key, jc) MPL_COMM_##e,

@@ -99,8 +99,9 @@ ev = json.load(open(sys.argv[1]))
 ev = ev["traceEvents"] if isinstance(ev, dict) else ev
 stats = [json.loads(l) for l in open(sys.argv[2])]
 zero = sys.argv[3] == "1"
-exact = ["pp_send", "pp_recv", "tp_allreduce", "tp_reduce_scatter", "dp_allreduce", "dp_reduce_scatter", "dp_allgather"]
-want = {"pp_send", "pp_recv", "tp_allreduce", "tied_send", "tied_recv", "norm_exchange"}
+exact = ["pp_send", "pp_recv", "tp_allreduce", "tp_reduce_scatter", "dp_allreduce", "dp_reduce_scatter", "dp_allgather",
+         "tied_send", "tied_recv", "norm_allreduce"]
+want = {"pp_send", "pp_recv", "tp_allreduce", "tied_send", "tied_recv", "norm_allreduce"}
 want |= {"dp_reduce_scatter", "dp_allgather"} if zero else {"dp_allreduce"}
 bad = []
 seen = set()
@@ -184,7 +185,8 @@ if "$MPLRUN" "$job" --inspect > "$tmp/inspect.txt" 2> "$tmp/inspect.err"; then
   for re in '^job format [0-9]+: model gpt' 'mesh: dp=1 pp=2 tp=1, 2 stages' 'schedule 1f1b' \
             'params \(28\)' 'wte.weight \[256, 32\] uses 2 on stages 0 1' 'h.1.mlp.c_fc.weight \[32, 128\]' \
             'inputs \(2\): idx targets' '^rank 0: [0-9]+ instructions, arena [0-9]+ bytes' \
-            '^rank 1: [0-9]+ instructions' 'optimizer_step' 'allreduce_tied'; do
+            '^rank 1: [0-9]+ instructions' 'update\(p[0-9]+\)' 'tied_send\(p[0-9]+,u[0-9]+,r[0-9]+\)' \
+            'norm_allreduce'; do
     if grep -qE -- "$re" "$tmp/inspect.txt"; then ok "--inspect shows /$re/"
     else bad "--inspect lacks /$re/"; fi
   done

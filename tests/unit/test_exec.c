@@ -136,28 +136,55 @@ static void set_ins(JobRank *jr, int n, const JobIns *ins) {
   memcpy(jr->ins, ins, sizeof *ins * (size_t)n);
 }
 
-#define FWD(S, B) {.kind = JI_FWD, .stage = S, .mb = B, .xfer = -1}
-#define BWB(S, B) {.kind = JI_BWD_B, .stage = S, .mb = B, .xfer = -1}
-#define BWW(S, B) {.kind = JI_BWD_W, .stage = S, .mb = B, .xfer = -1}
-#define SEND(X, B) {.kind = JI_SEND, .stage = -1, .mb = B, .xfer = X}
-#define RECV(X, B) {.kind = JI_RECV, .stage = -1, .mb = B, .xfer = X}
-#define TIED {.kind = JI_ALLREDUCE_TIED, .stage = 0, .mb = -1, .xfer = -1}
-#define OPT {.kind = JI_OPTIMIZER_STEP, .stage = -1, .mb = -1, .xfer = -1}
+#define INS(K, S, B, X) {.kind = K, .stage = S, .mb = B, .xfer = X, .param = -1, .use = -1, .peer = -1}
+#define FWD(S, B) INS(JI_FWD, S, B, -1)
+#define BWB(S, B) INS(JI_BWD_B, S, B, -1)
+#define BWW(S, B) INS(JI_BWD_W, S, B, -1)
+#define SEND(X, B) INS(JI_SEND, -1, B, X)
+#define RECV(X, B) INS(JI_RECV, -1, B, X)
+/* update phase: params b (0, tied over the stages), w0 (1), w1 (2) */
+#define UPD(K, P) {.kind = K, .stage = -1, .mb = -1, .xfer = -1, .param = P, .use = -1, .peer = -1}
+#define TSEND(P, U, R) {.kind = JI_TIED_SEND, .stage = -1, .mb = -1, .xfer = -1, .param = P, .use = U, .peer = R}
 
-static void set_schedule(Job *j, int pp) {
+/* Rank r's update phase as mplc's update.c writes it: the tied bias's exchange, the norm
+ * (with clip) on each param's lowest rank, the update of the rank's params. */
+static int update_phase(JobIns *out, int pp, int r, bool clip) {
+  int n = 0, mine[2] = {1, 2}, nmine = pp == 1 ? 2 : 1; /* w0 on rank 0, w1 on rank 1 */
+  if (pp == 2) mine[0] = r == 0 ? 1 : 2;
+  if (pp == 2) out[n++] = (JobIns)TSEND(0, r, 1 - r);
+  out[n++] = (JobIns)UPD(JI_GRAD_SUM, 0);
+  if (clip) {
+    if (r == 0) out[n++] = (JobIns)UPD(JI_NORM_ADD, 0);
+    for (int k = 0; k < nmine; k++) out[n++] = (JobIns)UPD(JI_NORM_ADD, mine[k]);
+    out[n++] = (JobIns)UPD(JI_NORM_ALLREDUCE, -1);
+    out[n++] = (JobIns)UPD(JI_CLIP, 0);
+    for (int k = 0; k < nmine; k++) out[n++] = (JobIns)UPD(JI_CLIP, mine[k]);
+  }
+  out[n++] = (JobIns)UPD(JI_UPDATE, 0);
+  for (int k = 0; k < nmine; k++) out[n++] = (JobIns)UPD(JI_UPDATE, mine[k]);
+  return n;
+}
+
+static void set_rank(JobRank *jr, int n, const JobIns *pipe, int pp, int r, bool clip) {
+  JobIns all[32];
+  memcpy(all, pipe, sizeof *pipe * (size_t)n);
+  set_ins(jr, n + update_phase(all + n, pp, r, clip), all);
+}
+
+static void set_schedule(Job *j, int pp, bool clip) {
   if (pp == 1) {
     const JobIns r0[] = {FWD(0, 0), FWD(1, 0), FWD(0, 1), FWD(1, 1), BWB(1, 0), BWW(1, 0), BWB(0, 0), BWW(0, 0),
-                         BWB(1, 1), BWW(1, 1), BWB(0, 1), BWW(0, 1), TIED, OPT};
-    set_ins(&j->ranks[0], (int)(sizeof r0 / sizeof r0[0]), r0);
+                         BWB(1, 1), BWW(1, 1), BWB(0, 1), BWW(0, 1)};
+    set_rank(&j->ranks[0], (int)(sizeof r0 / sizeof r0[0]), r0, 1, 0, clip);
     return;
   }
   /* 1f1b-like: rank 0 runs both forwards first, rank 1 alternates */
   const JobIns r0[] = {FWD(0, 0), SEND(0, 0), FWD(0, 1), SEND(0, 1), RECV(1, 0), BWB(0, 0), BWW(0, 0),
-                       RECV(1, 1), BWB(0, 1), BWW(0, 1), TIED, OPT};
+                       RECV(1, 1), BWB(0, 1), BWW(0, 1)};
   const JobIns r1[] = {RECV(0, 0), FWD(1, 0), BWB(1, 0), SEND(1, 0), RECV(0, 1), FWD(1, 1), BWB(1, 1), SEND(1, 1),
-                       BWW(1, 0), BWW(1, 1), TIED, OPT};
-  set_ins(&j->ranks[0], (int)(sizeof r0 / sizeof r0[0]), r0);
-  set_ins(&j->ranks[1], (int)(sizeof r1 / sizeof r1[0]), r1);
+                       BWW(1, 0), BWW(1, 1)};
+  set_rank(&j->ranks[0], (int)(sizeof r0 / sizeof r0[0]), r0, 2, 0, clip);
+  set_rank(&j->ranks[1], (int)(sizeof r1 / sizeof r1[0]), r1, 2, 1, clip);
 }
 
 static Job *build_job(int pp, int optimizer, double clip) {
@@ -225,7 +252,7 @@ static Job *build_job(int pp, int optimizer, double clip) {
     plan_rank(j, &j->ranks[0], rank0_vals);
     plan_rank(j, &j->ranks[1], rank1_vals);
   }
-  set_schedule(j, pp);
+  set_schedule(j, pp, clip > 0);
   j->kernels.nkernels = 4;
   return j;
 }
@@ -497,8 +524,8 @@ START_TEST(test_sample) {
   uint64_t off[4] = {0, 64, 128, 128 + ST * SV * 4};
   memcpy(j->ranks[0].offset, off, sizeof off);
   j->ranks[0].arena_bytes = off[3] + 64;
-  const JobIns ins[] = {FWD(0, 0), OPT};
-  set_ins(&j->ranks[0], 2, ins);
+  const JobIns ins[] = {FWD(0, 0)}; /* no params: no update phase */
+  set_ins(&j->ranks[0], 1, ins);
   j->kernels.nkernels = 2;
   MplRunOpts o = quiet_opts();
   o.kernels = sample_kernels;

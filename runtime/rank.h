@@ -1,0 +1,178 @@
+/*
+ * rank.h — the executor's private header: the run (MplRun) and each rank's context
+ * (RankCtx), shared by the files of mplrun's execution side, in sections named after
+ * the files that define them:
+ *   exec.c    the instruction stream of a step: passes, messages, tp collectives
+ *   update.c  the update phase: the instructions mplc's update.c emits
+ * Nothing outside runtime/ includes it; the public API is exec.h's.
+ */
+#ifndef MPL_RANK_H
+#define MPL_RANK_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "exec.h"
+
+#include <pthread.h>
+#include <time.h>
+
+/* Message tags: kind in the top bits, then operands (FIFO order is also checked). */
+#define TAG_XFER(x, mb, vi) ((1ull << 60) | ((uint64_t)(x) << 36) | ((uint64_t)(mb) << 16) | (uint64_t)(vi))
+#define TAG_TIED(p, u) ((2ull << 60) | ((uint64_t)(p) << 24) | (uint64_t)(u))
+#define TAG_NORM(step) ((3ull << 60) | (uint64_t)(step))
+#define TAG_ZERO(ag, p) ((4ull << 60) | ((uint64_t)(ag) << 40) | (uint64_t)(p)) /* ZeRO-1: ag 0 reduce-scatter, 1 all-gather */
+/* Under MPI, the main thread's messages to world rank 0 (losses, parts of params, stats, trace) */
+#define TAG_MAIN(kind, x) ((5ull << 60) | ((uint64_t)(kind) << 48) | (uint64_t)(x))
+enum { MAIN_LOSS = 1, MAIN_PART, MAIN_STATS, MAIN_TRACE_N, MAIN_TRACE_EV, MAIN_COMM };
+
+typedef struct RankCtx {
+  MplRun *run;
+  int rank;              /* pipeline rank: the index of its JobRank */
+  int wrank, dpi, tpi;   /* world rank, replica, tp index */
+  MplDevice dev;
+  void *arena;
+  void **ptr;            /* [nvalues * m]: resolved buffers, NULL where not held */
+  MplComm *comm;
+  pthread_t tid;
+  bool started;
+  bool live;             /* run by this process (always; under MPI only the process's own rank):
+                            the others are shadows with ids, holds[] and loss slots only */
+  /* params: per param index */
+  bool *holds;           /* [nparams] */
+  /* the update phase (update.c): all in device memory, carved from state_mem */
+  float **grad;          /* [nparams] the gradient: its one use's accumulator, or a GRAD_SUM's scratch */
+  float **opt[2];        /* [nparams] optimizer state slots of the UPDATE range, or NULL */
+  float *tmp;            /* receive buffer of GRAD_SUM's remote uses */
+  float *zsum, *zin;     /* ZeRO-1: the reduce-scatter's partial sum and receive buffer (a chunk each) */
+  void *state_mem;       /* the one device allocation holding scratch, opt, tmp, zsum, zin, norm_dev */
+  double *norm_dev;      /* [nparams] NORM_ADD's sums of squares, in device memory */
+  bool *norm_added;      /* [nparams] which of them this step's NORM_ADDs wrote (host) */
+  double clip_coef;      /* NORM_ALLREDUCE's clipping coefficient, for CLIP */
+  double *norm_buf;      /* [nparams] this rank's sums of squares */
+  double *norm_recv;     /* [nparams] another rank's, as received */
+  double *norm_total;    /* [nparams] the sums over the world */
+  uint8_t *stage_buf;    /* host staging for inputs */
+  void **argv;           /* kernel argument scratch */
+  int argv_cap;
+  void *rs_buf;          /* reduce-scatter scratch in the arena's memory (rs_bytes), or NULL */
+  /* per step */
+  double *mb_loss;       /* [m] */
+  bool *mb_loss_set;
+  MplCommCount comm_counts[MPL_COMM__COUNT]; /* this step's messages and collectives (--comm-stats) */
+  MplRankStats stats;
+} RankCtx;
+
+struct MplRun {
+  const Job *job;
+  MplRunOpts opts;
+  MplOptimCfg ocfg;
+  int pp, m;
+  int dp, tp, nworld;        /* nworld = dp * tp * pp */
+  int64_t B;                 /* rows per micro-batch */
+  const MplDeviceOps *devops;
+  RankCtx *ranks;
+  MplCommWorld *world;       /* cpu: the in-process communicator */
+  MplComm *mpi;              /* under mpirun: this process's communicator (opts.comm) */
+  int me;                    /* under mpirun: the world rank this process runs */
+  bool lead;                 /* writes files and progress: always, or world rank 0 under MPI */
+  MplCudaWorld *cworld;      /* cuda: device copies (comm_nccl.c) */
+  MplComm *cmpi;             /* cuda under mpirun: this rank's communicator (comm_nccl.c, over mpi) */
+  int ndevices;              /* cuda: visible GPUs */
+  const MplKernelFn *kfn;
+  MplCpuKernels cpu_kernels;
+  int *owner;                /* [nparams] lowest holding rank */
+  bool *updated;             /* [nparams] the owner's stream has an UPDATE of it (else no optimizer state: zeros) */
+  bool *chunked;             /* [nparams] that UPDATE keeps the replica's chunk (ZeRO-1): so do state and gradient */
+  JobParam *wparams;         /* [nparams] the params whole (tp parts joined): dims and numel */
+  bool *tied;                /* [nparams] held by several ranks */
+  /* data */
+  int *role;                 /* [ninputs] token role: 0 idx, 1 targets, -1 none */
+  bool tokens;
+  MplTokens tok;
+  MplLoader loader;
+  MplSynth synth;
+  bool have_synth;
+  /* progress */
+  int64_t step, total_steps;
+  int64_t first_step;        /* the step this run started at (the warm-up step) */
+  double last_loss;
+  bool optim_fresh;          /* no optimizer step taken yet (SGD's first momentum step) */
+  bool eval;                 /* an evaluation pass (sampling): kernels get MPL_MB_EVAL, dropout is off */
+  /* step synchronisation */
+  pthread_mutex_t mu;
+  pthread_cond_t go, done;
+  bool sync_init;
+  uint64_t gen;
+  int running;
+  bool quit;
+  bool failed;
+  MplErr first_err;
+  /* observability */
+  bool tracing;
+  MplTrace trace;
+  bool metrics_open;
+  MplMetrics metrics;
+};
+
+static inline double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static inline size_t dtype_bytes(int dt) {
+  switch (dt) {
+  case JDT_F32: case JDT_I32: return 4;
+  case JDT_BF16: case JDT_F16: return 2;
+  default: return 1;
+  }
+}
+
+static inline size_t value_bytes(const Job *job, int v) {
+  return (size_t)job->values[v].numel * dtype_bytes(job->values[v].dtype);
+}
+
+static inline void *vptr(const RankCtx *rc, int v, int mb) {
+  return rc->ptr[(size_t)v * rc->run->m + mb];
+}
+
+/* The world rank of pipeline rank pr in replica dpi, tp index tpi. */
+static inline int world_of(const MplRun *r, int dpi, int tpi, int pr) { return (dpi * r->tp + tpi) * r->pp + pr; }
+
+/* The same replica and tp index, another pipeline rank. */
+static inline int peer_of(const RankCtx *rc, int pr) { return world_of(rc->run, rc->dpi, rc->tpi, pr); }
+
+/* One message or collective of this step, where it is issued (kinds: job.h's MPL_COMM_KINDS;
+ * mplc's plan predicts the same counts). kind < 0: a step that moves nothing between ranks. */
+static inline void comm_count(RankCtx *rc, int kind, size_t bytes) {
+  if (kind < 0) return;
+  rc->comm_counts[kind].calls++;
+  rc->comm_counts[kind].bytes += bytes;
+}
+
+/* The trace clock now (0 when not tracing), and a slice on this rank's trace row for one
+ * message or collective from t0 to now, named by its kind (job.h's MPL_COMM_KINDS). */
+static inline double trace_t(const RankCtx *rc) { return rc->run->tracing ? mpl_trace_now(&rc->run->trace) : 0; }
+
+
+void trace_comm(RankCtx *rc, const char *name, double t0);
+
+/* ==== exec.c ========================================================== */
+
+/* A rank's error: "rank N: ..." with its mesh coordinates when the world is a mesh. */
+int rank_fail(RankCtx *rc, MplErr *err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Value v of micro-batch mb on this rank, or NULL with an error naming the stage. */
+void *need_ptr(RankCtx *rc, int v, int mb, int stage, MplErr *err);
+
+/* ==== update.c ======================================================== */
+
+/* One update-phase instruction (job.h's JI_TIED_SEND ... JI_DP_ALLGATHER). */
+int upd_run(RankCtx *rc, const JobIns *ins, int64_t step, MplErr *err);
+/* Per rank set-up: the gradient of each param (the accumulator itself, or a scratch sum),
+ * the optimizer state of the ranges its UPDATE instructions name, and the buffers of the
+ * exchanges; r->chunked from the UPDATE flags. */
+int upd_init_rank(MplRun *r, RankCtx *rc, MplErr *err);
+void upd_free_rank(RankCtx *rc);
+
+#endif

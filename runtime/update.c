@@ -1,0 +1,340 @@
+/*
+ * update.c — the update phase, as mplc's compiler/update.c emitted it: each instruction
+ * (job.h's JI_TIED_SEND ... JI_DP_ALLGATHER) run as written, nothing decided here.
+ *
+ * Every device runs the update through its own ops (accum_f32, sumsq_f64, scale_f32,
+ * sgd, adamw, copy_device): gradients, their scratch sums and the optimizer state live
+ * in the rank's device memory (one allocation, state_mem, carved at set-up from what the
+ * rank's instructions need); only the per-param float64 sums of squares of the clipping
+ * norm cross to the host. The CPU device's ops are optim.c's loops, so every device
+ * computes the same bits.
+ *
+ * Invariants:
+ *  - a param's gradient is the accumulator of its one use, or (GRAD_SUM) scratch holding
+ *    the sum of its uses in use order, a remote use received from the rank that holds it;
+ *  - sums over replicas and over the world are in ascending rank order (the
+ *    communicators' contract), so dp, ZeRO-1 and every tp and pp layout give one result;
+ *  - NORM_ALLREDUCE leaves every rank with the same norm; a non-finite norm stops the run
+ *    before any param is touched.
+ */
+#include "rank.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Message tags of the update phase (exec.c's pipeline tags use kind 1, TAG_MAIN 5). */
+#define TAG_TIED(p, u) ((2ull << 60) | ((uint64_t)(p) << 24) | (uint64_t)(u))
+#define TAG_NORM(step) ((3ull << 60) | (uint64_t)(step))
+#define TAG_ZERO(ag, p) ((4ull << 60) | ((uint64_t)(ag) << 40) | (uint64_t)(p)) /* ZeRO-1: ag 0 reduce-scatter, 1 all-gather */
+
+static int use_rank(const Job *job, const JobParam *p, int u) { return job->stages[p->use_stage[u]].rank; }
+
+/* This replica's chunk of param pi (the clipping norm's share, ZeRO-1's range). */
+static void my_chunk(const RankCtx *rc, int pi, int64_t *lo, int64_t *len) {
+  mpl_dp_chunk(rc->run->job->params[pi].numel, rc->run->dp, rc->dpi, lo, len);
+}
+
+/* The range an instruction with these flags acts on: the chunk (JF_CHUNK) or all of it. */
+static void range_of(const RankCtx *rc, int pi, int flags, int64_t *lo, int64_t *len) {
+  if (flags & JF_CHUNK) my_chunk(rc, pi, lo, len);
+  else *lo = 0, *len = rc->run->job->params[pi].numel;
+}
+
+/* ---- gradients: tied uses, sums over uses and replicas -------------------------------- */
+
+static int tied_send(RankCtx *rc, const JobIns *in, MplErr *err) {
+  const JobParam *p = &rc->run->job->params[in->param];
+  size_t bytes = (size_t)p->numel * 4;
+  comm_count(rc, MPL_COMM_TIED_SEND, bytes);
+  double t0 = trace_t(rc);
+  if (rc->comm->ops->send(rc->comm, peer_of(rc, in->peer), TAG_TIED(in->param, in->use),
+                          vptr(rc, p->use_value[in->use], 0), bytes) != MPL_OK)
+    return rank_fail(rc, err, "tied gradient of %s: %s", p->name, rc->comm->err.msg);
+  trace_comm(rc, "tied_send", t0);
+  return MPL_OK;
+}
+
+/* The gradient of param pi: its uses in use order (remote ones received), in scratch. */
+static int grad_sum(RankCtx *rc, int pi, MplErr *err) {
+  const Job *job = rc->run->job;
+  const JobParam *p = &job->params[pi];
+  size_t bytes = (size_t)p->numel * 4;
+  float *g = rc->grad[pi];
+  for (int u = 0; u < p->nuses; u++) {
+    int ur = use_rank(job, p, u);
+    float *src = vptr(rc, p->use_value[u], 0);
+    if (ur != rc->rank) {
+      src = u == 0 ? g : rc->tmp;
+      comm_count(rc, MPL_COMM_TIED_RECV, bytes);
+      double t0 = trace_t(rc);
+      if (rc->comm->ops->recv(rc->comm, peer_of(rc, ur), TAG_TIED(pi, u), src, bytes) != MPL_OK)
+        return rank_fail(rc, err, "tied gradient of %s: %s", p->name, rc->comm->err.msg);
+      trace_comm(rc, "tied_recv", t0);
+    }
+    int st = u > 0 ? rc->dev.ops->accum_f32(&rc->dev, g, src, p->numel, err)
+                   : src == g ? MPL_OK : rc->dev.ops->copy_device(&rc->dev, g, src, bytes, err);
+    if (st != MPL_OK) return MPL_ERR;
+  }
+  return MPL_OK;
+}
+
+static int dp_group(const RankCtx *rc, int *ranks, MplErr *err) {
+  MplRun *r = rc->run;
+  if (r->dp > 256) return rank_fail((RankCtx *)rc, err, "dp = %d is more than this runtime supports (256)", r->dp);
+  for (int d = 0; d < r->dp; d++) ranks[d] = world_of(r, d, rc->tpi, rc->rank);
+  return MPL_OK;
+}
+
+static int dp_allreduce(RankCtx *rc, int pi, MplErr *err) {
+  MplRun *r = rc->run;
+  const JobParam *p = &r->job->params[pi];
+  int ranks[256];
+  if (dp_group(rc, ranks, err) != MPL_OK) return MPL_ERR;
+  comm_count(rc, MPL_COMM_DP_ALLREDUCE, (size_t)p->numel * 4);
+  double t0 = trace_t(rc);
+  if (rc->comm->ops->allreduce_sum_f32(rc->comm, ranks, r->dp, rc->grad[pi], (size_t)p->numel) != MPL_OK)
+    return rank_fail(rc, err, "gradient all-reduce of %s over the replicas: %s", p->name, rc->comm->err.msg);
+  trace_comm(rc, "dp_allreduce", t0);
+  return MPL_OK;
+}
+
+/* ZeRO-1's reduce-scatter of param pi's gradient: chunk d of this replica's gradient to
+ * replica d, then its own chunk summed in place in replica order (x0, + x1, + x2 ...): the
+ * replicas before this one summed in zsum and added to its own values (a + b and b + a
+ * have the same bits), then the later ones. Sends are eager, so sending everything first
+ * cannot deadlock. */
+static int dp_reduce_scatter(RankCtx *rc, int pi, MplErr *err) {
+  MplRun *r = rc->run;
+  const JobParam *p = &r->job->params[pi];
+  float *g = rc->grad[pi];
+  int64_t lo, n;
+  comm_count(rc, MPL_COMM_DP_REDUCE_SCATTER, (size_t)p->numel * 4);
+  double t0 = trace_t(rc);
+  for (int d = 0; d < r->dp; d++) {
+    mpl_dp_chunk(p->numel, r->dp, d, &lo, &n);
+    if (d != rc->dpi && n > 0 &&
+        rc->comm->ops->send(rc->comm, world_of(r, d, rc->tpi, rc->rank), TAG_ZERO(0, pi), g + lo, (size_t)n * 4) != MPL_OK)
+      return rank_fail(rc, err, "ZeRO reduce-scatter of %s: %s", p->name, rc->comm->err.msg);
+  }
+  my_chunk(rc, pi, &lo, &n);
+  for (int d = 0; d < r->dp && n > 0; d++) {
+    if (d == rc->dpi) {
+      if (d > 0 && rc->dev.ops->accum_f32(&rc->dev, g + lo, rc->zsum, n, err) != MPL_OK) return MPL_ERR;
+      continue;
+    }
+    float *in = d == 0 ? rc->zsum : rc->zin;
+    if (rc->comm->ops->recv(rc->comm, world_of(r, d, rc->tpi, rc->rank), TAG_ZERO(0, pi), in, (size_t)n * 4) != MPL_OK)
+      return rank_fail(rc, err, "ZeRO reduce-scatter of %s: %s", p->name, rc->comm->err.msg);
+    if (d > 0 && rc->dev.ops->accum_f32(&rc->dev, d < rc->dpi ? rc->zsum : g + lo, in, n, err) != MPL_OK) return MPL_ERR;
+  }
+  trace_comm(rc, "dp_reduce_scatter", t0);
+  return MPL_OK;
+}
+
+/* ---- the clipping norm ------------------------------------------------------------------ */
+
+/* The squares of this replica's chunk of param pi's gradient, on the device, into
+ * norm_dev[pi]; a param that is whole under tp is added by tp index 0 alone (JF_TP0). */
+static int norm_add(RankCtx *rc, const JobIns *in, MplErr *err) {
+  int64_t lo, n;
+  if ((in->flags & JF_TP0) && rc->tpi != 0) return MPL_OK;
+  my_chunk(rc, in->param, &lo, &n);
+  if (n == 0) return MPL_OK; /* adds nothing: norm_allreduce counts it as 0 */
+  rc->norm_added[in->param] = true;
+  return rc->dev.ops->sumsq_f64(&rc->dev, rc->grad[in->param] + lo, n, &rc->norm_dev[in->param], err);
+}
+
+/* The per-param sums of every world rank, exchanged and added in world-rank order, then
+ * over params in name order: the global norm, and the coefficient CLIP applies. */
+static int norm_allreduce(RankCtx *rc, int64_t step, MplErr *err) {
+  MplRun *r = rc->run;
+  int np = r->job->nparams;
+  size_t bytes = sizeof(double) * (size_t)np;
+  double *mine = rc->norm_buf, *theirs = rc->norm_recv, *total = rc->norm_total;
+  if (np && rc->dev.ops->copy_to_host(&rc->dev, mine, rc->norm_dev, bytes, err) != MPL_OK) return MPL_ERR;
+  for (int pi = 0; pi < np; pi++) {
+    if (!rc->norm_added[pi]) mine[pi] = 0;
+    rc->norm_added[pi] = false;
+  }
+  comm_count(rc, MPL_COMM_NORM_ALLREDUCE, bytes);
+  double t0 = trace_t(rc);
+  for (int h = 0; h < r->nworld; h++)
+    if (h != rc->wrank && rc->comm->ops->send(rc->comm, h, TAG_NORM(step), mine, bytes) != MPL_OK)
+      return rank_fail(rc, err, "gradient norm: %s", rc->comm->err.msg);
+  memset(total, 0, bytes);
+  for (int h = 0; h < r->nworld; h++) {
+    const double *src = mine;
+    if (h != rc->wrank) {
+      if (rc->comm->ops->recv(rc->comm, h, TAG_NORM(step), theirs, bytes) != MPL_OK)
+        return rank_fail(rc, err, "gradient norm: %s", rc->comm->err.msg);
+      src = theirs;
+    }
+    for (int pi = 0; pi < np; pi++) total[pi] += src[pi];
+  }
+  trace_comm(rc, "norm_allreduce", t0);
+  double s = 0;
+  for (int pi = 0; pi < np; pi++) s += total[pi];
+  double norm = sqrt(s);
+  if (!isfinite(norm))
+    return rank_fail(rc, err, "step %lld: the gradient norm is %s: training stopped before the update, nothing more "
+                     "is written (lower the learning rate)", (long long)step + 1, isnan(norm) ? "nan" : "inf");
+  rc->clip_coef = mpl_clip_coef(norm, r->ocfg.grad_clip);
+  return MPL_OK;
+}
+
+static int clip(RankCtx *rc, const JobIns *in, MplErr *err) {
+  int64_t lo, n;
+  if (rc->clip_coef >= 1.0) return MPL_OK;
+  range_of(rc, in->param, in->flags, &lo, &n);
+  return n > 0 ? rc->dev.ops->scale_f32(&rc->dev, rc->grad[in->param] + lo, n, (float)rc->clip_coef, err) : MPL_OK;
+}
+
+/* ---- the update ------------------------------------------------------------------------ */
+
+static int update(RankCtx *rc, const JobIns *in, int64_t step, MplErr *err) {
+  MplRun *r = rc->run;
+  const JobParam *p = &r->job->params[in->param];
+  const MplOptimCfg *c = &r->ocfg;
+  int64_t lo, n;
+  range_of(rc, in->param, in->flags, &lo, &n);
+  if (n == 0) return MPL_OK;
+  float *w = (float *)vptr(rc, p->value, 0) + lo, *g = rc->grad[in->param] + lo;
+  float *m = rc->opt[0][in->param], *v = rc->opt[1][in->param];
+  double lr = mpl_lr_at(c, step);
+  if (c->kind == MPL_OPT_ADAMW)
+    return rc->dev.ops->adamw(&rc->dev, w, g, m, v, n, lr, c->beta1, c->beta2, c->eps, p->decay ? c->weight_decay : 0.0,
+                              step + 1, err);
+  return rc->dev.ops->sgd(&rc->dev, w, g, m, n, lr, c->momentum, r->optim_fresh, err);
+}
+
+/* ZeRO-1's all-gather of param pi: this replica's updated chunk to the others (eager
+ * sends), then theirs, written in place. Every replica runs the same instructions in
+ * the same order, so the sends of one param all go before its receives. */
+static int dp_allgather(RankCtx *rc, int pi, MplErr *err) {
+  MplRun *r = rc->run;
+  const JobParam *p = &r->job->params[pi];
+  float *w = vptr(rc, p->value, 0);
+  int64_t lo, n;
+  comm_count(rc, MPL_COMM_DP_ALLGATHER, (size_t)p->numel * 4);
+  double t0 = trace_t(rc);
+  my_chunk(rc, pi, &lo, &n);
+  for (int d = 0; d < r->dp && n > 0; d++)
+    if (d != rc->dpi &&
+        rc->comm->ops->send(rc->comm, world_of(r, d, rc->tpi, rc->rank), TAG_ZERO(1, pi), w + lo, (size_t)n * 4) != MPL_OK)
+      return rank_fail(rc, err, "ZeRO all-gather of %s: %s", p->name, rc->comm->err.msg);
+  for (int d = 0; d < r->dp; d++) {
+    mpl_dp_chunk(p->numel, r->dp, d, &lo, &n);
+    if (d != rc->dpi && n > 0 &&
+        rc->comm->ops->recv(rc->comm, world_of(r, d, rc->tpi, rc->rank), TAG_ZERO(1, pi), w + lo, (size_t)n * 4) != MPL_OK)
+      return rank_fail(rc, err, "ZeRO all-gather of %s: %s", p->name, rc->comm->err.msg);
+  }
+  trace_comm(rc, "dp_allgather", t0);
+  return MPL_OK;
+}
+
+int upd_run(RankCtx *rc, const JobIns *in, int64_t step, MplErr *err) {
+  switch (in->kind) {
+  case JI_TIED_SEND: return tied_send(rc, in, err);
+  case JI_GRAD_SUM: return grad_sum(rc, in->param, err);
+  case JI_DP_ALLREDUCE: return dp_allreduce(rc, in->param, err);
+  case JI_DP_REDUCE_SCATTER: return dp_reduce_scatter(rc, in->param, err);
+  case JI_NORM_ADD: return norm_add(rc, in, err);
+  case JI_NORM_ALLREDUCE: return norm_allreduce(rc, step, err);
+  case JI_CLIP: return clip(rc, in, err);
+  case JI_UPDATE: return update(rc, in, step, err);
+  case JI_DP_ALLGATHER: return dp_allgather(rc, in->param, err);
+  default: return rank_fail(rc, err, "unknown instruction kind %d", in->kind);
+  }
+}
+
+/* ---- set-up ------------------------------------------------------------------------------ */
+
+/* Bytes rounded up to keep every carved buffer 256-byte aligned. */
+static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
+
+/* What the rank's update instructions need, per param: a scratch sum (GRAD_SUM), the
+ * optimizer state's length (UPDATE), and the largest receive buffers. */
+typedef struct Needs {
+  bool *sum;          /* [nparams] */
+  int64_t *state;     /* [nparams] elements per slot, -1: none */
+  int64_t tmp, zchunk;
+} Needs;
+
+static int find_needs(const RankCtx *rc, Needs *nd, MplErr *err) {
+  const Job *job = rc->run->job;
+  const JobRank *jr = &job->ranks[rc->rank];
+  int64_t lo, n;
+  for (int pi = 0; pi < job->nparams; pi++) nd->state[pi] = -1;
+  for (int i = 0; i < jr->nins; i++) {
+    const JobIns *in = &jr->ins[i];
+    if (!job_ins_is_update(in->kind) || in->param < 0) continue;
+    const JobParam *p = &job->params[in->param];
+    if (!rc->holds[in->param]) return mpl_errf(err, "rank %d: %s of %s, which it does not hold", rc->rank, job_ins_name(in->kind), p->name);
+    if (in->kind == JI_GRAD_SUM) {
+      nd->sum[in->param] = true;
+      if (p->numel > nd->tmp) nd->tmp = p->numel;
+    }
+    if (in->kind == JI_UPDATE) range_of(rc, in->param, in->flags, &lo, &nd->state[in->param]);
+    if (in->kind == JI_DP_REDUCE_SCATTER && (my_chunk(rc, in->param, &lo, &n), n > nd->zchunk)) nd->zchunk = n;
+  }
+  return MPL_OK;
+}
+
+/* The gradient of a param without GRAD_SUM is its one use's accumulator, on this rank. */
+static int own_accumulator(RankCtx *rc, int pi, MplErr *err) {
+  const Job *job = rc->run->job;
+  const JobParam *p = &job->params[pi];
+  if (p->nuses != 1 || use_rank(job, p, 0) != rc->rank)
+    return mpl_errf(err, "param %s: %d uses and no grad_sum on rank %d", p->name, p->nuses, rc->rank);
+  rc->grad[pi] = vptr(rc, p->use_value[0], 0);
+  return MPL_OK;
+}
+
+/* Carves state_mem (pass 0 measures, pass 1 assigns): scratch sums, optimizer slots,
+ * the tied receive buffer, ZeRO's two chunk buffers, the sums of squares. */
+static size_t carve(RankCtx *rc, const Needs *nd, int nslots, uint8_t *base) {
+  const Job *job = rc->run->job;
+  size_t at = 0;
+  for (int pi = 0; pi < job->nparams; pi++) {
+    if (nd->sum[pi]) {
+      if (base) rc->grad[pi] = (float *)(base + at);
+      at += align256((size_t)job->params[pi].numel * 4 + 4);
+    }
+    for (int k = 0; k < nslots && nd->state[pi] >= 0; k++) {
+      if (base) rc->opt[k][pi] = (float *)(base + at);
+      at += align256((size_t)nd->state[pi] * 4 + 4);
+    }
+  }
+  float **bufs[3] = {&rc->tmp, &rc->zsum, &rc->zin};
+  int64_t lens[3] = {nd->tmp, nd->zchunk, nd->zchunk};
+  for (int k = 0; k < 3; k++) {
+    if (base) *bufs[k] = (float *)(base + at);
+    at += align256((size_t)lens[k] * 4 + 4);
+  }
+  if (base) rc->norm_dev = (double *)(base + at);
+  return at + align256(sizeof(double) * ((size_t)job->nparams + 1));
+}
+
+int upd_init_rank(MplRun *r, RankCtx *rc, MplErr *err) {
+  const Job *job = r->job;
+  const MplDeviceOps *o = rc->dev.ops;
+  if (!o->accum_f32 || !o->copy_device || !o->sumsq_f64 || !o->scale_f32 || !o->sgd || !o->adamw)
+    return mpl_errf(err, "the %s device lacks the optimizer operations", o->name);
+  int nslots = r->ocfg.kind == MPL_OPT_ADAMW ? 2 : (r->ocfg.momentum != 0 ? 1 : 0);
+  Needs nd = {.sum = mpl_calloc((size_t)job->nparams + 1, 1), .state = mpl_calloc((size_t)job->nparams + 1, 8)};
+  int st = nd.sum && nd.state ? find_needs(rc, &nd, err) : mpl_errf(err, "out of memory");
+  size_t total = st == MPL_OK ? carve(rc, &nd, nslots, NULL) : 0;
+  if (st == MPL_OK) st = o->arena_alloc(&rc->dev, total, &rc->state_mem, err);
+  if (st == MPL_OK) st = o->zero(&rc->dev, rc->state_mem, total, err);
+  if (st == MPL_OK) carve(rc, &nd, nslots, rc->state_mem);
+  for (int pi = 0; pi < job->nparams && st == MPL_OK; pi++)
+    if (rc->holds[pi] && job->params[pi].nuses > 0 && !nd.sum[pi]) st = own_accumulator(rc, pi, err);
+  mpl_free(nd.sum);
+  mpl_free(nd.state);
+  return st;
+}
+
+void upd_free_rank(RankCtx *rc) {
+  if (rc->state_mem) rc->dev.ops->arena_free(&rc->dev, rc->state_mem);
+  rc->state_mem = NULL;
+}
