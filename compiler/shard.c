@@ -50,6 +50,8 @@ typedef struct Refusal {
   int times;          /* distinct readers refused here: a loop or a def runs the line again */
   const char *msg;
   const Op *origin;   /* the @shard param of the split, or NULL */
+  const char *other;  /* the first reader's other refused input: its layout, or NULL */
+  const Op *other_origin;
 } Refusal;
 
 typedef struct Shard {
@@ -139,27 +141,42 @@ static Refusal *find_refusal(Shard *s, const Op *reader) {
   return NULL;
 }
 
+/* A place refused before: count another reader there, or note a second input of the first. */
+static void refuse_again(Shard *s, Refusal *r, const Op *v, const Op *reader) {
+  char have[256];
+  if (r->last != reader) {
+    r->times++;
+    r->last = reader;
+  } else if (r->reader == reader && !r->other) {
+    r->other = arena_strdup(s->g->arena, layout_desc(s, v, have, sizeof have));
+    r->other_origin = split_origin(s, v);
+  }
+}
+
+static Refusal *new_refusal(Shard *s) {
+  if (s->nrefused == s->caprefused) {
+    s->caprefused = s->caprefused ? 2 * s->caprefused : 8;
+    s->refused = realloc(s->refused, sizeof *s->refused * (size_t)s->caprefused);
+    if (!s->refused) die("out of memory");
+  }
+  return &s->refused[s->nrefused++];
+}
+
 /* split -> replicated would gather the whole value on every rank: an error unless
  * asked, noted here and reported once per place by report_refusals. */
 static void check_gather(Shard *s, const Op *v, const Op *reader) {
   if (s->allow_gather) return;
   Refusal *r = find_refusal(s, reader);
-  if (r && r->last != reader) {
-    r->times++;
-    r->last = reader;
-  }
-  if (r) return;
-  if (s->nrefused == s->caprefused) {
-    s->caprefused = s->caprefused ? 2 * s->caprefused : 8;
-    s->refused = realloc(s->refused, sizeof *s->refused * (size_t)s->caprefused);
-    if (!s->refused) die("out of memory");
+  if (r) {
+    refuse_again(s, r, v, reader);
+    return;
   }
   char have[256];
   const char *msg = arena_printf(s->g->arena,
                                  "%s needs its input replicated, but the input is %s: that would all-gather the whole value "
                                  "on every tp rank (pass --allow-gather to accept it, or shard so that this op keeps the split)",
                                  op_name(reader->kind), layout_desc(s, v, have, sizeof have));
-  s->refused[s->nrefused++] = (Refusal){op_user_loc(reader), reader, reader, 1, msg, split_origin(s, v)};
+  *new_refusal(s) = (Refusal){op_user_loc(reader), reader, reader, 1, msg, split_origin(s, v), NULL, NULL};
 }
 
 /* One error per place refused, with how many more ops there were refused the same. */
@@ -171,6 +188,8 @@ static void report_refusals(Shard *s) {
     else diag_error(s->d, r->at, "%s", r->msg);
     if (r->reader->site) note_inside(s->d, r->reader->loc, r->reader->site->inside);
     if (r->origin) diag_note(s->d, r->origin->loc, "the split comes from @shard on '%s'", r->origin->name);
+    if (r->other && r->other_origin)
+      diag_note(s->d, r->other_origin->loc, "the other input is %s, from @shard on '%s'", r->other, r->other_origin->name);
   }
 }
 
