@@ -105,6 +105,10 @@ Op *graph_add(Graph *g, OpKind k, int nin, const int *in, Loc loc) {
   return op;
 }
 
+Loc op_user_loc(const Op *op) { return op->site ? op->site->loc : op->loc; }
+
+void note_inside(Diag *d, Loc loc, const char *inside) { diag_note(d, loc, "the error is in this line of %s", inside); }
+
 int graph_params(const Graph *g, Op ***out, Arena *a) {
   int n = 0;
   for (int i = 0; i < g->nops; i++) n += g->ops[i]->kind == OP_PARAM;

@@ -129,6 +129,13 @@ typedef enum Phase {
   PH_RECOMP, /* a forward op rerun before the backward (@recompute) */
 } Phase;
 
+/* The user's call that led into a stdlib def, shared by the ops that def makes:
+ * errors about those ops point at the call, with a note at the stdlib line. */
+typedef struct CallSite {
+  Loc loc;            /* the call, in the user's file */
+  const char *inside; /* "nn.attention (called by nn.block)" */
+} CallSite;
+
 /* tp layout of a value: replicated, split on one dim, or partial sums. */
 typedef struct Layout {
   int split_dim; /* -1: not split */
@@ -148,6 +155,7 @@ typedef struct Op {
   Layout layout;
   Loc loc;       /* source location (for errors and dumps) */
   Loc stage_loc; /* where the stage was set (for notes); line 0 if inherited from nothing */
+  const CallSite *site; /* made inside a stdlib def: the user's call that led there; else NULL */
   const char *name;
   /* attributes, by kind (see OP_LIST) */
   int axis, axis2;
@@ -205,6 +213,8 @@ typedef struct Graph {
   Mesh mesh;
   TrainConfig train;
   int nstages;       /* pp * virtual_stages */
+  const char *stages_from; /* what sets nstages, for errors: "pp = 3", "--mesh pp=4 on the command line" */
+  Loc stages_loc;    /* where: the mesh's pp (or the train block's schedule); line 0 for the command line */
   bool auto_stages;  /* no @stage in the program: the balancer places ops */
 } Graph;
 
@@ -218,6 +228,10 @@ const char *op_name(OpKind k);
 void graph_dump(FILE *out, const Graph *g);
 /* Checks the invariants above; dies with a message on a violation (internal bug). */
 void graph_verify(const Graph *g);
+/* Where an error about op points: the user's call when a stdlib def made op (op->site). */
+Loc op_user_loc(const Op *op);
+/* The note after an error moved to a user's call: "the error is in this line of nn.linear". */
+void note_inside(Diag *d, Loc loc, const char *inside);
 /* Params in id order, inputs in id order (convenience). */
 int graph_params(const Graph *g, Op ***out, Arena *a);
 

@@ -270,7 +270,7 @@ Partition *part_build(Diag *d, Graph *g0) {
   for (int s = 0; s < nst; s++) {
     bool any = false;
     for (int k = 0; k < PASS__COUNT; k++) any |= p->st[s].pass[k].n > 0;
-    if (!any) diag_error_noloc(d, "stage %d has nothing to run", s);
+    if (!any) die("partition: stage %d has nothing to run (sema_place and the balancer give every stage work)", s);
   }
   if (d->nerrors > errors) return NULL;
   part_verify(p);

@@ -9,6 +9,9 @@
  *  - Locations inside a stdlib module print as "<stdlib>/NAME.mpl".
  *  - The same error at the same place (a def body instantiated many times) is
  *    reported once; its notes are dropped with it.
+ *  - An error inside a stdlib def is reported at the user's call that led there,
+ *    with a note at the stdlib line; one inside a def of the user's keeps its
+ *    place and notes the call that ran it.
  *  - sema_program returns a graph only when no error was reported.
  */
 #include "sema_int.h"
@@ -59,21 +62,84 @@ void strmap_put(Arena *a, StrMap *m, const char *key, void *val) {
 }
 
 /* ---- diagnostics, deduplicated -------------------------------------------- */
-void sema_err(Sema *S, Loc loc, const char *fmt, ...) {
-  char msg[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  const char *key = arena_printf(S->a, "%s:%d:%d:%s", loc.file ? loc.file : "", loc.line, loc.col, msg);
+bool sema_in_stdlib(Loc loc) { return loc.file && !strncmp(loc.file, "<stdlib>/", 9); }
+
+/* The innermost frame whose call is in the user's code, or -1. */
+static int user_frame(const Sema *S) {
+  for (int i = S->depth - 1; i >= 0; i--)
+    if (!sema_in_stdlib(S->frames[i].call)) return i;
+  return -1;
+}
+
+/* "nn.attention (called by nn.block)": the stdlib defs from the innermost frame out to k. */
+static const char *inside_desc(Sema *S, int k) {
+  const char *s = S->frames[S->depth - 1].callee;
+  for (int i = S->depth - 2; i >= k; i--)
+    s = arena_printf(S->a, i == S->depth - 2 ? "%s (called by %s" : "%s, called by %s", s, S->frames[i].callee);
+  return S->depth - 2 >= k ? arena_printf(S->a, "%s)", s) : s;
+}
+
+const CallSite *sema_site(Sema *S) {
+  if (S->depth == 0 || !S->frames[S->depth - 1].stdlib) return NULL;
+  CallFrame *f = &S->frames[S->depth - 1];
+  int k = user_frame(S);
+  if (k < 0) return NULL;
+  if (!f->site) {
+    f->site = arena_alloc(S->a, sizeof *f->site);
+    *f->site = (CallSite){S->frames[k].call, inside_desc(S, k)};
+  }
+  return f->site;
+}
+
+/* The note of where the user's def that went wrong was called: it follows the error's
+ * own notes, so it is printed at the next error or when sema ends. */
+static void flush_called_from(Sema *S) {
+  if (S->called_from.line) diag_note(S->d, S->called_from, "%s is called from here", S->called_from_def);
+  S->called_from = (Loc){0};
+}
+
+/* Reports msg at loc, or at site's user call with a note at loc; then, when a def of
+ * the user's is being run (caller >= 0), where it was called. Once per place and text. */
+static void report(Sema *S, Loc loc, const CallSite *site, int caller, const char *msg) {
+  flush_called_from(S);
+  Loc at = site ? site->loc : loc;
+  const char *key = arena_printf(S->a, "%s:%d:%d:%s", at.file ? at.file : "", at.line, at.col, msg);
   if (strmap_get(&S->reported, key)) {
     S->last_dropped = true;
     return;
   }
   strmap_put(S->a, &S->reported, key, (void *)1);
   S->last_dropped = false;
-  if (loc.line) diag_error(S->d, loc, "%s", msg);
+  if (at.line) diag_error(S->d, at, "%s", msg);
   else diag_error_noloc(S->d, "%s", msg);
+  if (site && at.line) note_inside(S->d, loc, site->inside);
+  if (caller >= 0 && at.line && !loc_same(S->frames[caller].call, at)) {
+    S->called_from = S->frames[caller].call;
+    S->called_from_def = S->frames[caller].callee;
+  }
+}
+
+/* An error inside a stdlib def goes to the user's call that led there; one inside a
+ * def of the user's notes the call that ran it. */
+void sema_err(Sema *S, Loc loc, const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  const CallSite *site = sema_in_stdlib(loc) ? sema_site(S) : NULL;
+  int caller = site ? user_frame(S) - 1 : S->depth - 1;
+  if (caller >= 0 && S->frames[caller].stdlib) caller = -1;
+  report(S, loc, site, caller, msg);
+}
+
+void sema_err_op(Sema *S, const Op *op, const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  report(S, op->loc, op->site, -1, msg);
 }
 
 void sema_note(Sema *S, Loc loc, const char *fmt, ...) {
@@ -302,6 +368,19 @@ static void model_inputs(Sema *S, Scope *sc, Node *model) {
   }
 }
 
+/* Where a returned value that is not a loss was made (a stdlib def's result: the call). */
+static void note_loss_made(Sema *S, Value r) {
+  if (r.kind != V_TENSOR) {
+    if (r.loc.line) sema_note(S, r.loc, "%s was made here", sema_value_desc(S, r));
+    return;
+  }
+  const Op *op = S->g->ops[r.op];
+  const char *name = S->varname[op->id] ? S->varname[op->id] : op->name;
+  const char *what = sema_value_desc(S, r);
+  if (name) sema_note(S, op_user_loc(op), "'%s' %s was made here", name, what);
+  else sema_note(S, op_user_loc(op), "%s was made here", what);
+}
+
 /* Runs the model body and checks the loss it returns. */
 static void build_model(Sema *S, Node *model) {
   Scope *sc = arena_alloc(S->a, sizeof *sc);
@@ -320,7 +399,8 @@ static void build_model(Sema *S, Node *model) {
   if (r.kind == V_ERR) return;
   const Op *op = r.kind == V_TENSOR ? S->g->ops[r.op] : NULL;
   if (!op || op->shape.rank != 0 || op->dtype != DT_F32) {
-    sema_err(S, r.loc.line ? r.loc : model->loc, "the model must return a scalar f32 loss, not %s", sema_value_desc(S, r));
+    sema_err(S, sc->ret_loc, "the model must return a scalar f32 loss, not %s", sema_value_desc(S, r));
+    note_loss_made(S, r);
     return;
   }
   S->g->loss = r.op;
@@ -357,6 +437,7 @@ Graph *sema_program(Diag *d, Arena *a, Node *program, const CompileOptions *opt)
   sema_train_overrides(S, train ? train->loc : (Loc){0});
   if (model && !S->stop) build_model(S, model);
   if (d->nerrors == errors0 && !S->stop) sema_place_finish(S);
+  flush_called_from(S);
   if (d->nerrors != errors0 || S->stop) return NULL;
   input_bounds(S);
   graph_verify(S->g);

@@ -97,6 +97,7 @@ typedef struct Scope {
   StrMap insts;       /* local instance name -> InstName* */
   bool returned;
   Value ret;
+  Loc ret_loc;        /* the return statement */
   bool is_model;
   int nest;           /* depth of for/if/block bodies being run */
 } Scope;
@@ -107,6 +108,15 @@ typedef struct Place {
   Loc stage_loc;
   bool recompute;
 } Place;
+
+/* One def call being run: errors inside a stdlib def move to the user's call
+ * (sema.c), and the ops it makes remember that call (Op.site). */
+typedef struct CallFrame {
+  Loc call;          /* the call expression */
+  const char *callee;/* as shown: "nn.linear", "mlp" */
+  bool stdlib;       /* the def is in a stdlib module */
+  CallSite *site;    /* made on first use (sema_site) */
+} CallFrame;
 
 typedef struct Sema {
   Diag *d;
@@ -119,15 +129,20 @@ typedef struct Sema {
   StrMap inst_prefixes;/* every instance's global prefix -> (void*)1 */
   StrMap reported;     /* "file:line:col:msg" of reported errors (dedupe) */
   bool last_dropped;
+  Loc called_from;     /* the last error's "called from here" note, printed after its other notes */
+  const char *called_from_def;
   Place place;
   int seg;             /* current model-body segment */
   int depth;           /* def call depth */
+  CallFrame frames[SEMA_MAX_DEPTH]; /* the def calls being run, outermost first */
   int64_t steps;
   bool stop;           /* a limit was hit: unwind quietly */
   bool any_stage_annot;
   int dropout_keys;
   int64_t B, T;        /* the model signature's batch and sequence dims */
   Loc batch_loc;       /* the train block's batch value, for its error */
+  Loc mesh_pp_loc;     /* the mesh declaration's pp, for the empty-stage error */
+  Loc sched_loc;       /* the train block's schedule value, likewise */
   const char **varname;/* op id -> a variable name that held it (for messages) */
   int64_t *bound;      /* op id -> exclusive upper bound for an i32 INPUT (0: none) */
   int cap_aux;
@@ -136,6 +151,12 @@ typedef struct Sema {
 /* sema.c */
 void sema_err(Sema *S, Loc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void sema_note(Sema *S, Loc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* An error about op (after the model is built): at its user's call if a stdlib def made it. */
+void sema_err_op(Sema *S, const Op *op, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Is loc in a stdlib module ("<stdlib>/NAME.mpl")? */
+bool sema_in_stdlib(Loc loc);
+/* The user's call that led into the stdlib def being run; NULL outside one. */
+const CallSite *sema_site(Sema *S);
 Module *sema_module_find(Sema *S, const char *name, Loc loc);
 const char *sema_value_desc(Sema *S, Value v);
 

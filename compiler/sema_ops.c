@@ -40,6 +40,7 @@ Op *sema_op(Sema *S, OpKind k, int nin, const int *in, Loc loc) {
   if (S->g->nops >= S->cap_aux) grow_aux(S);
   Op *op = graph_add(S->g, k, nin, in, loc);
   op->seg = S->seg;
+  op->site = sema_site(S);
   OpClass c = op_info[k].cls;
   if (c == OPC_L || c == OPC_C) return op;
   op->recompute = S->place.recompute;

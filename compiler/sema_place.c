@@ -59,22 +59,83 @@ static void check_flow(Sema *S) {
       Op *x = g->ops[op->in[j]];
       if (x->stage <= op->stage || reported[x->id]) continue;
       reported[x->id] = true;
-      sema_err(S, op->loc, "%s flows from stage %d back to stage %d", tensor_name(S, x), x->stage, op->stage);
-      sema_note(S, x->loc, "it is made here, on stage %d", x->stage);
+      sema_err_op(S, op, "%s flows from stage %d back to stage %d", tensor_name(S, x), x->stage, op->stage);
+      sema_note(S, op_user_loc(x), "it is made here, on stage %d", x->stage);
       if (x->stage_loc.line) sema_note(S, x->stage_loc, "stage %d was set here", x->stage);
       if (op->stage_loc.line) sema_note(S, op->stage_loc, "stage %d was set here", op->stage);
     }
   }
 }
 
+/* "a, b and c" */
+static const char *join_and(Sema *S, const char **items, int n) {
+  const char *s = items[0];
+  for (int i = 1; i < n; i++) s = arena_printf(S->a, "%s%s%s", s, i == n - 1 ? " and " : ", ", items[i]);
+  return s;
+}
+
+/* "1", "2 and 3", "1, 4 to 7 and 9": the stages with no ops (runs of three or more as
+ * ranges), NULL if none; *nempty gets their count. */
+static const char *empty_list(Sema *S, const int *count, int n, int *nempty) {
+  const char **items = arena_alloc(S->a, sizeof(char *) * (size_t)(n + 1));
+  int k = 0;
+  *nempty = 0;
+  for (int a = 0; a < n; a++) {
+    if (count[a]) continue;
+    int b = a;
+    while (b + 1 < n && !count[b + 1]) b++;
+    *nempty += b - a + 1;
+    if (b - a >= 2) items[k++] = arena_printf(S->a, "%d to %d", a, b);
+    else
+      for (int s = a; s <= b; s++) items[k++] = arena_printf(S->a, "%d", s);
+    a = b;
+  }
+  return k ? join_and(S, items, k) : NULL;
+}
+
+/* Where the stage count was overridden: --mesh over the mesh's pp, interleaved(v). */
+static void note_stage_origin(Sema *S) {
+  const Graph *g = S->g;
+  if (S->opt->mesh_set && S->opt->mesh.pp > 0 && S->mesh_pp_loc.line)
+    sema_note(S, S->mesh_pp_loc, "--mesh pp=%d replaces this pp", g->mesh.pp);
+  int v = g->train.virtual_stages;
+  if (v > 1 && !S->opt->schedule && S->sched_loc.line && !loc_same(S->sched_loc, g->stages_loc))
+    sema_note(S, S->sched_loc, "interleaved(%d) puts %d stages on each pipeline rank", v, v);
+}
+
+/* The used stages next to each run of empty ones, and the highest used one: the
+ * @stage (or @device) that first gave each of them work. */
+static void note_used_stages(Sema *S, const int *count, int n) {
+  const Graph *g = S->g;
+  bool *want = arena_alloc(S->a, (size_t)n + 1);
+  for (int s = 0; s < n; s++)
+    if (count[s] && ((s > 0 && !count[s - 1]) || (s + 1 < n && !count[s + 1]))) want[s] = true;
+  for (int s = n - 1; s >= 0; s--)
+    if (count[s]) { want[s] = true; break; }
+  for (int s = 0; s < n; s++) {
+    for (int i = 0; want[s] && i < g->nops; i++) {
+      const Op *op = g->ops[i];
+      if (op->stage != s || !op->stage_loc.line) continue;
+      sema_note(S, op->stage_loc, "stage %d is given work here", s);
+      break;
+    }
+  }
+}
+
+/* Every stage needs work: one error for all the empty ones, at what sets the stage count. */
 static void check_empty_stages(Sema *S) {
   Graph *g = S->g;
-  int n = g->nstages;
+  int n = g->nstages, nempty;
   int *count = arena_alloc(S->a, sizeof(int) * (size_t)(n + 1));
   for (int i = 0; i < g->nops; i++)
     if (g->ops[i]->stage >= 0 && g->ops[i]->stage < n) count[g->ops[i]->stage]++;
-  for (int s = 0; s < n; s++)
-    if (!count[s]) sema_err(S, (Loc){0}, "stage %d has nothing on it (the mesh has %d stage%s; give each some work with @stage)", s, n, n == 1 ? "" : "s");
+  const char *list = empty_list(S, count, n, &nempty);
+  if (!list) return;
+  sema_err(S, g->stages_loc, "%s %s %s nothing on %s (%s gives %d stages; give each some work with @stage)",
+           nempty == 1 ? "stage" : "stages", list, nempty == 1 ? "has" : "have", nempty == 1 ? "it" : "them",
+           g->stages_from, n);
+  note_stage_origin(S);
+  note_used_stages(S, count, n);
 }
 
 void sema_place_finish(Sema *S) {

@@ -369,6 +369,7 @@ static void exec_stmt(Sema *S, Scope *sc, Node *st) {
   case N_PARAM: exec_param(S, sc, st); break;
   case N_RETURN:
     sc->ret = st->a ? sema_eval(S, sc, st->a) : (Value){.kind = V_VOID};
+    sc->ret_loc = st->loc;
     sc->returned = true;
     break;
   case N_IF: exec_if(S, sc, st); break;
@@ -531,6 +532,8 @@ static bool collect_args(Sema *S, Scope *sc, Node *call, Node *def, const char *
   return ok;
 }
 
+/* Binds the arguments and runs the body in a new scope, with a frame on S->frames
+ * for the errors inside it. */
 static Value call_body(Sema *S, Scope *sc, Node *call, Node *def, Module *mod, const char *callee, const char *prefix) {
   int np = def->list.n;
   Value *vals = arena_alloc(S->a, sizeof(Value) * (size_t)(np + 1));
@@ -553,12 +556,11 @@ static Value call_body(Sema *S, Scope *sc, Node *call, Node *def, Module *mod, c
       ok &= bind_arg(S, nsc, &cc, pd, vals[j], locs[j]);
     }
   if (!ok) return verr();
-  S->depth++;
+  S->frames[S->depth++] = (CallFrame){.call = call->loc, .callee = callee, .stdlib = sema_in_stdlib(def->loc)};
   sema_exec_body(S, nsc, &def->body);
+  Value r = nsc->returned ? nsc->ret : (Value){.kind = V_VOID};
+  if (def->a && r.kind == V_TENSOR && !match_type(S, nsc, &cc, def->a, r, "the result", r.loc)) r = verr();
   S->depth--;
-  if (!nsc->returned) return (Value){.kind = V_VOID};
-  Value r = nsc->ret;
-  if (def->a && r.kind == V_TENSOR && !match_type(S, nsc, &cc, def->a, r, "the result", r.loc)) return verr();
   return r;
 }
 

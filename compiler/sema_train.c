@@ -47,6 +47,7 @@ void sema_mesh(Sema *S, Node *mesh) {
       int64_t v;
       if (!pos_int(S, sc, arg->a, arena_printf(S->a, "mesh axis %s", axes[ax]), 1, &v)) continue;
       if (v > 65536) { sema_err(S, arg->a->loc, "mesh axis %s = %lld is too large", axes[ax], (long long)v); continue; }
+      if (ax == 1) S->mesh_pp_loc = arg->loc;
       if (ax == 0) m.dp = (int)v; else if (ax == 1) m.pp = (int)v; else m.tp = (int)v;
     }
   }
@@ -139,6 +140,7 @@ static bool set_schedule(Sema *S, const char *name, int64_t v, bool has_v) {
 
 static void key_schedule(Sema *S, Scope *sc, Node *e) {
   const char *fn = callee_name(e);
+  S->sched_loc = e->loc;
   int64_t v = 0;
   bool has_v = e->kind == N_CALL;
   if (fn && has_v && e->list.n == 1 && !pos_int(S, sc, ((Node *)e->list.items[0])->a, "interleaved's v", 1, &v)) return;
@@ -260,6 +262,18 @@ static void override_schedule(Sema *S, const char *s) {
   if (!ok) sema_err(S, (Loc){0}, "--schedule %s: expected sequential, gpipe, 1f1b, interleaved(v) or zb", s);
 }
 
+/* What sets the stage count, and where, for the errors about stages (Graph.stages_from):
+ * "pp = 2 with interleaved(2) from --schedule" at the mesh's pp. */
+static void stages_origin(Sema *S) {
+  Graph *g = S->g;
+  bool pp_cli = S->opt->mesh_set && S->opt->mesh.pp > 0, v_cli = S->opt->schedule != NULL;
+  int v = g->train.virtual_stages;
+  const char *pp = arena_printf(S->a, pp_cli ? "--mesh pp=%d on the command line" : "pp = %d", g->mesh.pp);
+  g->stages_from = v > 1 ? arena_printf(S->a, "%s with interleaved(%d)%s", pp, v, v_cli ? " from --schedule" : "") : pp;
+  if (!pp_cli && S->mesh_pp_loc.line) g->stages_loc = S->mesh_pp_loc;
+  else if (v > 1 && !v_cli) g->stages_loc = S->sched_loc;
+}
+
 void sema_train_overrides(Sema *S, Loc loc) {
   TrainConfig *t = &S->g->train;
   Graph *g = S->g;
@@ -274,4 +288,5 @@ void sema_train_overrides(Sema *S, Loc loc) {
   S->B = t->batch / per > 0 ? t->batch / per : 1;
   S->T = t->seq;
   g->nstages = g->mesh.pp * t->virtual_stages;
+  stages_origin(S);
 }

@@ -11,7 +11,9 @@
  *    (column-parallel): the input goes through TP_ENTER (identity forward, all-reduce
  *    of its gradient), the output is split on its last dimension;
  *  - matmul of an input split on its contracted dimension with a weight split on its
- *    rows (row-parallel): a partial sum;
+ *    rows (row-parallel): a partial sum; a replicated input (or a partial sum) is first
+ *    cut to this rank's part of that dimension (TP_SLICE, free; REDUCE_SCATTER), as in
+ *    Megatron's RowParallelLinear with input_is_parallel = False;
  *  - batched matmuls whose operands are split on the same batch dimension stay split;
  *  - elementwise ops keep a split when their inputs agree (a replicated input that is
  *    not broadcast along the split dimension is cut with TP_SLICE, free); ops linear
@@ -27,7 +29,9 @@
  * partial -> replicated ALLREDUCE, partial -> split REDUCE_SCATTER, replicated ->
  * split TP_SLICE (no communication). split -> replicated (ALLGATHER) would re-gather
  * the whole value on every tp rank: that is a compile error naming the op, both
- * layouts and where the split came from, unless --allow-gather asks for it.
+ * layouts and where the split came from, unless --allow-gather asks for it; one
+ * error per place (a loop or a def running the line again adds "and N more times"),
+ * at the user's call when the op is inside a stdlib def.
  * Invariants: no value leaves the pass as a partial sum; the loss is replicated;
  * Op.layout describes each value's layout (TP_SLICE, REDUCE_SCATTER: the split they
  * make; ALLGATHER: its input's).
@@ -38,6 +42,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A refused re-gather, reported once per place when the pass ends. */
+typedef struct Refusal {
+  Loc at;             /* where it is reported: the reader's place, or its user's call */
+  const Op *reader;   /* the first reader refused here (an op of the old graph) */
+  const Op *last;     /* the last one counted */
+  int times;          /* distinct readers refused here: a loop or a def runs the line again */
+  const char *msg;
+  const Op *origin;   /* the @shard param of the split, or NULL */
+  const char *other;  /* the first reader's other refused input: its layout, or NULL */
+  const Op *other_origin;
+} Refusal;
+
 typedef struct Shard {
   Diag *d;
   Graph *g;
@@ -47,6 +63,8 @@ typedef struct Shard {
   int *gather;  /* new id -> its ALLGATHER, or -1 */
   int *reduced; /* new id (a partial sum) -> its ALLREDUCE, or -1 */
   int cap;
+  Refusal *refused;
+  int nrefused, caprefused;
 } Shard;
 
 static const Layout REPL = {.split_dim = -1, .groups = 1};
@@ -114,16 +132,65 @@ static const Op *split_origin(const Shard *s, const Op *op) {
   return NULL;
 }
 
-/* split -> replicated would gather the whole value on every rank: an error unless asked. */
+/* The refusal already noted for reader's place (its own and where it is reported), or NULL. */
+static Refusal *find_refusal(Shard *s, const Op *reader) {
+  for (int i = 0; i < s->nrefused; i++) {
+    Refusal *r = &s->refused[i];
+    if (loc_same(r->at, op_user_loc(reader)) && loc_same(r->reader->loc, reader->loc)) return r;
+  }
+  return NULL;
+}
+
+/* A place refused before: count another reader there, or note a second input of the first. */
+static void refuse_again(Shard *s, Refusal *r, const Op *v, const Op *reader) {
+  char have[256];
+  if (r->last != reader) {
+    r->times++;
+    r->last = reader;
+  } else if (r->reader == reader && !r->other) {
+    r->other = arena_strdup(s->g->arena, layout_desc(s, v, have, sizeof have));
+    r->other_origin = split_origin(s, v);
+  }
+}
+
+static Refusal *new_refusal(Shard *s) {
+  if (s->nrefused == s->caprefused) {
+    s->caprefused = s->caprefused ? 2 * s->caprefused : 8;
+    s->refused = realloc(s->refused, sizeof *s->refused * (size_t)s->caprefused);
+    if (!s->refused) die("out of memory");
+  }
+  return &s->refused[s->nrefused++];
+}
+
+/* split -> replicated would gather the whole value on every rank: an error unless
+ * asked, noted here and reported once per place by report_refusals. */
 static void check_gather(Shard *s, const Op *v, const Op *reader) {
   if (s->allow_gather) return;
+  Refusal *r = find_refusal(s, reader);
+  if (r) {
+    refuse_again(s, r, v, reader);
+    return;
+  }
   char have[256];
-  diag_error(s->d, reader->loc,
-             "%s needs its input replicated, but the input is %s: that would all-gather the whole value on every "
-             "tp rank (pass --allow-gather to accept it, or shard so that this op keeps the split)",
-             op_name(reader->kind), layout_desc(s, v, have, sizeof have));
-  const Op *p = split_origin(s, v);
-  if (p) diag_note(s->d, p->loc, "the split comes from @shard on '%s'", p->name);
+  const char *msg = arena_printf(s->g->arena,
+                                 "%s needs its input replicated, but the input is %s: that would all-gather the whole value "
+                                 "on every tp rank (pass --allow-gather to accept it, or shard so that this op keeps the split)",
+                                 op_name(reader->kind), layout_desc(s, v, have, sizeof have));
+  *new_refusal(s) = (Refusal){op_user_loc(reader), reader, reader, 1, msg, split_origin(s, v), NULL, NULL};
+}
+
+/* One error per place refused, with how many more ops there were refused the same. */
+static void report_refusals(Shard *s) {
+  for (int i = 0; i < s->nrefused; i++) {
+    const Refusal *r = &s->refused[i];
+    if (r->times > 1)
+      diag_error(s->d, r->at, "%s (and %d more time%s)", r->msg, r->times - 1, r->times == 2 ? "" : "s");
+    else diag_error(s->d, r->at, "%s", r->msg);
+    if (r->reader->site) note_inside(s->d, r->reader->loc, r->reader->site->inside);
+    if (r->origin) diag_note(s->d, r->origin->loc, "the split comes from @shard on '%s'", r->origin->name);
+    if (r->other && r->other_origin)
+      diag_note(s->d, r->other_origin->loc, "the other input is %s, from @shard on '%s'", r->other, r->other_origin->name);
+  }
 }
 
 /* The replicated (whole) value of new op v, for a reader like `reader` (whose stage a
@@ -187,7 +254,22 @@ static int fallback(Shard *s, const Op *src, const int *in) {
 
 /* ---- the rules ------------------------------------------------------------------------- */
 
+/* Row-parallel on a whole input (Megatron's RowParallelLinear with input_is_parallel =
+ * False): a replicated input, or a partial sum, times a weight split on its rows is
+ * cut to this rank's part of the contracted dimension (TP_SLICE, free; a partial sum
+ * is REDUCE_SCATTERed) and gives a partial sum. -1 if the operands are not like that. */
+static int row_whole_input(Shard *s, const Op *src, const int *in) {
+  const Op *a = s->g->ops[in[0]], *b = s->g->ops[in[1]];
+  int ra = a->shape.rank, rb = b->shape.rank;
+  int a_k = src->ta ? ra - 2 : ra - 1, b_k = src->tb ? rb - 1 : rb - 2;
+  if (is_split(a) || !is_split(b) || b->layout.split_dim != b_k || b->layout.groups != 1) return -1;
+  int r[2] = {make_split(s, in[0], a_k, 1, src), in[1]};
+  return finish(s, clone_with(s, src, 2, r), src, PARTIAL);
+}
+
 static int shard_matmul(Shard *s, const Op *src, const int *in0) {
+  int row = row_whole_input(s, src, in0);
+  if (row >= 0) return row;
   int in[2];
   for (int j = 0; j < 2; j++) /* a partial sum is reduced first; splits stay for the rules below */
     in[j] = is_partial(s->g->ops[in0[j]]) ? make_repl(s, in0[j], src) : in0[j];
@@ -386,6 +468,8 @@ Graph *shard_program(Diag *d, Graph *old, bool allow_gather) {
     s.map[i] = shard_op(&s, src, in);
   }
   s.g->loss = old->loss >= 0 ? make_repl(&s, s.map[old->loss], old->ops[old->loss]) : -1;
+  report_refusals(&s);
+  free(s.refused);
   free(in);
   free(s.map);
   free(s.gather);

@@ -77,6 +77,8 @@ SourceFile *diag_load_file(Diag *d, const char *path);
 void diag_error(Diag *d, Loc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* "file:line:col: note: msg" with line and caret: the other place involved. */
 void diag_note(Diag *d, Loc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Do a and b name the same place (same file by name, line and column)? */
+bool loc_same(Loc a, Loc b);
 /* An error with no source location: "mplc: error: msg". */
 void diag_error_noloc(Diag *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

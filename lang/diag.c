@@ -141,3 +141,7 @@ void diag_error_noloc(Diag *d, const char *fmt, ...) {
   fflush(d->out);
   va_end(ap);
 }
+
+bool loc_same(Loc a, Loc b) {
+  return a.line == b.line && a.col == b.col && (a.file == b.file || (a.file && b.file && !strcmp(a.file, b.file)));
+}

@@ -1,8 +1,9 @@
 /*
  * test_sema.c — unit tests of the front end (compiler/sema*.c): shape inference,
- * instance and param naming, weight tying, stage inheritance, segments and the
- * i32 input bounds. Programs are parsed from strings with parse_source; the
- * stdlib is read from ./stdlib (tests run from the repository root).
+ * instance and param naming, weight tying, stage inheritance, segments, the
+ * i32 input bounds and the call sites of stdlib ops. Programs are parsed from
+ * strings with parse_source; the stdlib is read from ./stdlib (tests run from the
+ * repository root).
  * Exits non-zero when a check fails.
  */
 #include "compiler/mplc.h"
@@ -298,6 +299,33 @@ START_TEST(test_segments_and_auto) {
 }
 END_TEST
 
+/* Ops a stdlib def makes remember the user's call that led there (Op.site, for errors);
+ * the model's own ops and those of the user's defs do not. */
+START_TEST(test_call_sites) {
+  Ctx c;
+  Graph *g = compile(&c, "import nn\ndef twice(x: f32[B, n]) -> f32[B, n] {\n  return x * 2.0\n}\n"
+                         "model m(x: f32[B, 4], y: i32[B]) {\n"
+                         "  h = nn.block(reshape(twice(x), B, 1, 4), 2) as blk\n"
+                         "  return cross_entropy(reshape(h, B, 4), y)\n}\n");
+  ck_assert_ptr_nonnull(g);
+  const CallSite *site = NULL;
+  for (int i = 0; i < g->nops; i++) {
+    const Op *op = g->ops[i];
+    if (op->loc.file && !strncmp(op->loc.file, "<stdlib>/", 9)) {
+      ck_assert_ptr_nonnull(op->site);
+      ck_assert_int_eq(op->site->loc.line, 6); /* the nn.block call */
+      ck_assert_int_eq(op->site->loc.col, 7);
+      if (op->kind == OP_SOFTMAX) site = op->site;
+    } else {
+      ck_assert_ptr_null(op->site);
+    }
+  }
+  ck_assert_ptr_nonnull(site);
+  ck_assert_str_eq(site->inside, "nn.attention (called by nn.block)");
+  done(&c);
+}
+END_TEST
+
 START_TEST(test_several_errors) {
   Ctx c;
   ck_assert_ptr_null(compile(&c, "model m(x: f32[B, 4], y: i32[B]) {\n"
@@ -331,6 +359,7 @@ static Suite *sema_suite(void) {
   tcase_add_test(place, test_backward_flow);
   tcase_add_test(place, test_segments_and_auto);
   tcase_add_test(place, test_several_errors);
+  tcase_add_test(place, test_call_sites);
   suite_add_tcase(s, place);
   return s;
 }
