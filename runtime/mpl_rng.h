@@ -34,6 +34,12 @@ static inline double mpl_uniform(uint64_t stream, uint64_t index) {
   return (double)(mpl_mix64(stream ^ mpl_mix64(index)) >> 11) * (1.0 / 9007199254740992.0);
 }
 
+/* The seed's stream of a name (a param's initial values, sampling): the same on every
+ * rank and every mesh. */
+static inline uint64_t mpl_name_stream(uint64_t seed, const char *name) {
+  return mpl_mix64(mpl_mix64(seed) ^ mpl_hash_name(name));
+}
+
 /* The micro-batch number a kernel is given in an evaluation pass (sampling, validation):
  * there dropout is the identity (kernel.h's ABI; refeval's RefCtx). */
 #define MPL_MB_EVAL (-1)

@@ -160,10 +160,30 @@ void trace_comm(RankCtx *rc, const char *name, double t0);
 
 /* ==== exec.c ========================================================== */
 
+/* One step of one rank: its whole instruction stream (step: 0-based). */
+int rank_step(RankCtx *rc, int64_t step, MplErr *err);
+/* Program `which` (JP_*) of a stage for micro-batch mb. */
+int run_prog(RankCtx *rc, int stage, int which, int mb, int64_t step, MplErr *err);
+
 /* A rank's error: "rank N: ..." with its mesh coordinates when the world is a mesh. */
 int rank_fail(RankCtx *rc, MplErr *err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Value v of micro-batch mb on this rank, or NULL with an error naming the stage. */
 void *need_ptr(RankCtx *rc, int v, int mb, int stage, MplErr *err);
+
+/* ==== setup.c ========================================================= */
+
+int check_job(const Job *job, MplErr *err);
+int init_kernels(MplRun *r, MplErr *err);
+/* Rank i of this process (device, arena, buffers) or, under MPI, a shadow of another's. */
+int init_rank(MplRun *r, int i, MplErr *err);
+int init_rank_ids(MplRun *r, int i, MplErr *err);
+/* Owners, holders and ZeRO-1 chunking of the params; their whole shapes; their values. */
+int init_param_maps(MplRun *r, MplErr *err);
+int init_whole_params(MplRun *r, MplErr *err);
+int init_params(MplRun *r, MplErr *err);
+int init_data(MplRun *r, MplErr *err);
+int init_observability(MplRun *r, MplErr *err);
+void free_rank(RankCtx *rc);
 
 /* ==== update.c ======================================================== */
 

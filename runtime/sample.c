@@ -1,0 +1,135 @@
+/*
+ * sample.c — generating text from a token model (mplrun --sample): the prompt's bytes
+ * fed to micro-batch 0's input, every stage's forward run in stage order on the main
+ * thread (activations copied between the ranks' arenas), the next token drawn from the
+ * last position's logits, the window slid past seq.
+ *
+ * Invariants: an evaluation pass (kernels get MPL_MB_EVAL: dropout is off); the same
+ * params and seed give the same text; only the text goes to `out`.
+ */
+#include "rank.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "mpl_rng.h"
+
+static int sample_input_index(const MplRun *r, int role) {
+  for (int i = 0; i < r->job->ninputs; i++)
+    if (r->role[i] == role) return i;
+  return -1;
+}
+
+/* Fills micro-batch 0's inputs: idx row 0 = window (zero padded), everything else 0. */
+static int sample_fill(MplRun *r, const int32_t *window, int64_t wlen, int idx_input, MplErr *err) {
+  const Job *job = r->job;
+  for (int i = 0; i < job->ninputs; i++) {
+    int v = job->inputs[i].value;
+    size_t bytes = value_bytes(job, v);
+    for (int k = 0; k < r->pp; k++) {
+      RankCtx *rc = &r->ranks[k];
+      if (!vptr(rc, v, 0)) continue;
+      memset(rc->stage_buf, 0, bytes);
+      if (i == idx_input) memcpy(rc->stage_buf, window, (size_t)wlen * 4);
+      if (rc->dev.ops->copy_from_host(&rc->dev, vptr(rc, v, 0), rc->stage_buf, bytes, err) != MPL_OK) return MPL_ERR;
+    }
+  }
+  return MPL_OK;
+}
+
+/* bytes from rank a's arena to rank b's (through the host on devices with their own memory). */
+static int copy_between(RankCtx *ra, const void *a, RankCtx *rb, void *b, size_t bytes, MplErr *err) {
+  if (!ra->dev.ops->device_memory) {
+    memcpy(b, a, bytes);
+    return MPL_OK;
+  }
+  void *h = mpl_malloc(bytes ? bytes : 1);
+  if (!h) return mpl_errf(err, "out of memory");
+  int st = ra->dev.ops->copy_to_host(&ra->dev, h, a, bytes, err);
+  if (st == MPL_OK) st = rb->dev.ops->copy_from_host(&rb->dev, b, h, bytes, err);
+  if (st == MPL_OK && rb->dev.ops->sync) st = rb->dev.ops->sync(&rb->dev, err);
+  mpl_free(h);
+  return st;
+}
+
+/* Runs every stage's forward program for micro-batch 0 in stage order on this thread,
+ * copying activations between the ranks' arenas directly. */
+static int sample_forward(MplRun *r, MplErr *err) {
+  const Job *job = r->job;
+  for (int s = 0; s < job->nstages; s++) {
+    RankCtx *rc = &r->ranks[job->stages[s].rank];
+    if (run_prog(rc, s, JP_FWD, 0, r->step, err) != MPL_OK) return MPL_ERR;
+    for (int x = 0; x < job->nxfers; x++) {
+      const JobXfer *xf = &job->xfers[x];
+      if (xf->grad || xf->src != s) continue;
+      RankCtx *dst = &r->ranks[job->stages[xf->dst].rank];
+      if (dst == rc) continue;
+      for (int i = 0; i < xf->nvals; i++) {
+        void *a = need_ptr(rc, xf->vals[i], 0, s, err), *b = a ? need_ptr(dst, xf->vals[i], 0, xf->dst, err) : NULL;
+        if (!b || copy_between(rc, a, dst, b, value_bytes(job, xf->vals[i]), err) != MPL_OK) return MPL_ERR;
+      }
+    }
+  }
+  return MPL_OK;
+}
+
+static int32_t sample_pick(const float *logits, int64_t V, double u) {
+  double mx = -INFINITY, z = 0;
+  for (int64_t i = 0; i < V; i++) if (logits[i] > mx) mx = logits[i];
+  for (int64_t i = 0; i < V; i++) z += exp((double)logits[i] - mx);
+  double c = 0;
+  for (int64_t i = 0; i < V; i++) {
+    c += exp((double)logits[i] - mx) / z;
+    if (u < c) return (int32_t)i;
+  }
+  return (int32_t)(V - 1);
+}
+
+static void put_token(FILE *out, int32_t t) {
+  if (t >= 0 && t < 256) fputc(t, out);
+  else fprintf(out, "<%d>", t);
+}
+
+int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, FILE *out, MplErr *err) {
+  const Job *job = r->job;
+  int idx_in = sample_input_index(r, 0), ls = -1;
+  for (int s = 0; s < job->nstages; s++) if (job->stages[s].logits_value >= 0) ls = s;
+  if (r->mpi) return mpl_errf(err, "--sample is not supported under mpirun yet: sample with a threads run (--init FILE)");
+  if (idx_in < 0 || ls < 0) return mpl_errf(err, "--sample needs a token model (inputs idx, targets and a cross_entropy loss)");
+  if (r->tp > 1) return mpl_errf(err, "--sample does not run tensor-parallel jobs yet (tp = %d): compile for tp = 1", r->tp);
+  int lv = job->stages[ls].logits_value;
+  const JobValue *lvv = &job->values[lv];
+  int64_t T = job->train.seq, V = lvv->dims[lvv->rank - 1];
+  if (lvv->rank < 2 || lvv->numel < r->B * T * V) return mpl_errf(err, "--sample: the logits are not [B, T, vocab]");
+  int64_t plen = (int64_t)strlen(prompt), ntok = plen;
+  if (plen == 0) return mpl_errf(err, "--prompt is empty: sampling starts from the prompt's bytes, give at least one");
+  int32_t *toks = mpl_calloc((size_t)(ntok + n + 1), 4);
+  float *logits = mpl_malloc((size_t)V * 4);
+  int st = toks && logits ? MPL_OK : mpl_errf(err, "out of memory");
+  for (int64_t i = 0; i < plen && st == MPL_OK; i++) toks[i] = (unsigned char)prompt[i];
+  for (int64_t i = 0; i < ntok && st == MPL_OK; i++)
+    if (toks[i] >= V) st = mpl_errf(err, "--prompt: byte %d is outside the vocabulary of %lld", toks[i], (long long)V);
+  if (st == MPL_OK) fputs(prompt, out);
+  uint64_t stream = mpl_name_stream(job->train.seed, "mplrun.sample");
+  r->eval = true; /* dropout off */
+  for (int64_t k = 0; k < n && st == MPL_OK; k++) {
+    int64_t w0 = ntok > T ? ntok - T : 0, wlen = ntok - w0;
+    if (sample_fill(r, toks + w0, wlen, idx_in, err) != MPL_OK || sample_forward(r, err) != MPL_OK) {
+      st = MPL_ERR;
+      break;
+    }
+    RankCtx *rc = &r->ranks[job->stages[ls].rank];
+    const float *row = (const float *)need_ptr(rc, lv, 0, ls, err);
+    if (!row) { st = MPL_ERR; break; }
+    if ((st = rc->dev.ops->copy_to_host(&rc->dev, logits, row + (wlen - 1) * V, (size_t)V * 4, err)) != MPL_OK) break;
+    int32_t t = sample_pick(logits, V, mpl_uniform(stream, (uint64_t)k));
+    toks[ntok++] = t;
+    put_token(out, t);
+    fflush(out);
+  }
+  r->eval = false;
+  if (plen > 0) fputc('\n', out);
+  mpl_free(toks);
+  mpl_free(logits);
+  return st;
+}

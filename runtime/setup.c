@@ -1,0 +1,354 @@
+/*
+ * setup.c — the set-up of a run's ranks: each rank's device, arena and buffers, the
+ * params (holders, owners, whole shapes, initial values from the seed), the update
+ * phase's state (update.c's upd_init_rank), the data, the kernels, the trace and metrics.
+ * train.c calls these in order (mpl_run_init) once it has chosen the backends.
+ *
+ * Invariants: every pointer a rank will use is resolved here, before its first step; a
+ * rank of another process (under MPI) is a shadow: ids, holds[] and loss slots only
+ * (init_rank_ids); every failure is a message, and a half-built run frees cleanly.
+ */
+#include "rank.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "mpl_rng.h"
+
+/* Resolves every (value, micro-batch) buffer of rank rc and checks it fits the arena. */
+static int resolve_buffers(RankCtx *rc, MplErr *err) {
+  MplRun *r = rc->run;
+  const Job *job = r->job;
+  const JobRank *jr = &job->ranks[rc->rank];
+  size_t n = (size_t)job->nvalues * r->m;
+  rc->ptr = mpl_calloc(n ? n : 1, sizeof(void *));
+  if (!rc->ptr) return mpl_errf(err, "out of memory");
+  for (int v = 0; v < job->nvalues; v++) {
+    bool persistent = job->values[v].kind == JV_PARAM || job->values[v].kind == JV_GRAD;
+    for (int j = 0; j < r->m; j++) {
+      uint64_t off = jr->offset[(size_t)v * r->m + (persistent ? 0 : j)];
+      if (off == UINT64_MAX) continue;
+      uint64_t bytes = value_bytes(job, v);
+      if (off > jr->arena_bytes || bytes > jr->arena_bytes - off)
+        return mpl_errf(err, "rank %d: value %d (micro-batch %d) at offset %llu does not fit the arena of %llu bytes",
+                        rc->rank, v, j, (unsigned long long)off, (unsigned long long)jr->arena_bytes);
+      rc->ptr[(size_t)v * r->m + j] = (uint8_t *)rc->arena + off;
+    }
+  }
+  return MPL_OK;
+}
+
+/* The device of world rank i: --devices' list, or else device i (under MPI: the process's
+ * rank on its host) mod the device count. */
+static int device_index(const MplRun *r, int i) {
+  if (r->opts.device_ids && i < r->opts.ndevice_ids) return r->opts.device_ids[i];
+  int k = r->mpi ? mpl_comm_mpi_local_rank(r->mpi) : i;
+  return r->ndevices > 0 ? k % r->ndevices : k;
+}
+
+/* Does pipeline rank pr's arena hold value v (a buffer at slot 0)? Known from the job alone. */
+static bool rank_has(const MplRun *r, int pr, int v) {
+  return r->job->ranks[pr].offset[(size_t)v * r->m] != UINT64_MAX;
+}
+
+/* What every rank context has, an MPI process's shadows of the other ranks included:
+ * its ids, the params it holds, its loss slots (rank 0 gathers the losses into them). */
+int init_rank_ids(MplRun *r, int i, MplErr *err) {
+  RankCtx *rc = &r->ranks[i];
+  const Job *job = r->job;
+  rc->run = r;
+  rc->wrank = i;
+  rc->rank = i % r->pp;
+  rc->tpi = i / r->pp % r->tp;
+  rc->dpi = i / (r->pp * r->tp);
+  rc->holds = mpl_calloc((size_t)job->nparams + 1, sizeof(bool));
+  rc->mb_loss = mpl_calloc((size_t)r->m, sizeof(double));
+  rc->mb_loss_set = mpl_calloc((size_t)r->m, sizeof(bool));
+  if (!rc->holds || !rc->mb_loss || !rc->mb_loss_set) return mpl_errf(err, "out of memory");
+  for (int p = 0; p < job->nparams; p++) rc->holds[p] = rank_has(r, rc->rank, job->params[p].value);
+  return MPL_OK;
+}
+
+/* The largest input of pipeline rank pr's reduce-scatters: the size of its scratch. */
+static size_t rs_bytes(const Job *job, int pr) {
+  size_t most = 0;
+  for (int st = 0; st < job->nstages; st++) {
+    if (job->stages[st].rank != pr) continue;
+    for (int k = 0; k < JP__COUNT; k++)
+      for (int i = 0; i < job->stages[st].prog[k].nsteps; i++) {
+        const JobStep *s = &job->stages[st].prog[k].steps[i];
+        if (s->kind == JS_COMM && s->comm == JC_REDUCE_SCATTER && s->nargs == 2 && value_bytes(job, s->args[1]) > most)
+          most = value_bytes(job, s->args[1]);
+      }
+  }
+  return most;
+}
+
+int init_rank(MplRun *r, int i, MplErr *err) {
+  RankCtx *rc = &r->ranks[i];
+  const Job *job = r->job;
+  if (init_rank_ids(r, i, err) != MPL_OK) return MPL_ERR;
+  rc->live = true;
+  rc->dev.ops = r->devops;
+  rc->dev.tf32 = r->opts.tf32;
+  if (r->devops->init(&rc->dev, device_index(r, i), r->opts.threads, err) != MPL_OK) return MPL_ERR;
+  if (r->devops->load_kernels && r->devops->load_kernels(&rc->dev, &job->kernels, err) != MPL_OK) return MPL_ERR;
+  uint64_t ab = job->ranks[rc->rank].arena_bytes;
+  if (r->devops->arena_alloc(&rc->dev, ab, &rc->arena, err) != MPL_OK) return MPL_ERR;
+  if (r->devops->zero(&rc->dev, rc->arena, (size_t)ab, err) != MPL_OK) return MPL_ERR;
+  rc->stats.arena_bytes = ab;
+  size_t rsb = rs_bytes(job, rc->rank);
+  if (rsb && r->devops->arena_alloc(&rc->dev, rsb, &rc->rs_buf, err) != MPL_OK) return MPL_ERR;
+  if (r->world) rc->comm = mpl_comm_world_rank(r->world, i);
+  if (r->mpi) rc->comm = r->mpi;
+  int np = job->nparams;
+  rc->grad = mpl_calloc((size_t)np + 1, sizeof(float *));
+  rc->opt[0] = mpl_calloc((size_t)np + 1, sizeof(float *));
+  rc->opt[1] = mpl_calloc((size_t)np + 1, sizeof(float *));
+  rc->norm_added = mpl_calloc((size_t)np + 1, sizeof(bool));
+  rc->norm_buf = mpl_calloc((size_t)np + 1, sizeof(double));
+  rc->norm_recv = mpl_calloc((size_t)np + 1, sizeof(double));
+  rc->norm_total = mpl_calloc((size_t)np + 1, sizeof(double));
+  if (!rc->grad || !rc->opt[0] || !rc->opt[1] || !rc->norm_added || !rc->norm_buf || !rc->norm_recv || !rc->norm_total)
+    return mpl_errf(err, "out of memory");
+  if (resolve_buffers(rc, err) != MPL_OK) return MPL_ERR;
+  size_t cap = 0;
+  for (int k = 0; k < job->ninputs; k++) {
+    size_t b = value_bytes(job, job->inputs[k].value);
+    if (b > cap) cap = b;
+  }
+  rc->stage_buf = mpl_malloc(cap ? cap : 1);
+  if (!rc->stage_buf) return mpl_errf(err, "out of memory");
+  return MPL_OK;
+}
+
+static int use_rank(const Job *job, const JobParam *p, int u) { return job->stages[p->use_stage[u]].rank; }
+
+/* Which params an UPDATE of the owner's stream keeps the replica's chunk of (ZeRO-1). */
+static void find_chunked(MplRun *r) {
+  const JobRank *jr;
+  for (int pi = 0; pi < r->job->nparams; pi++) {
+    jr = &r->job->ranks[r->owner[pi]];
+    for (int i = 0; i < jr->nins; i++)
+      if (jr->ins[i].kind == JI_UPDATE && jr->ins[i].param == pi) {
+        r->updated[pi] = true;
+        r->chunked[pi] = (jr->ins[i].flags & JF_CHUNK) != 0;
+      }
+  }
+}
+
+/* Holders, owners; checks that every use accumulator is where it should be. */
+int init_param_maps(MplRun *r, MplErr *err) {
+  const Job *job = r->job;
+  r->owner = mpl_calloc((size_t)job->nparams + 1, sizeof(int));
+  r->chunked = mpl_calloc((size_t)job->nparams + 1, sizeof(bool));
+  r->updated = mpl_calloc((size_t)job->nparams + 1, sizeof(bool));
+  if (!r->owner || !r->chunked || !r->updated) return mpl_errf(err, "out of memory");
+  for (int pi = 0; pi < job->nparams; pi++) {
+    const JobParam *p = &job->params[pi];
+    int nh = 0;
+    r->owner[pi] = -1;
+    for (int h = 0; h < r->pp; h++) /* replica 0, tp index 0: world ranks 0 .. pp-1 */
+      if (r->ranks[h].holds[pi]) {
+        if (r->owner[pi] < 0) r->owner[pi] = h;
+        nh++;
+      }
+    if (nh == 0) return mpl_errf(err, "param %s is held by no rank", p->name);
+    if (job->values[p->value].dtype != JDT_F32) return mpl_errf(err, "param %s: only f32 params are supported", p->name);
+    for (int u = 0; u < p->nuses; u++) {
+      if (p->use_stage[u] < 0 || p->use_stage[u] >= job->nstages)
+        return mpl_errf(err, "param %s: use %d is on stage %d", p->name, u, p->use_stage[u]);
+      int ur = use_rank(job, p, u);
+      if (!r->ranks[ur].holds[pi] || !rank_has(r, ur, p->use_value[u]))
+        return mpl_errf(err, "param %s: the accumulator of use %d is not on rank %d", p->name, u, ur);
+      if (job->values[p->use_value[u]].numel != p->numel)
+        return mpl_errf(err, "param %s: the accumulator of use %d has the wrong size", p->name, u);
+    }
+  }
+  find_chunked(r);
+  return MPL_OK;
+}
+
+/* The params whole: a split dimension holds tp times the part. */
+int init_whole_params(MplRun *r, MplErr *err) {
+  const Job *job = r->job;
+  r->wparams = mpl_calloc((size_t)job->nparams + 1, sizeof(JobParam));
+  if (!r->wparams) return mpl_errf(err, "out of memory");
+  for (int p = 0; p < job->nparams; p++) {
+    JobParam *w = &r->wparams[p];
+    *w = job->params[p];
+    if (w->groups < 1) w->groups = 1;
+    if (w->split_dim >= 0) {
+      if (w->split_dim >= w->rank) return mpl_errf(err, "param %s: split on dimension %d of %d", w->name, w->split_dim, w->rank);
+      w->dims[w->split_dim] *= r->tp;
+      w->numel *= r->tp;
+      if (w->dims[w->split_dim] % ((int64_t)r->tp * w->groups))
+        return mpl_errf(err, "param %s: dimension %d does not split into %d groups over tp = %d", w->name, w->split_dim,
+                        w->groups, r->tp);
+    }
+  }
+  return MPL_OK;
+}
+
+/* The seed's stream of param `name`: the same on every rank and every mesh. */
+
+int init_params(MplRun *r, MplErr *err) {
+  const Job *job = r->job;
+  for (int pi = 0; pi < job->nparams; pi++) {
+    const JobParam *p = &r->wparams[pi];
+    float *buf = mpl_malloc((size_t)p->numel * 4 + 4);
+    if (!buf) return mpl_errf(err, "out of memory initialising %s", p->name);
+    uint64_t stream = mpl_name_stream(job->train.seed, p->name);
+    for (int64_t i = 0; i < p->numel; i++) {
+      switch (p->init) {
+      case 0: buf[i] = 0.0f; break;
+      case 1: buf[i] = 1.0f; break;
+      case 2: buf[i] = (float)(mpl_normal(stream, (uint64_t)i) * p->init_a); break;
+      default: buf[i] = (float)(p->init_a + (p->init_b - p->init_a) * mpl_uniform(stream, (uint64_t)i)); break;
+      }
+    }
+    int st = mpl_run_set_param(r, pi, buf, err);
+    mpl_free(buf);
+    if (st != MPL_OK) return MPL_ERR;
+  }
+  return MPL_OK;
+}
+
+static int init_tokens(MplRun *r, const char *path, MplErr *err) {
+  const Job *job = r->job;
+  if (mpl_tokens_open(&r->tok, path, err) != MPL_OK) return MPL_ERR;
+  r->tokens = true;
+  int nroles = 0;
+  for (int i = 0; i < job->ninputs; i++) {
+    const JobInput *in = &job->inputs[i];
+    if (r->role[i] != 0 && r->role[i] != 1)
+      return mpl_errf(err, "token data feeds (idx, targets), but the model has input '%s'", in->name);
+    if (in->dtype != JDT_I32 || in->rank != 2 || in->dims[1] != job->train.seq)
+      return mpl_errf(err, "token data needs i32[B, %lld] inputs; '%s' is not", (long long)job->train.seq, in->name);
+    nroles++;
+  }
+  if (nroles == 0) return mpl_errf(err, "token data, but the model has no inputs");
+  for (int i = 0; i < job->ninputs; i++)
+    if (job->inputs[i].hi > 0 && r->tok.max_token >= job->inputs[i].hi)
+      return mpl_errf(err, "%s: token %d is out of range for input '%s' (vocabulary %lld)", path, r->tok.max_token,
+                      job->inputs[i].name, (long long)job->inputs[i].hi);
+  return mpl_loader_init(&r->loader, &r->tok, r->B * r->m * r->dp, job->train.seq, err); /* the step's whole batch */
+}
+
+static int init_synth(MplRun *r, MplErr *err) {
+  const Job *job = r->job;
+  MplSynthInput *si = mpl_calloc((size_t)job->ninputs + 1, sizeof *si);
+  if (!si) return mpl_errf(err, "out of memory");
+  int st = MPL_OK;
+  for (int i = 0; i < job->ninputs && st == MPL_OK; i++) {
+    const JobInput *in = &job->inputs[i];
+    si[i].row_elems = job->values[in->value].numel / r->B;
+    if (in->dtype == JDT_F32) si[i].kind = MPL_SYNTH_F32;
+    else if (in->dtype == JDT_I32) si[i].kind = MPL_SYNTH_I32, si[i].hi = in->hi > 0 ? (int32_t)in->hi : 1;
+    else st = mpl_errf(err, "synthetic data: input '%s' must be f32 or i32", in->name);
+  }
+  int64_t n = job->train.synthetic_n > 0 ? job->train.synthetic_n : 1024;
+  if (st == MPL_OK && mpl_synth_init(&r->synth, n, si, job->ninputs, job->train.seed, err) == MPL_OK)
+    r->have_synth = true;
+  else
+    st = MPL_ERR;
+  mpl_free(si);
+  return st;
+}
+
+/* Token roles: the job's, or else (a model compiled for synthetic data) the first two
+ * i32 [B, seq] inputs in order are (idx, targets). */
+static int init_roles(MplRun *r, MplErr *err) {
+  const Job *job = r->job;
+  r->role = mpl_calloc((size_t)job->ninputs + 1, sizeof(int));
+  if (!r->role) return mpl_errf(err, "out of memory");
+  bool any = false;
+  for (int i = 0; i < job->ninputs; i++) any |= job->inputs[i].token_role >= 0;
+  int next = 0;
+  for (int i = 0; i < job->ninputs; i++) {
+    const JobInput *in = &job->inputs[i];
+    if (any) r->role[i] = in->token_role;
+    else if (next < 2 && in->dtype == JDT_I32 && in->rank == 2 && in->dims[1] == job->train.seq) r->role[i] = next++;
+    else r->role[i] = -1;
+  }
+  return MPL_OK;
+}
+
+int init_data(MplRun *r, MplErr *err) {
+  const Job *job = r->job;
+  if (init_roles(r, err) != MPL_OK) return MPL_ERR;
+  for (int i = 0; i < job->ninputs; i++) {
+    const JobInput *in = &job->inputs[i];
+    if (in->value < 0 || in->value >= job->nvalues || in->rank < 1 || in->dims[0] != r->B)
+      return mpl_errf(err, "input '%s' is not [%lld, ...] per micro-batch", in->name, (long long)r->B);
+  }
+  const char *path = r->opts.data_path ? r->opts.data_path : (job->train.data_kind == 1 ? job->train.data_path : NULL);
+  if (path) return init_tokens(r, path, err);
+  return init_synth(r, err);
+}
+
+int check_job(const Job *job, MplErr *err) {
+  if (job->dp < 1 || job->tp < 1 || job->dp * job->tp * job->pp > 4096)
+    return mpl_errf(err, "bad job: mesh dp = %d, tp = %d, pp = %d", job->dp, job->tp, job->pp);
+  if (job->train.batch % (job->train.microbatches * job->dp))
+    return mpl_errf(err, "bad job: batch %lld does not divide into %lld micro-batches on %d replicas",
+                    (long long)job->train.batch, (long long)job->train.microbatches, job->dp);
+  if (job->pp < 1 || job->train.microbatches < 1 || job->train.batch % job->train.microbatches)
+    return mpl_errf(err, "bad job: pp = %d, microbatches = %lld", job->pp, (long long)job->train.microbatches);
+  for (int s = 0; s < job->nstages; s++)
+    if (job->stages[s].rank < 0 || job->stages[s].rank >= job->pp)
+      return mpl_errf(err, "bad job: stage %d on rank %d", s, job->stages[s].rank);
+  for (int x = 0; x < job->nxfers; x++)
+    if (job->xfers[x].src < 0 || job->xfers[x].src >= job->nstages || job->xfers[x].dst < 0 ||
+        job->xfers[x].dst >= job->nstages)
+      return mpl_errf(err, "bad job: transfer %d between stages %d and %d", x, job->xfers[x].src, job->xfers[x].dst);
+  return MPL_OK;
+}
+
+int init_kernels(MplRun *r, MplErr *err) {
+  if (r->opts.kernels) {
+    if (r->opts.nkernels != r->job->kernels.nkernels)
+      return mpl_errf(err, "%d kernels given for a job with %d", r->opts.nkernels, r->job->kernels.nkernels);
+    r->kfn = r->opts.kernels;
+    return MPL_OK;
+  }
+  if (mpl_cpu_kernels_load(&r->cpu_kernels, &r->job->kernels, err) != MPL_OK) return MPL_ERR;
+  r->kfn = r->cpu_kernels.fn;
+  return MPL_OK;
+}
+
+int init_observability(MplRun *r, MplErr *err) {
+  if (r->opts.trace_path) {
+    if (mpl_trace_init(&r->trace, r->nworld, err) != MPL_OK) return MPL_ERR;
+    mpl_trace_set_mesh(&r->trace, r->tp, r->pp);
+    r->tracing = true;
+  }
+  if (r->opts.metrics_path && r->lead) {
+    if (mpl_metrics_open(&r->metrics, r->opts.metrics_path, err) != MPL_OK) return MPL_ERR;
+    r->metrics_open = true;
+  }
+  return MPL_OK;
+}
+
+void free_rank(RankCtx *rc) {
+  upd_free_rank(rc); /* grad scratch, opt, tmp, zsum, zin and norm_dev are carved from its state_mem */
+  mpl_free(rc->opt[0]);
+  mpl_free(rc->opt[1]);
+  mpl_free(rc->holds);
+  mpl_free(rc->grad);
+  mpl_free(rc->norm_added);
+  mpl_free(rc->norm_buf);
+  mpl_free(rc->norm_recv);
+  mpl_free(rc->norm_total);
+  mpl_free(rc->mb_loss);
+  mpl_free(rc->mb_loss_set);
+  mpl_free(rc->stage_buf);
+  mpl_free(rc->argv);
+  if (rc->rs_buf && rc->dev.ops) rc->dev.ops->arena_free(&rc->dev, rc->rs_buf);
+  rc->rs_buf = NULL;
+  mpl_free(rc->ptr);
+  if (rc->dev.ops) {
+    if (rc->arena) rc->dev.ops->arena_free(&rc->dev, rc->arena);
+    rc->dev.ops->free(&rc->dev);
+  }
+}

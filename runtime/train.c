@@ -1,0 +1,421 @@
+/*
+ * train.c — a run from start to end: the backends chosen (the device kind, the process
+ * layout: threads or one rank per process under mpirun, the communicators), the ranks set
+ * up (setup.c), checkpoints and --init read, then the steps: each rank's thread runs its
+ * stream (exec.c) while the main thread waits at the step barrier, then reports the loss,
+ * writes metrics and checkpoints, and stops a diverging run.
+ *
+ * Invariants:
+ *  - between steps the rank threads wait, so the main thread may read and write any
+ *    rank's arena (checkpoints, --init, sampling);
+ *  - a rank that fails records its message (the first one wins) and aborts the
+ *    communicator; the main thread waits for every rank before it looks: no hang;
+ *  - under mpirun (opts.comm: comm_mpi.c) this process runs world rank comm->rank alone,
+ *    on its main thread; whatever the main thread reads of other ranks goes through
+ *    messages to world rank 0 (TAG_MAIN), which alone prints and writes files;
+ *  - nothing non-finite is written: a non-finite loss stops the run before its
+ *    checkpoint, and checkpoint.c refuses non-finite tensors.
+ */
+#include "rank.h"
+
+#include <math.h>
+#include <string.h>
+
+void mpl_run_opts_default(MplRunOpts *o) {
+  *o = (MplRunOpts){.device_kind = "cpu", .threads = 1, .steps = -1, .fail_rank = -1};
+}
+
+/* ---- the rank threads and the step barrier ----------------------------------------- */
+
+static void record_failure(MplRun *r, const MplErr *e) {
+  pthread_mutex_lock(&r->mu);
+  bool first = !r->failed;
+  if (first) {
+    r->failed = true;
+    r->first_err = *e;
+  }
+  pthread_mutex_unlock(&r->mu);
+  if (r->world) mpl_comm_world_abort(r->world, e->msg);
+  if (r->cworld) mpl_cuda_world_abort(r->cworld, e->msg);
+}
+
+static void *rank_main(void *arg) {
+  RankCtx *rc = arg;
+  MplRun *r = rc->run;
+  if (rc->dev.ops->bind_thread) rc->dev.ops->bind_thread(&rc->dev);
+  uint64_t seen = 0;
+  pthread_mutex_lock(&r->mu);
+  for (;;) {
+    while (!r->quit && r->gen == seen) pthread_cond_wait(&r->go, &r->mu);
+    if (r->quit) break;
+    seen = r->gen;
+    int64_t step = r->step;
+    pthread_mutex_unlock(&r->mu);
+    MplErr e = {{0}};
+    if (rank_step(rc, step, &e) != MPL_OK) record_failure(r, &e);
+    pthread_mutex_lock(&r->mu);
+    if (--r->running == 0) pthread_cond_broadcast(&r->done);
+  }
+  pthread_mutex_unlock(&r->mu);
+  return NULL;
+}
+
+/* Under MPI: world rank 0 receives the loss slots of the other ranks of tp index 0 (the
+ * ones step_loss reads) into their shadows. */
+static int gather_losses(MplRun *r, MplErr *err) {
+  int m = r->m;
+  double *buf = mpl_malloc(sizeof(double) * (size_t)(2 * m));
+  if (!buf) return mpl_errf(err, "out of memory");
+  int st = MPL_OK;
+  for (int d = 0; d < r->dp && st == MPL_OK; d++)
+    for (int i = 0; i < r->pp && st == MPL_OK; i++) {
+      int w = world_of(r, d, 0, i);
+      RankCtx *rc = &r->ranks[w];
+      if (w == 0 || (r->me != w && r->me != 0)) continue;
+      if (r->me == w) {
+        for (int j = 0; j < m; j++) buf[j] = rc->mb_loss[j], buf[m + j] = rc->mb_loss_set[j];
+        if (r->mpi->ops->send(r->mpi, 0, TAG_MAIN(MAIN_LOSS, w), buf, sizeof(double) * (size_t)(2 * m)) != MPL_OK)
+          st = mpl_errf(err, "step loss: %s", r->mpi->err.msg);
+      } else if (r->mpi->ops->recv(r->mpi, w, TAG_MAIN(MAIN_LOSS, w), buf, sizeof(double) * (size_t)(2 * m)) != MPL_OK) {
+        st = mpl_errf(err, "step loss: %s", r->mpi->err.msg);
+      } else {
+        for (int j = 0; j < m; j++) rc->mb_loss[j] = buf[j], rc->mb_loss_set[j] = buf[m + j] != 0;
+      }
+    }
+  mpl_free(buf);
+  return st;
+}
+
+/* Runs step r->step on every rank and waits for all of them. Under MPI: this process's
+ * rank runs on this thread, then the losses go to world rank 0. */
+static int run_one_step(MplRun *r, MplErr *err) {
+  if (r->mpi) {
+    if (rank_step(&r->ranks[r->me], r->step, err) != MPL_OK) return MPL_ERR;
+    return gather_losses(r, err);
+  }
+  pthread_mutex_lock(&r->mu);
+  r->running = r->nworld;
+  r->gen++;
+  pthread_cond_broadcast(&r->go);
+  while (r->running > 0) pthread_cond_wait(&r->done, &r->mu);
+  bool failed = r->failed;
+  pthread_mutex_unlock(&r->mu);
+  if (failed) return mpl_errf(err, "%s", r->first_err.msg);
+  return MPL_OK;
+}
+
+static void stop_threads(MplRun *r) {
+  if (!r->sync_init) return;
+  pthread_mutex_lock(&r->mu);
+  r->quit = true;
+  pthread_cond_broadcast(&r->go);
+  pthread_mutex_unlock(&r->mu);
+  for (int i = 0; i < r->nworld; i++)
+    if (r->ranks[i].started) pthread_join(r->ranks[i].tid, NULL);
+}
+
+static int start_threads(MplRun *r, MplErr *err) {
+  if (r->mpi) { /* one rank, run on this thread (MPI is called from it alone) */
+    RankCtx *rc = &r->ranks[r->me];
+    if (rc->dev.ops->bind_thread) rc->dev.ops->bind_thread(&rc->dev);
+    return MPL_OK;
+  }
+  pthread_mutex_init(&r->mu, NULL);
+  pthread_cond_init(&r->go, NULL);
+  pthread_cond_init(&r->done, NULL);
+  r->sync_init = true;
+  for (int i = 0; i < r->nworld; i++) {
+    if (pthread_create(&r->ranks[i].tid, NULL, rank_main, &r->ranks[i]) != 0)
+      return mpl_errf(err, "cannot start the thread of rank %d", i);
+    r->ranks[i].started = true;
+  }
+  return MPL_OK;
+}
+
+/* --devices: cpu, or cuda (dp, pp and tp). */
+static int init_device_kind(MplRun *r, MplErr *err) {
+  const char *kind = r->opts.device_kind ? r->opts.device_kind : "cpu";
+  if (r->opts.device_ops) {
+    r->devops = r->opts.device_ops;
+    return MPL_OK;
+  }
+  if (!strcmp(kind, "cpu")) {
+    r->devops = &mpl_device_cpu_ops;
+    return MPL_OK;
+  }
+  if (strcmp(kind, "cuda") != 0) return mpl_errf(err, "device kind '%s' is not available", kind);
+  r->devops = &mpl_device_cuda_ops;
+  return mpl_cuda_device_count(&r->ndevices, err);
+}
+
+/* cuda: the communicator over the ranks' devices (after they are initialised); under MPI
+ * this process's rank's, over the MPI communicator. */
+static int init_device_comm(MplRun *r, MplErr *err) {
+  MplCommMesh mesh = {.dp = r->dp, .tp = r->tp, .pp = r->pp, .zero = r->job->train.zero != 0};
+  if (r->mpi) {
+    if (mpl_cuda_mpi_init(&r->cmpi, r->mpi, &r->ranks[r->me].dev, &mesh, err) != MPL_OK) return MPL_ERR;
+    r->ranks[r->me].comm = r->cmpi;
+    return MPL_OK;
+  }
+  MplDevice **devs = mpl_calloc((size_t)r->nworld, sizeof *devs);
+  if (!devs) return mpl_errf(err, "out of memory");
+  for (int i = 0; i < r->nworld; i++) devs[i] = &r->ranks[i].dev;
+  int st = mpl_cuda_world_init(&r->cworld, r->nworld, devs, &mesh, err);
+  mpl_free(devs);
+  for (int i = 0; i < r->nworld && st == MPL_OK; i++) r->ranks[i].comm = mpl_cuda_world_rank(r->cworld, i);
+  return st;
+}
+
+/* Under mpirun (opts.comm): this process runs world rank comm->rank of exactly
+ * dp * tp * pp processes, on the cpu device or on its GPU (init_device_comm). */
+static int init_mpi(MplRun *r, MplErr *err) {
+  r->mpi = r->opts.comm;
+  r->lead = !r->mpi || r->mpi->rank == 0;
+  if (!r->mpi) return MPL_OK;
+  if (r->mpi->size != r->nworld)
+    return mpl_errf(err, "mpirun started %d processes, but the job has %d ranks (dp %d x tp %d x pp %d): use mpirun -np %d",
+                    r->mpi->size, r->nworld, r->dp, r->tp, r->pp, r->nworld);
+  r->me = r->mpi->rank;
+  return MPL_OK;
+}
+
+static int run_init_body(MplRun *r, MplErr *err) {
+  const Job *job = r->job;
+  if (check_job(job, err) != MPL_OK) return MPL_ERR;
+  if (init_device_kind(r, err) != MPL_OK) return MPL_ERR;
+  r->pp = job->pp;
+  r->dp = job->dp > 0 ? job->dp : 1;
+  r->tp = job->tp > 0 ? job->tp : 1;
+  r->nworld = r->dp * r->tp * r->pp;
+  r->m = (int)job->train.microbatches;
+  r->B = job->train.batch / (job->train.microbatches * r->dp);
+  r->total_steps = r->opts.steps >= 0 ? r->opts.steps : job->train.steps;
+  mpl_optim_cfg_from_job(&r->ocfg, &job->train);
+  r->ocfg.steps = r->total_steps;
+  r->optim_fresh = true;
+  r->last_loss = NAN;
+  if (!r->devops->load_kernels && init_kernels(r, err) != MPL_OK) return MPL_ERR;
+  bool cuda = r->devops == &mpl_device_cuda_ops;
+  if (init_mpi(r, err) != MPL_OK) return MPL_ERR;
+  if (!cuda && !r->mpi && mpl_comm_world_init(&r->world, r->nworld, err) != MPL_OK) return MPL_ERR;
+  r->ranks = mpl_calloc((size_t)r->nworld, sizeof *r->ranks);
+  if (!r->ranks) return mpl_errf(err, "out of memory");
+  for (int i = 0; i < r->nworld; i++)
+    if ((r->mpi && i != r->me ? init_rank_ids(r, i, err) : init_rank(r, i, err)) != MPL_OK) return MPL_ERR;
+  if (cuda && init_device_comm(r, err) != MPL_OK) return MPL_ERR;
+  if (init_param_maps(r, err) != MPL_OK || init_whole_params(r, err) != MPL_OK) return MPL_ERR;
+  for (int i = 0; i < r->nworld; i++)
+    if (r->ranks[i].live && upd_init_rank(r, &r->ranks[i], err) != MPL_OK) return MPL_ERR;
+  if (init_data(r, err) != MPL_OK || init_params(r, err) != MPL_OK) return MPL_ERR;
+  if (r->opts.init_path && mpl_ckpt_load_params(r, r->opts.init_path, err) != MPL_OK) return MPL_ERR;
+  if (r->opts.resume_dir && mpl_ckpt_resume(r, r->opts.resume_dir, err) != MPL_OK) return MPL_ERR;
+  if (init_observability(r, err) != MPL_OK) return MPL_ERR;
+  return start_threads(r, err);
+}
+
+int mpl_run_init(MplRun **out, const Job *job, const MplRunOpts *opts, MplErr *err) {
+  *out = NULL;
+  MplRun *r = mpl_calloc(1, sizeof *r);
+  if (!r) return mpl_errf(err, "out of memory");
+  r->job = job;
+  r->opts = *opts;
+  if (r->opts.threads < 1) r->opts.threads = 1;
+  if (!r->opts.out) r->opts.out = stdout;
+  if (run_init_body(r, err) != MPL_OK) {
+    mpl_run_free(r);
+    return MPL_ERR;
+  }
+  *out = r;
+  return MPL_OK;
+}
+
+void mpl_run_free(MplRun *r) {
+  if (!r) return;
+  stop_threads(r);
+  if (r->sync_init) {
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->go);
+    pthread_cond_destroy(&r->done);
+  }
+  if (r->cworld) mpl_cuda_world_free(r->cworld); /* before the devices it uses */
+  if (r->cmpi) r->cmpi->ops->free(r->cmpi);
+  for (int i = 0; r->ranks && i < r->nworld; i++)
+    if (r->ranks[i].run) free_rank(&r->ranks[i]);
+  mpl_free(r->ranks);
+  if (r->world) mpl_comm_world_free(r->world);
+  mpl_cpu_kernels_free(&r->cpu_kernels);
+  mpl_free(r->owner);
+  mpl_free(r->wparams);
+  mpl_free(r->chunked);
+  mpl_free(r->updated);
+  mpl_free(r->role);
+  if (r->tokens) mpl_tokens_free(&r->tok);
+  if (r->have_synth) mpl_synth_free(&r->synth);
+  if (r->tracing) mpl_trace_free(&r->trace);
+  if (r->metrics_open) mpl_metrics_close(&r->metrics);
+  mpl_free(r);
+}
+
+/* ---- the training loop ------------------------------------------------------------- */
+
+static double step_loss(const MplRun *r) {
+  double s = 0;
+  int n = 0;
+  for (int d = 0; d < r->dp; d++)
+    for (int j = 0; j < r->m; j++)
+      for (int i = 0; i < r->pp; i++) {
+        const RankCtx *rc = &r->ranks[world_of(r, d, 0, i)];
+        if (rc->mb_loss_set[j]) {
+          s += rc->mb_loss[j];
+          n++;
+          break;
+        }
+      }
+  return n ? s / n : NAN;
+}
+
+static void fmt_eta(char *buf, size_t n, double s) {
+  long t = s > 0 && s < 1e9 ? (long)(s + 0.5) : 0;
+  if (t >= 3600) snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+  else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
+}
+
+static int report_step(MplRun *r, int64_t step, double step_s, double avg_s, MplErr *err) {
+  double lr = mpl_lr_at(&r->ocfg, step);
+  double tokens = (double)(r->B * r->m * r->dp); /* the step's rows; tokens when a row is a sequence */
+  bool seq = false;
+  for (int i = 0; i < r->job->ninputs && !seq; i++) {
+    const JobValue *v = &r->job->values[r->job->inputs[i].value];
+    seq = r->tokens || (v->rank >= 2 && v->dims[1] == r->job->train.seq);
+  }
+  if (seq) tokens *= (double)r->job->train.seq;
+  double tps = step_s > 0 ? tokens / step_s : 0;
+  if (!r->opts.quiet && r->lead) {
+    char eta[32];
+    fmt_eta(eta, sizeof eta, avg_s * (double)(r->total_steps - step - 1));
+    fprintf(r->opts.out, "step %lld/%lld | loss %.4f | lr %.2e | %.0f %s | %.1f ms/step | ETA %s\n",
+            (long long)step + 1, (long long)r->total_steps, r->last_loss, lr, tps, seq ? "tok/s" : "samples/s",
+            step_s * 1e3, eta);
+    fflush(r->opts.out);
+  }
+  if (!r->metrics_open) return MPL_OK;
+  const char *keys[] = {"step", "loss", "lr", seq ? "tok_s" : "samples_s", "ms"};
+  double vals[] = {(double)(step + 1), r->last_loss, lr, tps, step_s * 1e3};
+  return mpl_metrics_line(&r->metrics, keys, vals, 5, err);
+}
+
+/* Under MPI: every rank's trace events to world rank 0 (a count, then the events). */
+static int gather_trace(MplRun *r, MplErr *err) {
+  MplComm *c = r->mpi;
+  if (r->me != 0) {
+    MplTraceRank *tr = &r->trace.ranks[r->me];
+    int64_t n = tr->n;
+    if (c->ops->send(c, 0, TAG_MAIN(MAIN_TRACE_N, r->me), &n, sizeof n) != MPL_OK ||
+        c->ops->send(c, 0, TAG_MAIN(MAIN_TRACE_EV, r->me), tr->ev, (size_t)n * sizeof *tr->ev) != MPL_OK)
+      return mpl_errf(err, "trace: %s", c->err.msg);
+    return MPL_OK;
+  }
+  for (int w = 1; w < r->nworld; w++) {
+    MplTraceRank *tr = &r->trace.ranks[w];
+    int64_t n = 0;
+    if (c->ops->recv(c, w, TAG_MAIN(MAIN_TRACE_N, w), &n, sizeof n) != MPL_OK) return mpl_errf(err, "trace: %s", c->err.msg);
+    MplTraceEvent *ev = mpl_malloc((size_t)n * sizeof *ev + 1);
+    if (!ev) return mpl_errf(err, "trace: out of memory");
+    mpl_free(tr->ev);
+    tr->ev = ev, tr->n = tr->cap = n;
+    if (c->ops->recv(c, w, TAG_MAIN(MAIN_TRACE_EV, w), ev, (size_t)n * sizeof *ev) != MPL_OK)
+      return mpl_errf(err, "trace: %s", c->err.msg);
+  }
+  return MPL_OK;
+}
+
+int mpl_run_train(MplRun *r, MplErr *err) {
+  double t_begin = now_s();
+  int64_t done = 0;
+  bool ckpt_written = false;
+  r->first_step = r->step;
+  if (r->opts.resume_dir && r->step >= r->total_steps && r->total_steps > 0 && !r->opts.quiet && r->lead)
+    fprintf(r->opts.out, "mplrun: the checkpoint is at step %lld of %lld: nothing to train (raise --steps)\n",
+            (long long)r->step, (long long)r->total_steps);
+  for (; r->step < r->total_steps; r->step++) {
+    double t0 = now_s();
+    if (run_one_step(r, err) != MPL_OK) return MPL_ERR;
+    double dt = now_s() - t0;
+    r->last_loss = step_loss(r);
+    r->optim_fresh = false;
+    done++;
+    if (report_step(r, r->step, dt, (now_s() - t_begin) / (double)done, err) != MPL_OK) return MPL_ERR;
+    if (r->lead && !isfinite(r->last_loss))
+      return mpl_errf(err, "step %lld: the loss is %s: training stopped, nothing more is written (lower the learning "
+                      "rate or set grad_clip)", (long long)r->step + 1, isnan(r->last_loss) ? "nan" : "inf");
+    if (r->tokens) mpl_loader_advance(&r->loader);
+    ckpt_written = false;
+    if (r->opts.ckpt_dir && r->opts.ckpt_every > 0 && (r->step + 1) % r->opts.ckpt_every == 0) {
+      r->step++; /* the checkpoint records the next step to run */
+      int st = mpl_ckpt_write_dir(r, r->opts.ckpt_dir, err);
+      r->step--;
+      if (st != MPL_OK) return MPL_ERR;
+      ckpt_written = true;
+    }
+  }
+  if (r->opts.ckpt_dir && !ckpt_written && mpl_ckpt_write_dir(r, r->opts.ckpt_dir, err) != MPL_OK) return MPL_ERR;
+  if (r->opts.save_path && mpl_ckpt_save_params(r, r->opts.save_path, err) != MPL_OK) return MPL_ERR;
+  if (r->tracing && r->mpi && gather_trace(r, err) != MPL_OK) return MPL_ERR;
+  if (r->tracing && r->lead && mpl_trace_write(&r->trace, r->opts.trace_path, err) != MPL_OK) return MPL_ERR;
+  return MPL_OK;
+}
+
+/* Under MPI: world rank 0 receives every rank's stats (the others send theirs). */
+static void gather_stats(const MplRun *r, MplRankStats *all) {
+  MplComm *c = r->mpi;
+  const MplRankStats *mine = &r->ranks[r->me].stats;
+  if (r->me != 0) {
+    c->ops->send(c, 0, TAG_MAIN(MAIN_STATS, r->me), mine, sizeof *mine);
+    return;
+  }
+  all[0] = *mine;
+  for (int w = 1; w < r->nworld; w++)
+    if (c->ops->recv(c, w, TAG_MAIN(MAIN_STATS, w), &all[w], sizeof all[w]) != MPL_OK) memset(&all[w], 0, sizeof all[w]);
+}
+
+void mpl_run_report(const MplRun *r, FILE *out) {
+  MplRankStats *all = NULL;
+  if (r->mpi) {
+    all = mpl_calloc((size_t)r->nworld, sizeof *all);
+    if (!all) return;
+    gather_stats(r, all);
+  }
+  for (int i = 0; i < r->nworld && r->lead; i++) {
+    const MplRankStats *s = all ? &all[i] : &r->ranks[i].stats;
+    double bubble = s->wall_s > 0 ? 1.0 - s->busy_s / s->wall_s : 0;
+    fprintf(out, "rank %d: busy %.1f ms | bubble %.3f (predicted %.3f) | arena %llu bytes\n", i, s->busy_s * 1e3,
+            bubble, r->job->ranks[i % r->pp].predicted_bubble, (unsigned long long)s->arena_bytes);
+  }
+  mpl_free(all);
+}
+
+/* The last step's communication of every world rank; under MPI the others' counts are
+ * sent to world rank 0 (every process calls this, as mpl_run_report). */
+int mpl_run_comm_counts(const MplRun *r, MplCommCount *out, MplErr *err) {
+  size_t row = sizeof(MplCommCount) * MPL_COMM__COUNT;
+  memset(out, 0, row * (size_t)r->nworld);
+  for (int w = 0; w < r->nworld; w++)
+    if (r->ranks[w].live) memcpy(out + (size_t)w * MPL_COMM__COUNT, r->ranks[w].comm_counts, row);
+  if (!r->mpi) return MPL_OK;
+  MplComm *c = r->mpi;
+  if (r->me != 0 && c->ops->send(c, 0, TAG_MAIN(MAIN_COMM, r->me), out + (size_t)r->me * MPL_COMM__COUNT, row) != MPL_OK)
+    return mpl_errf(err, "communication counts: %s", c->err.msg);
+  for (int w = 1; w < r->nworld && r->me == 0; w++)
+    if (c->ops->recv(c, w, TAG_MAIN(MAIN_COMM, w), out + (size_t)w * MPL_COMM__COUNT, row) != MPL_OK)
+      return mpl_errf(err, "communication counts: %s", c->err.msg);
+  return MPL_OK;
+}
+
+int mpl_exec_run(const Job *job, const MplRunOpts *opts, MplErr *err) {
+  MplRun *r;
+  if (mpl_run_init(&r, job, opts, err) != MPL_OK) return MPL_ERR;
+  int st = mpl_run_train(r, err);
+  if (st == MPL_OK && !r->opts.quiet) mpl_run_report(r, r->opts.out);
+  mpl_run_free(r);
+  return st;
+}
