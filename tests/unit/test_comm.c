@@ -7,8 +7,9 @@
  * all-reduce (rank-order bits), an abort while members wait in each, and a mismatch of
  * kinds; the same collectives made of messages (comm.c: comm_mpi.c's and the cuda
  * fallbacks'), over this communicator's messages, with the device copies stood in for.
- * `test_comm --mpi`, under mpirun (tests/e2e/mpi.sh runs it), checks comm_mpi.c. Every wait in these
- * tests is bounded by Check's timeout, so a hang fails.
+ * Every wait in these tests is bounded by Check's timeout, so a hang fails. `test_comm
+ * --mpi` under `mpirun -np 3` (tests/e2e/mpi.sh runs it) checks comm_mpi.c's collectives
+ * the same way; a failure there ends the job through MPI_Abort.
  */
 #include "runtime/comm_int.h"
 
