@@ -580,6 +580,19 @@ START_TEST(test_msg_collectives) {
 }
 END_TEST
 
+/* Every op of the local and (when built with MPI) the MPI communicator is filled in. */
+START_TEST(test_tables_complete) {
+  const MplCommOps *tables[2] = {&mpl_comm_local_ops, &mpl_comm_mpi_ops};
+  for (int i = 0; i < 2; i++) {
+    const MplCommOps *o = tables[i];
+    if (i == 1 && !o->send) continue; /* built without MPI: a name only */
+    ck_assert_msg(o->name && o->send && o->recv && o->allreduce_sum_f32 && o->reduce_scatter_sum_f32 && o->allgather &&
+                      o->allreduce_sum_f64 && o->barrier && o->abort && o->free,
+                  "%s", o->name);
+  }
+}
+END_TEST
+
 /* ---- under mpirun: comm_mpi.c (`test_comm --mpi`, 3 processes) ---------------------------- */
 
 /* One check of this process; a failure ends the job (MPI_Abort through the communicator's
@@ -660,6 +673,7 @@ static Suite *comm_suite(void) {
   tcase_add_test(tc, test_allreduce_f64);
   tcase_add_test(tc, test_collective_abort);
   tcase_add_test(tc, test_msg_collectives);
+  tcase_add_test(tc, test_tables_complete);
   suite_add_tcase(s, tc);
   return s;
 }
