@@ -11,20 +11,22 @@
  *    mismatch means the ranks disagree about the program: an error, never a hang), then
  *    receives the payload straight into the caller's buffer. MPI's non-overtaking rule
  *    keeps the (src, dst) FIFO order of the in-process communicator;
- *  - point-to-point messages and the all-reduce's messages use different MPI tags, so a
+ *  - point-to-point messages and the collectives' messages use different MPI tags, so a
  *    pipeline message and a collective between the same two ranks never match each other;
- *  - allreduce_sum_f32 over a group: every member sends its buffer to every other member,
- *    then adds the members' buffers in ascending rank order, element by element, exactly
- *    as comm_local's sum (s = x0; s += x1; ...): the bits are those of the threads run,
- *    whatever the arrival order (MPI_Allreduce's order is not fixed: not used);
+ *  - the collectives (all-reduces in f32 and f64, reduce-scatter, all-gather) are made of
+ *    this communicator's own eager messages on the collectives' MPI tag (comm.c's
+ *    mpl_msg_collective): every member sends each other member what it needs (the whole
+ *    buffer, or chunks only), then adds the parts in ascending rank order, element by
+ *    element, exactly as comm_local's sum (s = x0; s += x1; ...): the bits are those of the
+ *    threads run, whatever the arrival order (MPI's reductions fix no order: not used);
  *  - every MPI call is checked (MPI_CHECK, with MPI_ERRORS_RETURN on the world); abort
  *    prints the reason and calls MPI_Abort, so no process of the job is left waiting;
- *  - for the CUDA communicator over this one (comm_nccl.c): the rank's index on its host
+ *  - for the CUDA communicator over this one (comm_cuda_mpi.c): the rank's index on its host
  *    (found once at init, MPI_Comm_split_type SHARED), and two collectives of bytes
  *    (MPI_Bcast, MPI_Allgather) that every process calls in the same order at start-up.
  * Built without MPI (no MPL_HAVE_MPI), init fails with "built without MPI".
  */
-#include "mpl.h"
+#include "comm_int.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -53,9 +55,8 @@ typedef struct MpiComm {
   MplComm comm;
   PendingSend *pend;
   int npend, cap;
-  float *acc, *in; /* all-reduce scratch */
-  size_t scratch_n;
-  int local_rank;  /* among the processes on this host */
+  MplScratch scratch; /* the collectives' sums */
+  int local_rank;     /* among the processes on this host */
 } MpiComm;
 
 static MpiComm *mpi_of(MplComm *c) { return c->impl; }
@@ -133,49 +134,40 @@ static int mpi_recv(MplComm *c, int src, uint64_t tag, void *buf, size_t bytes) 
   return take_recv(c, src, TAG_P2P, tag, buf, bytes);
 }
 
-/* ---- all-reduce ----------------------------------------------------------------- */
+/* ---- collectives ------------------------------------------------------------------ */
 
-
-static int ensure_scratch(MplComm *c, size_t n) {
-  MpiComm *m = mpi_of(c);
-  if (n <= m->scratch_n) return MPL_OK;
-  float *a = mpl_realloc(m->acc, n * sizeof *a), *b = a ? mpl_realloc(m->in, n * sizeof *b) : NULL;
-  if (a) m->acc = a;
-  if (b) m->in = b;
-  if (!a || !b) return mpl_errf(&c->err, "rank %d: out of memory in allreduce", c->rank);
-  m->scratch_n = n;
-  return MPL_OK;
+static int coll_send(MplComm *c, int dst, uint64_t tag, const void *buf, size_t bytes) {
+  return post_send(c, dst, TAG_COLL, tag, buf, bytes);
 }
 
-/* Members' buffers added in ascending rank order into acc, then copied to buf. */
-static int sum_members(MplComm *c, const int *sorted, int k, float *buf, size_t n) {
-  MpiComm *m = mpi_of(c);
-  size_t bytes = n * sizeof(float);
-  for (int j = 0; j < k; j++) {
-    const float *src = buf;
-    if (sorted[j] != c->rank) {
-      if (take_recv(c, sorted[j], TAG_COLL, (uint64_t)n, m->in, bytes) != MPL_OK) return MPL_ERR;
-      src = m->in;
-    }
-    if (j == 0) {
-      if (n) memcpy(m->acc, src, bytes);
-    } else {
-      for (size_t i = 0; i < n; i++) m->acc[i] += src[i];
-    }
-  }
-  if (n) memcpy(buf, m->acc, bytes);
-  return MPL_OK;
+static int coll_recv(MplComm *c, int src, uint64_t tag, void *buf, size_t bytes) {
+  return take_recv(c, src, TAG_COLL, tag, buf, bytes);
 }
 
-static int mpi_allreduce(MplComm *c, const int *ranks, int nranks, float *buf, size_t n) {
-  int *sorted = mpl_comm_sorted_members(c, ranks, nranks);
+/* Collective op over the group, made of this communicator's messages (comm.c). */
+static int mpi_collective(MplComm *c, int op, const int *ranks, int k, void *buf, size_t n, size_t elem) {
+  int *sorted = mpl_comm_sorted_members(c, ranks, k);
   if (!sorted) return MPL_ERR;
-  int st = nranks > 1 ? ensure_scratch(c, n ? n : 1) : MPL_OK;
-  for (int j = 0; j < nranks && st == MPL_OK && nranks > 1; j++)
-    if (sorted[j] != c->rank) st = post_send(c, sorted[j], TAG_COLL, (uint64_t)n, buf, n * sizeof(float));
-  if (st == MPL_OK && nranks > 1) st = sum_members(c, sorted, nranks, buf, n);
+  MplMsgIo io = {.c = c, .send = coll_send, .recv = coll_recv, .scratch = &mpi_of(c)->scratch};
+  int st = mpl_msg_collective(&io, op, sorted, k, buf, n, elem);
   mpl_free(sorted);
   return st;
+}
+
+static int mpi_allreduce(MplComm *c, const int *ranks, int k, float *buf, size_t n) {
+  return mpi_collective(c, MPL_COLL_ALLREDUCE_F32, ranks, k, buf, n, sizeof *buf);
+}
+
+static int mpi_reduce_scatter(MplComm *c, const int *ranks, int k, float *buf, size_t n) {
+  return mpi_collective(c, MPL_COLL_REDUCE_SCATTER_F32, ranks, k, buf, n, sizeof *buf);
+}
+
+static int mpi_allgather(MplComm *c, const int *ranks, int k, void *buf, size_t n, size_t elem) {
+  return mpi_collective(c, MPL_COLL_ALLGATHER, ranks, k, buf, n, elem);
+}
+
+static int mpi_allreduce_f64(MplComm *c, const int *ranks, int k, double *buf, size_t n) {
+  return mpi_collective(c, MPL_COLL_ALLREDUCE_F64, ranks, k, buf, n, sizeof *buf);
 }
 
 static int mpi_barrier(MplComm *c) {
@@ -199,8 +191,7 @@ static void mpi_free(MplComm *c) {
     mpl_free(m->pend[i].block);
   }
   mpl_free(m->pend);
-  mpl_free(m->acc);
-  mpl_free(m->in);
+  mpl_scratch_free(&m->scratch);
   mpl_free(m);
 }
 
@@ -209,6 +200,9 @@ const MplCommOps mpl_comm_mpi_ops = {
     .send = mpi_send,
     .recv = mpi_recv,
     .allreduce_sum_f32 = mpi_allreduce,
+    .reduce_scatter_sum_f32 = mpi_reduce_scatter,
+    .allgather = mpi_allgather,
+    .allreduce_sum_f64 = mpi_allreduce_f64,
     .barrier = mpi_barrier,
     .abort = mpi_abort,
     .free = mpi_free,

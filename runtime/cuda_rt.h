@@ -1,5 +1,6 @@
 /*
- * cuda_rt.h — private to the CUDA side of the runtime (device_cuda.c, comm_nccl.c):
+ * cuda_rt.h — private to the CUDA side of the runtime (device_cuda.c, comm_nccl.c,
+ * comm_cuda_world.c, comm_cuda_mpi.c through comm_cuda.h):
  * the checking macros, the streams of a cuda device and the host's waits for them.
  * Included only when MPL_HAVE_CUDA is defined.
  *

@@ -4,10 +4,11 @@
  *   optim.c       SGD and AdamW (torch.optim's arithmetic), gradient clipping, lr schedules
  *   device_cpu.c  the device backend interface and the `cpu` backend
  *   device_cuda.c the `cuda` backend (cudaMalloc arena, streams, PTX kernels, cuBLAS)
- *   comm_nccl.c   the communicator of ranks on CUDA devices (NCCL, or device copies / MPI)
  *   exec.c        the run: one executor thread per rank (or one rank per process under MPI),
  *                 the training loop, sampling
  *   checkpoint.c  --init/--save safetensors by global name, --checkpoint/--resume directories
+ *
+ * The communicators, the CUDA ones included, are comm.h's (included through mpl.h).
  *
  * Conventions are mpl.h's: MPL_OK / MPL_ERR with a message in an MplErr, nothing exits,
  * host memory through mpl_malloc, no global mutable state (an MplRun holds everything).
@@ -142,36 +143,7 @@ int mpl_cuda_optim_compile(const char *arch, char **ptx, char *log, size_t logn,
  * there is none: built without CUDA, no driver, no device. Never crashes. */
 int mpl_cuda_device_count(int *count, MplErr *err);
 
-/* ==== comm_nccl.c ===================================================== */
-
-/* The mesh of the world (exec.c's world ranks: w = (replica * tp + tp index) * pp + pipeline
- * rank): the groups whose NCCL communicators are made at init — tp and dp all-reduce
- * groups, and a link per ordered pair of ranks that exchange messages (the ranks of one
- * pipeline; the replicas of one pipeline rank with ZeRO-1). NULL: the whole world only. */
-typedef struct MplCommMesh {
-  int dp, tp, pp;
-  bool zero;
-} MplCommMesh;
-
-/* The communicator of ranks that are threads of this process, each on a CUDA device
- * (several ranks may share one). Buffers may be device or host pointers. With NCCL built
- * in and every rank on its own GPU (or MPL_NCCL=1), device messages go through ncclSend /
- * ncclRecv and device all-reduces through ncclAllReduce; otherwise they are device copies
- * on each rank's communication stream (ordered after its compute stream by events) and a
- * host sum. devs[r] must be initialised cuda devices that outlive the world. */
-typedef struct MplCudaWorld MplCudaWorld;
-int mpl_cuda_world_init(MplCudaWorld **w, int nranks, MplDevice *const *devs, const MplCommMesh *mesh, MplErr *err);
-MplComm *mpl_cuda_world_rank(MplCudaWorld *w, int r);
-void mpl_cuda_world_abort(MplCudaWorld *w, const char *why);
-void mpl_cuda_world_free(MplCudaWorld *w);
-/* Under mpirun, this process's rank on its cuda device `dev`, over the process's MPI
- * communicator `mpi` (which it uses and does not own: free it after this one, with
- * ops->free). When every rank of the job is on its own GPU (host name and PCI bus id,
- * allgathered) and NCCL is built in, or MPL_NCCL=1: rank 0's ncclGetUniqueId is
- * broadcast over MPI, ncclCommInitRank makes the world's communicator, and device
- * messages and all-reduces go through NCCL. Otherwise device buffers are staged through
- * host memory and sent over `mpi` (correct, slower). abort is mpi's (MPI_Abort). */
-int mpl_cuda_mpi_init(MplComm **out, MplComm *mpi, MplDevice *dev, const MplCommMesh *mesh, MplErr *err);
+/* ==== device_cpu.c, continued ========================================= */
 
 /* The job's CPU kernels, compiled for the host by the JIT (jit_cpu.c). */
 typedef struct MplCpuKernels {

@@ -6,10 +6,10 @@
  *   safetensors.c  reading and writing .safetensors files (params, checkpoints)
  *   data.c         llm.c token files, the token loader, synthetic(n) examples
  *   jobfile.c      the byte-level container of the job file (header, sections, cursors)
- *   comm_local.c   the communicator interface and its in-process (threads) implementation
- *   comm_mpi.c     the MPI communicator (one rank per process, under mpirun)
  *   gemm.c         the CPU matrix product (oneDNN's sgemm)
  *   trace.c        the Chrome trace writer and the JSON-lines metrics writer
+ * and, included at the end, comm.h: the communicators (threads, MPI, CUDA) and their
+ * interface.
  *
  * Conventions (every section): functions return MPL_OK or MPL_ERR and fill an MplErr
  * with a message naming the file and the problem; the library never exits; every host
@@ -283,69 +283,6 @@ uint32_t mpl_cur_count(MplCursor *c, uint32_t max, uint32_t min_elem_bytes, cons
 void mpl_cur_fail(MplCursor *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 bool mpl_cur_at_end(const MplCursor *c);
 
-/* ==== comm_local.c ==================================================== */
-
-typedef struct MplComm MplComm;
-
-/* A communicator backend. Every op returns MPL_OK or MPL_ERR (the message in comm->err).
- * send never blocks (eager, buffered); recv blocks until the matching message arrives;
- * messages between a (src, dst) pair arrive in FIFO order and their tags must match.
- * allreduce_sum_f32 over a group of ranks gives every member bitwise-identical sums,
- * added in ascending rank order. abort makes every blocked and future op fail. */
-typedef struct MplCommOps {
-  const char *name;
-  int (*send)(MplComm *c, int dst, uint64_t tag, const void *buf, size_t bytes);
-  int (*recv)(MplComm *c, int src, uint64_t tag, void *buf, size_t bytes);
-  int (*allreduce_sum_f32)(MplComm *c, const int *ranks, int nranks, float *buf, size_t n);
-  int (*barrier)(MplComm *c);
-  void (*abort)(MplComm *c, const char *why);
-  void (*free)(MplComm *c);
-} MplCommOps;
-
-/* The members of an all-reduce group in ascending rank order, checked (in range, no
- * duplicate, the caller among them); mpl_malloc'd. NULL with the message in c->err. */
-int *mpl_comm_sorted_members(MplComm *c, const int *ranks, int k);
-
-struct MplComm {
-  const MplCommOps *ops;
-  int rank, size;
-  void *impl;
-  MplErr err; /* the message of the last failed op */
-};
-
-/* The in-process world: nranks ranks that are threads of this process. */
-typedef struct MplCommWorld MplCommWorld;
-extern const MplCommOps mpl_comm_local_ops;
-
-int mpl_comm_world_init(MplCommWorld **w, int nranks, MplErr *err);
-/* Frees the world; every rank thread must have stopped using it. */
-void mpl_comm_world_free(MplCommWorld *w);
-/* Rank r's handle (owned by the world; its ops->free is a no-op). */
-MplComm *mpl_comm_world_rank(MplCommWorld *w, int r);
-/* Wakes every blocked rank with an error; later ops fail too. Thread-safe, idempotent. */
-void mpl_comm_world_abort(MplCommWorld *w, const char *why);
-
-/* ==== comm_mpi.c ====================================================== */
-
-/* The communicator of one rank per process under mpirun (MPI_COMM_WORLD's rank and size).
- * Same semantics as the local one: eager sends (copied, completed later), FIFO per pair
- * with tags checked, all-reduce summed in ascending rank order (never MPI_Allreduce's own
- * order); abort prints the reason and calls MPI_Abort. */
-extern const MplCommOps mpl_comm_mpi_ops;
-/* Started by mpirun or another PMI launcher (OMPI_COMM_WORLD_SIZE, PMI_SIZE or PMIX_RANK)? */
-bool mpl_mpi_launched(void);
-/* MPI_Init_thread (FUNNELED: only the process's main thread calls MPI) and the
- * process's communicator. Built without MPI (MPL_HAVE_MPI unset): MPL_ERR with a message. */
-int mpl_comm_mpi_init(MplComm **out, int *argc, char ***argv, MplErr *err);
-/* Waits for the pending sends, frees the communicator and calls MPI_Finalize. */
-void mpl_comm_mpi_finalize(MplComm *c);
-/* The rank among the processes on this host (picks a GPU: local rank mod the GPU count). */
-int mpl_comm_mpi_local_rank(const MplComm *c);
-/* Collectives of bytes over every process (MPI_Bcast from root, MPI_Allgather of `bytes`
- * from each into all[size * bytes]); every process calls them in the same order. */
-int mpl_comm_mpi_bcast(MplComm *c, int root, void *buf, size_t bytes);
-int mpl_comm_mpi_allgather(MplComm *c, const void *mine, void *all, size_t bytes);
-
 /* ==== gemm.c ========================================================== */
 
 /* Row-major C = alpha * op(A) * op(B) + beta * C, op(A) [M, K], op(B) [K, N] (like dnnl_sgemm).
@@ -405,5 +342,7 @@ int mpl_metrics_open(MplMetrics *m, const char *path, MplErr *err);
 /* {"k0": v0, ...}; integral values print without a fraction, non-finite ones as null. */
 int mpl_metrics_line(MplMetrics *m, const char *const *keys, const double *vals, int n, MplErr *err);
 void mpl_metrics_close(MplMetrics *m);
+
+#include "comm.h" /* the communicators: after MplErr, which they use */
 
 #endif

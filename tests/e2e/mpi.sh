@@ -12,6 +12,10 @@
 #    checkpoint's files equal the threads checkpoint's;
 #  - dp x tp x pp with ZeRO-1 and AdamW: 3 + resume + 3 under MPI == 6 threads steps;
 #  - --trace and --metrics under MPI: valid JSON with one row per rank, one line per step;
+#  - comm_mpi.c's collectives on their own (build/tests/test_comm --mpi under mpirun -np 3):
+#    reduce-scatter (uneven chunks, n < k, subgroups) with the bits of the all-reduce's
+#    chunk, all-gather of 4- and 8-byte elements, the float64 all-reduce in rank order, and
+#    a message that crosses collectives of the same ranks;
 #  - --mpi without mpirun runs a one-rank job (an MPI singleton);
 #  - a wrong -np is refused with a message naming the right one; a rank that fails
 #    (a missing --init file) ends the whole job: non-zero exit, no hang;
@@ -56,6 +60,15 @@ near() { # label, file a, reference b: within 1e-5 relative error per tensor
   if python3 tests/tools/stcompare.py "$2" "$3" 1e-5 > "$2.cmp"; then ok "$1 within 1e-5 (worst $(worst "$2.cmp"))"
   else bad "$1: $(grep FAIL "$2.cmp" | head -n 3 | tr '\n' ' ')"; fi
 }
+
+# ---- the communicator's collectives on their own (the unit test's MPI mode) ----
+if [ -x "$BUILD/tests/test_comm" ]; then
+  "${MPIRUN[@]}" -np 3 "$BUILD/tests/test_comm" --mpi > "$tmp/test_comm.log" 2>&1
+  rc=$?
+  n=$(sed -n 's/^mpi: \([0-9]*\) passed, 0 failed$/\1/p' "$tmp/test_comm.log")
+  if [ $rc = 0 ] && [ -n "$n" ]; then ok "comm_mpi.c's collectives under mpirun -np 3: all $n checks of test_comm --mpi"
+  else bad "test_comm --mpi (exit $rc): $(grep -m 3 -e FAIL -e error "$tmp/test_comm.log" | tr '\n' ' ')"; fi
+else echo "note: $BUILD/tests/test_comm is not built (make $BUILD/tests/test_comm): comm_mpi.c's collectives not checked on their own"; fi
 
 # ---- threads vs processes: params and losses ----
 check_mesh() { # name, np, single-rank params to match within 1e-5 (or -), model, mplc args...

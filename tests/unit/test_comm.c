@@ -2,12 +2,20 @@
  * test_comm.c — unit tests of the in-process communicator (comm_local.c), with one pthread
  * per rank: ping-pong, many messages in FIFO order, tag and size mismatches, allreduce
  * determinism over 2-4 ranks and over disjoint groups at once, barrier, and abort waking
- * blocked ranks. Every wait in these tests is bounded by Check's timeout, so a hang fails.
+ * blocked ranks; the collectives reduce-scatter (uneven chunks, n < k, subgroups, the
+ * bits of the all-reduce's chunk), all-gather (4- and 8-byte elements) and the float64
+ * all-reduce (rank-order bits), an abort while members wait in each, and a mismatch of
+ * kinds; the same collectives made of messages (comm.c: comm_mpi.c's and the cuda
+ * fallbacks'), over this communicator's messages, with the device copies stood in for.
+ * Every wait in these tests is bounded by Check's timeout, so a hang fails. `test_comm
+ * --mpi` under `mpirun -np 3` (tests/e2e/mpi.sh runs it) checks comm_mpi.c's collectives
+ * the same way; a failure there ends the job through MPI_Abort.
  */
-#include "runtime/mpl.h"
+#include "runtime/comm_int.h"
 
 #include <check.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -248,6 +256,408 @@ START_TEST(test_abort) {
 }
 END_TEST
 
+/* ---- collectives ------------------------------------------------------------------------- */
+
+static const size_t COLL_NS[] = {0, 1, 2, 3, 5, 7, 64, 1001, 10007};
+enum { COLL_MAX_N = 10007, NCOLL_NS = sizeof COLL_NS / sizeof COLL_NS[0] };
+
+/* The group of rank in a world of nranks cut into ngroups (rank mod ngroups), listed in
+ * descending order (any order is allowed); *slot: rank's index in ascending order. */
+static int group_of(int rank, int nranks, int ngroups, int *ranks, int *slot) {
+  int k = 0;
+  *slot = 0;
+  for (int r = nranks - 1; r >= 0; r--)
+    if (r % ngroups == rank % ngroups) ranks[k++] = r;
+  for (int i = 0; i < k; i++) *slot += ranks[i] < rank;
+  return k;
+}
+
+static int coll_fail(RankArg *a, const char *fmt, size_t n, size_t i) {
+  snprintf(a->err.msg, sizeof a->err.msg, fmt, a->rank, n, i);
+  return a->rc = 1;
+}
+
+/* One reduce-scatter of n elements, checked against the all-reduce of the same inputs and
+ * against the rank-order sum; the rest of the buffer must be untouched. */
+static int check_reduce_scatter(RankArg *a, MplComm *c, const int *ranks, int k, int slot, size_t n, int it, float *in,
+                                float *rs, float *ar) {
+  for (size_t i = 0; i < n; i++) in[i] = member_value(a->rank, it, i);
+  memcpy(rs, in, n * sizeof *in), memcpy(ar, in, n * sizeof *in);
+  if ((a->rank + it) % 3 == 0) usleep(100);
+  if (c->ops->reduce_scatter_sum_f32(c, ranks, k, rs, n) || c->ops->allreduce_sum_f32(c, ranks, k, ar, n)) {
+    a->err = c->err;
+    return a->rc = 1;
+  }
+  size_t lo, len;
+  mpl_comm_chunk(n, k, slot, &lo, &len);
+  for (size_t i = 0; i < n; i++) {
+    bool mine = i >= lo && i < lo + len;
+    if (memcmp(&rs[i], mine ? &ar[i] : &in[i], sizeof *rs) != 0)
+      return coll_fail(a, mine ? "rank %d: n %zu: element %zu differs from the all-reduce's" : "rank %d: n %zu: element %zu outside the chunk changed", n, i);
+    float s = 0;
+    for (int j = 0, r = 0; mine && r < a->nranks; r++) /* members in ascending order */
+      for (int m = 0; m < k; m++)
+        if (ranks[m] == r) s = j++ ? s + member_value(r, it, i) : member_value(r, it, i);
+    if (mine && memcmp(&s, &rs[i], sizeof s) != 0) return coll_fail(a, "rank %d: n %zu: element %zu is not the rank-order sum", n, i);
+  }
+  return 0;
+}
+
+static void *reduce_scatter_rank(void *p) {
+  RankArg *a = p;
+  MplComm *c = mpl_comm_world_rank(a->w, a->rank);
+  int ranks[8], slot, k = group_of(a->rank, a->nranks, a->iter, ranks, &slot);
+  float *in = malloc(COLL_MAX_N * sizeof *in), *rs = malloc(COLL_MAX_N * sizeof *rs), *ar = malloc(COLL_MAX_N * sizeof *ar);
+  for (int t = 0; t < (int)NCOLL_NS && !a->rc; t++)
+    for (int it = 0; it < 3 && !a->rc; it++) check_reduce_scatter(a, c, ranks, k, slot, COLL_NS[t], it, in, rs, ar);
+  if (a->rc) c->ops->abort(c, a->err.msg); /* the others must not wait for this rank */
+  free(in), free(rs), free(ar);
+  return NULL;
+}
+
+/* 2 to 5 ranks in one group, and 6 ranks in two and three groups of the world at once. */
+START_TEST(test_reduce_scatter) {
+  const int shapes[][2] = {{2, 1}, {3, 1}, {4, 1}, {5, 1}, {6, 2}, {6, 3}}; /* ranks, groups */
+  for (int s = 0; s < 6; s++) {
+    MplCommWorld *w;
+    MplErr err;
+    ck_assert_int_eq(mpl_comm_world_init(&w, shapes[s][0], &err), MPL_OK);
+    RankArg args[8] = {0};
+    for (int r = 0; r < 8; r++) args[r].iter = shapes[s][1];
+    int bad = run_ranks(shapes[s][0], w, reduce_scatter_rank, args);
+    for (int r = 0; r < shapes[s][0]; r++) ck_assert_msg(bad == 0, "%d ranks: %s", shapes[s][0], args[r].err.msg);
+    mpl_comm_world_free(w);
+  }
+}
+END_TEST
+
+/* Element i of an all-gather: a value of the member whose chunk holds i. */
+static double gather_value(int owner, size_t i) { return (double)owner * 1e6 + (double)i + 0.25; }
+
+static int check_allgather(RankArg *a, MplComm *c, const int *ranks, int k, int slot, size_t n, size_t elem, uint8_t *buf) {
+  int sorted[8];
+  for (int i = 0; i < k; i++) sorted[i] = ranks[k - 1 - i]; /* group_of lists them descending */
+  memset(buf, 0xab, n * elem);
+  size_t lo, len;
+  mpl_comm_chunk(n, k, slot, &lo, &len);
+  for (size_t i = lo; i < lo + len; i++) {
+    double v = gather_value(a->rank, i);
+    float f = (float)v;
+    memcpy(buf + i * elem, elem == 8 ? (void *)&v : (void *)&f, elem);
+  }
+  if (c->ops->allgather(c, ranks, k, buf, n, elem)) {
+    a->err = c->err;
+    return a->rc = 1;
+  }
+  for (int j = 0; j < k; j++) {
+    mpl_comm_chunk(n, k, j, &lo, &len);
+    for (size_t i = lo; i < lo + len; i++) {
+      double v = gather_value(sorted[j], i);
+      float f = (float)v;
+      if (memcmp(buf + i * elem, elem == 8 ? (void *)&v : (void *)&f, elem) != 0)
+        return coll_fail(a, "rank %d: all-gather of n %zu: element %zu is wrong", n, i);
+    }
+  }
+  return 0;
+}
+
+static void *allgather_rank(void *p) {
+  RankArg *a = p;
+  MplComm *c = mpl_comm_world_rank(a->w, a->rank);
+  int ranks[8], slot, k = group_of(a->rank, a->nranks, a->iter, ranks, &slot);
+  uint8_t *buf = malloc(COLL_MAX_N * 8);
+  for (int t = 0; t < (int)NCOLL_NS && !a->rc; t++)
+    for (size_t elem = 4; elem <= 8 && !a->rc; elem += 4) check_allgather(a, c, ranks, k, slot, COLL_NS[t], elem, buf);
+  if (a->rc) c->ops->abort(c, a->err.msg); /* the others must not wait for this rank */
+  free(buf);
+  return NULL;
+}
+
+START_TEST(test_allgather) {
+  const int shapes[][2] = {{2, 1}, {3, 1}, {5, 1}, {6, 2}, {7, 3}};
+  for (int s = 0; s < 5; s++) {
+    MplCommWorld *w;
+    MplErr err;
+    ck_assert_int_eq(mpl_comm_world_init(&w, shapes[s][0], &err), MPL_OK);
+    RankArg args[8] = {0};
+    for (int r = 0; r < 8; r++) args[r].iter = shapes[s][1];
+    int bad = run_ranks(shapes[s][0], w, allgather_rank, args);
+    for (int r = 0; r < shapes[s][0]; r++) ck_assert_msg(bad == 0, "%d ranks: %s", shapes[s][0], args[r].err.msg);
+    mpl_comm_world_free(w);
+  }
+}
+END_TEST
+
+/* Element 0: ranks 0, 1, 2 hold 1e16, 1, 2 - 1e16, whose three orders of summing give three
+ * results: rank order (1e16 + 1) + (2 - 1e16) = 2 (1e16 + 1 rounds to 1e16), (1e16 + (2 -
+ * 1e16)) + 1 = 3, (1 + (2 - 1e16)) + 1e16 = 4 (the tie rounds to even). The others: random
+ * values against a rank-order sum in double. */
+static const double F64_FIRST[3] = {1e16, 1, -9999999999999998.0};
+
+static double f64_value(int rank, size_t i) {
+  const double *first = F64_FIRST;
+  return i == 0 ? first[rank] : (double)member_value(rank, 7, i) * 1e-3 + (double)member_value(rank, 8, i);
+}
+
+static int check_allreduce_f64(RankArg *a, MplComm *c, const int *ranks, int k, size_t n, double *buf) {
+  for (size_t i = 0; i < n; i++) buf[i] = f64_value(a->rank, i);
+  if (a->rank == 0) usleep(2000); /* rank 0's part arrives last */
+  if (c->ops->allreduce_sum_f64(c, ranks, k, buf, n)) {
+    a->err = c->err;
+    return a->rc = 1;
+  }
+  if (n && buf[0] != 2.0) return coll_fail(a, "rank %d: n %zu: element %zu: (1e16 + 1) + (2 - 1e16) is not 2", n, 0);
+  for (size_t i = 1; i < n; i++) {
+    double s = f64_value(0, i);
+    for (int r = 1; r < 3; r++) s += f64_value(r, i);
+    if (memcmp(&s, &buf[i], sizeof s) != 0) return coll_fail(a, "rank %d: n %zu: element %zu is not the rank-order sum", n, i);
+  }
+  return 0;
+}
+
+static void *allreduce_f64_rank(void *p) {
+  RankArg *a = p;
+  MplComm *c = mpl_comm_world_rank(a->w, a->rank);
+  int ranks[3] = {2, 0, 1};
+  double *buf = malloc(COLL_MAX_N * sizeof *buf);
+  for (int t = 0; t < (int)NCOLL_NS && !a->rc; t++) check_allreduce_f64(a, c, ranks, 3, COLL_NS[t], buf);
+  if (a->rc) c->ops->abort(c, a->err.msg); /* the others must not wait for this rank */
+  free(buf);
+  return NULL;
+}
+
+START_TEST(test_allreduce_f64) {
+  volatile double x = F64_FIRST[0], y = F64_FIRST[1], z = F64_FIRST[2]; /* each order shows */
+  ck_assert((x + y) + z == 2.0 && (x + z) + y == 3.0 && (y + z) + x == 4.0);
+  MplCommWorld *w;
+  MplErr err;
+  ck_assert_int_eq(mpl_comm_world_init(&w, 3, &err), MPL_OK);
+  RankArg args[3] = {0};
+  int bad = run_ranks(3, w, allreduce_f64_rank, args);
+  for (int r = 0; r < 3; r++) ck_assert_msg(bad == 0, "%s", args[r].err.msg);
+  mpl_comm_world_free(w);
+}
+END_TEST
+
+/* Ranks 0, 1, 2 wait in a reduce-scatter, an all-gather and a float64 all-reduce with rank
+ * 3, which aborts instead; then rank 0 and 1 call different collectives of one group. */
+static void *coll_abort_rank(void *p) {
+  RankArg *a = p;
+  MplComm *c = mpl_comm_world_rank(a->w, a->rank);
+  float f[8] = {0};
+  double d[8] = {0};
+  int grp[2] = {a->rank, 3};
+  switch (a->rank) {
+  case 0: a->rc = c->ops->reduce_scatter_sum_f32(c, grp, 2, f, 8); break;
+  case 1: a->rc = c->ops->allgather(c, grp, 2, f, 8, sizeof *f); break;
+  case 2: a->rc = c->ops->allreduce_sum_f64(c, grp, 2, d, 8); break;
+  default: usleep(20000); c->ops->abort(c, "rank 3 gave up"); a->rc = 1; break;
+  }
+  a->err = c->err;
+  return NULL;
+}
+
+static void *coll_mismatch_rank(void *p) {
+  RankArg *a = p;
+  MplComm *c = mpl_comm_world_rank(a->w, a->rank);
+  float f[6] = {0};
+  int grp[2] = {0, 1};
+  a->rc = a->rank == 0 ? c->ops->reduce_scatter_sum_f32(c, grp, 2, f, 6) : c->ops->allgather(c, grp, 2, f, 6, sizeof *f);
+  a->err = c->err;
+  return NULL;
+}
+
+START_TEST(test_collective_abort) {
+  MplCommWorld *w;
+  MplErr err;
+  ck_assert_int_eq(mpl_comm_world_init(&w, 4, &err), MPL_OK);
+  RankArg args[4] = {0};
+  ck_assert_int_eq(run_ranks(4, w, coll_abort_rank, args), 4);
+  for (int r = 0; r < 3; r++) ck_assert_msg(strstr(args[r].err.msg, "rank 3 gave up"), "%s", args[r].err.msg);
+  MplComm *c = mpl_comm_world_rank(w, 0);
+  float f[2] = {0};
+  int grp[1] = {0};
+  ck_assert_int_eq(c->ops->reduce_scatter_sum_f32(c, grp, 1, f, 2), MPL_ERR); /* later ops fail too */
+  mpl_comm_world_free(w);
+  ck_assert_int_eq(mpl_comm_world_init(&w, 2, &err), MPL_OK);
+  RankArg two[2] = {0};
+  ck_assert_int_eq(run_ranks(2, w, coll_mismatch_rank, two), 2);
+  for (int r = 0; r < 2; r++)
+    ck_assert_msg(strstr(two[r].err.msg, "reduce-scatter") && strstr(two[r].err.msg, "all-gather"), "%s", two[r].err.msg);
+  mpl_comm_world_free(w);
+  /* a group of one: the buffer as it was; a bad group: an error */
+  ck_assert_int_eq(mpl_comm_world_init(&w, 2, &err), MPL_OK);
+  c = mpl_comm_world_rank(w, 1);
+  int one[1] = {1}, bad[2] = {1, 1};
+  double d[2] = {3, 4};
+  f[0] = 5, f[1] = 6;
+  ck_assert_int_eq(c->ops->reduce_scatter_sum_f32(c, one, 1, f, 2), MPL_OK);
+  ck_assert_int_eq(c->ops->allgather(c, one, 1, f, 2, 4), MPL_OK);
+  ck_assert_int_eq(c->ops->allreduce_sum_f64(c, one, 1, d, 2), MPL_OK);
+  ck_assert(f[0] == 5 && f[1] == 6 && d[0] == 3 && d[1] == 4);
+  ck_assert_int_eq(c->ops->allgather(c, bad, 2, f, 2, 4), MPL_ERR);
+  ck_assert_int_eq(c->ops->allreduce_sum_f64(c, grp, 1, d, 2), MPL_ERR); /* not the caller's group */
+  mpl_comm_world_free(w);
+}
+END_TEST
+
+/* ---- collectives made of messages (comm.c) ---------------------------------------------------- */
+
+/* The stand-ins for device copies count the bytes they move, per rank. */
+static size_t staged_bytes[8][2];
+
+static int stand_in_to_host(MplComm *c, void *host, const void *buf, size_t bytes) {
+  staged_bytes[c->rank][0] += bytes;
+  memcpy(host, buf, bytes);
+  return MPL_OK;
+}
+
+static int stand_in_from_host(MplComm *c, void *buf, const void *host, size_t bytes) {
+  staged_bytes[c->rank][1] += bytes;
+  memcpy(buf, host, bytes);
+  return MPL_OK;
+}
+
+/* Each collective of comm.c over this world's messages equals comm_local.c's, bit for bit;
+ * a reduce-scatter stages only the member's chunk. */
+static int check_msg_collectives(RankArg *a, MplComm *c, MplMsgIo *io, const int *ranks, int k, int slot, size_t n, float *x,
+                                 float *y, double *dx, double *dy) {
+  int *sorted = mpl_comm_sorted_members(c, ranks, k);
+  static const int ops[3] = {MPL_COLL_ALLREDUCE_F32, MPL_COLL_REDUCE_SCATTER_F32, MPL_COLL_ALLGATHER};
+  for (int o = 0; o < 3 && !a->rc; o++) {
+    for (size_t i = 0; i < n; i++) x[i] = y[i] = member_value(a->rank, o, i);
+    staged_bytes[a->rank][0] = staged_bytes[a->rank][1] = 0;
+    int st = mpl_msg_collective(io, ops[o], sorted, k, x, n, sizeof *x);
+    if (st == MPL_OK)
+      st = o == 0 ? c->ops->allreduce_sum_f32(c, ranks, k, y, n)
+         : o == 1 ? c->ops->reduce_scatter_sum_f32(c, ranks, k, y, n) : c->ops->allgather(c, ranks, k, y, n, sizeof *y);
+    if (st != MPL_OK) a->err = c->err, a->rc = 1;
+    else if (n && memcmp(x, y, n * sizeof *x) != 0) coll_fail(a, "rank %d: n %zu: collective %zu of messages differs", n, (size_t)o);
+    size_t lo, len;
+    mpl_comm_chunk(n, k, slot, &lo, &len);
+    if (!a->rc && o == 1 && k > 1 && io->to_host && (staged_bytes[a->rank][0] != len * 4 || staged_bytes[a->rank][1] != len * 4))
+      coll_fail(a, "rank %d: n %zu: a reduce-scatter staged %zu bytes, not its chunk's", n, staged_bytes[a->rank][0]);
+  }
+  for (size_t i = 0; i < n; i++) dx[i] = dy[i] = f64_value(a->rank % 3, i) * (a->rank + 1);
+  if (!a->rc && (mpl_msg_collective(io, MPL_COLL_ALLREDUCE_F64, sorted, k, dx, n, 8) ||
+                 c->ops->allreduce_sum_f64(c, ranks, k, dy, n)))
+    a->err = c->err, a->rc = 1;
+  else if (!a->rc && n && memcmp(dx, dy, n * sizeof *dx) != 0) coll_fail(a, "rank %d: n %zu: float64 all-reduce %zu differs", n, 0);
+  if (!a->rc && mpl_msg_collective(io, MPL_COLL_BARRIER, sorted, k, NULL, 0, 0) != MPL_OK) a->err = c->err, a->rc = 1;
+  mpl_free(sorted);
+  return a->rc;
+}
+
+static void *msg_coll_rank(void *p) {
+  RankArg *a = p;
+  MplComm *c = mpl_comm_world_rank(a->w, a->rank);
+  int ranks[8], slot, k = group_of(a->rank, a->nranks, 2, ranks, &slot);
+  MplScratch scratch = {0};
+  MplMsgIo io = {.c = c, .send = c->ops->send, .recv = c->ops->recv, .scratch = &scratch};
+  float *x = malloc(COLL_MAX_N * sizeof *x), *y = malloc(COLL_MAX_N * sizeof *y);
+  double *dx = malloc(COLL_MAX_N * sizeof *dx), *dy = malloc(COLL_MAX_N * sizeof *dy);
+  for (int t = 0; t < (int)NCOLL_NS && !a->rc; t++)
+    for (int dev = 0; dev < 2 && !a->rc; dev++) {
+      io.to_host = dev ? stand_in_to_host : NULL, io.from_host = dev ? stand_in_from_host : NULL;
+      check_msg_collectives(a, c, &io, ranks, k, slot, COLL_NS[t], x, y, dx, dy);
+    }
+  if (a->rc) c->ops->abort(c, a->err.msg); /* the others must not wait for this rank */
+  free(x), free(y), free(dx), free(dy);
+  mpl_scratch_free(&scratch);
+  return NULL;
+}
+
+START_TEST(test_msg_collectives) {
+  for (int nr = 2; nr <= 7; nr += 5) { /* groups of 1 and 1; of 4 and 3 */
+    MplCommWorld *w;
+    MplErr err;
+    ck_assert_int_eq(mpl_comm_world_init(&w, nr, &err), MPL_OK);
+    RankArg args[8] = {0};
+    int bad = run_ranks(nr, w, msg_coll_rank, args);
+    for (int r = 0; r < nr; r++) ck_assert_msg(bad == 0, "%d ranks: %s", nr, args[r].err.msg);
+    mpl_comm_world_free(w);
+  }
+}
+END_TEST
+
+/* Every op of the local and (when built with MPI) the MPI communicator is filled in. */
+START_TEST(test_tables_complete) {
+  const MplCommOps *tables[2] = {&mpl_comm_local_ops, &mpl_comm_mpi_ops};
+  for (int i = 0; i < 2; i++) {
+    const MplCommOps *o = tables[i];
+    if (i == 1 && !o->send) continue; /* built without MPI: a name only */
+    ck_assert_msg(o->name && o->send && o->recv && o->allreduce_sum_f32 && o->reduce_scatter_sum_f32 && o->allgather &&
+                      o->allreduce_sum_f64 && o->barrier && o->abort && o->free,
+                  "%s", o->name);
+  }
+}
+END_TEST
+
+/* ---- under mpirun: comm_mpi.c (`test_comm --mpi`, 3 processes) ---------------------------- */
+
+/* One check of this process; a failure ends the job (MPI_Abort through the communicator's
+ * abort), so no process waits for a collective the failed one will not join. */
+static void mpi_check(MplComm *c, RankArg *a, const char *what, int *passed) {
+  if (a->rc) {
+    fprintf(stderr, "FAIL rank %d: %s: %s\n", c->rank, what, a->err.msg);
+    c->ops->abort(c, "test_comm --mpi failed");
+  }
+  if (c->rank == 0) printf("ok   %s\n", what);
+  (*passed)++;
+}
+
+/* A message sent before a collective and received after it, between the same two ranks:
+ * the collective's messages never match it. */
+static int mpi_interleave(MplComm *c, RankArg *a) {
+  int all[3] = {0, 1, 2}, v = 41 + c->rank, got = -1;
+  float f[5] = {1, 2, 3, 4, 5};
+  if (c->rank == 0 && c->ops->send(c, 1, 99, &v, sizeof v)) return a->err = c->err, a->rc = 1;
+  if (c->ops->reduce_scatter_sum_f32(c, all, 3, f, 5) || c->ops->allgather(c, all, 3, f, 5, sizeof *f))
+    return a->err = c->err, a->rc = 1;
+  for (int i = 0; i < 5; i++)
+    if (f[i] != 3.0f * (float)(i + 1)) return coll_fail(a, "rank %d: n %zu: element %zu of the reduce-scatter + all-gather", 5, (size_t)i);
+  if (c->rank == 1 && (c->ops->recv(c, 0, 99, &got, sizeof got) || got != 41)) return coll_fail(a, "rank %d: n %zu: the message %zu", 0, 0);
+  return 0;
+}
+
+static int mpi_main(int *argc, char ***argv) {
+  MplComm *c = NULL;
+  MplErr err = {{0}};
+  if (mpl_comm_mpi_init(&c, argc, argv, &err) != MPL_OK) {
+    printf("skip: %s\n0 passed, 0 failed\n", err.msg);
+    return EXIT_SUCCESS;
+  }
+  if (c->size != 3) {
+    fprintf(stderr, "test_comm --mpi: run it with mpirun -np 3, not %d\n", c->size);
+    c->ops->abort(c, "wrong process count");
+  }
+  RankArg a = {.rank = c->rank, .nranks = c->size};
+  int passed = 0, ranks[8], slot, k;
+  float *in = malloc(COLL_MAX_N * sizeof *in), *rs = malloc(COLL_MAX_N * sizeof *rs), *ar = malloc(COLL_MAX_N * sizeof *ar);
+  uint8_t *buf = malloc(COLL_MAX_N * 8);
+  for (int groups = 1; groups <= 2; groups++) { /* the world; {0, 2} and {1} */
+    k = group_of(c->rank, c->size, groups, ranks, &slot);
+    for (int t = 0; t < (int)NCOLL_NS && !a.rc; t++)
+      for (int it = 0; it < 3 && !a.rc; it++) check_reduce_scatter(&a, c, ranks, k, slot, COLL_NS[t], it, in, rs, ar);
+    mpi_check(c, &a, groups == 1 ? "reduce-scatter over 3 processes: the all-reduce's chunk, rank-order bits"
+                                 : "reduce-scatter over {0, 2} and {1}", &passed);
+    for (int t = 0; t < (int)NCOLL_NS && !a.rc; t++)
+      for (size_t elem = 4; elem <= 8 && !a.rc; elem += 4) check_allgather(&a, c, ranks, k, slot, COLL_NS[t], elem, buf);
+    mpi_check(c, &a, groups == 1 ? "all-gather over 3 processes (4- and 8-byte elements)" : "all-gather over {0, 2} and {1}",
+              &passed);
+  }
+  int f64_ranks[3] = {2, 0, 1};
+  for (int t = 0; t < (int)NCOLL_NS && !a.rc; t++) check_allreduce_f64(&a, c, f64_ranks, 3, COLL_NS[t], (double *)buf);
+  mpi_check(c, &a, "float64 all-reduce in rank order ((1e16 + 1) + (2 - 1e16) = 2)", &passed);
+  mpi_interleave(c, &a);
+  mpi_check(c, &a, "a message across a reduce-scatter and an all-gather of the same ranks", &passed);
+  free(in), free(rs), free(ar), free(buf);
+  if (c->ops->barrier(c) != MPL_OK) fprintf(stderr, "rank %d: %s\n", c->rank, c->err.msg);
+  if (c->rank == 0) printf("mpi: %d passed, 0 failed\n", passed);
+  mpl_comm_mpi_finalize(c);
+  return EXIT_SUCCESS;
+}
+
 static Suite *comm_suite(void) {
   Suite *s = suite_create("comm");
   TCase *tc = tcase_create("local");
@@ -258,11 +668,18 @@ static Suite *comm_suite(void) {
   tcase_add_test(tc, test_allreduce_deterministic);
   tcase_add_test(tc, test_allreduce_groups);
   tcase_add_test(tc, test_abort);
+  tcase_add_test(tc, test_reduce_scatter);
+  tcase_add_test(tc, test_allgather);
+  tcase_add_test(tc, test_allreduce_f64);
+  tcase_add_test(tc, test_collective_abort);
+  tcase_add_test(tc, test_msg_collectives);
+  tcase_add_test(tc, test_tables_complete);
   suite_add_tcase(s, tc);
   return s;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+  if (argc > 1 && strcmp(argv[1], "--mpi") == 0) return mpi_main(&argc, &argv);
   SRunner *sr = srunner_create(comm_suite());
   srunner_run_all(sr, CK_NORMAL);
   int failed = srunner_ntests_failed(sr);

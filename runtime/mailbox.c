@@ -1,0 +1,117 @@
+/*
+ * mailbox.c — the mailbox of ranks that are threads of one process: a FIFO per
+ * (channel, source, destination), shared by the in-process communicator (comm_local.c)
+ * and the CUDA threads' world (comm_cuda_world.c, whose messages carry device buffers).
+ *
+ * Invariants:
+ *  - one mutex (mb->mu) guards every queue and the abort flag; an owner keeps its other
+ *    shared state under it too. The mailbox moves headers only (MplMail, the first member
+ *    of the owner's message): payloads are filled before post and read after take, outside
+ *    the lock;
+ *  - post appends and never blocks; take waits on the receiver's condition variable (no
+ *    spinning) for the head of its FIFO, whose tag and size must be the ones asked for —
+ *    a mismatch means the ranks disagree about the program, so the mailbox aborts rather
+ *    than hang;
+ *  - abort keeps the first reason, raises the flag, wakes every waiting rank and calls the
+ *    owner's wake hook (its other waiters); from then on every post and take fails.
+ */
+#include "comm_int.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int mpl_mailbox_init(MplMailbox *mb, int size, int nchan, MplErr *err) {
+  memset(mb, 0, sizeof *mb);
+  size_t nq = (size_t)nchan * (size_t)size * (size_t)size;
+  mb->cond = mpl_calloc((size_t)size, sizeof *mb->cond);
+  mb->head = mpl_calloc(nq, sizeof *mb->head);
+  mb->tail = mpl_calloc(nq, sizeof *mb->tail);
+  if (!mb->cond || !mb->head || !mb->tail) {
+    mpl_free(mb->cond), mpl_free(mb->head), mpl_free(mb->tail);
+    memset(mb, 0, sizeof *mb);
+    return mpl_errf(err, "communicator: out of memory");
+  }
+  mb->size = size, mb->nchan = nchan;
+  pthread_mutex_init(&mb->mu, NULL);
+  for (int r = 0; r < size; r++) pthread_cond_init(&mb->cond[r], NULL);
+  return MPL_OK;
+}
+
+void mpl_mailbox_free(MplMailbox *mb, void (*drop)(MplMail *m)) {
+  if (!mb->cond) return; /* zeroed, or init failed */
+  size_t nq = (size_t)mb->nchan * (size_t)mb->size * (size_t)mb->size;
+  for (size_t i = 0; i < nq; i++)
+    for (MplMail *m = mb->head[i], *next; m; m = next) next = m->next, drop(m);
+  for (int r = 0; r < mb->size; r++) pthread_cond_destroy(&mb->cond[r]);
+  pthread_mutex_destroy(&mb->mu);
+  mpl_free(mb->cond), mpl_free(mb->head), mpl_free(mb->tail);
+  memset(mb, 0, sizeof *mb);
+}
+
+void mpl_mailbox_abort_locked(MplMailbox *mb, const char *why) {
+  if (!mb->aborted) snprintf(mb->why, sizeof mb->why, "%s", why ? why : "aborted");
+  mb->aborted = true;
+  for (int r = 0; r < mb->size; r++) pthread_cond_broadcast(&mb->cond[r]);
+  if (mb->wake) mb->wake(mb->owner);
+}
+
+void mpl_mailbox_abort(MplMailbox *mb, const char *why) {
+  pthread_mutex_lock(&mb->mu);
+  mpl_mailbox_abort_locked(mb, why);
+  pthread_mutex_unlock(&mb->mu);
+}
+
+int mpl_mailbox_aborted_err(const MplMailbox *mb, int rank, MplErr *err) {
+  return mpl_errf(err, "rank %d: communicator aborted: %s", rank, mb->why);
+}
+
+static size_t queue_of(const MplMailbox *mb, int chan, int src, int dst) {
+  return ((size_t)chan * (size_t)mb->size + (size_t)src) * (size_t)mb->size + (size_t)dst;
+}
+
+int mpl_mailbox_post(MplMailbox *mb, int chan, int src, int dst, MplMail *m, MplErr *err) {
+  m->next = NULL;
+  size_t q = queue_of(mb, chan, src, dst);
+  pthread_mutex_lock(&mb->mu);
+  bool aborted = mb->aborted;
+  if (!aborted) {
+    if (mb->tail[q]) mb->tail[q]->next = m;
+    else mb->head[q] = m;
+    mb->tail[q] = m;
+    pthread_cond_broadcast(&mb->cond[dst]);
+  }
+  pthread_mutex_unlock(&mb->mu);
+  return aborted ? mpl_mailbox_aborted_err(mb, src, err) : MPL_OK;
+}
+
+/* Under the mutex: the head message must be the one asked for; else abort. */
+static int check_head(MplMailbox *mb, const MplMail *m, int src, int dst, uint64_t tag, size_t bytes, MplErr *err) {
+  char why[256];
+  if (m->tag != tag)
+    snprintf(why, sizeof why, "rank %d: recv from rank %d expected tag %#llx but the next message has tag %#llx", dst,
+             src, (unsigned long long)tag, (unsigned long long)m->tag);
+  else if (m->bytes != bytes)
+    snprintf(why, sizeof why, "rank %d: recv from rank %d (tag %#llx) expected %zu bytes but the message has %zu", dst,
+             src, (unsigned long long)tag, bytes, m->bytes);
+  else return MPL_OK;
+  mpl_mailbox_abort_locked(mb, why);
+  return mpl_errf(err, "%s", why);
+}
+
+MplMail *mpl_mailbox_take(MplMailbox *mb, int chan, int src, int dst, uint64_t tag, size_t bytes, MplErr *err) {
+  size_t q = queue_of(mb, chan, src, dst);
+  pthread_mutex_lock(&mb->mu);
+  while (!mb->head[q] && !mb->aborted) pthread_cond_wait(&mb->cond[dst], &mb->mu);
+  MplMail *m = mb->head[q];
+  if (mb->aborted) {
+    mpl_mailbox_aborted_err(mb, dst, err);
+    m = NULL;
+  } else if (check_head(mb, m, src, dst, tag, bytes, err) != MPL_OK) {
+    m = NULL;
+  } else {
+    mb->head[q] = m->next;
+    if (!mb->head[q]) mb->tail[q] = NULL;
+  }
+  pthread_mutex_unlock(&mb->mu);
+  return m;
+}
