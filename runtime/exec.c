@@ -118,6 +118,45 @@ static int shard_copy_dev(RankCtx *rc, void *whole, void *part, const int64_t *d
   return rc->dev.ops->copy_2d(&rc->dev, w, wpitch, part, run, run, (size_t)(outer * groups), err);
 }
 
+/* A partial sum (in, whole shape) to this rank's part of the sum (out): every tp index's
+ * part copied to its chunk of the scratch (chunk-major), reduce-scattered (each index
+ * sums its own chunk, in rank order: the bits of an all-reduce), then copied out. */
+static int tp_reduce_scatter(RankCtx *rc, const JobStep *s, void *out, const void *in, const int *ranks, int stage,
+                             MplErr *err) {
+  const Job *job = rc->run->job;
+  const JobValue *vi = &job->values[s->args[1]];
+  int tp = rc->run->tp;
+  size_t part = value_bytes(job, s->args[0]);
+  uint8_t *scratch = rc->rs_buf; /* sized at set-up for the rank's largest (rs_bytes) */
+  if (vi->dtype != JDT_F32) return rank_fail(rc, err, "stage %d: collectives of non-f32 values are not supported", stage);
+  for (int t = 0; t < tp; t++)
+    if (shard_copy_dev(rc, (void *)in, scratch + (size_t)t * part, vi->dims, vi->rank, s->axis, s->groups, tp, t, 4, true,
+                       err) != MPL_OK)
+      return MPL_ERR;
+  if (rc->comm->ops->reduce_scatter_sum_f32(rc->comm, ranks, tp, (float *)scratch, (size_t)vi->numel) != MPL_OK)
+    return rank_fail(rc, err, "stage %d: tp reduce-scatter: %s", stage, rc->comm->err.msg);
+  return rc->dev.ops->copy_device(&rc->dev, out, scratch + (size_t)rc->tpi * part, part, err);
+}
+
+/* This rank's part (in) to the whole value (out): the parts all-gathered chunk-major in
+ * the scratch, then each copied to its place. */
+static int tp_allgather(RankCtx *rc, const JobStep *s, void *out, const void *in, const int *ranks, int stage,
+                        MplErr *err) {
+  const Job *job = rc->run->job;
+  const JobValue *vo = &job->values[s->args[0]];
+  int tp = rc->run->tp;
+  size_t part = value_bytes(job, s->args[1]), elem = dtype_bytes(vo->dtype);
+  uint8_t *scratch = rc->rs_buf;
+  if (rc->dev.ops->copy_device(&rc->dev, scratch + (size_t)rc->tpi * part, in, part, err) != MPL_OK) return MPL_ERR;
+  if (rc->comm->ops->allgather(rc->comm, ranks, tp, scratch, (size_t)vo->numel, elem) != MPL_OK)
+    return rank_fail(rc, err, "stage %d: tp all-gather: %s", stage, rc->comm->err.msg);
+  for (int t = 0; t < tp; t++)
+    if (shard_copy_dev(rc, out, scratch + (size_t)t * part, vo->dims, vo->rank, s->axis, s->groups, tp, t, elem, false,
+                       err) != MPL_OK)
+      return MPL_ERR;
+  return MPL_OK;
+}
+
 /* JS_COMM: args {out, in}, through the device's copies (host memory on cpu). */
 static int run_collective(RankCtx *rc, const JobStep *s, int stage, int mb, MplErr *err) {
   const Job *job = rc->run->job;
@@ -135,26 +174,13 @@ static int run_collective(RankCtx *rc, const JobStep *s, int stage, int mb, MplE
   case JC_TP_ENTER: return out != in ? rc->dev.ops->copy_device(&rc->dev, out, in, in_bytes, err) : MPL_OK;
   case JC_TP_SLICE:
     return shard_copy_dev(rc, in, out, vi->dims, vi->rank, s->axis, s->groups, n, rc->tpi, dtype_bytes(vi->dtype), true, err);
-  case JC_REDUCE_SCATTER: { /* the sum in scratch (the input stays as it was), then my part */
-    if (vo->dtype != JDT_F32) return rank_fail(rc, err, "stage %d: collectives of non-f32 values are not supported", stage);
-    void *sum = rc->rs_buf; /* sized at set-up for the rank's largest (rs_bytes) */
-    if (rc->dev.ops->copy_device(&rc->dev, sum, in, in_bytes, err) != MPL_OK) return MPL_ERR;
-    if (rc->comm->ops->allreduce_sum_f32(rc->comm, ranks, n, sum, (size_t)vi->numel) != MPL_OK)
-      return rank_fail(rc, err, "stage %d: tp reduce-scatter: %s", stage, rc->comm->err.msg);
-    return shard_copy_dev(rc, sum, out, vi->dims, vi->rank, s->axis, s->groups, n, rc->tpi, 4, true, err);
-  }
+  case JC_REDUCE_SCATTER: return tp_reduce_scatter(rc, s, out, in, ranks, stage, err);
+  case JC_ALLGATHER: return tp_allgather(rc, s, out, in, ranks, stage, err);
   case JC_ALLREDUCE:
-  case JC_ALLGATHER:
     if (vo->dtype != JDT_F32) return rank_fail(rc, err, "stage %d: collectives of non-f32 values are not supported", stage);
-    if (s->comm == JC_ALLREDUCE) {
-      if (out != in && rc->dev.ops->copy_device(&rc->dev, out, in, in_bytes, err) != MPL_OK) return MPL_ERR;
-    } else { /* my part in place, zeros elsewhere, then summed */
-      if (rc->dev.ops->zero(&rc->dev, out, payload, err) != MPL_OK ||
-          shard_copy_dev(rc, out, in, vo->dims, vo->rank, s->axis, s->groups, n, rc->tpi, 4, false, err) != MPL_OK)
-        return MPL_ERR;
-    }
+    if (out != in && rc->dev.ops->copy_device(&rc->dev, out, in, in_bytes, err) != MPL_OK) return MPL_ERR;
     if (rc->comm->ops->allreduce_sum_f32(rc->comm, ranks, n, out, (size_t)vo->numel) != MPL_OK)
-      return rank_fail(rc, err, "stage %d: tp collective: %s", stage, rc->comm->err.msg);
+      return rank_fail(rc, err, "stage %d: tp all-reduce: %s", stage, rc->comm->err.msg);
     return MPL_OK;
   default: return rank_fail(rc, err, "stage %d: unknown collective %d", stage, s->comm);
   }

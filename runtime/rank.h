@@ -44,14 +44,12 @@ typedef struct RankCtx {
   float **grad;          /* [nparams] the gradient: its one use's accumulator, or a GRAD_SUM's scratch */
   float **opt[2];        /* [nparams] optimizer state slots of the UPDATE range, or NULL */
   float *tmp;            /* receive buffer of GRAD_SUM's remote uses */
-  float *zsum, *zin;     /* ZeRO-1: the reduce-scatter's partial sum and receive buffer (a chunk each) */
-  void *state_mem;       /* the one device allocation holding scratch, opt, tmp, zsum, zin, norm_dev */
+  void *state_mem;       /* the one device allocation holding scratch, opt, tmp, norm_dev */
   double *norm_dev;      /* [nparams] NORM_ADD's sums of squares, in device memory */
   bool *norm_added;      /* [nparams] which of them this step's NORM_ADDs wrote (host) */
   double clip_coef;      /* NORM_ALLREDUCE's clipping coefficient, for CLIP */
-  double *norm_buf;      /* [nparams] this rank's sums of squares */
-  double *norm_recv;     /* [nparams] another rank's, as received */
-  double *norm_total;    /* [nparams] the sums over the world */
+  double *norm_buf;      /* [nparams] the sums of squares, on the host, all-reduced over the world */
+  int *world_ranks;      /* [nworld] 0 .. nworld-1: the norm's group */
   uint8_t *stage_buf;    /* host staging for inputs */
   void **argv;           /* kernel argument scratch */
   int argv_cap;

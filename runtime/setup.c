@@ -69,7 +69,8 @@ int init_rank_ids(MplRun *r, int i, MplErr *err) {
   return MPL_OK;
 }
 
-/* The largest input of pipeline rank pr's reduce-scatters: the size of its scratch. */
+/* The largest whole value of pipeline rank pr's reduce-scatters and all-gathers: the size
+ * of its scratch. */
 static size_t rs_bytes(const Job *job, int pr) {
   size_t most = 0;
   for (int st = 0; st < job->nstages; st++) {
@@ -77,8 +78,9 @@ static size_t rs_bytes(const Job *job, int pr) {
     for (int k = 0; k < JP__COUNT; k++)
       for (int i = 0; i < job->stages[st].prog[k].nsteps; i++) {
         const JobStep *s = &job->stages[st].prog[k].steps[i];
-        if (s->kind == JS_COMM && s->comm == JC_REDUCE_SCATTER && s->nargs == 2 && value_bytes(job, s->args[1]) > most)
-          most = value_bytes(job, s->args[1]);
+        if (s->kind != JS_COMM || s->nargs != 2) continue;
+        int whole = s->comm == JC_REDUCE_SCATTER ? s->args[1] : s->comm == JC_ALLGATHER ? s->args[0] : -1;
+        if (whole >= 0 && value_bytes(job, whole) > most) most = value_bytes(job, whole);
       }
   }
   return most;
@@ -107,9 +109,8 @@ int init_rank(MplRun *r, int i, MplErr *err) {
   rc->opt[1] = mpl_calloc((size_t)np + 1, sizeof(float *));
   rc->norm_added = mpl_calloc((size_t)np + 1, sizeof(bool));
   rc->norm_buf = mpl_calloc((size_t)np + 1, sizeof(double));
-  rc->norm_recv = mpl_calloc((size_t)np + 1, sizeof(double));
-  rc->norm_total = mpl_calloc((size_t)np + 1, sizeof(double));
-  if (!rc->grad || !rc->opt[0] || !rc->opt[1] || !rc->norm_added || !rc->norm_buf || !rc->norm_recv || !rc->norm_total)
+  rc->world_ranks = mpl_calloc((size_t)r->nworld + 1, sizeof(int));
+  if (!rc->grad || !rc->opt[0] || !rc->opt[1] || !rc->norm_added || !rc->norm_buf || !rc->world_ranks)
     return mpl_errf(err, "out of memory");
   if (resolve_buffers(rc, err) != MPL_OK) return MPL_ERR;
   size_t cap = 0;
@@ -331,15 +332,14 @@ int init_observability(MplRun *r, MplErr *err) {
 }
 
 void free_rank(RankCtx *rc) {
-  upd_free_rank(rc); /* grad scratch, opt, tmp, zsum, zin and norm_dev are carved from its state_mem */
+  upd_free_rank(rc); /* grad scratch, opt, tmp and norm_dev are carved from its state_mem */
   mpl_free(rc->opt[0]);
   mpl_free(rc->opt[1]);
   mpl_free(rc->holds);
   mpl_free(rc->grad);
   mpl_free(rc->norm_added);
   mpl_free(rc->norm_buf);
-  mpl_free(rc->norm_recv);
-  mpl_free(rc->norm_total);
+  mpl_free(rc->world_ranks);
   mpl_free(rc->mb_loss);
   mpl_free(rc->mb_loss_set);
   mpl_free(rc->stage_buf);

@@ -22,10 +22,8 @@
 #include <math.h>
 #include <string.h>
 
-/* Message tags of the update phase (exec.c's pipeline tags use kind 1, TAG_MAIN 5). */
+/* The tag of a tied gradient (exec.c's pipeline tags use kind 1, TAG_MAIN 5). */
 #define TAG_TIED(p, u) ((2ull << 60) | ((uint64_t)(p) << 24) | (uint64_t)(u))
-#define TAG_NORM(step) ((3ull << 60) | (uint64_t)(step))
-#define TAG_ZERO(ag, p) ((4ull << 60) | ((uint64_t)(ag) << 40) | (uint64_t)(p)) /* ZeRO-1: ag 0 reduce-scatter, 1 all-gather */
 
 static int use_rank(const Job *job, const JobParam *p, int u) { return job->stages[p->use_stage[u]].rank; }
 
@@ -98,35 +96,17 @@ static int dp_allreduce(RankCtx *rc, int pi, MplErr *err) {
   return MPL_OK;
 }
 
-/* ZeRO-1's reduce-scatter of param pi's gradient: chunk d of this replica's gradient to
- * replica d, then its own chunk summed in place in replica order (x0, + x1, + x2 ...): the
- * replicas before this one summed in zsum and added to its own values (a + b and b + a
- * have the same bits), then the later ones. Sends are eager, so sending everything first
- * cannot deadlock. */
+/* ZeRO-1's reduce-scatter of param pi's gradient over the replicas: replica d ends with
+ * the sum of chunk d (mpl_dp_chunk: the communicator's chunk rule), in replica order. */
 static int dp_reduce_scatter(RankCtx *rc, int pi, MplErr *err) {
   MplRun *r = rc->run;
   const JobParam *p = &r->job->params[pi];
-  float *g = rc->grad[pi];
-  int64_t lo, n;
+  int ranks[256];
+  if (dp_group(rc, ranks, err) != MPL_OK) return MPL_ERR;
   comm_count(rc, MPL_COMM_DP_REDUCE_SCATTER, (size_t)p->numel * 4);
   double t0 = trace_t(rc);
-  for (int d = 0; d < r->dp; d++) {
-    mpl_dp_chunk(p->numel, r->dp, d, &lo, &n);
-    if (d != rc->dpi && n > 0 &&
-        rc->comm->ops->send(rc->comm, world_of(r, d, rc->tpi, rc->rank), TAG_ZERO(0, pi), g + lo, (size_t)n * 4) != MPL_OK)
-      return rank_fail(rc, err, "ZeRO reduce-scatter of %s: %s", p->name, rc->comm->err.msg);
-  }
-  my_chunk(rc, pi, &lo, &n);
-  for (int d = 0; d < r->dp && n > 0; d++) {
-    if (d == rc->dpi) {
-      if (d > 0 && rc->dev.ops->accum_f32(&rc->dev, g + lo, rc->zsum, n, err) != MPL_OK) return MPL_ERR;
-      continue;
-    }
-    float *in = d == 0 ? rc->zsum : rc->zin;
-    if (rc->comm->ops->recv(rc->comm, world_of(r, d, rc->tpi, rc->rank), TAG_ZERO(0, pi), in, (size_t)n * 4) != MPL_OK)
-      return rank_fail(rc, err, "ZeRO reduce-scatter of %s: %s", p->name, rc->comm->err.msg);
-    if (d > 0 && rc->dev.ops->accum_f32(&rc->dev, d < rc->dpi ? rc->zsum : g + lo, in, n, err) != MPL_OK) return MPL_ERR;
-  }
+  if (rc->comm->ops->reduce_scatter_sum_f32(rc->comm, ranks, r->dp, rc->grad[pi], (size_t)p->numel) != MPL_OK)
+    return rank_fail(rc, err, "ZeRO reduce-scatter of %s: %s", p->name, rc->comm->err.msg);
   trace_comm(rc, "dp_reduce_scatter", t0);
   return MPL_OK;
 }
@@ -144,36 +124,26 @@ static int norm_add(RankCtx *rc, const JobIns *in, MplErr *err) {
   return rc->dev.ops->sumsq_f64(&rc->dev, rc->grad[in->param] + lo, n, &rc->norm_dev[in->param], err);
 }
 
-/* The per-param sums of every world rank, exchanged and added in world-rank order, then
+/* The per-param sums of every world rank, all-reduced in world-rank order, then summed
  * over params in name order: the global norm, and the coefficient CLIP applies. */
 static int norm_allreduce(RankCtx *rc, int64_t step, MplErr *err) {
   MplRun *r = rc->run;
   int np = r->job->nparams;
   size_t bytes = sizeof(double) * (size_t)np;
-  double *mine = rc->norm_buf, *theirs = rc->norm_recv, *total = rc->norm_total;
-  if (np && rc->dev.ops->copy_to_host(&rc->dev, mine, rc->norm_dev, bytes, err) != MPL_OK) return MPL_ERR;
+  double *sums = rc->norm_buf;
+  if (np && rc->dev.ops->copy_to_host(&rc->dev, sums, rc->norm_dev, bytes, err) != MPL_OK) return MPL_ERR;
   for (int pi = 0; pi < np; pi++) {
-    if (!rc->norm_added[pi]) mine[pi] = 0;
+    if (!rc->norm_added[pi]) sums[pi] = 0;
     rc->norm_added[pi] = false;
   }
+  for (int w = 0; w < r->nworld; w++) rc->world_ranks[w] = w;
   comm_count(rc, MPL_COMM_NORM_ALLREDUCE, bytes);
   double t0 = trace_t(rc);
-  for (int h = 0; h < r->nworld; h++)
-    if (h != rc->wrank && rc->comm->ops->send(rc->comm, h, TAG_NORM(step), mine, bytes) != MPL_OK)
-      return rank_fail(rc, err, "gradient norm: %s", rc->comm->err.msg);
-  memset(total, 0, bytes);
-  for (int h = 0; h < r->nworld; h++) {
-    const double *src = mine;
-    if (h != rc->wrank) {
-      if (rc->comm->ops->recv(rc->comm, h, TAG_NORM(step), theirs, bytes) != MPL_OK)
-        return rank_fail(rc, err, "gradient norm: %s", rc->comm->err.msg);
-      src = theirs;
-    }
-    for (int pi = 0; pi < np; pi++) total[pi] += src[pi];
-  }
+  if (np && rc->comm->ops->allreduce_sum_f64(rc->comm, rc->world_ranks, r->nworld, sums, (size_t)np) != MPL_OK)
+    return rank_fail(rc, err, "gradient norm: %s", rc->comm->err.msg);
   trace_comm(rc, "norm_allreduce", t0);
   double s = 0;
-  for (int pi = 0; pi < np; pi++) s += total[pi];
+  for (int pi = 0; pi < np; pi++) s += sums[pi];
   double norm = sqrt(s);
   if (!isfinite(norm))
     return rank_fail(rc, err, "step %lld: the gradient norm is %s: training stopped before the update, nothing more "
@@ -207,27 +177,16 @@ static int update(RankCtx *rc, const JobIns *in, int64_t step, MplErr *err) {
   return rc->dev.ops->sgd(&rc->dev, w, g, m, n, lr, c->momentum, r->optim_fresh, err);
 }
 
-/* ZeRO-1's all-gather of param pi: this replica's updated chunk to the others (eager
- * sends), then theirs, written in place. Every replica runs the same instructions in
- * the same order, so the sends of one param all go before its receives. */
+/* ZeRO-1's all-gather of param pi: every replica's updated chunk to every replica, in place. */
 static int dp_allgather(RankCtx *rc, int pi, MplErr *err) {
   MplRun *r = rc->run;
   const JobParam *p = &r->job->params[pi];
-  float *w = vptr(rc, p->value, 0);
-  int64_t lo, n;
+  int ranks[256];
+  if (dp_group(rc, ranks, err) != MPL_OK) return MPL_ERR;
   comm_count(rc, MPL_COMM_DP_ALLGATHER, (size_t)p->numel * 4);
   double t0 = trace_t(rc);
-  my_chunk(rc, pi, &lo, &n);
-  for (int d = 0; d < r->dp && n > 0; d++)
-    if (d != rc->dpi &&
-        rc->comm->ops->send(rc->comm, world_of(r, d, rc->tpi, rc->rank), TAG_ZERO(1, pi), w + lo, (size_t)n * 4) != MPL_OK)
-      return rank_fail(rc, err, "ZeRO all-gather of %s: %s", p->name, rc->comm->err.msg);
-  for (int d = 0; d < r->dp; d++) {
-    mpl_dp_chunk(p->numel, r->dp, d, &lo, &n);
-    if (d != rc->dpi && n > 0 &&
-        rc->comm->ops->recv(rc->comm, world_of(r, d, rc->tpi, rc->rank), TAG_ZERO(1, pi), w + lo, (size_t)n * 4) != MPL_OK)
-      return rank_fail(rc, err, "ZeRO all-gather of %s: %s", p->name, rc->comm->err.msg);
-  }
+  if (rc->comm->ops->allgather(rc->comm, ranks, r->dp, vptr(rc, p->value, 0), (size_t)p->numel, 4) != MPL_OK)
+    return rank_fail(rc, err, "ZeRO all-gather of %s: %s", p->name, rc->comm->err.msg);
   trace_comm(rc, "dp_allgather", t0);
   return MPL_OK;
 }
@@ -257,13 +216,13 @@ static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
 typedef struct Needs {
   bool *sum;          /* [nparams] */
   int64_t *state;     /* [nparams] elements per slot, -1: none */
-  int64_t tmp, zchunk;
+  int64_t tmp;
 } Needs;
 
 static int find_needs(const RankCtx *rc, Needs *nd, MplErr *err) {
   const Job *job = rc->run->job;
   const JobRank *jr = &job->ranks[rc->rank];
-  int64_t lo, n;
+  int64_t lo;
   for (int pi = 0; pi < job->nparams; pi++) nd->state[pi] = -1;
   for (int i = 0; i < jr->nins; i++) {
     const JobIns *in = &jr->ins[i];
@@ -275,7 +234,6 @@ static int find_needs(const RankCtx *rc, Needs *nd, MplErr *err) {
       if (p->numel > nd->tmp) nd->tmp = p->numel;
     }
     if (in->kind == JI_UPDATE) range_of(rc, in->param, in->flags, &lo, &nd->state[in->param]);
-    if (in->kind == JI_DP_REDUCE_SCATTER && (my_chunk(rc, in->param, &lo, &n), n > nd->zchunk)) nd->zchunk = n;
   }
   return MPL_OK;
 }
@@ -291,7 +249,7 @@ static int own_accumulator(RankCtx *rc, int pi, MplErr *err) {
 }
 
 /* Carves state_mem (pass 0 measures, pass 1 assigns): scratch sums, optimizer slots,
- * the tied receive buffer, ZeRO's two chunk buffers, the sums of squares. */
+ * the tied receive buffer, the sums of squares. */
 static size_t carve(RankCtx *rc, const Needs *nd, int nslots, uint8_t *base) {
   const Job *job = rc->run->job;
   size_t at = 0;
@@ -305,12 +263,8 @@ static size_t carve(RankCtx *rc, const Needs *nd, int nslots, uint8_t *base) {
       at += align256((size_t)nd->state[pi] * 4 + 4);
     }
   }
-  float **bufs[3] = {&rc->tmp, &rc->zsum, &rc->zin};
-  int64_t lens[3] = {nd->tmp, nd->zchunk, nd->zchunk};
-  for (int k = 0; k < 3; k++) {
-    if (base) *bufs[k] = (float *)(base + at);
-    at += align256((size_t)lens[k] * 4 + 4);
-  }
+  if (base) rc->tmp = (float *)(base + at);
+  at += align256((size_t)nd->tmp * 4 + 4);
   if (base) rc->norm_dev = (double *)(base + at);
   return at + align256(sizeof(double) * ((size_t)job->nparams + 1));
 }
