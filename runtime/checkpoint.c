@@ -166,7 +166,7 @@ static int join(char *buf, size_t n, const char *dir, const char *file, MplErr *
   return MPL_OK;
 }
 
-static int write_state(const MplRun *r, const char *dir, MplErr *err) {
+static int write_state(const MplRun *r, const char *dir, int64_t next_step, MplErr *err) {
   const Job *job = mpl_run_job(r);
   char path[4096], text[1024];
   if (join(path, sizeof path, dir, "state.json", err) != MPL_OK) return MPL_ERR;
@@ -174,7 +174,7 @@ static int write_state(const MplRun *r, const char *dir, MplErr *err) {
                    "{\n  \"format\": 1,\n  \"step\": %" PRId64 ",\n  \"data_pos\": %" PRId64 ",\n"
                    "  \"seed\": \"%" PRIu64 "\",\n  \"identity\": \"%016" PRIx64 "\",\n"
                    "  \"job_checksum\": \"%016" PRIx64 "\",\n  \"model\": \"%s\"\n}\n",
-                   mpl_run_step(r), mpl_run_data_pos(r), job->train.seed, mpl_ckpt_identity(job),
+                   next_step, mpl_run_data_pos(r), job->train.seed, mpl_ckpt_identity(job),
                    mpl_run_opts(r)->job_checksum, job->model_name ? job->model_name : "");
   MplAtomicFile af;
   if (mpl_afile_open(&af, path, err) != MPL_OK) return MPL_ERR;
@@ -233,7 +233,7 @@ static int get_optim(const MplRun *r, int p, int slot, float *out, MplErr *err) 
   return mpl_run_get_optim(r, p, slot, out, err);
 }
 
-int mpl_ckpt_write_dir(const MplRun *r, const char *dir, MplErr *err) {
+int mpl_ckpt_write_dir(const MplRun *r, const char *dir, int64_t next_step, MplErr *err) {
   char tmp[4096], path[4096];
   if (!mpl_run_is_lead(r)) { /* MPI: this process's parts go to world rank 0, which writes */
     const char *const *slots;
@@ -254,7 +254,7 @@ int mpl_ckpt_write_dir(const MplRun *r, const char *dir, MplErr *err) {
   if (st == MPL_OK) st = mpl_ckpt_save_params(r, path, err);
   if (st == MPL_OK) st = join(path, sizeof path, tmp, "optim.safetensors", err);
   if (st == MPL_OK) st = write_tensors(r, path, slots, nslots, get_optim, err);
-  if (st == MPL_OK) st = write_state(r, tmp, err);
+  if (st == MPL_OK) st = write_state(r, tmp, next_step, err);
   if (st == MPL_OK) st = swap_into_place(tmp, target, err);
   if (st != MPL_OK) remove_dir(tmp);
   return st;

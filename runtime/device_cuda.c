@@ -887,6 +887,15 @@ static int cuda_adamw(MplDevice *d, float *p, const float *g, float *m, float *v
   return launch_optim(cd, cd->f_adamw, elementwise_blocks(cd, n), BLOCK, a, err);
 }
 
+/* ---- the device's communicator (comm_nccl.c and its world files), through the table ---- */
+
+static int cuda_world_init(void **w, int nranks, MplDevice *const *devs, const MplCommMesh *mesh, MplErr *err) {
+  return mpl_cuda_world_init((MplCudaWorld **)w, nranks, devs, mesh, err);
+}
+static MplComm *cuda_world_rank(void *w, int r) { return mpl_cuda_world_rank(w, r); }
+static void cuda_world_abort(void *w, const char *why) { mpl_cuda_world_abort(w, why); }
+static void cuda_world_free(void *w) { mpl_cuda_world_free(w); }
+
 const MplDeviceOps mpl_device_cuda_ops = {
     .name = "cuda",
     .init = cuda_init,
@@ -910,6 +919,12 @@ const MplDeviceOps mpl_device_cuda_ops = {
     .scale_f32 = cuda_scale_f32,
     .sgd = cuda_sgd,
     .adamw = cuda_adamw,
+    .world_init = cuda_world_init,
+    .world_rank = cuda_world_rank,
+    .world_abort = cuda_world_abort,
+    .world_free = cuda_world_free,
+    .mpi_init = mpl_cuda_mpi_init,
+    .count = mpl_cuda_device_count,
 };
 
 #else /* !MPL_HAVE_CUDA: every entry point says so */
@@ -932,11 +947,26 @@ int mpl_cuda_optim_compile(const char *arch, char **ptx, char *log, size_t logn,
   return mpl_errf(err, "this mplrun was built without CUDA (no NVRTC for %s)", arch);
 }
 
+/* ---- the device's communicator (comm_nccl.c and its world files), through the table ---- */
+
+static int cuda_world_init(void **w, int nranks, MplDevice *const *devs, const MplCommMesh *mesh, MplErr *err) {
+  return mpl_cuda_world_init((MplCudaWorld **)w, nranks, devs, mesh, err);
+}
+static MplComm *cuda_world_rank(void *w, int r) { return mpl_cuda_world_rank(w, r); }
+static void cuda_world_abort(void *w, const char *why) { mpl_cuda_world_abort(w, why); }
+static void cuda_world_free(void *w) { mpl_cuda_world_free(w); }
+
 const MplDeviceOps mpl_device_cuda_ops = {
     .name = "cuda",
     .init = nocuda_init,
     .free = nocuda_free,
     .device_memory = true,
+    .world_init = cuda_world_init,
+    .world_rank = cuda_world_rank,
+    .world_abort = cuda_world_abort,
+    .world_free = cuda_world_free,
+    .mpi_init = mpl_cuda_mpi_init,
+    .count = mpl_cuda_device_count,
 };
 
 #endif

@@ -74,9 +74,9 @@ struct MplRun {
   MplComm *mpi;              /* under mpirun: this process's communicator (opts.comm) */
   int me;                    /* under mpirun: the world rank this process runs */
   bool lead;                 /* writes files and progress: always, or world rank 0 under MPI */
-  MplCudaWorld *cworld;      /* cuda: device copies (comm_nccl.c) */
-  MplComm *cmpi;             /* cuda under mpirun: this rank's communicator (comm_nccl.c, over mpi) */
-  int ndevices;              /* cuda: visible GPUs */
+  void *dworld;              /* a device's own communicator world (devops->world_init: cuda's) */
+  MplComm *dcomm;            /* ... under mpirun: this rank's, over mpi (devops->mpi_init) */
+  int ndevices;              /* devops->count: the visible devices (GPUs) */
   const MplKernelFn *kfn;
   MplCpuKernels cpu_kernels;
   int *owner;                /* [nparams] lowest holding rank */
@@ -182,6 +182,15 @@ int init_params(MplRun *r, MplErr *err);
 int init_data(MplRun *r, MplErr *err);
 int init_observability(MplRun *r, MplErr *err);
 void free_rank(RankCtx *rc);
+
+/* ==== gather.c (under mpirun) ========================================== */
+
+/* The loss slots of the ranks step_loss reads, into world rank 0's shadows. */
+int gather_losses(MplRun *r, MplErr *err);
+/* Every rank's trace events to world rank 0 (a count, then the events). */
+int gather_trace(MplRun *r, MplErr *err);
+/* Every rank's stats into all[] on world rank 0. */
+void gather_stats(const MplRun *r, MplRankStats *all);
 
 /* ==== update.c ======================================================== */
 

@@ -36,7 +36,7 @@ static void record_failure(MplRun *r, const MplErr *e) {
   }
   pthread_mutex_unlock(&r->mu);
   if (r->world) mpl_comm_world_abort(r->world, e->msg);
-  if (r->cworld) mpl_cuda_world_abort(r->cworld, e->msg);
+  if (r->dworld) r->devops->world_abort(r->dworld, e->msg);
 }
 
 static void *rank_main(void *arg) {
@@ -58,32 +58,6 @@ static void *rank_main(void *arg) {
   }
   pthread_mutex_unlock(&r->mu);
   return NULL;
-}
-
-/* Under MPI: world rank 0 receives the loss slots of the other ranks of tp index 0 (the
- * ones step_loss reads) into their shadows. */
-static int gather_losses(MplRun *r, MplErr *err) {
-  int m = r->m;
-  double *buf = mpl_malloc(sizeof(double) * (size_t)(2 * m));
-  if (!buf) return mpl_errf(err, "out of memory");
-  int st = MPL_OK;
-  for (int d = 0; d < r->dp && st == MPL_OK; d++)
-    for (int i = 0; i < r->pp && st == MPL_OK; i++) {
-      int w = world_of(r, d, 0, i);
-      RankCtx *rc = &r->ranks[w];
-      if (w == 0 || (r->me != w && r->me != 0)) continue;
-      if (r->me == w) {
-        for (int j = 0; j < m; j++) buf[j] = rc->mb_loss[j], buf[m + j] = rc->mb_loss_set[j];
-        if (r->mpi->ops->send(r->mpi, 0, TAG_MAIN(MAIN_LOSS, w), buf, sizeof(double) * (size_t)(2 * m)) != MPL_OK)
-          st = mpl_errf(err, "step loss: %s", r->mpi->err.msg);
-      } else if (r->mpi->ops->recv(r->mpi, w, TAG_MAIN(MAIN_LOSS, w), buf, sizeof(double) * (size_t)(2 * m)) != MPL_OK) {
-        st = mpl_errf(err, "step loss: %s", r->mpi->err.msg);
-      } else {
-        for (int j = 0; j < m; j++) rc->mb_loss[j] = buf[j], rc->mb_loss_set[j] = buf[m + j] != 0;
-      }
-    }
-  mpl_free(buf);
-  return st;
 }
 
 /* Runs step r->step on every rank and waits for all of them. Under MPI: this process's
@@ -132,37 +106,38 @@ static int start_threads(MplRun *r, MplErr *err) {
   return MPL_OK;
 }
 
-/* --devices: cpu, or cuda (dp, pp and tp). */
-static int init_device_kind(MplRun *r, MplErr *err) {
-  const char *kind = r->opts.device_kind ? r->opts.device_kind : "cpu";
-  if (r->opts.device_ops) {
-    r->devops = r->opts.device_ops;
-    return MPL_OK;
-  }
-  if (!strcmp(kind, "cpu")) {
-    r->devops = &mpl_device_cpu_ops;
-    return MPL_OK;
-  }
-  if (strcmp(kind, "cuda") != 0) return mpl_errf(err, "device kind '%s' is not available", kind);
-  r->devops = &mpl_device_cuda_ops;
-  return mpl_cuda_device_count(&r->ndevices, err);
+/* The device backends, by kind (--devices). */
+const MplDeviceOps *mpl_device_find(const char *kind) {
+  static const MplDeviceOps *const backends[] = {&mpl_device_cpu_ops, &mpl_device_cuda_ops};
+  for (size_t i = 0; i < sizeof backends / sizeof *backends; i++)
+    if (!strcmp(kind, backends[i]->name)) return backends[i];
+  return NULL;
 }
 
-/* cuda: the communicator over the ranks' devices (after they are initialised); under MPI
- * this process's rank's, over the MPI communicator. */
+/* --devices: the backend, and how many of its devices there are (when it counts them). */
+static int init_device_kind(MplRun *r, MplErr *err) {
+  const char *kind = r->opts.device_kind ? r->opts.device_kind : "cpu";
+  r->devops = r->opts.device_ops ? r->opts.device_ops : mpl_device_find(kind);
+  if (!r->devops) return mpl_errf(err, "device kind '%s' is not available", kind);
+  return r->devops->count ? r->devops->count(&r->ndevices, err) : MPL_OK;
+}
+
+/* A device with its own communicator (world_init): the communicator over the ranks'
+ * devices, once they are initialised; under MPI this process's rank's, over the MPI one. */
 static int init_device_comm(MplRun *r, MplErr *err) {
+  const MplDeviceOps *o = r->devops;
   MplCommMesh mesh = {.dp = r->dp, .tp = r->tp, .pp = r->pp, .zero = r->job->train.zero != 0};
   if (r->mpi) {
-    if (mpl_cuda_mpi_init(&r->cmpi, r->mpi, &r->ranks[r->me].dev, &mesh, err) != MPL_OK) return MPL_ERR;
-    r->ranks[r->me].comm = r->cmpi;
+    if (o->mpi_init(&r->dcomm, r->mpi, &r->ranks[r->me].dev, &mesh, err) != MPL_OK) return MPL_ERR;
+    r->ranks[r->me].comm = r->dcomm;
     return MPL_OK;
   }
   MplDevice **devs = mpl_calloc((size_t)r->nworld, sizeof *devs);
   if (!devs) return mpl_errf(err, "out of memory");
   for (int i = 0; i < r->nworld; i++) devs[i] = &r->ranks[i].dev;
-  int st = mpl_cuda_world_init(&r->cworld, r->nworld, devs, &mesh, err);
+  int st = o->world_init(&r->dworld, r->nworld, devs, &mesh, err);
   mpl_free(devs);
-  for (int i = 0; i < r->nworld && st == MPL_OK; i++) r->ranks[i].comm = mpl_cuda_world_rank(r->cworld, i);
+  for (int i = 0; i < r->nworld && st == MPL_OK; i++) r->ranks[i].comm = o->world_rank(r->dworld, i);
   return st;
 }
 
@@ -195,14 +170,14 @@ static int run_init_body(MplRun *r, MplErr *err) {
   r->optim_fresh = true;
   r->last_loss = NAN;
   if (!r->devops->load_kernels && init_kernels(r, err) != MPL_OK) return MPL_ERR;
-  bool cuda = r->devops == &mpl_device_cuda_ops;
+  bool own_comm = r->devops->world_init != NULL; /* the device brings its communicator */
   if (init_mpi(r, err) != MPL_OK) return MPL_ERR;
-  if (!cuda && !r->mpi && mpl_comm_world_init(&r->world, r->nworld, err) != MPL_OK) return MPL_ERR;
+  if (!own_comm && !r->mpi && mpl_comm_world_init(&r->world, r->nworld, err) != MPL_OK) return MPL_ERR;
   r->ranks = mpl_calloc((size_t)r->nworld, sizeof *r->ranks);
   if (!r->ranks) return mpl_errf(err, "out of memory");
   for (int i = 0; i < r->nworld; i++)
     if ((r->mpi && i != r->me ? init_rank_ids(r, i, err) : init_rank(r, i, err)) != MPL_OK) return MPL_ERR;
-  if (cuda && init_device_comm(r, err) != MPL_OK) return MPL_ERR;
+  if (own_comm && init_device_comm(r, err) != MPL_OK) return MPL_ERR;
   if (init_param_maps(r, err) != MPL_OK || init_whole_params(r, err) != MPL_OK) return MPL_ERR;
   for (int i = 0; i < r->nworld; i++)
     if (r->ranks[i].live && upd_init_rank(r, &r->ranks[i], err) != MPL_OK) return MPL_ERR;
@@ -237,8 +212,8 @@ void mpl_run_free(MplRun *r) {
     pthread_cond_destroy(&r->go);
     pthread_cond_destroy(&r->done);
   }
-  if (r->cworld) mpl_cuda_world_free(r->cworld); /* before the devices it uses */
-  if (r->cmpi) r->cmpi->ops->free(r->cmpi);
+  if (r->dworld) r->devops->world_free(r->dworld); /* before the devices it uses */
+  if (r->dcomm) r->dcomm->ops->free(r->dcomm);
   for (int i = 0; r->ranks && i < r->nworld; i++)
     if (r->ranks[i].run) free_rank(&r->ranks[i]);
   mpl_free(r->ranks);
@@ -304,31 +279,6 @@ static int report_step(MplRun *r, int64_t step, double step_s, double avg_s, Mpl
   return mpl_metrics_line(&r->metrics, keys, vals, 5, err);
 }
 
-/* Under MPI: every rank's trace events to world rank 0 (a count, then the events). */
-static int gather_trace(MplRun *r, MplErr *err) {
-  MplComm *c = r->mpi;
-  if (r->me != 0) {
-    MplTraceRank *tr = &r->trace.ranks[r->me];
-    int64_t n = tr->n;
-    if (c->ops->send(c, 0, TAG_MAIN(MAIN_TRACE_N, r->me), &n, sizeof n) != MPL_OK ||
-        c->ops->send(c, 0, TAG_MAIN(MAIN_TRACE_EV, r->me), tr->ev, (size_t)n * sizeof *tr->ev) != MPL_OK)
-      return mpl_errf(err, "trace: %s", c->err.msg);
-    return MPL_OK;
-  }
-  for (int w = 1; w < r->nworld; w++) {
-    MplTraceRank *tr = &r->trace.ranks[w];
-    int64_t n = 0;
-    if (c->ops->recv(c, w, TAG_MAIN(MAIN_TRACE_N, w), &n, sizeof n) != MPL_OK) return mpl_errf(err, "trace: %s", c->err.msg);
-    MplTraceEvent *ev = mpl_malloc((size_t)n * sizeof *ev + 1);
-    if (!ev) return mpl_errf(err, "trace: out of memory");
-    mpl_free(tr->ev);
-    tr->ev = ev, tr->n = tr->cap = n;
-    if (c->ops->recv(c, w, TAG_MAIN(MAIN_TRACE_EV, w), ev, (size_t)n * sizeof *ev) != MPL_OK)
-      return mpl_errf(err, "trace: %s", c->err.msg);
-  }
-  return MPL_OK;
-}
-
 int mpl_run_train(MplRun *r, MplErr *err) {
   double t_begin = now_s();
   int64_t done = 0;
@@ -351,31 +301,15 @@ int mpl_run_train(MplRun *r, MplErr *err) {
     if (r->tokens) mpl_loader_advance(&r->loader);
     ckpt_written = false;
     if (r->opts.ckpt_dir && r->opts.ckpt_every > 0 && (r->step + 1) % r->opts.ckpt_every == 0) {
-      r->step++; /* the checkpoint records the next step to run */
-      int st = mpl_ckpt_write_dir(r, r->opts.ckpt_dir, err);
-      r->step--;
-      if (st != MPL_OK) return MPL_ERR;
+      if (mpl_ckpt_write_dir(r, r->opts.ckpt_dir, r->step + 1, err) != MPL_OK) return MPL_ERR;
       ckpt_written = true;
     }
   }
-  if (r->opts.ckpt_dir && !ckpt_written && mpl_ckpt_write_dir(r, r->opts.ckpt_dir, err) != MPL_OK) return MPL_ERR;
+  if (r->opts.ckpt_dir && !ckpt_written && mpl_ckpt_write_dir(r, r->opts.ckpt_dir, r->step, err) != MPL_OK) return MPL_ERR;
   if (r->opts.save_path && mpl_ckpt_save_params(r, r->opts.save_path, err) != MPL_OK) return MPL_ERR;
   if (r->tracing && r->mpi && gather_trace(r, err) != MPL_OK) return MPL_ERR;
   if (r->tracing && r->lead && mpl_trace_write(&r->trace, r->opts.trace_path, err) != MPL_OK) return MPL_ERR;
   return MPL_OK;
-}
-
-/* Under MPI: world rank 0 receives every rank's stats (the others send theirs). */
-static void gather_stats(const MplRun *r, MplRankStats *all) {
-  MplComm *c = r->mpi;
-  const MplRankStats *mine = &r->ranks[r->me].stats;
-  if (r->me != 0) {
-    c->ops->send(c, 0, TAG_MAIN(MAIN_STATS, r->me), mine, sizeof *mine);
-    return;
-  }
-  all[0] = *mine;
-  for (int w = 1; w < r->nworld; w++)
-    if (c->ops->recv(c, w, TAG_MAIN(MAIN_STATS, w), &all[w], sizeof all[w]) != MPL_OK) memset(&all[w], 0, sizeof all[w]);
 }
 
 void mpl_run_report(const MplRun *r, FILE *out) {

@@ -1,0 +1,121 @@
+/*
+ * device.h — the device backends: one table of function pointers per kind of device
+ * (device_cpu.c, device_cuda.c), filled with designated initializers. The executor
+ * (exec.c, update.c, setup.c, train.c) reaches a device through its table only; train.c
+ * picks the table by name (mpl_device_find).
+ *
+ * Conventions: pointers into an arena are device pointers; copy_to_host and
+ * copy_from_host move bytes across; every operation is queued in order with the rest of
+ * the rank's work, and sync waits for it all. Every backend has the optimizer operations,
+ * with the bits of optim.c's loops.
+ */
+#ifndef MPL_DEVICE_H
+#define MPL_DEVICE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "job.h"
+#include "mpl.h"
+
+/* ==== device_cpu.c ==================================================== */
+
+/* A generated kernel: outer iterations [begin, end); scalars = {seed, step, micro-batch}. */
+typedef void (*MplKernelFn)(void **args, const int64_t *scalars, int64_t begin, int64_t end);
+
+typedef struct MplDevice MplDevice;
+
+/* A device backend: one instance per kind (cpu, cuda), filled with designated initializers.
+ * Pointers into the arena are device pointers; copy_* move bytes to and from host memory. */
+typedef struct MplDeviceOps {
+  const char *name;
+  /* index: the device number; threads: CPU threads for its kernels and products. */
+  int (*init)(MplDevice *d, int index, int threads, MplErr *err);
+  void (*free)(MplDevice *d);
+  /* Called on the rank's own thread before its first step (per-thread settings). */
+  void (*bind_thread)(MplDevice *d);
+  int (*arena_alloc)(MplDevice *d, uint64_t bytes, void **base, MplErr *err);
+  void (*arena_free)(MplDevice *d, void *base);
+  int (*kernel)(MplDevice *d, MplKernelFn fn, void **args, const int64_t *scalars,
+                int64_t n_outer, int64_t work, MplErr *err);
+  int (*gemm)(MplDevice *d, const JobStep *s, const float *a, const float *b, float *c,
+              MplErr *err);
+  int (*accum_f32)(MplDevice *d, float *acc, const float *src, int64_t n, MplErr *err);
+  int (*zero)(MplDevice *d, void *dst, size_t bytes, MplErr *err);
+  int (*copy_to_host)(MplDevice *d, void *host, const void *dev, size_t bytes, MplErr *err);
+  int (*copy_from_host)(MplDevice *d, void *dev, const void *host, size_t bytes, MplErr *err);
+  /* ---- devices whose memory the host cannot touch (cuda); NULL / false for cpu ---- */
+  bool device_memory;  /* arena pointers are not host pointers: the executor stages through host */
+  /* Loads the job's GPU kernels (PTX) for this device; then launch runs kernel `kernel`. */
+  int (*load_kernels)(MplDevice *d, const JobKernels *k, MplErr *err);
+  int (*launch)(MplDevice *d, int kernel, void **args, int nargs, const int64_t *scalars,
+                int64_t n_outer, MplErr *err);
+  /* Waits until everything queued on the device is done (end of a rank's step). */
+  int (*sync)(MplDevice *d, MplErr *err);
+  /* ---- copies within the arena's memory (every backend: tp's collectives use them) ---- */
+  int (*copy_device)(MplDevice *d, void *dst, const void *src, size_t bytes, MplErr *err);
+  /* height rows of width bytes, row i from src + i*spitch to dst + i*dpitch (tp's parts) */
+  int (*copy_2d)(MplDevice *d, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
+                 MplErr *err);
+  /* ---- the device's own communicator (comm_nccl.c for cuda), or all NULL: the host's
+   * (comm_local.c, comm_mpi.c). world_*: the ranks are threads of this process, each on
+   * its device; mpi_init: this process's rank over an MPI communicator. */
+  int (*world_init)(void **world, int nranks, MplDevice *const *devs, const MplCommMesh *mesh, MplErr *err);
+  MplComm *(*world_rank)(void *world, int r);
+  void (*world_abort)(void *world, const char *why);
+  void (*world_free)(void *world);
+  int (*mpi_init)(MplComm **out, MplComm *mpi, MplDevice *dev, const MplCommMesh *mesh, MplErr *err);
+  /* The number of such devices here (>= 1), or MPL_ERR saying why there is none; NULL: the
+   * host itself (cpu). */
+  int (*count)(int *count, MplErr *err);
+  /* ---- the optimizer on the device (every backend has them: the update phase runs on
+   * them, runtime/update.c). Pointers are device pointers; every op is queued in order
+   * with the rest of the rank's work. */
+  /* *out (device memory) = the sum of g[i]^2 in float64, in an order fixed by n alone */
+  int (*sumsq_f64)(MplDevice *d, const float *g, int64_t n, double *out, MplErr *err);
+  int (*scale_f32)(MplDevice *d, float *g, int64_t n, float coef, MplErr *err);
+  /* mpl_sgd_update and mpl_adamw_update (same arguments, same bits per element) */
+  int (*sgd)(MplDevice *d, float *p, const float *g, float *buf, int64_t n, double lr, double momentum,
+             bool first_step, MplErr *err);
+  int (*adamw)(MplDevice *d, float *p, const float *g, float *m, float *v, int64_t n, double lr, double beta1,
+               double beta2, double eps, double weight_decay, int64_t t, MplErr *err);
+} MplDeviceOps;
+
+struct MplDevice {
+  const MplDeviceOps *ops;
+  int index, threads;
+  bool tf32;           /* cuda: matrix products may use TF32 tensor cores (set before init) */
+  void *impl;
+};
+
+extern const MplDeviceOps mpl_device_cpu_ops;
+
+/* ==== device_cuda.c =================================================== */
+
+/* Built without CUDA, its init fails with "built without CUDA". */
+extern const MplDeviceOps mpl_device_cuda_ops;
+/* The CUDA C of the optimizer kernels (SGD, AdamW, sums of squares, scaling) that every
+ * cuda device compiles with NVRTC at init. */
+extern const char mpl_cuda_optim_src[];
+/* Compiles mpl_cuda_optim_src for arch ("compute_90", "sm_90") with the options init uses
+ * (--fmad=false, IEEE division and square root) into PTX (*ptx mpl_malloc'd, NUL ended);
+ * log gets NVRTC's log, empty when there was nothing to say. Without CUDA: MPL_ERR. */
+int mpl_cuda_optim_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err);
+/* The number of visible CUDA devices (>= 1), or MPL_ERR with a message that says why
+ * there is none: built without CUDA, no driver, no device. Never crashes. */
+int mpl_cuda_device_count(int *count, MplErr *err);
+
+
+/* The job's CPU kernels, compiled for the host by the JIT (jit_cpu.c). */
+typedef struct MplCpuKernels {
+  int n;
+  MplKernelFn *fn;
+  void *jit; /* the JIT that owns the code */
+} MplCpuKernels;
+int mpl_cpu_kernels_load(MplCpuKernels *k, const JobKernels *jk, MplErr *err);
+void mpl_cpu_kernels_free(MplCpuKernels *k);
+
+/* The backend of a kind ("cpu", "cuda"), or NULL. */
+const MplDeviceOps *mpl_device_find(const char *kind);
+
+#endif
