@@ -46,6 +46,7 @@ ifneq ($(CUDA_HOME),)
 ifneq ($(wildcard $(CUDA_HOME)/include/cuda.h),)
 HAVE_CUDA   := 1
 CUDA_CFLAGS := -DMPL_HAVE_CUDA -I$(CUDA_HOME)/include
+NVRTC_LIBS  := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lnvrtc
 CUDA_LIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lnvrtc -lcublas -lcudart -ldl
 # NCCL is not part of the toolkit: used where nccl.h and libnccl.so* are found (NCCL_INC and
 # NCCL_LIB name other folders, e.g. a Python wheel's nvidia/nccl/{include,lib}; NO_NCCL=1: without)
@@ -74,22 +75,27 @@ CHECK_LIBS  := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsub
 # ---- sources ---------------------------------------------------------------
 LANG_SRC    := $(wildcard lang/*.c) $(BUILD)/lang/lexer.c $(BUILD)/lang/parser.c
 COMP_SRC    := $(filter-out compiler/main.c,$(wildcard compiler/*.c))
-RT_SRC      := $(filter-out runtime/mplrun.c runtime/mpltok.c runtime/cpu_none.c,$(wildcard runtime/*.c))
+# the job contract, linked by both programs: the job format and its container, the
+# allocator and error type they use, and LLVM's view of the host (mplc optimises for it)
+JOB_SRC     := runtime/job.c runtime/jobfile.c runtime/alloc.c runtime/llvm_host.c
+RT_SRC      := $(filter-out runtime/mplrun.c runtime/mpltok.c runtime/cpu_none.c $(JOB_SRC),$(wildcard runtime/*.c))
 LANG_OBJ    := $(patsubst %.c,$(BUILD)/%.o,$(filter-out $(BUILD)/%,$(LANG_SRC))) \
                $(BUILD)/lang/lexer.o $(BUILD)/lang/parser.o
 COMP_OBJ    := $(COMP_SRC:%.c=$(BUILD)/%.o)
 RT_OBJ      := $(RT_SRC:%.c=$(BUILD)/%.o)
+JOB_OBJ     := $(JOB_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC    := $(wildcard tests/unit/test_*.c)
 UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 LIBCOMP     := $(BUILD)/libmplc.a
 LIBRT       := $(BUILD)/libmplrt.a
+LIBJOB      := $(BUILD)/libmpljob.a
 MPLC        := $(BUILD)/mplc
 MPLRUN      := $(BUILD)/mplrun
 MPLTOK      := $(BUILD)/mpltok
 TINY_DATA   := examples/data/tiny.bin
 
-COMP_LIBS   := $(LLVM_LIBS) $(CUDA_LIBS) $(MPI_LIBS)
+COMP_LIBS   := $(LLVM_LIBS) $(NVRTC_LIBS)      # mplc: no runtime backend (no oneDNN, cuBLAS, CUDA runtime, NCCL, MPI)
 RT_LIBS     := $(LLVM_LIBS) -ldnnl $(CUDA_LIBS) $(MPI_LIBS)
 
 .PHONY: all deps bench-deps install-pkgs run run-example test test-all bench bench-run golden-update asan clean unit golden fuzz cuda-only
@@ -141,19 +147,21 @@ $(LIBCOMP): $(LANG_OBJ) $(COMP_OBJ)
 	@rm -f $@; ar rcs $@ $^
 $(LIBRT): $(RT_OBJ) $(BUILD)/lang/arena.o
 	@rm -f $@; ar rcs $@ $^
+$(LIBJOB): $(JOB_OBJ)
+	@rm -f $@; ar rcs $@ $^
 
-$(MPLC): $(BUILD)/compiler/main.o $(LIBCOMP) $(LIBRT)
-	$(CC) $(LDFLAGS) -o $@ $^ $(RT_LIBS) $(LDLIBS)
-$(MPLRUN): $(BUILD)/runtime/mplrun.o $(LIBRT)
+$(MPLC): $(BUILD)/compiler/main.o $(LIBCOMP) $(LIBJOB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(COMP_LIBS) $(LDLIBS)
+$(MPLRUN): $(BUILD)/runtime/mplrun.o $(LIBRT) $(LIBJOB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(RT_LIBS) $(LDLIBS)
 
-$(MPLTOK): $(BUILD)/runtime/mpltok.o $(LIBRT)
+$(MPLTOK): $(BUILD)/runtime/mpltok.o $(LIBRT) $(LIBJOB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(RT_LIBS) $(LDLIBS)
 $(TINY_DATA): examples/data/tiny.txt $(MPLTOK)
 	$(MPLTOK) $< $@
 
-$(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(LIBCOMP) $(LIBRT)
-	$(CC) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(RT_LIBS) $(COMP_LIBS) $(LDLIBS)
+$(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(LIBCOMP) $(LIBRT) $(LIBJOB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(RT_LIBS) $(LDLIBS)
 
 # ---- the user's commands ---------------------------------------------------------
 # (run, test and bench: deps first, then the build in a sub-make that looks the tools up anew)
@@ -185,10 +193,10 @@ asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g" SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" all
 
 # ---- cuda-only: mplrun for a GPU machine with the CUDA toolkit and a C compiler only ----
-# (no LLVM, oneDNN, flex, bison or Check): the runtime without jit_cpu.c and gemm.c,
+# (no LLVM, oneDNN, flex, bison or Check): the runtime without jit_cpu.c, llvm_host.c and gemm.c,
 # whose entry points cpu_none.c answers with an error. Objects under $(BUILD)/cuda-only/.
 CO_DIR  := $(BUILD)/cuda-only
-CO_SRC  := $(filter-out runtime/mpltok.c runtime/jit_cpu.c runtime/gemm.c,$(wildcard runtime/*.c))
+CO_SRC  := $(filter-out runtime/mpltok.c runtime/jit_cpu.c runtime/llvm_host.c runtime/gemm.c,$(wildcard runtime/*.c))
 CO_OBJ  := $(CO_SRC:%.c=$(CO_DIR)/%.o)
 ifneq ($(HAVE_CUDA),)
 CUDA_ONLY_TEST := cuda-only

@@ -2,7 +2,7 @@
  * jit_cpu.c — loads a job's LLVM bitcode and compiles it for the host CPU with
  * ORC's LLJIT (host CPU name and features, aggressive code generation).
  *
- * Invariants: LLVM's native target is initialised once per process (pthread_once);
+ * Invariants: LLVM's native target is initialised once per process (llvm_host.c);
  * each MplJit owns one LLJIT and the code it made; symbols the kernels call are
  * the libm functions defined below by address (so they resolve even where the
  * process does not export them), then anything else from the process (memset,
@@ -29,13 +29,6 @@ struct MplJit {
   LLVMOrcLLJITRef jit;
 };
 
-static pthread_once_t llvm_once = PTHREAD_ONCE_INIT;
-
-static void llvm_init(void) {
-  LLVMInitializeNativeTarget();
-  LLVMInitializeNativeAsmPrinter();
-}
-
 /* The libm functions generated kernels may call. */
 #define JIT_LIBM(X) X(expf) X(logf) X(tanhf) X(powf) X(sqrtf) X(fabsf) X(exp) X(log) X(tanh) X(pow)
 
@@ -44,25 +37,6 @@ static int take_error(LLVMErrorRef e, char *err, size_t errlen, const char *what
   snprintf(err, errlen, "jit: %s: %s", what, m);
   LLVMDisposeErrorMessage(m);
   return -1;
-}
-
-LLVMTargetMachineRef mpl_llvm_host_machine(LLVMRelocMode reloc, LLVMCodeModel model, char *err, size_t errlen) {
-  pthread_once(&llvm_once, llvm_init);
-  char *triple = LLVMGetDefaultTargetTriple(), *msg = NULL;
-  LLVMTargetRef target;
-  if (LLVMGetTargetFromTriple(triple, &target, &msg)) {
-    snprintf(err, errlen, "jit: target %s: %s", triple, msg ? msg : "?");
-    LLVMDisposeMessage(msg);
-    LLVMDisposeMessage(triple);
-    return NULL;
-  }
-  char *cpu = LLVMGetHostCPUName(), *feat = LLVMGetHostCPUFeatures();
-  LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, triple, cpu, feat, LLVMCodeGenLevelAggressive, reloc, model);
-  LLVMDisposeMessage(triple);
-  LLVMDisposeMessage(cpu);
-  LLVMDisposeMessage(feat);
-  if (!tm) snprintf(err, errlen, "jit: cannot create a target machine for the host");
-  return tm;
 }
 
 static int define_libm(LLVMOrcLLJITRef j, char *err, size_t errlen) {
@@ -130,7 +104,7 @@ static LLVMOrcThreadSafeModuleRef parse_module(const void *bc, size_t len, char 
 }
 
 MplJit *mpl_jit_load(const void *bc, size_t len, char *err, size_t errlen) {
-  pthread_once(&llvm_once, llvm_init);
+  mpl_llvm_init_native();
   if (!bc || !len) {
     snprintf(err, errlen, "jit: empty bitcode");
     return NULL;

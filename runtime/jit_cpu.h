@@ -24,6 +24,9 @@ MplJit *mpl_jit_load(const void *bc, size_t len, char *err, size_t errlen);
 void *mpl_jit_lookup(MplJit *j, const char *name);
 void mpl_jit_free(MplJit *j);
 
+/* llvm_host.c: LLVM's native target, initialised once per process (thread-safe). */
+void mpl_llvm_init_native(void);
+
 #ifdef LLVM_C_TARGETMACHINE_H /* for files that use LLVM's C API themselves (cg_llvm.c) */
 /* The host's LLVM target machine (its CPU name and features, O3 code generation) with the
  * relocation and code model given: the JIT's (default, JIT default) and mplc's for the

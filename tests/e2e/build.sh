@@ -5,7 +5,10 @@
 #    (a fake apt-get on PATH records any call); `make deps` does run it, and says so when
 #    it fails; `make test`/`make run` run deps first;
 #  - `make unit` builds the cuda-only mplrun that test_cuda runs (when CUDA is here);
-#  - tests/run.sh refuses a suite it does not have.
+#  - tests/run.sh refuses a suite it does not have;
+#  - mplc links no runtime backend: no oneDNN, cuBLAS, CUDA runtime, NCCL or MPI library,
+#    and none of the executor's, devices' or communicators' code (libmpljob.a is the
+#    contract both programs share).
 cd "$(dirname "$0")/../.."
 source tests/tools/e2e_lib.sh
 mkdir -p "$tmp/bin"
@@ -39,5 +42,10 @@ fi
 if tests/run.sh gpu-cpu > "$tmp/run.out" 2>&1; then bad "tests/run.sh runs a suite it does not have"
 elif grep -q "unknown suite gpu-cpu" "$tmp/run.out"; then ok "tests/run.sh refuses an unknown suite"
 else bad "tests/run.sh gpu-cpu: $(tail -n 1 "$tmp/run.out")"; fi
+libs=$(ldd "$MPLC" 2> /dev/null | grep -oE 'lib(dnnl|cublas|cudart|nccl|mpi)[a-z_]*' | sort -u | tr '\n' ' ')
+[ -z "$libs" ] && ok "mplc links no runtime library" || bad "mplc links $libs"
+syms=$(nm "$MPLC" 2> /dev/null | grep -cE ' T (mpl_run_|mpl_device_|mpl_comm_|mpl_gemm|mpl_cuda_|upd_run|rank_step)')
+[ "$syms" = 0 ] && ok "mplc holds none of the runtime's executor, devices or communicators" || bad "mplc holds $syms runtime symbols"
+nm "$MPLRUN" | grep -q ' T job_read' && nm "$MPLC" | grep -q ' T job_write' && ok "both link the job library" || bad "the job library is not linked by both"
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

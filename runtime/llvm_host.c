@@ -1,0 +1,40 @@
+/*
+ * llvm_host.c — LLVM's view of the host, shared by mplc (cg_llvm.c optimises the job's
+ * bitcode for it) and mplrun (jit_cpu.c compiles that bitcode): the native target,
+ * initialised once per process, and the host's target machine.
+ */
+#include <llvm-c/Core.h>
+#include <llvm-c/Target.h>
+#include <llvm-c/TargetMachine.h>
+#include <pthread.h>
+#include <stdio.h>
+
+#include "jit_cpu.h" /* after LLVM's headers: it then declares mpl_llvm_host_machine */
+
+static pthread_once_t llvm_once = PTHREAD_ONCE_INIT;
+
+static void llvm_init(void) {
+  LLVMInitializeNativeTarget();
+  LLVMInitializeNativeAsmPrinter();
+}
+
+void mpl_llvm_init_native(void) { pthread_once(&llvm_once, llvm_init); }
+
+LLVMTargetMachineRef mpl_llvm_host_machine(LLVMRelocMode reloc, LLVMCodeModel model, char *err, size_t errlen) {
+  mpl_llvm_init_native();
+  char *triple = LLVMGetDefaultTargetTriple(), *msg = NULL;
+  LLVMTargetRef target;
+  if (LLVMGetTargetFromTriple(triple, &target, &msg)) {
+    snprintf(err, errlen, "llvm: target %s: %s", triple, msg ? msg : "?");
+    LLVMDisposeMessage(msg);
+    LLVMDisposeMessage(triple);
+    return NULL;
+  }
+  char *cpu = LLVMGetHostCPUName(), *feat = LLVMGetHostCPUFeatures();
+  LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, triple, cpu, feat, LLVMCodeGenLevelAggressive, reloc, model);
+  LLVMDisposeMessage(triple);
+  LLVMDisposeMessage(cpu);
+  LLVMDisposeMessage(feat);
+  if (!tm) snprintf(err, errlen, "llvm: cannot create a target machine for the host");
+  return tm;
+}
