@@ -122,9 +122,16 @@ void mpl_run_free(MplRun *r);
 /* Trains from the current step up to the total steps; progress, trace, metrics,
  * checkpoints and --save as the options say. */
 int mpl_run_train(MplRun *r, MplErr *err);
+/* How mpl_run_sample picks each token. */
+typedef struct MplSampleOpts {
+  double temperature;          /* 0: greedy; default 1 */
+  int64_t top_k;               /* 0: every token */
+  bool has_seed;               /* seed given (--seed), else the job's train seed */
+  uint64_t seed;
+} MplSampleOpts;
 /* Generates n tokens after the prompt (its bytes are the tokens) with the forward
- * programs, temperature 1 sampling from the seed; writes them as text to out. */
-int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, FILE *out, MplErr *err);
+ * programs, dropout off; writes the prompt, the tokens as bytes and a newline to out. */
+int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, const MplSampleOpts *o, FILE *out, MplErr *err);
 /* Prints per rank busy ms, bubble fraction and arena bytes. */
 void mpl_run_report(const MplRun *r, FILE *out);
 /* The messages and collectives of the last step, counted where the executor issues them:

@@ -5,7 +5,7 @@
  *   mplrun JOB [--devices cpu|cpu:N|cuda|cuda:0,1] [--threads N] [--steps N] [--data FILE]
  *              [--init F] [--save F] [--checkpoint DIR] [--checkpoint-every N] [--resume DIR]
  *              [--trace FILE.json] [--metrics FILE.jsonl] [--comm-stats FILE.jsonl] [--inspect]
- *              [--sample N --prompt TEXT] [--tf32] [--mpi] [-q]
+ *              [--sample N --prompt TEXT [--temperature T] [--top-k K] [--seed S]] [--tf32] [--mpi] [-q]
  *
  * --comm-stats FILE writes, after training, one JSON line per world rank with the messages
  * and collectives of the last step, counted where the executor issues them:
@@ -43,6 +43,8 @@ typedef struct Cli {
   int64_t steps;        /* -1: the job's */
   int64_t sample_n;     /* -1: no sampling */
   const char *prompt;
+  MplSampleOpts sample;   /* --temperature, --top-k, --seed */
+  bool sample_opt;        /* one of them was given */
   const char *comm_stats; /* --comm-stats FILE */
   bool inspect;
   bool mpi;             /* --mpi, or started by mpirun */
@@ -54,7 +56,10 @@ static void usage(FILE *f) {
   fputs("usage: mplrun JOB [--devices cpu|cpu:N|cuda|cuda:0,1] [--threads N] [--steps N] [--data FILE]\n"
         "                  [--init FILE.safetensors] [--save FILE.safetensors] [--checkpoint DIR]\n"
         "                  [--checkpoint-every N] [--resume DIR] [--trace FILE.json] [--metrics FILE.jsonl]\n"
-        "                  [--comm-stats FILE.jsonl] [--inspect] [--sample N --prompt TEXT] [--tf32] [--mpi] [-q]\n"
+        "                  [--comm-stats FILE.jsonl] [--inspect] [--tf32] [--mpi] [-q]\n"
+        "                  [--sample N --prompt TEXT [--temperature T] [--top-k K] [--seed S]]\n"
+        "  --temperature T    0: greedy; default 1      --top-k K   only the K likeliest (0: all)\n"
+        "  --seed S           the sampling seed (default: the job's train seed)\n"
         "  --comm-stats FILE  one JSON line per rank: calls and payload bytes of the last step's\n"
         "                     messages and collectives, by kind (as mplc --emit=plan predicts them)\n",
         f);
@@ -79,7 +84,8 @@ static bool parse_count(const char *s, int64_t max, int64_t *out) {
 
 static const char *const value_flags[] = {"--devices", "--threads", "--steps", "--data", "--init", "--save",
                                           "--checkpoint", "--checkpoint-every", "--resume", "--trace",
-                                          "--metrics", "--sample", "--prompt", "--comm-stats", NULL};
+                                          "--metrics", "--sample", "--prompt", "--comm-stats",
+                                          "--temperature", "--top-k", "--seed", NULL};
 
 static bool takes_value(const char *flag) {
   for (int i = 0; value_flags[i]; i++)
@@ -112,6 +118,18 @@ static int apply_flag(Cli *c, const char *f, const char *v) {
   else if (!strcmp(f, "--trace")) c->run.trace_path = v;
   else if (!strcmp(f, "--metrics")) c->run.metrics_path = v;
   else if (!strcmp(f, "--prompt")) c->prompt = v;
+  else if (!strcmp(f, "--temperature")) {
+    char *end;
+    double t = strtod(v, &end);
+    if (end == v || *end || !(t >= 0) || t > 1e6) return fail("--temperature needs 0 (greedy) or a positive number, not '%s'%s", v, "");
+    c->sample.temperature = t, c->sample_opt = true;
+  } else if (!strcmp(f, "--top-k")) {
+    if (!parse_count(v, INT64_MAX / 2, &n)) return fail("--top-k needs a non-negative integer, not '%s'%s", v, "");
+    c->sample.top_k = n, c->sample_opt = true;
+  } else if (!strcmp(f, "--seed")) {
+    if (!parse_count(v, INT64_MAX, &n)) return fail("--seed needs a non-negative integer, not '%s'%s", v, "");
+    c->sample.seed = (uint64_t)n, c->sample.has_seed = true, c->sample_opt = true;
+  }
   else if (!strcmp(f, "--comm-stats")) c->comm_stats = v;
   return 0;
 }
@@ -150,6 +168,7 @@ static int parse_args(Cli *c, int argc, char **argv) {
     return fail("no job given%s%s", "", "");
   }
   if ((c->sample_n >= 0) != (c->prompt != NULL)) return fail("--sample N and --prompt TEXT go together%s%s", "", "");
+  if (c->sample_opt && c->sample_n < 0) return fail("--temperature, --top-k and --seed go with --sample N --prompt TEXT%s%s", "", "");
   return 0;
 }
 
@@ -302,7 +321,7 @@ static int run(Cli *c, Job *job) {
   int st = mpl_run_train(r, &err);
   if (st == MPL_OK && c->comm_stats) st = write_comm_stats(r, c->comm_stats, &err);
   if (st == MPL_OK && !c->run.quiet && mpl_run_step(r) > 0) mpl_run_report(r, c->run.out ? c->run.out : stdout);
-  if (st == MPL_OK && c->sample_n >= 0) st = mpl_run_sample(r, c->prompt, c->sample_n, stdout, &err);
+  if (st == MPL_OK && c->sample_n >= 0) st = mpl_run_sample(r, c->prompt, c->sample_n, &c->sample, stdout, &err);
   if (st != MPL_OK && c->run.comm) return run_failed(c, &err); /* MPI_Abort first: a free could wait for GPU work
                                                                  that depends on ranks that stopped */
   mpl_run_free(r);
@@ -327,7 +346,7 @@ static int check_mpi(Cli *c, const Job *job) {
 }
 
 int main(int argc, char **argv) {
-  Cli c = {.steps = -1, .sample_n = -1};
+  Cli c = {.steps = -1, .sample_n = -1, .sample = {.temperature = 1.0}};
   mpl_run_opts_default(&c.run);
   if (parse_args(&c, argc, argv)) return 1;
   char err[512] = "";

@@ -4,8 +4,12 @@
  * thread (activations copied between the ranks' arenas), the next token drawn from the
  * last position's logits, the window slid past seq.
  *
+ * Choosing the token: --temperature 0 is greedy (the first id of the largest logit);
+ * otherwise softmax(logits / temperature) over the --top-k largest (0: all; ties to the
+ * lower id), drawn with a uniform from the seed's stream (--seed, else the train seed).
+ *
  * Invariants: an evaluation pass (kernels get MPL_MB_EVAL: dropout is off); the same
- * params and seed give the same text; only the text goes to `out`.
+ * params, options and seed give the same text; only the text goes to `out`.
  */
 #include "rank.h"
 
@@ -73,16 +77,40 @@ static int sample_forward(MplRun *r, MplErr *err) {
   return MPL_OK;
 }
 
-static int32_t sample_pick(const float *logits, int64_t V, double u) {
+/* Greedy: the first index of the largest logit. */
+static int32_t argmax(const float *logits, int64_t V) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < V; i++)
+    if (logits[i] > logits[best]) best = i;
+  return (int32_t)best;
+}
+
+/* Is token i among the top k (largest logits, ties to the lower id)? k <= 0: all are. */
+static bool in_top_k(const float *logits, int64_t V, int64_t k, int64_t i) {
+  if (k <= 0 || k >= V) return true;
+  int64_t above = 0;
+  for (int64_t j = 0; j < V && above < k; j++)
+    above += logits[j] > logits[i] || (logits[j] == logits[i] && j < i);
+  return above < k;
+}
+
+/* A token drawn with uniform u from softmax(logits / temperature) over the top k. */
+static int32_t sample_pick(const float *logits, int64_t V, const MplSampleOpts *o, double u, double *w) {
+  if (o->temperature == 0) return argmax(logits, V);
   double mx = -INFINITY, z = 0;
-  for (int64_t i = 0; i < V; i++) if (logits[i] > mx) mx = logits[i];
-  for (int64_t i = 0; i < V; i++) z += exp((double)logits[i] - mx);
-  double c = 0;
   for (int64_t i = 0; i < V; i++) {
-    c += exp((double)logits[i] - mx) / z;
+    w[i] = in_top_k(logits, V, o->top_k, i) ? (double)logits[i] / o->temperature : -INFINITY;
+    if (w[i] > mx) mx = w[i];
+  }
+  for (int64_t i = 0; i < V; i++) z += w[i] = exp(w[i] - mx);
+  double c = 0;
+  int32_t last = 0;
+  for (int64_t i = 0; i < V; i++) {
+    if (w[i] == 0) continue;
+    c += w[i] / z, last = (int32_t)i;
     if (u < c) return (int32_t)i;
   }
-  return (int32_t)(V - 1);
+  return last;
 }
 
 static void put_token(FILE *out, int32_t t) {
@@ -90,7 +118,7 @@ static void put_token(FILE *out, int32_t t) {
   else fprintf(out, "<%d>", t);
 }
 
-int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, FILE *out, MplErr *err) {
+int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, const MplSampleOpts *o, FILE *out, MplErr *err) {
   const Job *job = r->job;
   int idx_in = sample_input_index(r, 0), ls = -1;
   for (int s = 0; s < job->nstages; s++) if (job->stages[s].logits_value >= 0) ls = s;
@@ -103,14 +131,18 @@ int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, FILE *out, MplErr *
   if (lvv->rank < 2 || lvv->numel < r->B * T * V) return mpl_errf(err, "--sample: the logits are not [B, T, vocab]");
   int64_t plen = (int64_t)strlen(prompt), ntok = plen;
   if (plen == 0) return mpl_errf(err, "--prompt is empty: sampling starts from the prompt's bytes, give at least one");
+  if (!(o->temperature >= 0) || !isfinite(o->temperature))
+    return mpl_errf(err, "--temperature must be 0 (greedy) or positive, not %g", o->temperature);
+  if (o->top_k < 0) return mpl_errf(err, "--top-k must be 0 (all tokens) or positive, not %lld", (long long)o->top_k);
   int32_t *toks = mpl_calloc((size_t)(ntok + n + 1), 4);
   float *logits = mpl_malloc((size_t)V * 4);
-  int st = toks && logits ? MPL_OK : mpl_errf(err, "out of memory");
+  double *w = mpl_malloc((size_t)V * 8);
+  int st = toks && logits && w ? MPL_OK : mpl_errf(err, "out of memory");
   for (int64_t i = 0; i < plen && st == MPL_OK; i++) toks[i] = (unsigned char)prompt[i];
   for (int64_t i = 0; i < ntok && st == MPL_OK; i++)
     if (toks[i] >= V) st = mpl_errf(err, "--prompt: byte %d is outside the vocabulary of %lld", toks[i], (long long)V);
   if (st == MPL_OK) fputs(prompt, out);
-  uint64_t stream = mpl_name_stream(job->train.seed, "mplrun.sample");
+  uint64_t stream = mpl_name_stream(o->has_seed ? o->seed : job->train.seed, "mplrun.sample");
   r->eval = true; /* dropout off */
   for (int64_t k = 0; k < n && st == MPL_OK; k++) {
     int64_t w0 = ntok > T ? ntok - T : 0, wlen = ntok - w0;
@@ -122,7 +154,7 @@ int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, FILE *out, MplErr *
     const float *row = (const float *)need_ptr(rc, lv, 0, ls, err);
     if (!row) { st = MPL_ERR; break; }
     if ((st = rc->dev.ops->copy_to_host(&rc->dev, logits, row + (wlen - 1) * V, (size_t)V * 4, err)) != MPL_OK) break;
-    int32_t t = sample_pick(logits, V, mpl_uniform(stream, (uint64_t)k));
+    int32_t t = sample_pick(logits, V, o, mpl_uniform(stream, (uint64_t)k), w);
     toks[ntok++] = t;
     put_token(out, t);
     fflush(out);
@@ -131,5 +163,6 @@ int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, FILE *out, MplErr *
   if (plen > 0) fputc('\n', out);
   mpl_free(toks);
   mpl_free(logits);
+  mpl_free(w);
   return st;
 }

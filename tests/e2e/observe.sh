@@ -148,6 +148,28 @@ if "$MPLRUN" "$job" "${D[@]}" --steps 4 --save "$tmp/p.st" -q > "$tmp/train.log"
 else
   bad "mplrun (training for --sample): $(tail -n 3 "$tmp/train.log")"
 fi
+# --temperature 0 is greedy: the seed does not matter, and it is top-k 1 sampling; at
+# temperature 1 another --seed draws another text; bad values are refused
+if [ -s "$tmp/p.st" ]; then
+  S=("$MPLRUN" "$job" "${D[@]}" --init "$tmp/p.st" --sample 40 --prompt "The ")
+  "${S[@]}" --temperature 0 --seed 1 > "$tmp/g1.txt" 2> /dev/null
+  "${S[@]}" --temperature 0 --seed 2 > "$tmp/g2.txt" 2> /dev/null
+  "${S[@]}" --top-k 1 --seed 3 > "$tmp/k1.txt" 2> /dev/null
+  "${S[@]}" --seed 1 > "$tmp/t1.txt" 2> /dev/null
+  "${S[@]}" --seed 2 > "$tmp/t2.txt" 2> /dev/null
+  if [ -s "$tmp/g1.txt" ] && cmp -s "$tmp/g1.txt" "$tmp/g2.txt" && cmp -s "$tmp/g1.txt" "$tmp/k1.txt"; then
+    ok "--temperature 0 is greedy (seeds 1 and 2 agree) and equals --top-k 1"
+  else bad "greedy: '$(head -c 50 "$tmp/g1.txt")' / '$(head -c 50 "$tmp/g2.txt")' / top-k 1 '$(head -c 50 "$tmp/k1.txt")'"; fi
+  if [ -s "$tmp/t1.txt" ] && ! cmp -s "$tmp/t1.txt" "$tmp/t2.txt"; then ok "--seed 1 and --seed 2 sample different texts"
+  else bad "--seed does not change the sampled text"; fi
+  for bad_opt in "--temperature -1" "--temperature x" "--top-k -2"; do
+    if "${S[@]}" $bad_opt > /dev/null 2> "$tmp/bo.err"; then bad "mplrun accepts $bad_opt"
+    elif grep -q -- "${bad_opt%% *}" "$tmp/bo.err"; then ok "$bad_opt is refused: $(head -c 80 "$tmp/bo.err")"
+    else bad "$bad_opt: $(head -n 1 "$tmp/bo.err")"; fi
+  done
+  if "$MPLRUN" "$job" --temperature 0 > /dev/null 2> "$tmp/bo.err"; then bad "--temperature without --sample is accepted"
+  else ok "--temperature without --sample is refused"; fi
+fi
 # dropout is off while sampling: the same weights give the same text with and without it
 if rewrite tests/e2e/tiny_lm.mpl "$tmp/drop.mpl" 's/^const layers = 2$/const layers = 2\nconst pdrop = 0.5/' \
      's/^  x = x + embedding(arange(T), ctx, d) as wpe$/  x = dropout(x + embedding(arange(T), ctx, d) as wpe, pdrop)/' &&

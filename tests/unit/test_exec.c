@@ -537,7 +537,8 @@ START_TEST(test_sample) {
   ck_assert_msg(mpl_run_train(r, &err) == MPL_OK, "%s", err.msg);
   char buf[256] = "";
   FILE *f = fmemopen(buf, sizeof buf - 1, "w");
-  ck_assert_msg(mpl_run_sample(r, "abc", 12, f, &err) == MPL_OK, "%s", err.msg); /* slides past seq = 8 */
+  MplSampleOpts so = {.temperature = 1.0};
+  ck_assert_msg(mpl_run_sample(r, "abc", 12, &so, f, &err) == MPL_OK, "%s", err.msg); /* slides past seq = 8 */
   fclose(f);
   ck_assert_str_eq(buf, "abcdefghijklmno\n");
   mpl_run_free(r);
