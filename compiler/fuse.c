@@ -1174,3 +1174,68 @@ Program *fuse_program(Arena *a, Graph *g, const int *ops, int nops, KernelSet *k
   }
   return f.p;
 }
+
+/* ---- the pass: every stage's programs ------------------------------------------------------------------ */
+
+/* The kernel IR lowers f32, i32 and bool only (kir.c dies on anything else): a program
+ * that computes in bf16 or f16 gets one located diagnostic here instead of an abort.
+ * Remove when kir.c lowers the half types. */
+static bool check_kernel_dtypes(Diag *d, const Graph *g) {
+  for (int i = 0; i < g->nops; i++) {
+    const Op *op = g->ops[i];
+    if (op->dtype != DT_BF16 && op->dtype != DT_F16) continue;
+    diag_error(d, op->loc, "%s tensors cannot be compiled to kernels yet (only f32, i32 and bool); cast to f32",
+               dtype_name(op->dtype));
+    return false;
+  }
+  return true;
+}
+
+Fused *fuse_partition(Diag *d, Arena *a, Partition *p) {
+  if (!check_kernel_dtypes(d, p->g)) return NULL;
+  Fused *fu = arena_alloc(a, sizeof *fu);
+  fu->nstages = p->nstages;
+  fu->ks = kset_new(a);
+  fu->progs = arena_alloc(a, sizeof(Program *[PASS__COUNT]) * (size_t)p->nstages);
+  for (int s = 0; s < p->nstages; s++)
+    for (int k = 0; k < PASS__COUNT; k++)
+      fu->progs[s][k] = fuse_program(a, p->g, p->st[s].pass[k].v, p->st[s].pass[k].n, fu->ks);
+  return fu;
+}
+
+void fuse_dump(FILE *out, const Fused *fu) {
+  kir_dump(out, fu->ks, NULL);
+  for (int s = 0; s < fu->nstages; s++)
+    for (int k = 0; k < PASS__COUNT; k++) {
+      if (!fu->progs[s][k]->nsteps) continue;
+      fprintf(out, "\nprogram stage %d %s:\n", s, part_pass_name(k));
+      kir_dump_program(out, fu->ks, fu->progs[s][k]);
+    }
+}
+
+int *step_values(Arena *a, const Graph *g, const Step *st, int *n) {
+  int *v;
+  switch (st->kind) {
+  case STEP_KERNEL:
+    *n = st->nargs;
+    return st->args;
+  case STEP_GEMM:
+    v = arena_alloc(a, sizeof(int) * 3);
+    v[0] = st->a, v[1] = st->b, v[2] = st->c;
+    *n = 3;
+    return v;
+  case STEP_ALIAS: case STEP_ACCUM:
+    v = arena_alloc(a, sizeof(int) * 2);
+    v[0] = st->a, v[1] = st->b;
+    *n = 2;
+    return v;
+  case STEP_COMM: /* out, in */
+    v = arena_alloc(a, sizeof(int) * 2);
+    v[0] = st->op;
+    v[1] = g->ops[st->op]->in[0];
+    *n = 2;
+    return v;
+  }
+  *n = 0;
+  return NULL;
+}

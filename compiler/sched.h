@@ -1,5 +1,5 @@
 /*
- * sched.h — pipeline schedules (schedule.c) and the stage balancer (balance.c).
+ * sched.h — pipeline schedules (schedule.c).
  *
  * A schedule is, per pipeline rank, a list of instructions (Ins). Its input is plain
  * numbers (pp, v, micro-batches, the stage edges), never the graph.
@@ -25,7 +25,7 @@
 #define MPL_SCHED_H
 
 #include <stdio.h>
-#include "mplc.h"
+#include "partition.h"
 
 #define SCHED_MAX_PP 256
 
@@ -110,6 +110,14 @@ bool sched_parse(const char *s, SchedKind *kind, int *v);
 Schedule *sched_build(Arena *a, const SchedSpec *spec, char *err, size_t errlen);
 
 /*
+ * The schedule pass: the schedule of the program's train settings for partition p,
+ * with its stage edges (the transfers), its tied groups (the tied params' stages) and
+ * the cost model's pass times (cost.c), which place zb's W passes. NULL after a
+ * diagnostic when it cannot be built or proven.
+ */
+Schedule *sched_partition(Diag *d, Arena *a, const Partition *p, const Costs *cost);
+
+/*
  * The proof: runs all ranks' lists together (eager sends, blocking recvs, collective
  * all-reduces) and checks the invariants above. False with a message naming the
  * ranks and the instruction each is stuck on.
@@ -135,18 +143,7 @@ int sched_peak_inflight(const Schedule *s, int rank);
  */
 void sched_dump(FILE *out, const Schedule *s);
 
-/* A message into err[errlen] (nothing when err is NULL), for schedule.c and balance.c. */
+/* A message into err[errlen] (nothing when err is NULL). */
 void sched_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-/* ==== balance.c: automatic stage balancing ============================= */
-
-/*
- * Splits segments 0 .. nseg-1 (in order) into pp contiguous non-empty groups that
- * minimise the largest group cost, with each group's memory (sum of mem, every
- * mem[i] >= 0; mem may be NULL) at most mem_limit (0: no limit). Writes the first segment of each stage into
- * first_seg_of_stage[0 .. pp-1]; returns 0, or -1 with a message in err.
- */
-int bal_split(int nseg, const double *cost, const double *mem, int pp, double mem_limit,
-              int *first_seg_of_stage, char *err, size_t errlen);
 
 #endif

@@ -994,3 +994,41 @@ void sched_dump(FILE *out, const Schedule *s) {
   }
   arena_free(&scratch);
 }
+
+/* ---- the schedule of a partition ------------------------------------------------ */
+
+/* Stage edges (src < dst) from the transfers, and tied groups from the tied params. */
+Schedule *sched_partition(Diag *d, Arena *a, const Partition *p, const Costs *cost) {
+  const Graph *g = p->g;
+  int (*edges)[2] = arena_alloc(a, sizeof(int[2]) * (size_t)(p->nxfers + 1));
+  int ne = 0;
+  for (int i = 0; i < p->nxfers; i++) {
+    const PartXfer *x = &p->xfers[i];
+    edges[ne][0] = x->grad ? x->dst : x->src;
+    edges[ne][1] = x->grad ? x->src : x->dst;
+    ne++;
+  }
+  TiedGroup *tied = arena_alloc(a, sizeof(TiedGroup) * (size_t)(p->tied.n + 1));
+  for (int t = 0; t < p->tied.n; t++) {
+    int *st = arena_alloc(a, sizeof(int) * (size_t)p->nstages);
+    int n = 0;
+    for (int s = 0; s < p->nstages; s++)
+      if (ivec_has(&p->st[s].params, p->tied.v[t])) st[n++] = s;
+    tied[t] = (TiedGroup){n, st};
+  }
+  SchedSpec spec = {.kind = g->train.schedule,
+                    .pp = g->mesh.pp,
+                    .v = g->train.schedule == SCHED_INTERLEAVED ? g->train.virtual_stages : 1,
+                    .m = (int)g->train.microbatches,
+                    .nedges = ne,
+                    .edges = (const int(*)[2])edges,
+                    .ntied = p->tied.n,
+                    .tied = tied,
+                    .F = cost->F, .B = cost->B, .W = cost->W};
+  char err[512];
+  Schedule *s = sched_build(a, &spec, err, sizeof err);
+  if (!s)
+    diag_error_noloc(d, "schedule %s for pp=%d, %d micro-batch%s: %s", sched_name(spec.kind), spec.pp, spec.m,
+                     spec.m == 1 ? "" : "es", err);
+  return s;
+}
