@@ -286,7 +286,7 @@ int main(int argc, char **argv) {
   PlanWorld *world = plan_world(&arena, &pin, plan);
   if (plan_check_limit(&diag, plan, sched->pp, o.co.mem_limit) || diag.nerrors) return finish(&arena, 1);
 
-  /* 10. simulation (schedule.c): the schedule run with the cost model's pass times: each
+  /* 10. simulation (sched_sim.c): the schedule run with the cost model's pass times: each
    *     rank's busy time, the bubble                                 --emit=plan (with the plan) */
   SchedTiming timing;
   sched_simulate(sched, cost->F, cost->B, cost->W, 0, &timing);

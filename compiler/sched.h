@@ -1,5 +1,6 @@
 /*
- * sched.h — pipeline schedules (schedule.c).
+ * sched.h — pipeline schedules: made by schedule.c, proven, timed and printed by
+ * sched_sim.c.
  *
  * A schedule is, per pipeline rank, a list of instructions (Ins). Its input is plain
  * numbers (pp, v, micro-batches, the stage edges), never the graph.
@@ -142,6 +143,13 @@ int sched_peak_inflight(const Schedule *s, int rank);
  * durations and whose columns are the ranks, then each rank's instruction list.
  */
 void sched_dump(FILE *out, const Schedule *s);
+
+/* The rank that runs stage `stage`. */
+static inline int sched_stage_rank(const Schedule *s, int stage) { return stage % s->pp; }
+/* The duration of a pass of `stage` from a table of pass times (NULL: 1). */
+static inline double sched_pass_time(const double *t, int stage) { return t ? t[stage] : 1.0; }
+/* Does `rank` hold a stage of tied group g? */
+bool sched_tied_on_rank(const Schedule *s, int g, int rank);
 
 /* A message into err[errlen] (nothing when err is NULL). */
 void sched_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
