@@ -1,7 +1,11 @@
 /*
- * main.c — the mplc driver. The whole pipeline reads top to bottom in main():
- * options, parse, front end, (later passes), output. Each pass lives in its own
- * file; this file only wires them together and turns results into exit codes.
+ * main.c — the mplc driver. The whole pipeline reads top to bottom in main(), as
+ * QBE's main.c does: options, then every pass of mplc in order, each a visible call
+ * with the --emit= that prints its result beside it (an --emit stops right after its
+ * pass): parse, front end, tensor parallelism, stage balancing, autodiff, partition,
+ * fusion, schedule and update phase, memory plan, simulation, code generation, the
+ * job. Each pass lives in its own file; this file only wires them together and turns
+ * results into exit codes. docs/ARCHITECTURE.md draws the same pipeline.
  *
  * Invariants:
  *  - A user's mistake (bad flag, unreadable file, diagnostics) exits non-zero
@@ -209,7 +213,7 @@ int main(int argc, char **argv) {
   Diag diag;
   diag_init(&diag, &arena, stderr);
 
-  /* 1. parse (lang/): tokens -> AST                                                  --emit=ast */
+  /* 1. parse (lang/): tokens -> AST                                                --emit=ast */
   Node *program = parse_file(&diag, &arena, o.input);
   if (!program) {
     fprintf(stderr, "mplc: error: cannot read '%s': %s\n", o.input, strerror(errno ? errno : ENOENT));
@@ -221,7 +225,7 @@ int main(int argc, char **argv) {
     return finish(&arena, 0);
   }
 
-  /* 2. front end (sema*.c): AST -> the forward graph IR                              --emit=graph */
+  /* 2. front end (sema*.c): AST -> the forward graph IR                            --emit=graph */
   Graph *g = sema_program(&diag, &arena, program, &o.co);
   if (!g || diag.nerrors) return finish(&arena, 1);
   if (o.emit == EMIT_GRAPH) {
@@ -237,7 +241,8 @@ int main(int argc, char **argv) {
    *    statements cut into stages by the cost model, within --mem-limit */
   if (bal_stages(&diag, g, o.co.mem_limit) || diag.nerrors) return finish(&arena, 1);
 
-  /* 5. autodiff (autodiff.c): the backward, input-gradient (B) and weight-gradient (W) parts --emit=grad */
+  /* 5. autodiff (autodiff.c): the backward, its input-gradient (B) and weight-gradient (W)
+   *    parts                                                                        --emit=grad */
   if (ad_backward(g, &diag) || diag.nerrors) return finish(&arena, 1);
   graph_verify(g);
   if (o.emit == EMIT_GRAD) {
@@ -255,8 +260,8 @@ int main(int argc, char **argv) {
     return finish(&arena, 0);
   }
 
-  /* 7. fusion (fuse.c, kir.c): each stage's passes -> Programs of Steps, the kernels in
-   *    kernel IR                                                                  --emit=kernels */
+  /* 7. fusion (fuse.c, fuse_emit.c, kir.c): each stage's passes -> Programs of Steps, the
+   *    kernels in kernel IR                                                       --emit=kernels */
   Fused *fu = fuse_partition(&diag, &arena, part);
   if (!fu || diag.nerrors) return finish(&arena, 1);
   if (o.emit == EMIT_KERNELS) {
