@@ -19,8 +19,6 @@
 
 enum { MODEL_GFLOPS = 150, MODEL_GBS = 20 };
 
-uint64_t op_bytes(const Op *op) { return (uint64_t)shape_numel(&op->shape) * (uint64_t)dtype_size(op->dtype); }
-
 static double matmul_flops(const Graph *g, const Op *op) {
   const Op *a = g->ops[op->in[0]];
   int64_t k = op->ta ? a->shape.d[a->shape.rank - 2] : a->shape.d[a->shape.rank - 1];

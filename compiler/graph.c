@@ -46,6 +46,8 @@ int64_t shape_numel(const Shape *s) {
   return n;
 }
 
+uint64_t op_bytes(const Op *op) { return (uint64_t)shape_numel(&op->shape) * (uint64_t)dtype_size(op->dtype); }
+
 bool shape_eq(const Shape *a, const Shape *b) {
   if (a->rank != b->rank) return false;
   for (int i = 0; i < a->rank; i++)

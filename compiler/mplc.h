@@ -176,7 +176,7 @@ typedef struct Op {
   int seg;        /* index of the model body's top-level statement (loops unrolled) that
                      made this op: the unit the stage balancer moves; -1 for none */
 } Op;
-/* The bytes of op's value: numel x dtype size (cost.c). */
+/* The bytes of op's value: numel x dtype size. */
 uint64_t op_bytes(const Op *op);
 
 typedef enum SchedKind { SCHED_SEQUENTIAL, SCHED_GPIPE, SCHED_1F1B, SCHED_INTERLEAVED, SCHED_ZB } SchedKind;
