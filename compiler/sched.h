@@ -2,8 +2,9 @@
  * sched.h — pipeline schedules: made by schedule.c, proven, timed and printed by
  * sched_sim.c.
  *
- * A schedule is, per pipeline rank, a list of instructions (Ins). Its input is plain
- * numbers (pp, v, micro-batches, the stage edges), never the graph.
+ * A schedule is, per pipeline rank, a list of instructions (Ins). Its input (SchedSpec)
+ * is plain numbers (pp, v, micro-batches, the stage edges, pass times), never the graph:
+ * sched_partition reads them off a Partition, the unit tests write them by hand.
  *
  * Stages 0 .. S-1, S = pp * v; stage s runs on rank s % pp (v > 1 only for
  * interleaved(v): rank r holds the model chunks r, r + pp, r + 2pp, ...).
