@@ -16,7 +16,7 @@ SANFLAGS ?=
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wno-unused-parameter -Wno-sign-compare
 CFLAGS   := -std=gnu11 $(OPT) $(WARN) $(SANFLAGS) -fno-fast-math -ffp-contract=off \
-            -I. -I$(BUILD)/lang -pthread -MMD -MP
+            -I. -I$(BUILD)/lang -I$(BUILD)/gen -pthread -MMD -MP
 LDFLAGS  := $(SANFLAGS) -pthread
 LDLIBS   := -lm
 
@@ -133,6 +133,15 @@ $(patsubst %.c,$(BUILD)/%.o,$(wildcard lang/*.c)): $(BUILD)/lang/parser.h $(BUIL
 %/.dir:
 	@mkdir -p $(@D) && touch $@
 
+# ---- CUDA sources embedded at build time: DIR/NAME.cu -> $(BUILD)/gen/DIR/NAME.cu.inc, the
+# bytes of a C array (tools/embed.sh; tests/gpu/run.sh makes the same file when it builds by hand)
+GEN := $(BUILD)/gen
+$(GEN)/%.cu.inc: %.cu tools/embed.sh
+	@mkdir -p $(@D)
+	sh tools/embed.sh $< > $@.tmp && mv $@.tmp $@
+$(BUILD)/runtime/device_cuda.o: $(GEN)/runtime/cuda/optim.cu.inc
+$(BUILD)/compiler/cg_cuda.o: $(GEN)/compiler/cuda/prelude.cu.inc
+
 # ---- objects -----------------------------------------------------------------
 $(BUILD)/compiler/%.o: compiler/%.c | $(BUILD)/compiler/.dir $(BUILD)/lang/parser.h
 	$(CC) $(CFLAGS) $(LLVM_CFLAGS) $(CUDA_CFLAGS) -c -o $@ $<
@@ -206,6 +215,7 @@ $(CO_DIR)/runtime/%.o: runtime/%.c
 	$(CC) $(CFLAGS) $(CUDA_CFLAGS) $(MPI_CFLAGS) -DMPL_CUDA_ONLY -c -o $@ $<
 $(CO_DIR)/mplrun: $(CO_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CUDA_LIBS) $(MPI_LIBS) $(LDLIBS)
+$(CO_DIR)/runtime/device_cuda.o: $(GEN)/runtime/cuda/optim.cu.inc
 else
 cuda-only:
 	@echo "cuda-only: no CUDA toolkit (set CUDA_HOME)" >&2; exit 1

@@ -1,20 +1,23 @@
 /*
- * cost.c — the cost model (FLOPs and bytes per op) and automatic stage balancing.
+ * cost.c — the cost model, and nothing else: what an op costs (FLOPs and bytes) and
+ * how long that takes, and from those the predicted seconds of each stage's passes
+ * and the FLOPs of a step. Several passes ask it: stage balancing (balance.c: the
+ * time of each segment), the schedule (schedule.c: zb places W by the pass times),
+ * the simulation (sched_simulate: each rank's busy time, the bubble) and the job's
+ * predictions (jobgen.c, --emit=plan).
  *
  * The model is deliberately simple: a matmul costs 2*M*N*K FLOPs, an elementwise op
  * a few FLOPs per element, everything moves its inputs and output once. Time is
  * FLOPs at the GEMM peak plus bytes at the memory bandwidth. It only has to rank
  * splits and predict bubbles, not to be exact.
+ *
+ * Invariant: a pure function of the graph (and the partition's pass lists), the same
+ * before and after fusion appends its temporaries; sums are taken in op id order, so
+ * the figures are the same on every run.
  */
 #include "partition.h"
-#include "sched.h"
-
-#include <stdio.h>
-#include <stdlib.h>
 
 enum { MODEL_GFLOPS = 150, MODEL_GBS = 20 };
-
-uint64_t op_bytes(const Op *op) { return (uint64_t)shape_numel(&op->shape) * (uint64_t)dtype_size(op->dtype); }
 
 static double matmul_flops(const Graph *g, const Op *op) {
   const Op *a = g->ops[op->in[0]];
@@ -39,81 +42,28 @@ OpCost cost_op(const Graph *g, const Op *op) {
 
 double cost_time(OpCost c) { return c.flops / (MODEL_GFLOPS * 1e9) + c.bytes / (MODEL_GBS * 1e9); }
 
-/* Memory a segment pins on its stage: params with grads and two AdamW moments,
- * plus the activations it keeps for every micro-batch in flight (at most pp).
- * slot[] maps each top-level statement to its segment (see work_segments). */
-static void segment_costs(const Graph *g, const int *slot, double *cost, double *mem) {
-  int pp = g->mesh.pp;
-  bool *seen = calloc((size_t)g->nops, 1);
-  for (int i = 0; i < g->nops; i++) {
-    const Op *op = g->ops[i];
-    if (op->seg < 0) continue;
-    int k = slot[op->seg];
-    cost[k] += 3 * cost_time(cost_op(g, op)); /* forward + backward ~ 3x forward */
-    mem[k] += pp * (double)op_bytes(op);
-    for (int j = 0; j < op->nin; j++) {
-      const Op *in = g->ops[op->in[j]];
-      if (in->kind != OP_PARAM || seen[in->id]) continue;
-      seen[in->id] = true;
-      mem[k] += 4 * (double)op_bytes(in);
-    }
+/* Predicted seconds of each stage's passes (a pass with nothing to do takes 1 ns, so
+ * that every pass has a duration). */
+static void pass_times(const Partition *p, double *F, double *B, double *W) {
+  for (int s = 0; s < p->nstages; s++) {
+    double t[PASS__COUNT] = {0};
+    for (int k = 0; k < PASS__COUNT; k++)
+      for (int i = 0; i < p->st[s].pass[k].n; i++)
+        t[k] += cost_time(cost_op(p->g, p->g->ops[p->st[s].pass[k].v[i]]));
+    F[s] = t[PASS_FWD] > 0 ? t[PASS_FWD] : 1e-9;
+    B[s] = t[PASS_RECOMP] + t[PASS_BWD_B] > 0 ? t[PASS_RECOMP] + t[PASS_BWD_B] : 1e-9;
+    W[s] = t[PASS_BWD_W] > 0 ? t[PASS_BWD_W] : 1e-9;
   }
-  free(seen);
 }
 
-/* The balancer's segments are the top-level statements that compute something (have
- * an op with a stage): one that only declares params or makes constants, whose ops
- * are made on each stage that reads them, joins the next such statement (the last
- * one, at the end), so no stage can be left with nothing to run. slot[statement] =
- * its segment; returns the number of segments. */
-static int work_segments(const Graph *g, int nstmt, int *slot) {
-  bool *work = calloc((size_t)nstmt + 1, 1);
-  for (int i = 0; i < g->nops; i++)
-    if (g->ops[i]->seg >= 0 && g->ops[i]->stage >= 0) work[g->ops[i]->seg] = true;
-  int nseg = 0;
-  for (int t = 0; t < nstmt; t++) nseg += work[t];
-  for (int t = nstmt - 1, k = nseg; t >= 0; t--) { /* k: the segment of the next statement with work */
-    if (work[t]) k--;
-    slot[t] = k < nseg ? k : nseg - 1;
-  }
-  free(work);
-  return nseg;
-}
-
-int part_balance(Diag *d, Graph *g, double mem_limit) {
-  if (!g->auto_stages || g->nstages <= 1) return 0;
-  int nstmt = 0;
-  for (int i = 0; i < g->nops; i++)
-    if (g->ops[i]->seg + 1 > nstmt) nstmt = g->ops[i]->seg + 1;
-  int nst = g->nstages;
-  int *slot = calloc((size_t)nstmt + 1, sizeof(int));
-  int nseg = work_segments(g, nstmt, slot);
-  if (nseg < nst) {
-    char more[96] = "";
-    int idle = nstmt - nseg;
-    if (idle) snprintf(more, sizeof more, " (not counting %d that only declare%s params or make%s constants)", idle,
-                       idle == 1 ? "s" : "", idle == 1 ? "s" : "");
-    diag_error(d, g->stages_loc, "cannot balance %d pipeline stages (%s) over %d top-level statement%s of model %s%s", nst,
-               g->stages_from, nseg, nseg == 1 ? "" : "s", g->model_name ? g->model_name : "?", more);
-    free(slot);
-    return 1;
-  }
-  double *cost = calloc((size_t)nseg, sizeof(double)), *mem = calloc((size_t)nseg, sizeof(double));
-  int *first = calloc((size_t)nst, sizeof(int));
-  segment_costs(g, slot, cost, mem);
-  char err[256];
-  int rc = bal_split(nseg, cost, mem, nst, mem_limit, first, err, sizeof err);
-  if (rc) diag_error_noloc(d, "stage balancing: %s", err);
-  for (int i = 0; !rc && i < g->nops; i++) {
-    Op *op = g->ops[i];
-    if (op->seg < 0 || op->stage < 0) continue;
-    int s = 0;
-    while (s + 1 < nst && first[s + 1] <= slot[op->seg]) s++;
-    op->stage = s;
-  }
-  free(slot);
-  free(cost);
-  free(mem);
-  free(first);
-  return rc ? 1 : 0;
+Costs *cost_partition(Arena *a, const Partition *p) {
+  const Graph *g = p->g;
+  Costs *c = arena_alloc(a, sizeof *c);
+  size_t n = sizeof(double) * (size_t)p->nstages;
+  c->F = arena_alloc(a, n), c->B = arena_alloc(a, n), c->W = arena_alloc(a, n);
+  pass_times(p, c->F, c->B, c->W);
+  for (int i = 0; i < g->nops; i++) /* fusion's temporaries (CE_ROWS) are not the program's ops */
+    if (g->ops[i]->kind != OP_CE_ROWS) c->flops += cost_op(g, g->ops[i]).flops;
+  c->flops *= (double)g->train.microbatches;
+  return c;
 }

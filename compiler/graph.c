@@ -7,6 +7,7 @@
  */
 #include "mplc.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 const OpInfo op_info[OP__COUNT] = {
@@ -44,6 +45,8 @@ int64_t shape_numel(const Shape *s) {
   for (int i = 0; i < s->rank; i++) n *= s->d[i];
   return n;
 }
+
+uint64_t op_bytes(const Op *op) { return (uint64_t)shape_numel(&op->shape) * (uint64_t)dtype_size(op->dtype); }
 
 bool shape_eq(const Shape *a, const Shape *b) {
   if (a->rank != b->rank) return false;
@@ -109,6 +112,10 @@ Loc op_user_loc(const Op *op) { return op->site ? op->site->loc : op->loc; }
 
 void note_inside(Diag *d, Loc loc, const char *inside) { diag_note(d, loc, "the error is in this line of %s", inside); }
 
+static int cmp_name(const void *a, const void *b) {
+  return strcmp((*(Op *const *)a)->name, (*(Op *const *)b)->name);
+}
+
 int graph_params(const Graph *g, Op ***out, Arena *a) {
   int n = 0;
   for (int i = 0; i < g->nops; i++) n += g->ops[i]->kind == OP_PARAM;
@@ -116,6 +123,7 @@ int graph_params(const Graph *g, Op ***out, Arena *a) {
   n = 0;
   for (int i = 0; i < g->nops; i++)
     if (g->ops[i]->kind == OP_PARAM) ps[n++] = g->ops[i];
+  qsort(ps, (size_t)n, sizeof *ps, cmp_name);
   *out = ps;
   return n;
 }

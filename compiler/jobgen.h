@@ -1,6 +1,6 @@
 /*
- * jobgen.h — the back of mplc: lowering a partition into fused programs, a proven
- * schedule and a memory plan (jobgen_lower), and writing the job (jobgen_write).
+ * jobgen.h — the last pass of mplc (jobgen.c): the results of every pass before it,
+ * serialised into a Job (runtime/job.h), validated and written.
  */
 #ifndef MPL_JOBGEN_H
 #define MPL_JOBGEN_H
@@ -11,27 +11,20 @@
 #include "sched.h"
 #include "../runtime/job.h"
 
-typedef struct Lowered {
-  Partition *p;
-  KernelSet *ks;
-  Program *(*progs)[PASS__COUNT];    /* [nstages][pass] */
-  PlanProg (*plan_progs)[PASS__COUNT];
-  int *alias_of;                     /* [nvalues] */
-  Schedule *sched;
-  PlanRank *plan;                    /* [pp] */
-  PlanWorld *world;                  /* [dp * tp * pp] optimizer state and communication per world rank */
-  Op **params;                       /* [nparams] PARAM ops in the job's order (by global name) */
-  int nparams;
-  UpdatePhase *upd;                  /* each rank's update phase */
-  double *F, *B, *W;                 /* predicted seconds per stage and pass */
-  SchedTiming timing;
-  double flops;                      /* per step */
-} Lowered;
+/* What the job is written from: the passes' results, as compiler/main.c runs them. */
+typedef struct JobParts {
+  const char *source;        /* the program's path, as given to mplc */
+  const Partition *part;     /* partition.c; part->g is the graph the value ids refer to */
+  const Fused *fused;        /* fuse.c: the programs of every stage, the kernels */
+  const Schedule *sched;     /* schedule.c: each rank's instructions */
+  const UpdatePhase *upd;    /* update.c: each rank's update phase; the params in the job's order */
+  const PlanRank *plan;      /* plan.c: each rank's arena and offsets */
+  const SchedTiming *timing; /* sched_simulate: predicted busy time and bubble */
+  double flops;              /* cost.c: FLOPs per step */
+  const KernelCode *code;    /* codegen.c: LLVM bitcode, CUDA C, PTX */
+} JobParts;
 
-Lowered *jobgen_lower(Diag *d, Arena *a, Partition *p);
-int jobgen_write(Diag *d, Arena *a, const Lowered *lw, const CompileOptions *opt, const char *source,
-                 const char *path);
-void jobgen_dump_plan(FILE *out, const Lowered *lw);
-void jobgen_dump_kernels(FILE *out, const Lowered *lw);
+/* Writes the job to path; 0, or 1 after a diagnostic (the file cannot be written). */
+int jobgen_write(Diag *d, const JobParts *jp, const char *path);
 
 #endif

@@ -1,6 +1,7 @@
 /*
- * kernel.h — fusion (fuse.c), the kernel IR (kir.c) and its two emitters
- * (cg_llvm.c: LLVM IR / bitcode for the CPU; cg_cuda.c: CUDA C through NVRTC).
+ * kernel.h — fusion (fuse.c), the kernel IR (kir.c), its two emitters
+ * (cg_llvm.c: LLVM IR / bitcode for the CPU; cg_cuda.c: CUDA C through NVRTC) and the
+ * code generation pass that runs both (codegen.c).
  *
  * Pipeline: an ordered list of graph ops (one stage's pass) --fuse_program-->
  * a Program (ordered Steps) plus kernels added to a KernelSet shared by the job.
@@ -42,7 +43,7 @@
 #ifndef MPL_KERNEL_H
 #define MPL_KERNEL_H
 
-#include "mplc.h"
+#include "partition.h"
 
 /* ==== kir.c: the kernel IR ================================================= */
 
@@ -223,7 +224,25 @@ typedef struct Program {
  * Dies on an internal error.
  */
 Program *fuse_program(Arena *a, Graph *g, const int *ops, int nops, KernelSet *ks);
-/* --emit=kernels: every kernel of ks, then the program's steps (p may be NULL). */
+/* The values step st reads or writes, in the job's argument order: a kernel's
+ * arguments; a GEMM's a, b, c; an alias's or accumulation's a, b; a collective's
+ * output and input. *n gets their count. */
+int *step_values(Arena *a, const Graph *g, const Step *st, int *n);
+
+/* The fusion pass: the four passes of every stage as Programs over one KernelSet. */
+typedef struct Fused {
+  int nstages;
+  KernelSet *ks;
+  Program *(*progs)[PASS__COUNT]; /* [nstages][pass] */
+} Fused;
+/* Lowers every pass of every stage of p (fuse_program; its temporaries are appended to
+ * p->g, so whatever is sized by the number of values is sized after it). NULL after a
+ * diagnostic when the graph holds a type the kernels do not lower yet (bf16, f16). */
+Fused *fuse_partition(Diag *d, Arena *a, Partition *p);
+/* --emit=kernels: every kernel, then each stage's non-empty programs. */
+void fuse_dump(FILE *out, const Fused *fu);
+
+/* kir.c's dumps: every kernel of ks, then the program's steps (p may be NULL); one program. */
 void kir_dump(FILE *out, const KernelSet *ks, const Program *p);
 void kir_dump_program(FILE *out, const KernelSet *ks, const Program *p);
 
@@ -241,5 +260,19 @@ char *cg_cuda_source(Arena *a, const KernelSet *ks);
  * success, CG_NVRTC_UNAVAILABLE in a build without CUDA, else -1 (the log in err). */
 enum { CG_NVRTC_UNAVAILABLE = -2 };
 int cg_nvrtc_compile(const char *src, const char *arch, char **ptx, size_t *len, char *err, size_t errlen);
+
+/* ==== codegen.c: the kernels compiled for the job ============================ */
+
+typedef struct KernelCode {
+  void *llvm_bc;                    /* CPU: LLVM bitcode of every kernel */
+  size_t llvm_bc_len;
+  char *cuda_src;                   /* GPU: CUDA C of every kernel (cg_cuda_source) */
+  size_t cuda_src_len;
+  char *ptx;                        /* its PTX from NVRTC; NULL in a build without CUDA */
+  size_t ptx_len;
+} KernelCode;
+/* Both emitters over ks, everything in a (PTX for gpu_arch, e.g. "sm_90"). 0, or 1 after
+ * a diagnostic. */
+int cg_kernels(Diag *d, Arena *a, const KernelSet *ks, const char *gpu_arch, KernelCode *out);
 
 #endif

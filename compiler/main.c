@@ -1,7 +1,11 @@
 /*
- * main.c — the mplc driver. The whole pipeline reads top to bottom in main():
- * options, parse, front end, (later passes), output. Each pass lives in its own
- * file; this file only wires them together and turns results into exit codes.
+ * main.c — the mplc driver. The whole pipeline reads top to bottom in main(), as
+ * QBE's main.c does: options, then every pass of mplc in order, each a visible call
+ * with the --emit= that prints its result beside it (an --emit stops right after its
+ * pass): parse, front end, tensor parallelism, stage balancing, autodiff, partition,
+ * fusion, schedule and update phase, memory plan, simulation, code generation, the
+ * job. Each pass lives in its own file; this file only wires them together and turns
+ * results into exit codes. docs/ARCHITECTURE.md draws the same pipeline.
  *
  * Invariants:
  *  - A user's mistake (bad flag, unreadable file, diagnostics) exits non-zero
@@ -185,6 +189,15 @@ static void dump_config(FILE *out, const Graph *g) {
   }
 }
 
+/* --emit=schedule: the schedule, then each rank's update phase. */
+static void dump_schedule(FILE *out, const Schedule *s, const UpdatePhase *u) {
+  sched_dump(out, s);
+  for (int r = 0; r < u->pp; r++) {
+    fprintf(out, "\nrank %d update phase (optimizer_step), %d instructions:\n", r, u->n[r]);
+    upd_dump(out, u, r);
+  }
+}
+
 static int finish(Arena *a, int code) {
   fflush(stdout);
   arena_free(a);
@@ -200,7 +213,7 @@ int main(int argc, char **argv) {
   Diag diag;
   diag_init(&diag, &arena, stderr);
 
-  /* 1. parse */
+  /* 1. parse (lang/): tokens -> AST                                                --emit=ast */
   Node *program = parse_file(&diag, &arena, o.input);
   if (!program) {
     fprintf(stderr, "mplc: error: cannot read '%s': %s\n", o.input, strerror(errno ? errno : ENOENT));
@@ -212,7 +225,7 @@ int main(int argc, char **argv) {
     return finish(&arena, 0);
   }
 
-  /* 2. front end: AST -> forward graph IR */
+  /* 2. front end (sema*.c): AST -> the forward graph IR                            --emit=graph */
   Graph *g = sema_program(&diag, &arena, program, &o.co);
   if (!g || diag.nerrors) return finish(&arena, 1);
   if (o.emit == EMIT_GRAPH) {
@@ -221,12 +234,15 @@ int main(int argc, char **argv) {
     return finish(&arena, 0);
   }
 
-  /* 3. tensor parallelism (tp > 1): local shapes and collectives; then stage balancing,
-   *    when pp > 1 and the program places nothing itself */
+  /* 3. tensor parallelism (shard.c), tp > 1: one tp rank's program, local shapes, collectives */
   g = shard_program(&diag, g, o.co.allow_gather);
-  if (part_balance(&diag, g, o.co.mem_limit) || diag.nerrors) return finish(&arena, 1);
 
-  /* 4. autodiff: the backward pass, input-gradient (B) and weight-gradient (W) parts */
+  /* 4. stage balancing (balance.c), pp > 1 and nothing placed by hand: the top-level
+   *    statements cut into stages by the cost model, within --mem-limit */
+  if (bal_stages(&diag, g, o.co.mem_limit) || diag.nerrors) return finish(&arena, 1);
+
+  /* 5. autodiff (autodiff.c): the backward, its input-gradient (B) and weight-gradient (W)
+   *    parts                                                                        --emit=grad */
   if (ad_backward(g, &diag) || diag.nerrors) return finish(&arena, 1);
   graph_verify(g);
   if (o.emit == EMIT_GRAD) {
@@ -234,7 +250,8 @@ int main(int argc, char **argv) {
     return finish(&arena, 0);
   }
 
-  /* 5. partition by stage: transfers between stages, stash, recompute, tied params */
+  /* 6. partition (partition.c): each stage's passes, transfers between stages, stash,
+   *    recompute, tied params                                               --emit=partition, dot */
   Partition *part = part_build(&diag, g);
   if (!part || diag.nerrors) return finish(&arena, 1);
   if (o.emit == EMIT_PARTITION || o.emit == EMIT_DOT) {
@@ -243,31 +260,63 @@ int main(int argc, char **argv) {
     return finish(&arena, 0);
   }
 
-  /* 6. fusion into kernels, the proven schedule, and the memory plan */
-  Lowered *lw = jobgen_lower(&diag, &arena, part);
-  if (!lw || diag.nerrors) return finish(&arena, 1);
-  for (int r = 0; o.co.mem_limit > 0 && r < lw->sched->pp; r++)
-    if ((double)lw->plan[r].arena_bytes > o.co.mem_limit)
-      diag_error_noloc(&diag, "the plan needs %llu bytes on rank %d, more than --mem-limit %.0f: use more stages, more "
-                       "micro-batches of fewer rows, or @recompute",
-                       (unsigned long long)lw->plan[r].arena_bytes, r, o.co.mem_limit);
-  if (diag.nerrors) return finish(&arena, 1);
-  switch (o.emit) {
-  case EMIT_SCHEDULE:
-    sched_dump(stdout, lw->sched);
-    for (int r = 0; r < lw->upd->pp; r++) {
-      printf("\nrank %d update phase (optimizer_step), %d instructions:\n", r, lw->upd->n[r]);
-      upd_dump(stdout, lw->upd, r);
-    }
+  /* 7. fusion (fuse.c, fuse_emit.c, kir.c): each stage's passes -> Programs of Steps, the
+   *    kernels in kernel IR                                                       --emit=kernels */
+  Fused *fu = fuse_partition(&diag, &arena, part);
+  if (!fu || diag.nerrors) return finish(&arena, 1);
+  if (o.emit == EMIT_KERNELS) {
+    fuse_dump(stdout, fu);
     return finish(&arena, 0);
-  case EMIT_PLAN: jobgen_dump_plan(stdout, lw); return finish(&arena, 0);
-  case EMIT_KERNELS: jobgen_dump_kernels(stdout, lw); return finish(&arena, 0);
-  case EMIT_LLVM: cg_llvm_dump_ir(stdout, lw->ks); return finish(&arena, 0);
-  case EMIT_CUDA: fputs(cg_cuda_source(&arena, lw->ks), stdout); return finish(&arena, 0);
-  default: break;
   }
 
-  /* 7. the job file: kernels compiled (LLVM bitcode, NVRTC PTX), everything validated */
-  if (o.output && jobgen_write(&diag, &arena, lw, &o.co, o.input, o.output)) return finish(&arena, 1);
+  /* 8. schedule (schedule.c): each rank's instruction list, the passes timed by the cost
+   *    model (cost.c), proven deadlock-free; then each rank's update phase (update.c),
+   *    which replaces its optimizer_step                                         --emit=schedule */
+  Costs *cost = cost_partition(&arena, part);
+  Schedule *sched = sched_partition(&diag, &arena, part, cost);
+  if (!sched || diag.nerrors) return finish(&arena, 1);
+  Op **params;
+  int nparams = graph_params(part->g, &params, &arena);
+  UpdatePhase *upd = upd_build(&arena, part, params, nparams);
+  if (o.emit == EMIT_SCHEDULE) {
+    dump_schedule(stdout, sched, upd);
+    return finish(&arena, 0);
+  }
+
+  /* 9. memory plan (plan.c): every buffer of every rank at an arena offset, from liveness
+   *    over the very steps the executor runs; each world rank's optimizer state and
+   *    communication; --mem-limit */
+  PlanIn pin = plan_input(&arena, part, fu, sched, upd);
+  PlanRank *plan = plan_build(&arena, &pin);
+  PlanWorld *world = plan_world(&arena, &pin, plan);
+  if (plan_check_limit(&diag, plan, sched->pp, o.co.mem_limit) || diag.nerrors) return finish(&arena, 1);
+
+  /* 10. simulation (sched_sim.c): the schedule run with the cost model's pass times: each
+   *     rank's busy time, the bubble                                 --emit=plan (with the plan) */
+  SchedTiming timing;
+  sched_simulate(sched, cost->F, cost->B, cost->W, 0, &timing);
+  if (o.emit == EMIT_PLAN) {
+    plan_dump(stdout, &pin, plan, world, &timing, cost->flops);
+    return finish(&arena, 0);
+  }
+
+  /* 11. code generation (codegen.c): LLVM bitcode (cg_llvm.c), CUDA C and its PTX from
+   *     NVRTC (cg_cuda.c); only for a job                               --emit=llvm, --emit=cuda */
+  if (o.emit == EMIT_LLVM) {
+    cg_llvm_dump_ir(stdout, fu->ks);
+    return finish(&arena, 0);
+  }
+  if (o.emit == EMIT_CUDA) {
+    fputs(cg_cuda_source(&arena, fu->ks), stdout);
+    return finish(&arena, 0);
+  }
+  if (!o.output) return finish(&arena, 0);
+  KernelCode code;
+  if (cg_kernels(&diag, &arena, fu->ks, o.co.gpu_arch, &code)) return finish(&arena, 1);
+
+  /* 12. the job (jobgen.c): every result above serialised, validated, written */
+  JobParts job = {.source = o.input, .part = part, .fused = fu, .sched = sched, .upd = upd, .plan = plan,
+                  .timing = &timing, .flops = cost->flops, .code = &code};
+  if (jobgen_write(&diag, &job, o.output)) return finish(&arena, 1);
   return finish(&arena, 0);
 }

@@ -2,6 +2,8 @@
  * mplc.h — the compiler's internal header, in sections that follow the pipeline:
  *   graph.c     the graph IR (forward and backward, typed, placed), its dump and verifier
  *   shard.c     tensor parallelism: the graph rewritten per tp rank
+ *   cost.c      the cost model: FLOPs, bytes and seconds of an op
+ *   balance.c   automatic stage balancing: top-level statements cut into stages
  *   sema*.c     AST -> forward graph IR (the front end)
  *   Later passes declare their entry points in their own headers (autodiff.h, partition.h,
  *   sched.h, plan.h, kernel.h, jobgen.h), which include this one.
@@ -174,7 +176,7 @@ typedef struct Op {
   int seg;        /* index of the model body's top-level statement (loops unrolled) that
                      made this op: the unit the stage balancer moves; -1 for none */
 } Op;
-/* The bytes of op's value: numel x dtype size (cost.c). */
+/* The bytes of op's value: numel x dtype size. */
 uint64_t op_bytes(const Op *op);
 
 typedef enum SchedKind { SCHED_SEQUENTIAL, SCHED_GPIPE, SCHED_1F1B, SCHED_INTERLEAVED, SCHED_ZB } SchedKind;
@@ -232,13 +234,39 @@ void graph_verify(const Graph *g);
 Loc op_user_loc(const Op *op);
 /* The note after an error moved to a user's call: "the error is in this line of nn.linear". */
 void note_inside(Diag *d, Loc loc, const char *inside);
-/* Params in id order, inputs in id order (convenience). */
+/* The params in the job's order: by global name (unique). */
 int graph_params(const Graph *g, Op ***out, Arena *a);
 
 /* ==== shard.c: tensor parallelism ======================================= */
 
 /* When tp > 1: the forward graph of one tp rank, with local shapes and collectives. */
 Graph *shard_program(Diag *d, Graph *g, bool allow_gather);
+
+/* ==== cost.c: the cost model ============================================ */
+
+typedef struct OpCost {
+  double flops, bytes;
+} OpCost;
+OpCost cost_op(const Graph *g, const Op *op);
+/* Seconds for a cost on the modelled CPU (peak GFLOP/s and GB/s). */
+double cost_time(OpCost c);
+
+/* ==== balance.c: automatic stage balancing ============================== */
+
+/* When pp > 1 and g->auto_stages: every op with a stage gets the stage of its top-level
+ * statement's group in the best split (after shard.c, before autodiff). Returns the
+ * number of errors reported. */
+int bal_stages(Diag *d, Graph *g, double mem_limit);
+
+/*
+ * Splits segments 0 .. nseg-1 (in order) into pp contiguous non-empty groups that
+ * minimise the largest group cost, with each group's memory (sum of mem, every
+ * mem[i] >= 0; mem may be NULL) at most mem_limit (0: no limit). Writes the first
+ * segment of each stage into first_seg_of_stage[0 .. pp-1]; returns 0, or -1 with a
+ * message in err[errlen].
+ */
+int bal_split(int nseg, const double *cost, const double *mem, int pp, double mem_limit,
+              int *first_seg_of_stage, char *err, size_t errlen);
 
 /* ==== sema.c: the front end ============================================ */
 

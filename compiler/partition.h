@@ -54,8 +54,6 @@ typedef struct Partition {
   IntVec tied;     /* PARAM ops whose uses are on several stages */
 } Partition;
 
-/* Assigns stages when g->auto_stages (balancer), before autodiff. Returns errors. */
-int part_balance(Diag *d, Graph *g, double mem_limit);
 /* Cuts g (forward + backward) into stages. Returns NULL after reporting errors. */
 Partition *part_build(Diag *d, Graph *g);
 void part_verify(const Partition *p);
@@ -66,12 +64,13 @@ void part_dump(FILE *out, const Partition *p);
  * dp > 1 each stage's gradient all-reduce over the replicas; the mesh in the title. */
 void part_dot(FILE *out, const Partition *p);
 
-/* cost.c: a simple cost model. */
-typedef struct OpCost {
-  double flops, bytes;
-} OpCost;
-OpCost cost_op(const Graph *g, const Op *op);
-/* Seconds for a cost on the modelled CPU (peak GFLOP/s and GB/s). */
-double cost_time(OpCost c);
+/* ==== cost.c: the cost of a partition (the cost model is in mplc.h) ==== */
+
+typedef struct Costs {
+  double *F, *B, *W; /* [nstages] predicted seconds of each stage's forward pass, recompute +
+                        input-gradient pass, and weight-gradient pass */
+  double flops;      /* one step: every op of the program once per micro-batch */
+} Costs;
+Costs *cost_partition(Arena *a, const Partition *p);
 
 #endif

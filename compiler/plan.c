@@ -1,6 +1,8 @@
 /*
- * plan.c — liveness over a rank's whole instruction stream and offset assignment,
- * and every world rank's optimizer state and communication per step (see plan.h).
+ * plan.c — the memory plan pass: its input from the programs (plan_input), liveness
+ * over a rank's whole instruction stream and offset assignment (plan_build), the
+ * --mem-limit check, every world rank's optimizer state and communication per step
+ * (plan_world), and --emit=plan (plan_dump). See plan.h for the invariants.
  */
 #include "plan.h"
 
@@ -56,6 +58,55 @@ static void run_xfer(Live *lv, const PartXfer *x, int mb) {
   for (int j = 0; j < x->vals.n; j++) touch(lv, x->vals.v[j], mb);
   lv->t++;
 }
+
+/* ---- the input: each step's values ------------------------------------------------------ */
+
+uint8_t plan_comm_code(OpKind k) {
+  switch (k) {
+  case OP_ALLREDUCE: return JC_ALLREDUCE;
+  case OP_ALLGATHER: return JC_ALLGATHER;
+  case OP_TP_ENTER: return JC_TP_ENTER;
+  case OP_TP_SLICE: return JC_TP_SLICE;
+  case OP_REDUCE_SCATTER: return JC_REDUCE_SCATTER;
+  default: die("plan: %s is not a collective the runtime runs", op_name(k));
+  }
+}
+
+/* The steps' values for the memory plan, and the collectives that communicate with
+ * their payload (the larger of output and input: the whole tensor) for the mesh plan. */
+static void to_plan_prog(Arena *a, const Graph *g, const Program *pg, PlanProg *out) {
+  out->nsteps = pg->nsteps;
+  out->steps = arena_alloc(a, sizeof(PlanStep) * (size_t)(pg->nsteps + 1));
+  for (int i = 0; i < pg->nsteps; i++) {
+    const Step *st = &pg->steps[i];
+    int n;
+    int *v = step_values(a, g, st, &n);
+    out->steps[i] = (PlanStep){n, v, -1, 0};
+    if (st->kind != STEP_COMM) continue;
+    const Op *op = g->ops[st->op], *in = g->ops[op->in[0]];
+    out->steps[i].comm = mpl_comm_kind_of_jc(plan_comm_code(op->kind));
+    out->steps[i].comm_bytes = op_bytes(op) > op_bytes(in) ? op_bytes(op) : op_bytes(in);
+  }
+}
+
+PlanIn plan_input(Arena *a, const Partition *p, const Fused *fu, const Schedule *s, const UpdatePhase *u) {
+  const Graph *g = p->g;
+  PlanIn in = {.g = g, .part = p, .sched = s, .params = u->params, .nparams = u->nparams, .upd = u};
+  in.progs = arena_alloc(a, sizeof(PlanProg[PASS__COUNT]) * (size_t)p->nstages);
+  int *alias_of = arena_alloc(a, sizeof(int) * (size_t)g->nops);
+  for (int i = 0; i < g->nops; i++) alias_of[i] = -1;
+  for (int st = 0; st < p->nstages; st++)
+    for (int k = 0; k < PASS__COUNT; k++) {
+      const Program *pg = fu->progs[st][k];
+      to_plan_prog(a, g, pg, &in.progs[st][k]);
+      for (int i = 0; i < pg->nsteps; i++)
+        if (pg->steps[i].kind == STEP_ALIAS) alias_of[pg->steps[i].a] = pg->steps[i].b;
+    }
+  in.alias_of = alias_of;
+  return in;
+}
+
+/* ---- liveness and offsets ---------------------------------------------------------------- */
 
 /* Walks rank r's instruction list, extending the live range of each (value, mb). */
 static void walk_rank(Live *lv, const PlanIn *in, int r) {
@@ -225,6 +276,18 @@ PlanRank *plan_build(Arena *a, const PlanIn *in) {
   return pr;
 }
 
+int plan_check_limit(Diag *d, const PlanRank *pr, int pp, double mem_limit) {
+  int n = 0;
+  for (int r = 0; mem_limit > 0 && r < pp; r++)
+    if ((double)pr[r].arena_bytes > mem_limit) {
+      diag_error_noloc(d, "the plan needs %llu bytes on rank %d, more than --mem-limit %.0f: use more stages, more "
+                       "micro-batches of fewer rows, or @recompute",
+                       (unsigned long long)pr[r].arena_bytes, r, mem_limit);
+      n++;
+    }
+  return n;
+}
+
 /* ---- the mesh: every world rank's optimizer state and communication ------------------- */
 
 typedef struct Mesh3 {
@@ -303,4 +366,129 @@ PlanWorld *plan_world(Arena *a, const PlanIn *in, const PlanRank *pr) {
     x->opt_bytes = opt_bytes(&ms, x);
   }
   return pw;
+}
+
+/* ---- --emit=plan ------------------------------------------------------------------------ */
+
+static void print_bytes(FILE *out, const char *what, uint64_t b) {
+  fprintf(out, "  %-22s %12llu bytes (%.2f MiB)\n", what, (unsigned long long)b, (double)b / 1048576.0);
+}
+
+/* Do two world ranks have the same figures (pipeline rank, optimizer state, communication)? */
+static bool same_figures(const PlanWorld *a, const PlanWorld *b) {
+  return a->pr == b->pr && a->opt_bytes == b->opt_bytes && !memcmp(a->comm, b->comm, sizeof a->comm);
+}
+
+/* A set of mesh indices: "0-3", "1" or "0,2". */
+static void print_set(FILE *out, const bool *in, int n) {
+  int cnt = 0, lo = -1, hi = -1;
+  for (int i = 0; i < n; i++)
+    if (in[i]) cnt++, hi = i, lo = lo < 0 ? i : lo;
+  if (cnt > 1 && hi - lo + 1 == cnt) {
+    fprintf(out, "%d-%d", lo, hi);
+    return;
+  }
+  for (int i = 0, k = 0; i < n; i++)
+    if (in[i]) fprintf(out, "%s%d", k++ ? "," : "", i);
+}
+
+/* "ranks 0,2,4,6 (dp 0-1 x tp 0-1, pp 0)": the world ranks of a group, then their coordinates. */
+static void print_group(FILE *out, const PlanWorld *pw, const bool *member, int nworld, int dp, int tp) {
+  bool *ds = calloc((size_t)dp, 1), *ts = calloc((size_t)tp, 1);
+  int n = 0, nd = 0, nt = 0, pr = -1;
+  for (int w = 0; w < nworld; w++)
+    if (member[w]) n++;
+  fprintf(out, "%s ", n == 1 ? "rank" : "ranks");
+  for (int w = 0, k = 0; w < nworld; w++) {
+    if (!member[w]) continue;
+    fprintf(out, "%s%d", k++ ? "," : "", w);
+    nd += !ds[pw[w].dpi], nt += !ts[pw[w].tpi];
+    ds[pw[w].dpi] = ts[pw[w].tpi] = true;
+    pr = pw[w].pr;
+  }
+  if (n == 1) {
+    for (int w = 0; w < nworld; w++)
+      if (member[w]) fprintf(out, " (dp %d, pp %d, tp %d)", pw[w].dpi, pw[w].pr, pw[w].tpi);
+  } else if (n == nd * nt) { /* every (dp, tp) pair of the two sets */
+    fprintf(out, " (dp ");
+    print_set(out, ds, dp);
+    fprintf(out, " x tp ");
+    print_set(out, ts, tp);
+    fprintf(out, ", pp %d)", pr);
+  } else {
+    fprintf(out, " ((dp, tp) =");
+    for (int w = 0; w < nworld; w++)
+      if (member[w]) fprintf(out, " (%d, %d)", pw[w].dpi, pw[w].tpi);
+    fprintf(out, ", pp %d)", pr);
+  }
+  free(ds);
+  free(ts);
+}
+
+/* One step's messages and collectives of a rank, by kind, and their total. */
+static void print_comm(FILE *out, const MplCommCount *c) {
+  MplCommCount tot = {0, 0};
+  fprintf(out, "  communication per step\n");
+  for (int k = 0; k < MPL_COMM__COUNT; k++) {
+    if (!c[k].calls) continue;
+    fprintf(out, "    %-20s %8llu calls %14llu bytes (%.2f MiB)\n", mpl_comm_kind_name(k),
+            (unsigned long long)c[k].calls, (unsigned long long)c[k].bytes, (double)c[k].bytes / 1048576.0);
+    tot.calls += c[k].calls, tot.bytes += c[k].bytes;
+  }
+  fprintf(out, "    %-20s %8llu calls %14llu bytes (%.2f MiB)\n", "total", (unsigned long long)tot.calls,
+          (unsigned long long)tot.bytes, (double)tot.bytes / 1048576.0);
+}
+
+static void print_rank_memory(FILE *out, const Schedule *s, const PlanRank *pr, const SchedTiming *tm,
+                              const PlanWorld *pw) {
+  int r = pw->pr;
+  fprintf(out, ": stages");
+  for (int st = 0; st < s->nstages; st++)
+    if (st % s->pp == r) fprintf(out, " %d", st);
+  fprintf(out, ", predicted busy %.3g s, bubble %.4f\n", tm->busy[r],
+          tm->makespan > 0 ? 1 - tm->busy[r] / tm->makespan : 0);
+  print_bytes(out, "params", pr->param_bytes);
+  print_bytes(out, "grads", pr->grad_bytes);
+  print_bytes(out, "optimizer state", pw->opt_bytes);
+  print_bytes(out, "inputs", pr->input_bytes);
+  print_bytes(out, "stash (peak)", pr->stash_peak);
+  print_bytes(out, "activations (peak)", pr->act_peak);
+  print_bytes(out, "arena (peak)", pr->arena_bytes);
+}
+
+/* The step's totals, then per pipeline rank the groups of world ranks with the same
+ * figures (tp ranks always agree; with ZeRO-1 the replicas differ), each with its
+ * memory and its communication. */
+void plan_dump(FILE *out, const PlanIn *in, const PlanRank *pr, const PlanWorld *pw, const SchedTiming *timing,
+               double flops) {
+  const Graph *g = in->g;
+  const Schedule *s = in->sched;
+  int dp = g->mesh.dp > 0 ? g->mesh.dp : 1, tp = g->mesh.tp > 0 ? g->mesh.tp : 1, nworld = dp * tp * s->pp;
+  fprintf(out, "plan: model %s, mesh dp=%d pp=%d tp=%d, schedule %s", g->model_name ? g->model_name : "?", dp, s->pp,
+          tp, sched_name(s->kind));
+  if (s->kind == SCHED_INTERLEAVED) fprintf(out, "(%d)", s->v);
+  fprintf(out, ", %d micro-batches, %d stages\n", s->m, s->nstages);
+  fprintf(out, "mesh: %d rank%s, world rank = (dp * %d + tp) * %d + pp\n", nworld, nworld == 1 ? "" : "s", tp, s->pp);
+  fprintf(out, "flops per step: %.4g\n", flops);
+  MplCommCount all = {0, 0};
+  for (int w = 0; w < nworld; w++)
+    for (int k = 0; k < MPL_COMM__COUNT; k++) all.calls += pw[w].comm[k].calls, all.bytes += pw[w].comm[k].bytes;
+  fprintf(out, "communication per step, all ranks: %llu calls, %llu payload bytes\n", (unsigned long long)all.calls,
+          (unsigned long long)all.bytes);
+  fprintf(out, "  (payload: the buffer a rank contributes or receives; a ring all-reduce over n ranks sends\n"
+               "   and receives about 2(n-1)/n of it per rank)\n");
+  fprintf(out, "bubble: predicted %.4f, textbook (p-1)/(m+p-1) = %.4f\n", timing->bubble,
+          sched_textbook_bubble(s->pp, s->m));
+  bool *done = calloc((size_t)nworld, 1), *member = calloc((size_t)nworld, 1);
+  for (int r = 0; r < s->pp; r++)
+    for (int w = r; w < nworld; w += s->pp) {
+      if (done[w]) continue;
+      for (int v = 0; v < nworld; v++) member[v] = !done[v] && same_figures(&pw[w], &pw[v]);
+      for (int v = 0; v < nworld; v++) done[v] |= member[v];
+      print_group(out, pw, member, nworld, dp, tp);
+      print_rank_memory(out, s, &pr[pw[w].pr], timing, &pw[w]);
+      print_comm(out, pw[w].comm);
+    }
+  free(done);
+  free(member);
 }

@@ -20,6 +20,7 @@
 #ifndef MPL_PLAN_H
 #define MPL_PLAN_H
 
+#include "kernel.h"
 #include "partition.h"
 #include "sched.h"
 #include "update.h"
@@ -60,8 +61,20 @@ typedef struct PlanIn {
  * partition has no such transfer. */
 const PartXfer *plan_xfer_of(const Partition *p, const Ins *ins);
 
+/* The plan's input from the passes before it: each stage's programs as the values of
+ * their steps (and the payload of each collective), the aliases (reshapes sharing a
+ * buffer), and the params in the job's order (those of the update phase). */
+PlanIn plan_input(Arena *a, const Partition *p, const Fused *fu, const Schedule *s, const UpdatePhase *u);
+
 /* Plans every rank; returns an array of pp PlanRanks. */
 PlanRank *plan_build(Arena *a, const PlanIn *in);
+
+/* --mem-limit: one error for each rank whose arena is larger; returns the number of errors. */
+int plan_check_limit(Diag *d, const PlanRank *pr, int pp, double mem_limit);
+
+/* The job's code of a tp collective (JC_*, runtime/job.h): the plan counts by it, the
+ * job writes it. Dies on an op that is not one. */
+uint8_t plan_comm_code(OpKind k);
 
 /* One world rank w = (dpi * tp + tpi) * pp + pr of the dp x tp x pp mesh: what differs
  * from the other ranks of its pipeline rank pr (whose PlanRank it shares). */
@@ -76,5 +89,11 @@ typedef struct PlanWorld {
  * phase's instructions communicate (upd_comm) and the optimizer state they keep
  * (upd_state_elems). [dp * tp * pp]. */
 PlanWorld *plan_world(Arena *a, const PlanIn *in, const PlanRank *pr);
+
+/* --emit=plan: the step's totals (FLOPs, communication, bubble predicted by the
+ * simulation and textbook), then per pipeline rank the groups of world ranks with the
+ * same figures, each with its memory, predicted busy time and communication. */
+void plan_dump(FILE *out, const PlanIn *in, const PlanRank *pr, const PlanWorld *pw, const SchedTiming *timing,
+               double flops);
 
 #endif

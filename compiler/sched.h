@@ -1,8 +1,10 @@
 /*
- * sched.h — pipeline schedules (schedule.c) and the stage balancer (balance.c).
+ * sched.h — pipeline schedules: made by schedule.c, proven, timed and printed by
+ * sched_sim.c.
  *
- * A schedule is, per pipeline rank, a list of instructions (Ins). Its input is plain
- * numbers (pp, v, micro-batches, the stage edges), never the graph.
+ * A schedule is, per pipeline rank, a list of instructions (Ins). Its input (SchedSpec)
+ * is plain numbers (pp, v, micro-batches, the stage edges, pass times), never the graph:
+ * sched_partition reads them off a Partition, the unit tests write them by hand.
  *
  * Stages 0 .. S-1, S = pp * v; stage s runs on rank s % pp (v > 1 only for
  * interleaved(v): rank r holds the model chunks r, r + pp, r + 2pp, ...).
@@ -25,7 +27,7 @@
 #define MPL_SCHED_H
 
 #include <stdio.h>
-#include "mplc.h"
+#include "partition.h"
 
 #define SCHED_MAX_PP 256
 
@@ -110,6 +112,14 @@ bool sched_parse(const char *s, SchedKind *kind, int *v);
 Schedule *sched_build(Arena *a, const SchedSpec *spec, char *err, size_t errlen);
 
 /*
+ * The schedule pass: the schedule of the program's train settings for partition p,
+ * with its stage edges (the transfers), its tied groups (the tied params' stages) and
+ * the cost model's pass times (cost.c), which place zb's W passes. NULL after a
+ * diagnostic when it cannot be built or proven.
+ */
+Schedule *sched_partition(Diag *d, Arena *a, const Partition *p, const Costs *cost);
+
+/*
  * The proof: runs all ranks' lists together (eager sends, blocking recvs, collective
  * all-reduces) and checks the invariants above. False with a message naming the
  * ranks and the instruction each is stuck on.
@@ -135,18 +145,14 @@ int sched_peak_inflight(const Schedule *s, int rank);
  */
 void sched_dump(FILE *out, const Schedule *s);
 
-/* A message into err[errlen] (nothing when err is NULL), for schedule.c and balance.c. */
+/* The rank that runs stage `stage`. */
+static inline int sched_stage_rank(const Schedule *s, int stage) { return stage % s->pp; }
+/* The duration of a pass of `stage` from a table of pass times (NULL: 1). */
+static inline double sched_pass_time(const double *t, int stage) { return t ? t[stage] : 1.0; }
+/* Does `rank` hold a stage of tied group g? */
+bool sched_tied_on_rank(const Schedule *s, int g, int rank);
+
+/* A message into err[errlen] (nothing when err is NULL). */
 void sched_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-/* ==== balance.c: automatic stage balancing ============================= */
-
-/*
- * Splits segments 0 .. nseg-1 (in order) into pp contiguous non-empty groups that
- * minimise the largest group cost, with each group's memory (sum of mem, every
- * mem[i] >= 0; mem may be NULL) at most mem_limit (0: no limit). Writes the first segment of each stage into
- * first_seg_of_stage[0 .. pp-1]; returns 0, or -1 with a message in err.
- */
-int bal_split(int nseg, const double *cost, const double *mem, int pp, double mem_limit,
-              int *first_seg_of_stage, char *err, size_t errlen);
 
 #endif

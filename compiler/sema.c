@@ -1,180 +1,21 @@
 /*
  * sema.c — the front end's entry point: sema_program(), modules and imports,
- * consts and -D overrides, the choice of the model, and the diagnostics helpers
- * the other sema_*.c files share.
+ * consts and -D overrides, the choice of the model, building it and checking the
+ * loss it returns. The top of the front end: it calls every other sema_*.c file and
+ * none calls it.
  *
  * Invariants:
  *  - A module is loaded once (by name) and registered before its items are
  *    processed, so import cycles terminate.
  *  - Locations inside a stdlib module print as "<stdlib>/NAME.mpl".
- *  - The same error at the same place (a def body instantiated many times) is
- *    reported once; its notes are dropped with it.
- *  - An error inside a stdlib def is reported at the user's call that led there,
- *    with a note at the stdlib line; one inside a def of the user's keeps its
- *    place and notes the call that ran it.
  *  - sema_program returns a graph only when no error was reported.
  */
 #include "sema_int.h"
 
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ---- StrMap: open addressing, FNV-1a -------------------------------------- */
-static uint64_t strmap_hash(const char *s) {
-  uint64_t h = 0xCBF29CE484222325ull;
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001B3ull;
-  return h;
-}
-
-static int strmap_slot(const StrMap *m, const char *key) {
-  uint64_t mask = (uint64_t)m->cap - 1;
-  for (uint64_t i = strmap_hash(key) & mask;; i = (i + 1) & mask)
-    if (!m->keys[i] || !strcmp(m->keys[i], key)) return (int)i;
-}
-
-void *strmap_get(const StrMap *m, const char *key) {
-  if (!m->cap) return NULL;
-  int i = strmap_slot(m, key);
-  return m->keys[i] ? m->vals[i] : NULL;
-}
-
-static void strmap_grow(Arena *a, StrMap *m) {
-  StrMap old = *m;
-  m->cap = old.cap ? old.cap * 2 : 16;
-  m->n = 0;
-  m->keys = arena_alloc(a, sizeof(char *) * (size_t)m->cap);
-  m->vals = arena_alloc(a, sizeof(void *) * (size_t)m->cap);
-  for (int i = 0; i < old.cap; i++)
-    if (old.keys[i]) strmap_put(a, m, old.keys[i], old.vals[i]);
-}
-
-void strmap_put(Arena *a, StrMap *m, const char *key, void *val) {
-  if ((m->n + 1) * 2 > m->cap) strmap_grow(a, m);
-  int i = strmap_slot(m, key);
-  if (!m->keys[i]) {
-    m->keys[i] = key;
-    m->n++;
-  }
-  m->vals[i] = val;
-}
-
-/* ---- diagnostics, deduplicated -------------------------------------------- */
-bool sema_in_stdlib(Loc loc) { return loc.file && !strncmp(loc.file, "<stdlib>/", 9); }
-
-/* The innermost frame whose call is in the user's code, or -1. */
-static int user_frame(const Sema *S) {
-  for (int i = S->depth - 1; i >= 0; i--)
-    if (!sema_in_stdlib(S->frames[i].call)) return i;
-  return -1;
-}
-
-/* "nn.attention (called by nn.block)": the stdlib defs from the innermost frame out to k. */
-static const char *inside_desc(Sema *S, int k) {
-  const char *s = S->frames[S->depth - 1].callee;
-  for (int i = S->depth - 2; i >= k; i--)
-    s = arena_printf(S->a, i == S->depth - 2 ? "%s (called by %s" : "%s, called by %s", s, S->frames[i].callee);
-  return S->depth - 2 >= k ? arena_printf(S->a, "%s)", s) : s;
-}
-
-const CallSite *sema_site(Sema *S) {
-  if (S->depth == 0 || !S->frames[S->depth - 1].stdlib) return NULL;
-  CallFrame *f = &S->frames[S->depth - 1];
-  int k = user_frame(S);
-  if (k < 0) return NULL;
-  if (!f->site) {
-    f->site = arena_alloc(S->a, sizeof *f->site);
-    *f->site = (CallSite){S->frames[k].call, inside_desc(S, k)};
-  }
-  return f->site;
-}
-
-/* The note of where the user's def that went wrong was called: it follows the error's
- * own notes, so it is printed at the next error or when sema ends. */
-static void flush_called_from(Sema *S) {
-  if (S->called_from.line) diag_note(S->d, S->called_from, "%s is called from here", S->called_from_def);
-  S->called_from = (Loc){0};
-}
-
-/* Reports msg at loc, or at site's user call with a note at loc; then, when a def of
- * the user's is being run (caller >= 0), where it was called. Once per place and text. */
-static void report(Sema *S, Loc loc, const CallSite *site, int caller, const char *msg) {
-  flush_called_from(S);
-  Loc at = site ? site->loc : loc;
-  const char *key = arena_printf(S->a, "%s:%d:%d:%s", at.file ? at.file : "", at.line, at.col, msg);
-  if (strmap_get(&S->reported, key)) {
-    S->last_dropped = true;
-    return;
-  }
-  strmap_put(S->a, &S->reported, key, (void *)1);
-  S->last_dropped = false;
-  if (at.line) diag_error(S->d, at, "%s", msg);
-  else diag_error_noloc(S->d, "%s", msg);
-  if (site && at.line) note_inside(S->d, loc, site->inside);
-  if (caller >= 0 && at.line && !loc_same(S->frames[caller].call, at)) {
-    S->called_from = S->frames[caller].call;
-    S->called_from_def = S->frames[caller].callee;
-  }
-}
-
-/* An error inside a stdlib def goes to the user's call that led there; one inside a
- * def of the user's notes the call that ran it. */
-void sema_err(Sema *S, Loc loc, const char *fmt, ...) {
-  char msg[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  const CallSite *site = sema_in_stdlib(loc) ? sema_site(S) : NULL;
-  int caller = site ? user_frame(S) - 1 : S->depth - 1;
-  if (caller >= 0 && S->frames[caller].stdlib) caller = -1;
-  report(S, loc, site, caller, msg);
-}
-
-void sema_err_op(Sema *S, const Op *op, const char *fmt, ...) {
-  char msg[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  report(S, op->loc, op->site, -1, msg);
-}
-
-void sema_note(Sema *S, Loc loc, const char *fmt, ...) {
-  char msg[1024];
-  if (S->last_dropped || !loc.line) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  diag_note(S->d, loc, "%s", msg);
-}
-
-/* A short description of a value for messages: "int 3", "f32[2, 3]". */
-const char *sema_value_desc(Sema *S, Value v) {
-  char buf[160];
-  switch (v.kind) {
-  case V_INT: return arena_printf(S->a, "int %lld", (long long)v.i);
-  case V_FLOAT: return arena_printf(S->a, "float %g", v.f);
-  case V_BOOL: return v.i ? "bool true" : "bool false";
-  case V_STR: return "a string";
-  case V_TENSOR: {
-    Op *op = S->g->ops[v.op];
-    return arena_printf(S->a, "%s%s", dtype_name(op->dtype), shape_str(&op->shape, buf, sizeof buf));
-  }
-  case V_NONE: return "an absent param";
-  case V_DTYPE: return "an element type";
-  case V_MODULE: return "a module";
-  case V_DEF: return "a def";
-  case V_INST: return "an instance";
-  case V_TUPLE: return "several values";
-  case V_VOID: return "nothing";
-  case V_ERR: return "an error";
-  }
-  return "?";
-}
 
 /* ---- modules ---------------------------------------------------------------- */
 /* Looks for NAME.mpl in the stdlib directory, then the -I directories. */
@@ -437,7 +278,7 @@ Graph *sema_program(Diag *d, Arena *a, Node *program, const CompileOptions *opt)
   sema_train_overrides(S, train ? train->loc : (Loc){0});
   if (model && !S->stop) build_model(S, model);
   if (d->nerrors == errors0 && !S->stop) sema_place_finish(S);
-  flush_called_from(S);
+  sema_flush_called_from(S);
   if (d->nerrors != errors0 || S->stop) return NULL;
   input_bounds(S);
   graph_verify(S->g);

@@ -1,7 +1,8 @@
 /*
  * sema_eval.c — evaluation of expressions: compile-time arithmetic on ints,
- * floats and bools, name lookup, member access (nn.linear, wte.weight), calls,
- * and the dispatch of tensor operators to sema_ops.c.
+ * floats and bools, name lookup, member access (nn.linear, wte.weight), calls (of
+ * built-ins, sema_builtin.c, and of defs, sema_stmt.c), and the dispatch of tensor
+ * operators to sema_ops.c.
  *
  * Invariants:
  *  - An operation whose operands are all compile-time values is computed here,
@@ -14,13 +15,6 @@
 
 #include <math.h>
 #include <string.h>
-
-Value vint(int64_t i, Loc loc) { return (Value){.kind = V_INT, .i = i, .loc = loc}; }
-Value vfloat(double f, Loc loc) { return (Value){.kind = V_FLOAT, .f = f, .loc = loc}; }
-Value vbool(bool b, Loc loc) { return (Value){.kind = V_BOOL, .i = b, .loc = loc}; }
-Value verr(void) { return (Value){.kind = V_ERR}; }
-bool is_num(Value v) { return v.kind == V_INT || v.kind == V_FLOAT; }
-double num_of(Value v) { return v.kind == V_INT ? (double)v.i : v.f; }
 
 static bool is_const(Value v) { return v.kind == V_INT || v.kind == V_FLOAT || v.kind == V_BOOL; }
 

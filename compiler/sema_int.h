@@ -1,6 +1,13 @@
 /*
  * sema_int.h — the front end's private header (included only by compiler/sema*.c).
  *
+ * The files, from the bottom up (each calls only those before it, except the three
+ * of the evaluator, which call each other): sema_util.c (strings, diagnostics,
+ * values), sema_ops.c (tensor operations on values), the evaluator (sema_eval.c
+ * expressions, sema_builtin.c built-in functions, sema_stmt.c statements and def
+ * calls), sema_place.c (placement after the body has run), sema_train.c (mesh and
+ * train block), sema.c (the entry: modules, the model).
+ *
  * The front end is an evaluator: it walks the AST of the chosen model, unrolling
  * loops, deciding compile-time `if`s and instantiating `def`s, and appends one graph
  * op for every tensor operation it meets. Compile-time values (ints, floats, bools)
@@ -28,7 +35,7 @@ enum {
 };
 #define SEMA_MAX_NUMEL ((int64_t)1 << 40)
 
-/* ---- a string -> pointer hash map in the arena ------------------------- */
+/* ---- a string -> pointer hash map in the arena (sema_util.c) ------------ */
 typedef struct StrMap {
   const char **keys;
   void **vals;
@@ -148,17 +155,57 @@ typedef struct Sema {
   int cap_aux;
 } Sema;
 
-/* sema.c */
+/* ==== sema_util.c: what every file uses (it calls no other sema_*.c file) ==== */
+
+/* (strmap_get and strmap_put, above) */
 void sema_err(Sema *S, Loc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void sema_note(Sema *S, Loc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* An error about op (after the model is built): at its user's call if a stdlib def made it. */
 void sema_err_op(Sema *S, const Op *op, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Prints the pending "X is called from here" note of the last error (sema_program's end). */
+void sema_flush_called_from(Sema *S);
 /* Is loc in a stdlib module ("<stdlib>/NAME.mpl")? */
 bool sema_in_stdlib(Loc loc);
 /* The user's call that led into the stdlib def being run; NULL outside one. */
 const CallSite *sema_site(Sema *S);
-Module *sema_module_find(Sema *S, const char *name, Loc loc);
+/* A short description of a value for messages: "int 3", "f32[2, 3]". */
 const char *sema_value_desc(Sema *S, Value v);
+Value vint(int64_t i, Loc loc);
+Value vfloat(double f, Loc loc);
+Value vbool(bool b, Loc loc);
+Value verr(void);
+bool is_num(Value v);
+double num_of(Value v);
+/* Binds call's arguments to the params named params[0..np) (see sema_util.c). */
+bool sema_bind_args(Sema *S, Node *call, const char *fn, const char *const *params, int np, int nreq, Node **out);
+
+static inline bool dtype_is_float(DType t) { return t == DT_F32 || t == DT_BF16 || t == DT_F16; }
+
+/* ==== sema_ops.c: tensor operations on values ==== */
+
+Op *sema_op(Sema *S, OpKind k, int nin, const int *in, Loc loc);
+Op *sema_opv(Sema *S, Value v); /* the op of a tensor value */
+Value vtensor(Sema *S, Op *op);
+Value sema_scalar(Sema *S, Value c, DType dt, Loc loc);
+Value sema_unary(Sema *S, OpKind k, Value x, Loc loc);
+Value sema_binary(Sema *S, OpKind k, Value a, Value b, Loc loc, const char *opname);
+Value sema_matmul(Sema *S, Value a, Value b, bool ta, bool tb, Loc loc);
+Value sema_transpose(Sema *S, Value x, Value i, Value j, Loc loc);
+Value sema_reshape(Sema *S, Value x, Shape s, Loc loc);
+Value sema_slice(Sema *S, Value x, int axis, int64_t begin, int64_t end, Loc loc);
+int sema_norm_axis(Sema *S, int64_t axis, int rank, Loc loc);
+bool sema_check_shape(Sema *S, Shape *s, Loc loc);
+/* "[2, 3]" in the arena. */
+const char *sema_shape_str(Sema *S, const Op *op);
+/* Notes where a tensor value was made; for two operands, both (once when one place). */
+void sema_note_made(Sema *S, Value v);
+void sema_note_operands(Sema *S, Value a, Value b);
+/* Records an upper bound of the i32 input v reads (through shape ops), for synthetic data. */
+void sema_note_bound(Sema *S, Value v, int64_t bound);
+
+/* ==== the evaluator: sema_eval.c, sema_builtin.c and sema_stmt.c call each other
+ * (an expression may call a def, whose body has expressions; a built-in evaluates its
+ * arguments) ==== */
 
 /* sema_eval.c: expressions */
 Value sema_eval(Sema *S, Scope *sc, Node *e);
@@ -166,12 +213,10 @@ Value sema_lookup(Sema *S, Scope *sc, const char *name, Loc loc, bool report);
 bool sema_const_int(Sema *S, Scope *sc, Node *e, const char *what, int64_t *out);
 bool sema_const_num(Sema *S, Scope *sc, Node *e, const char *what, double *out);
 Value sema_binop(Sema *S, int bop, Value a, Value b, Loc loc);
-Value vint(int64_t i, Loc loc);
-Value vfloat(double f, Loc loc);
-Value vbool(bool b, Loc loc);
-Value verr(void);
-bool is_num(Value v);
-double num_of(Value v);
+
+/* sema_builtin.c: built-in functions and indexing */
+Value sema_builtin(Sema *S, Scope *sc, Node *call, const char *name, bool *found);
+Value sema_index(Sema *S, Scope *sc, Node *e, Value x);
 
 /* sema_stmt.c: statements, defs, instances, params */
 void sema_exec_body(Sema *S, Scope *sc, NodeList *body);
@@ -186,29 +231,15 @@ const char *sema_instance_name(Sema *S, Scope *sc, Node *call, const char *calle
 /* A new PARAM op named global; NULL (after an error) if the name is taken. */
 Op *sema_new_param(Sema *S, const char *global, DType dt, Shape s, InitKind init, double a, double b, Loc loc);
 
-/* sema_ops.c: tensor operations */
-Op *sema_op(Sema *S, OpKind k, int nin, const int *in, Loc loc);
-Op *sema_opv(Sema *S, Value v); /* the op of a tensor value */
-Value vtensor(Sema *S, Op *op);
-Value sema_scalar(Sema *S, Value c, DType dt, Loc loc);
-Value sema_unary(Sema *S, OpKind k, Value x, Loc loc);
-Value sema_binary(Sema *S, OpKind k, Value a, Value b, Loc loc, const char *opname);
-Value sema_matmul(Sema *S, Value a, Value b, bool ta, bool tb, Loc loc);
-Value sema_transpose(Sema *S, Value x, Value i, Value j, Loc loc);
-/* Binds call's arguments to the params named params[0..np) (see sema_ops.c). */
-bool sema_bind_args(Sema *S, Node *call, const char *fn, const char *const *params, int np, int nreq, Node **out);
-Value sema_builtin(Sema *S, Scope *sc, Node *call, const char *name, bool *found);
-Value sema_index(Sema *S, Scope *sc, Node *e, Value x);
-int sema_norm_axis(Sema *S, int64_t axis, int rank, Loc loc);
-bool sema_check_shape(Sema *S, Shape *s, Loc loc);
-void sema_note_made(Sema *S, Value v);
-
-/* sema_place.c: placement after the model is built */
+/* ==== sema_place.c: placement after the model is built ==== */
 void sema_place_finish(Sema *S);
 
-/* sema_train.c: mesh, train block, overrides */
+/* ==== sema_train.c: mesh, train block, overrides ==== */
 void sema_mesh(Sema *S, Node *mesh);
 void sema_train(Sema *S, Node *train);
 void sema_train_overrides(Sema *S, Loc loc);
+
+/* ==== sema.c: the entry (sema_program, in mplc.h), modules ==== */
+Module *sema_module_find(Sema *S, const char *name, Loc loc);
 
 #endif

@@ -30,11 +30,11 @@
  *    threads a block when it has enough outer iterations to give every SM a block, else
  *    fewer (down to one warp) so that row kernels spread over the SMs; at most
  *    BLOCKS_PER_SM blocks per SM;
- *  - the optimizer runs here (copy_device .. adamw): the kernels of mpl_cuda_optim_src,
- *    compiled once per device at init with NVRTC (--fmad=false, IEEE division and square
- *    root), do optim.c's per-element arithmetic operation by operation, so the update of
- *    a param matches the CPU's bits for the same gradient; a sum of squares is a fixed
- *    tree in float64 whose shape depends on n only (not on the GPU).
+ *  - the optimizer runs here (copy_device .. adamw): the kernels of runtime/cuda/optim.cu
+ *    (mpl_cuda_optim_src), compiled once per device at init with NVRTC (--fmad=false,
+ *    IEEE division and square root), do optim.c's per-element arithmetic operation by
+ *    operation, so the update of a param matches the CPU's bits for the same gradient; a
+ *    sum of squares is a fixed tree in float64 whose shape depends on n only (not on the GPU).
  */
 #include "exec.h"
 
@@ -42,85 +42,14 @@
 #include <string.h>
 #include <time.h>
 
-/* The optimizer kernels, compiled with NVRTC by every cuda device at init (mpl_cuda_optim_compile).
- * Per element they are optim.c's arithmetic, operation by operation (no FMA: --fmad=false).
- * The elementwise kernels loop grid-stride (any launch shape gives the same bits); the two
- * sum-of-squares kernels must run with 256 threads a block (ORDER: BLOCK in this file). */
-const char mpl_cuda_optim_src[] =
-    "/* mplrun's optimizer kernels (runtime/device_cuda.c) */\n"
-    "#define MPL_GRID_STRIDE(i, n) \\\n"
-    "  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \\\n"
-    "       i += (long long)blockDim.x * gridDim.x)\n"
-    "\n"
-    "/* torch SGD: mode 0 no momentum (p += -lr*g), 1 the first step (buf = g), 2 buf = buf*mom + g;\n"
-    " * then p += -lr*buf. */\n"
-    "extern \"C\" __global__ void mpl_sgd(float *__restrict__ p, const float *__restrict__ g,\n"
-    "                                    float *__restrict__ buf, long long n, float neg_lr, float mom, int mode) {\n"
-    "  MPL_GRID_STRIDE(i, n) {\n"
-    "    float b = g[i];\n"
-    "    if (mode == 2) b = buf[i] * mom + b;\n"
-    "    if (mode != 0) buf[i] = b;\n"
-    "    p[i] = p[i] + neg_lr * b;\n"
-    "  }\n"
-    "}\n"
-    "\n"
-    "/* torch AdamW (single tensor): see MplAdamWScalars in runtime/exec.h. */\n"
-    "extern \"C\" __global__ void mpl_adamw(float *__restrict__ p, const float *__restrict__ g,\n"
-    "                                      float *__restrict__ m, float *__restrict__ v, long long n,\n"
-    "                                      float decay, float w1, float b2, float w2, float neg_step,\n"
-    "                                      float bc2_sqrt, float eps, int do_decay, int small) {\n"
-    "  MPL_GRID_STRIDE(i, n) {\n"
-    "    float pi = do_decay ? p[i] * decay : p[i];\n"
-    "    float gi = g[i], mi = m[i];\n"
-    "    mi = small ? mi + w1 * (gi - mi) : gi - (gi - mi) * (1.0f - w1);\n"
-    "    float vi = v[i] * b2;\n"
-    "    vi = vi + (w2 * gi) * gi;\n"
-    "    float denom = sqrtf(vi) / bc2_sqrt + eps;\n"
-    "    p[i] = pi + (neg_step * mi) / denom;\n"
-    "    m[i] = mi;\n"
-    "    v[i] = vi;\n"
-    "  }\n"
-    "}\n"
-    "\n"
-    "extern \"C\" __global__ void mpl_scale(float *__restrict__ g, long long n, float coef) {\n"
-    "  MPL_GRID_STRIDE(i, n) g[i] = g[i] * coef;\n"
-    "}\n"
-    "\n"
-    "/* The 256 values of a block summed by a fixed tree; the result in s[0]. */\n"
-    "__device__ void mpl_tree256(double *s) {\n"
-    "  int t = (int)threadIdx.x;\n"
-    "  __syncthreads();\n"
-    "  for (int w = 128; w > 0; w >>= 1) {\n"
-    "    if (t < w) s[t] = s[t] + s[t + w];\n"
-    "    __syncthreads();\n"
-    "  }\n"
-    "}\n"
-    "\n"
-    "/* partial[b] = the sum of g[i]^2 in float64 over block b's elements (thread t takes\n"
-    " * i = b*256 + t, then every gridDim.x*256 further, in order); 256 threads a block. */\n"
-    "extern \"C\" __global__ void __launch_bounds__(256) mpl_sumsq(const float *__restrict__ g, long long n,\n"
-    "                                                              double *__restrict__ partial) {\n"
-    "  __shared__ double s[256];\n"
-    "  double acc = 0.0;\n"
-    "  for (long long i = (long long)blockIdx.x * 256 + threadIdx.x; i < n; i += (long long)gridDim.x * 256) {\n"
-    "    double x = (double)g[i];\n"
-    "    acc = acc + x * x;\n"
-    "  }\n"
-    "  s[threadIdx.x] = acc;\n"
-    "  mpl_tree256(s);\n"
-    "  if (threadIdx.x == 0) partial[blockIdx.x] = s[0];\n"
-    "}\n"
-    "\n"
-    "/* *out = partial[0 .. nparts) summed the same way; one block of 256 threads. */\n"
-    "extern \"C\" __global__ void __launch_bounds__(256) mpl_sumsq_final(const double *__restrict__ partial,\n"
-    "                                                                    int nparts, double *__restrict__ out) {\n"
-    "  __shared__ double s[256];\n"
-    "  double acc = 0.0;\n"
-    "  for (int i = (int)threadIdx.x; i < nparts; i += 256) acc = acc + partial[i];\n"
-    "  s[threadIdx.x] = acc;\n"
-    "  mpl_tree256(s);\n"
-    "  if (threadIdx.x == 0) *out = s[0];\n"
-    "}\n";
+/* The optimizer kernels: runtime/cuda/optim.cu, embedded at build time (tools/embed.sh), compiled
+ * with NVRTC by every cuda device at init (mpl_cuda_optim_compile). Per element they are optim.c's
+ * arithmetic, operation by operation (no FMA: --fmad=false). The elementwise kernels loop
+ * grid-stride (any launch shape gives the same bits); the two sum-of-squares kernels must run
+ * with 256 threads a block (ORDER: BLOCK in this file). */
+const char mpl_cuda_optim_src[] = {
+#include "runtime/cuda/optim.cu.inc"
+};
 
 #ifdef MPL_HAVE_CUDA
 

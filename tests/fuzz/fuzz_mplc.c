@@ -32,7 +32,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     Graph *g = sema_program(&d, &a, prog, &opt);
     if (g && d.nerrors == 0 && g->nops < 20000) {
       graph_verify(g);
-      if (part_balance(&d, g, 0) == 0 && ad_backward(g, &d) == 0) {
+      if (bal_stages(&d, g, 0) == 0 && ad_backward(g, &d) == 0) {
         Partition *p = part_build(&d, g);
         (void)p;
       }

@@ -68,11 +68,13 @@ build_by_hand() {
   if command -v mpicc > /dev/null; then
     defs="$defs -DMPL_HAVE_MPI $(mpicc --showme:compile)"; libs="$libs $(mpicc --showme:link)"
   fi
-  mkdir -p "$o"
+  mkdir -p "$o/gen/runtime/cuda"
+  # the CUDA sources embedded as the Makefile does (its $(BUILD)/gen/%.cu.inc rule)
+  sh tools/embed.sh runtime/cuda/optim.cu > "$o/gen/runtime/cuda/optim.cu.inc" || return 1
   local objs=() f
   for f in runtime/*.c; do
     case $f in runtime/mpltok.c|runtime/jit_cpu.c|runtime/llvm_host.c|runtime/gemm.c) continue ;; esac
-    cc -std=gnu11 -O2 -fno-fast-math -ffp-contract=off -I. -pthread $defs -I"$CUDA_HOME/include" \
+    cc -std=gnu11 -O2 -fno-fast-math -ffp-contract=off -I. -I"$o/gen" -pthread $defs -I"$CUDA_HOME/include" \
       -c -o "$o/$(basename "$f" .c).o" "$f" || return 1
     objs+=("$o/$(basename "$f" .c).o")
   done

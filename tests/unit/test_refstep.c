@@ -40,15 +40,30 @@ static void compile(Compiled *c, const char *path, const char *mesh_pp, const ch
   }
   Graph *g = sema_program(&d, a, prog, &opt);
   ck_assert_msg(g != NULL, "%s does not check", path);
-  ck_assert_int_eq(part_balance(&d, g, 0), 0);
+  /* the passes of compiler/main.c, in its order */
+  ck_assert_int_eq(bal_stages(&d, g, 0), 0);
   ck_assert_int_eq(ad_backward(g, &d), 0);
   Partition *p = part_build(&d, g);
   ck_assert_ptr_nonnull(p);
-  Lowered *lw = jobgen_lower(&d, a, p);
-  ck_assert_ptr_nonnull(lw);
+  Fused *fu = fuse_partition(&d, a, p);
+  ck_assert_ptr_nonnull(fu);
+  Costs *cost = cost_partition(a, p);
+  Schedule *sched = sched_partition(&d, a, p, cost);
+  ck_assert_ptr_nonnull(sched);
+  Op **params;
+  int nparams = graph_params(p->g, &params, a);
+  UpdatePhase *upd = upd_build(a, p, params, nparams);
+  PlanIn pin = plan_input(a, p, fu, sched, upd);
+  PlanRank *plan = plan_build(a, &pin);
+  SchedTiming timing;
+  sched_simulate(sched, cost->F, cost->B, cost->W, 0, &timing);
+  KernelCode code;
+  ck_assert_int_eq(cg_kernels(&d, a, fu->ks, opt.gpu_arch, &code), 0);
   char job_path[128];
   snprintf(job_path, sizeof job_path, "/tmp/mpl_refstep_%d.job", (int)getpid());
-  ck_assert_int_eq(jobgen_write(&d, a, lw, &opt, path, job_path), 0);
+  JobParts job = {.source = path, .part = p, .fused = fu, .sched = sched, .upd = upd, .plan = plan,
+                  .timing = &timing, .flops = cost->flops, .code = &code};
+  ck_assert_int_eq(jobgen_write(&d, &job, job_path), 0);
   char err[700];
   c->job = job_read(job_path, err, sizeof err);
   ck_assert_msg(c->job != NULL, "%s", err);
