@@ -577,7 +577,7 @@ static int ad_total(Ad *a, int i) {
 /* The loss's gradient: 1 / (microbatches * dp). */
 static int ad_seed(Ad *a) {
   int64_t mb = a->g->train.microbatches > 0 ? a->g->train.microbatches : 1;
-  int64_t dp = a->g->mesh.dp > 0 ? a->g->mesh.dp : 1;
+  int64_t dp = a->g->mesh.dp;
   Op *op = ad_op(a, OP_FULL, 0, NULL, &a->cur->shape, a->cur->dtype);
   op->value = 1.0 / (double)(mb * dp);
   return op->id;

@@ -17,6 +17,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Where the compiler's enums are written into the job as numbers, they are the job's. */
+_Static_assert((int)DT_F32 == (int)JDT_F32 && (int)DT_BF16 == (int)JDT_BF16 && (int)DT_F16 == (int)JDT_F16 &&
+                   (int)DT_I32 == (int)JDT_I32 && (int)DT_BOOL == (int)JDT_BOOL,
+               "compiler dtypes are the job's JobDType");
+_Static_assert(INIT_ZEROS == 0 && INIT_ONES == 1 && INIT_NORMAL == 2 && INIT_UNIFORM == 3,
+               "param inits are JobParam.init's codes");
+_Static_assert((int)PASS_FWD == (int)JP_FWD && (int)PASS_RECOMP == (int)JP_RECOMP && (int)PASS_BWD_B == (int)JP_BWD_B &&
+                   (int)PASS_BWD_W == (int)JP_BWD_W && (int)PASS__COUNT == (int)JP__COUNT,
+               "a stage's passes are the job's programs");
+
 /* ---- steps ---------------------------------------------------------------------- */
 
 static JobStep to_job_step(const Graph *g, const Step *st) {
@@ -121,19 +131,12 @@ static void fill_inputs(Job *j, const Graph *g) {
   }
 }
 
+/* The train block as it is (one TrainConfig from sema to the runtime), with its own copy
+ * of the data path. */
 static void fill_train(Job *j, const Graph *g) {
-  const TrainConfig *t = &g->train;
-  JobTrain *o = &j->train;
-  o->data_kind = (uint8_t)t->data_kind;
-  o->data_path = mpl_strdup(t->data_path ? t->data_path : "");
-  o->synthetic_n = t->synthetic_n;
-  o->batch = t->batch, o->seq = t->seq, o->microbatches = t->microbatches;
-  o->schedule = (uint8_t)t->schedule, o->virtual_stages = t->virtual_stages > 0 ? t->virtual_stages : 1;
-  o->optimizer = (uint8_t)t->optimizer;
-  o->lr = t->lr, o->beta1 = t->beta1, o->beta2 = t->beta2, o->eps = t->eps;
-  o->weight_decay = t->weight_decay, o->momentum = t->momentum;
-  o->lr_schedule = (uint8_t)t->lr_schedule, o->warmup = t->warmup, o->min_lr = t->min_lr, o->grad_clip = t->grad_clip;
-  o->zero = t->zero, o->steps = t->steps, o->seed = t->seed;
+  j->train = g->train;
+  j->train.data_path = mpl_strdup(g->train.data_path ? g->train.data_path : "");
+  if (j->train.virtual_stages < 1) j->train.virtual_stages = 1;
 }
 
 /* Schedule instruction -> job instruction; false when it moves nothing (dropped): a
@@ -231,7 +234,7 @@ int jobgen_write(Diag *d, const JobParts *jp, const char *path) {
   int np = jp->upd->nparams;
   j->model_name = mpl_strdup(g->model_name ? g->model_name : "model");
   j->source_name = mpl_strdup(jp->source);
-  j->dp = g->mesh.dp, j->pp = g->mesh.pp, j->tp = g->mesh.tp;
+  j->mesh.dp = g->mesh.dp, j->mesh.pp = g->mesh.pp, j->mesh.tp = g->mesh.tp;
   j->nstages = p->nstages;
   fill_train(j, g);
   fill_values(j, g, params, np);

@@ -183,12 +183,13 @@ void kb_loop_end(KBuilder *b, int loop, int yield);
 
 /* ==== fuse.c: lowering a pass to steps ===================================== */
 
+/* The job's step kinds (runtime/job.h's JobStepKind), as the compiler names them. */
 typedef enum StepKind {
-  STEP_KERNEL, /* kernel, args, n_outer */
-  STEP_GEMM,   /* C[M,N] = alpha * op(A) op(B) + beta * C, row-major, batched */
-  STEP_ALIAS,  /* value a shares value b's buffer (a RESHAPE) */
-  STEP_COMM,   /* op: SEND/RECV/ALLREDUCE/ALLGATHER, executed by the runtime */
-  STEP_ACCUM,  /* value a (a PARAM_GRAD op's accumulator) += value b, elementwise */
+  STEP_KERNEL = JS_KERNEL, /* kernel, args, n_outer */
+  STEP_GEMM = JS_GEMM,     /* C[M,N] = alpha * op(A) op(B) + beta * C, row-major, batched */
+  STEP_ALIAS = JS_ALIAS,   /* value a shares value b's buffer (a RESHAPE) */
+  STEP_ACCUM = JS_ACCUM,   /* value a (a PARAM_GRAD op's accumulator) += value b, elementwise */
+  STEP_COMM = JS_COMM,     /* op: SEND/RECV/ALLREDUCE/ALLGATHER, executed by the runtime */
 } StepKind;
 
 typedef struct Step {

@@ -18,6 +18,7 @@
 #define MPL_MPLC_H
 
 #include "../lang/ast.h"
+#include "../runtime/job.h"
 
 #define MPL_MAX_RANK 8
 
@@ -179,32 +180,10 @@ typedef struct Op {
 /* The bytes of op's value: numel x dtype size. */
 uint64_t op_bytes(const Op *op);
 
-typedef enum SchedKind { SCHED_SEQUENTIAL, SCHED_GPIPE, SCHED_1F1B, SCHED_INTERLEAVED, SCHED_ZB } SchedKind;
-typedef enum OptKind { OPT_SGD, OPT_ADAMW } OptKind;
-typedef enum LrSchedKind { LR_CONSTANT, LR_COSINE } LrSchedKind;
-typedef enum DataKind { DATA_SYNTHETIC, DATA_TOKENS } DataKind;
-
-typedef struct Mesh {
-  int dp, pp, tp;
-} Mesh;
-
-typedef struct TrainConfig {
-  DataKind data_kind;
-  const char *data_path; /* DATA_TOKENS */
-  int64_t synthetic_n;   /* DATA_SYNTHETIC */
-  int64_t batch, seq, microbatches;
-  SchedKind schedule;
-  int virtual_stages; /* v of interleaved(v); 1 otherwise */
-  OptKind optimizer;
-  double lr, beta1, beta2, eps, weight_decay, momentum;
-  LrSchedKind lr_schedule;
-  int64_t warmup;
-  double min_lr;
-  double grad_clip; /* 0: none */
-  int zero;
-  int64_t steps;
-  uint64_t seed;
-} TrainConfig;
+/* The mesh and the training config are the job's (runtime/job.h, the contract both
+ * programs link): one struct each from the program to the runtime. In a Graph the mesh
+ * is normalised (every axis >= 1); CompileOptions' mesh keeps 0 for "not given". */
+typedef MplMesh Mesh;
 
 typedef struct Graph {
   Arena *arena;

@@ -404,7 +404,7 @@ static void dot_dp_node(FILE *out, const Partition *p, int s, int dp) {
 
 void part_dot(FILE *out, const Partition *p) {
   const Graph *g = p->g;
-  int dp = g->mesh.dp > 0 ? g->mesh.dp : 1, pp = g->mesh.pp > 0 ? g->mesh.pp : 1, tp = g->mesh.tp > 0 ? g->mesh.tp : 1;
+  int dp = g->mesh.dp, pp = g->mesh.pp, tp = g->mesh.tp;
   char buf[160];
   fprintf(out, "digraph mpl {\n  label=\"model %s: mesh dp=%d pp=%d tp=%d, %d rank%s\";\n  labelloc=t;\n",
           g->model_name ? g->model_name : "?", dp, pp, tp, dp * pp * tp, dp * pp * tp == 1 ? "" : "s");

@@ -343,7 +343,7 @@ static void comm_stream(const Mesh3 *ms, int r, MplCommCount *c) {
 static uint64_t opt_bytes(const Mesh3 *ms, const PlanWorld *pw) {
   const TrainConfig *t = &ms->in->g->train;
   const UpdatePhase *u = ms->in->upd;
-  int nslots = t->optimizer == OPT_ADAMW ? 2 : t->momentum != 0 ? 1 : 0;
+  int nslots = mpl_optim_slots(t);
   uint64_t b = 0;
   for (int k = 0; k < u->n[pw->pr]; k++) {
     const JobIns *in = &u->ins[pw->pr][k];
@@ -355,13 +355,14 @@ static uint64_t opt_bytes(const Mesh3 *ms, const PlanWorld *pw) {
 
 PlanWorld *plan_world(Arena *a, const PlanIn *in, const PlanRank *pr) {
   const Graph *g = in->g;
-  Mesh3 ms = {.in = in, .pr = pr, .dp = g->mesh.dp > 0 ? g->mesh.dp : 1, .tp = g->mesh.tp > 0 ? g->mesh.tp : 1,
+  Mesh3 ms = {.in = in, .pr = pr, .dp = g->mesh.dp, .tp = g->mesh.tp,
               .pp = in->sched->pp, .m = in->sched->m};
   int nworld = ms.dp * ms.tp * ms.pp;
   PlanWorld *pw = arena_alloc(a, sizeof(PlanWorld) * (size_t)nworld);
   for (int w = 0; w < nworld; w++) {
     PlanWorld *x = &pw[w];
-    *x = (PlanWorld){.w = w, .pr = w % ms.pp, .tpi = w / ms.pp % ms.tp, .dpi = w / (ms.pp * ms.tp)};
+    *x = (PlanWorld){.w = w};
+    mpl_mesh_coords((MplMesh){ms.dp, ms.pp, ms.tp}, w, &x->dpi, &x->tpi, &x->pr);
     comm_stream(&ms, x->pr, x->comm);
     x->opt_bytes = opt_bytes(&ms, x);
   }
@@ -463,7 +464,7 @@ void plan_dump(FILE *out, const PlanIn *in, const PlanRank *pr, const PlanWorld 
                double flops) {
   const Graph *g = in->g;
   const Schedule *s = in->sched;
-  int dp = g->mesh.dp > 0 ? g->mesh.dp : 1, tp = g->mesh.tp > 0 ? g->mesh.tp : 1, nworld = dp * tp * s->pp;
+  int dp = g->mesh.dp, tp = g->mesh.tp, nworld = dp * tp * s->pp;
   fprintf(out, "plan: model %s, mesh dp=%d pp=%d tp=%d, schedule %s", g->model_name ? g->model_name : "?", dp, s->pp,
           tp, sched_name(s->kind));
   if (s->kind == SCHED_INTERLEAVED) fprintf(out, "(%d)", s->v);

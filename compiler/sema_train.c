@@ -80,7 +80,7 @@ static void key_data(Sema *S, Scope *sc, Node *e) {
   const char *fn = callee_name(e);
   if (fn && e->kind == N_CALL && !strcmp(fn, "tokens") && e->list.n == 1) {
     Value v = sema_eval(S, sc, ((Node *)e->list.items[0])->a);
-    if (v.kind == V_STR) { t->data_kind = DATA_TOKENS; t->data_path = v.s; return; }
+    if (v.kind == V_STR) { t->data_kind = DATA_TOKENS; t->data_path = (char *)v.s; return; }
     if (v.kind != V_ERR) sema_err(S, e->loc, "tokens needs a file name in quotes");
     return;
   }

@@ -109,7 +109,7 @@ static void emit_rank(UpdatePhase *u, int r, Emit *e) {
 UpdatePhase *upd_build(Arena *a, const Partition *p, Op *const *params, int nparams) {
   const Graph *g = p->g;
   UpdatePhase *u = arena_alloc(a, sizeof *u);
-  *u = (UpdatePhase){.pp = g->mesh.pp, .dp = g->mesh.dp > 0 ? g->mesh.dp : 1, .tp = g->mesh.tp > 0 ? g->mesh.tp : 1,
+  *u = (UpdatePhase){.pp = g->mesh.pp, .dp = g->mesh.dp, .tp = g->mesh.tp,
                      .nparams = nparams, .params = params};
   u->zero = u->dp > 1 && g->train.zero, u->clip = g->train.grad_clip > 0;
   find_placement(u, a, p);

@@ -46,7 +46,7 @@ uint64_t mpl_ckpt_identity(const Job *job) {
     int rank = p->rank > 0 ? (p->rank < 8 ? p->rank : 8) : 0;
     int64_t whole[8];
     memcpy(whole, p->dims, sizeof(int64_t) * (size_t)rank);
-    if (p->split_dim >= 0 && p->split_dim < rank && job->tp > 1) whole[p->split_dim] *= job->tp;
+    if (p->split_dim >= 0 && p->split_dim < rank && job->mesh.tp > 1) whole[p->split_dim] *= job->mesh.tp;
     h ^= mpl_fnv1a64(p->name, strlen(p->name) + 1) + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
     h ^= mpl_fnv1a64(whole, sizeof(int64_t) * (size_t)rank) + (h << 6) + (h >> 2);
   }

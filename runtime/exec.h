@@ -25,21 +25,9 @@
 
 /* ==== optim.c ========================================================= */
 
-enum { MPL_OPT_SGD = 0, MPL_OPT_ADAMW = 1 };
-enum { MPL_LR_CONSTANT = 0, MPL_LR_COSINE = 1 };
-
-typedef struct MplOptimCfg {
-  int kind;                 /* MPL_OPT_* */
-  double lr, beta1, beta2, eps, weight_decay, momentum;
-  int lr_schedule;          /* MPL_LR_* */
-  int64_t warmup, steps;    /* cosine: warmup steps and the total step count */
-  double min_lr;
-  double grad_clip;         /* <= 0: no clipping */
-} MplOptimCfg;
-
-void mpl_optim_cfg_from_job(MplOptimCfg *c, const JobTrain *t);
-/* The learning rate of step t (0-based). */
-double mpl_lr_at(const MplOptimCfg *c, int64_t t);
+/* The learning rate of step t (0-based) of a run of `steps` steps (the train config's
+ * lr_schedule; a run cut short with --steps follows a shorter cosine). */
+double mpl_lr_at(const TrainConfig *c, int64_t steps, int64_t t);
 
 /* torch.optim.SGD, dampening 0, no nesterov: buf = momentum*buf + g (buf = g on the first
  * step); p -= lr*buf. momentum == 0: p -= lr*g and buf is unused (may be NULL). */

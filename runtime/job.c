@@ -40,7 +40,7 @@ static void write_manifest(MplJobWriter *w, const Job *j) {
   mpl_jw_begin(w, TAG("MANI"));
   mpl_jw_str(w, j->model_name ? j->model_name : "");
   mpl_jw_str(w, j->source_name ? j->source_name : "");
-  mpl_jw_u32(w, (uint32_t)j->dp), mpl_jw_u32(w, (uint32_t)j->pp), mpl_jw_u32(w, (uint32_t)j->tp);
+  mpl_jw_u32(w, (uint32_t)j->mesh.dp), mpl_jw_u32(w, (uint32_t)j->mesh.pp), mpl_jw_u32(w, (uint32_t)j->mesh.tp);
   mpl_jw_u32(w, (uint32_t)j->nstages);
   mpl_jw_u8(w, t->data_kind), mpl_jw_str(w, t->data_path ? t->data_path : ""), mpl_jw_i64(w, t->synthetic_n);
   mpl_jw_i64(w, t->batch), mpl_jw_i64(w, t->seq), mpl_jw_i64(w, t->microbatches);
@@ -122,7 +122,7 @@ static void write_stages(MplJobWriter *w, const Job *j) {
 static void write_ranks(MplJobWriter *w, const Job *j) {
   int64_t m = j->train.microbatches;
   mpl_jw_begin(w, TAG("RANK"));
-  for (int r = 0; r < j->pp; r++) {
+  for (int r = 0; r < j->mesh.pp; r++) {
     const JobRank *rk = &j->ranks[r];
     put_i32s(w, rk->nstages, rk->stages);
     mpl_jw_u32(w, (uint32_t)rk->nins);
@@ -221,7 +221,7 @@ static void read_manifest(MplCursor *c, Job *j) {
   JobTrain *t = &j->train;
   j->model_name = dup_str(c);
   j->source_name = dup_str(c);
-  j->dp = (int32_t)mpl_cur_u32(c), j->pp = (int32_t)mpl_cur_u32(c), j->tp = (int32_t)mpl_cur_u32(c);
+  j->mesh.dp = (int32_t)mpl_cur_u32(c), j->mesh.pp = (int32_t)mpl_cur_u32(c), j->mesh.tp = (int32_t)mpl_cur_u32(c);
   j->nstages = (int32_t)mpl_cur_u32(c);
   t->data_kind = mpl_cur_u8(c), t->data_path = dup_str(c), t->synthetic_n = mpl_cur_i64(c);
   t->batch = mpl_cur_i64(c), t->seq = mpl_cur_i64(c), t->microbatches = mpl_cur_i64(c);
@@ -231,10 +231,14 @@ static void read_manifest(MplCursor *c, Job *j) {
   t->lr_schedule = mpl_cur_u8(c), t->warmup = mpl_cur_i64(c), t->min_lr = mpl_cur_f64(c), t->grad_clip = mpl_cur_f64(c);
   t->zero = (int32_t)mpl_cur_u32(c), t->steps = mpl_cur_i64(c), t->seed = mpl_cur_u64(c);
   j->flops_per_step = mpl_cur_f64(c), j->predicted_bubble = mpl_cur_f64(c), j->textbook_bubble = mpl_cur_f64(c);
-  if (j->pp < 1 || j->pp > 4096 || j->nstages < j->pp || j->nstages > 65536 || j->dp < 1 || j->tp < 1)
-    mpl_cur_fail(c, "bad mesh dp=%d pp=%d tp=%d stages=%d", j->dp, j->pp, j->tp, j->nstages);
+  if (j->mesh.pp < 1 || j->mesh.pp > 4096 || j->nstages < j->mesh.pp || j->nstages > 65536 || j->mesh.dp < 1 || j->mesh.tp < 1)
+    mpl_cur_fail(c, "bad mesh dp=%d pp=%d tp=%d stages=%d", j->mesh.dp, j->mesh.pp, j->mesh.tp, j->nstages);
   if (t->microbatches < 1 || t->microbatches > 65536 || t->batch < 1 || t->seq < 1)
     mpl_cur_fail(c, "bad batch %" PRId64 " / micro-batches %" PRId64, t->batch, t->microbatches);
+  if ((unsigned)t->data_kind > DATA_TOKENS || (unsigned)t->schedule > SCHED_ZB || (unsigned)t->optimizer > OPT_ADAMW ||
+      (unsigned)t->lr_schedule > LR_COSINE)
+    mpl_cur_fail(c, "bad train config: data %d, schedule %d, optimizer %d, lr schedule %d", t->data_kind, t->schedule,
+                 t->optimizer, t->lr_schedule);
 }
 
 static void read_values(MplCursor *c, Job *j) {
@@ -312,8 +316,8 @@ static void read_xfers(MplCursor *c, Job *j) {
 
 static void read_ranks(MplCursor *c, Job *j) {
   int64_t m = j->train.microbatches;
-  j->ranks = cur_alloc(c, (size_t)j->pp + 1, sizeof(JobRank));
-  for (int r = 0; r < j->pp && !c->failed; r++) {
+  j->ranks = cur_alloc(c, (size_t)j->mesh.pp + 1, sizeof(JobRank));
+  for (int r = 0; r < j->mesh.pp && !c->failed; r++) {
     JobRank *rk = &j->ranks[r];
     rk->stages = get_i32s(c, &rk->nstages);
     rk->nins = (int32_t)mpl_cur_count(c, MAX_COUNT, 26, "instructions");
@@ -438,9 +442,9 @@ static int validate_step(const Job *j, int s, const JobStep *st, char *err, size
     const JobValue *o = &j->values[st->args[0]], *in = &j->values[st->args[1]];
     bool split = st->comm == JC_ALLGATHER || st->comm == JC_TP_SLICE || st->comm == JC_REDUCE_SCATTER;
     CHECK(o->dtype == in->dtype && o->rank == in->rank, "stage %d: collective operands differ", s);
-    CHECK(!split || (st->axis >= 0 && st->axis < o->rank && st->groups >= 1 && j->tp >= 1 &&
-                     (st->comm == JC_ALLGATHER ? o : in)->dims[st->axis] % ((int64_t)j->tp * st->groups) == 0 &&
-                     (st->comm == JC_ALLGATHER ? in : o)->dims[st->axis] * j->tp ==
+    CHECK(!split || (st->axis >= 0 && st->axis < o->rank && st->groups >= 1 && j->mesh.tp >= 1 &&
+                     (st->comm == JC_ALLGATHER ? o : in)->dims[st->axis] % ((int64_t)j->mesh.tp * st->groups) == 0 &&
+                     (st->comm == JC_ALLGATHER ? in : o)->dims[st->axis] * j->mesh.tp ==
                          (st->comm == JC_ALLGATHER ? o : in)->dims[st->axis]),
           "stage %d: bad split collective", s);
     CHECK(split || o->numel == in->numel, "stage %d: collective sizes differ", s);
@@ -471,7 +475,7 @@ static int validate_update_ins(const Job *j, int r, const JobIns *in, char *err,
   CHECK(p->nuses > 0, "rank %d: %s of %s, which has no gradient", r, what, p->name);
   if (in->kind != JI_TIED_SEND) return 0;
   CHECK(in->use >= 0 && in->use < p->nuses, "rank %d: tied_send of %s use %d", r, p->name, in->use);
-  CHECK(in->peer >= 0 && in->peer < j->pp && in->peer != r, "rank %d: tied_send of %s to rank %d", r, p->name, in->peer);
+  CHECK(in->peer >= 0 && in->peer < j->mesh.pp && in->peer != r, "rank %d: tied_send of %s to rank %d", r, p->name, in->peer);
   CHECK(p->use_stage[in->use] >= 0 && p->use_stage[in->use] < j->nstages && j->stages[p->use_stage[in->use]].rank == r,
         "rank %d: tied_send of %s use %d, which is not on this rank", r, p->name, in->use);
   return 0;
@@ -527,7 +531,7 @@ int job_validate(const Job *j, char *err, size_t errlen) {
     CHECK(j->inputs[i].value >= 0 && j->inputs[i].value < j->nvalues, "input %d: bad value", i);
   for (int s = 0; s < j->nstages; s++) {
     const JobStage *st = &j->stages[s];
-    CHECK(st->rank >= 0 && st->rank < j->pp, "stage %d: rank %d", s, st->rank);
+    CHECK(st->rank >= 0 && st->rank < j->mesh.pp, "stage %d: rank %d", s, st->rank);
     CHECK(st->loss_value >= -1 && st->loss_value < j->nvalues, "stage %d: bad loss", s);
     CHECK(st->logits_value >= -1 && st->logits_value < j->nvalues, "stage %d: bad logits", s);
     for (int k = 0; k < JP__COUNT; k++)
@@ -539,7 +543,7 @@ int job_validate(const Job *j, char *err, size_t errlen) {
     CHECK(x->src >= 0 && x->src < j->nstages && x->dst >= 0 && x->dst < j->nstages, "transfer %d: bad stages", i);
     for (int v = 0; v < x->nvals; v++) CHECK(x->vals[v] >= 0 && x->vals[v] < j->nvalues, "transfer %d: bad value", i);
   }
-  for (int r = 0; r < j->pp; r++)
+  for (int r = 0; r < j->mesh.pp; r++)
     if (validate_rank(j, r, err, errlen)) return -1;
   return 0;
 }
@@ -564,7 +568,7 @@ void job_free(Job *j) {
   mpl_free(j->stages);
   for (int i = 0; j->xfers && i < j->nxfers; i++) mpl_free(j->xfers[i].vals);
   mpl_free(j->xfers);
-  for (int r = 0; j->ranks && r < j->pp; r++)
+  for (int r = 0; j->ranks && r < j->mesh.pp; r++)
     mpl_free(j->ranks[r].stages), mpl_free(j->ranks[r].ins), mpl_free(j->ranks[r].offset);
   mpl_free(j->ranks);
   for (int i = 0; j->kernels.names && i < j->kernels.nkernels; i++) mpl_free(j->kernels.names[i]);
@@ -579,13 +583,13 @@ static const char *const step_names[] = {"kernel", "gemm", "alias", "accum", "co
 void job_inspect(const Job *j, FILE *out) {
   const JobTrain *t = &j->train;
   fprintf(out, "job format %d: model %s (from %s)\n", MPL_JOB_FORMAT, j->model_name, j->source_name);
-  fprintf(out, "mesh: dp=%d pp=%d tp=%d, %d stages\n", j->dp, j->pp, j->tp, j->nstages);
+  fprintf(out, "mesh: dp=%d pp=%d tp=%d, %d stages\n", j->mesh.dp, j->mesh.pp, j->mesh.tp, j->nstages);
   fprintf(out, "train: batch %" PRId64 " seq %" PRId64 " microbatches %" PRId64 " schedule %s", t->batch, t->seq,
-          t->microbatches, t->schedule < 5 ? sched_names[t->schedule] : "?");
-  if (t->schedule == 3) fprintf(out, "(%d)", t->virtual_stages);
-  fprintf(out, " optimizer %s lr %g steps %" PRId64 " seed %" PRIu64 "\n", t->optimizer ? "adamw" : "sgd", t->lr,
+          t->microbatches, (unsigned)t->schedule <= SCHED_ZB ? sched_names[t->schedule] : "?");
+  if (t->schedule == SCHED_INTERLEAVED) fprintf(out, "(%d)", t->virtual_stages);
+  fprintf(out, " optimizer %s lr %g steps %" PRId64 " seed %" PRIu64 "\n", t->optimizer == OPT_ADAMW ? "adamw" : "sgd", t->lr,
           t->steps, t->seed);
-  fprintf(out, "data: %s\n", t->data_kind ? t->data_path : "synthetic");
+  fprintf(out, "data: %s\n", t->data_kind == DATA_TOKENS ? t->data_path : "synthetic");
   fprintf(out, "flops per step: %.4g; predicted bubble %.4f (textbook %.4f)\n", j->flops_per_step,
           j->predicted_bubble, j->textbook_bubble);
   fprintf(out, "params (%d):\n", j->nparams);
@@ -614,7 +618,7 @@ void job_inspect(const Job *j, FILE *out) {
     }
     fputc('\n', out);
   }
-  for (int r = 0; r < j->pp; r++) {
+  for (int r = 0; r < j->mesh.pp; r++) {
     const JobRank *rk = &j->ranks[r];
     fprintf(out, "rank %d: %d instructions, arena %" PRIu64 " bytes, predicted bubble %.4f\n  ", r, rk->nins,
             rk->arena_bytes, rk->predicted_bubble);

@@ -194,27 +194,57 @@ typedef struct JobKernels {
 } JobKernels;
 
 /* ---- the job ----------------------------------------------------------------- */
-typedef struct JobTrain {
-  uint8_t data_kind;      /* 0 synthetic, 1 tokens */
-  char *data_path;
-  int64_t synthetic_n;
+/* The training config: the train block as mplc's sema_train.c reads it, written into the
+ * job as it is and used by the runtime as it is (one struct; job.c stores each enum in a
+ * byte). ORDER: the enums' values are the job format's. */
+typedef enum SchedKind { SCHED_SEQUENTIAL, SCHED_GPIPE, SCHED_1F1B, SCHED_INTERLEAVED, SCHED_ZB } SchedKind;
+typedef enum OptKind { OPT_SGD, OPT_ADAMW } OptKind;
+typedef enum LrSchedKind { LR_CONSTANT, LR_COSINE } LrSchedKind;
+typedef enum DataKind { DATA_SYNTHETIC, DATA_TOKENS } DataKind;
+
+typedef struct TrainConfig {
+  DataKind data_kind;
+  char *data_path;        /* DATA_TOKENS: the token file (mplc: arena text; a Job: its own copy) */
+  int64_t synthetic_n;    /* DATA_SYNTHETIC: examples */
   int64_t batch, seq, microbatches;
-  uint8_t schedule;       /* SchedKind */
-  int32_t virtual_stages;
-  uint8_t optimizer;      /* 0 sgd, 1 adamw */
+  SchedKind schedule;
+  int32_t virtual_stages; /* v of interleaved(v); 1 otherwise */
+  OptKind optimizer;
   double lr, beta1, beta2, eps, weight_decay, momentum;
-  uint8_t lr_schedule;    /* 0 constant, 1 cosine */
+  LrSchedKind lr_schedule;
   int64_t warmup;
-  double min_lr, grad_clip;
+  double min_lr, grad_clip; /* grad_clip 0: none */
   int32_t zero;
   int64_t steps;
   uint64_t seed;
-} JobTrain;
+} TrainConfig;
+typedef TrainConfig JobTrain;
+
+/* The optimizer state slots per param element: AdamW's two moments, SGD's momentum buffer
+ * (none without momentum). */
+static inline int mpl_optim_slots(const TrainConfig *t) {
+  return t->optimizer == OPT_ADAMW ? 2 : t->momentum != 0 ? 1 : 0;
+}
+
+/* The device mesh: dp replicas x tp tensor-parallel ranks x pp pipeline ranks, each axis
+ * >= 1 (mpl_mesh_norm). World rank w = (dpi * tp + tpi) * pp + pr: the ranks of one pipeline
+ * are pp consecutive world ranks. The one place this arithmetic is written. */
+typedef struct MplMesh {
+  int32_t dp, pp, tp;
+} MplMesh;
+static inline MplMesh mpl_mesh_norm(MplMesh m) {
+  return (MplMesh){m.dp > 0 ? m.dp : 1, m.pp > 0 ? m.pp : 1, m.tp > 0 ? m.tp : 1};
+}
+static inline int mpl_mesh_size(MplMesh m) { return m.dp * m.tp * m.pp; }
+static inline int mpl_mesh_rank(MplMesh m, int dpi, int tpi, int pr) { return (dpi * m.tp + tpi) * m.pp + pr; }
+static inline void mpl_mesh_coords(MplMesh m, int w, int *dpi, int *tpi, int *pr) {
+  *pr = w % m.pp, *tpi = w / m.pp % m.tp, *dpi = w / (m.pp * m.tp);
+}
 
 typedef struct Job {
   char *model_name;
   char *source_name;     /* the .mpl file it came from (for messages) */
-  int32_t dp, pp, tp;
+  MplMesh mesh;          /* every axis >= 1 (job_read refuses anything else) */
   int32_t nstages;       /* pp * v */
   JobTrain train;
   int32_t nvalues;

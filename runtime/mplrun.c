@@ -177,7 +177,7 @@ static int parse_args(Cli *c, int argc, char **argv) {
 static int check_cuda_devices(Cli *c, const Job *job) {
   const char *d = c->devices;
   MplErr err = {{0}};
-  int count, nworld = job->pp * (job->dp > 0 ? job->dp : 1) * (job->tp > 0 ? job->tp : 1);
+  int count, nworld = mpl_mesh_size(job->mesh);
   if (mpl_cuda_device_count(&count, &err) != MPL_OK) return fail("--devices %s: %s", d, err.msg);
   c->run.device_kind = "cuda";
   if (d[4] == 0) return 0;
@@ -215,11 +215,11 @@ static int check_devices(Cli *c, const Job *job) {
   int64_t n;
   if (strncmp(d, "cpu:", 4) || !parse_count(d + 4, 1 << 20, &n) || n < 1)
     return fail("--devices '%s': expected cpu, cpu:N, cuda or cuda:0,1%s", d, "");
-  int nworld = job->pp * (job->dp > 0 ? job->dp : 1) * (job->tp > 0 ? job->tp : 1);
+  int nworld = mpl_mesh_size(job->mesh);
   if (n != nworld) {
     char buf[160];
     snprintf(buf, sizeof buf, "%lld devices, but the job has %d ranks (dp %d x tp %d x pp %d: one CPU device per rank)",
-             (long long)n, nworld, job->dp, job->tp, job->pp);
+             (long long)n, nworld, job->mesh.dp, job->mesh.tp, job->mesh.pp);
     return fail("--devices %s asks for %s", d, buf);
   }
   return 0;
@@ -279,7 +279,7 @@ static int check_mpi_gpus(Cli *c) {
 /* --comm-stats: every rank's counts (gathered to world rank 0 under MPI), written by the lead. */
 static int write_comm_stats(const MplRun *r, const char *path, MplErr *err) {
   const Job *job = mpl_run_job(r);
-  int dp = job->dp > 0 ? job->dp : 1, tp = job->tp > 0 ? job->tp : 1, nworld = dp * tp * job->pp;
+  int nworld = mpl_mesh_size(job->mesh);
   MplCommCount *cnt = mpl_calloc((size_t)nworld * MPL_COMM__COUNT, sizeof *cnt);
   if (!cnt) return mpl_errf(err, "out of memory");
   int st = mpl_run_comm_counts(r, cnt, err);
@@ -287,8 +287,10 @@ static int write_comm_stats(const MplRun *r, const char *path, MplErr *err) {
   if (st == MPL_OK && mpl_run_is_lead(r) && !f) st = mpl_errf(err, "%s: cannot write: %s", path, strerror(errno));
   for (int w = 0; f && w < nworld; w++) {
     const MplCommCount *c = cnt + (size_t)w * MPL_COMM__COUNT;
-    fprintf(f, "{\"rank\": %d, \"dp\": %d, \"pp\": %d, \"tp\": %d, \"step\": %lld", w, w / (job->pp * tp),
-            w % job->pp, w / job->pp % tp, (long long)mpl_run_step(r));
+    int dpi, tpi, pr;
+    mpl_mesh_coords(job->mesh, w, &dpi, &tpi, &pr);
+    fprintf(f, "{\"rank\": %d, \"dp\": %d, \"pp\": %d, \"tp\": %d, \"step\": %lld", w, dpi, pr, tpi,
+            (long long)mpl_run_step(r));
     for (int what = 0; what < 2; what++) {
       uint64_t total = 0;
       fprintf(f, ", \"%s\": {", what ? "bytes" : "calls");
@@ -310,7 +312,7 @@ static int run(Cli *c, Job *job) {
   if (c->run.comm && check_mpi(c, job)) return 1;
   int bad = check_devices(c, job); /* under MPI agreed: a process alone must not go on */
   if (c->run.comm ? mpi_failures(c->run.comm, bad) > 0 : bad) return 1;
-  c->run.threads = c->threads > 0 ? c->threads : default_threads(job->pp * (job->dp > 0 ? job->dp : 1) * (job->tp > 0 ? job->tp : 1));
+  c->run.threads = c->threads > 0 ? c->threads : default_threads(mpl_mesh_size(job->mesh));
   /* --sample alone samples from the given params: no training unless --steps says so */
   c->run.steps = c->steps >= 0 ? c->steps : (c->sample_n >= 0 ? 0 : -1);
   if (c->sample_n >= 0) c->run.out = stderr; /* stdout carries the sampled text alone */
@@ -333,11 +335,11 @@ static int run(Cli *c, Job *job) {
  * MPI does not run yet. */
 static int check_mpi(Cli *c, const Job *job) {
   MplComm *m = c->run.comm;
-  int nworld = job->pp * (job->dp > 0 ? job->dp : 1) * (job->tp > 0 ? job->tp : 1);
+  int nworld = mpl_mesh_size(job->mesh);
   char buf[256] = "";
   if (m->size != nworld)
     snprintf(buf, sizeof buf, "mpirun started %d processes, but the job has %d ranks (dp %d x tp %d x pp %d): use mpirun -np %d",
-             m->size, nworld, job->dp, job->tp, job->pp, nworld);
+             m->size, nworld, job->mesh.dp, job->mesh.tp, job->mesh.pp, nworld);
   else if (c->sample_n >= 0)
     snprintf(buf, sizeof buf, "--sample is not supported under mpirun yet: sample with a threads run (--init FILE)");
   if (!buf[0]) return c->devices && !strncmp(c->devices, "cuda", 4) ? check_mpi_gpus(c) : 0;

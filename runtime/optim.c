@@ -60,29 +60,12 @@ __attribute__((target("avx512f"))) static int64_t adamw_avx512(const AdamW *a, f
 }
 #endif
 
-void mpl_optim_cfg_from_job(MplOptimCfg *c, const JobTrain *t) {
-  *c = (MplOptimCfg){
-      .kind = t->optimizer,
-      .lr = t->lr,
-      .beta1 = t->beta1,
-      .beta2 = t->beta2,
-      .eps = t->eps,
-      .weight_decay = t->weight_decay,
-      .momentum = t->momentum,
-      .lr_schedule = t->lr_schedule,
-      .warmup = t->warmup,
-      .steps = t->steps,
-      .min_lr = t->min_lr,
-      .grad_clip = t->grad_clip,
-  };
-}
-
 /* constant, or cosine(warmup, min_lr): lr*(t+1)/warmup while t < warmup, then a cosine
- * from lr at t = warmup down to min_lr at the last step (steps - 1). */
-double mpl_lr_at(const MplOptimCfg *c, int64_t t) {
-  if (c->lr_schedule != MPL_LR_COSINE) return c->lr;
+ * from lr at t = warmup down to min_lr at the last step (steps - 1) of a run of `steps`. */
+double mpl_lr_at(const TrainConfig *c, int64_t steps, int64_t t) {
+  if (c->lr_schedule != LR_COSINE) return c->lr;
   if (t < c->warmup) return c->lr * (double)(t + 1) / (double)c->warmup;
-  int64_t span = c->steps - 1 - c->warmup;
+  int64_t span = steps - 1 - c->warmup;
   if (span <= 0) return c->lr;
   double progress = (double)(t - c->warmup) / (double)span;
   if (progress > 1) progress = 1;

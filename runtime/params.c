@@ -126,12 +126,12 @@ int mpl_run_set_param(MplRun *r, int p, const float *in, MplErr *err) { return s
 
 int mpl_run_optim_slots(const MplRun *r, const char *const **names) {
   static const char *const adamw[] = {"exp_avg", "exp_avg_sq"}, *const sgd[] = {"momentum"};
-  if (r->ocfg.kind == MPL_OPT_ADAMW) {
+  if (r->job->train.optimizer == OPT_ADAMW) {
     *names = adamw;
     return 2;
   }
   *names = sgd;
-  return r->ocfg.momentum != 0 ? 1 : 0;
+  return mpl_optim_slots(&r->job->train);
 }
 
 /* Optimizer state is whole and keyed by global name however it is split (tp parts, ZeRO-1

@@ -64,7 +64,6 @@ typedef struct RankCtx {
 struct MplRun {
   const Job *job;
   MplRunOpts opts;
-  MplOptimCfg ocfg;
   int pp, m;
   int dp, tp, nworld;        /* nworld = dp * tp * pp */
   int64_t B;                 /* rows per micro-batch */
@@ -136,7 +135,7 @@ static inline void *vptr(const RankCtx *rc, int v, int mb) {
 }
 
 /* The world rank of pipeline rank pr in replica dpi, tp index tpi. */
-static inline int world_of(const MplRun *r, int dpi, int tpi, int pr) { return (dpi * r->tp + tpi) * r->pp + pr; }
+static inline int world_of(const MplRun *r, int dpi, int tpi, int pr) { return mpl_mesh_rank(r->job->mesh, dpi, tpi, pr); }
 
 /* The same replica and tp index, another pipeline rank. */
 static inline int peer_of(const RankCtx *rc, int pr) { return world_of(rc->run, rc->dpi, rc->tpi, pr); }

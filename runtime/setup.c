@@ -58,9 +58,7 @@ int init_rank_ids(MplRun *r, int i, MplErr *err) {
   const Job *job = r->job;
   rc->run = r;
   rc->wrank = i;
-  rc->rank = i % r->pp;
-  rc->tpi = i / r->pp % r->tp;
-  rc->dpi = i / (r->pp * r->tp);
+  mpl_mesh_coords(job->mesh, i, &rc->dpi, &rc->tpi, &rc->rank);
   rc->holds = mpl_calloc((size_t)job->nparams + 1, sizeof(bool));
   rc->mb_loss = mpl_calloc((size_t)r->m, sizeof(double));
   rc->mb_loss_set = mpl_calloc((size_t)r->m, sizeof(bool));
@@ -289,15 +287,15 @@ int init_data(MplRun *r, MplErr *err) {
 }
 
 int check_job(const Job *job, MplErr *err) {
-  if (job->dp < 1 || job->tp < 1 || job->dp * job->tp * job->pp > 4096)
-    return mpl_errf(err, "bad job: mesh dp = %d, tp = %d, pp = %d", job->dp, job->tp, job->pp);
-  if (job->train.batch % (job->train.microbatches * job->dp))
+  if (job->mesh.dp < 1 || job->mesh.tp < 1 || job->mesh.dp * job->mesh.tp * job->mesh.pp > 4096)
+    return mpl_errf(err, "bad job: mesh dp = %d, tp = %d, pp = %d", job->mesh.dp, job->mesh.tp, job->mesh.pp);
+  if (job->train.batch % (job->train.microbatches * job->mesh.dp))
     return mpl_errf(err, "bad job: batch %lld does not divide into %lld micro-batches on %d replicas",
-                    (long long)job->train.batch, (long long)job->train.microbatches, job->dp);
-  if (job->pp < 1 || job->train.microbatches < 1 || job->train.batch % job->train.microbatches)
-    return mpl_errf(err, "bad job: pp = %d, microbatches = %lld", job->pp, (long long)job->train.microbatches);
+                    (long long)job->train.batch, (long long)job->train.microbatches, job->mesh.dp);
+  if (job->mesh.pp < 1 || job->train.microbatches < 1 || job->train.batch % job->train.microbatches)
+    return mpl_errf(err, "bad job: pp = %d, microbatches = %lld", job->mesh.pp, (long long)job->train.microbatches);
   for (int s = 0; s < job->nstages; s++)
-    if (job->stages[s].rank < 0 || job->stages[s].rank >= job->pp)
+    if (job->stages[s].rank < 0 || job->stages[s].rank >= job->mesh.pp)
       return mpl_errf(err, "bad job: stage %d on rank %d", s, job->stages[s].rank);
   for (int x = 0; x < job->nxfers; x++)
     if (job->xfers[x].src < 0 || job->xfers[x].src >= job->nstages || job->xfers[x].dst < 0 ||

@@ -10,6 +10,7 @@
  * Names are escaped, so the output is always valid JSON. A metrics line is one JSON object
  * flushed as soon as it is written, so a crash loses at most the line being written.
  */
+#include "job.h" /* mpl_mesh_coords */
 #include "mpl.h"
 
 #include <errno.h>
@@ -90,7 +91,9 @@ int mpl_trace_write(const MplTrace *t, const char *path, MplErr *err) {
   bool mesh = t->tp > 0 && t->pp > 0 && t->nranks > t->pp;
   for (int r = 0; r < t->nranks; r++) {
     fprintf(f, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":0,\"tid\":%d,\"args\":{\"name\":\"rank %d", r, r);
-    if (mesh) fprintf(f, " (dp %d, pp %d, tp %d)", r / (t->pp * t->tp), r % t->pp, r / t->pp % t->tp);
+    int dpi, tpi, pr;
+    mpl_mesh_coords((MplMesh){t->nranks / (t->pp * t->tp), t->pp, t->tp}, r, &dpi, &tpi, &pr);
+    if (mesh) fprintf(f, " (dp %d, pp %d, tp %d)", dpi, pr, tpi);
     fprintf(f, "\"}}");
   }
   for (int r = 0; r < t->nranks; r++)

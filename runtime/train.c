@@ -158,15 +158,13 @@ static int run_init_body(MplRun *r, MplErr *err) {
   const Job *job = r->job;
   if (check_job(job, err) != MPL_OK) return MPL_ERR;
   if (init_device_kind(r, err) != MPL_OK) return MPL_ERR;
-  r->pp = job->pp;
-  r->dp = job->dp > 0 ? job->dp : 1;
-  r->tp = job->tp > 0 ? job->tp : 1;
+  r->pp = job->mesh.pp;
+  r->dp = job->mesh.dp;
+  r->tp = job->mesh.tp;
   r->nworld = r->dp * r->tp * r->pp;
   r->m = (int)job->train.microbatches;
   r->B = job->train.batch / (job->train.microbatches * r->dp);
   r->total_steps = r->opts.steps >= 0 ? r->opts.steps : job->train.steps;
-  mpl_optim_cfg_from_job(&r->ocfg, &job->train);
-  r->ocfg.steps = r->total_steps;
   r->optim_fresh = true;
   r->last_loss = NAN;
   if (!r->devops->load_kernels && init_kernels(r, err) != MPL_OK) return MPL_ERR;
@@ -256,7 +254,7 @@ static void fmt_eta(char *buf, size_t n, double s) {
 }
 
 static int report_step(MplRun *r, int64_t step, double step_s, double avg_s, MplErr *err) {
-  double lr = mpl_lr_at(&r->ocfg, step);
+  double lr = mpl_lr_at(&r->job->train, r->total_steps, step);
   double tokens = (double)(r->B * r->m * r->dp); /* the step's rows; tokens when a row is a sequence */
   bool seq = false;
   for (int i = 0; i < r->job->ninputs && !seq; i++) {

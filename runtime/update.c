@@ -148,7 +148,7 @@ static int norm_allreduce(RankCtx *rc, int64_t step, MplErr *err) {
   if (!isfinite(norm))
     return rank_fail(rc, err, "step %lld: the gradient norm is %s: training stopped before the update, nothing more "
                      "is written (lower the learning rate)", (long long)step + 1, isnan(norm) ? "nan" : "inf");
-  rc->clip_coef = mpl_clip_coef(norm, r->ocfg.grad_clip);
+  rc->clip_coef = mpl_clip_coef(norm, r->job->train.grad_clip);
   return MPL_OK;
 }
 
@@ -164,14 +164,14 @@ static int clip(RankCtx *rc, const JobIns *in, MplErr *err) {
 static int update(RankCtx *rc, const JobIns *in, int64_t step, MplErr *err) {
   MplRun *r = rc->run;
   const JobParam *p = &r->job->params[in->param];
-  const MplOptimCfg *c = &r->ocfg;
+  const TrainConfig *c = &r->job->train;
   int64_t lo, n;
   range_of(rc, in->param, in->flags, &lo, &n);
   if (n == 0) return MPL_OK;
   float *w = (float *)vptr(rc, p->value, 0) + lo, *g = rc->grad[in->param] + lo;
   float *m = rc->opt[0][in->param], *v = rc->opt[1][in->param];
-  double lr = mpl_lr_at(c, step);
-  if (c->kind == MPL_OPT_ADAMW)
+  double lr = mpl_lr_at(c, r->total_steps, step);
+  if (c->optimizer == OPT_ADAMW)
     return rc->dev.ops->adamw(&rc->dev, w, g, m, v, n, lr, c->beta1, c->beta2, c->eps, p->decay ? c->weight_decay : 0.0,
                               step + 1, err);
   return rc->dev.ops->sgd(&rc->dev, w, g, m, n, lr, c->momentum, r->optim_fresh, err);
@@ -274,7 +274,7 @@ int upd_init_rank(MplRun *r, RankCtx *rc, MplErr *err) {
   const MplDeviceOps *o = rc->dev.ops;
   if (!o->accum_f32 || !o->copy_device || !o->sumsq_f64 || !o->scale_f32 || !o->sgd || !o->adamw)
     return mpl_errf(err, "the %s device lacks the optimizer operations", o->name);
-  int nslots = r->ocfg.kind == MPL_OPT_ADAMW ? 2 : (r->ocfg.momentum != 0 ? 1 : 0);
+  int nslots = mpl_optim_slots(&job->train);
   Needs nd = {.sum = mpl_calloc((size_t)job->nparams + 1, 1), .state = mpl_calloc((size_t)job->nparams + 1, 8)};
   int st = nd.sum && nd.state ? find_needs(rc, &nd, err) : mpl_errf(err, "out of memory");
   size_t total = st == MPL_OK ? carve(rc, &nd, nslots, NULL) : 0;

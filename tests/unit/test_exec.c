@@ -190,8 +190,8 @@ static void set_schedule(Job *j, int pp, bool clip) {
 static Job *build_job(int pp, int optimizer, double clip) {
   Job *j = calloc(1, sizeof *j);
   j->model_name = strdup("tiny");
-  j->dp = j->tp = 1;
-  j->pp = pp;
+  j->mesh.dp = j->mesh.tp = 1;
+  j->mesh.pp = pp;
   j->nstages = 2;
   j->train = (JobTrain){.data_kind = 0, .synthetic_n = 16, .batch = R * M, .seq = 1, .microbatches = M,
                         .optimizer = (uint8_t)optimizer, .lr = 0.05, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
@@ -278,7 +278,7 @@ static void free_job(Job *j) {
   free(j->stages);
   for (int x = 0; x < j->nxfers; x++) free(j->xfers[x].vals);
   free(j->xfers);
-  for (int r = 0; r < j->pp; r++) {
+  for (int r = 0; r < j->mesh.pp; r++) {
     free(j->ranks[r].offset);
     free(j->ranks[r].ins);
   }
@@ -352,7 +352,7 @@ static double reference(const float *p, const float *data, double *grad) {
 START_TEST(test_matches_reference) {
   /* one SGD step: the loss and (p_old - p_new) / lr against the reference */
   for (int pp = 1; pp <= 2; pp++) {
-    Job *j = build_job(pp, MPL_OPT_SGD, 0);
+    Job *j = build_job(pp, OPT_SGD, 0);
     MplRunOpts o = quiet_opts();
     o.steps = 1;
     MplRun *r;
@@ -388,7 +388,7 @@ END_TEST
 START_TEST(test_pp1_equals_pp2) {
   float a[NPARAM_FLOATS], b[NPARAM_FLOATS], c[NPARAM_FLOATS];
   double la, lb;
-  Job *j1 = build_job(1, MPL_OPT_ADAMW, 0.05), *j2 = build_job(2, MPL_OPT_ADAMW, 0.05);
+  Job *j1 = build_job(1, OPT_ADAMW, 0.05), *j2 = build_job(2, OPT_ADAMW, 0.05);
   MplRunOpts o = quiet_opts();
   train_params(j1, &o, a, &la);
   train_params(j2, &o, b, &lb);
@@ -403,7 +403,7 @@ START_TEST(test_pp1_equals_pp2) {
 END_TEST
 
 START_TEST(test_failure_aborts) {
-  Job *j = build_job(2, MPL_OPT_ADAMW, 0);
+  Job *j = build_job(2, OPT_ADAMW, 0);
   for (int fr = 0; fr < 2; fr++) {
     MplRunOpts o = quiet_opts();
     o.fail_rank = fr;
@@ -429,7 +429,7 @@ START_TEST(test_checkpoint_resume) {
   snprintf(save, sizeof save, "%s/final.safetensors", dir);
   snprintf(trace, sizeof trace, "%s/trace.json", dir);
   snprintf(metrics, sizeof metrics, "%s/m.jsonl", dir);
-  Job *j = build_job(2, MPL_OPT_ADAMW, 0.05);
+  Job *j = build_job(2, OPT_ADAMW, 0.05);
   float full[NPARAM_FLOATS], resumed[NPARAM_FLOATS], loaded[NPARAM_FLOATS];
   MplRunOpts o = quiet_opts();
   o.steps = 6;
@@ -456,7 +456,7 @@ START_TEST(test_checkpoint_resume) {
   train_params(j, &o3, loaded, NULL);
   ck_assert(memcmp(full, loaded, sizeof full) == 0);
   /* a resume of another model is refused */
-  Job *other = build_job(2, MPL_OPT_SGD, 0);
+  Job *other = build_job(2, OPT_SGD, 0);
   MplRun *r;
   MplErr err = {{0}};
   MplRunOpts o4 = quiet_opts();
@@ -472,7 +472,7 @@ START_TEST(test_checkpoint_resume) {
 END_TEST
 
 START_TEST(test_init_errors) {
-  Job *j = build_job(2, MPL_OPT_ADAMW, 0);
+  Job *j = build_job(2, OPT_ADAMW, 0);
   MplRunOpts o = quiet_opts();
   MplRun *r;
   MplErr err = {{0}};
@@ -501,7 +501,7 @@ static const MplKernelFn sample_kernels[] = {k_next_logits, k_zero_loss};
 
 START_TEST(test_sample) {
   Job *j = calloc(1, sizeof *j);
-  j->dp = j->tp = j->pp = 1;
+  j->mesh.dp = j->mesh.tp = j->mesh.pp = 1;
   j->nstages = 1;
   j->train = (JobTrain){.synthetic_n = 4, .batch = 1, .seq = ST, .microbatches = 1, .optimizer = 1, .lr = 1e-3,
                         .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .steps = 1, .seed = 3};

@@ -65,7 +65,7 @@ START_TEST(test_intact_job_loads) {
   write_bytes(job_bytes, job_len);
   j = job_read(tmp_path, err, sizeof err);
   ck_assert_ptr_nonnull(j);
-  ck_assert_int_eq(j->pp, 2);
+  ck_assert_int_eq(j->mesh.pp, 2);
   ck_assert_int_gt(j->nparams, 0);
   ck_assert_int_gt(j->kernels.nkernels, 0);
   job_free(j);

@@ -93,30 +93,27 @@ START_TEST(test_clip) {
 END_TEST
 
 START_TEST(test_lr_schedules) {
-  MplOptimCfg c = {.kind = MPL_OPT_ADAMW, .lr = 1.0, .lr_schedule = MPL_LR_CONSTANT, .steps = 6};
-  ck_assert_double_eq(mpl_lr_at(&c, 0), 1.0);
-  ck_assert_double_eq(mpl_lr_at(&c, 5), 1.0);
-  c.lr_schedule = MPL_LR_COSINE;
+  TrainConfig c = {.optimizer = OPT_ADAMW, .lr = 1.0, .lr_schedule = LR_CONSTANT};
+  ck_assert_double_eq(mpl_lr_at(&c, 6, 0), 1.0);
+  ck_assert_double_eq(mpl_lr_at(&c, 6, 5), 1.0);
+  c.lr_schedule = LR_COSINE;
   c.warmup = 2;
   c.min_lr = 0.1;
   double want[6] = {0.5, 1.0, 1.0, 0.775, 0.325, 0.1};
-  for (int t = 0; t < 6; t++) ck_assert_double_eq_tol(mpl_lr_at(&c, t), want[t], 1e-12);
+  for (int t = 0; t < 6; t++) ck_assert_double_eq_tol(mpl_lr_at(&c, 6, t), want[t], 1e-12);
   c.warmup = 0; /* no warmup: cosine from the first step */
-  ck_assert_double_eq_tol(mpl_lr_at(&c, 0), 1.0, 1e-12);
-  ck_assert_double_eq_tol(mpl_lr_at(&c, 5), 0.1, 1e-12);
+  ck_assert_double_eq_tol(mpl_lr_at(&c, 6, 0), 1.0, 1e-12);
+  ck_assert_double_eq_tol(mpl_lr_at(&c, 6, 5), 0.1, 1e-12);
 }
 END_TEST
 
-START_TEST(test_cfg_from_job) {
-  JobTrain t = {.optimizer = 1, .lr = 3e-4, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8,
-                .weight_decay = 0.1, .lr_schedule = 1, .warmup = 10, .steps = 100,
-                .min_lr = 3e-5, .grad_clip = 1.0};
-  MplOptimCfg c;
-  mpl_optim_cfg_from_job(&c, &t);
-  ck_assert_int_eq(c.kind, MPL_OPT_ADAMW);
-  ck_assert_double_eq(c.grad_clip, 1.0);
-  ck_assert_double_eq_tol(mpl_lr_at(&c, 4), 3e-4 * 5 / 10, 1e-15);
-  ck_assert_double_eq_tol(mpl_lr_at(&c, 99), 3e-5, 1e-15);
+START_TEST(test_cfg_from_job) { /* the job's train config drives the schedule as it is */
+  TrainConfig t = {.optimizer = OPT_ADAMW, .lr = 3e-4, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8,
+                   .weight_decay = 0.1, .lr_schedule = LR_COSINE, .warmup = 10, .steps = 100,
+                   .min_lr = 3e-5, .grad_clip = 1.0};
+  ck_assert_int_eq(mpl_optim_slots(&t), 2);
+  ck_assert_double_eq_tol(mpl_lr_at(&t, t.steps, 4), 3e-4 * 5 / 10, 1e-15);
+  ck_assert_double_eq_tol(mpl_lr_at(&t, t.steps, 99), 3e-5, 1e-15);
 }
 END_TEST
 

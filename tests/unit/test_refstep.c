@@ -82,7 +82,7 @@ static double max_abs(const double *x, int64_t n) {
  * (NORM_ADD, NORM_ALLREDUCE, CLIP) taken out of every rank's stream. */
 static void drop_clipping(Job *job) {
   job->train.grad_clip = 0;
-  for (int r = 0; r < job->pp; r++) {
+  for (int r = 0; r < job->mesh.pp; r++) {
     JobRank *jr = &job->ranks[r];
     int n = 0;
     for (int i = 0; i < jr->nins; i++) {
