@@ -83,31 +83,25 @@ static int dp_group(const RankCtx *rc, int *ranks, MplErr *err) {
   return MPL_OK;
 }
 
-static int dp_allreduce(RankCtx *rc, int pi, MplErr *err) {
+/* A collective over the replicas of this rank's pipeline rank and tp index, on param pi:
+ * DP_ALLREDUCE and ZeRO-1's DP_REDUCE_SCATTER of its gradient (replica d ends with the
+ * sum of chunk d, mpl_dp_chunk being the communicator's chunk rule), ZeRO-1's
+ * DP_ALLGATHER of the updated param; sums in replica order. */
+static int dp_collective(RankCtx *rc, int kind, int pi, MplErr *err) {
   MplRun *r = rc->run;
   const JobParam *p = &r->job->params[pi];
-  int ranks[256];
+  const MplCommOps *c = rc->comm->ops;
+  int ranks[256], st, ck = kind == JI_DP_ALLREDUCE ? MPL_COMM_DP_ALLREDUCE
+                         : kind == JI_DP_REDUCE_SCATTER ? MPL_COMM_DP_REDUCE_SCATTER : MPL_COMM_DP_ALLGATHER;
   if (dp_group(rc, ranks, err) != MPL_OK) return MPL_ERR;
-  comm_count(rc, MPL_COMM_DP_ALLREDUCE, (size_t)p->numel * 4);
+  comm_count(rc, ck, (size_t)p->numel * 4);
   double t0 = trace_t(rc);
-  if (rc->comm->ops->allreduce_sum_f32(rc->comm, ranks, r->dp, rc->grad[pi], (size_t)p->numel) != MPL_OK)
-    return rank_fail(rc, err, "gradient all-reduce of %s over the replicas: %s", p->name, rc->comm->err.msg);
-  trace_comm(rc, "dp_allreduce", t0);
-  return MPL_OK;
-}
-
-/* ZeRO-1's reduce-scatter of param pi's gradient over the replicas: replica d ends with
- * the sum of chunk d (mpl_dp_chunk: the communicator's chunk rule), in replica order. */
-static int dp_reduce_scatter(RankCtx *rc, int pi, MplErr *err) {
-  MplRun *r = rc->run;
-  const JobParam *p = &r->job->params[pi];
-  int ranks[256];
-  if (dp_group(rc, ranks, err) != MPL_OK) return MPL_ERR;
-  comm_count(rc, MPL_COMM_DP_REDUCE_SCATTER, (size_t)p->numel * 4);
-  double t0 = trace_t(rc);
-  if (rc->comm->ops->reduce_scatter_sum_f32(rc->comm, ranks, r->dp, rc->grad[pi], (size_t)p->numel) != MPL_OK)
-    return rank_fail(rc, err, "ZeRO reduce-scatter of %s: %s", p->name, rc->comm->err.msg);
-  trace_comm(rc, "dp_reduce_scatter", t0);
+  size_t n = (size_t)p->numel;
+  if (kind == JI_DP_ALLREDUCE) st = c->allreduce_sum_f32(rc->comm, ranks, r->dp, rc->grad[pi], n);
+  else if (kind == JI_DP_REDUCE_SCATTER) st = c->reduce_scatter_sum_f32(rc->comm, ranks, r->dp, rc->grad[pi], n);
+  else st = c->allgather(rc->comm, ranks, r->dp, vptr(rc, p->value, 0), n, 4);
+  if (st != MPL_OK) return rank_fail(rc, err, "%s of %s over the replicas: %s", job_ins_name(kind), p->name, rc->comm->err.msg);
+  trace_comm(rc, mpl_comm_kind_name(ck), t0);
   return MPL_OK;
 }
 
@@ -177,31 +171,17 @@ static int update(RankCtx *rc, const JobIns *in, int64_t step, MplErr *err) {
   return rc->dev.ops->sgd(&rc->dev, w, g, m, n, lr, c->momentum, r->optim_fresh, err);
 }
 
-/* ZeRO-1's all-gather of param pi: every replica's updated chunk to every replica, in place. */
-static int dp_allgather(RankCtx *rc, int pi, MplErr *err) {
-  MplRun *r = rc->run;
-  const JobParam *p = &r->job->params[pi];
-  int ranks[256];
-  if (dp_group(rc, ranks, err) != MPL_OK) return MPL_ERR;
-  comm_count(rc, MPL_COMM_DP_ALLGATHER, (size_t)p->numel * 4);
-  double t0 = trace_t(rc);
-  if (rc->comm->ops->allgather(rc->comm, ranks, r->dp, vptr(rc, p->value, 0), (size_t)p->numel, 4) != MPL_OK)
-    return rank_fail(rc, err, "ZeRO all-gather of %s: %s", p->name, rc->comm->err.msg);
-  trace_comm(rc, "dp_allgather", t0);
-  return MPL_OK;
-}
-
 int upd_run(RankCtx *rc, const JobIns *in, int64_t step, MplErr *err) {
   switch (in->kind) {
   case JI_TIED_SEND: return tied_send(rc, in, err);
   case JI_GRAD_SUM: return grad_sum(rc, in->param, err);
-  case JI_DP_ALLREDUCE: return dp_allreduce(rc, in->param, err);
-  case JI_DP_REDUCE_SCATTER: return dp_reduce_scatter(rc, in->param, err);
+  case JI_DP_ALLREDUCE:
+  case JI_DP_REDUCE_SCATTER:
+  case JI_DP_ALLGATHER: return dp_collective(rc, in->kind, in->param, err);
   case JI_NORM_ADD: return norm_add(rc, in, err);
   case JI_NORM_ALLREDUCE: return norm_allreduce(rc, step, err);
   case JI_CLIP: return clip(rc, in, err);
   case JI_UPDATE: return update(rc, in, step, err);
-  case JI_DP_ALLGATHER: return dp_allgather(rc, in->param, err);
   default: return rank_fail(rc, err, "unknown instruction kind %d", in->kind);
   }
 }
