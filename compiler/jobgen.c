@@ -131,11 +131,12 @@ static void fill_inputs(Job *j, const Graph *g) {
   }
 }
 
-/* The train block as it is (one TrainConfig from sema to the runtime), with its own copy
- * of the data path. */
+/* The train block as it is (one TrainConfig from sema to the runtime), with its own copies
+ * of the data and val paths. */
 static void fill_train(Job *j, const Graph *g) {
   j->train = g->train;
   j->train.data_path = mpl_strdup(g->train.data_path ? g->train.data_path : "");
+  j->train.val_path = mpl_strdup(g->train.val_path ? g->train.val_path : "");
   if (j->train.virtual_stages < 1) j->train.virtual_stages = 1;
 }
 

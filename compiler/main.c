@@ -173,6 +173,14 @@ static void dump_config(FILE *out, const Graph *g) {
           g->nstages, g->nstages == 1 ? "" : "s", g->auto_stages ? " (placed by the balancer)" : "");
   if (t->data_kind == DATA_TOKENS) fprintf(out, "# train: data=tokens(\"%s\")", t->data_path);
   else fprintf(out, "# train: data=synthetic(%lld)", (long long)t->synthetic_n);
+  bool val = t->val_path && t->val_path[0];
+  if (val || t->eval_every > 0 || t->eval_batches != 8) { /* validation, when the program mentions it */
+    if (val) fprintf(out, " val=tokens(\"%s\")", t->val_path);
+    else fprintf(out, " val=none");
+    if (t->eval_every > 0) fprintf(out, " eval_every=%lld", (long long)t->eval_every);
+    else fprintf(out, " eval_every=last");
+    fprintf(out, " eval_batches=%lld", (long long)t->eval_batches);
+  }
   fprintf(out, " batch=%lld seq=%lld microbatches=%lld schedule=%s", (long long)t->batch, (long long)t->seq,
           (long long)t->microbatches, sched_name(t->schedule));
   if (t->schedule == SCHED_INTERLEAVED) fprintf(out, "(%d)", t->virtual_stages);

@@ -75,13 +75,25 @@ static void opt_num(Sema *S, Scope *sc, Node *e, const char *name, double *out) 
   if (e) sema_const_num(S, sc, e, name, out);
 }
 
+static bool is_tokens(Node *e) {
+  const char *fn = callee_name(e);
+  return fn && e->kind == N_CALL && !strcmp(fn, "tokens") && e->list.n == 1;
+}
+
+/* tokens("file.bin"): the file name (arena text), or NULL after an error. */
+static const char *tokens_path(Sema *S, Scope *sc, Node *e) {
+  Value v = sema_eval(S, sc, ((Node *)e->list.items[0])->a);
+  if (v.kind == V_STR) return v.s;
+  if (v.kind != V_ERR) sema_err(S, e->loc, "tokens needs a file name in quotes");
+  return NULL;
+}
+
 static void key_data(Sema *S, Scope *sc, Node *e) {
   TrainConfig *t = &S->g->train;
   const char *fn = callee_name(e);
-  if (fn && e->kind == N_CALL && !strcmp(fn, "tokens") && e->list.n == 1) {
-    Value v = sema_eval(S, sc, ((Node *)e->list.items[0])->a);
-    if (v.kind == V_STR) { t->data_kind = DATA_TOKENS; t->data_path = (char *)v.s; return; }
-    if (v.kind != V_ERR) sema_err(S, e->loc, "tokens needs a file name in quotes");
+  if (is_tokens(e)) {
+    const char *path = tokens_path(S, sc, e);
+    if (path) t->data_kind = DATA_TOKENS, t->data_path = (char *)path;
     return;
   }
   if (fn && e->kind == N_CALL && !strcmp(fn, "synthetic") && e->list.n == 1) {
@@ -104,6 +116,27 @@ static void key_batch(Sema *S, Scope *sc, Node *e) { key_int(S, sc, e, "batch", 
 static void key_seq(Sema *S, Scope *sc, Node *e) { key_int(S, sc, e, "seq", 1, &S->g->train.seq); }
 static void key_microbatches(Sema *S, Scope *sc, Node *e) { key_int(S, sc, e, "microbatches", 1, &S->g->train.microbatches); }
 static void key_steps(Sema *S, Scope *sc, Node *e) { key_int(S, sc, e, "steps", 1, &S->g->train.steps); }
+
+/* val = tokens("file.bin"): the validation data (that it goes with token data is checked
+ * once every key is read: sema_train). */
+static void key_val(Sema *S, Scope *sc, Node *e) {
+  if (!is_tokens(e)) {
+    sema_err(S, e->loc, "val is tokens(\"file.bin\"): validation reads an llm.c token file");
+    return;
+  }
+  const char *path = tokens_path(S, sc, e);
+  if (path && !path[0]) sema_err(S, e->loc, "val's file name is empty");
+  else if (path) S->g->train.val_path = (char *)path;
+}
+
+static void key_eval_every(Sema *S, Scope *sc, Node *e) { key_int(S, sc, e, "eval_every", 1, &S->g->train.eval_every); }
+
+static void key_eval_batches(Sema *S, Scope *sc, Node *e) {
+  int64_t v;
+  if (!pos_int(S, sc, e, "eval_batches", 1, &v)) return;
+  if (v > (1 << 30)) { sema_err(S, e->loc, "eval_batches = %lld is too large", (long long)v); return; }
+  S->g->train.eval_batches = v;
+}
 
 static void key_seed(Sema *S, Scope *sc, Node *e) {
   int64_t v;
@@ -195,7 +228,8 @@ static void key_lr_schedule(Sema *S, Scope *sc, Node *e) {
 /* ORDER: none; keys are looked up by name. */
 #define TRAIN_KEYS(X)                                                            \
   X(data) X(batch) X(seq) X(microbatches) X(schedule) X(optimizer)              \
-  X(lr_schedule) X(grad_clip) X(zero) X(steps) X(seed)
+  X(lr_schedule) X(grad_clip) X(zero) X(steps) X(seed) X(val) X(eval_every)    \
+  X(eval_batches)
 
 static const struct {
   const char *name;
@@ -211,7 +245,7 @@ static void train_defaults(TrainConfig *t) {
       .data_kind = DATA_SYNTHETIC, .synthetic_n = 1024, .batch = 8, .seq = 64, .microbatches = 1,
       .schedule = SCHED_1F1B, .virtual_stages = 1, .optimizer = OPT_ADAMW, .lr = 1e-3,
       .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.01, .lr_schedule = LR_CONSTANT,
-      .steps = 1, .seed = 0,
+      .steps = 1, .seed = 0, .eval_every = 0, .eval_batches = 8,
   };
 }
 
@@ -226,7 +260,9 @@ void sema_train(Sema *S, Node *train) {
     size_t k = 0, n = sizeof train_keys / sizeof train_keys[0];
     while (k < n && strcmp(train_keys[k].name, kv->name)) k++;
     if (k == n) {
-      sema_err(S, kv->loc, "unknown train key '%s' (keys: data batch seq microbatches schedule optimizer lr_schedule grad_clip zero steps seed)", kv->name);
+#define X(k) " " #k
+      sema_err(S, kv->loc, "unknown train key '%s' (keys:" TRAIN_KEYS(X) ")", kv->name);
+#undef X
       continue;
     }
     Loc *prev = strmap_get(&seen, kv->name);
@@ -240,6 +276,11 @@ void sema_train(Sema *S, Node *train) {
     strmap_put(S->a, &seen, kv->name, l);
     if (kv->a) train_keys[k].fn(S, sc, kv->a);
   }
+  Loc *val = strmap_get(&seen, "val");
+  const TrainConfig *t = &S->g->train;
+  if (val && t->val_path && t->data_kind != DATA_TOKENS)
+    sema_err(S, *val, "val needs token data: validation feeds the model's (idx, targets) as data = tokens(\"file.bin\") "
+             "does, but data is synthetic(%lld)", (long long)t->synthetic_n);
 }
 
 /* --schedule: "1f1b", "interleaved(2)" (or "interleaved:2"). */

@@ -2,7 +2,8 @@
  * exec.c — one rank's step: its instruction stream run in order. The pipeline part
  * (fwd, bwd_b, bwd_w: the stage's programs of kernels, products and tp collectives;
  * send, recv: the transfers between pipeline ranks), then the update phase, handed to
- * update.c. Set-up is setup.c's, the loop over steps and the rank threads train.c's.
+ * update.c; and a validation pass, the forward part of the same stream (rank_eval).
+ * Set-up is setup.c's, the loop over steps and the rank threads train.c's.
  *
  * The world is dp x tp x pp ranks: world rank w = (replica * tp + tp_index) * pp + pipeline
  * rank. The ranks of one replica and tp index form a pipeline (they exchange
@@ -266,7 +267,9 @@ static int run_xfer(RankCtx *rc, const JobIns *ins, bool sending, MplErr *err) {
 
 /* ---- one training step of one rank ------------------------------------------------- */
 
-static int fill_inputs(RankCtx *rc, int64_t step, MplErr *err) {
+/* Every micro-batch's inputs of this rank for `step`: token rows from `loader` (at its
+ * position), or synthetic examples. */
+static int fill_inputs(RankCtx *rc, const MplLoader *loader, int64_t step, MplErr *err) {
   MplRun *r = rc->run;
   const Job *job = r->job;
   for (int i = 0; i < job->ninputs; i++) {
@@ -278,7 +281,7 @@ static int fill_inputs(RankCtx *rc, int64_t step, MplErr *err) {
       if (!dst) return MPL_ERR;
       if (r->tokens) {
         int32_t *buf = (int32_t *)rc->stage_buf;
-        mpl_loader_rows(&r->loader, (rc->dpi * r->m + j) * r->B, r->B, r->role[i] == 0 ? buf : NULL,
+        mpl_loader_rows(loader, (rc->dpi * r->m + j) * r->B, r->B, r->role[i] == 0 ? buf : NULL,
                         r->role[i] == 1 ? buf : NULL);
       } else {
         mpl_synth_rows(&r->synth, i, step, r->B * r->m * r->dp, (rc->dpi * r->m + j) * r->B, r->B, rc->stage_buf);
@@ -351,7 +354,7 @@ int rank_step(RankCtx *rc, int64_t step, MplErr *err) {
   memset(rc->comm_counts, 0, sizeof rc->comm_counts);
   for (int j = 0; j < r->m; j++) rc->mb_loss_set[j] = false;
   double ts0 = r->tracing ? mpl_trace_now(&r->trace) : 0;
-  if (zero_grads(rc, err) != MPL_OK || fill_inputs(rc, step, err) != MPL_OK) return MPL_ERR;
+  if (zero_grads(rc, err) != MPL_OK || fill_inputs(rc, &r->loader, step, err) != MPL_OK) return MPL_ERR;
   if (r->tracing) mpl_trace_event(&r->trace, rc->wrank, "setup", "setup", ts0, mpl_trace_now(&r->trace) - ts0);
   double busy = 0, upd0 = -1;
   for (int i = 0; i < jr->nins; i++) {
@@ -378,4 +381,49 @@ int rank_step(RankCtx *rc, int64_t step, MplErr *err) {
     rc->stats.wall_s += now_s() - t_start;
   }
   return MPL_OK;
+}
+
+/* ---- an evaluation pass (validation) ---------------------------------------------------
+ * Batch r->eval_batch of the val data (the rows the training loader reads at that step
+ * from position 0) through the forward part of the rank's stream: FWD and the transfers of
+ * activations (JobXfer.grad == 0), in stream order; BWD_B, BWD_W, gradient transfers and
+ * the update phase are skipped, so params, optimizer state, gradients (zeroed by the next
+ * step anyway) and the training loader are untouched. Kernels get MPL_MB_EVAL (r->eval):
+ * dropout is off, and no training step's masks are drawn.
+ *
+ * It cannot deadlock: the full streams run (the schedule is proven), so the graph of
+ * their instructions, with program order on each rank and an edge from each send to its
+ * recv, has no cycle. The forward part keeps a subset of those instructions in the same
+ * order on each rank, and every activation recv's send (its src stage's FWD comes before
+ * it on the sender): its edges are a subset of the full graph's paths, still without a
+ * cycle. Sends are eager, so a rank only ever waits in a recv whose send is reached. The
+ * tp ranks of a pipeline rank run the same stream, so their collectives inside FWD still
+ * pair up; replicas share no forward message. Every send of the pass is received in it
+ * (same tags as a step's), so no message is left over for the next step.
+ *
+ * A buffer's contents in the pass are what the step would compute: the plan only reuses a
+ * buffer after its value's last use in the full stream, and the pass runs fewer writers in
+ * the same order. The step's communication counts (--comm-stats) and busy times are kept
+ * as the last training step left them. */
+static bool ins_is_forward(const Job *job, const JobIns *ins) {
+  if (ins->kind == JI_FWD) return true;
+  return (ins->kind == JI_SEND || ins->kind == JI_RECV) && !job->xfers[ins->xfer].grad;
+}
+
+int rank_eval(RankCtx *rc, MplErr *err) {
+  MplRun *r = rc->run;
+  const JobRank *jr = &r->job->ranks[rc->rank];
+  MplCommCount counts[MPL_COMM__COUNT];
+  memcpy(counts, rc->comm_counts, sizeof counts);
+  for (int j = 0; j < r->m; j++) rc->mb_loss_set[j] = false;
+  double ts0 = trace_t(rc);
+  MplLoader batch = r->val_loader;
+  batch.pos = mpl_loader_pos_at_step(&batch, r->eval_batch);
+  int st = fill_inputs(rc, &batch, r->step, err);
+  for (int i = 0; i < jr->nins && st == MPL_OK; i++)
+    if (ins_is_forward(r->job, &jr->ins[i])) st = run_ins(rc, &jr->ins[i], r->step, err);
+  if (st == MPL_OK && rc->dev.ops->sync) st = end_step_on_device(rc, err);
+  memcpy(rc->comm_counts, counts, sizeof counts);
+  if (r->tracing) mpl_trace_event(&r->trace, rc->wrank, "eval", "eval", ts0, mpl_trace_now(&r->trace) - ts0);
+  return st;
 }

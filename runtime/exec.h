@@ -68,6 +68,7 @@ typedef struct MplRunOpts {
   int threads;                 /* per rank, >= 1 */
   int64_t steps;               /* total steps (a resumed run continues up to it); < 0: the job's */
   const char *data_path;       /* overrides the job's token file; NULL: the job's */
+  const char *val_path;        /* --val: overrides the job's validation file; NULL: the job's */
   const char *init_path;       /* --init */
   const char *save_path;       /* --save */
   const char *ckpt_dir;        /* --checkpoint */
@@ -108,7 +109,8 @@ typedef struct MplRun MplRun;
 int mpl_run_init(MplRun **out, const Job *job, const MplRunOpts *opts, MplErr *err);
 void mpl_run_free(MplRun *r);
 /* Trains from the current step up to the total steps; progress, trace, metrics,
- * checkpoints and --save as the options say. */
+ * checkpoints and --save as the options say; with validation data (the job's val or
+ * --val), the val loss after every eval_every-th step and after the last. */
 int mpl_run_train(MplRun *r, MplErr *err);
 /* How mpl_run_sample picks each token. */
 typedef struct MplSampleOpts {
@@ -130,6 +132,8 @@ int mpl_run_comm_counts(const MplRun *r, MplCommCount *out, MplErr *err);
 /* Introspection, for tests and checkpoints. */
 int64_t mpl_run_step(const MplRun *r);
 double mpl_run_last_loss(const MplRun *r);
+/* The last evaluation's val loss (NaN before the first; under MPI world rank 0's). */
+double mpl_run_val_loss(const MplRun *r);
 const MplRankStats *mpl_run_rank_stats(const MplRun *r, int rank);
 /* Copies param p (index into job->params) from the rank that owns it into out (numel floats). */
 int mpl_run_get_param(const MplRun *r, int p, float *out, MplErr *err);

@@ -4,7 +4,8 @@
  *
  * Sections, in this order: MANI (names, mesh, train settings, predictions), VALS
  * (value table), PARM (params), INPT (inputs), STAG (stage programs), XFER
- * (transfers), RANK (instruction streams and memory plans), KERN (kernels).
+ * (transfers), RANK (instruction streams and memory plans), KERN (kernels). The
+ * container's header flags hold the contents' format (MPL_JOB_FORMAT); another is refused.
  * The reader trusts nothing: every count goes through mpl_cur_count, and after
  * parsing job_validate checks every index and offset, so a corrupted job is
  * refused with a message and never reaches the executor.
@@ -49,6 +50,7 @@ static void write_manifest(MplJobWriter *w, const Job *j) {
   mpl_jw_f64(w, t->weight_decay), mpl_jw_f64(w, t->momentum);
   mpl_jw_u8(w, t->lr_schedule), mpl_jw_i64(w, t->warmup), mpl_jw_f64(w, t->min_lr), mpl_jw_f64(w, t->grad_clip);
   mpl_jw_u32(w, (uint32_t)t->zero), mpl_jw_i64(w, t->steps), mpl_jw_u64(w, t->seed);
+  mpl_jw_str(w, t->val_path ? t->val_path : ""), mpl_jw_i64(w, t->eval_every), mpl_jw_i64(w, t->eval_batches);
   mpl_jw_f64(w, j->flops_per_step), mpl_jw_f64(w, j->predicted_bubble), mpl_jw_f64(w, j->textbook_bubble);
   mpl_jw_end(w);
 }
@@ -159,7 +161,7 @@ int job_write(const Job *job, const char *path, char *err, size_t errlen) {
   write_stages(&w, job);
   write_ranks(&w, job);
   write_kernels(&w, job);
-  int rc = mpl_jw_save(&w, path, 0, &e);
+  int rc = mpl_jw_save(&w, path, MPL_JOB_FORMAT, &e); /* the header's flags: the contents' format */
   if (rc != MPL_OK && err) snprintf(err, errlen, "%s", e.msg);
   mpl_jw_free(&w);
   return rc;
@@ -230,11 +232,14 @@ static void read_manifest(MplCursor *c, Job *j) {
   t->weight_decay = mpl_cur_f64(c), t->momentum = mpl_cur_f64(c);
   t->lr_schedule = mpl_cur_u8(c), t->warmup = mpl_cur_i64(c), t->min_lr = mpl_cur_f64(c), t->grad_clip = mpl_cur_f64(c);
   t->zero = (int32_t)mpl_cur_u32(c), t->steps = mpl_cur_i64(c), t->seed = mpl_cur_u64(c);
+  t->val_path = dup_str(c), t->eval_every = mpl_cur_i64(c), t->eval_batches = mpl_cur_i64(c);
   j->flops_per_step = mpl_cur_f64(c), j->predicted_bubble = mpl_cur_f64(c), j->textbook_bubble = mpl_cur_f64(c);
   if (j->mesh.pp < 1 || j->mesh.pp > 4096 || j->nstages < j->mesh.pp || j->nstages > 65536 || j->mesh.dp < 1 || j->mesh.tp < 1)
     mpl_cur_fail(c, "bad mesh dp=%d pp=%d tp=%d stages=%d", j->mesh.dp, j->mesh.pp, j->mesh.tp, j->nstages);
   if (t->microbatches < 1 || t->microbatches > 65536 || t->batch < 1 || t->seq < 1)
     mpl_cur_fail(c, "bad batch %" PRId64 " / micro-batches %" PRId64, t->batch, t->microbatches);
+  if (t->eval_every < 0 || t->eval_batches < 1 || t->eval_batches > (1 << 30))
+    mpl_cur_fail(c, "bad validation: eval_every %" PRId64 ", eval_batches %" PRId64, t->eval_every, t->eval_batches);
   if ((unsigned)t->data_kind > DATA_TOKENS || (unsigned)t->schedule > SCHED_ZB || (unsigned)t->optimizer > OPT_ADAMW ||
       (unsigned)t->lr_schedule > LR_COSINE)
     mpl_cur_fail(c, "bad train config: data %d, schedule %d, optimizer %d, lr schedule %d", t->data_kind, t->schedule,
@@ -375,6 +380,12 @@ Job *job_read(const char *path, char *err, size_t errlen) {
   char why[600] = "";
   if (mpl_job_load(&mj, path, &e) != MPL_OK) {
     snprintf(err, errlen, "%s", e.msg);
+    return NULL;
+  }
+  if (mj.flags != MPL_JOB_FORMAT) { /* jobs before format 3 have flags 0 */
+    snprintf(err, errlen, "%s: job format %u, but this mplrun reads format %d (recompile it with mplc)", path,
+             mj.flags ? mj.flags : 2, MPL_JOB_FORMAT);
+    mpl_job_free(&mj);
     return NULL;
   }
   Job *j = mpl_calloc(1, sizeof *j);
@@ -552,7 +563,7 @@ int job_validate(const Job *j, char *err, size_t errlen) {
 
 void job_free(Job *j) {
   if (!j) return;
-  mpl_free(j->model_name), mpl_free(j->source_name), mpl_free(j->train.data_path);
+  mpl_free(j->model_name), mpl_free(j->source_name), mpl_free(j->train.data_path), mpl_free(j->train.val_path);
   mpl_free(j->values);
   for (int i = 0; j->params && i < j->nparams; i++)
     mpl_free(j->params[i].name), mpl_free(j->params[i].use_value), mpl_free(j->params[i].use_stage);
@@ -590,6 +601,11 @@ void job_inspect(const Job *j, FILE *out) {
   fprintf(out, " optimizer %s lr %g steps %" PRId64 " seed %" PRIu64 "\n", t->optimizer == OPT_ADAMW ? "adamw" : "sgd", t->lr,
           t->steps, t->seed);
   fprintf(out, "data: %s\n", t->data_kind == DATA_TOKENS ? t->data_path : "synthetic");
+  if (t->val_path && t->val_path[0]) {
+    fprintf(out, "val: %s, %" PRId64 " batches, ", t->val_path, t->eval_batches);
+    if (t->eval_every > 0) fprintf(out, "every %" PRId64 " steps and after the last\n", t->eval_every);
+    else fprintf(out, "after the last step\n");
+  }
   fprintf(out, "flops per step: %.4g; predicted bubble %.4f (textbook %.4f)\n", j->flops_per_step,
           j->predicted_bubble, j->textbook_bubble);
   fprintf(out, "params (%d):\n", j->nparams);

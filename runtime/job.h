@@ -19,7 +19,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define MPL_JOB_FORMAT 2 /* 2: the update phase as instructions (JI_TIED_SEND ... JI_DP_ALLGATHER) */
+/* The format of the job's contents, written in the container's header flags (job_write) and
+ * checked by job_read. 2: the update phase as instructions (JI_TIED_SEND ... JI_DP_ALLGATHER);
+ * 3: validation (TrainConfig's val_path, eval_every, eval_batches). */
+#define MPL_JOB_FORMAT 3
 
 /* ---- values: one per graph op (the op id is the value id) ---------------- */
 typedef enum JobDType { JDT_F32, JDT_BF16, JDT_F16, JDT_I32, JDT_BOOL } JobDType;
@@ -217,6 +220,9 @@ typedef struct TrainConfig {
   int32_t zero;
   int64_t steps;
   uint64_t seed;
+  char *val_path;         /* validation's token file; NULL or "": none (mplc: arena text; a Job: its own copy) */
+  int64_t eval_every;     /* evaluate after every eval_every-th step; 0: after the last step only */
+  int64_t eval_batches;   /* batches per evaluation, >= 1 */
 } TrainConfig;
 typedef TrainConfig JobTrain;
 

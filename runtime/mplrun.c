@@ -3,7 +3,7 @@
  * devices, and reports. The only place of the runtime that exits.
  *
  *   mplrun JOB [--devices cpu|cpu:N|cuda|cuda:0,1] [--threads N] [--steps N] [--data FILE]
- *              [--init F] [--save F] [--checkpoint DIR] [--checkpoint-every N] [--resume DIR]
+ *              [--val FILE] [--init F] [--save F] [--checkpoint DIR] [--checkpoint-every N] [--resume DIR]
  *              [--trace FILE.json] [--metrics FILE.jsonl] [--comm-stats FILE.jsonl] [--inspect]
  *              [--sample N --prompt TEXT [--temperature T] [--top-k K] [--seed S]] [--tf32] [--mpi] [-q]
  *
@@ -54,12 +54,14 @@ typedef struct Cli {
 
 static void usage(FILE *f) {
   fputs("usage: mplrun JOB [--devices cpu|cpu:N|cuda|cuda:0,1] [--threads N] [--steps N] [--data FILE]\n"
-        "                  [--init FILE.safetensors] [--save FILE.safetensors] [--checkpoint DIR]\n"
+        "                  [--val FILE] [--init FILE.safetensors] [--save FILE.safetensors] [--checkpoint DIR]\n"
         "                  [--checkpoint-every N] [--resume DIR] [--trace FILE.json] [--metrics FILE.jsonl]\n"
         "                  [--comm-stats FILE.jsonl] [--inspect] [--tf32] [--mpi] [-q]\n"
         "                  [--sample N --prompt TEXT [--temperature T] [--top-k K] [--seed S]]\n"
         "  --temperature T    0: greedy; default 1      --top-k K   only the K likeliest (0: all)\n"
         "  --seed S           the sampling seed (default: the job's train seed)\n"
+        "  --val FILE         validation data (a token file) replacing the train block's val: the val\n"
+        "                     loss after every eval_every-th step and after the last\n"
         "  --comm-stats FILE  one JSON line per rank: calls and payload bytes of the last step's\n"
         "                     messages and collectives, by kind (as mplc --emit=plan predicts them)\n",
         f);
@@ -82,7 +84,7 @@ static bool parse_count(const char *s, int64_t max, int64_t *out) {
   return true;
 }
 
-static const char *const value_flags[] = {"--devices", "--threads", "--steps", "--data", "--init", "--save",
+static const char *const value_flags[] = {"--devices", "--threads", "--steps", "--data", "--val", "--init", "--save",
                                           "--checkpoint", "--checkpoint-every", "--resume", "--trace",
                                           "--metrics", "--sample", "--prompt", "--comm-stats",
                                           "--temperature", "--top-k", "--seed", NULL};
@@ -111,6 +113,7 @@ static int apply_flag(Cli *c, const char *f, const char *v) {
     if (!parse_count(v, 1 << 24, &n)) return fail("--sample needs a non-negative token count, not '%s'%s", v, "");
     c->sample_n = n;
   } else if (!strcmp(f, "--data")) c->run.data_path = v;
+  else if (!strcmp(f, "--val")) c->run.val_path = v;
   else if (!strcmp(f, "--init")) c->run.init_path = v;
   else if (!strcmp(f, "--save")) c->run.save_path = v;
   else if (!strcmp(f, "--checkpoint")) c->run.ckpt_dir = v;

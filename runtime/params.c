@@ -13,6 +13,7 @@
 
 int64_t mpl_run_step(const MplRun *r) { return r->step; }
 double mpl_run_last_loss(const MplRun *r) { return r->last_loss; }
+double mpl_run_val_loss(const MplRun *r) { return r->val_loss; }
 const Job *mpl_run_job(const MplRun *r) { return r->job; }
 const MplRunOpts *mpl_run_opts(const MplRun *r) { return &r->opts; }
 bool mpl_run_is_lead(const MplRun *r) { return r->lead; }

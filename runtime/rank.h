@@ -90,12 +90,20 @@ struct MplRun {
   MplLoader loader;
   MplSynth synth;
   bool have_synth;
+  /* validation (the job's val or --val): its own token file and loader, read from position
+     0 at every evaluation; the training loader is never touched */
+  bool validating;
+  MplTokens val_tok;
+  MplLoader val_loader;
+  int64_t eval_batch;        /* the batch an evaluation pass runs (rank_eval) */
+  double val_loss;           /* the last evaluation's (NaN before) */
   /* progress */
   int64_t step, total_steps;
   int64_t first_step;        /* the step this run started at (the warm-up step) */
   double last_loss;
   bool optim_fresh;          /* no optimizer step taken yet (SGD's first momentum step) */
-  bool eval;                 /* an evaluation pass (sampling): kernels get MPL_MB_EVAL, dropout is off */
+  bool eval;                 /* an evaluation pass (sampling, validation): kernels get MPL_MB_EVAL, dropout
+                                is off; the rank threads run rank_eval instead of rank_step */
   /* step synchronisation */
   pthread_mutex_t mu;
   pthread_cond_t go, done;
@@ -159,6 +167,9 @@ void trace_comm(RankCtx *rc, const char *name, double t0);
 
 /* One step of one rank: its whole instruction stream (step: 0-based). */
 int rank_step(RankCtx *rc, int64_t step, MplErr *err);
+/* One evaluation pass of one rank: batch r->eval_batch of the val data through the
+ * forward part of its stream; the losses land in mb_loss as a step's do. */
+int rank_eval(RankCtx *rc, MplErr *err);
 /* Program `which` (JP_*) of a stage for micro-batch mb. */
 int run_prog(RankCtx *rc, int stage, int which, int mb, int64_t step, MplErr *err);
 
@@ -179,6 +190,8 @@ int init_param_maps(MplRun *r, MplErr *err);
 int init_whole_params(MplRun *r, MplErr *err);
 int init_params(MplRun *r, MplErr *err);
 int init_data(MplRun *r, MplErr *err);
+/* The val token file (the job's val or --val), after init_data. */
+int init_val(MplRun *r, MplErr *err);
 int init_observability(MplRun *r, MplErr *err);
 void free_rank(RankCtx *rc);
 

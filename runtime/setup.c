@@ -213,6 +213,16 @@ int init_params(MplRun *r, MplErr *err) {
   return MPL_OK;
 }
 
+/* Every token of t is below the vocabulary of each input that has one. */
+static int check_vocab(const MplRun *r, const MplTokens *t, MplErr *err) {
+  const Job *job = r->job;
+  for (int i = 0; i < job->ninputs; i++)
+    if (job->inputs[i].hi > 0 && t->max_token >= job->inputs[i].hi)
+      return mpl_errf(err, "%s: token %d is out of range for input '%s' (vocabulary %lld)", t->path, t->max_token,
+                      job->inputs[i].name, (long long)job->inputs[i].hi);
+  return MPL_OK;
+}
+
 static int init_tokens(MplRun *r, const char *path, MplErr *err) {
   const Job *job = r->job;
   if (mpl_tokens_open(&r->tok, path, err) != MPL_OK) return MPL_ERR;
@@ -227,11 +237,30 @@ static int init_tokens(MplRun *r, const char *path, MplErr *err) {
     nroles++;
   }
   if (nroles == 0) return mpl_errf(err, "token data, but the model has no inputs");
-  for (int i = 0; i < job->ninputs; i++)
-    if (job->inputs[i].hi > 0 && r->tok.max_token >= job->inputs[i].hi)
-      return mpl_errf(err, "%s: token %d is out of range for input '%s' (vocabulary %lld)", path, r->tok.max_token,
-                      job->inputs[i].name, (long long)job->inputs[i].hi);
+  if (check_vocab(r, &r->tok, err) != MPL_OK) return MPL_ERR;
   return mpl_loader_init(&r->loader, &r->tok, r->B * r->m * r->dp, job->train.seq, err); /* the step's whole batch */
+}
+
+/* Validation: the val file (the job's val, --val replacing it) opened for a token model,
+ * with a loader of the step's whole batch, as the training data's. A file too short for
+ * one batch is an error (mpl_loader_init's); more batches than it holds wrap to its start,
+ * as the training loader does. */
+int init_val(MplRun *r, MplErr *err) {
+  const TrainConfig *t = &r->job->train;
+  const char *path = r->opts.val_path ? r->opts.val_path : t->val_path && t->val_path[0] ? t->val_path : NULL;
+  if (!path) return MPL_OK;
+  if (!r->tokens)
+    return mpl_errf(err, "validation (%s): the run's data is synthetic, and validation needs a token model trained "
+                    "on token data (data = tokens(...) or --data FILE)", path);
+  if (t->eval_batches < 1 || t->eval_every < 0)
+    return mpl_errf(err, "bad job: eval_batches %lld, eval_every %lld", (long long)t->eval_batches, (long long)t->eval_every);
+  if (mpl_tokens_open(&r->val_tok, path, err) != MPL_OK || check_vocab(r, &r->val_tok, err) != MPL_OK ||
+      mpl_loader_init(&r->val_loader, &r->val_tok, r->B * r->m * r->dp, t->seq, err) != MPL_OK) {
+    MplErr why = *err;
+    return mpl_errf(err, "validation data %s", why.msg);
+  }
+  r->validating = true;
+  return MPL_OK;
 }
 
 static int init_synth(MplRun *r, MplErr *err) {

@@ -2,8 +2,9 @@
  * train.c — a run from start to end: the backends chosen (the device kind, the process
  * layout: threads or one rank per process under mpirun, the communicators), the ranks set
  * up (setup.c), checkpoints and --init read, then the steps: each rank's thread runs its
- * stream (exec.c) while the main thread waits at the step barrier, then reports the loss,
- * writes metrics and checkpoints, and stops a diverging run.
+ * stream (exec.c) while the main thread waits at the step barrier, then evaluates the
+ * val loss when it is due (the ranks' forward parts, through the same barrier), reports
+ * the loss, writes metrics and checkpoints, and stops a diverging run.
  *
  * Invariants:
  *  - between steps the rank threads wait, so the main thread may read and write any
@@ -50,9 +51,10 @@ static void *rank_main(void *arg) {
     if (r->quit) break;
     seen = r->gen;
     int64_t step = r->step;
+    bool eval = r->eval;
     pthread_mutex_unlock(&r->mu);
     MplErr e = {{0}};
-    if (rank_step(rc, step, &e) != MPL_OK) record_failure(r, &e);
+    if ((eval ? rank_eval(rc, &e) : rank_step(rc, step, &e)) != MPL_OK) record_failure(r, &e);
     pthread_mutex_lock(&r->mu);
     if (--r->running == 0) pthread_cond_broadcast(&r->done);
   }
@@ -60,11 +62,13 @@ static void *rank_main(void *arg) {
   return NULL;
 }
 
-/* Runs step r->step on every rank and waits for all of them. Under MPI: this process's
- * rank runs on this thread, then the losses go to world rank 0. */
+/* Runs step r->step (or with r->eval, evaluation batch r->eval_batch) on every rank and
+ * waits for all of them. Under MPI: this process's rank runs on this thread, then the
+ * losses go to world rank 0. */
 static int run_one_step(MplRun *r, MplErr *err) {
   if (r->mpi) {
-    if (rank_step(&r->ranks[r->me], r->step, err) != MPL_OK) return MPL_ERR;
+    RankCtx *rc = &r->ranks[r->me];
+    if ((r->eval ? rank_eval(rc, err) : rank_step(rc, r->step, err)) != MPL_OK) return MPL_ERR;
     return gather_losses(r, err);
   }
   pthread_mutex_lock(&r->mu);
@@ -166,7 +170,7 @@ static int run_init_body(MplRun *r, MplErr *err) {
   r->B = job->train.batch / (job->train.microbatches * r->dp);
   r->total_steps = r->opts.steps >= 0 ? r->opts.steps : job->train.steps;
   r->optim_fresh = true;
-  r->last_loss = NAN;
+  r->last_loss = r->val_loss = NAN;
   if (!r->devops->load_kernels && init_kernels(r, err) != MPL_OK) return MPL_ERR;
   bool own_comm = r->devops->world_init != NULL; /* the device brings its communicator */
   if (init_mpi(r, err) != MPL_OK) return MPL_ERR;
@@ -179,7 +183,7 @@ static int run_init_body(MplRun *r, MplErr *err) {
   if (init_param_maps(r, err) != MPL_OK || init_whole_params(r, err) != MPL_OK) return MPL_ERR;
   for (int i = 0; i < r->nworld; i++)
     if (r->ranks[i].live && upd_init_rank(r, &r->ranks[i], err) != MPL_OK) return MPL_ERR;
-  if (init_data(r, err) != MPL_OK || init_params(r, err) != MPL_OK) return MPL_ERR;
+  if (init_data(r, err) != MPL_OK || init_val(r, err) != MPL_OK || init_params(r, err) != MPL_OK) return MPL_ERR;
   if (r->opts.init_path && mpl_ckpt_load_params(r, r->opts.init_path, err) != MPL_OK) return MPL_ERR;
   if (r->opts.resume_dir && mpl_ckpt_resume(r, r->opts.resume_dir, err) != MPL_OK) return MPL_ERR;
   if (init_observability(r, err) != MPL_OK) return MPL_ERR;
@@ -223,6 +227,7 @@ void mpl_run_free(MplRun *r) {
   mpl_free(r->updated);
   mpl_free(r->role);
   if (r->tokens) mpl_tokens_free(&r->tok);
+  mpl_tokens_free(&r->val_tok);
   if (r->have_synth) mpl_synth_free(&r->synth);
   if (r->tracing) mpl_trace_free(&r->trace);
   if (r->metrics_open) mpl_metrics_close(&r->metrics);
@@ -253,7 +258,30 @@ static void fmt_eta(char *buf, size_t n, double s) {
   else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
 }
 
-static int report_step(MplRun *r, int64_t step, double step_s, double avg_s, MplErr *err) {
+/* Is validation due after step `step` (0-based)? After every eval_every-th step and the last. */
+static bool eval_due(const MplRun *r, int64_t step) {
+  int64_t every = r->job->train.eval_every;
+  return r->validating && (step + 1 == r->total_steps || (every > 0 && (step + 1) % every == 0));
+}
+
+/* The val loss: eval_batches evaluation passes of the whole mesh (rank_eval), batch k
+ * reading the val file's rows of step k from its start; the mean of their losses, each
+ * the mean over micro-batches and replicas as a step's loss is. */
+static int evaluate(MplRun *r, MplErr *err) {
+  int64_t K = r->job->train.eval_batches;
+  double sum = 0;
+  int st = MPL_OK;
+  r->eval = true;
+  for (r->eval_batch = 0; r->eval_batch < K && st == MPL_OK; r->eval_batch++) {
+    st = run_one_step(r, err);
+    sum += step_loss(r);
+  }
+  r->eval = false;
+  r->val_loss = sum / (double)K;
+  return st;
+}
+
+static int report_step(MplRun *r, int64_t step, double step_s, double avg_s, bool evaluated, MplErr *err) {
   double lr = mpl_lr_at(&r->job->train, r->total_steps, step);
   double tokens = (double)(r->B * r->m * r->dp); /* the step's rows; tokens when a row is a sequence */
   bool seq = false;
@@ -266,15 +294,17 @@ static int report_step(MplRun *r, int64_t step, double step_s, double avg_s, Mpl
   if (!r->opts.quiet && r->lead) {
     char eta[32];
     fmt_eta(eta, sizeof eta, avg_s * (double)(r->total_steps - step - 1));
-    fprintf(r->opts.out, "step %lld/%lld | loss %.4f | lr %.2e | %.0f %s | %.1f ms/step | ETA %s\n",
+    fprintf(r->opts.out, "step %lld/%lld | loss %.4f | lr %.2e | %.0f %s | %.1f ms/step | ETA %s",
             (long long)step + 1, (long long)r->total_steps, r->last_loss, lr, tps, seq ? "tok/s" : "samples/s",
             step_s * 1e3, eta);
+    if (evaluated) fprintf(r->opts.out, " | val_loss %.4f", r->val_loss);
+    fputc('\n', r->opts.out);
     fflush(r->opts.out);
   }
   if (!r->metrics_open) return MPL_OK;
-  const char *keys[] = {"step", "loss", "lr", seq ? "tok_s" : "samples_s", "ms"};
-  double vals[] = {(double)(step + 1), r->last_loss, lr, tps, step_s * 1e3};
-  return mpl_metrics_line(&r->metrics, keys, vals, 5, err);
+  const char *keys[] = {"step", "loss", "lr", seq ? "tok_s" : "samples_s", "ms", "val_loss"};
+  double vals[] = {(double)(step + 1), r->last_loss, lr, tps, step_s * 1e3, r->val_loss};
+  return mpl_metrics_line(&r->metrics, keys, vals, evaluated ? 6 : 5, err);
 }
 
 int mpl_run_train(MplRun *r, MplErr *err) {
@@ -292,7 +322,9 @@ int mpl_run_train(MplRun *r, MplErr *err) {
     r->last_loss = step_loss(r);
     r->optim_fresh = false;
     done++;
-    if (report_step(r, r->step, dt, (now_s() - t_begin) / (double)done, err) != MPL_OK) return MPL_ERR;
+    bool evaluated = eval_due(r, r->step);
+    if (evaluated && evaluate(r, err) != MPL_OK) return MPL_ERR;
+    if (report_step(r, r->step, dt, (now_s() - t_begin) / (double)done, evaluated, err) != MPL_OK) return MPL_ERR;
     if (r->lead && !isfinite(r->last_loss))
       return mpl_errf(err, "step %lld: the loss is %s: training stopped, nothing more is written (lower the learning "
                       "rate or set grad_clip)", (long long)r->step + 1, isnan(r->last_loss) ? "nan" : "inf");
