@@ -40,5 +40,6 @@ run_case interleaved tests/e2e/small_gpt.mpl --mesh pp=2 --schedule "interleaved
 run_case dp_tp_pp tests/e2e/parallel_gpt.mpl --mesh dp=2,pp=2,tp=2 -- --steps 2 --checkpoint "$tmp/ck"
 run_case resume tests/e2e/parallel_gpt.mpl --mesh dp=2,pp=2,tp=2 -- --steps 3 --resume "$tmp/ck"
 run_case tokens tests/e2e/tiny_lm.mpl -- --steps 2 --metrics "$tmp/m.jsonl"
+run_case validation tests/e2e/tiny_lm.mpl --mesh dp=2 -- --steps 2 --val examples/data/tiny.bin --trace "$tmp/v.json"
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
