@@ -213,7 +213,7 @@ static bool sdpa_check(Sema *S, Node *call, Value q, Value k, Value v) {
     sema_err(S, call->loc, "sdpa: q %s, k %s and v %s do not fit [..., H, T, hs], [..., Hkv, S, hs], [..., Hkv, S, hs] (rank 3 to %d)",
              sema_shape_str(S, qi), sema_shape_str(S, ki), sema_shape_str(S, vi), MPL_MAX_RANK - 1);
     sema_note_operands(S, q, k);
-    sema_note_made(S, v);
+    if (v.op != q.op && v.op != k.op) sema_note_made(S, v);
     return false;
   }
   int64_t H = qi->shape.d[r - 3], Hkv = ki->shape.d[r - 3];
