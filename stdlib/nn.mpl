@@ -113,23 +113,25 @@ def swiglu(x: f32[..., d], hidden: int) -> f32[..., d] {
 }
 
 # Causal grouped-query self-attention: `heads` query heads share `kv_heads` key and
-# value heads; projections wq, wk, wv, wo without biases, rope on queries and keys
-# (tensor-parallel: heads and kv_heads split over tp, one all-reduce after wo).
-def gqa_attention(x: f32[B, T, d], heads: int, kv_heads: int) -> f32[B, T, d] {
+# value heads; projections wq, wk, wv, wo without biases, rope (with `base`) on
+# queries and keys (tensor-parallel: heads and kv_heads split over tp, one all-reduce
+# after wo; both must divide by tp).
+def gqa_attention(x: f32[B, T, d], heads: int, kv_heads: int, base: float = 10000.0) -> f32[B, T, d] {
   hs = d / heads
   q = transpose(reshape(col_linear(x, heads * hs, use_bias = false) as wq, B, T, heads, hs), 1, 2)
   k = transpose(reshape(col_linear(x, kv_heads * hs, use_bias = false) as wk, B, T, kv_heads, hs), 1, 2)
   v = transpose(reshape(col_linear(x, kv_heads * hs, use_bias = false) as wv, B, T, kv_heads, hs), 1, 2)
-  y = sdpa(rope(q), rope(k), v, causal = true)
+  y = sdpa(rope(q, base), rope(k, base), v, causal = true)
   y = reshape(transpose(y, 1, 2), B, T, heads * hs)
   return row_linear(y, d, use_bias = false) as wo
 }
 
 # A Llama transformer block (pre-RMSNorm, grouped-query attention, SwiGLU), with
-# the instance names of Meta's checkpoints.
-def llama_block(x: f32[B, T, d], heads: int, kv_heads: int, hidden: int) -> f32[B, T, d] {
-  x = x + gqa_attention(rmsnorm(x) as attention_norm, heads, kv_heads) as attention
-  return x + swiglu(rmsnorm(x) as ffn_norm, hidden) as feed_forward
+# the instance names of Meta's checkpoints; eps of the norms and rope's base are
+# Llama 1's by default (Llama 2 and 3 use eps = 1e-5; Llama 3 base = 500000).
+def llama_block(x: f32[B, T, d], heads: int, kv_heads: int, hidden: int, eps: float = 1e-6, base: float = 10000.0) -> f32[B, T, d] {
+  x = x + gqa_attention(rmsnorm(x, eps) as attention_norm, heads, kv_heads, base) as attention
+  return x + swiglu(rmsnorm(x, eps) as ffn_norm, hidden) as feed_forward
 }
 
 # A mixture of SwiGLU experts with top-k routing; returns (y, aux). Every token's
