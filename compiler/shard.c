@@ -522,8 +522,8 @@ static int shard_op(Shard *s, const Op *src, const int *in) {
   case OP_SLICE: return shard_slice(s, src, in);
   case OP_RESHAPE: return shard_reshape(s, src, in);
   case OP_TRANSPOSE: return shard_transpose(s, src, in);
-  case OP_EXPAND: return shard_expand(s, src, in);
-  case OP_CONCAT: return shard_concat(s, src, in);
+  case OP_EXPAND: return shard_expand(s, src, in); /* issue 13: expand, repeat */
+  case OP_CONCAT: return shard_concat(s, src, in); /* issue 13: concat, stack */
   default:
     if (op_info[src->kind].cls == OPC_E || src->kind == OP_DROPOUT) return shard_elementwise(s, src, in);
     return fallback(s, src, in);
