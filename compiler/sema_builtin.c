@@ -6,9 +6,10 @@
  * through sema_ops.c.
  *
  * Where the ops of the next issue go: one BUILTINS line each, with a handler here
- * (bi_unary serves sin, cos, floor and silu; argmax, topk, cumsum, gather, one_hot,
- * repeat, expand, stack, sdpa and conv2d take a handler of their own), their shape
- * rules in sema_ops.c. When this file nears its limit, the neural-network built-ins
+ * (bi_unary serves sin, cos, floor and silu; argmax, topk, cumsum, gather, one_hot
+ * and conv2d take a handler of their own), their shape rules in sema_ops.c. The
+ * built-ins lowered to existing ops (repeat, expand, stack, sdpa) are in
+ * sema_lower.c, looked up after this table. When this file nears its limit, the neural-network built-ins
  * (embedding, cross_entropy, dropout, sdpa, conv2d) can move to a file beside it.
  *
  * Invariants:
@@ -536,8 +537,7 @@ Value sema_builtin(Sema *S, Scope *sc, Node *call, const char *name, bool *found
     if (b->nreq >= 0 && !bind_builtin_args(S, call, b, args)) return verr();
     return b->fn(S, sc, call, b, args);
   }
-  *found = false;
-  return verr();
+  return sema_lowered_builtin(S, sc, call, name, found); /* repeat, expand, stack, sdpa */
 }
 
 /* ---- indexing: x[..., a:b], x[i] ----------------------------------------------------- */

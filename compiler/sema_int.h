@@ -4,8 +4,8 @@
  * The files, from the bottom up (each calls only those before it, except the three
  * of the evaluator, which call each other): sema_util.c (strings, diagnostics,
  * values), sema_ops.c (tensor operations on values), the evaluator (sema_eval.c
- * expressions, sema_builtin.c built-in functions, sema_stmt.c statements and def
- * calls), sema_place.c (placement after the body has run), sema_train.c (mesh and
+ * expressions, sema_builtin.c built-in functions, sema_lower.c those lowered to
+ * existing ops, sema_stmt.c statements and def calls), sema_place.c (placement after the body has run), sema_train.c (mesh and
  * train block), sema.c (the entry: modules, the model).
  *
  * The front end is an evaluator: it walks the AST of the chosen model, unrolling
@@ -217,6 +217,10 @@ Value sema_binop(Sema *S, int bop, Value a, Value b, Loc loc);
 /* sema_builtin.c: built-in functions and indexing */
 Value sema_builtin(Sema *S, Scope *sc, Node *call, const char *name, bool *found);
 Value sema_index(Sema *S, Scope *sc, Node *e, Value x);
+
+/* sema_lower.c: built-ins lowered to existing ops (repeat, expand, stack, sdpa);
+ * *found tells whether name is one of them */
+Value sema_lowered_builtin(Sema *S, Scope *sc, Node *call, const char *name, bool *found);
 
 /* sema_stmt.c: statements, defs, instances, params */
 void sema_exec_body(Sema *S, Scope *sc, NodeList *body);

@@ -359,6 +359,25 @@ static void exec_if(Sema *S, Scope *sc, Node *st) {
   exec_body_nested(S, sc, c.i ? &st->body : &st->else_body);
 }
 
+/* `return y, aux`: the values as one tuple, each a single value. */
+static Value eval_results(Sema *S, Scope *sc, Node *st) {
+  Value t = {.kind = V_TUPLE, .n = st->list.n, .loc = st->loc};
+  t.items = arena_alloc(S->a, sizeof(Value) * (size_t)t.n);
+  bool ok = true;
+  for (int i = 0; i < t.n; i++) {
+    Node *e = st->list.items[i];
+    Value v = sema_eval(S, sc, e);
+    if (v.kind == V_TUPLE || v.kind == V_VOID) {
+      sema_err(S, e->loc, "each value after 'return' must be one value, not %s", sema_value_desc(S, v));
+      v = verr();
+    }
+    ok &= v.kind != V_ERR;
+    v.loc = e->loc; /* a result's errors point at its place in the return */
+    t.items[i] = v;
+  }
+  return ok ? t : verr();
+}
+
 static void exec_stmt(Sema *S, Scope *sc, Node *st) {
   if (!count_step(S, st)) return;
   if (st->kind == N_FOR) { exec_for(S, sc, st, sc->is_model && sc->nest == 0); return; }
@@ -368,7 +387,7 @@ static void exec_stmt(Sema *S, Scope *sc, Node *st) {
   case N_ASSIGN: exec_assign(S, sc, st); break;
   case N_PARAM: exec_param(S, sc, st); break;
   case N_RETURN:
-    sc->ret = st->a ? sema_eval(S, sc, st->a) : (Value){.kind = V_VOID};
+    sc->ret = st->list.n ? eval_results(S, sc, st) : st->a ? sema_eval(S, sc, st->a) : (Value){.kind = V_VOID};
     sc->ret_loc = st->loc;
     sc->returned = true;
     break;
@@ -532,6 +551,26 @@ static bool collect_args(Sema *S, Scope *sc, Node *call, Node *def, const char *
   return ok;
 }
 
+/* Checks a def's result against its `-> type` or `-> (t1, t2, ...)`: the number of
+ * values, then each tensor's type (compile-time values are not checked). */
+static bool check_result(Sema *S, Scope *nsc, CallCtx *cc, Node *ty, Value r) {
+  if (r.kind == V_ERR || r.kind == V_VOID) return true;
+  int want = ty->kind == N_TYPES ? ty->list.n : 1, got = r.kind == V_TUPLE ? r.n : 1;
+  Loc at = nsc->returned ? nsc->ret_loc : r.loc;
+  if (want != got) {
+    sema_err(S, at, "%s returns %d value%s, but its signature declares %d", cc->callee, got, got == 1 ? "" : "s", want);
+    sema_note(S, ty->loc, "declared here");
+    return false;
+  }
+  bool ok = true;
+  for (int i = 0; i < want; i++) {
+    Value v = r.kind == V_TUPLE ? r.items[i] : r;
+    const char *what = want == 1 ? "the result" : arena_printf(S->a, "result %d", i + 1);
+    if (v.kind == V_TENSOR) ok &= match_type(S, nsc, cc, want == 1 ? ty : ty->list.items[i], v, what, v.loc);
+  }
+  return ok;
+}
+
 /* Binds the arguments and runs the body in a new scope, with a frame on S->frames
  * for the errors inside it. */
 static Value call_body(Sema *S, Scope *sc, Node *call, Node *def, Module *mod, const char *callee, const char *prefix) {
@@ -559,7 +598,7 @@ static Value call_body(Sema *S, Scope *sc, Node *call, Node *def, Module *mod, c
   S->frames[S->depth++] = (CallFrame){.call = call->loc, .callee = callee, .stdlib = sema_in_stdlib(def->loc)};
   sema_exec_body(S, nsc, &def->body);
   Value r = nsc->returned ? nsc->ret : (Value){.kind = V_VOID};
-  if (def->a && r.kind == V_TENSOR && !match_type(S, nsc, &cc, def->a, r, "the result", r.loc)) r = verr();
+  if (def->a && !check_result(S, nsc, &cc, def->a, r)) r = verr();
   S->depth--;
   return r;
 }

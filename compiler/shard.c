@@ -14,9 +14,12 @@
  *    rows (row-parallel): a partial sum; a replicated input (or a partial sum) is first
  *    cut to this rank's part of that dimension (TP_SLICE, free; REDUCE_SCATTER), as in
  *    Megatron's RowParallelLinear with input_is_parallel = False;
- *  - batched matmuls whose operands are split on the same batch dimension stay split;
+ *  - a batched matmul with an operand split on a batch dimension stays split there
+ *    (expert parallelism); the other operand is split alike, cut (TP_SLICE) or, when
+ *    broadcast along that dimension, entered (TP_ENTER: its gradient is a partial sum);
  *  - elementwise ops keep a split when their inputs agree (a replicated input that is
- *    not broadcast along the split dimension is cut with TP_SLICE, free); ops linear
+ *    not broadcast along the split dimension is cut with TP_SLICE, free; one broadcast
+ *    along it goes through TP_ENTER when it is made of a param); ops linear
  *    in a partial sum keep it partial (neg, partial +- partial, partial * or /
  *    replicated; the replicated factor goes through TP_ENTER, as its gradient is then
  *    a partial sum);
@@ -24,7 +27,9 @@
  *    means, reshapes, transposes and slices of a partial sum stay partial;
  *  - reductions and softmax over another dimension, slices on whole groups of a
  *    grouped split (a fused q|k|v), reshapes that keep the split dimension a block,
- *    and transposes keep the split.
+ *    transposes, expands, and concats along another dimension (inputs cut alike) keep
+ *    the split. The front end's repeat, stack and sdpa are made of these ops, so a
+ *    split survives them (sdpa's head axis when H and Hkv both divide by tp).
  * Where an op needs another layout than its input has, a collective is inserted:
  * partial -> replicated ALLREDUCE, partial -> split REDUCE_SCATTER, replicated ->
  * split TP_SLICE (no communication). split -> replicated (ALLGATHER) would re-gather
@@ -62,6 +67,8 @@ typedef struct Shard {
   int *map;     /* old id -> new id */
   int *gather;  /* new id -> its ALLGATHER, or -1 */
   int *reduced; /* new id (a partial sum) -> its ALLREDUCE, or -1 */
+  int *entered; /* new id (replicated) -> its TP_ENTER made by enter(), or -1 */
+  bool *dep;    /* new id -> made from a param (may carry a gradient) */
   int cap;
   Refusal *refused;
   int nrefused, caprefused;
@@ -83,6 +90,8 @@ static Op *clone_with(Shard *s, const Op *src, int nin, const int *in) {
   op->in = keep;
   op->nin = nin;
   op->layout = REPL;
+  s->dep[op->id] = src->kind == OP_PARAM;
+  for (int j = 0; j < nin; j++) s->dep[op->id] |= s->dep[in[j]];
   return op;
 }
 
@@ -98,6 +107,8 @@ static Op *new_op(Shard *s, OpKind k, int nin, const int *in, const Op *like) {
   op->seg = like->seg;
   op->recompute = like->recompute;
   op->layout = REPL;
+  s->dep[op->id] = false;
+  for (int j = 0; j < nin; j++) s->dep[op->id] |= s->dep[in[j]];
   return op;
 }
 
@@ -233,6 +244,21 @@ static int make_split(Shard *s, int v, int dim, int groups, const Op *reader) {
   return sl->id;
 }
 
+/* A replicated value v read by an op whose result is split along a dimension v is
+ * broadcast on: each rank's gradient of v is a partial sum, so v goes through
+ * TP_ENTER (identity; its gradient is all-reduced), once per value and stage. A value
+ * made of no param carries no gradient and needs none. */
+static int enter(Shard *s, int v, const Op *reader) {
+  Op *op = s->g->ops[v];
+  int stage = op->stage >= 0 ? op->stage : reader->stage;
+  if (!s->dep[v] || (op->dtype != DT_F32 && op->dtype != DT_BF16 && op->dtype != DT_F16)) return v;
+  if (s->entered[v] >= 0 && s->g->ops[s->entered[v]]->stage == stage) return s->entered[v];
+  Op *e = new_op(s, OP_TP_ENTER, 1, &v, reader);
+  e->shape = op->shape;
+  s->entered[v] = e->id;
+  return e->id;
+}
+
 static bool splittable(const Shard *s, int64_t n, int groups) { return n % ((int64_t)s->tp * groups) == 0; }
 
 /* Finishes op with the layout given: the local shape from the global one. */
@@ -267,6 +293,31 @@ static int row_whole_input(Shard *s, const Op *src, const int *in) {
   return finish(s, clone_with(s, src, 2, r), src, PARTIAL);
 }
 
+/* A product with an operand split on a batch dimension keeps that split (expert
+ * parallelism: a [experts, d, h] weight with @shard(0)). The other operand is split
+ * alike, or replicated: cut to this rank's part when it has that dimension whole
+ * (TP_SLICE, free), else broadcast against it (TP_ENTER: its gradient is a partial
+ * sum). -1 if the operands are not like that. */
+static int batch_split(Shard *s, const Op *src, const int *in) {
+  int rout = src->shape.rank, o = -1, r[2];
+  for (int j = 0; j < 2; j++) {
+    const Op *x = s->g->ops[in[j]];
+    if (!is_split(x)) continue;
+    int oj = x->layout.split_dim + (rout - x->shape.rank);
+    if (x->layout.groups != 1 || x->layout.split_dim >= x->shape.rank - 2 || (o >= 0 && o != oj)) return -1;
+    o = oj;
+  }
+  if (o < 0) return -1;
+  for (int j = 0; j < 2; j++) {
+    const Op *x = s->g->ops[in[j]];
+    int dim = o - (rout - x->shape.rank);
+    if (is_split(x)) r[j] = in[j];
+    else if (dim >= 0 && x->shape.d[dim] != 1) r[j] = make_split(s, in[j], dim, 1, src);
+    else r[j] = enter(s, in[j], src);
+  }
+  return finish(s, clone_with(s, src, 2, r), src, (Layout){.split_dim = o, .groups = 1});
+}
+
 static int shard_matmul(Shard *s, const Op *src, const int *in0) {
   int row = row_whole_input(s, src, in0);
   if (row >= 0) return row;
@@ -287,12 +338,8 @@ static int shard_matmul(Shard *s, const Op *src, const int *in0) {
   if (is_split(a) && is_split(b) && a->layout.split_dim == a_k && b->layout.split_dim == b_k &&
       a->layout.groups == 1 && b->layout.groups == 1) /* row-parallel: partial sums */
     return finish(s, clone_with(s, src, 2, in), src, PARTIAL);
-  if (is_split(a) && is_split(b) && ra == rb && a->layout.split_dim == b->layout.split_dim &&
-      a->layout.split_dim < ra - 2 && a->layout.groups == 1 && b->layout.groups == 1) { /* same batch dim */
-    Op *op = clone_with(s, src, 2, in);
-    return finish(s, op, src, (Layout){.split_dim = a->layout.split_dim + (rout - ra), .groups = 1});
-  }
-  return fallback(s, src, in);
+  int batch = batch_split(s, src, in);
+  return batch >= 0 ? batch : fallback(s, src, in);
 }
 
 /* Is src linear in its partial-sum inputs, with every other input replicated? */
@@ -342,7 +389,7 @@ static int shard_elementwise(Shard *s, const Op *src, const int *in) {
     r[j] = in[j];
     if (is_split(x)) ok = x->layout.split_dim == dim && x->layout.groups == groups;
     else if (dim >= 0 && x->shape.d[dim] != 1) r[j] = make_split(s, in[j], dim, groups, src);
-    else if (is_partial(x)) r[j] = make_repl(s, in[j], src); /* broadcast along the split: whole */
+    else r[j] = enter(s, make_repl(s, in[j], src), src); /* broadcast along the split: whole */
   }
   int id;
   if (ok) id = finish(s, clone_with(s, src, src->nin, r), src, (Layout){.split_dim = target, .groups = groups});
@@ -426,6 +473,43 @@ static int shard_transpose(Shard *s, const Op *src, const int *in) {
   return finish(s, clone_with(s, src, 1, in), src, l);
 }
 
+/* expand (and repeat, which is made of it): a split axis keeps its size, so it stays
+ * split (shifted by the new leading axes); a partial sum broadcast is a partial sum. */
+static int shard_expand(Shard *s, const Op *src, const int *in) {
+  const Op *x = s->g->ops[in[0]];
+  if (is_partial(x)) return finish(s, clone_with(s, src, 1, in), src, PARTIAL);
+  if (!is_split(x)) return fallback(s, src, in);
+  Layout l = x->layout;
+  l.split_dim += src->shape.rank - x->shape.rank;
+  return finish(s, clone_with(s, src, 1, in), src, l);
+}
+
+/* concat (and stack) along another axis than the split one keeps the split: every
+ * input is split alike (a replicated one is cut, TP_SLICE; a partial sum is
+ * reduce-scattered). Partial sums only: a partial sum. */
+static int shard_concat(Shard *s, const Op *src, const int *in) {
+  int target = -1, groups = 1, npart = 0;
+  for (int j = 0; j < src->nin; j++) {
+    const Op *x = s->g->ops[in[j]];
+    npart += is_partial(x);
+    if (is_split(x) && target < 0) target = x->layout.split_dim, groups = x->layout.groups;
+  }
+  if (target < 0 && npart == src->nin) return finish(s, clone_with(s, src, src->nin, in), src, PARTIAL);
+  if (target < 0 || target == src->axis) return fallback(s, src, in);
+  int *r = malloc(sizeof(int) * (size_t)src->nin);
+  bool ok = true;
+  for (int j = 0; j < src->nin && ok; j++) {
+    const Op *x = s->g->ops[in[j]];
+    r[j] = in[j];
+    if (is_split(x)) ok = x->layout.split_dim == target && x->layout.groups == groups;
+    else r[j] = make_split(s, in[j], target, groups, src);
+  }
+  int id = ok ? finish(s, clone_with(s, src, src->nin, r), src, (Layout){.split_dim = target, .groups = groups})
+              : fallback(s, src, in);
+  free(r);
+  return id;
+}
+
 static int shard_param(Shard *s, const Op *src) {
   return finish(s, clone_with(s, src, 0, NULL), src, src->layout);
 }
@@ -438,6 +522,8 @@ static int shard_op(Shard *s, const Op *src, const int *in) {
   case OP_SLICE: return shard_slice(s, src, in);
   case OP_RESHAPE: return shard_reshape(s, src, in);
   case OP_TRANSPOSE: return shard_transpose(s, src, in);
+  case OP_EXPAND: return shard_expand(s, src, in); /* issue 13: expand, repeat */
+  case OP_CONCAT: return shard_concat(s, src, in); /* issue 13: concat, stack */
   default:
     if (op_info[src->kind].cls == OPC_E || src->kind == OP_DROPOUT) return shard_elementwise(s, src, in);
     return fallback(s, src, in);
@@ -457,7 +543,10 @@ Graph *shard_program(Diag *d, Graph *old, bool allow_gather) {
   s.cap = 6 * old->nops + 16;
   s.gather = malloc(sizeof(int) * (size_t)s.cap);
   s.reduced = malloc(sizeof(int) * (size_t)s.cap);
-  for (int i = 0; i < s.cap; i++) s.gather[i] = s.reduced[i] = -1;
+  s.entered = malloc(sizeof(int) * (size_t)s.cap);
+  s.dep = calloc((size_t)s.cap, sizeof(bool));
+  if (!s.map || !s.gather || !s.reduced || !s.entered || !s.dep) die("out of memory");
+  for (int i = 0; i < s.cap; i++) s.gather[i] = s.reduced[i] = s.entered[i] = -1;
   int *in = malloc(sizeof(int) * 64);
   int in_cap = 64;
   for (int i = 0; i < old->nops; i++) {
@@ -474,6 +563,8 @@ Graph *shard_program(Diag *d, Graph *old, bool allow_gather) {
   free(s.map);
   free(s.gather);
   free(s.reduced);
+  free(s.entered);
+  free(s.dep);
   graph_verify(s.g);
   return s.g;
 }

@@ -72,6 +72,7 @@ static const DumpLabels dump_labels[N__COUNT] = {
     [N_CALL] = {.a = "callee", .list = "args"},
     [N_SLICE] = {.a = "start", .b = "end"},
     [N_INDEX] = {.list = "subscripts"},
+    [N_RETURN] = {.list = "values"},
 };
 
 /* The shortest %g form that reads back as the same double. */

@@ -91,17 +91,18 @@ void diag_error_noloc(Diag *d, const char *fmt, ...) __attribute__((format(print
   X(IMPORT)   /* name: module */                                               \
   X(CONST)    /* name, a: value */                                             \
   X(MESH)     /* list: ARG nodes (keyword args) */                             \
-  X(DEF)      /* name, list: PARAMDECLs, a: return TYPE or NULL, body */       \
+  X(DEF)      /* name, list: PARAMDECLs, a: return TYPE, TYPES or NULL, body */\
   X(MODEL)    /* name, list: PARAMDECLs, body */                               \
   X(TRAIN)    /* name (model), list: TRAINKV */                                \
   X(TRAINKV)  /* name (key), a: value expr */                                  \
   X(PARAMDECL)/* name, a: TYPE, b: default value or NULL */                    \
   X(TYPE)     /* name: "f32" "bf16" "f16" "i32" "bool" "int" "float";          \
                  list: dims (exprs or ELLIPSIS), has_dims: written with [] */  \
+  X(TYPES)    /* list: TYPEs, a def's several results `-> (t1, t2)` */        \
   /* statements (each may carry annots) */                                     \
   X(ASSIGN)   /* list: targets (IDENT nodes), a: value */                      \
   X(PARAM)    /* name, a: TYPE, b: init expr, c: `if` condition or NULL */     \
-  X(RETURN)   /* a: value */                                                   \
+  X(RETURN)   /* a: value, or list: the values of `return y, aux` */        \
   X(FOR)      /* name: loop var, a: lo, b: hi, body */                         \
   X(IF)       /* a: condition, body: then, else_body: else (may be empty) */   \
   X(BLOCK)    /* body: statements; annots apply to all of them */              \

@@ -177,6 +177,22 @@ static Node *mk_type(ParseCtx *ctx, ParseLoc l, const char *name, bool has_dims,
   return n;
 }
 
+/* `-> (t1, t2)`: a def's several result types (one in parentheses is just that type). */
+static Node *mk_types(ParseCtx *ctx, ParseLoc l, NodeList types) {
+  if (types.n == 1) return types.items[0];
+  Node *n = mk(ctx, N_TYPES, l);
+  n->list = types;
+  return n;
+}
+
+/* `return v` (a: the value) or `return y, aux` (list: the values). */
+static Node *mk_return(ParseCtx *ctx, ParseLoc l, NodeList values) {
+  Node *n = mk(ctx, N_RETURN, l);
+  if (values.n == 1) n->a = values.items[0];
+  else n->list = values;
+  return n;
+}
+
 static Node *mk_annot(ParseCtx *ctx, ParseLoc l, int kind, bool has_args, NodeList args) {
   static const char *const names[] = {"stage", "device", "shard", "recompute"};
   if (!has_args && kind != ANNOT_RECOMPUTE)
@@ -213,7 +229,7 @@ static Node *mk_body_node(ParseCtx *ctx, NodeKind k, ParseLoc l, const char *nam
 %type <node> item stmt simple if_stmt expr postfix primary arg sub dim type param_decl
 %type <node> annot trainkv ret_opt
 %type <list> args arglist params paramlist subs dims annots annots_opt
-%type <list> block stmt_seq stmts_ne exprlist train_body trainkvs_ne
+%type <list> block stmt_seq stmts_ne exprlist train_body trainkvs_ne typelist
 
 /* Lowest first. AS_NAME: `call as NAME` not followed by '['. */
 %precedence AS_NAME
@@ -261,6 +277,12 @@ item:
 ret_opt:
     %empty                      { $$ = NULL; }
   | ARROW type                  { $$ = $2; }
+  | ARROW '(' typelist ')'      { $$ = mk_types(ctx, @3, $3); }
+  ;
+
+typelist:
+    type                        { $$ = list1(ctx, $1); }
+  | typelist ',' type           { $$ = list_add(ctx, $1, $3); }
   ;
 
 params:
@@ -356,7 +378,7 @@ simple:
       { $$ = mk_named(ctx, N_PARAM, @$, $2); $$->a = $4; $$->b = $6; }
   | PARAM IDENT ':' type '=' expr IF expr
       { $$ = mk_named(ctx, N_PARAM, @$, $2); $$->a = $4; $$->b = $6; $$->c = $8; }
-  | RETURN expr                 { $$ = mk(ctx, N_RETURN, @$); $$->a = $2; }
+  | RETURN exprlist             { $$ = mk_return(ctx, @$, $2); }
   ;
 
 exprlist:
