@@ -208,6 +208,9 @@ static bool can_join(const Fuse *f, const Group *gr, const Op *op) {
   if (!gr->n || f->ks->no_fusion || !reads_member(f, gr, op)) return false;
   int64_t n = shape_numel(&op->shape), nd = shape_numel(&gr->dom);
   if (op->kind == OP_CROSS_ENTROPY) return false;
+  /* a CHECK (one count of a whole tensor) would make its group one row; COL2IM's domain
+     is the image and the kernel window, not its input's */
+  if (op->kind == OP_CHECK || op->kind == OP_COL2IM) return false;
   if (fuse_cat(op->kind) == CAT_EW) {
     if (op->kind == OP_PARAM_GRAD && !in_group(f, gr, op->in[0])) return false;
     return n == nd || (gr->row && n == fuse_kept_numel(&gr->dom, gr->red));
