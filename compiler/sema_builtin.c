@@ -498,9 +498,12 @@ static bool keepdims_arg(Sema *S, Scope *sc, Node *e, bool *out) {
   *out = false;
   if (!e) return true;
   Value k = sema_eval(S, sc, e);
-  if (k.kind == V_BOOL) return *out = k.i, true;
-  if (k.kind != V_ERR) sema_err(S, e->loc, "keepdims must be a compile-time bool");
-  return false;
+  if (k.kind != V_BOOL) {
+    if (k.kind != V_ERR) sema_err(S, e->loc, "keepdims must be a compile-time bool");
+    return false;
+  }
+  *out = k.i;
+  return true;
 }
 
 static Value bi_argmax(Sema *S, Scope *sc, Node *call, const Builtin *b, Node **args) {

@@ -302,11 +302,15 @@ void sema_note_bound(Sema *S, Value v, int64_t bound) {
 
 /* ---- v2 ops with kernels of their own (issue 13, item 1) ------------------------------- */
 
-/* A CHECK of i32 value v for op kind `of` (GATHER: indices in [0, bound); REM: no zero
- * divisor): the runtime stops with a message naming the op and loc when the count is not 0. */
-static void add_check(Sema *S, int v, OpKind of, int64_t bound, Loc loc) {
+/* A CHECK of i32 value v for the op `guarded` (GATHER: indices in [0, bound); REM: no zero
+ * divisor): the runtime stops with a message naming the op and loc when the count is not 0.
+ * It runs where v is made or, for a leaf v, on the guarded op's stage (a check has no
+ * users, so its stage is not found from them). */
+static void add_check(Sema *S, int v, const Op *guarded, int64_t bound, Loc loc) {
   Op *c = sema_op(S, OP_CHECK, 1, &v, loc);
   if (!c) return;
+  if (c->stage < 0 && guarded->stage >= 0) c->stage = guarded->stage, c->stage_loc = guarded->stage_loc;
+  OpKind of = guarded->kind;
   c->shape = (Shape){0};
   c->dtype = DT_I32;
   c->key = of;
@@ -323,7 +327,7 @@ Value sema_rem(Sema *S, Value a, Value b, Loc loc) {
     sema_err(S, loc, "'%%' on i32 tensors: the divisor is 0");
     return verr();
   }
-  if (d->kind != OP_FULL) add_check(S, d->id, OP_REM, 0, loc);
+  if (d->kind != OP_FULL) add_check(S, d->id, sema_opv(S, r), 0, loc);
   return r;
 }
 
@@ -433,7 +437,7 @@ Value sema_gather(Sema *S, Value x, Value idx, int64_t axis, Loc loc, Loc axis_l
   int64_t n = xi->shape.d[ax], known = index_bound(S, ii);
   sema_note_bound(S, idx, n);
   Value r = gather_op(S, x, idx, ax, loc);
-  if (r.kind == V_TENSOR && !(known > 0 && known <= n)) add_check(S, idx.op, OP_GATHER, n, loc);
+  if (r.kind == V_TENSOR && !(known > 0 && known <= n)) add_check(S, idx.op, sema_opv(S, r), n, loc);
   return r;
 }
 
@@ -495,6 +499,10 @@ Value sema_conv2d(Sema *S, Value x, Value w, int64_t stride, int64_t pad, Loc lo
   if (stride < 1 || pad < 0 || stride > INT32_MAX || pad > INT32_MAX) {
     sema_err(S, loc, "conv2d: stride must be at least 1 and padding at least 0, not %lld and %lld", (long long)stride,
              (long long)pad);
+    return verr();
+  }
+  if (H + 2 * pad > SEMA_MAX_NUMEL / (W + 2 * pad)) {
+    sema_err(S, loc, "conv2d: the padded input is too large (more than 2^40 places)");
     return verr();
   }
   int64_t Ho = (H + 2 * pad - kh) / stride + 1, Wo = (W + 2 * pad - kw) / stride + 1;
