@@ -17,9 +17,9 @@
  * all kernels of the list become views (plan_folds).
  *
  * Where the ops of the next issues go: their kernels are fuse_emit.c's (see there);
- * here only their category (fuse_cat) and, for sdpa and conv2d, their GEMM steps
- * beside lower_matmul (conv2d as an im2col view read by a GEMM; sdpa as two batched
- * GEMMs around a row-softmax group).
+ * here only their category (fuse_cat) and, for sdpa, GEMM steps beside lower_matmul
+ * (two batched GEMMs around a row-softmax group). conv2d needs none: sema writes it as
+ * its patches (IM2COL, a kernel of fuse_index.c) times the weight, an ordinary matmul.
  *
  * Invariants: steps read only values that are external to the list or produced by
  * an earlier step; every op is lowered exactly once; fusion never changes bits.

@@ -14,8 +14,8 @@
  * is a case of emit_unary or emit_binary; a reduction or scan along an axis (argmax,
  * topk, cumsum) a row op (its domain in fuse_red_spec, its category in fuse_cat, its
  * loop through emit_reduce); an index remap (gather, one_hot, repeat, expand, stack)
- * a function beside emit_slice and emit_concat. sdpa and conv2d are GEMM steps
- * (fuse.c) around kernels made here. The section for the shape ops can become a file
+ * a function beside emit_slice and emit_concat. sdpa is GEMM steps (fuse.c) around
+ * kernels made here; conv2d is its patches (IM2COL) and a matmul. The section for the shape ops can become a file
  * of its own when this one grows past its limit. The ops that index by data or by
  * order (gather, one_hot, im2col and their gradients, argmax, topk, cumsum, the
  * run-time CHECK) are written in fuse_index.c, through the small interface at the end
