@@ -262,7 +262,9 @@ static void this_row(Emit *e, const Op *op, int *row) {
 }
 
 /* CUMSUM (CUMSUM_REV): y at position p is y at p - 1 (p + 1) plus x, read back from the
- * output, so the row is summed left to right (right to left) as one sequence. */
+ * output, so the row is summed left to right (right to left) as one sequence. The first
+ * position is zeroed before the loop, so the (discarded) read of its predecessor at k = 0
+ * reads a written value. */
 static void emit_cumsum(Emit *e, const Op *op) {
   KBuilder *b = fuse_emit_builder(e);
   const Shape *s = &op->shape;
@@ -272,12 +274,14 @@ static void emit_cumsum(Emit *e, const Op *op) {
   int out = fuse_emit_arg(e, op->id, KA_OUT);
   Idx row, at, prev;
   this_row(e, op, row);
+  int zero = t == KT_F32 ? kb_f32(b, 0.0f) : kb_int(b, t, 0);
+  with_axis(s, op->axis, row, I(e, rev ? n - 1 : 0), at);
+  kb_store(b, out, fuse_emit_linearize(e, s, at), zero);
   int loop = kb_loop_begin(b, n, KR_NONE, KT_VOID, -1, 0), k = kb_loopvar(b, loop);
   int p = rev ? IB(e, KI_SUB, I(e, n - 1), k) : k;
   int q = rev ? IB(e, KI_MIN, IB(e, KI_ADD, p, I(e, 1)), I(e, n - 1)) : IB(e, KI_SUB, IB(e, KI_MAX, p, I(e, 1)), I(e, 1));
   with_axis(s, op->axis, row, p, at);
   with_axis(s, op->axis, row, q, prev);
-  int zero = t == KT_F32 ? kb_f32(b, 0.0f) : kb_int(b, t, 0);
   int before = SEL(e, CMP(e, KI_GT, k, I(e, 0)), kb_load(b, out, fuse_emit_linearize(e, s, prev)), zero);
   int lin = fuse_emit_linearize(e, s, at);
   kb_store(b, out, lin, kb_bin(b, KI_ADD, t, before, fuse_emit_value(e, op->in[0], at)));
@@ -291,7 +295,8 @@ static int after(Emit *e, KType t, int x, int i, int xp, int p) {
 }
 
 /* TOPK: the j-th index is the first maximum among the elements after the (j-1)-th pick (read
- * back from the output): two passes over the row per pick, O(k n) per row. */
+ * back from the output; the first pick is zeroed before, so its discarded read at j = 0
+ * reads a written value): two passes over the row per pick, O(k n) per row. */
 static void emit_topk(Emit *e, const Op *op) {
   KBuilder *b = fuse_emit_builder(e);
   const Shape *xs = shape_of(e, op->in[0]);
@@ -300,6 +305,8 @@ static void emit_topk(Emit *e, const Op *op) {
   int out = fuse_emit_arg(e, op->id, KA_OUT);
   Idx row, at, xi;
   this_row(e, op, row);
+  with_axis(&op->shape, op->axis, row, I(e, 0), at);
+  kb_store(b, out, fuse_emit_linearize(e, &op->shape, at), kb_int(b, KT_I32, 0));
   int lj = kb_loop_begin(b, k, KR_NONE, KT_VOID, -1, 0), j = kb_loopvar(b, lj), depth = kb_depth(b, j);
   with_axis(&op->shape, op->axis, row, IB(e, KI_SUB, IB(e, KI_MAX, j, I(e, 1)), I(e, 1)), at);
   int p = clamp(e, to_i64(e, kb_load(b, out, fuse_emit_linearize(e, &op->shape, at))), n), first = CMP(e, KI_EQ, j, I(e, 0));
