@@ -471,7 +471,8 @@ static int emit_rem(Emit *e, KType t, int x, int y) {
     d = kb_select(b, odd, kb_int(b, t, 1), y);
   }
   int r = kb_bin(b, KI_REM, t, x, d);
-  int flip = kb_bin(b, KI_AND, KT_BOOL, CMP(e, KI_NE, r, zero), CMP(e, KI_NE, CMP(e, KI_LT, y, zero), CMP(e, KI_LT, r, zero)));
+  int signs_differ = CMP(e, KI_NE, CMP(e, KI_LT, y, zero), CMP(e, KI_LT, r, zero));
+  int flip = kb_bin(b, KI_AND, KT_BOOL, CMP(e, KI_NE, r, zero), signs_differ);
   return kb_select(b, flip, kb_bin(b, KI_ADD, t, r, y), r);
 }
 

@@ -398,7 +398,8 @@ static double *ev_argmax_topk(const Graph *g, const Op *op, double **v) {
       for (int64_t j = 0; j < k; j++) {
         int64_t best = -1;
         for (int64_t p = 0; p < s.n; p++)
-          if (!taken[p] && (best < 0 || ranks_before(x[(o * s.n + p) * s.inner + i], p, x[(o * s.n + best) * s.inner + i], best)))
+          if (!taken[p] && (best < 0 || ranks_before(x[(o * s.n + p) * s.inner + i], p,
+                                                     x[(o * s.n + best) * s.inner + i], best)))
             best = p;
         taken[best] = true;
         out[(o * k + j) * s.inner + i] = (double)best;

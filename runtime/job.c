@@ -154,7 +154,10 @@ static void write_kernels(MplJobWriter *w, const Job *j) {
 static void write_checks(MplJobWriter *w, const Job *j) {
   mpl_jw_begin(w, TAG("CHEK"));
   mpl_jw_u32(w, (uint32_t)j->nchecks);
-  for (int i = 0; i < j->nchecks; i++) mpl_jw_u32(w, (uint32_t)j->checks[i].value), mpl_jw_str(w, j->checks[i].what);
+  for (int i = 0; i < j->nchecks; i++) {
+    mpl_jw_u32(w, (uint32_t)j->checks[i].value);
+    mpl_jw_str(w, j->checks[i].what);
+  }
   mpl_jw_end(w);
 }
 
@@ -362,7 +365,10 @@ static void read_kernels(MplCursor *c, Job *j) {
 static void read_checks(MplCursor *c, Job *j) {
   j->nchecks = (int32_t)mpl_cur_count(c, MAX_COUNT, 5, "checks");
   j->checks = cur_alloc(c, (size_t)j->nchecks + 1, sizeof(JobCheck));
-  for (int i = 0; i < j->nchecks && !c->failed; i++) j->checks[i].value = (int32_t)mpl_cur_u32(c), j->checks[i].what = dup_str(c);
+  for (int i = 0; i < j->nchecks && !c->failed; i++) {
+    j->checks[i].value = (int32_t)mpl_cur_u32(c);
+    j->checks[i].what = dup_str(c);
+  }
 }
 
 typedef void (*SectionReader)(MplCursor *, Job *);

@@ -161,7 +161,8 @@ START_TEST(test_im2col) {
     Tg *t = tg_new(300 + (uint64_t)trial);
     int64_t N = rng_int(t, 1, 2), C = rng_int(t, 1, 2), H = rng_int(t, 1, 5), W = rng_int(t, 1, 5);
     int64_t pad = rng_int(t, 0, 2), st = rng_int(t, 1, 3);
-    int64_t kh = rng_int(t, 1, (int)(H + 2 * pad < 3 ? H + 2 * pad : 3)), kw = rng_int(t, 1, (int)(W + 2 * pad < 3 ? W + 2 * pad : 3));
+    int64_t hmax = H + 2 * pad < 3 ? H + 2 * pad : 3, wmax = W + 2 * pad < 3 ? W + 2 * pad : 3;
+    int64_t kh = rng_int(t, 1, (int)hmax), kw = rng_int(t, 1, (int)wmax);
     int64_t P = ((H + 2 * pad - kh) / st + 1) * ((W + 2 * pad - kw) / st + 1);
     Shape xs = {4, {N, C, H, W}}, cs = {3, {N, C * kh * kw, P}};
     bool back = trial % 2;
