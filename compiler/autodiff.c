@@ -450,6 +450,60 @@ static void rule_reduce_scatter(Ad *a, const Op *op, int dy, int *dx) {
   dx[0] = b_collective(a, OP_ALLGATHER, dy, a->g->ops[op->in[0]])->id;
 }
 
+/* ---- v2 ops with kernels of their own (issue 13, item 1) ---------------------------------------- */
+
+static void rule_sin(Ad *a, const Op *op, int dy, int *dx) {
+  give(a, dx, 0, b_bin(a, OP_MUL, dy, b_un(a, OP_COS, op->in[0])));
+}
+static void rule_cos(Ad *a, const Op *op, int dy, int *dx) {
+  give(a, dx, 0, b_bin(a, OP_MUL, dy, b_un(a, OP_NEG, b_un(a, OP_SIN, op->in[0]))));
+}
+
+/* silu, as PyTorch: dy * s * (1 + x * (1 - s)), s = sigmoid(x) */
+static void rule_silu(Ad *a, const Op *op, int dy, int *dx) {
+  int x = op->in[0], s = b_un(a, OP_SIGMOID, x);
+  int t = b_bin(a, OP_ADD, b_full(a, 1.0), b_bin(a, OP_MUL, x, b_bin(a, OP_SUB, b_full(a, 1.0), s)));
+  give(a, dx, 0, b_bin(a, OP_MUL, dy, b_bin(a, OP_MUL, s, t)));
+}
+
+/* a % b = a - floor(a / b) * b: da = dy, db = -floor(a / b) * dy */
+static void rule_rem(Ad *a, const Op *op, int dy, int *dx) {
+  give(a, dx, 0, dy);
+  if (!a->need[1]) return;
+  int q = b_un(a, OP_FLOOR, b_bin(a, OP_DIV, op->in[0], op->in[1]));
+  give(a, dx, 1, b_bin(a, OP_MUL, dy, b_un(a, OP_NEG, q)));
+}
+
+/* An op of kind k with op's attributes (axis; a patch's kernel, stride and padding) and the
+ * shape and dtype of `like`. */
+static int b_axis_op(Ad *a, OpKind k, int nin, const int *in, int like, const Op *op) {
+  Op *r = ad_op(a, k, nin, in, shp(a, like), dty(a, like));
+  r->axis = op->axis;
+  r->axis2 = op->axis2, r->begin = op->begin, r->end = op->end;
+  return r->id;
+}
+
+/* cumsum's gradient is the reverse cumulative sum of dy, and the other way round. */
+static void rule_cumsum(Ad *a, const Op *op, int dy, int *dx) {
+  dx[0] = b_axis_op(a, op->kind == OP_CUMSUM ? OP_CUMSUM_REV : OP_CUMSUM, 1, &dy, dy, op);
+}
+
+/* gather(x, idx): dy summed into x's places (GATHER_GRAD), and that is linear in dy with
+ * gather as its transpose. */
+static void rule_gather(Ad *a, const Op *op, int dy, int *dx) {
+  int in[2] = {op->in[1], dy};
+  dx[0] = b_axis_op(a, OP_GATHER_GRAD, 2, in, op->in[0], op);
+}
+static void rule_gather_grad(Ad *a, const Op *op, int dy, int *dx) {
+  int in[2] = {dy, op->in[0]};
+  dx[1] = b_axis_op(a, OP_GATHER, 2, in, op->in[1], op);
+}
+
+/* im2col and col2im are each other's transposes (the patches summed back, or cut again). */
+static void rule_im2col(Ad *a, const Op *op, int dy, int *dx) {
+  dx[0] = b_axis_op(a, op->kind == OP_IM2COL ? OP_COL2IM : OP_IM2COL, 1, &dy, op->in[0], op);
+}
+
 /* ---- the rule table ------------------------------------------------------------------------- */
 
 /* slots: bit j set when input j can carry gradient (SLOTS_ALL: every input, CONCAT's too). */
@@ -486,6 +540,13 @@ static const AdRule ad_rules[OP__COUNT] = {
     [OP_TP_ENTER] = {rule_tp_enter, SLOTS_ALL}, [OP_ALLREDUCE] = {rule_allreduce, SLOTS_ALL},
     [OP_ALLGATHER] = {rule_allgather, SLOTS_ALL}, [OP_TP_SLICE] = {rule_tp_slice, SLOTS_ALL},
     [OP_REDUCE_SCATTER] = {rule_reduce_scatter, SLOTS_ALL},
+    /* v2 ops with kernels of their own (issue 13, item 1); FLOOR, ARGMAX, TOPK, ONE_HOT and
+       CHECK have none (integer results, or flat) */
+    [OP_SIN] = {rule_sin, SLOTS_ALL},         [OP_COS] = {rule_cos, SLOTS_ALL},
+    [OP_SILU] = {rule_silu, SLOTS_ALL},       [OP_REM] = {rule_rem, SLOTS_ALL},
+    [OP_CUMSUM] = {rule_cumsum, SLOTS_ALL},   [OP_CUMSUM_REV] = {rule_cumsum, SLOTS_ALL},
+    [OP_GATHER] = {rule_gather, 1u << 0},     [OP_GATHER_GRAD] = {rule_gather_grad, 1u << 1},
+    [OP_IM2COL] = {rule_im2col, SLOTS_ALL},   [OP_COL2IM] = {rule_im2col, SLOTS_ALL},
     /* no gradient: leaves, creation, SIGN, NOT, comparisons, AND, OR, CE_GRAD,
        PARAM_GRAD; communication ops come after autodiff. */
 };

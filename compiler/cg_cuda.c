@@ -101,6 +101,9 @@ static void emit_expr(FILE *f, const Kernel *k, const KInstr *in) {
   case KI_LOG: fprintf(f, "logf(v%d)", in->a); break;
   case KI_SQRT: fprintf(f, "sqrtf(v%d)", in->a); break;
   case KI_TANH: fprintf(f, "tanhf(v%d)", in->a); break;
+  case KI_SIN: fprintf(f, "sinf(v%d)", in->a); break;
+  case KI_COS: fprintf(f, "cosf(v%d)", in->a); break;
+  case KI_FLOOR: fprintf(f, "floorf(v%d)", in->a); break;
   case KI_CAST: emit_cast(f, k, in); break;
   case KI_ADD: isf ? fprintf(f, "v%d + v%d", in->a, in->b) : emit_wrapping(f, in, "+"); break;
   case KI_SUB: isf ? fprintf(f, "v%d - v%d", in->a, in->b) : emit_wrapping(f, in, "-"); break;

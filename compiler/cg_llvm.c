@@ -9,9 +9,10 @@
  *
  * Invariants: floating-point instructions carry no fast-math flags and nothing is
  * contracted (LLVM's default: no `contract`), so the bits are those of the IR
- * instructions one by one; f32->int casts saturate (NaN -> 0) like CUDA's; log, sqrt
- * and pow are llvm.log/sqrt/pow intrinsics, exp and tanh plain arithmetic emitted
- * inline (em_exp, em_tanh: the same bits on one lane or W lanes). The module
+ * instructions one by one; f32->int casts saturate (NaN -> 0) like CUDA's; log, sqrt,
+ * pow, sin, cos and floor are llvm.* intrinsics (libm's functions: the JIT's libm list),
+ * exp and tanh plain arithmetic emitted inline (em_exp, em_tanh: the same bits on one
+ * lane or W lanes). The module
  * is verified (failing with the verifier's message) before it is optimised with
  * the new pass manager's default<O3> for the host target.
  */
@@ -342,6 +343,9 @@ static LLVMValueRef emit_unary(Cg *c, const KInstr *in) {
   case KI_LOG: return intrinsic(c, iname(c, nm, sizeof nm, "llvm.log", t), t, args, 1);
   case KI_SQRT: return intrinsic(c, iname(c, nm, sizeof nm, "llvm.sqrt", t), t, args, 1);
   case KI_TANH: return em_tanh(c, x);
+  case KI_SIN: return intrinsic(c, iname(c, nm, sizeof nm, "llvm.sin", t), t, args, 1);
+  case KI_COS: return intrinsic(c, iname(c, nm, sizeof nm, "llvm.cos", t), t, args, 1);
+  case KI_FLOOR: return intrinsic(c, iname(c, nm, sizeof nm, "llvm.floor", t), t, args, 1);
   case KI_CAST: return emit_cast(c, in);
   default: die("cg_llvm: %s is not unary", ki_name(in->op));
   }
@@ -543,6 +547,7 @@ static void emit_instr_at(Cg *c, int id) {
   case KI_LOOPVAR: v = c->val[in->imm]; break;
   case KI_SELECT: v = LLVMBuildSelect(c->b, V(c, in->a), V(c, in->b), V(c, in->c), ""); break;
   case KI_NEG: case KI_NOT: case KI_ABS: case KI_EXP: case KI_LOG: case KI_SQRT: case KI_TANH: case KI_CAST:
+  case KI_SIN: case KI_COS: case KI_FLOOR:
     v = emit_unary(c, in);
     break;
   default: v = emit_binary(c, in); break;

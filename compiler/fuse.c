@@ -17,9 +17,9 @@
  * all kernels of the list become views (plan_folds).
  *
  * Where the ops of the next issues go: their kernels are fuse_emit.c's (see there);
- * here only their category (fuse_cat) and, for sdpa and conv2d, their GEMM steps
- * beside lower_matmul (conv2d as an im2col view read by a GEMM; sdpa as two batched
- * GEMMs around a row-softmax group).
+ * here only their category (fuse_cat) and, for sdpa, GEMM steps beside lower_matmul
+ * (two batched GEMMs around a row-softmax group). conv2d needs none: sema writes it as
+ * its patches (IM2COL, a kernel of fuse_index.c) times the weight, an ordinary matmul.
  *
  * Invariants: steps read only values that are external to the list or produced by
  * an earlier step; every op is lowered exactly once; fusion never changes bits.
@@ -208,6 +208,9 @@ static bool can_join(const Fuse *f, const Group *gr, const Op *op) {
   if (!gr->n || f->ks->no_fusion || !reads_member(f, gr, op)) return false;
   int64_t n = shape_numel(&op->shape), nd = shape_numel(&gr->dom);
   if (op->kind == OP_CROSS_ENTROPY) return false;
+  /* a CHECK (one count of a whole tensor) would make its group one row; COL2IM's domain
+     is the image and the kernel window, not its input's */
+  if (op->kind == OP_CHECK || op->kind == OP_COL2IM) return false;
   if (fuse_cat(op->kind) == CAT_EW) {
     if (op->kind == OP_PARAM_GRAD && !in_group(f, gr, op->in[0])) return false;
     return n == nd || (gr->row && n == fuse_kept_numel(&gr->dom, gr->red));

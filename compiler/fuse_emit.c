@@ -14,9 +14,12 @@
  * is a case of emit_unary or emit_binary; a reduction or scan along an axis (argmax,
  * topk, cumsum) a row op (its domain in fuse_red_spec, its category in fuse_cat, its
  * loop through emit_reduce); an index remap (gather, one_hot, repeat, expand, stack)
- * a function beside emit_slice and emit_concat. sdpa and conv2d are GEMM steps
- * (fuse.c) around kernels made here. The section for the shape ops can become a file
- * of its own when this one grows past its limit.
+ * a function beside emit_slice and emit_concat. sdpa is GEMM steps (fuse.c) around
+ * kernels made here; conv2d is its patches (IM2COL) and a matmul. The section for the shape ops can become a file
+ * of its own when this one grows past its limit. The ops that index by data or by
+ * order (gather, one_hot, im2col and their gradients, argmax, topk, cumsum, the
+ * run-time CHECK) are written in fuse_index.c, through the small interface at the end
+ * of this file (fuse_int.h); this file dispatches to it.
  *
  * Invariants: float arithmetic follows the unfused ops one by one (same operations,
  * same order), so fusion never changes bits; the op categories and reduction domains
@@ -37,6 +40,8 @@ Cat fuse_cat(OpKind k) {
   case OP_SUM: case OP_MEAN: case OP_AMAX: case OP_SUM_TO: case OP_SOFTMAX: case OP_LOG_SOFTMAX:
   case OP_CE_GRAD: case OP_CE_ROWS: return CAT_RED;
   case OP_EMBEDDING_GRAD: return CAT_SPECIAL;
+  case OP_ARGMAX: case OP_CHECK: case OP_COL2IM: return CAT_RED;                            /* fuse_index.c */
+  case OP_CUMSUM: case OP_CUMSUM_REV: case OP_TOPK: case OP_GATHER_GRAD: return CAT_SPECIAL; /* fuse_index.c */
   case OP_MATMUL: return CAT_GEMM;
   case OP_SEND: case OP_RECV: case OP_ALLREDUCE: case OP_ALLGATHER: case OP_TP_ENTER: case OP_TP_SLICE: case OP_REDUCE_SCATTER:
     return CAT_COMM;
@@ -70,6 +75,7 @@ void fuse_red_spec(const Fuse *f, const Op *op, Shape *dom, bool *red) {
     else red[fuse_norm_axis(op->axis, in->rank)] = true;
     break;
   case OP_CE_GRAD: case OP_CE_ROWS: red[in->rank - 1] = true; break;
+  case OP_ARGMAX: case OP_CHECK: case OP_COL2IM: fuse_index_red_spec(f, op, dom, red); break;
   case OP_SUM_TO: {
     int lead = in->rank - op->shape.rank;
     if (lead < 0) die("fuse: %%%d sum_to to a higher rank", op->id);
@@ -85,7 +91,7 @@ void fuse_red_spec(const Fuse *f, const Op *op, Shape *dom, bool *red) {
 
 enum { MEMO_KEY = 3 + MPL_MAX_RANK };
 
-typedef struct Emit {
+struct Emit {
   const Fuse *f;
   const Group *gr;
   KBuilder *b;
@@ -94,7 +100,7 @@ typedef struct Emit {
   int nargs, argcap;
   int *memo;     /* open addressing: [key..., value] rows */
   int mcap, mn;
-} Emit;
+};
 
 typedef int Idx[MPL_MAX_RANK];
 
@@ -221,9 +227,6 @@ static int emit_in(Emit *e, const Op *op, int j, const int *idx) {
   bcast_idx(e, &OPP(e->f, op->in[j])->shape, &op->shape, idx, ii);
   return emit(e, op->in[j], ii);
 }
-
-/* A callback emitting one element of a reduction at a full domain index. */
-typedef int (*ElemFn)(Emit *e, const Op *op, const int *dom_idx, const int *cap);
 
 /*
  * A reduction over the reduced axes of dom at the row given by the kept entries of
@@ -447,8 +450,30 @@ static int emit_unary(Emit *e, const Op *op, int x) {
   case OP_POW: return emit_pow(e, x, op->value);
   case OP_CAST: return emit_cast(e, t, x);
   case OP_NOT: return kb_un(e->b, KI_NOT, KT_BOOL, x);
+  case OP_SIN: return FU(e, KI_SIN, x);
+  case OP_COS: return FU(e, KI_COS, x);
+  case OP_FLOOR: return FU(e, KI_FLOOR, x);
+  case OP_SILU: return FB(e, KI_DIV, x, FB(e, KI_ADD, F(e, 1.0f), FU(e, KI_EXP, FU(e, KI_NEG, x)))); /* PyTorch's */
   default: die("fuse: %s is not unary", op_name(op->kind));
   }
+}
+
+/*
+ * torch.remainder: r = fmod(x, y) (C's % on i32), plus y where r is not 0 and its sign is
+ * not y's. An i32 divisor of 0 (or -1, whose remainder is 0 and whose INT_MIN quotient
+ * traps) is replaced by 1, so x % 0 is 0 and never a trap; the CHECK sema adds reports it.
+ */
+static int emit_rem(Emit *e, KType t, int x, int y) {
+  KBuilder *b = e->b;
+  int zero = t == KT_F32 ? F(e, 0.0f) : kb_int(b, t, 0), d = y;
+  if (t != KT_F32) {
+    int odd = kb_bin(b, KI_OR, KT_BOOL, CMP(e, KI_EQ, y, zero), CMP(e, KI_EQ, y, kb_int(b, t, -1)));
+    d = kb_select(b, odd, kb_int(b, t, 1), y);
+  }
+  int r = kb_bin(b, KI_REM, t, x, d);
+  int signs_differ = CMP(e, KI_NE, CMP(e, KI_LT, y, zero), CMP(e, KI_LT, r, zero));
+  int flip = kb_bin(b, KI_AND, KT_BOOL, CMP(e, KI_NE, r, zero), signs_differ);
+  return kb_select(b, flip, kb_bin(b, KI_ADD, t, r, y), r);
 }
 
 static int emit_binary(Emit *e, const Op *op, int x, int y) {
@@ -463,6 +488,7 @@ static int emit_binary(Emit *e, const Op *op, int x, int y) {
   case OP_EQ: case OP_NE: case OP_LT: case OP_LE: case OP_GT: case OP_GE: return CMP(e, cmp[op->kind], x, y);
   case OP_GELU_GRAD: return emit_gelu_grad(e, x, y);
   case OP_RELU_GRAD: return kb_select(e->b, CMP(e, KI_GT, x, F(e, 0.0f)), y, F(e, 0.0f));
+  case OP_REM: return emit_rem(e, t, x, y);
   default: die("fuse: %s is not binary", op_name(op->kind));
   }
 }
@@ -571,6 +597,8 @@ static int emit_member(Emit *e, const Op *op, const int *idx) {
   case OP_EMBEDDING: return emit_embedding(e, op, idx);
   case OP_DROPOUT: return emit_dropout(e, op, idx);
   case OP_PARAM_GRAD: return emit_param_grad(e, op, idx);
+  case OP_GATHER: case OP_ONE_HOT: case OP_IM2COL: case OP_ARGMAX: case OP_CHECK: case OP_COL2IM:
+    return fuse_index_member(e, op, idx);
   case OP_WHERE:
     for (int j = 0; j < 3; j++) x[j] = emit_in(e, op, j, idx);
     return kb_select(e->b, x[0], x[1], x[2]);
@@ -593,6 +621,19 @@ static int emit(Emit *e, int v, const int *idx) {
     r = kb_load(e->b, arg_of(e, v, KA_IN), linearize(e, &op->shape, idx));
   }
   return memo_put(e, v, 0, op->shape.rank, idx, r);
+}
+
+/* ---- what fuse_index.c uses (fuse_int.h) -------------------------------------------------------- */
+
+KBuilder *fuse_emit_builder(Emit *e) { return e->b; }
+const Fuse *fuse_emit_fuse(Emit *e) { return e->f; }
+int fuse_emit_value(Emit *e, int v, const int *idx) { return emit(e, v, idx); }
+int fuse_emit_arg(Emit *e, int v, KArgMode mode) { return arg_of(e, v, mode); }
+int fuse_emit_linearize(Emit *e, const Shape *s, const int *idx) { return linearize(e, s, idx); }
+void fuse_emit_delinearize(Emit *e, const Shape *s, int lin, int *idx) { delinearize(e, s, lin, idx); }
+int fuse_emit_reduce(Emit *e, const Op *op, int tag, const Shape *dom, const bool *red, const int *row_idx,
+                     KRed kind, KType t, ElemFn fn, const int *cap) {
+  return emit_reduce(e, op, tag, dom, red, row_idx, kind, t, fn, cap);
 }
 
 /* ---- a group's kernel --------------------------------------------------------------------------- */
@@ -694,6 +735,7 @@ Kernel *fuse_kernel(const Fuse *f, const Group *gr, const int *store, int nstore
   snprintf(name, sizeof name, "k%d_%s", f->ks->n, group_title(f, gr));
   const Op *first = OPP(f, store[0]);
   if (first->kind == OP_EMBEDDING_GRAD) *n_outer = first->shape.d[1];
+  else if (fuse_index_special(first->kind)) *n_outer = fuse_index_special_outer(f, first);
   else if (gr->row) *n_outer = fuse_kept_numel(&gr->dom, gr->red);
   else *n_outer = shape_numel(&gr->dom);
   Emit e = {.f = f, .gr = gr, .b = kb_new(f->ks->arena, name, *n_outer)};
@@ -704,10 +746,11 @@ Kernel *fuse_kernel(const Fuse *f, const Group *gr, const int *store, int nstore
   memset(e.argof, 0xff, sizeof(int) * (size_t)f->g->nops);
   memset(e.memo, 0xff, sizeof(int) * (size_t)e.mcap * (MEMO_KEY + 1));
   if (first->kind == OP_EMBEDDING_GRAD) emit_embedding_grad(&e, first);
+  else if (fuse_index_special(first->kind)) fuse_index_emit_special(&e, first);
   else if (gr->row) emit_row_group(&e, store, nstore);
   else emit_ew_group(&e, store, nstore);
   Kernel *k = kb_finish(e.b);
-  if (!gr->row && first->kind != OP_EMBEDDING_GRAD && gr->dom.rank > 0 && gr->dom.d[gr->dom.rank - 1] > 1)
+  if (!gr->row && fuse_cat(first->kind) != CAT_SPECIAL && gr->dom.rank > 0 && gr->dom.d[gr->dom.rank - 1] > 1)
     k->inner = gr->dom.d[gr->dom.rank - 1];
   free(e.argof);
   free(e.memo);

@@ -42,6 +42,24 @@ static inline const Op *OPP(const Fuse *f, int id) { return f->g->ops[id]; }
 
 /* ==== fuse_emit.c ==== */
 
+/* The emission of one kernel (fuse_emit.c's state), and what fuse_index.c uses of it. */
+typedef struct Emit Emit;
+/* A callback emitting one element of a reduction at a full domain index. */
+typedef int (*ElemFn)(Emit *e, const Op *op, const int *dom_idx, const int *cap);
+KBuilder *fuse_emit_builder(Emit *e);
+const Fuse *fuse_emit_fuse(Emit *e);
+/* Value v at its multi-index idx (instruction ids): computed, inline, or loaded. */
+int fuse_emit_value(Emit *e, int v, const int *idx);
+/* The kernel argument of value v, added on first use. */
+int fuse_emit_arg(Emit *e, int v, KArgMode mode);
+int fuse_emit_linearize(Emit *e, const Shape *s, const int *idx);
+void fuse_emit_delinearize(Emit *e, const Shape *s, int lin, int *idx);
+/* A reduction of op (memoised by tag) over the axes red[] of dom at the row row_idx (kept
+ * entries; reduced ones -1): fn's elements combined by kind, in type t; cap: fn's extra
+ * values, cap[0] the depth they need. */
+int fuse_emit_reduce(Emit *e, const Op *op, int tag, const Shape *dom, const bool *red, const int *row_idx,
+                     KRed kind, KType t, ElemFn fn, const int *cap);
+
 /* The category of an op kind. */
 Cat fuse_cat(OpKind k);
 /* axis (negative: from the end) as an index into a shape of the rank; dies when out of range. */
@@ -55,5 +73,17 @@ void fuse_red_spec(const Fuse *f, const Op *op, Shape *dom, bool *red);
  * size of its outer loop. */
 Kernel *fuse_kernel(const Fuse *f, const Group *gr, const int *store, int nstore, int **args, int *nargs,
                     int64_t *n_outer);
+
+/* ==== fuse_index.c: the kernels of the ops that index by data or by order ==== */
+
+/* GATHER, ONE_HOT, IM2COL (index remaps), ARGMAX, CHECK, COL2IM (row reductions) at idx. */
+int fuse_index_member(Emit *e, const Op *op, const int *idx);
+/* The domain and reduced axes of ARGMAX, CHECK and COL2IM. */
+void fuse_index_red_spec(const Fuse *f, const Op *op, Shape *dom, bool *red);
+/* The special kernels (CAT_SPECIAL) besides EMBEDDING_GRAD: CUMSUM, CUMSUM_REV, TOPK and
+ * GATHER_GRAD; each outer iteration is one row along the op's axis. */
+bool fuse_index_special(OpKind k);
+int64_t fuse_index_special_outer(const Fuse *f, const Op *op);
+void fuse_index_emit_special(Emit *e, const Op *op);
 
 #endif

@@ -142,13 +142,21 @@ static void dump_attrs(FILE *out, const Op *op) {
     break;
   case OP_FULL: case OP_POW: fprintf(out, " value=%g", op->value); break;
   case OP_DROPOUT: fprintf(out, " p=%g key=%d", op->value, op->key); break;
-  case OP_SUM: case OP_MEAN: case OP_AMAX:
+  case OP_SUM: case OP_MEAN: case OP_AMAX: case OP_ARGMAX:
     if (op->axis == AXIS_ALL) fprintf(out, " axis=all");
     else fprintf(out, " axis=%d", op->axis);
     if (op->keepdims) fprintf(out, " keepdims");
     break;
   case OP_SOFTMAX: case OP_LOG_SOFTMAX: case OP_CONCAT:
+  case OP_CUMSUM: case OP_CUMSUM_REV: case OP_TOPK: case OP_GATHER: case OP_GATHER_GRAD:
     fprintf(out, " axis=%d", op->axis);
+    break;
+  case OP_IM2COL: case OP_COL2IM:
+    fprintf(out, " kernel=%dx%d stride=%lld padding=%lld", op->axis, op->axis2, (long long)op->begin, (long long)op->end);
+    break;
+  case OP_CHECK:
+    fprintf(out, " of=%s", op_name((OpKind)op->key));
+    if (op->key == OP_GATHER) fprintf(out, " bound=%g", op->value);
     break;
   case OP_ALLGATHER: case OP_TP_SLICE: case OP_REDUCE_SCATTER: fprintf(out, " axis=%d groups=%d", op->axis, op->key); break;
   case OP_TRANSPOSE: fprintf(out, " axes=%d,%d", op->axis, op->axis2); break;

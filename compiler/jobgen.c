@@ -74,6 +74,7 @@ static void fill_values(Job *j, const Graph *g, Op *const *params, int np) {
     JobValue *v = &j->values[i];
     v->dtype = (uint8_t)op->dtype;
     v->kind = op->kind == OP_PARAM ? JV_PARAM : op->kind == OP_INPUT ? JV_INPUT : op->kind == OP_PARAM_GRAD ? JV_GRAD : JV_ACT;
+    if (op->kind == OP_CHECK) v->kind = JV_CHECK;
     fill_dims(&op->shape, &v->rank, v->dims, &v->numel);
     v->param = -1;
     v->use = op->kind == OP_PARAM_GRAD ? op->use : 0;
@@ -211,6 +212,23 @@ static void fill_stages(Job *j, const Partition *p, Program *(*progs)[PASS__COUN
   }
 }
 
+/* The run-time checks (OP_CHECK): each value and what the runtime says when it counts bad
+ * elements, at the user's place of the op it guards. */
+static void fill_checks(Job *j, const Graph *g) {
+  for (int i = 0; i < g->nops; i++) j->nchecks += g->ops[i]->kind == OP_CHECK;
+  j->checks = mpl_calloc((size_t)j->nchecks + 1, sizeof(JobCheck));
+  for (int i = 0, n = 0; i < g->nops; i++) {
+    const Op *op = g->ops[i];
+    if (op->kind != OP_CHECK) continue;
+    Loc at = op_user_loc(op);
+    char what[400];
+    if (op->key == OP_GATHER)
+      snprintf(what, sizeof what, "%s:%d:%d: gather: index out of range [0, %.0f)", at.file, at.line, at.col, op->value);
+    else snprintf(what, sizeof what, "%s:%d:%d: '%%' on i32 tensors: remainder by zero", at.file, at.line, at.col);
+    j->checks[n++] = (JobCheck){.value = op->id, .what = mpl_strdup(what)};
+  }
+}
+
 static void fill_kernels(Job *j, const KernelSet *ks, const KernelCode *code) {
   JobKernels *k = &j->kernels;
   k->nkernels = ks->n;
@@ -247,6 +265,7 @@ int jobgen_write(Diag *d, const JobParts *jp, const char *path) {
   j->predicted_bubble = jp->timing->bubble;
   j->textbook_bubble = sched_textbook_bubble(g->mesh.pp, (int)g->train.microbatches);
   fill_kernels(j, jp->fused->ks, jp->code);
+  fill_checks(j, g);
   char err[600];
   int rc = 0;
   if (job_validate(j, err, sizeof err)) die("jobgen: the job fails its own validation: %s", err);

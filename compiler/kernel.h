@@ -71,6 +71,7 @@ typedef enum KRed { KR_NONE, KR_SUM, KR_MAX } KRed;
   X(LOOPVAR, 0)  /* i64: the index of loop imm (an instruction id) */          \
   X(NEG, 1) X(NOT, 1) X(ABS, 1)                                                \
   X(EXP, 1) X(LOG, 1) X(SQRT, 1) X(TANH, 1) /* f32 math (libm / CUDA) */       \
+  X(SIN, 1) X(COS, 1) X(FLOOR, 1) /* f32 math (libm / CUDA) */                 \
   X(CAST, 1)     /* a converted to the instruction's type (f32->int: trunc) */ \
   X(ADD, 2) X(SUB, 2) X(MUL, 2) X(DIV, 2) X(REM, 2) /* int: wrap; i32 div/rem signed, i64 unsigned (indices) */ \
   X(POW, 2)      /* f32 powf */                                                \

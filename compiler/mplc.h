@@ -90,6 +90,22 @@ bool shape_broadcast(const Shape *a, const Shape *b, Shape *out);
                           key: its CROSS_ENTROPY. A temporary that fuse.c adds so the \
                           loss is per-row kernels plus one sum in row order */        \
   X(DROPOUT, 1, N)     /* value: p; key: mask key (seed, step, mb, key) */      \
+  /* v2 ops with kernels of their own (issue 13, item 1; fuse_index.c) */         \
+  X(SIN, 1, E) X(COS, 1, E) X(FLOOR, 1, E) X(SILU, 1, E)                        \
+  X(REM, 2, E)         /* torch.remainder (the sign of b); i32: x % 0 is 0, CHECK reports it */ \
+  X(ARGMAX, 1, R)      /* axis, keepdims: i32, the first index of the maximum */ \
+  X(CUMSUM, 1, R)      /* axis: inclusive prefix sums, summed in index order */  \
+  X(CUMSUM_REV, 1, R)  /* axis: suffix sums y_i = sum_{j >= i} x_j (CUMSUM's gradient) */ \
+  X(TOPK, 1, R)        /* axis: i32 indices of the k = shape[axis] largest, descending, \
+                          ties to the lower index (topk's values are a GATHER by them) */ \
+  X(GATHER, 2, N)      /* (x, idx i32) axis: torch.gather; an index is clamped into range */ \
+  X(GATHER_GRAD, 2, G) /* (idx, dy) axis -> x's shape: dy summed where gathered, in index order */ \
+  X(ONE_HOT, 1, N)     /* i32 [...] -> f32 [..., n]: 1 where the index is the position */ \
+  X(IM2COL, 1, S)      /* [N, C, H, W] -> [N, C*kh*kw, Ho*Wo] (conv2d's patches, zero padded): \
+                          axis = kh, axis2 = kw, begin = stride, end = padding */ \
+  X(COL2IM, 1, G)      /* IM2COL's gradient, same attributes: patches summed back to [N, C, H, W] */ \
+  X(CHECK, 1, N)       /* i32 []: the elements of i32 x that op kind `key` rejects at run time \
+                          (GATHER: outside [0, value); REM: zero); the runtime stops on non-zero */ \
   /* training */                                                                \
   X(PARAM_GRAD, 1, G)  /* sink: accumulate input into grad accumulator        \
                           (param = key, use = use index) */                     \

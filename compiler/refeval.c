@@ -105,12 +105,24 @@ static double ew_unary(const Op *op, double x) {
   case OP_POW: return pow(x, op->value);
   case OP_CAST: return cast_to(op->dtype, x);
   case OP_NOT: return x == 0.0;
+  case OP_SIN: return sin(x);
+  case OP_COS: return cos(x);
+  case OP_FLOOR: return floor(x);
+  case OP_SILU: return x / (1.0 + exp(-x));
   default: die("refeval: %s is not unary elementwise", op_name(op->kind));
   }
 }
 
+/* torch.remainder: the sign of b; an i32 x % 0 is 0, as the kernels make it (CHECK reports it). */
+static double torch_remainder(DType t, double a, double b) {
+  if (t == DT_I32 && b == 0) return 0.0;
+  double r = fmod(a, b);
+  return r != 0 && (b < 0) != (r < 0) ? r + b : r;
+}
+
 static double ew_binary(const Op *op, double a, double b) {
   switch (op->kind) {
+  case OP_REM: return torch_remainder(op->dtype, a, b);
   case OP_ADD: return a + b;
   case OP_SUB: return a - b;
   case OP_MUL: return a * b;
@@ -363,6 +375,115 @@ static double *ev_dropout(const Op *op, double **v, const RefCtx *ctx) {
   return out;
 }
 
+/* ---- v2 ops with kernels of their own (issue 13, item 1) ---------------------------- */
+
+/* The order of argmax and topk: a before b when it is larger, NaN largest, ties to the
+ * lower index (ia < ib). */
+static bool ranks_before(double a, int64_t ia, double b, int64_t ib) {
+  if (isnan(a) || isnan(b)) return isnan(a) && (!isnan(b) || ia < ib);
+  return a > b || (a == b && ia < ib);
+}
+
+/* ARGMAX (the first best of each row) and TOPK (the k best of each row, best first). */
+static double *ev_argmax_topk(const Graph *g, const Op *op, double **v) {
+  Split3 s = split_axis(in_shape(g, op, 0), op->axis);
+  int64_t k = op->kind == OP_TOPK ? op->shape.d[op->axis] : 1;
+  const double *x = v[op->in[0]];
+  double *out = alloc_vals(s.outer * k * s.inner);
+  bool *taken = calloc((size_t)s.n, 1);
+  if (!taken) die("refeval: out of memory");
+  for (int64_t o = 0; o < s.outer; o++)
+    for (int64_t i = 0; i < s.inner; i++) {
+      memset(taken, 0, (size_t)s.n);
+      for (int64_t j = 0; j < k; j++) {
+        int64_t best = -1;
+        for (int64_t p = 0; p < s.n; p++)
+          if (!taken[p] && (best < 0 || ranks_before(x[(o * s.n + p) * s.inner + i], p,
+                                                     x[(o * s.n + best) * s.inner + i], best)))
+            best = p;
+        taken[best] = true;
+        out[(o * k + j) * s.inner + i] = (double)best;
+      }
+    }
+  free(taken);
+  return out;
+}
+
+/* CUMSUM (prefix sums) and CUMSUM_REV (suffix sums), in index order along the axis. */
+static double *ev_cumsum(const Op *op, double **v) {
+  Split3 s = split_axis(&op->shape, op->axis);
+  const double *x = v[op->in[0]];
+  double *out = alloc_vals(shape_numel(&op->shape));
+  bool rev = op->kind == OP_CUMSUM_REV;
+  for (int64_t o = 0; o < s.outer; o++)
+    for (int64_t i = 0; i < s.inner; i++) {
+      double acc = 0;
+      for (int64_t q = 0; q < s.n; q++) {
+        int64_t p = rev ? s.n - 1 - q : q, at = (o * s.n + p) * s.inner + i;
+        acc += x[at];
+        out[at] = acc;
+      }
+    }
+  return out;
+}
+
+/* GATHER(x, idx) reads x at idx's values; GATHER_GRAD(idx, dy) adds dy there, in idx's order. */
+static double *ev_gather_op(const Graph *g, const Op *op, double **v) {
+  bool grad = op->kind == OP_GATHER_GRAD;
+  const Shape *is = in_shape(g, op, grad ? 0 : 1), *xs = grad ? &op->shape : in_shape(g, op, 0);
+  const double *idx = v[op->in[grad ? 0 : 1]], *src = v[op->in[grad ? 1 : 0]];
+  double *out = alloc_vals(shape_numel(&op->shape));
+  int64_t ix[MPL_MAX_RANK];
+  for (int64_t p = 0, n = shape_numel(is); p < n; p++) {
+    unravel(is, p, ix);
+    ix[op->axis] = row_index(idx[p], xs->d[op->axis], op);
+    if (grad) out[ravel(xs, ix)] += src[p];
+    else out[p] = src[ravel(xs, ix)];
+  }
+  return out;
+}
+
+static double *ev_one_hot(const Op *op, double **v) {
+  int64_t n = op->shape.d[op->shape.rank - 1], rows = shape_numel(&op->shape) / n;
+  double *out = alloc_vals(rows * n);
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t c = 0; c < n; c++) out[r * n + c] = v[op->in[0]][r] == (double)c;
+  return out;
+}
+
+/* IM2COL: patch element (c, ki, kj) of output place (oh, ow) is x[n, c, oh*s - p + ki,
+ * ow*s - p + kj], 0 in the padding; COL2IM adds each patch element back there. */
+static double *ev_patches(const Graph *g, const Op *op, double **v) {
+  bool back = op->kind == OP_COL2IM;
+  const Shape *xs = back ? &op->shape : in_shape(g, op, 0);
+  int64_t N = xs->d[0], C = xs->d[1], H = xs->d[2], W = xs->d[3], kh = op->axis, kw = op->axis2;
+  int64_t st = op->begin, pad = op->end, Ho = (H + 2 * pad - kh) / st + 1, Wo = (W + 2 * pad - kw) / st + 1;
+  int64_t K = C * kh * kw, P = Ho * Wo;
+  const double *src = v[op->in[0]];
+  double *out = alloc_vals(shape_numel(&op->shape));
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t k = 0; k < K; k++)
+      for (int64_t q = 0; q < P; q++) {
+        int64_t c = k / (kh * kw), ki = k / kw % kh, kj = k % kw;
+        int64_t h = q / Wo * st - pad + ki, w = q % Wo * st - pad + kj;
+        if (h < 0 || h >= H || w < 0 || w >= W) continue;
+        int64_t xi = ((n * C + c) * H + h) * W + w, ci = (n * K + k) * P + q;
+        if (back) out[xi] += src[ci];
+        else out[ci] = src[xi];
+      }
+  return out;
+}
+
+/* CHECK: how many elements the op `key` would reject. */
+static double *ev_check(const Graph *g, const Op *op, double **v) {
+  double *out = alloc_vals(1);
+  for (int64_t i = 0, n = shape_numel(in_shape(g, op, 0)); i < n; i++) {
+    double x = v[op->in[0]][i];
+    out[0] += op->key == OP_GATHER ? !(x >= 0 && x < op->value) : x == 0;
+  }
+  return out;
+}
+
 /* ---- the dispatcher ------------------------------------------------------------ */
 
 static bool is_caller_leaf(OpKind k) { return k == OP_INPUT || k == OP_PARAM || k == OP_RECV; }
@@ -382,6 +503,12 @@ static double *ev_op(const Graph *g, const Op *op, double **v, const RefCtx *ctx
   case OP_EMBEDDING: case OP_EMBEDDING_GRAD: return ev_embedding(g, op, v);
   case OP_CROSS_ENTROPY: case OP_CE_ROWS: case OP_CE_GRAD: return ev_cross_entropy(g, op, v);
   case OP_DROPOUT: return ev_dropout(op, v, ctx);
+  case OP_ARGMAX: case OP_TOPK: return ev_argmax_topk(g, op, v);
+  case OP_CUMSUM: case OP_CUMSUM_REV: return ev_cumsum(op, v);
+  case OP_GATHER: case OP_GATHER_GRAD: return ev_gather_op(g, op, v);
+  case OP_ONE_HOT: return ev_one_hot(op, v);
+  case OP_IM2COL: case OP_COL2IM: return ev_patches(g, op, v);
+  case OP_CHECK: return ev_check(g, op, v);
   case OP_SEND: return NULL;
   default:
     if (op_info[op->kind].cls == OPC_E) return ev_elementwise(g, op, v);

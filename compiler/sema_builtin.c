@@ -70,6 +70,10 @@ static Value const_math(Sema *S, OpKind k, Value c, Loc loc) {
   case OP_ABS:
     if (c.kind == V_INT && c.i == INT64_MIN) break;
     return c.kind == V_INT ? vint(c.i < 0 ? -c.i : c.i, loc) : vfloat(fabs(x), loc);
+  case OP_SIN: return vfloat(sin(x), loc);
+  case OP_COS: return vfloat(cos(x), loc);
+  case OP_FLOOR: return c.kind == V_INT ? c : vfloat(floor(x), loc);
+  case OP_SILU: return vfloat(x / (1 + exp(-x)), loc);
   default: break;
   }
   sema_err(S, loc, "cannot compute %s of %s", op_name(k), sema_value_desc(S, c));
@@ -490,6 +494,64 @@ static Value bi_dropout(Sema *S, Scope *sc, Node *call, const Builtin *b, Node *
   return vtensor(S, op);
 }
 
+/* ---- built-ins: v2 ops with kernels of their own (issue 13, item 1) ---------------------- */
+static bool keepdims_arg(Sema *S, Scope *sc, Node *e, bool *out) {
+  *out = false;
+  if (!e) return true;
+  Value k = sema_eval(S, sc, e);
+  if (k.kind != V_BOOL) {
+    if (k.kind != V_ERR) sema_err(S, e->loc, "keepdims must be a compile-time bool");
+    return false;
+  }
+  *out = k.i;
+  return true;
+}
+
+static Value bi_argmax(Sema *S, Scope *sc, Node *call, const Builtin *b, Node **args) {
+  Value x = tensor_arg(S, sc, args[0], b->name);
+  int64_t axis;
+  bool keep, ok = sema_const_int(S, sc, args[1], "an axis", &axis);
+  if (!keepdims_arg(S, sc, args[2], &keep) || !ok || x.kind == V_ERR) return verr();
+  return sema_argmax(S, x, axis, keep, call->loc, args[1]->loc);
+}
+
+static Value bi_cumsum(Sema *S, Scope *sc, Node *call, const Builtin *b, Node **args) {
+  Value x = tensor_arg(S, sc, args[0], b->name);
+  int64_t axis;
+  if (!sema_const_int(S, sc, args[1], "an axis", &axis) || x.kind == V_ERR) return verr();
+  return sema_cumsum(S, x, axis, call->loc, args[1]->loc);
+}
+
+static Value bi_topk(Sema *S, Scope *sc, Node *call, const Builtin *b, Node **args) {
+  Value x = tensor_arg(S, sc, args[0], b->name);
+  int64_t k, axis;
+  bool ok = sema_const_int(S, sc, args[1], "topk's k", &k);
+  if (!int_arg(S, sc, args[2], -1, "an axis", &axis) || !ok || x.kind == V_ERR) return verr();
+  return sema_topk(S, x, k, axis, call->loc, args[1]->loc, args[2] ? args[2]->loc : call->loc);
+}
+
+static Value bi_gather(Sema *S, Scope *sc, Node *call, const Builtin *b, Node **args) {
+  Value x = tensor_arg(S, sc, args[0], b->name), idx = tensor_arg(S, sc, args[1], b->name);
+  int64_t axis;
+  if (!sema_const_int(S, sc, args[2], "an axis", &axis) || x.kind == V_ERR || idx.kind == V_ERR) return verr();
+  return sema_gather(S, x, idx, axis, call->loc, args[2]->loc);
+}
+
+static Value bi_one_hot(Sema *S, Scope *sc, Node *call, const Builtin *b, Node **args) {
+  Value idx = tensor_arg(S, sc, args[0], b->name);
+  int64_t n;
+  if (!sema_const_int(S, sc, args[1], "one_hot's number of classes", &n) || idx.kind == V_ERR) return verr();
+  return sema_one_hot(S, idx, n, call->loc, args[1]->loc);
+}
+
+static Value bi_conv2d(Sema *S, Scope *sc, Node *call, const Builtin *b, Node **args) {
+  Value x = tensor_arg(S, sc, args[0], b->name), w = tensor_arg(S, sc, args[1], b->name);
+  int64_t stride, pad;
+  bool ok = int_arg(S, sc, args[2], 1, "conv2d's stride", &stride);
+  if (!int_arg(S, sc, args[3], 0, "conv2d's padding", &pad) || !ok || x.kind == V_ERR || w.kind == V_ERR) return verr();
+  return sema_conv2d(S, x, w, stride, pad, call->loc);
+}
+
 /* ORDER: none; looked up by name. */
 #define BUILTINS(X)                                                          \
   X("exp", bi_unary, OP_EXP, 1, "x") X("log", bi_unary, OP_LOG, 1, "x")      \
@@ -516,7 +578,16 @@ static Value bi_dropout(Sema *S, Scope *sc, Node *call, const Builtin *b, Node *
   X("causal_mask", bi_causal_mask, OP_CAUSAL_MASK, 1, "T")                   \
   X("embedding", bi_embedding, OP_EMBEDDING, 3, "idx", "rows", "cols")       \
   X("cross_entropy", bi_cross_entropy, OP_CROSS_ENTROPY, 2, "logits", "targets") \
-  X("dropout", bi_dropout, OP_DROPOUT, 2, "x", "p")
+  X("dropout", bi_dropout, OP_DROPOUT, 2, "x", "p")                         \
+  /* v2 ops with kernels of their own (issue 13, item 1) */                  \
+  X("sin", bi_unary, OP_SIN, 1, "x") X("cos", bi_unary, OP_COS, 1, "x")      \
+  X("floor", bi_unary, OP_FLOOR, 1, "x") X("silu", bi_unary, OP_SILU, 1, "x") \
+  X("argmax", bi_argmax, OP_ARGMAX, 2, "x", "axis", "keepdims")              \
+  X("cumsum", bi_cumsum, OP_CUMSUM, 2, "x", "axis")                          \
+  X("topk", bi_topk, OP_TOPK, 2, "x", "k", "axis")                           \
+  X("gather", bi_gather, OP_GATHER, 3, "x", "idx", "axis")                   \
+  X("one_hot", bi_one_hot, OP_ONE_HOT, 2, "idx", "n")                        \
+  X("conv2d", bi_conv2d, OP_IM2COL, 2, "x", "w", "stride", "padding")
 
 static const Builtin builtins[] = {
 #define X(name, fn, op, nreq, ...) {name, fn, op, nreq, {__VA_ARGS__}},

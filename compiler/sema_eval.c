@@ -165,10 +165,7 @@ Value sema_binop(Sema *S, int bop, Value a, Value b, Loc loc) {
     return verr();
   }
   if (bop == BOP_MATMUL) return sema_matmul(S, a, b, false, false, loc);
-  if (bop == BOP_MOD) {
-    sema_err(S, loc, "'%%' is not defined on tensors");
-    return verr();
-  }
+  if (bop == BOP_MOD) return sema_rem(S, a, b, loc);
   return sema_binary(S, tensor_op_of(bop), a, b, loc, binop_str(bop));
 }
 

@@ -202,6 +202,15 @@ void sema_note_made(Sema *S, Value v);
 void sema_note_operands(Sema *S, Value a, Value b);
 /* Records an upper bound of the i32 input v reads (through shape ops), for synthetic data. */
 void sema_note_bound(Sema *S, Value v, int64_t bound);
+/* The v2 ops with kernels of their own (issue 13): shape and dtype rules, errors located
+ * at loc (the call) or at the argument's loc. */
+Value sema_rem(Sema *S, Value a, Value b, Loc loc);
+Value sema_argmax(Sema *S, Value x, int64_t axis, bool keep, Loc loc, Loc axis_loc);
+Value sema_cumsum(Sema *S, Value x, int64_t axis, Loc loc, Loc axis_loc);
+Value sema_topk(Sema *S, Value x, int64_t k, int64_t axis, Loc loc, Loc k_loc, Loc axis_loc);
+Value sema_gather(Sema *S, Value x, Value idx, int64_t axis, Loc loc, Loc axis_loc);
+Value sema_one_hot(Sema *S, Value idx, int64_t n, Loc loc, Loc n_loc);
+Value sema_conv2d(Sema *S, Value x, Value w, int64_t stride, int64_t pad, Loc loc);
 
 /* ==== the evaluator: sema_eval.c, sema_builtin.c and sema_stmt.c call each other
  * (an expression may call a def, whose body has expressions; a built-in evaluates its

@@ -299,3 +299,228 @@ void sema_note_bound(Sema *S, Value v, int64_t bound) {
   if (op->kind != OP_INPUT || op->dtype != DT_I32) return;
   if (!S->bound[op->id] || bound < S->bound[op->id]) S->bound[op->id] = bound;
 }
+
+/* ---- v2 ops with kernels of their own (issue 13, item 1) ------------------------------- */
+
+/* A CHECK of i32 value v for the op `guarded` (GATHER: indices in [0, bound); REM: no zero
+ * divisor): the runtime stops with a message naming the op and loc when the count is not 0.
+ * It runs where v is made or, for a leaf v, on the guarded op's stage (a check has no
+ * users, so its stage is not found from them). */
+static void add_check(Sema *S, int v, const Op *guarded, int64_t bound, Loc loc) {
+  Op *c = sema_op(S, OP_CHECK, 1, &v, loc);
+  if (!c) return;
+  if (c->stage < 0 && guarded->stage >= 0) c->stage = guarded->stage, c->stage_loc = guarded->stage_loc;
+  OpKind of = guarded->kind;
+  c->shape = (Shape){0};
+  c->dtype = DT_I32;
+  c->key = of;
+  c->value = (double)bound;
+}
+
+/* a % b on tensors: torch.remainder. An i32 divisor that is a compile-time 0 is an error;
+ * one computed at run time gets a CHECK (the kernel's result for x % 0 is 0). */
+Value sema_rem(Sema *S, Value a, Value b, Loc loc) {
+  Value r = sema_binary(S, OP_REM, a, b, loc, "%");
+  if (r.kind != V_TENSOR || sema_opv(S, r)->dtype != DT_I32) return r;
+  const Op *d = S->g->ops[sema_opv(S, r)->in[1]];
+  if (d->kind == OP_FULL && d->value == 0) {
+    sema_err(S, loc, "'%%' on i32 tensors: the divisor is 0");
+    return verr();
+  }
+  if (d->kind != OP_FULL) add_check(S, d->id, sema_opv(S, r), 0, loc);
+  return r;
+}
+
+/* x's dtype is one of f32 and i32 (the ordering ops: argmax, topk, cumsum). */
+static bool number_tensor(Sema *S, Value x, const char *fn, Loc loc) {
+  DType t = sema_opv(S, x)->dtype;
+  if (t == DT_F32 || t == DT_I32) return true;
+  sema_err(S, loc, "%s needs an f32 or i32 tensor, not %s", fn, dtype_name(t));
+  sema_note_made(S, x);
+  return false;
+}
+
+/* An op of kind k on x along axis (already normalised), of shape s and dtype t. */
+static Value axis_op(Sema *S, OpKind k, Value x, int axis, Shape s, DType t, Loc loc) {
+  Op *op = sema_op(S, k, 1, &x.op, loc);
+  if (!op) return verr();
+  op->shape = s;
+  op->dtype = t;
+  op->axis = axis;
+  return vtensor(S, op);
+}
+
+Value sema_argmax(Sema *S, Value x, int64_t axis, bool keep, Loc loc, Loc axis_loc) {
+  if (!number_tensor(S, x, "argmax", loc)) return verr();
+  const Op *xi = sema_opv(S, x);
+  int ax = sema_norm_axis(S, axis, xi->shape.rank, axis_loc);
+  if (ax < 0) return verr();
+  Shape s = {0};
+  for (int i = 0; i < xi->shape.rank; i++)
+    if (i != ax) s.d[s.rank++] = xi->shape.d[i];
+    else if (keep) s.d[s.rank++] = 1;
+  Value r = axis_op(S, OP_ARGMAX, x, ax, s, DT_I32, loc);
+  if (r.kind == V_TENSOR) sema_opv(S, r)->keepdims = keep;
+  return r;
+}
+
+Value sema_cumsum(Sema *S, Value x, int64_t axis, Loc loc, Loc axis_loc) {
+  if (!number_tensor(S, x, "cumsum", loc)) return verr();
+  const Op *xi = sema_opv(S, x);
+  int ax = sema_norm_axis(S, axis, xi->shape.rank, axis_loc);
+  if (ax < 0) return verr();
+  return axis_op(S, OP_CUMSUM, x, ax, xi->shape, xi->dtype, loc);
+}
+
+/* GATHER(x, idx) along axis (normalised): the shape of idx, the dtype of x. */
+static Value gather_op(Sema *S, Value x, Value idx, int axis, Loc loc) {
+  int in[2] = {x.op, idx.op};
+  Op *op = sema_op(S, OP_GATHER, 2, in, loc);
+  if (!op) return verr();
+  op->shape = sema_opv(S, idx)->shape;
+  op->dtype = sema_opv(S, x)->dtype;
+  op->axis = axis;
+  return vtensor(S, op);
+}
+
+/* topk(x, k, axis): (values, indices); the indices are a TOPK op, the values a GATHER of
+ * x by them (so the gradient flows through the values only, as GATHER's). */
+Value sema_topk(Sema *S, Value x, int64_t k, int64_t axis, Loc loc, Loc k_loc, Loc axis_loc) {
+  if (!number_tensor(S, x, "topk", loc)) return verr();
+  const Op *xi = sema_opv(S, x);
+  int ax = sema_norm_axis(S, axis, xi->shape.rank, axis_loc);
+  if (ax < 0) return verr();
+  if (k <= 0 || k > xi->shape.d[ax]) {
+    sema_err(S, k_loc, "topk: k = %lld is not in [1, %lld], the size of axis %d of %s", (long long)k,
+             (long long)xi->shape.d[ax], ax, sema_shape_str(S, xi));
+    sema_note_made(S, x);
+    return verr();
+  }
+  Shape s = xi->shape;
+  s.d[ax] = k;
+  Value idx = axis_op(S, OP_TOPK, x, ax, s, DT_I32, loc);
+  if (idx.kind == V_ERR) return idx;
+  Value vals = gather_op(S, x, idx, ax, loc);
+  if (vals.kind == V_ERR) return vals;
+  Value t = {.kind = V_TUPLE, .n = 2, .loc = loc};
+  t.items = arena_alloc(S->a, sizeof(Value) * 2);
+  t.items[0] = vals, t.items[1] = idx;
+  return t;
+}
+
+/* The exclusive bound of an i32 value known from the op that makes it (0: unknown). */
+static int64_t index_bound(Sema *S, const Op *idx) {
+  if (idx->kind == OP_ARANGE) return idx->shape.d[0];
+  if (idx->kind == OP_TOPK || idx->kind == OP_ARGMAX) return S->g->ops[idx->in[0]]->shape.d[idx->axis];
+  return 0;
+}
+
+/* gather(x, idx, axis): torch.gather. idx is i32 of x's rank, no larger than x on the other
+ * axes; its values are checked at run time unless they are known to be in range. */
+Value sema_gather(Sema *S, Value x, Value idx, int64_t axis, Loc loc, Loc axis_loc) {
+  const Op *xi = sema_opv(S, x), *ii = sema_opv(S, idx);
+  if (ii->dtype != DT_I32 || ii->shape.rank != xi->shape.rank) {
+    sema_err(S, loc, "gather needs i32 indices of the rank of x (%d), not %s%s", xi->shape.rank, dtype_name(ii->dtype),
+             sema_shape_str(S, ii));
+    sema_note_operands(S, x, idx);
+    return verr();
+  }
+  int ax = sema_norm_axis(S, axis, xi->shape.rank, axis_loc);
+  if (ax < 0) return verr();
+  for (int i = 0; i < xi->shape.rank; i++)
+    if (i != ax && ii->shape.d[i] > xi->shape.d[i]) {
+      sema_err(S, loc, "gather along axis %d: indices %s are larger than x %s on axis %d", ax, sema_shape_str(S, ii),
+               sema_shape_str(S, xi), i);
+      sema_note_operands(S, x, idx);
+      return verr();
+    }
+  int64_t n = xi->shape.d[ax], known = index_bound(S, ii);
+  sema_note_bound(S, idx, n);
+  Value r = gather_op(S, x, idx, ax, loc);
+  if (r.kind == V_TENSOR && !(known > 0 && known <= n)) add_check(S, idx.op, sema_opv(S, r), n, loc);
+  return r;
+}
+
+/* one_hot(idx, n): f32 [..., n]; an index outside [0, n) gives a row of zeros. */
+Value sema_one_hot(Sema *S, Value idx, int64_t n, Loc loc, Loc n_loc) {
+  const Op *ii = sema_opv(S, idx);
+  if (ii->dtype != DT_I32) {
+    sema_err(S, loc, "one_hot needs i32 indices, not %s", dtype_name(ii->dtype));
+    sema_note_made(S, idx);
+    return verr();
+  }
+  if (n <= 0) {
+    sema_err(S, n_loc, "one_hot: the number of classes must be positive, not %lld", (long long)n);
+    return verr();
+  }
+  Shape s = ii->shape;
+  if (s.rank == MPL_MAX_RANK) { sema_err(S, loc, "more than %d dimensions", MPL_MAX_RANK); return verr(); }
+  s.d[s.rank++] = n;
+  if (!sema_check_shape(S, &s, loc)) return verr();
+  sema_note_bound(S, idx, n);
+  Op *op = sema_op(S, OP_ONE_HOT, 1, &idx.op, loc);
+  if (!op) return verr();
+  op->shape = s;
+  op->dtype = DT_F32;
+  return vtensor(S, op);
+}
+
+/* The operands of conv2d: x [N, C, H, W], w [O, C, kh, kw] of one float type; false after
+ * an error. */
+static bool conv_operands(Sema *S, Value x, Value w, Loc loc) {
+  const Op *xi = sema_opv(S, x), *wi = sema_opv(S, w);
+  if (xi->shape.rank != 4 || wi->shape.rank != 4 || xi->dtype != wi->dtype || !dtype_is_float(xi->dtype)) {
+    sema_err(S, loc, "conv2d needs x [N, C, H, W] and w [O, C, kh, kw] of one float type, not %s%s and %s%s",
+             dtype_name(xi->dtype), sema_shape_str(S, xi), dtype_name(wi->dtype), sema_shape_str(S, wi));
+    sema_note_operands(S, x, w);
+    return false;
+  }
+  if (xi->shape.d[1] != wi->shape.d[1]) {
+    sema_err(S, loc, "conv2d: x %s has %lld channels, but w %s expects %lld", sema_shape_str(S, xi),
+             (long long)xi->shape.d[1], sema_shape_str(S, wi), (long long)wi->shape.d[1]);
+    sema_note_operands(S, x, w);
+    return false;
+  }
+  return true;
+}
+
+/* conv2d(x, w, stride, padding), as torch.nn.functional.conv2d without bias: the patches
+ * (IM2COL, [N, C*kh*kw, Ho*Wo]) times w as [O, C*kh*kw], one product per image, reshaped
+ * to [N, O, Ho, Wo]. */
+Value sema_conv2d(Sema *S, Value x, Value w, int64_t stride, int64_t pad, Loc loc) {
+  if (!conv_operands(S, x, w, loc)) return verr();
+  const Op *xi = sema_opv(S, x), *wi = sema_opv(S, w);
+  int64_t N = xi->shape.d[0], C = xi->shape.d[1], H = xi->shape.d[2], W = xi->shape.d[3];
+  int64_t O = wi->shape.d[0], kh = wi->shape.d[2], kw = wi->shape.d[3];
+  if (kh > INT32_MAX || kw > INT32_MAX) {
+    sema_err(S, loc, "conv2d: a %lldx%lld kernel is too large", (long long)kh, (long long)kw);
+    return verr();
+  }
+  if (stride < 1 || pad < 0 || stride > INT32_MAX || pad > INT32_MAX) {
+    sema_err(S, loc, "conv2d: stride must be at least 1 and padding at least 0, not %lld and %lld", (long long)stride,
+             (long long)pad);
+    return verr();
+  }
+  if (H + 2 * pad > SEMA_MAX_NUMEL / (W + 2 * pad)) {
+    sema_err(S, loc, "conv2d: the padded input is too large (more than 2^40 places)");
+    return verr();
+  }
+  int64_t Ho = (H + 2 * pad - kh) / stride + 1, Wo = (W + 2 * pad - kw) / stride + 1;
+  if (H + 2 * pad < kh || W + 2 * pad < kw) {
+    sema_err(S, loc, "conv2d: the %lldx%lld kernel does not fit in the %lldx%lld input with padding %lld: no output",
+             (long long)kh, (long long)kw, (long long)H, (long long)W, (long long)pad);
+    sema_note_operands(S, x, w);
+    return verr();
+  }
+  Shape cs = {3, {N, C * kh * kw, Ho * Wo}};
+  if (!sema_check_shape(S, &cs, loc)) return verr();
+  Op *cols = sema_op(S, OP_IM2COL, 1, &x.op, loc);
+  if (!cols) return verr();
+  cols->shape = cs;
+  cols->dtype = xi->dtype;
+  cols->axis = (int)kh, cols->axis2 = (int)kw, cols->begin = stride, cols->end = pad;
+  Value w2 = sema_reshape(S, w, (Shape){2, {O, C * kh * kw}}, loc);
+  Value y = sema_matmul(S, w2, vtensor(S, cols), false, false, loc);
+  if (y.kind == V_ERR) return y;
+  return sema_reshape(S, y, (Shape){4, {N, O, Ho, Wo}}, loc);
+}

@@ -30,6 +30,13 @@
  *    transposes, expands, and concats along another dimension (inputs cut alike) keep
  *    the split. The front end's repeat, stack and sdpa are made of these ops, so a
  *    split survives them (sdpa's head axis when H and Hkv both divide by tp).
+ *  - v2 (issue 13): sin, cos, floor, silu and % are elementwise; argmax, cumsum and topk
+ *    over another dimension and one_hot keep a split; gather keeps a split of another
+ *    axis when x and idx are split alike (or idx alone along the gather axis); im2col
+ *    keeps a split of images or channels, and a matmul of a weight split on its rows with
+ *    a whole operand is split on its rows, so conv2d with @shard(0) on its weight
+ *    (output channels) is column-parallel and @shard(1) (input channels) row-parallel; a
+ *    run-time CHECK checks each rank's part.
  * Where an op needs another layout than its input has, a collective is inserted:
  * partial -> replicated ALLREDUCE, partial -> split REDUCE_SCATTER, replicated ->
  * split TP_SLICE (no communication). split -> replicated (ALLGATHER) would re-gather
@@ -510,6 +517,69 @@ static int shard_concat(Shard *s, const Op *src, const int *in) {
   return id;
 }
 
+/* ---- v2 ops with kernels of their own (issue 13, item 1) --------------------------------- */
+
+/* ARGMAX, CUMSUM and TOPK along an axis keep a split of another axis (ARGMAX without
+ * keepdims moves it down past the reduced one); ONE_HOT keeps any split (it adds a last
+ * axis). Along the split axis they need the whole input. */
+static int shard_along_axis(Shard *s, const Op *src, const int *in) {
+  const Op *x = s->g->ops[in[0]];
+  if (!is_split(x) || (src->kind != OP_ONE_HOT && x->layout.split_dim == src->axis)) return fallback(s, src, in);
+  Layout l = x->layout;
+  if (src->kind == OP_ARGMAX && !src->keepdims && l.split_dim > src->axis) l.split_dim--;
+  return finish(s, clone_with(s, src, 1, in), src, l);
+}
+
+/* GATHER(x, idx) along axis a: a split of another axis d stays when x and idx are split
+ * alike on d (a whole one is cut to match, free) and have one size there; indices split
+ * along a itself (x whole) give the output split along a (each rank gathers its part of the
+ * positions). */
+static int shard_gather(Shard *s, const Op *src, const int *in) {
+  const Op *x = s->g->ops[in[0]], *idx = s->g->ops[in[1]];
+  if (is_partial(x) || (!is_split(x) && !is_split(idx))) return fallback(s, src, in);
+  const Op *lead = is_split(x) ? x : idx;
+  int d = lead->layout.split_dim, groups = lead->layout.groups;
+  if (d == src->axis) {
+    if (is_split(x)) return fallback(s, src, in);
+    return finish(s, clone_with(s, src, 2, in), src, idx->layout);
+  }
+  Shape gx = global_shape(s, x), gi = global_shape(s, idx);
+  if (gx.d[d] != gi.d[d]) return fallback(s, src, in);
+  int r[2] = {make_split(s, in[0], d, groups, src), make_split(s, in[1], d, groups, src)};
+  return finish(s, clone_with(s, src, 2, r), src, (Layout){.split_dim = d, .groups = groups});
+}
+
+/* IM2COL of x [N, C, H, W] split on N or C: the patches [N, C*kh*kw, Ho*Wo] split on the
+ * same axis (C is the major part of the patch axis, so a block of channels is a block of
+ * it); im2col is linear, so a partial sum stays one. */
+static int shard_im2col(Shard *s, const Op *src, const int *in) {
+  const Op *x = s->g->ops[in[0]];
+  if (is_partial(x)) return finish(s, clone_with(s, src, 1, in), src, PARTIAL);
+  if (!is_split(x) || x->layout.split_dim > 1) return fallback(s, src, in);
+  return finish(s, clone_with(s, src, 1, in), src, x->layout);
+}
+
+/* A CHECK counts what this rank holds of its input, whatever its layout: every rank checks
+ * its own part, and the runtime stops on any rank's count. */
+static int shard_check(Shard *s, const Op *src, const int *in) {
+  return finish(s, clone_with(s, src, 1, in), src, REPL);
+}
+
+/* A matmul whose left operand is split on its rows (conv2d's weight [O, C*kh*kw] split on
+ * its output channels O) and whose right operand is whole: the output split on its rows,
+ * the right operand through TP_ENTER (its gradient, a partial sum, is all-reduced): the
+ * column-parallel linear seen from the other side. Else the rules of shard_matmul. */
+static int shard_matmul_rows(Shard *s, const Op *src, const int *in) {
+  const Op *a = s->g->ops[in[0]], *b = s->g->ops[in[1]];
+  int ra = a->shape.rank, a_m = src->ta ? ra - 1 : ra - 2;
+  if (ra < 2 || !is_split(a) || a->layout.split_dim != a_m || is_split(b) || is_partial(b))
+    return shard_matmul(s, src, in);
+  Op *enter = new_op(s, OP_TP_ENTER, 1, &in[1], src);
+  enter->shape = b->shape;
+  int r[2] = {in[0], enter->id};
+  return finish(s, clone_with(s, src, 2, r), src, (Layout){.split_dim = src->shape.rank - 2, .groups = a->layout.groups});
+}
+
 static int shard_param(Shard *s, const Op *src) {
   return finish(s, clone_with(s, src, 0, NULL), src, src->layout);
 }
@@ -517,13 +587,18 @@ static int shard_param(Shard *s, const Op *src) {
 static int shard_op(Shard *s, const Op *src, const int *in) {
   switch (src->kind) {
   case OP_PARAM: return shard_param(s, src);
-  case OP_MATMUL: return shard_matmul(s, src, in);
+  case OP_MATMUL: return shard_matmul_rows(s, src, in);
   case OP_SUM: case OP_MEAN: case OP_AMAX: case OP_SOFTMAX: case OP_LOG_SOFTMAX: return shard_reduce(s, src, in);
   case OP_SLICE: return shard_slice(s, src, in);
   case OP_RESHAPE: return shard_reshape(s, src, in);
   case OP_TRANSPOSE: return shard_transpose(s, src, in);
   case OP_EXPAND: return shard_expand(s, src, in); /* issue 13: expand, repeat */
   case OP_CONCAT: return shard_concat(s, src, in); /* issue 13: concat, stack */
+  /* v2 ops with kernels of their own (issue 13, item 1) */
+  case OP_ARGMAX: case OP_CUMSUM: case OP_TOPK: case OP_ONE_HOT: return shard_along_axis(s, src, in);
+  case OP_GATHER: return shard_gather(s, src, in);
+  case OP_IM2COL: return shard_im2col(s, src, in);
+  case OP_CHECK: return shard_check(s, src, in);
   default:
     if (op_info[src->kind].cls == OPC_E || src->kind == OP_DROPOUT) return shard_elementwise(s, src, in);
     return fallback(s, src, in);

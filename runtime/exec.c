@@ -217,6 +217,25 @@ static int run_step_op(RankCtx *rc, const JobStep *s, int stage, int mb, int64_t
   }
 }
 
+/* After a kernel step: a run-time check it computed (a JV_CHECK value, see job.h) that
+ * counted bad elements stops the run with the check's message. */
+static int run_checks(RankCtx *rc, const JobStep *s, int stage, int mb, MplErr *err) {
+  const Job *job = rc->run->job;
+  for (int i = 0; i < s->nargs; i++) {
+    int v = s->args[i];
+    if (job->values[v].kind != JV_CHECK) continue;
+    int32_t bad = 0;
+    const void *p = need_ptr(rc, v, mb, stage, err);
+    if (!p || rc->dev.ops->copy_to_host(&rc->dev, &bad, p, sizeof bad, err) != MPL_OK) return MPL_ERR;
+    if (!bad) continue;
+    const char *what = "a run-time check failed";
+    for (int c = 0; c < job->nchecks; c++)
+      if (job->checks[c].value == v) what = job->checks[c].what;
+    return rank_fail(rc, err, "%s (%d element%s, micro-batch %d)", what, bad, bad == 1 ? "" : "s", mb);
+  }
+  return MPL_OK;
+}
+
 int run_prog(RankCtx *rc, int stage, int which, int mb, int64_t step, MplErr *err) {
   const JobProgram *pg = &rc->run->job->stages[stage].prog[which];
   for (int i = 0; i < pg->nsteps; i++) {
@@ -224,6 +243,7 @@ int run_prog(RankCtx *rc, int stage, int which, int mb, int64_t step, MplErr *er
     int need = s->kind == JS_GEMM ? 3 : (s->kind == JS_ACCUM || s->kind == JS_ALIAS) ? 2 : 0;
     if (s->nargs < need) return rank_fail(rc, err, "stage %d: step %d has %d arguments", stage, i, s->nargs);
     if (run_step_op(rc, s, stage, mb, step, err) != MPL_OK) return MPL_ERR;
+    if (s->kind == JS_KERNEL && run_checks(rc, s, stage, mb, err) != MPL_OK) return MPL_ERR;
   }
   return MPL_OK;
 }

@@ -30,7 +30,8 @@ struct MplJit {
 };
 
 /* The libm functions generated kernels may call. */
-#define JIT_LIBM(X) X(expf) X(logf) X(tanhf) X(powf) X(sqrtf) X(fabsf) X(exp) X(log) X(tanh) X(pow)
+#define JIT_LIBM(X) X(expf) X(logf) X(tanhf) X(powf) X(sqrtf) X(fabsf) X(exp) X(log) X(tanh) X(pow) \
+  X(sinf) X(cosf) X(floorf) X(fmodf)
 
 static int take_error(LLVMErrorRef e, char *err, size_t errlen, const char *what) {
   char *m = LLVMGetErrorMessage(e);

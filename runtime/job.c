@@ -4,8 +4,9 @@
  *
  * Sections, in this order: MANI (names, mesh, train settings, predictions), VALS
  * (value table), PARM (params), INPT (inputs), STAG (stage programs), XFER
- * (transfers), RANK (instruction streams and memory plans), KERN (kernels). The
- * container's header flags hold the contents' format (MPL_JOB_FORMAT); another is refused.
+ * (transfers), RANK (instruction streams and memory plans), KERN (kernels), CHEK (the
+ * run-time checks; optional: a job written without it has none). The container's header
+ * flags hold the contents' format (MPL_JOB_FORMAT); another is refused.
  * The reader trusts nothing: every count goes through mpl_cur_count, and after
  * parsing job_validate checks every index and offset, so a corrupted job is
  * refused with a message and never reaches the executor.
@@ -152,6 +153,16 @@ static void write_kernels(MplJobWriter *w, const Job *j) {
   mpl_jw_end(w);
 }
 
+static void write_checks(MplJobWriter *w, const Job *j) {
+  mpl_jw_begin(w, TAG("CHEK"));
+  mpl_jw_u32(w, (uint32_t)j->nchecks);
+  for (int i = 0; i < j->nchecks; i++) {
+    mpl_jw_u32(w, (uint32_t)j->checks[i].value);
+    mpl_jw_str(w, j->checks[i].what);
+  }
+  mpl_jw_end(w);
+}
+
 int job_write(const Job *job, const char *path, char *err, size_t errlen) {
   MplJobWriter w;
   MplErr e = {{0}};
@@ -161,6 +172,7 @@ int job_write(const Job *job, const char *path, char *err, size_t errlen) {
   write_stages(&w, job);
   write_ranks(&w, job);
   write_kernels(&w, job);
+  write_checks(&w, job);
   int rc = mpl_jw_save(&w, path, MPL_JOB_FORMAT, &e); /* the header's flags: the contents' format */
   if (rc != MPL_OK && err) snprintf(err, errlen, "%s", e.msg);
   mpl_jw_free(&w);
@@ -355,6 +367,15 @@ static void read_kernels(MplCursor *c, Job *j) {
   k->ptx = get_blob(c, &k->ptx_len);
 }
 
+static void read_checks(MplCursor *c, Job *j) {
+  j->nchecks = (int32_t)mpl_cur_count(c, MAX_COUNT, 5, "checks");
+  j->checks = cur_alloc(c, (size_t)j->nchecks + 1, sizeof(JobCheck));
+  for (int i = 0; i < j->nchecks && !c->failed; i++) {
+    j->checks[i].value = (int32_t)mpl_cur_u32(c);
+    j->checks[i].what = dup_str(c);
+  }
+}
+
 typedef void (*SectionReader)(MplCursor *, Job *);
 
 /* Reads one section with fn; false (and the message in err) if it is missing or bad. */
@@ -401,7 +422,8 @@ Job *job_read(const char *path, char *err, size_t errlen) {
             read_section(&mj, "STAG", read_stages, j, why, sizeof why) &&
             read_section(&mj, "XFER", read_xfers, j, why, sizeof why) &&
             read_section(&mj, "RANK", read_ranks, j, why, sizeof why) &&
-            read_section(&mj, "KERN", read_kernels, j, why, sizeof why);
+            read_section(&mj, "KERN", read_kernels, j, why, sizeof why) &&
+            (!mpl_job_section(&mj, TAG("CHEK")) || read_section(&mj, "CHEK", read_checks, j, why, sizeof why));
   mpl_job_free(&mj);
   if (ok && job_validate(j, why, sizeof why) != 0) ok = false;
   if (!ok) {
@@ -522,7 +544,9 @@ static int validate_rank(const Job *j, int r, char *err, size_t errlen) {
 
 int job_validate(const Job *j, char *err, size_t errlen) {
   for (int i = 0; i < j->nvalues; i++) {
-    CHECK(j->values[i].dtype <= JDT_BOOL && j->values[i].kind <= JV_GRAD, "value %d: bad dtype or kind", i);
+    CHECK(j->values[i].dtype <= JDT_BOOL && j->values[i].kind <= JV_CHECK, "value %d: bad dtype or kind", i);
+    CHECK(j->values[i].kind != JV_CHECK || (j->values[i].dtype == JDT_I32 && j->values[i].numel == 1),
+          "value %d: a check that is not one i32", i);
     CHECK(j->values[i].param >= -1 && j->values[i].param < j->nparams, "value %d: bad param", i);
   }
   for (int i = 0; i < j->nparams; i++) {
@@ -556,6 +580,9 @@ int job_validate(const Job *j, char *err, size_t errlen) {
   }
   for (int r = 0; r < j->mesh.pp; r++)
     if (validate_rank(j, r, err, errlen)) return -1;
+  for (int i = 0; i < j->nchecks; i++)
+    CHECK(j->checks[i].value >= 0 && j->checks[i].value < j->nvalues && j->values[j->checks[i].value].kind == JV_CHECK,
+          "check %d: bad value", i);
   return 0;
 }
 
@@ -585,6 +612,8 @@ void job_free(Job *j) {
   for (int i = 0; j->kernels.names && i < j->kernels.nkernels; i++) mpl_free(j->kernels.names[i]);
   mpl_free(j->kernels.names);
   mpl_free(j->kernels.llvm_bc), mpl_free(j->kernels.cuda_src), mpl_free(j->kernels.ptx);
+  for (int i = 0; j->checks && i < j->nchecks; i++) mpl_free(j->checks[i].what);
+  mpl_free(j->checks);
   mpl_free(j);
 }
 
@@ -621,6 +650,7 @@ void job_inspect(const Job *j, FILE *out) {
   for (int i = 0; i < j->ninputs; i++) fprintf(out, " %s", j->inputs[i].name);
   fprintf(out, "\nvalues: %d; kernels: %d (LLVM bitcode %zu bytes, CUDA source %zu bytes, PTX %zu bytes)\n",
           j->nvalues, j->kernels.nkernels, j->kernels.llvm_bc_len, j->kernels.cuda_src_len, j->kernels.ptx_len);
+  for (int i = 0; i < j->nchecks; i++) fprintf(out, "check %d (value %d): %s\n", i, j->checks[i].value, j->checks[i].what);
   for (int s = 0; s < j->nstages; s++) {
     const JobStage *st = &j->stages[s];
     fprintf(out, "stage %d on rank %d:", s, st->rank);

@@ -29,14 +29,23 @@ typedef enum JobDType { JDT_F32, JDT_BF16, JDT_F16, JDT_I32, JDT_BOOL } JobDType
 
 typedef struct JobValue {
   uint8_t dtype;     /* JobDType */
-  uint8_t kind;      /* JV_ACT, JV_PARAM, JV_INPUT, JV_GRAD (a PARAM_GRAD accumulator) */
+  uint8_t kind;      /* JV_ACT, JV_PARAM, JV_INPUT, JV_GRAD (a PARAM_GRAD accumulator), JV_CHECK */
   int32_t rank;      /* number of dims */
   int64_t dims[8];
   int64_t numel;
   int32_t param;     /* JV_GRAD: index into Job.params; JV_PARAM: its index; else -1 */
   int32_t use;       /* JV_GRAD: use index of the param */
 } JobValue;
-enum { JV_ACT, JV_PARAM, JV_INPUT, JV_GRAD };
+enum { JV_ACT, JV_PARAM, JV_INPUT, JV_GRAD, JV_CHECK };
+
+/* A run-time check (the kernels cannot fail: a gather index out of range is clamped, an
+ * i32 x % 0 is 0): value is an i32 [] JV_CHECK value, the count of bad elements, written by
+ * one kernel step of a program; the executor reads it after that step and stops the run
+ * with `what` ("model.mpl:12:7: gather: index out of range [0, 10)") when it is not 0. */
+typedef struct JobCheck {
+  int32_t value;
+  char *what;
+} JobCheck;
 
 /* ---- params and inputs ---------------------------------------------------- */
 typedef struct JobParam {
@@ -264,6 +273,8 @@ typedef struct Job {
   JobXfer *xfers;
   JobRank *ranks;        /* [pp] (dp = tp = 1 in format 1) */
   JobKernels kernels;
+  int32_t nchecks;       /* section CHEK (a job without it has none) */
+  JobCheck *checks;
   double flops_per_step; /* from the cost model */
   double predicted_bubble, textbook_bubble;
 } Job;

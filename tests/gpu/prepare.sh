@@ -57,6 +57,10 @@ compare small_mlp tests/e2e/small_mlp.mpl
 compare recompute tests/e2e/recompute.mpl
 compare layers_on_devices examples/layers_on_devices.mpl
 trains mlp examples/mlp.mpl
+# the v2 ops with kernels of their own (issue 13; tests/e2e/ops_v2.sh checks the CPU against
+# the float64 reference); the tp program also at tp = 2
+for m in tests/e2e/ops_v2_*.mpl; do compare "$(basename "$m" .mpl)" "$m"; done
+compare ops_v2_tp_tp2 tests/e2e/ops_v2_tp.mpl --mesh tp=2
 # every broadcast pattern of the batched product (the CPU's results are checked against the
 # float64 reference evaluator by tests/e2e/matmul_bcast.sh; here the GPU against the CPU)
 python3 tests/tools/bcast_models.py "$C/bcast" > /dev/null

@@ -229,6 +229,7 @@ static const UnaryCase unary_cases[] = {
     {OP_RSQRT, DOM_POS, 0},   {OP_TANH, DOM_ANY, 0},     {OP_SIGMOID, DOM_ANY, 0}, {OP_RELU, DOM_NONZERO, 0},
     {OP_GELU, DOM_ANY, 0},    {OP_ABS, DOM_NONZERO, 0},  {OP_POW, DOM_POS, 2.5},   {OP_POW, DOM_ANY, 3.0},
     {OP_CAST, DOM_ANY, 0},
+    {OP_SIN, DOM_ANY, 0},     {OP_COS, DOM_ANY, 0},      {OP_SILU, DOM_ANY, 0}, /* v2 (issue 13) */
 };
 
 START_TEST(test_unary) {
@@ -266,6 +267,7 @@ static const BinaryCase binary_cases[] = {
     {OP_ADD, DOM_ANY, DOM_ANY},     {OP_SUB, DOM_ANY, DOM_ANY},     {OP_MUL, DOM_ANY, DOM_ANY},
     {OP_DIV, DOM_ANY, DOM_NONZERO}, {OP_MAXIMUM, DOM_ANY, DOM_ANY}, {OP_MINIMUM, DOM_ANY, DOM_ANY},
     {OP_GELU_GRAD, DOM_ANY, DOM_ANY}, {OP_RELU_GRAD, DOM_NONZERO, DOM_ANY},
+    {OP_REM, DOM_ANY, DOM_NONZERO}, /* v2 (issue 13): (1, -floor(a / b)) */
 };
 
 START_TEST(test_binary) {

@@ -684,6 +684,68 @@ START_TEST(test_creation_ops) {
 }
 END_TEST
 
+/* ---- v2 ops with kernels of their own (issue 13) ------------------------------------------ */
+
+static int along(OpKind k, DType dt, Shape s, int x, int axis) {
+  int id = op(k, dt, s, 1, x);
+  O(id)->axis = axis;
+  return id;
+}
+
+static int i32_full(int v) {
+  int id = op(OP_FULL, DT_I32, S(0), 0);
+  O(id)->value = v;
+  return id;
+}
+
+/* Elementwise ops, and argmax, topk, cumsum on long rows (lane loops) and along other axes:
+ * ties (floor makes many) go to the lower index, NaN (log of a negative) is the largest. */
+START_TEST(test_v2_order_ops) {
+  int x = input(S(3, 2, 3, 70), DT_F32), fl = un(OP_FLOOR, x), nan = un(OP_LOG, x);
+  un(OP_SIN, x), un(OP_COS, x), un(OP_SILU, x);
+  bin(OP_REM, x, full(-0.7, S(0)));
+  bin(OP_REM, x, bin(OP_ADD, un(OP_COS, x), full(1.5, S(0))));
+  along(OP_ARGMAX, DT_I32, S(2, 2, 3), fl, 2);
+  O(along(OP_ARGMAX, DT_I32, S(3, 1, 3, 70), fl, 0))->keepdims = true;
+  along(OP_ARGMAX, DT_I32, S(2, 2, 3), nan, 2);
+  along(OP_TOPK, DT_I32, S(3, 2, 3, 4), fl, 2);
+  along(OP_TOPK, DT_I32, S(3, 2, 3, 2), nan, 2);
+  along(OP_TOPK, DT_I32, S(3, 2, 3, 70), x, 1);
+  along(OP_CUMSUM, DT_F32, S(3, 2, 3, 70), x, 2);
+  along(OP_CUMSUM_REV, DT_F32, S(3, 2, 3, 70), x, 0);
+  int ci = input(S(2, 4, 9), DT_I32);
+  along(OP_CUMSUM, DT_I32, S(2, 4, 9), ci, 1);
+  check_graph(NULL);
+}
+END_TEST
+
+/* i32 remainders of negative values and by 0 and -1; gather (repeated indices, smaller
+ * shapes) and its gradient; one_hot; a 3x3 convolution's patches with stride and padding,
+ * and back; the run-time checks' counts. */
+START_TEST(test_v2_index_ops) {
+  int_hi = 7;
+  int a = input(S(2, 6, 8), DT_I32), b = bin(OP_SUB, a, i32_full(3));
+  bin(OP_REM, b, a), bin(OP_REM, a, b), bin(OP_REM, b, i32_full(-4));
+  int x = input(S(3, 3, 7, 9), DT_F32), idx = input(S(3, 3, 5, 9), DT_I32), idx2 = input(S(3, 2, 7, 4), DT_I32);
+  O(op(OP_GATHER, DT_F32, S(3, 3, 5, 9), 2, x, idx))->axis = 1;
+  int g2 = op(OP_GATHER, DT_F32, S(3, 2, 7, 4), 2, x, idx2);
+  O(g2)->axis = 2;
+  int gg = op(OP_GATHER_GRAD, DT_F32, S(3, 3, 7, 9), 2, idx2, un(OP_TANH, g2));
+  O(gg)->axis = 2;
+  op(OP_ONE_HOT, DT_F32, S(4, 2, 7, 4, 5), 1, idx2);
+  int img = input(S(4, 2, 3, 6, 5), DT_F32);
+  int cols = op(OP_IM2COL, DT_F32, S(3, 2, 27, 9), 1, img);
+  O(cols)->axis = O(cols)->axis2 = 3, O(cols)->begin = 2, O(cols)->end = 1;
+  int back = op(OP_COL2IM, DT_F32, S(4, 2, 3, 6, 5), 1, un(OP_EXP, cols));
+  O(back)->axis = O(back)->axis2 = 3, O(back)->begin = 2, O(back)->end = 1;
+  int ck = op(OP_CHECK, DT_I32, S(0), 1, idx);
+  O(ck)->key = OP_GATHER, O(ck)->value = 5;
+  O(op(OP_CHECK, DT_I32, S(0), 1, b))->key = OP_REM;
+  check_graph(NULL);
+  int_hi = 4;
+}
+END_TEST
+
 START_TEST(test_dump_and_llvm_ir) {
   int x = input(S(2, 4, 8), DT_F32);
   softmax(OP_SOFTMAX, un(OP_EXP, x), -1);
@@ -745,6 +807,8 @@ static Suite *kernels_suite(void) {
   tcase_add_test(tc, test_matmuls);
   tcase_add_test(tc, test_param_grad_accum);
   tcase_add_test(tc, test_creation_ops);
+  tcase_add_test(tc, test_v2_order_ops);
+  tcase_add_test(tc, test_v2_index_ops);
   tcase_add_test(tc, test_dump_and_llvm_ir);
   tcase_add_test(tc, test_dedup_identical_kernels);
   suite_add_tcase(s, tc);

@@ -3,7 +3,9 @@
  * kernel (elementwise chains with broadcasting, every unary/binary op, casts and
  * comparisons, reductions over each axis, softmax, the layernorm pattern,
  * cross-entropy and its gradient, embedding and its scatter-add gradient, dropout,
- * shape ops, creation ops, gradient accumulation), fused and unfused, compiles for
+ * shape ops, creation ops, gradient accumulation; the v2 ops of issue 13: sin, cos,
+ * floor, silu, remainder, argmax, topk, cumsum, gather, one_hot, im2col and their
+ * gradients, run-time checks), fused and unfused, compiles for
  * sm_90 with no error and no warning. Needs no GPU (NVRTC only makes PTX). Built
  * without CUDA, it checks the "built without CUDA" error and passes with a note.
  */
@@ -116,9 +118,36 @@ static void build_everything(void) {
   op(OP_CAST, DT_F32, 2, M, 1, cm);
 }
 
+/* The v2 ops with kernels of their own (issue 13): elementwise, remainders (f32, i32),
+ * argmax (a long row: a warp kernel), topk, cumsum both ways, gather and its gradient,
+ * one_hot, a convolution's patches and back, the run-time checks. */
+static void build_v2(void) {
+  static const int64_t X[] = {2, 6, 80}, AM[] = {2, 6}, TK[] = {2, 6, 3}, I[] = {2, 4, 80}, OH[] = {2, 4, 80, 5};
+  static const int64_t IMG[] = {2, 3, 6, 5}, COLS[] = {2, 27, 9}, SC[] = {0};
+  int x = op(OP_INPUT, DT_F32, 3, X, 0), idx = op(OP_INPUT, DT_I32, 3, I, 0);
+  OpKind unary[] = {OP_SIN, OP_COS, OP_FLOOR, OP_SILU};
+  for (size_t i = 0; i < sizeof unary / sizeof unary[0]; i++) like(unary[i], x);
+  like2(OP_REM, DT_F32, x, like(OP_COS, x));
+  like2(OP_REM, DT_I32, idx, idx);
+  O(op(OP_ARGMAX, DT_I32, 2, AM, 1, x))->axis = 2;
+  O(op(OP_TOPK, DT_I32, 3, TK, 1, x))->axis = 2;
+  O(like(OP_CUMSUM, x))->axis = 2;
+  O(like(OP_CUMSUM_REV, x))->axis = 0;
+  O(op(OP_GATHER, DT_F32, 3, I, 2, x, idx))->axis = 1;
+  O(op(OP_GATHER_GRAD, DT_F32, 3, X, 2, idx, like(OP_TANH, op(OP_GATHER, DT_F32, 3, I, 2, x, idx))))->axis = 1;
+  op(OP_ONE_HOT, DT_F32, 4, OH, 1, idx);
+  int img = op(OP_INPUT, DT_F32, 4, IMG, 0);
+  int cols = op(OP_IM2COL, DT_F32, 3, COLS, 1, img), back = op(OP_COL2IM, DT_F32, 4, IMG, 1, like(OP_EXP, cols));
+  O(cols)->axis = O(cols)->axis2 = O(back)->axis = O(back)->axis2 = 3;
+  O(cols)->begin = O(back)->begin = 2, O(cols)->end = O(back)->end = 1;
+  int ck = op(OP_CHECK, DT_I32, 0, SC, 1, idx), ck2 = op(OP_CHECK, DT_I32, 0, SC, 1, idx);
+  O(ck)->key = OP_GATHER, O(ck)->value = 6, O(ck2)->key = OP_REM;
+}
+
 /* Lowers every non-leaf op into ks (fused, then unfused into the same set). */
 static KernelSet *everything_kernels(void) {
   build_everything();
+  build_v2();
   graph_verify(G);
   int *ops = malloc(sizeof(int) * (size_t)G->nops), n = 0;
   for (int i = 0; i < G->nops; i++)

@@ -2,7 +2,9 @@
  * test_refeval.c — the reference evaluator on small hand-computed cases, one or more
  * per op kind: elementwise with broadcasting, reductions, softmax, shape ops and their
  * round trips, matmul with batch broadcasting and ta/tb, embedding (and its grad with
- * repeated indices), cross entropy, dropout statistics, creation ops.
+ * repeated indices), cross entropy, dropout statistics, creation ops; the v2 ops with
+ * kernels of their own (sin, cos, floor, silu, remainder, argmax, topk, cumsum, gather,
+ * one_hot, im2col and their gradients, the run-time check).
  */
 #include "compiler/autodiff.h"
 
@@ -434,6 +436,102 @@ START_TEST(test_creation_and_sinks) {
 }
 END_TEST
 
+/* ---- v2 ops with kernels of their own (issue 13) ------------------------------------------------ */
+
+START_TEST(test_v2_elementwise) {
+  Tg *t = tg_new();
+  int x = input(t, DT_F32, SH(4), DATA(-2, -0.5, 0, 1.5));
+  int sn = OPF(t, OP_SIN, SH(4), x), cs = OPF(t, OP_COS, SH(4), x), fl = OPF(t, OP_FLOOR, SH(4), x);
+  int si = OPF(t, OP_SILU, SH(4), x);
+  int a = input(t, DT_F32, SH(6), DATA(5.5, -5.5, 5.5, -5.5, 3, 0)), b = input(t, DT_F32, SH(6), DATA(2, 2, -2, -2, 1.5, 3));
+  int rf = OPF(t, OP_REM, SH(6), a, b);
+  int ai = input(t, DT_I32, SH(5), DATA(7, -7, 7, -7, 5)), bi = input(t, DT_I32, SH(5), DATA(3, 3, -3, -3, 0));
+  int ri = mk(t, OP_REM, DT_I32, SH(5), 2, (int[]){ai, bi});
+  run(t);
+  EXPECT(t, sn, sin(-2), sin(-0.5), 0, sin(1.5));
+  EXPECT(t, cs, cos(-2), cos(-0.5), 1, cos(1.5));
+  EXPECT(t, fl, -2, -1, 0, 1);
+  EXPECT(t, si, -2 / (1 + exp(2)), -0.5 / (1 + exp(0.5)), 0, 1.5 / (1 + exp(-1.5)));
+  EXPECT(t, rf, 1.5, 0.5, -0.5, -1.5, 0, 0); /* torch.remainder: the sign of b */
+  EXPECT(t, ri, 1, 2, -2, -1, 0);            /* and an i32 x % 0 is 0 */
+  tg_free(t);
+}
+END_TEST
+
+/* argmax and topk: ties to the lower index, NaN the largest; cumsum both ways. */
+START_TEST(test_v2_order_ops) {
+  Tg *t = tg_new();
+  int x = input(t, DT_F32, SH(3, 4), DATA(1, 3, 3, 2, 0, -1, 0, 5, 1, NAN, 2, NAN));
+  int am1 = mk(t, OP_ARGMAX, DT_I32, SH(3), 1, &x), am0 = mk(t, OP_ARGMAX, DT_I32, SH(1, 4), 1, &x);
+  O(t, am1)->axis = 1, O(t, am0)->axis = 0, O(t, am0)->keepdims = true;
+  int tk = mk(t, OP_TOPK, DT_I32, SH(3, 3), 1, &x), tk0 = mk(t, OP_TOPK, DT_I32, SH(2, 4), 1, &x);
+  O(t, tk)->axis = 1, O(t, tk0)->axis = 0;
+  int c = input(t, DT_F32, SH(2, 4), DATA(1, 3, 3, 2, 0, -1, 0, 5));
+  int cs = OPF(t, OP_CUMSUM, SH(2, 4), c), cr = OPF(t, OP_CUMSUM_REV, SH(2, 4), c), c0 = OPF(t, OP_CUMSUM, SH(2, 4), c);
+  O(t, cs)->axis = 1, O(t, cr)->axis = 1, O(t, c0)->axis = 0;
+  run(t);
+  EXPECT(t, am1, 1, 3, 1);
+  EXPECT(t, am0, 0, 2, 0, 2);
+  EXPECT(t, tk, 1, 2, 3, 3, 0, 2, 1, 3, 2);
+  EXPECT(t, tk0, 0, 2, 0, 2, 2, 0, 2, 1);
+  EXPECT(t, cs, 1, 4, 7, 9, 0, -1, -1, 4);
+  EXPECT(t, cr, 9, 8, 5, 2, 4, 4, 5, 5);
+  EXPECT(t, c0, 1, 3, 3, 2, 1, 2, 3, 7);
+  tg_free(t);
+}
+END_TEST
+
+START_TEST(test_v2_gather_one_hot_check) {
+  Tg *t = tg_new();
+  int x = input(t, DT_F32, SH(2, 3), DATA(1, 2, 3, 4, 5, 6));
+  int idx = input(t, DT_I32, SH(2, 2), DATA(2, 0, 1, 1));
+  int g = OPF(t, OP_GATHER, SH(2, 2), x, idx);
+  O(t, g)->axis = 1;
+  int dy = input(t, DT_F32, SH(2, 2), DATA(1, 10, 100, 1000));
+  int gg = OPF(t, OP_GATHER_GRAD, SH(2, 3), idx, dy);
+  O(t, gg)->axis = 1;
+  int i0 = input(t, DT_I32, SH(2, 2), DATA(1, 0, 0, 1)); /* along axis 0, smaller on axis 1 */
+  int g0 = OPF(t, OP_GATHER, SH(2, 2), x, i0), gg0 = OPF(t, OP_GATHER_GRAD, SH(2, 3), i0, dy);
+  O(t, g0)->axis = O(t, gg0)->axis = 0;
+  int oi = input(t, DT_I32, SH(3), DATA(2, 0, 5));
+  int oh = OPF(t, OP_ONE_HOT, SH(3, 4), oi);
+  int bad = input(t, DT_I32, SH(4), DATA(-1, 0, 3, 2));
+  int ck1 = mk(t, OP_CHECK, DT_I32, SCALAR, 1, &bad), ck2 = mk(t, OP_CHECK, DT_I32, SCALAR, 1, &bad);
+  O(t, ck1)->key = OP_GATHER, O(t, ck1)->value = 3, O(t, ck2)->key = OP_REM;
+  run(t);
+  EXPECT(t, g, 3, 1, 5, 5);
+  EXPECT(t, gg, 10, 0, 1, 0, 1100, 0); /* the repeated index sums its gradients */
+  EXPECT(t, g0, 4, 2, 1, 5);
+  EXPECT(t, gg0, 100, 10, 0, 1, 1000, 0);
+  EXPECT(t, oh, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0); /* out of range: a row of zeros */
+  EXPECT(t, ck1, 2);
+  EXPECT(t, ck2, 1);
+  tg_free(t);
+}
+END_TEST
+
+/* conv2d's patches: a 2x2 window over 3x3 (and back, counting each place's windows), and
+ * a 3x3 window with stride 2 and padding 1. */
+START_TEST(test_v2_patches) {
+  Tg *t = tg_new();
+  int x = input(t, DT_F32, SH(1, 1, 3, 3), DATA(1, 2, 3, 4, 5, 6, 7, 8, 9));
+  int c = OPF(t, OP_IM2COL, SH(1, 4, 4), x);
+  O(t, c)->axis = O(t, c)->axis2 = 2, O(t, c)->begin = 1, O(t, c)->end = 0;
+  int ones = input(t, DT_F32, SH(1, 4, 4), DATA(1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1));
+  int back = OPF(t, OP_COL2IM, SH(1, 1, 3, 3), ones);
+  O(t, back)->axis = O(t, back)->axis2 = 2, O(t, back)->begin = 1, O(t, back)->end = 0;
+  int p = OPF(t, OP_IM2COL, SH(1, 9, 4), x);
+  O(t, p)->axis = O(t, p)->axis2 = 3, O(t, p)->begin = 2, O(t, p)->end = 1;
+  run(t);
+  EXPECT(t, c, 1, 2, 4, 5, 2, 3, 5, 6, 4, 5, 7, 8, 5, 6, 8, 9);
+  EXPECT(t, back, 1, 2, 1, 2, 4, 2, 1, 2, 1);
+  /* window offset k = ki*3 + kj, place q = oh*2 + ow: x[2*oh - 1 + ki, 2*ow - 1 + kj] */
+  EXPECT(t, p, 0, 0, 0, 5, 0, 0, 4, 6, 0, 0, 5, 0, 0, 2, 0, 8, 1, 3, 7, 9, 2, 0, 8, 0, 0, 5, 0, 0, 4, 6, 0, 0, 5, 0,
+         0, 0);
+  tg_free(t);
+}
+END_TEST
+
 static Suite *refeval_suite(void) {
   Suite *s = suite_create("refeval");
   TCase *tc = tcase_create("ops");
@@ -450,6 +548,10 @@ static Suite *refeval_suite(void) {
   tcase_add_test(tc, test_cross_entropy);
   tcase_add_test(tc, test_dropout);
   tcase_add_test(tc, test_creation_and_sinks);
+  tcase_add_test(tc, test_v2_elementwise);
+  tcase_add_test(tc, test_v2_order_ops);
+  tcase_add_test(tc, test_v2_gather_one_hot_check);
+  tcase_add_test(tc, test_v2_patches);
   suite_add_tcase(s, tc);
   return s;
 }
