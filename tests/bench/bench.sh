@@ -5,6 +5,7 @@
 #   mlp        784-1024-1024-10, batch 256                  ("tokens" are examples)
 #   gpt-384    vocab 256, d 384, 6 layers, 6 heads, T 256, B 8
 #   gpt-768    vocab 256, d 768, 4 layers, 12 heads, T 512, B 4
+#   llama      vocab 256, d 384, 6 layers, 6 heads (2 kv), SwiGLU 1024, T 256, B 8 (examples/llama.mpl's layers)
 # MPL runs each on 1 CPU rank (pp = 1) and on 2 ranks (pp = 2, 1F1B, --threads 1 each),
 # with no environment variables set. PyTorch (Debian's python3-torch, when installed) runs
 # the same models with torch.set_num_threads(1 and 2), twice: as the machine gives it, and
@@ -35,6 +36,7 @@ CONFIGS=(
   "mlp|tests/bench/mlp.mpl|model=mlp B=256|256|2"
   "gpt-384|tests/bench/gpt.mpl|model=gpt d=384 layers=6 heads=6 T=256 B=8|2048|4"
   "gpt-768|tests/bench/gpt.mpl -D d=768 -D layers=4 -D heads=12 -D ctx=512 -D batch=4|model=gpt d=768 layers=4 heads=12 T=512 B=4|2048|4"
+  "llama|tests/bench/llama.mpl|model=llama d=384 layers=6 heads=6 kv_heads=2 hidden=1024 T=256 B=8|2048|4"
 )
 
 # ---- GEMM peak ----------------------------------------------------------------------

@@ -2,9 +2,14 @@
 torch_gpt.py — the bench and parity models in PyTorch, written to match MPL's stdlib/nn.mpl:
 GPT-2 names and [in, out] weight layout, pre-LayerNorm blocks (eps 1e-5), tanh GELU,
 causal attention scaled by 1/sqrt(head size), a tied unembedding, mean cross-entropy,
-and torch.optim.AdamW with weight decay on params of two or more dimensions only.
+and torch.optim.AdamW with weight decay on params of two or more dimensions only. The
+Llama (model=llama) is an nn.Module as a PyTorch user writes one: RMSNorm, rotary
+embeddings (rotate-half), grouped-query attention (torch 1.13 has no
+scaled_dot_product_attention: the attention is written out, k and v repeated per query
+head), SwiGLU, a tied output.
 
-  python3 torch_gpt.py bench model=gpt|mlp threads=N [d=384 layers=6 heads=6 T=256 B=8]
+  python3 torch_gpt.py bench model=gpt|mlp|llama threads=N [d=384 layers=6 heads=6 T=256 B=8]
+                            [kv_heads=2 hidden=1024]
                             [steps=5 warmup=1 budget=10]   (prints one JSON line: ms_per_step, blas)
   python3 torch_gpt.py parity OUTDIR      (writes init, tokens, expected params and loss)
 
@@ -112,6 +117,73 @@ def build(torch, kind, cfg):
     return P, fwd
 
 
+def llama_module(torch, cfg):
+    """A Llama as an nn.Module (the layers of MPL's nn.llama_block; weights [in, out])."""
+    nn, F = torch.nn, torch.nn.functional
+    V, d, H, KV, L, hid = cfg["vocab"], cfg["d"], cfg["heads"], cfg["kv_heads"], cfg["layers"], cfg["hidden"]
+    hs = d // H
+
+    class RMSNorm(nn.Module):
+        def __init__(self, n, eps=1e-6):
+            super().__init__()
+            self.weight, self.eps = nn.Parameter(torch.ones(n)), eps
+
+        def forward(self, x):
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+    def lin(n, m):
+        return nn.Linear(n, m, bias=False)
+
+    def rope(x, cos, sin):
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention_norm, self.ffn_norm = RMSNorm(d), RMSNorm(d)
+            self.wq, self.wk, self.wv, self.wo = lin(d, H * hs), lin(d, KV * hs), lin(d, KV * hs), lin(H * hs, d)
+            self.w1, self.w3, self.w2 = lin(d, hid), lin(d, hid), lin(hid, d)
+
+        def forward(self, x, cos, sin, mask):
+            B, T, _ = x.shape
+            h = self.attention_norm(x)
+            q = self.wq(h).view(B, T, H, hs).transpose(1, 2)
+            k = self.wk(h).view(B, T, KV, hs).transpose(1, 2)
+            v = self.wv(h).view(B, T, KV, hs).transpose(1, 2)
+            q, k = rope(q, cos, sin), rope(k, cos, sin)
+            k, v = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))
+            att = F.softmax(att.masked_fill(~mask, float("-inf")), dim=-1)
+            x = x + self.wo((att @ v).transpose(1, 2).reshape(B, T, d))
+            h = self.ffn_norm(x)
+            return x + self.w2(F.silu(self.w1(h)) * self.w3(h))
+
+    class Llama(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok_embeddings = nn.Embedding(V, d)
+            self.layers = nn.ModuleList([Block() for _ in range(L)])
+            self.norm = RMSNorm(d)
+            for p in self.parameters():
+                if p.dim() >= 2:
+                    nn.init.normal_(p, 0.0, 0.02)
+
+        def forward(self, idx, targets):
+            B, T = idx.shape
+            f = torch.exp(torch.arange(hs // 2, dtype=torch.float32) * (-2.0 * math.log(10000.0) / hs))
+            a = torch.arange(T, dtype=torch.float32)[:, None] * f[None, :]
+            cos, sin = torch.cos(a), torch.sin(a)
+            mask = torch.tril(torch.ones(T, T, dtype=torch.bool))
+            x = self.tok_embeddings(idx)
+            for blk in self.layers:
+                x = blk(x, cos, sin, mask)
+            logits = self.norm(x) @ self.tok_embeddings.weight.t()
+            return F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1))
+
+    return Llama()
+
+
 def adamw(torch, P, lr, betas, eps, wd):
     decay = [p for n, p in sorted(P.items()) if p.dim() >= 2]
     nodecay = [p for n, p in sorted(P.items()) if p.dim() < 2]
@@ -126,10 +198,15 @@ def bench(args):
     torch.set_num_threads(threads)
     kind = opts.get("model", "gpt")
     cfg = dict(vocab=256, ctx=int(opts.get("T", 256)), d=int(opts.get("d", 384)), heads=int(opts.get("heads", 6)),
-               layers=int(opts.get("layers", 6)))
+               layers=int(opts.get("layers", 6)), kv_heads=int(opts.get("kv_heads", 2)),
+               hidden=int(opts.get("hidden", 1024)))
     B, T = int(opts.get("B", 8)), cfg["ctx"]
     torch.manual_seed(0)
-    P, fwd = build(torch, kind, cfg)
+    if kind == "llama":
+        model = llama_module(torch, cfg)
+        P, fwd = dict(model.named_parameters()), model
+    else:
+        P, fwd = build(torch, kind, cfg)
     opt = adamw(torch, P, 1e-3, (0.9, 0.999), 1e-8, 0.01)
     if kind == "mlp":
         B = int(opts.get("B", 256))
