@@ -377,12 +377,11 @@ def image_batches(seed, n, shape, classes):
 # ---- the runs --------------------------------------------------------------------------
 
 MODELS = {
-    # name: (module, its data (synthetic: the train block's seed and n), seed of the
-    # perturbation, gain of the weights)
-    "llama": (Llama, lambda: token_batches(os.path.join(V2, "tokens.bin"), 16), 101, GAIN),
-    "moe": (MoELM, lambda: token_batches(os.path.join(V2, "tokens.bin"), 16), 102, GAIN),
-    "cnn": (CNN, lambda: image_batches(13, 16, (3, 8, 8), 10), 103, GAIN),
-    "vit": (ViT, lambda: image_batches(14, 16, (3, 8, 8), 10), 104, GAIN),
+    # name: (module, its data (synthetic: the train block's seed and n), seed of the init's perturbation)
+    "llama": (Llama, lambda: token_batches(os.path.join(V2, "tokens.bin"), 16), 101),
+    "moe": (MoELM, lambda: token_batches(os.path.join(V2, "tokens.bin"), 16), 102),
+    "cnn": (CNN, lambda: image_batches(13, 16, (3, 8, 8), 10), 103),
+    "vit": (ViT, lambda: image_batches(14, 16, (3, 8, 8), 10), 104),
 }
 
 
@@ -395,15 +394,15 @@ def mpl_init(name, tmp):
     return read_safetensors(out)
 
 
-def perturbed(params, seed, gain):
-    """Every param of two or more dimensions times `gain`; then every 1-D param and every
-    all-zero param moved by 0.1 * N(0, 1)."""
+def perturbed(params, seed):
+    """Every param of two or more dimensions times GAIN; then every 1-D param and every
+    all-zero param moved by SPREAD * N(0, 1)."""
     g = torch.Generator().manual_seed(seed)
     out = {}
     for name in sorted(params):
         p = params[name]
         if p.dim() >= 2:
-            p = p * gain
+            p = p * GAIN
         if p.dim() == 1 or not p.any():
             p = p + SPREAD * torch.randn(p.shape, generator=g, dtype=DT)
         out[name] = p
@@ -419,7 +418,7 @@ def adamw(model):
 
 
 def train(name, outdir, init_path):
-    cls, data, _, _ = MODELS[name]
+    cls, data, _ = MODELS[name]
     model = cls()
     init = read_safetensors(init_path)
     model.load_state_dict(init, strict=True)
@@ -458,7 +457,7 @@ def main():
         init_path = os.path.join(V2, name + ".init.safetensors")
         if not WRONG:
             with tempfile.TemporaryDirectory() as tmp:
-                write_safetensors(init_path, perturbed(mpl_init(name, tmp), *MODELS[name][2:]))
+                write_safetensors(init_path, perturbed(mpl_init(name, tmp), MODELS[name][2]))
         train(name, outdir, init_path)
 
 
