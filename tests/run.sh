@@ -33,7 +33,8 @@ for s in "${suites[@]}"; do
           done ;;
     golden) [ -x tests/golden/run.sh ] && add golden tests/golden/run.sh ;;
     fuzz) [ -x tests/fuzz/run.sh ] && add fuzz tests/fuzz/run.sh ;;
-    parity) [ -x tests/parity/run.sh ] && add parity tests/parity/run.sh ;;
+    parity) [ -x tests/parity/run.sh ] && add parity tests/parity/run.sh
+            [ -x tests/parity/run_v2.sh ] && add parity_v2 tests/parity/run_v2.sh ;;
     e2e) for t in tests/e2e/*.sh; do [ -x "$t" ] && add "e2e/$(basename "$t" .sh)" "$t"; done ;;
     *) echo "unknown suite $s"; unknown=$((unknown + 1)) ;;
   esac

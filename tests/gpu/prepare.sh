@@ -25,12 +25,15 @@ mkdir -p "$C/jobs" "$C/ref"
 cp examples/data/tiny.bin "$C/tiny.bin"
 : > "$C/checks.tsv"
 
-# compare NAME MODEL [mplc flags...]: the job and its CPU params after 3 steps
+# compare NAME MODEL [mplc flags...]: the job and its CPU params after 3 steps (INIT=FILE:
+# both runs start from that file of the tree, --init)
 compare() {
   local name=$1 model=$2; shift 2
+  local init=() flags=${RUNFLAGS:-}
+  [ -n "${INIT:-}" ] && init=(--init "$INIT") && flags="${flags:+$flags }--init $INIT"
   "$MPLC" "$model" "$@" -o "$C/jobs/$name.job"
-  "$MPLRUN" "$C/jobs/$name.job" --steps 3 --threads 1 -q --save "$C/ref/$name.safetensors" > /dev/null
-  printf 'compare\t%s\t%s\t%s\n' "$name" "jobs/$name.job" "${RUNFLAGS:-}" >> "$C/checks.tsv"
+  "$MPLRUN" "$C/jobs/$name.job" ${init[@]+"${init[@]}"} --steps 3 --threads 1 -q --save "$C/ref/$name.safetensors" > /dev/null
+  printf 'compare\t%s\t%s\t%s\n' "$name" "jobs/$name.job" "$flags" >> "$C/checks.tsv"
   echo "prepared $name"
 }
 trains() {
@@ -61,6 +64,18 @@ trains mlp examples/mlp.mpl
 # the float64 reference); the tp program also at tp = 2
 for m in tests/e2e/ops_v2_*.mpl; do compare "$(basename "$m" .mpl)" "$m"; done
 compare ops_v2_tp_tp2 tests/e2e/ops_v2_tp.mpl --mesh tp=2
+# the PyTorch parity models of tests/parity/run_v2.sh (Llama, MoE, CNN, ViT), from their
+# stored initial params, on the meshes that script checks against float64 PyTorch
+P=tests/parity/v2
+INIT=$P/llama.init.safetensors compare parity_llama_pp1 $P/llama.mpl
+INIT=$P/llama.init.safetensors compare parity_llama_pp2 $P/llama.mpl -D stages=2
+INIT=$P/llama.init.safetensors compare parity_llama_tp2 $P/llama.mpl --mesh tp=2
+INIT=$P/llama.init.safetensors compare parity_llama_pp2_tp2 $P/llama.mpl -D stages=2 --mesh tp=2
+INIT=$P/moe.init.safetensors compare parity_moe_tp1 $P/moe.mpl
+INIT=$P/moe.init.safetensors compare parity_moe_tp2 $P/moe.mpl --mesh tp=2
+INIT=$P/cnn.init.safetensors compare parity_cnn $P/cnn.mpl
+INIT=$P/vit.init.safetensors compare parity_vit_tp1 $P/vit.mpl
+INIT=$P/vit.init.safetensors compare parity_vit_tp2 $P/vit.mpl --mesh tp=2
 # every broadcast pattern of the batched product (the CPU's results are checked against the
 # float64 reference evaluator by tests/e2e/matmul_bcast.sh; here the GPU against the CPU)
 python3 tests/tools/bcast_models.py "$C/bcast" > /dev/null
