@@ -410,6 +410,14 @@ static void prof_report(CudaDev *cd) {
             "MPL_PROFILE device %d, %d steps after the first: %lld launches, %.3f ms of GPU time in them, %.3f ms "
             "from each step's first launch to its last (the difference: the GPU waiting)\n",
             cd->dev, p->harvests > 0 ? p->harvests - 1 : 0, (long long)calls, total, p->wall_ms);
+    /* memory: the high-water mark of the stream-ordered pool every arena, the optimizer
+       state and the staging buffers come from (what cuBLAS and the context hold is not in it) */
+    cudaMemPool_t pool;
+    cuuint64_t high = 0;
+    if (cudaDeviceGetDefaultMemPool(&pool, cd->dev) == cudaSuccess &&
+        cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &high) == cudaSuccess)
+      fprintf(stderr, "MPL_PROFILE device %d memory: %llu bytes at most in use from the pool\n", cd->dev,
+              (unsigned long long)high);
     fprintf(stderr, "  %10s %8s %9s %6s  %s\n", "ms", "calls", "us/call", "share", "kernel");
     for (int k = 0; k < p->nslots; k++) {
       int i = order[k];
