@@ -5,9 +5,9 @@
 #    (only the GEMM steps say tf32, and the job's precision byte);
 #  - the GPU test GPT (tests/gpu/models/gpt_sgd.mpl) trained 20 steps in bf16 on the
 #    CPU: its loss curve within 1e-2 relative of the f32 run's, and not equal to it;
-#  - bf16 never lets the schedule or the pipeline change the math: pp = 1, 2, 4 under 1f1b
-#    and zb give bitwise-identical params; tp = 2 and dp = 2 x tp = 2 train like tp = 1
-#    (within 1e-3);
+#  - bf16 never lets the schedule, the pipeline or @recompute change the math: pp = 1, 2, 4
+#    under 1f1b and zb give bitwise-identical params, and so do tests/e2e/recompute.mpl and
+#    the same without @recompute; tp = 2 and dp = 2 x tp = 2 train like tp = 1 (within 1e-3);
 #  - the CPU's bf16 units (oneDNN's bf16 GEMM on a CPU with avx512_bf16) and the f32
 #    product they fall back to (MPL_CPU_BF16=0) train the same GPT made wider (d 256, T
 #    128, so that its products take the bf16 units) within 1e-3 relative, and the units
@@ -76,6 +76,12 @@ for m in pp=1 pp=2 pp=4; do
   done
 done
 [ -n "$ref" ] && [ $fail = 0 ] && ok "bf16: pp = 1, 2, 4 under 1f1b and zb give bitwise-identical params"
+sed 's/ @recompute//' tests/e2e/recompute.mpl > "$tmp/plain.mpl"
+if run rc tests/e2e/recompute.mpl --precision bf16 -- --threads 1 --steps 3 --save "$tmp/rc.st" &&
+   run plain "$tmp/plain.mpl" --precision bf16 -- --threads 1 --steps 3 --save "$tmp/plain.st"; then
+  if cmp -s "$tmp/rc.st" "$tmp/plain.st"; then ok "bf16: @recompute gives bitwise the same params"
+  else bad "bf16: @recompute changes the params"; fi
+fi
 for m in tp=1 tp=2 dp=2,tp=2; do
   run "$m" tests/e2e/parallel_gpt.mpl --precision bf16 --mesh $m -- --threads 1 --steps 5 --metrics "$tmp/$m.jsonl"
 done
