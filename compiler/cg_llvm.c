@@ -347,6 +347,7 @@ static LLVMValueRef emit_unary(Cg *c, const KInstr *in) {
   case KI_COS: return intrinsic(c, iname(c, nm, sizeof nm, "llvm.cos", t), t, args, 1);
   case KI_FLOOR: return intrinsic(c, iname(c, nm, sizeof nm, "llvm.floor", t), t, args, 1);
   case KI_CAST: return emit_cast(c, in);
+  case KI_BITCAST: return LLVMBuildBitCast(c->b, x, t, "");
   default: die("cg_llvm: %s is not unary", ki_name(in->op));
   }
 }
@@ -547,7 +548,7 @@ static void emit_instr_at(Cg *c, int id) {
   case KI_LOOPVAR: v = c->val[in->imm]; break;
   case KI_SELECT: v = LLVMBuildSelect(c->b, V(c, in->a), V(c, in->b), V(c, in->c), ""); break;
   case KI_NEG: case KI_NOT: case KI_ABS: case KI_EXP: case KI_LOG: case KI_SQRT: case KI_TANH: case KI_CAST:
-  case KI_SIN: case KI_COS: case KI_FLOOR:
+  case KI_SIN: case KI_COS: case KI_FLOOR: case KI_BITCAST:
     v = emit_unary(c, in);
     break;
   default: v = emit_binary(c, in); break;

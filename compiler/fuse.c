@@ -279,6 +279,14 @@ static bool bcast_uniform(const Shape *x, const Shape *out, int from, bool *full
   return all1 || same;
 }
 
+/* A GEMM's precision (JobStep.prec): the job's, except that bf16 needs both operands to
+ * hold bf16 values (precision.c rounded them), else the product is an f32 one. */
+static uint8_t gemm_prec(const Fuse *f, int a, int b) {
+  PrecKind p = f->g->train.precision;
+  if (p == PREC_BF16 && !(prec_exact_bf16(f->g, a) && prec_exact_bf16(f->g, b))) return PREC_F32;
+  return (uint8_t)p;
+}
+
 /*
  * A matmul as GEMM steps. The batch axes split into a prefix and the longest suffix along
  * which each operand is either broadcast (stride 0) or whole (stride one matrix): the
@@ -305,6 +313,7 @@ static void lower_matmul(Fuse *f, const Op *op) {
     Step *s = add_step(f, STEP_GEMM, op->id);
     s->a = a, s->b = b, s->c = c, s->ta = ta, s->tb = tb, s->m = m, s->n = n, s->k = k;
     s->alpha = 1.0, s->beta = c != op->id ? 1.0 : 0.0;
+    s->prec = gemm_prec(f, a, b);
     s->batch = batch;
     s->stride_a = fa ? m * k : 0, s->stride_b = fb ? k * n : 0, s->stride_c = m * n;
     s->off_a = bcast_off(&ab, &ob, i) * m * k, s->off_b = bcast_off(&bb, &ob, i) * k * n;

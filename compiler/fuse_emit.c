@@ -429,6 +429,23 @@ static int emit_cast(Emit *e, KType to, int x) {
   return kb_un(b, KI_CAST, to, x);
 }
 
+/*
+ * x rounded to the nearest bf16 value, ties to even, as an f32 (precision = bf16): on
+ * the bits u, (u + 0x7FFF + (u >> 16 & 1)) & 0xFFFF0000 (a carry into the exponent is
+ * right, up to infinity); a NaN keeps its sign and top bits with the quiet bit set,
+ * so it stays a NaN whose low 16 bits are 0 like every other result. Integer ops
+ * only: both emitters give the same bits.
+ */
+static int emit_round_bf16(Emit *e, int x) {
+  KBuilder *b = e->b;
+  int u = kb_un(b, KI_BITCAST, KT_I32, x), hi = kb_int(b, KT_I32, (int32_t)0xFFFF0000);
+  int lsb = kb_bin(b, KI_AND, KT_I32, kb_bin(b, KI_SHR, KT_I32, u, kb_int(b, KT_I32, 16)), kb_int(b, KT_I32, 1));
+  int sum = kb_bin(b, KI_ADD, KT_I32, kb_bin(b, KI_ADD, KT_I32, u, kb_int(b, KT_I32, 0x7FFF)), lsb);
+  int nan = kb_bin(b, KI_AND, KT_I32, kb_bin(b, KI_OR, KT_I32, u, kb_int(b, KT_I32, 0x00400000)), hi);
+  int r = kb_select(b, CMP(e, KI_NE, x, x), nan, kb_bin(b, KI_AND, KT_I32, sum, hi));
+  return kb_un(b, KI_BITCAST, KT_F32, r);
+}
+
 static int emit_unary(Emit *e, const Op *op, int x) {
   KType t = kt_of_dtype(op->dtype);
   switch (op->kind) {
@@ -454,6 +471,7 @@ static int emit_unary(Emit *e, const Op *op, int x) {
   case OP_COS: return FU(e, KI_COS, x);
   case OP_FLOOR: return FU(e, KI_FLOOR, x);
   case OP_SILU: return FB(e, KI_DIV, x, FB(e, KI_ADD, F(e, 1.0f), FU(e, KI_EXP, FU(e, KI_NEG, x)))); /* PyTorch's */
+  case OP_ROUND_BF16: return emit_round_bf16(e, x);
   default: die("fuse: %s is not unary", op_name(op->kind));
   }
 }

@@ -45,7 +45,7 @@ static JobStep to_job_step(const Graph *g, const Step *st) {
     j.kind = JS_GEMM, j.ta = st->ta, j.tb = st->tb, j.M = st->m, j.N = st->n, j.K = st->k, j.batch = st->batch;
     j.stride_a = st->stride_a, j.stride_b = st->stride_b, j.stride_c = st->stride_c;
     j.off_a = st->off_a, j.off_b = st->off_b, j.off_c = st->off_c;
-    j.alpha = st->alpha, j.beta = st->beta;
+    j.alpha = st->alpha, j.beta = st->beta, j.prec = st->prec;
     break;
   case STEP_ALIAS: j.kind = JS_ALIAS; break;
   case STEP_ACCUM: j.kind = JS_ACCUM; break;

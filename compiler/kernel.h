@@ -78,7 +78,8 @@ typedef enum KRed { KR_NONE, KR_SUM, KR_MAX } KRed;
   X(MAX, 2) X(MIN, 2) /* f32: NaN-propagating (a > b || a != a ? a : b) */    \
   X(AND, 2) X(OR, 2) X(XOR, 2) X(SHR, 2) /* bool / int bit ops; SHR logical */ \
   X(EQ, 2) X(NE, 2) X(LT, 2) X(LE, 2) X(GT, 2) X(GE, 2) /* -> bool; f32 NE unordered */ \
-  X(SELECT, 3)   /* a ? b : c */
+  X(SELECT, 3)   /* a ? b : c */                                              \
+  X(BITCAST, 1)  /* a's bits as the instruction's type: f32 <-> i32 (bf16 rounding) */
 
 typedef enum KiOp {
 #define X(name, nops) KI_##name,
@@ -209,6 +210,7 @@ typedef struct Step {
   int64_t stride_a, stride_b, stride_c; /* elements between batches (0: broadcast) */
   int64_t off_a, off_b, off_c;          /* element offset of batch 0 */
   double alpha, beta;
+  uint8_t prec;     /* GEMM: a PrecKind, the job's JobStep.prec (PREC_BF16: a and b hold bf16 values) */
   int64_t numel;    /* ALIAS, ACCUM: elements */
 } Step;
 

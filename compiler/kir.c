@@ -688,6 +688,7 @@ void kir_dump_program(FILE *out, const KernelSet *ks, const Program *p) {
       if (s->off_a || s->off_b || s->off_c)
         fprintf(out, " offsets=%lld,%lld,%lld", (long long)s->off_a, (long long)s->off_b, (long long)s->off_c);
       fprintf(out, " alpha=%g beta=%g", s->alpha, s->beta);
+      if (s->prec != PREC_F32) fprintf(out, " %s", mpl_prec_name(s->prec));
       break;
     case STEP_ALIAS: fprintf(out, " %%%d = %%%d", s->a, s->b); break;
     case STEP_COMM: fprintf(out, " %%%d", s->op); break;

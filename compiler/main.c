@@ -2,8 +2,8 @@
  * main.c — the mplc driver. The whole pipeline reads top to bottom in main(), as
  * QBE's main.c does: options, then every pass of mplc in order, each a visible call
  * with the --emit= that prints its result beside it (an --emit stops right after its
- * pass): parse, front end, tensor parallelism, stage balancing, autodiff, partition,
- * fusion, schedule and update phase, memory plan, simulation, code generation, the
+ * pass): parse, front end, tensor parallelism, stage balancing, autodiff, precision,
+ * partition, fusion, schedule and update phase, memory plan, simulation, code generation, the
  * job. Each pass lives in its own file; this file only wires them together and turns
  * results into exit codes. docs/ARCHITECTURE.md draws the same pipeline.
  *
@@ -51,7 +51,8 @@ static void usage(FILE *out) {
   fprintf(out,
           "usage: mplc FILE.mpl [-o JOB] [--emit=ast|graph|grad|partition|schedule|plan|kernels|cuda|llvm|dot]\n"
           "            [--mesh pp=4,tp=2,dp=1] [--schedule NAME] [--microbatches N] [-D NAME=V]... [-I DIR]...\n"
-          "            [--mem-limit BYTES[K|M|G]] [--gpu-arch sm_90] [--allow-gather] [-h|--help] [--version]\n");
+          "            [--mem-limit BYTES[K|M|G]] [--gpu-arch sm_90] [--allow-gather] [--precision f32|tf32|bf16]\n"
+          "            [-h|--help] [--version]\n");
 }
 
 static _Noreturn void fail(int code, const char *fmt, const char *arg) {
@@ -119,6 +120,12 @@ static Define *parse_define(Arena *a, const char *s) {
   return df;
 }
 
+static const char *parse_precision(const char *s) {
+  for (int p = PREC_F32; p <= PREC_BF16; p++)
+    if (!strcmp(s, mpl_prec_name(p))) return s;
+  fail(2, "--precision %s: expected f32, tf32 or bf16", s);
+}
+
 static Emit parse_emit(const char *s) {
   for (int e = EMIT_AST; e <= EMIT_DOT; e++)
     if (!strcmp(s, emit_names[e])) return (Emit)e;
@@ -137,6 +144,7 @@ static void parse_options(Arena *a, int argc, char **argv, Options *o) {
     else if ((v = flag_value(argc, argv, &i, "--microbatches"))) o->co.microbatches = parse_count("--microbatches", v);
     else if ((v = flag_value(argc, argv, &i, "--mem-limit"))) o->co.mem_limit = parse_bytes(v);
     else if ((v = flag_value(argc, argv, &i, "--gpu-arch"))) o->co.gpu_arch = v;
+    else if ((v = flag_value(argc, argv, &i, "--precision"))) o->co.precision = parse_precision(v);
     else if (!strcmp(arg, "--allow-gather")) o->co.allow_gather = true;
     else if ((v = flag_value(argc, argv, &i, "-D"))) vec_push(a, &o->co.defines, parse_define(a, v));
     else if ((v = flag_value(argc, argv, &i, "-I"))) vec_push(a, &o->co.include_dirs, (void *)v);
@@ -190,7 +198,9 @@ static void dump_config(FILE *out, const Graph *g) {
   else fprintf(out, " lr_schedule=constant");
   if (t->grad_clip > 0) fprintf(out, " grad_clip=%g", t->grad_clip);
   else fprintf(out, " grad_clip=none");
-  fprintf(out, " zero=%d steps=%lld seed=%llu\n", t->zero, (long long)t->steps, (unsigned long long)t->seed);
+  fprintf(out, " zero=%d steps=%lld seed=%llu", t->zero, (long long)t->steps, (unsigned long long)t->seed);
+  if (t->precision != PREC_F32) fprintf(out, " precision=%s", mpl_prec_name(t->precision)); /* f32 dumps unchanged */
+  fputc('\n', out);
   for (int i = 0; i < g->nops; i++) {
     const Op *op = g->ops[i];
     if (op->kind == OP_INPUT && op->dtype == DT_I32) fprintf(out, "# input %s: values in [0, %g)\n", op->name, op->value);
@@ -250,15 +260,21 @@ int main(int argc, char **argv) {
   if (bal_stages(&diag, g, o.co.mem_limit) || diag.nerrors) return finish(&arena, 1);
 
   /* 5. autodiff (autodiff.c): the backward, its input-gradient (B) and weight-gradient (W)
-   *    parts                                                                        --emit=grad */
+   *    parts */
   if (ad_backward(g, &diag) || diag.nerrors) return finish(&arena, 1);
   graph_verify(g);
+
+  /* 6. precision (precision.c), precision = bf16: every product's operands and result
+   *    rounded to bf16, the backward's products too (so after autodiff, and the roundings
+   *    need no gradient); before the partition, which cuts, stashes and recomputes them
+   *    like any op                                                               --emit=grad */
+  g = prec_apply(g);
   if (o.emit == EMIT_GRAD) {
     ad_dump(stdout, g);
     return finish(&arena, 0);
   }
 
-  /* 6. partition (partition.c): each stage's passes, transfers between stages, stash,
+  /* 7. partition (partition.c): each stage's passes, transfers between stages, stash,
    *    recompute, tied params                                               --emit=partition, dot */
   Partition *part = part_build(&diag, g);
   if (!part || diag.nerrors) return finish(&arena, 1);
@@ -268,7 +284,7 @@ int main(int argc, char **argv) {
     return finish(&arena, 0);
   }
 
-  /* 7. fusion (fuse.c, fuse_emit.c, kir.c): each stage's passes -> Programs of Steps, the
+  /* 8. fusion (fuse.c, fuse_emit.c, kir.c): each stage's passes -> Programs of Steps, the
    *    kernels in kernel IR                                                       --emit=kernels */
   Fused *fu = fuse_partition(&diag, &arena, part);
   if (!fu || diag.nerrors) return finish(&arena, 1);
@@ -277,7 +293,7 @@ int main(int argc, char **argv) {
     return finish(&arena, 0);
   }
 
-  /* 8. schedule (schedule.c): each rank's instruction list, the passes timed by the cost
+  /* 9. schedule (schedule.c): each rank's instruction list, the passes timed by the cost
    *    model (cost.c), proven deadlock-free; then each rank's update phase (update.c),
    *    which replaces its optimizer_step                                         --emit=schedule */
   Costs *cost = cost_partition(&arena, part);
@@ -291,7 +307,7 @@ int main(int argc, char **argv) {
     return finish(&arena, 0);
   }
 
-  /* 9. memory plan (plan.c): every buffer of every rank at an arena offset, from liveness
+  /* 10. memory plan (plan.c): every buffer of every rank at an arena offset, from liveness
    *    over the very steps the executor runs; each world rank's optimizer state and
    *    communication; --mem-limit */
   PlanIn pin = plan_input(&arena, part, fu, sched, upd);
@@ -299,7 +315,7 @@ int main(int argc, char **argv) {
   PlanWorld *world = plan_world(&arena, &pin, plan);
   if (plan_check_limit(&diag, plan, sched->pp, o.co.mem_limit) || diag.nerrors) return finish(&arena, 1);
 
-  /* 10. simulation (sched_sim.c): the schedule run with the cost model's pass times: each
+  /* 11. simulation (sched_sim.c): the schedule run with the cost model's pass times: each
    *     rank's busy time, the bubble                                 --emit=plan (with the plan) */
   SchedTiming timing;
   sched_simulate(sched, cost->F, cost->B, cost->W, 0, &timing);
@@ -308,7 +324,7 @@ int main(int argc, char **argv) {
     return finish(&arena, 0);
   }
 
-  /* 11. code generation (codegen.c): LLVM bitcode (cg_llvm.c), CUDA C and its PTX from
+  /* 12. code generation (codegen.c): LLVM bitcode (cg_llvm.c), CUDA C and its PTX from
    *     NVRTC (cg_cuda.c); only for a job                               --emit=llvm, --emit=cuda */
   if (o.emit == EMIT_LLVM) {
     cg_llvm_dump_ir(stdout, fu->ks);
@@ -322,7 +338,7 @@ int main(int argc, char **argv) {
   KernelCode code;
   if (cg_kernels(&diag, &arena, fu->ks, o.co.gpu_arch, &code)) return finish(&arena, 1);
 
-  /* 12. the job (jobgen.c): every result above serialised, validated, written */
+  /* 13. the job (jobgen.c): every result above serialised, validated, written */
   JobParts job = {.source = o.input, .part = part, .fused = fu, .sched = sched, .upd = upd, .plan = plan,
                   .timing = &timing, .flops = cost->flops, .code = &code};
   if (jobgen_write(&diag, &job, o.output)) return finish(&arena, 1);

@@ -4,6 +4,7 @@
  *   shard.c     tensor parallelism: the graph rewritten per tp rank
  *   cost.c      the cost model: FLOPs, bytes and seconds of an op
  *   balance.c   automatic stage balancing: top-level statements cut into stages
+ *   precision.c bf16 mixed precision: products' operands and results rounded (after autodiff)
  *   sema*.c     AST -> forward graph IR (the front end)
  *   Later passes declare their entry points in their own headers (autodiff.h, partition.h,
  *   sched.h, plan.h, kernel.h, jobgen.h), which include this one.
@@ -106,6 +107,8 @@ bool shape_broadcast(const Shape *a, const Shape *b, Shape *out);
   X(COL2IM, 1, G)      /* IM2COL's gradient, same attributes: patches summed back to [N, C, H, W] */ \
   X(CHECK, 1, N)       /* i32 []: the elements of i32 x that op kind `key` rejects at run time \
                           (GATHER: outside [0, value); REM: zero); the runtime stops on non-zero */ \
+  X(ROUND_BF16, 1, E)  /* f32 -> f32: the nearest bf16 value, ties to even; NaN stays NaN. Only \
+                          precision.c makes it (precision = bf16), after autodiff: no gradient */ \
   /* training */                                                                \
   X(PARAM_GRAD, 1, G)  /* sink: accumulate input into grad accumulator        \
                           (param = key, use = use index) */                     \
@@ -263,6 +266,15 @@ int bal_stages(Diag *d, Graph *g, double mem_limit);
 int bal_split(int nseg, const double *cost, const double *mem, int pp, double mem_limit,
               int *first_seg_of_stage, char *err, size_t errlen);
 
+/* ==== precision.c: bf16 mixed precision ================================= */
+
+/* Under precision = bf16 (g->train.precision), after autodiff: a new graph in which every
+ * f32 operand of every matmul, forward and backward, is read through a ROUND_BF16 op and
+ * every matmul's readers read its rounded result. Any other precision: g itself. */
+Graph *prec_apply(Graph *g);
+/* Are v's values bf16 values (a ROUND_BF16, or a reshape, transpose, expand or slice of one)? */
+bool prec_exact_bf16(const Graph *g, int v);
+
 /* ==== sema.c: the front end ============================================ */
 
 typedef struct Define {
@@ -281,6 +293,7 @@ typedef struct CompileOptions {
   double mem_limit;        /* --mem-limit bytes per rank, 0: none */
   const char *gpu_arch;    /* --gpu-arch, default "sm_90" */
   bool allow_gather;       /* --allow-gather: tp may all-gather split values (shard.c) */
+  const char *precision;   /* --precision: f32, tf32 or bf16 (the driver checks it), or NULL */
 } CompileOptions;
 
 /*

@@ -89,6 +89,17 @@ static double cast_to(DType t, double x) {
   return x;
 }
 
+/* The nearest bf16 value (8 significant bits, f32's exponent range, subnormals down to
+ * 2^-133), ties to even; past the largest bf16 (0x7F7F) it is infinite; NaN stays NaN. */
+static double round_bf16(double x) {
+  if (isnan(x) || isinf(x) || x == 0) return x;
+  int e;
+  frexp(x, &e); /* |x| in [2^(e-1), 2^e) */
+  int q = e - 8 > -133 ? e - 8 : -133; /* the spacing of bf16 values near x */
+  double r = ldexp(nearbyint(ldexp(x, -q)), q); /* the default rounding: ties to even */
+  return fabs(r) >= 0x1p128 ? copysign(INFINITY, x) : r;
+}
+
 static double ew_unary(const Op *op, double x) {
   switch (op->kind) {
   case OP_NEG: return -x;
@@ -109,6 +120,7 @@ static double ew_unary(const Op *op, double x) {
   case OP_COS: return cos(x);
   case OP_FLOOR: return floor(x);
   case OP_SILU: return x / (1.0 + exp(-x));
+  case OP_ROUND_BF16: return round_bf16(x);
   default: die("refeval: %s is not unary elementwise", op_name(op->kind));
   }
 }

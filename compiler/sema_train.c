@@ -225,11 +225,25 @@ static void key_lr_schedule(Sema *S, Scope *sc, Node *e) {
   sema_err(S, e->loc, "lr_schedule is constant or cosine(warmup, min_lr)");
 }
 
+/* f32 | tf32 | bf16: the PrecKind, or -1. */
+static int prec_of(const char *name) {
+  for (int p = PREC_F32; name && p <= PREC_BF16; p++)
+    if (!strcmp(name, mpl_prec_name(p))) return p;
+  return -1;
+}
+
+/* precision = f32 | tf32 | bf16 (LANGUAGE.md, "Precision"): a word, not a type. */
+static void key_precision(Sema *S, Scope *sc, Node *e) {
+  int p = prec_of(e->kind == N_IDENT ? e->name : NULL);
+  if (p < 0) sema_err(S, e->loc, "precision is f32, tf32 or bf16");
+  else S->g->train.precision = (PrecKind)p;
+}
+
 /* ORDER: none; keys are looked up by name. */
 #define TRAIN_KEYS(X)                                                            \
   X(data) X(batch) X(seq) X(microbatches) X(schedule) X(optimizer)              \
   X(lr_schedule) X(grad_clip) X(zero) X(steps) X(seed) X(val) X(eval_every)    \
-  X(eval_batches)
+  X(eval_batches) X(precision)
 
 static const struct {
   const char *name;
@@ -319,6 +333,8 @@ void sema_train_overrides(Sema *S, Loc loc) {
   TrainConfig *t = &S->g->train;
   Graph *g = S->g;
   if (S->opt->schedule) override_schedule(S, S->opt->schedule);
+  if (S->opt->precision && prec_of(S->opt->precision) < 0) sema_err(S, (Loc){0}, "--precision %s: expected f32, tf32 or bf16", S->opt->precision);
+  else if (S->opt->precision) t->precision = (PrecKind)prec_of(S->opt->precision);
   if (S->opt->microbatches > 0) t->microbatches = S->opt->microbatches;
   else if (S->opt->microbatches < 0) sema_err(S, (Loc){0}, "--microbatches must be at least 1");
   int64_t per = t->microbatches * g->mesh.dp;

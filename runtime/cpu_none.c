@@ -37,3 +37,13 @@ int mpl_gemm_f32_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, floa
 }
 
 void mpl_gemm_set_threads(int n) { (void)n; }
+
+bool mpl_gemm_bf16_hw(void) { return false; }
+void mpl_gemm_bf16_init(MplGemmBf16 *w) { *w = (MplGemmBf16){0}; }
+void mpl_gemm_bf16_free(MplGemmBf16 *w) { (void)w; }
+
+int mpl_gemm_bf16_batched(MplGemmBf16 *w, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                          const float *A, int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb,
+                          float beta, float *C, int64_t ldc, int64_t sc, int64_t batch) {
+  return MPL_ERR;
+}

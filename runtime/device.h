@@ -84,7 +84,8 @@ typedef struct MplDeviceOps {
 struct MplDevice {
   const MplDeviceOps *ops;
   int index, threads;
-  bool tf32;           /* cuda: matrix products may use TF32 tensor cores (set before init) */
+  bool tf32;           /* cuda: f32 products (JobStep.prec PREC_F32) may use TF32 tensor cores too, as
+                          the tf32 and bf16 steps do their precision's (set before init) */
   void *impl;
 };
 

@@ -1,7 +1,7 @@
 /*
  * device_cpu.c — the `cpu` device backend: the arena in host memory, the job's
  * LLVM-compiled kernels run over a small per-rank thread pool, matrix products
- * through mpl_gemm_f32_batched (oneDNN).
+ * through mpl_gemm_f32_batched (oneDNN), precision = bf16's through mpl_gemm_bf16_batched.
  *
  * Invariants:
  *  - the arena is one 64-byte aligned host allocation (mpl_malloc);
@@ -61,6 +61,7 @@ typedef struct CpuDev {
   bool pool_started;
   ProfSlot *prof; /* PROF_SLOTS, or NULL when not profiling */
   int nprof;
+  MplGemmBf16 bf16; /* precision = bf16's products: bf16 units where the CPU has them */
 } CpuDev;
 
 /* CPU time of the calling thread: what one rank thread spends, whatever else the
@@ -98,6 +99,8 @@ static void prof_print(CpuDev *cd, int index) {
   double total = 0;
   for (int i = 0; i < cd->nprof; i++) total += cd->prof[i].s;
   fprintf(stderr, "cpu profile, device %d: %.1f ms in kernels and GEMMs\n", index, total * 1e3);
+  if (cd->bf16.units || cd->bf16.hw)
+    fprintf(stderr, "  bf16 products in bf16 units: %llu\n", (unsigned long long)cd->bf16.units);
   for (int i = 0; i < cd->nprof; i++) {
     const ProfSlot *p = &cd->prof[i];
     if (p->key)
@@ -187,6 +190,7 @@ static int cpu_init(MplDevice *d, int index, int threads, MplErr *err) {
     cd->prof = mpl_calloc(PROF_SLOTS, sizeof *cd->prof);
     if (!cd->prof) return mpl_errf(err, "cpu: out of memory");
   }
+  mpl_gemm_bf16_init(&cd->bf16);
   return pool_start(cd, d->threads, err);
 }
 
@@ -196,6 +200,7 @@ static void cpu_free(MplDevice *d) {
   pool_stop(cd);
   if (cd->prof) prof_print(cd, d->index);
   mpl_free(cd->prof);
+  mpl_gemm_bf16_free(&cd->bf16);
   mpl_free(cd->pool.tid);
   mpl_free(cd->workers);
   mpl_free(cd);
@@ -260,13 +265,19 @@ static int cpu_kernel(MplDevice *d, MplKernelFn fn, void **args, const int64_t *
   return rc;
 }
 
-/* Row-major batched product; leading dimensions follow from the transposes. */
+/* Row-major batched product; leading dimensions follow from the transposes. A bf16 step
+ * (precision = bf16) goes to bf16 units where the CPU has them (gemm.c); tf32 is f32 here. */
 static int cpu_gemm_run(MplDevice *d, const JobStep *s, const float *a, const float *b, float *c,
                     MplErr *err) {
+  CpuDev *cd = d->impl;
   int64_t lda = s->ta ? s->M : s->K, ldb = s->tb ? s->K : s->N, ldc = s->N;
   int64_t batch = s->batch < 1 ? 1 : s->batch;
-  if (mpl_gemm_f32_batched(s->ta, s->tb, s->M, s->N, s->K, (float)s->alpha, a, lda, s->stride_a,
-                           b, ldb, s->stride_b, (float)s->beta, c, ldc, s->stride_c, batch) != MPL_OK)
+  int rc = s->prec == PREC_BF16
+               ? mpl_gemm_bf16_batched(&cd->bf16, s->ta, s->tb, s->M, s->N, s->K, (float)s->alpha, a, lda,
+                                       s->stride_a, b, ldb, s->stride_b, (float)s->beta, c, ldc, s->stride_c, batch)
+               : mpl_gemm_f32_batched(s->ta, s->tb, s->M, s->N, s->K, (float)s->alpha, a, lda, s->stride_a, b, ldb,
+                                      s->stride_b, (float)s->beta, c, ldc, s->stride_c, batch);
+  if (rc != MPL_OK)
     return mpl_errf(err, "cpu: matrix product [%lld x %lld x %lld] x %lld failed", (long long)s->M,
                     (long long)s->N, (long long)s->K, (long long)batch);
   return MPL_OK;

@@ -15,7 +15,9 @@
  *    (cudaGetDriverEntryPointByVersion) once a device exists, so a machine without the
  *    driver gets a message ("no CUDA driver") instead of a loader error;
  *  - matrix products are row-major C[M,N] = alpha op(A) op(B) + beta C, computed by
- *    cuBLAS (column-major) as C^T = op(B)^T op(A)^T; FP32 math unless tf32 was asked for;
+ *    cuBLAS (column-major) as C^T = op(B)^T op(A)^T, in the step's precision (JobStep.prec:
+ *    FP32, TF32 tensor cores, or bf16 tensor cores with f32 accumulation on operands that
+ *    hold bf16 values); mplrun --tf32 lets an f32 step use TF32 too;
  *  - the PTX in the job is preferred; when the driver refuses it (or the job has none),
  *    the job's CUDA source is compiled here with NVRTC for this device's architecture,
  *    with the options mplc uses (--fmad=false, IEEE division and square root);
@@ -408,6 +410,14 @@ static void prof_report(CudaDev *cd) {
             "MPL_PROFILE device %d, %d steps after the first: %lld launches, %.3f ms of GPU time in them, %.3f ms "
             "from each step's first launch to its last (the difference: the GPU waiting)\n",
             cd->dev, p->harvests > 0 ? p->harvests - 1 : 0, (long long)calls, total, p->wall_ms);
+    /* memory: the high-water mark of the stream-ordered pool every arena, the optimizer
+       state and the staging buffers come from (what cuBLAS and the context hold is not in it) */
+    cudaMemPool_t pool;
+    cuuint64_t high = 0;
+    if (cudaDeviceGetDefaultMemPool(&pool, cd->dev) == cudaSuccess &&
+        cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &high) == cudaSuccess)
+      fprintf(stderr, "MPL_PROFILE device %d memory: %llu bytes at most in use from the pool\n", cd->dev,
+              (unsigned long long)high);
     fprintf(stderr, "  %10s %8s %9s %6s  %s\n", "ms", "calls", "us/call", "share", "kernel");
     for (int k = 0; k < p->nslots; k++) {
       int i = order[k];
@@ -600,10 +610,19 @@ static int cuda_gemm(MplDevice *d, const JobStep *s, const float *a, const float
   cublasOperation_t opb = s->tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = s->ta ? CUBLAS_OP_T : CUBLAS_OP_N;
   CUDA_CHECK(cudaSetDevice(cd->dev));
   prof_begin(cd, PROF_GEMM);
-  cublasStatus_t st =
-      batch == 1 ? cublasSgemm(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B, ldb, A, lda, &beta, C, ldc)
-                 : cublasSgemmStridedBatched(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B, ldb,
-                                             s->stride_b, A, lda, s->stride_a, &beta, C, ldc, s->stride_c, (int)batch);
+  cublasStatus_t st;
+  if (s->prec == PREC_F32) { /* the handle's math mode: FP32, or TF32 under mplrun --tf32 */
+    st = batch == 1 ? cublasSgemm(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B, ldb, A, lda, &beta, C, ldc)
+                    : cublasSgemmStridedBatched(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B, ldb,
+                                                s->stride_b, A, lda, s->stride_a, &beta, C, ldc, s->stride_c, (int)batch);
+  } else { /* tf32: TF32 tensor cores; bf16: A and B hold bf16 values, so the down-conversion is exact */
+    cublasComputeType_t ct = s->prec == PREC_BF16 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F_FAST_TF32;
+    st = batch == 1 ? cublasGemmEx(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B, CUDA_R_32F, ldb, A,
+                                   CUDA_R_32F, lda, &beta, C, CUDA_R_32F, ldc, ct, CUBLAS_GEMM_DEFAULT)
+                    : cublasGemmStridedBatchedEx(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B,
+                                                 CUDA_R_32F, ldb, s->stride_b, A, CUDA_R_32F, lda, s->stride_a, &beta, C,
+                                                 CUDA_R_32F, ldc, s->stride_c, (int)batch, ct, CUBLAS_GEMM_DEFAULT);
+  }
   prof_end(cd);
   CUBLAS_CHECK(st);
   return MPL_OK;

@@ -64,7 +64,8 @@ typedef struct MplRunOpts {
   const int *device_ids;       /* cuda: the device of each rank ([ndevice_ids] = pp); NULL: rank i
                                   on device i mod the device count */
   int ndevice_ids;
-  bool tf32;                   /* cuda: allow TF32 in matrix products (off by default) */
+  bool tf32;                   /* cuda: the f32 products may use TF32 too (the job's precision decides
+                                  the others: JobStep.prec); off by default */
   int threads;                 /* per rank, >= 1 */
   int64_t steps;               /* total steps (a resumed run continues up to it); < 0: the job's */
   const char *data_path;       /* overrides the job's token file; NULL: the job's */

@@ -52,6 +52,7 @@ static void write_manifest(MplJobWriter *w, const Job *j) {
   mpl_jw_u8(w, t->lr_schedule), mpl_jw_i64(w, t->warmup), mpl_jw_f64(w, t->min_lr), mpl_jw_f64(w, t->grad_clip);
   mpl_jw_u32(w, (uint32_t)t->zero), mpl_jw_i64(w, t->steps), mpl_jw_u64(w, t->seed);
   mpl_jw_str(w, t->val_path ? t->val_path : ""), mpl_jw_i64(w, t->eval_every), mpl_jw_i64(w, t->eval_batches);
+  mpl_jw_u8(w, t->precision);
   mpl_jw_f64(w, j->flops_per_step), mpl_jw_f64(w, j->predicted_bubble), mpl_jw_f64(w, j->textbook_bubble);
   mpl_jw_end(w);
 }
@@ -99,7 +100,7 @@ static void write_program(MplJobWriter *w, const JobProgram *pg) {
     mpl_jw_i64(w, s->M), mpl_jw_i64(w, s->N), mpl_jw_i64(w, s->K), mpl_jw_i64(w, s->batch);
     mpl_jw_i64(w, s->stride_a), mpl_jw_i64(w, s->stride_b), mpl_jw_i64(w, s->stride_c);
     mpl_jw_i64(w, s->off_a), mpl_jw_i64(w, s->off_b), mpl_jw_i64(w, s->off_c);
-    mpl_jw_f64(w, s->alpha), mpl_jw_f64(w, s->beta);
+    mpl_jw_f64(w, s->alpha), mpl_jw_f64(w, s->beta), mpl_jw_u8(w, s->prec);
     mpl_jw_u8(w, s->comm), mpl_jw_u32(w, (uint32_t)s->axis), mpl_jw_u32(w, (uint32_t)s->groups);
   }
 }
@@ -245,6 +246,7 @@ static void read_manifest(MplCursor *c, Job *j) {
   t->lr_schedule = mpl_cur_u8(c), t->warmup = mpl_cur_i64(c), t->min_lr = mpl_cur_f64(c), t->grad_clip = mpl_cur_f64(c);
   t->zero = (int32_t)mpl_cur_u32(c), t->steps = mpl_cur_i64(c), t->seed = mpl_cur_u64(c);
   t->val_path = dup_str(c), t->eval_every = mpl_cur_i64(c), t->eval_batches = mpl_cur_i64(c);
+  t->precision = mpl_cur_u8(c);
   j->flops_per_step = mpl_cur_f64(c), j->predicted_bubble = mpl_cur_f64(c), j->textbook_bubble = mpl_cur_f64(c);
   if (j->mesh.pp < 1 || j->mesh.pp > 4096 || j->nstages < j->mesh.pp || j->nstages > 65536 || j->mesh.dp < 1 || j->mesh.tp < 1)
     mpl_cur_fail(c, "bad mesh dp=%d pp=%d tp=%d stages=%d", j->mesh.dp, j->mesh.pp, j->mesh.tp, j->nstages);
@@ -253,9 +255,9 @@ static void read_manifest(MplCursor *c, Job *j) {
   if (t->eval_every < 0 || t->eval_batches < 1 || t->eval_batches > (1 << 30))
     mpl_cur_fail(c, "bad validation: eval_every %" PRId64 ", eval_batches %" PRId64, t->eval_every, t->eval_batches);
   if ((unsigned)t->data_kind > DATA_TOKENS || (unsigned)t->schedule > SCHED_ZB || (unsigned)t->optimizer > OPT_ADAMW ||
-      (unsigned)t->lr_schedule > LR_COSINE)
-    mpl_cur_fail(c, "bad train config: data %d, schedule %d, optimizer %d, lr schedule %d", t->data_kind, t->schedule,
-                 t->optimizer, t->lr_schedule);
+      (unsigned)t->lr_schedule > LR_COSINE || (unsigned)t->precision > PREC_BF16)
+    mpl_cur_fail(c, "bad train config: data %d, schedule %d, optimizer %d, lr schedule %d, precision %d", t->data_kind,
+                 t->schedule, t->optimizer, t->lr_schedule, t->precision);
 }
 
 static void read_values(MplCursor *c, Job *j) {
@@ -307,7 +309,7 @@ static void read_program(MplCursor *c, JobProgram *pg) {
     s->M = mpl_cur_i64(c), s->N = mpl_cur_i64(c), s->K = mpl_cur_i64(c), s->batch = mpl_cur_i64(c);
     s->stride_a = mpl_cur_i64(c), s->stride_b = mpl_cur_i64(c), s->stride_c = mpl_cur_i64(c);
     s->off_a = mpl_cur_i64(c), s->off_b = mpl_cur_i64(c), s->off_c = mpl_cur_i64(c);
-    s->alpha = mpl_cur_f64(c), s->beta = mpl_cur_f64(c);
+    s->alpha = mpl_cur_f64(c), s->beta = mpl_cur_f64(c), s->prec = mpl_cur_u8(c);
     s->comm = mpl_cur_u8(c), s->axis = (int32_t)mpl_cur_u32(c), s->groups = (int32_t)mpl_cur_u32(c);
   }
 }
@@ -455,6 +457,7 @@ static int validate_step(const Job *j, int s, const JobStep *st, char *err, size
     break;
   case JS_GEMM: {
     CHECK(st->nargs == 3, "stage %d: gemm with %d operands", s, st->nargs);
+    CHECK(st->prec <= PREC_BF16, "stage %d: gemm precision %d", s, st->prec);
     CHECK(st->M > 0 && st->N > 0 && st->K > 0 && st->batch > 0, "stage %d: bad gemm sizes", s);
     const JobValue *a = &j->values[st->args[0]], *b = &j->values[st->args[1]], *c = &j->values[st->args[2]];
     int64_t nb = st->batch - 1;
@@ -627,8 +630,10 @@ void job_inspect(const Job *j, FILE *out) {
   fprintf(out, "train: batch %" PRId64 " seq %" PRId64 " microbatches %" PRId64 " schedule %s", t->batch, t->seq,
           t->microbatches, (unsigned)t->schedule <= SCHED_ZB ? sched_names[t->schedule] : "?");
   if (t->schedule == SCHED_INTERLEAVED) fprintf(out, "(%d)", t->virtual_stages);
-  fprintf(out, " optimizer %s lr %g steps %" PRId64 " seed %" PRIu64 "\n", t->optimizer == OPT_ADAMW ? "adamw" : "sgd", t->lr,
+  fprintf(out, " optimizer %s lr %g steps %" PRId64 " seed %" PRIu64, t->optimizer == OPT_ADAMW ? "adamw" : "sgd", t->lr,
           t->steps, t->seed);
+  if (t->precision != PREC_F32) fprintf(out, " precision %s", mpl_prec_name(t->precision));
+  fputc('\n', out);
   fprintf(out, "data: %s\n", t->data_kind == DATA_TOKENS ? t->data_path : "synthetic");
   if (t->val_path && t->val_path[0]) {
     fprintf(out, "val: %s, %" PRId64 " batches, ", t->val_path, t->eval_batches);

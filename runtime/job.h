@@ -21,8 +21,9 @@
 
 /* The format of the job's contents, written in the container's header flags (job_write) and
  * checked by job_read. 2: the update phase as instructions (JI_TIED_SEND ... JI_DP_ALLGATHER);
- * 3: validation (TrainConfig's val_path, eval_every, eval_batches). */
-#define MPL_JOB_FORMAT 3
+ * 3: validation (TrainConfig's val_path, eval_every, eval_batches); 4: precision (TrainConfig's precision,
+ * JobStep's prec). */
+#define MPL_JOB_FORMAT 4
 
 /* ---- values: one per graph op (the op id is the value id) ---------------- */
 typedef enum JobDType { JDT_F32, JDT_BF16, JDT_F16, JDT_I32, JDT_BOOL } JobDType;
@@ -89,6 +90,9 @@ typedef struct JobStep {
   int64_t M, N, K, batch, stride_a, stride_b, stride_c;
   int64_t off_a, off_b, off_c; /* element offset of batch 0 in each operand */
   double alpha, beta;
+  uint8_t prec;         /* JS_GEMM: PREC_F32: f32 products; PREC_TF32: a GPU may use TF32 tensor cores;
+                           PREC_BF16: A and B hold bf16 values exactly (rounded by the job's kernels), so a
+                           device may multiply them in bf16 units accumulating in f32 (C stays f32) */
   /* JS_COMM: args = {out, in}; comm: JC_*; axis and groups of the tp split */
   uint8_t comm;
   int32_t axis, groups;
@@ -213,6 +217,13 @@ typedef enum SchedKind { SCHED_SEQUENTIAL, SCHED_GPIPE, SCHED_1F1B, SCHED_INTERL
 typedef enum OptKind { OPT_SGD, OPT_ADAMW } OptKind;
 typedef enum LrSchedKind { LR_CONSTANT, LR_COSINE } LrSchedKind;
 typedef enum DataKind { DATA_SYNTHETIC, DATA_TOKENS } DataKind;
+/* The train key precision (LANGUAGE.md, "Precision"): f32 everywhere; TF32 products where a GPU has
+ * them; bf16 mixed precision (products' operands and results rounded to bf16, f32 elsewhere). */
+typedef enum PrecKind { PREC_F32, PREC_TF32, PREC_BF16 } PrecKind;
+static inline const char *mpl_prec_name(int p) {
+  static const char *const names[] = {"f32", "tf32", "bf16"};
+  return p >= PREC_F32 && p <= PREC_BF16 ? names[p] : "?";
+}
 
 typedef struct TrainConfig {
   DataKind data_kind;
@@ -232,6 +243,7 @@ typedef struct TrainConfig {
   char *val_path;         /* validation's token file; NULL or "": none (mplc: arena text; a Job: its own copy) */
   int64_t eval_every;     /* evaluate after every eval_every-th step; 0: after the last step only */
   int64_t eval_batches;   /* batches per evaluation, >= 1 */
+  PrecKind precision;     /* the products' precision; params, gradients and optimizer state are f32 */
 } TrainConfig;
 typedef TrainConfig JobTrain;
 

@@ -297,6 +297,23 @@ int mpl_gemm_f32_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, floa
                          int64_t sb, float beta, float *C, int64_t ldc, int64_t sc, int64_t batch);
 /* The number of threads GEMMs called from this thread use (OpenMP's per-thread setting). */
 void mpl_gemm_set_threads(int n);
+/* precision = bf16's products (JobStep.prec PREC_BF16): A and B hold bf16 values in f32
+ * arrays, C is f32. Where hw (a CPU with avx512_bf16 and oneDNN's bf16 GEMM, found at run
+ * time; MPL_CPU_BF16=0 says no) and the shape pays for it, A and B are converted to bf16
+ * (exactly) in buf and multiplied in bf16 units with f32 accumulation; otherwise
+ * mpl_gemm_f32_batched, equal up to the order of the sums. Deterministic like it. */
+typedef struct MplGemmBf16 {
+  bool hw;
+  uint16_t *buf; /* the converted operands, grown as needed */
+  size_t cap;
+  uint64_t units; /* products run in bf16 units so far (MPL_CPU_PROFILE prints it) */
+} MplGemmBf16;
+bool mpl_gemm_bf16_hw(void);
+void mpl_gemm_bf16_init(MplGemmBf16 *w);
+void mpl_gemm_bf16_free(MplGemmBf16 *w);
+int mpl_gemm_bf16_batched(MplGemmBf16 *w, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                          const float *A, int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb,
+                          float beta, float *C, int64_t ldc, int64_t sc, int64_t batch);
 
 /* ==== trace.c ========================================================= */
 

@@ -63,7 +63,9 @@ static void usage(FILE *f) {
         "  --val FILE         validation data (a token file) replacing the train block's val: the val\n"
         "                     loss after every eval_every-th step and after the last\n"
         "  --comm-stats FILE  one JSON line per rank: calls and payload bytes of the last step's\n"
-        "                     messages and collectives, by kind (as mplc --emit=plan predicts them)\n",
+        "                     messages and collectives, by kind (as mplc --emit=plan predicts them)\n"
+        "  --tf32             cuda: the f32 products may use TF32 tensor cores too (the job's precision,\n"
+        "                     mplc --precision f32|tf32|bf16, decides the rest; no effect on a cpu)\n",
         f);
 }
 

@@ -38,6 +38,8 @@ run_case recompute tests/e2e/recompute.mpl -- --steps 2 --save "$tmp/r.safetenso
 run_case zb tests/e2e/small_gpt.mpl --mesh pp=2 --schedule zb -- --steps 2 --trace "$tmp/t.json"
 run_case interleaved tests/e2e/small_gpt.mpl --mesh pp=2 --schedule "interleaved(2)" -- --steps 2
 run_case dp_tp_pp tests/e2e/parallel_gpt.mpl --mesh dp=2,pp=2,tp=2 -- --steps 2 --checkpoint "$tmp/ck"
+# precision = bf16: the rounding kernels, and products wide enough for the CPU's bf16 units
+run_case bf16 tests/gpu/models/gpt_sgd.mpl --precision bf16 -D d=256 -D ctx=128 --mesh pp=2 -- --steps 1
 run_case resume tests/e2e/parallel_gpt.mpl --mesh dp=2,pp=2,tp=2 -- --steps 3 --resume "$tmp/ck"
 run_case tokens tests/e2e/tiny_lm.mpl -- --steps 2 --metrics "$tmp/m.jsonl"
 run_case validation tests/e2e/tiny_lm.mpl --mesh dp=2 -- --steps 2 --val examples/data/tiny.bin --trace "$tmp/v.json"

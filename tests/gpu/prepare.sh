@@ -12,6 +12,10 @@
 # carry/mpi.tsv, one run under mpirun (one process per rank on the GPU) per line:
 #   NAME NP JOB REF ENV FLAGS   3 steps vs ref/REF.safetensors; ENV is - or VAR=VALUE
 # carry/bench.tsv: NAME JOB d layers heads ctx batch (tests/bench/gpt.mpl configs).
+# carry/gpt2.tsv: PRECISION JOB ARENA_BYTES OPTIMIZER_STATE_BYTES, GPT-2 124M (tests/bench/gpt.mpl
+#   at vocab 50257, d 768, 12 layers, 12 heads, T 1024, B 8, AdamW) and its plan, per precision.
+# jobs/gpt_bf16.job, jobs/gpt_tf32.job: the GPU test GPT at precision bf16 and tf32;
+#   ref/gpt_bf16_cpu.jsonl, ref/gpt_f32_cpu.jsonl: its CPU loss curves over 20 steps.
 set -eu
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
@@ -100,5 +104,24 @@ printf 'small\tjobs/bench_small.job\t384\t6\t6\t256\t8\n' > "$C/bench.tsv"
 printf 'wide\tjobs/bench_wide.job\t768\t4\t12\t512\t4\n' >> "$C/bench.tsv"
 "$MPLC" tests/bench/gpt.mpl -D d=768 -D layers=4 -D heads=12 -D ctx=512 -D batch=4 -o "$C/jobs/bench_wide.job"
 echo "prepared bench jobs"
+
+# precision (issue 14): the GPU test GPT in bf16 and tf32, and the CPU's loss curves over 20
+# steps in bf16 and in f32, which tests/gpu/run.sh compares the GPU's bf16 curve with
+"$MPLC" tests/gpu/models/gpt_sgd.mpl --precision bf16 -o "$C/jobs/gpt_bf16.job"
+"$MPLC" tests/gpu/models/gpt_sgd.mpl --precision tf32 -o "$C/jobs/gpt_tf32.job"
+"$MPLRUN" "$C/jobs/gpt_bf16.job" --steps 20 --threads 1 -q --metrics "$C/ref/gpt_bf16_cpu.jsonl" > /dev/null
+"$MPLRUN" "$C/jobs/gpt_pp1_1f1b.job" --steps 20 --threads 1 -q --metrics "$C/ref/gpt_f32_cpu.jsonl" > /dev/null
+echo "prepared the bf16 GPT and its CPU loss curves"
+# GPT-2 124M in each precision, with its plan's arena and optimizer state (bytes)
+g2=(-D vocab=50257 -D d=768 -D layers=12 -D heads=12 -D ctx=1024 -D batch=8)
+: > "$C/gpt2.tsv"
+for p in f32 tf32 bf16; do
+  "$MPLC" tests/bench/gpt.mpl "${g2[@]}" --precision $p -o "$C/jobs/gpt2_$p.job"
+  "$MPLC" tests/bench/gpt.mpl "${g2[@]}" --precision $p --emit=plan > "$C/gpt2_$p.plan"
+  arena=$(awk '/arena \(peak\)/ { print $3; exit }' "$C/gpt2_$p.plan")
+  state=$(awk '/optimizer state/ { print $3; exit }' "$C/gpt2_$p.plan")
+  printf '%s\t%s\t%s\t%s\n' $p "jobs/gpt2_$p.job" "$arena" "$state" >> "$C/gpt2.tsv"
+done
+echo "prepared GPT-2 124M in f32, tf32 and bf16"
 du -sh "$C"
 echo "tests/gpu/carry is ready: carry it and run tests/gpu/run.sh on the GPU machine"

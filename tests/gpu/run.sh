@@ -13,9 +13,14 @@
 # fails cleanly, runs jobs under mpirun with one process per rank on the GPU (carry/mpi.tsv:
 # host-staged MPI messages for ranks sharing the GPU, NCCL's id broadcast over MPI for one
 # rank) and the NCCL switch MPL_NCCL, and benchmarks the bench GPT configs against PyTorch
-# on the same GPU (tokens/s, ratio, MFU) with a GPU time per kernel (MPL_PROFILE=1). Every check prints PASS or FAIL (or SKIP: no
-# mpirun, no NCCL, counted neither way); one table at the end; the exit status is 1 if any
-# check failed. Logs go to $OUT/gpu (or /tmp/mpl_gpu). About 3-5 minutes.
+# on the same GPU (tokens/s, ratio, MFU) with a GPU time per kernel (MPL_PROFILE=1); precision
+# (issue 14): the GPU test GPT 20 steps in bf16 against the CPU's bf16 and f32 loss curves, tf32
+# from the job's precision; GPT-2 124M (B 8, T 1024, AdamW) in f32, tf32 and bf16 against PyTorch
+# (fp32 and tf32 eager, bf16 autocast eager and with torch.compile): tokens/s, MFU, memory.
+# Every check prints PASS or FAIL (or SKIP: no mpirun, no NCCL, counted neither way); one table
+# at the end; the exit status is 1 if any check failed. Logs go to $OUT/gpu (or /tmp/mpl_gpu).
+# About 3-5 minutes, and 3-4 more for GPT-2; MPL_GPU_ONLY=precision,gpt2 (say) runs the build
+# and only those sections.
 set -u
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -32,6 +37,9 @@ pass=0 fail=0
 ROWS="$LOGS/rows.txt"
 : > "$ROWS"
 
+# MPL_GPU_ONLY=SECTION,...: the build, then only those of the sections jobs, mpi, bench, precision
+# and gpt2 (default: all of them), for a session short of device time
+want() { [ -z "${MPL_GPU_ONLY:-}" ] || [[ ",$MPL_GPU_ONLY," == *",$1,"* ]]; }
 row() { printf '%-26s %-5s %s\n' "$1" "$2" "$3" >> "$ROWS"; }
 ok() { pass=$((pass + 1)); echo "PASS $1: $2"; row "$1" PASS "$2"; }
 bad() { fail=$((fail + 1)); echo "FAIL $1: $2"; row "$1" FAIL "$2"; }
@@ -42,6 +50,7 @@ finish() {
   echo "================ MPL GPU results ================"
   cat "$ROWS"
   [ -s "$LOGS/bench.txt" ] && { echo; cat "$LOGS/bench.txt"; }
+  [ -s "$LOGS/gpt2.txt" ] && { echo; cat "$LOGS/gpt2.txt"; }
   for f in "$LOGS"/profile_*.txt; do [ -s "$f" ] && { echo; echo "$(basename "$f" .txt), the kernels with most GPU time:"; grep -A 12 '^MPL_PROFILE' "$f" | cut -c1-150; }; done
   echo
   echo "gpu: $pass passed, $fail failed (logs in $LOGS)"
@@ -120,7 +129,16 @@ else
   finish
 fi
 
+median_ms() { # METRICS: median step ms after the first 2 steps
+  "$PY" - "$1" << 'EOF'
+import json, sys
+ms = sorted(json.loads(l)["ms"] for l in list(open(sys.argv[1]))[2:] if l.strip())
+print("%.3f" % ms[len(ms) // 2] if ms else "nan")
+EOF
+}
+
 # ---- 2. the carried jobs against the CPU ----------------------------------------------
+if want jobs; then # (to the end of section 2)
 echo "== jobs on the GPU vs the CPU"
 # loss_falls METRICS: the loss of the last step is finite and below the first's
 loss_falls() {
@@ -175,7 +193,10 @@ rc=$?
 if [ $rc = 1 ] && grep -q 'mplrun: error: .*does not exist' "$LOGS/baddev.log"; then ok bad_device "$(last_line "$LOGS/baddev.log")"
 else bad bad_device "exit $rc: $(last_line "$LOGS/baddev.log" 2)"; fi
 
+fi # section 2
+
 # ---- 3. MPI (one process per rank on the GPU) and NCCL ----------------------------------------
+if want mpi; then # (to the end of section 3)
 echo "== MPI and NCCL"
 skip() { echo "SKIP $1: $2"; row "$1" SKIP "$2"; }
 mpi_skip=
@@ -268,17 +289,13 @@ fi
 MPL_NCCL=yes timeout 60 "$MPLRUN" "$PP1" --devices cuda --steps 1 -q < /dev/null > "$LOGS/nccl_env.log" 2>&1
 expect_fail nccl_env_bad "$LOGS/nccl_env.log" $? "mplrun: error: .*MPL_NCCL must be 0, 1 or auto, not 'yes'"
 
+fi # section 3
+
 # ---- 4. the bench GPT configs against PyTorch ------------------------------------------------
+if want bench; then # (to the end of section 4)
 echo "== bench (mplrun vs PyTorch on this GPU)"
 BENCH="$LOGS/bench.tsv"
 : > "$BENCH"
-median_ms() { # METRICS: median step ms after the first 2 steps
-  "$PY" - "$1" << 'EOF'
-import json, sys
-ms = sorted(json.loads(l)["ms"] for l in list(open(sys.argv[1]))[2:] if l.strip())
-print("%.3f" % ms[len(ms) // 2] if ms else "nan")
-EOF
-}
 while IFS=$'\t' read -r name job d layers heads ctx batch; do
   [ -n "$name" ] || continue
   for prec in fp32 tf32; do
@@ -335,4 +352,103 @@ for line in open(sys.argv[1]):
     print("%-6s %-5s %-22s %12.0f %12.0f %7.2f %7.1f%% %7.1f%%" % (name, prec, "%d/%d/%s/%d/%d" % (d, L, H, T, B),
           a, b, a / b if b == b and b > 0 else float("nan"), 100 * mfu(ms), 100 * mfu(tms)))
 EOF
+fi # section 4
+
+# ---- 5. precision: the GPU test GPT in bf16 and tf32 ---------------------------------------------
+# 20 steps in bf16 on the GPU: the loss curve within 1e-3 relative of the CPU's bf16 one and within
+# 1e-2 of the CPU's f32 one; tf32 from the job's precision (no --tf32): 3 steps within 1e-2 of the
+# CPU's f32 params (a CPU computes a tf32 job in f32)
+if want precision && [ -f "$C/jobs/gpt_bf16.job" ]; then
+echo "== precision"
+if timeout 120 "$MPLRUN" "$C/jobs/gpt_bf16.job" --devices cuda --steps 20 -q --metrics "$LOGS/gpt_bf16_gpu.jsonl" \
+     < /dev/null > "$LOGS/gpt_bf16_gpu.log" 2>&1; then
+  for ref in bf16:1e-3 f32:1e-2; do
+    p=${ref%%:*} tol=${ref#*:}
+    if "$PY" tests/tools/losscompare.py "$LOGS/gpt_bf16_gpu.jsonl" "$C/ref/gpt_${p}_cpu.jsonl" "$tol" > "$LOGS/gpt_bf16_vs_$p.cmp" 2>&1
+    then ok "bf16_gpu_vs_cpu_$p" "$(last_line "$LOGS/gpt_bf16_vs_$p.cmp")"
+    else bad "bf16_gpu_vs_cpu_$p" "$(last_line "$LOGS/gpt_bf16_vs_$p.cmp")"; fi
+  done
+else
+  bad bf16_gpu "mplrun: $(last_line "$LOGS/gpt_bf16_gpu.log" 3)"
+fi
+if timeout 120 "$MPLRUN" "$C/jobs/gpt_tf32.job" --devices cuda --steps 3 -q --save "$LOGS/gpt_tf32.safetensors" \
+     < /dev/null > "$LOGS/gpt_tf32.log" 2>&1 &&
+   "$PY" tests/gpu/compare.py "$C/ref/gpt_pp1_1f1b.safetensors" "$LOGS/gpt_tf32.safetensors" 1e-2 > "$LOGS/gpt_tf32.cmp" 2>&1; then
+  ok tf32_precision "$(last_line "$LOGS/gpt_tf32.cmp")"
+else
+  bad tf32_precision "$(last_line "$LOGS/gpt_tf32.log" 2) $(last_line "$LOGS/gpt_tf32.cmp")"
+fi
+fi # section 5
+
+# ---- 6. GPT-2 124M: MPL in f32, tf32 and bf16 against PyTorch ---------------------------------
+# vocab 50257, d 768, 12 layers, 12 heads, T 1024, B 8, AdamW: MPL 10 steps per precision (the
+# median after the first 2), then 3 steps under MPL_PROFILE (where the GPU time goes, and the
+# memory the run took from the pool); PyTorch (tests/gpu/torch_bench.py) in fp32 eager, tf32
+# eager, bf16 autocast eager and bf16 autocast + torch.compile
+if want gpt2 && [ -f "$C/gpt2.tsv" ]; then
+echo "== GPT-2 124M (mplrun vs PyTorch on this GPU)"
+G2="$LOGS/gpt2.tsv"
+: > "$G2"
+while IFS=$'\t' read -r prec job arena state; do
+  [ -n "$prec" ] || continue
+  m="$LOGS/gpt2_mpl_$prec.jsonl" ms=nan mem=nan
+  if timeout 300 "$MPLRUN" "$C/$job" --devices cuda --steps 10 -q --metrics "$m" < /dev/null > "$LOGS/gpt2_mpl_$prec.log" 2>&1; then
+    ms=$(median_ms "$m")
+    ok "gpt2_mpl_$prec" "median $ms ms/step"
+  else
+    bad "gpt2_mpl_$prec" "$(last_line "$LOGS/gpt2_mpl_$prec.log" 2)"
+  fi
+  prof="$LOGS/profile_gpt2_$prec.txt"
+  if MPL_PROFILE=1 timeout 200 "$MPLRUN" "$C/$job" --devices cuda --steps 3 -q < /dev/null > "$prof" 2>&1; then
+    mem=$(sed -n 's/^MPL_PROFILE device 0 memory: \([0-9]*\) bytes.*/\1/p' "$prof" | head -n 1)
+  fi
+  printf 'mpl\t%s\t%s\t%s\t%s\n' "$prec" "$ms" "$((arena + state))" "${mem:-nan}" >> "$G2"
+done < "$C/gpt2.tsv"
+for mode in fp32 tf32 bf16 bf16-compile; do
+  tj="$LOGS/gpt2_torch_$mode.json" tms=nan tmem=nan
+  if timeout 400 "$PY" tests/gpu/torch_bench.py --vocab 50257 --d 768 --layers 12 --heads 12 --T 1024 --B 8 \
+       --mode $mode --steps 10 --warmup 4 < /dev/null > "$tj" 2> "$LOGS/gpt2_torch_$mode.err"; then
+    read -r tms tmem < <("$PY" -c 'import json,sys; j=json.load(open(sys.argv[1])); print("%.3f %d" % (j["ms_per_step"], j["max_memory_allocated"]))' "$tj")
+    ok "gpt2_torch_$mode" "median $tms ms/step"
+  else
+    bad "gpt2_torch_$mode" "$(last_line "$LOGS/gpt2_torch_$mode.err" 2)"
+  fi
+  printf 'torch\t%s\t%s\t-\t%s\n' "$mode" "$tms" "$tmem" >> "$G2"
+done
+# tokens/s; MFU: (6 N + 12 L d T) flops per token (as section 4: the products forward and backward,
+# plus attention's) over the card's dense peak for the precision: bf16 989, tf32 495, fp32 67
+# TFLOP/s (an H100 / H200 SXM's; MPL_PEAK_BF16 / _TF32 / _FP32 override); memory: MPL's plan
+# (arena + optimizer state) and what it took from the pool, PyTorch's max_memory_allocated
+"$PY" - "$G2" > "$LOGS/gpt2.txt" << 'EOF'
+import os, sys
+V, d, L, T, B = 50257, 768, 12, 1024, 8
+N = V * d + T * d + L * (12 * d * d + 13 * d) + 2 * d
+fpt = 6 * N + 12 * L * d * T
+peak = {"fp32": float(os.environ.get("MPL_PEAK_FP32", 67)), "tf32": float(os.environ.get("MPL_PEAK_TF32", 495)),
+        "bf16": float(os.environ.get("MPL_PEAK_BF16", 989))}
+names = {"fp32": "fp32 eager", "tf32": "tf32 eager", "bf16": "bf16 autocast eager", "bf16-compile": "bf16 autocast + compile"}
+print("GPT-2 124M (%.1fM params, vocab %d, B %d, T %d, AdamW), one GPU; MFU over fp32 %g, tf32 %g, bf16 %g TFLOP/s"
+      % (N / 1e6, V, B, T, peak["fp32"], peak["tf32"], peak["bf16"]))
+print("%-32s %9s %10s %6s %12s %12s" % ("run", "ms/step", "tokens/s", "MFU", "planned GiB", "peak GiB"))
+gib = lambda x: "%.2f" % (float(x) / 2**30) if x not in ("-", "nan", "") else "-"
+toks = {}
+for line in open(sys.argv[1]):
+    if not line.strip():
+        continue
+    who, prec, ms, plan, mem = line.rstrip("\n").split("\t")
+    ms = float(ms)
+    tok = B * T / (ms / 1e3) if ms == ms and ms > 0 else float("nan")
+    p = "fp32" if prec in ("f32", "fp32") else "tf32" if prec == "tf32" else "bf16"
+    name = "MPL " + prec if who == "mpl" else "PyTorch " + names[prec]
+    toks[name] = tok
+    print("%-32s %9.1f %10.0f %5.1f%% %12s %12s" % (name, ms, tok, 100 * tok * fpt / (peak[p] * 1e12), gib(plan), gib(mem)))
+for a, b in (("MPL f32", "PyTorch fp32 eager"), ("MPL tf32", "PyTorch tf32 eager"),
+             ("MPL bf16", "PyTorch bf16 autocast eager"), ("MPL bf16", "PyTorch bf16 autocast + compile")):
+    if a in toks and b in toks and toks[b] == toks[b] and toks[b] > 0:
+        print("%s / %s: %.2fx tokens/s" % (a, b, toks[a] / toks[b]))
+print("planned: MPL's arena plus optimizer state (mplc --emit=plan); peak: MPL's stream-ordered pool high-water")
+print("(MPL_PROFILE), PyTorch's torch.cuda.max_memory_allocated; neither counts the CUDA context or cuBLAS workspaces")
+EOF
+fi # section 6
 finish
+

@@ -5,15 +5,18 @@
  * cross-entropy and its gradient, embedding and its scatter-add gradient, dropout,
  * shape ops, creation ops, gradient accumulation; the v2 ops of issue 13: sin, cos,
  * floor, silu, remainder, argmax, topk, cumsum, gather, one_hot, im2col and their
- * gradients, run-time checks), fused and unfused, compiles for
- * sm_90 with no error and no warning. Needs no GPU (NVRTC only makes PTX). Built
- * without CUDA, it checks the "built without CUDA" error and passes with a note.
+ * gradients, run-time checks; the bf16 rounding), fused and unfused, compiles for
+ * sm_90 with no error and no warning; and every kernel of real programs compiled at
+ * precision = bf16 (a GPT, a Llama, a ViT with its convolution, a mixture of experts)
+ * compiles for sm_80 and sm_90. Needs no GPU (NVRTC only makes PTX). Built without
+ * CUDA, it checks the "built without CUDA" error and passes with a note.
  */
 #include <check.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "compiler/autodiff.h"
 #include "compiler/kernel.h"
 
 static Arena arena;
@@ -125,7 +128,7 @@ static void build_v2(void) {
   static const int64_t X[] = {2, 6, 80}, AM[] = {2, 6}, TK[] = {2, 6, 3}, I[] = {2, 4, 80}, OH[] = {2, 4, 80, 5};
   static const int64_t IMG[] = {2, 3, 6, 5}, COLS[] = {2, 27, 9}, SC[] = {0};
   int x = op(OP_INPUT, DT_F32, 3, X, 0), idx = op(OP_INPUT, DT_I32, 3, I, 0);
-  OpKind unary[] = {OP_SIN, OP_COS, OP_FLOOR, OP_SILU};
+  OpKind unary[] = {OP_SIN, OP_COS, OP_FLOOR, OP_SILU, OP_ROUND_BF16};
   for (size_t i = 0; i < sizeof unary / sizeof unary[0]; i++) like(unary[i], x);
   like2(OP_REM, DT_F32, x, like(OP_COS, x));
   like2(OP_REM, DT_I32, idx, idx);
@@ -188,6 +191,53 @@ START_TEST(test_every_kernel_kind_compiles) {
 }
 END_TEST
 
+/* The kernels of a program compiled as mplc does (compiler/main.c's passes up to fusion) at
+ * precision = bf16, whatever its train block says. */
+static KernelSet *bf16_program_kernels(const char *path) {
+  Diag d;
+  diag_init(&d, &arena, stderr);
+  Node *prog = parse_file(&d, &arena, path);
+  ck_assert_msg(prog && d.nerrors == 0, "%s does not parse", path);
+  CompileOptions opt = {.stdlib_dir = "stdlib", .gpu_arch = "sm_90", .precision = "bf16"};
+  Graph *g = sema_program(&d, &arena, prog, &opt);
+  ck_assert_msg(g && d.nerrors == 0, "%s does not check", path);
+  g = shard_program(&d, g, false);
+  ck_assert_int_eq(bal_stages(&d, g, 0), 0);
+  ck_assert_int_eq(ad_backward(g, &d), 0);
+  g = prec_apply(g);
+  Partition *p = part_build(&d, g);
+  ck_assert_ptr_nonnull(p);
+  Fused *fu = fuse_partition(&d, &arena, p);
+  ck_assert_ptr_nonnull(fu);
+  return fu->ks;
+}
+
+START_TEST(test_bf16_programs_compile) {
+  static const char *const programs[] = {"tests/gpu/models/gpt_sgd.mpl", "examples/llama.mpl", "examples/vit.mpl",
+                                         "examples/moe.mpl"};
+  static const char *const archs[] = {"sm_80", "sm_90"};
+  for (size_t i = 0; i < sizeof programs / sizeof programs[0]; i++) {
+    KernelSet *ks = bf16_program_kernels(programs[i]);
+    char *src = cg_cuda_source(&arena, ks);
+    ck_assert_msg(strstr(src, "__float_as_int") && strstr(src, "__int_as_float"), "%s: no bf16 rounding", programs[i]);
+    for (int a = 0; a < 2; a++) {
+      char *ptx = NULL, err[65536];
+      size_t len = 0;
+      int rc = cg_nvrtc_compile(src, archs[a], &ptx, &len, err, sizeof err);
+#ifdef MPL_HAVE_CUDA
+      ck_assert_msg(rc == 0, "%s for %s: %s", programs[i], archs[a], err);
+      char target[32];
+      snprintf(target, sizeof target, ".target %s", archs[a]);
+      ck_assert(len > 0 && strstr(ptx, target) != NULL);
+      free(ptx);
+#else
+      ck_assert_int_ne(rc, 0);
+#endif
+    }
+  }
+}
+END_TEST
+
 START_TEST(test_errors_and_warnings_fail) {
   char *ptx = NULL, err[65536];
   size_t len = 0;
@@ -211,9 +261,10 @@ static Suite *nvrtc_suite(void) {
   Suite *s = suite_create("nvrtc");
   TCase *tc = tcase_create("core");
   tcase_add_checked_fixture(tc, setup, teardown);
-  tcase_set_timeout(tc, 120);
+  tcase_set_timeout(tc, 300);
   tcase_add_test(tc, test_every_kernel_kind_compiles);
   tcase_add_test(tc, test_errors_and_warnings_fail);
+  tcase_add_test(tc, test_bf16_programs_compile);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -1,0 +1,185 @@
+/*
+ * precision.c — the precision pass (after autodiff, before the partition): under the
+ * train key precision = bf16, mixed precision as torch.autocast(dtype = torch.bfloat16)
+ * does it for products. Every f32 operand of every matrix product, the backward's
+ * products included, is read through a ROUND_BF16 op (to nearest, ties to even), and
+ * every product's result is rounded the same way before anything reads it; the products
+ * themselves accumulate in f32. sdpa and conv2d are products here (sema_lower.c writes
+ * sdpa as two batched matmuls around a softmax, conv2d as IM2COL and a matmul), so their
+ * operands, the attention probabilities among them, are rounded too. Every other op
+ * computes in f32 on what it reads; params, gradients and optimizer state stay f32.
+ * Under f32 and tf32 the graph is returned as it is (tf32 is the GEMM steps' flag,
+ * fuse.c's, for the GPU).
+ *
+ * Why here: after autodiff, so the backward's products are rounded like the forward's
+ * and the rounding needs no gradient of its own (autocast's casts pass the gradient
+ * through, rounded where the next product reads it, which is what this pass does to that
+ * product); before the partition, so the new ops are cut into passes, stashed,
+ * recomputed and fused like any op: a rounding joins the kernel that makes its input
+ * (fuse.c), and a product's GEMM step reads the rounded buffer.
+ *
+ * Invariants:
+ *  - the rewritten graph keeps the order [forward][backward] and the graph IR's
+ *    invariants (graph_verify): a rounding is placed right before the first product
+ *    that needs it, with that product's stage, phase and recompute flag, so it never
+ *    reads a later value or runs in an earlier pass than the values it reads;
+ *  - an activation is rounded once per stage: a later pass (the backward's products)
+ *    reads the earlier pass's rounding, which the partition then stashes in place of the
+ *    activation; a param or input is rounded once per (stage, pass), so no rounded copy
+ *    of a weight is held from the forward to the backward;
+ *  - a transpose of the last two axes read by a product is rounded below it (the
+ *    transpose re-made on the rounded value), so fuse.c still folds it into the GEMM;
+ *  - a value already exact in bf16 (a rounding, or a reshape, transpose, expand or slice
+ *    of one) is not rounded again.
+ */
+#include "mplc.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* One rounding made for a value, in the context of the products that read it. */
+typedef struct Rounded {
+  int stage;
+  Phase phase;
+  bool recompute;
+  int id; /* the value products of this context read instead */
+  struct Rounded *next;
+} Rounded;
+
+typedef struct Prec {
+  const Graph *old;
+  Graph *g;         /* the graph being built */
+  int *map;         /* old id -> the new value its readers read (a product's: its rounding) */
+  int *self;        /* old id -> its own copy */
+  Rounded **memo;   /* new id -> the roundings made of it */
+  int cap;          /* entries of memo */
+} Prec;
+
+/* Does the transpose swap the last two axes (a GEMM operand fuse.c folds)? */
+static bool swaps_last_two(const Op *t) {
+  int r = t->shape.rank;
+  if (r < 2) return false;
+  int a = t->axis < 0 ? t->axis + r : t->axis, b = t->axis2 < 0 ? t->axis2 + r : t->axis2;
+  return (a == r - 1 && b == r - 2) || (a == r - 2 && b == r - 1);
+}
+
+bool prec_exact_bf16(const Graph *g, int v) {
+  const Op *op = g->ops[v];
+  switch (op->kind) {
+  case OP_ROUND_BF16: return true;
+  case OP_RESHAPE: case OP_TRANSPOSE: case OP_EXPAND: case OP_SLICE: return prec_exact_bf16(g, op->in[0]);
+  default: return false;
+  }
+}
+
+/* A new op of kind k on input x, placed in the context of the product `user`. */
+static Op *add_like(Prec *p, OpKind k, int x, const Op *like, const Op *user) {
+  Op *op = graph_add(p->g, k, 1, &x, user->loc);
+  op->shape = like->shape;
+  op->dtype = like->dtype;
+  op->layout = like->layout;
+  op->stage = user->stage, op->phase = user->phase, op->recompute = user->recompute;
+  op->site = user->site, op->seg = user->seg, op->fwd_of = user->fwd_of;
+  op->stage_loc = user->stage_loc;
+  return op;
+}
+
+/* FWD, then BWD_B, then BWD_W: the order in which a micro-batch runs the passes. */
+static int pass_rank(Phase ph) { return ph == PH_FWD ? 0 : ph == PH_BWD_B ? 1 : ph == PH_BWD_W ? 2 : 3; }
+
+/*
+ * A rounding of v that the product `user` may read: one of its stage made in its pass or,
+ * when v is not a leaf, in an earlier pass (the forward's rounding of an activation is
+ * what the backward keeps instead of the activation, as autocast keeps its bf16 copies).
+ * A param or input is rounded again in each pass, so no copy of it is held between passes.
+ */
+static Rounded *memo_find(const Prec *p, int v, const Op *user) {
+  const Op *op = p->g->ops[v];
+  bool leaf = op->kind == OP_PARAM || op->kind == OP_INPUT;
+  for (Rounded *r = p->memo[v]; r; r = r->next) {
+    if (r->stage != user->stage) continue;
+    if (r->phase == user->phase && r->recompute == user->recompute) return r;
+    if (!leaf && pass_rank(r->phase) < pass_rank(user->phase)) return r;
+  }
+  return NULL;
+}
+
+/* The bf16 value of new value v that the product `user` (a new op, not yet added) reads. */
+static int rounded(Prec *p, int v, const Op *user) {
+  Graph *g = p->g;
+  const Op *op = g->ops[v];
+  if (op->dtype != DT_F32 || prec_exact_bf16(g, v)) return v;
+  Rounded *r = memo_find(p, v, user);
+  if (r) return r->id;
+  Op *made;
+  if (op->kind == OP_TRANSPOSE && swaps_last_two(op)) {
+    int x = rounded(p, op->in[0], user);
+    made = add_like(p, OP_TRANSPOSE, x, op, user);
+    made->axis = op->axis, made->axis2 = op->axis2;
+  } else {
+    made = add_like(p, OP_ROUND_BF16, v, op, user);
+  }
+  if (v >= p->cap) die("precision: memo of %d entries, value %%%d", p->cap, v);
+  r = arena_alloc(g->arena, sizeof *r);
+  *r = (Rounded){user->stage, user->phase, user->recompute, made->id, p->memo[v]};
+  p->memo[v] = r;
+  return made->id;
+}
+
+/* Copies old op src into the new graph reading in[]; PARAM_GRAD's param and fwd_of mapped. */
+static Op *copy_op(Prec *p, const Op *src, const int *in) {
+  Op *op = graph_add(p->g, src->kind, src->nin, in, src->loc);
+  int id = op->id;
+  int *keep_in = op->in;
+  *op = *src;
+  op->id = id;
+  op->in = keep_in;
+  if (src->kind == OP_PARAM_GRAD) op->key = p->self[src->key];
+  if (src->fwd_of >= 0) op->fwd_of = p->self[src->fwd_of];
+  return op;
+}
+
+/* A product: its operands rounded, the product, its result rounded (what readers read). */
+static void copy_matmul(Prec *p, const Op *src, int i) {
+  Op user = *src; /* the context of the roundings of its operands */
+  if (src->fwd_of >= 0) user.fwd_of = p->self[src->fwd_of];
+  int in[2];
+  for (int j = 0; j < 2; j++) in[j] = rounded(p, p->map[src->in[j]], &user);
+  Op *mm = copy_op(p, src, in);
+  p->self[i] = mm->id;
+  p->map[i] = add_like(p, OP_ROUND_BF16, mm->id, mm, mm)->id;
+}
+
+Graph *prec_apply(Graph *old) {
+  if (old->train.precision != PREC_BF16) return old;
+  int nmm = 0;
+  for (int i = 0; i < old->nops; i++) nmm += old->ops[i]->kind == OP_MATMUL;
+  Prec p = {.old = old, .cap = old->nops + 5 * nmm + 1};
+  p.g = graph_new(old->arena);
+  Graph keep = *old;
+  *p.g = keep;
+  p.g->ops = NULL;
+  p.g->nops = p.g->cap = 0;
+  p.map = malloc(sizeof(int) * (size_t)old->nops + 1);
+  p.self = malloc(sizeof(int) * (size_t)old->nops + 1);
+  p.memo = calloc((size_t)p.cap, sizeof(Rounded *));
+  if (!p.map || !p.self || !p.memo) die("out of memory");
+  for (int i = 0; i < old->nops; i++) {
+    const Op *src = old->ops[i];
+    if (src->kind == OP_MATMUL && src->dtype == DT_F32) {
+      copy_matmul(&p, src, i);
+      continue;
+    }
+    int *in = src->nin ? malloc(sizeof(int) * (size_t)src->nin) : NULL;
+    if (src->nin && !in) die("out of memory");
+    for (int j = 0; j < src->nin; j++) in[j] = p.map[src->in[j]];
+    p.map[i] = p.self[i] = copy_op(&p, src, in)->id;
+    free(in);
+  }
+  p.g->loss = old->loss >= 0 ? p.map[old->loss] : -1;
+  free(p.map);
+  free(p.self);
+  free(p.memo);
+  graph_verify(p.g);
+  return p.g;
+}

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# precision (LANGUAGE.md, "Precision") end to end on the CPU:
+#  - f32 is what a program was before the key existed: mplc --precision f32 gives the
+#    same CUDA source, LLVM IR, kernels and job bytes as no flag; tf32 the same kernels
+#    (only the GEMM steps say tf32, and the job's precision byte);
+#  - the GPU test GPT (tests/gpu/models/gpt_sgd.mpl) trained 20 steps in bf16 on the
+#    CPU: its loss curve within 1e-2 relative of the f32 run's, and not equal to it;
+#  - bf16 never lets the schedule, the pipeline or @recompute change the math: pp = 1, 2, 4
+#    under 1f1b and zb give bitwise-identical params, and so do tests/e2e/recompute.mpl and
+#    the same without @recompute; tp = 2 and dp = 2 x tp = 2 train like tp = 1 (within 1e-3);
+#  - the CPU's bf16 units (oneDNN's bf16 GEMM on a CPU with avx512_bf16) and the f32
+#    product they fall back to (MPL_CPU_BF16=0) train the same GPT made wider (d 256, T
+#    128, so that its products take the bf16 units) within 1e-3 relative, and the units
+#    were used where the CPU has them.
+cd "$(dirname "$0")/../.."
+source tests/tools/e2e_lib.sh
+
+gpt=tests/gpu/models/gpt_sgd.mpl
+run() { # NAME MPLC-ARGS... -- MPLRUN-ARGS...: compiles and runs; 1 on failure (reported)
+  local name=$1; shift
+  local cargs=() rargs=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do cargs+=("$1"); shift; done
+  shift
+  rargs=("$@")
+  if ! "$MPLC" "${cargs[@]}" -o "$tmp/$name.job" > "$tmp/$name.cerr" 2>&1; then
+    bad "$name: mplc $(head -n 3 "$tmp/$name.cerr")"; return 1
+  fi
+  if ! "$MPLRUN" "$tmp/$name.job" -q "${rargs[@]}" > "$tmp/$name.log" 2>&1; then
+    bad "$name: mplrun $(tail -n 3 "$tmp/$name.log")"; return 1
+  fi
+}
+
+# ---- f32 and tf32 change no kernel -------------------------------------------------------
+same=1
+for e in cuda llvm kernels; do
+  "$MPLC" examples/gpt_tiny.mpl --emit=$e > "$tmp/none.$e" 2>&1
+  "$MPLC" examples/gpt_tiny.mpl --emit=$e --precision f32 > "$tmp/f32.$e" 2>&1
+  "$MPLC" examples/gpt_tiny.mpl --emit=$e --precision tf32 > "$tmp/tf32.$e" 2>&1
+  cmp -s "$tmp/none.$e" "$tmp/f32.$e" || { bad "--precision f32 changes --emit=$e"; same=0; }
+  [ $e = kernels ] && sed -i 's/ tf32$//' "$tmp/tf32.$e"
+  cmp -s "$tmp/none.$e" "$tmp/tf32.$e" || { bad "--precision tf32 changes --emit=$e beyond the GEMM steps"; same=0; }
+done
+"$MPLC" examples/gpt_tiny.mpl -o "$tmp/none.job" && "$MPLC" examples/gpt_tiny.mpl --precision f32 -o "$tmp/f32.job"
+cmp -s "$tmp/none.job" "$tmp/f32.job" || { bad "--precision f32 changes the job's bytes"; same=0; }
+n=$(grep -c ' tf32$' <("$MPLC" examples/gpt_tiny.mpl --emit=kernels --precision tf32))
+[ "$n" -gt 0 ] || { bad "no GEMM step says tf32"; same=0; }
+[ $same = 1 ] && ok "gpt_tiny: --precision f32 is the default's bits (CUDA, LLVM, kernels, job); tf32 marks its $n GEMM steps only"
+
+if "$MPLC" $gpt --precision bf16 --emit=graph | grep -q '^#   optimizer.* precision=bf16$' &&
+   "$MPLC" $gpt --precision bf16 -o "$tmp/p.job" && "$MPLRUN" "$tmp/p.job" --inspect | grep -q 'precision bf16$'; then
+  ok "the precision is on --emit=graph's train line and in the job (--inspect)"
+else
+  bad "precision missing from --emit=graph or --inspect"
+fi
+
+# ---- the GPU test GPT, 20 steps: bf16 against f32 ----------------------------------------
+if run f32 $gpt -- --threads 1 --steps 20 --metrics "$tmp/f32.jsonl" &&
+   run bf16 $gpt --precision bf16 -- --threads 1 --steps 20 --metrics "$tmp/bf16.jsonl"; then
+  if out=$("$PY" tests/tools/losscompare.py "$tmp/bf16.jsonl" "$tmp/f32.jsonl" 1e-2); then
+    ok "gpt_sgd 20 steps, bf16 against f32: $out"
+  else
+    bad "gpt_sgd 20 steps, bf16 against f32: $out"
+  fi
+  if "$PY" tests/tools/losscompare.py "$tmp/bf16.jsonl" "$tmp/f32.jsonl" 1e-7 > /dev/null; then
+    bad "bf16's loss curve equals f32's: nothing was rounded"
+  fi
+fi
+
+# ---- schedules and meshes -----------------------------------------------------------------
+ref=""
+for m in pp=1 pp=2 pp=4; do
+  for s in 1f1b zb; do
+    run "$m.$s" $gpt --precision bf16 --mesh $m --schedule $s -- --threads 1 --steps 3 --save "$tmp/$m.$s.st" || continue
+    [ -z "$ref" ] && ref=$tmp/$m.$s.st
+    cmp -s "$ref" "$tmp/$m.$s.st" || bad "bf16 $m $s: params differ from pp=1 1f1b's"
+  done
+done
+[ -n "$ref" ] && [ $fail = 0 ] && ok "bf16: pp = 1, 2, 4 under 1f1b and zb give bitwise-identical params"
+sed 's/ @recompute//' tests/e2e/recompute.mpl > "$tmp/plain.mpl"
+if run rc tests/e2e/recompute.mpl --precision bf16 -- --threads 1 --steps 3 --save "$tmp/rc.st" &&
+   run plain "$tmp/plain.mpl" --precision bf16 -- --threads 1 --steps 3 --save "$tmp/plain.st"; then
+  if cmp -s "$tmp/rc.st" "$tmp/plain.st"; then ok "bf16: @recompute gives bitwise the same params"
+  else bad "bf16: @recompute changes the params"; fi
+fi
+for m in tp=1 tp=2 dp=2,tp=2; do
+  run "$m" tests/e2e/parallel_gpt.mpl --precision bf16 --mesh $m -- --threads 1 --steps 5 --metrics "$tmp/$m.jsonl"
+done
+for m in tp=2 dp=2,tp=2; do
+  if out=$("$PY" tests/tools/losscompare.py "$tmp/$m.jsonl" "$tmp/tp=1.jsonl" 1e-3); then ok "bf16 $m against tp=1: $out"
+  else bad "bf16 $m against tp=1: $out"; fi
+done
+
+# ---- the CPU's bf16 units against the f32 product -------------------------------------------
+wide=(-D d=256 -D ctx=128)
+if run units $gpt "${wide[@]}" --precision bf16 -- --threads 1 --steps 4 --metrics "$tmp/units.jsonl"; then
+  MPL_CPU_BF16=0 "$MPLRUN" "$tmp/units.job" -q --threads 1 --steps 4 --metrics "$tmp/sgemm.jsonl" > "$tmp/sgemm.log" 2>&1 ||
+    bad "MPL_CPU_BF16=0: $(tail -n 3 "$tmp/sgemm.log")"
+  if out=$("$PY" tests/tools/losscompare.py "$tmp/units.jsonl" "$tmp/sgemm.jsonl" 1e-3); then
+    ok "wide gpt_sgd 4 steps, bf16 units against MPL_CPU_BF16=0 (sgemm): $out"
+  else
+    bad "wide gpt_sgd, bf16 units against sgemm: $out"
+  fi
+  units=$(MPL_CPU_PROFILE=1 "$MPLRUN" "$tmp/units.job" -q --threads 1 --steps 1 2>&1 | sed -n 's/.*bf16 units: //p')
+  if grep -qw avx512_bf16 /proc/cpuinfo 2> /dev/null; then
+    if [ "${units:-0}" -gt 0 ]; then ok "avx512_bf16: $units products of a step ran in bf16 units"
+    else bad "this CPU has avx512_bf16 but no product ran in bf16 units (${units:-none})"; fi
+  else
+    echo "note: no avx512_bf16 here; both runs used the f32 product"
+  fi
+fi
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]

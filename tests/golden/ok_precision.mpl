@@ -1,0 +1,10 @@
+# The train key precision: shown on --emit=graph's train line (only when it is not f32);
+# it changes no type in the program (the rounding comes after autodiff: --emit=grad).
+model m(x: f32[B, 4], w: f32[4, 3], y: i32[B]) {
+  return cross_entropy(x @ w, y)
+}
+
+train m {
+  batch = 2
+  precision = bf16
+}

@@ -1,0 +1,258 @@
+/*
+ * test_bf16.c — precision = bf16 piece by piece: the ROUND_BF16 kernel (LLVM, through the
+ * JIT) against the rounding written out on the bits and against the float64 reference,
+ * bit for bit, on ties, subnormals, overflow, infinities, NaNs and random bit patterns;
+ * the CPU's bf16 products (oneDNN's bf16 GEMM where the CPU has avx512_bf16) against the
+ * f32 product, and the fallback (MPL_CPU_BF16=0's) bit for bit; the precision pass on real
+ * programs: every product reads bf16 values and its result is read only rounded, every
+ * GEMM step carries the precision, and f32 leaves the graph as it was.
+ */
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compiler/autodiff.h"
+#include "compiler/kernel.h"
+#include "runtime/jit_cpu.h"
+#include "runtime/mpl.h"
+
+static Arena arena;
+
+static void setup(void) { arena_init(&arena); }
+static void teardown(void) { arena_free(&arena); }
+
+static uint32_t bits_of(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+static float float_of(uint32_t u) {
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+/* The rounding on the bits, as LANGUAGE.md states it: to nearest, ties to even; NaN stays
+ * NaN (quiet, its sign and top bits kept). */
+static uint32_t round_bits(uint32_t u) {
+  if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x007FFFFFu)) return (u | 0x00400000u) & 0xFFFF0000u;
+  return (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+}
+
+/* ---- the kernel ------------------------------------------------------------------------- */
+
+enum { NSPECIAL = 26, NRANDOM = 1 << 16 };
+
+static const uint32_t special[NSPECIAL] = {
+    0x00000000, 0x80000000, 0x3F800000, 0x3F808000 /* tie, even below */, 0x3F818000 /* tie, odd below */,
+    0x3F808001, 0x3F807FFF, 0xBF818000, 0x7F7FFFFF /* -> inf */, 0x7F7F8000 /* tie at the largest -> inf */,
+    0x7F7F7FFF, 0xFF7F8000, 0x7F800000, 0xFF800000, 0x7FC00000, 0x7F800001 /* signalling NaN, low bits */,
+    0xFFC00001, 0x7FFFFFFF, 0x00000001, 0x00008000 /* subnormal tie -> 0 */, 0x00018000 /* -> 0x00020000 */,
+    0x007FFFFF /* -> the smallest normal */, 0x807F8000, 0x00800000, 0x4B7FFFFF, 0xC2F6E979};
+
+/* Kernel values of ROUND_BF16 over in[n] (f32), lowered by fusion and compiled by the JIT. */
+static void run_round_kernel(const float *in, float *out, int64_t n) {
+  Graph *g = graph_new(&arena);
+  Op *x = graph_add(g, OP_INPUT, 0, NULL, (Loc){0});
+  x->dtype = DT_F32, x->shape = (Shape){1, {n}}, x->name = "x";
+  Op *r = graph_add(g, OP_ROUND_BF16, 1, &x->id, (Loc){0});
+  r->dtype = DT_F32, r->shape = x->shape;
+  graph_verify(g);
+  KernelSet *ks = kset_new(&arena);
+  Program *p = fuse_program(&arena, g, &r->id, 1, ks);
+  ck_assert_int_eq(p->nsteps, 1);
+  ck_assert_int_eq(p->steps[0].kind, STEP_KERNEL);
+  void *bc;
+  size_t len;
+  char err[4096];
+  ck_assert_msg(cg_llvm_module(ks, &bc, &len, err, sizeof err) == 0, "%s", err);
+  MplJit *jit = mpl_jit_load(bc, len, err, sizeof err);
+  free(bc);
+  ck_assert_msg(jit != NULL, "%s", err);
+  MplJitKernelFn fn = (MplJitKernelFn)mpl_jit_lookup(jit, ks->k[p->steps[0].kernel]->name);
+  ck_assert_ptr_nonnull(fn);
+  void *args[2];
+  for (int j = 0; j < p->steps[0].nargs; j++) args[j] = p->steps[0].args[j] == x->id ? (void *)in : (void *)out;
+  int64_t sc[3] = {0, 0, 0};
+  fn(args, sc, 0, p->steps[0].n_outer);
+  mpl_jit_free(jit);
+}
+
+START_TEST(test_round_kernel_bits) {
+  int64_t n = NSPECIAL + NRANDOM;
+  float *in = malloc(sizeof(float) * (size_t)n), *out = malloc(sizeof(float) * (size_t)n);
+  uint64_t s = 0x9E3779B97F4A7C15ull;
+  for (int64_t i = 0; i < n; i++) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    in[i] = float_of(i < NSPECIAL ? special[i] : (uint32_t)(s >> 32));
+  }
+  run_round_kernel(in, out, n);
+  Graph *g = graph_new(&arena); /* the reference: ROUND_BF16 in float64 */
+  Op *x = graph_add(g, OP_INPUT, 0, NULL, (Loc){0});
+  x->dtype = DT_F32, x->shape = (Shape){1, {n}}, x->name = "x";
+  Op *r = graph_add(g, OP_ROUND_BF16, 1, &x->id, (Loc){0});
+  r->dtype = DT_F32, r->shape = x->shape;
+  double **vals = calloc(2, sizeof(double *));
+  vals[0] = malloc(sizeof(double) * (size_t)n);
+  for (int64_t i = 0; i < n; i++) vals[0][i] = in[i];
+  RefCtx ctx = {0, 0, 0};
+  ref_eval(g, vals, &ctx);
+  for (int64_t i = 0; i < n; i++) {
+    uint32_t u = bits_of(in[i]), got = bits_of(out[i]), want = round_bits(u);
+    ck_assert_msg(got == want, "round(0x%08x): kernel 0x%08x, want 0x%08x", u, got, want);
+    double ref = vals[1][i];
+    ck_assert_msg(isnan(in[i]) ? isnan(ref) : ref == (double)out[i], "round(0x%08x): reference %.9g, kernel %.9g", u,
+                  ref, (double)out[i]);
+  }
+  ref_free(g, vals);
+  free(vals[0]), free(vals), free(in), free(out);
+}
+END_TEST
+
+/* ---- the CPU's bf16 products -------------------------------------------------------------- */
+
+static float *bf16_values(int64_t n, uint64_t seed) {
+  float *x = malloc(sizeof(float) * (size_t)n);
+  for (int64_t i = 0; i < n; i++) {
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    x[i] = float_of(round_bits(bits_of((float)((double)(seed >> 11) / 9007199254740992.0 * 2.0 - 1.0))));
+  }
+  return x;
+}
+
+static double max_rel(const float *a, const float *b, int64_t n) {
+  double d = 0, m = 0;
+  for (int64_t i = 0; i < n; i++) d = fmax(d, fabs((double)a[i] - b[i])), m = fmax(m, fabs((double)b[i]));
+  return d / (m > 0 ? m : 1);
+}
+
+/* One product shape through the three paths: f32, bf16 forced to f32 (hw off), bf16. */
+static void check_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t batch, bool bcast_b) {
+  int64_t sa = M * K, sb = bcast_b ? 0 : K * N, sc = M * N;
+  float *A = bf16_values(sa * batch, 1 + (uint64_t)M), *B = bf16_values(K * N * (bcast_b ? 1 : batch), 7 + (uint64_t)N);
+  float *c0 = calloc((size_t)(sc * batch), sizeof(float)), *c1 = calloc((size_t)(sc * batch), sizeof(float));
+  float *c2 = calloc((size_t)(sc * batch), sizeof(float));
+  int64_t lda = ta ? M : K, ldb = tb ? K : N;
+  ck_assert_int_eq(mpl_gemm_f32_batched(ta, tb, M, N, K, 1, A, lda, sa, B, ldb, sb, 0, c0, N, sc, batch), MPL_OK);
+  MplGemmBf16 off = {0}, on;
+  mpl_gemm_bf16_init(&on);
+  ck_assert_int_eq(mpl_gemm_bf16_batched(&off, ta, tb, M, N, K, 1, A, lda, sa, B, ldb, sb, 0, c1, N, sc, batch), MPL_OK);
+  ck_assert_msg(memcmp(c0, c1, sizeof(float) * (size_t)(sc * batch)) == 0, "the fallback is not the f32 product");
+  ck_assert_int_eq(mpl_gemm_bf16_batched(&on, ta, tb, M, N, K, 1, A, lda, sa, B, ldb, sb, 0, c2, N, sc, batch), MPL_OK);
+  double e = max_rel(c2, c0, sc * batch);
+  ck_assert_msg(e <= 1e-5, "%lldx%lldx%lld: bf16 units off by %.3g of the largest", (long long)M, (long long)N,
+                (long long)K, e);
+  printf("gemm %c%c %lld x %lld x %lld x %lld%s: %s, off by %.2g\n", ta ? 'T' : 'N', tb ? 'T' : 'N', (long long)M,
+         (long long)N, (long long)K, (long long)batch, bcast_b ? " (B broadcast)" : "",
+         on.units ? "bf16 units" : "f32 product", e);
+  mpl_gemm_bf16_free(&on);
+  free(A), free(B), free(c0), free(c1), free(c2);
+}
+
+START_TEST(test_gemm_paths) {
+  printf("avx512_bf16 and oneDNN's bf16 GEMM: %s\n", mpl_gemm_bf16_hw() ? "yes" : "no (or MPL_CPU_BF16=0)");
+  check_gemm(false, false, 256, 256, 256, 1, false);
+  check_gemm(true, false, 192, 320, 128, 1, false);
+  check_gemm(false, true, 128, 128, 64, 3, false);
+  check_gemm(true, true, 128, 96, 160, 2, true);
+  check_gemm(false, false, 8, 5, 16, 2, false); /* small: the f32 product */
+}
+END_TEST
+
+/* ---- the pass ----------------------------------------------------------------------------- */
+
+/* The graph of a program after autodiff and the precision pass, at the given precision. */
+static Graph *compiled(const char *path, const char *precision, Graph **before) {
+  Diag d;
+  diag_init(&d, &arena, stderr);
+  Node *prog = parse_file(&d, &arena, path);
+  ck_assert_msg(prog && d.nerrors == 0, "%s does not parse", path);
+  CompileOptions opt = {.stdlib_dir = "stdlib", .gpu_arch = "sm_90", .precision = precision};
+  Graph *g = sema_program(&d, &arena, prog, &opt);
+  ck_assert_msg(g && d.nerrors == 0, "%s does not check", path);
+  g = shard_program(&d, g, false);
+  ck_assert_int_eq(bal_stages(&d, g, 0), 0);
+  ck_assert_int_eq(ad_backward(g, &d), 0);
+  *before = g;
+  return prec_apply(g);
+}
+
+/* Every product reads bf16 values and only roundings read it; every GEMM step is bf16. */
+static void check_bf16_program(const char *path) {
+  Graph *before, *g = compiled(path, "bf16", &before);
+  int nmm = 0, nround = 0;
+  for (int i = 0; i < g->nops; i++) {
+    const Op *op = g->ops[i];
+    nround += op->kind == OP_ROUND_BF16;
+    if (op->kind != OP_MATMUL) continue;
+    nmm++;
+    for (int j = 0; j < 2; j++)
+      ck_assert_msg(prec_exact_bf16(g, op->in[j]), "%s: %%%d matmul reads %%%d %s", path, i, op->in[j],
+                    op_name(g->ops[op->in[j]]->kind));
+    for (int u = i + 1; u < g->nops; u++)
+      for (int j = 0; j < g->ops[u]->nin; j++)
+        ck_assert_msg(g->ops[u]->in[j] != i || g->ops[u]->kind == OP_ROUND_BF16, "%s: %%%d %s reads matmul %%%d", path,
+                      u, op_name(g->ops[u]->kind), i);
+  }
+  ck_assert_int_gt(nmm, 0);
+  ck_assert_int_ge(nround, nmm); /* at least each result */
+  Diag d;
+  diag_init(&d, &arena, stderr);
+  Partition *p = part_build(&d, g);
+  ck_assert_ptr_nonnull(p);
+  Fused *fu = fuse_partition(&d, &arena, p);
+  ck_assert_ptr_nonnull(fu);
+  int ngemm = 0;
+  for (int s = 0; s < fu->nstages; s++)
+    for (int k = 0; k < PASS__COUNT; k++)
+      for (int i = 0; i < fu->progs[s][k]->nsteps; i++) {
+        const Step *st = &fu->progs[s][k]->steps[i];
+        if (st->kind != STEP_GEMM) continue;
+        ngemm++;
+        ck_assert_msg(st->prec == PREC_BF16, "%s: a GEMM step of precision %d", path, st->prec);
+      }
+  ck_assert_int_gt(ngemm, 0);
+  printf("%s: %d products, %d roundings (%d ops before), %d GEMM steps\n", path, nmm, nround, before->nops, ngemm);
+}
+
+START_TEST(test_pass_programs) {
+  check_bf16_program("tests/e2e/small_mlp.mpl");
+  check_bf16_program("tests/gpu/models/gpt_sgd.mpl");
+  check_bf16_program("examples/vit.mpl");   /* conv2d: im2col and a product */
+  check_bf16_program("examples/llama.mpl"); /* sdpa with grouped-query heads */
+  check_bf16_program("tests/e2e/recompute.mpl");
+}
+END_TEST
+
+START_TEST(test_pass_f32_tf32) {
+  Graph *before, *g = compiled("tests/gpu/models/gpt_sgd.mpl", NULL, &before);
+  ck_assert_ptr_eq(g, before); /* f32: untouched */
+  g = compiled("tests/gpu/models/gpt_sgd.mpl", "tf32", &before);
+  ck_assert_ptr_eq(g, before);
+  ck_assert_int_eq(g->train.precision, PREC_TF32);
+  for (int i = 0; i < g->nops; i++) ck_assert_int_ne(g->ops[i]->kind, OP_ROUND_BF16);
+}
+END_TEST
+
+static Suite *bf16_suite(void) {
+  Suite *s = suite_create("bf16");
+  TCase *tc = tcase_create("core");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, test_round_kernel_bits);
+  tcase_add_test(tc, test_gemm_paths);
+  tcase_add_test(tc, test_pass_programs);
+  tcase_add_test(tc, test_pass_f32_tf32);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(bf16_suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
