@@ -170,7 +170,7 @@ static void fill_ranks(Job *j, const Partition *p, const Schedule *s, const Upda
     JobRank *rk = &j->ranks[r];
     rk->stages = mpl_calloc((size_t)p->nstages + 1, sizeof(int32_t));
     for (int st = 0; st < p->nstages; st++)
-      if (st % s->pp == r) rk->stages[rk->nstages++] = st;
+      if (sched_stage_rank(s, st) == r) rk->stages[rk->nstages++] = st;
     rk->ins = mpl_calloc((size_t)(s->nins[r] + u->n[r]) + 1, sizeof(JobIns));
     for (int i = 0; i < s->nins[r]; i++) {
       if (to_job_ins(p, &s->ins[r][i], &rk->ins[rk->nins])) rk->nins++;
@@ -186,12 +186,12 @@ static void fill_ranks(Job *j, const Partition *p, const Schedule *s, const Upda
   }
 }
 
-static void fill_stages(Job *j, const Partition *p, Program *(*progs)[PASS__COUNT], int pp) {
+static void fill_stages(Job *j, const Partition *p, Program *(*progs)[PASS__COUNT]) {
   const Graph *g = p->g;
   j->stages = mpl_calloc((size_t)p->nstages + 1, sizeof(JobStage));
   for (int s = 0; s < p->nstages; s++) {
     JobStage *st = &j->stages[s];
-    st->rank = s % pp;
+    st->rank = graph_stage_rank(g, s);
     st->loss_value = p->st[s].loss;
     st->logits_value = p->st[s].logits;
     for (int k = 0; k < PASS__COUNT; k++) {
@@ -241,7 +241,7 @@ int jobgen_write(Diag *d, const JobParts *jp, const char *path) {
   fill_values(j, g, params, np);
   fill_params(j, g, params, np);
   fill_inputs(j, g);
-  fill_stages(j, p, jp->fused->progs, g->mesh.pp);
+  fill_stages(j, p, jp->fused->progs);
   fill_ranks(j, p, jp->sched, jp->upd, jp->plan, jp->timing);
   j->flops_per_step = jp->flops;
   j->predicted_bubble = jp->timing->bubble;

@@ -199,6 +199,11 @@ typedef struct Graph {
   bool auto_stages;  /* no @stage in the program: the balancer places ops */
 } Graph;
 
+/* The pipeline rank of a stage under the graph's schedule (mpl_stage_rank, runtime/job.h). */
+static inline int graph_stage_rank(const Graph *g, int stage) {
+  return mpl_stage_rank(g->train.schedule, g->mesh.pp, stage);
+}
+
 Graph *graph_new(Arena *a);
 /* Appends an op with the given inputs; fills id, sets stage -1, layout replicated,
  * fwd_of -1. Shape and dtype are the caller's. */

@@ -240,7 +240,7 @@ static void read_manifest(MplCursor *c, Job *j) {
     mpl_cur_fail(c, "bad batch %" PRId64 " / micro-batches %" PRId64, t->batch, t->microbatches);
   if (t->eval_every < 0 || t->eval_batches < 1 || t->eval_batches > (1 << 30))
     mpl_cur_fail(c, "bad validation: eval_every %" PRId64 ", eval_batches %" PRId64, t->eval_every, t->eval_batches);
-  if ((unsigned)t->data_kind > DATA_TOKENS || (unsigned)t->schedule > SCHED_ZB || (unsigned)t->optimizer > OPT_ADAMW ||
+  if ((unsigned)t->data_kind > DATA_TOKENS || (unsigned)t->schedule >= SCHED__COUNT || (unsigned)t->optimizer > OPT_ADAMW ||
       (unsigned)t->lr_schedule > LR_COSINE)
     mpl_cur_fail(c, "bad train config: data %d, schedule %d, optimizer %d, lr schedule %d", t->data_kind, t->schedule,
                  t->optimizer, t->lr_schedule);
@@ -542,7 +542,8 @@ int job_validate(const Job *j, char *err, size_t errlen) {
     CHECK(j->inputs[i].value >= 0 && j->inputs[i].value < j->nvalues, "input %d: bad value", i);
   for (int s = 0; s < j->nstages; s++) {
     const JobStage *st = &j->stages[s];
-    CHECK(st->rank >= 0 && st->rank < j->mesh.pp, "stage %d: rank %d", s, st->rank);
+    CHECK(st->rank == mpl_stage_rank(j->train.schedule, j->mesh.pp, s), "stage %d: rank %d, not the %s schedule's %d", s,
+          st->rank, mpl_sched_name(j->train.schedule), mpl_stage_rank(j->train.schedule, j->mesh.pp, s));
     CHECK(st->loss_value >= -1 && st->loss_value < j->nvalues, "stage %d: bad loss", s);
     CHECK(st->logits_value >= -1 && st->logits_value < j->nvalues, "stage %d: bad logits", s);
     for (int k = 0; k < JP__COUNT; k++)
@@ -588,7 +589,6 @@ void job_free(Job *j) {
   mpl_free(j);
 }
 
-static const char *const sched_names[] = {"sequential", "gpipe", "1f1b", "interleaved", "zb"};
 static const char *const step_names[] = {"kernel", "gemm", "alias", "accum", "comm"};
 
 void job_inspect(const Job *j, FILE *out) {
@@ -596,7 +596,7 @@ void job_inspect(const Job *j, FILE *out) {
   fprintf(out, "job format %d: model %s (from %s)\n", MPL_JOB_FORMAT, j->model_name, j->source_name);
   fprintf(out, "mesh: dp=%d pp=%d tp=%d, %d stages\n", j->mesh.dp, j->mesh.pp, j->mesh.tp, j->nstages);
   fprintf(out, "train: batch %" PRId64 " seq %" PRId64 " microbatches %" PRId64 " schedule %s", t->batch, t->seq,
-          t->microbatches, (unsigned)t->schedule <= SCHED_ZB ? sched_names[t->schedule] : "?");
+          t->microbatches, mpl_sched_name(t->schedule));
   if (t->schedule == SCHED_INTERLEAVED) fprintf(out, "(%d)", t->virtual_stages);
   fprintf(out, " optimizer %s lr %g steps %" PRId64 " seed %" PRIu64 "\n", t->optimizer == OPT_ADAMW ? "adamw" : "sgd", t->lr,
           t->steps, t->seed);

@@ -200,7 +200,8 @@ typedef struct JobKernels {
 /* The training config: the train block as mplc's sema_train.c reads it, written into the
  * job as it is and used by the runtime as it is (one struct; job.c stores each enum in a
  * byte). ORDER: the enums' values are the job format's. */
-typedef enum SchedKind { SCHED_SEQUENTIAL, SCHED_GPIPE, SCHED_1F1B, SCHED_INTERLEAVED, SCHED_ZB } SchedKind;
+typedef enum SchedKind { SCHED_SEQUENTIAL, SCHED_GPIPE, SCHED_1F1B, SCHED_INTERLEAVED, SCHED_ZB, SCHED_ZBV } SchedKind;
+#define SCHED__COUNT (SCHED_ZBV + 1)
 typedef enum OptKind { OPT_SGD, OPT_ADAMW } OptKind;
 typedef enum LrSchedKind { LR_CONSTANT, LR_COSINE } LrSchedKind;
 typedef enum DataKind { DATA_SYNTHETIC, DATA_TOKENS } DataKind;
@@ -211,7 +212,7 @@ typedef struct TrainConfig {
   int64_t synthetic_n;    /* DATA_SYNTHETIC: examples */
   int64_t batch, seq, microbatches;
   SchedKind schedule;
-  int32_t virtual_stages; /* v of interleaved(v); 1 otherwise */
+  int32_t virtual_stages; /* model chunks per pipeline rank: v of interleaved(v), 2 under zbv, else 1 */
   OptKind optimizer;
   double lr, beta1, beta2, eps, weight_decay, momentum;
   LrSchedKind lr_schedule;
@@ -225,6 +226,22 @@ typedef struct TrainConfig {
   int64_t eval_batches;   /* batches per evaluation, >= 1 */
 } TrainConfig;
 typedef TrainConfig JobTrain;
+
+/* "sequential", "gpipe", "1f1b", "interleaved", "zb", "zbv" (ORDER: SchedKind). */
+static inline const char *mpl_sched_name(int k) {
+  static const char *const names[] = {"sequential", "gpipe", "1f1b", "interleaved", "zb", "zbv"};
+  return k >= 0 && k < SCHED__COUNT ? names[k] : "?";
+}
+
+/* The pipeline rank that runs stage `stage` of the pp * v stages of schedule k: the one
+ * place this mapping is written (the schedule, the plan, the update phase, the job and its
+ * validator use it). zbv's V: rank r holds stages r and 2pp-1-r, so stage 0 and the last
+ * stage are both on rank 0 and stages pp-1 and pp both on rank pp-1; every other schedule
+ * deals the stages round-robin (interleaved(v): rank r holds r, r + pp, r + 2pp, ...). */
+static inline int mpl_stage_rank(int k, int pp, int stage) {
+  if (k == SCHED_ZBV && stage >= pp) return 2 * pp - 1 - stage;
+  return stage % pp;
+}
 
 /* The optimizer state slots per param element: AdamW's two moments, SGD's momentum buffer
  * (none without momentum). */

@@ -12,7 +12,7 @@
 #include "compiler/sched.h"
 
 static const SchedKind all_kinds[] = {SCHED_SEQUENTIAL, SCHED_GPIPE, SCHED_1F1B,
-                                      SCHED_INTERLEAVED, SCHED_ZB};
+                                      SCHED_INTERLEAVED, SCHED_ZB, SCHED_ZBV};
 static const int pps[] = {1, 2, 3, 4};
 static const int mbs[] = {1, 2, 3, 4, 8};
 
@@ -44,7 +44,7 @@ static void check_passes_once(const Schedule *s) {
       const Ins *in = &s->ins[r][i];
       if (in->kind > INS_BWD_W)
         continue;
-      ck_assert_int_eq(in->stage % s->pp, r);
+      ck_assert_int_eq(sched_stage_rank(s, in->stage), r);
       cnt[in->kind * n + in->stage * s->m + in->mb]++;
     }
   }
@@ -81,7 +81,7 @@ START_TEST(test_every_schedule_proves) {
         for (int v = 1; v <= 2; v++)
           for (int skip = 0; skip <= 1; skip++) {
             SchedKind k = all_kinds[ki];
-            if (v > 1 && k != SCHED_INTERLEAVED)
+            if ((v > 1 && k != SCHED_INTERLEAVED && k != SCHED_ZBV) || (k == SCHED_ZBV && v != 2))
               continue;
             Arena a;
             arena_init(&a);
@@ -93,12 +93,12 @@ START_TEST(test_every_schedule_proves) {
                           v, skip, err);
             ck_assert(sched_verify(s, err, sizeof err));
             check_passes_once(s);
-            if (k != SCHED_ZB)
+            if (k != SCHED_ZB && k != SCHED_ZBV)
               check_w_follows_b(s);
             built++;
             arena_free(&a);
           }
-  ck_assert_int_eq(built, (4 * 4 + 4 * 2) * 5 * 2);
+  ck_assert_int_eq(built, (4 * 4 + 4 * 2 + 4) * 5 * 2);
 }
 END_TEST
 
@@ -108,6 +108,8 @@ START_TEST(test_bad_specs_rejected) {
   char err[512];
   ck_assert_ptr_null(build(&a, SCHED_1F1B, 2, 2, 4, false, 0, NULL, err, sizeof err));
   ck_assert_ptr_nonnull(strstr(err, "interleaved"));
+  ck_assert_ptr_null(build(&a, SCHED_ZBV, 2, 1, 4, false, 0, NULL, err, sizeof err));
+  ck_assert_ptr_nonnull(strstr(err, "zbv takes 2"));
   ck_assert_ptr_null(build(&a, SCHED_GPIPE, 0, 1, 4, false, 0, NULL, err, sizeof err));
   ck_assert_ptr_null(build(&a, SCHED_GPIPE, 2, 1, 0, false, 0, NULL, err, sizeof err));
   int back[1][2] = {{1, 0}};
@@ -315,6 +317,45 @@ START_TEST(test_names_and_dump) {
 }
 END_TEST
 
+/* ZB-V: rank r holds stages r and 2pp-1-r; a message only between ranks (the V's
+ * bottom, stages pp-1 -> pp, stays on rank pp-1); the bubble is below ZB-H1's (zb) for
+ * every pp > 1 and m, and for m >= pp it is (p-1)/(6m+p-1): half of zb's idle time
+ * (p-1 units against 3m of work per rank, each chunk half a stage). */
+START_TEST(test_zbv) {
+  Arena a;
+  arena_init(&a);
+  char err[1024];
+  Schedule *s = build(&a, SCHED_ZBV, 4, 2, 8, false, 0, NULL, err, sizeof err);
+  ck_assert_msg(s != NULL, "%s", err);
+  static const int want[] = {0, 1, 2, 3, 3, 2, 1, 0};
+  for (int st = 0; st < 8; st++)
+    ck_assert_int_eq(sched_stage_rank(s, st), want[st]);
+  for (int r = 0; r < 4; r++)
+    for (int i = 0; i < s->nins[r]; i++) {
+      const Ins *in = &s->ins[r][i];
+      if (in->kind >= INS_SEND_ACT && in->kind <= INS_RECV_GRAD)
+        ck_assert_int_ne(sched_stage_rank(s, in->peer_stage), r);
+    }
+  for (int p = 2; p <= 4; p++)
+    for (size_t mi = 0; mi < 5; mi++) {
+      int m = mbs[mi];
+      double zbv = bubble_of(SCHED_ZBV, p, 2, m), zb = bubble_of(SCHED_ZB, p, 1, m);
+      ck_assert_msg(zbv < zb - 1e-9, "zbv p=%d m=%d: %g vs zb %g", p, m, zbv, zb);
+      if (m >= p)
+        ck_assert_double_eq_tol(zbv, (double)(p - 1) / (6 * m + p - 1), 1e-9);
+    }
+  /* the case: pp = 4, 8 micro-batches */
+  ck_assert_double_eq_tol(bubble_of(SCHED_ZBV, 4, 2, 8), 3.0 / 51, 1e-9);
+  ck_assert_double_eq_tol(bubble_of(SCHED_ZB, 4, 1, 8), 3.0 / 27, 1e-9);
+  ck_assert_double_eq_tol(bubble_of(SCHED_ZBV, 1, 2, 8), 0, 1e-9);
+  SchedKind k;
+  int v;
+  ck_assert(sched_parse("zbv", &k, &v) && k == SCHED_ZBV && v == 2);
+  ck_assert_str_eq(sched_name(SCHED_ZBV), "zbv");
+  arena_free(&a);
+}
+END_TEST
+
 /* ---- balancer ---- */
 
 /* Brute force over every split; returns the best max cost among fitting ones. */
@@ -401,6 +442,7 @@ static Suite *schedule_suite(void) {
   tcase_add_test(tc, test_bubbles);
   tcase_add_test(tc, test_1f1b_inflight);
   tcase_add_test(tc, test_latency_and_costs);
+  tcase_add_test(tc, test_zbv);
   tcase_add_test(tc, test_names_and_dump);
   tcase_add_test(tc, test_balance_brute_force);
   tcase_add_test(tc, test_balance_messages);
