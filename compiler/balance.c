@@ -7,11 +7,13 @@
  *  - segments: the top-level statements (loops unrolled) that compute something; one
  *    that only declares params or makes constants joins the next such statement
  *    (work_segments), so no stage can be left with nothing to run;
- *  - the cost of each segment (segment_costs): its time from the cost model (cost.c),
- *    forward + backward ~ 3x forward, and the memory it pins on its stage;
+ *  - the cost of each segment (segment_costs): its time on a device of speed 1
+ *    (cost_fwd_bwd, cost.c: measured by a profile, else modelled, forward + backward
+ *    ~ 3x forward), and the memory it pins on its stage; a stage's time is its
+ *    segments' over the speed of the device of its pipeline rank (--device-speed);
  *  - the split (bal_split): dynamic programming over (stages used, segments covered),
  *    O(pp * n^2):
- *      best[k][i] = min over j of max(best[k-1][j], cost(j .. i-1)),
+ *      best[k][i] = min over j of max(best[k-1][j], cost(j .. i-1) / speed[k-1]),
  *    over the j whose group j .. i-1 fits the memory limit (--mem-limit). Ties in the
  *    slowest stage go to the split with the smaller peak memory, then to the earliest
  *    cut, so the result is deterministic. Group sums are added in segment order (no
@@ -45,7 +47,7 @@ static bool bal_better(double c, double m, const BalCell *cur) {
  * cost (to report the best achievable peak when nothing fits).
  */
 static void bal_fill(BalCell **dp, int nseg, const double *cost, const double *mem, int pp,
-                     double limit, bool by_mem) {
+                     const double *speed, double limit, bool by_mem) {
   for (int k = 0; k <= pp; k++)
     for (int i = 0; i <= nseg; i++)
       dp[k][i] = (BalCell){INFINITY, INFINITY, -1};
@@ -61,7 +63,7 @@ static void bal_fill(BalCell **dp, int nseg, const double *cost, const double *m
         const BalCell *prev = &dp[k - 1][j];
         if (prev->cost == INFINITY)
           continue;
-        double nc = fmax(prev->cost, c), nm = fmax(prev->mem, m);
+        double nc = fmax(prev->cost, speed ? c / speed[k - 1] : c), nm = fmax(prev->mem, m);
         if (by_mem ? bal_better(nm, nc, &(BalCell){dp[k][i].mem, dp[k][i].cost, 0})
                    : bal_better(nc, nm, &dp[k][i]))
           dp[k][i] = (BalCell){nc, nm, j};
@@ -70,7 +72,7 @@ static void bal_fill(BalCell **dp, int nseg, const double *cost, const double *m
   }
 }
 
-int bal_split(int nseg, const double *cost, const double *mem, int pp, double mem_limit,
+int bal_split(int nseg, const double *cost, const double *mem, int pp, const double *speed, double mem_limit,
               int *first_seg_of_stage, char *err, size_t errlen) {
   if (pp < 1 || nseg < pp) {
     snprintf(err, errlen, "cannot balance %d top-level statements over %d pipeline stages: "
@@ -82,10 +84,10 @@ int bal_split(int nseg, const double *cost, const double *mem, int pp, double me
   BalCell **dp = arena_alloc(&scratch, sizeof(BalCell *) * (pp + 1));
   for (int k = 0; k <= pp; k++)
     dp[k] = arena_alloc(&scratch, sizeof(BalCell) * (nseg + 1));
-  bal_fill(dp, nseg, cost, mem, pp, mem_limit, false);
+  bal_fill(dp, nseg, cost, mem, pp, speed, mem_limit, false);
   int rc = 0;
   if (dp[pp][nseg].cost == INFINITY) {
-    bal_fill(dp, nseg, cost, mem, pp, 0, true);
+    bal_fill(dp, nseg, cost, mem, pp, speed, 0, true);
     snprintf(err, errlen, "no split of %d top-level statements over %d pipeline stages fits "
              "--mem-limit %.0f bytes per rank; the best split needs %.0f bytes", nseg, pp,
              mem_limit, dp[pp][nseg].mem);
@@ -112,7 +114,7 @@ static void segment_costs(const Graph *g, const int *slot, double *cost, double 
     const Op *op = g->ops[i];
     if (op->seg < 0) continue;
     int k = slot[op->seg];
-    cost[k] += 3 * cost_time(cost_op(g, op)); /* forward + backward ~ 3x forward */
+    cost[k] += cost_fwd_bwd(g, op);
     mem[k] += pp * (double)op_bytes(op);
     for (int j = 0; j < op->nin; j++) {
       const Op *in = g->ops[op->in[j]];
@@ -169,8 +171,14 @@ int bal_stages(Diag *d, Graph *g, double mem_limit) {
   double *cost = calloc((size_t)nseg, sizeof(double)), *mem = calloc((size_t)nseg, sizeof(double));
   int *first = calloc((size_t)nst, sizeof(int));
   segment_costs(g, slot, cost, mem);
+  double *speed = NULL;
+  if (g->rank_speed) {
+    speed = calloc((size_t)nst, sizeof(double));
+    for (int s = 0; s < nst; s++) speed[s] = g->rank_speed[graph_stage_rank(g, s)];
+  }
   char err[256];
-  int rc = bal_split(nseg, cost, mem, nst, mem_limit, first, err, sizeof err);
+  int rc = bal_split(nseg, cost, mem, nst, speed, mem_limit, first, err, sizeof err);
+  free(speed);
   if (rc) diag_error_noloc(d, "stage balancing: %s", err);
   for (int i = 0; !rc && i < g->nops; i++) {
     Op *op = g->ops[i];

@@ -480,6 +480,7 @@ void plan_dump(FILE *out, const PlanIn *in, const PlanRank *pr, const PlanWorld 
                "   and receives about 2(n-1)/n of it per rank)\n");
   fprintf(out, "bubble: predicted %.4f, textbook (p-1)/(m+p-1) = %.4f\n", timing->bubble,
           sched_textbook_bubble(s->pp, s->m));
+  cost_dump(out, g);
   bool *done = calloc((size_t)nworld, 1), *member = calloc((size_t)nworld, 1);
   for (int r = 0; r < s->pp; r++)
     for (int w = r; w < nworld; w += s->pp) {

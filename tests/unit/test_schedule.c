@@ -358,23 +358,24 @@ END_TEST
 
 /* ---- balancer ---- */
 
-/* Brute force over every split; returns the best max cost among fitting ones. */
-static double brute(int n, const double *c, const double *m, int pp, double lim, int first,
-                    int k, double cur) {
+/* Brute force over every split; returns the best max time (cost / speed of the stage)
+ * among fitting ones. */
+static double brute(int n, const double *c, const double *m, int pp, const double *sp, double lim,
+                    int first, int k, double cur) {
   if (k == pp - 1) {
     double sc = 0, sm = 0;
     for (int i = first; i < n; i++)
       sc += c[i], sm += m[i];
     if (first >= n || (lim > 0 && sm > lim))
       return INFINITY;
-    return fmax(cur, sc);
+    return fmax(cur, sc / sp[k]);
   }
   double best = INFINITY, sc = 0, sm = 0;
   for (int end = first + 1; end <= n - (pp - 1 - k); end++) {
     sc += c[end - 1], sm += m[end - 1];
     if (lim > 0 && sm > lim)
       break;
-    best = fmin(best, brute(n, c, m, pp, lim, end, k + 1, fmax(cur, sc)));
+    best = fmin(best, brute(n, c, m, pp, sp, lim, end, k + 1, fmax(cur, sc / sp[k])));
   }
   return best;
 }
@@ -390,10 +391,13 @@ START_TEST(test_balance_brute_force) {
       m[i] = 1 + ((seed = seed * 1103515245u + 12345u) >> 16) % 10;
     }
     double lim = trial % 2 ? 0 : 8 + trial % 13;
+    double sp[8] = {1, 1, 1, 1, 1, 1, 1, 1}; /* every third trial: uneven devices */
+    for (int k = 0; k < pp && trial % 3 == 0; k++)
+      sp[k] = 0.25 * (1 + ((seed = seed * 1103515245u + 12345u) >> 16) % 8);
     int first[8];
     char err[512];
-    int rc = bal_split(n, c, m, pp, lim, first, err, sizeof err);
-    double want = n >= pp ? brute(n, c, m, pp, lim, 0, 0, 0) : INFINITY;
+    int rc = bal_split(n, c, m, pp, trial % 3 == 0 ? sp : NULL, lim, first, err, sizeof err);
+    double want = n >= pp ? brute(n, c, m, pp, sp, lim, 0, 0, 0) : INFINITY;
     if (want == INFINITY) {
       ck_assert_int_eq(rc, -1);
       continue;
@@ -408,7 +412,7 @@ START_TEST(test_balance_brute_force) {
       for (int i = first[k]; i < end; i++)
         sc += c[i], sm += m[i];
       ck_assert(lim == 0 || sm <= lim);
-      worst = fmax(worst, sc);
+      worst = fmax(worst, sc / sp[k]);
     }
     ck_assert_double_eq_tol(worst, want, 1e-9);
   }
@@ -419,13 +423,17 @@ START_TEST(test_balance_messages) {
   double c[] = {1, 1, 1, 1}, m[] = {5, 5, 5, 5};
   int first[4];
   char err[512];
-  ck_assert_int_eq(bal_split(4, c, m, 2, 0, first, err, sizeof err), 0);
+  ck_assert_int_eq(bal_split(4, c, m, 2, NULL, 0, first, err, sizeof err), 0);
   ck_assert_int_eq(first[0], 0);
   ck_assert_int_eq(first[1], 2);
-  ck_assert_int_eq(bal_split(4, c, m, 2, 9, first, err, sizeof err), -1);
+  ck_assert_int_eq(bal_split(4, c, m, 2, NULL, 9, first, err, sizeof err), -1);
   ck_assert_ptr_nonnull(strstr(err, "the best split needs 10 bytes"));
-  ck_assert_int_eq(bal_split(1, c, m, 2, 0, first, err, sizeof err), -1);
+  ck_assert_int_eq(bal_split(1, c, m, 2, NULL, 0, first, err, sizeof err), -1);
   ck_assert_ptr_nonnull(strstr(err, "at least one"));
+  /* a device half as fast gets about half the work: 6 equal segments over speeds 1, 0.5 */
+  double c6[] = {1, 1, 1, 1, 1, 1}, half[] = {1, 0.5};
+  ck_assert_int_eq(bal_split(6, c6, NULL, 2, half, 0, first, err, sizeof err), 0);
+  ck_assert_int_eq(first[1], 4);
 }
 END_TEST
 
