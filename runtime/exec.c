@@ -356,7 +356,7 @@ int rank_step(RankCtx *rc, int64_t step, MplErr *err) {
   double ts0 = r->tracing ? mpl_trace_now(&r->trace) : 0;
   if (zero_grads(rc, err) != MPL_OK || fill_inputs(rc, &r->loader, step, err) != MPL_OK) return MPL_ERR;
   if (r->tracing) mpl_trace_event(&r->trace, rc->wrank, "setup", "setup", ts0, mpl_trace_now(&r->trace) - ts0);
-  double busy = 0, upd0 = -1;
+  double busy = 0, compute = 0, msg = 0, update = 0, upd0 = -1;
   for (int i = 0; i < jr->nins; i++) {
     const JobIns *ins = &jr->ins[i];
     if (rc->wrank == r->opts.fail_rank && step == r->opts.fail_step && i == r->opts.fail_ins)
@@ -366,6 +366,7 @@ int rank_step(RankCtx *rc, int64_t step, MplErr *err) {
     double t1 = now_s();
     if (ins_is_busy(ins->kind)) busy += t1 - t0;
     bool upd = job_ins_is_update(ins->kind), last = i + 1 == jr->nins || !job_ins_is_update(jr->ins[i + 1].kind);
+    *(upd ? &update : ins->kind == JI_SEND || ins->kind == JI_RECV ? &msg : &compute) += t1 - t0;
     if (upd && upd0 < 0) upd0 = tr0;
     if (r->tracing && (!upd || last)) trace_ins(rc, ins, upd ? upd0 : tr0, mpl_trace_now(&r->trace));
     if (upd && last) upd0 = -1;
@@ -379,6 +380,8 @@ int rank_step(RankCtx *rc, int64_t step, MplErr *err) {
   if (step > r->first_step || r->total_steps - r->first_step <= 1) {
     rc->stats.busy_s += busy;
     rc->stats.wall_s += now_s() - t_start;
+    rc->stats.compute_s += compute, rc->stats.msg_s += msg, rc->stats.update_s += update;
+    rc->stats.steps++;
   }
   return MPL_OK;
 }

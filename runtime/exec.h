@@ -99,6 +99,11 @@ void mpl_run_opts_default(MplRunOpts *o);
 /* Per-rank totals, filled during the run. */
 typedef struct MplRankStats {
   double busy_s, wall_s;       /* inside FWD/BWD/optimizer; the rank's step time */
+  /* where the wall time went: the passes (fwd, bwd_b, bwd_w, their tp collectives
+   * included), the pipeline's sends and receives (waiting for a message), the update
+   * phase (its collectives included); the rest is the step's set-up */
+  double compute_s, msg_s, update_s;
+  int64_t steps;               /* the steps counted (the first is left out when more follow) */
   uint64_t arena_bytes;
 } MplRankStats;
 
