@@ -209,6 +209,8 @@ typedef struct Step {
   int64_t off_a, off_b, off_c;          /* element offset of batch 0 */
   double alpha, beta;
   int64_t numel;    /* ALIAS, ACCUM: elements */
+  int nsrc;         /* KERNEL: the ops of its group (src), whose work it does; else 0: op alone */
+  int *src;
 } Step;
 
 typedef struct Program {

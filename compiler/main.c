@@ -2,7 +2,8 @@
  * main.c — the mplc driver. The whole pipeline reads top to bottom in main(), as
  * QBE's main.c does: options, then every pass of mplc in order, each a visible call
  * with the --emit= that prints its result beside it (an --emit stops right after its
- * pass): parse, front end, tensor parallelism, stage balancing, autodiff, partition,
+ * pass): parse, front end, tensor parallelism, op identities (and a profile's measured
+ * costs), stage balancing, autodiff, partition,
  * fusion, schedule and update phase, memory plan, simulation, code generation, the
  * job. Each pass lives in its own file; this file only wires them together and turns
  * results into exit codes. docs/ARCHITECTURE.md draws the same pipeline.
@@ -280,8 +281,14 @@ int main(int argc, char **argv) {
   /* 3. tensor parallelism (shard.c), tp > 1: one tp rank's program, local shapes, collectives */
   g = shard_program(&diag, g, o.co.allow_gather);
 
+  /* 3b. the forward ops' identities (profile.c), which the job carries for mplrun --profile;
+   *     with --profile, the measured costs of the ops the profile has */
+  prof_identify(g);
+  if (o.co.profile && prof_load(&diag, g, o.co.profile)) return finish(&arena, 1);
+
   /* 4. stage balancing (balance.c), pp > 1 and nothing placed by hand: the top-level
-   *    statements cut into stages by the cost model, within --mem-limit */
+   *    statements cut into stages by the cost model (or the profile's measured costs) and
+   *    the devices' speeds, within --mem-limit */
   if (bal_stages(&diag, g, o.co.mem_limit) || diag.nerrors) return finish(&arena, 1);
 
   /* 5. autodiff (autodiff.c): the backward, its input-gradient (B) and weight-gradient (W)

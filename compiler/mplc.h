@@ -4,6 +4,7 @@
  *   shard.c     tensor parallelism: the graph rewritten per tp rank
  *   cost.c      the cost model: FLOPs, bytes and seconds of an op
  *   balance.c   automatic stage balancing: top-level statements cut into stages
+ *   profile.c   the forward ops' identities, and a profile matched to them
  *   sema*.c     AST -> forward graph IR (the front end)
  *   Later passes declare their entry points in their own headers (autodiff.h, partition.h,
  *   sched.h, plan.h, kernel.h, jobgen.h), which include this one.
@@ -202,6 +203,10 @@ typedef struct Graph {
    * (--profile; NULL: every cost modelled). */
   const double *rank_speed;
   const struct Measured *measured;
+  /* The forward ops' identities (profile.c, prof_identify): key and label of op id i < nop_keys,
+   * NULL for an op that has none (leaves, constants). */
+  int nop_keys;
+  const char **op_key, **op_label;
 } Graph;
 
 /* The pipeline rank of a stage under the graph's schedule (mpl_stage_rank, runtime/job.h). */
@@ -259,6 +264,17 @@ typedef struct Measured {
 /* One forward op's time, forward and backward, on a device of speed 1 (the balancer's
  * cost): measured when the profile has it, else the model's 3 x forward (x scale). */
 double cost_fwd_bwd(const Graph *g, const Op *op);
+
+/* ==== profile.c: op identities and measured costs ========================= */
+
+/* Gives every forward op that does work (not a leaf or constant) its identity: g->op_key,
+ * g->op_label (after shard.c, before the balancer; the job carries them). */
+void prof_identify(Graph *g);
+/* mplc --profile: reads the profile at path and matches it to g's ops by identity into
+ * g->measured. A profile of another model, or one that matches none of the ops, is an
+ * error; one that matches some is used for those, with a warning naming the others.
+ * Returns the number of errors reported. */
+int prof_load(Diag *d, Graph *g, const char *path);
 
 /* ==== balance.c: automatic stage balancing ============================== */
 

@@ -219,11 +219,14 @@ static int run_step_op(RankCtx *rc, const JobStep *s, int stage, int mb, int64_t
 
 int run_prog(RankCtx *rc, int stage, int which, int mb, int64_t step, MplErr *err) {
   const JobProgram *pg = &rc->run->job->stages[stage].prog[which];
+  bool timed = rc->prof_on && which != JP_RECOMP; /* --profile (measure.c) */
   for (int i = 0; i < pg->nsteps; i++) {
     const JobStep *s = &pg->steps[i];
     int need = s->kind == JS_GEMM ? 3 : (s->kind == JS_ACCUM || s->kind == JS_ALIAS) ? 2 : 0;
     if (s->nargs < need) return rank_fail(rc, err, "stage %d: step %d has %d arguments", stage, i, s->nargs);
+    double t0 = timed ? now_s() : 0;
     if (run_step_op(rc, s, stage, mb, step, err) != MPL_OK) return MPL_ERR;
+    if (timed && measure_step(rc, s, which, t0, err) != MPL_OK) return MPL_ERR;
   }
   return MPL_OK;
 }
@@ -357,6 +360,8 @@ int rank_step(RankCtx *rc, int64_t step, MplErr *err) {
   if (zero_grads(rc, err) != MPL_OK || fill_inputs(rc, &r->loader, step, err) != MPL_OK) return MPL_ERR;
   if (r->tracing) mpl_trace_event(&r->trace, rc->wrank, "setup", "setup", ts0, mpl_trace_now(&r->trace) - ts0);
   double busy = 0, compute = 0, msg = 0, update = 0, upd0 = -1;
+  bool counted = step > r->first_step || r->total_steps - r->first_step <= 1;
+  rc->prof_on = r->profiling && counted;
   for (int i = 0; i < jr->nins; i++) {
     const JobIns *ins = &jr->ins[i];
     if (rc->wrank == r->opts.fail_rank && step == r->opts.fail_step && i == r->opts.fail_ins)
@@ -377,7 +382,8 @@ int rank_step(RankCtx *rc, int64_t step, MplErr *err) {
     mpl_trace_event(&r->trace, rc->wrank, "wait", "wait", tw0, mpl_trace_now(&r->trace) - tw0);
   /* the first step of a run warms up (first touches of the arena, code, GEMM set-up):
      it is left out of the measured busy time and bubble when more steps follow */
-  if (step > r->first_step || r->total_steps - r->first_step <= 1) {
+  rc->prof_on = false;
+  if (counted) {
     rc->stats.busy_s += busy;
     rc->stats.wall_s += now_s() - t_start;
     rc->stats.compute_s += compute, rc->stats.msg_s += msg, rc->stats.update_s += update;

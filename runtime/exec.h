@@ -76,6 +76,7 @@ typedef struct MplRunOpts {
   const char *resume_dir;      /* --resume */
   const char *trace_path;      /* --trace */
   const char *metrics_path;    /* --metrics */
+  const char *profile_path;    /* --profile: each op's measured time, written after training */
   bool quiet;                  /* no progress lines */
   FILE *out;                   /* progress and reports (NULL: stdout) */
   uint64_t job_checksum;       /* identity of the job file, stored in checkpoints */

@@ -2,9 +2,10 @@
  * job.c — the job file's manifest on top of the checksummed container (jobfile.c):
  * job_write (mplc), job_read + job_validate (mplrun), job_inspect (--inspect).
  *
- * Sections, in this order: MANI (names, mesh, train settings, predictions), VALS
- * (value table), PARM (params), INPT (inputs), STAG (stage programs), XFER
- * (transfers), RANK (instruction streams and memory plans), KERN (kernels). The
+ * Sections, in this order: MANI (names, mesh, train settings, predictions, device speeds),
+ * VALS (value table), PARM (params), INPT (inputs), OPID (the forward ops' identities),
+ * STAG (stage programs, each step with its source ops), XFER (transfers), RANK
+ * (instruction streams and memory plans), KERN (kernels). The
  * container's header flags hold the contents' format (MPL_JOB_FORMAT); another is refused.
  * The reader trusts nothing: every count goes through mpl_cur_count, and after
  * parsing job_validate checks every index and offset, so a corrupted job is
@@ -52,6 +53,7 @@ static void write_manifest(MplJobWriter *w, const Job *j) {
   mpl_jw_u32(w, (uint32_t)t->zero), mpl_jw_i64(w, t->steps), mpl_jw_u64(w, t->seed);
   mpl_jw_str(w, t->val_path ? t->val_path : ""), mpl_jw_i64(w, t->eval_every), mpl_jw_i64(w, t->eval_batches);
   mpl_jw_f64(w, j->flops_per_step), mpl_jw_f64(w, j->predicted_bubble), mpl_jw_f64(w, j->textbook_bubble);
+  for (int r = 0; r < j->mesh.pp; r++) mpl_jw_f64(w, j->rank_speed ? j->rank_speed[r] : 1);
   mpl_jw_end(w);
 }
 
@@ -86,6 +88,11 @@ static void write_values(MplJobWriter *w, const Job *j) {
     mpl_jw_i64(w, in->hi), mpl_jw_u32(w, (uint32_t)in->token_role);
   }
   mpl_jw_end(w);
+  mpl_jw_begin(w, TAG("OPID"));
+  mpl_jw_u32(w, (uint32_t)j->nopids);
+  for (int i = 0; i < j->nopids; i++)
+    mpl_jw_str(w, j->opids[i].key), mpl_jw_str(w, j->opids[i].label), mpl_jw_u32(w, (uint32_t)j->opids[i].stage);
+  mpl_jw_end(w);
 }
 
 static void write_program(MplJobWriter *w, const JobProgram *pg) {
@@ -100,6 +107,8 @@ static void write_program(MplJobWriter *w, const JobProgram *pg) {
     mpl_jw_i64(w, s->off_a), mpl_jw_i64(w, s->off_b), mpl_jw_i64(w, s->off_c);
     mpl_jw_f64(w, s->alpha), mpl_jw_f64(w, s->beta);
     mpl_jw_u8(w, s->comm), mpl_jw_u32(w, (uint32_t)s->axis), mpl_jw_u32(w, (uint32_t)s->groups);
+    put_i32s(w, s->nsrc, s->src);
+    for (int k = 0; k < s->nsrc; k++) mpl_jw_f64(w, s->src_w[k]);
   }
 }
 
@@ -234,6 +243,10 @@ static void read_manifest(MplCursor *c, Job *j) {
   t->zero = (int32_t)mpl_cur_u32(c), t->steps = mpl_cur_i64(c), t->seed = mpl_cur_u64(c);
   t->val_path = dup_str(c), t->eval_every = mpl_cur_i64(c), t->eval_batches = mpl_cur_i64(c);
   j->flops_per_step = mpl_cur_f64(c), j->predicted_bubble = mpl_cur_f64(c), j->textbook_bubble = mpl_cur_f64(c);
+  if (j->mesh.pp >= 1 && j->mesh.pp <= 4096) {
+    j->rank_speed = cur_alloc(c, (size_t)j->mesh.pp, sizeof(double));
+    for (int r = 0; j->rank_speed && r < j->mesh.pp; r++) j->rank_speed[r] = mpl_cur_f64(c);
+  }
   if (j->mesh.pp < 1 || j->mesh.pp > 4096 || j->nstages < j->mesh.pp || j->nstages > 65536 || j->mesh.dp < 1 || j->mesh.tp < 1)
     mpl_cur_fail(c, "bad mesh dp=%d pp=%d tp=%d stages=%d", j->mesh.dp, j->mesh.pp, j->mesh.tp, j->nstages);
   if (t->microbatches < 1 || t->microbatches > 65536 || t->batch < 1 || t->seq < 1)
@@ -297,7 +310,17 @@ static void read_program(MplCursor *c, JobProgram *pg) {
     s->off_a = mpl_cur_i64(c), s->off_b = mpl_cur_i64(c), s->off_c = mpl_cur_i64(c);
     s->alpha = mpl_cur_f64(c), s->beta = mpl_cur_f64(c);
     s->comm = mpl_cur_u8(c), s->axis = (int32_t)mpl_cur_u32(c), s->groups = (int32_t)mpl_cur_u32(c);
+    s->src = get_i32s(c, &s->nsrc);
+    s->src_w = cur_alloc(c, (size_t)s->nsrc + 1, sizeof(double));
+    for (int k = 0; s->src_w && k < s->nsrc; k++) s->src_w[k] = mpl_cur_f64(c);
   }
+}
+
+static void read_opids(MplCursor *c, Job *j) {
+  j->nopids = (int32_t)mpl_cur_count(c, MAX_COUNT, 8, "op identities");
+  j->opids = cur_alloc(c, (size_t)j->nopids + 1, sizeof(JobOpId));
+  for (int i = 0; j->opids && i < j->nopids && !c->failed; i++)
+    j->opids[i].key = dup_str(c), j->opids[i].label = dup_str(c), j->opids[i].stage = (int32_t)mpl_cur_u32(c);
 }
 
 static void read_stages(MplCursor *c, Job *j) {
@@ -398,6 +421,7 @@ Job *job_read(const char *path, char *err, size_t errlen) {
             read_section(&mj, "VALS", read_values, j, why, sizeof why) &&
             read_section(&mj, "PARM", read_params, j, why, sizeof why) &&
             read_section(&mj, "INPT", read_inputs, j, why, sizeof why) &&
+            read_section(&mj, "OPID", read_opids, j, why, sizeof why) &&
             read_section(&mj, "STAG", read_stages, j, why, sizeof why) &&
             read_section(&mj, "XFER", read_xfers, j, why, sizeof why) &&
             read_section(&mj, "RANK", read_ranks, j, why, sizeof why) &&
@@ -467,6 +491,13 @@ static int validate_step(const Job *j, int s, const JobStep *st, char *err, size
     break;
   default: break;
   }
+  double wsum = 0;
+  for (int k = 0; k < st->nsrc; k++) {
+    CHECK(st->src[k] >= 0 && st->src[k] < j->nopids, "stage %d: step's source op %d of %d", s, st->src[k], j->nopids);
+    CHECK(st->src_w[k] >= 0 && st->src_w[k] <= 1, "stage %d: step's source share %g", s, st->src_w[k]);
+    wsum += st->src_w[k];
+  }
+  CHECK(wsum <= 1 + 1e-9, "stage %d: step's source shares add up to %g", s, wsum);
   return 0;
 }
 
@@ -521,6 +552,11 @@ static int validate_rank(const Job *j, int r, char *err, size_t errlen) {
 }
 
 int job_validate(const Job *j, char *err, size_t errlen) {
+  for (int r = 0; j->rank_speed && r < j->mesh.pp; r++)
+    CHECK(j->rank_speed[r] > 0 && j->rank_speed[r] <= 1e9, "rank %d: device speed %g", r, j->rank_speed[r]);
+  for (int i = 0; i < j->nopids; i++)
+    CHECK(j->opids[i].key && j->opids[i].label && j->opids[i].stage >= -1 && j->opids[i].stage < j->nstages,
+          "op identity %d: missing, or bad stage", i);
   for (int i = 0; i < j->nvalues; i++) {
     CHECK(j->values[i].dtype <= JDT_BOOL && j->values[i].kind <= JV_GRAD, "value %d: bad dtype or kind", i);
     CHECK(j->values[i].param >= -1 && j->values[i].param < j->nparams, "value %d: bad param", i);
@@ -574,7 +610,8 @@ void job_free(Job *j) {
   for (int s = 0; j->stages && s < j->nstages; s++)
     for (int k = 0; k < JP__COUNT; k++) {
       for (int i = 0; j->stages[s].prog[k].steps && i < j->stages[s].prog[k].nsteps; i++)
-        mpl_free(j->stages[s].prog[k].steps[i].args);
+        mpl_free(j->stages[s].prog[k].steps[i].args), mpl_free(j->stages[s].prog[k].steps[i].src),
+            mpl_free(j->stages[s].prog[k].steps[i].src_w);
       mpl_free(j->stages[s].prog[k].steps);
     }
   mpl_free(j->stages);
@@ -586,6 +623,9 @@ void job_free(Job *j) {
   for (int i = 0; j->kernels.names && i < j->kernels.nkernels; i++) mpl_free(j->kernels.names[i]);
   mpl_free(j->kernels.names);
   mpl_free(j->kernels.llvm_bc), mpl_free(j->kernels.cuda_src), mpl_free(j->kernels.ptx);
+  mpl_free(j->rank_speed);
+  for (int i = 0; j->opids && i < j->nopids; i++) mpl_free(j->opids[i].key), mpl_free(j->opids[i].label);
+  mpl_free(j->opids);
   mpl_free(j);
 }
 

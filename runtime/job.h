@@ -21,8 +21,9 @@
 
 /* The format of the job's contents, written in the container's header flags (job_write) and
  * checked by job_read. 2: the update phase as instructions (JI_TIED_SEND ... JI_DP_ALLGATHER);
- * 3: validation (TrainConfig's val_path, eval_every, eval_batches). */
-#define MPL_JOB_FORMAT 3
+ * 3: validation (TrainConfig's val_path, eval_every, eval_batches); 4: profiles (the ops'
+ * identities, each step's source ops, the ranks' device speeds) and the zbv schedule. */
+#define MPL_JOB_FORMAT 4
 
 /* ---- values: one per graph op (the op id is the value id) ---------------- */
 typedef enum JobDType { JDT_F32, JDT_BF16, JDT_F16, JDT_I32, JDT_BOOL } JobDType;
@@ -83,6 +84,12 @@ typedef struct JobStep {
   /* JS_COMM: args = {out, in}; comm: JC_*; axis and groups of the tp split */
   uint8_t comm;
   int32_t axis, groups;
+  /* the forward ops whose work this step does (mplrun --profile): indices into Job.opids,
+   * each with its share of the step's modelled time (the shares add up to at most 1: a
+   * step of ops with no forward op, such as a gradient's seed, gives its time to none) */
+  int32_t nsrc;
+  int32_t *src;
+  double *src_w;
 } JobStep;
 
 /* Collectives of tensor parallelism, run by the runtime over the rank's tp group. */
@@ -196,6 +203,16 @@ typedef struct JobKernels {
   char **names;       /* kernel function names, index = JobStep.kernel */
 } JobKernels;
 
+/* ---- op identities (profiles) ----------------------------------------------------
+ * A forward op of the graph as a profile names it: key, its identity, stable from one
+ * compilation of the same graph to the next (compiler/profile.c says how it is made), and
+ * label, where it is for people ("tanh at model.mpl:14:18"); stage, the stage it runs on
+ * (-1: none). */
+typedef struct JobOpId {
+  char *key, *label;
+  int32_t stage;
+} JobOpId;
+
 /* ---- the job ----------------------------------------------------------------- */
 /* The training config: the train block as mplc's sema_train.c reads it, written into the
  * job as it is and used by the runtime as it is (one struct; job.c stores each enum in a
@@ -283,6 +300,10 @@ typedef struct Job {
   JobKernels kernels;
   double flops_per_step; /* from the cost model */
   double predicted_bubble, textbook_bubble;
+  double *rank_speed;    /* [pp]: each pipeline rank's device speed as compiled (--device-speed; 1);
+                            NULL in a Job built by hand: all 1 */
+  int32_t nopids;
+  JobOpId *opids;        /* the forward ops that JobStep.src names */
 } Job;
 
 /* ---- communication of a step, by kind --------------------------------------------

@@ -186,7 +186,7 @@ static int run_init_body(MplRun *r, MplErr *err) {
   if (init_data(r, err) != MPL_OK || init_val(r, err) != MPL_OK || init_params(r, err) != MPL_OK) return MPL_ERR;
   if (r->opts.init_path && mpl_ckpt_load_params(r, r->opts.init_path, err) != MPL_OK) return MPL_ERR;
   if (r->opts.resume_dir && mpl_ckpt_resume(r, r->opts.resume_dir, err) != MPL_OK) return MPL_ERR;
-  if (init_observability(r, err) != MPL_OK) return MPL_ERR;
+  if (init_observability(r, err) != MPL_OK || measure_init(r, err) != MPL_OK) return MPL_ERR;
   return start_threads(r, err);
 }
 
@@ -337,6 +337,7 @@ int mpl_run_train(MplRun *r, MplErr *err) {
   }
   if (r->opts.ckpt_dir && !ckpt_written && mpl_ckpt_write_dir(r, r->opts.ckpt_dir, r->step, err) != MPL_OK) return MPL_ERR;
   if (r->opts.save_path && mpl_ckpt_save_params(r, r->opts.save_path, err) != MPL_OK) return MPL_ERR;
+  if (measure_write(r, err) != MPL_OK) return MPL_ERR;
   if (r->tracing && r->mpi && gather_trace(r, err) != MPL_OK) return MPL_ERR;
   if (r->tracing && r->lead && mpl_trace_write(&r->trace, r->opts.trace_path, err) != MPL_OK) return MPL_ERR;
   return MPL_OK;
