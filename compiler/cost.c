@@ -53,7 +53,11 @@ double cost_time(OpCost c) { return c.flops / (MODEL_GFLOPS * 1e9) + c.bytes / (
 /* The model's time of op, scaled to a profile's measured times when there is one. */
 static double modelled(const Graph *g, const Op *op) {
   double t = cost_time(cost_op(g, op));
-  return g->measured ? t * g->measured->scale : t;
+  const Measured *m = g->measured;
+  if (!m) return t;
+  int o = op->fwd_of >= 0 ? op->fwd_of : op->id; /* a backward op: its forward op's kind */
+  double ks = o < g->nops ? m->kind_scale[g->ops[o]->kind] : 0;
+  return t * (ks > 0 ? ks : m->scale);
 }
 
 /* Does the profile have forward op `id`? */
@@ -118,7 +122,7 @@ void cost_dump(FILE *out, const Graph *g) {
     fprintf(out, "costs: measured for %d of %d ops (mplrun --profile %s: %s)", m->nmatched, m->nkeyed, m->path,
             m->summary);
     if (m->nmatched == m->nkeyed) fprintf(out, "; none modelled\n");
-    else fprintf(out, ";\n  modelled (cost.c, times %.3g to match the measured):", m->scale);
+    else fprintf(out, ";\n  modelled (cost.c, scaled to the measured ops of their kind, or by %.3g):", m->scale);
     for (int i = 0; i < m->nunmatched_shown; i++) fprintf(out, "%s %s", i ? "," : "", m->unmatched[i]);
     int more = m->nkeyed - m->nmatched - m->nunmatched_shown;
     if (more > 0) fprintf(out, " and %d more", more);

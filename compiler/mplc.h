@@ -255,6 +255,8 @@ typedef struct Measured {
   double *fwd, *bwd_b, *bwd_w;
   double scale;               /* a modelled time x scale: the matched ops' measured sum over
                                  their modelled sum, so that modelled and measured add up */
+  double kind_scale[OP__COUNT]; /* the same over the matched ops of one kind (0: none matched),
+                                   which an unmatched op of that kind is scaled by instead */
   int nkeyed, nmatched;       /* ops with an identity, and those the profile had */
   const char **unmatched;     /* labels of the first unmatched ops ("tanh at m.mpl:3:5") */
   int nunmatched_shown;
@@ -292,6 +294,11 @@ int bal_stages(Diag *d, Graph *g, double mem_limit);
  */
 int bal_split(int nseg, const double *cost, const double *mem, int pp, const double *speed, double mem_limit,
               int *first_seg_of_stage, char *err, size_t errlen);
+/* zbv's split: 2pp groups, rank r holding groups r and 2pp-1-r, minimising the largest rank
+ * time (its two groups' cost over speed[r]; NULL: all 1) with each rank's memory (its two
+ * groups') within mem_limit. Writes first_seg_of_stage[0 .. 2pp-1]. */
+int bal_split_v(int nseg, const double *cost, const double *mem, int pp, const double *speed, double mem_limit,
+                int *first_seg_of_stage, char *err, size_t errlen);
 
 /* ==== sema.c: the front end ============================================ */
 

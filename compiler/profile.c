@@ -20,7 +20,8 @@
  * The measured costs (Measured, mplc.h): seconds per micro-batch on a device of speed 1:
  * what the profile's rank measured times the speed that rank was compiled for. Ops the
  * profile does not have keep the model's time, scaled by the ratio of the matched ops'
- * measured to modelled time, so that both kinds add up on one scale.
+ * measured to modelled time (over the matched ops of the same kind when there are some:
+ * a tanh costs tens of a model's FLOPs, a matmul about one), so that both add up.
  *
  * Invariants: identities depend only on the forward graph, in op order; prof_load never
  * changes the graph's ops, only g->measured.
@@ -155,7 +156,7 @@ static int match_ops(const Graph *g, const MplProfile *p, Measured *m) {
   if (!idx || !used) die("out of memory");
   for (int i = 0; i < p->nops; i++) idx[i] = (KeyIdx){p->ops[i].key, i};
   qsort(idx, (size_t)p->nops, sizeof *idx, cmp_key);
-  double meas = 0, model = 0;
+  double meas = 0, model = 0, kmeas[OP__COUNT] = {0}, kmodel[OP__COUNT] = {0};
   for (int id = 0; id < g->nop_keys; id++) {
     if (!g->op_key[id]) continue;
     m->nkeyed++;
@@ -169,10 +170,12 @@ static int match_ops(const Graph *g, const MplProfile *p, Measured *m) {
     m->fwd[id] = o->fwd_s * speed, m->bwd_b[id] = o->bwd_b_s * speed, m->bwd_w[id] = o->bwd_w_s * speed;
     m->nmatched++;
     used[hit->i] = true;
-    meas += m->fwd[id] + m->bwd_b[id] + m->bwd_w[id];
-    model += 3 * cost_time(cost_op(g, g->ops[id]));
+    double t = m->fwd[id] + m->bwd_b[id] + m->bwd_w[id], mt = 3 * cost_time(cost_op(g, g->ops[id]));
+    meas += t, model += mt;
+    kmeas[g->ops[id]->kind] += t, kmodel[g->ops[id]->kind] += mt;
   }
   m->scale = meas > 0 && model > 0 ? meas / model : 1;
+  for (int k = 0; k < OP__COUNT; k++) m->kind_scale[k] = kmeas[k] > 0 && kmodel[k] > 0 ? kmeas[k] / kmodel[k] : 0;
   int extra = 0;
   for (int i = 0; i < p->nops; i++) extra += !used[i];
   free(idx), free(used);

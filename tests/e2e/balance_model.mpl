@@ -5,6 +5,7 @@
 import nn
 
 const d = 256
+const chains = 12
 
 mesh(pp = 2)
 
@@ -12,7 +13,7 @@ model balance(x: f32[B, d], y: i32[B]) {
   for i in 0..6 {
     x = relu(nn.linear(x, d) as fc[i])
   }
-  for i in 0..12 {
+  for i in 0..chains {
     x = x + 0.1 * tanh(gelu(x) * sigmoid(x) + exp(-abs(x)))
   }
   return cross_entropy(x, y)

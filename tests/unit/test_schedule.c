@@ -419,6 +419,60 @@ START_TEST(test_balance_brute_force) {
 }
 END_TEST
 
+/* zbv's split by rank (bal_split_v): every split of n segments into 2pp groups, rank r
+ * holding groups r and 2pp-1-r; the best largest rank time (cost / speed) whose ranks fit. */
+static double brute_v(int n, const double *c, const double *m, int pp, const double *sp, double lim,
+                      int *cut, int k) {
+  int S = 2 * pp;
+  if (k == S) {
+    double worst = 0;
+    for (int r = 0; r < pp; r++) {
+      double sc = 0, sm = 0;
+      for (int g2 = 0; g2 < 2; g2++) {
+        int g = g2 ? S - 1 - r : r, end = g + 1 < S ? cut[g + 1] : n;
+        for (int i = cut[g]; i < end; i++) sc += c[i], sm += m[i];
+      }
+      if (lim > 0 && sm > lim) return INFINITY;
+      worst = fmax(worst, sc / sp[r]);
+    }
+    return worst;
+  }
+  double best = INFINITY;
+  for (cut[k] = k ? cut[k - 1] + 1 : 0; cut[k] <= n - (S - k) && (k || cut[k] == 0); cut[k]++)
+    best = fmin(best, brute_v(n, c, m, pp, sp, lim, cut, k + 1));
+  return best;
+}
+
+START_TEST(test_balance_zbv) {
+  unsigned seed = 777;
+  for (int trial = 0; trial < 200; trial++) {
+    int pp = 1 + (int)((seed = seed * 1103515245u + 12345u) >> 16) % 3;
+    int n = 2 * pp + (int)((seed = seed * 1103515245u + 12345u) >> 16) % 5;
+    double c[16], m[16], sp[4] = {1, 1, 1, 1};
+    for (int i = 0; i < n; i++) {
+      c[i] = 1 + ((seed = seed * 1103515245u + 12345u) >> 16) % 10;
+      m[i] = 1 + ((seed = seed * 1103515245u + 12345u) >> 16) % 10;
+    }
+    for (int r = 0; r < pp && trial % 2; r++) sp[r] = 0.5 * (1 + ((seed = seed * 1103515245u + 12345u) >> 16) % 4);
+    double lim = trial % 3 ? 0 : 12 + trial % 11;
+    int first[8], cut[8];
+    char err[512];
+    int rc = bal_split_v(n, c, m, pp, sp, lim, first, err, sizeof err);
+    double want = brute_v(n, c, m, pp, sp, lim, cut, 0);
+    if (want == INFINITY) {
+      ck_assert_int_eq(rc, -1);
+      continue;
+    }
+    ck_assert_msg(rc == 0, "%s", err);
+    ck_assert_int_eq(first[0], 0);
+    for (int k = 1; k < 2 * pp; k++)
+      ck_assert_int_lt(first[k - 1], first[k]);
+    ck_assert_int_lt(first[2 * pp - 1], n);
+    ck_assert_double_eq_tol(brute_v(n, c, m, pp, sp, lim, first, 2 * pp), want, 1e-9);
+  }
+}
+END_TEST
+
 START_TEST(test_balance_messages) {
   double c[] = {1, 1, 1, 1}, m[] = {5, 5, 5, 5};
   int first[4];
@@ -454,6 +508,7 @@ static Suite *schedule_suite(void) {
   tcase_add_test(tc, test_names_and_dump);
   tcase_add_test(tc, test_balance_brute_force);
   tcase_add_test(tc, test_balance_messages);
+  tcase_add_test(tc, test_balance_zbv);
   suite_add_tcase(s, tc);
   return s;
 }
