@@ -383,9 +383,11 @@ int rank_step(RankCtx *rc, int64_t step, MplErr *err) {
   /* the first step of a run warms up (first touches of the arena, code, GEMM set-up):
      it is left out of the measured busy time and bubble when more steps follow */
   rc->prof_on = false;
+  rc->step_end = now_s();
+  rc->step_counted = counted;
   if (counted) {
     rc->stats.busy_s += busy;
-    rc->stats.wall_s += now_s() - t_start;
+    rc->stats.wall_s += rc->step_end - t_start;
     rc->stats.compute_s += compute, rc->stats.msg_s += msg, rc->stats.update_s += update;
     rc->stats.steps++;
   }

@@ -104,6 +104,10 @@ typedef struct MplRankStats {
    * included), the pipeline's sends and receives (waiting for a message), the update
    * phase (its collectives included); the rest is the step's set-up */
   double compute_s, msg_s, update_s;
+  /* ranks that are threads: the time from the rank's end of a step to the step's end (its
+   * last rank's), which the rank spends waiting at the step barrier: part of its bubble,
+   * as the plan counts it (its idle time up to the pipeline's makespan) */
+  double tail_s;
   int64_t steps;               /* the steps counted (the first is left out when more follow) */
   uint64_t arena_bytes;
 } MplRankStats;

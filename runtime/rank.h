@@ -65,6 +65,9 @@ typedef struct RankCtx {
   double *prof;
   double gemm_flops, gemm_s;
   bool prof_on;
+  /* the last step's end on this rank, and whether the step was counted in stats */
+  double step_end;
+  bool step_counted;
 } RankCtx;
 
 struct MplRun {

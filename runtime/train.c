@@ -62,6 +62,17 @@ static void *rank_main(void *arg) {
   return NULL;
 }
 
+/* After a step of rank threads: each rank's wait from its end to the step's last end
+ * (MplRankStats.tail_s). Under MPI there is no step barrier: a rank that ends early starts
+ * the next step, and the wait shows in its first receive. */
+static void add_tails(MplRun *r) {
+  double last = 0;
+  for (int i = 0; i < r->nworld; i++)
+    if (r->ranks[i].step_end > last) last = r->ranks[i].step_end;
+  for (int i = 0; i < r->nworld; i++)
+    if (r->ranks[i].step_counted) r->ranks[i].stats.tail_s += last - r->ranks[i].step_end;
+}
+
 /* Runs step r->step (or with r->eval, evaluation batch r->eval_batch) on every rank and
  * waits for all of them. Under MPI: this process's rank runs on this thread, then the
  * losses go to world rank 0. */
@@ -79,6 +90,7 @@ static int run_one_step(MplRun *r, MplErr *err) {
   bool failed = r->failed;
   pthread_mutex_unlock(&r->mu);
   if (failed) return mpl_errf(err, "%s", r->first_err.msg);
+  if (!r->eval) add_tails(r);
   return MPL_OK;
 }
 
@@ -375,7 +387,8 @@ void mpl_run_report(const MplRun *r, FILE *out) {
   int slow = 0;
   for (int i = 0; i < r->nworld && r->lead; i++) {
     const MplRankStats *s = all ? &all[i] : &r->ranks[i].stats;
-    double bubble = s->wall_s > 0 ? 1.0 - s->busy_s / s->wall_s : 0;
+    double span = s->wall_s + s->tail_s; /* up to the step's end, as the plan's makespan */
+    double bubble = span > 0 ? 1.0 - s->busy_s / span : 0;
     fprintf(out, "rank %d: busy %.1f ms | bubble %.3f (predicted %.3f) | arena %llu bytes\n", i, s->busy_s * 1e3,
             bubble, r->job->ranks[i % r->pp].predicted_bubble, (unsigned long long)s->arena_bytes);
     if (s->busy_s > (all ? all[slow] : r->ranks[slow].stats).busy_s) slow = i;
