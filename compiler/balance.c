@@ -7,15 +7,25 @@
  *  - segments: the top-level statements (loops unrolled) that compute something; one
  *    that only declares params or makes constants joins the next such statement
  *    (work_segments), so no stage can be left with nothing to run;
- *  - the cost of each segment (segment_costs): its time from the cost model (cost.c),
- *    forward + backward ~ 3x forward, and the memory it pins on its stage;
+ *  - the cost of each segment (segment_costs): its time on a device of speed 1
+ *    (cost_fwd_bwd, cost.c: measured by a profile, else modelled, forward + backward
+ *    ~ 3x forward), and the memory it pins on its stage; a stage's time is its
+ *    segments' over the speed of the device of its pipeline rank (--device-speed);
  *  - the split (bal_split): dynamic programming over (stages used, segments covered),
  *    O(pp * n^2):
- *      best[k][i] = min over j of max(best[k-1][j], cost(j .. i-1)),
+ *      best[k][i] = min over j of max(best[k-1][j], cost(j .. i-1) / speed[k-1]),
  *    over the j whose group j .. i-1 fits the memory limit (--mem-limit). Ties in the
  *    slowest stage go to the split with the smaller peak memory, then to the earliest
  *    cut, so the result is deterministic. Group sums are added in segment order (no
  *    prefix-sum differences).
+ *  - under zbv, whose ranks hold two stages each (r and 2pp-1-r), also the split that
+ *    balances the ranks rather than the stages (bal_split_v): the same dynamic
+ *    programming from both ends at once, over (ranks placed, front cut, back cut),
+ *    O(pp * n^4), while that stays small (ZBV_DP_WORK). Which of the two is kept is
+ *    decided by playing the zbv schedule with each (zbv_makespan: passes of a third of
+ *    each stage's time; the rank split must be 3% shorter to be kept, as the estimate is
+ *    rough): evenly balanced stages make the better V when the segments are fine,
+ *    evenly loaded ranks when a few large segments cannot be cut even.
  *
  * Invariants: every op with a segment and a stage gets the stage of its segment's
  * group; ops without a stage (leaves, constants) stay without one; on an error nothing
@@ -27,6 +37,7 @@
 #include <string.h>
 
 #include "mplc.h"
+#include "sched.h"
 
 /* ---- the split ------------------------------------------------------------------ */
 
@@ -45,7 +56,7 @@ static bool bal_better(double c, double m, const BalCell *cur) {
  * cost (to report the best achievable peak when nothing fits).
  */
 static void bal_fill(BalCell **dp, int nseg, const double *cost, const double *mem, int pp,
-                     double limit, bool by_mem) {
+                     const double *speed, double limit, bool by_mem) {
   for (int k = 0; k <= pp; k++)
     for (int i = 0; i <= nseg; i++)
       dp[k][i] = (BalCell){INFINITY, INFINITY, -1};
@@ -61,7 +72,7 @@ static void bal_fill(BalCell **dp, int nseg, const double *cost, const double *m
         const BalCell *prev = &dp[k - 1][j];
         if (prev->cost == INFINITY)
           continue;
-        double nc = fmax(prev->cost, c), nm = fmax(prev->mem, m);
+        double nc = fmax(prev->cost, speed ? c / speed[k - 1] : c), nm = fmax(prev->mem, m);
         if (by_mem ? bal_better(nm, nc, &(BalCell){dp[k][i].mem, dp[k][i].cost, 0})
                    : bal_better(nc, nm, &dp[k][i]))
           dp[k][i] = (BalCell){nc, nm, j};
@@ -70,7 +81,7 @@ static void bal_fill(BalCell **dp, int nseg, const double *cost, const double *m
   }
 }
 
-int bal_split(int nseg, const double *cost, const double *mem, int pp, double mem_limit,
+int bal_split(int nseg, const double *cost, const double *mem, int pp, const double *speed, double mem_limit,
               int *first_seg_of_stage, char *err, size_t errlen) {
   if (pp < 1 || nseg < pp) {
     snprintf(err, errlen, "cannot balance %d top-level statements over %d pipeline stages: "
@@ -82,10 +93,10 @@ int bal_split(int nseg, const double *cost, const double *mem, int pp, double me
   BalCell **dp = arena_alloc(&scratch, sizeof(BalCell *) * (pp + 1));
   for (int k = 0; k <= pp; k++)
     dp[k] = arena_alloc(&scratch, sizeof(BalCell) * (nseg + 1));
-  bal_fill(dp, nseg, cost, mem, pp, mem_limit, false);
+  bal_fill(dp, nseg, cost, mem, pp, speed, mem_limit, false);
   int rc = 0;
   if (dp[pp][nseg].cost == INFINITY) {
-    bal_fill(dp, nseg, cost, mem, pp, 0, true);
+    bal_fill(dp, nseg, cost, mem, pp, speed, 0, true);
     snprintf(err, errlen, "no split of %d top-level statements over %d pipeline stages fits "
              "--mem-limit %.0f bytes per rank; the best split needs %.0f bytes", nseg, pp,
              mem_limit, dp[pp][nseg].mem);
@@ -100,6 +111,117 @@ int bal_split(int nseg, const double *cost, const double *mem, int pp, double me
   return rc;
 }
 
+/* ---- zbv: two groups per rank, from both ends ------------------------------------------ */
+
+enum { ZBV_DP_WORK = 200000000 };
+
+typedef struct VCell {
+  double cost, mem; /* slowest rank so far, largest rank memory so far; INFINITY: none */
+  int pi, pj;       /* the cuts before this rank's groups */
+} VCell;
+
+/* Extends the front group [i0, i) and the back group [j, j0) of rank k from every
+ * reachable (i0, j0) of layer a into layer b; rem: segments the later ranks need. */
+static void v_layer(const VCell *a, VCell *b, int n, const double *cost, const double *mem, double speed,
+                    double limit, int rem) {
+  for (int i0 = 0; i0 <= n; i0++)
+    for (int j0 = i0; j0 <= n; j0++) {
+      const VCell *p = &a[i0 * (n + 1) + j0];
+      if (p->cost == INFINITY) continue;
+      double cf = 0, mf = 0;
+      for (int i = i0 + 1; j0 - i >= rem + 1; i++) {
+        cf += cost[i - 1], mf += mem ? mem[i - 1] : 0;
+        double cb = 0, mb = 0;
+        for (int j = j0 - 1; j - i >= rem; j--) {
+          cb += cost[j], mb += mem ? mem[j] : 0;
+          if (limit > 0 && mf + mb > limit) break;
+          double nc = fmax(p->cost, (cf + cb) / speed), nm = fmax(p->mem, mf + mb);
+          VCell *q = &b[i * (n + 1) + j];
+          if (bal_better(nc, nm, &(BalCell){q->cost, q->mem, 0})) *q = (VCell){nc, nm, i0, j0};
+        }
+      }
+    }
+}
+
+/* The last rank takes the middle [i0, j0), cut in two where its halves are most even. */
+static int v_middle(int i0, int j0, const double *cost) {
+  double total = 0, front = 0, best = INFINITY;
+  int cut = i0 + 1;
+  for (int s = i0; s < j0; s++) total += cost[s];
+  for (int m = i0 + 1; m < j0; m++) {
+    front += cost[m - 1];
+    double worst = fmax(front, total - front);
+    if (worst < best) best = worst, cut = m;
+  }
+  return cut;
+}
+
+int bal_split_v(int nseg, const double *cost, const double *mem, int pp, const double *speed, double mem_limit,
+                int *first_seg_of_stage, char *err, size_t errlen) {
+  int n = nseg, S = 2 * pp;
+  if (nseg < S) return bal_split(nseg, cost, mem, S, NULL, mem_limit, first_seg_of_stage, err, errlen);
+  size_t cells = (size_t)(n + 1) * (size_t)(n + 1);
+  VCell *dp = malloc(sizeof(VCell) * cells * (size_t)pp);
+  if (!dp) die("out of memory");
+  for (size_t c = 0; c < cells * (size_t)pp; c++) dp[c] = (VCell){INFINITY, INFINITY, -1, -1};
+  dp[n] = (VCell){0, 0, -1, -1}; /* layer 0, (0, n): nothing placed */
+  for (int k = 0; k + 1 < pp; k++)
+    v_layer(dp + cells * k, dp + cells * (k + 1), n, cost, mem, speed ? speed[k] : 1, mem_limit, 2 * (pp - 1 - k));
+  VCell best = {INFINITY, INFINITY, -1, -1};
+  const VCell *last = dp + cells * (pp - 1);
+  double sl = speed ? speed[pp - 1] : 1;
+  for (int i0 = 0; i0 <= n; i0++)
+    for (int j0 = i0 + 2; j0 <= n; j0++) {
+      const VCell *p = &last[i0 * (n + 1) + j0];
+      if (p->cost == INFINITY) continue;
+      double c = 0, m = 0;
+      for (int s = i0; s < j0; s++) c += cost[s], m += mem ? mem[s] : 0;
+      if (mem_limit > 0 && m > mem_limit) continue;
+      double nc = fmax(p->cost, c / sl), nm = fmax(p->mem, m);
+      if (bal_better(nc, nm, &(BalCell){best.cost, best.mem, 0})) best = (VCell){nc, nm, i0, j0};
+    }
+  int rc = 0;
+  if (best.cost == INFINITY) {
+    rc = bal_split(nseg, cost, mem, S, NULL, mem_limit, first_seg_of_stage, err, errlen); /* its message */
+    if (rc == 0) snprintf(err, errlen, "no split of %d top-level statements over %d zbv stages fits --mem-limit %.0f "
+                          "bytes per rank", nseg, S, mem_limit), rc = -1;
+  } else {
+    int i = best.pi, j = best.pj;
+    first_seg_of_stage[pp - 1] = i, first_seg_of_stage[pp] = v_middle(i, j, cost);
+    for (int k = pp - 1; k > 0; k--) {
+      const VCell *c = &dp[cells * k + (size_t)i * (n + 1) + j];
+      first_seg_of_stage[k - 1] = c->pi, first_seg_of_stage[S - k] = j;
+      i = c->pi, j = c->pj;
+    }
+  }
+  free(dp);
+  return rc;
+}
+
+/* The zbv schedule's makespan for a split (first segment of each stage): a chain of
+ * stages whose F, B and W each take a third of the stage's time on its rank's device. */
+static double zbv_makespan(const Graph *g, int nseg, const double *cost, const double *speed, const int *first) {
+  int S = g->nstages;
+  double *t = calloc((size_t)S, sizeof(double));
+  int (*edges)[2] = calloc((size_t)S, sizeof(int[2]));
+  for (int s = 0; s < S; s++) {
+    int end = s + 1 < S ? first[s + 1] : nseg;
+    for (int i = first[s]; i < end; i++) t[s] += cost[i];
+    t[s] /= 3 * (speed ? speed[s] : 1);
+    if (s + 1 < S) edges[s][0] = s, edges[s][1] = s + 1;
+  }
+  SchedSpec spec = {.kind = SCHED_ZBV, .pp = g->mesh.pp, .v = 2, .m = (int)g->train.microbatches, .nedges = S - 1,
+                    .edges = (const int(*)[2])edges, .F = t, .B = t, .W = t};
+  Arena a;
+  arena_init(&a);
+  Schedule *s = sched_build(&a, &spec, NULL, 0);
+  SchedTiming tm = {0};
+  if (s) sched_simulate(s, t, t, t, 0, &tm);
+  arena_free(&a);
+  free(t), free(edges);
+  return s ? tm.makespan : INFINITY;
+}
+
 /* ---- segments and their costs ------------------------------------------------------ */
 
 /* Memory a segment pins on its stage: params with grads and two AdamW moments,
@@ -112,7 +234,7 @@ static void segment_costs(const Graph *g, const int *slot, double *cost, double 
     const Op *op = g->ops[i];
     if (op->seg < 0) continue;
     int k = slot[op->seg];
-    cost[k] += 3 * cost_time(cost_op(g, op)); /* forward + backward ~ 3x forward */
+    cost[k] += cost_fwd_bwd(g, op);
     mem[k] += pp * (double)op_bytes(op);
     for (int j = 0; j < op->nin; j++) {
       const Op *in = g->ops[op->in[j]];
@@ -169,8 +291,24 @@ int bal_stages(Diag *d, Graph *g, double mem_limit) {
   double *cost = calloc((size_t)nseg, sizeof(double)), *mem = calloc((size_t)nseg, sizeof(double));
   int *first = calloc((size_t)nst, sizeof(int));
   segment_costs(g, slot, cost, mem);
+  double *speed = NULL;
+  if (g->rank_speed) {
+    speed = calloc((size_t)nst, sizeof(double));
+    for (int s = 0; s < nst; s++) speed[s] = g->rank_speed[graph_stage_rank(g, s)];
+  }
   char err[256];
-  int rc = bal_split(nseg, cost, mem, nst, mem_limit, first, err, sizeof err);
+  int pp = g->mesh.pp;
+  int rc = bal_split(nseg, cost, mem, nst, speed, mem_limit, first, err, sizeof err);
+  double work = (double)pp * nseg * nseg * (double)nseg * nseg;
+  if (!rc && g->train.schedule == SCHED_ZBV && nst == 2 * pp && work <= ZBV_DP_WORK) {
+    int *byrank = calloc((size_t)nst, sizeof(int));
+    char err2[256];
+    if (bal_split_v(nseg, cost, mem, pp, g->rank_speed, mem_limit, byrank, err2, sizeof err2) == 0 &&
+        zbv_makespan(g, nseg, cost, speed, byrank) < 0.97 * zbv_makespan(g, nseg, cost, speed, first))
+      memcpy(first, byrank, sizeof(int) * (size_t)nst);
+    free(byrank);
+  }
+  free(speed);
   if (rc) diag_error_noloc(d, "stage balancing: %s", err);
   for (int i = 0; !rc && i < g->nops; i++) {
     Op *op = g->ops[i];

@@ -11,11 +11,19 @@
  * FLOPs at the GEMM peak plus bytes at the memory bandwidth. It only has to rank
  * splits and predict bubbles, not to be exact.
  *
+ * Measured costs replace the model where a profile has them (g->measured, --profile):
+ * an op's forward, and once per stage and pass the backward ops derived from one forward
+ * op (the profile measured them together); the model's times of the other ops are
+ * scaled to the measured ones. A stage's pass times are divided by the speed of its
+ * rank's device (g->rank_speed, --device-speed).
+ *
  * Invariant: a pure function of the graph (and the partition's pass lists), the same
  * before and after fusion appends its temporaries; sums are taken in op id order, so
  * the figures are the same on every run.
  */
 #include "partition.h"
+
+#include <stdlib.h>
 
 enum { MODEL_GFLOPS = 150, MODEL_GBS = 20 };
 
@@ -45,18 +53,58 @@ OpCost cost_op(const Graph *g, const Op *op) {
 
 double cost_time(OpCost c) { return c.flops / (MODEL_GFLOPS * 1e9) + c.bytes / (MODEL_GBS * 1e9); }
 
-/* Predicted seconds of each stage's passes (a pass with nothing to do takes 1 ns, so
- * that every pass has a duration). */
+/* The model's time of op, scaled to a profile's measured times when there is one. */
+static double modelled(const Graph *g, const Op *op) {
+  double t = cost_time(cost_op(g, op));
+  const Measured *m = g->measured;
+  if (!m) return t;
+  int o = op->fwd_of >= 0 ? op->fwd_of : op->id; /* a backward op: its forward op's kind */
+  double ks = o < g->nops ? m->kind_scale[g->ops[o]->kind] : 0;
+  return t * (ks > 0 ? ks : m->scale);
+}
+
+/* Does the profile have forward op `id`? */
+static bool measured_op(const Graph *g, int id) {
+  const Measured *m = g->measured;
+  return m && id >= 0 && id < m->nops && m->fwd[id] >= 0;
+}
+
+double cost_fwd_bwd(const Graph *g, const Op *op) {
+  const Measured *m = g->measured;
+  if (measured_op(g, op->id)) return m->fwd[op->id] + m->bwd_b[op->id] + m->bwd_w[op->id];
+  return 3 * modelled(g, op); /* forward + backward ~ 3x forward */
+}
+
+/* The time of op in pass k; a backward op of a measured forward op brings the measured
+ * backward of all of them, the first time that forward op is seen (seen[origin] != mark). */
+static double pass_op_time(const Graph *g, const Op *op, int k, int *seen, int mark) {
+  int o = k == PASS_FWD ? op->id : op->fwd_of;
+  if (!measured_op(g, o)) return modelled(g, op);
+  const Measured *m = g->measured;
+  if (k == PASS_FWD || k == PASS_RECOMP) return m->fwd[o];
+  if (seen[o] == mark) return 0;
+  seen[o] = mark;
+  return k == PASS_BWD_B ? m->bwd_b[o] : m->bwd_w[o];
+}
+
+/* Predicted seconds of each stage's passes on its rank's device (a pass with nothing to
+ * do takes 1 ns, so that every pass has a duration). */
 static void pass_times(const Partition *p, double *F, double *B, double *W) {
+  const Graph *g = p->g;
+  int *seen = g->measured ? calloc((size_t)g->measured->nops + 1, sizeof(int)) : NULL;
   for (int s = 0; s < p->nstages; s++) {
     double t[PASS__COUNT] = {0};
-    for (int k = 0; k < PASS__COUNT; k++)
+    double speed = g->rank_speed ? g->rank_speed[graph_stage_rank(g, s)] : 1;
+    for (int k = 0; k < PASS__COUNT; k++) {
       for (int i = 0; i < p->st[s].pass[k].n; i++)
-        t[k] += cost_time(cost_op(p->g, p->g->ops[p->st[s].pass[k].v[i]]));
+        t[k] += pass_op_time(g, g->ops[p->st[s].pass[k].v[i]], k, seen, s * PASS__COUNT + k + 1);
+      t[k] /= speed;
+    }
     F[s] = t[PASS_FWD] > 0 ? t[PASS_FWD] : 1e-9;
     B[s] = t[PASS_RECOMP] + t[PASS_BWD_B] > 0 ? t[PASS_RECOMP] + t[PASS_BWD_B] : 1e-9;
     W[s] = t[PASS_BWD_W] > 0 ? t[PASS_BWD_W] : 1e-9;
   }
+  free(seen);
 }
 
 Costs *cost_partition(Arena *a, const Partition *p) {
@@ -69,4 +117,24 @@ Costs *cost_partition(Arena *a, const Partition *p) {
     if (g->ops[i]->kind != OP_CE_ROWS) c->flops += cost_op(g, g->ops[i]).flops;
   c->flops *= (double)g->train.microbatches;
   return c;
+}
+
+void cost_dump(FILE *out, const Graph *g) {
+  const Measured *m = g->measured;
+  if (m) {
+    fprintf(out, "costs: measured for %d of %d ops (mplrun --profile %s: %s)", m->nmatched, m->nkeyed, m->path,
+            m->summary);
+    if (m->nmatched == m->nkeyed) fprintf(out, "; none modelled\n");
+    else fprintf(out, ";\n  modelled (cost.c, scaled to the measured ops of their kind, or by %.3g):", m->scale);
+    for (int i = 0; i < m->nunmatched_shown; i++) fprintf(out, "%s %s", i ? "," : "", m->unmatched[i]);
+    int more = m->nkeyed - m->nmatched - m->nunmatched_shown;
+    if (more > 0) fprintf(out, " and %d more", more);
+    if (m->nmatched < m->nkeyed) fprintf(out, "\n");
+  } else if (g->rank_speed) {
+    fprintf(out, "costs: modelled (cost.c)\n");
+  }
+  if (!g->rank_speed) return;
+  fprintf(out, "device speeds (--device-speed):");
+  for (int r = 0; r < g->mesh.pp; r++) fprintf(out, "%s rank %d %g", r ? "," : "", r, g->rank_speed[r]);
+  fprintf(out, "\n");
 }

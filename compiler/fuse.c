@@ -109,6 +109,9 @@ static void emit_kernel(Fuse *f, const Group *gr, const int *store, int nstore) 
   s->args = arena_alloc(f->a, sizeof(int) * (size_t)(nargs ? nargs : 1));
   memcpy(s->args, args, sizeof(int) * (size_t)nargs);
   s->n_outer = n_outer;
+  s->nsrc = gr->n;
+  s->src = arena_alloc(f->a, sizeof(int) * (size_t)(gr->n ? gr->n : 1));
+  memcpy(s->src, gr->ops, sizeof(int) * (size_t)gr->n);
   free(args);
 }
 

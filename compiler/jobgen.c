@@ -5,6 +5,11 @@
  * schedule and the update phase, the offsets from the plan, the predictions from the
  * simulation and the cost model, the kernels' code from codegen.c.
  *
+ * Each step also names the forward ops whose work it does (JobStep.src: the op itself, a
+ * backward or recompute op's forward op, a CE_ROWS temporary's CROSS_ENTROPY), each with
+ * its share of the step's modelled time, so that mplrun --profile can give every forward
+ * op its measured time; the ops' identities are the graph's (profile.c).
+ *
  * Invariants: every value id in the Job is an op id of the partitioned graph; params
  * are in the update phase's order (by global name); a transfer within one rank and the
  * schedule's ALLREDUCE_TIED and OPTIMIZER_STEP are not written (the update phase
@@ -29,7 +34,35 @@ _Static_assert((int)PASS_FWD == (int)JP_FWD && (int)PASS_RECOMP == (int)JP_RECOM
 
 /* ---- steps ---------------------------------------------------------------------- */
 
-static JobStep to_job_step(const Graph *g, const Step *st) {
+/* The forward op (its index in Job.opids) whose work op does, or -1. */
+static int origin_of(const Graph *g, const Op *op, const int *opid_of) {
+  int o = op->id;
+  if (o >= g->nop_keys || !g->op_key[o]) o = op->kind == OP_CE_ROWS ? op->key : op->fwd_of;
+  return o >= 0 && o < g->nop_keys ? opid_of[o] : -1;
+}
+
+/* JobStep.src: the step's ops' forward ops with their shares of its modelled time (equal
+ * shares when the model gives the step no time), ops of one forward op summed. */
+static void step_sources(const Graph *g, const Step *st, const int *opid_of, JobStep *j) {
+  int n = st->nsrc ? st->nsrc : 1;
+  const int *ops = st->nsrc ? st->src : &st->op;
+  double total = 0;
+  for (int i = 0; i < n; i++) total += cost_time(cost_op(g, g->ops[ops[i]]));
+  j->src = mpl_calloc((size_t)n + 1, sizeof(int32_t));
+  j->src_w = mpl_calloc((size_t)n + 1, sizeof(double));
+  for (int i = 0; i < n; i++) {
+    int o = origin_of(g, g->ops[ops[i]], opid_of), k = 0;
+    if (o < 0) continue;
+    double w = total > 0 ? cost_time(cost_op(g, g->ops[ops[i]])) / total : 1.0 / n;
+    while (k < j->nsrc && j->src[k] != o) k++;
+    if (k == j->nsrc) j->src[j->nsrc++] = o;
+    j->src_w[k] += w;
+  }
+  for (int k = 0; k < j->nsrc; k++) /* rounding: the shares add up to at most 1 */
+    if (j->src_w[k] > 1) j->src_w[k] = 1;
+}
+
+static JobStep to_job_step(const Graph *g, const Step *st, const int *opid_of) {
   JobStep j = {.kind = (uint8_t)st->kind, .kernel = -1};
   int n;
   Arena tmp;
@@ -55,7 +88,21 @@ static JobStep to_job_step(const Graph *g, const Step *st) {
     break;
   }
   }
+  step_sources(g, st, opid_of, &j);
   return j;
+}
+
+/* Job.opids: the graph's forward ops that have an identity, in op order; opid_of[op id]
+ * is the op's index there, or -1. */
+static int *fill_opids(Job *j, const Graph *g) {
+  int *opid_of = mpl_calloc((size_t)g->nop_keys + 1, sizeof(int));
+  j->opids = mpl_calloc((size_t)g->nop_keys + 1, sizeof(JobOpId));
+  for (int i = 0; i < g->nop_keys; i++) {
+    opid_of[i] = g->op_key[i] ? j->nopids : -1;
+    if (g->op_key[i])
+      j->opids[j->nopids++] = (JobOpId){mpl_strdup(g->op_key[i]), mpl_strdup(g->op_label[i]), g->ops[i]->stage};
+  }
+  return opid_of;
 }
 
 /* ---- the job ------------------------------------------------------------------- */
@@ -171,7 +218,7 @@ static void fill_ranks(Job *j, const Partition *p, const Schedule *s, const Upda
     JobRank *rk = &j->ranks[r];
     rk->stages = mpl_calloc((size_t)p->nstages + 1, sizeof(int32_t));
     for (int st = 0; st < p->nstages; st++)
-      if (st % s->pp == r) rk->stages[rk->nstages++] = st;
+      if (sched_stage_rank(s, st) == r) rk->stages[rk->nstages++] = st;
     rk->ins = mpl_calloc((size_t)(s->nins[r] + u->n[r]) + 1, sizeof(JobIns));
     for (int i = 0; i < s->nins[r]; i++) {
       if (to_job_ins(p, &s->ins[r][i], &rk->ins[rk->nins])) rk->nins++;
@@ -187,21 +234,23 @@ static void fill_ranks(Job *j, const Partition *p, const Schedule *s, const Upda
   }
 }
 
-static void fill_stages(Job *j, const Partition *p, Program *(*progs)[PASS__COUNT], int pp) {
+static void fill_stages(Job *j, const Partition *p, Program *(*progs)[PASS__COUNT]) {
   const Graph *g = p->g;
+  int *opid_of = fill_opids(j, g);
   j->stages = mpl_calloc((size_t)p->nstages + 1, sizeof(JobStage));
   for (int s = 0; s < p->nstages; s++) {
     JobStage *st = &j->stages[s];
-    st->rank = s % pp;
+    st->rank = graph_stage_rank(g, s);
     st->loss_value = p->st[s].loss;
     st->logits_value = p->st[s].logits;
     for (int k = 0; k < PASS__COUNT; k++) {
       const Program *pg = progs[s][k];
       st->prog[k].nsteps = pg->nsteps;
       st->prog[k].steps = mpl_calloc((size_t)pg->nsteps + 1, sizeof(JobStep));
-      for (int i = 0; i < pg->nsteps; i++) st->prog[k].steps[i] = to_job_step(g, &pg->steps[i]);
+      for (int i = 0; i < pg->nsteps; i++) st->prog[k].steps[i] = to_job_step(g, &pg->steps[i], opid_of);
     }
   }
+  mpl_free(opid_of);
   j->nxfers = p->nxfers;
   j->xfers = mpl_calloc((size_t)p->nxfers + 1, sizeof(JobXfer));
   for (int i = 0; i < p->nxfers; i++) {
@@ -254,12 +303,14 @@ int jobgen_write(Diag *d, const JobParts *jp, const char *path) {
   j->model_name = mpl_strdup(g->model_name ? g->model_name : "model");
   j->source_name = mpl_strdup(jp->source);
   j->mesh.dp = g->mesh.dp, j->mesh.pp = g->mesh.pp, j->mesh.tp = g->mesh.tp;
+  j->rank_speed = mpl_calloc((size_t)g->mesh.pp, sizeof(double));
+  for (int r = 0; r < g->mesh.pp; r++) j->rank_speed[r] = g->rank_speed ? g->rank_speed[r] : 1;
   j->nstages = p->nstages;
   fill_train(j, g);
   fill_values(j, g, params, np);
   fill_params(j, g, params, np);
   fill_inputs(j, g);
-  fill_stages(j, p, jp->fused->progs, g->mesh.pp);
+  fill_stages(j, p, jp->fused->progs);
   fill_ranks(j, p, jp->sched, jp->upd, jp->plan, jp->timing);
   j->flops_per_step = jp->flops;
   j->predicted_bubble = jp->timing->bubble;

@@ -212,6 +212,8 @@ typedef struct Step {
   double alpha, beta;
   uint8_t prec;     /* GEMM: a PrecKind, the job's JobStep.prec (PREC_BF16: a and b hold bf16 values) */
   int64_t numel;    /* ALIAS, ACCUM: elements */
+  int nsrc;         /* KERNEL: the ops of its group (src), whose work it does; else 0: op alone */
+  int *src;
 } Step;
 
 typedef struct Program {

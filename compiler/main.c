@@ -2,8 +2,9 @@
  * main.c — the mplc driver. The whole pipeline reads top to bottom in main(), as
  * QBE's main.c does: options, then every pass of mplc in order, each a visible call
  * with the --emit= that prints its result beside it (an --emit stops right after its
- * pass): parse, front end, tensor parallelism, stage balancing, autodiff, precision,
- * partition, fusion, schedule and update phase, memory plan, simulation, code generation, the
+ * pass): parse, front end, tensor parallelism, op identities (and a profile's measured
+ * costs), stage balancing, autodiff, precision, partition,
+ * fusion, schedule and update phase, memory plan, simulation, code generation, the
  * job. Each pass lives in its own file; this file only wires them together and turns
  * results into exit codes. docs/ARCHITECTURE.md draws the same pipeline.
  *
@@ -51,8 +52,8 @@ static void usage(FILE *out) {
   fprintf(out,
           "usage: mplc FILE.mpl [-o JOB] [--emit=ast|graph|grad|partition|schedule|plan|kernels|cuda|llvm|dot]\n"
           "            [--mesh pp=4,tp=2,dp=1] [--schedule NAME] [--microbatches N] [-D NAME=V]... [-I DIR]...\n"
-          "            [--mem-limit BYTES[K|M|G]] [--gpu-arch sm_90] [--allow-gather] [--precision f32|tf32|bf16]\n"
-          "            [-h|--help] [--version]\n");
+          "            [--mem-limit BYTES[K|M|G]] [--device-speed S0,S1,...] [--profile FILE.json]\n"
+          "            [--gpu-arch sm_90] [--allow-gather] [--precision f32|tf32|bf16] [-h|--help] [--version]\n");
 }
 
 static _Noreturn void fail(int code, const char *fmt, const char *arg) {
@@ -89,6 +90,37 @@ static double parse_bytes(const char *s) {
   if (*end == 'B' || *end == 'b') end++;
   if (end == s || *end || errno || !(v > 0)) fail(2, "--mem-limit %s: expected a byte count such as 512M or 16G", s);
   return v * mul;
+}
+
+/* "1,0.5": one relative speed per pipeline rank, each a positive finite number (the
+ * count is checked against pp once the program has said it: check_device_speed). */
+static void parse_speeds(Arena *a, const char *s, CompileOptions *co) {
+  int n = 1;
+  for (const char *p = s; *p; p++) n += *p == ',';
+  double *v = arena_alloc(a, sizeof(double) * (size_t)n);
+  const char *p = s;
+  for (int i = 0; i < n; i++) {
+    char *end;
+    errno = 0;
+    v[i] = strtod(p, &end);
+    if (end == p || errno || (*end && *end != ',') || !(v[i] > 0) || v[i] > 1e9)
+      fail(2, "--device-speed %s: expected one positive speed per pipeline rank, such as 1,0.5", s);
+    p = end + (*end == ',');
+  }
+  co->device_speed = v;
+  co->ndevice_speed = n;
+}
+
+/* --device-speed gives one speed per pipeline rank of the mesh in effect. */
+static void check_device_speed(const CompileOptions *co, Graph *g) {
+  if (!co->device_speed) return;
+  if (co->ndevice_speed != g->mesh.pp) {
+    fprintf(stderr, "mplc: error: --device-speed gives %d speed%s, but the mesh has %d pipeline rank%s (pp = %d): "
+            "give one speed per pipeline rank\n", co->ndevice_speed, co->ndevice_speed == 1 ? "" : "s", g->mesh.pp,
+            g->mesh.pp == 1 ? "" : "s", g->mesh.pp);
+    exit(2);
+  }
+  g->rank_speed = co->device_speed;
 }
 
 static int64_t parse_count(const char *flag, const char *s) {
@@ -143,6 +175,8 @@ static void parse_options(Arena *a, int argc, char **argv, Options *o) {
     else if ((v = flag_value(argc, argv, &i, "--schedule"))) o->co.schedule = v;
     else if ((v = flag_value(argc, argv, &i, "--microbatches"))) o->co.microbatches = parse_count("--microbatches", v);
     else if ((v = flag_value(argc, argv, &i, "--mem-limit"))) o->co.mem_limit = parse_bytes(v);
+    else if ((v = flag_value(argc, argv, &i, "--device-speed"))) parse_speeds(a, v, &o->co);
+    else if ((v = flag_value(argc, argv, &i, "--profile"))) o->co.profile = v;
     else if ((v = flag_value(argc, argv, &i, "--gpu-arch"))) o->co.gpu_arch = v;
     else if ((v = flag_value(argc, argv, &i, "--precision"))) o->co.precision = parse_precision(v);
     else if (!strcmp(arg, "--allow-gather")) o->co.allow_gather = true;
@@ -246,6 +280,7 @@ int main(int argc, char **argv) {
   /* 2. front end (sema*.c): AST -> the forward graph IR                            --emit=graph */
   Graph *g = sema_program(&diag, &arena, program, &o.co);
   if (!g || diag.nerrors) return finish(&arena, 1);
+  check_device_speed(&o.co, g);
   if (o.emit == EMIT_GRAPH) {
     dump_config(stdout, g);
     graph_dump(stdout, g);
@@ -255,8 +290,14 @@ int main(int argc, char **argv) {
   /* 3. tensor parallelism (shard.c), tp > 1: one tp rank's program, local shapes, collectives */
   g = shard_program(&diag, g, o.co.allow_gather);
 
+  /* 3b. the forward ops' identities (profile.c), which the job carries for mplrun --profile;
+   *     with --profile, the measured costs of the ops the profile has */
+  prof_identify(g);
+  if (o.co.profile && prof_load(&diag, g, o.co.profile)) return finish(&arena, 1);
+
   /* 4. stage balancing (balance.c), pp > 1 and nothing placed by hand: the top-level
-   *    statements cut into stages by the cost model, within --mem-limit */
+   *    statements cut into stages by the cost model (or the profile's measured costs) and
+   *    the devices' speeds, within --mem-limit */
   if (bal_stages(&diag, g, o.co.mem_limit) || diag.nerrors) return finish(&arena, 1);
 
   /* 5. autodiff (autodiff.c): the backward, its input-gradient (B) and weight-gradient (W)

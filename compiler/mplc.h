@@ -5,6 +5,7 @@
  *   cost.c      the cost model: FLOPs, bytes and seconds of an op
  *   balance.c   automatic stage balancing: top-level statements cut into stages
  *   precision.c bf16 mixed precision: products' operands and results rounded (after autodiff)
+ *   profile.c   the forward ops' identities, and a profile matched to them
  *   sema*.c     AST -> forward graph IR (the front end)
  *   Later passes declare their entry points in their own headers (autodiff.h, partition.h,
  *   sched.h, plan.h, kernel.h, jobgen.h), which include this one.
@@ -216,7 +217,21 @@ typedef struct Graph {
   const char *stages_from; /* what sets nstages, for errors: "pp = 3", "--mesh pp=4 on the command line" */
   Loc stages_loc;    /* where: the mesh's pp (or the train block's schedule); line 0 for the command line */
   bool auto_stages;  /* no @stage in the program: the balancer places ops */
+  /* What the passes' times come from (cost.c): the devices' relative speeds, one per
+   * pipeline rank (--device-speed; NULL: all 1), and the measured costs of a profile
+   * (--profile; NULL: every cost modelled). */
+  const double *rank_speed;
+  const struct Measured *measured;
+  /* The forward ops' identities (profile.c, prof_identify): key and label of op id i < nop_keys,
+   * NULL for an op that has none (leaves, constants). */
+  int nop_keys;
+  const char **op_key, **op_label;
 } Graph;
+
+/* The pipeline rank of a stage under the graph's schedule (mpl_stage_rank, runtime/job.h). */
+static inline int graph_stage_rank(const Graph *g, int stage) {
+  return mpl_stage_rank(g->train.schedule, g->mesh.pp, stage);
+}
 
 Graph *graph_new(Arena *a);
 /* Appends an op with the given inputs; fills id, sets stage -1, layout replicated,
@@ -249,6 +264,39 @@ OpCost cost_op(const Graph *g, const Op *op);
 /* Seconds for a cost on the modelled CPU (peak GFLOP/s and GB/s). */
 double cost_time(OpCost c);
 
+/* Measured costs, from a profile that mplrun --profile wrote (compiler/profile.c): per op
+ * id of the forward graph, seconds per micro-batch on a device of speed 1 of the op's
+ * forward, and of the input- and weight-gradient ops derived from it; negative where the
+ * profile has nothing for the op. */
+typedef struct Measured {
+  const char *path;           /* the profile file */
+  int nops;                   /* the arrays' length: the forward graph's ops */
+  double *fwd, *bwd_b, *bwd_w;
+  double scale;               /* a modelled time x scale: the matched ops' measured sum over
+                                 their modelled sum, so that modelled and measured add up */
+  double kind_scale[OP__COUNT]; /* the same over the matched ops of one kind (0: none matched),
+                                   which an unmatched op of that kind is scaled by instead */
+  int nkeyed, nmatched;       /* ops with an identity, and those the profile had */
+  const char **unmatched;     /* labels of the first unmatched ops ("tanh at m.mpl:3:5") */
+  int nunmatched_shown;
+  const char *summary;        /* the profile's run, for --emit=plan */
+} Measured;
+
+/* One forward op's time, forward and backward, on a device of speed 1 (the balancer's
+ * cost): measured when the profile has it, else the model's 3 x forward (x scale). */
+double cost_fwd_bwd(const Graph *g, const Op *op);
+
+/* ==== profile.c: op identities and measured costs ========================= */
+
+/* Gives every forward op that does work (not a leaf or constant) its identity: g->op_key,
+ * g->op_label (after shard.c, before the balancer; the job carries them). */
+void prof_identify(Graph *g);
+/* mplc --profile: reads the profile at path and matches it to g's ops by identity into
+ * g->measured. A profile of another model, or one that matches none of the ops, is an
+ * error; one that matches some is used for those, with a warning naming the others.
+ * Returns the number of errors reported. */
+int prof_load(Diag *d, Graph *g, const char *path);
+
 /* ==== balance.c: automatic stage balancing ============================== */
 
 /* When pp > 1 and g->auto_stages: every op with a stage gets the stage of its top-level
@@ -258,13 +306,18 @@ int bal_stages(Diag *d, Graph *g, double mem_limit);
 
 /*
  * Splits segments 0 .. nseg-1 (in order) into pp contiguous non-empty groups that
- * minimise the largest group cost, with each group's memory (sum of mem, every
- * mem[i] >= 0; mem may be NULL) at most mem_limit (0: no limit). Writes the first
- * segment of each stage into first_seg_of_stage[0 .. pp-1]; returns 0, or -1 with a
- * message in err[errlen].
+ * minimise the largest group time (its cost over the speed of its stage's device:
+ * speed[k] > 0, NULL: all 1), with each group's memory (sum of mem, every mem[i] >= 0;
+ * mem may be NULL) at most mem_limit (0: no limit). Writes the first segment of each
+ * stage into first_seg_of_stage[0 .. pp-1]; returns 0, or -1 with a message in err[errlen].
  */
-int bal_split(int nseg, const double *cost, const double *mem, int pp, double mem_limit,
+int bal_split(int nseg, const double *cost, const double *mem, int pp, const double *speed, double mem_limit,
               int *first_seg_of_stage, char *err, size_t errlen);
+/* zbv's split: 2pp groups, rank r holding groups r and 2pp-1-r, minimising the largest rank
+ * time (its two groups' cost over speed[r]; NULL: all 1) with each rank's memory (its two
+ * groups') within mem_limit. Writes first_seg_of_stage[0 .. 2pp-1]. */
+int bal_split_v(int nseg, const double *cost, const double *mem, int pp, const double *speed, double mem_limit,
+                int *first_seg_of_stage, char *err, size_t errlen);
 
 /* ==== precision.c: bf16 mixed precision ================================= */
 
@@ -291,6 +344,9 @@ typedef struct CompileOptions {
   const char *schedule;    /* --schedule, or NULL */
   int64_t microbatches;    /* --microbatches, or 0 */
   double mem_limit;        /* --mem-limit bytes per rank, 0: none */
+  const double *device_speed; /* --device-speed: one relative speed per pipeline rank, or NULL */
+  int ndevice_speed;
+  const char *profile;     /* --profile FILE.json, or NULL */
   const char *gpu_arch;    /* --gpu-arch, default "sm_90" */
   bool allow_gather;       /* --allow-gather: tp may all-gather split values (shard.c) */
   const char *precision;   /* --precision: f32, tf32 or bf16 (the driver checks it), or NULL */

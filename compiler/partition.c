@@ -376,11 +376,12 @@ static const char *dot_style(const Op *op, bool fwd) {
   }
 }
 
-/* The world ranks that run stage s: pipeline rank s % pp of every (replica, tp index). */
+/* The world ranks that run stage s: its pipeline rank of every (replica, tp index). */
 static void dot_stage_label(FILE *out, const Partition *p, int s, int dp, int tp, int pp) {
+  int pr = graph_stage_rank(p->g, s);
   fprintf(out, "    label=\"stage %d: rank%s", s, dp * tp > 1 ? "s" : "");
-  for (int w = s % pp, k = 0; w < dp * tp * pp; w += pp) fprintf(out, "%s%d", k++ ? "," : " ", w);
-  fprintf(out, " (pp %d", s % pp);
+  for (int w = pr, k = 0; w < dp * tp * pp; w += pp) fprintf(out, "%s%d", k++ ? "," : " ", w);
+  fprintf(out, " (pp %d", pr);
   if (dp > 1) fprintf(out, ", dp 0-%d", dp - 1);
   if (tp > 1) fprintf(out, ", tp 0-%d", tp - 1);
   fprintf(out, ")\";\n");

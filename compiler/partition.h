@@ -72,5 +72,9 @@ typedef struct Costs {
   double flops;      /* one step: every op of the program once per micro-batch */
 } Costs;
 Costs *cost_partition(Arena *a, const Partition *p);
+/* --emit=plan's lines on where the costs come from: measured (a profile: which ops) or
+ * modelled, and the devices' speeds; nothing when neither --profile nor --device-speed
+ * was given (every cost modelled, every device alike). */
+void cost_dump(FILE *out, const Graph *g);
 
 #endif

@@ -175,7 +175,7 @@ static bool is_persistent(const Op *op) { return op->kind == OP_PARAM || op->kin
 static void touch_leaves(Live *lv, const PlanIn *in, int r) {
   const Schedule *s = in->sched;
   for (int st = 0; st < s->nstages; st++) {
-    if (st % s->pp != r) continue;
+    if (sched_stage_rank(s, st) != r) continue;
     const PartStage *ps = &in->part->st[st];
     for (int i = 0; i < ps->params.n; i++) touch(lv, ps->params.v[i], 0);
     for (int i = 0; i < ps->inputs.n; i++)
@@ -309,7 +309,7 @@ static void comm_prog(const PlanProg *pg, MplCommCount *c) {
 
 /* A transfer's values, one message each, unless both stages are on this rank. */
 static void comm_xfer(const Mesh3 *ms, const PartXfer *x, int peer_stage, int r, int kind, MplCommCount *c) {
-  if (!x || peer_stage % ms->pp == r) return;
+  if (!x || sched_stage_rank(ms->in->sched, peer_stage) == r) return;
   for (int j = 0; j < x->vals.n; j++) count(c, kind, op_bytes(ms->in->g->ops[x->vals.v[j]]));
 }
 
@@ -445,7 +445,7 @@ static void print_rank_memory(FILE *out, const Schedule *s, const PlanRank *pr, 
   int r = pw->pr;
   fprintf(out, ": stages");
   for (int st = 0; st < s->nstages; st++)
-    if (st % s->pp == r) fprintf(out, " %d", st);
+    if (sched_stage_rank(s, st) == r) fprintf(out, " %d", st);
   fprintf(out, ", predicted busy %.3g s, bubble %.4f\n", tm->busy[r],
           tm->makespan > 0 ? 1 - tm->busy[r] / tm->makespan : 0);
   print_bytes(out, "params", pr->param_bytes);
@@ -480,6 +480,7 @@ void plan_dump(FILE *out, const PlanIn *in, const PlanRank *pr, const PlanWorld 
                "   and receives about 2(n-1)/n of it per rank)\n");
   fprintf(out, "bubble: predicted %.4f, textbook (p-1)/(m+p-1) = %.4f\n", timing->bubble,
           sched_textbook_bubble(s->pp, s->m));
+  cost_dump(out, g);
   bool *done = calloc((size_t)nworld, 1), *member = calloc((size_t)nworld, 1);
   for (int r = 0; r < s->pp; r++)
     for (int w = r; w < nworld; w += s->pp) {

@@ -6,8 +6,10 @@
  * is plain numbers (pp, v, micro-batches, the stage edges, pass times), never the graph:
  * sched_partition reads them off a Partition, the unit tests write them by hand.
  *
- * Stages 0 .. S-1, S = pp * v; stage s runs on rank s % pp (v > 1 only for
- * interleaved(v): rank r holds the model chunks r, r + pp, r + 2pp, ...).
+ * Stages 0 .. S-1, S = pp * v; stage s runs on rank mpl_stage_rank(kind, pp, s)
+ * (runtime/job.h): s % pp, so that interleaved(v) puts the model chunks r, r + pp,
+ * r + 2pp, ... on rank r; under zbv (v = 2) the chunks form a V: rank r holds stages r
+ * and 2pp-1-r.
  * Activations flow along the edges (src, dst), src < dst; gradients flow back along
  * them. An edge between two stages of one rank needs no message.
  *
@@ -19,6 +21,8 @@
  *    by RECV_GRAD for each such out-edge and followed by SEND_GRAD for each such in-edge;
  *  - every send meets exactly one recv; sends are eager (buffered, never block), a recv
  *    blocks until its send has happened; running all ranks together never deadlocks;
+ *  - the messages from one rank to another are received in the order they are sent
+ *    (the runtime's queues are FIFO per pair of ranks);
  *  - per stage, BWD_W runs in micro-batch order (gradients are summed in that order);
  *  - ALLREDUCE_TIED(g) comes after all backward work, on every rank holding a stage of
  *    tied group g, in group order; OPTIMIZER_STEP is each rank's last instruction.
@@ -73,7 +77,7 @@ typedef struct TiedGroup {
 
 typedef struct SchedSpec {
   SchedKind kind;
-  int pp, v, m;               /* ranks, chunks per rank (1 unless interleaved), micro-batches */
+  int pp, v, m;               /* ranks, chunks per rank (interleaved: v; zbv: 2; else 1), micro-batches */
   int nedges;
   const int (*edges)[2];      /* (src, dst), src < dst; duplicates are merged */
   int ntied;
@@ -100,7 +104,7 @@ typedef struct SchedTiming {
   double busy[SCHED_MAX_PP];  /* per rank: time spent in FWD, BWD_B, BWD_W */
 } SchedTiming;
 
-/* "sequential", "gpipe", "1f1b", "interleaved", "zb". */
+/* "sequential", "gpipe", "1f1b", "interleaved", "zb", "zbv". */
 const char *sched_name(SchedKind k);
 /* Parses a --schedule value: a name, or "interleaved(v)"; v is 1 for the others. */
 bool sched_parse(const char *s, SchedKind *kind, int *v);
@@ -146,9 +150,15 @@ int sched_peak_inflight(const Schedule *s, int rank);
 void sched_dump(FILE *out, const Schedule *s);
 
 /* The rank that runs stage `stage`. */
-static inline int sched_stage_rank(const Schedule *s, int stage) { return stage % s->pp; }
+static inline int sched_stage_rank(const Schedule *s, int stage) { return mpl_stage_rank(s->kind, s->pp, stage); }
 /* The duration of a pass of `stage` from a table of pass times (NULL: 1). */
 static inline double sched_pass_time(const double *t, int stage) { return t ? t[stage] : 1.0; }
+/* The message a send or recv instruction moves, as an index in 0 .. 2 * nedges * m - 1
+ * (activations, then gradients; by edge, then micro-batch); -1 for another instruction
+ * or an edge the schedule does not have. */
+int sched_msg_index(const Schedule *s, const Ins *in);
+/* The rank at the other end of a send or recv. */
+static inline int sched_peer_rank(const Schedule *s, const Ins *in) { return sched_stage_rank(s, in->peer_stage); }
 /* Does `rank` hold a stage of tied group g? */
 bool sched_tied_on_rank(const Schedule *s, int g, int rank);
 

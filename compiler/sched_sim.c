@@ -35,20 +35,18 @@ const char *ins_name(InsKind k) {
   return ins_names[k];
 }
 
-/* ORDER: follows SchedKind in mplc.h. */
-static const char *const sched_names[] = {"sequential", "gpipe", "1f1b", "interleaved", "zb"};
-
 const char *sched_name(SchedKind k) {
-  if ((unsigned)k >= sizeof sched_names / sizeof sched_names[0])
+  if ((unsigned)k >= SCHED__COUNT)
     die("bad schedule kind %d", (int)k);
-  return sched_names[k];
+  return mpl_sched_name(k);
 }
 
 bool sched_parse(const char *s, SchedKind *kind, int *v) {
   *v = 1;
-  for (int k = 0; k < (int)(sizeof sched_names / sizeof sched_names[0]); k++) {
-    if (strcmp(s, sched_names[k]) == 0) {
+  for (int k = 0; k < SCHED__COUNT; k++) {
+    if (strcmp(s, mpl_sched_name(k)) == 0) {
       *kind = (SchedKind)k;
+      *v = k == SCHED_ZBV ? 2 : 1;
       return true;
     }
   }
@@ -106,6 +104,17 @@ static int edge_index(const Schedule *s, int src, int dst) {
       hi = mid - 1;
   }
   return -1;
+}
+
+int sched_msg_index(const Schedule *s, const Ins *in) {
+  bool act = in->kind == INS_SEND_ACT || in->kind == INS_RECV_ACT;
+  if (!act && in->kind != INS_SEND_GRAD && in->kind != INS_RECV_GRAD)
+    return -1;
+  bool down = in->kind == INS_SEND_ACT || in->kind == INS_RECV_GRAD; /* stage is the src */
+  int e = down ? edge_index(s, in->stage, in->peer_stage) : edge_index(s, in->peer_stage, in->stage);
+  if (e < 0 || in->mb < 0 || in->mb >= s->m)
+    return -1;
+  return ((act ? 0 : 1) * s->nedges + e) * s->m + in->mb;
 }
 
 bool sched_tied_on_rank(const Schedule *s, int g, int rank) {
@@ -309,8 +318,8 @@ static int step_recv(Exec *x, int r, const Ins *in) {
 /* All of rank r's W passes have run. */
 static bool rank_backward_done(const Exec *x, int r) {
   int local = 0;
-  for (int st = r; st < x->s->nstages; st += x->s->pp)
-    local++;
+  for (int st = 0; st < x->s->nstages; st++)
+    local += sched_stage_rank(x->s, st) == r;
   return x->nw_rank[r] == local * x->s->m;
 }
 
@@ -446,6 +455,38 @@ static bool exec_run(Exec *x) {
   return exec_check_complete(x);
 }
 
+/*
+ * The messages from rank a to rank b: b's recvs from a come in the order of a's sends
+ * to b. Checked on the lists alone (it does not depend on timing): pos[msg] is the
+ * message's place among a's sends to b.
+ */
+static bool check_fifo(const Schedule *s, Arena *a, char *err, size_t errlen) {
+  int nmsg = 2 * s->nedges * s->m + 1;
+  int *pos = arena_alloc(a, sizeof(int) * nmsg);
+  int *next = arena_alloc(a, sizeof(int) * s->pp * s->pp); /* [a * pp + b] */
+  char b1[128];
+  for (int r = 0; r < s->pp; r++)
+    for (int i = 0, k; i < s->nins[r]; i++)
+      if ((s->ins[r][i].kind == INS_SEND_ACT || s->ins[r][i].kind == INS_SEND_GRAD) &&
+          (k = sched_msg_index(s, &s->ins[r][i])) >= 0)
+        pos[k] = next[r * s->pp + sched_peer_rank(s, &s->ins[r][i])]++;
+  memset(next, 0, sizeof(int) * s->pp * s->pp);
+  for (int r = 0; r < s->pp; r++)
+    for (int i = 0, k; i < s->nins[r]; i++) {
+      const Ins *in = &s->ins[r][i];
+      if ((in->kind != INS_RECV_ACT && in->kind != INS_RECV_GRAD) || (k = sched_msg_index(s, in)) < 0)
+        continue;
+      int *want = &next[sched_peer_rank(s, in) * s->pp + r];
+      if (pos[k] != *want)
+        return sched_errf(err, errlen, "rank %d, instruction %d %s: rank %d sends it as its message %d to rank %d, "
+                          "but this is the rank's receive %d from it (messages between two ranks arrive in the "
+                          "order they are sent)", r, i, ins_str(in, b1, sizeof b1), sched_peer_rank(s, in), pos[k],
+                          r, *want), false;
+      ++*want;
+    }
+  return true;
+}
+
 bool sched_verify(const Schedule *s, char *err, size_t errlen) {
   Arena scratch;
   arena_init(&scratch);
@@ -453,7 +494,7 @@ bool sched_verify(const Schedule *s, char *err, size_t errlen) {
   char dummy[8];
   x->err = err ? err : dummy;
   x->errlen = err ? errlen : sizeof dummy;
-  bool ok = exec_run(x);
+  bool ok = exec_run(x) && check_fifo(s, &scratch, x->err, x->errlen);
   arena_free(&scratch);
   return ok;
 }

@@ -9,14 +9,16 @@
  *     passes, from the schedule's rule (sched_order_*).
  *  2. A timed list scheduler (gen_run) plays all ranks together with the pass
  *     durations and records, per rank, the sequence of passes it really runs; the
- *     weight-gradient pass W follows its B at once, except under zb, where W waits
- *     in a queue and fills the time a rank would spend waiting. What comes out is one
- *     possible execution, so it respects every data dependency.
+ *     weight-gradient pass W follows its B at once, except under zb and zbv, where W
+ *     waits in a queue and fills the time a rank would spend waiting. What comes out
+ *     is one possible execution, so it respects every data dependency. zbv has no
+ *     fixed order: each rank picks its next pass as it goes (zbv_pick).
  *  3. Messages are put around the passes (sched_emit): recvs right before the pass
- *     that needs them, sends right after the pass that made them, then the tied
- *     all-reduces and the optimizer step. Outside zb the backward is one pass B W:
- *     its gradients are sent after W (as the textbook bubble assumes); under zb they
- *     leave right after B, which is the point of splitting the backward.
+ *     that needs them (or earlier, to take a pair of ranks' messages in the order
+ *     they were sent: fifo_order), sends right after the pass that made them, then
+ *     the tied all-reduces and the optimizer step. Outside zb and zbv the backward is one pass
+ *     B W: its gradients are sent after W (as the textbook bubble assumes); under zb
+ *     and zbv they leave right after B, which is the point of splitting the backward.
  *  4. sched_verify (sched_sim.c) proves the lists with no help from steps 1-3.
  *
  * Micro-batch counts that are not a multiple of pp, or smaller than pp:
@@ -33,6 +35,18 @@
  *    forwards, capped by m * v. If that order would deadlock (possible with a short last group),
  *    the warm-up of the ranks found stuck grows by one until it does not; at the cap
  *    the order is all forwards then all backwards, which never deadlocks.
+ *  - zbv (ZB-V): rank r holds chunk 0 = stage r and chunk 1 = stage 2pp-1-r, so a
+ *    micro-batch goes down the ranks and back up them, and its loss and its first
+ *    backward are on rank 0. Each chunk's F's and B's go in micro-batch order; a rank
+ *    picks, among the passes whose inputs are there, by a priority (zbv_before: B
+ *    first, the oldest micro-batch first, or F first); a new micro-batch enters chunk
+ *    0 only while the rank holds fewer than 2pp chunk activations (F done, B not): the
+ *    peak of 1f1b's rank 0, whatever m. If that could deadlock, the limit of the ranks
+ *    found stuck grows by one (at 2m nothing holds a forward back). Each priority is
+ *    played with pp and with 2pp W's held back, and the shortest of the six runs (by
+ *    the pass times given) is kept, as the ZB-V authors' scheduler searches its
+ *    heuristics; with equal passes and m >= pp the bubble is (pp-1)/(6m+pp-1), half
+ *    of zb's idle time.
  *
  * Invariants: see sched.h. No global mutable state; scratch memory lives in a local
  * Arena freed before returning.
@@ -149,10 +163,13 @@ static void order_interleaved(Arena *a, const Schedule *s, int r, int warmup, In
 typedef struct Gen {
   const Schedule *s;
   const double *F, *B, *W;
-  bool defer_w;      /* zb: W waits in a queue */
+  bool defer_w;      /* zb, zbv: W waits in a queue */
   int w_limit;       /* most W's a rank may hold back */
-  InsList *order;   /* per rank: F and B passes */
+  InsList *order;   /* per rank: F and B passes (not zbv) */
   int *pos;          /* per rank: next pass of order */
+  int (*zf)[2], (*zb)[2]; /* zbv, per rank and chunk: the next micro-batch to run F, B */
+  int *zcap;         /* zbv, per rank: most chunk activations held (F done, B not) */
+  int zprio;         /* zbv: which pass goes first (ZBV_*) */
   double *clock;     /* per rank */
   double *fend, *bend; /* per (stage, mb): end time, -1 before it ran */
   Ins **wq;          /* per rank: FIFO of deferred W's */
@@ -184,22 +201,90 @@ static double gen_ready(const Gen *g, const Ins *p) {
   return t;
 }
 
-/* What rank r does next, and at what time. */
-static int gen_decide(const Gen *g, int r, double *when) {
+/* zbv's priorities among the passes that are ready: a B first (older micro-batch, then
+ * chunk 1); the older micro-batch first (a B on a tie); an F first (chunk 1's). */
+enum { ZBV_B_FIRST, ZBV_OLDEST_FIRST, ZBV_F_FIRST, ZBV__COUNT };
+
+/* Does candidate c go before the pick p under priority prio? Candidates come B chunk 1,
+ * B chunk 0, F chunk 1, F chunk 0: the earlier one wins a tie. */
+static bool zbv_before(int prio, const Ins *c, const Ins *p) {
+  bool cb = c->kind == INS_BWD_B, pb = p->kind == INS_BWD_B;
+  switch (prio) {
+  case ZBV_B_FIRST: return (cb && !pb) || (cb == pb && c->mb < p->mb);
+  case ZBV_OLDEST_FIRST: return c->mb < p->mb || (c->mb == p->mb && cb && !pb);
+  default: return (!cb && pb) || (cb == pb && c->mb < p->mb);
+  }
+}
+
+/* zbv: the stage of chunk c (0 or 1) of rank r. */
+static int zbv_stage(const Schedule *s, int r, int c) { return c ? 2 * s->pp - 1 - r : r; }
+
+/*
+ * zbv: rank r's next pass at time t (see the top of the file): among the passes whose
+ * inputs are there by t, a B before an F, the older micro-batch first, chunk 1 on a
+ * tie; a new micro-batch enters chunk 0 only under the rank's activation limit. False
+ * when none is ready by t; *ready gets the earliest known ready time (INFINITY: none).
+ */
+static bool zbv_pick(const Gen *g, int r, double t, Ins *pick, double *ready) {
+  const Schedule *s = g->s;
+  int m = s->m, *f = g->zf[r], *b = g->zb[r];
+  int held = f[0] + f[1] - b[0] - b[1];
+  Ins cand[4];
+  int n = 0;
+  for (int c = 1; c >= 0; c--) /* B: chunk 1's comes first for one micro-batch */
+    if (b[c] < f[c]) cand[n++] = (Ins){INS_BWD_B, zbv_stage(s, r, c), -1, b[c]};
+  if (f[1] < f[0]) cand[n++] = (Ins){INS_FWD, zbv_stage(s, r, 1), -1, f[1]};
+  if (f[0] < m && held < g->zcap[r]) cand[n++] = (Ins){INS_FWD, zbv_stage(s, r, 0), -1, f[0]};
+  bool found = false;
+  *ready = INFINITY;
+  for (int i = 0; i < n; i++) {
+    double rt = gen_ready(g, &cand[i]);
+    *ready = fmin(*ready, rt);
+    if (rt > t)
+      continue;
+    if (!found || zbv_before(g->zprio, &cand[i], pick))
+      *pick = cand[i], found = true;
+  }
+  return found;
+}
+
+/* Rank r has no F or B left. */
+static bool gen_passes_done(const Gen *g, int r) {
+  if (g->s->kind != SCHED_ZBV)
+    return g->pos[r] == g->order[r].n;
+  return g->zb[r][0] == g->s->m && g->zb[r][1] == g->s->m;
+}
+
+/* When the next pass of rank r's fixed order can start (INFINITY: not yet known). */
+static double gen_order_ready(const Gen *g, int r, Ins *pick) {
+  *pick = g->order[r].p[g->pos[r]];
+  return gen_ready(g, pick);
+}
+
+/* What rank r does next, at what time, and for ACT_NEXT which pass. */
+static int gen_decide(const Gen *g, int r, double *when, Ins *pick) {
   int pending = g->wq_tail[r] - g->wq_head[r];
   *when = g->clock[r];
-  if (g->pos[r] == g->order[r].n)
+  if (gen_passes_done(g, r))
     return pending ? ACT_W : ACT_DONE;
   if (g->defer_w && pending >= g->w_limit)
     return ACT_W;
-  double ready = gen_ready(g, &g->order[r].p[g->pos[r]]);
-  if (ready <= g->clock[r])
-    return ACT_NEXT;
+  double ready;
+  if (g->s->kind == SCHED_ZBV) {
+    if (zbv_pick(g, r, g->clock[r], pick, &ready))
+      return ACT_NEXT;
+  } else {
+    ready = gen_order_ready(g, r, pick);
+    if (ready <= g->clock[r])
+      return ACT_NEXT;
+  }
   if (pending)
     return ACT_W;
   if (ready == INFINITY)
     return ACT_BLOCKED;
   *when = ready;
+  if (g->s->kind == SCHED_ZBV && !zbv_pick(g, r, ready, pick, &ready))
+    die("zbv: no pass ready at %g", *when);
   return ACT_NEXT;
 }
 
@@ -209,9 +294,12 @@ static void gen_run_w(Arena *a, Gen *g, int r) {
   il_push(a, &g->out[r], INS_BWD_W, w.stage, -1, w.mb);
 }
 
-static void gen_run_next(Arena *a, Gen *g, int r, double when) {
-  Ins p = g->order[r].p[g->pos[r]++];
+static void gen_run_next(Arena *a, Gen *g, int r, double when, Ins p) {
   int k = p.stage * g->s->m + p.mb;
+  if (g->s->kind != SCHED_ZBV)
+    g->pos[r]++;
+  else
+    (p.kind == INS_FWD ? g->zf : g->zb)[r][p.stage != r]++;
   bool fwd = p.kind == INS_FWD;
   g->clock[r] = when + sched_pass_time(fwd ? g->F : g->B, p.stage);
   (fwd ? g->fend : g->bend)[k] = g->clock[r];
@@ -235,20 +323,22 @@ static bool gen_run(Arena *a, Gen *g) {
   for (;;) {
     int best = -1, act = ACT_DONE, nblocked = 0;
     double best_t = INFINITY;
+    Ins best_pick = {0};
     for (int r = 0; r < s->pp; r++) {
       double t;
-      int x = gen_decide(g, r, &t);
+      Ins pick;
+      int x = gen_decide(g, r, &t, &pick);
       g->stuck[r] = x == ACT_BLOCKED;
       nblocked += x == ACT_BLOCKED;
       if ((x == ACT_NEXT || x == ACT_W) && (best < 0 || t < best_t))
-        best = r, best_t = t, act = x;
+        best = r, best_t = t, act = x, best_pick = pick;
     }
     if (best < 0)
       return nblocked == 0;
     if (act == ACT_W)
       gen_run_w(a, g, best);
     else
-      gen_run_next(a, g, best, best_t);
+      gen_run_next(a, g, best, best_t, best_pick);
   }
 }
 
@@ -257,7 +347,7 @@ static Gen *gen_new(Arena *a, const Schedule *s, const SchedSpec *spec) {
   int pp = s->pp, n = s->nstages * s->m;
   g->s = s;
   g->F = spec->F, g->B = spec->B, g->W = spec->W;
-  g->defer_w = s->kind == SCHED_ZB;
+  g->defer_w = s->kind == SCHED_ZB || s->kind == SCHED_ZBV;
   g->w_limit = pp;
   g->order = arena_alloc(a, sizeof(InsList) * pp);
   g->out = arena_alloc(a, sizeof(InsList) * pp);
@@ -269,6 +359,9 @@ static Gen *gen_new(Arena *a, const Schedule *s, const SchedSpec *spec) {
   g->wq = arena_alloc(a, sizeof(Ins *) * pp);
   for (int r = 0; r < pp; r++)
     g->wq[r] = arena_alloc(a, sizeof(Ins) * (size_t)s->v * s->m);
+  g->zf = arena_alloc(a, sizeof(int[2]) * pp);
+  g->zb = arena_alloc(a, sizeof(int[2]) * pp);
+  g->zcap = arena_alloc(a, sizeof(int) * pp);
   g->fend = arena_alloc(a, sizeof(double) * n);
   g->bend = arena_alloc(a, sizeof(double) * n);
   for (int i = 0; i < n; i++)
@@ -276,7 +369,7 @@ static Gen *gen_new(Arena *a, const Schedule *s, const SchedSpec *spec) {
   return g;
 }
 
-/* Fills g->order for every rank; warmup is used by interleaved only. */
+/* Fills g->order for every rank; warmup is interleaved's warm-up, zbv's activation limit. */
 static void gen_orders(Arena *a, Gen *g, const int *warmup) {
   const Schedule *s = g->s;
   for (int r = 0; r < s->pp; r++) {
@@ -286,24 +379,31 @@ static void gen_orders(Arena *a, Gen *g, const int *warmup) {
     case SCHED_GPIPE: order_gpipe(a, s, r, l); break;
     case SCHED_1F1B: case SCHED_ZB: order_1f1b(a, s, r, l); break;
     case SCHED_INTERLEAVED: order_interleaved(a, s, r, warmup[r], l); break;
+    case SCHED_ZBV: g->zcap[r] = warmup[r]; break; /* picked as it runs (zbv_pick) */
     }
   }
 }
 
 /*
  * Runs the list scheduler; for interleaved, grows the warm-up of stuck ranks until
- * the order can run (at warm-up m*v on every rank it always can).
+ * the order can run (at warm-up m*v on every rank it always can); for zbv, their
+ * activation limit (at 2m it holds nothing back).
  */
-static Gen *gen_schedule(Arena *a, const Schedule *s, const SchedSpec *spec) {
+static Gen *gen_schedule_one(Arena *a, const Schedule *s, const SchedSpec *spec, int variant) {
   int total = s->m * s->v;
   int *warmup = arena_alloc(a, sizeof(int) * s->pp);
   for (int r = 0; r < s->pp; r++) {
     warmup[r] = (s->pp - r - 1) * 2 + (s->v - 1) * interleaved_group(s, 0);
+    if (s->kind == SCHED_ZBV)
+      warmup[r] = 2 * s->pp;
     if (warmup[r] > total)
       warmup[r] = total;
   }
   for (;;) {
     Gen *g = gen_new(a, s, spec);
+    g->zprio = variant % ZBV__COUNT;
+    if (variant >= ZBV__COUNT)
+      g->w_limit = 2 * s->pp;
     gen_orders(a, g, warmup);
     if (gen_run(a, g))
       return g;
@@ -311,9 +411,30 @@ static Gen *gen_schedule(Arena *a, const Schedule *s, const SchedSpec *spec) {
     for (int r = 0; r < s->pp; r++)
       if (g->stuck[r] && warmup[r] < total)
         warmup[r]++, grew = true;
-    if (!grew || s->kind != SCHED_INTERLEAVED)
+    if (!grew || (s->kind != SCHED_INTERLEAVED && s->kind != SCHED_ZBV))
       return NULL;
   }
+}
+
+static double gen_makespan(const Gen *g) {
+  double t = 0;
+  for (int r = 0; r < g->s->pp; r++)
+    t = fmax(t, g->clock[r]);
+  return t;
+}
+
+/*
+ * The list scheduler's run; for zbv the shortest of its variants (each priority, with
+ * pp or 2pp W's held back), the first of them on a tie.
+ */
+static Gen *gen_schedule(Arena *a, const Schedule *s, const SchedSpec *spec) {
+  Gen *best = gen_schedule_one(a, s, spec, 0);
+  for (int v = 1; s->kind == SCHED_ZBV && v < 2 * ZBV__COUNT; v++) {
+    Gen *g = gen_schedule_one(a, s, spec, v);
+    if (g && (!best || gen_makespan(g) < gen_makespan(best)))
+      best = g;
+  }
+  return best;
 }
 
 /* ---- step 3: messages around the passes ------------------------------------------ */
@@ -359,6 +480,53 @@ static void sched_emit(Arena *a, Schedule *s, const Gen *g) {
   }
 }
 
+/*
+ * The runtime's message queues are FIFO per pair of ranks, so rank b must receive rank
+ * a's messages in the order a sends them. When b needs a message before an older one
+ * (two streams share a pair of ranks: zbv's activations down and gradients back up,
+ * interleaved's chunks), the older ones are received first, right before it. That never
+ * makes b wait longer: a sent them before the one b waits for.
+ */
+static void fifo_order(Arena *a, Arena *tmp, Schedule *s) {
+  int nmsg = 2 * s->nedges * s->m + 1, pp = s->pp;
+  int *pos = arena_alloc(tmp, sizeof(int) * nmsg), *cnt = arena_alloc(tmp, sizeof(int) * pp * pp);
+  Ins **sends = arena_alloc(tmp, sizeof(Ins *) * pp * pp); /* [a * pp + b]: a's sends to b */
+  for (int r = 0; r < pp; r++)
+    for (int i = 0; i < s->nins[r]; i++)
+      if (s->ins[r][i].kind == INS_SEND_ACT || s->ins[r][i].kind == INS_SEND_GRAD)
+        cnt[r * pp + sched_peer_rank(s, &s->ins[r][i])]++;
+  for (int k = 0; k < pp * pp; k++)
+    sends[k] = arena_alloc(tmp, sizeof(Ins) * (cnt[k] + 1)), cnt[k] = 0;
+  for (int r = 0; r < pp; r++)
+    for (int i = 0; i < s->nins[r]; i++) {
+      const Ins *in = &s->ins[r][i];
+      if (in->kind != INS_SEND_ACT && in->kind != INS_SEND_GRAD)
+        continue;
+      int k = r * pp + sched_peer_rank(s, in);
+      pos[sched_msg_index(s, in)] = cnt[k];
+      sends[k][cnt[k]++] = *in;
+    }
+  for (int b = 0; b < pp; b++) {
+    InsList l = {0};
+    int *next = arena_alloc(tmp, sizeof(int) * pp);
+    for (int i = 0; i < s->nins[b]; i++) {
+      const Ins *in = &s->ins[b][i];
+      if (in->kind != INS_RECV_ACT && in->kind != INS_RECV_GRAD) {
+        il_push(a, &l, in->kind, in->stage, in->peer_stage, in->mb);
+        continue;
+      }
+      int src = sched_peer_rank(s, in), q = pos[sched_msg_index(s, in)];
+      for (; next[src] <= q; next[src]++) { /* this message and the older ones not yet received */
+        const Ins *snd = &sends[src * pp + b][next[src]];
+        il_push(a, &l, snd->kind == INS_SEND_ACT ? INS_RECV_ACT : INS_RECV_GRAD, snd->peer_stage, snd->stage,
+                snd->mb);
+      }
+    }
+    s->ins[b] = l.p;
+    s->nins[b] = l.n;
+  }
+}
+
 /* ---- sched_build ------------------------------------------------------------------ */
 
 static int cmp_edge(const void *x, const void *y) {
@@ -367,14 +535,16 @@ static int cmp_edge(const void *x, const void *y) {
 }
 
 static bool spec_check(const SchedSpec *sp, char *err, size_t errlen) {
-  if ((unsigned)sp->kind > SCHED_ZB)
+  if ((unsigned)sp->kind >= SCHED__COUNT)
     return sched_errf(err, errlen, "unknown schedule kind %d", (int)sp->kind), false;
   if (sp->pp < 1 || sp->pp > SCHED_MAX_PP)
     return sched_errf(err, errlen, "pp must be between 1 and %d, not %d", SCHED_MAX_PP, sp->pp), false;
   if (sp->m < 1)
     return sched_errf(err, errlen, "microbatches must be at least 1, not %d", sp->m), false;
-  if (sp->v < 1 || (sp->v != 1 && sp->kind != SCHED_INTERLEAVED))
-    return sched_errf(err, errlen, "%d model chunks per rank: only interleaved(v) takes v > 1",
+  if (sp->kind == SCHED_ZBV && sp->v != 2)
+    return sched_errf(err, errlen, "%d model chunks per rank: zbv takes 2", sp->v), false;
+  if (sp->v < 1 || (sp->v != 1 && sp->kind != SCHED_INTERLEAVED && sp->kind != SCHED_ZBV))
+    return sched_errf(err, errlen, "%d model chunks per rank: only interleaved(v) and zbv take v > 1",
                 sp->v), false;
   if ((long long)sp->pp * sp->v * sp->m > (1 << 24))
     return sched_errf(err, errlen, "pp * v * microbatches = %lld is too large",
@@ -430,8 +600,10 @@ Schedule *sched_build(Arena *a, const SchedSpec *spec, char *err, size_t errlen)
   Arena scratch;
   arena_init(&scratch);
   Gen *g = gen_schedule(&scratch, s, spec);
-  if (g)
+  if (g) {
     sched_emit(a, s, g);
+    fifo_order(a, &scratch, s);
+  }
   arena_free(&scratch);
   if (!g) {
     sched_errf(err, errlen, "schedule %s cannot be ordered without a deadlock (pp %d, v %d, "
@@ -471,7 +643,7 @@ Schedule *sched_partition(Diag *d, Arena *a, const Partition *p, const Costs *co
   }
   SchedSpec spec = {.kind = g->train.schedule,
                     .pp = g->mesh.pp,
-                    .v = g->train.schedule == SCHED_INTERLEAVED ? g->train.virtual_stages : 1,
+                    .v = g->train.virtual_stages,
                     .m = (int)g->train.microbatches,
                     .nedges = ne,
                     .edges = (const int(*)[2])edges,

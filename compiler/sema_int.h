@@ -251,6 +251,8 @@ void sema_place_finish(Sema *S);
 void sema_mesh(Sema *S, Node *mesh);
 void sema_train(Sema *S, Node *train);
 void sema_train_overrides(Sema *S, Loc loc);
+/* What puts several stages on a pipeline rank, for messages: "interleaved(2)", "zbv". */
+const char *sema_chunks_text(Sema *S);
 
 /* ==== sema.c: the entry (sema_program, in mplc.h), modules ==== */
 Module *sema_module_find(Sema *S, const char *name, Loc loc);

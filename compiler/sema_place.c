@@ -100,7 +100,7 @@ static void note_stage_origin(Sema *S) {
     sema_note(S, S->mesh_pp_loc, "--mesh pp=%d replaces this pp", g->mesh.pp);
   int v = g->train.virtual_stages;
   if (v > 1 && !S->opt->schedule && S->sched_loc.line && !loc_same(S->sched_loc, g->stages_loc))
-    sema_note(S, S->sched_loc, "interleaved(%d) puts %d stages on each pipeline rank", v, v);
+    sema_note(S, S->sched_loc, "%s puts %d stages on each pipeline rank", sema_chunks_text(S), v);
 }
 
 /* The used stages next to each run of empty ones, and the highest used one: the

@@ -267,7 +267,7 @@ static void apply_stage(Sema *S, Scope *sc, Node *an) {
   int n = S->g->nstages;
   if (k < 0 || k >= n) {
     if (S->g->train.virtual_stages > 1)
-      sema_err(S, an->loc, "%s(%lld) is out of range: pp = %d with interleaved(%d) gives stages 0..%d", what, (long long)k, S->g->mesh.pp, S->g->train.virtual_stages, n - 1);
+      sema_err(S, an->loc, "%s(%lld) is out of range: pp = %d with %s gives stages 0..%d", what, (long long)k, S->g->mesh.pp, sema_chunks_text(S), n - 1);
     else
       sema_err(S, an->loc, "%s(%lld) is out of range: pp = %d gives stages 0..%d", what, (long long)k, S->g->mesh.pp, n - 1);
     return;

@@ -157,15 +157,14 @@ static void key_grad_clip(Sema *S, Scope *sc, Node *e) {
   S->g->train.grad_clip = v;
 }
 
-/* sequential | gpipe | 1f1b | interleaved(v) | zb, from a word and an optional v. */
+/* sequential | gpipe | 1f1b | interleaved(v) | zb | zbv, from a word and an optional v
+ * (zbv: two model chunks per rank). */
 static bool set_schedule(Sema *S, const char *name, int64_t v, bool has_v) {
-  static const char *const names[] = {[SCHED_SEQUENTIAL] = "sequential", [SCHED_GPIPE] = "gpipe", [SCHED_1F1B] = "1f1b",
-                                      [SCHED_INTERLEAVED] = "interleaved", [SCHED_ZB] = "zb"};
-  for (int k = 0; k <= SCHED_ZB; k++) {
-    if (strcmp(name, names[k])) continue;
+  for (int k = 0; k < SCHED__COUNT; k++) {
+    if (strcmp(name, mpl_sched_name(k))) continue;
     if ((k == SCHED_INTERLEAVED) != has_v) return false;
     S->g->train.schedule = (SchedKind)k;
-    S->g->train.virtual_stages = has_v ? (int)v : 1;
+    S->g->train.virtual_stages = has_v ? (int)v : k == SCHED_ZBV ? 2 : 1;
     return true;
   }
   return false;
@@ -179,7 +178,7 @@ static void key_schedule(Sema *S, Scope *sc, Node *e) {
   if (fn && has_v && e->list.n == 1 && !pos_int(S, sc, ((Node *)e->list.items[0])->a, "interleaved's v", 1, &v)) return;
   if (v > 64) { sema_err(S, e->loc, "interleaved(%lld): at most 64 chunks per rank", (long long)v); return; }
   if (fn && (!has_v || e->list.n == 1) && set_schedule(S, fn, v, has_v)) return;
-  sema_err(S, e->loc, "schedule is sequential, gpipe, 1f1b, interleaved(v) or zb");
+  sema_err(S, e->loc, "schedule is sequential, gpipe, 1f1b, interleaved(v), zb or zbv");
 }
 
 static void key_optimizer(Sema *S, Scope *sc, Node *e) {
@@ -301,7 +300,7 @@ void sema_train(Sema *S, Node *train) {
 static void override_schedule(Sema *S, const char *s) {
   const char *p = strpbrk(s, "(:");
   if (!p) {
-    if (!set_schedule(S, s, 0, false)) sema_err(S, (Loc){0}, "--schedule %s: expected sequential, gpipe, 1f1b, interleaved(v) or zb", s);
+    if (!set_schedule(S, s, 0, false)) sema_err(S, (Loc){0}, "--schedule %s: expected sequential, gpipe, 1f1b, interleaved(v), zb or zbv", s);
     return;
   }
   char name[32];
@@ -314,7 +313,13 @@ static void override_schedule(Sema *S, const char *s) {
     name[n] = 0;
     ok = set_schedule(S, name, v, true);
   }
-  if (!ok) sema_err(S, (Loc){0}, "--schedule %s: expected sequential, gpipe, 1f1b, interleaved(v) or zb", s);
+  if (!ok) sema_err(S, (Loc){0}, "--schedule %s: expected sequential, gpipe, 1f1b, interleaved(v), zb or zbv", s);
+}
+
+const char *sema_chunks_text(Sema *S) {
+  const TrainConfig *t = &S->g->train;
+  if (t->schedule == SCHED_ZBV) return "zbv";
+  return arena_printf(S->a, "interleaved(%d)", t->virtual_stages);
 }
 
 /* What sets the stage count, and where, for the errors about stages (Graph.stages_from):
@@ -324,7 +329,7 @@ static void stages_origin(Sema *S) {
   bool pp_cli = S->opt->mesh_set && S->opt->mesh.pp > 0, v_cli = S->opt->schedule != NULL;
   int v = g->train.virtual_stages;
   const char *pp = arena_printf(S->a, pp_cli ? "--mesh pp=%d on the command line" : "pp = %d", g->mesh.pp);
-  g->stages_from = v > 1 ? arena_printf(S->a, "%s with interleaved(%d)%s", pp, v, v_cli ? " from --schedule" : "") : pp;
+  g->stages_from = v > 1 ? arena_printf(S->a, "%s with %s%s", pp, sema_chunks_text(S), v_cli ? " from --schedule" : "") : pp;
   if (!pp_cli && S->mesh_pp_loc.line) g->stages_loc = S->mesh_pp_loc;
   else if (v > 1 && !v_cli) g->stages_loc = S->sched_loc;
 }

@@ -67,7 +67,7 @@ static void find_placement(UpdatePhase *u, Arena *a, const Partition *p) {
   for (int pi = 0; pi < u->nparams; pi++) {
     int id = u->params[pi]->id, n = 0;
     for (int s = 0; s < p->nstages; s++)
-      if (ivec_has(&p->st[s].params, id)) u->holds[(size_t)(s % u->pp) * u->nparams + pi] = true;
+      if (ivec_has(&p->st[s].params, id)) u->holds[(size_t)graph_stage_rank(g, s) * u->nparams + pi] = true;
     for (int i = 0; i < g->nops; i++) n += g->ops[i]->kind == OP_PARAM_GRAD && g->ops[i]->key == id;
     u->nuses[pi] = n;
     u->use_rank[pi] = arena_alloc(a, sizeof(int) * (size_t)(n + 1));
@@ -75,7 +75,7 @@ static void find_placement(UpdatePhase *u, Arena *a, const Partition *p) {
       const Op *op = g->ops[i];
       if (op->kind != OP_PARAM_GRAD || op->key != id) continue;
       if (op->use < 0 || op->use >= n) die("update: %s use %d of %d", u->params[pi]->name, op->use, n);
-      u->use_rank[pi][op->use] = (op->stage >= 0 ? op->stage : 0) % u->pp;
+      u->use_rank[pi][op->use] = graph_stage_rank(g, op->stage >= 0 ? op->stage : 0);
     }
   }
 }

@@ -238,12 +238,15 @@ static int run_checks(RankCtx *rc, const JobStep *s, int stage, int mb, MplErr *
 
 int run_prog(RankCtx *rc, int stage, int which, int mb, int64_t step, MplErr *err) {
   const JobProgram *pg = &rc->run->job->stages[stage].prog[which];
+  bool timed = rc->prof_on && which != JP_RECOMP; /* --profile (measure.c) */
   for (int i = 0; i < pg->nsteps; i++) {
     const JobStep *s = &pg->steps[i];
     int need = s->kind == JS_GEMM ? 3 : (s->kind == JS_ACCUM || s->kind == JS_ALIAS) ? 2 : 0;
     if (s->nargs < need) return rank_fail(rc, err, "stage %d: step %d has %d arguments", stage, i, s->nargs);
+    double t0 = timed ? now_s() : 0;
     if (run_step_op(rc, s, stage, mb, step, err) != MPL_OK) return MPL_ERR;
     if (s->kind == JS_KERNEL && run_checks(rc, s, stage, mb, err) != MPL_OK) return MPL_ERR;
+    if (timed && measure_step(rc, s, which, t0, err) != MPL_OK) return MPL_ERR;
   }
   return MPL_OK;
 }
@@ -376,7 +379,9 @@ int rank_step(RankCtx *rc, int64_t step, MplErr *err) {
   double ts0 = r->tracing ? mpl_trace_now(&r->trace) : 0;
   if (zero_grads(rc, err) != MPL_OK || fill_inputs(rc, &r->loader, step, err) != MPL_OK) return MPL_ERR;
   if (r->tracing) mpl_trace_event(&r->trace, rc->wrank, "setup", "setup", ts0, mpl_trace_now(&r->trace) - ts0);
-  double busy = 0, upd0 = -1;
+  double busy = 0, compute = 0, msg = 0, update = 0, upd0 = -1;
+  bool counted = step > r->first_step || r->total_steps - r->first_step <= 1;
+  rc->prof_on = r->profiling && counted;
   for (int i = 0; i < jr->nins; i++) {
     const JobIns *ins = &jr->ins[i];
     if (rc->wrank == r->opts.fail_rank && step == r->opts.fail_step && i == r->opts.fail_ins)
@@ -386,6 +391,7 @@ int rank_step(RankCtx *rc, int64_t step, MplErr *err) {
     double t1 = now_s();
     if (ins_is_busy(ins->kind)) busy += t1 - t0;
     bool upd = job_ins_is_update(ins->kind), last = i + 1 == jr->nins || !job_ins_is_update(jr->ins[i + 1].kind);
+    *(upd ? &update : ins->kind == JI_SEND || ins->kind == JI_RECV ? &msg : &compute) += t1 - t0;
     if (upd && upd0 < 0) upd0 = tr0;
     if (r->tracing && (!upd || last)) trace_ins(rc, ins, upd ? upd0 : tr0, mpl_trace_now(&r->trace));
     if (upd && last) upd0 = -1;
@@ -396,9 +402,14 @@ int rank_step(RankCtx *rc, int64_t step, MplErr *err) {
     mpl_trace_event(&r->trace, rc->wrank, "wait", "wait", tw0, mpl_trace_now(&r->trace) - tw0);
   /* the first step of a run warms up (first touches of the arena, code, GEMM set-up):
      it is left out of the measured busy time and bubble when more steps follow */
-  if (step > r->first_step || r->total_steps - r->first_step <= 1) {
+  rc->prof_on = false;
+  rc->step_end = now_s();
+  rc->step_counted = counted;
+  if (counted) {
     rc->stats.busy_s += busy;
-    rc->stats.wall_s += now_s() - t_start;
+    rc->stats.wall_s += rc->step_end - t_start;
+    rc->stats.compute_s += compute, rc->stats.msg_s += msg, rc->stats.update_s += update;
+    rc->stats.steps++;
   }
   return MPL_OK;
 }

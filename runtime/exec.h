@@ -77,6 +77,7 @@ typedef struct MplRunOpts {
   const char *resume_dir;      /* --resume */
   const char *trace_path;      /* --trace */
   const char *metrics_path;    /* --metrics */
+  const char *profile_path;    /* --profile: each op's measured time, written after training */
   bool quiet;                  /* no progress lines */
   FILE *out;                   /* progress and reports (NULL: stdout) */
   uint64_t job_checksum;       /* identity of the job file, stored in checkpoints */
@@ -100,6 +101,15 @@ void mpl_run_opts_default(MplRunOpts *o);
 /* Per-rank totals, filled during the run. */
 typedef struct MplRankStats {
   double busy_s, wall_s;       /* inside FWD/BWD/optimizer; the rank's step time */
+  /* where the wall time went: the passes (fwd, bwd_b, bwd_w, their tp collectives
+   * included), the pipeline's sends and receives (waiting for a message), the update
+   * phase (its collectives included); the rest is the step's set-up */
+  double compute_s, msg_s, update_s;
+  /* ranks that are threads: the time from the rank's end of a step to the step's end (its
+   * last rank's), which the rank spends waiting at the step barrier: part of its bubble,
+   * as the plan counts it (its idle time up to the pipeline's makespan) */
+  double tail_s;
+  int64_t steps;               /* the steps counted (the first is left out when more follow) */
   uint64_t arena_bytes;
 } MplRankStats;
 

@@ -2,11 +2,12 @@
  * job.c — the job file's manifest on top of the checksummed container (jobfile.c):
  * job_write (mplc), job_read + job_validate (mplrun), job_inspect (--inspect).
  *
- * Sections, in this order: MANI (names, mesh, train settings, predictions), VALS
- * (value table), PARM (params), INPT (inputs), STAG (stage programs), XFER
- * (transfers), RANK (instruction streams and memory plans), KERN (kernels), CHEK (the
- * run-time checks; optional: a job written without it has none). The container's header
- * flags hold the contents' format (MPL_JOB_FORMAT); another is refused.
+ * Sections, in this order: MANI (names, mesh, train settings, predictions, device speeds),
+ * VALS (value table), PARM (params), INPT (inputs), OPID (the forward ops' identities),
+ * STAG (stage programs, each step with its source ops), XFER (transfers), RANK
+ * (instruction streams and memory plans), KERN (kernels), CHEK (the run-time checks;
+ * optional: a job written without it has none). The container's header flags hold the
+ * contents' format (MPL_JOB_FORMAT); another is refused.
  * The reader trusts nothing: every count goes through mpl_cur_count, and after
  * parsing job_validate checks every index and offset, so a corrupted job is
  * refused with a message and never reaches the executor.
@@ -54,6 +55,7 @@ static void write_manifest(MplJobWriter *w, const Job *j) {
   mpl_jw_str(w, t->val_path ? t->val_path : ""), mpl_jw_i64(w, t->eval_every), mpl_jw_i64(w, t->eval_batches);
   mpl_jw_u8(w, t->precision);
   mpl_jw_f64(w, j->flops_per_step), mpl_jw_f64(w, j->predicted_bubble), mpl_jw_f64(w, j->textbook_bubble);
+  for (int r = 0; r < j->mesh.pp; r++) mpl_jw_f64(w, j->rank_speed ? j->rank_speed[r] : 1);
   mpl_jw_end(w);
 }
 
@@ -88,6 +90,11 @@ static void write_values(MplJobWriter *w, const Job *j) {
     mpl_jw_i64(w, in->hi), mpl_jw_u32(w, (uint32_t)in->token_role);
   }
   mpl_jw_end(w);
+  mpl_jw_begin(w, TAG("OPID"));
+  mpl_jw_u32(w, (uint32_t)j->nopids);
+  for (int i = 0; i < j->nopids; i++)
+    mpl_jw_str(w, j->opids[i].key), mpl_jw_str(w, j->opids[i].label), mpl_jw_u32(w, (uint32_t)j->opids[i].stage);
+  mpl_jw_end(w);
 }
 
 static void write_program(MplJobWriter *w, const JobProgram *pg) {
@@ -102,6 +109,8 @@ static void write_program(MplJobWriter *w, const JobProgram *pg) {
     mpl_jw_i64(w, s->off_a), mpl_jw_i64(w, s->off_b), mpl_jw_i64(w, s->off_c);
     mpl_jw_f64(w, s->alpha), mpl_jw_f64(w, s->beta), mpl_jw_u8(w, s->prec);
     mpl_jw_u8(w, s->comm), mpl_jw_u32(w, (uint32_t)s->axis), mpl_jw_u32(w, (uint32_t)s->groups);
+    put_i32s(w, s->nsrc, s->src);
+    for (int k = 0; k < s->nsrc; k++) mpl_jw_f64(w, s->src_w[k]);
   }
 }
 
@@ -248,13 +257,17 @@ static void read_manifest(MplCursor *c, Job *j) {
   t->val_path = dup_str(c), t->eval_every = mpl_cur_i64(c), t->eval_batches = mpl_cur_i64(c);
   t->precision = mpl_cur_u8(c);
   j->flops_per_step = mpl_cur_f64(c), j->predicted_bubble = mpl_cur_f64(c), j->textbook_bubble = mpl_cur_f64(c);
+  if (j->mesh.pp >= 1 && j->mesh.pp <= 4096) {
+    j->rank_speed = cur_alloc(c, (size_t)j->mesh.pp, sizeof(double));
+    for (int r = 0; j->rank_speed && r < j->mesh.pp; r++) j->rank_speed[r] = mpl_cur_f64(c);
+  }
   if (j->mesh.pp < 1 || j->mesh.pp > 4096 || j->nstages < j->mesh.pp || j->nstages > 65536 || j->mesh.dp < 1 || j->mesh.tp < 1)
     mpl_cur_fail(c, "bad mesh dp=%d pp=%d tp=%d stages=%d", j->mesh.dp, j->mesh.pp, j->mesh.tp, j->nstages);
   if (t->microbatches < 1 || t->microbatches > 65536 || t->batch < 1 || t->seq < 1)
     mpl_cur_fail(c, "bad batch %" PRId64 " / micro-batches %" PRId64, t->batch, t->microbatches);
   if (t->eval_every < 0 || t->eval_batches < 1 || t->eval_batches > (1 << 30))
     mpl_cur_fail(c, "bad validation: eval_every %" PRId64 ", eval_batches %" PRId64, t->eval_every, t->eval_batches);
-  if ((unsigned)t->data_kind > DATA_TOKENS || (unsigned)t->schedule > SCHED_ZB || (unsigned)t->optimizer > OPT_ADAMW ||
+  if ((unsigned)t->data_kind > DATA_TOKENS || (unsigned)t->schedule >= SCHED__COUNT || (unsigned)t->optimizer > OPT_ADAMW ||
       (unsigned)t->lr_schedule > LR_COSINE || (unsigned)t->precision > PREC_BF16)
     mpl_cur_fail(c, "bad train config: data %d, schedule %d, optimizer %d, lr schedule %d, precision %d", t->data_kind,
                  t->schedule, t->optimizer, t->lr_schedule, t->precision);
@@ -311,7 +324,17 @@ static void read_program(MplCursor *c, JobProgram *pg) {
     s->off_a = mpl_cur_i64(c), s->off_b = mpl_cur_i64(c), s->off_c = mpl_cur_i64(c);
     s->alpha = mpl_cur_f64(c), s->beta = mpl_cur_f64(c), s->prec = mpl_cur_u8(c);
     s->comm = mpl_cur_u8(c), s->axis = (int32_t)mpl_cur_u32(c), s->groups = (int32_t)mpl_cur_u32(c);
+    s->src = get_i32s(c, &s->nsrc);
+    s->src_w = cur_alloc(c, (size_t)s->nsrc + 1, sizeof(double));
+    for (int k = 0; s->src_w && k < s->nsrc; k++) s->src_w[k] = mpl_cur_f64(c);
   }
+}
+
+static void read_opids(MplCursor *c, Job *j) {
+  j->nopids = (int32_t)mpl_cur_count(c, MAX_COUNT, 8, "op identities");
+  j->opids = cur_alloc(c, (size_t)j->nopids + 1, sizeof(JobOpId));
+  for (int i = 0; j->opids && i < j->nopids && !c->failed; i++)
+    j->opids[i].key = dup_str(c), j->opids[i].label = dup_str(c), j->opids[i].stage = (int32_t)mpl_cur_u32(c);
 }
 
 static void read_stages(MplCursor *c, Job *j) {
@@ -421,6 +444,7 @@ Job *job_read(const char *path, char *err, size_t errlen) {
             read_section(&mj, "VALS", read_values, j, why, sizeof why) &&
             read_section(&mj, "PARM", read_params, j, why, sizeof why) &&
             read_section(&mj, "INPT", read_inputs, j, why, sizeof why) &&
+            read_section(&mj, "OPID", read_opids, j, why, sizeof why) &&
             read_section(&mj, "STAG", read_stages, j, why, sizeof why) &&
             read_section(&mj, "XFER", read_xfers, j, why, sizeof why) &&
             read_section(&mj, "RANK", read_ranks, j, why, sizeof why) &&
@@ -492,6 +516,13 @@ static int validate_step(const Job *j, int s, const JobStep *st, char *err, size
     break;
   default: break;
   }
+  double wsum = 0;
+  for (int k = 0; k < st->nsrc; k++) {
+    CHECK(st->src[k] >= 0 && st->src[k] < j->nopids, "stage %d: step's source op %d of %d", s, st->src[k], j->nopids);
+    CHECK(st->src_w[k] >= 0 && st->src_w[k] <= 1, "stage %d: step's source share %g", s, st->src_w[k]);
+    wsum += st->src_w[k];
+  }
+  CHECK(wsum <= 1 + 1e-9, "stage %d: step's source shares add up to %g", s, wsum);
   return 0;
 }
 
@@ -546,6 +577,11 @@ static int validate_rank(const Job *j, int r, char *err, size_t errlen) {
 }
 
 int job_validate(const Job *j, char *err, size_t errlen) {
+  for (int r = 0; j->rank_speed && r < j->mesh.pp; r++)
+    CHECK(j->rank_speed[r] > 0 && j->rank_speed[r] <= 1e9, "rank %d: device speed %g", r, j->rank_speed[r]);
+  for (int i = 0; i < j->nopids; i++)
+    CHECK(j->opids[i].key && j->opids[i].label && j->opids[i].stage >= -1 && j->opids[i].stage < j->nstages,
+          "op identity %d: missing, or bad stage", i);
   for (int i = 0; i < j->nvalues; i++) {
     CHECK(j->values[i].dtype <= JDT_BOOL && j->values[i].kind <= JV_CHECK, "value %d: bad dtype or kind", i);
     CHECK(j->values[i].kind != JV_CHECK || (j->values[i].dtype == JDT_I32 && j->values[i].numel == 1),
@@ -569,7 +605,8 @@ int job_validate(const Job *j, char *err, size_t errlen) {
     CHECK(j->inputs[i].value >= 0 && j->inputs[i].value < j->nvalues, "input %d: bad value", i);
   for (int s = 0; s < j->nstages; s++) {
     const JobStage *st = &j->stages[s];
-    CHECK(st->rank >= 0 && st->rank < j->mesh.pp, "stage %d: rank %d", s, st->rank);
+    CHECK(st->rank == mpl_stage_rank(j->train.schedule, j->mesh.pp, s), "stage %d: rank %d, not the %s schedule's %d", s,
+          st->rank, mpl_sched_name(j->train.schedule), mpl_stage_rank(j->train.schedule, j->mesh.pp, s));
     CHECK(st->loss_value >= -1 && st->loss_value < j->nvalues, "stage %d: bad loss", s);
     CHECK(st->logits_value >= -1 && st->logits_value < j->nvalues, "stage %d: bad logits", s);
     for (int k = 0; k < JP__COUNT; k++)
@@ -603,7 +640,8 @@ void job_free(Job *j) {
   for (int s = 0; j->stages && s < j->nstages; s++)
     for (int k = 0; k < JP__COUNT; k++) {
       for (int i = 0; j->stages[s].prog[k].steps && i < j->stages[s].prog[k].nsteps; i++)
-        mpl_free(j->stages[s].prog[k].steps[i].args);
+        mpl_free(j->stages[s].prog[k].steps[i].args), mpl_free(j->stages[s].prog[k].steps[i].src),
+            mpl_free(j->stages[s].prog[k].steps[i].src_w);
       mpl_free(j->stages[s].prog[k].steps);
     }
   mpl_free(j->stages);
@@ -617,10 +655,12 @@ void job_free(Job *j) {
   mpl_free(j->kernels.llvm_bc), mpl_free(j->kernels.cuda_src), mpl_free(j->kernels.ptx);
   for (int i = 0; j->checks && i < j->nchecks; i++) mpl_free(j->checks[i].what);
   mpl_free(j->checks);
+  mpl_free(j->rank_speed);
+  for (int i = 0; j->opids && i < j->nopids; i++) mpl_free(j->opids[i].key), mpl_free(j->opids[i].label);
+  mpl_free(j->opids);
   mpl_free(j);
 }
 
-static const char *const sched_names[] = {"sequential", "gpipe", "1f1b", "interleaved", "zb"};
 static const char *const step_names[] = {"kernel", "gemm", "alias", "accum", "comm"};
 
 void job_inspect(const Job *j, FILE *out) {
@@ -628,7 +668,7 @@ void job_inspect(const Job *j, FILE *out) {
   fprintf(out, "job format %d: model %s (from %s)\n", MPL_JOB_FORMAT, j->model_name, j->source_name);
   fprintf(out, "mesh: dp=%d pp=%d tp=%d, %d stages\n", j->mesh.dp, j->mesh.pp, j->mesh.tp, j->nstages);
   fprintf(out, "train: batch %" PRId64 " seq %" PRId64 " microbatches %" PRId64 " schedule %s", t->batch, t->seq,
-          t->microbatches, (unsigned)t->schedule <= SCHED_ZB ? sched_names[t->schedule] : "?");
+          t->microbatches, mpl_sched_name(t->schedule));
   if (t->schedule == SCHED_INTERLEAVED) fprintf(out, "(%d)", t->virtual_stages);
   fprintf(out, " optimizer %s lr %g steps %" PRId64 " seed %" PRIu64, t->optimizer == OPT_ADAMW ? "adamw" : "sgd", t->lr,
           t->steps, t->seed);

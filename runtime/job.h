@@ -22,8 +22,9 @@
 /* The format of the job's contents, written in the container's header flags (job_write) and
  * checked by job_read. 2: the update phase as instructions (JI_TIED_SEND ... JI_DP_ALLGATHER);
  * 3: validation (TrainConfig's val_path, eval_every, eval_batches); 4: precision (TrainConfig's precision,
- * JobStep's prec). */
-#define MPL_JOB_FORMAT 4
+ * JobStep's prec); 5: profiles (the ops' identities, each step's source ops, the ranks' device
+ * speeds) and the zbv schedule. */
+#define MPL_JOB_FORMAT 5
 
 /* ---- values: one per graph op (the op id is the value id) ---------------- */
 typedef enum JobDType { JDT_F32, JDT_BF16, JDT_F16, JDT_I32, JDT_BOOL } JobDType;
@@ -96,6 +97,12 @@ typedef struct JobStep {
   /* JS_COMM: args = {out, in}; comm: JC_*; axis and groups of the tp split */
   uint8_t comm;
   int32_t axis, groups;
+  /* the forward ops whose work this step does (mplrun --profile): indices into Job.opids,
+   * each with its share of the step's modelled time (the shares add up to at most 1: a
+   * step of ops with no forward op, such as a gradient's seed, gives its time to none) */
+  int32_t nsrc;
+  int32_t *src;
+  double *src_w;
 } JobStep;
 
 /* Collectives of tensor parallelism, run by the runtime over the rank's tp group. */
@@ -209,11 +216,22 @@ typedef struct JobKernels {
   char **names;       /* kernel function names, index = JobStep.kernel */
 } JobKernels;
 
+/* ---- op identities (profiles) ----------------------------------------------------
+ * A forward op of the graph as a profile names it: key, its identity, stable from one
+ * compilation of the same graph to the next (compiler/profile.c says how it is made), and
+ * label, where it is for people ("tanh at model.mpl:14:18"); stage, the stage it runs on
+ * (-1: none). */
+typedef struct JobOpId {
+  char *key, *label;
+  int32_t stage;
+} JobOpId;
+
 /* ---- the job ----------------------------------------------------------------- */
 /* The training config: the train block as mplc's sema_train.c reads it, written into the
  * job as it is and used by the runtime as it is (one struct; job.c stores each enum in a
  * byte). ORDER: the enums' values are the job format's. */
-typedef enum SchedKind { SCHED_SEQUENTIAL, SCHED_GPIPE, SCHED_1F1B, SCHED_INTERLEAVED, SCHED_ZB } SchedKind;
+typedef enum SchedKind { SCHED_SEQUENTIAL, SCHED_GPIPE, SCHED_1F1B, SCHED_INTERLEAVED, SCHED_ZB, SCHED_ZBV } SchedKind;
+#define SCHED__COUNT (SCHED_ZBV + 1)
 typedef enum OptKind { OPT_SGD, OPT_ADAMW } OptKind;
 typedef enum LrSchedKind { LR_CONSTANT, LR_COSINE } LrSchedKind;
 typedef enum DataKind { DATA_SYNTHETIC, DATA_TOKENS } DataKind;
@@ -231,7 +249,7 @@ typedef struct TrainConfig {
   int64_t synthetic_n;    /* DATA_SYNTHETIC: examples */
   int64_t batch, seq, microbatches;
   SchedKind schedule;
-  int32_t virtual_stages; /* v of interleaved(v); 1 otherwise */
+  int32_t virtual_stages; /* model chunks per pipeline rank: v of interleaved(v), 2 under zbv, else 1 */
   OptKind optimizer;
   double lr, beta1, beta2, eps, weight_decay, momentum;
   LrSchedKind lr_schedule;
@@ -246,6 +264,22 @@ typedef struct TrainConfig {
   PrecKind precision;     /* the products' precision; params, gradients and optimizer state are f32 */
 } TrainConfig;
 typedef TrainConfig JobTrain;
+
+/* "sequential", "gpipe", "1f1b", "interleaved", "zb", "zbv" (ORDER: SchedKind). */
+static inline const char *mpl_sched_name(int k) {
+  static const char *const names[] = {"sequential", "gpipe", "1f1b", "interleaved", "zb", "zbv"};
+  return k >= 0 && k < SCHED__COUNT ? names[k] : "?";
+}
+
+/* The pipeline rank that runs stage `stage` of the pp * v stages of schedule k: the one
+ * place this mapping is written (the schedule, the plan, the update phase, the job and its
+ * validator use it). zbv's V: rank r holds stages r and 2pp-1-r, so stage 0 and the last
+ * stage are both on rank 0 and stages pp-1 and pp both on rank pp-1; every other schedule
+ * deals the stages round-robin (interleaved(v): rank r holds r, r + pp, r + 2pp, ...). */
+static inline int mpl_stage_rank(int k, int pp, int stage) {
+  if (k == SCHED_ZBV && stage >= pp) return 2 * pp - 1 - stage;
+  return stage % pp;
+}
 
 /* The optimizer state slots per param element: AdamW's two moments, SGD's momentum buffer
  * (none without momentum). */
@@ -289,6 +323,10 @@ typedef struct Job {
   JobCheck *checks;
   double flops_per_step; /* from the cost model */
   double predicted_bubble, textbook_bubble;
+  double *rank_speed;    /* [pp]: each pipeline rank's device speed as compiled (--device-speed; 1);
+                            NULL in a Job built by hand: all 1 */
+  int32_t nopids;
+  JobOpId *opids;        /* the forward ops that JobStep.src names */
 } Job;
 
 /* ---- communication of a step, by kind --------------------------------------------

@@ -2,7 +2,8 @@
  * mpl.h — the runtime library's one public header, in sections named after the
  * files that define them:
  *   alloc.c        status codes, error messages, the host allocator, atomic file writes
- *   json.c         a tiny JSON reader (safetensors headers, tests of the trace output)
+ *   json.c         a tiny JSON reader (safetensors headers, profiles, tests of the trace output)
+ *   profile.c      the profile file: mplrun --profile writes it, mplc --profile reads it
  *   safetensors.c  reading and writing .safetensors files (params, checkpoints)
  *   data.c         llm.c token files, the token loader, synthetic(n) examples
  *   jobfile.c      the byte-level container of the job file (header, sections, cursors)
@@ -92,6 +93,46 @@ int mpl_json_parse(const char *text, size_t len, MplJson *out, MplErr *err);
 void mpl_json_free(MplJson *v);
 /* The value of key in obj (the first one), or NULL. */
 const MplJson *mpl_json_get(const MplJson *obj, const char *key);
+
+/* ==== profile.c ======================================================= */
+
+/* A profile: what mplrun --profile measured of a job, per pipeline rank and per forward op
+ * of the graph (by the identities of the job's OPID section), averaged over the steps after
+ * the first; mplc --profile reads it back. A JSON file (MPL_PROFILE_FORMAT):
+ *   {"format": "mpl-profile 1", "model": ..., "source": ..., "mesh": {"dp", "pp", "tp"},
+ *    "schedule", "microbatches", "steps", "ranks": [...], "ops": [...]}
+ * Times are seconds per micro-batch (ops) or per step (ranks). */
+#define MPL_PROFILE_FORMAT "mpl-profile 1"
+
+typedef struct MplProfileRank {
+  char *device;         /* the device kind it ran on: "cpu", "cuda" */
+  int threads;          /* cpu: --threads */
+  double speed;         /* the device speed the job was compiled for (mplc --device-speed; 1) */
+  double gemm_gflops;   /* measured GEMM rate: its products' FLOPs over their time (0: none) */
+  double busy_s, wall_s, compute_s, msg_s, update_s; /* per step, as the closing report */
+} MplProfileRank;
+
+typedef struct MplProfileOp {
+  char *key, *label;    /* the op's identity and where it is (JobOpId) */
+  int rank;             /* the pipeline rank that ran it */
+  double fwd_s, bwd_b_s, bwd_w_s; /* its forward, and the input- and weight-gradient work derived
+                                     from it, per micro-batch */
+} MplProfileOp;
+
+typedef struct MplProfile {
+  char *model, *source, *schedule;
+  int dp, pp, tp, microbatches, steps;
+  int nranks;           /* pp */
+  MplProfileRank *ranks;
+  int nops;
+  MplProfileOp *ops;
+} MplProfile;
+
+/* Writes p as JSON, atomically. */
+int mpl_profile_write(const MplProfile *p, const char *path, MplErr *err);
+/* Reads and checks a profile (format, counts, every time finite and >= 0, ranks in range). */
+int mpl_profile_read(const char *path, MplProfile *p, MplErr *err);
+void mpl_profile_free(MplProfile *p);
 
 /* ==== safetensors.c =================================================== */
 

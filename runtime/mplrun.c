@@ -4,7 +4,8 @@
  *
  *   mplrun JOB [--devices cpu|cpu:N|cuda|cuda:0,1] [--threads N] [--steps N] [--data FILE]
  *              [--val FILE] [--init F] [--save F] [--checkpoint DIR] [--checkpoint-every N] [--resume DIR]
- *              [--trace FILE.json] [--metrics FILE.jsonl] [--comm-stats FILE.jsonl] [--inspect]
+ *              [--trace FILE.json] [--metrics FILE.jsonl] [--comm-stats FILE.jsonl] [--profile FILE.json]
+ *              [--inspect]
  *              [--sample N --prompt TEXT [--temperature T] [--top-k K] [--seed S]] [--tf32] [--mpi] [-q]
  *
  * --comm-stats FILE writes, after training, one JSON line per world rank with the messages
@@ -56,7 +57,7 @@ static void usage(FILE *f) {
   fputs("usage: mplrun JOB [--devices cpu|cpu:N|cuda|cuda:0,1] [--threads N] [--steps N] [--data FILE]\n"
         "                  [--val FILE] [--init FILE.safetensors] [--save FILE.safetensors] [--checkpoint DIR]\n"
         "                  [--checkpoint-every N] [--resume DIR] [--trace FILE.json] [--metrics FILE.jsonl]\n"
-        "                  [--comm-stats FILE.jsonl] [--inspect] [--tf32] [--mpi] [-q]\n"
+        "                  [--comm-stats FILE.jsonl] [--profile FILE.json] [--inspect] [--tf32] [--mpi] [-q]\n"
         "                  [--sample N --prompt TEXT [--temperature T] [--top-k K] [--seed S]]\n"
         "  --temperature T    0: greedy; default 1      --top-k K   only the K likeliest (0: all)\n"
         "  --seed S           the sampling seed (default: the job's train seed)\n"
@@ -65,7 +66,9 @@ static void usage(FILE *f) {
         "  --comm-stats FILE  one JSON line per rank: calls and payload bytes of the last step's\n"
         "                     messages and collectives, by kind (as mplc --emit=plan predicts them)\n"
         "  --tf32             cuda: the f32 products may use TF32 tensor cores too (the job's precision,\n"
-        "                     mplc --precision f32|tf32|bf16, decides the rest; no effect on a cpu)\n",
+        "                     mplc --precision f32|tf32|bf16, decides the rest; no effect on a cpu)\n"
+        "  --profile FILE     each op's measured time per micro-batch (forward, backward), each rank's\n"
+        "                     device and GEMM rate, over the steps after the first: for mplc --profile\n",
         f);
 }
 
@@ -88,7 +91,7 @@ static bool parse_count(const char *s, int64_t max, int64_t *out) {
 
 static const char *const value_flags[] = {"--devices", "--threads", "--steps", "--data", "--val", "--init", "--save",
                                           "--checkpoint", "--checkpoint-every", "--resume", "--trace",
-                                          "--metrics", "--sample", "--prompt", "--comm-stats",
+                                          "--metrics", "--profile", "--sample", "--prompt", "--comm-stats",
                                           "--temperature", "--top-k", "--seed", NULL};
 
 static bool takes_value(const char *flag) {
@@ -122,6 +125,7 @@ static int apply_flag(Cli *c, const char *f, const char *v) {
   else if (!strcmp(f, "--resume")) c->run.resume_dir = v;
   else if (!strcmp(f, "--trace")) c->run.trace_path = v;
   else if (!strcmp(f, "--metrics")) c->run.metrics_path = v;
+  else if (!strcmp(f, "--profile")) c->run.profile_path = v;
   else if (!strcmp(f, "--prompt")) c->prompt = v;
   else if (!strcmp(f, "--temperature")) {
     char *end;

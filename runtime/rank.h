@@ -24,7 +24,7 @@
 #define TAG_ZERO(ag, p) ((4ull << 60) | ((uint64_t)(ag) << 40) | (uint64_t)(p)) /* ZeRO-1: ag 0 reduce-scatter, 1 all-gather */
 /* Under MPI, the main thread's messages to world rank 0 (losses, parts of params, stats, trace) */
 #define TAG_MAIN(kind, x) ((5ull << 60) | ((uint64_t)(kind) << 48) | (uint64_t)(x))
-enum { MAIN_LOSS = 1, MAIN_PART, MAIN_STATS, MAIN_TRACE_N, MAIN_TRACE_EV, MAIN_COMM };
+enum { MAIN_LOSS = 1, MAIN_PART, MAIN_STATS, MAIN_TRACE_N, MAIN_TRACE_EV, MAIN_COMM, MAIN_PROF };
 
 typedef struct RankCtx {
   MplRun *run;
@@ -59,6 +59,15 @@ typedef struct RankCtx {
   bool *mb_loss_set;
   MplCommCount comm_counts[MPL_COMM__COUNT]; /* this step's messages and collectives (--comm-stats) */
   MplRankStats stats;
+  /* --profile (measure.c): over the counted steps, seconds of each op of Job.opids in the
+   * forward, input-gradient and weight-gradient programs ([nopids * 3]), and the GEMMs'
+   * FLOPs and seconds; prof_on while a counted step runs */
+  double *prof;
+  double gemm_flops, gemm_s;
+  bool prof_on;
+  /* the last step's end on this rank, and whether the step was counted in stats */
+  double step_end;
+  bool step_counted;
 } RankCtx;
 
 struct MplRun {
@@ -114,6 +123,7 @@ struct MplRun {
   bool failed;
   MplErr first_err;
   /* observability */
+  bool profiling;            /* --profile */
   bool tracing;
   MplTrace trace;
   bool metrics_open;
@@ -194,6 +204,15 @@ int init_data(MplRun *r, MplErr *err);
 int init_val(MplRun *r, MplErr *err);
 int init_observability(MplRun *r, MplErr *err);
 void free_rank(RankCtx *rc);
+
+/* ==== measure.c (--profile) ============================================= */
+
+/* Each live rank's sums, when --profile is given. */
+int measure_init(MplRun *r, MplErr *err);
+/* Step s of program `which` (JP_*), started at t0, just ran: its time to its source ops. */
+int measure_step(RankCtx *rc, const JobStep *s, int which, double t0, MplErr *err);
+/* After training: the profile, gathered to world rank 0 and written there. */
+int measure_write(MplRun *r, MplErr *err);
 
 /* ==== gather.c (under mpirun) ========================================== */
 

@@ -371,6 +371,7 @@ void free_rank(RankCtx *rc) {
   mpl_free(rc->mb_loss_set);
   mpl_free(rc->stage_buf);
   mpl_free(rc->argv);
+  mpl_free(rc->prof);
   if (rc->rs_buf && rc->dev.ops) rc->dev.ops->arena_free(&rc->dev, rc->rs_buf);
   rc->rs_buf = NULL;
   mpl_free(rc->ptr);

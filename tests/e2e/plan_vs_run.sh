@@ -34,6 +34,8 @@ tests/e2e/tiny_lm.mpl --schedule gpipe
 tests/e2e/small_gpt.mpl --mesh pp=2 --schedule interleaved(2)
 tests/e2e/small_gpt.mpl --mesh pp=4 --schedule zb
 tests/e2e/small_gpt.mpl --mesh pp=3 --schedule 1f1b
+tests/e2e/small_gpt.mpl --mesh pp=2 --schedule zbv
+tests/e2e/small_gpt.mpl --mesh pp=4 --schedule zbv
 LIST
 
 # ---- bubble: zb below 1f1b ----

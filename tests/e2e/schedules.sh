@@ -7,7 +7,7 @@ source tests/tools/e2e_lib.sh
 
 ref=""
 for pp in 1 2 4; do
-  for sched in sequential gpipe 1f1b "interleaved(2)" zb; do
+  for sched in sequential gpipe 1f1b "interleaved(2)" zb zbv; do
     name="pp${pp}_${sched//[()]/}"
     if ! "$BUILD/mplc" tests/e2e/small_gpt.mpl --mesh pp=$pp --schedule "$sched" -o "$tmp/$name.job" 2> "$tmp/$name.err"; then
       bad "$name: mplc failed: $(head -n 3 "$tmp/$name.err")"; continue

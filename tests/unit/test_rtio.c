@@ -3,7 +3,8 @@
  * hook, the JSON reader, safetensors (round trip and every validation error), llm.c token
  * files and the loader, synthetic(n), the job file container (round trip, and every
  * single-byte flip and truncation refused or parsed safely), the trace and metrics
- * writers, and the CPU GEMM against a float64 reference.
+ * writers, the profile file (round trip, and what the reader refuses), and the CPU GEMM
+ * against a float64 reference.
  *
  * Every test works in its own temp directory; the binary exits non-zero on any failure.
  */
@@ -644,6 +645,55 @@ static void *trace_rank(void *p) {
   return NULL;
 }
 
+/* The profile: written and read back exactly (17 digits); a broken one is refused. */
+START_TEST(test_profile) {
+  make_tmpdir();
+  MplProfileRank ranks[2] = {{.device = "cpu", .threads = 1, .speed = 1, .gemm_gflops = 41.5, .busy_s = 0.04,
+                              .wall_s = 0.05, .compute_s = 0.039, .msg_s = 0.01, .update_s = 0.001},
+                             {.device = "cuda", .threads = 0, .speed = 0.5, .busy_s = 1.0 / 3, .wall_s = 0.5}};
+  MplProfileOp ops[2] = {{.key = "0123456789abcdef#0", .label = "tanh at \"m\".mpl:3:5", .rank = 1,
+                          .fwd_s = 1e-5 / 3, .bwd_b_s = 2e-5, .bwd_w_s = 0},
+                         {.key = "0123456789abcdef#1", .label = "matmul in nn.linear at m.mpl:2:9", .rank = 0,
+                          .fwd_s = 0.001}};
+  MplProfile p = {.model = "m", .source = "m.mpl", .schedule = "zbv", .dp = 1, .pp = 2, .tp = 1,
+                  .microbatches = 8, .steps = 5, .nranks = 2, .ranks = ranks, .nops = 2, .ops = ops};
+  MplErr err = {{0}};
+  const char *path = tmp_path("p.json");
+  ck_assert_int_eq(mpl_profile_write(&p, path, &err), MPL_OK);
+  MplProfile q;
+  ck_assert_msg(mpl_profile_read(path, &q, &err) == MPL_OK, "%s", err.msg);
+  ck_assert_str_eq(q.model, "m");
+  ck_assert_str_eq(q.schedule, "zbv");
+  ck_assert_int_eq(q.pp, 2);
+  ck_assert_int_eq(q.steps, 5);
+  ck_assert_str_eq(q.ranks[1].device, "cuda");
+  ck_assert(q.ranks[1].speed == 0.5 && q.ranks[1].busy_s == 1.0 / 3 && q.ranks[0].gemm_gflops == 41.5);
+  ck_assert_str_eq(q.ops[0].label, "tanh at \"m\".mpl:3:5");
+  ck_assert(q.ops[0].fwd_s == 1e-5 / 3 && q.ops[0].rank == 1 && q.ops[1].fwd_s == 0.001);
+  mpl_profile_free(&q);
+  static const char *const bad[][2] = {
+      {"[1, 2]", "not a profile"},
+      {"{\"format\": \"mpl-profile 9\"}", "profile format"},
+      {"{\"format\": \"mpl-profile 1\", \"model\": \"m\"}", "is missing"},
+      {"{\"format\": \"mpl-profile 1\", \"model\": \"m\", \"source\": \"s\", \"schedule\": \"1f1b\", "
+       "\"mesh\": {\"dp\": 1, \"pp\": 2, \"tp\": 1}, \"microbatches\": 2, \"steps\": 1, \"ranks\": [], "
+       "\"ops\": []}", "0 ranks listed for pp = 2"},
+      {"{\"format\": \"mpl-profile 1\", \"model\": \"m\", \"source\": \"s\", \"schedule\": \"1f1b\", "
+       "\"mesh\": {\"dp\": 1, \"pp\": 1, \"tp\": 1}, \"microbatches\": 2, \"steps\": 1, \"ranks\": [{\"rank\": 0, "
+       "\"device\": \"cpu\", \"threads\": 1, \"speed\": 1, \"gemm_gflops\": 0, \"busy_s\": 0, \"wall_s\": 0, "
+       "\"compute_s\": 0, \"msg_s\": 0, \"update_s\": 0}], \"ops\": [{\"key\": \"k\", \"label\": \"l\", \"rank\": 0, "
+       "\"fwd_s\": -1, \"bwd_b_s\": 0, \"bwd_w_s\": 0}]}", "not a finite number >= 0"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    write_bytes(path, bad[i][0], strlen(bad[i][0]));
+    ck_assert_int_eq(mpl_profile_read(path, &q, &err), MPL_ERR);
+    ck_assert_msg(strstr(err.msg, bad[i][1]), "case %zu: %s", i, err.msg);
+  }
+  ck_assert_int_eq(mpl_profile_read(tmp_path("none.json"), &q, &err), MPL_ERR);
+  remove_tmpdir();
+}
+END_TEST
+
 START_TEST(test_trace) {
   make_tmpdir();
   MplTrace t;
@@ -836,6 +886,7 @@ static Suite *rtio_suite(void) {
   tcase_add_test(tc, test_job_fuzz);
   tcase_add_test(tc, test_job_alloc_failure);
   tcase_add_test(tc, test_trace);
+  tcase_add_test(tc, test_profile);
   tcase_add_test(tc, test_gemm);
   tcase_add_test(tc, test_gemm_batched_and_determinism);
   tcase_add_test(tc, test_gemm_threads_per_thread);

@@ -12,7 +12,7 @@
 #include "compiler/sched.h"
 
 static const SchedKind all_kinds[] = {SCHED_SEQUENTIAL, SCHED_GPIPE, SCHED_1F1B,
-                                      SCHED_INTERLEAVED, SCHED_ZB};
+                                      SCHED_INTERLEAVED, SCHED_ZB, SCHED_ZBV};
 static const int pps[] = {1, 2, 3, 4};
 static const int mbs[] = {1, 2, 3, 4, 8};
 
@@ -44,7 +44,7 @@ static void check_passes_once(const Schedule *s) {
       const Ins *in = &s->ins[r][i];
       if (in->kind > INS_BWD_W)
         continue;
-      ck_assert_int_eq(in->stage % s->pp, r);
+      ck_assert_int_eq(sched_stage_rank(s, in->stage), r);
       cnt[in->kind * n + in->stage * s->m + in->mb]++;
     }
   }
@@ -81,7 +81,7 @@ START_TEST(test_every_schedule_proves) {
         for (int v = 1; v <= 2; v++)
           for (int skip = 0; skip <= 1; skip++) {
             SchedKind k = all_kinds[ki];
-            if (v > 1 && k != SCHED_INTERLEAVED)
+            if ((v > 1 && k != SCHED_INTERLEAVED && k != SCHED_ZBV) || (k == SCHED_ZBV && v != 2))
               continue;
             Arena a;
             arena_init(&a);
@@ -93,12 +93,12 @@ START_TEST(test_every_schedule_proves) {
                           v, skip, err);
             ck_assert(sched_verify(s, err, sizeof err));
             check_passes_once(s);
-            if (k != SCHED_ZB)
+            if (k != SCHED_ZB && k != SCHED_ZBV)
               check_w_follows_b(s);
             built++;
             arena_free(&a);
           }
-  ck_assert_int_eq(built, (4 * 4 + 4 * 2) * 5 * 2);
+  ck_assert_int_eq(built, (4 * 4 + 4 * 2 + 4) * 5 * 2);
 }
 END_TEST
 
@@ -108,6 +108,8 @@ START_TEST(test_bad_specs_rejected) {
   char err[512];
   ck_assert_ptr_null(build(&a, SCHED_1F1B, 2, 2, 4, false, 0, NULL, err, sizeof err));
   ck_assert_ptr_nonnull(strstr(err, "interleaved"));
+  ck_assert_ptr_null(build(&a, SCHED_ZBV, 2, 1, 4, false, 0, NULL, err, sizeof err));
+  ck_assert_ptr_nonnull(strstr(err, "zbv takes 2"));
   ck_assert_ptr_null(build(&a, SCHED_GPIPE, 0, 1, 4, false, 0, NULL, err, sizeof err));
   ck_assert_ptr_null(build(&a, SCHED_GPIPE, 2, 1, 0, false, 0, NULL, err, sizeof err));
   int back[1][2] = {{1, 0}};
@@ -315,25 +317,65 @@ START_TEST(test_names_and_dump) {
 }
 END_TEST
 
+/* ZB-V: rank r holds stages r and 2pp-1-r; a message only between ranks (the V's
+ * bottom, stages pp-1 -> pp, stays on rank pp-1); the bubble is below ZB-H1's (zb) for
+ * every pp > 1 and m, and for m >= pp it is (p-1)/(6m+p-1): half of zb's idle time
+ * (p-1 units against 3m of work per rank, each chunk half a stage). */
+START_TEST(test_zbv) {
+  Arena a;
+  arena_init(&a);
+  char err[1024];
+  Schedule *s = build(&a, SCHED_ZBV, 4, 2, 8, false, 0, NULL, err, sizeof err);
+  ck_assert_msg(s != NULL, "%s", err);
+  static const int want[] = {0, 1, 2, 3, 3, 2, 1, 0};
+  for (int st = 0; st < 8; st++)
+    ck_assert_int_eq(sched_stage_rank(s, st), want[st]);
+  for (int r = 0; r < 4; r++)
+    for (int i = 0; i < s->nins[r]; i++) {
+      const Ins *in = &s->ins[r][i];
+      if (in->kind >= INS_SEND_ACT && in->kind <= INS_RECV_GRAD)
+        ck_assert_int_ne(sched_stage_rank(s, in->peer_stage), r);
+    }
+  for (int p = 2; p <= 4; p++)
+    for (size_t mi = 0; mi < 5; mi++) {
+      int m = mbs[mi];
+      double zbv = bubble_of(SCHED_ZBV, p, 2, m), zb = bubble_of(SCHED_ZB, p, 1, m);
+      ck_assert_msg(zbv < zb - 1e-9, "zbv p=%d m=%d: %g vs zb %g", p, m, zbv, zb);
+      if (m >= p)
+        ck_assert_double_eq_tol(zbv, (double)(p - 1) / (6 * m + p - 1), 1e-9);
+    }
+  /* the case: pp = 4, 8 micro-batches */
+  ck_assert_double_eq_tol(bubble_of(SCHED_ZBV, 4, 2, 8), 3.0 / 51, 1e-9);
+  ck_assert_double_eq_tol(bubble_of(SCHED_ZB, 4, 1, 8), 3.0 / 27, 1e-9);
+  ck_assert_double_eq_tol(bubble_of(SCHED_ZBV, 1, 2, 8), 0, 1e-9);
+  SchedKind k;
+  int v;
+  ck_assert(sched_parse("zbv", &k, &v) && k == SCHED_ZBV && v == 2);
+  ck_assert_str_eq(sched_name(SCHED_ZBV), "zbv");
+  arena_free(&a);
+}
+END_TEST
+
 /* ---- balancer ---- */
 
-/* Brute force over every split; returns the best max cost among fitting ones. */
-static double brute(int n, const double *c, const double *m, int pp, double lim, int first,
-                    int k, double cur) {
+/* Brute force over every split; returns the best max time (cost / speed of the stage)
+ * among fitting ones. */
+static double brute(int n, const double *c, const double *m, int pp, const double *sp, double lim,
+                    int first, int k, double cur) {
   if (k == pp - 1) {
     double sc = 0, sm = 0;
     for (int i = first; i < n; i++)
       sc += c[i], sm += m[i];
     if (first >= n || (lim > 0 && sm > lim))
       return INFINITY;
-    return fmax(cur, sc);
+    return fmax(cur, sc / sp[k]);
   }
   double best = INFINITY, sc = 0, sm = 0;
   for (int end = first + 1; end <= n - (pp - 1 - k); end++) {
     sc += c[end - 1], sm += m[end - 1];
     if (lim > 0 && sm > lim)
       break;
-    best = fmin(best, brute(n, c, m, pp, lim, end, k + 1, fmax(cur, sc)));
+    best = fmin(best, brute(n, c, m, pp, sp, lim, end, k + 1, fmax(cur, sc / sp[k])));
   }
   return best;
 }
@@ -349,10 +391,13 @@ START_TEST(test_balance_brute_force) {
       m[i] = 1 + ((seed = seed * 1103515245u + 12345u) >> 16) % 10;
     }
     double lim = trial % 2 ? 0 : 8 + trial % 13;
+    double sp[8] = {1, 1, 1, 1, 1, 1, 1, 1}; /* every third trial: uneven devices */
+    for (int k = 0; k < pp && trial % 3 == 0; k++)
+      sp[k] = 0.25 * (1 + ((seed = seed * 1103515245u + 12345u) >> 16) % 8);
     int first[8];
     char err[512];
-    int rc = bal_split(n, c, m, pp, lim, first, err, sizeof err);
-    double want = n >= pp ? brute(n, c, m, pp, lim, 0, 0, 0) : INFINITY;
+    int rc = bal_split(n, c, m, pp, trial % 3 == 0 ? sp : NULL, lim, first, err, sizeof err);
+    double want = n >= pp ? brute(n, c, m, pp, sp, lim, 0, 0, 0) : INFINITY;
     if (want == INFINITY) {
       ck_assert_int_eq(rc, -1);
       continue;
@@ -367,9 +412,63 @@ START_TEST(test_balance_brute_force) {
       for (int i = first[k]; i < end; i++)
         sc += c[i], sm += m[i];
       ck_assert(lim == 0 || sm <= lim);
-      worst = fmax(worst, sc);
+      worst = fmax(worst, sc / sp[k]);
     }
     ck_assert_double_eq_tol(worst, want, 1e-9);
+  }
+}
+END_TEST
+
+/* zbv's split by rank (bal_split_v): every split of n segments into 2pp groups, rank r
+ * holding groups r and 2pp-1-r; the best largest rank time (cost / speed) whose ranks fit. */
+static double brute_v(int n, const double *c, const double *m, int pp, const double *sp, double lim,
+                      int *cut, int k) {
+  int S = 2 * pp;
+  if (k == S) {
+    double worst = 0;
+    for (int r = 0; r < pp; r++) {
+      double sc = 0, sm = 0;
+      for (int g2 = 0; g2 < 2; g2++) {
+        int g = g2 ? S - 1 - r : r, end = g + 1 < S ? cut[g + 1] : n;
+        for (int i = cut[g]; i < end; i++) sc += c[i], sm += m[i];
+      }
+      if (lim > 0 && sm > lim) return INFINITY;
+      worst = fmax(worst, sc / sp[r]);
+    }
+    return worst;
+  }
+  double best = INFINITY;
+  for (cut[k] = k ? cut[k - 1] + 1 : 0; cut[k] <= n - (S - k) && (k || cut[k] == 0); cut[k]++)
+    best = fmin(best, brute_v(n, c, m, pp, sp, lim, cut, k + 1));
+  return best;
+}
+
+START_TEST(test_balance_zbv) {
+  unsigned seed = 777;
+  for (int trial = 0; trial < 200; trial++) {
+    int pp = 1 + (int)((seed = seed * 1103515245u + 12345u) >> 16) % 3;
+    int n = 2 * pp + (int)((seed = seed * 1103515245u + 12345u) >> 16) % 5;
+    double c[16], m[16], sp[4] = {1, 1, 1, 1};
+    for (int i = 0; i < n; i++) {
+      c[i] = 1 + ((seed = seed * 1103515245u + 12345u) >> 16) % 10;
+      m[i] = 1 + ((seed = seed * 1103515245u + 12345u) >> 16) % 10;
+    }
+    for (int r = 0; r < pp && trial % 2; r++) sp[r] = 0.5 * (1 + ((seed = seed * 1103515245u + 12345u) >> 16) % 4);
+    double lim = trial % 3 ? 0 : 12 + trial % 11;
+    int first[8], cut[8];
+    char err[512];
+    int rc = bal_split_v(n, c, m, pp, sp, lim, first, err, sizeof err);
+    double want = brute_v(n, c, m, pp, sp, lim, cut, 0);
+    if (want == INFINITY) {
+      ck_assert_int_eq(rc, -1);
+      continue;
+    }
+    ck_assert_msg(rc == 0, "%s", err);
+    ck_assert_int_eq(first[0], 0);
+    for (int k = 1; k < 2 * pp; k++)
+      ck_assert_int_lt(first[k - 1], first[k]);
+    ck_assert_int_lt(first[2 * pp - 1], n);
+    ck_assert_double_eq_tol(brute_v(n, c, m, pp, sp, lim, first, 2 * pp), want, 1e-9);
   }
 }
 END_TEST
@@ -378,13 +477,17 @@ START_TEST(test_balance_messages) {
   double c[] = {1, 1, 1, 1}, m[] = {5, 5, 5, 5};
   int first[4];
   char err[512];
-  ck_assert_int_eq(bal_split(4, c, m, 2, 0, first, err, sizeof err), 0);
+  ck_assert_int_eq(bal_split(4, c, m, 2, NULL, 0, first, err, sizeof err), 0);
   ck_assert_int_eq(first[0], 0);
   ck_assert_int_eq(first[1], 2);
-  ck_assert_int_eq(bal_split(4, c, m, 2, 9, first, err, sizeof err), -1);
+  ck_assert_int_eq(bal_split(4, c, m, 2, NULL, 9, first, err, sizeof err), -1);
   ck_assert_ptr_nonnull(strstr(err, "the best split needs 10 bytes"));
-  ck_assert_int_eq(bal_split(1, c, m, 2, 0, first, err, sizeof err), -1);
+  ck_assert_int_eq(bal_split(1, c, m, 2, NULL, 0, first, err, sizeof err), -1);
   ck_assert_ptr_nonnull(strstr(err, "at least one"));
+  /* a device half as fast gets about half the work: 6 equal segments over speeds 1, 0.5 */
+  double c6[] = {1, 1, 1, 1, 1, 1}, half[] = {1, 0.5};
+  ck_assert_int_eq(bal_split(6, c6, NULL, 2, half, 0, first, err, sizeof err), 0);
+  ck_assert_int_eq(first[1], 4);
 }
 END_TEST
 
@@ -401,9 +504,11 @@ static Suite *schedule_suite(void) {
   tcase_add_test(tc, test_bubbles);
   tcase_add_test(tc, test_1f1b_inflight);
   tcase_add_test(tc, test_latency_and_costs);
+  tcase_add_test(tc, test_zbv);
   tcase_add_test(tc, test_names_and_dump);
   tcase_add_test(tc, test_balance_brute_force);
   tcase_add_test(tc, test_balance_messages);
+  tcase_add_test(tc, test_balance_zbv);
   suite_add_tcase(s, tc);
   return s;
 }

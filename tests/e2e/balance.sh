@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Load balance on uneven devices (issue 15), through the commands users type; nothing
+# here depends on how fast the machine is (the timed checks are plan_vs_run.sh's):
+#  - mplrun --profile writes a profile (format, each rank's device and GEMM rate, every
+#    op of the job with its forward and backward times); mplc --profile reads it back:
+#    --emit=plan says every op's cost is measured, and the job compiled with it runs;
+#  - the same profile on a changed graph: an added chain is modelled and named in a
+#    warning; a changed width matches nothing and is refused; a profile of another model
+#    is refused naming both models; a file that is not a profile is refused;
+#  - the stage split follows the profile: costs the balancer sees are the measured ones
+#    (a profile whose rank times are scaled moves the cut);
+#  - --device-speed 1,0.5: the plan's predicted busy times are within 25% of each other,
+#    and the slow rank gets less work than without it;
+#  - ZB-V plans less bubble than ZB-H1 at pp = 4 with 8 micro-batches, and runs;
+#  - the closing report names the slowest rank and where its time went.
+cd "$(dirname "$0")/../.."
+source tests/tools/e2e_lib.sh
+
+model=tests/e2e/balance_model.mpl
+busy() { sed -nE 's/^rank ([0-9]+) \(.*predicted busy ([0-9.e+-]+) s.*/\2/p' "$1"; } # plan -> busy per rank
+spread() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.3f", hi / lo }'; }
+
+# ---- profile round trip ----
+if "$MPLC" "$model" -o "$tmp/b.job" 2> "$tmp/err" &&
+   "$MPLRUN" "$tmp/b.job" --threads 1 --steps 3 --profile "$tmp/p.json" > "$tmp/run.log" 2>&1; then
+  ok "mplrun --profile writes $(wc -c < "$tmp/p.json") bytes"
+else
+  bad "profile run: $(head -n 3 "$tmp/err") $(tail -n 3 "$tmp/run.log")"
+fi
+if "$PY" - "$tmp/p.json" "$tmp/b.job" <<'EOF'
+import json, sys
+p = json.load(open(sys.argv[1]))
+assert p["format"] == "mpl-profile 1" and p["model"] == "balance", p["format"]
+assert p["mesh"] == {"dp": 1, "pp": 2, "tp": 1} and p["microbatches"] == 8 and p["steps"] == 2, p
+assert [r["device"] for r in p["ranks"]] == ["cpu", "cpu"], p["ranks"]
+assert all(r["speed"] == 1 and r["busy_s"] > 0 and r["wall_s"] >= r["busy_s"] for r in p["ranks"])
+assert p["ranks"][0]["gemm_gflops"] > 0, "rank 0 runs the linear layers: a GEMM rate"
+ops = p["ops"]
+keys = [o["key"] for o in ops]
+assert len(set(keys)) == len(keys) > 100, "every op once"
+mm = [o for o in ops if o["label"].startswith("matmul")]
+assert len(mm) == 6 and all(o["fwd_s"] > 0 and o["bwd_w_s"] > 0 for o in mm), mm
+tanh = [o for o in ops if o["label"].startswith("tanh")]
+assert len(tanh) == 12 and all(o["fwd_s"] > 0 and o["bwd_b_s"] > 0 for o in tanh), tanh
+print(len(ops), "ops")
+EOF
+then ok "the profile holds both ranks (device, GEMM rate) and every op, forward and backward apart"
+else bad "the profile's contents"; fi
+"$MPLC" "$model" --profile "$tmp/p.json" --emit=plan > "$tmp/plan_p.txt" 2> "$tmp/err"
+n=$(sed -nE 's/^costs: measured for ([0-9]+) of ([0-9]+) ops.*; none modelled$/\1 \2/p' "$tmp/plan_p.txt")
+if [ -n "$n" ] && [ "${n% *}" = "${n#* }" ] && [ ! -s "$tmp/err" ]; then ok "--emit=plan: costs measured for $n ops, none modelled"
+else bad "--emit=plan with the profile: $(grep costs "$tmp/plan_p.txt") $(head -n 2 "$tmp/err")"; fi
+if "$MPLC" "$model" --profile "$tmp/p.json" -o "$tmp/bp.job" 2> "$tmp/err" &&
+   "$MPLRUN" "$tmp/bp.job" --threads 1 --steps 2 -q > "$tmp/run2.log" 2>&1; then ok "the job compiled from the profile trains"
+else bad "compile or run with the profile: $(head -n 3 "$tmp/err") $(tail -n 3 "$tmp/run2.log")"; fi
+
+# ---- a profile of something else ----
+"$MPLC" "$model" -D chains=13 --profile "$tmp/p.json" --emit=plan > "$tmp/plan_c.txt" 2> "$tmp/err"; rc=$?
+if [ $rc = 0 ] && grep -q "^mplc: warning: --profile .* matches [0-9]* of the [0-9]* ops of model balance; the other 10 (changed or new) are modelled: gelu at balance_model.mpl" "$tmp/err" &&
+   grep -q "^  modelled (cost.c" "$tmp/plan_c.txt"; then ok "a chain more: the profile is used for the ops it matches; the warning names the others"
+else bad "a chain more (exit $rc): $(cat "$tmp/err") $(grep -A1 costs "$tmp/plan_c.txt")"; fi
+"$MPLC" "$model" -D d=128 --profile "$tmp/p.json" --emit=plan > /dev/null 2> "$tmp/err"; rc=$?
+if [ $rc = 1 ] && grep -q "matches none of the [0-9]* ops of model balance.*refused" "$tmp/err"; then ok "a changed width: refused ($(cat "$tmp/err"))"
+else bad "a changed width (exit $rc): $(cat "$tmp/err")"; fi
+"$MPLC" tests/e2e/small_mlp.mpl --profile "$tmp/p.json" --emit=plan > /dev/null 2> "$tmp/err"; rc=$?
+if [ $rc = 1 ] && grep -q "is a profile of model 'balance' (from tests/e2e/balance_model.mpl), not of model 'mlp': refused" "$tmp/err"
+then ok "another model: refused, naming both"; else bad "another model (exit $rc): $(cat "$tmp/err")"; fi
+echo '{"format": "mpl-profile 1", "model": "balance"}' > "$tmp/bad.json"
+"$MPLC" "$model" --profile "$tmp/bad.json" --emit=plan > /dev/null 2> "$tmp/err"; rc=$?
+if [ $rc = 1 ] && grep -q "not a profile of mplrun --profile" "$tmp/err"; then ok "not a profile: refused"
+else bad "not a profile (exit $rc): $(cat "$tmp/err")"; fi
+
+# ---- the split follows the measured costs: rank 1's ops made 4x dearer move the cut ----
+"$PY" - "$tmp/p.json" "$tmp/p4.json" <<'EOF'
+import json, sys
+p = json.load(open(sys.argv[1]))
+for o in p["ops"]:
+    if o["rank"] == 1:
+        for k in ("fwd_s", "bwd_b_s", "bwd_w_s"): o[k] *= 4
+json.dump(p, open(sys.argv[2], "w"))
+EOF
+stage0() { "$MPLC" "$model" "$@" --emit=partition 2>/dev/null | grep -c '@stage(0)\|stage 0'; }
+"$MPLC" "$model" --profile "$tmp/p.json" --emit=graph > /dev/null 2>&1
+a=$("$MPLC" "$model" --profile "$tmp/p.json" --emit=plan | sed -nE 's/^rank 0 .*stages 0, predicted busy ([0-9.e+-]+) s.*/\1/p')
+b=$("$MPLC" "$model" --profile "$tmp/p4.json" --emit=plan | sed -nE 's/^rank 0 .*stages 0, predicted busy ([0-9.e+-]+) s.*/\1/p')
+if [ -n "$a" ] && [ -n "$b" ] && awk -v a="$a" -v b="$b" 'BEGIN { exit !(b > a) }'; then
+  ok "rank 1's ops measured 4x dearer: rank 0 gets more work (predicted busy $a -> $b s)"
+else bad "the split did not follow the profile: rank 0 busy $a -> $b"; fi
+
+# ---- --device-speed ----
+"$MPLC" "$model" --emit=plan > "$tmp/plan_1.txt" && "$MPLC" "$model" --device-speed 1,0.5 --emit=plan > "$tmp/plan_s.txt"
+read -ra bs <<< "$(busy "$tmp/plan_s.txt" | tr '\n' ' ')"
+read -ra b1 <<< "$(busy "$tmp/plan_1.txt" | tr '\n' ' ')"
+if [ ${#bs[@]} = 2 ] && awk -v s="$(spread "${bs[@]}")" 'BEGIN { exit !(s <= 1.25) }'; then
+  ok "--device-speed 1,0.5: predicted busy ${bs[*]} s, within 25% (x$(spread "${bs[@]}"))"
+else bad "--device-speed 1,0.5: predicted busy ${bs[*]}"; fi
+if grep -q "^device speeds (--device-speed): rank 0 1, rank 1 0.5$" "$tmp/plan_s.txt" &&
+   awk -v a="${b1[1]:-0}" -v b="${bs[1]:-0}" 'BEGIN { exit !(b / 2 < a) }'; then
+  ok "the half-speed rank gets less work: ${b1[1]} s of work at speed 1 before, $(awk -v b="${bs[1]}" 'BEGIN { print b / 2 }') s now"
+else bad "the half-speed rank's work: before ${b1[1]:-?}, after ${bs[1]:-?} at speed 0.5"; fi
+
+# ---- ZB-V against ZB-H1 at pp = 4, 8 micro-batches ----
+for s in zb zbv; do
+  "$MPLC" "$model" --mesh pp=4 --schedule $s --emit=plan > "$tmp/plan_$s.txt" 2> "$tmp/err" || bad "pp=4 $s: $(head -n 3 "$tmp/err")"
+done
+pz=$(sed -nE 's/^bubble: predicted ([0-9.]+).*/\1/p' "$tmp/plan_zb.txt")
+pv=$(sed -nE 's/^bubble: predicted ([0-9.]+).*/\1/p' "$tmp/plan_zbv.txt")
+if [ -n "$pz" ] && [ -n "$pv" ] && awk -v a="$pv" -v b="$pz" 'BEGIN { exit !(a < b) }'; then
+  ok "pp=4, 8 micro-batches: zbv plans a bubble of $pv, zb $pz"
+else bad "pp=4: zbv's planned bubble $pv is not below zb's $pz"; fi
+if grep -q "^rank 0 (dp 0, pp 0, tp 0): stages 0 7," "$tmp/plan_zbv.txt" &&
+   "$MPLC" "$model" --mesh pp=4 --schedule zbv -o "$tmp/zbv.job" 2> "$tmp/err" &&
+   "$MPLRUN" "$tmp/zbv.job" --threads 1 --steps 2 -q > "$tmp/zbv.log" 2>&1; then ok "zbv at pp=4: rank 0 holds stages 0 and 7; the job trains"
+else bad "zbv at pp=4: $(grep '^rank 0 (' "$tmp/plan_zbv.txt") $(head -n 2 "$tmp/err") $(tail -n 2 "$tmp/zbv.log")"; fi
+
+# ---- the report ----
+if grep -qE "^slowest: rank [01], busy [0-9.]+ ms over 2 steps: compute [0-9.]+ ms, update phase [0-9.]+ ms; waiting for messages [0-9.]+ ms, set-up [0-9.]+ ms" "$tmp/run.log"
+then ok "the report names the slowest rank: $(grep '^slowest' "$tmp/run.log")"
+else bad "no slowest-rank line: $(tail -n 3 "$tmp/run.log")"; fi
+
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]

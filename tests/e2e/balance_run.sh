@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Issue 15's measured figures (timed: tests/run.sh runs this alone, after the other
+# suites). On tests/e2e/balance_model.mpl (six 256-wide linear layers, twelve chains of
+# transcendental elementwise work; pp = 2, 8 micro-batches, --threads 1):
+#  - before: the cost model's split; its measured busy times per rank and bubbles
+#    against the plan (printed, not checked: the model is known to be off);
+#  - mplrun --profile, then mplc --profile, twice (the second round profiles the split the
+#    first made): the measured busy times of the ranks are within 15% of each other, and
+#    every rank's measured bubble within 5 points of the plan's prediction (the first
+#    round's figures are printed);
+#  - zbv, profiled the same way: its measured bubble against its plan (printed, and
+#    within 10 points).
+# Each figure is the median of 5 runs of 6 steps (the first step left out, as in the
+# closing report), against the noise of a shared machine; the bubbles get three tries.
+# The two ranks need the machine's cores to themselves: other processes that keep a core
+# busy stretch every wait. So the script waits (up to 3 minutes) until no other process
+# is running; when the machine stays busy, the timed thresholds are printed with a "skip"
+# line, not checked (what cannot be measured is not counted as passing or failing).
+cd "$(dirname "$0")/../.."
+source tests/tools/e2e_lib.sh
+
+model=tests/e2e/balance_model.mpl
+runs=5
+# run JOB N -> N lines "busy0 bubble0 pred0 busy1 bubble1 pred1"
+measure() {
+  for i in $(seq "$2"); do
+    note_load
+    "$MPLRUN" "$1" --threads 1 --steps 6 2> /dev/null |
+      sed -nE 's/^rank [0-9]+: busy ([0-9.]+) ms \| bubble ([0-9.]+) \(predicted ([0-9.]+)\).*/\1 \2 \3/p' | tr '\n' ' '
+    echo
+  done
+}
+col() { awk -v c="$2" '{ print $c }' "$1" | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
+report() { # label file: medians per rank
+  local b0 b1 u0 u1 p0 p1
+  b0=$(col "$2" 1) u0=$(col "$2" 2) p0=$(col "$2" 3) b1=$(col "$2" 4) u1=$(col "$2" 5) p1=$(col "$2" 6)
+  echo "     $1: busy $b0 / $b1 ms over 5 steps (x$(awk -v a="$b0" -v b="$b1" 'BEGIN { printf "%.2f", (a > b ? a / b : b / a) }') apart);" \
+       "bubble $u0 / $u1, predicted $p0 / $p1"
+  printf '%s\n' "$b0 $u0 $p0 $b1 $u1 $p1" > "$2.med"
+}
+
+# Other processes running now: the median of 9 readings over 1 s of /proc/loadavg's
+# runnable count, less the shell that reads it; note_load records a busy machine in $tmp/loaded.
+others() {
+  local i a b c d e v=()
+  for i in 1 2 3 4 5 6 7 8 9; do
+    read -r a b c d e < /proc/loadavg # a builtin: this shell is the one runnable reader
+    v+=("${d%/*}")
+    sleep 0.1
+  done
+  printf '%s\n' "${v[@]}" | sort -n | awk '{ v[NR] = $1 } END { n = v[5] - 1; print (n > 0 ? n : 0) }'
+}
+note_load() { local n; n=$(others); [ "$n" -ge 1 ] && echo "$n" >> "$tmp/loaded"; return 0; }
+for i in $(seq 18); do [ "$(others)" -lt 1 ] && break; sleep 10; done
+# timed LABEL CONDITION...: ok/bad when nothing else ran while the figures were measured
+# (since the profiles), else a skip line
+timed() {
+  local label=$1; shift
+  if [ -s "$tmp/loaded" ]; then
+    echo "skip $label (not checked: other processes ran during the measurements: up to $(sort -n "$tmp/loaded" | tail -n 1) runnable)"
+    return
+  fi
+  if "$@"; then ok "$label"; else bad "$label"; fi
+}
+
+if ! "$MPLC" "$model" -o "$tmp/before.job" 2> "$tmp/err"; then bad "mplc: $(head -n 3 "$tmp/err")"; fi
+measure "$tmp/before.job" $runs > "$tmp/before.txt"
+report "before (cost model)" "$tmp/before.txt"
+# profile job $1 into $2, compile $3 from it (mplc args after)
+profile() {
+  local job=$1 prof=$2 out=$3; shift 3
+  note_load
+  "$MPLRUN" "$job" --threads 1 --steps 6 -q --profile "$prof" > "$tmp/prof.log" 2>&1 &&
+    "$MPLC" "$model" "$@" --profile "$prof" -o "$out" 2> "$tmp/err" && return 0
+  bad "profile $job: $(tail -n 3 "$tmp/prof.log") $(head -n 3 "$tmp/err")"
+  return 1
+}
+# Round 1 profiles the cost model's split; round 2 the split round 1 made (an op's cost
+# depends on what it is fused with, e.g. elementwise work fused into the loss's row
+# kernel; the ops round 1 moved are measured again where they now are).
+rm -f "$tmp/loaded" # what counts is from the profiles on
+profile "$tmp/before.job" "$tmp/p1.json" "$tmp/after1.job" && ok "round 1: profiled and recompiled"
+measure "$tmp/after1.job" $runs > "$tmp/after1.txt"
+report "after 1 round of --profile" "$tmp/after1.txt"
+profile "$tmp/after1.job" "$tmp/p2.json" "$tmp/after2.job" && ok "round 2: the new split profiled and recompiled"
+# up to three tries of 5 runs each: a neighbour's load on the machine stretches the waits
+attempt=1 bubble_ok=0
+while :; do
+  measure "$tmp/after2.job" $runs > "$tmp/after2.txt"
+  report "after 2 rounds (try $attempt, load $(cut -d' ' -f1 /proc/loadavg))" "$tmp/after2.txt"
+  read -r b0 u0 p0 b1 u1 p1 < "$tmp/after2.txt.med"
+  if awk -v u0="$u0" -v p0="$p0" -v u1="$u1" -v p1="$p1" \
+       'BEGIN { exit !(u0 - p0 <= 0.05 && p0 - u0 <= 0.05 && u1 - p1 <= 0.05 && p1 - u1 <= 0.05) }'; then bubble_ok=1; fi
+  [ $bubble_ok = 1 ] || [ $attempt = 3 ] && break
+  attempt=$((attempt + 1))
+done
+within() { awk -v a="$1" -v b="$2" -v r="$3" 'BEGIN { exit !(a > 0 && b > 0 && (a > b ? a / b : b / a) <= r) }'; }
+timed "after --profile the ranks' busy times $b0 and $b1 ms are within 15%" within "$b0" "$b1" 1.15
+timed "after --profile every rank's bubble ($u0, $u1) is within 5 points of the plan's ($p0, $p1)" [ $bubble_ok = 1 ]
+
+# zbv: from the 1f1b profile, then a round of its own
+if profile "$tmp/after2.job" "$tmp/p3.json" "$tmp/zbv1.job" --schedule zbv &&
+   profile "$tmp/zbv1.job" "$tmp/pz.json" "$tmp/zbv.job" --schedule zbv; then
+  measure "$tmp/zbv.job" $runs > "$tmp/zbv.txt"
+  report "zbv after 2 rounds" "$tmp/zbv.txt"
+  read -r b0 u0 p0 b1 u1 p1 < "$tmp/zbv.txt.med"
+  near10() { awk -v u0="$u0" -v p0="$p0" -v u1="$u1" -v p1="$p1" \
+    'BEGIN { exit !(u0 - p0 <= 0.1 && p0 - u0 <= 0.1 && u1 - p1 <= 0.1 && p1 - u1 <= 0.1) }'; }
+  timed "zbv: measured bubbles $u0 / $u1 within 10 points of the plan's $p0 / $p1" near10
+fi
+
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]

@@ -1,0 +1,7 @@
+# args: --emit=plan --device-speed 1,0.5,0.5
+# --device-speed needs one speed per pipeline rank: pp = 2 here, three speeds given.
+mesh(pp = 2)
+model m(x: f32[B, 4], y: i32[B]) {
+  a = relu(x) @stage(0)
+  return cross_entropy(a, y) @stage(1)
+}
