@@ -22,8 +22,8 @@
 /* The format of the job's contents, written in the container's header flags (job_write) and
  * checked by job_read. 2: the update phase as instructions (JI_TIED_SEND ... JI_DP_ALLGATHER);
  * 3: validation (TrainConfig's val_path, eval_every, eval_batches); 4: precision (TrainConfig's precision,
- * JobStep's prec). */
-#define MPL_JOB_FORMAT 4
+ * JobStep's prec); 5: the fused attention's steps (JS_SDPA, JS_SDPA_BWD). */
+#define MPL_JOB_FORMAT 5
 
 /* ---- values: one per graph op (the op id is the value id) ---------------- */
 typedef enum JobDType { JDT_F32, JDT_BF16, JDT_F16, JDT_I32, JDT_BOOL } JobDType;
@@ -76,7 +76,7 @@ typedef struct JobInput {
 } JobInput;
 
 /* ---- steps of a stage program (fuse.c's output, serialised) ----------------- */
-typedef enum JobStepKind { JS_KERNEL, JS_GEMM, JS_ALIAS, JS_ACCUM, JS_COMM } JobStepKind;
+typedef enum JobStepKind { JS_KERNEL, JS_GEMM, JS_ALIAS, JS_ACCUM, JS_COMM, JS_SDPA, JS_SDPA_BWD } JobStepKind;
 
 typedef struct JobStep {
   uint8_t kind;
@@ -96,6 +96,13 @@ typedef struct JobStep {
   /* JS_COMM: args = {out, in}; comm: JC_*; axis and groups of the tp split */
   uint8_t comm;
   int32_t axis, groups;
+  /* JS_SDPA (args {q, k, v, out, lse}) and JS_SDPA_BWD (args {q, k, v, out, lse, dout, dq, dk,
+     dv}), the fused attention of issue 14: q [batch, heads, M, K], k [batch, kv_heads, N, K],
+     v [batch, kv_heads, N, hv], out [batch, heads, M, hv], lse [batch, heads, M] (f32, row-major);
+     alpha = the scale; causal: query i sees keys j <= i; prec PREC_BF16: the probabilities (and
+     dS) rounded to bf16 before their products */
+  int64_t heads, kv_heads, hv;
+  bool causal;
 } JobStep;
 
 /* Collectives of tensor parallelism, run by the runtime over the rank's tp group. */
