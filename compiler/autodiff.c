@@ -504,6 +504,26 @@ static void rule_im2col(Ad *a, const Op *op, int dy, int *dx) {
   dx[0] = b_axis_op(a, op->kind == OP_IM2COL ? OP_COL2IM : OP_IM2COL, 1, &dy, op->in[0], op);
 }
 
+/* ---- fused attention (issue 14, item 2) ---------------------------------------------------------- */
+
+/* sdpa: one SDPA_GRAD (flash attention's backward, recomputing the probabilities from the
+ * forward's log-sum-exp, its RESULT 1) makes dq, and its RESULTs 1 and 2 dk and dv. */
+static void rule_sdpa(Ad *a, const Op *op, int dy, int *dx) {
+  int lse = graph_result(a->g, op->id, 1);
+  if (lse < 0) die("autodiff: sdpa %%%d has no log-sum-exp", op->id);
+  int in[6] = {op->in[0], op->in[1], op->in[2], op->id, lse, dy};
+  Op *g = ad_op(a, OP_SDPA_GRAD, 6, in, shp(a, op->in[0]), DT_F32);
+  g->value = op->value;
+  g->causal = op->causal;
+  dx[0] = g->id;
+  for (int r = 1; r <= 2; r++) {
+    int gid = g->id;
+    Op *res = ad_op(a, OP_RESULT, 1, &gid, shp(a, op->in[r]), DT_F32);
+    res->axis = r;
+    dx[r] = res->id;
+  }
+}
+
 /* ---- the rule table ------------------------------------------------------------------------- */
 
 /* slots: bit j set when input j can carry gradient (SLOTS_ALL: every input, CONCAT's too). */
@@ -547,6 +567,7 @@ static const AdRule ad_rules[OP__COUNT] = {
     [OP_CUMSUM] = {rule_cumsum, SLOTS_ALL},   [OP_CUMSUM_REV] = {rule_cumsum, SLOTS_ALL},
     [OP_GATHER] = {rule_gather, 1u << 0},     [OP_GATHER_GRAD] = {rule_gather_grad, 1u << 1},
     [OP_IM2COL] = {rule_im2col, SLOTS_ALL},   [OP_COL2IM] = {rule_im2col, SLOTS_ALL},
+    [OP_SDPA] = {rule_sdpa, SLOTS_ALL}, /* issue 14; its RESULT (the lse) is never differentiated */
     /* no gradient: leaves, creation, SIGN, NOT, comparisons, AND, OR, CE_GRAD,
        PARAM_GRAD; communication ops come after autodiff. */
 };
@@ -706,9 +727,12 @@ static void ad_phases(Ad *a) {
     for (int j = 0; j < op->nin; j++)
       if (op->in[j] >= nfwd) {
         used[op->in[j] - nfwd] = true;
-        feeds_b[op->in[j] - nfwd] |= b;
+        feeds_b[op->in[j] - nfwd] |= b; /* a RESULT in BWD_B puts its op there */
       }
   }
+  /* one step writes an op's results: each RESULT runs in its op's pass (BWD_B when any is) */
+  for (int i = nfwd; i < g->nops; i++)
+    if (g->ops[i]->kind == OP_RESULT) g->ops[i]->phase = g->ops[g->ops[i]->in[0]]->phase;
   free(feeds_b);
   free(used);
 }

@@ -33,8 +33,22 @@ static double matmul_flops(const Graph *g, const Op *op) {
   return 2.0 * (double)shape_numel(&op->shape) * (double)k;
 }
 
+/* The fused attention (issue 14) counted as the lowered form's products and softmax over the
+ * whole T x S (causal or not, as FLOP counts of attention usually are): 2 products forward,
+ * 4 backward (dS, dq, dk, dv; the recomputed scores are not counted), a few FLOPs per score.
+ * Its bytes are its operands and results: no T x S buffer. A RESULT is counted in its op. */
+static double sdpa_flops(const Graph *g, const Op *op) {
+  const Shape *q = &g->ops[op->in[0]]->shape, *k = &g->ops[op->in[1]]->shape, *v = &g->ops[op->in[2]]->shape;
+  int r = q->rank;
+  double scores = (double)shape_numel(q) / (double)q->d[r - 1] * (double)k->d[r - 2];
+  double hs = (double)q->d[r - 1], hv = (double)v->d[r - 1];
+  return op->kind == OP_SDPA ? scores * (2 * hs + 2 * hv + 5) : scores * (4 * hs + 4 * hv + 8);
+}
+
 OpCost cost_op(const Graph *g, const Op *op) {
   OpCost c = {0, (double)op_bytes(op)};
+  if (op->kind == OP_RESULT) return (OpCost){0, (double)op_bytes(op)};
+  if (op->kind == OP_SDPA || op->kind == OP_SDPA_GRAD) c.flops = sdpa_flops(g, op);
   for (int j = 0; j < op->nin; j++) c.bytes += (double)op_bytes(g->ops[op->in[j]]);
   double n = (double)shape_numel(&op->shape);
   switch (op_info[op->kind].cls) {
@@ -44,7 +58,9 @@ OpCost cost_op(const Graph *g, const Op *op) {
     c.flops = op->kind == OP_GELU || op->kind == OP_GELU_GRAD ? 10 * n : op->kind == OP_ROUND_BF16 ? 0 : n;
     break;
   case OPC_R: c.flops = 4 * (double)shape_numel(&g->ops[op->in[0]]->shape); break;
-  case OPC_N: case OPC_G: c.flops = 4 * (op->nin ? (double)shape_numel(&g->ops[op->in[0]]->shape) : n); break;
+  case OPC_N: case OPC_G:
+    if (!c.flops) c.flops = 4 * (op->nin ? (double)shape_numel(&g->ops[op->in[0]]->shape) : n);
+    break;
   case OPC_L: case OPC_X: c.bytes = 0; break;
   default: break;
   }

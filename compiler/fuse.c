@@ -17,9 +17,10 @@
  * all kernels of the list become views (plan_folds).
  *
  * Where the ops of the next issues go: their kernels are fuse_emit.c's (see there);
- * here only their category (fuse_cat) and, for sdpa, GEMM steps beside lower_matmul
- * (two batched GEMMs around a row-softmax group). conv2d needs none: sema writes it as
- * its patches (IM2COL, a kernel of fuse_index.c) times the weight, an ordinary matmul.
+ * here only their category (fuse_cat). The fused attention (SDPA, SDPA_GRAD) is a step of
+ * its own beside lower_matmul (lower_sdpa), which the runtime's devices run; the lowered
+ * sdpa is two batched GEMMs around a row-softmax group. conv2d needs none: sema writes it
+ * as its patches (IM2COL, a kernel of fuse_index.c) times the weight, an ordinary matmul.
  *
  * Invariants: steps read only values that are external to the list or produced by
  * an earlier step; every op is lowered exactly once; fusion never changes bits.
@@ -390,6 +391,38 @@ static void lower_accum(Fuse *f, const Op *op) {
   s->a = op->id, s->b = op->in[0], s->numel = shape_numel(&op->shape);
 }
 
+/*
+ * The fused attention (issue 14): one step, forward (SDPA: q, k, v -> out and its RESULT 1,
+ * the lse) or backward (SDPA_GRAD: q, k, v, out, lse, dout -> dq and its RESULTs 1 and 2,
+ * dk and dv), with the shapes flattened to [B, H, T, hs]. Under precision = bf16 the step
+ * rounds the probabilities (its operands come rounded from precision.c).
+ */
+static void lower_sdpa(Fuse *f, const Op *op) {
+  bool bwd = op->kind == OP_SDPA_GRAD;
+  int nres = bwd ? 3 : 2, n = 0, args[9];
+  for (int j = 0; j < op->nin; j++) {
+    need_buffer(f, op->in[j]);
+    args[n++] = op->in[j];
+  }
+  for (int r = 0; r < nres; r++) {
+    int v = r ? graph_result(f->g, op->id, r) : op->id;
+    if (v < 0 || f->pos[v] < 0) die("fuse: %%%d %s: result %d is not in its pass", op->id, op_name(op->kind), r);
+    args[n++] = v;
+    f->mat[v] = true;
+  }
+  const Shape *q = &OPP(f, op->in[0])->shape, *k = &OPP(f, op->in[1])->shape, *v = &OPP(f, op->in[2])->shape;
+  int rk = q->rank;
+  Step *s = add_step(f, bwd ? STEP_SDPA_BWD : STEP_SDPA, op->id);
+  s->nargs = n;
+  s->args = arena_alloc(f->a, sizeof(int) * (size_t)n);
+  memcpy(s->args, args, sizeof(int) * (size_t)n);
+  s->heads = q->d[rk - 3], s->kv_heads = k->d[rk - 3], s->m = q->d[rk - 2], s->n = k->d[rk - 2];
+  s->k = q->d[rk - 1], s->hv = v->d[rk - 1];
+  s->batch = shape_numel(q) / (s->heads * s->m * s->k);
+  s->alpha = op->value, s->causal = op->causal;
+  s->prec = f->g->train.precision == PREC_BF16 ? PREC_BF16 : PREC_F32;
+}
+
 static void lower_one(Fuse *f, int v) {
   const Op *op = OPP(f, v);
   Group *gr = &f->cur;
@@ -400,6 +433,11 @@ static void lower_one(Fuse *f, int v) {
     close_group(f, gr);
     if (!f->folded_t[v]) lower_matmul(f, op);
     return;
+  case CAT_ATTN:
+    close_group(f, gr);
+    lower_sdpa(f, op);
+    return;
+  case CAT_RESULT: return; /* its op's step writes it */
   case CAT_COMM:
     close_group(f, gr);
     for (int j = 0; j < op->nin; j++) need_buffer(f, op->in[j]);
@@ -529,7 +567,7 @@ void fuse_dump(FILE *out, const Fused *fu) {
 int *step_values(Arena *a, const Graph *g, const Step *st, int *n) {
   int *v;
   switch (st->kind) {
-  case STEP_KERNEL:
+  case STEP_KERNEL: case STEP_SDPA: case STEP_SDPA_BWD:
     *n = st->nargs;
     return st->args;
   case STEP_GEMM:

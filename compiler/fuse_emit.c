@@ -43,6 +43,8 @@ Cat fuse_cat(OpKind k) {
   case OP_ARGMAX: case OP_CHECK: case OP_COL2IM: return CAT_RED;                            /* fuse_index.c */
   case OP_CUMSUM: case OP_CUMSUM_REV: case OP_TOPK: case OP_GATHER_GRAD: return CAT_SPECIAL; /* fuse_index.c */
   case OP_MATMUL: return CAT_GEMM;
+  case OP_SDPA: case OP_SDPA_GRAD: return CAT_ATTN; /* a step of its own (issue 14) */
+  case OP_RESULT: return CAT_RESULT;               /* written by its op's step */
   case OP_SEND: case OP_RECV: case OP_ALLREDUCE: case OP_ALLGATHER: case OP_TP_ENTER: case OP_TP_SLICE: case OP_REDUCE_SCATTER:
     return CAT_COMM;
   default: return CAT_EW; /* elementwise, shape ops, EMBEDDING, DROPOUT, CROSS_ENTROPY, PARAM_GRAD */

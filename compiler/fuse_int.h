@@ -8,7 +8,7 @@
 #include "kernel.h"
 
 /* How fusion treats an op (fuse_cat). */
-typedef enum Cat { CAT_LEAF, CAT_CONST, CAT_EW, CAT_RED, CAT_SPECIAL, CAT_GEMM, CAT_COMM } Cat;
+typedef enum Cat { CAT_LEAF, CAT_CONST, CAT_EW, CAT_RED, CAT_SPECIAL, CAT_GEMM, CAT_COMM, CAT_ATTN, CAT_RESULT } Cat;
 
 /* An open group: the ops of one kernel. */
 typedef struct Group {

@@ -166,6 +166,11 @@ static void dump_attrs(FILE *out, const Op *op) {
     if (op->ta) fprintf(out, " ta");
     if (op->tb) fprintf(out, " tb");
     break;
+  case OP_SDPA: case OP_SDPA_GRAD:
+    fprintf(out, " scale=%g", op->value);
+    if (op->causal) fprintf(out, " causal");
+    break;
+  case OP_RESULT: fprintf(out, " #%d", op->axis); break;
   case OP_PARAM_GRAD: fprintf(out, " param=%%%d use=%d", op->key, op->use); break;
   case OP_CE_ROWS: fprintf(out, " of=%%%d", op->key); break;
   case OP_SEND: case OP_RECV: fprintf(out, " peer=%d tag=%d", op->peer, op->tag); break;
@@ -201,6 +206,21 @@ void graph_dump(FILE *out, const Graph *g) {
   if (g->loss >= 0) fprintf(out, "loss = %%%d\n", g->loss);
 }
 
+int graph_result(const Graph *g, int op, int index) {
+  for (int i = op + 1; i < g->nops; i++)
+    if (g->ops[i]->kind == OP_RESULT && g->ops[i]->in[0] == op && g->ops[i]->axis == index) return i;
+  return -1;
+}
+
+/* A RESULT reads a multi-result op and is placed with it (stage, pass); that op has one of each. */
+static void verify_result(const Graph *g, const Op *op) {
+  const Op *of = g->ops[op->in[0]];
+  int n = of->kind == OP_SDPA ? 1 : of->kind == OP_SDPA_GRAD ? 2 : 0;
+  if (op->axis < 1 || op->axis > n) die("graph: %%%d result #%d of %%%d %s", op->id, op->axis, of->id, op_name(of->kind));
+  if (op->stage != of->stage || op->phase != of->phase || op->recompute != of->recompute)
+    die("graph: %%%d result of %%%d is placed apart from it", op->id, of->id);
+}
+
 void graph_verify(const Graph *g) {
   for (int i = 0; i < g->nops; i++) {
     const Op *op = g->ops[i];
@@ -213,6 +233,7 @@ void graph_verify(const Graph *g) {
       if (op->shape.d[j] <= 0) die("graph: %%%d has dimension %lld", i, (long long)op->shape.d[j]);
     for (int j = 0; j < op->nin; j++) {
       if (op->in[j] < 0 || op->in[j] >= i) die("graph: %%%d input %d is %%%d (not earlier)", i, j, op->in[j]);
+      if (op->kind == OP_RESULT && j == 0) verify_result(g, op);
       if (op_info[op->kind].cls == OPC_E) {
         Shape b;
         const Shape *s = &g->ops[op->in[j]]->shape;

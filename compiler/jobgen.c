@@ -80,6 +80,11 @@ static JobStep to_job_step(const Graph *g, const Step *st, const int *opid_of) {
     j.off_a = st->off_a, j.off_b = st->off_b, j.off_c = st->off_c;
     j.alpha = st->alpha, j.beta = st->beta, j.prec = st->prec;
     break;
+  case STEP_SDPA: case STEP_SDPA_BWD:
+    j.kind = st->kind == STEP_SDPA ? JS_SDPA : JS_SDPA_BWD, j.batch = st->batch, j.heads = st->heads;
+    j.kv_heads = st->kv_heads, j.M = st->m, j.N = st->n, j.K = st->k, j.hv = st->hv, j.alpha = st->alpha;
+    j.causal = st->causal, j.prec = st->prec;
+    break;
   case STEP_ALIAS: j.kind = JS_ALIAS; break;
   case STEP_ACCUM: j.kind = JS_ACCUM; break;
   case STEP_COMM: {

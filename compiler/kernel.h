@@ -192,6 +192,8 @@ typedef enum StepKind {
   STEP_ALIAS = JS_ALIAS,   /* value a shares value b's buffer (a RESHAPE) */
   STEP_ACCUM = JS_ACCUM,   /* value a (a PARAM_GRAD op's accumulator) += value b, elementwise */
   STEP_COMM = JS_COMM,     /* op: SEND/RECV/ALLREDUCE/ALLGATHER, executed by the runtime */
+  STEP_SDPA = JS_SDPA,     /* the fused attention's forward: args {q, k, v, out, lse} */
+  STEP_SDPA_BWD = JS_SDPA_BWD, /* its backward: args {q, k, v, out, lse, dout, dq, dk, dv} */
 } StepKind;
 
 typedef struct Step {
@@ -210,10 +212,15 @@ typedef struct Step {
   int64_t stride_a, stride_b, stride_c; /* elements between batches (0: broadcast) */
   int64_t off_a, off_b, off_c;          /* element offset of batch 0 */
   double alpha, beta;
-  uint8_t prec;     /* GEMM: a PrecKind, the job's JobStep.prec (PREC_BF16: a and b hold bf16 values) */
+  uint8_t prec;     /* GEMM: a PrecKind, the job's JobStep.prec (PREC_BF16: a and b hold bf16 values);
+                       SDPA: PREC_BF16 rounds the probabilities (and dS) to bf16 */
   int64_t numel;    /* ALIAS, ACCUM: elements */
   int nsrc;         /* KERNEL: the ops of its group (src), whose work it does; else 0: op alone */
   int *src;
+  /* STEP_SDPA, STEP_SDPA_BWD: args (nargs) as above; batch = B (the leading axes), m = T
+     queries, n = S keys, k = hs, hv, heads H, kv_heads Hkv; alpha = scale; causal */
+  int64_t heads, kv_heads, hv;
+  bool causal;
 } Step;
 
 typedef struct Program {

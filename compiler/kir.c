@@ -669,7 +669,7 @@ int kset_add(KernelSet *ks, Kernel *k) {
   return ks->n++;
 }
 
-static const char *const step_names[] = {"kernel", "gemm", "alias", "comm", "accum"};
+static const char *const step_names[] = {"kernel", "gemm", "alias", "accum", "comm", "sdpa", "sdpa_bwd"}; /* ORDER: StepKind */
 
 void kir_dump_program(FILE *out, const KernelSet *ks, const Program *p) {
   for (int i = 0; i < p->nsteps; i++) {
@@ -693,6 +693,14 @@ void kir_dump_program(FILE *out, const KernelSet *ks, const Program *p) {
     case STEP_ALIAS: fprintf(out, " %%%d = %%%d", s->a, s->b); break;
     case STEP_COMM: fprintf(out, " %%%d", s->op); break;
     case STEP_ACCUM: fprintf(out, " %%%d += %%%d [%lld]", s->a, s->b, (long long)s->numel); break;
+    case STEP_SDPA: case STEP_SDPA_BWD:
+      fprintf(out, " (");
+      for (int j = 0; j < s->nargs; j++) fprintf(out, "%s%%%d", j ? ", " : "", s->args[j]);
+      fprintf(out, ") B=%lld H=%lld Hkv=%lld T=%lld S=%lld hs=%lld hv=%lld scale=%g%s", (long long)s->batch,
+              (long long)s->heads, (long long)s->kv_heads, (long long)s->m, (long long)s->n, (long long)s->k,
+              (long long)s->hv, s->alpha, s->causal ? " causal" : "");
+      if (s->prec != PREC_F32) fprintf(out, " %s", mpl_prec_name(s->prec));
+      break;
     }
     fputc('\n', out);
   }

@@ -53,7 +53,8 @@ static void usage(FILE *out) {
           "usage: mplc FILE.mpl [-o JOB] [--emit=ast|graph|grad|partition|schedule|plan|kernels|cuda|llvm|dot]\n"
           "            [--mesh pp=4,tp=2,dp=1] [--schedule NAME] [--microbatches N] [-D NAME=V]... [-I DIR]...\n"
           "            [--mem-limit BYTES[K|M|G]] [--device-speed S0,S1,...] [--profile FILE.json]\n"
-          "            [--gpu-arch sm_90] [--allow-gather] [--precision f32|tf32|bf16] [-h|--help] [--version]\n");
+          "            [--gpu-arch sm_90] [--allow-gather] [--precision f32|tf32|bf16]\n"
+          "            [--no-fused-sdpa] [-h|--help] [--version]\n");
 }
 
 static _Noreturn void fail(int code, const char *fmt, const char *arg) {
@@ -180,6 +181,7 @@ static void parse_options(Arena *a, int argc, char **argv, Options *o) {
     else if ((v = flag_value(argc, argv, &i, "--gpu-arch"))) o->co.gpu_arch = v;
     else if ((v = flag_value(argc, argv, &i, "--precision"))) o->co.precision = parse_precision(v);
     else if (!strcmp(arg, "--allow-gather")) o->co.allow_gather = true;
+    else if (!strcmp(arg, "--no-fused-sdpa")) o->co.no_fused_sdpa = true;
     else if ((v = flag_value(argc, argv, &i, "-D"))) vec_push(a, &o->co.defines, parse_define(a, v));
     else if ((v = flag_value(argc, argv, &i, "-I"))) vec_push(a, &o->co.include_dirs, (void *)v);
     else if (arg[0] == '-' && arg[1]) fail(2, "unknown option '%s' (see mplc --help)", arg);

@@ -110,6 +110,14 @@ bool shape_broadcast(const Shape *a, const Shape *b, Shape *out);
                           (GATHER: outside [0, value); REM: zero); the runtime stops on non-zero */ \
   X(ROUND_BF16, 1, E)  /* f32 -> f32: the nearest bf16 value, ties to even; NaN stays NaN. Only \
                           precision.c makes it (precision = bf16), after autodiff: no gradient */ \
+  /* fused attention (issue 14, item 2): one step each, flash attention's tiles; a RESULT op \
+     names each further value an op writes (made with it, placed with it, no kernel) */ \
+  X(SDPA, 3, N)        /* (q [.., H, T, hs], k [.., Hkv, S, hs], v [.., Hkv, S, hv]) -> [.., H, T, hv]: \
+                          softmax(q k^T * value, masked above the diagonal when causal) v, query \
+                          head h on kv head h / (H / Hkv); RESULT 1: lse f32 [.., H, T] */ \
+  X(SDPA_GRAD, 6, G)   /* (q, k, v, out, lse, dout) -> dq; RESULT 1: dk, RESULT 2: dv (value, causal \
+                          as its SDPA's); the probabilities recomputed from lse */ \
+  X(RESULT, 1, G)      /* axis: result number (>= 1) of its input, an SDPA or SDPA_GRAD */ \
   /* training */                                                                \
   X(PARAM_GRAD, 1, G)  /* sink: accumulate input into grad accumulator        \
                           (param = key, use = use index) */                     \
@@ -189,6 +197,7 @@ typedef struct Op {
   InitKind init;
   double init_a, init_b;
   bool recompute; /* inside @recompute */
+  bool causal;    /* SDPA, SDPA_GRAD: query i sees keys j <= i */
   int key;        /* DROPOUT: mask key; PARAM_GRAD: the PARAM's id */
   int use;        /* PARAM_GRAD: index of this use of the param (0, 1, ... in use order) */
   int peer, tag;  /* SEND/RECV */
@@ -199,6 +208,8 @@ typedef struct Op {
 } Op;
 /* The bytes of op's value: numel x dtype size. */
 uint64_t op_bytes(const Op *op);
+/* Ops with more than one result (SDPA, SDPA_GRAD): their results beyond the first are RESULT ops. */
+static inline bool op_multi_result(OpKind k) { return k == OP_SDPA || k == OP_SDPA_GRAD; }
 
 /* The mesh and the training config are the job's (runtime/job.h, the contract both
  * programs link): one struct each from the program to the runtime. In a Graph the mesh
@@ -247,6 +258,8 @@ void graph_verify(const Graph *g);
 Loc op_user_loc(const Op *op);
 /* The note after an error moved to a user's call: "the error is in this line of nn.linear". */
 void note_inside(Diag *d, Loc loc, const char *inside);
+/* The RESULT op holding result `index` (>= 1) of multi-result op `op`, or -1. */
+int graph_result(const Graph *g, int op, int index);
 /* The params in the job's order: by global name (unique). */
 int graph_params(const Graph *g, Op ***out, Arena *a);
 
@@ -350,6 +363,7 @@ typedef struct CompileOptions {
   const char *gpu_arch;    /* --gpu-arch, default "sm_90" */
   bool allow_gather;       /* --allow-gather: tp may all-gather split values (shard.c) */
   const char *precision;   /* --precision: f32, tf32 or bf16 (the driver checks it), or NULL */
+  bool no_fused_sdpa;      /* --no-fused-sdpa: sdpa lowered to matmuls and a softmax (sema_lower.c) */
 } CompileOptions;
 
 /*

@@ -53,6 +53,9 @@ static bool *recompute_needed(const Graph *g) {
         need[in->id] = true;
     }
   }
+  /* an op's step writes all its results: a recomputed SDPA recomputes its RESULT (the lse) too */
+  for (int i = 0; i < g->nops; i++)
+    if (g->ops[i]->kind == OP_RESULT && need[g->ops[i]->in[0]]) need[i] = true;
   return need;
 }
 

@@ -4,9 +4,11 @@
  * does it for products. Every f32 operand of every matrix product, the backward's
  * products included, is read through a ROUND_BF16 op (to nearest, ties to even), and
  * every product's result is rounded the same way before anything reads it; the products
- * themselves accumulate in f32. sdpa and conv2d are products here (sema_lower.c writes
- * sdpa as two batched matmuls around a softmax, conv2d as IM2COL and a matmul), so their
- * operands, the attention probabilities among them, are rounded too. Every other op
+ * themselves accumulate in f32. sdpa and conv2d are products here (conv2d is IM2COL and a
+ * matmul; the lowered sdpa two batched matmuls around a softmax), so their operands, the
+ * attention probabilities among them, are rounded too; the fused SDPA and SDPA_GRAD have
+ * their operands and results rounded here and round the probabilities themselves
+ * (copy_attention). Every other op
  * computes in f32 on what it reads; params, gradients and optimizer state stay f32.
  * Under f32 and tf32 the graph is returned as it is (tf32 is the GEMM steps' flag,
  * fuse.c's, for the GPU).
@@ -150,10 +152,31 @@ static void copy_matmul(Prec *p, const Op *src, int i) {
   p->map[i] = add_like(p, OP_ROUND_BF16, mm->id, mm, mm)->id;
 }
 
+/* The fused attention (issue 14): SDPA's q, k, v and SDPA_GRAD's q, k, v and dout are read
+ * rounded (out is the SDPA's rounded result already); each result but the lse is rounded
+ * like a product's. The probabilities are rounded inside the step (its prec, fuse.c). A
+ * RESULT reads its op itself, not the op's rounded value. */
+static void copy_attention(Prec *p, const Op *src, int i) {
+  Op user = *src;
+  if (src->fwd_of >= 0) user.fwd_of = p->self[src->fwd_of];
+  int in[6];
+  for (int j = 0; j < src->nin; j++) {
+    bool operand = src->kind == OP_RESULT ? false : j < 3 || j == 5;
+    in[j] = src->kind == OP_RESULT ? p->self[src->in[j]] : operand ? rounded(p, p->map[src->in[j]], &user) : p->map[src->in[j]];
+  }
+  Op *op = copy_op(p, src, in);
+  p->self[i] = op->id;
+  bool lse = src->kind == OP_RESULT && p->old->ops[src->in[0]]->kind == OP_SDPA;
+  p->map[i] = lse ? op->id : add_like(p, OP_ROUND_BF16, op->id, op, op)->id;
+}
+
 Graph *prec_apply(Graph *old) {
   if (old->train.precision != PREC_BF16) return old;
   int nmm = 0;
-  for (int i = 0; i < old->nops; i++) nmm += old->ops[i]->kind == OP_MATMUL;
+  for (int i = 0; i < old->nops; i++) {
+    OpKind k = old->ops[i]->kind;
+    nmm += k == OP_MATMUL || k == OP_SDPA || k == OP_SDPA_GRAD || k == OP_RESULT;
+  }
   Prec p = {.old = old, .cap = old->nops + 5 * nmm + 1};
   p.g = graph_new(old->arena);
   Graph keep = *old;
@@ -168,6 +191,10 @@ Graph *prec_apply(Graph *old) {
     const Op *src = old->ops[i];
     if (src->kind == OP_MATMUL && src->dtype == DT_F32) {
       copy_matmul(&p, src, i);
+      continue;
+    }
+    if (op_multi_result(src->kind) || src->kind == OP_RESULT) {
+      copy_attention(&p, src, i);
       continue;
     }
     int *in = src->nin ? malloc(sizeof(int) * (size_t)src->nin) : NULL;

@@ -496,6 +496,99 @@ static double *ev_check(const Graph *g, const Op *op, double **v) {
   return out;
 }
 
+/* ---- fused attention (issue 14, item 2) ------------------------------------------------
+ * SDPA(q, k, v) and its RESULT 1 (lse), SDPA_GRAD(q, k, v, out, lse, dout) and its RESULTs 1
+ * and 2 (dk, dv), one query row at a time: the scores s_j = scale * q.k_j over the keys the
+ * row sees (j <= i when causal), p = softmax(s), out = p v, lse = max + log(sum); backward
+ * D = dout.out, p_j = exp(s_j - lse), ds_j = p_j (dout.v_j - D), dq = scale ds k, dk = scale
+ * ds^T q, dv = p^T dout. Under precision = bf16 (q, k, v, out and dout come rounded from
+ * precision.c's ops) the probabilities are rounded before the product with v, and ds before
+ * its products, as the kernels do. */
+
+typedef struct SdpaRef {
+  int64_t B, H, G, T, S, hs, hv;
+  double scale;
+  bool causal, bf16;
+} SdpaRef;
+
+static SdpaRef sdpa_ref_dims(const Graph *g, const Op *op) {
+  const Shape *q = in_shape(g, op, 0), *k = in_shape(g, op, 1), *v = in_shape(g, op, 2);
+  int r = q->rank;
+  SdpaRef d = {.H = q->d[r - 3], .T = q->d[r - 2], .S = k->d[r - 2], .hs = q->d[r - 1], .hv = v->d[r - 1]};
+  d.B = shape_numel(q) / (d.H * d.T * d.hs);
+  d.G = d.H / k->d[r - 3];
+  d.scale = op->value, d.causal = op->causal, d.bf16 = g->train.precision == PREC_BF16;
+  return d;
+}
+
+/* Row i of (b, h): its scores into s[S] (-inf where masked), normalised by lse (the row's own
+ * when lse is NaN: the forward) into p[S]; returns the lse. */
+static double sdpa_ref_row(const SdpaRef *d, const double *q, const double *k, int64_t b, int64_t h, int64_t i,
+                           double lse, double *s, double *p) {
+  const double *qi = q + ((b * d->H + h) * d->T + i) * d->hs, *kb = k + (b * (d->H / d->G) + h / d->G) * d->S * d->hs;
+  double mx = -INFINITY, sum = 0;
+  for (int64_t j = 0; j < d->S; j++) {
+    double dot = 0;
+    for (int64_t c = 0; c < d->hs; c++) dot += qi[c] * kb[j * d->hs + c];
+    s[j] = d->causal && j > i ? -INFINITY : dot * d->scale;
+    mx = fmax(mx, s[j]);
+  }
+  for (int64_t j = 0; j < d->S; j++) sum += exp(s[j] - mx);
+  if (isnan(lse)) lse = mx + log(sum);
+  for (int64_t j = 0; j < d->S; j++) p[j] = exp(s[j] - lse);
+  return lse;
+}
+
+/* Result `which` of an SDPA or SDPA_GRAD: every result computed, the others dropped. */
+static double *ev_sdpa(const Graph *g, const Op *op, double **v, int which) {
+  SdpaRef d = sdpa_ref_dims(g, op);
+  int64_t Hkv = d.H / d.G;
+  bool grad = op->kind == OP_SDPA_GRAD;
+  const double *q = v[op->in[0]], *k = v[op->in[1]], *vv = v[op->in[2]];
+  double *res[3];
+  res[0] = alloc_vals(d.B * d.H * d.T * (grad ? d.hs : d.hv));
+  res[1] = alloc_vals(grad ? d.B * Hkv * d.S * d.hs : d.B * d.H * d.T);
+  res[2] = alloc_vals(grad ? d.B * Hkv * d.S * d.hv : 1);
+  double *s = alloc_vals(d.S), *p = alloc_vals(d.S), *dp = alloc_vals(d.S);
+  for (int64_t b = 0; b < d.B; b++)
+    for (int64_t h = 0; h < d.H; h++)
+      for (int64_t i = 0; i < d.T; i++) {
+        int64_t row = (b * d.H + h) * d.T + i, kv = b * Hkv + h / d.G;
+        const double *vb = vv + kv * d.S * d.hv;
+        if (!grad) {
+          res[1][row] = sdpa_ref_row(&d, q, k, b, h, i, NAN, s, p);
+          for (int64_t e = 0; e < d.hv; e++) {
+            double acc = 0;
+            for (int64_t j = 0; j < d.S; j++) acc += (d.bf16 ? round_bf16(p[j]) : p[j]) * vb[j * d.hv + e];
+            res[0][row * d.hv + e] = acc;
+          }
+          continue;
+        }
+        const double *out = v[op->in[3]] + row * d.hv, *dout = v[op->in[5]] + row * d.hv;
+        sdpa_ref_row(&d, q, k, b, h, i, v[op->in[4]][row], s, p);
+        double D = 0;
+        for (int64_t e = 0; e < d.hv; e++) D += dout[e] * out[e];
+        for (int64_t j = 0; j < d.S; j++) {
+          double acc = 0;
+          for (int64_t e = 0; e < d.hv; e++) acc += dout[e] * vb[j * d.hv + e];
+          double ds = p[j] * (acc - D);
+          dp[j] = d.bf16 ? round_bf16(ds) : ds;
+          double pj = d.bf16 ? round_bf16(p[j]) : p[j];
+          for (int64_t e = 0; e < d.hv; e++) res[2][(kv * d.S + j) * d.hv + e] += pj * dout[e];
+          for (int64_t c = 0; c < d.hs; c++) res[1][(kv * d.S + j) * d.hs + c] += d.scale * dp[j] * q[row * d.hs + c];
+        }
+        for (int64_t c = 0; c < d.hs; c++) {
+          double acc = 0;
+          for (int64_t j = 0; j < d.S; j++) acc += dp[j] * k[(kv * d.S + j) * d.hs + c];
+          res[0][row * d.hs + c] = d.scale * acc;
+        }
+      }
+  free(s), free(p), free(dp);
+  for (int r = 0; r < 3; r++)
+    if (r != which) free(res[r]);
+  return res[which];
+}
+
 /* ---- the dispatcher ------------------------------------------------------------ */
 
 static bool is_caller_leaf(OpKind k) { return k == OP_INPUT || k == OP_PARAM || k == OP_RECV; }
@@ -521,6 +614,8 @@ static double *ev_op(const Graph *g, const Op *op, double **v, const RefCtx *ctx
   case OP_ONE_HOT: return ev_one_hot(op, v);
   case OP_IM2COL: case OP_COL2IM: return ev_patches(g, op, v);
   case OP_CHECK: return ev_check(g, op, v);
+  case OP_SDPA: case OP_SDPA_GRAD: return ev_sdpa(g, op, v, 0);
+  case OP_RESULT: return ev_sdpa(g, g->ops[op->in[0]], v, op->axis);
   case OP_SEND: return NULL;
   default:
     if (op_info[op->kind].cls == OPC_E) return ev_elementwise(g, op, v);

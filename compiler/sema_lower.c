@@ -16,6 +16,12 @@
  *                        aligned as torch's is_causal), softmax over the keys in f32, the
  *                        product with v [..., Hkv, 1, S, hs], and the view back to
  *                        [..., H, T, hs]. With G = 1 there are no views.
+ *                        That is the lowered form (mplc --no-fused-sdpa, q, k, v of
+ *                        another type than f32, and head sizes past MPL_SDPA_MAX_HEAD). By default an f32 sdpa is one SDPA op
+ *                        and its RESULT, the log-sum-exp of each query row (issue 14): a
+ *                        step of its own that runs flash attention's tiles (no T x S
+ *                        buffer); autodiff gives it SDPA_GRAD, refeval.c its float64
+ *                        meaning, shard.c its head split.
  *
  * The table LOWERED is looked up by sema_builtin (sema_builtin.c) after its own
  * BUILTINS; every op made here carries the call's location. The tp layouts follow
@@ -266,6 +272,28 @@ static Value softmax_last(Sema *S, Value x, Loc loc) {
   return vtensor(S, op);
 }
 
+/* The fused form (issue 14): one SDPA op, and its RESULT 1, the log-sum-exp of each query
+ * row, which the backward (SDPA_GRAD, autodiff.c) reads instead of a T x S buffer. */
+static Value fused_sdpa(Sema *S, Value q, Value k, Value v, bool is_causal, double scale, Loc loc) {
+  int in[3] = {q.op, k.op, v.op};
+  Shape qs = sema_opv(S, q)->shape;
+  int r = qs.rank;
+  Op *op = sema_op(S, OP_SDPA, 3, in, loc);
+  if (!op) return verr();
+  op->shape = qs;
+  op->shape.d[r - 1] = sema_opv(S, v)->shape.d[r - 1];
+  op->dtype = DT_F32;
+  op->value = scale;
+  op->causal = is_causal;
+  Op *lse = sema_op(S, OP_RESULT, 1, &op->id, loc);
+  if (!lse) return verr();
+  lse->shape = qs;
+  lse->shape.rank = r - 1;
+  lse->dtype = DT_F32;
+  lse->axis = 1;
+  return vtensor(S, op);
+}
+
 /* sdpa(q, k, v, causal = false, scale = 1/sqrt(hs)): see the file's comment. */
 static Value lower_sdpa(Sema *S, Scope *sc, Node *call, Node **args) {
   Value q = tensor_of(S, sc, args[0], "sdpa"), k = tensor_of(S, sc, args[1], "sdpa"), v = tensor_of(S, sc, args[2], "sdpa");
@@ -284,6 +312,9 @@ static Value lower_sdpa(Sema *S, Scope *sc, Node *call, Node **args) {
   if (!args[4]) scale = 1.0 / sqrt((double)hs);
   Loc loc = call->loc;
   DType dt = sema_opv(S, q)->dtype;
+  int64_t hv = sema_opv(S, v)->shape.d[r - 1];
+  if (dt == DT_F32 && !S->opt->no_fused_sdpa && hs <= MPL_SDPA_MAX_HEAD && hv <= MPL_SDPA_MAX_HEAD)
+    return fused_sdpa(S, q, k, v, is_causal, scale, loc);
   if (G > 1) { /* [..., Hkv, G, T, hs] against [..., Hkv, 1, S, hs]: no copy of k and v per head */
     Shape q5 = qs, k5 = insert_axis(ks, r - 2, 1), v5 = insert_axis(vs, r - 2, 1);
     q5.d[r - 3] = Hkv;

@@ -28,8 +28,9 @@
  *  - reductions and softmax over another dimension, slices on whole groups of a
  *    grouped split (a fused q|k|v), reshapes that keep the split dimension a block,
  *    transposes, expands, and concats along another dimension (inputs cut alike) keep
- *    the split. The front end's repeat, stack and sdpa are made of these ops, so a
- *    split survives them (sdpa's head axis when H and Hkv both divide by tp).
+ *    the split. The front end's repeat, stack and lowered sdpa are made of these ops, so
+ *    a split survives them (sdpa's head axis when H and Hkv both divide by tp); the
+ *    fused SDPA keeps the same split itself (shard_sdpa);
  *  - v2 (issue 13): sin, cos, floor, silu and % are elementwise; argmax, cumsum and topk
  *    over another dimension and one_hot keep a split; gather keeps a split of another
  *    axis when x and idx are split alike (or idx alone along the gather axis); im2col
@@ -580,6 +581,39 @@ static int shard_matmul_rows(Shard *s, const Op *src, const int *in) {
   return finish(s, clone_with(s, src, 2, r), src, (Layout){.split_dim = src->shape.rank - 2, .groups = a->layout.groups});
 }
 
+/* SDPA (issue 14) keeps a split of the head axis (or of a leading axis) that q, k and v
+ * share: each rank attends with its own heads, query head h on kv head h / (H / Hkv) holding
+ * locally as long as H and Hkv both divide by tp (as the lowered form's views do), or when
+ * there is one kv head, replicated (multi-query; entered). A whole k or v is cut to match (TP_SLICE,
+ * free); anything else is computed whole. Its RESULT takes
+ * its layout (the lse is [.., H, T]: the same leading and head axes). */
+static int shard_sdpa(Shard *s, const Op *src, const int *in) {
+  const Op *q = s->g->ops[in[0]];
+  int r = q->shape.rank, dim = q->layout.split_dim;
+  if (!is_split(q) || q->layout.groups != 1 || dim > r - 3) return fallback(s, src, in);
+  int c[3] = {in[0], in[1], in[2]};
+  const Op *k = s->g->ops[in[1]], *v = s->g->ops[in[2]];
+  /* multi-query (one kv head) on split query heads: every local head reads kv head 0, so
+     a replicated k and v serve as they are, through TP_ENTER (each rank's dk and dv are
+     its heads' share: all-reduced) */
+  if (dim == r - 3 && k->shape.d[dim] == 1 && !is_split(k) && !is_split(v) && !is_partial(k) && !is_partial(v)) {
+    c[1] = enter(s, in[1], src), c[2] = enter(s, in[2], src); /* their gradients: partial sums */
+    return finish(s, clone_with(s, src, 3, c), src, (Layout){.split_dim = dim, .groups = 1});
+  }
+  for (int j = 1; j < 3; j++) {
+    const Op *x = s->g->ops[in[j]];
+    if (is_split(x) && (x->layout.split_dim != dim || x->layout.groups != 1)) return fallback(s, src, in);
+    if (!is_split(x) && (is_partial(x) || !splittable(s, x->shape.d[dim], 1))) return fallback(s, src, in);
+    c[j] = make_split(s, in[j], dim, 1, src);
+  }
+  return finish(s, clone_with(s, src, 3, c), src, (Layout){.split_dim = dim, .groups = 1});
+}
+
+static int shard_result(Shard *s, const Op *src, const int *in) {
+  const Op *of = s->g->ops[in[0]];
+  return finish(s, clone_with(s, src, 1, in), src, of->layout);
+}
+
 static int shard_param(Shard *s, const Op *src) {
   return finish(s, clone_with(s, src, 0, NULL), src, src->layout);
 }
@@ -599,6 +633,8 @@ static int shard_op(Shard *s, const Op *src, const int *in) {
   case OP_GATHER: return shard_gather(s, src, in);
   case OP_IM2COL: return shard_im2col(s, src, in);
   case OP_CHECK: return shard_check(s, src, in);
+  case OP_SDPA: return shard_sdpa(s, src, in); /* issue 14 */
+  case OP_RESULT: return shard_result(s, src, in);
   default:
     if (op_info[src->kind].cls == OPC_E || src->kind == OP_DROPOUT) return shard_elementwise(s, src, in);
     return fallback(s, src, in);

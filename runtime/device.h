@@ -25,6 +25,19 @@ typedef void (*MplKernelFn)(void **args, const int64_t *scalars, int64_t begin, 
 
 typedef struct MplDevice MplDevice;
 
+/* One step of the fused attention (issue 14; JS_SDPA, JS_SDPA_BWD): row-major f32 tensors
+ * q [B, H, T, hs], k [B, Hkv, S, hs], v [B, Hkv, S, hv], out [B, H, T, hv], lse [B, H, T];
+ * query head h uses kv head h / (H / Hkv); causal: query i sees keys j <= i. The forward
+ * writes out and lse; the backward reads them with dout and writes dq, dk, dv. bf16: the
+ * probabilities (and the backward's dS) are rounded to bf16 before their products. */
+typedef struct MplSdpa {
+  int64_t B, H, Hkv, T, S, hs, hv;
+  float scale;
+  bool causal, bf16;
+  const float *q, *k, *v, *dout;
+  float *out, *lse, *dq, *dk, *dv;
+} MplSdpa;
+
 /* A device backend: one instance per kind (cpu, cuda), filled with designated initializers.
  * Pointers into the arena are device pointers; copy_* move bytes to and from host memory. */
 typedef struct MplDeviceOps {
@@ -41,6 +54,9 @@ typedef struct MplDeviceOps {
   int (*gemm)(MplDevice *d, const JobStep *s, const float *a, const float *b, float *c,
               MplErr *err);
   int (*accum_f32)(MplDevice *d, float *acc, const float *src, int64_t n, MplErr *err);
+  /* the fused attention, forward and backward (MplSdpa); NULL: the device has none */
+  int (*sdpa)(MplDevice *d, const MplSdpa *a, MplErr *err);
+  int (*sdpa_bwd)(MplDevice *d, const MplSdpa *a, MplErr *err);
   int (*zero)(MplDevice *d, void *dst, size_t bytes, MplErr *err);
   int (*copy_to_host)(MplDevice *d, void *host, const void *dev, size_t bytes, MplErr *err);
   int (*copy_from_host)(MplDevice *d, void *dev, const void *host, size_t bytes, MplErr *err);
@@ -102,10 +118,35 @@ extern const char mpl_cuda_optim_src[];
  * (--fmad=false, IEEE division and square root) into PTX (*ptx mpl_malloc'd, NUL ended);
  * log gets NVRTC's log, empty when there was nothing to say. Without CUDA: MPL_ERR. */
 int mpl_cuda_optim_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err);
+/* The fused attention's kernels (runtime/cuda/sdpa.cu) for head sizes hs (q, k) and hv (v),
+ * each 1 .. MPL_SDPA_MAX_HEAD, compiled with NVRTC for arch; the same contract. mplc fuses
+ * an sdpa only within that bound (MPL_SDPA_MAX_HEAD, job.h; sema_lower.c). */
+int mpl_cuda_sdpa_compile(const char *arch, int hs, int hv, char **ptx, char *log, size_t logn, MplErr *err);
 /* The number of visible CUDA devices (>= 1), or MPL_ERR with a message that says why
  * there is none: built without CUDA, no driver, no device. Never crashes. */
 int mpl_cuda_device_count(int *count, MplErr *err);
 
+
+/* ==== sdpa_cpu.c: the fused attention on the CPU ============================ */
+
+/* The instruction sets it has code for, best first; mpl_sdpa_cpu_isa picks the best this
+ * CPU has (MPL_CPU_SDPA=avx512|avx2|generic asks for one, if the CPU has it). Every one
+ * gives the same bits. */
+typedef enum MplSdpaIsa { MPL_SDPA_AVX512, MPL_SDPA_AVX2, MPL_SDPA_GENERIC } MplSdpaIsa;
+MplSdpaIsa mpl_sdpa_cpu_isa(void);
+const char *mpl_sdpa_isa_name(MplSdpaIsa isa);
+/* The work as independent units for a device's threads: the forward's are (batch, head,
+ * tile of query rows), the backward's (batch, kv head). mpl_sdpa_cpu_fwd and _bwd run
+ * units [begin, end) as an MplKernelFn: args[0] is an MplSdpaRun. Any split of the units
+ * gives the same bits. */
+typedef struct MplSdpaRun {
+  MplSdpa a;
+  MplSdpaIsa isa;
+  _Atomic int failed; /* a unit could not allocate its scratch */
+} MplSdpaRun;
+int64_t mpl_sdpa_cpu_units(const MplSdpa *a, bool backward);
+void mpl_sdpa_cpu_fwd(void **args, const int64_t *scalars, int64_t begin, int64_t end);
+void mpl_sdpa_cpu_bwd(void **args, const int64_t *scalars, int64_t begin, int64_t end);
 
 /* The job's CPU kernels, compiled for the host by the JIT (jit_cpu.c). */
 typedef struct MplCpuKernels {

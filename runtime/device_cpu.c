@@ -13,6 +13,7 @@
 #include "exec.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,7 +49,7 @@ typedef struct CpuWorker {
  * stderr when the device is freed (a debugging aid; off by default). */
 enum { PROF_SLOTS = 1024 };
 typedef struct ProfSlot {
-  const void *key;   /* kernel entry point; NULL for a GEMM */
+  const void *key;   /* kernel entry point (the fused attention's: mpl_sdpa_cpu_fwd, _bwd); NULL for a GEMM */
   int64_t m, n, k, batch, n_outer;
   int ta, tb;
   int64_t calls;
@@ -62,6 +63,7 @@ typedef struct CpuDev {
   ProfSlot *prof; /* PROF_SLOTS, or NULL when not profiling */
   int nprof;
   MplGemmBf16 bf16; /* precision = bf16's products: bf16 units where the CPU has them */
+  MplSdpaIsa sdpa_isa; /* the fused attention's instruction set (sdpa_cpu.c) */
 } CpuDev;
 
 /* CPU time of the calling thread: what one rank thread spends, whatever else the
@@ -103,7 +105,11 @@ static void prof_print(CpuDev *cd, int index) {
     fprintf(stderr, "  bf16 products in bf16 units: %llu\n", (unsigned long long)cd->bf16.units);
   for (int i = 0; i < cd->nprof; i++) {
     const ProfSlot *p = &cd->prof[i];
-    if (p->key)
+    if (p->key == (const void *)(uintptr_t)mpl_sdpa_cpu_fwd || p->key == (const void *)(uintptr_t)mpl_sdpa_cpu_bwd)
+      fprintf(stderr, "  %8.2f ms %6lld x  sdpa%s (%s) units %lld\n", p->s * 1e3, (long long)p->calls,
+              p->key == (const void *)(uintptr_t)mpl_sdpa_cpu_fwd ? "" : " backward", mpl_sdpa_isa_name(cd->sdpa_isa),
+              (long long)p->n_outer);
+    else if (p->key)
       fprintf(stderr, "  %8.2f ms %6lld x  kernel %p n_outer %lld\n", p->s * 1e3, (long long)p->calls, p->key,
               (long long)p->n_outer);
     else
@@ -191,6 +197,7 @@ static int cpu_init(MplDevice *d, int index, int threads, MplErr *err) {
     if (!cd->prof) return mpl_errf(err, "cpu: out of memory");
   }
   mpl_gemm_bf16_init(&cd->bf16);
+  cd->sdpa_isa = mpl_sdpa_cpu_isa();
   return pool_start(cd, d->threads, err);
 }
 
@@ -294,6 +301,22 @@ static int cpu_gemm(MplDevice *d, const JobStep *s, const float *a, const float 
   return rc;
 }
 
+/* The fused attention: sdpa_cpu.c's units over the rank's threads, as a kernel's outer
+ * iterations (contiguous chunks; the bits do not depend on them). */
+static int cpu_sdpa_run(MplDevice *d, const MplSdpa *a, bool backward, MplErr *err) {
+  CpuDev *cd = d->impl;
+  MplSdpaRun run = {.a = *a, .isa = cd->sdpa_isa};
+  void *args[1] = {&run};
+  MplKernelFn fn = backward ? mpl_sdpa_cpu_bwd : mpl_sdpa_cpu_fwd;
+  int64_t units = mpl_sdpa_cpu_units(a, backward), work = INT64_MAX / 2; /* always worth the threads */
+  if (cpu_kernel(d, fn, args, NULL, units, work, err) != MPL_OK) return MPL_ERR;
+  if (atomic_load(&run.failed)) return mpl_errf(err, "cpu: out of memory for the attention's tiles");
+  return MPL_OK;
+}
+
+static int cpu_sdpa(MplDevice *d, const MplSdpa *a, MplErr *err) { return cpu_sdpa_run(d, a, false, err); }
+static int cpu_sdpa_bwd(MplDevice *d, const MplSdpa *a, MplErr *err) { return cpu_sdpa_run(d, a, true, err); }
+
 static int cpu_accum_f32(MplDevice *d, float *acc, const float *src, int64_t n, MplErr *err) {
   for (int64_t i = 0; i < n; i++) acc[i] += src[i];
   return MPL_OK;
@@ -350,6 +373,8 @@ const MplDeviceOps mpl_device_cpu_ops = {
     .kernel = cpu_kernel,
     .gemm = cpu_gemm,
     .accum_f32 = cpu_accum_f32,
+    .sdpa = cpu_sdpa,
+    .sdpa_bwd = cpu_sdpa_bwd,
     .zero = cpu_zero,
     .copy_to_host = cpu_copy,
     .copy_from_host = cpu_copy,

@@ -53,6 +53,12 @@ const char mpl_cuda_optim_src[] = {
 #include "runtime/cuda/optim.cu.inc"
 };
 
+/* The fused attention's kernels: runtime/cuda/sdpa.cu, embedded the same way, compiled with
+ * NVRTC the first time a device meets a pair of head sizes (mpl_cuda_sdpa_compile). */
+const char mpl_cuda_sdpa_src[] = {
+#include "runtime/cuda/sdpa.cu.inc"
+};
+
 #ifdef MPL_HAVE_CUDA
 
 #include <cublas_v2.h>
@@ -104,9 +110,10 @@ typedef struct CuDriver {
  * stderr (GPU time per kernel over the other steps, calls, share). The events cost a
  * little time themselves: profile, then time without it.
  */
-enum { PROF_GEMM, PROF_OPTIM, PROF_ACCUM, PROF_COPY, PROF__FIXED };
-static const char *const prof_fixed[PROF__FIXED] = {"cuBLAS sgemm", "optimizer, norms, scaling", "accumulate (saxpy)",
-                                                    "copies and zeroing"};
+enum { PROF_GEMM, PROF_OPTIM, PROF_ACCUM, PROF_COPY, PROF_SDPA, PROF_SDPA_BWD, PROF__FIXED };
+static const char *const prof_fixed[PROF__FIXED] = {"cuBLAS sgemm",       "optimizer, norms, scaling",
+                                                    "accumulate (saxpy)", "copies and zeroing",
+                                                    "fused attention",    "fused attention, backward"};
 typedef struct Prof {
   bool on;
   int nslots;                 /* PROF__FIXED + kernels */
@@ -140,6 +147,13 @@ typedef struct CudaDev {
   CUmodule omod;
   CUfunction f_sgd, f_adamw, f_sumsq, f_sumsq_final, f_scale;
   double *partial;            /* [SUMSQ_PARTS] partial sums of squares */
+  /* the fused attention's kernels, one module per pair of head sizes met (SDPA_MODS at most) */
+  struct CudaSdpa {
+    int hs, hv;
+    CUmodule mod;
+    CUfunction fwd, bwd_q, bwd_kv;
+  } sdpa[8];
+  int nsdpa;
   const atomic_int *stop;     /* set by an NCCL communicator: waits poll it (mpl_cuda_wait) */
   Prof prof;                  /* MPL_PROFILE=1: GPU time per kernel */
 } CudaDev;
@@ -280,6 +294,8 @@ static void cuda_free(MplDevice *d) {
   if (cd->partial) CUDA_SOFT(cudaFree(cd->partial));
   if (cd->mod && cd->drv.unload) cd->drv.unload(cd->mod);
   if (cd->omod && cd->drv.unload) cd->drv.unload(cd->omod);
+  for (int i = 0; i < cd->nsdpa; i++)
+    if (cd->sdpa[i].mod && cd->drv.unload) cd->drv.unload(cd->sdpa[i].mod);
   if (cd->ready) {
     CUDA_SOFT(cudaStreamDestroy(cd->compute));
     CUDA_SOFT(cudaStreamDestroy(cd->comm));
@@ -835,6 +851,107 @@ static int cuda_adamw(MplDevice *d, float *p, const float *g, float *m, float *v
   return launch_optim(cd, cd->f_adamw, elementwise_blocks(cd, n), BLOCK, a, err);
 }
 
+/* ---- the fused attention (runtime/cuda/sdpa.cu) ------------------------------------------- */
+
+int mpl_cuda_sdpa_compile(const char *arch, int hs, int hv, char **ptx, char *log, size_t logn, MplErr *err) {
+  char archopt[48], dhs[40], dhv[40];
+  *ptx = NULL;
+  if (logn) log[0] = 0;
+  if (hs < 1 || hs > MPL_SDPA_MAX_HEAD || hv < 1 || hv > MPL_SDPA_MAX_HEAD)
+    return mpl_errf(err, "the fused attention takes head sizes up to %d, not %d and %d", MPL_SDPA_MAX_HEAD, hs, hv);
+  snprintf(archopt, sizeof archopt, "--gpu-architecture=%s", arch);
+  snprintf(dhs, sizeof dhs, "-DMPL_SDPA_HS=%d", hs);
+  snprintf(dhv, sizeof dhv, "-DMPL_SDPA_HV=%d", hv);
+  const char *opts[] = {archopt, dhs, dhv, "--ftz=false", "--prec-div=true"};
+  nvrtcProgram prog = NULL;
+  NVRTC_CHECK(nvrtcCreateProgram(&prog, mpl_cuda_sdpa_src, "mpl_sdpa.cu", 0, NULL, NULL));
+  nvrtcResult r = nvrtcCompileProgram(prog, (int)(sizeof opts / sizeof opts[0]), opts);
+  size_t n = 0;
+  if (logn && nvrtcGetProgramLogSize(prog, &n) == NVRTC_SUCCESS && n > 1) {
+    char *full = mpl_malloc(n);
+    if (full && nvrtcGetProgramLog(prog, full) == NVRTC_SUCCESS) snprintf(log, logn, "%s", full);
+    mpl_free(full);
+  }
+  if (r != NVRTC_SUCCESS) return nvrtc_fail(prog, r, "nvrtcCompileProgram (the fused attention)", err);
+  return take_ptx(prog, ptx, err);
+}
+
+/* The kernels for head sizes hs and hv: compiled and loaded the first time they are met. */
+static const struct CudaSdpa *sdpa_kernels(CudaDev *cd, int hs, int hv, MplErr *err) {
+  for (int i = 0; i < cd->nsdpa; i++)
+    if (cd->sdpa[i].hs == hs && cd->sdpa[i].hv == hv) return &cd->sdpa[i];
+  if (cd->nsdpa == (int)(sizeof cd->sdpa / sizeof cd->sdpa[0])) {
+    mpl_errf(err, "cuda: more than %d head sizes of fused attention in one job", cd->nsdpa);
+    return NULL;
+  }
+  struct CudaSdpa *k = &cd->sdpa[cd->nsdpa];
+  char *ptx = NULL, log[1024];
+  if (mpl_cuda_sdpa_compile(cd->arch, hs, hv, &ptx, log, sizeof log, err) != MPL_OK) return NULL;
+  cudaError_t ce = cudaSetDevice(cd->dev);
+  if (ce != cudaSuccess) {
+    cudaGetLastError();
+    mpl_free(ptx);
+    mpl_errf(err, "cuda: cudaSetDevice: %s", cudaGetErrorString(ce));
+    return NULL;
+  }
+  int st = load_ptx_into(cd, &k->mod, "the fused attention's kernels", ptx, err);
+  mpl_free(ptx);
+  if (st != MPL_OK) return NULL;
+  const char *names[3] = {"mpl_sdpa_fwd", "mpl_sdpa_bwd_q", "mpl_sdpa_bwd_kv"};
+  CUfunction *fns[3] = {&k->fwd, &k->bwd_q, &k->bwd_kv};
+  for (int i = 0; i < 3; i++) {
+    CUresult r = cd->drv.get_function(fns[i], k->mod, names[i]);
+    if (r != CUDA_SUCCESS) {
+      cu_fail(cd, r, names[i], __FILE__, __LINE__, err);
+      cd->drv.unload(k->mod);
+      return NULL;
+    }
+  }
+  k->hs = hs, k->hv = hv;
+  cd->nsdpa++;
+  return k;
+}
+
+/* Blocks of SDPA_THREADS rows (ORDER: SDPA_BR in runtime/cuda/sdpa.cu) over heads x rows. */
+enum { SDPA_THREADS = 64 };
+static int64_t sdpa_blocks(int64_t batch, int64_t heads, int64_t rows) {
+  return batch * heads * ((rows + SDPA_THREADS - 1) / SDPA_THREADS);
+}
+
+static int cuda_sdpa(MplDevice *d, const MplSdpa *a, MplErr *err) {
+  CudaDev *cd = d->impl;
+  const struct CudaSdpa *k = sdpa_kernels(cd, (int)a->hs, (int)a->hv, err);
+  if (!k) return MPL_ERR;
+  long long T = a->T, S = a->S;
+  int H = (int)a->H, Hkv = (int)a->Hkv, causal = a->causal, bf16 = a->bf16;
+  float scale = a->scale;
+  void *p[] = {(void *)&a->q, (void *)&a->k, (void *)&a->v, (void *)&a->out, (void *)&a->lse, &T, &S,
+               &H,            &Hkv,          &scale,        &causal,         &bf16};
+  prof_begin(cd, PROF_SDPA);
+  int st = launch_on_compute(cd, k->fwd, sdpa_blocks(a->B, a->H, a->T), SDPA_THREADS, p, err);
+  prof_end(cd);
+  return st;
+}
+
+static int cuda_sdpa_bwd(MplDevice *d, const MplSdpa *a, MplErr *err) {
+  CudaDev *cd = d->impl;
+  const struct CudaSdpa *k = sdpa_kernels(cd, (int)a->hs, (int)a->hv, err);
+  if (!k) return MPL_ERR;
+  long long T = a->T, S = a->S;
+  int H = (int)a->H, Hkv = (int)a->Hkv, causal = a->causal, bf16 = a->bf16;
+  float scale = a->scale;
+  void *pq[] = {(void *)&a->q, (void *)&a->k, (void *)&a->v, (void *)&a->out, (void *)&a->lse, (void *)&a->dout,
+                (void *)&a->dq, &T, &S, &H, &Hkv, &scale, &causal, &bf16};
+  void *pkv[] = {(void *)&a->q,  (void *)&a->k,  (void *)&a->v, (void *)&a->out, (void *)&a->lse, (void *)&a->dout,
+                 (void *)&a->dk, (void *)&a->dv, &T,            &S,              &H,              &Hkv,
+                 &scale,         &causal,        &bf16};
+  prof_begin(cd, PROF_SDPA_BWD);
+  int st = launch_on_compute(cd, k->bwd_q, sdpa_blocks(a->B, a->H, a->T), SDPA_THREADS, pq, err);
+  if (st == MPL_OK) st = launch_on_compute(cd, k->bwd_kv, sdpa_blocks(a->B, a->Hkv, a->S), SDPA_THREADS, pkv, err);
+  prof_end(cd);
+  return st;
+}
+
 /* ---- the device's communicator (comm_nccl.c and its world files), through the table ---- */
 
 static int cuda_world_init(void **w, int nranks, MplDevice *const *devs, const MplCommMesh *mesh, MplErr *err) {
@@ -854,6 +971,8 @@ const MplDeviceOps mpl_device_cuda_ops = {
     .kernel = cuda_kernel,
     .gemm = cuda_gemm,
     .accum_f32 = cuda_accum_f32,
+    .sdpa = cuda_sdpa,
+    .sdpa_bwd = cuda_sdpa_bwd,
     .zero = cuda_zero,
     .copy_to_host = cuda_copy_to_host,
     .copy_from_host = cuda_copy_from_host,
@@ -890,6 +1009,12 @@ static int nocuda_init(MplDevice *d, int index, int threads, MplErr *err) {
 static void nocuda_free(MplDevice *d) { d->impl = NULL; }
 
 int mpl_cuda_optim_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err) {
+  *ptx = NULL;
+  if (logn) log[0] = 0;
+  return mpl_errf(err, "this mplrun was built without CUDA (no NVRTC for %s)", arch);
+}
+
+int mpl_cuda_sdpa_compile(const char *arch, int hs, int hv, char **ptx, char *log, size_t logn, MplErr *err) {
   *ptx = NULL;
   if (logn) log[0] = 0;
   return mpl_errf(err, "this mplrun was built without CUDA (no NVRTC for %s)", arch);

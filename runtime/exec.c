@@ -187,6 +187,22 @@ static int run_collective(RankCtx *rc, const JobStep *s, int stage, int mb, MplE
   }
 }
 
+/* JS_SDPA, JS_SDPA_BWD: the fused attention through the device's sdpa ops. */
+static int run_sdpa(RankCtx *rc, const JobStep *s, int stage, int mb, MplErr *err) {
+  bool bwd = s->kind == JS_SDPA_BWD;
+  float *p[9];
+  for (int i = 0; i < s->nargs && i < 9; i++)
+    if (!(p[i] = need_ptr(rc, s->args[i], mb, stage, err))) return MPL_ERR;
+  if (!(bwd ? rc->dev.ops->sdpa_bwd : rc->dev.ops->sdpa))
+    return rank_fail(rc, err, "stage %d: the %s device has no fused attention", stage, rc->dev.ops->name);
+  MplSdpa a = {.B = s->batch, .H = s->heads, .Hkv = s->kv_heads, .T = s->M, .S = s->N, .hs = s->K, .hv = s->hv,
+               .scale = (float)s->alpha, .causal = s->causal, .bf16 = s->prec == PREC_BF16,
+               .q = p[0], .k = p[1], .v = p[2], .out = p[3], .lse = p[4]};
+  if (!bwd) return rc->dev.ops->sdpa(&rc->dev, &a, err);
+  a.dout = p[5], a.dq = p[6], a.dk = p[7], a.dv = p[8];
+  return rc->dev.ops->sdpa_bwd(&rc->dev, &a, err);
+}
+
 static int run_step_op(RankCtx *rc, const JobStep *s, int stage, int mb, int64_t step, MplErr *err) {
   const Job *job = rc->run->job;
   switch (s->kind) {
@@ -198,6 +214,7 @@ static int run_step_op(RankCtx *rc, const JobStep *s, int stage, int mb, int64_t
     return c ? rc->dev.ops->gemm(&rc->dev, s, a + s->off_a, b + s->off_b, c + s->off_c, err) : MPL_ERR;
   }
   case JS_ALIAS: return MPL_OK; /* the plan gave both values one buffer */
+  case JS_SDPA: case JS_SDPA_BWD: return run_sdpa(rc, s, stage, mb, err);
   case JS_ACCUM: {
     float *acc = need_ptr(rc, s->args[0], mb, stage, err), *src = acc ? need_ptr(rc, s->args[1], mb, stage, err) : NULL;
     if (!src) return MPL_ERR;
@@ -241,7 +258,8 @@ int run_prog(RankCtx *rc, int stage, int which, int mb, int64_t step, MplErr *er
   bool timed = rc->prof_on && which != JP_RECOMP; /* --profile (measure.c) */
   for (int i = 0; i < pg->nsteps; i++) {
     const JobStep *s = &pg->steps[i];
-    int need = s->kind == JS_GEMM ? 3 : (s->kind == JS_ACCUM || s->kind == JS_ALIAS) ? 2 : 0;
+    int need = s->kind == JS_GEMM ? 3 : (s->kind == JS_ACCUM || s->kind == JS_ALIAS) ? 2 : s->kind == JS_SDPA ? 5
+             : s->kind == JS_SDPA_BWD ? 9 : 0;
     if (s->nargs < need) return rank_fail(rc, err, "stage %d: step %d has %d arguments", stage, i, s->nargs);
     double t0 = timed ? now_s() : 0;
     if (run_step_op(rc, s, stage, mb, step, err) != MPL_OK) return MPL_ERR;

@@ -111,6 +111,7 @@ static void write_program(MplJobWriter *w, const JobProgram *pg) {
     mpl_jw_u8(w, s->comm), mpl_jw_u32(w, (uint32_t)s->axis), mpl_jw_u32(w, (uint32_t)s->groups);
     put_i32s(w, s->nsrc, s->src);
     for (int k = 0; k < s->nsrc; k++) mpl_jw_f64(w, s->src_w[k]);
+    mpl_jw_i64(w, s->heads), mpl_jw_i64(w, s->kv_heads), mpl_jw_i64(w, s->hv), mpl_jw_u8(w, s->causal);
   }
 }
 
@@ -327,6 +328,7 @@ static void read_program(MplCursor *c, JobProgram *pg) {
     s->src = get_i32s(c, &s->nsrc);
     s->src_w = cur_alloc(c, (size_t)s->nsrc + 1, sizeof(double));
     for (int k = 0; s->src_w && k < s->nsrc; k++) s->src_w[k] = mpl_cur_f64(c);
+    s->heads = mpl_cur_i64(c), s->kv_heads = mpl_cur_i64(c), s->hv = mpl_cur_i64(c), s->causal = mpl_cur_u8(c);
   }
 }
 
@@ -470,8 +472,26 @@ Job *job_read(const char *path, char *err, size_t errlen) {
     }                                        \
   } while (0)
 
+/* JS_SDPA, JS_SDPA_BWD: sizes in range, every operand f32 and of the size its role says. */
+static int validate_sdpa(const Job *j, int s, const JobStep *st, char *err, size_t errlen) {
+  bool bwd = st->kind == JS_SDPA_BWD;
+  CHECK(st->nargs == (bwd ? 9 : 5) && st->prec <= PREC_BF16, "stage %d: bad sdpa step", s);
+  CHECK(st->batch > 0 && st->heads > 0 && st->kv_heads > 0 && st->M > 0 && st->N > 0 && st->K > 0 && st->hv > 0 &&
+            st->batch <= (1 << 30) && st->heads <= (1 << 20) && st->M <= (1 << 30) && st->N <= (1 << 30) &&
+            st->K <= (1 << 20) && st->hv <= (1 << 20) && st->heads % st->kv_heads == 0,
+        "stage %d: bad sdpa sizes", s);
+  int64_t q = st->batch * st->heads * st->M, kv = st->batch * st->kv_heads * st->N;
+  int64_t want[9] = {q * st->K, kv * st->K, kv * st->hv, q * st->hv, q, q * st->hv, q * st->K, kv * st->K, kv * st->hv};
+  for (int a = 0; a < st->nargs; a++) {
+    const JobValue *v = &j->values[st->args[a]];
+    CHECK(v->dtype == JDT_F32 && v->numel == want[a], "stage %d: sdpa operand %d has %lld elements, not %lld", s, a,
+          (long long)v->numel, (long long)want[a]);
+  }
+  return 0;
+}
+
 static int validate_step(const Job *j, int s, const JobStep *st, char *err, size_t errlen) {
-  CHECK(st->kind <= JS_COMM, "stage %d: bad step kind %d", s, st->kind);
+  CHECK(st->kind <= JS_SDPA_BWD, "stage %d: bad step kind %d", s, st->kind);
   for (int a = 0; a < st->nargs; a++)
     CHECK(st->args[a] >= 0 && st->args[a] < j->nvalues, "stage %d: step reads value %d of %d", s, st->args[a], j->nvalues);
   switch (st->kind) {
@@ -510,6 +530,7 @@ static int validate_step(const Job *j, int s, const JobStep *st, char *err, size
     CHECK(split || o->numel == in->numel, "stage %d: collective sizes differ", s);
     break;
   }
+  case JS_SDPA: case JS_SDPA_BWD: return validate_sdpa(j, s, st, err, errlen);
   case JS_ALIAS: case JS_ACCUM:
     CHECK(st->nargs == 2, "stage %d: step with %d operands", s, st->nargs);
     CHECK(j->values[st->args[0]].numel == j->values[st->args[1]].numel, "stage %d: operand sizes differ", s);
@@ -661,7 +682,7 @@ void job_free(Job *j) {
   mpl_free(j);
 }
 
-static const char *const step_names[] = {"kernel", "gemm", "alias", "accum", "comm"};
+static const char *const step_names[] = {"kernel", "gemm", "alias", "accum", "comm", "sdpa", "sdpa_bwd"}; /* ORDER: JobStepKind */
 
 void job_inspect(const Job *j, FILE *out) {
   const JobTrain *t = &j->train;
@@ -700,10 +721,10 @@ void job_inspect(const Job *j, FILE *out) {
     const JobStage *st = &j->stages[s];
     fprintf(out, "stage %d on rank %d:", s, st->rank);
     for (int k = 0; k < JP__COUNT; k++) {
-      int counts[5] = {0};
+      int counts[JS_SDPA_BWD + 1] = {0};
       for (int i = 0; i < st->prog[k].nsteps; i++) counts[st->prog[k].steps[i].kind]++;
       fprintf(out, " %s=%d steps (", (const char *[]){"fwd", "recomp", "bwd_b", "bwd_w"}[k], st->prog[k].nsteps);
-      for (int c = 0, first = 1; c < 5; c++)
+      for (int c = 0, first = 1; c <= JS_SDPA_BWD; c++)
         if (counts[c]) fprintf(out, "%s%d %s", first ? "" : ", ", counts[c], step_names[c]), first = 0;
       fprintf(out, ")");
     }

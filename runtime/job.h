@@ -23,8 +23,9 @@
  * checked by job_read. 2: the update phase as instructions (JI_TIED_SEND ... JI_DP_ALLGATHER);
  * 3: validation (TrainConfig's val_path, eval_every, eval_batches); 4: precision (TrainConfig's precision,
  * JobStep's prec); 5: profiles (the ops' identities, each step's source ops, the ranks' device
- * speeds) and the zbv schedule. */
-#define MPL_JOB_FORMAT 5
+ * speeds) and the zbv schedule; 6: the fused attention's steps (JS_SDPA,
+ * JS_SDPA_BWD). */
+#define MPL_JOB_FORMAT 6
 
 /* ---- values: one per graph op (the op id is the value id) ---------------- */
 typedef enum JobDType { JDT_F32, JDT_BF16, JDT_F16, JDT_I32, JDT_BOOL } JobDType;
@@ -77,7 +78,7 @@ typedef struct JobInput {
 } JobInput;
 
 /* ---- steps of a stage program (fuse.c's output, serialised) ----------------- */
-typedef enum JobStepKind { JS_KERNEL, JS_GEMM, JS_ALIAS, JS_ACCUM, JS_COMM } JobStepKind;
+typedef enum JobStepKind { JS_KERNEL, JS_GEMM, JS_ALIAS, JS_ACCUM, JS_COMM, JS_SDPA, JS_SDPA_BWD } JobStepKind;
 
 typedef struct JobStep {
   uint8_t kind;
@@ -103,7 +104,17 @@ typedef struct JobStep {
   int32_t nsrc;
   int32_t *src;
   double *src_w;
+  /* JS_SDPA (args {q, k, v, out, lse}) and JS_SDPA_BWD (args {q, k, v, out, lse, dout, dq, dk,
+     dv}), the fused attention of issue 14: q [batch, heads, M, K], k [batch, kv_heads, N, K],
+     v [batch, kv_heads, N, hv], out [batch, heads, M, hv], lse [batch, heads, M] (f32, row-major);
+     alpha = the scale; causal: query i sees keys j <= i; prec PREC_BF16: the probabilities (and
+     dS) rounded to bf16 before their products */
+  int64_t heads, kv_heads, hv;
+  bool causal;
 } JobStep;
+/* The largest head size (q's and k's, and v's) of a fused attention step: the GPU kernels
+ * keep a row in registers. mplc lowers a larger sdpa to products and a softmax instead. */
+enum { MPL_SDPA_MAX_HEAD = 256 };
 
 /* Collectives of tensor parallelism, run by the runtime over the rank's tp group. */
 enum { JC_ALLREDUCE, JC_ALLGATHER, JC_TP_ENTER, JC_TP_SLICE, JC_REDUCE_SCATTER };

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tensor-parallel layouts of issue 13 (tests/e2e/v2/tp_*.mpl): splits survive repeat,
 # stack, expand, concat, slices and int indices along other axes (tp_shape); sdpa keeps
-# a split of the head axis when H and Hkv divide by tp (tp_gqa); a product with an
+# a split of the head axis when H and Hkv divide by tp (tp_gqa), or over one replicated
+# kv head (tp_mqa, the fused sdpa); a product with an
 # operand split on a batch axis keeps it, a replicated operand broadcast against it is
 # entered, not gathered (tp_experts: expert parallelism); a replicated param broadcast
 # along a split axis gets its whole gradient (tp_bcast).
@@ -40,7 +41,7 @@ like_tp1() { # name model
     else bad "$name: tp = $tp differs from tp = 1: $(grep FAIL "$tmp/$name-tp$tp.cmp" | head -n 3)"; fi
   done
 }
-for m in tp_shape tp_gqa tp_bcast; do gathers $m "$V2/$m.mpl" 0; like_tp1 $m "$V2/$m.mpl"; done
+for m in tp_shape tp_gqa tp_mqa tp_bcast; do gathers $m "$V2/$m.mpl" 0; like_tp1 $m "$V2/$m.mpl"; done
 gathers tp_experts "$V2/tp_experts.mpl" 1; like_tp1 tp_experts "$V2/tp_experts.mpl"
 
 # sdpa with kv heads that do not divide by tp would re-gather k and v: refused, located

@@ -1,4 +1,6 @@
-# sdpa as the front end lowers it (issue 13). 6 query heads over 2 kv heads: q is viewed
+# args: --emit=graph --no-fused-sdpa
+# sdpa as the front end lowers it with --no-fused-sdpa (issue 13; ok_sdpa_fused.mpl is the
+# default, one fused op). 6 query heads over 2 kv heads: q is viewed
 # as [B, 2, 3, T, hs] and k and v as [B, 2, 1, S, hs], so the broadcasting product pairs
 # query head h with kv head h / 3 without copying k or v; causal with T = 4 > S = 3 cuts
 # causal_mask(4) to [4, 3]; then the view back to [B, 6, T, hs]. Plain multi-head

@@ -80,6 +80,7 @@ build_by_hand() {
   mkdir -p "$o/gen/runtime/cuda"
   # the CUDA sources embedded as the Makefile does (its $(BUILD)/gen/%.cu.inc rule)
   sh tools/embed.sh runtime/cuda/optim.cu > "$o/gen/runtime/cuda/optim.cu.inc" || return 1
+  sh tools/embed.sh runtime/cuda/sdpa.cu > "$o/gen/runtime/cuda/sdpa.cu.inc" || return 1
   local objs=() f
   for f in runtime/*.c; do
     case $f in runtime/mpltok.c|runtime/jit_cpu.c|runtime/llvm_host.c|runtime/gemm.c) continue ;; esac

@@ -1,0 +1,210 @@
+// runtime/cuda/sdpa.cu — the fused attention (JS_SDPA, JS_SDPA_BWD) on the GPU: flash
+// attention's tiles with an online softmax, the log-sum-exp kept for the backward, no T x S
+// buffer. Compiled with NVRTC by a cuda device the first time it meets a head size
+// (runtime/device_cuda.c: mpl_cuda_sdpa_compile), with MPL_SDPA_HS and MPL_SDPA_HV defined
+// to the head sizes of q/k and of v (at most 256 each), so a thread's rows live in registers.
+// Embedded at build time as mpl_cuda_sdpa_src (tools/embed.sh, which leaves out these lines).
+//
+// The same file also compiles as C on the host (tests/unit/test_sdpa_cu.c defines
+// MPL_CU_HOST and runs each block's threads as pthreads, __syncthreads a barrier), so the
+// kernels' arithmetic is checked against a float64 reference on a machine without a GPU.
+//
+// Work: the forward and the dq kernel give each thread one query row (BR threads a block,
+// a block per (batch, head, tile of BR rows)); the dk/dv kernel gives each thread one key
+// row (a block per (batch, kv head, tile of BR keys)) and walks the G query heads of its kv
+// head. Key (or query) tiles of BC rows are staged in shared memory by the whole block.
+// Query head h reads kv head h / (H / Hkv); causal: query i sees keys j <= i.
+// bf16 (the step's precision): the probabilities and dS are rounded to bf16 before their
+// products, as runtime/sdpa_cpu_isa.h does; sums stay in f32.
+#ifndef MPL_CU_HOST
+#define MPL_KERNEL(nthreads) extern "C" __global__ void __launch_bounds__(nthreads)
+#define MPL_DEV __device__ static inline
+#define MPL_SHARED __shared__
+#define MPL_SYNC() __syncthreads()
+#define MPL_UNROLL _Pragma("unroll")
+#define MPL_NO_UNROLL _Pragma("unroll 1")
+#define MPL_INF __int_as_float(0x7f800000)
+#endif
+
+#ifndef MPL_SDPA_HS
+#define MPL_SDPA_HS 64
+#endif
+#ifndef MPL_SDPA_HV
+#define MPL_SDPA_HV MPL_SDPA_HS
+#endif
+#define HS MPL_SDPA_HS
+#define HV MPL_SDPA_HV
+#define SDPA_BR 64                                 /* threads a block: query (or key) rows */
+#define SDPA_BC ((HS + HV) <= 256 ? 32 : 16)       /* rows of a shared tile (<= 32 KiB) */
+
+/* The nearest bf16 value, ties to even; a NaN stays a NaN (the CPU's bits). */
+MPL_DEV float mpl_sdpa_bf16(float x) {
+  unsigned u = __float_as_uint(x);
+  if (x != x) return __uint_as_float((u | 0x00400000u) & 0xFFFF0000u);
+  return __uint_as_float((u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u);
+}
+
+/* Keys [0, n) of the causal window seen by query i from a tile starting at key k0. */
+MPL_DEV int mpl_sdpa_seen(long long i, long long k0, int nk, int causal) {
+  if (!causal) return nk;
+  long long s = i + 1 - k0;
+  return s < 0 ? 0 : s < nk ? (int)s : nk;
+}
+
+/* out = softmax(q k^T * scale) v per query row, lse = max + log(sum). Grid: B * H * tiles. */
+MPL_KERNEL(SDPA_BR) mpl_sdpa_fwd(const float *__restrict__ q, const float *__restrict__ k,
+                                 const float *__restrict__ v, float *__restrict__ out,
+                                 float *__restrict__ lse, long long T, long long S, int H, int Hkv,
+                                 float scale, int causal, int bf16) {
+  MPL_SHARED float ks[SDPA_BC][HS];
+  MPL_SHARED float vs[SDPA_BC][HV];
+  MPL_SHARED float scs[SDPA_BR][SDPA_BC + 1]; /* a thread's scores: its row (padded) */
+  long long tiles = (T + SDPA_BR - 1) / SDPA_BR, bid = blockIdx.x;
+  long long tile = bid % tiles, bh = bid / tiles, b = bh / H;
+  int h = (int)(bh % H), t = (int)threadIdx.x;
+  long long kvh = b * Hkv + h / (H / Hkv), i = tile * SDPA_BR + t;
+  int live = i < T;
+  const float *qr = q + ((b * H + h) * T + (live ? i : 0)) * HS;
+  const float *kb = k + kvh * S * HS, *vb = v + kvh * S * HV;
+  float qv[HS], o[HV], *sc = scs[t];
+  MPL_UNROLL for (int d = 0; d < HS; d++) qv[d] = live ? qr[d] : 0.0f;
+  MPL_UNROLL for (int c = 0; c < HV; c++) o[c] = 0.0f;
+  float m = -MPL_INF, l = 0.0f;
+  long long keys = S;
+  if (causal && (tile + 1) * SDPA_BR < keys) keys = (tile + 1) * SDPA_BR;
+  for (long long k0 = 0; k0 < keys; k0 += SDPA_BC) {
+    int nk = keys - k0 < SDPA_BC ? (int)(keys - k0) : SDPA_BC;
+    MPL_SYNC();
+    for (int e = t; e < nk * HS; e += SDPA_BR) ks[e / HS][e % HS] = kb[k0 * HS + e];
+    for (int e = t; e < nk * HV; e += SDPA_BR) vs[e / HV][e % HV] = vb[k0 * HV + e];
+    MPL_SYNC();
+    int seen = live ? mpl_sdpa_seen(i, k0, nk, causal) : 0;
+    if (seen == 0) continue;
+    float mx = m;
+    MPL_NO_UNROLL for (int j = 0; j < seen; j++) {
+      float acc = 0.0f;
+      MPL_UNROLL for (int d = 0; d < HS; d++) acc += qv[d] * ks[j][d];
+      acc = acc * scale;
+      sc[j] = acc;
+      mx = acc > mx || acc != acc ? acc : mx;
+    }
+    float alpha = m == -MPL_INF ? 0.0f : expf(m - mx), sum = 0.0f;
+    MPL_NO_UNROLL for (int j = 0; j < seen; j++) {
+      float p = expf(sc[j] - mx);
+      sum += p;
+      sc[j] = bf16 ? mpl_sdpa_bf16(p) : p;
+    }
+    l = l * alpha + sum;
+    m = mx;
+    MPL_UNROLL for (int c = 0; c < HV; c++) o[c] *= alpha;
+    MPL_NO_UNROLL for (int j = 0; j < seen; j++) {
+      float p = sc[j];
+      MPL_UNROLL for (int c = 0; c < HV; c++) o[c] += p * vs[j][c];
+    }
+  }
+  if (live) {
+    float *orow = out + ((b * H + h) * T + i) * HV;
+    MPL_UNROLL for (int c = 0; c < HV; c++) orow[c] = o[c] / l;
+    lse[(b * H + h) * T + i] = m + logf(l);
+  }
+}
+
+/* dq = scale * sum_j ds_ij k_j, ds = p (dp - D), p = exp(s - lse), dp = dout v^T,
+ * D = dout . out. Grid: B * H * tiles of query rows. */
+MPL_KERNEL(SDPA_BR) mpl_sdpa_bwd_q(const float *__restrict__ q, const float *__restrict__ k,
+                                   const float *__restrict__ v, const float *__restrict__ out,
+                                   const float *__restrict__ lse, const float *__restrict__ dout,
+                                   float *__restrict__ dq, long long T, long long S, int H, int Hkv,
+                                   float scale, int causal, int bf16) {
+  MPL_SHARED float ks[SDPA_BC][HS];
+  MPL_SHARED float vs[SDPA_BC][HV];
+  long long tiles = (T + SDPA_BR - 1) / SDPA_BR, bid = blockIdx.x;
+  long long tile = bid % tiles, bh = bid / tiles, b = bh / H;
+  int h = (int)(bh % H), t = (int)threadIdx.x;
+  long long kvh = b * Hkv + h / (H / Hkv), i = tile * SDPA_BR + t, row = (b * H + h) * T + i;
+  int live = i < T;
+  const float *kb = k + kvh * S * HS, *vb = v + kvh * S * HV;
+  float qv[HS], dov[HV], g[HS];
+  float D = 0.0f, L = live ? lse[row] : 0.0f;
+  MPL_UNROLL for (int d = 0; d < HS; d++) qv[d] = live ? q[row * HS + d] : 0.0f, g[d] = 0.0f;
+  MPL_UNROLL for (int c = 0; c < HV; c++) {
+    dov[c] = live ? dout[row * HV + c] : 0.0f;
+    D += dov[c] * (live ? out[row * HV + c] : 0.0f);
+  }
+  long long keys = S;
+  if (causal && (tile + 1) * SDPA_BR < keys) keys = (tile + 1) * SDPA_BR;
+  for (long long k0 = 0; k0 < keys; k0 += SDPA_BC) {
+    int nk = keys - k0 < SDPA_BC ? (int)(keys - k0) : SDPA_BC;
+    MPL_SYNC();
+    for (int e = t; e < nk * HS; e += SDPA_BR) ks[e / HS][e % HS] = kb[k0 * HS + e];
+    for (int e = t; e < nk * HV; e += SDPA_BR) vs[e / HV][e % HV] = vb[k0 * HV + e];
+    MPL_SYNC();
+    int seen = live ? mpl_sdpa_seen(i, k0, nk, causal) : 0;
+    MPL_NO_UNROLL for (int j = 0; j < seen; j++) {
+      float s = 0.0f, dp = 0.0f;
+      MPL_UNROLL for (int d = 0; d < HS; d++) s += qv[d] * ks[j][d];
+      MPL_UNROLL for (int c = 0; c < HV; c++) dp += dov[c] * vs[j][c];
+      float p = expf(s * scale - L), ds = p * (dp - D);
+      if (bf16) ds = mpl_sdpa_bf16(ds);
+      MPL_UNROLL for (int d = 0; d < HS; d++) g[d] += ds * ks[j][d];
+    }
+  }
+  if (live) {
+    MPL_UNROLL for (int d = 0; d < HS; d++) dq[row * HS + d] = g[d] * scale;
+  }
+}
+
+/* dv_j = sum_i p_ij dout_i, dk_j = scale * sum_i ds_ij q_i over the query rows of every
+ * query head on this kv head. Grid: B * Hkv * tiles of keys. */
+MPL_KERNEL(SDPA_BR) mpl_sdpa_bwd_kv(const float *__restrict__ q, const float *__restrict__ k,
+                                    const float *__restrict__ v, const float *__restrict__ out,
+                                    const float *__restrict__ lse, const float *__restrict__ dout,
+                                    float *__restrict__ dk, float *__restrict__ dv, long long T,
+                                    long long S, int H, int Hkv, float scale, int causal, int bf16) {
+  MPL_SHARED float qs[SDPA_BC][HS];
+  MPL_SHARED float dos[SDPA_BC][HV];
+  MPL_SHARED float Ls[SDPA_BC], Ds[SDPA_BC];
+  long long tiles = (S + SDPA_BR - 1) / SDPA_BR, bid = blockIdx.x;
+  long long tile = bid % tiles, bk = bid / tiles, b = bk / Hkv;
+  int kh = (int)(bk % Hkv), t = (int)threadIdx.x, G = H / Hkv;
+  long long j = tile * SDPA_BR + t, krow = (b * Hkv + kh) * S + j;
+  int live = j < S;
+  float kv_[HS], vv[HV], gk[HS], gv[HV];
+  MPL_UNROLL for (int d = 0; d < HS; d++) kv_[d] = live ? k[krow * HS + d] : 0.0f, gk[d] = 0.0f;
+  MPL_UNROLL for (int c = 0; c < HV; c++) vv[c] = live ? v[krow * HV + c] : 0.0f, gv[c] = 0.0f;
+  /* causal: the first query that sees key tile*BR is query tile*BR */
+  long long first = causal ? tile * SDPA_BR : 0;
+  for (int gh = 0; gh < G; gh++) {
+    long long row0 = (b * H + (long long)kh * G + gh) * T;
+    for (long long q0 = first; q0 < T; q0 += SDPA_BC) {
+      int nq = T - q0 < SDPA_BC ? (int)(T - q0) : SDPA_BC;
+      MPL_SYNC();
+      for (int e = t; e < nq * HS; e += SDPA_BR) qs[e / HS][e % HS] = q[(row0 + q0) * HS + e];
+      for (int e = t; e < nq * HV; e += SDPA_BR) dos[e / HV][e % HV] = dout[(row0 + q0) * HV + e];
+      if (t < nq) {
+        float D = 0.0f;
+        const float *dr = dout + (row0 + q0 + t) * HV, *orow = out + (row0 + q0 + t) * HV;
+        for (int c = 0; c < HV; c++) D += dr[c] * orow[c];
+        Ds[t] = D;
+        Ls[t] = lse[row0 + q0 + t];
+      }
+      MPL_SYNC();
+      if (!live) continue;
+      /* causal: query q0 + r sees key j when q0 + r >= j */
+      int r0 = causal && j > q0 ? (j - q0 < nq ? (int)(j - q0) : nq) : 0;
+      MPL_NO_UNROLL for (int r = r0; r < nq; r++) {
+        float s = 0.0f, dp = 0.0f;
+        MPL_UNROLL for (int d = 0; d < HS; d++) s += qs[r][d] * kv_[d];
+        MPL_UNROLL for (int c = 0; c < HV; c++) dp += dos[r][c] * vv[c];
+        float p = expf(s * scale - Ls[r]), ds = p * (dp - Ds[r]);
+        if (bf16) p = mpl_sdpa_bf16(p), ds = mpl_sdpa_bf16(ds);
+        MPL_UNROLL for (int c = 0; c < HV; c++) gv[c] += p * dos[r][c];
+        MPL_UNROLL for (int d = 0; d < HS; d++) gk[d] += ds * qs[r][d];
+      }
+    }
+  }
+  if (live) {
+    MPL_UNROLL for (int d = 0; d < HS; d++) dk[krow * HS + d] = gk[d] * scale;
+    MPL_UNROLL for (int c = 0; c < HV; c++) dv[krow * HV + c] = gv[c];
+  }
+}

@@ -1,0 +1,382 @@
+/*
+ * test_sdpa.c — the fused attention's kernels (issue 14, item 2) against a float64
+ * reference written out here from the definition (softmax(q k^T scale, causal mask) v and
+ * its gradients), on shapes that cross every tile edge: grouped-query and multi-query
+ * heads, causal with T < S and T > S, one query row, head sizes of q/k and v that differ.
+ *
+ *  - the CPU kernels (runtime/sdpa_cpu.c) in every instruction set this CPU has: within
+ *    2e-5 of the reference, and the same bits in every set and for any split of the units;
+ *    bf16: within 2e-2 of the f32 reference;
+ *  - the CUDA kernels (runtime/cuda/sdpa.cu) compiled as C for the host: each block's
+ *    threads are pthreads, __syncthreads a barrier, __shared__ arrays static; the same
+ *    checks, in f32 and bf16, and for two tile sizes (head sizes 16/8 and 160/128). This is
+ *    the kernels' arithmetic and indexing; the GPU run is tests/gpu/run.sh's;
+ *  - NVRTC compiles them for sm_80 and sm_90 at several head sizes, and refuses one past
+ *    MPL_SDPA_MAX_HEAD with a message.
+ */
+#include <check.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/device.h"
+#include "runtime/mpl.h"
+
+/* ---- the CUDA kernels on the host ------------------------------------------------------ */
+
+#define MPL_CU_HOST
+typedef struct { unsigned x, y, z; } HostDim3;
+static _Thread_local HostDim3 threadIdx, blockIdx;
+static pthread_barrier_t host_bar;
+#define MPL_KERNEL(nthreads) static void
+#define MPL_DEV static inline
+#define MPL_SHARED static
+#define MPL_SYNC() pthread_barrier_wait(&host_bar)
+#define MPL_UNROLL
+#define MPL_NO_UNROLL
+#define MPL_INF INFINITY
+#define __restrict__ restrict
+static inline unsigned __float_as_uint(float f) {
+  unsigned u;
+  memcpy(&u, &f, sizeof u);
+  return u;
+}
+static inline float __uint_as_float(unsigned u) {
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+/* two builds of the file: head sizes 16/8 (tiles of 32 rows), 160/128 (tiles of 16) */
+#define mpl_sdpa_bf16 small_bf16
+#define mpl_sdpa_seen small_seen
+#define mpl_sdpa_fwd small_fwd
+#define mpl_sdpa_bwd_q small_bwd_q
+#define mpl_sdpa_bwd_kv small_bwd_kv
+#define MPL_SDPA_HS 16
+#define MPL_SDPA_HV 8
+#include "runtime/cuda/sdpa.cu"
+#undef mpl_sdpa_bf16
+#undef mpl_sdpa_seen
+#undef mpl_sdpa_fwd
+#undef mpl_sdpa_bwd_q
+#undef mpl_sdpa_bwd_kv
+#undef MPL_SDPA_HS
+#undef MPL_SDPA_HV
+#undef HS
+#undef HV
+#undef SDPA_BR
+#undef SDPA_BC
+#define mpl_sdpa_bf16 big_bf16
+#define mpl_sdpa_seen big_seen
+#define mpl_sdpa_fwd big_fwd
+#define mpl_sdpa_bwd_q big_bwd_q
+#define mpl_sdpa_bwd_kv big_bwd_kv
+#define MPL_SDPA_HS 160
+#define MPL_SDPA_HV 128
+#include "runtime/cuda/sdpa.cu"
+#define CU_BR SDPA_BR
+
+typedef struct HostLaunch {
+  void (*body)(const struct HostLaunch *);
+  const MplSdpa *a;
+  int which; /* 0 forward, 1 dq, 2 dk and dv */
+  int big;
+  unsigned thread;
+  pthread_barrier_t *bar;
+} HostLaunch;
+
+static void run_kernel(const HostLaunch *L) {
+  const MplSdpa *a = L->a;
+  long long T = a->T, S = a->S;
+  int H = (int)a->H, Hkv = (int)a->Hkv, causal = a->causal, bf16 = a->bf16;
+  float sc = a->scale;
+  if (L->which == 0)
+    (L->big ? big_fwd : small_fwd)(a->q, a->k, a->v, a->out, a->lse, T, S, H, Hkv, sc, causal, bf16);
+  else if (L->which == 1)
+    (L->big ? big_bwd_q : small_bwd_q)(a->q, a->k, a->v, a->out, a->lse, a->dout, a->dq, T, S, H, Hkv, sc, causal, bf16);
+  else
+    (L->big ? big_bwd_kv : small_bwd_kv)(a->q, a->k, a->v, a->out, a->lse, a->dout, a->dk, a->dv, T, S, H, Hkv, sc,
+                                          causal, bf16);
+}
+
+typedef struct { HostLaunch l; unsigned block; } HostThread;
+
+static void *host_thread(void *p) {
+  HostThread *t = p;
+  threadIdx = (HostDim3){t->l.thread, 0, 0};
+  blockIdx = (HostDim3){t->block, 0, 0};
+  run_kernel(&t->l);
+  return NULL;
+}
+
+/* One launch: blocks one after another (they share the static __shared__ arrays), each
+ * with CU_BR threads running at once. Grids as device_cuda.c launches them. */
+static void host_launch(const MplSdpa *a, int which, int big) {
+  long long rows = which == 2 ? a->S : a->T, heads = which == 2 ? a->Hkv : a->H;
+  long long blocks = a->B * heads * ((rows + CU_BR - 1) / CU_BR);
+  HostThread th[CU_BR];
+  pthread_t id[CU_BR];
+  for (long long b = 0; b < blocks; b++) {
+    ck_assert_int_eq(pthread_barrier_init(&host_bar, NULL, CU_BR), 0);
+    for (unsigned t = 0; t < CU_BR; t++) {
+      th[t] = (HostThread){.l = {.a = a, .which = which, .big = big, .thread = t}, .block = (unsigned)b};
+      ck_assert_int_eq(pthread_create(&id[t], NULL, host_thread, &th[t]), 0);
+    }
+    for (unsigned t = 0; t < CU_BR; t++) pthread_join(id[t], NULL);
+    pthread_barrier_destroy(&host_bar);
+  }
+}
+
+/* ---- problems and the float64 reference ------------------------------------------------- */
+
+typedef struct Case {
+  int64_t B, H, Hkv, T, S, hs, hv;
+  bool causal;
+} Case;
+
+typedef struct Bufs {
+  float *q, *k, *v, *dout, *out, *lse, *dq, *dk, *dv;
+  double *rout, *rlse, *rdq, *rdk, *rdv;
+} Bufs;
+
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+static float urand(void) { /* [-1, 1) */
+  rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+  return (float)((double)(rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+static float *fill(int64_t n, float amp) {
+  float *p = calloc((size_t)n, sizeof(float));
+  for (int64_t i = 0; i < n; i++) p[i] = amp * urand();
+  return p;
+}
+
+/* The nearest bf16 value of (float)x, ties to even (finite x). */
+static double bf16_of(double x) {
+  float f = (float)x;
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+/* The forward from the definition; the backward of the kernels' own out (D = dout . out,
+ * as flash attention's backward defines it), with bf16: p and ds rounded to bf16 before
+ * their products, as the kernels do (the forward's rounding depends on the tiles, so the
+ * bf16 forward is checked against the f32 reference only, loosely). */
+static void reference(const Case *c, float scale, Bufs *x, bool bf16) {
+  int64_t G = c->H / c->Hkv;
+  double *s = calloc((size_t)c->S, sizeof(double)), *dp = calloc((size_t)c->S, sizeof(double));
+  for (int64_t b = 0; b < c->B; b++)
+    for (int64_t h = 0; h < c->H; h++)
+      for (int64_t i = 0; i < c->T; i++) {
+        int64_t row = (b * c->H + h) * c->T + i, kv = (b * c->Hkv + h / G) * c->S;
+        int64_t seen = c->causal ? (i + 1 < c->S ? i + 1 : c->S) : c->S;
+        double mx = -INFINITY, sum = 0, D = 0;
+        for (int64_t e = 0; e < c->hv; e++) D += (double)x->dout[row * c->hv + e] * x->out[row * c->hv + e];
+        for (int64_t j = 0; j < seen; j++) {
+          double d = 0;
+          for (int64_t e = 0; e < c->hs; e++) d += (double)x->q[row * c->hs + e] * x->k[(kv + j) * c->hs + e];
+          s[j] = d * scale;
+          if (s[j] > mx) mx = s[j];
+        }
+        for (int64_t j = 0; j < seen; j++) sum += s[j] = exp(s[j] - mx);
+        for (int64_t e = 0; e < c->hv; e++) {
+          double o = 0;
+          for (int64_t j = 0; j < seen; j++) o += s[j] / sum * x->v[(kv + j) * c->hv + e];
+          x->rout[row * c->hv + e] = o;
+        }
+        x->rlse[row] = mx + log(sum);
+        for (int64_t j = 0; j < seen; j++) { /* p, dp = dout . v_j */
+          s[j] /= sum;
+          dp[j] = 0;
+          for (int64_t e = 0; e < c->hv; e++) dp[j] += (double)x->dout[row * c->hv + e] * x->v[(kv + j) * c->hv + e];
+        }
+        for (int64_t j = 0; j < seen; j++) {
+          double ds = s[j] * (dp[j] - D);
+          if (bf16) s[j] = bf16_of(s[j]), ds = bf16_of(ds);
+          for (int64_t e = 0; e < c->hs; e++) {
+            x->rdq[row * c->hs + e] += ds * scale * x->k[(kv + j) * c->hs + e];
+            x->rdk[(kv + j) * c->hs + e] += ds * scale * x->q[row * c->hs + e];
+          }
+          for (int64_t e = 0; e < c->hv; e++) x->rdv[(kv + j) * c->hv + e] += s[j] * x->dout[row * c->hv + e];
+        }
+      }
+  free(s);
+  free(dp);
+}
+
+static void make(const Case *c, Bufs *x) {
+  int64_t nq = c->B * c->H * c->T, nk = c->B * c->Hkv * c->S;
+  x->q = fill(nq * c->hs, 2.0f), x->k = fill(nk * c->hs, 2.0f), x->v = fill(nk * c->hv, 1.0f);
+  x->dout = fill(nq * c->hv, 1.0f);
+  x->out = fill(nq * c->hv, 9.0f), x->lse = fill(nq, 9.0f); /* garbage: every element must be written */
+  x->dq = fill(nq * c->hs, 9.0f), x->dk = fill(nk * c->hs, 9.0f), x->dv = fill(nk * c->hv, 9.0f);
+  x->rout = calloc((size_t)(nq * c->hv), sizeof(double)), x->rlse = calloc((size_t)nq, sizeof(double));
+  x->rdq = calloc((size_t)(nq * c->hs), sizeof(double)), x->rdk = calloc((size_t)(nk * c->hs), sizeof(double));
+  x->rdv = calloc((size_t)(nk * c->hv), sizeof(double));
+}
+
+static void unmake(Bufs *x) {
+  void *p[] = {x->q, x->k, x->v, x->dout, x->out, x->lse, x->dq, x->dk, x->dv, x->rout, x->rlse, x->rdq, x->rdk, x->rdv};
+  for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
+}
+
+/* max |got - want| over max(1, max |want|) */
+static double err_of(const float *got, const double *want, int64_t n) {
+  double e = 0, m = 1;
+  for (int64_t i = 0; i < n; i++) {
+    double d = fabs(got[i] - want[i]);
+    if (!(d <= e)) e = d; /* NaN: stays NaN */
+    if (fabs(want[i]) > m) m = fabs(want[i]);
+  }
+  return e / m;
+}
+
+static MplSdpa args_of(const Case *c, float scale, bool bf16, Bufs *x) {
+  return (MplSdpa){.B = c->B, .H = c->H, .Hkv = c->Hkv, .T = c->T, .S = c->S, .hs = c->hs, .hv = c->hv,
+                   .scale = scale, .causal = c->causal, .bf16 = bf16, .q = x->q, .k = x->k, .v = x->v,
+                   .dout = x->dout, .out = x->out, .lse = x->lse, .dq = x->dq, .dk = x->dk, .dv = x->dv};
+}
+
+static void check_errors(const char *who, const Case *c, Bufs *x, double tol_out, double tol) {
+  int64_t nq = c->B * c->H * c->T, nk = c->B * c->Hkv * c->S;
+  double e[5] = {err_of(x->out, x->rout, nq * c->hv), err_of(x->lse, x->rlse, nq), err_of(x->dq, x->rdq, nq * c->hs),
+                 err_of(x->dk, x->rdk, nk * c->hs), err_of(x->dv, x->rdv, nk * c->hv)};
+  const char *names[5] = {"out", "lse", "dq", "dk", "dv"};
+  for (int i = 0; i < 5; i++)
+    ck_assert_msg(e[i] <= (i == 0 ? tol_out : tol), "%s: B%lld H%lld/%lld T%lld S%lld hs%lld hv%lld%s: %s off by %g (tolerance %g)", who,
+                  (long long)c->B, (long long)c->H, (long long)c->Hkv, (long long)c->T, (long long)c->S,
+                  (long long)c->hs, (long long)c->hv, c->causal ? " causal" : "", names[i], e[i], i == 0 ? tol_out : tol);
+}
+
+/* the CPU kernels: units [begin, end) in chunks of `chunk` (any split gives the same bits) */
+static void cpu_run(const MplSdpa *a, MplSdpaIsa isa, int64_t chunk) {
+  for (int bwd = 0; bwd < 2; bwd++) {
+    MplSdpaRun run = {.a = *a, .isa = isa};
+    void *args[1] = {&run};
+    int64_t n = mpl_sdpa_cpu_units(a, bwd);
+    for (int64_t u = 0; u < n; u += chunk)
+      (bwd ? mpl_sdpa_cpu_bwd : mpl_sdpa_cpu_fwd)(args, NULL, u, u + chunk < n ? u + chunk : n);
+    ck_assert_int_eq(atomic_load(&run.failed), 0);
+  }
+}
+
+static const Case cases[] = {
+    {2, 4, 2, 70, 70, 16, 8, true},     /* GQA, causal, two query tiles and a partial one */
+    {1, 3, 1, 5, 40, 16, 8, true},      /* MQA, causal, T < S */
+    {1, 2, 2, 130, 9, 16, 8, true},     /* causal, T > S: late rows see every key */
+    {1, 2, 2, 130, 9, 16, 8, false},
+    {2, 2, 1, 1, 33, 16, 8, false},     /* one query row */
+    {1, 2, 1, 67, 150, 160, 128, true}, /* the big head sizes: tiles of 16 on the GPU */
+};
+
+START_TEST(test_cpu_kernels) {
+  const Case *c = &cases[_i];
+  float scale = 1.0f / sqrtf((float)c->hs);
+  Bufs x;
+  make(c, &x);
+  MplSdpa a = args_of(c, scale, false, &x);
+  int64_t nq = c->B * c->H * c->T, nk = c->B * c->Hkv * c->S;
+  size_t sz[5] = {(size_t)(nq * c->hv), (size_t)nq, (size_t)(nq * c->hs), (size_t)(nk * c->hs), (size_t)(nk * c->hv)};
+  float *outs[5] = {x.out, x.lse, x.dq, x.dk, x.dv}, *first[5];
+  cpu_run(&a, MPL_SDPA_GENERIC, 1 << 30);
+  reference(c, scale, &x, false);
+  check_errors("cpu generic", c, &x, 2e-5, 2e-5);
+  for (int i = 0; i < 5; i++) first[i] = malloc(sz[i] * 4), memcpy(first[i], outs[i], sz[i] * 4);
+  MplSdpaIsa best = mpl_sdpa_cpu_isa();
+  for (int isa = best; isa <= MPL_SDPA_GENERIC; isa++)
+    for (int64_t chunk = 1; chunk <= 3; chunk += 2) {
+      for (int i = 0; i < 5; i++) memset(outs[i], 0x7f, sz[i] * 4);
+      cpu_run(&a, (MplSdpaIsa)isa, chunk);
+      for (int i = 0; i < 5; i++)
+        ck_assert_msg(!memcmp(first[i], outs[i], sz[i] * 4), "cpu %s, units in chunks of %lld: output %d differs in bits",
+                      mpl_sdpa_isa_name((MplSdpaIsa)isa), (long long)chunk, i);
+    }
+  a.bf16 = true;
+  cpu_run(&a, best, 2);
+  memset(x.rdq, 0, sizeof(double) * sz[2]), memset(x.rdk, 0, sizeof(double) * sz[3]), memset(x.rdv, 0, sizeof(double) * sz[4]);
+  reference(c, scale, &x, true);
+  check_errors("cpu bf16", c, &x, 2e-2, 1e-4);
+  for (int i = 0; i < 5; i++) free(first[i]);
+  unmake(&x);
+}
+END_TEST
+
+START_TEST(test_cuda_kernels_on_host) {
+  const Case *c = &cases[_i];
+  int big = c->hs == 160;
+  float scale = 0.7f / sqrtf((float)c->hs);
+  Bufs x;
+  make(c, &x);
+  MplSdpa a = args_of(c, scale, false, &x);
+  int64_t nq = c->B * c->H * c->T, nk = c->B * c->Hkv * c->S;
+  for (int bf16 = 0; bf16 < 2; bf16++) {
+    a.bf16 = bf16;
+    host_launch(&a, 0, big);
+    host_launch(&a, 1, big);
+    host_launch(&a, 2, big);
+    memset(x.rdq, 0, sizeof(double) * (size_t)(nq * c->hs)), memset(x.rdk, 0, sizeof(double) * (size_t)(nk * c->hs));
+    memset(x.rdv, 0, sizeof(double) * (size_t)(nk * c->hv));
+    reference(c, scale, &x, bf16);
+    check_errors(bf16 ? "cuda bf16 (on the host)" : "cuda (on the host)", c, &x, bf16 ? 2e-2 : 2e-5, bf16 ? 1e-4 : 2e-5);
+  }
+  unmake(&x);
+}
+END_TEST
+
+/* NVRTC compiles the kernels for sm_80 and sm_90 at the head sizes of GPT-2 (64), Llama
+ * (128), the largest fused (256) and an odd pair, without a word in the log. */
+START_TEST(test_nvrtc_compiles_kernels) {
+#ifndef MPL_HAVE_CUDA
+  printf("note: built without CUDA; the attention kernels are not compiled\n");
+#else
+  const char *const archs[] = {"compute_80", "compute_90"};
+  const int heads[][2] = {{64, 64}, {128, 128}, {MPL_SDPA_MAX_HEAD, MPL_SDPA_MAX_HEAD}, {24, 40}};
+  for (int a = 0; a < 2; a++)
+    for (int h = 0; h < 4; h++) {
+      char *ptx = NULL, log[4096];
+      MplErr err = {{0}};
+      ck_assert_msg(mpl_cuda_sdpa_compile(archs[a], heads[h][0], heads[h][1], &ptx, log, sizeof log, &err) == MPL_OK,
+                    "%s", err.msg);
+      ck_assert_msg(log[0] == 0, "NVRTC said, for %s: %s", archs[a], log);
+      const char *const entries[] = {"mpl_sdpa_fwd", "mpl_sdpa_bwd_q", "mpl_sdpa_bwd_kv"};
+      for (int e = 0; e < 3; e++) {
+        char entry[64];
+        snprintf(entry, sizeof entry, ".entry %s(", entries[e]);
+        ck_assert_msg(strstr(ptx, entry) != NULL, "%s: no %s in the PTX", archs[a], entries[e]);
+      }
+      mpl_free(ptx);
+    }
+  char *ptx = NULL, log[64];
+  MplErr err = {{0}};
+  ck_assert(mpl_cuda_sdpa_compile("compute_90", MPL_SDPA_MAX_HEAD + 1, 64, &ptx, log, sizeof log, &err) == MPL_ERR);
+  ck_assert_msg(strstr(err.msg, "head sizes up to 256") && !ptx, "%s", err.msg);
+#endif
+}
+END_TEST
+
+static Suite *sdpa_suite(void) {
+  Suite *s = suite_create("sdpa");
+  TCase *tc = tcase_create("core");
+  tcase_set_timeout(tc, 120);
+  int n = (int)(sizeof cases / sizeof cases[0]);
+  tcase_add_loop_test(tc, test_cpu_kernels, 0, n);
+  tcase_add_loop_test(tc, test_cuda_kernels_on_host, 0, n);
+  tcase_add_test(tc, test_nvrtc_compiles_kernels);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(sdpa_suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
