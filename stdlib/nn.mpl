@@ -56,10 +56,7 @@ def attention(x: f32[B, T, d], heads: int, causal: bool = true) -> f32[B, T, d] 
   q = transpose(reshape(q, B, T, heads, hs), 1, 2)
   k = transpose(reshape(k, B, T, heads, hs), 1, 2)
   v = transpose(reshape(v, B, T, heads, hs), 1, 2)
-  att = q @ transpose(k, -2, -1) * (1.0 / sqrt(hs)); if causal {   # (GPT-2's ops keep their places)
-  att = where(causal_mask(T), att, -inf) }
-  att = softmax(att, axis = -1)
-  y = transpose(att @ v, 1, 2)
+  y = transpose(sdpa(q, k, v, causal = causal), 1, 2)     # fused: no T x T buffer
   y = reshape(y, B, T, d)
   return row_linear(y, d) as c_proj
 }
