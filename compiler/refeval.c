@@ -502,8 +502,10 @@ static double *ev_check(const Graph *g, const Op *op, double **v) {
  * row sees (j <= i when causal), p = softmax(s), out = p v, lse = max + log(sum); backward
  * D = dout.out, p_j = exp(s_j - lse), ds_j = p_j (dout.v_j - D), dq = scale ds k, dk = scale
  * ds^T q, dv = p^T dout. Under precision = bf16 (q, k, v, out and dout come rounded from
- * precision.c's ops) the probabilities are rounded before the product with v, and ds before
- * its products, as the kernels do. */
+ * precision.c's ops) the forward rounds the unnormalised probabilities exp(s_j - max) before
+ * the product with v and divides by the sum of the unrounded ones, as flash attention's tiles
+ * do (the kernels' max is the running one, the same unless a row's maximum lies in a later
+ * key tile); the backward rounds p and ds before their products, as the kernels do. */
 
 typedef struct SdpaRef {
   int64_t B, H, G, T, S, hs, hv;
@@ -557,9 +559,15 @@ static double *ev_sdpa(const Graph *g, const Op *op, double **v, int which) {
         const double *vb = vv + kv * d.S * d.hv;
         if (!grad) {
           res[1][row] = sdpa_ref_row(&d, q, k, b, h, i, NAN, s, p);
+          if (d.bf16) { /* p_j = round(exp(s_j - max)) / sum, the sum of the unrounded terms */
+            double mx = -INFINITY, sum = 0;
+            for (int64_t j = 0; j < d.S; j++) mx = fmax(mx, s[j]);
+            for (int64_t j = 0; j < d.S; j++) sum += exp(s[j] - mx);
+            for (int64_t j = 0; j < d.S; j++) p[j] = round_bf16(exp(s[j] - mx)) / sum;
+          }
           for (int64_t e = 0; e < d.hv; e++) {
             double acc = 0;
-            for (int64_t j = 0; j < d.S; j++) acc += (d.bf16 ? round_bf16(p[j]) : p[j]) * vb[j * d.hv + e];
+            for (int64_t j = 0; j < d.S; j++) acc += p[j] * vb[j * d.hv + e];
             res[0][row * d.hv + e] = acc;
           }
           continue;

@@ -6,6 +6,8 @@
 #   gpt-384    vocab 256, d 384, 6 layers, 6 heads, T 256, B 8
 #   gpt-768    vocab 256, d 768, 4 layers, 12 heads, T 512, B 4
 #   llama      vocab 256, d 384, 6 layers, 6 heads (2 kv), SwiGLU 1024, T 256, B 8 (examples/llama.mpl's layers)
+# and gpt-768 once more on 1 rank with mplc --no-fused-sdpa: the fused attention's effect on
+# the step time and on the planned arena at T = 512.
 # MPL runs each on 1 CPU rank (pp = 1) and on 2 ranks (pp = 2, 1F1B, --threads 1 each),
 # with no environment variables set. PyTorch (Debian's python3-torch, when installed) runs
 # the same models with torch.set_num_threads(1 and 2), twice: as the machine gives it, and
@@ -114,6 +116,17 @@ for cfg in "${CONFIGS[@]}"; do
   done
 done
 
+# ---- the fused attention (issue 14): gpt-768 (T = 512) on 1 rank, fused and lowered ---------
+IFS='|' read -r name flags targs tokens mb2 <<< "${CONFIGS[2]}"
+echo "bench: $name, MPL on 1 rank with --no-fused-sdpa" >&2
+run_mpl "$name-lowered" 1 1 "$flags --no-fused-sdpa"; lowered_ms=$mpl_ms
+fused_ms=$(printf '%s\n' "${rows[@]}" | awk -v n="$name" '$1 == n && $2 == 1 { print $5 }')
+plan_arena() { # MPLC FLAGS -> the planned arena (peak) in MiB
+  # shellcheck disable=SC2086
+  "$MPLC" $1 -I stdlib --emit=plan | sed -E -n 's/.*arena \(peak\) +[0-9]+ bytes \(([0-9.]+) MiB\).*/\1/p' | head -n 1
+}
+fused_mib=$(plan_arena "$flags"); lowered_mib=$(plan_arena "$flags --no-fused-sdpa")
+
 measure_peak
 
 # ---- the table ------------------------------------------------------------------------------
@@ -127,4 +140,7 @@ else
 fi
 echo "n = MPL ranks (pp = n, 1F1B, --threads 1 each) = PyTorch threads; ms per step are medians; x = MPL speed / PyTorch's"
 printf '%s\n' "${rows[@]}" | awk -v p1="$peak1" -v p2="$peak2" -f tests/bench/table.awk
+awk -v f="$fused_ms" -v l="$lowered_ms" -v fa="$fused_mib" -v la="$lowered_mib" 'BEGIN {
+  printf "fused attention, gpt-768 (T 512) on 1 rank: %.1f ms/step fused, %.1f ms/step lowered (--no-fused-sdpa): %.2fx; planned arena %.1f MiB vs %.1f MiB: %.2fx\n",
+         f, l, (f > 0 ? l / f : 0), fa, la, (la > 0 ? fa / la : 0) }'
 echo "bench: done in $(( $(date +%s) - t_start )) s" >&2

@@ -315,7 +315,7 @@ START_TEST(test_call_sites) {
       ck_assert_ptr_nonnull(op->site);
       ck_assert_int_eq(op->site->loc.line, 6); /* the nn.block call */
       ck_assert_int_eq(op->site->loc.col, 7);
-      if (op->kind == OP_SOFTMAX) site = op->site;
+      if (op->kind == OP_SDPA) site = op->site; /* nn.attention's fused sdpa */
     } else {
       ck_assert_ptr_null(op->site);
     }
