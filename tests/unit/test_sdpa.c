@@ -6,7 +6,8 @@
  *
  *  - the CPU kernels (runtime/sdpa_cpu.c) in every instruction set this CPU has: within
  *    2e-5 of the reference, and the same bits in every set and for any split of the units;
- *    bf16: within 2e-2 of the f32 reference;
+ *    bf16: within 1e-4 of a reference that rounds as the kernels do (the forward within
+ *    2e-5 when the keys fit one tile, else 2^-8: the kernels round against the running max);
  *  - the CUDA kernels (runtime/cuda/sdpa.cu) compiled as C for the host: each block's
  *    threads are pthreads, __syncthreads a barrier, __shared__ arrays static; the same
  *    checks, in f32 and bf16, and for two tile sizes (head sizes 16/8 and 160/128). This is
@@ -302,7 +303,10 @@ START_TEST(test_cpu_kernels) {
   cpu_run(&a, best, 2);
   memset(x.rdq, 0, sizeof(double) * sz[2]), memset(x.rdk, 0, sizeof(double) * sz[3]), memset(x.rdv, 0, sizeof(double) * sz[4]);
   reference(c, scale, &x, true);
-  check_errors("cpu bf16", c, &x, 1e-4, 1e-4);
+  /* bf16 out: the unnormalised probabilities are rounded against the running maximum, the
+     reference's against the row's; the same within one key tile (64 keys on the CPU), else
+     a term may differ by a bf16 step, 2^-8 of it */
+  check_errors("cpu bf16", c, &x, c->S <= 64 ? 2e-5 : 1.0 / 256, 1e-4);
   for (int i = 0; i < 5; i++) free(first[i]);
   unmake(&x);
 }
@@ -324,7 +328,9 @@ START_TEST(test_cuda_kernels_on_host) {
     memset(x.rdq, 0, sizeof(double) * (size_t)(nq * c->hs)), memset(x.rdk, 0, sizeof(double) * (size_t)(nk * c->hs));
     memset(x.rdv, 0, sizeof(double) * (size_t)(nk * c->hv));
     reference(c, scale, &x, bf16);
-    check_errors(bf16 ? "cuda bf16 (on the host)" : "cuda (on the host)", c, &x, bf16 ? 2e-2 : 2e-5, bf16 ? 1e-4 : 2e-5);
+    /* key tiles of 32 (16 for the big heads): as the CPU's bf16 out, by the GPU's tile */
+    double tol_out = !bf16 || c->S <= (big ? 16 : 32) ? 2e-5 : 1.0 / 256;
+    check_errors(bf16 ? "cuda bf16 (on the host)" : "cuda (on the host)", c, &x, tol_out, bf16 ? 1e-4 : 2e-5);
   }
   unmake(&x);
 }
