@@ -123,6 +123,12 @@ int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, const MplSampleOpts
   int idx_in = sample_input_index(r, 0), ls = -1;
   for (int s = 0; s < job->nstages; s++) if (job->stages[s].logits_value >= 0) ls = s;
   if (r->mpi) return mpl_errf(err, "--sample is not supported under mpirun yet: sample with a threads run (--init FILE)");
+  bool fused = false; /* mplc --fused-ce: the loss's step never holds the logits */
+  for (int s = 0; s < job->nstages; s++)
+    for (int k = 0; k < JP__COUNT; k++)
+      for (int i = 0; i < job->stages[s].prog[k].nsteps; i++) fused |= job->stages[s].prog[k].steps[i].kind == JS_CE;
+  if (ls < 0 && fused)
+    return mpl_errf(err, "--sample needs the logits, which a job compiled with --fused-ce never holds: compile without it");
   if (idx_in < 0 || ls < 0) return mpl_errf(err, "--sample needs a token model (inputs idx, targets and a cross_entropy loss)");
   if (r->tp > 1) return mpl_errf(err, "--sample does not run tensor-parallel jobs yet (tp = %d): compile for tp = 1", r->tp);
   int lv = job->stages[ls].logits_value;
