@@ -138,6 +138,8 @@ int mpl_cuda_optim_compile(const char *arch, char **ptx, char *log, size_t logn,
  * each 1 .. MPL_SDPA_MAX_HEAD, compiled with NVRTC for arch; the same contract. mplc fuses
  * an sdpa only within that bound (MPL_SDPA_MAX_HEAD, job.h; sema_lower.c). */
 int mpl_cuda_sdpa_compile(const char *arch, int hs, int hv, char **ptx, char *log, size_t logn, MplErr *err);
+/* The fused cross-entropy's row kernels (runtime/cuda/ce.cu) through NVRTC for arch. */
+int mpl_cuda_ce_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err);
 /* The number of visible CUDA devices (>= 1), or MPL_ERR with a message that says why
  * there is none: built without CUDA, no driver, no device. Never crashes. */
 int mpl_cuda_device_count(int *count, MplErr *err);
