@@ -1,5 +1,5 @@
 /*
- * ce_fuse.c — the fused cross-entropy (issue 14, item 3), mplc --fused-ce: a pass over the
+ * ce_fuse.c — the fused cross-entropy (issue 14, item 3; mplc --no-fused-ce turns it off): a pass over the
  * forward graph after shard.c and before the ops' identities (profile.c), the balancer and
  * autodiff. A language model's loss is cross_entropy(x @ w^T, targets): the logits
  * [positions, vocab] (GPT-2 124M at B 8, T 1024: 1.65 GB in f32) exist only to be read by
@@ -24,8 +24,8 @@
  *  - x, w and the logits are f32 (bf16 precision is precision.c's, after autodiff);
  *  - tp = 1: every operand replicated (a split vocabulary or a partial x is left alone);
  *  - the product and the loss share stage and recompute flag.
- * Anything else keeps MATMUL and CROSS_ENTROPY. The cost: mplrun --sample reads the
- * logits, which a fused job does not have.
+ * Anything else keeps MATMUL and CROSS_ENTROPY. A fused job holds no logits: mplrun
+ * --sample makes the last position's from the step's x and w (runtime/sample.c).
  *
  * Invariants: the new graph keeps the graph IR's invariants (graph_verify); op ids shift
  * (the product is gone, the RESULT follows its op); every other op is copied unchanged.

@@ -379,7 +379,7 @@ typedef struct CompileOptions {
   bool allow_gather;       /* --allow-gather: tp may all-gather split values (shard.c) */
   const char *precision;   /* --precision: f32, tf32 or bf16 (the driver checks it), or NULL */
   bool no_fused_sdpa;      /* --no-fused-sdpa: sdpa lowered to matmuls and a softmax (sema_lower.c) */
-  bool fused_ce;           /* --fused-ce: a product's logits fused with their cross_entropy (ce_fuse.c) */
+  bool no_fused_ce;        /* --no-fused-ce: the logits stay a product and a cross_entropy (ce_fuse.c) */
 } CompileOptions;
 
 /*

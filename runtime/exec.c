@@ -210,7 +210,7 @@ static int run_ce(RankCtx *rc, const JobStep *s, int stage, int mb, MplErr *err)
   for (int i = 0; i < s->nargs && i < 7; i++)
     if (!(p[i] = need_ptr(rc, s->args[i], mb, stage, err))) return MPL_ERR;
   if (!(bwd ? rc->dev.ops->ce_bwd : rc->dev.ops->ce))
-    return rank_fail(rc, err, "stage %d: the %s device has no fused cross-entropy yet: compile without --fused-ce",
+    return rank_fail(rc, err, "stage %d: the %s device has no fused cross-entropy yet: compile with --no-fused-ce",
                      stage, rc->dev.ops->name);
   MplCe a = {.N = s->M, .K = s->K, .V = s->N, .chunk = s->chunk, .tb = s->tb, .bf16 = s->prec == PREC_BF16,
              .x = p[0], .w = p[1], .targets = (const int32_t *)(void *)p[2]};

@@ -113,7 +113,7 @@ typedef struct JobStep {
   int64_t heads, kv_heads, hv;
   bool causal;
   /* JS_CE (args {x, w, targets, loss, lse}) and JS_CE_BWD (args {x, w, targets, lse, dloss, dx,
-     dw}), the fused cross-entropy of issue 14 item 3 (mplc --fused-ce): x [M, K], w [N, K] when
+     dw}), the fused cross-entropy of issue 14 item 3 (mplc --no-fused-ce: none): x [M, K], w [N, K] when
      tb, else [K, N], targets i32 [M] in [0, N), loss f32 [], lse f32 [M], dloss f32 [], dx like
      x, dw like w. loss = mean over rows of lse - (x w^T)[row, target]; dx, dw: its gradient
      times dloss. The classes go in chunks of `chunk` (the device's scratch: M x chunk f32);

@@ -1,4 +1,4 @@
-# The fused cross-entropy (mplc --fused-ce) in bf16 mixed precision: a one-layer GPT with
+# The fused cross-entropy (mplc's default) in bf16 mixed precision: a one-layer GPT with
 # the unembedding tied to the token embedding (x @ transpose(wte.weight, 0, 1), w [vocab, d])
 # and 2500 classes, two chunks of classes. test_refstep checks it against the reference.
 import nn

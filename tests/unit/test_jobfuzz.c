@@ -114,13 +114,13 @@ START_TEST(test_wrong_version) {
 }
 END_TEST
 
-/* The fused cross-entropy's steps (mplc --fused-ce): each damaged field is refused by
+/* The fused cross-entropy's steps (mplc's default): each damaged field is refused by
  * job_validate with a message (sizes, chunk, operand count, an operand's size or dtype). */
 START_TEST(test_fused_ce_steps) {
   const char *build = getenv("BUILD") ? getenv("BUILD") : "build";
   char cmd[1024], err[700] = "";
   snprintf(tmp_path, sizeof tmp_path, "/tmp/mpl_jobfuzz_%d.job", (int)getpid());
-  snprintf(cmd, sizeof cmd, "%s/mplc tests/e2e/fused_ce.mpl --fused-ce -o %s", build, tmp_path);
+  snprintf(cmd, sizeof cmd, "%s/mplc tests/e2e/fused_ce.mpl -o %s", build, tmp_path);
   ck_assert_msg(system(cmd) == 0, "mplc failed: %s", cmd);
   Job *j = job_read(tmp_path, err, sizeof err);
   ck_assert_msg(j != NULL, "%s", err);
