@@ -1044,13 +1044,10 @@ static int cuda_ce_run(MplDevice *d, const MplCe *a, bool bwd, MplErr *err) {
   if (ce_kernels(cd, err) != MPL_OK) return MPL_ERR;
   CUDA_CHECK(cudaSetDevice(cd->dev));
   int64_t need = mpl_ce_cpu_scratch(a);
-  if (need > cd->ce_cap) {
-    if (cd->ce_scratch) {
-      CUDA_CHECK(cudaStreamSynchronize(cd->compute));
-      CUDA_CHECK(cudaFree(cd->ce_scratch));
-    }
+  if (need > cd->ce_cap) { /* stream-ordered, from the pool the arenas come from (its peak counts it) */
+    if (cd->ce_scratch) CUDA_CHECK(cudaFreeAsync(cd->ce_scratch, cd->compute));
     cd->ce_scratch = NULL, cd->ce_cap = 0;
-    cudaError_t e = cudaMalloc((void **)&cd->ce_scratch, (size_t)need * sizeof(float));
+    cudaError_t e = cudaMallocAsync((void **)&cd->ce_scratch, (size_t)need * sizeof(float), cd->compute);
     if (e != cudaSuccess) {
       cudaGetLastError();
       cd->ce_scratch = NULL;
