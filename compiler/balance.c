@@ -249,8 +249,9 @@ static void segment_costs(const Graph *g, const int *slot, double *cost, double 
 /* The balancer's segments are the top-level statements that compute something (have
  * an op with a stage): one that only declares params or makes constants, whose ops
  * are made on each stage that reads them, joins the next such statement (the last
- * one, at the end), so no stage can be left with nothing to run. slot[statement] =
- * its segment; returns the number of segments. */
+ * one, at the end), so no stage can be left with nothing to run; so does one whose
+ * only op, the logits' product, the next statement's fused cross-entropy took
+ * (ce_fuse.c). slot[statement] = its segment; returns the number of segments. */
 static int work_segments(const Graph *g, int nstmt, int *slot) {
   bool *work = calloc((size_t)nstmt + 1, 1);
   for (int i = 0; i < g->nops; i++)
@@ -267,10 +268,11 @@ static int work_segments(const Graph *g, int nstmt, int *slot) {
 
 /* "cannot balance 4 pipeline stages (pp = 4) over 3 top-level statements ...". */
 static void too_few_segments(Diag *d, const Graph *g, int nstmt, int nseg) {
-  char more[96] = "";
+  char more[128] = "";
   int idle = nstmt - nseg;
-  if (idle) snprintf(more, sizeof more, " (not counting %d that only declare%s params or make%s constants)", idle,
-                     idle == 1 ? "s" : "", idle == 1 ? "s" : "");
+  if (idle)
+    snprintf(more, sizeof more, " (not counting %d with no work of %s own: params, constants, logits fused into the loss)",
+             idle, idle == 1 ? "its" : "their");
   diag_error(d, g->stages_loc, "cannot balance %d pipeline stages (%s) over %d top-level statement%s of model %s%s",
              g->nstages, g->stages_from, nseg, nseg == 1 ? "" : "s", g->model_name ? g->model_name : "?", more);
 }

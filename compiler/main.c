@@ -54,7 +54,7 @@ static void usage(FILE *out) {
           "            [--mesh pp=4,tp=2,dp=1] [--schedule NAME] [--microbatches N] [-D NAME=V]... [-I DIR]...\n"
           "            [--mem-limit BYTES[K|M|G]] [--device-speed S0,S1,...] [--profile FILE.json]\n"
           "            [--gpu-arch sm_90] [--allow-gather] [--precision f32|tf32|bf16]\n"
-          "            [--no-fused-sdpa] [-h|--help] [--version]\n");
+          "            [--no-fused-sdpa] [--no-fused-ce] [-h|--help] [--version]\n");
 }
 
 static _Noreturn void fail(int code, const char *fmt, const char *arg) {
@@ -182,6 +182,7 @@ static void parse_options(Arena *a, int argc, char **argv, Options *o) {
     else if ((v = flag_value(argc, argv, &i, "--precision"))) o->co.precision = parse_precision(v);
     else if (!strcmp(arg, "--allow-gather")) o->co.allow_gather = true;
     else if (!strcmp(arg, "--no-fused-sdpa")) o->co.no_fused_sdpa = true;
+    else if (!strcmp(arg, "--no-fused-ce")) o->co.no_fused_ce = true;
     else if ((v = flag_value(argc, argv, &i, "-D"))) vec_push(a, &o->co.defines, parse_define(a, v));
     else if ((v = flag_value(argc, argv, &i, "-I"))) vec_push(a, &o->co.include_dirs, (void *)v);
     else if (arg[0] == '-' && arg[1]) fail(2, "unknown option '%s' (see mplc --help)", arg);
@@ -291,6 +292,11 @@ int main(int argc, char **argv) {
 
   /* 3. tensor parallelism (shard.c), tp > 1: one tp rank's program, local shapes, collectives */
   g = shard_program(&diag, g, o.co.allow_gather);
+
+  /* 3a. the fused cross-entropy (ce_fuse.c; off with --no-fused-ce): a product's logits and
+   *     their cross_entropy as one op where that is exact (tp = 1, f32, the logits read by
+   *     nothing else); after the layouts are known, before the identities and autodiff */
+  if (!o.co.no_fused_ce) g = ce_fuse(g);
 
   /* 3b. the forward ops' identities (profile.c), which the job carries for mplrun --profile;
    *     with --profile, the measured costs of the ops the profile has */

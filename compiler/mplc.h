@@ -117,7 +117,13 @@ bool shape_broadcast(const Shape *a, const Shape *b, Shape *out);
                           head h on kv head h / (H / Hkv); RESULT 1: lse f32 [.., H, T] */ \
   X(SDPA_GRAD, 6, G)   /* (q, k, v, out, lse, dout) -> dq; RESULT 1: dk, RESULT 2: dv (value, causal \
                           as its SDPA's); the probabilities recomputed from lse */ \
-  X(RESULT, 1, G)      /* axis: result number (>= 1) of its input, an SDPA or SDPA_GRAD */ \
+  /* fused cross-entropy (issue 14, item 3; ce_fuse.c): a product's logits and their \
+     cross_entropy in one step over chunks of classes, no [positions, classes] buffer */ \
+  X(CE_FUSED, 3, N)    /* (x [.., K], w [V, K] (tb) or [K, V], targets i32 [..]) -> f32 []: \
+                          cross_entropy(x @ w^T (tb) or x @ w, targets); RESULT 1: lse f32 [..] */ \
+  X(CE_FUSED_GRAD, 5, G) /* (x, w, targets, lse, dloss) -> dx; RESULT 1: dw (tb as its CE_FUSED's) */ \
+  X(RESULT, 1, G)      /* axis: result number (>= 1) of its input, an SDPA, SDPA_GRAD, CE_FUSED \
+                          or CE_FUSED_GRAD */ \
   /* training */                                                                \
   X(PARAM_GRAD, 1, G)  /* sink: accumulate input into grad accumulator        \
                           (param = key, use = use index) */                     \
@@ -208,8 +214,10 @@ typedef struct Op {
 } Op;
 /* The bytes of op's value: numel x dtype size. */
 uint64_t op_bytes(const Op *op);
-/* Ops with more than one result (SDPA, SDPA_GRAD): their results beyond the first are RESULT ops. */
-static inline bool op_multi_result(OpKind k) { return k == OP_SDPA || k == OP_SDPA_GRAD; }
+/* Ops with more than one result (SDPA, SDPA_GRAD, CE_FUSED, CE_FUSED_GRAD): their results beyond the first are RESULT ops. */
+static inline bool op_multi_result(OpKind k) {
+  return k == OP_SDPA || k == OP_SDPA_GRAD || k == OP_CE_FUSED || k == OP_CE_FUSED_GRAD;
+}
 
 /* The mesh and the training config are the job's (runtime/job.h, the contract both
  * programs link): one struct each from the program to the runtime. In a Graph the mesh
@@ -341,6 +349,13 @@ Graph *prec_apply(Graph *g);
 /* Are v's values bf16 values (a ROUND_BF16, or a reshape, transpose, expand or slice of one)? */
 bool prec_exact_bf16(const Graph *g, int v);
 
+/* ==== ce_fuse.c: the fused cross-entropy =============================== */
+
+/* After shard.c, before the identities: each cross_entropy whose logits are a product
+ * x @ w^T or x @ w read by nothing else becomes one CE_FUSED op and its RESULT (the lse),
+ * where that is exact (see the file's comment). Returns g, or a new graph. */
+Graph *ce_fuse(Graph *g);
+
 /* ==== sema.c: the front end ============================================ */
 
 typedef struct Define {
@@ -364,6 +379,7 @@ typedef struct CompileOptions {
   bool allow_gather;       /* --allow-gather: tp may all-gather split values (shard.c) */
   const char *precision;   /* --precision: f32, tf32 or bf16 (the driver checks it), or NULL */
   bool no_fused_sdpa;      /* --no-fused-sdpa: sdpa lowered to matmuls and a softmax (sema_lower.c) */
+  bool no_fused_ce;        /* --no-fused-ce: the logits stay a product and a cross_entropy (ce_fuse.c) */
 } CompileOptions;
 
 /*

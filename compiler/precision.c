@@ -8,7 +8,9 @@
  * matmul; the lowered sdpa two batched matmuls around a softmax), so their operands, the
  * attention probabilities among them, are rounded too; the fused SDPA and SDPA_GRAD have
  * their operands and results rounded here and round the probabilities themselves
- * (copy_attention). Every other op
+ * (copy_attention). The fused cross-entropy (ce_fuse.c) likewise: CE_FUSED and CE_FUSED_GRAD
+ * read x and w rounded, dx and dw are rounded like products' results (the loss and the lse
+ * are not), and the steps round each chunk of logits and of g themselves. Every other op
  * computes in f32 on what it reads; params, gradients and optimizer state stay f32.
  * Under f32 and tf32 the graph is returned as it is (tf32 is the GEMM steps' flag,
  * fuse.c's, for the GPU).
@@ -160,14 +162,17 @@ static void copy_attention(Prec *p, const Op *src, int i) {
   Op user = *src;
   if (src->fwd_of >= 0) user.fwd_of = p->self[src->fwd_of];
   int in[6];
+  bool ce = src->kind == OP_CE_FUSED || src->kind == OP_CE_FUSED_GRAD;
   for (int j = 0; j < src->nin; j++) {
-    bool operand = src->kind == OP_RESULT ? false : j < 3 || j == 5;
+    bool operand = src->kind == OP_RESULT ? false : ce ? j < 2 : j < 3 || j == 5;
     in[j] = src->kind == OP_RESULT ? p->self[src->in[j]] : operand ? rounded(p, p->map[src->in[j]], &user) : p->map[src->in[j]];
   }
   Op *op = copy_op(p, src, in);
   p->self[i] = op->id;
-  bool lse = src->kind == OP_RESULT && p->old->ops[src->in[0]]->kind == OP_SDPA;
-  p->map[i] = lse ? op->id : add_like(p, OP_ROUND_BF16, op->id, op, op)->id;
+  OpKind of = src->kind == OP_RESULT ? p->old->ops[src->in[0]]->kind : src->kind;
+  bool lse = src->kind == OP_RESULT && (of == OP_SDPA || of == OP_CE_FUSED);
+  bool loss = src->kind == OP_CE_FUSED; /* a loss, not a product's result */
+  p->map[i] = lse || loss ? op->id : add_like(p, OP_ROUND_BF16, op->id, op, op)->id;
 }
 
 Graph *prec_apply(Graph *old) {
@@ -175,7 +180,7 @@ Graph *prec_apply(Graph *old) {
   int nmm = 0;
   for (int i = 0; i < old->nops; i++) {
     OpKind k = old->ops[i]->kind;
-    nmm += k == OP_MATMUL || k == OP_SDPA || k == OP_SDPA_GRAD || k == OP_RESULT;
+    nmm += k == OP_MATMUL || op_multi_result(k) || k == OP_RESULT;
   }
   Prec p = {.old = old, .cap = old->nops + 5 * nmm + 1};
   p.g = graph_new(old->arena);

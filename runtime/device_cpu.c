@@ -64,6 +64,8 @@ typedef struct CpuDev {
   int nprof;
   MplGemmBf16 bf16; /* precision = bf16's products: bf16 units where the CPU has them */
   MplSdpaIsa sdpa_isa; /* the fused attention's instruction set (sdpa_cpu.c) */
+  float *ce_scratch;   /* the fused cross-entropy's chunk of logits and row state (ce_cpu.c), */
+  int64_t ce_cap;      /* kept between steps: floats */
 } CpuDev;
 
 /* CPU time of the calling thread: what one rank thread spends, whatever else the
@@ -208,6 +210,7 @@ static void cpu_free(MplDevice *d) {
   if (cd->prof) prof_print(cd, d->index);
   mpl_free(cd->prof);
   mpl_gemm_bf16_free(&cd->bf16);
+  mpl_free(cd->ce_scratch);
   mpl_free(cd->pool.tid);
   mpl_free(cd->workers);
   mpl_free(cd);
@@ -317,6 +320,29 @@ static int cpu_sdpa_run(MplDevice *d, const MplSdpa *a, bool backward, MplErr *e
 static int cpu_sdpa(MplDevice *d, const MplSdpa *a, MplErr *err) { return cpu_sdpa_run(d, a, false, err); }
 static int cpu_sdpa_bwd(MplDevice *d, const MplSdpa *a, MplErr *err) { return cpu_sdpa_run(d, a, true, err); }
 
+/* The fused cross-entropy (ce_cpu.c): its row loops over the rank's threads as a kernel's
+ * outer iterations, its products through gemm.c; the scratch ([N, chunk] logits, which the
+ * plan does not hold) is the device's, grown to the largest step met and kept. */
+static int cpu_ce_rows(void *ctx, MplKernelFn fn, void **args, int64_t n, MplErr *err) {
+  return cpu_kernel(ctx, fn, args, NULL, n, INT64_MAX / 2, err);
+}
+
+static int cpu_ce_run(MplDevice *d, const MplCe *a, bool backward, MplErr *err) {
+  CpuDev *cd = d->impl;
+  int64_t need = mpl_ce_cpu_scratch(a);
+  if (need > cd->ce_cap) {
+    mpl_free(cd->ce_scratch);
+    cd->ce_cap = 0;
+    if (!(cd->ce_scratch = mpl_malloc((size_t)need * sizeof(float))))
+      return mpl_errf(err, "cpu: out of memory for the cross-entropy's chunk (%lld floats)", (long long)need);
+    cd->ce_cap = need;
+  }
+  return mpl_ce_cpu(a, backward, cd->ce_scratch, &cd->bf16, cpu_ce_rows, d, err);
+}
+
+static int cpu_ce(MplDevice *d, const MplCe *a, MplErr *err) { return cpu_ce_run(d, a, false, err); }
+static int cpu_ce_bwd(MplDevice *d, const MplCe *a, MplErr *err) { return cpu_ce_run(d, a, true, err); }
+
 static int cpu_accum_f32(MplDevice *d, float *acc, const float *src, int64_t n, MplErr *err) {
   for (int64_t i = 0; i < n; i++) acc[i] += src[i];
   return MPL_OK;
@@ -375,6 +401,8 @@ const MplDeviceOps mpl_device_cpu_ops = {
     .accum_f32 = cpu_accum_f32,
     .sdpa = cpu_sdpa,
     .sdpa_bwd = cpu_sdpa_bwd,
+    .ce = cpu_ce,
+    .ce_bwd = cpu_ce_bwd,
     .zero = cpu_zero,
     .copy_to_host = cpu_copy,
     .copy_from_host = cpu_copy,

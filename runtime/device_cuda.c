@@ -59,6 +59,12 @@ const char mpl_cuda_sdpa_src[] = {
 #include "runtime/cuda/sdpa.cu.inc"
 };
 
+/* The fused cross-entropy's row kernels: runtime/cuda/ce.cu, embedded the same way, compiled
+ * with NVRTC the first time a device runs a JS_CE or JS_CE_BWD step (mpl_cuda_ce_compile). */
+const char mpl_cuda_ce_src[] = {
+#include "runtime/cuda/ce.cu.inc"
+};
+
 #ifdef MPL_HAVE_CUDA
 
 #include <cublas_v2.h>
@@ -110,10 +116,11 @@ typedef struct CuDriver {
  * stderr (GPU time per kernel over the other steps, calls, share). The events cost a
  * little time themselves: profile, then time without it.
  */
-enum { PROF_GEMM, PROF_OPTIM, PROF_ACCUM, PROF_COPY, PROF_SDPA, PROF_SDPA_BWD, PROF__FIXED };
+enum { PROF_GEMM, PROF_OPTIM, PROF_ACCUM, PROF_COPY, PROF_SDPA, PROF_SDPA_BWD, PROF_CE, PROF__FIXED };
 static const char *const prof_fixed[PROF__FIXED] = {"cuBLAS sgemm",       "optimizer, norms, scaling",
                                                     "accumulate (saxpy)", "copies and zeroing",
-                                                    "fused attention",    "fused attention, backward"};
+                                                    "fused attention",    "fused attention, backward",
+                                                    "fused cross-entropy rows"};
 typedef struct Prof {
   bool on;
   int nslots;                 /* PROF__FIXED + kernels */
@@ -154,6 +161,11 @@ typedef struct CudaDev {
     CUfunction fwd, bwd_q, bwd_kv;
   } sdpa[8];
   int nsdpa;
+  /* the fused cross-entropy's kernels (loaded on first use) and scratch (grown, kept) */
+  CUmodule cemod;
+  CUfunction ce_init, ce_fwd, ce_bwd, ce_finish;
+  float *ce_scratch;
+  int64_t ce_cap;             /* floats */
   const atomic_int *stop;     /* set by an NCCL communicator: waits poll it (mpl_cuda_wait) */
   Prof prof;                  /* MPL_PROFILE=1: GPU time per kernel */
 } CudaDev;
@@ -296,6 +308,8 @@ static void cuda_free(MplDevice *d) {
   if (cd->omod && cd->drv.unload) cd->drv.unload(cd->omod);
   for (int i = 0; i < cd->nsdpa; i++)
     if (cd->sdpa[i].mod && cd->drv.unload) cd->drv.unload(cd->sdpa[i].mod);
+  if (cd->cemod && cd->drv.unload) cd->drv.unload(cd->cemod);
+  if (cd->ce_scratch) CUDA_SOFT(cudaFree(cd->ce_scratch));
   if (cd->ready) {
     CUDA_SOFT(cudaStreamDestroy(cd->compute));
     CUDA_SOFT(cudaStreamDestroy(cd->comm));
@@ -952,6 +966,142 @@ static int cuda_sdpa_bwd(MplDevice *d, const MplSdpa *a, MplErr *err) {
   return st;
 }
 
+/* ---- the fused cross-entropy (runtime/cuda/ce.cu; issue 14 item 3) ---------------------------
+ * ce_cpu.c's algorithm: per chunk of classes the logits by cuBLAS into the scratch, the row
+ * kernels, and backward the two products of g; the scratch (s, m, tl, then L [N, chunk], as
+ * the CPU's) is the device's, grown to the largest step met. */
+
+int mpl_cuda_ce_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err) {
+  char archopt[48];
+  *ptx = NULL;
+  if (logn) log[0] = 0;
+  snprintf(archopt, sizeof archopt, "--gpu-architecture=%s", arch);
+  const char *opts[] = {archopt, "--ftz=false", "--prec-div=true"};
+  nvrtcProgram prog = NULL;
+  NVRTC_CHECK(nvrtcCreateProgram(&prog, mpl_cuda_ce_src, "mpl_ce.cu", 0, NULL, NULL));
+  nvrtcResult r = nvrtcCompileProgram(prog, (int)(sizeof opts / sizeof opts[0]), opts);
+  size_t n = 0;
+  if (logn && nvrtcGetProgramLogSize(prog, &n) == NVRTC_SUCCESS && n > 1) {
+    char *full = mpl_malloc(n);
+    if (full && nvrtcGetProgramLog(prog, full) == NVRTC_SUCCESS) snprintf(log, logn, "%s", full);
+    mpl_free(full);
+  }
+  if (r != NVRTC_SUCCESS) return nvrtc_fail(prog, r, "nvrtcCompileProgram (the fused cross-entropy)", err);
+  return take_ptx(prog, ptx, err);
+}
+
+enum { CE_THREADS = 256 }; /* ORDER: CE_THREADS in runtime/cuda/ce.cu */
+
+static int ce_kernels(CudaDev *cd, MplErr *err) {
+  if (cd->cemod) return MPL_OK;
+  char *ptx = NULL, log[1024];
+  if (mpl_cuda_ce_compile(cd->arch, &ptx, log, sizeof log, err) != MPL_OK) return MPL_ERR;
+  cudaError_t e = cudaSetDevice(cd->dev);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    mpl_free(ptx);
+    return mpl_errf(err, "cuda: cudaSetDevice: %s", cudaGetErrorString(e));
+  }
+  int st = load_ptx_into(cd, &cd->cemod, "the fused cross-entropy's kernels", ptx, err);
+  mpl_free(ptx);
+  if (st != MPL_OK) return MPL_ERR;
+  const char *names[4] = {"mpl_ce_init", "mpl_ce_rows_fwd", "mpl_ce_rows_bwd", "mpl_ce_finish"};
+  CUfunction *fns[4] = {&cd->ce_init, &cd->ce_fwd, &cd->ce_bwd, &cd->ce_finish};
+  for (int i = 0; i < 4; i++) {
+    CUresult r = cd->drv.get_function(fns[i], cd->cemod, names[i]);
+    if (r != CUDA_SUCCESS) {
+      cu_fail(cd, r, names[i], __FILE__, __LINE__, err);
+      cd->drv.unload(cd->cemod);
+      cd->cemod = NULL;
+      return MPL_ERR;
+    }
+  }
+  return MPL_OK;
+}
+
+/* Row-major C = op(A) op(B) + beta C (explicit leading dimensions), as cuda_gemm does it. */
+static int ce_gemm(CudaDev *cd, bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A,
+                   int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc, MplErr *err) {
+  const float alpha = 1.0f;
+  cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+  prof_begin(cd, PROF_GEMM);
+  cublasStatus_t st =
+      bf16 ? cublasGemmEx(cd->blas, opb, opa, (int)N, (int)M, (int)K, &alpha, B, CUDA_R_32F, (int)ldb, A, CUDA_R_32F,
+                          (int)lda, &beta, C, CUDA_R_32F, (int)ldc, CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT)
+           : cublasSgemm(cd->blas, opb, opa, (int)N, (int)M, (int)K, &alpha, B, (int)ldb, A, (int)lda, &beta, C,
+                         (int)ldc);
+  prof_end(cd);
+  CUBLAS_CHECK(st);
+  return MPL_OK;
+}
+
+static int cuda_ce_run(MplDevice *d, const MplCe *a, bool bwd, MplErr *err) {
+  CudaDev *cd = d->impl;
+  if (a->N < 1 || a->K < 1 || a->V < 1 || a->chunk < 1 || a->chunk > a->V || a->N > INT32_MAX ||
+      a->K > INT32_MAX || a->V > INT32_MAX || a->N * a->chunk > INT32_MAX)
+    return mpl_errf(err, "cuda: the fused cross-entropy's sizes (N %lld, K %lld, V %lld, chunk %lld) exceed cuBLAS's",
+                    (long long)a->N, (long long)a->K, (long long)a->V, (long long)a->chunk);
+  if (ce_kernels(cd, err) != MPL_OK) return MPL_ERR;
+  CUDA_CHECK(cudaSetDevice(cd->dev));
+  int64_t need = mpl_ce_cpu_scratch(a);
+  if (need > cd->ce_cap) { /* stream-ordered, from the pool the arenas come from (its peak counts it) */
+    if (cd->ce_scratch) CUDA_CHECK(cudaFreeAsync(cd->ce_scratch, cd->compute));
+    cd->ce_scratch = NULL, cd->ce_cap = 0;
+    cudaError_t e = cudaMallocAsync((void **)&cd->ce_scratch, (size_t)need * sizeof(float), cd->compute);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      cd->ce_scratch = NULL;
+      return mpl_errf(err, "cuda: no memory for the cross-entropy's chunk (%lld bytes): %s",
+                      (long long)need * 4, cudaGetErrorString(e));
+    }
+    cd->ce_cap = need;
+  }
+  double *s = (double *)(void *)cd->ce_scratch;
+  float *m = cd->ce_scratch + 2 * a->N, *tl = m + a->N, *L = tl + a->N;
+  long long N = a->N, nthreads = (long long)cd->max_blocks * CE_THREADS;
+  int bf16 = a->bf16;
+  if (!bwd) {
+    void *pi[] = {&m, &s, &tl, &N, &nthreads};
+    prof_begin(cd, PROF_CE);
+    int st = launch_on_compute(cd, cd->ce_init, cd->max_blocks, CE_THREADS, pi, err);
+    prof_end(cd);
+    if (st != MPL_OK) return MPL_ERR;
+  }
+  for (int64_t c0 = 0; c0 < a->V; c0 += a->chunk) {
+    long long cc = a->V - c0 < a->chunk ? a->V - c0 : a->chunk, lc0 = c0;
+    const float *wc = a->tb ? a->w + c0 * a->K : a->w + c0;
+    if (ce_gemm(cd, bf16, false, a->tb, a->N, cc, a->K, a->x, a->K, wc, a->tb ? a->K : a->V, 0.0f, L, cc, err) != MPL_OK)
+      return MPL_ERR;
+    int st;
+    prof_begin(cd, PROF_CE);
+    if (!bwd) {
+      void *p[] = {&L, &cc, &lc0, (void *)&a->targets, &m, &s, &tl, &bf16};
+      st = launch_on_compute(cd, cd->ce_fwd, a->N, CE_THREADS, p, err);
+    } else {
+      void *p[] = {&L, &N, &cc, &lc0, (void *)&a->targets, (void *)&a->lse, (void *)&a->dloss, &bf16, &nthreads};
+      st = launch_on_compute(cd, cd->ce_bwd, cd->max_blocks, CE_THREADS, p, err);
+    }
+    prof_end(cd);
+    if (st != MPL_OK) return MPL_ERR;
+    if (!bwd) continue;
+    if (ce_gemm(cd, bf16, false, !a->tb, a->N, a->K, cc, L, cc, wc, a->tb ? a->K : a->V, c0 ? 1.0f : 0.0f, a->dx,
+                a->K, err) != MPL_OK)
+      return MPL_ERR;
+    st = a->tb ? ce_gemm(cd, bf16, true, false, cc, a->K, a->N, L, cc, a->x, a->K, 0.0f, a->dw + c0 * a->K, a->K, err)
+               : ce_gemm(cd, bf16, true, false, a->K, cc, a->N, a->x, a->K, L, cc, 0.0f, a->dw + c0, a->V, err);
+    if (st != MPL_OK) return MPL_ERR;
+  }
+  if (bwd) return MPL_OK;
+  void *pf[] = {&m, &s, &tl, (void *)&a->lse, (void *)&a->loss, &N};
+  prof_begin(cd, PROF_CE);
+  int st = launch_on_compute(cd, cd->ce_finish, 1, CE_THREADS, pf, err);
+  prof_end(cd);
+  return st;
+}
+
+static int cuda_ce(MplDevice *d, const MplCe *a, MplErr *err) { return cuda_ce_run(d, a, false, err); }
+static int cuda_ce_bwd(MplDevice *d, const MplCe *a, MplErr *err) { return cuda_ce_run(d, a, true, err); }
+
 /* ---- the device's communicator (comm_nccl.c and its world files), through the table ---- */
 
 static int cuda_world_init(void **w, int nranks, MplDevice *const *devs, const MplCommMesh *mesh, MplErr *err) {
@@ -973,6 +1123,8 @@ const MplDeviceOps mpl_device_cuda_ops = {
     .accum_f32 = cuda_accum_f32,
     .sdpa = cuda_sdpa,
     .sdpa_bwd = cuda_sdpa_bwd,
+    .ce = cuda_ce,
+    .ce_bwd = cuda_ce_bwd,
     .zero = cuda_zero,
     .copy_to_host = cuda_copy_to_host,
     .copy_from_host = cuda_copy_from_host,
@@ -1015,6 +1167,12 @@ int mpl_cuda_optim_compile(const char *arch, char **ptx, char *log, size_t logn,
 }
 
 int mpl_cuda_sdpa_compile(const char *arch, int hs, int hv, char **ptx, char *log, size_t logn, MplErr *err) {
+  *ptx = NULL;
+  if (logn) log[0] = 0;
+  return mpl_errf(err, "this mplrun was built without CUDA (no NVRTC for %s)", arch);
+}
+
+int mpl_cuda_ce_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err) {
   *ptx = NULL;
   if (logn) log[0] = 0;
   return mpl_errf(err, "this mplrun was built without CUDA (no NVRTC for %s)", arch);

@@ -8,6 +8,9 @@
  * otherwise softmax(logits / temperature) over the --top-k largest (0: all; ties to the
  * lower id), drawn with a uniform from the seed's stream (--seed, else the train seed).
  *
+ * A job with the fused cross-entropy (JS_CE) holds no logits: the last position's are made
+ * on the host from the step's x and w (fused_logits).
+ *
  * Invariants: an evaluation pass (kernels get MPL_MB_EVAL: dropout is off); the same
  * params, options and seed give the same text; only the text goes to `out`.
  */
@@ -118,17 +121,47 @@ static void put_token(FILE *out, int32_t t) {
   else fprintf(out, "<%d>", t);
 }
 
+/* A job compiled with the fused cross-entropy (JS_CE, mplc's default) holds no logits: the
+ * row's are x[row] w^T (or x[row] w) from the step's operands, on the host, each a sum over k
+ * in order in double (x and w as the step reads them: bf16 values under bf16). */
+static int fused_logits(RankCtx *rc, const JobStep *ce, int stage, int64_t row, float **wt, float *logits,
+                        MplErr *err) {
+  int64_t K = ce->K, V = ce->N;
+  const float *x = (const float *)need_ptr(rc, ce->args[0], 0, stage, err), *w = (const float *)need_ptr(rc, ce->args[1], 0, stage, err);
+  if (!x || !w) return MPL_ERR;
+  float *xr = mpl_malloc((size_t)K * 4);
+  bool first = !*wt; /* the params do not change while sampling */
+  if (!xr || (first && !(*wt = mpl_malloc((size_t)(V * K) * 4)))) {
+    mpl_free(xr);
+    return mpl_errf(err, "out of memory");
+  }
+  int st = rc->dev.ops->copy_to_host(&rc->dev, xr, x + row * K, (size_t)K * 4, err);
+  if (st == MPL_OK && first) st = rc->dev.ops->copy_to_host(&rc->dev, *wt, w, (size_t)(V * K) * 4, err);
+  for (int64_t v = 0; v < V && st == MPL_OK; v++) {
+    double acc = 0;
+    for (int64_t k = 0; k < K; k++) acc += (double)xr[k] * (*wt)[ce->tb ? v * K + k : k * V + v];
+    logits[v] = (float)acc;
+  }
+  mpl_free(xr);
+  return st;
+}
+
 int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, const MplSampleOpts *o, FILE *out, MplErr *err) {
   const Job *job = r->job;
   int idx_in = sample_input_index(r, 0), ls = -1;
   for (int s = 0; s < job->nstages; s++) if (job->stages[s].logits_value >= 0) ls = s;
   if (r->mpi) return mpl_errf(err, "--sample is not supported under mpirun yet: sample with a threads run (--init FILE)");
+  const JobStep *ce = NULL; /* the fused cross-entropy (JS_CE): the logits are never held */
+  for (int s = 0; s < job->nstages && ls < 0; s++)
+    for (int i = 0; i < job->stages[s].prog[JP_FWD].nsteps; i++)
+      if (job->stages[s].prog[JP_FWD].steps[i].kind == JS_CE) ce = &job->stages[s].prog[JP_FWD].steps[i], ls = s;
   if (idx_in < 0 || ls < 0) return mpl_errf(err, "--sample needs a token model (inputs idx, targets and a cross_entropy loss)");
   if (r->tp > 1) return mpl_errf(err, "--sample does not run tensor-parallel jobs yet (tp = %d): compile for tp = 1", r->tp);
-  int lv = job->stages[ls].logits_value;
-  const JobValue *lvv = &job->values[lv];
-  int64_t T = job->train.seq, V = lvv->dims[lvv->rank - 1];
-  if (lvv->rank < 2 || lvv->numel < r->B * T * V) return mpl_errf(err, "--sample: the logits are not [B, T, vocab]");
+  int lv = ce ? -1 : job->stages[ls].logits_value;
+  const JobValue *lvv = ce ? NULL : &job->values[lv];
+  int64_t T = job->train.seq, V = ce ? ce->N : lvv->dims[lvv->rank - 1];
+  if (ce ? ce->M < r->B * T : lvv->rank < 2 || lvv->numel < r->B * T * V)
+    return mpl_errf(err, "--sample: the logits are not [B, T, vocab]");
   int64_t plen = (int64_t)strlen(prompt), ntok = plen;
   if (plen == 0) return mpl_errf(err, "--prompt is empty: sampling starts from the prompt's bytes, give at least one");
   if (!(o->temperature >= 0) || !isfinite(o->temperature))
@@ -137,6 +170,7 @@ int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, const MplSampleOpts
   int32_t *toks = mpl_calloc((size_t)(ntok + n + 1), 4);
   float *logits = mpl_malloc((size_t)V * 4);
   double *w = mpl_malloc((size_t)V * 8);
+  float *wt = NULL; /* a fused job's weight, copied to the host once */
   int st = toks && logits && w ? MPL_OK : mpl_errf(err, "out of memory");
   for (int64_t i = 0; i < plen && st == MPL_OK; i++) toks[i] = (unsigned char)prompt[i];
   for (int64_t i = 0; i < ntok && st == MPL_OK; i++)
@@ -151,6 +185,14 @@ int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, const MplSampleOpts
       break;
     }
     RankCtx *rc = &r->ranks[job->stages[ls].rank];
+    if (ce) { /* the last position's logits from the fused step's x and w */
+      if ((st = fused_logits(rc, ce, ls, wlen - 1, &wt, logits, err)) != MPL_OK) break;
+      int32_t t = sample_pick(logits, V, o, mpl_uniform(stream, (uint64_t)k), w);
+      toks[ntok++] = t;
+      put_token(out, t);
+      fflush(out);
+      continue;
+    }
     const float *row = (const float *)need_ptr(rc, lv, 0, ls, err);
     if (!row) { st = MPL_ERR; break; }
     if ((st = rc->dev.ops->copy_to_host(&rc->dev, logits, row + (wlen - 1) * V, (size_t)V * 4, err)) != MPL_OK) break;
@@ -164,5 +206,6 @@ int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, const MplSampleOpts
   mpl_free(toks);
   mpl_free(logits);
   mpl_free(w);
+  mpl_free(wt);
   return st;
 }

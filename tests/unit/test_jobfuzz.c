@@ -114,6 +114,52 @@ START_TEST(test_wrong_version) {
 }
 END_TEST
 
+/* The fused cross-entropy's steps (mplc's default): each damaged field is refused by
+ * job_validate with a message (sizes, chunk, operand count, an operand's size or dtype). */
+START_TEST(test_fused_ce_steps) {
+  const char *build = getenv("BUILD") ? getenv("BUILD") : "build";
+  char cmd[1024], err[700] = "";
+  snprintf(tmp_path, sizeof tmp_path, "/tmp/mpl_jobfuzz_%d.job", (int)getpid());
+  snprintf(cmd, sizeof cmd, "%s/mplc tests/e2e/fused_ce.mpl -o %s", build, tmp_path);
+  ck_assert_msg(system(cmd) == 0, "mplc failed: %s", cmd);
+  Job *j = job_read(tmp_path, err, sizeof err);
+  ck_assert_msg(j != NULL, "%s", err);
+  JobStep *ce[2] = {NULL, NULL};
+  for (int s = 0; s < j->nstages; s++)
+    for (int k = 0; k < JP__COUNT; k++)
+      for (int i = 0; i < j->stages[s].prog[k].nsteps; i++) {
+        JobStep *st = &j->stages[s].prog[k].steps[i];
+        if (st->kind == JS_CE) ce[0] = st;
+        if (st->kind == JS_CE_BWD) ce[1] = st;
+      }
+  ck_assert_msg(ce[0] && ce[1], "no fused cross-entropy steps in the job");
+  ck_assert_int_eq(ce[0]->N, 2500);
+  ck_assert_int_eq(ce[0]->chunk, 2048);
+  for (int w = 0; w < 2; w++)
+    for (int d = 0; d < 7; d++) {
+      JobStep keep = *ce[w];
+      int32_t args[7];
+      memcpy(args, ce[w]->args, sizeof(int32_t) * (size_t)ce[w]->nargs);
+      switch (d) {
+      case 0: ce[w]->chunk = 0; break;
+      case 1: ce[w]->chunk = ce[w]->N + 1; break;
+      case 2: ce[w]->nargs--; break;
+      case 3: ce[w]->M = 0; break;
+      case 4: ce[w]->K *= 2; break;
+      case 5: ce[w]->args[2] = ce[w]->args[0]; break; /* the targets: an f32 value */
+      case 6: ce[w]->prec = 9; break;
+      }
+      err[0] = 0;
+      ck_assert_msg(job_validate(j, err, sizeof err) != 0, "step %d, damage %d accepted", w, d);
+      ck_assert_msg(strstr(err, "cross-entropy"), "damage %d: %s", d, err);
+      memcpy(ce[w]->args, args, sizeof(int32_t) * (size_t)keep.nargs);
+      *ce[w] = keep;
+    }
+  ck_assert_int_eq(job_validate(j, err, sizeof err), 0);
+  job_free(j);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("jobfuzz");
   TCase *tc = tcase_create("jobfuzz");
@@ -121,6 +167,7 @@ int main(void) {
   tcase_add_test(tc, test_intact_job_loads);
   tcase_add_test(tc, test_flips_and_truncations);
   tcase_add_test(tc, test_wrong_version);
+  tcase_add_test(tc, test_fused_ce_steps);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

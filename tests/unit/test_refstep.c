@@ -38,6 +38,9 @@ typedef struct Compiled {
   Job *job;
 } Compiled;
 
+/* mplc --no-fused-ce (ce_fuse.c off): the unfused cross-entropy's cases, and MPL_REFSTEP_NO_FUSED_CE=1 for FILE */
+static bool no_fused_ce;
+
 static void compile(Compiled *c, const char *path, const char *mesh_pp, const char *schedule) {
   arena_init(&c->arena);
   Arena *a = &c->arena;
@@ -53,6 +56,7 @@ static void compile(Compiled *c, const char *path, const char *mesh_pp, const ch
   Graph *g = sema_program(&d, a, prog, &opt);
   ck_assert_msg(g != NULL, "%s does not check", path);
   /* the passes of compiler/main.c, in its order */
+  if (!no_fused_ce) g = ce_fuse(g);
   ck_assert_int_eq(bal_stages(&d, g, 0), 0);
   ck_assert_int_eq(ad_backward(g, &d), 0);
   g = prec_apply(g);
@@ -230,6 +234,20 @@ START_TEST(test_examples) {
 }
 END_TEST
 
+/* the fused cross-entropy (ce_fuse.c, the GPTs above have it) over a vocabulary of 2500
+ * classes, two chunks, untied (f32) and tied (bf16) heads; and --no-fused-ce's products and
+ * cross_entropy on the GPT */
+START_TEST(test_fused_ce) {
+  check_step("tests/e2e/fused_ce.mpl", NULL, NULL);
+  check_step("tests/e2e/fused_ce_bf16.mpl", NULL, NULL);
+  no_fused_ce = true;
+  check_step("tests/e2e/small_gpt.mpl", NULL, NULL);
+  check_step("tests/e2e/bf16_gpt.mpl", NULL, NULL);
+  check_step("tests/e2e/fused_ce.mpl", NULL, NULL);
+  no_fused_ce = false;
+}
+END_TEST
+
 static char **one_args; /* test_refstep FILE [PP [SCHEDULE]]: check one program */
 static int one_argc;
 
@@ -240,6 +258,7 @@ END_TEST
 
 int main(int argc, char **argv) {
   one_args = argv, one_argc = argc;
+  no_fused_ce = getenv("MPL_REFSTEP_NO_FUSED_CE") && atoi(getenv("MPL_REFSTEP_NO_FUSED_CE"));
   Suite *s = suite_create("refstep");
   TCase *tc = tcase_create("refstep");
   tcase_set_timeout(tc, 300);
@@ -257,6 +276,7 @@ int main(int argc, char **argv) {
   tcase_add_test(tc, test_gpt_pipelines);
   tcase_add_test(tc, test_examples);
   tcase_add_test(tc, test_bf16);
+  tcase_add_test(tc, test_fused_ce);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

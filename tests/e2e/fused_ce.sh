@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The fused cross-entropy (compiler/ce_fuse.c, mplc's default; issue 14 item 3) end to end
+# on the CPU, against mplc --no-fused-ce:
+#  - tests/e2e/fused_ce.mpl (2500 classes, two chunks, untied head) and the 4-layer GPT
+#    (tied head) train 10 steps fused within 1e-4 relative of the unfused runs' losses,
+#    fused in bf16 within 1e-3 of unfused bf16; the same bits with 1 and 2 threads;
+#  - the job holds the steps (mplrun --inspect: 1 ce, 1 ce_bwd) and no [positions, vocab]
+#    value; --no-fused-ce has the product and cross_entropy back;
+#  - it fires only where exact: not under tp = 2, not when the logits have another reader;
+#  - GPT-2 124M at B 8, T 1024: the plan's arena shrinks (f32 and bf16);
+#  - mplrun --sample on a fused job (no logits held: made on the host from x and w) prints
+#    what the unfused job prints, greedy, from the same params.
+cd "$(dirname "$0")/../.."
+source tests/tools/e2e_lib.sh
+
+run() { # NAME MPLC-ARGS... -- MPLRUN-ARGS...
+  local name=$1; shift
+  local cargs=() rargs=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do cargs+=("$1"); shift; done
+  shift
+  rargs=("$@")
+  if ! "$MPLC" "${cargs[@]}" -o "$tmp/$name.job" > "$tmp/$name.cerr" 2>&1; then
+    bad "$name: mplc $(head -n 3 "$tmp/$name.cerr")"; return 1
+  fi
+  if ! "$MPLRUN" "$tmp/$name.job" -q "${rargs[@]}" > "$tmp/$name.log" 2>&1; then
+    bad "$name: mplrun $(tail -n 3 "$tmp/$name.log")"; return 1
+  fi
+}
+
+m=tests/e2e/fused_ce.mpl
+gpt=tests/e2e/small_gpt.mpl
+if run plain $m --no-fused-ce -- --threads 2 --steps 10 --metrics "$tmp/plain.jsonl" &&
+   run fused $m -- --threads 2 --steps 10 --metrics "$tmp/fused.jsonl" &&
+   run fused1 $m -- --threads 1 --steps 10 --metrics "$tmp/fused1.jsonl"; then
+  if out=$("$PY" tests/tools/losscompare.py "$tmp/fused.jsonl" "$tmp/plain.jsonl" 1e-4); then
+    ok "fused_ce.mpl 10 steps, fused against unfused: $out"
+  else bad "fused_ce.mpl fused against unfused: $out"; fi
+  if cmp -s <(grep -o '"loss":[^,]*' "$tmp/fused.jsonl") <(grep -o '"loss":[^,]*' "$tmp/fused1.jsonl"); then
+    ok "fused_ce.mpl fused: the same losses with 1 and 2 threads"
+  else bad "fused_ce.mpl fused: 1 and 2 threads differ"; fi
+fi
+if run gplain $gpt --no-fused-ce -- --threads 2 --steps 10 --metrics "$tmp/gplain.jsonl" &&
+   run gfused $gpt -- --threads 2 --steps 10 --metrics "$tmp/gfused.jsonl"; then
+  if out=$("$PY" tests/tools/losscompare.py "$tmp/gfused.jsonl" "$tmp/gplain.jsonl" 1e-4); then
+    ok "small_gpt 10 steps (1f1b, 4 micro-batches), fused against unfused: $out"
+  else bad "small_gpt fused against unfused: $out"; fi
+fi
+if run bplain $m --precision bf16 --no-fused-ce -- --threads 2 --steps 10 --metrics "$tmp/bplain.jsonl" &&
+   run bfused $m --precision bf16 -- --threads 2 --steps 10 --metrics "$tmp/bfused.jsonl"; then
+  if out=$("$PY" tests/tools/losscompare.py "$tmp/bfused.jsonl" "$tmp/bplain.jsonl" 1e-3); then
+    ok "fused_ce.mpl in bf16, fused against unfused: $out"
+  else bad "fused_ce.mpl in bf16, fused against unfused: $out"; fi
+fi
+
+# ---- the job -------------------------------------------------------------------------------
+if [ -f "$tmp/fused.job" ] && "$MPLRUN" "$tmp/fused.job" --inspect > "$tmp/inspect" 2>&1 &&
+   grep -q '1 ce[,)]' "$tmp/inspect" && grep -q '1 ce_bwd' "$tmp/inspect"; then
+  ok "mplrun --inspect names the fused steps (ce, ce_bwd)"
+else bad "mplrun --inspect: no ce / ce_bwd steps: $(grep steps "$tmp/inspect" 2>/dev/null | head -n 2)"; fi
+if "$MPLC" $m --no-fused-ce --emit=grad | grep -q 'f32\[4, 8, 2500\]' && ! "$MPLC" $m --emit=grad | grep -q 'f32\[4, 8, 2500\]'; then
+  ok "no [positions, vocab] value in the fused program (the unfused one has its logits)"
+else bad "the fused program still holds a [4, 8, 2500] value"; fi
+if ! "$MPLC" $m --no-fused-ce --emit=kernels | grep -q ' ce ' && "$MPLC" $m --no-fused-ce --emit=kernels | grep -q ' gemm '; then
+  ok "--no-fused-ce: no fused step"
+else bad "--no-fused-ce still has fused steps"; fi
+
+# ---- where it does not fire ----------------------------------------------------------------
+if "$MPLC" tests/e2e/parallel_gpt.mpl --mesh pp=1,tp=2,dp=1 --emit=kernels > "$tmp/tp.k" 2>&1 &&
+   ! grep -q ' ce ' "$tmp/tp.k" && grep -q ' gemm ' "$tmp/tp.k"; then
+  ok "tp = 2: the logits stay a product and a cross_entropy"
+else bad "tp = 2 with --fused-ce: $(head -n 3 "$tmp/tp.k")"; fi
+rewrite $m "$tmp/twice.mpl" 's/  return cross_entropy(logits, targets)/  return cross_entropy(logits, targets) + 0.0 * mean(logits)/' &&
+  if "$MPLC" "$tmp/twice.mpl" --emit=kernels > "$tmp/twice.k" 2>&1 && ! grep -q ' ce ' "$tmp/twice.k"; then
+    ok "logits with a second reader stay unfused"
+  else bad "logits with a second reader: $(grep -m1 ' ce ' "$tmp/twice.k")"; fi
+
+# ---- the plan: GPT-2 124M at B 8, T 1024 -----------------------------------------------------
+big=(tests/bench/gpt.mpl -D vocab=50257 -D d=768 -D layers=12 -D heads=12 -D ctx=1024 -D batch=8 --emit=plan)
+arena() { "$MPLC" "${big[@]}" "$@" | awk '/arena \(peak\)/ {print $3; exit}'; }
+for p in f32 bf16; do
+  a=$(arena --precision $p --no-fused-ce) b=$(arena --precision $p)
+  if [ -n "$a" ] && [ -n "$b" ] && [ "$b" -lt "$a" ]; then
+    ok "GPT-2 124M $p: the plan's arena $a bytes unfused -> $b fused"
+  else bad "GPT-2 124M $p: arena $a -> $b"; fi
+done
+
+# ---- sampling: the fused job's logits made from x and w ------------------------------------------
+if [ -f "$tmp/fused.job" ] && [ -f "$tmp/plain.job" ] &&
+   "$MPLRUN" "$tmp/plain.job" --threads 2 --steps 3 -q --save "$tmp/p.st" > /dev/null 2>&1 &&
+   "$MPLRUN" "$tmp/fused.job" --init "$tmp/p.st" --sample 12 --prompt ab --temperature 0 > "$tmp/sf" 2> "$tmp/sf.err" &&
+   "$MPLRUN" "$tmp/plain.job" --init "$tmp/p.st" --sample 12 --prompt ab --temperature 0 > "$tmp/sp" 2>&1; then
+  if cmp -s "$tmp/sf" "$tmp/sp" && [ "$(wc -c < "$tmp/sf")" -gt 3 ]; then
+    ok "--sample 12 greedy: the fused job prints what the unfused one does ($(wc -c < "$tmp/sf") bytes)"
+  else bad "--sample: fused $(od -c "$tmp/sf" | head -n 2) vs unfused $(od -c "$tmp/sp" | head -n 2)"; fi
+else bad "--sample on the fused job: $(tail -n 2 "$tmp/sf.err" 2>/dev/null)"; fi
+
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]

@@ -1,0 +1,341 @@
+/*
+ * test_ce.c — the fused cross-entropy's CPU step (issue 14 item 3; runtime/ce_cpu.c)
+ * against a float64 reference written out here from the definition: logits l = x w^T (w
+ * [V, K], tb) or x w (w [K, V]), loss = mean over rows of log sum exp l - l[target], lse
+ * per row, dx and dw of loss * dloss. Shapes cross the chunk edges (chunks of 1, of a
+ * divisor and a non-divisor of V, of all of V), one row and one feature, both layouts of
+ * w, every class a target somewhere.
+ *
+ *  - f32: within 2e-5 of the reference (relative to each output's largest element, or 1);
+ *  - the same bits for any split of the row loops (in place of the device's thread pool);
+ *  - bf16 (x and w bf16 values; each logit and g rounded to bf16, in the reference too):
+ *    within 2^-7: an f32 logit and the exact one fall on either side of a bf16 boundary
+ *    now and then, as in test_refstep;
+ *  - a target outside [0, V) is an error, not a read out of bounds;
+ *  - the CUDA row kernels (runtime/cuda/ce.cu) compiled as C for the host, each block's
+ *    threads pthreads (__syncthreads a barrier, __shared__ arrays static), driven as
+ *    device_cuda.c drives them with the CPU's GEMM in place of cuBLAS: the same checks;
+ *  - NVRTC compiles them for compute_80 and compute_90 without a word in its log.
+ */
+#include <check.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/device.h"
+#include "runtime/mpl.h"
+
+/* ---- the CUDA kernels on the host ------------------------------------------------------ */
+
+#define MPL_CU_HOST
+typedef struct { unsigned x, y, z; } HostDim3;
+static _Thread_local HostDim3 threadIdx, blockIdx;
+static pthread_barrier_t host_bar;
+#define MPL_KERNEL(nthreads) static void
+#define MPL_DEV static inline
+#define MPL_SHARED static
+#define MPL_SYNC() pthread_barrier_wait(&host_bar)
+#define MPL_INF INFINITY
+#define CE_THREADS 32 /* the reductions' trees are the same at any power of two */
+static inline unsigned __float_as_uint(float f) {
+  unsigned u;
+  memcpy(&u, &f, sizeof u);
+  return u;
+}
+static inline float __uint_as_float(unsigned u) {
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+#include "runtime/cuda/ce.cu"
+
+typedef struct Case {
+  int64_t N, K, V, chunk;
+} Case;
+
+static const Case cases[] = {
+    {37, 16, 300, 64},   /* 4 full chunks and one of 44 */
+    {37, 16, 300, 100},  /* chunks that divide V */
+    {37, 16, 300, 300},  /* one chunk */
+    {5, 3, 7, 1},        /* a chunk per class */
+    {1, 1, 130, 64},     /* one row, one feature */
+    {64, 33, 2500, 2048} /* mpl_ce_chunk's choice for 64 rows: 2048 and 452 */
+};
+
+static double round_bf16d(double x) {
+  if (isnan(x) || isinf(x) || x == 0) return x;
+  int e;
+  frexp(x, &e);
+  int q = e - 8 > -133 ? e - 8 : -133;
+  return ldexp(nearbyint(ldexp(x, -q)), q);
+}
+
+static float round_bf16f(float x) { return (float)round_bf16d(x); }
+
+typedef struct Bufs {
+  float *x, *w, *dx, *dw, *lse, loss, dloss;
+  int32_t *t;
+  double *rdx, *rdw, *rlse, rloss;
+} Bufs;
+
+static uint64_t rng = 88172645463325252ull;
+static double unif(void) {
+  rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+  return (double)(rng >> 11) / 9007199254740992.0;
+}
+
+static void make(const Case *c, Bufs *b, bool bf16) {
+  int64_t nx = c->N * c->K, nw = c->V * c->K;
+  b->x = malloc(4 * nx), b->w = malloc(4 * nw), b->dx = malloc(4 * nx), b->dw = malloc(4 * nw);
+  b->lse = malloc(4 * c->N), b->t = malloc(4 * c->N);
+  b->rdx = calloc(nx, 8), b->rdw = calloc(nw, 8), b->rlse = calloc(c->N, 8);
+  for (int64_t i = 0; i < nx; i++) b->x[i] = (float)(unif() * 4 - 2);
+  for (int64_t i = 0; i < nw; i++) b->w[i] = (float)(unif() * 2 - 1);
+  if (bf16) {
+    for (int64_t i = 0; i < nx; i++) b->x[i] = round_bf16f(b->x[i]);
+    for (int64_t i = 0; i < nw; i++) b->w[i] = round_bf16f(b->w[i]);
+  }
+  for (int64_t r = 0; r < c->N; r++) b->t[r] = (int32_t)((r * 7919 + 3) % c->V);
+  b->dloss = 1.5f;
+}
+
+static void unmake(Bufs *b) {
+  free(b->x), free(b->w), free(b->dx), free(b->dw), free(b->lse), free(b->t);
+  free(b->rdx), free(b->rdw), free(b->rlse);
+}
+
+/* From the definition, in float64 (bf16: each logit and each g rounded as the step does). */
+static void reference(const Case *c, bool tb, bool bf16, Bufs *b) {
+  double *l = calloc((size_t)c->V, 8), loss = 0;
+  for (int64_t r = 0; r < c->N; r++) {
+    double mx = -INFINITY, sum = 0;
+    for (int64_t v = 0; v < c->V; v++) {
+      double acc = 0;
+      for (int64_t k = 0; k < c->K; k++) acc += (double)b->x[r * c->K + k] * b->w[tb ? v * c->K + k : k * c->V + v];
+      l[v] = bf16 ? round_bf16d(acc) : acc;
+      mx = fmax(mx, l[v]);
+    }
+    for (int64_t v = 0; v < c->V; v++) sum += exp(l[v] - mx);
+    double lse = mx + log(sum);
+    b->rlse[r] = lse;
+    loss += lse - l[b->t[r]];
+    for (int64_t v = 0; v < c->V; v++) {
+      double g = (exp(l[v] - lse) - (v == b->t[r])) * b->dloss / (double)c->N;
+      if (bf16) g = round_bf16d(g);
+      for (int64_t k = 0; k < c->K; k++) {
+        int64_t wi = tb ? v * c->K + k : k * c->V + v;
+        b->rdx[r * c->K + k] += g * b->w[wi];
+        b->rdw[wi] += g * b->x[r * c->K + k];
+      }
+    }
+  }
+  b->rloss = loss / (double)c->N;
+  free(l);
+}
+
+static double err_of(const float *got, const double *want, int64_t n) {
+  double e = 0, m = 1;
+  for (int64_t i = 0; i < n; i++) {
+    double d = fabs(got[i] - want[i]);
+    if (!(d <= e)) e = d;
+    if (fabs(want[i]) > m) m = fabs(want[i]);
+  }
+  return e / m;
+}
+
+/* The row loops in slices of `slice` rows, last slice first (in place of the thread pool). */
+static int rows_sliced(void *ctx, MplKernelFn fn, void **args, int64_t n, MplErr *err) {
+  (void)err;
+  int64_t slice = *(int64_t *)ctx;
+  for (int64_t b = ((n - 1) / slice) * slice; b >= 0; b -= slice) fn(args, NULL, b, b + slice < n ? b + slice : n);
+  return MPL_OK;
+}
+
+static int run(const Case *c, bool tb, bool bf16, Bufs *b, int64_t slice, MplErr *err) {
+  MplCe a = {.N = c->N, .K = c->K, .V = c->V, .chunk = c->chunk, .tb = tb, .bf16 = bf16, .x = b->x, .w = b->w,
+             .dloss = &b->dloss, .targets = b->t, .loss = &b->loss, .lse = b->lse, .dx = b->dx, .dw = b->dw};
+  float *scratch = malloc(4 * (size_t)mpl_ce_cpu_scratch(&a));
+  memset(b->dx, 0x7f, 4 * c->N * c->K), memset(b->dw, 0x7f, 4 * c->V * c->K); /* overwritten, not added to */
+  int rc = mpl_ce_cpu(&a, false, scratch, NULL, rows_sliced, &slice, err);
+  if (rc == MPL_OK) rc = mpl_ce_cpu(&a, true, scratch, NULL, rows_sliced, &slice, err);
+  free(scratch);
+  return rc;
+}
+
+START_TEST(test_cpu_step) {
+  const Case *c = &cases[_i / 4];
+  bool tb = _i % 2, bf16 = (_i / 2) % 2;
+  Bufs b;
+  make(c, &b, bf16);
+  MplErr err = {{0}};
+  ck_assert_msg(run(c, tb, bf16, &b, 1 << 30, &err) == MPL_OK, "%s", err.msg);
+  reference(c, tb, bf16, &b);
+  double tol = bf16 ? 1.0 / 128 : 2e-5;
+  double rl = b.rloss, e[4] = {err_of(&b.loss, &rl, 1), err_of(b.lse, b.rlse, c->N), err_of(b.dx, b.rdx, c->N * c->K),
+                               err_of(b.dw, b.rdw, c->V * c->K)};
+  const char *names[4] = {"loss", "lse", "dx", "dw"};
+  for (int i = 0; i < 4; i++)
+    ck_assert_msg(e[i] <= tol, "N%lld K%lld V%lld chunk %lld%s%s: %s off by %g (tolerance %g)", (long long)c->N,
+                  (long long)c->K, (long long)c->V, (long long)c->chunk, tb ? " tb" : "", bf16 ? " bf16" : "", names[i],
+                  e[i], tol);
+  /* any split of the rows: the same bits */
+  float loss = b.loss, *dx = malloc(4 * c->N * c->K), *dw = malloc(4 * c->V * c->K), *lse = malloc(4 * c->N);
+  memcpy(dx, b.dx, 4 * c->N * c->K), memcpy(dw, b.dw, 4 * c->V * c->K), memcpy(lse, b.lse, 4 * c->N);
+  for (int64_t slice = 1; slice <= 3; slice += 2) {
+    ck_assert(run(c, tb, bf16, &b, slice, &err) == MPL_OK);
+    ck_assert_msg(!memcmp(&loss, &b.loss, 4) && !memcmp(lse, b.lse, 4 * c->N) && !memcmp(dx, b.dx, 4 * c->N * c->K) &&
+                      !memcmp(dw, b.dw, 4 * c->V * c->K),
+                  "rows in slices of %lld: other bits", (long long)slice);
+  }
+  free(dx), free(dw), free(lse);
+  unmake(&b);
+}
+END_TEST
+
+/* One kernel launch on the host: blocks one after another, CE_THREADS pthreads each. */
+typedef struct HostLaunch {
+  int which; /* 0 init, 1 rows_fwd, 2 rows_bwd, 3 finish */
+  float *L, *m, *tl, *lse, *loss;
+  double *s;
+  const float *dloss;
+  const int *t;
+  long long N, cc, c0, nthreads;
+  int bf16;
+} HostLaunch;
+
+typedef struct HostThread {
+  const HostLaunch *l;
+  unsigned block, thread;
+} HostThread;
+
+static void *host_thread(void *p) {
+  HostThread *h = p;
+  const HostLaunch *l = h->l;
+  threadIdx = (HostDim3){h->thread, 0, 0};
+  blockIdx = (HostDim3){h->block, 0, 0};
+  switch (l->which) {
+  case 0: mpl_ce_init(l->m, l->s, l->tl, l->N, l->nthreads); break;
+  case 1: mpl_ce_rows_fwd(l->L, l->cc, l->c0, l->t, l->m, l->s, l->tl, l->bf16); break;
+  case 2: mpl_ce_rows_bwd(l->L, l->N, l->cc, l->c0, l->t, l->lse, l->dloss, l->bf16, l->nthreads); break;
+  default: mpl_ce_finish(l->m, l->s, l->tl, l->lse, l->loss, l->N); break;
+  }
+  return NULL;
+}
+
+static void host_launch(const HostLaunch *l, long long blocks) {
+  pthread_t th[CE_THREADS];
+  HostThread ht[CE_THREADS];
+  for (long long b = 0; b < blocks; b++) {
+    pthread_barrier_init(&host_bar, NULL, CE_THREADS);
+    for (int t = 0; t < CE_THREADS; t++) {
+      ht[t] = (HostThread){l, (unsigned)b, (unsigned)t};
+      ck_assert_int_eq(pthread_create(&th[t], NULL, host_thread, &ht[t]), 0);
+    }
+    for (int t = 0; t < CE_THREADS; t++) pthread_join(th[t], NULL);
+    pthread_barrier_destroy(&host_bar);
+  }
+}
+
+/* device_cuda.c's cuda_ce_run, with gemm.c for cuBLAS and 3 blocks for the grid-stride kernels */
+static void cuda_on_host(const Case *c, bool tb, bool bf16, Bufs *b) {
+  MplCe a = {.N = c->N, .K = c->K, .V = c->V, .chunk = c->chunk, .tb = tb, .bf16 = bf16, .x = b->x, .w = b->w,
+             .dloss = &b->dloss, .targets = b->t, .loss = &b->loss, .lse = b->lse, .dx = b->dx, .dw = b->dw};
+  float *scratch = malloc(4 * (size_t)mpl_ce_cpu_scratch(&a));
+  HostLaunch l = {.s = (double *)(void *)scratch, .m = scratch + 2 * c->N, .N = c->N, .t = b->t, .bf16 = bf16,
+                  .lse = b->lse, .loss = &b->loss, .dloss = &b->dloss, .nthreads = 3 * CE_THREADS};
+  l.tl = l.m + c->N, l.L = l.tl + c->N;
+  for (int bwd = 0; bwd < 2; bwd++) {
+    if (!bwd) host_launch(&(HostLaunch){.which = 0, .m = l.m, .s = l.s, .tl = l.tl, .N = l.N, .nthreads = l.nthreads}, 3);
+    for (int64_t c0 = 0; c0 < c->V; c0 += c->chunk) {
+      int64_t cc = c->V - c0 < c->chunk ? c->V - c0 : c->chunk;
+      const float *wc = tb ? b->w + c0 * c->K : b->w + c0;
+      ck_assert(mpl_gemm_f32(false, tb, c->N, cc, c->K, 1.0f, b->x, c->K, wc, tb ? c->K : c->V, 0.0f, l.L, cc) == MPL_OK);
+      l.cc = cc, l.c0 = c0, l.which = bwd ? 2 : 1;
+      host_launch(&l, bwd ? 3 : c->N);
+      if (!bwd) continue;
+      ck_assert(mpl_gemm_f32(false, !tb, c->N, c->K, cc, 1.0f, l.L, cc, wc, tb ? c->K : c->V, c0 ? 1.0f : 0.0f, b->dx,
+                             c->K) == MPL_OK);
+      ck_assert((tb ? mpl_gemm_f32(true, false, cc, c->K, c->N, 1.0f, l.L, cc, b->x, c->K, 0.0f, b->dw + c0 * c->K, c->K)
+                    : mpl_gemm_f32(true, false, c->K, cc, c->N, 1.0f, b->x, c->K, l.L, cc, 0.0f, b->dw + c0, c->V)) ==
+                MPL_OK);
+    }
+    if (!bwd) {
+      l.which = 3;
+      host_launch(&l, 1);
+    }
+  }
+  free(scratch);
+}
+
+START_TEST(test_cuda_kernels_on_host) {
+  const Case *c = &cases[_i / 4];
+  bool tb = _i % 2, bf16 = (_i / 2) % 2;
+  Bufs b;
+  make(c, &b, bf16);
+  cuda_on_host(c, tb, bf16, &b);
+  reference(c, tb, bf16, &b);
+  double tol = bf16 ? 1.0 / 128 : 2e-5;
+  double rl = b.rloss, e[4] = {err_of(&b.loss, &rl, 1), err_of(b.lse, b.rlse, c->N), err_of(b.dx, b.rdx, c->N * c->K),
+                               err_of(b.dw, b.rdw, c->V * c->K)};
+  const char *names[4] = {"loss", "lse", "dx", "dw"};
+  for (int i = 0; i < 4; i++)
+    ck_assert_msg(e[i] <= tol, "cuda on the host: N%lld K%lld V%lld chunk %lld%s%s: %s off by %g (tolerance %g)",
+                  (long long)c->N, (long long)c->K, (long long)c->V, (long long)c->chunk, tb ? " tb" : "",
+                  bf16 ? " bf16" : "", names[i], e[i], tol);
+  unmake(&b);
+}
+END_TEST
+
+START_TEST(test_nvrtc_compiles_kernels) {
+#ifndef MPL_HAVE_CUDA
+  printf("note: built without CUDA; the cross-entropy kernels are not compiled\n");
+#else
+  const char *const archs[] = {"compute_80", "compute_90"};
+  for (int a = 0; a < 2; a++) {
+    char *ptx = NULL, log[4096];
+    MplErr err = {{0}};
+    ck_assert_msg(mpl_cuda_ce_compile(archs[a], &ptx, log, sizeof log, &err) == MPL_OK, "%s", err.msg);
+    ck_assert_msg(log[0] == 0, "NVRTC said, for %s: %s", archs[a], log);
+    const char *const entries[] = {"mpl_ce_init", "mpl_ce_rows_fwd", "mpl_ce_rows_bwd", "mpl_ce_finish"};
+    for (int e = 0; e < 4; e++) {
+      char entry[64];
+      snprintf(entry, sizeof entry, ".entry %s(", entries[e]);
+      ck_assert_msg(strstr(ptx, entry) != NULL, "%s: no %s in the PTX", archs[a], entries[e]);
+    }
+    mpl_free(ptx);
+  }
+#endif
+}
+END_TEST
+
+START_TEST(test_bad_target) {
+  Case c = {4, 3, 10, 4};
+  Bufs b;
+  make(&c, &b, false);
+  b.t[2] = 10;
+  MplErr err = {{0}};
+  ck_assert(run(&c, true, false, &b, 1 << 30, &err) == MPL_ERR);
+  ck_assert_msg(strstr(err.msg, "target outside [0, 10)"), "%s", err.msg);
+  b.t[2] = -1;
+  ck_assert(run(&c, false, false, &b, 1 << 30, &err) == MPL_ERR);
+  unmake(&b);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("ce");
+  TCase *tc = tcase_create("core");
+  tcase_set_timeout(tc, 120);
+  tcase_add_loop_test(tc, test_cpu_step, 0, 4 * (int)(sizeof cases / sizeof cases[0]));
+  tcase_add_test(tc, test_bad_target);
+  tcase_add_loop_test(tc, test_cuda_kernels_on_host, 0, 4 * (int)(sizeof cases / sizeof cases[0]));
+  tcase_add_test(tc, test_nvrtc_compiles_kernels);
+  suite_add_tcase(s, tc);
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
