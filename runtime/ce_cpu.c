@@ -4,9 +4,9 @@
  * [rows, V] block of logits in memory (the scratch, which the caller owns).
  *
  * For each block of rows [r0, r0 + rr): the logits L = x_block w^T by the CPU GEMM (gemm.c;
- * bf16 units when the job's precision is bf16), then per row the max, lse = max + log sum
- * exp(L - max), the row's loss lse - L[target] and, in place, G = (exp(L - lse) -
- * onehot(target)) / N; then dx1_block = G w and dw1 (+)= G^T x_block (or x_block^T G for w
+ * bf16 units when the job's precision is bf16), then per row the max m, e = exp(L - m) in
+ * place (one exponential per logit), s = sum e (in double, in order), the row's loss
+ * m + log s - L[target] and, in place, G = (e / s - onehot(target)) / N; then dx1_block = G w and dw1 (+)= G^T x_block (or x_block^T G for w
  * [K, V]), both by the GEMM: three products of the logits' size in all, as the unfused
  * product and CE_GRAD's two. The loss is the mean of the rows' losses, summed in order in
  * double. The backward (the MULs by dloss) is the job's kernels. Under bf16 each block of L
@@ -60,16 +60,22 @@ static void ce_rows(void **args, const int64_t *scalars, int64_t begin, int64_t 
       for (int64_t j = 0; j < V; j++) l[j] = round_bf16(l[j]);
     float mx = -INFINITY;
     for (int64_t j = 0; j < V; j++) mx = l[j] > mx ? l[j] : mx;
-    double sum = 0;
-    for (int64_t j = 0; j < V; j++) sum += (double)expf(l[j] - mx);
-    float lse = (float)((double)mx + log(sum));
     if (t < 0 || t >= V) {
       atomic_store(&c->bad, 1);
       t = 0;
     }
-    c->loss[r] = (double)lse - (double)l[t];
+    float lt = l[t];
+    double sum = 0; /* e = exp(L - max) in place, summed in order */
     for (int64_t j = 0; j < V; j++) {
-      float g = (expf(l[j] - lse) - (j == t ? 1.0f : 0.0f)) * c->scale;
+      float e = expf(l[j] - mx);
+      l[j] = e;
+      sum += (double)e;
+    }
+    c->loss[r] = (double)mx + log(sum) - (double)lt;
+    /* g = (e / sum - onehot) / N: the softmax from the exponentials already made */
+    float inv = (float)(1.0 / sum);
+    for (int64_t j = 0; j < V; j++) {
+      float g = (l[j] * inv - (j == t ? 1.0f : 0.0f)) * c->scale;
       l[j] = a->bf16 ? round_bf16(g) : g;
     }
   }

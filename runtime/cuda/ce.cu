@@ -1,8 +1,8 @@
 // runtime/cuda/ce.cu — the fused cross-entropy (JS_CE; issue 14 item 3) on the GPU: the row
 // work between the block products, which device_cuda.c runs with cuBLAS. Per block of rows
 // [r0, r0 + rr) the logits L [rr, V] come from one product; mpl_ce_rows (one CUDA block per
-// row) finds the row's max and lse = max + log sum exp(L - max), writes the row's loss
-// lse - L[target] and turns L into g = (exp(L - lse) - onehot) / N in place, before g's two
+// row) finds the row's max m and e = exp(L - m) (in place), s = sum e, writes the row's loss
+// m + log s - L[target] and turns L into g = (e / s - onehot) / N in place, before g's two
 // products (dx1 = g w, dw1 += g^T x); mpl_ce_finish writes the loss, the mean of the rows'.
 // bf16 (the step's precision): each logit rounded to bf16 before the softmax, and g before
 // its products, as runtime/ce_cpu.c does. Compiled once per device with NVRTC
@@ -36,12 +36,12 @@ MPL_DEV float mpl_ce_bf16(float x) {
 }
 
 /* One block per row i of the block (row r0 + i of the step): L[i, 0..V) rounded to bf16 in
- * place when bf16, loss[r0 + i] = lse - L[i, target] (NaN for a target outside [0, V)), then
- * L[i, j] = g = (exp(L - lse) - [j = target]) * scale, rounded to bf16 when bf16. */
+ * place when bf16; e = exp(L - max) in place, s = sum e; loss[r0 + i] = max + log s -
+ * L[i, target] (NaN for a target outside [0, V)); then L[i, j] = g = (e / s - [j = target])
+ * * scale, rounded to bf16 when bf16. */
 MPL_KERNEL(CE_THREADS) mpl_ce_rows(float *L, long long V, long long r0, const int *targets, double *loss,
                                    float scale, int bf16) {
   MPL_SHARED float red[CE_THREADS];
-  MPL_SHARED float lse_sh;
   long long i = blockIdx.x;
   int t = (int)threadIdx.x;
   float *l = L + i * V;
@@ -57,27 +57,26 @@ MPL_KERNEL(CE_THREADS) mpl_ce_rows(float *L, long long V, long long r0, const in
     if (t < h && red[t + h] > red[t]) red[t] = red[t + h];
     MPL_SYNC();
   }
-  float m = red[0];
+  long long tg = targets[r0 + i];
+  bool ok = tg >= 0 && tg < V;
+  float m = red[0], lt = ok ? l[tg] : 0.0f;
   MPL_SYNC();
-  float sum = 0.0f;
-  for (long long j = t; j < V; j += CE_THREADS) sum += expf(l[j] - m);
+  float sum = 0.0f; /* e = exp(L - m) in place */
+  for (long long j = t; j < V; j += CE_THREADS) {
+    float e = expf(l[j] - m);
+    l[j] = e;
+    sum += e;
+  }
   red[t] = sum;
   MPL_SYNC();
   for (int h = CE_THREADS / 2; h > 0; h /= 2) {
     if (t < h) red[t] += red[t + h];
     MPL_SYNC();
   }
-  long long tg = targets[r0 + i];
-  bool ok = tg >= 0 && tg < V;
-  if (t == 0) {
-    float v = (float)((double)m + log((double)red[0]));
-    lse_sh = v;
-    loss[r0 + i] = ok ? (double)v - (double)l[tg] : (double)(MPL_INF - MPL_INF);
-  }
-  MPL_SYNC();
-  float lse = lse_sh;
+  float inv = (float)(1.0 / (double)red[0]);
+  if (t == 0) loss[r0 + i] = ok ? (double)m + log((double)red[0]) - (double)lt : (double)(MPL_INF - MPL_INF);
   for (long long j = t; j < V; j += CE_THREADS) {
-    float g = (expf(l[j] - lse) - (j == tg ? 1.0f : 0.0f)) * scale;
+    float g = (l[j] * inv - (j == tg ? 1.0f : 0.0f)) * scale;
     l[j] = bf16 ? mpl_ce_bf16(g) : g;
   }
 }
