@@ -427,9 +427,9 @@ static void lower_sdpa(Fuse *f, const Op *op) {
 /*
  * The fused cross-entropy (issue 14, item 3; ce_fuse.c): one step, CE_FUSED (x, w, targets ->
  * the loss and its RESULTs 1 and 2, dx1 and dw1: the gradient for dloss = 1), x flattened to
- * [N, K]. The device runs it over blocks of `chunk` rows (mpl_ce_block_rows), so that its scratch,
- * one [chunk, V] block of f32 logits, stays within MPL_CE_SCRATCH bytes (runtime/job.h); the
- * block is the compiler's choice, so the bits do not depend on the device (dw1 is summed
+ * [N, K]. The device runs it over blocks of `chunk` rows (mpl_ce_block_rows), so that its
+ * scratch, one [chunk, V] block of f32 logits, stays within MPL_CE_SCRATCH bytes
+ * (runtime/job.h); the block is the compiler's choice, so the bits do not depend on the device (dw1 is summed
  * block after block). Under precision = bf16 the step rounds each block of logits and of g
  * (its operands come rounded from precision.c). The backward has no step of its own: its
  * MULs by dloss are ordinary kernels.

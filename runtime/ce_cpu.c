@@ -6,18 +6,18 @@
  * For each block of rows [r0, r0 + rr): the logits L = x_block w^T by the CPU GEMM (gemm.c;
  * bf16 units when the job's precision is bf16), then per row the max m, e = exp(L - m) in
  * place (one exponential per logit), s = sum e (in double, in order), the row's loss
- * m + log s - L[target] and, in place, G = (e / s - onehot(target)) / N; then dx1_block = G w and dw1 (+)= G^T x_block (or x_block^T G for w
- * [K, V]), both by the GEMM: three products of the logits' size in all, as the unfused
- * product and CE_GRAD's two. The loss is the mean of the rows' losses, summed in order in
- * double. The backward (the MULs by dloss) is the job's kernels. Under bf16 each block of L
- * is rounded to bf16 (as a product's result is) before the softmax, and G before its
- * products.
+ * m + log s - L[target] and, in place, G = (e / s - onehot(target)) / N; then dx1_block =
+ * G w and dw1 (+)= G^T x_block (or x_block^T G for w [K, V]), both by the GEMM: three
+ * products of the logits' size in all, as the unfused product and CE_GRAD's two. The loss
+ * is the mean of the rows' losses, summed in order in double. The backward (the MULs by
+ * dloss) is the job's kernels. Under bf16 each block of L is rounded to bf16 (as a
+ * product's result is) before the softmax, and G before its products.
  *
  * The row loops run as MplKernelFn units over the block's rows through the caller's rows
  * callback (the cpu device's thread pool): each row is one unit's alone and its sums run in a
  * fixed order, so the bits depend on neither the thread count nor the split; the GEMMs are
- * gemm.c's. The block is the job's (mplc's choice, mpl_ce_block_rows): dw1's sum over the blocks
- * depends on it.
+ * gemm.c's. The block is the job's (mplc's choice, mpl_ce_block_rows): dw1's sum over the
+ * blocks depends on it.
  */
 #include <math.h>
 #include <stdatomic.h>

@@ -5,7 +5,8 @@
 #    (tied head) train 10 steps fused within 1e-4 relative of the unfused runs' losses,
 #    fused in bf16 within 1e-3 of unfused bf16; the same bits with 1 and 2 threads;
 #  - the job holds the step (mplrun --inspect: 1 ce, which also makes the gradient for
-#    dloss = 1; no ce_bwd) and no [positions, vocab] value; --no-fused-ce has the product and cross_entropy back;
+#    dloss = 1; no ce_bwd) and no [positions, vocab] value; --no-fused-ce has the product
+#    and cross_entropy back;
 #  - it fires only where exact: not under tp = 2, not when the logits have another reader;
 #  - GPT-2 124M at B 8, T 1024: the plan's arena shrinks (f32 and bf16);
 #  - mplrun --sample on a fused job (no logits held: made on the host from x and w) prints
