@@ -526,20 +526,16 @@ static void rule_sdpa(Ad *a, const Op *op, int dy, int *dx) {
 
 /* ---- fused cross-entropy (issue 14, item 3; ce_fuse.c) ------------------------------------------ */
 
-/* CE_FUSED: one CE_FUSED_GRAD (the logits recomputed chunk by chunk from x and w, the softmax
- * from the forward's lse, its RESULT 1) makes dx, and its RESULT 1 dw. Both come from one step,
- * so dw runs in the input-gradient pass with dx (ad_phases), as the sdpa's dk and dv do. */
+/* CE_FUSED: its forward step also computed the loss's gradient for dloss = 1 (RESULT 1: dx1,
+ * RESULT 2: dw1; g is linear in dloss), so the gradient is those times dloss: two MULs, dx's in
+ * the input-gradient pass and dw's, read only by the parameter's gradient, in the weight
+ * pass (ad_phases), as a product's dw would be. */
 static void rule_ce_fused(Ad *a, const Op *op, int dy, int *dx) {
-  int lse = graph_result(a->g, op->id, 1);
-  if (lse < 0) die("autodiff: ce_fused %%%d has no log-sum-exp", op->id);
-  int in[5] = {op->in[0], op->in[1], op->in[2], lse, dy};
-  Op *g = ad_op(a, OP_CE_FUSED_GRAD, 5, in, shp(a, op->in[0]), DT_F32);
-  g->tb = op->tb;
-  dx[0] = g->id;
-  int gid = g->id;
-  Op *res = ad_op(a, OP_RESULT, 1, &gid, shp(a, op->in[1]), DT_F32);
-  res->axis = 1;
-  dx[1] = res->id;
+  for (int r = 0; r < 2; r++) {
+    int v = graph_result(a->g, op->id, r + 1);
+    if (v < 0) die("autodiff: ce_fused %%%d has no result %d", op->id, r + 1);
+    if (a->need[r]) dx[r] = b_bin(a, OP_MUL, v, dy);
+  }
 }
 
 /* ---- the rule table ------------------------------------------------------------------------- */
@@ -586,7 +582,7 @@ static const AdRule ad_rules[OP__COUNT] = {
     [OP_GATHER] = {rule_gather, 1u << 0},     [OP_GATHER_GRAD] = {rule_gather_grad, 1u << 1},
     [OP_IM2COL] = {rule_im2col, SLOTS_ALL},   [OP_COL2IM] = {rule_im2col, SLOTS_ALL},
     [OP_SDPA] = {rule_sdpa, SLOTS_ALL}, /* issue 14; its RESULT (the lse) is never differentiated */
-    [OP_CE_FUSED] = {rule_ce_fused, 3u}, /* x and w; its RESULT (the lse) is never differentiated */
+    [OP_CE_FUSED] = {rule_ce_fused, 3u}, /* x and w; its RESULTs (dx1, dw1) are never differentiated */
     /* no gradient: leaves, creation, SIGN, NOT, comparisons, AND, OR, CE_GRAD,
        PARAM_GRAD; communication ops come after autodiff. */
 };

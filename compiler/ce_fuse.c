@@ -5,12 +5,15 @@
  * [positions, vocab] (GPT-2 124M at B 8, T 1024: 1.65 GB in f32) exist only to be read by
  * the loss, and the backward's CE_GRAD writes a gradient of the same size. Where the pattern
  * holds, the MATMUL and its CROSS_ENTROPY become one CE_FUSED op (x, w, targets) -> loss and
- * its RESULT 1, the log-sum-exp of each position, which autodiff differentiates into one
- * CE_FUSED_GRAD (x, w, targets, lse, dloss) -> dx and its RESULT 1, dw. Each is a step of its
- * own (fuse.c; the job's JS_CE, JS_CE_BWD) that a device runs over chunks of classes: the
- * logits of one chunk by a GEMM, an online log-sum-exp forward; the chunk's logits again,
- * g = (softmax - onehot) * dloss / N and its two products backward. No [positions, vocab]
- * value is left in the graph, so the plan holds none.
+ * its RESULTs 1 and 2, dx1 and dw1: the loss's gradient with respect to x and w for dloss = 1.
+ * The gradient g of the logits is linear in dloss, so the forward computes it (Liger-Kernel's
+ * fused linear cross-entropy) and autodiff's rule only scales dx1 and dw1 by dloss (two
+ * elementwise MULs: dx's in bwd_b, dw's in bwd_w). The op is a step of its own (fuse.c; the
+ * job's JS_CE) that a device runs over blocks of rows: a block's logits [rows, V] by one
+ * GEMM, each row's exact log-sum-exp, loss and g = (softmax - onehot) / N in place, then the
+ * block's dx1 = g w and dw1 += g^T x: three products of the logits' size, as the unfused
+ * pair's. No [positions, vocab] value is left in the graph, so the plan holds none; it holds
+ * dx1 and dw1 (w's size) from the forward to the backward, per micro-batch in flight.
  *
  * Why a pass here and not in sema's cross_entropy: whether the logits have another reader
  * (a model returning them, a second loss) is known only once the whole body is built, and
@@ -28,7 +31,7 @@
  * --sample makes the last position's from the step's x and w (runtime/sample.c).
  *
  * Invariants: the new graph keeps the graph IR's invariants (graph_verify); op ids shift
- * (the product is gone, the RESULT follows its op); every other op is copied unchanged.
+ * (the product is gone, the RESULTs follow their op); every other op is copied unchanged.
  */
 #include "mplc.h"
 
@@ -107,13 +110,15 @@ Graph *ce_fuse(Graph *old) {
     if (!m) continue;
     op->kind = OP_CE_FUSED;
     op->tb = m->tb;
-    Op *lse = graph_add(g, OP_RESULT, 1, &id, src->loc);
-    int lid = lse->id, *lin = lse->in;
-    *lse = *op;
-    lse->id = lid, lse->in = lin, lse->nin = 1, lse->kind = OP_RESULT, lse->axis = 1, lse->tb = false;
-    lse->shape = old->ops[src->in[1]]->shape;
-    lse->dtype = DT_F32;
-    lse->name = NULL;
+    for (int r = 1; r <= 2; r++) { /* dx1 (x's shape), dw1 (w's) */
+      Op *res = graph_add(g, OP_RESULT, 1, &id, src->loc);
+      int rid = res->id, *rin = res->in;
+      *res = *op;
+      res->id = rid, res->in = rin, res->nin = 1, res->kind = OP_RESULT, res->axis = r, res->tb = false;
+      res->shape = old->ops[m->in[r - 1]]->shape;
+      res->dtype = DT_F32;
+      res->name = NULL;
+    }
   }
   g->loss = old->loss >= 0 ? map[old->loss] : -1;
   free(users), free(prod), free(gone), free(map);

@@ -46,20 +46,20 @@ static double sdpa_flops(const Graph *g, const Op *op) {
 }
 
 /* The fused cross-entropy (issue 14, item 3) counted as the ops it replaces, so a step's FLOPs
- * do not depend on the fusion: the product (2 N K V forward; dx and dw, 4 N K V, backward;
- * the recomputed logits not counted, as the sdpa's scores are not) and CROSS_ENTROPY's and
- * CE_GRAD's 4 per logit. Its bytes: operands and results only. */
+ * do not depend on the fusion: the forward product (2 N K V), dx's and dw's (4 N K V), and
+ * CROSS_ENTROPY's and CE_GRAD's 4 per logit each, all in the forward step (the backward's
+ * MULs by dloss count as elementwise ops). Its bytes: operands and results only. */
 static double ce_fused_flops(const Graph *g, const Op *op) {
   const Shape *x = &g->ops[op->in[0]]->shape, *w = &g->ops[op->in[1]]->shape;
   double nk = (double)shape_numel(x), v = (double)w->d[op->tb ? 0 : 1], n = nk / (double)x->d[x->rank - 1];
-  return op->kind == OP_CE_FUSED ? 2 * nk * v + 4 * n * v : 4 * nk * v + 4 * n * v;
+  return 6 * nk * v + 8 * n * v;
 }
 
 OpCost cost_op(const Graph *g, const Op *op) {
   OpCost c = {0, (double)op_bytes(op)};
   if (op->kind == OP_RESULT) return (OpCost){0, (double)op_bytes(op)};
   if (op->kind == OP_SDPA || op->kind == OP_SDPA_GRAD) c.flops = sdpa_flops(g, op);
-  if (op->kind == OP_CE_FUSED || op->kind == OP_CE_FUSED_GRAD) c.flops = ce_fused_flops(g, op);
+  if (op->kind == OP_CE_FUSED) c.flops = ce_fused_flops(g, op);
   for (int j = 0; j < op->nin; j++) c.bytes += (double)op_bytes(g->ops[op->in[j]]);
   double n = (double)shape_numel(&op->shape);
   switch (op_info[op->kind].cls) {
@@ -99,6 +99,7 @@ static bool measured_op(const Graph *g, int id) {
 double cost_fwd_bwd(const Graph *g, const Op *op) {
   const Measured *m = g->measured;
   if (measured_op(g, op->id)) return m->fwd[op->id] + m->bwd_b[op->id] + m->bwd_w[op->id];
+  if (op->kind == OP_CE_FUSED) return modelled(g, op); /* its forward step computes the gradient too */
   return 3 * modelled(g, op); /* forward + backward ~ 3x forward */
 }
 

@@ -19,8 +19,8 @@
  * Where the ops of the next issues go: their kernels are fuse_emit.c's (see there);
  * here only their category (fuse_cat). The fused attention (SDPA, SDPA_GRAD) is a step of
  * its own beside lower_matmul (lower_sdpa), which the runtime's devices run; the lowered
- * sdpa is two batched GEMMs around a row-softmax group; the fused cross-entropy (CE_FUSED,
- * CE_FUSED_GRAD) is one too (lower_ce). conv2d needs none: sema writes it
+ * sdpa is two batched GEMMs around a row-softmax group; the fused cross-entropy (CE_FUSED)
+ * is one too (lower_ce). conv2d needs none: sema writes it
  * as its patches (IM2COL, a kernel of fuse_index.c) times the weight, an ordinary matmul.
  *
  * Invariants: steps read only values that are external to the list or produced by
@@ -425,34 +425,34 @@ static void lower_sdpa(Fuse *f, const Op *op) {
 }
 
 /*
- * The fused cross-entropy (issue 14, item 3; ce_fuse.c): one step, forward (CE_FUSED: x, w,
- * targets -> loss and its RESULT 1, the lse) or backward (CE_FUSED_GRAD: x, w, targets, lse,
- * dloss -> dx and its RESULT 1, dw), x flattened to [N, K]. The device runs it over chunks
- * of MPL_CE_CHUNK classes or fewer, so that its scratch, one [N, chunk] block of f32, stays
- * within MPL_CE_SCRATCH bytes (runtime/job.h); the chunk is the compiler's choice, so the
- * bits do not depend on the device. Under precision = bf16 the step rounds each chunk of
- * logits and of g (its operands come rounded from precision.c).
+ * The fused cross-entropy (issue 14, item 3; ce_fuse.c): one step, CE_FUSED (x, w, targets ->
+ * the loss and its RESULTs 1 and 2, dx1 and dw1: the gradient for dloss = 1), x flattened to
+ * [N, K]. The device runs it over blocks of `chunk` rows (mpl_ce_block_rows), so that its
+ * scratch, one [chunk, V] block of f32 logits, stays within MPL_CE_SCRATCH bytes
+ * (runtime/job.h); the block is the compiler's choice, so the bits do not depend on the device (dw1 is summed
+ * block after block). Under precision = bf16 the step rounds each block of logits and of g
+ * (its operands come rounded from precision.c). The backward has no step of its own: its
+ * MULs by dloss are ordinary kernels.
  */
 static void lower_ce(Fuse *f, const Op *op) {
-  bool bwd = op->kind == OP_CE_FUSED_GRAD;
-  int n = 0, args[7];
+  int n = 0, args[6];
   for (int j = 0; j < op->nin; j++) {
     need_buffer(f, op->in[j]);
     args[n++] = op->in[j];
   }
-  for (int r = 0; r < 2; r++) {
+  for (int r = 0; r < 3; r++) {
     int v = r ? graph_result(f->g, op->id, r) : op->id;
     if (v < 0 || f->pos[v] < 0) die("fuse: %%%d %s: result %d is not in its pass", op->id, op_name(op->kind), r);
     args[n++] = v;
     f->mat[v] = true;
   }
   const Shape *x = &OPP(f, op->in[0])->shape, *w = &OPP(f, op->in[1])->shape;
-  Step *s = add_step(f, bwd ? STEP_CE_BWD : STEP_CE, op->id);
+  Step *s = add_step(f, STEP_CE, op->id);
   s->nargs = n;
   s->args = arena_alloc(f->a, sizeof(int) * (size_t)n);
   memcpy(s->args, args, sizeof(int) * (size_t)n);
   s->k = x->d[x->rank - 1], s->m = shape_numel(x) / s->k, s->n = w->d[op->tb ? 0 : 1], s->tb = op->tb;
-  s->chunk = mpl_ce_chunk(s->m, s->n);
+  s->chunk = mpl_ce_block_rows(s->m, s->n);
   s->prec = f->g->train.precision == PREC_BF16 ? PREC_BF16 : PREC_F32;
 }
 
@@ -468,7 +468,7 @@ static void lower_one(Fuse *f, int v) {
     return;
   case CAT_ATTN:
     close_group(f, gr);
-    if (op->kind == OP_CE_FUSED || op->kind == OP_CE_FUSED_GRAD) lower_ce(f, op);
+    if (op->kind == OP_CE_FUSED) lower_ce(f, op);
     else lower_sdpa(f, op);
     return;
   case CAT_RESULT: return; /* its op's step writes it */
@@ -601,7 +601,7 @@ void fuse_dump(FILE *out, const Fused *fu) {
 int *step_values(Arena *a, const Graph *g, const Step *st, int *n) {
   int *v;
   switch (st->kind) {
-  case STEP_KERNEL: case STEP_SDPA: case STEP_SDPA_BWD: case STEP_CE: case STEP_CE_BWD:
+  case STEP_KERNEL: case STEP_SDPA: case STEP_SDPA_BWD: case STEP_CE:
     *n = st->nargs;
     return st->args;
   case STEP_GEMM:

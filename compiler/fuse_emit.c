@@ -44,7 +44,7 @@ Cat fuse_cat(OpKind k) {
   case OP_CUMSUM: case OP_CUMSUM_REV: case OP_TOPK: case OP_GATHER_GRAD: return CAT_SPECIAL; /* fuse_index.c */
   case OP_MATMUL: return CAT_GEMM;
   case OP_SDPA: case OP_SDPA_GRAD: return CAT_ATTN; /* a step of its own (issue 14) */
-  case OP_CE_FUSED: case OP_CE_FUSED_GRAD: return CAT_ATTN; /* a step of its own too (lower_ce) */
+  case OP_CE_FUSED: return CAT_ATTN; /* a step of its own too (lower_ce) */
   case OP_RESULT: return CAT_RESULT;               /* written by its op's step */
   case OP_SEND: case OP_RECV: case OP_ALLREDUCE: case OP_ALLGATHER: case OP_TP_ENTER: case OP_TP_SLICE: case OP_REDUCE_SCATTER:
     return CAT_COMM;

@@ -162,7 +162,7 @@ static void dump_attrs(FILE *out, const Op *op) {
   case OP_TRANSPOSE: fprintf(out, " axes=%d,%d", op->axis, op->axis2); break;
   case OP_SLICE: fprintf(out, " axis=%d range=%lld:%lld", op->axis, (long long)op->begin, (long long)op->end); break;
   case OP_PAD: fprintf(out, " axis=%d at=%lld", op->axis, (long long)op->begin); break;
-  case OP_MATMUL: case OP_CE_FUSED: case OP_CE_FUSED_GRAD:
+  case OP_MATMUL: case OP_CE_FUSED:
     if (op->ta) fprintf(out, " ta");
     if (op->tb) fprintf(out, " tb");
     break;
@@ -215,7 +215,7 @@ int graph_result(const Graph *g, int op, int index) {
 /* A RESULT reads a multi-result op and is placed with it (stage, pass); that op has one of each. */
 static void verify_result(const Graph *g, const Op *op) {
   const Op *of = g->ops[op->in[0]];
-  int n = of->kind == OP_SDPA || of->kind == OP_CE_FUSED || of->kind == OP_CE_FUSED_GRAD ? 1 : of->kind == OP_SDPA_GRAD ? 2 : 0;
+  int n = of->kind == OP_SDPA ? 1 : of->kind == OP_SDPA_GRAD || of->kind == OP_CE_FUSED ? 2 : 0;
   if (op->axis < 1 || op->axis > n) die("graph: %%%d result #%d of %%%d %s", op->id, op->axis, of->id, op_name(of->kind));
   if (op->stage != of->stage || op->phase != of->phase || op->recompute != of->recompute)
     die("graph: %%%d result of %%%d is placed apart from it", op->id, of->id);

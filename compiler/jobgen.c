@@ -85,8 +85,8 @@ static JobStep to_job_step(const Graph *g, const Step *st, const int *opid_of) {
     j.kv_heads = st->kv_heads, j.M = st->m, j.N = st->n, j.K = st->k, j.hv = st->hv, j.alpha = st->alpha;
     j.causal = st->causal, j.prec = st->prec;
     break;
-  case STEP_CE: case STEP_CE_BWD:
-    j.kind = st->kind == STEP_CE ? JS_CE : JS_CE_BWD, j.M = st->m, j.N = st->n, j.K = st->k, j.tb = st->tb;
+  case STEP_CE:
+    j.kind = JS_CE, j.M = st->m, j.N = st->n, j.K = st->k, j.tb = st->tb;
     j.chunk = st->chunk, j.prec = st->prec;
     break;
   case STEP_ALIAS: j.kind = JS_ALIAS; break;

@@ -194,8 +194,7 @@ typedef enum StepKind {
   STEP_COMM = JS_COMM,     /* op: SEND/RECV/ALLREDUCE/ALLGATHER, executed by the runtime */
   STEP_SDPA = JS_SDPA,     /* the fused attention's forward: args {q, k, v, out, lse} */
   STEP_SDPA_BWD = JS_SDPA_BWD, /* its backward: args {q, k, v, out, lse, dout, dq, dk, dv} */
-  STEP_CE = JS_CE,         /* the fused cross-entropy's forward: args {x, w, targets, loss, lse} */
-  STEP_CE_BWD = JS_CE_BWD, /* its backward: args {x, w, targets, lse, dloss, dx, dw} */
+  STEP_CE = JS_CE,         /* the fused cross-entropy: args {x, w, targets, loss, dx1, dw1} */
 } StepKind;
 
 typedef struct Step {
@@ -223,8 +222,8 @@ typedef struct Step {
      queries, n = S keys, k = hs, hv, heads H, kv_heads Hkv; alpha = scale; causal */
   int64_t heads, kv_heads, hv;
   bool causal;
-  /* STEP_CE, STEP_CE_BWD: m = N positions, k = K, n = V classes, tb (w is [V, K]), chunk:
-     classes per chunk (mpl_ce_chunk); prec PREC_BF16: each chunk's logits and g rounded */
+  /* STEP_CE: m = N positions, k = K, n = V classes, tb (w is [V, K]), chunk: rows per
+     block (mpl_ce_block_rows); prec PREC_BF16: each block's logits and g rounded */
   int64_t chunk;
 } Step;
 

@@ -669,7 +669,7 @@ int kset_add(KernelSet *ks, Kernel *k) {
   return ks->n++;
 }
 
-static const char *const step_names[] = {"kernel", "gemm", "alias", "accum", "comm", "sdpa", "sdpa_bwd", "ce", "ce_bwd"}; /* ORDER: StepKind */
+static const char *const step_names[] = {"kernel", "gemm", "alias", "accum", "comm", "sdpa", "sdpa_bwd", "ce"}; /* ORDER: StepKind */
 
 void kir_dump_program(FILE *out, const KernelSet *ks, const Program *p) {
   for (int i = 0; i < p->nsteps; i++) {
@@ -701,10 +701,10 @@ void kir_dump_program(FILE *out, const KernelSet *ks, const Program *p) {
               (long long)s->hv, s->alpha, s->causal ? " causal" : "");
       if (s->prec != PREC_F32) fprintf(out, " %s", mpl_prec_name(s->prec));
       break;
-    case STEP_CE: case STEP_CE_BWD:
+    case STEP_CE:
       fprintf(out, " (");
       for (int j = 0; j < s->nargs; j++) fprintf(out, "%s%%%d", j ? ", " : "", s->args[j]);
-      fprintf(out, ") N=%lld K=%lld V=%lld%s chunk=%lld", (long long)s->m, (long long)s->k, (long long)s->n,
+      fprintf(out, ") N=%lld K=%lld V=%lld%s rows=%lld", (long long)s->m, (long long)s->k, (long long)s->n,
               s->tb ? " tb" : "", (long long)s->chunk);
       if (s->prec != PREC_F32) fprintf(out, " %s", mpl_prec_name(s->prec));
       break;

@@ -120,10 +120,10 @@ bool shape_broadcast(const Shape *a, const Shape *b, Shape *out);
   /* fused cross-entropy (issue 14, item 3; ce_fuse.c): a product's logits and their \
      cross_entropy in one step over chunks of classes, no [positions, classes] buffer */ \
   X(CE_FUSED, 3, N)    /* (x [.., K], w [V, K] (tb) or [K, V], targets i32 [..]) -> f32 []: \
-                          cross_entropy(x @ w^T (tb) or x @ w, targets); RESULT 1: lse f32 [..] */ \
-  X(CE_FUSED_GRAD, 5, G) /* (x, w, targets, lse, dloss) -> dx; RESULT 1: dw (tb as its CE_FUSED's) */ \
-  X(RESULT, 1, G)      /* axis: result number (>= 1) of its input, an SDPA, SDPA_GRAD, CE_FUSED \
-                          or CE_FUSED_GRAD */ \
+                          cross_entropy(x @ w^T (tb) or x @ w, targets); RESULT 1: dx1 (x's \
+                          shape), RESULT 2: dw1 (w's): the loss's gradient for dloss = 1; the \
+                          backward only scales them by dloss (autodiff.c) */ \
+  X(RESULT, 1, G)      /* axis: result number (>= 1) of its input, an SDPA, SDPA_GRAD or CE_FUSED */ \
   /* training */                                                                \
   X(PARAM_GRAD, 1, G)  /* sink: accumulate input into grad accumulator        \
                           (param = key, use = use index) */                     \
@@ -214,10 +214,8 @@ typedef struct Op {
 } Op;
 /* The bytes of op's value: numel x dtype size. */
 uint64_t op_bytes(const Op *op);
-/* Ops with more than one result (SDPA, SDPA_GRAD, CE_FUSED, CE_FUSED_GRAD): their results beyond the first are RESULT ops. */
-static inline bool op_multi_result(OpKind k) {
-  return k == OP_SDPA || k == OP_SDPA_GRAD || k == OP_CE_FUSED || k == OP_CE_FUSED_GRAD;
-}
+/* Ops with more than one result (SDPA, SDPA_GRAD, CE_FUSED): their results beyond the first are RESULT ops. */
+static inline bool op_multi_result(OpKind k) { return k == OP_SDPA || k == OP_SDPA_GRAD || k == OP_CE_FUSED; }
 
 /* The mesh and the training config are the job's (runtime/job.h, the contract both
  * programs link): one struct each from the program to the runtime. In a Graph the mesh
@@ -352,7 +350,7 @@ bool prec_exact_bf16(const Graph *g, int v);
 /* ==== ce_fuse.c: the fused cross-entropy =============================== */
 
 /* After shard.c, before the identities: each cross_entropy whose logits are a product
- * x @ w^T or x @ w read by nothing else becomes one CE_FUSED op and its RESULT (the lse),
+ * x @ w^T or x @ w read by nothing else becomes one CE_FUSED op and its RESULTs (dx1, dw1),
  * where that is exact (see the file's comment). Returns g, or a new graph. */
 Graph *ce_fuse(Graph *g);
 

@@ -8,9 +8,10 @@
  * matmul; the lowered sdpa two batched matmuls around a softmax), so their operands, the
  * attention probabilities among them, are rounded too; the fused SDPA and SDPA_GRAD have
  * their operands and results rounded here and round the probabilities themselves
- * (copy_attention). The fused cross-entropy (ce_fuse.c) likewise: CE_FUSED and CE_FUSED_GRAD
- * read x and w rounded, dx and dw are rounded like products' results (the loss and the lse
- * are not), and the steps round each chunk of logits and of g themselves. Every other op
+ * (copy_attention). The fused cross-entropy (ce_fuse.c) likewise: CE_FUSED reads x and w
+ * rounded, its dx1 and dw1 are rounded like products' results (the loss is not), and the
+ * step rounds each block of logits and of g itself; the backward's MULs by dloss compute
+ * in f32 on the rounded dx1 and dw1, as every elementwise op does. Every other op
  * computes in f32 on what it reads; params, gradients and optimizer state stay f32.
  * Under f32 and tf32 the graph is returned as it is (tf32 is the GEMM steps' flag,
  * fuse.c's, for the GPU).
@@ -162,7 +163,7 @@ static void copy_attention(Prec *p, const Op *src, int i) {
   Op user = *src;
   if (src->fwd_of >= 0) user.fwd_of = p->self[src->fwd_of];
   int in[6];
-  bool ce = src->kind == OP_CE_FUSED || src->kind == OP_CE_FUSED_GRAD;
+  bool ce = src->kind == OP_CE_FUSED;
   for (int j = 0; j < src->nin; j++) {
     bool operand = src->kind == OP_RESULT ? false : ce ? j < 2 : j < 3 || j == 5;
     in[j] = src->kind == OP_RESULT ? p->self[src->in[j]] : operand ? rounded(p, p->map[src->in[j]], &user) : p->map[src->in[j]];
@@ -170,7 +171,7 @@ static void copy_attention(Prec *p, const Op *src, int i) {
   Op *op = copy_op(p, src, in);
   p->self[i] = op->id;
   OpKind of = src->kind == OP_RESULT ? p->old->ops[src->in[0]]->kind : src->kind;
-  bool lse = src->kind == OP_RESULT && (of == OP_SDPA || of == OP_CE_FUSED);
+  bool lse = src->kind == OP_RESULT && of == OP_SDPA;
   bool loss = src->kind == OP_CE_FUSED; /* a loss, not a product's result */
   p->map[i] = lse || loss ? op->id : add_like(p, OP_ROUND_BF16, op->id, op, op)->id;
 }

@@ -598,22 +598,21 @@ static double *ev_sdpa(const Graph *g, const Op *op, double **v, int which) {
 }
 
 /* ---- fused cross-entropy (issue 14, item 3) ---------------------------------------------
- * CE_FUSED(x, w, targets) and its RESULT 1 (lse), CE_FUSED_GRAD(x, w, targets, lse, dloss)
- * and its RESULT 1 (dw), from the definition, one position at a time over all classes (the
- * kernels' chunks change no sum here): l_c = x.w_c (w_c: row c of w [V, K] when tb, else
- * column c of w [K, V]), lse = log sum exp l, loss = mean(lse - l_target); backward
- * g_c = (exp(l_c - lse) - [c = target]) * dloss / N, dx = sum_c g_c w_c, dw_c = sum_p g_c x_p.
+ * CE_FUSED(x, w, targets) -> loss and its RESULTs 1 (dx1) and 2 (dw1), the loss's gradient
+ * for dloss = 1, from the definition, one position at a time over all classes (the kernels'
+ * blocks of rows change no sum here): l_c = x.w_c (w_c: row c of w [V, K] when tb, else
+ * column c of w [K, V]), lse = log sum exp l, loss = mean(lse - l_target),
+ * g_c = (exp(l_c - lse) - [c = target]) / N, dx1 = sum_c g_c w_c, dw1_c = sum_p g_c x_p.
  * Under precision = bf16 (x and w come rounded from precision.c's ops) each logit is rounded
  * as a product's result is, and g before its products, as the kernels do. */
 
 static double *ev_ce_fused(const Graph *g, const Op *op, double **v, int which) {
   const Shape *xs = in_shape(g, op, 0);
   int64_t K = xs->d[xs->rank - 1], N = shape_numel(xs) / K, V = in_shape(g, op, 1)->d[op->tb ? 0 : 1];
-  bool grad = op->kind == OP_CE_FUSED_GRAD, bf16 = g->train.precision == PREC_BF16;
+  bool bf16 = g->train.precision == PREC_BF16;
   const double *x = v[op->in[0]], *w = v[op->in[1]], *t = v[op->in[2]];
   int64_t sw_c = op->tb ? K : 1, sw_k = op->tb ? 1 : V; /* w_c[k] = w[c * sw_c + k * sw_k] */
-  double *res0 = alloc_vals(grad ? N * K : 1), *res1 = alloc_vals(grad ? V * K : N), *l = alloc_vals(V), loss = 0;
-  double scale = grad ? v[op->in[4]][0] / (double)N : 0;
+  double *loss = alloc_vals(1), *dx1 = alloc_vals(N * K), *dw1 = alloc_vals(V * K), *l = alloc_vals(V);
   for (int64_t p = 0; p < N; p++) {
     int64_t tgt = row_index(t[p], V, op);
     double mx = -INFINITY, sum = 0;
@@ -623,30 +622,24 @@ static double *ev_ce_fused(const Graph *g, const Op *op, double **v, int which) 
       l[c] = bf16 ? round_bf16(acc) : acc;
       mx = fmax(mx, l[c]);
     }
-    if (!grad) {
-      for (int64_t c = 0; c < V; c++) sum += exp(l[c] - mx);
-      res1[p] = mx + log(sum);
-      loss += res1[p] - l[tgt];
-      continue;
-    }
-    double lse = v[op->in[3]][p];
+    for (int64_t c = 0; c < V; c++) sum += exp(l[c] - mx);
+    double lse = mx + log(sum);
+    loss[0] += lse - l[tgt];
     for (int64_t c = 0; c < V; c++) {
-      double gc = (exp(l[c] - lse) - (c == tgt)) * scale;
+      double gc = (exp(l[c] - lse) - (c == tgt)) / (double)N;
       if (bf16) gc = round_bf16(gc);
       for (int64_t k = 0; k < K; k++) {
-        res0[p * K + k] += gc * w[c * sw_c + k * sw_k];
-        res1[c * sw_c + k * sw_k] += gc * x[p * K + k];
+        dx1[p * K + k] += gc * w[c * sw_c + k * sw_k];
+        dw1[c * sw_c + k * sw_k] += gc * x[p * K + k];
       }
     }
   }
-  if (!grad) res0[0] = loss / (double)N;
+  loss[0] /= (double)N;
   free(l);
-  if (which == 0) {
-    free(res1);
-    return res0;
-  }
-  free(res0);
-  return res1;
+  double *res[3] = {loss, dx1, dw1};
+  for (int r = 0; r < 3; r++)
+    if (r != which) free(res[r]);
+  return res[which];
 }
 
 /* ---- the dispatcher ------------------------------------------------------------ */
@@ -675,10 +668,10 @@ static double *ev_op(const Graph *g, const Op *op, double **v, const RefCtx *ctx
   case OP_IM2COL: case OP_COL2IM: return ev_patches(g, op, v);
   case OP_CHECK: return ev_check(g, op, v);
   case OP_SDPA: case OP_SDPA_GRAD: return ev_sdpa(g, op, v, 0);
-  case OP_CE_FUSED: case OP_CE_FUSED_GRAD: return ev_ce_fused(g, op, v, 0);
+  case OP_CE_FUSED: return ev_ce_fused(g, op, v, 0);
   case OP_RESULT: {
     const Op *of = g->ops[op->in[0]];
-    if (of->kind == OP_CE_FUSED || of->kind == OP_CE_FUSED_GRAD) return ev_ce_fused(g, of, v, op->axis);
+    if (of->kind == OP_CE_FUSED) return ev_ce_fused(g, of, v, op->axis);
     return ev_sdpa(g, of, v, op->axis);
   }
   case OP_SEND: return NULL;

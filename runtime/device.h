@@ -38,17 +38,17 @@ typedef struct MplSdpa {
   float *out, *lse, *dq, *dk, *dv;
 } MplSdpa;
 
-/* One step of the fused cross-entropy (issue 14 item 3; JS_CE, JS_CE_BWD): row-major x [N, K]
- * f32, w [V, K] when tb else [K, V], targets i32 [N] in [0, V), classes in chunks of `chunk`.
- * The forward writes loss (f32 [1], the mean over rows of lse - the target's logit) and lse
- * [N]; the backward reads lse and dloss (f32 [1]) and writes dx [N, K] and dw (w's shape).
- * bf16: x and w hold bf16 values; each chunk's logits and g are rounded to bf16. */
+/* One step of the fused cross-entropy (issue 14 item 3; JS_CE): row-major x [N, K] f32, w
+ * [V, K] when tb else [K, V], targets i32 [N] in [0, V), rows in blocks of `chunk`. Writes
+ * loss (f32 [1], the mean over rows of lse - the target's logit) and the loss's gradient for
+ * dloss = 1: dx [N, K] and dw (w's shape). bf16: x and w hold bf16 values; each block's
+ * logits and g are rounded to bf16. */
 typedef struct MplCe {
   int64_t N, K, V, chunk;
   bool tb, bf16;
-  const float *x, *w, *dloss;
+  const float *x, *w;
   const int32_t *targets;
-  float *loss, *lse, *dx, *dw;
+  float *loss, *dx, *dw;
 } MplCe;
 
 /* A device backend: one instance per kind (cpu, cuda), filled with designated initializers.
@@ -70,9 +70,8 @@ typedef struct MplDeviceOps {
   /* the fused attention, forward and backward (MplSdpa); NULL: the device has none */
   int (*sdpa)(MplDevice *d, const MplSdpa *a, MplErr *err);
   int (*sdpa_bwd)(MplDevice *d, const MplSdpa *a, MplErr *err);
-  /* the fused cross-entropy, forward and backward (MplCe); NULL: the device has none */
+  /* the fused cross-entropy (MplCe); NULL: the device has none */
   int (*ce)(MplDevice *d, const MplCe *a, MplErr *err);
-  int (*ce_bwd)(MplDevice *d, const MplCe *a, MplErr *err);
   int (*zero)(MplDevice *d, void *dst, size_t bytes, MplErr *err);
   int (*copy_to_host)(MplDevice *d, void *host, const void *dev, size_t bytes, MplErr *err);
   int (*copy_from_host)(MplDevice *d, void *dev, const void *host, size_t bytes, MplErr *err);
@@ -170,12 +169,11 @@ void mpl_sdpa_cpu_bwd(void **args, const int64_t *scalars, int64_t begin, int64_
 
 /* Runs fn's units [0, n) (args as given) over the caller's threads, any split. */
 typedef int (*MplCeRowsFn)(void *ctx, MplKernelFn fn, void **args, int64_t n, MplErr *err);
-/* The floats of scratch mpl_ce_cpu needs (8-byte aligned): N x chunk + 4N. */
+/* The floats of scratch mpl_ce_cpu needs (8-byte aligned): chunk x V + 2N. */
 int64_t mpl_ce_cpu_scratch(const MplCe *a);
-/* The step, forward or backward, its GEMMs through gemm.c (bf16: through bf16 when not NULL),
- * its row loops through rows(ctx, ...). The same bits for any thread count. */
-int mpl_ce_cpu(const MplCe *a, bool backward, float *scratch, MplGemmBf16 *bf16, MplCeRowsFn rows, void *ctx,
-               MplErr *err);
+/* The step, its GEMMs through gemm.c (bf16: through bf16 when not NULL), its row loops
+ * through rows(ctx, ...). The same bits for any thread count. */
+int mpl_ce_cpu(const MplCe *a, float *scratch, MplGemmBf16 *bf16, MplCeRowsFn rows, void *ctx, MplErr *err);
 
 /* The job's CPU kernels, compiled for the host by the JIT (jit_cpu.c). */
 typedef struct MplCpuKernels {

@@ -321,13 +321,13 @@ static int cpu_sdpa(MplDevice *d, const MplSdpa *a, MplErr *err) { return cpu_sd
 static int cpu_sdpa_bwd(MplDevice *d, const MplSdpa *a, MplErr *err) { return cpu_sdpa_run(d, a, true, err); }
 
 /* The fused cross-entropy (ce_cpu.c): its row loops over the rank's threads as a kernel's
- * outer iterations, its products through gemm.c; the scratch ([N, chunk] logits, which the
+ * outer iterations, its products through gemm.c; the scratch ([rows, V] logits, which the
  * plan does not hold) is the device's, grown to the largest step met and kept. */
 static int cpu_ce_rows(void *ctx, MplKernelFn fn, void **args, int64_t n, MplErr *err) {
   return cpu_kernel(ctx, fn, args, NULL, n, INT64_MAX / 2, err);
 }
 
-static int cpu_ce_run(MplDevice *d, const MplCe *a, bool backward, MplErr *err) {
+static int cpu_ce(MplDevice *d, const MplCe *a, MplErr *err) {
   CpuDev *cd = d->impl;
   int64_t need = mpl_ce_cpu_scratch(a);
   if (need > cd->ce_cap) {
@@ -337,11 +337,8 @@ static int cpu_ce_run(MplDevice *d, const MplCe *a, bool backward, MplErr *err) 
       return mpl_errf(err, "cpu: out of memory for the cross-entropy's chunk (%lld floats)", (long long)need);
     cd->ce_cap = need;
   }
-  return mpl_ce_cpu(a, backward, cd->ce_scratch, &cd->bf16, cpu_ce_rows, d, err);
+  return mpl_ce_cpu(a, cd->ce_scratch, &cd->bf16, cpu_ce_rows, d, err);
 }
-
-static int cpu_ce(MplDevice *d, const MplCe *a, MplErr *err) { return cpu_ce_run(d, a, false, err); }
-static int cpu_ce_bwd(MplDevice *d, const MplCe *a, MplErr *err) { return cpu_ce_run(d, a, true, err); }
 
 static int cpu_accum_f32(MplDevice *d, float *acc, const float *src, int64_t n, MplErr *err) {
   for (int64_t i = 0; i < n; i++) acc[i] += src[i];
@@ -402,7 +399,6 @@ const MplDeviceOps mpl_device_cpu_ops = {
     .sdpa = cpu_sdpa,
     .sdpa_bwd = cpu_sdpa_bwd,
     .ce = cpu_ce,
-    .ce_bwd = cpu_ce_bwd,
     .zero = cpu_zero,
     .copy_to_host = cpu_copy,
     .copy_from_host = cpu_copy,

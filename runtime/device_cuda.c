@@ -60,7 +60,7 @@ const char mpl_cuda_sdpa_src[] = {
 };
 
 /* The fused cross-entropy's row kernels: runtime/cuda/ce.cu, embedded the same way, compiled
- * with NVRTC the first time a device runs a JS_CE or JS_CE_BWD step (mpl_cuda_ce_compile). */
+ * with NVRTC the first time a device runs a JS_CE step (mpl_cuda_ce_compile). */
 const char mpl_cuda_ce_src[] = {
 #include "runtime/cuda/ce.cu.inc"
 };
@@ -163,7 +163,7 @@ typedef struct CudaDev {
   int nsdpa;
   /* the fused cross-entropy's kernels (loaded on first use) and scratch (grown, kept) */
   CUmodule cemod;
-  CUfunction ce_init, ce_fwd, ce_bwd, ce_finish;
+  CUfunction ce_rows, ce_finish;
   float *ce_scratch;
   int64_t ce_cap;             /* floats */
   const atomic_int *stop;     /* set by an NCCL communicator: waits poll it (mpl_cuda_wait) */
@@ -1005,9 +1005,9 @@ static int ce_kernels(CudaDev *cd, MplErr *err) {
   int st = load_ptx_into(cd, &cd->cemod, "the fused cross-entropy's kernels", ptx, err);
   mpl_free(ptx);
   if (st != MPL_OK) return MPL_ERR;
-  const char *names[4] = {"mpl_ce_init", "mpl_ce_rows_fwd", "mpl_ce_rows_bwd", "mpl_ce_finish"};
-  CUfunction *fns[4] = {&cd->ce_init, &cd->ce_fwd, &cd->ce_bwd, &cd->ce_finish};
-  for (int i = 0; i < 4; i++) {
+  const char *names[2] = {"mpl_ce_rows", "mpl_ce_finish"};
+  CUfunction *fns[2] = {&cd->ce_rows, &cd->ce_finish};
+  for (int i = 0; i < 2; i++) {
     CUresult r = cd->drv.get_function(fns[i], cd->cemod, names[i]);
     if (r != CUDA_SUCCESS) {
       cu_fail(cd, r, names[i], __FILE__, __LINE__, err);
@@ -1035,11 +1035,13 @@ static int ce_gemm(CudaDev *cd, bool bf16, bool ta, bool tb, int64_t M, int64_t 
   return MPL_OK;
 }
 
-static int cuda_ce_run(MplDevice *d, const MplCe *a, bool bwd, MplErr *err) {
+/* JS_CE over blocks of rows: per block the logits by cuBLAS, mpl_ce_rows (loss per row, g in
+ * place), dx1 of the block and dw1 (+)= by cuBLAS; then mpl_ce_finish (the mean loss). */
+static int cuda_ce(MplDevice *d, const MplCe *a, MplErr *err) {
   CudaDev *cd = d->impl;
-  if (a->N < 1 || a->K < 1 || a->V < 1 || a->chunk < 1 || a->chunk > a->V || a->N > INT32_MAX ||
-      a->K > INT32_MAX || a->V > INT32_MAX || a->N * a->chunk > INT32_MAX)
-    return mpl_errf(err, "cuda: the fused cross-entropy's sizes (N %lld, K %lld, V %lld, chunk %lld) exceed cuBLAS's",
+  if (a->N < 1 || a->K < 1 || a->V < 1 || a->chunk < 1 || a->chunk > a->N || a->N > INT32_MAX ||
+      a->K > INT32_MAX || a->V > INT32_MAX || a->chunk * a->V > INT32_MAX)
+    return mpl_errf(err, "cuda: the fused cross-entropy's sizes (N %lld, K %lld, V %lld, rows %lld) exceed cuBLAS's",
                     (long long)a->N, (long long)a->K, (long long)a->V, (long long)a->chunk);
   if (ce_kernels(cd, err) != MPL_OK) return MPL_ERR;
   CUDA_CHECK(cudaSetDevice(cd->dev));
@@ -1051,56 +1053,39 @@ static int cuda_ce_run(MplDevice *d, const MplCe *a, bool bwd, MplErr *err) {
     if (e != cudaSuccess) {
       cudaGetLastError();
       cd->ce_scratch = NULL;
-      return mpl_errf(err, "cuda: no memory for the cross-entropy's chunk (%lld bytes): %s",
+      return mpl_errf(err, "cuda: no memory for the cross-entropy's block of logits (%lld bytes): %s",
                       (long long)need * 4, cudaGetErrorString(e));
     }
     cd->ce_cap = need;
   }
-  double *s = (double *)(void *)cd->ce_scratch;
-  float *m = cd->ce_scratch + 2 * a->N, *tl = m + a->N, *L = tl + a->N;
-  long long N = a->N, nthreads = (long long)cd->max_blocks * CE_THREADS;
+  double *loss = (double *)(void *)cd->ce_scratch;
+  float *L = cd->ce_scratch + 2 * a->N, scale = (float)(1.0 / (double)a->N);
+  long long N = a->N, V = a->V;
   int bf16 = a->bf16;
-  if (!bwd) {
-    void *pi[] = {&m, &s, &tl, &N, &nthreads};
+  int64_t K = a->K;
+  for (int64_t r0 = 0; r0 < a->N; r0 += a->chunk) {
+    long long rr = a->N - r0 < a->chunk ? a->N - r0 : a->chunk, lr0 = r0;
+    const float *xb = a->x + r0 * K;
+    if (ce_gemm(cd, bf16, false, a->tb, rr, V, K, xb, K, a->w, a->tb ? K : V, 0.0f, L, V, err) != MPL_OK)
+      return MPL_ERR;
+    void *p[] = {&L, &V, &lr0, (void *)&a->targets, &loss, &scale, &bf16};
     prof_begin(cd, PROF_CE);
-    int st = launch_on_compute(cd, cd->ce_init, cd->max_blocks, CE_THREADS, pi, err);
+    int st = launch_on_compute(cd, cd->ce_rows, rr, CE_THREADS, p, err);
     prof_end(cd);
     if (st != MPL_OK) return MPL_ERR;
-  }
-  for (int64_t c0 = 0; c0 < a->V; c0 += a->chunk) {
-    long long cc = a->V - c0 < a->chunk ? a->V - c0 : a->chunk, lc0 = c0;
-    const float *wc = a->tb ? a->w + c0 * a->K : a->w + c0;
-    if (ce_gemm(cd, bf16, false, a->tb, a->N, cc, a->K, a->x, a->K, wc, a->tb ? a->K : a->V, 0.0f, L, cc, err) != MPL_OK)
+    if (ce_gemm(cd, bf16, false, !a->tb, rr, K, V, L, V, a->w, a->tb ? K : V, 0.0f, a->dx + r0 * K, K, err) != MPL_OK)
       return MPL_ERR;
-    int st;
-    prof_begin(cd, PROF_CE);
-    if (!bwd) {
-      void *p[] = {&L, &cc, &lc0, (void *)&a->targets, &m, &s, &tl, &bf16};
-      st = launch_on_compute(cd, cd->ce_fwd, a->N, CE_THREADS, p, err);
-    } else {
-      void *p[] = {&L, &N, &cc, &lc0, (void *)&a->targets, (void *)&a->lse, (void *)&a->dloss, &bf16, &nthreads};
-      st = launch_on_compute(cd, cd->ce_bwd, cd->max_blocks, CE_THREADS, p, err);
-    }
-    prof_end(cd);
-    if (st != MPL_OK) return MPL_ERR;
-    if (!bwd) continue;
-    if (ce_gemm(cd, bf16, false, !a->tb, a->N, a->K, cc, L, cc, wc, a->tb ? a->K : a->V, c0 ? 1.0f : 0.0f, a->dx,
-                a->K, err) != MPL_OK)
-      return MPL_ERR;
-    st = a->tb ? ce_gemm(cd, bf16, true, false, cc, a->K, a->N, L, cc, a->x, a->K, 0.0f, a->dw + c0 * a->K, a->K, err)
-               : ce_gemm(cd, bf16, true, false, a->K, cc, a->N, a->x, a->K, L, cc, 0.0f, a->dw + c0, a->V, err);
+    float beta = r0 ? 1.0f : 0.0f;
+    st = a->tb ? ce_gemm(cd, bf16, true, false, V, K, rr, L, V, xb, K, beta, a->dw, K, err)
+               : ce_gemm(cd, bf16, true, false, K, V, rr, xb, K, L, V, beta, a->dw, V, err);
     if (st != MPL_OK) return MPL_ERR;
   }
-  if (bwd) return MPL_OK;
-  void *pf[] = {&m, &s, &tl, (void *)&a->lse, (void *)&a->loss, &N};
+  void *pf[] = {&loss, (void *)&a->loss, &N};
   prof_begin(cd, PROF_CE);
   int st = launch_on_compute(cd, cd->ce_finish, 1, CE_THREADS, pf, err);
   prof_end(cd);
   return st;
 }
-
-static int cuda_ce(MplDevice *d, const MplCe *a, MplErr *err) { return cuda_ce_run(d, a, false, err); }
-static int cuda_ce_bwd(MplDevice *d, const MplCe *a, MplErr *err) { return cuda_ce_run(d, a, true, err); }
 
 /* ---- the device's communicator (comm_nccl.c and its world files), through the table ---- */
 
@@ -1124,7 +1109,6 @@ const MplDeviceOps mpl_device_cuda_ops = {
     .sdpa = cuda_sdpa,
     .sdpa_bwd = cuda_sdpa_bwd,
     .ce = cuda_ce,
-    .ce_bwd = cuda_ce_bwd,
     .zero = cuda_zero,
     .copy_to_host = cuda_copy_to_host,
     .copy_from_host = cuda_copy_from_host,

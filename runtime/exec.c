@@ -203,23 +203,17 @@ static int run_sdpa(RankCtx *rc, const JobStep *s, int stage, int mb, MplErr *er
   return rc->dev.ops->sdpa_bwd(&rc->dev, &a, err);
 }
 
-/* JS_CE, JS_CE_BWD: the fused cross-entropy through the device's ce ops. */
+/* JS_CE: the fused cross-entropy through the device's ce op (loss, dx1, dw1). */
 static int run_ce(RankCtx *rc, const JobStep *s, int stage, int mb, MplErr *err) {
-  bool bwd = s->kind == JS_CE_BWD;
-  float *p[7];
-  for (int i = 0; i < s->nargs && i < 7; i++)
+  float *p[6];
+  for (int i = 0; i < 6; i++)
     if (!(p[i] = need_ptr(rc, s->args[i], mb, stage, err))) return MPL_ERR;
-  if (!(bwd ? rc->dev.ops->ce_bwd : rc->dev.ops->ce))
+  if (!rc->dev.ops->ce)
     return rank_fail(rc, err, "stage %d: the %s device has no fused cross-entropy yet: compile with --no-fused-ce",
                      stage, rc->dev.ops->name);
   MplCe a = {.N = s->M, .K = s->K, .V = s->N, .chunk = s->chunk, .tb = s->tb, .bf16 = s->prec == PREC_BF16,
-             .x = p[0], .w = p[1], .targets = (const int32_t *)(void *)p[2]};
-  if (!bwd) {
-    a.loss = p[3], a.lse = p[4];
-    return rc->dev.ops->ce(&rc->dev, &a, err);
-  }
-  a.lse = p[3], a.dloss = p[4], a.dx = p[5], a.dw = p[6];
-  return rc->dev.ops->ce_bwd(&rc->dev, &a, err);
+             .x = p[0], .w = p[1], .targets = (const int32_t *)(void *)p[2], .loss = p[3], .dx = p[4], .dw = p[5]};
+  return rc->dev.ops->ce(&rc->dev, &a, err);
 }
 
 static int run_step_op(RankCtx *rc, const JobStep *s, int stage, int mb, int64_t step, MplErr *err) {
@@ -234,7 +228,7 @@ static int run_step_op(RankCtx *rc, const JobStep *s, int stage, int mb, int64_t
   }
   case JS_ALIAS: return MPL_OK; /* the plan gave both values one buffer */
   case JS_SDPA: case JS_SDPA_BWD: return run_sdpa(rc, s, stage, mb, err);
-  case JS_CE: case JS_CE_BWD: return run_ce(rc, s, stage, mb, err);
+  case JS_CE: return run_ce(rc, s, stage, mb, err);
   case JS_ACCUM: {
     float *acc = need_ptr(rc, s->args[0], mb, stage, err), *src = acc ? need_ptr(rc, s->args[1], mb, stage, err) : NULL;
     if (!src) return MPL_ERR;
@@ -279,7 +273,7 @@ int run_prog(RankCtx *rc, int stage, int which, int mb, int64_t step, MplErr *er
   for (int i = 0; i < pg->nsteps; i++) {
     const JobStep *s = &pg->steps[i];
     int need = s->kind == JS_GEMM ? 3 : (s->kind == JS_ACCUM || s->kind == JS_ALIAS) ? 2 : s->kind == JS_SDPA ? 5
-             : s->kind == JS_SDPA_BWD ? 9 : s->kind == JS_CE ? 5 : s->kind == JS_CE_BWD ? 7 : 0;
+             : s->kind == JS_SDPA_BWD ? 9 : s->kind == JS_CE ? 6 : 0;
     if (s->nargs < need) return rank_fail(rc, err, "stage %d: step %d has %d arguments", stage, i, s->nargs);
     double t0 = timed ? now_s() : 0;
     if (run_step_op(rc, s, stage, mb, step, err) != MPL_OK) return MPL_ERR;

@@ -492,18 +492,16 @@ static int validate_sdpa(const Job *j, int s, const JobStep *st, char *err, size
   return 0;
 }
 
-/* JS_CE, JS_CE_BWD: sizes in range, the chunk within [1, N], every operand of the dtype and
- * size its role says (targets i32, the rest f32). The targets' values are the kernels' to
- * check (a row whose target is out of range fails the step). */
+/* JS_CE: sizes in range, the block of rows within [1, M] and its scratch bounded, every
+ * operand of the dtype and size its role says (targets i32, the rest f32). The targets'
+ * values are the kernels' to check (a row whose target is out of range fails the step). */
 static int validate_ce(const Job *j, int s, const JobStep *st, char *err, size_t errlen) {
-  bool bwd = st->kind == JS_CE_BWD;
-  CHECK(st->nargs == (bwd ? 7 : 5) && st->prec <= PREC_BF16, "stage %d: bad cross-entropy step", s);
+  CHECK(st->nargs == 6 && st->prec <= PREC_BF16, "stage %d: bad cross-entropy step", s);
   CHECK(st->M > 0 && st->N > 0 && st->K > 0 && st->M <= (1LL << 34) && st->N <= (1LL << 31) && st->K <= (1 << 20) &&
-            st->chunk > 0 && st->chunk <= st->N && st->chunk <= (1LL << 34) / st->M,
+            st->chunk > 0 && st->chunk <= st->M && st->chunk <= (1LL << 34) / st->N,
         "stage %d: bad cross-entropy sizes", s);
   int64_t x = st->M * st->K, w = st->N * st->K;
-  int64_t fwd[5] = {x, w, st->M, 1, st->M}, back[7] = {x, w, st->M, st->M, 1, x, w};
-  const int64_t *want = bwd ? back : fwd;
+  int64_t want[6] = {x, w, st->M, 1, x, w};
   for (int a = 0; a < st->nargs; a++) {
     const JobValue *v = &j->values[st->args[a]];
     int dt = a == 2 ? JDT_I32 : JDT_F32;
@@ -514,7 +512,7 @@ static int validate_ce(const Job *j, int s, const JobStep *st, char *err, size_t
 }
 
 static int validate_step(const Job *j, int s, const JobStep *st, char *err, size_t errlen) {
-  CHECK(st->kind <= JS_CE_BWD, "stage %d: bad step kind %d", s, st->kind);
+  CHECK(st->kind <= JS_CE, "stage %d: bad step kind %d", s, st->kind);
   for (int a = 0; a < st->nargs; a++)
     CHECK(st->args[a] >= 0 && st->args[a] < j->nvalues, "stage %d: step reads value %d of %d", s, st->args[a], j->nvalues);
   switch (st->kind) {
@@ -554,7 +552,7 @@ static int validate_step(const Job *j, int s, const JobStep *st, char *err, size
     break;
   }
   case JS_SDPA: case JS_SDPA_BWD: return validate_sdpa(j, s, st, err, errlen);
-  case JS_CE: case JS_CE_BWD: return validate_ce(j, s, st, err, errlen);
+  case JS_CE: return validate_ce(j, s, st, err, errlen);
   case JS_ALIAS: case JS_ACCUM:
     CHECK(st->nargs == 2, "stage %d: step with %d operands", s, st->nargs);
     CHECK(j->values[st->args[0]].numel == j->values[st->args[1]].numel, "stage %d: operand sizes differ", s);
@@ -706,7 +704,7 @@ void job_free(Job *j) {
   mpl_free(j);
 }
 
-static const char *const step_names[] = {"kernel", "gemm", "alias", "accum", "comm", "sdpa", "sdpa_bwd", "ce", "ce_bwd"}; /* ORDER: JobStepKind */
+static const char *const step_names[] = {"kernel", "gemm", "alias", "accum", "comm", "sdpa", "sdpa_bwd", "ce"}; /* ORDER: JobStepKind */
 
 void job_inspect(const Job *j, FILE *out) {
   const JobTrain *t = &j->train;
@@ -745,10 +743,10 @@ void job_inspect(const Job *j, FILE *out) {
     const JobStage *st = &j->stages[s];
     fprintf(out, "stage %d on rank %d:", s, st->rank);
     for (int k = 0; k < JP__COUNT; k++) {
-      int counts[JS_CE_BWD + 1] = {0};
+      int counts[JS_CE + 1] = {0};
       for (int i = 0; i < st->prog[k].nsteps; i++) counts[st->prog[k].steps[i].kind]++;
       fprintf(out, " %s=%d steps (", (const char *[]){"fwd", "recomp", "bwd_b", "bwd_w"}[k], st->prog[k].nsteps);
-      for (int c = 0, first = 1; c <= JS_CE_BWD; c++)
+      for (int c = 0, first = 1; c <= JS_CE; c++)
         if (counts[c]) fprintf(out, "%s%d %s", first ? "" : ", ", counts[c], step_names[c]), first = 0;
       fprintf(out, ")");
     }

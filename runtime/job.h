@@ -25,8 +25,10 @@
  * JobStep's prec); 5: profiles (the ops' identities, each step's source ops, the ranks' device
  * speeds) and the zbv schedule; 6: the fused attention's steps (JS_SDPA,
  * JS_SDPA_BWD);
- * 7: the fused cross-entropy's steps (JS_CE, JS_CE_BWD) and JobStep's chunk. */
-#define MPL_JOB_FORMAT 7
+ * 7: the fused cross-entropy's steps (JS_CE, JS_CE_BWD) and JobStep's chunk;
+ * 8: JS_CE writes the gradient for dloss = 1 (dx1, dw1) over blocks of rows (chunk: rows);
+ * no JS_CE_BWD (the backward scales by dloss in kernels). */
+#define MPL_JOB_FORMAT 8
 
 /* ---- values: one per graph op (the op id is the value id) ---------------- */
 typedef enum JobDType { JDT_F32, JDT_BF16, JDT_F16, JDT_I32, JDT_BOOL } JobDType;
@@ -79,7 +81,7 @@ typedef struct JobInput {
 } JobInput;
 
 /* ---- steps of a stage program (fuse.c's output, serialised) ----------------- */
-typedef enum JobStepKind { JS_KERNEL, JS_GEMM, JS_ALIAS, JS_ACCUM, JS_COMM, JS_SDPA, JS_SDPA_BWD, JS_CE, JS_CE_BWD } JobStepKind;
+typedef enum JobStepKind { JS_KERNEL, JS_GEMM, JS_ALIAS, JS_ACCUM, JS_COMM, JS_SDPA, JS_SDPA_BWD, JS_CE } JobStepKind;
 
 typedef struct JobStep {
   uint8_t kind;
@@ -112,24 +114,23 @@ typedef struct JobStep {
      dS) rounded to bf16 before their products */
   int64_t heads, kv_heads, hv;
   bool causal;
-  /* JS_CE (args {x, w, targets, loss, lse}) and JS_CE_BWD (args {x, w, targets, lse, dloss, dx,
-     dw}), the fused cross-entropy of issue 14 item 3 (mplc --no-fused-ce: none): x [M, K], w [N, K] when
-     tb, else [K, N], targets i32 [M] in [0, N), loss f32 [], lse f32 [M], dloss f32 [], dx like
-     x, dw like w. loss = mean over rows of lse - (x w^T)[row, target]; dx, dw: its gradient
-     times dloss. The classes go in chunks of `chunk` (the device's scratch: M x chunk f32);
-     prec PREC_BF16: each chunk's logits and g rounded to bf16 (x and w hold bf16 values) */
+  /* JS_CE (args {x, w, targets, loss, dx1, dw1}), the fused cross-entropy of issue 14 item 3
+     (mplc --no-fused-ce: none): x [M, K], w [N, K] when tb, else [K, N], targets i32 [M] in
+     [0, N), loss f32 [], dx1 like x, dw1 like w. loss = mean over rows of lse - (x w^T)[row,
+     target]; dx1, dw1: its gradient for dloss = 1 (the backward's kernels scale them). The
+     rows go in blocks of `chunk` (the device's scratch: chunk x N f32 logits); prec
+     PREC_BF16: each block's logits and g rounded to bf16 (x and w hold bf16 values) */
   int64_t chunk;
 } JobStep;
 
-/* The fused cross-entropy's chunk of classes for M rows and N classes: at most MPL_CE_CHUNK
- * classes and a scratch block of MPL_CE_SCRATCH bytes (M x chunk f32), at least 64 classes
- * (or N). mplc chooses it (a job carries it), so every device sums in the same chunks. */
-enum { MPL_CE_CHUNK = 2048, MPL_CE_SCRATCH = 64 << 20 };
-static inline int64_t mpl_ce_chunk(int64_t M, int64_t N) {
-  int64_t c = M > 0 ? (int64_t)MPL_CE_SCRATCH / (4 * M) : MPL_CE_CHUNK;
-  if (c > MPL_CE_CHUNK) c = MPL_CE_CHUNK;
-  if (c < 64) c = 64;
-  return c < N ? c : N;
+/* The fused cross-entropy's block of rows for M rows and N classes: a scratch block of at
+ * most MPL_CE_SCRATCH bytes (rows x N f32 logits), at least one row, at most M. mplc chooses
+ * it (a job carries it), so every device sums dw1 over the same blocks. */
+enum { MPL_CE_SCRATCH = 64 << 20 };
+static inline int64_t mpl_ce_block_rows(int64_t M, int64_t N) {
+  int64_t r = N > 0 ? (int64_t)MPL_CE_SCRATCH / (4 * N) : M;
+  if (r < 1) r = 1;
+  return r < M ? r : M;
 }
 /* The largest head size (q's and k's, and v's) of a fused attention step: the GPU kernels
  * keep a row in registers. mplc lowers a larger sdpa to products and a softmax instead. */

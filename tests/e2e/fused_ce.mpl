@@ -1,6 +1,6 @@
 # The fused cross-entropy (compiler/ce_fuse.c, mplc's default): a one-layer GPT whose
 # untied head x @ lm_head.weight ([d, vocab], no transpose) has 2500 classes, so the step
-# runs two chunks of classes (2048 and 452). test_refstep checks it against the float64
+# runs one block of all 32 rows of a micro-batch. test_refstep checks it against the float64
 # reference; tests/e2e/fused_ce.sh trains it fused and unfused.
 import nn
 

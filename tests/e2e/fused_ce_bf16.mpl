@@ -1,6 +1,6 @@
 # The fused cross-entropy (mplc's default) in bf16 mixed precision: a one-layer GPT with
 # the unembedding tied to the token embedding (x @ transpose(wte.weight, 0, 1), w [vocab, d])
-# and 2500 classes, two chunks of classes. test_refstep checks it against the reference.
+# and 2500 classes, one block of rows. test_refstep checks it against the reference.
 import nn
 
 const vocab = 2500

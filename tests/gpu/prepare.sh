@@ -64,7 +64,7 @@ compare small_mlp tests/e2e/small_mlp.mpl
 compare recompute tests/e2e/recompute.mpl
 compare layers_on_devices examples/layers_on_devices.mpl
 # the fused cross-entropy (runtime/cuda/ce.cu; every GPT above has it): an untied head of 2500
-# classes in two chunks, and the same with --no-fused-ce, each on the GPU against the CPU
+# classes (one block of rows), and the same with --no-fused-ce, each on the GPU against the CPU
 compare fused_ce tests/e2e/fused_ce.mpl
 compare fused_ce_off tests/e2e/fused_ce.mpl --no-fused-ce
 trains mlp examples/mlp.mpl

@@ -1,10 +1,11 @@
 /*
  * test_ce.c — the fused cross-entropy's CPU step (issue 14 item 3; runtime/ce_cpu.c)
  * against a float64 reference written out here from the definition: logits l = x w^T (w
- * [V, K], tb) or x w (w [K, V]), loss = mean over rows of log sum exp l - l[target], lse
- * per row, dx and dw of loss * dloss. Shapes cross the chunk edges (chunks of 1, of a
- * divisor and a non-divisor of V, of all of V), one row and one feature, both layouts of
- * w, every class a target somewhere.
+ * [V, K], tb) or x w (w [K, V]), loss = mean over rows of log sum exp l - l[target], and
+ * its gradient for dloss = 1, dx1 and dw1, which the step computes with the loss (the
+ * backward only scales them). Shapes cross the block edges (blocks of 1 row, of a divisor
+ * and a non-divisor of N, of all of N), one row and one feature, both layouts of w, every
+ * class a target somewhere.
  *
  *  - f32: within 2e-5 of the reference (relative to each output's largest element, or 1);
  *  - the same bits for any split of the row loops (in place of the device's thread pool);
@@ -52,16 +53,16 @@ static inline float __uint_as_float(unsigned u) {
 #include "runtime/cuda/ce.cu"
 
 typedef struct Case {
-  int64_t N, K, V, chunk;
+  int64_t N, K, V, chunk; /* chunk: rows per block */
 } Case;
 
 static const Case cases[] = {
-    {37, 16, 300, 64},   /* 4 full chunks and one of 44 */
-    {37, 16, 300, 100},  /* chunks that divide V */
-    {37, 16, 300, 300},  /* one chunk */
-    {5, 3, 7, 1},        /* a chunk per class */
-    {1, 1, 130, 64},     /* one row, one feature */
-    {64, 33, 2500, 2048} /* mpl_ce_chunk's choice for 64 rows: 2048 and 452 */
+    {37, 16, 300, 8},    /* 4 full blocks and one of 5 */
+    {36, 16, 300, 12},   /* blocks that divide N */
+    {37, 16, 300, 37},   /* one block */
+    {5, 3, 7, 1},        /* a block per row */
+    {1, 1, 130, 1},      /* one row, one feature */
+    {64, 33, 2500, 64}   /* mpl_ce_block_rows's choice for 64 rows of 2500 classes: all */
 };
 
 static double round_bf16d(double x) {
@@ -75,9 +76,9 @@ static double round_bf16d(double x) {
 static float round_bf16f(float x) { return (float)round_bf16d(x); }
 
 typedef struct Bufs {
-  float *x, *w, *dx, *dw, *lse, loss, dloss;
+  float *x, *w, *dx, *dw, loss;
   int32_t *t;
-  double *rdx, *rdw, *rlse, rloss;
+  double *rdx, *rdw, rloss;
 } Bufs;
 
 static uint64_t rng = 88172645463325252ull;
@@ -89,8 +90,8 @@ static double unif(void) {
 static void make(const Case *c, Bufs *b, bool bf16) {
   int64_t nx = c->N * c->K, nw = c->V * c->K;
   b->x = malloc(4 * nx), b->w = malloc(4 * nw), b->dx = malloc(4 * nx), b->dw = malloc(4 * nw);
-  b->lse = malloc(4 * c->N), b->t = malloc(4 * c->N);
-  b->rdx = calloc(nx, 8), b->rdw = calloc(nw, 8), b->rlse = calloc(c->N, 8);
+  b->t = malloc(4 * c->N);
+  b->rdx = calloc(nx, 8), b->rdw = calloc(nw, 8);
   for (int64_t i = 0; i < nx; i++) b->x[i] = (float)(unif() * 4 - 2);
   for (int64_t i = 0; i < nw; i++) b->w[i] = (float)(unif() * 2 - 1);
   if (bf16) {
@@ -98,12 +99,11 @@ static void make(const Case *c, Bufs *b, bool bf16) {
     for (int64_t i = 0; i < nw; i++) b->w[i] = round_bf16f(b->w[i]);
   }
   for (int64_t r = 0; r < c->N; r++) b->t[r] = (int32_t)((r * 7919 + 3) % c->V);
-  b->dloss = 1.5f;
 }
 
 static void unmake(Bufs *b) {
-  free(b->x), free(b->w), free(b->dx), free(b->dw), free(b->lse), free(b->t);
-  free(b->rdx), free(b->rdw), free(b->rlse);
+  free(b->x), free(b->w), free(b->dx), free(b->dw), free(b->t);
+  free(b->rdx), free(b->rdw);
 }
 
 /* From the definition, in float64 (bf16: each logit and each g rounded as the step does). */
@@ -119,10 +119,9 @@ static void reference(const Case *c, bool tb, bool bf16, Bufs *b) {
     }
     for (int64_t v = 0; v < c->V; v++) sum += exp(l[v] - mx);
     double lse = mx + log(sum);
-    b->rlse[r] = lse;
     loss += lse - l[b->t[r]];
     for (int64_t v = 0; v < c->V; v++) {
-      double g = (exp(l[v] - lse) - (v == b->t[r])) * b->dloss / (double)c->N;
+      double g = (exp(l[v] - lse) - (v == b->t[r])) / (double)c->N;
       if (bf16) g = round_bf16d(g);
       for (int64_t k = 0; k < c->K; k++) {
         int64_t wi = tb ? v * c->K + k : k * c->V + v;
@@ -155,11 +154,10 @@ static int rows_sliced(void *ctx, MplKernelFn fn, void **args, int64_t n, MplErr
 
 static int run(const Case *c, bool tb, bool bf16, Bufs *b, int64_t slice, MplErr *err) {
   MplCe a = {.N = c->N, .K = c->K, .V = c->V, .chunk = c->chunk, .tb = tb, .bf16 = bf16, .x = b->x, .w = b->w,
-             .dloss = &b->dloss, .targets = b->t, .loss = &b->loss, .lse = b->lse, .dx = b->dx, .dw = b->dw};
+             .targets = b->t, .loss = &b->loss, .dx = b->dx, .dw = b->dw};
   float *scratch = malloc(4 * (size_t)mpl_ce_cpu_scratch(&a));
   memset(b->dx, 0x7f, 4 * c->N * c->K), memset(b->dw, 0x7f, 4 * c->V * c->K); /* overwritten, not added to */
-  int rc = mpl_ce_cpu(&a, false, scratch, NULL, rows_sliced, &slice, err);
-  if (rc == MPL_OK) rc = mpl_ce_cpu(&a, true, scratch, NULL, rows_sliced, &slice, err);
+  int rc = mpl_ce_cpu(&a, scratch, NULL, rows_sliced, &slice, err);
   free(scratch);
   return rc;
 }
@@ -173,35 +171,32 @@ START_TEST(test_cpu_step) {
   ck_assert_msg(run(c, tb, bf16, &b, 1 << 30, &err) == MPL_OK, "%s", err.msg);
   reference(c, tb, bf16, &b);
   double tol = bf16 ? 1.0 / 128 : 2e-5;
-  double rl = b.rloss, e[4] = {err_of(&b.loss, &rl, 1), err_of(b.lse, b.rlse, c->N), err_of(b.dx, b.rdx, c->N * c->K),
-                               err_of(b.dw, b.rdw, c->V * c->K)};
-  const char *names[4] = {"loss", "lse", "dx", "dw"};
-  for (int i = 0; i < 4; i++)
-    ck_assert_msg(e[i] <= tol, "N%lld K%lld V%lld chunk %lld%s%s: %s off by %g (tolerance %g)", (long long)c->N,
+  double rl = b.rloss, e[3] = {err_of(&b.loss, &rl, 1), err_of(b.dx, b.rdx, c->N * c->K), err_of(b.dw, b.rdw, c->V * c->K)};
+  const char *names[3] = {"loss", "dx1", "dw1"};
+  for (int i = 0; i < 3; i++)
+    ck_assert_msg(e[i] <= tol, "N%lld K%lld V%lld rows %lld%s%s: %s off by %g (tolerance %g)", (long long)c->N,
                   (long long)c->K, (long long)c->V, (long long)c->chunk, tb ? " tb" : "", bf16 ? " bf16" : "", names[i],
                   e[i], tol);
   /* any split of the rows: the same bits */
-  float loss = b.loss, *dx = malloc(4 * c->N * c->K), *dw = malloc(4 * c->V * c->K), *lse = malloc(4 * c->N);
-  memcpy(dx, b.dx, 4 * c->N * c->K), memcpy(dw, b.dw, 4 * c->V * c->K), memcpy(lse, b.lse, 4 * c->N);
+  float loss = b.loss, *dx = malloc(4 * c->N * c->K), *dw = malloc(4 * c->V * c->K);
+  memcpy(dx, b.dx, 4 * c->N * c->K), memcpy(dw, b.dw, 4 * c->V * c->K);
   for (int64_t slice = 1; slice <= 3; slice += 2) {
     ck_assert(run(c, tb, bf16, &b, slice, &err) == MPL_OK);
-    ck_assert_msg(!memcmp(&loss, &b.loss, 4) && !memcmp(lse, b.lse, 4 * c->N) && !memcmp(dx, b.dx, 4 * c->N * c->K) &&
-                      !memcmp(dw, b.dw, 4 * c->V * c->K),
+    ck_assert_msg(!memcmp(&loss, &b.loss, 4) && !memcmp(dx, b.dx, 4 * c->N * c->K) && !memcmp(dw, b.dw, 4 * c->V * c->K),
                   "rows in slices of %lld: other bits", (long long)slice);
   }
-  free(dx), free(dw), free(lse);
+  free(dx), free(dw);
   unmake(&b);
 }
 END_TEST
 
 /* One kernel launch on the host: blocks one after another, CE_THREADS pthreads each. */
 typedef struct HostLaunch {
-  int which; /* 0 init, 1 rows_fwd, 2 rows_bwd, 3 finish */
-  float *L, *m, *tl, *lse, *loss;
-  double *s;
-  const float *dloss;
+  int which; /* 0 rows, 1 finish */
+  float *L, *out, scale;
+  double *loss;
   const int *t;
-  long long N, cc, c0, nthreads;
+  long long N, V, r0;
   int bf16;
 } HostLaunch;
 
@@ -215,12 +210,8 @@ static void *host_thread(void *p) {
   const HostLaunch *l = h->l;
   threadIdx = (HostDim3){h->thread, 0, 0};
   blockIdx = (HostDim3){h->block, 0, 0};
-  switch (l->which) {
-  case 0: mpl_ce_init(l->m, l->s, l->tl, l->N, l->nthreads); break;
-  case 1: mpl_ce_rows_fwd(l->L, l->cc, l->c0, l->t, l->m, l->s, l->tl, l->bf16); break;
-  case 2: mpl_ce_rows_bwd(l->L, l->N, l->cc, l->c0, l->t, l->lse, l->dloss, l->bf16, l->nthreads); break;
-  default: mpl_ce_finish(l->m, l->s, l->tl, l->lse, l->loss, l->N); break;
-  }
+  if (l->which == 0) mpl_ce_rows(l->L, l->V, l->r0, l->t, l->loss, l->scale, l->bf16);
+  else mpl_ce_finish(l->loss, l->out, l->N);
   return NULL;
 }
 
@@ -238,34 +229,28 @@ static void host_launch(const HostLaunch *l, long long blocks) {
   }
 }
 
-/* device_cuda.c's cuda_ce_run, with gemm.c for cuBLAS and 3 blocks for the grid-stride kernels */
+/* device_cuda.c's cuda_ce, with gemm.c for cuBLAS */
 static void cuda_on_host(const Case *c, bool tb, bool bf16, Bufs *b) {
   MplCe a = {.N = c->N, .K = c->K, .V = c->V, .chunk = c->chunk, .tb = tb, .bf16 = bf16, .x = b->x, .w = b->w,
-             .dloss = &b->dloss, .targets = b->t, .loss = &b->loss, .lse = b->lse, .dx = b->dx, .dw = b->dw};
+             .targets = b->t, .loss = &b->loss, .dx = b->dx, .dw = b->dw};
   float *scratch = malloc(4 * (size_t)mpl_ce_cpu_scratch(&a));
-  HostLaunch l = {.s = (double *)(void *)scratch, .m = scratch + 2 * c->N, .N = c->N, .t = b->t, .bf16 = bf16,
-                  .lse = b->lse, .loss = &b->loss, .dloss = &b->dloss, .nthreads = 3 * CE_THREADS};
-  l.tl = l.m + c->N, l.L = l.tl + c->N;
-  for (int bwd = 0; bwd < 2; bwd++) {
-    if (!bwd) host_launch(&(HostLaunch){.which = 0, .m = l.m, .s = l.s, .tl = l.tl, .N = l.N, .nthreads = l.nthreads}, 3);
-    for (int64_t c0 = 0; c0 < c->V; c0 += c->chunk) {
-      int64_t cc = c->V - c0 < c->chunk ? c->V - c0 : c->chunk;
-      const float *wc = tb ? b->w + c0 * c->K : b->w + c0;
-      ck_assert(mpl_gemm_f32(false, tb, c->N, cc, c->K, 1.0f, b->x, c->K, wc, tb ? c->K : c->V, 0.0f, l.L, cc) == MPL_OK);
-      l.cc = cc, l.c0 = c0, l.which = bwd ? 2 : 1;
-      host_launch(&l, bwd ? 3 : c->N);
-      if (!bwd) continue;
-      ck_assert(mpl_gemm_f32(false, !tb, c->N, c->K, cc, 1.0f, l.L, cc, wc, tb ? c->K : c->V, c0 ? 1.0f : 0.0f, b->dx,
-                             c->K) == MPL_OK);
-      ck_assert((tb ? mpl_gemm_f32(true, false, cc, c->K, c->N, 1.0f, l.L, cc, b->x, c->K, 0.0f, b->dw + c0 * c->K, c->K)
-                    : mpl_gemm_f32(true, false, c->K, cc, c->N, 1.0f, b->x, c->K, l.L, cc, 0.0f, b->dw + c0, c->V)) ==
-                MPL_OK);
-    }
-    if (!bwd) {
-      l.which = 3;
-      host_launch(&l, 1);
-    }
+  int64_t K = c->K, V = c->V;
+  HostLaunch l = {.loss = (double *)(void *)scratch, .L = scratch + 2 * c->N, .N = c->N, .V = V, .t = b->t,
+                  .bf16 = bf16, .out = &b->loss, .scale = (float)(1.0 / (double)c->N)};
+  memset(b->dx, 0x7f, 4 * c->N * K), memset(b->dw, 0x7f, 4 * V * K);
+  for (int64_t r0 = 0; r0 < c->N; r0 += c->chunk) {
+    int64_t rr = c->N - r0 < c->chunk ? c->N - r0 : c->chunk;
+    const float *xb = b->x + r0 * K;
+    ck_assert(mpl_gemm_f32(false, tb, rr, V, K, 1.0f, xb, K, b->w, tb ? K : V, 0.0f, l.L, V) == MPL_OK);
+    l.which = 0, l.r0 = r0;
+    host_launch(&l, rr);
+    ck_assert(mpl_gemm_f32(false, !tb, rr, K, V, 1.0f, l.L, V, b->w, tb ? K : V, 0.0f, b->dx + r0 * K, K) == MPL_OK);
+    float beta = r0 ? 1.0f : 0.0f;
+    ck_assert((tb ? mpl_gemm_f32(true, false, V, K, rr, 1.0f, l.L, V, xb, K, beta, b->dw, K)
+                  : mpl_gemm_f32(true, false, K, V, rr, 1.0f, xb, K, l.L, V, beta, b->dw, V)) == MPL_OK);
   }
+  l.which = 1;
+  host_launch(&l, 1);
   free(scratch);
 }
 
@@ -277,11 +262,10 @@ START_TEST(test_cuda_kernels_on_host) {
   cuda_on_host(c, tb, bf16, &b);
   reference(c, tb, bf16, &b);
   double tol = bf16 ? 1.0 / 128 : 2e-5;
-  double rl = b.rloss, e[4] = {err_of(&b.loss, &rl, 1), err_of(b.lse, b.rlse, c->N), err_of(b.dx, b.rdx, c->N * c->K),
-                               err_of(b.dw, b.rdw, c->V * c->K)};
-  const char *names[4] = {"loss", "lse", "dx", "dw"};
-  for (int i = 0; i < 4; i++)
-    ck_assert_msg(e[i] <= tol, "cuda on the host: N%lld K%lld V%lld chunk %lld%s%s: %s off by %g (tolerance %g)",
+  double rl = b.rloss, e[3] = {err_of(&b.loss, &rl, 1), err_of(b.dx, b.rdx, c->N * c->K), err_of(b.dw, b.rdw, c->V * c->K)};
+  const char *names[3] = {"loss", "dx1", "dw1"};
+  for (int i = 0; i < 3; i++)
+    ck_assert_msg(e[i] <= tol, "cuda on the host: N%lld K%lld V%lld rows %lld%s%s: %s off by %g (tolerance %g)",
                   (long long)c->N, (long long)c->K, (long long)c->V, (long long)c->chunk, tb ? " tb" : "",
                   bf16 ? " bf16" : "", names[i], e[i], tol);
   unmake(&b);
@@ -298,8 +282,8 @@ START_TEST(test_nvrtc_compiles_kernels) {
     MplErr err = {{0}};
     ck_assert_msg(mpl_cuda_ce_compile(archs[a], &ptx, log, sizeof log, &err) == MPL_OK, "%s", err.msg);
     ck_assert_msg(log[0] == 0, "NVRTC said, for %s: %s", archs[a], log);
-    const char *const entries[] = {"mpl_ce_init", "mpl_ce_rows_fwd", "mpl_ce_rows_bwd", "mpl_ce_finish"};
-    for (int e = 0; e < 4; e++) {
+    const char *const entries[] = {"mpl_ce_rows", "mpl_ce_finish"};
+    for (int e = 0; e < 2; e++) {
       char entry[64];
       snprintf(entry, sizeof entry, ".entry %s(", entries[e]);
       ck_assert_msg(strstr(ptx, entry) != NULL, "%s: no %s in the PTX", archs[a], entries[e]);

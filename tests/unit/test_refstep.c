@@ -235,7 +235,7 @@ START_TEST(test_examples) {
 END_TEST
 
 /* the fused cross-entropy (ce_fuse.c, the GPTs above have it) over a vocabulary of 2500
- * classes, two chunks, untied (f32) and tied (bf16) heads; and --no-fused-ce's products and
+ * classes (one block of rows), untied (f32) and tied (bf16) heads; and --no-fused-ce's products and
  * cross_entropy on the GPT */
 START_TEST(test_fused_ce) {
   check_step("tests/e2e/fused_ce.mpl", NULL, NULL);
