@@ -482,8 +482,16 @@ static int validate_sdpa(const Job *j, int s, const JobStep *st, char *err, size
             st->batch <= (1 << 30) && st->heads <= (1 << 20) && st->M <= (1 << 30) && st->N <= (1 << 30) &&
             st->K <= (1 << 20) && st->hv <= (1 << 20) && st->heads % st->kv_heads == 0,
         "stage %d: bad sdpa sizes", s);
-  int64_t q = st->batch * st->heads * st->M, kv = st->batch * st->kv_heads * st->N;
-  int64_t want[9] = {q * st->K, kv * st->K, kv * st->hv, q * st->hv, q, q * st->hv, q * st->K, kv * st->K, kv * st->hv};
+  /* sizes as a damaged job may hold them: products in 128 bits (each factor is below 2^31) */
+  typedef unsigned __int128 U128;
+  U128 q = (U128)st->batch * (U128)st->heads * (U128)st->M, kv = (U128)st->batch * (U128)st->kv_heads * (U128)st->N;
+  U128 want128[9] = {q * (U128)st->K, kv * (U128)st->K,  kv * (U128)st->hv, q * (U128)st->hv, q,
+                     q * (U128)st->hv, q * (U128)st->K, kv * (U128)st->K,  kv * (U128)st->hv};
+  int64_t want[9];
+  for (int a = 0; a < 9; a++) {
+    CHECK(want128[a] <= (U128)INT64_MAX, "stage %d: sdpa sizes overflow", s);
+    want[a] = (int64_t)want128[a];
+  }
   for (int a = 0; a < st->nargs; a++) {
     const JobValue *v = &j->values[st->args[a]];
     CHECK(v->dtype == JDT_F32 && v->numel == want[a], "stage %d: sdpa operand %d has %lld elements, not %lld", s, a,

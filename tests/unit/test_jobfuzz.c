@@ -160,6 +160,51 @@ START_TEST(test_fused_ce_steps) {
 }
 END_TEST
 
+/* The fused attention's steps (JS_SDPA, JS_SDPA_BWD): each damaged field is refused by
+ * job_validate with a message naming sdpa (sizes, heads that do not group, operand count, an
+ * operand's size or dtype, the precision). */
+START_TEST(test_sdpa_steps) {
+  const char *build = getenv("BUILD") ? getenv("BUILD") : "build";
+  char cmd[1024], err[700] = "";
+  snprintf(tmp_path, sizeof tmp_path, "/tmp/mpl_jobfuzz_%d.job", (int)getpid());
+  snprintf(cmd, sizeof cmd, "%s/mplc tests/e2e/v2/sdpa_grad.mpl -o %s", build, tmp_path);
+  ck_assert_msg(system(cmd) == 0, "mplc failed: %s", cmd);
+  Job *j = job_read(tmp_path, err, sizeof err);
+  ck_assert_msg(j != NULL, "%s", err);
+  JobStep *st2[2] = {NULL, NULL}; /* a forward and a backward step */
+  for (int s = 0; s < j->nstages; s++)
+    for (int k = 0; k < JP__COUNT; k++)
+      for (int i = 0; i < j->stages[s].prog[k].nsteps; i++) {
+        JobStep *st = &j->stages[s].prog[k].steps[i];
+        if (st->kind == JS_SDPA && !st2[0]) st2[0] = st;
+        if (st->kind == JS_SDPA_BWD && !st2[1]) st2[1] = st;
+      }
+  ck_assert_msg(st2[0] && st2[1], "no fused attention steps in the job");
+  for (int w = 0; w < 2; w++)
+    for (int d = 0; d < 7; d++) {
+      JobStep keep = *st2[w];
+      int32_t args[9];
+      memcpy(args, st2[w]->args, sizeof(int32_t) * (size_t)st2[w]->nargs);
+      switch (d) {
+      case 0: st2[w]->heads = 0; break;
+      case 1: st2[w]->kv_heads = st2[w]->heads + 1; break;
+      case 2: st2[w]->nargs--; break;
+      case 3: st2[w]->M *= 2; break;
+      case 4: st2[w]->K *= 2; break;
+      case 5: st2[w]->prec = 9; break;
+      case 6: st2[w]->hv = -1; break;
+      }
+      err[0] = 0;
+      ck_assert_msg(job_validate(j, err, sizeof err) != 0, "step %d, damage %d accepted", w, d);
+      ck_assert_msg(strstr(err, "sdpa"), "step %d, damage %d: %s", w, d, err);
+      memcpy(st2[w]->args, args, sizeof(int32_t) * (size_t)keep.nargs);
+      *st2[w] = keep;
+    }
+  ck_assert_int_eq(job_validate(j, err, sizeof err), 0);
+  job_free(j);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("jobfuzz");
   TCase *tc = tcase_create("jobfuzz");
@@ -168,6 +213,7 @@ int main(void) {
   tcase_add_test(tc, test_flips_and_truncations);
   tcase_add_test(tc, test_wrong_version);
   tcase_add_test(tc, test_fused_ce_steps);
+  tcase_add_test(tc, test_sdpa_steps);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
