@@ -32,11 +32,9 @@
  *    threads a block when it has enough outer iterations to give every SM a block, else
  *    fewer (down to one warp) so that row kernels spread over the SMs; at most
  *    BLOCKS_PER_SM blocks per SM;
- *  - the optimizer runs here (copy_device .. adamw): the kernels of runtime/cuda/optim.cu
- *    (mpl_cuda_optim_src), compiled once per device at init with NVRTC (--fmad=false,
- *    IEEE division and square root), do optim.c's per-element arithmetic operation by
- *    operation, so the update of a param matches the CPU's bits for the same gradient; a
- *    sum of squares is a fixed tree in float64 whose shape depends on n only (not on the GPU).
+ *  - the runtime's own CUDA programs (the optimizer, whose update of a param matches the
+ *    CPU's bits for the same gradient; the fused attention; the fused cross-entropy) and
+ *    NVRTC are device_cuda_progs.c's; the state both files share is cuda_dev.h's.
  */
 #include "exec.h"
 
@@ -44,133 +42,18 @@
 #include <string.h>
 #include <time.h>
 
-/* The optimizer kernels: runtime/cuda/optim.cu, embedded at build time (tools/embed.sh), compiled
- * with NVRTC by every cuda device at init (mpl_cuda_optim_compile). Per element they are optim.c's
- * arithmetic, operation by operation (no FMA: --fmad=false). The elementwise kernels loop
- * grid-stride (any launch shape gives the same bits); the two sum-of-squares kernels must run
- * with 256 threads a block (ORDER: BLOCK in this file). */
-const char mpl_cuda_optim_src[] = {
-#include "runtime/cuda/optim.cu.inc"
-};
-
-/* The fused attention's kernels: runtime/cuda/sdpa.cu, embedded the same way, compiled with
- * NVRTC the first time a device meets a pair of head sizes (mpl_cuda_sdpa_compile). */
-const char mpl_cuda_sdpa_src[] = {
-#include "runtime/cuda/sdpa.cu.inc"
-};
-
-/* The fused cross-entropy's row kernels: runtime/cuda/ce.cu, embedded the same way, compiled
- * with NVRTC the first time a device runs a JS_CE step (mpl_cuda_ce_compile). */
-const char mpl_cuda_ce_src[] = {
-#include "runtime/cuda/ce.cu.inc"
-};
-
 #ifdef MPL_HAVE_CUDA
 
-#include <cublas_v2.h>
-#include <cuda.h>
-#include <nvrtc.h>
+#include "cuda_dev.h"
 
-#include "cuda_rt.h"
-
-#define CUBLAS_CHECK(call)                                                                              \
-  do {                                                                                                  \
-    cublasStatus_t s_ = (call);                                                                         \
-    if (s_ != CUBLAS_STATUS_SUCCESS)                                                                    \
-      return mpl_errf(err, "cuBLAS: %s: %s (%s:%d)", #call, cublasGetStatusString(s_), __FILE__, __LINE__); \
-  } while (0)
-
-#define CU_CHECK(cd, call)                                                                       \
-  do {                                                                                           \
-    CUresult r_ = (call);                                                                        \
-    if (r_ != CUDA_SUCCESS) return cu_fail(cd, r_, #call, __FILE__, __LINE__, err);             \
-  } while (0)
-
-#define NVRTC_CHECK(call)                                                                          \
-  do {                                                                                             \
-    nvrtcResult n_ = (call);                                                                       \
-    if (n_ != NVRTC_SUCCESS) return nvrtc_fail(prog, n_, #call, err);                              \
-  } while (0)
-
-enum { BLOCK = 256, BLOCKS_PER_SM = 32 };
-/* Sums of squares: SUMSQ_PER_BLOCK elements per block of partial sums, at most SUMSQ_PARTS
- * blocks (a function of n alone: the same tree on every GPU). ORDER: mpl_cuda_optim_src's
- * kernels assume BLOCK == 256 threads. */
-enum { SUMSQ_PER_BLOCK = BLOCK * 16, SUMSQ_PARTS = 1024 };
-
-/* The few driver API functions used, resolved through the runtime. */
-typedef struct CuDriver {
-  CUresult (*module_load)(CUmodule *, const void *, unsigned, CUjit_option *, void **);
-  CUresult (*get_function)(CUfunction *, CUmodule, const char *);
-  CUresult (*launch)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream,
-                     void **, void **);
-  CUresult (*unload)(CUmodule);
-  CUresult (*error_string)(CUresult, const char **);
-  CUresult (*get_global)(CUdeviceptr *, size_t *, CUmodule, const char *);
-} CuDriver;
-
-/*
- * MPL_PROFILE=1: every kernel, product and optimizer launch on the compute stream is
- * bracketed by two events; at each sync (the end of a step) the elapsed times are added
- * up per name, the first step's left out, and when the device is freed a table goes to
- * stderr (GPU time per kernel over the other steps, calls, share). The events cost a
- * little time themselves: profile, then time without it.
- */
-enum { PROF_GEMM, PROF_OPTIM, PROF_ACCUM, PROF_COPY, PROF_SDPA, PROF_SDPA_BWD, PROF_CE, PROF__FIXED };
+/* MPL_PROFILE's fixed slots, named (ORDER: PROF_* in cuda_dev.h) */
 static const char *const prof_fixed[PROF__FIXED] = {"cuBLAS sgemm",       "optimizer, norms, scaling",
                                                     "accumulate (saxpy)", "copies and zeroing",
                                                     "fused attention",    "fused attention, backward",
                                                     "fused cross-entropy rows"};
-typedef struct Prof {
-  bool on;
-  int nslots;                 /* PROF__FIXED + kernels */
-  char **names;               /* [nslots] */
-  double *ms;                 /* [nslots] */
-  int64_t *calls;             /* [nslots] */
-  cudaEvent_t *ev;            /* [2 * cap]: start, end of each pending launch */
-  int *slot;                  /* [cap] */
-  int n, cap;
-  int harvests;               /* syncs so far: the first (the warm-up step) is not counted */
-  double wall_ms;             /* GPU time from each step's first launch to its last */
-} Prof;
 
-typedef struct CudaDev {
-  int dev;
-  bool ready;                 /* streams and handle exist */
-  cudaStream_t compute, comm;
-  cublasHandle_t blas;
-  bool blas_ready;
-  CuDriver drv;
-  CUmodule mod;
-  CUfunction *fn;             /* [nfn] */
-  int *lanes;                 /* [nfn] threads per outer iteration: NAME_lanes (a warp), else 1 */
-  int nfn;
-  void **params;              /* kernel parameter scratch */
-  int params_cap;
-  long long scal[4];          /* seed, step, mb, n_outer of the launch being built */
-  int max_blocks, sms;
-  char arch[16];              /* "compute_90" */
-  /* the optimizer kernels (mpl_cuda_optim_src) */
-  CUmodule omod;
-  CUfunction f_sgd, f_adamw, f_sumsq, f_sumsq_final, f_scale;
-  double *partial;            /* [SUMSQ_PARTS] partial sums of squares */
-  /* the fused attention's kernels, one module per pair of head sizes met (SDPA_MODS at most) */
-  struct CudaSdpa {
-    int hs, hv;
-    CUmodule mod;
-    CUfunction fwd, bwd_q, bwd_kv;
-  } sdpa[8];
-  int nsdpa;
-  /* the fused cross-entropy's kernels (loaded on first use) and scratch (grown, kept) */
-  CUmodule cemod;
-  CUfunction ce_rows, ce_finish;
-  float *ce_scratch;
-  int64_t ce_cap;             /* floats */
-  const atomic_int *stop;     /* set by an NCCL communicator: waits poll it (mpl_cuda_wait) */
-  Prof prof;                  /* MPL_PROFILE=1: GPU time per kernel */
-} CudaDev;
 
-static int cu_fail(CudaDev *cd, CUresult r, const char *what, const char *file, int line, MplErr *err) {
+int cudev_fail(CudaDev *cd, CUresult r, const char *what, const char *file, int line, MplErr *err) {
   const char *msg = NULL;
   if (!cd->drv.error_string || cd->drv.error_string(r, &msg) != CUDA_SUCCESS || !msg) msg = "unknown error";
   return mpl_errf(err, "cuda driver: %s: %s (error %d, %s:%d)", what, msg, (int)r, file, line);
@@ -242,8 +125,6 @@ static int load_driver(CuDriver *drv, MplErr *err) {
   return MPL_OK;
 }
 
-static int load_optim(CudaDev *cd, MplErr *err);
-static int launch_on_compute(CudaDev *cd, CUfunction f, int64_t blocks, int block, void **params, MplErr *err);
 static void prof_harvest(CudaDev *cd);
 static void prof_report(CudaDev *cd);
 
@@ -289,7 +170,7 @@ static int cuda_init(MplDevice *d, int index, int threads, MplErr *err) {
   CUDA_CHECK(cudaSetDevice(index));
   CUDA_CHECK(cudaFree(NULL)); /* creates the primary context now, not inside the first step */
   if (setup_device(cd, d->tf32, err) != MPL_OK) return MPL_ERR;
-  return load_optim(cd, err);
+  return cudev_load_optim(cd, err);
 }
 
 static void cuda_free(MplDevice *d) {
@@ -303,13 +184,8 @@ static void cuda_free(MplDevice *d) {
   prof_harvest(cd);
   if (cd->prof.nslots) prof_report(cd);
   if (cd->blas_ready) cublasDestroy(cd->blas);
-  if (cd->partial) CUDA_SOFT(cudaFree(cd->partial));
   if (cd->mod && cd->drv.unload) cd->drv.unload(cd->mod);
-  if (cd->omod && cd->drv.unload) cd->drv.unload(cd->omod);
-  for (int i = 0; i < cd->nsdpa; i++)
-    if (cd->sdpa[i].mod && cd->drv.unload) cd->drv.unload(cd->sdpa[i].mod);
-  if (cd->cemod && cd->drv.unload) cd->drv.unload(cd->cemod);
-  if (cd->ce_scratch) CUDA_SOFT(cudaFree(cd->ce_scratch));
+  cudev_free_progs(cd);
   if (cd->ready) {
     CUDA_SOFT(cudaStreamDestroy(cd->compute));
     CUDA_SOFT(cudaStreamDestroy(cd->comm));
@@ -373,7 +249,7 @@ static void prof_setup(CudaDev *cd, const JobKernels *k) {
       prof_off(p, "out of memory");
 }
 
-static void prof_begin(CudaDev *cd, int slot) {
+void cudev_prof_begin(CudaDev *cd, int slot) {
   Prof *p = &cd->prof;
   if (!p->on) return;
   if (p->n == p->cap) {
@@ -396,7 +272,7 @@ static void prof_begin(CudaDev *cd, int slot) {
   CUDA_SOFT(cudaEventRecord(p->ev[2 * p->n], cd->compute));
 }
 
-static void prof_end(CudaDev *cd) {
+void cudev_prof_end(CudaDev *cd) {
   Prof *p = &cd->prof;
   if (!p->on) return;
   CUDA_SOFT(cudaEventRecord(p->ev[2 * p->n + 1], cd->compute));
@@ -469,64 +345,16 @@ static void prof_report(CudaDev *cd) {
 
 /* ---- kernels ---------------------------------------------------------------------------- */
 
-static int nvrtc_fail(nvrtcProgram prog, nvrtcResult r, const char *what, MplErr *err) {
-  char log[400] = "";
-  size_t n = 0;
-  if (prog && nvrtcGetProgramLogSize(prog, &n) == NVRTC_SUCCESS && n > 1) {
-    char *full = mpl_malloc(n);
-    if (full && nvrtcGetProgramLog(prog, full) == NVRTC_SUCCESS) snprintf(log, sizeof log, "%s", full);
-    mpl_free(full);
-  }
-  if (prog) nvrtcDestroyProgram(&prog);
-  return mpl_errf(err, "NVRTC: %s: %s%s%s", what, nvrtcGetErrorString(r), log[0] ? "\n" : "", log);
-}
-
-/* The PTX of a compiled program (*ptx mpl_malloc'd, NUL ended); destroys prog. */
-static int take_ptx(nvrtcProgram prog, char **ptx, MplErr *err) {
-  size_t n = 0;
-  NVRTC_CHECK(nvrtcGetPTXSize(prog, &n));
-  *ptx = mpl_malloc(n + 1);
-  if (!*ptx) {
-    nvrtcDestroyProgram(&prog);
-    return mpl_errf(err, "cuda: out of memory");
-  }
-  (*ptx)[n] = 0;
-  nvrtcResult r = nvrtcGetPTX(prog, *ptx);
-  nvrtcDestroyProgram(&prog);
-  if (r != NVRTC_SUCCESS) {
-    mpl_free(*ptx);
-    *ptx = NULL;
-    return mpl_errf(err, "NVRTC: nvrtcGetPTX: %s", nvrtcGetErrorString(r));
-  }
-  return MPL_OK;
-}
-
 /* The job's CUDA source compiled for this device (mplc's options); *ptx is mpl_malloc'd. */
 static int compile_source(CudaDev *cd, const char *src, char **ptx, MplErr *err) {
   char archopt[48];
   snprintf(archopt, sizeof archopt, "--gpu-architecture=%s", cd->arch);
   const char *opts[] = {archopt, "--fmad=false", "-default-device", "--prec-div=true", "--prec-sqrt=true"};
-  nvrtcProgram prog = NULL;
-  NVRTC_CHECK(nvrtcCreateProgram(&prog, src, "mpl_kernels.cu", 0, NULL, NULL));
-  NVRTC_CHECK(nvrtcCompileProgram(prog, (int)(sizeof opts / sizeof opts[0]), opts));
-  return take_ptx(prog, ptx, err);
-}
-
-/* cuModuleLoadDataEx into *mod with the JIT's error log in the message. */
-static int load_ptx_into(CudaDev *cd, CUmodule *mod, const char *what, const char *ptx, MplErr *err) {
-  char log[2048] = "";
-  CUjit_option o[] = {CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
-  void *v[] = {log, (void *)(uintptr_t)sizeof log};
-  CUresult r = cd->drv.module_load(mod, ptx, 2, o, v);
-  if (r == CUDA_SUCCESS) return MPL_OK;
-  *mod = NULL;
-  const char *msg = NULL;
-  if (cd->drv.error_string(r, &msg) != CUDA_SUCCESS || !msg) msg = "unknown error";
-  return mpl_errf(err, "cuda driver: cannot load %s: %s%s%.300s", what, msg, log[0] ? ": " : "", log);
+  return cudev_compile(src, "mpl_kernels.cu", "the job's kernels", opts, 5, ptx, NULL, 0, err);
 }
 
 static int load_ptx(CudaDev *cd, const char *ptx, MplErr *err) {
-  return load_ptx_into(cd, &cd->mod, "the job's PTX", ptx, err);
+  return cudev_load_ptx(cd, &cd->mod, "the job's PTX", ptx, err);
 }
 
 /* The module: the job's PTX, or else its source through NVRTC for this GPU. */
@@ -562,7 +390,7 @@ static int cuda_load_kernels(MplDevice *d, const JobKernels *k, MplErr *err) {
   if (!cd->lanes) return mpl_errf(err, "cuda: out of memory");
   for (int i = 0; i < k->nkernels; i++) {
     CUresult r = cd->drv.get_function(&cd->fn[i], cd->mod, k->names[i]);
-    if (r != CUDA_SUCCESS) return cu_fail(cd, r, k->names[i], __FILE__, __LINE__, err);
+    if (r != CUDA_SUCCESS) return cudev_fail(cd, r, k->names[i], __FILE__, __LINE__, err);
     /* a warp kernel (cg_cuda.c) says so in `__constant__ int NAME_lanes` */
     char sym[300];
     CUdeviceptr p;
@@ -576,7 +404,7 @@ static int cuda_load_kernels(MplDevice *d, const JobKernels *k, MplErr *err) {
       if (v != 1 && v != 32) return mpl_errf(err, "cuda: kernel %s asks for %d lanes (1 or 32)", k->names[i], v);
       cd->lanes[i] = v;
     } else if (r != CUDA_SUCCESS && r != CUDA_ERROR_NOT_FOUND) {
-      return cu_fail(cd, r, sym, __FILE__, __LINE__, err);
+      return cudev_fail(cd, r, sym, __FILE__, __LINE__, err);
     }
   }
   prof_setup(cd, k);
@@ -613,9 +441,9 @@ static int cuda_launch(MplDevice *d, int kernel, void **args, int nargs, const i
   int block = block_for(cd, threads);
   int64_t blocks = (threads + block - 1) / block;
   if (blocks > cd->max_blocks) blocks = cd->max_blocks;
-  prof_begin(cd, PROF__FIXED + kernel);
-  int st = launch_on_compute(cd, cd->fn[kernel], blocks, block, cd->params, err);
-  prof_end(cd);
+  cudev_prof_begin(cd, PROF__FIXED + kernel);
+  int st = cudev_launch(cd, cd->fn[kernel], blocks, block, cd->params, err);
+  cudev_prof_end(cd);
   return st;
 }
 
@@ -639,7 +467,7 @@ static int cuda_gemm(MplDevice *d, const JobStep *s, const float *a, const float
   float *C = c;
   cublasOperation_t opb = s->tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = s->ta ? CUBLAS_OP_T : CUBLAS_OP_N;
   CUDA_CHECK(cudaSetDevice(cd->dev));
-  prof_begin(cd, PROF_GEMM);
+  cudev_prof_begin(cd, PROF_GEMM);
   cublasStatus_t st;
   if (s->prec == PREC_F32) { /* the handle's math mode: FP32, or TF32 under mplrun --tf32 */
     st = batch == 1 ? cublasSgemm(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B, ldb, A, lda, &beta, C, ldc)
@@ -653,7 +481,7 @@ static int cuda_gemm(MplDevice *d, const JobStep *s, const float *a, const float
                                                  CUDA_R_32F, ldb, s->stride_b, A, CUDA_R_32F, lda, s->stride_a, &beta, C,
                                                  CUDA_R_32F, ldc, s->stride_c, (int)batch, ct, CUBLAS_GEMM_DEFAULT);
   }
-  prof_end(cd);
+  cudev_prof_end(cd);
   CUBLAS_CHECK(st);
   return MPL_OK;
 }
@@ -665,9 +493,9 @@ static int cuda_accum_f32(MplDevice *d, float *acc, const float *src, int64_t n,
   CUDA_CHECK(cudaSetDevice(cd->dev));
   for (int64_t i = 0; i < n; i += (1 << 30)) {
     int64_t k = n - i < (1 << 30) ? n - i : (1 << 30);
-    prof_begin(cd, PROF_ACCUM);
+    cudev_prof_begin(cd, PROF_ACCUM);
     cublasStatus_t st = cublasSaxpy(cd->blas, (int)k, &one, src + i, 1, acc + i, 1);
-    prof_end(cd);
+    cudev_prof_end(cd);
     CUBLAS_CHECK(st);
   }
   return MPL_OK;
@@ -677,9 +505,9 @@ static int cuda_zero(MplDevice *d, void *dst, size_t bytes, MplErr *err) {
   CudaDev *cd = d->impl;
   if (!bytes) return MPL_OK;
   CUDA_CHECK(cudaSetDevice(cd->dev));
-  prof_begin(cd, PROF_COPY);
+  cudev_prof_begin(cd, PROF_COPY);
   cudaError_t st = cudaMemsetAsync(dst, 0, bytes, cd->compute);
-  prof_end(cd);
+  cudev_prof_end(cd);
   CUDA_CHECK(st);
   return MPL_OK;
 }
@@ -733,76 +561,22 @@ static int cuda_sync(MplDevice *d, MplErr *err) {
   return MPL_OK;
 }
 
-/* ---- the optimizer on the device ----------------------------------------------------- */
+/* ---- launches and device-to-device copies ------------------------------------------- */
 
-int mpl_cuda_optim_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err) {
-  char archopt[48];
-  *ptx = NULL;
-  if (logn) log[0] = 0;
-  snprintf(archopt, sizeof archopt, "--gpu-architecture=%s", arch);
-  const char *opts[] = {archopt, "--fmad=false", "--prec-div=true", "--prec-sqrt=true", "--ftz=false"};
-  nvrtcProgram prog = NULL;
-  NVRTC_CHECK(nvrtcCreateProgram(&prog, mpl_cuda_optim_src, "mpl_optim.cu", 0, NULL, NULL));
-  nvrtcResult r = nvrtcCompileProgram(prog, (int)(sizeof opts / sizeof opts[0]), opts);
-  size_t n = 0;
-  if (logn && nvrtcGetProgramLogSize(prog, &n) == NVRTC_SUCCESS && n > 1) {
-    char *full = mpl_malloc(n);
-    if (full && nvrtcGetProgramLog(prog, full) == NVRTC_SUCCESS) snprintf(log, logn, "%s", full);
-    mpl_free(full);
-  }
-  if (r != NVRTC_SUCCESS) return nvrtc_fail(prog, r, "nvrtcCompileProgram (the optimizer kernels)", err);
-  return take_ptx(prog, ptx, err);
-}
-
-static int optim_fn(CudaDev *cd, CUfunction *f, const char *name, MplErr *err) {
-  CUresult r = cd->drv.get_function(f, cd->omod, name);
-  return r == CUDA_SUCCESS ? MPL_OK : cu_fail(cd, r, name, __FILE__, __LINE__, err);
-}
-
-/* At init: the optimizer kernels for this GPU, their handles, the partial-sums buffer. */
-static int load_optim(CudaDev *cd, MplErr *err) {
-  char *ptx = NULL, log[1024];
-  if (mpl_cuda_optim_compile(cd->arch, &ptx, log, sizeof log, err) != MPL_OK) return MPL_ERR;
-  int st = load_ptx_into(cd, &cd->omod, "the optimizer kernels", ptx, err);
-  mpl_free(ptx);
-  if (st != MPL_OK) return MPL_ERR;
-  if (optim_fn(cd, &cd->f_sgd, "mpl_sgd", err) != MPL_OK || optim_fn(cd, &cd->f_adamw, "mpl_adamw", err) != MPL_OK ||
-      optim_fn(cd, &cd->f_scale, "mpl_scale", err) != MPL_OK || optim_fn(cd, &cd->f_sumsq, "mpl_sumsq", err) != MPL_OK ||
-      optim_fn(cd, &cd->f_sumsq_final, "mpl_sumsq_final", err) != MPL_OK)
-    return MPL_ERR;
-  CUDA_CHECK(cudaMalloc((void **)&cd->partial, sizeof(double) * SUMSQ_PARTS));
-  return MPL_OK;
-}
-
-/* Queues f on the compute stream; the launch's result and then the last error checked. */
-static int launch_on_compute(CudaDev *cd, CUfunction f, int64_t blocks, int block, void **params, MplErr *err) {
+int cudev_launch(CudaDev *cd, CUfunction f, int64_t blocks, int block, void **params, MplErr *err) {
   CUDA_CHECK(cudaSetDevice(cd->dev));
   CU_CHECK(cd, cd->drv.launch(f, (unsigned)blocks, 1, 1, (unsigned)block, 1, 1, 0, (CUstream)cd->compute, params, NULL));
   CUDA_CHECK(cudaGetLastError());
   return MPL_OK;
 }
 
-/* launch_on_compute of an optimizer kernel, profiled as one. */
-static int launch_optim(CudaDev *cd, CUfunction f, int64_t blocks, int block, void **params, MplErr *err) {
-  prof_begin(cd, PROF_OPTIM);
-  int st = launch_on_compute(cd, f, blocks, block, params, err);
-  prof_end(cd);
-  return st;
-}
-
-/* Blocks of BLOCK threads for an elementwise loop over n (grid-stride past max_blocks). */
-static int64_t elementwise_blocks(const CudaDev *cd, int64_t n) {
-  int64_t b = (n + BLOCK - 1) / BLOCK;
-  return b < 1 ? 1 : b > cd->max_blocks ? cd->max_blocks : b;
-}
-
 static int cuda_copy_device(MplDevice *d, void *dst, const void *src, size_t bytes, MplErr *err) {
   CudaDev *cd = d->impl;
   if (!bytes || dst == src) return MPL_OK;
   CUDA_CHECK(cudaSetDevice(cd->dev));
-  prof_begin(cd, PROF_COPY);
+  cudev_prof_begin(cd, PROF_COPY);
   cudaError_t st = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cd->compute);
-  prof_end(cd);
+  cudev_prof_end(cd);
   CUDA_CHECK(st);
   return MPL_OK;
 }
@@ -812,279 +586,11 @@ static int cuda_copy_2d(MplDevice *d, void *dst, size_t dpitch, const void *src,
   CudaDev *cd = d->impl;
   if (!width || !height) return MPL_OK;
   CUDA_CHECK(cudaSetDevice(cd->dev));
-  prof_begin(cd, PROF_COPY);
+  cudev_prof_begin(cd, PROF_COPY);
   cudaError_t st = cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height, cudaMemcpyDeviceToDevice, cd->compute);
-  prof_end(cd);
+  cudev_prof_end(cd);
   CUDA_CHECK(st);
   return MPL_OK;
-}
-
-/* Two launches: partial sums (a number of blocks fixed by n), then their fixed-tree sum. */
-static int cuda_sumsq_f64(MplDevice *d, const float *g, int64_t n, double *out, MplErr *err) {
-  CudaDev *cd = d->impl;
-  int64_t parts = (n + SUMSQ_PER_BLOCK - 1) / SUMSQ_PER_BLOCK;
-  if (parts < 1) parts = 1;
-  if (parts > SUMSQ_PARTS) parts = SUMSQ_PARTS;
-  long long nn = (long long)n;
-  int np = (int)parts;
-  void *a1[] = {(void *)&g, &nn, &cd->partial};
-  if (launch_optim(cd, cd->f_sumsq, parts, BLOCK, a1, err) != MPL_OK) return MPL_ERR;
-  void *a2[] = {&cd->partial, &np, &out};
-  return launch_optim(cd, cd->f_sumsq_final, 1, BLOCK, a2, err);
-}
-
-static int cuda_scale_f32(MplDevice *d, float *g, int64_t n, float coef, MplErr *err) {
-  CudaDev *cd = d->impl;
-  if (n <= 0) return MPL_OK;
-  long long nn = (long long)n;
-  void *a[] = {&g, &nn, &coef};
-  return launch_optim(cd, cd->f_scale, elementwise_blocks(cd, n), BLOCK, a, err);
-}
-
-static int cuda_sgd(MplDevice *d, float *p, const float *g, float *buf, int64_t n, double lr, double momentum,
-                    bool first_step, MplErr *err) {
-  CudaDev *cd = d->impl;
-  if (n <= 0) return MPL_OK;
-  long long nn = (long long)n;
-  float neg_lr = (float)-lr, mom = (float)momentum; /* as mpl_sgd_update rounds them */
-  int mode = (momentum == 0 || !buf) ? 0 : first_step ? 1 : 2;
-  void *a[] = {&p, (void *)&g, &buf, &nn, &neg_lr, &mom, &mode};
-  return launch_optim(cd, cd->f_sgd, elementwise_blocks(cd, n), BLOCK, a, err);
-}
-
-static int cuda_adamw(MplDevice *d, float *p, const float *g, float *m, float *v, int64_t n, double lr, double beta1,
-                      double beta2, double eps, double weight_decay, int64_t t, MplErr *err) {
-  CudaDev *cd = d->impl;
-  if (n <= 0) return MPL_OK;
-  MplAdamWScalars s;
-  mpl_adamw_scalars(&s, lr, beta1, beta2, eps, weight_decay, t);
-  long long nn = (long long)n;
-  int do_decay = s.do_decay, small = s.small;
-  void *a[] = {&p,         (void *)&g, &m,     &v,          &nn,   &s.decay,  &s.w1,  &s.b2,
-               &s.w2,      &s.neg_step, &s.bc2_sqrt, &s.eps, &do_decay, &small};
-  return launch_optim(cd, cd->f_adamw, elementwise_blocks(cd, n), BLOCK, a, err);
-}
-
-/* ---- the fused attention (runtime/cuda/sdpa.cu) ------------------------------------------- */
-
-int mpl_cuda_sdpa_compile(const char *arch, int hs, int hv, char **ptx, char *log, size_t logn, MplErr *err) {
-  char archopt[48], dhs[40], dhv[40];
-  *ptx = NULL;
-  if (logn) log[0] = 0;
-  if (hs < 1 || hs > MPL_SDPA_MAX_HEAD || hv < 1 || hv > MPL_SDPA_MAX_HEAD)
-    return mpl_errf(err, "the fused attention takes head sizes up to %d, not %d and %d", MPL_SDPA_MAX_HEAD, hs, hv);
-  snprintf(archopt, sizeof archopt, "--gpu-architecture=%s", arch);
-  snprintf(dhs, sizeof dhs, "-DMPL_SDPA_HS=%d", hs);
-  snprintf(dhv, sizeof dhv, "-DMPL_SDPA_HV=%d", hv);
-  const char *opts[] = {archopt, dhs, dhv, "--ftz=false", "--prec-div=true"};
-  nvrtcProgram prog = NULL;
-  NVRTC_CHECK(nvrtcCreateProgram(&prog, mpl_cuda_sdpa_src, "mpl_sdpa.cu", 0, NULL, NULL));
-  nvrtcResult r = nvrtcCompileProgram(prog, (int)(sizeof opts / sizeof opts[0]), opts);
-  size_t n = 0;
-  if (logn && nvrtcGetProgramLogSize(prog, &n) == NVRTC_SUCCESS && n > 1) {
-    char *full = mpl_malloc(n);
-    if (full && nvrtcGetProgramLog(prog, full) == NVRTC_SUCCESS) snprintf(log, logn, "%s", full);
-    mpl_free(full);
-  }
-  if (r != NVRTC_SUCCESS) return nvrtc_fail(prog, r, "nvrtcCompileProgram (the fused attention)", err);
-  return take_ptx(prog, ptx, err);
-}
-
-/* The kernels for head sizes hs and hv: compiled and loaded the first time they are met. */
-static const struct CudaSdpa *sdpa_kernels(CudaDev *cd, int hs, int hv, MplErr *err) {
-  for (int i = 0; i < cd->nsdpa; i++)
-    if (cd->sdpa[i].hs == hs && cd->sdpa[i].hv == hv) return &cd->sdpa[i];
-  if (cd->nsdpa == (int)(sizeof cd->sdpa / sizeof cd->sdpa[0])) {
-    mpl_errf(err, "cuda: more than %d head sizes of fused attention in one job", cd->nsdpa);
-    return NULL;
-  }
-  struct CudaSdpa *k = &cd->sdpa[cd->nsdpa];
-  char *ptx = NULL, log[1024];
-  if (mpl_cuda_sdpa_compile(cd->arch, hs, hv, &ptx, log, sizeof log, err) != MPL_OK) return NULL;
-  cudaError_t ce = cudaSetDevice(cd->dev);
-  if (ce != cudaSuccess) {
-    cudaGetLastError();
-    mpl_free(ptx);
-    mpl_errf(err, "cuda: cudaSetDevice: %s", cudaGetErrorString(ce));
-    return NULL;
-  }
-  int st = load_ptx_into(cd, &k->mod, "the fused attention's kernels", ptx, err);
-  mpl_free(ptx);
-  if (st != MPL_OK) return NULL;
-  const char *names[3] = {"mpl_sdpa_fwd", "mpl_sdpa_bwd_q", "mpl_sdpa_bwd_kv"};
-  CUfunction *fns[3] = {&k->fwd, &k->bwd_q, &k->bwd_kv};
-  for (int i = 0; i < 3; i++) {
-    CUresult r = cd->drv.get_function(fns[i], k->mod, names[i]);
-    if (r != CUDA_SUCCESS) {
-      cu_fail(cd, r, names[i], __FILE__, __LINE__, err);
-      cd->drv.unload(k->mod);
-      return NULL;
-    }
-  }
-  k->hs = hs, k->hv = hv;
-  cd->nsdpa++;
-  return k;
-}
-
-/* Blocks of SDPA_THREADS rows (ORDER: SDPA_BR in runtime/cuda/sdpa.cu) over heads x rows. */
-enum { SDPA_THREADS = 64 };
-static int64_t sdpa_blocks(int64_t batch, int64_t heads, int64_t rows) {
-  return batch * heads * ((rows + SDPA_THREADS - 1) / SDPA_THREADS);
-}
-
-static int cuda_sdpa(MplDevice *d, const MplSdpa *a, MplErr *err) {
-  CudaDev *cd = d->impl;
-  const struct CudaSdpa *k = sdpa_kernels(cd, (int)a->hs, (int)a->hv, err);
-  if (!k) return MPL_ERR;
-  long long T = a->T, S = a->S;
-  int H = (int)a->H, Hkv = (int)a->Hkv, causal = a->causal, bf16 = a->bf16;
-  float scale = a->scale;
-  void *p[] = {(void *)&a->q, (void *)&a->k, (void *)&a->v, (void *)&a->out, (void *)&a->lse, &T, &S,
-               &H,            &Hkv,          &scale,        &causal,         &bf16};
-  prof_begin(cd, PROF_SDPA);
-  int st = launch_on_compute(cd, k->fwd, sdpa_blocks(a->B, a->H, a->T), SDPA_THREADS, p, err);
-  prof_end(cd);
-  return st;
-}
-
-static int cuda_sdpa_bwd(MplDevice *d, const MplSdpa *a, MplErr *err) {
-  CudaDev *cd = d->impl;
-  const struct CudaSdpa *k = sdpa_kernels(cd, (int)a->hs, (int)a->hv, err);
-  if (!k) return MPL_ERR;
-  long long T = a->T, S = a->S;
-  int H = (int)a->H, Hkv = (int)a->Hkv, causal = a->causal, bf16 = a->bf16;
-  float scale = a->scale;
-  void *pq[] = {(void *)&a->q, (void *)&a->k, (void *)&a->v, (void *)&a->out, (void *)&a->lse, (void *)&a->dout,
-                (void *)&a->dq, &T, &S, &H, &Hkv, &scale, &causal, &bf16};
-  void *pkv[] = {(void *)&a->q,  (void *)&a->k,  (void *)&a->v, (void *)&a->out, (void *)&a->lse, (void *)&a->dout,
-                 (void *)&a->dk, (void *)&a->dv, &T,            &S,              &H,              &Hkv,
-                 &scale,         &causal,        &bf16};
-  prof_begin(cd, PROF_SDPA_BWD);
-  int st = launch_on_compute(cd, k->bwd_q, sdpa_blocks(a->B, a->H, a->T), SDPA_THREADS, pq, err);
-  if (st == MPL_OK) st = launch_on_compute(cd, k->bwd_kv, sdpa_blocks(a->B, a->Hkv, a->S), SDPA_THREADS, pkv, err);
-  prof_end(cd);
-  return st;
-}
-
-/* ---- the fused cross-entropy (runtime/cuda/ce.cu; issue 14 item 3) ---------------------------
- * ce_cpu.c's algorithm: per chunk of classes the logits by cuBLAS into the scratch, the row
- * kernels, and backward the two products of g; the scratch (s, m, tl, then L [N, chunk], as
- * the CPU's) is the device's, grown to the largest step met. */
-
-int mpl_cuda_ce_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err) {
-  char archopt[48];
-  *ptx = NULL;
-  if (logn) log[0] = 0;
-  snprintf(archopt, sizeof archopt, "--gpu-architecture=%s", arch);
-  const char *opts[] = {archopt, "--ftz=false", "--prec-div=true"};
-  nvrtcProgram prog = NULL;
-  NVRTC_CHECK(nvrtcCreateProgram(&prog, mpl_cuda_ce_src, "mpl_ce.cu", 0, NULL, NULL));
-  nvrtcResult r = nvrtcCompileProgram(prog, (int)(sizeof opts / sizeof opts[0]), opts);
-  size_t n = 0;
-  if (logn && nvrtcGetProgramLogSize(prog, &n) == NVRTC_SUCCESS && n > 1) {
-    char *full = mpl_malloc(n);
-    if (full && nvrtcGetProgramLog(prog, full) == NVRTC_SUCCESS) snprintf(log, logn, "%s", full);
-    mpl_free(full);
-  }
-  if (r != NVRTC_SUCCESS) return nvrtc_fail(prog, r, "nvrtcCompileProgram (the fused cross-entropy)", err);
-  return take_ptx(prog, ptx, err);
-}
-
-enum { CE_THREADS = 256 }; /* ORDER: CE_THREADS in runtime/cuda/ce.cu */
-
-static int ce_kernels(CudaDev *cd, MplErr *err) {
-  if (cd->cemod) return MPL_OK;
-  char *ptx = NULL, log[1024];
-  if (mpl_cuda_ce_compile(cd->arch, &ptx, log, sizeof log, err) != MPL_OK) return MPL_ERR;
-  cudaError_t e = cudaSetDevice(cd->dev);
-  if (e != cudaSuccess) {
-    cudaGetLastError();
-    mpl_free(ptx);
-    return mpl_errf(err, "cuda: cudaSetDevice: %s", cudaGetErrorString(e));
-  }
-  int st = load_ptx_into(cd, &cd->cemod, "the fused cross-entropy's kernels", ptx, err);
-  mpl_free(ptx);
-  if (st != MPL_OK) return MPL_ERR;
-  const char *names[2] = {"mpl_ce_rows", "mpl_ce_finish"};
-  CUfunction *fns[2] = {&cd->ce_rows, &cd->ce_finish};
-  for (int i = 0; i < 2; i++) {
-    CUresult r = cd->drv.get_function(fns[i], cd->cemod, names[i]);
-    if (r != CUDA_SUCCESS) {
-      cu_fail(cd, r, names[i], __FILE__, __LINE__, err);
-      cd->drv.unload(cd->cemod);
-      cd->cemod = NULL;
-      return MPL_ERR;
-    }
-  }
-  return MPL_OK;
-}
-
-/* Row-major C = op(A) op(B) + beta C (explicit leading dimensions), as cuda_gemm does it. */
-static int ce_gemm(CudaDev *cd, bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A,
-                   int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc, MplErr *err) {
-  const float alpha = 1.0f;
-  cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
-  prof_begin(cd, PROF_GEMM);
-  cublasStatus_t st =
-      bf16 ? cublasGemmEx(cd->blas, opb, opa, (int)N, (int)M, (int)K, &alpha, B, CUDA_R_32F, (int)ldb, A, CUDA_R_32F,
-                          (int)lda, &beta, C, CUDA_R_32F, (int)ldc, CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT)
-           : cublasSgemm(cd->blas, opb, opa, (int)N, (int)M, (int)K, &alpha, B, (int)ldb, A, (int)lda, &beta, C,
-                         (int)ldc);
-  prof_end(cd);
-  CUBLAS_CHECK(st);
-  return MPL_OK;
-}
-
-/* JS_CE over blocks of rows: per block the logits by cuBLAS, mpl_ce_rows (loss per row, g in
- * place), dx1 of the block and dw1 (+)= by cuBLAS; then mpl_ce_finish (the mean loss). */
-static int cuda_ce(MplDevice *d, const MplCe *a, MplErr *err) {
-  CudaDev *cd = d->impl;
-  if (a->N < 1 || a->K < 1 || a->V < 1 || a->chunk < 1 || a->chunk > a->N || a->N > INT32_MAX ||
-      a->K > INT32_MAX || a->V > INT32_MAX || a->chunk * a->V > INT32_MAX)
-    return mpl_errf(err, "cuda: the fused cross-entropy's sizes (N %lld, K %lld, V %lld, rows %lld) exceed cuBLAS's",
-                    (long long)a->N, (long long)a->K, (long long)a->V, (long long)a->chunk);
-  if (ce_kernels(cd, err) != MPL_OK) return MPL_ERR;
-  CUDA_CHECK(cudaSetDevice(cd->dev));
-  int64_t need = mpl_ce_cpu_scratch(a);
-  if (need > cd->ce_cap) { /* stream-ordered, from the pool the arenas come from (its peak counts it) */
-    if (cd->ce_scratch) CUDA_CHECK(cudaFreeAsync(cd->ce_scratch, cd->compute));
-    cd->ce_scratch = NULL, cd->ce_cap = 0;
-    cudaError_t e = cudaMallocAsync((void **)&cd->ce_scratch, (size_t)need * sizeof(float), cd->compute);
-    if (e != cudaSuccess) {
-      cudaGetLastError();
-      cd->ce_scratch = NULL;
-      return mpl_errf(err, "cuda: no memory for the cross-entropy's block of logits (%lld bytes): %s",
-                      (long long)need * 4, cudaGetErrorString(e));
-    }
-    cd->ce_cap = need;
-  }
-  double *loss = (double *)(void *)cd->ce_scratch;
-  float *L = cd->ce_scratch + 2 * a->N, scale = (float)(1.0 / (double)a->N);
-  long long N = a->N, V = a->V;
-  int bf16 = a->bf16;
-  int64_t K = a->K;
-  for (int64_t r0 = 0; r0 < a->N; r0 += a->chunk) {
-    long long rr = a->N - r0 < a->chunk ? a->N - r0 : a->chunk, lr0 = r0;
-    const float *xb = a->x + r0 * K;
-    if (ce_gemm(cd, bf16, false, a->tb, rr, V, K, xb, K, a->w, a->tb ? K : V, 0.0f, L, V, err) != MPL_OK)
-      return MPL_ERR;
-    void *p[] = {&L, &V, &lr0, (void *)&a->targets, &loss, &scale, &bf16};
-    prof_begin(cd, PROF_CE);
-    int st = launch_on_compute(cd, cd->ce_rows, rr, CE_THREADS, p, err);
-    prof_end(cd);
-    if (st != MPL_OK) return MPL_ERR;
-    if (ce_gemm(cd, bf16, false, !a->tb, rr, K, V, L, V, a->w, a->tb ? K : V, 0.0f, a->dx + r0 * K, K, err) != MPL_OK)
-      return MPL_ERR;
-    float beta = r0 ? 1.0f : 0.0f;
-    st = a->tb ? ce_gemm(cd, bf16, true, false, V, K, rr, L, V, xb, K, beta, a->dw, K, err)
-               : ce_gemm(cd, bf16, true, false, K, V, rr, xb, K, L, V, beta, a->dw, V, err);
-    if (st != MPL_OK) return MPL_ERR;
-  }
-  void *pf[] = {&loss, (void *)&a->loss, &N};
-  prof_begin(cd, PROF_CE);
-  int st = launch_on_compute(cd, cd->ce_finish, 1, CE_THREADS, pf, err);
-  prof_end(cd);
-  return st;
 }
 
 /* ---- the device's communicator (comm_nccl.c and its world files), through the table ---- */
@@ -1143,24 +649,6 @@ static int nocuda_init(MplDevice *d, int index, int threads, MplErr *err) {
 }
 
 static void nocuda_free(MplDevice *d) { d->impl = NULL; }
-
-int mpl_cuda_optim_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err) {
-  *ptx = NULL;
-  if (logn) log[0] = 0;
-  return mpl_errf(err, "this mplrun was built without CUDA (no NVRTC for %s)", arch);
-}
-
-int mpl_cuda_sdpa_compile(const char *arch, int hs, int hv, char **ptx, char *log, size_t logn, MplErr *err) {
-  *ptx = NULL;
-  if (logn) log[0] = 0;
-  return mpl_errf(err, "this mplrun was built without CUDA (no NVRTC for %s)", arch);
-}
-
-int mpl_cuda_ce_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err) {
-  *ptx = NULL;
-  if (logn) log[0] = 0;
-  return mpl_errf(err, "this mplrun was built without CUDA (no NVRTC for %s)", arch);
-}
 
 /* ---- the device's communicator (comm_nccl.c and its world files), through the table ---- */
 

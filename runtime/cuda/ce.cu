@@ -1,5 +1,5 @@
 // runtime/cuda/ce.cu — the fused cross-entropy (JS_CE; issue 14 item 3) on the GPU: the row
-// work between the block products, which device_cuda.c runs with cuBLAS. Per block of rows
+// work between the block products, which device_cuda_progs.c runs with cuBLAS. Per block of rows
 // [r0, r0 + rr) the logits L [rr, V] come from one product; mpl_ce_rows (one CUDA block per
 // row) finds the row's max m and e = exp(L - m) (in place), s = sum e, writes the row's loss
 // m + log s - L[target] and turns L into g = (e / s - onehot) / N in place, before g's two
@@ -25,7 +25,7 @@
 #endif
 
 #ifndef CE_THREADS
-#define CE_THREADS 256 /* threads a block (ORDER: CE_THREADS in runtime/device_cuda.c) */
+#define CE_THREADS 256 /* threads a block (ORDER: CE_THREADS in runtime/device_cuda_progs.c) */
 #endif
 
 /* The nearest bf16 value, ties to even; a NaN stays a NaN (the CPU's bits). */

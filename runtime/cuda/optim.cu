@@ -1,15 +1,15 @@
 // runtime/cuda/optim.cu — mplrun's optimizer kernels on the GPU: SGD, AdamW, the gradient
 // scaling of clipping and the float64 sum of squares of its norm. Compiled with NVRTC by
-// every cuda device at init (runtime/device_cuda.c: mpl_cuda_optim_compile; --fmad=false,
+// every cuda device at init (runtime/device_cuda_progs.c: mpl_cuda_optim_compile; --fmad=false,
 // IEEE division and square root); embedded at build time as mpl_cuda_optim_src
 // (tools/embed.sh, which leaves out these leading // lines).
 //
 // Invariants: per element, optim.c's arithmetic, operation by operation (no FMA), so an
 // update matches the CPU's bits for the same gradient; the elementwise kernels loop
 // grid-stride (any launch shape gives the same bits); the two sum-of-squares kernels run
-// with 256 threads a block (ORDER: BLOCK in device_cuda.c) and add by a fixed tree whose
+// with 256 threads a block (ORDER: BLOCK in cuda_dev.h) and add by a fixed tree whose
 // shape depends on n only (the same sum on every GPU).
-/* mplrun's optimizer kernels (runtime/device_cuda.c) */
+/* mplrun's optimizer kernels (runtime/device_cuda_progs.c) */
 #define MPL_GRID_STRIDE(i, n) \
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
        i += (long long)blockDim.x * gridDim.x)

@@ -1,7 +1,7 @@
 // runtime/cuda/sdpa.cu — the fused attention (JS_SDPA, JS_SDPA_BWD) on the GPU: flash
 // attention's tiles with an online softmax, the log-sum-exp kept for the backward, no T x S
 // buffer. Compiled with NVRTC by a cuda device the first time it meets a head size
-// (runtime/device_cuda.c: mpl_cuda_sdpa_compile), with MPL_SDPA_HS and MPL_SDPA_HV defined
+// (runtime/device_cuda_progs.c: mpl_cuda_sdpa_compile), with MPL_SDPA_HS and MPL_SDPA_HV defined
 // to the head sizes of q/k and of v (at most 256 each), so a thread's rows live in registers.
 // Embedded at build time as mpl_cuda_sdpa_src (tools/embed.sh, which leaves out these lines).
 //
@@ -51,6 +51,18 @@ MPL_DEV int mpl_sdpa_seen(long long i, long long k0, int nk, int causal) {
   return s < 0 ? 0 : s < nk ? (int)s : nk;
 }
 
+/* The keys a block of query tile `tile` reads: all S, or under causal up to its last row. */
+MPL_DEV long long mpl_sdpa_keys(long long S, long long tile, int causal) {
+  return causal && (tile + 1) * SDPA_BR < S ? (tile + 1) * SDPA_BR : S;
+}
+
+/* n rows of a [.., HS] and a [.., HV] matrix (from a and b) into the block's shared tiles,
+ * thread t of SDPA_BR copying every SDPA_BR-th element. Between two MPL_SYNCs. */
+MPL_DEV void mpl_sdpa_stage(float (*ta)[HS], float (*tb)[HV], const float *a, const float *b, int n, int t) {
+  for (int e = t; e < n * HS; e += SDPA_BR) ta[e / HS][e % HS] = a[e];
+  for (int e = t; e < n * HV; e += SDPA_BR) tb[e / HV][e % HV] = b[e];
+}
+
 /* out = softmax(q k^T * scale) v per query row, lse = max + log(sum). Grid: B * H * tiles. */
 MPL_KERNEL(SDPA_BR) mpl_sdpa_fwd(const float *__restrict__ q, const float *__restrict__ k,
                                  const float *__restrict__ v, float *__restrict__ out,
@@ -70,13 +82,11 @@ MPL_KERNEL(SDPA_BR) mpl_sdpa_fwd(const float *__restrict__ q, const float *__res
   MPL_UNROLL for (int d = 0; d < HS; d++) qv[d] = live ? qr[d] : 0.0f;
   MPL_UNROLL for (int c = 0; c < HV; c++) o[c] = 0.0f;
   float m = -MPL_INF, l = 0.0f;
-  long long keys = S;
-  if (causal && (tile + 1) * SDPA_BR < keys) keys = (tile + 1) * SDPA_BR;
+  long long keys = mpl_sdpa_keys(S, tile, causal);
   for (long long k0 = 0; k0 < keys; k0 += SDPA_BC) {
     int nk = keys - k0 < SDPA_BC ? (int)(keys - k0) : SDPA_BC;
     MPL_SYNC();
-    for (int e = t; e < nk * HS; e += SDPA_BR) ks[e / HS][e % HS] = kb[k0 * HS + e];
-    for (int e = t; e < nk * HV; e += SDPA_BR) vs[e / HV][e % HV] = vb[k0 * HV + e];
+    mpl_sdpa_stage(ks, vs, kb + k0 * HS, vb + k0 * HV, nk, t);
     MPL_SYNC();
     int seen = live ? mpl_sdpa_seen(i, k0, nk, causal) : 0;
     if (seen == 0) continue;
@@ -131,13 +141,11 @@ MPL_KERNEL(SDPA_BR) mpl_sdpa_bwd_q(const float *__restrict__ q, const float *__r
     dov[c] = live ? dout[row * HV + c] : 0.0f;
     D += dov[c] * (live ? out[row * HV + c] : 0.0f);
   }
-  long long keys = S;
-  if (causal && (tile + 1) * SDPA_BR < keys) keys = (tile + 1) * SDPA_BR;
+  long long keys = mpl_sdpa_keys(S, tile, causal);
   for (long long k0 = 0; k0 < keys; k0 += SDPA_BC) {
     int nk = keys - k0 < SDPA_BC ? (int)(keys - k0) : SDPA_BC;
     MPL_SYNC();
-    for (int e = t; e < nk * HS; e += SDPA_BR) ks[e / HS][e % HS] = kb[k0 * HS + e];
-    for (int e = t; e < nk * HV; e += SDPA_BR) vs[e / HV][e % HV] = vb[k0 * HV + e];
+    mpl_sdpa_stage(ks, vs, kb + k0 * HS, vb + k0 * HV, nk, t);
     MPL_SYNC();
     int seen = live ? mpl_sdpa_seen(i, k0, nk, causal) : 0;
     MPL_NO_UNROLL for (int j = 0; j < seen; j++) {
@@ -179,8 +187,7 @@ MPL_KERNEL(SDPA_BR) mpl_sdpa_bwd_kv(const float *__restrict__ q, const float *__
     for (long long q0 = first; q0 < T; q0 += SDPA_BC) {
       int nq = T - q0 < SDPA_BC ? (int)(T - q0) : SDPA_BC;
       MPL_SYNC();
-      for (int e = t; e < nq * HS; e += SDPA_BR) qs[e / HS][e % HS] = q[(row0 + q0) * HS + e];
-      for (int e = t; e < nq * HV; e += SDPA_BR) dos[e / HV][e % HV] = dout[(row0 + q0) * HV + e];
+      mpl_sdpa_stage(qs, dos, q + (row0 + q0) * HS, dout + (row0 + q0) * HV, nq, t);
       if (t < nq) {
         float D = 0.0f;
         const float *dr = dout + (row0 + q0 + t) * HV, *orow = out + (row0 + q0 + t) * HV;

@@ -16,20 +16,6 @@ cd "$(dirname "$0")/../.."
 source tests/tools/e2e_lib.sh
 
 gpt=tests/gpu/models/gpt_sgd.mpl
-run() { # NAME MPLC-ARGS... -- MPLRUN-ARGS...: compiles and runs; 1 on failure (reported)
-  local name=$1; shift
-  local cargs=() rargs=()
-  while [ $# -gt 0 ] && [ "$1" != -- ]; do cargs+=("$1"); shift; done
-  shift
-  rargs=("$@")
-  if ! "$MPLC" "${cargs[@]}" -o "$tmp/$name.job" > "$tmp/$name.cerr" 2>&1; then
-    bad "$name: mplc $(head -n 3 "$tmp/$name.cerr")"; return 1
-  fi
-  if ! "$MPLRUN" "$tmp/$name.job" -q "${rargs[@]}" > "$tmp/$name.log" 2>&1; then
-    bad "$name: mplrun $(tail -n 3 "$tmp/$name.log")"; return 1
-  fi
-}
-
 # ---- f32 and tf32 change no kernel -------------------------------------------------------
 same=1
 for e in cuda llvm kernels; do
@@ -54,8 +40,8 @@ else
 fi
 
 # ---- the GPU test GPT, 20 steps: bf16 against f32 ----------------------------------------
-if run f32 $gpt -- --threads 1 --steps 20 --metrics "$tmp/f32.jsonl" &&
-   run bf16 $gpt --precision bf16 -- --threads 1 --steps 20 --metrics "$tmp/bf16.jsonl"; then
+if compile_run f32 $gpt -- --threads 1 --steps 20 --metrics "$tmp/f32.jsonl" &&
+   compile_run bf16 $gpt --precision bf16 -- --threads 1 --steps 20 --metrics "$tmp/bf16.jsonl"; then
   if out=$("$PY" tests/tools/losscompare.py "$tmp/bf16.jsonl" "$tmp/f32.jsonl" 1e-2); then
     ok "gpt_sgd 20 steps, bf16 against f32: $out"
   else
@@ -70,20 +56,20 @@ fi
 ref=""
 for m in pp=1 pp=2 pp=4; do
   for s in 1f1b zb; do
-    run "$m.$s" $gpt --precision bf16 --mesh $m --schedule $s -- --threads 1 --steps 3 --save "$tmp/$m.$s.st" || continue
+    compile_run "$m.$s" $gpt --precision bf16 --mesh $m --schedule $s -- --threads 1 --steps 3 --save "$tmp/$m.$s.st" || continue
     [ -z "$ref" ] && ref=$tmp/$m.$s.st
     cmp -s "$ref" "$tmp/$m.$s.st" || bad "bf16 $m $s: params differ from pp=1 1f1b's"
   done
 done
 [ -n "$ref" ] && [ $fail = 0 ] && ok "bf16: pp = 1, 2, 4 under 1f1b and zb give bitwise-identical params"
 sed 's/ @recompute//' tests/e2e/recompute.mpl > "$tmp/plain.mpl"
-if run rc tests/e2e/recompute.mpl --precision bf16 -- --threads 1 --steps 3 --save "$tmp/rc.st" &&
-   run plain "$tmp/plain.mpl" --precision bf16 -- --threads 1 --steps 3 --save "$tmp/plain.st"; then
+if compile_run rc tests/e2e/recompute.mpl --precision bf16 -- --threads 1 --steps 3 --save "$tmp/rc.st" &&
+   compile_run plain "$tmp/plain.mpl" --precision bf16 -- --threads 1 --steps 3 --save "$tmp/plain.st"; then
   if cmp -s "$tmp/rc.st" "$tmp/plain.st"; then ok "bf16: @recompute gives bitwise the same params"
   else bad "bf16: @recompute changes the params"; fi
 fi
 for m in tp=1 tp=2 dp=2,tp=2; do
-  run "$m" tests/e2e/parallel_gpt.mpl --precision bf16 --mesh $m -- --threads 1 --steps 5 --metrics "$tmp/$m.jsonl"
+  compile_run "$m" tests/e2e/parallel_gpt.mpl --precision bf16 --mesh $m -- --threads 1 --steps 5 --metrics "$tmp/$m.jsonl"
 done
 for m in tp=2 dp=2,tp=2; do
   if out=$("$PY" tests/tools/losscompare.py "$tmp/$m.jsonl" "$tmp/tp=1.jsonl" 1e-3); then ok "bf16 $m against tp=1: $out"
@@ -92,7 +78,7 @@ done
 
 # ---- the CPU's bf16 units against the f32 product -------------------------------------------
 wide=(-D d=256 -D ctx=128)
-if run units $gpt "${wide[@]}" --precision bf16 -- --threads 1 --steps 4 --metrics "$tmp/units.jsonl"; then
+if compile_run units $gpt "${wide[@]}" --precision bf16 -- --threads 1 --steps 4 --metrics "$tmp/units.jsonl"; then
   MPL_CPU_BF16=0 "$MPLRUN" "$tmp/units.job" -q --threads 1 --steps 4 --metrics "$tmp/sgemm.jsonl" > "$tmp/sgemm.log" 2>&1 ||
     bad "MPL_CPU_BF16=0: $(tail -n 3 "$tmp/sgemm.log")"
   if out=$("$PY" tests/tools/losscompare.py "$tmp/units.jsonl" "$tmp/sgemm.jsonl" 1e-3); then

@@ -14,25 +14,11 @@
 cd "$(dirname "$0")/../.."
 source tests/tools/e2e_lib.sh
 
-run() { # NAME MPLC-ARGS... -- MPLRUN-ARGS...
-  local name=$1; shift
-  local cargs=() rargs=()
-  while [ $# -gt 0 ] && [ "$1" != -- ]; do cargs+=("$1"); shift; done
-  shift
-  rargs=("$@")
-  if ! "$MPLC" "${cargs[@]}" -o "$tmp/$name.job" > "$tmp/$name.cerr" 2>&1; then
-    bad "$name: mplc $(head -n 3 "$tmp/$name.cerr")"; return 1
-  fi
-  if ! "$MPLRUN" "$tmp/$name.job" -q "${rargs[@]}" > "$tmp/$name.log" 2>&1; then
-    bad "$name: mplrun $(tail -n 3 "$tmp/$name.log")"; return 1
-  fi
-}
-
 m=tests/e2e/fused_ce.mpl
 gpt=tests/e2e/small_gpt.mpl
-if run plain $m --no-fused-ce -- --threads 2 --steps 10 --metrics "$tmp/plain.jsonl" &&
-   run fused $m -- --threads 2 --steps 10 --metrics "$tmp/fused.jsonl" &&
-   run fused1 $m -- --threads 1 --steps 10 --metrics "$tmp/fused1.jsonl"; then
+if compile_run plain $m --no-fused-ce -- --threads 2 --steps 10 --metrics "$tmp/plain.jsonl" &&
+   compile_run fused $m -- --threads 2 --steps 10 --metrics "$tmp/fused.jsonl" &&
+   compile_run fused1 $m -- --threads 1 --steps 10 --metrics "$tmp/fused1.jsonl"; then
   if out=$("$PY" tests/tools/losscompare.py "$tmp/fused.jsonl" "$tmp/plain.jsonl" 1e-4); then
     ok "fused_ce.mpl 10 steps, fused against unfused: $out"
   else bad "fused_ce.mpl fused against unfused: $out"; fi
@@ -40,14 +26,14 @@ if run plain $m --no-fused-ce -- --threads 2 --steps 10 --metrics "$tmp/plain.js
     ok "fused_ce.mpl fused: the same losses with 1 and 2 threads"
   else bad "fused_ce.mpl fused: 1 and 2 threads differ"; fi
 fi
-if run gplain $gpt --no-fused-ce -- --threads 2 --steps 10 --metrics "$tmp/gplain.jsonl" &&
-   run gfused $gpt -- --threads 2 --steps 10 --metrics "$tmp/gfused.jsonl"; then
+if compile_run gplain $gpt --no-fused-ce -- --threads 2 --steps 10 --metrics "$tmp/gplain.jsonl" &&
+   compile_run gfused $gpt -- --threads 2 --steps 10 --metrics "$tmp/gfused.jsonl"; then
   if out=$("$PY" tests/tools/losscompare.py "$tmp/gfused.jsonl" "$tmp/gplain.jsonl" 1e-4); then
     ok "small_gpt 10 steps (1f1b, 4 micro-batches), fused against unfused: $out"
   else bad "small_gpt fused against unfused: $out"; fi
 fi
-if run bplain $m --precision bf16 --no-fused-ce -- --threads 2 --steps 10 --metrics "$tmp/bplain.jsonl" &&
-   run bfused $m --precision bf16 -- --threads 2 --steps 10 --metrics "$tmp/bfused.jsonl"; then
+if compile_run bplain $m --precision bf16 --no-fused-ce -- --threads 2 --steps 10 --metrics "$tmp/bplain.jsonl" &&
+   compile_run bfused $m --precision bf16 -- --threads 2 --steps 10 --metrics "$tmp/bfused.jsonl"; then
   if out=$("$PY" tests/tools/losscompare.py "$tmp/bfused.jsonl" "$tmp/bplain.jsonl" 1e-3); then
     ok "fused_ce.mpl in bf16, fused against unfused: $out"
   else bad "fused_ce.mpl in bf16, fused against unfused: $out"; fi

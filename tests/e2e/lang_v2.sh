@@ -8,13 +8,12 @@
 #  - sdpa equals the textbook formula with k and v repeated per query head (sdpa_ref: the
 #    loss, the sum of the squared differences, is 0), and the check can fail: with the
 #    causal mask dropped from one call the loss is not 0;
-#  - nn.attention(x, heads, causal = false) has no causal mask, the default still has one;
-#  - with ops1's kernel-level operations (sin, cos, silu, topk, one_hot) present: a Llama
-#    (nn.llama_block) and a mixture of experts (nn.moe) match the reference evaluator;
-#    nn.rope and nn.moe (routing, gates, aux) match float64 references of their
+#  - nn.attention(x, heads, causal = false) is a fused sdpa without the causal mask, the
+#    default one with it (and the same with --no-fused-sdpa in the lowered form);
+#  - a Llama (nn.llama_block) and a mixture of experts (nn.moe) match the reference
+#    evaluator; nn.rope and nn.moe (routing, gates, aux) match float64 references of their
 #    definitions (tests/tools/v2_ref.py); the Llama has Meta's param names, and --init
-#    refuses a tensor of another shape. Without those ops these checks are skipped, named,
-#    and not counted.
+#    refuses a tensor of another shape.
 cd "$(dirname "$0")/../.."
 source tests/tools/e2e_lib.sh
 REFSTEP=$BUILD/tests/test_refstep
@@ -65,49 +64,36 @@ ne=$(grep -c '= causal_mask(' "$tmp/enc.txt"); nw=$(grep -c '= where(' "$tmp/enc
 if [ "$ne" = 1 ] && [ "$nw" = 1 ]; then ok "nn.attention, --no-fused-sdpa: causal = false has no mask, the default has one"
 else bad "nn.attention, --no-fused-sdpa: $ne causal masks and $nw wheres for one causal and one encoder call (want 1 and 1)"; fi
 
-# ---- the Llama-class layers: they need ops1's kernel-level operations ----
-cat > "$tmp/have.mpl" <<'MPL'
-model m(x: f32[B, 4], y: i32[B]) {
-  v, i = topk(silu(sin(x) + cos(x)), 2)
-  return cross_entropy(v * sum(one_hot(i, 4), axis = 1)[:, 0:2], y)
-}
-MPL
-"$MPLC" "$tmp/have.mpl" --emit=graph > "$tmp/have.log" 2>&1; have=$?
-if [ $have != 0 ] && ! grep -q "unknown function" "$tmp/have.log"; then
-  bad "the probe of sin, cos, silu, topk and one_hot does not compile: $(head -n 2 "$tmp/have.log")"
-elif [ $have != 0 ]; then
-  echo "skip: llama and moe wait for sin, cos, silu, topk and one_hot ($(grep -m1 -o "unknown function '[a-z_]*'" "$tmp/have.log")); not counted"
-else
-  refstep llama
-  refstep moe
-  # rope and moe against float64 references of their definitions (tests/tools/v2_ref.py)
-  if "$MPLC" "$V2/rope_ref.mpl" -o "$tmp/rope.job" > "$tmp/rope.log" 2>&1 &&
-     "$MPLRUN" "$tmp/rope.job" -q --threads 1 --steps 0 --save "$tmp/rope0.st" >> "$tmp/rope.log" 2>&1 &&
-     "$MPLRUN" "$tmp/rope.job" -q --threads 1 --steps 1 --save "$tmp/rope1.st" >> "$tmp/rope.log" 2>&1 &&
-     "$PY" tests/tools/v2_ref.py check-rope "$tmp/rope0.st" "$tmp/rope1.st" > "$tmp/rope.cmp" 2>&1; then
-    ok "nn.rope matches its formula in float64 ($(cat "$tmp/rope.cmp"))"
-  else bad "nn.rope: $(tail -n 2 "$tmp/rope.log") $(cat "$tmp/rope.cmp" 2>/dev/null)"; fi
-  if "$PY" tests/tools/v2_ref.py init-moe "$tmp/moe.init" && "$MPLC" "$V2/moe_ref.mpl" -o "$tmp/moe.job" > "$tmp/moe.log" 2>&1 &&
-     "$MPLRUN" "$tmp/moe.job" -q --threads 1 --steps 0 --init "$tmp/moe.init" --save "$tmp/moe0.st" >> "$tmp/moe.log" 2>&1 &&
-     "$MPLRUN" "$tmp/moe.job" -q --threads 1 --steps 1 --init "$tmp/moe.init" --save "$tmp/moe1.st" >> "$tmp/moe.log" 2>&1 &&
-     "$PY" tests/tools/v2_ref.py check-moe "$tmp/moe0.st" "$tmp/moe1.st" > "$tmp/moe.cmp" 2>&1; then
-    ok "nn.moe (top-2 of 4) and its aux loss match their definition in float64 ($(cat "$tmp/moe.cmp"))"
-  else bad "nn.moe: $(tail -n 2 "$tmp/moe.log") $(cat "$tmp/moe.cmp" 2>/dev/null)"; fi
-  "$MPLC" "$V2/llama.mpl" --emit=graph > "$tmp/llama.txt" 2>&1
-  names=$(grep -o 'param() "[^"]*"' "$tmp/llama.txt" | sed 's/param() "//; s/"$//' | grep '^layers\.0\.' | sort | tr '\n' ' ')
-  want="layers.0.attention.wk.weight layers.0.attention.wo.weight layers.0.attention.wq.weight layers.0.attention.wv.weight layers.0.attention_norm.weight layers.0.feed_forward.w1.weight layers.0.feed_forward.w2.weight layers.0.feed_forward.w3.weight layers.0.ffn_norm.weight "
-  if [ "$names" = "$want" ]; then ok "llama_block has Meta's names (layers.0.attention.wq.weight, ...)"
-  else bad "llama_block names: $names"; fi
-  # --init: the params of a model with hidden = 48 do not fit one with hidden = 40
-  rewrite "$V2/llama.mpl" "$tmp/llama40.mpl" 's/^const hidden = 48/const hidden = 40/' &&
-  if "$MPLC" "$V2/llama.mpl" -o "$tmp/l48.job" && "$MPLRUN" "$tmp/l48.job" -q --threads 1 --steps 0 --save "$tmp/l48.st" &&
-     "$MPLC" "$tmp/llama40.mpl" -o "$tmp/l40.job"; then
-    "$MPLRUN" "$tmp/l40.job" -q --threads 1 --steps 1 --init "$tmp/l48.st" > "$tmp/init.log" 2>&1; rc=$?
-    if [ $rc != 0 ] && grep -q 'feed_forward.w[123].weight' "$tmp/init.log"; then ok "--init refuses llama params of another shape: $(head -n 1 "$tmp/init.log")"
-    else bad "--init with mismatched llama params: exit $rc, $(head -n 2 "$tmp/init.log")"; fi
-    if "$MPLRUN" "$tmp/l48.job" -q --threads 1 --steps 1 --init "$tmp/l48.st" > "$tmp/init2.log" 2>&1; then ok "--init takes llama params of the same shapes"
-    else bad "--init with the model's own params: $(head -n 2 "$tmp/init2.log")"; fi
-  else bad "llama: could not compile or save"; fi
-fi
+# ---- the Llama-class layers ----
+refstep llama
+refstep moe
+# rope and moe against float64 references of their definitions (tests/tools/v2_ref.py)
+if "$MPLC" "$V2/rope_ref.mpl" -o "$tmp/rope.job" > "$tmp/rope.log" 2>&1 &&
+   "$MPLRUN" "$tmp/rope.job" -q --threads 1 --steps 0 --save "$tmp/rope0.st" >> "$tmp/rope.log" 2>&1 &&
+   "$MPLRUN" "$tmp/rope.job" -q --threads 1 --steps 1 --save "$tmp/rope1.st" >> "$tmp/rope.log" 2>&1 &&
+   "$PY" tests/tools/v2_ref.py check-rope "$tmp/rope0.st" "$tmp/rope1.st" > "$tmp/rope.cmp" 2>&1; then
+  ok "nn.rope matches its formula in float64 ($(cat "$tmp/rope.cmp"))"
+else bad "nn.rope: $(tail -n 2 "$tmp/rope.log") $(cat "$tmp/rope.cmp" 2>/dev/null)"; fi
+if "$PY" tests/tools/v2_ref.py init-moe "$tmp/moe.init" && "$MPLC" "$V2/moe_ref.mpl" -o "$tmp/moe.job" > "$tmp/moe.log" 2>&1 &&
+   "$MPLRUN" "$tmp/moe.job" -q --threads 1 --steps 0 --init "$tmp/moe.init" --save "$tmp/moe0.st" >> "$tmp/moe.log" 2>&1 &&
+   "$MPLRUN" "$tmp/moe.job" -q --threads 1 --steps 1 --init "$tmp/moe.init" --save "$tmp/moe1.st" >> "$tmp/moe.log" 2>&1 &&
+   "$PY" tests/tools/v2_ref.py check-moe "$tmp/moe0.st" "$tmp/moe1.st" > "$tmp/moe.cmp" 2>&1; then
+  ok "nn.moe (top-2 of 4) and its aux loss match their definition in float64 ($(cat "$tmp/moe.cmp"))"
+else bad "nn.moe: $(tail -n 2 "$tmp/moe.log") $(cat "$tmp/moe.cmp" 2>/dev/null)"; fi
+"$MPLC" "$V2/llama.mpl" --emit=graph > "$tmp/llama.txt" 2>&1
+names=$(grep -o 'param() "[^"]*"' "$tmp/llama.txt" | sed 's/param() "//; s/"$//' | grep '^layers\.0\.' | sort | tr '\n' ' ')
+want="layers.0.attention.wk.weight layers.0.attention.wo.weight layers.0.attention.wq.weight layers.0.attention.wv.weight layers.0.attention_norm.weight layers.0.feed_forward.w1.weight layers.0.feed_forward.w2.weight layers.0.feed_forward.w3.weight layers.0.ffn_norm.weight "
+if [ "$names" = "$want" ]; then ok "llama_block has Meta's names (layers.0.attention.wq.weight, ...)"
+else bad "llama_block names: $names"; fi
+# --init: the params of a model with hidden = 48 do not fit one with hidden = 40
+rewrite "$V2/llama.mpl" "$tmp/llama40.mpl" 's/^const hidden = 48/const hidden = 40/' &&
+if "$MPLC" "$V2/llama.mpl" -o "$tmp/l48.job" && "$MPLRUN" "$tmp/l48.job" -q --threads 1 --steps 0 --save "$tmp/l48.st" &&
+   "$MPLC" "$tmp/llama40.mpl" -o "$tmp/l40.job"; then
+  "$MPLRUN" "$tmp/l40.job" -q --threads 1 --steps 1 --init "$tmp/l48.st" > "$tmp/init.log" 2>&1; rc=$?
+  if [ $rc != 0 ] && grep -q 'feed_forward.w[123].weight' "$tmp/init.log"; then ok "--init refuses llama params of another shape: $(head -n 1 "$tmp/init.log")"
+  else bad "--init with mismatched llama params: exit $rc, $(head -n 2 "$tmp/init.log")"; fi
+  if "$MPLRUN" "$tmp/l48.job" -q --threads 1 --steps 1 --init "$tmp/l48.st" > "$tmp/init2.log" 2>&1; then ok "--init takes llama params of the same shapes"
+  else bad "--init with the model's own params: $(head -n 2 "$tmp/init2.log")"; fi
+else bad "llama: could not compile or save"; fi
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]

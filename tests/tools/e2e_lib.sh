@@ -24,3 +24,19 @@ rewrite() {
     mv "$dst.new" "$dst"
   done
 }
+
+# compile_run NAME MPLC-ARGS... -- MPLRUN-ARGS...: mplc to $tmp/NAME.job, then mplrun -q on it
+# (its output in $tmp/NAME.log); on failure one FAIL line and status 1.
+compile_run() {
+  local name=$1; shift
+  local cargs=() rargs=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do cargs+=("$1"); shift; done
+  shift
+  rargs=("$@")
+  if ! "$MPLC" "${cargs[@]}" -o "$tmp/$name.job" > "$tmp/$name.cerr" 2>&1; then
+    bad "$name: mplc $(head -n 3 "$tmp/$name.cerr")"; return 1
+  fi
+  if ! "$MPLRUN" "$tmp/$name.job" -q "${rargs[@]}" > "$tmp/$name.log" 2>&1; then
+    bad "$name: mplrun $(tail -n 3 "$tmp/$name.log")"; return 1
+  fi
+}

@@ -30,26 +30,8 @@
 
 /* ---- the CUDA kernels on the host ------------------------------------------------------ */
 
-#define MPL_CU_HOST
-typedef struct { unsigned x, y, z; } HostDim3;
-static _Thread_local HostDim3 threadIdx, blockIdx;
-static pthread_barrier_t host_bar;
-#define MPL_KERNEL(nthreads) static void
-#define MPL_DEV static inline
-#define MPL_SHARED static
-#define MPL_SYNC() pthread_barrier_wait(&host_bar)
-#define MPL_INF INFINITY
+#include "cuda_host.h"
 #define CE_THREADS 32 /* the reductions' trees are the same at any power of two */
-static inline unsigned __float_as_uint(float f) {
-  unsigned u;
-  memcpy(&u, &f, sizeof u);
-  return u;
-}
-static inline float __uint_as_float(unsigned u) {
-  float f;
-  memcpy(&f, &u, sizeof f);
-  return f;
-}
 #include "runtime/cuda/ce.cu"
 
 typedef struct Case {
@@ -65,15 +47,7 @@ static const Case cases[] = {
     {64, 33, 2500, 64}   /* mpl_ce_block_rows's choice for 64 rows of 2500 classes: all */
 };
 
-static double round_bf16d(double x) {
-  if (isnan(x) || isinf(x) || x == 0) return x;
-  int e;
-  frexp(x, &e);
-  int q = e - 8 > -133 ? e - 8 : -133;
-  return ldexp(nearbyint(ldexp(x, -q)), q);
-}
-
-static float round_bf16f(float x) { return (float)round_bf16d(x); }
+static float round_bf16f(float x) { return (float)host_round_bf16(x); }
 
 typedef struct Bufs {
   float *x, *w, *dx, *dw, loss;
@@ -114,7 +88,7 @@ static void reference(const Case *c, bool tb, bool bf16, Bufs *b) {
     for (int64_t v = 0; v < c->V; v++) {
       double acc = 0;
       for (int64_t k = 0; k < c->K; k++) acc += (double)b->x[r * c->K + k] * b->w[tb ? v * c->K + k : k * c->V + v];
-      l[v] = bf16 ? round_bf16d(acc) : acc;
+      l[v] = bf16 ? host_round_bf16(acc) : acc;
       mx = fmax(mx, l[v]);
     }
     for (int64_t v = 0; v < c->V; v++) sum += exp(l[v] - mx);
@@ -122,7 +96,7 @@ static void reference(const Case *c, bool tb, bool bf16, Bufs *b) {
     loss += lse - l[b->t[r]];
     for (int64_t v = 0; v < c->V; v++) {
       double g = (exp(l[v] - lse) - (v == b->t[r])) / (double)c->N;
-      if (bf16) g = round_bf16d(g);
+      if (bf16) g = host_round_bf16(g);
       for (int64_t k = 0; k < c->K; k++) {
         int64_t wi = tb ? v * c->K + k : k * c->V + v;
         b->rdx[r * c->K + k] += g * b->w[wi];
@@ -190,7 +164,7 @@ START_TEST(test_cpu_step) {
 }
 END_TEST
 
-/* One kernel launch on the host: blocks one after another, CE_THREADS pthreads each. */
+/* The arguments of one launch of a ce.cu kernel on the host. */
 typedef struct HostLaunch {
   int which; /* 0 rows, 1 finish */
   float *L, *out, scale;
@@ -200,36 +174,15 @@ typedef struct HostLaunch {
   int bf16;
 } HostLaunch;
 
-typedef struct HostThread {
-  const HostLaunch *l;
-  unsigned block, thread;
-} HostThread;
-
-static void *host_thread(void *p) {
-  HostThread *h = p;
-  const HostLaunch *l = h->l;
-  threadIdx = (HostDim3){h->thread, 0, 0};
-  blockIdx = (HostDim3){h->block, 0, 0};
+static void run_kernel(void *ctx) {
+  const HostLaunch *l = ctx;
   if (l->which == 0) mpl_ce_rows(l->L, l->V, l->r0, l->t, l->loss, l->scale, l->bf16);
   else mpl_ce_finish(l->loss, l->out, l->N);
-  return NULL;
 }
 
-static void host_launch(const HostLaunch *l, long long blocks) {
-  pthread_t th[CE_THREADS];
-  HostThread ht[CE_THREADS];
-  for (long long b = 0; b < blocks; b++) {
-    pthread_barrier_init(&host_bar, NULL, CE_THREADS);
-    for (int t = 0; t < CE_THREADS; t++) {
-      ht[t] = (HostThread){l, (unsigned)b, (unsigned)t};
-      ck_assert_int_eq(pthread_create(&th[t], NULL, host_thread, &ht[t]), 0);
-    }
-    for (int t = 0; t < CE_THREADS; t++) pthread_join(th[t], NULL);
-    pthread_barrier_destroy(&host_bar);
-  }
-}
+static void host_launch(HostLaunch *l, long long blocks) { host_launch_grid(blocks, CE_THREADS, run_kernel, l); }
 
-/* device_cuda.c's cuda_ce, with gemm.c for cuBLAS */
+/* device_cuda_progs.c's cuda_ce, with gemm.c for cuBLAS */
 static void cuda_on_host(const Case *c, bool tb, bool bf16, Bufs *b) {
   MplCe a = {.N = c->N, .K = c->K, .V = c->V, .chunk = c->chunk, .tb = tb, .bf16 = bf16, .x = b->x, .w = b->w,
              .targets = b->t, .loss = &b->loss, .dx = b->dx, .dw = b->dw};

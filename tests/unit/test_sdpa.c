@@ -28,32 +28,13 @@
 
 /* ---- the CUDA kernels on the host ------------------------------------------------------ */
 
-#define MPL_CU_HOST
-typedef struct { unsigned x, y, z; } HostDim3;
-static _Thread_local HostDim3 threadIdx, blockIdx;
-static pthread_barrier_t host_bar;
-#define MPL_KERNEL(nthreads) static void
-#define MPL_DEV static inline
-#define MPL_SHARED static
-#define MPL_SYNC() pthread_barrier_wait(&host_bar)
-#define MPL_UNROLL
-#define MPL_NO_UNROLL
-#define MPL_INF INFINITY
-#define __restrict__ restrict
-static inline unsigned __float_as_uint(float f) {
-  unsigned u;
-  memcpy(&u, &f, sizeof u);
-  return u;
-}
-static inline float __uint_as_float(unsigned u) {
-  float f;
-  memcpy(&f, &u, sizeof f);
-  return f;
-}
+#include "cuda_host.h"
 
 /* two builds of the file: head sizes 16/8 (tiles of 32 rows), 160/128 (tiles of 16) */
 #define mpl_sdpa_bf16 small_bf16
 #define mpl_sdpa_seen small_seen
+#define mpl_sdpa_keys small_keys
+#define mpl_sdpa_stage small_stage
 #define mpl_sdpa_fwd small_fwd
 #define mpl_sdpa_bwd_q small_bwd_q
 #define mpl_sdpa_bwd_kv small_bwd_kv
@@ -62,6 +43,8 @@ static inline float __uint_as_float(unsigned u) {
 #include "runtime/cuda/sdpa.cu"
 #undef mpl_sdpa_bf16
 #undef mpl_sdpa_seen
+#undef mpl_sdpa_keys
+#undef mpl_sdpa_stage
 #undef mpl_sdpa_fwd
 #undef mpl_sdpa_bwd_q
 #undef mpl_sdpa_bwd_kv
@@ -73,6 +56,8 @@ static inline float __uint_as_float(unsigned u) {
 #undef SDPA_BC
 #define mpl_sdpa_bf16 big_bf16
 #define mpl_sdpa_seen big_seen
+#define mpl_sdpa_keys big_keys
+#define mpl_sdpa_stage big_stage
 #define mpl_sdpa_fwd big_fwd
 #define mpl_sdpa_bwd_q big_bwd_q
 #define mpl_sdpa_bwd_kv big_bwd_kv
@@ -81,16 +66,14 @@ static inline float __uint_as_float(unsigned u) {
 #include "runtime/cuda/sdpa.cu"
 #define CU_BR SDPA_BR
 
-typedef struct HostLaunch {
-  void (*body)(const struct HostLaunch *);
+typedef struct SdpaLaunch {
   const MplSdpa *a;
   int which; /* 0 forward, 1 dq, 2 dk and dv */
   int big;
-  unsigned thread;
-  pthread_barrier_t *bar;
-} HostLaunch;
+} SdpaLaunch;
 
-static void run_kernel(const HostLaunch *L) {
+static void run_kernel(void *ctx) {
+  const SdpaLaunch *L = ctx;
   const MplSdpa *a = L->a;
   long long T = a->T, S = a->S;
   int H = (int)a->H, Hkv = (int)a->Hkv, causal = a->causal, bf16 = a->bf16;
@@ -104,32 +87,12 @@ static void run_kernel(const HostLaunch *L) {
                                           causal, bf16);
 }
 
-typedef struct { HostLaunch l; unsigned block; } HostThread;
-
-static void *host_thread(void *p) {
-  HostThread *t = p;
-  threadIdx = (HostDim3){t->l.thread, 0, 0};
-  blockIdx = (HostDim3){t->block, 0, 0};
-  run_kernel(&t->l);
-  return NULL;
-}
-
-/* One launch: blocks one after another (they share the static __shared__ arrays), each
- * with CU_BR threads running at once. Grids as device_cuda.c launches them. */
+/* One launch on the grid device_cuda_progs.c gives it: CU_BR threads a block, a block per
+ * (batch, head, tile of CU_BR rows). */
 static void host_launch(const MplSdpa *a, int which, int big) {
   long long rows = which == 2 ? a->S : a->T, heads = which == 2 ? a->Hkv : a->H;
-  long long blocks = a->B * heads * ((rows + CU_BR - 1) / CU_BR);
-  HostThread th[CU_BR];
-  pthread_t id[CU_BR];
-  for (long long b = 0; b < blocks; b++) {
-    ck_assert_int_eq(pthread_barrier_init(&host_bar, NULL, CU_BR), 0);
-    for (unsigned t = 0; t < CU_BR; t++) {
-      th[t] = (HostThread){.l = {.a = a, .which = which, .big = big, .thread = t}, .block = (unsigned)b};
-      ck_assert_int_eq(pthread_create(&id[t], NULL, host_thread, &th[t]), 0);
-    }
-    for (unsigned t = 0; t < CU_BR; t++) pthread_join(id[t], NULL);
-    pthread_barrier_destroy(&host_bar);
-  }
+  SdpaLaunch L = {a, which, big};
+  host_launch_grid(a->B * heads * ((rows + CU_BR - 1) / CU_BR), CU_BR, run_kernel, &L);
 }
 
 /* ---- problems and the float64 reference ------------------------------------------------- */
@@ -156,16 +119,6 @@ static float *fill(int64_t n, float amp) {
   return p;
 }
 
-/* The nearest bf16 value of (float)x, ties to even (finite x). */
-static double bf16_of(double x) {
-  float f = (float)x;
-  uint32_t u;
-  memcpy(&u, &f, sizeof u);
-  u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
-  memcpy(&f, &u, sizeof f);
-  return f;
-}
-
 /* The forward from the definition; the backward of the kernels' own out (D = dout . out,
  * as flash attention's backward defines it), with bf16: p and ds rounded to bf16 before
  * their products, as the kernels do (the forward's rounding depends on the tiles, so the
@@ -189,7 +142,7 @@ static void reference(const Case *c, float scale, Bufs *x, bool bf16) {
         for (int64_t j = 0; j < seen; j++) sum += s[j] = exp(s[j] - mx);
         for (int64_t e = 0; e < c->hv; e++) {
           double o = 0;
-          for (int64_t j = 0; j < seen; j++) o += (bf16 ? bf16_of(s[j]) : s[j]) / sum * x->v[(kv + j) * c->hv + e];
+          for (int64_t j = 0; j < seen; j++) o += (bf16 ? host_round_bf16(s[j]) : s[j]) / sum * x->v[(kv + j) * c->hv + e];
           x->rout[row * c->hv + e] = o;
         }
         x->rlse[row] = mx + log(sum);
@@ -200,7 +153,7 @@ static void reference(const Case *c, float scale, Bufs *x, bool bf16) {
         }
         for (int64_t j = 0; j < seen; j++) {
           double ds = s[j] * (dp[j] - D);
-          if (bf16) s[j] = bf16_of(s[j]), ds = bf16_of(ds);
+          if (bf16) s[j] = host_round_bf16(s[j]), ds = host_round_bf16(ds);
           for (int64_t e = 0; e < c->hs; e++) {
             x->rdq[row * c->hs + e] += ds * scale * x->k[(kv + j) * c->hs + e];
             x->rdk[(kv + j) * c->hs + e] += ds * scale * x->q[row * c->hs + e];

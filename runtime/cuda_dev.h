@@ -1,0 +1,148 @@
+/*
+ * cuda_dev.h — private to the cuda device (device_cuda.c: set-up, memory, the job's
+ * kernels, products, profiling; device_cuda_progs.c: NVRTC, modules, and the runtime's own
+ * CUDA programs: the optimizer, the fused attention, the fused cross-entropy): the device's
+ * state and the few functions the two files share. Included only when MPL_HAVE_CUDA is
+ * defined, after cuda_rt.h.
+ *
+ * Invariants: as device_cuda.c's header says (every call checked, everything on the
+ * compute stream in program order, each entry point makes its device current first).
+ */
+#ifndef MPL_CUDA_DEV_H
+#define MPL_CUDA_DEV_H
+
+#include <cublas_v2.h>
+#include <cuda.h>
+#include <nvrtc.h>
+
+#include "cuda_rt.h"
+
+#define CUBLAS_CHECK(call)                                                                              \
+  do {                                                                                                  \
+    cublasStatus_t s_ = (call);                                                                         \
+    if (s_ != CUBLAS_STATUS_SUCCESS)                                                                    \
+      return mpl_errf(err, "cuBLAS: %s: %s (%s:%d)", #call, cublasGetStatusString(s_), __FILE__, __LINE__); \
+  } while (0)
+
+#define CU_CHECK(cd, call)                                                                       \
+  do {                                                                                           \
+    CUresult r_ = (call);                                                                        \
+    if (r_ != CUDA_SUCCESS) return cudev_fail(cd, r_, #call, __FILE__, __LINE__, err);             \
+  } while (0)
+
+#define NVRTC_CHECK(call)                                                                          \
+  do {                                                                                             \
+    nvrtcResult n_ = (call);                                                                       \
+    if (n_ != NVRTC_SUCCESS) return cudev_nvrtc_fail(prog, n_, #call, err);                              \
+  } while (0)
+
+enum { BLOCK = 256, BLOCKS_PER_SM = 32 };
+/* Sums of squares: SUMSQ_PER_BLOCK elements per block of partial sums, at most SUMSQ_PARTS
+ * blocks (a function of n alone: the same tree on every GPU). ORDER: mpl_cuda_optim_src's
+ * kernels assume BLOCK == 256 threads. */
+enum { SUMSQ_PER_BLOCK = BLOCK * 16, SUMSQ_PARTS = 1024 };
+
+/* The few driver API functions used, resolved through the runtime. */
+typedef struct CuDriver {
+  CUresult (*module_load)(CUmodule *, const void *, unsigned, CUjit_option *, void **);
+  CUresult (*get_function)(CUfunction *, CUmodule, const char *);
+  CUresult (*launch)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream,
+                     void **, void **);
+  CUresult (*unload)(CUmodule);
+  CUresult (*error_string)(CUresult, const char **);
+  CUresult (*get_global)(CUdeviceptr *, size_t *, CUmodule, const char *);
+} CuDriver;
+
+/*
+ * MPL_PROFILE=1: every kernel, product and optimizer launch on the compute stream is
+ * bracketed by two events; at each sync (the end of a step) the elapsed times are added
+ * up per name, the first step's left out, and when the device is freed a table goes to
+ * stderr (GPU time per kernel over the other steps, calls, share). The events cost a
+ * little time themselves: profile, then time without it.
+ */
+enum { PROF_GEMM, PROF_OPTIM, PROF_ACCUM, PROF_COPY, PROF_SDPA, PROF_SDPA_BWD, PROF_CE, PROF__FIXED };
+typedef struct Prof {
+  bool on;
+  int nslots;                 /* PROF__FIXED + kernels */
+  char **names;               /* [nslots] */
+  double *ms;                 /* [nslots] */
+  int64_t *calls;             /* [nslots] */
+  cudaEvent_t *ev;            /* [2 * cap]: start, end of each pending launch */
+  int *slot;                  /* [cap] */
+  int n, cap;
+  int harvests;               /* syncs so far: the first (the warm-up step) is not counted */
+  double wall_ms;             /* GPU time from each step's first launch to its last */
+} Prof;
+
+typedef struct CudaDev {
+  int dev;
+  bool ready;                 /* streams and handle exist */
+  cudaStream_t compute, comm;
+  cublasHandle_t blas;
+  bool blas_ready;
+  CuDriver drv;
+  CUmodule mod;
+  CUfunction *fn;             /* [nfn] */
+  int *lanes;                 /* [nfn] threads per outer iteration: NAME_lanes (a warp), else 1 */
+  int nfn;
+  void **params;              /* kernel parameter scratch */
+  int params_cap;
+  long long scal[4];          /* seed, step, mb, n_outer of the launch being built */
+  int max_blocks, sms;
+  char arch[16];              /* "compute_90" */
+  /* the optimizer kernels (mpl_cuda_optim_src) */
+  CUmodule omod;
+  CUfunction f_sgd, f_adamw, f_sumsq, f_sumsq_final, f_scale;
+  double *partial;            /* [SUMSQ_PARTS] partial sums of squares */
+  /* the fused attention's kernels, one module per pair of head sizes met (8 at most) */
+  struct CudaSdpa {
+    int hs, hv;
+    CUmodule mod;
+    CUfunction fwd, bwd_q, bwd_kv;
+  } sdpa[8];
+  int nsdpa;
+  /* the fused cross-entropy's kernels (loaded on first use) and scratch (grown, kept) */
+  CUmodule cemod;
+  CUfunction ce_rows, ce_finish;
+  float *ce_scratch;
+  int64_t ce_cap;             /* floats */
+  const atomic_int *stop;     /* set by an NCCL communicator: waits poll it (mpl_cuda_wait) */
+  Prof prof;                  /* MPL_PROFILE=1: GPU time per kernel */
+} CudaDev;
+
+/* ---- device_cuda.c --------------------------------------------------------------------- */
+
+/* err from a driver API result, with its message (always MPL_ERR). */
+int cudev_fail(CudaDev *cd, CUresult r, const char *what, const char *file, int line, MplErr *err);
+/* MPL_PROFILE: brackets one launch on the compute stream, its time added to `slot`. */
+void cudev_prof_begin(CudaDev *cd, int slot);
+void cudev_prof_end(CudaDev *cd);
+/* Queues f on the compute stream; the launch's result and then the last error checked. */
+int cudev_launch(CudaDev *cd, CUfunction f, int64_t blocks, int block, void **params, MplErr *err);
+
+/* ---- device_cuda_progs.c ----------------------------------------------------------------- */
+
+/* err from an NVRTC result, with the program's log; destroys prog (always MPL_ERR). */
+int cudev_nvrtc_fail(nvrtcProgram prog, nvrtcResult r, const char *what, MplErr *err);
+/* src (named `file`) compiled with opts into *ptx (mpl_malloc'd, NUL ended); NVRTC's log in
+ * log[0 .. logn) when logn > 0; `what` names the program in an error. */
+int cudev_compile(const char *src, const char *file, const char *what, const char *const *opts, int nopts,
+                  char **ptx, char *log, size_t logn, MplErr *err);
+/* cuModuleLoadDataEx of ptx into *mod, the JIT's error log in the message. */
+int cudev_load_ptx(CudaDev *cd, CUmodule *mod, const char *what, const char *ptx, MplErr *err);
+/* At init: the optimizer kernels and their partial-sums buffer. */
+int cudev_load_optim(CudaDev *cd, MplErr *err);
+/* At free: the runtime's programs' modules and buffers (the device current, streams idle). */
+void cudev_free_progs(CudaDev *cd);
+/* The MplDeviceOps entries the runtime's programs serve. */
+int cuda_sumsq_f64(MplDevice *d, const float *g, int64_t n, double *out, MplErr *err);
+int cuda_scale_f32(MplDevice *d, float *g, int64_t n, float coef, MplErr *err);
+int cuda_sgd(MplDevice *d, float *p, const float *g, float *buf, int64_t n, double lr, double momentum,
+             bool first_step, MplErr *err);
+int cuda_adamw(MplDevice *d, float *p, const float *g, float *m, float *v, int64_t n, double lr, double beta1,
+               double beta2, double eps, double weight_decay, int64_t t, MplErr *err);
+int cuda_sdpa(MplDevice *d, const MplSdpa *a, MplErr *err);
+int cuda_sdpa_bwd(MplDevice *d, const MplSdpa *a, MplErr *err);
+int cuda_ce(MplDevice *d, const MplCe *a, MplErr *err);
+
+#endif

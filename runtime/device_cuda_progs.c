@@ -1,0 +1,411 @@
+/*
+ * device_cuda_progs.c — CUDA C programs on a cuda device: compiling them with NVRTC,
+ * loading their modules, and the runtime's own programs with their launches: the optimizer
+ * (runtime/cuda/optim.cu, at init), the fused attention (runtime/cuda/sdpa.cu, a module per
+ * pair of head sizes, on first use) and the fused cross-entropy (runtime/cuda/ce.cu, on first
+ * use, its products by cuBLAS). Their sources are embedded at build time (tools/embed.sh).
+ * The job's own kernels are device_cuda.c's, which compiles them through cudev_compile too.
+ *
+ * Invariants: a program is compiled with the options its source's header names (the
+ * optimizer's without FMA and with IEEE division and square root, so an update is optim.c's
+ * bits); every launch is profiled under its slot and goes on the compute stream; a module
+ * that fails to load or lacks a function is unloaded and reported, never half kept.
+ */
+#include "exec.h"
+
+#include <string.h>
+
+/* The optimizer kernels: runtime/cuda/optim.cu, embedded at build time (tools/embed.sh), compiled
+ * with NVRTC by every cuda device at init (mpl_cuda_optim_compile). Per element they are optim.c's
+ * arithmetic, operation by operation (no FMA: --fmad=false). The elementwise kernels loop
+ * grid-stride (any launch shape gives the same bits); the two sum-of-squares kernels must run
+ * with 256 threads a block (ORDER: BLOCK in this file). */
+const char mpl_cuda_optim_src[] = {
+#include "runtime/cuda/optim.cu.inc"
+};
+
+/* The fused attention's kernels: runtime/cuda/sdpa.cu, embedded the same way, compiled with
+ * NVRTC the first time a device meets a pair of head sizes (mpl_cuda_sdpa_compile). */
+const char mpl_cuda_sdpa_src[] = {
+#include "runtime/cuda/sdpa.cu.inc"
+};
+
+/* The fused cross-entropy's row kernels: runtime/cuda/ce.cu, embedded the same way, compiled
+ * with NVRTC the first time a device runs a JS_CE step (mpl_cuda_ce_compile). */
+const char mpl_cuda_ce_src[] = {
+#include "runtime/cuda/ce.cu.inc"
+};
+
+#ifdef MPL_HAVE_CUDA
+
+#include "cuda_dev.h"
+
+/* ---- NVRTC and modules ------------------------------------------------------------------ */
+
+int cudev_nvrtc_fail(nvrtcProgram prog, nvrtcResult r, const char *what, MplErr *err) {
+  char log[400] = "";
+  size_t n = 0;
+  if (prog && nvrtcGetProgramLogSize(prog, &n) == NVRTC_SUCCESS && n > 1) {
+    char *full = mpl_malloc(n);
+    if (full && nvrtcGetProgramLog(prog, full) == NVRTC_SUCCESS) snprintf(log, sizeof log, "%s", full);
+    mpl_free(full);
+  }
+  if (prog) nvrtcDestroyProgram(&prog);
+  return mpl_errf(err, "NVRTC: %s: %s%s%s", what, nvrtcGetErrorString(r), log[0] ? "\n" : "", log);
+}
+
+/* The PTX of a compiled program (*ptx mpl_malloc'd, NUL ended); destroys prog. */
+static int take_ptx(nvrtcProgram prog, char **ptx, MplErr *err) {
+  size_t n = 0;
+  NVRTC_CHECK(nvrtcGetPTXSize(prog, &n));
+  *ptx = mpl_malloc(n + 1);
+  if (!*ptx) {
+    nvrtcDestroyProgram(&prog);
+    return mpl_errf(err, "cuda: out of memory");
+  }
+  (*ptx)[n] = 0;
+  nvrtcResult r = nvrtcGetPTX(prog, *ptx);
+  nvrtcDestroyProgram(&prog);
+  if (r != NVRTC_SUCCESS) {
+    mpl_free(*ptx);
+    *ptx = NULL;
+    return mpl_errf(err, "NVRTC: nvrtcGetPTX: %s", nvrtcGetErrorString(r));
+  }
+  return MPL_OK;
+}
+
+int cudev_compile(const char *src, const char *file, const char *what, const char *const *opts, int nopts,
+                  char **ptx, char *log, size_t logn, MplErr *err) {
+  *ptx = NULL;
+  if (logn) log[0] = 0;
+  nvrtcProgram prog = NULL;
+  NVRTC_CHECK(nvrtcCreateProgram(&prog, src, file, 0, NULL, NULL));
+  nvrtcResult r = nvrtcCompileProgram(prog, nopts, opts);
+  size_t n = 0;
+  if (logn && nvrtcGetProgramLogSize(prog, &n) == NVRTC_SUCCESS && n > 1) {
+    char *full = mpl_malloc(n);
+    if (full && nvrtcGetProgramLog(prog, full) == NVRTC_SUCCESS) snprintf(log, logn, "%s", full);
+    mpl_free(full);
+  }
+  if (r != NVRTC_SUCCESS) {
+    char w[160];
+    snprintf(w, sizeof w, "nvrtcCompileProgram (%s)", what);
+    return cudev_nvrtc_fail(prog, r, w, err);
+  }
+  return take_ptx(prog, ptx, err);
+}
+
+int cudev_load_ptx(CudaDev *cd, CUmodule *mod, const char *what, const char *ptx, MplErr *err) {
+  char log[2048] = "";
+  CUjit_option o[] = {CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
+  void *v[] = {log, (void *)(uintptr_t)sizeof log};
+  CUresult r = cd->drv.module_load(mod, ptx, 2, o, v);
+  if (r == CUDA_SUCCESS) return MPL_OK;
+  *mod = NULL;
+  const char *msg = NULL;
+  if (cd->drv.error_string(r, &msg) != CUDA_SUCCESS || !msg) msg = "unknown error";
+  return mpl_errf(err, "cuda driver: cannot load %s: %s%s%.300s", what, msg, log[0] ? ": " : "", log);
+}
+
+/* ptx (freed here) loaded into *mod on this device, with its functions names[i] into *fns[i];
+ * on failure *mod is unloaded and NULL. */
+static int load_program(CudaDev *cd, char *ptx, CUmodule *mod, const char *what, const char *const *names,
+                        CUfunction *const *fns, int n, MplErr *err) {
+  cudaError_t e = cudaSetDevice(cd->dev);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    mpl_free(ptx);
+    return mpl_errf(err, "cuda: cudaSetDevice: %s", cudaGetErrorString(e));
+  }
+  int st = cudev_load_ptx(cd, mod, what, ptx, err);
+  mpl_free(ptx);
+  if (st != MPL_OK) return MPL_ERR;
+  for (int i = 0; i < n; i++) {
+    CUresult r = cd->drv.get_function(fns[i], *mod, names[i]);
+    if (r != CUDA_SUCCESS) {
+      cudev_fail(cd, r, names[i], __FILE__, __LINE__, err);
+      cd->drv.unload(*mod);
+      *mod = NULL;
+      return MPL_ERR;
+    }
+  }
+  return MPL_OK;
+}
+
+void cudev_free_progs(CudaDev *cd) {
+  if (cd->partial) CUDA_SOFT(cudaFree(cd->partial));
+  if (cd->ce_scratch) CUDA_SOFT(cudaFree(cd->ce_scratch));
+  if (!cd->drv.unload) return;
+  if (cd->omod) cd->drv.unload(cd->omod);
+  for (int i = 0; i < cd->nsdpa; i++)
+    if (cd->sdpa[i].mod) cd->drv.unload(cd->sdpa[i].mod);
+  if (cd->cemod) cd->drv.unload(cd->cemod);
+}
+
+/* ---- the optimizer on the device ----------------------------------------------------- */
+
+int mpl_cuda_optim_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err) {
+  char archopt[48];
+  snprintf(archopt, sizeof archopt, "--gpu-architecture=%s", arch);
+  const char *opts[] = {archopt, "--fmad=false", "--prec-div=true", "--prec-sqrt=true", "--ftz=false"};
+  return cudev_compile(mpl_cuda_optim_src, "mpl_optim.cu", "the optimizer kernels", opts, 5, ptx, log, logn, err);
+}
+
+
+/* At init: the optimizer kernels for this GPU, their handles, the partial-sums buffer. */
+int cudev_load_optim(CudaDev *cd, MplErr *err) {
+  char *ptx = NULL, log[1024];
+  if (mpl_cuda_optim_compile(cd->arch, &ptx, log, sizeof log, err) != MPL_OK) return MPL_ERR;
+  const char *const names[] = {"mpl_sgd", "mpl_adamw", "mpl_scale", "mpl_sumsq", "mpl_sumsq_final"};
+  CUfunction *const fns[] = {&cd->f_sgd, &cd->f_adamw, &cd->f_scale, &cd->f_sumsq, &cd->f_sumsq_final};
+  if (load_program(cd, ptx, &cd->omod, "the optimizer kernels", names, fns, 5, err) != MPL_OK) return MPL_ERR;
+  CUDA_CHECK(cudaMalloc((void **)&cd->partial, sizeof(double) * SUMSQ_PARTS));
+  return MPL_OK;
+}
+
+/* cudev_launch of an optimizer kernel, profiled as one. */
+static int launch_optim(CudaDev *cd, CUfunction f, int64_t blocks, int block, void **params, MplErr *err) {
+  cudev_prof_begin(cd, PROF_OPTIM);
+  int st = cudev_launch(cd, f, blocks, block, params, err);
+  cudev_prof_end(cd);
+  return st;
+}
+
+/* Blocks of BLOCK threads for an elementwise loop over n (grid-stride past max_blocks). */
+static int64_t elementwise_blocks(const CudaDev *cd, int64_t n) {
+  int64_t b = (n + BLOCK - 1) / BLOCK;
+  return b < 1 ? 1 : b > cd->max_blocks ? cd->max_blocks : b;
+}
+
+/* Two launches: partial sums (a number of blocks fixed by n), then their fixed-tree sum. */
+int cuda_sumsq_f64(MplDevice *d, const float *g, int64_t n, double *out, MplErr *err) {
+  CudaDev *cd = d->impl;
+  int64_t parts = (n + SUMSQ_PER_BLOCK - 1) / SUMSQ_PER_BLOCK;
+  if (parts < 1) parts = 1;
+  if (parts > SUMSQ_PARTS) parts = SUMSQ_PARTS;
+  long long nn = (long long)n;
+  int np = (int)parts;
+  void *a1[] = {(void *)&g, &nn, &cd->partial};
+  if (launch_optim(cd, cd->f_sumsq, parts, BLOCK, a1, err) != MPL_OK) return MPL_ERR;
+  void *a2[] = {&cd->partial, &np, &out};
+  return launch_optim(cd, cd->f_sumsq_final, 1, BLOCK, a2, err);
+}
+
+int cuda_scale_f32(MplDevice *d, float *g, int64_t n, float coef, MplErr *err) {
+  CudaDev *cd = d->impl;
+  if (n <= 0) return MPL_OK;
+  long long nn = (long long)n;
+  void *a[] = {&g, &nn, &coef};
+  return launch_optim(cd, cd->f_scale, elementwise_blocks(cd, n), BLOCK, a, err);
+}
+
+int cuda_sgd(MplDevice *d, float *p, const float *g, float *buf, int64_t n, double lr, double momentum,
+                    bool first_step, MplErr *err) {
+  CudaDev *cd = d->impl;
+  if (n <= 0) return MPL_OK;
+  long long nn = (long long)n;
+  float neg_lr = (float)-lr, mom = (float)momentum; /* as mpl_sgd_update rounds them */
+  int mode = (momentum == 0 || !buf) ? 0 : first_step ? 1 : 2;
+  void *a[] = {&p, (void *)&g, &buf, &nn, &neg_lr, &mom, &mode};
+  return launch_optim(cd, cd->f_sgd, elementwise_blocks(cd, n), BLOCK, a, err);
+}
+
+int cuda_adamw(MplDevice *d, float *p, const float *g, float *m, float *v, int64_t n, double lr, double beta1,
+                      double beta2, double eps, double weight_decay, int64_t t, MplErr *err) {
+  CudaDev *cd = d->impl;
+  if (n <= 0) return MPL_OK;
+  MplAdamWScalars s;
+  mpl_adamw_scalars(&s, lr, beta1, beta2, eps, weight_decay, t);
+  long long nn = (long long)n;
+  int do_decay = s.do_decay, small = s.small;
+  void *a[] = {&p,         (void *)&g, &m,     &v,          &nn,   &s.decay,  &s.w1,  &s.b2,
+               &s.w2,      &s.neg_step, &s.bc2_sqrt, &s.eps, &do_decay, &small};
+  return launch_optim(cd, cd->f_adamw, elementwise_blocks(cd, n), BLOCK, a, err);
+}
+
+/* ---- the fused attention (runtime/cuda/sdpa.cu) ------------------------------------------- */
+
+int mpl_cuda_sdpa_compile(const char *arch, int hs, int hv, char **ptx, char *log, size_t logn, MplErr *err) {
+  char archopt[48], dhs[40], dhv[40];
+  *ptx = NULL;
+  if (logn) log[0] = 0;
+  if (hs < 1 || hs > MPL_SDPA_MAX_HEAD || hv < 1 || hv > MPL_SDPA_MAX_HEAD)
+    return mpl_errf(err, "the fused attention takes head sizes up to %d, not %d and %d", MPL_SDPA_MAX_HEAD, hs, hv);
+  snprintf(archopt, sizeof archopt, "--gpu-architecture=%s", arch);
+  snprintf(dhs, sizeof dhs, "-DMPL_SDPA_HS=%d", hs);
+  snprintf(dhv, sizeof dhv, "-DMPL_SDPA_HV=%d", hv);
+  const char *opts[] = {archopt, dhs, dhv, "--ftz=false", "--prec-div=true"};
+  return cudev_compile(mpl_cuda_sdpa_src, "mpl_sdpa.cu", "the fused attention", opts, 5, ptx, log, logn, err);
+}
+
+/* The kernels for head sizes hs and hv: compiled and loaded the first time they are met. */
+static const struct CudaSdpa *sdpa_kernels(CudaDev *cd, int hs, int hv, MplErr *err) {
+  for (int i = 0; i < cd->nsdpa; i++)
+    if (cd->sdpa[i].hs == hs && cd->sdpa[i].hv == hv) return &cd->sdpa[i];
+  if (cd->nsdpa == (int)(sizeof cd->sdpa / sizeof cd->sdpa[0])) {
+    mpl_errf(err, "cuda: more than %d head sizes of fused attention in one job", cd->nsdpa);
+    return NULL;
+  }
+  struct CudaSdpa *k = &cd->sdpa[cd->nsdpa];
+  char *ptx = NULL, log[1024];
+  if (mpl_cuda_sdpa_compile(cd->arch, hs, hv, &ptx, log, sizeof log, err) != MPL_OK) return NULL;
+  const char *const names[] = {"mpl_sdpa_fwd", "mpl_sdpa_bwd_q", "mpl_sdpa_bwd_kv"};
+  CUfunction *const fns[] = {&k->fwd, &k->bwd_q, &k->bwd_kv};
+  if (load_program(cd, ptx, &k->mod, "the fused attention's kernels", names, fns, 3, err) != MPL_OK) return NULL;
+  k->hs = hs, k->hv = hv;
+  cd->nsdpa++;
+  return k;
+}
+
+/* Blocks of SDPA_THREADS rows (ORDER: SDPA_BR in runtime/cuda/sdpa.cu) over heads x rows. */
+enum { SDPA_THREADS = 64 };
+static int64_t sdpa_blocks(int64_t batch, int64_t heads, int64_t rows) {
+  return batch * heads * ((rows + SDPA_THREADS - 1) / SDPA_THREADS);
+}
+
+int cuda_sdpa(MplDevice *d, const MplSdpa *a, MplErr *err) {
+  CudaDev *cd = d->impl;
+  const struct CudaSdpa *k = sdpa_kernels(cd, (int)a->hs, (int)a->hv, err);
+  if (!k) return MPL_ERR;
+  long long T = a->T, S = a->S;
+  int H = (int)a->H, Hkv = (int)a->Hkv, causal = a->causal, bf16 = a->bf16;
+  float scale = a->scale;
+  void *p[] = {(void *)&a->q, (void *)&a->k, (void *)&a->v, (void *)&a->out, (void *)&a->lse, &T, &S,
+               &H,            &Hkv,          &scale,        &causal,         &bf16};
+  cudev_prof_begin(cd, PROF_SDPA);
+  int st = cudev_launch(cd, k->fwd, sdpa_blocks(a->B, a->H, a->T), SDPA_THREADS, p, err);
+  cudev_prof_end(cd);
+  return st;
+}
+
+int cuda_sdpa_bwd(MplDevice *d, const MplSdpa *a, MplErr *err) {
+  CudaDev *cd = d->impl;
+  const struct CudaSdpa *k = sdpa_kernels(cd, (int)a->hs, (int)a->hv, err);
+  if (!k) return MPL_ERR;
+  long long T = a->T, S = a->S;
+  int H = (int)a->H, Hkv = (int)a->Hkv, causal = a->causal, bf16 = a->bf16;
+  float scale = a->scale;
+  void *pq[] = {(void *)&a->q, (void *)&a->k, (void *)&a->v, (void *)&a->out, (void *)&a->lse, (void *)&a->dout,
+                (void *)&a->dq, &T, &S, &H, &Hkv, &scale, &causal, &bf16};
+  void *pkv[] = {(void *)&a->q,  (void *)&a->k,  (void *)&a->v, (void *)&a->out, (void *)&a->lse, (void *)&a->dout,
+                 (void *)&a->dk, (void *)&a->dv, &T,            &S,              &H,              &Hkv,
+                 &scale,         &causal,        &bf16};
+  cudev_prof_begin(cd, PROF_SDPA_BWD);
+  int st = cudev_launch(cd, k->bwd_q, sdpa_blocks(a->B, a->H, a->T), SDPA_THREADS, pq, err);
+  if (st == MPL_OK) st = cudev_launch(cd, k->bwd_kv, sdpa_blocks(a->B, a->Hkv, a->S), SDPA_THREADS, pkv, err);
+  cudev_prof_end(cd);
+  return st;
+}
+
+/* ---- the fused cross-entropy (runtime/cuda/ce.cu; issue 14 item 3) ---------------------------
+ * ce_cpu.c's algorithm: per chunk of classes the logits by cuBLAS into the scratch, the row
+ * kernels, and backward the two products of g; the scratch (s, m, tl, then L [N, chunk], as
+ * the CPU's) is the device's, grown to the largest step met. */
+
+int mpl_cuda_ce_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err) {
+  char archopt[48];
+  snprintf(archopt, sizeof archopt, "--gpu-architecture=%s", arch);
+  const char *opts[] = {archopt, "--ftz=false", "--prec-div=true"};
+  return cudev_compile(mpl_cuda_ce_src, "mpl_ce.cu", "the fused cross-entropy", opts, 3, ptx, log, logn, err);
+}
+
+enum { CE_THREADS = 256 }; /* ORDER: CE_THREADS in runtime/cuda/ce.cu */
+
+static int ce_kernels(CudaDev *cd, MplErr *err) {
+  if (cd->cemod) return MPL_OK;
+  char *ptx = NULL, log[1024];
+  if (mpl_cuda_ce_compile(cd->arch, &ptx, log, sizeof log, err) != MPL_OK) return MPL_ERR;
+  const char *const names[] = {"mpl_ce_rows", "mpl_ce_finish"};
+  CUfunction *const fns[] = {&cd->ce_rows, &cd->ce_finish};
+  return load_program(cd, ptx, &cd->cemod, "the fused cross-entropy's kernels", names, fns, 2, err);
+}
+
+/* Row-major C = op(A) op(B) + beta C (explicit leading dimensions), as cuda_gemm does it. */
+static int ce_gemm(CudaDev *cd, bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A,
+                   int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc, MplErr *err) {
+  const float alpha = 1.0f;
+  cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+  cudev_prof_begin(cd, PROF_GEMM);
+  cublasStatus_t st =
+      bf16 ? cublasGemmEx(cd->blas, opb, opa, (int)N, (int)M, (int)K, &alpha, B, CUDA_R_32F, (int)ldb, A, CUDA_R_32F,
+                          (int)lda, &beta, C, CUDA_R_32F, (int)ldc, CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT)
+           : cublasSgemm(cd->blas, opb, opa, (int)N, (int)M, (int)K, &alpha, B, (int)ldb, A, (int)lda, &beta, C,
+                         (int)ldc);
+  cudev_prof_end(cd);
+  CUBLAS_CHECK(st);
+  return MPL_OK;
+}
+
+/* JS_CE over blocks of rows: per block the logits by cuBLAS, mpl_ce_rows (loss per row, g in
+ * place), dx1 of the block and dw1 (+)= by cuBLAS; then mpl_ce_finish (the mean loss). */
+int cuda_ce(MplDevice *d, const MplCe *a, MplErr *err) {
+  CudaDev *cd = d->impl;
+  if (a->N < 1 || a->K < 1 || a->V < 1 || a->chunk < 1 || a->chunk > a->N || a->N > INT32_MAX ||
+      a->K > INT32_MAX || a->V > INT32_MAX || a->chunk * a->V > INT32_MAX)
+    return mpl_errf(err, "cuda: the fused cross-entropy's sizes (N %lld, K %lld, V %lld, rows %lld) exceed cuBLAS's",
+                    (long long)a->N, (long long)a->K, (long long)a->V, (long long)a->chunk);
+  if (ce_kernels(cd, err) != MPL_OK) return MPL_ERR;
+  CUDA_CHECK(cudaSetDevice(cd->dev));
+  int64_t need = mpl_ce_cpu_scratch(a);
+  if (need > cd->ce_cap) { /* stream-ordered, from the pool the arenas come from (its peak counts it) */
+    if (cd->ce_scratch) CUDA_CHECK(cudaFreeAsync(cd->ce_scratch, cd->compute));
+    cd->ce_scratch = NULL, cd->ce_cap = 0;
+    cudaError_t e = cudaMallocAsync((void **)&cd->ce_scratch, (size_t)need * sizeof(float), cd->compute);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      cd->ce_scratch = NULL;
+      return mpl_errf(err, "cuda: no memory for the cross-entropy's block of logits (%lld bytes): %s",
+                      (long long)need * 4, cudaGetErrorString(e));
+    }
+    cd->ce_cap = need;
+  }
+  double *loss = (double *)(void *)cd->ce_scratch;
+  float *L = cd->ce_scratch + 2 * a->N, scale = (float)(1.0 / (double)a->N);
+  long long N = a->N, V = a->V;
+  int bf16 = a->bf16;
+  int64_t K = a->K;
+  for (int64_t r0 = 0; r0 < a->N; r0 += a->chunk) {
+    long long rr = a->N - r0 < a->chunk ? a->N - r0 : a->chunk, lr0 = r0;
+    const float *xb = a->x + r0 * K;
+    if (ce_gemm(cd, bf16, false, a->tb, rr, V, K, xb, K, a->w, a->tb ? K : V, 0.0f, L, V, err) != MPL_OK)
+      return MPL_ERR;
+    void *p[] = {&L, &V, &lr0, (void *)&a->targets, &loss, &scale, &bf16};
+    cudev_prof_begin(cd, PROF_CE);
+    int st = cudev_launch(cd, cd->ce_rows, rr, CE_THREADS, p, err);
+    cudev_prof_end(cd);
+    if (st != MPL_OK) return MPL_ERR;
+    if (ce_gemm(cd, bf16, false, !a->tb, rr, K, V, L, V, a->w, a->tb ? K : V, 0.0f, a->dx + r0 * K, K, err) != MPL_OK)
+      return MPL_ERR;
+    float beta = r0 ? 1.0f : 0.0f;
+    st = a->tb ? ce_gemm(cd, bf16, true, false, V, K, rr, L, V, xb, K, beta, a->dw, K, err)
+               : ce_gemm(cd, bf16, true, false, K, V, rr, xb, K, L, V, beta, a->dw, V, err);
+    if (st != MPL_OK) return MPL_ERR;
+  }
+  void *pf[] = {&loss, (void *)&a->loss, &N};
+  cudev_prof_begin(cd, PROF_CE);
+  int st = cudev_launch(cd, cd->ce_finish, 1, CE_THREADS, pf, err);
+  cudev_prof_end(cd);
+  return st;
+}
+
+#else /* !MPL_HAVE_CUDA: the compilers say so */
+
+int mpl_cuda_optim_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err) {
+  *ptx = NULL;
+  if (logn) log[0] = 0;
+  return mpl_errf(err, "this mplrun was built without CUDA (no NVRTC for %s)", arch);
+}
+
+int mpl_cuda_sdpa_compile(const char *arch, int hs, int hv, char **ptx, char *log, size_t logn, MplErr *err) {
+  *ptx = NULL;
+  if (logn) log[0] = 0;
+  return mpl_errf(err, "this mplrun was built without CUDA (no NVRTC for %s)", arch);
+}
+
+int mpl_cuda_ce_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err) {
+  *ptx = NULL;
+  if (logn) log[0] = 0;
+  return mpl_errf(err, "this mplrun was built without CUDA (no NVRTC for %s)", arch);
+}
+
+#endif

@@ -1,0 +1,84 @@
+/*
+ * cuda_host.h — CUDA C kernels run on the host, for the unit tests of the runtime's own
+ * CUDA programs (test_sdpa.c: runtime/cuda/sdpa.cu; test_ce.c: runtime/cuda/ce.cu) on a
+ * machine without a GPU. Include it (after check.h) before the .cu file: the file's
+ * MPL_* macros become host C, each block's threads pthreads that run at once,
+ * __syncthreads a barrier, __shared__ arrays static (so blocks run one after another).
+ * What this checks is the kernels' arithmetic and indexing; not warps, occupancy or speed.
+ */
+#ifndef MPL_TEST_CUDA_HOST_H
+#define MPL_TEST_CUDA_HOST_H
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MPL_CU_HOST
+typedef struct { unsigned x, y, z; } HostDim3;
+static _Thread_local HostDim3 threadIdx, blockIdx;
+static pthread_barrier_t host_bar;
+#define MPL_KERNEL(nthreads) static void
+#define MPL_DEV static inline
+#define MPL_SHARED static
+#define MPL_SYNC() pthread_barrier_wait(&host_bar)
+#define MPL_UNROLL
+#define MPL_NO_UNROLL
+#define MPL_INF INFINITY
+#define __restrict__ restrict
+
+static inline unsigned __float_as_uint(float f) {
+  unsigned u;
+  memcpy(&u, &f, sizeof u);
+  return u;
+}
+static inline float __uint_as_float(unsigned u) {
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+typedef struct HostThread {
+  void (*body)(void *);
+  void *ctx;
+  unsigned block, thread;
+} HostThread;
+
+static void *host_thread(void *p) {
+  HostThread *h = p;
+  threadIdx = (HostDim3){h->thread, 0, 0};
+  blockIdx = (HostDim3){h->block, 0, 0};
+  h->body(h->ctx);
+  return NULL;
+}
+
+/* One launch of `blocks` blocks of `threads` threads, each thread calling body(ctx) (which
+ * calls the kernel): blocks one after another, a block's threads at once. */
+static inline void host_launch_grid(long long blocks, unsigned threads, void (*body)(void *), void *ctx) {
+  pthread_t *id = malloc(sizeof *id * threads);
+  HostThread *th = malloc(sizeof *th * threads);
+  ck_assert(id && th);
+  for (long long b = 0; b < blocks; b++) {
+    ck_assert_int_eq(pthread_barrier_init(&host_bar, NULL, threads), 0);
+    for (unsigned t = 0; t < threads; t++) {
+      th[t] = (HostThread){body, ctx, (unsigned)b, t};
+      ck_assert_int_eq(pthread_create(&id[t], NULL, host_thread, &th[t]), 0);
+    }
+    for (unsigned t = 0; t < threads; t++) pthread_join(id[t], NULL);
+    pthread_barrier_destroy(&host_bar);
+  }
+  free(id), free(th);
+}
+
+/* The tests' bf16 rounding: the nearest value with 8 significant bits (subnormal spacing
+ * below 2^-126), ties to even by nearbyint, from x's exponent (finite x). Independent of
+ * the kernels' bit arithmetic. */
+static inline double host_round_bf16(double x) {
+  if (isnan(x) || isinf(x) || x == 0) return x;
+  int e;
+  frexp(x, &e);
+  int q = e - 8 > -133 ? e - 8 : -133;
+  return ldexp(nearbyint(ldexp(x, -q)), q);
+}
+
+#endif
