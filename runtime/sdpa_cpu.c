@@ -99,46 +99,53 @@ static size_t bwd_scratch(const MplSdpa *a) {
   return (size_t)((a->hs + a->hv) * SDPA_BC * 2 + 2 * SDPA_BR * SDPA_BC + a->H / a->Hkv * a->T);
 }
 
-void mpl_sdpa_cpu_fwd(void **args, const int64_t *scalars, int64_t begin, int64_t end) {
-  (void)scalars;
-  MplSdpaRun *run = args[0];
+/* Unit code of the chosen instruction set. */
+static void fwd_unit(MplSdpaIsa isa, const MplSdpa *a, int64_t b, int64_t h, int64_t q0, int64_t nq, float *w) {
+  switch (isa) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  case MPL_SDPA_AVX512: fwd_unit_avx512(a, b, h, q0, nq, w); return;
+  case MPL_SDPA_AVX2: fwd_unit_avx2(a, b, h, q0, nq, w); return;
+#endif
+  default: fwd_unit_generic(a, b, h, q0, nq, w); return;
+  }
+}
+
+static void bwd_unit(MplSdpaIsa isa, const MplSdpa *a, int64_t b, int64_t kvh, float *w) {
+  switch (isa) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  case MPL_SDPA_AVX512: bwd_unit_avx512(a, b, kvh, w); return;
+  case MPL_SDPA_AVX2: bwd_unit_avx2(a, b, kvh, w); return;
+#endif
+  default: bwd_unit_generic(a, b, kvh, w); return;
+  }
+}
+
+/* Units [begin, end) of the forward or the backward, with one scratch for all of them. */
+static void run_units(MplSdpaRun *run, bool backward, int64_t begin, int64_t end) {
   const MplSdpa *a = &run->a;
-  float *w = mpl_malloc(sizeof(float) * fwd_scratch(a));
+  float *w = mpl_malloc(sizeof(float) * (backward ? bwd_scratch(a) : fwd_scratch(a)));
   if (!w) {
     atomic_store(&run->failed, 1);
     return;
   }
   int64_t nt = query_tiles(a);
   for (int64_t u = begin; u < end; u++) {
-    int64_t bh = u / nt, q0 = u % nt * SDPA_BR, nq = a->T - q0 < SDPA_BR ? a->T - q0 : SDPA_BR;
-    switch (run->isa) {
-#if defined(__x86_64__) && defined(__GNUC__)
-    case MPL_SDPA_AVX512: fwd_unit_avx512(a, bh / a->H, bh % a->H, q0, nq, w); break;
-    case MPL_SDPA_AVX2: fwd_unit_avx2(a, bh / a->H, bh % a->H, q0, nq, w); break;
-#endif
-    default: fwd_unit_generic(a, bh / a->H, bh % a->H, q0, nq, w); break;
+    if (backward) {
+      bwd_unit(run->isa, a, u / a->Hkv, u % a->Hkv, w);
+      continue;
     }
+    int64_t bh = u / nt, q0 = u % nt * SDPA_BR, nq = a->T - q0 < SDPA_BR ? a->T - q0 : SDPA_BR;
+    fwd_unit(run->isa, a, bh / a->H, bh % a->H, q0, nq, w);
   }
   mpl_free(w);
 }
 
+void mpl_sdpa_cpu_fwd(void **args, const int64_t *scalars, int64_t begin, int64_t end) {
+  (void)scalars;
+  run_units(args[0], false, begin, end);
+}
+
 void mpl_sdpa_cpu_bwd(void **args, const int64_t *scalars, int64_t begin, int64_t end) {
   (void)scalars;
-  MplSdpaRun *run = args[0];
-  const MplSdpa *a = &run->a;
-  float *w = mpl_malloc(sizeof(float) * bwd_scratch(a));
-  if (!w) {
-    atomic_store(&run->failed, 1);
-    return;
-  }
-  for (int64_t u = begin; u < end; u++) {
-    switch (run->isa) {
-#if defined(__x86_64__) && defined(__GNUC__)
-    case MPL_SDPA_AVX512: bwd_unit_avx512(a, u / a->Hkv, u % a->Hkv, w); break;
-    case MPL_SDPA_AVX2: bwd_unit_avx2(a, u / a->Hkv, u % a->Hkv, w); break;
-#endif
-    default: bwd_unit_generic(a, u / a->Hkv, u % a->Hkv, w); break;
-    }
-  }
-  mpl_free(w);
+  run_units(args[0], true, begin, end);
 }

@@ -114,24 +114,34 @@ START_TEST(test_wrong_version) {
 }
 END_TEST
 
+/* `model` compiled by mplc into tmp_path and read back (the test fails if either fails). */
+static Job *compile_job(const char *model) {
+  const char *build = getenv("BUILD") ? getenv("BUILD") : "build";
+  char cmd[1024], err[700] = "";
+  snprintf(tmp_path, sizeof tmp_path, "/tmp/mpl_jobfuzz_%d.job", (int)getpid());
+  snprintf(cmd, sizeof cmd, "%s/mplc %s -o %s", build, model, tmp_path);
+  ck_assert_msg(system(cmd) == 0, "mplc failed: %s", cmd);
+  Job *j = job_read(tmp_path, err, sizeof err);
+  ck_assert_msg(j != NULL, "%s", err);
+  return j;
+}
+
+/* The job's first step of `kind` in any stage and program, or NULL. */
+static JobStep *first_step(Job *j, int kind) {
+  for (int s = 0; s < j->nstages; s++)
+    for (int k = 0; k < JP__COUNT; k++)
+      for (int i = 0; i < j->stages[s].prog[k].nsteps; i++)
+        if (j->stages[s].prog[k].steps[i].kind == kind) return &j->stages[s].prog[k].steps[i];
+  return NULL;
+}
+
 /* The fused cross-entropy's step (mplc's default): each damaged field is refused by
  * job_validate with a message (sizes, block of rows, operand count, an operand's size or
  * dtype). */
 START_TEST(test_fused_ce_steps) {
-  const char *build = getenv("BUILD") ? getenv("BUILD") : "build";
-  char cmd[1024], err[700] = "";
-  snprintf(tmp_path, sizeof tmp_path, "/tmp/mpl_jobfuzz_%d.job", (int)getpid());
-  snprintf(cmd, sizeof cmd, "%s/mplc tests/e2e/fused_ce.mpl -o %s", build, tmp_path);
-  ck_assert_msg(system(cmd) == 0, "mplc failed: %s", cmd);
-  Job *j = job_read(tmp_path, err, sizeof err);
-  ck_assert_msg(j != NULL, "%s", err);
-  JobStep *ce[1] = {NULL};
-  for (int s = 0; s < j->nstages; s++)
-    for (int k = 0; k < JP__COUNT; k++)
-      for (int i = 0; i < j->stages[s].prog[k].nsteps; i++) {
-        JobStep *st = &j->stages[s].prog[k].steps[i];
-        if (st->kind == JS_CE) ce[0] = st;
-      }
+  char err[700] = "";
+  Job *j = compile_job("tests/e2e/fused_ce.mpl");
+  JobStep *ce[1] = {first_step(j, JS_CE)};
   ck_assert_msg(ce[0] != NULL, "no fused cross-entropy step in the job");
   ck_assert_int_eq(ce[0]->N, 2500);
   ck_assert_int_eq(ce[0]->chunk, 32); /* all 32 rows of a micro-batch in one block */
@@ -164,21 +174,9 @@ END_TEST
  * job_validate with a message naming sdpa (sizes, heads that do not group, operand count, an
  * operand's size or dtype, the precision). */
 START_TEST(test_sdpa_steps) {
-  const char *build = getenv("BUILD") ? getenv("BUILD") : "build";
-  char cmd[1024], err[700] = "";
-  snprintf(tmp_path, sizeof tmp_path, "/tmp/mpl_jobfuzz_%d.job", (int)getpid());
-  snprintf(cmd, sizeof cmd, "%s/mplc tests/e2e/v2/sdpa_grad.mpl -o %s", build, tmp_path);
-  ck_assert_msg(system(cmd) == 0, "mplc failed: %s", cmd);
-  Job *j = job_read(tmp_path, err, sizeof err);
-  ck_assert_msg(j != NULL, "%s", err);
-  JobStep *st2[2] = {NULL, NULL}; /* a forward and a backward step */
-  for (int s = 0; s < j->nstages; s++)
-    for (int k = 0; k < JP__COUNT; k++)
-      for (int i = 0; i < j->stages[s].prog[k].nsteps; i++) {
-        JobStep *st = &j->stages[s].prog[k].steps[i];
-        if (st->kind == JS_SDPA && !st2[0]) st2[0] = st;
-        if (st->kind == JS_SDPA_BWD && !st2[1]) st2[1] = st;
-      }
+  char err[700] = "";
+  Job *j = compile_job("tests/e2e/v2/sdpa_grad.mpl");
+  JobStep *st2[2] = {first_step(j, JS_SDPA), first_step(j, JS_SDPA_BWD)}; /* a forward and a backward step */
   ck_assert_msg(st2[0] && st2[1], "no fused attention steps in the job");
   for (int w = 0; w < 2; w++)
     for (int d = 0; d < 7; d++) {
