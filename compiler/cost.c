@@ -104,7 +104,8 @@ double cost_fwd_bwd(const Graph *g, const Op *op) {
 }
 
 /* The time of op in pass k; a backward op of a measured forward op brings the measured
- * backward of all of them, the first time that forward op is seen (seen[origin] != mark). */
+ * backward of all of them, the first time that forward op is seen (seen[origin] != mark):
+ * both parts when the schedule makes the backward one pass (part_join_backward). */
 static double pass_op_time(const Graph *g, const Op *op, int k, int *seen, int mark) {
   int o = k == PASS_FWD ? op->id : op->fwd_of;
   if (!measured_op(g, o)) return modelled(g, op);
@@ -112,6 +113,7 @@ static double pass_op_time(const Graph *g, const Op *op, int k, int *seen, int m
   if (k == PASS_FWD || k == PASS_RECOMP) return m->fwd[o];
   if (seen[o] == mark) return 0;
   seen[o] = mark;
+  if (k == PASS_BWD_B && part_joins_backward(g)) return m->bwd_b[o] + m->bwd_w[o];
   return k == PASS_BWD_B ? m->bwd_b[o] : m->bwd_w[o];
 }
 

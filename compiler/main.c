@@ -54,7 +54,7 @@ static void usage(FILE *out) {
           "            [--mesh pp=4,tp=2,dp=1] [--schedule NAME] [--microbatches N] [-D NAME=V]... [-I DIR]...\n"
           "            [--mem-limit BYTES[K|M|G]] [--device-speed S0,S1,...] [--profile FILE.json]\n"
           "            [--gpu-arch sm_90] [--allow-gather] [--precision f32|tf32|bf16]\n"
-          "            [--no-fused-sdpa] [--no-fused-ce] [-h|--help] [--version]\n");
+          "            [--no-fused-sdpa] [--no-fused-ce] [--no-remat] [-h|--help] [--version]\n");
 }
 
 static _Noreturn void fail(int code, const char *fmt, const char *arg) {
@@ -183,6 +183,7 @@ static void parse_options(Arena *a, int argc, char **argv, Options *o) {
     else if (!strcmp(arg, "--allow-gather")) o->co.allow_gather = true;
     else if (!strcmp(arg, "--no-fused-sdpa")) o->co.no_fused_sdpa = true;
     else if (!strcmp(arg, "--no-fused-ce")) o->co.no_fused_ce = true;
+    else if (!strcmp(arg, "--no-remat")) o->co.no_remat = true;
     else if ((v = flag_value(argc, argv, &i, "-D"))) vec_push(a, &o->co.defines, parse_define(a, v));
     else if ((v = flag_value(argc, argv, &i, "-I"))) vec_push(a, &o->co.include_dirs, (void *)v);
     else if (arg[0] == '-' && arg[1]) fail(2, "unknown option '%s' (see mplc --help)", arg);
@@ -322,6 +323,13 @@ int main(int argc, char **argv) {
     ad_dump(stdout, g);
     return finish(&arena, 0);
   }
+
+  /* 6a. the backward as one pass where the schedule runs W right after B (partition.c);
+   *     selective recomputation (remat.c; off with --no-remat): forward values that cheap
+   *     ops remake from other held values are remade in the backward, not held; after the
+   *     roundings, which it may remake too */
+  part_join_backward(g);
+  if (!o.co.no_remat) g = remat_apply(g);
 
   /* 7. partition (partition.c): each stage's passes, transfers between stages, stash,
    *    recompute, tied params                                               --emit=partition, dot */

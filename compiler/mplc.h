@@ -347,6 +347,13 @@ Graph *prec_apply(Graph *g);
 /* Are v's values bf16 values (a ROUND_BF16, or a reshape, transpose, expand or slice of one)? */
 bool prec_exact_bf16(const Graph *g, int v);
 
+/* ==== remat.c: selective recomputation ================================== */
+
+/* After precision.c, before the partition: each forward value the backward reads that
+ * cheap ops (elementwise, shape) can make again from the other held values is made again
+ * in the backward pass that reads it, so it is not held. Returns g, or a new graph. */
+Graph *remat_apply(Graph *g);
+
 /* ==== ce_fuse.c: the fused cross-entropy =============================== */
 
 /* After shard.c, before the identities: each cross_entropy whose logits are a product
@@ -378,6 +385,7 @@ typedef struct CompileOptions {
   const char *precision;   /* --precision: f32, tf32 or bf16 (the driver checks it), or NULL */
   bool no_fused_sdpa;      /* --no-fused-sdpa: sdpa lowered to matmuls and a softmax (sema_lower.c) */
   bool no_fused_ce;        /* --no-fused-ce: the logits stay a product and a cross_entropy (ce_fuse.c) */
+  bool no_remat;           /* --no-remat: every forward value the backward reads is held (remat.c) */
 } CompileOptions;
 
 /*

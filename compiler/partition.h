@@ -56,6 +56,11 @@ typedef struct Partition {
 
 /* Cuts g (forward + backward) into stages. Returns NULL after reporting errors. */
 Partition *part_build(Diag *d, Graph *g);
+/* Under a schedule that runs each stage's W pass right after its B pass (every schedule
+ * but zb and zbv, which defer W to fill bubbles), the backward is one pass: g's PH_BWD_W
+ * ops become PH_BWD_B, in place (before remat.c and part_build). */
+void part_join_backward(Graph *g);
+bool part_joins_backward(const Graph *g); /* does g's schedule get one backward pass? */
 void part_verify(const Partition *p);
 /* --emit=partition */
 void part_dump(FILE *out, const Partition *p);

@@ -21,7 +21,9 @@ busy() { sed -nE 's/^rank ([0-9]+) \(.*predicted busy ([0-9.e+-]+) s.*/\2/p' "$1
 spread() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.3f", hi / lo }'; }
 
 # ---- profile round trip ----
-if "$MPLC" "$model" -o "$tmp/b.job" 2> "$tmp/err" &&
+# (under zb, whose weight gradients are a pass of their own, so bwd_w_s is measured apart;
+# under the other schedules the backward is one pass and bwd_w_s is 0)
+if "$MPLC" "$model" --schedule zb -o "$tmp/b.job" 2> "$tmp/err" &&
    "$MPLRUN" "$tmp/b.job" --threads 1 --steps 3 --profile "$tmp/p.json" > "$tmp/run.log" 2>&1; then
   ok "mplrun --profile writes $(wc -c < "$tmp/p.json") bytes"
 else
