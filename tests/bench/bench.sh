@@ -7,7 +7,8 @@
 #   gpt-768    vocab 256, d 768, 4 layers, 12 heads, T 512, B 4
 #   llama      vocab 256, d 384, 6 layers, 6 heads (2 kv), SwiGLU 1024, T 256, B 8 (examples/llama.mpl's layers)
 # and gpt-768 once more on 1 rank with mplc --no-fused-sdpa: the fused attention's effect on
-# the step time and on the planned arena at T = 512.
+# the step time and on the planned arena at T = 512, and with mplc --no-remat: selective
+# recomputation's cost in time and its saving in memory.
 # MPL runs each on 1 CPU rank (pp = 1) and on 2 ranks (pp = 2, 1F1B, --threads 1 each),
 # with no environment variables set. PyTorch (Debian's python3-torch, when installed) runs
 # the same models with torch.set_num_threads(1 and 2), twice: as the machine gives it, and
@@ -127,6 +128,11 @@ plan_arena() { # MPLC FLAGS -> the planned arena (peak) in MiB
 }
 fused_mib=$(plan_arena "$flags"); lowered_mib=$(plan_arena "$flags --no-fused-sdpa")
 
+# ---- selective recomputation (remat.c): gpt-768 on 1 rank with --no-remat ----------------------
+echo "bench: $name, MPL on 1 rank with --no-remat" >&2
+run_mpl "$name-held" 1 1 "$flags --no-remat"; held_ms=$mpl_ms
+held_mib=$(plan_arena "$flags --no-remat")
+
 measure_peak
 
 # ---- the table ------------------------------------------------------------------------------
@@ -143,4 +149,7 @@ printf '%s\n' "${rows[@]}" | awk -v p1="$peak1" -v p2="$peak2" -f tests/bench/ta
 awk -v f="$fused_ms" -v l="$lowered_ms" -v fa="$fused_mib" -v la="$lowered_mib" 'BEGIN {
   printf "fused attention, gpt-768 (T 512) on 1 rank: %.1f ms/step fused, %.1f ms/step lowered (--no-fused-sdpa): %.2fx; planned arena %.1f MiB vs %.1f MiB: %.2fx\n",
          f, l, (f > 0 ? l / f : 0), fa, la, (la > 0 ? fa / la : 0) }'
+awk -v f="$fused_ms" -v h="$held_ms" -v fa="$fused_mib" -v ha="$held_mib" 'BEGIN {
+  printf "selective recomputation, gpt-768 (T 512) on 1 rank: %.1f ms/step, %.1f ms/step holding every value (--no-remat): %.3fx; planned arena %.1f MiB vs %.1f MiB: %.2fx\n",
+         f, h, (f > 0 ? h / f : 0), fa, ha, (ha > 0 ? fa / ha : 0) }'
 echo "bench: done in $(( $(date +%s) - t_start )) s" >&2
