@@ -53,6 +53,17 @@ typedef struct MplCe {
 
 /* A device backend: one instance per kind (cpu, cuda), filled with designated initializers.
  * Pointers into the arena are device pointers; copy_* move bytes to and from host memory. */
+/* One tensor of a multi-tensor optimizer op (device pointers): sumsq_f64_list reads g and
+ * writes *out; scale_f32_list scales g; adamw_list updates p, m, v from g with its own
+ * weight_decay. */
+enum { MPL_OPT_LIST = 32 }; /* tensors per call, at most */
+typedef struct MplOptTensor {
+  float *p, *g, *m, *v;
+  double *out;
+  int64_t n;
+  double weight_decay;
+} MplOptTensor;
+
 typedef struct MplDeviceOps {
   const char *name;
   /* index: the device number; threads: CPU threads for its kernels and products. */
@@ -110,6 +121,13 @@ typedef struct MplDeviceOps {
              bool first_step, MplErr *err);
   int (*adamw)(MplDevice *d, float *p, const float *g, float *m, float *v, int64_t n, double lr, double beta1,
                double beta2, double eps, double weight_decay, int64_t t, MplErr *err);
+  /* Multi-tensor forms (optional; NULL: update.c calls the ops above one tensor at a time):
+   * the op over k (1 .. MPL_OPT_LIST) tensors at once (on a GPU, one or two launches
+   * instead of k or 2k), each tensor's result the same bits as the op above gives it. */
+  int (*sumsq_f64_list)(MplDevice *d, const MplOptTensor *t, int k, MplErr *err);
+  int (*scale_f32_list)(MplDevice *d, const MplOptTensor *t, int k, float coef, MplErr *err);
+  int (*adamw_list)(MplDevice *d, const MplOptTensor *t, int k, double lr, double beta1, double beta2, double eps,
+                    int64_t step, MplErr *err);
 } MplDeviceOps;
 
 struct MplDevice {

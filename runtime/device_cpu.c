@@ -386,6 +386,25 @@ static int cpu_adamw(MplDevice *d, float *p, const float *g, float *m, float *v,
   return MPL_OK;
 }
 
+/* The multi-tensor forms: the loops above, one tensor after another (the update phase's
+ * batching, update.c, runs on every backend through them). */
+static int cpu_sumsq_list(MplDevice *d, const MplOptTensor *t, int k, MplErr *err) {
+  for (int i = 0; i < k; i++) *t[i].out = mpl_sumsq_f64(t[i].g, t[i].n);
+  return MPL_OK;
+}
+
+static int cpu_scale_list(MplDevice *d, const MplOptTensor *t, int k, float coef, MplErr *err) {
+  for (int i = 0; i < k; i++) mpl_scale_f32(t[i].g, t[i].n, coef);
+  return MPL_OK;
+}
+
+static int cpu_adamw_list(MplDevice *d, const MplOptTensor *t, int k, double lr, double beta1, double beta2,
+                          double eps, int64_t step, MplErr *err) {
+  for (int i = 0; i < k; i++)
+    mpl_adamw_update(t[i].p, t[i].g, t[i].m, t[i].v, t[i].n, lr, beta1, beta2, eps, t[i].weight_decay, step);
+  return MPL_OK;
+}
+
 const MplDeviceOps mpl_device_cpu_ops = {
     .name = "cpu",
     .init = cpu_init,
@@ -408,6 +427,9 @@ const MplDeviceOps mpl_device_cpu_ops = {
     .scale_f32 = cpu_scale,
     .sgd = cpu_sgd,
     .adamw = cpu_adamw,
+    .sumsq_f64_list = cpu_sumsq_list,
+    .scale_f32_list = cpu_scale_list,
+    .adamw_list = cpu_adamw_list,
 };
 
 /* ---- the job's kernels: compiled by jit_cpu.c, looked up by name ------------------ */

@@ -156,10 +156,14 @@ int mpl_cuda_optim_compile(const char *arch, char **ptx, char *log, size_t logn,
 int cudev_load_optim(CudaDev *cd, MplErr *err) {
   char *ptx = NULL, log[1024];
   if (mpl_cuda_optim_compile(cd->arch, &ptx, log, sizeof log, err) != MPL_OK) return MPL_ERR;
-  const char *const names[] = {"mpl_sgd", "mpl_adamw", "mpl_scale", "mpl_sumsq", "mpl_sumsq_final"};
-  CUfunction *const fns[] = {&cd->f_sgd, &cd->f_adamw, &cd->f_scale, &cd->f_sumsq, &cd->f_sumsq_final};
-  if (load_program(cd, ptx, &cd->omod, "the optimizer kernels", names, fns, 5, err) != MPL_OK) return MPL_ERR;
-  CUDA_CHECK(cudaMalloc((void **)&cd->partial, sizeof(double) * SUMSQ_PARTS));
+  const char *const names[] = {"mpl_sgd",        "mpl_adamw",      "mpl_scale",      "mpl_sumsq",
+                               "mpl_sumsq_final", "mpl_adamw_list", "mpl_scale_list", "mpl_sumsq_list",
+                               "mpl_sumsq_final_list"};
+  CUfunction *const fns[] = {&cd->f_sgd,         &cd->f_adamw,      &cd->f_scale,        &cd->f_sumsq,
+                             &cd->f_sumsq_final, &cd->f_adamw_list, &cd->f_scale_list,   &cd->f_sumsq_list,
+                             &cd->f_sumsq_final_list};
+  if (load_program(cd, ptx, &cd->omod, "the optimizer kernels", names, fns, 9, err) != MPL_OK) return MPL_ERR;
+  CUDA_CHECK(cudaMalloc((void **)&cd->partial, sizeof(double) * MPL_OPT_LIST * SUMSQ_PARTS));
   return MPL_OK;
 }
 
@@ -221,6 +225,41 @@ int cuda_adamw(MplDevice *d, float *p, const float *g, float *m, float *v, int64
   void *a[] = {&p,         (void *)&g, &m,     &v,          &nn,   &s.decay,  &s.w1,  &s.b2,
                &s.w2,      &s.neg_step, &s.bc2_sqrt, &s.eps, &do_decay, &small};
   return launch_optim(cd, cd->f_adamw, elementwise_blocks(cd, n), BLOCK, a, err);
+}
+
+/* ---- the multi-tensor forms: one launch (two for the sums) over up to MPL_OPT_LIST tensors,
+ * each tensor's elements, blocks and tree as its single launch's (runtime/cuda/optim.cu) ---- */
+
+int cuda_sumsq_list(MplDevice *d, const MplOptTensor *t, int k, MplErr *err) {
+  CudaDev *cd = d->impl;
+  MplOptList L;
+  int64_t blocks = mpl_opt_list_fill(&L, t, k, SUMSQ_PER_BLOCK, SUMSQ_PARTS);
+  void *a[] = {&L, &cd->partial};
+  if (launch_optim(cd, cd->f_sumsq_list, blocks, BLOCK, a, err) != MPL_OK) return MPL_ERR;
+  return launch_optim(cd, cd->f_sumsq_final_list, k, BLOCK, a, err);
+}
+
+int cuda_scale_list(MplDevice *d, const MplOptTensor *t, int k, float coef, MplErr *err) {
+  CudaDev *cd = d->impl;
+  MplOptList L;
+  int64_t blocks = mpl_opt_list_fill(&L, t, k, BLOCK, cd->max_blocks);
+  void *a[] = {&L, &coef};
+  return launch_optim(cd, cd->f_scale_list, blocks, BLOCK, a, err);
+}
+
+int cuda_adamw_list(MplDevice *d, const MplOptTensor *t, int k, double lr, double beta1, double beta2, double eps,
+                    int64_t step, MplErr *err) {
+  CudaDev *cd = d->impl;
+  MplOptList L;
+  int64_t blocks = mpl_opt_list_fill(&L, t, k, BLOCK, cd->max_blocks);
+  MplAdamWScalars s; /* shared by the tensors: all but decay and do_decay, which are per row */
+  for (int i = 0; i < k; i++) {
+    mpl_adamw_scalars(&s, lr, beta1, beta2, eps, t[i].weight_decay, step);
+    L.w[i * MPL_OPT_ROW + 6] = mpl_opt_list_adamw_word(&s);
+  }
+  int small = s.small;
+  void *a[] = {&L, &s.w1, &s.b2, &s.w2, &s.neg_step, &s.bc2_sqrt, &s.eps, &small};
+  return launch_optim(cd, cd->f_adamw_list, blocks, BLOCK, a, err);
 }
 
 /* ---- the fused attention (runtime/cuda/sdpa.cu) ------------------------------------------- */

@@ -414,15 +414,20 @@ int rank_step(RankCtx *rc, int64_t step, MplErr *err) {
   double busy = 0, compute = 0, msg = 0, update = 0, upd0 = -1;
   bool counted = step > r->first_step || r->total_steps - r->first_step <= 1;
   rc->prof_on = r->profiling && counted;
-  for (int i = 0; i < jr->nins; i++) {
+  for (int i = 0, k = 1; i < jr->nins; i += k) {
     const JobIns *ins = &jr->ins[i];
-    if (rc->wrank == r->opts.fail_rank && step == r->opts.fail_step && i == r->opts.fail_ins)
+    bool fail_here = rc->wrank == r->opts.fail_rank && step == r->opts.fail_step;
+    if (fail_here && i == r->opts.fail_ins)
       return rank_fail(rc, err, "injected failure at instruction %d (%s)", i, job_ins_name(ins->kind));
+    /* a run of NORM_ADDs, CLIPs or UPDATEs: one multi-tensor op where the device has it
+       (never past an injected failure's instruction) */
+    k = job_ins_is_update(ins->kind) ? upd_list_len(rc, ins, jr->nins - i) : 1;
+    if (fail_here && r->opts.fail_ins > i && r->opts.fail_ins < i + k) k = r->opts.fail_ins - i;
     double t0 = now_s(), tr0 = r->tracing ? mpl_trace_now(&r->trace) : 0;
-    if (run_ins(rc, ins, step, err) != MPL_OK) return MPL_ERR;
+    if ((k > 1 ? upd_run_list(rc, ins, k, step, err) : run_ins(rc, ins, step, err)) != MPL_OK) return MPL_ERR;
     double t1 = now_s();
     if (ins_is_busy(ins->kind)) busy += t1 - t0;
-    bool upd = job_ins_is_update(ins->kind), last = i + 1 == jr->nins || !job_ins_is_update(jr->ins[i + 1].kind);
+    bool upd = job_ins_is_update(ins->kind), last = i + k == jr->nins || !job_ins_is_update(jr->ins[i + k].kind);
     *(upd ? &update : ins->kind == JI_SEND || ins->kind == JI_RECV ? &msg : &compute) += t1 - t0;
     if (upd && upd0 < 0) upd0 = tr0;
     if (r->tracing && (!upd || last)) trace_ins(rc, ins, upd ? upd0 : tr0, mpl_trace_now(&r->trace));

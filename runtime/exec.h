@@ -57,6 +57,18 @@ void mpl_scale_f32(float *g, int64_t n, float coef);
 
 #include "device.h" /* the device backends */
 
+/* The tensor list of the CUDA multi-tensor kernels (runtime/cuda/optim.cu's MplList, which
+ * documents the words): tensor i's pointers (p, or g where p is NULL; v, or out where out is
+ * set), n, and its range of the launch's blocks, ceil(n / per_block) of them, at least 1 and
+ * at most cap; the AdamW word (6) is 0 for the caller to set. Returns the launch's blocks. */
+enum { MPL_OPT_ROW = 8 };
+typedef struct MplOptList {
+  long long w[MPL_OPT_LIST * MPL_OPT_ROW + 1];
+} MplOptList;
+int64_t mpl_opt_list_fill(MplOptList *L, const MplOptTensor *t, int k, int64_t per_block, int64_t cap);
+/* The AdamW word of a list row: the decay's float bits, do_decay above them. */
+long long mpl_opt_list_adamw_word(const MplAdamWScalars *s);
+
 /* ==== exec.c ========================================================== */
 
 typedef struct MplRunOpts {

@@ -14,6 +14,7 @@
 #include "exec.h"
 
 #include <math.h>
+#include <string.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define HAVE_AVX512_PATH 1
@@ -131,4 +132,32 @@ double mpl_clip_coef(double total_norm, double max_norm) {
 
 void mpl_scale_f32(float *g, int64_t n, float coef) {
   for (int64_t i = 0; i < n; i++) g[i] *= coef;
+}
+
+/* ---- the CUDA multi-tensor kernels' tensor list (host side; runtime/cuda/optim.cu) ---- */
+
+int64_t mpl_opt_list_fill(MplOptList *L, const MplOptTensor *t, int k, int64_t per_block, int64_t cap) {
+  memset(L, 0, sizeof *L);
+  int64_t b = 0;
+  for (int i = 0; i < k; i++) {
+    long long *r = L->w + (size_t)i * MPL_OPT_ROW;
+    int64_t nb = (t[i].n + per_block - 1) / per_block;
+    nb = nb < 1 ? 1 : nb > cap ? cap : nb;
+    r[0] = (long long)(intptr_t)(t[i].p ? t[i].p : t[i].g);
+    r[1] = (long long)(intptr_t)t[i].g;
+    r[2] = (long long)(intptr_t)t[i].m;
+    r[3] = t[i].out ? (long long)(intptr_t)t[i].out : (long long)(intptr_t)t[i].v;
+    r[4] = t[i].n;
+    r[5] = b;
+    b += nb;
+    r[7] = b;
+  }
+  L->w[MPL_OPT_LIST * MPL_OPT_ROW] = k;
+  return b;
+}
+
+long long mpl_opt_list_adamw_word(const MplAdamWScalars *s) {
+  uint32_t bits;
+  memcpy(&bits, &s->decay, sizeof bits);
+  return (long long)bits | ((long long)(s->do_decay ? 1 : 0) << 32);
 }

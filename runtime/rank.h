@@ -227,6 +227,11 @@ void gather_stats(const MplRun *r, MplRankStats *all);
 
 /* One update-phase instruction (job.h's JI_TIED_SEND ... JI_DP_ALLGATHER). */
 int upd_run(RankCtx *rc, const JobIns *ins, int64_t step, MplErr *err);
+/* How many of the instructions in[0 .. avail) from in[0] on run as one multi-tensor op
+ * (upd_run_list): 1 when the device has no list op for in[0]'s kind. */
+int upd_list_len(const RankCtx *rc, const JobIns *in, int avail);
+/* Runs in[0 .. k), k from upd_list_len (> 1), as one multi-tensor op of the device. */
+int upd_run_list(RankCtx *rc, const JobIns *in, int k, int64_t step, MplErr *err);
 /* Per rank set-up: the gradient of each param (the accumulator itself, or a scratch sum),
  * the optimizer state of the ranges its UPDATE instructions name, and the buffers of the
  * exchanges; r->chunked from the UPDATE flags. */

@@ -7,7 +7,8 @@
  * in the rank's device memory (one allocation, state_mem, carved at set-up from what the
  * rank's instructions need); only the per-param float64 sums of squares of the clipping
  * norm cross to the host. The CPU device's ops are optim.c's loops, so every device
- * computes the same bits.
+ * computes the same bits. Runs of NORM_ADD, CLIP or UPDATE go to the device's multi-tensor
+ * ops where it has them (upd_run_list).
  *
  * Invariants:
  *  - a param's gradient is the accumulator of its one use, or (GRAD_SUM) scratch holding
@@ -169,6 +170,64 @@ static int update(RankCtx *rc, const JobIns *in, int64_t step, MplErr *err) {
     return rc->dev.ops->adamw(&rc->dev, w, g, m, v, n, lr, c->beta1, c->beta2, c->eps, p->decay ? c->weight_decay : 0.0,
                               step + 1, err);
   return rc->dev.ops->sgd(&rc->dev, w, g, m, n, lr, c->momentum, r->optim_fresh, err);
+}
+
+/* ---- runs of one instruction kind as one multi-tensor op ---------------------------------
+ * NORM_ADD, CLIP and UPDATE come in runs of one kind (compiler/update.c emits each kind for
+ * every param, in param order). When the device has the kind's list op, a run of up to
+ * MPL_OPT_LIST of them is one call: on a GPU one or two launches, not one or two a param.
+ * Each tensor's result is the single op's bits, so a run's order does not matter. */
+
+/* The list op of kind's instructions, if the device has one (UPDATE: AdamW's only). */
+static bool has_list_op(const RankCtx *rc, int kind) {
+  const MplDeviceOps *o = rc->dev.ops;
+  switch (kind) {
+  case JI_NORM_ADD: return o->sumsq_f64_list != NULL;
+  case JI_CLIP: return o->scale_f32_list != NULL;
+  case JI_UPDATE: return o->adamw_list != NULL && rc->run->job->train.optimizer == OPT_ADAMW;
+  default: return false;
+  }
+}
+
+int upd_list_len(const RankCtx *rc, const JobIns *in, int avail) {
+  if (!has_list_op(rc, in->kind)) return 1;
+  int k = 1;
+  while (k < avail && k < MPL_OPT_LIST && in[k].kind == in[0].kind) k++;
+  return k;
+}
+
+int upd_run_list(RankCtx *rc, const JobIns *in, int k, int64_t step, MplErr *err) {
+  MplRun *r = rc->run;
+  const TrainConfig *c = &r->job->train;
+  MplOptTensor t[MPL_OPT_LIST];
+  int nt = 0;
+  if (in[0].kind == JI_CLIP && rc->clip_coef >= 1.0) return MPL_OK;
+  for (int i = 0; i < k && i < MPL_OPT_LIST; i++) {
+    int pi = in[i].param;
+    int64_t lo, n;
+    if (in[i].kind == JI_NORM_ADD) {
+      if ((in[i].flags & JF_TP0) && rc->tpi != 0) continue;
+      my_chunk(rc, pi, &lo, &n);
+      if (n == 0) continue;
+      rc->norm_added[pi] = true;
+      t[nt++] = (MplOptTensor){.g = rc->grad[pi] + lo, .out = &rc->norm_dev[pi], .n = n};
+      continue;
+    }
+    range_of(rc, pi, in[i].flags, &lo, &n);
+    if (n == 0) continue;
+    const JobParam *p = &r->job->params[pi];
+    t[nt++] = (MplOptTensor){.p = (float *)vptr(rc, p->value, 0) + lo, .g = rc->grad[pi] + lo, .m = rc->opt[0][pi],
+                             .v = rc->opt[1][pi], .n = n, .weight_decay = p->decay ? c->weight_decay : 0.0};
+  }
+  if (nt == 0) return MPL_OK;
+  const MplDeviceOps *o = rc->dev.ops;
+  switch (in[0].kind) {
+  case JI_NORM_ADD: return o->sumsq_f64_list(&rc->dev, t, nt, err);
+  case JI_CLIP: return o->scale_f32_list(&rc->dev, t, nt, (float)rc->clip_coef, err);
+  default:
+    return o->adamw_list(&rc->dev, t, nt, mpl_lr_at(c, r->total_steps, step), c->beta1, c->beta2, c->eps, step + 1,
+                         err);
+  }
 }
 
 int upd_run(RankCtx *rc, const JobIns *in, int64_t step, MplErr *err) {

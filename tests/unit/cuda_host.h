@@ -1,6 +1,7 @@
 /*
  * cuda_host.h — CUDA C kernels run on the host, for the unit tests of the runtime's own
- * CUDA programs (test_sdpa.c: runtime/cuda/sdpa.cu; test_ce.c: runtime/cuda/ce.cu) on a
+ * CUDA programs (test_sdpa.c: runtime/cuda/sdpa.cu; test_ce.c: runtime/cuda/ce.cu;
+ * test_optim_cu.c: runtime/cuda/optim.cu) on a
  * machine without a GPU. Include it (after check.h) before the .cu file: the file's
  * MPL_* macros become host C, each block's threads pthreads that run at once,
  * __syncthreads a barrier, __shared__ arrays static (so blocks run one after another).
@@ -16,7 +17,7 @@
 
 #define MPL_CU_HOST
 typedef struct { unsigned x, y, z; } HostDim3;
-static _Thread_local HostDim3 threadIdx, blockIdx;
+static _Thread_local HostDim3 threadIdx, blockIdx, blockDim, gridDim;
 static pthread_barrier_t host_bar;
 #define MPL_KERNEL(nthreads) static void
 #define MPL_DEV static inline
@@ -41,13 +42,15 @@ static inline float __uint_as_float(unsigned u) {
 typedef struct HostThread {
   void (*body)(void *);
   void *ctx;
-  unsigned block, thread;
+  unsigned block, thread, threads, blocks;
 } HostThread;
 
 static void *host_thread(void *p) {
   HostThread *h = p;
   threadIdx = (HostDim3){h->thread, 0, 0};
   blockIdx = (HostDim3){h->block, 0, 0};
+  blockDim = (HostDim3){h->threads, 1, 1};
+  gridDim = (HostDim3){h->blocks, 1, 1};
   h->body(h->ctx);
   return NULL;
 }
@@ -61,7 +64,7 @@ static inline void host_launch_grid(long long blocks, unsigned threads, void (*b
   for (long long b = 0; b < blocks; b++) {
     ck_assert_int_eq(pthread_barrier_init(&host_bar, NULL, threads), 0);
     for (unsigned t = 0; t < threads; t++) {
-      th[t] = (HostThread){body, ctx, (unsigned)b, t};
+      th[t] = (HostThread){body, ctx, (unsigned)b, t, threads, (unsigned)blocks};
       ck_assert_int_eq(pthread_create(&id[t], NULL, host_thread, &th[t]), 0);
     }
     for (unsigned t = 0; t < threads; t++) pthread_join(id[t], NULL);

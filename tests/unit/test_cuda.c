@@ -371,6 +371,10 @@ START_TEST(test_device_optimizer_path_matches_cpu) {
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
     check_device_matches_cpu(cases[i].model, cases[i].flags, &fake, 3, "do", i);
+  /* without the multi-tensor ops: update.c runs each NORM_ADD, CLIP and UPDATE alone */
+  fake.sumsq_f64_list = NULL, fake.scale_f32_list = NULL, fake.adamw_list = NULL;
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i += 4)
+    check_device_matches_cpu(cases[i].model, cases[i].flags, &fake, 3, "ds", i);
 }
 END_TEST
 
@@ -386,8 +390,10 @@ START_TEST(test_nvrtc_optimizer_kernels) {
     MplErr err = {{0}};
     ck_assert_msg(mpl_cuda_optim_compile(archs[a], &ptx, log, sizeof log, &err) == MPL_OK, "%s", err.msg);
     ck_assert_msg(log[0] == 0, "NVRTC said, for %s: %s", archs[a], log);
-    const char *const entries[] = {"mpl_sgd", "mpl_adamw", "mpl_scale", "mpl_sumsq", "mpl_sumsq_final"};
-    for (int e = 0; e < 5; e++) {
+    const char *const entries[] = {"mpl_sgd",        "mpl_adamw",      "mpl_scale",      "mpl_sumsq",
+                                   "mpl_sumsq_final", "mpl_adamw_list", "mpl_scale_list", "mpl_sumsq_list",
+                                   "mpl_sumsq_final_list"};
+    for (int e = 0; e < 9; e++) {
       char entry[64];
       snprintf(entry, sizeof entry, ".entry %s(", entries[e]);
       ck_assert_msg(strstr(ptx, entry) != NULL, "%s: no %s in the PTX", archs[a], entries[e]);
