@@ -108,6 +108,16 @@ Op *graph_add(Graph *g, OpKind k, int nin, const int *in, Loc loc) {
   return op;
 }
 
+Op *graph_copy(Graph *g, const Op *src, const int *in) {
+  Op *op = graph_add(g, src->kind, src->nin, in, src->loc);
+  int id = op->id;
+  int *keep_in = op->in;
+  *op = *src;
+  op->id = id;
+  op->in = keep_in;
+  return op;
+}
+
 Loc op_user_loc(const Op *op) { return op->site ? op->site->loc : op->loc; }
 
 void note_inside(Diag *d, Loc loc, const char *inside) { diag_note(d, loc, "the error is in this line of %s", inside); }

@@ -254,6 +254,10 @@ Graph *graph_new(Arena *a);
 /* Appends an op with the given inputs; fills id, sets stage -1, layout replicated,
  * fwd_of -1. Shape and dtype are the caller's. */
 Op *graph_add(Graph *g, OpKind k, int nin, const int *in, Loc loc);
+/* Appends a copy of src (another graph's op, or this one's) reading in[0 .. src->nin): every
+ * attribute src has, a new id. Ids in attributes (PARAM_GRAD's key, fwd_of) are the caller's
+ * to map. */
+Op *graph_copy(Graph *g, const Op *src, const int *in);
 const char *op_name(OpKind k);
 /* --emit=graph: one op per line:
  *   %id = op(%in, ...) attrs : dtype[shape] @stage sharding  # file:line:col   */

@@ -85,13 +85,7 @@ static Op *copy_reading(Graph *g, const Graph *old, const Op *src, const int *ma
     int o = src->in[j];
     in[j] = clone[o] >= 0 && old->ops[o]->stage == src->stage ? clone[o] : map[o];
   }
-  Op *op = graph_add(g, src->kind, src->nin, in, src->loc);
-  int id = op->id;
-  int *keep_in = op->in;
-  *op = *src;
-  op->id = id;
-  op->in = keep_in;
-  return op;
+  return graph_copy(g, src, in);
 }
 
 /* Rebuilds g as [forward][recompute clones][backward] when any op needs recomputing. */

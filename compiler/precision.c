@@ -133,12 +133,7 @@ static int rounded(Prec *p, int v, const Op *user) {
 
 /* Copies old op src into the new graph reading in[]; PARAM_GRAD's param and fwd_of mapped. */
 static Op *copy_op(Prec *p, const Op *src, const int *in) {
-  Op *op = graph_add(p->g, src->kind, src->nin, in, src->loc);
-  int id = op->id;
-  int *keep_in = op->in;
-  *op = *src;
-  op->id = id;
-  op->in = keep_in;
+  Op *op = graph_copy(p->g, src, in);
   if (src->kind == OP_PARAM_GRAD) op->key = p->self[src->key];
   if (src->fwd_of >= 0) op->fwd_of = p->self[src->fwd_of];
   return op;

@@ -117,17 +117,6 @@ static int decide(Remat *r) {
   return dropped;
 }
 
-/* Copies src into the new graph reading in[]. */
-static Op *copy_with(Graph *g, const Op *src, const int *in) {
-  Op *op = graph_add(g, src->kind, src->nin, in, src->loc);
-  int id = op->id;
-  int *keep_in = op->in;
-  *op = *src;
-  op->id = id;
-  op->in = keep_in;
-  return op;
-}
-
 /* The value that `reader` (an old backward op) reads for old forward value v. */
 static int read_of(Remat *r, int v, const Op *reader);
 
@@ -139,7 +128,7 @@ static int clone_in(Remat *r, int v, const Op *reader) {
   int in[8] = {0}, *inp = src->nin <= 8 ? in : malloc(sizeof(int) * (size_t)src->nin);
   if (!inp) die("out of memory");
   for (int j = 0; j < src->nin; j++) inp[j] = read_of(r, src->in[j], reader);
-  Op *c = copy_with(r->g, src, inp);
+  Op *c = graph_copy(r->g, src, inp);
   if (inp != in) free(inp);
   c->phase = reader->phase;
   c->fwd_of = r->map[v];
@@ -175,7 +164,7 @@ Graph *remat_apply(Graph *old) {
     r.g->nops = r.g->cap = 0;
     for (int i = 0; i < r.nfwd; i++) {
       const Op *src = old->ops[i];
-      r.map[i] = copy_with(r.g, src, src->in)->id; /* ids kept: the forward is first */
+      r.map[i] = graph_copy(r.g, src, src->in)->id; /* ids kept: the forward is first */
     }
     for (int i = r.nfwd; i < old->nops; i++) {
       const Op *src = old->ops[i];
@@ -183,7 +172,7 @@ Graph *remat_apply(Graph *old) {
       int in[8] = {0}, *inp = src->nin <= 8 ? in : malloc(sizeof(int) * (size_t)src->nin);
       if (!inp) die("out of memory");
       for (int j = 0; j < src->nin; j++) inp[j] = read_of(&r, src->in[j], src);
-      Op *op = copy_with(r.g, src, inp);
+      Op *op = graph_copy(r.g, src, inp);
       if (inp != in) free(inp);
       r.map[i] = op->id;
       if (src->kind == OP_PARAM_GRAD) op->key = r.map[src->key];

@@ -41,22 +41,27 @@ MPL_KERNEL(256) mpl_sgd(float *__restrict__ p, const float *__restrict__ g,
   }
 }
 
+/* torch AdamW at element i: optim.c's adamw_one, operation by operation. */
+MPL_DEV void mpl_adamw_at(float *__restrict__ p, const float *__restrict__ g, float *__restrict__ m,
+                          float *__restrict__ v, long long i, float decay, float w1, float b2, float w2,
+                          float neg_step, float bc2_sqrt, float eps, int do_decay, int small) {
+  float pi = do_decay ? p[i] * decay : p[i];
+  float gi = g[i], mi = m[i];
+  mi = small ? mi + w1 * (gi - mi) : gi - (gi - mi) * (1.0f - w1);
+  float vi = v[i] * b2;
+  vi = vi + (w2 * gi) * gi;
+  float denom = sqrtf(vi) / bc2_sqrt + eps;
+  p[i] = pi + (neg_step * mi) / denom;
+  m[i] = mi;
+  v[i] = vi;
+}
+
 /* torch AdamW (single tensor): see MplAdamWScalars in runtime/exec.h. */
 MPL_KERNEL(256) mpl_adamw(float *__restrict__ p, const float *__restrict__ g,
                                       float *__restrict__ m, float *__restrict__ v, long long n,
                                       float decay, float w1, float b2, float w2, float neg_step,
                                       float bc2_sqrt, float eps, int do_decay, int small) {
-  MPL_GRID_STRIDE(i, n) {
-    float pi = do_decay ? p[i] * decay : p[i];
-    float gi = g[i], mi = m[i];
-    mi = small ? mi + w1 * (gi - mi) : gi - (gi - mi) * (1.0f - w1);
-    float vi = v[i] * b2;
-    vi = vi + (w2 * gi) * gi;
-    float denom = sqrtf(vi) / bc2_sqrt + eps;
-    p[i] = pi + (neg_step * mi) / denom;
-    m[i] = mi;
-    v[i] = vi;
-  }
+  MPL_GRID_STRIDE(i, n) mpl_adamw_at(p, g, m, v, i, decay, w1, b2, w2, neg_step, bc2_sqrt, eps, do_decay, small);
 }
 
 MPL_KERNEL(256) mpl_scale(float *__restrict__ g, long long n, float coef) {
@@ -130,17 +135,7 @@ MPL_KERNEL(256) mpl_adamw_list(MplList L, float w1, float b2, float w2, float ne
   const float *g = (const float *)r[1];
   float decay = __uint_as_float((unsigned)(r[6] & 0xffffffffll));
   int do_decay = (int)(r[6] >> 32);
-  MPL_LIST_STRIDE(i, r) {
-    float pi = do_decay ? p[i] * decay : p[i];
-    float gi = g[i], mi = m[i];
-    mi = small ? mi + w1 * (gi - mi) : gi - (gi - mi) * (1.0f - w1);
-    float vi = v[i] * b2;
-    vi = vi + (w2 * gi) * gi;
-    float denom = sqrtf(vi) / bc2_sqrt + eps;
-    p[i] = pi + (neg_step * mi) / denom;
-    m[i] = mi;
-    v[i] = vi;
-  }
+  MPL_LIST_STRIDE(i, r) mpl_adamw_at(p, g, m, v, i, decay, w1, b2, w2, neg_step, bc2_sqrt, eps, do_decay, small);
 }
 
 MPL_KERNEL(256) mpl_scale_list(MplList L, float coef) {
