@@ -9,7 +9,7 @@
  * outer iteration per element) or a row group (domain D with a set of reduced
  * axes: one outer iteration per kept index, reductions as inner loops, values of
  * D's size stored by one inner loop). An op joins the open group when it reads a
- * member and its size fits; reductions over the same axes of the same domain may
+ * member, or (elementwise) reads whole a value a member reads, and its size fits; reductions over the same axes of the same domain may
  * share a group (the layernorm pattern, softmax, cross-entropy gradient). A value is
  * stored iff some consumer is outside its group (or nobody consumes it). Before
  * grouping, transposes are folded into the GEMMs that read them, a matmul feeding
@@ -208,9 +208,27 @@ static bool reads_member(const Fuse *f, const Group *gr, const Op *op) {
   return false;
 }
 
+/* Does elementwise op read, whole, a value outside the elementwise group gr that a member
+ * reads too (a sibling: the two share the loads, and any work that hash-consing finds
+ * common, such as a recomputed GELU and GELU's gradient sharing one tanh)? */
+static bool shares_input(const Fuse *f, const Group *gr, const Op *op) {
+  if (gr->row || fuse_cat(op->kind) != CAT_EW || op->kind == OP_PARAM_GRAD) return false;
+  int64_t nd = shape_numel(&gr->dom);
+  for (int j = 0; j < op->nin; j++) {
+    int v = op->in[j];
+    if (in_group(f, gr, v) || f->view[v] || shape_numel(&OPP(f, v)->shape) != nd) continue;
+    for (int i = 0; i < gr->n; i++) {
+      const Op *m = OPP(f, gr->ops[i]);
+      for (int k = 0; k < m->nin; k++)
+        if (m->in[k] == v) return true;
+    }
+  }
+  return false;
+}
+
 /* Whether v (elementwise or reduction) may join the open group. */
 static bool can_join(const Fuse *f, const Group *gr, const Op *op) {
-  if (!gr->n || f->ks->no_fusion || !reads_member(f, gr, op)) return false;
+  if (!gr->n || f->ks->no_fusion || !(reads_member(f, gr, op) || shares_input(f, gr, op))) return false;
   int64_t n = shape_numel(&op->shape), nd = shape_numel(&gr->dom);
   if (op->kind == OP_CROSS_ENTROPY) return false;
   /* a CHECK (one count of a whole tensor) would make its group one row; COL2IM's domain

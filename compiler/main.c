@@ -324,12 +324,12 @@ int main(int argc, char **argv) {
     return finish(&arena, 0);
   }
 
-  /* 6a. the backward as one pass where the schedule runs W right after B (partition.c);
-   *     selective recomputation (remat.c; off with --no-remat): forward values that cheap
-   *     ops remake from other held values are remade in the backward, not held; after the
-   *     roundings, which it may remake too */
-  part_join_backward(g);
+  /* 6a. selective recomputation (remat.c; off with --no-remat): forward values that cheap
+   *     ops remake from other held values are remade in the backward, not held (after the
+   *     roundings, which it may remake too); then the backward as one pass where the
+   *     schedule runs W right after B (partition.c) */
   if (!o.co.no_remat) g = remat_apply(g);
+  part_join_backward(g);
 
   /* 7. partition (partition.c): each stage's passes, transfers between stages, stash,
    *    recompute, tied params                                               --emit=partition, dot */

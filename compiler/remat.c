@@ -23,16 +23,25 @@
  * never holds another: the stash only shrinks.
  *
  * The recomputed ops are clones (fwd_of: the forward op) placed in the backward pass that
- * reads them, right before their first reader there, one per pass (B and W): they live
+ * reads them, right before their first reader there, one per pass (B and W; one in all
+ * under a one-pass backward): they live
  * from there to their last reader in that pass, and fuse.c fuses them into the backward's
  * kernels like any elementwise op. They compute what the forward computed, in the same
  * order on the same inputs, so the step's values are the same bits with or without it.
+ *
+ * Under a schedule whose backward is one pass (part_join_backward, which runs after this),
+ * each run of weight-gradient ops is copied after the input-gradient op that follows it, so
+ * a value remade for a weight gradient is remade next to the input gradient that reads the
+ * same held value: GELU's output beside GELU's gradient, which fuse.c then puts in one
+ * kernel (siblings) where the two share their tanh (the kernel IR's hash-consing). The
+ * order of the weight-gradient ops among themselves is kept, so no sum changes order.
  *
  * Invariants: the new graph keeps [forward][backward] and graph_verify's invariants; the
  * forward is copied unchanged (ids kept), the backward in its order with the clones
  * inserted; a reader on another stage, or in the forward, reads the forward op as before.
  */
 #include "mplc.h"
+#include "partition.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +75,7 @@ typedef struct Remat {
   bool *redo;     /* old id: recomputed in the backward rather than held */
   int *clone[2];  /* old id -> its clone in bwd_b [0] / bwd_w [1], -1 for none yet */
   int *map;       /* old id -> new id (forward and backward ops) */
+  bool joined;    /* the schedule makes the backward one pass (part_join_backward, after this) */
 } Remat;
 
 /* The stash partition.c would hold: forward values (not leaves, constants, @recompute
@@ -122,7 +132,7 @@ static int read_of(Remat *r, int v, const Op *reader);
 
 /* The clone of old value v in reader's backward pass, made (with its chain) when missing. */
 static int clone_in(Remat *r, int v, const Op *reader) {
-  int w = reader->phase == PH_BWD_W;
+  int w = reader->phase == PH_BWD_W && !r->joined; /* one pass: one clone serves B and W */
   if (r->clone[w][v] >= 0) return r->clone[w][v];
   const Op *src = r->old->ops[v];
   int in[8] = {0}, *inp = src->nin <= 8 ? in : malloc(sizeof(int) * (size_t)src->nin);
@@ -130,7 +140,7 @@ static int clone_in(Remat *r, int v, const Op *reader) {
   for (int j = 0; j < src->nin; j++) inp[j] = read_of(r, src->in[j], reader);
   Op *c = graph_copy(r->g, src, inp);
   if (inp != in) free(inp);
-  c->phase = reader->phase;
+  c->phase = r->joined ? PH_BWD_B : reader->phase;
   c->fwd_of = r->map[v];
   c->stash = false;
   r->clone[w][v] = c->id;
@@ -143,8 +153,21 @@ static int read_of(Remat *r, int v, const Op *reader) {
   return r->map[v];
 }
 
+/* Copies old backward op i (and the clones it reads, first) into the new graph. */
+static void copy_backward(Remat *r, int i) {
+  const Op *src = r->old->ops[i];
+  int in[8] = {0}, *inp = src->nin <= 8 ? in : malloc(sizeof(int) * (size_t)src->nin);
+  if (!inp) die("out of memory");
+  for (int j = 0; j < src->nin; j++) inp[j] = read_of(r, src->in[j], src);
+  Op *op = graph_copy(r->g, src, inp);
+  if (inp != in) free(inp);
+  r->map[i] = op->id;
+  if (src->kind == OP_PARAM_GRAD) op->key = r->map[src->key];
+  if (src->fwd_of >= 0) op->fwd_of = r->map[src->fwd_of];
+}
+
 Graph *remat_apply(Graph *old) {
-  Remat r = {.old = old};
+  Remat r = {.old = old, .joined = part_joins_backward(old)};
   while (r.nfwd < old->nops && !is_backward(old->ops[r.nfwd])) r.nfwd++;
   if (r.nfwd == old->nops) return old;
   size_t n = (size_t)old->nops;
@@ -166,18 +189,23 @@ Graph *remat_apply(Graph *old) {
       const Op *src = old->ops[i];
       r.map[i] = graph_copy(r.g, src, src->in)->id; /* ids kept: the forward is first */
     }
+    int *wait = malloc(sizeof(int) * (n + 1)), nwait = 0; /* weight-gradient ops held back */
+    if (!wait) die("out of memory");
     for (int i = r.nfwd; i < old->nops; i++) {
       const Op *src = old->ops[i];
       if (!is_backward(src)) die("remat: forward op %%%d after the backward section", i);
-      int in[8] = {0}, *inp = src->nin <= 8 ? in : malloc(sizeof(int) * (size_t)src->nin);
-      if (!inp) die("out of memory");
-      for (int j = 0; j < src->nin; j++) inp[j] = read_of(&r, src->in[j], src);
-      Op *op = graph_copy(r.g, src, inp);
-      if (inp != in) free(inp);
-      r.map[i] = op->id;
-      if (src->kind == OP_PARAM_GRAD) op->key = r.map[src->key];
-      if (src->fwd_of >= 0) op->fwd_of = r.map[src->fwd_of];
+      if (r.joined && src->phase == PH_BWD_W) {
+        wait[nwait++] = i;
+        continue;
+      }
+      copy_backward(&r, i);
+      if (r.joined) {
+        for (int k = 0; k < nwait; k++) copy_backward(&r, wait[k]);
+        nwait = 0;
+      }
     }
+    for (int k = 0; k < nwait; k++) copy_backward(&r, wait[k]);
+    free(wait);
     r.g->loss = old->loss >= 0 ? r.map[old->loss] : -1;
     graph_verify(r.g);
   }

@@ -60,8 +60,8 @@ static void compile(Compiled *c, const char *path, const char *mesh_pp, const ch
   ck_assert_int_eq(bal_stages(&d, g, 0), 0);
   ck_assert_int_eq(ad_backward(g, &d), 0);
   g = prec_apply(g);
-  part_join_backward(g);
   g = remat_apply(g);
+  part_join_backward(g);
   Partition *p = part_build(&d, g);
   ck_assert_ptr_nonnull(p);
   Fused *fu = fuse_partition(&d, a, p);
