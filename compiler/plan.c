@@ -347,8 +347,8 @@ static uint64_t opt_bytes(const Mesh3 *ms, const PlanWorld *pw) {
   uint64_t b = 0;
   for (int k = 0; k < u->n[pw->pr]; k++) {
     const JobIns *in = &u->ins[pw->pr][k];
-    uint64_t bytes = (uint64_t)upd_state_elems(u, in, pw->dpi) * (uint64_t)dtype_size(ms->in->params[in->param >= 0 ? in->param : 0]->dtype);
-    b += (bytes + ALIGN - 1) / ALIGN * ALIGN;
+    if (in->kind != JI_UPDATE) continue;
+    b += upd_carved((uint64_t)upd_state_elems(u, in, pw->dpi) * (uint64_t)dtype_size(ms->in->params[in->param]->dtype));
   }
   return b * (uint64_t)nslots;
 }
@@ -365,6 +365,7 @@ PlanWorld *plan_world(Arena *a, const PlanIn *in, const PlanRank *pr) {
     mpl_mesh_coords((MplMesh){ms.dp, ms.pp, ms.tp}, w, &x->dpi, &x->tpi, &x->pr);
     comm_stream(&ms, x->pr, x->comm);
     x->opt_bytes = opt_bytes(&ms, x);
+    x->scratch_bytes = upd_scratch_bytes(in->upd, x->pr);
   }
   return pw;
 }
@@ -377,7 +378,7 @@ static void print_bytes(FILE *out, const char *what, uint64_t b) {
 
 /* Do two world ranks have the same figures (pipeline rank, optimizer state, communication)? */
 static bool same_figures(const PlanWorld *a, const PlanWorld *b) {
-  return a->pr == b->pr && a->opt_bytes == b->opt_bytes && !memcmp(a->comm, b->comm, sizeof a->comm);
+  return a->pr == b->pr && a->opt_bytes == b->opt_bytes && a->scratch_bytes == b->scratch_bytes && !memcmp(a->comm, b->comm, sizeof a->comm);
 }
 
 /* A set of mesh indices: "0-3", "1" or "0,2". */
@@ -451,6 +452,7 @@ static void print_rank_memory(FILE *out, const Schedule *s, const PlanRank *pr, 
   print_bytes(out, "params", pr->param_bytes);
   print_bytes(out, "grads", pr->grad_bytes);
   print_bytes(out, "optimizer state", pw->opt_bytes);
+  print_bytes(out, "update scratch", pw->scratch_bytes);
   print_bytes(out, "inputs", pr->input_bytes);
   print_bytes(out, "stash (peak)", pr->stash_peak);
   print_bytes(out, "activations (peak)", pr->act_peak);

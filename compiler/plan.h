@@ -81,6 +81,7 @@ uint8_t plan_comm_code(OpKind k);
 typedef struct PlanWorld {
   int w, dpi, tpi, pr;
   uint64_t opt_bytes;                  /* optimizer state (ZeRO-1: this replica's share) */
+  uint64_t scratch_bytes;              /* the update phase's other memory (upd_scratch_bytes) */
   MplCommCount comm[MPL_COMM__COUNT];  /* one step's messages and collectives, by kind */
 } PlanWorld;
 

@@ -187,6 +187,29 @@ int64_t upd_state_elems(const UpdatePhase *u, const JobIns *in, int dpi) {
   return n;
 }
 
+uint64_t upd_carved(uint64_t bytes) { return (bytes + 4 + 255) / 256 * 256; } /* runtime/update.c's align256(b + 4) */
+
+bool upd_local_uses(const UpdatePhase *u, int pi, int r) {
+  for (int k = 0; k < u->nuses[pi]; k++)
+    if (u->use_rank[pi][k] != r) return false;
+  return true;
+}
+
+uint64_t upd_scratch_bytes(const UpdatePhase *u, int r) {
+  uint64_t b = 0;
+  int64_t tmp = 0;
+  for (int k = 0; k < u->n[r]; k++) {
+    const JobIns *in = &u->ins[r][k];
+    if (in->kind != JI_GRAD_SUM || upd_local_uses(u, in->param, r)) continue;
+    int64_t n = shape_numel(&u->params[in->param]->shape);
+    b += upd_carved((uint64_t)n * 4);
+    for (int use = 1; use < u->nuses[in->param]; use++)
+      if (u->use_rank[in->param][use] != r && n > tmp) tmp = n;
+  }
+  /* the receive buffer, then the sums of squares (runtime/update.c's carve) */
+  return b + upd_carved((uint64_t)tmp * 4) + (sizeof(double) * ((uint64_t)u->nparams + 1) + 255) / 256 * 256;
+}
+
 /* One line per run of instructions of one kind and flags: "  update (chunk) 3: a b c". */
 void upd_dump(FILE *out, const UpdatePhase *u, int r) {
   const JobIns *v = u->ins[r];

@@ -50,6 +50,15 @@ void upd_comm(const UpdatePhase *u, int r, const JobIns *ins, MplCommCount *c);
 /* The optimizer state elements per slot that instruction keeps on replica dpi (UPDATE:
  * its range; 0 for the others). */
 int64_t upd_state_elems(const UpdatePhase *u, const JobIns *ins, int dpi);
+/* Are all of param pi's uses on pipeline rank r (its uses then sum in place, in use 0's
+ * accumulator)? runtime/update.c asks the same of the job. */
+bool upd_local_uses(const UpdatePhase *u, int pi, int r);
+/* Bytes of the update phase's device memory on pipeline rank r beyond the optimizer state,
+ * as runtime/update.c carves it: a scratch sum for each GRAD_SUM param with a use on another
+ * rank, the buffer receiving remote uses, the per-param sums of squares. */
+uint64_t upd_scratch_bytes(const UpdatePhase *u, int r);
+/* The runtime's size of one carved buffer of n floats (or n bytes / 4 rounded up). */
+uint64_t upd_carved(uint64_t bytes);
 
 /* --emit=schedule: rank r's update phase, one instruction per line with param names. */
 void upd_dump(FILE *out, const UpdatePhase *u, int r);

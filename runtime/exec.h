@@ -123,6 +123,7 @@ typedef struct MplRankStats {
   double tail_s;
   int64_t steps;               /* the steps counted (the first is left out when more follow) */
   uint64_t arena_bytes;
+  uint64_t state_bytes; /* the update phase's device memory: optimizer state, gradient sums, receive buffer, norms */
 } MplRankStats;
 
 typedef struct MplRun MplRun;

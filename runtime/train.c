@@ -389,8 +389,9 @@ void mpl_run_report(const MplRun *r, FILE *out) {
     const MplRankStats *s = all ? &all[i] : &r->ranks[i].stats;
     double span = s->wall_s + s->tail_s; /* up to the step's end, as the plan's makespan */
     double bubble = span > 0 ? 1.0 - s->busy_s / span : 0;
-    fprintf(out, "rank %d: busy %.1f ms | bubble %.3f (predicted %.3f) | arena %llu bytes\n", i, s->busy_s * 1e3,
-            bubble, r->job->ranks[i % r->pp].predicted_bubble, (unsigned long long)s->arena_bytes);
+    fprintf(out, "rank %d: busy %.1f ms | bubble %.3f (predicted %.3f) | arena %llu bytes | update state %llu bytes\n", i,
+            s->busy_s * 1e3, bubble, r->job->ranks[i % r->pp].predicted_bubble, (unsigned long long)s->arena_bytes,
+            (unsigned long long)s->state_bytes);
     if (s->busy_s > (all ? all[slow] : r->ranks[slow].stats).busy_s) slow = i;
   }
   if (r->lead && r->nworld > 1) report_slowest(r, all ? all : NULL, slow, out);

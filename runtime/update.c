@@ -53,7 +53,8 @@ static int tied_send(RankCtx *rc, const JobIns *in, MplErr *err) {
   return MPL_OK;
 }
 
-/* The gradient of param pi: its uses in use order (remote ones received), in scratch. */
+/* The gradient of param pi: its uses in use order (remote ones received), in scratch; when
+ * every use is on this rank, in use 0's accumulator itself (rc->grad[pi]), the same sums. */
 static int grad_sum(RankCtx *rc, int pi, MplErr *err) {
   const Job *job = rc->run->job;
   const JobParam *p = &job->params[pi];
@@ -250,8 +251,17 @@ int upd_run(RankCtx *rc, const JobIns *in, int64_t step, MplErr *err) {
 /* Bytes rounded up to keep every carved buffer 256-byte aligned. */
 static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
 
-/* What the rank's update instructions need, per param: a scratch sum (GRAD_SUM), the
- * optimizer state's length (UPDATE), and the largest receive buffers. */
+/* Are all of param p's uses on rank r (so that its uses sum in place into use 0's accumulator,
+ * with no scratch and nothing received)? compiler/update.c's upd_local_uses asks the same. */
+static bool local_uses(const Job *job, const JobParam *p, int r) {
+  for (int u = 0; u < p->nuses; u++)
+    if (use_rank(job, p, u) != r) return false;
+  return true;
+}
+
+/* What the rank's update instructions need, per param: a scratch sum (GRAD_SUM of a param
+ * with a use on another rank), the optimizer state's length (UPDATE), and the largest
+ * receive buffer (a use after the first received from another rank). */
 typedef struct Needs {
   bool *sum;          /* [nparams] */
   int64_t *state;     /* [nparams] elements per slot, -1: none */
@@ -268,20 +278,22 @@ static int find_needs(const RankCtx *rc, Needs *nd, MplErr *err) {
     if (!job_ins_is_update(in->kind) || in->param < 0) continue;
     const JobParam *p = &job->params[in->param];
     if (!rc->holds[in->param]) return mpl_errf(err, "rank %d: %s of %s, which it does not hold", rc->rank, job_ins_name(in->kind), p->name);
-    if (in->kind == JI_GRAD_SUM) {
+    if (in->kind == JI_GRAD_SUM && !local_uses(job, p, rc->rank)) {
       nd->sum[in->param] = true;
-      if (p->numel > nd->tmp) nd->tmp = p->numel;
+      for (int u = 1; u < p->nuses; u++)
+        if (use_rank(job, p, u) != rc->rank && p->numel > nd->tmp) nd->tmp = p->numel;
     }
     if (in->kind == JI_UPDATE) range_of(rc, in->param, in->flags, &lo, &nd->state[in->param]);
   }
   return MPL_OK;
 }
 
-/* The gradient of a param without GRAD_SUM is its one use's accumulator, on this rank. */
+/* The gradient of a param without a scratch sum is its first use's accumulator, on this
+ * rank: its one use's, or (GRAD_SUM, every use here) the one the others are added to. */
 static int own_accumulator(RankCtx *rc, int pi, MplErr *err) {
   const Job *job = rc->run->job;
   const JobParam *p = &job->params[pi];
-  if (p->nuses != 1 || use_rank(job, p, 0) != rc->rank)
+  if (!local_uses(job, p, rc->rank))
     return mpl_errf(err, "param %s: %d uses and no grad_sum on rank %d", p->name, p->nuses, rc->rank);
   rc->grad[pi] = vptr(rc, p->use_value[0], 0);
   return MPL_OK;
@@ -320,6 +332,7 @@ int upd_init_rank(MplRun *r, RankCtx *rc, MplErr *err) {
   if (st == MPL_OK) st = o->arena_alloc(&rc->dev, total, &rc->state_mem, err);
   if (st == MPL_OK) st = o->zero(&rc->dev, rc->state_mem, total, err);
   if (st == MPL_OK) carve(rc, &nd, nslots, rc->state_mem);
+  if (st == MPL_OK) rc->stats.state_bytes = total;
   for (int pi = 0; pi < job->nparams && st == MPL_OK; pi++)
     if (rc->holds[pi] && job->params[pi].nuses > 0 && !nd.sum[pi]) st = own_accumulator(rc, pi, err);
   mpl_free(nd.sum);

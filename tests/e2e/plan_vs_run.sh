@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The run measured against the plan:
 #  - the arena bytes mplrun reports per rank equal --emit=plan's "arena (peak)" per
-#    rank, for several models and schedules;
+#    rank, for several models and schedules, and its update state (optimizer state, the
+#    tied params' gradient sums and receive buffer, the norms) the plan's "optimizer state"
+#    plus "update scratch": a tied GPT on one rank (its uses summed in place: no scratch)
+#    and over 2, 3 and 4 (scratch and a receive buffer where a use is remote);
 #  - at pp = 2 (two ranks, one thread each), zb's measured bubble (mplrun's closing
 #    report, the mean over ranks) is below 1f1b's on tests/e2e/zb_gpt.mpl with 8
 #    micro-batches; the median of 3 runs of each, interleaved, against timing noise.
@@ -22,15 +25,20 @@ while read -r model args; do
     bad "$name: mplrun: $(tail -n 3 "$tmp/run$n.txt")"; continue
   fi
   planned=$(awk '/^  arena \(peak\)/ { printf "%s ", $3 }' "$tmp/plan$n.txt")
-  measured=$(sed -nE 's/^rank [0-9]+: .*\| arena ([0-9]+) bytes$/\1/p' "$tmp/run$n.txt" | tr '\n' ' ')
+  measured=$(sed -nE 's/^rank [0-9]+: .*\| arena ([0-9]+) bytes \|.*$/\1/p' "$tmp/run$n.txt" | tr '\n' ' ')
   if [ -n "$planned" ] && [ "$planned" = "$measured" ]; then ok "$name: arena per rank = plan ($planned)"
   else bad "$name: arena per rank: plan [$planned] run [$measured]"; fi
+  planned=$(awk '/^  optimizer state/ { o = $3 } /^  update scratch/ { printf "%.0f ", o + $3 }' "$tmp/plan$n.txt")
+  measured=$(sed -nE 's/^rank [0-9]+: .*\| update state ([0-9]+) bytes$/\1/p' "$tmp/run$n.txt" | tr '\n' ' ')
+  if [ -n "$planned" ] && [ "$planned" = "$measured" ]; then ok "$name: update state per rank = plan ($planned)"
+  else bad "$name: update state per rank: plan [$planned] run [$measured]"; fi
 done <<'LIST'
 tests/e2e/small_mlp.mpl
 tests/e2e/small_mlp.mpl --schedule zb --microbatches 2
 tests/e2e/recompute.mpl
 tests/e2e/tiny_lm.mpl
 tests/e2e/tiny_lm.mpl --schedule gpipe
+tests/e2e/small_gpt.mpl --mesh pp=1
 tests/e2e/small_gpt.mpl --mesh pp=2 --schedule interleaved(2)
 tests/e2e/small_gpt.mpl --mesh pp=4 --schedule zb
 tests/e2e/small_gpt.mpl --mesh pp=3 --schedule 1f1b

@@ -12,7 +12,7 @@
 # carry/mpi.tsv, one run under mpirun (one process per rank on the GPU) per line:
 #   NAME NP JOB REF ENV FLAGS   3 steps vs ref/REF.safetensors; ENV is - or VAR=VALUE
 # carry/bench.tsv: NAME JOB d layers heads ctx batch (tests/bench/gpt.mpl configs).
-# carry/gpt2.tsv: PRECISION JOB ARENA_BYTES OPTIMIZER_STATE_BYTES, GPT-2 124M (tests/bench/gpt.mpl
+# carry/gpt2.tsv: PRECISION JOB ARENA_BYTES UPDATE_STATE_BYTES (optimizer state + update scratch), GPT-2 124M (tests/bench/gpt.mpl
 #   at vocab 50257, d 768, 12 layers, 12 heads, T 1024, B 8, AdamW) and its plan, per precision.
 # jobs/gpt_bf16.job, jobs/gpt_tf32.job: the GPU test GPT at precision bf16 and tf32;
 #   ref/gpt_bf16_cpu.jsonl, ref/gpt_f32_cpu.jsonl: its CPU loss curves over 20 steps.
@@ -123,7 +123,7 @@ for p in f32 tf32 bf16; do
   "$MPLC" tests/bench/gpt.mpl "${g2[@]}" --precision $p -o "$C/jobs/gpt2_$p.job"
   "$MPLC" tests/bench/gpt.mpl "${g2[@]}" --precision $p --emit=plan > "$C/gpt2_$p.plan"
   arena=$(awk '/arena \(peak\)/ { print $3; exit }' "$C/gpt2_$p.plan")
-  state=$(awk '/optimizer state/ { print $3; exit }' "$C/gpt2_$p.plan")
+  state=$(awk '/optimizer state/ { o = $3 } /update scratch/ { s = $3 } END { printf "%.0f", o + s }' "$C/gpt2_$p.plan")
   printf '%s\t%s\t%s\t%s\n' $p "jobs/gpt2_$p.job" "$arena" "$state" >> "$C/gpt2.tsv"
 done
 echo "prepared GPT-2 124M in f32, tf32 and bf16"
