@@ -1,5 +1,6 @@
 /*
- * remat.c — selective recomputation (after precision.c, before the partition; mplc
+ * remat.c — selective recomputation (after precision.c, before part_join_backward and the
+ * partition; mplc
  * --no-remat turns it off): forward values that the backward reads and that are cheap to
  * make again from other held values are made again in the backward instead of being held
  * from the forward to the backward. torch.compile's partitioner does the same for
@@ -13,8 +14,9 @@
  * product reads). A GPT block holds 10 values of [B, T, d] instead of 19.
  *
  * Which ops may be recomputed (cheap): elementwise ops and shape ops (reshape, transpose,
- * slice, pad, concat, expand) of the same stage, not under @recompute (partition.c's); never a product, a reduction, an attention, a gather, a random
- * op (dropout), a collective or a transfer. A held value v is dropped when it can be made
+ * slice, pad, concat, expand) of the same stage, not under @recompute (partition.c's);
+ * never a product, a reduction, an attention, a gather, a random op (dropout), a
+ * collective or a transfer. A held value v is dropped when it can be made
  * from the values still held, the leaves (params, inputs) and constants through at most
  * MAX_CHAIN cheap ops. The candidates are visited in graph order, so a chain's length is
  * final when it is measured (a value's chain reads only values of lower ids, decided
@@ -24,9 +26,8 @@
  *
  * The recomputed ops are clones (fwd_of: the forward op) placed in the backward pass that
  * reads them, right before their first reader there, one per pass (B and W; one in all
- * under a one-pass backward): they live
- * from there to their last reader in that pass, and fuse.c fuses them into the backward's
- * kernels like any elementwise op. They compute what the forward computed, in the same
+ * under a one-pass backward): they live from there to their last reader in that pass, and
+ * fuse.c fuses them into the backward's kernels like any elementwise op. They compute what the forward computed, in the same
  * order on the same inputs, so the step's values are the same bits with or without it.
  *
  * Under a schedule whose backward is one pass (part_join_backward, which runs after this),
