@@ -1,9 +1,8 @@
 /*
  * remat.c — selective recomputation (after precision.c, before part_join_backward and the
- * partition; mplc
- * --no-remat turns it off): forward values that the backward reads and that are cheap to
- * make again from other held values are made again in the backward instead of being held
- * from the forward to the backward. torch.compile's partitioner does the same for
+ * partition; mplc --no-remat turns it off): forward values that the backward reads and
+ * that are cheap to make again from other held values are made again in the backward
+ * instead of being held from the forward to the backward. torch.compile's partitioner does the same for
  * pointwise ops; it is why a compiled step holds less than an eager one.
  *
  * The values it drops from the stash, in a transformer block: a LayerNorm's normalised
