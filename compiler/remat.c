@@ -34,7 +34,10 @@
  * a value remade for a weight gradient is remade next to the input gradient that reads the
  * same held value: GELU's output beside GELU's gradient, which fuse.c then puts in one
  * kernel (siblings) where the two share their tanh (the kernel IR's hash-consing). The
- * order of the weight-gradient ops among themselves is kept, so no sum changes order.
+ * order of the weight-gradient ops among themselves is kept, so no sum changes order. For
+ * the same reason the elementwise input-gradient ops close behind that read what a clone
+ * reads (or read those) are pulled up beside the clone (pull_siblings): SiLU's gradient
+ * beside the recomputed SiLU, both computing 1 + exp(-x), which their kernel does once.
  *
  * Invariants: the new graph keeps [forward][backward] and graph_verify's invariants; the
  * forward is copied unchanged (ids kept), the backward in its order with the clones
@@ -76,6 +79,9 @@ typedef struct Remat {
   int *clone[2];  /* old id -> its clone in bwd_b [0] / bwd_w [1], -1 for none yet */
   int *map;       /* old id -> new id (forward and backward ops) */
   bool joined;    /* the schedule makes the backward one pass (part_join_backward, after this) */
+  bool *done;     /* old backward id: copied already (pulled up beside a clone) */
+  int *touched;   /* old forward ids the clones made by the current copy read, [ntouched] */
+  int ntouched;
 } Remat;
 
 /* The stash partition.c would hold: forward values (not leaves, constants, @recompute
@@ -137,10 +143,14 @@ static int clone_in(Remat *r, int v, const Op *reader) {
   const Op *src = r->old->ops[v];
   int in[8] = {0}, *inp = src->nin <= 8 ? in : malloc(sizeof(int) * (size_t)src->nin);
   if (!inp) die("out of memory");
-  for (int j = 0; j < src->nin; j++) inp[j] = read_of(r, src->in[j], reader);
+  for (int j = 0; j < src->nin; j++) {
+    inp[j] = read_of(r, src->in[j], reader);
+    if (r->ntouched < r->old->nops) r->touched[r->ntouched++] = src->in[j];
+  }
   Op *c = graph_copy(r->g, src, inp);
   if (inp != in) free(inp);
   c->phase = r->joined ? PH_BWD_B : reader->phase;
+  if (r->ntouched < r->old->nops) r->touched[r->ntouched++] = v;
   c->fwd_of = r->map[v];
   c->stash = false;
   r->clone[w][v] = c->id;
@@ -162,8 +172,40 @@ static void copy_backward(Remat *r, int i) {
   Op *op = graph_copy(r->g, src, inp);
   if (inp != in) free(inp);
   r->map[i] = op->id;
+  r->done[i] = true;
   if (src->kind == OP_PARAM_GRAD) op->key = r->map[src->key];
   if (src->fwd_of >= 0) op->fwd_of = r->map[src->fwd_of];
+}
+
+/* Siblings of the clones just made (r->touched: the forward values they are and read): the
+ * elementwise input-gradient ops among the next PULL_WINDOW that read one of those values,
+ * or an op pulled so, and whose other inputs exist already, copied right after the clones,
+ * so that fuse.c puts them in the clones' kernel and the kernel IR's hash-consing shares
+ * their common work (a recomputed SiLU and SiLU's gradient computing 1 + exp(-x) once).
+ * Moving an op up past ops that cannot read it (they come before it) changes no value. */
+enum { PULL_WINDOW = 48 };
+static void pull_siblings(Remat *r, int from) {
+  const Graph *g = r->old;
+  int end = from + PULL_WINDOW < g->nops ? from + PULL_WINDOW : g->nops;
+  for (bool more = r->ntouched > 0; more;) {
+    more = false;
+    for (int j = from; j < end; j++) {
+      const Op *op = g->ops[j];
+      if (r->done[j] || op->phase != PH_BWD_B || op_info[op->kind].cls != OPC_E) continue;
+      bool ready = true, sibling = false;
+      for (int k = 0; k < op->nin && ready; k++) {
+        int v = op->in[k];
+        if (v >= r->nfwd && !r->done[v] && !(g->ops[v]->nin == 0 && g->ops[v]->phase == PH_BWD_B)) ready = false;
+        for (int t = 0; t < r->ntouched && !sibling; t++) sibling = r->touched[t] == v;
+      }
+      if (!ready || !sibling) continue;
+      for (int k = 0; k < op->nin; k++) /* a constant it reads (full()), made first */
+        if (op->in[k] >= r->nfwd && !r->done[op->in[k]]) copy_backward(r, op->in[k]);
+      copy_backward(r, j);
+      if (r->ntouched < g->nops) r->touched[r->ntouched++] = j;
+      more = true;
+    }
+  }
 }
 
 Graph *remat_apply(Graph *old) {
@@ -176,6 +218,9 @@ Graph *remat_apply(Graph *old) {
   r.map = malloc(sizeof(int) * n);
   r.clone[0] = malloc(sizeof(int) * n);
   r.clone[1] = malloc(sizeof(int) * n);
+  r.done = calloc(n, 1);
+  r.touched = malloc(sizeof(int) * n);
+  if (!r.done || !r.touched) die("out of memory");
   if (!r.held || !r.redo || !r.map || !r.clone[0] || !r.clone[1]) die("out of memory");
   find_held(&r);
   if (decide(&r) > 0) {
@@ -198,9 +243,16 @@ Graph *remat_apply(Graph *old) {
         wait[nwait++] = i;
         continue;
       }
+      if (r.done[i]) continue; /* pulled up beside a clone already */
+      r.ntouched = 0;
       copy_backward(&r, i);
+      pull_siblings(&r, i + 1);
       if (r.joined) {
-        for (int k = 0; k < nwait; k++) copy_backward(&r, wait[k]);
+        for (int k = 0; k < nwait; k++) {
+          r.ntouched = 0;
+          copy_backward(&r, wait[k]);
+          pull_siblings(&r, i + 1);
+        }
         nwait = 0;
       }
     }
@@ -215,5 +267,7 @@ Graph *remat_apply(Graph *old) {
   free(r.map);
   free(r.clone[0]);
   free(r.clone[1]);
+  free(r.done);
+  free(r.touched);
   return out;
 }
