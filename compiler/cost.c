@@ -106,15 +106,35 @@ double cost_fwd_bwd(const Graph *g, const Op *op) {
 /* The time of op in pass k; a backward op of a measured forward op brings the measured
  * backward of all of them, the first time that forward op is seen (seen[origin] != mark):
  * both parts when the schedule makes the backward one pass (part_join_backward). */
-static double pass_op_time(const Graph *g, const Op *op, int k, int *seen, int mark) {
+static double pass_op_time(const Graph *g, const Op *op, int k, int *seen, int mark, const double *share_b) {
   int o = k == PASS_FWD ? op->id : op->fwd_of;
   if (!measured_op(g, o)) return modelled(g, op);
   const Measured *m = g->measured;
   if (k == PASS_FWD || k == PASS_RECOMP) return m->fwd[o];
   if (seen[o] == mark) return 0;
   seen[o] = mark;
-  if (k == PASS_BWD_B && part_joins_backward(g)) return m->bwd_b[o] + m->bwd_w[o];
+  double both = m->bwd_b[o] + m->bwd_w[o];
+  if (k == PASS_BWD_B && part_joins_backward(g)) return both;
+  /* a one-pass profile for a schedule with two passes: its backward split as modelled */
+  if (m->one_pass) return k == PASS_BWD_B ? both * share_b[o] : both * (1 - share_b[o]);
   return k == PASS_BWD_B ? m->bwd_b[o] : m->bwd_w[o];
+}
+
+/* Per measured forward op: the modelled share of its backward that is input-gradient work
+ * (1 where it has no weight-gradient op). */
+static double *b_shares(const Graph *g) {
+  const Measured *m = g->measured;
+  double *b = calloc((size_t)m->nops + 1, sizeof(double)), *w = calloc((size_t)m->nops + 1, sizeof(double));
+  if (!b || !w) die("out of memory");
+  for (int i = 0; i < g->nops; i++) {
+    const Op *op = g->ops[i];
+    int o = op->fwd_of;
+    if (o < 0 || o >= m->nops || (op->phase != PH_BWD_B && op->phase != PH_BWD_W)) continue;
+    (op->phase == PH_BWD_B ? b : w)[o] += modelled(g, op);
+  }
+  for (int o = 0; o < m->nops; o++) b[o] = b[o] + w[o] > 0 ? b[o] / (b[o] + w[o]) : 1;
+  free(w);
+  return b;
 }
 
 /* Predicted seconds of each stage's passes on its rank's device (a pass with nothing to
@@ -122,12 +142,13 @@ static double pass_op_time(const Graph *g, const Op *op, int k, int *seen, int m
 static void pass_times(const Partition *p, double *F, double *B, double *W) {
   const Graph *g = p->g;
   int *seen = g->measured ? calloc((size_t)g->measured->nops + 1, sizeof(int)) : NULL;
+  double *share_b = g->measured ? b_shares(g) : NULL;
   for (int s = 0; s < p->nstages; s++) {
     double t[PASS__COUNT] = {0};
     double speed = g->rank_speed ? g->rank_speed[graph_stage_rank(g, s)] : 1;
     for (int k = 0; k < PASS__COUNT; k++) {
       for (int i = 0; i < p->st[s].pass[k].n; i++)
-        t[k] += pass_op_time(g, g->ops[p->st[s].pass[k].v[i]], k, seen, s * PASS__COUNT + k + 1);
+        t[k] += pass_op_time(g, g->ops[p->st[s].pass[k].v[i]], k, seen, s * PASS__COUNT + k + 1, share_b);
       t[k] /= speed;
     }
     F[s] = t[PASS_FWD] > 0 ? t[PASS_FWD] : 1e-9;
@@ -135,6 +156,7 @@ static void pass_times(const Partition *p, double *F, double *B, double *W) {
     W[s] = t[PASS_BWD_W] > 0 ? t[PASS_BWD_W] : 1e-9;
   }
   free(seen);
+  free(share_b);
 }
 
 Costs *cost_partition(Arena *a, const Partition *p) {

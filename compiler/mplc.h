@@ -300,6 +300,9 @@ typedef struct Measured {
   double kind_scale[OP__COUNT]; /* the same over the matched ops of one kind (0: none matched),
                                    which an unmatched op of that kind is scaled by instead */
   int nkeyed, nmatched;       /* ops with an identity, and those the profile had */
+  bool one_pass;              /* no matched op has weight-gradient time: the profile ran a
+                                 one-pass backward (partition.c, part_join_backward), so its
+                                 bwd_b holds both parts */
   const char **unmatched;     /* labels of the first unmatched ops ("tanh at m.mpl:3:5") */
   int nunmatched_shown;
   const char *summary;        /* the profile's run, for --emit=plan */

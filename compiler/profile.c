@@ -174,6 +174,8 @@ static int match_ops(const Graph *g, const MplProfile *p, Measured *m) {
     meas += t, model += mt;
     kmeas[g->ops[id]->kind] += t, kmodel[g->ops[id]->kind] += mt;
   }
+  m->one_pass = true;
+  for (int id = 0; id < m->nops && m->one_pass; id++) m->one_pass = !(m->bwd_w[id] > 0);
   m->scale = meas > 0 && model > 0 ? meas / model : 1;
   for (int k = 0; k < OP__COUNT; k++) m->kind_scale[k] = kmeas[k] > 0 && kmodel[k] > 0 ? kmeas[k] / kmodel[k] : 0;
   int extra = 0;
