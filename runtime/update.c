@@ -107,17 +107,42 @@ static int dp_collective(RankCtx *rc, int kind, int pi, MplErr *err) {
   return MPL_OK;
 }
 
+/* ---- what NORM_ADD, CLIP and UPDATE act on ------------------------------------------------ */
+
+/* The range of param in->param that instruction in acts on here, as a tensor of the
+ * optimizer ops (device.h); false when it acts on nothing here (an empty range; NORM_ADD of
+ * a param that tp index 0 alone adds). A NORM_ADD that acts marks its sum as added. */
+static bool opt_tensor(RankCtx *rc, const JobIns *in, MplOptTensor *t) {
+  int pi = in->param;
+  int64_t lo, n;
+  if (in->kind == JI_NORM_ADD) {
+    if ((in->flags & JF_TP0) && rc->tpi != 0) return false;
+    my_chunk(rc, pi, &lo, &n);
+    if (n == 0) return false;
+    rc->norm_added[pi] = true;
+    *t = (MplOptTensor){.g = rc->grad[pi] + lo, .out = &rc->norm_dev[pi], .n = n};
+    return true;
+  }
+  range_of(rc, pi, in->flags, &lo, &n);
+  if (n == 0) return false;
+  const JobParam *p = &rc->run->job->params[pi];
+  *t = (MplOptTensor){.g = rc->grad[pi] + lo, .n = n};
+  if (in->kind == JI_UPDATE) {
+    t->p = (float *)vptr(rc, p->value, 0) + lo;
+    t->m = rc->opt[0][pi], t->v = rc->opt[1][pi];
+    t->weight_decay = p->decay ? rc->run->job->train.weight_decay : 0.0;
+  }
+  return true;
+}
+
 /* ---- the clipping norm ------------------------------------------------------------------ */
 
 /* The squares of this replica's chunk of param pi's gradient, on the device, into
  * norm_dev[pi]; a param that is whole under tp is added by tp index 0 alone (JF_TP0). */
 static int norm_add(RankCtx *rc, const JobIns *in, MplErr *err) {
-  int64_t lo, n;
-  if ((in->flags & JF_TP0) && rc->tpi != 0) return MPL_OK;
-  my_chunk(rc, in->param, &lo, &n);
-  if (n == 0) return MPL_OK; /* adds nothing: norm_allreduce counts it as 0 */
-  rc->norm_added[in->param] = true;
-  return rc->dev.ops->sumsq_f64(&rc->dev, rc->grad[in->param] + lo, n, &rc->norm_dev[in->param], err);
+  MplOptTensor t;
+  if (!opt_tensor(rc, in, &t)) return MPL_OK; /* adds nothing: norm_allreduce counts it as 0 */
+  return rc->dev.ops->sumsq_f64(&rc->dev, t.g, t.n, t.out, err);
 }
 
 /* The per-param sums of every world rank, all-reduced in world-rank order, then summed
@@ -149,28 +174,23 @@ static int norm_allreduce(RankCtx *rc, int64_t step, MplErr *err) {
 }
 
 static int clip(RankCtx *rc, const JobIns *in, MplErr *err) {
-  int64_t lo, n;
-  if (rc->clip_coef >= 1.0) return MPL_OK;
-  range_of(rc, in->param, in->flags, &lo, &n);
-  return n > 0 ? rc->dev.ops->scale_f32(&rc->dev, rc->grad[in->param] + lo, n, (float)rc->clip_coef, err) : MPL_OK;
+  MplOptTensor t;
+  if (rc->clip_coef >= 1.0 || !opt_tensor(rc, in, &t)) return MPL_OK;
+  return rc->dev.ops->scale_f32(&rc->dev, t.g, t.n, (float)rc->clip_coef, err);
 }
 
 /* ---- the update ------------------------------------------------------------------------ */
 
 static int update(RankCtx *rc, const JobIns *in, int64_t step, MplErr *err) {
   MplRun *r = rc->run;
-  const JobParam *p = &r->job->params[in->param];
   const TrainConfig *c = &r->job->train;
-  int64_t lo, n;
-  range_of(rc, in->param, in->flags, &lo, &n);
-  if (n == 0) return MPL_OK;
-  float *w = (float *)vptr(rc, p->value, 0) + lo, *g = rc->grad[in->param] + lo;
-  float *m = rc->opt[0][in->param], *v = rc->opt[1][in->param];
+  MplOptTensor t;
+  if (!opt_tensor(rc, in, &t)) return MPL_OK;
   double lr = mpl_lr_at(c, r->total_steps, step);
   if (c->optimizer == OPT_ADAMW)
-    return rc->dev.ops->adamw(&rc->dev, w, g, m, v, n, lr, c->beta1, c->beta2, c->eps, p->decay ? c->weight_decay : 0.0,
-                              step + 1, err);
-  return rc->dev.ops->sgd(&rc->dev, w, g, m, n, lr, c->momentum, r->optim_fresh, err);
+    return rc->dev.ops->adamw(&rc->dev, t.p, t.g, t.m, t.v, t.n, lr, c->beta1, c->beta2, c->eps, t.weight_decay, step + 1,
+                              err);
+  return rc->dev.ops->sgd(&rc->dev, t.p, t.g, t.m, t.n, lr, c->momentum, r->optim_fresh, err);
 }
 
 /* ---- runs of one instruction kind as one multi-tensor op ---------------------------------
@@ -203,23 +223,7 @@ int upd_run_list(RankCtx *rc, const JobIns *in, int k, int64_t step, MplErr *err
   MplOptTensor t[MPL_OPT_LIST];
   int nt = 0;
   if (in[0].kind == JI_CLIP && rc->clip_coef >= 1.0) return MPL_OK;
-  for (int i = 0; i < k && i < MPL_OPT_LIST; i++) {
-    int pi = in[i].param;
-    int64_t lo, n;
-    if (in[i].kind == JI_NORM_ADD) {
-      if ((in[i].flags & JF_TP0) && rc->tpi != 0) continue;
-      my_chunk(rc, pi, &lo, &n);
-      if (n == 0) continue;
-      rc->norm_added[pi] = true;
-      t[nt++] = (MplOptTensor){.g = rc->grad[pi] + lo, .out = &rc->norm_dev[pi], .n = n};
-      continue;
-    }
-    range_of(rc, pi, in[i].flags, &lo, &n);
-    if (n == 0) continue;
-    const JobParam *p = &r->job->params[pi];
-    t[nt++] = (MplOptTensor){.p = (float *)vptr(rc, p->value, 0) + lo, .g = rc->grad[pi] + lo, .m = rc->opt[0][pi],
-                             .v = rc->opt[1][pi], .n = n, .weight_decay = p->decay ? c->weight_decay : 0.0};
-  }
+  for (int i = 0; i < k && i < MPL_OPT_LIST; i++) nt += opt_tensor(rc, &in[i], &t[nt]);
   if (nt == 0) return MPL_OK;
   const MplDeviceOps *o = rc->dev.ops;
   switch (in[0].kind) {
