@@ -97,7 +97,9 @@ MPLTOK      := $(BUILD)/mpltok
 TINY_DATA   := examples/data/tiny.bin
 
 COMP_LIBS   := $(LLVM_LIBS) $(NVRTC_LIBS)      # mplc: no runtime backend (no oneDNN, cuBLAS, CUDA runtime, NCCL, MPI)
-RT_LIBS     := $(LLVM_LIBS) -ldnnl $(CUDA_LIBS) $(MPI_LIBS)
+# -fopenmp: device_cpu.c runs its kernels in OpenMP parallel regions, the team oneDNN
+# threads with (libgomp, which libdnnl loads anyway)
+RT_LIBS     := $(LLVM_LIBS) -ldnnl -fopenmp $(CUDA_LIBS) $(MPI_LIBS)
 
 .PHONY: all deps bench-deps install-pkgs run run-example test test-all bench bench-run golden-update asan clean unit golden fuzz cuda-only
 all: $(MPLC) $(MPLRUN) $(MPLTOK) $(TINY_DATA)
@@ -146,6 +148,7 @@ $(BUILD)/compiler/cg_cuda.o: $(GEN)/compiler/cuda/prelude.cu.inc
 # ---- objects -----------------------------------------------------------------
 $(BUILD)/compiler/%.o: compiler/%.c | $(BUILD)/compiler/.dir $(BUILD)/lang/parser.h
 	$(CC) $(CFLAGS) $(LLVM_CFLAGS) $(CUDA_CFLAGS) -c -o $@ $<
+$(BUILD)/runtime/device_cpu.o: CFLAGS += -fopenmp
 $(BUILD)/runtime/%.o: runtime/%.c | $(BUILD)/runtime/.dir
 	$(CC) $(CFLAGS) $(LLVM_CFLAGS) $(CUDA_CFLAGS) $(MPI_CFLAGS) -c -o $@ $<
 $(BUILD)/lang/%.o: lang/%.c | $(BUILD)/lang/.dir

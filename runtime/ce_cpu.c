@@ -14,7 +14,7 @@
  * product's result is) before the softmax, and G before its products.
  *
  * The row loops run as MplKernelFn units over the block's rows through the caller's rows
- * callback (the cpu device's thread pool): each row is one unit's alone and its sums run in a
+ * callback (the cpu device's OpenMP team): each row is one unit's alone and its sums run in a
  * fixed order, so the bits depend on neither the thread count nor the split; the GEMMs are
  * gemm.c's. The block is the job's (mplc's choice, mpl_ce_block_rows): dw1's sum over the
  * blocks depends on it.

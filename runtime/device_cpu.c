@@ -1,18 +1,29 @@
 /*
  * device_cpu.c — the `cpu` device backend: the arena in host memory, the job's
- * LLVM-compiled kernels run over a small per-rank thread pool, matrix products
- * through mpl_gemm_f32_batched (oneDNN), precision = bf16's through mpl_gemm_bf16_batched.
+ * LLVM-compiled kernels run over the rank's OpenMP team, matrix products through
+ * mpl_gemm_f32_batched (oneDNN, which threads with the same OpenMP runtime),
+ * precision = bf16's through mpl_gemm_bf16_batched.
+ *
+ * One team for both: oneDNN's OpenMP workers spin for a while after each product, waiting
+ * for the next parallel region. A kernel pool of our own (pthreads, as before 2026-12-05) had
+ * its worker share a core with that spinning thread on every kernel that followed a product,
+ * and the llama bench on 1 rank and 2 threads took 10-12% longer than with
+ * OMP_WAIT_POLICY=PASSIVE. Running the kernels as OpenMP parallel regions hands them to the
+ * spinning threads instead.
  *
  * Invariants:
  *  - the arena is one 64-byte aligned host allocation (mpl_malloc);
  *  - a kernel's outer iterations [0, n_outer) are cut into contiguous chunks, one per
  *    thread; iterations are independent by the kernel ABI, so the bits never depend on
  *    the thread count, only the speed does;
- *  - a pool belongs to one rank and is driven only by that rank's thread.
+ *  - a team belongs to one rank: the rank's thread is its initial thread (OpenMP gives each
+ *    thread that opens a parallel region its own team), so ranks in one process never share one.
  */
 #include "exec.h"
 
-#include <pthread.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,27 +34,6 @@
 
 /* Below this much work (elements touched) a kernel runs inline on the rank's thread. */
 enum { PAR_MIN_WORK = 1 << 15 };
-
-typedef struct CpuPool {
-  pthread_mutex_t mu;
-  pthread_cond_t go, done;
-  int nworkers;            /* threads - 1; the rank's own thread takes chunk 0 */
-  pthread_t *tid;
-  uint64_t gen;            /* bumped per job */
-  int pending;             /* workers still running the current job */
-  bool quit;
-  /* the current job */
-  MplKernelFn fn;
-  void **args;
-  const int64_t *scalars;
-  int64_t n_outer;
-  int nchunks;
-} CpuPool;
-
-typedef struct CpuWorker {
-  CpuPool *pool;
-  int index; /* chunk index (1 ..) */
-} CpuWorker;
 
 /* MPL_CPU_PROFILE=1: time per kernel (by entry point) and per GEMM shape, printed to
  * stderr when the device is freed (a debugging aid; off by default). */
@@ -57,9 +47,7 @@ typedef struct ProfSlot {
 } ProfSlot;
 
 typedef struct CpuDev {
-  CpuPool pool;
-  CpuWorker *workers;
-  bool pool_started;
+  int threads;
   ProfSlot *prof; /* PROF_SLOTS, or NULL when not profiling */
   int nprof;
   MplGemmBf16 bf16; /* precision = bf16's products: bf16 units where the CPU has them */
@@ -127,66 +115,6 @@ static void chunk_range(int64_t n, int nchunks, int c, int64_t *b, int64_t *e) {
   *e = n * (c + 1) / nchunks;
 }
 
-static void *pool_worker(void *arg) {
-  CpuWorker *w = arg;
-  CpuPool *p = w->pool;
-  uint64_t seen = 0;
-  pthread_mutex_lock(&p->mu);
-  for (;;) {
-    while (!p->quit && p->gen == seen) pthread_cond_wait(&p->go, &p->mu);
-    if (p->quit) break;
-    seen = p->gen;
-    int c = w->index;
-    bool mine = c < p->nchunks;
-    MplKernelFn fn = p->fn;
-    void **args = p->args;
-    const int64_t *sc = p->scalars;
-    int64_t b = 0, e = 0;
-    if (mine) chunk_range(p->n_outer, p->nchunks, c, &b, &e);
-    pthread_mutex_unlock(&p->mu);
-    if (mine && b < e) fn(args, sc, b, e);
-    pthread_mutex_lock(&p->mu);
-    if (--p->pending == 0) pthread_cond_signal(&p->done);
-  }
-  pthread_mutex_unlock(&p->mu);
-  return NULL;
-}
-
-static void pool_stop(CpuDev *cd) {
-  CpuPool *p = &cd->pool;
-  if (!cd->pool_started) return;
-  pthread_mutex_lock(&p->mu);
-  p->quit = true;
-  pthread_cond_broadcast(&p->go);
-  pthread_mutex_unlock(&p->mu);
-  for (int i = 0; i < p->nworkers; i++) pthread_join(p->tid[i], NULL);
-  pthread_mutex_destroy(&p->mu);
-  pthread_cond_destroy(&p->go);
-  pthread_cond_destroy(&p->done);
-  cd->pool_started = false;
-}
-
-static int pool_start(CpuDev *cd, int threads, MplErr *err) {
-  CpuPool *p = &cd->pool;
-  memset(p, 0, sizeof *p);
-  pthread_mutex_init(&p->mu, NULL);
-  pthread_cond_init(&p->go, NULL);
-  pthread_cond_init(&p->done, NULL);
-  cd->pool_started = true;
-  int n = threads - 1;
-  if (n <= 0) return MPL_OK;
-  p->tid = mpl_calloc((size_t)n, sizeof *p->tid);
-  cd->workers = mpl_calloc((size_t)n, sizeof *cd->workers);
-  if (!p->tid || !cd->workers) return mpl_errf(err, "cpu: out of memory for the thread pool");
-  for (int i = 0; i < n; i++) {
-    cd->workers[i] = (CpuWorker){.pool = p, .index = i + 1};
-    if (pthread_create(&p->tid[i], NULL, pool_worker, &cd->workers[i]) != 0)
-      return mpl_errf(err, "cpu: cannot start a kernel thread");
-    p->nworkers++;
-  }
-  return MPL_OK;
-}
-
 static int cpu_init(MplDevice *d, int index, int threads, MplErr *err) {
   d->index = index;
   d->threads = threads < 1 ? 1 : threads;
@@ -200,19 +128,17 @@ static int cpu_init(MplDevice *d, int index, int threads, MplErr *err) {
   }
   mpl_gemm_bf16_init(&cd->bf16);
   cd->sdpa_isa = mpl_sdpa_cpu_isa();
-  return pool_start(cd, d->threads, err);
+  cd->threads = d->threads;
+  return MPL_OK;
 }
 
 static void cpu_free(MplDevice *d) {
   CpuDev *cd = d->impl;
   if (!cd) return;
-  pool_stop(cd);
   if (cd->prof) prof_print(cd, d->index);
   mpl_free(cd->prof);
   mpl_gemm_bf16_free(&cd->bf16);
   mpl_free(cd->ce_scratch);
-  mpl_free(cd->pool.tid);
-  mpl_free(cd->workers);
   mpl_free(cd);
   d->impl = NULL;
 }
@@ -234,33 +160,31 @@ static void cpu_arena_free(MplDevice *d, void *base) {
   mpl_free(base);
 }
 
-/* Runs fn over [0, n_outer): inline when small, else one contiguous chunk per thread. */
+/* Runs fn over [0, n_outer): inline when small, else one contiguous chunk per thread of
+ * the rank's team (chunk c to thread c mod the team's size, should OpenMP give fewer). */
 static int cpu_kernel_run(MplDevice *d, MplKernelFn fn, void **args, const int64_t *scalars,
                           int64_t n_outer, int64_t work, MplErr *err) {
+  (void)err;
   CpuDev *cd = d->impl;
-  CpuPool *p = &cd->pool;
-  int nchunks = d->threads;
+  int nchunks = cd->threads;
   if (nchunks > n_outer) nchunks = (int)n_outer;
-  if (nchunks <= 1 || work < PAR_MIN_WORK || p->nworkers == 0) {
+  if (nchunks <= 1 || work < PAR_MIN_WORK) {
     if (n_outer > 0) fn(args, scalars, 0, n_outer);
     return MPL_OK;
   }
-  pthread_mutex_lock(&p->mu);
-  p->fn = fn;
-  p->args = args;
-  p->scalars = scalars;
-  p->n_outer = n_outer;
-  p->nchunks = nchunks;
-  p->pending = p->nworkers;
-  p->gen++;
-  pthread_cond_broadcast(&p->go);
-  pthread_mutex_unlock(&p->mu);
-  int64_t b, e;
-  chunk_range(n_outer, nchunks, 0, &b, &e);
-  if (b < e) fn(args, scalars, b, e);
-  pthread_mutex_lock(&p->mu);
-  while (p->pending > 0) pthread_cond_wait(&p->done, &p->mu);
-  pthread_mutex_unlock(&p->mu);
+#ifndef _OPENMP /* the cuda-only mplrun: no JIT, so no kernel comes here; one thread would do */
+  fn(args, scalars, 0, n_outer);
+#else
+#pragma omp parallel num_threads(nchunks)
+  {
+    int team = omp_get_num_threads();
+    for (int c = omp_get_thread_num(); c < nchunks; c += team) {
+      int64_t b, e;
+      chunk_range(n_outer, nchunks, c, &b, &e);
+      if (b < e) fn(args, scalars, b, e);
+    }
+  }
+#endif
   return MPL_OK;
 }
 
