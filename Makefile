@@ -142,7 +142,7 @@ GEN := $(BUILD)/gen
 $(GEN)/%.cu.inc: %.cu tools/embed.sh
 	@mkdir -p $(@D)
 	sh tools/embed.sh $< > $@.tmp && mv $@.tmp $@
-$(BUILD)/runtime/device_cuda_progs.o: $(GEN)/runtime/cuda/optim.cu.inc $(GEN)/runtime/cuda/sdpa.cu.inc $(GEN)/runtime/cuda/ce.cu.inc
+$(BUILD)/runtime/device_cuda_progs.o: $(GEN)/runtime/cuda/optim.cu.inc $(GEN)/runtime/cuda/sdpa.cu.inc $(GEN)/runtime/cuda/ce.cu.inc $(GEN)/runtime/cuda/embed.cu.inc
 $(BUILD)/compiler/cg_cuda.o: $(GEN)/compiler/cuda/prelude.cu.inc
 
 # ---- objects -----------------------------------------------------------------
@@ -219,7 +219,7 @@ $(CO_DIR)/runtime/%.o: runtime/%.c
 	$(CC) $(CFLAGS) $(CUDA_CFLAGS) $(MPI_CFLAGS) -DMPL_CUDA_ONLY -c -o $@ $<
 $(CO_DIR)/mplrun: $(CO_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CUDA_LIBS) $(MPI_LIBS) $(LDLIBS)
-$(CO_DIR)/runtime/device_cuda_progs.o: $(GEN)/runtime/cuda/optim.cu.inc $(GEN)/runtime/cuda/sdpa.cu.inc $(GEN)/runtime/cuda/ce.cu.inc
+$(CO_DIR)/runtime/device_cuda_progs.o: $(GEN)/runtime/cuda/optim.cu.inc $(GEN)/runtime/cuda/sdpa.cu.inc $(GEN)/runtime/cuda/ce.cu.inc $(GEN)/runtime/cuda/embed.cu.inc
 else
 cuda-only:
 	@echo "cuda-only: no CUDA toolkit (set CUDA_HOME)" >&2; exit 1

@@ -474,6 +474,26 @@ static void lower_ce(Fuse *f, const Op *op) {
   s->prec = f->g->train.precision == PREC_BF16 ? PREC_BF16 : PREC_F32;
 }
 
+/*
+ * An embedding's gradient (EMBEDDING_GRAD: idx, dy -> [rows, cols]): a step of its own, which
+ * each device runs its way with the same additions in the same order (device.h's
+ * MplEmbGrad): the CPU a block of columns per thread, contiguous; a GPU a block per row
+ * named, walking the positions (runtime/cuda/embed.cu), not a thread per column walking every
+ * position, one after another. dy is read from its buffer (not computed where it is read).
+ */
+static void lower_emb_grad(Fuse *f, const Op *op) {
+  Step *s = add_step(f, STEP_EMB_GRAD, op->id);
+  s->nargs = 3;
+  s->args = arena_alloc(f->a, sizeof(int) * 3);
+  for (int j = 0; j < 2; j++) {
+    need_buffer(f, op->in[j]);
+    s->args[j] = op->in[j];
+  }
+  s->args[2] = op->id;
+  f->mat[op->id] = true;
+  s->m = shape_numel(&OPP(f, op->in[0])->shape), s->k = op->shape.d[0], s->n = op->shape.d[1];
+}
+
 static void lower_one(Fuse *f, int v) {
   const Op *op = OPP(f, v);
   Group *gr = &f->cur;
@@ -487,6 +507,7 @@ static void lower_one(Fuse *f, int v) {
   case CAT_ATTN:
     close_group(f, gr);
     if (op->kind == OP_CE_FUSED) lower_ce(f, op);
+    else if (op->kind == OP_EMBEDDING_GRAD) lower_emb_grad(f, op);
     else lower_sdpa(f, op);
     return;
   case CAT_RESULT: return; /* its op's step writes it */
@@ -619,7 +640,7 @@ void fuse_dump(FILE *out, const Fused *fu) {
 int *step_values(Arena *a, const Graph *g, const Step *st, int *n) {
   int *v;
   switch (st->kind) {
-  case STEP_KERNEL: case STEP_SDPA: case STEP_SDPA_BWD: case STEP_CE:
+  case STEP_KERNEL: case STEP_SDPA: case STEP_SDPA_BWD: case STEP_CE: case STEP_EMB_GRAD:
     *n = st->nargs;
     return st->args;
   case STEP_GEMM:

@@ -39,12 +39,11 @@ Cat fuse_cat(OpKind k) {
   case OP_FULL: case OP_ARANGE: case OP_CAUSAL_MASK: return CAT_CONST;
   case OP_SUM: case OP_MEAN: case OP_AMAX: case OP_SUM_TO: case OP_SOFTMAX: case OP_LOG_SOFTMAX:
   case OP_CE_GRAD: case OP_CE_ROWS: return CAT_RED;
-  case OP_EMBEDDING_GRAD: return CAT_SPECIAL;
   case OP_ARGMAX: case OP_CHECK: case OP_COL2IM: return CAT_RED;                            /* fuse_index.c */
   case OP_CUMSUM: case OP_CUMSUM_REV: case OP_TOPK: case OP_GATHER_GRAD: return CAT_SPECIAL; /* fuse_index.c */
   case OP_MATMUL: return CAT_GEMM;
   case OP_SDPA: case OP_SDPA_GRAD: return CAT_ATTN; /* a step of its own (issue 14) */
-  case OP_CE_FUSED: return CAT_ATTN; /* a step of its own too (lower_ce) */
+  case OP_CE_FUSED: case OP_EMBEDDING_GRAD: return CAT_ATTN; /* steps of their own too (lower_ce, lower_emb_grad) */
   case OP_RESULT: return CAT_RESULT;               /* written by its op's step */
   case OP_SEND: case OP_RECV: case OP_ALLREDUCE: case OP_ALLGATHER: case OP_TP_ENTER: case OP_TP_SLICE: case OP_REDUCE_SCATTER:
     return CAT_COMM;
@@ -713,31 +712,6 @@ static void emit_row_group(Emit *e, const int *store, int nstore) {
   kb_loop_end(e->b, loop, -1);
 }
 
-/* EMBEDDING_GRAD: per column c, zero the column, then add dy rows in position order. */
-static void emit_embedding_grad(Emit *e, const Op *op) {
-  KBuilder *b = e->b;
-  const Shape *ps = &OPP(e->f, op->in[0])->shape;
-  int64_t rows = op->shape.d[0], cols = op->shape.d[1], npos = shape_numel(ps);
-  int out = arg_of(e, op->id, KA_OUT), c = kb_outer(b);
-  int l1 = kb_loop_begin(b, rows, KR_NONE, KT_VOID, -1, 0);
-  int r = kb_loopvar(b, l1);
-  kb_store(b, out, IADD(e, IMUL(e, r, cols), c), F(e, 0.0f));
-  kb_loop_end(b, l1, -1);
-  int l2 = kb_loop_begin(b, npos, KR_NONE, KT_VOID, -1, 0);
-  int p = kb_loopvar(b, l2);
-  Idx pidx, didx;
-  delinearize(e, ps, p, pidx);
-  int t = kb_un(b, KI_CAST, KT_I64, emit(e, op->in[0], pidx));
-  int ok = kb_bin(b, KI_AND, KT_BOOL, CMP(e, KI_GE, t, I(e, 0)), CMP(e, KI_LT, t, I(e, rows)));
-  int at = IADD(e, IMUL(e, clamp_idx(e, t, rows), cols), c);
-  memcpy(didx, pidx, sizeof didx);
-  didx[ps->rank] = c;
-  int dy = emit(e, op->in[1], didx);
-  int old = kb_load(b, out, at);
-  kb_store(b, out, at, FB(e, KI_ADD, old, kb_select(b, ok, dy, F(e, 0.0f))));
-  kb_loop_end(b, l2, -1);
-}
-
 static const char *group_title(const Fuse *f, const Group *gr) {
   const Op *best = OPP(f, gr->ops[gr->n - 1]);
   for (int i = 0; i < gr->n; i++)
@@ -755,8 +729,7 @@ Kernel *fuse_kernel(const Fuse *f, const Group *gr, const int *store, int nstore
   char name[96];
   snprintf(name, sizeof name, "k%d_%s", f->ks->n, group_title(f, gr));
   const Op *first = OPP(f, store[0]);
-  if (first->kind == OP_EMBEDDING_GRAD) *n_outer = first->shape.d[1];
-  else if (fuse_index_special(first->kind)) *n_outer = fuse_index_special_outer(f, first);
+  if (fuse_index_special(first->kind)) *n_outer = fuse_index_special_outer(f, first);
   else if (gr->row) *n_outer = fuse_kept_numel(&gr->dom, gr->red);
   else *n_outer = shape_numel(&gr->dom);
   Emit e = {.f = f, .gr = gr, .b = kb_new(f->ks->arena, name, *n_outer)};
@@ -766,8 +739,7 @@ Kernel *fuse_kernel(const Fuse *f, const Group *gr, const int *store, int nstore
   if (!e.argof || !e.memo) die("out of memory");
   memset(e.argof, 0xff, sizeof(int) * (size_t)f->g->nops);
   memset(e.memo, 0xff, sizeof(int) * (size_t)e.mcap * (MEMO_KEY + 1));
-  if (first->kind == OP_EMBEDDING_GRAD) emit_embedding_grad(&e, first);
-  else if (fuse_index_special(first->kind)) fuse_index_emit_special(&e, first);
+  if (fuse_index_special(first->kind)) fuse_index_emit_special(&e, first);
   else if (gr->row) emit_row_group(&e, store, nstore);
   else emit_ew_group(&e, store, nstore);
   Kernel *k = kb_finish(e.b);

@@ -80,7 +80,7 @@ Kernel *fuse_kernel(const Fuse *f, const Group *gr, const int *store, int nstore
 int fuse_index_member(Emit *e, const Op *op, const int *idx);
 /* The domain and reduced axes of ARGMAX, CHECK and COL2IM. */
 void fuse_index_red_spec(const Fuse *f, const Op *op, Shape *dom, bool *red);
-/* The special kernels (CAT_SPECIAL) besides EMBEDDING_GRAD: CUMSUM, CUMSUM_REV, TOPK and
+/* The special kernels (CAT_SPECIAL): CUMSUM, CUMSUM_REV, TOPK and
  * GATHER_GRAD; each outer iteration is one row along the op's axis. */
 bool fuse_index_special(OpKind k);
 int64_t fuse_index_special_outer(const Fuse *f, const Op *op);

@@ -85,6 +85,7 @@ static JobStep to_job_step(const Graph *g, const Step *st, const int *opid_of) {
     j.kv_heads = st->kv_heads, j.M = st->m, j.N = st->n, j.K = st->k, j.hv = st->hv, j.alpha = st->alpha;
     j.causal = st->causal, j.prec = st->prec;
     break;
+  case STEP_EMB_GRAD: j.kind = JS_EMB_GRAD, j.M = st->m, j.N = st->n, j.K = st->k; break;
   case STEP_CE:
     j.kind = JS_CE, j.M = st->m, j.N = st->n, j.K = st->k, j.tb = st->tb;
     j.chunk = st->chunk, j.prec = st->prec;

@@ -195,6 +195,7 @@ typedef enum StepKind {
   STEP_SDPA = JS_SDPA,     /* the fused attention's forward: args {q, k, v, out, lse} */
   STEP_SDPA_BWD = JS_SDPA_BWD, /* its backward: args {q, k, v, out, lse, dout, dq, dk, dv} */
   STEP_CE = JS_CE,         /* the fused cross-entropy: args {x, w, targets, loss, dx1, dw1} */
+  STEP_EMB_GRAD = JS_EMB_GRAD, /* an embedding's gradient: args {idx, dy, out} */
 } StepKind;
 
 typedef struct Step {
@@ -223,7 +224,8 @@ typedef struct Step {
   int64_t heads, kv_heads, hv;
   bool causal;
   /* STEP_CE: m = N positions, k = K, n = V classes, tb (w is [V, K]), chunk: rows per
-     block (mpl_ce_block_rows); prec PREC_BF16: each block's logits and g rounded */
+     block (mpl_ce_block_rows); prec PREC_BF16: each block's logits and g rounded.
+     STEP_EMB_GRAD: m positions, n columns, k rows of the table */
   int64_t chunk;
 } Step;
 

@@ -669,7 +669,8 @@ int kset_add(KernelSet *ks, Kernel *k) {
   return ks->n++;
 }
 
-static const char *const step_names[] = {"kernel", "gemm", "alias", "accum", "comm", "sdpa", "sdpa_bwd", "ce"}; /* ORDER: StepKind */
+static const char *const step_names[] = {"kernel", "gemm",     "alias", "accum",   "comm",
+                                         "sdpa",   "sdpa_bwd", "ce",    "emb_grad"}; /* ORDER: StepKind */
 
 void kir_dump_program(FILE *out, const KernelSet *ks, const Program *p) {
   for (int i = 0; i < p->nsteps; i++) {
@@ -707,6 +708,10 @@ void kir_dump_program(FILE *out, const KernelSet *ks, const Program *p) {
       fprintf(out, ") N=%lld K=%lld V=%lld%s rows=%lld", (long long)s->m, (long long)s->k, (long long)s->n,
               s->tb ? " tb" : "", (long long)s->chunk);
       if (s->prec != PREC_F32) fprintf(out, " %s", mpl_prec_name(s->prec));
+      break;
+    case STEP_EMB_GRAD:
+      fprintf(out, " %%%d = rows of %%%d at %%%d positions=%lld rows=%lld cols=%lld", s->args[2], s->args[1],
+              s->args[0], (long long)s->m, (long long)s->k, (long long)s->n);
       break;
     }
     fputc('\n', out);

@@ -60,7 +60,7 @@ typedef struct CuDriver {
  * stderr (GPU time per kernel over the other steps, calls, share). The events cost a
  * little time themselves: profile, then time without it.
  */
-enum { PROF_GEMM, PROF_OPTIM, PROF_ACCUM, PROF_COPY, PROF_SDPA, PROF_SDPA_BWD, PROF_CE, PROF__FIXED };
+enum { PROF_GEMM, PROF_OPTIM, PROF_ACCUM, PROF_COPY, PROF_SDPA, PROF_SDPA_BWD, PROF_CE, PROF_EMB, PROF__FIXED };
 typedef struct Prof {
   bool on;
   int nslots;                 /* PROF__FIXED + kernels */
@@ -107,6 +107,9 @@ typedef struct CudaDev {
   CUfunction ce_rows, ce_finish;
   float *ce_scratch;
   int64_t ce_cap;             /* floats */
+  /* an embedding's gradient (runtime/cuda/embed.cu, loaded on first use) */
+  CUmodule embmod;
+  CUfunction emb_grad;
   const atomic_int *stop;     /* set by an NCCL communicator: waits poll it (mpl_cuda_wait) */
   Prof prof;                  /* MPL_PROFILE=1: GPU time per kernel */
 } CudaDev;
@@ -149,5 +152,6 @@ int cuda_adamw_list(MplDevice *d, const MplOptTensor *t, int k, double lr, doubl
 int cuda_sdpa(MplDevice *d, const MplSdpa *a, MplErr *err);
 int cuda_sdpa_bwd(MplDevice *d, const MplSdpa *a, MplErr *err);
 int cuda_ce(MplDevice *d, const MplCe *a, MplErr *err);
+int cuda_emb_grad(MplDevice *d, const MplEmbGrad *a, MplErr *err);
 
 #endif

@@ -51,6 +51,17 @@ typedef struct MplCe {
   float *loss, *dx, *dw;
 } MplCe;
 
+/* An embedding's gradient (JS_EMB_GRAD, job.h): idx i32 [M], dy f32 [M, N], out f32 [K, N];
+ * out[r, :] = the sum of dy[p, :] over the positions p whose idx, clamped to [0, K), is r, in
+ * position order from 0; a position whose idx is outside [0, K) adds nothing. Every device
+ * gives the same bits (the same additions in the same order). */
+typedef struct MplEmbGrad {
+  int64_t M, N, K;
+  const int32_t *idx;
+  const float *dy;
+  float *out;
+} MplEmbGrad;
+
 /* A device backend: one instance per kind (cpu, cuda), filled with designated initializers.
  * Pointers into the arena are device pointers; copy_* move bytes to and from host memory. */
 /* One tensor of a multi-tensor optimizer op (device pointers): sumsq_f64_list reads g and
@@ -83,6 +94,8 @@ typedef struct MplDeviceOps {
   int (*sdpa_bwd)(MplDevice *d, const MplSdpa *a, MplErr *err);
   /* the fused cross-entropy (MplCe); NULL: the device has none */
   int (*ce)(MplDevice *d, const MplCe *a, MplErr *err);
+  /* an embedding's gradient (MplEmbGrad) */
+  int (*emb_grad)(MplDevice *d, const MplEmbGrad *a, MplErr *err);
   int (*zero)(MplDevice *d, void *dst, size_t bytes, MplErr *err);
   int (*copy_to_host)(MplDevice *d, void *host, const void *dev, size_t bytes, MplErr *err);
   int (*copy_from_host)(MplDevice *d, void *dev, const void *host, size_t bytes, MplErr *err);
@@ -157,6 +170,8 @@ int mpl_cuda_optim_compile(const char *arch, char **ptx, char *log, size_t logn,
 int mpl_cuda_sdpa_compile(const char *arch, int hs, int hv, char **ptx, char *log, size_t logn, MplErr *err);
 /* The fused cross-entropy's row kernels (runtime/cuda/ce.cu) through NVRTC for arch. */
 int mpl_cuda_ce_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err);
+/* The embedding gradient's kernel (runtime/cuda/embed.cu) through NVRTC for arch. */
+int mpl_cuda_emb_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err);
 /* The number of visible CUDA devices (>= 1), or MPL_ERR with a message that says why
  * there is none: built without CUDA, no driver, no device. Never crashes. */
 int mpl_cuda_device_count(int *count, MplErr *err);

@@ -264,6 +264,31 @@ static int cpu_ce(MplDevice *d, const MplCe *a, MplErr *err) {
   return mpl_ce_cpu(a, cd->ce_scratch, &cd->bf16, cpu_ce_rows, d, err);
 }
 
+/* An embedding's gradient over a block of columns: outer iterations are blocks of EMB_COLS
+ * columns (contiguous in each row, so the additions vectorise), each zeroed, then every
+ * position's dy added in position order: per element the additions of the definition, in
+ * its order, whatever the split. A position whose idx is out of range would add 0 to the
+ * clamped row, which changes nothing (a sum that starts at +0 is never -0), so it is skipped. */
+enum { EMB_COLS = 64 };
+static void emb_grad_cols(void **args, const int64_t *scalars, int64_t b, int64_t e) {
+  (void)scalars;
+  const MplEmbGrad *a = args[0];
+  int64_t c0 = b * EMB_COLS, c1 = e * EMB_COLS < a->N ? e * EMB_COLS : a->N, w = c1 - c0;
+  for (int64_t r = 0; r < a->K; r++) memset(a->out + r * a->N + c0, 0, sizeof(float) * (size_t)w);
+  for (int64_t p = 0; p < a->M; p++) {
+    int64_t t = a->idx[p];
+    if (t < 0 || t >= a->K) continue;
+    float *o = a->out + t * a->N + c0;
+    const float *g = a->dy + p * a->N + c0;
+    for (int64_t c = 0; c < w; c++) o[c] += g[c];
+  }
+}
+
+static int cpu_emb_grad(MplDevice *d, const MplEmbGrad *a, MplErr *err) {
+  void *args[1] = {(void *)a};
+  return cpu_kernel(d, emb_grad_cols, args, NULL, (a->N + EMB_COLS - 1) / EMB_COLS, (a->M + a->K) * a->N, err);
+}
+
 static int cpu_accum_f32(MplDevice *d, float *acc, const float *src, int64_t n, MplErr *err) {
   for (int64_t i = 0; i < n; i++) acc[i] += src[i];
   return MPL_OK;
@@ -342,6 +367,7 @@ const MplDeviceOps mpl_device_cpu_ops = {
     .sdpa = cpu_sdpa,
     .sdpa_bwd = cpu_sdpa_bwd,
     .ce = cpu_ce,
+    .emb_grad = cpu_emb_grad,
     .zero = cpu_zero,
     .copy_to_host = cpu_copy,
     .copy_from_host = cpu_copy,

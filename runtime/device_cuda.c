@@ -50,7 +50,7 @@
 static const char *const prof_fixed[PROF__FIXED] = {"cuBLAS sgemm",       "optimizer, norms, scaling",
                                                     "accumulate (saxpy)", "copies and zeroing",
                                                     "fused attention",    "fused attention, backward",
-                                                    "fused cross-entropy rows"};
+                                                    "fused cross-entropy rows", "embedding gradients"};
 
 
 int cudev_fail(CudaDev *cd, CUresult r, const char *what, const char *file, int line, MplErr *err) {
@@ -615,6 +615,7 @@ const MplDeviceOps mpl_device_cuda_ops = {
     .sdpa = cuda_sdpa,
     .sdpa_bwd = cuda_sdpa_bwd,
     .ce = cuda_ce,
+    .emb_grad = cuda_emb_grad,
     .zero = cuda_zero,
     .copy_to_host = cuda_copy_to_host,
     .copy_from_host = cuda_copy_from_host,

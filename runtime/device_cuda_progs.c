@@ -3,7 +3,8 @@
  * loading their modules, and the runtime's own programs with their launches: the optimizer
  * (runtime/cuda/optim.cu, at init), the fused attention (runtime/cuda/sdpa.cu, a module per
  * pair of head sizes, on first use) and the fused cross-entropy (runtime/cuda/ce.cu, on first
- * use, its products by cuBLAS). Their sources are embedded at build time (tools/embed.sh).
+ * use, its products by cuBLAS) and an embedding's gradient (runtime/cuda/embed.cu, on first
+ * use). Their sources are embedded at build time (tools/embed.sh).
  * The job's own kernels are device_cuda.c's, which compiles them through cudev_compile too.
  *
  * Invariants: a program is compiled with the options its source's header names (the
@@ -34,6 +35,12 @@ const char mpl_cuda_sdpa_src[] = {
  * with NVRTC the first time a device runs a JS_CE step (mpl_cuda_ce_compile). */
 const char mpl_cuda_ce_src[] = {
 #include "runtime/cuda/ce.cu.inc"
+};
+
+/* An embedding's gradient: runtime/cuda/embed.cu, embedded the same way, compiled with NVRTC
+ * the first time a device runs a JS_EMB_GRAD step (mpl_cuda_emb_compile). */
+const char mpl_cuda_emb_src[] = {
+#include "runtime/cuda/embed.cu.inc"
 };
 
 #ifdef MPL_HAVE_CUDA
@@ -140,6 +147,7 @@ void cudev_free_progs(CudaDev *cd) {
   for (int i = 0; i < cd->nsdpa; i++)
     if (cd->sdpa[i].mod) cd->drv.unload(cd->sdpa[i].mod);
   if (cd->cemod) cd->drv.unload(cd->cemod);
+  if (cd->embmod) cd->drv.unload(cd->embmod);
 }
 
 /* ---- the optimizer on the device ----------------------------------------------------- */
@@ -427,6 +435,45 @@ int cuda_ce(MplDevice *d, const MplCe *a, MplErr *err) {
   return st;
 }
 
+/* ---- an embedding's gradient (runtime/cuda/embed.cu) -------------------------------------
+ * out zeroed, then one block per position (runtime/cuda/embed.cu: a block per row named does
+ * the row's work); the CPU's bits. */
+
+int mpl_cuda_emb_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err) {
+  char archopt[48];
+  snprintf(archopt, sizeof archopt, "--gpu-architecture=%s", arch);
+  const char *opts[] = {archopt, "--fmad=false", "--ftz=false"};
+  return cudev_compile(mpl_cuda_emb_src, "mpl_embed.cu", "the embedding gradient", opts, 3, ptx, log, logn, err);
+}
+
+enum { EMB_THREADS = 256 }; /* ORDER: EMB_THREADS in runtime/cuda/embed.cu */
+
+int cuda_emb_grad(MplDevice *d, const MplEmbGrad *a, MplErr *err) {
+  CudaDev *cd = d->impl;
+  if (a->M < 1 || a->N < 1 || a->K < 1 || a->M > INT32_MAX)
+    return mpl_errf(err, "cuda: an embedding gradient of %lld positions, %lld rows of %lld", (long long)a->M,
+                    (long long)a->K, (long long)a->N);
+  if (!cd->embmod) {
+    char *ptx = NULL, log[1024];
+    if (mpl_cuda_emb_compile(cd->arch, &ptx, log, sizeof log, err) != MPL_OK) return MPL_ERR;
+    const char *const names[] = {"mpl_emb_grad"};
+    CUfunction *const fns[] = {&cd->emb_grad};
+    if (load_program(cd, ptx, &cd->embmod, "the embedding gradient's kernel", names, fns, 1, err) != MPL_OK)
+      return MPL_ERR;
+  }
+  CUDA_CHECK(cudaSetDevice(cd->dev));
+  cudev_prof_begin(cd, PROF_EMB);
+  cudaError_t z = cudaMemsetAsync(a->out, 0, (size_t)(a->K * a->N) * sizeof(float), cd->compute);
+  cudev_prof_end(cd);
+  CUDA_CHECK(z);
+  long long M = a->M, N = a->N, K = a->K;
+  void *p[] = {(void *)&a->idx, (void *)&a->dy, (void *)&a->out, &M, &N, &K};
+  cudev_prof_begin(cd, PROF_EMB);
+  int st = cudev_launch(cd, cd->emb_grad, a->M, EMB_THREADS, p, err);
+  cudev_prof_end(cd);
+  return st;
+}
+
 #else /* !MPL_HAVE_CUDA: the compilers say so */
 
 int mpl_cuda_optim_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err) {
@@ -442,6 +489,12 @@ int mpl_cuda_sdpa_compile(const char *arch, int hs, int hv, char **ptx, char *lo
 }
 
 int mpl_cuda_ce_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err) {
+  *ptx = NULL;
+  if (logn) log[0] = 0;
+  return mpl_errf(err, "this mplrun was built without CUDA (no NVRTC for %s)", arch);
+}
+
+int mpl_cuda_emb_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err) {
   *ptx = NULL;
   if (logn) log[0] = 0;
   return mpl_errf(err, "this mplrun was built without CUDA (no NVRTC for %s)", arch);

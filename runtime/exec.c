@@ -216,6 +216,15 @@ static int run_ce(RankCtx *rc, const JobStep *s, int stage, int mb, MplErr *err)
   return rc->dev.ops->ce(&rc->dev, &a, err);
 }
 
+/* JS_EMB_GRAD: an embedding's gradient through the device's emb_grad op. */
+static int run_emb_grad(RankCtx *rc, const JobStep *s, int stage, int mb, MplErr *err) {
+  float *p[3];
+  for (int i = 0; i < 3; i++)
+    if (!(p[i] = need_ptr(rc, s->args[i], mb, stage, err))) return MPL_ERR;
+  MplEmbGrad a = {.M = s->M, .N = s->N, .K = s->K, .idx = (const int32_t *)(void *)p[0], .dy = p[1], .out = p[2]};
+  return rc->dev.ops->emb_grad(&rc->dev, &a, err);
+}
+
 static int run_step_op(RankCtx *rc, const JobStep *s, int stage, int mb, int64_t step, MplErr *err) {
   const Job *job = rc->run->job;
   switch (s->kind) {
@@ -229,6 +238,7 @@ static int run_step_op(RankCtx *rc, const JobStep *s, int stage, int mb, int64_t
   case JS_ALIAS: return MPL_OK; /* the plan gave both values one buffer */
   case JS_SDPA: case JS_SDPA_BWD: return run_sdpa(rc, s, stage, mb, err);
   case JS_CE: return run_ce(rc, s, stage, mb, err);
+  case JS_EMB_GRAD: return run_emb_grad(rc, s, stage, mb, err);
   case JS_ACCUM: {
     float *acc = need_ptr(rc, s->args[0], mb, stage, err), *src = acc ? need_ptr(rc, s->args[1], mb, stage, err) : NULL;
     if (!src) return MPL_ERR;
@@ -273,7 +283,7 @@ int run_prog(RankCtx *rc, int stage, int which, int mb, int64_t step, MplErr *er
   for (int i = 0; i < pg->nsteps; i++) {
     const JobStep *s = &pg->steps[i];
     int need = s->kind == JS_GEMM ? 3 : (s->kind == JS_ACCUM || s->kind == JS_ALIAS) ? 2 : s->kind == JS_SDPA ? 5
-             : s->kind == JS_SDPA_BWD ? 9 : s->kind == JS_CE ? 6 : 0;
+             : s->kind == JS_SDPA_BWD ? 9 : s->kind == JS_CE ? 6 : s->kind == JS_EMB_GRAD ? 3 : 0;
     if (s->nargs < need) return rank_fail(rc, err, "stage %d: step %d has %d arguments", stage, i, s->nargs);
     double t0 = timed ? now_s() : 0;
     if (run_step_op(rc, s, stage, mb, step, err) != MPL_OK) return MPL_ERR;

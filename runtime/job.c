@@ -519,8 +519,24 @@ static int validate_ce(const Job *j, int s, const JobStep *st, char *err, size_t
   return 0;
 }
 
+/* JS_EMB_GRAD: sizes in range, idx i32 [M], dy f32 [M, N], out f32 [K, N]. idx's values are
+ * the kernels' to clamp (they never read or write outside out). */
+static int validate_emb_grad(const Job *j, int s, const JobStep *st, char *err, size_t errlen) {
+  CHECK(st->nargs == 3 && st->M > 0 && st->N > 0 && st->K > 0 && st->M <= (1LL << 31) && st->N <= (1LL << 31) &&
+            st->K <= (1LL << 31),
+        "stage %d: bad embedding gradient step", s);
+  int64_t want[3] = {st->M, st->M * st->N, st->K * st->N};
+  for (int a = 0; a < 3; a++) {
+    const JobValue *v = &j->values[st->args[a]];
+    int dt = a == 0 ? JDT_I32 : JDT_F32;
+    CHECK(v->dtype == dt && v->numel == want[a], "stage %d: embedding gradient operand %d has %lld elements, not %lld",
+          s, a, (long long)v->numel, (long long)want[a]);
+  }
+  return 0;
+}
+
 static int validate_step(const Job *j, int s, const JobStep *st, char *err, size_t errlen) {
-  CHECK(st->kind <= JS_CE, "stage %d: bad step kind %d", s, st->kind);
+  CHECK(st->kind < JS__COUNT, "stage %d: bad step kind %d", s, st->kind);
   for (int a = 0; a < st->nargs; a++)
     CHECK(st->args[a] >= 0 && st->args[a] < j->nvalues, "stage %d: step reads value %d of %d", s, st->args[a], j->nvalues);
   switch (st->kind) {
@@ -561,6 +577,7 @@ static int validate_step(const Job *j, int s, const JobStep *st, char *err, size
   }
   case JS_SDPA: case JS_SDPA_BWD: return validate_sdpa(j, s, st, err, errlen);
   case JS_CE: return validate_ce(j, s, st, err, errlen);
+  case JS_EMB_GRAD: return validate_emb_grad(j, s, st, err, errlen);
   case JS_ALIAS: case JS_ACCUM:
     CHECK(st->nargs == 2, "stage %d: step with %d operands", s, st->nargs);
     CHECK(j->values[st->args[0]].numel == j->values[st->args[1]].numel, "stage %d: operand sizes differ", s);
@@ -712,7 +729,8 @@ void job_free(Job *j) {
   mpl_free(j);
 }
 
-static const char *const step_names[] = {"kernel", "gemm", "alias", "accum", "comm", "sdpa", "sdpa_bwd", "ce"}; /* ORDER: JobStepKind */
+static const char *const step_names[JS__COUNT] = {"kernel", "gemm",     "alias", "accum",   "comm",
+                                                  "sdpa",   "sdpa_bwd", "ce",    "emb_grad"}; /* ORDER: JobStepKind */
 
 void job_inspect(const Job *j, FILE *out) {
   const JobTrain *t = &j->train;
@@ -751,10 +769,10 @@ void job_inspect(const Job *j, FILE *out) {
     const JobStage *st = &j->stages[s];
     fprintf(out, "stage %d on rank %d:", s, st->rank);
     for (int k = 0; k < JP__COUNT; k++) {
-      int counts[JS_CE + 1] = {0};
+      int counts[JS__COUNT] = {0};
       for (int i = 0; i < st->prog[k].nsteps; i++) counts[st->prog[k].steps[i].kind]++;
       fprintf(out, " %s=%d steps (", (const char *[]){"fwd", "recomp", "bwd_b", "bwd_w"}[k], st->prog[k].nsteps);
-      for (int c = 0, first = 1; c <= JS_CE; c++)
+      for (int c = 0, first = 1; c < JS__COUNT; c++)
         if (counts[c]) fprintf(out, "%s%d %s", first ? "" : ", ", counts[c], step_names[c]), first = 0;
       fprintf(out, ")");
     }

@@ -27,8 +27,9 @@
  * JS_SDPA_BWD);
  * 7: the fused cross-entropy's steps (JS_CE, JS_CE_BWD) and JobStep's chunk;
  * 8: JS_CE writes the gradient for dloss = 1 (dx1, dw1) over blocks of rows (chunk: rows);
- * no JS_CE_BWD (the backward scales by dloss in kernels). */
-#define MPL_JOB_FORMAT 8
+ * no JS_CE_BWD (the backward scales by dloss in kernels);
+ * 9: the embedding's gradient as a step of its own (JS_EMB_GRAD). */
+#define MPL_JOB_FORMAT 9
 
 /* ---- values: one per graph op (the op id is the value id) ---------------- */
 typedef enum JobDType { JDT_F32, JDT_BF16, JDT_F16, JDT_I32, JDT_BOOL } JobDType;
@@ -81,7 +82,9 @@ typedef struct JobInput {
 } JobInput;
 
 /* ---- steps of a stage program (fuse.c's output, serialised) ----------------- */
-typedef enum JobStepKind { JS_KERNEL, JS_GEMM, JS_ALIAS, JS_ACCUM, JS_COMM, JS_SDPA, JS_SDPA_BWD, JS_CE } JobStepKind;
+typedef enum JobStepKind {
+  JS_KERNEL, JS_GEMM, JS_ALIAS, JS_ACCUM, JS_COMM, JS_SDPA, JS_SDPA_BWD, JS_CE, JS_EMB_GRAD, JS__COUNT
+} JobStepKind;
 
 typedef struct JobStep {
   uint8_t kind;
@@ -121,6 +124,10 @@ typedef struct JobStep {
      rows go in blocks of `chunk` (the device's scratch: chunk x N f32 logits); prec
      PREC_BF16: each block's logits and g rounded to bf16 (x and w hold bf16 values) */
   int64_t chunk;
+  /* JS_EMB_GRAD (args {idx, dy, out}), an embedding's gradient: idx i32 [M] (the positions'
+     rows), dy f32 [M, N], out f32 [K, N]: out[r, :] = the sum of dy[p, :] over the positions p
+     whose idx clamped to [0, K) is r, added in position order from 0 (a position whose idx is
+     outside [0, K) adds nothing); a row no position names is 0 */
 } JobStep;
 
 /* The fused cross-entropy's block of rows for M rows and N classes: a scratch block of at

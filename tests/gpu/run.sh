@@ -82,6 +82,7 @@ build_by_hand() {
   sh tools/embed.sh runtime/cuda/optim.cu > "$o/gen/runtime/cuda/optim.cu.inc" || return 1
   sh tools/embed.sh runtime/cuda/sdpa.cu > "$o/gen/runtime/cuda/sdpa.cu.inc" || return 1
   sh tools/embed.sh runtime/cuda/ce.cu > "$o/gen/runtime/cuda/ce.cu.inc" || return 1
+  sh tools/embed.sh runtime/cuda/embed.cu > "$o/gen/runtime/cuda/embed.cu.inc" || return 1
   local objs=() f
   for f in runtime/*.c; do
     case $f in runtime/mpltok.c|runtime/jit_cpu.c|runtime/llvm_host.c|runtime/gemm.c) continue ;; esac

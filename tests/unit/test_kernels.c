@@ -17,7 +17,9 @@
 
 #include "compiler/autodiff.h"
 #include "compiler/kernel.h"
+#include "runtime/device.h"
 #include "runtime/jit_cpu.h"
+#include "runtime/mpl.h"
 
 /* ---- graph building ---------------------------------------------------------- */
 
@@ -202,6 +204,18 @@ static void run_program(Run *r, const KernelSet *ks, MplJit *jit, const Program 
       const float *x = value_buf(r, s->b);
       for (int64_t j = 0; j < s->numel; j++) acc[j] += x[j];
       r->written[s->a] = true;
+      break;
+    }
+    case STEP_EMB_GRAD: { /* the cpu device's (runtime/device_cpu.c), over 3 threads */
+      const MplDeviceOps *ops = mpl_device_find("cpu");
+      MplDevice d = {.ops = ops};
+      MplErr err = {{0}};
+      ck_assert_msg(ops->init(&d, 0, 3, &err) == MPL_OK, "%s", err.msg);
+      MplEmbGrad a = {.M = s->m, .N = s->n, .K = s->k, .idx = value_buf(r, s->args[0]), .dy = value_buf(r, s->args[1]),
+                      .out = value_buf(r, s->args[2])};
+      ck_assert_msg(ops->emb_grad(&d, &a, &err) == MPL_OK, "%s", err.msg);
+      ops->free(&d);
+      r->written[s->args[2]] = true;
       break;
     }
     case STEP_COMM: ck_abort_msg("no comm ops in these tests"); break;
