@@ -93,7 +93,7 @@ typedef struct CudaDev {
   /* the optimizer kernels (mpl_cuda_optim_src) */
   CUmodule omod;
   CUfunction f_sgd, f_adamw, f_sumsq, f_sumsq_final, f_scale;
-  CUfunction f_adamw_list, f_scale_list, f_sumsq_list, f_sumsq_final_list; /* multi-tensor forms */
+  CUfunction f_adamw_list, f_scale_list, f_sumsq_list, f_sumsq_final_list, f_sgd_list; /* multi-tensor forms */
   double *partial;            /* [MPL_OPT_LIST * SUMSQ_PARTS] partial sums of squares */
   /* the fused attention's kernels, one module per pair of head sizes met (8 at most) */
   struct CudaSdpa {
@@ -149,6 +149,8 @@ int cuda_sumsq_list(MplDevice *d, const MplOptTensor *t, int k, MplErr *err);
 int cuda_scale_list(MplDevice *d, const MplOptTensor *t, int k, float coef, MplErr *err);
 int cuda_adamw_list(MplDevice *d, const MplOptTensor *t, int k, double lr, double beta1, double beta2, double eps,
                     int64_t step, MplErr *err);
+int cuda_sgd_list(MplDevice *d, const MplOptTensor *t, int k, double lr, double momentum, bool first_step,
+                  MplErr *err);
 int cuda_sdpa(MplDevice *d, const MplSdpa *a, MplErr *err);
 int cuda_sdpa_bwd(MplDevice *d, const MplSdpa *a, MplErr *err);
 int cuda_ce(MplDevice *d, const MplCe *a, MplErr *err);

@@ -66,7 +66,7 @@ typedef struct MplEmbGrad {
  * Pointers into the arena are device pointers; copy_* move bytes to and from host memory. */
 /* One tensor of a multi-tensor optimizer op (device pointers): sumsq_f64_list reads g and
  * writes *out; scale_f32_list scales g; adamw_list updates p, m, v from g with its own
- * weight_decay. */
+ * weight_decay; sgd_list updates p and the momentum buffer m (NULL: none) from g. */
 enum { MPL_OPT_LIST = 32 }; /* tensors per call, at most */
 typedef struct MplOptTensor {
   float *p, *g, *m, *v;
@@ -141,6 +141,7 @@ typedef struct MplDeviceOps {
   int (*scale_f32_list)(MplDevice *d, const MplOptTensor *t, int k, float coef, MplErr *err);
   int (*adamw_list)(MplDevice *d, const MplOptTensor *t, int k, double lr, double beta1, double beta2, double eps,
                     int64_t step, MplErr *err);
+  int (*sgd_list)(MplDevice *d, const MplOptTensor *t, int k, double lr, double momentum, bool first_step, MplErr *err);
 } MplDeviceOps;
 
 struct MplDevice {

@@ -354,6 +354,12 @@ static int cpu_adamw_list(MplDevice *d, const MplOptTensor *t, int k, double lr,
   return MPL_OK;
 }
 
+static int cpu_sgd_list(MplDevice *d, const MplOptTensor *t, int k, double lr, double momentum, bool first_step,
+                        MplErr *err) {
+  for (int i = 0; i < k; i++) mpl_sgd_update(t[i].p, t[i].g, t[i].m, t[i].n, lr, momentum, first_step);
+  return MPL_OK;
+}
+
 const MplDeviceOps mpl_device_cpu_ops = {
     .name = "cpu",
     .init = cpu_init,
@@ -380,6 +386,7 @@ const MplDeviceOps mpl_device_cpu_ops = {
     .sumsq_f64_list = cpu_sumsq_list,
     .scale_f32_list = cpu_scale_list,
     .adamw_list = cpu_adamw_list,
+    .sgd_list = cpu_sgd_list,
 };
 
 /* ---- the job's kernels: compiled by jit_cpu.c, looked up by name ------------------ */

@@ -632,6 +632,7 @@ const MplDeviceOps mpl_device_cuda_ops = {
     .sumsq_f64_list = cuda_sumsq_list,
     .scale_f32_list = cuda_scale_list,
     .adamw_list = cuda_adamw_list,
+    .sgd_list = cuda_sgd_list,
     .world_init = cuda_world_init,
     .world_rank = cuda_world_rank,
     .world_abort = cuda_world_abort,

@@ -166,11 +166,11 @@ int cudev_load_optim(CudaDev *cd, MplErr *err) {
   if (mpl_cuda_optim_compile(cd->arch, &ptx, log, sizeof log, err) != MPL_OK) return MPL_ERR;
   const char *const names[] = {"mpl_sgd",        "mpl_adamw",      "mpl_scale",      "mpl_sumsq",
                                "mpl_sumsq_final", "mpl_adamw_list", "mpl_scale_list", "mpl_sumsq_list",
-                               "mpl_sumsq_final_list"};
+                               "mpl_sumsq_final_list", "mpl_sgd_list"};
   CUfunction *const fns[] = {&cd->f_sgd,         &cd->f_adamw,      &cd->f_scale,        &cd->f_sumsq,
                              &cd->f_sumsq_final, &cd->f_adamw_list, &cd->f_scale_list,   &cd->f_sumsq_list,
-                             &cd->f_sumsq_final_list};
-  if (load_program(cd, ptx, &cd->omod, "the optimizer kernels", names, fns, 9, err) != MPL_OK) return MPL_ERR;
+                             &cd->f_sumsq_final_list, &cd->f_sgd_list};
+  if (load_program(cd, ptx, &cd->omod, "the optimizer kernels", names, fns, 10, err) != MPL_OK) return MPL_ERR;
   CUDA_CHECK(cudaMalloc((void **)&cd->partial, sizeof(double) * MPL_OPT_LIST * SUMSQ_PARTS));
   return MPL_OK;
 }
@@ -268,6 +268,18 @@ int cuda_adamw_list(MplDevice *d, const MplOptTensor *t, int k, double lr, doubl
   int small = s.small;
   void *a[] = {&L, &s.w1, &s.b2, &s.w2, &s.neg_step, &s.bc2_sqrt, &s.eps, &small};
   return launch_optim(cd, cd->f_adamw_list, blocks, BLOCK, a, err);
+}
+
+int cuda_sgd_list(MplDevice *d, const MplOptTensor *t, int k, double lr, double momentum, bool first_step,
+                  MplErr *err) {
+  CudaDev *cd = d->impl;
+  MplOptList L;
+  int64_t blocks = mpl_opt_list_fill(&L, t, k, BLOCK, cd->max_blocks);
+  for (int i = 0; i < k; i++) /* cuda_sgd's mode, per tensor */
+    L.w[i * MPL_OPT_ROW + 6] = (momentum == 0 || !t[i].m) ? 0 : first_step ? 1 : 2;
+  float neg_lr = (float)-lr, mom = (float)momentum; /* as mpl_sgd_update rounds them */
+  void *a[] = {&L, &neg_lr, &mom};
+  return launch_optim(cd, cd->f_sgd_list, blocks, BLOCK, a, err);
 }
 
 /* ---- the fused attention (runtime/cuda/sdpa.cu) ------------------------------------------- */

@@ -199,13 +199,13 @@ static int update(RankCtx *rc, const JobIns *in, int64_t step, MplErr *err) {
  * MPL_OPT_LIST of them is one call: on a GPU one or two launches, not one or two a param.
  * Each tensor's result is the single op's bits, so a run's order does not matter. */
 
-/* The list op of kind's instructions, if the device has one (UPDATE: AdamW's only). */
+/* The list op of kind's instructions, if the device has one (UPDATE: the optimizer's). */
 static bool has_list_op(const RankCtx *rc, int kind) {
   const MplDeviceOps *o = rc->dev.ops;
   switch (kind) {
   case JI_NORM_ADD: return o->sumsq_f64_list != NULL;
   case JI_CLIP: return o->scale_f32_list != NULL;
-  case JI_UPDATE: return o->adamw_list != NULL && rc->run->job->train.optimizer == OPT_ADAMW;
+  case JI_UPDATE: return rc->run->job->train.optimizer == OPT_ADAMW ? o->adamw_list != NULL : o->sgd_list != NULL;
   default: return false;
   }
 }
@@ -230,6 +230,8 @@ int upd_run_list(RankCtx *rc, const JobIns *in, int k, int64_t step, MplErr *err
   case JI_NORM_ADD: return o->sumsq_f64_list(&rc->dev, t, nt, err);
   case JI_CLIP: return o->scale_f32_list(&rc->dev, t, nt, (float)rc->clip_coef, err);
   default:
+    if (c->optimizer != OPT_ADAMW)
+      return o->sgd_list(&rc->dev, t, nt, mpl_lr_at(c, r->total_steps, step), c->momentum, r->optim_fresh, err);
     return o->adamw_list(&rc->dev, t, nt, mpl_lr_at(c, r->total_steps, step), c->beta1, c->beta2, c->eps, step + 1,
                          err);
   }

@@ -29,16 +29,19 @@
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
        i += (long long)blockDim.x * gridDim.x)
 
-/* torch SGD: mode 0 no momentum (p += -lr*g), 1 the first step (buf = g), 2 buf = buf*mom + g;
- * then p += -lr*buf. */
+/* torch SGD at element i: mode 0 no momentum (p += -lr*g), 1 the first step (buf = g), 2 buf =
+ * buf*mom + g; then p += -lr*buf. */
+MPL_DEV void mpl_sgd_at(float *__restrict__ p, const float *__restrict__ g, float *__restrict__ buf, long long i,
+                        float neg_lr, float mom, int mode) {
+  float b = g[i];
+  if (mode == 2) b = buf[i] * mom + b;
+  if (mode != 0) buf[i] = b;
+  p[i] = p[i] + neg_lr * b;
+}
+
 MPL_KERNEL(256) mpl_sgd(float *__restrict__ p, const float *__restrict__ g,
                                     float *__restrict__ buf, long long n, float neg_lr, float mom, int mode) {
-  MPL_GRID_STRIDE(i, n) {
-    float b = g[i];
-    if (mode == 2) b = buf[i] * mom + b;
-    if (mode != 0) buf[i] = b;
-    p[i] = p[i] + neg_lr * b;
-  }
+  MPL_GRID_STRIDE(i, n) mpl_sgd_at(p, g, buf, i, neg_lr, mom, mode);
 }
 
 /* torch AdamW at element i: optim.c's adamw_one, operation by operation. */
@@ -107,7 +110,7 @@ MPL_KERNEL(256) mpl_sumsq_final(const double *__restrict__ partial,
 /* ---- multi-tensor forms ------------------------------------------------------------------
  * A list of up to MPL_LIST tensors, by value (the kernel's parameter: 2 KiB + 8 B), tensor k
  * in words w[k*MPL_LIST_ROW + ...]: 0 p (or g), 1 g, 2 m, 3 v (sumsq: out, a double *),
- * 4 n, 5 its first block, 6 AdamW: the decay's float bits | do_decay << 32, 7 its end block
+ * 4 n, 5 its first block, 6 AdamW: the decay's float bits | do_decay << 32, SGD: its mode, 7 its end block
  * (the next tensor's first); w[MPL_LIST * MPL_LIST_ROW]: the count. */
 #define MPL_LIST 32
 #define MPL_LIST_ROW 8
@@ -126,6 +129,15 @@ MPL_DEV const long long *mpl_list_row(const MplList *L, long long b) {
 #define MPL_LIST_STRIDE(i, r)                                                                     \
   for (long long i = ((long long)blockIdx.x - (r)[5]) * 256 + threadIdx.x; i < (r)[4];             \
        i += ((r)[7] - (r)[5]) * 256)
+
+/* mpl_sgd over the list (m: the momentum buffer); the mode per tensor, lr and momentum shared. */
+MPL_KERNEL(256) mpl_sgd_list(MplList L, float neg_lr, float mom) {
+  const long long *r = mpl_list_row(&L, blockIdx.x);
+  float *p = (float *)r[0], *buf = (float *)r[2];
+  const float *g = (const float *)r[1];
+  int mode = (int)r[6];
+  MPL_LIST_STRIDE(i, r) mpl_sgd_at(p, g, buf, i, neg_lr, mom, mode);
+}
 
 /* mpl_adamw over the list; decay and do_decay per tensor (its weight decay), the rest shared. */
 MPL_KERNEL(256) mpl_adamw_list(MplList L, float w1, float b2, float w2, float neg_step, float bc2_sqrt, float eps,

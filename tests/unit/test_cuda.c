@@ -372,7 +372,7 @@ START_TEST(test_device_optimizer_path_matches_cpu) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
     check_device_matches_cpu(cases[i].model, cases[i].flags, &fake, 3, "do", i);
   /* without the multi-tensor ops: update.c runs each NORM_ADD, CLIP and UPDATE alone */
-  fake.sumsq_f64_list = NULL, fake.scale_f32_list = NULL, fake.adamw_list = NULL;
+  fake.sumsq_f64_list = NULL, fake.scale_f32_list = NULL, fake.adamw_list = NULL, fake.sgd_list = NULL;
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i += 4)
     check_device_matches_cpu(cases[i].model, cases[i].flags, &fake, 3, "ds", i);
 }
@@ -392,8 +392,8 @@ START_TEST(test_nvrtc_optimizer_kernels) {
     ck_assert_msg(log[0] == 0, "NVRTC said, for %s: %s", archs[a], log);
     const char *const entries[] = {"mpl_sgd",        "mpl_adamw",      "mpl_scale",      "mpl_sumsq",
                                    "mpl_sumsq_final", "mpl_adamw_list", "mpl_scale_list", "mpl_sumsq_list",
-                                   "mpl_sumsq_final_list"};
-    for (int e = 0; e < 9; e++) {
+                                   "mpl_sumsq_final_list", "mpl_sgd_list"};
+    for (int e = 0; e < 10; e++) {
       char entry[64];
       snprintf(entry, sizeof entry, ".entry %s(", entries[e]);
       ck_assert_msg(strstr(ptx, entry) != NULL, "%s: no %s in the PTX", archs[a], entries[e]);

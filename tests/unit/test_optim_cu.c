@@ -4,7 +4,8 @@
  *  - AdamW, one tensor at a time (mpl_adamw) and over a list (mpl_adamw_list, a weight
  *    decay per tensor, both of lerp's formulas, steps 1 and 7): params and both moments the
  *    bits of optim.c's mpl_adamw_update;
- *  - SGD (no momentum, its first step, later steps): optim.c's mpl_sgd_update's bits;
+ *  - SGD (no momentum, its first step, later steps), single (mpl_sgd) and listed
+ *    (mpl_sgd_list, the mode per tensor as cuda_sgd_list sets it): mpl_sgd_update's bits;
  *  - gradient scaling, single and listed: the bits of mpl_scale_f32;
  *  - sums of squares: a listed tensor's sum is its single launch's, bit for bit, with the
  *    parts capped or not; both within 1e-12 of optim.c's element-order sum;
@@ -59,6 +60,7 @@ static void run_kernel(void *ctx) {
   const MplAdamWScalars *s = &a->s;
   switch (a->which) {
   case 8: mpl_sgd(a->p, a->g, a->m, a->n, a->coef, a->s.w1, a->nparts); break;
+  case 9: mpl_sgd_list(a->L, a->coef, a->s.w1); break;
   case 0: mpl_adamw(a->p, a->g, a->m, a->v, a->n, s->decay, s->w1, s->b2, s->w2, s->neg_step, s->bc2_sqrt, s->eps, s->do_decay, s->small); break;
   case 1: mpl_adamw_list(a->L, s->w1, s->b2, s->w2, s->neg_step, s->bc2_sqrt, s->eps, s->small); break;
   case 2: mpl_scale(a->g, a->n, a->coef); break;
@@ -158,6 +160,36 @@ START_TEST(test_sgd) {
 }
 END_TEST
 
+/* The list kernel over every size at once, a list per mode, the grid capped or not. */
+START_TEST(test_sgd_list) {
+  const double lr = 0.05, mom = 0.9;
+  for (int mode = 0; mode < 3; mode++)
+    for (int64_t cap = 2; cap <= (1 << 20); cap *= 1 << 19) {
+      float *p[NT], *g[NT], *b[NT], *p1[NT], *b1[NT];
+      MplOptTensor t[NT];
+      for (int i = 0; i < NT; i++) {
+        int64_t n = sizes[i];
+        p[i] = filled(n, -1, 1), g[i] = filled(n, -0.1f, 0.1f), b[i] = filled(n, -0.1f, 0.1f);
+        p1[i] = copy_of(p[i], n), b1[i] = copy_of(b[i], n);
+        mpl_sgd_update(p[i], g[i], mode ? b[i] : NULL, n, lr, mode ? mom : 0.0, mode == 1);
+        t[i] = (MplOptTensor){.p = p1[i], .g = g[i], .m = mode ? b1[i] : NULL, .n = n};
+      }
+      Launch a = {.which = 9, .coef = (float)-lr};
+      a.s.w1 = (float)mom;
+      long long blocks = fill(&a.L, t, NT, 256, cap);
+      for (int i = 0; i < NT; i++) a.L.w[i * MPL_OPT_ROW + 6] = mode;
+      launch(&a, blocks);
+      for (int i = 0; i < NT; i++) {
+        size_t bytes = sizeof(float) * (size_t)sizes[i];
+        ck_assert_msg(!memcmp(p[i], p1[i], bytes) && (!mode || !memcmp(b[i], b1[i], bytes)),
+                      "mpl_sgd_list, mode %d, n %lld, cap %lld: not optim.c's bits", mode, (long long)sizes[i],
+                      (long long)cap);
+        free(p[i]), free(g[i]), free(b[i]), free(p1[i]), free(b1[i]);
+      }
+    }
+}
+END_TEST
+
 START_TEST(test_scale) {
   float *g[NT], *g1[NT], *g2[NT];
   MplOptTensor t[NT];
@@ -226,6 +258,7 @@ int main(void) {
   tcase_add_test(tc, test_list_layout);
   tcase_add_test(tc, test_adamw);
   tcase_add_test(tc, test_sgd);
+  tcase_add_test(tc, test_sgd_list);
   tcase_add_test(tc, test_scale);
   tcase_add_test(tc, test_sumsq);
   suite_add_tcase(s, tc);
