@@ -17,7 +17,7 @@
  *    otherwise it is the f32 product, whose result differs only in the order of the sums
  *    (a product of two bf16 values is exact in f32);
  *  - a batch whose B is shared (stride 0) over A's and C's stacked rows is one product of
- *    batch x M rows (a linear layer over [B, T, d]): oneDNN packs B once, not per batch
+ *    batch x M rows, f32 or bf16 (a linear layer over [B, T, d]): oneDNN packs B once, not per batch
  *    (gpt-384's [256 x 384] x [384 x 1536]^T, 8 batches: 102 -> 112 GFLOP/s on one Zen 4 thread);
  *  - Debian's libdnnl threads with OpenMP (libgomp). omp_set_num_threads changes an ICV
  *    of the calling thread only, so each rank thread can pick its own count. It is looked
@@ -186,6 +186,8 @@ __attribute__((target_clones("avx512f", "default"))) static void to_bf16(const f
 int mpl_gemm_bf16_batched(MplGemmBf16 *w, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                           const float *A, int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb,
                           float beta, float *C, int64_t ldc, int64_t sc, int64_t batch) {
+  if (batch > 1 && sb == 0 && !ta && lda == K && sa == M * K && ldc == N && sc == M * N) /* B shared: one product */
+    return mpl_gemm_bf16_batched(w, ta, tb, M * batch, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
   GemmBf16Fn fn = w->hw ? bf16_entry() : NULL;
   bool dense = lda == (ta ? M : K) && ldb == (tb ? K : N);
   if (!fn || !dense || !bf16_pays(M, N, K) || batch < 1 || (batch > 1 && sc == 0))
