@@ -488,28 +488,26 @@ int cuda_emb_grad(MplDevice *d, const MplEmbGrad *a, MplErr *err) {
 
 #else /* !MPL_HAVE_CUDA: the compilers say so */
 
-int mpl_cuda_optim_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err) {
+static int no_nvrtc(const char *arch, char **ptx, char *log, size_t logn, MplErr *err) {
   *ptx = NULL;
   if (logn) log[0] = 0;
   return mpl_errf(err, "this mplrun was built without CUDA (no NVRTC for %s)", arch);
+}
+
+int mpl_cuda_optim_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err) {
+  return no_nvrtc(arch, ptx, log, logn, err);
 }
 
 int mpl_cuda_sdpa_compile(const char *arch, int hs, int hv, char **ptx, char *log, size_t logn, MplErr *err) {
-  *ptx = NULL;
-  if (logn) log[0] = 0;
-  return mpl_errf(err, "this mplrun was built without CUDA (no NVRTC for %s)", arch);
+  return no_nvrtc(arch, ptx, log, logn, err);
 }
 
 int mpl_cuda_ce_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err) {
-  *ptx = NULL;
-  if (logn) log[0] = 0;
-  return mpl_errf(err, "this mplrun was built without CUDA (no NVRTC for %s)", arch);
+  return no_nvrtc(arch, ptx, log, logn, err);
 }
 
 int mpl_cuda_emb_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err) {
-  *ptx = NULL;
-  if (logn) log[0] = 0;
-  return mpl_errf(err, "this mplrun was built without CUDA (no NVRTC for %s)", arch);
+  return no_nvrtc(arch, ptx, log, logn, err);
 }
 
 #endif

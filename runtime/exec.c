@@ -221,6 +221,8 @@ static int run_emb_grad(RankCtx *rc, const JobStep *s, int stage, int mb, MplErr
   float *p[3];
   for (int i = 0; i < 3; i++)
     if (!(p[i] = need_ptr(rc, s->args[i], mb, stage, err))) return MPL_ERR;
+  if (!rc->dev.ops->emb_grad)
+    return rank_fail(rc, err, "stage %d: the %s device has no embedding gradient", stage, rc->dev.ops->name);
   MplEmbGrad a = {.M = s->M, .N = s->N, .K = s->K, .idx = (const int32_t *)(void *)p[0], .dy = p[1], .out = p[2]};
   return rc->dev.ops->emb_grad(&rc->dev, &a, err);
 }

@@ -12,8 +12,11 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "runtime/mpl.h"
 
 #define MPL_CU_HOST
 typedef struct { unsigned x, y, z; } HostDim3;
@@ -82,6 +85,31 @@ static inline double host_round_bf16(double x) {
   frexp(x, &e);
   int q = e - 8 > -133 ? e - 8 : -133;
   return ldexp(nearbyint(ldexp(x, -q)), q);
+}
+
+/* NVRTC compiles a runtime program (compile: one of device.h's mpl_cuda_*_compile) for
+ * compute_80 and compute_90 with nothing in its log, and its PTX has each of the n entries.
+ * Built without CUDA: a note, nothing checked. */
+typedef int (*HostNvrtcFn)(const char *arch, char **ptx, char *log, size_t logn, MplErr *err);
+static inline void host_check_nvrtc(HostNvrtcFn compile, const char *what, const char *const *entries, int n) {
+#ifndef MPL_HAVE_CUDA
+  (void)compile, (void)entries, (void)n;
+  printf("note: built without CUDA; %s is not compiled\n", what);
+#else
+  const char *const archs[] = {"compute_80", "compute_90"};
+  for (int a = 0; a < 2; a++) {
+    char *ptx = NULL, log[4096];
+    MplErr err = {{0}};
+    ck_assert_msg(compile(archs[a], &ptx, log, sizeof log, &err) == MPL_OK, "%s: %s", what, err.msg);
+    ck_assert_msg(log[0] == 0, "NVRTC said, for %s (%s): %s", archs[a], what, log);
+    for (int e = 0; e < n; e++) {
+      char entry[64];
+      snprintf(entry, sizeof entry, ".entry %s(", entries[e]);
+      ck_assert_msg(strstr(ptx, entry) != NULL, "%s: no %s in the PTX", archs[a], entries[e]);
+    }
+    mpl_free(ptx);
+  }
+#endif
 }
 
 #endif

@@ -226,24 +226,8 @@ START_TEST(test_cuda_kernels_on_host) {
 END_TEST
 
 START_TEST(test_nvrtc_compiles_kernels) {
-#ifndef MPL_HAVE_CUDA
-  printf("note: built without CUDA; the cross-entropy kernels are not compiled\n");
-#else
-  const char *const archs[] = {"compute_80", "compute_90"};
-  for (int a = 0; a < 2; a++) {
-    char *ptx = NULL, log[4096];
-    MplErr err = {{0}};
-    ck_assert_msg(mpl_cuda_ce_compile(archs[a], &ptx, log, sizeof log, &err) == MPL_OK, "%s", err.msg);
-    ck_assert_msg(log[0] == 0, "NVRTC said, for %s: %s", archs[a], log);
-    const char *const entries[] = {"mpl_ce_rows", "mpl_ce_finish"};
-    for (int e = 0; e < 2; e++) {
-      char entry[64];
-      snprintf(entry, sizeof entry, ".entry %s(", entries[e]);
-      ck_assert_msg(strstr(ptx, entry) != NULL, "%s: no %s in the PTX", archs[a], entries[e]);
-    }
-    mpl_free(ptx);
-  }
-#endif
+  const char *const entries[] = {"mpl_ce_rows", "mpl_ce_finish"};
+  host_check_nvrtc(mpl_cuda_ce_compile, "the cross-entropy kernels", entries, 2);
 }
 END_TEST
 
