@@ -46,7 +46,19 @@ static const char *ctype(KType t) {
   }
 }
 
-static const char *mctype(DType dt) { return kt_of_dtype(dt) == KT_BOOL ? "unsigned char" : ctype(kt_of_dtype(dt)); }
+/* The in-memory element type of an argument: bool is a byte, bf16 the upper half of an f32
+ * (widened on load; stored from an f32 that holds a bf16 value, precision.c's rounding). */
+static const char *mctype(DType dt) {
+  if (dt == DT_BF16) return "unsigned short";
+  return kt_of_dtype(dt) == KT_BOOL ? "unsigned char" : ctype(kt_of_dtype(dt));
+}
+
+/* arg[idx] = value, converted to the argument's memory type. */
+static void emit_store_expr(FILE *f, const Kernel *k, const KInstr *in) {
+  DType dt = k->args[in->arg].dtype;
+  if (dt == DT_BF16) fprintf(f, "a%d[v%d] = (unsigned short)(__float_as_uint(v%d) >> 16);\n", in->arg, in->a, in->b);
+  else fprintf(f, "a%d[v%d] = %sv%d;\n", in->arg, in->a, kt_of_dtype(dt) == KT_BOOL ? "(unsigned char)" : "", in->b);
+}
 
 static void indent(FILE *f, int n) { fprintf(f, "%*s", n, ""); }
 
@@ -221,9 +233,9 @@ static void emit_warp_top(FILE *f, const Kernel *k, int id, int ind) {
     return;
   }
   if (in->op == KI_STORE) {
-    bool b = kt_of_dtype(k->args[in->arg].dtype) == KT_BOOL;
     indent(f, ind);
-    fprintf(f, "if (lane == 0) a%d[v%d] = %sv%d;\n", in->arg, in->a, b ? "(unsigned char)" : "", in->b);
+    fprintf(f, "if (lane == 0) ");
+    emit_store_expr(f, k, in);
     indent(f, ind);
     fprintf(f, "__syncwarp();\n");
     return;
@@ -240,8 +252,7 @@ static void emit_instr(FILE *f, const Kernel *k, int id, int ind) {
   }
   indent(f, ind);
   if (in->op == KI_STORE) {
-    bool b = kt_of_dtype(k->args[in->arg].dtype) == KT_BOOL;
-    fprintf(f, "a%d[v%d] = %sv%d;\n", in->arg, in->a, b ? "(unsigned char)" : "", in->b);
+    emit_store_expr(f, k, in);
     return;
   }
   fprintf(f, "%s v%d = ", ctype(in->type), id);
@@ -252,6 +263,7 @@ static void emit_instr(FILE *f, const Kernel *k, int id, int ind) {
   case KI_LOOPVAR: fprintf(f, "k%lld", (long long)in->imm); break;
   case KI_LOAD:
     if (in->type == KT_BOOL) fprintf(f, "(a%d[v%d] != 0)", in->arg, in->a);
+    else if (k->args[in->arg].dtype == DT_BF16) fprintf(f, "__uint_as_float((unsigned)a%d[v%d] << 16)", in->arg, in->a);
     else fprintf(f, "a%d[v%d]", in->arg, in->a);
     break;
   default: emit_expr(f, k, in); break;

@@ -40,7 +40,7 @@ typedef struct Cg {
   LLVMValueRef scal[3], outer;
   LLVMValueRef row, col; /* with Kernel.inner: outer / inner and outer % inner */
   int outer_id;
-  LLVMTypeRef i1, i8, i32, i64, f32, vd;
+  LLVMTypeRef i1, i8, i16, i32, i64, f32, vd;
   /* lane-parallel emission (see emit_lanes): W outer iterations in lockstep */
   int W;
   bool *vary;          /* per instruction: differs between outer iterations */
@@ -107,10 +107,29 @@ static const char *iname(Cg *c, char *buf, size_t n, const char *base, LLVMTypeR
   return buf;
 }
 
-/* The in-memory element type of an argument (bool is a byte). */
+/* The in-memory element type of an argument (bool is a byte, bf16 the upper half of an f32). */
 static LLVMTypeRef mtype(Cg *c, DType dt) {
+  if (dt == DT_BF16) return c->i16;
   KType t = kt_of_dtype(dt);
   return t == KT_BOOL ? c->i8 : stype(c, t);
+}
+
+/* A loaded bf16 (scalar or vector of i16) as the f32 it is: its bits in the upper half. */
+static LLVMValueRef widen_bf16(Cg *c, LLVMValueRef v) {
+  bool vec = is_vec(v);
+  LLVMTypeRef i32t = vec ? LLVMVectorType(c->i32, (unsigned)c->W) : c->i32;
+  LLVMTypeRef f32t = vec ? LLVMVectorType(c->f32, (unsigned)c->W) : c->f32;
+  v = LLVMBuildShl(c->b, LLVMBuildZExt(c->b, v, i32t, ""), ci(c, i32t, 16), "");
+  return LLVMBuildBitCast(c->b, v, f32t, "");
+}
+
+/* An f32 holding a bf16 value (the kernels store only roundings) as its upper 16 bits. */
+static LLVMValueRef narrow_bf16(Cg *c, LLVMValueRef v) {
+  bool vec = is_vec(v);
+  LLVMTypeRef i32t = vec ? LLVMVectorType(c->i32, (unsigned)c->W) : c->i32;
+  LLVMTypeRef i16t = vec ? LLVMVectorType(c->i16, (unsigned)c->W) : c->i16;
+  v = LLVMBuildLShr(c->b, LLVMBuildBitCast(c->b, v, i32t, ""), ci(c, i32t, 16), "");
+  return LLVMBuildTrunc(c->b, v, i16t, "");
 }
 
 static LLVMValueRef intrinsic(Cg *c, const char *name, LLVMTypeRef ret, LLVMValueRef *args, int n) {
@@ -211,7 +230,7 @@ static LLVMValueRef gep(Cg *c, int arg, LLVMValueRef idx) {
 /* W lanes of arg[idx] (idx: W indices): one vector access when consecutive, else a
  * gather (load) or scatter (store, lanes in order). */
 static const char *ptrvec_name(Cg *c, char *buf, size_t n, const char *base, LLVMTypeRef et) {
-  const char *en = et == c->f32 ? "f32" : et == c->i32 ? "i32" : et == c->i64 ? "i64" : "i8";
+  const char *en = et == c->f32 ? "f32" : et == c->i32 ? "i32" : et == c->i64 ? "i64" : et == c->i16 ? "i16" : "i8";
   snprintf(buf, n, "%s.v%d%s.v%dp0%s", base, c->W, en, c->W, en);
   return buf;
 }
@@ -243,6 +262,7 @@ static LLVMValueRef load_lanes(Cg *c, const KInstr *in) {
     v = intrinsic(c, ptrvec_name(c, nm, sizeof nm, "llvm.masked.gather", et), vt, args, 4);
   }
   if (kt_of_dtype(dt) == KT_BOOL) v = LLVMBuildICmp(c->b, LLVMIntNE, v, LLVMConstNull(vt), "");
+  if (dt == DT_BF16) v = widen_bf16(c, v);
   return v;
 }
 
@@ -251,6 +271,7 @@ static void store_lanes(Cg *c, const KInstr *in) {
   LLVMTypeRef et = mtype(c, dt), vt = LLVMVectorType(et, (unsigned)c->W);
   LLVMValueRef v = V(c, in->b), idx = c->val[in->a];
   if (kt_of_dtype(dt) == KT_BOOL) v = LLVMBuildZExt(c->b, v, vt, "");
+  if (dt == DT_BF16) v = narrow_bf16(c, splat(c, v));
   if (is_vec(idx) && c->stride[in->a] == 1) {
     LLVMValueRef i0 = LLVMBuildExtractElement(c->b, idx, LLVMConstInt(c->i32, 0, 0), "");
     LLVMValueRef s = LLVMBuildStore(c->b, v, lanes_ptr(c, in->arg, i0));
@@ -270,6 +291,7 @@ static LLVMValueRef emit_load(Cg *c, const KInstr *in) {
   LLVMValueRef v = LLVMBuildLoad2(c->b, mtype(c, dt), gep(c, in->arg, V(c, in->a)), "");
   LLVMSetAlignment(v, (unsigned)dtype_size(dt));
   if (kt_of_dtype(dt) == KT_BOOL) v = LLVMBuildICmp(c->b, LLVMIntNE, v, LLVMConstInt(c->i8, 0, 0), "");
+  if (dt == DT_BF16) v = widen_bf16(c, v);
   return v;
 }
 
@@ -281,6 +303,7 @@ static void emit_store(Cg *c, const KInstr *in) {
   DType dt = c->k->args[in->arg].dtype;
   LLVMValueRef v = V(c, in->b);
   if (kt_of_dtype(dt) == KT_BOOL) v = LLVMBuildZExt(c->b, v, c->i8, "");
+  if (dt == DT_BF16) v = narrow_bf16(c, v);
   LLVMValueRef s = LLVMBuildStore(c->b, v, gep(c, in->arg, V(c, in->a)));
   LLVMSetAlignment(s, (unsigned)dtype_size(dt));
 }
@@ -796,6 +819,7 @@ static void cg_init(Cg *c) {
   c->b = LLVMCreateBuilderInContext(c->ctx);
   c->i1 = LLVMInt1TypeInContext(c->ctx);
   c->i8 = LLVMInt8TypeInContext(c->ctx);
+  c->i16 = LLVMInt16TypeInContext(c->ctx);
   c->i32 = LLVMInt32TypeInContext(c->ctx);
   c->i64 = LLVMInt64TypeInContext(c->ctx);
   c->f32 = LLVMFloatTypeInContext(c->ctx);

@@ -601,13 +601,15 @@ Program *fuse_program(Arena *a, Graph *g, const int *ops, int nops, KernelSet *k
 
 /* ---- the pass: every stage's programs ------------------------------------------------------------------ */
 
-/* The kernel IR lowers f32, i32 and bool only (kir.c dies on anything else): a program
- * that computes in bf16 or f16 gets one located diagnostic here instead of an abort.
- * Remove when kir.c lowers the half types. */
+/* The kernels compute in f32, i32 and bool; they load and store bf16 values that are
+ * bf16 already (precision.c's roundings, stored in 2 bytes by prec_narrow) but do not
+ * round a program's own bf16 or f16 arithmetic yet: such a program gets one located
+ * diagnostic here instead of an abort. */
 static bool check_kernel_dtypes(Diag *d, const Graph *g) {
   for (int i = 0; i < g->nops; i++) {
     const Op *op = g->ops[i];
     if (op->dtype != DT_BF16 && op->dtype != DT_F16) continue;
+    if (op->dtype == DT_BF16 && prec_exact_bf16(g, i)) continue;
     diag_error(d, op->loc, "%s tensors cannot be compiled to kernels yet (only f32, i32 and bool); cast to f32",
                dtype_name(op->dtype));
     return false;

@@ -145,7 +145,8 @@ int kset_add(KernelSet *ks, Kernel *k);
 
 const char *kt_name(KType t);
 const char *ki_name(KiOp op);
-/* The memory element type of a dtype in kernels (bool is one byte). */
+/* The register type of a dtype in kernels (in memory bool is one byte, and bf16 two: the
+ * upper half of the f32 it is in registers). */
 KType kt_of_dtype(DType t);
 /* Is instruction id a lane loop (a reduction directly in block 0, trip count >= 64, no store inside)? */
 bool kir_lane_loop(const Kernel *k, int id);

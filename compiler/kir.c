@@ -31,7 +31,7 @@ const char *ki_name(KiOp op) { return (unsigned)op < KI__COUNT ? ki_names[op] : 
 
 KType kt_of_dtype(DType t) {
   switch (t) {
-  case DT_F32: return KT_F32;
+  case DT_F32: case DT_BF16: return KT_F32; /* bf16: 2 bytes in memory, f32 in registers */
   case DT_I32: return KT_I32;
   case DT_BOOL: return KT_BOOL;
   default: die("kernels: dtype %s is not supported in generated kernels", dtype_name(t));

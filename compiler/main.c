@@ -54,7 +54,7 @@ static void usage(FILE *out) {
           "            [--mesh pp=4,tp=2,dp=1] [--schedule NAME] [--microbatches N] [-D NAME=V]... [-I DIR]...\n"
           "            [--mem-limit BYTES[K|M|G]] [--device-speed S0,S1,...] [--profile FILE.json]\n"
           "            [--gpu-arch sm_90] [--allow-gather] [--precision f32|tf32|bf16]\n"
-          "            [--no-fused-sdpa] [--no-fused-ce] [--no-remat] [-h|--help] [--version]\n");
+          "            [--no-fused-sdpa] [--no-fused-ce] [--no-remat] [--no-bf16-storage] [-h|--help] [--version]\n");
 }
 
 static _Noreturn void fail(int code, const char *fmt, const char *arg) {
@@ -184,6 +184,7 @@ static void parse_options(Arena *a, int argc, char **argv, Options *o) {
     else if (!strcmp(arg, "--no-fused-sdpa")) o->co.no_fused_sdpa = true;
     else if (!strcmp(arg, "--no-fused-ce")) o->co.no_fused_ce = true;
     else if (!strcmp(arg, "--no-remat")) o->co.no_remat = true;
+    else if (!strcmp(arg, "--no-bf16-storage")) o->co.no_bf16_storage = true;
     else if ((v = flag_value(argc, argv, &i, "-D"))) vec_push(a, &o->co.defines, parse_define(a, v));
     else if ((v = flag_value(argc, argv, &i, "-I"))) vec_push(a, &o->co.include_dirs, (void *)v);
     else if (arg[0] == '-' && arg[1]) fail(2, "unknown option '%s' (see mplc --help)", arg);
@@ -335,6 +336,9 @@ int main(int argc, char **argv) {
    *    recompute, tied params                                               --emit=partition, dot */
   Partition *part = part_build(&diag, g);
   if (!part || diag.nerrors) return finish(&arena, 1);
+  /* 7a. bf16 storage (precision.c; off with --no-bf16-storage): under precision = bf16, the
+   *     roundings every reader of which can read 2-byte bf16 are stored so */
+  if (!o.co.no_bf16_storage) prec_narrow(part);
   if (o.emit == EMIT_PARTITION || o.emit == EMIT_DOT) {
     if (o.emit == EMIT_PARTITION) part_dump(stdout, part);
     else part_dot(stdout, part);

@@ -353,6 +353,11 @@ int bal_split_v(int nseg, const double *cost, const double *mem, int pp, const d
 Graph *prec_apply(Graph *g);
 /* Are v's values bf16 values (a ROUND_BF16, or a reshape, transpose, expand or slice of one)? */
 bool prec_exact_bf16(const Graph *g, int v);
+/* After the partition, precision = bf16: the roundings whose readers can all read bf16 (kernels,
+ * products of two such values) stored as bf16 (their dtype, and their views', DT_BF16), the
+ * others left f32. Returns how many values it narrowed. Other precisions: 0, nothing changed. */
+struct Partition;
+int prec_narrow(struct Partition *p);
 
 /* ==== remat.c: selective recomputation ================================== */
 
@@ -393,6 +398,7 @@ typedef struct CompileOptions {
   bool no_fused_sdpa;      /* --no-fused-sdpa: sdpa lowered to matmuls and a softmax (sema_lower.c) */
   bool no_fused_ce;        /* --no-fused-ce: the logits stay a product and a cross_entropy (ce_fuse.c) */
   bool no_remat;           /* --no-remat: every forward value the backward reads is held (remat.c) */
+  bool no_bf16_storage;    /* --no-bf16-storage: bf16 roundings kept in f32 buffers (precision.c's prec_narrow) */
 } CompileOptions;
 
 /*

@@ -37,7 +37,7 @@
  *  - a value already exact in bf16 (a rounding, or a reshape, transpose, expand or slice
  *    of one) is not rounded again.
  */
-#include "mplc.h"
+#include "fuse_int.h" /* fuse_cat: how fusion lowers a reader */
 
 #include <stdlib.h>
 #include <string.h>
@@ -210,4 +210,92 @@ Graph *prec_apply(Graph *old) {
   free(p.memo);
   graph_verify(p.g);
   return p.g;
+}
+
+/* ---- bf16 storage (after the partition) ---------------------------------------------------------
+ * A rounding holds bf16 values, so 2 bytes of each 4 are zero: it is stored as bf16 (DT_BF16: 2
+ * bytes, widened to f32 where a kernel loads it) when every reader can read that. A class is a
+ * ROUND_BF16 op with the views made of it (reshape, transpose, expand, slice: one buffer, or a
+ * copy of its elements); the class is stored in bf16, whole, or not at all. Its readers may be
+ * kernels (elementwise ops, reductions, the index kernels), matrix products whose other
+ * operand is a bf16 class too (a GEMM reads both operands in one type: cuBLAS has no mixed
+ * bf16 x f32 product), and the fused attention when all its inputs are (q, k, v; the
+ * backward's out and dout too); not the fused cross-entropy, collectives, results, gradient
+ * accumulators, another stage (a transfer), or the runtime (loss, logits). Demoting a class
+ * can demote the classes read beside it, so it runs to a fixed point. */
+
+static bool narrow_view(OpKind k) { return k == OP_RESHAPE || k == OP_TRANSPOSE || k == OP_EXPAND || k == OP_SLICE; }
+
+/* The ROUND_BF16 at the root of v's class, or -1. */
+static int class_root(const Graph *g, int v) {
+  const Op *op = g->ops[v];
+  if (op->kind == OP_ROUND_BF16) return op->dtype == DT_F32 || op->dtype == DT_BF16 ? v : -1;
+  return narrow_view(op->kind) ? class_root(g, op->in[0]) : -1;
+}
+
+/* Are the inputs of u in mask (bit j: input j) all of bf16 classes still narrow? A GEMM, and
+ * the fused attention, read their inputs in one type. */
+static bool all_narrow(const Graph *g, const bool *wide, const Op *u, unsigned mask) {
+  for (int j = 0; j < u->nin; j++) {
+    if (!(mask >> j & 1)) continue;
+    int r = class_root(g, u->in[j]);
+    if (r < 0 || wide[r]) return false;
+  }
+  return true;
+}
+
+static bool reader_ok(const Graph *g, const bool *wide, int v, const Op *u) {
+  if (u->stage >= 0 && g->ops[v]->stage >= 0 && u->stage != g->ops[v]->stage) return false;
+  if (narrow_view(u->kind)) return true; /* a member: its own readers are checked */
+  switch (fuse_cat(u->kind)) {
+  case CAT_EW: return u->kind != OP_PARAM_GRAD;
+  case CAT_RED: case CAT_SPECIAL: return true;
+  case CAT_GEMM: return all_narrow(g, wide, u, 0x3);
+  case CAT_ATTN:
+    if (u->kind == OP_SDPA) return all_narrow(g, wide, u, 0x7);          /* q, k, v */
+    if (u->kind == OP_SDPA_GRAD) return all_narrow(g, wide, u, 0x2F);    /* q, k, v, out, dout (not lse) */
+    return false;
+  default: return false;
+  }
+}
+
+int prec_narrow(struct Partition *p) {
+  Graph *g = p->g;
+  if (g->train.precision != PREC_BF16) return 0;
+  int n = g->nops;
+  bool *wide = calloc((size_t)n + 1, sizeof *wide);
+  int *root = malloc(sizeof(int) * ((size_t)n + 1));
+  if (!wide || !root) die("out of memory");
+  for (int v = 0; v < n; v++) root[v] = class_root(g, v);
+  /* what the runtime reads itself, and what crosses stages */
+  for (int s = 0; s < p->nstages; s++)
+    for (int j = 0; j < 2; j++) {
+      int v = j ? p->st[s].loss : p->st[s].logits;
+      if (v >= 0 && root[v] >= 0) wide[root[v]] = true;
+    }
+  for (int x = 0; x < p->nxfers; x++)
+    for (int i = 0; i < p->xfers[x].vals.n; i++) {
+      int v = p->xfers[x].vals.v[i];
+      if (root[v] >= 0) wide[root[v]] = true;
+    }
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (int u = 0; u < n; u++) {
+      const Op *op = g->ops[u];
+      for (int j = 0; j < op->nin; j++) {
+        int v = op->in[j], r = root[v];
+        if (r < 0 || wide[r] || reader_ok(g, wide, v, op)) continue;
+        wide[r] = changed = true;
+      }
+    }
+  }
+  int narrowed = 0;
+  for (int v = 0; v < n; v++)
+    if (root[v] >= 0 && !wide[root[v]] && g->ops[v]->dtype == DT_F32) {
+      g->ops[v]->dtype = DT_BF16;
+      narrowed++;
+    }
+  free(wide);
+  free(root);
+  return narrowed;
 }

@@ -47,3 +47,9 @@ int mpl_gemm_bf16_batched(MplGemmBf16 *w, bool ta, bool tb, int64_t M, int64_t N
                           float beta, float *C, int64_t ldc, int64_t sc, int64_t batch) {
   return MPL_ERR;
 }
+
+int mpl_gemm_bf16s_batched(MplGemmBf16 *w, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                           const uint16_t *A, int64_t lda, int64_t sa, const uint16_t *B, int64_t ldb, int64_t sb,
+                           float beta, float *C, int64_t ldc, int64_t sc, int64_t batch) {
+  return MPL_ERR;
+}

@@ -98,6 +98,7 @@ typedef struct CudaDev {
   /* the fused attention's kernels, one module per pair of head sizes met (8 at most) */
   struct CudaSdpa {
     int hs, hv;
+    bool in16; /* compiled with MPL_SDPA_IN16: bf16 inputs */
     CUmodule mod;
     CUfunction fwd, bwd_q, bwd_kv;
   } sdpa[8];

@@ -34,7 +34,11 @@ typedef struct MplSdpa {
   int64_t B, H, Hkv, T, S, hs, hv;
   float scale;
   bool causal, bf16;
+  /* in16 (JobStep.in16): the inputs are stored as bf16 and read through q16 ... dout16
+     (out16: the backward's out); else through q ... dout, out */
+  bool in16;
   const float *q, *k, *v, *dout;
+  const uint16_t *q16, *k16, *v16, *out16, *dout16;
   float *out, *lse, *dq, *dk, *dv;
 } MplSdpa;
 
@@ -86,8 +90,8 @@ typedef struct MplDeviceOps {
   void (*arena_free)(MplDevice *d, void *base);
   int (*kernel)(MplDevice *d, MplKernelFn fn, void **args, const int64_t *scalars,
                 int64_t n_outer, int64_t work, MplErr *err);
-  int (*gemm)(MplDevice *d, const JobStep *s, const float *a, const float *b, float *c,
-              MplErr *err);
+  /* a and b: f32, or bf16 (uint16_t) where s->in16 */
+  int (*gemm)(MplDevice *d, const JobStep *s, const void *a, const void *b, float *c, MplErr *err);
   int (*accum_f32)(MplDevice *d, float *acc, const float *src, int64_t n, MplErr *err);
   /* the fused attention, forward and backward (MplSdpa); NULL: the device has none */
   int (*sdpa)(MplDevice *d, const MplSdpa *a, MplErr *err);
@@ -166,9 +170,11 @@ extern const char mpl_cuda_optim_src[];
  * log gets NVRTC's log, empty when there was nothing to say. Without CUDA: MPL_ERR. */
 int mpl_cuda_optim_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err);
 /* The fused attention's kernels (runtime/cuda/sdpa.cu) for head sizes hs (q, k) and hv (v),
- * each 1 .. MPL_SDPA_MAX_HEAD, compiled with NVRTC for arch; the same contract. mplc fuses
- * an sdpa only within that bound (MPL_SDPA_MAX_HEAD, job.h; sema_lower.c). */
-int mpl_cuda_sdpa_compile(const char *arch, int hs, int hv, char **ptx, char *log, size_t logn, MplErr *err);
+ * each 1 .. MPL_SDPA_MAX_HEAD, and inputs stored as bf16 (in16) or f32, compiled with NVRTC
+ * for arch; the same contract. mplc fuses an sdpa only within that bound (MPL_SDPA_MAX_HEAD,
+ * job.h; sema_lower.c). */
+int mpl_cuda_sdpa_compile(const char *arch, int hs, int hv, bool in16, char **ptx, char *log, size_t logn,
+                          MplErr *err);
 /* The fused cross-entropy's row kernels (runtime/cuda/ce.cu) through NVRTC for arch. */
 int mpl_cuda_ce_compile(const char *arch, char **ptx, char *log, size_t logn, MplErr *err);
 /* The embedding gradient's kernel (runtime/cuda/embed.cu) through NVRTC for arch. */

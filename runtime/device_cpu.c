@@ -110,7 +110,7 @@ static void prof_print(CpuDev *cd, int index) {
   }
 }
 
-static void chunk_range(int64_t n, int nchunks, int c, int64_t *b, int64_t *e) {
+static inline void chunk_range(int64_t n, int nchunks, int c, int64_t *b, int64_t *e) {
   *b = n * c / nchunks;
   *e = n * (c + 1) / nchunks;
 }
@@ -201,12 +201,15 @@ static int cpu_kernel(MplDevice *d, MplKernelFn fn, void **args, const int64_t *
 
 /* Row-major batched product; leading dimensions follow from the transposes. A bf16 step
  * (precision = bf16) goes to bf16 units where the CPU has them (gemm.c); tf32 is f32 here. */
-static int cpu_gemm_run(MplDevice *d, const JobStep *s, const float *a, const float *b, float *c,
+static int cpu_gemm_run(MplDevice *d, const JobStep *s, const void *a, const void *b, float *c,
                     MplErr *err) {
   CpuDev *cd = d->impl;
   int64_t lda = s->ta ? s->M : s->K, ldb = s->tb ? s->K : s->N, ldc = s->N;
   int64_t batch = s->batch < 1 ? 1 : s->batch;
-  int rc = s->prec == PREC_BF16
+  int rc = s->in16 ? mpl_gemm_bf16s_batched(&cd->bf16, s->ta, s->tb, s->M, s->N, s->K, (float)s->alpha, a, lda,
+                                            s->stride_a, b, ldb, s->stride_b, (float)s->beta, c, ldc, s->stride_c,
+                                            batch)
+           : s->prec == PREC_BF16
                ? mpl_gemm_bf16_batched(&cd->bf16, s->ta, s->tb, s->M, s->N, s->K, (float)s->alpha, a, lda,
                                        s->stride_a, b, ldb, s->stride_b, (float)s->beta, c, ldc, s->stride_c, batch)
                : mpl_gemm_f32_batched(s->ta, s->tb, s->M, s->N, s->K, (float)s->alpha, a, lda, s->stride_a, b, ldb,
@@ -217,8 +220,7 @@ static int cpu_gemm_run(MplDevice *d, const JobStep *s, const float *a, const fl
   return MPL_OK;
 }
 
-static int cpu_gemm(MplDevice *d, const JobStep *s, const float *a, const float *b, float *c,
-                    MplErr *err) {
+static int cpu_gemm(MplDevice *d, const JobStep *s, const void *a, const void *b, float *c, MplErr *err) {
   CpuDev *cd = d->impl;
   if (!cd->prof) return cpu_gemm_run(d, s, a, b, c, err);
   double t0 = prof_now();

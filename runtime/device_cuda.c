@@ -455,7 +455,7 @@ static int cuda_kernel(MplDevice *d, MplKernelFn fn, void **args, const int64_t 
 /* ---- products, accumulation, memory ------------------------------------------------------ */
 
 /* Row-major C = alpha op(A) op(B) + beta C as column-major C^T = op(B)^T op(A)^T. */
-static int cuda_gemm(MplDevice *d, const JobStep *s, const float *a, const float *b, float *c, MplErr *err) {
+static int cuda_gemm(MplDevice *d, const JobStep *s, const void *a, const void *b, float *c, MplErr *err) {
   CudaDev *cd = d->impl;
   int64_t batch = s->batch < 1 ? 1 : s->batch;
   if (s->M == 0 || s->N == 0) return MPL_OK;
@@ -463,7 +463,7 @@ static int cuda_gemm(MplDevice *d, const JobStep *s, const float *a, const float
   if (lda < 1) lda = 1;
   if (ldb < 1) ldb = 1;
   float alpha = (float)s->alpha, beta = (float)s->beta;
-  const float *A = a, *B = b; /* the executor applied the batch offsets */
+  const void *A = a, *B = b; /* the executor applied the batch offsets */
   float *C = c;
   cublasOperation_t opb = s->tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = s->ta ? CUBLAS_OP_T : CUBLAS_OP_N;
   CUDA_CHECK(cudaSetDevice(cd->dev));
@@ -473,6 +473,13 @@ static int cuda_gemm(MplDevice *d, const JobStep *s, const float *a, const float
     st = batch == 1 ? cublasSgemm(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B, ldb, A, lda, &beta, C, ldc)
                     : cublasSgemmStridedBatched(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B, ldb,
                                                 s->stride_b, A, lda, s->stride_a, &beta, C, ldc, s->stride_c, (int)batch);
+  } else if (s->in16) { /* bf16 operands stored as bf16 (precision.c's prec_narrow): half the bytes read */
+    st = batch == 1 ? cublasGemmEx(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B, CUDA_R_16BF, ldb, A,
+                                   CUDA_R_16BF, lda, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)
+                    : cublasGemmStridedBatchedEx(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B,
+                                                 CUDA_R_16BF, ldb, s->stride_b, A, CUDA_R_16BF, lda, s->stride_a, &beta,
+                                                 C, CUDA_R_32F, ldc, s->stride_c, (int)batch, CUBLAS_COMPUTE_32F,
+                                                 CUBLAS_GEMM_DEFAULT);
   } else { /* tf32: TF32 tensor cores; bf16: A and B hold bf16 values, so the down-conversion is exact */
     cublasComputeType_t ct = s->prec == PREC_BF16 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F_FAST_TF32;
     st = batch == 1 ? cublasGemmEx(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B, CUDA_R_32F, ldb, A,

@@ -284,7 +284,8 @@ int cuda_sgd_list(MplDevice *d, const MplOptTensor *t, int k, double lr, double 
 
 /* ---- the fused attention (runtime/cuda/sdpa.cu) ------------------------------------------- */
 
-int mpl_cuda_sdpa_compile(const char *arch, int hs, int hv, char **ptx, char *log, size_t logn, MplErr *err) {
+int mpl_cuda_sdpa_compile(const char *arch, int hs, int hv, bool in16, char **ptx, char *log, size_t logn,
+                          MplErr *err) {
   char archopt[48], dhs[40], dhv[40];
   *ptx = NULL;
   if (logn) log[0] = 0;
@@ -293,25 +294,26 @@ int mpl_cuda_sdpa_compile(const char *arch, int hs, int hv, char **ptx, char *lo
   snprintf(archopt, sizeof archopt, "--gpu-architecture=%s", arch);
   snprintf(dhs, sizeof dhs, "-DMPL_SDPA_HS=%d", hs);
   snprintf(dhv, sizeof dhv, "-DMPL_SDPA_HV=%d", hv);
-  const char *opts[] = {archopt, dhs, dhv, "--ftz=false", "--prec-div=true"};
-  return cudev_compile(mpl_cuda_sdpa_src, "mpl_sdpa.cu", "the fused attention", opts, 5, ptx, log, logn, err);
+  const char *opts[] = {archopt, dhs, dhv, "--ftz=false", "--prec-div=true", "-DMPL_SDPA_IN16"};
+  return cudev_compile(mpl_cuda_sdpa_src, "mpl_sdpa.cu", "the fused attention", opts, in16 ? 6 : 5, ptx, log, logn, err);
 }
 
-/* The kernels for head sizes hs and hv: compiled and loaded the first time they are met. */
-static const struct CudaSdpa *sdpa_kernels(CudaDev *cd, int hs, int hv, MplErr *err) {
+/* The kernels for head sizes hs and hv and inputs of bf16 (in16) or f32: compiled and loaded the
+ * first time they are met. */
+static const struct CudaSdpa *sdpa_kernels(CudaDev *cd, int hs, int hv, bool in16, MplErr *err) {
   for (int i = 0; i < cd->nsdpa; i++)
-    if (cd->sdpa[i].hs == hs && cd->sdpa[i].hv == hv) return &cd->sdpa[i];
+    if (cd->sdpa[i].hs == hs && cd->sdpa[i].hv == hv && cd->sdpa[i].in16 == in16) return &cd->sdpa[i];
   if (cd->nsdpa == (int)(sizeof cd->sdpa / sizeof cd->sdpa[0])) {
     mpl_errf(err, "cuda: more than %d head sizes of fused attention in one job", cd->nsdpa);
     return NULL;
   }
   struct CudaSdpa *k = &cd->sdpa[cd->nsdpa];
   char *ptx = NULL, log[1024];
-  if (mpl_cuda_sdpa_compile(cd->arch, hs, hv, &ptx, log, sizeof log, err) != MPL_OK) return NULL;
+  if (mpl_cuda_sdpa_compile(cd->arch, hs, hv, in16, &ptx, log, sizeof log, err) != MPL_OK) return NULL;
   const char *const names[] = {"mpl_sdpa_fwd", "mpl_sdpa_bwd_q", "mpl_sdpa_bwd_kv"};
   CUfunction *const fns[] = {&k->fwd, &k->bwd_q, &k->bwd_kv};
   if (load_program(cd, ptx, &k->mod, "the fused attention's kernels", names, fns, 3, err) != MPL_OK) return NULL;
-  k->hs = hs, k->hv = hv;
+  k->hs = hs, k->hv = hv, k->in16 = in16;
   cd->nsdpa++;
   return k;
 }
@@ -324,13 +326,15 @@ static int64_t sdpa_blocks(int64_t batch, int64_t heads, int64_t rows) {
 
 int cuda_sdpa(MplDevice *d, const MplSdpa *a, MplErr *err) {
   CudaDev *cd = d->impl;
-  const struct CudaSdpa *k = sdpa_kernels(cd, (int)a->hs, (int)a->hv, err);
+  const struct CudaSdpa *k = sdpa_kernels(cd, (int)a->hs, (int)a->hv, a->in16, err);
   if (!k) return MPL_ERR;
   long long T = a->T, S = a->S;
   int H = (int)a->H, Hkv = (int)a->Hkv, causal = a->causal, bf16 = a->bf16;
   float scale = a->scale;
-  void *p[] = {(void *)&a->q, (void *)&a->k, (void *)&a->v, (void *)&a->out, (void *)&a->lse, &T, &S,
-               &H,            &Hkv,          &scale,        &causal,         &bf16};
+  /* the inputs' pointers: f32, or bf16 for the in16 kernels */
+  const void *q = a->in16 ? (const void *)a->q16 : a->q, *kk = a->in16 ? (const void *)a->k16 : a->k;
+  const void *v = a->in16 ? (const void *)a->v16 : a->v;
+  void *p[] = {&q, &kk, &v, (void *)&a->out, (void *)&a->lse, &T, &S, &H, &Hkv, &scale, &causal, &bf16};
   cudev_prof_begin(cd, PROF_SDPA);
   int st = cudev_launch(cd, k->fwd, sdpa_blocks(a->B, a->H, a->T), SDPA_THREADS, p, err);
   cudev_prof_end(cd);
@@ -339,16 +343,17 @@ int cuda_sdpa(MplDevice *d, const MplSdpa *a, MplErr *err) {
 
 int cuda_sdpa_bwd(MplDevice *d, const MplSdpa *a, MplErr *err) {
   CudaDev *cd = d->impl;
-  const struct CudaSdpa *k = sdpa_kernels(cd, (int)a->hs, (int)a->hv, err);
+  const struct CudaSdpa *k = sdpa_kernels(cd, (int)a->hs, (int)a->hv, a->in16, err);
   if (!k) return MPL_ERR;
   long long T = a->T, S = a->S;
   int H = (int)a->H, Hkv = (int)a->Hkv, causal = a->causal, bf16 = a->bf16;
   float scale = a->scale;
-  void *pq[] = {(void *)&a->q, (void *)&a->k, (void *)&a->v, (void *)&a->out, (void *)&a->lse, (void *)&a->dout,
-                (void *)&a->dq, &T, &S, &H, &Hkv, &scale, &causal, &bf16};
-  void *pkv[] = {(void *)&a->q,  (void *)&a->k,  (void *)&a->v, (void *)&a->out, (void *)&a->lse, (void *)&a->dout,
-                 (void *)&a->dk, (void *)&a->dv, &T,            &S,              &H,              &Hkv,
-                 &scale,         &causal,        &bf16};
+  const void *q = a->in16 ? (const void *)a->q16 : a->q, *kk = a->in16 ? (const void *)a->k16 : a->k;
+  const void *v = a->in16 ? (const void *)a->v16 : a->v, *o = a->in16 ? (const void *)a->out16 : a->out;
+  const void *dout = a->in16 ? (const void *)a->dout16 : a->dout;
+  void *pq[] = {&q, &kk, &v, &o, (void *)&a->lse, &dout, (void *)&a->dq, &T, &S, &H, &Hkv, &scale, &causal, &bf16};
+  void *pkv[] = {&q,   &kk, &v,   &o,      (void *)&a->lse, &dout, (void *)&a->dk, (void *)&a->dv,
+                 &T,   &S,  &H,   &Hkv,    &scale,          &causal, &bf16};
   cudev_prof_begin(cd, PROF_SDPA_BWD);
   int st = cudev_launch(cd, k->bwd_q, sdpa_blocks(a->B, a->H, a->T), SDPA_THREADS, pq, err);
   if (st == MPL_OK) st = cudev_launch(cd, k->bwd_kv, sdpa_blocks(a->B, a->Hkv, a->S), SDPA_THREADS, pkv, err);
@@ -498,7 +503,9 @@ int mpl_cuda_optim_compile(const char *arch, char **ptx, char *log, size_t logn,
   return no_nvrtc(arch, ptx, log, logn, err);
 }
 
-int mpl_cuda_sdpa_compile(const char *arch, int hs, int hv, char **ptx, char *log, size_t logn, MplErr *err) {
+int mpl_cuda_sdpa_compile(const char *arch, int hs, int hv, bool in16, char **ptx, char *log, size_t logn,
+                          MplErr *err) {
+  (void)in16;
   return no_nvrtc(arch, ptx, log, logn, err);
 }
 

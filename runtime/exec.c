@@ -197,9 +197,12 @@ static int run_sdpa(RankCtx *rc, const JobStep *s, int stage, int mb, MplErr *er
     return rank_fail(rc, err, "stage %d: the %s device has no fused attention", stage, rc->dev.ops->name);
   MplSdpa a = {.B = s->batch, .H = s->heads, .Hkv = s->kv_heads, .T = s->M, .S = s->N, .hs = s->K, .hv = s->hv,
                .scale = (float)s->alpha, .causal = s->causal, .bf16 = s->prec == PREC_BF16,
-               .q = p[0], .k = p[1], .v = p[2], .out = p[3], .lse = p[4]};
+               .in16 = s->in16, .q = p[0], .k = p[1], .v = p[2], .out = p[3], .lse = p[4]};
+  if (s->in16) /* the inputs are bf16 (job_validate checked all of them) */
+    a.q16 = (const uint16_t *)(void *)p[0], a.k16 = (const uint16_t *)(void *)p[1], a.v16 = (const uint16_t *)(void *)p[2];
   if (!bwd) return rc->dev.ops->sdpa(&rc->dev, &a, err);
   a.dout = p[5], a.dq = p[6], a.dk = p[7], a.dv = p[8];
+  if (s->in16) a.out16 = (const uint16_t *)(void *)p[3], a.dout16 = (const uint16_t *)(void *)p[5];
   return rc->dev.ops->sdpa_bwd(&rc->dev, &a, err);
 }
 
@@ -234,8 +237,12 @@ static int run_step_op(RankCtx *rc, const JobStep *s, int stage, int mb, int64_t
   case JS_GEMM: {
     float *a = need_ptr(rc, s->args[0], mb, stage, err), *b = a ? need_ptr(rc, s->args[1], mb, stage, err) : NULL;
     float *c = b ? need_ptr(rc, s->args[2], mb, stage, err) : NULL;
-    /* batch 0's offsets (a broadcast product is one step per batch) apply on every device */
-    return c ? rc->dev.ops->gemm(&rc->dev, s, a + s->off_a, b + s->off_b, c + s->off_c, err) : MPL_ERR;
+    if (!c) return MPL_ERR;
+    /* batch 0's offsets (a broadcast product is one step per batch) apply on every device, in
+       elements of the operands' type (s->in16: bf16, two bytes) */
+    size_t ab = s->in16 ? 2 : 4;
+    return rc->dev.ops->gemm(&rc->dev, s, (const char *)a + (size_t)s->off_a * ab, (const char *)b + (size_t)s->off_b * ab,
+                             c + s->off_c, err);
   }
   case JS_ALIAS: return MPL_OK; /* the plan gave both values one buffer */
   case JS_SDPA: case JS_SDPA_BWD: return run_sdpa(rc, s, stage, mb, err);

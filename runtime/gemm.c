@@ -156,6 +156,7 @@ void mpl_gemm_bf16_init(MplGemmBf16 *w) { *w = (MplGemmBf16){.hw = mpl_gemm_bf16
 
 void mpl_gemm_bf16_free(MplGemmBf16 *w) {
   mpl_free(w->buf);
+  mpl_free(w->wide);
   *w = (MplGemmBf16){0};
 }
 
@@ -206,6 +207,48 @@ int mpl_gemm_bf16_batched(MplGemmBf16 *w, bool ta, bool tb, int64_t M, int64_t N
     if (fn(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, a16, lda, b16, ldb, beta, C + i * sc, ldc) != dnnl_success)
       return MPL_ERR;
     w->units++;
+  }
+  return MPL_OK;
+}
+
+/* ---- operands stored as bf16 -------------------------------------------------------------- */
+
+/* The elements a row-major [rows, cols] operand with leading dimension ld spans. */
+static int64_t span(int64_t rows, int64_t cols, int64_t ld) { return (rows - 1) * ld + cols; }
+
+int mpl_gemm_bf16s_batched(MplGemmBf16 *w, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                           const uint16_t *A, int64_t lda, int64_t sa, const uint16_t *B, int64_t ldb, int64_t sb,
+                           float beta, float *C, int64_t ldc, int64_t sc, int64_t batch) {
+  if (M < 0 || N < 0 || K < 0 || batch < 0 || sa < 0 || sb < 0 || sc < 0 || (batch > 1 && sc == 0 && M > 0 && N > 0) ||
+      !ld_ok(ta, M, K, lda) || !ld_ok(tb, K, N, ldb) || !ld_ok(false, M, N, ldc))
+    return MPL_ERR;
+  if (M == 0 || N == 0 || batch == 0) return MPL_OK;
+  if (batch > 1 && sb == 0 && !ta && lda == K && sa == M * K && ldc == N && sc == M * N) /* B shared: one product */
+    return mpl_gemm_bf16s_batched(w, ta, tb, M * batch, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
+  GemmBf16Fn fn = w->hw ? bf16_entry() : NULL;
+  bool dense = lda == (ta ? M : K) && ldb == (tb ? K : N);
+  if (fn && dense) {
+    for (int64_t i = 0; i < batch; i++) {
+      if (fn(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A + i * sa, lda, B + i * sb, ldb, beta, C + i * sc, ldc) !=
+          dnnl_success)
+        return MPL_ERR;
+      w->units++;
+    }
+    return MPL_OK;
+  }
+  int64_t na = span(ta ? K : M, ta ? M : K, lda), nb = span(tb ? N : K, tb ? K : N, ldb);
+  size_t need = (size_t)(na + nb);
+  if (need > w->wcap) {
+    float *buf = mpl_malloc(need * sizeof *buf);
+    if (!buf) return MPL_ERR;
+    mpl_free(w->wide);
+    w->wide = buf, w->wcap = need;
+  }
+  float *a32 = w->wide, *b32 = w->wide + na;
+  for (int64_t i = 0; i < batch; i++) {
+    if (i == 0 || sa) mpl_bf16_widen(A + i * sa, a32, na);
+    if (i == 0 || sb) mpl_bf16_widen(B + i * sb, b32, nb);
+    if (mpl_gemm_f32(ta, tb, M, N, K, alpha, a32, lda, b32, ldb, beta, C + i * sc, ldc)) return MPL_ERR;
   }
   return MPL_OK;
 }

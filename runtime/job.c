@@ -461,7 +461,18 @@ Job *job_read(const char *path, char *err, size_t errlen) {
     job_free(j);
     return NULL;
   }
+  job_derive(j);
   return j;
+}
+
+void job_derive(Job *j) {
+  for (int s = 0; s < j->nstages; s++)
+    for (int k = 0; k < JP__COUNT; k++)
+      for (int i = 0; i < j->stages[s].prog[k].nsteps; i++) {
+        JobStep *st = &j->stages[s].prog[k].steps[i];
+        bool ops = st->kind == JS_GEMM || st->kind == JS_SDPA || st->kind == JS_SDPA_BWD;
+        st->in16 = ops && st->nargs > 0 && j->values[st->args[0]].dtype == JDT_BF16;
+      }
 }
 
 /* ---- validation ------------------------------------------------------------------ */
@@ -492,11 +503,17 @@ static int validate_sdpa(const Job *j, int s, const JobStep *st, char *err, size
     CHECK(want128[a] <= (U128)INT64_MAX, "stage %d: sdpa sizes overflow", s);
     want[a] = (int64_t)want128[a];
   }
+  /* the inputs (q, k, v; the backward's out and dout) all f32 or all bf16; the rest f32 */
+  bool in16 = j->values[st->args[0]].dtype == JDT_BF16;
   for (int a = 0; a < st->nargs; a++) {
     const JobValue *v = &j->values[st->args[a]];
-    CHECK(v->dtype == JDT_F32 && v->numel == want[a], "stage %d: sdpa operand %d has %lld elements, not %lld", s, a,
-          (long long)v->numel, (long long)want[a]);
+    bool input = a < 3 || (bwd && (a == 3 || a == 5));
+    int dt = input && in16 ? JDT_BF16 : JDT_F32;
+    CHECK(v->dtype == dt, "stage %d: sdpa operand %d is %s, not %s", s, a, job_dtype_name(v->dtype), job_dtype_name(dt));
+    CHECK(v->numel == want[a], "stage %d: sdpa operand %d has %lld elements, not %lld", s, a, (long long)v->numel,
+          (long long)want[a]);
   }
+  CHECK(!in16 || st->prec == PREC_BF16, "stage %d: sdpa of bf16 inputs in precision %d", s, st->prec);
   return 0;
 }
 
@@ -549,6 +566,10 @@ static int validate_step(const Job *j, int s, const JobStep *st, char *err, size
     CHECK(st->prec <= PREC_BF16, "stage %d: gemm precision %d", s, st->prec);
     CHECK(st->M > 0 && st->N > 0 && st->K > 0 && st->batch > 0, "stage %d: bad gemm sizes", s);
     const JobValue *a = &j->values[st->args[0]], *b = &j->values[st->args[1]], *c = &j->values[st->args[2]];
+    CHECK(c->dtype == JDT_F32 && a->dtype == b->dtype &&
+              (a->dtype == JDT_F32 || (a->dtype == JDT_BF16 && st->prec == PREC_BF16)),
+          "stage %d: gemm of %s x %s into %s", s, job_dtype_name(a->dtype), job_dtype_name(b->dtype),
+          job_dtype_name(c->dtype));
     int64_t nb = st->batch - 1;
     CHECK(st->stride_a >= 0 && st->stride_b >= 0 && st->stride_c >= 0 && st->off_a >= 0 && st->off_b >= 0 &&
               st->off_c >= 0 && st->M <= (1 << 30) && st->N <= (1 << 30) && st->K <= (1 << 30) &&
@@ -567,6 +588,7 @@ static int validate_step(const Job *j, int s, const JobStep *st, char *err, size
     const JobValue *o = &j->values[st->args[0]], *in = &j->values[st->args[1]];
     bool split = st->comm == JC_ALLGATHER || st->comm == JC_TP_SLICE || st->comm == JC_REDUCE_SCATTER;
     CHECK(o->dtype == in->dtype && o->rank == in->rank, "stage %d: collective operands differ", s);
+    CHECK(o->dtype != JDT_BF16 && o->dtype != JDT_F16, "stage %d: collective of %s values", s, job_dtype_name(o->dtype));
     CHECK(!split || (st->axis >= 0 && st->axis < o->rank && st->groups >= 1 && j->mesh.tp >= 1 &&
                      (st->comm == JC_ALLGATHER ? o : in)->dims[st->axis] % ((int64_t)j->mesh.tp * st->groups) == 0 &&
                      (st->comm == JC_ALLGATHER ? in : o)->dims[st->axis] * j->mesh.tp ==
@@ -581,6 +603,10 @@ static int validate_step(const Job *j, int s, const JobStep *st, char *err, size
   case JS_ALIAS: case JS_ACCUM:
     CHECK(st->nargs == 2, "stage %d: step with %d operands", s, st->nargs);
     CHECK(j->values[st->args[0]].numel == j->values[st->args[1]].numel, "stage %d: operand sizes differ", s);
+    CHECK(j->values[st->args[0]].dtype == j->values[st->args[1]].dtype &&
+              (st->kind == JS_ALIAS || j->values[st->args[0]].dtype == JDT_F32),
+          "stage %d: %s of %s into %s", s, st->kind == JS_ALIAS ? "alias" : "accumulation",
+          job_dtype_name(j->values[st->args[1]].dtype), job_dtype_name(j->values[st->args[0]].dtype));
     break;
   default: break;
   }

@@ -101,6 +101,8 @@ typedef struct JobStep {
   uint8_t prec;         /* JS_GEMM: PREC_F32: f32 products; PREC_TF32: a GPU may use TF32 tensor cores;
                            PREC_BF16: A and B hold bf16 values exactly (rounded by the job's kernels), so a
                            device may multiply them in bf16 units accumulating in f32 (C stays f32) */
+  bool in16;            /* JS_GEMM, JS_SDPA, JS_SDPA_BWD: the operands are stored as bf16 (2 bytes: the
+                           values' JDT_BF16, see job_validate), else f32. Not in the file: job_read sets it */
   /* JS_COMM: args = {out, in}; comm: JC_*; axis and groups of the tp split */
   uint8_t comm;
   int32_t axis, groups;
@@ -431,6 +433,13 @@ int job_write(const Job *job, const char *path, char *err, size_t errlen);
 Job *job_read(const char *path, char *err, size_t errlen); /* NULL + message on any problem */
 void job_free(Job *job);
 int job_validate(const Job *job, char *err, size_t errlen);
+/* What job_read derives from a valid job for the executor (JobStep.in16). */
+void job_derive(Job *job);
+/* "f32", "bf16", "f16", "i32", "bool". */
+static inline const char *job_dtype_name(int dt) {
+  static const char *const names[] = {"f32", "bf16", "f16", "i32", "bool"};
+  return dt >= 0 && dt <= JDT_BOOL ? names[dt] : "?";
+}
 void job_inspect(const Job *job, FILE *out);              /* mplrun --inspect */
 
 #endif

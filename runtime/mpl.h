@@ -347,6 +347,8 @@ typedef struct MplGemmBf16 {
   bool hw;
   uint16_t *buf; /* the converted operands, grown as needed */
   size_t cap;
+  float *wide;   /* mpl_gemm_bf16s_batched without bf16 units: its operands widened to f32 */
+  size_t wcap;
   uint64_t units; /* products run in bf16 units so far (MPL_CPU_PROFILE prints it) */
 } MplGemmBf16;
 bool mpl_gemm_bf16_hw(void);
@@ -355,6 +357,15 @@ void mpl_gemm_bf16_free(MplGemmBf16 *w);
 int mpl_gemm_bf16_batched(MplGemmBf16 *w, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                           const float *A, int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb,
                           float beta, float *C, int64_t ldc, int64_t sc, int64_t batch);
+/* The same product of operands stored as bf16 (2 bytes each: JobStep.in16): in bf16 units
+ * where hw and the operands are dense, with nothing to convert; else widened to f32 (exactly)
+ * and through mpl_gemm_f32_batched, bit for bit what mpl_gemm_bf16_batched gives for the
+ * same values in f32 arrays without hw. */
+int mpl_gemm_bf16s_batched(MplGemmBf16 *w, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                           const uint16_t *A, int64_t lda, int64_t sa, const uint16_t *B, int64_t ldb, int64_t sb,
+                           float beta, float *C, int64_t ldc, int64_t sc, int64_t batch);
+/* n bf16 values as the f32 values they are (in sdpa_cpu.c, which every build has). */
+void mpl_bf16_widen(const uint16_t *x, float *y, int64_t n);
 
 /* ==== trace.c ========================================================= */
 

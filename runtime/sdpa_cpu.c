@@ -91,32 +91,75 @@ int64_t mpl_sdpa_cpu_units(const MplSdpa *a, bool backward) {
   return backward ? a->B * a->Hkv : a->B * a->H * query_tiles(a);
 }
 
-/* Floats of a unit's scratch (sdpa_cpu_isa.h lays them out). */
+/* Floats of a unit's scratch (sdpa_cpu_isa.h lays them out), then, for bf16 inputs (in16),
+ * room for the unit's inputs widened to f32. */
+static size_t fwd_widened(const MplSdpa *a) { return a->in16 ? (size_t)(SDPA_BR * a->hs + a->S * (a->hs + a->hv)) : 0; }
+static size_t bwd_widened(const MplSdpa *a) {
+  return a->in16 ? (size_t)(a->H / a->Hkv * a->T * (a->hs + 2 * a->hv) + a->S * (a->hs + a->hv)) : 0;
+}
 static size_t fwd_scratch(const MplSdpa *a) {
-  return (size_t)(a->hs * SDPA_BC + SDPA_BR * SDPA_BC + SDPA_BR * a->hv + 2 * SDPA_BR);
+  return (size_t)(a->hs * SDPA_BC + SDPA_BR * SDPA_BC + SDPA_BR * a->hv + 2 * SDPA_BR) + fwd_widened(a);
 }
 static size_t bwd_scratch(const MplSdpa *a) {
-  return (size_t)((a->hs + a->hv) * SDPA_BC * 2 + 2 * SDPA_BR * SDPA_BC + a->H / a->Hkv * a->T);
+  return (size_t)((a->hs + a->hv) * SDPA_BC * 2 + 2 * SDPA_BR * SDPA_BC + a->H / a->Hkv * a->T) + bwd_widened(a);
 }
 
-/* Unit code of the chosen instruction set. */
+/* (mpl.h) Here, not in gemm.c, so that the cuda-only build, which has no gemm.c, has it too. */
+typedef uint32_t Words16 __attribute__((vector_size(16 * sizeof(uint32_t))));
+typedef uint16_t Halves16 __attribute__((vector_size(16 * sizeof(uint16_t))));
+__attribute__((target_clones("avx512f", "default"))) void mpl_bf16_widen(const uint16_t *x, float *y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    Halves16 h;
+    memcpy(&h, x + i, sizeof h);
+    Words16 w = __builtin_convertvector(h, Words16) << 16;
+    memcpy(y + i, &w, sizeof w);
+  }
+  for (; i < n; i++) {
+    uint32_t u = (uint32_t)x[i] << 16;
+    memcpy(y + i, &u, sizeof u);
+  }
+}
+
+/* n elements from f32 x (at offset off), or from bf16 x16 widened into *at (which moves on). */
+static const float *unit_rows(const MplSdpa *a, const float *x, const uint16_t *x16, int64_t off, int64_t n, float **at) {
+  if (!a->in16) return x + off;
+  float *p = *at;
+  mpl_bf16_widen(x16 + off, p, n);
+  *at += n;
+  return p;
+}
+
+/* Unit code of the chosen instruction set, on its inputs (widened at the end of w for in16). */
 static void fwd_unit(MplSdpaIsa isa, const MplSdpa *a, int64_t b, int64_t h, int64_t q0, int64_t nq, float *w) {
+  int64_t kvh = b * a->Hkv + h / (a->H / a->Hkv), row0 = (b * a->H + h) * a->T + q0;
+  float *at = w + fwd_scratch(a) - fwd_widened(a);
+  const float *q = unit_rows(a, a->q, a->q16, row0 * a->hs, nq * a->hs, &at);
+  const float *k = unit_rows(a, a->k, a->k16, kvh * a->S * a->hs, a->S * a->hs, &at);
+  const float *v = unit_rows(a, a->v, a->v16, kvh * a->S * a->hv, a->S * a->hv, &at);
   switch (isa) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  case MPL_SDPA_AVX512: fwd_unit_avx512(a, b, h, q0, nq, w); return;
-  case MPL_SDPA_AVX2: fwd_unit_avx2(a, b, h, q0, nq, w); return;
+  case MPL_SDPA_AVX512: fwd_unit_avx512(a, b, h, q0, nq, w, q, k, v); return;
+  case MPL_SDPA_AVX2: fwd_unit_avx2(a, b, h, q0, nq, w, q, k, v); return;
 #endif
-  default: fwd_unit_generic(a, b, h, q0, nq, w); return;
+  default: fwd_unit_generic(a, b, h, q0, nq, w, q, k, v); return;
   }
 }
 
 static void bwd_unit(MplSdpaIsa isa, const MplSdpa *a, int64_t b, int64_t kvh, float *w) {
+  int64_t G = a->H / a->Hkv, kv0 = (b * a->Hkv + kvh) * a->S, row0 = (b * a->H + kvh * G) * a->T, rows = G * a->T;
+  float *at = w + bwd_scratch(a) - bwd_widened(a);
+  const float *q = unit_rows(a, a->q, a->q16, row0 * a->hs, rows * a->hs, &at);
+  const float *out = unit_rows(a, a->out, a->out16, row0 * a->hv, rows * a->hv, &at);
+  const float *dout = unit_rows(a, a->dout, a->dout16, row0 * a->hv, rows * a->hv, &at);
+  const float *k = unit_rows(a, a->k, a->k16, kv0 * a->hs, a->S * a->hs, &at);
+  const float *v = unit_rows(a, a->v, a->v16, kv0 * a->hv, a->S * a->hv, &at);
   switch (isa) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  case MPL_SDPA_AVX512: bwd_unit_avx512(a, b, kvh, w); return;
-  case MPL_SDPA_AVX2: bwd_unit_avx2(a, b, kvh, w); return;
+  case MPL_SDPA_AVX512: bwd_unit_avx512(a, b, kvh, w, q, k, v, out, dout); return;
+  case MPL_SDPA_AVX2: bwd_unit_avx2(a, b, kvh, w, q, k, v, out, dout); return;
 #endif
-  default: bwd_unit_generic(a, b, kvh, w); return;
+  default: bwd_unit_generic(a, b, kvh, w, q, k, v, out, dout); return;
   }
 }
 

@@ -149,12 +149,13 @@ INLINE float FN(exp1)(float x) { return FN(vexp)(FN(splat)(x))[0]; }
  * they see (flash attention's online softmax: the running row maximum m and sum l, the
  * output rescaled by exp(m_old - m_new) as the maximum grows; bf16: the probabilities
  * exp(s - m) rounded before the product with v); then out = o / l, lse = m + log l.
- * w: the unit's scratch (sdpa_cpu.c's fwd_scratch).
+ * w: the unit's scratch (sdpa_cpu.c's fwd_scratch); q: the unit's query rows, k and v its kv
+ * head's keys and values (sdpa_cpu.c's fwd_unit finds them, widened from bf16 where in16).
  */
-static ISA_ATTR void FN(fwd_unit)(const MplSdpa *a, int64_t b, int64_t h, int64_t q0, int64_t nq, float *w) {
-  int64_t hs = a->hs, hv = a->hv, kvh = b * a->Hkv + h / (a->H / a->Hkv), row0 = (b * a->H + h) * a->T + q0;
+static ISA_ATTR void FN(fwd_unit)(const MplSdpa *a, int64_t b, int64_t h, int64_t q0, int64_t nq, float *w,
+                                  const float *q, const float *k, const float *v) {
+  int64_t hs = a->hs, hv = a->hv, row0 = (b * a->H + h) * a->T + q0;
   float *kt = w, *st = kt + hs * SDPA_BC, *o = st + SDPA_BR * SDPA_BC, *m = o + SDPA_BR * hv, *l = m + SDPA_BR;
-  const float *q = a->q + row0 * hs, *k = a->k + kvh * a->S * hs, *v = a->v + kvh * a->S * hv;
   int64_t keys = a->causal && q0 + nq < a->S ? q0 + nq : a->S;
   for (int64_t i = 0; i < nq; i++) m[i] = -INFINITY, l[i] = 0;
   memset(o, 0, sizeof(float) * (size_t)(nq * hv));
@@ -200,18 +201,19 @@ static ISA_ATTR void FN(fwd_unit)(const MplSdpa *a, int64_t b, int64_t h, int64_
  * probabilities recomputed from the lse (p = exp(s - lse)), dp = dout v^T, ds = p (dp - D)
  * with D = dout . out per row; dv += p^T dout, dq += ds k (into dq itself, which this unit
  * alone writes), dk += ds^T q; bf16: p and ds rounded before those products. dq and dk are
- * scaled at the end. w: the unit's scratch (sdpa_cpu.c's bwd_scratch).
+ * scaled at the end. w: the unit's scratch (sdpa_cpu.c's bwd_scratch); qg, outg, doutg: the
+ * group's query rows, k and v the kv head's (sdpa_cpu.c's bwd_unit finds them).
  */
-static ISA_ATTR void FN(bwd_unit)(const MplSdpa *a, int64_t b, int64_t kvh, float *w) {
+static ISA_ATTR void FN(bwd_unit)(const MplSdpa *a, int64_t b, int64_t kvh, float *w, const float *qg,
+                                  const float *k, const float *v, const float *outg, const float *doutg) {
   int64_t hs = a->hs, hv = a->hv, T = a->T, G = a->H / a->Hkv, kv0 = (b * a->Hkv + kvh) * a->S;
   int64_t row0 = (b * a->H + kvh * G) * T; /* the group's first query row */
   float *kt = w, *vt = kt + hs * SDPA_BC, *pt = vt + hv * SDPA_BC, *dpt = pt + SDPA_BR * SDPA_BC;
   float *dk = dpt + SDPA_BR * SDPA_BC, *dv = dk + SDPA_BC * hs, *D = dv + SDPA_BC * hv;
-  const float *k = a->k + kv0 * hs, *v = a->v + kv0 * hv;
   memset(a->dq + row0 * hs, 0, sizeof(float) * (size_t)(G * T * hs));
   for (int64_t i = 0; i < G * T; i++) {
     float d = 0;
-    for (int64_t c = 0; c < hv; c++) d += a->dout[(row0 + i) * hv + c] * a->out[(row0 + i) * hv + c];
+    for (int64_t c = 0; c < hv; c++) d += doutg[i * hv + c] * outg[i * hv + c];
     D[i] = d;
   }
   for (int64_t k0 = 0; k0 < a->S; k0 += SDPA_BC) {
@@ -225,7 +227,7 @@ static ISA_ATTR void FN(bwd_unit)(const MplSdpa *a, int64_t b, int64_t kvh, floa
     for (int64_t g = 0; g < G; g++)
       for (int64_t q0 = a->causal ? k0 / SDPA_BR * SDPA_BR : 0; q0 < T; q0 += SDPA_BR) {
         int64_t nq = T - q0 < SDPA_BR ? T - q0 : SDPA_BR, r = row0 + g * T + q0;
-        const float *q = a->q + r * hs, *dout = a->dout + r * hv;
+        const float *q = qg + (g * T + q0) * hs, *dout = doutg + (g * T + q0) * hv;
         FN(mm)(nq, nk, hs, q, hs, 1, kt, SDPA_BC, pt, SDPA_BC, false);
         FN(mm)(nq, nk, hv, dout, hv, 1, vt, SDPA_BC, dpt, SDPA_BC, false);
         for (int64_t i = 0; i < nq; i++) {

@@ -15,7 +15,9 @@
 // head. Key (or query) tiles of BC rows are staged in shared memory by the whole block.
 // Query head h reads kv head h / (H / Hkv); causal: query i sees keys j <= i.
 // bf16 (the step's precision): the probabilities and dS are rounded to bf16 before their
-// products, as runtime/sdpa_cpu_isa.h does; sums stay in f32.
+// products, as runtime/sdpa_cpu_isa.h does; sums stay in f32. With MPL_SDPA_IN16 defined the
+// inputs (q, k, v; the backward's out and dout too) are stored as bf16 (JobStep.in16: two
+// bytes, the upper half of the f32 each is) and widened as they are read: the same bits.
 #ifndef MPL_CU_HOST
 #define MPL_KERNEL(nthreads) extern "C" __global__ void __launch_bounds__(nthreads)
 #define MPL_DEV __device__ static inline
@@ -34,6 +36,13 @@
 #endif
 #define HS MPL_SDPA_HS
 #define HV MPL_SDPA_HV
+#ifdef MPL_SDPA_IN16
+#define sdpa_in unsigned short
+#define SDPA_LD(p, i) __uint_as_float((unsigned)(p)[i] << 16)
+#else
+#define sdpa_in float
+#define SDPA_LD(p, i) ((p)[i])
+#endif
 #define SDPA_BR 64                                 /* threads a block: query (or key) rows */
 #define SDPA_BC ((HS + HV) <= 256 ? 32 : 16)       /* rows of a shared tile (<= 32 KiB) */
 
@@ -58,14 +67,14 @@ MPL_DEV long long mpl_sdpa_keys(long long S, long long tile, int causal) {
 
 /* n rows of a [.., HS] and a [.., HV] matrix (from a and b) into the block's shared tiles,
  * thread t of SDPA_BR copying every SDPA_BR-th element. Between two MPL_SYNCs. */
-MPL_DEV void mpl_sdpa_stage(float (*ta)[HS], float (*tb)[HV], const float *a, const float *b, int n, int t) {
-  for (int e = t; e < n * HS; e += SDPA_BR) ta[e / HS][e % HS] = a[e];
-  for (int e = t; e < n * HV; e += SDPA_BR) tb[e / HV][e % HV] = b[e];
+MPL_DEV void mpl_sdpa_stage(float (*ta)[HS], float (*tb)[HV], const sdpa_in *a, const sdpa_in *b, int n, int t) {
+  for (int e = t; e < n * HS; e += SDPA_BR) ta[e / HS][e % HS] = SDPA_LD(a, e);
+  for (int e = t; e < n * HV; e += SDPA_BR) tb[e / HV][e % HV] = SDPA_LD(b, e);
 }
 
 /* out = softmax(q k^T * scale) v per query row, lse = max + log(sum). Grid: B * H * tiles. */
-MPL_KERNEL(SDPA_BR) mpl_sdpa_fwd(const float *__restrict__ q, const float *__restrict__ k,
-                                 const float *__restrict__ v, float *__restrict__ out,
+MPL_KERNEL(SDPA_BR) mpl_sdpa_fwd(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
+                                 const sdpa_in *__restrict__ v, float *__restrict__ out,
                                  float *__restrict__ lse, long long T, long long S, int H, int Hkv,
                                  float scale, int causal, int bf16) {
   MPL_SHARED float ks[SDPA_BC][HS];
@@ -76,10 +85,10 @@ MPL_KERNEL(SDPA_BR) mpl_sdpa_fwd(const float *__restrict__ q, const float *__res
   int h = (int)(bh % H), t = (int)threadIdx.x;
   long long kvh = b * Hkv + h / (H / Hkv), i = tile * SDPA_BR + t;
   int live = i < T;
-  const float *qr = q + ((b * H + h) * T + (live ? i : 0)) * HS;
-  const float *kb = k + kvh * S * HS, *vb = v + kvh * S * HV;
+  const sdpa_in *qr = q + ((b * H + h) * T + (live ? i : 0)) * HS;
+  const sdpa_in *kb = k + kvh * S * HS, *vb = v + kvh * S * HV;
   float qv[HS], o[HV], *sc = scs[t];
-  MPL_UNROLL for (int d = 0; d < HS; d++) qv[d] = live ? qr[d] : 0.0f;
+  MPL_UNROLL for (int d = 0; d < HS; d++) qv[d] = live ? SDPA_LD(qr, d) : 0.0f;
   MPL_UNROLL for (int c = 0; c < HV; c++) o[c] = 0.0f;
   float m = -MPL_INF, l = 0.0f;
   long long keys = mpl_sdpa_keys(S, tile, causal);
@@ -121,9 +130,9 @@ MPL_KERNEL(SDPA_BR) mpl_sdpa_fwd(const float *__restrict__ q, const float *__res
 
 /* dq = scale * sum_j ds_ij k_j, ds = p (dp - D), p = exp(s - lse), dp = dout v^T,
  * D = dout . out. Grid: B * H * tiles of query rows. */
-MPL_KERNEL(SDPA_BR) mpl_sdpa_bwd_q(const float *__restrict__ q, const float *__restrict__ k,
-                                   const float *__restrict__ v, const float *__restrict__ out,
-                                   const float *__restrict__ lse, const float *__restrict__ dout,
+MPL_KERNEL(SDPA_BR) mpl_sdpa_bwd_q(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
+                                   const sdpa_in *__restrict__ v, const sdpa_in *__restrict__ out,
+                                   const float *__restrict__ lse, const sdpa_in *__restrict__ dout,
                                    float *__restrict__ dq, long long T, long long S, int H, int Hkv,
                                    float scale, int causal, int bf16) {
   MPL_SHARED float ks[SDPA_BC][HS];
@@ -133,13 +142,13 @@ MPL_KERNEL(SDPA_BR) mpl_sdpa_bwd_q(const float *__restrict__ q, const float *__r
   int h = (int)(bh % H), t = (int)threadIdx.x;
   long long kvh = b * Hkv + h / (H / Hkv), i = tile * SDPA_BR + t, row = (b * H + h) * T + i;
   int live = i < T;
-  const float *kb = k + kvh * S * HS, *vb = v + kvh * S * HV;
+  const sdpa_in *kb = k + kvh * S * HS, *vb = v + kvh * S * HV;
   float qv[HS], dov[HV], g[HS];
   float D = 0.0f, L = live ? lse[row] : 0.0f;
-  MPL_UNROLL for (int d = 0; d < HS; d++) qv[d] = live ? q[row * HS + d] : 0.0f, g[d] = 0.0f;
+  MPL_UNROLL for (int d = 0; d < HS; d++) qv[d] = live ? SDPA_LD(q, row * HS + d) : 0.0f, g[d] = 0.0f;
   MPL_UNROLL for (int c = 0; c < HV; c++) {
-    dov[c] = live ? dout[row * HV + c] : 0.0f;
-    D += dov[c] * (live ? out[row * HV + c] : 0.0f);
+    dov[c] = live ? SDPA_LD(dout, row * HV + c) : 0.0f;
+    D += dov[c] * (live ? SDPA_LD(out, row * HV + c) : 0.0f);
   }
   long long keys = mpl_sdpa_keys(S, tile, causal);
   for (long long k0 = 0; k0 < keys; k0 += SDPA_BC) {
@@ -164,9 +173,9 @@ MPL_KERNEL(SDPA_BR) mpl_sdpa_bwd_q(const float *__restrict__ q, const float *__r
 
 /* dv_j = sum_i p_ij dout_i, dk_j = scale * sum_i ds_ij q_i over the query rows of every
  * query head on this kv head. Grid: B * Hkv * tiles of keys. */
-MPL_KERNEL(SDPA_BR) mpl_sdpa_bwd_kv(const float *__restrict__ q, const float *__restrict__ k,
-                                    const float *__restrict__ v, const float *__restrict__ out,
-                                    const float *__restrict__ lse, const float *__restrict__ dout,
+MPL_KERNEL(SDPA_BR) mpl_sdpa_bwd_kv(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
+                                    const sdpa_in *__restrict__ v, const sdpa_in *__restrict__ out,
+                                    const float *__restrict__ lse, const sdpa_in *__restrict__ dout,
                                     float *__restrict__ dk, float *__restrict__ dv, long long T,
                                     long long S, int H, int Hkv, float scale, int causal, int bf16) {
   MPL_SHARED float qs[SDPA_BC][HS];
@@ -178,8 +187,8 @@ MPL_KERNEL(SDPA_BR) mpl_sdpa_bwd_kv(const float *__restrict__ q, const float *__
   long long j = tile * SDPA_BR + t, krow = (b * Hkv + kh) * S + j;
   int live = j < S;
   float kv_[HS], vv[HV], gk[HS], gv[HV];
-  MPL_UNROLL for (int d = 0; d < HS; d++) kv_[d] = live ? k[krow * HS + d] : 0.0f, gk[d] = 0.0f;
-  MPL_UNROLL for (int c = 0; c < HV; c++) vv[c] = live ? v[krow * HV + c] : 0.0f, gv[c] = 0.0f;
+  MPL_UNROLL for (int d = 0; d < HS; d++) kv_[d] = live ? SDPA_LD(k, krow * HS + d) : 0.0f, gk[d] = 0.0f;
+  MPL_UNROLL for (int c = 0; c < HV; c++) vv[c] = live ? SDPA_LD(v, krow * HV + c) : 0.0f, gv[c] = 0.0f;
   /* causal: the first query that sees key tile*BR is query tile*BR */
   long long first = causal ? tile * SDPA_BR : 0;
   for (int gh = 0; gh < G; gh++) {
@@ -190,8 +199,8 @@ MPL_KERNEL(SDPA_BR) mpl_sdpa_bwd_kv(const float *__restrict__ q, const float *__
       mpl_sdpa_stage(qs, dos, q + (row0 + q0) * HS, dout + (row0 + q0) * HV, nq, t);
       if (t < nq) {
         float D = 0.0f;
-        const float *dr = dout + (row0 + q0 + t) * HV, *orow = out + (row0 + q0 + t) * HV;
-        for (int c = 0; c < HV; c++) D += dr[c] * orow[c];
+        const sdpa_in *dr = dout + (row0 + q0 + t) * HV, *orow = out + (row0 + q0 + t) * HV;
+        for (int c = 0; c < HV; c++) D += SDPA_LD(dr, c) * SDPA_LD(orow, c);
         Ds[t] = D;
         Ls[t] = lse[row0 + q0 + t];
       }

@@ -5,7 +5,9 @@
  * the CPU's bf16 products (oneDNN's bf16 GEMM where the CPU has avx512_bf16) against the
  * f32 product, and the fallback (MPL_CPU_BF16=0's) bit for bit; the precision pass on real
  * programs: every product reads bf16 values and its result is read only rounded, every
- * GEMM step carries the precision, and f32 leaves the graph as it was.
+ * GEMM step carries the precision, and f32 leaves the graph as it was; bf16 storage
+ * (prec_narrow) on real programs: what it narrows, and who may read it; the products of
+ * operands stored as bf16, widened (bit for bit the f32 product) and in bf16 units.
  */
 #include <check.h>
 #include <math.h>
@@ -13,7 +15,7 @@
 #include <string.h>
 
 #include "compiler/autodiff.h"
-#include "compiler/kernel.h"
+#include "compiler/fuse_int.h" /* fuse_cat */
 #include "runtime/jit_cpu.h"
 #include "runtime/mpl.h"
 
@@ -147,6 +149,24 @@ static void check_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_
   printf("gemm %c%c %lld x %lld x %lld x %lld%s: %s, off by %.2g\n", ta ? 'T' : 'N', tb ? 'T' : 'N', (long long)M,
          (long long)N, (long long)K, (long long)batch, bcast_b ? " (B broadcast)" : "",
          on.units ? "bf16 units" : "f32 product", e);
+  /* the operands stored as bf16 (JobStep.in16): without hw, widened, the f32 product's bits;
+     with hw, bf16 units on them as they are */
+  int64_t na = sa * batch, nb = K * N * (bcast_b ? 1 : batch);
+  uint16_t *A16 = malloc(sizeof *A16 * (size_t)na), *B16 = malloc(sizeof *B16 * (size_t)nb);
+  for (int64_t i = 0; i < na; i++) A16[i] = (uint16_t)(bits_of(A[i]) >> 16);
+  for (int64_t i = 0; i < nb; i++) B16[i] = (uint16_t)(bits_of(B[i]) >> 16);
+  float *c3 = calloc((size_t)(sc * batch), sizeof(float));
+  ck_assert_int_eq(mpl_gemm_bf16s_batched(&off, ta, tb, M, N, K, 1, A16, lda, sa, B16, ldb, sb, 0, c3, N, sc, batch), MPL_OK);
+  ck_assert_msg(memcmp(c0, c3, sizeof(float) * (size_t)(sc * batch)) == 0, "stored bf16, widened: not the f32 product");
+  uint64_t units = on.units;
+  memset(c3, 0, sizeof(float) * (size_t)(sc * batch));
+  ck_assert_int_eq(mpl_gemm_bf16s_batched(&on, ta, tb, M, N, K, 1, A16, lda, sa, B16, ldb, sb, 0, c3, N, sc, batch), MPL_OK);
+  e = max_rel(c3, c0, sc * batch);
+  ck_assert_msg(e <= 1e-5, "%lldx%lldx%lld: stored bf16 off by %.3g of the largest", (long long)M, (long long)N,
+                (long long)K, e);
+  ck_assert(on.hw ? on.units > units : on.units == units);
+  mpl_gemm_bf16_free(&off);
+  free(A16), free(B16), free(c3);
   mpl_gemm_bf16_free(&on);
   free(A), free(B), free(c0), free(c1), free(c2);
 }
@@ -217,6 +237,72 @@ static void check_bf16_program(const char *path) {
   printf("%s: %d products, %d roundings (%d ops before), %d GEMM steps\n", path, nmm, nround, before->nops, ngemm);
 }
 
+/* bf16 storage (prec_narrow, after the partition): only roundings and views of them are
+ * narrowed; every GEMM and fused attention reads all its inputs in one type; nothing
+ * narrowed reaches a collective, the fused cross-entropy, a gradient accumulator or another
+ * stage; the loss and logits stay f32. Returns how many values it narrowed. */
+static int check_narrowed(const char *path, const char *mesh_pp) {
+  Diag d;
+  diag_init(&d, &arena, stderr);
+  Node *prog = parse_file(&d, &arena, path);
+  ck_assert_msg(prog && d.nerrors == 0, "%s does not parse", path);
+  CompileOptions opt = {.stdlib_dir = "stdlib", .gpu_arch = "sm_90", .precision = "bf16"};
+  if (mesh_pp) opt.mesh_set = true, opt.mesh = (Mesh){0, atoi(mesh_pp), 0};
+  Graph *g = sema_program(&d, &arena, prog, &opt);
+  ck_assert_msg(g && d.nerrors == 0, "%s does not check", path);
+  g = shard_program(&d, g, false);
+  ck_assert_int_eq(bal_stages(&d, g, 0), 0);
+  ck_assert_int_eq(ad_backward(g, &d), 0);
+  g = remat_apply(prec_apply(g));
+  part_join_backward(g);
+  Partition *p = part_build(&d, g);
+  ck_assert_ptr_nonnull(p);
+  int n = prec_narrow(p), seen = 0;
+  g = p->g;
+  for (int v = 0; v < g->nops; v++) {
+    const Op *op = g->ops[v];
+    if (op->dtype != DT_BF16) continue;
+    seen++;
+    ck_assert_msg(prec_exact_bf16(g, v), "%s: %%%d %s narrowed", path, v, op_name(op->kind));
+    for (int u = 0; u < g->nops; u++) {
+      const Op *r = g->ops[u];
+      for (int j = 0; j < r->nin; j++) {
+        if (r->in[j] != v) continue;
+        ck_assert_msg(r->stage < 0 || op->stage < 0 || r->stage == op->stage, "%s: %%%d read on another stage", path, v);
+        bool one_type = r->kind == OP_MATMUL || r->kind == OP_SDPA || r->kind == OP_SDPA_GRAD;
+        for (int k = 0; one_type && k < r->nin; k++)
+          if (!(r->kind == OP_SDPA_GRAD && k == 4))
+            ck_assert_msg(g->ops[r->in[k]]->dtype == DT_BF16, "%s: %%%d %s reads bf16 %%%d and %s %%%d", path, u,
+                          op_name(r->kind), v, dtype_name(g->ops[r->in[k]]->dtype), r->in[k]);
+        ck_assert_msg(r->kind != OP_CE_FUSED && r->kind != OP_PARAM_GRAD && r->kind != OP_RESULT &&
+                          fuse_cat(r->kind) != CAT_COMM,
+                      "%s: %%%d %s reads bf16 %%%d", path, u, op_name(r->kind), v);
+      }
+    }
+  }
+  ck_assert_int_eq(seen, n);
+  for (int s = 0; s < p->nstages; s++) {
+    if (p->st[s].loss >= 0) ck_assert_int_eq(g->ops[p->st[s].loss]->dtype, DT_F32);
+    if (p->st[s].logits >= 0) ck_assert_int_eq(g->ops[p->st[s].logits]->dtype, DT_F32);
+  }
+  for (int x = 0; x < p->nxfers; x++)
+    for (int i = 0; i < p->xfers[x].vals.n; i++) ck_assert_int_ne(g->ops[p->xfers[x].vals.v[i]]->dtype, DT_BF16);
+  Fused *fu = fuse_partition(&d, &arena, p);
+  ck_assert_ptr_nonnull(fu);
+  printf("%s (pp %s): %d values stored as bf16\n", path, mesh_pp ? mesh_pp : "as written", n);
+  return n;
+}
+
+START_TEST(test_narrow_programs) {
+  ck_assert_int_gt(check_narrowed("tests/gpu/models/gpt_sgd.mpl", NULL), 0);
+  ck_assert_int_gt(check_narrowed("examples/gpt_tiny.mpl", "2"), 0);
+  ck_assert_int_gt(check_narrowed("examples/llama.mpl", NULL), 0);
+  ck_assert_int_gt(check_narrowed("examples/moe.mpl", NULL), 0);
+  ck_assert_int_gt(check_narrowed("examples/vit.mpl", NULL), 0);
+  ck_assert_int_gt(check_narrowed("tests/e2e/recompute.mpl", NULL), 0);
+}
+END_TEST
+
 START_TEST(test_pass_programs) {
   check_bf16_program("tests/e2e/small_mlp.mpl");
   check_bf16_program("tests/gpu/models/gpt_sgd.mpl");
@@ -245,6 +331,7 @@ static Suite *bf16_suite(void) {
   tcase_add_test(tc, test_gemm_paths);
   tcase_add_test(tc, test_pass_programs);
   tcase_add_test(tc, test_pass_f32_tf32);
+  tcase_add_test(tc, test_narrow_programs);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -207,6 +207,7 @@ static KernelSet *bf16_program_kernels(const char *path) {
   g = prec_apply(g);
   Partition *p = part_build(&d, g);
   ck_assert_ptr_nonnull(p);
+  ck_assert_int_gt(prec_narrow(p), 0); /* bf16 storage: kernels that load and store bf16 */
   Fused *fu = fuse_partition(&d, &arena, p);
   ck_assert_ptr_nonnull(fu);
   return fu->ks;
@@ -220,6 +221,9 @@ START_TEST(test_bf16_programs_compile) {
     KernelSet *ks = bf16_program_kernels(programs[i]);
     char *src = cg_cuda_source(&arena, ks);
     ck_assert_msg(strstr(src, "__float_as_int") && strstr(src, "__int_as_float"), "%s: no bf16 rounding", programs[i]);
+    ck_assert_msg(strstr(src, "unsigned short *__restrict__") && strstr(src, "(unsigned short)(__float_as_uint(") &&
+                      strstr(src, "__uint_as_float((unsigned)a"),
+                  "%s: no bf16 argument loaded and stored", programs[i]);
     for (int a = 0; a < 2; a++) {
       char *ptx = NULL, err[65536];
       size_t len = 0;

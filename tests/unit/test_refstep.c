@@ -64,6 +64,7 @@ static void compile(Compiled *c, const char *path, const char *mesh_pp, const ch
   part_join_backward(g);
   Partition *p = part_build(&d, g);
   ck_assert_ptr_nonnull(p);
+  prec_narrow(p);
   Fused *fu = fuse_partition(&d, a, p);
   ck_assert_ptr_nonnull(fu);
   Costs *cost = cost_partition(a, p);

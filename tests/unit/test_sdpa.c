@@ -12,8 +12,10 @@
  *    threads are pthreads, __syncthreads a barrier, __shared__ arrays static; the same
  *    checks, in f32 and bf16, and for two tile sizes (head sizes 16/8 and 160/128). This is
  *    the kernels' arithmetic and indexing; the GPU run is tests/gpu/run.sh's;
- *  - NVRTC compiles them for sm_80 and sm_90 at several head sizes, and refuses one past
- *    MPL_SDPA_MAX_HEAD with a message.
+ *  - inputs stored as bf16 (JobStep.in16): the same bits as the same values in f32, on the
+ *    CPU and for the CUDA kernels on the host;
+ *  - NVRTC compiles them for sm_80 and sm_90 at several head sizes, f32 and bf16 inputs, and
+ *    refuses one past MPL_SDPA_MAX_HEAD with a message.
  */
 #include <check.h>
 #include <math.h>
@@ -64,6 +66,34 @@
 #define MPL_SDPA_HS 160
 #define MPL_SDPA_HV 128
 #include "runtime/cuda/sdpa.cu"
+#undef mpl_sdpa_bf16
+#undef mpl_sdpa_seen
+#undef mpl_sdpa_keys
+#undef mpl_sdpa_stage
+#undef mpl_sdpa_fwd
+#undef mpl_sdpa_bwd_q
+#undef mpl_sdpa_bwd_kv
+#undef MPL_SDPA_HS
+#undef MPL_SDPA_HV
+#undef HS
+#undef HV
+#undef SDPA_BR
+#undef SDPA_BC
+#undef sdpa_in
+#undef SDPA_LD
+
+/* the small kernels again, with bf16 inputs (JobStep.in16) */
+#define mpl_sdpa_bf16 small16_bf16
+#define mpl_sdpa_seen small16_seen
+#define mpl_sdpa_keys small16_keys
+#define mpl_sdpa_stage small16_stage
+#define mpl_sdpa_fwd small16_fwd
+#define mpl_sdpa_bwd_q small16_bwd_q
+#define mpl_sdpa_bwd_kv small16_bwd_kv
+#define MPL_SDPA_HS 16
+#define MPL_SDPA_HV 8
+#define MPL_SDPA_IN16
+#include "runtime/cuda/sdpa.cu"
 #define CU_BR SDPA_BR
 
 typedef struct SdpaLaunch {
@@ -78,6 +108,14 @@ static void run_kernel(void *ctx) {
   long long T = a->T, S = a->S;
   int H = (int)a->H, Hkv = (int)a->Hkv, causal = a->causal, bf16 = a->bf16;
   float sc = a->scale;
+  if (a->in16) { /* the small kernels with bf16 inputs */
+    if (L->which == 0) small16_fwd(a->q16, a->k16, a->v16, a->out, a->lse, T, S, H, Hkv, sc, causal, bf16);
+    else if (L->which == 1)
+      small16_bwd_q(a->q16, a->k16, a->v16, a->out16, a->lse, a->dout16, a->dq, T, S, H, Hkv, sc, causal, bf16);
+    else
+      small16_bwd_kv(a->q16, a->k16, a->v16, a->out16, a->lse, a->dout16, a->dk, a->dv, T, S, H, Hkv, sc, causal, bf16);
+    return;
+  }
   if (L->which == 0)
     (L->big ? big_fwd : small_fwd)(a->q, a->k, a->v, a->out, a->lse, T, S, H, Hkv, sc, causal, bf16);
   else if (L->which == 1)
@@ -209,16 +247,19 @@ static void check_errors(const char *who, const Case *c, Bufs *x, double tol_out
                   (long long)c->hs, (long long)c->hv, c->causal ? " causal" : "", names[i], e[i], i == 0 ? tol_out : tol);
 }
 
-/* the CPU kernels: units [begin, end) in chunks of `chunk` (any split gives the same bits) */
+/* the CPU kernels, forward or backward: units [begin, end) in chunks of `chunk` (any split
+   gives the same bits) */
+static void cpu_pass(const MplSdpa *a, MplSdpaIsa isa, int64_t chunk, int bwd) {
+  MplSdpaRun run = {.a = *a, .isa = isa};
+  void *args[1] = {&run};
+  int64_t n = mpl_sdpa_cpu_units(a, bwd);
+  for (int64_t u = 0; u < n; u += chunk)
+    (bwd ? mpl_sdpa_cpu_bwd : mpl_sdpa_cpu_fwd)(args, NULL, u, u + chunk < n ? u + chunk : n);
+  ck_assert_int_eq(atomic_load(&run.failed), 0);
+}
+
 static void cpu_run(const MplSdpa *a, MplSdpaIsa isa, int64_t chunk) {
-  for (int bwd = 0; bwd < 2; bwd++) {
-    MplSdpaRun run = {.a = *a, .isa = isa};
-    void *args[1] = {&run};
-    int64_t n = mpl_sdpa_cpu_units(a, bwd);
-    for (int64_t u = 0; u < n; u += chunk)
-      (bwd ? mpl_sdpa_cpu_bwd : mpl_sdpa_cpu_fwd)(args, NULL, u, u + chunk < n ? u + chunk : n);
-    ck_assert_int_eq(atomic_load(&run.failed), 0);
-  }
+  for (int bwd = 0; bwd < 2; bwd++) cpu_pass(a, isa, chunk, bwd);
 }
 
 static const Case cases[] = {
@@ -289,6 +330,62 @@ START_TEST(test_cuda_kernels_on_host) {
 }
 END_TEST
 
+/* n floats rounded to bf16 in place; their bf16 bits in a new array */
+static uint16_t *to_bf16(float *x, int64_t n) {
+  uint16_t *y = malloc(sizeof *y * (size_t)n);
+  for (int64_t i = 0; i < n; i++) {
+    uint32_t u;
+    x[i] = (float)host_round_bf16(x[i]);
+    memcpy(&u, &x[i], 4);
+    y[i] = (uint16_t)(u >> 16);
+  }
+  return y;
+}
+
+/* Inputs stored as bf16 (in16, what mplc's bf16 storage gives the step): the same bits as the
+ * same values in f32, on the CPU in every instruction set and for the CUDA kernels (compiled
+ * as C on the host, the small head sizes), forward and backward. The backward reads the
+ * forward's out rounded to bf16, as the graph's rounding of it gives. */
+START_TEST(test_bf16_inputs) {
+  const Case *c = &cases[_i];
+  float scale = 1.0f / sqrtf((float)c->hs);
+  Bufs x;
+  make(c, &x);
+  int64_t nq = c->B * c->H * c->T, nk = c->B * c->Hkv * c->S;
+  uint16_t *q16 = to_bf16(x.q, nq * c->hs), *k16 = to_bf16(x.k, nk * c->hs), *v16 = to_bf16(x.v, nk * c->hv);
+  uint16_t *dout16 = to_bf16(x.dout, nq * c->hv);
+  size_t sz[5] = {(size_t)(nq * c->hv), (size_t)nq, (size_t)(nq * c->hs), (size_t)(nk * c->hs), (size_t)(nk * c->hv)};
+  float *outs[5] = {x.out, x.lse, x.dq, x.dk, x.dv}, *want[5];
+  for (int i = 0; i < 5; i++) want[i] = malloc(sz[i] * 4);
+  bool cuda = c->hs == 16; /* the host-compiled in16 kernels are the small ones */
+  for (int dev = 0; dev < (cuda ? 2 : 1); dev++) {
+    MplSdpa a = args_of(c, scale, true, &x);
+    /* f32 inputs: the forward, out rounded, the backward */
+    if (dev) host_launch(&a, 0, 0);
+    else cpu_pass(&a, MPL_SDPA_GENERIC, 1 << 30, 0);
+    memcpy(want[0], x.out, sz[0] * 4), memcpy(want[1], x.lse, sz[1] * 4);
+    uint16_t *out16 = to_bf16(x.out, nq * c->hv);
+    if (dev) host_launch(&a, 1, 0), host_launch(&a, 2, 0);
+    else cpu_pass(&a, MPL_SDPA_GENERIC, 1 << 30, 1);
+    for (int i = 2; i < 5; i++) memcpy(want[i], outs[i], sz[i] * 4);
+    /* bf16 inputs, every instruction set on the CPU */
+    a.in16 = true, a.q16 = q16, a.k16 = k16, a.v16 = v16, a.out16 = out16, a.dout16 = dout16;
+    for (int isa = dev ? MPL_SDPA_GENERIC : mpl_sdpa_cpu_isa(); isa <= MPL_SDPA_GENERIC; isa++) {
+      for (int i = 0; i < 5; i++) memset(outs[i], 0x7f, sz[i] * 4);
+      if (dev) host_launch(&a, 0, 0), host_launch(&a, 1, 0), host_launch(&a, 2, 0);
+      else cpu_run(&a, (MplSdpaIsa)isa, 2);
+      for (int i = 0; i < 5; i++)
+        ck_assert_msg(!memcmp(want[i], outs[i], sz[i] * 4), "%s: bf16 inputs: output %d differs in bits from f32 ones",
+                      dev ? "cuda (on the host)" : mpl_sdpa_isa_name((MplSdpaIsa)isa), i);
+    }
+    free(out16);
+  }
+  for (int i = 0; i < 5; i++) free(want[i]);
+  free(q16), free(k16), free(v16), free(dout16);
+  unmake(&x);
+}
+END_TEST
+
 /* NVRTC compiles the kernels for sm_80 and sm_90 at the head sizes of GPT-2 (64), Llama
  * (128), the largest fused (256) and an odd pair, without a word in the log. */
 START_TEST(test_nvrtc_compiles_kernels) {
@@ -301,7 +398,8 @@ START_TEST(test_nvrtc_compiles_kernels) {
     for (int h = 0; h < 4; h++) {
       char *ptx = NULL, log[4096];
       MplErr err = {{0}};
-      ck_assert_msg(mpl_cuda_sdpa_compile(archs[a], heads[h][0], heads[h][1], &ptx, log, sizeof log, &err) == MPL_OK,
+      bool in16 = h % 2 == 0; /* bf16 inputs at 64 and at the largest */
+      ck_assert_msg(mpl_cuda_sdpa_compile(archs[a], heads[h][0], heads[h][1], in16, &ptx, log, sizeof log, &err) == MPL_OK,
                     "%s", err.msg);
       ck_assert_msg(log[0] == 0, "NVRTC said, for %s: %s", archs[a], log);
       const char *const entries[] = {"mpl_sdpa_fwd", "mpl_sdpa_bwd_q", "mpl_sdpa_bwd_kv"};
@@ -314,7 +412,7 @@ START_TEST(test_nvrtc_compiles_kernels) {
     }
   char *ptx = NULL, log[64];
   MplErr err = {{0}};
-  ck_assert(mpl_cuda_sdpa_compile("compute_90", MPL_SDPA_MAX_HEAD + 1, 64, &ptx, log, sizeof log, &err) == MPL_ERR);
+  ck_assert(mpl_cuda_sdpa_compile("compute_90", MPL_SDPA_MAX_HEAD + 1, 64, false, &ptx, log, sizeof log, &err) == MPL_ERR);
   ck_assert_msg(strstr(err.msg, "head sizes up to 256") && !ptx, "%s", err.msg);
 #endif
 }
@@ -327,6 +425,7 @@ static Suite *sdpa_suite(void) {
   int n = (int)(sizeof cases / sizeof cases[0]);
   tcase_add_loop_test(tc, test_cpu_kernels, 0, n);
   tcase_add_loop_test(tc, test_cuda_kernels_on_host, 0, n);
+  tcase_add_loop_test(tc, test_bf16_inputs, 0, n);
   tcase_add_test(tc, test_nvrtc_compiles_kernels);
   suite_add_tcase(s, tc);
   return s;
