@@ -313,6 +313,10 @@ static const struct CudaSdpa *sdpa_kernels(CudaDev *cd, int hs, int hv, bool in1
   const char *const names[] = {"mpl_sdpa_fwd", "mpl_sdpa_bwd_q", "mpl_sdpa_bwd_kv"};
   CUfunction *const fns[] = {&k->fwd, &k->bwd_q, &k->bwd_kv};
   if (load_program(cd, ptx, &k->mod, "the fused attention's kernels", names, fns, 3, err) != MPL_OK) return NULL;
+  /* the tensor-core forward: compiled for bf16 inputs of head sizes it takes (sdpa.cu:
+     hs % 16 == 0, hv % 8 == 0, both <= 128) on sm_80 and later; else the CUDA-core one */
+  k->fwd_tc = NULL;
+  if (in16 && cd->drv.get_function(&k->fwd_tc, k->mod, "mpl_sdpa_fwd_tc") != CUDA_SUCCESS) k->fwd_tc = NULL;
   k->hs = hs, k->hv = hv, k->in16 = in16;
   cd->nsdpa++;
   return k;
@@ -336,7 +340,11 @@ int cuda_sdpa(MplDevice *d, const MplSdpa *a, MplErr *err) {
   const void *v = a->in16 ? (const void *)a->v16 : a->v;
   void *p[] = {&q, &kk, &v, (void *)&a->out, (void *)&a->lse, &T, &S, &H, &Hkv, &scale, &causal, &bf16};
   cudev_prof_begin(cd, PROF_SDPA);
-  int st = cudev_launch(cd, k->fwd, sdpa_blocks(a->B, a->H, a->T), SDPA_THREADS, p, err);
+  /* the tensor-core forward: the same blocks of SDPA_THREADS rows, two threads a row; bf16
+     inputs mean a bf16 step (job_validate), whose probabilities it rounds; it takes p's
+     first 11 parameters (not bf16) */
+  int st = k->fwd_tc ? cudev_launch(cd, k->fwd_tc, sdpa_blocks(a->B, a->H, a->T), 2 * SDPA_THREADS, p, err)
+                     : cudev_launch(cd, k->fwd, sdpa_blocks(a->B, a->H, a->T), SDPA_THREADS, p, err);
   cudev_prof_end(cd);
   return st;
 }

@@ -26,6 +26,12 @@
 #define MPL_UNROLL _Pragma("unroll")
 #define MPL_NO_UNROLL _Pragma("unroll 1")
 #define MPL_INF __int_as_float(0x7f800000)
+#define MPL_SHFL_XOR(v, m) __shfl_xor_sync(0xffffffffu, (v), (m))
+#if __CUDA_ARCH__ >= 800
+#define MPL_HAVE_MMA 1 /* mma.sync with bf16 operands: sm_80 and later */
+#endif
+#else
+#define MPL_HAVE_MMA 1 /* the host's mpl_mma_bf16 and MPL_SHFL_XOR (tests/unit/cuda_host.h) */
 #endif
 
 #ifndef MPL_SDPA_HS
@@ -224,3 +230,140 @@ MPL_KERNEL(SDPA_BR) mpl_sdpa_bwd_kv(const sdpa_in *__restrict__ q, const sdpa_in
     MPL_UNROLL for (int c = 0; c < HV; c++) dv[krow * HV + c] = gv[c];
   }
 }
+
+#if defined(MPL_SDPA_IN16) && defined(MPL_HAVE_MMA) && HS % 16 == 0 && HV % 8 == 0 && HS <= 128 && HV <= 128
+/* ---- the forward on tensor cores (bf16 inputs) ----------------------------------------------
+ * Flash attention's forward with the products on tensor cores (mma.m16n8k16, bf16 x bf16
+ * into f32): a block of SDPA_TC_WARPS warps takes 16 query rows a warp; key and value tiles
+ * of SDPA_TC_BC rows are staged in shared memory as bf16. A warp keeps its scores and its
+ * output in accumulator fragments: a thread holds rows groupID and groupID + 8, so a row's
+ * maximum and sum combine over the 4 threads of a group (shuffles across lanes 1 and 2
+ * apart). The probabilities exp(s - max), rounded to bf16 against the running maximum as
+ * the other kernels round them, become the A operand of the product with v directly (two
+ * score fragments side by side are one A fragment). Sums stay in f32; their order differs
+ * from mpl_sdpa_fwd's, not their rounding. Grid: B * H * tiles of SDPA_TC_BR rows;
+ * SDPA_TC_BR * 2 threads a block. The backward stays on mpl_sdpa_bwd_q and _kv. */
+#define SDPA_TC_WARPS 4
+#define SDPA_TC_BR (16 * SDPA_TC_WARPS) /* query rows a block (= SDPA_BR) */
+#define SDPA_TC_BC 64                   /* keys a tile */
+#define SDPA_TC_KP (HS + 8)             /* a staged row, padded (bf16 elements, even) */
+#define SDPA_TC_VP (HV + 8)
+
+#ifndef MPL_CU_HOST
+/* d += a b: one warp's 16 x 8 x 16 product, bf16 operands, f32 accumulators, in the
+ * fragment layout of PTX's mma.m16n8k16 (lane = 4 groupID + threadID_in_group: a holds rows
+ * groupID and groupID + 8, columns 2 threadID_in_group + {0, 1} and those + 8; b rows (k)
+ * 2 threadID_in_group + {0, 1} and + 8 of column groupID; d as a's rows, columns
+ * 2 threadID_in_group + {0, 1}); two bf16 to a register, the lower column (or row) low. */
+MPL_DEV void mpl_mma_bf16(float d[4], const unsigned a[4], const unsigned b[2]) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+               "{%0, %1, %2, %3};"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+#endif
+
+/* two bf16 at p (p[0] the low half) as one register */
+MPL_DEV unsigned mpl_tc_ld2(const unsigned short *p) { return (unsigned)p[0] | (unsigned)p[1] << 16; }
+
+/* two f32 rounded to bf16, lo in the low half */
+MPL_DEV unsigned mpl_tc_pack(float lo, float hi) {
+  return __float_as_uint(mpl_sdpa_bf16(lo)) >> 16 | (__float_as_uint(mpl_sdpa_bf16(hi)) & 0xFFFF0000u);
+}
+
+MPL_DEV float mpl_tc_max(float a, float b) { return b > a || b != b ? b : a; }
+
+MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_fwd_tc(const unsigned short *__restrict__ q, const unsigned short *__restrict__ k,
+                                               const unsigned short *__restrict__ v, float *__restrict__ out,
+                                               float *__restrict__ lse, long long T, long long S, int H, int Hkv,
+                                               float scale, int causal) {
+  MPL_SHARED unsigned short ks[SDPA_TC_BC][SDPA_TC_KP];
+  MPL_SHARED unsigned short vs[SDPA_TC_BC][SDPA_TC_VP];
+  long long tiles = (T + SDPA_TC_BR - 1) / SDPA_TC_BR, bid = blockIdx.x;
+  long long tile = bid % tiles, bh = bid / tiles, b = bh / H;
+  int h = (int)(bh % H), t = (int)threadIdx.x, lane = t & 31, g = lane >> 2, tg = lane & 3;
+  long long kvh = b * Hkv + h / (H / Hkv), base = (b * H + h) * T;
+  long long r0 = tile * SDPA_TC_BR + (t >> 5) * 16 + g, r1 = r0 + 8; /* this thread's query rows */
+  const unsigned short *kb = k + kvh * S * HS, *vb = v + kvh * S * HV;
+  unsigned qa[HS / 16][4]; /* the warp's 16 rows of q as A fragments, HS / 16 of them */
+  MPL_UNROLL for (int c = 0; c < HS / 16; c++) {
+    int d = c * 16 + 2 * tg;
+    qa[c][0] = r0 < T ? mpl_tc_ld2(q + (base + r0) * HS + d) : 0u;
+    qa[c][1] = r1 < T ? mpl_tc_ld2(q + (base + r1) * HS + d) : 0u;
+    qa[c][2] = r0 < T ? mpl_tc_ld2(q + (base + r0) * HS + d + 8) : 0u;
+    qa[c][3] = r1 < T ? mpl_tc_ld2(q + (base + r1) * HS + d + 8) : 0u;
+  }
+  float o[HV / 8][4];
+  MPL_UNROLL for (int j = 0; j < HV / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+  float m0 = -MPL_INF, m1 = -MPL_INF, l0 = 0.0f, l1 = 0.0f;
+  long long keys = causal && (tile + 1) * SDPA_TC_BR < S ? (tile + 1) * SDPA_TC_BR : S;
+  for (long long k0 = 0; k0 < keys; k0 += SDPA_TC_BC) {
+    int nk = keys - k0 < SDPA_TC_BC ? (int)(keys - k0) : SDPA_TC_BC;
+    MPL_SYNC();
+    for (int e = t; e < SDPA_TC_BC * HS; e += SDPA_TC_WARPS * 32) /* rows past nk: 0, never NaN */
+      ks[e / HS][e % HS] = e / HS < nk ? kb[(k0 + e / HS) * HS + e % HS] : (unsigned short)0;
+    for (int e = t; e < SDPA_TC_BC * HV; e += SDPA_TC_WARPS * 32)
+      vs[e / HV][e % HV] = e / HV < nk ? vb[(k0 + e / HV) * HV + e % HV] : (unsigned short)0;
+    MPL_SYNC();
+    float sc[SDPA_TC_BC / 8][4]; /* the scores: 8 keys a fragment */
+    MPL_UNROLL for (int j = 0; j < SDPA_TC_BC / 8; j++) sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
+    MPL_UNROLL for (int c = 0; c < HS / 16; c++) {
+      MPL_UNROLL for (int j = 0; j < SDPA_TC_BC / 8; j++) {
+        const unsigned short *kr = &ks[j * 8 + g][c * 16 + 2 * tg];
+        unsigned kf[2] = {mpl_tc_ld2(kr), mpl_tc_ld2(kr + 8)};
+        mpl_mma_bf16(sc[j], qa[c], kf);
+      }
+    }
+    float mx0 = m0, mx1 = m1;
+    MPL_UNROLL for (int j = 0; j < SDPA_TC_BC / 8; j++) {
+      MPL_UNROLL for (int i = 0; i < 4; i++) {
+        long long key = k0 + j * 8 + 2 * tg + (i & 1), row = i < 2 ? r0 : r1;
+        float x = sc[j][i] * scale;
+        if (key >= k0 + nk || (causal && key > row)) x = -MPL_INF;
+        sc[j][i] = x;
+        if (i < 2) mx0 = mpl_tc_max(mx0, x);
+        else mx1 = mpl_tc_max(mx1, x);
+      }
+    }
+    mx0 = mpl_tc_max(mx0, MPL_SHFL_XOR(mx0, 1));
+    mx0 = mpl_tc_max(mx0, MPL_SHFL_XOR(mx0, 2));
+    mx1 = mpl_tc_max(mx1, MPL_SHFL_XOR(mx1, 1));
+    mx1 = mpl_tc_max(mx1, MPL_SHFL_XOR(mx1, 2));
+    float a0 = m0 == -MPL_INF ? 0.0f : expf(m0 - mx0), a1 = m1 == -MPL_INF ? 0.0f : expf(m1 - mx1);
+    float s0 = 0.0f, s1 = 0.0f;
+    MPL_UNROLL for (int j = 0; j < SDPA_TC_BC / 8; j++) {
+      MPL_UNROLL for (int i = 0; i < 4; i++) {
+        float mx = i < 2 ? mx0 : mx1, p = mx == -MPL_INF ? 0.0f : expf(sc[j][i] - mx);
+        if (i < 2) s0 += p;
+        else s1 += p;
+        sc[j][i] = p;
+      }
+    }
+    s0 += MPL_SHFL_XOR(s0, 1);
+    s0 += MPL_SHFL_XOR(s0, 2);
+    s1 += MPL_SHFL_XOR(s1, 1);
+    s1 += MPL_SHFL_XOR(s1, 2);
+    l0 = l0 * a0 + s0, l1 = l1 * a1 + s1;
+    m0 = mx0, m1 = mx1;
+    MPL_UNROLL for (int j = 0; j < HV / 8; j++) o[j][0] *= a0, o[j][1] *= a0, o[j][2] *= a1, o[j][3] *= a1;
+    MPL_UNROLL for (int c = 0; c < SDPA_TC_BC / 16; c++) {
+      /* keys c*16 .. c*16+15: score fragments 2c (its first 8) and 2c+1, rounded to bf16 */
+      unsigned pa[4] = {mpl_tc_pack(sc[2 * c][0], sc[2 * c][1]), mpl_tc_pack(sc[2 * c][2], sc[2 * c][3]),
+                        mpl_tc_pack(sc[2 * c + 1][0], sc[2 * c + 1][1]), mpl_tc_pack(sc[2 * c + 1][2], sc[2 * c + 1][3])};
+      MPL_UNROLL for (int j = 0; j < HV / 8; j++) {
+        int col = j * 8 + g, kr = c * 16 + 2 * tg;
+        unsigned vf[2] = {(unsigned)vs[kr][col] | (unsigned)vs[kr + 1][col] << 16,
+                          (unsigned)vs[kr + 8][col] | (unsigned)vs[kr + 9][col] << 16};
+        mpl_mma_bf16(o[j], pa, vf);
+      }
+    }
+  }
+  MPL_UNROLL for (int j = 0; j < HV / 8; j++) {
+    int col = j * 8 + 2 * tg;
+    if (r0 < T) out[(base + r0) * HV + col] = o[j][0] / l0, out[(base + r0) * HV + col + 1] = o[j][1] / l0;
+    if (r1 < T) out[(base + r1) * HV + col] = o[j][2] / l1, out[(base + r1) * HV + col + 1] = o[j][3] / l1;
+  }
+  if (tg == 0 && r0 < T) lse[base + r0] = m0 + logf(l0);
+  if (tg == 0 && r1 < T) lse[base + r1] = m1 + logf(l1);
+}
+#endif

@@ -42,6 +42,53 @@ static inline float __uint_as_float(unsigned u) {
   return f;
 }
 
+/* Warp-wide operations, for kernels whose every thread of the block reaches each of them
+ * (the block's barrier stands in for the warp's convergence): a thread posts its operands,
+ * all wait, each reads its warp's, all wait again. At most 1024 threads a block. */
+enum { HOST_MAX_THREADS = 1024 };
+static float host_xchg_f[HOST_MAX_THREADS];
+static unsigned host_xchg_a[HOST_MAX_THREADS][4], host_xchg_b[HOST_MAX_THREADS][2];
+
+/* __shfl_xor_sync: lane ^ m's value */
+static inline float host_shfl_xor(float v, int m) {
+  host_xchg_f[threadIdx.x] = v;
+  pthread_barrier_wait(&host_bar);
+  float r = host_xchg_f[threadIdx.x ^ (unsigned)m];
+  pthread_barrier_wait(&host_bar);
+  return r;
+}
+#define MPL_SHFL_XOR(v, m) host_shfl_xor((v), (m))
+
+/* mma.sync.m16n8k16.row.col.f32.bf16.bf16.f32, d += a b, written from the PTX ISA's
+ * fragment layouts (groupID = lane >> 2, threadID_in_group = lane % 4; two bf16 a register,
+ * the first element low): A's register r holds row groupID + 8 (r & 1), columns
+ * 2 threadID_in_group + {0, 1} + 8 (r >> 1); B's register r rows (k) 2 threadID_in_group +
+ * {0, 1} + 8 r of column groupID; D's element i row groupID + 8 (i >> 1), column
+ * 2 threadID_in_group + (i & 1). Each element's 16 products summed in order, in double. */
+static inline float host_bf16_at(unsigned reg, int hi) { return __uint_as_float((hi ? reg >> 16 : reg & 0xFFFFu) << 16); }
+static inline void mpl_mma_bf16(float d[4], const unsigned a[4], const unsigned b[2]) {
+  unsigned me = threadIdx.x, w0 = me & ~31u;
+  memcpy(host_xchg_a[me], a, sizeof host_xchg_a[me]);
+  memcpy(host_xchg_b[me], b, sizeof host_xchg_b[me]);
+  pthread_barrier_wait(&host_bar);
+  float A[16][16], B[16][8];
+  for (unsigned l = 0; l < 32; l++) {
+    unsigned gid = l >> 2, tid = l & 3;
+    for (int r = 0; r < 4; r++)
+      for (int e = 0; e < 2; e++) A[gid + 8 * (r & 1)][2 * tid + e + 8 * (r >> 1)] = host_bf16_at(host_xchg_a[w0 + l][r], e);
+    for (int r = 0; r < 2; r++)
+      for (int e = 0; e < 2; e++) B[2 * tid + e + 8 * r][gid] = host_bf16_at(host_xchg_b[w0 + l][r], e);
+  }
+  pthread_barrier_wait(&host_bar);
+  unsigned gid = (me & 31) >> 2, tid = me & 3;
+  for (int i = 0; i < 4; i++) {
+    int row = (int)gid + 8 * (i >> 1), col = 2 * (int)tid + (i & 1);
+    double acc = d[i];
+    for (int kk = 0; kk < 16; kk++) acc += (double)A[row][kk] * B[kk][col];
+    d[i] = (float)acc;
+  }
+}
+
 typedef struct HostThread {
   void (*body)(void *);
   void *ctx;

@@ -90,16 +90,61 @@
 #define mpl_sdpa_fwd small16_fwd
 #define mpl_sdpa_bwd_q small16_bwd_q
 #define mpl_sdpa_bwd_kv small16_bwd_kv
+#define mpl_sdpa_fwd_tc small16_fwd_tc
+#define mpl_tc_ld2 small16_tc_ld2
+#define mpl_tc_pack small16_tc_pack
+#define mpl_tc_max small16_tc_max
 #define MPL_SDPA_HS 16
 #define MPL_SDPA_HV 8
 #define MPL_SDPA_IN16
+#include "runtime/cuda/sdpa.cu"
+#undef mpl_sdpa_bf16
+#undef mpl_sdpa_seen
+#undef mpl_sdpa_keys
+#undef mpl_sdpa_stage
+#undef mpl_sdpa_fwd
+#undef mpl_sdpa_bwd_q
+#undef mpl_sdpa_bwd_kv
+#undef mpl_sdpa_fwd_tc
+#undef mpl_tc_ld2
+#undef mpl_tc_pack
+#undef mpl_tc_max
+#undef MPL_SDPA_HS
+#undef MPL_SDPA_HV
+#undef HS
+#undef HV
+#undef SDPA_BR
+#undef SDPA_BC
+#undef sdpa_in
+#undef SDPA_LD
+#undef SDPA_TC_WARPS
+#undef SDPA_TC_BR
+#undef SDPA_TC_BC
+#undef SDPA_TC_KP
+#undef SDPA_TC_VP
+
+/* bf16 inputs at head sizes 32 and 24: the tensor-core forward over two k chunks and three
+   output fragments (the small build above has it too, at 16 and 8) */
+#define mpl_sdpa_bf16 mid16_bf16
+#define mpl_sdpa_seen mid16_seen
+#define mpl_sdpa_keys mid16_keys
+#define mpl_sdpa_stage mid16_stage
+#define mpl_sdpa_fwd mid16_fwd
+#define mpl_sdpa_bwd_q mid16_bwd_q
+#define mpl_sdpa_bwd_kv mid16_bwd_kv
+#define mpl_sdpa_fwd_tc mid16_fwd_tc
+#define mpl_tc_ld2 mid16_tc_ld2
+#define mpl_tc_pack mid16_tc_pack
+#define mpl_tc_max mid16_tc_max
+#define MPL_SDPA_HS 32
+#define MPL_SDPA_HV 24
 #include "runtime/cuda/sdpa.cu"
 #define CU_BR SDPA_BR
 
 typedef struct SdpaLaunch {
   const MplSdpa *a;
-  int which; /* 0 forward, 1 dq, 2 dk and dv */
-  int big;
+  int which; /* 0 forward, 1 dq, 2 dk and dv, 3 the tensor-core forward (bf16 inputs) */
+  int big;   /* 0 small, 1 big; for which 3: 0 small16, 1 mid16 */
 } SdpaLaunch;
 
 static void run_kernel(void *ctx) {
@@ -108,12 +153,19 @@ static void run_kernel(void *ctx) {
   long long T = a->T, S = a->S;
   int H = (int)a->H, Hkv = (int)a->Hkv, causal = a->causal, bf16 = a->bf16;
   float sc = a->scale;
-  if (a->in16) { /* the small kernels with bf16 inputs */
-    if (L->which == 0) small16_fwd(a->q16, a->k16, a->v16, a->out, a->lse, T, S, H, Hkv, sc, causal, bf16);
+  if (L->which == 3) {
+    (L->big ? mid16_fwd_tc : small16_fwd_tc)(a->q16, a->k16, a->v16, a->out, a->lse, T, S, H, Hkv, sc, causal);
+    return;
+  }
+  if (a->in16) { /* the small (or, big set, the mid) kernels with bf16 inputs */
+    if (L->which == 0)
+      (L->big ? mid16_fwd : small16_fwd)(a->q16, a->k16, a->v16, a->out, a->lse, T, S, H, Hkv, sc, causal, bf16);
     else if (L->which == 1)
-      small16_bwd_q(a->q16, a->k16, a->v16, a->out16, a->lse, a->dout16, a->dq, T, S, H, Hkv, sc, causal, bf16);
+      (L->big ? mid16_bwd_q : small16_bwd_q)(a->q16, a->k16, a->v16, a->out16, a->lse, a->dout16, a->dq, T, S, H, Hkv, sc,
+                                             causal, bf16);
     else
-      small16_bwd_kv(a->q16, a->k16, a->v16, a->out16, a->lse, a->dout16, a->dk, a->dv, T, S, H, Hkv, sc, causal, bf16);
+      (L->big ? mid16_bwd_kv : small16_bwd_kv)(a->q16, a->k16, a->v16, a->out16, a->lse, a->dout16, a->dk, a->dv, T, S, H,
+                                               Hkv, sc, causal, bf16);
     return;
   }
   if (L->which == 0)
@@ -130,7 +182,8 @@ static void run_kernel(void *ctx) {
 static void host_launch(const MplSdpa *a, int which, int big) {
   long long rows = which == 2 ? a->S : a->T, heads = which == 2 ? a->Hkv : a->H;
   SdpaLaunch L = {a, which, big};
-  host_launch_grid(a->B * heads * ((rows + CU_BR - 1) / CU_BR), CU_BR, run_kernel, &L);
+  /* the tensor-core forward: SDPA_TC_BR (= CU_BR) rows a block, two threads a row */
+  host_launch_grid(a->B * heads * ((rows + CU_BR - 1) / CU_BR), which == 3 ? 2 * CU_BR : CU_BR, run_kernel, &L);
 }
 
 /* ---- problems and the float64 reference ------------------------------------------------- */
@@ -386,6 +439,59 @@ START_TEST(test_bf16_inputs) {
 }
 END_TEST
 
+/* The tensor-core forward (mma.m16n8k16 through tests/unit/cuda_host.h's model of its
+ * fragments) against the float64 reference that rounds as the kernels do, over the tile
+ * edges of queries (64 a block), keys (64 a tile), k chunks (16) and output fragments (8):
+ * out within 2e-5 when the keys fit one tile, else 2^-8 (rounded against the running
+ * maximum), lse within 1e-5; and the CUDA-core kernel's out within the same bounds. */
+static const Case tc_cases[] = {
+    {2, 4, 2, 70, 70, 16, 8, true},   {1, 3, 1, 5, 40, 16, 8, true},   {1, 2, 2, 130, 9, 16, 8, true},
+    {1, 2, 2, 130, 9, 16, 8, false},  {2, 2, 1, 1, 33, 16, 8, false},  {1, 2, 1, 100, 150, 32, 24, true},
+    {2, 2, 2, 65, 129, 32, 24, false}, {1, 4, 1, 64, 64, 32, 24, true},
+};
+
+START_TEST(test_tensor_core_forward) {
+  const Case *c = &tc_cases[_i];
+  int mid = c->hs == 32;
+  float scale = 1.0f / sqrtf((float)c->hs);
+  Bufs x;
+  make(c, &x);
+  int64_t nq = c->B * c->H * c->T, nk = c->B * c->Hkv * c->S;
+  uint16_t *q16 = to_bf16(x.q, nq * c->hs), *k16 = to_bf16(x.k, nk * c->hs), *v16 = to_bf16(x.v, nk * c->hv);
+  uint16_t *dout16 = to_bf16(x.dout, nq * c->hv);
+  MplSdpa a = args_of(c, scale, true, &x);
+  a.in16 = true, a.q16 = q16, a.k16 = k16, a.v16 = v16, a.dout16 = dout16;
+  host_launch(&a, 3, mid);
+  reference(c, scale, &x, true);
+  double tol_out = c->S <= 64 ? 2e-5 : 1.0 / 256;
+  double eo = err_of(x.out, x.rout, nq * c->hv), el = err_of(x.lse, x.rlse, nq);
+  ck_assert_msg(eo <= tol_out && el <= 1e-5, "tensor cores: B%lld H%lld/%lld T%lld S%lld hs%lld hv%lld%s: out off by %g, lse by %g",
+                (long long)c->B, (long long)c->H, (long long)c->Hkv, (long long)c->T, (long long)c->S, (long long)c->hs,
+                (long long)c->hv, c->causal ? " causal" : "", eo, el);
+  /* the CUDA-core kernel with bf16 inputs, on the same inputs */
+  float *tc = malloc(sizeof(float) * (size_t)(nq * c->hv));
+  memcpy(tc, x.out, sizeof(float) * (size_t)(nq * c->hv));
+  host_launch(&a, 0, mid);
+  double d = 0;
+  for (int64_t i = 0; i < nq * c->hv; i++) d = fmax(d, fabs((double)tc[i] - x.out[i]));
+  /* (the CUDA-core kernel rounds against the maximum of key tiles of 32) */
+  ck_assert_msg(d <= (c->S <= 32 ? 2e-5 : 1.0 / 256), "tensor cores against the CUDA-core kernel: %g", d);
+  free(tc);
+  /* and its backward (bf16 inputs, the rounded out) against the reference */
+  uint16_t *out16 = to_bf16(x.out, nq * c->hv);
+  a.out16 = out16;
+  memset(x.rdq, 0, sizeof(double) * (size_t)(nq * c->hs)), memset(x.rdk, 0, sizeof(double) * (size_t)(nk * c->hs));
+  memset(x.rdv, 0, sizeof(double) * (size_t)(nk * c->hv));
+  reference(c, scale, &x, true);
+  host_launch(&a, 1, mid), host_launch(&a, 2, mid);
+  double e[3] = {err_of(x.dq, x.rdq, nq * c->hs), err_of(x.dk, x.rdk, nk * c->hs), err_of(x.dv, x.rdv, nk * c->hv)};
+  for (int i = 0; i < 3; i++) ck_assert_msg(e[i] <= 1e-4, "bf16 inputs, CUDA-core backward: d%s off by %g", "qkv" + i, e[i]);
+  free(out16);
+  free(q16), free(k16), free(v16), free(dout16);
+  unmake(&x);
+}
+END_TEST
+
 /* NVRTC compiles the kernels for sm_80 and sm_90 at the head sizes of GPT-2 (64), Llama
  * (128), the largest fused (256) and an odd pair, without a word in the log. */
 START_TEST(test_nvrtc_compiles_kernels) {
@@ -402,8 +508,12 @@ START_TEST(test_nvrtc_compiles_kernels) {
       ck_assert_msg(mpl_cuda_sdpa_compile(archs[a], heads[h][0], heads[h][1], in16, &ptx, log, sizeof log, &err) == MPL_OK,
                     "%s", err.msg);
       ck_assert_msg(log[0] == 0, "NVRTC said, for %s: %s", archs[a], log);
-      const char *const entries[] = {"mpl_sdpa_fwd", "mpl_sdpa_bwd_q", "mpl_sdpa_bwd_kv"};
-      for (int e = 0; e < 3; e++) {
+      const char *const entries[] = {"mpl_sdpa_fwd", "mpl_sdpa_bwd_q", "mpl_sdpa_bwd_kv", "mpl_sdpa_fwd_tc"};
+      /* the tensor-core forward: bf16 inputs at head sizes up to 128 (64 here) */
+      bool tc = in16 && heads[h][0] <= 128;
+      ck_assert_msg(tc || !strstr(ptx, ".entry mpl_sdpa_fwd_tc("), "a tensor-core forward where none belongs");
+      ck_assert_msg(!tc || strstr(ptx, "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"), "no mma.sync in the PTX");
+      for (int e = 0; e < (tc ? 4 : 3); e++) {
         char entry[64];
         snprintf(entry, sizeof entry, ".entry %s(", entries[e]);
         ck_assert_msg(strstr(ptx, entry) != NULL, "%s: no %s in the PTX", archs[a], entries[e]);
@@ -426,6 +536,7 @@ static Suite *sdpa_suite(void) {
   tcase_add_loop_test(tc, test_cpu_kernels, 0, n);
   tcase_add_loop_test(tc, test_cuda_kernels_on_host, 0, n);
   tcase_add_loop_test(tc, test_bf16_inputs, 0, n);
+  tcase_add_loop_test(tc, test_tensor_core_forward, 0, (int)(sizeof tc_cases / sizeof tc_cases[0]));
   tcase_add_test(tc, test_nvrtc_compiles_kernels);
   suite_add_tcase(s, tc);
   return s;
