@@ -101,7 +101,7 @@ typedef struct CudaDev {
     bool in16; /* compiled with MPL_SDPA_IN16: bf16 inputs */
     CUmodule mod;
     CUfunction fwd, bwd_q, bwd_kv;
-    CUfunction fwd_tc; /* the tensor-core forward (bf16 inputs), or NULL */
+    CUfunction fwd_tc, bwd_q_tc, bwd_kv_tc; /* on tensor cores (bf16 inputs), or NULL */
   } sdpa[8];
   int nsdpa;
   /* the fused cross-entropy's kernels (loaded on first use) and scratch (grown, kept) */

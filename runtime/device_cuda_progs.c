@@ -313,10 +313,14 @@ static const struct CudaSdpa *sdpa_kernels(CudaDev *cd, int hs, int hv, bool in1
   const char *const names[] = {"mpl_sdpa_fwd", "mpl_sdpa_bwd_q", "mpl_sdpa_bwd_kv"};
   CUfunction *const fns[] = {&k->fwd, &k->bwd_q, &k->bwd_kv};
   if (load_program(cd, ptx, &k->mod, "the fused attention's kernels", names, fns, 3, err) != MPL_OK) return NULL;
-  /* the tensor-core forward: compiled for bf16 inputs of head sizes it takes (sdpa.cu:
-     hs % 16 == 0, hv % 8 == 0, both <= 128) on sm_80 and later; else the CUDA-core one */
-  k->fwd_tc = NULL;
+  /* the tensor-core kernels: compiled for bf16 inputs of head sizes they take (sdpa.cu: the
+     forward hs % 16 == 0, hv % 8 == 0, both <= 128; the backward also hv % 16 == 0, both
+     <= 64) on sm_80 and later; else the CUDA-core ones */
+  k->fwd_tc = k->bwd_q_tc = k->bwd_kv_tc = NULL;
   if (in16 && cd->drv.get_function(&k->fwd_tc, k->mod, "mpl_sdpa_fwd_tc") != CUDA_SUCCESS) k->fwd_tc = NULL;
+  if (in16 && (cd->drv.get_function(&k->bwd_q_tc, k->mod, "mpl_sdpa_bwd_q_tc") != CUDA_SUCCESS ||
+               cd->drv.get_function(&k->bwd_kv_tc, k->mod, "mpl_sdpa_bwd_kv_tc") != CUDA_SUCCESS))
+    k->bwd_q_tc = k->bwd_kv_tc = NULL;
   k->hs = hs, k->hv = hv, k->in16 = in16;
   cd->nsdpa++;
   return k;
@@ -363,8 +367,13 @@ int cuda_sdpa_bwd(MplDevice *d, const MplSdpa *a, MplErr *err) {
   void *pkv[] = {&q,   &kk, &v,   &o,      (void *)&a->lse, &dout, (void *)&a->dk, (void *)&a->dv,
                  &T,   &S,  &H,   &Hkv,    &scale,          &causal, &bf16};
   cudev_prof_begin(cd, PROF_SDPA_BWD);
-  int st = cudev_launch(cd, k->bwd_q, sdpa_blocks(a->B, a->H, a->T), SDPA_THREADS, pq, err);
-  if (st == MPL_OK) st = cudev_launch(cd, k->bwd_kv, sdpa_blocks(a->B, a->Hkv, a->S), SDPA_THREADS, pkv, err);
+  /* on tensor cores: two threads a row (or key), the parameters but bf16 */
+  bool tc = k->bwd_q_tc && k->bwd_kv_tc;
+  int st = cudev_launch(cd, tc ? k->bwd_q_tc : k->bwd_q, sdpa_blocks(a->B, a->H, a->T), (tc ? 2 : 1) * SDPA_THREADS, pq,
+                        err);
+  if (st == MPL_OK)
+    st = cudev_launch(cd, tc ? k->bwd_kv_tc : k->bwd_kv, sdpa_blocks(a->B, a->Hkv, a->S), (tc ? 2 : 1) * SDPA_THREADS,
+                      pkv, err);
   cudev_prof_end(cd);
   return st;
 }

@@ -366,4 +366,207 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_fwd_tc(const unsigned short *__restrict_
   if (tg == 0 && r0 < T) lse[base + r0] = m0 + logf(l0);
   if (tg == 0 && r1 < T) lse[base + r1] = m1 + logf(l1);
 }
+
+#if HV % 16 == 0 && HS <= 64 && HV <= 64
+/* ---- the backward on tensor cores (bf16 inputs, head sizes up to 64) ------------------------
+ * mpl_sdpa_bwd_q and _kv's work, their products on tensor cores, their arithmetic per
+ * element the same (p = exp(s scale - lse), ds = p (dp - D), D = dout . out summed over the
+ * columns in order; p and ds rounded to bf16). dq: a warp per 16 query rows, over key tiles
+ * of SDPA_TC_BC staged as bf16; s = q k^T and dp = dout v^T in fragments, dq += ds k. dk and
+ * dv: a warp per 16 keys, over the query rows of every query head of its kv head in tiles
+ * of SDPA_TC_BR staged as bf16 (with their lse and D): s^T = k q^T and dp^T = v dout^T,
+ * dv += p^T dout and dk += ds^T q. Blocks as the forward's. */
+MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_q_tc(const unsigned short *__restrict__ q, const unsigned short *__restrict__ k,
+                                                 const unsigned short *__restrict__ v, const unsigned short *__restrict__ out,
+                                                 const float *__restrict__ lse, const unsigned short *__restrict__ dout,
+                                                 float *__restrict__ dq, long long T, long long S, int H, int Hkv,
+                                                 float scale, int causal) {
+  MPL_SHARED unsigned short ks[SDPA_TC_BC][SDPA_TC_KP];
+  MPL_SHARED unsigned short vs[SDPA_TC_BC][SDPA_TC_VP];
+  long long tiles = (T + SDPA_TC_BR - 1) / SDPA_TC_BR, bid = blockIdx.x;
+  long long tile = bid % tiles, bh = bid / tiles, b = bh / H;
+  int h = (int)(bh % H), t = (int)threadIdx.x, lane = t & 31, g = lane >> 2, tg = lane & 3;
+  long long kvh = b * Hkv + h / (H / Hkv), base = (b * H + h) * T;
+  long long r0 = tile * SDPA_TC_BR + (t >> 5) * 16 + g, r1 = r0 + 8;
+  const unsigned short *kb = k + kvh * S * HS, *vb = v + kvh * S * HV;
+  unsigned qa[HS / 16][4], da[HV / 16][4]; /* the warp's rows of q and of dout, as A fragments */
+  MPL_UNROLL for (int c = 0; c < HS / 16; c++) {
+    int d = c * 16 + 2 * tg;
+    qa[c][0] = r0 < T ? mpl_tc_ld2(q + (base + r0) * HS + d) : 0u;
+    qa[c][1] = r1 < T ? mpl_tc_ld2(q + (base + r1) * HS + d) : 0u;
+    qa[c][2] = r0 < T ? mpl_tc_ld2(q + (base + r0) * HS + d + 8) : 0u;
+    qa[c][3] = r1 < T ? mpl_tc_ld2(q + (base + r1) * HS + d + 8) : 0u;
+  }
+  MPL_UNROLL for (int c = 0; c < HV / 16; c++) {
+    int d = c * 16 + 2 * tg;
+    da[c][0] = r0 < T ? mpl_tc_ld2(dout + (base + r0) * HV + d) : 0u;
+    da[c][1] = r1 < T ? mpl_tc_ld2(dout + (base + r1) * HV + d) : 0u;
+    da[c][2] = r0 < T ? mpl_tc_ld2(dout + (base + r0) * HV + d + 8) : 0u;
+    da[c][3] = r1 < T ? mpl_tc_ld2(dout + (base + r1) * HV + d + 8) : 0u;
+  }
+  float D0 = 0.0f, D1 = 0.0f, L0 = r0 < T ? lse[base + r0] : 0.0f, L1 = r1 < T ? lse[base + r1] : 0.0f;
+  for (int c = 0; c < HV; c++) {
+    if (r0 < T) D0 += __uint_as_float((unsigned)dout[(base + r0) * HV + c] << 16) * __uint_as_float((unsigned)out[(base + r0) * HV + c] << 16);
+    if (r1 < T) D1 += __uint_as_float((unsigned)dout[(base + r1) * HV + c] << 16) * __uint_as_float((unsigned)out[(base + r1) * HV + c] << 16);
+  }
+  float acc[HS / 8][4];
+  MPL_UNROLL for (int j = 0; j < HS / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+  long long keys = causal && (tile + 1) * SDPA_TC_BR < S ? (tile + 1) * SDPA_TC_BR : S;
+  for (long long k0 = 0; k0 < keys; k0 += SDPA_TC_BC) {
+    int nk = keys - k0 < SDPA_TC_BC ? (int)(keys - k0) : SDPA_TC_BC;
+    MPL_SYNC();
+    for (int e = t; e < SDPA_TC_BC * HS; e += SDPA_TC_WARPS * 32)
+      ks[e / HS][e % HS] = e / HS < nk ? kb[(k0 + e / HS) * HS + e % HS] : (unsigned short)0;
+    for (int e = t; e < SDPA_TC_BC * HV; e += SDPA_TC_WARPS * 32)
+      vs[e / HV][e % HV] = e / HV < nk ? vb[(k0 + e / HV) * HV + e % HV] : (unsigned short)0;
+    MPL_SYNC();
+    float sc[SDPA_TC_BC / 8][4], dp[SDPA_TC_BC / 8][4];
+    MPL_UNROLL for (int j = 0; j < SDPA_TC_BC / 8; j++) {
+      sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
+      dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.0f;
+    }
+    MPL_UNROLL for (int j = 0; j < SDPA_TC_BC / 8; j++) {
+      MPL_UNROLL for (int c = 0; c < HS / 16; c++) {
+        unsigned kf[2] = {mpl_tc_ld2(&ks[j * 8 + g][c * 16 + 2 * tg]), mpl_tc_ld2(&ks[j * 8 + g][c * 16 + 2 * tg + 8])};
+        mpl_mma_bf16(sc[j], qa[c], kf);
+      }
+      MPL_UNROLL for (int c = 0; c < HV / 16; c++) {
+        unsigned vf[2] = {mpl_tc_ld2(&vs[j * 8 + g][c * 16 + 2 * tg]), mpl_tc_ld2(&vs[j * 8 + g][c * 16 + 2 * tg + 8])};
+        mpl_mma_bf16(dp[j], da[c], vf);
+      }
+    }
+    MPL_UNROLL for (int j = 0; j < SDPA_TC_BC / 8; j++) {
+      MPL_UNROLL for (int i = 0; i < 4; i++) {
+        long long key = k0 + j * 8 + 2 * tg + (i & 1), row = i < 2 ? r0 : r1;
+        int dead = key >= k0 + nk || (causal && key > row) || row >= T;
+        float p = dead ? 0.0f : expf(sc[j][i] * scale - (i < 2 ? L0 : L1));
+        sc[j][i] = dead ? 0.0f : p * (dp[j][i] - (i < 2 ? D0 : D1)); /* ds, rounded as it is packed */
+      }
+    }
+    MPL_UNROLL for (int c = 0; c < SDPA_TC_BC / 16; c++) {
+      unsigned sa[4] = {mpl_tc_pack(sc[2 * c][0], sc[2 * c][1]), mpl_tc_pack(sc[2 * c][2], sc[2 * c][3]),
+                        mpl_tc_pack(sc[2 * c + 1][0], sc[2 * c + 1][1]), mpl_tc_pack(sc[2 * c + 1][2], sc[2 * c + 1][3])};
+      MPL_UNROLL for (int j = 0; j < HS / 8; j++) {
+        int col = j * 8 + g, kr = c * 16 + 2 * tg;
+        unsigned kf[2] = {(unsigned)ks[kr][col] | (unsigned)ks[kr + 1][col] << 16,
+                          (unsigned)ks[kr + 8][col] | (unsigned)ks[kr + 9][col] << 16};
+        mpl_mma_bf16(acc[j], sa, kf);
+      }
+    }
+  }
+  MPL_UNROLL for (int j = 0; j < HS / 8; j++) {
+    int col = j * 8 + 2 * tg;
+    if (r0 < T) dq[(base + r0) * HS + col] = acc[j][0] * scale, dq[(base + r0) * HS + col + 1] = acc[j][1] * scale;
+    if (r1 < T) dq[(base + r1) * HS + col] = acc[j][2] * scale, dq[(base + r1) * HS + col + 1] = acc[j][3] * scale;
+  }
+}
+
+MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_kv_tc(const unsigned short *__restrict__ q, const unsigned short *__restrict__ k,
+                                                  const unsigned short *__restrict__ v, const unsigned short *__restrict__ out,
+                                                  const float *__restrict__ lse, const unsigned short *__restrict__ dout,
+                                                  float *__restrict__ dk, float *__restrict__ dv, long long T, long long S,
+                                                  int H, int Hkv, float scale, int causal) {
+  MPL_SHARED unsigned short qs[SDPA_TC_BR][SDPA_TC_KP];
+  MPL_SHARED unsigned short dos[SDPA_TC_BR][SDPA_TC_VP];
+  MPL_SHARED float Ls[SDPA_TC_BR], Ds[SDPA_TC_BR];
+  long long tiles = (S + SDPA_TC_BR - 1) / SDPA_TC_BR, bid = blockIdx.x;
+  long long tile = bid % tiles, bk = bid / tiles, b = bk / Hkv;
+  int kh = (int)(bk % Hkv), t = (int)threadIdx.x, lane = t & 31, g = lane >> 2, tg = lane & 3, G = H / Hkv;
+  long long kbase = (b * Hkv + kh) * S;
+  long long j0 = tile * SDPA_TC_BR + (t >> 5) * 16 + g, j1 = j0 + 8; /* this thread's keys */
+  unsigned ka[HS / 16][4], va[HV / 16][4]; /* the warp's 16 keys of k and v, as A fragments */
+  MPL_UNROLL for (int c = 0; c < HS / 16; c++) {
+    int d = c * 16 + 2 * tg;
+    ka[c][0] = j0 < S ? mpl_tc_ld2(k + (kbase + j0) * HS + d) : 0u;
+    ka[c][1] = j1 < S ? mpl_tc_ld2(k + (kbase + j1) * HS + d) : 0u;
+    ka[c][2] = j0 < S ? mpl_tc_ld2(k + (kbase + j0) * HS + d + 8) : 0u;
+    ka[c][3] = j1 < S ? mpl_tc_ld2(k + (kbase + j1) * HS + d + 8) : 0u;
+  }
+  MPL_UNROLL for (int c = 0; c < HV / 16; c++) {
+    int d = c * 16 + 2 * tg;
+    va[c][0] = j0 < S ? mpl_tc_ld2(v + (kbase + j0) * HV + d) : 0u;
+    va[c][1] = j1 < S ? mpl_tc_ld2(v + (kbase + j1) * HV + d) : 0u;
+    va[c][2] = j0 < S ? mpl_tc_ld2(v + (kbase + j0) * HV + d + 8) : 0u;
+    va[c][3] = j1 < S ? mpl_tc_ld2(v + (kbase + j1) * HV + d + 8) : 0u;
+  }
+  float gk[HS / 8][4], gv[HV / 8][4];
+  MPL_UNROLL for (int j = 0; j < HS / 8; j++) gk[j][0] = gk[j][1] = gk[j][2] = gk[j][3] = 0.0f;
+  MPL_UNROLL for (int j = 0; j < HV / 8; j++) gv[j][0] = gv[j][1] = gv[j][2] = gv[j][3] = 0.0f;
+  long long first = causal ? tile * SDPA_TC_BR : 0; /* earlier queries see none of these keys */
+  for (int gh = 0; gh < G; gh++) {
+    long long row0 = (b * H + (long long)kh * G + gh) * T;
+    for (long long q0 = first; q0 < T; q0 += SDPA_TC_BR) {
+      int nq = T - q0 < SDPA_TC_BR ? (int)(T - q0) : SDPA_TC_BR;
+      MPL_SYNC();
+      for (int e = t; e < SDPA_TC_BR * HS; e += SDPA_TC_WARPS * 32)
+        qs[e / HS][e % HS] = e / HS < nq ? q[(row0 + q0 + e / HS) * HS + e % HS] : (unsigned short)0;
+      for (int e = t; e < SDPA_TC_BR * HV; e += SDPA_TC_WARPS * 32)
+        dos[e / HV][e % HV] = e / HV < nq ? dout[(row0 + q0 + e / HV) * HV + e % HV] : (unsigned short)0;
+      if (t < SDPA_TC_BR) {
+        float D = 0.0f;
+        if (t < nq)
+          for (int c = 0; c < HV; c++)
+            D += __uint_as_float((unsigned)dout[(row0 + q0 + t) * HV + c] << 16) *
+                 __uint_as_float((unsigned)out[(row0 + q0 + t) * HV + c] << 16);
+        Ds[t] = D;
+        Ls[t] = t < nq ? lse[row0 + q0 + t] : 0.0f;
+      }
+      MPL_SYNC();
+      float st[SDPA_TC_BR / 8][4], dpt[SDPA_TC_BR / 8][4]; /* s^T and dp^T: 8 queries a fragment */
+      MPL_UNROLL for (int j = 0; j < SDPA_TC_BR / 8; j++) {
+        st[j][0] = st[j][1] = st[j][2] = st[j][3] = 0.0f;
+        dpt[j][0] = dpt[j][1] = dpt[j][2] = dpt[j][3] = 0.0f;
+        MPL_UNROLL for (int c = 0; c < HS / 16; c++) {
+          unsigned qf[2] = {mpl_tc_ld2(&qs[j * 8 + g][c * 16 + 2 * tg]), mpl_tc_ld2(&qs[j * 8 + g][c * 16 + 2 * tg + 8])};
+          mpl_mma_bf16(st[j], ka[c], qf);
+        }
+        MPL_UNROLL for (int c = 0; c < HV / 16; c++) {
+          unsigned of[2] = {mpl_tc_ld2(&dos[j * 8 + g][c * 16 + 2 * tg]), mpl_tc_ld2(&dos[j * 8 + g][c * 16 + 2 * tg + 8])};
+          mpl_mma_bf16(dpt[j], va[c], of);
+        }
+      }
+      MPL_UNROLL for (int j = 0; j < SDPA_TC_BR / 8; j++) {
+        MPL_UNROLL for (int i = 0; i < 4; i++) {
+          int r = j * 8 + 2 * tg + (i & 1);
+          long long qi = q0 + r, key = i < 2 ? j0 : j1;
+          int dead = r >= nq || key >= S || (causal && key > qi);
+          float p = dead ? 0.0f : expf(st[j][i] * scale - Ls[r]);
+          float ds = dead ? 0.0f : p * (dpt[j][i] - Ds[r]);
+          st[j][i] = p, dpt[j][i] = ds; /* both rounded as they are packed */
+        }
+      }
+      MPL_UNROLL for (int c = 0; c < SDPA_TC_BR / 16; c++) {
+        unsigned pa[4] = {mpl_tc_pack(st[2 * c][0], st[2 * c][1]), mpl_tc_pack(st[2 * c][2], st[2 * c][3]),
+                          mpl_tc_pack(st[2 * c + 1][0], st[2 * c + 1][1]), mpl_tc_pack(st[2 * c + 1][2], st[2 * c + 1][3])};
+        unsigned sa[4] = {mpl_tc_pack(dpt[2 * c][0], dpt[2 * c][1]), mpl_tc_pack(dpt[2 * c][2], dpt[2 * c][3]),
+                          mpl_tc_pack(dpt[2 * c + 1][0], dpt[2 * c + 1][1]),
+                          mpl_tc_pack(dpt[2 * c + 1][2], dpt[2 * c + 1][3])};
+        int kr = c * 16 + 2 * tg;
+        MPL_UNROLL for (int j = 0; j < HV / 8; j++) {
+          int col = j * 8 + g;
+          unsigned of[2] = {(unsigned)dos[kr][col] | (unsigned)dos[kr + 1][col] << 16,
+                            (unsigned)dos[kr + 8][col] | (unsigned)dos[kr + 9][col] << 16};
+          mpl_mma_bf16(gv[j], pa, of);
+        }
+        MPL_UNROLL for (int j = 0; j < HS / 8; j++) {
+          int col = j * 8 + g;
+          unsigned qf[2] = {(unsigned)qs[kr][col] | (unsigned)qs[kr + 1][col] << 16,
+                            (unsigned)qs[kr + 8][col] | (unsigned)qs[kr + 9][col] << 16};
+          mpl_mma_bf16(gk[j], sa, qf);
+        }
+      }
+    }
+  }
+  MPL_UNROLL for (int j = 0; j < HS / 8; j++) {
+    int col = j * 8 + 2 * tg;
+    if (j0 < S) dk[(kbase + j0) * HS + col] = gk[j][0] * scale, dk[(kbase + j0) * HS + col + 1] = gk[j][1] * scale;
+    if (j1 < S) dk[(kbase + j1) * HS + col] = gk[j][2] * scale, dk[(kbase + j1) * HS + col + 1] = gk[j][3] * scale;
+  }
+  MPL_UNROLL for (int j = 0; j < HV / 8; j++) {
+    int col = j * 8 + 2 * tg;
+    if (j0 < S) dv[(kbase + j0) * HV + col] = gv[j][0], dv[(kbase + j0) * HV + col + 1] = gv[j][1];
+    if (j1 < S) dv[(kbase + j1) * HV + col] = gv[j][2], dv[(kbase + j1) * HV + col + 1] = gv[j][3];
+  }
+}
+#endif
 #endif

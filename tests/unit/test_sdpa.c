@@ -123,8 +123,9 @@
 #undef SDPA_TC_KP
 #undef SDPA_TC_VP
 
-/* bf16 inputs at head sizes 32 and 24: the tensor-core forward over two k chunks and three
-   output fragments (the small build above has it too, at 16 and 8) */
+/* bf16 inputs at head sizes 32 and 16: the tensor-core forward over two k chunks and two
+   output fragments (the small build above has it too, at 16 and 8), and the tensor-core
+   backward (which needs hv % 16 == 0) */
 #define mpl_sdpa_bf16 mid16_bf16
 #define mpl_sdpa_seen mid16_seen
 #define mpl_sdpa_keys mid16_keys
@@ -136,14 +137,16 @@
 #define mpl_tc_ld2 mid16_tc_ld2
 #define mpl_tc_pack mid16_tc_pack
 #define mpl_tc_max mid16_tc_max
+#define mpl_sdpa_bwd_q_tc mid16_bwd_q_tc
+#define mpl_sdpa_bwd_kv_tc mid16_bwd_kv_tc
 #define MPL_SDPA_HS 32
-#define MPL_SDPA_HV 24
+#define MPL_SDPA_HV 16
 #include "runtime/cuda/sdpa.cu"
 #define CU_BR SDPA_BR
 
 typedef struct SdpaLaunch {
   const MplSdpa *a;
-  int which; /* 0 forward, 1 dq, 2 dk and dv, 3 the tensor-core forward (bf16 inputs) */
+  int which; /* 0 forward, 1 dq, 2 dk and dv; 3, 4, 5 the same on tensor cores (bf16 inputs) */
   int big;   /* 0 small, 1 big; for which 3: 0 small16, 1 mid16 */
 } SdpaLaunch;
 
@@ -155,6 +158,14 @@ static void run_kernel(void *ctx) {
   float sc = a->scale;
   if (L->which == 3) {
     (L->big ? mid16_fwd_tc : small16_fwd_tc)(a->q16, a->k16, a->v16, a->out, a->lse, T, S, H, Hkv, sc, causal);
+    return;
+  }
+  if (L->which == 4) { /* the tensor-core backward: the mid build only */
+    mid16_bwd_q_tc(a->q16, a->k16, a->v16, a->out16, a->lse, a->dout16, a->dq, T, S, H, Hkv, sc, causal);
+    return;
+  }
+  if (L->which == 5) {
+    mid16_bwd_kv_tc(a->q16, a->k16, a->v16, a->out16, a->lse, a->dout16, a->dk, a->dv, T, S, H, Hkv, sc, causal);
     return;
   }
   if (a->in16) { /* the small (or, big set, the mid) kernels with bf16 inputs */
@@ -180,10 +191,10 @@ static void run_kernel(void *ctx) {
 /* One launch on the grid device_cuda_progs.c gives it: CU_BR threads a block, a block per
  * (batch, head, tile of CU_BR rows). */
 static void host_launch(const MplSdpa *a, int which, int big) {
-  long long rows = which == 2 ? a->S : a->T, heads = which == 2 ? a->Hkv : a->H;
+  long long rows = which == 2 || which == 5 ? a->S : a->T, heads = which == 2 || which == 5 ? a->Hkv : a->H;
   SdpaLaunch L = {a, which, big};
   /* the tensor-core forward: SDPA_TC_BR (= CU_BR) rows a block, two threads a row */
-  host_launch_grid(a->B * heads * ((rows + CU_BR - 1) / CU_BR), which == 3 ? 2 * CU_BR : CU_BR, run_kernel, &L);
+  host_launch_grid(a->B * heads * ((rows + CU_BR - 1) / CU_BR), which >= 3 ? 2 * CU_BR : CU_BR, run_kernel, &L);
 }
 
 /* ---- problems and the float64 reference ------------------------------------------------- */
@@ -446,8 +457,8 @@ END_TEST
  * maximum), lse within 1e-5; and the CUDA-core kernel's out within the same bounds. */
 static const Case tc_cases[] = {
     {2, 4, 2, 70, 70, 16, 8, true},   {1, 3, 1, 5, 40, 16, 8, true},   {1, 2, 2, 130, 9, 16, 8, true},
-    {1, 2, 2, 130, 9, 16, 8, false},  {2, 2, 1, 1, 33, 16, 8, false},  {1, 2, 1, 100, 150, 32, 24, true},
-    {2, 2, 2, 65, 129, 32, 24, false}, {1, 4, 1, 64, 64, 32, 24, true},
+    {1, 2, 2, 130, 9, 16, 8, false},  {2, 2, 1, 1, 33, 16, 8, false},  {1, 2, 1, 100, 150, 32, 16, true},
+    {2, 2, 2, 65, 129, 32, 16, false}, {1, 4, 1, 64, 64, 32, 16, true},  {1, 2, 2, 130, 9, 32, 16, true},
 };
 
 START_TEST(test_tensor_core_forward) {
@@ -486,6 +497,16 @@ START_TEST(test_tensor_core_forward) {
   host_launch(&a, 1, mid), host_launch(&a, 2, mid);
   double e[3] = {err_of(x.dq, x.rdq, nq * c->hs), err_of(x.dk, x.rdk, nk * c->hs), err_of(x.dv, x.rdv, nk * c->hv)};
   for (int i = 0; i < 3; i++) ck_assert_msg(e[i] <= 1e-4, "bf16 inputs, CUDA-core backward: d%s off by %g", "qkv" + i, e[i]);
+  if (mid) { /* the tensor-core backward: the same bound */
+    memset(x.dq, 0x7f, sizeof(float) * (size_t)(nq * c->hs)), memset(x.dk, 0x7f, sizeof(float) * (size_t)(nk * c->hs));
+    memset(x.dv, 0x7f, sizeof(float) * (size_t)(nk * c->hv));
+    host_launch(&a, 4, 1), host_launch(&a, 5, 1);
+    double et[3] = {err_of(x.dq, x.rdq, nq * c->hs), err_of(x.dk, x.rdk, nk * c->hs), err_of(x.dv, x.rdv, nk * c->hv)};
+    for (int i = 0; i < 3; i++)
+      ck_assert_msg(et[i] <= 1e-4, "tensor-core backward: B%lld H%lld/%lld T%lld S%lld%s: d%s off by %g", (long long)c->B,
+                    (long long)c->H, (long long)c->Hkv, (long long)c->T, (long long)c->S, c->causal ? " causal" : "",
+                    "qkv" + i, et[i]);
+  }
   free(out16);
   free(q16), free(k16), free(v16), free(dout16);
   unmake(&x);
@@ -508,12 +529,13 @@ START_TEST(test_nvrtc_compiles_kernels) {
       ck_assert_msg(mpl_cuda_sdpa_compile(archs[a], heads[h][0], heads[h][1], in16, &ptx, log, sizeof log, &err) == MPL_OK,
                     "%s", err.msg);
       ck_assert_msg(log[0] == 0, "NVRTC said, for %s: %s", archs[a], log);
-      const char *const entries[] = {"mpl_sdpa_fwd", "mpl_sdpa_bwd_q", "mpl_sdpa_bwd_kv", "mpl_sdpa_fwd_tc"};
-      /* the tensor-core forward: bf16 inputs at head sizes up to 128 (64 here) */
-      bool tc = in16 && heads[h][0] <= 128;
+      const char *const entries[] = {"mpl_sdpa_fwd", "mpl_sdpa_bwd_q", "mpl_sdpa_bwd_kv", "mpl_sdpa_fwd_tc",
+                                     "mpl_sdpa_bwd_q_tc", "mpl_sdpa_bwd_kv_tc"};
+      /* on tensor cores: bf16 inputs at head sizes up to 64 (64 here), forward and backward */
+      bool tc = in16 && heads[h][0] <= 64;
       ck_assert_msg(tc || !strstr(ptx, ".entry mpl_sdpa_fwd_tc("), "a tensor-core forward where none belongs");
       ck_assert_msg(!tc || strstr(ptx, "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"), "no mma.sync in the PTX");
-      for (int e = 0; e < (tc ? 4 : 3); e++) {
+      for (int e = 0; e < (tc ? 6 : 3); e++) {
         char entry[64];
         snprintf(entry, sizeof entry, ".entry %s(", entries[e]);
         ck_assert_msg(strstr(ptx, entry) != NULL, "%s: no %s in the PTX", archs[a], entries[e]);
