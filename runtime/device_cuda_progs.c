@@ -317,9 +317,11 @@ static const struct CudaSdpa *sdpa_kernels(CudaDev *cd, int hs, int hv, bool in1
      forward hs % 16 == 0, hv % 8 == 0, both <= 128; the backward also hv % 16 == 0, both
      <= 64) on sm_80 and later; else the CUDA-core ones */
   k->fwd_tc = k->bwd_q_tc = k->bwd_kv_tc = NULL;
-  if (in16 && cd->drv.get_function(&k->fwd_tc, k->mod, "mpl_sdpa_fwd_tc") != CUDA_SUCCESS) k->fwd_tc = NULL;
-  if (in16 && (cd->drv.get_function(&k->bwd_q_tc, k->mod, "mpl_sdpa_bwd_q_tc") != CUDA_SUCCESS ||
-               cd->drv.get_function(&k->bwd_kv_tc, k->mod, "mpl_sdpa_bwd_kv_tc") != CUDA_SUCCESS))
+  const char *env = getenv("MPL_SDPA_TC"); /* MPL_SDPA_TC=0: the CUDA-core kernels only */
+  bool tc = in16 && !(env && !strcmp(env, "0"));
+  if (tc && cd->drv.get_function(&k->fwd_tc, k->mod, "mpl_sdpa_fwd_tc") != CUDA_SUCCESS) k->fwd_tc = NULL;
+  if (tc && (cd->drv.get_function(&k->bwd_q_tc, k->mod, "mpl_sdpa_bwd_q_tc") != CUDA_SUCCESS ||
+             cd->drv.get_function(&k->bwd_kv_tc, k->mod, "mpl_sdpa_bwd_kv_tc") != CUDA_SUCCESS))
     k->bwd_q_tc = k->bwd_kv_tc = NULL;
   k->hs = hs, k->hv = hv, k->in16 = in16;
   cd->nsdpa++;

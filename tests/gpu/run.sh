@@ -374,6 +374,13 @@ if timeout 120 "$MPLRUN" "$C/jobs/gpt_bf16.job" --devices cuda --steps 20 -q --m
 else
   bad bf16_gpu "mplrun: $(last_line "$LOGS/gpt_bf16_gpu.log" 3)"
 fi
+# the same with the attention on CUDA cores (MPL_SDPA_TC=0): where the line above fails and this
+# passes, the tensor-core attention kernels (sdpa.cu's *_tc) are what differ
+if MPL_SDPA_TC=0 timeout 120 "$MPLRUN" "$C/jobs/gpt_bf16.job" --devices cuda --steps 20 -q \
+     --metrics "$LOGS/gpt_bf16_gpu_cc.jsonl" < /dev/null > "$LOGS/gpt_bf16_gpu_cc.log" 2>&1 &&
+   "$PY" tests/tools/losscompare.py "$LOGS/gpt_bf16_gpu_cc.jsonl" "$C/ref/gpt_bf16_cpu.jsonl" 1e-3 > "$LOGS/gpt_bf16_cc.cmp" 2>&1
+then ok bf16_gpu_cuda_core_attn "$(last_line "$LOGS/gpt_bf16_cc.cmp")"
+else bad bf16_gpu_cuda_core_attn "$(last_line "$LOGS/gpt_bf16_gpu_cc.log" 2) $(last_line "$LOGS/gpt_bf16_cc.cmp")"; fi
 if timeout 120 "$MPLRUN" "$C/jobs/gpt_tf32.job" --devices cuda --steps 3 -q --save "$LOGS/gpt_tf32.safetensors" \
      < /dev/null > "$LOGS/gpt_tf32.log" 2>&1 &&
    "$PY" tests/gpu/compare.py "$C/ref/gpt_pp1_1f1b.safetensors" "$LOGS/gpt_tf32.safetensors" 1e-2 > "$LOGS/gpt_tf32.cmp" 2>&1; then
@@ -406,6 +413,13 @@ while IFS=$'\t' read -r prec job arena state; do
     mem=$(sed -n 's/^MPL_PROFILE device 0 memory: \([0-9]*\) bytes.*/\1/p' "$prof" | head -n 1)
   fi
   printf 'mpl\t%s\t%s\t%s\t%s\n' "$prec" "$ms" "$((arena + state))" "${mem:-nan}" >> "$G2"
+  if [ "$prec" = bf16 ]; then # the attention on CUDA cores: what the tensor-core kernels give
+    m="$LOGS/gpt2_mpl_bf16_cc.jsonl"
+    if MPL_SDPA_TC=0 timeout 300 "$MPLRUN" "$C/$job" --devices cuda --steps 10 -q --metrics "$m" < /dev/null \
+         > "$LOGS/gpt2_mpl_bf16_cc.log" 2>&1; then
+      ok gpt2_mpl_bf16_cuda_core_attn "median $(median_ms "$m") ms/step (tensor-core attention: $ms)"
+    else bad gpt2_mpl_bf16_cuda_core_attn "$(last_line "$LOGS/gpt2_mpl_bf16_cc.log" 2)"; fi
+  fi
 done < "$C/gpt2.tsv"
 for mode in fp32 tf32 bf16 bf16-compile; do
   tj="$LOGS/gpt2_torch_$mode.json" tms=nan tmem=nan
