@@ -66,7 +66,7 @@ OpCost cost_op(const Graph *g, const Op *op) {
   case OPC_M: c.flops = matmul_flops(g, op); break;
   case OPC_E: /* a bf16 rounding is bit operations: bytes, no floating-point work (flops per step stay
                  the products' and the f32 ops', as an MFU counts them) */
-    c.flops = op->kind == OP_GELU || op->kind == OP_GELU_GRAD ? 10 * n : op->kind == OP_ROUND_BF16 ? 0 : n;
+    c.flops = op->kind == OP_GELU || op->kind == OP_GELU_GRAD ? 10 * n : op->kind == OP_ROUND_BF16 || op->kind == OP_ROUND_F16 ? 0 : n;
     break;
   case OPC_R: c.flops = 4 * (double)shape_numel(&g->ops[op->in[0]]->shape); break;
   case OPC_N: case OPC_G:

@@ -302,12 +302,13 @@ static bool bcast_uniform(const Shape *x, const Shape *out, int from, bool *full
   return all1 || same;
 }
 
-/* A GEMM's precision (JobStep.prec): the job's, except that bf16 needs both operands to
- * hold bf16 values (precision.c rounded them), else the product is an f32 one. */
+/* A GEMM's precision (JobStep.prec): bf16 when both operands hold bf16 values (precision.c
+ * rounded them: precision = bf16, or a program's own bf16 tensors), else the job's, f32
+ * under precision = bf16. */
 static uint8_t gemm_prec(const Fuse *f, int a, int b) {
   PrecKind p = f->g->train.precision;
-  if (p == PREC_BF16 && !(prec_exact_bf16(f->g, a) && prec_exact_bf16(f->g, b))) return PREC_F32;
-  return (uint8_t)p;
+  if (prec_exact_bf16(f->g, a) && prec_exact_bf16(f->g, b)) return PREC_BF16;
+  return (uint8_t)(p == PREC_BF16 ? PREC_F32 : p);
 }
 
 /*
@@ -602,9 +603,9 @@ Program *fuse_program(Arena *a, Graph *g, const int *ops, int nops, KernelSet *k
 /* ---- the pass: every stage's programs ------------------------------------------------------------------ */
 
 /* The kernels compute in f32, i32 and bool; they load and store bf16 values that are
- * bf16 already (precision.c's roundings, stored in 2 bytes by prec_narrow) but do not
- * round a program's own bf16 or f16 arithmetic yet: such a program gets one located
- * diagnostic here instead of an abort. */
+ * bf16 already (precision.c's roundings, stored in 2 bytes by prec_narrow). A program's own
+ * bf16 and f16 ops are f32 ops by now (prec_lower_half): one left means a pass skipped
+ * that, and gets a located diagnostic instead of an abort. */
 static bool check_kernel_dtypes(Diag *d, const Graph *g) {
   for (int i = 0; i < g->nops; i++) {
     const Op *op = g->ops[i];

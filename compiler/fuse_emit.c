@@ -448,6 +448,31 @@ static int emit_round_bf16(Emit *e, int x) {
   return kb_un(b, KI_BITCAST, KT_F32, r);
 }
 
+/*
+ * x rounded to the nearest f16 value, ties to even, as an f32 (a program's own f16 tensors,
+ * precision.c's prec_lower_half). Normal f16 range: 13 low bits dropped as emit_round_bf16
+ * drops 16, u + 0xFFF + (u >> 13 & 1) masked; below 2^-14 the f16 spacing is 2^-24, so
+ * (|x| + 0.75) - 0.75 (0.75's f32 spacing is 2^-24; the emitters never contract or
+ * reassociate) rounds to it, x's sign put back (-0 stays -0); past 65504 (the rounded
+ * magnitude reaches 2^16) infinite, with x's sign; a NaN keeps its bits with the quiet bit set.
+ */
+static int emit_round_f16(Emit *e, int x) {
+  KBuilder *b = e->b;
+  int u = kb_un(b, KI_BITCAST, KT_I32, x), keep = kb_int(b, KT_I32, (int32_t)0xFFFFE000);
+  int lsb = kb_bin(b, KI_AND, KT_I32, kb_bin(b, KI_SHR, KT_I32, u, kb_int(b, KT_I32, 13)), kb_int(b, KT_I32, 1));
+  int sum = kb_bin(b, KI_ADD, KT_I32, kb_bin(b, KI_ADD, KT_I32, u, kb_int(b, KT_I32, 0xFFF)), lsb);
+  int normal = kb_un(b, KI_BITCAST, KT_F32, kb_bin(b, KI_AND, KT_I32, sum, keep));
+  int sign = kb_bin(b, KI_AND, KT_I32, u, kb_int(b, KT_I32, (int32_t)0x80000000));
+  int ax = kb_un(b, KI_ABS, KT_F32, x);
+  int sub = FB(e, KI_SUB, FB(e, KI_ADD, ax, F(e, 0.75f)), F(e, 0.75f)); /* |x| to a multiple of 2^-24 */
+  sub = kb_un(b, KI_BITCAST, KT_F32, kb_bin(b, KI_OR, KT_I32, kb_un(b, KI_BITCAST, KT_I32, sub), sign)); /* x's sign, -0 too */
+  int r = kb_select(b, CMP(e, KI_LT, ax, F(e, 0x1p-14f)), sub, normal);
+  int inf = kb_un(b, KI_BITCAST, KT_F32, kb_bin(b, KI_OR, KT_I32, sign, kb_int(b, KT_I32, 0x7F800000)));
+  r = kb_select(b, CMP(e, KI_GE, kb_un(b, KI_ABS, KT_F32, r), F(e, 65536.0f)), inf, r);
+  int nan = kb_un(b, KI_BITCAST, KT_F32, kb_bin(b, KI_OR, KT_I32, u, kb_int(b, KT_I32, 0x00400000)));
+  return kb_select(b, CMP(e, KI_NE, x, x), nan, r);
+}
+
 static int emit_unary(Emit *e, const Op *op, int x) {
   KType t = kt_of_dtype(op->dtype);
   switch (op->kind) {
@@ -474,6 +499,7 @@ static int emit_unary(Emit *e, const Op *op, int x) {
   case OP_FLOOR: return FU(e, KI_FLOOR, x);
   case OP_SILU: return FB(e, KI_DIV, x, FB(e, KI_ADD, F(e, 1.0f), FU(e, KI_EXP, FU(e, KI_NEG, x)))); /* PyTorch's */
   case OP_ROUND_BF16: return emit_round_bf16(e, x);
+  case OP_ROUND_F16: return emit_round_f16(e, x);
   default: die("fuse: %s is not unary", op_name(op->kind));
   }
 }

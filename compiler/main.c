@@ -315,11 +315,12 @@ int main(int argc, char **argv) {
   if (ad_backward(g, &diag) || diag.nerrors) return finish(&arena, 1);
   graph_verify(g);
 
-  /* 6. precision (precision.c), precision = bf16: every product's operands and result
-   *    rounded to bf16, the backward's products too (so after autodiff, and the roundings
-   *    need no gradient); before the partition, which cuts, stashes and recomputes them
-   *    like any op                                                               --emit=grad */
-  g = prec_apply(g);
+  /* 6. precision (precision.c): the program's own bf16 and f16 tensors computed in f32 and
+   *    rounded to their type after each op (the backward's ops too); then, precision = bf16,
+   *    every product's operands and result rounded to bf16, the backward's products too (so
+   *    after autodiff, and the roundings need no gradient); before the partition, which
+   *    cuts, stashes and recomputes them like any op                               --emit=grad */
+  g = prec_apply(prec_lower_half(g));
   if (o.emit == EMIT_GRAD) {
     ad_dump(stdout, g);
     return finish(&arena, 0);

@@ -134,7 +134,10 @@ bool shape_broadcast(const Shape *a, const Shape *b, Shape *out);
   X(ALLGATHER, 1, X)   /* axis, key = groups: gather the split input over the tp group */ \
   X(TP_ENTER, 1, X)    /* identity; its gradient is all-reduced over the tp group */ \
   X(TP_SLICE, 1, X)    /* axis, key = groups: this tp rank's part of a whole value */ \
-  X(REDUCE_SCATTER, 1, X) /* axis, key = groups: this tp rank's part of the sum of partial sums */
+  X(REDUCE_SCATTER, 1, X) /* axis, key = groups: this tp rank's part of the sum of partial sums */ \
+  /* half types (precision.c's prec_lower_half) */                              \
+  X(ROUND_F16, 1, E)   /* f32 -> f32: the nearest f16 value, ties to even; past 65504 infinite; \
+                          NaN stays NaN */
 
 typedef enum OpKind {
 #define X(name, nin, kind) OP_##name,
@@ -353,6 +356,11 @@ int bal_split_v(int nseg, const double *cost, const double *mem, int pp, const d
 Graph *prec_apply(Graph *g);
 /* Are v's values bf16 values (a ROUND_BF16, or a reshape, transpose, expand or slice of one)? */
 bool prec_exact_bf16(const Graph *g, int v);
+/* After autodiff, before prec_apply: a program's own bf16 and f16 tensors computed in f32, each
+ * op's result rounded to its type (ROUND_BF16, ROUND_F16), as PyTorch computes bf16 and f16
+ * tensors (f32 arithmetic, results rounded); params stay f32 (master weights) and are read
+ * rounded; their gradients are summed in f32. Without half types: g itself. */
+Graph *prec_lower_half(Graph *g);
 /* After the partition, precision = bf16: the roundings whose readers can all read bf16 (kernels,
  * products of two such values) stored as bf16 (their dtype, and their views', DT_BF16), the
  * others left f32. Returns how many values it narrowed. Other precisions: 0, nothing changed. */

@@ -212,6 +212,93 @@ Graph *prec_apply(Graph *old) {
   return p.g;
 }
 
+/* ---- the program's own half types (after autodiff) ----------------------------------------------
+ * A bf16 or f16 op becomes the same op in f32 and a rounding to its type that its readers read
+ * (one pass over the ops, copying them as prec_apply does). Leaves and values made where they
+ * are used (stage -1: params, inputs, constants) are rounded in each reader's context instead,
+ * once per (stage, pass), as prec_apply rounds a param. A gradient accumulator stays f32 (the
+ * sum of rounded gradients); ops that only move or select values (views, neg, abs) need no
+ * rounding. */
+
+static bool half(DType t) { return t == DT_BF16 || t == DT_F16; }
+
+static bool exact_in_kind(OpKind k) {
+  switch (k) {
+  case OP_RESHAPE: case OP_TRANSPOSE: case OP_EXPAND: case OP_SLICE: case OP_CONCAT: case OP_PAD:
+  case OP_NEG: case OP_ABS: case OP_PARAM_GRAD: return true;
+  default: return false;
+  }
+}
+
+typedef struct Half {
+  Prec p;          /* the copy (its memo: the rounding of a leaf per reader context) */
+  DType *type;     /* old id -> its half type (DT_F32 when none) */
+} Half;
+
+/* The rounding of new value v (a made-where-used value of half type t) for reader `user`. */
+static int half_rounded(Half *h, int v, DType t, const Op *user) {
+  Rounded *r = memo_find(&h->p, v, user);
+  if (r) return r->id;
+  Op *made = add_like(&h->p, t == DT_BF16 ? OP_ROUND_BF16 : OP_ROUND_F16, v, h->p.g->ops[v], user);
+  if (made->id >= h->p.cap) die("precision: half lowering past %d values", h->p.cap);
+  h->type[made->id] = DT_F32;
+  r = arena_alloc(h->p.g->arena, sizeof *r);
+  *r = (Rounded){user->stage, user->phase, user->recompute, made->id, h->p.memo[v]};
+  h->p.memo[v] = r;
+  return made->id;
+}
+
+Graph *prec_lower_half(Graph *old) {
+  int nhalf = 0;
+  for (int i = 0; i < old->nops; i++) nhalf += half(old->ops[i]->dtype);
+  if (!nhalf) return old;
+  Half h = {.p = {.old = old, .cap = old->nops + 2 * old->nops + 1}};
+  h.p.g = graph_new(old->arena);
+  Graph keep = *old;
+  *h.p.g = keep;
+  h.p.g->ops = NULL;
+  h.p.g->nops = h.p.g->cap = 0;
+  h.p.map = malloc(sizeof(int) * (size_t)old->nops + 1);
+  h.p.self = malloc(sizeof(int) * (size_t)old->nops + 1);
+  h.p.memo = calloc((size_t)h.p.cap, sizeof(Rounded *));
+  h.type = malloc(sizeof(DType) * ((size_t)h.p.cap + 1));
+  if (!h.p.map || !h.p.self || !h.p.memo || !h.type) die("out of memory");
+  for (int i = 0; i < old->nops; i++) {
+    const Op *src = old->ops[i];
+    Op user = *src; /* the context of the roundings it reads */
+    if (src->fwd_of >= 0) user.fwd_of = h.p.self[src->fwd_of];
+    int *in = src->nin ? malloc(sizeof(int) * (size_t)src->nin) : NULL;
+    if (src->nin && !in) die("out of memory");
+    for (int j = 0; j < src->nin; j++) {
+      int v = h.p.map[src->in[j]];
+      const Op *x = h.p.g->ops[v];
+      /* a made-where-used half value: rounded here, in this reader's context */
+      in[j] = x->stage < 0 && h.type[v] != DT_F32 ? half_rounded(&h, v, h.type[v], &user) : v;
+    }
+    Op *op = copy_op(&h.p, src, in);
+    free(in);
+    h.p.self[i] = op->id;
+    if (op->id >= h.p.cap) die("precision: half lowering past %d values", h.p.cap);
+    h.type[op->id] = DT_F32;
+    h.p.map[i] = op->id;
+    if (!half(src->dtype)) continue;
+    op->dtype = DT_F32;
+    if (exact_in_kind(src->kind)) continue;
+    if (op->stage < 0) { /* rounded where it is read */
+      h.type[op->id] = src->dtype;
+      continue;
+    }
+    Op *r = add_like(&h.p, src->dtype == DT_BF16 ? OP_ROUND_BF16 : OP_ROUND_F16, op->id, op, op);
+    if (r->id >= h.p.cap) die("precision: half lowering past %d values", h.p.cap);
+    h.type[r->id] = DT_F32;
+    h.p.map[i] = r->id;
+  }
+  h.p.g->loss = old->loss >= 0 ? h.p.map[old->loss] : -1;
+  free(h.p.map), free(h.p.self), free(h.p.memo), free(h.type);
+  graph_verify(h.p.g);
+  return h.p.g;
+}
+
 /* ---- bf16 storage (after the partition) ---------------------------------------------------------
  * A rounding holds bf16 values, so 2 bytes of each 4 are zero: it is stored as bf16 (DT_BF16: 2
  * bytes, widened to f32 where a kernel loads it) when every reader can read that. A class is a
@@ -260,8 +347,7 @@ static bool reader_ok(const Graph *g, const bool *wide, int v, const Op *u) {
 }
 
 int prec_narrow(struct Partition *p) {
-  Graph *g = p->g;
-  if (g->train.precision != PREC_BF16) return 0;
+  Graph *g = p->g; /* (roundings: precision = bf16's, or a program's own bf16 values) */
   int n = g->nops;
   bool *wide = calloc((size_t)n + 1, sizeof *wide);
   int *root = malloc(sizeof(int) * ((size_t)n + 1));

@@ -100,6 +100,17 @@ static double round_bf16(double x) {
   return fabs(r) >= 0x1p128 ? copysign(INFINITY, x) : r;
 }
 
+/* The nearest f16 value (11 significant bits, subnormals down to 2^-24), ties to even; past
+ * 65504 it is infinite; NaN stays NaN. */
+static double round_f16(double x) {
+  if (isnan(x) || isinf(x) || x == 0) return x;
+  int e;
+  frexp(x, &e); /* |x| in [2^(e-1), 2^e) */
+  int q = e - 11 > -24 ? e - 11 : -24; /* the spacing of f16 values near x */
+  double r = ldexp(nearbyint(ldexp(x, -q)), q);
+  return fabs(r) > 65504.0 ? copysign(INFINITY, x) : r;
+}
+
 static double ew_unary(const Op *op, double x) {
   switch (op->kind) {
   case OP_NEG: return -x;
@@ -121,6 +132,7 @@ static double ew_unary(const Op *op, double x) {
   case OP_FLOOR: return floor(x);
   case OP_SILU: return x / (1.0 + exp(-x));
   case OP_ROUND_BF16: return round_bf16(x);
+  case OP_ROUND_F16: return round_f16(x);
   default: die("refeval: %s is not unary elementwise", op_name(op->kind));
   }
 }

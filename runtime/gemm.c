@@ -227,7 +227,9 @@ int mpl_gemm_bf16s_batched(MplGemmBf16 *w, bool ta, bool tb, int64_t M, int64_t 
     return mpl_gemm_bf16s_batched(w, ta, tb, M * batch, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
   GemmBf16Fn fn = w->hw ? bf16_entry() : NULL;
   bool dense = lda == (ta ? M : K) && ldb == (tb ? K : N);
-  if (fn && dense) {
+  /* the same choice as for f32 arrays (bf16_pays: a rule on the shape), so a product's bits
+     do not depend on how its operands are stored (a value crossing stages stays f32) */
+  if (fn && dense && bf16_pays(M, N, K)) {
     for (int64_t i = 0; i < batch; i++) {
       if (fn(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A + i * sa, lda, B + i * sb, ldb, beta, C + i * sc, ldc) !=
           dnnl_success)

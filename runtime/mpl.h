@@ -358,9 +358,9 @@ int mpl_gemm_bf16_batched(MplGemmBf16 *w, bool ta, bool tb, int64_t M, int64_t N
                           const float *A, int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb,
                           float beta, float *C, int64_t ldc, int64_t sc, int64_t batch);
 /* The same product of operands stored as bf16 (2 bytes each: JobStep.in16): in bf16 units
- * where hw and the operands are dense, with nothing to convert; else widened to f32 (exactly)
- * and through mpl_gemm_f32_batched, bit for bit what mpl_gemm_bf16_batched gives for the
- * same values in f32 arrays without hw. */
+ * where mpl_gemm_bf16_batched would use them (hw, dense, a shape that pays), with nothing to
+ * convert; else widened to f32 (exactly) and through mpl_gemm_f32_batched: bit for bit what
+ * mpl_gemm_bf16_batched gives for the same values in f32 arrays. */
 int mpl_gemm_bf16s_batched(MplGemmBf16 *w, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                            const uint16_t *A, int64_t lda, int64_t sa, const uint16_t *B, int64_t ldb, int64_t sb,
                            float beta, float *C, int64_t ldc, int64_t sc, int64_t batch);

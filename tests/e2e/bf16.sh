@@ -13,7 +13,9 @@
 #    128, so that its products take the bf16 units) within 1e-3 relative, and the units
 #    were used where the CPU has them;
 #  - bf16 storage (the roundings in 2 bytes) trains to the bits of --no-bf16-storage under
-#    the f32 product, with a smaller planned arena.
+#    the f32 product, with a smaller planned arena;
+#  - a program's own bf16 and f16 tensors train like the program in f32 (within 1e-2, not
+#    equal), the same bits on one stage and two.
 cd "$(dirname "$0")/../.."
 source tests/tools/e2e_lib.sh
 
@@ -99,8 +101,9 @@ fi
 
 # ---- bf16 storage: 2 bytes a rounding, the same bits ------------------------------------------
 # The roundings (and views of them) that kernels, products and the fused attention read are
-# stored as bf16; --no-bf16-storage keeps them in f32. Widening is exact, so with the f32
-# product (MPL_CPU_BF16=0) both train to the same bits; the plan's arena is smaller.
+# stored as bf16; --no-bf16-storage keeps them in f32. Widening is exact and a product takes
+# the same path whatever its operands' storage, so both train to the same bits, with the CPU's
+# bf16 units where it has them; the plan's arena is smaller.
 for prog in "$gpt --mesh pp=2" "examples/llama.mpl"; do
   set -- $prog
   name=$(basename "$1" .mpl)
@@ -108,12 +111,30 @@ for prog in "$gpt --mesh pp=2" "examples/llama.mpl"; do
   a2=$(arena "$@"); a4=$(arena "$@" --no-bf16-storage)
   nb=$("$MPLC" "$@" --precision bf16 --emit=kernels | grep -c ': bf16 ')
   if "$MPLC" "$@" --precision bf16 -o "$tmp/s2.job" && "$MPLC" "$@" --precision bf16 --no-bf16-storage -o "$tmp/s4.job" &&
-     MPL_CPU_BF16=0 "$MPLRUN" "$tmp/s2.job" -q --threads 1 --steps 2 --save "$tmp/s2.st" > "$tmp/s2.log" 2>&1 &&
-     MPL_CPU_BF16=0 "$MPLRUN" "$tmp/s4.job" -q --threads 1 --steps 2 --save "$tmp/s4.st" > "$tmp/s4.log" 2>&1; then
+     "$MPLRUN" "$tmp/s2.job" -q --threads 1 --steps 2 --save "$tmp/s2.st" > "$tmp/s2.log" 2>&1 &&
+     "$MPLRUN" "$tmp/s4.job" -q --threads 1 --steps 2 --save "$tmp/s4.st" > "$tmp/s4.log" 2>&1; then
     if cmp -s "$tmp/s2.st" "$tmp/s4.st" && [ "$nb" -gt 0 ] && [ "$a2" -lt "$a4" ]; then
       ok "$name ($*): bf16 storage trains to the --no-bf16-storage params bit for bit; $nb kernel arguments bf16; arena $a2 < $a4 bytes (all ranks)"
     else bad "$name: bf16 storage: params $(cmp -s "$tmp/s2.st" "$tmp/s4.st" && echo same || echo differ), $nb bf16 arguments, arena $a2 vs $a4"; fi
   else bad "$name: bf16 storage against --no-bf16-storage: $(tail -n 3 "$tmp/s2.log" "$tmp/s4.log" 2>/dev/null)"; fi
 done
+
+# ---- a program's own bf16 and f16 tensors -------------------------------------------------------
+# tests/e2e/half_bf16.mpl and half_f16.mpl (every op computed in f32 and rounded to its type):
+# 20 steps within 1e-2 relative of the same program in f32 and not equal to it; one stage and
+# two give the same params bit for bit
+sed 's/bf16/f32/g' tests/e2e/half_bf16.mpl > "$tmp/half_f32.mpl"
+if compile_run hf32 "$tmp/half_f32.mpl" -- --threads 1 --steps 20 --metrics "$tmp/hf32.jsonl"; then
+  for t in bf16 f16; do
+    compile_run "h$t" tests/e2e/half_$t.mpl -- --threads 1 --steps 20 --metrics "$tmp/h$t.jsonl" --save "$tmp/h$t.st" || continue
+    if out=$("$PY" tests/tools/losscompare.py "$tmp/h$t.jsonl" "$tmp/hf32.jsonl" 1e-2) &&
+       ! "$PY" tests/tools/losscompare.py "$tmp/h$t.jsonl" "$tmp/hf32.jsonl" 1e-7 > /dev/null; then
+      ok "half_$t.mpl, 20 steps against the program in f32: $out"
+    else bad "half_$t.mpl against f32: $out"; fi
+    if compile_run "h${t}1" tests/e2e/half_$t.mpl --mesh pp=1 -- --threads 1 --steps 20 --save "$tmp/h${t}1.st" &&
+       cmp -s "$tmp/h$t.st" "$tmp/h${t}1.st"; then ok "half_$t.mpl: pp = 1 and pp = 2 give the same params bit for bit"
+    else bad "half_$t.mpl: pp = 1 and pp = 2 differ"; fi
+  done
+fi
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]

@@ -59,7 +59,7 @@ static void compile(Compiled *c, const char *path, const char *mesh_pp, const ch
   if (!no_fused_ce) g = ce_fuse(g);
   ck_assert_int_eq(bal_stages(&d, g, 0), 0);
   ck_assert_int_eq(ad_backward(g, &d), 0);
-  g = prec_apply(g);
+  g = prec_apply(prec_lower_half(g));
   g = remat_apply(g);
   part_join_backward(g);
   Partition *p = part_build(&d, g);
@@ -176,7 +176,9 @@ static void check_step(const char *path, const char *mesh_pp, const char *schedu
     }
     ref_free(g, vals);
   }
+  /* bf16 or f16 roundings: precision = bf16's, or the program's own half types */
   bool bf16 = job->train.precision == PREC_BF16;
+  for (int i = 0; i < g->nops; i++) bf16 |= g->ops[i]->kind == OP_ROUND_BF16 || g->ops[i]->kind == OP_ROUND_F16;
   double tol_grad = bf16 ? TOL_BF16_GRAD : 2e-4;
   if (getenv("MPL_REFSTEP_VERBOSE")) fprintf(stderr, "%s: loss %.7g, reference %.7g\n", path, loss_mpl, loss_ref);
   ck_assert_msg(fabs(loss_mpl - loss_ref) <= 1e-4 * fmax(1, fabs(loss_ref)), "%s: loss %.7g, reference %.7g", path,
@@ -222,11 +224,14 @@ START_TEST(test_gpt_pipelines) {
 }
 END_TEST
 
-/* precision = bf16: the reference rounds where the kernels do (ROUND_BF16 in float64) */
+/* precision = bf16: the reference rounds where the kernels do (ROUND_BF16 in float64); a
+ * program's own bf16 and f16 tensors (ROUND_BF16, ROUND_F16 after each op), two stages */
 START_TEST(test_bf16) {
   check_step("tests/e2e/bf16_mlp.mpl", NULL, NULL);
   check_step("tests/e2e/bf16_gpt.mpl", NULL, NULL);
   check_step("tests/e2e/bf16_gpt.mpl", "2", "1f1b");
+  check_step("tests/e2e/half_bf16.mpl", NULL, NULL);
+  check_step("tests/e2e/half_f16.mpl", NULL, NULL);
 }
 END_TEST
 
