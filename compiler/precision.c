@@ -232,7 +232,7 @@ static bool exact_in_kind(OpKind k) {
 
 typedef struct Half {
   Prec p;          /* the copy (its memo: the rounding of a leaf per reader context) */
-  DType *type;     /* old id -> its half type (DT_F32 when none) */
+  DType *type;     /* new id -> the half type its readers round it to (DT_F32: none, or rounded) */
 } Half;
 
 /* The rounding of new value v (a made-where-used value of half type t) for reader `user`. */

@@ -92,34 +92,38 @@ static inline void mpl_mma_bf16(float d[4], const unsigned a[4], const unsigned 
 typedef struct HostThread {
   void (*body)(void *);
   void *ctx;
-  unsigned block, thread, threads, blocks;
+  unsigned thread, threads, blocks;
 } HostThread;
 
+/* Thread `thread` of every block in turn: the block's body, then a barrier, so that the next
+ * block starts (and reuses the static __shared__ arrays) only when all of this one is done. */
 static void *host_thread(void *p) {
   HostThread *h = p;
   threadIdx = (HostDim3){h->thread, 0, 0};
-  blockIdx = (HostDim3){h->block, 0, 0};
   blockDim = (HostDim3){h->threads, 1, 1};
   gridDim = (HostDim3){h->blocks, 1, 1};
-  h->body(h->ctx);
+  for (unsigned b = 0; b < h->blocks; b++) {
+    blockIdx = (HostDim3){b, 0, 0};
+    h->body(h->ctx);
+    pthread_barrier_wait(&host_bar);
+  }
   return NULL;
 }
 
 /* One launch of `blocks` blocks of `threads` threads, each thread calling body(ctx) (which
- * calls the kernel): blocks one after another, a block's threads at once. */
+ * calls the kernel): blocks one after another, a block's threads at once (one set of
+ * threads for the whole grid). */
 static inline void host_launch_grid(long long blocks, unsigned threads, void (*body)(void *), void *ctx) {
   pthread_t *id = malloc(sizeof *id * threads);
   HostThread *th = malloc(sizeof *th * threads);
-  ck_assert(id && th);
-  for (long long b = 0; b < blocks; b++) {
-    ck_assert_int_eq(pthread_barrier_init(&host_bar, NULL, threads), 0);
-    for (unsigned t = 0; t < threads; t++) {
-      th[t] = (HostThread){body, ctx, (unsigned)b, t, threads, (unsigned)blocks};
-      ck_assert_int_eq(pthread_create(&id[t], NULL, host_thread, &th[t]), 0);
-    }
-    for (unsigned t = 0; t < threads; t++) pthread_join(id[t], NULL);
-    pthread_barrier_destroy(&host_bar);
+  ck_assert(id && th && blocks >= 0 && blocks <= 0xFFFFFFFFll);
+  ck_assert_int_eq(pthread_barrier_init(&host_bar, NULL, threads), 0);
+  for (unsigned t = 0; t < threads; t++) {
+    th[t] = (HostThread){body, ctx, t, threads, (unsigned)blocks};
+    ck_assert_int_eq(pthread_create(&id[t], NULL, host_thread, &th[t]), 0);
   }
+  for (unsigned t = 0; t < threads; t++) pthread_join(id[t], NULL);
+  pthread_barrier_destroy(&host_bar);
   free(id), free(th);
 }
 
