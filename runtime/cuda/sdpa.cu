@@ -273,6 +273,83 @@ MPL_DEV unsigned mpl_tc_pack(float lo, float hi) {
 
 MPL_DEV float mpl_tc_max(float a, float b) { return b > a || b != b ? b : a; }
 
+/* The A fragments (k chunks of 16 columns) of this thread's rows r0 (groupID) and r1
+ * (groupID + 8) of a row-major bf16 matrix of `width` columns at m; rows from n on are 0. */
+MPL_DEV void mpl_tc_rows_a(unsigned (*a)[4], int width, const unsigned short *m, long long r0, long long r1,
+                           long long n, int tg) {
+  MPL_UNROLL for (int c = 0; c < width / 16; c++) {
+    int d = c * 16 + 2 * tg;
+    a[c][0] = r0 < n ? mpl_tc_ld2(m + r0 * width + d) : 0u;
+    a[c][1] = r1 < n ? mpl_tc_ld2(m + r1 * width + d) : 0u;
+    a[c][2] = r0 < n ? mpl_tc_ld2(m + r0 * width + d + 8) : 0u;
+    a[c][3] = r1 < n ? mpl_tc_ld2(m + r1 * width + d + 8) : 0u;
+  }
+}
+
+/* rows rows of `width` bf16 from src into shared dst (rows `pitch` apart) by the block's
+ * threads; rows from n on 0 (so a product of a padding row is 0, never NaN). Between SYNCs. */
+MPL_DEV void mpl_tc_stage(unsigned short *dst, int pitch, const unsigned short *src, int width, int rows, int n, int t) {
+  for (int e = t; e < rows * width; e += SDPA_TC_WARPS * 32)
+    dst[e / width * pitch + e % width] = e / width < n ? src[e] : (unsigned short)0;
+}
+
+/* A B fragment whose k runs along row `row` of shared m (rows `pitch` apart) from column k0
+ * (k0 = chunk * 16 + 2 threadID_in_group): two bf16 pairs. */
+MPL_DEV void mpl_tc_row_b(unsigned b[2], const unsigned short *m, int pitch, int row, int k0) {
+  b[0] = mpl_tc_ld2(m + row * pitch + k0), b[1] = mpl_tc_ld2(m + row * pitch + k0 + 8);
+}
+
+/* f[j] = a m^T for the 8 rows j*8 .. j*8+7 of shared m (rows `pitch` apart), j < n8: this
+ * warp's 16 rows (A fragments a, `width` columns) against n8 * 8 rows of m. */
+MPL_DEV void mpl_tc_rows_dot(float (*f)[4], int n8, unsigned (*a)[4], int width, const unsigned short *m, int pitch,
+                             int g, int tg) {
+  MPL_UNROLL for (int j = 0; j < n8; j++) {
+    f[j][0] = f[j][1] = f[j][2] = f[j][3] = 0.0f;
+    MPL_UNROLL for (int c = 0; c < width / 16; c++) {
+      unsigned b[2];
+      mpl_tc_row_b(b, m, pitch, j * 8 + g, c * 16 + 2 * tg);
+      mpl_mma_bf16(f[j], a[c], b);
+    }
+  }
+}
+
+/* A B fragment whose k runs down a column of shared m (rows `pitch` apart): rows kr, kr + 1
+ * and kr + 8, kr + 9 of column col, as this thread holds them. */
+MPL_DEV void mpl_tc_col_b(unsigned b[2], const unsigned short *m, int pitch, int kr, int col) {
+  b[0] = (unsigned)m[kr * pitch + col] | (unsigned)m[(kr + 1) * pitch + col] << 16;
+  b[1] = (unsigned)m[(kr + 8) * pitch + col] | (unsigned)m[(kr + 9) * pitch + col] << 16;
+}
+
+/* acc[j] += a m for the 8 columns j*8 .. j*8+7 of shared m (rows `pitch` apart), j < n8,
+ * over m's rows kr .. kr+15 (kr = chunk * 16): a product whose k runs down m's columns. */
+MPL_DEV void mpl_tc_cols_dot(float (*acc)[4], int n8, const unsigned a[4], const unsigned short *m, int pitch, int kr,
+                             int g, int tg) {
+  MPL_UNROLL for (int j = 0; j < n8; j++) {
+    unsigned b[2];
+    mpl_tc_col_b(b, m, pitch, kr + 2 * tg, j * 8 + g);
+    mpl_mma_bf16(acc[j], a, b);
+  }
+}
+
+/* Accumulator fragments f (n8 of them: `width` columns) into rows r0 and r1 of row-major m,
+ * each element divided by d0 (row r0) or d1 (r1) where div, else multiplied by them; rows
+ * from n on are not written. */
+MPL_DEV void mpl_tc_store(float *m, int width, float (*f)[4], long long r0, long long r1, long long n, float d0,
+                          float d1, int div, int tg) {
+  MPL_UNROLL for (int j = 0; j < width / 8; j++) {
+    int col = j * 8 + 2 * tg;
+    if (r0 < n) m[r0 * width + col] = div ? f[j][0] / d0 : f[j][0] * d0, m[r0 * width + col + 1] = div ? f[j][1] / d0 : f[j][1] * d0;
+    if (r1 < n) m[r1 * width + col] = div ? f[j][2] / d1 : f[j][2] * d1, m[r1 * width + col + 1] = div ? f[j][3] / d1 : f[j][3] * d1;
+  }
+}
+
+/* Accumulator fragments 2c and 2c + 1 (16 columns of this warp's 16 rows), rounded to bf16,
+ * as the A fragment of a product over those columns. */
+MPL_DEV void mpl_tc_acc_a(unsigned a[4], float (*f)[4], int c) {
+  a[0] = mpl_tc_pack(f[2 * c][0], f[2 * c][1]), a[1] = mpl_tc_pack(f[2 * c][2], f[2 * c][3]);
+  a[2] = mpl_tc_pack(f[2 * c + 1][0], f[2 * c + 1][1]), a[3] = mpl_tc_pack(f[2 * c + 1][2], f[2 * c + 1][3]);
+}
+
 MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_fwd_tc(const unsigned short *__restrict__ q, const unsigned short *__restrict__ k,
                                                const unsigned short *__restrict__ v, float *__restrict__ out,
                                                float *__restrict__ lse, long long T, long long S, int H, int Hkv,
@@ -286,13 +363,7 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_fwd_tc(const unsigned short *__restrict_
   long long r0 = tile * SDPA_TC_BR + (t >> 5) * 16 + g, r1 = r0 + 8; /* this thread's query rows */
   const unsigned short *kb = k + kvh * S * HS, *vb = v + kvh * S * HV;
   unsigned qa[HS / 16][4]; /* the warp's 16 rows of q as A fragments, HS / 16 of them */
-  MPL_UNROLL for (int c = 0; c < HS / 16; c++) {
-    int d = c * 16 + 2 * tg;
-    qa[c][0] = r0 < T ? mpl_tc_ld2(q + (base + r0) * HS + d) : 0u;
-    qa[c][1] = r1 < T ? mpl_tc_ld2(q + (base + r1) * HS + d) : 0u;
-    qa[c][2] = r0 < T ? mpl_tc_ld2(q + (base + r0) * HS + d + 8) : 0u;
-    qa[c][3] = r1 < T ? mpl_tc_ld2(q + (base + r1) * HS + d + 8) : 0u;
-  }
+  mpl_tc_rows_a(qa, HS, q + base * HS, r0, r1, T, tg);
   float o[HV / 8][4];
   MPL_UNROLL for (int j = 0; j < HV / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
   float m0 = -MPL_INF, m1 = -MPL_INF, l0 = 0.0f, l1 = 0.0f;
@@ -300,20 +371,11 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_fwd_tc(const unsigned short *__restrict_
   for (long long k0 = 0; k0 < keys; k0 += SDPA_TC_BC) {
     int nk = keys - k0 < SDPA_TC_BC ? (int)(keys - k0) : SDPA_TC_BC;
     MPL_SYNC();
-    for (int e = t; e < SDPA_TC_BC * HS; e += SDPA_TC_WARPS * 32) /* rows past nk: 0, never NaN */
-      ks[e / HS][e % HS] = e / HS < nk ? kb[(k0 + e / HS) * HS + e % HS] : (unsigned short)0;
-    for (int e = t; e < SDPA_TC_BC * HV; e += SDPA_TC_WARPS * 32)
-      vs[e / HV][e % HV] = e / HV < nk ? vb[(k0 + e / HV) * HV + e % HV] : (unsigned short)0;
+    mpl_tc_stage(&ks[0][0], SDPA_TC_KP, kb + k0 * HS, HS, SDPA_TC_BC, nk, t);
+    mpl_tc_stage(&vs[0][0], SDPA_TC_VP, vb + k0 * HV, HV, SDPA_TC_BC, nk, t);
     MPL_SYNC();
     float sc[SDPA_TC_BC / 8][4]; /* the scores: 8 keys a fragment */
-    MPL_UNROLL for (int j = 0; j < SDPA_TC_BC / 8; j++) sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
-    MPL_UNROLL for (int c = 0; c < HS / 16; c++) {
-      MPL_UNROLL for (int j = 0; j < SDPA_TC_BC / 8; j++) {
-        const unsigned short *kr = &ks[j * 8 + g][c * 16 + 2 * tg];
-        unsigned kf[2] = {mpl_tc_ld2(kr), mpl_tc_ld2(kr + 8)};
-        mpl_mma_bf16(sc[j], qa[c], kf);
-      }
-    }
+    mpl_tc_rows_dot(sc, SDPA_TC_BC / 8, qa, HS, &ks[0][0], SDPA_TC_KP, g, tg);
     float mx0 = m0, mx1 = m1;
     MPL_UNROLL for (int j = 0; j < SDPA_TC_BC / 8; j++) {
       MPL_UNROLL for (int i = 0; i < 4; i++) {
@@ -347,22 +409,12 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_fwd_tc(const unsigned short *__restrict_
     m0 = mx0, m1 = mx1;
     MPL_UNROLL for (int j = 0; j < HV / 8; j++) o[j][0] *= a0, o[j][1] *= a0, o[j][2] *= a1, o[j][3] *= a1;
     MPL_UNROLL for (int c = 0; c < SDPA_TC_BC / 16; c++) {
-      /* keys c*16 .. c*16+15: score fragments 2c (its first 8) and 2c+1, rounded to bf16 */
-      unsigned pa[4] = {mpl_tc_pack(sc[2 * c][0], sc[2 * c][1]), mpl_tc_pack(sc[2 * c][2], sc[2 * c][3]),
-                        mpl_tc_pack(sc[2 * c + 1][0], sc[2 * c + 1][1]), mpl_tc_pack(sc[2 * c + 1][2], sc[2 * c + 1][3])};
-      MPL_UNROLL for (int j = 0; j < HV / 8; j++) {
-        int col = j * 8 + g, kr = c * 16 + 2 * tg;
-        unsigned vf[2] = {(unsigned)vs[kr][col] | (unsigned)vs[kr + 1][col] << 16,
-                          (unsigned)vs[kr + 8][col] | (unsigned)vs[kr + 9][col] << 16};
-        mpl_mma_bf16(o[j], pa, vf);
-      }
+      unsigned pa[4]; /* keys c*16 .. c*16+15: score fragments 2c and 2c+1, rounded */
+      mpl_tc_acc_a(pa, sc, c);
+      mpl_tc_cols_dot(o, HV / 8, pa, &vs[0][0], SDPA_TC_VP, c * 16, g, tg);
     }
   }
-  MPL_UNROLL for (int j = 0; j < HV / 8; j++) {
-    int col = j * 8 + 2 * tg;
-    if (r0 < T) out[(base + r0) * HV + col] = o[j][0] / l0, out[(base + r0) * HV + col + 1] = o[j][1] / l0;
-    if (r1 < T) out[(base + r1) * HV + col] = o[j][2] / l1, out[(base + r1) * HV + col + 1] = o[j][3] / l1;
-  }
+  mpl_tc_store(out + base * HV, HV, o, r0, r1, T, l0, l1, 1, tg);
   if (tg == 0 && r0 < T) lse[base + r0] = m0 + logf(l0);
   if (tg == 0 && r1 < T) lse[base + r1] = m1 + logf(l1);
 }
@@ -390,20 +442,8 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_q_tc(const unsigned short *__restric
   long long r0 = tile * SDPA_TC_BR + (t >> 5) * 16 + g, r1 = r0 + 8;
   const unsigned short *kb = k + kvh * S * HS, *vb = v + kvh * S * HV;
   unsigned qa[HS / 16][4], da[HV / 16][4]; /* the warp's rows of q and of dout, as A fragments */
-  MPL_UNROLL for (int c = 0; c < HS / 16; c++) {
-    int d = c * 16 + 2 * tg;
-    qa[c][0] = r0 < T ? mpl_tc_ld2(q + (base + r0) * HS + d) : 0u;
-    qa[c][1] = r1 < T ? mpl_tc_ld2(q + (base + r1) * HS + d) : 0u;
-    qa[c][2] = r0 < T ? mpl_tc_ld2(q + (base + r0) * HS + d + 8) : 0u;
-    qa[c][3] = r1 < T ? mpl_tc_ld2(q + (base + r1) * HS + d + 8) : 0u;
-  }
-  MPL_UNROLL for (int c = 0; c < HV / 16; c++) {
-    int d = c * 16 + 2 * tg;
-    da[c][0] = r0 < T ? mpl_tc_ld2(dout + (base + r0) * HV + d) : 0u;
-    da[c][1] = r1 < T ? mpl_tc_ld2(dout + (base + r1) * HV + d) : 0u;
-    da[c][2] = r0 < T ? mpl_tc_ld2(dout + (base + r0) * HV + d + 8) : 0u;
-    da[c][3] = r1 < T ? mpl_tc_ld2(dout + (base + r1) * HV + d + 8) : 0u;
-  }
+  mpl_tc_rows_a(qa, HS, q + base * HS, r0, r1, T, tg);
+  mpl_tc_rows_a(da, HV, dout + base * HV, r0, r1, T, tg);
   float D0 = 0.0f, D1 = 0.0f, L0 = r0 < T ? lse[base + r0] : 0.0f, L1 = r1 < T ? lse[base + r1] : 0.0f;
   for (int c = 0; c < HV; c++) {
     if (r0 < T) D0 += __uint_as_float((unsigned)dout[(base + r0) * HV + c] << 16) * __uint_as_float((unsigned)out[(base + r0) * HV + c] << 16);
@@ -415,26 +455,12 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_q_tc(const unsigned short *__restric
   for (long long k0 = 0; k0 < keys; k0 += SDPA_TC_BC) {
     int nk = keys - k0 < SDPA_TC_BC ? (int)(keys - k0) : SDPA_TC_BC;
     MPL_SYNC();
-    for (int e = t; e < SDPA_TC_BC * HS; e += SDPA_TC_WARPS * 32)
-      ks[e / HS][e % HS] = e / HS < nk ? kb[(k0 + e / HS) * HS + e % HS] : (unsigned short)0;
-    for (int e = t; e < SDPA_TC_BC * HV; e += SDPA_TC_WARPS * 32)
-      vs[e / HV][e % HV] = e / HV < nk ? vb[(k0 + e / HV) * HV + e % HV] : (unsigned short)0;
+    mpl_tc_stage(&ks[0][0], SDPA_TC_KP, kb + k0 * HS, HS, SDPA_TC_BC, nk, t);
+    mpl_tc_stage(&vs[0][0], SDPA_TC_VP, vb + k0 * HV, HV, SDPA_TC_BC, nk, t);
     MPL_SYNC();
-    float sc[SDPA_TC_BC / 8][4], dp[SDPA_TC_BC / 8][4];
-    MPL_UNROLL for (int j = 0; j < SDPA_TC_BC / 8; j++) {
-      sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
-      dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.0f;
-    }
-    MPL_UNROLL for (int j = 0; j < SDPA_TC_BC / 8; j++) {
-      MPL_UNROLL for (int c = 0; c < HS / 16; c++) {
-        unsigned kf[2] = {mpl_tc_ld2(&ks[j * 8 + g][c * 16 + 2 * tg]), mpl_tc_ld2(&ks[j * 8 + g][c * 16 + 2 * tg + 8])};
-        mpl_mma_bf16(sc[j], qa[c], kf);
-      }
-      MPL_UNROLL for (int c = 0; c < HV / 16; c++) {
-        unsigned vf[2] = {mpl_tc_ld2(&vs[j * 8 + g][c * 16 + 2 * tg]), mpl_tc_ld2(&vs[j * 8 + g][c * 16 + 2 * tg + 8])};
-        mpl_mma_bf16(dp[j], da[c], vf);
-      }
-    }
+    float sc[SDPA_TC_BC / 8][4], dp[SDPA_TC_BC / 8][4]; /* s = q k^T, dp = dout v^T */
+    mpl_tc_rows_dot(sc, SDPA_TC_BC / 8, qa, HS, &ks[0][0], SDPA_TC_KP, g, tg);
+    mpl_tc_rows_dot(dp, SDPA_TC_BC / 8, da, HV, &vs[0][0], SDPA_TC_VP, g, tg);
     MPL_UNROLL for (int j = 0; j < SDPA_TC_BC / 8; j++) {
       MPL_UNROLL for (int i = 0; i < 4; i++) {
         long long key = k0 + j * 8 + 2 * tg + (i & 1), row = i < 2 ? r0 : r1;
@@ -444,21 +470,12 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_q_tc(const unsigned short *__restric
       }
     }
     MPL_UNROLL for (int c = 0; c < SDPA_TC_BC / 16; c++) {
-      unsigned sa[4] = {mpl_tc_pack(sc[2 * c][0], sc[2 * c][1]), mpl_tc_pack(sc[2 * c][2], sc[2 * c][3]),
-                        mpl_tc_pack(sc[2 * c + 1][0], sc[2 * c + 1][1]), mpl_tc_pack(sc[2 * c + 1][2], sc[2 * c + 1][3])};
-      MPL_UNROLL for (int j = 0; j < HS / 8; j++) {
-        int col = j * 8 + g, kr = c * 16 + 2 * tg;
-        unsigned kf[2] = {(unsigned)ks[kr][col] | (unsigned)ks[kr + 1][col] << 16,
-                          (unsigned)ks[kr + 8][col] | (unsigned)ks[kr + 9][col] << 16};
-        mpl_mma_bf16(acc[j], sa, kf);
-      }
+      unsigned sa[4];
+      mpl_tc_acc_a(sa, sc, c);
+      mpl_tc_cols_dot(acc, HS / 8, sa, &ks[0][0], SDPA_TC_KP, c * 16, g, tg);
     }
   }
-  MPL_UNROLL for (int j = 0; j < HS / 8; j++) {
-    int col = j * 8 + 2 * tg;
-    if (r0 < T) dq[(base + r0) * HS + col] = acc[j][0] * scale, dq[(base + r0) * HS + col + 1] = acc[j][1] * scale;
-    if (r1 < T) dq[(base + r1) * HS + col] = acc[j][2] * scale, dq[(base + r1) * HS + col + 1] = acc[j][3] * scale;
-  }
+  mpl_tc_store(dq + base * HS, HS, acc, r0, r1, T, scale, scale, 0, tg);
 }
 
 MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_kv_tc(const unsigned short *__restrict__ q, const unsigned short *__restrict__ k,
@@ -475,20 +492,8 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_kv_tc(const unsigned short *__restri
   long long kbase = (b * Hkv + kh) * S;
   long long j0 = tile * SDPA_TC_BR + (t >> 5) * 16 + g, j1 = j0 + 8; /* this thread's keys */
   unsigned ka[HS / 16][4], va[HV / 16][4]; /* the warp's 16 keys of k and v, as A fragments */
-  MPL_UNROLL for (int c = 0; c < HS / 16; c++) {
-    int d = c * 16 + 2 * tg;
-    ka[c][0] = j0 < S ? mpl_tc_ld2(k + (kbase + j0) * HS + d) : 0u;
-    ka[c][1] = j1 < S ? mpl_tc_ld2(k + (kbase + j1) * HS + d) : 0u;
-    ka[c][2] = j0 < S ? mpl_tc_ld2(k + (kbase + j0) * HS + d + 8) : 0u;
-    ka[c][3] = j1 < S ? mpl_tc_ld2(k + (kbase + j1) * HS + d + 8) : 0u;
-  }
-  MPL_UNROLL for (int c = 0; c < HV / 16; c++) {
-    int d = c * 16 + 2 * tg;
-    va[c][0] = j0 < S ? mpl_tc_ld2(v + (kbase + j0) * HV + d) : 0u;
-    va[c][1] = j1 < S ? mpl_tc_ld2(v + (kbase + j1) * HV + d) : 0u;
-    va[c][2] = j0 < S ? mpl_tc_ld2(v + (kbase + j0) * HV + d + 8) : 0u;
-    va[c][3] = j1 < S ? mpl_tc_ld2(v + (kbase + j1) * HV + d + 8) : 0u;
-  }
+  mpl_tc_rows_a(ka, HS, k + kbase * HS, j0, j1, S, tg);
+  mpl_tc_rows_a(va, HV, v + kbase * HV, j0, j1, S, tg);
   float gk[HS / 8][4], gv[HV / 8][4];
   MPL_UNROLL for (int j = 0; j < HS / 8; j++) gk[j][0] = gk[j][1] = gk[j][2] = gk[j][3] = 0.0f;
   MPL_UNROLL for (int j = 0; j < HV / 8; j++) gv[j][0] = gv[j][1] = gv[j][2] = gv[j][3] = 0.0f;
@@ -498,10 +503,8 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_kv_tc(const unsigned short *__restri
     for (long long q0 = first; q0 < T; q0 += SDPA_TC_BR) {
       int nq = T - q0 < SDPA_TC_BR ? (int)(T - q0) : SDPA_TC_BR;
       MPL_SYNC();
-      for (int e = t; e < SDPA_TC_BR * HS; e += SDPA_TC_WARPS * 32)
-        qs[e / HS][e % HS] = e / HS < nq ? q[(row0 + q0 + e / HS) * HS + e % HS] : (unsigned short)0;
-      for (int e = t; e < SDPA_TC_BR * HV; e += SDPA_TC_WARPS * 32)
-        dos[e / HV][e % HV] = e / HV < nq ? dout[(row0 + q0 + e / HV) * HV + e % HV] : (unsigned short)0;
+      mpl_tc_stage(&qs[0][0], SDPA_TC_KP, q + (row0 + q0) * HS, HS, SDPA_TC_BR, nq, t);
+      mpl_tc_stage(&dos[0][0], SDPA_TC_VP, dout + (row0 + q0) * HV, HV, SDPA_TC_BR, nq, t);
       if (t < SDPA_TC_BR) {
         float D = 0.0f;
         if (t < nq)
@@ -512,19 +515,9 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_kv_tc(const unsigned short *__restri
         Ls[t] = t < nq ? lse[row0 + q0 + t] : 0.0f;
       }
       MPL_SYNC();
-      float st[SDPA_TC_BR / 8][4], dpt[SDPA_TC_BR / 8][4]; /* s^T and dp^T: 8 queries a fragment */
-      MPL_UNROLL for (int j = 0; j < SDPA_TC_BR / 8; j++) {
-        st[j][0] = st[j][1] = st[j][2] = st[j][3] = 0.0f;
-        dpt[j][0] = dpt[j][1] = dpt[j][2] = dpt[j][3] = 0.0f;
-        MPL_UNROLL for (int c = 0; c < HS / 16; c++) {
-          unsigned qf[2] = {mpl_tc_ld2(&qs[j * 8 + g][c * 16 + 2 * tg]), mpl_tc_ld2(&qs[j * 8 + g][c * 16 + 2 * tg + 8])};
-          mpl_mma_bf16(st[j], ka[c], qf);
-        }
-        MPL_UNROLL for (int c = 0; c < HV / 16; c++) {
-          unsigned of[2] = {mpl_tc_ld2(&dos[j * 8 + g][c * 16 + 2 * tg]), mpl_tc_ld2(&dos[j * 8 + g][c * 16 + 2 * tg + 8])};
-          mpl_mma_bf16(dpt[j], va[c], of);
-        }
-      }
+      float st[SDPA_TC_BR / 8][4], dpt[SDPA_TC_BR / 8][4]; /* s^T = k q^T, dp^T = v dout^T: 8 queries a fragment */
+      mpl_tc_rows_dot(st, SDPA_TC_BR / 8, ka, HS, &qs[0][0], SDPA_TC_KP, g, tg);
+      mpl_tc_rows_dot(dpt, SDPA_TC_BR / 8, va, HV, &dos[0][0], SDPA_TC_VP, g, tg);
       MPL_UNROLL for (int j = 0; j < SDPA_TC_BR / 8; j++) {
         MPL_UNROLL for (int i = 0; i < 4; i++) {
           int r = j * 8 + 2 * tg + (i & 1);
@@ -536,37 +529,16 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_kv_tc(const unsigned short *__restri
         }
       }
       MPL_UNROLL for (int c = 0; c < SDPA_TC_BR / 16; c++) {
-        unsigned pa[4] = {mpl_tc_pack(st[2 * c][0], st[2 * c][1]), mpl_tc_pack(st[2 * c][2], st[2 * c][3]),
-                          mpl_tc_pack(st[2 * c + 1][0], st[2 * c + 1][1]), mpl_tc_pack(st[2 * c + 1][2], st[2 * c + 1][3])};
-        unsigned sa[4] = {mpl_tc_pack(dpt[2 * c][0], dpt[2 * c][1]), mpl_tc_pack(dpt[2 * c][2], dpt[2 * c][3]),
-                          mpl_tc_pack(dpt[2 * c + 1][0], dpt[2 * c + 1][1]),
-                          mpl_tc_pack(dpt[2 * c + 1][2], dpt[2 * c + 1][3])};
-        int kr = c * 16 + 2 * tg;
-        MPL_UNROLL for (int j = 0; j < HV / 8; j++) {
-          int col = j * 8 + g;
-          unsigned of[2] = {(unsigned)dos[kr][col] | (unsigned)dos[kr + 1][col] << 16,
-                            (unsigned)dos[kr + 8][col] | (unsigned)dos[kr + 9][col] << 16};
-          mpl_mma_bf16(gv[j], pa, of);
-        }
-        MPL_UNROLL for (int j = 0; j < HS / 8; j++) {
-          int col = j * 8 + g;
-          unsigned qf[2] = {(unsigned)qs[kr][col] | (unsigned)qs[kr + 1][col] << 16,
-                            (unsigned)qs[kr + 8][col] | (unsigned)qs[kr + 9][col] << 16};
-          mpl_mma_bf16(gk[j], sa, qf);
-        }
+        unsigned pa[4], sa[4]; /* queries c*16 .. c*16+15 */
+        mpl_tc_acc_a(pa, st, c);
+        mpl_tc_acc_a(sa, dpt, c);
+        mpl_tc_cols_dot(gv, HV / 8, pa, &dos[0][0], SDPA_TC_VP, c * 16, g, tg);
+        mpl_tc_cols_dot(gk, HS / 8, sa, &qs[0][0], SDPA_TC_KP, c * 16, g, tg);
       }
     }
   }
-  MPL_UNROLL for (int j = 0; j < HS / 8; j++) {
-    int col = j * 8 + 2 * tg;
-    if (j0 < S) dk[(kbase + j0) * HS + col] = gk[j][0] * scale, dk[(kbase + j0) * HS + col + 1] = gk[j][1] * scale;
-    if (j1 < S) dk[(kbase + j1) * HS + col] = gk[j][2] * scale, dk[(kbase + j1) * HS + col + 1] = gk[j][3] * scale;
-  }
-  MPL_UNROLL for (int j = 0; j < HV / 8; j++) {
-    int col = j * 8 + 2 * tg;
-    if (j0 < S) dv[(kbase + j0) * HV + col] = gv[j][0], dv[(kbase + j0) * HV + col + 1] = gv[j][1];
-    if (j1 < S) dv[(kbase + j1) * HV + col] = gv[j][2], dv[(kbase + j1) * HV + col + 1] = gv[j][3];
-  }
+  mpl_tc_store(dk + kbase * HS, HS, gk, j0, j1, S, scale, scale, 0, tg);
+  mpl_tc_store(dv + kbase * HV, HV, gv, j0, j1, S, 1.0f, 1.0f, 0, tg);
 }
 #endif
 #endif

@@ -84,6 +84,25 @@ static void run_round_kernel_of(OpKind kind, const float *in, float *out, int64_
 
 static void run_round_kernel(const float *in, float *out, int64_t n) { run_round_kernel_of(OP_ROUND_BF16, in, out, n); }
 
+/* The reference's values of `kind` over in[n]: ref_eval in float64 (malloc'd). */
+static double *ref_round(OpKind kind, const float *in, int64_t n) {
+  Graph *g = graph_new(&arena);
+  Op *x = graph_add(g, OP_INPUT, 0, NULL, (Loc){0});
+  x->dtype = DT_F32, x->shape = (Shape){1, {n}}, x->name = "x";
+  Op *r = graph_add(g, kind, 1, &x->id, (Loc){0});
+  r->dtype = DT_F32, r->shape = x->shape;
+  double **vals = calloc(2, sizeof(double *));
+  vals[0] = malloc(sizeof(double) * (size_t)n);
+  for (int64_t i = 0; i < n; i++) vals[0][i] = in[i];
+  RefCtx ctx = {0, 0, 0};
+  ref_eval(g, vals, &ctx);
+  double *out = malloc(sizeof(double) * (size_t)n);
+  memcpy(out, vals[1], sizeof(double) * (size_t)n);
+  ref_free(g, vals);
+  free(vals[0]), free(vals);
+  return out;
+}
+
 START_TEST(test_round_kernel_bits) {
   int64_t n = NSPECIAL + NRANDOM;
   float *in = malloc(sizeof(float) * (size_t)n), *out = malloc(sizeof(float) * (size_t)n);
@@ -93,25 +112,14 @@ START_TEST(test_round_kernel_bits) {
     in[i] = float_of(i < NSPECIAL ? special[i] : (uint32_t)(s >> 32));
   }
   run_round_kernel(in, out, n);
-  Graph *g = graph_new(&arena); /* the reference: ROUND_BF16 in float64 */
-  Op *x = graph_add(g, OP_INPUT, 0, NULL, (Loc){0});
-  x->dtype = DT_F32, x->shape = (Shape){1, {n}}, x->name = "x";
-  Op *r = graph_add(g, OP_ROUND_BF16, 1, &x->id, (Loc){0});
-  r->dtype = DT_F32, r->shape = x->shape;
-  double **vals = calloc(2, sizeof(double *));
-  vals[0] = malloc(sizeof(double) * (size_t)n);
-  for (int64_t i = 0; i < n; i++) vals[0][i] = in[i];
-  RefCtx ctx = {0, 0, 0};
-  ref_eval(g, vals, &ctx);
+  double *ref = ref_round(OP_ROUND_BF16, in, n);
   for (int64_t i = 0; i < n; i++) {
     uint32_t u = bits_of(in[i]), got = bits_of(out[i]), want = round_bits(u);
     ck_assert_msg(got == want, "round(0x%08x): kernel 0x%08x, want 0x%08x", u, got, want);
-    double ref = vals[1][i];
-    ck_assert_msg(isnan(in[i]) ? isnan(ref) : ref == (double)out[i], "round(0x%08x): reference %.9g, kernel %.9g", u,
-                  ref, (double)out[i]);
+    ck_assert_msg(isnan(in[i]) ? isnan(ref[i]) : ref[i] == (double)out[i], "round(0x%08x): reference %.9g, kernel %.9g",
+                  u, ref[i], (double)out[i]);
   }
-  ref_free(g, vals);
-  free(vals[0]), free(vals), free(in), free(out);
+  free(ref), free(in), free(out);
 }
 END_TEST
 
@@ -348,29 +356,19 @@ START_TEST(test_round_f16_bits) {
     else in[i] = float_of(r);
   }
   run_round_kernel_of(OP_ROUND_F16, in, out, n);
-  Graph *g = graph_new(&arena);
-  Op *x = graph_add(g, OP_INPUT, 0, NULL, (Loc){0});
-  x->dtype = DT_F32, x->shape = (Shape){1, {n}}, x->name = "x";
-  Op *r = graph_add(g, OP_ROUND_F16, 1, &x->id, (Loc){0});
-  r->dtype = DT_F32, r->shape = x->shape;
-  double **vals = calloc(2, sizeof(double *));
-  vals[0] = malloc(sizeof(double) * (size_t)n);
-  for (int64_t i = 0; i < n; i++) vals[0][i] = in[i];
-  RefCtx ctx = {0, 0, 0};
-  ref_eval(g, vals, &ctx);
+  double *ref = ref_round(OP_ROUND_F16, in, n);
   for (int64_t i = 0; i < n; i++) {
     float want = (float)(_Float16)in[i];
     if (isnan(in[i])) {
-      ck_assert_msg(isnan(out[i]) && isnan(vals[1][i]), "round_f16(NaN) is not NaN");
+      ck_assert_msg(isnan(out[i]) && isnan(ref[i]), "round_f16(NaN) is not NaN");
       continue;
     }
     ck_assert_msg(bits_of(out[i]) == bits_of(want), "round_f16(%a): kernel %a, _Float16 %a", (double)in[i],
                   (double)out[i], (double)want);
-    ck_assert_msg(vals[1][i] == (double)want, "round_f16(%a): reference %a, _Float16 %a", (double)in[i], vals[1][i],
+    ck_assert_msg(ref[i] == (double)want, "round_f16(%a): reference %a, _Float16 %a", (double)in[i], ref[i],
                   (double)want);
   }
-  ref_free(g, vals);
-  free(vals[0]), free(vals), free(in), free(out);
+  free(ref), free(in), free(out);
 }
 END_TEST
 

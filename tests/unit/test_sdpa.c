@@ -32,117 +32,39 @@
 
 #include "cuda_host.h"
 
-/* two builds of the file: head sizes 16/8 (tiles of 32 rows), 160/128 (tiles of 16) */
-#define mpl_sdpa_bf16 small_bf16
-#define mpl_sdpa_seen small_seen
-#define mpl_sdpa_keys small_keys
-#define mpl_sdpa_stage small_stage
-#define mpl_sdpa_fwd small_fwd
-#define mpl_sdpa_bwd_q small_bwd_q
-#define mpl_sdpa_bwd_kv small_bwd_kv
+/* four builds of the file: head sizes 16/8 (tiles of 32 rows) and 160/128 (tiles of 16) with
+   f32 inputs; 16/8 and 32/16 with bf16 inputs (JobStep.in16), where the tensor-core kernels
+   are compiled too (the forward at both, the backward at 32/16, which needs hv % 16 == 0) */
+#define SDPA_PFX small
 #define MPL_SDPA_HS 16
 #define MPL_SDPA_HV 8
+#include "sdpa_cu_names.h"
 #include "runtime/cuda/sdpa.cu"
-#undef mpl_sdpa_bf16
-#undef mpl_sdpa_seen
-#undef mpl_sdpa_keys
-#undef mpl_sdpa_stage
-#undef mpl_sdpa_fwd
-#undef mpl_sdpa_bwd_q
-#undef mpl_sdpa_bwd_kv
-#undef MPL_SDPA_HS
-#undef MPL_SDPA_HV
-#undef HS
-#undef HV
-#undef SDPA_BR
-#undef SDPA_BC
-#define mpl_sdpa_bf16 big_bf16
-#define mpl_sdpa_seen big_seen
-#define mpl_sdpa_keys big_keys
-#define mpl_sdpa_stage big_stage
-#define mpl_sdpa_fwd big_fwd
-#define mpl_sdpa_bwd_q big_bwd_q
-#define mpl_sdpa_bwd_kv big_bwd_kv
+#include "sdpa_cu_unnames.h"
+
+#define SDPA_PFX big
 #define MPL_SDPA_HS 160
 #define MPL_SDPA_HV 128
+#include "sdpa_cu_names.h"
 #include "runtime/cuda/sdpa.cu"
-#undef mpl_sdpa_bf16
-#undef mpl_sdpa_seen
-#undef mpl_sdpa_keys
-#undef mpl_sdpa_stage
-#undef mpl_sdpa_fwd
-#undef mpl_sdpa_bwd_q
-#undef mpl_sdpa_bwd_kv
-#undef MPL_SDPA_HS
-#undef MPL_SDPA_HV
-#undef HS
-#undef HV
-#undef SDPA_BR
-#undef SDPA_BC
-#undef sdpa_in
-#undef SDPA_LD
+#include "sdpa_cu_unnames.h"
 
-/* the small kernels again, with bf16 inputs (JobStep.in16) */
-#define mpl_sdpa_bf16 small16_bf16
-#define mpl_sdpa_seen small16_seen
-#define mpl_sdpa_keys small16_keys
-#define mpl_sdpa_stage small16_stage
-#define mpl_sdpa_fwd small16_fwd
-#define mpl_sdpa_bwd_q small16_bwd_q
-#define mpl_sdpa_bwd_kv small16_bwd_kv
-#define mpl_sdpa_fwd_tc small16_fwd_tc
-#define mpl_tc_ld2 small16_tc_ld2
-#define mpl_tc_pack small16_tc_pack
-#define mpl_tc_max small16_tc_max
+#define SDPA_PFX small16
 #define MPL_SDPA_HS 16
 #define MPL_SDPA_HV 8
 #define MPL_SDPA_IN16
+#include "sdpa_cu_names.h"
 #include "runtime/cuda/sdpa.cu"
-#undef mpl_sdpa_bf16
-#undef mpl_sdpa_seen
-#undef mpl_sdpa_keys
-#undef mpl_sdpa_stage
-#undef mpl_sdpa_fwd
-#undef mpl_sdpa_bwd_q
-#undef mpl_sdpa_bwd_kv
-#undef mpl_sdpa_fwd_tc
-#undef mpl_tc_ld2
-#undef mpl_tc_pack
-#undef mpl_tc_max
-#undef MPL_SDPA_HS
-#undef MPL_SDPA_HV
-#undef HS
-#undef HV
-#undef SDPA_BR
-#undef SDPA_BC
-#undef sdpa_in
-#undef SDPA_LD
-#undef SDPA_TC_WARPS
-#undef SDPA_TC_BR
-#undef SDPA_TC_BC
-#undef SDPA_TC_KP
-#undef SDPA_TC_VP
+#include "sdpa_cu_unnames.h"
 
-/* bf16 inputs at head sizes 32 and 16: the tensor-core forward over two k chunks and two
-   output fragments (the small build above has it too, at 16 and 8), and the tensor-core
-   backward (which needs hv % 16 == 0) */
-#define mpl_sdpa_bf16 mid16_bf16
-#define mpl_sdpa_seen mid16_seen
-#define mpl_sdpa_keys mid16_keys
-#define mpl_sdpa_stage mid16_stage
-#define mpl_sdpa_fwd mid16_fwd
-#define mpl_sdpa_bwd_q mid16_bwd_q
-#define mpl_sdpa_bwd_kv mid16_bwd_kv
-#define mpl_sdpa_fwd_tc mid16_fwd_tc
-#define mpl_tc_ld2 mid16_tc_ld2
-#define mpl_tc_pack mid16_tc_pack
-#define mpl_tc_max mid16_tc_max
-#define mpl_sdpa_bwd_q_tc mid16_bwd_q_tc
-#define mpl_sdpa_bwd_kv_tc mid16_bwd_kv_tc
+#define SDPA_PFX mid16
 #define MPL_SDPA_HS 32
 #define MPL_SDPA_HV 16
+#define MPL_SDPA_IN16
+#include "sdpa_cu_names.h"
 #include "runtime/cuda/sdpa.cu"
-#define CU_BR SDPA_BR
+#include "sdpa_cu_unnames.h"
+#define CU_BR 64 /* SDPA_BR: the rows of a block in every build */
 
 typedef struct SdpaLaunch {
   const MplSdpa *a;
@@ -406,6 +328,23 @@ static uint16_t *to_bf16(float *x, int64_t n) {
   return y;
 }
 
+/* A problem's inputs rounded to bf16 in place (make's), and their bf16 bits. */
+typedef struct In16 {
+  uint16_t *q, *k, *v, *dout;
+} In16;
+
+static In16 make16(const Case *c, Bufs *x) {
+  make(c, x);
+  int64_t nq = c->B * c->H * c->T, nk = c->B * c->Hkv * c->S;
+  return (In16){to_bf16(x->q, nq * c->hs), to_bf16(x->k, nk * c->hs), to_bf16(x->v, nk * c->hv),
+                to_bf16(x->dout, nq * c->hv)};
+}
+
+static void unmake16(In16 *b, Bufs *x) {
+  free(b->q), free(b->k), free(b->v), free(b->dout);
+  unmake(x);
+}
+
 /* Inputs stored as bf16 (in16, what mplc's bf16 storage gives the step): the same bits as the
  * same values in f32, on the CPU in every instruction set and for the CUDA kernels (compiled
  * as C on the host, the small head sizes), forward and backward. The backward reads the
@@ -414,10 +353,8 @@ START_TEST(test_bf16_inputs) {
   const Case *c = &cases[_i];
   float scale = 1.0f / sqrtf((float)c->hs);
   Bufs x;
-  make(c, &x);
+  In16 b16 = make16(c, &x);
   int64_t nq = c->B * c->H * c->T, nk = c->B * c->Hkv * c->S;
-  uint16_t *q16 = to_bf16(x.q, nq * c->hs), *k16 = to_bf16(x.k, nk * c->hs), *v16 = to_bf16(x.v, nk * c->hv);
-  uint16_t *dout16 = to_bf16(x.dout, nq * c->hv);
   size_t sz[5] = {(size_t)(nq * c->hv), (size_t)nq, (size_t)(nq * c->hs), (size_t)(nk * c->hs), (size_t)(nk * c->hv)};
   float *outs[5] = {x.out, x.lse, x.dq, x.dk, x.dv}, *want[5];
   for (int i = 0; i < 5; i++) want[i] = malloc(sz[i] * 4);
@@ -435,7 +372,7 @@ START_TEST(test_bf16_inputs) {
     else cpu_pass(&a, MPL_SDPA_GENERIC, 1 << 30, 1);
     for (int i = 2; i < 5; i++) memcpy(want[i], outs[i], sz[i] * 4);
     /* bf16 inputs, every instruction set on the CPU */
-    a.in16 = true, a.q16 = q16, a.k16 = k16, a.v16 = v16, a.out16 = out16, a.dout16 = dout16;
+    a.in16 = true, a.q16 = b16.q, a.k16 = b16.k, a.v16 = b16.v, a.out16 = out16, a.dout16 = b16.dout;
     for (int isa = dev ? MPL_SDPA_GENERIC : mpl_sdpa_cpu_isa(); isa <= MPL_SDPA_GENERIC; isa++) {
       for (int i = 0; i < 5; i++) memset(outs[i], 0x7f, sz[i] * 4);
       if (dev) host_launch(&a, 0, 0), host_launch(&a, 1, 0), host_launch(&a, 2, 0);
@@ -447,8 +384,7 @@ START_TEST(test_bf16_inputs) {
     free(out16);
   }
   for (int i = 0; i < 5; i++) free(want[i]);
-  free(q16), free(k16), free(v16), free(dout16);
-  unmake(&x);
+  unmake16(&b16, &x);
 }
 END_TEST
 
@@ -468,12 +404,10 @@ START_TEST(test_tensor_core_forward) {
   int mid = c->hs == 32;
   float scale = 1.0f / sqrtf((float)c->hs);
   Bufs x;
-  make(c, &x);
+  In16 b16 = make16(c, &x);
   int64_t nq = c->B * c->H * c->T, nk = c->B * c->Hkv * c->S;
-  uint16_t *q16 = to_bf16(x.q, nq * c->hs), *k16 = to_bf16(x.k, nk * c->hs), *v16 = to_bf16(x.v, nk * c->hv);
-  uint16_t *dout16 = to_bf16(x.dout, nq * c->hv);
   MplSdpa a = args_of(c, scale, true, &x);
-  a.in16 = true, a.q16 = q16, a.k16 = k16, a.v16 = v16, a.dout16 = dout16;
+  a.in16 = true, a.q16 = b16.q, a.k16 = b16.k, a.v16 = b16.v, a.dout16 = b16.dout;
   host_launch(&a, 3, mid);
   reference(c, scale, &x, true);
   double tol_out = c->S <= 64 ? 2e-5 : 1.0 / 256;
@@ -510,8 +444,7 @@ START_TEST(test_tensor_core_forward) {
                     "qkv" + i, et[i]);
   }
   free(out16);
-  free(q16), free(k16), free(v16), free(dout16);
-  unmake(&x);
+  unmake16(&b16, &x);
 }
 END_TEST
 
