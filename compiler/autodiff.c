@@ -512,13 +512,13 @@ static void rule_sdpa(Ad *a, const Op *op, int dy, int *dx) {
   int lse = graph_result(a->g, op->id, 1);
   if (lse < 0) die("autodiff: sdpa %%%d has no log-sum-exp", op->id);
   int in[6] = {op->in[0], op->in[1], op->in[2], op->id, lse, dy};
-  Op *g = ad_op(a, OP_SDPA_GRAD, 6, in, shp(a, op->in[0]), DT_F32);
+  Op *g = ad_op(a, OP_SDPA_GRAD, 6, in, shp(a, op->in[0]), dty(a, op->in[0])); /* dq, dk, dv: q's, k's, v's types */
   g->value = op->value;
   g->causal = op->causal;
   dx[0] = g->id;
   for (int r = 1; r <= 2; r++) {
     int gid = g->id;
-    Op *res = ad_op(a, OP_RESULT, 1, &gid, shp(a, op->in[r]), DT_F32);
+    Op *res = ad_op(a, OP_RESULT, 1, &gid, shp(a, op->in[r]), dty(a, op->in[r]));
     res->axis = r;
     dx[r] = res->id;
   }

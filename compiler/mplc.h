@@ -356,6 +356,9 @@ int bal_split_v(int nseg, const double *cost, const double *mem, int pp, const d
 Graph *prec_apply(Graph *g);
 /* Are v's values bf16 values (a ROUND_BF16, or a reshape, transpose, expand or slice of one)? */
 bool prec_exact_bf16(const Graph *g, int v);
+/* Does the fused attention op (SDPA, SDPA_GRAD) round its probabilities to bf16: under
+ * precision = bf16, or when q, k and v hold bf16 values (a program's own bf16 tensors)? */
+bool prec_sdpa_bf16(const Graph *g, const Op *op);
 /* After autodiff, before prec_apply: a program's own bf16 and f16 tensors computed in f32, each
  * op's result rounded to its type (ROUND_BF16, ROUND_F16), as PyTorch computes bf16 and f16
  * tensors (f32 arithmetic, results rounded); params stay f32 (master weights) and are read

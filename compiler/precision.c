@@ -77,6 +77,11 @@ bool prec_exact_bf16(const Graph *g, int v) {
   }
 }
 
+bool prec_sdpa_bf16(const Graph *g, const Op *op) {
+  return g->train.precision == PREC_BF16 ||
+         (prec_exact_bf16(g, op->in[0]) && prec_exact_bf16(g, op->in[1]) && prec_exact_bf16(g, op->in[2]));
+}
+
 /* A new op of kind k on input x, placed in the context of the product `user`. */
 static Op *add_like(Prec *p, OpKind k, int x, const Op *like, const Op *user) {
   Op *op = graph_add(p->g, k, 1, &x, user->loc);
@@ -270,7 +275,7 @@ Graph *prec_lower_half(Graph *old) {
     int *in = src->nin ? malloc(sizeof(int) * (size_t)src->nin) : NULL;
     if (src->nin && !in) die("out of memory");
     for (int j = 0; j < src->nin; j++) {
-      int v = h.p.map[src->in[j]];
+      int v = src->kind == OP_RESULT ? h.p.self[src->in[j]] : h.p.map[src->in[j]]; /* a RESULT names its op */
       const Op *x = h.p.g->ops[v];
       /* a made-where-used half value: rounded here, in this reader's context */
       in[j] = x->stage < 0 && h.type[v] != DT_F32 ? half_rounded(&h, v, h.type[v], &user) : v;

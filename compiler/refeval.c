@@ -531,7 +531,7 @@ static SdpaRef sdpa_ref_dims(const Graph *g, const Op *op) {
   SdpaRef d = {.H = q->d[r - 3], .T = q->d[r - 2], .S = k->d[r - 2], .hs = q->d[r - 1], .hv = v->d[r - 1]};
   d.B = shape_numel(q) / (d.H * d.T * d.hs);
   d.G = d.H / k->d[r - 3];
-  d.scale = op->value, d.causal = op->causal, d.bf16 = g->train.precision == PREC_BF16;
+  d.scale = op->value, d.causal = op->causal, d.bf16 = prec_sdpa_bf16(g, op);
   return d;
 }
 
