@@ -203,6 +203,45 @@ START_TEST(test_sdpa_steps) {
 }
 END_TEST
 
+/* bf16 storage (tests/e2e/half_bf16.mpl: products and attention of bf16 values): a GEMM or
+ * attention step whose operands' types disagree, or that reads bf16 outside a bf16 step, or a
+ * GEMM that writes bf16, is refused with a message naming the step. */
+START_TEST(test_bf16_steps) {
+  char err[700] = "";
+  Job *j = compile_job("tests/e2e/half_bf16.mpl");
+  JobStep *gemm = NULL, *sdpa = first_step(j, JS_SDPA);
+  for (int s = 0; s < j->nstages && !gemm; s++)
+    for (int k = 0; k < JP__COUNT && !gemm; k++)
+      for (int i = 0; i < j->stages[s].prog[k].nsteps; i++) {
+        JobStep *st = &j->stages[s].prog[k].steps[i];
+        if (st->kind == JS_GEMM && st->in16) {
+          gemm = st;
+          break;
+        }
+      }
+  ck_assert_msg(gemm && sdpa && sdpa->in16, "no bf16 GEMM or attention step in the job");
+  for (int d = 0; d < 5; d++) {
+    JobStep *st = d < 3 ? gemm : sdpa;
+    JobValue *b = &j->values[st->args[1]], *c = &j->values[st->args[2]];
+    JobValue kb = *b, kc = *c;
+    uint8_t prec = st->prec;
+    switch (d) {
+    case 0: b->dtype = JDT_F32; break;  /* bf16 x f32 */
+    case 1: st->prec = PREC_F32; break; /* bf16 operands in an f32 product */
+    case 2: c->dtype = JDT_BF16; break; /* a bf16 result */
+    case 3: b->dtype = JDT_F32; break;  /* k f32 beside bf16 q */
+    case 4: st->prec = PREC_F32; break;
+    }
+    err[0] = 0;
+    ck_assert_msg(job_validate(j, err, sizeof err) != 0, "damage %d accepted", d);
+    ck_assert_msg(strstr(err, d < 3 ? "gemm" : "sdpa"), "damage %d: %s", d, err);
+    *b = kb, *c = kc, st->prec = prec;
+  }
+  ck_assert_int_eq(job_validate(j, err, sizeof err), 0);
+  job_free(j);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("jobfuzz");
   TCase *tc = tcase_create("jobfuzz");
@@ -212,6 +251,7 @@ int main(void) {
   tcase_add_test(tc, test_wrong_version);
   tcase_add_test(tc, test_fused_ce_steps);
   tcase_add_test(tc, test_sdpa_steps);
+  tcase_add_test(tc, test_bf16_steps);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
