@@ -16,6 +16,9 @@
 #   at vocab 50257, d 768, 12 layers, 12 heads, T 1024, B 8, AdamW) and its plan, per precision.
 # jobs/gpt_bf16.job, jobs/gpt_tf32.job: the GPU test GPT at precision bf16 and tf32;
 #   ref/gpt_bf16_cpu.jsonl, ref/gpt_f32_cpu.jsonl: its CPU loss curves over 20 steps.
+# jobs/half_bf16.job, jobs/half_f16.job: tests/e2e/half_*.mpl (a program's own bf16 and f16
+#   tensors: bf16 loads and stores in the kernels, the attention on tensor cores);
+#   ref/half_*_cpu.jsonl: their CPU loss curves over 10 steps.
 set -eu
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
@@ -115,6 +118,10 @@ echo "prepared bench jobs"
 "$MPLC" tests/gpu/models/gpt_sgd.mpl --precision tf32 -o "$C/jobs/gpt_tf32.job"
 "$MPLRUN" "$C/jobs/gpt_bf16.job" --steps 20 --threads 1 -q --metrics "$C/ref/gpt_bf16_cpu.jsonl" > /dev/null
 "$MPLRUN" "$C/jobs/gpt_pp1_1f1b.job" --steps 20 --threads 1 -q --metrics "$C/ref/gpt_f32_cpu.jsonl" > /dev/null
+for t in bf16 f16; do
+  "$MPLC" tests/e2e/half_$t.mpl --mesh pp=1 -o "$C/jobs/half_$t.job"
+  "$MPLRUN" "$C/jobs/half_$t.job" --steps 10 --threads 1 -q --metrics "$C/ref/half_${t}_cpu.jsonl" > /dev/null
+done
 echo "prepared the bf16 GPT and its CPU loss curves"
 # GPT-2 124M in each precision, with its plan's arena and optimizer state (bytes)
 g2=(-D vocab=50257 -D d=768 -D layers=12 -D heads=12 -D ctx=1024 -D batch=8)

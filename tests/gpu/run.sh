@@ -381,6 +381,15 @@ if MPL_SDPA_TC=0 timeout 120 "$MPLRUN" "$C/jobs/gpt_bf16.job" --devices cuda --s
    "$PY" tests/tools/losscompare.py "$LOGS/gpt_bf16_gpu_cc.jsonl" "$C/ref/gpt_bf16_cpu.jsonl" 1e-3 > "$LOGS/gpt_bf16_cc.cmp" 2>&1
 then ok bf16_gpu_cuda_core_attn "$(last_line "$LOGS/gpt_bf16_cc.cmp")"
 else bad bf16_gpu_cuda_core_attn "$(last_line "$LOGS/gpt_bf16_gpu_cc.log" 2) $(last_line "$LOGS/gpt_bf16_cc.cmp")"; fi
+# a program's own bf16 and f16 tensors: 10 steps on the GPU within 1e-3 of the CPU's curve
+for t in bf16 f16; do
+  [ -f "$C/jobs/half_$t.job" ] || continue
+  if timeout 120 "$MPLRUN" "$C/jobs/half_$t.job" --devices cuda --steps 10 -q --metrics "$LOGS/half_$t.jsonl" \
+       < /dev/null > "$LOGS/half_$t.log" 2>&1 &&
+     "$PY" tests/tools/losscompare.py "$LOGS/half_$t.jsonl" "$C/ref/half_${t}_cpu.jsonl" 1e-3 > "$LOGS/half_$t.cmp" 2>&1
+  then ok "half_${t}_gpu_vs_cpu" "$(last_line "$LOGS/half_$t.cmp")"
+  else bad "half_${t}_gpu_vs_cpu" "$(last_line "$LOGS/half_$t.log" 2) $(last_line "$LOGS/half_$t.cmp")"; fi
+done
 if timeout 120 "$MPLRUN" "$C/jobs/gpt_tf32.job" --devices cuda --steps 3 -q --save "$LOGS/gpt_tf32.safetensors" \
      < /dev/null > "$LOGS/gpt_tf32.log" 2>&1 &&
    "$PY" tests/gpu/compare.py "$C/ref/gpt_pp1_1f1b.safetensors" "$LOGS/gpt_tf32.safetensors" 1e-2 > "$LOGS/gpt_tf32.cmp" 2>&1; then
