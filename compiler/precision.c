@@ -311,10 +311,10 @@ Graph *prec_lower_half(Graph *old) {
  * copy of its elements); the class is stored in bf16, whole, or not at all. Its readers may be
  * kernels (elementwise ops, reductions, the index kernels), matrix products whose other
  * operand is a bf16 class too (a GEMM reads both operands in one type: cuBLAS has no mixed
- * bf16 x f32 product), and the fused attention when all its inputs are (q, k, v; the
- * backward's out and dout too); not the fused cross-entropy, collectives, results, gradient
- * accumulators, another stage (a transfer), or the runtime (loss, logits). Demoting a class
- * can demote the classes read beside it, so it runs to a fixed point. */
+ * bf16 x f32 product), the fused attention when all its inputs are (q, k, v; the backward's
+ * out and dout too) and the fused cross-entropy when x and w both are; not collectives,
+ * results, gradient accumulators, another stage (a transfer), or the runtime (loss, logits).
+ * Demoting a class can demote the classes read beside it, so it runs to a fixed point. */
 
 static bool narrow_view(OpKind k) { return k == OP_RESHAPE || k == OP_TRANSPOSE || k == OP_EXPAND || k == OP_SLICE; }
 
@@ -346,6 +346,7 @@ static bool reader_ok(const Graph *g, const bool *wide, int v, const Op *u) {
   case CAT_ATTN:
     if (u->kind == OP_SDPA) return all_narrow(g, wide, u, 0x7);          /* q, k, v */
     if (u->kind == OP_SDPA_GRAD) return all_narrow(g, wide, u, 0x2F);    /* q, k, v, out, dout (not lse) */
+    if (u->kind == OP_CE_FUSED) return all_narrow(g, wide, u, 0x3);      /* x, w (not the targets) */
     return false;
   default: return false;
   }

@@ -36,12 +36,13 @@ static inline float round_bf16(float x) {
   return x;
 }
 
-int64_t mpl_ce_cpu_scratch(const MplCe *a) { return a->chunk * a->V + 2 * a->N; }
+int64_t mpl_ce_cpu_scratch(const MplCe *a) { return a->chunk * a->V + 2 * a->N + (a->in16 ? (a->chunk * a->V + 1) / 2 : 0); }
 
 /* One block's row work: the state of the whole step, the block's place. */
 typedef struct CeRows {
   const MplCe *a;
   float *L;          /* [rr, V] this block's logits, then G in place */
+  uint16_t *L16;     /* in16: G's bf16 bits too (its products read them), else NULL */
   int64_t r0;        /* the block's first row */
   double *loss;      /* [N] each row's loss */
   float scale;       /* 1 / N */
@@ -77,6 +78,11 @@ static void ce_rows(void **args, const int64_t *scalars, int64_t begin, int64_t 
     for (int64_t j = 0; j < V; j++) {
       float g = (l[j] * inv - (j == t ? 1.0f : 0.0f)) * c->scale;
       l[j] = a->bf16 ? round_bf16(g) : g;
+      if (c->L16) {
+        uint32_t u;
+        memcpy(&u, &l[j], 4);
+        c->L16[i * V + j] = (uint16_t)(u >> 16);
+      }
     }
   }
 }
@@ -92,6 +98,16 @@ static int gemm(const MplCe *a, MplGemmBf16 *bf16, bool ta, bool tb, int64_t M, 
   return MPL_OK;
 }
 
+/* The same with operands stored as bf16 (in16): gemm.c's mpl_gemm_bf16s_batched, the bits of
+ * the same values in f32 arrays. */
+static int gemm16(MplGemmBf16 *bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const uint16_t *A, int64_t lda,
+                  const uint16_t *B, int64_t ldb, float beta, float *C, int64_t ldc, MplErr *err) {
+  if (mpl_gemm_bf16s_batched(bf16, ta, tb, M, N, K, 1.0f, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1) != MPL_OK)
+    return mpl_errf(err, "cpu: the cross-entropy's bf16 product [%lld x %lld x %lld] failed", (long long)M, (long long)N,
+                    (long long)K);
+  return MPL_OK;
+}
+
 int mpl_ce_cpu(const MplCe *a, float *scratch, MplGemmBf16 *bf16, MplCeRowsFn rows, void *ctx, MplErr *err) {
   if (a->N < 1 || a->K < 1 || a->V < 1 || a->chunk < 1 || a->chunk > a->N)
     return mpl_errf(err, "cross-entropy: bad sizes N %lld K %lld V %lld rows %lld", (long long)a->N, (long long)a->K,
@@ -100,6 +116,8 @@ int mpl_ce_cpu(const MplCe *a, float *scratch, MplGemmBf16 *bf16, MplCeRowsFn ro
   if (((uintptr_t)scratch & 7u) != 0) return mpl_errf(err, "cross-entropy: misaligned scratch");
   CeRows c = {.a = a, .loss = (double *)(void *)scratch, .scale = (float)(1.0 / (double)a->N)};
   c.L = scratch + 2 * a->N;
+  if (a->in16 && (!bf16 || !a->bf16)) return mpl_errf(err, "cross-entropy: bf16 inputs outside a bf16 step");
+  c.L16 = a->in16 ? (uint16_t *)(void *)(c.L + a->chunk * a->V) : NULL;
   void *args[1] = {&c};
   int64_t K = a->K, V = a->V;
   for (int64_t r0 = 0; r0 < a->N; r0 += a->chunk) {
@@ -107,9 +125,20 @@ int mpl_ce_cpu(const MplCe *a, float *scratch, MplGemmBf16 *bf16, MplCeRowsFn ro
     const float *xb = a->x + r0 * K;
     c.r0 = r0;
     /* L [rr, V] = x_block w^T (w [V, K]) or x_block w (w [K, V]) */
-    if (gemm(a, bf16, false, a->tb, rr, V, K, xb, K, a->w, a->tb ? K : V, 0.0f, c.L, V, err) != MPL_OK) return MPL_ERR;
+    int64_t ldw = a->tb ? K : V;
+    if (a->in16 ? gemm16(bf16, false, a->tb, rr, V, K, a->x16 + r0 * K, K, a->w16, ldw, 0.0f, c.L, V, err)
+                : gemm(a, bf16, false, a->tb, rr, V, K, xb, K, a->w, ldw, 0.0f, c.L, V, err))
+      return MPL_ERR;
     if (rows(ctx, ce_rows, args, rr, err) != MPL_OK) return MPL_ERR;
     if (atomic_load(&c.bad)) return mpl_errf(err, "cross-entropy: a target outside [0, %lld)", (long long)V);
+    if (a->in16) { /* the same products on the bf16 copies: G's, x's and w's */
+      const uint16_t *x16 = a->x16 + r0 * K;
+      if (gemm16(bf16, false, !a->tb, rr, K, V, c.L16, V, a->w16, ldw, 0.0f, a->dx + r0 * K, K, err) != MPL_OK ||
+          (a->tb ? gemm16(bf16, true, false, V, K, rr, c.L16, V, x16, K, r0 ? 1.0f : 0.0f, a->dw, K, err)
+                 : gemm16(bf16, true, false, K, V, rr, x16, K, c.L16, V, r0 ? 1.0f : 0.0f, a->dw, V, err)) != MPL_OK)
+        return MPL_ERR;
+      continue;
+    }
     /* dx1_block = G w: w [V, K] (tb), or [K, V] read transposed */
     if (gemm(a, bf16, false, !a->tb, rr, K, V, c.L, V, a->w, a->tb ? K : V, 0.0f, a->dx + r0 * K, K, err) != MPL_OK)
       return MPL_ERR;

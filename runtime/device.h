@@ -50,7 +50,11 @@ typedef struct MplSdpa {
 typedef struct MplCe {
   int64_t N, K, V, chunk;
   bool tb, bf16;
+  /* in16 (JobStep.in16): x and w are stored as bf16, read through x16 and w16 (and each block
+     of g is kept as bf16 too, for its products); else through x and w */
+  bool in16;
   const float *x, *w;
+  const uint16_t *x16, *w16;
   const int32_t *targets;
   float *loss, *dx, *dw;
 } MplCe;

@@ -419,6 +419,20 @@ static int ce_gemm(CudaDev *cd, bool bf16, bool ta, bool tb, int64_t M, int64_t 
   return MPL_OK;
 }
 
+/* The same with A and B stored as bf16 (in16). */
+static int ce_gemm16(CudaDev *cd, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const uint16_t *A, int64_t lda,
+                     const uint16_t *B, int64_t ldb, float beta, float *C, int64_t ldc, MplErr *err) {
+  const float alpha = 1.0f;
+  cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+  cudev_prof_begin(cd, PROF_GEMM);
+  cublasStatus_t st = cublasGemmEx(cd->blas, opb, opa, (int)N, (int)M, (int)K, &alpha, B, CUDA_R_16BF, (int)ldb, A,
+                                   CUDA_R_16BF, (int)lda, &beta, C, CUDA_R_32F, (int)ldc, CUBLAS_COMPUTE_32F,
+                                   CUBLAS_GEMM_DEFAULT);
+  cudev_prof_end(cd);
+  CUBLAS_CHECK(st);
+  return MPL_OK;
+}
+
 /* JS_CE over blocks of rows: per block the logits by cuBLAS, mpl_ce_rows (loss per row, g in
  * place), dx1 of the block and dw1 (+)= by cuBLAS; then mpl_ce_finish (the mean loss). */
 int cuda_ce(MplDevice *d, const MplCe *a, MplErr *err) {
@@ -444,22 +458,33 @@ int cuda_ce(MplDevice *d, const MplCe *a, MplErr *err) {
   }
   double *loss = (double *)(void *)cd->ce_scratch;
   float *L = cd->ce_scratch + 2 * a->N, scale = (float)(1.0 / (double)a->N);
+  /* bf16 inputs: g's bf16 copy after L (mpl_ce_cpu_scratch counts it), for its products */
+  unsigned short *L16 = a->in16 ? (unsigned short *)(void *)(L + a->chunk * a->V) : NULL;
   long long N = a->N, V = a->V;
   int bf16 = a->bf16;
   int64_t K = a->K;
   for (int64_t r0 = 0; r0 < a->N; r0 += a->chunk) {
     long long rr = a->N - r0 < a->chunk ? a->N - r0 : a->chunk, lr0 = r0;
     const float *xb = a->x + r0 * K;
-    if (ce_gemm(cd, bf16, false, a->tb, rr, V, K, xb, K, a->w, a->tb ? K : V, 0.0f, L, V, err) != MPL_OK)
+    if (a->in16 ? ce_gemm16(cd, false, a->tb, rr, V, K, a->x16 + r0 * K, K, a->w16, a->tb ? K : V, 0.0f, L, V, err)
+                : ce_gemm(cd, bf16, false, a->tb, rr, V, K, xb, K, a->w, a->tb ? K : V, 0.0f, L, V, err))
       return MPL_ERR;
-    void *p[] = {&L, &V, &lr0, (void *)&a->targets, &loss, &scale, &bf16};
+    void *p[] = {&L, &V, &lr0, (void *)&a->targets, &loss, &scale, &bf16, &L16};
     cudev_prof_begin(cd, PROF_CE);
     int st = cudev_launch(cd, cd->ce_rows, rr, CE_THREADS, p, err);
     cudev_prof_end(cd);
     if (st != MPL_OK) return MPL_ERR;
+    float beta = r0 ? 1.0f : 0.0f;
+    if (a->in16) { /* the same products on the bf16 copies: g's, x's and w's */
+      const uint16_t *x16 = a->x16 + r0 * K;
+      if (ce_gemm16(cd, false, !a->tb, rr, K, V, L16, V, a->w16, a->tb ? K : V, 0.0f, a->dx + r0 * K, K, err) != MPL_OK ||
+          (a->tb ? ce_gemm16(cd, true, false, V, K, rr, L16, V, x16, K, beta, a->dw, K, err)
+                 : ce_gemm16(cd, true, false, K, V, rr, x16, K, L16, V, beta, a->dw, V, err)) != MPL_OK)
+        return MPL_ERR;
+      continue;
+    }
     if (ce_gemm(cd, bf16, false, !a->tb, rr, K, V, L, V, a->w, a->tb ? K : V, 0.0f, a->dx + r0 * K, K, err) != MPL_OK)
       return MPL_ERR;
-    float beta = r0 ? 1.0f : 0.0f;
     st = a->tb ? ce_gemm(cd, bf16, true, false, V, K, rr, L, V, xb, K, beta, a->dw, K, err)
                : ce_gemm(cd, bf16, true, false, K, V, rr, xb, K, L, V, beta, a->dw, V, err);
     if (st != MPL_OK) return MPL_ERR;

@@ -215,7 +215,9 @@ static int run_ce(RankCtx *rc, const JobStep *s, int stage, int mb, MplErr *err)
     return rank_fail(rc, err, "stage %d: the %s device has no fused cross-entropy yet: compile with --no-fused-ce",
                      stage, rc->dev.ops->name);
   MplCe a = {.N = s->M, .K = s->K, .V = s->N, .chunk = s->chunk, .tb = s->tb, .bf16 = s->prec == PREC_BF16,
-             .x = p[0], .w = p[1], .targets = (const int32_t *)(void *)p[2], .loss = p[3], .dx = p[4], .dw = p[5]};
+             .in16 = s->in16, .x = p[0], .w = p[1], .targets = (const int32_t *)(void *)p[2], .loss = p[3],
+             .dx = p[4], .dw = p[5]};
+  if (s->in16) a.x16 = (const uint16_t *)(void *)p[0], a.w16 = (const uint16_t *)(void *)p[1];
   return rc->dev.ops->ce(&rc->dev, &a, err);
 }
 

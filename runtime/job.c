@@ -470,7 +470,7 @@ void job_derive(Job *j) {
     for (int k = 0; k < JP__COUNT; k++)
       for (int i = 0; i < j->stages[s].prog[k].nsteps; i++) {
         JobStep *st = &j->stages[s].prog[k].steps[i];
-        bool ops = st->kind == JS_GEMM || st->kind == JS_SDPA || st->kind == JS_SDPA_BWD;
+        bool ops = st->kind == JS_GEMM || st->kind == JS_SDPA || st->kind == JS_SDPA_BWD || st->kind == JS_CE;
         st->in16 = ops && st->nargs > 0 && j->values[st->args[0]].dtype == JDT_BF16;
       }
 }
@@ -527,9 +527,11 @@ static int validate_ce(const Job *j, int s, const JobStep *st, char *err, size_t
         "stage %d: bad cross-entropy sizes", s);
   int64_t x = st->M * st->K, w = st->N * st->K;
   int64_t want[6] = {x, w, st->M, 1, x, w};
+  bool in16 = j->values[st->args[0]].dtype == JDT_BF16; /* x and w: both bf16 (a bf16 step) or both f32 */
+  CHECK(!in16 || st->prec == PREC_BF16, "stage %d: cross-entropy of bf16 inputs in precision %d", s, st->prec);
   for (int a = 0; a < st->nargs; a++) {
     const JobValue *v = &j->values[st->args[a]];
-    int dt = a == 2 ? JDT_I32 : JDT_F32;
+    int dt = a == 2 ? JDT_I32 : a < 2 && in16 ? JDT_BF16 : JDT_F32;
     CHECK(v->dtype == dt && v->numel == want[a], "stage %d: cross-entropy operand %d has %lld elements, not %lld", s,
           a, (long long)v->numel, (long long)want[a]);
   }

@@ -101,7 +101,7 @@ typedef struct JobStep {
   uint8_t prec;         /* JS_GEMM: PREC_F32: f32 products; PREC_TF32: a GPU may use TF32 tensor cores;
                            PREC_BF16: A and B hold bf16 values exactly (rounded by the job's kernels), so a
                            device may multiply them in bf16 units accumulating in f32 (C stays f32) */
-  bool in16;            /* JS_GEMM, JS_SDPA, JS_SDPA_BWD: the operands are stored as bf16 (2 bytes: the
+  bool in16;            /* JS_GEMM, JS_SDPA, JS_SDPA_BWD, JS_CE: the operands are stored as bf16 (2 bytes: the
                            values' JDT_BF16, see job_validate), else f32. Not in the file: job_read sets it */
   /* JS_COMM: args = {out, in}; comm: JC_*; axis and groups of the tp split */
   uint8_t comm;

@@ -38,9 +38,10 @@ MPL_DEV float mpl_ce_bf16(float x) {
 /* One block per row i of the block (row r0 + i of the step): L[i, 0..V) rounded to bf16 in
  * place when bf16; e = exp(L - max) in place, s = sum e; loss[r0 + i] = max + log s -
  * L[i, target] (NaN for a target outside [0, V)); then L[i, j] = g = (e / s - [j = target])
- * * scale, rounded to bf16 when bf16. */
+ * * scale, rounded to bf16 when bf16, and its bf16 bits in L16[i, j] when L16 is not NULL
+ * (bf16 inputs: g's products read it there). */
 MPL_KERNEL(CE_THREADS) mpl_ce_rows(float *L, long long V, long long r0, const int *targets, double *loss,
-                                   float scale, int bf16) {
+                                   float scale, int bf16, unsigned short *L16) {
   MPL_SHARED float red[CE_THREADS];
   long long i = blockIdx.x;
   int t = (int)threadIdx.x;
@@ -77,7 +78,8 @@ MPL_KERNEL(CE_THREADS) mpl_ce_rows(float *L, long long V, long long r0, const in
   if (t == 0) loss[r0 + i] = ok ? (double)m + log((double)red[0]) - (double)lt : (double)(MPL_INF - MPL_INF);
   for (long long j = t; j < V; j += CE_THREADS) {
     float g = (l[j] * inv - (j == tg ? 1.0f : 0.0f)) * scale;
-    l[j] = bf16 ? mpl_ce_bf16(g) : g;
+    l[j] = g = bf16 ? mpl_ce_bf16(g) : g;
+    if (L16) L16[i * V + j] = (unsigned short)(__float_as_uint(g) >> 16);
   }
 }
 

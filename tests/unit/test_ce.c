@@ -168,6 +168,7 @@ END_TEST
 typedef struct HostLaunch {
   int which; /* 0 rows, 1 finish */
   float *L, *out, scale;
+  unsigned short *L16; /* g's bf16 bits too, or NULL */
   double *loss;
   const int *t;
   long long N, V, r0;
@@ -176,7 +177,7 @@ typedef struct HostLaunch {
 
 static void run_kernel(void *ctx) {
   const HostLaunch *l = ctx;
-  if (l->which == 0) mpl_ce_rows(l->L, l->V, l->r0, l->t, l->loss, l->scale, l->bf16);
+  if (l->which == 0) mpl_ce_rows(l->L, l->V, l->r0, l->t, l->loss, l->scale, l->bf16, l->L16);
   else mpl_ce_finish(l->loss, l->out, l->N);
 }
 
@@ -231,6 +232,59 @@ START_TEST(test_nvrtc_compiles_kernels) {
 }
 END_TEST
 
+/* x and w stored as bf16 (in16): the step's bits are those of the same values in f32 arrays,
+ * with gemm.c's bf16 units where the CPU has them and without (hw off); and ce.cu's row
+ * kernel on the host writes g's bf16 bits beside g. */
+static int run16(const Case *c, bool tb, Bufs *b, MplGemmBf16 *ws, bool in16, MplErr *err) {
+  int64_t nx = c->N * c->K, nw = c->V * c->K;
+  uint16_t *x16 = malloc(2 * nx), *w16 = malloc(2 * nw);
+  for (int64_t i = 0; i < nx; i++) x16[i] = (uint16_t)(__float_as_uint(b->x[i]) >> 16);
+  for (int64_t i = 0; i < nw; i++) w16[i] = (uint16_t)(__float_as_uint(b->w[i]) >> 16);
+  MplCe a = {.N = c->N, .K = c->K, .V = c->V, .chunk = c->chunk, .tb = tb, .bf16 = true, .in16 = in16, .x = b->x,
+             .w = b->w, .x16 = x16, .w16 = w16, .targets = b->t, .loss = &b->loss, .dx = b->dx, .dw = b->dw};
+  float *scratch = malloc(4 * (size_t)mpl_ce_cpu_scratch(&a));
+  int64_t slice = 1 << 30;
+  int rc = mpl_ce_cpu(&a, scratch, ws, rows_sliced, &slice, err);
+  free(scratch), free(x16), free(w16);
+  return rc;
+}
+
+START_TEST(test_bf16_inputs) {
+  const Case *c = &cases[_i / 2];
+  bool tb = _i % 2;
+  Bufs b;
+  make(c, &b, true);
+  int64_t nx = c->N * c->K, nw = c->V * c->K;
+  float *dx = malloc(4 * nx), *dw = malloc(4 * nw), loss;
+  for (int hw = 0; hw < 2; hw++) {
+    MplGemmBf16 ws = {0};
+    if (hw) mpl_gemm_bf16_init(&ws);
+    MplErr err = {{0}};
+    ck_assert_msg(run16(c, tb, &b, &ws, false, &err) == MPL_OK, "%s", err.msg);
+    loss = b.loss, memcpy(dx, b.dx, 4 * nx), memcpy(dw, b.dw, 4 * nw);
+    ck_assert_msg(run16(c, tb, &b, &ws, true, &err) == MPL_OK, "%s", err.msg);
+    ck_assert_msg(!memcmp(&loss, &b.loss, 4) && !memcmp(dx, b.dx, 4 * nx) && !memcmp(dw, b.dw, 4 * nw),
+                  "N%lld K%lld V%lld%s, bf16 units %s: bf16 inputs give other bits", (long long)c->N, (long long)c->K,
+                  (long long)c->V, tb ? " tb" : "", hw && ws.hw ? "on" : "off");
+    mpl_gemm_bf16_free(&ws);
+  }
+  /* the CUDA row kernel: g's bf16 bits beside g */
+  int64_t V = c->V, rr = c->chunk;
+  float *L = malloc(4 * rr * V);
+  unsigned short *L16 = malloc(2 * rr * V);
+  double *lossr = calloc((size_t)c->N, 8);
+  ck_assert(mpl_gemm_f32(false, tb, rr, V, c->K, 1.0f, b.x, c->K, b.w, tb ? c->K : V, 0.0f, L, V) == MPL_OK);
+  HostLaunch l = {.which = 0, .L = L, .L16 = L16, .loss = lossr, .t = b.t, .N = c->N, .V = V, .r0 = 0, .bf16 = 1,
+                  .scale = (float)(1.0 / (double)c->N)};
+  host_launch(&l, rr);
+  for (int64_t i = 0; i < rr * V; i++)
+    ck_assert_msg(L16[i] == (uint16_t)(__float_as_uint(L[i]) >> 16) && (__float_as_uint(L[i]) & 0xFFFFu) == 0,
+                  "g[%lld]: bf16 bits 0x%04x beside %a", (long long)i, L16[i], (double)L[i]);
+  free(L), free(L16), free(lossr), free(dx), free(dw);
+  unmake(&b);
+}
+END_TEST
+
 START_TEST(test_bad_target) {
   Case c = {4, 3, 10, 4};
   Bufs b;
@@ -251,6 +305,7 @@ int main(void) {
   tcase_set_timeout(tc, 120);
   tcase_add_loop_test(tc, test_cpu_step, 0, 4 * (int)(sizeof cases / sizeof cases[0]));
   tcase_add_test(tc, test_bad_target);
+  tcase_add_loop_test(tc, test_bf16_inputs, 0, 2 * (int)(sizeof cases / sizeof cases[0]));
   tcase_add_loop_test(tc, test_cuda_kernels_on_host, 0, 4 * (int)(sizeof cases / sizeof cases[0]));
   tcase_add_test(tc, test_nvrtc_compiles_kernels);
   suite_add_tcase(s, tc);
