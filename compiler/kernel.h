@@ -257,7 +257,8 @@ typedef struct Fused {
 } Fused;
 /* Lowers every pass of every stage of p (fuse_program; its temporaries are appended to
  * p->g, so whatever is sized by the number of values is sized after it). NULL after a
- * diagnostic when the graph holds a type the kernels do not lower yet (bf16, f16). */
+ * diagnostic when the graph still holds an f16 value or a bf16 one that is not a rounding
+ * (a caller that skipped precision.c's prec_lower_half). */
 Fused *fuse_partition(Diag *d, Arena *a, Partition *p);
 /* --emit=kernels: every kernel, then each stage's non-empty programs. */
 void fuse_dump(FILE *out, const Fused *fu);

@@ -337,8 +337,9 @@ int main(int argc, char **argv) {
    *    recompute, tied params                                               --emit=partition, dot */
   Partition *part = part_build(&diag, g);
   if (!part || diag.nerrors) return finish(&arena, 1);
-  /* 7a. bf16 storage (precision.c; off with --no-bf16-storage): under precision = bf16, the
-   *     roundings every reader of which can read 2-byte bf16 are stored so */
+  /* 7a. bf16 storage (precision.c; off with --no-bf16-storage): the bf16 roundings (precision
+   *     = bf16's, a program's own bf16 tensors') every reader of which can read 2-byte bf16
+   *     are stored so */
   if (!o.co.no_bf16_storage) prec_narrow(part);
   if (o.emit == EMIT_PARTITION || o.emit == EMIT_DOT) {
     if (o.emit == EMIT_PARTITION) part_dump(stdout, part);

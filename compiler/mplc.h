@@ -364,9 +364,11 @@ bool prec_sdpa_bf16(const Graph *g, const Op *op);
  * tensors (f32 arithmetic, results rounded); params stay f32 (master weights) and are read
  * rounded; their gradients are summed in f32. Without half types: g itself. */
 Graph *prec_lower_half(Graph *g);
-/* After the partition, precision = bf16: the roundings whose readers can all read bf16 (kernels,
- * products of two such values) stored as bf16 (their dtype, and their views', DT_BF16), the
- * others left f32. Returns how many values it narrowed. Other precisions: 0, nothing changed. */
+/* After the partition: the ROUND_BF16 values (precision = bf16's, or a program's own bf16
+ * tensors') whose readers can all read bf16 (kernels, products and the fused attention or
+ * cross-entropy whose other operands are such values too) stored as bf16 (their dtype, and
+ * their views', DT_BF16), the others left f32. Returns how many values it narrowed (0 in a
+ * graph without roundings). */
 struct Partition;
 int prec_narrow(struct Partition *p);
 

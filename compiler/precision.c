@@ -114,6 +114,15 @@ static Rounded *memo_find(const Prec *p, int v, const Op *user) {
   return NULL;
 }
 
+/* Records made, the rounding of new value v made in `user`'s context (memo_find finds it). */
+static int memo_add(Prec *p, int v, const Op *user, int made) {
+  if (v >= p->cap || made >= p->cap) die("precision: memo of %d entries, value %%%d", p->cap, made > v ? made : v);
+  Rounded *r = arena_alloc(p->g->arena, sizeof *r);
+  *r = (Rounded){user->stage, user->phase, user->recompute, made, p->memo[v]};
+  p->memo[v] = r;
+  return made;
+}
+
 /* The bf16 value of new value v that the product `user` (a new op, not yet added) reads. */
 static int rounded(Prec *p, int v, const Op *user) {
   Graph *g = p->g;
@@ -129,11 +138,30 @@ static int rounded(Prec *p, int v, const Op *user) {
   } else {
     made = add_like(p, OP_ROUND_BF16, v, op, user);
   }
-  if (v >= p->cap) die("precision: memo of %d entries, value %%%d", p->cap, v);
-  r = arena_alloc(g->arena, sizeof *r);
-  *r = (Rounded){user->stage, user->phase, user->recompute, made->id, p->memo[v]};
-  p->memo[v] = r;
-  return made->id;
+  return memo_add(p, v, user, made->id);
+}
+
+/* A copy of old's settings with no ops yet, for old's ops copied one by one (map, self: old
+ * ids; memo: cap new ids). */
+static void prec_begin(Prec *p, Graph *old, int cap) {
+  *p = (Prec){.old = old, .cap = cap};
+  p->g = graph_new(old->arena);
+  Graph keep = *old;
+  *p->g = keep;
+  p->g->ops = NULL;
+  p->g->nops = p->g->cap = 0;
+  p->map = malloc(sizeof(int) * (size_t)old->nops + 1);
+  p->self = malloc(sizeof(int) * (size_t)old->nops + 1);
+  p->memo = calloc((size_t)cap, sizeof(Rounded *));
+  if (!p->map || !p->self || !p->memo) die("out of memory");
+}
+
+/* The copy, its loss mapped, checked. */
+static Graph *prec_end(Prec *p) {
+  p->g->loss = p->old->loss >= 0 ? p->map[p->old->loss] : -1;
+  free(p->map), free(p->self), free(p->memo);
+  graph_verify(p->g);
+  return p->g;
 }
 
 /* Copies old op src into the new graph reading in[]; PARAM_GRAD's param and fwd_of mapped. */
@@ -183,16 +211,8 @@ Graph *prec_apply(Graph *old) {
     OpKind k = old->ops[i]->kind;
     nmm += k == OP_MATMUL || op_multi_result(k) || k == OP_RESULT;
   }
-  Prec p = {.old = old, .cap = old->nops + 5 * nmm + 1};
-  p.g = graph_new(old->arena);
-  Graph keep = *old;
-  *p.g = keep;
-  p.g->ops = NULL;
-  p.g->nops = p.g->cap = 0;
-  p.map = malloc(sizeof(int) * (size_t)old->nops + 1);
-  p.self = malloc(sizeof(int) * (size_t)old->nops + 1);
-  p.memo = calloc((size_t)p.cap, sizeof(Rounded *));
-  if (!p.map || !p.self || !p.memo) die("out of memory");
+  Prec p;
+  prec_begin(&p, old, old->nops + 5 * nmm + 1);
   for (int i = 0; i < old->nops; i++) {
     const Op *src = old->ops[i];
     if (src->kind == OP_MATMUL && src->dtype == DT_F32) {
@@ -209,12 +229,7 @@ Graph *prec_apply(Graph *old) {
     p.map[i] = p.self[i] = copy_op(&p, src, in)->id;
     free(in);
   }
-  p.g->loss = old->loss >= 0 ? p.map[old->loss] : -1;
-  free(p.map);
-  free(p.self);
-  free(p.memo);
-  graph_verify(p.g);
-  return p.g;
+  return prec_end(&p);
 }
 
 /* ---- the program's own half types (after autodiff) ----------------------------------------------
@@ -240,34 +255,26 @@ typedef struct Half {
   DType *type;     /* new id -> the half type its readers round it to (DT_F32: none, or rounded) */
 } Half;
 
+static OpKind round_kind(DType t) { return t == DT_BF16 ? OP_ROUND_BF16 : OP_ROUND_F16; }
+
 /* The rounding of new value v (a made-where-used value of half type t) for reader `user`. */
 static int half_rounded(Half *h, int v, DType t, const Op *user) {
   Rounded *r = memo_find(&h->p, v, user);
   if (r) return r->id;
-  Op *made = add_like(&h->p, t == DT_BF16 ? OP_ROUND_BF16 : OP_ROUND_F16, v, h->p.g->ops[v], user);
-  if (made->id >= h->p.cap) die("precision: half lowering past %d values", h->p.cap);
-  h->type[made->id] = DT_F32;
-  r = arena_alloc(h->p.g->arena, sizeof *r);
-  *r = (Rounded){user->stage, user->phase, user->recompute, made->id, h->p.memo[v]};
-  h->p.memo[v] = r;
-  return made->id;
+  int made = memo_add(&h->p, v, user, add_like(&h->p, round_kind(t), v, h->p.g->ops[v], user)->id);
+  h->type[made] = DT_F32;
+  return made;
 }
 
 Graph *prec_lower_half(Graph *old) {
   int nhalf = 0;
   for (int i = 0; i < old->nops; i++) nhalf += half(old->ops[i]->dtype);
   if (!nhalf) return old;
-  Half h = {.p = {.old = old, .cap = old->nops + 2 * old->nops + 1}};
-  h.p.g = graph_new(old->arena);
-  Graph keep = *old;
-  *h.p.g = keep;
-  h.p.g->ops = NULL;
-  h.p.g->nops = h.p.g->cap = 0;
-  h.p.map = malloc(sizeof(int) * (size_t)old->nops + 1);
-  h.p.self = malloc(sizeof(int) * (size_t)old->nops + 1);
-  h.p.memo = calloc((size_t)h.p.cap, sizeof(Rounded *));
+  /* at most each op, its rounding and one rounding per (reader, input) of a leaf: 3 per op */
+  Half h;
+  prec_begin(&h.p, old, 3 * old->nops + 1);
   h.type = malloc(sizeof(DType) * ((size_t)h.p.cap + 1));
-  if (!h.p.map || !h.p.self || !h.p.memo || !h.type) die("out of memory");
+  if (!h.type) die("out of memory");
   for (int i = 0; i < old->nops; i++) {
     const Op *src = old->ops[i];
     Op user = *src; /* the context of the roundings it reads */
@@ -283,7 +290,7 @@ Graph *prec_lower_half(Graph *old) {
     Op *op = copy_op(&h.p, src, in);
     free(in);
     h.p.self[i] = op->id;
-    if (op->id >= h.p.cap) die("precision: half lowering past %d values", h.p.cap);
+    if (op->id + 1 >= h.p.cap) die("precision: half lowering past %d values", h.p.cap);
     h.type[op->id] = DT_F32;
     h.p.map[i] = op->id;
     if (!half(src->dtype)) continue;
@@ -293,15 +300,12 @@ Graph *prec_lower_half(Graph *old) {
       h.type[op->id] = src->dtype;
       continue;
     }
-    Op *r = add_like(&h.p, src->dtype == DT_BF16 ? OP_ROUND_BF16 : OP_ROUND_F16, op->id, op, op);
-    if (r->id >= h.p.cap) die("precision: half lowering past %d values", h.p.cap);
+    Op *r = add_like(&h.p, round_kind(src->dtype), op->id, op, op);
     h.type[r->id] = DT_F32;
     h.p.map[i] = r->id;
   }
-  h.p.g->loss = old->loss >= 0 ? h.p.map[old->loss] : -1;
-  free(h.p.map), free(h.p.self), free(h.p.memo), free(h.type);
-  graph_verify(h.p.g);
-  return h.p.g;
+  free(h.type);
+  return prec_end(&h.p);
 }
 
 /* ---- bf16 storage (after the partition) ---------------------------------------------------------

@@ -313,8 +313,7 @@ static Value lower_sdpa(Sema *S, Scope *sc, Node *call, Node **args) {
   Loc loc = call->loc;
   DType dt = sema_opv(S, q)->dtype;
   int64_t hv = sema_opv(S, v)->shape.d[r - 1];
-  if ((dt == DT_F32 || dt == DT_BF16 || dt == DT_F16) && !S->opt->no_fused_sdpa && hs <= MPL_SDPA_MAX_HEAD &&
-      hv <= MPL_SDPA_MAX_HEAD)
+  if (dtype_is_float(dt) && !S->opt->no_fused_sdpa && hs <= MPL_SDPA_MAX_HEAD && hv <= MPL_SDPA_MAX_HEAD)
     return fused_sdpa(S, q, k, v, is_causal, scale, loc);
   if (G > 1) { /* [..., Hkv, G, T, hs] against [..., Hkv, 1, S, hs]: no copy of k and v per head */
     Shape q5 = qs, k5 = insert_axis(ks, r - 2, 1), v5 = insert_axis(vs, r - 2, 1);

@@ -87,23 +87,15 @@ static void ce_rows(void **args, const int64_t *scalars, int64_t begin, int64_t 
   }
 }
 
-/* C = op(A) op(B) + beta C through gemm.c, in bf16 units where the step's are. */
-static int gemm(const MplCe *a, MplGemmBf16 *bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A,
-                int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc, MplErr *err) {
-  int rc = a->bf16 && bf16 ? mpl_gemm_bf16_batched(bf16, ta, tb, M, N, K, 1.0f, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1)
-                           : mpl_gemm_f32(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+/* C = op(A) op(B) + beta C through gemm.c, in bf16 units where the step's are; A and B f32,
+ * or stored as bf16 when the step's inputs are (in16: the bits of the same values in f32). */
+static int gemm(const MplCe *a, MplGemmBf16 *bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void *A,
+                int64_t lda, const void *B, int64_t ldb, float beta, float *C, int64_t ldc, MplErr *err) {
+  int rc = a->in16              ? mpl_gemm_bf16s_batched(bf16, ta, tb, M, N, K, 1.0f, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1)
+           : a->bf16 && bf16 ? mpl_gemm_bf16_batched(bf16, ta, tb, M, N, K, 1.0f, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1)
+                             : mpl_gemm_f32(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
   if (rc != MPL_OK)
     return mpl_errf(err, "cpu: the cross-entropy's product [%lld x %lld x %lld] failed", (long long)M, (long long)N,
-                    (long long)K);
-  return MPL_OK;
-}
-
-/* The same with operands stored as bf16 (in16): gemm.c's mpl_gemm_bf16s_batched, the bits of
- * the same values in f32 arrays. */
-static int gemm16(MplGemmBf16 *bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const uint16_t *A, int64_t lda,
-                  const uint16_t *B, int64_t ldb, float beta, float *C, int64_t ldc, MplErr *err) {
-  if (mpl_gemm_bf16s_batched(bf16, ta, tb, M, N, K, 1.0f, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1) != MPL_OK)
-    return mpl_errf(err, "cpu: the cross-entropy's bf16 product [%lld x %lld x %lld] failed", (long long)M, (long long)N,
                     (long long)K);
   return MPL_OK;
 }
@@ -120,32 +112,25 @@ int mpl_ce_cpu(const MplCe *a, float *scratch, MplGemmBf16 *bf16, MplCeRowsFn ro
   c.L16 = a->in16 ? (uint16_t *)(void *)(c.L + a->chunk * a->V) : NULL;
   void *args[1] = {&c};
   int64_t K = a->K, V = a->V;
+  /* the products' operands: f32, or their bf16 copies (in16: x's, w's and G's) */
+  size_t es = a->in16 ? 2 : 4;
+  const char *x = a->in16 ? (const void *)a->x16 : (const void *)a->x;
+  const void *w = a->in16 ? (const void *)a->w16 : (const void *)a->w, *G = a->in16 ? (const void *)c.L16 : c.L;
+  int64_t ldw = a->tb ? K : V;
   for (int64_t r0 = 0; r0 < a->N; r0 += a->chunk) {
     int64_t rr = a->N - r0 < a->chunk ? a->N - r0 : a->chunk;
-    const float *xb = a->x + r0 * K;
+    const void *xb = x + (size_t)(r0 * K) * es;
     c.r0 = r0;
     /* L [rr, V] = x_block w^T (w [V, K]) or x_block w (w [K, V]) */
-    int64_t ldw = a->tb ? K : V;
-    if (a->in16 ? gemm16(bf16, false, a->tb, rr, V, K, a->x16 + r0 * K, K, a->w16, ldw, 0.0f, c.L, V, err)
-                : gemm(a, bf16, false, a->tb, rr, V, K, xb, K, a->w, ldw, 0.0f, c.L, V, err))
-      return MPL_ERR;
+    if (gemm(a, bf16, false, a->tb, rr, V, K, xb, K, w, ldw, 0.0f, c.L, V, err) != MPL_OK) return MPL_ERR;
     if (rows(ctx, ce_rows, args, rr, err) != MPL_OK) return MPL_ERR;
     if (atomic_load(&c.bad)) return mpl_errf(err, "cross-entropy: a target outside [0, %lld)", (long long)V);
-    if (a->in16) { /* the same products on the bf16 copies: G's, x's and w's */
-      const uint16_t *x16 = a->x16 + r0 * K;
-      if (gemm16(bf16, false, !a->tb, rr, K, V, c.L16, V, a->w16, ldw, 0.0f, a->dx + r0 * K, K, err) != MPL_OK ||
-          (a->tb ? gemm16(bf16, true, false, V, K, rr, c.L16, V, x16, K, r0 ? 1.0f : 0.0f, a->dw, K, err)
-                 : gemm16(bf16, true, false, K, V, rr, x16, K, c.L16, V, r0 ? 1.0f : 0.0f, a->dw, V, err)) != MPL_OK)
-        return MPL_ERR;
-      continue;
-    }
     /* dx1_block = G w: w [V, K] (tb), or [K, V] read transposed */
-    if (gemm(a, bf16, false, !a->tb, rr, K, V, c.L, V, a->w, a->tb ? K : V, 0.0f, a->dx + r0 * K, K, err) != MPL_OK)
-      return MPL_ERR;
+    if (gemm(a, bf16, false, !a->tb, rr, K, V, G, V, w, ldw, 0.0f, a->dx + r0 * K, K, err) != MPL_OK) return MPL_ERR;
     /* dw1 (+)= G^T x_block [V, K] (tb), or x_block^T G [K, V] */
     float beta = r0 ? 1.0f : 0.0f;
-    int rc = a->tb ? gemm(a, bf16, true, false, V, K, rr, c.L, V, xb, K, beta, a->dw, K, err)
-                   : gemm(a, bf16, true, false, K, V, rr, xb, K, c.L, V, beta, a->dw, V, err);
+    int rc = a->tb ? gemm(a, bf16, true, false, V, K, rr, G, V, xb, K, beta, a->dw, K, err)
+                   : gemm(a, bf16, true, false, K, V, rr, xb, K, G, V, beta, a->dw, V, err);
     if (rc != MPL_OK) return MPL_ERR;
   }
   double loss = 0;

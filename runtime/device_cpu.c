@@ -206,14 +206,17 @@ static int cpu_gemm_run(MplDevice *d, const JobStep *s, const void *a, const voi
   CpuDev *cd = d->impl;
   int64_t lda = s->ta ? s->M : s->K, ldb = s->tb ? s->K : s->N, ldc = s->N;
   int64_t batch = s->batch < 1 ? 1 : s->batch;
-  int rc = s->in16 ? mpl_gemm_bf16s_batched(&cd->bf16, s->ta, s->tb, s->M, s->N, s->K, (float)s->alpha, a, lda,
-                                            s->stride_a, b, ldb, s->stride_b, (float)s->beta, c, ldc, s->stride_c,
-                                            batch)
-           : s->prec == PREC_BF16
-               ? mpl_gemm_bf16_batched(&cd->bf16, s->ta, s->tb, s->M, s->N, s->K, (float)s->alpha, a, lda,
-                                       s->stride_a, b, ldb, s->stride_b, (float)s->beta, c, ldc, s->stride_c, batch)
-               : mpl_gemm_f32_batched(s->ta, s->tb, s->M, s->N, s->K, (float)s->alpha, a, lda, s->stride_a, b, ldb,
-                                      s->stride_b, (float)s->beta, c, ldc, s->stride_c, batch);
+  float alpha = (float)s->alpha, beta = (float)s->beta;
+  int rc;
+  if (s->in16) /* operands stored as bf16 */
+    rc = mpl_gemm_bf16s_batched(&cd->bf16, s->ta, s->tb, s->M, s->N, s->K, alpha, a, lda, s->stride_a, b, ldb,
+                                s->stride_b, beta, c, ldc, s->stride_c, batch);
+  else if (s->prec == PREC_BF16)
+    rc = mpl_gemm_bf16_batched(&cd->bf16, s->ta, s->tb, s->M, s->N, s->K, alpha, a, lda, s->stride_a, b, ldb,
+                               s->stride_b, beta, c, ldc, s->stride_c, batch);
+  else
+    rc = mpl_gemm_f32_batched(s->ta, s->tb, s->M, s->N, s->K, alpha, a, lda, s->stride_a, b, ldb, s->stride_b, beta,
+                              c, ldc, s->stride_c, batch);
   if (rc != MPL_OK)
     return mpl_errf(err, "cpu: matrix product [%lld x %lld x %lld] x %lld failed", (long long)s->M,
                     (long long)s->N, (long long)s->K, (long long)batch);

@@ -403,31 +403,20 @@ static int ce_kernels(CudaDev *cd, MplErr *err) {
   return load_program(cd, ptx, &cd->cemod, "the fused cross-entropy's kernels", names, fns, 2, err);
 }
 
-/* Row-major C = op(A) op(B) + beta C (explicit leading dimensions), as cuda_gemm does it. */
-static int ce_gemm(CudaDev *cd, bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A,
-                   int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc, MplErr *err) {
+/* Row-major C = op(A) op(B) + beta C (explicit leading dimensions), as cuda_gemm does it: A and
+ * B f32 (bf16: FAST_16BF, they hold bf16 values), or stored as bf16 (in16). */
+static int ce_gemm(CudaDev *cd, bool bf16, bool in16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void *A,
+                   int64_t lda, const void *B, int64_t ldb, float beta, float *C, int64_t ldc, MplErr *err) {
   const float alpha = 1.0f;
   cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+  cudaDataType_t in = in16 ? CUDA_R_16BF : CUDA_R_32F;
+  cublasComputeType_t ct = in16 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_16BF;
   cudev_prof_begin(cd, PROF_GEMM);
   cublasStatus_t st =
-      bf16 ? cublasGemmEx(cd->blas, opb, opa, (int)N, (int)M, (int)K, &alpha, B, CUDA_R_32F, (int)ldb, A, CUDA_R_32F,
-                          (int)lda, &beta, C, CUDA_R_32F, (int)ldc, CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT)
-           : cublasSgemm(cd->blas, opb, opa, (int)N, (int)M, (int)K, &alpha, B, (int)ldb, A, (int)lda, &beta, C,
-                         (int)ldc);
-  cudev_prof_end(cd);
-  CUBLAS_CHECK(st);
-  return MPL_OK;
-}
-
-/* The same with A and B stored as bf16 (in16). */
-static int ce_gemm16(CudaDev *cd, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const uint16_t *A, int64_t lda,
-                     const uint16_t *B, int64_t ldb, float beta, float *C, int64_t ldc, MplErr *err) {
-  const float alpha = 1.0f;
-  cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
-  cudev_prof_begin(cd, PROF_GEMM);
-  cublasStatus_t st = cublasGemmEx(cd->blas, opb, opa, (int)N, (int)M, (int)K, &alpha, B, CUDA_R_16BF, (int)ldb, A,
-                                   CUDA_R_16BF, (int)lda, &beta, C, CUDA_R_32F, (int)ldc, CUBLAS_COMPUTE_32F,
-                                   CUBLAS_GEMM_DEFAULT);
+      bf16 || in16 ? cublasGemmEx(cd->blas, opb, opa, (int)N, (int)M, (int)K, &alpha, B, in, (int)ldb, A, in, (int)lda,
+                                  &beta, C, CUDA_R_32F, (int)ldc, ct, CUBLAS_GEMM_DEFAULT)
+                   : cublasSgemm(cd->blas, opb, opa, (int)N, (int)M, (int)K, &alpha, B, (int)ldb, A, (int)lda, &beta, C,
+                                 (int)ldc);
   cudev_prof_end(cd);
   CUBLAS_CHECK(st);
   return MPL_OK;
@@ -462,31 +451,25 @@ int cuda_ce(MplDevice *d, const MplCe *a, MplErr *err) {
   unsigned short *L16 = a->in16 ? (unsigned short *)(void *)(L + a->chunk * a->V) : NULL;
   long long N = a->N, V = a->V;
   int bf16 = a->bf16;
-  int64_t K = a->K;
+  int64_t K = a->K, ldw = a->tb ? K : V;
+  /* the products' operands: f32, or their bf16 copies (in16: x's, w's and g's) */
+  size_t es = a->in16 ? 2 : 4;
+  const char *x = a->in16 ? (const void *)a->x16 : (const void *)a->x;
+  const void *w = a->in16 ? (const void *)a->w16 : (const void *)a->w, *G = a->in16 ? (const void *)L16 : L;
   for (int64_t r0 = 0; r0 < a->N; r0 += a->chunk) {
     long long rr = a->N - r0 < a->chunk ? a->N - r0 : a->chunk, lr0 = r0;
-    const float *xb = a->x + r0 * K;
-    if (a->in16 ? ce_gemm16(cd, false, a->tb, rr, V, K, a->x16 + r0 * K, K, a->w16, a->tb ? K : V, 0.0f, L, V, err)
-                : ce_gemm(cd, bf16, false, a->tb, rr, V, K, xb, K, a->w, a->tb ? K : V, 0.0f, L, V, err))
-      return MPL_ERR;
+    const void *xb = x + (size_t)(r0 * K) * es;
+    if (ce_gemm(cd, bf16, a->in16, false, a->tb, rr, V, K, xb, K, w, ldw, 0.0f, L, V, err) != MPL_OK) return MPL_ERR;
     void *p[] = {&L, &V, &lr0, (void *)&a->targets, &loss, &scale, &bf16, &L16};
     cudev_prof_begin(cd, PROF_CE);
     int st = cudev_launch(cd, cd->ce_rows, rr, CE_THREADS, p, err);
     cudev_prof_end(cd);
     if (st != MPL_OK) return MPL_ERR;
-    float beta = r0 ? 1.0f : 0.0f;
-    if (a->in16) { /* the same products on the bf16 copies: g's, x's and w's */
-      const uint16_t *x16 = a->x16 + r0 * K;
-      if (ce_gemm16(cd, false, !a->tb, rr, K, V, L16, V, a->w16, a->tb ? K : V, 0.0f, a->dx + r0 * K, K, err) != MPL_OK ||
-          (a->tb ? ce_gemm16(cd, true, false, V, K, rr, L16, V, x16, K, beta, a->dw, K, err)
-                 : ce_gemm16(cd, true, false, K, V, rr, x16, K, L16, V, beta, a->dw, V, err)) != MPL_OK)
-        return MPL_ERR;
-      continue;
-    }
-    if (ce_gemm(cd, bf16, false, !a->tb, rr, K, V, L, V, a->w, a->tb ? K : V, 0.0f, a->dx + r0 * K, K, err) != MPL_OK)
+    if (ce_gemm(cd, bf16, a->in16, false, !a->tb, rr, K, V, G, V, w, ldw, 0.0f, a->dx + r0 * K, K, err) != MPL_OK)
       return MPL_ERR;
-    st = a->tb ? ce_gemm(cd, bf16, true, false, V, K, rr, L, V, xb, K, beta, a->dw, K, err)
-               : ce_gemm(cd, bf16, true, false, K, V, rr, xb, K, L, V, beta, a->dw, V, err);
+    float beta = r0 ? 1.0f : 0.0f;
+    st = a->tb ? ce_gemm(cd, bf16, a->in16, true, false, V, K, rr, G, V, xb, K, beta, a->dw, K, err)
+               : ce_gemm(cd, bf16, a->in16, true, false, K, V, rr, xb, K, G, V, beta, a->dw, V, err);
     if (st != MPL_OK) return MPL_ERR;
   }
   void *pf[] = {&loss, (void *)&a->loss, &N};

@@ -110,11 +110,28 @@ int mpl_gemm_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
   return s == dnnl_success ? MPL_OK : MPL_ERR;
 }
 
+/* A batch whose B is shared (sb = 0) and whose A and C rows stack (dense, matrix after matrix):
+ * one product of batch x M rows instead (f32, bf16 and stored-bf16 products alike). */
+static bool shared_b(bool ta, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t sa, int64_t sb, int64_t ldc,
+                     int64_t sc, int64_t batch) {
+  return batch > 1 && sb == 0 && !ta && lda == K && sa == M * K && ldc == N && sc == M * N;
+}
+
+/* *buf grown to hold n elements of size each (its old contents dropped); false when out of memory. */
+static bool grow(void **buf, size_t *cap, size_t n, size_t size) {
+  if (n <= *cap) return true;
+  void *b = mpl_malloc(n * size);
+  if (!b) return false;
+  mpl_free(*buf);
+  *buf = b, *cap = n;
+  return true;
+}
+
 int mpl_gemm_f32_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                          int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb, float beta, float *C,
                          int64_t ldc, int64_t sc, int64_t batch) {
   if (batch < 0 || sa < 0 || sb < 0 || sc < 0 || (batch > 1 && sc == 0 && M > 0 && N > 0)) return MPL_ERR;
-  if (batch > 1 && sb == 0 && !ta && lda == K && sa == M * K && ldc == N && sc == M * N) /* B shared: one product */
+  if (shared_b(ta, M, N, K, lda, sa, sb, ldc, sc, batch))
     return mpl_gemm_f32(ta, tb, M * batch, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   for (int64_t i = 0; i < batch; i++)
     if (mpl_gemm_f32(ta, tb, M, N, K, alpha, A + i * sa, lda, B + i * sb, ldb, beta, C + i * sc, ldc))
@@ -187,19 +204,13 @@ __attribute__((target_clones("avx512f", "default"))) static void to_bf16(const f
 int mpl_gemm_bf16_batched(MplGemmBf16 *w, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                           const float *A, int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb,
                           float beta, float *C, int64_t ldc, int64_t sc, int64_t batch) {
-  if (batch > 1 && sb == 0 && !ta && lda == K && sa == M * K && ldc == N && sc == M * N) /* B shared: one product */
+  if (shared_b(ta, M, N, K, lda, sa, sb, ldc, sc, batch))
     return mpl_gemm_bf16_batched(w, ta, tb, M * batch, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
   GemmBf16Fn fn = w->hw ? bf16_entry() : NULL;
   bool dense = lda == (ta ? M : K) && ldb == (tb ? K : N);
   if (!fn || !dense || !bf16_pays(M, N, K) || batch < 1 || (batch > 1 && sc == 0))
     return mpl_gemm_f32_batched(ta, tb, M, N, K, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch);
-  size_t need = (size_t)(M * K + K * N);
-  if (need > w->cap) {
-    uint16_t *buf = mpl_malloc(need * sizeof *buf);
-    if (!buf) return MPL_ERR;
-    mpl_free(w->buf);
-    w->buf = buf, w->cap = need;
-  }
+  if (!grow((void **)&w->buf, &w->cap, (size_t)(M * K + K * N), sizeof(uint16_t))) return MPL_ERR;
   uint16_t *a16 = w->buf, *b16 = w->buf + M * K;
   for (int64_t i = 0; i < batch; i++) {
     if (i == 0 || sa) to_bf16(A + i * sa, a16, M * K);
@@ -223,7 +234,7 @@ int mpl_gemm_bf16s_batched(MplGemmBf16 *w, bool ta, bool tb, int64_t M, int64_t 
       !ld_ok(ta, M, K, lda) || !ld_ok(tb, K, N, ldb) || !ld_ok(false, M, N, ldc))
     return MPL_ERR;
   if (M == 0 || N == 0 || batch == 0) return MPL_OK;
-  if (batch > 1 && sb == 0 && !ta && lda == K && sa == M * K && ldc == N && sc == M * N) /* B shared: one product */
+  if (shared_b(ta, M, N, K, lda, sa, sb, ldc, sc, batch))
     return mpl_gemm_bf16s_batched(w, ta, tb, M * batch, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
   GemmBf16Fn fn = w->hw ? bf16_entry() : NULL;
   bool dense = lda == (ta ? M : K) && ldb == (tb ? K : N);
@@ -239,13 +250,7 @@ int mpl_gemm_bf16s_batched(MplGemmBf16 *w, bool ta, bool tb, int64_t M, int64_t 
     return MPL_OK;
   }
   int64_t na = span(ta ? K : M, ta ? M : K, lda), nb = span(tb ? N : K, tb ? K : N, ldb);
-  size_t need = (size_t)(na + nb);
-  if (need > w->wcap) {
-    float *buf = mpl_malloc(need * sizeof *buf);
-    if (!buf) return MPL_ERR;
-    mpl_free(w->wide);
-    w->wide = buf, w->wcap = need;
-  }
+  if (!grow((void **)&w->wide, &w->wcap, (size_t)(na + nb), sizeof(float))) return MPL_ERR;
   float *a32 = w->wide, *b32 = w->wide + na;
   for (int64_t i = 0; i < batch; i++) {
     if (i == 0 || sa) mpl_bf16_widen(A + i * sa, a32, na);

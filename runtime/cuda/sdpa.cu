@@ -350,24 +350,39 @@ MPL_DEV void mpl_tc_acc_a(unsigned a[4], float (*f)[4], int c) {
   a[2] = mpl_tc_pack(f[2 * c + 1][0], f[2 * c + 1][1]), a[3] = mpl_tc_pack(f[2 * c + 1][2], f[2 * c + 1][3]);
 }
 
+#if SDPA_TC_BR != SDPA_BR
+#error "the tensor-core kernels' blocks are the CUDA-core ones' (sdpa_blocks, mpl_sdpa_keys)"
+#endif
+
+/* A query block's place (the forward's and dq's grid: B * H * tiles of SDPA_TC_BR rows): the
+ * first row of its (batch, head) (*base), its kv head (*kvh), this thread's first row (*r0:
+ * groupID's of its warp's 16; the other is *r0 + 8), and the keys the block reads (*keys). */
+MPL_DEV void mpl_tc_query_block(long long T, long long S, int H, int Hkv, int causal, long long *base, long long *kvh,
+                                long long *r0, long long *keys) {
+  long long tiles = (T + SDPA_TC_BR - 1) / SDPA_TC_BR, bid = blockIdx.x;
+  long long tile = bid % tiles, bh = bid / tiles, b = bh / H;
+  int h = (int)(bh % H), t = (int)threadIdx.x;
+  *kvh = b * Hkv + h / (H / Hkv), *base = (b * H + h) * T;
+  *r0 = tile * SDPA_TC_BR + (t >> 5) * 16 + ((t & 31) >> 2);
+  *keys = mpl_sdpa_keys(S, tile, causal);
+}
+
 MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_fwd_tc(const unsigned short *__restrict__ q, const unsigned short *__restrict__ k,
                                                const unsigned short *__restrict__ v, float *__restrict__ out,
                                                float *__restrict__ lse, long long T, long long S, int H, int Hkv,
                                                float scale, int causal) {
   MPL_SHARED unsigned short ks[SDPA_TC_BC][SDPA_TC_KP];
   MPL_SHARED unsigned short vs[SDPA_TC_BC][SDPA_TC_VP];
-  long long tiles = (T + SDPA_TC_BR - 1) / SDPA_TC_BR, bid = blockIdx.x;
-  long long tile = bid % tiles, bh = bid / tiles, b = bh / H;
-  int h = (int)(bh % H), t = (int)threadIdx.x, lane = t & 31, g = lane >> 2, tg = lane & 3;
-  long long kvh = b * Hkv + h / (H / Hkv), base = (b * H + h) * T;
-  long long r0 = tile * SDPA_TC_BR + (t >> 5) * 16 + g, r1 = r0 + 8; /* this thread's query rows */
+  int t = (int)threadIdx.x, g = (t & 31) >> 2, tg = t & 3;
+  long long base, kvh, r0, keys;
+  mpl_tc_query_block(T, S, H, Hkv, causal, &base, &kvh, &r0, &keys);
+  long long r1 = r0 + 8; /* this thread's query rows: r0 and r1 */
   const unsigned short *kb = k + kvh * S * HS, *vb = v + kvh * S * HV;
   unsigned qa[HS / 16][4]; /* the warp's 16 rows of q as A fragments, HS / 16 of them */
   mpl_tc_rows_a(qa, HS, q + base * HS, r0, r1, T, tg);
   float o[HV / 8][4];
   MPL_UNROLL for (int j = 0; j < HV / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
   float m0 = -MPL_INF, m1 = -MPL_INF, l0 = 0.0f, l1 = 0.0f;
-  long long keys = causal && (tile + 1) * SDPA_TC_BR < S ? (tile + 1) * SDPA_TC_BR : S;
   for (long long k0 = 0; k0 < keys; k0 += SDPA_TC_BC) {
     int nk = keys - k0 < SDPA_TC_BC ? (int)(keys - k0) : SDPA_TC_BC;
     MPL_SYNC();
@@ -435,11 +450,10 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_q_tc(const unsigned short *__restric
                                                  float scale, int causal) {
   MPL_SHARED unsigned short ks[SDPA_TC_BC][SDPA_TC_KP];
   MPL_SHARED unsigned short vs[SDPA_TC_BC][SDPA_TC_VP];
-  long long tiles = (T + SDPA_TC_BR - 1) / SDPA_TC_BR, bid = blockIdx.x;
-  long long tile = bid % tiles, bh = bid / tiles, b = bh / H;
-  int h = (int)(bh % H), t = (int)threadIdx.x, lane = t & 31, g = lane >> 2, tg = lane & 3;
-  long long kvh = b * Hkv + h / (H / Hkv), base = (b * H + h) * T;
-  long long r0 = tile * SDPA_TC_BR + (t >> 5) * 16 + g, r1 = r0 + 8;
+  int t = (int)threadIdx.x, g = (t & 31) >> 2, tg = t & 3;
+  long long base, kvh, r0, keys;
+  mpl_tc_query_block(T, S, H, Hkv, causal, &base, &kvh, &r0, &keys);
+  long long r1 = r0 + 8;
   const unsigned short *kb = k + kvh * S * HS, *vb = v + kvh * S * HV;
   unsigned qa[HS / 16][4], da[HV / 16][4]; /* the warp's rows of q and of dout, as A fragments */
   mpl_tc_rows_a(qa, HS, q + base * HS, r0, r1, T, tg);
@@ -451,7 +465,6 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_q_tc(const unsigned short *__restric
   }
   float acc[HS / 8][4];
   MPL_UNROLL for (int j = 0; j < HS / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
-  long long keys = causal && (tile + 1) * SDPA_TC_BR < S ? (tile + 1) * SDPA_TC_BR : S;
   for (long long k0 = 0; k0 < keys; k0 += SDPA_TC_BC) {
     int nk = keys - k0 < SDPA_TC_BC ? (int)(keys - k0) : SDPA_TC_BC;
     MPL_SYNC();

@@ -28,3 +28,4 @@
 #define mpl_tc_rows_dot SDPA_NAME(SDPA_PFX, tc_rows_dot)
 #define mpl_tc_cols_dot SDPA_NAME(SDPA_PFX, tc_cols_dot)
 #define mpl_tc_store SDPA_NAME(SDPA_PFX, tc_store)
+#define mpl_tc_query_block SDPA_NAME(SDPA_PFX, tc_query_block)

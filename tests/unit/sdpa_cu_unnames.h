@@ -21,6 +21,7 @@
 #undef mpl_tc_rows_dot
 #undef mpl_tc_cols_dot
 #undef mpl_tc_store
+#undef mpl_tc_query_block
 #undef SDPA_PFX
 #undef MPL_SDPA_HS
 #undef MPL_SDPA_HV
