@@ -373,16 +373,18 @@ static int mix64(Emit *e, int z) {
   return kb_bin(b, KI_XOR, KT_I64, z, kb_bin(b, KI_SHR, KT_I64, z, I(e, 31)));
 }
 
-/* DROPOUT: mpl_dropout_keep(mpl_dropout_stream(seed, step, mb, key), linear index, p);
- * x itself in an evaluation pass (mb < 0: sampling, validation). */
+/* DROPOUT: mpl_dropout_keep(mpl_dropout_stream(seed, step, key),
+ * mpl_dropout_index(mb, numel, linear index), p); x itself in an evaluation pass (mb < 0:
+ * sampling, validation). The runtime's mb is the step's micro-batch number over all
+ * replicas (mpl_rng.h). */
 static int emit_dropout(Emit *e, const Op *op, const int *idx) {
   KBuilder *b = e->b;
   int x = emit_in(e, op, 0, idx);
   int st = mix64(e, kb_scalar(b, 0));
   st = mix64(e, kb_bin(b, KI_XOR, KT_I64, st, kb_scalar(b, 1)));
-  int mb = kb_bin(b, KI_MUL, KT_I64, kb_scalar(b, 2), I(e, 1 << 20));
-  st = mix64(e, kb_bin(b, KI_XOR, KT_I64, kb_bin(b, KI_XOR, KT_I64, st, mb), I(e, op->key)));
-  int lin = linearize(e, &op->shape, idx);
+  st = mix64(e, kb_bin(b, KI_XOR, KT_I64, st, I(e, op->key)));
+  int base = kb_bin(b, KI_MUL, KT_I64, kb_scalar(b, 2), I(e, shape_numel(&op->shape)));
+  int lin = kb_bin(b, KI_ADD, KT_I64, base, linearize(e, &op->shape, idx));
   int r = kb_bin(b, KI_SHR, KT_I64, mix64(e, kb_bin(b, KI_XOR, KT_I64, st, mix64(e, lin))), I(e, 40));
   int keep = CMP(e, KI_GE, r, I(e, (int64_t)ceil(op->value * 16777216.0)));
   int scaled = FB(e, KI_MUL, x, F(e, (float)(1.0 / (1.0 - op->value))));

@@ -390,12 +390,12 @@ static double *ev_cross_entropy(const Graph *g, const Op *op, double **v) {
 static double *ev_dropout(const Op *op, double **v, const RefCtx *ctx) {
   RefCtx zero = {0, 0, 0};
   if (!ctx) ctx = &zero;
-  uint64_t stream = mpl_dropout_stream(ctx->seed, ctx->step, ctx->mb, op->key);
+  uint64_t stream = mpl_dropout_stream(ctx->seed, ctx->step, op->key);
   int64_t n = shape_numel(&op->shape);
   double *out = alloc_vals(n), scale = 1.0 / (1.0 - op->value);
   const double *x = v[op->in[0]];
   if (ctx->mb < 0) scale = 1.0; /* evaluation: every element kept, unscaled */
-  for (int64_t i = 0; i < n; i++) out[i] = ctx->mb < 0 || mpl_dropout_keep(stream, (uint64_t)i, op->value) ? x[i] * scale : 0.0;
+  for (int64_t i = 0; i < n; i++) out[i] = ctx->mb < 0 || mpl_dropout_keep(stream, mpl_dropout_index(ctx->mb, n, i), op->value) ? x[i] * scale : 0.0;
   return out;
 }
 

@@ -5,8 +5,8 @@
  *
  * Everything is a pure function of its arguments (no state), so every schedule,
  * layout and device sees the same numbers: a dropout mask depends only on
- * (seed, step, micro-batch, op key, element index); an init value only on
- * (seed, param name hash, element index).
+ * (seed, step, op key, the element's index in the step's whole batch); an init value
+ * only on (seed, param name hash, element index).
  */
 #ifndef MPL_RNG_H
 #define MPL_RNG_H
@@ -44,9 +44,19 @@ static inline uint64_t mpl_name_stream(uint64_t seed, const char *name) {
  * there dropout is the identity (kernel.h's ABI; refeval's RefCtx). */
 #define MPL_MB_EVAL (-1)
 
-/* The stream of dropout masks of one op in one micro-batch of one step. */
-static inline uint64_t mpl_dropout_stream(uint64_t seed, int64_t step, int64_t mb, int64_t key) {
-  return mpl_mix64(mpl_mix64(mpl_mix64(seed) ^ (uint64_t)step) ^ ((uint64_t)mb << 20) ^ (uint64_t)key);
+/* The stream of dropout masks of one op in one step. */
+static inline uint64_t mpl_dropout_stream(uint64_t seed, int64_t step, int64_t key) {
+  return mpl_mix64(mpl_mix64(mpl_mix64(seed) ^ (uint64_t)step) ^ (uint64_t)key);
+}
+
+/* The index of element i of a value of n elements in micro-batch mb, counted over the
+ * step's whole batch: mb is the step's micro-batch number over all data-parallel
+ * replicas (replica r's j-th is r * microbatches + j, the rows it reads), so with the
+ * batch axis leading (it is, unless the program transposes it away) the index is the
+ * element's in the whole batch, and the masks are the same for any number of
+ * micro-batches and replicas. */
+static inline uint64_t mpl_dropout_index(int64_t mb, int64_t n, int64_t i) {
+  return (uint64_t)mb * (uint64_t)n + (uint64_t)i;
 }
 
 /* Dropout keeps element idx when this is 1 (probability 1 - p); kept values are scaled by 1/(1-p).
