@@ -31,6 +31,10 @@
  * (0.003 rms), and its loss within 4e-6. Without the rounding in the reference, the
  * MLP is off by 0.14 and the GPT by up to 0.016 (0.008 rms). */
 #define TOL_BF16_GRAD 1e-2
+/* The loss under bf16: one logit on the other side of a boundary moves it by up to 2^-8
+ * of that logit over the positions; random programs of 8 positions (tests/tools/randprog.py)
+ * measured 2.6e-4 of the loss */
+#define TOL_BF16_LOSS 2e-3
 
 typedef struct Compiled {
   Arena arena;
@@ -181,21 +185,29 @@ static void check_step(const char *path, const char *mesh_pp, const char *schedu
   for (int i = 0; i < g->nops; i++) bf16 |= g->ops[i]->kind == OP_ROUND_BF16 || g->ops[i]->kind == OP_ROUND_F16;
   double tol_grad = bf16 ? TOL_BF16_GRAD : 2e-4;
   if (getenv("MPL_REFSTEP_VERBOSE")) fprintf(stderr, "%s: loss %.7g, reference %.7g\n", path, loss_mpl, loss_ref);
-  ck_assert_msg(fabs(loss_mpl - loss_ref) <= 1e-4 * fmax(1, fabs(loss_ref)), "%s: loss %.7g, reference %.7g", path,
+  ck_assert_msg(fabs(loss_mpl - loss_ref) <= (bf16 ? TOL_BF16_LOSS : 1e-4) * fmax(1, fabs(loss_ref)), "%s: loss %.7g, reference %.7g", path,
                 loss_mpl, loss_ref);
+  /* A tensor's error is measured against its largest gradient, or against 1e-3 of the
+   * largest gradient of any param where that is larger: a gradient that is zero in exact
+   * arithmetic (the queries' when every key is the same) is float32 rounding noise of the
+   * step's larger values, not of its own (random programs found q and k gradients of 5e-6
+   * beside others of 0.5, off by 2e-9; and of 1e-12 beside 11, off by 5e-7) */
+  double floor_all = 0;
+  for (int p = 0; p < job->nparams; p++)
+    if (job->params[p].nuses) floor_all = fmax(floor_all, 1e-3 * max_abs(grad[p], job->params[p].numel));
   int nbad = 0;
   for (int p = 0; p < job->nparams; p++) {
     const JobParam *jp = &job->params[p];
     if (jp->nuses == 0) continue;
     float *f = malloc(sizeof(float) * (size_t)jp->numel);
     ck_assert_int_eq(mpl_run_get_grad(run, p, f, &e), MPL_OK);
-    double scale = max_abs(grad[p], jp->numel) + 1e-12, worst = 0, d2 = 0, r2 = 0;
+    double scale = fmax(max_abs(grad[p], jp->numel), floor_all) + 1e-12, worst = 0, d2 = 0, r2 = 0;
     for (int64_t k = 0; k < jp->numel; k++) {
       double r = fabs(f[k] - grad[p][k]) / scale;
       if (!(r <= worst)) worst = isnan(r) ? INFINITY : r; /* a NaN gradient fails, fmax would skip it */
       d2 += (f[k] - grad[p][k]) * (f[k] - grad[p][k]), r2 += grad[p][k] * grad[p][k];
     }
-    if (getenv("MPL_REFSTEP_VERBOSE")) fprintf(stderr, "  %s %.3g rms %.3g\n", jp->name, worst, sqrt(d2 / (r2 + 1e-30)));
+    if (getenv("MPL_REFSTEP_VERBOSE")) fprintf(stderr, "  %s %.3g rms %.3g (largest %.3g)\n", jp->name, worst, sqrt(d2 / (r2 + 1e-30)), scale);
     if (worst >= tol_grad)
       fprintf(stderr, "%s (pp=%s %s): gradient of %s off by %.3g of its largest value\n", path,
               mesh_pp ? mesh_pp : "-", schedule ? schedule : "-", jp->name, worst), nbad++;

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# tests/e2e/random_programs.sh — random programs against the float64 reference evaluator.
+#
+# tests/tools/randprog.py SEED writes a program from the language's ops (elementwise,
+# reductions, shape ops, products, indexing, sdpa, conv2d, the stdlib's layers, moe,
+# dropout, bf16/f16 casts), with random placement (pp, @stage or the balancer,
+# @recompute, schedule, micro-batches) and sometimes precision = bf16. For each seed:
+#  - test_refstep compiles it, runs one step on the CPU kernels and GEMMs, and compares
+#    the loss and every param's gradient with ref_eval (see tests/unit/test_refstep.c
+#    for the tolerances);
+#  - every fourth seed, and each program with a "# compare:" line, also goes through the
+#    commands users type: mplc (which, in a CUDA build, compiles every kernel's CUDA C with
+#    NVRTC) and mplrun for 2 steps to a finite loss;
+#  - a "# compare: pp=P,tp=2 pp=P,dp=2/M" line (params split with @shard at random, plain
+#    SGD) trains the program at those meshes too (mplc --mesh MESH --allow-gather, and
+#    --microbatches M: dp = 2 with half the micro-batches, so that each micro-batch holds
+#    the same rows), and its params after 2 steps must match the program's own mesh
+#    within 1e-4 (1e-2 in bf16) of each tensor's largest value, or of 1e-3 of the largest
+#    param where that is larger (a zero-initialised bias whose gradient is zero in exact
+#    arithmetic holds only rounding noise: random programs found one).
+# RANDPROG_SEEDS (default "1-16") picks the seeds: "1-500" for a long run, or "107" to
+# replay one. A failing program is kept in $BUILD/randprog/ with its log.
+cd "$(dirname "$0")/../.."
+source tests/tools/e2e_lib.sh
+REFSTEP=$BUILD/tests/test_refstep
+range=${RANDPROG_SEEDS:-1-16}
+lo=${range%-*} hi=${range#*-}
+keep=$BUILD/randprog
+mkdir -p "$keep"
+
+# train PROGRAM NAME MESH[/MICROBATCHES]: mplc (--mesh MESH --allow-gather unless MESH is
+# empty), then mplrun 2 steps to a finite loss, params saved to $tmp/pNAME.st
+train() {
+  local p=$1 n=$2 mesh=${3%/*} margs=()
+  [ -n "$mesh" ] && margs=(--mesh "$mesh" --allow-gather)
+  [[ "$3" == */* ]] && margs+=(--microbatches "${3#*/}")
+  "$MPLC" "$p" "${margs[@]}" -o "$tmp/p$n.job" > "$tmp/p$n.cerr" 2>&1 &&
+    "$MPLRUN" "$tmp/p$n.job" --steps 2 --threads 1 --metrics "$tmp/p$n.jsonl" --save "$tmp/p$n.st" > /dev/null 2>> "$tmp/p$n.cerr" &&
+    "$PY" - "$tmp/p$n.jsonl" <<'PYEOF'
+import json, math, sys
+losses = [json.loads(l)["loss"] for l in open(sys.argv[1]) if '"loss"' in l]
+sys.exit(0 if len(losses) == 2 and all(math.isfinite(x) for x in losses) else 1)
+PYEOF
+}
+
+for s in $(seq "$lo" "$hi"); do
+  p=$tmp/p$s.mpl
+  if ! "$PY" tests/tools/randprog.py "$s" "$p"; then bad "seed $s: randprog.py failed"; continue; fi
+  what=$(head -n 1 "$p" | sed 's/^# randprog.py //')
+  grep -q 'precision = bf16' "$p" && what="$what, bf16"
+  if timeout 300 "$REFSTEP" "$p" > "$tmp/p$s.log" 2>&1; then
+    ok "seed $what: loss and gradients match the reference"
+  else
+    cp "$p" "$tmp/p$s.log" "$keep/"
+    bad "seed $what: $(grep -m2 -E 'differ|loss|off by|error|does not' "$tmp/p$s.log" | tr '\n' ' ') (kept in $keep/p$s.mpl)"
+    continue
+  fi
+  compare=$(sed -n 's/^# compare: //p' "$p")
+  [ -n "$compare" ] || [ $((s % 4)) = 0 ] || continue
+  if ! train "$p" "$s" ""; then cp "$p" "$tmp/p$s.cerr" "$keep/"; bad "seed $s: mplc/mplrun: $(head -n 2 "$tmp/p$s.cerr" | tr '\n' ' ')"; continue; fi
+  ok "seed $s: mplc and mplrun train 2 steps"
+  tol=1e-4; grep -q 'precision = bf16' "$p" && tol=1e-2
+  for mesh in $compare; do
+    n="$s-${mesh//\//-}"
+    if ! train "$p" "$n" "$mesh"; then
+      cp "$p" "$tmp/p$n.cerr" "$keep/"; bad "seed $s at $mesh: $(head -n 2 "$tmp/p$n.cerr" | tr '\n' ' ')"; continue
+    fi
+    if "$PY" tests/tools/stcompare.py "$tmp/p$n.st" "$tmp/p$s.st" $tol 1e-3 > "$tmp/p$n.cmp"; then
+      ok "seed $s: params after 2 steps at $mesh match the program's own mesh within $tol"
+    else cp "$p" "$keep/"; bad "seed $s: params at $mesh differ: $(grep FAIL "$tmp/p$n.cmp" | head -n 2 | tr '\n' ' ') (kept in $keep/p$s.mpl)"; fi
+  done
+done
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
