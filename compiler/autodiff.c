@@ -418,11 +418,13 @@ static void rule_cross_entropy(Ad *a, const Op *op, int dy, int *dx) {
   dx[0] = ad_op(a, OP_CE_GRAD, 3, in, shp(a, op->in[0]), dty(a, op->in[0]))->id;
 }
 
-/* dropout: the same mask (same key and p), the same scale. */
+/* dropout: the same mask (same key and p, and the same tp split: the mask of a split
+ * value is drawn at the whole value's indices), the same scale. */
 static void rule_dropout(Ad *a, const Op *op, int dy, int *dx) {
   Op *d = ad_op(a, OP_DROPOUT, 1, &dy, &op->shape, dty(a, dy));
   d->value = op->value;
   d->key = op->key;
+  d->layout = op->layout;
   dx[0] = d->id;
 }
 

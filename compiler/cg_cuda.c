@@ -3,7 +3,7 @@
  * with NVRTC.
  *
  * Each kernel is `extern "C" __global__ void NAME(T0 *a0, ..., long long seed,
- * long long step, long long mb, long long n_outer)`: one thread per outer iteration
+ * long long step, long long mb, long long tpi, long long n_outer)`: one thread per outer iteration
  * in a grid-stride loop, so any launch shape computes the same values. A kernel with a
  * lane loop (kir_lane_loop) runs a warp per outer iteration instead and says so with
  * `__constant__ int NAME_lanes = 32` (the runtime launches 32 threads per iteration):
@@ -245,7 +245,7 @@ static void emit_warp_top(FILE *f, const Kernel *k, int id, int ind) {
 
 static void emit_instr(FILE *f, const Kernel *k, int id, int ind) {
   const KInstr *in = &k->ins[id];
-  static const char *const scal[] = {"seed", "step", "mb"};
+  static const char *const scal[KIR_SCALARS] = {"seed", "step", "mb", "tpi"};
   if (in->op == KI_LOOP) {
     emit_loop(f, k, id, ind);
     return;
@@ -282,7 +282,7 @@ static void emit_kernel(FILE *f, const Kernel *k) {
     fprintf(f, "%s%s *__restrict__ a%d", a->mode == KA_IN ? "const " : "", mctype(a->dtype), i);
     fprintf(f, ", ");
   }
-  fprintf(f, "long long seed, long long step, long long mb, long long n_outer) {\n");
+  fprintf(f, "long long seed, long long step, long long mb, long long tpi, long long n_outer) {\n");
   if (!kir_has_lane_loop(k)) {
     fprintf(f, "  for (long long o = (long long)blockIdx.x * blockDim.x + threadIdx.x; o < n_outer;\n"
                "       o += (long long)blockDim.x * gridDim.x) {\n");

@@ -37,7 +37,7 @@ typedef struct Cg {
   LLVMValueRef fn;
   LLVMValueRef *val;  /* per instruction */
   LLVMValueRef *argp; /* typed buffer pointers */
-  LLVMValueRef scal[3], outer;
+  LLVMValueRef scal[KIR_SCALARS], outer;
   LLVMValueRef row, col; /* with Kernel.inner: outer / inner and outer % inner */
   int outer_id;
   LLVMTypeRef i1, i8, i16, i32, i64, f32, vd;
@@ -750,13 +750,13 @@ static void emit_rows(Cg *c, LLVMValueRef begin, LLVMValueRef end) {
 /* NAME.body(T0 *noalias a0, ..., i64 seed, i64 step, i64 mb, i64 begin, i64 end). */
 static LLVMValueRef emit_body_fn(Cg *c, const Kernel *k) {
   int n = k->nargs;
-  LLVMTypeRef *pt = malloc(sizeof(LLVMTypeRef) * (size_t)(n + 5));
+  LLVMTypeRef *pt = malloc(sizeof(LLVMTypeRef) * (size_t)(n + KIR_SCALARS + 2));
   if (!pt) die("out of memory");
   for (int i = 0; i < n; i++) pt[i] = LLVMPointerType(mtype(c, k->args[i].dtype), 0);
-  for (int i = 0; i < 5; i++) pt[n + i] = c->i64;
+  for (int i = 0; i < KIR_SCALARS + 2; i++) pt[n + i] = c->i64;
   char name[160];
   snprintf(name, sizeof name, "%s.body", k->name);
-  LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(c->vd, pt, (unsigned)(n + 5), 0));
+  LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(c->vd, pt, (unsigned)(n + KIR_SCALARS + 2), 0));
   free(pt);
   LLVMSetLinkage(fn, LLVMInternalLinkage);
   LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, attr(c, "alwaysinline"));
@@ -771,8 +771,8 @@ static LLVMValueRef emit_body_fn(Cg *c, const Kernel *k) {
   if (!c->argp || !c->val || !c->vary || !c->stride) die("out of memory");
   analyse_block(c, &k->body);
   for (int i = 0; i < n; i++) c->argp[i] = LLVMGetParam(fn, (unsigned)i);
-  for (int i = 0; i < 3; i++) c->scal[i] = LLVMGetParam(fn, (unsigned)(n + i));
-  LLVMValueRef begin = LLVMGetParam(fn, (unsigned)(n + 3)), end = LLVMGetParam(fn, (unsigned)(n + 4));
+  for (int i = 0; i < KIR_SCALARS; i++) c->scal[i] = LLVMGetParam(fn, (unsigned)(n + i));
+  LLVMValueRef begin = LLVMGetParam(fn, (unsigned)(n + KIR_SCALARS)), end = LLVMGetParam(fn, (unsigned)(n + KIR_SCALARS + 1));
   c->outer_id = -1;
   LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(c->ctx, fn, "entry");
   LLVMPositionBuilderAtEnd(c->b, entry);
@@ -794,20 +794,20 @@ static void emit_wrapper(Cg *c, const Kernel *k, LLVMValueRef body) {
   LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, attr(c, "nounwind"));
   LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, fn, "entry"));
   int n = k->nargs;
-  LLVMValueRef *av = malloc(sizeof(LLVMValueRef) * (size_t)(n + 5));
+  LLVMValueRef *av = malloc(sizeof(LLVMValueRef) * (size_t)(n + KIR_SCALARS + 2));
   if (!av) die("out of memory");
   for (int i = 0; i < n; i++) {
     LLVMValueRef ix = LLVMConstInt(c->i64, (unsigned long long)i, 0);
     LLVMValueRef p = LLVMBuildLoad2(c->b, pi8, LLVMBuildInBoundsGEP2(c->b, pi8, LLVMGetParam(fn, 0), &ix, 1, ""), "");
     av[i] = LLVMBuildBitCast(c->b, p, LLVMPointerType(mtype(c, k->args[i].dtype), 0), "");
   }
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < KIR_SCALARS; i++) {
     LLVMValueRef ix = LLVMConstInt(c->i64, (unsigned long long)i, 0);
     av[n + i] = LLVMBuildLoad2(c->b, c->i64, LLVMBuildInBoundsGEP2(c->b, c->i64, LLVMGetParam(fn, 1), &ix, 1, ""), "");
   }
-  av[n + 3] = LLVMGetParam(fn, 2);
-  av[n + 4] = LLVMGetParam(fn, 3);
-  LLVMBuildCall2(c->b, LLVMGetElementType(LLVMTypeOf(body)), body, av, (unsigned)(n + 5), "");
+  av[n + KIR_SCALARS] = LLVMGetParam(fn, 2);
+  av[n + KIR_SCALARS + 1] = LLVMGetParam(fn, 3);
+  LLVMBuildCall2(c->b, LLVMGetElementType(LLVMTypeOf(body)), body, av, (unsigned)(n + KIR_SCALARS + 2), "");
   LLVMBuildRetVoid(c->b);
   free(av);
 }

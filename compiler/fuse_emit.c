@@ -376,15 +376,28 @@ static int mix64(Emit *e, int z) {
 /* DROPOUT: mpl_dropout_keep(mpl_dropout_stream(seed, step, key),
  * mpl_dropout_index(mb, numel, linear index), p); x itself in an evaluation pass (mb < 0:
  * sampling, validation). The runtime's mb is the step's micro-batch number over all
- * replicas (mpl_rng.h). */
+ * replicas (mpl_rng.h). A value split over tp is indexed as the whole: this rank's part
+ * of the split axis (scalar 3, the tp index) placed as mpl_shard_copy places it, so every
+ * tp size draws tp = 1's mask. */
 static int emit_dropout(Emit *e, const Op *op, const int *idx) {
   KBuilder *b = e->b;
   int x = emit_in(e, op, 0, idx);
   int st = mix64(e, kb_scalar(b, 0));
   st = mix64(e, kb_bin(b, KI_XOR, KT_I64, st, kb_scalar(b, 1)));
   st = mix64(e, kb_bin(b, KI_XOR, KT_I64, st, I(e, op->key)));
-  int base = kb_bin(b, KI_MUL, KT_I64, kb_scalar(b, 2), I(e, shape_numel(&op->shape)));
-  int lin = kb_bin(b, KI_ADD, KT_I64, base, linearize(e, &op->shape, idx));
+  Shape whole = op->shape;
+  Idx widx;
+  memcpy(widx, idx, sizeof(int) * (size_t)op->shape.rank);
+  int ax = op->layout.split_dim, tp = e->f->g->mesh.tp;
+  if (ax >= 0 && tp > 1) {
+    /* local l of the axis is whole q * G + tpi * chunk + c: chunk = L / groups, G = chunk * tp */
+    int64_t chunk = op->shape.d[ax] / op->layout.groups;
+    int q = kb_bin(b, KI_DIV, KT_I64, idx[ax], I(e, chunk)), c = kb_bin(b, KI_REM, KT_I64, idx[ax], I(e, chunk));
+    widx[ax] = IADD(e, IADD(e, IMUL(e, q, chunk * tp), IMUL(e, kb_scalar(b, 3), chunk)), c);
+    whole.d[ax] *= tp;
+  }
+  int base = kb_bin(b, KI_MUL, KT_I64, kb_scalar(b, 2), I(e, shape_numel(&whole)));
+  int lin = kb_bin(b, KI_ADD, KT_I64, base, linearize(e, &whole, widx));
   int r = kb_bin(b, KI_SHR, KT_I64, mix64(e, kb_bin(b, KI_XOR, KT_I64, st, mix64(e, lin))), I(e, 40));
   int keep = CMP(e, KI_GE, r, I(e, (int64_t)ceil(op->value * 16777216.0)));
   int scaled = FB(e, KI_MUL, x, F(e, (float)(1.0 / (1.0 - op->value))));

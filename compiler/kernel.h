@@ -32,12 +32,14 @@
  *
  * CPU kernel ABI (cg_llvm.c, runtime/jit_cpu.c):
  *   void NAME(void **args, const int64_t *scalars, int64_t begin, int64_t end)
- *   args: buffer pointers in argument order; scalars = {seed, step, microbatch}; a
- *   microbatch of -1 (MPL_MB_EVAL) is an evaluation pass: dropout is the identity;
- *   runs outer iterations [begin, end) of [0, n_outer): any split gives the same bits.
+ *   args: buffer pointers in argument order; scalars = {seed, step, microbatch, tp
+ *   index}: the microbatch is the step's over all replicas, -1 (MPL_MB_EVAL) in an
+ *   evaluation pass (dropout is the identity); the tp index places a split value's part
+ *   in the whole (dropout's masks); runs outer iterations [begin, end) of [0, n_outer):
+ *   any split gives the same bits.
  * CUDA kernel ABI (cg_cuda.c):
  *   extern "C" __global__ void NAME(T0 *a0, ..., long long seed, long long step,
- *                                   long long mb, long long n_outer)
+ *                                   long long mb, long long tpi, long long n_outer)
  *   one thread per outer iteration, grid-stride loop; any launch shape works.
  */
 #ifndef MPL_KERNEL_H
@@ -46,6 +48,9 @@
 #include "partition.h"
 
 /* ==== kir.c: the kernel IR ================================================= */
+
+/* The kernels' scalars (the ABI above): seed, step, microbatch, tp index. */
+enum { KIR_SCALARS = 4 };
 
 /* Lane loops (see the invariants above): 32 lanes, for trip counts of at least 64. */
 enum { KIR_LANES = 32, KIR_LANES_MIN = 64 };

@@ -91,7 +91,7 @@ bool shape_broadcast(const Shape *a, const Shape *b, Shape *out);
   X(CE_ROWS, 2, G)     /* (logits, targets) -> f32 [positions]: each position's loss; \
                           key: its CROSS_ENTROPY. A temporary that fuse.c adds so the \
                           loss is per-row kernels plus one sum in row order */        \
-  X(DROPOUT, 1, N)     /* value: p; key: mask key (seed, step, mb, key) */      \
+  X(DROPOUT, 1, N)     /* value: p; key: mask key (seed, step, key, whole index) */ \
   /* v2 ops with kernels of their own (issue 13, item 1; fuse_index.c) */         \
   X(SIN, 1, E) X(COS, 1, E) X(FLOOR, 1, E) X(SILU, 1, E)                        \
   X(REM, 2, E)         /* torch.remainder (the sign of b); i32: x % 0 is 0, CHECK reports it */ \

@@ -388,7 +388,7 @@ static int shard_elementwise(Shard *s, const Op *src, const int *in) {
     }
     return finish(s, clone_with(s, src, src->nin, r), src, PARTIAL);
   }
-  if (target < 0 || src->kind == OP_DROPOUT) return fallback(s, src, in);
+  if (target < 0) return fallback(s, src, in); /* dropout too: its masks are the whole value's */
   int *r = malloc(sizeof(int) * (size_t)src->nin);
   bool ok = true;
   for (int j = 0; j < src->nin && ok; j++) {

@@ -428,15 +428,16 @@ static int cuda_launch(MplDevice *d, int kernel, void **args, int nargs, const i
   CudaDev *cd = d->impl;
   if (kernel < 0 || kernel >= cd->nfn) return mpl_errf(err, "cuda: kernel %d is not loaded", kernel);
   if (n_outer <= 0) return MPL_OK;
-  if (nargs + 4 > cd->params_cap) {
+  if (nargs + 5 > cd->params_cap) {
     mpl_free(cd->params);
-    cd->params = mpl_malloc(sizeof(void *) * (size_t)(nargs + 4));
-    cd->params_cap = cd->params ? nargs + 4 : 0;
+    cd->params = mpl_malloc(sizeof(void *) * (size_t)(nargs + 5));
+    cd->params_cap = cd->params ? nargs + 5 : 0;
     if (!cd->params) return mpl_errf(err, "cuda: out of memory");
   }
   for (int i = 0; i < nargs; i++) cd->params[i] = &args[i];
-  cd->scal[0] = scalars[0], cd->scal[1] = scalars[1], cd->scal[2] = scalars[2], cd->scal[3] = n_outer;
-  for (int i = 0; i < 4; i++) cd->params[nargs + i] = &cd->scal[i];
+  for (int i = 0; i < 4; i++) cd->scal[i] = scalars[i]; /* seed, step, mb, tpi */
+  cd->scal[4] = n_outer;
+  for (int i = 0; i < 5; i++) cd->params[nargs + i] = &cd->scal[i];
   int64_t threads = n_outer * cd->lanes[kernel]; /* a warp per outer iteration for lane kernels */
   int block = block_for(cd, threads);
   int64_t blocks = (threads + block - 1) / block;

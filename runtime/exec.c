@@ -72,8 +72,9 @@ static int run_kernel_step(RankCtx *rc, const JobStep *s, int stage, int mb, int
     if (!(rc->argv[i] = need_ptr(rc, s->args[i], mb, stage, err))) return MPL_ERR;
     work += r->job->values[s->args[i]].numel;
   }
-  /* the micro-batch over all replicas (the rows it reads): dropout's masks (mpl_rng.h) */
-  int64_t scalars[3] = {(int64_t)r->job->train.seed, step, r->eval ? MPL_MB_EVAL : (int64_t)rc->dpi * r->m + mb};
+  /* the micro-batch over all replicas (the rows it reads) and the tp index: dropout's
+   * masks (mpl_rng.h) */
+  int64_t scalars[4] = {(int64_t)r->job->train.seed, step, r->eval ? MPL_MB_EVAL : (int64_t)rc->dpi * r->m + mb, rc->tpi};
   if (gpu) return rc->dev.ops->launch(&rc->dev, s->kernel, rc->argv, s->nargs, scalars, s->n_outer, err);
   return rc->dev.ops->kernel(&rc->dev, r->kfn[s->kernel], rc->argv, scalars, s->n_outer, work, err);
 }

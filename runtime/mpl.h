@@ -243,7 +243,7 @@ void mpl_synth_rows(const MplSynth *s, int input, int64_t step, int64_t rows_per
 /* ==== jobfile.c ======================================================= */
 
 #define MPL_JOB_MAGIC "MPLJOB\0\1"
-#define MPL_JOB_VERSION 1u
+#define MPL_JOB_VERSION 2u /* 2: kernels take a fourth scalar, the tp index (CUDA: before n_outer) */
 #define MPL_JOB_HEADER 32         /* magic 8, version 4, flags 4, size 8, checksum 8 */
 #define MPL_JOB_MAX_STR (1u << 24) /* the longest string a cursor accepts */
 #define MPL_JOB_TAG(a, b, c, d) \

@@ -7,6 +7,9 @@
 #    micro-batch each) its params match the reference within 1e-5: the same
 #    masks on the same rows (before, dp replicas drew the same masks as each other, and
 #    changing the micro-batches changed them);
+#  - dropout on values split over tp (tests/e2e/dropout_tp.mpl: a column-parallel hidden
+#    layer, a q|k|v split per group) keeps the split, and tp = 2, tp = 4 and dp = 2 x
+#    tp = 2 match tp = 1 within 1e-5 (each rank draws its part of the whole mask);
 #  - with another train seed they differ by more than 1e-3, so the comparison can tell
 #    masks apart.
 cd "$(dirname "$0")/../.."
@@ -26,6 +29,21 @@ for v in "mb1 --microbatches 1" "mb2 --microbatches 2" "pp1 --mesh pp=1" "dp2 --
     ok "$* : params after 3 steps match pp = 2 with 4 micro-batches within 1e-5"
   else bad "$* : params differ from pp = 2 with 4 micro-batches: $(grep FAIL "$tmp/$n.cmp" | head -n 2 | tr '\n' ' ')"; fi
 done
+# dropout on values split over tp keeps the split (no all-gather in the forward pass) and
+# draws tp = 1's masks, at tp = 2, tp = 4 and dp = 2 x tp = 2
+t=tests/e2e/dropout_tp.mpl
+"$MPLC" "$t" --mesh tp=2 --emit=grad > "$tmp/tp.grad" 2>&1
+nd=$(grep -c '= dropout(.*split(2' "$tmp/tp.grad"); fag=$(grep '= allgather(' "$tmp/tp.grad" | grep -vc ' bwd_')
+if [ "$nd" = 4 ] && [ "$fag" = 0 ]; then ok "tp = 2: the 4 dropouts (2 forward, 2 backward) keep their split; no forward all-gather"
+else bad "tp = 2: $nd split dropouts (want 4), $fag forward all-gathers (want 0): $(head -n 2 "$tmp/tp.grad")"; fi
+compile_run tp1 "$t" --mesh tp=1 -- --threads 1 --save "$tmp/tp1.st" &&
+  for v in "tp=2" "tp=4" "dp=2,tp=2"; do
+    n=tp_${v//[=,]/_}
+    compile_run "$n" "$t" --mesh "$v" --microbatches $([ "$v" = dp=2,tp=2 ] && echo 1 || echo 2) -- --threads 1 --save "$tmp/$n.st" || continue
+    if "$PY" tests/tools/stcompare.py "$tmp/$n.st" "$tmp/tp1.st" 1e-5 > "$tmp/$n.cmp"; then
+      ok "dropout_tp.mpl at $v: params after 3 steps match tp = 1 within 1e-5"
+    else bad "dropout_tp.mpl at $v differs from tp = 1: $(grep FAIL "$tmp/$n.cmp" | head -n 2 | tr '\n' ' ')"; fi
+  done
 rewrite "$m" "$tmp/seed.mpl" 's/^  steps = 3$/  steps = 3\n  seed = 7/' &&
   compile_run seed "$tmp/seed.mpl" -- --threads 1 --save "$tmp/seed.st" &&
   if ! "$PY" tests/tools/stcompare.py "$tmp/seed.st" "$tmp/ref.st" 1e-3 > "$tmp/seed.cmp"; then

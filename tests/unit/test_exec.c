@@ -21,7 +21,7 @@
 
 enum { R = 2, C = 4, M = 2 }; /* rows per micro-batch, width, micro-batches */
 
-/* ---- kernels (ABI: args, scalars {seed, step, mb}, outer iterations [b, e)) ---- */
+/* ---- kernels (ABI: args, scalars {seed, step, mb, tpi}, outer iterations [b, e)) ---- */
 
 static void k_bias_add(void **a, const int64_t *s, int64_t b, int64_t e) { /* (in, bias, out), rows */
   const float *in = a[0], *bias = a[1];

@@ -315,7 +315,7 @@ static void check_graph(const RefCtx *ctx) {
   int *ops = malloc(sizeof(int) * (size_t)G->nops), n = 0;
   for (int i = 0; i < G->nops; i++)
     if (O(i)->kind != OP_INPUT && O(i)->kind != OP_PARAM) ops[n++] = i;
-  int64_t sc[3] = {ctx ? (int64_t)ctx->seed : 0, ctx ? ctx->step : 0, ctx ? ctx->mb : 0};
+  int64_t sc[4] = {ctx ? (int64_t)ctx->seed : 0, ctx ? ctx->step : 0, ctx ? ctx->mb : 0, 0};
   Built fused, unfused, cut;
   lower(&fused, ops, n, true, 0);
   lower(&unfused, ops, n, false, 0);
@@ -571,7 +571,7 @@ START_TEST(test_lane_order_bits) {
   int ops[1] = {s};
   Built b;
   lower(&b, ops, 1, true, 0);
-  int64_t sc[3] = {0, 0, 0};
+  int64_t sc[4] = {0, 0, 0, 0};
   Run r = execute(&b, 1, sc);
   const float *in = r.buf[x], *out = r.buf[s];
   bool differs = false;

@@ -525,8 +525,8 @@ START_TEST(test_job_roundtrip) {
   /* a wrong version says which it found and which it wants */
   w.buf[8] = 7;
   ck_assert_int_eq(mpl_job_parse(&job, w.buf, w.len, "job", &err), MPL_ERR);
-  ck_assert_msg(strstr(err.msg, "version 7") && strstr(err.msg, "version 1"), "%s", err.msg);
-  w.buf[8] = 1;
+  ck_assert_msg(strstr(err.msg, "version 7") && strstr(err.msg, "version 2"), "%s", err.msg);
+  w.buf[8] = MPL_JOB_VERSION;
   w.buf[w.len - 9] ^= 1;
   ck_assert_int_eq(mpl_job_parse(&job, w.buf, w.len, "job", &err), MPL_ERR);
   ck_assert_msg(strstr(err.msg, "corrupted"), "%s", err.msg);
