@@ -10,7 +10,8 @@
 #    for the tolerances);
 #  - every fourth seed, and each program with a "# compare:" line, also goes through the
 #    commands users type: mplc (which, in a CUDA build, compiles every kernel's CUDA C with
-#    NVRTC) and mplrun for 2 steps to a finite loss;
+#    NVRTC) and mplrun for 2 steps to a finite loss; 1 step, --checkpoint, and --resume
+#    to step 2 must give those params bit for bit;
 #  - a "# compare: pp=P,tp=2 pp=P,dp=2/M" line (params split with @shard at random, plain
 #    SGD) trains the program at those meshes too (mplc --mesh MESH --allow-gather, and
 #    --microbatches M: dp = 2 with half the micro-batches, so that each micro-batch holds
@@ -59,6 +60,10 @@ for s in $(seq "$lo" "$hi"); do
   [ -n "$compare" ] || [ $((s % 4)) = 0 ] || continue
   if ! train "$p" "$s" ""; then cp "$p" "$tmp/p$s.cerr" "$keep/"; bad "seed $s: mplc/mplrun: $(head -n 2 "$tmp/p$s.cerr" | tr '\n' ' ')"; continue; fi
   ok "seed $s: mplc and mplrun train 2 steps"
+  if "$MPLRUN" "$tmp/p$s.job" -q --steps 1 --threads 1 --checkpoint "$tmp/ck$s" > "$tmp/p$s.ck.log" 2>&1 &&
+     "$MPLRUN" "$tmp/p$s.job" -q --steps 2 --threads 1 --resume "$tmp/ck$s" --save "$tmp/p$s.resumed.st" >> "$tmp/p$s.ck.log" 2>&1 &&
+     cmp -s "$tmp/p$s.resumed.st" "$tmp/p$s.st"; then ok "seed $s: 1 step + checkpoint + resume = 2 steps (bitwise)"
+  else cp "$p" "$keep/"; bad "seed $s: checkpoint and resume: $(tail -n 2 "$tmp/p$s.ck.log" | tr '\n' ' ')(params differ, or the run failed)"; fi
   tol=1e-4; grep -q 'precision = bf16' "$p" && tol=1e-2
   for mesh in $compare; do
     n="$s-${mesh//\//-}"
