@@ -16,7 +16,7 @@
 #    SGD) trains the program at those meshes too (mplc --mesh MESH --allow-gather, and
 #    --microbatches M: dp = 2 with half the micro-batches, so that each micro-batch holds
 #    the same rows), and its params after 2 steps must match the program's own mesh
-#    within 1e-4 (1e-2 in bf16) of each tensor's largest value, or of 1e-3 of the largest
+#    within 1e-4 (1e-2 in bf16) of each tensor's largest value, or of 1e-2 of the largest
 #    param where that is larger (a zero-initialised bias whose gradient is zero in exact
 #    arithmetic holds only rounding noise: random programs found one).
 # RANDPROG_SEEDS (default "1-16") picks the seeds: "1-500" for a long run, or "107" to
@@ -70,7 +70,7 @@ for s in $(seq "$lo" "$hi"); do
     if ! train "$p" "$n" "$mesh"; then
       cp "$p" "$tmp/p$n.cerr" "$keep/"; bad "seed $s at $mesh: $(head -n 2 "$tmp/p$n.cerr" | tr '\n' ' ')"; continue
     fi
-    if "$PY" tests/tools/stcompare.py "$tmp/p$n.st" "$tmp/p$s.st" $tol 1e-3 > "$tmp/p$n.cmp"; then
+    if "$PY" tests/tools/stcompare.py "$tmp/p$n.st" "$tmp/p$s.st" $tol 1e-2 > "$tmp/p$n.cmp"; then
       ok "seed $s: params after 2 steps at $mesh match the program's own mesh within $tol"
     else cp "$p" "$keep/"; bad "seed $s: params at $mesh differ: $(grep FAIL "$tmp/p$n.cmp" | head -n 2 | tr '\n' ' ') (kept in $keep/p$s.mpl)"; fi
   done

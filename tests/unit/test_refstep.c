@@ -187,14 +187,17 @@ static void check_step(const char *path, const char *mesh_pp, const char *schedu
   if (getenv("MPL_REFSTEP_VERBOSE")) fprintf(stderr, "%s: loss %.7g, reference %.7g\n", path, loss_mpl, loss_ref);
   ck_assert_msg(fabs(loss_mpl - loss_ref) <= (bf16 ? TOL_BF16_LOSS : 1e-4) * fmax(1, fabs(loss_ref)), "%s: loss %.7g, reference %.7g", path,
                 loss_mpl, loss_ref);
-  /* A tensor's error is measured against its largest gradient, or against 1e-3 of the
+  /* A tensor's error is measured against its largest gradient, or against 1e-2 of the
    * largest gradient of any param where that is larger: a gradient that is zero in exact
-   * arithmetic (the queries' when every key is the same) is float32 rounding noise of the
-   * step's larger values, not of its own (random programs found q and k gradients of 5e-6
-   * beside others of 0.5, off by 2e-9; and of 1e-12 beside 11, off by 5e-7) */
+   * arithmetic (the queries' when every key is the same), or small by cancellation, is
+   * float32 rounding noise of the step's larger values, not of its own (random programs
+   * found q and k gradients of 5e-6 beside others of 0.5, off by 2e-9; of 1e-12 beside
+   * 11, off by 5e-7; of 0.008 beside 5.5, off by 7e-6). A wrong gradient still shows: one
+   * 1e-4 of the largest and wrong by all of itself is 1e-2 of the divisor, over the
+   * tolerance 50 times. */
   double floor_all = 0;
   for (int p = 0; p < job->nparams; p++)
-    if (job->params[p].nuses) floor_all = fmax(floor_all, 1e-3 * max_abs(grad[p], job->params[p].numel));
+    if (job->params[p].nuses) floor_all = fmax(floor_all, 1e-2 * max_abs(grad[p], job->params[p].numel));
   int nbad = 0;
   for (int p = 0; p < job->nparams; p++) {
     const JobParam *jp = &job->params[p];
