@@ -39,6 +39,7 @@ class Gen:
         self.shard = not self.bf16 and r.random() < 0.4
         self.dp = r.random() < 0.3
         self.defs = []
+        self.consts = set()
         self.tied = r.random() < 0.25  # an embedding of y in front, its weight the head
         self.device = r.random() < 0.2  # @device(k), the same as @stage(k)
         self.interleave = self.pp > 1 and not self.auto_stages and r.random() < 0.25
@@ -301,11 +302,49 @@ class Gen:
         self.emit("}")
         return None
 
+    def b_language(self, h):
+        """The language around the ops: positional embeddings of arange, compile-time if
+        and consts, defs returning two values, fused column-parallel q|k|v split in
+        three, linears without bias, full, stack of a split's tuple."""
+        r, D, T = self.r, self.D, self.T
+        k = r.randrange(7)
+        if k == 0:
+            return "embedding(arange(%d), %d, %d) * 10.0" % (T, T, D)
+        if k == 1:
+            c = r.choice([4, 8])
+            self.consts.add("const big%d = %d" % (c, c))
+            t = self.tmp()
+            self.emit("if %d > big%d {" % (D, c))
+            self.emit("  %s = tanh(%s) * 2.0" % (t, h))
+            self.emit("} else {")
+            self.emit("  %s = sigmoid(%s) - 0.5" % (t, h))
+            self.emit("}")
+            return t
+        if k == 2:
+            n = len(self.defs)
+            self.defs.append("""def pair%d(x: f32[..., d]) {
+  param a: f32[d] = normal(1.0)
+  return x * a, x - a
+}""" % n)
+            u, v = self.tmp(), self.tmp()
+            self.emit("%s, %s = pair%d(%s) as pr%d" % (u, v, n, h, n))
+            return "%s * sigmoid(%s)" % (u, v)
+        if k == 3:
+            q, kk, v = self.tmp(), self.tmp(), self.tmp()
+            self.emit("%s, %s, %s = split(nn.col_linear(%s, %d, groups = 3), 3, axis = -1)" % (q, kk, v, h, 3 * D))
+            return "(%s * sigmoid(%s) + %s) * 10.0" % (q, kk, v)
+        if k == 4:
+            return "nn.linear(%s, %d, use_bias = false) * 5.0" % (h, D)
+        if k == 5:
+            return "%s * full(0.5, %d, 1)" % (h, T)
+        n = r.choice([d for d in (1, 2, T) if T % d == 0])
+        return "reshape(stack(split(%s, %d, axis = 1), axis = 1), B, %d, %d) * 0.5" % (h, n, T, D)
+
     BLOCKS = [
         (b_elementwise, 5), (b_mlp, 4), (b_stdlib, 3), (b_norm_by_hand, 2), (b_softmax, 2),
         (b_cumsum, 1), (b_sdpa, 3), (b_attention_by_hand, 2), (b_stdlib_attention, 2),
         (b_shape, 4), (b_indexing, 3), (b_embedding, 1), (b_conv, 1), (b_moe, 1),
-        (b_dropout, 1), (b_half, 1), (b_aux, 1), (b_def_loop, 2),
+        (b_dropout, 1), (b_half, 1), (b_aux, 1), (b_def_loop, 2), (b_language, 3),
     ]
 
     def block(self, h):
@@ -315,7 +354,7 @@ class Gen:
         if e is None:
             return h
         # the stdlib's layers start from small weights (0.02): residual, so h stays O(1)
-        residual = f in (Gen.b_stdlib, Gen.b_stdlib_attention) or self.r.random() < 0.6
+        residual = f in (Gen.b_stdlib, Gen.b_stdlib_attention, Gen.b_language) or self.r.random() < 0.6
         return self.bind(("%s + %s" % (h, e)) if residual else e)
 
     def program(self, seed):
@@ -375,7 +414,7 @@ class Gen:
         compare = (["pp=%d,tp=2" % self.pp] if self.shard else []) + (["pp=%d,dp=2/%d" % (self.pp, mb // 2)] if self.dp else [])
         if compare:
             out.append("# compare: " + " ".join(compare))
-        out += ["import nn", ""] + self.defs
+        out += ["import nn", ""] + sorted(self.consts) + self.defs
         if self.pp > 1:
             out.append("mesh(pp = %d)" % self.pp)
         out.append("model m(x: f32[B, %d, %d], y: i32[B, %d]) {" % (T, D, T))
