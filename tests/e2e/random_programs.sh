@@ -11,7 +11,8 @@
 #  - every fourth seed, and each program with a "# compare:" line, also goes through the
 #    commands users type: mplc (which, in a CUDA build, compiles every kernel's CUDA C with
 #    NVRTC) and mplrun for 2 steps to a finite loss; 1 step, --checkpoint, and --resume
-#    to step 2 must give those params bit for bit;
+#    to step 2 must give those params bit for bit, and so must mpirun -np PP (one
+#    process per pipeline rank) where mpirun and an MPI build exist;
 #  - a "# compare: pp=P,tp=2 pp=P,dp=2/M" line (params split with @shard at random, plain
 #    SGD) trains the program at those meshes too (mplc --mesh MESH --allow-gather, and
 #    --microbatches M: dp = 2 with half the micro-batches, so that each micro-batch holds
@@ -28,6 +29,12 @@ range=${RANDPROG_SEEDS:-1-16}
 lo=${range%-*} hi=${range#*-}
 keep=$BUILD/randprog
 mkdir -p "$keep"
+# the MPI mode, where there is one (tests/e2e/mpi.sh's set-up)
+mpi=0
+if command -v mpirun > /dev/null 2>&1 && ldd "$MPLRUN" 2>/dev/null | grep -q libmpi; then
+  mpi=1 MPIRUN=(timeout 60 mpirun --oversubscribe)
+  [ "$(id -u)" = 0 ] && MPIRUN+=(--allow-run-as-root)
+fi
 
 # train PROGRAM NAME MESH[/MICROBATCHES]: mplc (--mesh MESH --allow-gather unless MESH is
 # empty), then mplrun 2 steps to a finite loss, params saved to $tmp/pNAME.st
@@ -64,6 +71,12 @@ for s in $(seq "$lo" "$hi"); do
      "$MPLRUN" "$tmp/p$s.job" -q --steps 2 --threads 1 --resume "$tmp/ck$s" --save "$tmp/p$s.resumed.st" >> "$tmp/p$s.ck.log" 2>&1 &&
      cmp -s "$tmp/p$s.resumed.st" "$tmp/p$s.st"; then ok "seed $s: 1 step + checkpoint + resume = 2 steps (bitwise)"
   else cp "$p" "$keep/"; bad "seed $s: checkpoint and resume: $(tail -n 2 "$tmp/p$s.ck.log" | tr '\n' ' ')(params differ, or the run failed)"; fi
+  pp=$(sed -n 's/^mesh(pp = \([0-9]*\))$/\1/p' "$p")
+  if [ "$mpi" = 1 ] && [ "${pp:-1}" -gt 1 ]; then
+    if "${MPIRUN[@]}" -np "$pp" "$MPLRUN" "$tmp/p$s.job" -q --steps 2 --threads 1 --save "$tmp/p$s.mpi.st" > "$tmp/p$s.mpi.log" 2>&1 &&
+       cmp -s "$tmp/p$s.mpi.st" "$tmp/p$s.st"; then ok "seed $s: mpirun -np $pp gives the threads run's params (bitwise)"
+    else cp "$p" "$keep/"; bad "seed $s: mpirun -np $pp: $(grep -m 2 error "$tmp/p$s.mpi.log" | tr '\n' ' ')(params differ, or the run failed)"; fi
+  fi
   tol=1e-4; grep -q 'precision = bf16' "$p" && tol=1e-2
   for mesh in $compare; do
     n="$s-${mesh//\//-}"
