@@ -71,6 +71,10 @@ compare layers_on_devices examples/layers_on_devices.mpl
 compare fused_ce tests/e2e/fused_ce.mpl
 compare fused_ce_off tests/e2e/fused_ce.mpl --no-fused-ce
 trains mlp examples/mlp.mpl
+# dropout: masks over the whole batch and the whole value (tests/e2e/dropout.sh checks the
+# CPU's against other layouts); at tp = 2 the CUDA kernels' tp index places each rank's part
+compare dropout_pp2 tests/e2e/dropout.mpl
+compare dropout_tp2 tests/e2e/dropout_tp.mpl --mesh tp=2
 # the v2 ops with kernels of their own (issue 13; tests/e2e/ops_v2.sh checks the CPU against
 # the float64 reference); the tp program also at tp = 2
 for m in tests/e2e/ops_v2_*.mpl; do compare "$(basename "$m" .mpl)" "$m"; done
