@@ -87,7 +87,7 @@ typedef struct CudaDev {
   int nfn;
   void **params;              /* kernel parameter scratch */
   int params_cap;
-  long long scal[5];          /* seed, step, mb, tpi, n_outer of the launch being built */
+  long long scal[MPL_KERNEL_SCALARS + 1]; /* seed, step, mb, tpi, n_outer of the launch being built */
   int max_blocks, sms;
   char arch[16];              /* "compute_90" */
   /* the optimizer kernels (mpl_cuda_optim_src) */

@@ -20,7 +20,10 @@
 
 /* ==== device_cpu.c ==================================================== */
 
-/* A generated kernel: outer iterations [begin, end); scalars = {seed, step, micro-batch}. */
+/* A generated kernel: outer iterations [begin, end); scalars = {seed, step, micro-batch over
+ * all replicas, tp index}: MPL_KERNEL_SCALARS of them (compiler/kernel.h's KIR_SCALARS). A
+ * CUDA kernel takes them as its last parameters but one, n_outer. */
+enum { MPL_KERNEL_SCALARS = 4 };
 typedef void (*MplKernelFn)(void **args, const int64_t *scalars, int64_t begin, int64_t end);
 
 typedef struct MplDevice MplDevice;

@@ -428,16 +428,17 @@ static int cuda_launch(MplDevice *d, int kernel, void **args, int nargs, const i
   CudaDev *cd = d->impl;
   if (kernel < 0 || kernel >= cd->nfn) return mpl_errf(err, "cuda: kernel %d is not loaded", kernel);
   if (n_outer <= 0) return MPL_OK;
-  if (nargs + 5 > cd->params_cap) {
+  int np = nargs + MPL_KERNEL_SCALARS + 1; /* the buffers, the scalars, n_outer */
+  if (np > cd->params_cap) {
     mpl_free(cd->params);
-    cd->params = mpl_malloc(sizeof(void *) * (size_t)(nargs + 5));
-    cd->params_cap = cd->params ? nargs + 5 : 0;
+    cd->params = mpl_malloc(sizeof(void *) * (size_t)np);
+    cd->params_cap = cd->params ? np : 0;
     if (!cd->params) return mpl_errf(err, "cuda: out of memory");
   }
   for (int i = 0; i < nargs; i++) cd->params[i] = &args[i];
-  for (int i = 0; i < 4; i++) cd->scal[i] = scalars[i]; /* seed, step, mb, tpi */
-  cd->scal[4] = n_outer;
-  for (int i = 0; i < 5; i++) cd->params[nargs + i] = &cd->scal[i];
+  for (int i = 0; i < MPL_KERNEL_SCALARS; i++) cd->scal[i] = scalars[i];
+  cd->scal[MPL_KERNEL_SCALARS] = n_outer;
+  for (int i = 0; i <= MPL_KERNEL_SCALARS; i++) cd->params[nargs + i] = &cd->scal[i];
   int64_t threads = n_outer * cd->lanes[kernel]; /* a warp per outer iteration for lane kernels */
   int block = block_for(cd, threads);
   int64_t blocks = (threads + block - 1) / block;

@@ -74,7 +74,8 @@ static int run_kernel_step(RankCtx *rc, const JobStep *s, int stage, int mb, int
   }
   /* the micro-batch over all replicas (the rows it reads) and the tp index: dropout's
    * masks (mpl_rng.h) */
-  int64_t scalars[4] = {(int64_t)r->job->train.seed, step, r->eval ? MPL_MB_EVAL : (int64_t)rc->dpi * r->m + mb, rc->tpi};
+  int64_t scalars[MPL_KERNEL_SCALARS] = {(int64_t)r->job->train.seed, step,
+                                          r->eval ? MPL_MB_EVAL : (int64_t)rc->dpi * r->m + mb, rc->tpi};
   if (gpu) return rc->dev.ops->launch(&rc->dev, s->kernel, rc->argv, s->nargs, scalars, s->n_outer, err);
   return rc->dev.ops->kernel(&rc->dev, r->kfn[s->kernel], rc->argv, scalars, s->n_outer, work, err);
 }

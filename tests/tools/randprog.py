@@ -6,12 +6,15 @@ updates (h = h + f(h) or h = f(h)); each block draws from the language's ops (co
 v2: elementwise, reductions, shape ops, products, indexing, attention, the stdlib's
 layers), so every value it makes reaches the loss and every param has a gradient. The
 model ends in a projection to V classes and cross_entropy, plus the auxiliary losses
-some blocks make. Placement (pp, @stage, schedule, micro-batches, @recompute) and
-precision are drawn too.
+some blocks make. Placement (pp, @stage or @device or the balancer, interleaved(2),
+schedule, micro-batches, @recompute), precision and @shard on random params are drawn too;
+a "# compare: MESH[/MICROBATCHES] ..." line names the meshes the program is also trained
+at (params split: tp = 2; dp = 2 with half the micro-batches).
 
-tests/e2e/random_programs.sh compiles each program and runs one training step with the
-runtime against the float64 reference evaluator (build/tests/test_refstep FILE).
-The same SEED always gives the same program.
+tests/e2e/random_programs.sh runs one training step of each program against the float64
+reference evaluator (build/tests/test_refstep FILE), and the compare meshes, checkpoint
+and resume and mpirun against the program's own run. The same SEED always gives the same
+program.
 """
 import random
 import sys
@@ -29,7 +32,6 @@ class Gen:
         self.ntmp = 0
         self.aux = []  # scalar terms added to the loss
         self.pp = r.choice([1, 1, 2, 2, 3])
-        self.stage = 0
         self.auto_stages = self.pp > 1 and r.random() < 0.3
         self.bf16 = r.random() < 0.2
         # compared with other meshes through mplc and mplrun (tests/e2e/random_programs.sh):
@@ -253,11 +255,8 @@ class Gen:
         O = r.choice([1, 2])
         kh = r.choice([1, 2, 3])
         pad = r.choice([0, 1]) if kh == 3 else 0
-        if kh == 2:
-            pad = 0
-        stride = 1
         w = self.param([O, 1, kh, kh])
-        c = self.bind("conv2d(reshape(%s, B, 1, %d, %d), %s, stride = %d, padding = %d)" % (h, T, D, w, stride, pad))
+        c = self.bind("conv2d(reshape(%s, B, 1, %d, %d), %s, stride = 1, padding = %d)" % (h, T, D, w, pad))
         oh, ow = T + 2 * pad - kh + 1, D + 2 * pad - kh + 1
         z = self.bind("reshape(sum(%s, axis = 1), B, %d)" % (c, oh * ow))
         wp = self.param([oh * ow, T * D])
@@ -360,8 +359,6 @@ class Gen:
     def program(self, seed):
         r, T, D, V = self.r, self.T, self.D, self.V
         nblocks = r.randrange(2, 7)
-        body = []
-        self.lines = []
         x = self.param([D]) if r.random() < 0.3 else None
         h = "x" if x is None else self.bind("x * %s" % x)
         if self.tied:

@@ -77,7 +77,7 @@ static void run_round_kernel_of(OpKind kind, const float *in, float *out, int64_
   ck_assert_ptr_nonnull(fn);
   void *args[2];
   for (int j = 0; j < p->steps[0].nargs; j++) args[j] = p->steps[0].args[j] == x->id ? (void *)in : (void *)out;
-  int64_t sc[4] = {0, 0, 0, 0};
+  int64_t sc[KIR_SCALARS] = {0};
   fn(args, sc, 0, p->steps[0].n_outer);
   mpl_jit_free(jit);
 }

@@ -21,6 +21,9 @@
 #include "runtime/jit_cpu.h"
 #include "runtime/mpl.h"
 
+/* the compiler's kernels and the runtime's callers agree on the scalars */
+_Static_assert((int)KIR_SCALARS == (int)MPL_KERNEL_SCALARS, "kernel.h and device.h disagree on the kernels' scalars");
+
 /* ---- graph building ---------------------------------------------------------- */
 
 static Arena arena;
@@ -315,7 +318,7 @@ static void check_graph(const RefCtx *ctx) {
   int *ops = malloc(sizeof(int) * (size_t)G->nops), n = 0;
   for (int i = 0; i < G->nops; i++)
     if (O(i)->kind != OP_INPUT && O(i)->kind != OP_PARAM) ops[n++] = i;
-  int64_t sc[4] = {ctx ? (int64_t)ctx->seed : 0, ctx ? ctx->step : 0, ctx ? ctx->mb : 0, 0};
+  int64_t sc[MPL_KERNEL_SCALARS] = {ctx ? (int64_t)ctx->seed : 0, ctx ? ctx->step : 0, ctx ? ctx->mb : 0, 0};
   Built fused, unfused, cut;
   lower(&fused, ops, n, true, 0);
   lower(&unfused, ops, n, false, 0);
@@ -571,7 +574,7 @@ START_TEST(test_lane_order_bits) {
   int ops[1] = {s};
   Built b;
   lower(&b, ops, 1, true, 0);
-  int64_t sc[4] = {0, 0, 0, 0};
+  int64_t sc[MPL_KERNEL_SCALARS] = {0};
   Run r = execute(&b, 1, sc);
   const float *in = r.buf[x], *out = r.buf[s];
   bool differs = false;
