@@ -178,12 +178,17 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(LIBCOMP) $(LIBRT) $(LIBJOB)
 
 # ---- the user's commands ---------------------------------------------------------
 # (run, test and bench: deps first, then the build in a sub-make that looks the tools up anew)
+# (the build itself in a sub-make of its own, one compiler per core: the tests after it
+# run side by side on their own, and the example's output stays in order)
+JOBS := $(shell nproc 2> /dev/null || echo 2)
 run: deps
+	@$(MAKE) --no-print-directory -j$(JOBS) all
 	@$(MAKE) --no-print-directory run-example
 run-example: all
 	BUILD=$(BUILD) ./tests/run_example.sh
 
 test: deps
+	@$(MAKE) --no-print-directory -j$(JOBS) all $(UNIT_BIN) $(CUDA_ONLY_TEST)
 	@$(MAKE) --no-print-directory test-all
 test-all: all $(UNIT_BIN)
 	@BUILD=$(BUILD) ./tests/run.sh
@@ -198,6 +203,7 @@ golden-update: all
 	BUILD=$(BUILD) ./tests/golden/run.sh --update
 
 bench: deps bench-deps
+	@$(MAKE) --no-print-directory -j$(JOBS) all
 	@$(MAKE) --no-print-directory bench-run
 bench-run: all
 	BUILD=$(BUILD) ./tests/bench/bench.sh

@@ -17,9 +17,9 @@ jobs=${MPL_TEST_JOBS:-$(nproc 2>/dev/null || echo 2)}
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 TIMED="e2e/plan_vs_run e2e/balance_run"   # suites that must run alone
 # the longest suites start first, so the pool ends together (seconds on a 2-core Zen 4:
-# sanitize 93, mpi 68, parallel 61, random_programs 40, test_cuda 47, fuzz 46, checkpoint 37,
-# schedules 33)
-LONG="e2e/sanitize e2e/mpi e2e/parallel e2e/random_programs unit/test_cuda fuzz e2e/checkpoint e2e/schedules e2e/observe"
+# sanitize 109, fuzz 59, mpi 56, bf16 55, parallel 41, test_cuda 39, random_programs 37,
+# test_refstep 28, schedules 27)
+LONG="e2e/sanitize fuzz e2e/mpi e2e/bf16 e2e/parallel unit/test_cuda e2e/random_programs unit/test_refstep e2e/schedules"
 
 # suite NAME CMD...: one line of the plan, "NAME<TAB>CMD..."
 names=(); cmds=()

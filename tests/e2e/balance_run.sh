@@ -16,8 +16,10 @@
 # closing report), against the noise of a shared machine; the bubbles get three tries.
 # The two ranks need the machine's cores to themselves: other processes that keep a core
 # busy stretch every wait. So the script waits (up to 3 minutes) until no other process
-# is running; when the machine stays busy, the timed thresholds are printed with a "skip"
-# line, not checked (what cannot be measured is not counted as passing or failing).
+# is running, and counts the CPU time others take while it measures (the machine's busy
+# time in /proc/stat less this script's own and its children's); when others took a tenth
+# of a core or more, the timed thresholds are printed with a "skip" line, not checked
+# (what cannot be measured is not counted as passing or failing).
 cd "$(dirname "$0")/../.."
 source tests/tools/e2e_lib.sh
 
@@ -30,12 +32,13 @@ nr=--no-remat
 runs=5
 # run JOB N -> N lines "busy0 bubble0 pred0 busy1 bubble1 pred1"
 measure() {
+  load_begin
   for i in $(seq "$2"); do
-    note_load
     "$MPLRUN" "$1" --threads 1 --steps 6 2> /dev/null |
       sed -nE 's/^rank [0-9]+: busy ([0-9.]+) ms \| bubble ([0-9.]+) \(predicted ([0-9.]+)\).*/\1 \2 \3/p' | tr '\n' ' '
     echo
   done
+  load_end
 }
 col() { awk -v c="$2" '{ print $c }' "$1" | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
 report() { # label file: medians per rank
@@ -47,7 +50,7 @@ report() { # label file: medians per rank
 }
 
 # Other processes running now: the median of 9 readings over 1 s of /proc/loadavg's
-# runnable count, less the shell that reads it; note_load records a busy machine in $tmp/loaded.
+# runnable count, less the shell that reads it (the wait for a quiet machine at the start).
 others() {
   local i a b c d e v=()
   for i in 1 2 3 4 5 6 7 8 9; do
@@ -57,14 +60,28 @@ others() {
   done
   printf '%s\n' "${v[@]}" | sort -n | awk '{ v[NR] = $1 } END { n = v[5] - 1; print (n > 0 ? n : 0) }'
 }
-note_load() { local n; n=$(others); [ "$n" -ge 1 ] && echo "$n" >> "$tmp/loaded"; return 0; }
+# load_begin ... load_end: the CPU time other processes took in between, from the machine's
+# busy jiffies (/proc/stat) less this shell's and its children's (the builtin times, run in
+# this shell: a $(...) would count a subshell's); a tenth of a core or more over the
+# interval is recorded in $tmp/loaded. Free, unlike sampling the run queue between runs.
+hz=$(getconf CLK_TCK)
+machine_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+times_secs() { awk '{ for (i = 1; i <= NF; i++) { split($i, p, /[ms]/); s += p[1] * 60 + p[2] } } END { printf "%.3f", s }' "$1"; }
+load_begin() { load_t0=$(date +%s.%N) load_b0=$(machine_busy); times > "$tmp/times0"; }
+load_end() {
+  local t1 b1
+  t1=$(date +%s.%N) b1=$(machine_busy); times > "$tmp/times1"
+  awk -v t0="$load_t0" -v t1="$t1" -v b0="$load_b0" -v b1="$b1" -v hz="$hz" \
+      -v c0="$(times_secs "$tmp/times0")" -v c1="$(times_secs "$tmp/times1")" \
+      'BEGIN { o = ((b1 - b0) / hz - (c1 - c0)) / (t1 - t0); if (o >= 0.1) printf "%.2f cores\n", o }' >> "$tmp/loaded"
+}
 for i in $(seq 18); do [ "$(others)" -lt 1 ] && break; sleep 10; done
 # timed LABEL CONDITION...: ok/bad when nothing else ran while the figures were measured
 # (since the profiles), else a skip line
 timed() {
   local label=$1; shift
   if [ -s "$tmp/loaded" ]; then
-    echo "skip $label (not checked: other processes ran during the measurements: up to $(sort -n "$tmp/loaded" | tail -n 1) runnable)"
+    echo "skip $label (not checked: other processes ran during the measurements: up to $(sort -g "$tmp/loaded" | tail -n 1))"
     return
   fi
   if "$@"; then ok "$label"; else bad "$label"; fi
@@ -76,9 +93,9 @@ report "before (cost model)" "$tmp/before.txt"
 # profile job $1 into $2, compile $3 from it (mplc args after)
 profile() {
   local job=$1 prof=$2 out=$3; shift 3
-  note_load
+  load_begin
   "$MPLRUN" "$job" --threads 1 --steps 6 -q --profile "$prof" > "$tmp/prof.log" 2>&1 &&
-    "$MPLC" "$model" $nr "$@" --profile "$prof" -o "$out" 2> "$tmp/err" && return 0
+    load_end && "$MPLC" "$model" $nr "$@" --profile "$prof" -o "$out" 2> "$tmp/err" && return 0
   bad "profile $job: $(tail -n 3 "$tmp/prof.log") $(head -n 3 "$tmp/err")"
   return 1
 }
