@@ -8,7 +8,10 @@
  * anything else is loaded from its buffer. Each value at an index is emitted once
  * per kernel (a memo keyed by op, tag and index). An elementwise group stores one
  * element per outer iteration; a row group one row, its reductions as inner loops
- * and its domain-sized values in one inner loop.
+ * and its domain-sized values in one inner loop: those that need none of the row's
+ * reductions and that a reduction reads, in a first loop, which the later loops load
+ * (emit_early_stores: the memo does not reach across loops, so each loop would compute
+ * them again).
  *
  * Where the ops of the next issues go: an elementwise op (sin, cos, floor, silu, %)
  * is a case of emit_unary or emit_binary; a reduction or scan along an axis (argmax,
@@ -102,6 +105,7 @@ struct Emit {
   int nargs, argcap;
   int *memo;     /* open addressing: [key..., value] rows */
   int mcap, mn;
+  bool *early;   /* value id -> stored by the row group's first loop: later loops load it */
 };
 
 typedef int Idx[MPL_MAX_RANK];
@@ -676,10 +680,12 @@ static int emit(Emit *e, int v, const int *idx) {
   int r = memo_get(e, v, 0, op->shape.rank, idx);
   if (r >= 0) return r;
   if (fuse_cat(op->kind) == CAT_CONST) r = emit_creation(e, op, idx);
-  else if (e->f->grp[v] == e->gr->id || (e->f->view[v] && !e->f->mat[v])) r = emit_member(e, op, idx);
+  else if ((e->f->grp[v] == e->gr->id && !(e->early && e->early[v])) || (e->f->view[v] && !e->f->mat[v]))
+    r = emit_member(e, op, idx);
   else {
-    if (!e->f->mat[v]) die("fuse: %%%d %s read before it has a buffer", v, op_name(op->kind));
-    r = kb_load(e->b, arg_of(e, v, KA_IN), linearize(e, &op->shape, idx));
+    bool early = e->early && e->early[v]; /* this kernel's own store, from its first loop */
+    if (!e->f->mat[v] && !early) die("fuse: %%%d %s read before it has a buffer", v, op_name(op->kind));
+    r = kb_load(e->b, arg_of(e, v, early ? KA_OUT : KA_IN), linearize(e, &op->shape, idx));
   }
   return memo_put(e, v, 0, op->shape.rank, idx, r);
 }
@@ -716,11 +722,105 @@ static void emit_ew_group(Emit *e, const int *store, int nstore) {
   }
 }
 
-/* Stores of a row group: row-sized values per outer iteration, domain-sized in one inner loop. */
+/*
+ * A row group's values by how they are computed. reads_red: v needs one of the group's
+ * reductions (a row statistic), so it can only be computed after them. Walks members and
+ * inline views; anything else is loaded. mark: memo over the walk (0 unseen, 1 no, 2 yes).
+ */
+static bool reads_red(Emit *e, int v, char *mark) {
+  const Fuse *f = e->f;
+  if (mark[v]) return mark[v] == 2;
+  const Op *op = OPP(f, v);
+  bool member = f->grp[v] == e->gr->id, inline_view = f->view[v] && !f->mat[v];
+  bool r = false;
+  if (member || inline_view) {
+    Cat c = fuse_cat(op->kind);
+    r = c == CAT_RED || c == CAT_SPECIAL || op->kind == OP_CROSS_ENTROPY;
+    for (int j = 0; j < op->nin && !r; j++) r = reads_red(e, op->in[j], mark);
+  }
+  mark[v] = r ? 2 : 1;
+  return r;
+}
+
+/* fed[v] for every v a reduction of the group reads, through members and inline views. */
+static void fed_to_red(Emit *e, char *fed) {
+  const Fuse *f = e->f;
+  int *stack = malloc(sizeof(int) * (size_t)f->g->nops), n = 0;
+  if (!stack) die("out of memory");
+  for (int i = 0; i < e->gr->n; i++) {
+    const Op *op = OPP(f, e->gr->ops[i]);
+    Cat c = fuse_cat(op->kind);
+    if (c != CAT_RED && c != CAT_SPECIAL && op->kind != OP_CROSS_ENTROPY) continue;
+    for (int j = 0; j < op->nin; j++)
+      if (!fed[op->in[j]]) fed[op->in[j]] = 1, stack[n++] = op->in[j];
+  }
+  while (n > 0) {
+    int u = stack[--n];
+    if (f->grp[u] != e->gr->id && !(f->view[u] && !f->mat[u])) continue; /* loaded */
+    for (int j = 0; j < OPP(f, u)->nin; j++)
+      if (!fed[OPP(f, u)->in[j]]) fed[OPP(f, u)->in[j]] = 1, stack[n++] = OPP(f, u)->in[j];
+  }
+  free(stack);
+}
+
+/*
+ * The first loop of a row group: the domain-sized values it stores anyway that a reduction
+ * reads and that need no row statistic (an elementwise chain before a softmax, a
+ * cross-entropy or a layer norm). Each reduction's loop would compute them again (the max,
+ * the sum, the stores: three times each exp or tanh of the chain); stored once here, the
+ * later loops load them, which is the unfused kernels' arithmetic exactly (f32 and
+ * integers only: a store that converts would not give back the registers' bits).
+ */
+static void emit_early_stores(Emit *e, const int *store, int nstore, int64_t nrow, int64_t nred) {
+  const Fuse *f = e->f;
+  const Group *gr = e->gr;
+  char *mark = calloc((size_t)f->g->nops, 1), *fed = calloc((size_t)f->g->nops, 1);
+  int *early = malloc(sizeof(int) * (size_t)(nstore ? nstore : 1)), n = 0;
+  if (!mark || !fed || !early) die("out of memory");
+  fed_to_red(e, fed);
+  for (int i = 0; i < nstore; i++) {
+    const Op *op = OPP(f, store[i]);
+    if (shape_numel(&op->shape) == nrow || op->kind == OP_PARAM_GRAD) continue;
+    if (op->dtype != DT_F32 && op->dtype != DT_I32) continue;
+    if (!fed[store[i]] || reads_red(e, store[i], mark)) continue;
+    early[n++] = store[i];
+  }
+  free(mark);
+  free(fed);
+  if (n > 0) {
+    Shape ks = {0}, rs = {0};
+    for (int i = 0; i < gr->dom.rank; i++) {
+      if (gr->red[i]) rs.d[rs.rank++] = gr->dom.d[i];
+      else ks.d[ks.rank++] = gr->dom.d[i];
+    }
+    Idx kidx, ridx, dom;
+    delinearize(e, &ks, kb_outer(e->b), kidx);
+    int loop = kb_loop_begin(e->b, nred, KR_NONE, KT_VOID, -1, 0);
+    delinearize(e, &rs, kb_loopvar(e->b, loop), ridx);
+    for (int i = 0, a = 0, c = 0; i < gr->dom.rank; i++) dom[i] = gr->red[i] ? ridx[a++] : kidx[c++];
+    int lin = linearize(e, &gr->dom, dom);
+    for (int i = 0; i < n; i++) {
+      const Op *op = OPP(f, early[i]);
+      Idx idx;
+      if (shape_eq(&op->shape, &gr->dom)) memcpy(idx, dom, sizeof idx);
+      else delinearize(e, &op->shape, lin, idx);
+      emit_store(e, early[i], lin, idx);
+    }
+    kb_loop_end(e->b, loop, -1);
+    e->early = calloc((size_t)f->g->nops, 1);
+    if (!e->early) die("out of memory");
+    for (int i = 0; i < n; i++) e->early[early[i]] = true;
+  }
+  free(early);
+}
+
+/* Stores of a row group: row-sized values per outer iteration, domain-sized in one inner loop
+ * (those a reduction reads in a loop before: emit_early_stores). */
 static void emit_row_group(Emit *e, const int *store, int nstore) {
   const Group *gr = e->gr;
   int64_t nrow = fuse_kept_numel(&gr->dom, gr->red), nred = shape_numel(&gr->dom) / nrow;
   int o = kb_outer(e->b);
+  emit_early_stores(e, store, nstore, nrow, nred);
   for (int i = 0; i < nstore; i++) {
     const Op *op = OPP(e->f, store[i]);
     if (shape_numel(&op->shape) != nrow) continue;
@@ -729,7 +829,8 @@ static void emit_row_group(Emit *e, const int *store, int nstore) {
     emit_store(e, store[i], o, idx);
   }
   bool any = false;
-  for (int i = 0; i < nstore; i++) any |= shape_numel(&OPP(e->f, store[i])->shape) != nrow;
+  for (int i = 0; i < nstore; i++)
+    any |= shape_numel(&OPP(e->f, store[i])->shape) != nrow && !(e->early && e->early[store[i]]);
   if (!any) return;
   Shape ks = {0}, rs = {0};
   for (int i = 0; i < gr->dom.rank; i++) {
@@ -744,7 +845,7 @@ static void emit_row_group(Emit *e, const int *store, int nstore) {
   int lin = linearize(e, &gr->dom, dom);
   for (int i = 0; i < nstore; i++) {
     const Op *op = OPP(e->f, store[i]);
-    if (shape_numel(&op->shape) == nrow) continue;
+    if (shape_numel(&op->shape) == nrow || (e->early && e->early[store[i]])) continue;
     Idx idx;
     if (shape_eq(&op->shape, &gr->dom)) memcpy(idx, dom, sizeof idx);
     else delinearize(e, &op->shape, lin, idx);
@@ -788,6 +889,7 @@ Kernel *fuse_kernel(const Fuse *f, const Group *gr, const int *store, int nstore
     k->inner = gr->dom.d[gr->dom.rank - 1];
   free(e.argof);
   free(e.memo);
+  free(e.early);
   *args = e.argval;
   *nargs = e.nargs;
   return k;
