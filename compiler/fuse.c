@@ -153,11 +153,14 @@ static void close_group(Fuse *f, Group *gr) {
   bool *store = calloc((size_t)f->g->nops, 1), *alias = calloc((size_t)f->g->nops, 1);
   if (!store || !alias) die("out of memory");
   for (int i = 0; i < gr->n; i++) store[gr->ops[i]] = needs_store(f, gr, gr->ops[i]);
+  /* costly values several of a row kernel's loops read: stored once, loaded by the others */
+  for (int i = 0; gr->row && i < gr->n; i++)
+    if (!store[gr->ops[i]]) store[gr->ops[i]] = fuse_keep_in_row(f, gr, gr->ops[i], store);
   for (int i = gr->n - 1; i >= 0; i--) {
     int v = gr->ops[i];
     if (store[v] && OPP(f, v)->kind == OP_RESHAPE) want_alias(f, gr, v, store, alias);
   }
-  int *list = malloc(sizeof(int) * (size_t)gr->n), n = 0;
+  int *list = malloc(sizeof(int) * (size_t)(gr->n > 0 ? gr->n : 1)), n = 0;
   if (!list) die("out of memory");
   for (int i = 0; i < gr->n; i++)
     if (store[gr->ops[i]]) list[n++] = gr->ops[i];

@@ -723,43 +723,110 @@ static void emit_ew_group(Emit *e, const int *store, int nstore) {
 }
 
 /*
- * A row group's values by how they are computed. reads_red: v needs one of the group's
- * reductions (a row statistic), so it can only be computed after them. Walks members and
- * inline views; anything else is loaded. mark: memo over the walk (0 unseen, 1 no, 2 yes).
+ * A row group's values by how they are computed. here: v is computed in the group's kernel
+ * (a member or an inline view), else loaded. red_like: an op whose loops go over the row.
+ * reads_red: v needs one of the group's reductions (a row statistic), so it can only be
+ * computed after them (mark: memo over the walk, 0 unseen, 1 no, 2 yes). reach: every
+ * value op u reads through values computed here (seen, a stack of the graph's size).
  */
-static bool reads_red(Emit *e, int v, char *mark) {
-  const Fuse *f = e->f;
+static bool here(const Fuse *f, const Group *gr, int v) { return f->grp[v] == gr->id || (f->view[v] && !f->mat[v]); }
+static bool red_like(const Op *op) {
+  Cat c = fuse_cat(op->kind);
+  return c == CAT_RED || c == CAT_SPECIAL || op->kind == OP_CROSS_ENTROPY;
+}
+
+static bool reads_red(const Fuse *f, const Group *gr, int v, char *mark) {
   if (mark[v]) return mark[v] == 2;
   const Op *op = OPP(f, v);
-  bool member = f->grp[v] == e->gr->id, inline_view = f->view[v] && !f->mat[v];
   bool r = false;
-  if (member || inline_view) {
-    Cat c = fuse_cat(op->kind);
-    r = c == CAT_RED || c == CAT_SPECIAL || op->kind == OP_CROSS_ENTROPY;
-    for (int j = 0; j < op->nin && !r; j++) r = reads_red(e, op->in[j], mark);
+  if (here(f, gr, v)) {
+    r = red_like(op);
+    for (int j = 0; j < op->nin && !r; j++) r = reads_red(f, gr, op->in[j], mark);
   }
   mark[v] = r ? 2 : 1;
   return r;
 }
 
-/* fed[v] for every v a reduction of the group reads, through members and inline views. */
+static void reach(const Fuse *f, const Group *gr, int u, char *seen, int *stack) {
+  int n = 0;
+  for (int j = 0; j < OPP(f, u)->nin; j++)
+    if (!seen[OPP(f, u)->in[j]]) seen[OPP(f, u)->in[j]] = 1, stack[n++] = OPP(f, u)->in[j];
+  while (n > 0) {
+    int w = stack[--n];
+    if (!here(f, gr, w)) continue; /* loaded */
+    for (int j = 0; j < OPP(f, w)->nin; j++)
+      if (!seen[OPP(f, w)->in[j]]) seen[OPP(f, w)->in[j]] = 1, stack[n++] = OPP(f, w)->in[j];
+  }
+}
+
+/* An op that calls a function of the math library (each costs tens of operations). */
+static bool costly(OpKind k) {
+  switch (k) {
+  case OP_EXP: case OP_LOG: case OP_TANH: case OP_SIGMOID: case OP_GELU: case OP_GELU_GRAD: case OP_SILU:
+  case OP_SIN: case OP_COS: case OP_POW: return true;
+  default: return false;
+  }
+}
+
+/*
+ * fuse.c's question: should member v of row group gr be stored although nothing outside
+ * reads it? Yes when it is an f32 value of the domain's size that needs no row statistic
+ * but is read by what does (the last value before them, not every value of a chain),
+ * with a math-library function in what the kernel computes for it, and that two or more of
+ * the kernel's loops read (a softmax's or a loss's max and sum, one more for the stores
+ * that need the statistics): stored once in the first loop (emit_early_stores), it is not
+ * computed again in each. store[]: what the group stores already.
+ */
+bool fuse_keep_in_row(const Fuse *f, const Group *gr, int v, const bool *store) {
+  const Op *op = OPP(f, v);
+  if (!gr->row || op->dtype != DT_F32 || op_info[op->kind].cls != OPC_E) return false;
+  if (shape_numel(&op->shape) != shape_numel(&gr->dom)) return false;
+  int nv = f->g->nops;
+  char *buf = calloc((size_t)nv, 2);
+  int *stack = malloc(sizeof(int) * (size_t)nv);
+  if (!buf || !stack) die("out of memory");
+  char *mark = buf, *seen = buf + nv;
+  bool keep = false, frontier = false;
+  /* only where the row statistics' part starts: one of v's readers here needs them */
+  for (int k = f->ustart[v]; k < f->ustart[v + 1] && !frontier; k++) {
+    int u = f->users[k];
+    frontier = here(f, gr, u) && (red_like(OPP(f, u)) || reads_red(f, gr, u, mark));
+  }
+  if (frontier && !reads_red(f, gr, v, mark)) {
+    /* something costly in v's expression: v itself, or what it reads computed here */
+    bool cost = costly(op->kind);
+    if (!cost) {
+      reach(f, gr, v, seen, stack);
+      for (int w = 0; w < nv && !cost; w++) cost = seen[w] && here(f, gr, w) && costly(OPP(f, w)->kind);
+    }
+    int loops = 0;
+    bool stores = false;
+    for (int i = 0; cost && i < gr->n && loops < 2; i++) {
+      int u = gr->ops[i];
+      const Op *uo = OPP(f, u);
+      bool red = red_like(uo);
+      bool row_store = !red && store[u] && shape_numel(&uo->shape) == shape_numel(&gr->dom) && reads_red(f, gr, u, mark);
+      if (!red && (!row_store || stores)) continue;
+      memset(seen, 0, (size_t)nv);
+      reach(f, gr, u, seen, stack);
+      if (!seen[v]) continue;
+      if (red) loops += uo->kind == OP_SOFTMAX || uo->kind == OP_LOG_SOFTMAX || uo->kind == OP_CE_ROWS || uo->kind == OP_CE_GRAD ? 2 : 1;
+      else loops++, stores = true;
+    }
+    keep = cost && loops >= 2;
+  }
+  free(buf);
+  free(stack);
+  return keep;
+}
+
+/* fed[v] for every v a reduction of the group reads, through values computed here. */
 static void fed_to_red(Emit *e, char *fed) {
   const Fuse *f = e->f;
-  int *stack = malloc(sizeof(int) * (size_t)f->g->nops), n = 0;
+  int *stack = malloc(sizeof(int) * (size_t)f->g->nops);
   if (!stack) die("out of memory");
-  for (int i = 0; i < e->gr->n; i++) {
-    const Op *op = OPP(f, e->gr->ops[i]);
-    Cat c = fuse_cat(op->kind);
-    if (c != CAT_RED && c != CAT_SPECIAL && op->kind != OP_CROSS_ENTROPY) continue;
-    for (int j = 0; j < op->nin; j++)
-      if (!fed[op->in[j]]) fed[op->in[j]] = 1, stack[n++] = op->in[j];
-  }
-  while (n > 0) {
-    int u = stack[--n];
-    if (f->grp[u] != e->gr->id && !(f->view[u] && !f->mat[u])) continue; /* loaded */
-    for (int j = 0; j < OPP(f, u)->nin; j++)
-      if (!fed[OPP(f, u)->in[j]]) fed[OPP(f, u)->in[j]] = 1, stack[n++] = OPP(f, u)->in[j];
-  }
+  for (int i = 0; i < e->gr->n; i++)
+    if (red_like(OPP(f, e->gr->ops[i]))) reach(f, e->gr, e->gr->ops[i], fed, stack);
   free(stack);
 }
 
@@ -782,7 +849,7 @@ static void emit_early_stores(Emit *e, const int *store, int nstore, int64_t nro
     const Op *op = OPP(f, store[i]);
     if (shape_numel(&op->shape) == nrow || op->kind == OP_PARAM_GRAD) continue;
     if (op->dtype != DT_F32 && op->dtype != DT_I32) continue;
-    if (!fed[store[i]] || reads_red(e, store[i], mark)) continue;
+    if (!fed[store[i]] || reads_red(f, gr, store[i], mark)) continue;
     early[n++] = store[i];
   }
   free(mark);

@@ -254,6 +254,7 @@ START_TEST(test_examples) {
   check_step("examples/mlp.mpl", NULL, NULL);
   check_step("examples/layers_on_devices.mpl", NULL, NULL);
   check_step("tests/e2e/recompute.mpl", NULL, NULL);
+  check_step("tests/e2e/row_chains.mpl", NULL, NULL);
 }
 END_TEST
 
