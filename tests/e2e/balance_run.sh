@@ -7,7 +7,7 @@
 #  - mplrun --profile, then mplc --profile, twice (the second round profiles the split the
 #    first made): the measured busy times of the ranks are within 15% of each other, and
 #    every rank's measured bubble within 5 points of the plan's prediction (the first
-#    round's figures are printed);
+#    round's figures are printed; a split that misses is profiled a third time);
 #  - zbv, profiled the same way: its measured bubble against its plan (printed, and
 #    within 10 points: two tries, and a second chain of profiles if the first misses);
 #  - a profile whose GEMM rate is under 85% of the run's best (a neighbour slowed the
@@ -127,15 +127,23 @@ best_rate=$(rate "$tmp/p1.json")
 measure "$tmp/after1.job" $runs > "$tmp/after1.txt"
 report "after 1 round of --profile" "$tmp/after1.txt"
 steady_profile "$tmp/after1.job" "$tmp/p2.json" "$tmp/after2.job" && ok "round 2: the new split profiled and recompiled"
-# up to three tries of 5 runs each: a neighbour's load on the machine stretches the waits
-attempt=1 bubble_ok=0
+# up to three tries of 5 runs each. A try that misses is more often the split than the
+# machine: a profile holds one run's per-op times, and a split made from a noisy one is
+# measured the same again and again (seen: three tries at 0.17-0.18 on rank 1 against a
+# plan of 0.108, 1 run of 4). So after a miss the split is profiled once more (a third
+# round, as a user would) and the next tries measure the split that round makes.
+split=after2 rounds=2 attempt=1 bubble_ok=0
 while :; do
-  measure "$tmp/after2.job" $runs > "$tmp/after2.txt"
-  report "after 2 rounds (try $attempt, load $(cut -d' ' -f1 /proc/loadavg))" "$tmp/after2.txt"
-  read -r b0 u0 p0 b1 u1 p1 < "$tmp/after2.txt.med"
+  measure "$tmp/$split.job" $runs > "$tmp/$split.txt"
+  report "after $rounds rounds (try $attempt, load $(cut -d' ' -f1 /proc/loadavg))" "$tmp/$split.txt"
+  read -r b0 u0 p0 b1 u1 p1 < "$tmp/$split.txt.med"
   if awk -v u0="$u0" -v p0="$p0" -v u1="$u1" -v p1="$p1" \
        'BEGIN { exit !(u0 - p0 <= 0.05 && p0 - u0 <= 0.05 && u1 - p1 <= 0.05 && p1 - u1 <= 0.05) }'; then bubble_ok=1; fi
   [ $bubble_ok = 1 ] || [ $attempt = 3 ] && break
+  if [ $attempt = 1 ] && steady_profile "$tmp/after2.job" "$tmp/p2b.json" "$tmp/after3.job"; then
+    echo "     round 3: the split that missed profiled and recompiled"
+    split=after3 rounds=3
+  fi
   attempt=$((attempt + 1))
 done
 within() { awk -v a="$1" -v b="$2" -v r="$3" 'BEGIN { exit !(a > 0 && b > 0 && (a > b ? a / b : b / a) <= r) }'; }
@@ -155,7 +163,7 @@ near10() { awk -v u0="$u0" -v p0="$p0" -v u1="$u1" -v p1="$p1" \
   'BEGIN { exit !(u0 - p0 <= 0.1 && p0 - u0 <= 0.1 && u1 - p1 <= 0.1 && p1 - u1 <= 0.1) }'; }
 zbv_ok=0 measured=0
 for chain in 1 2; do
-  profile "$tmp/after2.job" "$tmp/p3.json" "$tmp/zbv1.job" --schedule zbv &&
+  profile "$tmp/$split.job" "$tmp/p3.json" "$tmp/zbv1.job" --schedule zbv &&
     steady_profile "$tmp/zbv1.job" "$tmp/pz.json" "$tmp/zbv.job" --schedule zbv || break
   for attempt in 1 2; do
     measure "$tmp/zbv.job" $runs > "$tmp/zbv.txt"
