@@ -11,7 +11,8 @@
  * D's size stored by one inner loop). An op joins the open group when it reads a
  * member, or (elementwise) reads whole a value a member reads, and its size fits; reductions over the same axes of the same domain may
  * share a group (the layernorm pattern, softmax, cross-entropy gradient). A value is
- * stored iff some consumer is outside its group (or nobody consumes it). Before
+ * stored iff some consumer is outside its group (or nobody consumes it), or it is a
+ * costly value that several loops of a row group read (fuse_keep_in_row). Before
  * grouping, transposes are folded into the GEMMs that read them, a matmul feeding
  * only a gradient accumulator accumulates into it, and shape ops whose consumers are
  * all kernels of the list become views (plan_folds).
