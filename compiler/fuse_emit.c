@@ -830,6 +830,30 @@ static void fed_to_red(Emit *e, char *fed) {
   free(stack);
 }
 
+/* One loop over the row of a row group's outer iteration storing the values v[0 .. n). */
+static void emit_row_stores(Emit *e, const int *v, int n) {
+  const Group *gr = e->gr;
+  Shape ks = {0}, rs = {0};
+  for (int i = 0; i < gr->dom.rank; i++) {
+    if (gr->red[i]) rs.d[rs.rank++] = gr->dom.d[i];
+    else ks.d[ks.rank++] = gr->dom.d[i];
+  }
+  Idx kidx, ridx, dom;
+  delinearize(e, &ks, kb_outer(e->b), kidx);
+  int loop = kb_loop_begin(e->b, shape_numel(&rs), KR_NONE, KT_VOID, -1, 0);
+  delinearize(e, &rs, kb_loopvar(e->b, loop), ridx);
+  for (int i = 0, a = 0, c = 0; i < gr->dom.rank; i++) dom[i] = gr->red[i] ? ridx[a++] : kidx[c++];
+  int lin = linearize(e, &gr->dom, dom);
+  for (int i = 0; i < n; i++) {
+    const Op *op = OPP(e->f, v[i]);
+    Idx idx;
+    if (shape_eq(&op->shape, &gr->dom)) memcpy(idx, dom, sizeof idx);
+    else delinearize(e, &op->shape, lin, idx);
+    emit_store(e, v[i], lin, idx);
+  }
+  kb_loop_end(e->b, loop, -1);
+}
+
 /*
  * The first loop of a row group: the domain-sized values it stores anyway that a reduction
  * reads and that need no row statistic (an elementwise chain before a softmax, a
@@ -838,7 +862,7 @@ static void fed_to_red(Emit *e, char *fed) {
  * later loops load them, which is the unfused kernels' arithmetic exactly (f32 and
  * integers only: a store that converts would not give back the registers' bits).
  */
-static void emit_early_stores(Emit *e, const int *store, int nstore, int64_t nrow, int64_t nred) {
+static void emit_early_stores(Emit *e, const int *store, int nstore, int64_t nrow) {
   const Fuse *f = e->f;
   const Group *gr = e->gr;
   char *mark = calloc((size_t)f->g->nops, 1), *fed = calloc((size_t)f->g->nops, 1);
@@ -855,25 +879,7 @@ static void emit_early_stores(Emit *e, const int *store, int nstore, int64_t nro
   free(mark);
   free(fed);
   if (n > 0) {
-    Shape ks = {0}, rs = {0};
-    for (int i = 0; i < gr->dom.rank; i++) {
-      if (gr->red[i]) rs.d[rs.rank++] = gr->dom.d[i];
-      else ks.d[ks.rank++] = gr->dom.d[i];
-    }
-    Idx kidx, ridx, dom;
-    delinearize(e, &ks, kb_outer(e->b), kidx);
-    int loop = kb_loop_begin(e->b, nred, KR_NONE, KT_VOID, -1, 0);
-    delinearize(e, &rs, kb_loopvar(e->b, loop), ridx);
-    for (int i = 0, a = 0, c = 0; i < gr->dom.rank; i++) dom[i] = gr->red[i] ? ridx[a++] : kidx[c++];
-    int lin = linearize(e, &gr->dom, dom);
-    for (int i = 0; i < n; i++) {
-      const Op *op = OPP(f, early[i]);
-      Idx idx;
-      if (shape_eq(&op->shape, &gr->dom)) memcpy(idx, dom, sizeof idx);
-      else delinearize(e, &op->shape, lin, idx);
-      emit_store(e, early[i], lin, idx);
-    }
-    kb_loop_end(e->b, loop, -1);
+    emit_row_stores(e, early, n);
     e->early = calloc((size_t)f->g->nops, 1);
     if (!e->early) die("out of memory");
     for (int i = 0; i < n; i++) e->early[early[i]] = true;
@@ -885,9 +891,9 @@ static void emit_early_stores(Emit *e, const int *store, int nstore, int64_t nro
  * (those a reduction reads in a loop before: emit_early_stores). */
 static void emit_row_group(Emit *e, const int *store, int nstore) {
   const Group *gr = e->gr;
-  int64_t nrow = fuse_kept_numel(&gr->dom, gr->red), nred = shape_numel(&gr->dom) / nrow;
+  int64_t nrow = fuse_kept_numel(&gr->dom, gr->red);
   int o = kb_outer(e->b);
-  emit_early_stores(e, store, nstore, nrow, nred);
+  emit_early_stores(e, store, nstore, nrow);
   for (int i = 0; i < nstore; i++) {
     const Op *op = OPP(e->f, store[i]);
     if (shape_numel(&op->shape) != nrow) continue;
@@ -895,30 +901,12 @@ static void emit_row_group(Emit *e, const int *store, int nstore) {
     delinearize(e, &op->shape, o, idx);
     emit_store(e, store[i], o, idx);
   }
-  bool any = false;
+  int *rest = malloc(sizeof(int) * (size_t)(nstore ? nstore : 1)), n = 0;
+  if (!rest) die("out of memory");
   for (int i = 0; i < nstore; i++)
-    any |= shape_numel(&OPP(e->f, store[i])->shape) != nrow && !(e->early && e->early[store[i]]);
-  if (!any) return;
-  Shape ks = {0}, rs = {0};
-  for (int i = 0; i < gr->dom.rank; i++) {
-    if (gr->red[i]) rs.d[rs.rank++] = gr->dom.d[i];
-    else ks.d[ks.rank++] = gr->dom.d[i];
-  }
-  Idx kidx, ridx, dom;
-  delinearize(e, &ks, o, kidx);
-  int loop = kb_loop_begin(e->b, nred, KR_NONE, KT_VOID, -1, 0);
-  delinearize(e, &rs, kb_loopvar(e->b, loop), ridx);
-  for (int i = 0, a = 0, c = 0; i < gr->dom.rank; i++) dom[i] = gr->red[i] ? ridx[a++] : kidx[c++];
-  int lin = linearize(e, &gr->dom, dom);
-  for (int i = 0; i < nstore; i++) {
-    const Op *op = OPP(e->f, store[i]);
-    if (shape_numel(&op->shape) == nrow || (e->early && e->early[store[i]])) continue;
-    Idx idx;
-    if (shape_eq(&op->shape, &gr->dom)) memcpy(idx, dom, sizeof idx);
-    else delinearize(e, &op->shape, lin, idx);
-    emit_store(e, store[i], lin, idx);
-  }
-  kb_loop_end(e->b, loop, -1);
+    if (shape_numel(&OPP(e->f, store[i])->shape) != nrow && !(e->early && e->early[store[i]])) rest[n++] = store[i];
+  if (n > 0) emit_row_stores(e, rest, n);
+  free(rest);
 }
 
 static const char *group_title(const Fuse *f, const Group *gr) {
