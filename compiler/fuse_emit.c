@@ -730,6 +730,17 @@ static void emit_ew_group(Emit *e, const int *store, int nstore) {
  * value op u reads through values computed here (seen, a stack of the graph's size).
  */
 static bool here(const Fuse *f, const Group *gr, int v) { return f->grp[v] == gr->id || (f->view[v] && !f->mat[v]); }
+
+/* Whether user u of a value is computed in the group's kernel: a member, or an inline view
+ * that a member reads (directly or through other views; a view is inline wherever it is
+ * read, so one read only by other kernels is not this kernel's). */
+static bool read_here(const Fuse *f, const Group *gr, int u, int depth) {
+  if (f->grp[u] == gr->id) return true;
+  if (!f->view[u] || f->mat[u] || depth > 16) return false;
+  for (int k = f->ustart[u]; k < f->ustart[u + 1]; k++)
+    if (read_here(f, gr, f->users[k], depth + 1)) return true;
+  return false;
+}
 static bool red_like(const Op *op) {
   Cat c = fuse_cat(op->kind);
   return c == CAT_RED || c == CAT_SPECIAL || op->kind == OP_CROSS_ENTROPY;
@@ -757,6 +768,67 @@ static void reach(const Fuse *f, const Group *gr, int u, char *seen, int *stack)
     for (int j = 0; j < OPP(f, w)->nin; j++)
       if (!seen[OPP(f, w)->in[j]]) seen[OPP(f, w)->in[j]] = 1, stack[n++] = OPP(f, w)->in[j];
   }
+}
+
+/* The reduced axes are the last ones (a row is contiguous). */
+static bool trailing(const Shape *d, const bool *red) {
+  bool seen = false;
+  for (int i = 0; i < d->rank; i++) {
+    if (red[i]) seen = true;
+    else if (seen) return false;
+  }
+  return true;
+}
+
+/* Whether a reduction over (dom, red) goes over the same rows as one over (gdom, gred): the
+ * same shape and axes, or the same contiguous rows under another shape ([B, T, C] and
+ * [B*T, C] reduced over C). */
+static bool same_rows(const Shape *dom, const bool *red, const Shape *gdom, const bool *gred) {
+  if (shape_eq(dom, gdom) && memcmp(red, gred, sizeof(bool) * MPL_MAX_RANK) == 0) return true;
+  return trailing(dom, red) && trailing(gdom, gred) && shape_numel(dom) == shape_numel(gdom) &&
+         fuse_kept_numel(dom, red) == fuse_kept_numel(gdom, gred);
+}
+
+/*
+ * Whether every read of v in the group's kernel is in the row being computed: stored in the
+ * first loop, v is complete for this row only (the other rows are other outer iterations).
+ * Yes when what reads v here, and what reads those in turn up to the reductions, are
+ * elementwise ops and reshapes of the domain's size (the same element) and reductions over
+ * the group's rows (the row itself); a transpose, a slice or an index op could read v in
+ * another row.
+ */
+static bool row_local(const Fuse *f, const Group *gr, int v, char *seen, int *stack) {
+  int n = 0;
+  int64_t numel = shape_numel(&gr->dom);
+  stack[n++] = v;
+  seen[v] = 1;
+  while (n > 0) {
+    int w = stack[--n];
+    for (int k = f->ustart[w]; k < f->ustart[w + 1]; k++) {
+      int u = f->users[k];
+      if (seen[u] || !read_here(f, gr, u, 0)) continue;
+      seen[u] = 1;
+      const Op *uo = OPP(f, u);
+      if (red_like(uo)) {
+        switch (uo->kind) {
+        case OP_SUM: case OP_MEAN: case OP_AMAX: case OP_SUM_TO: case OP_SOFTMAX: case OP_LOG_SOFTMAX:
+        case OP_CE_ROWS: case OP_CE_GRAD: break;
+        default: return false;
+        }
+        Shape dom;
+        bool red[MPL_MAX_RANK];
+        fuse_red_spec(f, uo, &dom, red);
+        if (!same_rows(&dom, red, &gr->dom, gr->red)) return false;
+        if (uo->kind == OP_SOFTMAX || uo->kind == OP_LOG_SOFTMAX || uo->kind == OP_CE_GRAD) stack[n++] = u; /* per element */
+        continue;
+      }
+      /* elementwise at the same index; a reshape at the same linear position */
+      bool same = uo->kind == OP_RESHAPE || (op_info[uo->kind].cls == OPC_E && !(f->view[u] && !f->mat[u]));
+      if (!same || shape_numel(&uo->shape) != numel) return false;
+      stack[n++] = u;
+    }
+  }
+  return true;
 }
 
 /* An op that calls a function of the math library (each costs tens of operations). */
@@ -787,10 +859,16 @@ bool fuse_keep_in_row(const Fuse *f, const Group *gr, int v, const bool *store) 
   if (!buf || !stack) die("out of memory");
   char *mark = buf, *seen = buf + nv;
   bool keep = false, frontier = false;
+  if (!row_local(f, gr, v, seen, stack)) {
+    free(buf);
+    free(stack);
+    return false;
+  }
+  memset(seen, 0, (size_t)nv);
   /* only where the row statistics' part starts: one of v's readers here needs them */
   for (int k = f->ustart[v]; k < f->ustart[v + 1] && !frontier; k++) {
     int u = f->users[k];
-    frontier = here(f, gr, u) && (red_like(OPP(f, u)) || reads_red(f, gr, u, mark));
+    frontier = read_here(f, gr, u, 0) && (red_like(OPP(f, u)) || reads_red(f, gr, u, mark));
   }
   if (frontier && !reads_red(f, gr, v, mark)) {
     /* something costly in v's expression: v itself, or what it reads computed here */
@@ -865,19 +943,24 @@ static void emit_row_stores(Emit *e, const int *v, int n) {
 static void emit_early_stores(Emit *e, const int *store, int nstore, int64_t nrow) {
   const Fuse *f = e->f;
   const Group *gr = e->gr;
-  char *mark = calloc((size_t)f->g->nops, 1), *fed = calloc((size_t)f->g->nops, 1);
-  int *early = malloc(sizeof(int) * (size_t)(nstore ? nstore : 1)), n = 0;
-  if (!mark || !fed || !early) die("out of memory");
+  int nv = f->g->nops;
+  char *mark = calloc((size_t)nv, 1), *fed = calloc((size_t)nv, 1), *seen = malloc((size_t)nv);
+  int *early = malloc(sizeof(int) * (size_t)(nstore ? nstore : 1)), *stack = malloc(sizeof(int) * (size_t)nv), n = 0;
+  if (!mark || !fed || !seen || !early || !stack) die("out of memory");
   fed_to_red(e, fed);
   for (int i = 0; i < nstore; i++) {
     const Op *op = OPP(f, store[i]);
     if (shape_numel(&op->shape) == nrow || op->kind == OP_PARAM_GRAD) continue;
     if (op->dtype != DT_F32 && op->dtype != DT_I32) continue;
     if (!fed[store[i]] || reads_red(f, gr, store[i], mark)) continue;
+    memset(seen, 0, (size_t)nv);
+    if (!row_local(f, gr, store[i], seen, stack)) continue;
     early[n++] = store[i];
   }
   free(mark);
   free(fed);
+  free(seen);
+  free(stack);
   if (n > 0) {
     emit_row_stores(e, early, n);
     e->early = calloc((size_t)f->g->nops, 1);
