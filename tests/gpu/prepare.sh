@@ -75,6 +75,12 @@ trains mlp examples/mlp.mpl
 # CPU's against other layouts); at tp = 2 the CUDA kernels' tp index places each rank's part
 compare dropout_pp2 tests/e2e/dropout.mpl
 compare dropout_tp2 tests/e2e/dropout_tp.mpl --mesh tp=2
+# row kernels that store a costly chain in their first loop and load it in the others (in a
+# warp kernel the lanes split that loop, __syncwarp() before the lane loops read it), and
+# one whose chain is read across rows, so computed in each loop
+compare row_chains tests/e2e/row_chains.mpl
+compare row_chains_t tests/e2e/row_chains_t.mpl
+compare balance_model tests/e2e/balance_model.mpl --no-remat
 # the v2 ops with kernels of their own (issue 13; tests/e2e/ops_v2.sh checks the CPU against
 # the float64 reference); the tp program also at tp = 2
 for m in tests/e2e/ops_v2_*.mpl; do compare "$(basename "$m" .mpl)" "$m"; done
