@@ -20,13 +20,20 @@
 #    within 1e-4 (1e-2 in bf16) of each tensor's largest value, or of 1e-2 of the largest
 #    param where that is larger (a zero-initialised bias whose gradient is zero in exact
 #    arithmetic holds only rounding noise: random programs found one).
-# RANDPROG_SEEDS (default "1-12") picks the seeds: "1-500" for a long run, or "107" to
-# replay one. A failing program is kept in $BUILD/randprog/ with its log.
+# RANDPROG_SEEDS (default "1-12,182") picks the seeds: "1-500" for a long run, "107" to
+# replay one, a comma list of both. 182 stays in the default: it found a row kernel that
+# read a value back in rows it had not stored yet (a softmax of a transpose). A failing
+# program is kept in $BUILD/randprog/ with its log.
 cd "$(dirname "$0")/../.."
 source tests/tools/e2e_lib.sh
 REFSTEP=$BUILD/tests/test_refstep
-range=${RANDPROG_SEEDS:-1-12}
-lo=${range%-*} hi=${range#*-}
+seeds=()
+IFS=, read -r -a ranges <<< "${RANDPROG_SEEDS:-1-12,182}"
+for range in "${ranges[@]}"; do
+  lo=${range%-*} hi=${range#*-}
+  if ! [[ "$lo" =~ ^[0-9]+$ && "$hi" =~ ^[0-9]+$ ]]; then echo "RANDPROG_SEEDS: '$range' is not N or N-M"; echo "0 passed, 1 failed"; exit 1; fi
+  seeds+=($(seq "$lo" "$hi"))
+done
 keep=$BUILD/randprog
 mkdir -p "$keep"
 # the MPI mode, where there is one (tests/e2e/mpi.sh's set-up)
@@ -51,7 +58,7 @@ sys.exit(0 if len(losses) == 2 and all(math.isfinite(x) for x in losses) else 1)
 PYEOF
 }
 
-for s in $(seq "$lo" "$hi"); do
+for s in "${seeds[@]}"; do
   p=$tmp/p$s.mpl
   if ! "$PY" tests/tools/randprog.py "$s" "$p"; then bad "seed $s: randprog.py failed"; continue; fi
   what=$(head -n 1 "$p" | sed 's/^# randprog.py //')
