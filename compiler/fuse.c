@@ -73,15 +73,6 @@ static Step *add_step(Fuse *f, StepKind k, int op) {
 
 /* ---- groups ------------------------------------------------------------------------ */
 
-static bool trailing_mask(const Shape *d, const bool *red) {
-  bool seen = false;
-  for (int i = 0; i < d->rank; i++) {
-    if (red[i]) seen = true;
-    else if (seen) return false;
-  }
-  return true;
-}
-
 static bool in_group(const Fuse *f, const Group *gr, int v) { return f->grp[v] == gr->id; }
 
 /* Whether some consumer of v, looking through views, is outside the group. */
@@ -246,7 +237,7 @@ static bool can_join(const Fuse *f, const Group *gr, const Op *op) {
   bool red[MPL_MAX_RANK];
   fuse_red_spec(f, op, &dom, red);
   if (gr->row) return shape_eq(&dom, &gr->dom) && memcmp(red, gr->red, sizeof red) == 0;
-  return shape_numel(&dom) == nd && trailing_mask(&dom, red);
+  return shape_numel(&dom) == nd && fuse_trailing(&dom, red);
 }
 
 static void join(Fuse *f, Group *gr, int v) {

@@ -770,8 +770,8 @@ static void reach(const Fuse *f, const Group *gr, int u, char *seen, int *stack)
   }
 }
 
-/* The reduced axes are the last ones (a row is contiguous). */
-static bool trailing(const Shape *d, const bool *red) {
+/* The reduced axes are the last ones (a row is contiguous; fuse.c's too). */
+bool fuse_trailing(const Shape *d, const bool *red) {
   bool seen = false;
   for (int i = 0; i < d->rank; i++) {
     if (red[i]) seen = true;
@@ -785,7 +785,7 @@ static bool trailing(const Shape *d, const bool *red) {
  * [B*T, C] reduced over C). */
 static bool same_rows(const Shape *dom, const bool *red, const Shape *gdom, const bool *gred) {
   if (shape_eq(dom, gdom) && memcmp(red, gred, sizeof(bool) * MPL_MAX_RANK) == 0) return true;
-  return trailing(dom, red) && trailing(gdom, gred) && shape_numel(dom) == shape_numel(gdom) &&
+  return fuse_trailing(dom, red) && fuse_trailing(gdom, gred) && shape_numel(dom) == shape_numel(gdom) &&
          fuse_kept_numel(dom, red) == fuse_kept_numel(gdom, gred);
 }
 

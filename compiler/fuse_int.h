@@ -83,6 +83,7 @@ void fuse_index_red_spec(const Fuse *f, const Op *op, Shape *dom, bool *red);
 /* The special kernels (CAT_SPECIAL): CUMSUM, CUMSUM_REV, TOPK and
  * GATHER_GRAD; each outer iteration is one row along the op's axis. */
 bool fuse_keep_in_row(const Fuse *f, const Group *gr, int v, const bool *store);
+bool fuse_trailing(const Shape *d, const bool *red);
 bool fuse_index_special(OpKind k);
 int64_t fuse_index_special_outer(const Fuse *f, const Op *op);
 void fuse_index_emit_special(Emit *e, const Op *op);
