@@ -68,6 +68,11 @@ int fuse_norm_axis(int axis, int rank);
 int64_t fuse_kept_numel(const Shape *d, const bool *red);
 /* The domain and reduced axes of a reduction-like op. */
 void fuse_red_spec(const Fuse *f, const Op *op, Shape *dom, bool *red);
+/* Whether the reduced axes red[] of d are its last ones (a row is contiguous). */
+bool fuse_trailing(const Shape *d, const bool *red);
+/* Whether member v of row group gr is stored although nothing outside the kernel reads it:
+ * a costly value that several of the kernel's loops read (store[]: what is stored already). */
+bool fuse_keep_in_row(const Fuse *f, const Group *gr, int v, const bool *store);
 /* The kernel of group gr that stores the members store[0 .. nstore): *args (malloc'd)
  * gets the value of each of its arguments in order, *nargs their count, *n_outer the
  * size of its outer loop. */
@@ -82,8 +87,6 @@ int fuse_index_member(Emit *e, const Op *op, const int *idx);
 void fuse_index_red_spec(const Fuse *f, const Op *op, Shape *dom, bool *red);
 /* The special kernels (CAT_SPECIAL): CUMSUM, CUMSUM_REV, TOPK and
  * GATHER_GRAD; each outer iteration is one row along the op's axis. */
-bool fuse_keep_in_row(const Fuse *f, const Group *gr, int v, const bool *store);
-bool fuse_trailing(const Shape *d, const bool *red);
 bool fuse_index_special(OpKind k);
 int64_t fuse_index_special_outer(const Fuse *f, const Op *op);
 void fuse_index_emit_special(Emit *e, const Op *op);
