@@ -12,7 +12,7 @@
  * member, or (elementwise) reads whole a value a member reads, and its size fits; reductions over the same axes of the same domain may
  * share a group (the layernorm pattern, softmax, cross-entropy gradient). A value is
  * stored iff some consumer is outside its group (or nobody consumes it), or it is a
- * costly value that several loops of a row group read (fuse_keep_in_row). Before
+ * costly value that several loops of a row group read (fuse_rows.c). Before
  * grouping, transposes are folded into the GEMMs that read them, a matmul feeding
  * only a gradient accumulator accumulates into it, and shape ops whose consumers are
  * all kernels of the list become views (plan_folds).
@@ -146,8 +146,7 @@ static void close_group(Fuse *f, Group *gr) {
   if (!store || !alias) die("out of memory");
   for (int i = 0; i < gr->n; i++) store[gr->ops[i]] = needs_store(f, gr, gr->ops[i]);
   /* costly values several of a row kernel's loops read: stored once, loaded by the others */
-  for (int i = 0; gr->row && i < gr->n; i++)
-    if (!store[gr->ops[i]]) store[gr->ops[i]] = fuse_keep_in_row(f, gr, gr->ops[i], store);
+  if (gr->row) fuse_row_keep(f, gr, store);
   for (int i = gr->n - 1; i >= 0; i--) {
     int v = gr->ops[i];
     if (store[v] && OPP(f, v)->kind == OP_RESHAPE) want_alias(f, gr, v, store, alias);

@@ -10,8 +10,8 @@
  * element per outer iteration; a row group one row, its reductions as inner loops
  * and its domain-sized values in one inner loop: those that need none of the row's
  * reductions and that a reduction reads, in a first loop, which the later loops load
- * (emit_early_stores: the memo does not reach across loops, so each loop would compute
- * them again).
+ * (emit_early_stores, fuse_rows.c: the memo does not reach across loops, so each loop
+ * would compute them again).
  *
  * Where the ops of the next issues go: an elementwise op (sin, cos, floor, silu, %)
  * is a case of emit_unary or emit_binary; a reduction or scan along an axis (argmax,
@@ -679,11 +679,10 @@ static int emit(Emit *e, int v, const int *idx) {
   const Op *op = OPP(e->f, v);
   int r = memo_get(e, v, 0, op->shape.rank, idx);
   if (r >= 0) return r;
+  bool early = e->early && e->early[v]; /* this kernel's own store, from its first loop */
   if (fuse_cat(op->kind) == CAT_CONST) r = emit_creation(e, op, idx);
-  else if ((e->f->grp[v] == e->gr->id && !(e->early && e->early[v])) || (e->f->view[v] && !e->f->mat[v]))
-    r = emit_member(e, op, idx);
+  else if ((e->f->grp[v] == e->gr->id && !early) || (e->f->view[v] && !e->f->mat[v])) r = emit_member(e, op, idx);
   else {
-    bool early = e->early && e->early[v]; /* this kernel's own store, from its first loop */
     if (!e->f->mat[v] && !early) die("fuse: %%%d %s read before it has a buffer", v, op_name(op->kind));
     r = kb_load(e->b, arg_of(e, v, early ? KA_OUT : KA_IN), linearize(e, &op->shape, idx));
   }
@@ -722,192 +721,6 @@ static void emit_ew_group(Emit *e, const int *store, int nstore) {
   }
 }
 
-/*
- * A row group's values by how they are computed. here: v is computed in the group's kernel
- * (a member or an inline view), else loaded. red_like: an op whose loops go over the row.
- * reads_red: v needs one of the group's reductions (a row statistic), so it can only be
- * computed after them (mark: memo over the walk, 0 unseen, 1 no, 2 yes). reach: every
- * value op u reads through values computed here (seen, a stack of the graph's size).
- */
-static bool here(const Fuse *f, const Group *gr, int v) { return f->grp[v] == gr->id || (f->view[v] && !f->mat[v]); }
-
-/* Whether user u of a value is computed in the group's kernel: a member, or an inline view
- * that a member reads (directly or through other views; a view is inline wherever it is
- * read, so one read only by other kernels is not this kernel's). */
-static bool read_here(const Fuse *f, const Group *gr, int u, int depth) {
-  if (f->grp[u] == gr->id) return true;
-  if (!f->view[u] || f->mat[u] || depth > 16) return false;
-  for (int k = f->ustart[u]; k < f->ustart[u + 1]; k++)
-    if (read_here(f, gr, f->users[k], depth + 1)) return true;
-  return false;
-}
-static bool red_like(const Op *op) {
-  Cat c = fuse_cat(op->kind);
-  return c == CAT_RED || c == CAT_SPECIAL || op->kind == OP_CROSS_ENTROPY;
-}
-
-static bool reads_red(const Fuse *f, const Group *gr, int v, char *mark) {
-  if (mark[v]) return mark[v] == 2;
-  const Op *op = OPP(f, v);
-  bool r = false;
-  if (here(f, gr, v)) {
-    r = red_like(op);
-    for (int j = 0; j < op->nin && !r; j++) r = reads_red(f, gr, op->in[j], mark);
-  }
-  mark[v] = r ? 2 : 1;
-  return r;
-}
-
-static void reach(const Fuse *f, const Group *gr, int u, char *seen, int *stack) {
-  int n = 0;
-  for (int j = 0; j < OPP(f, u)->nin; j++)
-    if (!seen[OPP(f, u)->in[j]]) seen[OPP(f, u)->in[j]] = 1, stack[n++] = OPP(f, u)->in[j];
-  while (n > 0) {
-    int w = stack[--n];
-    if (!here(f, gr, w)) continue; /* loaded */
-    for (int j = 0; j < OPP(f, w)->nin; j++)
-      if (!seen[OPP(f, w)->in[j]]) seen[OPP(f, w)->in[j]] = 1, stack[n++] = OPP(f, w)->in[j];
-  }
-}
-
-/* The reduced axes are the last ones (a row is contiguous; fuse.c's too). */
-bool fuse_trailing(const Shape *d, const bool *red) {
-  bool seen = false;
-  for (int i = 0; i < d->rank; i++) {
-    if (red[i]) seen = true;
-    else if (seen) return false;
-  }
-  return true;
-}
-
-/* Whether a reduction over (dom, red) goes over the same rows as one over (gdom, gred): the
- * same shape and axes, or the same contiguous rows under another shape ([B, T, C] and
- * [B*T, C] reduced over C). */
-static bool same_rows(const Shape *dom, const bool *red, const Shape *gdom, const bool *gred) {
-  if (shape_eq(dom, gdom) && memcmp(red, gred, sizeof(bool) * MPL_MAX_RANK) == 0) return true;
-  return fuse_trailing(dom, red) && fuse_trailing(gdom, gred) && shape_numel(dom) == shape_numel(gdom) &&
-         fuse_kept_numel(dom, red) == fuse_kept_numel(gdom, gred);
-}
-
-/*
- * Whether every read of v in the group's kernel is in the row being computed: stored in the
- * first loop, v is complete for this row only (the other rows are other outer iterations).
- * Yes when what reads v here, and what reads those in turn up to the reductions, are
- * elementwise ops and reshapes of the domain's size (the same element) and reductions over
- * the group's rows (the row itself); a transpose, a slice or an index op could read v in
- * another row.
- */
-static bool row_local(const Fuse *f, const Group *gr, int v, char *seen, int *stack) {
-  int n = 0;
-  int64_t numel = shape_numel(&gr->dom);
-  stack[n++] = v;
-  seen[v] = 1;
-  while (n > 0) {
-    int w = stack[--n];
-    for (int k = f->ustart[w]; k < f->ustart[w + 1]; k++) {
-      int u = f->users[k];
-      if (seen[u] || !read_here(f, gr, u, 0)) continue;
-      seen[u] = 1;
-      const Op *uo = OPP(f, u);
-      if (red_like(uo)) {
-        switch (uo->kind) {
-        case OP_SUM: case OP_MEAN: case OP_AMAX: case OP_SUM_TO: case OP_SOFTMAX: case OP_LOG_SOFTMAX:
-        case OP_CE_ROWS: case OP_CE_GRAD: break;
-        default: return false;
-        }
-        Shape dom;
-        bool red[MPL_MAX_RANK];
-        fuse_red_spec(f, uo, &dom, red);
-        if (!same_rows(&dom, red, &gr->dom, gr->red)) return false;
-        if (uo->kind == OP_SOFTMAX || uo->kind == OP_LOG_SOFTMAX || uo->kind == OP_CE_GRAD) stack[n++] = u; /* per element */
-        continue;
-      }
-      /* elementwise at the same index; a reshape at the same linear position */
-      bool same = uo->kind == OP_RESHAPE || (op_info[uo->kind].cls == OPC_E && !(f->view[u] && !f->mat[u]));
-      if (!same || shape_numel(&uo->shape) != numel) return false;
-      stack[n++] = u;
-    }
-  }
-  return true;
-}
-
-/* An op that calls a function of the math library (each costs tens of operations). */
-static bool costly(OpKind k) {
-  switch (k) {
-  case OP_EXP: case OP_LOG: case OP_TANH: case OP_SIGMOID: case OP_GELU: case OP_GELU_GRAD: case OP_SILU:
-  case OP_SIN: case OP_COS: case OP_POW: return true;
-  default: return false;
-  }
-}
-
-/*
- * fuse.c's question: should member v of row group gr be stored although nothing outside
- * reads it? Yes when it is an f32 value of the domain's size that needs no row statistic
- * but is read by what does (the last value before them, not every value of a chain),
- * with a math-library function in what the kernel computes for it, and that two or more of
- * the kernel's loops read (a softmax's or a loss's max and sum, one more for the stores
- * that need the statistics): stored once in the first loop (emit_early_stores), it is not
- * computed again in each. store[]: what the group stores already.
- */
-bool fuse_keep_in_row(const Fuse *f, const Group *gr, int v, const bool *store) {
-  const Op *op = OPP(f, v);
-  if (!gr->row || op->dtype != DT_F32 || op_info[op->kind].cls != OPC_E) return false;
-  if (shape_numel(&op->shape) != shape_numel(&gr->dom)) return false;
-  int nv = f->g->nops;
-  char *buf = calloc((size_t)nv, 2);
-  int *stack = malloc(sizeof(int) * (size_t)nv);
-  if (!buf || !stack) die("out of memory");
-  char *mark = buf, *seen = buf + nv;
-  bool keep = false, frontier = false;
-  if (!row_local(f, gr, v, seen, stack)) {
-    free(buf);
-    free(stack);
-    return false;
-  }
-  memset(seen, 0, (size_t)nv);
-  /* only where the row statistics' part starts: one of v's readers here needs them */
-  for (int k = f->ustart[v]; k < f->ustart[v + 1] && !frontier; k++) {
-    int u = f->users[k];
-    frontier = read_here(f, gr, u, 0) && (red_like(OPP(f, u)) || reads_red(f, gr, u, mark));
-  }
-  if (frontier && !reads_red(f, gr, v, mark)) {
-    /* something costly in v's expression: v itself, or what it reads computed here */
-    bool cost = costly(op->kind);
-    if (!cost) {
-      reach(f, gr, v, seen, stack);
-      for (int w = 0; w < nv && !cost; w++) cost = seen[w] && here(f, gr, w) && costly(OPP(f, w)->kind);
-    }
-    int loops = 0;
-    bool stores = false;
-    for (int i = 0; cost && i < gr->n && loops < 2; i++) {
-      int u = gr->ops[i];
-      const Op *uo = OPP(f, u);
-      bool red = red_like(uo);
-      bool row_store = !red && store[u] && shape_numel(&uo->shape) == shape_numel(&gr->dom) && reads_red(f, gr, u, mark);
-      if (!red && (!row_store || stores)) continue;
-      memset(seen, 0, (size_t)nv);
-      reach(f, gr, u, seen, stack);
-      if (!seen[v]) continue;
-      if (red) loops += uo->kind == OP_SOFTMAX || uo->kind == OP_LOG_SOFTMAX || uo->kind == OP_CE_ROWS || uo->kind == OP_CE_GRAD ? 2 : 1;
-      else loops++, stores = true;
-    }
-    keep = cost && loops >= 2;
-  }
-  free(buf);
-  free(stack);
-  return keep;
-}
-
-/* fed[v] for every v a reduction of the group reads, through values computed here. */
-static void fed_to_red(Emit *e, char *fed) {
-  const Fuse *f = e->f;
-  int *stack = malloc(sizeof(int) * (size_t)f->g->nops);
-  if (!stack) die("out of memory");
-  for (int i = 0; i < e->gr->n; i++)
-    if (red_like(OPP(f, e->gr->ops[i]))) reach(f, e->gr, e->gr->ops[i], fed, stack);
-  free(stack);
-}
-
 /* One loop over the row of a row group's outer iteration storing the values v[0 .. n). */
 static void emit_row_stores(Emit *e, const int *v, int n) {
   const Group *gr = e->gr;
@@ -933,37 +746,17 @@ static void emit_row_stores(Emit *e, const int *v, int n) {
 }
 
 /*
- * The first loop of a row group: the domain-sized values it stores anyway that a reduction
- * reads and that need no row statistic (an elementwise chain before a softmax, a
- * cross-entropy or a layer norm). Each reduction's loop would compute them again (the max,
- * the sum, the stores: three times each exp or tanh of the chain); stored once here, the
- * later loops load them, which is the unfused kernels' arithmetic exactly (f32 and
- * integers only: a store that converts would not give back the registers' bits).
+ * The first loop of a row group: the values fuse_rows.c picks (stored anyway or kept for
+ * the loops, needing no row statistic, read only in their own row). Each reduction's loop
+ * would compute them again; stored once here, the later loops load them.
  */
-static void emit_early_stores(Emit *e, const int *store, int nstore, int64_t nrow) {
-  const Fuse *f = e->f;
-  const Group *gr = e->gr;
-  int nv = f->g->nops;
-  char *mark = calloc((size_t)nv, 1), *fed = calloc((size_t)nv, 1), *seen = malloc((size_t)nv);
-  int *early = malloc(sizeof(int) * (size_t)(nstore ? nstore : 1)), *stack = malloc(sizeof(int) * (size_t)nv), n = 0;
-  if (!mark || !fed || !seen || !early || !stack) die("out of memory");
-  fed_to_red(e, fed);
-  for (int i = 0; i < nstore; i++) {
-    const Op *op = OPP(f, store[i]);
-    if (shape_numel(&op->shape) == nrow || op->kind == OP_PARAM_GRAD) continue;
-    if (op->dtype != DT_F32 && op->dtype != DT_I32) continue;
-    if (!fed[store[i]] || reads_red(f, gr, store[i], mark)) continue;
-    memset(seen, 0, (size_t)nv);
-    if (!row_local(f, gr, store[i], seen, stack)) continue;
-    early[n++] = store[i];
-  }
-  free(mark);
-  free(fed);
-  free(seen);
-  free(stack);
+static void emit_early_stores(Emit *e, const int *store, int nstore) {
+  int *early = malloc(sizeof(int) * (size_t)(nstore ? nstore : 1));
+  if (!early) die("out of memory");
+  int n = fuse_row_early(e->f, e->gr, store, nstore, early);
   if (n > 0) {
     emit_row_stores(e, early, n);
-    e->early = calloc((size_t)f->g->nops, 1);
+    e->early = calloc((size_t)e->f->g->nops, 1);
     if (!e->early) die("out of memory");
     for (int i = 0; i < n; i++) e->early[early[i]] = true;
   }
@@ -976,7 +769,7 @@ static void emit_row_group(Emit *e, const int *store, int nstore) {
   const Group *gr = e->gr;
   int64_t nrow = fuse_kept_numel(&gr->dom, gr->red);
   int o = kb_outer(e->b);
-  emit_early_stores(e, store, nstore, nrow);
+  emit_early_stores(e, store, nstore);
   for (int i = 0; i < nstore; i++) {
     const Op *op = OPP(e->f, store[i]);
     if (shape_numel(&op->shape) != nrow) continue;

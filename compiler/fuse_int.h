@@ -1,6 +1,7 @@
 /*
  * fuse_int.h — fusion's private header, included only by fuse.c (which groups a pass's
- * ops and makes its steps) and fuse_emit.c (which writes each group's kernel).
+ * ops and makes its steps), fuse_emit.c (which writes each group's kernel), fuse_rows.c
+ * (what a row kernel stores in its first loop) and fuse_index.c.
  */
 #ifndef MPL_FUSE_INT_H
 #define MPL_FUSE_INT_H
@@ -68,16 +69,23 @@ int fuse_norm_axis(int axis, int rank);
 int64_t fuse_kept_numel(const Shape *d, const bool *red);
 /* The domain and reduced axes of a reduction-like op. */
 void fuse_red_spec(const Fuse *f, const Op *op, Shape *dom, bool *red);
-/* Whether the reduced axes red[] of d are its last ones (a row is contiguous). */
-bool fuse_trailing(const Shape *d, const bool *red);
-/* Whether member v of row group gr is stored although nothing outside the kernel reads it:
- * a costly value that several of the kernel's loops read (store[]: what is stored already). */
-bool fuse_keep_in_row(const Fuse *f, const Group *gr, int v, const bool *store);
 /* The kernel of group gr that stores the members store[0 .. nstore): *args (malloc'd)
  * gets the value of each of its arguments in order, *nargs their count, *n_outer the
  * size of its outer loop. */
 Kernel *fuse_kernel(const Fuse *f, const Group *gr, const int *store, int nstore, int **args, int *nargs,
                     int64_t *n_outer);
+
+/* ==== fuse_rows.c: what a row kernel stores in its first loop ==== */
+
+/* Whether the reduced axes red[] of d are its last ones (a row is contiguous). */
+bool fuse_trailing(const Shape *d, const bool *red);
+/* Row group gr's members that are stored although nothing outside the kernel reads them:
+ * costly values several of its loops read. Sets store[v] (indexed by value id) for each. */
+void fuse_row_keep(const Fuse *f, const Group *gr, bool *store);
+/* Of the values store[0 .. nstore) the row kernel stores, those it stores in its first loop
+ * (needing no row statistic, read by a reduction, read only in their own row, f32 or i32):
+ * written to early[], their count returned. */
+int fuse_row_early(const Fuse *f, const Group *gr, const int *store, int nstore, int *early);
 
 /* ==== fuse_index.c: the kernels of the ops that index by data or by order ==== */
 

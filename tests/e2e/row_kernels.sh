@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Row kernels that store a fused chain in their first loop and load it in their other loops
-# (compiler/fuse_emit.c, emit_early_stores and fuse_keep_in_row):
+# (compiler/fuse_rows.c picks them, compiler/fuse_emit.c's emit_early_stores writes the loop):
 #  - the same params bit for bit at --threads 1 and 2 (the kernels' rows split over the
 #    threads: a row read back from a row another thread has not stored would show) on
 #    tests/e2e/row_chains.mpl, row_chains_t.mpl (read across rows: never stored early) and
