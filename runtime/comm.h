@@ -94,6 +94,10 @@ typedef struct MplCommWorld MplCommWorld;
 extern const MplCommOps mpl_comm_local_ops;
 
 int mpl_comm_world_init(MplCommWorld **w, int nranks, MplErr *err);
+/* Waits spin before they sleep when the process's threads (all ranks' compute threads
+ * together; init assumes one per rank) fit its cores; MPL_WAIT_SPIN_US overrides
+ * (mailbox.c says why). Before the ranks start. */
+void mpl_comm_world_set_spin(MplCommWorld *w, int threads);
 /* Frees the world; every rank thread must have stopped using it. */
 void mpl_comm_world_free(MplCommWorld *w);
 /* Rank r's handle (owned by the world; its ops->free is a no-op). */

@@ -82,6 +82,8 @@ typedef struct MplMailbox {
   char why[256];         /* the first abort's reason, written before `aborted` is set */
   void (*wake)(void *owner); /* called under mu at the abort: wakes the owner's other waiters */
   void *owner;
+  uint64_t seq;          /* bumped (atomically, under mu) by every change a waiter waits for */
+  long spin_ns;          /* a wait spins this long on seq before it sleeps (0: sleeps at once) */
 } MplMailbox;
 
 /* size ranks, nchan channels (each a FIFO per ordered pair). */
@@ -100,5 +102,14 @@ void mpl_mailbox_abort(MplMailbox *mb, const char *why);
 void mpl_mailbox_abort_locked(MplMailbox *mb, const char *why);
 /* "rank R: communicator aborted: why" into err; returns MPL_ERR. */
 int mpl_mailbox_aborted_err(const MplMailbox *mb, int rank, MplErr *err);
+/* Under mu, in a `while (!condition) mpl_mailbox_wait(...)` loop: returns (mu held) after
+ * something changed or a wake-up. While *spin_left > 0 it releases mu and spins on seq
+ * (spending *spin_left, in ns) instead of sleeping on cond. */
+void mpl_mailbox_wait(MplMailbox *mb, pthread_cond_t *cond, long *spin_left);
+/* Under mu: what a waiter waits for has changed (call with the broadcast). */
+void mpl_mailbox_changed(MplMailbox *mb);
+/* The spin before a wait sleeps: MPL_WAIT_SPIN_US when set, else spin_us_default when the
+ * process's threads fit its CPUs (threads <= cores), else 0. */
+long mpl_mailbox_spin_ns(int threads, long spin_us_default);
 
 #endif

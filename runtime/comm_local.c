@@ -125,9 +125,11 @@ static int group_barrier(MplComm *c, Group *g, bool opens_reading) {
     g->waiting = 0;
     g->gen++;
     if (opens_reading) g->reading = g->k;
+    mpl_mailbox_changed(mb);
     pthread_cond_broadcast(&g->cond);
   }
-  while (g->gen == gen && !mb->aborted) pthread_cond_wait(&g->cond, &mb->mu);
+  long spin = mb->spin_ns;
+  while (g->gen == gen && !mb->aborted) mpl_mailbox_wait(mb, &g->cond, &spin);
   bool ok = g->gen != gen;
   while (!ok && g->reading > 0) pthread_cond_wait(&g->cond, &mb->mu); /* reading is bounded work */
   pthread_mutex_unlock(&mb->mu);
@@ -137,7 +139,7 @@ static int group_barrier(MplComm *c, Group *g, bool opens_reading) {
 static void read_done(MplComm *c, Group *g) {
   MplMailbox *mb = &world_of(c)->mb;
   pthread_mutex_lock(&mb->mu);
-  if (--g->reading == 0) pthread_cond_broadcast(&g->cond);
+  if (--g->reading == 0) mpl_mailbox_changed(mb), pthread_cond_broadcast(&g->cond);
   pthread_mutex_unlock(&mb->mu);
 }
 
@@ -285,6 +287,12 @@ const MplCommOps mpl_comm_local_ops = {
 
 /* ---- the world ------------------------------------------------------------------ */
 
+/* A wait spins up to this long: most waits of a pipeline of ranks that each have a core
+ * end within it (a micro-batch's pass on the neighbour). */
+enum { SPIN_US = 1000 };
+
+void mpl_comm_world_set_spin(MplCommWorld *w, int threads) { w->mb.spin_ns = mpl_mailbox_spin_ns(threads, SPIN_US); }
+
 int mpl_comm_world_init(MplCommWorld **out, int nranks, MplErr *err) {
   *out = NULL;
   if (nranks < 1 || nranks > 4096) return mpl_errf(err, "communicator: bad rank count %d", nranks);
@@ -297,6 +305,7 @@ int mpl_comm_world_init(MplCommWorld **out, int nranks, MplErr *err) {
     return mpl_errf(err, "communicator: out of memory");
   }
   w->mb.wake = wake_groups, w->mb.owner = w;
+  mpl_comm_world_set_spin(w, nranks);
   for (int r = 0; r < nranks; r++)
     w->comms[r] = (MplComm){.ops = &mpl_comm_local_ops, .rank = r, .size = nranks, .impl = w};
   *out = w;

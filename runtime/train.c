@@ -187,6 +187,7 @@ static int run_init_body(MplRun *r, MplErr *err) {
   bool own_comm = r->devops->world_init != NULL; /* the device brings its communicator */
   if (init_mpi(r, err) != MPL_OK) return MPL_ERR;
   if (!own_comm && !r->mpi && mpl_comm_world_init(&r->world, r->nworld, err) != MPL_OK) return MPL_ERR;
+  if (r->world) mpl_comm_world_set_spin(r->world, r->nworld * r->opts.threads);
   r->ranks = mpl_calloc((size_t)r->nworld, sizeof *r->ranks);
   if (!r->ranks) return mpl_errf(err, "out of memory");
   for (int i = 0; i < r->nworld; i++)

@@ -7,6 +7,9 @@
  * all-reduce (rank-order bits), an abort while members wait in each, and a mismatch of
  * kinds; the same collectives made of messages (comm.c: comm_mpi.c's and the cuda
  * fallbacks'), over this communicator's messages, with the device copies stood in for.
+ * Every local test runs twice: with waits that sleep at once (MPL_WAIT_SPIN_US=0) and with
+ * waits that spin first (MPL_WAIT_SPIN_US=200, mailbox.c), where a wake-up can come from
+ * the spin or the sleep; and the spin's setting itself (env, threads against cores).
  * Every wait in these tests is bounded by Check's timeout, so a hang fails. `test_comm
  * --mpi` under `mpirun -np 3` (tests/e2e/mpi.sh runs it) checks comm_mpi.c's collectives
  * the same way; a failure there ends the job through MPI_Abort.
@@ -658,9 +661,34 @@ static int mpi_main(int *argc, char ***argv) {
   return EXIT_SUCCESS;
 }
 
-static Suite *comm_suite(void) {
-  Suite *s = suite_create("comm");
-  TCase *tc = tcase_create("local");
+/* MPL_WAIT_SPIN_US, and without it spinning only while the threads fit the cores. */
+START_TEST(test_spin_setting) {
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  const char *was = getenv("MPL_WAIT_SPIN_US");
+  char *saved = was ? strdup(was) : NULL;
+  unsetenv("MPL_WAIT_SPIN_US");
+  ck_assert_int_eq(mpl_mailbox_spin_ns(1, 700), 700000);
+  ck_assert_int_eq(mpl_mailbox_spin_ns((int)cores, 700), 700000);
+  ck_assert_int_eq(mpl_mailbox_spin_ns((int)cores + 1, 700), 0);
+  setenv("MPL_WAIT_SPIN_US", "25", 1);
+  ck_assert_int_eq(mpl_mailbox_spin_ns((int)cores + 1, 700), 25000);
+  setenv("MPL_WAIT_SPIN_US", "0", 1);
+  ck_assert_int_eq(mpl_mailbox_spin_ns(1, 700), 0);
+  setenv("MPL_WAIT_SPIN_US", "fast", 1); /* not a number: the rule without it */
+  ck_assert_int_eq(mpl_mailbox_spin_ns(1, 700), 700000);
+  if (saved) setenv("MPL_WAIT_SPIN_US", saved, 1), free(saved);
+  else unsetenv("MPL_WAIT_SPIN_US");
+}
+END_TEST
+
+/* The local cases' two settings (unchecked fixtures: in the parent, before the forks). */
+static void waits_sleep(void) { setenv("MPL_WAIT_SPIN_US", "0", 1); }
+static void waits_spin(void) { setenv("MPL_WAIT_SPIN_US", "200", 1); }
+static void waits_default(void) { unsetenv("MPL_WAIT_SPIN_US"); }
+
+static TCase *local_case(const char *name, void (*setup)(void)) {
+  TCase *tc = tcase_create(name);
+  tcase_add_unchecked_fixture(tc, setup, waits_default);
   tcase_set_timeout(tc, 30);
   tcase_add_test(tc, test_pingpong);
   tcase_add_test(tc, test_many_messages);
@@ -674,6 +702,15 @@ static Suite *comm_suite(void) {
   tcase_add_test(tc, test_collective_abort);
   tcase_add_test(tc, test_msg_collectives);
   tcase_add_test(tc, test_tables_complete);
+  return tc;
+}
+
+static Suite *comm_suite(void) {
+  Suite *s = suite_create("comm");
+  suite_add_tcase(s, local_case("local, waits sleep", waits_sleep));
+  suite_add_tcase(s, local_case("local, waits spin", waits_spin));
+  TCase *tc = tcase_create("spin setting");
+  tcase_add_test(tc, test_spin_setting);
   suite_add_tcase(s, tc);
   return s;
 }
