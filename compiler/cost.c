@@ -22,6 +22,7 @@
  * the figures are the same on every run.
  */
 #include "partition.h"
+#include "update.h"
 
 #include <stdlib.h>
 
@@ -171,6 +172,21 @@ Costs *cost_partition(Arena *a, const Partition *p) {
   return c;
 }
 
+/* Per element a rank updates: the model moves the accumulator's 4 bytes to zero it (set-up),
+ * and the optimizer reads the param, its gradient and its state slots and writes the param and
+ * the slots; a profile with element counts measured both (profile.c: Measured). */
+void cost_step_ends(const Graph *g, const UpdatePhase *u, double *pre, double *post) {
+  const Measured *m = g->measured;
+  double slots = mpl_optim_slots(&g->train);
+  for (int r = 0; r < u->pp; r++) {
+    double elems = 0, speed = g->rank_speed ? g->rank_speed[r] : 1;
+    for (int k = 0; k < u->n[r]; k++) elems += (double)upd_state_elems(u, &u->ins[r][k], 0);
+    bool meas = m && m->update_s >= 0;
+    pre[r] = elems * (meas ? m->setup_s : 4 / (MODEL_GBS * 1e9)) / speed;
+    post[r] = elems * (meas ? m->update_s : 4 * (3 + 2 * slots) / (MODEL_GBS * 1e9)) / speed;
+  }
+}
+
 void cost_dump(FILE *out, const Graph *g) {
   const Measured *m = g->measured;
   if (m) {
@@ -182,6 +198,11 @@ void cost_dump(FILE *out, const Graph *g) {
     int more = m->nkeyed - m->nmatched - m->nunmatched_shown;
     if (more > 0) fprintf(out, " and %d more", more);
     if (m->nmatched < m->nkeyed) fprintf(out, "\n");
+    if (m->update_s >= 0)
+      fprintf(out, "  per param element a rank updates: set-up %.3g ns, update phase %.3g ns (measured)\n",
+              m->setup_s * 1e9, m->update_s * 1e9);
+    else
+      fprintf(out, "  set-up and update phase: modelled (the profile has no element counts)\n");
   } else if (g->rank_speed) {
     fprintf(out, "costs: modelled (cost.c)\n");
   }

@@ -381,7 +381,9 @@ int main(int argc, char **argv) {
   /* 11. simulation (sched_sim.c): the schedule run with the cost model's pass times: each
    *     rank's busy time, the bubble                                 --emit=plan (with the plan) */
   SchedTiming timing;
-  sched_simulate(sched, cost->F, cost->B, cost->W, 0, &timing);
+  double pre[SCHED_MAX_PP], post[SCHED_MAX_PP];
+  cost_step_ends(part->g, upd, pre, post);
+  sched_simulate_step(sched, cost->F, cost->B, cost->W, pre, post, &timing);
   if (o.emit == EMIT_PLAN) {
     plan_dump(stdout, &pin, plan, world, &timing, cost->flops);
     return finish(&arena, 0);

@@ -306,6 +306,10 @@ typedef struct Measured {
   bool one_pass;              /* no matched op has weight-gradient time: the profile ran a
                                  one-pass backward (partition.c, part_join_backward), so its
                                  bwd_b holds both parts */
+  double setup_s, update_s;   /* per param element a rank updates, on a device of speed 1: the
+                                 step's set-up (the wall time outside passes, messages and the
+                                 update) and the update phase; negative: the profile has no
+                                 element counts (written before they were added) or none */
   const char **unmatched;     /* labels of the first unmatched ops ("tanh at m.mpl:3:5") */
   int nunmatched_shown;
   const char *summary;        /* the profile's run, for --emit=plan */

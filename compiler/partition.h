@@ -77,6 +77,11 @@ typedef struct Costs {
   double flops;      /* one step: every op of the program once per micro-batch */
 } Costs;
 Costs *cost_partition(Arena *a, const Partition *p);
+/* Each pipeline rank's predicted seconds outside its passes in a step: pre[r] before its
+ * first pass (the set-up: gradient accumulators zeroed, inputs filled) and post[r] after its
+ * last (the update phase: the optimizer over the elements the rank updates). */
+struct UpdatePhase;
+void cost_step_ends(const Graph *g, const struct UpdatePhase *u, double *pre, double *post);
 /* --emit=plan's lines on where the costs come from: measured (a profile: which ops) or
  * modelled, and the devices' speeds; nothing when neither --profile nor --device-speed
  * was given (every cost modelled, every device alike). */

@@ -176,6 +176,14 @@ static int match_ops(const Graph *g, const MplProfile *p, Measured *m) {
   }
   m->one_pass = true;
   for (int id = 0; id < m->nops && m->one_pass; id++) m->one_pass = !(m->bwd_w[id] > 0);
+  double elems = 0, setup = 0, update = 0;
+  for (int r = 0; r < p->nranks && elems >= 0; r++) {
+    const MplProfileRank *k = &p->ranks[r];
+    double rest = k->wall_s - k->compute_s - k->msg_s - k->update_s;
+    elems = k->update_elems >= 0 ? elems + k->update_elems : -1;
+    setup += (rest > 0 ? rest : 0) * k->speed, update += k->update_s * k->speed;
+  }
+  m->setup_s = elems > 0 ? setup / elems : -1, m->update_s = elems > 0 ? update / elems : -1;
   m->scale = meas > 0 && model > 0 ? meas / model : 1;
   for (int k = 0; k < OP__COUNT; k++) m->kind_scale[k] = kmeas[k] > 0 && kmodel[k] > 0 ? kmeas[k] / kmodel[k] : 0;
   int extra = 0;

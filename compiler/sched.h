@@ -101,7 +101,7 @@ typedef struct SchedTiming {
   int pp;
   double makespan;
   double bubble;              /* 1 - sum(busy) / (pp * makespan) */
-  double busy[SCHED_MAX_PP];  /* per rank: time spent in FWD, BWD_B, BWD_W */
+  double busy[SCHED_MAX_PP];  /* per rank: time spent in FWD, BWD_B, BWD_W (and, for a step, the update) */
 } SchedTiming;
 
 /* "sequential", "gpipe", "1f1b", "interleaved", "zb", "zbv". */
@@ -136,6 +136,11 @@ bool sched_verify(const Schedule *s, char *err, size_t errlen);
  */
 void sched_simulate(const Schedule *s, const double *F, const double *B, const double *W,
                     double latency, SchedTiming *out);
+/* The same for a whole step (the plan's prediction, latency 0): rank r starts its list after
+ * pre[r] (the set-up) and ends it with post[r] of busy time (the update phase), which no other
+ * rank waits for (grad_clip's norm, which they do wait for, is not modelled). */
+void sched_simulate_step(const Schedule *s, const double *F, const double *B, const double *W,
+                         const double *pre, const double *post, SchedTiming *out);
 
 /* The textbook bubble of gpipe and 1f1b with equal stages: (p-1)/(m+p-1). */
 double sched_textbook_bubble(int p, int m);

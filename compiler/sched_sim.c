@@ -501,7 +501,7 @@ bool sched_verify(const Schedule *s, char *err, size_t errlen) {
 
 /* Runs a proven schedule with times; start (optional) gets each instruction's start. */
 static void exec_timed(const Schedule *s, const double *F, const double *B, const double *W,
-                       double latency, SchedTiming *out, double **start) {
+                       double latency, const double *pre, const double *post, SchedTiming *out, double **start) {
   if (s->pp > SCHED_MAX_PP)
     die("pp %d over SCHED_MAX_PP", s->pp);
   Arena scratch;
@@ -511,12 +511,14 @@ static void exec_timed(const Schedule *s, const double *F, const double *B, cons
   x->F = F, x->B = B, x->W = W, x->latency = latency;
   x->err = err, x->errlen = sizeof err;
   x->start = start;
+  for (int r = 0; r < s->pp && pre; r++) x->clock[r] = pre[r];
   if (!exec_run(x))
     die("simulating an unproven schedule: %s", err);
   memset(out, 0, sizeof *out);
   out->pp = s->pp;
   double sum = 0;
   for (int r = 0; r < s->pp; r++) {
+    if (post) x->clock[r] += post[r], x->busy[r] += post[r];
     out->busy[r] = x->busy[r];
     out->makespan = fmax(out->makespan, x->clock[r]);
     sum += x->busy[r];
@@ -527,7 +529,12 @@ static void exec_timed(const Schedule *s, const double *F, const double *B, cons
 
 void sched_simulate(const Schedule *s, const double *F, const double *B, const double *W,
                     double latency, SchedTiming *out) {
-  exec_timed(s, F, B, W, latency, out, NULL);
+  exec_timed(s, F, B, W, latency, NULL, NULL, out, NULL);
+}
+
+void sched_simulate_step(const Schedule *s, const double *F, const double *B, const double *W,
+                         const double *pre, const double *post, SchedTiming *out) {
+  exec_timed(s, F, B, W, 0, pre, post, out, NULL);
 }
 
 int sched_peak_inflight(const Schedule *s, int rank) {
@@ -581,7 +588,7 @@ void sched_dump(FILE *out, const Schedule *s) {
   for (int r = 0; r < s->pp; r++)
     start[r] = arena_alloc(&scratch, sizeof(double) * (s->nins[r] + 1));
   SchedTiming *t = arena_alloc(&scratch, sizeof *t);
-  exec_timed(s, NULL, NULL, NULL, 0, t, start);
+  exec_timed(s, NULL, NULL, NULL, 0, NULL, NULL, t, start);
   dump_header(out, s, t);
   char cell[64];
   for (int slot = -1; slot < (int)lround(t->makespan); slot++) {

@@ -124,6 +124,7 @@ typedef struct MplRankStats {
   int64_t steps;               /* the steps counted (the first is left out when more follow) */
   uint64_t arena_bytes;
   uint64_t state_bytes; /* the update phase's device memory: optimizer state, gradient sums, receive buffer, norms */
+  int64_t update_elems; /* param elements the update phase updates per step (its ranges) */
 } MplRankStats;
 
 typedef struct MplRun MplRun;

@@ -47,15 +47,15 @@ int measure_step(RankCtx *rc, const JobStep *s, int which, double t0, MplErr *er
 }
 
 /* A pipeline rank's sums as one array: [nopids * 3] op times, then GEMM FLOPs and seconds,
- * then the stats (busy, wall, compute, msg, update, steps). */
-enum { RANK_EXTRA = 8 };
+ * then the stats (busy, wall, compute, msg, update, steps) and the elements it updates. */
+enum { RANK_EXTRA = 9 };
 
 static void pack_rank(const RankCtx *rc, int nopids, double *buf) {
   memcpy(buf, rc->prof, sizeof(double) * (size_t)nopids * 3);
   double *x = buf + (size_t)nopids * 3;
   const MplRankStats *s = &rc->stats;
   x[0] = rc->gemm_flops, x[1] = rc->gemm_s, x[2] = s->busy_s, x[3] = s->wall_s, x[4] = s->compute_s;
-  x[5] = s->msg_s, x[6] = s->update_s, x[7] = (double)s->steps;
+  x[5] = s->msg_s, x[6] = s->update_s, x[7] = (double)s->steps, x[8] = (double)s->update_elems;
 }
 
 /* Every pipeline rank's sums into bufs[pr] (world rank pr: replica 0, tp index 0); under
@@ -97,7 +97,7 @@ static void fill_profile(const MplRun *r, double *const *bufs, MplProfile *p, Mp
                                  .speed = job->rank_speed ? job->rank_speed[pr] : 1,
                                  .gemm_gflops = x[1] > 0 ? x[0] / x[1] / 1e9 : 0, .busy_s = x[2] / steps,
                                  .wall_s = x[3] / steps, .compute_s = x[4] / steps, .msg_s = x[5] / steps,
-                                 .update_s = x[6] / steps};
+                                 .update_s = x[6] / steps, .update_elems = x[8]};
   }
   for (int i = 0; i < nop; i++) {
     int st = job->opids[i].stage, pr = st >= 0 ? job->stages[st].rank : 0;

@@ -110,6 +110,8 @@ typedef struct MplProfileRank {
   double speed;         /* the device speed the job was compiled for (mplc --device-speed; 1) */
   double gemm_gflops;   /* measured GEMM rate: its products' FLOPs over their time (0: none) */
   double busy_s, wall_s, compute_s, msg_s, update_s; /* per step, as the closing report */
+  double update_elems;  /* param elements its update phase updates per step; -1: not in the
+                           file (a profile written before 2026-12-05's sixth session) */
 } MplProfileRank;
 
 typedef struct MplProfileOp {

@@ -5,7 +5,8 @@
  *   {"format": "mpl-profile 1", "model": "balance", "source": "m.mpl",
  *    "mesh": {"dp": 1, "pp": 2, "tp": 1}, "schedule": "1f1b", "microbatches": 8, "steps": 5,
  *    "ranks": [{"rank": 0, "device": "cpu", "threads": 1, "speed": 1, "gemm_gflops": 41.5,
- *               "busy_s": ..., "wall_s": ..., "compute_s": ..., "msg_s": ..., "update_s": ...}],
+ *               "busy_s": ..., "wall_s": ..., "compute_s": ..., "msg_s": ..., "update_s": ...,
+ *               "update_elems": 395264}],
  *    "ops": [{"key": "9c3e...#0", "label": "matmul in nn.linear at m.mpl:13:16", "rank": 0,
  *             "fwd_s": ..., "bwd_b_s": ..., "bwd_w_s": ...}]}
  *
@@ -37,8 +38,9 @@ static void put_rank(FILE *f, int r, const MplProfileRank *k) {
   fprintf(f, "    {\"rank\": %d, \"device\": ", r);
   put_str(f, k->device);
   fprintf(f, ", \"threads\": %d, \"speed\": %.17g, \"gemm_gflops\": %.17g,\n     \"busy_s\": %.17g, \"wall_s\": "
-          "%.17g, \"compute_s\": %.17g, \"msg_s\": %.17g, \"update_s\": %.17g}", k->threads, k->speed,
-          k->gemm_gflops, k->busy_s, k->wall_s, k->compute_s, k->msg_s, k->update_s);
+          "%.17g, \"compute_s\": %.17g, \"msg_s\": %.17g, \"update_s\": %.17g,\n     \"update_elems\": %.17g}",
+          k->threads, k->speed, k->gemm_gflops, k->busy_s, k->wall_s, k->compute_s, k->msg_s, k->update_s,
+          k->update_elems);
 }
 
 static void put_op(FILE *f, const MplProfileOp *o) {
@@ -154,6 +156,7 @@ static void read_ranks(Reader *rd, const MplJson *arr, MplProfile *p) {
     k->busy_s = get_num(rd, o, "busy_s", where), k->wall_s = get_num(rd, o, "wall_s", where);
     k->compute_s = get_num(rd, o, "compute_s", where), k->msg_s = get_num(rd, o, "msg_s", where);
     k->update_s = get_num(rd, o, "update_s", where);
+    k->update_elems = mpl_json_get(o, "update_elems") ? get_num(rd, o, "update_elems", where) : -1;
     if (!rd->failed && !(k->speed > 0)) rd->failed = true, mpl_errf(rd->err, "%s: rank %d: speed 0", rd->path, r);
   }
 }

@@ -339,6 +339,9 @@ int upd_init_rank(MplRun *r, RankCtx *rc, MplErr *err) {
   if (st == MPL_OK) st = o->zero(&rc->dev, rc->state_mem, total, err);
   if (st == MPL_OK) carve(rc, &nd, nslots, rc->state_mem);
   if (st == MPL_OK) rc->stats.state_bytes = total;
+  rc->stats.update_elems = 0;
+  for (int pi = 0; pi < job->nparams && st == MPL_OK; pi++)
+    if (nd.state[pi] > 0) rc->stats.update_elems += nd.state[pi];
   for (int pi = 0; pi < job->nparams && st == MPL_OK; pi++)
     if (rc->holds[pi] && job->params[pi].nuses > 0 && !nd.sum[pi]) st = own_accumulator(rc, pi, err);
   mpl_free(nd.sum);

@@ -4,6 +4,8 @@
 #  - mplrun --profile writes a profile (format, each rank's device and GEMM rate, every
 #    op of the job with its forward and backward times); mplc --profile reads it back:
 #    --emit=plan says every op's cost is measured, and the job compiled with it runs;
+#  - the profile's update_elems are the model's param elements, and the plan adds each
+#    rank's set-up and update phase (measured per element) to its step;
 #  - the same profile on a changed graph: an added chain is modelled and named in a
 #    warning; a changed width matches nothing and is refused; a profile of another model
 #    is refused naming both models; a file that is not a profile is refused;
@@ -55,6 +57,47 @@ else bad "--emit=plan with the profile: $(grep costs "$tmp/plan_p.txt") $(head -
 if "$MPLC" "$model" --profile "$tmp/p.json" -o "$tmp/bp.job" 2> "$tmp/err" &&
    "$MPLRUN" "$tmp/bp.job" --threads 1 --steps 2 -q > "$tmp/run2.log" 2>&1; then ok "the job compiled from the profile trains"
 else bad "compile or run with the profile: $(head -n 3 "$tmp/err") $(tail -n 3 "$tmp/run2.log")"; fi
+
+# ---- the step's ends: set-up and update phase per param element ----
+# update_elems is what the rank's optimizer updates: every param of the model (summed from
+# the safetensors a run saves) over the two ranks. The plan adds each rank's update phase
+# to its busy time: a profile whose update_s are raised to 0.25 s in all (same split: the
+# balancer does not look at them) raises the predicted busy times by 0.25 s in all; one
+# without the counts (an older profile) models them and says so.
+"$MPLRUN" "$tmp/b.job" --threads 1 --steps 1 -q --save "$tmp/b.safetensors" > /dev/null 2>&1
+"$MPLC" "$model" --profile "$tmp/p.json" --emit=plan > "$tmp/plan_u0.txt" 2> /dev/null
+"$PY" - "$tmp/p.json" "$tmp/b.safetensors" "$tmp/pu.json" "$tmp/pold.json" <<'EOF' > "$tmp/upd.txt" 2>&1
+import json, struct, sys
+p = json.load(open(sys.argv[1]))
+raw = open(sys.argv[2], "rb").read()
+hdr = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
+total = 0
+for k, v in hdr.items():
+    if k != "__metadata__":
+        n = 1
+        for d in v["shape"]: n *= d
+        total += n
+elems = [r["update_elems"] for r in p["ranks"]]
+assert sum(elems) == total, (elems, total)
+u = sum(r["update_s"] for r in p["ranks"])
+for r in p["ranks"]: r["update_s"] = 0.25 * r["update_elems"] / total
+json.dump(p, open(sys.argv[3], "w"))
+for r in p["ranks"]: del r["update_elems"]
+json.dump(p, open(sys.argv[4], "w"))
+print(total, u)
+EOF
+if [ $? = 0 ]; then ok "the profile's update_elems add up to the model's $(cut -d' ' -f1 "$tmp/upd.txt") param elements"
+else bad "update_elems: $(cat "$tmp/upd.txt")"; fi
+"$MPLC" "$model" --profile "$tmp/pu.json" --emit=plan > "$tmp/plan_u1.txt" 2> /dev/null
+sum_busy() { busy "$1" | awk '{ s += $1 } END { printf "%.6f", s }'; }
+u0=$(sum_busy "$tmp/plan_u0.txt") u1=$(sum_busy "$tmp/plan_u1.txt") u=$(cut -d' ' -f2 "$tmp/upd.txt")
+if grep -q "^  per param element a rank updates: set-up [0-9.e+-]* ns, update phase [0-9.e+-]* ns (measured)$" "$tmp/plan_u0.txt" &&
+   awk -v a="$u0" -v b="$u1" -v u="$u" 'BEGIN { d = b - a - (0.25 - u); exit !(d < 0.003 && d > -0.003) }'; then
+  ok "update_s 0.25 s in all: the predicted busy times add up to $u1 s, from $u0 s (+0.25 s less the measured $u s)"
+else bad "update phase in the plan: busy $u0 -> $u1 s (measured update $u s); $(grep 'per param' "$tmp/plan_u0.txt")"; fi
+if "$MPLC" "$model" --profile "$tmp/pold.json" --emit=plan 2> /dev/null | grep -q "^  set-up and update phase: modelled (the profile has no element counts)$"
+then ok "a profile without element counts: the set-up and update phase are modelled, and the plan says so"
+else bad "a profile without element counts"; fi
 
 # ---- a profile of something else ----
 "$MPLC" "$model" -D chains=13 --profile "$tmp/p.json" --emit=plan > "$tmp/plan_c.txt" 2> "$tmp/err"; rc=$?

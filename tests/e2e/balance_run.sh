@@ -12,8 +12,11 @@
 #    within 10 points: two tries, and a second chain of profiles if the first misses);
 #  - a profile whose GEMM rate is under 85% of the run's best (a neighbour slowed the
 #    machine while it was taken) is taken again before a checked split is made from it.
-# Each figure is the median of 5 runs of 6 steps (the first step left out, as in the
+# Each figure is the median of 5 runs of 11 steps (the first step left out, as in the
 # closing report), against the noise of a shared machine; the bubbles get three tries.
+# A profile runs 21 steps: the steps take 20 ms, and one run's profile of 5 steps put
+# rank 1's busy time anywhere from 95 to 123 ms (6 profiles of one split, minutes apart),
+# enough to make a split 15% out of balance.
 # The two ranks need the machine's cores to themselves: other processes that keep a core
 # busy stretch every wait. So the script waits (up to 3 minutes) until no other process
 # is running, and counts the CPU time others take while it measures (the machine's busy
@@ -34,7 +37,7 @@ runs=5
 measure() {
   load_begin
   for i in $(seq "$2"); do
-    "$MPLRUN" "$1" --threads 1 --steps 6 2> /dev/null |
+    "$MPLRUN" "$1" --threads 1 --steps 11 2> /dev/null |
       sed -nE 's/^rank [0-9]+: busy ([0-9.]+) ms \| bubble ([0-9.]+) \(predicted ([0-9.]+)\).*/\1 \2 \3/p' | tr '\n' ' '
     echo
   done
@@ -44,7 +47,7 @@ col() { awk -v c="$2" '{ print $c }' "$1" | sort -g | awk '{ v[NR] = $1 } END { 
 report() { # label file: medians per rank
   local b0 b1 u0 u1 p0 p1
   b0=$(col "$2" 1) u0=$(col "$2" 2) p0=$(col "$2" 3) b1=$(col "$2" 4) u1=$(col "$2" 5) p1=$(col "$2" 6)
-  echo "     $1: busy $b0 / $b1 ms over 5 steps (x$(awk -v a="$b0" -v b="$b1" 'BEGIN { printf "%.2f", (a > b ? a / b : b / a) }') apart);" \
+  echo "     $1: busy $b0 / $b1 ms over 10 steps (x$(awk -v a="$b0" -v b="$b1" 'BEGIN { printf "%.2f", (a > b ? a / b : b / a) }') apart);" \
        "bubble $u0 / $u1, predicted $p0 / $p1"
   printf '%s\n' "$b0 $u0 $p0 $b1 $u1 $p1" > "$2.med"
 }
@@ -94,7 +97,7 @@ report "before (cost model)" "$tmp/before.txt"
 profile() {
   local job=$1 prof=$2 out=$3; shift 3
   load_begin
-  "$MPLRUN" "$job" --threads 1 --steps 6 -q --profile "$prof" > "$tmp/prof.log" 2>&1 &&
+  "$MPLRUN" "$job" --threads 1 --steps 21 -q --profile "$prof" > "$tmp/prof.log" 2>&1 &&
     load_end && "$MPLC" "$model" $nr "$@" --profile "$prof" -o "$out" 2> "$tmp/err" && return 0
   bad "profile $job: $(tail -n 3 "$tmp/prof.log") $(head -n 3 "$tmp/err")"
   return 1

@@ -649,7 +649,8 @@ static void *trace_rank(void *p) {
 START_TEST(test_profile) {
   make_tmpdir();
   MplProfileRank ranks[2] = {{.device = "cpu", .threads = 1, .speed = 1, .gemm_gflops = 41.5, .busy_s = 0.04,
-                              .wall_s = 0.05, .compute_s = 0.039, .msg_s = 0.01, .update_s = 0.001},
+                              .wall_s = 0.05, .compute_s = 0.039, .msg_s = 0.01, .update_s = 0.001,
+                              .update_elems = 394752},
                              {.device = "cuda", .threads = 0, .speed = 0.5, .busy_s = 1.0 / 3, .wall_s = 0.5}};
   MplProfileOp ops[2] = {{.key = "0123456789abcdef#0", .label = "tanh at \"m\".mpl:3:5", .rank = 1,
                           .fwd_s = 1e-5 / 3, .bwd_b_s = 2e-5, .bwd_w_s = 0},
@@ -668,6 +669,7 @@ START_TEST(test_profile) {
   ck_assert_int_eq(q.steps, 5);
   ck_assert_str_eq(q.ranks[1].device, "cuda");
   ck_assert(q.ranks[1].speed == 0.5 && q.ranks[1].busy_s == 1.0 / 3 && q.ranks[0].gemm_gflops == 41.5);
+  ck_assert(q.ranks[0].update_elems == 394752 && q.ranks[1].update_elems == 0);
   ck_assert_str_eq(q.ops[0].label, "tanh at \"m\".mpl:3:5");
   ck_assert(q.ops[0].fwd_s == 1e-5 / 3 && q.ops[0].rank == 1 && q.ops[1].fwd_s == 0.001);
   mpl_profile_free(&q);
@@ -690,6 +692,15 @@ START_TEST(test_profile) {
     ck_assert_msg(strstr(err.msg, bad[i][1]), "case %zu: %s", i, err.msg);
   }
   ck_assert_int_eq(mpl_profile_read(tmp_path("none.json"), &q, &err), MPL_ERR);
+  /* a profile written before update_elems: read, with -1 for the counts */
+  static const char old[] = "{\"format\": \"mpl-profile 1\", \"model\": \"m\", \"source\": \"s\", \"schedule\": \"1f1b\", "
+      "\"mesh\": {\"dp\": 1, \"pp\": 1, \"tp\": 1}, \"microbatches\": 2, \"steps\": 1, \"ranks\": [{\"rank\": 0, "
+      "\"device\": \"cpu\", \"threads\": 1, \"speed\": 1, \"gemm_gflops\": 0, \"busy_s\": 0, \"wall_s\": 0, "
+      "\"compute_s\": 0, \"msg_s\": 0, \"update_s\": 0}], \"ops\": []}";
+  write_bytes(path, old, strlen(old));
+  ck_assert_msg(mpl_profile_read(path, &q, &err) == MPL_OK, "%s", err.msg);
+  ck_assert(q.ranks[0].update_elems == -1);
+  mpl_profile_free(&q);
   remove_tmpdir();
 }
 END_TEST
