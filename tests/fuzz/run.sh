@@ -12,7 +12,7 @@ CC=${FUZZ_CC:-clang}
 if ! command -v "$CC" >/dev/null; then echo "fuzz: $CC not found"; echo "0 passed, 1 failed"; exit 1; fi
 srcs="lang/arena.c lang/diag.c lang/ast.c lang/parse.c $BUILD/lang/lexer.c $BUILD/lang/parser.c
       compiler/graph.c $(ls compiler/sema*.c) compiler/autodiff.c compiler/partition.c compiler/cost.c
-      compiler/balance.c compiler/schedule.c compiler/sched_sim.c tests/fuzz/fuzz_mplc.c"
+      compiler/balance.c compiler/schedule.c compiler/sched_sim.c compiler/update.c tests/fuzz/fuzz_mplc.c"
 bin="$out/fuzz_mplc"
 newest=$(ls -t $srcs lang/*.h compiler/*.h | head -n 1)
 if [ ! -x "$bin" ] || [ "$newest" -nt "$bin" ]; then
