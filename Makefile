@@ -47,7 +47,7 @@ ifneq ($(wildcard $(CUDA_HOME)/include/cuda.h),)
 HAVE_CUDA   := 1
 CUDA_CFLAGS := -DMPL_HAVE_CUDA -I$(CUDA_HOME)/include
 NVRTC_LIBS  := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lnvrtc
-CUDA_LIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lnvrtc -lcublas -lcudart -ldl
+CUDA_LIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lnvrtc -lcudart -ldl  # cuBLAS: opened at run time (runtime/cublas_dl.c)
 # NCCL is not part of the toolkit: used where nccl.h and libnccl.so* are found (NCCL_INC and
 # NCCL_LIB name other folders, e.g. a Python wheel's nvidia/nccl/{include,lib}; NO_NCCL=1: without)
 NCCL_INC ?= $(patsubst %/nccl.h,%,$(firstword $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h /usr/local/include/nccl.h)))

@@ -17,11 +17,40 @@
 
 #include "cuda_rt.h"
 
+/* The cuBLAS functions the device calls, from libcublas opened at the first device's set-up
+ * (cublas_dl.c says why it is not linked). */
+typedef struct MplCublas {
+  cublasStatus_t (*create)(cublasHandle_t *);
+  cublasStatus_t (*destroy)(cublasHandle_t);
+  cublasStatus_t (*set_stream)(cublasHandle_t, cudaStream_t);
+  cublasStatus_t (*set_math_mode)(cublasHandle_t, cublasMath_t);
+  const char *(*status_string)(cublasStatus_t);
+  cublasStatus_t (*sgemm)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const float *,
+                          const float *, int, const float *, int, const float *, float *, int);
+  cublasStatus_t (*sgemm_strided)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const float *,
+                                  const float *, int, long long, const float *, int, long long, const float *, float *,
+                                  int, long long, int);
+  cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void *,
+                            const void *, cudaDataType, int, const void *, cudaDataType, int, const void *, void *,
+                            cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t);
+  cublasStatus_t (*gemm_strided_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void *,
+                                    const void *, cudaDataType, int, long long, const void *, cudaDataType, int,
+                                    long long, const void *, void *, cudaDataType, int, long long, int,
+                                    cublasComputeType_t, cublasGemmAlgo_t);
+  cublasStatus_t (*saxpy)(cublasHandle_t, int, const float *, const float *, int, float *, int);
+} MplCublas;
+extern MplCublas mpl_cublas;
+/* Opens libcublas and fills mpl_cublas (once per process; thread-safe); an error names the
+ * library and why. */
+int mpl_cublas_load(MplErr *err);
+/* cublasGetStatusString's text for s ("cuBLAS not loaded" before a load). */
+const char *mpl_cublas_status(cublasStatus_t s);
+
 #define CUBLAS_CHECK(call)                                                                              \
   do {                                                                                                  \
     cublasStatus_t s_ = (call);                                                                         \
     if (s_ != CUBLAS_STATUS_SUCCESS)                                                                    \
-      return mpl_errf(err, "cuBLAS: %s: %s (%s:%d)", #call, cublasGetStatusString(s_), __FILE__, __LINE__); \
+      return mpl_errf(err, "cuBLAS: %s: %s (%s:%d)", #call, mpl_cublas_status(s_), __FILE__, __LINE__); \
   } while (0)
 
 #define CU_CHECK(cd, call)                                                                       \

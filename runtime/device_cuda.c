@@ -149,10 +149,11 @@ static int setup_device(CudaDev *cd, bool tf32, MplErr *err) {
   CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, cd->dev));
   CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
   CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolReuseAllowInternalDependencies, &no));
-  CUBLAS_CHECK(cublasCreate(&cd->blas));
+  if (mpl_cublas_load(err) != MPL_OK) return MPL_ERR;
+  CUBLAS_CHECK(mpl_cublas.create(&cd->blas));
   cd->blas_ready = true;
-  CUBLAS_CHECK(cublasSetStream(cd->blas, cd->compute));
-  CUBLAS_CHECK(cublasSetMathMode(cd->blas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  CUBLAS_CHECK(mpl_cublas.set_stream(cd->blas, cd->compute));
+  CUBLAS_CHECK(mpl_cublas.set_math_mode(cd->blas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
   return load_driver(&cd->drv, err);
 }
 
@@ -183,7 +184,7 @@ static void cuda_free(MplDevice *d) {
   }
   prof_harvest(cd);
   if (cd->prof.nslots) prof_report(cd);
-  if (cd->blas_ready) cublasDestroy(cd->blas);
+  if (cd->blas_ready) mpl_cublas.destroy(cd->blas);
   if (cd->mod && cd->drv.unload) cd->drv.unload(cd->mod);
   cudev_free_progs(cd);
   if (cd->ready) {
@@ -472,21 +473,21 @@ static int cuda_gemm(MplDevice *d, const JobStep *s, const void *a, const void *
   cudev_prof_begin(cd, PROF_GEMM);
   cublasStatus_t st;
   if (s->prec == PREC_F32) { /* the handle's math mode: FP32, or TF32 under mplrun --tf32 */
-    st = batch == 1 ? cublasSgemm(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B, ldb, A, lda, &beta, C, ldc)
-                    : cublasSgemmStridedBatched(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B, ldb,
+    st = batch == 1 ? mpl_cublas.sgemm(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B, ldb, A, lda, &beta, C, ldc)
+                    : mpl_cublas.sgemm_strided(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B, ldb,
                                                 s->stride_b, A, lda, s->stride_a, &beta, C, ldc, s->stride_c, (int)batch);
   } else if (s->in16) { /* bf16 operands stored as bf16 (precision.c's prec_narrow): half the bytes read */
-    st = batch == 1 ? cublasGemmEx(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B, CUDA_R_16BF, ldb, A,
+    st = batch == 1 ? mpl_cublas.gemm_ex(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B, CUDA_R_16BF, ldb, A,
                                    CUDA_R_16BF, lda, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)
-                    : cublasGemmStridedBatchedEx(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B,
+                    : mpl_cublas.gemm_strided_ex(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B,
                                                  CUDA_R_16BF, ldb, s->stride_b, A, CUDA_R_16BF, lda, s->stride_a, &beta,
                                                  C, CUDA_R_32F, ldc, s->stride_c, (int)batch, CUBLAS_COMPUTE_32F,
                                                  CUBLAS_GEMM_DEFAULT);
   } else { /* tf32: TF32 tensor cores; bf16: A and B hold bf16 values, so the down-conversion is exact */
     cublasComputeType_t ct = s->prec == PREC_BF16 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F_FAST_TF32;
-    st = batch == 1 ? cublasGemmEx(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B, CUDA_R_32F, ldb, A,
+    st = batch == 1 ? mpl_cublas.gemm_ex(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B, CUDA_R_32F, ldb, A,
                                    CUDA_R_32F, lda, &beta, C, CUDA_R_32F, ldc, ct, CUBLAS_GEMM_DEFAULT)
-                    : cublasGemmStridedBatchedEx(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B,
+                    : mpl_cublas.gemm_strided_ex(cd->blas, opb, opa, (int)s->N, (int)s->M, (int)s->K, &alpha, B,
                                                  CUDA_R_32F, ldb, s->stride_b, A, CUDA_R_32F, lda, s->stride_a, &beta, C,
                                                  CUDA_R_32F, ldc, s->stride_c, (int)batch, ct, CUBLAS_GEMM_DEFAULT);
   }
@@ -503,7 +504,7 @@ static int cuda_accum_f32(MplDevice *d, float *acc, const float *src, int64_t n,
   for (int64_t i = 0; i < n; i += (1 << 30)) {
     int64_t k = n - i < (1 << 30) ? n - i : (1 << 30);
     cudev_prof_begin(cd, PROF_ACCUM);
-    cublasStatus_t st = cublasSaxpy(cd->blas, (int)k, &one, src + i, 1, acc + i, 1);
+    cublasStatus_t st = mpl_cublas.saxpy(cd->blas, (int)k, &one, src + i, 1, acc + i, 1);
     cudev_prof_end(cd);
     CUBLAS_CHECK(st);
   }

@@ -413,9 +413,9 @@ static int ce_gemm(CudaDev *cd, bool bf16, bool in16, bool ta, bool tb, int64_t 
   cublasComputeType_t ct = in16 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_16BF;
   cudev_prof_begin(cd, PROF_GEMM);
   cublasStatus_t st =
-      bf16 || in16 ? cublasGemmEx(cd->blas, opb, opa, (int)N, (int)M, (int)K, &alpha, B, in, (int)ldb, A, in, (int)lda,
+      bf16 || in16 ? mpl_cublas.gemm_ex(cd->blas, opb, opa, (int)N, (int)M, (int)K, &alpha, B, in, (int)ldb, A, in, (int)lda,
                                   &beta, C, CUDA_R_32F, (int)ldc, ct, CUBLAS_GEMM_DEFAULT)
-                   : cublasSgemm(cd->blas, opb, opa, (int)N, (int)M, (int)K, &alpha, B, (int)ldb, A, (int)lda, &beta, C,
+                   : mpl_cublas.sgemm(cd->blas, opb, opa, (int)N, (int)M, (int)K, &alpha, B, (int)ldb, A, (int)lda, &beta, C,
                                  (int)ldc);
   cudev_prof_end(cd);
   CUBLAS_CHECK(st);

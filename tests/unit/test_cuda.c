@@ -15,7 +15,10 @@
  *    state bit for bit, pipelines, dp, ZeRO-1 and tp (collectives with device copies,
  *    split params staged through the host) included;
  *  - the optimizer kernels (mpl_cuda_optim_src) compile with NVRTC without a warning and
- *    have every entry point.
+ *    have every entry point;
+ *  - cuBLAS is opened at run time, not linked (runtime/cublas_dl.c): mplc and mplrun do not
+ *    need it, this process has not mapped it until mpl_cublas_load, which then fills every
+ *    function from it (its status strings; without a GPU its cublasCreate's own error).
  * Run from the repository root (tests/run.sh does); mplc and mplrun are found next to this
  * binary's folder. Built without CUDA, it checks the "built without CUDA" answers only.
  */
@@ -35,6 +38,10 @@
 
 #include "compiler/kernel.h"
 #include "runtime/exec.h"
+#ifdef MPL_HAVE_CUDA
+#include "runtime/cuda_rt.h"
+#include "runtime/cuda_dev.h"
+#endif
 
 static char build_dir[PATH_MAX]; /* the folder holding mplc, mplrun and tests/ */
 static char tmp_dir[PATH_MAX];
@@ -96,6 +103,47 @@ START_TEST(test_backend_links) {
   const MplDeviceOps *o = &mpl_device_cuda_ops;
   ck_assert(o->arena_alloc && o->arena_free && o->gemm && o->accum_f32 && o->zero && o->copy_to_host &&
             o->copy_from_host && o->load_kernels && o->launch && o->sync && o->bind_thread);
+#endif
+}
+END_TEST
+
+#ifdef MPL_HAVE_CUDA
+/* Is a file whose name holds `name` mapped into this process? */
+static bool mapped(const char *name) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  char line[1024];
+  bool hit = false;
+  while (f && !hit && fgets(line, sizeof line, f)) hit = strstr(line, name) != NULL;
+  if (f) fclose(f);
+  return hit;
+}
+#endif
+
+START_TEST(test_cublas_opened_at_run_time) {
+#ifdef MPL_HAVE_CUDA
+  char cmd[2 * PATH_MAX], out[16384];
+  for (int i = 0; i < 2; i++) {
+    snprintf(cmd, sizeof cmd, "readelf -d '%s/%s'", build_dir, i ? "mplc" : "mplrun");
+    ck_assert_int_eq(run_cmd(cmd, out, sizeof out), 0);
+    ck_assert_msg(strstr(out, "(NEEDED)") != NULL, "%s", out); /* readelf read it */
+    ck_assert_msg(!strstr(out, "libcublas"), "%s links cuBLAS:\n%s", i ? "mplc" : "mplrun", out);
+  }
+  ck_assert_msg(!mapped("libcublas"), "libcublas is mapped before mpl_cublas_load");
+  MplErr err = {{0}};
+  ck_assert_msg(mpl_cublas_load(&err) == MPL_OK, "%s", err.msg);
+  ck_assert(mapped("libcublas"));
+  ck_assert(mpl_cublas.create && mpl_cublas.destroy && mpl_cublas.set_stream && mpl_cublas.set_math_mode &&
+            mpl_cublas.status_string && mpl_cublas.sgemm && mpl_cublas.sgemm_strided && mpl_cublas.gemm_ex &&
+            mpl_cublas.gemm_strided_ex && mpl_cublas.saxpy);
+  /* the library's texts (CUDA 13: "success", "the library was not initialized") */
+  const char *ok = mpl_cublas_status(CUBLAS_STATUS_SUCCESS), *ni = mpl_cublas_status(CUBLAS_STATUS_NOT_INITIALIZED);
+  ck_assert_msg(ok && ni && *ok && *ni && strcmp(ok, ni) != 0 && strcmp(ni, "cuBLAS not loaded") != 0, "%s / %s", ok, ni);
+  ck_assert_int_eq(mpl_cublas_load(&err), MPL_OK); /* once: the second load is the first's answer */
+  if (!have_gpu()) {
+    cublasHandle_t h = NULL;
+    cublasStatus_t st = mpl_cublas.create(&h); /* the library's own answer without a device */
+    ck_assert_msg(st == CUBLAS_STATUS_NOT_INITIALIZED, "cublasCreate without a GPU: %d", (int)st);
+  }
 #endif
 }
 END_TEST
@@ -412,6 +460,7 @@ static Suite *cuda_suite(void) {
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_set_timeout(tc, 600);
   tcase_add_test(tc, test_backend_links);
+  tcase_add_test(tc, test_cublas_opened_at_run_time);
   tcase_add_test(tc, test_no_device_fails_cleanly);
   tcase_add_test(tc, test_mplrun_devices_cuda_fails_at_once);
   tcase_add_test(tc, test_nvrtc_compiles_every_example);
