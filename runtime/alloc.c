@@ -1,6 +1,6 @@
 /*
  * alloc.c — the runtime's base: error messages, the one host allocator, whole-file
- * reads and atomic file writes.
+ * reads and atomic file writes, the CPUs the process may use.
  *
  * Invariants:
  *  - every host allocation of the runtime goes through mpl_malloc/_calloc/_realloc, so
@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -93,6 +94,13 @@ void mpl_alloc_stats(MplAllocStats *out) {
   out->live_bytes = atomic_load(&live_bytes);
   out->live_blocks = atomic_load(&live_blocks);
   out->total_blocks = atomic_load(&total_blocks);
+}
+
+int mpl_cpus_usable(void) {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (int)n : 1;
 }
 
 void mpl_alloc_fail_nth(int64_t n) { atomic_store(&fail_countdown, n > 0 ? n : 0); }

@@ -52,6 +52,10 @@ void mpl_alloc_stats(MplAllocStats *out);
 /* Test hook: the n-th allocation from now fails (1 = the next one); 0 turns it off. */
 void mpl_alloc_fail_nth(int64_t n);
 
+/* The CPUs this process may run on (its affinity mask: taskset, a container's cpuset), at
+ * least 1; the online count where the mask cannot be read. */
+int mpl_cpus_usable(void);
+
 /* Reads a whole file into *data (mpl_malloc'd, one extra NUL byte after *len bytes). */
 int mpl_file_read_all(const char *path, uint8_t **data, size_t *len, MplErr *err);
 

@@ -235,8 +235,7 @@ static int check_devices(Cli *c, const Job *job) {
 }
 
 static int default_threads(int ranks) {
-  long cores = sysconf(_SC_NPROCESSORS_ONLN);
-  long t = cores > 0 ? cores / (ranks > 0 ? ranks : 1) : 1;
+  long t = mpl_cpus_usable() / (ranks > 0 ? ranks : 1);
   return t < 1 ? 1 : (int)t;
 }
 

@@ -18,6 +18,7 @@
 
 #include <check.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -661,9 +662,10 @@ static int mpi_main(int *argc, char ***argv) {
   return EXIT_SUCCESS;
 }
 
-/* MPL_WAIT_SPIN_US, and without it spinning only while the threads fit the cores. */
+/* MPL_WAIT_SPIN_US, and without it spinning only while the threads fit the CPUs the
+ * process may use. */
 START_TEST(test_spin_setting) {
-  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  long cores = mpl_cpus_usable(); /* the affinity mask's CPUs: fewer under taskset */
   const char *was = getenv("MPL_WAIT_SPIN_US");
   char *saved = was ? strdup(was) : NULL;
   unsetenv("MPL_WAIT_SPIN_US");
@@ -676,6 +678,16 @@ START_TEST(test_spin_setting) {
   ck_assert_int_eq(mpl_mailbox_spin_ns(1, 700), 0);
   setenv("MPL_WAIT_SPIN_US", "fast", 1); /* not a number: the rule without it */
   ck_assert_int_eq(mpl_mailbox_spin_ns(1, 700), 700000);
+  /* pinned to one CPU (taskset -c 0): two threads no longer fit, whatever the machine has */
+  unsetenv("MPL_WAIT_SPIN_US");
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(0, &one);
+  if (cores >= 2 && sched_setaffinity(0, sizeof one, &one) == 0) { /* this test's own process (Check forks) */
+    ck_assert_int_eq(mpl_cpus_usable(), 1);
+    ck_assert_int_eq(mpl_mailbox_spin_ns(2, 700), 0);
+    ck_assert_int_eq(mpl_mailbox_spin_ns(1, 700), 700000);
+  }
   if (saved) setenv("MPL_WAIT_SPIN_US", saved, 1), free(saved);
   else unsetenv("MPL_WAIT_SPIN_US");
 }
