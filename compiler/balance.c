@@ -216,7 +216,7 @@ static double zbv_makespan(const Graph *g, int nseg, const double *cost, const d
   arena_init(&a);
   Schedule *s = sched_build(&a, &spec, NULL, 0);
   SchedTiming tm = {0};
-  if (s) sched_simulate(s, t, t, t, 0, &tm);
+  if (s) sched_simulate(s, t, t, t, 0, NULL, NULL, &tm);
   arena_free(&a);
   free(t), free(edges);
   return s ? tm.makespan : INFINITY;

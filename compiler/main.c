@@ -383,7 +383,7 @@ int main(int argc, char **argv) {
   SchedTiming timing;
   double pre[SCHED_MAX_PP], post[SCHED_MAX_PP];
   cost_step_ends(part->g, upd, pre, post);
-  sched_simulate_step(sched, cost->F, cost->B, cost->W, pre, post, &timing);
+  sched_simulate(sched, cost->F, cost->B, cost->W, 0, pre, post, &timing);
   if (o.emit == EMIT_PLAN) {
     plan_dump(stdout, &pin, plan, world, &timing, cost->flops);
     return finish(&arena, 0);

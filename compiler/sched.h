@@ -133,14 +133,12 @@ bool sched_verify(const Schedule *s, char *err, size_t errlen);
 /*
  * Timed run of a proven schedule: FWD/BWD_B/BWD_W of stage s take F[s]/B[s]/W[s]
  * (NULL: 1), a message arrives `latency` after its send, everything else takes no time.
+ * For a whole step (the plan's prediction) rank r starts its list after pre[r] (the set-up)
+ * and ends it with post[r] of busy time (the update phase), which no other rank waits for
+ * (grad_clip's norm, which they do wait for, is not modelled); pre and post may be NULL.
  */
 void sched_simulate(const Schedule *s, const double *F, const double *B, const double *W,
-                    double latency, SchedTiming *out);
-/* The same for a whole step (the plan's prediction, latency 0): rank r starts its list after
- * pre[r] (the set-up) and ends it with post[r] of busy time (the update phase), which no other
- * rank waits for (grad_clip's norm, which they do wait for, is not modelled). */
-void sched_simulate_step(const Schedule *s, const double *F, const double *B, const double *W,
-                         const double *pre, const double *post, SchedTiming *out);
+                    double latency, const double *pre, const double *post, SchedTiming *out);
 
 /* The textbook bubble of gpipe and 1f1b with equal stages: (p-1)/(m+p-1). */
 double sched_textbook_bubble(int p, int m);

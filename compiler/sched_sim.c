@@ -528,13 +528,8 @@ static void exec_timed(const Schedule *s, const double *F, const double *B, cons
 }
 
 void sched_simulate(const Schedule *s, const double *F, const double *B, const double *W,
-                    double latency, SchedTiming *out) {
-  exec_timed(s, F, B, W, latency, NULL, NULL, out, NULL);
-}
-
-void sched_simulate_step(const Schedule *s, const double *F, const double *B, const double *W,
-                         const double *pre, const double *post, SchedTiming *out) {
-  exec_timed(s, F, B, W, 0, pre, post, out, NULL);
+                    double latency, const double *pre, const double *post, SchedTiming *out) {
+  exec_timed(s, F, B, W, latency, pre, post, out, NULL);
 }
 
 int sched_peak_inflight(const Schedule *s, int rank) {

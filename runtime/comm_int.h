@@ -106,8 +106,9 @@ int mpl_mailbox_aborted_err(const MplMailbox *mb, int rank, MplErr *err);
  * something changed or a wake-up. While *spin_left > 0 it releases mu and spins on seq
  * (spending *spin_left, in ns) instead of sleeping on cond. */
 void mpl_mailbox_wait(MplMailbox *mb, pthread_cond_t *cond, long *spin_left);
-/* Under mu: what a waiter waits for has changed (call with the broadcast). */
-void mpl_mailbox_changed(MplMailbox *mb);
+/* Under mu: what the waiters on cond wait for has changed: bumps seq (the spinners see it)
+ * and broadcasts cond (the sleepers wake). Every such change goes through it. */
+void mpl_mailbox_broadcast(MplMailbox *mb, pthread_cond_t *cond);
 /* The spin before a wait sleeps: MPL_WAIT_SPIN_US when set, else spin_us_default when the
  * process's threads fit its CPUs (threads <= cores), else 0. */
 long mpl_mailbox_spin_ns(int threads, long spin_us_default);

@@ -60,7 +60,7 @@ static MplCommWorld *world_of(MplComm *c) { return c->impl; }
 /* The mailbox's wake hook: wakes the members waiting in groups. */
 static void wake_groups(void *owner) {
   MplCommWorld *w = owner;
-  for (Group *g = w->groups; g; g = g->next) pthread_cond_broadcast(&g->cond);
+  for (Group *g = w->groups; g; g = g->next) mpl_mailbox_broadcast(&w->mb, &g->cond);
 }
 
 void mpl_comm_world_abort(MplCommWorld *w, const char *why) { mpl_mailbox_abort(&w->mb, why); }
@@ -125,8 +125,7 @@ static int group_barrier(MplComm *c, Group *g, bool opens_reading) {
     g->waiting = 0;
     g->gen++;
     if (opens_reading) g->reading = g->k;
-    mpl_mailbox_changed(mb);
-    pthread_cond_broadcast(&g->cond);
+    mpl_mailbox_broadcast(mb, &g->cond);
   }
   long spin = mb->spin_ns;
   while (g->gen == gen && !mb->aborted) mpl_mailbox_wait(mb, &g->cond, &spin);
@@ -139,7 +138,7 @@ static int group_barrier(MplComm *c, Group *g, bool opens_reading) {
 static void read_done(MplComm *c, Group *g) {
   MplMailbox *mb = &world_of(c)->mb;
   pthread_mutex_lock(&mb->mu);
-  if (--g->reading == 0) mpl_mailbox_changed(mb), pthread_cond_broadcast(&g->cond);
+  if (--g->reading == 0) mpl_mailbox_broadcast(mb, &g->cond);
   pthread_mutex_unlock(&mb->mu);
 }
 

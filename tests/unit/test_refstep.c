@@ -80,7 +80,7 @@ static void compile(Compiled *c, const char *path, const char *mesh_pp, const ch
   PlanIn pin = plan_input(a, p, fu, sched, upd);
   PlanRank *plan = plan_build(a, &pin);
   SchedTiming timing;
-  sched_simulate(sched, cost->F, cost->B, cost->W, 0, &timing);
+  sched_simulate(sched, cost->F, cost->B, cost->W, 0, NULL, NULL, &timing);
   KernelCode code;
   ck_assert_int_eq(cg_kernels(&d, a, fu->ks, opt.gpu_arch, &code), 0);
   char job_path[128];

@@ -210,7 +210,7 @@ static double bubble_of(SchedKind k, int pp, int v, int m) {
   for (int i = 0; i < pp * v; i++)
     c[i] = 1.0 / v;
   SchedTiming t;
-  sched_simulate(s, c, c, c, 0, &t);
+  sched_simulate(s, c, c, c, 0, NULL, NULL, &t);
   arena_free(&a);
   return t.bubble;
 }
@@ -275,12 +275,22 @@ START_TEST(test_latency_and_costs) {
   ck_assert_ptr_nonnull(s);
   double F[] = {1, 2}, B[] = {3, 4}, W[] = {5, 6};
   SchedTiming t;
-  sched_simulate(s, F, B, W, 0.5, &t);
+  sched_simulate(s, F, B, W, 0.5, NULL, NULL, &t);
   /* rank 0: F 0..1; rank 1: F 1.5..3.5, B 3.5..7.5, W 7.5..13.5, then sends the
      gradient; rank 0: B 14..17, W 17..22. */
   ck_assert_double_eq_tol(t.makespan, 22, 1e-12);
   ck_assert_double_eq_tol(t.busy[0], 9, 1e-12);
   ck_assert_double_eq_tol(t.busy[1], 12, 1e-12);
+  /* a whole step: set-up 2 and 10 before the lists, updates 1 and 3 after them. rank 0: F
+     2..3, the activation there at 3.5; rank 1 starts at 10: F 10..12, B 12..16, W 16..22,
+     then the gradient, there at 22.5; rank 0: B 22.5..25.5, W 25.5..30.5, update to 31.5;
+     rank 1's update 22..25. */
+  double pre[] = {2, 10}, post[] = {1, 3};
+  sched_simulate(s, F, B, W, 0.5, pre, post, &t);
+  ck_assert_double_eq_tol(t.makespan, 31.5, 1e-12);
+  ck_assert_double_eq_tol(t.busy[0], 10, 1e-12);
+  ck_assert_double_eq_tol(t.busy[1], 15, 1e-12);
+  ck_assert_double_eq_tol(t.bubble, 1 - 25 / (2 * 31.5), 1e-12);
   arena_free(&a);
 }
 END_TEST
