@@ -46,8 +46,9 @@ ifneq ($(CUDA_HOME),)
 ifneq ($(wildcard $(CUDA_HOME)/include/cuda.h),)
 HAVE_CUDA   := 1
 CUDA_CFLAGS := -DMPL_HAVE_CUDA -I$(CUDA_HOME)/include
-NVRTC_LIBS  := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lnvrtc
-CUDA_LIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lnvrtc -lcudart -ldl  # cuBLAS: opened at run time (runtime/cublas_dl.c)
+# NVRTC and cuBLAS are opened at run time (runtime/cuda_dl.c, cublas_dl.c), found through the run path
+NVRTC_LIBS  := -Wl,-rpath,$(CUDA_HOME)/lib64 -ldl
+CUDA_LIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -ldl
 # NCCL is not part of the toolkit: used where nccl.h and libnccl.so* are found (NCCL_INC and
 # NCCL_LIB name other folders, e.g. a Python wheel's nvidia/nccl/{include,lib}; NO_NCCL=1: without)
 NCCL_INC ?= $(patsubst %/nccl.h,%,$(firstword $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h /usr/local/include/nccl.h)))
@@ -78,7 +79,7 @@ COMP_SRC    := $(filter-out compiler/main.c,$(wildcard compiler/*.c))
 # the job contract, linked by both programs: the job format and its container, the
 # allocator and error type they use, LLVM's view of the host (mplc optimises for it), and
 # the profile file (mplrun --profile writes it, mplc --profile reads it) with its JSON reader
-JOB_SRC     := runtime/job.c runtime/jobfile.c runtime/alloc.c runtime/llvm_host.c runtime/json.c runtime/profile.c
+JOB_SRC     := runtime/job.c runtime/jobfile.c runtime/alloc.c runtime/llvm_host.c runtime/json.c runtime/profile.c runtime/cuda_dl.c
 RT_SRC      := $(filter-out runtime/mplrun.c runtime/mpltok.c runtime/cpu_none.c $(JOB_SRC),$(wildcard runtime/*.c))
 LANG_OBJ    := $(patsubst %.c,$(BUILD)/%.o,$(filter-out $(BUILD)/%,$(LANG_SRC))) \
                $(BUILD)/lang/lexer.o $(BUILD)/lang/parser.o

@@ -27,7 +27,7 @@
 #include <string.h>
 
 #ifdef MPL_HAVE_CUDA
-#include <nvrtc.h>
+#include "runtime/cuda_dl.h"
 #endif
 
 typedef struct Out {
@@ -328,28 +328,28 @@ char *cg_cuda_source(Arena *a, const KernelSet *ks) {
 static int nvrtc_fail(nvrtcResult rc, const char *what, nvrtcProgram *prog, char *err, size_t errlen) {
   size_t n = 0;
   char *log = NULL;
-  if (prog && nvrtcGetProgramLogSize(*prog, &n) == NVRTC_SUCCESS && n > 1 && (log = malloc(n)))
-    if (nvrtcGetProgramLog(*prog, log) != NVRTC_SUCCESS) log[0] = 0;
-  snprintf(err, errlen, "NVRTC: %s: %s%s%s", what, nvrtcGetErrorString(rc), log ? "\n" : "", log ? log : "");
+  if (prog && mpl_nvrtc.log_size(*prog, &n) == NVRTC_SUCCESS && n > 1 && (log = malloc(n)))
+    if (mpl_nvrtc.log(*prog, log) != NVRTC_SUCCESS) log[0] = 0;
+  snprintf(err, errlen, "NVRTC: %s: %s%s%s", what, mpl_nvrtc.error_string(rc), log ? "\n" : "", log ? log : "");
   free(log);
-  if (prog) nvrtcDestroyProgram(prog);
+  if (prog) mpl_nvrtc.destroy(prog);
   return -1;
 }
 
 /* Anything in the log (warnings included) is an error. */
 static int check_log(nvrtcProgram *prog, char *err, size_t errlen) {
   size_t n = 0;
-  NVRTC_CHECK(nvrtcGetProgramLogSize(*prog, &n), prog);
+  NVRTC_CHECK(mpl_nvrtc.log_size(*prog, &n), prog);
   if (n <= 1) return 0;
   char *log = malloc(n);
   if (!log) die("out of memory");
-  NVRTC_CHECK(nvrtcGetProgramLog(*prog, log), prog);
+  NVRTC_CHECK(mpl_nvrtc.log(*prog, log), prog);
   bool blank = true;
   for (size_t i = 0; log[i]; i++) blank &= log[i] == ' ' || log[i] == '\n' || log[i] == '\r' || log[i] == '\t';
   if (!blank) snprintf(err, errlen, "NVRTC: warnings are errors:\n%s", log);
   free(log);
   if (blank) return 0;
-  nvrtcDestroyProgram(prog);
+  mpl_nvrtc.destroy(prog);
   return -1;
 }
 
@@ -378,10 +378,11 @@ int cg_nvrtc_compile(const char *src, const char *arch, char **ptx, size_t *len,
     snprintf(err, errlen, "NVRTC: unknown GPU architecture '%s' (want sm_NN)", arch);
     return -1;
   }
+  if (mpl_nvrtc_load(NULL, err, errlen)) return -1;
   const char *opts[] = {archopt, "--fmad=false", "-default-device", "--prec-div=true", "--prec-sqrt=true"};
   nvrtcProgram prog;
-  NVRTC_CHECK(nvrtcCreateProgram(&prog, src, "mpl_kernels.cu", 0, NULL, NULL), NULL);
-  nvrtcResult rc = nvrtcCompileProgram(prog, (int)(sizeof opts / sizeof opts[0]), opts);
+  NVRTC_CHECK(mpl_nvrtc.create(&prog, src, "mpl_kernels.cu", 0, NULL, NULL), NULL);
+  nvrtcResult rc = mpl_nvrtc.compile(prog, (int)(sizeof opts / sizeof opts[0]), opts);
   if (rc != NVRTC_SUCCESS) {
     nvrtc_fail(rc, "nvrtcCompileProgram", &prog, err, errlen);
     name_failing_kernel(src, err, errlen);
@@ -392,12 +393,12 @@ int cg_nvrtc_compile(const char *src, const char *arch, char **ptx, size_t *len,
     return -1;
   }
   size_t n = 0;
-  NVRTC_CHECK(nvrtcGetPTXSize(prog, &n), &prog);
+  NVRTC_CHECK(mpl_nvrtc.ptx_size(prog, &n), &prog);
   *ptx = malloc(n ? n : 1);
   if (!*ptx) die("out of memory");
-  NVRTC_CHECK(nvrtcGetPTX(prog, *ptx), &prog);
+  NVRTC_CHECK(mpl_nvrtc.ptx(prog, *ptx), &prog);
   *len = n;
-  nvrtcDestroyProgram(&prog);
+  mpl_nvrtc.destroy(&prog);
   return 0;
 }
 

@@ -12,9 +12,6 @@
  * MPL_OK; after a failed load every later one fails with the same message; the library is
  * never closed (its handles live until the process ends).
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* dladdr */
-#endif
 #include "mpl.h"
 
 #ifdef MPL_HAVE_CUDA
@@ -22,7 +19,6 @@
 #include "cuda_dev.h"
 
 #include <dlfcn.h>
-#include <libgen.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -35,28 +31,8 @@ MplCublas mpl_cublas;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static char failure[512]; /* empty: loaded */
 
-/* The folder of the library that holds cudart's code, "" when it cannot be told. */
-static void cudart_dir(char *out, size_t n) {
-  Dl_info info;
-  out[0] = 0;
-  if (!dladdr((void *)cudaGetErrorString, &info) || !info.dli_fname || !strchr(info.dli_fname, '/')) return;
-  char path[4096];
-  snprintf(path, sizeof path, "%s", info.dli_fname);
-  snprintf(out, n, "%s", dirname(path));
-}
-
 static void *open_cublas(void) {
-  void *h = dlopen(CUBLAS_SONAME, RTLD_NOW | RTLD_LOCAL);
-  if (h) return h;
-  char first[256], dir[4096], path[4200];
-  snprintf(first, sizeof first, "%s", dlerror());
-  cudart_dir(dir, sizeof dir);
-  if (dir[0]) {
-    snprintf(path, sizeof path, "%s/%s", dir, CUBLAS_SONAME);
-    if ((h = dlopen(path, RTLD_NOW | RTLD_LOCAL))) return h;
-  }
-  snprintf(failure, sizeof failure, "cannot open %s: %s%s%s", CUBLAS_SONAME, first, dir[0] ? "; nor in " : "", dir);
-  return NULL;
+  return mpl_cuda_dlopen(CUBLAS_SONAME, (const void *)cudaGetErrorString, failure, sizeof failure);
 }
 
 #define SYM(field, name)                                                                          \

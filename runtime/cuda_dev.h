@@ -13,7 +13,7 @@
 
 #include <cublas_v2.h>
 #include <cuda.h>
-#include <nvrtc.h>
+#include "cuda_dl.h"
 
 #include "cuda_rt.h"
 

@@ -52,31 +52,31 @@ const char mpl_cuda_emb_src[] = {
 int cudev_nvrtc_fail(nvrtcProgram prog, nvrtcResult r, const char *what, MplErr *err) {
   char log[400] = "";
   size_t n = 0;
-  if (prog && nvrtcGetProgramLogSize(prog, &n) == NVRTC_SUCCESS && n > 1) {
+  if (prog && mpl_nvrtc.log_size(prog, &n) == NVRTC_SUCCESS && n > 1) {
     char *full = mpl_malloc(n);
-    if (full && nvrtcGetProgramLog(prog, full) == NVRTC_SUCCESS) snprintf(log, sizeof log, "%s", full);
+    if (full && mpl_nvrtc.log(prog, full) == NVRTC_SUCCESS) snprintf(log, sizeof log, "%s", full);
     mpl_free(full);
   }
-  if (prog) nvrtcDestroyProgram(&prog);
-  return mpl_errf(err, "NVRTC: %s: %s%s%s", what, nvrtcGetErrorString(r), log[0] ? "\n" : "", log);
+  if (prog) mpl_nvrtc.destroy(&prog);
+  return mpl_errf(err, "NVRTC: %s: %s%s%s", what, mpl_nvrtc.error_string(r), log[0] ? "\n" : "", log);
 }
 
 /* The PTX of a compiled program (*ptx mpl_malloc'd, NUL ended); destroys prog. */
 static int take_ptx(nvrtcProgram prog, char **ptx, MplErr *err) {
   size_t n = 0;
-  NVRTC_CHECK(nvrtcGetPTXSize(prog, &n));
+  NVRTC_CHECK(mpl_nvrtc.ptx_size(prog, &n));
   *ptx = mpl_malloc(n + 1);
   if (!*ptx) {
-    nvrtcDestroyProgram(&prog);
+    mpl_nvrtc.destroy(&prog);
     return mpl_errf(err, "cuda: out of memory");
   }
   (*ptx)[n] = 0;
-  nvrtcResult r = nvrtcGetPTX(prog, *ptx);
-  nvrtcDestroyProgram(&prog);
+  nvrtcResult r = mpl_nvrtc.ptx(prog, *ptx);
+  mpl_nvrtc.destroy(&prog);
   if (r != NVRTC_SUCCESS) {
     mpl_free(*ptx);
     *ptx = NULL;
-    return mpl_errf(err, "NVRTC: nvrtcGetPTX: %s", nvrtcGetErrorString(r));
+    return mpl_errf(err, "NVRTC: nvrtcGetPTX: %s", mpl_nvrtc.error_string(r));
   }
   return MPL_OK;
 }
@@ -85,13 +85,15 @@ int cudev_compile(const char *src, const char *file, const char *what, const cha
                   char **ptx, char *log, size_t logn, MplErr *err) {
   *ptx = NULL;
   if (logn) log[0] = 0;
+  char why[700];
+  if (mpl_nvrtc_load((const void *)cudaGetErrorString, why, sizeof why)) return mpl_errf(err, "%s", why);
   nvrtcProgram prog = NULL;
-  NVRTC_CHECK(nvrtcCreateProgram(&prog, src, file, 0, NULL, NULL));
-  nvrtcResult r = nvrtcCompileProgram(prog, nopts, opts);
+  NVRTC_CHECK(mpl_nvrtc.create(&prog, src, file, 0, NULL, NULL));
+  nvrtcResult r = mpl_nvrtc.compile(prog, nopts, opts);
   size_t n = 0;
-  if (logn && nvrtcGetProgramLogSize(prog, &n) == NVRTC_SUCCESS && n > 1) {
+  if (logn && mpl_nvrtc.log_size(prog, &n) == NVRTC_SUCCESS && n > 1) {
     char *full = mpl_malloc(n);
-    if (full && nvrtcGetProgramLog(prog, full) == NVRTC_SUCCESS) snprintf(log, logn, "%s", full);
+    if (full && mpl_nvrtc.log(prog, full) == NVRTC_SUCCESS) snprintf(log, logn, "%s", full);
     mpl_free(full);
   }
   if (r != NVRTC_SUCCESS) {

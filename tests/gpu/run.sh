@@ -70,7 +70,7 @@ fi
 # ---- 1. the CUDA-only mplrun ---------------------------------------------------------
 # Without make: the same compile as the Makefile's cuda-only target, by hand.
 build_by_hand() {
-  local o=$GB/cuda-only/obj defs="-DMPL_HAVE_CUDA -DMPL_CUDA_ONLY" libs="-lnvrtc -lcudart -ldl"
+  local o=$GB/cuda-only/obj defs="-DMPL_HAVE_CUDA -DMPL_CUDA_ONLY" libs="-lcudart -ldl"
   if [ -n "$NCCL_INC" ] && [ -n "$NCCL_SO" ]; then
     defs="$defs -DMPL_HAVE_NCCL -I$NCCL_INC"; libs="$libs -L$(dirname "$NCCL_SO") -Wl,-rpath,$(dirname "$NCCL_SO") -l:$(basename "$NCCL_SO")"
   fi

@@ -16,9 +16,11 @@
  *    split params staged through the host) included;
  *  - the optimizer kernels (mpl_cuda_optim_src) compile with NVRTC without a warning and
  *    have every entry point;
- *  - cuBLAS is opened at run time, not linked (runtime/cublas_dl.c): mplc and mplrun do not
- *    need it, this process has not mapped it until mpl_cublas_load, which then fills every
- *    function from it (its status strings; without a GPU its cublasCreate's own error).
+ *  - cuBLAS and NVRTC are opened at run time, not linked (runtime/cublas_dl.c, cuda_dl.c):
+ *    mplc and mplrun need neither, this process has mapped neither until its load, which then
+ *    fills every function from the library (cuBLAS's status strings, NVRTC's error strings;
+ *    without a GPU cublasCreate's own error); a library that is not there is named, with
+ *    both places looked in.
  * Run from the repository root (tests/run.sh does); mplc and mplrun are found next to this
  * binary's folder. Built without CUDA, it checks the "built without CUDA" answers only.
  */
@@ -127,6 +129,7 @@ START_TEST(test_cublas_opened_at_run_time) {
     ck_assert_int_eq(run_cmd(cmd, out, sizeof out), 0);
     ck_assert_msg(strstr(out, "(NEEDED)") != NULL, "%s", out); /* readelf read it */
     ck_assert_msg(!strstr(out, "libcublas"), "%s links cuBLAS:\n%s", i ? "mplc" : "mplrun", out);
+    ck_assert_msg(!strstr(out, "libnvrtc"), "%s links NVRTC:\n%s", i ? "mplc" : "mplrun", out);
   }
   ck_assert_msg(!mapped("libcublas"), "libcublas is mapped before mpl_cublas_load");
   MplErr err = {{0}};
@@ -144,6 +147,26 @@ START_TEST(test_cublas_opened_at_run_time) {
     cublasStatus_t st = mpl_cublas.create(&h); /* the library's own answer without a device */
     ck_assert_msg(st == CUBLAS_STATUS_NOT_INITIALIZED, "cublasCreate without a GPU: %d", (int)st);
   }
+#endif
+}
+END_TEST
+
+START_TEST(test_nvrtc_opened_at_run_time) {
+#ifdef MPL_HAVE_CUDA
+  ck_assert_msg(!mapped("libnvrtc"), "libnvrtc is mapped before mpl_nvrtc_load");
+  char why[1024] = "";
+  ck_assert_msg(mpl_nvrtc_load(NULL, why, sizeof why) == 0, "%s", why);
+  ck_assert(mapped("libnvrtc"));
+  ck_assert(mpl_nvrtc.create && mpl_nvrtc.compile && mpl_nvrtc.destroy && mpl_nvrtc.log_size && mpl_nvrtc.log &&
+            mpl_nvrtc.ptx_size && mpl_nvrtc.ptx && mpl_nvrtc.error_string);
+  ck_assert_str_eq(mpl_nvrtc.error_string(NVRTC_SUCCESS), "NVRTC_SUCCESS"); /* the library's own text */
+  ck_assert_str_eq(mpl_nvrtc.error_string(NVRTC_ERROR_COMPILATION), "NVRTC_ERROR_COMPILATION");
+  /* a library that is not there: both places named, nothing opened */
+  char miss[1024] = "";
+  ck_assert_ptr_null(mpl_cuda_dlopen("libmpl-no-such-lib.so.7", (const void *)cudaGetErrorString, miss, sizeof miss));
+  ck_assert_msg(strstr(miss, "cannot open libmpl-no-such-lib.so.7") && strstr(miss, "; nor in /"), "%s", miss);
+  ck_assert_ptr_null(mpl_cuda_dlopen("libmpl-no-such-lib.so.7", NULL, miss, sizeof miss));
+  ck_assert_msg(strstr(miss, "cannot open libmpl-no-such-lib.so.7") && !strstr(miss, "nor in"), "%s", miss);
 #endif
 }
 END_TEST
@@ -461,6 +484,7 @@ static Suite *cuda_suite(void) {
   tcase_set_timeout(tc, 600);
   tcase_add_test(tc, test_backend_links);
   tcase_add_test(tc, test_cublas_opened_at_run_time);
+  tcase_add_test(tc, test_nvrtc_opened_at_run_time);
   tcase_add_test(tc, test_no_device_fails_cleanly);
   tcase_add_test(tc, test_mplrun_devices_cuda_fails_at_once);
   tcase_add_test(tc, test_nvrtc_compiles_every_example);

@@ -1,0 +1,37 @@
+/*
+ * cuda_dl.h — CUDA libraries opened when first needed, not linked (cuda_dl.c): NVRTC, for
+ * mplc (a job's PTX) and mplrun (kernels compiled on the GPU machine), and the opening
+ * itself, which cublas_dl.c shares. Only with MPL_HAVE_CUDA.
+ */
+#ifndef MPL_CUDA_DL_H
+#define MPL_CUDA_DL_H
+#ifdef MPL_HAVE_CUDA
+
+#include <nvrtc.h>
+#include <stddef.h>
+
+/* Opens the library `soname` (RTLD_NOW | RTLD_LOCAL): the loader's search path (the binary's
+ * run path included) first, then the folder of the library that holds the address `beside`
+ * (NULL: none). NULL on failure, with both reasons in err. */
+void *mpl_cuda_dlopen(const char *soname, const void *beside, char *err, size_t errlen);
+
+/* The NVRTC functions MPL calls, each with nvrtc.h's prototype. */
+typedef struct MplNvrtc {
+  nvrtcResult (*create)(nvrtcProgram *, const char *, const char *, int, const char *const *, const char *const *);
+  nvrtcResult (*compile)(nvrtcProgram, int, const char *const *);
+  nvrtcResult (*destroy)(nvrtcProgram *);
+  nvrtcResult (*log_size)(nvrtcProgram, size_t *);
+  nvrtcResult (*log)(nvrtcProgram, char *);
+  nvrtcResult (*ptx_size)(nvrtcProgram, size_t *);
+  nvrtcResult (*ptx)(nvrtcProgram, char *);
+  const char *(*error_string)(nvrtcResult);
+} MplNvrtc;
+extern MplNvrtc mpl_nvrtc;
+
+/* Opens libnvrtc.so.<major> and fills mpl_nvrtc, once per process (thread-safe; `beside` as
+ * for mpl_cuda_dlopen, taken from the first call): 0, or -1 with the reason in err (every later
+ * call gives the same answer). */
+int mpl_nvrtc_load(const void *beside, char *err, size_t errlen);
+
+#endif
+#endif
