@@ -297,7 +297,7 @@ typedef struct KernelCode {
   char *ptx;                        /* its PTX from NVRTC; NULL in a build without CUDA */
   size_t ptx_len;
 } KernelCode;
-/* Both emitters over ks, everything in a (PTX for gpu_arch, e.g. "sm_90"). 0, or 1 after
+/* Both emitters over ks, everything in a (PTX for gpu_arch, e.g. "sm_90"; none for NULL). 0, or 1 after
  * a diagnostic. */
 int cg_kernels(Diag *d, Arena *a, const KernelSet *ks, const char *gpu_arch, KernelCode *out);
 

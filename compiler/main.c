@@ -25,6 +25,11 @@
 #include <unistd.h>
 
 #define MPLC_VERSION "0.1"
+#ifdef MPL_HAVE_CUDA
+#define MPLC_CUDA_NOTE "CUDA: PTX with --gpu-arch, through NVRTC"
+#else
+#define MPLC_CUDA_NOTE "built without CUDA"
+#endif
 
 /* ORDER: none. Every --emit=NAME the driver knows. */
 #define EMITS(X) X(NONE, "") X(AST, "ast") X(GRAPH, "graph") X(GRAD, "grad") X(PARTITION, "partition") \
@@ -53,7 +58,7 @@ static void usage(FILE *out) {
           "usage: mplc FILE.mpl [-o JOB] [--emit=ast|graph|grad|partition|schedule|plan|kernels|cuda|llvm|dot]\n"
           "            [--mesh pp=4,tp=2,dp=1] [--schedule NAME] [--microbatches N] [-D NAME=V]... [-I DIR]...\n"
           "            [--mem-limit BYTES[K|M|G]] [--device-speed S0,S1,...] [--profile FILE.json]\n"
-          "            [--gpu-arch sm_90] [--allow-gather] [--precision f32|tf32|bf16]\n"
+          "            [--gpu-arch sm_NN] [--allow-gather] [--precision f32|tf32|bf16]\n"
           "            [--no-fused-sdpa] [--no-fused-ce] [--no-remat] [--no-bf16-storage] [-h|--help] [--version]\n");
 }
 
@@ -159,6 +164,15 @@ static const char *parse_precision(const char *s) {
   fail(2, "--precision %s: expected f32, tf32 or bf16", s);
 }
 
+/* "sm_NN" or "compute_NN" (NN: two or three digits, e.g. sm_80, sm_90, sm_100). */
+static const char *parse_gpu_arch(const char *s) {
+  const char *d = !strncmp(s, "sm_", 3) ? s + 3 : !strncmp(s, "compute_", 8) ? s + 8 : NULL;
+  size_t n = d ? strspn(d, "0123456789") : 0;
+  if (!d || n < 2 || n > 3 || (d[n] && !(d[n] == 'a' && !d[n + 1])))
+    fail(2, "--gpu-arch %s: expected sm_NN or compute_NN (e.g. sm_80, sm_90)", s);
+  return s;
+}
+
 static Emit parse_emit(const char *s) {
   for (int e = EMIT_AST; e <= EMIT_DOT; e++)
     if (!strcmp(s, emit_names[e])) return (Emit)e;
@@ -169,7 +183,7 @@ static void parse_options(Arena *a, int argc, char **argv, Options *o) {
   for (int i = 1; i < argc; i++) {
     const char *arg = argv[i], *v;
     if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) { usage(stdout); exit(0); }
-    if (!strcmp(arg, "--version")) { printf("mplc %s (MPL language contract v1)\n", MPLC_VERSION); exit(0); }
+    if (!strcmp(arg, "--version")) { printf("mplc %s (MPL language contract v2; %s)\n", MPLC_VERSION, MPLC_CUDA_NOTE); exit(0); }
     if ((v = flag_value(argc, argv, &i, "-o"))) o->output = v;
     else if ((v = flag_value(argc, argv, &i, "--emit"))) o->emit = parse_emit(v);
     else if ((v = flag_value(argc, argv, &i, "--mesh"))) { parse_mesh(v, &o->co.mesh); o->co.mesh_set = true; }
@@ -178,7 +192,7 @@ static void parse_options(Arena *a, int argc, char **argv, Options *o) {
     else if ((v = flag_value(argc, argv, &i, "--mem-limit"))) o->co.mem_limit = parse_bytes(v);
     else if ((v = flag_value(argc, argv, &i, "--device-speed"))) parse_speeds(a, v, &o->co);
     else if ((v = flag_value(argc, argv, &i, "--profile"))) o->co.profile = v;
-    else if ((v = flag_value(argc, argv, &i, "--gpu-arch"))) o->co.gpu_arch = v;
+    else if ((v = flag_value(argc, argv, &i, "--gpu-arch"))) o->co.gpu_arch = parse_gpu_arch(v);
     else if ((v = flag_value(argc, argv, &i, "--precision"))) o->co.precision = parse_precision(v);
     else if (!strcmp(arg, "--allow-gather")) o->co.allow_gather = true;
     else if (!strcmp(arg, "--no-fused-sdpa")) o->co.no_fused_sdpa = true;
@@ -264,7 +278,7 @@ static int finish(Arena *a, int code) {
 int main(int argc, char **argv) {
   Arena arena;
   arena_init(&arena);
-  Options o = {.co = {.gpu_arch = "sm_90"}};
+  Options o = {0};
   parse_options(&arena, argc, argv, &o);
   o.co.stdlib_dir = find_stdlib(&arena);
   Diag diag;

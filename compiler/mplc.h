@@ -409,7 +409,7 @@ typedef struct CompileOptions {
   const double *device_speed; /* --device-speed: one relative speed per pipeline rank, or NULL */
   int ndevice_speed;
   const char *profile;     /* --profile FILE.json, or NULL */
-  const char *gpu_arch;    /* --gpu-arch, default "sm_90" */
+  const char *gpu_arch;    /* --gpu-arch: PTX for it in the job; NULL: none */
   bool allow_gather;       /* --allow-gather: tp may all-gather split values (shard.c) */
   const char *precision;   /* --precision: f32, tf32 or bf16 (the driver checks it), or NULL */
   bool no_fused_sdpa;      /* --no-fused-sdpa: sdpa lowered to matmuls and a softmax (sema_lower.c) */

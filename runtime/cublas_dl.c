@@ -32,7 +32,7 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static char failure[512]; /* empty: loaded */
 
 static void *open_cublas(void) {
-  return mpl_cuda_dlopen(CUBLAS_SONAME, (const void *)cudaGetErrorString, failure, sizeof failure);
+  return mpl_dlopen_cuda_lib(CUBLAS_SONAME, (const void *)cudaGetErrorString, failure, sizeof failure);
 }
 
 #define SYM(field, name)                                                                          \

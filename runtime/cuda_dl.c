@@ -4,7 +4,7 @@
  * -lnvrtc: 39 ms a run against 4 ms without, on a 2-core Zen 4 VM), paid by CPU compiles and
  * runs that never compile CUDA, by each rank of an mpirun, and by the test suite's thousands
  * of starts. Both binaries keep the toolkit's lib64 in their run path, so the loader finds the
- * library where the build found it. mpl_cuda_dlopen is the opening shared with cublas_dl.c.
+ * library where the build found it. mpl_dlopen_cuda_lib is the opening shared with cublas_dl.c.
  *
  * Invariants: mpl_nvrtc is written once, inside pthread_once, before any load returns 0; after
  * a failed load every later one fails with the same message; the library is never closed.
@@ -23,7 +23,7 @@
 #include <stdio.h>
 #include <string.h>
 
-void *mpl_cuda_dlopen(const char *soname, const void *beside, char *err, size_t errlen) {
+void *mpl_dlopen_cuda_lib(const char *soname, const void *beside, char *err, size_t errlen) {
   void *h = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
   if (h) return h;
   char first[512], dir[4096] = "";
@@ -58,7 +58,7 @@ static char failure[640]; /* empty: loaded */
 static void load_once(void) {
   char soname[64];
   snprintf(soname, sizeof soname, "libnvrtc.so.%d", CUDA_VERSION / 1000);
-  void *h = mpl_cuda_dlopen(soname, search_beside, failure, sizeof failure);
+  void *h = mpl_dlopen_cuda_lib(soname, search_beside, failure, sizeof failure);
   if (!h) return;
   SYM(create, "nvrtcCreateProgram");
   SYM(compile, "nvrtcCompileProgram");

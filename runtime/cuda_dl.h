@@ -13,7 +13,7 @@
 /* Opens the library `soname` (RTLD_NOW | RTLD_LOCAL): the loader's search path (the binary's
  * run path included) first, then the folder of the library that holds the address `beside`
  * (NULL: none). NULL on failure, with both reasons in err. */
-void *mpl_cuda_dlopen(const char *soname, const void *beside, char *err, size_t errlen);
+void *mpl_dlopen_cuda_lib(const char *soname, const void *beside, char *err, size_t errlen);
 
 /* The NVRTC functions MPL calls, each with nvrtc.h's prototype. */
 typedef struct MplNvrtc {
@@ -29,7 +29,7 @@ typedef struct MplNvrtc {
 extern MplNvrtc mpl_nvrtc;
 
 /* Opens libnvrtc.so.<major> and fills mpl_nvrtc, once per process (thread-safe; `beside` as
- * for mpl_cuda_dlopen, taken from the first call): 0, or -1 with the reason in err (every later
+ * for mpl_dlopen_cuda_lib, taken from the first call): 0, or -1 with the reason in err (every later
  * call gives the same answer). */
 int mpl_nvrtc_load(const void *beside, char *err, size_t errlen);
 

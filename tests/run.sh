@@ -15,6 +15,10 @@ jobs=${MPL_TEST_JOBS:-$(nproc 2>/dev/null || echo 2)}
 [ "$jobs" -gt 4 ] && jobs=4
 [ "$jobs" -lt 1 ] && jobs=1
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+# the suites' Python: python3 resolved once to the interpreter (a shim such as pyenv's costs
+# 0.35 s a call, and the suites call it hundreds of times)
+PYTHON=${PYTHON:-$(python3 -c 'import sys; print(sys.executable)' 2> /dev/null || echo python3)}
+export PYTHON
 TIMED="e2e/plan_vs_run e2e/balance_run"   # suites that must run alone
 # the longest suites start first, so the pool ends together (seconds on a 2-core Zen 4:
 # sanitize 109, fuzz 59, mpi 56, bf16 55, parallel 41, test_cuda 39, random_programs 37,

@@ -71,7 +71,7 @@ else bad "mplc small_gpt"; fi
 
 # ---- --init files ----
 "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --steps 1 --save "$tmp/good.st" > /dev/null 2>&1 || bad "could not make good.st"
-python3 - "$tmp/good.st" "$tmp" <<'EOF' || bad "python: could not make the bad safetensors"
+"$PY" - "$tmp/good.st" "$tmp" <<'EOF' || bad "python: could not make the bad safetensors"
 import json, struct, sys
 src, out = sys.argv[1], sys.argv[2]
 b = open(src, 'rb').read()
@@ -142,6 +142,8 @@ expect_fail "mplc: --microbatches 0" "--microbatches" "$MPLC" tests/e2e/small_gp
 expect_fail "mplc: --schedule bogus" "--schedule bogus" "$MPLC" tests/e2e/small_gpt.mpl --emit=plan --schedule bogus
 expect_fail "mplc: --mem-limit x" "--mem-limit" "$MPLC" tests/e2e/small_gpt.mpl --emit=plan --mem-limit x
 expect_fail "mplc: unknown flag" "unknown option '--bogus'" "$MPLC" tests/e2e/small_gpt.mpl --bogus
+expect_fail "mplc: --gpu-arch bogus" "--gpu-arch bogus: expected sm_NN" "$MPLC" tests/e2e/small_gpt.mpl --gpu-arch bogus -o "$tmp/arch.job"
+no_file "mplc: --gpu-arch bogus" "$tmp/arch.job"
 expect_fail "mplc: missing input" "nosuch.mpl" "$MPLC" "$tmp/nosuch.mpl" -o "$tmp/x.job"
 expect_fail "mplc: a directory as input" "cannot read|directory" "$MPLC" "$tmp" -o "$tmp/x.job"
 expect_fail "mplc: no input" "no input file" "$MPLC"

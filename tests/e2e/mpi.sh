@@ -57,7 +57,7 @@ losses() { grep -o '^step [0-9]*/[0-9]* | loss [^ ]*' "$1"; }
 # the worst tensor of a stcompare.py output: "NAME REL_ERR"
 worst() { awk '/max rel err/ { if ($NF + 0 >= w) { w = $NF + 0; n = $2 } } END { sub(/:$/, "", n); printf "%s %.2g", n, w }' "$1"; }
 near() { # label, file a, reference b: within 1e-5 relative error per tensor
-  if python3 tests/tools/stcompare.py "$2" "$3" 1e-5 > "$2.cmp"; then ok "$1 within 1e-5 (worst $(worst "$2.cmp"))"
+  if "$PY" tests/tools/stcompare.py "$2" "$3" 1e-5 > "$2.cmp"; then ok "$1 within 1e-5 (worst $(worst "$2.cmp"))"
   else bad "$1: $(grep FAIL "$2.cmp" | head -n 3 | tr '\n' ' ')"; fi
 }
 
@@ -129,7 +129,7 @@ fi
 
 # ---- trace and metrics ----
 if mpi obs 2 "$tmp/lm.job" "${D[@]}" --steps 3 --trace "$tmp/t.json" --metrics "$tmp/m.jsonl"; then
-  if python3 - "$tmp/t.json" "$tmp/m.jsonl" > "$tmp/py.out" 2>&1 <<'EOF'
+  if "$PY" - "$tmp/t.json" "$tmp/m.jsonl" > "$tmp/py.out" 2>&1 <<'EOF'
 import json, sys
 ev = json.load(open(sys.argv[1]))
 tids = {e["tid"] for e in ev if e.get("ph") == "X"}

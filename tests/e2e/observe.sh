@@ -30,7 +30,7 @@ for s in 1f1b zb; do
     bad "mplrun --trace ($s): $(tail -n 3 "$tmp/run.log")"; continue
   fi
   # python prints one "ok ..." or "FAIL ..." line per check
-  python3 - "$tmp/t_$s.json" "$tmp/m_$s.jsonl" "$s" > "$tmp/py.out" 2>&1 <<'EOF'
+  "$PY" - "$tmp/t_$s.json" "$tmp/m_$s.jsonl" "$s" > "$tmp/py.out" 2>&1 <<'EOF'
 import json, math, sys
 trace_path, metrics_path, sched = sys.argv[1], sys.argv[2], sys.argv[3]
 def check(cond, what):
@@ -93,7 +93,7 @@ if rewrite tests/e2e/tiny_lm.mpl "$tmp/lm_z.mpl" 's/^  seed = 11$/  seed = 11\n 
     model=tests/e2e/tiny_lm.mpl; [ $z = 1 ] && model=$tmp/lm_z.mpl
     if "$MPLC" "$model" --mesh dp=2,tp=2 -o "$tmp/mesh$z.job" &&
        "$MPLRUN" "$tmp/mesh$z.job" --data "$tmp/tiny.bin" --steps 2 -q --trace "$tmp/mt$z.json" --comm-stats "$tmp/mc$z.jsonl" > "$tmp/mesh.log" 2>&1; then
-      python3 - "$tmp/mt$z.json" "$tmp/mc$z.jsonl" "$z" > "$tmp/py.out" 2>&1 <<'EOF'
+      "$PY" - "$tmp/mt$z.json" "$tmp/mc$z.jsonl" "$z" > "$tmp/py.out" 2>&1 <<'EOF'
 import json, sys
 ev = json.load(open(sys.argv[1]))
 ev = ev["traceEvents"] if isinstance(ev, dict) else ev

@@ -3,8 +3,9 @@
 # silu, %, argmax, cumsum, topk, gather, one_hot, conv2d), through the commands users type:
 #  - each program tests/e2e/ops_v2_*.mpl trains one step on the CPU kernels, and its loss
 #    and every gradient match the float64 reference evaluator (test_refstep FILE);
-#  - each compiles to a job (in a CUDA build that is NVRTC compiling its CUDA C: the job
-#    then holds PTX) and trains 3 steps with mplrun to a finite loss;
+#  - each compiles to a job (in a CUDA build with --gpu-arch sm_90 and without: NVRTC
+#    compiles its CUDA C, the job then holds PTX; without, it holds none) and trains 3 steps
+#    with mplrun to a finite loss;
 #  - ops_v2_tp.mpl (the ops on split values) all-gathers nothing in the forward pass, and
 #    its params after 3 steps at tp = 2 and tp = 4 match tp = 1 within 1e-5;
 #  - a gather index out of range and an i32 % 0 met at run time stop mplrun with an error
@@ -12,16 +13,24 @@
 cd "$(dirname "$0")/../.."
 source tests/tools/e2e_lib.sh
 REFSTEP=$BUILD/tests/test_refstep
-cuda=0; "$MPLC" --help 2>&1 | grep -q -- --gpu-arch && ldd "$MPLC" 2>/dev/null | grep -q libnvrtc && cuda=1
+cuda=0; "$MPLC" --version | grep -q 'CUDA: PTX' && cuda=1
+ptx_bytes() { "$MPLRUN" "$1" --inspect | sed -n 's/.*PTX \([0-9]*\) bytes.*/\1/p'; }
 
 for m in tests/e2e/ops_v2_*.mpl; do
   name=$(basename "$m" .mpl)
   if "$REFSTEP" "$m" > "$tmp/$name.ref.log" 2>&1; then ok "$name: loss and gradients match the reference"
   else bad "$name: $(grep -m1 -E 'differ|loss|off by|error' "$tmp/$name.ref.log")"; fi
+  if [ $cuda = 1 ]; then
+    if ! "$MPLC" "$m" --gpu-arch sm_90 -o "$tmp/$name.ptx.job" > "$tmp/$name.log" 2>&1; then bad "$name: mplc --gpu-arch sm_90: $(head -n 2 "$tmp/$name.log")"
+    else ptx=$(ptx_bytes "$tmp/$name.ptx.job")
+      if [ "${ptx:-0}" -gt 0 ]; then ok "$name: --gpu-arch sm_90 compiles (PTX $ptx bytes from NVRTC)"
+      else bad "$name: --gpu-arch sm_90, and the job holds no PTX"; fi
+    fi
+  fi
   if ! "$MPLC" "$m" -o "$tmp/$name.job" > "$tmp/$name.log" 2>&1; then bad "$name: mplc: $(head -n 2 "$tmp/$name.log")"; continue; fi
-  ptx=$("$MPLRUN" "$tmp/$name.job" --inspect | sed -n 's/.*PTX \([0-9]*\) bytes.*/\1/p')
-  if [ $cuda = 0 ] || [ "${ptx:-0}" -gt 0 ]; then ok "$name: compiles (PTX ${ptx:-0} bytes from NVRTC)"
-  else bad "$name: the job holds no PTX"; fi
+  ptx=$(ptx_bytes "$tmp/$name.job")
+  if [ "${ptx:-0}" = 0 ]; then ok "$name: compiles (no --gpu-arch: no PTX)"
+  else bad "$name: no --gpu-arch, yet the job holds PTX ($ptx bytes)"; fi
   if "$MPLRUN" "$tmp/$name.job" --steps 3 --threads 1 --metrics "$tmp/$name.jsonl" > /dev/null 2>> "$tmp/$name.log" &&
      "$PY" - "$tmp/$name.jsonl" <<'PYEOF'
 import json, math, sys

@@ -9,8 +9,8 @@
 #    the loss and every param's gradient with ref_eval (see tests/unit/test_refstep.c
 #    for the tolerances);
 #  - every fourth seed, and each program with a "# compare:" line, also goes through the
-#    commands users type: mplc (which, in a CUDA build, compiles every kernel's CUDA C with
-#    NVRTC) and mplrun for 2 steps to a finite loss; 1 step, --checkpoint, and --resume
+#    commands users type: mplc (in a CUDA build with --gpu-arch, sm_80 and sm_90 in turn:
+#    NVRTC compiles every kernel's CUDA C to PTX) and mplrun for 2 steps to a finite loss; 1 step, --checkpoint, and --resume
 #    to step 2 must give those params bit for bit, and so must mpirun -np PP (one
 #    process per pipeline rank) where mpirun and an MPI build exist;
 #  - a "# compare: pp=P,tp=2 pp=P,dp=2/M" line (params split with @shard at random, plain
@@ -27,6 +27,7 @@
 cd "$(dirname "$0")/../.."
 source tests/tools/e2e_lib.sh
 REFSTEP=$BUILD/tests/test_refstep
+cuda=0; "$MPLC" --version | grep -q 'CUDA: PTX' && cuda=1
 seeds=()
 IFS=, read -r -a ranges <<< "${RANDPROG_SEEDS:-1-12,182}"
 for range in "${ranges[@]}"; do
@@ -49,6 +50,7 @@ train() {
   local p=$1 n=$2 mesh=${3%/*} margs=()
   [ -n "$mesh" ] && margs=(--mesh "$mesh" --allow-gather)
   [[ "$3" == */* ]] && margs+=(--microbatches "${3#*/}")
+  [ "$cuda" = 1 ] && [ -z "$3" ] && margs+=(--gpu-arch "sm_$(( n % 2 ? 80 : 90 ))") # the seed's own mesh
   "$MPLC" "$p" "${margs[@]}" -o "$tmp/p$n.job" > "$tmp/p$n.cerr" 2>&1 &&
     "$MPLRUN" "$tmp/p$n.job" --steps 2 --threads 1 --metrics "$tmp/p$n.jsonl" --save "$tmp/p$n.st" > /dev/null 2>> "$tmp/p$n.cerr" &&
     "$PY" - "$tmp/p$n.jsonl" <<'PYEOF'

@@ -24,6 +24,9 @@ cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 MPLC=$BUILD/mplc MPLRUN=$BUILD/mplrun
 C=tests/gpu/carry
+# the jobs hold PTX for the GPU machine's architecture (H100 and H200: sm_90), so run.sh
+# loads it; NOPTX=1 leaves one job without, so mplrun's own NVRTC compile runs there too
+ARCH=(--gpu-arch "${GPU_ARCH:-sm_90}")
 for t in "$MPLC" "$MPLRUN" examples/data/tiny.bin; do
   [ -e "$t" ] || { echo "prepare: $t is missing (run make first)" >&2; exit 1; }
 done
@@ -38,14 +41,15 @@ compare() {
   local name=$1 model=$2; shift 2
   local init=() flags=${RUNFLAGS:-}
   [ -n "${INIT:-}" ] && init=(--init "$INIT") && flags="${flags:+$flags }--init $INIT"
-  "$MPLC" "$model" "$@" -o "$C/jobs/$name.job"
+  local arch=("${ARCH[@]}"); [ -n "${NOPTX:-}" ] && arch=()
+  "$MPLC" "$model" "$@" ${arch[@]+"${arch[@]}"} -o "$C/jobs/$name.job"
   "$MPLRUN" "$C/jobs/$name.job" ${init[@]+"${init[@]}"} --steps 3 --threads 1 -q --save "$C/ref/$name.safetensors" > /dev/null
   printf 'compare\t%s\t%s\t%s\n' "$name" "jobs/$name.job" "$flags" >> "$C/checks.tsv"
   echo "prepared $name"
 }
 trains() {
   local name=$1 model=$2; shift 2
-  "$MPLC" "$model" "$@" -o "$C/jobs/$name.job"
+  "$MPLC" "$model" "$@" "${ARCH[@]}" -o "$C/jobs/$name.job"
   printf 'trains\t%s\t%s\t%s\n' "$name" "jobs/$name.job" "${RUNFLAGS:-}" >> "$C/checks.tsv"
   echo "prepared $name"
 }
@@ -57,6 +61,8 @@ for pp in 1 2 4; do
   done
 done
 RUNFLAGS="--devices cuda:0,0" compare gpt_pp2_shared tests/gpu/models/gpt_sgd.mpl --mesh pp=2 --schedule 1f1b
+# no PTX in the job: mplrun compiles its CUDA source with NVRTC for the GPU it finds
+NOPTX=1 compare gpt_pp1_noptx tests/gpu/models/gpt_sgd.mpl --mesh pp=1 --schedule 1f1b
 # data and tensor parallelism on the GPU (ranks share it: device copies, host-summed all-reduce)
 compare gpt_dp2 tests/gpu/models/gpt_sgd.mpl --mesh dp=2
 compare gpt_tp2 tests/gpu/models/gpt_sgd.mpl --mesh tp=2
@@ -117,19 +123,19 @@ echo "prepared $(wc -l < "$C/mpi.tsv") MPI runs"
 
 # the bench GPT configs (tests/bench/gpt.mpl), one pipeline stage
 printf 'small\tjobs/bench_small.job\t384\t6\t6\t256\t8\n' > "$C/bench.tsv"
-"$MPLC" tests/bench/gpt.mpl -o "$C/jobs/bench_small.job"
+"$MPLC" tests/bench/gpt.mpl "${ARCH[@]}" -o "$C/jobs/bench_small.job"
 printf 'wide\tjobs/bench_wide.job\t768\t4\t12\t512\t4\n' >> "$C/bench.tsv"
-"$MPLC" tests/bench/gpt.mpl -D d=768 -D layers=4 -D heads=12 -D ctx=512 -D batch=4 -o "$C/jobs/bench_wide.job"
+"$MPLC" tests/bench/gpt.mpl -D d=768 -D layers=4 -D heads=12 -D ctx=512 -D batch=4 "${ARCH[@]}" -o "$C/jobs/bench_wide.job"
 echo "prepared bench jobs"
 
 # precision (issue 14): the GPU test GPT in bf16 and tf32, and the CPU's loss curves over 20
 # steps in bf16 and in f32, which tests/gpu/run.sh compares the GPU's bf16 curve with
-"$MPLC" tests/gpu/models/gpt_sgd.mpl --precision bf16 -o "$C/jobs/gpt_bf16.job"
-"$MPLC" tests/gpu/models/gpt_sgd.mpl --precision tf32 -o "$C/jobs/gpt_tf32.job"
+"$MPLC" tests/gpu/models/gpt_sgd.mpl --precision bf16 "${ARCH[@]}" -o "$C/jobs/gpt_bf16.job"
+"$MPLC" tests/gpu/models/gpt_sgd.mpl --precision tf32 "${ARCH[@]}" -o "$C/jobs/gpt_tf32.job"
 "$MPLRUN" "$C/jobs/gpt_bf16.job" --steps 20 --threads 1 -q --metrics "$C/ref/gpt_bf16_cpu.jsonl" > /dev/null
 "$MPLRUN" "$C/jobs/gpt_pp1_1f1b.job" --steps 20 --threads 1 -q --metrics "$C/ref/gpt_f32_cpu.jsonl" > /dev/null
 for t in bf16 f16; do
-  "$MPLC" tests/e2e/half_$t.mpl --mesh pp=1 -o "$C/jobs/half_$t.job"
+  "$MPLC" tests/e2e/half_$t.mpl --mesh pp=1 "${ARCH[@]}" -o "$C/jobs/half_$t.job"
   "$MPLRUN" "$C/jobs/half_$t.job" --steps 10 --threads 1 -q --metrics "$C/ref/half_${t}_cpu.jsonl" > /dev/null
 done
 echo "prepared the bf16 GPT and its CPU loss curves"
@@ -137,7 +143,7 @@ echo "prepared the bf16 GPT and its CPU loss curves"
 g2=(-D vocab=50257 -D d=768 -D layers=12 -D heads=12 -D ctx=1024 -D batch=8)
 : > "$C/gpt2.tsv"
 for p in f32 tf32 bf16; do
-  "$MPLC" tests/bench/gpt.mpl "${g2[@]}" --precision $p -o "$C/jobs/gpt2_$p.job"
+  "$MPLC" tests/bench/gpt.mpl "${g2[@]}" --precision $p "${ARCH[@]}" -o "$C/jobs/gpt2_$p.job"
   "$MPLC" tests/bench/gpt.mpl "${g2[@]}" --precision $p --emit=plan > "$C/gpt2_$p.plan"
   arena=$(awk '/arena \(peak\)/ { print $3; exit }' "$C/gpt2_$p.plan")
   state=$(awk '/optimizer state/ { o = $3 } /update scratch/ { s = $3 } END { printf "%.0f", o + s }' "$C/gpt2_$p.plan")

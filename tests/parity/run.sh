@@ -14,7 +14,7 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 pass=0; fail=0
 ok() { pass=$((pass + 1)); echo "ok   $*"; }
 bad() { fail=$((fail + 1)); echo "FAIL $*"; }
-PY=$(command -v python3 || command -v /usr/bin/python3)
+PY=${PYTHON:-$(command -v python3 || command -v /usr/bin/python3)}
 
 want_loss=$(cat "$dir/expected_loss.txt")
 for pp in 1 2; do

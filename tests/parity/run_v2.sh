@@ -32,7 +32,7 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 pass=0; fail=0
 ok() { pass=$((pass + 1)); echo "ok   $*"; }
 bad() { fail=$((fail + 1)); echo "FAIL $*"; }
-PY=$(command -v python3 || command -v /usr/bin/python3)
+PY=${PYTHON:-$(command -v python3 || command -v /usr/bin/python3)}
 only=("$@")
 
 # check NAME MODEL [mplc flags...]: 3 steps of tests/parity/v2/MODEL.mpl against PyTorch

@@ -6,7 +6,9 @@
 set -u
 BUILD=${BUILD:-build}
 MPLC=$BUILD/mplc MPLRUN=$BUILD/mplrun
-PY=${PYTHON:-python3}
+# (python3 resolved to the interpreter itself once: a version manager's shim, pyenv's,
+# costs 0.35 s a call, and the suites make hundreds; tests/run.sh does it for them all)
+PY=${PYTHON:-$(python3 -c 'import sys; print(sys.executable)' 2> /dev/null || echo python3)}
 export MPL_STDLIB=$PWD/stdlib
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 pass=0; fail=0

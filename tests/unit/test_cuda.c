@@ -81,15 +81,17 @@ static int run_cmd(const char *cmd, char *out, size_t n) {
 }
 
 /* Compiles model into tmp_dir/NAME.job with mplc; returns the path (static buffer). */
-static const char *compile(const char *model, const char *name) {
+static const char *compile_flags(const char *model, const char *name, const char *flags) {
   static char job[PATH_MAX + 80];
   char cmd[4 * PATH_MAX], out[8192];
   snprintf(job, sizeof job, "%s/%.64s.job", tmp_dir, name);
-  snprintf(cmd, sizeof cmd, "'%s/mplc' '%s' -o '%s'", build_dir, model, job);
+  snprintf(cmd, sizeof cmd, "'%s/mplc' '%s' %s -o '%s'", build_dir, model, flags, job);
   int rc = run_cmd(cmd, out, sizeof out);
   ck_assert_msg(rc == 0, "mplc %s failed: %s", model, out);
   return job;
 }
+
+static const char *compile(const char *model, const char *name) { return compile_flags(model, name, ""); }
 
 static bool have_gpu(void) {
   int n;
@@ -163,9 +165,9 @@ START_TEST(test_nvrtc_opened_at_run_time) {
   ck_assert_str_eq(mpl_nvrtc.error_string(NVRTC_ERROR_COMPILATION), "NVRTC_ERROR_COMPILATION");
   /* a library that is not there: both places named, nothing opened */
   char miss[1024] = "";
-  ck_assert_ptr_null(mpl_cuda_dlopen("libmpl-no-such-lib.so.7", (const void *)cudaGetErrorString, miss, sizeof miss));
+  ck_assert_ptr_null(mpl_dlopen_cuda_lib("libmpl-no-such-lib.so.7", (const void *)cudaGetErrorString, miss, sizeof miss));
   ck_assert_msg(strstr(miss, "cannot open libmpl-no-such-lib.so.7") && strstr(miss, "; nor in /"), "%s", miss);
-  ck_assert_ptr_null(mpl_cuda_dlopen("libmpl-no-such-lib.so.7", NULL, miss, sizeof miss));
+  ck_assert_ptr_null(mpl_dlopen_cuda_lib("libmpl-no-such-lib.so.7", NULL, miss, sizeof miss));
   ck_assert_msg(strstr(miss, "cannot open libmpl-no-such-lib.so.7") && !strstr(miss, "nor in"), "%s", miss);
 #endif
 }
@@ -260,7 +262,7 @@ START_TEST(test_nvrtc_compiles_every_example) {
     for (size_t i = 0; i < g.gl_pathc; i++) {
       char name[64];
       snprintf(name, sizeof name, "m%d_%zu", p, i);
-      const char *path = compile(g.gl_pathv[i], name);
+      const char *path = compile_flags(g.gl_pathv[i], name, "--gpu-arch sm_90");
       char jerr[512] = "";
       Job *job = job_read(path, jerr, sizeof jerr);
       ck_assert_msg(job != NULL, "%s: %s", g.gl_pathv[i], jerr);
@@ -271,6 +273,14 @@ START_TEST(test_nvrtc_compiles_every_example) {
         ck_assert_msg(cg_nvrtc_compile(job->kernels.cuda_src, "sm_80", &ptx, &len, err, sizeof err) == 0, "%s", err);
         ck_assert(strstr(ptx, ".target sm_80") != NULL);
         free(ptx);
+        /* without --gpu-arch: the same kernels and source, no PTX */
+        Job *plain = job_read(compile(g.gl_pathv[i], "plain"), jerr, sizeof jerr);
+        ck_assert_msg(plain != NULL, "%s", jerr);
+        ck_assert_int_eq(plain->kernels.nkernels, job->kernels.nkernels);
+        ck_assert(plain->kernels.cuda_src_len == job->kernels.cuda_src_len &&
+                  !memcmp(plain->kernels.cuda_src, job->kernels.cuda_src, job->kernels.cuda_src_len));
+        ck_assert_msg(plain->kernels.ptx_len == 0, "PTX without --gpu-arch");
+        job_free(plain);
       }
       job_free(job);
       models++;
