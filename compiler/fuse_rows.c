@@ -109,13 +109,16 @@ static bool same_rows(const Shape *dom, const bool *red, const Shape *gdom, cons
 
 /*
  * Every read of v in the group's kernel is in the row being computed: what reads v here,
- * and what reads those in turn up to the reductions, are elementwise ops and reshapes of
- * the domain's size (the same element) and reductions over the group's rows (the row
- * itself); a transpose, a slice or an index op could read v in another row.
+ * and what reads those in turn, are elementwise ops and reshapes of the domain's size (the
+ * same element) or of the rows' number (a row statistic and what is computed from it: the
+ * same row), and reductions over the group's rows (the row itself); a transpose, a slice or
+ * an index op could read v in another row. The walk goes on past the reductions: a slice
+ * of a layer norm's output reads its statistics in another row, and so, through their
+ * loops, v there (random program 933: t4[:, 1:2, :] of a residual around rmsnorm).
  */
 static bool row_local(Rows *rw, int v) {
   const Fuse *f = rw->f;
-  int64_t numel = shape_numel(&rw->gr->dom);
+  int64_t numel = shape_numel(&rw->gr->dom), nrow = fuse_kept_numel(&rw->gr->dom, rw->gr->red);
   int n = 0;
   memset(rw->seen, 0, (size_t)rw->nv);
   rw->stack[n++] = v;
@@ -137,11 +140,12 @@ static bool row_local(Rows *rw, int v) {
         bool red[MPL_MAX_RANK];
         fuse_red_spec(f, uo, &dom, red);
         if (!same_rows(&dom, red, &rw->gr->dom, rw->gr->red)) return false;
-        if (uo->kind == OP_SOFTMAX || uo->kind == OP_LOG_SOFTMAX || uo->kind == OP_CE_GRAD) rw->stack[n++] = u; /* per element */
+        rw->stack[n++] = u; /* its result, per element or per row, read in the same row only */
         continue;
       }
       bool same = uo->kind == OP_RESHAPE || (op_info[uo->kind].cls == OPC_E && !(f->view[u] && !f->mat[u]));
-      if (!same || shape_numel(&uo->shape) != numel) return false;
+      int64_t un = shape_numel(&uo->shape);
+      if (!same || (un != numel && un != nrow)) return false;
       rw->stack[n++] = u;
     }
   }

@@ -85,7 +85,7 @@ have_torch=0
 if [ -x "$TORCH_PYTHON" ] && "$TORCH_PYTHON" -c "import torch" 2>/dev/null; then have_torch=1; fi
 torch_blas="-"
 
-# run_torch "ARGS" THREADS given|tuned: sets torch_ms
+# run_torch "ARGS" THREADS given|tuned: sets torch_ms and torch_cores (its CPU time over its wall time)
 run_torch() {
   local args=$1 th=$2 mode=$3 out budget=8
   [ "$quick" = 1 ] && budget=1
@@ -94,8 +94,9 @@ run_torch() {
   [ "$mode" = tuned ] && envs+=(OPENBLAS_CORETYPE=Cooperlake OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=$th)
   # shellcheck disable=SC2086
   out=$(env "${envs[@]}" "$TORCH_PYTHON" tests/bench/torch_gpt.py bench $args threads=$th warmup=1 steps=20 \
-        budget=$budget 2> "$tmp/torch.err") || { echo "bench: torch $args failed: $(tail -n 3 "$tmp/torch.err")" >&2; torch_ms=nan; return; }
+        budget=$budget 2> "$tmp/torch.err") || { echo "bench: torch $args failed: $(tail -n 3 "$tmp/torch.err")" >&2; torch_ms=nan; torch_cores=nan; return; }
   torch_ms=$(echo "$out" | sed -E -n 's/.*"ms_per_step": ?([0-9.eE+-]+).*/\1/p')
+  torch_cores=$(echo "$out" | sed -E -n 's/.*"cores": ?([0-9.eE+-]+).*/\1/p')
   torch_blas=$(echo "$out" | sed -E -n 's/.*"blas": ?"([^"]*)".*/\1/p')
 }
 
@@ -107,13 +108,13 @@ for cfg in "${CONFIGS[@]}"; do
     pp=$n mb=1; [ $n = 2 ] && mb=$mb2
     echo "bench: $name, MPL on $n rank(s)" >&2
     run_mpl "$name" $pp $mb "$flags"
-    g=nan t=nan
+    g=nan t=nan gc=nan
     if [ $have_torch = 1 ]; then
       echo "bench: $name, PyTorch on $n thread(s), as given and tuned" >&2
-      run_torch "$targs" $n given; g=$torch_ms
+      run_torch "$targs" $n given; g=$torch_ms gc=${torch_cores:-nan}
       run_torch "$targs" $n tuned; t=$torch_ms
     fi
-    rows+=("$name $n $mb $tokens $mpl_ms $mpl_flops $g $t")
+    rows+=("$name $n $mb $tokens $mpl_ms $mpl_flops $g $t $gc")
   done
 done
 
@@ -144,7 +145,8 @@ if [ $have_torch = 1 ]; then
 else
   echo "PyTorch: not installed ($TORCH_PYTHON cannot import torch); its columns are empty"
 fi
-echo "n = MPL ranks (pp = n, 1F1B, --threads 1 each) = PyTorch threads; ms per step are medians; x = MPL speed / PyTorch's"
+echo "n = MPL ranks (pp = n, 1F1B, --threads 1 each) = PyTorch's torch.set_num_threads; ms per step are medians; x = MPL speed / PyTorch's"
+echo "cores = the CPU time PyTorch as given used over its wall time (a BLAS's own threads do not heed torch.set_num_threads)"
 printf '%s\n' "${rows[@]}" | awk -v p1="$peak1" -v p2="$peak2" -f tests/bench/table.awk
 awk -v f="$fused_ms" -v l="$lowered_ms" -v fa="$fused_mib" -v la="$lowered_mib" 'BEGIN {
   printf "fused attention, gpt-768 (T 512) on 1 rank: %.1f ms/step fused, %.1f ms/step lowered (--no-fused-sdpa): %.2fx; planned arena %.1f MiB vs %.1f MiB: %.2fx\n",
