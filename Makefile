@@ -174,6 +174,12 @@ $(MPLTOK): $(BUILD)/runtime/mpltok.o $(LIBRT) $(LIBJOB)
 $(TINY_DATA): examples/data/tiny.txt $(MPLTOK)
 	$(MPLTOK) $< $@
 
+# make bench's GEMM peak (tests/bench/gemm_bench.c): built by make test too, so that a change
+# to the GEMM's sources cannot break make bench unseen
+GEMM_BENCH := $(BUILD)/gemm_bench
+$(GEMM_BENCH): tests/bench/gemm_bench.c $(BUILD)/runtime/gemm.o $(BUILD)/runtime/alloc.o $(BUILD)/runtime/sdpa_cpu.o
+	$(CC) $(CFLAGS) -o $@ $^ -ldnnl -lm
+
 $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(LIBCOMP) $(LIBRT) $(LIBJOB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(RT_LIBS) $(LDLIBS)
 
@@ -189,7 +195,7 @@ run-example: all
 	BUILD=$(BUILD) ./tests/run_example.sh
 
 test: deps
-	@$(MAKE) --no-print-directory -j$(JOBS) all $(UNIT_BIN) $(CUDA_ONLY_TEST)
+	@$(MAKE) --no-print-directory -j$(JOBS) all $(UNIT_BIN) $(CUDA_ONLY_TEST) $(GEMM_BENCH)
 	@$(MAKE) --no-print-directory test-all
 test-all: all $(UNIT_BIN)
 	@BUILD=$(BUILD) ./tests/run.sh
@@ -206,7 +212,7 @@ golden-update: all
 bench: deps bench-deps
 	@$(MAKE) --no-print-directory -j$(JOBS) all
 	@$(MAKE) --no-print-directory bench-run
-bench-run: all
+bench-run: all $(GEMM_BENCH)
 	BUILD=$(BUILD) ./tests/bench/bench.sh
 
 asan:

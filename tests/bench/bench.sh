@@ -43,9 +43,8 @@ CONFIGS=(
 )
 
 # ---- GEMM peak ----------------------------------------------------------------------
-echo "bench: building the GEMM benchmark" >&2
-gcc -std=gnu11 -O2 -I. -pthread tests/bench/gemm_bench.c runtime/gemm.c runtime/alloc.c -ldnnl -lm \
-  -o "$BUILD/gemm_bench" || die "cannot build tests/bench/gemm_bench.c"
+# (the Makefile's $(BUILD)/gemm_bench: make bench builds it first, and so does make test)
+make -s BUILD="$BUILD" "$BUILD/gemm_bench" >&2 || die "cannot build tests/bench/gemm_bench.c"
 # The peak is measured before the models and again after them, and the better of the two
 # is kept: a GEMM that shares the cores with anything else reads low.
 measure_peak() {
