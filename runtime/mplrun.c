@@ -37,6 +37,8 @@
 
 #include "exec.h"
 
+#define MPLRUN_VERSION "0.1"
+
 typedef struct Cli {
   const char *job_path;
   const char *devices;
@@ -58,7 +60,7 @@ static void usage(FILE *f) {
         "                  [--val FILE] [--init FILE.safetensors] [--save FILE.safetensors] [--checkpoint DIR]\n"
         "                  [--checkpoint-every N] [--resume DIR] [--trace FILE.json] [--metrics FILE.jsonl]\n"
         "                  [--comm-stats FILE.jsonl] [--profile FILE.json] [--inspect] [--tf32] [--mpi] [-q]\n"
-        "                  [--sample N --prompt TEXT [--temperature T] [--top-k K] [--seed S]]\n"
+        "                  [--sample N --prompt TEXT [--temperature T] [--top-k K] [--seed S]] [--version]\n"
         "  --temperature T    0: greedy; default 1      --top-k K   only the K likeliest (0: all)\n"
         "  --seed S           the sampling seed (default: the job's train seed)\n"
         "  --val FILE         validation data (a token file) replacing the train block's val: the val\n"
@@ -143,11 +145,38 @@ static int apply_flag(Cli *c, const char *f, const char *v) {
   return 0;
 }
 
+/* --version: what this build can run on (the devices and communicators it was built with). */
+static void version(void) {
+  printf("mplrun %s (devices: %s; ranks: threads%s%s)\n", MPLRUN_VERSION,
+#ifdef MPL_CUDA_ONLY
+         "cuda (built for CUDA only)",
+#elif defined(MPL_HAVE_CUDA)
+         "cpu, cuda",
+#else
+         "cpu (built without CUDA)",
+#endif
+#ifdef MPL_HAVE_MPI
+         ", MPI processes",
+#else
+         "",
+#endif
+#ifdef MPL_HAVE_NCCL
+         ", NCCL"
+#else
+         ""
+#endif
+  );
+}
+
 static int parse_args(Cli *c, int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
       usage(stdout);
+      exit(0);
+    }
+    if (!strcmp(a, "--version")) {
+      version();
       exit(0);
     }
     if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) c->run.quiet = true;

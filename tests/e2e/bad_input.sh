@@ -136,6 +136,11 @@ no_file "--trace and --metrics into a missing directory" "$tmp/nodir"
 if compgen -G "$tmp/*.tmp*" > /dev/null; then bad "temp files left in $tmp: $(compgen -G "$tmp/*.tmp*")"; else ok "no temp files left in the work directory"; fi
 
 # ---- mplc ----
+# --version: one line, exit 0, saying what the build has
+if v=$("$MPLC" --version 2>&1) && [[ "$v" == "mplc "*"(MPL language contract v2; "* ]] && [ "$(echo "$v" | wc -l)" = 1 ]; then ok "mplc --version: $v"
+else bad "mplc --version: $v"; fi
+if v=$("$MPLRUN" --version 2>&1) && [[ "$v" == "mplrun "*"(devices: cpu"*"; ranks: threads"* ]] && [ "$(echo "$v" | wc -l)" = 1 ]; then ok "mplrun --version: $v"
+else bad "mplrun --version: $v"; fi
 expect_fail "mplc: --mesh pp=x" "--mesh pp=x" "$MPLC" tests/e2e/small_gpt.mpl --emit=plan --mesh pp=x
 expect_fail "mplc: --mesh xx=2" "axes dp, pp, tp" "$MPLC" tests/e2e/small_gpt.mpl --emit=plan --mesh xx=2
 expect_fail "mplc: --microbatches 0" "--microbatches" "$MPLC" tests/e2e/small_gpt.mpl --emit=plan --microbatches 0
