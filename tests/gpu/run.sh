@@ -178,6 +178,23 @@ while IFS=$'\t' read -r kind name job flags; do
   esac
 done < "$C/checks.tsv"
 
+# mplrun's own NVRTC compile (a job without PTX: mplc without --gpu-arch) against loading the
+# job's PTX: the wall time of a 1-step run of each, the same model
+if [ -f "$C/jobs/gpt_pp1_noptx.job" ] && [ -f "$C/jobs/gpt_pp1_1f1b.job" ]; then
+  one_step_s() { # JOB LOG: seconds of a 1-step run, or "nan"
+    local t0 t1
+    t0=$(date +%s.%N)
+    timeout 120 "$MPLRUN" "$1" --devices cuda --steps 1 -q < /dev/null > "$2" 2>&1 || { echo nan; return; }
+    t1=$(date +%s.%N)
+    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }'
+  }
+  t_ptx=$(one_step_s "$C/jobs/gpt_pp1_1f1b.job" "$LOGS/start_ptx.log")
+  t_src=$(one_step_s "$C/jobs/gpt_pp1_noptx.job" "$LOGS/start_nvrtc.log")
+  if [ "$t_ptx" != nan ] && [ "$t_src" != nan ]; then
+    ok start_nvrtc "1-step run: $t_ptx s loading the job's PTX, $t_src s compiling its CUDA source with NVRTC here"
+  else bad start_nvrtc "PTX: $t_ptx s ($(last_line "$LOGS/start_ptx.log")); NVRTC: $t_src s ($(last_line "$LOGS/start_nvrtc.log"))"; fi
+fi
+
 # TF32: allowed by --tf32 only; the same job within TF32's precision
 name=gpt_pp1_1f1b
 if [ -f "$C/jobs/$name.job" ]; then
