@@ -378,7 +378,7 @@ int cg_nvrtc_compile(const char *src, const char *arch, char **ptx, size_t *len,
     snprintf(err, errlen, "NVRTC: unknown GPU architecture '%s' (want sm_NN)", arch);
     return -1;
   }
-  if (mpl_nvrtc_load(NULL, err, errlen)) return -1;
+  if (mpl_nvrtc_load(err, errlen)) return -1;
   const char *opts[] = {archopt, "--fmad=false", "-default-device", "--prec-div=true", "--prec-sqrt=true"};
   nvrtcProgram prog;
   NVRTC_CHECK(mpl_nvrtc.create(&prog, src, "mpl_kernels.cu", 0, NULL, NULL), NULL);

@@ -24,7 +24,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define MPLC_VERSION "0.1"
 #ifdef MPL_HAVE_CUDA
 #define MPLC_CUDA_NOTE "CUDA: PTX with --gpu-arch, through NVRTC"
 #else
@@ -183,7 +182,7 @@ static void parse_options(Arena *a, int argc, char **argv, Options *o) {
   for (int i = 1; i < argc; i++) {
     const char *arg = argv[i], *v;
     if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) { usage(stdout); exit(0); }
-    if (!strcmp(arg, "--version")) { printf("mplc %s (MPL language contract v2; %s)\n", MPLC_VERSION, MPLC_CUDA_NOTE); exit(0); }
+    if (!strcmp(arg, "--version")) { printf("mplc %s (MPL language contract v2; %s)\n", MPL_VERSION, MPLC_CUDA_NOTE); exit(0); }
     if ((v = flag_value(argc, argv, &i, "-o"))) o->output = v;
     else if ((v = flag_value(argc, argv, &i, "--emit"))) o->emit = parse_emit(v);
     else if ((v = flag_value(argc, argv, &i, "--mesh"))) { parse_mesh(v, &o->co.mesh); o->co.mesh_set = true; }

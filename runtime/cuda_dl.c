@@ -4,7 +4,8 @@
  * -lnvrtc: 39 ms a run against 4 ms without, on a 2-core Zen 4 VM), paid by CPU compiles and
  * runs that never compile CUDA, by each rank of an mpirun, and by the test suite's thousands
  * of starts. Both binaries keep the toolkit's lib64 in their run path, so the loader finds the
- * library where the build found it. mpl_dlopen_cuda_lib is the opening shared with cublas_dl.c.
+ * library where the build found it, as it did when NVRTC was linked. mpl_dlopen_cuda_lib is
+ * the opening cublas_dl.c uses too (it also looks beside libcudart).
  *
  * Invariants: mpl_nvrtc is written once, inside pthread_once, before any load returns 0; after
  * a failed load every later one fails with the same message; the library is never closed.
@@ -43,7 +44,6 @@ void *mpl_dlopen_cuda_lib(const char *soname, const void *beside, char *err, siz
 
 MplNvrtc mpl_nvrtc;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
-static const void *search_beside;
 static char failure[640]; /* empty: loaded */
 
 #define SYM(field, name)                                                                  \
@@ -58,7 +58,7 @@ static char failure[640]; /* empty: loaded */
 static void load_once(void) {
   char soname[64];
   snprintf(soname, sizeof soname, "libnvrtc.so.%d", CUDA_VERSION / 1000);
-  void *h = mpl_dlopen_cuda_lib(soname, search_beside, failure, sizeof failure);
+  void *h = mpl_dlopen_cuda_lib(soname, NULL, failure, sizeof failure);
   if (!h) return;
   SYM(create, "nvrtcCreateProgram");
   SYM(compile, "nvrtcCompileProgram");
@@ -70,11 +70,7 @@ static void load_once(void) {
   SYM(error_string, "nvrtcGetErrorString");
 }
 
-int mpl_nvrtc_load(const void *beside, char *err, size_t errlen) {
-  static pthread_mutex_t first = PTHREAD_MUTEX_INITIALIZER;
-  pthread_mutex_lock(&first);
-  if (!search_beside) search_beside = beside;
-  pthread_mutex_unlock(&first);
+int mpl_nvrtc_load(char *err, size_t errlen) {
   pthread_once(&once, load_once);
   if (!failure[0]) return 0;
   snprintf(err, errlen, "NVRTC: %s", failure);

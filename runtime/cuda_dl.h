@@ -28,10 +28,9 @@ typedef struct MplNvrtc {
 } MplNvrtc;
 extern MplNvrtc mpl_nvrtc;
 
-/* Opens libnvrtc.so.<major> and fills mpl_nvrtc, once per process (thread-safe; `beside` as
- * for mpl_dlopen_cuda_lib, taken from the first call): 0, or -1 with the reason in err (every later
- * call gives the same answer). */
-int mpl_nvrtc_load(const void *beside, char *err, size_t errlen);
+/* Opens libnvrtc.so.<major> (the loader's search path) and fills mpl_nvrtc, once per process
+ * (thread-safe): 0, or -1 with the reason in err (every later call gives the same answer). */
+int mpl_nvrtc_load(char *err, size_t errlen);
 
 #endif
 #endif

@@ -86,7 +86,7 @@ int cudev_compile(const char *src, const char *file, const char *what, const cha
   *ptx = NULL;
   if (logn) log[0] = 0;
   char why[700];
-  if (mpl_nvrtc_load((const void *)cudaGetErrorString, why, sizeof why)) return mpl_errf(err, "%s", why);
+  if (mpl_nvrtc_load(why, sizeof why)) return mpl_errf(err, "%s", why);
   nvrtcProgram prog = NULL;
   NVRTC_CHECK(mpl_nvrtc.create(&prog, src, file, 0, NULL, NULL));
   nvrtcResult r = mpl_nvrtc.compile(prog, nopts, opts);

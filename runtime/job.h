@@ -19,6 +19,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* The version mplc and mplrun print (--version): the two are built and released together. */
+#define MPL_VERSION "0.1"
+
 /* The format of the job's contents, written in the container's header flags (job_write) and
  * checked by job_read. 2: the update phase as instructions (JI_TIED_SEND ... JI_DP_ALLGATHER);
  * 3: validation (TrainConfig's val_path, eval_every, eval_batches); 4: precision (TrainConfig's precision,

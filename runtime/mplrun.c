@@ -37,8 +37,6 @@
 
 #include "exec.h"
 
-#define MPLRUN_VERSION "0.1"
-
 typedef struct Cli {
   const char *job_path;
   const char *devices;
@@ -147,7 +145,7 @@ static int apply_flag(Cli *c, const char *f, const char *v) {
 
 /* --version: what this build can run on (the devices and communicators it was built with). */
 static void version(void) {
-  printf("mplrun %s (devices: %s; ranks: threads%s%s)\n", MPLRUN_VERSION,
+  printf("mplrun %s (devices: %s; ranks: threads%s%s)\n", MPL_VERSION,
 #ifdef MPL_CUDA_ONLY
          "cuda (built for CUDA only)",
 #elif defined(MPL_HAVE_CUDA)

@@ -10,8 +10,8 @@
 #    for the tolerances);
 #  - every fourth seed, and each program with a "# compare:" line, also goes through the
 #    commands users type: mplc (in a CUDA build with --gpu-arch, sm_80 and sm_90 in turn:
-#    NVRTC compiles every kernel's CUDA C to PTX) and mplrun for 2 steps to a finite loss; 1 step, --checkpoint, and --resume
-#    to step 2 must give those params bit for bit, and so must mpirun -np PP (one
+#    NVRTC compiles every kernel's CUDA C to PTX) and mplrun for 2 steps to a finite loss;
+#    1 step, --checkpoint, and --resume to step 2 must give those params bit for bit, and so must mpirun -np PP (one
 #    process per pipeline rank) where mpirun and an MPI build exist;
 #  - a "# compare: pp=P,tp=2 pp=P,dp=2/M" line (params split with @shard at random, plain
 #    SGD) trains the program at those meshes too (mplc --mesh MESH --allow-gather, and

@@ -157,7 +157,7 @@ START_TEST(test_nvrtc_opened_at_run_time) {
 #ifdef MPL_HAVE_CUDA
   ck_assert_msg(!mapped("libnvrtc"), "libnvrtc is mapped before mpl_nvrtc_load");
   char why[1024] = "";
-  ck_assert_msg(mpl_nvrtc_load(NULL, why, sizeof why) == 0, "%s", why);
+  ck_assert_msg(mpl_nvrtc_load(why, sizeof why) == 0, "%s", why);
   ck_assert(mapped("libnvrtc"));
   ck_assert(mpl_nvrtc.create && mpl_nvrtc.compile && mpl_nvrtc.destroy && mpl_nvrtc.log_size && mpl_nvrtc.log &&
             mpl_nvrtc.ptx_size && mpl_nvrtc.ptx && mpl_nvrtc.error_string);
