@@ -129,64 +129,81 @@ INLINE void FN(round_row)(float *x, int64_t n) {
   }
 }
 
+/* 0, 1, ..., VW - 1 */
+INLINE vi FN(iota)(void) {
+  vi v;
+  for (int l = 0; l < VW; l++) v[l] = l;
+  return v;
+}
+
+/* a where take is set, else b (lanewise) */
+INLINE vf FN(pick)(vi take, vf a, vf b) { return (vf)(((vi)a & take) | ((vi)b & ~take)); }
+
 /* p[j] = exp(s[j] * scale - sub) for the n keys of a row, 0 for keys at or past `seen`
  * (the causal limit; n when all are seen). */
 INLINE void FN(exp_row)(const float *s, float *p, int64_t n, int64_t seen, float scale, float sub) {
   for (int64_t j = 0; j < n; j += VW) {
     int64_t w = n - j < VW ? n - j : VW;
     vf e = FN(vexp)(FN(load)(s + j, w) * FN(splat)(scale) - FN(splat)(sub));
-    for (int64_t l = 0; l < w; l++)
-      if (j + l >= seen) e[l] = 0;
-    FN(store)(p + j, e, w);
+    FN(store)(p + j, FN(pick)(FN(iota)() + (int32_t)j < (int32_t)seen, e, (vf){0}), w);
   }
 }
-
-/* exp(x) for one x <= 0 (the online softmax's correction), by vexp's operations. */
-INLINE float FN(exp1)(float x) { return FN(vexp)(FN(splat)(x))[0]; }
 
 /*
  * The forward of one unit: query rows [q0, q0 + nq) of head h of batch b, every key tile
  * they see (flash attention's online softmax: the running row maximum m and sum l, the
  * output rescaled by exp(m_old - m_new) as the maximum grows; bf16: the probabilities
  * exp(s - m) rounded before the product with v); then out = o / l, lse = m + log l.
+ * The scores are kept transposed, a key to a row of the tile and a query row to a column:
+ * the products read the unit's queries transposed once (not each key tile), and a query
+ * row's maximum and sum run down a column, a vector's lanes holding neighbouring query rows,
+ * each over the keys in order.
  * w: the unit's scratch (sdpa_cpu.c's fwd_scratch); q: the unit's query rows, k and v its kv
  * head's keys and values (sdpa_cpu.c's fwd_unit finds them, widened from bf16 where in16).
  */
 static ISA_ATTR void FN(fwd_unit)(const MplSdpa *a, int64_t b, int64_t h, int64_t q0, int64_t nq, float *w,
                                   const float *q, const float *k, const float *v) {
   int64_t hs = a->hs, hv = a->hv, row0 = (b * a->H + h) * a->T + q0;
-  float *kt = w, *st = kt + hs * SDPA_BC, *o = st + SDPA_BR * SDPA_BC, *m = o + SDPA_BR * hv, *l = m + SDPA_BR;
+  float *qt = w, *st = qt + hs * SDPA_BR, *o = st + SDPA_BC * SDPA_BR, *m = o + SDPA_BR * hv, *l = m + SDPA_BR;
+  float *alpha = l + SDPA_BR;
   int64_t keys = a->causal && q0 + nq < a->S ? q0 + nq : a->S;
-  for (int64_t i = 0; i < nq; i++) m[i] = -INFINITY, l[i] = 0;
+  for (int64_t i = 0; i < SDPA_BR; i++) m[i] = -INFINITY, l[i] = 0;
+  for (int64_t i = 0; i < nq; i++)
+    for (int64_t c = 0; c < hs; c++) qt[c * SDPA_BR + i] = q[i * hs + c];
   memset(o, 0, sizeof(float) * (size_t)(nq * hv));
+  const vf scale = FN(splat)(a->scale), ninf = FN(splat)(-INFINITY);
   for (int64_t k0 = 0; k0 < keys; k0 += SDPA_BC) {
     int64_t nk = keys - k0 < SDPA_BC ? keys - k0 : SDPA_BC;
-    for (int64_t j = 0; j < nk; j++)
-      for (int64_t c = 0; c < hs; c++) kt[c * SDPA_BC + j] = k[(k0 + j) * hs + c];
-    FN(mm)(nq, nk, hs, q, hs, 1, kt, SDPA_BC, st, SDPA_BC, false);
-    for (int64_t i = 0; i < nq; i++) {
-      float *s = st + i * SDPA_BC;
-      int64_t seen = a->causal ? q0 + i + 1 - k0 : nk;
-      if (seen > nk) seen = nk;
-      float mx = m[i];
-      for (int64_t j = 0; j < seen; j++) {
-        float x = s[j] * a->scale;
-        mx = x > mx || x != x ? x : mx;
+    FN(mm)(nk, nq, hs, k + k0 * hs, hs, 1, qt, SDPA_BR, st, SDPA_BR, false); /* st[j, i] = k_j . q_i */
+    for (int64_t i0 = 0; i0 < nq; i0 += VW) {
+      int64_t wd = nq - i0 < VW ? nq - i0 : VW;
+      /* lane i sees key k0 + j when it is not past its row (causal) */
+      vi row = FN(iota)() + (int32_t)(q0 + i0 - k0);
+      bool all = !a->causal || q0 + i0 >= k0 + nk - 1;
+      vf mold = FN(load)(m + i0, wd), mx = mold;
+      for (int64_t j = 0; j < nk; j++) {
+        vf x = FN(load)(st + j * SDPA_BR + i0, wd) * scale;
+        if (!all) x = FN(pick)((int32_t)j <= row, x, ninf);
+        mx = FN(pick)((x > mx) | (x != x), x, mx); /* a NaN stays once taken */
       }
-      if (mx == -INFINITY) { /* nothing seen yet (not a causal row: it always sees key 0) */
-        memset(s, 0, sizeof(float) * (size_t)nk);
-        continue;
+      /* a row that has seen nothing (all -inf; not a causal row: it sees key 0 first) keeps
+         p = 0 and its m, l and o unchanged */
+      vi seen = mx != ninf;
+      vf al = FN(pick)(mold == ninf, (vf){0}, FN(vexp)(mold - mx)), sum = {0};
+      for (int64_t j = 0; j < nk; j++) {
+        float *s = st + j * SDPA_BR + i0;
+        vf p = FN(vexp)(FN(load)(s, wd) * scale - mx);
+        p = FN(pick)(all ? seen : seen & ((int32_t)j <= row), p, (vf){0});
+        sum = sum + p;
+        FN(store)(s, a->bf16 ? FN(round_bf16)(p) : p, wd);
       }
-      float alpha = m[i] == -INFINITY ? 0.0f : FN(exp1)(m[i] - mx);
-      FN(exp_row)(s, s, nk, seen, a->scale, mx);
-      float sum = 0;
-      for (int64_t j = 0; j < nk; j++) sum += s[j];
-      l[i] = l[i] * alpha + sum;
-      m[i] = mx;
-      if (a->bf16) FN(round_row)(s, nk);
-      if (alpha != 1.0f) FN(scale_row)(o + i * hv, hv, alpha, false);
+      FN(store)(l + i0, FN(pick)(seen, FN(load)(l + i0, wd) * al + sum, FN(load)(l + i0, wd)), wd);
+      FN(store)(m + i0, FN(pick)(seen, mx, mold), wd);
+      FN(store)(alpha + i0, FN(pick)(seen, al, FN(splat)(1.0f)), wd);
     }
-    FN(mm)(nq, hv, nk, st, SDPA_BC, 1, v + k0 * hv, hv, o, hv, true);
+    for (int64_t i = 0; i < nq; i++)
+      if (alpha[i] != 1.0f) FN(scale_row)(o + i * hv, hv, alpha[i], false);
+    FN(mm)(nq, hv, nk, st, 1, SDPA_BR, v + k0 * hv, hv, o, hv, true);
   }
   for (int64_t i = 0; i < nq; i++) {
     FN(scale_row)(o + i * hv, hv, l[i], true);
