@@ -281,8 +281,12 @@ static void fill_checks(Job *j, const Graph *g) {
     if (op->kind != OP_CHECK) continue;
     Loc at = op_user_loc(op);
     char what[400];
-    if (op->key == OP_GATHER)
-      snprintf(what, sizeof what, "%s:%d:%d: gather: index out of range [0, %.0f)", at.file, at.line, at.col, op->value);
+    if (op->key == OP_GATHER || op->key == OP_EMBEDDING)
+      snprintf(what, sizeof what, "%s:%d:%d: %s: index out of range [0, %.0f)", at.file, at.line, at.col,
+               op_name((OpKind)op->key), op->value);
+    else if (op->key == OP_CROSS_ENTROPY)
+      snprintf(what, sizeof what, "%s:%d:%d: cross_entropy: target out of range [0, %.0f)", at.file, at.line, at.col,
+               op->value);
     else snprintf(what, sizeof what, "%s:%d:%d: '%%' on i32 tensors: remainder by zero", at.file, at.line, at.col);
     j->checks[n++] = (JobCheck){.value = op->id, .what = mpl_strdup(what)};
   }

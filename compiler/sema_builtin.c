@@ -444,11 +444,14 @@ static Value bi_embedding(Sema *S, Scope *sc, Node *call, const Builtin *b, Node
   Op *w = sema_new_param(S, global, DT_F32, ws, INIT_NORMAL, 0.02, 0, call->loc);
   if (!w) return verr();
   sema_note_bound(S, idx, rows);
+  Op *check;
+  if (!sema_guard_index(S, idx, OP_EMBEDDING, rows, call->loc, &check)) return verr();
   int in[2] = {idx.op, w->id};
   Op *op = sema_op(S, OP_EMBEDDING, 2, in, call->loc);
   if (!op) return verr();
   op->shape = s;
   op->dtype = DT_F32;
+  sema_guard_stage(check, op);
   return vtensor(S, op);
 }
 
@@ -469,11 +472,14 @@ static Value bi_cross_entropy(Sema *S, Scope *sc, Node *call, const Builtin *b, 
     return verr();
   }
   sema_note_bound(S, tg, l->shape.d[l->shape.rank - 1]);
+  Op *check;
+  if (!sema_guard_index(S, tg, OP_CROSS_ENTROPY, l->shape.d[l->shape.rank - 1], call->loc, &check)) return verr();
   int in[2] = {lg.op, tg.op};
   Op *op = sema_op(S, OP_CROSS_ENTROPY, 2, in, call->loc);
   if (!op) return verr();
   op->shape = (Shape){0};
   op->dtype = DT_F32;
+  sema_guard_stage(check, op);
   return vtensor(S, op);
 }
 

@@ -202,6 +202,11 @@ void sema_note_made(Sema *S, Value v);
 void sema_note_operands(Sema *S, Value a, Value b);
 /* Records an upper bound of the i32 input v reads (through shape ops), for synthetic data. */
 void sema_note_bound(Sema *S, Value v, int64_t bound);
+/* The indices or targets idx that an op of kind `of` reads lie in [0, bound): checked now,
+ * when read from data, or at run time by *check (sema_ops.c), whose stage sema_guard_stage
+ * sets from the op once made. False after an error. */
+bool sema_guard_index(Sema *S, Value idx, OpKind of, int64_t bound, Loc loc, Op **check);
+void sema_guard_stage(Op *check, const Op *guarded);
 /* The v2 ops with kernels of their own (issue 13): shape and dtype rules, errors located
  * at loc (the call) or at the argument's loc. */
 Value sema_rem(Sema *S, Value a, Value b, Loc loc);

@@ -302,20 +302,66 @@ void sema_note_bound(Sema *S, Value v, int64_t bound) {
 
 /* ---- v2 ops with kernels of their own (issue 13, item 1) ------------------------------- */
 
-/* A CHECK of i32 value v for the op `guarded` (GATHER: indices in [0, bound); REM: no zero
- * divisor): the runtime stops with a message naming the op and loc when the count is not 0.
+/* A CHECK of i32 value v for the op `guarded` (GATHER, EMBEDDING, CROSS_ENTROPY: indices or
+ * targets in [0, bound); REM: no zero divisor): the runtime stops with a message naming the
+ * op and loc when the count is not 0.
  * It runs where v is made or, for a leaf v, on the guarded op's stage (a check has no
  * users, so its stage is not found from them). */
-static void add_check(Sema *S, int v, const Op *guarded, int64_t bound, Loc loc) {
+static Op *make_check(Sema *S, int v, OpKind of, int64_t bound, Loc loc) {
   Op *c = sema_op(S, OP_CHECK, 1, &v, loc);
-  if (!c) return;
-  if (c->stage < 0 && guarded->stage >= 0) c->stage = guarded->stage, c->stage_loc = guarded->stage_loc;
-  OpKind of = guarded->kind;
+  if (!c) return NULL;
   c->shape = (Shape){0};
   c->dtype = DT_I32;
   c->key = of;
   c->value = (double)bound;
+  return c;
 }
+
+/* A check on the guarded op's stage where v is a leaf (a check has no users, so its stage is
+ * not found from them). */
+static void check_stage(Op *c, const Op *guarded) {
+  if (c && c->stage < 0 && guarded->stage >= 0) c->stage = guarded->stage, c->stage_loc = guarded->stage_loc;
+}
+
+static void add_check(Sema *S, int v, const Op *guarded, int64_t bound, Loc loc) {
+  check_stage(make_check(S, v, guarded->kind, bound, loc), guarded);
+}
+
+/* The exclusive bound of an i32 value known from the op that makes it (0: unknown). */
+static int64_t index_bound(Sema *S, const Op *idx) {
+  if (idx->kind == OP_ARANGE) return idx->shape.d[0];
+  if (idx->kind == OP_TOPK || idx->kind == OP_ARGMAX) return S->g->ops[idx->in[0]]->shape.d[idx->axis];
+  if (idx->kind == OP_REM && idx->dtype == DT_I32) { /* x % c, c > 0: in [0, c) (torch.remainder) */
+    const Op *d = S->g->ops[idx->in[1]];
+    if (d->kind == OP_FULL && d->value > 0) return (int64_t)d->value;
+  }
+  return 0;
+}
+
+/* The i32 value idx that an op of kind `of` will read (EMBEDDING: its rows; CROSS_ENTROPY:
+ * its classes) must lie in [0, bound), as in PyTorch: an arange longer than bound is an
+ * error now; the tokens of a data input are checked as they are read (sema_note_bound); any
+ * other values get a run-time CHECK, made before the op so that it runs first, then given
+ * the op's stage by sema_guard_stage. False after an error. */
+bool sema_guard_index(Sema *S, Value idx, OpKind of, int64_t bound, Loc loc, Op **check) {
+  const Op *ii = sema_opv(S, idx);
+  int64_t known = index_bound(S, ii);
+  *check = NULL;
+  if (ii->kind == OP_ARANGE && known > bound) {
+    sema_err(S, loc, "%s: its %s (an arange) run to %lld, past its %lld %s", op_name(of),
+             of == OP_EMBEDDING ? "indices" : "targets", (long long)known - 1, (long long)bound,
+             of == OP_EMBEDDING ? "rows" : "classes");
+    sema_note_made(S, idx);
+    return false;
+  }
+  if (known > 0 && known <= bound) return true;
+  const Op *at = ii;
+  while (op_info[at->kind].cls == OPC_S && at->nin == 1) at = S->g->ops[at->in[0]];
+  if (at->kind != OP_INPUT) *check = make_check(S, idx.op, of, bound, loc);
+  return true;
+}
+
+void sema_guard_stage(Op *check, const Op *guarded) { check_stage(check, guarded); }
 
 /* a % b on tensors: torch.remainder. An i32 divisor that is a compile-time 0 is an error;
  * one computed at run time gets a CHECK (the kernel's result for x % 0 is 0). */
@@ -408,12 +454,6 @@ Value sema_topk(Sema *S, Value x, int64_t k, int64_t axis, Loc loc, Loc k_loc, L
   return t;
 }
 
-/* The exclusive bound of an i32 value known from the op that makes it (0: unknown). */
-static int64_t index_bound(Sema *S, const Op *idx) {
-  if (idx->kind == OP_ARANGE) return idx->shape.d[0];
-  if (idx->kind == OP_TOPK || idx->kind == OP_ARGMAX) return S->g->ops[idx->in[0]]->shape.d[idx->axis];
-  return 0;
-}
 
 /* gather(x, idx, axis): torch.gather. idx is i32 of x's rank, no larger than x on the other
  * axes; its values are checked at run time unless they are known to be in range. */

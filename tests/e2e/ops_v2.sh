@@ -8,8 +8,10 @@
 #    with mplrun to a finite loss;
 #  - ops_v2_tp.mpl (the ops on split values) all-gathers nothing in the forward pass, and
 #    its params after 3 steps at tp = 2 and tp = 4 match tp = 1 within 1e-5;
-#  - a gather index out of range and an i32 % 0 met at run time stop mplrun with an error
-#    that names the op and its source line (exit 1, not a crash).
+#  - a gather index out of range, an i32 % 0, an embedding index past its rows and a
+#    cross_entropy target outside its classes (fused and not), computed in the program and
+#    met at run time, stop mplrun with an error that names the op and its source line
+#    (exit 1, not a crash).
 cd "$(dirname "$0")/../.."
 source tests/tools/e2e_lib.sh
 REFSTEP=$BUILD/tests/test_refstep
@@ -74,13 +76,35 @@ model m(x: f32[B, 4], k: i32[B, 4], y: i32[B]) {
 }
 train m { batch = 4; steps = 2 }
 MPL
-runtime_error() { # NAME PATTERN
-  "$MPLC" "$tmp/$1.mpl" -o "$tmp/$1.job" > "$tmp/$1.log" 2>&1 || { bad "$1: mplc: $(head -n 2 "$tmp/$1.log")"; return; }
+# embedding indices and cross_entropy targets computed in the program (data tokens are
+# checked as they are read): checked at run time as gather's, fused or not
+cat > "$tmp/bad_embedding.mpl" <<'MPL'
+model m(x: f32[B, 4], y: i32[B]) {
+  param w: f32[4, 3] = normal(0.1)
+  e = embedding(y + 7, 4, 3) as emb
+  return cross_entropy(x @ w + e, y)
+}
+train m { batch = 4; steps = 2 }
+MPL
+cat > "$tmp/bad_ce.mpl" <<'MPL'
+model m(x: f32[B, 4], y: i32[B]) {
+  param w: f32[4, 3] = normal(0.1)
+  return cross_entropy(x @ w, y - 5)
+}
+train m { batch = 4; steps = 2 }
+MPL
+cp "$tmp/bad_ce.mpl" "$tmp/bad_ce_unfused.mpl"
+runtime_error() { # NAME PATTERN [MPLC FLAGS]
+  # shellcheck disable=SC2086
+  "$MPLC" "$tmp/$1.mpl" -o "$tmp/$1.job" ${3:-} > "$tmp/$1.log" 2>&1 || { bad "$1: mplc: $(head -n 2 "$tmp/$1.log")"; return; }
   "$MPLRUN" "$tmp/$1.job" --threads 1 > "$tmp/$1.out" 2>&1; local rc=$?
   if [ $rc = 1 ] && grep -q "$2" "$tmp/$1.out"; then ok "$1: a run-time error naming the op (exit 1): $(grep -o "$2.*" "$tmp/$1.out" | head -n 1)"
   else bad "$1: exit $rc, $(tail -n 2 "$tmp/$1.out")"; fi
 }
 runtime_error bad_gather "bad_gather.mpl:3:7: gather: index out of range \[0, 8)"
 runtime_error bad_rem "bad_rem.mpl:3:7: '%' on i32 tensors: remainder by zero"
+runtime_error bad_embedding "bad_embedding.mpl:3:7: embedding: index out of range \[0, 4)"
+runtime_error bad_ce "bad_ce.mpl:3:10: cross_entropy: target out of range \[0, 3)"
+runtime_error bad_ce_unfused "bad_ce_unfused.mpl:3:10: cross_entropy: target out of range \[0, 3)" --no-fused-ce
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
