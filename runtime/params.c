@@ -149,12 +149,13 @@ int mpl_run_set_optim(MplRun *r, int p, int slot, const float *in, MplErr *err) 
   return scatter_whole(r, p, in, slot, true, err);
 }
 
-int64_t mpl_run_data_pos(const MplRun *r) { return r->tokens ? mpl_loader_tell(&r->loader) : 0; }
+int64_t mpl_run_data_pos(const MplRun *r) { return r->tokens ? mpl_loader_tell(&r->loader) : r->data_pos_kept; }
 
 int mpl_run_restore(MplRun *r, int64_t step, int64_t data_pos, MplErr *err) {
   if (step < 0) return mpl_errf(err, "bad step %lld", (long long)step);
   r->step = step;
   r->optim_fresh = step == 0;
   if (r->tokens) return mpl_loader_seek(&r->loader, data_pos, err);
+  r->data_pos_kept = data_pos; /* no data opened: kept for the next checkpoint */
   return MPL_OK;
 }

@@ -95,6 +95,7 @@ struct MplRun {
   /* data */
   int *role;                 /* [ninputs] token role: 0 idx, 1 targets, -1 none */
   bool tokens;
+  int64_t data_pos_kept; /* the data position of a run that opened no data (mpl_run_restore's) */
   MplTokens tok;
   MplLoader loader;
   MplSynth synth;

@@ -248,7 +248,7 @@ static int init_tokens(MplRun *r, const char *path, MplErr *err) {
 int init_val(MplRun *r, MplErr *err) {
   const TrainConfig *t = &r->job->train;
   const char *path = r->opts.val_path ? r->opts.val_path : t->val_path && t->val_path[0] ? t->val_path : NULL;
-  if (!path) return MPL_OK;
+  if (!path || r->total_steps == 0) return MPL_OK; /* no steps: nothing to validate */
   if (!r->tokens)
     return mpl_errf(err, "validation (%s): the run's data is synthetic, and validation needs a token model trained "
                     "on token data (data = tokens(...) or --data FILE)", path);
@@ -311,6 +311,10 @@ int init_data(MplRun *r, MplErr *err) {
       return mpl_errf(err, "input '%s' is not [%lld, ...] per micro-batch", in->name, (long long)r->B);
   }
   const char *path = r->opts.data_path ? r->opts.data_path : (job->train.data_kind == 1 ? job->train.data_path : NULL);
+  /* a run of no steps (one that only samples, or saves the params it was given) reads no
+     data: the job's file is not opened (it may not be there, say beside a checkpoint moved
+     elsewhere); one given with --data still is, and checked */
+  if (path && r->total_steps == 0 && !r->opts.data_path) return MPL_OK;
   if (path) return init_tokens(r, path, err);
   return init_synth(r, err);
 }

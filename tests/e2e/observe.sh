@@ -5,7 +5,8 @@
 #    optimizer (and do not overlap within a row);
 #  - --metrics writes one JSON object per step with step (1, 2, ...) and a finite loss;
 #  - --sample N --prompt TEXT after a few steps prints the prompt and N more tokens,
-#    the same twice, and nothing else on stdout (after --resume too); dropout is off
+#    the same twice, and nothing else on stdout (after --resume too), without the job's
+#    training data when it trains nothing; dropout is off
 #    while sampling (a model with dropout samples what it does with -D pdrop=0.0);
 #    an empty --prompt is an error;
 #  - --inspect prints the manifest: model, mesh, params with shapes, per-rank streams.
@@ -141,6 +142,11 @@ if "$MPLRUN" "$job" "${D[@]}" --steps 4 --save "$tmp/p.st" -q > "$tmp/train.log"
   else
     bad "mplrun --sample: $(head -n 3 "$tmp/s.err")"
   fi
+  # sampling alone reads no training data: from a folder without the job's data file, the
+  # same text as beside it
+  if (mplrun=$(realpath "$MPLRUN") && cd "$tmp" && "$mplrun" "$job" --threads 1 --init "$tmp/p.st" --sample $n --prompt "$prompt" > "$tmp/s4.txt" 2> "$tmp/s4.err") &&
+     cmp -s "$tmp/s1.txt" "$tmp/s4.txt"; then ok "--sample alone needs no training data (run where the job's data file is not)"
+  else bad "--sample away from the job's data: $(head -n 2 "$tmp/s4.err")"; fi
   # training then sampling in one run
   if "$MPLRUN" "$job" "${D[@]}" --steps 2 -q --sample 8 --prompt "ab" > "$tmp/s3.txt" 2> "$tmp/s3.err" &&
      [ "$(head -c 2 "$tmp/s3.txt")" = "ab" ]; then ok "--steps 2 --sample 8 trains then samples"
