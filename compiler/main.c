@@ -75,6 +75,7 @@ static void parse_mesh(const char *s, Mesh *m) {
   while (*p) {
     int *axis = !strncmp(p, "dp=", 3) ? &m->dp : !strncmp(p, "pp=", 3) ? &m->pp : !strncmp(p, "tp=", 3) ? &m->tp : NULL;
     if (!axis) fail(2, "--mesh %s: expected AXIS=N,... with axes dp, pp, tp", s);
+    if (*axis) fail(2, "--mesh %s: an axis is given twice", s);
     char *end;
     errno = 0;
     long v = strtol(p + 3, &end, 10);

@@ -35,6 +35,7 @@ void sema_mesh(Sema *S, Node *mesh) {
   static const char *const axes[] = {"dp", "pp", "tp"};
   if (mesh) {
     Scope *sc = main_scope(S);
+    bool seen[3] = {false, false, false};
     for (int i = 0; i < mesh->list.n; i++) {
       Node *arg = mesh->list.items[i];
       int ax = arg->name ? -1 : i;
@@ -44,6 +45,11 @@ void sema_mesh(Sema *S, Node *mesh) {
         sema_err(S, arg->loc, "mesh axes are dp, pp and tp%s%s", arg->name ? ", not " : "", arg->name ? arg->name : "");
         continue;
       }
+      if (seen[ax]) {
+        sema_err(S, arg->loc, "mesh axis %s is given twice", axes[ax]);
+        continue;
+      }
+      seen[ax] = true;
       int64_t v;
       if (!pos_int(S, sc, arg->a, arena_printf(S->a, "mesh axis %s", axes[ax]), 1, &v)) continue;
       if (v > 65536) { sema_err(S, arg->a->loc, "mesh axis %s = %lld is too large", axes[ax], (long long)v); continue; }

@@ -145,7 +145,14 @@ void mpl_profile_free(MplProfile *p);
 #define MPL_ST_MAX_DIM 8
 #define MPL_ST_MAX_HEADER (100u << 20) /* 100 MB, as the reference implementation */
 
-typedef enum MplStDtype { MPL_ST_F32, MPL_ST_F16, MPL_ST_BF16 } MplStDtype;
+/* The float types a param is read from, then the file format's other types, whose tensors
+ * are validated and skipped (a checkpoint's integer buffers). */
+typedef enum MplStDtype {
+  MPL_ST_F32, MPL_ST_F16, MPL_ST_BF16,
+  MPL_ST_F64, MPL_ST_I64, MPL_ST_U64, MPL_ST_I32, MPL_ST_U32, MPL_ST_I16, MPL_ST_U16,
+  MPL_ST_I8, MPL_ST_U8, MPL_ST_BOOL, MPL_ST_F8_E4M3, MPL_ST_F8_E5M2,
+  MPL_ST__COUNT
+} MplStDtype;
 
 typedef struct MplStTensor {
   char *name;
@@ -170,7 +177,8 @@ int mpl_st_open(MplSafetensors *st, const char *path, MplErr *err);
 void mpl_st_free(MplSafetensors *st);
 const MplStTensor *mpl_st_find(const MplSafetensors *st, const char *name);
 const char *mpl_st_meta(const MplSafetensors *st, const char *key); /* NULL if absent */
-/* Reads t's data converted to f32 into out (t->numel floats). */
+/* Reads t's data converted to f32 into out (t->numel floats); an error for a tensor not of
+ * F32, F16 or BF16. */
 int mpl_st_read_f32(const MplSafetensors *st, const MplStTensor *t, float *out, MplErr *err);
 
 typedef struct MplStEntry {

@@ -4,11 +4,11 @@
  *
  * Invariants after mpl_st_open succeeds: the header length fits the file; the header is
  * valid JSON whose every entry but __metadata__ is a tensor {"dtype", "shape",
- * "data_offsets"} with dtype F32/F16/BF16, a shape of at most MPL_ST_MAX_DIM non-negative
- * dims, offsets inside the data section that span exactly numel * dtype size bytes, no two
- * tensors overlapping and no two names equal; tensors are sorted by name. So a read never
- * goes outside the file. Reads use pread, so threads may share one open file. The writer
- * always writes F32, in name order, atomically.
+ * "data_offsets"} with one of the format's dtypes (only F32, F16 and BF16 are read), a
+ * shape of at most MPL_ST_MAX_DIM non-negative dims, offsets inside the data section that
+ * span exactly numel * dtype size bytes, no two tensors overlapping and no two names equal;
+ * tensors are sorted by name. So a read never goes outside the file. Reads use pread, so
+ * threads may share one open file. The writer always writes F32, in name order, atomically.
  */
 #include "mpl.h"
 
@@ -19,8 +19,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const char *const dtype_names[] = {[MPL_ST_F32] = "F32", [MPL_ST_F16] = "F16", [MPL_ST_BF16] = "BF16"};
-static const int dtype_sizes[] = {[MPL_ST_F32] = 4, [MPL_ST_F16] = 2, [MPL_ST_BF16] = 2};
+static const char *const dtype_names[] = {
+    [MPL_ST_F32] = "F32", [MPL_ST_F16] = "F16",   [MPL_ST_BF16] = "BF16", [MPL_ST_F64] = "F64",
+    [MPL_ST_I64] = "I64", [MPL_ST_U64] = "U64",   [MPL_ST_I32] = "I32",   [MPL_ST_U32] = "U32",
+    [MPL_ST_I16] = "I16", [MPL_ST_U16] = "U16",   [MPL_ST_I8] = "I8",     [MPL_ST_U8] = "U8",
+    [MPL_ST_BOOL] = "BOOL", [MPL_ST_F8_E4M3] = "F8_E4M3", [MPL_ST_F8_E5M2] = "F8_E5M2"};
+static const int dtype_sizes[] = {
+    [MPL_ST_F32] = 4, [MPL_ST_F16] = 2, [MPL_ST_BF16] = 2, [MPL_ST_F64] = 8, [MPL_ST_I64] = 8,
+    [MPL_ST_U64] = 8, [MPL_ST_I32] = 4, [MPL_ST_U32] = 4,  [MPL_ST_I16] = 2, [MPL_ST_U16] = 2,
+    [MPL_ST_I8] = 1,  [MPL_ST_U8] = 1,  [MPL_ST_BOOL] = 1, [MPL_ST_F8_E4M3] = 1, [MPL_ST_F8_E5M2] = 1};
+_Static_assert(sizeof dtype_names / sizeof *dtype_names == MPL_ST__COUNT, "a name for each dtype");
+_Static_assert(sizeof dtype_sizes / sizeof *dtype_sizes == MPL_ST__COUNT, "a size for each dtype");
 
 static float f16_to_f32(uint16_t h) {
   uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31, man = h & 1023, bits;
@@ -62,9 +71,9 @@ static int64_t json_uint(const MplJson *v) {
 
 static int parse_dtype(const MplSafetensors *st, const char *name, const MplJson *d, MplStTensor *t, MplErr *err) {
   if (!d || d->type != MPL_JSON_STR) return mpl_errf(err, "%s: tensor '%s': missing \"dtype\"", st->path, name);
-  for (int k = 0; k < 3; k++)
+  for (int k = 0; k < MPL_ST__COUNT; k++)
     if (strcmp(d->str, dtype_names[k]) == 0) { t->dtype = (MplStDtype)k; return MPL_OK; }
-  return mpl_errf(err, "%s: tensor '%s': unsupported dtype %s (F32, F16 and BF16 are read)", st->path, name, d->str);
+  return mpl_errf(err, "%s: tensor '%s': unknown dtype %s", st->path, name, d->str);
 }
 
 static int parse_shape(const MplSafetensors *st, const char *name, const MplJson *s, MplStTensor *t, MplErr *err) {
@@ -245,6 +254,9 @@ static void widen_16(float *out, int64_t n, MplStDtype dt) {
 
 /* pread, so rank threads may read tensors of one open file at the same time. */
 int mpl_st_read_f32(const MplSafetensors *st, const MplStTensor *t, float *out, MplErr *err) {
+  if (t->dtype > MPL_ST_BF16)
+    return mpl_errf(err, "%s: tensor '%s' is %s; a param is read from F32, F16 or BF16", st->path, t->name,
+                    dtype_names[t->dtype]);
   size_t bytes = (size_t)(t->end - t->begin), got = 0;
   while (got < bytes) {
     ssize_t k = pread(fileno(st->f), (char *)out + got, bytes - got, (off_t)(st->data_start + t->begin + got));

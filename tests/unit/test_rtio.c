@@ -217,7 +217,9 @@ START_TEST(test_st_errors) {
   char h[512];
   expect_st_error("{\"a\":", 0, "bad header");
   expect_st_error("[1,2]", 0, "not a JSON object");
-  expect_st_error("{\"a\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[0,8]}}", 8, "unsupported dtype I64");
+  expect_st_error("{\"a\":{\"dtype\":\"Q4\",\"shape\":[1],\"data_offsets\":[0,8]}}", 8, "unknown dtype Q4");
+  expect_st_error("{\"a\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "need 8");
+  expect_st_error("{\"a\":{\"dtype\":\"BOOL\",\"shape\":[3],\"data_offsets\":[0,4]}}", 4, "need 3");
   expect_st_error("{\"a\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "missing \"dtype\"");
   expect_st_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", 4, "shape[0]");
   expect_st_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4, "shape[0]");
@@ -233,6 +235,34 @@ START_TEST(test_st_errors) {
   expect_st_error("{\"__metadata__\":{\"k\":1}}", 0, "not a string");
   expect_st_error("{\"a\":3}", 0, "not an object");
   expect_st_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", 4, "dims");
+  remove_tmpdir();
+}
+END_TEST
+
+/* A file may hold tensors of the format's other dtypes (a checkpoint's integer buffers):
+ * opened, their sizes checked, and refused only when read as a param. */
+START_TEST(test_st_other_dtypes) {
+  make_tmpdir();
+  const char *p = tmp_path("mixed.safetensors");
+  uint8_t data[16] = {0};
+  float one = 1.0f;
+  memcpy(data, &one, 4);
+  write_st_raw(p,
+               "{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+               "\"ids\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[4,12]},"
+               "\"mask\":{\"dtype\":\"BOOL\",\"shape\":[2,2],\"data_offsets\":[12,16]}}",
+               data, sizeof data);
+  MplSafetensors st;
+  MplErr err = {{0}};
+  ck_assert_int_eq(mpl_st_open(&st, p, &err), MPL_OK);
+  ck_assert_int_eq(st.n, 3);
+  float w = 0;
+  ck_assert_int_eq(mpl_st_read_f32(&st, mpl_st_find(&st, "w"), &w, &err), MPL_OK);
+  ck_assert(w == 1.0f);
+  float buf[4];
+  ck_assert_int_eq(mpl_st_read_f32(&st, mpl_st_find(&st, "ids"), buf, &err), MPL_ERR);
+  ck_assert_msg(strstr(err.msg, "'ids' is I64") && strstr(err.msg, "F32, F16 or BF16"), "%s", err.msg);
+  mpl_st_free(&st);
   remove_tmpdir();
 }
 END_TEST
@@ -888,6 +918,7 @@ static Suite *rtio_suite(void) {
   tcase_add_test(tc, test_st_roundtrip);
   tcase_add_test(tc, test_st_half);
   tcase_add_test(tc, test_st_errors);
+  tcase_add_test(tc, test_st_other_dtypes);
   tcase_add_test(tc, test_st_fuzz);
   tcase_add_test(tc, test_st_alloc_failure);
   tcase_add_test(tc, test_tokens_errors);
