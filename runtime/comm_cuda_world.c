@@ -122,7 +122,10 @@ static int stage_device(CudaRank *me, CMsg *m, const void *buf, MplErr *err) {
 }
 
 static void msg_free(CMsg *m) {
-  if (m->dbuf) CUDA_SOFT(cudaFree(m->dbuf)); /* only on error paths: synchronous */
+  if (m->dbuf) { /* only on error paths: cudaFree does not wait for a cudaMallocAsync buffer's queued copy */
+    CUDA_SOFT(cudaDeviceSynchronize());
+    CUDA_SOFT(cudaFree(m->dbuf));
+  }
   if (m->ready) CUDA_SOFT(cudaEventDestroy(m->ready));
   mpl_free(m->hbuf);
   mpl_free(m);
