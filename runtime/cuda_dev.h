@@ -99,8 +99,9 @@ typedef struct Prof {
   cudaEvent_t *ev;            /* [2 * cap]: start, end of each pending launch */
   int *slot;                  /* [cap] */
   int n, cap;
-  int harvests;               /* syncs so far: the first (the warm-up step) is not counted */
-  double wall_ms;             /* GPU time from each step's first launch to its last */
+  int steps;                  /* steps done (step_done): launches harvested before the first
+                                 step ends (the warm-up step) are not counted */
+  double wall_ms;             /* GPU time from the first launch to the last between host waits */
 } Prof;
 
 typedef struct CudaDev {

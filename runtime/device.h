@@ -116,8 +116,12 @@ typedef struct MplDeviceOps {
   int (*load_kernels)(MplDevice *d, const JobKernels *k, MplErr *err);
   int (*launch)(MplDevice *d, int kernel, void **args, int nargs, const int64_t *scalars,
                 int64_t n_outer, MplErr *err);
-  /* Waits until everything queued on the device is done (end of a rank's step). */
+  /* Waits until everything queued on the device is done (the end of a rank's step, and
+     wherever the host must read what the device wrote). */
   int (*sync)(MplDevice *d, MplErr *err);
+  /* Told after the sync that ends each of the rank's steps (MPL_PROFILE counts steps by it);
+     NULL: nothing to do. */
+  void (*step_done)(MplDevice *d);
   /* ---- copies within the arena's memory (every backend: tp's collectives use them) ---- */
   int (*copy_device)(MplDevice *d, void *dst, const void *src, size_t bytes, MplErr *err);
   /* height rows of width bytes, row i from src + i*spitch to dst + i*dpitch (tp's parts) */

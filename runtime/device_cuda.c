@@ -281,11 +281,12 @@ void cudev_prof_end(CudaDev *cd) {
 }
 
 /* After the compute stream is idle: the pending launches' times, added per slot (not
- * those before the first sync: cuBLAS and the pool warm up in the first step). */
+ * those of the first step: cuBLAS and the pool warm up in it). A step may sync several
+ * times (the host reads a norm, a check, a host-staged collective's data). */
 static void prof_harvest(CudaDev *cd) {
   Prof *p = &cd->prof;
   if (!p->on) return;
-  bool counted = p->harvests++ > 0;
+  bool counted = p->steps > 0;
   for (int i = 0; i < p->n && counted; i++) {
     float ms = 0, gap = 0;
     if (cudaEventElapsedTime(&ms, p->ev[2 * i], p->ev[2 * i + 1]) != cudaSuccess) {
@@ -315,8 +316,8 @@ static void prof_report(CudaDev *cd) {
     }
     fprintf(stderr,
             "MPL_PROFILE device %d, %d steps after the first: %lld launches, %.3f ms of GPU time in them, %.3f ms "
-            "from each step's first launch to its last (the difference: the GPU waiting)\n",
-            cd->dev, p->harvests > 0 ? p->harvests - 1 : 0, (long long)calls, total, p->wall_ms);
+            "from the first launch to the last between the host's waits (the difference: the GPU idle)\n",
+            cd->dev, p->steps > 0 ? p->steps - 1 : 0, (long long)calls, total, p->wall_ms);
     /* memory: the high-water mark of the stream-ordered pool every arena, the optimizer
        state and the staging buffers come from (what cuBLAS and the context hold is not in it) */
     cudaMemPool_t pool;
@@ -561,6 +562,11 @@ static int cuda_copy_from_host(MplDevice *d, void *dev, const void *host, size_t
   return MPL_OK;
 }
 
+static void cuda_step_done(MplDevice *d) {
+  CudaDev *cd = d->impl;
+  cd->prof.steps++;
+}
+
 static int cuda_sync(MplDevice *d, MplErr *err) {
   CudaDev *cd = d->impl;
   CUDA_CHECK(cudaSetDevice(cd->dev));
@@ -633,6 +639,7 @@ const MplDeviceOps mpl_device_cuda_ops = {
     .load_kernels = cuda_load_kernels,
     .launch = cuda_launch,
     .sync = cuda_sync,
+    .step_done = cuda_step_done,
     .copy_device = cuda_copy_device,
     .copy_2d = cuda_copy_2d,
     .sumsq_f64 = cuda_sumsq_f64,

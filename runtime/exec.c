@@ -421,6 +421,7 @@ static void trace_ins(RankCtx *rc, const JobIns *ins, double t0_us, double t1_us
 static int end_step_on_device(RankCtx *rc, MplErr *err) {
   const JobRank *jr = &rc->run->job->ranks[rc->rank];
   if (rc->dev.ops->sync(&rc->dev, err) != MPL_OK) return MPL_ERR;
+  if (rc->dev.ops->step_done) rc->dev.ops->step_done(&rc->dev);
   for (int i = 0; i < jr->nins; i++)
     if (jr->ins[i].kind == JI_FWD && read_loss(rc, jr->ins[i].stage, jr->ins[i].mb, err) != MPL_OK) return MPL_ERR;
   return MPL_OK;
