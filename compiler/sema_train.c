@@ -159,7 +159,7 @@ static void key_zero(Sema *S, Scope *sc, Node *e) {
 static void key_grad_clip(Sema *S, Scope *sc, Node *e) {
   double v;
   if (!sema_const_num(S, sc, e, "grad_clip", &v)) return;
-  if (!(v >= 0)) { sema_err(S, e->loc, "grad_clip must be positive, not %g", v); return; }
+  if (!(v > 0)) { sema_err(S, e->loc, "grad_clip must be positive, not %g (leave it out for no clipping)", v); return; }
   S->g->train.grad_clip = v;
 }
 
@@ -212,6 +212,15 @@ static void key_optimizer(Sema *S, Scope *sc, Node *e) {
     return;
   }
   if (!(t->lr > 0)) sema_err(S, e->loc, "the learning rate must be positive, not %g", t->lr);
+  /* the ranges torch.optim accepts: outside them the update divides by zero or decays upwards */
+  if (t->optimizer == OPT_SGD && !(t->momentum >= 0))
+    sema_err(S, e->loc, "sgd's momentum must not be negative, not %g", t->momentum);
+  if (t->optimizer != OPT_ADAMW) return;
+  if (!(t->beta1 >= 0 && t->beta1 < 1)) sema_err(S, e->loc, "adamw's beta1 must be in [0, 1), not %g", t->beta1);
+  if (!(t->beta2 >= 0 && t->beta2 < 1)) sema_err(S, e->loc, "adamw's beta2 must be in [0, 1), not %g", t->beta2);
+  if (!(t->eps >= 0)) sema_err(S, e->loc, "adamw's eps must not be negative, not %g", t->eps);
+  if (!(t->weight_decay >= 0))
+    sema_err(S, e->loc, "adamw's weight_decay must not be negative, not %g", t->weight_decay);
 }
 
 static void key_lr_schedule(Sema *S, Scope *sc, Node *e) {
@@ -225,6 +234,7 @@ static void key_lr_schedule(Sema *S, Scope *sc, Node *e) {
     t->lr_schedule = LR_COSINE;
     if (a[0]) pos_int(S, sc, a[0], "warmup", 0, &t->warmup);
     opt_num(S, sc, a[1], "min_lr", &t->min_lr);
+    if (!(t->min_lr >= 0)) sema_err(S, e->loc, "cosine's min_lr must not be negative, not %g", t->min_lr);
     return;
   }
   sema_err(S, e->loc, "lr_schedule is constant or cosine(warmup, min_lr)");

@@ -8,8 +8,14 @@
  *
  * Invariants:
  *  - files are written atomically (temp file, fsync, rename); a checkpoint directory is
- *    written complete under a temp name and then swapped with DIR in one rename
- *    (renameat2 RENAME_EXCHANGE when DIR exists), so DIR is always a whole checkpoint;
+ *    written complete under DIR.tmp and then swapped with DIR in one rename (renameat2
+ *    RENAME_EXCHANGE when DIR exists), so DIR is always a whole checkpoint; a DIR that is a
+ *    link is followed (the link stays);
+ *  - nothing but a checkpoint's three files is ever removed: a DIR (or DIR.tmp) holding
+ *    anything else is refused before the run trains (mpl_ckpt_dir_check), and a file put
+ *    into DIR during the run stays, in the old folder that is then kept;
+ *  - loaded params and optimizer state are finite (a NaN in a file is refused, not
+ *    trained on);
  *  - names and shapes are checked on every read: a missing name or a shape mismatch is
  *    an error naming the param; the mesh of the writer does not matter;
  *  - under MPI (one rank per process) writing is collective: every process gathers the
@@ -27,6 +33,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,7 +134,12 @@ static int read_tensor(const MplSafetensors *st, const char *name, const JobPara
     shape_str(b, sizeof b, jp->rank, jp->dims);
     return mpl_errf(err, "%s: tensor '%s' has shape %s but param %s is %s", st->path, name, a, jp->name, b);
   }
-  return mpl_st_read_f32(st, t, buf, err);
+  if (mpl_st_read_f32(st, t, buf, err) != MPL_OK) return MPL_ERR;
+  for (int64_t i = 0; i < t->numel; i++)
+    if (!isfinite(buf[i]))
+      return mpl_errf(err, "%s: tensor '%s' holds %s at element %lld: a run cannot start from it", st->path, name,
+                      isnan(buf[i]) ? "a NaN" : "an infinity", (long long)i);
+  return MPL_OK;
 }
 
 typedef int (*SetFn)(MplRun *r, int p, int slot, const float *in, MplErr *err);
@@ -185,19 +197,37 @@ static int write_state(const MplRun *r, const char *dir, int64_t next_step, MplE
   return mpl_afile_commit(&af, err);
 }
 
-/* Removes a directory and the plain files in it (a checkpoint we wrote). */
-static void remove_dir(const char *dir) {
+/* The files of a checkpoint folder: nothing else is ever written to or removed from one. */
+static const char *const ckpt_files[] = {"model.safetensors", "optim.safetensors", "state.json"};
+
+static bool is_ckpt_file(const char *name) {
+  for (size_t i = 0; i < sizeof ckpt_files / sizeof *ckpt_files; i++)
+    if (!strcmp(name, ckpt_files[i])) return true;
+  return false;
+}
+
+/* A checkpoint folder we wrote: its files, then the folder itself. Anything else in it
+ * (a user's file) stays, and so does the folder; false then. */
+static bool remove_dir(const char *dir) {
+  char p[4200];
+  for (size_t i = 0; i < sizeof ckpt_files / sizeof *ckpt_files; i++)
+    if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, ckpt_files[i]) < sizeof p) unlink(p);
+  return rmdir(dir) == 0 || errno == ENOENT;
+}
+
+/* The first entry of folder dir that is not a checkpoint's file (into name), or false. */
+static bool foreign_entry(const char *dir, char *name, size_t n) {
   DIR *d = opendir(dir);
-  if (d) {
-    struct dirent *de;
-    char p[4096];
-    while ((de = readdir(d)))
-      if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
-          (size_t)snprintf(p, sizeof p, "%s/%s", dir, de->d_name) < sizeof p)
-        unlink(p);
-    closedir(d);
-  }
-  rmdir(dir);
+  if (!d) return false;
+  struct dirent *de;
+  bool found = false;
+  while (!found && (de = readdir(d)))
+    if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") && !is_ckpt_file(de->d_name)) {
+      snprintf(name, n, "%s", de->d_name);
+      found = true;
+    }
+  closedir(d);
+  return found;
 }
 
 /* Puts tmp in place of dir: an atomic exchange if dir exists, else a rename. */
@@ -207,7 +237,8 @@ static int swap_into_place(const char *tmp, const char *dir, MplErr *err) {
     if (!S_ISDIR(sb.st_mode)) return mpl_errf(err, "%s: exists and is not a directory", dir);
 #ifdef SYS_renameat2
     if (syscall(SYS_renameat2, AT_FDCWD, tmp, AT_FDCWD, dir, 2 /* RENAME_EXCHANGE */) == 0) {
-      remove_dir(tmp); /* now the old checkpoint */
+      if (!remove_dir(tmp)) /* now the old checkpoint: a file put there during the run stays */
+        fprintf(stderr, "mplrun: warning: %s: kept, with the files put in %s during the run\n", tmp, dir);
       mpl_fsync_dir(dir); /* best effort, as mpl_afile_commit */
       return MPL_OK;
     }
@@ -221,7 +252,7 @@ static int swap_into_place(const char *tmp, const char *dir, MplErr *err) {
       rename(old, dir);
       return mpl_errf(err, "%s: cannot replace: %s", dir, strerror(e));
     }
-    remove_dir(old);
+    if (!remove_dir(old)) fprintf(stderr, "mplrun: warning: %s: kept, with the files put in %s during the run\n", old, dir);
   } else if (rename(tmp, dir) != 0) {
     return mpl_errf(err, "%s: cannot create: %s", dir, strerror(errno));
   }
@@ -233,6 +264,69 @@ static int get_optim(const MplRun *r, int p, int slot, float *out, MplErr *err) 
   return mpl_run_get_optim(r, p, slot, out, err);
 }
 
+/* The folder a checkpoint goes to (dir, or where dir links to: the link stays) and its
+ * temp folder beside it, "<folder>.tmp" (one name, so a run killed while writing leaves at
+ * most one, which the next write removes). */
+static int ckpt_target(const char *dir, char *target, size_t tn, char *tmp, size_t mn, MplErr *err) {
+  size_t dl = strlen(dir);
+  while (dl > 1 && dir[dl - 1] == '/') dl--;
+  if (dl >= tn) return mpl_errf(err, "%s: path too long", dir);
+  snprintf(target, tn, "%.*s", (int)dl, dir);
+  struct stat lb;
+  if (lstat(target, &lb) == 0 && S_ISLNK(lb.st_mode)) {
+    char real[PATH_MAX];
+    if (!realpath(target, real)) return mpl_errf(err, "%s: a link to nowhere: %s", target, strerror(errno));
+    if (strlen(real) >= tn) return mpl_errf(err, "%s: path too long", real);
+    snprintf(target, tn, "%s", real);
+  }
+  if ((size_t)snprintf(tmp, mn, "%s.tmp", target) >= mn) return mpl_errf(err, "%s: path too long", target);
+  return MPL_OK;
+}
+
+/* The folder of a file path (".", for a bare name) into out. */
+static void folder_of(const char *path, char *out, size_t n) {
+  const char *slash = strrchr(path, '/');
+  if (!slash) snprintf(out, n, ".");
+  else if (slash == path) snprintf(out, n, "/");
+  else snprintf(out, n, "%.*s", (int)(slash - path), path);
+}
+
+/* A folder that exists and that this process may create files in. */
+static int writable_folder(const char *folder, const char *flag, const char *path, MplErr *err) {
+  struct stat sb;
+  if (stat(folder, &sb) != 0) return mpl_errf(err, "%s %s: no folder %s: %s", flag, path, folder, strerror(errno));
+  if (!S_ISDIR(sb.st_mode)) return mpl_errf(err, "%s %s: %s is not a folder", flag, path, folder);
+  if (access(folder, W_OK | X_OK) != 0)
+    return mpl_errf(err, "%s %s: cannot write in %s: %s", flag, path, folder, strerror(errno));
+  return MPL_OK;
+}
+
+int mpl_out_file_check(const char *path, const char *flag, MplErr *err) {
+  struct stat sb;
+  if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) return mpl_errf(err, "%s %s: is a folder, not a file", flag, path);
+  char folder[4096];
+  folder_of(path, folder, sizeof folder);
+  return writable_folder(folder, flag, path, err);
+}
+
+int mpl_ckpt_dir_check(const char *dir, MplErr *err) {
+  char target[4096], tmp[4200], name[256], folder[4096];
+  if (ckpt_target(dir, target, sizeof target, tmp, sizeof tmp, err) != MPL_OK) return MPL_ERR;
+  struct stat sb;
+  if (stat(target, &sb) == 0) {
+    if (!S_ISDIR(sb.st_mode)) return mpl_errf(err, "--checkpoint %s: exists and is not a folder", dir);
+    if (foreign_entry(target, name, sizeof name))
+      return mpl_errf(err, "--checkpoint %s: the folder holds '%s', which is not a checkpoint's file; a checkpoint "
+                      "folder holds model.safetensors, optim.safetensors and state.json alone (give a new folder)",
+                      dir, name);
+  }
+  if (stat(tmp, &sb) == 0 && (!S_ISDIR(sb.st_mode) || foreign_entry(tmp, name, sizeof name)))
+    return mpl_errf(err, "--checkpoint %s: %s, where the checkpoint is written first, holds files that are not a "
+                    "checkpoint's: move it away", dir, tmp);
+  folder_of(target, folder, sizeof folder);
+  return writable_folder(folder, "--checkpoint", dir, err);
+}
+
 int mpl_ckpt_write_dir(const MplRun *r, const char *dir, int64_t next_step, MplErr *err) {
   char tmp[4096], path[4096];
   if (!mpl_run_is_lead(r)) { /* MPI: this process's parts go to world rank 0, which writes */
@@ -241,12 +335,9 @@ int mpl_ckpt_write_dir(const MplRun *r, const char *dir, int64_t next_step, MplE
     if (mpl_ckpt_save_params(r, dir, err) != MPL_OK) return MPL_ERR;
     return write_tensors(r, dir, slots, nslots, get_optim, err);
   }
-  size_t dl = strlen(dir);
-  while (dl > 1 && dir[dl - 1] == '/') dl--;
-  snprintf(tmp, sizeof tmp, "%.*s.tmp.%ld", (int)dl, dir, (long)getpid());
   char target[4096];
-  snprintf(target, sizeof target, "%.*s", (int)dl, dir);
-  remove_dir(tmp);
+  if (ckpt_target(dir, target, sizeof target, tmp, sizeof tmp, err) != MPL_OK) return MPL_ERR;
+  if (!remove_dir(tmp)) return mpl_errf(err, "%s: holds files that are not a checkpoint's: not removed", tmp);
   if (mkdir(tmp, 0777) != 0) return mpl_errf(err, "%s: cannot create: %s", tmp, strerror(errno));
   const char *const *slots;
   int nslots = mpl_run_optim_slots(r, &slots);
@@ -297,6 +388,10 @@ static int read_state(const MplRun *r, const char *path, int64_t *step, int64_t 
   }
   uint64_t seed = 0, ident = 0;
   if (st == MPL_OK && j.type != MPL_JSON_OBJ) st = mpl_errf(err, "%s: not a JSON object", path);
+  int64_t format = 0;
+  if (st == MPL_OK) st = state_i64(&j, "format", path, &format, err);
+  if (st == MPL_OK && format != 1)
+    st = mpl_errf(err, "%s: checkpoint format %lld; this mplrun reads format 1", path, (long long)format);
   if (st == MPL_OK) st = state_i64(&j, "step", path, step, err);
   if (st == MPL_OK) st = state_i64(&j, "data_pos", path, pos, err);
   if (st == MPL_OK) st = state_u64(&j, "seed", false, path, &seed, err);

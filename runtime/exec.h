@@ -197,9 +197,15 @@ int mpl_ckpt_save_params(const MplRun *r, const char *path, MplErr *err);
 /* --init: every param must be in the file with its shape. */
 int mpl_ckpt_load_params(MplRun *r, const char *path, MplErr *err);
 /* DIR/model.safetensors, DIR/optim.safetensors, DIR/state.json (next_step: the step a
- * resume runs first), written into a temp directory that is renamed over DIR. */
+ * resume runs first), written into DIR.tmp, which is then swapped with DIR. */
 int mpl_ckpt_write_dir(const MplRun *r, const char *dir, int64_t next_step, MplErr *err);
 /* Loads params, optimizer state, step and data position from DIR. */
 int mpl_ckpt_resume(MplRun *r, const char *dir, MplErr *err);
+/* Before a run trains, so that a bad path does not cost the run: DIR (--checkpoint) may
+ * be written (a new folder, or one holding a checkpoint alone, in a folder that exists);
+ * path (--save, --trace, --profile; flag names it) is no folder and its folder exists and
+ * is writable. */
+int mpl_ckpt_dir_check(const char *dir, MplErr *err);
+int mpl_out_file_check(const char *path, const char *flag, MplErr *err);
 
 #endif

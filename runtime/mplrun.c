@@ -204,6 +204,10 @@ static int parse_args(Cli *c, int argc, char **argv) {
     return fail("no job given%s%s", "", "");
   }
   if ((c->sample_n >= 0) != (c->prompt != NULL)) return fail("--sample N and --prompt TEXT go together%s%s", "", "");
+  if (c->run.ckpt_every > 0 && !c->run.ckpt_dir)
+    return fail("--checkpoint-every N goes with --checkpoint DIR (where the checkpoints go)%s%s", "", "");
+  if (c->run.init_path && c->run.resume_dir)
+    return fail("--init FILE and --resume DIR both set the params: give one (--resume restores the optimizer too)%s%s", "", "");
   if (c->sample_opt && c->sample_n < 0) return fail("--temperature, --top-k and --seed go with --sample N --prompt TEXT%s%s", "", "");
   return 0;
 }

@@ -67,7 +67,7 @@ double mpl_lr_at(const TrainConfig *c, int64_t steps, int64_t t) {
   if (c->lr_schedule != LR_COSINE) return c->lr;
   if (t < c->warmup) return c->lr * (double)(t + 1) / (double)c->warmup;
   int64_t span = steps - 1 - c->warmup;
-  if (span <= 0) return c->lr;
+  if (span <= 0) return c->min_lr; /* the last step (warmup = steps - 1) */
   double progress = (double)(t - c->warmup) / (double)span;
   if (progress > 1) progress = 1;
   return c->min_lr + 0.5 * (c->lr - c->min_lr) * (1.0 + cos(M_PI * progress));

@@ -204,6 +204,9 @@ int init_data(MplRun *r, MplErr *err);
 /* The val token file (the job's val or --val), after init_data. */
 int init_val(MplRun *r, MplErr *err);
 int init_observability(MplRun *r, MplErr *err);
+/* The files and the folder the run writes when it ends (--checkpoint, --save, --trace,
+ * --profile) checked before it trains. */
+int init_outputs(MplRun *r, MplErr *err);
 void free_rank(RankCtx *rc);
 
 /* ==== measure.c (--profile) ============================================= */

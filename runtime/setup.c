@@ -349,6 +349,15 @@ int init_kernels(MplRun *r, MplErr *err) {
   return MPL_OK;
 }
 
+int init_outputs(MplRun *r, MplErr *err) {
+  const MplRunOpts *o = &r->opts;
+  if (o->ckpt_dir && mpl_ckpt_dir_check(o->ckpt_dir, err) != MPL_OK) return MPL_ERR;
+  if (o->save_path && mpl_out_file_check(o->save_path, "--save", err) != MPL_OK) return MPL_ERR;
+  if (o->trace_path && mpl_out_file_check(o->trace_path, "--trace", err) != MPL_OK) return MPL_ERR;
+  if (o->profile_path && mpl_out_file_check(o->profile_path, "--profile", err) != MPL_OK) return MPL_ERR;
+  return MPL_OK;
+}
+
 int init_observability(MplRun *r, MplErr *err) {
   if (r->opts.trace_path) {
     if (mpl_trace_init(&r->trace, r->nworld, err) != MPL_OK) return MPL_ERR;

@@ -186,6 +186,7 @@ static int run_init_body(MplRun *r, MplErr *err) {
   if (!r->devops->load_kernels && init_kernels(r, err) != MPL_OK) return MPL_ERR;
   bool own_comm = r->devops->world_init != NULL; /* the device brings its communicator */
   if (init_mpi(r, err) != MPL_OK) return MPL_ERR;
+  if (r->lead && init_outputs(r, err) != MPL_OK) return MPL_ERR;
   if (!own_comm && !r->mpi && mpl_comm_world_init(&r->world, r->nworld, err) != MPL_OK) return MPL_ERR;
   if (r->world) mpl_comm_world_set_spin(r->world, r->nworld * r->opts.threads);
   r->ranks = mpl_calloc((size_t)r->nworld, sizeof *r->ranks);

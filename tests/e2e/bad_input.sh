@@ -90,10 +90,19 @@ t = {k: (v['dtype'], v['shape'], data[v['data_offsets'][0]:v['data_offsets'][1]]
 m = dict(t); del m['wpe.weight']; write(out + '/missing.st', m)
 w = dict(t); d, s, raw = w['ln_f.weight']; w['ln_f.weight'] = (d, [2, s[0] // 2], raw); write(out + '/shape.st', w)
 i = dict(t); d, s, raw = i['ln_f.bias']; i['ln_f.bias'] = ('I32', s, raw); write(out + '/dtype.st', i)
+x = dict(t); x['buffers.position_ids'] = ('I64', [3], struct.pack('<3q', 0, 1, 2)); write(out + '/extra.st', x)
+import math
+f = dict(t); d, s, raw = f['ln_f.bias']; f['ln_f.bias'] = (d, s, struct.pack('<f', math.nan) + raw[4:]); write(out + '/nan.st', f)
 EOF
 expect_fail "--init file missing a tensor" "wpe.weight" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/missing.st"
 expect_fail "--init tensor of the wrong shape" "ln_f.weight" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/shape.st"
-expect_fail "--init tensor of an unreadable dtype" "ln_f.bias.*dtype" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/dtype.st"
+expect_fail "--init tensor of an unreadable dtype" "ln_f.bias' is I32" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/dtype.st"
+expect_fail "--init param holding a NaN" "ln_f.bias' holds a NaN" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/nan.st"
+# a tensor that is no param, of an integer dtype (a checkpoint's buffer), is ignored
+if "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/extra.st" --steps 0 --save "$tmp/extra_out.st" > "$tmp/extra.log" 2>&1 &&
+   "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/good.st" --steps 0 --save "$tmp/good_out.st" > /dev/null 2>&1 &&
+   cmp -s "$tmp/extra_out.st" "$tmp/good_out.st"; then ok "--init ignores an I64 tensor that is no param"
+else bad "--init with an extra I64 tensor: $(tail -n 2 "$tmp/extra.log")"; fi
 expect_fail "--init file that does not exist" "nosuch.st.*No such file" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/nosuch.st"
 expect_fail "--init garbage" "garbage.job" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/garbage.job"
 head -c 300 "$tmp/good.st" > "$tmp/cut.st"

@@ -21,6 +21,11 @@
 #  - a diverging run (sgd(lr = 1e12), and 1e30 with grad_clip) stops with a message
 #    naming the step and a non-zero exit; the checkpoint it leaves (--checkpoint-every 1)
 #    holds finite values only and is of an earlier step; its --save is never written.
+#  - a --checkpoint folder holding anything but a checkpoint, and --save, --checkpoint and
+#    --trace paths that cannot be written, are refused before step 1 (the user's files
+#    untouched); --checkpoint-every without --checkpoint, and --init with --resume, are
+#    refused; a link is followed and kept; a temp folder left by a killed run is cleared;
+#    a checkpoint of another format is refused.
 # Note: --steps N sets the run's length, and cosine(warmup, min_lr) ends at the run's
 # last step; warmup 3 keeps steps 1..3 identical whether the run is 3 or 6 steps long.
 cd "$(dirname "$0")/../.."
@@ -161,6 +166,40 @@ for clip in "" "grad_clip = 1.0"; do
   else bad "$label: checkpoint at step '${saved}' after a stop at step '${stop}', or not finite"; fi
   if [ ! -e "$tmp/div.st" ]; then ok "$label: --save is not written"; else bad "$label: --save was written"; fi
 done
+
+# ---- the checkpoint folder and the output paths: checked before training, nothing else removed ----
+refused() { # label, pattern, mplrun args...: exit 1 before step 1, with a message matching pattern
+  local label=$1 pat=$2; shift 2
+  "$MPLRUN" "$@" --threads 1 --metrics "$tmp/refused.jsonl" > "$tmp/refused.log" 2>&1; local rc=$?
+  if [ $rc = 1 ] && grep -q -- "$pat" "$tmp/refused.log" && [ ! -s "$tmp/refused.jsonl" ]; then
+    ok "$label: refused before training: $(grep -m1 -o -- "$pat.*" "$tmp/refused.log" | cut -c1-90)"
+  else bad "$label: exit $rc, $(tail -n 2 "$tmp/refused.log")"; fi
+}
+D=(--data "$tmp/tiny.bin")
+mkdir -p "$tmp/user/sub" && echo precious > "$tmp/user/precious.txt"
+refused "--checkpoint into a folder of the user's" "holds 'precious.txt'" "$lm" "${D[@]}" --steps 2 --checkpoint "$tmp/user"
+if [ "$(cat "$tmp/user/precious.txt" 2>/dev/null)" = precious ] && [ -d "$tmp/user/sub" ]; then ok "the user's files stay"
+else bad "the user's files were touched: $(ls "$tmp/user")"; fi
+refused "--save into a missing folder" "no folder" "$lm" "${D[@]}" --steps 2 --save "$tmp/nowhere/p.st"
+refused "--save onto a folder" "is a folder" "$lm" "${D[@]}" --steps 2 --save "$tmp/user"
+refused "--checkpoint onto a file" "not a folder" "$lm" "${D[@]}" --steps 2 --checkpoint "$tmp/user/precious.txt"
+refused "--trace into a missing folder" "no folder" "$lm" "${D[@]}" --steps 2 --trace "$tmp/nowhere/t.json"
+refused "--checkpoint-every without --checkpoint" "goes with --checkpoint" "$lm" "${D[@]}" --steps 2 --checkpoint-every 1
+refused "--init with --resume" "give one" "$lm" "${D[@]}" --steps 2 --init "$tmp/a.st" --resume "$tmp/ck"
+# a checkpoint through a link: written where the link points, the link kept; a temp folder
+# left by a killed run (checkpoint files only) is cleared by the next write
+mkdir -p "$tmp/real" && ln -s "$tmp/real" "$tmp/link"
+mkdir -p "$tmp/real.tmp" && cp "$tmp/ck/state.json" "$tmp/real.tmp/"
+if run link "$lm" "${D[@]}" --steps 2 --checkpoint "$tmp/link"; then
+  if [ -L "$tmp/link" ] && [ -f "$tmp/real/state.json" ] && [ ! -e "$tmp/real.tmp" ] && [ ! -e "$tmp/link.tmp" ]; then
+    ok "--checkpoint through a link writes the folder it points to, keeps the link, clears a stale temp folder"
+  else bad "--checkpoint through a link: $(ls -l "$tmp" | grep -E 'real|link' | tr '\n' ' ')"; fi
+fi
+# a checkpoint's state of another format is refused
+if [ -f "$tmp/ck/state.json" ]; then
+  mkdir -p "$tmp/fmt2" && cp "$tmp/ck/"* "$tmp/fmt2/" && sed -i 's/"format": 1/"format": 2/' "$tmp/fmt2/state.json"
+  refused "a checkpoint of format 2" "format 2" "$lm" "${D[@]}" --steps 6 --resume "$tmp/fmt2"
+fi
 
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
