@@ -187,6 +187,13 @@ $(GEMM_BENCH): tests/bench/gemm_bench.c $(BUILD)/runtime/gemm.o $(BUILD)/runtime
 
 $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(LIBCOMP) $(LIBRT) $(LIBJOB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(RT_LIBS) $(LDLIBS)
+# test_cuda_mock: the cuda device's host code on tests/unit/cuda_mock.c's CUDA runtime, driver and
+# cuBLAS, linked instead of libcudart (without CUDA the rule above builds its note)
+ifneq ($(HAVE_CUDA),)
+$(BUILD)/tests/test_cuda_mock: $(addprefix $(BUILD)/tests/,test_cuda_mock.o cuda_mock.o cuda_mock_progs.o cuda_mock_sdpa.o) \
+                               $(LIBCOMP) $(LIBRT) $(LIBJOB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(filter-out -lcudart,$(RT_LIBS)) $(LDLIBS)
+endif
 
 # ---- the user's commands ---------------------------------------------------------
 # (run, test and bench: deps first, then the build in a sub-make that looks the tools up anew)

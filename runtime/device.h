@@ -63,9 +63,10 @@ typedef struct MplCe {
 } MplCe;
 
 /* An embedding's gradient (JS_EMB_GRAD, job.h): idx i32 [M], dy f32 [M, N], out f32 [K, N];
- * out[r, :] = the sum of dy[p, :] over the positions p whose idx, clamped to [0, K), is r, in
- * position order from 0; a position whose idx is outside [0, K) adds nothing. Every device
- * gives the same bits (the same additions in the same order). */
+ * out[r, :] = the sum of dy[p, :] over the positions p whose idx is r, in position order
+ * from 0; a position whose idx is outside [0, K) adds nothing (sema makes such an idx an
+ * error before it gets here). Every device gives the same bits (the same additions in the
+ * same order). */
 typedef struct MplEmbGrad {
   int64_t M, N, K;
   const int32_t *idx;
