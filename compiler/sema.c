@@ -12,6 +12,7 @@
  */
 #include "sema_int.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -64,12 +65,21 @@ static bool parse_define(const char *s, Value *out) {
   if (!strcmp(s, "true") || !strcmp(s, "false")) { *out = vbool(s[0] == 't', (Loc){0}); return true; }
   if (!strcmp(s, "inf")) { *out = vfloat(INFINITY, (Loc){0}); return true; }
   if (!strcmp(s, "-inf")) { *out = vfloat(-INFINITY, (Loc){0}); return true; }
+  /* the language's literals: [-]digits (an int, which must fit), or a decimal float */
+  const char *d = s + (*s == '-');
+  if (!isdigit((unsigned char)*d) && *d != '.') return false;
+  bool integral = true;
+  for (const char *c = d; *c; c++) integral &= isdigit((unsigned char)*c) != 0;
   errno = 0;
-  long long i = strtoll(s, &end, 10);
-  if (*s && !*end && !errno) { *out = vint(i, (Loc){0}); return true; }
-  errno = 0;
+  if (integral) {
+    long long i = strtoll(s, &end, 10);
+    if (!*end && !errno) { *out = vint(i, (Loc){0}); return true; }
+    return false;
+  }
+  for (const char *c = d; *c; c++)
+    if (!isdigit((unsigned char)*c) && !strchr(".eE+-", *c)) return false; /* no hex, no spaces */
   double f = strtod(s, &end);
-  if (*s && !*end && !errno && isfinite(f)) { *out = vfloat(f, (Loc){0}); return true; }
+  if (!*end && !errno && isfinite(f)) { *out = vfloat(f, (Loc){0}); return true; }
   return false;
 }
 
@@ -107,8 +117,22 @@ static void module_const(Sema *S, Module *m, Node *it, bool is_main) {
 }
 
 /* Registers a module's imports, consts and defs, in source order. */
+/* A def's or model's parameter names are distinct, as Python's. */
+static void check_param_names(Sema *S, const Node *fn) {
+  for (int i = 0; i < fn->list.n; i++) {
+    const Node *p = fn->list.items[i];
+    for (int j = 0; j < i; j++)
+      if (p->name && !strcmp(((const Node *)fn->list.items[j])->name, p->name)) {
+        sema_err(S, p->loc, "%s '%s' has two parameters named '%s'", fn->kind == N_DEF ? "def" : "model", fn->name,
+                 p->name);
+        break;
+      }
+  }
+}
+
 static void module_init(Sema *S, Module *m, bool is_main) {
   NodeList *items = &m->program->list;
+  m->loading = true;
   for (int i = 0; i < items->n; i++) {
     Node *it = items->items[i];
     switch (it->kind) {
@@ -119,6 +143,7 @@ static void module_init(Sema *S, Module *m, bool is_main) {
     }
     case N_CONST: module_const(S, m, it, is_main); break;
     case N_DEF:
+      check_param_names(S, it);
       if (strmap_get(&m->defs, it->name)) sema_err(S, it->loc, "def '%s' is defined twice", it->name);
       else strmap_put(S->a, &m->defs, it->name, it);
       break;
@@ -128,11 +153,17 @@ static void module_init(Sema *S, Module *m, bool is_main) {
     default: break;
     }
   }
+  m->loading = false;
 }
 
 static void check_defines(Sema *S) {
   for (int i = 0; i < S->opt->defines.n; i++) {
     const Define *df = S->opt->defines.items[i];
+    for (int j = 0; j < i; j++)
+      if (!strcmp(((const Define *)S->opt->defines.items[j])->name, df->name)) {
+        sema_err(S, (Loc){0}, "-D %s is given twice", df->name);
+        break;
+      }
     if (!strmap_get(&S->main->consts, df->name))
       sema_err(S, (Loc){0}, "-D %s: the program has no const '%s'", df->name, df->name);
   }
@@ -151,8 +182,16 @@ static Node *choose_model(Sema *S, Node *program, Node **train_out) {
       if (mesh) sema_err(S, it->loc, "a second mesh declaration");
       else mesh = it;
     } else if (it->kind == N_MODEL) {
+      check_param_names(S, it);
       nmodels++;
       if (!model) model = it;
+      for (int j = 0; j < i; j++) {
+        const Node *o = program->list.items[j];
+        if (o->kind == N_MODEL && !strcmp(o->name, it->name)) {
+          sema_err(S, it->loc, "model '%s' is defined twice", it->name);
+          break;
+        }
+      }
     }
   }
   sema_mesh(S, mesh);

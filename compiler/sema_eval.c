@@ -250,7 +250,11 @@ static Value eval_member(Sema *S, Scope *sc, Node *e) {
     if (def) return (Value){.kind = V_DEF, .def = def, .mod = o.mod, .loc = e->loc};
     Value *c = strmap_get(&o.mod->consts, e->name);
     if (c) { Value v = *c; v.loc = e->loc; return v; }
-    sema_err(S, e->loc, "module '%s' has no def or const '%s'", o.mod->name, e->name);
+    if (o.mod->loading)
+      sema_err(S, e->loc, "module '%s' is still being loaded here (its imports lead back to it), and no def or "
+               "const '%s' of it has been read yet: declare it before the import, or break the cycle",
+               o.mod->name, e->name);
+    else sema_err(S, e->loc, "module '%s' has no def or const '%s'", o.mod->name, e->name);
     return verr();
   }
   if (o.kind == V_INST) {

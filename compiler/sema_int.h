@@ -81,6 +81,7 @@ struct Module {
   StrMap defs;    /* name -> Node* (DEF) */
   StrMap imports; /* name -> Module* */
   bool broken;    /* could not be loaded: uses of it are already reported */
+  bool loading;   /* its items are being read (an import cycle may reach it meanwhile) */
   StrMap has_params_memo; /* def name -> (void*)1 no / (void*)2 yes / (void*)3 in progress */
 };
 

@@ -552,11 +552,11 @@ static bool collect_args(Sema *S, Scope *sc, Node *call, Node *def, const char *
 }
 
 /* Checks a def's result against its `-> type` or `-> (t1, t2, ...)`: the number of
- * values, then each tensor's type (compile-time values are not checked). */
-static bool check_result(Sema *S, Scope *nsc, CallCtx *cc, Node *ty, Value r) {
+ * values, then each tensor's type (compile-time values are not checked), in sig: the
+ * signature's names as the call bound them (the body may rebind them). at: the return. */
+static bool check_result(Sema *S, Scope *sig, CallCtx *cc, Node *ty, Value r, Loc at) {
   if (r.kind == V_ERR || r.kind == V_VOID) return true;
   int want = ty->kind == N_TYPES ? ty->list.n : 1, got = r.kind == V_TUPLE ? r.n : 1;
-  Loc at = nsc->returned ? nsc->ret_loc : r.loc;
   if (want != got) {
     sema_err(S, at, "%s returns %d value%s, but its signature declares %d", cc->callee, got, got == 1 ? "" : "s", want);
     sema_note(S, ty->loc, "declared here");
@@ -566,7 +566,7 @@ static bool check_result(Sema *S, Scope *nsc, CallCtx *cc, Node *ty, Value r) {
   for (int i = 0; i < want; i++) {
     Value v = r.kind == V_TUPLE ? r.items[i] : r;
     const char *what = want == 1 ? "the result" : arena_printf(S->a, "result %d", i + 1);
-    if (v.kind == V_TENSOR) ok &= match_type(S, nsc, cc, want == 1 ? ty : ty->list.items[i], v, what, v.loc);
+    if (v.kind == V_TENSOR) ok &= match_type(S, sig, cc, want == 1 ? ty : ty->list.items[i], v, what, v.loc);
   }
   return ok;
 }
@@ -595,10 +595,14 @@ static Value call_body(Sema *S, Scope *sc, Node *call, Node *def, Module *mod, c
       ok &= bind_arg(S, nsc, &cc, pd, vals[j], locs[j]);
     }
   if (!ok) return verr();
+  Scope sig = *nsc; /* the signature's names as bound by the call, for the result's check */
+  sig.vars = arena_alloc(S->a, sizeof(Binding) * (size_t)(nsc->nvars + 1));
+  memcpy(sig.vars, nsc->vars, sizeof(Binding) * (size_t)nsc->nvars);
+  sig.capvars = nsc->nvars;
   S->frames[S->depth++] = (CallFrame){.call = call->loc, .callee = callee, .stdlib = sema_in_stdlib(def->loc)};
   sema_exec_body(S, nsc, &def->body);
   Value r = nsc->returned ? nsc->ret : (Value){.kind = V_VOID};
-  if (def->a && !check_result(S, nsc, &cc, def->a, r)) r = verr();
+  if (def->a && !check_result(S, &sig, &cc, def->a, r, nsc->returned ? nsc->ret_loc : r.loc)) r = verr();
   S->depth--;
   return r;
 }

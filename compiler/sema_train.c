@@ -89,8 +89,9 @@ static bool is_tokens(Node *e) {
 /* tokens("file.bin"): the file name (arena text), or NULL after an error. */
 static const char *tokens_path(Sema *S, Scope *sc, Node *e) {
   Value v = sema_eval(S, sc, ((Node *)e->list.items[0])->a);
-  if (v.kind == V_STR) return v.s;
-  if (v.kind != V_ERR) sema_err(S, e->loc, "tokens needs a file name in quotes");
+  if (v.kind == V_STR && v.s[0]) return v.s;
+  if (v.kind == V_STR) sema_err(S, e->loc, "tokens needs a file name, not an empty string");
+  else if (v.kind != V_ERR) sema_err(S, e->loc, "tokens needs a file name in quotes");
   return NULL;
 }
 
@@ -131,8 +132,7 @@ static void key_val(Sema *S, Scope *sc, Node *e) {
     return;
   }
   const char *path = tokens_path(S, sc, e);
-  if (path && !path[0]) sema_err(S, e->loc, "val's file name is empty");
-  else if (path) S->g->train.val_path = (char *)path;
+  if (path) S->g->train.val_path = (char *)path;
 }
 
 static void key_eval_every(Sema *S, Scope *sc, Node *e) { key_int(S, sc, e, "eval_every", 1, &S->g->train.eval_every); }

@@ -81,7 +81,10 @@ static Loc end_loc(ParseCtx *ctx, ParseLoc l) { return parse_loc(ctx, l.last_lin
 static Node *nest(ParseCtx *ctx, ParseLoc *l, Node *n) {
   if (++l->depth <= PARSE_MAX_DEPTH) return n;
   if (!ctx->depth_reported)
-    diag_error(ctx->diag, n->loc, "expression nested too deeply (more than %d levels)", PARSE_MAX_DEPTH);
+    diag_error(ctx->diag, n->loc,
+               "expression too deep: more than %d levels of operations (each operator of a chain such as "
+               "a + b + c is one level; split a long chain over several statements)",
+               PARSE_MAX_DEPTH);
   ctx->depth_reported = true;
   l->depth = 0;
   return node_new(A, N_ERROR, n->loc);

@@ -105,7 +105,8 @@ static int apply_flag(Cli *c, const char *f, const char *v) {
   int64_t n;
   if (!strcmp(f, "--devices")) c->devices = v;
   else if (!strcmp(f, "--threads")) {
-    if (!parse_count(v, 4096, &n) || n < 1) return fail("--threads needs a positive integer, not '%s'%s", v, "");
+    if (!parse_count(v, INT64_MAX / 2, &n) || n < 1) return fail("--threads needs a positive integer, not '%s'%s", v, "");
+    if (n > 4096) return fail("--threads %s: at most 4096 threads a rank%s", v, "");
     c->threads = (int)n;
   } else if (!strcmp(f, "--steps")) {
     if (!parse_count(v, INT64_MAX / 2, &n)) return fail("--steps needs a non-negative integer, not '%s'%s", v, "");

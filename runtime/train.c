@@ -298,10 +298,13 @@ static int evaluate(MplRun *r, MplErr *err) {
 static int report_step(MplRun *r, int64_t step, double step_s, double avg_s, bool evaluated, MplErr *err) {
   double lr = mpl_lr_at(&r->job->train, r->total_steps, step);
   double tokens = (double)(r->B * r->m * r->dp); /* the step's rows; tokens when a row is a sequence */
-  bool seq = false;
+  /* a row is a sequence for token data, and for a model with an input of tokens [B, seq]
+     (i32) or of vectors [B, seq, ...]; not for features [B, n] that happen to number seq */
+  bool seq = r->tokens;
   for (int i = 0; i < r->job->ninputs && !seq; i++) {
     const JobValue *v = &r->job->values[r->job->inputs[i].value];
-    seq = r->tokens || (v->rank >= 2 && v->dims[1] == r->job->train.seq);
+    seq = r->job->inputs[i].token_role >= 0 ||
+          (v->dims[1] == r->job->train.seq && ((v->rank == 2 && v->dtype == JDT_I32) || v->rank >= 3));
   }
   if (seq) tokens *= (double)r->job->train.seq;
   double tps = step_s > 0 ? tokens / step_s : 0;

@@ -4,6 +4,7 @@
 #    "rank N", whose slices have the categories fwd, bwd_b, bwd_w, send, recv and
 #    optimizer (and do not overlap within a row);
 #  - --metrics writes one JSON object per step with step (1, 2, ...) and a finite loss;
+#    throughput is in tokens for a token model, in samples for one of feature vectors;
 #  - --sample N --prompt TEXT after a few steps prints the prompt and N more tokens,
 #    the same twice, and nothing else on stdout (after --resume too), without the job's
 #    training data when it trains nothing; dropout is off
@@ -124,6 +125,18 @@ EOF
     fi
   done
 fi
+
+# ---- the throughput's unit: tokens for sequences, samples for feature vectors ----
+# (examples/layers_on_devices.mpl's input is f32[B, 64], 64 features: the same number as the
+# default seq, which made it count as a sequence)
+if "$MPLC" examples/layers_on_devices.mpl -o "$tmp/lod.job" 2> "$tmp/lod.err" &&
+   "$MPLRUN" "$tmp/lod.job" --steps 1 --threads 1 --metrics "$tmp/lod.jsonl" > "$tmp/lod.out" 2>&1; then
+  if grep -q '"samples_s"' "$tmp/lod.jsonl" && ! grep -q '"tok_s"' "$tmp/lod.jsonl" && grep -q 'samples/s' "$tmp/lod.out"; then
+    ok "a model of feature vectors [B, 64] reports samples/s (and samples_s in --metrics)"
+  else bad "layers_on_devices reports: $(head -c 120 "$tmp/lod.jsonl")"; fi
+  if grep -q '"tok_s"' "$tmp/m_1f1b.jsonl" 2>/dev/null; then ok "a token model reports tok_s"
+  else bad "tiny_lm's metrics lack tok_s: $(head -c 120 "$tmp/m_1f1b.jsonl")"; fi
+else bad "layers_on_devices: $(head -n 2 "$tmp/lod.err" "$tmp/lod.out")"; fi
 
 # ---- --sample ----
 if "$MPLRUN" "$job" "${D[@]}" --steps 4 --save "$tmp/p.st" -q > "$tmp/train.log" 2>&1; then

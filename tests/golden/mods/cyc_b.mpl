@@ -1,0 +1,2 @@
+import cyc_a
+const cb = cyc_a.ca + 1
