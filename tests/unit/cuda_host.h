@@ -127,6 +127,21 @@ static inline void host_launch_grid(long long blocks, unsigned threads, void (*b
   free(id), free(th);
 }
 
+/* A launch whose every thread runs body(params): a mock driver's cuLaunchKernel, with body
+ * decoding the params with its kernel's own parameter types (tests/unit/cuda_mock*.c). */
+typedef void (*HostParamsBody)(void **params);
+typedef struct HostParamsLaunch {
+  HostParamsBody body;
+  void **params;
+} HostParamsLaunch;
+static inline void host_params_thread(void *ctx) {
+  const HostParamsLaunch *l = ctx;
+  l->body(l->params);
+}
+static inline void host_launch_params(HostParamsBody body, void **params, unsigned grid, unsigned threads) {
+  host_launch_grid(grid, threads, host_params_thread, &(HostParamsLaunch){body, params});
+}
+
 /* The tests' bf16 rounding: the nearest value with 8 significant bits (subnormal spacing
  * below 2^-126), ties to even by nearbyint, from x's exponent (finite x). Independent of
  * the kernels' bit arithmetic. */

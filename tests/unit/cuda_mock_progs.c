@@ -22,19 +22,6 @@
 
 #define P(t, i) (*(t *)p[i])
 
-/* One launch: body(p) on every thread of every block. */
-typedef void (*Body)(void **p);
-typedef struct Launch {
-  Body body;
-  void **p;
-} Launch;
-static void run_body(void *ctx) {
-  const Launch *l = ctx;
-  l->body(l->p);
-}
-static void run_grid(Body body, void **p, unsigned grid, unsigned threads) {
-  host_launch_grid(grid, threads, run_body, &(Launch){body, p});
-}
 
 static const void *dev_f32(const void *ptr, long long n) { return cuda_mock_dev(ptr, 4 * (size_t)n); }
 
@@ -47,7 +34,7 @@ static void sgd_run(void **p, unsigned grid, unsigned threads) {
   long long n = P(long long, 3);
   dev_f32(P(float *, 0), n), dev_f32(P(float *, 1), n);
   if (P(int, 6)) dev_f32(P(float *, 2), n); /* mode 0: no momentum buffer */
-  run_grid(sgd_body, p, grid, threads);
+  host_launch_params(sgd_body, p, grid, threads);
 }
 
 static void adamw_body(void **p) {
@@ -56,27 +43,27 @@ static void adamw_body(void **p) {
 }
 static void adamw_run(void **p, unsigned grid, unsigned threads) {
   for (int i = 0; i < 4; i++) dev_f32(P(float *, i), P(long long, 4));
-  run_grid(adamw_body, p, grid, threads);
+  host_launch_params(adamw_body, p, grid, threads);
 }
 
 static void scale_body(void **p) { mpl_scale(P(float *, 0), P(long long, 1), P(float, 2)); }
 static void scale_run(void **p, unsigned grid, unsigned threads) {
   dev_f32(P(float *, 0), P(long long, 1));
-  run_grid(scale_body, p, grid, threads);
+  host_launch_params(scale_body, p, grid, threads);
 }
 
 static void sumsq_body(void **p) { mpl_sumsq(P(const float *, 0), P(long long, 1), P(double *, 2)); }
 static void sumsq_run(void **p, unsigned grid, unsigned threads) {
   dev_f32(P(float *, 0), P(long long, 1));
   cuda_mock_dev(P(double *, 2), 8 * (size_t)grid);
-  run_grid(sumsq_body, p, grid, threads);
+  host_launch_params(sumsq_body, p, grid, threads);
 }
 
 static void sumsq_final_body(void **p) { mpl_sumsq_final(P(const double *, 0), P(int, 1), P(double *, 2)); }
 static void sumsq_final_run(void **p, unsigned grid, unsigned threads) {
   cuda_mock_dev(P(double *, 0), 8 * (size_t)P(int, 1));
   cuda_mock_dev(P(double *, 2), 8);
-  run_grid(sumsq_final_body, p, grid, threads);
+  host_launch_params(sumsq_final_body, p, grid, threads);
 }
 
 /* The list's tensors: the given words (0 p, 1 g, 2 m, 3 v) of each row are device arrays
@@ -97,7 +84,7 @@ static void check_list(const MplList *L, const int *words, int nwords, bool sgd,
 static void sgd_list_body(void **p) { mpl_sgd_list(P(MplList, 0), P(float, 1), P(float, 2)); }
 static void sgd_list_run(void **p, unsigned grid, unsigned threads) {
   check_list(&P(MplList, 0), (const int[]){0, 1, 2}, 3, true, grid);
-  run_grid(sgd_list_body, p, grid, threads);
+  host_launch_params(sgd_list_body, p, grid, threads);
 }
 
 static void adamw_list_body(void **p) {
@@ -105,20 +92,20 @@ static void adamw_list_body(void **p) {
 }
 static void adamw_list_run(void **p, unsigned grid, unsigned threads) {
   check_list(&P(MplList, 0), (const int[]){0, 1, 2, 3}, 4, false, grid);
-  run_grid(adamw_list_body, p, grid, threads);
+  host_launch_params(adamw_list_body, p, grid, threads);
 }
 
 static void scale_list_body(void **p) { mpl_scale_list(P(MplList, 0), P(float, 1)); }
 static void scale_list_run(void **p, unsigned grid, unsigned threads) {
   check_list(&P(MplList, 0), (const int[]){0}, 1, false, grid);
-  run_grid(scale_list_body, p, grid, threads);
+  host_launch_params(scale_list_body, p, grid, threads);
 }
 
 static void sumsq_list_body(void **p) { mpl_sumsq_list(P(MplList, 0), P(double *, 1)); }
 static void sumsq_list_run(void **p, unsigned grid, unsigned threads) {
   check_list(&P(MplList, 0), (const int[]){0}, 1, false, grid);
   cuda_mock_dev(P(double *, 1), 8 * (size_t)grid);
-  run_grid(sumsq_list_body, p, grid, threads);
+  host_launch_params(sumsq_list_body, p, grid, threads);
 }
 
 /* Block k: tensor k's partial sums into its `out` (word 3). */
@@ -127,7 +114,7 @@ static void sumsq_final_list_run(void **p, unsigned grid, unsigned threads) {
   const MplList *L = &P(MplList, 0);
   ck_assert_int_eq(grid, L->w[MPL_LIST * MPL_LIST_ROW]);
   for (unsigned k = 0; k < grid; k++) cuda_mock_dev((const void *)(uintptr_t)L->w[k * MPL_LIST_ROW + 3], 8);
-  run_grid(sumsq_final_list_body, p, grid, threads);
+  host_launch_params(sumsq_final_list_body, p, grid, threads);
 }
 
 const MockKernel cuda_mock_optim[] = {
@@ -157,7 +144,7 @@ static void ce_rows_run(void **p, unsigned grid, unsigned threads) {
   cuda_mock_dev(P(const int *, 3), 4 * (size_t)rows);
   cuda_mock_dev(P(double *, 4), 8 * (size_t)rows);
   if (P(unsigned short *, 7)) cuda_mock_dev(P(unsigned short *, 7), 2 * (size_t)(grid * V));
-  run_grid(ce_rows_body, p, grid, threads);
+  host_launch_params(ce_rows_body, p, grid, threads);
 }
 
 static void ce_finish_body(void **p) { mpl_ce_finish(P(const double *, 0), P(float *, 1), P(long long, 2)); }
@@ -165,7 +152,7 @@ static void ce_finish_run(void **p, unsigned grid, unsigned threads) {
   ck_assert_int_eq(grid, 1);
   cuda_mock_dev(P(const double *, 0), 8 * (size_t)P(long long, 2));
   dev_f32(P(float *, 1), 1);
-  run_grid(ce_finish_body, p, grid, threads);
+  host_launch_params(ce_finish_body, p, grid, threads);
 }
 
 const MockKernel cuda_mock_ce[] = {
@@ -185,7 +172,7 @@ static void emb_run(void **p, unsigned grid, unsigned threads) {
   ck_assert_int_eq(grid, M);
   cuda_mock_dev(P(const int *, 0), 4 * (size_t)M);
   dev_f32(P(const float *, 1), M * N), dev_f32(P(float *, 2), K * N);
-  run_grid(emb_body, p, grid, threads);
+  host_launch_params(emb_body, p, grid, threads);
 }
 
 const MockKernel cuda_mock_emb[] = {{"mpl_emb_grad", EMB_THREADS, emb_run}};

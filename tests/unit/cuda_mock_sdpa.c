@@ -52,22 +52,12 @@ static void sdpa_check(void **p, unsigned grid, SdpaShape s) {
   cuda_mock_dev(P(float *, 7), 4 * (size_t)(kv * s.hv)); /* dv */
 }
 
-typedef void (*Body)(void **p);
-typedef struct Launch {
-  Body body;
-  void **p;
-} Launch;
-static void run_body(void *ctx) {
-  const Launch *l = ctx;
-  l->body(l->p);
-}
-
 /* A kernel's body and dispatcher, named after the build (SDPA_PFX); `call` reads p. */
 #define SDPA_DISPATCH(fn, first, kv, call)                                                               \
   static void SDPA_NAME(SDPA_PFX, fn##_body)(void **p) { call; }                                         \
   static void SDPA_NAME(SDPA_PFX, fn##_run)(void **p, unsigned grid, unsigned threads) {                 \
     sdpa_check(p, grid, (SdpaShape){first, kv, sizeof(sdpa_in), HS, HV});                                \
-    host_launch_grid(grid, threads, run_body, &(Launch){SDPA_NAME(SDPA_PFX, fn##_body), p});             \
+    host_launch_params(SDPA_NAME(SDPA_PFX, fn##_body), p, grid, threads);                               \
   }
 
 #define SDPA_CORE_DISPATCH()                                                                                          \
