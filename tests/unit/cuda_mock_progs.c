@@ -22,7 +22,6 @@
 
 #define P(t, i) (*(t *)p[i])
 
-
 static const void *dev_f32(const void *ptr, long long n) { return cuda_mock_dev(ptr, 4 * (size_t)n); }
 
 /* ---- optim.cu ---------------------------------------------------------------------------- */
