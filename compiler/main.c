@@ -256,7 +256,10 @@ static void dump_config(FILE *out, const Graph *g) {
   fputc('\n', out);
   for (int i = 0; i < g->nops; i++) {
     const Op *op = g->ops[i];
-    if (op->kind == OP_INPUT && op->dtype == DT_I32) fprintf(out, "# input %s: values in [0, %g)\n", op->name, op->value);
+    if (op->kind == OP_INPUT && op->dtype == DT_I32) {
+      if (op->value > 0) fprintf(out, "# input %s: values in [0, %g)\n", op->name, op->value);
+      else fprintf(out, "# input %s: no op bounds its values (synthetic data: 0 or 1)\n", op->name);
+    }
   }
 }
 

@@ -290,7 +290,7 @@ static void build_model(Sema *S, Node *model) {
 static void input_bounds(Sema *S) {
   for (int i = 0; i < S->g->nops; i++) {
     Op *op = S->g->ops[i];
-    if (op->kind == OP_INPUT && op->dtype == DT_I32) op->value = S->bound[i] > 0 ? (double)S->bound[i] : 2;
+    if (op->kind == OP_INPUT && op->dtype == DT_I32) op->value = S->bound[i] > 0 ? (double)S->bound[i] : 0; /* 0: none */
   }
 }
 

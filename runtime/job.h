@@ -80,7 +80,8 @@ typedef struct JobInput {
   uint8_t dtype;
   int32_t rank;
   int64_t dims[8];   /* per micro-batch: [B, ...] */
-  int64_t hi;        /* i32 synthetic data: values in [0, hi) */
+  int64_t hi;        /* an op's bound on an i32 input's values: [0, hi); synthetic data draws
+                        there (in [0, 2) for 0: no bound), token data is checked against it */
   int32_t token_role;/* tokens(): 0 idx (first input), 1 targets (second), -1 none */
 } JobInput;
 

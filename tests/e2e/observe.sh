@@ -138,6 +138,11 @@ if "$MPLC" examples/layers_on_devices.mpl -o "$tmp/lod.job" 2> "$tmp/lod.err" &&
   else bad "tiny_lm's metrics lack tok_s: $(head -c 120 "$tmp/m_1f1b.jsonl")"; fi
 else bad "layers_on_devices: $(head -n 2 "$tmp/lod.err" "$tmp/lod.out")"; fi
 
+# a token model whose idx no op reads: its tokens are not held to a vocabulary
+if "$MPLC" tests/e2e/unused_idx.mpl -o "$tmp/ui.job" 2> "$tmp/ui.err" &&
+   "$MPLRUN" "$tmp/ui.job" "${D[@]}" --steps 1 -q > "$tmp/ui.out" 2>&1; then ok "a token model that never reads idx trains on tokens past 2"
+else bad "unused idx: $(head -n 2 "$tmp/ui.err" "$tmp/ui.out")"; fi
+
 # ---- --sample ----
 if "$MPLRUN" "$job" "${D[@]}" --steps 4 --save "$tmp/p.st" -q > "$tmp/train.log" 2>&1; then
   prompt="The "

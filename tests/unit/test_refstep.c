@@ -151,7 +151,7 @@ static void check_step(const char *path, const char *mesh_pp, const char *schedu
     const JobInput *in = &job->inputs[i];
     si[i].row_elems = job->values[in->value].numel / B;
     si[i].kind = in->dtype == JDT_F32 ? MPL_SYNTH_F32 : MPL_SYNTH_I32;
-    si[i].hi = (int32_t)in->hi;
+    si[i].hi = in->hi > 0 ? (int32_t)in->hi : 2; /* as the runtime's synthetic data */
   }
   MplSynth syn;
   ck_assert_int_eq(mpl_synth_init(&syn, job->train.synthetic_n, si, job->ninputs, job->train.seed, &e), MPL_OK);
