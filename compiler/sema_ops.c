@@ -319,12 +319,12 @@ static Op *make_check(Sema *S, int v, OpKind of, int64_t bound, Loc loc) {
 
 /* A check on the guarded op's stage where v is a leaf (a check has no users, so its stage is
  * not found from them). */
-static void check_stage(Op *c, const Op *guarded) {
-  if (c && c->stage < 0 && guarded->stage >= 0) c->stage = guarded->stage, c->stage_loc = guarded->stage_loc;
+void sema_guard_stage(Op *check, const Op *guarded) {
+  if (check && check->stage < 0 && guarded->stage >= 0) check->stage = guarded->stage, check->stage_loc = guarded->stage_loc;
 }
 
 static void add_check(Sema *S, int v, const Op *guarded, int64_t bound, Loc loc) {
-  check_stage(make_check(S, v, guarded->kind, bound, loc), guarded);
+  sema_guard_stage(make_check(S, v, guarded->kind, bound, loc), guarded);
 }
 
 /* The exclusive bound of an i32 value known from the op that makes it (0: unknown). */
@@ -360,8 +360,6 @@ bool sema_guard_index(Sema *S, Value idx, OpKind of, int64_t bound, Loc loc, Op 
   if (at->kind != OP_INPUT) *check = make_check(S, idx.op, of, bound, loc);
   return true;
 }
-
-void sema_guard_stage(Op *check, const Op *guarded) { check_stage(check, guarded); }
 
 /* a % b on tensors: torch.remainder. An i32 divisor that is a compile-time 0 is an error;
  * one computed at run time gets a CHECK (the kernel's result for x % 0 is 0). */

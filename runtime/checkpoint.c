@@ -283,14 +283,6 @@ static int ckpt_target(const char *dir, char *target, size_t tn, char *tmp, size
   return MPL_OK;
 }
 
-/* The folder of a file path (".", for a bare name) into out. */
-static void folder_of(const char *path, char *out, size_t n) {
-  const char *slash = strrchr(path, '/');
-  if (!slash) snprintf(out, n, ".");
-  else if (slash == path) snprintf(out, n, "/");
-  else snprintf(out, n, "%.*s", (int)(slash - path), path);
-}
-
 /* A folder that exists and that this process may create files in. */
 static int writable_folder(const char *folder, const char *flag, const char *path, MplErr *err) {
   struct stat sb;
@@ -305,7 +297,7 @@ int mpl_out_file_check(const char *path, const char *flag, MplErr *err) {
   struct stat sb;
   if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) return mpl_errf(err, "%s %s: is a folder, not a file", flag, path);
   char folder[4096];
-  folder_of(path, folder, sizeof folder);
+  mpl_path_folder(path, folder, sizeof folder);
   return writable_folder(folder, flag, path, err);
 }
 
@@ -323,7 +315,7 @@ int mpl_ckpt_dir_check(const char *dir, MplErr *err) {
   if (stat(tmp, &sb) == 0 && (!S_ISDIR(sb.st_mode) || foreign_entry(tmp, name, sizeof name)))
     return mpl_errf(err, "--checkpoint %s: %s, where the checkpoint is written first, holds files that are not a "
                     "checkpoint's: move it away", dir, tmp);
-  folder_of(target, folder, sizeof folder);
+  mpl_path_folder(target, folder, sizeof folder);
   return writable_folder(folder, "--checkpoint", dir, err);
 }
 

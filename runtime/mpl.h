@@ -72,6 +72,8 @@ int mpl_afile_commit(MplAtomicFile *af, MplErr *err); /* also frees af */
 void mpl_afile_abort(MplAtomicFile *af);              /* removes the temp file, frees af */
 /* fsync of the directory holding path (a rename into it made durable); -1 if it fails. */
 int mpl_fsync_dir(const char *path);
+/* The folder holding path ("." for a bare name, "/" for one at the root) into out. */
+void mpl_path_folder(const char *path, char *out, size_t n);
 
 /* ==== json.c ========================================================== */
 

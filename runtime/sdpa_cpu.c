@@ -98,7 +98,7 @@ static size_t bwd_widened(const MplSdpa *a) {
   return a->in16 ? (size_t)(a->H / a->Hkv * a->T * (a->hs + 2 * a->hv) + a->S * (a->hs + a->hv)) : 0;
 }
 static size_t fwd_scratch(const MplSdpa *a) {
-  return (size_t)(a->hs * SDPA_BR + SDPA_BC * SDPA_BR + SDPA_BR * a->hv + 3 * SDPA_BR) + fwd_widened(a);
+  return (size_t)(a->hs * SDPA_BR + SDPA_BC * SDPA_BR + SDPA_BR * a->hv + 2 * SDPA_BR) + fwd_widened(a);
 }
 static size_t bwd_scratch(const MplSdpa *a) {
   return (size_t)((a->hs + a->hv) * SDPA_BC * 2 + 2 * SDPA_BR * SDPA_BC + a->H / a->Hkv * a->T) + bwd_widened(a);

@@ -165,7 +165,6 @@ static ISA_ATTR void FN(fwd_unit)(const MplSdpa *a, int64_t b, int64_t h, int64_
                                   const float *q, const float *k, const float *v) {
   int64_t hs = a->hs, hv = a->hv, row0 = (b * a->H + h) * a->T + q0;
   float *qt = w, *st = qt + hs * SDPA_BR, *o = st + SDPA_BC * SDPA_BR, *m = o + SDPA_BR * hv, *l = m + SDPA_BR;
-  float *alpha = l + SDPA_BR;
   int64_t keys = a->causal && q0 + nq < a->S ? q0 + nq : a->S;
   for (int64_t i = 0; i < SDPA_BR; i++) m[i] = -INFINITY, l[i] = 0;
   for (int64_t i = 0; i < nq; i++)
@@ -197,12 +196,12 @@ static ISA_ATTR void FN(fwd_unit)(const MplSdpa *a, int64_t b, int64_t h, int64_
         sum = sum + p;
         FN(store)(s, a->bf16 ? FN(round_bf16)(p) : p, wd);
       }
-      FN(store)(l + i0, FN(pick)(seen, FN(load)(l + i0, wd) * al + sum, FN(load)(l + i0, wd)), wd);
+      vf lold = FN(load)(l + i0, wd);
+      FN(store)(l + i0, FN(pick)(seen, lold * al + sum, lold), wd);
       FN(store)(m + i0, FN(pick)(seen, mx, mold), wd);
-      FN(store)(alpha + i0, FN(pick)(seen, al, FN(splat)(1.0f)), wd);
+      for (int64_t r = 0; r < wd; r++) /* the rows' outputs so far, rescaled to the new maximum */
+        if (seen[r] && al[r] != 1.0f) FN(scale_row)(o + (i0 + r) * hv, hv, al[r], false);
     }
-    for (int64_t i = 0; i < nq; i++)
-      if (alpha[i] != 1.0f) FN(scale_row)(o + i * hv, hv, alpha[i], false);
     FN(mm)(nq, hv, nk, st, 1, SDPA_BR, v + k0 * hv, hv, o, hv, true);
   }
   for (int64_t i = 0; i < nq; i++) {

@@ -63,6 +63,12 @@ static void close_cuda(MplDevice *d) {
   ck_assert_msg(cuda_mock_live() == 0, "the cuda device left %d CUDA objects behind", cuda_mock_live());
 }
 
+/* A test's pair of devices freed, the cuda one checked for leaks. */
+static void close_pair(MplDevice *cu, MplDevice *cpu) {
+  cpu->ops->free(cpu);
+  close_cuda(cu);
+}
+
 /* A device buffer of `bytes` holding host (NULL: left as it is) */
 static void *dev_put(MplDevice *d, const void *host, size_t bytes) {
   MplErr err = {{0}};
@@ -243,8 +249,7 @@ START_TEST(test_optim_single) {
     opt_same(&cu, &b, "scale");
     opt_free(&cu, &b);
   }
-  cpu.ops->free(&cpu);
-  close_cuda(&cu);
+  close_pair(&cu, &cpu);
 }
 END_TEST
 
@@ -272,8 +277,7 @@ START_TEST(test_optim_sumsq) {
   cu.ops->arena_free(&cu, dg);
   cpu.ops->arena_free(&cpu, out);
   free(g);
-  cpu.ops->free(&cpu);
-  close_cuda(&cu);
+  close_pair(&cu, &cpu);
 }
 END_TEST
 
@@ -324,8 +328,7 @@ START_TEST(test_optim_lists) {
     opt_free(&cu, &b[i]);
   }
   cu.ops->arena_free(&cu, outs);
-  cpu.ops->free(&cpu);
-  close_cuda(&cu);
+  close_pair(&cu, &cpu);
 }
 END_TEST
 
@@ -531,8 +534,7 @@ START_TEST(test_sdpa) {
   ck_assert_int_eq(cuda_mock_launches(tc_fwd ? "mpl_sdpa_fwd_tc" : "mpl_sdpa_fwd"), 2);
   ck_assert_int_eq(cuda_mock_launches(tc_bwd ? "mpl_sdpa_bwd_q_tc" : "mpl_sdpa_bwd_q"), 2);
   ck_assert_int_eq(cuda_mock_launches(tc_bwd ? "mpl_sdpa_bwd_kv_tc" : "mpl_sdpa_bwd_kv"), 2);
-  cpu.ops->free(&cpu);
-  close_cuda(&cu);
+  close_pair(&cu, &cpu);
 }
 END_TEST
 
@@ -580,8 +582,7 @@ static void check_ce(MplDevice *cu, MplDevice *cpu, int which) {
 START_TEST(test_ce) {
   MplDevice cu = open_device(&mpl_device_cuda_ops, false), cpu = open_device(&mpl_device_cpu_ops, false);
   for (int which = 0; which < 6; which++) check_ce(&cu, &cpu, which);
-  cpu.ops->free(&cpu);
-  close_cuda(&cu);
+  close_pair(&cu, &cpu);
 }
 END_TEST
 
@@ -604,8 +605,7 @@ START_TEST(test_emb_grad) {
   dev_get(&cu, got, g.out, 4 * K * N);
   same_bits(got, want, K * N, "emb_grad");
   cu.ops->arena_free(&cu, (void *)g.idx), cu.ops->arena_free(&cu, (void *)g.dy), cu.ops->arena_free(&cu, g.out);
-  cpu.ops->free(&cpu);
-  close_cuda(&cu);
+  close_pair(&cu, &cpu);
   free(idx), free(dy), free(want), free(got);
 }
 END_TEST
