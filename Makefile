@@ -193,6 +193,11 @@ ifneq ($(HAVE_CUDA),)
 $(BUILD)/tests/test_cuda_mock: $(addprefix $(BUILD)/tests/,test_cuda_mock.o cuda_mock.o cuda_mock_progs.o cuda_mock_sdpa.o) \
                                $(LIBCOMP) $(LIBRT) $(LIBJOB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(filter-out -lcudart,$(RT_LIBS)) $(LDLIBS)
+# test_cuda_jobs: whole jobs on the same mock, their generated kernels built for the host at run
+# time (tests/unit/cuda_gen_host.h) and opened with dlopen
+$(BUILD)/tests/test_cuda_jobs: $(addprefix $(BUILD)/tests/,test_cuda_jobs.o cuda_mock.o cuda_mock_progs.o cuda_mock_sdpa.o) \
+                               $(LIBCOMP) $(LIBRT) $(LIBJOB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(filter-out -lcudart,$(RT_LIBS)) -ldl $(LDLIBS)
 endif
 
 # ---- the user's commands ---------------------------------------------------------

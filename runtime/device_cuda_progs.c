@@ -7,13 +7,16 @@
  * use). Their sources are embedded at build time (tools/embed.sh).
  * The job's own kernels are device_cuda.c's, which compiles them through cudev_compile too.
  *
- * Invariants: a program is compiled with the options its source's header names (the
- * optimizer's without FMA and with IEEE division and square root, so an update is optim.c's
- * bits); every launch is profiled under its slot and goes on the compute stream; a module
+ * Invariants: a program is compiled once per process for the same options and source
+ * (cudev_compile keeps the PTX: the ranks share it), with the options its source's header
+ * names (the optimizer's without FMA and with IEEE division and square root, so an update
+ * is optim.c's bits); every launch is profiled under its slot and goes on the compute stream; a module
  * that fails to load or lacks a function is unloaded and reported, never half kept.
  */
 #include "exec.h"
 
+#include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 /* The optimizer kernels: runtime/cuda/optim.cu, embedded at build time (tools/embed.sh), compiled
@@ -81,10 +84,37 @@ static int take_ptx(nvrtcProgram prog, char **ptx, MplErr *err) {
   return MPL_OK;
 }
 
-int cudev_compile(const char *src, const char *file, const char *what, const char *const *opts, int nopts,
-                  char **ptx, char *log, size_t logn, MplErr *err) {
-  *ptx = NULL;
-  if (logn) log[0] = 0;
+/* NVRTC's PTX, kept for the process: a program compiled once with the same options serves
+ * every later request (the ranks of a run each compile the optimizer at init, the fused
+ * attention per head sizes, ...: with 8 GPUs, 8 compilations of the same text). The key is
+ * the options and the source, compared whole. The lock is held through a compilation, so
+ * ranks asking at once wait for the first one's PTX instead of compiling it again. */
+typedef struct PtxCached {
+  char *key, *ptx, *log;
+  struct PtxCached *next;
+} PtxCached;
+static pthread_mutex_t ptx_lock = PTHREAD_MUTEX_INITIALIZER;
+static PtxCached *ptx_cache;
+
+static char *ptx_key(const char *src, const char *const *opts, int nopts) {
+  size_t n = strlen(src) + 2;
+  for (int i = 0; i < nopts; i++) n += strlen(opts[i]) + 1;
+  char *k = mpl_malloc(n), *at = k;
+  if (!k) return NULL;
+  for (int i = 0; i < nopts; i++) at += sprintf(at, "%s\n", opts[i]);
+  sprintf(at, "\n%s", src);
+  return k;
+}
+
+static char *copy_text(const char *s) {
+  size_t n = strlen(s) + 1;
+  char *c = mpl_malloc(n);
+  if (c) memcpy(c, s, n);
+  return c;
+}
+
+static int nvrtc_compile(const char *src, const char *file, const char *what, const char *const *opts, int nopts,
+                         char **ptx, char *log, size_t logn, MplErr *err) {
   char why[700];
   if (mpl_nvrtc_load(why, sizeof why)) return mpl_errf(err, "%s", why);
   nvrtcProgram prog = NULL;
@@ -102,6 +132,35 @@ int cudev_compile(const char *src, const char *file, const char *what, const cha
     return cudev_nvrtc_fail(prog, r, w, err);
   }
   return take_ptx(prog, ptx, err);
+}
+
+int cudev_compile(const char *src, const char *file, const char *what, const char *const *opts, int nopts,
+                  char **ptx, char *log, size_t logn, MplErr *err) {
+  *ptx = NULL;
+  if (logn) log[0] = 0;
+  char *key = ptx_key(src, opts, nopts);
+  if (!key) return mpl_errf(err, "out of memory compiling %s", what);
+  pthread_mutex_lock(&ptx_lock);
+  for (PtxCached *c = ptx_cache; c; c = c->next)
+    if (!strcmp(c->key, key)) {
+      pthread_mutex_unlock(&ptx_lock);
+      mpl_free(key);
+      if (logn) snprintf(log, logn, "%s", c->log);
+      return (*ptx = copy_text(c->ptx)) ? MPL_OK : mpl_errf(err, "out of memory compiling %s", what);
+    }
+  char full_log[4096] = "";
+  int st = nvrtc_compile(src, file, what, opts, nopts, ptx, full_log, sizeof full_log, err);
+  PtxCached *c = st == MPL_OK ? mpl_malloc(sizeof *c) : NULL;
+  if (c && (c->ptx = copy_text(*ptx)) && (c->log = copy_text(full_log))) {
+    c->key = key, key = NULL;
+    c->next = ptx_cache, ptx_cache = c;
+  } else if (c) {
+    mpl_free(c->ptx), mpl_free(c);
+  }
+  pthread_mutex_unlock(&ptx_lock);
+  mpl_free(key);
+  if (logn) snprintf(log, logn, "%s", full_log);
+  return st;
 }
 
 int cudev_load_ptx(CudaDev *cd, CUmodule *mod, const char *what, const char *ptx, MplErr *err) {

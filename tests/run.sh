@@ -23,7 +23,7 @@ TIMED="e2e/plan_vs_run e2e/balance_run"   # suites that must run alone
 # the longest suites start first, so the pool ends together (seconds on a 2-core Zen 4:
 # sanitize 109, fuzz 59, mpi 56, bf16 55, parallel 41, test_cuda 39, random_programs 37,
 # test_refstep 28, schedules 27)
-LONG="e2e/sanitize fuzz e2e/mpi e2e/bf16 e2e/parallel unit/test_cuda e2e/random_programs unit/test_refstep e2e/schedules"
+LONG="e2e/sanitize fuzz e2e/mpi e2e/bf16 unit/test_cuda_jobs e2e/parallel unit/test_cuda e2e/random_programs unit/test_refstep e2e/schedules"
 
 # suite NAME CMD...: one line of the plan, "NAME<TAB>CMD..."
 names=(); cmds=()

@@ -3,15 +3,17 @@
  * CUDA programs (test_sdpa.c: runtime/cuda/sdpa.cu; test_ce.c: runtime/cuda/ce.cu;
  * test_optim_cu.c: runtime/cuda/optim.cu) on a
  * machine without a GPU. Include it (after check.h) before the .cu file: the file's
- * MPL_* macros become host C, each block's threads pthreads that run at once,
- * __syncthreads a barrier, __shared__ arrays static (so blocks run one after another).
+ * MPL_* macros become host C, each block's threads fibers (host_fibers.h) that take turns
+ * on the calling thread, __syncthreads a barrier of the fibers, __shared__ arrays static
+ * (so blocks run one after another).
  * What this checks is the kernels' arithmetic and indexing; not warps, occupancy or speed.
  */
 #ifndef MPL_TEST_CUDA_HOST_H
 #define MPL_TEST_CUDA_HOST_H
 
+#include "host_fibers.h"
+
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,11 +23,10 @@
 #define MPL_CU_HOST
 typedef struct { unsigned x, y, z; } HostDim3;
 static _Thread_local HostDim3 threadIdx, blockIdx, blockDim, gridDim;
-static pthread_barrier_t host_bar;
 #define MPL_KERNEL(nthreads) static void
 #define MPL_DEV static inline
 #define MPL_SHARED static
-#define MPL_SYNC() pthread_barrier_wait(&host_bar)
+#define MPL_SYNC() host_fiber_wait()
 #define MPL_UNROLL
 #define MPL_NO_UNROLL
 #define MPL_INF INFINITY
@@ -52,9 +53,9 @@ static unsigned host_xchg_a[HOST_MAX_THREADS][4], host_xchg_b[HOST_MAX_THREADS][
 /* __shfl_xor_sync: lane ^ m's value */
 static inline float host_shfl_xor(float v, int m) {
   host_xchg_f[threadIdx.x] = v;
-  pthread_barrier_wait(&host_bar);
+  host_fiber_wait();
   float r = host_xchg_f[threadIdx.x ^ (unsigned)m];
-  pthread_barrier_wait(&host_bar);
+  host_fiber_wait();
   return r;
 }
 #define MPL_SHFL_XOR(v, m) host_shfl_xor((v), (m))
@@ -70,7 +71,7 @@ static inline void mpl_mma_bf16(float d[4], const unsigned a[4], const unsigned 
   unsigned me = threadIdx.x, w0 = me & ~31u;
   memcpy(host_xchg_a[me], a, sizeof host_xchg_a[me]);
   memcpy(host_xchg_b[me], b, sizeof host_xchg_b[me]);
-  pthread_barrier_wait(&host_bar);
+  host_fiber_wait();
   float A[16][16], B[16][8];
   for (unsigned l = 0; l < 32; l++) {
     unsigned gid = l >> 2, tid = l & 3;
@@ -79,7 +80,7 @@ static inline void mpl_mma_bf16(float d[4], const unsigned a[4], const unsigned 
     for (int r = 0; r < 2; r++)
       for (int e = 0; e < 2; e++) B[2 * tid + e + 8 * r][gid] = host_bf16_at(host_xchg_b[w0 + l][r], e);
   }
-  pthread_barrier_wait(&host_bar);
+  host_fiber_wait();
   unsigned gid = (me & 31) >> 2, tid = me & 3;
   for (int i = 0; i < 4; i++) {
     int row = (int)gid + 8 * (i >> 1), col = 2 * (int)tid + (i & 1);
@@ -89,42 +90,38 @@ static inline void mpl_mma_bf16(float d[4], const unsigned a[4], const unsigned 
   }
 }
 
-typedef struct HostThread {
+typedef struct HostGrid {
   void (*body)(void *);
   void *ctx;
-  unsigned thread, threads, blocks;
-} HostThread;
+  unsigned blocks;
+} HostGrid;
 
-/* Thread `thread` of every block in turn: the block's body, then a barrier, so that the next
+static void host_grid_enter(int t, void *ctx) {
+  (void)ctx;
+  threadIdx = (HostDim3){(unsigned)t, 0, 0};
+}
+
+/* Thread t of every block in turn: the block's body, then a barrier, so that the next
  * block starts (and reuses the static __shared__ arrays) only when all of this one is done. */
-static void *host_thread(void *p) {
-  HostThread *h = p;
-  threadIdx = (HostDim3){h->thread, 0, 0};
-  blockDim = (HostDim3){h->threads, 1, 1};
-  gridDim = (HostDim3){h->blocks, 1, 1};
-  for (unsigned b = 0; b < h->blocks; b++) {
+static void host_grid_thread(int t, void *ctx) {
+  const HostGrid *g = ctx;
+  (void)t;
+  for (unsigned b = 0; b < g->blocks; b++) {
     blockIdx = (HostDim3){b, 0, 0};
-    h->body(h->ctx);
-    pthread_barrier_wait(&host_bar);
+    g->body(g->ctx);
+    host_fiber_wait();
   }
-  return NULL;
 }
 
 /* One launch of `blocks` blocks of `threads` threads, each thread calling body(ctx) (which
- * calls the kernel): blocks one after another, a block's threads at once (one set of
- * threads for the whole grid). */
+ * calls the kernel): blocks one after another, a block's threads as fibers. */
 static inline void host_launch_grid(long long blocks, unsigned threads, void (*body)(void *), void *ctx) {
-  pthread_t *id = malloc(sizeof *id * threads);
-  HostThread *th = malloc(sizeof *th * threads);
-  ck_assert(id && th && blocks >= 0 && blocks <= 0xFFFFFFFFll);
-  ck_assert_int_eq(pthread_barrier_init(&host_bar, NULL, threads), 0);
-  for (unsigned t = 0; t < threads; t++) {
-    th[t] = (HostThread){body, ctx, t, threads, (unsigned)blocks};
-    ck_assert_int_eq(pthread_create(&id[t], NULL, host_thread, &th[t]), 0);
-  }
-  for (unsigned t = 0; t < threads; t++) pthread_join(id[t], NULL);
-  pthread_barrier_destroy(&host_bar);
-  free(id), free(th);
+  ck_assert(blocks >= 0 && blocks <= 0xFFFFFFFFll && threads >= 1 && threads <= HOST_MAX_THREADS);
+  HostGrid g = {body, ctx, (unsigned)blocks};
+  blockDim = (HostDim3){threads, 1, 1};
+  gridDim = (HostDim3){(unsigned)blocks, 1, 1};
+  ck_assert_msg(host_fibers_run((int)threads, host_grid_thread, host_grid_enter, NULL, &g),
+                "a kernel's threads diverged at a barrier (some returned while others wait)");
 }
 
 /* A launch whose every thread runs body(params): a mock driver's cuLaunchKernel, with body

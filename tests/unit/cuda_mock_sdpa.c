@@ -3,6 +3,7 @@
  * (tests/unit/cuda_host.h) in three builds, each behind dispatchers for cuda_mock.c's
  * cuLaunchKernel (cuda_mock.h's MockSdpaBuild):
  *  - f32 inputs, head sizes 16 (q, k) and 8 (v): the CUDA-core kernels only;
+ *  - f32 inputs, 16 and 16: the same (test_cuda_jobs' models);
  *  - bf16 inputs (MPL_SDPA_IN16), 16 and 16: the tensor-core forward and backward;
  *  - bf16 inputs, 48 and 24: the tensor-core forward, the CUDA-core backward (hv % 16 != 0).
  * A dispatcher reads the parameter array with the kernel's own types, derives the batch
@@ -105,6 +106,14 @@ static void sdpa_check(void **p, unsigned grid, SdpaShape s) {
 SDPA_CORE_DISPATCH()
 #include "sdpa_cu_unnames.h"
 
+#define SDPA_PFX f32_16_16
+#define MPL_SDPA_HS 16
+#define MPL_SDPA_HV 16
+#include "sdpa_cu_names.h"
+#include "runtime/cuda/sdpa.cu"
+SDPA_CORE_DISPATCH()
+#include "sdpa_cu_unnames.h"
+
 #define SDPA_PFX bf16_16_16
 #define MPL_SDPA_HS 16
 #define MPL_SDPA_HV 16
@@ -127,6 +136,7 @@ SDPA_TC_FWD_DISPATCH()
 #include "sdpa_cu_unnames.h"
 
 static const MockKernel f32_16_8[] = {SDPA_CORE_TABLE(f32_16_8)};
+static const MockKernel f32_16_16[] = {SDPA_CORE_TABLE(f32_16_16)};
 static const MockKernel bf16_16_16[] = {SDPA_CORE_TABLE(bf16_16_16),
                                         {"mpl_sdpa_fwd_tc", 128, bf16_16_16_fwd_tc_run},
                                         {"mpl_sdpa_bwd_q_tc", 128, bf16_16_16_bwd_q_tc_run},
@@ -135,6 +145,7 @@ static const MockKernel bf16_48_24[] = {SDPA_CORE_TABLE(bf16_48_24), {"mpl_sdpa_
 
 const MockSdpaBuild cuda_mock_sdpa[] = {
     {16, 8, false, f32_16_8, 3},
+    {16, 16, false, f32_16_16, 3},
     {16, 16, true, bf16_16_16, 6},
     {48, 24, true, bf16_48_24, 4},
 };

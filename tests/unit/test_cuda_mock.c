@@ -28,7 +28,9 @@
  *  - the job's kernels from CUDA source (a plain and a warp-per-row kernel): the scalars and
  *    n_outer arrive, a thread (a warp) per iteration up to the cap of 32 blocks a SM, then
  *    grid-stride; MPL_PROFILE's table counts steps (step_done) and their launches, and its
- *    events are freed.
+ *    events are freed;
+ *  - NVRTC once per program and architecture: a second request gets the first's PTX from
+ *    the process's cache.
  */
 #include <check.h>
 #include <math.h>
@@ -36,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "runtime/device.h"
@@ -763,6 +766,30 @@ START_TEST(test_job_errors) {
 }
 END_TEST
 
+/* NVRTC once per program: a second request for the same source and options is served from
+ * the process's cache (cudev_compile): the same PTX and log, in a small fraction of the
+ * compile's time; another architecture is a program of its own. */
+static double seconds(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+START_TEST(test_nvrtc_cache) {
+  MplErr err = {{0}};
+  char *a = NULL, *b = NULL, *c = NULL, log_a[1024], log_b[1024] = "x", log_c[1024];
+  double t0 = seconds();
+  ck_assert_msg(mpl_cuda_emb_compile("compute_80", &a, log_a, sizeof log_a, &err) == MPL_OK, "%s", err.msg);
+  double t1 = seconds();
+  ck_assert_msg(mpl_cuda_emb_compile("compute_80", &b, log_b, sizeof log_b, &err) == MPL_OK, "%s", err.msg);
+  double t2 = seconds();
+  ck_assert_msg(mpl_cuda_emb_compile("compute_90", &c, log_c, sizeof log_c, &err) == MPL_OK, "%s", err.msg);
+  ck_assert_msg(a != b && !strcmp(a, b) && !strcmp(log_a, log_b), "the cached PTX is not the compiled one");
+  ck_assert_msg(strstr(a, ".target sm_80") && strstr(c, ".target sm_90"), "the architectures were confused");
+  ck_assert_msg((t2 - t1) * 20 < t1 - t0, "the second compilation took %.3f s, the first %.3f s", t2 - t1, t1 - t0);
+  mpl_free(a), mpl_free(b), mpl_free(c);
+}
+END_TEST
+
 int main(void) {
   cuda_mock_add_kernels(cuda_mock_optim, cuda_mock_noptim, NULL);
   cuda_mock_add_kernels(cuda_mock_ce, cuda_mock_nce, NULL);
@@ -783,6 +810,7 @@ int main(void) {
   tcase_add_test(tc, test_emb_grad);
   tcase_add_test(tc, test_job_kernels);
   tcase_add_test(tc, test_job_errors);
+  tcase_add_test(tc, test_nvrtc_cache);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

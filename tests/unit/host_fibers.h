@@ -1,0 +1,110 @@
+/*
+ * host_fibers.h — the threads of a simulated GPU block (or warp) as fibers on one host
+ * thread, for the tests that run CUDA C on the host (cuda_host.h: the runtime's own CUDA
+ * programs; cuda_gen_host.h: the kernels mplc generates).
+ *
+ * host_fibers_run(n, fn, ...) runs fn(0) .. fn(n-1), each on a fiber of its own, one at a
+ * time: a fiber runs until it returns or calls host_fiber_wait; when every fiber that has
+ * not returned is waiting, sync(ctx) runs (the barrier's or the shuffle's exchange) and
+ * they all go on. A wait that some fibers reach after others returned is a divergence the
+ * GPU would not forgive: the run stops and returns false. So a barrier costs a few
+ * function calls, not a kernel's futex round trips: the pthreads these tests used before
+ * (a thread per simulated thread, pthread barriers) cost most of their time in the kernel
+ * on a 2-core machine.
+ *
+ * Each host thread keeps its own fibers (created on first use, each with its stack, kept
+ * for the next run); they are started once with makecontext/swapcontext and then
+ * switched with _setjmp/_longjmp, which leave the signal mask alone (no system call a
+ * switch). The _FORTIFY_SOURCE longjmp check is off for the file that includes this.
+ */
+#ifndef MPL_TEST_HOST_FIBERS_H
+#define MPL_TEST_HOST_FIBERS_H
+
+#ifdef _FORTIFY_SOURCE
+#undef _FORTIFY_SOURCE /* its __longjmp_chk refuses a jump to another stack */
+#endif
+#include <setjmp.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <ucontext.h>
+
+enum { HOST_FIBERS_MAX = 1024, HOST_FIBER_STACK = 1 << 17 };
+enum { HOST_FIBER_RUN, HOST_FIBER_WAIT, HOST_FIBER_DONE };
+
+typedef struct HostFibers {
+  int made;                 /* fibers created so far (each parked, ready to run) */
+  int n, cur, starting;     /* this run's fibers; the one running; the one being made */
+  jmp_buf sched;            /* the scheduler, where a fiber jumps when it waits or returns */
+  jmp_buf jb[HOST_FIBERS_MAX];
+  int state[HOST_FIBERS_MAX];
+  char *stack[HOST_FIBERS_MAX];
+  void (*fn)(int i, void *ctx);
+  void *ctx;
+} HostFibers;
+
+static _Thread_local HostFibers *host_fibers_tls;
+
+/* The fiber's life: parked until the scheduler jumps in, then fn, then parked again. */
+static void host_fiber_main(void) {
+  HostFibers *F = host_fibers_tls;
+  int me = F->starting;
+  for (;;) {
+    if (!_setjmp(F->jb[me])) _longjmp(F->sched, 1);
+    F->fn(me, F->ctx);
+    F->state[me] = HOST_FIBER_DONE;
+  }
+}
+
+/* The running fiber's index (0 .. n-1). */
+static inline int host_fiber_self(void) { return host_fibers_tls->cur; }
+
+/* The running fiber waits for every fiber of the run (a barrier). */
+static inline void host_fiber_wait(void) {
+  HostFibers *F = host_fibers_tls;
+  int me = F->cur;
+  F->state[me] = HOST_FIBER_WAIT;
+  if (!_setjmp(F->jb[me])) _longjmp(F->sched, 1);
+}
+
+/* Runs fn(i, ctx) for i in [0, n) as above; enter(i, ctx) is called each time fiber i is
+ * resumed (to set threadIdx), sync(ctx) when all wait. False: divergence, or no memory. */
+static bool host_fibers_run(int n, void (*fn)(int, void *), void (*enter)(int, void *), void (*sync)(void *),
+                            void *ctx) {
+  if (!host_fibers_tls && !(host_fibers_tls = calloc(1, sizeof *host_fibers_tls))) return false;
+  HostFibers *volatile const F = host_fibers_tls; /* (volatile: read after _longjmp returns here) */
+  if (n < 0 || n > HOST_FIBERS_MAX) return false;
+  while (F->made < n) {
+    int i = F->made;
+    ucontext_t uc, here;
+    if (!F->stack[i] && !(F->stack[i] = malloc(HOST_FIBER_STACK))) return false;
+    getcontext(&uc);
+    uc.uc_stack.ss_sp = F->stack[i];
+    uc.uc_stack.ss_size = HOST_FIBER_STACK;
+    uc.uc_link = NULL;
+    makecontext(&uc, host_fiber_main, 0);
+    F->starting = i;
+    if (!_setjmp(F->sched)) swapcontext(&here, &uc); /* it parks at once */
+    F->made++;
+  }
+  F->n = n, F->fn = fn, F->ctx = ctx;
+  for (int i = 0; i < n; i++) F->state[i] = HOST_FIBER_RUN;
+  for (;;) {
+    for (volatile int i = 0; i < n; i++)
+      if (F->state[i] == HOST_FIBER_RUN) {
+        F->cur = i;
+        if (enter) enter(i, ctx);
+        if (!_setjmp(F->sched)) _longjmp(F->jb[i], 1);
+      }
+    int done = 0;
+    for (int i = 0; i < n; i++) done += F->state[i] == HOST_FIBER_DONE;
+    if (done == n) return true;
+    if (done) {
+      F->made = 0; /* the waiting fibers are abandoned: made anew (on the same stacks) next run */
+      return false;
+    }
+    if (sync) sync(ctx);
+    for (int i = 0; i < n; i++) F->state[i] = HOST_FIBER_RUN;
+  }
+}
+
+#endif

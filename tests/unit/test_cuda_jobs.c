@@ -1,0 +1,338 @@
+/*
+ * test_cuda_jobs.c — whole jobs trained on the cuda device without a GPU: mplc compiles a
+ * model; the job's own CUDA source (what NVRTC compiles for a GPU) is built for the host
+ * with cuda_gen_host.h into a shared object, whose kernels the mock driver
+ * (cuda_mock.c) runs for the job's launches; the runtime's CUDA programs (optimizer,
+ * fused attention, fused cross-entropy, embedding gradient) run as their host copies
+ * (cuda_mock_progs.c, cuda_mock_sdpa.c). So the real device_cuda.c, the executor's path
+ * for devices with their own memory and every generated kernel run as on a GPU, and:
+ *
+ *  - the first step's loss and every param's gradient agree with the cpu device's (the
+ *    LLVM kernels, oneDNN) within a tolerance a precision (f32 1e-4, bf16 2e-2 of the
+ *    largest element; the two devices differ in libm against the LLVM's math, products
+ *    summed in double by the mock, and bf16 roundings that can fall the other way);
+ *  - the loss after a few AdamW steps agrees too (1e-3 relative, bf16 2e-2);
+ *  - no warp of a generated kernel diverges at a shuffle or __syncwarp, no kernel reads or
+ *    writes outside the arena (the mock's checks), every launch has a host copy.
+ *
+ * The models: the repository's tests/e2e programs that run on one rank, covering the
+ * language's ops (v1 and v2), dropout, recomputation, f32 and bf16, fused and lowered
+ * attention and cross-entropy. Run from the repository root (tests/run.sh does); mplc is
+ * found next to this binary's folder, the C compiler as $CC (default cc).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <check.h>
+#include <dlfcn.h>
+#include <libgen.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "runtime/device.h"
+#include "runtime/exec.h"
+#include "runtime/job.h"
+#include "runtime/mpl.h"
+
+#ifdef MPL_HAVE_CUDA
+
+#include "cuda_mock.h"
+
+static char build_dir[PATH_MAX]; /* the folder holding mplc and tests/ */
+static char root_dir[PATH_MAX];  /* the repository (the current folder) */
+static char tmp_dir[PATH_MAX];
+
+/* One model: its file, mplc's flags, whether it is bf16 (the tolerances), and a runtime
+ * program's kernel it must launch (NULL: none in particular). */
+typedef struct Case {
+  const char *model, *flags;
+  bool bf16;
+  const char *launched;
+} Case;
+#define GPT "--mesh pp=1 -D d=64 -D layers=2 --no-fused-sdpa"
+#define LLAMA "-D stages=1 -D d=64 -D heads=4 -D kv_heads=2 -D hidden=96 -D layers=2 -D batch=4 -D ctx=16"
+#define MOE "--mesh tp=1 -D d=32 -D heads=2 -D hidden=64 -D ctx=16"
+static const Case cases[] = {
+    {"tests/e2e/small_gpt.mpl", GPT, false, "mpl_emb_grad"},
+    {"tests/e2e/dropout.mpl", "--mesh pp=1", false, NULL},
+    {"tests/e2e/remat_chain.mpl", "", false, NULL},
+    {"tests/e2e/row_chains.mpl", "--mesh pp=1", false, NULL},
+    {"tests/e2e/row_chains_t.mpl", "--mesh pp=1", false, NULL},
+    {"tests/e2e/fused_ce.mpl", "--no-fused-sdpa", false, "mpl_ce_rows"},
+    {"tests/e2e/fused_ce.mpl", "--no-fused-sdpa --no-fused-ce", false, "mpl_adamw_list"},
+    {"tests/e2e/ops_v2_elementwise.mpl", "", false, NULL},
+    {"tests/e2e/ops_v2_gather.mpl", "", false, NULL},
+    {"tests/e2e/ops_v2_reductions.mpl", "", false, NULL},
+    {"tests/e2e/ops_v2_conv.mpl", "", false, NULL},
+    {"examples/llama.mpl", LLAMA, false, "mpl_sdpa_bwd_kv"},
+    {"examples/moe.mpl", MOE, false, NULL},
+    {"tests/unit/jobs/vit.mpl", "", false, "mpl_sdpa_fwd"},
+    {"tests/e2e/bf16_gpt.mpl", GPT, true, NULL},
+    {"tests/e2e/half_bf16.mpl", "--mesh pp=1 --no-fused-sdpa", true, NULL},
+    {"examples/llama.mpl", LLAMA " --precision bf16", true, "mpl_sdpa_bwd_kv_tc"},
+};
+enum { NCASES = sizeof cases / sizeof cases[0], STEPS = 3 };
+
+static int run_cmd(const char *cmd, char *out, size_t n) {
+  char full[3 * PATH_MAX];
+  snprintf(full, sizeof full, "%s 2>&1", cmd);
+  FILE *p = popen(full, "r");
+  ck_assert(p != NULL);
+  size_t len = fread(out, 1, n - 1, p);
+  out[len] = 0;
+  int st = pclose(p);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+/* ---- the job's kernels on the host ------------------------------------------------------- */
+
+/* The C file of a job's CUDA source: cuda_gen_host.h, the source less `extern "C" `, and per
+ * kernel a launcher that decodes cuLaunchKernel's params with the kernel's parameter types;
+ * then the table the mock driver takes. Returns the number of kernels. */
+static int write_host_source(const char *src, const char *path) {
+  FILE *f = fopen(path, "w");
+  ck_assert_msg(f != NULL, "%s", path);
+  fprintf(f, "#include \"tests/unit/cuda_gen_host.h\"\n#include \"tests/unit/cuda_mock.h\"\n");
+  static const char ext[] = "extern \"C\" ";
+  for (const char *at = src, *hit; *at; at = hit + sizeof ext - 1) {
+    hit = strstr(at, ext);
+    if (!hit) {
+      fputs(at, f);
+      break;
+    }
+    fwrite(at, 1, (size_t)(hit - at), f);
+  }
+  /* the launchers: every `__global__ void NAME(params) {` */
+  char table[1 << 16] = "";
+  size_t tl = 0;
+  int n = 0;
+  static const char glob[] = "__global__ void ";
+  for (const char *at = strstr(src, glob); at; at = strstr(at + 1, glob)) {
+    const char *name = at + sizeof glob - 1, *open = strchr(name, '('), *close = strchr(name, ')');
+    ck_assert(open && close && close > open);
+    const char *next = strstr(close, glob);
+    const char *end = next ? next : close + strlen(close);
+    bool warp = false;
+    for (const char *w = close; w < end && !warp; w++) warp = !strncmp(w, "__shfl", 6) || !strncmp(w, "__syncwarp", 10);
+    int nl = (int)(open - name);
+    fprintf(f, "\nstatic void body_%.*s(void **p) {\n  %.*s(", nl, name, nl, name);
+    int i = 0;
+    for (const char *q = open + 1; q < close; i++) {
+      const char *comma = memchr(q, ',', (size_t)(close - q));
+      const char *pe = comma ? comma : close;
+      const char *id = pe; /* the parameter's name: the last word */
+      while (id > q && (id[-1] == '_' || (id[-1] >= 'a' && id[-1] <= 'z') || (id[-1] >= '0' && id[-1] <= '9') ||
+                        (id[-1] >= 'A' && id[-1] <= 'Z')))
+        id--;
+      char type[256];
+      snprintf(type, sizeof type, "%.*s", (int)(id - q), q);
+      char *r = strstr(type, "__restrict__");
+      if (r) memmove(r, r + 12, strlen(r + 12) + 1);
+      fprintf(f, "%s*(%s*)p[%d]", i ? ", " : "", type, i);
+      q = comma ? comma + 1 : close;
+      while (*q == ' ') q++;
+    }
+    fprintf(f, ");\n}\nstatic void run_%.*s(void **p, unsigned grid, unsigned threads) {\n"
+               "  gen_launch(\"%.*s\", body_%.*s, p, grid, threads, %s);\n}\n",
+            nl, name, nl, name, nl, name, warp ? "true" : "false");
+    tl += (size_t)snprintf(table + tl, sizeof table - tl, "  {\"%.*s\", 0, run_%.*s},\n", nl, name, nl, name);
+    ck_assert(tl < sizeof table);
+    n++;
+  }
+  fprintf(f, "\nconst MockKernel gen_table[] = {\n%s};\nconst int gen_n = %d;\n", table, n);
+  fclose(f);
+  return n;
+}
+
+typedef const char *(*GenFailedFn)(void);
+typedef int (*HostNvrtcFn)(const char *arch, char **ptx, char *log, size_t logn, MplErr *err);
+static GenFailedFn gen_failed;
+
+/* Builds the job's kernels for the host and registers them for its PTX. */
+static void load_host_kernels(const Job *job, const char *tag) {
+  ck_assert_msg(job->kernels.cuda_src && job->kernels.ptx_len, "%s: the job has no CUDA source or no PTX", tag);
+  char c_path[PATH_MAX + 128], so_path[PATH_MAX + 128], cmd[4 * PATH_MAX], out[16384];
+  snprintf(c_path, sizeof c_path, "%s/%s.c", tmp_dir, tag);
+  snprintf(so_path, sizeof so_path, "%s/%s.so", tmp_dir, tag);
+  int n = write_host_source(job->kernels.cuda_src, c_path);
+  ck_assert_int_eq(n, job->kernels.nkernels);
+  const char *cc = getenv("CC");
+  snprintf(cmd, sizeof cmd, "%s -std=gnu11 -O1 -U_FORTIFY_SOURCE -fPIC -shared -fno-fast-math -ffp-contract=off -w -I'%s' -o '%s' '%s' -lm",
+           cc && *cc ? cc : "cc", root_dir, so_path, c_path);
+  ck_assert_msg(run_cmd(cmd, out, sizeof out) == 0, "%s: the host build of the job's CUDA source failed:\n%s", tag, out);
+  void *so = dlopen(so_path, RTLD_NOW | RTLD_LOCAL);
+  ck_assert_msg(so != NULL, "%s", dlerror());
+  const MockKernel *table = dlsym(so, "gen_table");
+  const int *nk = dlsym(so, "gen_n");
+  gen_failed = (GenFailedFn)dlsym(so, "gen_failed");
+  ck_assert(table && nk && gen_failed);
+  cuda_mock_add_kernels(table, *nk, job->kernels.ptx);
+}
+
+/* ---- training on the two devices ------------------------------------------------------------ */
+
+typedef struct Trained {
+  double loss1, lossk; /* the first step's loss; the last of STEPS */
+  float *grads;        /* the first step's gradients, every param's, concatenated */
+  size_t n;
+} Trained;
+
+static MplRun *start(const Job *job, const MplDeviceOps *ops, int64_t steps) {
+  MplRunOpts o;
+  mpl_run_opts_default(&o);
+  o.quiet = true;
+  o.steps = steps;
+  o.device_ops = ops;
+  MplRun *r = NULL;
+  MplErr err = {{0}};
+  ck_assert_msg(mpl_run_init(&r, job, &o, &err) == MPL_OK, "%s: %s", ops ? ops->name : "cpu", err.msg);
+  ck_assert_msg(mpl_run_train(r, &err) == MPL_OK, "%s: %s%s%s", ops ? ops->name : "cpu", err.msg,
+                ops && gen_failed ? "; " : "", ops && gen_failed ? gen_failed() : "");
+  return r;
+}
+
+static Trained train(const Job *job, const MplDeviceOps *ops) {
+  Trained t = {0};
+  MplErr err = {{0}};
+  MplRun *r = start(job, ops, 1);
+  t.loss1 = mpl_run_last_loss(r);
+  for (int p = 0; p < job->nparams; p++) t.n += (size_t)mpl_run_param(r, p)->numel;
+  t.grads = malloc(sizeof(float) * (t.n + 1));
+  float *at = t.grads;
+  for (int p = 0; p < job->nparams; p++) {
+    ck_assert_msg(mpl_run_get_grad(r, p, at, &err) == MPL_OK, "%s", err.msg);
+    at += mpl_run_param(r, p)->numel;
+  }
+  mpl_run_free(r);
+  r = start(job, ops, STEPS);
+  t.lossk = mpl_run_last_loss(r);
+  mpl_run_free(r);
+  if (ops && gen_failed) {
+    const char *why = gen_failed();
+    ck_assert_msg(!*why, "a generated kernel: %s", why);
+  }
+  return t;
+}
+
+/* Compiles case i, trains it on both devices and compares. */
+START_TEST(test_job_on_mock_gpu) {
+  const Case *c = &cases[_i];
+  char tag[64], job_path[PATH_MAX + 80], cmd[4 * PATH_MAX], out[8192], jerr[512] = "";
+  snprintf(tag, sizeof tag, "case%d", _i);
+  snprintf(job_path, sizeof job_path, "%s/%s.job", tmp_dir, tag);
+  snprintf(cmd, sizeof cmd, "'%s/mplc' '%s' --gpu-arch compute_90 %s -o '%s'", build_dir, c->model, c->flags, job_path);
+  ck_assert_msg(run_cmd(cmd, out, sizeof out) == 0, "%s", out);
+  Job *job = job_read(job_path, jerr, sizeof jerr);
+  ck_assert_msg(job != NULL, "%s", jerr);
+  int world = job->mesh.pp * job->mesh.dp * job->mesh.tp;
+  ck_assert_msg(world == 1, "%s: %d ranks; the mock has one device", c->model, world);
+  load_host_kernels(job, tag);
+  Trained cpu = train(job, NULL), gpu = train(job, &mpl_device_cuda_ops);
+  ck_assert_uint_eq(cpu.n, gpu.n);
+  double tol_g = c->bf16 ? 2e-2 : 1e-4, tol_l = c->bf16 ? 2e-2 : 1e-3;
+  double l1 = fabs(cpu.loss1 - gpu.loss1) / fmax(1e-3, fabs(cpu.loss1));
+  double lk = fabs(cpu.lossk - gpu.lossk) / fmax(1e-3, fabs(cpu.lossk));
+  ck_assert_msg(isfinite(cpu.loss1) && l1 <= 1e-5 * (c->bf16 ? 100 : 1), "%s %s: step 1 loss cpu %.9g, cuda %.9g",
+                c->model, c->flags, cpu.loss1, gpu.loss1);
+  ck_assert_msg(lk <= tol_l, "%s %s: step %d loss cpu %.9g, cuda %.9g", c->model, c->flags, STEPS, cpu.lossk,
+                gpu.lossk);
+  const float *a = cpu.grads, *b = gpu.grads;
+  double worst = 0;
+  for (int p = 0; p < job->nparams; p++) {
+    int64_t n = job->params[p].numel;
+    double m = 0, e = 0;
+    for (int64_t i = 0; i < n; i++) {
+      m = fmax(m, fabs(a[i]));
+      double d = fabs((double)a[i] - b[i]);
+      e = d > e || isnan(d) ? d : e;
+    }
+    double rel = e / fmax(m, 1e-12);
+    worst = fmax(worst, rel);
+    ck_assert_msg(rel <= tol_g, "%s %s: the gradient of %s differs by %g of its largest element %g (tolerance %g)",
+                  c->model, c->flags, job->params[p].name, rel, m, tol_g);
+    a += n, b += n;
+  }
+  if (c->launched)
+    ck_assert_msg(cuda_mock_launches(c->launched) > 0, "%s %s: %s never ran", c->model, c->flags, c->launched);
+  printf("%-36s %-16s loss %.7f / %.7f, step %d %.7f / %.7f, gradients within %.2g\n", c->model, c->flags, cpu.loss1,
+         gpu.loss1, STEPS, cpu.lossk, gpu.lossk, worst);
+  free(cpu.grads), free(gpu.grads);
+  job_free(job);
+}
+END_TEST
+
+int main(int argc, char **argv) {
+  (void)argc;
+  char exe[PATH_MAX];
+  ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  exe[len > 0 ? len : 0] = 0;
+  snprintf(build_dir, sizeof build_dir, "%s", dirname(dirname(len > 0 ? exe : argv[0])));
+  if (!getcwd(root_dir, sizeof root_dir)) return 1;
+  snprintf(tmp_dir, sizeof tmp_dir, "/tmp/mpl_test_cuda_jobs_XXXXXX");
+  if (!mkdtemp(tmp_dir)) return 1;
+  cuda_mock_add_kernels(cuda_mock_optim, cuda_mock_noptim, NULL);
+  cuda_mock_add_kernels(cuda_mock_ce, cuda_mock_nce, NULL);
+  cuda_mock_add_kernels(cuda_mock_emb, cuda_mock_nemb, NULL);
+  /* the runtime's programs compiled once here (NVRTC, the most of this test's time): each
+     test's devices find their PTX in the process's cache (cudev_compile) */
+  HostNvrtcFn progs[] = {mpl_cuda_optim_compile, mpl_cuda_ce_compile, mpl_cuda_emb_compile};
+  for (int i = 0; i < 3; i++) {
+    MplErr err = {{0}};
+    char *ptx = NULL, log[1024];
+    if (progs[i]("compute_90", &ptx, log, sizeof log, &err) != MPL_OK) {
+      fprintf(stderr, "%s\n", err.msg);
+      return 1;
+    }
+    mpl_free(ptx);
+  }
+  for (int i = 0; i < cuda_mock_nsdpa; i++) { /* under the PTX the device compiles for them */
+    const MockSdpaBuild *b = &cuda_mock_sdpa[i];
+    MplErr err = {{0}};
+    char *ptx = NULL, log[1024];
+    if (mpl_cuda_sdpa_compile("compute_90", b->hs, b->hv, b->in16, &ptx, log, sizeof log, &err) != MPL_OK) {
+      fprintf(stderr, "the fused attention's build %d/%d: %s\n", b->hs, b->hv, err.msg);
+      return 1;
+    }
+    cuda_mock_add_kernels(b->k, b->n, ptx);
+    mpl_free(ptx);
+  }
+  Suite *s = suite_create("cuda_jobs");
+  TCase *tc = tcase_create("jobs");
+  tcase_set_timeout(tc, 300);
+  const char *only = getenv("MPL_TEST_CASE"); /* one case by its index, when looking into it */
+  int first = only ? atoi(only) : 0, last = only ? first + 1 : NCASES;
+  tcase_add_loop_test(tc, test_job_on_mock_gpu, first, last);
+  suite_add_tcase(s, tc);
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  char cmd[PATH_MAX + 16];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_dir);
+  return failed ? 1 : 0;
+}
+
+#else
+
+START_TEST(test_built_without_cuda) { printf("note: built without CUDA; no job runs on the mock GPU\n"); }
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("cuda_jobs");
+  TCase *tc = tcase_create("jobs");
+  tcase_add_test(tc, test_built_without_cuda);
+  suite_add_tcase(s, tc);
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? 1 : 0;
+}
+
+#endif
