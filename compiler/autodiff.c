@@ -11,8 +11,9 @@
  *    the loss get a backward ("active"); integer and bool values carry no gradient.
  *  - The contributions to a value's gradient are summed left to right in
  *    (consumer id, input slot) order, whatever order they were made in; an add of two
- *    terms made on the same stage runs on that stage (so a value sent to a later stage
- *    and used there several times gets one gradient back, not one per use).
+ *    terms runs on the earlier of their stages (never before the value's own stage), so
+ *    a value sent to later stages and used there several times gets one gradient back
+ *    from each stage, summed on the way, not one per use.
  *  - A PARAM's gradient is never summed in the graph: every active use (consumer
  *    edge, in consumer id order) gets its own PARAM_GRAD sink, use = 0, 1, ...
  *  - Phase: a backward op all of whose consumer paths end in PARAM_GRAD sinks is
@@ -667,8 +668,12 @@ static int ad_total(Ad *a, int i) {
   for (int k = 1; k < n; k++) {
     int st_sum = a->g->ops[sum]->stage, st_c = a->g->ops[c[k].grad]->stage;
     sum = b_bin(a, OP_ADD, sum, c[k].grad);
-    /* contributions made on one other stage are summed there: one transfer back, not one each */
-    if (st_sum == st_c && st_c >= 0) a->g->ops[sum]->stage = st_c;
+    /* terms made on later stages are summed on the earliest of them (not before the value's
+       own stage): one transfer back, not one each. A residual h + f(h) whose f is on the
+       next stage sends its gradient there once, where f's term joins it, and the sum goes
+       on; summed at h's stage, the later stage's term went past the next one to it. */
+    int st = st_sum < st_c ? st_sum : st_c, own = a->cur->stage;
+    if (st_sum >= 0 && st_c >= 0 && st >= own) a->g->ops[sum]->stage = st;
   }
   return sum;
 }
