@@ -30,6 +30,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,7 +132,8 @@ static int apply_flag(Cli *c, const char *f, const char *v) {
   else if (!strcmp(f, "--temperature")) {
     char *end;
     double t = strtod(v, &end);
-    if (end == v || *end || !(t >= 0) || t > 1e6) return fail("--temperature needs 0 (greedy) or a positive number, not '%s'%s", v, "");
+    if (end == v || *end || !(t >= 0) || !isfinite(t))
+      return fail("--temperature needs 0 (greedy) or a positive number, not '%s'%s", v, "");
     c->sample.temperature = t, c->sample_opt = true;
   } else if (!strcmp(f, "--top-k")) {
     if (!parse_count(v, INT64_MAX / 2, &n)) return fail("--top-k needs a non-negative integer, not '%s'%s", v, "");
@@ -358,6 +360,13 @@ static int run(Cli *c, Job *job) {
   if (c->sample_n >= 0) c->run.out = stderr; /* stdout carries the sampled text alone */
   c->run.job_checksum = file_checksum(c->job_path);
   MplErr err = {{0}};
+  /* (written by world rank 0 after training: its folder checked before, as --save's) */
+  bool lead = !c->run.comm || c->run.comm->rank == 0;
+  if (lead && c->comm_stats && mpl_out_file_check(c->comm_stats, "--comm-stats", &err) != MPL_OK) {
+    fail("%s%s", err.msg, "");
+    bad = 1;
+  }
+  if (c->run.comm ? mpi_failures(c->run.comm, bad) > 0 : bad) return 1;
   MplRun *r;
   if (mpl_run_init(&r, job, &c->run, &err) != MPL_OK) return run_failed(c, &err);
   int st = mpl_run_train(r, &err);

@@ -175,7 +175,8 @@ int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, const MplSampleOpts
   for (int64_t i = 0; i < plen && st == MPL_OK; i++) toks[i] = (unsigned char)prompt[i];
   for (int64_t i = 0; i < ntok && st == MPL_OK; i++)
     if (toks[i] >= V) st = mpl_errf(err, "--prompt: byte %d is outside the vocabulary of %lld", toks[i], (long long)V);
-  if (st == MPL_OK) fputs(prompt, out);
+  bool wrote = st == MPL_OK; /* the prompt, then the tokens, then a newline; nothing if it was refused */
+  if (wrote) fputs(prompt, out);
   uint64_t stream = mpl_name_stream(o->has_seed ? o->seed : job->train.seed, "mplrun.sample");
   r->eval = true; /* dropout off */
   for (int64_t k = 0; k < n && st == MPL_OK; k++) {
@@ -202,7 +203,7 @@ int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, const MplSampleOpts
     fflush(out);
   }
   r->eval = false;
-  if (plen > 0) fputc('\n', out);
+  if (wrote) fputc('\n', out);
   mpl_free(toks);
   mpl_free(logits);
   mpl_free(w);

@@ -248,7 +248,19 @@ static int init_tokens(MplRun *r, const char *path, MplErr *err) {
 int init_val(MplRun *r, MplErr *err) {
   const TrainConfig *t = &r->job->train;
   const char *path = r->opts.val_path ? r->opts.val_path : t->val_path && t->val_path[0] ? t->val_path : NULL;
-  if (!path || r->total_steps == 0) return MPL_OK; /* no steps: nothing to validate */
+  /* no steps: nothing to validate, and the job's file is not read; one given with --val is
+     still opened and checked, as --data's is (init_data), then closed */
+  if (!path || (r->total_steps == 0 && !r->opts.val_path)) return MPL_OK;
+  if (r->total_steps == 0) {
+    int st = MPL_OK;
+    if (mpl_tokens_open(&r->val_tok, path, err) != MPL_OK || check_vocab(r, &r->val_tok, err) != MPL_OK ||
+        mpl_loader_init(&r->val_loader, &r->val_tok, r->B * r->m * r->dp, t->seq, err) != MPL_OK) {
+      MplErr why = *err;
+      st = mpl_errf(err, "validation data %s", why.msg);
+    }
+    mpl_tokens_free(&r->val_tok);
+    return st;
+  }
   if (!r->tokens)
     return mpl_errf(err, "validation (%s): the run's data is synthetic, and validation needs a token model trained "
                     "on token data (data = tokens(...) or --data FILE)", path);

@@ -193,7 +193,25 @@ if [ -s "$tmp/p.st" ]; then
   done
   if "$MPLRUN" "$job" --temperature 0 > /dev/null 2> "$tmp/bo.err"; then bad "--temperature without --sample is accepted"
   else ok "--temperature without --sample is refused"; fi
+  # any finite temperature samples (a large one near-uniformly); inf is refused
+  if "${S[@]}" --temperature 1e9 > "$tmp/hot.txt" 2> "$tmp/hot.err" && [ "$(wc -c < "$tmp/hot.txt")" = 45 ] &&
+     ! "${S[@]}" --temperature inf > /dev/null 2>&1; then ok "--temperature 1e9 samples 40 tokens; inf is refused"
+  else bad "--temperature 1e9: $(head -n 1 "$tmp/hot.err")"; fi
+  # a refused prompt leaves stdout empty (no stray newline)
+  if "$MPLC" tests/e2e/tiny_lm.mpl -D vocab=64 -o "$tmp/v64.job" 2> "$tmp/rp.err" &&
+     ! "$MPLRUN" "$tmp/v64.job" --sample 5 --prompt abc > "$tmp/rp.txt" 2> "$tmp/rp.err" && [ ! -s "$tmp/rp.txt" ] &&
+     grep -q "outside the vocabulary" "$tmp/rp.err"; then ok "a prompt byte outside the vocabulary: an error, stdout empty"
+  else bad "a prompt outside the vocabulary: stdout '$(od -c "$tmp/rp.txt" | head -n 1)', $(head -n 1 "$tmp/rp.err")"; fi
+  # a sample-only run checks a --val file it is given, as --data's (the job's own are not read)
+  if ! "${S[@]}" --val "$tmp/nosuch.bin" > /dev/null 2> "$tmp/nv.err" && grep -q "nosuch.bin" "$tmp/nv.err"; then
+    ok "--sample with a missing --val file: refused, as a missing --data"
+  else bad "--sample --val nosuch.bin: $(head -n 1 "$tmp/nv.err")"; fi
 fi
+# an output folder that does not exist is refused before training: --comm-stats too
+if ! "$MPLRUN" "$job" "${D[@]}" --steps 2 --comm-stats "$tmp/nodir/c.jsonl" > "$tmp/cs.log" 2>&1 &&
+   grep -q "comm-stats.*no folder" "$tmp/cs.log" && ! grep -q "^step" "$tmp/cs.log"; then
+  ok "--comm-stats into a missing folder is refused before step 1"
+else bad "--comm-stats nodir/c.jsonl: $(tail -n 2 "$tmp/cs.log")"; fi
 # dropout is off while sampling: the same weights give the same text with and without it
 if rewrite tests/e2e/tiny_lm.mpl "$tmp/drop.mpl" 's/^const layers = 2$/const layers = 2\nconst pdrop = 0.5/' \
      's/^  x = x + embedding(arange(T), ctx, d) as wpe$/  x = dropout(x + embedding(arange(T), ctx, d) as wpe, pdrop)/' &&
