@@ -606,8 +606,8 @@ static int emit_pad(Emit *e, const Op *op, const int *idx) {
 
 static int emit_concat(Emit *e, const Op *op, const int *idx) {
   int a = fuse_norm_axis(op->axis, op->shape.rank), inside;
-  int64_t off[64];
-  if (op->nin > 64) die("fuse: concat of %d inputs", op->nin);
+  int64_t *off = malloc(sizeof *off * (size_t)op->nin); /* (split allows 4096 parts) */
+  if (!off) die("out of memory");
   off[0] = 0;
   for (int j = 1; j < op->nin; j++) off[j] = off[j - 1] + OPP(e->f, op->in[j - 1])->shape.d[a];
   int v = emit_placed(e, op, op->nin - 1, a, off[op->nin - 1], idx, &inside);
@@ -615,6 +615,7 @@ static int emit_concat(Emit *e, const Op *op, const int *idx) {
     int x = emit_placed(e, op, j, a, off[j], idx, &inside);
     v = kb_select(e->b, inside, x, v);
   }
+  free(off);
   return v;
 }
 

@@ -72,6 +72,7 @@ static _Noreturn void fail(int code, const char *fmt, const char *arg) {
 static void parse_mesh(const char *s, Mesh *m) {
   *m = (Mesh){0, 0, 0};
   const char *p = s;
+  if (!*p) fail(2, "--mesh '%s': expected AXIS=N,... with axes dp, pp, tp", s);
   while (*p) {
     int *axis = !strncmp(p, "dp=", 3) ? &m->dp : !strncmp(p, "pp=", 3) ? &m->pp : !strncmp(p, "tp=", 3) ? &m->tp : NULL;
     if (!axis) fail(2, "--mesh %s: expected AXIS=N,... with axes dp, pp, tp", s);
@@ -80,6 +81,7 @@ static void parse_mesh(const char *s, Mesh *m) {
     errno = 0;
     long v = strtol(p + 3, &end, 10);
     if (end == p + 3 || errno || v < 1 || v > 65536 || (*end && *end != ',')) fail(2, "--mesh %s: each axis needs a count from 1 to 65536", s);
+    if (*end == ',' && !end[1]) fail(2, "--mesh %s: expected AXIS=N after the last ','", s);
     *axis = (int)v;
     p = *end ? end + 1 : end;
   }
@@ -95,11 +97,12 @@ static double parse_bytes(const char *s) {
   else if (*end == 'G' || *end == 'g') mul = 1024.0 * 1024 * 1024, end++;
   if (*end == 'B' || *end == 'b') end++;
   if (end == s || *end || errno || !(v > 0)) fail(2, "--mem-limit %s: expected a byte count such as 512M or 16G", s);
+  if (v * mul >= 18446744073709551616.0) fail(2, "--mem-limit %s: more than 2^64 bytes", s);
   return v * mul;
 }
 
-/* "1,0.5": one relative speed per pipeline rank, each a positive finite number (the
- * count is checked against pp once the program has said it: check_device_speed). */
+/* "1,0.5": one relative speed per pipeline rank, each from 1e-6 to 1e6 (the count is
+ * checked against pp once the program has said it: check_device_speed). */
 static void parse_speeds(Arena *a, const char *s, CompileOptions *co) {
   int n = 1;
   for (const char *p = s; *p; p++) n += *p == ',';
@@ -109,8 +112,8 @@ static void parse_speeds(Arena *a, const char *s, CompileOptions *co) {
     char *end;
     errno = 0;
     v[i] = strtod(p, &end);
-    if (end == p || errno || (*end && *end != ',') || !(v[i] > 0) || v[i] > 1e9)
-      fail(2, "--device-speed %s: expected one positive speed per pipeline rank, such as 1,0.5", s);
+    if (end == p || errno || (*end && *end != ',') || !(v[i] >= 1e-6) || v[i] > 1e6)
+      fail(2, "--device-speed %s: expected one speed per pipeline rank, each from 1e-6 to 1e6, such as 1,0.5", s);
     p = end + (*end == ',');
   }
   co->device_speed = v;
@@ -179,9 +182,22 @@ static Emit parse_emit(const char *s) {
   fail(2, "--emit=%s: expected ast, graph, grad, partition, schedule, plan, kernels, cuda, llvm or dot", s);
 }
 
+/* An option that takes one value may be given once (-D and -I take one each time). */
+static void once(const char *flag, bool *seen) {
+  if (*seen) fail(2, "%s is given twice: give it once", flag);
+  *seen = true;
+}
+
 static void parse_options(Arena *a, int argc, char **argv, Options *o) {
+  bool seen[16] = {false};
+  static const char *const single[] = {"-o", "--emit", "--mesh", "--schedule", "--microbatches", "--mem-limit",
+                                       "--device-speed", "--profile", "--gpu-arch", "--precision", NULL};
   for (int i = 1; i < argc; i++) {
     const char *arg = argv[i], *v;
+    for (int f = 0; single[f]; f++) {
+      size_t n = strlen(single[f]);
+      if (!strncmp(arg, single[f], n) && (arg[n] == 0 || arg[n] == '=')) once(single[f], &seen[f]);
+    }
     if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) { usage(stdout); exit(0); }
     if (!strcmp(arg, "--version")) { printf("mplc %s (MPL language contract v2; %s)\n", MPL_VERSION, MPLC_CUDA_NOTE); exit(0); }
     if ((v = flag_value(argc, argv, &i, "-o"))) o->output = v;
@@ -206,6 +222,8 @@ static void parse_options(Arena *a, int argc, char **argv, Options *o) {
     else o->input = arg;
   }
   if (!o->input) fail(2, "no input file (usage: mplc FILE.mpl [options]; see mplc --help)", "");
+  if (o->output && seen[1]) fail(2, "-o %s with --emit: --emit prints one stage of the compiler and stops, so no job "
+                                    "would be written; run mplc once for each", o->output);
 }
 
 /* The stdlib: $MPL_STDLIB, else next to the binary, ../stdlib or ./stdlib from it. */

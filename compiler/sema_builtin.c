@@ -163,7 +163,13 @@ static Value bi_cast(Sema *S, Scope *sc, Node *call, const Builtin *b, Node **ar
   DType dt = (DType)t.i;
   if (is_num(x) || x.kind == V_BOOL) {
     double v = x.kind == V_FLOAT ? x.f : (double)x.i;
-    if (dt == DT_I32) return vint((int64_t)v, call->loc);
+    if (dt == DT_I32) { /* toward zero, as at run time; a value past i32's range is an error, not a wrap */
+      if (!(v > -2147483649.0 && v < 2147483648.0)) {
+        sema_err(S, call->loc, "cast of %g to i32: outside i32's range [-2147483648, 2147483647]", v);
+        return verr();
+      }
+      return vint((int64_t)v, call->loc);
+    }
     if (dt == DT_BOOL) return vbool(v != 0, call->loc);
     return vfloat(v, call->loc);
   }

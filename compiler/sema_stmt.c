@@ -277,8 +277,19 @@ static void apply_stage(Sema *S, Scope *sc, Node *an) {
 }
 
 static void apply_annots(Sema *S, Scope *sc, Node *st) {
+  const Node *placed = NULL, *recomputed = NULL; /* one placement and one @recompute a statement */
   for (int i = 0; i < st->annots.n; i++) {
     Node *an = st->annots.items[i];
+    bool place = an->op == ANNOT_STAGE || an->op == ANNOT_DEVICE;
+    const Node **first = place ? &placed : an->op == ANNOT_RECOMPUTE ? &recomputed : NULL;
+    if (first && *first) {
+      static const char *const name[] = {[ANNOT_STAGE] = "@stage", [ANNOT_DEVICE] = "@device",
+                                         [ANNOT_RECOMPUTE] = "@recompute"};
+      sema_err(S, an->loc, "%s after %s on the same statement: give it one %s", name[an->op], name[(*first)->op],
+               place ? "placement" : "@recompute");
+      continue;
+    }
+    if (first) *first = an;
     switch (an->op) {
     case ANNOT_STAGE: case ANNOT_DEVICE: apply_stage(S, sc, an); break;
     case ANNOT_RECOMPUTE:

@@ -80,6 +80,7 @@ typedef struct Shard {
   int cap;
   Refusal *refused;
   int nrefused, caprefused;
+  const char *hint; /* why the op being sharded cannot keep its input's split (NULL: nothing to add) */
 } Shard;
 
 static const Layout REPL = {.split_dim = -1, .groups = 1};
@@ -192,9 +193,9 @@ static void check_gather(Shard *s, const Op *v, const Op *reader) {
   }
   char have[256];
   const char *msg = arena_printf(s->g->arena,
-                                 "%s needs its input replicated, but the input is %s: that would all-gather the whole value "
+                                 "%s needs its input replicated, but the input is %s%s: that would all-gather the whole value "
                                  "on every tp rank (pass --allow-gather to accept it, or shard so that this op keeps the split)",
-                                 op_name(reader->kind), layout_desc(s, v, have, sizeof have));
+                                 op_name(reader->kind), layout_desc(s, v, have, sizeof have), s->hint ? s->hint : "");
   *new_refusal(s) = (Refusal){op_user_loc(reader), reader, reader, 1, msg, split_origin(s, v), NULL, NULL};
 }
 
@@ -465,10 +466,15 @@ static int shard_reshape(Shard *s, const Op *src, const int *in) {
   for (int j = 0; j < src->shape.rank; j++) {
     if (p == prefix && splittable(s, src->shape.d[j], 1))
       return finish(s, clone_with(s, src, 1, in), src, (Layout){.split_dim = j, .groups = 1});
+    if (p == prefix && src->shape.d[j] % s->tp)
+      s->hint = arena_printf(s->g->arena, ", and the reshape makes that dimension's leading part %lld, which does not divide "
+                             "by tp = %d (a head count must divide by tp)", (long long)src->shape.d[j], s->tp);
     p *= src->shape.d[j];
     if (p > prefix) break;
   }
-  return fallback(s, src, in);
+  int id = fallback(s, src, in);
+  s->hint = NULL;
+  return id;
 }
 
 static int shard_transpose(Shard *s, const Op *src, const int *in) {

@@ -3,7 +3,8 @@
  *   --save FILE / --init FILE   one safetensors file of every param (f32, unsharded);
  *   --checkpoint DIR            DIR/model.safetensors, DIR/optim.safetensors
  *                               ("exp_avg.NAME", "exp_avg_sq.NAME" or "momentum.NAME"),
- *                               DIR/state.json (next step, data position, seed, identity);
+ *                               DIR/state.json (next step, data position, seed, identity,
+ *                               the digests of the two tensor files, checked on --resume);
  *   --resume DIR                all of it back, so the run continues bit for bit.
  *
  * Invariants:
@@ -178,16 +179,59 @@ static int join(char *buf, size_t n, const char *dir, const char *file, MplErr *
   return MPL_OK;
 }
 
+/* A file's digest: FNV-1a over its length and its 8-byte words (the tail bytes one by one),
+ * read in 1 MiB blocks. state.json keeps the two tensor files' digests, so a resume refuses
+ * a checkpoint whose bytes changed after it was written (the safetensors format has no
+ * check of its own: a flipped bit in a tensor reads as a value). */
+static int file_digest(const char *path, uint64_t *out, MplErr *err) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return mpl_errf(err, "%s: cannot open: %s", path, strerror(errno));
+  enum { BLOCK = 1 << 20 };
+  uint8_t *buf = mpl_malloc(BLOCK);
+  if (!buf) {
+    fclose(f);
+    return mpl_errf(err, "out of memory");
+  }
+  const uint64_t prime = 1099511628211ull;
+  uint64_t h = 14695981039346656037ull, total = 0;
+  size_t n;
+  while ((n = fread(buf, 1, BLOCK, f)) > 0) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      uint64_t w;
+      memcpy(&w, buf + i, 8);
+      h = (h ^ w) * prime;
+    }
+    for (; i < n; i++) h = (h ^ buf[i]) * prime;
+    total += n;
+  }
+  int bad = ferror(f);
+  fclose(f);
+  mpl_free(buf);
+  if (bad) return mpl_errf(err, "%s: read error", path);
+  *out = (h ^ total) * prime;
+  return MPL_OK;
+}
+
+static const char *const digest_keys[2] = {"model_digest", "optim_digest"};
+static const char *const digest_files[2] = {"model.safetensors", "optim.safetensors"};
+
 static int write_state(const MplRun *r, const char *dir, int64_t next_step, MplErr *err) {
   const Job *job = mpl_run_job(r);
   char path[4096], text[1024];
+  uint64_t dig[2];
+  for (int i = 0; i < 2; i++)
+    if (join(path, sizeof path, dir, digest_files[i], err) != MPL_OK || file_digest(path, &dig[i], err) != MPL_OK)
+      return MPL_ERR;
   if (join(path, sizeof path, dir, "state.json", err) != MPL_OK) return MPL_ERR;
   int n = snprintf(text, sizeof text,
                    "{\n  \"format\": 1,\n  \"step\": %" PRId64 ",\n  \"data_pos\": %" PRId64 ",\n"
                    "  \"seed\": \"%" PRIu64 "\",\n  \"identity\": \"%016" PRIx64 "\",\n"
-                   "  \"job_checksum\": \"%016" PRIx64 "\",\n  \"model\": \"%s\"\n}\n",
+                   "  \"job_checksum\": \"%016" PRIx64 "\",\n  \"model\": \"%s\",\n"
+                   "  \"%s\": \"%016" PRIx64 "\",\n  \"%s\": \"%016" PRIx64 "\"\n}\n",
                    next_step, mpl_run_data_pos(r), job->train.seed, mpl_ckpt_identity(job),
-                   mpl_run_opts(r)->job_checksum, job->model_name ? job->model_name : "");
+                   mpl_run_opts(r)->job_checksum, job->model_name ? job->model_name : "", digest_keys[0], dig[0],
+                   digest_keys[1], dig[1]);
   MplAtomicFile af;
   if (mpl_afile_open(&af, path, err) != MPL_OK) return MPL_ERR;
   if (mpl_afile_write(&af, text, (size_t)n, err) != MPL_OK) {
@@ -200,16 +244,31 @@ static int write_state(const MplRun *r, const char *dir, int64_t next_step, MplE
 /* The files of a checkpoint folder: nothing else is ever written to or removed from one. */
 static const char *const ckpt_files[] = {"model.safetensors", "optim.safetensors", "state.json"};
 
-static bool is_ckpt_file(const char *name) {
-  for (size_t i = 0; i < sizeof ckpt_files / sizeof *ckpt_files; i++)
-    if (!strcmp(name, ckpt_files[i])) return true;
+/* A checkpoint's file half written by a run that was killed: NAME.tmp.XXXXXX (mpl_afile_open's). */
+static bool is_ckpt_temp(const char *name) {
+  for (size_t i = 0; i < sizeof ckpt_files / sizeof *ckpt_files; i++) {
+    size_t n = strlen(ckpt_files[i]);
+    if (!strncmp(name, ckpt_files[i], n) && !strncmp(name + n, ".tmp.", 5) && strlen(name + n + 5) == 6) return true;
+  }
   return false;
 }
 
-/* A checkpoint folder we wrote: its files, then the folder itself. Anything else in it
- * (a user's file) stays, and so does the folder; false then. */
+static bool is_ckpt_file(const char *name) {
+  for (size_t i = 0; i < sizeof ckpt_files / sizeof *ckpt_files; i++)
+    if (!strcmp(name, ckpt_files[i])) return true;
+  return is_ckpt_temp(name);
+}
+
+/* A checkpoint folder we wrote: its files (and the temp files of a write that was killed),
+ * then the folder itself. Anything else in it (a user's file) stays, and so does the
+ * folder; false then. */
 static bool remove_dir(const char *dir) {
   char p[4200];
+  DIR *d = opendir(dir);
+  struct dirent *de;
+  while (d && (de = readdir(d)))
+    if (is_ckpt_temp(de->d_name) && (size_t)snprintf(p, sizeof p, "%s/%s", dir, de->d_name) < sizeof p) unlink(p);
+  if (d) closedir(d);
   for (size_t i = 0; i < sizeof ckpt_files / sizeof *ckpt_files; i++)
     if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, ckpt_files[i]) < sizeof p) unlink(p);
   return rmdir(dir) == 0 || errno == ENOENT;
@@ -295,6 +354,7 @@ static int writable_folder(const char *folder, const char *flag, const char *pat
 
 int mpl_out_file_check(const char *path, const char *flag, MplErr *err) {
   struct stat sb;
+  if (!*path) return mpl_errf(err, "%s '': the path is empty", flag);
   if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) return mpl_errf(err, "%s %s: is a folder, not a file", flag, path);
   char folder[4096];
   mpl_path_folder(path, folder, sizeof folder);
@@ -303,6 +363,7 @@ int mpl_out_file_check(const char *path, const char *flag, MplErr *err) {
 
 int mpl_ckpt_dir_check(const char *dir, MplErr *err) {
   char target[4096], tmp[4200], name[256], folder[4096];
+  if (!*dir) return mpl_errf(err, "--checkpoint '': the path is empty");
   if (ckpt_target(dir, target, sizeof target, tmp, sizeof tmp, err) != MPL_OK) return MPL_ERR;
   struct stat sb;
   if (stat(target, &sb) == 0) {
@@ -365,7 +426,8 @@ static int state_i64(const MplJson *j, const char *key, const char *path, int64_
   return MPL_OK;
 }
 
-static int read_state(const MplRun *r, const char *path, int64_t *step, int64_t *pos, MplErr *err) {
+static int read_state(const MplRun *r, const char *path, int64_t *step, int64_t *pos, bool has_dig[2], uint64_t dig[2],
+                      MplErr *err) {
   const Job *job = mpl_run_job(r);
   uint8_t *text;
   size_t len;
@@ -393,6 +455,8 @@ static int read_state(const MplRun *r, const char *path, int64_t *step, int64_t 
   if (st == MPL_OK && seed != job->train.seed)
     st = mpl_errf(err, "%s: the checkpoint was trained with seed %llu, the job has seed %llu", path,
                   (unsigned long long)seed, (unsigned long long)job->train.seed);
+  for (int i = 0; i < 2 && st == MPL_OK; i++) /* (a checkpoint written before they were kept has none) */
+    if ((has_dig[i] = mpl_json_get(&j, digest_keys[i]) != NULL)) st = state_u64(&j, digest_keys[i], true, path, &dig[i], err);
   mpl_json_free(&j);
   return st;
 }
@@ -401,7 +465,17 @@ int mpl_ckpt_resume(MplRun *r, const char *dir, MplErr *err) {
   char path[4096];
   int64_t step, pos;
   if (join(path, sizeof path, dir, "state.json", err) != MPL_OK) return MPL_ERR;
-  if (read_state(r, path, &step, &pos, err) != MPL_OK) return MPL_ERR;
+  bool has_dig[2];
+  uint64_t dig[2], got;
+  if (read_state(r, path, &step, &pos, has_dig, dig, err) != MPL_OK) return MPL_ERR;
+  for (int i = 0; i < 2; i++) {
+    if (!has_dig[i]) continue;
+    if (join(path, sizeof path, dir, digest_files[i], err) != MPL_OK || file_digest(path, &got, err) != MPL_OK)
+      return MPL_ERR;
+    if (got != dig[i])
+      return mpl_errf(err, "%s: its bytes differ from those the checkpoint wrote (state.json's %s): the checkpoint "
+                      "is damaged, not resumed", path, digest_keys[i]);
+  }
   if (join(path, sizeof path, dir, "model.safetensors", err) != MPL_OK) return MPL_ERR;
   if (mpl_ckpt_load_params(r, path, err) != MPL_OK) return MPL_ERR;
   const char *const *slots;

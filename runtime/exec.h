@@ -93,6 +93,9 @@ typedef struct MplRunOpts {
   bool quiet;                  /* no progress lines */
   FILE *out;                   /* progress and reports (NULL: stdout) */
   uint64_t job_checksum;       /* identity of the job file, stored in checkpoints */
+  const volatile int *stop;    /* set (non-zero) by mplrun's SIGINT/SIGTERM handler: training ends after the
+                                  step in progress, writes the checkpoint and --save, and fails with
+                                  "stopped by signal N after step S"; NULL: never */
   MplComm *comm;               /* under mpirun: this process's rank of the world (comm_mpi.c); the
                                   process runs that one rank and the main-thread work (loss,
                                   --save, checkpoints, report, trace) goes through messages,

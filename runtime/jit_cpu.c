@@ -12,6 +12,7 @@
 #include <llvm-c/BitReader.h>
 #include <llvm-c/Core.h>
 #include <llvm-c/Error.h>
+#include <llvm-c/ErrorHandling.h>
 #include <llvm-c/LLJIT.h>
 #include <llvm-c/Orc.h>
 #include <llvm-c/Target.h>
@@ -22,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "jit_cpu.h" /* after LLVM's headers: it then declares mpl_llvm_host_machine */
 
@@ -82,23 +84,47 @@ static LLVMOrcLLJITRef make_jit(char *err, size_t errlen) {
   return j;
 }
 
+/* LLVM's fatal errors while it reads a job's bitcode (a damaged job whose checksum was
+ * made to match: "Invalid abbrev number", a type mismatch in a constant table) end the
+ * process; this says so as every other error does, instead of LLVM's abort. */
+static void bitcode_fatal(const char *reason) {
+  fprintf(stderr, "mplrun: error: the job's CPU kernels cannot be read (LLVM: %s): the job file is damaged; "
+                  "compile it again with mplc\n", reason ? reason : "?");
+  fflush(stderr);
+  _exit(1);
+}
+
+/* The reader's diagnostics ("Invalid record"), kept for the error message instead of
+ * LLVM printing them to stderr. */
+static void bitcode_diag(LLVMDiagnosticInfoRef di, void *ctx) {
+  char *d = LLVMGetDiagInfoDescription(di), *buf = ctx;
+  if (d && !buf[0]) snprintf(buf, 256, "%s", d);
+  if (d) LLVMDisposeMessage(d);
+}
+
 /* Parses and verifies the bitcode into a thread-safe module. */
 static LLVMOrcThreadSafeModuleRef parse_module(const void *bc, size_t len, char *err, size_t errlen) {
+  LLVMInstallFatalErrorHandler(bitcode_fatal);
   LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
   LLVMContextRef ctx = LLVMOrcThreadSafeContextGetContext(tsc);
+  char diag[256] = "";
+  LLVMContextSetDiagnosticHandler(ctx, bitcode_diag, diag);
   LLVMMemoryBufferRef mb = LLVMCreateMemoryBufferWithMemoryRangeCopy(bc, len, "mpl_kernels");
   LLVMModuleRef mod = NULL;
   char *msg = NULL;
   bool bad = LLVMParseBitcodeInContext2(ctx, mb, &mod);
   LLVMDisposeMemoryBuffer(mb);
   if (bad) {
-    snprintf(err, errlen, "jit: the kernels' bitcode does not parse");
+    snprintf(err, errlen, "jit: the kernels' bitcode does not parse%s%s (the job file is damaged; compile it again)",
+             diag[0] ? ": " : "", diag);
   } else if (LLVMVerifyModule(mod, LLVMReturnStatusAction, &msg)) {
     snprintf(err, errlen, "jit: the kernels' module is invalid: %s", msg ? msg : "?");
     LLVMDisposeModule(mod);
     bad = true;
   }
   if (msg) LLVMDisposeMessage(msg);
+  LLVMResetFatalErrorHandler();
+  LLVMContextSetDiagnosticHandler(ctx, NULL, NULL);
   LLVMOrcThreadSafeModuleRef tsm = bad ? NULL : LLVMOrcCreateNewThreadSafeModule(mod, tsc);
   LLVMOrcDisposeThreadSafeContext(tsc); /* the module keeps it alive */
   return tsm;

@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,6 +171,7 @@ static void version(void) {
 }
 
 static int parse_args(Cli *c, int argc, char **argv) {
+  bool seen[sizeof value_flags / sizeof value_flags[0]] = {false}; /* each flag with a value once */
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -192,6 +194,11 @@ static int parse_args(Cli *c, int argc, char **argv) {
       memcpy(flag, a, fl);
       flag[fl] = 0;
       if (!takes_value(flag)) return fail("unknown flag '%s' (see mplrun --help)%s", a, "");
+      for (int f = 0; value_flags[f]; f++)
+        if (!strcmp(flag, value_flags[f])) {
+          if (seen[f]) return fail("%s is given twice: give it once%s", flag, "");
+          seen[f] = true;
+        }
       if (eq) val = eq + 1;
       else if (i + 1 < argc) val = argv[++i];
       else return fail("%s needs a value%s", flag, "");
@@ -302,6 +309,29 @@ static int mpi_failures(MplComm *m, bool bad) {
   return (int)n;
 }
 
+/* Under MPI: do all processes run the same job with the same settings? Ranks given other
+ * --steps (or one without --init) would wait for each other forever. A hash of the job's
+ * bytes and of the settings that must agree, rank 0's sent to all (an all-reduce in which
+ * the others add 0), each compared with its own: agreed through mpi_failures. */
+static bool mpi_settings_differ(Cli *c) {
+  MplComm *m = c->run.comm;
+  uint64_t h = file_checksum(c->job_path);
+  const char *strs[] = {c->run.init_path, c->run.resume_dir, c->run.ckpt_dir, c->run.data_path, c->run.val_path,
+                        c->devices};
+  for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
+    h = (h ^ (strs[i] ? 1 + i : 0)) * 1099511628211ull;
+    for (const char *p = strs[i] ? strs[i] : ""; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+  }
+  int64_t nums[] = {c->steps, c->run.ckpt_every, c->run.tf32, c->sample_n};
+  for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) h = (h ^ (uint64_t)nums[i]) * 1099511628211ull;
+  double mine = (double)(h >> 24), lead = m->rank == 0 ? mine : 0; /* 40 bits: exact in a double */
+  int *all = mpl_malloc(sizeof(int) * (size_t)m->size);
+  for (int r = 0; all && r < m->size; r++) all[r] = r;
+  bool failed = !all || m->ops->allreduce_sum_f64(m, all, m->size, &lead, 1) != MPL_OK;
+  mpl_free(all);
+  return mpi_failures(m, failed || lead != mine) > 0;
+}
+
 /* Under MPI with --devices cuda: does every process see a GPU? Agreed, and said once by
  * rank 0 (its own reason, or how many processes have none). */
 static int check_mpi_gpus(Cli *c) {
@@ -345,7 +375,12 @@ static int write_comm_stats(const MplRun *r, const char *path, MplErr *err) {
     }
     fprintf(f, "}\n");
   }
-  if (f && (ferror(f) | fclose(f))) st = mpl_errf(err, "%s: write error", path);
+  if (f) {
+    bool bad = ferror(f) || fflush(f) != 0;
+    int e = errno;
+    if (fclose(f) != 0 && !bad) bad = true, e = errno;
+    if (bad) st = mpl_errf(err, "%s: write error: %s", path, strerror(e));
+  }
   mpl_free(cnt);
   return st;
 }
@@ -391,9 +426,42 @@ static int check_mpi(Cli *c, const Job *job) {
              m->size, nworld, job->mesh.dp, job->mesh.tp, job->mesh.pp, nworld);
   else if (c->sample_n >= 0)
     snprintf(buf, sizeof buf, "--sample is not supported under mpirun yet: sample with a threads run (--init FILE)");
+  if (!buf[0] && mpi_settings_differ(c)) {
+    if (m->rank == 0)
+      fail("the processes were started with different jobs or settings (the job file's bytes, --steps, --init, "
+           "--resume, --checkpoint, --checkpoint-every, --data, --val, --devices, --tf32 must be the same on every "
+           "process): check the mpirun command line%s%s", "", "");
+    return 1;
+  }
   if (!buf[0]) return c->devices && !strncmp(c->devices, "cuda", 4) ? check_mpi_gpus(c) : 0;
   if (m->rank == 0) fail("%s%s", buf, "");
   return 1;
+}
+
+/* SIGINT and SIGTERM (a threads run): the first asks training to stop after the step in
+ * progress (mpl_run_train writes the checkpoint and --save, then says where it stopped);
+ * a second one ends the process at once. A signal the shell had set to be ignored (a run
+ * started in the background) stays ignored. Under mpirun, mpirun's own handling stays. */
+static volatile int stop_signal;
+static void on_stop_signal(int sig) {
+  if (stop_signal) {
+    signal(sig, SIG_DFL);
+    raise(sig);
+    return;
+  }
+  stop_signal = sig;
+  static const char msg[] = "mplrun: stopping after this step (send it again to stop at once)\n";
+  ssize_t w = write(2, msg, sizeof msg - 1);
+  (void)w;
+}
+static void catch_stop_signals(Cli *c) {
+  int sigs[] = {SIGINT, SIGTERM};
+  for (int i = 0; i < 2; i++) {
+    struct sigaction old, sa = {.sa_handler = on_stop_signal};
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN) sigaction(sigs[i], &sa, NULL);
+  }
+  c->run.stop = &stop_signal;
 }
 
 int main(int argc, char **argv) {
@@ -412,8 +480,10 @@ int main(int argc, char **argv) {
     if ((c.mpi || mpl_mpi_launched()) && mpl_comm_mpi_init(&c.run.comm, &argc, &argv, &e) != MPL_OK) {
       rc = fail("--mpi: %s%s", e.msg, "");
     } else {
+      if (!c.run.comm) catch_stop_signals(&c);
       rc = run(&c, job);
       if (c.run.comm) mpl_comm_mpi_finalize(c.run.comm);
+      if (stop_signal && rc) rc = 128 + stop_signal; /* as a shell reports a process a signal ended */
     }
   }
   job_free(job);

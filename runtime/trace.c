@@ -99,8 +99,10 @@ int mpl_trace_write(const MplTrace *t, const char *path, MplErr *err) {
   for (int r = 0; r < t->nranks; r++)
     for (int64_t i = 0; i < t->ranks[r].n; i++) put_event(f, r, &t->ranks[r].ev[i]);
   fprintf(f, "\n]\n");
-  bool bad = ferror(f) != 0;
-  if (fclose(f) != 0 || bad) return mpl_errf(err, "%s: write error in the trace", path);
+  bool bad = ferror(f) != 0 || fflush(f) != 0;
+  int e = errno;
+  if (fclose(f) != 0 && !bad) bad = true, e = errno;
+  if (bad) return mpl_errf(err, "%s: write error in the trace: %s", path, strerror(e));
   return MPL_OK;
 }
 
@@ -134,7 +136,7 @@ int mpl_metrics_line(MplMetrics *m, const char *const *keys, const double *vals,
     put_number(m->f, vals[i]);
   }
   fputs("}\n", m->f);
-  if (fflush(m->f) != 0 || ferror(m->f)) return mpl_errf(err, "%s: write error", m->path);
+  if (fflush(m->f) != 0 || ferror(m->f)) return mpl_errf(err, "%s: write error: %s", m->path, strerror(errno));
   return MPL_OK;
 }
 

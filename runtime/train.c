@@ -328,6 +328,7 @@ int mpl_run_train(MplRun *r, MplErr *err) {
   double t_begin = now_s();
   int64_t done = 0;
   bool ckpt_written = false;
+  int stopped = 0;
   r->first_step = r->step;
   if (r->opts.resume_dir && r->step >= r->total_steps && r->total_steps > 0 && !r->opts.quiet && r->lead)
     fprintf(r->opts.out, "mplrun: the checkpoint is at step %lld of %lld: nothing to train (raise --steps)\n",
@@ -351,12 +352,24 @@ int mpl_run_train(MplRun *r, MplErr *err) {
       if (mpl_ckpt_write_dir(r, r->opts.ckpt_dir, r->step + 1, err) != MPL_OK) return MPL_ERR;
       ckpt_written = true;
     }
+    if (r->opts.stop && *r->opts.stop && r->step + 1 < r->total_steps) { /* a signal: this step was the last */
+      stopped = *r->opts.stop;
+      r->step++;
+      break;
+    }
   }
   if (r->opts.ckpt_dir && !ckpt_written && mpl_ckpt_write_dir(r, r->opts.ckpt_dir, r->step, err) != MPL_OK) return MPL_ERR;
   if (r->opts.save_path && mpl_ckpt_save_params(r, r->opts.save_path, err) != MPL_OK) return MPL_ERR;
   if (measure_write(r, err) != MPL_OK) return MPL_ERR;
   if (r->tracing && r->mpi && gather_trace(r, err) != MPL_OK) return MPL_ERR;
   if (r->tracing && r->lead && mpl_trace_write(&r->trace, r->opts.trace_path, err) != MPL_OK) return MPL_ERR;
+  if (stopped) {
+    const char *ck = r->opts.ckpt_dir, *sv = r->opts.save_path;
+    return mpl_errf(err, "stopped by signal %d after step %lld of %lld: %s%s%s%s%s%s", stopped, (long long)r->step,
+                    (long long)r->total_steps, ck ? "the checkpoint in " : "", ck ? ck : "",
+                    ck ? " holds that step (--resume continues from it)" : "", ck && sv ? "; " : "",
+                    sv ? "the params were saved to " : "", sv ? sv : "");
+  }
   return MPL_OK;
 }
 

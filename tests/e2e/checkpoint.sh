@@ -25,7 +25,11 @@
 #    --trace paths that cannot be written, are refused before step 1 (the user's files
 #    untouched); --checkpoint-every without --checkpoint, and --init with --resume, are
 #    refused; a link is followed and kept; a temp folder left by a killed run is cleared;
-#    a checkpoint of another format is refused.
+#    a checkpoint of another format is refused; empty --save and --checkpoint paths are
+#    refused; a killed write's temp file does not block the next run; a bit flipped in a
+#    checkpoint's tensor file is refused (state.json's digests);
+#  - SIGTERM stops training after the step in progress with its checkpoint and --save
+#    written (exit 143), and --resume continues as a straight run.
 # Note: --steps N sets the run's length, and cosine(warmup, min_lr) ends at the run's
 # last step; warmup 3 keeps steps 1..3 identical whether the run is 3 or 6 steps long.
 cd "$(dirname "$0")/../.."
@@ -200,6 +204,52 @@ if [ -f "$tmp/ck/state.json" ]; then
   mkdir -p "$tmp/fmt2" && cp "$tmp/ck/"* "$tmp/fmt2/" && sed -i 's/"format": 1/"format": 2/' "$tmp/fmt2/state.json"
   refused "a checkpoint of format 2" "format 2" "$lm" "${D[@]}" --steps 6 --resume "$tmp/fmt2"
 fi
+
+# empty output paths are refused before step 1, naming the flag
+refused "--save ''" "--save '': the path is empty" "$lm" "${D[@]}" --steps 2 --save ""
+refused "--checkpoint ''" "--checkpoint '': the path is empty" "$lm" "${D[@]}" --steps 2 --checkpoint ""
+
+# a killed write's half-written temp file (what SIGKILL leaves in DIR.tmp) does not block the
+# next --checkpoint DIR, which clears it
+if [ -f "$tmp/ck/optim.safetensors" ]; then
+  rm -rf "$tmp/ck2" "$tmp/ck2.tmp" && cp -r "$tmp/ck" "$tmp/ck2" && mkdir -p "$tmp/ck2.tmp" &&
+    head -c 5000 "$tmp/ck2/optim.safetensors" > "$tmp/ck2.tmp/optim.safetensors.tmp.Ab12Cd"
+  if run left "$lm" "${D[@]}" --steps 5 --resume "$tmp/ck2" --checkpoint "$tmp/ck2" && [ ! -e "$tmp/ck2.tmp" ] &&
+     grep -q '"step": 5' "$tmp/ck2/state.json"; then ok "a killed write's temp file in DIR.tmp is cleared, the run goes on"
+  else bad "a temp file left in DIR.tmp: $(ls "$tmp/ck2.tmp" 2>&1 | head -n 2)"; fi
+fi
+
+# a checkpoint's tensor files are checked against the digests state.json keeps: one flipped
+# bit is refused (the safetensors format would read it as a value), an intact copy resumes
+if [ -f "$tmp/ck/model.safetensors" ] && grep -q model_digest "$tmp/ck/state.json"; then
+  for f in model optim; do
+    rm -rf "$tmp/flip" && cp -r "$tmp/ck" "$tmp/flip" &&
+      ${PYTHON:-python3} -c "import sys; p=sys.argv[1]; b=bytearray(open(p,'rb').read()); b[len(b)*2//3]^=4; open(p,'wb').write(b)" \
+        "$tmp/flip/$f.safetensors"
+    refused "a bit flipped in $f.safetensors" "$f.safetensors: its bytes differ.*damaged" "$lm" "${D[@]}" --steps 6 --resume "$tmp/flip"
+  done
+else bad "state.json has no model_digest: $(cat "$tmp/ck/state.json" 2>/dev/null | tr '\n' ' ')"; fi
+
+# SIGTERM: training stops after the step in progress, writes the checkpoint and --save, says
+# where it stopped and exits 143; --resume goes on as if it had not stopped (the losses of
+# the next two steps are those of a straight run)
+# (small_gpt: a constant lr, so a run's length does not change its steps)
+rm -rf "$tmp/sig" "$tmp/sig.st"
+"$MPLC" tests/e2e/small_gpt.mpl -o "$tmp/sg.job" 2> "$tmp/sg.err" || bad "mplc small_gpt: $(head -n 2 "$tmp/sg.err")"
+"$MPLRUN" "$tmp/sg.job" --threads 1 --steps 1000000 --checkpoint "$tmp/sig" --save "$tmp/sig.st" \
+  > "$tmp/sig.out" 2> "$tmp/sig.err" &
+pid=$!
+for _ in $(seq 100); do grep -q "^step 3/" "$tmp/sig.out" 2>/dev/null && break; sleep 0.1; done
+kill -TERM $pid; wait $pid; rc=$?
+n=$(grep -o 'stopped by signal 15 after step [0-9]*' "$tmp/sig.err" | grep -o '[0-9]*$')
+if [ $rc = 143 ] && [ -n "$n" ] && grep -q "\"step\": $n," "$tmp/sig/state.json" && [ -s "$tmp/sig.st" ]; then
+  ok "SIGTERM: stopped after step $n, exit 143, checkpoint and --save of that step"
+  if run sigresume "$tmp/sg.job" --steps $((n + 2)) --resume "$tmp/sig" --metrics "$tmp/sigr.jsonl" &&
+     run sigstraight "$tmp/sg.job" --steps $((n + 2)) --metrics "$tmp/sigs.jsonl" &&
+     [ "$(tail -n 2 "$tmp/sigr.jsonl" | grep -o '"loss": [^,]*')" = "$(tail -n 2 "$tmp/sigs.jsonl" | grep -o '"loss": [^,]*')" ]; then
+    ok "SIGTERM then --resume: steps $((n + 1)) and $((n + 2)) lose what a straight run loses"
+  else bad "resume after SIGTERM: $(tail -n 2 "$tmp/sigr.jsonl" 2>/dev/null) vs $(tail -n 2 "$tmp/sigs.jsonl" 2>/dev/null)"; fi
+else bad "SIGTERM: rc $rc, $(tail -n 2 "$tmp/sig.err")"; fi
 
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]

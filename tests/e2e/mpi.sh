@@ -17,6 +17,7 @@
 #    chunk, all-gather of 4- and 8-byte elements, the float64 all-reduce in rank order, and
 #    a message that crosses collectives of the same ranks;
 #  - --mpi without mpirun runs a one-rank job (an MPI singleton);
+#  - processes started with different settings (--steps) are refused at the start;
 #  - a wrong -np is refused with a message naming the right one; a rank that fails
 #    (a missing --init file) ends the whole job: non-zero exit, no hang;
 #  - a rank killed with SIGKILL in the middle of training ends the whole job within
@@ -157,6 +158,16 @@ if [ $rc = 124 ]; then bad "-np 3 for a 2-rank job hangs"
 elif [ $rc = 0 ]; then bad "-np 3 for a 2-rank job was accepted"
 elif [ "$(grep -c 'use mpirun -np 2' "$tmp/np.log")" = 1 ]; then ok "-np 3 refused once: $(grep -m1 'mplrun: error' "$tmp/np.log")"
 else bad "-np 3: no clear message: $(head -n 3 "$tmp/np.log")"; fi
+
+# processes started with other settings (--steps 3 and 5: rank 1 would wait for step 4
+# forever): refused at the start, once, by rank 0
+"${MPIRUN[@]}" -np 1 "$MPLRUN" "$tmp/small_pp2.job" -q --threads 1 --steps 3 : \
+  -np 1 "$MPLRUN" "$tmp/small_pp2.job" -q --threads 1 --steps 5 > "$tmp/differ.log" 2>&1
+rc=$?
+if [ $rc = 124 ]; then bad "processes with different --steps hang"
+elif [ $rc != 0 ] && [ "$(grep -c 'different jobs or settings' "$tmp/differ.log")" = 1 ]; then
+  ok "processes with different --steps: refused once at the start (exit $rc)"
+else bad "different --steps: exit $rc, $(grep -m 2 -E 'error|step' "$tmp/differ.log")"; fi
 
 "${MPIRUN[@]}" -np 2 "$MPLRUN" "$tmp/small_pp2.job" -q --init "$tmp/missing.safetensors" > "$tmp/fail.log" 2>&1
 rc=$?
