@@ -209,7 +209,7 @@ static int emit_argmax(Emit *e, const Op *op, const int *idx) {
 static int elem_check(Emit *e, const Op *op, const int *d, const int *cap) {
   KBuilder *b = fuse_emit_builder(e);
   int x = fuse_emit_value(e, op->in[0], d), bad;
-  if (op->key != OP_REM) /* indices or targets in [0, bound) */
+  if (op->key != OP_REM && op->key != OP_DIV) /* indices or targets in [0, bound); else a zero divisor */
     bad = OR(e, CMP(e, KI_LT, x, kb_int(b, KT_I32, 0)), CMP(e, KI_GE, x, kb_int(b, KT_I32, (int64_t)op->value)));
   else bad = CMP(e, KI_EQ, x, kb_int(b, KT_I32, 0));
   return SEL(e, bad, kb_int(b, KT_I32, 1), kb_int(b, KT_I32, 0));

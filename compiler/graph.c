@@ -166,7 +166,7 @@ static void dump_attrs(FILE *out, const Op *op) {
     break;
   case OP_CHECK:
     fprintf(out, " of=%s", op_name((OpKind)op->key));
-    if (op->key != OP_REM) fprintf(out, " bound=%g", op->value);
+    if (op->key != OP_REM && op->key != OP_DIV) fprintf(out, " bound=%g", op->value);
     break;
   case OP_ALLGATHER: case OP_TP_SLICE: case OP_REDUCE_SCATTER: fprintf(out, " axis=%d groups=%d", op->axis, op->key); break;
   case OP_TRANSPOSE: fprintf(out, " axes=%d,%d", op->axis, op->axis2); break;

@@ -287,6 +287,8 @@ static void fill_checks(Job *j, const Graph *g) {
     else if (op->key == OP_CROSS_ENTROPY)
       snprintf(what, sizeof what, "%s:%d:%d: cross_entropy: target out of range [0, %.0f)", at.file, at.line, at.col,
                op->value);
+    else if (op->key == OP_DIV)
+      snprintf(what, sizeof what, "%s:%d:%d: '/' on i32 tensors: division by zero", at.file, at.line, at.col);
     else snprintf(what, sizeof what, "%s:%d:%d: '%%' on i32 tensors: remainder by zero", at.file, at.line, at.col);
     j->checks[n++] = (JobCheck){.value = op->id, .what = mpl_strdup(what)};
   }

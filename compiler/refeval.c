@@ -503,7 +503,7 @@ static double *ev_check(const Graph *g, const Op *op, double **v) {
   double *out = alloc_vals(1);
   for (int64_t i = 0, n = shape_numel(in_shape(g, op, 0)); i < n; i++) {
     double x = v[op->in[0]][i];
-    out[0] += op->key != OP_REM ? !(x >= 0 && x < op->value) : x == 0;
+    out[0] += op->key != OP_REM && op->key != OP_DIV ? !(x >= 0 && x < op->value) : x == 0;
   }
   return out;
 }

@@ -165,7 +165,7 @@ static Value bi_cast(Sema *S, Scope *sc, Node *call, const Builtin *b, Node **ar
     double v = x.kind == V_FLOAT ? x.f : (double)x.i;
     if (dt == DT_I32) { /* toward zero, as at run time; a value past i32's range is an error, not a wrap */
       if (!(v > -2147483649.0 && v < 2147483648.0)) {
-        sema_err(S, call->loc, "cast of %g to i32: outside i32's range [-2147483648, 2147483647]", v);
+        sema_err(S, call->loc, "cast of %.17g to i32: outside i32's range [-2147483648, 2147483647]", v);
         return verr();
       }
       return vint((int64_t)v, call->loc);
@@ -204,6 +204,10 @@ static Value bi_reduce(Sema *S, Scope *sc, Node *call, const Builtin *b, Node **
   Op *xi = sema_opv(S, x);
   if (xi->dtype == DT_BOOL) {
     sema_err(S, call->loc, "%s cannot apply to a bool tensor", b->name);
+    return verr();
+  }
+  if (b->op == OP_MEAN && !dtype_is_float(xi->dtype)) { /* (as torch.mean) */
+    sema_err(S, call->loc, "mean needs a float tensor, not %s: cast it first (cast(x, f32))", dtype_name(xi->dtype));
     return verr();
   }
   Shape s = {0};
@@ -405,6 +409,10 @@ static Value bi_full(Sema *S, Scope *sc, Node *call, const Builtin *b, Node **ar
   }
   if (!ok || v.kind == V_ERR) return verr();
   if (!is_num(v) && v.kind != V_BOOL) { sema_err(S, l->items[0]->loc, "full's value must be a compile-time number or bool"); return verr(); }
+  if (dt == DT_I32 && v.kind != V_BOOL && !(num_of(v) > -2147483649.0 && num_of(v) < 2147483648.0)) {
+    sema_err(S, l->items[0]->loc, "full's value %.17g does not fit in i32 [-2147483648, 2147483647]", num_of(v));
+    return verr();
+  }
   if (!sema_check_shape(S, &s, call->loc)) return verr();
   Op *op = sema_op(S, OP_FULL, 0, NULL, call->loc);
   if (!op) return verr();

@@ -137,7 +137,9 @@ static OpKind tensor_op_of(int bop) {
   return k[bop];
 }
 
-/* An absent optional param is the identity of + - * / and @. */
+/* An absent optional param is the identity of + - * / and @ with a tensor; with a
+ * compile-time number it stays absent (`bias * 0.5` is no term at all, as a None bias is
+ * in PyTorch, not the number 0.5). */
 static Value none_binop(Sema *S, int bop, Value a, Value b, Loc loc) {
   bool ident = bop == BOP_ADD || bop == BOP_SUB || bop == BOP_MUL || bop == BOP_DIV || bop == BOP_MATMUL;
   if (!ident) {
@@ -146,6 +148,7 @@ static Value none_binop(Sema *S, int bop, Value a, Value b, Loc loc) {
     return verr();
   }
   if (a.kind == V_NONE && b.kind == V_NONE) return a;
+  if (is_const(a) || is_const(b)) return a.kind == V_NONE ? a : b;
   if (b.kind == V_NONE) return a;
   if (bop == BOP_SUB) return sema_unary(S, OP_NEG, b, loc);
   if (bop == BOP_DIV) {
@@ -166,6 +169,7 @@ Value sema_binop(Sema *S, int bop, Value a, Value b, Loc loc) {
   }
   if (bop == BOP_MATMUL) return sema_matmul(S, a, b, false, false, loc);
   if (bop == BOP_MOD) return sema_rem(S, a, b, loc);
+  if (bop == BOP_DIV) return sema_div(S, a, b, loc);
   return sema_binary(S, tensor_op_of(bop), a, b, loc, binop_str(bop));
 }
 

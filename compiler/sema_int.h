@@ -211,6 +211,7 @@ void sema_guard_stage(Op *check, const Op *guarded);
 /* The v2 ops with kernels of their own (issue 13): shape and dtype rules, errors located
  * at loc (the call) or at the argument's loc. */
 Value sema_rem(Sema *S, Value a, Value b, Loc loc);
+Value sema_div(Sema *S, Value a, Value b, Loc loc);
 Value sema_argmax(Sema *S, Value x, int64_t axis, bool keep, Loc loc, Loc axis_loc);
 Value sema_cumsum(Sema *S, Value x, int64_t axis, Loc loc, Loc axis_loc);
 Value sema_topk(Sema *S, Value x, int64_t k, int64_t axis, Loc loc, Loc k_loc, Loc axis_loc);

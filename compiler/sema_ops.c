@@ -123,6 +123,11 @@ Value sema_scalar(Sema *S, Value c, DType dt, Loc loc) {
     sema_err(S, c.loc.line ? c.loc : loc, "%s cannot be used with %s tensors", sema_value_desc(S, c), dtype_name(dt));
     return verr();
   }
+  if (dt == DT_I32 && c.kind == V_INT && (c.i < INT32_MIN || c.i > INT32_MAX)) {
+    sema_err(S, c.loc.line ? c.loc : loc, "%lld does not fit in i32 [-2147483648, 2147483647] (the tensor's type)",
+             (long long)c.i);
+    return verr();
+  }
   Op *op = sema_op(S, OP_FULL, 0, NULL, c.loc.line ? c.loc : loc);
   if (!op) return verr();
   op->dtype = dt;
@@ -303,7 +308,7 @@ void sema_note_bound(Sema *S, Value v, int64_t bound) {
 /* ---- v2 ops with kernels of their own (issue 13, item 1) ------------------------------- */
 
 /* A CHECK of i32 value v for the op `guarded` (GATHER, EMBEDDING, CROSS_ENTROPY: indices or
- * targets in [0, bound); REM: no zero divisor): the runtime stops with a message naming the
+ * targets in [0, bound); REM, DIV: no zero divisor): the runtime stops with a message naming the
  * op and loc when the count is not 0.
  * It runs where v is made or, for a leaf v, on the guarded op's stage (a check has no
  * users, so its stage is not found from them). */
@@ -361,19 +366,23 @@ bool sema_guard_index(Sema *S, Value idx, OpKind of, int64_t bound, Loc loc, Op 
   return true;
 }
 
-/* a % b on tensors: torch.remainder. An i32 divisor that is a compile-time 0 is an error;
- * one computed at run time gets a CHECK (the kernel's result for x % 0 is 0). */
-Value sema_rem(Sema *S, Value a, Value b, Loc loc) {
-  Value r = sema_binary(S, OP_REM, a, b, loc, "%");
+/* a % b (torch.remainder) and a / b on tensors. On i32 (where / truncates toward zero, as
+ * torch.div(rounding_mode = 'trunc')), a divisor that is a compile-time 0 is an error; one
+ * computed at run time gets a CHECK (the kernels give 0 for x % 0 and x / 0, and the run
+ * stops with the check's message, as PyTorch raises ZeroDivisionError). */
+static Value int_division(Sema *S, OpKind k, Value a, Value b, Loc loc, const char *sym) {
+  Value r = sema_binary(S, k, a, b, loc, sym);
   if (r.kind != V_TENSOR || sema_opv(S, r)->dtype != DT_I32) return r;
   const Op *d = S->g->ops[sema_opv(S, r)->in[1]];
   if (d->kind == OP_FULL && d->value == 0) {
-    sema_err(S, loc, "'%%' on i32 tensors: the divisor is 0");
+    sema_err(S, loc, "'%s' on i32 tensors: the divisor is 0", sym);
     return verr();
   }
   if (d->kind != OP_FULL) add_check(S, d->id, sema_opv(S, r), 0, loc);
   return r;
 }
+Value sema_rem(Sema *S, Value a, Value b, Loc loc) { return int_division(S, OP_REM, a, b, loc, "%"); }
+Value sema_div(Sema *S, Value a, Value b, Loc loc) { return int_division(S, OP_DIV, a, b, loc, "/"); }
 
 /* x's dtype is one of f32 and i32 (the ordering ops: argmax, topk, cumsum). */
 static bool number_tensor(Sema *S, Value x, const char *fn, Loc loc) {

@@ -589,7 +589,7 @@ static Value call_body(Sema *S, Scope *sc, Node *call, Node *def, Module *mod, c
   Value *vals = arena_alloc(S->a, sizeof(Value) * (size_t)(np + 1));
   Loc *locs = arena_alloc(S->a, sizeof(Loc) * (size_t)(np + 1));
   bool *given = arena_alloc(S->a, (size_t)np + 1);
-  bool ok = collect_args(S, sc, call, def, callee, vals, locs, given);
+  bool ok = collect_args(S, sc, call, def, callee, vals, locs, given), bound = ok;
   Scope *nsc = arena_alloc(S->a, sizeof *nsc);
   nsc->mod = mod;
   nsc->prefix = prefix;
@@ -599,7 +599,11 @@ static Value call_body(Sema *S, Scope *sc, Node *call, Node *def, Module *mod, c
       Node *pd = def->list.items[j];
       if (is_scalar_decl(pd) != (pass == 0)) continue;
       if (!given[j]) {
-        if (!pd->b) { sema_err(S, call->loc, "%s needs argument '%s'", callee, pd->name); ok = false; continue; }
+        if (!pd->b) { /* (not after an argument that could not be bound: it is that one) */
+          if (bound) sema_err(S, call->loc, "%s needs argument '%s'", callee, pd->name);
+          ok = false;
+          continue;
+        }
         vals[j] = sema_eval(S, nsc, pd->b);
         locs[j] = call->loc;
       }

@@ -189,11 +189,18 @@ double num_of(Value v) { return v.kind == V_INT ? (double)v.i : v.f; }
  * (nreq < 0: a def's call, whose caller fills the missing params from defaults).
  * False after an error. */
 bool sema_bind_args(Sema *S, Node *call, const char *fn, const char *const *params, int np, int nreq, Node **out) {
-  bool ok = true;
+  bool ok = true, keywords = false;
   int pos = 0;
   for (int i = 0; i < call->list.n; i++) {
     Node *arg = call->list.items[i];
     int slot = -1;
+    keywords |= arg->name != NULL;
+    if (!arg->name && keywords) { /* as Python: f(x, s = 2, 3) is an error, not 3 given to the next slot */
+      if (ok)
+        sema_err(S, arg->loc, "a positional argument of %s after a keyword argument: give it by name, or before the keywords", fn);
+      ok = false;
+      continue;
+    }
     if (!arg->name) {
       if (pos >= np) {
         sema_err(S, arg->loc, "%s takes %s%d argument%s", fn, nreq >= 0 && nreq < np ? "at most " : "", np, np == 1 ? "" : "s");

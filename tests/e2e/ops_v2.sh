@@ -106,6 +106,15 @@ runtime_error bad_rem "bad_rem.mpl:3:7: '%' on i32 tensors: remainder by zero"
 runtime_error bad_embedding "bad_embedding.mpl:3:7: embedding: index out of range \[0, 4)"
 runtime_error bad_ce "bad_ce.mpl:3:10: cross_entropy: target out of range \[0, 3)"
 runtime_error bad_ce_unfused "bad_ce_unfused.mpl:3:10: cross_entropy: target out of range \[0, 3)" --no-fused-ce
+cat > "$tmp/bad_div.mpl" <<'MPL'
+model m(x: f32[B, 4], y: i32[B]) {
+  param w: f32[4, 3] = normal(0.1)
+  q = (y + 1) / (y - y)
+  return cross_entropy(x @ w + reshape(cast(q, f32), B, 1), y)
+}
+train m { batch = 4; steps = 2 }
+MPL
+runtime_error bad_div "bad_div.mpl:3:7: '/' on i32 tensors: division by zero"
 # a concat of many parts (split allows 4096; the fused kernel once held 64): splitting and
 # joining again changes no value, so the losses are those of the plain model, bit for bit
 for parts in 65 520; do

@@ -17,7 +17,8 @@
  *
  * The models: the repository's tests/e2e programs that run on one rank, covering the
  * language's ops (v1 and v2), dropout, recomputation, f32 and bf16, fused and lowered
- * attention and cross-entropy. Run from the repository root (tests/run.sh does); mplc is
+ * attention and cross-entropy; then random programs of one rank (tests/tools/randprog.py;
+ * MPL_CUDA_JOBS_SEEDS picks the seeds). Run from the repository root (tests/run.sh does); mplc is
  * found next to this binary's folder, the C compiler as $CC (default cc).
  */
 #ifndef _GNU_SOURCE
@@ -76,7 +77,60 @@ static const Case cases[] = {
     {"tests/e2e/half_bf16.mpl", "--mesh pp=1 --no-fused-sdpa", true, NULL},
     {"examples/llama.mpl", LLAMA " --precision bf16", true, "mpl_sdpa_bwd_kv_tc"},
 };
-enum { NCASES = sizeof cases / sizeof cases[0], STEPS = 3 };
+enum { NFIXED = sizeof cases / sizeof cases[0], STEPS = 3, MAX_RANDOM = 4096 };
+
+/* Random programs (tests/tools/randprog.py SEED) that run on one rank, after the fixed
+ * cases: MPL_CUDA_JOBS_SEEDS ("1-200", "7,9") picks the seeds drawn (default below); a
+ * seed whose program places work on several stages is skipped. */
+static Case random_cases[MAX_RANDOM];
+static int nrandom;
+static const char *const default_seeds = "1,6,7,8";
+
+static bool one_rank_program(const char *path) {
+  FILE *f = fopen(path, "r");
+  if (!f) return false;
+  char line[4096];
+  bool one = true;
+  while (one && fgets(line, sizeof line, f))
+    if (strstr(line, "@stage") || strstr(line, "@device") || (strstr(line, "mesh(") && !strstr(line, "pp = 1)")))
+      one = false;
+  fclose(f);
+  return one;
+}
+
+static void add_random(int seed) {
+  if (nrandom == MAX_RANDOM) return;
+  char path[PATH_MAX + 32], cmd[3 * PATH_MAX], out[4096];
+  snprintf(path, sizeof path, "%s/rand%d.mpl", tmp_dir, seed);
+  const char *py = getenv("PYTHON");
+  snprintf(cmd, sizeof cmd, "'%s' tests/tools/randprog.py %d '%s'", py && *py ? py : "python3", seed, path);
+  FILE *p = popen(cmd, "r");
+  if (!p) return;
+  size_t n = fread(out, 1, sizeof out, p);
+  (void)n;
+  if (pclose(p) != 0 || !one_rank_program(path)) return;
+  FILE *f = fopen(path, "r");
+  char text[1 << 16];
+  size_t len = f ? fread(text, 1, sizeof text - 1, f) : 0;
+  if (f) fclose(f);
+  text[len] = 0;
+  random_cases[nrandom++] = (Case){strdup(path), "--no-fused-sdpa", strstr(text, "precision = bf16") != NULL, NULL};
+}
+
+static void add_random_seeds(const char *spec) {
+  for (const char *p = spec; *p;) {
+    char *end;
+    long a = strtol(p, &end, 10), b = a;
+    if (end == p) break;
+    if (*end == '-') b = strtol(end + 1, &end, 10);
+    for (long s = a; s <= b; s++) add_random((int)s);
+    p = *end == ',' ? end + 1 : end;
+    if (*end && *end != ',') break;
+  }
+}
+
+#define NCASES (NFIXED + nrandom)
+static const Case *case_at(int i) { return i < NFIXED ? &cases[i] : &random_cases[i - NFIXED]; }
 
 static int run_cmd(const char *cmd, char *out, size_t n) {
   char full[3 * PATH_MAX];
@@ -205,7 +259,9 @@ static Trained train(const Job *job, const MplDeviceOps *ops) {
   t.grads = malloc(sizeof(float) * (t.n + 1));
   float *at = t.grads;
   for (int p = 0; p < job->nparams; p++) {
-    ck_assert_msg(mpl_run_get_grad(r, p, at, &err) == MPL_OK, "%s", err.msg);
+    if (job->params[p].nuses == 0) /* no op's gradient reaches it (a topk's indices alone): none kept */
+      memset(at, 0, sizeof(float) * (size_t)mpl_run_param(r, p)->numel);
+    else ck_assert_msg(mpl_run_get_grad(r, p, at, &err) == MPL_OK, "%s", err.msg);
     at += mpl_run_param(r, p)->numel;
   }
   mpl_run_free(r);
@@ -221,7 +277,7 @@ static Trained train(const Job *job, const MplDeviceOps *ops) {
 
 /* Compiles case i, trains it on both devices and compares. */
 START_TEST(test_job_on_mock_gpu) {
-  const Case *c = &cases[_i];
+  const Case *c = case_at(_i);
   char tag[64], job_path[PATH_MAX + 80], cmd[4 * PATH_MAX], out[8192], jerr[512] = "";
   snprintf(tag, sizeof tag, "case%d", _i);
   snprintf(job_path, sizeof job_path, "%s/%s.job", tmp_dir, tag);
@@ -304,6 +360,9 @@ int main(int argc, char **argv) {
   Suite *s = suite_create("cuda_jobs");
   TCase *tc = tcase_create("jobs");
   tcase_set_timeout(tc, 300);
+  const char *seeds = getenv("MPL_CUDA_JOBS_SEEDS");
+  add_random_seeds(seeds ? seeds : default_seeds);
+  printf("%d fixed models and %d random programs of one rank\n", NFIXED, nrandom);
   const char *only = getenv("MPL_TEST_CASE"); /* one case by its index, when looking into it */
   int first = only ? atoi(only) : 0, last = only ? first + 1 : NCASES;
   tcase_add_loop_test(tc, test_job_on_mock_gpu, first, last);
