@@ -9,7 +9,8 @@
  *
  *  - the first step's loss and every param's gradient agree with the cpu device's (the
  *    LLVM kernels, oneDNN) within a tolerance a precision (f32 1e-4, bf16 2e-2 of the
- *    largest element; the two devices differ in libm against the LLVM's math, products
+ *    param's largest element, or of a thousandth of the largest gradient where that is
+ *    larger; the two devices differ in libm against the LLVM's math, products
  *    summed in double by the mock, and bf16 roundings that can fall the other way);
  *  - the loss after a few AdamW steps agrees too (1e-3 relative, bf16 2e-2);
  *  - no warp of a generated kernel diverges at a shuffle or __syncwarp, no kernel reads or
@@ -298,7 +299,11 @@ START_TEST(test_job_on_mock_gpu) {
   ck_assert_msg(lk <= tol_l, "%s %s: step %d loss cpu %.9g, cuda %.9g", c->model, c->flags, STEPS, cpu.lossk,
                 gpu.lossk);
   const float *a = cpu.grads, *b = gpu.grads;
-  double worst = 0;
+  /* each param against its largest element, or a thousandth of the largest gradient of all
+     where that is larger: a gradient that is zero in exact arithmetic (a key's bias under a
+     softmax) holds rounding noise alone (1e-10), which the two devices round differently */
+  double worst = 0, all = 0;
+  for (size_t i = 0; i < cpu.n; i++) all = fmax(all, fabs(a[i]));
   for (int p = 0; p < job->nparams; p++) {
     int64_t n = job->params[p].numel;
     double m = 0, e = 0;
@@ -307,7 +312,7 @@ START_TEST(test_job_on_mock_gpu) {
       double d = fabs((double)a[i] - b[i]);
       e = d > e || isnan(d) ? d : e;
     }
-    double rel = e / fmax(m, 1e-12);
+    double rel = e / fmax(fmax(m, 1e-3 * all), 1e-12);
     worst = fmax(worst, rel);
     ck_assert_msg(rel <= tol_g, "%s %s: the gradient of %s differs by %g of its largest element %g (tolerance %g)",
                   c->model, c->flags, job->params[p].name, rel, m, tol_g);
