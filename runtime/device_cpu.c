@@ -28,7 +28,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "jit_cpu.h"
 
@@ -147,12 +149,59 @@ static void cpu_bind_thread(MplDevice *d) {
   mpl_gemm_set_threads(d->threads);
 }
 
+/* A kB figure of a /proc file's line "KEY: N kB" (or of statm's first field, in pages,
+ * when key is NULL); -1 when it cannot be read. */
+static int64_t proc_kb(const char *path, const char *key) {
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  char line[256];
+  int64_t v = -1;
+  if (!key) {
+    long long pages;
+    if (fscanf(f, "%lld", &pages) == 1) v = pages * (sysconf(_SC_PAGESIZE) / 1024);
+  } else {
+    size_t kl = strlen(key);
+    while (v < 0 && fgets(line, sizeof line, f))
+      if (!strncmp(line, key, kl) && line[kl] == ':') v = strtoll(line + kl + 1, NULL, 10);
+  }
+  fclose(f);
+  return v;
+}
+
+/* Before an arena (or a rank's update state) is allocated: would it fit? Each earlier one
+ * was zeroed, so the memory the kernel still calls available (MemAvailable) is what is
+ * left for this one; an address-space limit (ulimit -v) must leave room for the GEMM
+ * library's own buffers too (256 MiB), which otherwise fail inside oneDNN and crash it
+ * (a segfault, or a C++ exception nothing catches).
+ * A run that would be killed by the kernel, or crash, is refused with what it needs.
+ * MPL_NO_MEMORY_CHECK=1 skips this (a machine whose swap is meant to be used). */
+static int cpu_memory_check(const MplDevice *d, uint64_t bytes, MplErr *err) {
+  const char *skip = getenv("MPL_NO_MEMORY_CHECK");
+  if (skip && *skip && strcmp(skip, "0")) return MPL_OK;
+  const double gib = 1024.0 * 1024 * 1024;
+  int64_t avail = bytes < (64u << 20) ? -1 : proc_kb("/proc/meminfo", "MemAvailable");
+  if (avail >= 0 && (double)bytes > (double)avail * 1024 * 0.95)
+    return mpl_errf(err, "cpu: rank %d needs %.2f GiB more for its arena or update state, but this machine has %.2f GiB "
+                    "of memory available: the run would be killed. Use more pipeline ranks or processes (--mesh, "
+                    "mpirun on several machines), fewer micro-batches, a smaller batch, or @recompute "
+                    "(MPL_NO_MEMORY_CHECK=1 runs it anyway)", d->index, bytes / gib, avail * 1024.0 / gib);
+  struct rlimit rl;
+  int64_t used = proc_kb("/proc/self/statm", NULL);
+  if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && used >= 0 &&
+      (double)used * 1024 + (double)bytes + 256.0 * 1024 * 1024 > (double)rl.rlim_cur)
+    return mpl_errf(err, "cpu: rank %d needs %.2f GiB more for its arena or update state, and the GEMM library 0.25 GiB, "
+                    "but the address-space limit (ulimit -v) is %.2f GiB with %.2f GiB in use", d->index, bytes / gib,
+                    (double)rl.rlim_cur / gib, used * 1024.0 / gib);
+  return MPL_OK;
+}
+
 static int cpu_arena_alloc(MplDevice *d, uint64_t bytes, void **base, MplErr *err) {
   if (bytes > (uint64_t)SIZE_MAX - 64) return mpl_errf(err, "cpu: arena of %llu bytes is too large", (unsigned long long)bytes);
+  if (cpu_memory_check(d, bytes, err) != MPL_OK) return MPL_ERR;
   *base = mpl_malloc(bytes ? (size_t)bytes : 1);
   if (!*base)
-    return mpl_errf(err, "cpu: cannot allocate the arena of rank %d (%llu bytes)", d->index,
-                    (unsigned long long)bytes);
+    return mpl_errf(err, "cpu: cannot allocate %llu bytes for rank %d (its arena or its update state)",
+                    (unsigned long long)bytes, d->index);
   return MPL_OK;
 }
 

@@ -195,5 +195,30 @@ expect_fail "mplc: binary garbage as source" "garbage.mpl" "$MPLC" "$tmp/garbage
 expect_fail "mplc: -o into a missing directory" "nodir/x.job" "$MPLC" tests/e2e/small_mlp.mpl -o "$tmp/nodir/x.job"
 no_file "mplc: -o into a missing directory" "$tmp/nodir"
 
+# ---- memory: a job that cannot fit is refused before it allocates (not killed by the
+# kernel, not crashed inside the GEMM library under ulimit -v) ----
+cat > "$tmp/big.mpl" <<'MPL'
+import nn
+const BATCH = 65536
+model m(x: f32[B, 1024], y: i32[B]) {
+  h = x
+  for i in 0..4 {
+    h = relu(nn.linear(h, 1024) as l[i])
+  }
+  return cross_entropy(nn.linear(h, 10) as head, y)
+}
+train m {
+  batch = BATCH
+  optimizer = sgd(lr = 0.1)
+}
+MPL
+# (a batch whose arena is about three times this machine's memory: about 48 KiB a row)
+rows=$(awk '/MemTotal/ { printf "%d", $2 * 1024 * 3 / 49152 }' /proc/meminfo)
+if "$MPLC" "$tmp/big.mpl" -o "$tmp/big.job" 2> "$tmp/big.err" && "$MPLC" "$tmp/big.mpl" -D BATCH="$rows" -o "$tmp/huge.job" 2>> "$tmp/big.err"; then
+  expect_fail "an arena larger than the machine's memory" "needs [0-9.]* GiB more .* of memory available" "$MPLRUN" "$tmp/huge.job" --steps 1
+  expect_fail "an arena past ulimit -v (2 GiB against 1.5)" "address-space limit \\(ulimit -v\\)" \
+    bash -c "ulimit -v 1600000 && exec '$MPLRUN' '$tmp/big.job' --steps 1 -q"
+else bad "mplc big.mpl: $(head -n 2 "$tmp/big.err")"; fi
+
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
