@@ -301,6 +301,14 @@ int bal_stages(Diag *d, Graph *g, double mem_limit) {
   char err[256];
   int pp = g->mesh.pp;
   int rc = bal_split(nseg, cost, mem, nst, speed, mem_limit, first, err, sizeof err);
+  /* The stage memory here is an estimate that errs high (every forward value of pp
+     micro-batches, before recomputation, fusion and liveness: about twice GPT-2's real
+     plan): when no split meets --mem-limit by it, the fastest split is kept and the plan
+     itself is checked against the limit (plan_check_limit), which may well pass. */
+  if (rc && mem_limit > 0) {
+    mem_limit = 0;
+    rc = bal_split(nseg, cost, mem, nst, speed, 0, first, err, sizeof err);
+  }
   double work = (double)pp * nseg * nseg * (double)nseg * nseg;
   if (!rc && g->train.schedule == SCHED_ZBV && nst == 2 * pp && work <= ZBV_DP_WORK) {
     int *byrank = calloc((size_t)nst, sizeof(int));
