@@ -1,6 +1,7 @@
 /*
  * test_cuda_jobs.c — whole jobs trained on the cuda device without a GPU: mplc compiles a
- * model; the job's own CUDA source (what NVRTC compiles for a GPU) is built for the host
+ * model; the job's own CUDA source (what NVRTC compiles for a GPU; the job gets a stand-in
+ * PTX naming its entries, which the mock driver loads) is built for the host
  * with cuda_gen_host.h into a shared object, whose kernels the mock driver
  * (cuda_mock.c) runs for the job's launches; the runtime's CUDA programs (optimizer,
  * fused attention, fused cross-entropy, embedding gradient) run as their host copies
@@ -64,7 +65,6 @@ static const Case cases[] = {
     {"tests/e2e/dropout.mpl", "--mesh pp=1", false, NULL},
     {"tests/e2e/remat_chain.mpl", "", false, NULL},
     {"tests/e2e/row_chains.mpl", "--mesh pp=1", false, NULL},
-    {"tests/e2e/row_chains_t.mpl", "--mesh pp=1", false, NULL},
     {"tests/e2e/fused_ce.mpl", "--no-fused-sdpa", false, "mpl_ce_rows"},
     {"tests/e2e/fused_ce.mpl", "--no-fused-sdpa --no-fused-ce", false, "mpl_adamw_list"},
     {"tests/e2e/ops_v2_elementwise.mpl", "", false, NULL},
@@ -85,7 +85,7 @@ enum { NFIXED = sizeof cases / sizeof cases[0], STEPS = 3, MAX_RANDOM = 4096 };
  * seed whose program places work on several stages is skipped. */
 static Case random_cases[MAX_RANDOM];
 static int nrandom;
-static const char *const default_seeds = "1,6,7,8";
+static const char *const default_seeds = "1,7";
 
 static bool one_rank_program(const char *path) {
   FILE *f = fopen(path, "r");
@@ -209,8 +209,18 @@ typedef int (*HostNvrtcFn)(const char *arch, char **ptx, char *log, size_t logn,
 static GenFailedFn gen_failed;
 
 /* Builds the job's kernels for the host and registers them for its PTX. */
-static void load_host_kernels(const Job *job, const char *tag) {
-  ck_assert_msg(job->kernels.cuda_src && job->kernels.ptx_len, "%s: the job has no CUDA source or no PTX", tag);
+static void load_host_kernels(Job *job, const char *tag) {
+  ck_assert_msg(job->kernels.cuda_src && !job->kernels.ptx_len, "%s: the job has no CUDA source, or PTX", tag);
+  /* The mock driver keeps a module's text and finds its entries in it; the kernels run as
+     host code. So the job is given a stand-in PTX that names its entries: NVRTC's own
+     compile of every kernel is test_cuda's and random_programs.sh's, and took most of
+     this test's time here. */
+  size_t len = 64;
+  for (int k = 0; k < job->kernels.nkernels; k++) len += strlen(job->kernels.names[k]) + 16;
+  char *ptx = mpl_malloc(len), *at = ptx;
+  at += sprintf(at, ".version 8.0\n.target sm_90\n");
+  for (int k = 0; k < job->kernels.nkernels; k++) at += sprintf(at, ".entry %s(\n", job->kernels.names[k]);
+  job->kernels.ptx = ptx, job->kernels.ptx_len = (size_t)(at - ptx);
   char c_path[PATH_MAX + 128], so_path[PATH_MAX + 128], cmd[4 * PATH_MAX], out[16384];
   snprintf(c_path, sizeof c_path, "%s/%s.c", tmp_dir, tag);
   snprintf(so_path, sizeof so_path, "%s/%s.so", tmp_dir, tag);
@@ -282,7 +292,7 @@ START_TEST(test_job_on_mock_gpu) {
   char tag[64], job_path[PATH_MAX + 80], cmd[4 * PATH_MAX], out[8192], jerr[512] = "";
   snprintf(tag, sizeof tag, "case%d", _i);
   snprintf(job_path, sizeof job_path, "%s/%s.job", tmp_dir, tag);
-  snprintf(cmd, sizeof cmd, "'%s/mplc' '%s' --gpu-arch compute_90 %s -o '%s'", build_dir, c->model, c->flags, job_path);
+  snprintf(cmd, sizeof cmd, "'%s/mplc' '%s' %s -o '%s'", build_dir, c->model, c->flags, job_path);
   ck_assert_msg(run_cmd(cmd, out, sizeof out) == 0, "%s", out);
   Job *job = job_read(job_path, jerr, sizeof jerr);
   ck_assert_msg(job != NULL, "%s", jerr);
