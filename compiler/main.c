@@ -189,9 +189,10 @@ static void once(const char *flag, bool *seen) {
 }
 
 static void parse_options(Arena *a, int argc, char **argv, Options *o) {
-  bool seen[16] = {false};
+  enum { EMIT = 1 }; /* single[EMIT] */
   static const char *const single[] = {"-o", "--emit", "--mesh", "--schedule", "--microbatches", "--mem-limit",
                                        "--device-speed", "--profile", "--gpu-arch", "--precision", NULL};
+  bool seen[sizeof single / sizeof single[0]] = {false};
   for (int i = 1; i < argc; i++) {
     const char *arg = argv[i], *v;
     for (int f = 0; single[f]; f++) {
@@ -222,7 +223,7 @@ static void parse_options(Arena *a, int argc, char **argv, Options *o) {
     else o->input = arg;
   }
   if (!o->input) fail(2, "no input file (usage: mplc FILE.mpl [options]; see mplc --help)", "");
-  if (o->output && seen[1]) fail(2, "-o %s with --emit: --emit prints one stage of the compiler and stops, so no job "
+  if (o->output && seen[EMIT]) fail(2, "-o %s with --emit: --emit prints one stage of the compiler and stops, so no job "
                                     "would be written; run mplc once for each", o->output);
 }
 

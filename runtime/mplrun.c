@@ -96,10 +96,11 @@ static const char *const value_flags[] = {"--devices", "--threads", "--steps", "
                                           "--metrics", "--profile", "--sample", "--prompt", "--comm-stats",
                                           "--temperature", "--top-k", "--seed", NULL};
 
-static bool takes_value(const char *flag) {
+/* The index of a flag that takes a value in value_flags, or -1. */
+static int value_flag(const char *flag) {
   for (int i = 0; value_flags[i]; i++)
-    if (strcmp(flag, value_flags[i]) == 0) return true;
-  return false;
+    if (strcmp(flag, value_flags[i]) == 0) return i;
+  return -1;
 }
 
 /* Applies one "--flag value"; returns 0 or 1 (after the message). */
@@ -193,12 +194,10 @@ static int parse_args(Cli *c, int argc, char **argv) {
       if (fl >= sizeof flag) return fail("unknown flag '%s'%s", a, "");
       memcpy(flag, a, fl);
       flag[fl] = 0;
-      if (!takes_value(flag)) return fail("unknown flag '%s' (see mplrun --help)%s", a, "");
-      for (int f = 0; value_flags[f]; f++)
-        if (!strcmp(flag, value_flags[f])) {
-          if (seen[f]) return fail("%s is given twice: give it once%s", flag, "");
-          seen[f] = true;
-        }
+      int fi = value_flag(flag);
+      if (fi < 0) return fail("unknown flag '%s' (see mplrun --help)%s", a, "");
+      if (seen[fi]) return fail("%s is given twice: give it once%s", flag, "");
+      seen[fi] = true;
       if (eq) val = eq + 1;
       else if (i + 1 < argc) val = argv[++i];
       else return fail("%s needs a value%s", flag, "");
@@ -311,11 +310,11 @@ static int mpi_failures(MplComm *m, bool bad) {
 
 /* Under MPI: do all processes run the same job with the same settings? Ranks given other
  * --steps (or one without --init) would wait for each other forever. A hash of the job's
- * bytes and of the settings that must agree, rank 0's sent to all (an all-reduce in which
+ * bytes (c->run.job_checksum) and of the settings that must agree, rank 0's sent to all (an all-reduce in which
  * the others add 0), each compared with its own: agreed through mpi_failures. */
 static bool mpi_settings_differ(Cli *c) {
   MplComm *m = c->run.comm;
-  uint64_t h = file_checksum(c->job_path);
+  uint64_t h = c->run.job_checksum;
   const char *strs[] = {c->run.init_path, c->run.resume_dir, c->run.ckpt_dir, c->run.data_path, c->run.val_path,
                         c->devices};
   for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
@@ -386,6 +385,7 @@ static int write_comm_stats(const MplRun *r, const char *path, MplErr *err) {
 }
 
 static int run(Cli *c, Job *job) {
+  c->run.job_checksum = file_checksum(c->job_path); /* (check_mpi compares it too) */
   if (c->run.comm && check_mpi(c, job)) return 1;
   int bad = check_devices(c, job); /* under MPI agreed: a process alone must not go on */
   if (c->run.comm ? mpi_failures(c->run.comm, bad) > 0 : bad) return 1;
@@ -393,7 +393,6 @@ static int run(Cli *c, Job *job) {
   /* --sample alone samples from the given params: no training unless --steps says so */
   c->run.steps = c->steps >= 0 ? c->steps : (c->sample_n >= 0 ? 0 : -1);
   if (c->sample_n >= 0) c->run.out = stderr; /* stdout carries the sampled text alone */
-  c->run.job_checksum = file_checksum(c->job_path);
   MplErr err = {{0}};
   /* (written by world rank 0 after training: its folder checked before, as --save's) */
   bool lead = !c->run.comm || c->run.comm->rank == 0;

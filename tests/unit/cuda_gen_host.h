@@ -19,6 +19,7 @@
 #ifndef MPL_TEST_CUDA_GEN_HOST_H
 #define MPL_TEST_CUDA_GEN_HOST_H
 
+#include "tests/unit/cuda_bits.h"
 #include "tests/unit/host_fibers.h"
 
 #include <math.h>
@@ -39,26 +40,6 @@ typedef struct GenDim3 {
 } GenDim3;
 static _Thread_local GenDim3 threadIdx, blockIdx, blockDim, gridDim;
 
-static inline unsigned __float_as_uint(float f) {
-  unsigned u;
-  memcpy(&u, &f, sizeof u);
-  return u;
-}
-static inline float __uint_as_float(unsigned u) {
-  float f;
-  memcpy(&f, &u, sizeof f);
-  return f;
-}
-static inline int __float_as_int(float f) {
-  int i;
-  memcpy(&i, &f, sizeof i);
-  return i;
-}
-static inline float __int_as_float(int i) {
-  float f;
-  memcpy(&f, &i, sizeof f);
-  return f;
-}
 /* CUDA's round-toward-zero conversions saturate, and NaN gives 0 */
 static inline int __float2int_rz(float x) {
   if (x != x) return 0;

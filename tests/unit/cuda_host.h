@@ -11,6 +11,7 @@
 #ifndef MPL_TEST_CUDA_HOST_H
 #define MPL_TEST_CUDA_HOST_H
 
+#include "cuda_bits.h"
 #include "host_fibers.h"
 
 #include <math.h>
@@ -32,16 +33,6 @@ static _Thread_local HostDim3 threadIdx, blockIdx, blockDim, gridDim;
 #define MPL_INF INFINITY
 #define __restrict__ restrict
 
-static inline unsigned __float_as_uint(float f) {
-  unsigned u;
-  memcpy(&u, &f, sizeof u);
-  return u;
-}
-static inline float __uint_as_float(unsigned u) {
-  float f;
-  memcpy(&f, &u, sizeof f);
-  return f;
-}
 
 /* Warp-wide operations, for kernels whose every thread of the block reaches each of them
  * (the block's barrier stands in for the warp's convergence): a thread posts its operands,

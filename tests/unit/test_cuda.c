@@ -40,6 +40,7 @@
 
 #include "compiler/kernel.h"
 #include "runtime/exec.h"
+#include "run_cmd.h"
 #ifdef MPL_HAVE_CUDA
 #include "runtime/cuda_rt.h"
 #include "runtime/cuda_dev.h"
@@ -68,17 +69,6 @@ static void teardown(void) {
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_dir);
 }
 
-/* Runs cmd with stderr into out (one string); returns the exit status. */
-static int run_cmd(const char *cmd, char *out, size_t n) {
-  char full[4096];
-  snprintf(full, sizeof full, "%s 2>&1", cmd);
-  FILE *p = popen(full, "r");
-  ck_assert(p != NULL);
-  size_t len = fread(out, 1, n - 1, p);
-  out[len] = 0;
-  int st = pclose(p);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
 
 /* Compiles model into tmp_dir/NAME.job with mplc; returns the path (static buffer). */
 static const char *compile_flags(const char *model, const char *name, const char *flags) {
