@@ -4,7 +4,9 @@
  *
  * Invariants:
  *  - an opened token file has the right magic and version and exactly 1024 + 2*count
- *    bytes, so tokens[0 .. ntok) are all real;
+ *    bytes, so tokens[0 .. ntok) are all real; it is mapped read-only, not copied (a
+ *    GPT-2 run's 10^9-token file costs page cache, not 2 GB of the process), so it must
+ *    not be truncated while a run reads it;
  *  - the loader's position is always a multiple of batch*seq with pos + batch*seq + 1 <=
  *    ntok, so every read is in range; step k's position is (k mod nb) * batch*seq with
  *    nb = (ntok - 1) / (batch*seq) batches per pass, which is what advancing k times from
@@ -14,8 +16,13 @@
 #include "mpl.h"
 #include "mpl_rng.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 enum { TOK_HEADER_INTS = 256, TOK_HEADER_BYTES = TOK_HEADER_INTS * 4 };
 
@@ -42,23 +49,38 @@ static int check_token_header(const char *path, const uint8_t *b, size_t len, Mp
 
 int mpl_tokens_open(MplTokens *t, const char *path, MplErr *err) {
   memset(t, 0, sizeof *t);
-  uint8_t *b;
-  size_t len;
-  if (mpl_file_read_all(path, &b, &len, err)) return MPL_ERR;
-  if (check_token_header(path, b, len, err)) {
-    mpl_free(b);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return mpl_errf(err, "%s: cannot open: %s", path, strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return mpl_errf(err, "%s: not a regular file", path);
+  }
+  size_t len = (size_t)st.st_size;
+  uint8_t hdr[TOK_HEADER_BYTES];
+  ssize_t got = len >= TOK_HEADER_BYTES ? pread(fd, hdr, sizeof hdr, 0) : 0;
+  if (len >= TOK_HEADER_BYTES && got != (ssize_t)sizeof hdr) {
+    close(fd);
+    return mpl_errf(err, "%s: read error: %s", path, got < 0 ? strerror(errno) : "short read");
+  }
+  if (check_token_header(path, hdr, len, err)) {
+    close(fd);
     return MPL_ERR;
   }
-  t->ntok = (int64_t)(len - TOK_HEADER_BYTES) / 2;
+  /* mapped, not read: the tokens stay in the page cache (shared by every rank and run,
+     given back under memory pressure) instead of a private copy of the whole file */
+  void *map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+  int map_errno = errno;
+  close(fd);
+  if (map == MAP_FAILED) return mpl_errf(err, "%s: cannot map %zu bytes: %s", path, len, strerror(map_errno));
   t->path = mpl_strdup(path);
-  t->tokens = mpl_malloc((size_t)t->ntok * 2 + 1);
-  if (!t->path || !t->tokens) {
-    mpl_free(b);
-    mpl_tokens_free(t);
+  if (!t->path) {
+    munmap(map, len);
     return mpl_errf(err, "%s: out of memory", path);
   }
-  memcpy(t->tokens, b + TOK_HEADER_BYTES, (size_t)t->ntok * 2); /* little-endian host */
-  mpl_free(b);
+  t->map = map, t->map_len = len;
+  t->ntok = (int64_t)(len - TOK_HEADER_BYTES) / 2;
+  t->tokens = (const uint16_t *)((const uint8_t *)map + TOK_HEADER_BYTES); /* little-endian host */
   t->max_token = -1;
   for (int64_t i = 0; i < t->ntok; i++)
     if (t->tokens[i] > t->max_token) t->max_token = t->tokens[i];
@@ -67,7 +89,7 @@ int mpl_tokens_open(MplTokens *t, const char *path, MplErr *err) {
 
 void mpl_tokens_free(MplTokens *t) {
   mpl_free(t->path);
-  mpl_free(t->tokens);
+  if (t->map) munmap(t->map, t->map_len);
   memset(t, 0, sizeof *t);
 }
 

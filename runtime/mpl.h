@@ -202,7 +202,9 @@ int mpl_st_write_f32(const char *path, const MplStEntry *entries, int n,
 
 typedef struct MplTokens {
   char *path;
-  uint16_t *tokens;
+  const uint16_t *tokens; /* in the file's read-only mapping (map, map_len) */
+  void *map;
+  size_t map_len;
   int64_t ntok;
   int max_token; /* the largest token id in the file (-1 if empty) */
 } MplTokens;

@@ -434,6 +434,18 @@ START_TEST(test_loader) {
   ck_assert_int_eq(mpl_loader_tell(&l), 0);
   mpl_tokens_free(&u);
   mpl_tokens_free(&t);
+  /* a 4 MiB file is mapped, not copied: opening it allocates its name, not its tokens */
+  write_tokens(tmp_path("big.bin"), 2 << 20);
+  MplAllocStats before, after;
+  mpl_alloc_stats(&before);
+  ck_assert_int_eq(mpl_tokens_open(&u, tmp_path("big.bin"), &err), MPL_OK);
+  mpl_alloc_stats(&after);
+  ck_assert_msg(after.live_bytes - before.live_bytes < 4096, "%lld bytes allocated",
+                (long long)(after.live_bytes - before.live_bytes));
+  ck_assert(u.ntok == 2 << 20 && u.max_token == 999 && u.tokens[1234567] == 1234567 % 1000);
+  mpl_tokens_free(&u);
+  ck_assert(u.tokens == NULL && u.map == NULL);
+  expect_tok_error(tmpdir, "not a regular file");
   remove_tmpdir();
 }
 END_TEST
