@@ -95,6 +95,8 @@ typedef struct MplDeviceOps {
   /* Called on the rank's own thread before its first step (per-thread settings). */
   void (*bind_thread)(MplDevice *d);
   int (*arena_alloc)(MplDevice *d, uint64_t bytes, void **base, MplErr *err);
+  bool arena_zeroed;   /* arena_alloc's memory is zero already (cpu: a fresh mapping, whose pages
+                          come in zeroed where the rank first touches them), so no zero op follows */
   void (*arena_free)(MplDevice *d, void *base);
   int (*kernel)(MplDevice *d, MplKernelFn fn, void **args, const int64_t *scalars,
                 int64_t n_outer, int64_t work, MplErr *err);

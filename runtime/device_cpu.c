@@ -198,7 +198,7 @@ static int cpu_memory_check(const MplDevice *d, uint64_t bytes, MplErr *err) {
 static int cpu_arena_alloc(MplDevice *d, uint64_t bytes, void **base, MplErr *err) {
   if (bytes > (uint64_t)SIZE_MAX - 64) return mpl_errf(err, "cpu: arena of %llu bytes is too large", (unsigned long long)bytes);
   if (cpu_memory_check(d, bytes, err) != MPL_OK) return MPL_ERR;
-  *base = mpl_malloc(bytes ? (size_t)bytes : 1);
+  *base = mpl_calloc(1, bytes ? (size_t)bytes : 1); /* a big one is a fresh mapping: no memset */
   if (!*base)
     return mpl_errf(err, "cpu: cannot allocate %llu bytes for rank %d (its arena or its update state)",
                     (unsigned long long)bytes, d->index);
@@ -420,6 +420,7 @@ const MplDeviceOps mpl_device_cpu_ops = {
     .free = cpu_free,
     .bind_thread = cpu_bind_thread,
     .arena_alloc = cpu_arena_alloc,
+    .arena_zeroed = true,
     .arena_free = cpu_arena_free,
     .kernel = cpu_kernel,
     .gemm = cpu_gemm,

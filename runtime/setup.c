@@ -95,7 +95,7 @@ int init_rank(MplRun *r, int i, MplErr *err) {
   if (r->devops->load_kernels && r->devops->load_kernels(&rc->dev, &job->kernels, err) != MPL_OK) return MPL_ERR;
   uint64_t ab = job->ranks[rc->rank].arena_bytes;
   if (r->devops->arena_alloc(&rc->dev, ab, &rc->arena, err) != MPL_OK) return MPL_ERR;
-  if (r->devops->zero(&rc->dev, rc->arena, (size_t)ab, err) != MPL_OK) return MPL_ERR;
+  if (!r->devops->arena_zeroed && r->devops->zero(&rc->dev, rc->arena, (size_t)ab, err) != MPL_OK) return MPL_ERR;
   rc->stats.arena_bytes = ab;
   size_t rsb = rs_bytes(job, rc->rank);
   if (rsb && r->devops->arena_alloc(&rc->dev, rsb, &rc->rs_buf, err) != MPL_OK) return MPL_ERR;
@@ -189,23 +189,65 @@ int init_whole_params(MplRun *r, MplErr *err) {
   return MPL_OK;
 }
 
-/* The seed's stream of param `name`: the same on every rank and every mesh. */
+/* Elements [begin, end) of a param's initial values: each a pure function of (stream,
+ * index), so that any split of the range over threads gives the same bits. */
+typedef struct InitPart {
+  const JobParam *p;
+  uint64_t stream;
+  float *buf;
+  int64_t begin, end;
+} InitPart;
 
+static void *init_part(void *arg) {
+  const InitPart *w = arg;
+  const JobParam *p = w->p;
+  for (int64_t i = w->begin; i < w->end; i++) {
+    switch (p->init) {
+    case 0: w->buf[i] = 0.0f; break;
+    case 1: w->buf[i] = 1.0f; break;
+    case 2: w->buf[i] = (float)(mpl_normal(w->stream, (uint64_t)i) * p->init_a); break;
+    default: w->buf[i] = (float)(p->init_a + (p->init_b - p->init_a) * mpl_uniform(w->stream, (uint64_t)i)); break;
+    }
+  }
+  return NULL;
+}
+
+/* The values on the CPUs this process may use (a normal costs a log and a cosine: GPT-2
+ * 124M's 124M of them took 4 s on one thread); a small param, or a failed thread start,
+ * stays on this thread. */
+enum { INIT_THREADS = 16, INIT_PART_MIN = 1 << 16 };
+static void init_values(const JobParam *p, uint64_t stream, float *buf) {
+  int nt = mpl_cpus_usable();
+  if (nt > INIT_THREADS) nt = INIT_THREADS;
+  if (p->numel < (int64_t)nt * INIT_PART_MIN) nt = (int)(p->numel / INIT_PART_MIN);
+  if (nt < 2) {
+    init_part(&(InitPart){p, stream, buf, 0, p->numel});
+    return;
+  }
+  InitPart w[INIT_THREADS];
+  pthread_t th[INIT_THREADS];
+  bool started[INIT_THREADS] = {false};
+  for (int t = 0; t < nt; t++) {
+    w[t] = (InitPart){p, stream, buf, p->numel * t / nt, p->numel * (t + 1) / nt};
+    if (t > 0) started[t] = pthread_create(&th[t], NULL, init_part, &w[t]) == 0;
+  }
+  init_part(&w[0]);
+  for (int t = 1; t < nt; t++) {
+    if (started[t]) pthread_join(th[t], NULL);
+    else init_part(&w[t]);
+  }
+}
+
+/* Each param's initial values, from the seed's stream of its name: the same on every rank
+ * and every mesh. Skipped when --init or --resume gives every param its values. */
 int init_params(MplRun *r, MplErr *err) {
   const Job *job = r->job;
+  if (r->opts.init_path || r->opts.resume_dir) return MPL_OK;
   for (int pi = 0; pi < job->nparams; pi++) {
     const JobParam *p = &r->wparams[pi];
     float *buf = mpl_malloc((size_t)p->numel * 4 + 4);
     if (!buf) return mpl_errf(err, "out of memory initialising %s", p->name);
-    uint64_t stream = mpl_name_stream(job->train.seed, p->name);
-    for (int64_t i = 0; i < p->numel; i++) {
-      switch (p->init) {
-      case 0: buf[i] = 0.0f; break;
-      case 1: buf[i] = 1.0f; break;
-      case 2: buf[i] = (float)(mpl_normal(stream, (uint64_t)i) * p->init_a); break;
-      default: buf[i] = (float)(p->init_a + (p->init_b - p->init_a) * mpl_uniform(stream, (uint64_t)i)); break;
-      }
-    }
+    init_values(p, mpl_name_stream(job->train.seed, p->name), buf);
     int st = mpl_run_set_param(r, pi, buf, err);
     mpl_free(buf);
     if (st != MPL_OK) return MPL_ERR;

@@ -336,7 +336,7 @@ int upd_init_rank(MplRun *r, RankCtx *rc, MplErr *err) {
   int st = nd.sum && nd.state ? find_needs(rc, &nd, err) : mpl_errf(err, "out of memory");
   size_t total = st == MPL_OK ? carve(rc, &nd, nslots, NULL) : 0;
   if (st == MPL_OK) st = o->arena_alloc(&rc->dev, total, &rc->state_mem, err);
-  if (st == MPL_OK) st = o->zero(&rc->dev, rc->state_mem, total, err);
+  if (st == MPL_OK && !o->arena_zeroed) st = o->zero(&rc->dev, rc->state_mem, total, err);
   if (st == MPL_OK) carve(rc, &nd, nslots, rc->state_mem);
   if (st == MPL_OK) rc->stats.state_bytes = total;
   rc->stats.update_elems = 0;

@@ -251,5 +251,55 @@ if [ $rc = 143 ] && [ -n "$n" ] && grep -q "\"step\": $n," "$tmp/sig/state.json"
   else bad "resume after SIGTERM: $(tail -n 2 "$tmp/sigr.jsonl" 2>/dev/null) vs $(tail -n 2 "$tmp/sigs.jsonl" 2>/dev/null)"; fi
 else bad "SIGTERM: rc $rc, $(tail -n 2 "$tmp/sig.err")"; fi
 
+# Initial values: each param's, from the seed's stream of its name (runtime/setup.c, split
+# over threads when large), against tests/parity/mplrng.py's port of the RNG: a normal and
+# a uniform param big enough to be split (307200 and 153600 elements), every 7th element and
+# every element near the parts' edges (up to 16 threads), as f32, at --steps 0 --save.
+cat > "$tmp/initv.mpl" <<'MPL'
+model initv(x: f32[B, 600], y: i32[B]) {
+  param w: f32[600, 512] = normal(0.5)
+  param u: f32[512, 300] = uniform(-2, 3)
+  return cross_entropy(x @ w @ u, y)
+}
+train initv {
+  data = synthetic(8)
+  batch = 4
+  optimizer = sgd(lr = 0.1)
+  seed = 77
+}
+MPL
+if "$MPLC" "$tmp/initv.mpl" -o "$tmp/initv.job" 2> "$tmp/initv.err" &&
+   "$MPLRUN" "$tmp/initv.job" --steps 0 --save "$tmp/initv.st" > /dev/null 2>> "$tmp/initv.err" &&
+   "$PY" - "$tmp/initv.st" > "$tmp/initv.out" 2>&1 <<'PY'
+import sys, struct
+sys.path.insert(0, "tests/parity"); sys.path.insert(0, "tests/tools")
+import mplrng
+from stcompare import load
+t = load(sys.argv[1])
+M64 = mplrng.M64
+def name_stream(seed, name):
+    h = 0xCBF29CE484222325
+    for c in name.encode(): h = ((h ^ c) * 0x100000001B3) & M64
+    return mplrng.mix64(mplrng.mix64(seed) ^ h)
+bad = 0
+for name, draw in (("w", lambda st, i: mplrng.f32(mplrng.normal(st, i) * 0.5)),
+                   ("u", lambda st, i: mplrng.f32(-2 + 5 * mplrng.uniform(st, i)))):
+    shape, vals = t[name]
+    n = len(vals); st = name_stream(77, name)
+    idx = set(range(0, n, 7)) | {n - 1}
+    for k in range(1, 17):
+        for parts in range(2, 17):
+            e = n * k // parts
+            idx |= set(range(max(0, e - 2), min(n, e + 2)))
+    for i in sorted(idx):
+        if vals[i] != draw(st, i):
+            bad += 1
+            if bad < 4: print(name, i, vals[i], draw(st, i))
+    print(name, n, "elements,", len(idx), "checked")
+sys.exit(1 if bad else 0)
+PY
+then ok "initial values equal the RNG's port ($(tr '\n' ' ' < "$tmp/initv.out"))"
+else bad "initial values: $(head -n 4 "$tmp/initv.err" "$tmp/initv.out")"; fi
+
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]

@@ -104,6 +104,26 @@ START_TEST(test_alloc_counts) {
   mpl_free(p);
   mpl_free(q);
   ck_assert_ptr_null(mpl_calloc(SIZE_MAX / 2, 4));
+  /* a big block (its own mapping): aligned, zero from calloc, counted, grown by realloc with
+     its bytes, and failed by the hook like any other */
+  size_t big = (size_t)24 << 20;
+  mpl_alloc_stats(&a);
+  float *f = mpl_calloc(big / 4, 4);
+  ck_assert_ptr_nonnull(f);
+  ck_assert_uint_eq((uintptr_t)f % 64, 0);
+  for (size_t i = 0; i < big / 4; i += 1021) ck_assert(f[i] == 0.0f);
+  ck_assert(f[big / 4 - 1] == 0.0f);
+  f[0] = 1.5f, f[big / 4 - 1] = -2.0f;
+  mpl_alloc_stats(&b);
+  ck_assert_int_eq(b.live_bytes - a.live_bytes, (int64_t)big);
+  f = mpl_realloc(f, big + 4);
+  ck_assert(f[0] == 1.5f && f[big / 4 - 1] == -2.0f);
+  mpl_free(f);
+  mpl_alloc_stats(&b);
+  ck_assert_int_eq(b.live_blocks, a.live_blocks);
+  ck_assert_int_eq(b.live_bytes, a.live_bytes);
+  mpl_alloc_fail_nth(1);
+  ck_assert_ptr_null(mpl_malloc(big));
 }
 END_TEST
 
