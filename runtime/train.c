@@ -413,6 +413,16 @@ void mpl_run_report(const MplRun *r, FILE *out) {
     if (s->busy_s > (all ? all[slow] : r->ranks[slow].stats).busy_s) slow = i;
   }
   if (r->lead && r->nworld > 1) report_slowest(r, all ? all : NULL, slow, out);
+  /* threads of one process on the CPUs: more than it may use, and every time above includes
+     turns waiting for a CPU (comm_local.c's waits sleep then, instead of spinning) */
+  long want = (long)r->nworld * r->opts.threads;
+  int cpus = mpl_cpus_usable();
+  if (r->lead && !r->mpi && !r->devops->device_memory && want > cpus)
+    fprintf(out, "note: %d rank%s x %d thread%s = %ld threads on %d CPU%s: they took turns, so the times above include "
+            "waiting for a CPU (%s %d %s)\n", r->nworld, r->nworld == 1 ? "" : "s", r->opts.threads,
+            r->opts.threads == 1 ? "" : "s", want, cpus, cpus == 1 ? "" : "s",
+            r->nworld <= cpus ? "--threads" : "a mesh of at most", r->nworld <= cpus ? cpus / r->nworld : cpus,
+            r->nworld <= cpus ? "fits" : cpus == 1 ? "rank fits" : "ranks fits");
   mpl_free(all);
 }
 

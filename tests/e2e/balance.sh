@@ -163,5 +163,23 @@ if grep -qE "^slowest: rank [01], busy [0-9.]+ ms over 2 steps: compute [0-9.]+ 
 then ok "the report names the slowest rank: $(grep '^slowest' "$tmp/run.log")"
 else bad "no slowest-rank line: $(tail -n 3 "$tmp/run.log")"; fi
 
+# More threads than CPUs: the report says so (2 ranks on one CPU by taskset; and two
+# threads a rank on all of them), and says nothing when they fit (a thread a rank, when
+# the machine has a CPU for each rank)
+cpus=$(nproc)
+if command -v taskset > /dev/null; then
+  taskset -c 0 "$MPLRUN" "$tmp/b.job" --threads 1 --steps 2 > "$tmp/one.log" 2>&1
+  if grep -q "^note: 2 ranks x 1 thread = 2 threads on 1 CPU: they took turns, so the times above include waiting for a CPU (a mesh of at most 1 rank fits)$" "$tmp/one.log"
+  then ok "2 ranks on 1 CPU: the report notes it"; else bad "2 ranks on 1 CPU: $(tail -n 2 "$tmp/one.log")"; fi
+fi
+"$MPLRUN" "$tmp/b.job" --threads "$cpus" --steps 2 > "$tmp/many.log" 2>&1
+if grep -q "^note: 2 ranks x $cpus threads = $((2 * cpus)) threads on $cpus CPUs: .* (--threads $((cpus / 2 > 0 ? cpus / 2 : 1)) fits)$" "$tmp/many.log"
+then ok "2 ranks x $cpus threads on $cpus CPUs: the report notes it"; else bad "2 x $cpus threads: $(tail -n 2 "$tmp/many.log")"; fi
+if [ "$cpus" -ge 2 ]; then
+  "$MPLRUN" "$tmp/b.job" --threads 1 --steps 2 > "$tmp/fit.log" 2>&1
+  if grep -q "^slowest" "$tmp/fit.log" && ! grep -q "^note:" "$tmp/fit.log"; then ok "2 ranks x 1 thread on $cpus CPUs: no note"
+  else bad "2 ranks x 1 thread on $cpus CPUs: $(tail -n 2 "$tmp/fit.log")"; fi
+fi
+
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
