@@ -774,6 +774,28 @@ static int ad_check_loss(Graph *g, Diag *d) {
   return 0;
 }
 
+/* The training backward: a float param the loss does not depend on gets no gradient,
+ * which a PyTorch user meets as an error (backward of a loss that requires no grad) or a
+ * param whose .grad stays None; here the step runs, so say which (once per param). */
+static void warn_unreached(const Ad *a, Diag *d) {
+  const Graph *g = a->g;
+  int nparams = 0, reached = 0;
+  for (int i = 0; i < a->nfwd; i++) {
+    const Op *op = g->ops[i];
+    if (op->kind != OP_PARAM || !is_float(op->dtype)) continue;
+    nparams++;
+    if (a->active[i]) {
+      reached++;
+      continue;
+    }
+    diag_warning(d, op->loc, "param '%s' does not reach the loss: it gets no gradient (it keeps its values, "
+                 "but for adamw's weight decay)", op->name ? op->name : "?");
+  }
+  if (reached == 0)
+    diag_warning(d, g->ops[g->loss]->loc, "the loss depends on no param%s: training changes nothing",
+                 nparams ? "" : " (the model has none)");
+}
+
 int ad_backward_ex(Graph *g, Diag *d, const bool *wrt, int *grad_of) {
   int nfwd = g->nops;
   for (int i = 0; grad_of && i < nfwd; i++) grad_of[i] = -1;
@@ -787,6 +809,7 @@ int ad_backward_ex(Graph *g, Diag *d, const bool *wrt, int *grad_of) {
   a.contrib = arena_alloc(ar, sizeof(Contrib *) * (size_t)nfwd);
   a.ncontrib = arena_alloc(ar, sizeof(int) * (size_t)nfwd);
   ad_analyse(&a);
+  if (!wrt) warn_unreached(&a, d);
   ad_number_uses(&a);
   for (int i = g->loss; i >= 0; i--) {
     const Op *op = g->ops[i];

@@ -75,6 +75,8 @@ SourceFile *diag_add_file(Diag *d, const char *path, const char *text, size_t le
 SourceFile *diag_load_file(Diag *d, const char *path);
 /* "file:line:col: error: msg", the source line, and a caret under col. */
 void diag_error(Diag *d, Loc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* "file:line:col: warning: msg" with line and caret; not an error (the compile goes on). */
+void diag_warning(Diag *d, Loc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* "file:line:col: note: msg" with line and caret: the other place involved. */
 void diag_note(Diag *d, Loc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Do a and b name the same place (same file by name, line and column)? */

@@ -123,6 +123,13 @@ void diag_error(Diag *d, Loc loc, const char *fmt, ...) {
   va_end(ap);
 }
 
+void diag_warning(Diag *d, Loc loc, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  diag_vreport(d, loc, "warning", fmt, ap);
+  va_end(ap);
+}
+
 void diag_note(Diag *d, Loc loc, const char *fmt, ...) {
   if (d->last_error_dropped) return;
   va_list ap;
