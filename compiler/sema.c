@@ -283,6 +283,12 @@ static void build_model(Sema *S, Node *model) {
     note_loss_made(S, r);
     return;
   }
+  if (op->kind == OP_PARAM || op->kind == OP_INPUT) { /* no op computes it: no stage has work */
+    sema_err(S, sc->ret_loc, "the loss is %s '%s' itself, which no op computes (write `1.0 * %s` to train %s "
+             "as its own loss)", op->kind == OP_PARAM ? "param" : "input", op->name ? op->name : "?",
+             op->name ? op->name : "it", op->kind == OP_PARAM ? "a param" : "on an input");
+    return;
+  }
   S->g->loss = r.op;
 }
 
