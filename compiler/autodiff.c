@@ -194,6 +194,13 @@ static void rule_abs(Ad *a, const Op *op, int dy, int *dx) {
   give(a, dx, 0, b_bin(a, OP_MUL, dy, b_un(a, OP_SIGN, op->in[0])));
 }
 
+/* floor: zero (as PyTorch's: a param read only through floor gets a zero gradient, so
+ * adamw's weight decay still applies to it, where a param with no gradient is left as is) */
+static void rule_floor(Ad *a, const Op *op, int dy, int *dx) {
+  (void)dy;
+  give(a, dx, 0, b_expand(a, b_full(a, 0.0), shp(a, op->in[0])));
+}
+
 /* pow(x, c): dy * c * x^(c-1) */
 static void rule_pow(Ad *a, const Op *op, int dy, int *dx) {
   Op *p = ad_op(a, OP_POW, 1, &op->in[0], shp(a, op->in[0]), dty(a, op->in[0]));
@@ -556,6 +563,7 @@ static const AdRule ad_rules[OP__COUNT] = {
     [OP_RSQRT] = {rule_rsqrt, SLOTS_ALL},     [OP_TANH] = {rule_tanh, SLOTS_ALL},
     [OP_SIGMOID] = {rule_sigmoid, SLOTS_ALL}, [OP_RELU] = {rule_relu, SLOTS_ALL},
     [OP_GELU] = {rule_gelu, SLOTS_ALL},       [OP_ABS] = {rule_abs, SLOTS_ALL},
+    [OP_FLOOR] = {rule_floor, SLOTS_ALL},
     [OP_POW] = {rule_pow, SLOTS_ALL},         [OP_CAST] = {rule_cast, SLOTS_ALL},
     [OP_ADD] = {rule_add, SLOTS_ALL},         [OP_SUB] = {rule_sub, SLOTS_ALL},
     [OP_MUL] = {rule_mul, SLOTS_ALL},         [OP_DIV] = {rule_div, SLOTS_ALL},
@@ -788,8 +796,8 @@ static void warn_unreached(const Ad *a, Diag *d) {
       reached++;
       continue;
     }
-    diag_warning(d, op->loc, "param '%s' does not reach the loss: it gets no gradient (it keeps its values, "
-                 "but for adamw's weight decay)", op->name ? op->name : "?");
+    diag_warning(d, op->loc, "param '%s' does not reach the loss: it gets no gradient, and the optimizer "
+                 "leaves it as it is (as PyTorch's does a param whose .grad is None)", op->name ? op->name : "?");
   }
   if (reached == 0)
     diag_warning(d, g->ops[g->loss]->loc, "the loss depends on no param%s: training changes nothing",

@@ -134,5 +134,33 @@ MPL
     ok "concat of $parts parts trains as the plain model, losses bit for bit"
   else bad "concat of $parts parts: $(grep -m 2 -E 'error|internal' "$tmp/cat.log")"; fi
 done
+# A param read only through floor gets a zero gradient (PyTorch's), so adamw's weight decay
+# shrinks it: ones x (1 - lr * wd) = 0.95 after a step; a param nothing reads gets none and
+# stays at 1, with mplc's warning naming it.
+cat > "$tmp/floorwd.mpl" <<'MPL'
+model m(x: f32[B, 4], y: i32[B]) {
+  param w: f32[4, 3] = normal(0.5)
+  param f: f32[4, 4] = ones
+  param idle: f32[4, 4] = ones
+  return cross_entropy(x @ w + sum(floor(f)) * 0.01, y)
+}
+train m {
+  data = synthetic(8)
+  batch = 4
+  optimizer = adamw(lr = 0.1, weight_decay = 0.5)
+}
+MPL
+if "$MPLC" "$tmp/floorwd.mpl" -o "$tmp/floorwd.job" 2> "$tmp/floorwd.err" &&
+   grep -q "warning: param 'idle' does not reach the loss" "$tmp/floorwd.err" && ! grep -q "param 'f'" "$tmp/floorwd.err" &&
+   "$MPLRUN" "$tmp/floorwd.job" --steps 1 -q --save "$tmp/floorwd.st" > /dev/null 2>&1 &&
+   "$PY" - "$tmp/floorwd.st" <<'PY'
+import sys; sys.path.insert(0, "tests/tools")
+from stcompare import load
+t = load(sys.argv[1])
+f, idle = t["f"][1], t["idle"][1]
+sys.exit(0 if all(abs(v - 0.95) < 1e-6 for v in f) and all(v == 1.0 for v in idle) else 1)
+PY
+then ok "floor: a zero gradient, so adamw decays a param read only through it (0.95); an unread param stays 1 and is warned of"
+else bad "floor / unread params and weight decay: $(head -n 2 "$tmp/floorwd.err")"; fi
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
