@@ -26,15 +26,6 @@
 
 #include "device.h"
 
-/* The nearest bf16 value, ties to even; a NaN stays a NaN (fuse_emit.c's bits). */
-static inline float round_bf16(float x) {
-  uint32_t u;
-  memcpy(&u, &x, 4);
-  if (x != x) u = (u | 0x00400000u) & 0xFFFF0000u;
-  else u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
-  memcpy(&x, &u, 4);
-  return x;
-}
 
 int64_t mpl_ce_cpu_scratch(const MplCe *a) { return a->chunk * a->V + 2 * a->N + (a->in16 ? (a->chunk * a->V + 1) / 2 : 0); }
 
@@ -58,7 +49,7 @@ static void ce_rows(void **args, const int64_t *scalars, int64_t begin, int64_t 
     float *l = c->L + i * V;
     int64_t r = c->r0 + i, t = a->targets[r];
     if (a->bf16)
-      for (int64_t j = 0; j < V; j++) l[j] = round_bf16(l[j]);
+      for (int64_t j = 0; j < V; j++) l[j] = mpl_bf16_round(l[j]);
     float mx = -INFINITY;
     for (int64_t j = 0; j < V; j++) mx = l[j] > mx ? l[j] : mx;
     if (t < 0 || t >= V) {
@@ -77,7 +68,7 @@ static void ce_rows(void **args, const int64_t *scalars, int64_t begin, int64_t 
     float inv = (float)(1.0 / sum);
     for (int64_t j = 0; j < V; j++) {
       float g = (l[j] * inv - (j == t ? 1.0f : 0.0f)) * c->scale;
-      l[j] = a->bf16 ? round_bf16(g) : g;
+      l[j] = a->bf16 ? mpl_bf16_round(g) : g;
       if (c->L16) {
         uint32_t u;
         memcpy(&u, &l[j], 4);

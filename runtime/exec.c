@@ -292,9 +292,13 @@ static int run_checks(RankCtx *rc, const JobStep *s, int stage, int mb, MplErr *
 }
 
 int run_prog(RankCtx *rc, int stage, int which, int mb, int64_t step, MplErr *err) {
+  return run_prog_until(rc, stage, which, mb, step, rc->run->job->stages[stage].prog[which].nsteps, err);
+}
+
+int run_prog_until(RankCtx *rc, int stage, int which, int mb, int64_t step, int end, MplErr *err) {
   const JobProgram *pg = &rc->run->job->stages[stage].prog[which];
   bool timed = rc->prof_on && which != JP_RECOMP; /* --profile (measure.c) */
-  for (int i = 0; i < pg->nsteps; i++) {
+  for (int i = 0; i < pg->nsteps && i < end; i++) {
     const JobStep *s = &pg->steps[i];
     int need = s->kind == JS_GEMM ? 3 : (s->kind == JS_ACCUM || s->kind == JS_ALIAS) ? 2 : s->kind == JS_SDPA ? 5
              : s->kind == JS_SDPA_BWD ? 9 : s->kind == JS_CE ? 6 : s->kind == JS_EMB_GRAD ? 3 : 0;

@@ -24,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 /* ==== alloc.c ========================================================= */
 
@@ -384,6 +385,16 @@ int mpl_gemm_bf16s_batched(MplGemmBf16 *w, bool ta, bool tb, int64_t M, int64_t 
                            float beta, float *C, int64_t ldc, int64_t sc, int64_t batch);
 /* n bf16 values as the f32 values they are (in sdpa_cpu.c, which every build has). */
 void mpl_bf16_widen(const uint16_t *x, float *y, int64_t n);
+/* The nearest bf16 value of x (as an f32), ties to even; a NaN stays a NaN (fuse_emit.c's
+ * bits). */
+static inline float mpl_bf16_round(float x) {
+  uint32_t u;
+  memcpy(&u, &x, 4);
+  if (x != x) u = (u | 0x00400000u) & 0xFFFF0000u;
+  else u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+  memcpy(&x, &u, 4);
+  return x;
+}
 
 /* ==== trace.c ========================================================= */
 

@@ -183,6 +183,9 @@ int rank_step(RankCtx *rc, int64_t step, MplErr *err);
 int rank_eval(RankCtx *rc, MplErr *err);
 /* Program `which` (JP_*) of a stage for micro-batch mb. */
 int run_prog(RankCtx *rc, int stage, int which, int mb, int64_t step, MplErr *err);
+/* Its steps before step `end` only (sampling reads the fused cross-entropy's operands there,
+ * before the program's later steps may reuse their buffers). */
+int run_prog_until(RankCtx *rc, int stage, int which, int mb, int64_t step, int end, MplErr *err);
 
 /* A rank's error: "rank N: ..." with its mesh coordinates when the world is a mesh. */
 int rank_fail(RankCtx *rc, MplErr *err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -60,11 +60,14 @@ static int copy_between(RankCtx *ra, const void *a, RankCtx *rb, void *b, size_t
 }
 
 /* Runs every stage's forward program for micro-batch 0 in stage order on this thread,
- * copying activations between the ranks' arenas directly. */
-static int sample_forward(MplRun *r, MplErr *err) {
+ * copying activations between the ranks' arenas directly; stage ce_stage (>= 0: the fused
+ * cross-entropy's) only up to its step ce_step, where its operands are read, and no further
+ * (later steps, and a bf16 job's, reuse the buffers of values they no longer need). */
+static int sample_forward(MplRun *r, int ce_stage, int ce_step, MplErr *err) {
   const Job *job = r->job;
   for (int s = 0; s < job->nstages; s++) {
     RankCtx *rc = &r->ranks[job->stages[s].rank];
+    if (s == ce_stage) return run_prog_until(rc, s, JP_FWD, 0, r->step, ce_step, err);
     if (run_prog(rc, s, JP_FWD, 0, r->step, err) != MPL_OK) return MPL_ERR;
     for (int x = 0; x < job->nxfers; x++) {
       const JobXfer *xf = &job->xfers[x];
@@ -122,27 +125,36 @@ static void put_token(FILE *out, int32_t t) {
 }
 
 /* A job compiled with the fused cross-entropy (JS_CE, mplc's default) holds no logits: the
- * row's are x[row] w^T (or x[row] w) from the step's operands, on the host, each a sum over k
- * in order in double (x and w as the step reads them: bf16 values under bf16). */
+ * row's are x[row] w^T (or x[row] w) from the step's operands, read before the step runs
+ * (sample_forward), on the host, each a sum over k in order in double, of x and w as the
+ * step reads them (stored as bf16 under ce->in16), and rounded to bf16 as the step rounds
+ * them in a bf16 job: the logits fed to the cross-entropy. */
 static int fused_logits(RankCtx *rc, const JobStep *ce, int stage, int64_t row, float **wt, float *logits,
                         MplErr *err) {
   int64_t K = ce->K, V = ce->N;
-  const float *x = (const float *)need_ptr(rc, ce->args[0], 0, stage, err), *w = (const float *)need_ptr(rc, ce->args[1], 0, stage, err);
+  size_t eb = ce->in16 ? 2 : 4; /* bytes an element */
+  const char *x = need_ptr(rc, ce->args[0], 0, stage, err), *w = x ? need_ptr(rc, ce->args[1], 0, stage, err) : NULL;
   if (!x || !w) return MPL_ERR;
   float *xr = mpl_malloc((size_t)K * 4);
+  uint16_t *h16 = ce->in16 ? mpl_malloc((size_t)(V * K) * 2) : NULL;
   bool first = !*wt; /* the params do not change while sampling */
-  if (!xr || (first && !(*wt = mpl_malloc((size_t)(V * K) * 4)))) {
-    mpl_free(xr);
+  if (!xr || (ce->in16 && !h16) || (first && !(*wt = mpl_malloc((size_t)(V * K) * 4)))) {
+    mpl_free(xr), mpl_free(h16);
     return mpl_errf(err, "out of memory");
   }
-  int st = rc->dev.ops->copy_to_host(&rc->dev, xr, x + row * K, (size_t)K * 4, err);
-  if (st == MPL_OK && first) st = rc->dev.ops->copy_to_host(&rc->dev, *wt, w, (size_t)(V * K) * 4, err);
+  int st = rc->dev.ops->copy_to_host(&rc->dev, ce->in16 ? (void *)h16 : (void *)xr, x + (size_t)(row * K) * eb,
+                                     (size_t)K * eb, err);
+  if (st == MPL_OK && ce->in16) mpl_bf16_widen(h16, xr, K);
+  if (st == MPL_OK && first) {
+    st = rc->dev.ops->copy_to_host(&rc->dev, ce->in16 ? (void *)h16 : (void *)*wt, w, (size_t)(V * K) * eb, err);
+    if (st == MPL_OK && ce->in16) mpl_bf16_widen(h16, *wt, V * K);
+  }
   for (int64_t v = 0; v < V && st == MPL_OK; v++) {
     double acc = 0;
     for (int64_t k = 0; k < K; k++) acc += (double)xr[k] * (*wt)[ce->tb ? v * K + k : k * V + v];
-    logits[v] = (float)acc;
+    logits[v] = ce->prec == PREC_BF16 ? mpl_bf16_round((float)acc) : (float)acc;
   }
-  mpl_free(xr);
+  mpl_free(xr), mpl_free(h16);
   return st;
 }
 
@@ -152,9 +164,10 @@ int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, const MplSampleOpts
   for (int s = 0; s < job->nstages; s++) if (job->stages[s].logits_value >= 0) ls = s;
   if (r->mpi) return mpl_errf(err, "--sample is not supported under mpirun yet: sample with a threads run (--init FILE)");
   const JobStep *ce = NULL; /* the fused cross-entropy (JS_CE): the logits are never held */
+  int ce_step = -1;
   for (int s = 0; s < job->nstages && ls < 0; s++)
-    for (int i = 0; i < job->stages[s].prog[JP_FWD].nsteps; i++)
-      if (job->stages[s].prog[JP_FWD].steps[i].kind == JS_CE) ce = &job->stages[s].prog[JP_FWD].steps[i], ls = s;
+    for (int i = 0; i < job->stages[s].prog[JP_FWD].nsteps && !ce; i++)
+      if (job->stages[s].prog[JP_FWD].steps[i].kind == JS_CE) ce = &job->stages[s].prog[JP_FWD].steps[i], ls = s, ce_step = i;
   if (idx_in < 0 || ls < 0) return mpl_errf(err, "--sample needs a token model (inputs idx, targets and a cross_entropy loss)");
   if (r->tp > 1) return mpl_errf(err, "--sample does not run tensor-parallel jobs yet (tp = %d): compile for tp = 1", r->tp);
   int lv = ce ? -1 : job->stages[ls].logits_value;
@@ -181,7 +194,7 @@ int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, const MplSampleOpts
   r->eval = true; /* dropout off */
   for (int64_t k = 0; k < n && st == MPL_OK; k++) {
     int64_t w0 = ntok > T ? ntok - T : 0, wlen = ntok - w0;
-    if (sample_fill(r, toks + w0, wlen, idx_in, err) != MPL_OK || sample_forward(r, err) != MPL_OK) {
+    if (sample_fill(r, toks + w0, wlen, idx_in, err) != MPL_OK || sample_forward(r, ce ? ls : -1, ce_step, err) != MPL_OK) {
       st = MPL_ERR;
       break;
     }

@@ -10,7 +10,8 @@
 #  - it fires only where exact: not under tp = 2, not when the logits have another reader;
 #  - GPT-2 124M at B 8, T 1024: the plan's arena shrinks (f32 and bf16);
 #  - mplrun --sample on a fused job (no logits held: made on the host from x and w) prints
-#    what the unfused job prints, greedy, from the same params.
+#    what the unfused job prints, greedy, from the same params; in bf16 too (x and w stored
+#    as bf16), at pp = 1 and 2.
 cd "$(dirname "$0")/../.."
 source tests/tools/e2e_lib.sh
 
@@ -80,6 +81,21 @@ if [ -f "$tmp/fused.job" ] && [ -f "$tmp/plain.job" ] &&
     ok "--sample 12 greedy: the fused job prints what the unfused one does ($(wc -c < "$tmp/sf") bytes)"
   else bad "--sample: fused $(od -c "$tmp/sf" | head -n 2) vs unfused $(od -c "$tmp/sp" | head -n 2)"; fi
 else bad "--sample on the fused job: $(tail -n 2 "$tmp/sf.err" 2>/dev/null)"; fi
+
+# the same in bf16 (where the fused step reads x and w stored as bf16, and later steps of the
+# forward reuse their buffers): greedy from the same params, the fused job at pp = 1 and 2
+# prints what the unfused one does (the small GPT; its tied head)
+if "$MPLC" $gpt --precision bf16 --mesh pp=1 -o "$tmp/bsf1.job" 2> "$tmp/bs.err" &&
+   "$MPLC" $gpt --precision bf16 --mesh pp=2 -o "$tmp/bsf2.job" 2>> "$tmp/bs.err" &&
+   "$MPLC" $gpt --precision bf16 --mesh pp=1 --no-fused-ce -o "$tmp/bsp.job" 2>> "$tmp/bs.err" &&
+   "$MPLRUN" "$tmp/bsp.job" --threads 2 --steps 4 -q --save "$tmp/bp.st" > /dev/null 2>> "$tmp/bs.err"; then
+  for j in bsf1 bsf2 bsp; do
+    "$MPLRUN" "$tmp/$j.job" --init "$tmp/bp.st" --sample 12 --prompt 12 --temperature 0 > "$tmp/$j.txt" 2>> "$tmp/bs.err"
+  done
+  if cmp -s "$tmp/bsf1.txt" "$tmp/bsp.txt" && cmp -s "$tmp/bsf2.txt" "$tmp/bsp.txt" && [ "$(wc -c < "$tmp/bsp.txt")" -gt 3 ]; then
+    ok "bf16 --sample 12 greedy: the fused job at pp = 1 and 2 prints what the unfused one does"
+  else bad "bf16 --sample: fused $(od -An -c "$tmp/bsf1.txt" | head -n 1) / pp=2 $(od -An -c "$tmp/bsf2.txt" | head -n 1) vs unfused $(od -An -c "$tmp/bsp.txt" | head -n 1)"; fi
+else bad "bf16 --sample: $(head -n 3 "$tmp/bs.err")"; fi
 
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
