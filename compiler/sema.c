@@ -292,6 +292,30 @@ static void build_model(Sema *S, Node *model) {
   S->g->loss = r.op;
 }
 
+/* data = tokens(...) feeds the model's inputs (idx, targets) from the token stream: both
+ * i32[B, seq], no others (mplrun checks the same of a job, for --data over synthetic). */
+static void check_token_inputs(Sema *S) {
+  const Graph *g = S->g;
+  if (g->train.data_kind != DATA_TOKENS) return;
+  int n = 0;
+  for (int i = 0; i < g->nops; i++) {
+    const Op *op = g->ops[i];
+    if (op->kind != OP_INPUT) continue;
+    char buf[96];
+    if (++n > 2) {
+      sema_err(S, op->loc, "model input '%s': token data feeds two inputs, (idx, targets), and this is a third",
+               op->name);
+    } else if (op->dtype != DT_I32 || op->shape.rank != 2 || op->shape.d[1] != g->train.seq) {
+      sema_err(S, op->loc, "model input '%s' is %s%s, but token data feeds i32[B, %lld] (seq = %lld)", op->name,
+               dtype_name(op->dtype), shape_str(&op->shape, buf, sizeof buf), (long long)g->train.seq,
+               (long long)g->train.seq);
+    } else {
+      continue;
+    }
+    if (S->data_loc.line) sema_note(S, S->data_loc, "the token data is named here");
+  }
+}
+
 /* i32 inputs: the exclusive bound of their values, for synthetic data. */
 static void input_bounds(Sema *S) {
   for (int i = 0; i < S->g->nops; i++) {
@@ -322,6 +346,7 @@ Graph *sema_program(Diag *d, Arena *a, Node *program, const CompileOptions *opt)
   sema_train(S, train);
   sema_train_overrides(S, train ? train->loc : (Loc){0});
   if (model && !S->stop) build_model(S, model);
+  if (model && !S->stop && d->nerrors == errors0) check_token_inputs(S);
   if (d->nerrors == errors0 && !S->stop) sema_place_finish(S);
   sema_flush_called_from(S);
   if (d->nerrors != errors0 || S->stop) return NULL;

@@ -102,7 +102,7 @@ static void key_data(Sema *S, Scope *sc, Node *e) {
   const char *fn = callee_name(e);
   if (is_tokens(e)) {
     const char *path = tokens_path(S, sc, e);
-    if (path) t->data_kind = DATA_TOKENS, t->data_path = (char *)path;
+    if (path) t->data_kind = DATA_TOKENS, t->data_path = (char *)path, S->data_loc = e->loc;
     return;
   }
   if (fn && e->kind == N_CALL && !strcmp(fn, "synthetic") && e->list.n == 1) {

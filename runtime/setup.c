@@ -153,7 +153,7 @@ int init_param_maps(MplRun *r, MplErr *err) {
         nh++;
       }
     if (nh == 0) return mpl_errf(err, "param %s is held by no rank", p->name);
-    if (job->values[p->value].dtype != JDT_F32) return mpl_errf(err, "param %s: only f32 params are supported", p->name);
+    if (job->values[p->value].dtype != JDT_F32) return mpl_errf(err, "param %s is not f32 in the job (params are f32 master weights in every job mplc writes: a damaged job?)", p->name);
     for (int u = 0; u < p->nuses; u++) {
       if (p->use_stage[u] < 0 || p->use_stage[u] >= job->nstages)
         return mpl_errf(err, "param %s: use %d is on stage %d", p->name, u, p->use_stage[u]);

@@ -1,9 +1,9 @@
 # Every train key, keyword and positional forms.
 const ctx = 4
 
-model m(x: f32[B, T, 3], y: i32[B, T]) {
+model m(idx: i32[B, T], y: i32[B, T]) {
   param w: f32[3, 5] = uniform(-0.1, 0.1)
-  return cross_entropy(x @ w, y)
+  return cross_entropy(embedding(idx, 5, 3) @ w, y)
 }
 
 train m {
