@@ -461,6 +461,24 @@ static int read_state(const MplRun *r, const char *path, int64_t *step, int64_t 
   return st;
 }
 
+/* An sgd job with momentum resumed from a checkpoint of sgd without it (no momentum
+ * tensor at all): *none is set, and the buffers start from the next gradient, as PyTorch's
+ * SGD starts a momentum_buffer that its state lacks. Some momentum tensors but not all is
+ * a damaged checkpoint, which read_tensors then refuses. */
+static int no_momentum(MplRun *r, const char *path, bool *none, MplErr *err) {
+  const Job *job = mpl_run_job(r);
+  MplSafetensors st = {0};
+  if (mpl_st_open(&st, path, err) != MPL_OK) return MPL_ERR;
+  *none = true;
+  for (int p = 0; p < job->nparams && *none; p++) {
+    char name[1024];
+    snprintf(name, sizeof name, "momentum.%s", mpl_run_param(r, p)->name);
+    *none = !mpl_st_find(&st, name);
+  }
+  mpl_st_free(&st);
+  return MPL_OK;
+}
+
 int mpl_ckpt_resume(MplRun *r, const char *dir, MplErr *err) {
   char path[4096];
   int64_t step, pos;
@@ -481,6 +499,10 @@ int mpl_ckpt_resume(MplRun *r, const char *dir, MplErr *err) {
   const char *const *slots;
   int nslots = mpl_run_optim_slots(r, &slots);
   if (join(path, sizeof path, dir, "optim.safetensors", err) != MPL_OK) return MPL_ERR;
-  if (read_tensors(r, path, slots, nslots, set_optim, err) != MPL_OK) return MPL_ERR;
-  return mpl_run_restore(r, step, pos, err);
+  bool restart = false;
+  if (nslots == 1 && !strcmp(slots[0], "momentum") && no_momentum(r, path, &restart, err) != MPL_OK) return MPL_ERR;
+  if (!restart && read_tensors(r, path, slots, nslots, set_optim, err) != MPL_OK) return MPL_ERR;
+  if (mpl_run_restore(r, step, pos, err) != MPL_OK) return MPL_ERR;
+  if (restart) mpl_run_optim_restart(r);
+  return MPL_OK;
 }

@@ -181,6 +181,9 @@ int mpl_run_set_optim(MplRun *r, int p, int slot, const float *in, MplErr *err);
 /* Data position (the token loader's, or 0 for synthetic data) and its restore. */
 int64_t mpl_run_data_pos(const MplRun *r);
 int mpl_run_restore(MplRun *r, int64_t step, int64_t data_pos, MplErr *err);
+/* The optimizer's next step is its first (sgd: each momentum buffer starts as that step's
+ * gradient), as after a resume from a checkpoint of sgd without momentum. */
+void mpl_run_optim_restart(MplRun *r);
 const Job *mpl_run_job(const MplRun *r);
 const MplRunOpts *mpl_run_opts(const MplRun *r);
 /* Does this process write the files and the progress lines (always, but under MPI

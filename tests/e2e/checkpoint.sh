@@ -301,5 +301,24 @@ PY
 then ok "initial values equal the RNG's port ($(tr '\n' ' ' < "$tmp/initv.out"))"
 else bad "initial values: $(head -n 4 "$tmp/initv.err" "$tmp/initv.out")"; fi
 
+# sgd momentum across a resume: a checkpoint of sgd without momentum resumes a job with
+# momentum 0.9 (its buffers start from the next gradient, as PyTorch's SGD starts a missing
+# momentum_buffer): its first update is plain SGD's, so the losses of steps 4 and 5 (each
+# taken before its step's update) are plain SGD's bit for bit; step 6's is not (momentum acts)
+{ echo 'const MOM = 0.0'; sed -e 's/optimizer = adamw(lr = 1e-2)/optimizer = sgd(lr = 0.05, momentum = MOM)/' tests/e2e/small_mlp.mpl; } > "$tmp/mom.mpl"
+if grep -q "momentum = MOM" "$tmp/mom.mpl" &&
+   "$MPLC" "$tmp/mom.mpl" -D MOM=0.0 -o "$tmp/m0.job" 2> "$tmp/mom.err" &&
+   "$MPLC" "$tmp/mom.mpl" -D MOM=0.9 -o "$tmp/m9.job" 2>> "$tmp/mom.err" &&
+   "$MPLRUN" "$tmp/m0.job" --threads 1 -q --steps 3 --checkpoint "$tmp/ck_m0" >> "$tmp/mom.err" 2>&1 &&
+   "$MPLRUN" "$tmp/m0.job" --threads 1 -q --steps 6 --metrics "$tmp/m0.jsonl" >> "$tmp/mom.err" 2>&1 &&
+   "$MPLRUN" "$tmp/m9.job" --threads 1 -q --steps 6 --resume "$tmp/ck_m0" --metrics "$tmp/m9.jsonl" >> "$tmp/mom.err" 2>&1; then
+  l() { sed -n "$2p" "$1" | grep -o '"loss": [^,]*'; }
+  a45="$(l "$tmp/m0.jsonl" 4) $(l "$tmp/m0.jsonl" 5)" b45="$(l "$tmp/m9.jsonl" 1) $(l "$tmp/m9.jsonl" 2)"
+  a6=$(l "$tmp/m0.jsonl" 6) b6=$(l "$tmp/m9.jsonl" 3)
+  if [ -n "$a6" ] && [ "$a45" = "$b45" ] && [ "$a6" != "$b6" ]; then
+    ok "sgd momentum 0 checkpoint resumed with momentum 0.9: steps 4, 5 as plain SGD, step 6 not ($a6 vs $b6)"
+  else bad "momentum resume: steps 4, 5 $a45 vs $b45, step 6 $a6 vs $b6"; fi
+else bad "momentum resume: $(tail -n 3 "$tmp/mom.err")"; fi
+
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
