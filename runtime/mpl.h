@@ -154,12 +154,15 @@ typedef enum MplStDtype {
   MPL_ST_F32, MPL_ST_F16, MPL_ST_BF16,
   MPL_ST_F64, MPL_ST_I64, MPL_ST_U64, MPL_ST_I32, MPL_ST_U32, MPL_ST_I16, MPL_ST_U16,
   MPL_ST_I8, MPL_ST_U8, MPL_ST_BOOL, MPL_ST_F8_E4M3, MPL_ST_F8_E5M2,
+  MPL_ST_OTHER, /* a type the format gained after this reader (F8_E8M0, F4, C64, ...): its
+                   bytes are not checked against its shape, and it is never read */
   MPL_ST__COUNT
 } MplStDtype;
 
 typedef struct MplStTensor {
   char *name;
   MplStDtype dtype;
+  char dtype_str[16];  /* the header's dtype, as written (the first 15 bytes) */
   int ndim;
   int64_t shape[MPL_ST_MAX_DIM];
   int64_t numel;

@@ -226,6 +226,8 @@ START_TEST(test_st_errors) {
   MplErr err;
   ck_assert_int_eq(mpl_st_open(&st, tmp_path("missing.safetensors"), &err), MPL_ERR);
   ck_assert(strstr(err.msg, "cannot open") != NULL);
+  ck_assert_int_eq(mpl_st_open(&st, tmpdir, &err), MPL_ERR);
+  ck_assert_msg(strstr(err.msg, "is a folder, not a safetensors file") != NULL, "%s", err.msg);
   write_bytes(tmp_path("bad.safetensors"), "abc", 3);
   ck_assert_int_eq(mpl_st_open(&st, tmp_path("bad.safetensors"), &err), MPL_ERR);
   ck_assert(strstr(err.msg, "too short") != NULL);
@@ -237,7 +239,28 @@ START_TEST(test_st_errors) {
   char h[512];
   expect_st_error("{\"a\":", 0, "bad header");
   expect_st_error("[1,2]", 0, "not a JSON object");
-  expect_st_error("{\"a\":{\"dtype\":\"Q4\",\"shape\":[1],\"data_offsets\":[0,8]}}", 8, "unknown dtype Q4");
+  expect_st_error("{\"a\":{\"dtype\":\"q 4\",\"shape\":[1],\"data_offsets\":[0,8]}}", 8, "not a safetensors type");
+  /* types the format gained later (F8_E8M0, F4, C64): the file opens, the tensor is kept
+     with its type's name, and reading it as a param is refused naming the type */
+  {
+    const char *p = tmp_path("newer.safetensors");
+    uint8_t data[16] = {0};
+    float one = 1.0f;
+    memcpy(data, &one, 4);
+    write_st_raw(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+                    "\"s\":{\"dtype\":\"F8_E8M0\",\"shape\":[4],\"data_offsets\":[4,8]},"
+                    "\"c\":{\"dtype\":\"C64\",\"shape\":[1],\"data_offsets\":[8,16]}}", data, 16);
+    ck_assert_msg(mpl_st_open(&st, p, &err) == MPL_OK, "%s", err.msg);
+    float v = 0;
+    ck_assert_int_eq(mpl_st_read_f32(&st, mpl_st_find(&st, "a"), &v, &err), MPL_OK);
+    ck_assert(v == 1.0f);
+    const MplStTensor *q = mpl_st_find(&st, "s");
+    ck_assert(q && q->dtype == MPL_ST_OTHER && !strcmp(q->dtype_str, "F8_E8M0"));
+    float w[4];
+    ck_assert_int_eq(mpl_st_read_f32(&st, q, w, &err), MPL_ERR);
+    ck_assert_msg(strstr(err.msg, "'s' is F8_E8M0"), "%s", err.msg);
+    mpl_st_free(&st);
+  }
   expect_st_error("{\"a\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "need 8");
   expect_st_error("{\"a\":{\"dtype\":\"BOOL\",\"shape\":[3],\"data_offsets\":[0,4]}}", 4, "need 3");
   expect_st_error("{\"a\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "missing \"dtype\"");
