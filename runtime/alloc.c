@@ -17,6 +17,7 @@
 #include "mpl.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <stdarg.h>
@@ -162,16 +163,41 @@ static void afile_release(MplAtomicFile *af) {
   af->f = NULL;
 }
 
+/* A link is written through, as open(2) writes through it: the rename replaces its target
+ * (resolved: the link's folder joined with a relative target), not the link. */
+static void link_target(const char *path, char *out, size_t n) {
+  struct stat lb;
+  char t[PATH_MAX];
+  ssize_t k;
+  snprintf(out, n, "%s", path);
+  for (int hops = 0; hops < 40 && lstat(out, &lb) == 0 && S_ISLNK(lb.st_mode); hops++) {
+    if ((k = readlink(out, t, sizeof t - 1)) <= 0) return;
+    t[k] = 0;
+    char folder[PATH_MAX], joined[2 * PATH_MAX + 2];
+    mpl_path_folder(out, folder, sizeof folder);
+    snprintf(joined, sizeof joined, "%s/%s", folder, t);
+    if (strlen(t[0] == '/' ? t : joined) >= n) return;
+    snprintf(out, n, "%s", t[0] == '/' ? t : joined);
+  }
+}
+
 int mpl_afile_open(MplAtomicFile *af, const char *path, MplErr *err) {
   memset(af, 0, sizeof *af);
-  size_t n = strlen(path);
-  af->path = mpl_strdup(path);
+  char target[PATH_MAX];
+  link_target(path, target, sizeof target);
+  size_t n = strlen(target);
+  af->path = mpl_strdup(target);
   af->tmp = mpl_malloc(n + 16);
   if (!af->path || !af->tmp) {
     afile_release(af);
     return mpl_errf(err, "%s: out of memory", path);
   }
-  snprintf(af->tmp, n + 16, "%s.tmp.XXXXXX", path);
+  /* FILE.tmp.XXXXXX beside it; a name too long for that (a file name has at most NAME_MAX
+     bytes) gets a short one in the same folder */
+  const char *base = strrchr(target, '/');
+  base = base ? base + 1 : target;
+  if (strlen(base) + 11 <= NAME_MAX) snprintf(af->tmp, n + 16, "%s.tmp.XXXXXX", target);
+  else snprintf(af->tmp, n + 16, "%.*s.mpl.XXXXXX", (int)(base - target), target);
   int fd = mkstemp(af->tmp);
   if (fd < 0) {
     int e = errno;

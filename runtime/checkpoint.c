@@ -361,10 +361,84 @@ int mpl_out_file_check(const char *path, const char *flag, MplErr *err) {
   return writable_folder(folder, flag, path, err);
 }
 
+/* ---- outputs that would overwrite inputs --------------------------------------------- */
+
+/* Where path is or would be: "FOLDER/NAME" with the folder's real path; false if the
+ * folder does not resolve (the output checks say so). */
+static bool canonical(const char *path, char *out, size_t n) {
+  char folder[4096], real[PATH_MAX];
+  mpl_path_folder(path, folder, sizeof folder);
+  if (!realpath(folder, real)) return false;
+  const char *base = strrchr(path, '/');
+  base = base ? base + 1 : path;
+  return (size_t)snprintf(out, n, "%s/%s", real, base) < n;
+}
+
+/* Do a and b name one file: the same file if both exist, else the same place. */
+static bool same_file(const char *a, const char *b) {
+  struct stat sa, sb;
+  bool ea = stat(a, &sa) == 0, eb = stat(b, &sb) == 0;
+  if (ea && eb) return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+  if (ea || eb) return false;
+  char ca[4400], cb[4400];
+  return canonical(a, ca, sizeof ca) && canonical(b, cb, sizeof cb) && !strcmp(ca, cb);
+}
+
+/* Is path (a file) directly in folder dir? */
+static bool in_folder(const char *path, const char *dir) {
+  char folder[4096];
+  struct stat sf, sd;
+  mpl_path_folder(path, folder, sizeof folder);
+  return stat(folder, &sf) == 0 && stat(dir, &sd) == 0 && S_ISDIR(sd.st_mode) && sf.st_dev == sd.st_dev &&
+         sf.st_ino == sd.st_ino;
+}
+
+typedef struct NamedPath {
+  const char *what, *path;
+} NamedPath;
+
+int mpl_paths_check(const MplRunOpts *o, const Job *job, const char *job_path, const char *comm_stats, MplErr *err) {
+  const char *data = o->data_path ? o->data_path : job->train.data_kind == DATA_TOKENS ? job->train.data_path : NULL;
+  const char *val = o->val_path ? o->val_path : job->train.val_path && *job->train.val_path ? job->train.val_path : NULL;
+  char rfile[3][4200];
+  NamedPath in[8] = {{"the job", job_path}, {o->data_path ? "--data" : "the job's data", data},
+                     {o->val_path ? "--val" : "the job's val data", val}, {"--init", o->init_path}};
+  int nin = 4;
+  for (int i = 0; i < 3 && o->resume_dir; i++)
+    if (join(rfile[i], sizeof rfile[i], o->resume_dir, ckpt_files[i], err) == MPL_OK)
+      in[nin++] = (NamedPath){"a --resume file", rfile[i]};
+  NamedPath out[5] = {{"--save", o->save_path}, {"--metrics", o->metrics_path}, {"--trace", o->trace_path},
+                      {"--profile", o->profile_path}, {"--comm-stats", comm_stats}};
+  for (int k = 0; k < 5; k++) {
+    if (!out[k].path || !*out[k].path) continue;
+    for (int i = 0; i < nin; i++) {
+      if (!in[i].path || !*in[i].path || !same_file(out[k].path, in[i].path)) continue;
+      if (k == 0 && !strcmp(in[i].what, "--init")) continue; /* read whole at the start, replaced at the end */
+      return mpl_errf(err, "%s %s is %s (%s) too: writing it would destroy what the run reads (give another path)",
+                      out[k].what, out[k].path, in[i].what, in[i].path);
+    }
+    for (int j = 0; j < k; j++)
+      if (out[j].path && *out[j].path && same_file(out[k].path, out[j].path))
+        return mpl_errf(err, "%s and %s name the same file, %s: one would overwrite the other", out[j].what,
+                        out[k].what, out[k].path);
+    const char *dirs[2] = {o->ckpt_dir, o->resume_dir};
+    for (int d = 0; d < 2; d++)
+      if (dirs[d] && *dirs[d] && in_folder(out[k].path, dirs[d]))
+        return mpl_errf(err, "%s %s is inside the checkpoint folder %s, which holds a checkpoint's files alone "
+                        "(give a path outside it)", out[k].what, out[k].path, dirs[d]);
+  }
+  return MPL_OK;
+}
+
 int mpl_ckpt_dir_check(const char *dir, MplErr *err) {
   char target[4096], tmp[4200], name[256], folder[4096];
   if (!*dir) return mpl_errf(err, "--checkpoint '': the path is empty");
   if (ckpt_target(dir, target, sizeof target, tmp, sizeof tmp, err) != MPL_OK) return MPL_ERR;
+  const char *base = strrchr(target, '/');
+  base = base ? base + 1 : target;
+  if (strlen(base) + 4 > NAME_MAX)
+    return mpl_errf(err, "--checkpoint %s: the folder's name has %zu bytes, too many for %s.tmp, where the checkpoint "
+                    "is written first (at most %d)", dir, strlen(base), base[0] ? "NAME" : dir, NAME_MAX - 4);
   struct stat sb;
   if (stat(target, &sb) == 0) {
     if (!S_ISDIR(sb.st_mode)) return mpl_errf(err, "--checkpoint %s: exists and is not a folder", dir);

@@ -212,6 +212,11 @@ int mpl_ckpt_resume(MplRun *r, const char *dir, MplErr *err);
  * path (--save, --trace, --profile; flag names it) is no folder and its folder exists and
  * is writable. */
 int mpl_ckpt_dir_check(const char *dir, MplErr *err);
+/* Before training (mplrun): no output (--save, --metrics, --trace, --profile, --comm-stats)
+ * is an input (the job, its data and val files, --init, --resume's files), another output,
+ * or inside a checkpoint folder (--checkpoint, --resume); --save may be --init's file (read
+ * whole at the start, replaced at the end). An error names both. */
+int mpl_paths_check(const MplRunOpts *o, const Job *job, const char *job_path, const char *comm_stats, MplErr *err);
 int mpl_out_file_check(const char *path, const char *flag, MplErr *err);
 
 #endif

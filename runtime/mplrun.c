@@ -400,6 +400,10 @@ static int run(Cli *c, Job *job) {
     fail("%s%s", err.msg, "");
     bad = 1;
   }
+  if (lead && !bad && mpl_paths_check(&c->run, job, c->job_path, c->comm_stats, &err) != MPL_OK) {
+    fail("%s%s", err.msg, "");
+    bad = 1;
+  }
   if (c->run.comm ? mpi_failures(c->run.comm, bad) > 0 : bad) return 1;
   MplRun *r;
   if (mpl_run_init(&r, job, &c->run, &err) != MPL_OK) return run_failed(c, &err);

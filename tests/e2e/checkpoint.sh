@@ -320,5 +320,42 @@ if grep -q "momentum = MOM" "$tmp/mom.mpl" &&
   else bad "momentum resume: steps 4, 5 $a45 vs $b45, step 6 $a6 vs $b6"; fi
 else bad "momentum resume: $(tail -n 3 "$tmp/mom.err")"; fi
 
+# Outputs that are inputs (a conformance pass: --data X --metrics X left X empty and died of a
+# bus error; --save X --trace X kept the trace; --val X --metrics X reported a wrong val loss):
+# refused before training, naming both, the input intact; --init X --save X stays allowed
+mkdir -p "$tmp/ov"
+cp "$tmp/tiny.bin" "$tmp/ov/d.bin"
+sum0=$(cksum < "$tmp/ov/d.bin")
+ovl() { # label, expected message part, mplrun args...
+  local label=$1 want=$2; shift 2
+  if ! "$MPLRUN" "$lm" --threads 1 -q --steps 1 "$@" > "$tmp/ov/out" 2>&1 && grep -q -- "$want" "$tmp/ov/out" &&
+     [ "$(cksum < "$tmp/ov/d.bin")" = "$sum0" ]; then ok "$label: refused, the input intact ($(head -c 100 "$tmp/ov/out"))"
+  else bad "$label: $(tail -n 2 "$tmp/ov/out")"; fi
+}
+ovl "--data X --metrics X" "--metrics $tmp/ov/d.bin is --data" --data "$tmp/ov/d.bin" --metrics "$tmp/ov/d.bin"
+ovl "--val X --trace X" "--trace $tmp/ov/d.bin is --val" "${D[@]}" --val "$tmp/ov/d.bin" --trace "$tmp/ov/d.bin"
+ovl "--data X --save X" "--save $tmp/ov/d.bin is --data" --data "$tmp/ov/d.bin" --save "$tmp/ov/d.bin"
+ovl "--save X --trace X" "--save and --trace name the same file" "${D[@]}" --save "$tmp/ov/s.st" --trace "$tmp/ov/s.st"
+ovl "--metrics the job" "is the job" "${D[@]}" --metrics "$lm"
+ovl "--save inside the --resume folder" "inside the checkpoint folder" "${D[@]}" --resume "$tmp/ck" --save "$tmp/ck/p.st"
+if run ovsave0 "$lm" "${D[@]}" --steps 1 --save "$tmp/ov/i.st" && run ovsave1 "$lm" "${D[@]}" --steps 1 --init "$tmp/ov/i.st" --save "$tmp/ov/i.st" &&
+   run ovsave2 "$lm" "${D[@]}" --steps 1 --init "$tmp/ov/i.st" --save "$tmp/ov/j.st" && ! cmp -s "$tmp/ov/i.st" "$tmp/ov/j.st"; then
+  ok "--init X --save X: allowed (read whole at the start, replaced at the end)"
+fi
+# long names: a --save name of 250 bytes is written (its temp name would pass the 255-byte
+# limit: a short one is used); a --checkpoint folder name of 253 bytes is refused before step 1
+long=$(printf 'n%.0s' $(seq 250))
+if run ovlong "$lm" "${D[@]}" --steps 1 --save "$tmp/ov/$long" && [ -s "$tmp/ov/$long" ] && ! ls -A "$tmp/ov" | grep -q '^\.mpl\.'
+then ok "--save with a 250-byte name: written, no temp file left"; fi
+long=$(printf 'c%.0s' $(seq 253))
+if ! "$MPLRUN" "$lm" "${D[@]}" --threads 1 --steps 1 --checkpoint "$tmp/ov/$long" > "$tmp/ov/out" 2>&1 &&
+   grep -q "too many for NAME.tmp" "$tmp/ov/out" && ! grep -q "^step 1" "$tmp/ov/out"
+then ok "--checkpoint with a 253-byte folder name: refused before training"; else bad "long --checkpoint: $(tail -n 2 "$tmp/ov/out")"; fi
+# --save through a link writes the link's target and keeps the link
+mkdir -p "$tmp/ov/real"
+ln -s real/p.st "$tmp/ov/link.st"
+if run ovlink "$lm" "${D[@]}" --steps 1 --save "$tmp/ov/link.st" && [ -L "$tmp/ov/link.st" ] && [ -s "$tmp/ov/real/p.st" ]
+then ok "--save through a link: the target written, the link kept"; else bad "--save through a link: $(ls -l "$tmp/ov")"; fi
+
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
