@@ -107,7 +107,9 @@ static int write_tensors(const MplRun *r, const char *path, const char *const *p
       if (st == MPL_OK && mpl_run_is_lead(r)) st = check_finite(path, names[k], data[k], jp->numel, err);
       e[k] = (MplStEntry){.name = names[k], .ndim = jp->rank, .shape = jp->dims, .data = data[k]};
     }
-  const char *mk[] = {"format"}, *mv[] = {"mpl"};
+  /* "pt", as PyTorch's safetensors writer says: Hugging Face's loaders refuse any format but
+     pt, tf, flax and mlx, and the tensors are PyTorch's (row-major, by state-dict name) */
+  const char *mk[] = {"format"}, *mv[] = {"pt"};
   if (st == MPL_OK && mpl_run_is_lead(r)) st = mpl_st_write_f32(path, e, n, mk, mv, 1, err);
   for (int k = 0; k < n && names && data; k++) {
     mpl_free(names[k]);
