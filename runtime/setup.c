@@ -259,9 +259,13 @@ int init_params(MplRun *r, MplErr *err) {
 static int check_vocab(const MplRun *r, const MplTokens *t, MplErr *err) {
   const Job *job = r->job;
   for (int i = 0; i < job->ninputs; i++)
-    if (job->inputs[i].hi > 0 && t->max_token >= job->inputs[i].hi)
-      return mpl_errf(err, "%s: token %d is out of range for input '%s' (vocabulary %lld)", t->path, t->max_token,
-                      job->inputs[i].name, (long long)job->inputs[i].hi);
+    if (job->inputs[i].hi > 0 && t->max_token >= job->inputs[i].hi) {
+      int64_t at = 0; /* the first one */
+      while (at < t->ntok && t->tokens[at] < job->inputs[i].hi) at++;
+      return mpl_errf(err, "%s: token %d (at position %lld) is out of range for input '%s' (vocabulary %lld; the "
+                      "whole file is checked when opened)", t->path, at < t->ntok ? t->tokens[at] : t->max_token,
+                      (long long)at, job->inputs[i].name, (long long)job->inputs[i].hi);
+    }
   return MPL_OK;
 }
 
