@@ -186,6 +186,22 @@ int mpl_afile_open(MplAtomicFile *af, const char *path, MplErr *err) {
   char target[PATH_MAX];
   link_target(path, target, sizeof target);
   size_t n = strlen(target);
+  struct stat old;
+  bool exists = stat(target, &old) == 0;
+  if (exists && !S_ISREG(old.st_mode) && !S_ISDIR(old.st_mode)) {
+    /* a device or a fifo (--save /dev/null, -o /dev/stdout): written into, never replaced by
+       a regular file (a rename over /dev/null, as root, would take it from the system) */
+    af->path = mpl_strdup(target);
+    int fd = af->path ? open(target, O_WRONLY | O_CLOEXEC) : -1;
+    af->f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    if (!af->f) {
+      int e = errno;
+      if (fd >= 0) close(fd);
+      afile_release(af);
+      return mpl_errf(err, "%s: cannot open for writing: %s", path, strerror(e));
+    }
+    return MPL_OK;
+  }
   af->path = mpl_strdup(target);
   af->tmp = mpl_malloc(n + 16);
   if (!af->path || !af->tmp) {
@@ -204,9 +220,9 @@ int mpl_afile_open(MplAtomicFile *af, const char *path, MplErr *err) {
     afile_release(af);
     return mpl_errf(err, "%s: cannot create a temp file next to it: %s", path, strerror(e));
   }
-  mode_t mask = umask(0); /* mkstemp makes 0600; the file gets what open(2) would give */
-  umask(mask);
-  (void)fchmod(fd, 0666 & ~mask);
+  mode_t mask = umask(0); /* mkstemp makes 0600; the file gets what open(2) would give, or the */
+  umask(mask);             /* permissions of the file it replaces (a private 0600 file stays so) */
+  (void)fchmod(fd, exists && S_ISREG(old.st_mode) ? old.st_mode & 07777 : 0666 & ~mask);
   af->f = fdopen(fd, "wb");
   if (!af->f) {
     close(fd);
@@ -249,17 +265,17 @@ int mpl_fsync_dir(const char *path) {
 
 int mpl_afile_commit(MplAtomicFile *af, MplErr *err) {
   int rc = fflush(af->f);
-  if (rc == 0) rc = fsync(fileno(af->f));
+  if (rc == 0 && af->tmp) rc = fsync(fileno(af->f)); /* (a device written into: no fsync) */
   int e = errno;
   if (fclose(af->f) != 0 && rc == 0) rc = -1, e = errno;
   af->f = NULL;
-  if (rc == 0 && rename(af->tmp, af->path) != 0) rc = -1, e = errno;
+  if (rc == 0 && af->tmp && rename(af->tmp, af->path) != 0) rc = -1, e = errno;
   if (rc != 0) {
     mpl_errf(err, "%s: cannot write: %s", af->path, strerror(e));
     mpl_afile_abort(af);
     return MPL_ERR;
   }
-  mpl_fsync_dir(af->path); /* best effort: some file systems refuse fsync on directories */
+  if (af->tmp) mpl_fsync_dir(af->path); /* best effort: some file systems refuse fsync on directories */
   afile_release(af);
   return MPL_OK;
 }

@@ -380,7 +380,8 @@ static bool canonical(const char *path, char *out, size_t n) {
 static bool same_file(const char *a, const char *b) {
   struct stat sa, sb;
   bool ea = stat(a, &sa) == 0, eb = stat(b, &sb) == 0;
-  if (ea && eb) return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+  if (ea && eb) /* (two outputs may both be /dev/null) */
+    return S_ISREG(sa.st_mode) && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
   if (ea || eb) return false;
   char ca[4400], cb[4400];
   return canonical(a, ca, sizeof ca) && canonical(b, cb, sizeof cb) && !strcmp(ca, cb);
@@ -456,6 +457,20 @@ int mpl_ckpt_dir_check(const char *dir, MplErr *err) {
   return writable_folder(folder, "--checkpoint", dir, err);
 }
 
+/* The new checkpoint keeps the permissions of the one it replaces: its folder's and each
+ * file's (a private 0700 folder of 0600 files stays private). */
+static void keep_modes(const char *tmp, const char *target) {
+  struct stat sb;
+  char a[4400], b[4400];
+  if (stat(target, &sb) != 0 || !S_ISDIR(sb.st_mode)) return;
+  (void)chmod(tmp, sb.st_mode & 07777);
+  for (int i = 0; i < 3; i++) {
+    snprintf(a, sizeof a, "%s/%s", target, ckpt_files[i]);
+    snprintf(b, sizeof b, "%s/%s", tmp, ckpt_files[i]);
+    if (stat(a, &sb) == 0 && S_ISREG(sb.st_mode)) (void)chmod(b, sb.st_mode & 07777);
+  }
+}
+
 int mpl_ckpt_write_dir(const MplRun *r, const char *dir, int64_t next_step, MplErr *err) {
   char tmp[4096], path[4096];
   if (!mpl_run_is_lead(r)) { /* MPI: this process's parts go to world rank 0, which writes */
@@ -475,6 +490,7 @@ int mpl_ckpt_write_dir(const MplRun *r, const char *dir, int64_t next_step, MplE
   if (st == MPL_OK) st = join(path, sizeof path, tmp, "optim.safetensors", err);
   if (st == MPL_OK) st = write_tensors(r, path, slots, nslots, get_optim, err);
   if (st == MPL_OK) st = write_state(r, tmp, next_step, err);
+  if (st == MPL_OK) keep_modes(tmp, target);
   if (st == MPL_OK) st = swap_into_place(tmp, target, err);
   if (st != MPL_OK) remove_dir(tmp);
   return st;

@@ -357,5 +357,29 @@ ln -s real/p.st "$tmp/ov/link.st"
 if run ovlink "$lm" "${D[@]}" --steps 1 --save "$tmp/ov/link.st" && [ -L "$tmp/ov/link.st" ] && [ -s "$tmp/ov/real/p.st" ]
 then ok "--save through a link: the target written, the link kept"; else bad "--save through a link: $(ls -l "$tmp/ov")"; fi
 
+# Outputs that are not regular files are written into, never replaced (a conformance pass:
+# --save, --profile and mplc -o to a device or a fifo put a regular file in its place; as root,
+# -o /dev/null took /dev/null from the system): --save into a fifo gives its reader the bytes
+# a file gets, and the fifo stays one; mplc -o into a fifo likewise. And a replaced file keeps
+# its permissions: a 0600 --save file and a 0700 checkpoint folder of 0600 files stay so.
+mkfifo "$tmp/ov/ff"
+cat "$tmp/ov/ff" > "$tmp/ov/ff.out" &
+catpid=$!
+if run ovfifo "$lm" "${D[@]}" --steps 1 --save "$tmp/ov/ff" && wait $catpid && [ -p "$tmp/ov/ff" ] &&
+   run ovfile "$lm" "${D[@]}" --steps 1 --save "$tmp/ov/ff.ref" && cmp -s "$tmp/ov/ff.out" "$tmp/ov/ff.ref"
+then ok "--save into a fifo: its reader gets the file's bytes; the fifo stays a fifo"; else bad "--save into a fifo: $(ls -l "$tmp/ov/ff")"; fi
+cat "$tmp/ov/ff" > "$tmp/ov/ff.job" &
+catpid=$!
+if "$MPLC" tests/e2e/small_mlp.mpl -o "$tmp/ov/ff" 2> "$tmp/ov/mplc.err" && wait $catpid && [ -p "$tmp/ov/ff" ] &&
+   "$MPLRUN" "$tmp/ov/ff.job" --threads 1 --steps 1 -q > /dev/null 2>&1
+then ok "mplc -o into a fifo: the job comes out of it and trains; the fifo stays a fifo"; else bad "mplc -o fifo: $(cat "$tmp/ov/mplc.err")"; fi
+chmod 600 "$tmp/ov/ff.ref"
+rm -rf "$tmp/ov/pk"
+if run ovpk "$lm" "${D[@]}" --steps 1 --save "$tmp/ov/ff.ref" --checkpoint "$tmp/ov/pk" && chmod 700 "$tmp/ov/pk" && chmod 600 "$tmp/ov/pk"/* &&
+   run ovpk2 "$lm" "${D[@]}" --steps 2 --resume "$tmp/ov/pk" --checkpoint "$tmp/ov/pk" &&
+   [ "$(stat -c %a "$tmp/ov/ff.ref" "$tmp/ov/pk" "$tmp/ov/pk"/* | tr '\n' ' ')" = "600 700 600 600 600 " ]
+then ok "replaced outputs keep their permissions (a 0600 --save file, a 0700 checkpoint folder of 0600 files)"
+else bad "permissions: $(stat -c '%a %n' "$tmp/ov/ff.ref" "$tmp/ov/pk" "$tmp/ov/pk"/*)"; fi
+
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
