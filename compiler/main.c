@@ -17,6 +17,7 @@
 #include "mplc.h"
 #include "autodiff.h"
 #include "jobgen.h"
+#include "../runtime/mpl.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -292,12 +293,12 @@ static void dump_schedule(FILE *out, const Schedule *s, const UpdatePhase *u) {
 }
 
 static int finish(Arena *a, int code) {
-  fflush(stdout);
   arena_free(a);
-  return code;
+  return mpl_stdout_check("mplc") && code == 0 ? 1 : code; /* --emit=... > /dev/full is an error */
 }
 
 int main(int argc, char **argv) {
+  mpl_std_fds_open();
   Arena arena;
   arena_init(&arena);
   Options o = {0};

@@ -279,3 +279,22 @@ int mpl_afile_commit(MplAtomicFile *af, MplErr *err) {
   afile_release(af);
   return MPL_OK;
 }
+
+/* ---- the standard streams ---------------------------------------------------- */
+
+void mpl_std_fds_open(void) {
+  for (int fd = 0; fd <= 2; fd++)
+    if (fcntl(fd, F_GETFD) == -1 && errno == EBADF) {
+      int n = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+      if (n >= 0 && n != fd) close(n); /* (open takes the lowest free descriptor: fd) */
+    }
+}
+
+int mpl_stdout_check(const char *prog) {
+  errno = 0;
+  bool bad = fflush(stdout) != 0 || ferror(stdout);
+  if (!bad) return 0;
+  int e = errno;
+  fprintf(stderr, "%s: error: writing the standard output failed%s%s\n", prog, e ? ": " : "", e ? strerror(e) : "");
+  return 1;
+}

@@ -75,6 +75,12 @@ void mpl_afile_abort(MplAtomicFile *af);              /* removes the temp file, 
 int mpl_fsync_dir(const char *path);
 /* The folder holding path ("." for a bare name, "/" for one at the root) into out. */
 void mpl_path_folder(const char *path, char *out, size_t n);
+/* Opens /dev/null on any of descriptors 0, 1 and 2 that is closed, so that no file the
+ * program opens becomes its standard output (a metrics file taking the progress lines). */
+void mpl_std_fds_open(void);
+/* At the end of a program: if anything written to stdout was lost (a full disk, /dev/full, a
+ * closed pipe), says so on stderr ("PROG: error: ...") and returns 1; else 0. */
+int mpl_stdout_check(const char *prog);
 
 /* ==== json.c ========================================================== */
 

@@ -441,25 +441,31 @@ static int check_mpi(Cli *c, const Job *job) {
   return 1;
 }
 
-/* SIGINT and SIGTERM (a threads run): the first asks training to stop after the step in
+/* SIGINT, SIGTERM, SIGHUP (the terminal went away) and SIGPIPE (so did stdout's reader), in a
+ * threads run: the first asks training to stop after the step in
  * progress (mpl_run_train writes the checkpoint and --save, then says where it stopped);
  * a second one ends the process at once. A signal the shell had set to be ignored (a run
  * started in the background) stays ignored. Under mpirun, mpirun's own handling stays. */
 static volatile int stop_signal;
 static void on_stop_signal(int sig) {
+  /* SIGPIPE: the reader of stdout went away (mplrun ... | head): stop the same way; the
+     progress lines after it are lost, and later writes fail without a signal */
+  if (sig == SIGPIPE) signal(SIGPIPE, SIG_IGN);
   if (stop_signal) {
+    if (sig == SIGPIPE) return;
     signal(sig, SIG_DFL);
     raise(sig);
     return;
   }
   stop_signal = sig;
-  static const char msg[] = "mplrun: stopping after this step (send it again to stop at once)\n";
-  ssize_t w = write(2, msg, sizeof msg - 1);
+  static const char msg[] = "mplrun: stopping after this step (send it again to stop at once)\n",
+                    pipe_msg[] = "mplrun: the standard output was closed: stopping after this step\n";
+  ssize_t w = sig == SIGPIPE ? write(2, pipe_msg, sizeof pipe_msg - 1) : write(2, msg, sizeof msg - 1);
   (void)w;
 }
 static void catch_stop_signals(Cli *c) {
-  int sigs[] = {SIGINT, SIGTERM};
-  for (int i = 0; i < 2; i++) {
+  int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE};
+  for (int i = 0; i < 4; i++) {
     struct sigaction old, sa = {.sa_handler = on_stop_signal};
     sigemptyset(&sa.sa_mask);
     if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN) sigaction(sigs[i], &sa, NULL);
@@ -468,6 +474,7 @@ static void catch_stop_signals(Cli *c) {
 }
 
 int main(int argc, char **argv) {
+  mpl_std_fds_open();
   Cli c = {.steps = -1, .sample_n = -1, .sample = {.temperature = 1.0}};
   mpl_run_opts_default(&c.run);
   if (parse_args(&c, argc, argv)) return 1;
@@ -490,5 +497,6 @@ int main(int argc, char **argv) {
     }
   }
   job_free(job);
+  if (stop_signal != SIGPIPE && mpl_stdout_check("mplrun") && rc == 0) rc = 1; /* --inspect > /dev/full */
   return rc;
 }

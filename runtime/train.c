@@ -365,10 +365,11 @@ int mpl_run_train(MplRun *r, MplErr *err) {
   if (r->tracing && r->lead && mpl_trace_write(&r->trace, r->opts.trace_path, err) != MPL_OK) return MPL_ERR;
   if (stopped) {
     const char *ck = r->opts.ckpt_dir, *sv = r->opts.save_path;
-    return mpl_errf(err, "stopped by signal %d after step %lld of %lld: %s%s%s%s%s%s", stopped, (long long)r->step,
+    return mpl_errf(err, "stopped by signal %d after step %lld of %lld: %s%s%s%s%s%s%s", stopped, (long long)r->step,
                     (long long)r->total_steps, ck ? "the checkpoint in " : "", ck ? ck : "",
                     ck ? " holds that step (--resume continues from it)" : "", ck && sv ? "; " : "",
-                    sv ? "the params were saved to " : "", sv ? sv : "");
+                    sv ? "the params were saved to " : "", sv ? sv : "",
+                    !ck && !sv ? "nothing was saved (no --checkpoint or --save was given)" : "");
   }
   return MPL_OK;
 }

@@ -220,5 +220,17 @@ if "$MPLC" "$tmp/big.mpl" -o "$tmp/big.job" 2> "$tmp/big.err" && "$MPLC" "$tmp/b
     bash -c "ulimit -v 1600000 && exec '$MPLRUN' '$tmp/big.job' --steps 1 -q"
 else bad "mplc big.mpl: $(head -n 2 "$tmp/big.err")"; fi
 
+# Output that cannot be written to stdout is an error, not exit 0 with the text lost (a
+# conformance pass: mplc --emit=... > /dev/full, mplrun --inspect > /dev/full)
+if [ -c /dev/full ]; then
+  for cmd in "$MPLC tests/e2e/small_mlp.mpl --emit=graph" "$MPLC tests/e2e/small_mlp.mpl --emit=kernels"; do
+    if ! $cmd > /dev/full 2> "$tmp/full.err" && grep -q "error: writing the standard output failed: No space left on device" "$tmp/full.err"
+    then ok "${cmd#"$BUILD/"} > /dev/full: an error"; else bad "${cmd#"$BUILD/"} > /dev/full: $(cat "$tmp/full.err")"; fi
+  done
+  "$MPLC" tests/e2e/small_mlp.mpl -o "$tmp/full.job" 2> /dev/null
+  if ! "$MPLRUN" "$tmp/full.job" --inspect > /dev/full 2> "$tmp/full.err" && grep -q "writing the standard output failed" "$tmp/full.err"
+  then ok "mplrun --inspect > /dev/full: an error"; else bad "mplrun --inspect > /dev/full: $(cat "$tmp/full.err")"; fi
+fi
+
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]

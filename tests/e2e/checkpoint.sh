@@ -381,5 +381,31 @@ if run ovpk "$lm" "${D[@]}" --steps 1 --save "$tmp/ov/ff.ref" --checkpoint "$tmp
 then ok "replaced outputs keep their permissions (a 0600 --save file, a 0700 checkpoint folder of 0600 files)"
 else bad "permissions: $(stat -c '%a %n' "$tmp/ov/ff.ref" "$tmp/ov/pk" "$tmp/ov/pk"/*)"; fi
 
+# The other ways a run loses its terminal or its reader (a conformance pass: SIGHUP and a closed
+# pipe, `mplrun ... | head -1`, killed the run with nothing written), handled as SIGTERM is: the
+# step ends, the checkpoint is written, the exit status is 128 + the signal's number; a stop
+# with nothing to write says so. And a closed stdout no longer sends the progress lines into
+# the first file opened (--metrics became descriptor 1).
+"$MPLRUN" "$tmp/sg.job" --threads 1 --steps 1000000 --checkpoint "$tmp/hup" > "$tmp/hup.out" 2> "$tmp/hup.err" &
+pid=$!
+for _ in $(seq 100); do grep -q "^step 2/" "$tmp/hup.out" 2>/dev/null && break; sleep 0.1; done
+kill -HUP $pid; wait $pid; rc=$?
+if [ $rc = 129 ] && grep -q "stopped by signal 1 after step" "$tmp/hup.err" && [ -s "$tmp/hup/state.json" ]
+then ok "SIGHUP: stopped after a step, exit 129, the checkpoint written"; else bad "SIGHUP: rc $rc, $(tail -n 1 "$tmp/hup.err")"; fi
+"$MPLRUN" "$tmp/sg.job" --threads 1 --steps 1000000 --checkpoint "$tmp/pipe" 2> "$tmp/pipe.err" | head -n 1 > /dev/null
+rc=${PIPESTATUS[0]}
+if [ "$rc" = 141 ] && grep -q "the standard output was closed" "$tmp/pipe.err" && grep -q "stopped by signal 13" "$tmp/pipe.err" &&
+   run piperesume "$tmp/sg.job" --steps "$(($(grep -o '"step": [0-9]*' "$tmp/pipe/state.json" | grep -o '[0-9]*$') + 1))" --resume "$tmp/pipe"
+then ok "stdout's reader gone (| head -1): stopped after a step, exit 141, the checkpoint resumes"; else bad "closed pipe: rc $rc, $(tail -n 2 "$tmp/pipe.err")"; fi
+"$MPLRUN" "$tmp/sg.job" --threads 1 --steps 1000000 > "$tmp/none.out" 2> "$tmp/none.err" &
+pid=$!
+for _ in $(seq 100); do grep -q "^step 2/" "$tmp/none.out" 2>/dev/null && break; sleep 0.1; done
+kill -TERM $pid; wait $pid; rc=$?
+if [ $rc = 143 ] && grep -q "nothing was saved (no --checkpoint or --save was given)" "$tmp/none.err"
+then ok "SIGTERM with nothing to write: says nothing was saved"; else bad "SIGTERM, nothing to write: rc $rc, $(tail -n 1 "$tmp/none.err")"; fi
+"$MPLRUN" "$tmp/sg.job" --threads 1 --steps 3 --metrics "$tmp/closed.jsonl" >&- 2> "$tmp/closed.err"
+if [ "$(wc -l < "$tmp/closed.jsonl")" = 3 ] && "$PY" -c 'import json, sys; [json.loads(l) for l in open(sys.argv[1])]' "$tmp/closed.jsonl"
+then ok "stdout closed: --metrics holds its 3 JSON lines only"; else bad "stdout closed: $(head -n 3 "$tmp/closed.jsonl")"; fi
+
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
