@@ -17,6 +17,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* ---- modules ---------------------------------------------------------------- */
 /* Looks for NAME.mpl in the stdlib directory, then the -I directories. */
@@ -51,7 +52,17 @@ Module *sema_module_find(Sema *S, const char *name, Loc loc) {
   m->program = prog;
   strmap_put(S->a, &S->modules, name, m);
   if (!prog) {
-    if (!found) sema_err(S, loc, "cannot find module '%s' (%s.mpl in the stdlib directory or an -I directory)", name, name);
+    if (!found) {
+      const char *std = S->opt->stdlib_dir ? S->opt->stdlib_dir : "stdlib";
+      const char *env = getenv("MPL_STDLIB");
+      struct stat sb;
+      bool there = stat(std, &sb) == 0 && S_ISDIR(sb.st_mode);
+      if (there)
+        sema_err(S, loc, "cannot find module '%s' (%s.mpl in the stdlib directory or an -I directory)", name, name);
+      else
+        sema_err(S, loc, "cannot find module '%s': the stdlib directory %s%s is not a folder (and no -I directory has "
+                 "%s.mpl)", name, std, env && *env && !strcmp(env, std) ? " (MPL_STDLIB)" : "", name);
+    }
     m->broken = true;
     return m;
   }

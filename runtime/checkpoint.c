@@ -442,9 +442,13 @@ int mpl_ckpt_dir_check(const char *dir, MplErr *err) {
   if (strlen(base) + 4 > NAME_MAX)
     return mpl_errf(err, "--checkpoint %s: the folder's name has %zu bytes, too many for %s.tmp, where the checkpoint "
                     "is written first (at most %d)", dir, strlen(base), base[0] ? "NAME" : dir, NAME_MAX - 4);
-  struct stat sb;
+  struct stat sb, pb;
   if (stat(target, &sb) == 0) {
     if (!S_ISDIR(sb.st_mode)) return mpl_errf(err, "--checkpoint %s: exists and is not a folder", dir);
+    mpl_path_folder(target, folder, sizeof folder);
+    if (stat(folder, &pb) == 0 && pb.st_dev != sb.st_dev)
+      return mpl_errf(err, "--checkpoint %s: is a mount point, which a checkpoint cannot replace (it is written "
+                      "beside as %s.tmp, then swapped in): give a folder inside it", dir, base);
     if (foreign_entry(target, name, sizeof name))
       return mpl_errf(err, "--checkpoint %s: the folder holds '%s', which is not a checkpoint's file; a checkpoint "
                       "folder holds model.safetensors, optim.safetensors and state.json alone (give a new folder)",

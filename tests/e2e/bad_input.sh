@@ -232,5 +232,10 @@ if [ -c /dev/full ]; then
   then ok "mplrun --inspect > /dev/full: an error"; else bad "mplrun --inspect > /dev/full: $(cat "$tmp/full.err")"; fi
 fi
 
+# A stdlib directory that is not there is named as the cause (MPL_STDLIB pointing nowhere)
+if MPL_STDLIB=/nonexistent/stdlib "$MPLC" tests/e2e/small_mlp.mpl 2> "$tmp/std.err"; then bad "MPL_STDLIB nowhere: compiled"
+elif grep -q "cannot find module 'nn': the stdlib directory /nonexistent/stdlib (MPL_STDLIB) is not a folder" "$tmp/std.err"
+then ok "MPL_STDLIB nowhere: the message names it"; else bad "MPL_STDLIB nowhere: $(head -n 1 "$tmp/std.err")"; fi
+
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]

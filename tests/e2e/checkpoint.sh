@@ -407,5 +407,15 @@ then ok "SIGTERM with nothing to write: says nothing was saved"; else bad "SIGTE
 if [ "$(wc -l < "$tmp/closed.jsonl")" = 3 ] && "$PY" -c 'import json, sys; [json.loads(l) for l in open(sys.argv[1])]' "$tmp/closed.jsonl"
 then ok "stdout closed: --metrics holds its 3 JSON lines only"; else bad "stdout closed: $(head -n 3 "$tmp/closed.jsonl")"; fi
 
+# A --checkpoint folder that is a mount point cannot be swapped: refused before training (it
+# trained to the end, then failed) -- where this user may mount a tmpfs (root)
+mkdir -p "$tmp/mnt"
+if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=4m tmpfs "$tmp/mnt" 2> /dev/null; then
+  "$MPLRUN" "$lm" "${D[@]}" --threads 1 --steps 1 --checkpoint "$tmp/mnt" > "$tmp/mnt.out" 2>&1; rc=$?
+  umount "$tmp/mnt"
+  if [ $rc = 1 ] && grep -q "is a mount point, which a checkpoint cannot replace" "$tmp/mnt.out" && ! grep -q "^step 1" "$tmp/mnt.out"
+  then ok "--checkpoint on a mount point: refused before training"; else bad "--checkpoint on a mount point: rc $rc, $(tail -n 1 "$tmp/mnt.out")"; fi
+fi
+
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
