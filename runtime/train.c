@@ -324,12 +324,29 @@ static int report_step(MplRun *r, int64_t step, double step_s, double avg_s, boo
   return mpl_metrics_line(&r->metrics, keys, vals, evaluated ? 6 : 5, err);
 }
 
+/* Threads of one process on the CPUs, more than it may use: said before the first step
+ * (a run of 4096 threads a rank took minutes a step with no word) and in the closing report,
+ * whose times then include turns waiting for a CPU (comm_local.c's waits sleep instead of
+ * spinning). */
+static void oversubscribed_note(const MplRun *r, FILE *out, bool start) {
+  long want = (long)r->nworld * r->opts.threads;
+  int cpus = mpl_cpus_usable();
+  if (!r->lead || r->mpi || r->devops->device_memory || want <= cpus) return;
+  fprintf(out, "note: %d rank%s x %d thread%s = %ld threads on %d CPU%s: %s (%s %d %s)\n", r->nworld,
+          r->nworld == 1 ? "" : "s", r->opts.threads, r->opts.threads == 1 ? "" : "s", want, cpus, cpus == 1 ? "" : "s",
+          start ? "they will take turns, slower than threads that fit"
+                : "they took turns, so the times above include waiting for a CPU",
+          r->nworld <= cpus ? "--threads" : "a mesh of at most", r->nworld <= cpus ? cpus / r->nworld : cpus,
+          r->nworld <= cpus ? "fits" : cpus == 1 ? "rank fits" : "ranks fits");
+}
+
 int mpl_run_train(MplRun *r, MplErr *err) {
   double t_begin = now_s();
   int64_t done = 0;
   bool ckpt_written = false;
   int stopped = 0;
   r->first_step = r->step;
+  if (!r->opts.quiet && r->step < r->total_steps) oversubscribed_note(r, r->opts.out, true);
   if (r->opts.resume_dir && r->step >= r->total_steps && r->total_steps > 0 && !r->opts.quiet && r->lead)
     fprintf(r->opts.out, "mplrun: the checkpoint is at step %lld of %lld: nothing to train (raise --steps)\n",
             (long long)r->step, (long long)r->total_steps);
@@ -414,16 +431,7 @@ void mpl_run_report(const MplRun *r, FILE *out) {
     if (s->busy_s > (all ? all[slow] : r->ranks[slow].stats).busy_s) slow = i;
   }
   if (r->lead && r->nworld > 1) report_slowest(r, all ? all : NULL, slow, out);
-  /* threads of one process on the CPUs: more than it may use, and every time above includes
-     turns waiting for a CPU (comm_local.c's waits sleep then, instead of spinning) */
-  long want = (long)r->nworld * r->opts.threads;
-  int cpus = mpl_cpus_usable();
-  if (r->lead && !r->mpi && !r->devops->device_memory && want > cpus)
-    fprintf(out, "note: %d rank%s x %d thread%s = %ld threads on %d CPU%s: they took turns, so the times above include "
-            "waiting for a CPU (%s %d %s)\n", r->nworld, r->nworld == 1 ? "" : "s", r->opts.threads,
-            r->opts.threads == 1 ? "" : "s", want, cpus, cpus == 1 ? "" : "s",
-            r->nworld <= cpus ? "--threads" : "a mesh of at most", r->nworld <= cpus ? cpus / r->nworld : cpus,
-            r->nworld <= cpus ? "fits" : cpus == 1 ? "rank fits" : "ranks fits");
+  oversubscribed_note(r, out, false);
   mpl_free(all);
 }
 
