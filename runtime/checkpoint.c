@@ -83,41 +83,79 @@ static int check_finite(const char *path, const char *name, const float *x, int6
   return MPL_OK;
 }
 
+/* The writer's callback: tensor k (slot k / nparams of param k % nparams), gathered when the
+ * writer reaches it, so a file of the params takes one tensor's memory, not all of them
+ * (a model that trained in its memory failed to save after training); `done` counts the
+ * tensors gathered, in name order. */
+typedef struct WriteCtx {
+  const MplRun *r;
+  const char *path;
+  GetFn get;
+  const MplStEntry *e;
+  int done;
+} WriteCtx;
+
+static int fill_tensor(void *ctx, int k, float *out, MplErr *err) {
+  WriteCtx *w = ctx;
+  int np = mpl_run_job(w->r)->nparams;
+  w->done++;
+  int st = w->get(w->r, k % np, k / np, out, err);
+  if (st == MPL_OK) st = check_finite(w->path, w->e[k].name, out, mpl_run_param(w->r, k % np)->numel, err);
+  return st;
+}
+
+static int cmp_entry_index(const void *a, const void *b, void *e) {
+  const MplStEntry *x = &((const MplStEntry *)e)[*(const int *)a], *y = &((const MplStEntry *)e)[*(const int *)b];
+  return strcmp(x->name, y->name);
+}
+
 static int write_tensors(const MplRun *r, const char *path, const char *const *prefixes, int nslots, GetFn get,
                          MplErr *err) {
   const Job *job = mpl_run_job(r);
   int n = job->nparams * nslots;
   MplStEntry *e = mpl_calloc((size_t)n + 1, sizeof *e);
   char **names = mpl_calloc((size_t)n + 1, sizeof *names);
-  float **data = mpl_calloc((size_t)n + 1, sizeof *data);
-  int st = e && names && data ? MPL_OK : mpl_errf(err, "%s: out of memory", path);
+  int *order = mpl_calloc((size_t)n + 1, sizeof *order);
+  int st = e && names && order ? MPL_OK : mpl_errf(err, "%s: out of memory", path);
+  WriteCtx w = {r, path, get, e, 0};
+  int64_t most = 0;
   for (int s = 0; s < nslots && st == MPL_OK; s++)
     for (int p = 0; p < job->nparams && st == MPL_OK; p++) {
       const JobParam *jp = mpl_run_param(r, p);
       int k = s * job->nparams + p;
       size_t len = strlen(jp->name) + (prefixes ? strlen(prefixes[s]) + 2 : 1);
-      names[k] = mpl_malloc(len);
-      data[k] = mpl_malloc((size_t)jp->numel * 4 + 4);
-      if (!names[k] || !data[k]) {
+      if (!(names[k] = mpl_malloc(len))) {
         st = mpl_errf(err, "%s: out of memory", path);
         break;
       }
       snprintf(names[k], len, "%s%s%s", prefixes ? prefixes[s] : "", prefixes ? "." : "", jp->name);
-      st = get(r, p, s, data[k], err);
-      if (st == MPL_OK && mpl_run_is_lead(r)) st = check_finite(path, names[k], data[k], jp->numel, err);
-      e[k] = (MplStEntry){.name = names[k], .ndim = jp->rank, .shape = jp->dims, .data = data[k]};
+      e[k] = (MplStEntry){.name = names[k], .ndim = jp->rank, .shape = jp->dims, .fill = fill_tensor, .ctx = &w,
+                          .index = k};
+      order[k] = k;
+      if (jp->numel > most) most = jp->numel;
     }
+  /* the tensors are gathered in name order, the order the writer writes them in: under mpirun
+     every process takes part in each gather, in that order */
+  if (st == MPL_OK) qsort_r(order, (size_t)n, sizeof *order, cmp_entry_index, e);
   /* "pt", as PyTorch's safetensors writer says: Hugging Face's loaders refuse any format but
      pt, tf, flax and mlx, and the tensors are PyTorch's (row-major, by state-dict name) */
   const char *mk[] = {"format"}, *mv[] = {"pt"};
   if (st == MPL_OK && mpl_run_is_lead(r)) st = mpl_st_write_f32(path, e, n, mk, mv, 1, err);
-  for (int k = 0; k < n && names && data; k++) {
-    mpl_free(names[k]);
-    mpl_free(data[k]);
+  /* the gathers the writer did not reach (another process's, or after a write failed): every
+     process makes all of them, so that none waits for a part that never comes */
+  float *buf = w.done < n ? mpl_malloc((size_t)most * 4 + 4) : NULL;
+  for (int i = w.done; i < n && order && buf; i++) {
+    MplErr ignore;
+    int k = order[i];
+    int gs = get(r, k % job->nparams, k / job->nparams, buf, st == MPL_OK ? err : &ignore);
+    if (st == MPL_OK) st = gs;
   }
+  if (w.done < n && !buf && st == MPL_OK) st = mpl_errf(err, "%s: out of memory", path);
+  mpl_free(buf);
+  for (int k = 0; k < n && names; k++) mpl_free(names[k]);
   mpl_free(e);
   mpl_free(names);
-  mpl_free(data);
+  mpl_free(order);
   return st;
 }
 

@@ -198,6 +198,11 @@ typedef struct MplStEntry {
   int ndim;
   const int64_t *shape;
   const float *data;
+  /* data NULL: fill(ctx, index, out) writes the tensor's values into out when the writer
+     comes to it (one buffer of the largest such tensor serves them all, in name order) */
+  int (*fill)(void *ctx, int index, float *out, MplErr *err);
+  void *ctx;
+  int index;
 } MplStEntry;
 /* Writes an F32 file atomically; entries are written in name order (any input order);
  * duplicate names are an error. meta: nmeta key/value string pairs for __metadata__. */
