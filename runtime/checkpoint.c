@@ -92,16 +92,17 @@ typedef struct WriteCtx {
   const char *path;
   GetFn get;
   const MplStEntry *e;
+  float *buf;  /* the run's write buffer (taken before training), or one of this call's */
   int done;
 } WriteCtx;
 
-static int fill_tensor(void *ctx, int k, float *out, MplErr *err) {
+static const float *fill_tensor(void *ctx, int k, MplErr *err) {
   WriteCtx *w = ctx;
   int np = mpl_run_job(w->r)->nparams;
   w->done++;
-  int st = w->get(w->r, k % np, k / np, out, err);
-  if (st == MPL_OK) st = check_finite(w->path, w->e[k].name, out, mpl_run_param(w->r, k % np)->numel, err);
-  return st;
+  int st = w->get(w->r, k % np, k / np, w->buf, err);
+  if (st == MPL_OK) st = check_finite(w->path, w->e[k].name, w->buf, mpl_run_param(w->r, k % np)->numel, err);
+  return st == MPL_OK ? w->buf : NULL;
 }
 
 static int cmp_entry_index(const void *a, const void *b, void *e) {
@@ -117,7 +118,7 @@ static int write_tensors(const MplRun *r, const char *path, const char *const *p
   char **names = mpl_calloc((size_t)n + 1, sizeof *names);
   int *order = mpl_calloc((size_t)n + 1, sizeof *order);
   int st = e && names && order ? MPL_OK : mpl_errf(err, "%s: out of memory", path);
-  WriteCtx w = {r, path, get, e, 0};
+  WriteCtx w = {r, path, get, e, NULL, 0};
   int64_t most = 0;
   for (int s = 0; s < nslots && st == MPL_OK; s++)
     for (int p = 0; p < job->nparams && st == MPL_OK; p++) {
@@ -137,21 +138,23 @@ static int write_tensors(const MplRun *r, const char *path, const char *const *p
   /* the tensors are gathered in name order, the order the writer writes them in: under mpirun
      every process takes part in each gather, in that order */
   if (st == MPL_OK) qsort_r(order, (size_t)n, sizeof *order, cmp_entry_index, e);
+  float *own = NULL; /* (a run without --save or --checkpoint has no write buffer) */
+  w.buf = mpl_run_write_buf(r);
+  if (st == MPL_OK && !w.buf && !(w.buf = own = mpl_malloc((size_t)most * 4 + 4)))
+    st = mpl_errf(err, "%s: out of memory", path);
   /* "pt", as PyTorch's safetensors writer says: Hugging Face's loaders refuse any format but
      pt, tf, flax and mlx, and the tensors are PyTorch's (row-major, by state-dict name) */
   const char *mk[] = {"format"}, *mv[] = {"pt"};
   if (st == MPL_OK && mpl_run_is_lead(r)) st = mpl_st_write_f32(path, e, n, mk, mv, 1, err);
   /* the gathers the writer did not reach (another process's, or after a write failed): every
      process makes all of them, so that none waits for a part that never comes */
-  float *buf = w.done < n ? mpl_malloc((size_t)most * 4 + 4) : NULL;
-  for (int i = w.done; i < n && order && buf; i++) {
+  for (int i = w.done; i < n && order && w.buf; i++) {
     MplErr ignore;
     int k = order[i];
-    int gs = get(r, k % job->nparams, k / job->nparams, buf, st == MPL_OK ? err : &ignore);
+    int gs = get(r, k % job->nparams, k / job->nparams, w.buf, st == MPL_OK ? err : &ignore);
     if (st == MPL_OK) st = gs;
   }
-  if (w.done < n && !buf && st == MPL_OK) st = mpl_errf(err, "%s: out of memory", path);
-  mpl_free(buf);
+  mpl_free(own);
   for (int k = 0; k < n && names; k++) mpl_free(names[k]);
   mpl_free(e);
   mpl_free(names);

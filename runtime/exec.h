@@ -184,6 +184,9 @@ int mpl_run_restore(MplRun *r, int64_t step, int64_t data_pos, MplErr *err);
 /* The optimizer's next step is its first (sgd: each momentum buffer starts as that step's
  * gradient), as after a resume from a checkpoint of sgd without momentum. */
 void mpl_run_optim_restart(MplRun *r);
+/* The buffer of the largest param taken before training for --save and --checkpoint (NULL
+ * without them): the files are written through it, one tensor at a time. */
+float *mpl_run_write_buf(const MplRun *r);
 const Job *mpl_run_job(const MplRun *r);
 const MplRunOpts *mpl_run_opts(const MplRun *r);
 /* Does this process write the files and the progress lines (always, but under MPI

@@ -198,9 +198,9 @@ typedef struct MplStEntry {
   int ndim;
   const int64_t *shape;
   const float *data;
-  /* data NULL: fill(ctx, index, out) writes the tensor's values into out when the writer
-     comes to it (one buffer of the largest such tensor serves them all, in name order) */
-  int (*fill)(void *ctx, int index, float *out, MplErr *err);
+  /* data NULL: fill(ctx, index, err) gives the tensor's values when the writer comes to it
+     (in name order; the pointer need stay good only until the next call), NULL on an error */
+  const float *(*fill)(void *ctx, int index, MplErr *err);
   void *ctx;
   int index;
 } MplStEntry;

@@ -152,6 +152,7 @@ int mpl_run_set_optim(MplRun *r, int p, int slot, const float *in, MplErr *err) 
 int64_t mpl_run_data_pos(const MplRun *r) { return r->tokens ? mpl_loader_tell(&r->loader) : r->data_pos_kept; }
 
 void mpl_run_optim_restart(MplRun *r) { r->optim_fresh = true; }
+float *mpl_run_write_buf(const MplRun *r) { return r->write_buf; }
 
 int mpl_run_restore(MplRun *r, int64_t step, int64_t data_pos, MplErr *err) {
   if (step < 0) return mpl_errf(err, "bad step %lld", (long long)step);

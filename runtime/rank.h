@@ -128,6 +128,8 @@ struct MplRun {
   bool tracing;
   MplTrace trace;
   bool metrics_open;
+  float *write_buf;      /* --save / --checkpoint: one buffer of the largest param, taken before
+                            training, that the files are written through (checkpoint.c) */
   MplMetrics metrics;
 };
 
@@ -207,6 +209,7 @@ int init_data(MplRun *r, MplErr *err);
 /* The val token file (the job's val or --val), after init_data. */
 int init_val(MplRun *r, MplErr *err);
 int init_observability(MplRun *r, MplErr *err);
+int init_write_buf(MplRun *r, MplErr *err);
 /* The files and the folder the run writes when it ends (--checkpoint, --save, --trace,
  * --profile) checked before it trains. */
 int init_outputs(MplRun *r, MplErr *err);

@@ -361,17 +361,10 @@ static int write_file(const char *path, const StrBuf *h, const MplStEntry *const
   for (int i = 0; i < 8; i++) lenb[i] = (uint8_t)((uint64_t)h->len >> (8 * i));
   int rc = mpl_afile_write(&af, lenb, 8, err);
   if (rc == MPL_OK) rc = mpl_afile_write(&af, h->s, h->len, err);
-  int64_t most = 0; /* the largest tensor filled on demand: its buffer serves them all */
-  for (int i = 0; i < n; i++)
-    if (!sorted[i]->data && entry_numel(sorted[i]) > most) most = entry_numel(sorted[i]);
-  float *buf = most ? mpl_malloc((size_t)most * 4) : NULL;
-  if (rc == MPL_OK && most && !buf) rc = mpl_errf(err, "%s: out of memory (%lld bytes for one tensor)", path, (long long)most * 4);
   for (int i = 0; i < n && rc == MPL_OK; i++) { /* the host is little-endian, as the format */
-    const float *d = sorted[i]->data;
-    if (!d && (rc = sorted[i]->fill(sorted[i]->ctx, sorted[i]->index, buf, err)) == MPL_OK) d = buf;
-    if (rc == MPL_OK) rc = mpl_afile_write(&af, d, (size_t)entry_numel(sorted[i]) * 4, err);
+    const float *d = sorted[i]->data ? sorted[i]->data : sorted[i]->fill(sorted[i]->ctx, sorted[i]->index, err);
+    rc = d ? mpl_afile_write(&af, d, (size_t)entry_numel(sorted[i]) * 4, err) : MPL_ERR;
   }
-  mpl_free(buf);
   if (rc) {
     mpl_afile_abort(&af);
     return MPL_ERR;

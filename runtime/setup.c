@@ -410,9 +410,24 @@ int init_kernels(MplRun *r, MplErr *err) {
 int init_outputs(MplRun *r, MplErr *err) {
   const MplRunOpts *o = &r->opts;
   if (o->ckpt_dir && mpl_ckpt_dir_check(o->ckpt_dir, err) != MPL_OK) return MPL_ERR;
+
   if (o->save_path && mpl_out_file_check(o->save_path, "--save", err) != MPL_OK) return MPL_ERR;
   if (o->trace_path && mpl_out_file_check(o->trace_path, "--trace", err) != MPL_OK) return MPL_ERR;
   if (o->profile_path && mpl_out_file_check(o->profile_path, "--profile", err) != MPL_OK) return MPL_ERR;
+  return MPL_OK;
+}
+
+/* --save, --checkpoint: the buffer their files are written through, one whole param at a
+ * time, taken before training (a run that trains must be able to write what it trained);
+ * after init_whole_params, whose sizes it needs. */
+int init_write_buf(MplRun *r, MplErr *err) {
+  if (!r->lead || (!r->opts.save_path && !r->opts.ckpt_dir)) return MPL_OK;
+  int64_t most = 1;
+  for (int p = 0; p < r->job->nparams; p++)
+    if (r->wparams[p].numel > most) most = r->wparams[p].numel;
+  if (!(r->write_buf = mpl_malloc((size_t)most * 4 + 4)))
+    return mpl_errf(err, "out of memory for the buffer --save and --checkpoint write through (%.1f MiB, the largest "
+                    "param)", (double)most * 4 / 1048576.0);
   return MPL_OK;
 }
 

@@ -194,7 +194,8 @@ static int run_init_body(MplRun *r, MplErr *err) {
   for (int i = 0; i < r->nworld; i++)
     if ((r->mpi && i != r->me ? init_rank_ids(r, i, err) : init_rank(r, i, err)) != MPL_OK) return MPL_ERR;
   if (own_comm && init_device_comm(r, err) != MPL_OK) return MPL_ERR;
-  if (init_param_maps(r, err) != MPL_OK || init_whole_params(r, err) != MPL_OK) return MPL_ERR;
+  if (init_param_maps(r, err) != MPL_OK || init_whole_params(r, err) != MPL_OK || init_write_buf(r, err) != MPL_OK)
+    return MPL_ERR;
   for (int i = 0; i < r->nworld; i++)
     if (r->ranks[i].live && upd_init_rank(r, &r->ranks[i], err) != MPL_OK) return MPL_ERR;
   if (init_data(r, err) != MPL_OK || init_val(r, err) != MPL_OK || init_params(r, err) != MPL_OK) return MPL_ERR;
@@ -223,6 +224,7 @@ int mpl_run_init(MplRun **out, const Job *job, const MplRunOpts *opts, MplErr *e
 void mpl_run_free(MplRun *r) {
   if (!r) return;
   stop_threads(r);
+  mpl_free(r->write_buf);
   if (r->sync_init) {
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->go);
