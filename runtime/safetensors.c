@@ -362,8 +362,11 @@ static int write_file(const char *path, const StrBuf *h, const MplStEntry *const
   int rc = mpl_afile_write(&af, lenb, 8, err);
   if (rc == MPL_OK) rc = mpl_afile_write(&af, h->s, h->len, err);
   for (int i = 0; i < n && rc == MPL_OK; i++) { /* the host is little-endian, as the format */
-    const float *d = sorted[i]->data ? sorted[i]->data : sorted[i]->fill(sorted[i]->ctx, sorted[i]->index, err);
-    rc = d ? mpl_afile_write(&af, d, (size_t)entry_numel(sorted[i]) * 4, err) : MPL_ERR;
+    const MplStEntry *t = sorted[i];
+    if (!t->data && !t->fill && entry_numel(t) == 0) continue; /* an empty tensor: no bytes */
+    const float *d = t->data ? t->data : t->fill ? t->fill(t->ctx, t->index, err) : NULL;
+    if (!d && !t->data && !t->fill) mpl_errf(err, "%s: tensor '%s' has no data", path, t->name);
+    rc = d ? mpl_afile_write(&af, d, (size_t)entry_numel(t) * 4, err) : MPL_ERR;
   }
   if (rc) {
     mpl_afile_abort(&af);

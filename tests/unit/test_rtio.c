@@ -157,7 +157,10 @@ START_TEST(test_st_roundtrip) {
   make_tmpdir();
   float w[6] = {1, -2, 3.5f, 1e-30f, -0.0f, 42}, b[3] = {0.25f, 0.5f, 0.75f}, s[1] = {7};
   int64_t ws[2] = {2, 3}, bs[1] = {3}, zs[2] = {0, 4};
-  MplStEntry e[] = {{"wte", 2, ws, w}, {"bias", 1, bs, b}, {"scalar", 0, NULL, s}, {"empty", 2, zs, NULL}};
+  MplStEntry e[] = {{.name = "wte", .ndim = 2, .shape = ws, .data = w},
+                    {.name = "bias", .ndim = 1, .shape = bs, .data = b},
+                    {.name = "scalar", .ndim = 0, .shape = NULL, .data = s},
+                    {.name = "empty", .ndim = 2, .shape = zs, .data = NULL}};
   const char *mk[] = {"step", "format"}, *mv[] = {"12", "pt"};
   MplErr err = {{0}};
   const char *p = tmp_path("p.safetensors");
@@ -184,7 +187,8 @@ START_TEST(test_st_roundtrip) {
   ck_assert_int_eq(mpl_st_find(&st, "empty")->numel, 0);
   mpl_st_free(&st);
   /* duplicate names are refused by the writer; the target is untouched */
-  MplStEntry dup[] = {{"a", 1, bs, b}, {"a", 1, bs, b}};
+  MplStEntry dup[] = {{.name = "a", .ndim = 1, .shape = bs, .data = b},
+                      {.name = "a", .ndim = 1, .shape = bs, .data = b}};
   ck_assert_int_eq(mpl_st_write_f32(p, dup, 2, NULL, NULL, 0, &err), MPL_ERR);
   ck_assert(strstr(err.msg, "duplicate") != NULL);
   ck_assert_int_eq(mpl_st_open(&st, p, &err), MPL_OK);
@@ -315,7 +319,7 @@ START_TEST(test_st_fuzz) {
   make_tmpdir();
   float w[6] = {1, 2, 3, 4, 5, 6};
   int64_t ws[2] = {2, 3}, bs[1] = {2};
-  MplStEntry e[] = {{"w", 2, ws, w}, {"b", 1, bs, w}};
+  MplStEntry e[] = {{.name = "w", .ndim = 2, .shape = ws, .data = w}, {.name = "b", .ndim = 1, .shape = bs, .data = w}};
   const char *p = tmp_path("ok.safetensors"), *q = tmp_path("fz.safetensors");
   MplErr err;
   ck_assert_int_eq(mpl_st_write_f32(p, e, 2, NULL, NULL, 0, &err), MPL_OK);
@@ -357,7 +361,7 @@ START_TEST(test_st_alloc_failure) {
   make_tmpdir();
   float w[4] = {1, 2, 3, 4};
   int64_t ws[1] = {4};
-  MplStEntry e[] = {{"w", 1, ws, w}, {"v", 1, ws, w}};
+  MplStEntry e[] = {{.name = "w", .ndim = 1, .shape = ws, .data = w}, {.name = "v", .ndim = 1, .shape = ws, .data = w}};
   const char *mk[] = {"a"}, *mv[] = {"b"};
   const char *p = tmp_path("a.safetensors");
   MplErr err;
