@@ -450,7 +450,9 @@ typedef struct MplMetrics {
   char *path;
 } MplMetrics;
 
-int mpl_metrics_open(MplMetrics *m, const char *path, MplErr *err);
+/* keep > 0 (a resumed run, at step keep): an existing file keeps its lines of steps 1 ..
+ * keep, and the run's lines follow them; else the file starts afresh. */
+int mpl_metrics_open(MplMetrics *m, const char *path, int64_t keep, MplErr *err);
 /* {"k0": v0, ...}; integral values print without a fraction, non-finite ones as null. */
 int mpl_metrics_line(MplMetrics *m, const char *const *keys, const double *vals, int n, MplErr *err);
 void mpl_metrics_close(MplMetrics *m);

@@ -438,7 +438,8 @@ int init_observability(MplRun *r, MplErr *err) {
     r->tracing = true;
   }
   if (r->opts.metrics_path && r->lead) {
-    if (mpl_metrics_open(&r->metrics, r->opts.metrics_path, err) != MPL_OK) return MPL_ERR;
+    int64_t keep = r->opts.resume_dir ? r->step : 0; /* a resumed run continues the file */
+    if (mpl_metrics_open(&r->metrics, r->opts.metrics_path, keep, err) != MPL_OK) return MPL_ERR;
     r->metrics_open = true;
   }
   return MPL_OK;

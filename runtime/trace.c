@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <math.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 static uint64_t now_ns(void) {
@@ -108,16 +109,44 @@ int mpl_trace_write(const MplTrace *t, const char *path, MplErr *err) {
 
 /* ---- metrics ------------------------------------------------------------------ */
 
-int mpl_metrics_open(MplMetrics *m, const char *path, MplErr *err) {
+/* The lines of an earlier run's file (a resumed run's) whose "step" is at most keep, in
+ * order: the steps before the checkpoint; a line of a later step (written after the
+ * checkpoint by the run that stopped) or with no step is dropped. NULL: none, or unreadable. */
+static char *kept_lines(const char *path, int64_t keep) {
+  uint8_t *text;
+  size_t len;
+  struct stat sb;
+  if (keep <= 0 || stat(path, &sb) != 0 || !S_ISREG(sb.st_mode) || mpl_file_read_all(path, &text, &len, NULL) != MPL_OK)
+    return NULL;
+  char *out = mpl_malloc(len + 1), *o = out;
+  for (char *line = (char *)text, *next; out && line < (char *)text + len; line = next) {
+    char *nl = memchr(line, '\n', (size_t)((char *)text + len - line));
+    next = nl ? nl + 1 : (char *)text + len;
+    long long step;
+    if (nl && sscanf(line, "{\"step\": %lld,", &step) == 1 && step >= 1 && step <= keep) {
+      memcpy(o, line, (size_t)(next - line));
+      o += next - line;
+    }
+  }
+  if (out) *o = 0;
+  mpl_free(text);
+  return out;
+}
+
+int mpl_metrics_open(MplMetrics *m, const char *path, int64_t keep, MplErr *err) {
   memset(m, 0, sizeof *m);
   m->path = mpl_strdup(path);
   if (!m->path) return mpl_errf(err, "%s: out of memory", path);
+  char *old = kept_lines(path, keep);
   m->f = fopen(path, "w");
   if (!m->f) {
     mpl_errf(err, "%s: cannot write metrics: %s", path, strerror(errno));
+    mpl_free(old);
     mpl_metrics_close(m);
     return MPL_ERR;
   }
+  if (old) fputs(old, m->f);
+  mpl_free(old);
   return MPL_OK;
 }
 

@@ -417,5 +417,22 @@ if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=4m tmpfs "$tmp/mnt" 2> /dev/null
   then ok "--checkpoint on a mount point: refused before training"; else bad "--checkpoint on a mount point: rc $rc, $(tail -n 1 "$tmp/mnt.out")"; fi
 fi
 
+# --resume continues its --metrics file (a conformance pass: it started afresh, the steps
+# before the checkpoint lost): the lines up to the checkpoint's step are kept, those a
+# stopped run wrote after it are dropped: a checkpoint at step 3 whose file also holds
+# steps 4 and 5 (as a run stopped after step 5 leaves it), resumed to 6, leaves the lines
+# of steps 1 to 6 once each, with a straight run's losses
+if run mres1 "$lm" "${D[@]}" --steps 3 --checkpoint "$tmp/ck_mres" --metrics "$tmp/mres.jsonl" &&
+   run mres2 "$lm" "${D[@]}" --steps 5 --metrics "$tmp/mres_extra.jsonl" &&
+   cat "$tmp/mres.jsonl" <(sed -n 4,5p "$tmp/mres_extra.jsonl") > "$tmp/mres_stopped.jsonl" &&
+   mv "$tmp/mres_stopped.jsonl" "$tmp/mres.jsonl" &&
+   run mres3 "$lm" "${D[@]}" --steps 6 --resume "$tmp/ck_mres" --metrics "$tmp/mres.jsonl" &&
+   run mres4 "$lm" "${D[@]}" --steps 6 --metrics "$tmp/mres_straight.jsonl"; then
+  got=$(grep -o '"step": [0-9]*, "loss": [^,]*' "$tmp/mres.jsonl" | tr '\n' ' ')
+  want=$(grep -o '"step": [0-9]*, "loss": [^,]*' "$tmp/mres_straight.jsonl" | tr '\n' ' ')
+  if [ -n "$want" ] && [ "$got" = "$want" ]; then ok "--resume continues --metrics: steps 1-6 once each, a straight run's losses"
+  else bad "--resume and --metrics: $got vs $want"; fi
+fi
+
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]

@@ -830,7 +830,7 @@ START_TEST(test_trace) {
   mpl_json_free(&v);
   mpl_free(b);
   MplMetrics m;
-  ck_assert_int_eq(mpl_metrics_open(&m, tmp_path("m.jsonl"), &err), MPL_OK);
+  ck_assert_int_eq(mpl_metrics_open(&m, tmp_path("m.jsonl"), 0, &err), MPL_OK);
   const char *keys[] = {"step", "loss", "lr", "tokens_per_s", "ms"};
   double v1[] = {1, 4.25, 1e-3, 12345.5, NAN};
   ck_assert_int_eq(mpl_metrics_line(&m, keys, v1, 5, &err), MPL_OK);
