@@ -242,7 +242,7 @@ static void exec_param(Sema *S, Scope *sc, Node *st) {
     scope_bind(S, sc, st->name, verr());
     return;
   }
-  if (dt != DT_F32 && dt != DT_BF16 && dt != DT_F16) { /* trained by its gradient: a float */
+  if (!dtype_is_float(dt)) { /* trained by its gradient: a float */
     sema_err(S, st->a->loc, "param '%s' is %s: a param is f32, bf16 or f16 (it is trained by its gradient; an "
              "integer table is an input or a computed value)", st->name, dtype_name(dt));
     scope_bind(S, sc, st->name, verr());

@@ -79,8 +79,12 @@ static bool train_call_args(Sema *S, Node *e, const char *fn, const char *const 
   return e->kind != N_CALL || sema_bind_args(S, e, fn, names, n, 0, out);
 }
 
+/* An optimizer's or a schedule's number, given: finite in f32, where the update computes
+ * (an lr of inf or 1e40 made the first step's lr nan); the ranges are the callers'. */
 static void opt_num(Sema *S, Scope *sc, Node *e, const char *name, double *out) {
-  if (e) sema_const_num(S, sc, e, name, out);
+  if (!e || !sema_const_num(S, sc, e, name, out)) return;
+  if (!(fabs(*out) <= FLT_MAX))
+    sema_err(S, e->loc, "%s must be a finite number (within f32's range), not %g", name, *out);
 }
 
 static bool is_tokens(Node *e) {
@@ -214,12 +218,6 @@ static void key_optimizer(Sema *S, Scope *sc, Node *e) {
     return;
   }
   if (!(t->lr > 0)) sema_err(S, e->loc, "the learning rate must be positive, not %g", t->lr);
-  /* and finite in f32, where the update computes: inf or 1e40 made the first step's lr nan */
-  const char *names[5] = {"lr", t->optimizer == OPT_SGD ? "momentum" : "beta1", "beta2", "eps", "weight_decay"};
-  double vals[5] = {t->lr, t->optimizer == OPT_SGD ? t->momentum : t->beta1, t->beta2, t->eps, t->weight_decay};
-  for (int i = 0; i < (t->optimizer == OPT_SGD ? 2 : 5); i++)
-    if (!(fabs(vals[i]) <= FLT_MAX))
-      sema_err(S, e->loc, "%s's %s must be a finite number (within f32's range), not %g", fn, names[i], vals[i]);
   /* the ranges torch.optim accepts: outside them the update divides by zero or decays upwards */
   if (t->optimizer == OPT_SGD && !(t->momentum >= 0))
     sema_err(S, e->loc, "sgd's momentum must not be negative, not %g", t->momentum);
@@ -243,8 +241,6 @@ static void key_lr_schedule(Sema *S, Scope *sc, Node *e) {
     if (a[0]) pos_int(S, sc, a[0], "warmup", 0, &t->warmup);
     opt_num(S, sc, a[1], "min_lr", &t->min_lr);
     if (!(t->min_lr >= 0)) sema_err(S, e->loc, "cosine's min_lr must not be negative, not %g", t->min_lr);
-    else if (!(t->min_lr <= FLT_MAX))
-      sema_err(S, e->loc, "cosine's min_lr must be a finite number (within f32's range), not %g", t->min_lr);
     return;
   }
   sema_err(S, e->loc, "lr_schedule is constant or cosine(warmup, min_lr)");

@@ -84,6 +84,8 @@ void *mpl_calloc(size_t count, size_t size) {
   return p;
 }
 
+size_t mpl_alloc_size(const void *p) { return p ? block_size(p) : 0; }
+
 void mpl_free(void *p) {
   if (!p) return;
   size_t n = block_size(p);

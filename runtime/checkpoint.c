@@ -457,7 +457,7 @@ int mpl_paths_check(const MplRunOpts *o, const Job *job, const char *job_path, c
     if (!out[k].path || !*out[k].path) continue;
     for (int i = 0; i < nin; i++) {
       if (!in[i].path || !*in[i].path || !same_file(out[k].path, in[i].path)) continue;
-      if (k == 0 && !strcmp(in[i].what, "--init")) continue; /* read whole at the start, replaced at the end */
+      if (k == 0 && in[i].path == o->init_path) continue; /* read whole at the start, replaced at the end */
       return mpl_errf(err, "%s %s is %s (%s) too: writing it would destroy what the run reads (give another path)",
                       out[k].what, out[k].path, in[i].what, in[i].path);
     }

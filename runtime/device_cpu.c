@@ -168,9 +168,13 @@ static int64_t proc_kb(const char *path, const char *key) {
   return v;
 }
 
-/* Before an arena (or a rank's update state) is allocated: would it fit? Each earlier one
- * was zeroed, so the memory the kernel still calls available (MemAvailable) is what is
- * left for this one; an address-space limit (ulimit -v) must leave room for the GEMM
+/* Bytes of the arenas and update states this process holds (cpu_arena_alloc's, less
+ * cpu_arena_free's): they are mappings whose pages come in when first touched, in training,
+ * so the kernel's MemAvailable does not count them yet when the next one is checked. */
+static _Atomic int64_t cpu_held;
+
+/* Before an arena (or a rank's update state) is allocated: would it fit, with those held
+ * before it (MemAvailable less cpu_held)? An address-space limit (ulimit -v) must leave room for the GEMM
  * library's own buffers too (256 MiB), which otherwise fail inside oneDNN and crash it
  * (a segfault, or a C++ exception nothing catches).
  * A run that would be killed by the kernel, or crash, is refused with what it needs.
@@ -179,12 +183,15 @@ static int cpu_memory_check(const MplDevice *d, uint64_t bytes, MplErr *err) {
   const char *skip = getenv("MPL_NO_MEMORY_CHECK");
   if (skip && *skip && strcmp(skip, "0")) return MPL_OK;
   const double gib = 1024.0 * 1024 * 1024;
-  int64_t avail = bytes < (64u << 20) ? -1 : proc_kb("/proc/meminfo", "MemAvailable");
-  if (avail >= 0 && (double)bytes > (double)avail * 1024 * 0.95)
-    return mpl_errf(err, "cpu: rank %d needs %.2f GiB more for its arena or update state, but this machine has %.2f GiB "
-                    "of memory available: the run would be killed. Use more pipeline ranks or processes (--mesh, "
+  int64_t avail = bytes < (64u << 20) ? -1 : proc_kb("/proc/meminfo", "MemAvailable"), held = atomic_load(&cpu_held);
+  if (avail >= 0 && (double)(held + bytes) > (double)avail * 1024 * 0.95) {
+    char before[96] = "";
+    if (held > 0) snprintf(before, sizeof before, ", and the ranks before it hold %.2f GiB they have not touched yet", held / gib);
+    return mpl_errf(err, "cpu: rank %d needs %.2f GiB more for its arena or update state%s, but this machine has %.2f "
+                    "GiB of memory available: the run would be killed. Use more pipeline ranks or processes (--mesh, "
                     "mpirun on several machines), fewer micro-batches, a smaller batch, or @recompute "
-                    "(MPL_NO_MEMORY_CHECK=1 runs it anyway)", d->index, bytes / gib, avail * 1024.0 / gib);
+                    "(MPL_NO_MEMORY_CHECK=1 runs it anyway)", d->index, bytes / gib, before, avail * 1024.0 / gib);
+  }
   struct rlimit rl;
   int64_t used = proc_kb("/proc/self/statm", NULL);
   if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && used >= 0 &&
@@ -199,6 +206,7 @@ static int cpu_arena_alloc(MplDevice *d, uint64_t bytes, void **base, MplErr *er
   if (bytes > (uint64_t)SIZE_MAX - 64) return mpl_errf(err, "cpu: arena of %llu bytes is too large", (unsigned long long)bytes);
   if (cpu_memory_check(d, bytes, err) != MPL_OK) return MPL_ERR;
   *base = mpl_calloc(1, bytes ? (size_t)bytes : 1); /* a big one is a fresh mapping: no memset */
+  if (*base) atomic_fetch_add(&cpu_held, (int64_t)mpl_alloc_size(*base));
   if (!*base)
     return mpl_errf(err, "cpu: cannot allocate %llu bytes for rank %d (its arena or its update state)",
                     (unsigned long long)bytes, d->index);
@@ -206,6 +214,7 @@ static int cpu_arena_alloc(MplDevice *d, uint64_t bytes, void **base, MplErr *er
 }
 
 static void cpu_arena_free(MplDevice *d, void *base) {
+  if (base) atomic_fetch_sub(&cpu_held, (int64_t)mpl_alloc_size(base));
   mpl_free(base);
 }
 

@@ -43,6 +43,8 @@ void *mpl_malloc(size_t n);
 void *mpl_calloc(size_t count, size_t size);
 void *mpl_realloc(void *p, size_t n);
 void mpl_free(void *p);
+/* The bytes asked for when p was allocated (mpl_malloc's n; 0 for NULL). */
+size_t mpl_alloc_size(const void *p);
 char *mpl_strdup(const char *s);
 
 typedef struct MplAllocStats {

@@ -363,9 +363,11 @@ static int write_file(const char *path, const StrBuf *h, const MplStEntry *const
   if (rc == MPL_OK) rc = mpl_afile_write(&af, h->s, h->len, err);
   for (int i = 0; i < n && rc == MPL_OK; i++) { /* the host is little-endian, as the format */
     const MplStEntry *t = sorted[i];
-    if (!t->data && !t->fill && entry_numel(t) == 0) continue; /* an empty tensor: no bytes */
-    const float *d = t->data ? t->data : t->fill ? t->fill(t->ctx, t->index, err) : NULL;
-    if (!d && !t->data && !t->fill) mpl_errf(err, "%s: tensor '%s' has no data", path, t->name);
+    if (!t->data && !t->fill) { /* an empty tensor has no bytes */
+      if (entry_numel(t)) rc = mpl_errf(err, "%s: tensor '%s' has no data", path, t->name);
+      continue;
+    }
+    const float *d = t->data ? t->data : t->fill(t->ctx, t->index, err);
     rc = d ? mpl_afile_write(&af, d, (size_t)entry_numel(t) * 4, err) : MPL_ERR;
   }
   if (rc) {

@@ -153,7 +153,9 @@ int init_param_maps(MplRun *r, MplErr *err) {
         nh++;
       }
     if (nh == 0) return mpl_errf(err, "param %s is held by no rank", p->name);
-    if (job->values[p->value].dtype != JDT_F32) return mpl_errf(err, "param %s is not f32 in the job (params are f32 master weights in every job mplc writes: a damaged job?)", p->name);
+    if (job->values[p->value].dtype != JDT_F32)
+      return mpl_errf(err, "param %s is not f32 in the job (params are f32 master weights in every job mplc writes: a "
+                      "damaged job?)", p->name);
     for (int u = 0; u < p->nuses; u++) {
       if (p->use_stage[u] < 0 || p->use_stage[u] >= job->nstages)
         return mpl_errf(err, "param %s: use %d is on stage %d", p->name, u, p->use_stage[u]);
@@ -410,7 +412,6 @@ int init_kernels(MplRun *r, MplErr *err) {
 int init_outputs(MplRun *r, MplErr *err) {
   const MplRunOpts *o = &r->opts;
   if (o->ckpt_dir && mpl_ckpt_dir_check(o->ckpt_dir, err) != MPL_OK) return MPL_ERR;
-
   if (o->save_path && mpl_out_file_check(o->save_path, "--save", err) != MPL_OK) return MPL_ERR;
   if (o->trace_path && mpl_out_file_check(o->trace_path, "--trace", err) != MPL_OK) return MPL_ERR;
   if (o->profile_path && mpl_out_file_check(o->profile_path, "--profile", err) != MPL_OK) return MPL_ERR;

@@ -216,6 +216,14 @@ MPL
 rows=$(awk '/MemTotal/ { printf "%d", $2 * 1024 * 3 / 49152 }' /proc/meminfo)
 if "$MPLC" "$tmp/big.mpl" -o "$tmp/big.job" 2> "$tmp/big.err" && "$MPLC" "$tmp/big.mpl" -D BATCH="$rows" -o "$tmp/huge.job" 2>> "$tmp/big.err"; then
   expect_fail "an arena larger than the machine's memory" "needs [0-9.]* GiB more .* of memory available" "$MPLRUN" "$tmp/huge.job" --steps 1
+  # two dp ranks each of about 0.65 of the machine's memory: each would fit alone, not both
+  # (the arenas are mappings touched only in training, so the second rank's check counts
+  # the first's; --steps 0 touches nothing, should the check miss)
+  pair=$(awk '/MemTotal/ { printf "%d", int($2 * 1024 * 1.9 / 49152 / 2) * 2 }' /proc/meminfo)
+  if "$MPLC" "$tmp/big.mpl" -D BATCH="$pair" --mesh dp=2 -o "$tmp/pair.job" 2>> "$tmp/big.err"; then
+    expect_fail "two ranks' arenas past the machine's memory together" "the ranks before it hold [0-9.]* GiB" \
+      "$MPLRUN" "$tmp/pair.job" --steps 0
+  else bad "mplc big.mpl dp=2: $(tail -n 2 "$tmp/big.err")"; fi
   expect_fail "an arena past ulimit -v (2 GiB against 1.5)" "address-space limit \\(ulimit -v\\)" \
     bash -c "ulimit -v 1600000 && exec '$MPLRUN' '$tmp/big.job' --steps 1 -q"
 else bad "mplc big.mpl: $(head -n 2 "$tmp/big.err")"; fi

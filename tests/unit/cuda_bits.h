@@ -18,15 +18,7 @@ static inline float __uint_as_float(unsigned u) {
   memcpy(&f, &u, sizeof f);
   return f;
 }
-static inline int __float_as_int(float f) {
-  int i;
-  memcpy(&i, &f, sizeof i);
-  return i;
-}
-static inline float __int_as_float(int i) {
-  float f;
-  memcpy(&f, &i, sizeof f);
-  return f;
-}
+static inline int __float_as_int(float f) { return (int)__float_as_uint(f); } /* (gcc: modulo 2^32) */
+static inline float __int_as_float(int i) { return __uint_as_float((unsigned)i); }
 
 #endif

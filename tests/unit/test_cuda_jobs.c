@@ -123,7 +123,6 @@ static void add_random_seeds(const char *spec) {
 #define NCASES (NFIXED + nrandom)
 static const Case *case_at(int i) { return i < NFIXED ? &cases[i] : &random_cases[i - NFIXED]; }
 
-
 /* ---- the job's kernels on the host ------------------------------------------------------- */
 
 /* The C file of a job's CUDA source: cuda_gen_host.h, the source less `extern "C" `, and per
