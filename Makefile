@@ -43,6 +43,17 @@ ifneq ($(LLVM_CONFIG),)
 LLVM_CFLAGS := $(shell $(LLVM_CONFIG) --cflags 2>/dev/null | sed 's/-O[0-9s]//g')
 LLVM_LIBS   := $(shell $(LLVM_CONFIG) --ldflags --libs core analysis passes orcjit mcjit native bitwriter bitreader target 2>/dev/null) \
                $(shell $(LLVM_CONFIG) --system-libs 2>/dev/null)
+# mplc and mplrun link LLVM's static libraries where they are installed (llvm-14-dev has them),
+# as position-dependent programs: against the shared libLLVM each start spent ~50 ms on its
+# 366,000 relocations (a run of --emit=ast: 64 ms, now 16), and make test starts them
+# thousands of times. The sanitizer build and NO_STATIC_LLVM=1 link the shared library.
+LLVM_STATIC := $(if $(SANFLAGS)$(NO_STATIC_LLVM),,$(wildcard $(shell $(LLVM_CONFIG) --libdir 2>/dev/null)/libLLVMCore.a))
+endif
+ifneq ($(LLVM_STATIC),)
+LLVM_EXE_LIBS := -no-pie $(shell $(LLVM_CONFIG) --link-static --ldflags --libs core analysis passes orcjit mcjit native bitwriter bitreader target 2>/dev/null) \
+                 $(shell $(LLVM_CONFIG) --link-static --system-libs 2>/dev/null) -lstdc++
+else
+LLVM_EXE_LIBS := $(LLVM_LIBS)
 endif
 CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda))
 ifneq ($(CUDA_HOME),)
@@ -100,10 +111,11 @@ MPLRUN      := $(BUILD)/mplrun
 MPLTOK      := $(BUILD)/mpltok
 TINY_DATA   := examples/data/tiny.bin
 
-COMP_LIBS   := $(LLVM_LIBS) $(NVRTC_LIBS)      # mplc: no runtime backend (no oneDNN, cuBLAS, CUDA runtime, NCCL, MPI)
+COMP_LIBS   := $(LLVM_EXE_LIBS) $(NVRTC_LIBS)      # mplc: no runtime backend (no oneDNN, cuBLAS, CUDA runtime, NCCL, MPI)
 # -fopenmp: device_cpu.c runs its kernels in OpenMP parallel regions, the team oneDNN
 # threads with (libgomp, which libdnnl loads anyway)
 RT_LIBS     := $(LLVM_LIBS) -ldnnl -fopenmp $(CUDA_LIBS) $(MPI_LIBS)
+RUN_LIBS    := $(LLVM_EXE_LIBS) -ldnnl -fopenmp $(CUDA_LIBS) $(MPI_LIBS)   # mplrun (the tests: RT_LIBS)
 
 .PHONY: all deps bench-deps test-deps install-pkgs run run-example test test-all bench bench-run golden-update asan clean unit golden fuzz cuda-only
 all: $(MPLC) $(MPLRUN) $(MPLTOK) $(TINY_DATA)
@@ -172,7 +184,7 @@ $(LIBJOB): $(JOB_OBJ)
 $(MPLC): $(BUILD)/compiler/main.o $(LIBCOMP) $(LIBJOB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(COMP_LIBS) $(LDLIBS)
 $(MPLRUN): $(BUILD)/runtime/mplrun.o $(LIBRT) $(LIBJOB)
-	$(CC) $(LDFLAGS) -o $@ $^ $(RT_LIBS) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(RUN_LIBS) $(LDLIBS)
 
 $(MPLTOK): $(BUILD)/runtime/mpltok.o $(LIBRT) $(LIBJOB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(RT_LIBS) $(LDLIBS)
