@@ -46,8 +46,8 @@ LLVM_LIBS   := $(shell $(LLVM_CONFIG) --ldflags --libs core analysis passes orcj
 # mplc and mplrun link LLVM's static libraries where they are installed (llvm-14-dev has them),
 # as position-dependent programs: against the shared libLLVM each start spent ~50 ms on its
 # 366,000 relocations (a run of --emit=ast: 64 ms, now 16), and make test starts them
-# thousands of times. The sanitizer build and NO_STATIC_LLVM=1 link the shared library.
-LLVM_STATIC := $(if $(SANFLAGS)$(NO_STATIC_LLVM),,$(wildcard $(shell $(LLVM_CONFIG) --libdir 2>/dev/null)/libLLVMCore.a))
+# thousands of times (under the sanitizers: 144 -> 85 ms). NO_STATIC_LLVM=1 links the shared one.
+LLVM_STATIC := $(if $(NO_STATIC_LLVM),,$(wildcard $(shell $(LLVM_CONFIG) --libdir 2>/dev/null)/libLLVMCore.a))
 endif
 ifneq ($(LLVM_STATIC),)
 LLVM_EXE_LIBS := -no-pie $(shell $(LLVM_CONFIG) --link-static --ldflags --libs core analysis passes orcjit mcjit native bitwriter bitreader target 2>/dev/null) \
@@ -245,7 +245,7 @@ bench-run: all $(GEMM_BENCH)
 	BUILD=$(BUILD) ./tests/bench/bench.sh
 
 asan:
-	$(MAKE) BUILD=build-asan OPT="-O1 -g" SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" all
+	$(MAKE) BUILD=build-asan OPT="-O1 -g1" SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" all
 
 # ---- cuda-only: mplrun for a GPU machine with the CUDA toolkit and a C compiler only ----
 # (no LLVM, oneDNN, flex, bison or Check): the runtime without jit_cpu.c, llvm_host.c and gemm.c,
