@@ -19,6 +19,9 @@
  *    trained on);
  *  - names and shapes are checked on every read: a missing name or a shape mismatch is
  *    an error naming the param; the mesh of the writer does not matter;
+ *  - one run writes a checkpoint folder at a time: the writer holds an flock on DIR.lock,
+ *    beside DIR, from before it trains until it ends (mpl_ckpt_lock); a second run given
+ *    the folder is refused at its start, naming the first one's pid;
  *  - under MPI (one rank per process) writing is collective: every process gathers the
  *    tensors in the same order (mpl_run_get_param / _get_optim send the parts to world
  *    rank 0) and world rank 0 alone touches the file system; reading is local: each
@@ -39,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -480,9 +484,9 @@ int mpl_ckpt_dir_check(const char *dir, MplErr *err) {
   if (ckpt_target(dir, target, sizeof target, tmp, sizeof tmp, err) != MPL_OK) return MPL_ERR;
   const char *base = strrchr(target, '/');
   base = base ? base + 1 : target;
-  if (strlen(base) + 4 > NAME_MAX)
-    return mpl_errf(err, "--checkpoint %s: the folder's name has %zu bytes, too many for %s.tmp, where the checkpoint "
-                    "is written first (at most %d)", dir, strlen(base), base[0] ? "NAME" : dir, NAME_MAX - 4);
+  if (strlen(base) + 5 > NAME_MAX)
+    return mpl_errf(err, "--checkpoint %s: the folder's name has %zu bytes, too many for %s.lock and .tmp, which go "
+                    "beside it (at most %d)", dir, strlen(base), base[0] ? "NAME" : dir, NAME_MAX - 5);
   struct stat sb, pb;
   if (stat(target, &sb) == 0) {
     if (!S_ISDIR(sb.st_mode)) return mpl_errf(err, "--checkpoint %s: exists and is not a folder", dir);
@@ -500,6 +504,65 @@ int mpl_ckpt_dir_check(const char *dir, MplErr *err) {
                     "checkpoint's: move it away", dir, tmp);
   mpl_path_folder(target, folder, sizeof folder);
   return writable_folder(folder, "--checkpoint", dir, err);
+}
+
+/* Two runs given one --checkpoint folder would remove each other's DIR.tmp while it is
+ * written and swap their checkpoints in turn: the writer takes an flock on DIR.lock (the
+ * folder itself is swapped away at each write, so the lock is a file beside it) and writes
+ * its pid there for the other run's message. The lock goes with the process (a killed run
+ * leaves the file, unlocked: the next run takes it); mpl_ckpt_unlock removes it while
+ * still held, and a run that locked a file so removed tries again on the new one. */
+int mpl_ckpt_lock(const char *dir, MplCkptLock *lk, MplErr *err) {
+  char target[4096], tmp[4200];
+  lk->fd = -1;
+  if (ckpt_target(dir, target, sizeof target, tmp, sizeof tmp, err) != MPL_OK) return MPL_ERR;
+  if ((size_t)snprintf(lk->path, sizeof lk->path, "%s.lock", target) >= sizeof lk->path)
+    return mpl_errf(err, "%s: path too long", target);
+  for (int tries = 0; tries < 8; tries++) {
+    bool rw = true;
+    int fd = open(lk->path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0 && errno == EACCES) { /* another user's lock file: a read-only one locks too */
+      rw = false;
+      fd = open(lk->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    }
+    if (fd < 0)
+      return mpl_errf(err, "--checkpoint %s: cannot open %s, the lock that keeps two runs from writing one "
+                      "checkpoint folder: %s", dir, lk->path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      int e = errno;
+      char pid[32] = "";
+      ssize_t n = e == EWOULDBLOCK ? pread(fd, pid, sizeof pid - 1, 0) : -1;
+      close(fd);
+      if (e != EWOULDBLOCK) return mpl_errf(err, "--checkpoint %s: cannot lock %s: %s", dir, lk->path, strerror(e));
+      pid[n > 0 ? n : 0] = 0;
+      pid[strcspn(pid, "\n")] = 0;
+      return mpl_errf(err, "--checkpoint %s: another run%s%s%s writes its checkpoints there (it holds %s): give "
+                      "this run another folder, or let that one end first", dir, pid[0] ? " (pid " : "", pid,
+                      pid[0] ? ")" : "", lk->path);
+    }
+    struct stat a, b;
+    if (fstat(fd, &a) == 0 && stat(lk->path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+      if (rw) {
+        char pid[32];
+        int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+        if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n) { /* the pid is for messages only */
+        }
+      }
+      lk->fd = fd;
+      lk->owned = rw;
+      return MPL_OK;
+    }
+    close(fd); /* removed or replaced by its holder as this run opened it: once more */
+  }
+  return mpl_errf(err, "--checkpoint %s: %s keeps being replaced; is another run starting and stopping there?", dir,
+                  lk->path);
+}
+
+void mpl_ckpt_unlock(MplCkptLock *lk) {
+  if (lk->fd < 0) return;
+  if (lk->owned) unlink(lk->path); /* while held: a run waiting on this file retries on a new one */
+  close(lk->fd);
+  lk->fd = -1;
 }
 
 /* The new checkpoint keeps the permissions of the one it replaces: its folder's and each

@@ -215,6 +215,16 @@ int mpl_ckpt_resume(MplRun *r, const char *dir, MplErr *err);
  * path (--save, --trace, --profile; flag names it) is no folder and its folder exists and
  * is writable. */
 int mpl_ckpt_dir_check(const char *dir, MplErr *err);
+/* --checkpoint DIR: this run alone writes DIR (an flock on DIR.lock, beside it, held until
+ * mpl_ckpt_unlock, which removes the file); another run holding it is an error naming its
+ * pid. */
+typedef struct MplCkptLock {
+  int fd; /* -1: none held */
+  bool owned; /* the file was opened for writing: this run may remove it */
+  char path[4208];
+} MplCkptLock;
+int mpl_ckpt_lock(const char *dir, MplCkptLock *lk, MplErr *err);
+void mpl_ckpt_unlock(MplCkptLock *lk);
 /* Before training (mplrun): no output (--save, --metrics, --trace, --profile, --comm-stats)
  * is an input (the job, its data and val files, --init, --resume's files), another output,
  * or inside a checkpoint folder (--checkpoint, --resume); --save may be --init's file (read

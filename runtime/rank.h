@@ -128,6 +128,7 @@ struct MplRun {
   bool tracing;
   MplTrace trace;
   bool metrics_open;
+  MplCkptLock ckpt_lock;  /* --checkpoint: held from init_outputs to mpl_run_free (the lead) */
   float *write_buf;      /* --save / --checkpoint: one buffer of the largest param, taken before
                             training, that the files are written through (checkpoint.c) */
   MplMetrics metrics;

@@ -211,6 +211,7 @@ int mpl_run_init(MplRun **out, const Job *job, const MplRunOpts *opts, MplErr *e
   if (!r) return mpl_errf(err, "out of memory");
   r->job = job;
   r->opts = *opts;
+  r->ckpt_lock.fd = -1;
   if (r->opts.threads < 1) r->opts.threads = 1;
   if (!r->opts.out) r->opts.out = stdout;
   if (run_init_body(r, err) != MPL_OK) {
@@ -247,6 +248,7 @@ void mpl_run_free(MplRun *r) {
   if (r->have_synth) mpl_synth_free(&r->synth);
   if (r->tracing) mpl_trace_free(&r->trace);
   if (r->metrics_open) mpl_metrics_close(&r->metrics);
+  mpl_ckpt_unlock(&r->ckpt_lock);
   mpl_free(r);
 }
 

@@ -240,7 +240,14 @@ rm -rf "$tmp/sig" "$tmp/sig.st"
   > "$tmp/sig.out" 2> "$tmp/sig.err" &
 pid=$!
 for _ in $(seq 100); do grep -q "^step 3/" "$tmp/sig.out" 2>/dev/null && break; sleep 0.1; done
+# a second run given the same --checkpoint folder meanwhile is refused before training, naming
+# the first one (each would remove the other's DIR.tmp while it is written)
+if ! "$MPLRUN" "$tmp/sg.job" --threads 1 --steps 2 --checkpoint "$tmp/sig/" > "$tmp/sig2.out" 2>&1 &&
+   grep -q "checkpoint $tmp/sig/: another run (pid $pid) writes its checkpoints there" "$tmp/sig2.out" &&
+   ! grep -q "^step 1" "$tmp/sig2.out"; then ok "a second run on a folder being written: refused, naming the first's pid"
+else bad "a second run on one --checkpoint folder: $(tail -n 2 "$tmp/sig2.out")"; fi
 kill -TERM $pid; wait $pid; rc=$?
+if [ ! -e "$tmp/sig.lock" ]; then ok "the run's end removes its lock, $tmp/sig.lock"; else bad "$tmp/sig.lock left"; fi
 n=$(grep -o 'stopped by signal 15 after step [0-9]*' "$tmp/sig.err" | grep -o '[0-9]*$')
 if [ $rc = 143 ] && [ -n "$n" ] && grep -q "\"step\": $n," "$tmp/sig/state.json" && [ -s "$tmp/sig.st" ]; then
   ok "SIGTERM: stopped after step $n, exit 143, checkpoint and --save of that step"
@@ -349,7 +356,7 @@ if run ovlong "$lm" "${D[@]}" --steps 1 --save "$tmp/ov/$long" && [ -s "$tmp/ov/
 then ok "--save with a 250-byte name: written, no temp file left"; fi
 long=$(printf 'c%.0s' $(seq 253))
 if ! "$MPLRUN" "$lm" "${D[@]}" --threads 1 --steps 1 --checkpoint "$tmp/ov/$long" > "$tmp/ov/out" 2>&1 &&
-   grep -q "too many for NAME.tmp" "$tmp/ov/out" && ! grep -q "^step 1" "$tmp/ov/out"
+   grep -q "too many for NAME.lock and .tmp" "$tmp/ov/out" && ! grep -q "^step 1" "$tmp/ov/out"
 then ok "--checkpoint with a 253-byte folder name: refused before training"; else bad "long --checkpoint: $(tail -n 2 "$tmp/ov/out")"; fi
 # --save through a link writes the link's target and keeps the link
 mkdir -p "$tmp/ov/real"
