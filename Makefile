@@ -112,10 +112,13 @@ MPLTOK      := $(BUILD)/mpltok
 TINY_DATA   := examples/data/tiny.bin
 
 COMP_LIBS   := $(LLVM_EXE_LIBS) $(NVRTC_LIBS)      # mplc: no runtime backend (no oneDNN, cuBLAS, CUDA runtime, NCCL, MPI)
-# -fopenmp: device_cpu.c runs its kernels in OpenMP parallel regions, the team oneDNN
-# threads with (libgomp, which libdnnl loads anyway)
-RT_LIBS     := $(LLVM_LIBS) -ldnnl -fopenmp $(CUDA_LIBS) $(MPI_LIBS)
-RUN_LIBS    := $(LLVM_EXE_LIBS) -ldnnl -fopenmp $(CUDA_LIBS) $(MPI_LIBS)   # mplrun (the tests: RT_LIBS)
+# device_cpu.c runs its kernels in OpenMP parallel regions, the team oneDNN threads with:
+# GCC's libgomp, which libdnnl loads anyway, named by its path, as -fopenmp's -lgomp would
+# find LLVM's libgomp.so (a link to LLVM's libomp) first in llvm-config's -L folder, and
+# the process would run two OpenMP runtimes, each with its own spinning threads
+GOMP        := $(shell $(CC) -print-file-name=libgomp.so)
+RT_LIBS     := $(LLVM_LIBS) -ldnnl $(GOMP) $(CUDA_LIBS) $(MPI_LIBS)
+RUN_LIBS    := $(LLVM_EXE_LIBS) -ldnnl $(GOMP) $(CUDA_LIBS) $(MPI_LIBS)   # mplrun (the tests: RT_LIBS)
 
 .PHONY: all deps bench-deps test-deps install-pkgs run run-example test test-all bench bench-run golden-update asan clean unit golden fuzz cuda-only
 all: $(MPLC) $(MPLRUN) $(MPLTOK) $(TINY_DATA)
