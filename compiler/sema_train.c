@@ -311,8 +311,11 @@ void sema_train(Sema *S, Node *train) {
     strmap_put(S->a, &seen, kv->name, l);
     if (kv->a) train_keys[k].fn(S, sc, kv->a);
   }
-  Loc *val = strmap_get(&seen, "val");
+  Loc *val = strmap_get(&seen, "val"), *sched = strmap_get(&seen, "lr_schedule");
   const TrainConfig *t = &S->g->train;
+  if (sched && t->lr_schedule == LR_COSINE && t->min_lr > t->lr) /* after the loop: the keys come in any order */
+    sema_err(S, *sched, "cosine's min_lr %g is above the optimizer's lr %g: the decay would raise the learning rate "
+             "(min_lr <= lr)", t->min_lr, t->lr);
   if (val && t->val_path && t->data_kind != DATA_TOKENS)
     sema_err(S, *val, "val needs token data: validation feeds the model's (idx, targets) as data = tokens(\"file.bin\") "
              "does, but data is synthetic(%lld)", (long long)t->synthetic_n);

@@ -62,12 +62,14 @@ __attribute__((target("avx512f"))) static int64_t adamw_avx512(const AdamW *a, f
 #endif
 
 /* constant, or cosine(warmup, min_lr): lr*(t+1)/warmup while t < warmup, then a cosine
- * from lr at t = warmup down to min_lr at the last step (steps - 1) of a run of `steps`. */
+ * from lr at t = warmup down to min_lr at the last step (steps - 1) of a run of `steps`;
+ * a cosine of one step (warmup = steps - 1, or a one-step run) is its first: lr, as in
+ * nanoGPT and Hugging Face's cosine schedule (a --steps 1 run trains). */
 double mpl_lr_at(const TrainConfig *c, int64_t steps, int64_t t) {
   if (c->lr_schedule != LR_COSINE) return c->lr;
   if (t < c->warmup) return c->lr * (double)(t + 1) / (double)c->warmup;
   int64_t span = steps - 1 - c->warmup;
-  if (span <= 0) return c->min_lr; /* the last step (warmup = steps - 1) */
+  if (span <= 0) return c->lr;
   double progress = (double)(t - c->warmup) / (double)span;
   if (progress > 1) progress = 1;
   return c->min_lr + 0.5 * (c->lr - c->min_lr) * (1.0 + cos(M_PI * progress));

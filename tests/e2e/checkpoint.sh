@@ -51,6 +51,13 @@ if ! "$MPLC" tests/e2e/tiny_lm.mpl -o "$lm" 2> "$tmp/mplc.err"; then
 fi
 D=(--data "$tmp/tiny.bin")
 
+# tiny_lm's cosine(3, 3e-4) over 4 steps: the warm-up (1e-3, 2e-3, 3e-3), then a cosine of one
+# step, at lr (as nanoGPT's and Hugging Face's; it was min_lr, and a one-step run trained at 0)
+if run lr4 "$lm" "${D[@]}" --steps 4 --metrics "$tmp/lr4.jsonl" &&
+   [ "$(grep -o '"lr": [^,]*' "$tmp/lr4.jsonl" | tr '\n' ' ')" = '"lr": 0.001 "lr": 0.002 "lr": 0.003 "lr": 0.003 ' ]
+then ok "cosine(3, 3e-4) over 4 steps: lr 1e-3, 2e-3, 3e-3, then 3e-3 (a one-step cosine is at lr)"
+else bad "cosine over 4 steps: $(grep -o '"lr": [^,]*' "$tmp/lr4.jsonl" | tr '\n' ' ')"; fi
+
 # 6 straight vs 3 + checkpoint + resume
 run straight "$lm" "${D[@]}" --steps 6 --save "$tmp/straight.st" &&
   run first "$lm" "${D[@]}" --steps 3 --checkpoint "$tmp/ck" &&

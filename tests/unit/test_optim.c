@@ -104,9 +104,12 @@ START_TEST(test_lr_schedules) {
   c.warmup = 0; /* no warmup: cosine from the first step */
   ck_assert_double_eq_tol(mpl_lr_at(&c, 6, 0), 1.0, 1e-12);
   ck_assert_double_eq_tol(mpl_lr_at(&c, 6, 5), 0.1, 1e-12);
-  c.warmup = 5; /* warmup = steps - 1: the warm-up, then the last step at min_lr */
-  double last[6] = {0.2, 0.4, 0.6, 0.8, 1.0, 0.1};
+  c.warmup = 5; /* warmup = steps - 1: the warm-up, then a cosine of one step, at lr */
+  double last[6] = {0.2, 0.4, 0.6, 0.8, 1.0, 1.0};
   for (int t = 0; t < 6; t++) ck_assert_double_eq_tol(mpl_lr_at(&c, 6, t), last[t], 1e-12);
+  c.warmup = 0; /* a run of one step trains at lr, not at min_lr */
+  ck_assert_double_eq_tol(mpl_lr_at(&c, 1, 0), 1.0, 1e-12);
+  ck_assert_double_eq_tol(mpl_lr_at(&c, 2, 1), 0.1, 1e-12);
 }
 END_TEST
 
