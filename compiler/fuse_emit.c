@@ -541,12 +541,25 @@ static int emit_rem(Emit *e, KType t, int x, int y) {
   return kb_select(b, flip, kb_bin(b, KI_ADD, t, r, y), r);
 }
 
+/* i32 '/' truncates toward zero; its divisors that trap (0, and -1 with an INT_MIN
+ * quotient) never reach the divide: x / 0 is 0 (the CHECK sema adds reports it) and
+ * x / -1 is 0 - x, wrapping at INT_MIN as torch's does. */
+static int emit_idiv(Emit *e, KType t, int x, int y) {
+  KBuilder *b = e->b;
+  int zero = kb_int(b, t, 0), m1 = kb_int(b, t, -1);
+  int by0 = CMP(e, KI_EQ, y, zero), bym1 = CMP(e, KI_EQ, y, m1);
+  int d = kb_select(b, kb_bin(b, KI_OR, KT_BOOL, by0, bym1), kb_int(b, t, 1), y);
+  int q = kb_select(b, bym1, kb_bin(b, KI_SUB, t, zero, x), kb_bin(b, KI_DIV, t, x, d));
+  return kb_select(b, by0, zero, q);
+}
+
 static int emit_binary(Emit *e, const Op *op, int x, int y) {
   static const KiOp arith[] = {[OP_ADD] = KI_ADD, [OP_SUB] = KI_SUB, [OP_MUL] = KI_MUL, [OP_DIV] = KI_DIV,
                                [OP_MAXIMUM] = KI_MAX, [OP_MINIMUM] = KI_MIN, [OP_AND] = KI_AND, [OP_OR] = KI_OR};
   static const KiOp cmp[] = {[OP_EQ] = KI_EQ, [OP_NE] = KI_NE, [OP_LT] = KI_LT,
                              [OP_LE] = KI_LE, [OP_GT] = KI_GT, [OP_GE] = KI_GE};
   KType t = kt_of_dtype(op->dtype);
+  if (op->kind == OP_DIV && t != KT_F32) return emit_idiv(e, t, x, y);
   switch (op->kind) {
   case OP_ADD: case OP_SUB: case OP_MUL: case OP_DIV: case OP_MAXIMUM: case OP_MINIMUM: case OP_AND: case OP_OR:
     return kb_bin(e->b, arith[op->kind], t, x, y);

@@ -115,6 +115,16 @@ model m(x: f32[B, 4], y: i32[B]) {
 train m { batch = 4; steps = 2 }
 MPL
 runtime_error bad_div "bad_div.mpl:3:7: '/' on i32 tensors: division by zero"
+# a divisor read from the data (synthetic i32 in [0, 2): zeros among them), where the divide
+# ran before the check and trapped (SIGFPE, exit 136): the kernel never divides by 0 or -1
+cat > "$tmp/bad_div_data.mpl" <<'MPL'
+model m(x: f32[B], y: i32[B]) {
+  param w: f32[8] = normal(0.02)
+  a = full(7, 8) / y
+  return mean(x * w * cast(a, f32))
+}
+MPL
+runtime_error bad_div_data "bad_div_data.mpl:3:7: '/' on i32 tensors: division by zero"
 # a concat of many parts (split allows 4096; the fused kernel once held 64): splitting and
 # joining again changes no value, so the losses are those of the plain model, bit for bit
 for parts in 65 520; do
