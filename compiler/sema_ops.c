@@ -136,7 +136,12 @@ Value sema_scalar(Sema *S, Value c, DType dt, Loc loc) {
 }
 
 Value sema_unary(Sema *S, OpKind k, Value x, Loc loc) {
-  if (x.kind == V_ERR || x.kind == V_NONE) return x;
+  if (x.kind == V_ERR || (x.kind == V_NONE && k == OP_NEG)) return x; /* -bias: absent too */
+  if (x.kind == V_NONE) { /* exp(bias) of an absent bias would be no term at all: never silently */
+    sema_err(S, loc, "the optional param '%s' is absent; it can only be used in + - * / or @, not in %s",
+             x.s ? x.s : "?", op_name(k));
+    return verr();
+  }
   if (x.kind != V_TENSOR) {
     sema_err(S, loc, "'%s' needs a tensor, not %s", op_name(k), sema_value_desc(S, x));
     return verr();
