@@ -115,7 +115,7 @@ def swiglu(x: f32[..., d], hidden: int) -> f32[..., d] {
 # after wo; both must divide by tp).
 def gqa_attention(x: f32[B, T, d], heads: int, kv_heads: int, base: float = 10000.0) -> f32[B, T, d] {
   hs = d / heads
-  q = transpose(reshape(col_linear(x, heads * hs, use_bias = false) as wq, B, T, heads, hs), 1, 2)
+  q = transpose(reshape(col_linear(x, d, use_bias = false) as wq, B, T, heads, hs), 1, 2)   # heads divides d
   k = transpose(reshape(col_linear(x, kv_heads * hs, use_bias = false) as wk, B, T, kv_heads, hs), 1, 2)
   v = transpose(reshape(col_linear(x, kv_heads * hs, use_bias = false) as wv, B, T, kv_heads, hs), 1, 2)
   y = sdpa(rope(q, base), rope(k, base), v, causal = true)
