@@ -200,8 +200,8 @@ static void parse_options(Arena *a, int argc, char **argv, Options *o) {
       size_t n = strlen(single[f]);
       if (!strncmp(arg, single[f], n) && (arg[n] == 0 || arg[n] == '=')) once(single[f], &seen[f]);
     }
-    if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) { usage(stdout); exit(0); }
-    if (!strcmp(arg, "--version")) { printf("mplc %s (MPL language contract v2; %s)\n", MPL_VERSION, MPLC_CUDA_NOTE); exit(0); }
+    if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) { usage(stdout); exit(mpl_stdout_check("mplc")); }
+    if (!strcmp(arg, "--version")) { printf("mplc %s (MPL language contract v2; %s)\n", MPL_VERSION, MPLC_CUDA_NOTE); exit(mpl_stdout_check("mplc")); }
     if ((v = flag_value(argc, argv, &i, "-o"))) o->output = v;
     else if ((v = flag_value(argc, argv, &i, "--emit"))) o->emit = parse_emit(v);
     else if ((v = flag_value(argc, argv, &i, "--mesh"))) { parse_mesh(v, &o->co.mesh); o->co.mesh_set = true; }

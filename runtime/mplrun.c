@@ -177,11 +177,11 @@ static int parse_args(Cli *c, int argc, char **argv) {
     const char *a = argv[i];
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
       usage(stdout);
-      exit(0);
+      exit(mpl_stdout_check("mplrun")); /* --help > /dev/full: 1 */
     }
     if (!strcmp(a, "--version")) {
       version();
-      exit(0);
+      exit(mpl_stdout_check("mplrun"));
     }
     if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) c->run.quiet = true;
     else if (!strcmp(a, "--tf32")) c->run.tf32 = true;

@@ -231,7 +231,8 @@ else bad "mplc big.mpl: $(head -n 2 "$tmp/big.err")"; fi
 # Output that cannot be written to stdout is an error, not exit 0 with the text lost (a
 # conformance pass: mplc --emit=... > /dev/full, mplrun --inspect > /dev/full)
 if [ -c /dev/full ]; then
-  for cmd in "$MPLC tests/e2e/small_mlp.mpl --emit=graph" "$MPLC tests/e2e/small_mlp.mpl --emit=kernels"; do
+  for cmd in "$MPLC tests/e2e/small_mlp.mpl --emit=graph" "$MPLC tests/e2e/small_mlp.mpl --emit=kernels" "$MPLC --help" \
+             "$MPLC --version" "$MPLRUN --help" "$MPLRUN --version"; do
     if ! $cmd > /dev/full 2> "$tmp/full.err" && grep -q "error: writing the standard output failed: No space left on device" "$tmp/full.err"
     then ok "${cmd#"$BUILD/"} > /dev/full: an error"; else bad "${cmd#"$BUILD/"} > /dev/full: $(cat "$tmp/full.err")"; fi
   done
