@@ -302,7 +302,11 @@ static Value bi_split(Sema *S, Scope *sc, Node *call, const Builtin *b, Node **a
   Op *xi = sema_opv(S, x);
   int ax = sema_norm_axis(S, axis, xi->shape.rank, args[2] ? args[2]->loc : call->loc);
   if (ax < 0) return verr();
-  if (n <= 0 || n > 4096 || xi->shape.d[ax] % n) {
+  if (n <= 0 || n > 4096) { /* (checked first: 8194 does divide into 4097 parts) */
+    sema_err(S, args[1] ? args[1]->loc : call->loc, "split: %lld parts; split makes 1 to 4096", (long long)n);
+    return verr();
+  }
+  if (xi->shape.d[ax] % n) {
     sema_err(S, call->loc, "split: dimension %d of %s (%lld) does not divide into %lld equal parts", ax, sema_shape_str(S, xi), (long long)xi->shape.d[ax], (long long)n);
     sema_note_made(S, x);
     return verr();
