@@ -79,4 +79,12 @@ for src in "$LANG_MD" README.md; do
   done < <(extract "$src" "$tag")
 done
 [ $compiled -gt 0 ] || bad "no complete program found in the docs' code blocks"
+
+# ---- (e) a block introduced as "This is `examples/NAME.mpl`:" is that file ----
+# (its lines but the comments: README's short example once differed from the file it ran)
+while IFS=: read -r line ex; do
+  awk -v from="$line" 'NR > from && /^```/ { if (inb) exit; inb = 1; next } inb' README.md | grep -v '^#' > "$tmp/readme_ex"
+  if grep -v '^#' "$ex" | diff -q - "$tmp/readme_ex" > /dev/null; then ok "README.md:$line: the example is $ex"
+  else bad "README.md:$line: the example differs from $ex: $(grep -v '^#' "$ex" | diff - "$tmp/readme_ex" | head -n 4 | tr '\n' ' ')"; fi
+done < <(grep -n -oE '^This is `examples/[a-z_0-9]+\.mpl`:' README.md | sed -E 's/^([0-9]+):This is `(.*)`:/\1:\2/')
 finish
