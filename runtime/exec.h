@@ -197,6 +197,10 @@ bool mpl_run_is_lead(const MplRun *r);
 /* The whole run: init, train, report, free. */
 int mpl_exec_run(const Job *job, const MplRunOpts *opts, MplErr *err);
 
+/* Why a step's loss or gradient norm is not finite, for its error (train.c): at step 0, before
+ * any update, an op outside its domain; later, the learning rate (or no grad_clip). */
+const char *mpl_nonfinite_hint(int64_t step);
+
 /* ==== checkpoint.c ==================================================== */
 
 /* A hash of what a checkpoint must agree on: param names and shapes, optimizer kind. */

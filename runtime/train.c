@@ -299,6 +299,24 @@ static int evaluate(MplRun *r, MplErr *err) {
   return st;
 }
 
+/* A loss for the progress line: 4 decimals, as PyTorch scripts print it; "nan", "inf" and
+ * "-inf" (printf's "-nan" names no sign a user can use); past 1e6, 4 significant digits in
+ * e-notation, not 30 digits of a diverging float. */
+static const char *fmt_loss(char *buf, size_t n, double v) {
+  if (isnan(v)) snprintf(buf, n, "nan");
+  else if (isinf(v)) snprintf(buf, n, "%s", v < 0 ? "-inf" : "inf");
+  else snprintf(buf, n, fabs(v) < 1e6 ? "%.4f" : "%.4e", v);
+  return buf;
+}
+
+/* Why a step's loss or gradient norm is not finite, for its error: before any update (the
+ * first step of a fresh run) the learning rate plays no part. */
+const char *mpl_nonfinite_hint(int64_t step) {
+  return step == 0 ? "at the initial params, before any update: an op is outside its domain (log or sqrt of a "
+                        "negative, a division by 0, exp overflowing)"
+                      : "lower the learning rate or set grad_clip";
+}
+
 static int report_step(MplRun *r, int64_t step, double step_s, double avg_s, bool evaluated, MplErr *err) {
   double lr = mpl_lr_at(&r->job->train, r->total_steps, step);
   double tokens = (double)(r->B * r->m * r->dp); /* the step's rows; tokens when a row is a sequence */
@@ -315,10 +333,11 @@ static int report_step(MplRun *r, int64_t step, double step_s, double avg_s, boo
   if (!r->opts.quiet && r->lead) {
     char eta[32];
     fmt_eta(eta, sizeof eta, avg_s * (double)(r->total_steps - step - 1));
-    fprintf(r->opts.out, "step %lld/%lld | loss %.4f | lr %.2e | %.0f %s | %.1f ms/step | ETA %s",
-            (long long)step + 1, (long long)r->total_steps, r->last_loss, lr, tps, seq ? "tok/s" : "samples/s",
-            step_s * 1e3, eta);
-    if (evaluated) fprintf(r->opts.out, " | val_loss %.4f", r->val_loss);
+    char loss[32], val[32];
+    fprintf(r->opts.out, "step %lld/%lld | loss %s | lr %.2e | %.0f %s | %.1f ms/step | ETA %s",
+            (long long)step + 1, (long long)r->total_steps, fmt_loss(loss, sizeof loss, r->last_loss), lr, tps,
+            seq ? "tok/s" : "samples/s", step_s * 1e3, eta);
+    if (evaluated) fprintf(r->opts.out, " | val_loss %s", fmt_loss(val, sizeof val, r->val_loss));
     fputc('\n', r->opts.out);
     fflush(r->opts.out);
   }
@@ -365,8 +384,8 @@ int mpl_run_train(MplRun *r, MplErr *err) {
     if (evaluated && evaluate(r, err) != MPL_OK) return MPL_ERR;
     if (report_step(r, r->step, dt, (now_s() - t_begin) / (double)done, evaluated, err) != MPL_OK) return MPL_ERR;
     if (r->lead && !isfinite(r->last_loss))
-      return mpl_errf(err, "step %lld: the loss is %s: training stopped, nothing more is written (lower the learning "
-                      "rate or set grad_clip)", (long long)r->step + 1, isnan(r->last_loss) ? "nan" : "inf");
+      return mpl_errf(err, "step %lld: the loss is %s: training stopped, nothing more is written (%s)",
+                      (long long)r->step + 1, fmt_loss((char[32]){0}, 32, r->last_loss), mpl_nonfinite_hint(r->step));
     if (r->tokens) mpl_loader_advance(&r->loader);
     ckpt_written = false;
     if (r->opts.ckpt_dir && r->opts.ckpt_every > 0 && (r->step + 1) % r->opts.ckpt_every == 0) {

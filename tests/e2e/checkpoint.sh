@@ -178,6 +178,26 @@ for clip in "" "grad_clip = 1.0"; do
   if [ ! -e "$tmp/div.st" ]; then ok "$label: --save is not written"; else bad "$label: --save was written"; fi
 done
 
+# a loss or norm not finite at the initial params (sqrt(0)'s gradient, log of a negative) is
+# no learning rate's doing: the message says so, and prints "nan", not printf's "-nan"
+cat > "$tmp/dom.mpl" <<'MPL'
+model m(x: f32[B, 4]) {
+  param w: f32[4] = ones
+  param v: f32[4] = ones
+  return sum(sqrt(w - 1.0)) + mean(log(x * v))
+}
+train m { data = synthetic(8); batch = 2; steps = 2; optimizer = sgd(lr = 0.1) }
+MPL
+for clip in "" "grad_clip = 1.0"; do
+  sed "s/steps = 2;/steps = 2; ${clip:+$clip;}/" "$tmp/dom.mpl" > "$tmp/dom2.mpl"
+  "$MPLC" "$tmp/dom2.mpl" -o "$tmp/dom.job" 2> "$tmp/dom.err" || { bad "mplc dom: $(head -n 2 "$tmp/dom.err")"; continue; }
+  "$MPLRUN" "$tmp/dom.job" --threads 1 > "$tmp/dom.out" 2>&1; rc=$?
+  if [ $rc = 1 ] && grep -q "step 1: the \(loss\|gradient norm\) is \(nan\|inf\).*(at the initial params, before any update: an op is outside its domain" "$tmp/dom.out" &&
+     ! grep -q -- "-nan\|learning rate" "$tmp/dom.out"
+  then ok "not finite at step 1${clip:+ ($clip)}: $(grep -o 'the .* is [a-z]*: ' "$tmp/dom.out" | head -n 1)blames the ops, not the lr"
+  else bad "not finite at step 1${clip:+ ($clip)}: rc $rc, $(tail -n 2 "$tmp/dom.out")"; fi
+done
+
 # ---- the checkpoint folder and the output paths: checked before training, nothing else removed ----
 refused() { # label, pattern, mplrun args...: exit 1 before step 1, with a message matching pattern
   local label=$1 pat=$2; shift 2
