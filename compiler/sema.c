@@ -111,7 +111,12 @@ static void module_const(Sema *S, Module *m, Node *it, bool is_main) {
   const Define *df = is_main ? find_define(S, it->name) : NULL;
   if (df) {
     if (!parse_define(df->value, v)) {
-      sema_err(S, (Loc){0}, "-D %s=%s: the value is not an int, a float or a bool", df->name, df->value);
+      errno = 0;
+      char *end;
+      (void)strtoll(df->value, &end, 10);
+      if (errno == ERANGE && !*end && end != df->value) /* digits alone: an int past the range */
+        sema_err(S, (Loc){0}, "-D %s=%s: the int is past the range of a 64-bit int", df->name, df->value);
+      else sema_err(S, (Loc){0}, "-D %s=%s: the value is not an int, a float or a bool", df->name, df->value);
       *v = verr();
     }
     v->loc = it->loc;
