@@ -108,6 +108,8 @@ typedef struct MplDeviceOps {
   int (*sdpa_bwd)(MplDevice *d, const MplSdpa *a, MplErr *err);
   /* the fused cross-entropy (MplCe); NULL: the device has none */
   int (*ce)(MplDevice *d, const MplCe *a, MplErr *err);
+  /* optional: ce's scratch for a, taken before training (the cpu: through its memory check) */
+  int (*ce_reserve)(MplDevice *d, const MplCe *a, MplErr *err);
   /* an embedding's gradient (MplEmbGrad) */
   int (*emb_grad)(MplDevice *d, const MplEmbGrad *a, MplErr *err);
   int (*zero)(MplDevice *d, void *dst, size_t bytes, MplErr *err);

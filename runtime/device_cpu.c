@@ -134,12 +134,18 @@ static int cpu_init(MplDevice *d, int index, int threads, MplErr *err) {
   return MPL_OK;
 }
 
+/* Bytes of the arenas and update states this process holds and fused cross-entropy scratches (cpu_arena_alloc's
+ * and cpu_ce_reserve's, less what is freed): they are mappings whose pages come in when first touched, in training,
+ * so the kernel's MemAvailable does not count them yet when the next one is checked. */
+static _Atomic int64_t cpu_held;
+
 static void cpu_free(MplDevice *d) {
   CpuDev *cd = d->impl;
   if (!cd) return;
   if (cd->prof) prof_print(cd, d->index);
   mpl_free(cd->prof);
   mpl_gemm_bf16_free(&cd->bf16);
+  if (cd->ce_scratch) atomic_fetch_sub(&cpu_held, (int64_t)mpl_alloc_size(cd->ce_scratch));
   mpl_free(cd->ce_scratch);
   mpl_free(cd);
   d->impl = NULL;
@@ -168,10 +174,6 @@ static int64_t proc_kb(const char *path, const char *key) {
   return v;
 }
 
-/* Bytes of the arenas and update states this process holds (cpu_arena_alloc's, less
- * cpu_arena_free's): they are mappings whose pages come in when first touched, in training,
- * so the kernel's MemAvailable does not count them yet when the next one is checked. */
-static _Atomic int64_t cpu_held;
 
 /* Before an arena (or a rank's update state) is allocated: would it fit, with those held
  * before it (MemAvailable less cpu_held)? An address-space limit (ulimit -v) must leave room for the GEMM
@@ -179,7 +181,7 @@ static _Atomic int64_t cpu_held;
  * (a segfault, or a C++ exception nothing catches).
  * A run that would be killed by the kernel, or crash, is refused with what it needs.
  * MPL_NO_MEMORY_CHECK=1 skips this (a machine whose swap is meant to be used). */
-static int cpu_memory_check(const MplDevice *d, uint64_t bytes, MplErr *err) {
+static int cpu_memory_check(const MplDevice *d, uint64_t bytes, const char *what, MplErr *err) {
   const char *skip = getenv("MPL_NO_MEMORY_CHECK");
   if (skip && *skip && strcmp(skip, "0")) return MPL_OK;
   const double gib = 1024.0 * 1024 * 1024;
@@ -190,25 +192,25 @@ static int cpu_memory_check(const MplDevice *d, uint64_t bytes, MplErr *err) {
   if (avail >= 0 && (double)(held + bytes) > (double)avail * 1024 * 0.95) {
     char before[96] = "";
     if (held > 0) snprintf(before, sizeof before, ", and the ranks before it hold %.2f GiB they have not touched yet", held / gib);
-    return mpl_errf(err, "cpu: rank %d needs %.2f GiB more for its arena or update state%s, but this machine has %.2f "
+    return mpl_errf(err, "cpu: rank %d needs %.2f GiB more for %s%s, but this machine has %.2f "
                     "GiB of memory available, of which a run may plan 95%%: the run would be killed. Use more "
                     "pipeline ranks or processes (--mesh, mpirun on several machines), more micro-batches of fewer "
                     "rows, a smaller batch, or @recompute (MPL_NO_MEMORY_CHECK=1 runs it anyway)", d->index,
-                    bytes / gib, before, avail * 1024.0 / gib);
+                    bytes / gib, what, before, avail * 1024.0 / gib);
   }
   struct rlimit rl;
   int64_t used = proc_kb("/proc/self/statm", NULL);
   if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && used >= 0 &&
       (double)used * 1024 + (double)bytes + 256.0 * 1024 * 1024 > (double)rl.rlim_cur)
-    return mpl_errf(err, "cpu: rank %d needs %.2f GiB more for its arena or update state, and the GEMM library 0.25 GiB, "
-                    "but the address-space limit (ulimit -v) is %.2f GiB with %.2f GiB in use", d->index, bytes / gib,
+    return mpl_errf(err, "cpu: rank %d needs %.2f GiB more for %s, and the GEMM library 0.25 GiB, "
+                    "but the address-space limit (ulimit -v) is %.2f GiB with %.2f GiB in use", d->index, bytes / gib, what,
                     (double)rl.rlim_cur / gib, used * 1024.0 / gib);
   return MPL_OK;
 }
 
 static int cpu_arena_alloc(MplDevice *d, uint64_t bytes, void **base, MplErr *err) {
   if (bytes > (uint64_t)SIZE_MAX - 64) return mpl_errf(err, "cpu: arena of %llu bytes is too large", (unsigned long long)bytes);
-  if (cpu_memory_check(d, bytes, err) != MPL_OK) return MPL_ERR;
+  if (cpu_memory_check(d, bytes, "its arena or update state", err) != MPL_OK) return MPL_ERR;
   *base = mpl_calloc(1, bytes ? (size_t)bytes : 1); /* a big one is a fresh mapping: no memset */
   if (*base) atomic_fetch_add(&cpu_held, (int64_t)mpl_alloc_size(*base));
   if (!*base)
@@ -318,16 +320,29 @@ static int cpu_ce_rows(void *ctx, MplKernelFn fn, void **args, int64_t n, MplErr
   return cpu_kernel(ctx, fn, args, NULL, n, INT64_MAX / 2, err);
 }
 
-static int cpu_ce(MplDevice *d, const MplCe *a, MplErr *err) {
+/* Grows the scratch to a's, through the memory check: init_rank calls it for each fused
+ * cross-entropy of the rank's stages before training, so a run that cannot hold it is
+ * refused before step 1, and the scratch counts with the arenas of the ranks after it. */
+static int cpu_ce_reserve(MplDevice *d, const MplCe *a, MplErr *err) {
   CpuDev *cd = d->impl;
   int64_t need = mpl_ce_cpu_scratch(a);
-  if (need > cd->ce_cap) {
-    mpl_free(cd->ce_scratch);
-    cd->ce_cap = 0;
-    if (!(cd->ce_scratch = mpl_malloc((size_t)need * sizeof(float))))
-      return mpl_errf(err, "cpu: out of memory for the cross-entropy's chunk (%lld floats)", (long long)need);
-    cd->ce_cap = need;
-  }
+  if (need <= cd->ce_cap) return MPL_OK;
+  if (cd->ce_scratch) atomic_fetch_sub(&cpu_held, (int64_t)mpl_alloc_size(cd->ce_scratch));
+  mpl_free(cd->ce_scratch);
+  cd->ce_scratch = NULL;
+  cd->ce_cap = 0;
+  if (cpu_memory_check(d, (uint64_t)need * sizeof(float), "the fused cross-entropy's scratch", err) != MPL_OK)
+    return MPL_ERR;
+  if (!(cd->ce_scratch = mpl_malloc((size_t)need * sizeof(float))))
+    return mpl_errf(err, "cpu: out of memory for the cross-entropy's chunk (%lld floats)", (long long)need);
+  atomic_fetch_add(&cpu_held, (int64_t)mpl_alloc_size(cd->ce_scratch));
+  cd->ce_cap = need;
+  return MPL_OK;
+}
+
+static int cpu_ce(MplDevice *d, const MplCe *a, MplErr *err) {
+  CpuDev *cd = d->impl;
+  if (cpu_ce_reserve(d, a, err) != MPL_OK) return MPL_ERR;
   return mpl_ce_cpu(a, cd->ce_scratch, &cd->bf16, cpu_ce_rows, d, err);
 }
 
@@ -441,6 +456,7 @@ const MplDeviceOps mpl_device_cpu_ops = {
     .sdpa = cpu_sdpa,
     .sdpa_bwd = cpu_sdpa_bwd,
     .ce = cpu_ce,
+    .ce_reserve = cpu_ce_reserve,
     .emb_grad = cpu_emb_grad,
     .zero = cpu_zero,
     .copy_to_host = cpu_copy,

@@ -227,6 +227,27 @@ if "$MPLC" "$tmp/big.mpl" -o "$tmp/big.job" 2> "$tmp/big.err" && "$MPLC" "$tmp/b
   expect_fail "an arena past ulimit -v (2 GiB against 1.5)" "address-space limit \\(ulimit -v\\)" \
     bash -c "ulimit -v 1600000 && exec '$MPLRUN' '$tmp/big.job' --steps 1 -q"
 else bad "mplc big.mpl: $(head -n 2 "$tmp/big.err")"; fi
+# the fused cross-entropy's scratch (outside the plan: 64 MiB here, 1024 positions of a
+# 16384-word vocabulary) is taken before training, through the same check: just under the
+# smallest address-space limit a --steps 0 run passes (found by bisection), the refusal
+# names the scratch (the check missed it, and the run grew 64 MiB past its plan in training)
+cat > "$tmp/ce_mem.mpl" <<'MPL'
+model m(idx: i32[B, T], targets: i32[B, T]) {
+  x = embedding(idx, 16384, 16) as wte
+  return cross_entropy(x @ transpose(wte.weight, 0, 1), targets)
+}
+train m { batch = 8; seq = 128; steps = 1 }
+MPL
+if "$MPLC" "$tmp/ce_mem.mpl" -o "$tmp/ce_mem.job" 2> "$tmp/ce_mem.err"; then
+  lo=100000 hi=8000000
+  while [ $((hi - lo)) -gt 4096 ]; do
+    mid=$(((lo + hi) / 2))
+    if (ulimit -v $mid && exec "$MPLRUN" "$tmp/ce_mem.job" --steps 0 -q > /dev/null 2>&1); then hi=$mid; else lo=$mid; fi
+  done
+  expect_fail "the fused cross-entropy's scratch past ulimit -v (${hi} kB passes)" \
+    "needs 0.06 GiB more for the fused cross-entropy's scratch, and the GEMM library 0.25 GiB, but the address-space limit" \
+    bash -c "ulimit -v $((hi - 8192)) && exec '$MPLRUN' '$tmp/ce_mem.job' --steps 0 -q"
+else bad "mplc ce_mem.mpl: $(head -n 2 "$tmp/ce_mem.err")"; fi
 
 # Output that cannot be written to stdout is an error, not exit 0 with the text lost (a
 # conformance pass: mplc --emit=... > /dev/full, mplrun --inspect > /dev/full)
