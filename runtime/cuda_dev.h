@@ -186,6 +186,7 @@ int cuda_sgd_list(MplDevice *d, const MplOptTensor *t, int k, double lr, double 
 int cuda_sdpa(MplDevice *d, const MplSdpa *a, MplErr *err);
 int cuda_sdpa_bwd(MplDevice *d, const MplSdpa *a, MplErr *err);
 int cuda_ce(MplDevice *d, const MplCe *a, MplErr *err);
+int cuda_ce_reserve(MplDevice *d, const MplCe *a, MplErr *err);
 int cuda_emb_grad(MplDevice *d, const MplEmbGrad *a, MplErr *err);
 
 #endif

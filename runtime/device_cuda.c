@@ -631,6 +631,7 @@ const MplDeviceOps mpl_device_cuda_ops = {
     .sdpa = cuda_sdpa,
     .sdpa_bwd = cuda_sdpa_bwd,
     .ce = cuda_ce,
+    .ce_reserve = cuda_ce_reserve,
     .emb_grad = cuda_emb_grad,
     .zero = cuda_zero,
     .copy_to_host = cuda_copy_to_host,

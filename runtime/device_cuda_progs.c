@@ -485,6 +485,28 @@ static int ce_gemm(CudaDev *cd, bool bf16, bool in16, bool ta, bool tb, int64_t 
 
 /* JS_CE over blocks of rows: per block the logits by cuBLAS, mpl_ce_rows (loss per row, g in
  * place), dx1 of the block and dw1 (+)= by cuBLAS; then mpl_ce_finish (the mean loss). */
+/* The scratch for a (its block of logits, the row losses, g's bf16 copy), grown from the
+ * pool the arenas come from: init_rank calls it before training, so a card without room for
+ * it is refused before step 1, not in the first step's loss. */
+int cuda_ce_reserve(MplDevice *d, const MplCe *a, MplErr *err) {
+  CudaDev *cd = d->impl;
+  int64_t need = mpl_ce_cpu_scratch(a);
+  if (need <= cd->ce_cap) return MPL_OK;
+  CUDA_CHECK(cudaSetDevice(cd->dev));
+  /* stream-ordered, from the pool the arenas come from (its peak counts it) */
+  if (cd->ce_scratch) CUDA_CHECK(cudaFreeAsync(cd->ce_scratch, cd->compute));
+  cd->ce_scratch = NULL, cd->ce_cap = 0;
+  cudaError_t e = cudaMallocAsync((void **)&cd->ce_scratch, (size_t)need * sizeof(float), cd->compute);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    cd->ce_scratch = NULL;
+    return mpl_errf(err, "cuda: no memory for the cross-entropy's block of logits (%lld bytes): %s",
+                    (long long)need * 4, cudaGetErrorString(e));
+  }
+  cd->ce_cap = need;
+  return MPL_OK;
+}
+
 int cuda_ce(MplDevice *d, const MplCe *a, MplErr *err) {
   CudaDev *cd = d->impl;
   if (a->N < 1 || a->K < 1 || a->V < 1 || a->chunk < 1 || a->chunk > a->N || a->N > INT32_MAX ||
@@ -493,19 +515,7 @@ int cuda_ce(MplDevice *d, const MplCe *a, MplErr *err) {
                     (long long)a->N, (long long)a->K, (long long)a->V, (long long)a->chunk);
   if (ce_kernels(cd, err) != MPL_OK) return MPL_ERR;
   CUDA_CHECK(cudaSetDevice(cd->dev));
-  int64_t need = mpl_ce_cpu_scratch(a);
-  if (need > cd->ce_cap) { /* stream-ordered, from the pool the arenas come from (its peak counts it) */
-    if (cd->ce_scratch) CUDA_CHECK(cudaFreeAsync(cd->ce_scratch, cd->compute));
-    cd->ce_scratch = NULL, cd->ce_cap = 0;
-    cudaError_t e = cudaMallocAsync((void **)&cd->ce_scratch, (size_t)need * sizeof(float), cd->compute);
-    if (e != cudaSuccess) {
-      cudaGetLastError();
-      cd->ce_scratch = NULL;
-      return mpl_errf(err, "cuda: no memory for the cross-entropy's block of logits (%lld bytes): %s",
-                      (long long)need * 4, cudaGetErrorString(e));
-    }
-    cd->ce_cap = need;
-  }
+  if (cuda_ce_reserve(d, a, err) != MPL_OK) return MPL_ERR;
   double *loss = (double *)(void *)cd->ce_scratch;
   float *L = cd->ce_scratch + 2 * a->N, scale = (float)(1.0 / (double)a->N);
   /* bf16 inputs: g's bf16 copy after L (mpl_ce_cpu_scratch counts it), for its products */
