@@ -225,6 +225,24 @@ static void peaks(PlanRank *pr, const Graph *g, const Live *lv, const Interval *
   free(ev);
 }
 
+/* The scratch the device holds for rank r's largest fused cross-entropy (job.h's
+ * mpl_ce_scratch_floats, from the step's sizes as fuse.c sets them; its inputs are bf16 where
+ * the graph stores them so). */
+static uint64_t ce_scratch(const PlanIn *in, int r) {
+  const Graph *g = in->g;
+  uint64_t most = 0;
+  for (int i = 0; i < g->nops; i++) {
+    const Op *op = g->ops[i];
+    if (op->kind != OP_CE_FUSED || op->stage < 0 || sched_stage_rank(in->sched, op->stage) != r) continue;
+    const Op *x = g->ops[op->in[0]], *w = g->ops[op->in[1]];
+    int64_t k = x->shape.d[x->shape.rank - 1], rows = shape_numel(&x->shape) / (k > 0 ? k : 1);
+    int64_t v = w->shape.d[op->tb ? 0 : 1];
+    uint64_t b = (uint64_t)mpl_ce_scratch_floats(mpl_ce_block_rows(rows, v), v, rows, x->dtype == DT_BF16) * sizeof(float);
+    if (b > most) most = b;
+  }
+  return most;
+}
+
 static PlanRank plan_rank(Arena *a, const PlanIn *in, int r) {
   const Graph *g = in->g;
   int m = in->sched->m, nv = g->nops;
@@ -270,6 +288,7 @@ static PlanRank plan_rank(Arena *a, const PlanIn *in, int r) {
       for (int mb = 0; mb < m; mb++) pr.offset[(size_t)v * m + mb] = pr.offset[(size_t)root * m + mb];
   }
   peaks(&pr, g, &lv, iv, n, tend);
+  pr.ce_scratch = ce_scratch(in, r);
   free(iv);
   free(lv.start);
   free(lv.end);
@@ -287,10 +306,14 @@ PlanRank *plan_build(Arena *a, const PlanIn *in) {
 int plan_check_limit(Diag *d, const PlanRank *pr, int pp, double mem_limit) {
   int n = 0;
   for (int r = 0; mem_limit > 0 && r < pp; r++)
-    if ((double)pr[r].arena_bytes > mem_limit) {
-      diag_error_noloc(d, "the plan needs %llu bytes on rank %d, more than --mem-limit %.0f: use more stages, more "
+    if ((double)(pr[r].arena_bytes + pr[r].ce_scratch) > mem_limit) {
+      char with[96] = "";
+      if (pr[r].ce_scratch)
+        snprintf(with, sizeof with, " (the arena and the fused cross-entropy's %llu-byte scratch)",
+                 (unsigned long long)pr[r].ce_scratch);
+      diag_error_noloc(d, "the plan needs %llu bytes on rank %d%s, more than --mem-limit %.0f: use more stages, more "
                        "micro-batches of fewer rows, or @recompute",
-                       (unsigned long long)pr[r].arena_bytes, r, mem_limit);
+                       (unsigned long long)(pr[r].arena_bytes + pr[r].ce_scratch), r, with, mem_limit);
       n++;
     }
   return n;
@@ -465,6 +488,7 @@ static void print_rank_memory(FILE *out, const Schedule *s, const PlanRank *pr, 
   print_bytes(out, "stash (peak)", pr->stash_peak);
   print_bytes(out, "activations (peak)", pr->act_peak);
   print_bytes(out, "arena (peak)", pr->arena_bytes);
+  if (pr->ce_scratch) print_bytes(out, "ce scratch (device)", pr->ce_scratch);
 }
 
 /* The step's totals, then per pipeline rank the groups of world ranks with the same

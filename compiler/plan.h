@@ -43,6 +43,9 @@ typedef struct PlanRank {
   uint64_t *offset;     /* [nvalues * m]; UINT64_MAX where the rank never holds the value */
   /* bytes by kind, for --emit=plan */
   uint64_t param_bytes, grad_bytes, input_bytes, stash_peak, act_peak;
+  /* outside the arena: the largest fused cross-entropy's block of logits and row state, which
+     the device holds (mpl_ce_scratch_floats); --mem-limit counts it */
+  uint64_t ce_scratch;
 } PlanRank;
 
 typedef struct PlanIn {

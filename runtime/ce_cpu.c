@@ -27,7 +27,7 @@
 #include "device.h"
 
 
-int64_t mpl_ce_cpu_scratch(const MplCe *a) { return a->chunk * a->V + 2 * a->N + (a->in16 ? (a->chunk * a->V + 1) / 2 : 0); }
+int64_t mpl_ce_cpu_scratch(const MplCe *a) { return mpl_ce_scratch_floats(a->chunk, a->V, a->N, a->in16); }
 
 /* One block's row work: the state of the whole step, the block's place. */
 typedef struct CeRows {

@@ -145,6 +145,13 @@ static inline int64_t mpl_ce_block_rows(int64_t M, int64_t N) {
   if (r < 1) r = 1;
   return r < M ? r : M;
 }
+/* The floats of the scratch a device holds for a fused cross-entropy of N positions, V
+ * classes and blocks of `chunk` rows, outside the arena: the row losses (N doubles), a
+ * block of logits, and under bf16 inputs g's bf16 copy. mplc's plan counts it (--mem-limit),
+ * and mplrun takes it before training (MplDeviceOps.ce_reserve). */
+static inline int64_t mpl_ce_scratch_floats(int64_t chunk, int64_t V, int64_t N, int in16) {
+  return chunk * V + 2 * N + (in16 ? (chunk * V + 1) / 2 : 0);
+}
 /* The largest head size (q's and k's, and v's) of a fused attention step: the GPU kernels
  * keep a row in registers. mplc lowers a larger sdpa to products and a softmax instead. */
 enum { MPL_SDPA_MAX_HEAD = 256 };
