@@ -55,7 +55,7 @@ static int fusable_product(const Graph *g, const Op *ce, const int *users) {
   if (w->shape.d[m->tb ? 1 : 0] != K || w->shape.d[m->tb ? 0 : 1] != V) return -1;
   if (g->mesh.tp != 1 || !replicated(x) || !replicated(w) || !replicated(m) || !replicated(t) || !replicated(ce))
     return -1;
-  if (m->stage != ce->stage || m->recompute != ce->recompute) return -1;
+  if (m->stage != ce->stage || (m->recompute != 0) != (ce->recompute != 0)) return -1;
   return m->id;
 }
 

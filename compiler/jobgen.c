@@ -42,7 +42,8 @@ static int origin_of(const Graph *g, const Op *op, const int *opid_of) {
 }
 
 /* JobStep.src: the step's ops' forward ops with their shares of its modelled time (equal
- * shares when the model gives the step no time), ops of one forward op summed. */
+ * shares when the model gives the step no time), ops of one forward op summed; @recompute's
+ * copies, which run in the backward pass, count for none. */
 static void step_sources(const Graph *g, const Step *st, const int *opid_of, JobStep *j) {
   int n = st->nsrc ? st->nsrc : 1;
   const int *ops = st->nsrc ? st->src : &st->op;
@@ -52,7 +53,8 @@ static void step_sources(const Graph *g, const Step *st, const int *opid_of, Job
   j->src_w = mpl_calloc((size_t)n + 1, sizeof(double));
   for (int i = 0; i < n; i++) {
     int o = origin_of(g, g->ops[ops[i]], opid_of), k = 0;
-    if (o < 0) continue;
+    if (o < 0 || g->ops[ops[i]]->phase == PH_RECOMP) continue; /* a recompute copy: the cost model adds
+                                                                 its forward's time (not measured twice) */
     double w = total > 0 ? cost_time(cost_op(g, g->ops[ops[i]])) / total : 1.0 / n;
     while (k < j->nsrc && j->src[k] != o) k++;
     if (k == j->nsrc) j->src[j->nsrc++] = o;

@@ -205,7 +205,8 @@ typedef struct Op {
   bool ta, tb;
   InitKind init;
   double init_a, init_b;
-  bool recompute; /* inside @recompute */
+  int recompute;  /* inside @recompute: its region (one per run of an annotated statement, so one
+                     per loop iteration), 0: none */
   bool causal;    /* SDPA, SDPA_GRAD: query i sees keys j <= i */
   int key;        /* DROPOUT: mask key; PARAM_GRAD: the PARAM's id */
   int use;        /* PARAM_GRAD: index of this use of the param (0, 1, ... in use order) */

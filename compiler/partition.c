@@ -3,8 +3,9 @@
  *
  * Steps: (0) part_join_backward, called before remat.c: one backward pass under the
  * schedules that run W right after B; (1) @recompute: forward ops marked recompute that the backward reads are
- * cloned as PH_RECOMP ops between the forward and the backward section, and the
- * backward reads the clones, so the originals need not be held; (2) every op is
+ * cloned as PH_RECOMP ops into the backward section, each just before the first backward
+ * op that reads it (they run in the input-gradient pass), and the backward reads the
+ * clones, so the originals need not be held; (2) every op is
  * put in the pass list of its stage; stage-less ops (constants) are put in every
  * stage that reads them; (3) each input read on another stage than the one that
  * computes it becomes a transfer; (4) forward values read by the backward are
@@ -65,8 +66,10 @@ static bool *recompute_needed(const Graph *g) {
     if (!reader) continue;
     for (int j = 0; j < op->nin; j++) {
       const Op *in = g->ops[op->in[j]];
+      /* a needed forward op recomputes its region's inputs; what another region (or an
+         unmarked op) made is kept: the region's boundary is its checkpoint */
       if (in->phase == PH_FWD && in->recompute && !is_leaf(in) && op_info[in->kind].cls != OPC_C &&
-          in->stage == op->stage)
+          in->stage == op->stage && (is_backward(op) || in->recompute == op->recompute))
         need[in->id] = true;
     }
   }
@@ -88,7 +91,42 @@ static Op *copy_reading(Graph *g, const Graph *old, const Op *src, const int *ma
   return graph_copy(g, src, in);
 }
 
-/* Rebuilds g as [forward][recompute clones][backward] when any op needs recomputing. */
+typedef struct CloneCtx {
+  Graph *ng;
+  const Graph *g;
+  const bool *need;
+  int *map, *clone;
+  int nfwd;
+} CloneCtx;
+
+/* Whether forward op i's clone reads the clone of its input o (of its own region), not o. */
+static bool reads_clone(const CloneCtx *c, int i, int o) {
+  const Op *src = c->g->ops[i], *in = c->g->ops[o];
+  return c->need[o] && in->stage == src->stage && in->recompute == src->recompute;
+}
+
+/* The recompute clone of forward op i (once), after the clones of its region it reads;
+ * then the clones of i's results (an SDPA's lse: its step writes them all). */
+static void emit_clone(CloneCtx *c, int i) {
+  if (c->clone[i] >= 0) return;
+  const Op *src = c->g->ops[i];
+  int *in = arena_alloc(c->ng->arena, sizeof(int) * (size_t)(src->nin ? src->nin : 1));
+  for (int j = 0; j < src->nin; j++) {
+    int o = src->in[j];
+    if (reads_clone(c, i, o)) emit_clone(c, o);
+    in[j] = reads_clone(c, i, o) ? c->clone[o] : c->map[o];
+  }
+  Op *op = graph_copy(c->ng, src, in);
+  op->phase = PH_RECOMP;
+  op->fwd_of = c->map[i];
+  c->clone[i] = op->id;
+  for (int k = i + 1; k < c->nfwd; k++)
+    if (c->need[k] && c->g->ops[k]->kind == OP_RESULT && c->g->ops[k]->in[0] == i) emit_clone(c, k);
+}
+
+/* Rebuilds g with the recompute clones in the backward section, each just before the first
+ * backward op that reads it (so the pass holds one block's copies at a time, not all of a
+ * stage's), when any op needs recomputing. */
 static Graph *apply_recompute(Graph *g) {
   bool *need = recompute_needed(g);
   bool any = false;
@@ -108,16 +146,12 @@ static Graph *apply_recompute(Graph *g) {
   while (nfwd < g->nops && !is_backward(g->ops[nfwd])) nfwd++;
   for (int i = 0; i < g->nops; i++) clone[i] = -1;
   for (int i = 0; i < nfwd; i++) map[i] = copy_reading(ng, g, g->ops[i], map, clone)->id; /* no clones yet */
-  for (int i = 0; i < nfwd; i++) {
-    if (!need[i]) continue;
-    Op *c = copy_reading(ng, g, g->ops[i], map, clone);
-    c->phase = PH_RECOMP;
-    c->fwd_of = map[i];
-    clone[i] = c->id;
-  }
+  CloneCtx cc = {ng, g, need, map, clone, nfwd};
   for (int i = nfwd; i < g->nops; i++) {
     const Op *src = g->ops[i];
     if (!is_backward(src)) die("partition: forward op %%%d after the backward section", i);
+    for (int j = 0; j < src->nin; j++) /* each clone just before the first op that reads it */
+      if (need[src->in[j]] && g->ops[src->in[j]]->stage == src->stage) emit_clone(&cc, src->in[j]);
     Op *op = copy_reading(ng, g, src, map, clone);
     map[i] = op->id;
     if (op->kind == OP_PARAM_GRAD) op->key = map[src->key];
@@ -136,7 +170,7 @@ static Graph *apply_recompute(Graph *g) {
 static int pass_of(const Op *op) {
   switch (op->phase) {
   case PH_FWD: return PASS_FWD;
-  case PH_RECOMP: return PASS_RECOMP;
+  case PH_RECOMP: return PASS_BWD_B; /* among the backward ops that read them (apply_recompute) */
   case PH_BWD_B: return PASS_BWD_B;
   case PH_BWD_W: return PASS_BWD_W;
   }

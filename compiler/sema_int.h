@@ -114,7 +114,7 @@ typedef struct Scope {
 typedef struct Place {
   int stage;       /* -1: none given */
   Loc stage_loc;
-  bool recompute;
+  int recompute;   /* the @recompute region in effect (S->recompute_regions), 0: none */
 } Place;
 
 /* One def call being run: errors inside a stdlib def move to the user's call
@@ -140,6 +140,7 @@ typedef struct Sema {
   Loc called_from;     /* the last error's "called from here" note, printed after its other notes */
   const char *called_from_def;
   Place place;
+  int recompute_regions; /* @recompute regions made so far */
   int seg;             /* current model-body segment */
   int depth;           /* def call depth */
   CallFrame frames[SEMA_MAX_DEPTH]; /* the def calls being run, outermost first */

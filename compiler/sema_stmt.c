@@ -300,7 +300,7 @@ static void apply_annots(Sema *S, Scope *sc, Node *st) {
     case ANNOT_STAGE: case ANNOT_DEVICE: apply_stage(S, sc, an); break;
     case ANNOT_RECOMPUTE:
       if (an->list.n) sema_err(S, an->loc, "@recompute takes no arguments");
-      S->place.recompute = true;
+      S->place.recompute = ++S->recompute_regions; /* a region per run: per loop iteration */
       break;
     case ANNOT_SHARD:
       if (st->kind != N_PARAM) sema_err(S, an->loc, "@shard applies to a param declaration");
