@@ -201,7 +201,10 @@ static void parse_options(Arena *a, int argc, char **argv, Options *o) {
       if (!strncmp(arg, single[f], n) && (arg[n] == 0 || arg[n] == '=')) once(single[f], &seen[f]);
     }
     if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) { usage(stdout); exit(mpl_stdout_check("mplc")); }
-    if (!strcmp(arg, "--version")) { printf("mplc %s (MPL language contract v2; %s)\n", MPL_VERSION, MPLC_CUDA_NOTE); exit(mpl_stdout_check("mplc")); }
+    if (!strcmp(arg, "--version")) {
+      printf("mplc %s (MPL language contract v2; %s)\n", MPL_VERSION, MPLC_CUDA_NOTE);
+      exit(mpl_stdout_check("mplc"));
+    }
     if ((v = flag_value(argc, argv, &i, "-o"))) o->output = v;
     else if ((v = flag_value(argc, argv, &i, "--emit"))) o->emit = parse_emit(v);
     else if ((v = flag_value(argc, argv, &i, "--mesh"))) { parse_mesh(v, &o->co.mesh); o->co.mesh_set = true; }

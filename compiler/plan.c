@@ -237,7 +237,8 @@ static uint64_t ce_scratch(const PlanIn *in, int r) {
     const Op *x = g->ops[op->in[0]], *w = g->ops[op->in[1]];
     int64_t k = x->shape.d[x->shape.rank - 1], rows = shape_numel(&x->shape) / (k > 0 ? k : 1);
     int64_t v = w->shape.d[op->tb ? 0 : 1];
-    uint64_t b = (uint64_t)mpl_ce_scratch_floats(mpl_ce_block_rows(rows, v), v, rows, x->dtype == DT_BF16) * sizeof(float);
+    int64_t floats = mpl_ce_scratch_floats(mpl_ce_block_rows(rows, v), v, rows, x->dtype == DT_BF16);
+    uint64_t b = (uint64_t)floats * sizeof(float);
     if (b > most) most = b;
   }
   return most;

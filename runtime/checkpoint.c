@@ -82,7 +82,8 @@ static int get_param(const MplRun *r, int p, int slot, float *out, MplErr *err) 
 static int check_finite(const char *path, const char *name, const float *x, int64_t n, MplErr *err) {
   for (int64_t i = 0; i < n; i++)
     if (!isfinite(x[i]))
-      return mpl_errf(err, "%s: not written: %s[%lld] is %s (the run diverged: nothing non-finite is written; a checkpoint or file written before stays as it was)", path, name,
+      return mpl_errf(err, "%s: not written: %s[%lld] is %s (the run diverged: nothing non-finite is written; a "
+                      "checkpoint or file written before stays as it was)", path, name,
                       (long long)i, isnan(x[i]) ? "nan" : "inf");
   return MPL_OK;
 }

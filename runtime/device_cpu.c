@@ -203,8 +203,8 @@ static int cpu_memory_check(const MplDevice *d, uint64_t bytes, const char *what
   if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && used >= 0 &&
       (double)used * 1024 + (double)bytes + 256.0 * 1024 * 1024 > (double)rl.rlim_cur)
     return mpl_errf(err, "cpu: rank %d needs %.2f GiB more for %s, and the GEMM library 0.25 GiB, "
-                    "but the address-space limit (ulimit -v) is %.2f GiB with %.2f GiB in use", d->index, bytes / gib, what,
-                    (double)rl.rlim_cur / gib, used * 1024.0 / gib);
+                    "but the address-space limit (ulimit -v) is %.2f GiB with %.2f GiB in use", d->index, bytes / gib,
+                    what, (double)rl.rlim_cur / gib, used * 1024.0 / gib);
   return MPL_OK;
 }
 
