@@ -55,7 +55,9 @@ static int fusable_product(const Graph *g, const Op *ce, const int *users) {
   if (w->shape.d[m->tb ? 1 : 0] != K || w->shape.d[m->tb ? 0 : 1] != V) return -1;
   if (g->mesh.tp != 1 || !replicated(x) || !replicated(w) || !replicated(m) || !replicated(t) || !replicated(ce))
     return -1;
-  if (m->stage != ce->stage || (m->recompute != 0) != (ce->recompute != 0)) return -1;
+  /* (@recompute on either does not matter: the fused op makes its gradients in the forward,
+     no logits exist to keep or recompute; a marked product was left unfused, changing bits) */
+  if (m->stage != ce->stage) return -1;
   return m->id;
 }
 
@@ -110,6 +112,7 @@ Graph *ce_fuse(Graph *old) {
     if (!m) continue;
     op->kind = OP_CE_FUSED;
     op->tb = m->tb;
+    op->recompute = 0; /* its results are its gradients, made in the forward: never recomputed */
     for (int r = 1; r <= 2; r++) { /* dx1 (x's shape), dw1 (w's) */
       Op *res = graph_add(g, OP_RESULT, 1, &id, src->loc);
       int rid = res->id, *rin = res->in;
