@@ -447,6 +447,12 @@ static void lower_sdpa(Fuse *f, const Op *op) {
  * (its operands come rounded from precision.c). The backward has no step of its own: its
  * MULs by dloss are ordinary kernels.
  */
+void fuse_ce_sizes(const Graph *g, const Op *op, int64_t *m, int64_t *k, int64_t *n, int64_t *chunk) {
+  const Shape *x = &g->ops[op->in[0]]->shape, *w = &g->ops[op->in[1]]->shape;
+  *k = x->d[x->rank - 1], *m = shape_numel(x) / *k, *n = w->d[op->tb ? 0 : 1];
+  *chunk = mpl_ce_block_rows(*m, *n);
+}
+
 static void lower_ce(Fuse *f, const Op *op) {
   int n = 0, args[6];
   for (int j = 0; j < op->nin; j++) {
@@ -459,13 +465,12 @@ static void lower_ce(Fuse *f, const Op *op) {
     args[n++] = v;
     f->mat[v] = true;
   }
-  const Shape *x = &OPP(f, op->in[0])->shape, *w = &OPP(f, op->in[1])->shape;
   Step *s = add_step(f, STEP_CE, op->id);
   s->nargs = n;
   s->args = arena_alloc(f->a, sizeof(int) * (size_t)n);
   memcpy(s->args, args, sizeof(int) * (size_t)n);
-  s->k = x->d[x->rank - 1], s->m = shape_numel(x) / s->k, s->n = w->d[op->tb ? 0 : 1], s->tb = op->tb;
-  s->chunk = mpl_ce_block_rows(s->m, s->n);
+  fuse_ce_sizes(f->g, op, &s->m, &s->k, &s->n, &s->chunk);
+  s->tb = op->tb;
   s->prec = f->g->train.precision == PREC_BF16 ? PREC_BF16 : PREC_F32;
 }
 

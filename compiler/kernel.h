@@ -249,6 +249,9 @@ typedef struct Program {
  * Dies on an internal error.
  */
 Program *fuse_program(Arena *a, Graph *g, const int *ops, int nops, KernelSet *ks);
+/* A fused cross-entropy's step sizes (STEP_CE): m positions, k features, n classes, chunk
+ * rows per block; plan.c sizes the device's scratch from them. */
+void fuse_ce_sizes(const Graph *g, const Op *op, int64_t *m, int64_t *k, int64_t *n, int64_t *chunk);
 /* The values step st reads or writes, in the job's argument order: a kernel's
  * arguments; a GEMM's a, b, c; an alias's or accumulation's a, b; a collective's
  * output and input. *n gets their count. */

@@ -226,19 +226,17 @@ static void peaks(PlanRank *pr, const Graph *g, const Live *lv, const Interval *
 }
 
 /* The scratch the device holds for rank r's largest fused cross-entropy (job.h's
- * mpl_ce_scratch_floats, from the step's sizes as fuse.c sets them; its inputs are bf16 where
- * the graph stores them so). */
+ * mpl_ce_scratch_floats, of its step's sizes; its inputs are bf16 where the graph stores
+ * them so). */
 static uint64_t ce_scratch(const PlanIn *in, int r) {
   const Graph *g = in->g;
   uint64_t most = 0;
   for (int i = 0; i < g->nops; i++) {
     const Op *op = g->ops[i];
     if (op->kind != OP_CE_FUSED || op->stage < 0 || sched_stage_rank(in->sched, op->stage) != r) continue;
-    const Op *x = g->ops[op->in[0]], *w = g->ops[op->in[1]];
-    int64_t k = x->shape.d[x->shape.rank - 1], rows = shape_numel(&x->shape) / (k > 0 ? k : 1);
-    int64_t v = w->shape.d[op->tb ? 0 : 1];
-    int64_t floats = mpl_ce_scratch_floats(mpl_ce_block_rows(rows, v), v, rows, x->dtype == DT_BF16);
-    uint64_t b = (uint64_t)floats * sizeof(float);
+    int64_t rows, k, v, chunk;
+    fuse_ce_sizes(g, op, &rows, &k, &v, &chunk);
+    uint64_t b = (uint64_t)mpl_ce_scratch_floats(chunk, v, rows, g->ops[op->in[0]]->dtype == DT_BF16) * sizeof(float);
     if (b > most) most = b;
   }
   return most;

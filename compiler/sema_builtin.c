@@ -445,19 +445,19 @@ static Value bi_embedding(Sema *S, Scope *sc, Node *call, const Builtin *b, Node
   bool ok = sema_const_int(S, sc, args[1], "embedding's rows", &rows);
   ok &= sema_const_int(S, sc, args[2], "embedding's cols", &cols);
   const char *local = sema_instance_name(S, sc, call, "embedding");
-  if (!ok || idx.kind == V_ERR || !local) return verr();
+  if (!ok || idx.kind == V_ERR || !local) return local ? sema_instance_broken(S, sc, local) : verr();
   Op *ii = sema_opv(S, idx);
   if (ii->dtype != DT_I32) {
     sema_err(S, args[0]->loc, "embedding's indices must be i32, not %s", dtype_name(ii->dtype));
     sema_note_made(S, idx);
-    return verr();
+    return sema_instance_broken(S, sc, local);
   }
   Shape ws = {2, {rows, cols}};
-  if (!sema_check_shape(S, &ws, call->loc)) return verr();
+  if (!sema_check_shape(S, &ws, call->loc)) return sema_instance_broken(S, sc, local);
   Shape s = ii->shape;
-  if (s.rank == MPL_MAX_RANK) { sema_err(S, call->loc, "more than %d dimensions", MPL_MAX_RANK); return verr(); }
+  if (s.rank == MPL_MAX_RANK) { sema_err(S, call->loc, "more than %d dimensions", MPL_MAX_RANK); return sema_instance_broken(S, sc, local); }
   s.d[s.rank++] = cols;
-  if (!sema_check_shape(S, &s, call->loc)) return verr();
+  if (!sema_check_shape(S, &s, call->loc)) return sema_instance_broken(S, sc, local);
   const char *global = scope_global(S, sc, arena_printf(S->a, "%s.weight", local));
   Op *w = sema_new_param(S, global, DT_F32, ws, INIT_NORMAL, 0.02, 0, call->loc);
   if (!w) return verr();

@@ -266,9 +266,9 @@ static Value eval_member(Sema *S, Scope *sc, Node *e) {
     Op *p = strmap_get(&S->params, full);
     if (p) { Value v = vtensor(S, p); return v; }
     if (strmap_get(&S->inst_prefixes, full)) return (Value){.kind = V_INST, .s = full, .loc = e->loc};
-    /* after errors, a param missing is most likely one whose declaration failed (-D d=0 made
-     * wte's weight [vocab, 0]): said once, at its declaration, not again at each use */
-    if (S->d->nerrors == 0) sema_err(S, e->loc, "instance '%s' has no param '%s'", o.s, e->name);
+    /* an instance whose call failed was reported there, not again at each use */
+    if (strmap_get(&S->inst_prefixes, o.s) != (void *)2)
+      sema_err(S, e->loc, "instance '%s' has no param '%s'", o.s, e->name);
     return verr();
   }
   sema_err(S, e->loc, "%s has no member '%s'", sema_value_desc(S, o), e->name);

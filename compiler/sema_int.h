@@ -134,7 +134,7 @@ typedef struct Sema {
   Module *main;
   StrMap modules;      /* name -> Module* (loaded imports) */
   StrMap params;       /* global name -> Op* */
-  StrMap inst_prefixes;/* every instance's global prefix -> (void*)1 */
+  StrMap inst_prefixes;/* every instance's global prefix -> (void*)1, (void*)2 once its call failed */
   StrMap reported;     /* "file:line:col:msg" of reported errors (dedupe) */
   bool last_dropped;
   Loc called_from;     /* the last error's "called from here" note, printed after its other notes */
@@ -250,6 +250,7 @@ bool sema_def_has_params(Sema *S, Module *mod, Node *def);
 bool sema_parse_dtype(const char *name, DType *out);
 /* Names the instance made by call in scope sc; NULL after an error. */
 const char *sema_instance_name(Sema *S, Scope *sc, Node *call, const char *callee);
+Value sema_instance_broken(Sema *S, Scope *sc, const char *local); /* marks it; verr() */
 /* A new PARAM op named global; NULL (after an error) if the name is taken. */
 Op *sema_new_param(Sema *S, const char *global, DType dt, Shape s, InitKind init, double a, double b, Loc loc);
 

@@ -136,6 +136,13 @@ const char *sema_instance_name(Sema *S, Scope *sc, Node *call, const char *calle
   return local;
 }
 
+/* An instance whose call failed (an error was reported there): a later use of a param it did
+ * not make reports nothing more (-D d=0 made wte's weight [vocab, 0]). */
+Value sema_instance_broken(Sema *S, Scope *sc, const char *local) {
+  strmap_put(S->a, &S->inst_prefixes, scope_global(S, sc, local), (void *)2);
+  return verr();
+}
+
 /* ---- params ---------------------------------------------------------------------------- */
 Op *sema_new_param(Sema *S, const char *global, DType dt, Shape s, InitKind init, double a, double b, Loc loc) {
   Op *prev = strmap_get(&S->params, global);
@@ -644,5 +651,7 @@ Value sema_call_def(Sema *S, Scope *sc, Node *call, Node *def, Module *mod, cons
     return verr();
   }
   const char *shown = mod->name && *mod->name ? arena_printf(S->a, "%s.%s", mod->name, callee) : callee;
-  return call_body(S, sc, call, def, mod, shown, prefix);
+  Value v = call_body(S, sc, call, def, mod, shown, prefix);
+  if (v.kind == V_ERR && prefix != sc->prefix) strmap_put(S->a, &S->inst_prefixes, prefix, (void *)2);
+  return v;
 }

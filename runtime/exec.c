@@ -209,6 +209,11 @@ static int run_sdpa(RankCtx *rc, const JobStep *s, int stage, int mb, MplErr *er
   return rc->dev.ops->sdpa_bwd(&rc->dev, &a, err);
 }
 
+MplCe mpl_ce_of_step(const JobStep *s) {
+  return (MplCe){.N = s->M, .K = s->K, .V = s->N, .chunk = s->chunk, .tb = s->tb, .bf16 = s->prec == PREC_BF16,
+                 .in16 = s->in16};
+}
+
 /* JS_CE: the fused cross-entropy through the device's ce op (loss, dx1, dw1). */
 static int run_ce(RankCtx *rc, const JobStep *s, int stage, int mb, MplErr *err) {
   float *p[6];
@@ -217,9 +222,8 @@ static int run_ce(RankCtx *rc, const JobStep *s, int stage, int mb, MplErr *err)
   if (!rc->dev.ops->ce)
     return rank_fail(rc, err, "stage %d: the %s device has no fused cross-entropy yet: compile with --no-fused-ce",
                      stage, rc->dev.ops->name);
-  MplCe a = {.N = s->M, .K = s->K, .V = s->N, .chunk = s->chunk, .tb = s->tb, .bf16 = s->prec == PREC_BF16,
-             .in16 = s->in16, .x = p[0], .w = p[1], .targets = (const int32_t *)(void *)p[2], .loss = p[3],
-             .dx = p[4], .dw = p[5]};
+  MplCe a = mpl_ce_of_step(s);
+  a.x = p[0], a.w = p[1], a.targets = (const int32_t *)(void *)p[2], a.loss = p[3], a.dx = p[4], a.dw = p[5];
   if (s->in16) a.x16 = (const uint16_t *)(void *)p[0], a.w16 = (const uint16_t *)(void *)p[1];
   return rc->dev.ops->ce(&rc->dev, &a, err);
 }

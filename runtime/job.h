@@ -169,7 +169,8 @@ enum { JP_FWD, JP_RECOMP, JP_BWD_B, JP_BWD_W, JP__COUNT };
 
 typedef struct JobStage {
   int32_t rank;                /* pipeline rank that runs it */
-  JobProgram prog[JP__COUNT];  /* JP_RECOMP runs right before JP_BWD_B */
+  JobProgram prog[JP__COUNT];  /* JP_RECOMP runs right before JP_BWD_B (mplc now puts
+                                  @recompute copies in JP_BWD_B: its jobs leave it empty) */
   int32_t loss_value;          /* value id of the loss if this stage computes it, else -1 */
   int32_t logits_value;        /* first argument of the loss's cross_entropy, else -1 */
 } JobStage;

@@ -186,6 +186,9 @@ int rank_step(RankCtx *rc, int64_t step, MplErr *err);
 int rank_eval(RankCtx *rc, MplErr *err);
 /* Program `which` (JP_*) of a stage for micro-batch mb. */
 int run_prog(RankCtx *rc, int stage, int which, int mb, int64_t step, MplErr *err);
+/* A JS_CE step's sizes and flags as the device's MplCe (no pointers): run_ce's, and the
+ * scratch init_rank reserves. */
+MplCe mpl_ce_of_step(const JobStep *s);
 /* Its steps before step `end` only (sampling reads the fused cross-entropy's operands there,
  * before the program's later steps may reuse their buffers). */
 int run_prog_until(RankCtx *rc, int stage, int which, int mb, int64_t step, int end, MplErr *err);

@@ -99,13 +99,15 @@ int init_rank(MplRun *r, int i, MplErr *err) {
   rc->stats.arena_bytes = ab;
   size_t rsb = rs_bytes(job, rc->rank);
   if (rsb && r->devops->arena_alloc(&rc->dev, rsb, &rc->rs_buf, err) != MPL_OK) return MPL_ERR;
-  for (int s = 0; r->devops->ce_reserve && s < job->nstages; s++) /* the fused cross-entropies' scratch */
-    for (int p = 0; job->stages[s].rank == rc->rank && p < JP__COUNT; p++)
+  for (int s = 0; r->devops->ce_reserve && s < job->nstages; s++) { /* the fused cross-entropies' scratch */
+    if (job->stages[s].rank != rc->rank) continue;
+    for (int p = 0; p < JP__COUNT; p++)
       for (int k = 0; k < job->stages[s].prog[p].nsteps; k++) {
         const JobStep *st = &job->stages[s].prog[p].steps[k];
-        MplCe a = {.N = st->M, .K = st->K, .V = st->N, .chunk = st->chunk, .in16 = st->in16};
+        MplCe a = mpl_ce_of_step(st);
         if (st->kind == JS_CE && r->devops->ce_reserve(&rc->dev, &a, err) != MPL_OK) return MPL_ERR;
       }
+  }
   if (r->world) rc->comm = mpl_comm_world_rank(r->world, i);
   if (r->mpi) rc->comm = r->mpi;
   int np = job->nparams;
