@@ -49,7 +49,7 @@ expect_fail "one corrupted byte" "flip.job.*checksum" "$MPLRUN" "$tmp/flip.job"
 expect_fail "a directory as the job" "not a regular file|directory" "$MPLRUN" "$tmp"
 expect_fail "--inspect of a garbage job" "not a job file" "$MPLRUN" "$tmp/garbage.job" --inspect
 # damage inside the CPU kernels' LLVM bitcode with the job's checksum made to match (what
-# the checksum cannot see): 16 one-bit flips spread over the bitcode, each loaded (--steps 0:
+# the checksum cannot see): 32 one-bit flips spread over the bitcode, each loaded (--steps 0:
 # read, verified and compiled, not run); each either still reads as valid bitcode or is an
 # error that says the kernels cannot be read (exit 1), never LLVM's abort or a crash. (A flip
 # that leaves valid bitcode is another program: run, it may fault, as an edited binary may.)
@@ -67,13 +67,13 @@ b[24:32] = struct.pack('<Q', h)
 open(dst, 'wb').write(b)
 PY
 kerr=0 kcrash=0
-for i in $(seq 1 16); do
-  "$PY" "$tmp/kflip.py" "$job" "$tmp/kflip.job" "$(awk "BEGIN { print $i / 17 }")" || { kcrash=$((kcrash + 100)); break; }
+for i in $(seq 1 32); do
+  "$PY" "$tmp/kflip.py" "$job" "$tmp/kflip.job" "$(awk "BEGIN { print $i / 33 }")" || { kcrash=$((kcrash + 100)); break; }
   timeout 60 "$MPLRUN" "$tmp/kflip.job" "${D[@]}" "${R[@]}" --steps 0 > "$tmp/kflip.out" 2>&1; rc=$?
   if [ $rc = 1 ] && grep -q "^mplrun: error: .*\(kernels\|damaged\)" "$tmp/kflip.out"; then kerr=$((kerr + 1))
   elif [ $rc != 0 ] && [ $rc != 1 ]; then kcrash=$((kcrash + 1)); echo "flip $i: exit $rc: $(tail -n 1 "$tmp/kflip.out")"; fi
 done
-if [ $kcrash = 0 ] && [ $kerr -ge 5 ]; then ok "16 flips in the kernels' bitcode (checksum fixed): $kerr refused with a message, none crashed"
+if [ $kcrash = 0 ] && [ $kerr -ge 10 ]; then ok "32 flips in the kernels' bitcode (checksum fixed): $kerr refused with a message, none crashed"
 else bad "flips in the kernels' bitcode: $kcrash crashed, $kerr refused"; fi
 
 # ---- data files ----
