@@ -111,7 +111,7 @@ static double pass_op_time(const Graph *g, const Op *op, int k, int *seen, int m
   int o = k == PASS_FWD ? op->id : op->fwd_of;
   if (!measured_op(g, o)) return modelled(g, op);
   const Measured *m = g->measured;
-  if (k == PASS_FWD || op->phase == PH_RECOMP) return m->fwd[o]; /* a @recompute copy: its forward's */
+  if (k == PASS_FWD || phase_is_recomp(op->phase)) return m->fwd[o]; /* a @recompute copy: its forward's */
   if (seen[o] == mark) return 0;
   seen[o] = mark;
   double both = m->bwd_b[o] + m->bwd_w[o];

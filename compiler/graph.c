@@ -138,7 +138,7 @@ int graph_params(const Graph *g, Op ***out, Arena *a) {
   return n;
 }
 
-static const char *const phase_names[] = {"fwd", "bwd_b", "bwd_w", "recomp"};
+static const char *const phase_names[] = {"fwd", "bwd_b", "bwd_w", "recomp", "recomp_w"};
 static const char *const init_names[] = {"zeros", "ones", "normal", "uniform"};
 
 /* The attributes of one op, as "key=value" words, for the dump. */

@@ -53,7 +53,7 @@ static void step_sources(const Graph *g, const Step *st, const int *opid_of, Job
   j->src_w = mpl_calloc((size_t)n + 1, sizeof(double));
   for (int i = 0; i < n; i++) {
     int o = origin_of(g, g->ops[ops[i]], opid_of), k = 0;
-    if (o < 0 || g->ops[ops[i]]->phase == PH_RECOMP) continue; /* a recompute copy: the cost model adds
+    if (o < 0 || phase_is_recomp(g->ops[ops[i]]->phase)) continue; /* a recompute copy: the cost model adds
                                                                  its forward's time (not measured twice) */
     double w = total > 0 ? cost_time(cost_op(g, g->ops[ops[i]])) / total : 1.0 / n;
     while (k < j->nsrc && j->src[k] != o) k++;

@@ -166,8 +166,11 @@ typedef enum Phase {
   PH_FWD,    /* forward */
   PH_BWD_B,  /* backward, input-gradient part */
   PH_BWD_W,  /* backward, weight-gradient part (only feeds PARAM_GRAD) */
-  PH_RECOMP, /* a forward op rerun before the backward (@recompute) */
+  PH_RECOMP,   /* a forward op rerun in the input-gradient pass (@recompute) */
+  PH_RECOMP_W, /* one rerun in the weight-gradient pass: only that pass reads it (zb, zbv) */
 } Phase;
+/* A @recompute copy, in either backward pass. */
+static inline bool phase_is_recomp(Phase ph) { return ph == PH_RECOMP || ph == PH_RECOMP_W; }
 
 /* The user's call that led into a stdlib def, shared by the ops that def makes:
  * errors about those ops point at the call, with a note at the stdlib line. */
@@ -216,6 +219,16 @@ typedef struct Op {
   int seg;        /* index of the model body's top-level statement (loops unrolled) that
                      made this op: the unit the stage balancer moves; -1 for none */
 } Op;
+/* May op be made again from its inputs at no more than an elementwise pass: elementwise and
+ * shape ops (not im2col or sum_to); never a product, reduction, attention or random op.
+ * What remat.c remakes, and partition.c's @recompute makes once per backward pass. */
+static inline bool op_cheap_to_remake(const Op *op) {
+  switch (op_info[op->kind].cls) {
+  case OPC_E: return true;
+  case OPC_S: return op->kind != OP_IM2COL && op->kind != OP_SUM_TO;
+  default: return false;
+  }
+}
 /* The bytes of op's value: numel x dtype size. */
 uint64_t op_bytes(const Op *op);
 /* Ops with more than one result (SDPA, SDPA_GRAD, CE_FUSED): their results beyond the first are RESULT ops. */

@@ -4,8 +4,9 @@
  * Steps: (0) part_join_backward, called before remat.c: one backward pass under the
  * schedules that run W right after B; (1) @recompute: forward ops marked recompute that the backward reads are
  * cloned as PH_RECOMP ops into the backward section, each just before the first backward
- * op that reads it (they run in the input-gradient pass), and the backward reads the
- * clones, so the originals need not be held; (2) every op is
+ * op that reads it (they run in the input-gradient pass, or as PH_RECOMP_W in the weight
+ * pass when only that reads them), and the backward reads the clones, so the originals
+ * need not be held; (2) every op is
  * put in the pass list of its stage; stage-less ops (constants) are put in every
  * stage that reads them; (3) each input read on another stage than the one that
  * computes it becomes a transfer; (4) forward values read by the backward are
@@ -79,54 +80,118 @@ static bool *recompute_needed(const Graph *g) {
   return need;
 }
 
-/* Copies src into g (a new id), each input read as src's stage must read it: its
- * recompute clone (clone[], -1 for none) when that is on src's stage, else its copy
- * (map[]). */
-static Op *copy_reading(Graph *g, const Graph *old, const Op *src, const int *map, const int *clone) {
-  int *in = src->nin ? arena_alloc(g->arena, sizeof(int) * (size_t)src->nin) : NULL;
-  for (int j = 0; j < src->nin; j++) {
-    int o = src->in[j];
-    in[j] = clone[o] >= 0 && old->ops[o]->stage == src->stage ? clone[o] : map[o];
+enum { RB, RW }; /* the backward pass a copy runs in: input gradient, weight gradient */
+
+/* The bytes a copy of op in the weight pass would keep held until that pass: the copies of
+ * its region it reads, through the cheap ones (themselves remade there) to the others
+ * (held from the input-gradient pass). An upper bound: a value read twice counts twice,
+ * and a cheap input that is not remade after all holds its own bytes, no more than these. */
+static uint64_t held_for_w(const Graph *g, const bool *need, const Op *op) {
+  uint64_t b = 0;
+  for (int j = 0; j < op->nin; j++) {
+    const Op *in = g->ops[op->in[j]];
+    if (need[in->id] && in->recompute == op->recompute && in->stage == op->stage)
+      b += op_cheap_to_remake(in) ? held_for_w(g, need, in) : op_bytes(in);
   }
-  return graph_copy(g, src, in);
+  return b;
+}
+
+/* The copies each needed op gets: has[RB][i] when the input-gradient pass reads it,
+ * directly or through other copies; has[RW][i] when the weight-gradient pass does (a
+ * linear's input, read by its weight's gradient) and either the other pass does not, or
+ * the op is cheap to make twice and its copy there holds no more than itself
+ * (held_for_w). Under zb and zbv, whose weight pass waits, a value the weight pass reads
+ * is then remade in it rather than held from the other pass until it: a LayerNorm's
+ * output, which the input-gradient pass reads to remake the next product's output, is
+ * made again in the weight pass from the mean and rstd, for that product's weight
+ * (remat.c's rule for values outside @recompute; not a SwiGLU's product, made from two
+ * products' outputs that would both be held). A copy in RW whose input has no RW copy
+ * reads the RB one. An op and its RESULTs run as one step: they share their copies.
+ * Without a separate weight pass every copy is in RB. */
+static void recompute_passes(const Graph *g, const bool *need, bool *has[2]) {
+  bool *want[2] = {calloc((size_t)g->nops, 1), calloc((size_t)g->nops, 1)};
+  for (int i = g->nops - 1; i >= 0; i--) {
+    const Op *op = g->ops[i];
+    bool reads[2] = {op->phase == PH_BWD_B, op->phase == PH_BWD_W};
+    if (need[i]) {
+      has[RB][i] = want[RB][i];
+      has[RW][i] = want[RW][i] && (!want[RB][i] || (op_cheap_to_remake(op) && held_for_w(g, need, op) <= op_bytes(op)));
+      reads[RB] = has[RB][i], reads[RW] = has[RW][i];
+    }
+    for (int p = RB; p <= RW; p++) {
+      if (!reads[p]) continue;
+      for (int j = 0; j < op->nin; j++) {
+        const Op *in = g->ops[op->in[j]];
+        if (need[in->id] && in->stage == op->stage && (is_backward(op) || in->recompute == op->recompute))
+          want[p][in->id] = true;
+      }
+    }
+  }
+  for (int i = 0; i < g->nops; i++)
+    if (need[i] && g->ops[i]->kind == OP_RESULT)
+      for (int p = RB; p <= RW; p++) has[p][i] = has[p][g->ops[i]->in[0]];
+  free(want[RB]);
+  free(want[RW]);
 }
 
 typedef struct CloneCtx {
   Graph *ng;
   const Graph *g;
   const bool *need;
-  int *map, *clone;
+  bool *has[2];
+  int *map, *clone[2]; /* old id -> new id; -> its copy in each pass, -1 for none (yet) */
   int nfwd;
 } CloneCtx;
 
-/* Whether forward op i's clone reads the clone of its input o (of its own region), not o. */
+/* The pass whose copy of o a reader in pass p reads: its own, else RB's. */
+static int copy_pass(const CloneCtx *c, int o, int p) { return p == RW && c->has[RW][o] ? RW : RB; }
+
+/* Copies src into g (a new id), each input read as src's stage must read it: its
+ * recompute copy in src's pass (a forward op reads none) when that is on src's stage,
+ * else its copy (map[]). */
+static Op *copy_reading(CloneCtx *c, const Op *src) {
+  int *in = src->nin ? arena_alloc(c->ng->arena, sizeof(int) * (size_t)src->nin) : NULL;
+  int p = src->phase == PH_BWD_W ? RW : RB;
+  for (int j = 0; j < src->nin; j++) {
+    int o = src->in[j], k = is_backward(src) && c->need[o] ? c->clone[copy_pass(c, o, p)][o] : -1;
+    in[j] = k >= 0 && c->g->ops[o]->stage == src->stage ? k : c->map[o];
+  }
+  return graph_copy(c->ng, src, in);
+}
+
+/* Whether forward op i's copy reads the copy of its input o (of its own region), not o. */
 static bool reads_clone(const CloneCtx *c, int i, int o) {
   const Op *src = c->g->ops[i], *in = c->g->ops[o];
   return c->need[o] && in->stage == src->stage && in->recompute == src->recompute;
 }
 
-/* The recompute clone of forward op i (once), after the clones of its region it reads;
- * then the clones of i's results (an SDPA's lse: its step writes them all). */
-static void emit_clone(CloneCtx *c, int i) {
-  if (c->clone[i] >= 0) return;
+/* The copy of forward op i in pass p (once), after the copies of its region it reads;
+ * then the copies of i's results (an SDPA's lse: its step writes them all). */
+static void emit_clone(CloneCtx *c, int i, int p) {
+  if (c->clone[p][i] >= 0) return;
   const Op *src = c->g->ops[i];
   int *in = arena_alloc(c->ng->arena, sizeof(int) * (size_t)(src->nin ? src->nin : 1));
   for (int j = 0; j < src->nin; j++) {
     int o = src->in[j];
-    if (reads_clone(c, i, o)) emit_clone(c, o);
-    in[j] = reads_clone(c, i, o) ? c->clone[o] : c->map[o];
+    if (!reads_clone(c, i, o)) {
+      in[j] = c->map[o];
+      continue;
+    }
+    int q = copy_pass(c, o, p);
+    emit_clone(c, o, q);
+    in[j] = c->clone[q][o];
   }
   Op *op = graph_copy(c->ng, src, in);
-  op->phase = PH_RECOMP;
+  op->phase = p == RB ? PH_RECOMP : PH_RECOMP_W;
   op->fwd_of = c->map[i];
-  c->clone[i] = op->id;
+  c->clone[p][i] = op->id;
   for (int k = i + 1; k < c->nfwd; k++)
-    if (c->need[k] && c->g->ops[k]->kind == OP_RESULT && c->g->ops[k]->in[0] == i) emit_clone(c, k);
+    if (c->need[k] && c->g->ops[k]->kind == OP_RESULT && c->g->ops[k]->in[0] == i) emit_clone(c, k, p);
 }
 
-/* Rebuilds g with the recompute clones in the backward section, each just before the first
- * backward op that reads it (so the pass holds one block's copies at a time, not all of a
- * stage's), when any op needs recomputing. */
+/* Rebuilds g with the recompute copies in the backward section, each just before the first
+ * op of its pass that reads it (so the pass holds one block's copies at a time, not all of
+ * a stage's), when any op needs recomputing. */
 static Graph *apply_recompute(Graph *g) {
   bool *need = recompute_needed(g);
   bool any = false;
@@ -140,26 +205,28 @@ static Graph *apply_recompute(Graph *g) {
   *ng = keep;
   ng->ops = NULL;
   ng->nops = ng->cap = 0;
-  int *map = malloc(sizeof(int) * (size_t)g->nops);   /* old id -> new id */
-  int *clone = malloc(sizeof(int) * (size_t)g->nops); /* old id -> its recompute clone, or -1 */
-  int nfwd = 0;
-  while (nfwd < g->nops && !is_backward(g->ops[nfwd])) nfwd++;
-  for (int i = 0; i < g->nops; i++) clone[i] = -1;
-  for (int i = 0; i < nfwd; i++) map[i] = copy_reading(ng, g, g->ops[i], map, clone)->id; /* no clones yet */
-  CloneCtx cc = {ng, g, need, map, clone, nfwd};
-  for (int i = nfwd; i < g->nops; i++) {
+  size_t n = (size_t)g->nops;
+  CloneCtx cc = {ng, g, need, {calloc(n, 1), calloc(n, 1)}, malloc(sizeof(int) * n), {malloc(sizeof(int) * n), malloc(sizeof(int) * n)}, 0};
+  while (cc.nfwd < g->nops && !is_backward(g->ops[cc.nfwd])) cc.nfwd++;
+  for (size_t i = 0; i < n; i++) cc.clone[RB][i] = cc.clone[RW][i] = -1;
+  recompute_passes(g, need, cc.has);
+  for (int i = 0; i < cc.nfwd; i++) cc.map[i] = copy_reading(&cc, g->ops[i])->id; /* no copies yet */
+  for (int i = cc.nfwd; i < g->nops; i++) {
     const Op *src = g->ops[i];
     if (!is_backward(src)) die("partition: forward op %%%d after the backward section", i);
-    for (int j = 0; j < src->nin; j++) /* each clone just before the first op that reads it */
-      if (need[src->in[j]] && g->ops[src->in[j]]->stage == src->stage) emit_clone(&cc, src->in[j]);
-    Op *op = copy_reading(ng, g, src, map, clone);
-    map[i] = op->id;
-    if (op->kind == OP_PARAM_GRAD) op->key = map[src->key];
-    if (src->fwd_of >= 0) op->fwd_of = map[src->fwd_of];
+    int p = src->phase == PH_BWD_W ? RW : RB;
+    for (int j = 0; j < src->nin; j++) { /* each copy just before the first op that reads it */
+      int o = src->in[j];
+      if (need[o] && g->ops[o]->stage == src->stage) emit_clone(&cc, o, copy_pass(&cc, o, p));
+    }
+    Op *op = copy_reading(&cc, src);
+    cc.map[i] = op->id;
+    if (op->kind == OP_PARAM_GRAD) op->key = cc.map[src->key];
+    if (src->fwd_of >= 0) op->fwd_of = cc.map[src->fwd_of];
   }
-  ng->loss = g->loss >= 0 ? map[g->loss] : -1;
-  free(map);
-  free(clone);
+  ng->loss = g->loss >= 0 ? cc.map[g->loss] : -1;
+  free(cc.map);
+  for (int p = RB; p <= RW; p++) free(cc.clone[p]), free(cc.has[p]);
   free(need);
   graph_verify(ng);
   return ng;
@@ -171,6 +238,7 @@ static int pass_of(const Op *op) {
   switch (op->phase) {
   case PH_FWD: return PASS_FWD;
   case PH_RECOMP: return PASS_BWD_B; /* among the backward ops that read them (apply_recompute) */
+  case PH_RECOMP_W: return PASS_BWD_W;
   case PH_BWD_B: return PASS_BWD_B;
   case PH_BWD_W: return PASS_BWD_W;
   }
@@ -250,7 +318,7 @@ static void note_inputs(Diag *d, Partition *p, PtrVec *xs, const Op *op, int s) 
     } else if (in->stage >= 0 && in->stage != s) {
       add_crossing(d, p, xs, op, s, in);
     }
-    if (in->phase == PH_FWD && !is_leaf(in) && (is_backward(op) || op->phase == PH_RECOMP))
+    if (in->phase == PH_FWD && !is_leaf(in) && (is_backward(op) || phase_is_recomp(op->phase)))
       ((Op *)in)->stash = true;
   }
 }

@@ -62,12 +62,7 @@ static bool available(const Op *op) {
 
 /* May op be computed again in the backward from its inputs? */
 static bool cheap(const Op *op) {
-  if (op->phase != PH_FWD || op->recompute || op->stage < 0) return false;
-  switch (op_info[op->kind].cls) {
-  case OPC_E: return true;
-  case OPC_S: return op->kind != OP_IM2COL && op->kind != OP_SUM_TO;
-  default: return false;
-  }
+  return op->phase == PH_FWD && !op->recompute && op->stage >= 0 && op_cheap_to_remake(op);
 }
 
 typedef struct Remat {
