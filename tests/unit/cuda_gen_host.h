@@ -68,9 +68,10 @@ typedef struct GenWarp {
   uint64_t post[GEN_LANES], snap[GEN_LANES];
 } GenWarp;
 static _Thread_local GenWarp *gen_warp;
-static _Thread_local char gen_error[512];
+static char gen_error[512]; /* the process's: a rank's thread launches (the mock runs one kernel at a time) */
 
-/* The first failure of this thread's launches ("" when none); cleared by reading. */
+/* The first failure of the process's launches, any thread's ("" when none); cleared by
+ * reading. */
 const char *gen_failed(void);
 const char *gen_failed(void) {
   static _Thread_local char copy[512];

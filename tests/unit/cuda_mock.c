@@ -33,6 +33,11 @@
 #include "cuda_mock.h"
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+/* Kernels run one at a time: ranks are threads, and the host copies keep a kernel's
+ * __shared__ arrays and the warp exchanges in static storage (cuda_host.h), which two
+ * kernels running at once would share. Held around a kernel's run and the launch counts;
+ * the kernels take `lock` themselves (cuda_mock_dev), so it is a lock of its own. */
+static pthread_mutex_t run_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Thread_local cudaError_t last_error;
 
 static cudaError_t set_error(cudaError_t e) {
@@ -314,9 +319,12 @@ void cuda_mock_add_kernels(const MockKernel *k, int n, const char *ptx) {
 }
 
 long cuda_mock_launches(const char *name) {
+  long n = 0;
+  pthread_mutex_lock(&run_lock);
   for (int i = 0; i < ncounts; i++)
-    if (!strcmp(counts[i].name, name)) return counts[i].n;
-  return 0;
+    if (!strcmp(counts[i].name, name)) n = counts[i].n;
+  pthread_mutex_unlock(&run_lock);
+  return n;
 }
 
 static void count_launch(const char *name) {
@@ -414,8 +422,10 @@ static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsi
                 "mock: %s launched with %u threads a block; it assumes %u (0: whole warps)", k->name, bx, k->threads);
   ck_assert_msg(shared == 0 && !extra && params, "mock: %s: dynamic shared memory %u, extra %p", k->name, shared,
                 (void *)extra);
+  pthread_mutex_lock(&run_lock);
   count_launch(k->name);
   k->run(params, gx, bx);
+  pthread_mutex_unlock(&run_lock);
   return CUDA_SUCCESS;
 }
 
@@ -572,7 +582,9 @@ static cublasStatus_t gemm_batch(cublasHandle_t h, const char *fn, cublasCompute
   if (!stream_ok(mh->stream) || !mh->stream || batch < 1) return CUBLAS_STATUS_INVALID_VALUE;
   g.bits = input_bits(mh, g.at, g.bt, CUDA_R_32F, cmp);
   if (g.bits < 0) return CUBLAS_STATUS_NOT_SUPPORTED;
+  pthread_mutex_lock(&run_lock);
   last_gemm = (MockGemm){fn, (int)mh->math, (int)cmp, (int)g.at, batch};
+  pthread_mutex_unlock(&run_lock);
   size_t ae = g.at == CUDA_R_16BF ? 2 : 4, be = g.bt == CUDA_R_16BF ? 2 : 4;
   const char *A = g.A, *B = g.B;
   float *C = g.C;
