@@ -115,6 +115,15 @@ static int cmp_entry_index(const void *a, const void *b, void *e) {
   return strcmp(x->name, y->name);
 }
 
+/* "PREFIX.NAME", or NAME without a prefix, allocated (a param's name has no length bound);
+ * NULL when out of memory. */
+static char *slot_name(const char *prefix, const char *name) {
+  size_t len = strlen(name) + (prefix ? strlen(prefix) + 2 : 1);
+  char *s = mpl_malloc(len);
+  if (s) snprintf(s, len, "%s%s%s", prefix ? prefix : "", prefix ? "." : "", name);
+  return s;
+}
+
 static int write_tensors(const MplRun *r, const char *path, const char *const *prefixes, int nslots, GetFn get,
                          MplErr *err) {
   const Job *job = mpl_run_job(r);
@@ -129,12 +138,10 @@ static int write_tensors(const MplRun *r, const char *path, const char *const *p
     for (int p = 0; p < job->nparams && st == MPL_OK; p++) {
       const JobParam *jp = mpl_run_param(r, p);
       int k = s * job->nparams + p;
-      size_t len = strlen(jp->name) + (prefixes ? strlen(prefixes[s]) + 2 : 1);
-      if (!(names[k] = mpl_malloc(len))) {
+      if (!(names[k] = slot_name(prefixes ? prefixes[s] : NULL, jp->name))) {
         st = mpl_errf(err, "%s: out of memory", path);
         break;
       }
-      snprintf(names[k], len, "%s%s%s", prefixes ? prefixes[s] : "", prefixes ? "." : "", jp->name);
       e[k] = (MplStEntry){.name = names[k], .ndim = jp->rank, .shape = jp->dims, .fill = fill_tensor, .ctx = &w,
                           .index = k};
       order[k] = k;
@@ -205,12 +212,12 @@ static int read_tensors(MplRun *r, const char *path, const char *const *prefixes
   for (int s = 0; s < nslots && rc == MPL_OK; s++)
     for (int p = 0; p < job->nparams && rc == MPL_OK; p++) {
       const JobParam *jp = mpl_run_param(r, p);
-      char name[1024];
-      snprintf(name, sizeof name, "%s%s%s", prefixes ? prefixes[s] : "", prefixes ? "." : "", jp->name);
+      char *name = slot_name(prefixes ? prefixes[s] : NULL, jp->name);
       float *buf = mpl_malloc((size_t)jp->numel * 4 + 4);
-      if (!buf) rc = mpl_errf(err, "%s: out of memory", path);
+      if (!buf || !name) rc = mpl_errf(err, "%s: out of memory", path);
       else if ((rc = read_tensor(&st, name, jp, buf, err)) == MPL_OK) rc = set(r, p, s, buf, err);
       mpl_free(buf);
+      mpl_free(name);
     }
   mpl_st_free(&st);
   return rc;
@@ -266,27 +273,35 @@ static const char *const digest_files[2] = {"model.safetensors", "optim.safetens
 
 static int write_state(const MplRun *r, const char *dir, int64_t next_step, MplErr *err) {
   const Job *job = mpl_run_job(r);
-  char path[4096], text[1024];
+  char path[4096];
   uint64_t dig[2];
   for (int i = 0; i < 2; i++)
     if (join(path, sizeof path, dir, digest_files[i], err) != MPL_OK || file_digest(path, &dig[i], err) != MPL_OK)
       return MPL_ERR;
   if (join(path, sizeof path, dir, "state.json", err) != MPL_OK) return MPL_ERR;
-  int n = snprintf(text, sizeof text,
-                   "{\n  \"format\": 1,\n  \"step\": %" PRId64 ",\n  \"data_pos\": %" PRId64 ",\n"
-                   "  \"seed\": \"%" PRIu64 "\",\n  \"identity\": \"%016" PRIx64 "\",\n"
-                   "  \"job_checksum\": \"%016" PRIx64 "\",\n  \"model\": \"%s\",\n"
-                   "  \"%s\": \"%016" PRIx64 "\",\n  \"%s\": \"%016" PRIx64 "\"\n}\n",
-                   next_step, mpl_run_data_pos(r), job->train.seed, mpl_ckpt_identity(job),
-                   mpl_run_opts(r)->job_checksum, job->model_name ? job->model_name : "", digest_keys[0], dig[0],
-                   digest_keys[1], dig[1]);
-  MplAtomicFile af;
-  if (mpl_afile_open(&af, path, err) != MPL_OK) return MPL_ERR;
-  if (mpl_afile_write(&af, text, (size_t)n, err) != MPL_OK) {
-    mpl_afile_abort(&af);
-    return MPL_ERR;
+  /* the text's length has no bound: a model's name is an identifier of any length */
+  char *text = NULL;
+  size_t n = 0;
+  FILE *m = open_memstream(&text, &n);
+  if (!m) return mpl_errf(err, "out of memory");
+  fprintf(m,
+          "{\n  \"format\": 1,\n  \"step\": %" PRId64 ",\n  \"data_pos\": %" PRId64 ",\n"
+          "  \"seed\": \"%" PRIu64 "\",\n  \"identity\": \"%016" PRIx64 "\",\n"
+          "  \"job_checksum\": \"%016" PRIx64 "\",\n  \"model\": \"%s\",\n"
+          "  \"%s\": \"%016" PRIx64 "\",\n  \"%s\": \"%016" PRIx64 "\"\n}\n",
+          next_step, mpl_run_data_pos(r), job->train.seed, mpl_ckpt_identity(job),
+          mpl_run_opts(r)->job_checksum, job->model_name ? job->model_name : "", digest_keys[0], dig[0],
+          digest_keys[1], dig[1]);
+  if (fclose(m) != 0 || !text) {
+    free(text);
+    return mpl_errf(err, "out of memory");
   }
-  return mpl_afile_commit(&af, err);
+  MplAtomicFile af;
+  int rc = mpl_afile_open(&af, path, err);
+  if (rc == MPL_OK && (rc = mpl_afile_write(&af, text, n, err)) != MPL_OK) mpl_afile_abort(&af);
+  else if (rc == MPL_OK) rc = mpl_afile_commit(&af, err);
+  free(text);
+  return rc;
 }
 
 /* The files of a checkpoint folder: nothing else is ever written to or removed from one. */
@@ -371,7 +386,8 @@ static int get_optim(const MplRun *r, int p, int slot, float *out, MplErr *err) 
   return mpl_run_get_optim(r, p, slot, out, err);
 }
 
-/* The folder a checkpoint goes to (dir, or where dir links to: the link stays) and its
+/* The folder a checkpoint goes to (dir, or where dir links to: the link stays; dir's real
+ * path when it ends in "." or "..") and its
  * temp folder beside it, "<folder>.tmp" (one name, so a run killed while writing leaves at
  * most one, which the next write removes). */
 static int ckpt_target(const char *dir, char *target, size_t tn, char *tmp, size_t mn, MplErr *err) {
@@ -379,13 +395,20 @@ static int ckpt_target(const char *dir, char *target, size_t tn, char *tmp, size
   while (dl > 1 && dir[dl - 1] == '/') dl--;
   if (dl >= tn) return mpl_errf(err, "%s: path too long", dir);
   snprintf(target, tn, "%.*s", (int)dl, dir);
+  /* a last part "." or ".." names a folder that cannot be renamed by that name (".", "DIR/.":
+     the swap would fail after training, a run resumed inside its checkpoint folder with
+     --checkpoint .): its real path instead */
+  const char *last = strrchr(target, '/');
+  last = last ? last + 1 : target;
+  bool dots = !strcmp(last, ".") || !strcmp(last, "..");
   struct stat lb;
-  if (lstat(target, &lb) == 0 && S_ISLNK(lb.st_mode)) {
+  if (lstat(target, &lb) == 0 && (S_ISLNK(lb.st_mode) || dots)) {
     char real[PATH_MAX];
     if (!realpath(target, real)) return mpl_errf(err, "%s: a link to nowhere: %s", target, strerror(errno));
     if (strlen(real) >= tn) return mpl_errf(err, "%s: path too long", real);
     snprintf(target, tn, "%s", real);
   }
+  if (!strcmp(target, "/")) return mpl_errf(err, "%s: the root folder cannot be a checkpoint folder", dir);
   if ((size_t)snprintf(tmp, mn, "%s.tmp", target) >= mn) return mpl_errf(err, "%s: path too long", target);
   return MPL_OK;
 }
@@ -475,6 +498,20 @@ int mpl_paths_check(const MplRunOpts *o, const Job *job, const char *job_path, c
       if (dirs[d] && *dirs[d] && in_folder(out[k].path, dirs[d]))
         return mpl_errf(err, "%s %s is inside the checkpoint folder %s, which holds a checkpoint's files alone "
                         "(give a path outside it)", out[k].what, out[k].path, dirs[d]);
+    /* the files beside the checkpoint folder: DIR.lock (removed at the end) and DIR.tmp */
+    char target[4096], tmp[4200], lock[4200], cl[4400], co[4400];
+    MplErr ignored;
+    if (o->ckpt_dir && *o->ckpt_dir &&
+        ckpt_target(o->ckpt_dir, target, sizeof target, tmp, sizeof tmp, &ignored) == MPL_OK &&
+        (size_t)snprintf(lock, sizeof lock, "%s.lock", target) < sizeof lock) {
+      if (same_file(out[k].path, lock) ||
+          (canonical(out[k].path, co, sizeof co) && canonical(lock, cl, sizeof cl) && !strcmp(co, cl)))
+        return mpl_errf(err, "%s %s is the lock file of --checkpoint %s, which the run removes at its end (give "
+                        "another path)", out[k].what, out[k].path, o->ckpt_dir);
+      if (in_folder(out[k].path, tmp))
+        return mpl_errf(err, "%s %s is inside %s, where the checkpoint is written first (give a path outside it)",
+                        out[k].what, out[k].path, tmp);
+    }
   }
   return MPL_OK;
 }
@@ -672,9 +709,13 @@ static int no_momentum(MplRun *r, const char *path, bool *none, MplErr *err) {
   if (mpl_st_open(&st, path, err) != MPL_OK) return MPL_ERR;
   *none = true;
   for (int p = 0; p < job->nparams && *none; p++) {
-    char name[1024];
-    snprintf(name, sizeof name, "momentum.%s", mpl_run_param(r, p)->name);
+    char *name = slot_name("momentum", mpl_run_param(r, p)->name);
+    if (!name) {
+      mpl_st_free(&st);
+      return mpl_errf(err, "out of memory");
+    }
     *none = !mpl_st_find(&st, name);
+    mpl_free(name);
   }
   mpl_st_free(&st);
   return MPL_OK;

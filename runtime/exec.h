@@ -159,6 +159,8 @@ void mpl_run_report(const MplRun *r, FILE *out);
 int mpl_run_comm_counts(const MplRun *r, MplCommCount *out, MplErr *err);
 /* Introspection, for tests and checkpoints. */
 int64_t mpl_run_step(const MplRun *r);
+/* The steps this run trained (not counting those of a checkpoint it resumed). */
+int64_t mpl_run_steps_trained(const MplRun *r);
 double mpl_run_last_loss(const MplRun *r);
 /* The last evaluation's val loss (NaN before the first; under MPI world rank 0's). */
 double mpl_run_val_loss(const MplRun *r);

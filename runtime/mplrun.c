@@ -310,7 +310,8 @@ static int mpi_failures(MplComm *m, bool bad) {
 }
 
 /* Under MPI: do all processes run the same job with the same settings? Ranks given other
- * --steps (or one without --init) would wait for each other forever. A hash of the job's
+ * --steps (or one without --init, or --save, --trace, --profile, --comm-stats or -q on some
+ * processes only) would wait for each other forever. A hash of the job's
  * bytes (c->run.job_checksum) and of the settings that must agree, rank 0's sent to all (an all-reduce in which
  * the others add 0), each compared with its own: agreed through mpi_failures. */
 static bool mpi_settings_differ(Cli *c) {
@@ -322,7 +323,10 @@ static bool mpi_settings_differ(Cli *c) {
     h = (h ^ (strs[i] ? 1 + i : 0)) * 1099511628211ull;
     for (const char *p = strs[i] ? strs[i] : ""; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
   }
-  int64_t nums[] = {c->steps, c->run.ckpt_every, c->run.tf32, c->sample_n};
+  /* and whether the outputs every process helps to write are asked for (their gathers are
+     collective: one process alone would wait for the others forever) */
+  int64_t nums[] = {c->steps, c->run.ckpt_every, c->run.tf32, c->sample_n, !!c->run.save_path, !!c->run.trace_path,
+                    !!c->run.profile_path, !!c->comm_stats, c->run.quiet};
   for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) h = (h ^ (uint64_t)nums[i]) * 1099511628211ull;
   double mine = (double)(h >> 24), lead = m->rank == 0 ? mine : 0; /* 40 bits: exact in a double */
   int *all = mpl_malloc(sizeof(int) * (size_t)m->size);
@@ -410,7 +414,7 @@ static int run(Cli *c, Job *job) {
   if (mpl_run_init(&r, job, &c->run, &err) != MPL_OK) return run_failed(c, &err);
   int st = mpl_run_train(r, &err);
   if (st == MPL_OK && c->comm_stats) st = write_comm_stats(r, c->comm_stats, &err);
-  if (st == MPL_OK && !c->run.quiet && mpl_run_step(r) > 0) mpl_run_report(r, c->run.out ? c->run.out : stdout);
+  if (st == MPL_OK && !c->run.quiet && mpl_run_steps_trained(r) > 0) mpl_run_report(r, c->run.out ? c->run.out : stdout);
   if (st == MPL_OK && c->sample_n >= 0) st = mpl_run_sample(r, c->prompt, c->sample_n, &c->sample, stdout, &err);
   if (st != MPL_OK && c->run.comm) return run_failed(c, &err); /* MPI_Abort first: a free could wait for GPU work
                                                                  that depends on ranks that stopped */

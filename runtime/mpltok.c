@@ -24,7 +24,18 @@ int main(int argc, char **argv) {
     fprintf(stderr, "mpltok: error: %s: a token file needs at least 2 bytes of text\n", argv[1]);
     return 1;
   }
+  if (len > (size_t)INT32_MAX) { /* the header's token count is an int32 (llm.c's format) */
+    fprintf(stderr, "mpltok: error: %s: %zu bytes, more tokens than a token file holds (at most %d)\n", argv[1], len,
+            INT32_MAX);
+    mpl_free(data);
+    return 1;
+  }
   uint16_t *tok = mpl_malloc(len * sizeof *tok);
+  if (!tok) {
+    fprintf(stderr, "mpltok: error: out of memory for %zu tokens of %s\n", len, argv[1]);
+    mpl_free(data);
+    return 1;
+  }
   for (size_t i = 0; i < len; i++) tok[i] = data[i];
   int rc = mpl_tokens_write(argv[2], tok, (int64_t)len, &err);
   if (rc != MPL_OK) fprintf(stderr, "mpltok: error: %s\n", err.msg);

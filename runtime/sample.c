@@ -108,6 +108,9 @@ static int32_t sample_pick(const float *logits, int64_t V, const MplSampleOpts *
     w[i] = in_top_k(logits, V, o->top_k, i) ? (double)logits[i] / o->temperature : -INFINITY;
     if (w[i] > mx) mx = w[i];
   }
+  /* a temperature so small that logit / T overflows (1e-310): the limit, greedy (inf - inf
+     would make every weight nan and pick the last token) */
+  if (!isfinite(mx)) return argmax(logits, V);
   for (int64_t i = 0; i < V; i++) z += w[i] = exp(w[i] - mx);
   double c = 0;
   int32_t last = 0;
@@ -193,6 +196,10 @@ int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, const MplSampleOpts
   uint64_t stream = mpl_name_stream(o->has_seed ? o->seed : job->train.seed, "mplrun.sample");
   r->eval = true; /* dropout off */
   for (int64_t k = 0; k < n && st == MPL_OK; k++) {
+    if (r->opts.stop && *r->opts.stop) { /* SIGINT, SIGTERM, SIGHUP, SIGPIPE (mplrun.c): after this token */
+      st = mpl_errf(err, "stopped by signal %d after %lld of %lld tokens", *r->opts.stop, (long long)k, (long long)n);
+      break;
+    }
     int64_t w0 = ntok > T ? ntok - T : 0, wlen = ntok - w0;
     if (sample_fill(r, toks + w0, wlen, idx_in, err) != MPL_OK || sample_forward(r, ce ? ls : -1, ce_step, err) != MPL_OK) {
       st = MPL_ERR;

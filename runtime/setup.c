@@ -308,6 +308,10 @@ int init_val(MplRun *r, MplErr *err) {
   /* no steps: nothing to validate, and the job's file is not read; one given with --val is
      still opened and checked, as --data's is (init_data), then closed */
   if (!path || (r->total_steps == 0 && !r->opts.val_path)) return MPL_OK;
+  /* (a run without steps opens no training data: the job's kind or --data says it) */
+  if (r->total_steps == 0 ? !r->opts.data_path && t->data_kind != DATA_TOKENS : !r->tokens)
+    return mpl_errf(err, "validation (%s): the run's data is synthetic, and validation needs a token model trained "
+                    "on token data (data = tokens(...) or --data FILE)", path);
   if (r->total_steps == 0) {
     int st = MPL_OK;
     if (mpl_tokens_open(&r->val_tok, path, err) != MPL_OK || check_vocab(r, &r->val_tok, err) != MPL_OK ||
@@ -318,9 +322,6 @@ int init_val(MplRun *r, MplErr *err) {
     mpl_tokens_free(&r->val_tok);
     return st;
   }
-  if (!r->tokens)
-    return mpl_errf(err, "validation (%s): the run's data is synthetic, and validation needs a token model trained "
-                    "on token data (data = tokens(...) or --data FILE)", path);
   if (t->eval_batches < 1 || t->eval_every < 0)
     return mpl_errf(err, "bad job: eval_batches %lld, eval_every %lld", (long long)t->eval_batches, (long long)t->eval_every);
   if (mpl_tokens_open(&r->val_tok, path, err) != MPL_OK || check_vocab(r, &r->val_tok, err) != MPL_OK ||

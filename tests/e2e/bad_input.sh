@@ -76,6 +76,14 @@ done
 if [ $kcrash = 0 ] && [ $kerr -ge 10 ]; then ok "32 flips in the kernels' bitcode (checksum fixed): $kerr refused with a message, none crashed"
 else bad "flips in the kernels' bitcode: $kcrash crashed, $kerr refused"; fi
 
+# mpltok out of memory: a message and exit 1 (it wrote through a null pointer: SIGSEGV)
+head -c 40000000 /dev/zero | tr '\0' a > "$tmp/big.txt"
+(ulimit -v 100000; "$BUILD/mpltok" "$tmp/big.txt" "$tmp/big.bin" > "$tmp/tok.out" 2>&1); rc=$?
+if [ $rc = 1 ] && grep -q "^mpltok: error: out of memory" "$tmp/tok.out" && [ ! -e "$tmp/big.bin" ]
+then ok "mpltok without the memory for its tokens: $(head -n 1 "$tmp/tok.out")"
+else bad "mpltok out of memory: exit $rc, $(head -n 1 "$tmp/tok.out")"; fi
+rm -f "$tmp/big.txt" "$tmp/big.bin"
+
 # ---- data files ----
 expect_fail "missing --data file" "nosuch.bin.*No such file" "$MPLRUN" "$job" --data "$tmp/nosuch.bin" "${R[@]}"
 head -c 500 "$tmp/tiny.bin" > "$tmp/short.bin"

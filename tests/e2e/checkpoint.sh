@@ -81,6 +81,12 @@ else bad "state.json after 6 steps: $(tr -d '\n' < "$tmp/ck_every/state.json" 2>
 run noop "$lm" "${D[@]}" --steps 6 --resume "$tmp/ck_every" --save "$tmp/noop.st" &&
   same "resume at the last step changes nothing" "$tmp/straight.st" "$tmp/noop.st"
 
+# nothing trained: no closing report (it printed "slowest: rank 0, busy 0.0 ms over 0 steps")
+"$MPLRUN" "$lm" "${D[@]}" --threads 1 --steps 6 --resume "$tmp/ck_every" > "$tmp/noop2.log" 2>&1
+if grep -q "nothing to train" "$tmp/noop2.log" && ! grep -q "^slowest\|^rank 0:" "$tmp/noop2.log"
+then ok "a resume with nothing to train says so, and prints no report of 0 steps"
+else bad "a resume with nothing to train: $(tail -n 2 "$tmp/noop2.log")"; fi
+
 # --init reads what --save wrote: --steps 0 --save gives the same bytes back
 run init "$lm" "${D[@]}" --steps 0 --init "$tmp/straight.st" --save "$tmp/init.st" &&
   same "--init FILE then --save (no steps) round-trips the params" "$tmp/straight.st" "$tmp/init.st"
@@ -467,6 +473,44 @@ if run mres1 "$lm" "${D[@]}" --steps 3 --checkpoint "$tmp/ck_mres" --metrics "$t
   if [ -n "$want" ] && [ "$got" = "$want" ]; then ok "--resume continues --metrics: steps 1-6 once each, a straight run's losses"
   else bad "--resume and --metrics: $got vs $want"; fi
 fi
+
+# names with no length bound (a conformance pass): a model name of 1100 bytes made state.json
+# from past the end of a 1 KiB buffer (the checkpoint could not be resumed); a param of a
+# 1100-byte name was written by --save and --checkpoint but not found by --init or --resume
+long=$(printf 'w%.0s' $(seq 1 1100))
+cat > "$tmp/long.mpl" <<MPL
+import nn
+model m$long(x: f32[B, 4], y: i32[B]) {
+  return cross_entropy(nn.linear(x, 3) as $long, y)
+}
+train m$long { data = synthetic(8); batch = 4; optimizer = sgd(lr = 0.1, momentum = 0.9); steps = 2 }
+MPL
+if "$MPLC" "$tmp/long.mpl" -o "$tmp/long.job" 2> "$tmp/long.err" &&
+   run long1 "$tmp/long.job" --steps 1 --checkpoint "$tmp/ck_long" && run long2 "$tmp/long.job" --resume "$tmp/ck_long" --save "$tmp/long_r.st" &&
+   run long3 "$tmp/long.job" --save "$tmp/long_s.st" && run long4 "$tmp/long.job" --steps 0 --init "$tmp/long_s.st" --save "$tmp/long_i.st"
+then
+  same "1100-byte model and param names: checkpoint, resume (bitwise a straight run)" "$tmp/long_s.st" "$tmp/long_r.st"
+  same "1100-byte param name: --save then --init round-trips" "$tmp/long_s.st" "$tmp/long_i.st"
+else bad "long names: $(head -n 2 "$tmp/long.err")"; fi
+
+# --checkpoint . (a run resumed inside its checkpoint folder) or DIR/..: the folder's real path
+# (the swap renamed ".", which failed after training)
+if run dot1 "$lm" "${D[@]}" --steps 2 --checkpoint "$tmp/ck_dot" &&
+   (mplrun=$(realpath "$MPLRUN") && cd "$tmp/ck_dot" && "$mplrun" "$lm" --data "$tmp/tiny.bin" --threads 1 -q --steps 3 --resume . --checkpoint . > "$tmp/dot.log" 2>&1) &&
+   grep -q '"step": 3' "$tmp/ck_dot/state.json" && [ ! -e "$tmp/ck_dot.tmp" ] && [ ! -e "$tmp/ck_dot.lock" ]
+then ok "--resume . --checkpoint . inside the checkpoint folder: written in place (step 3)"
+else bad "--checkpoint . inside the folder: $(tail -n 1 "$tmp/dot.log")"; fi
+
+# an output that is the checkpoint's lock file (removed at the end) or inside its .tmp:
+# refused before training (the file was lost)
+for o in "--save $tmp/ck_lk.lock" "--metrics $tmp/ck_lk.lock" "--trace $tmp/ck_lk.tmp/t.json"; do
+  mkdir -p "$tmp/ck_lk.tmp"
+  read -ra oa <<< "$o"
+  if ! "$MPLRUN" "$lm" "${D[@]}" --threads 1 --steps 1 --checkpoint "$tmp/ck_lk" "${oa[@]}" > "$tmp/lk.log" 2>&1 &&
+     grep -q "lock file of --checkpoint\|where the checkpoint is written first" "$tmp/lk.log" && ! grep -q "^step 1" "$tmp/lk.log"
+  then ok "${oa[0]} onto the checkpoint's ${oa[1]##*/ck_lk}: refused before training"
+  else bad "${oa[0]} ${oa[1]}: $(tail -n 1 "$tmp/lk.log")"; fi
+done
 
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]

@@ -169,6 +169,16 @@ elif [ $rc != 0 ] && [ "$(grep -c 'different jobs or settings' "$tmp/differ.log"
   ok "processes with different --steps: refused once at the start (exit $rc)"
 else bad "different --steps: exit $rc, $(grep -m 2 -E 'error|step' "$tmp/differ.log")"; fi
 
+# --comm-stats to rank 0 alone (a conformance pass: its gather waited for the other process
+# forever): refused at the start too
+"${MPIRUN[@]}" -np 1 "$MPLRUN" "$tmp/small_pp2.job" -q --threads 1 --steps 2 --comm-stats "$tmp/cs.jsonl" : \
+  -np 1 "$MPLRUN" "$tmp/small_pp2.job" -q --threads 1 --steps 2 > "$tmp/differ2.log" 2>&1
+rc=$?
+if [ $rc = 124 ]; then bad "--comm-stats on one process only hangs"
+elif [ $rc != 0 ] && [ "$(grep -c 'different jobs or settings' "$tmp/differ2.log")" = 1 ]; then
+  ok "--comm-stats on one process only: refused once at the start (exit $rc)"
+else bad "--comm-stats on one process only: exit $rc, $(grep -m 2 -E 'error|step' "$tmp/differ2.log")"; fi
+
 "${MPIRUN[@]}" -np 2 "$MPLRUN" "$tmp/small_pp2.job" -q --init "$tmp/missing.safetensors" > "$tmp/fail.log" 2>&1
 rc=$?
 if [ $rc = 124 ]; then bad "a failing rank (missing --init) hangs the job"

@@ -197,6 +197,18 @@ if [ -s "$tmp/p.st" ]; then
   if "${S[@]}" --temperature 1e9 > "$tmp/hot.txt" 2> "$tmp/hot.err" && [ "$(wc -c < "$tmp/hot.txt")" = 45 ] &&
      ! "${S[@]}" --temperature inf > /dev/null 2>&1; then ok "--temperature 1e9 samples 40 tokens; inf is refused"
   else bad "--temperature 1e9: $(head -n 1 "$tmp/hot.err")"; fi
+  # a temperature so small that logit / T overflows (a conformance pass: 1e-310 picked the
+  # last token, inf - inf made every weight nan) samples greedily, its limit
+  if "${S[@]}" --temperature 1e-310 > "$tmp/cold.txt" 2> "$tmp/cold.err" && cmp -s "$tmp/cold.txt" "$tmp/g1.txt"
+  then ok "--temperature 1e-310 samples greedily, as --temperature 0"
+  else bad "--temperature 1e-310: '$(head -c 50 "$tmp/cold.txt")' against greedy '$(head -c 50 "$tmp/g1.txt")'"; fi
+  # a signal while sampling stops after the token in progress, exit 128 + N (it sampled on to
+  # the end, exit 0): SIGPIPE when stdout's reader goes away
+  "$MPLRUN" "$job" --threads 1 --init "$tmp/p.st" --sample 1000000 --prompt "The " 2> "$tmp/pipe.err" | head -c 3 > /dev/null
+  rc=${PIPESTATUS[0]}
+  if [ "$rc" = 141 ] && grep -q "stopped by signal 13 after [0-9]* of 1000000 tokens" "$tmp/pipe.err"
+  then ok "sampling into a closed pipe stops: exit 141, $(grep -o 'stopped.*tokens' "$tmp/pipe.err")"
+  else bad "sampling into a closed pipe: exit $rc, $(tail -n 1 "$tmp/pipe.err")"; fi
   # a refused prompt leaves stdout empty (no stray newline)
   if "$MPLC" tests/e2e/tiny_lm.mpl -D vocab=64 -o "$tmp/v64.job" 2> "$tmp/rp.err" &&
      ! "$MPLRUN" "$tmp/v64.job" --sample 5 --prompt abc > "$tmp/rp.txt" 2> "$tmp/rp.err" && [ ! -s "$tmp/rp.txt" ] &&

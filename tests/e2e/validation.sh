@@ -203,6 +203,7 @@ refused() { # LABEL PATTERN ARGS...: mplrun ARGS exits 1 with one error line mat
 refused "--val FILE one token short of a batch" "val_short.bin.*too few" "$tmp/lm.job" --data "$T" --val "$tmp/val_short.bin" --steps 1
 refused "--val FILE with a token outside the vocabulary" "val_big.bin: token 300 \\(at position 5999\\) is out of range" "$tmp/lm.job" --data "$T" --val "$tmp/val_big.bin" --steps 1
 refused "--val on a run of synthetic data" "synthetic" "$tmp/interleaved.job" --val "$tmp/val64.bin" --steps 1
+refused "--val on a run of synthetic data, --steps 0 (it was accepted)" "synthetic" "$tmp/interleaved.job" --val "$tmp/val64.bin" --steps 0
 refused "--val without a value" "--val needs a value" "$tmp/lm.job" --val
 
 # ---- under mpirun: world rank 0 reports the threads run's val loss ----
