@@ -6,7 +6,7 @@ updates (h = h + f(h) or h = f(h)); each block draws from the language's ops (co
 v2: elementwise, reductions, shape ops, products, indexing, attention, the stdlib's
 layers), so every value it makes reaches the loss and every param has a gradient. The
 model ends in a projection to V classes and cross_entropy, plus the auxiliary losses
-some blocks make. Placement (pp, @stage or @device or the balancer, interleaved(2),
+some blocks make. Placement (pp, @stage or @device or the balancer, interleaved(2) or zbv,
 schedule, micro-batches, @recompute), precision and @shard on random params are drawn too;
 a "# compare: MESH[/MICROBATCHES] ..." line names the meshes the program is also trained
 at (params split: tp = 2; dp = 2 with half the micro-batches).
@@ -404,8 +404,9 @@ class Gen:
             mb = r.choice([2, 4])
         batch = mb * r.choice([1, 2])
         sched = r.choice(["gpipe", "1f1b", "sequential", "zb"]) if self.pp > 1 else None
-        if self.interleave:
-            sched = "interleaved(2)"
+        if self.interleave:  # two chunks a rank: interleaved(2), or zbv's V (drawn apart from r,
+            # so that every other seed's program stays as it was)
+            sched = "zbv" if random.Random(seed * 7919 + 1).random() < 0.5 else "interleaved(2)"
         out = ["# randprog.py %d: T %d, D %d, V %d, pp %d%s" % (seed, T, D, V, self.pp,
                                                                 ", auto stages" if self.auto_stages else "")]
         compare = (["pp=%d,tp=2" % self.pp] if self.shard else []) + (["pp=%d,dp=2/%d" % (self.pp, mb // 2)] if self.dp else [])
