@@ -170,9 +170,7 @@ static int run_collective(RankCtx *rc, const JobStep *s, int stage, int mb, MplE
   size_t payload = value_bytes(job, s->args[0]), in_bytes = value_bytes(job, s->args[1]);
   comm_count(rc, mpl_comm_kind_of_jc(s->comm), payload > in_bytes ? payload : in_bytes);
   const JobValue *vo = &job->values[s->args[0]], *vi = &job->values[s->args[1]];
-  int ranks[64];
-  if (rc->run->tp > 64) return rank_fail(rc, err, "tp = %d is more than this runtime supports (64)", rc->run->tp);
-  int n = tp_group(rc, ranks);
+  int *ranks = rc->group_ranks, n = tp_group(rc, ranks);
   if (!rc->dev.ops->copy_device) return rank_fail(rc, err, "tp collectives: the %s device cannot copy", rc->dev.ops->name);
   switch (s->comm) {
   case JC_TP_ENTER: return out != in ? rc->dev.ops->copy_device(&rc->dev, out, in, in_bytes, err) : MPL_OK;

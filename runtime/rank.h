@@ -50,6 +50,7 @@ typedef struct RankCtx {
   double clip_coef;      /* NORM_ALLREDUCE's clipping coefficient, for CLIP */
   double *norm_buf;      /* [nparams] the sums of squares, on the host, all-reduced over the world */
   int *world_ranks;      /* [nworld] 0 .. nworld-1: the norm's group */
+  int *group_ranks;      /* [nworld] scratch: a tp or dp collective's group (exec.c, update.c) */
   uint8_t *stage_buf;    /* host staging for inputs */
   void **argv;           /* kernel argument scratch */
   int argv_cap;

@@ -117,7 +117,9 @@ int init_rank(MplRun *r, int i, MplErr *err) {
   rc->norm_added = mpl_calloc((size_t)np + 1, sizeof(bool));
   rc->norm_buf = mpl_calloc((size_t)np + 1, sizeof(double));
   rc->world_ranks = mpl_calloc((size_t)r->nworld + 1, sizeof(int));
-  if (!rc->grad || !rc->opt[0] || !rc->opt[1] || !rc->norm_added || !rc->norm_buf || !rc->world_ranks)
+  rc->group_ranks = mpl_calloc((size_t)r->nworld + 1, sizeof(int));
+  if (!rc->grad || !rc->opt[0] || !rc->opt[1] || !rc->norm_added || !rc->norm_buf || !rc->world_ranks ||
+      !rc->group_ranks)
     return mpl_errf(err, "out of memory");
   if (resolve_buffers(rc, err) != MPL_OK) return MPL_ERR;
   size_t cap = 0;
@@ -466,6 +468,7 @@ void free_rank(RankCtx *rc) {
   mpl_free(rc->norm_added);
   mpl_free(rc->norm_buf);
   mpl_free(rc->world_ranks);
+  mpl_free(rc->group_ranks);
   mpl_free(rc->mb_loss);
   mpl_free(rc->mb_loss_set);
   mpl_free(rc->stage_buf);

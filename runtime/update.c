@@ -78,11 +78,9 @@ static int grad_sum(RankCtx *rc, int pi, MplErr *err) {
   return MPL_OK;
 }
 
-static int dp_group(const RankCtx *rc, int *ranks, MplErr *err) {
+static void dp_group(const RankCtx *rc, int *ranks) {
   MplRun *r = rc->run;
-  if (r->dp > 256) return rank_fail((RankCtx *)rc, err, "dp = %d is more than this runtime supports (256)", r->dp);
   for (int d = 0; d < r->dp; d++) ranks[d] = world_of(r, d, rc->tpi, rc->rank);
-  return MPL_OK;
 }
 
 /* A collective over the replicas of this rank's pipeline rank and tp index, on param pi:
@@ -93,9 +91,9 @@ static int dp_collective(RankCtx *rc, int kind, int pi, MplErr *err) {
   MplRun *r = rc->run;
   const JobParam *p = &r->job->params[pi];
   const MplCommOps *c = rc->comm->ops;
-  int ranks[256], st, ck = kind == JI_DP_ALLREDUCE ? MPL_COMM_DP_ALLREDUCE
+  int *ranks = rc->group_ranks, st, ck = kind == JI_DP_ALLREDUCE ? MPL_COMM_DP_ALLREDUCE
                          : kind == JI_DP_REDUCE_SCATTER ? MPL_COMM_DP_REDUCE_SCATTER : MPL_COMM_DP_ALLGATHER;
-  if (dp_group(rc, ranks, err) != MPL_OK) return MPL_ERR;
+  dp_group(rc, ranks);
   comm_count(rc, ck, (size_t)p->numel * 4);
   double t0 = trace_t(rc);
   size_t n = (size_t)p->numel;

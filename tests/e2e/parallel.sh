@@ -98,5 +98,21 @@ else bad "gpt_tiny (AdamW) at dp=2,tp=2: $(tail -n 2 "$tmp/ga2.log") $(cat "$tmp
 if "$BUILD/mplc" "$model" --mesh tp=3 -o "$tmp/bad.job" > "$tmp/bad.log" 2>&1; then bad "tp=3 accepted"
 elif grep -q "divisible\|divide" "$tmp/bad.log"; then ok "tp=3 refused: $(grep -m1 error "$tmp/bad.log")"
 else bad "tp=3 refused without the reason: $(head -n 2 "$tmp/bad.log")"; fi
+# groups past the old fixed arrays (dp 256, tp 64; dp = 300 set every rank up, then failed
+# at the first collective): dp = 300 trains like one rank
+cat > "$tmp/wide.mpl" <<'MPL'
+import nn
+model m(x: f32[B, 4], y: i32[B]) {
+  return cross_entropy(nn.linear(x, 3), y)
+}
+train m { data = synthetic(8); batch = 600; microbatches = 1; optimizer = sgd(lr = 0.1); steps = 2 }
+MPL
+if "$BUILD/mplc" "$tmp/wide.mpl" --mesh dp=300 -o "$tmp/wide300.job" 2> "$tmp/wide.err" &&
+   "$BUILD/mplc" "$tmp/wide.mpl" -o "$tmp/wide1.job" 2>> "$tmp/wide.err" &&
+   "$MPLRUN" "$tmp/wide300.job" -q --threads 1 --save "$tmp/wide300.st" > "$tmp/wide.log" 2>&1 &&
+   "$MPLRUN" "$tmp/wide1.job" -q --threads 1 --save "$tmp/wide1.st" >> "$tmp/wide.log" 2>&1 &&
+   "$PY" tests/tools/stcompare.py "$tmp/wide300.st" "$tmp/wide1.st" 1e-5 > "$tmp/wide.cmp"
+then ok "dp = 300 trains like one rank within 1e-5 (worst $(worst "$tmp/wide.cmp"))"
+else bad "dp = 300: $(head -n 2 "$tmp/wide.err") $(tail -n 2 "$tmp/wide.log") $(tail -n 1 "$tmp/wide.cmp" 2>/dev/null)"; fi
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
