@@ -51,7 +51,7 @@ typedef struct Cli {
   const char *comm_stats; /* --comm-stats FILE */
   bool inspect;
   bool mpi;             /* --mpi, or started by mpirun */
-  int device_ids[256];  /* --devices cuda:LIST */
+  int device_ids[MPL_MAX_WORLD]; /* --devices cuda:LIST */
   MplRunOpts run;
 } Cli;
 
@@ -235,7 +235,7 @@ static int check_cuda_devices(Cli *c, const Job *job) {
   for (const char *p = d + 5;; p++) {
     char *end;
     long v = strtol(p, &end, 10);
-    if (end == p || v < 0 || n >= 256 || (*end != ',' && *end != 0))
+    if (end == p || v < 0 || n >= MPL_MAX_WORLD || (*end != ',' && *end != 0))
       return fail("--devices '%s': expected cuda or cuda:0,1,... (device numbers)%s", d, "");
     if (v >= count) {
       char buf[96];

@@ -392,7 +392,7 @@ int init_data(MplRun *r, MplErr *err) {
 }
 
 int check_job(const Job *job, MplErr *err) {
-  if (job->mesh.dp < 1 || job->mesh.tp < 1 || job->mesh.dp * job->mesh.tp * job->mesh.pp > 4096)
+  if (job->mesh.dp < 1 || job->mesh.tp < 1 || (int64_t)job->mesh.dp * job->mesh.tp * job->mesh.pp > MPL_MAX_WORLD)
     return mpl_errf(err, "bad job: mesh dp = %d, tp = %d, pp = %d", job->mesh.dp, job->mesh.tp, job->mesh.pp);
   if (job->train.batch % (job->train.microbatches * job->mesh.dp))
     return mpl_errf(err, "bad job: batch %lld does not divide into %lld micro-batches on %d replicas",
