@@ -150,7 +150,7 @@ void mpl_gemm_set_threads(int n) {
  * (2.06x), 2048x3072x768 128 -> 64 ms (1.99x), 8192x768x768 130 -> 68 ms (1.93x),
  * 256x256x128 0.227 -> 0.131 ms (1.73x), 128x128x64 1.22x, 64x512x512 1.00x, 64x64x64
  * 0.84x: the conversion (reading 4 bytes, writing 2, per operand element) pays when each
- * converted element feeds enough products: 2MN / (M + N) >= 96, and M*N*K >= 2^18. */
+ * converted element feeds enough products: 2MN / (M + N) >= 96, and M*N*K >= 2^20. */
 
 typedef dnnl_status_t (*GemmBf16Fn)(char ta, char tb, dnnl_dim_t M, dnnl_dim_t N, dnnl_dim_t K, float alpha,
                                     const uint16_t *A, dnnl_dim_t lda, const uint16_t *B, dnnl_dim_t ldb,

@@ -67,6 +67,9 @@ static int sample_forward(MplRun *r, int ce_stage, int ce_step, MplErr *err) {
   const Job *job = r->job;
   for (int s = 0; s < job->nstages; s++) {
     RankCtx *rc = &r->ranks[job->stages[s].rank];
+    /* this thread runs each rank's programs in turn: with that rank's threads (--threads),
+       as its own thread would, not the OpenMP default of every CPU */
+    if (rc->dev.ops->bind_thread) rc->dev.ops->bind_thread(&rc->dev);
     if (s == ce_stage) return run_prog_until(rc, s, JP_FWD, 0, r->step, ce_step, err);
     if (run_prog(rc, s, JP_FWD, 0, r->step, err) != MPL_OK) return MPL_ERR;
     for (int x = 0; x < job->nxfers; x++) {
