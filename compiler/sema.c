@@ -122,8 +122,15 @@ static void module_const(Sema *S, Module *m, Node *it, bool is_main) {
     v->loc = it->loc;
   } else {
     Scope sc = {.mod = m, .prefix = ""};
+    int nops = S->g->nops;
     *v = sema_eval(S, &sc, it->a);
-    if (v->kind == V_TENSOR || v->kind == V_TUPLE || v->kind == V_VOID || v->kind == V_NONE ||
+    bool made_param = false; /* a def called for a const's value made a param: a model param of no model */
+    for (int i = nops; i < S->g->nops && !made_param; i++) made_param = S->g->ops[i]->kind == OP_PARAM;
+    if (made_param && v->kind != V_ERR) {
+      sema_err(S, it->a->loc, "const '%s': its value comes from a call that makes params; a const is computed "
+               "before any model, and makes none", it->name);
+      *v = verr();
+    } else if (v->kind == V_TENSOR || v->kind == V_TUPLE || v->kind == V_VOID || v->kind == V_NONE ||
         v->kind == V_MODULE || v->kind == V_DEF || v->kind == V_INST || v->kind == V_DTYPE || v->kind == V_STR) {
       sema_err(S, it->a->loc, "const '%s' must be a compile-time int, float or bool", it->name);
       *v = verr();
@@ -308,6 +315,21 @@ static void build_model(Sema *S, Node *model) {
   S->g->loss = r.op;
 }
 
+/* Every model input holds a micro-batch's rows: its first dimension is B (batch /
+ * (microbatches * dp)), the rows the data feeds it (mplrun checks the same of a job). */
+static void check_inputs_batch(Sema *S) {
+  const Graph *g = S->g;
+  for (int i = 0; i < g->nops; i++) {
+    const Op *op = g->ops[i];
+    if (op->kind != OP_INPUT || (op->shape.rank >= 1 && op->shape.d[0] == S->B)) continue;
+    char buf[96];
+    sema_err(S, op->loc, "model input '%s' is %s%s: an input's first dimension is B, the %lld rows of a micro-batch "
+             "(batch %lld / (microbatches %lld * dp %d))", op->name, dtype_name(op->dtype),
+             shape_str(&op->shape, buf, sizeof buf), (long long)S->B, (long long)g->train.batch,
+             (long long)g->train.microbatches, g->mesh.dp);
+  }
+}
+
 /* data = tokens(...) feeds the model's inputs (idx, targets) from the token stream: both
  * i32[B, seq], no others (mplrun checks the same of a job, for --data over synthetic). */
 static void check_token_inputs(Sema *S) {
@@ -362,6 +384,7 @@ Graph *sema_program(Diag *d, Arena *a, Node *program, const CompileOptions *opt)
   sema_train(S, train);
   sema_train_overrides(S, train ? train->loc : (Loc){0});
   if (model && !S->stop) build_model(S, model);
+  if (model && !S->stop && d->nerrors == errors0) check_inputs_batch(S);
   if (model && !S->stop && d->nerrors == errors0) check_token_inputs(S);
   if (d->nerrors == errors0 && !S->stop) sema_place_finish(S);
   sema_flush_called_from(S);

@@ -113,7 +113,10 @@ static Value lower_repeat(Sema *S, Scope *sc, Node *call, Node **args) {
   if (n < 1) { sema_err(S, args[1]->loc, "repeat's count must be at least 1, not %lld", (long long)n); return verr(); }
   if (n == 1) return x;
   Shape out = xi->shape;
-  out.d[ax] *= n;
+  if (__builtin_mul_overflow(out.d[ax], n, &out.d[ax])) {
+    sema_err(S, call->loc, "repeat: %lld copies of a dimension of %lld is too large", (long long)n, (long long)xi->shape.d[ax]);
+    return verr();
+  }
   if (!sema_check_shape(S, &out, call->loc)) return verr();
   if (xi->shape.d[ax] == 1) return expand_to(S, x, out, call->loc);
   if (xi->shape.rank == MPL_MAX_RANK) { sema_err(S, call->loc, "repeat of a tensor of rank %d (at most %d)", MPL_MAX_RANK, MPL_MAX_RANK - 1); return verr(); }

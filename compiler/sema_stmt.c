@@ -211,8 +211,12 @@ static void apply_shard(Sema *S, Scope *sc, Node *an, Op *p) {
   if (an->list.n == 0) { sema_err(S, an->loc, "@shard needs a dimension: @shard(dim)"); return; }
   int ax = sema_norm_axis(S, dim, p->shape.rank, an->loc);
   if (ax < 0) return;
-  if (groups < 1) { sema_err(S, an->loc, "groups must be at least 1"); return; }
   int64_t tp = S->g->mesh.tp, size = p->shape.d[ax];
+  if (groups < 1 || groups > size) {
+    sema_err(S, an->loc, "groups must be at least 1 and at most the dimension's size %lld, not %lld", (long long)size,
+             (long long)groups);
+    return;
+  }
   if (size % groups || (size / groups) % tp) {
     char buf[160];
     if (groups > 1)
@@ -358,8 +362,9 @@ static void exec_for(Sema *S, Scope *sc, Node *st, bool top) {
   bool ok = sema_const_int(S, sc, st->a, "a for loop's start", &lo);
   ok &= sema_const_int(S, sc, st->b, "a for loop's end", &hi);
   if (!ok) return;
-  if (hi > lo && (hi - lo) > SEMA_MAX_TRIPS) {
-    sema_err(S, st->loc, "this loop runs %lld times; at most %d iterations are unrolled", (long long)(hi - lo), SEMA_MAX_TRIPS);
+  uint64_t trips = hi > lo ? (uint64_t)hi - (uint64_t)lo : 0; /* (hi - lo may pass INT64_MAX) */
+  if (trips > SEMA_MAX_TRIPS) {
+    sema_err(S, st->loc, "this loop runs %llu times; at most %d iterations are unrolled", (unsigned long long)trips, SEMA_MAX_TRIPS);
     return;
   }
   for (int64_t i = lo; i < hi && !S->stop && !sc->returned; i++) {

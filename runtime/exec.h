@@ -57,9 +57,6 @@ void mpl_scale_f32(float *g, int64_t n, float coef);
 
 #include "device.h" /* the device backends */
 
-/* The most ranks a job may have (dp * tp * pp), threads or processes (check_job). */
-enum { MPL_MAX_WORLD = 4096 };
-
 /* The tensor list of the CUDA multi-tensor kernels (runtime/cuda/optim.cu's MplList, which
  * documents the words): tensor i's pointers (p, or g where p is NULL; v, or out where out is
  * set), n, and its range of the launch's blocks, ceil(n / per_block) of them, at least 1 and

@@ -263,7 +263,9 @@ static void read_manifest(MplCursor *c, Job *j) {
     j->rank_speed = cur_alloc(c, (size_t)j->mesh.pp, sizeof(double));
     for (int r = 0; j->rank_speed && r < j->mesh.pp; r++) j->rank_speed[r] = mpl_cur_f64(c);
   }
-  if (j->mesh.pp < 1 || j->mesh.pp > 4096 || j->nstages < j->mesh.pp || j->nstages > 65536 || j->mesh.dp < 1 || j->mesh.tp < 1)
+  if (j->mesh.pp < 1 || j->mesh.pp > 4096 || j->nstages < j->mesh.pp || j->nstages > 65536 || j->mesh.dp < 1 ||
+      j->mesh.tp < 1 || j->mesh.dp > MPL_MAX_WORLD || j->mesh.tp > MPL_MAX_WORLD ||
+      (int64_t)j->mesh.dp * j->mesh.tp * j->mesh.pp > MPL_MAX_WORLD)
     mpl_cur_fail(c, "bad mesh dp=%d pp=%d tp=%d stages=%d", j->mesh.dp, j->mesh.pp, j->mesh.tp, j->nstages);
   if (t->microbatches < 1 || t->microbatches > 65536 || t->batch < 1 || t->seq < 1)
     mpl_cur_fail(c, "bad batch %" PRId64 " / micro-batches %" PRId64, t->batch, t->microbatches);

@@ -345,6 +345,9 @@ static inline int mpl_optim_slots(const TrainConfig *t) {
 typedef struct MplMesh {
   int32_t dp, pp, tp;
 } MplMesh;
+/* The most ranks a mesh may have, dp * tp * pp (mplc refuses more; job_read and check_job
+ * too): threads or processes. */
+enum { MPL_MAX_WORLD = 4096 };
 static inline MplMesh mpl_mesh_norm(MplMesh m) {
   return (MplMesh){m.dp > 0 ? m.dp : 1, m.pp > 0 ? m.pp : 1, m.tp > 0 ? m.tp : 1};
 }

@@ -76,6 +76,15 @@ done
 if [ $kcrash = 0 ] && [ $kerr -ge 10 ]; then ok "32 flips in the kernels' bitcode (checksum fixed): $kerr refused with a message, none crashed"
 else bad "flips in the kernels' bitcode: $kcrash crashed, $kerr refused"; fi
 
+# manifest fields out of range with the checksum made to match (a conformance pass: dp * tp
+# wrapped past the 4096-rank bound in int, and mplrun died of SIGSEGV)
+for edit in "dp=3 tp=1431655766 batch=24" "dp=65536 tp=65536" "microbatches=4611686018427387904"; do
+  read -ra ea <<< "$edit"
+  if "$PY" tests/tools/jobedit.py "$job" "$tmp/edit.job" "${ea[@]}"; then
+    expect_fail "a job with $edit" "edit.job: corrupted job: .*(bad mesh|bad batch)" "$MPLRUN" "$tmp/edit.job" "${R[@]}"
+  else bad "jobedit $edit"; fi
+done
+
 # mpltok out of memory: a message and exit 1 (it wrote through a null pointer: SIGSEGV)
 head -c 40000000 /dev/zero | tr '\0' a > "$tmp/big.txt"
 (ulimit -v 100000; "$BUILD/mpltok" "$tmp/big.txt" "$tmp/big.bin" > "$tmp/tok.out" 2>&1); rc=$?

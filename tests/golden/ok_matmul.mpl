@@ -1,5 +1,7 @@
 # Batched matmul with broadcasting, 1-D operands, and folded transposes.
-model m(a: f32[B, 2, 3, 4], w: f32[4, 5], c: f32[2, 1, 5, 6], v: f32[4], y: i32[B, 2, 3]) {
+model m(a: f32[B, 2, 3, 4], c: f32[B, 1, 5, 6], y: i32[B, 2, 3]) {
+  param w: f32[4, 5] = normal(1.0)
+  param v: f32[4] = normal(1.0)
   h = a @ w
   k = h @ c
   r = v @ w @ transpose(w, 1, 0)

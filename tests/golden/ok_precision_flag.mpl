@@ -1,6 +1,7 @@
 # args: --emit=graph --precision tf32
 # mplc --precision overrides the train key.
-model m(x: f32[B, 4], w: f32[4, 3], y: i32[B]) {
+model m(x: f32[B, 4], y: i32[B]) {
+  param w: f32[4, 3] = normal(1.0)
   return cross_entropy(x @ w, y)
 }
 

@@ -9,7 +9,9 @@ def same(x: f32[r, c], y: f32[r, c]) -> f32[r, c] {
   return x + y
 }
 
-model m(x: f32[B, 3, 5], w: f32[7, 5], p: f32[2, 2], y: i32[B, 3]) {
+model m(x: f32[B, 3, 5], y: i32[B, 3]) {
+  param w: f32[7, 5] = normal(1.0)
+  param p: f32[2, 2] = normal(1.0)
   h = bilinear(x, w)
   q = same(p, p)
   return cross_entropy(h + sum(q), y)

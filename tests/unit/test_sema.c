@@ -55,13 +55,14 @@ static void check_shape(const Op *op, int rank, const int64_t *d) {
   for (int i = 0; i < rank; i++) ck_assert_int_eq(op->shape.d[i], d[i]);
 }
 
-/* A model returning sum(EXPR) over inputs a, b so the loss is scalar. */
+/* A model returning sum(r) of a body over inputs (batch-leading, as every input) and the
+ * body's params, so the loss is scalar. */
 #define WRAP(inputs, body) \
   "model m(" inputs ") {\n" body "\n  return sum(r)\n}\ntrain m { batch = 2 }\n"
 
 START_TEST(test_broadcast) {
   Ctx c;
-  Graph *g = compile(&c, WRAP("a: f32[B, 1, 4], b: f32[3, 1]", "  r = a + b"));
+  Graph *g = compile(&c, WRAP("a: f32[B, 1, 4]", "  param b: f32[3, 1] = zeros\n  r = a + b"));
   ck_assert_ptr_nonnull(g);
   Op *r = loss_input(g);
   ck_assert_int_eq(r->kind, OP_ADD);
@@ -86,7 +87,7 @@ END_TEST
 
 START_TEST(test_matmul_batch_broadcast) {
   Ctx c;
-  Graph *g = compile(&c, WRAP("a: f32[2, 1, 3, 4], b: f32[5, 4, 6]", "  r = a @ b"));
+  Graph *g = compile(&c, WRAP("a: f32[B, 1, 3, 4]", "  param b: f32[5, 4, 6] = zeros\n  r = a @ b"));
   ck_assert_ptr_nonnull(g);
   Op *r = loss_input(g);
   ck_assert_int_eq(r->kind, OP_MATMUL);
@@ -97,7 +98,7 @@ END_TEST
 
 START_TEST(test_matmul_transpose_fold) {
   Ctx c;
-  Graph *g = compile(&c, WRAP("a: f32[B, 4], w: f32[6, 4]", "  r = a @ transpose(w, 0, 1)"));
+  Graph *g = compile(&c, WRAP("a: f32[B, 4]", "  param w: f32[6, 4] = zeros\n  r = a @ transpose(w, 0, 1)"));
   ck_assert_ptr_nonnull(g);
   Op *r = loss_input(g);
   ck_assert_int_eq(r->kind, OP_MATMUL);
