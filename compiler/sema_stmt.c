@@ -630,7 +630,7 @@ static Value call_body(Sema *S, Scope *sc, Node *call, Node *def, Module *mod, c
   if (!ok) return verr();
   Scope sig = *nsc; /* the signature's names as bound by the call, for the result's check */
   sig.vars = arena_alloc(S->a, sizeof(Binding) * (size_t)(nsc->nvars + 1));
-  memcpy(sig.vars, nsc->vars, sizeof(Binding) * (size_t)nsc->nvars);
+  if (nsc->nvars) memcpy(sig.vars, nsc->vars, sizeof(Binding) * (size_t)nsc->nvars); /* (none: a def without params) */
   sig.capvars = nsc->nvars;
   S->frames[S->depth++] = (CallFrame){.call = call->loc, .callee = callee, .stdlib = sema_in_stdlib(def->loc)};
   sema_exec_body(S, nsc, &def->body);
