@@ -300,3 +300,22 @@ int mpl_stdout_check(const char *prog) {
   fprintf(stderr, "%s: error: writing the standard output failed%s%s\n", prog, e ? ": " : "", e ? strerror(e) : "");
   return 1;
 }
+
+/* A kB figure of a /proc file's line "KEY: N kB" (or of statm's first field, in pages,
+ * when key is NULL); -1 when it cannot be read. */
+int64_t mpl_proc_kb(const char *path, const char *key) {
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  char line[256];
+  int64_t v = -1;
+  if (!key) {
+    long long pages;
+    if (fscanf(f, "%lld", &pages) == 1) v = pages * (sysconf(_SC_PAGESIZE) / 1024);
+  } else {
+    size_t kl = strlen(key);
+    while (v < 0 && fgets(line, sizeof line, f))
+      if (!strncmp(line, key, kl) && line[kl] == ':') v = strtoll(line + kl + 1, NULL, 10);
+  }
+  fclose(f);
+  return v;
+}

@@ -155,26 +155,6 @@ static void cpu_bind_thread(MplDevice *d) {
   mpl_gemm_set_threads(d->threads);
 }
 
-/* A kB figure of a /proc file's line "KEY: N kB" (or of statm's first field, in pages,
- * when key is NULL); -1 when it cannot be read. */
-static int64_t proc_kb(const char *path, const char *key) {
-  FILE *f = fopen(path, "r");
-  if (!f) return -1;
-  char line[256];
-  int64_t v = -1;
-  if (!key) {
-    long long pages;
-    if (fscanf(f, "%lld", &pages) == 1) v = pages * (sysconf(_SC_PAGESIZE) / 1024);
-  } else {
-    size_t kl = strlen(key);
-    while (v < 0 && fgets(line, sizeof line, f))
-      if (!strncmp(line, key, kl) && line[kl] == ':') v = strtoll(line + kl + 1, NULL, 10);
-  }
-  fclose(f);
-  return v;
-}
-
-
 /* Before an arena (or a rank's update state) is allocated: would it fit, with those held
  * before it (MemAvailable less cpu_held)? An address-space limit (ulimit -v) must leave room for the GEMM
  * library's own buffers too (256 MiB), which otherwise fail inside oneDNN and crash it
@@ -188,7 +168,7 @@ static int cpu_memory_check(const MplDevice *d, uint64_t bytes, const char *what
   /* (small totals are not checked: reading /proc costs more than they risk; the total, not
    * this block alone, so that many ranks of small arenas are checked too) */
   int64_t held = atomic_load(&cpu_held);
-  int64_t avail = (uint64_t)held + bytes < (64u << 20) ? -1 : proc_kb("/proc/meminfo", "MemAvailable");
+  int64_t avail = (uint64_t)held + bytes < (64u << 20) ? -1 : mpl_proc_kb("/proc/meminfo", "MemAvailable");
   if (avail >= 0 && (double)(held + bytes) > (double)avail * 1024 * 0.95) {
     char before[96] = "";
     if (held > 0) snprintf(before, sizeof before, ", and the ranks before it hold %.2f GiB they have not touched yet", held / gib);
@@ -199,7 +179,7 @@ static int cpu_memory_check(const MplDevice *d, uint64_t bytes, const char *what
                     bytes / gib, what, before, avail * 1024.0 / gib);
   }
   struct rlimit rl;
-  int64_t used = proc_kb("/proc/self/statm", NULL);
+  int64_t used = mpl_proc_kb("/proc/self/statm", NULL);
   if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && used >= 0 &&
       (double)used * 1024 + (double)bytes + 256.0 * 1024 * 1024 > (double)rl.rlim_cur)
     return mpl_errf(err, "cpu: rank %d needs %.2f GiB more for %s, and the GEMM library 0.25 GiB, "

@@ -45,6 +45,9 @@ void *mpl_realloc(void *p, size_t n);
 void mpl_free(void *p);
 /* The bytes asked for when p was allocated (mpl_malloc's n; 0 for NULL). */
 size_t mpl_alloc_size(const void *p);
+/* A kB figure of a /proc file's line "KEY: N kB" (or of statm's first field, in pages,
+ * when key is NULL); -1 when it cannot be read. */
+int64_t mpl_proc_kb(const char *path, const char *key);
 char *mpl_strdup(const char *s);
 
 typedef struct MplAllocStats {

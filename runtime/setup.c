@@ -11,6 +11,7 @@
 #include "rank.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "mpl_rng.h"
@@ -348,6 +349,17 @@ static int init_synth(MplRun *r, MplErr *err) {
     else st = mpl_errf(err, "synthetic data: input '%s' must be f32 or i32", in->name);
   }
   int64_t n = job->train.synthetic_n > 0 ? job->train.synthetic_n : 1024;
+  /* its examples are drawn whole at the start: more than the machine has would be killed
+     while they are drawn (as an arena would, cpu_memory_check; MPL_NO_MEMORY_CHECK=1 too) */
+  double bytes = 0;
+  for (int i = 0; i < job->ninputs; i++) bytes += (double)n * (double)si[i].row_elems * 4;
+  const char *skip = getenv("MPL_NO_MEMORY_CHECK");
+  int64_t avail = st == MPL_OK && bytes >= (64 << 20) && !(skip && *skip && strcmp(skip, "0"))
+                    ? mpl_proc_kb("/proc/meminfo", "MemAvailable") : -1;
+  if (avail >= 0 && bytes > (double)avail * 1024 * 0.95)
+    st = mpl_errf(err, "synthetic(%lld): its examples hold %.2f GiB, drawn at the start, but this machine has %.2f GiB "
+                  "of memory available: give fewer examples (MPL_NO_MEMORY_CHECK=1 runs it anyway)", (long long)n,
+                  bytes / (1 << 30), avail / (double)(1 << 20));
   if (st == MPL_OK && mpl_synth_init(&r->synth, n, si, job->ninputs, job->train.seed, err) == MPL_OK)
     r->have_synth = true;
   else

@@ -85,6 +85,19 @@ for edit in "dp=3 tp=1431655766 batch=24" "dp=65536 tp=65536" "microbatches=4611
   else bad "jobedit $edit"; fi
 done
 
+# synthetic(n) whose examples are more than the machine has: refused before they are drawn
+# (they were drawn at the start, past the memory: killed, or a bare "out of memory")
+cat > "$tmp/syn.mpl" <<'MPL'
+import nn
+model m(x: f32[B, 4096], y: i32[B]) {
+  return cross_entropy(nn.linear(x, 10), y)
+}
+train m { data = synthetic(100000000); batch = 8; steps = 1 }
+MPL
+if "$MPLC" "$tmp/syn.mpl" -o "$tmp/syn.job" 2> "$tmp/syn.err"; then
+  expect_fail "synthetic(1e8) of 4096 floats (1.5 TiB)" "synthetic\(100000000\): its examples hold 1526.25 GiB" "$MPLRUN" "$tmp/syn.job" "${R[@]}"
+else bad "mplc syn.mpl: $(head -n 2 "$tmp/syn.err")"; fi
+
 # mpltok out of memory: a message and exit 1 (it wrote through a null pointer: SIGSEGV)
 head -c 40000000 /dev/zero | tr '\0' a > "$tmp/big.txt"
 (ulimit -v 100000; "$BUILD/mpltok" "$tmp/big.txt" "$tmp/big.bin" > "$tmp/tok.out" 2>&1); rc=$?
