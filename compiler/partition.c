@@ -82,18 +82,24 @@ static bool *recompute_needed(const Graph *g) {
 
 enum { RB, RW }; /* the backward pass a copy runs in: input gradient, weight gradient */
 
-/* The bytes a copy of op in the weight pass would keep held until that pass: the copies of
- * its region it reads, through the cheap ones (themselves remade there) to the others
- * (held from the input-gradient pass). An upper bound: a value read twice counts twice,
- * and a cheap input that is not remade after all holds its own bytes, no more than these. */
-static uint64_t held_for_w(const Graph *g, const bool *need, const Op *op) {
-  uint64_t b = 0;
-  for (int j = 0; j < op->nin; j++) {
-    const Op *in = g->ops[op->in[j]];
-    if (need[in->id] && in->recompute == op->recompute && in->stage == op->stage)
-      b += op_cheap_to_remake(in) ? held_for_w(g, need, in) : op_bytes(in);
+/* For each needed op, the bytes a copy of it in the weight pass would keep held until that
+ * pass: the copies of its region it reads, through the cheap ones (themselves remade there)
+ * to the others (held from the input-gradient pass). An upper bound: a value read twice
+ * counts twice (saturating), and a cheap input that is not remade after all holds its own
+ * bytes, no more than these. */
+static uint64_t *held_for_w(const Graph *g, const bool *need) {
+  uint64_t *held = calloc((size_t)g->nops + 1, sizeof *held);
+  for (int i = 0; i < g->nops; i++) { /* inputs first: each op's figure once (a chain h = h * h reads h twice) */
+    const Op *op = g->ops[i];
+    if (!need[i]) continue;
+    for (int j = 0; j < op->nin; j++) {
+      const Op *in = g->ops[op->in[j]];
+      if (!need[in->id] || in->recompute != op->recompute || in->stage != op->stage) continue;
+      uint64_t add = op_cheap_to_remake(in) ? held[in->id] : op_bytes(in);
+      held[i] = held[i] > UINT64_MAX - add ? UINT64_MAX : held[i] + add;
+    }
   }
-  return b;
+  return held;
 }
 
 /* The copies each needed op gets: has[RB][i] when the input-gradient pass reads it,
@@ -110,12 +116,13 @@ static uint64_t held_for_w(const Graph *g, const bool *need, const Op *op) {
  * Without a separate weight pass every copy is in RB. */
 static void recompute_passes(const Graph *g, const bool *need, bool *has[2]) {
   bool *want[2] = {calloc((size_t)g->nops, 1), calloc((size_t)g->nops, 1)};
+  uint64_t *held = held_for_w(g, need);
   for (int i = g->nops - 1; i >= 0; i--) {
     const Op *op = g->ops[i];
     bool reads[2] = {op->phase == PH_BWD_B, op->phase == PH_BWD_W};
     if (need[i]) {
       has[RB][i] = want[RB][i];
-      has[RW][i] = want[RW][i] && (!want[RB][i] || (op_cheap_to_remake(op) && held_for_w(g, need, op) <= op_bytes(op)));
+      has[RW][i] = want[RW][i] && (!want[RB][i] || (op_cheap_to_remake(op) && held[i] <= op_bytes(op)));
       reads[RB] = has[RB][i], reads[RW] = has[RW][i];
     }
     for (int p = RB; p <= RW; p++) {
@@ -132,6 +139,7 @@ static void recompute_passes(const Graph *g, const bool *need, bool *has[2]) {
       for (int p = RB; p <= RW; p++) has[p][i] = has[p][g->ops[i]->in[0]];
   free(want[RB]);
   free(want[RW]);
+  free(held);
 }
 
 typedef struct CloneCtx {

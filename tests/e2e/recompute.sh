@@ -109,5 +109,32 @@ for mesh in "pp=2 --schedule zb" "pp=4 --schedule zb" "pp=4 --schedule zbv"; do
   else bad "$mesh: arena per rank with @recompute [$p_rc], without [$p_plain]"; fi
 done
 
+# A long chain of cheap ops under @recompute whose end both backward passes read (h = h * h,
+# 40 times): the weight pass's bytes were summed through every path of the chain (2^40 of
+# them; mplc ran for minutes), now once per op. Compiles at once under zb, trains bitwise.
+cat > "$tmp/chain.mpl" <<'MPL'
+import nn
+model m(x: f32[B, 8], y: i32[B]) {
+  h = nn.linear(x, 8) @stage(0)
+  @recompute @stage(0) {
+    for i in 0..40 {
+      h = h * h * 0.5
+    }
+  }
+  a = nn.linear(h, 8) + gelu(h) @stage(0)
+  a = nn.linear(a, 8) @stage(1)
+  return cross_entropy(a, y)
+}
+train m { batch = 4; microbatches = 2; optimizer = sgd(lr = 0.1) }
+MPL
+sed 's/ @recompute//' "$tmp/chain.mpl" > "$tmp/chain_plain.mpl"
+if timeout 20 "$BUILD/mplc" "$tmp/chain.mpl" --mesh pp=2 --schedule zb -o "$tmp/chain.job" 2> "$tmp/chain.err" &&
+   "$BUILD/mplc" "$tmp/chain_plain.mpl" --mesh pp=2 --schedule zb -o "$tmp/chain_plain.job" 2>> "$tmp/chain.err" &&
+   "$BUILD/mplrun" "$tmp/chain.job" --threads 1 --steps 2 -q --save "$tmp/chain.st" > "$tmp/chain.log" 2>&1 &&
+   "$BUILD/mplrun" "$tmp/chain_plain.job" --threads 1 --steps 2 -q --save "$tmp/chain_plain.st" >> "$tmp/chain.log" 2>&1 &&
+   cmp -s "$tmp/chain.st" "$tmp/chain_plain.st"
+then ok "a 40-op chain of h * h under @recompute, zb: compiles at once, bitwise the params without it"
+else bad "the h * h chain under @recompute: $(head -n 2 "$tmp/chain.err") $(tail -n 2 "$tmp/chain.log")"; fi
+
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
