@@ -38,6 +38,13 @@ static bool is_leaf(const Op *op) { return op->kind == OP_INPUT || op->kind == O
 
 static bool is_backward(const Op *op) { return op->phase == PH_BWD_B || op->phase == PH_BWD_W; }
 
+/* Does reader (a backward op, or a forward op being recomputed) read the recompute copy of
+ * its input in, rather than in itself? When in is recomputed (need) on reader's stage, and
+ * a forward reader is of in's region: what another region made is that region's kept output. */
+static bool reads_copy(const bool *need, const Op *reader, const Op *in) {
+  return need[in->id] && in->stage == reader->stage && (is_backward(reader) || in->recompute == reader->recompute);
+}
+
 /* ---- (0) one backward pass where the schedule does not split it ----------------- */
 
 /* The schedule runs W right after B (schedule.c's sched_emit: "the whole backward, then
@@ -94,7 +101,7 @@ static uint64_t *held_for_w(const Graph *g, const bool *need) {
     if (!need[i]) continue;
     for (int j = 0; j < op->nin; j++) {
       const Op *in = g->ops[op->in[j]];
-      if (!need[in->id] || in->recompute != op->recompute || in->stage != op->stage) continue;
+      if (!reads_copy(need, op, in)) continue;
       uint64_t add = op_cheap_to_remake(in) ? held[in->id] : op_bytes(in);
       held[i] = held[i] > UINT64_MAX - add ? UINT64_MAX : held[i] + add;
     }
@@ -128,9 +135,7 @@ static void recompute_passes(const Graph *g, const bool *need, bool *has[2]) {
     for (int p = RB; p <= RW; p++) {
       if (!reads[p]) continue;
       for (int j = 0; j < op->nin; j++) {
-        const Op *in = g->ops[op->in[j]];
-        if (need[in->id] && in->stage == op->stage && (is_backward(op) || in->recompute == op->recompute))
-          want[p][in->id] = true;
+        if (reads_copy(need, op, g->ops[op->in[j]])) want[p][op->in[j]] = true;
       }
     }
   }
@@ -161,16 +166,10 @@ static Op *copy_reading(CloneCtx *c, const Op *src) {
   int *in = src->nin ? arena_alloc(c->ng->arena, sizeof(int) * (size_t)src->nin) : NULL;
   int p = src->phase == PH_BWD_W ? RW : RB;
   for (int j = 0; j < src->nin; j++) {
-    int o = src->in[j], k = is_backward(src) && c->need[o] ? c->clone[copy_pass(c, o, p)][o] : -1;
-    in[j] = k >= 0 && c->g->ops[o]->stage == src->stage ? k : c->map[o];
+    int o = src->in[j];
+    in[j] = is_backward(src) && reads_copy(c->need, src, c->g->ops[o]) ? c->clone[copy_pass(c, o, p)][o] : c->map[o];
   }
   return graph_copy(c->ng, src, in);
-}
-
-/* Whether forward op i's copy reads the copy of its input o (of its own region), not o. */
-static bool reads_clone(const CloneCtx *c, int i, int o) {
-  const Op *src = c->g->ops[i], *in = c->g->ops[o];
-  return c->need[o] && in->stage == src->stage && in->recompute == src->recompute;
 }
 
 /* The copy of forward op i in pass p (once), after the copies of its region it reads;
@@ -181,7 +180,7 @@ static void emit_clone(CloneCtx *c, int i, int p) {
   int *in = arena_alloc(c->ng->arena, sizeof(int) * (size_t)(src->nin ? src->nin : 1));
   for (int j = 0; j < src->nin; j++) {
     int o = src->in[j];
-    if (!reads_clone(c, i, o)) {
+    if (!reads_copy(c->need, src, c->g->ops[o])) {
       in[j] = c->map[o];
       continue;
     }
@@ -214,7 +213,8 @@ static Graph *apply_recompute(Graph *g) {
   ng->ops = NULL;
   ng->nops = ng->cap = 0;
   size_t n = (size_t)g->nops;
-  CloneCtx cc = {ng, g, need, {calloc(n, 1), calloc(n, 1)}, malloc(sizeof(int) * n), {malloc(sizeof(int) * n), malloc(sizeof(int) * n)}, 0};
+  CloneCtx cc = {.ng = ng, .g = g, .need = need, .has = {calloc(n, 1), calloc(n, 1)}, .map = malloc(sizeof(int) * n),
+                 .clone = {malloc(sizeof(int) * n), malloc(sizeof(int) * n)}};
   while (cc.nfwd < g->nops && !is_backward(g->ops[cc.nfwd])) cc.nfwd++;
   for (size_t i = 0; i < n; i++) cc.clone[RB][i] = cc.clone[RW][i] = -1;
   recompute_passes(g, need, cc.has);
@@ -225,7 +225,7 @@ static Graph *apply_recompute(Graph *g) {
     int p = src->phase == PH_BWD_W ? RW : RB;
     for (int j = 0; j < src->nin; j++) { /* each copy just before the first op that reads it */
       int o = src->in[j];
-      if (need[o] && g->ops[o]->stage == src->stage) emit_clone(&cc, o, copy_pass(&cc, o, p));
+      if (reads_copy(need, src, g->ops[o])) emit_clone(&cc, o, copy_pass(&cc, o, p));
     }
     Op *op = copy_reading(&cc, src);
     cc.map[i] = op->id;

@@ -133,12 +133,11 @@ static void key_int(Sema *S, Scope *sc, Node *e, const char *key, int64_t lo, in
 
 static void key_batch(Sema *S, Scope *sc, Node *e) { key_int(S, sc, e, "batch", 1, &S->g->train.batch); S->batch_loc = e->loc; }
 static void key_seq(Sema *S, Scope *sc, Node *e) { key_int(S, sc, e, "seq", 1, &S->g->train.seq); }
-/* at most MAX_MICROBATCHES, as mplrun's job reader (and --microbatches) */
-enum { MAX_MICROBATCHES = 65536 };
+/* at most MPL_MAX_MICROBATCHES, as mplrun's job reader (and --microbatches) */
 static void key_microbatches(Sema *S, Scope *sc, Node *e) {
   int64_t v;
   if (!pos_int(S, sc, e, "microbatches", 1, &v)) return;
-  if (v > MAX_MICROBATCHES) sema_err(S, e->loc, "microbatches = %lld: at most %d", (long long)v, MAX_MICROBATCHES);
+  if (v > MPL_MAX_MICROBATCHES) sema_err(S, e->loc, "microbatches = %lld: at most %d", (long long)v, MPL_MAX_MICROBATCHES);
   else S->g->train.microbatches = v;
 }
 static void key_steps(Sema *S, Scope *sc, Node *e) { key_int(S, sc, e, "steps", 1, &S->g->train.steps); }
@@ -378,8 +377,8 @@ void sema_train_overrides(Sema *S, Loc loc) {
   if (S->opt->schedule) override_schedule(S, S->opt->schedule);
   if (S->opt->precision && prec_of(S->opt->precision) < 0) sema_err(S, (Loc){0}, "--precision %s: expected f32, tf32 or bf16", S->opt->precision);
   else if (S->opt->precision) t->precision = (PrecKind)prec_of(S->opt->precision);
-  if (S->opt->microbatches > MAX_MICROBATCHES)
-    sema_err(S, (Loc){0}, "--microbatches %lld: at most %d", (long long)S->opt->microbatches, MAX_MICROBATCHES);
+  if (S->opt->microbatches > MPL_MAX_MICROBATCHES)
+    sema_err(S, (Loc){0}, "--microbatches %lld: at most %d", (long long)S->opt->microbatches, MPL_MAX_MICROBATCHES);
   else if (S->opt->microbatches > 0) t->microbatches = S->opt->microbatches;
   else if (S->opt->microbatches < 0) sema_err(S, (Loc){0}, "--microbatches must be at least 1");
   int64_t per = t->microbatches * g->mesh.dp;

@@ -319,3 +319,13 @@ int64_t mpl_proc_kb(const char *path, const char *key) {
   fclose(f);
   return v;
 }
+
+bool mpl_memory_check_off(void) {
+  const char *skip = getenv("MPL_NO_MEMORY_CHECK");
+  return skip && *skip && strcmp(skip, "0");
+}
+
+double mpl_mem_plannable(void) {
+  int64_t kb = mpl_memory_check_off() ? -1 : mpl_proc_kb("/proc/meminfo", "MemAvailable");
+  return kb < 0 ? -1 : (double)kb * 1024 * 0.95;
+}

@@ -162,21 +162,20 @@ static void cpu_bind_thread(MplDevice *d) {
  * A run that would be killed by the kernel, or crash, is refused with what it needs.
  * MPL_NO_MEMORY_CHECK=1 skips this (a machine whose swap is meant to be used). */
 static int cpu_memory_check(const MplDevice *d, uint64_t bytes, const char *what, MplErr *err) {
-  const char *skip = getenv("MPL_NO_MEMORY_CHECK");
-  if (skip && *skip && strcmp(skip, "0")) return MPL_OK;
+  if (mpl_memory_check_off()) return MPL_OK;
   const double gib = 1024.0 * 1024 * 1024;
   /* (small totals are not checked: reading /proc costs more than they risk; the total, not
    * this block alone, so that many ranks of small arenas are checked too) */
   int64_t held = atomic_load(&cpu_held);
-  int64_t avail = (uint64_t)held + bytes < (64u << 20) ? -1 : mpl_proc_kb("/proc/meminfo", "MemAvailable");
-  if (avail >= 0 && (double)(held + bytes) > (double)avail * 1024 * 0.95) {
+  double plannable = (uint64_t)held + bytes < (64u << 20) ? -1 : mpl_mem_plannable();
+  if (plannable >= 0 && (double)(held + bytes) > plannable) {
     char before[96] = "";
     if (held > 0) snprintf(before, sizeof before, ", and the ranks before it hold %.2f GiB they have not touched yet", held / gib);
     return mpl_errf(err, "cpu: rank %d needs %.2f GiB more for %s%s, but this machine has %.2f "
                     "GiB of memory available, of which a run may plan 95%%: the run would be killed. Use more "
                     "pipeline ranks or processes (--mesh, mpirun on several machines), more micro-batches of fewer "
                     "rows, a smaller batch, or @recompute (MPL_NO_MEMORY_CHECK=1 runs it anyway)", d->index,
-                    bytes / gib, what, before, avail * 1024.0 / gib);
+                    bytes / gib, what, before, plannable / 0.95 / gib);
   }
   struct rlimit rl;
   int64_t used = mpl_proc_kb("/proc/self/statm", NULL);

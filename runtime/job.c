@@ -267,7 +267,7 @@ static void read_manifest(MplCursor *c, Job *j) {
       j->mesh.tp < 1 || j->mesh.dp > MPL_MAX_WORLD || j->mesh.tp > MPL_MAX_WORLD ||
       (int64_t)j->mesh.dp * j->mesh.tp * j->mesh.pp > MPL_MAX_WORLD)
     mpl_cur_fail(c, "bad mesh dp=%d pp=%d tp=%d stages=%d", j->mesh.dp, j->mesh.pp, j->mesh.tp, j->nstages);
-  if (t->microbatches < 1 || t->microbatches > 65536 || t->batch < 1 || t->seq < 1)
+  if (t->microbatches < 1 || t->microbatches > MPL_MAX_MICROBATCHES || t->batch < 1 || t->seq < 1)
     mpl_cur_fail(c, "bad batch %" PRId64 " / micro-batches %" PRId64, t->batch, t->microbatches);
   if (t->eval_every < 0 || t->eval_batches < 1 || t->eval_batches > (1 << 30))
     mpl_cur_fail(c, "bad validation: eval_every %" PRId64 ", eval_batches %" PRId64, t->eval_every, t->eval_batches);

@@ -348,6 +348,8 @@ typedef struct MplMesh {
 /* The most ranks a mesh may have, dp * tp * pp (mplc refuses more; job_read and check_job
  * too): threads or processes. */
 enum { MPL_MAX_WORLD = 4096 };
+/* The most micro-batches a step may have (mplc refuses more; job_read too). */
+enum { MPL_MAX_MICROBATCHES = 65536 };
 static inline MplMesh mpl_mesh_norm(MplMesh m) {
   return (MplMesh){m.dp > 0 ? m.dp : 1, m.pp > 0 ? m.pp : 1, m.tp > 0 ? m.tp : 1};
 }

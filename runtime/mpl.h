@@ -48,6 +48,11 @@ size_t mpl_alloc_size(const void *p);
 /* A kB figure of a /proc file's line "KEY: N kB" (or of statm's first field, in pages,
  * when key is NULL); -1 when it cannot be read. */
 int64_t mpl_proc_kb(const char *path, const char *key);
+/* The bytes a run may plan to hold: 95% of the kernel's MemAvailable; -1 when it cannot be
+ * read or MPL_NO_MEMORY_CHECK=1 turns the checks off (a machine whose swap is meant to be
+ * used). The cpu device's arenas and the synthetic data are checked against it. */
+double mpl_mem_plannable(void);
+bool mpl_memory_check_off(void);
 char *mpl_strdup(const char *s);
 
 typedef struct MplAllocStats {

@@ -11,7 +11,6 @@
 #include "rank.h"
 
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "mpl_rng.h"
@@ -105,8 +104,9 @@ int init_rank(MplRun *r, int i, MplErr *err) {
     for (int p = 0; p < JP__COUNT; p++)
       for (int k = 0; k < job->stages[s].prog[p].nsteps; k++) {
         const JobStep *st = &job->stages[s].prog[p].steps[k];
+        if (st->kind != JS_CE) continue;
         MplCe a = mpl_ce_of_step(st);
-        if (st->kind == JS_CE && r->devops->ce_reserve(&rc->dev, &a, err) != MPL_OK) return MPL_ERR;
+        if (r->devops->ce_reserve(&rc->dev, &a, err) != MPL_OK) return MPL_ERR;
       }
   }
   if (r->world) rc->comm = mpl_comm_world_rank(r->world, i);
@@ -353,13 +353,11 @@ static int init_synth(MplRun *r, MplErr *err) {
      while they are drawn (as an arena would, cpu_memory_check; MPL_NO_MEMORY_CHECK=1 too) */
   double bytes = 0;
   for (int i = 0; i < job->ninputs; i++) bytes += (double)n * (double)si[i].row_elems * 4;
-  const char *skip = getenv("MPL_NO_MEMORY_CHECK");
-  int64_t avail = st == MPL_OK && bytes >= (64 << 20) && !(skip && *skip && strcmp(skip, "0"))
-                    ? mpl_proc_kb("/proc/meminfo", "MemAvailable") : -1;
-  if (avail >= 0 && bytes > (double)avail * 1024 * 0.95)
+  double plannable = st == MPL_OK && bytes >= (64 << 20) ? mpl_mem_plannable() : -1;
+  if (plannable >= 0 && bytes > plannable)
     st = mpl_errf(err, "synthetic(%lld): its examples hold %.2f GiB, drawn at the start, but this machine has %.2f GiB "
                   "of memory available: give fewer examples (MPL_NO_MEMORY_CHECK=1 runs it anyway)", (long long)n,
-                  bytes / (1 << 30), avail / (double)(1 << 20));
+                  bytes / (1 << 30), plannable / 0.95 / (1 << 30));
   if (st == MPL_OK && mpl_synth_init(&r->synth, n, si, job->ninputs, job->train.seed, err) == MPL_OK)
     r->have_synth = true;
   else

@@ -159,25 +159,25 @@ elif [ $rc = 0 ]; then bad "-np 3 for a 2-rank job was accepted"
 elif [ "$(grep -c 'use mpirun -np 2' "$tmp/np.log")" = 1 ]; then ok "-np 3 refused once: $(grep -m1 'mplrun: error' "$tmp/np.log")"
 else bad "-np 3: no clear message: $(head -n 3 "$tmp/np.log")"; fi
 
-# processes started with other settings (--steps 3 and 5: rank 1 would wait for step 4
-# forever): refused at the start, once, by rank 0
-"${MPIRUN[@]}" -np 1 "$MPLRUN" "$tmp/small_pp2.job" -q --threads 1 --steps 3 : \
-  -np 1 "$MPLRUN" "$tmp/small_pp2.job" -q --threads 1 --steps 5 > "$tmp/differ.log" 2>&1
-rc=$?
-if [ $rc = 124 ]; then bad "processes with different --steps hang"
-elif [ $rc != 0 ] && [ "$(grep -c 'different jobs or settings' "$tmp/differ.log")" = 1 ]; then
-  ok "processes with different --steps: refused once at the start (exit $rc)"
-else bad "different --steps: exit $rc, $(grep -m 2 -E 'error|step' "$tmp/differ.log")"; fi
-
+# processes started with other settings: refused at the start, once, by rank 0.
+# differ LABEL "RANK0 ARGS" "RANK1 ARGS"
+differ() {
+  local log=$tmp/differ.log a0 a1
+  read -ra a0 <<< "$2"
+  read -ra a1 <<< "$3"
+  "${MPIRUN[@]}" -np 1 "$MPLRUN" "$tmp/small_pp2.job" -q --threads 1 "${a0[@]}" : \
+    -np 1 "$MPLRUN" "$tmp/small_pp2.job" -q --threads 1 "${a1[@]}" > "$log" 2>&1
+  local rc=$?
+  if [ $rc = 124 ]; then bad "$1: hangs"
+  elif [ $rc != 0 ] && [ "$(grep -c 'different jobs or settings' "$log")" = 1 ]; then
+    ok "$1: refused once at the start (exit $rc)"
+  else bad "$1: exit $rc, $(grep -m 2 -E 'error|step' "$log")"; fi
+}
+# --steps 3 and 5: rank 1 would wait for step 4 forever
+differ "processes with different --steps" "--steps 3" "--steps 5"
 # --comm-stats to rank 0 alone (a conformance pass: its gather waited for the other process
-# forever): refused at the start too
-"${MPIRUN[@]}" -np 1 "$MPLRUN" "$tmp/small_pp2.job" -q --threads 1 --steps 2 --comm-stats "$tmp/cs.jsonl" : \
-  -np 1 "$MPLRUN" "$tmp/small_pp2.job" -q --threads 1 --steps 2 > "$tmp/differ2.log" 2>&1
-rc=$?
-if [ $rc = 124 ]; then bad "--comm-stats on one process only hangs"
-elif [ $rc != 0 ] && [ "$(grep -c 'different jobs or settings' "$tmp/differ2.log")" = 1 ]; then
-  ok "--comm-stats on one process only: refused once at the start (exit $rc)"
-else bad "--comm-stats on one process only: exit $rc, $(grep -m 2 -E 'error|step' "$tmp/differ2.log")"; fi
+# forever)
+differ "--comm-stats on one process only" "--steps 2 --comm-stats $tmp/cs.jsonl" "--steps 2"
 
 "${MPIRUN[@]}" -np 2 "$MPLRUN" "$tmp/small_pp2.job" -q --init "$tmp/missing.safetensors" > "$tmp/fail.log" 2>&1
 rc=$?
