@@ -423,12 +423,13 @@ static void trace_ins(RankCtx *rc, const JobIns *ins, double t0_us, double t1_us
   mpl_trace_event(&rc->run->trace, rc->wrank, name, ins_label(ins->kind), t0_us, t1_us - t0_us);
 }
 
-/* Device memory: waits for the device, then reads the losses of the step's FWDs. */
+/* Device memory: waits for the device, then reads the losses of the step's FWDs (not after
+ * a sampling pass: it runs micro-batch 0 alone, and no loss is read). */
 static int end_step_on_device(RankCtx *rc, MplErr *err) {
   const JobRank *jr = &rc->run->job->ranks[rc->rank];
   if (rc->dev.ops->sync(&rc->dev, err) != MPL_OK) return MPL_ERR;
   if (rc->dev.ops->step_done) rc->dev.ops->step_done(&rc->dev);
-  for (int i = 0; i < jr->nins; i++)
+  for (int i = 0; i < jr->nins && !rc->run->sampling; i++)
     if (jr->ins[i].kind == JI_FWD && read_loss(rc, jr->ins[i].stage, jr->ins[i].mb, err) != MPL_OK) return MPL_ERR;
   return MPL_OK;
 }
@@ -524,5 +525,48 @@ int rank_eval(RankCtx *rc, MplErr *err) {
   if (st == MPL_OK && rc->dev.ops->sync) st = end_step_on_device(rc, err);
   memcpy(rc->comm_counts, counts, sizeof counts);
   if (r->tracing) mpl_trace_event(&r->trace, rc->wrank, "eval", "eval", ts0, mpl_trace_now(&r->trace) - ts0);
+  return st;
+}
+
+/* ---- a sampling pass (mpl_run_sample) ---------------------------------------------------
+ * One token's forward: micro-batch 0's inputs get the window (idx row 0: r->sample_win,
+ * zero padded; everything else 0), then the rank's FWDs and activation transfers of
+ * micro-batch 0 run in stream order, as rank_eval runs every micro-batch's (the same
+ * argument holds for the subset: no deadlock, each buffer holds what the step computes).
+ * Replica 0 alone runs (replicas share no forward message); its tp ranks all run, so
+ * their collectives pair up. The fused cross-entropy's stage stops before that step
+ * (sample_until), where its operands are read: its later steps may reuse their buffers.
+ * A rank whose stage holds the logits keeps them to the end of the pass: nothing after
+ * micro-batch 0's last FWD runs. No loss is read; the step's counts are kept. */
+static int sample_inputs(RankCtx *rc, MplErr *err) {
+  MplRun *r = rc->run;
+  const Job *job = r->job;
+  for (int i = 0; i < job->ninputs; i++) {
+    int v = job->inputs[i].value;
+    if (!vptr(rc, v, 0)) continue;
+    size_t bytes = value_bytes(job, v);
+    memset(rc->stage_buf, 0, bytes);
+    if (i == r->sample_idx) memcpy(rc->stage_buf, r->sample_win, (size_t)r->sample_wlen * 4);
+    if (rc->dev.ops->copy_from_host(&rc->dev, vptr(rc, v, 0), rc->stage_buf, bytes, err) != MPL_OK) return MPL_ERR;
+  }
+  return MPL_OK;
+}
+
+int rank_sample(RankCtx *rc, MplErr *err) {
+  MplRun *r = rc->run;
+  const JobRank *jr = &r->job->ranks[rc->rank];
+  if (rc->dpi != 0) return MPL_OK;
+  MplCommCount counts[MPL_COMM__COUNT];
+  memcpy(counts, rc->comm_counts, sizeof counts);
+  int st = sample_inputs(rc, err);
+  for (int i = 0; i < jr->nins && st == MPL_OK; i++) {
+    const JobIns *ins = &jr->ins[i];
+    if (ins->mb != 0 || !ins_is_forward(r->job, ins)) continue;
+    if (ins->kind != JI_FWD) st = run_ins(rc, ins, r->step, err);
+    else if (ins->stage == r->sample_stage) st = run_prog_until(rc, ins->stage, JP_FWD, 0, r->step, r->sample_until, err);
+    else st = run_prog(rc, ins->stage, JP_FWD, 0, r->step, err);
+  }
+  if (st == MPL_OK && rc->dev.ops->sync) st = end_step_on_device(rc, err);
+  memcpy(rc->comm_counts, counts, sizeof counts);
   return st;
 }

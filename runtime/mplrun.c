@@ -318,15 +318,18 @@ static bool mpi_settings_differ(Cli *c) {
   MplComm *m = c->run.comm;
   uint64_t h = c->run.job_checksum;
   const char *strs[] = {c->run.init_path, c->run.resume_dir, c->run.ckpt_dir, c->run.data_path, c->run.val_path,
-                        c->devices};
+                        c->devices, c->prompt};
   for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
     h = (h ^ (strs[i] ? 1 + i : 0)) * 1099511628211ull;
     for (const char *p = strs[i] ? strs[i] : ""; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
   }
   /* and whether the outputs every process helps to write are asked for (their gathers are
      collective: one process alone would wait for the others forever) */
+  uint64_t tbits;
+  memcpy(&tbits, &c->sample.temperature, sizeof tbits);
   int64_t nums[] = {c->steps, c->run.ckpt_every, c->run.tf32, c->sample_n, !!c->run.save_path, !!c->run.trace_path,
-                    !!c->run.profile_path, !!c->comm_stats, c->run.quiet};
+                    !!c->run.profile_path, !!c->comm_stats, c->run.quiet, (int64_t)tbits, c->sample.top_k,
+                    (int64_t)c->sample.seed, c->sample.has_seed};
   for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) h = (h ^ (uint64_t)nums[i]) * 1099511628211ull;
   double mine = (double)(h >> 24), lead = m->rank == 0 ? mine : 0; /* 40 bits: exact in a double */
   int *all = mpl_malloc(sizeof(int) * (size_t)m->size);
@@ -423,8 +426,7 @@ static int run(Cli *c, Job *job) {
 }
 
 /* Under MPI, checks every process agrees on before the run (so rank 0 alone says it and
- * every process exits): the process count, a GPU everywhere for --devices cuda, and what
- * MPI does not run yet. */
+ * every process exits): the process count, the settings, a GPU everywhere for --devices cuda. */
 static int check_mpi(Cli *c, const Job *job) {
   MplComm *m = c->run.comm;
   int nworld = mpl_mesh_size(job->mesh);
@@ -432,13 +434,11 @@ static int check_mpi(Cli *c, const Job *job) {
   if (m->size != nworld)
     snprintf(buf, sizeof buf, "mpirun started %d processes, but the job has %d ranks (dp %d x tp %d x pp %d): use mpirun -np %d",
              m->size, nworld, job->mesh.dp, job->mesh.tp, job->mesh.pp, nworld);
-  else if (c->sample_n >= 0)
-    snprintf(buf, sizeof buf, "--sample is not supported under mpirun yet: sample with a threads run (--init FILE)");
   if (!buf[0] && mpi_settings_differ(c)) {
     if (m->rank == 0)
       fail("the processes were started with different jobs or settings (the job file's bytes, --steps, --init, "
-           "--resume, --checkpoint, --checkpoint-every, --data, --val, --devices, --tf32 must be the same on every "
-           "process): check the mpirun command line%s%s", "", "");
+           "--resume, --checkpoint, --checkpoint-every, --data, --val, --devices, --tf32, --sample and its options "
+           "must be the same on every process): check the mpirun command line%s%s", "", "");
     return 1;
   }
   if (!buf[0]) return c->devices && !strncmp(c->devices, "cuda", 4) ? check_mpi_gpus(c) : 0;

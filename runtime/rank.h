@@ -22,9 +22,10 @@
 #define TAG_TIED(p, u) ((2ull << 60) | ((uint64_t)(p) << 24) | (uint64_t)(u))
 #define TAG_NORM(step) ((3ull << 60) | (uint64_t)(step))
 #define TAG_ZERO(ag, p) ((4ull << 60) | ((uint64_t)(ag) << 40) | (uint64_t)(p)) /* ZeRO-1: ag 0 reduce-scatter, 1 all-gather */
-/* Under MPI, the main thread's messages to world rank 0 (losses, parts of params, stats, trace) */
+/* Under MPI, the main thread's messages to world rank 0 (losses, parts of params, stats, trace;
+   and each sampled token, from its picker to every process) */
 #define TAG_MAIN(kind, x) ((5ull << 60) | ((uint64_t)(kind) << 48) | (uint64_t)(x))
-enum { MAIN_LOSS = 1, MAIN_PART, MAIN_STATS, MAIN_TRACE_N, MAIN_TRACE_EV, MAIN_COMM, MAIN_PROF };
+enum { MAIN_LOSS = 1, MAIN_PART, MAIN_STATS, MAIN_TRACE_N, MAIN_TRACE_EV, MAIN_COMM, MAIN_PROF, MAIN_SAMPLE };
 
 typedef struct RankCtx {
   MplRun *run;
@@ -114,7 +115,14 @@ struct MplRun {
   double last_loss;
   bool optim_fresh;          /* no optimizer step taken yet (SGD's first momentum step) */
   bool eval;                 /* an evaluation pass (sampling, validation): kernels get MPL_MB_EVAL, dropout
-                                is off; the rank threads run rank_eval instead of rank_step */
+                                is off; the rank threads run rank_eval (rank_sample) instead of rank_step */
+  /* sampling (sample.c): one token's pass of every rank (rank_sample), while `sampling` */
+  bool sampling;
+  const int32_t *sample_win; /* the window of tokens micro-batch 0's idx row 0 gets (zero padded) */
+  int64_t sample_wlen;
+  int sample_idx;            /* the job input that is idx */
+  int sample_stage;          /* the fused cross-entropy's stage (its forward stops before step sample_until), or -1 */
+  int sample_until;
   /* step synchronisation */
   pthread_mutex_t mu;
   pthread_cond_t go, done;
@@ -185,6 +193,9 @@ int rank_step(RankCtx *rc, int64_t step, MplErr *err);
 /* One evaluation pass of one rank: batch r->eval_batch of the val data through the
  * forward part of its stream; the losses land in mb_loss as a step's do. */
 int rank_eval(RankCtx *rc, MplErr *err);
+/* One sampling pass of one rank: r->sample_win through micro-batch 0's forward part of its
+ * stream (replica 0 only; the fused cross-entropy's stage up to its step r->sample_until). */
+int rank_sample(RankCtx *rc, MplErr *err);
 /* Program `which` (JP_*) of a stage for micro-batch mb. */
 int run_prog(RankCtx *rc, int stage, int which, int mb, int64_t step, MplErr *err);
 /* A JS_CE step's sizes and flags as the device's MplCe (no pointers): run_ce's, and the
@@ -198,6 +209,12 @@ int run_prog_until(RankCtx *rc, int stage, int which, int mb, int64_t step, int 
 int rank_fail(RankCtx *rc, MplErr *err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Value v of micro-batch mb on this rank, or NULL with an error naming the stage. */
 void *need_ptr(RankCtx *rc, int v, int mb, int stage, MplErr *err);
+
+/* ==== train.c ========================================================= */
+
+/* Step r->step, or the evaluation or sampling pass r->eval and r->sampling say, on every
+ * rank of this process; returns when all of them have ended. */
+int run_one_step(MplRun *r, MplErr *err);
 
 /* ==== setup.c ========================================================= */
 

@@ -1,8 +1,11 @@
 /*
- * sample.c — generating text from a token model (mplrun --sample): the prompt's bytes
- * fed to micro-batch 0's input, every stage's forward run in stage order on the main
- * thread (activations copied between the ranks' arenas), the next token drawn from the
- * last position's logits, the window slid past seq.
+ * sample.c — generating text from a token model (mplrun --sample): for each token, the
+ * window of the last seq tokens (the prompt's bytes, then the sampled ones) goes to
+ * micro-batch 0's idx row, every rank runs a sampling pass (exec.c's rank_sample: micro-
+ * batch 0's forward part of its stream, through the mesh's own messages and collectives),
+ * and the next token is drawn from the last position's logits on replica 0's tp rank 0 of
+ * the logits' stage. Under mpirun that rank's process draws it and sends it to every other
+ * process; world rank 0 prints.
  *
  * Choosing the token: --temperature 0 is greedy (the first id of the largest logit);
  * otherwise softmax(logits / temperature) over the --top-k largest (0: all; ties to the
@@ -12,7 +15,9 @@
  * on the host from the step's x and w (fused_logits).
  *
  * Invariants: an evaluation pass (kernels get MPL_MB_EVAL: dropout is off); the same
- * params, options and seed give the same text; only the text goes to `out`.
+ * params, options and seed give the same text on any mesh up to rounding (tp sums in
+ * another order); only the text goes to `out`; a signal stops every process after the
+ * same token (the picker's flag travels with it).
  */
 #include "rank.h"
 
@@ -25,65 +30,6 @@ static int sample_input_index(const MplRun *r, int role) {
   for (int i = 0; i < r->job->ninputs; i++)
     if (r->role[i] == role) return i;
   return -1;
-}
-
-/* Fills micro-batch 0's inputs: idx row 0 = window (zero padded), everything else 0. */
-static int sample_fill(MplRun *r, const int32_t *window, int64_t wlen, int idx_input, MplErr *err) {
-  const Job *job = r->job;
-  for (int i = 0; i < job->ninputs; i++) {
-    int v = job->inputs[i].value;
-    size_t bytes = value_bytes(job, v);
-    for (int k = 0; k < r->pp; k++) {
-      RankCtx *rc = &r->ranks[k];
-      if (!vptr(rc, v, 0)) continue;
-      memset(rc->stage_buf, 0, bytes);
-      if (i == idx_input) memcpy(rc->stage_buf, window, (size_t)wlen * 4);
-      if (rc->dev.ops->copy_from_host(&rc->dev, vptr(rc, v, 0), rc->stage_buf, bytes, err) != MPL_OK) return MPL_ERR;
-    }
-  }
-  return MPL_OK;
-}
-
-/* bytes from rank a's arena to rank b's (through the host on devices with their own memory). */
-static int copy_between(RankCtx *ra, const void *a, RankCtx *rb, void *b, size_t bytes, MplErr *err) {
-  if (!ra->dev.ops->device_memory) {
-    memcpy(b, a, bytes);
-    return MPL_OK;
-  }
-  void *h = mpl_malloc(bytes ? bytes : 1);
-  if (!h) return mpl_errf(err, "out of memory");
-  int st = ra->dev.ops->copy_to_host(&ra->dev, h, a, bytes, err);
-  if (st == MPL_OK) st = rb->dev.ops->copy_from_host(&rb->dev, b, h, bytes, err);
-  if (st == MPL_OK && rb->dev.ops->sync) st = rb->dev.ops->sync(&rb->dev, err);
-  mpl_free(h);
-  return st;
-}
-
-/* Runs every stage's forward program for micro-batch 0 in stage order on this thread,
- * copying activations between the ranks' arenas directly; stage ce_stage (>= 0: the fused
- * cross-entropy's) only up to its step ce_step, where its operands are read, and no further
- * (later steps, and a bf16 job's, reuse the buffers of values they no longer need). */
-static int sample_forward(MplRun *r, int ce_stage, int ce_step, MplErr *err) {
-  const Job *job = r->job;
-  for (int s = 0; s < job->nstages; s++) {
-    RankCtx *rc = &r->ranks[job->stages[s].rank];
-    /* this thread runs each rank's programs in turn: with that rank's threads (--threads),
-       as its own thread would, not the OpenMP default of every CPU */
-    if (rc->dev.ops->bind_thread) rc->dev.ops->bind_thread(&rc->dev);
-    if (s == ce_stage) return run_prog_until(rc, s, JP_FWD, 0, r->step, ce_step, err);
-    if (run_prog(rc, s, JP_FWD, 0, r->step, err) != MPL_OK) return MPL_ERR;
-    for (int x = 0; x < job->nxfers; x++) {
-      const JobXfer *xf = &job->xfers[x];
-      if (xf->grad || xf->src != s) continue;
-      RankCtx *dst = &r->ranks[job->stages[xf->dst].rank];
-      if (dst == rc) continue;
-      for (int i = 0; i < xf->nvals; i++) {
-        void *a = need_ptr(rc, xf->vals[i], 0, s, err), *b = a ? need_ptr(dst, xf->vals[i], 0, xf->dst, err) : NULL;
-        if (!b || copy_between(rc, a, dst, b, value_bytes(job, xf->vals[i]), err) != MPL_OK) return MPL_ERR;
-      }
-    }
-  }
-  return MPL_OK;
 }
 
 /* Greedy: the first index of the largest logit. */
@@ -132,7 +78,7 @@ static void put_token(FILE *out, int32_t t) {
 
 /* A job compiled with the fused cross-entropy (JS_CE, mplc's default) holds no logits: the
  * row's are x[row] w^T (or x[row] w) from the step's operands, read before the step runs
- * (sample_forward), on the host, each a sum over k in order in double, of x and w as the
+ * (rank_sample stops before it), on the host, each a sum over k in order in double, of x and w as the
  * step reads them (stored as bf16 under ce->in16), and rounded to bf16 as the step rounds
  * them in a bf16 job: the logits fed to the cross-entropy. */
 static int fused_logits(RankCtx *rc, const JobStep *ce, int stage, int64_t row, float **wt, float *logits,
@@ -164,18 +110,33 @@ static int fused_logits(RankCtx *rc, const JobStep *ce, int stage, int64_t row, 
   return st;
 }
 
+/* The token of pass k on the picking rank: the last position's logits (made from the fused
+ * step's x and w where the job holds none), drawn as `o` says. */
+static int pick_token(MplRun *r, RankCtx *rc, const JobStep *ce, int ls, int lv, int64_t wlen, int64_t k,
+                      const MplSampleOpts *o, uint64_t stream, float **wt, float *logits, double *w, int32_t *t,
+                      MplErr *err) {
+  int64_t V = ce ? ce->N : r->job->values[lv].dims[r->job->values[lv].rank - 1];
+  if (ce) {
+    if (fused_logits(rc, ce, ls, wlen - 1, wt, logits, err) != MPL_OK) return MPL_ERR;
+  } else {
+    const float *row = (const float *)need_ptr(rc, lv, 0, ls, err);
+    if (!row || rc->dev.ops->copy_to_host(&rc->dev, logits, row + (wlen - 1) * V, (size_t)V * 4, err) != MPL_OK)
+      return MPL_ERR;
+  }
+  *t = sample_pick(logits, V, o, mpl_uniform(stream, (uint64_t)k), w);
+  return MPL_OK;
+}
+
 int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, const MplSampleOpts *o, FILE *out, MplErr *err) {
   const Job *job = r->job;
   int idx_in = sample_input_index(r, 0), ls = -1;
   for (int s = 0; s < job->nstages; s++) if (job->stages[s].logits_value >= 0) ls = s;
-  if (r->mpi) return mpl_errf(err, "--sample is not supported under mpirun yet: sample with a threads run (--init FILE)");
   const JobStep *ce = NULL; /* the fused cross-entropy (JS_CE): the logits are never held */
   int ce_step = -1;
   for (int s = 0; s < job->nstages && ls < 0; s++)
     for (int i = 0; i < job->stages[s].prog[JP_FWD].nsteps && !ce; i++)
       if (job->stages[s].prog[JP_FWD].steps[i].kind == JS_CE) ce = &job->stages[s].prog[JP_FWD].steps[i], ls = s, ce_step = i;
   if (idx_in < 0 || ls < 0) return mpl_errf(err, "--sample needs a token model (inputs idx, targets and a cross_entropy loss)");
-  if (r->tp > 1) return mpl_errf(err, "--sample does not run tensor-parallel jobs yet (tp = %d): compile for tp = 1", r->tp);
   int lv = ce ? -1 : job->stages[ls].logits_value;
   const JobValue *lvv = ce ? NULL : &job->values[lv];
   int64_t T = job->train.seq, V = ce ? ce->N : lvv->dims[lvv->rank - 1];
@@ -186,6 +147,10 @@ int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, const MplSampleOpts
   if (!(o->temperature >= 0) || !isfinite(o->temperature))
     return mpl_errf(err, "--temperature must be 0 (greedy) or positive, not %g", o->temperature);
   if (o->top_k < 0) return mpl_errf(err, "--top-k must be 0 (all tokens) or positive, not %lld", (long long)o->top_k);
+  /* the logits are read on replica 0's tp rank 0 of their stage (the cross-entropy's input is
+     whole on every tp rank); under mpirun its process picks and sends each token to the others */
+  int L = world_of(r, 0, 0, job->stages[ls].rank);
+  bool picker = !r->mpi || r->me == L;
   int32_t *toks = mpl_calloc((size_t)(ntok + n + 1), 4);
   float *logits = mpl_malloc((size_t)V * 4);
   double *w = mpl_malloc((size_t)V * 8);
@@ -194,38 +159,38 @@ int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, const MplSampleOpts
   for (int64_t i = 0; i < plen && st == MPL_OK; i++) toks[i] = (unsigned char)prompt[i];
   for (int64_t i = 0; i < ntok && st == MPL_OK; i++)
     if (toks[i] >= V) st = mpl_errf(err, "--prompt: byte %d is outside the vocabulary of %lld", toks[i], (long long)V);
-  bool wrote = st == MPL_OK; /* the prompt, then the tokens, then a newline; nothing if it was refused */
+  bool wrote = st == MPL_OK && r->lead; /* the prompt, then the tokens, then a newline; nothing if it was refused */
   if (wrote) fputs(prompt, out);
   uint64_t stream = mpl_name_stream(o->has_seed ? o->seed : job->train.seed, "mplrun.sample");
-  r->eval = true; /* dropout off */
+  r->eval = r->sampling = true; /* dropout off; the ranks run rank_sample */
+  r->sample_idx = idx_in, r->sample_stage = ce ? ls : -1, r->sample_until = ce_step;
   for (int64_t k = 0; k < n && st == MPL_OK; k++) {
-    if (r->opts.stop && *r->opts.stop) { /* SIGINT, SIGTERM, SIGHUP, SIGPIPE (mplrun.c): after this token */
-      st = mpl_errf(err, "stopped by signal %d after %lld of %lld tokens", *r->opts.stop, (long long)k, (long long)n);
-      break;
-    }
-    int64_t w0 = ntok > T ? ntok - T : 0, wlen = ntok - w0;
-    if (sample_fill(r, toks + w0, wlen, idx_in, err) != MPL_OK || sample_forward(r, ce ? ls : -1, ce_step, err) != MPL_OK) {
+    int64_t w0 = ntok > T ? ntok - T : 0;
+    r->sample_win = toks + w0, r->sample_wlen = ntok - w0;
+    if (run_one_step(r, err) != MPL_OK) {
       st = MPL_ERR;
       break;
     }
-    RankCtx *rc = &r->ranks[job->stages[ls].rank];
-    if (ce) { /* the last position's logits from the fused step's x and w */
-      if ((st = fused_logits(rc, ce, ls, wlen - 1, &wt, logits, err)) != MPL_OK) break;
-      int32_t t = sample_pick(logits, V, o, mpl_uniform(stream, (uint64_t)k), w);
-      toks[ntok++] = t;
-      put_token(out, t);
-      fflush(out);
-      continue;
+    /* the token, and a signal (SIGINT, SIGTERM, SIGHUP, SIGPIPE: mplrun.c) that stops after
+       it: the picker's, so that every process stops at the same token */
+    int32_t msg[2] = {0, picker && r->opts.stop ? *r->opts.stop : 0};
+    if (picker && pick_token(r, &r->ranks[L], ce, ls, lv, r->sample_wlen, k, o, stream, &wt, logits, w, &msg[0], err) != MPL_OK) {
+      st = MPL_ERR;
+      break;
     }
-    const float *row = (const float *)need_ptr(rc, lv, 0, ls, err);
-    if (!row) { st = MPL_ERR; break; }
-    if ((st = rc->dev.ops->copy_to_host(&rc->dev, logits, row + (wlen - 1) * V, (size_t)V * 4, err)) != MPL_OK) break;
-    int32_t t = sample_pick(logits, V, o, mpl_uniform(stream, (uint64_t)k), w);
-    toks[ntok++] = t;
-    put_token(out, t);
-    fflush(out);
+    for (int q = 0; r->mpi && q < r->nworld && st == MPL_OK; q++) {
+      if (q == L || (r->me != L && r->me != q)) continue;
+      uint64_t tag = TAG_MAIN(MAIN_SAMPLE, k);
+      if ((r->me == L ? r->mpi->ops->send(r->mpi, q, tag, msg, sizeof msg) : r->mpi->ops->recv(r->mpi, L, tag, msg, sizeof msg)) != MPL_OK)
+        st = mpl_errf(err, "--sample: token %lld: %s", (long long)k + 1, r->mpi->err.msg);
+    }
+    if (st != MPL_OK) break;
+    toks[ntok++] = msg[0];
+    if (r->lead) put_token(out, msg[0]), fflush(out);
+    if (msg[1] && k + 1 < n)
+      st = mpl_errf(err, "stopped by signal %d after %lld of %lld tokens", msg[1], (long long)k + 1, (long long)n);
   }
-  r->eval = false;
+  r->eval = r->sampling = false;
   if (wrote) fputc('\n', out);
   mpl_free(toks);
   mpl_free(logits);

@@ -54,7 +54,8 @@ static void *rank_main(void *arg) {
     bool eval = r->eval;
     pthread_mutex_unlock(&r->mu);
     MplErr e = {{0}};
-    if ((eval ? rank_eval(rc, &e) : rank_step(rc, step, &e)) != MPL_OK) record_failure(r, &e);
+    int st = !eval ? rank_step(rc, step, &e) : r->sampling ? rank_sample(rc, &e) : rank_eval(rc, &e);
+    if (st != MPL_OK) record_failure(r, &e);
     pthread_mutex_lock(&r->mu);
     if (--r->running == 0) pthread_cond_broadcast(&r->done);
   }
@@ -73,12 +74,13 @@ static void add_tails(MplRun *r) {
     if (r->ranks[i].step_counted) r->ranks[i].stats.tail_s += last - r->ranks[i].step_end;
 }
 
-/* Runs step r->step (or with r->eval, evaluation batch r->eval_batch) on every rank and
- * waits for all of them. Under MPI: this process's rank runs on this thread, then the
- * losses go to world rank 0. */
-static int run_one_step(MplRun *r, MplErr *err) {
+/* Runs step r->step (or with r->eval, evaluation batch r->eval_batch; with r->sampling, a
+ * sampling pass) on every rank and waits for all of them. Under MPI: this process's rank
+ * runs on this thread, then the losses go to world rank 0. */
+int run_one_step(MplRun *r, MplErr *err) {
   if (r->mpi) {
     RankCtx *rc = &r->ranks[r->me];
+    if (r->sampling) return rank_sample(rc, err); /* sample.c sends the token on */
     if ((r->eval ? rank_eval(rc, err) : rank_step(rc, r->step, err)) != MPL_OK) return MPL_ERR;
     return gather_losses(r, err);
   }

@@ -14,6 +14,8 @@
  *    larger; the two devices differ in libm against the LLVM's math, products
  *    summed in double by the mock, and bf16 roundings that can fall the other way);
  *  - the loss after a few AdamW steps agrees too (1e-3 relative, bf16 2e-2);
+ *  - a token model samples the same 8 tokens from its initial params (temperature 1: a
+ *    draw flips only if a uniform falls within rounding of a bin's edge);
  *  - no warp of a generated kernel diverges at a shuffle or __syncwarp, no kernel reads or
  *    writes outside the arena (the mock's checks), every launch has a host copy.
  *
@@ -288,6 +290,31 @@ static Trained train(const Job *job, const MplDeviceOps *ops) {
   return t;
 }
 
+/* A token model's text sampled from its initial params (--sample 8 at temperature 1, seed
+ * 5, prompt bytes 1 and 2: below any vocabulary of 3 or more), or NULL for a model that is
+ * not one (sample.c's refusal). The ranks run the sampling pass through the device's own
+ * messages and collectives, as on a GPU. */
+static char *sample_text(const Job *job, const MplDeviceOps *ops) {
+  MplRun *r = start(job, ops, 0);
+  ck_assert(r != NULL);
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  ck_assert(f != NULL);
+  MplSampleOpts so = {.temperature = 1.0, .has_seed = true, .seed = 5};
+  MplErr err = {{0}};
+  int st = mpl_run_sample(r, "\x01\x02", 8, &so, f, &err);
+  fclose(f);
+  mpl_run_free(r);
+  if (st != MPL_OK && (strstr(err.msg, "needs a token model") || strstr(err.msg, "not [B, T, vocab]") ||
+                       strstr(err.msg, "outside the vocabulary"))) {
+    free(buf);
+    return NULL;
+  }
+  ck_assert_msg(st == MPL_OK, "%s: --sample: %s", ops ? ops->name : "cpu", err.msg);
+  return buf;
+}
+
 /* Compiles case i, trains it on both devices and compares. */
 START_TEST(test_job_on_mock_gpu) {
   const Case *c = case_at(_i);
@@ -347,8 +374,13 @@ START_TEST(test_job_on_mock_gpu) {
   }
   if (c->launched)
     ck_assert_msg(cuda_mock_launches(c->launched) > 0, "%s %s: %s never ran", c->model, c->flags, c->launched);
-  printf("%-36s %-16s loss %.7f / %.7f, step %d %.7f / %.7f, gradients within %.2g\n", c->model, c->flags, cpu.loss1,
-         gpu.loss1, STEPS, cpu.lossk, gpu.lossk, worst);
+  /* a token model samples the same text on both devices */
+  char *ts_cpu = sample_text(job, NULL), *ts_gpu = ts_cpu ? sample_text(job, &mpl_device_cuda_ops) : NULL;
+  ck_assert_msg(!ts_cpu || !strcmp(ts_cpu, ts_gpu), "%s %s: --sample 8: cpu '%s', cuda '%s'", c->model, c->flags,
+                ts_cpu, ts_gpu);
+  printf("%-36s %-16s loss %.7f / %.7f, step %d %.7f / %.7f, gradients within %.2g%s\n", c->model, c->flags, cpu.loss1,
+         gpu.loss1, STEPS, cpu.lossk, gpu.lossk, worst, ts_cpu ? ", the same sampled text" : "");
+  free(ts_cpu), free(ts_gpu);
   free(cpu.grads), free(gpu.grads);
   job_free(job);
 }
