@@ -107,11 +107,26 @@ static bool same_rows(const Shape *dom, const bool *red, const Shape *gdom, cons
          fuse_kept_numel(dom, red) == fuse_kept_numel(gdom, gred);
 }
 
+/* A row statistic of shape w broadcast into an op of shape out reads, at each element, its
+ * own row's entry: out is the domain, and w is the keepdims form (1 on the reduced axes,
+ * the domain's size on the kept ones; leading axes of 1 may be missing). [N] into [N, N]
+ * reduced over axis 1 puts row j's statistic at [i, j]: another row's. */
+static bool reads_own_row(const Shape *w, const Shape *out, const Group *gr) {
+  if (!shape_eq(out, &gr->dom) || w->rank > out->rank) return false;
+  int lead = out->rank - w->rank;
+  for (int i = 0; i < out->rank; i++) {
+    int64_t d = i < lead ? 1 : w->d[i - lead];
+    if (d != (gr->red[i] ? 1 : out->d[i])) return false;
+  }
+  return true;
+}
+
 /*
  * Every read of v in the group's kernel is in the row being computed: what reads v here,
  * and what reads those in turn, are elementwise ops and reshapes of the domain's size (the
  * same element) or of the rows' number (a row statistic and what is computed from it: the
- * same row), and reductions over the group's rows (the row itself); a transpose, a slice or
+ * same row, where it is broadcast back in the keepdims form: reads_own_row), and
+ * reductions over the group's rows (the row itself); a transpose, a slice or
  * an index op could read v in another row. The walk goes on past the reductions: a slice
  * of a layer norm's output reads its statistics in another row, and so, through their
  * loops, v there (random program 933: t4[:, 1:2, :] of a residual around rmsnorm).
@@ -127,9 +142,15 @@ static bool row_local(Rows *rw, int v) {
     int w = rw->stack[--n];
     for (int k = f->ustart[w]; k < f->ustart[w + 1]; k++) {
       int u = f->users[k];
-      if (rw->seen[u] || !read_here(rw, u, 0)) continue;
+      if (!read_here(rw, u, 0)) continue;
+      const Op *uo = OPP(f, u), *wo = OPP(f, w);
+      /* every edge, also into an op reached before by another: a row statistic read per
+         element only where it lands in its own row */
+      if (!red_like(uo) && nrow != numel && shape_numel(&wo->shape) == nrow && shape_numel(&uo->shape) == numel &&
+          !reads_own_row(&wo->shape, &uo->shape, rw->gr))
+        return false;
+      if (rw->seen[u]) continue;
       rw->seen[u] = 1;
-      const Op *uo = OPP(f, u);
       if (red_like(uo)) {
         switch (uo->kind) {
         case OP_SUM: case OP_MEAN: case OP_AMAX: case OP_SUM_TO: case OP_SOFTMAX: case OP_LOG_SOFTMAX:

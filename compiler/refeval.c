@@ -150,7 +150,7 @@ static double ew_binary(const Op *op, double a, double b) {
   case OP_ADD: return a + b;
   case OP_SUB: return a - b;
   case OP_MUL: return a * b;
-  case OP_DIV: return a / b;
+  case OP_DIV: return op->dtype != DT_I32 ? a / b : b == 0 ? 0.0 : trunc(a / b); /* i32: toward zero, x / 0 = 0 as the kernels */
   case OP_MAXIMUM: return isnan(a) || a > b ? a : b;
   case OP_MINIMUM: return isnan(a) || a < b ? a : b;
   case OP_EQ: return a == b;

@@ -257,6 +257,7 @@ START_TEST(test_examples) {
   check_step("tests/e2e/row_chains.mpl", NULL, NULL);
   check_step("tests/e2e/row_chains_t.mpl", NULL, NULL);
   check_step("tests/e2e/row_chains_slice.mpl", NULL, NULL);
+  check_step("tests/e2e/row_chains_bcast.mpl", NULL, NULL);
 }
 END_TEST
 
