@@ -201,8 +201,9 @@ static void rule_floor(Ad *a, const Op *op, int dy, int *dx) {
   give(a, dx, 0, b_expand(a, b_full(a, 0.0), shp(a, op->in[0])));
 }
 
-/* pow(x, c): dy * c * x^(c-1) */
+/* pow(x, c): dy * c * x^(c-1); for c = 0 zero, as PyTorch's (0 * 0^-1 would be nan at x = 0) */
 static void rule_pow(Ad *a, const Op *op, int dy, int *dx) {
+  if (op->value == 0.0) return rule_floor(a, op, dy, dx);
   Op *p = ad_op(a, OP_POW, 1, &op->in[0], shp(a, op->in[0]), dty(a, op->in[0]));
   p->value = op->value - 1.0;
   give(a, dx, 0, b_bin(a, OP_MUL, dy, b_bin(a, OP_MUL, b_full(a, op->value), p->id)));

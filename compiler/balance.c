@@ -4,9 +4,10 @@
  * contiguous stages (bal_stages, run by the driver after shard.c, before autodiff).
  *
  * The whole balancer lives here:
- *  - segments: the top-level statements (loops unrolled) that compute something; one
- *    that only declares params or makes constants joins the next such statement
- *    (work_segments), so no stage can be left with nothing to run;
+ *  - segments: the top-level statements (loops unrolled) that compute something the
+ *    loss needs; one that only declares params, makes constants or computes values the
+ *    loss does not read joins the next such statement (work_segments), so no stage can
+ *    be left with nothing to run;
  *  - the cost of each segment (segment_costs): its time on a device of speed 1
  *    (cost_fwd_bwd, cost.c: measured by a profile, else modelled, forward + backward
  *    ~ 3x forward), and the memory it pins on its stage; a stage's time is its
@@ -15,8 +16,8 @@
  *    O(pp * n^2):
  *      best[k][i] = min over j of max(best[k-1][j], cost(j .. i-1) / speed[k-1]),
  *    over the j whose group j .. i-1 fits the memory limit (--mem-limit). Ties in the
- *    slowest stage go to the split with the smaller peak memory, then to the earliest
- *    cut, so the result is deterministic. Group sums are added in segment order (no
+ *    slowest stage go to the split with the smaller peak memory, then to the latest
+ *    cuts (the last stage's first, back to the first's), so the result is deterministic. Group sums are added in segment order (no
  *    prefix-sum differences).
  *  - under zbv, whose ranks hold two stages each (r and 2pp-1-r), also the split that
  *    balances the ranks rather than the stages (bal_split_v): the same dynamic
@@ -246,16 +247,22 @@ static void segment_costs(const Graph *g, const int *slot, double *cost, double 
   free(seen);
 }
 
-/* The balancer's segments are the top-level statements that compute something (have
- * an op with a stage): one that only declares params or makes constants, whose ops
- * are made on each stage that reads them, joins the next such statement (the last
- * one, at the end), so no stage can be left with nothing to run; so does one whose
- * only op, the logits' product, the next statement's fused cross-entropy took
- * (ce_fuse.c). slot[statement] = its segment; returns the number of segments. */
+/* The balancer's segments are the top-level statements that compute something the loss
+ * needs (have an op with a stage that reaches the loss): one that only declares params or
+ * makes constants, whose ops are made on each stage that reads them, joins the next such
+ * statement (the last one, at the end), so no stage can be left with nothing to run; so
+ * does one whose only op, the logits' product, the next statement's fused cross-entropy
+ * took (ce_fuse.c), and one whose values nothing the loss needs reads (a stage of those
+ * alone would idle: busy 0). slot[statement] = its segment; returns the number of
+ * segments. */
 static int work_segments(const Graph *g, int nstmt, int *slot) {
-  bool *work = calloc((size_t)nstmt + 1, 1);
+  bool *work = calloc((size_t)nstmt + 1, 1), *live = calloc((size_t)g->nops + 1, 1);
+  if (g->loss >= 0) live[g->loss] = true;
+  for (int i = g->nops - 1; i >= 0; i--) /* inputs come before their readers */
+    for (int j = 0; live[i] && j < g->ops[i]->nin; j++) live[g->ops[i]->in[j]] = true;
   for (int i = 0; i < g->nops; i++)
-    if (g->ops[i]->seg >= 0 && g->ops[i]->stage >= 0) work[g->ops[i]->seg] = true;
+    if (g->ops[i]->seg >= 0 && g->ops[i]->stage >= 0 && (live[i] || g->loss < 0)) work[g->ops[i]->seg] = true;
+  free(live);
   int nseg = 0;
   for (int t = 0; t < nstmt; t++) nseg += work[t];
   for (int t = nstmt - 1, k = nseg; t >= 0; t--) { /* k: the segment of the next statement with work */
@@ -268,10 +275,10 @@ static int work_segments(const Graph *g, int nstmt, int *slot) {
 
 /* "cannot balance 4 pipeline stages (pp = 4) over 3 top-level statements ...". */
 static void too_few_segments(Diag *d, const Graph *g, int nstmt, int nseg) {
-  char more[128] = "";
+  char more[192] = "";
   int idle = nstmt - nseg;
   if (idle)
-    snprintf(more, sizeof more, " (not counting %d with no work of %s own: params, constants, logits fused into the loss)",
+    snprintf(more, sizeof more, " (not counting %d with no work of %s own: params, constants, logits fused into the loss, values the loss does not need)",
              idle, idle == 1 ? "its" : "their");
   diag_error(d, g->stages_loc, "cannot balance %d pipeline stages (%s) over %d top-level statement%s of model %s%s",
              g->nstages, g->stages_from, nseg, nseg == 1 ? "" : "s", g->model_name ? g->model_name : "?", more);

@@ -540,15 +540,16 @@ static int shard_along_axis(Shard *s, const Op *src, const int *in) {
 /* GATHER(x, idx) along axis a: a split of another axis d stays when x and idx are split
  * alike on d (a whole one is cut to match, free) and have one size there; indices split
  * along a itself (x whole) give the output split along a (each rank gathers its part of the
- * positions). */
+ * positions, so x goes through TP_ENTER: its gradient is all-reduced). */
 static int shard_gather(Shard *s, const Op *src, const int *in) {
   const Op *x = s->g->ops[in[0]], *idx = s->g->ops[in[1]];
   if (is_partial(x) || (!is_split(x) && !is_split(idx))) return fallback(s, src, in);
   const Op *lead = is_split(x) ? x : idx;
   int d = lead->layout.split_dim, groups = lead->layout.groups;
-  if (d == src->axis) {
+  if (d == src->axis) { /* x whole: each rank's gradient of it covers its positions alone */
     if (is_split(x)) return fallback(s, src, in);
-    return finish(s, clone_with(s, src, 2, in), src, idx->layout);
+    int r[2] = {enter(s, in[0], src), in[1]};
+    return finish(s, clone_with(s, src, 2, r), src, idx->layout);
   }
   Shape gx = global_shape(s, x), gi = global_shape(s, idx);
   if (gx.d[d] != gi.d[d]) return fallback(s, src, in);

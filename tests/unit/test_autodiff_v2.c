@@ -2,7 +2,7 @@
  * test_autodiff_v2.c — the gradients of the v2 ops that index by data or by order
  * (issue 13: cumsum and its reverse, gather and its gradient with repeated indices and
  * smaller index shapes, im2col and col2im, topk's values, conv2d as sema builds it, floor
- * without a gradient) against central finite differences of the reference evaluator, on
+ * without a gradient, pow(x, 0) at x = 0) against central finite differences of the reference evaluator, on
  * random shapes from fixed seeds. test_autodiff.c's method in small (its elementwise
  * tables hold sin, cos, silu and %): loss = sum(y * R), R a random INPUT, every float
  * PARAM's gradient (its PARAM_GRAD sinks summed) against (f(x+h) - f(x-h)) / 2h, h = 1e-6.
@@ -225,6 +225,23 @@ START_TEST(test_floor_flat) {
 }
 END_TEST
 
+/* pow(x, 0) has a zero gradient, also where x = 0 (as PyTorch's: c * x^(c-1) there is
+ * 0 * inf, nan, which an update would write into the param); pow(x, 2) and pow(x, 3) at 0
+ * keep theirs (finite differences) */
+START_TEST(test_pow_at_zero) {
+  for (int c = 0; c <= 3; c += c ? 1 : 2) {
+    Tg *t = tg_new(700 + (uint64_t)c);
+    int x = param(t, (Shape){2, {2, 3}});
+    t->data[x][0] = t->data[x][4] = 0.0;
+    int y = mk(t, OP_POW, DT_F32, (Shape){2, {2, 3}}, 1, &x);
+    O(t, y)->value = c;
+    finish_loss(t, y);
+    check_grads(t, c ? "pow(x, c)" : "pow(x, 0)");
+    tg_free(t);
+  }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("autodiff_v2");
   TCase *tc = tcase_create("ops");
@@ -235,6 +252,7 @@ int main(void) {
   tcase_add_test(tc, test_topk_values);
   tcase_add_test(tc, test_conv2d);
   tcase_add_test(tc, test_floor_flat);
+  tcase_add_test(tc, test_pow_at_zero);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
