@@ -131,12 +131,11 @@ int mpl_comm_mpi_allgather(MplComm *c, const void *mine, void *all, size_t bytes
 typedef struct MplDevice MplDevice; /* exec.h: a device backend's instance */
 
 /* The mesh of the world (exec.c's world ranks: w = (replica * tp + tp index) * pp + pipeline
- * rank): the groups whose NCCL communicators are made at init — tp and dp all-reduce
+ * rank): the groups whose NCCL communicators are made at init — tp and dp collective
  * groups, and a link per ordered pair of ranks that exchange messages (the ranks of one
- * pipeline; the replicas of one pipeline rank with ZeRO-1). NULL: the whole world only. */
+ * pipeline). NULL: the whole world only. */
 typedef struct MplCommMesh {
   int dp, tp, pp;
-  bool zero;
 } MplCommMesh;
 
 /* The communicator of ranks that are threads of this process, each on a CUDA device

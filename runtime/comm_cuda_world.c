@@ -166,14 +166,20 @@ static int post(MplComm *c, int chan, int dst, uint64_t tag, const void *buf, si
   return MPL_OK;
 }
 
-/* Hands the staging buffer of m back to its sender, freed after `done`. */
+/* Hands the staging buffer of m back to its sender, freed after `done` (on an error it
+ * stays with m, which msg_free frees). */
 static int give_back(MplCudaWorld *w, int src, CMsg *m, cudaStream_t after, MplErr *err) {
   Spent *s = mpl_calloc(1, sizeof *s);
   if (!s) return mpl_errf(err, "out of memory");
+  cudaError_t e = cudaEventCreateWithFlags(&s->done, cudaEventDisableTiming);
+  if (e == cudaSuccess && (e = cudaEventRecord(s->done, after)) != cudaSuccess) CUDA_SOFT(cudaEventDestroy(s->done));
+  if (e != cudaSuccess) {
+    mpl_free(s);
+    cudaGetLastError();
+    return mpl_errf(err, "cuda: the event after a message's copy: %s", cudaGetErrorString(e));
+  }
   s->dbuf = m->dbuf;
   m->dbuf = NULL;
-  CUDA_CHECK(cudaEventCreateWithFlags(&s->done, cudaEventDisableTiming));
-  CUDA_CHECK(cudaEventRecord(s->done, after));
   pthread_mutex_lock(&w->mb.mu);
   s->next = w->ranks[src].spent;
   w->ranks[src].spent = s;

@@ -4,9 +4,11 @@
  *
  * Invariants:
  *  - send is eager: the bytes are copied into an owned block (a 16-byte header with the
- *    64-bit tag and the size, then the payload) sent with two MPI_Isend; the blocks of
- *    completed sends are freed at later sends, and all of them are waited for at free.
- *    So the caller may reuse its buffer at once and a send never waits for the receiver;
+ *    64-bit tag and the size, then the payload) sent with MPI_Isend: the header, then the
+ *    payload in pieces of at most 1 GiB (MPI's counts are ints; MPL_MPI_PIECE=BYTES sets
+ *    a smaller piece, for tests), received in the same pieces; the blocks of completed
+ *    sends are freed at later sends, and all of them are waited for at free. So the
+ *    caller may reuse its buffer at once and a send never waits for the receiver;
  *  - recv takes the header first and checks the tag and size against the request (a
  *    mismatch means the ranks disagree about the program: an error, never a hang), then
  *    receives the payload straight into the caller's buffer. MPI's non-overtaking rule
@@ -47,14 +49,16 @@ typedef struct MsgHeader {
 } MsgHeader;
 
 typedef struct PendingSend {
-  MPI_Request req[2];
-  uint8_t *block;
+  uint8_t *mem;      /* nreq requests, then the block (header and payload) */
+  MPI_Request *req;  /* the header's, then each piece's */
+  int nreq;
 } PendingSend;
 
 typedef struct MpiComm {
   MplComm comm;
   PendingSend *pend;
   int npend, cap;
+  size_t piece;       /* the largest payload piece one MPI call moves (<= INT_MAX) */
   MplScratch scratch; /* the collectives' sums */
   int local_rank;     /* among the processes on this host */
 } MpiComm;
@@ -72,24 +76,35 @@ static MpiComm *mpi_of(MplComm *c) { return c->impl; }
     }                                                                                                   \
   } while (0)
 
-/* Frees the blocks of the sends that have completed (keeps the others in order). */
+/* Frees the blocks of the sends that have completed (keeps the others in order; after a
+ * failed test too, so that free waits for each pending send once). */
 static int reap_sends(MplComm *c) {
   MpiComm *m = mpi_of(c);
-  int k = 0;
+  int k = 0, e = MPI_SUCCESS;
   for (int i = 0; i < m->npend; i++) {
     int done = 0;
-    MPI_CHECK(c, MPI_Testall(2, m->pend[i].req, &done, MPI_STATUSES_IGNORE));
-    if (done) mpl_free(m->pend[i].block);
+    if (e == MPI_SUCCESS) e = MPI_Testall(m->pend[i].nreq, m->pend[i].req, &done, MPI_STATUSES_IGNORE);
+    if (done) mpl_free(m->pend[i].mem);
     else m->pend[k++] = m->pend[i];
   }
   m->npend = k;
+  if (e != MPI_SUCCESS) {
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(e, msg, &len);
+    return mpl_errf(&c->err, "rank %d: MPI_Testall of a pending send failed: %s", c->rank, msg);
+  }
   return MPL_OK;
 }
+
+/* The pieces a payload of `bytes` goes in (one, empty, for none). */
+static size_t npieces(const MpiComm *m, size_t bytes) { return bytes ? (bytes + m->piece - 1) / m->piece : 1; }
 
 static int post_send(MplComm *c, int dst, int mtag, uint64_t tag, const void *buf, size_t bytes) {
   MpiComm *m = mpi_of(c);
   if (dst < 0 || dst >= c->size) return mpl_errf(&c->err, "rank %d: send to bad rank %d", c->rank, dst);
-  if (bytes > INT_MAX) return mpl_errf(&c->err, "rank %d: a message of %zu bytes is too large for MPI", c->rank, bytes);
+  size_t np = npieces(m, bytes);
+  if (np >= INT_MAX / 2) return mpl_errf(&c->err, "rank %d: a message of %zu bytes is too large for MPI", c->rank, bytes);
   if (reap_sends(c) != MPL_OK) return MPL_ERR;
   if (m->npend == m->cap) {
     int nc = m->cap ? m->cap * 2 : 64;
@@ -98,17 +113,21 @@ static int post_send(MplComm *c, int dst, int mtag, uint64_t tag, const void *bu
     m->pend = p;
     m->cap = nc;
   }
-  uint8_t *block = mpl_malloc(sizeof(MsgHeader) + bytes);
-  if (!block) return mpl_errf(&c->err, "rank %d: out of memory sending %zu bytes", c->rank, bytes);
+  size_t roff = ((1 + np) * sizeof(MPI_Request) + 15) / 16 * 16;
+  uint8_t *mem = mpl_malloc(roff + sizeof(MsgHeader) + bytes), *block = mem + roff;
+  if (!mem) return mpl_errf(&c->err, "rank %d: out of memory sending %zu bytes", c->rank, bytes);
   MsgHeader h = {.tag = tag, .bytes = bytes};
   memcpy(block, &h, sizeof h);
   if (bytes) memcpy(block + sizeof h, buf, bytes);
   PendingSend *p = &m->pend[m->npend];
-  p->block = block;
-  p->req[0] = p->req[1] = MPI_REQUEST_NULL;
+  *p = (PendingSend){mem, (MPI_Request *)mem, (int)(1 + np)};
+  for (int i = 0; i < p->nreq; i++) p->req[i] = MPI_REQUEST_NULL;
   m->npend++; /* from here on, free waits for it (or for what was posted of it) */
   MPI_CHECK(c, MPI_Isend(block, (int)sizeof h, MPI_BYTE, dst, mtag, MPI_COMM_WORLD, &p->req[0]));
-  MPI_CHECK(c, MPI_Isend(block + sizeof h, (int)bytes, MPI_BYTE, dst, mtag, MPI_COMM_WORLD, &p->req[1]));
+  for (size_t i = 0; i < np; i++) {
+    size_t off = i * m->piece, len = bytes - off < m->piece ? bytes - off : m->piece;
+    MPI_CHECK(c, MPI_Isend(block + sizeof h + off, (int)len, MPI_BYTE, dst, mtag, MPI_COMM_WORLD, &p->req[1 + i]));
+  }
   return MPL_OK;
 }
 
@@ -122,7 +141,11 @@ static int take_recv(MplComm *c, int src, int mtag, uint64_t tag, void *buf, siz
   if (h.bytes != bytes)
     return mpl_errf(&c->err, "rank %d: recv from rank %d (tag %#llx) expected %zu bytes but the message has %llu",
                     c->rank, src, (unsigned long long)tag, bytes, (unsigned long long)h.bytes);
-  MPI_CHECK(c, MPI_Recv(buf, (int)bytes, MPI_BYTE, src, mtag, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+  const MpiComm *m = mpi_of(c);
+  for (size_t i = 0, np = npieces(m, bytes); i < np; i++) {
+    size_t off = i * m->piece, len = bytes - off < m->piece ? bytes - off : m->piece;
+    MPI_CHECK(c, MPI_Recv((uint8_t *)buf + off, (int)len, MPI_BYTE, src, mtag, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+  }
   return MPL_OK;
 }
 
@@ -186,9 +209,9 @@ static void mpi_free(MplComm *c) {
   if (!c) return;
   MpiComm *m = mpi_of(c);
   for (int i = 0; i < m->npend; i++) {
-    if (MPI_Waitall(2, m->pend[i].req, MPI_STATUSES_IGNORE) != MPI_SUCCESS)
+    if (MPI_Waitall(m->pend[i].nreq, m->pend[i].req, MPI_STATUSES_IGNORE) != MPI_SUCCESS)
       fprintf(stderr, "mplrun: rank %d: a pending send failed at the end\n", c->rank);
-    mpl_free(m->pend[i].block);
+    mpl_free(m->pend[i].mem);
   }
   mpl_free(m->pend);
   mpl_scratch_free(&m->scratch);
@@ -250,6 +273,9 @@ int mpl_comm_mpi_init(MplComm **out, int *argc, char ***argv, MplErr *err) {
   if (!m) return mpl_errf(err, "MPI communicator: out of memory");
   m->comm = (MplComm){.ops = &mpl_comm_mpi_ops, .rank = rank, .size = size, .impl = m};
   m->local_rank = find_local_rank(rank);
+  m->piece = (size_t)1 << 30;
+  const char *piece = getenv("MPL_MPI_PIECE"); /* tests: many pieces on small messages */
+  if (piece && atoll(piece) >= 1 && atoll(piece) <= INT_MAX) m->piece = (size_t)atoll(piece);
   *out = &m->comm;
   return MPL_OK;
 }

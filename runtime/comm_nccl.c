@@ -235,17 +235,18 @@ int mpl_nccl_collective(CudaRank *me, ncclComm_t comm, int op, int k, int slot, 
 
 #if HAVE_SPLIT
 /* ORDER: exec.c's world_of — w = (replica * tp + tp index) * pp + pipeline rank. */
-enum { PART_TP, PART_DP, PART_PIPE, PART_ZERO };
+enum { PART_TP, PART_DP, PART_PIPE };
 
 /* The group of world rank w in partition k, or -1 (then no rank of the partition has one:
- * it is not made). TP and DP are all-reduce groups; PIPE and ZERO message groups. */
+ * it is not made). TP and DP are collective groups; PIPE the message group (activations,
+ * gradients and tied params' sums pass between the pipeline ranks of one replica and tp
+ * index; ZeRO-1 uses DP's reduce-scatter and all-gather). */
 static int part_color(const MplCommMesh *m, int k, int w) {
   int pp = m->pp, tp = m->tp, p = w % pp, t = w / pp % tp, d = w / (pp * tp);
   switch (k) {
   case PART_TP: return tp > 1 ? d * pp + p : -1;
   case PART_DP: return m->dp > 1 ? t * pp + p : -1;
   case PART_PIPE: return pp > 1 ? d * tp + t : -1;
-  case PART_ZERO: return m->zero && m->dp > 1 ? t * pp + p : -1;
   default: return -1;
   }
 }
@@ -254,27 +255,25 @@ typedef struct Pair {
   int a, b, round; /* a sends to b */
 } Pair;
 
-/* Every ordered pair of ranks in one message group (a pipeline's pairs differ in pipeline
- * rank, ZeRO's in replica: never the same pair twice), each given a round in which neither
+/* Every ordered pair of ranks in one pipeline message group, each given a round in which neither
  * of its ranks is in another pair, so that one ncclCommSplit per round makes the round's
  * links. Deterministic: every process computes the same list. */
 static int plan_links(const MplCommMesh *m, int size, Pair **out, int *npairs, int *nrounds) {
   Pair *p = NULL;
   int n = 0, cap = 0;
   *out = NULL, *npairs = *nrounds = 0;
-  for (int k = PART_PIPE; k <= PART_ZERO; k++)
-    for (int a = 0; a < size; a++) {
-      int ca = part_color(m, k, a);
-      for (int b = 0; ca >= 0 && b < size; b++) {
-        if (b == a || part_color(m, k, b) != ca) continue;
-        if (n == cap) {
-          Pair *q = mpl_realloc(p, sizeof *p * (size_t)(cap = cap ? cap * 2 : 64));
-          if (!q) return mpl_free(p), MPL_ERR;
-          p = q;
-        }
-        p[n++] = (Pair){a, b, -1};
+  for (int a = 0; a < size; a++) {
+    int ca = part_color(m, PART_PIPE, a);
+    for (int b = 0; ca >= 0 && b < size; b++) {
+      if (b == a || part_color(m, PART_PIPE, b) != ca) continue;
+      if (n == cap) {
+        Pair *q = mpl_realloc(p, sizeof *p * (size_t)(cap = cap ? cap * 2 : 64));
+        if (!q) return mpl_free(p), MPL_ERR;
+        p = q;
       }
+      p[n++] = (Pair){a, b, -1};
     }
+  }
   int *busy = mpl_calloc((size_t)size + 1, sizeof *busy); /* round + 1 of a rank's last pair */
   if (!busy) return mpl_free(p), MPL_ERR;
   int left = n, r = 0;

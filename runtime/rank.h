@@ -20,8 +20,6 @@
 /* Message tags: kind in the top bits, then operands (FIFO order is also checked). */
 #define TAG_XFER(x, mb, vi) ((1ull << 60) | ((uint64_t)(x) << 36) | ((uint64_t)(mb) << 16) | (uint64_t)(vi))
 #define TAG_TIED(p, u) ((2ull << 60) | ((uint64_t)(p) << 24) | (uint64_t)(u))
-#define TAG_NORM(step) ((3ull << 60) | (uint64_t)(step))
-#define TAG_ZERO(ag, p) ((4ull << 60) | ((uint64_t)(ag) << 40) | (uint64_t)(p)) /* ZeRO-1: ag 0 reduce-scatter, 1 all-gather */
 /* Under MPI, the main thread's messages to world rank 0 (losses, parts of params, stats, trace;
    and each sampled token, from its picker to every process) */
 #define TAG_MAIN(kind, x) ((5ull << 60) | ((uint64_t)(kind) << 48) | (uint64_t)(x))

@@ -144,7 +144,7 @@ static int init_device_kind(MplRun *r, MplErr *err) {
  * devices, once they are initialised; under MPI this process's rank's, over the MPI one. */
 static int init_device_comm(MplRun *r, MplErr *err) {
   const MplDeviceOps *o = r->devops;
-  MplCommMesh mesh = {.dp = r->dp, .tp = r->tp, .pp = r->pp, .zero = r->job->train.zero != 0};
+  MplCommMesh mesh = {.dp = r->dp, .tp = r->tp, .pp = r->pp};
   if (r->mpi) {
     if (o->mpi_init(&r->dcomm, r->mpi, &r->ranks[r->me].dev, &mesh, err) != MPL_OK) return MPL_ERR;
     r->ranks[r->me].comm = r->dcomm;

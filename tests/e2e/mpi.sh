@@ -12,7 +12,8 @@
 #    checkpoint's files equal the threads checkpoint's;
 #  - dp x tp x pp with ZeRO-1 and AdamW: 3 + resume + 3 under MPI == 6 threads steps;
 #  - --trace and --metrics under MPI: valid JSON with one row per rank, one line per step;
-#  - comm_mpi.c's collectives on their own (build/tests/test_comm --mpi under mpirun -np 3):
+#  - comm_mpi.c's collectives on their own (build/tests/test_comm --mpi under mpirun -np 3,
+#    also with every payload in pieces of 7 bytes, the way one over 2 GiB goes in 1 GiB ones):
 #    reduce-scatter (uneven chunks, n < k, subgroups) with the bits of the all-reduce's
 #    chunk, all-gather of 4- and 8-byte elements, the float64 all-reduce in rank order, and
 #    a message that crosses collectives of the same ranks;
@@ -69,6 +70,13 @@ if [ -x "$BUILD/tests/test_comm" ]; then
   n=$(sed -n 's/^mpi: \([0-9]*\) passed, 0 failed$/\1/p' "$tmp/test_comm.log")
   if [ $rc = 0 ] && [ -n "$n" ]; then ok "comm_mpi.c's collectives under mpirun -np 3: all $n checks of test_comm --mpi"
   else bad "test_comm --mpi (exit $rc): $(grep -m 3 -e FAIL -e error "$tmp/test_comm.log" | tr '\n' ' ')"; fi
+  # each payload in pieces of 7 bytes, as one over 2 GiB goes in pieces of 1 GiB (a message
+  # over INT_MAX bytes was refused: "too large for MPI")
+  MPL_MPI_PIECE=7 "${MPIRUN[@]}" -x MPL_MPI_PIECE -np 3 "$BUILD/tests/test_comm" --mpi > "$tmp/test_comm7.log" 2>&1
+  rc=$?
+  n=$(sed -n 's/^mpi: \([0-9]*\) passed, 0 failed$/\1/p' "$tmp/test_comm7.log")
+  if [ $rc = 0 ] && [ -n "$n" ]; then ok "the same with every payload sent in pieces of 7 bytes (MPL_MPI_PIECE=7)"
+  else bad "test_comm --mpi, MPL_MPI_PIECE=7 (exit $rc): $(grep -m 3 -e FAIL -e error "$tmp/test_comm7.log" | tr '\n' ' ')"; fi
 else echo "note: $BUILD/tests/test_comm is not built (make $BUILD/tests/test_comm): comm_mpi.c's collectives not checked on their own"; fi
 
 # ---- threads vs processes: params and losses ----
@@ -93,6 +101,11 @@ if compile one tests/e2e/parallel_gpt.mpl && threads one.t "$tmp/one.job" -q --s
   check_mesh par_tp4 4 "$tmp/one.t.st" tests/e2e/parallel_gpt.mpl --mesh tp=4
   check_mesh par_dp2_pp2 4 "$tmp/one.t.st" tests/e2e/parallel_gpt.mpl --mesh dp=2,pp=2
   check_mesh par_dp2_pp2_tp2 8 "$tmp/one.t.st" tests/e2e/parallel_gpt.mpl --mesh dp=2,pp=2,tp=2
+  # activations, gradients and all-reduces in pieces of 1000 bytes: the same params, bitwise
+  MPL_MPI_PIECE=1000 "${MPIRUN[@]}" -x MPL_MPI_PIECE -np 8 "$MPLRUN" "$tmp/par_dp2_pp2_tp2.job" --threads 1 \
+    --save "$tmp/piece.st" > "$tmp/piece.log" 2>&1
+  same "dp=2,pp=2,tp=2 with every MPI payload in pieces of 1000 bytes: the params of one piece (bitwise)" \
+    "$tmp/par_dp2_pp2_tp2.m.st" "$tmp/piece.st"
 fi
 
 # ---- checkpoint and resume under MPI (token data, AdamW, cosine lr, grad clip) ----
