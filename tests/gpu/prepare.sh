@@ -9,6 +9,7 @@
 # carry/checks.tsv, one check per line, tab-separated:
 #   compare NAME JOB FLAGS   3 steps on the GPU vs ref/NAME.safetensors (3 CPU steps)
 #   trains  NAME JOB FLAGS   10 steps on the GPU: the loss is finite and falls
+#   sample  NAME JOB         --sample 24 from the initial params on the GPU: ref/NAME.txt, the CPU's text
 # carry/mpi.tsv, one run under mpirun (one process per rank on the GPU) per line:
 #   NAME NP JOB REF ENV FLAGS   3 steps vs ref/REF.safetensors; ENV is - or VAR=VALUE
 # carry/bench.tsv: NAME JOB d layers heads ctx batch (tests/bench/gpt.mpl configs).
@@ -77,6 +78,16 @@ compare layers_on_devices examples/layers_on_devices.mpl
 compare fused_ce tests/e2e/fused_ce.mpl
 compare fused_ce_off tests/e2e/fused_ce.mpl --no-fused-ce
 trains mlp examples/mlp.mpl
+# --sample on the GPU (each token's forward through the ranks' device messages and tp
+# collectives): the text the CPU samples from the same (initial) params, temperature 1
+sample() {
+  local name=$1 job=$2
+  "$MPLRUN" "$C/$job" --threads 1 --sample 24 --prompt "$(printf '\001\002')" --seed 3 > "$C/ref/$name.txt" 2> /dev/null
+  printf 'sample\t%s\t%s\t\n' "$name" "$job" >> "$C/checks.tsv"
+  echo "prepared $name"
+}
+sample sample_pp1 jobs/gpt_pp1_1f1b.job
+sample sample_dp2_pp2_tp2 jobs/gpt_dp2_pp2_tp2.job
 # dropout: masks over the whole batch and the whole value (tests/e2e/dropout.sh checks the
 # CPU's against other layouts); at tp = 2 the CUDA kernels' tp index places each rank's part
 compare dropout_pp2 tests/e2e/dropout.mpl

@@ -10,7 +10,7 @@
 # (max |gpu - cpu| / max |cpu| per tensor below 1e-4, float32, no TF32), runs every schedule
 # with the ranks sharing the GPU, dp and tp meshes (gpt_dp2, gpt_tp2, gpt_dp2_pp2_tp2, tp_gather; the
 # optimizer and the tp collectives on the device), checks that the other models train, that a bad device
-# fails cleanly, runs jobs under mpirun with one process per rank on the GPU (carry/mpi.tsv:
+# fails cleanly, samples text (--sample) on pp = 1 and dp x pp x tp as the CPU does, runs jobs under mpirun with one process per rank on the GPU (carry/mpi.tsv:
 # host-staged MPI messages for ranks sharing the GPU, NCCL's id broadcast over MPI for one
 # rank) and the NCCL switch MPL_NCCL, and benchmarks the bench GPT configs against PyTorch
 # on the same GPU (tokens/s, ratio, MFU) with a GPU time per kernel (MPL_PROFILE=1); precision
@@ -175,6 +175,12 @@ while IFS=$'\t' read -r kind name job flags; do
     fi
     if loss_falls "$LOGS/$name.jsonl" > "$LOGS/$name.loss" 2>&1; then ok "$name" "$(last_line "$LOGS/$name.loss")"
     else bad "$name" "$(last_line "$LOGS/$name.loss")"; fi ;;
+  sample)
+    if ! timeout 180 "$MPLRUN" "$C/$job" --devices cuda --sample 24 --prompt "$(printf '\001\002')" --seed 3 < /dev/null > "$LOGS/$name.txt" 2> "$log"; then
+      bad "$name" "mplrun --sample: $(last_line "$log" 3)"; continue
+    fi
+    if cmp -s "$LOGS/$name.txt" "$C/ref/$name.txt"; then ok "$name" "--sample 24 prints the CPU's text ($(wc -c < "$LOGS/$name.txt") bytes)"
+    else bad "$name" "--sample 24: $(od -An -tu1 "$LOGS/$name.txt" | head -c 80) against the CPU's $(od -An -tu1 "$C/ref/$name.txt" | head -c 80)"; fi ;;
   esac
 done < "$C/checks.tsv"
 
