@@ -91,7 +91,9 @@ static void parse_mesh(const char *s, Mesh *m) {
 static double parse_bytes(const char *s) {
   char *end;
   errno = 0;
-  double v = strtod(s, &end);
+  /* decimal only: strtod would also read 0x10, inf and nan */
+  double v = (*s >= '0' && *s <= '9') || *s == '.' ? strtod(s, &end) : (end = (char *)s, 0);
+  if (strpbrk(s, "xXpP")) end = (char *)s;
   double mul = 1;
   if (*end == 'K' || *end == 'k') mul = 1024, end++;
   else if (*end == 'M' || *end == 'm') mul = 1024.0 * 1024, end++;
@@ -133,11 +135,15 @@ static void check_device_speed(const CompileOptions *co, Graph *g) {
   g->rank_speed = co->device_speed;
 }
 
-static int64_t parse_count(const char *flag, const char *s) {
+static int64_t parse_count(const char *flag, const char *s, int64_t max) {
   char *end;
   errno = 0;
   long long v = strtoll(s, &end, 10);
   if (end == s || *end || errno || v < 1) fail(2, "%s needs a positive integer", flag);
+  if (v > max) {
+    fprintf(stderr, "mplc: error: %s %s: at most %lld\n", flag, s, (long long)max);
+    exit(2);
+  }
   return v;
 }
 
@@ -209,7 +215,7 @@ static void parse_options(Arena *a, int argc, char **argv, Options *o) {
     else if ((v = flag_value(argc, argv, &i, "--emit"))) o->emit = parse_emit(v);
     else if ((v = flag_value(argc, argv, &i, "--mesh"))) { parse_mesh(v, &o->co.mesh); o->co.mesh_set = true; }
     else if ((v = flag_value(argc, argv, &i, "--schedule"))) o->co.schedule = v;
-    else if ((v = flag_value(argc, argv, &i, "--microbatches"))) o->co.microbatches = parse_count("--microbatches", v);
+    else if ((v = flag_value(argc, argv, &i, "--microbatches"))) o->co.microbatches = parse_count("--microbatches", v, MPL_MAX_MICROBATCHES);
     else if ((v = flag_value(argc, argv, &i, "--mem-limit"))) o->co.mem_limit = parse_bytes(v);
     else if ((v = flag_value(argc, argv, &i, "--device-speed"))) parse_speeds(a, v, &o->co);
     else if ((v = flag_value(argc, argv, &i, "--profile"))) o->co.profile = v;

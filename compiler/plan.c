@@ -257,7 +257,7 @@ static PlanRank plan_rank(Arena *a, const PlanIn *in, int r) {
   int64_t tend = lv.t;
   PlanRank pr = {0};
   Interval *iv = malloc(sizeof(Interval) * (nk ? nk : 1));
-  int n = 0;
+  int n = 0, loss = g->loss >= 0 ? root_of(&lv, g->loss) : -1; /* a reshape's loss is its root's buffer */
   for (int v = 0; v < nv; v++) {
     const Op *op = g->ops[v];
     for (int mb = 0; mb < m; mb++) {
@@ -265,7 +265,7 @@ static PlanRank plan_rank(Arena *a, const PlanIn *in, int r) {
       if (lv.start[k] < 0) continue;
       Interval *x = &iv[n++];
       *x = (Interval){.value = v, .mb = mb, .start = lv.start[k], .end = lv.end[k], .size = aligned_bytes(op)};
-      if (lv.persistent[v] || op->kind == OP_INPUT || v == g->loss) x->start = 0, x->end = tend + 1; /* the loss is read after its FWD */
+      if (lv.persistent[v] || op->kind == OP_INPUT || v == loss) x->start = 0, x->end = tend + 1; /* the loss is read after its FWD */
       if (op->kind == OP_PARAM) pr.param_bytes += x->size;
       else if (op->kind == OP_PARAM_GRAD) pr.grad_bytes += x->size;
       else if (op->kind == OP_INPUT) pr.input_bytes += x->size;

@@ -344,7 +344,8 @@ static void override_schedule(Sema *S, const char *s) {
   size_t n = (size_t)(p - s);
   char *end;
   long v = strtol(p + 1, &end, 10);
-  bool ok = n < sizeof name && v >= 1 && v <= 64 && (*p == ':' ? !*end : (end[0] == ')' && !end[1]));
+  bool ok = n < sizeof name && p[1] >= '0' && p[1] <= '9' && v >= 1 && v <= 64 && /* digits: no sign, no space */
+            (*p == ':' ? !*end : (end[0] == ')' && !end[1]));
   if (ok) {
     memcpy(name, s, n);
     name[n] = 0;
@@ -377,9 +378,7 @@ void sema_train_overrides(Sema *S, Loc loc) {
   if (S->opt->schedule) override_schedule(S, S->opt->schedule);
   if (S->opt->precision && prec_of(S->opt->precision) < 0) sema_err(S, (Loc){0}, "--precision %s: expected f32, tf32 or bf16", S->opt->precision);
   else if (S->opt->precision) t->precision = (PrecKind)prec_of(S->opt->precision);
-  if (S->opt->microbatches > MPL_MAX_MICROBATCHES)
-    sema_err(S, (Loc){0}, "--microbatches %lld: at most %d", (long long)S->opt->microbatches, MPL_MAX_MICROBATCHES);
-  else if (S->opt->microbatches > 0) t->microbatches = S->opt->microbatches;
+  if (S->opt->microbatches > 0) t->microbatches = S->opt->microbatches; /* at most MPL_MAX_MICROBATCHES (main.c) */
   else if (S->opt->microbatches < 0) sema_err(S, (Loc){0}, "--microbatches must be at least 1");
   int64_t per = t->microbatches * g->mesh.dp;
   if (t->batch % per) {

@@ -89,7 +89,9 @@ static void emit_rank(UpdatePhase *u, int r, Emit *e) {
         if (h != r && holds(u, h, pi)) emit(e, JI_TIED_SEND, pi, k, h, 0);
   for (int pi = 0; pi < u->nparams; pi++) {
     if (!has_grad(u, r, pi)) continue;
-    if (u->nuses[pi] > 1) emit(e, JI_GRAD_SUM, pi, -1, -1, 0);
+    /* several uses, or a copy whose one use (with a gradient) is another rank's: summed
+       or received here */
+    if (u->nuses[pi] > 1 || !upd_local_uses(u, pi, r)) emit(e, JI_GRAD_SUM, pi, -1, -1, 0);
     if (u->dp > 1) emit(e, zero ? JI_DP_REDUCE_SCATTER : JI_DP_ALLREDUCE, pi, -1, -1, 0);
   }
   if (clip) {

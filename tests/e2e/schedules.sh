@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The schedule and the pipeline depth never change the math: a GPT without @stage,
 # compiled for pp = 1, 2, 4 under every schedule, gives bitwise-identical params after
-# 3 steps (same seed, --threads 1). Also: every example's loss falls.
+# 3 steps (same seed, --threads 1); so does tests/e2e/pipeline_edges.mpl (a shared param
+# with one gradient, a loss that is an alias) against one stage. Also: every example's loss falls.
 cd "$(dirname "$0")/../.."
 source tests/tools/e2e_lib.sh
 
@@ -20,6 +21,19 @@ for pp in 1 2 4; do
     else bad "$name differs from $ref"; fi
   done
 done
+
+# a param shared by the stages whose second read has no gradient, and a loss that is an
+# alias: pp = 2 (each schedule) gives the params of one stage, bitwise
+m=tests/e2e/pipeline_edges.mpl
+if "$BUILD/mplc" "$m" -D second=0 --mesh pp=1 -o "$tmp/edges1.job" 2> "$tmp/edges1.err" &&
+   "$BUILD/mplrun" "$tmp/edges1.job" --threads 1 -q --save "$tmp/edges1.st" > "$tmp/edges1.log" 2>&1; then
+  for sched in gpipe 1f1b zb; do
+    if "$BUILD/mplc" "$m" --schedule $sched -o "$tmp/edges2.job" 2> "$tmp/edges2.err" &&
+       "$BUILD/mplrun" "$tmp/edges2.job" --threads 1 -q --save "$tmp/edges2.st" > "$tmp/edges2.log" 2>&1 &&
+       cmp -s "$tmp/edges1.st" "$tmp/edges2.st"; then ok "pipeline_edges at pp = 2, $sched: the params of one stage (bitwise)"
+    else bad "pipeline_edges at pp = 2, $sched: $(tail -q -n 2 "$tmp/edges2.err" "$tmp/edges2.log")"; fi
+  done
+else bad "pipeline_edges at pp = 1: $(tail -q -n 2 "$tmp/edges1.err" "$tmp/edges1.log")"; fi
 
 # every example and test model trains: the loss of the last step is below the first
 for m in tests/e2e/small_mlp.mpl tests/e2e/recompute.mpl examples/mlp.mpl examples/layers_on_devices.mpl; do

@@ -95,6 +95,7 @@ static const Case cases[] = {
     {"examples/moe.mpl", "--mesh tp=2 -D d=32 -D heads=2 -D hidden=64 -D ctx=16", false, NULL, NULL},
     {"tests/e2e/bf16_gpt.mpl", "--mesh pp=2 -D d=64 -D layers=2", true, NULL, NULL},
     {"tests/e2e/dropout.mpl", "--mesh pp=2", false, NULL, NULL},
+    {"tests/e2e/pipeline_edges.mpl", "", false, NULL, NULL}, /* every micro-batch's loss read at the step's end */
     {"tests/e2e/parallel_gpt.mpl", "--mesh pp=2,dp=2 --no-fused-sdpa", false, NULL, "s/^  steps = 3/  zero = 1/"},
 };
 enum { NFIXED = sizeof cases / sizeof cases[0], STEPS = 3, MAX_RANDOM = 4096 };
