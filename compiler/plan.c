@@ -136,39 +136,195 @@ static int cmp_interval(const void *a, const void *b) {
   return x->value != y->value ? x->value - y->value : x->mb - y->mb;
 }
 
-/* Largest first, each at the lowest offset free during its whole lifetime. The placed
- * buffers are kept sorted by offset, so a buffer's first fit is one scan up from offset 0
- * over those whose lifetimes meet its own (a sort of the meeting ones per buffer made
- * this quadratic with a log factor: 630 s for 64 layers and 256 micro-batches). The
- * offsets are those of that sort's scan: among buffers at one offset, the order does not
- * change the fit. */
+/* A list of placed buffers kept sorted by offset. */
+typedef struct Placed {
+  Interval **v;
+  int n, cap;
+} Placed;
+
+static void placed_insert(Placed *p, Interval *x) {
+  if (p->n == p->cap) {
+    p->cap = p->cap ? 2 * p->cap : 16;
+    p->v = realloc(p->v, sizeof *p->v * (size_t)p->cap);
+    if (!p->v) die("out of memory");
+  }
+  int lo = 0, hi = p->n; /* the first placed at a larger offset: insert before it */
+  while (lo < hi) {
+    int mid = (lo + hi) / 2;
+    if (p->v[mid]->offset <= x->offset) lo = mid + 1;
+    else hi = mid;
+  }
+  memmove(&p->v[lo + 1], &p->v[lo], sizeof *p->v * (size_t)(p->n - lo));
+  p->v[lo] = x;
+  p->n++;
+}
+
+/* The lowest offset at which x fits among the placed buffers of lists l[0 .. k) (each
+ * sorted by offset; a buffer may be in several) whose lifetimes meet x's: the lists merged
+ * in offset order (a binary heap of their heads, heap[] of k), walked up from offset 0 to
+ * the first gap x fits in. */
+static uint64_t first_fit(const Interval *x, Placed *const *l, int k, int *at, int *heap) {
+  int nh = 0;
+#define HEAD(i) (l[heap[i]]->v[at[heap[i]]]->offset)
+  for (int i = 0; i < k; i++) {
+    if (!l[i]->n) continue;
+    at[i] = 0;
+    int c = nh++; /* sift up */
+    heap[c] = i;
+    while (c > 0 && HEAD(c) < HEAD((c - 1) / 2)) {
+      int p = (c - 1) / 2, t = heap[p];
+      heap[p] = heap[c], heap[c] = t, c = p;
+    }
+  }
+  uint64_t off = 0;
+  while (nh > 0) {
+    int top = heap[0];
+    const Interval *b = l[top]->v[at[top]++];
+    if (at[top] == l[top]->n) heap[0] = heap[--nh]; /* that list is done */
+    for (int c = 0;;) { /* sift down */
+      int m = c, lc = 2 * c + 1, rc = lc + 1;
+      if (lc < nh && HEAD(lc) < HEAD(m)) m = lc;
+      if (rc < nh && HEAD(rc) < HEAD(m)) m = rc;
+      if (m == c) break;
+      int t = heap[m];
+      heap[m] = heap[c], heap[c] = t, c = m;
+    }
+    if (!(b->start <= x->end && x->start <= b->end)) continue;
+    if (b->offset >= off + x->size) break;
+    uint64_t e = b->offset + b->size;
+    if (e > off) off = e;
+  }
+#undef HEAD
+  return off;
+}
+
+/* Largest first, each at the lowest offset free during its whole lifetime: the first fit
+ * of a walk up from offset 0 over the placed buffers whose lifetimes meet its own, in offset
+ * order (among buffers at one offset, the order does not change the fit). With many
+ * micro-batches most placed buffers live at other times, and walking past them in one list
+ * of all was most of mplc's time (GPT-2 on pp = 4: 256 micro-batches 9 s, 512 63 s). So
+ * the placed buffers are also listed by time: levels of buckets, level 0's about as wide as
+ * the median lifetime, each level's FAN times as wide as the one below, the top one bucket.
+ * A buffer's level is the lowest where it spans at most LONG buckets; it is listed in
+ * `cum` at its level and every level above (at most LONG buckets at its own, two at each
+ * above), and in `own` at its level. A buffer of level L walks level L's `cum` lists of its
+ * buckets (every placed buffer of level <= L that meets it is in one) merged with the `own`
+ * lists of its buckets at the levels above (those of a higher level that meet it). */
+enum { LONG = 8, FAN = 8, MAXLEVELS = 24 };
+
+typedef struct Level {
+  int64_t width;
+  int nb;
+  Placed *cum, *own;
+} Level;
+
+static int cmp_i64(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* The union of the placed buffers' [offset, offset + size): sorted, disjoint ranges. A
+ * buffer live during the whole step (a param, an input, a loss) meets every other, so its
+ * first fit is the first gap in it that it fits in. */
+typedef struct Ranges {
+  uint64_t (*r)[2];
+  int n, cap;
+} Ranges;
+
+static void ranges_add(Ranges *u, uint64_t lo, uint64_t hi) {
+  if (hi <= lo) return;
+  int i = 0, j, a = 0, b = u->n;
+  while (a < b) { /* i: the first range that ends at or after lo */
+    int mid = (a + b) / 2;
+    if (u->r[mid][1] < lo) a = mid + 1;
+    else b = mid;
+  }
+  i = a;
+  for (j = i; j < u->n && u->r[j][0] <= hi; j++) { /* the ranges it meets or touches: one */
+    if (u->r[j][0] < lo) lo = u->r[j][0];
+    if (u->r[j][1] > hi) hi = u->r[j][1];
+  }
+  if (j == i) { /* none: a new range at i */
+    if (u->n == u->cap) {
+      u->cap = u->cap ? 2 * u->cap : 16;
+      u->r = realloc(u->r, sizeof *u->r * (size_t)u->cap);
+      if (!u->r) die("out of memory");
+    }
+    memmove(&u->r[i + 1], &u->r[i], sizeof *u->r * (size_t)(u->n - i));
+    u->n++, j = i + 1;
+  }
+  u->r[i][0] = lo, u->r[i][1] = hi;
+  memmove(&u->r[i + 1], &u->r[j], sizeof *u->r * (size_t)(u->n - j));
+  u->n -= j - i - 1;
+}
+
+static uint64_t ranges_fit(const Ranges *u, uint64_t size) {
+  uint64_t off = 0;
+  for (int i = 0; i < u->n && u->r[i][0] < off + size; i++)
+    if (u->r[i][1] > off) off = u->r[i][1];
+  return off;
+}
+
+/* The lowest level at which x spans at most LONG buckets (the top has one). */
+static int level_of(const Interval *x, const Level *lv, int nl) {
+  int L = 0;
+  while (L + 1 < nl && x->end / lv[L].width - x->start / lv[L].width >= LONG) L++;
+  return L;
+}
+
 static uint64_t assign_offsets(Interval *iv, int n) {
   qsort(iv, (size_t)n, sizeof *iv, cmp_interval);
-  Interval **placed = malloc(sizeof(Interval *) * (size_t)(n ? n : 1));
-  int np = 0;
+  int64_t tmin = INT64_MAX, tmax = 0;
+  int64_t *len = malloc(sizeof(int64_t) * (size_t)(n ? n : 1));
+  if (!len) die("out of memory");
+  for (int i = 0; i < n; i++) {
+    len[i] = iv[i].end - iv[i].start + 1;
+    if (iv[i].end > tmax) tmax = iv[i].end;
+    if (iv[i].start < tmin) tmin = iv[i].start;
+  }
+  qsort(len, (size_t)n, sizeof *len, cmp_i64);
+  Level lv[MAXLEVELS];
+  int nl = 0;
+  for (int64_t w = n && len[n / 2] > 1 ? len[n / 2] : 1;; w *= FAN) {
+    lv[nl] = (Level){w, (int)(tmax / w + 1), NULL, NULL};
+    lv[nl].cum = calloc((size_t)lv[nl].nb, sizeof(Placed));
+    lv[nl].own = calloc((size_t)lv[nl].nb, sizeof(Placed));
+    if (!lv[nl].cum || !lv[nl].own) die("out of memory");
+    if (lv[nl++].nb == 1 || nl == MAXLEVELS) break;
+  }
+  free(len);
+  lv[nl - 1].width = tmax + 1, lv[nl - 1].nb = 1; /* the top: one bucket */
+  Placed **lists = malloc(sizeof(Placed *) * (LONG + 2 * MAXLEVELS + 1));
+  int *at = malloc(sizeof(int) * 2 * (LONG + 2 * MAXLEVELS + 1)), *heap = at + LONG + 2 * MAXLEVELS + 1;
+  if (!lists || !at) die("out of memory");
+  /* a level's `cum` lists are only walked by buffers of that level: kept where there are some */
+  bool walked[MAXLEVELS] = {false};
+#define WHOLE(x) ((x)->start <= tmin && (x)->end >= tmax) /* meets every buffer */
+  for (int i = 0; i < n; i++) walked[level_of(&iv[i], lv, nl)] |= !WHOLE(&iv[i]);
+  Ranges used = {0};
   uint64_t peak = 0;
   for (int i = 0; i < n; i++) {
-    uint64_t off = 0;
-    for (int j = 0; j < np; j++) {
-      const Interval *b = placed[j];
-      if (!(b->start <= iv[i].end && iv[i].start <= b->end)) continue;
-      if (b->offset >= off + iv[i].size) break;
-      uint64_t e = b->offset + b->size;
-      if (e > off) off = e;
+    Interval *x = &iv[i];
+    int L = level_of(x, lv, nl), k = 0;
+    if (WHOLE(x)) x->offset = ranges_fit(&used, x->size);
+    else {
+      for (int64_t b = x->start / lv[L].width; b <= x->end / lv[L].width; b++) lists[k++] = &lv[L].cum[b];
+      for (int h = L + 1; h < nl; h++)
+        for (int64_t b = x->start / lv[h].width; b <= x->end / lv[h].width; b++) lists[k++] = &lv[h].own[b];
+      x->offset = first_fit(x, lists, k, at, heap);
     }
-    iv[i].offset = off;
-    if (off + iv[i].size > peak) peak = off + iv[i].size;
-    int lo = 0, hi = np; /* the first placed at a larger offset: insert before it */
-    while (lo < hi) {
-      int mid = (lo + hi) / 2;
-      if (placed[mid]->offset <= off) lo = mid + 1;
-      else hi = mid;
-    }
-    memmove(&placed[lo + 1], &placed[lo], sizeof *placed * (size_t)(np - lo));
-    placed[lo] = &iv[i];
-    np++;
+    ranges_add(&used, x->offset, x->offset + x->size);
+    if (x->offset + x->size > peak) peak = x->offset + x->size;
+    for (int64_t b = x->start / lv[L].width; b <= x->end / lv[L].width; b++) placed_insert(&lv[L].own[b], x);
+    for (int h = L; h < nl; h++)
+      for (int64_t b = x->start / lv[h].width; walked[h] && b <= x->end / lv[h].width; b++) placed_insert(&lv[h].cum[b], x);
   }
-  free(placed);
+  for (int h = 0; h < nl; h++) {
+    for (int b = 0; b < lv[h].nb; b++) free(lv[h].cum[b].v), free(lv[h].own[b].v);
+    free(lv[h].cum), free(lv[h].own);
+  }
+#undef WHOLE
+  free(lists), free(at), free(used.r);
   return peak;
 }
 
