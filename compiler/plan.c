@@ -159,45 +159,6 @@ static void placed_insert(Placed *p, Interval *x) {
   p->n++;
 }
 
-/* The lowest offset at which x fits among the placed buffers of lists l[0 .. k) (each
- * sorted by offset; a buffer may be in several) whose lifetimes meet x's: the lists merged
- * in offset order (a binary heap of their heads, heap[] of k), walked up from offset 0 to
- * the first gap x fits in. */
-static uint64_t first_fit(const Interval *x, Placed *const *l, int k, int *at, int *heap) {
-  int nh = 0;
-#define HEAD(i) (l[heap[i]]->v[at[heap[i]]]->offset)
-  for (int i = 0; i < k; i++) {
-    if (!l[i]->n) continue;
-    at[i] = 0;
-    int c = nh++; /* sift up */
-    heap[c] = i;
-    while (c > 0 && HEAD(c) < HEAD((c - 1) / 2)) {
-      int p = (c - 1) / 2, t = heap[p];
-      heap[p] = heap[c], heap[c] = t, c = p;
-    }
-  }
-  uint64_t off = 0;
-  while (nh > 0) {
-    int top = heap[0];
-    const Interval *b = l[top]->v[at[top]++];
-    if (at[top] == l[top]->n) heap[0] = heap[--nh]; /* that list is done */
-    for (int c = 0;;) { /* sift down */
-      int m = c, lc = 2 * c + 1, rc = lc + 1;
-      if (lc < nh && HEAD(lc) < HEAD(m)) m = lc;
-      if (rc < nh && HEAD(rc) < HEAD(m)) m = rc;
-      if (m == c) break;
-      int t = heap[m];
-      heap[m] = heap[c], heap[c] = t, c = m;
-    }
-    if (!(b->start <= x->end && x->start <= b->end)) continue;
-    if (b->offset >= off + x->size) break;
-    uint64_t e = b->offset + b->size;
-    if (e > off) off = e;
-  }
-#undef HEAD
-  return off;
-}
-
 /* Largest first, each at the lowest offset free during its whole lifetime: the first fit
  * of a walk up from offset 0 over the placed buffers whose lifetimes meet its own, in offset
  * order (among buffers at one offset, the order does not change the fit). With many
@@ -265,6 +226,50 @@ static uint64_t ranges_fit(const Ranges *u, uint64_t size) {
   return off;
 }
 
+/* The lowest offset at which x fits among the placed buffers of lists l[0 .. k) (each
+ * sorted by offset; a buffer may be in several) whose lifetimes meet x's, and the ranges
+ * of `whole` (buffers live the whole step, which meet every other): all merged in offset
+ * order (a binary heap of the lists' heads, heap[] of k), walked up from offset 0 to the
+ * first gap x fits in. */
+static uint64_t first_fit(const Interval *x, Placed *const *l, int k, const Ranges *whole, int *at, int *heap) {
+  int nh = 0, ri = 0;
+#define HEAD(i) (l[heap[i]]->v[at[heap[i]]]->offset)
+  for (int i = 0; i < k; i++) {
+    if (!l[i]->n) continue;
+    at[i] = 0;
+    int c = nh++; /* sift up */
+    heap[c] = i;
+    while (c > 0 && HEAD(c) < HEAD((c - 1) / 2)) {
+      int p = (c - 1) / 2, t = heap[p];
+      heap[p] = heap[c], heap[c] = t, c = p;
+    }
+  }
+  uint64_t off = 0, lo, hi;
+  while (nh > 0 || ri < whole->n) {
+    if (ri < whole->n && (nh == 0 || whole->r[ri][0] <= HEAD(0))) {
+      lo = whole->r[ri][0], hi = whole->r[ri][1], ri++;
+    } else {
+      int top = heap[0];
+      const Interval *b = l[top]->v[at[top]++];
+      if (at[top] == l[top]->n) heap[0] = heap[--nh]; /* that list is done */
+      for (int c = 0;;) { /* sift down */
+        int m = c, lc = 2 * c + 1, rc = lc + 1;
+        if (lc < nh && HEAD(lc) < HEAD(m)) m = lc;
+        if (rc < nh && HEAD(rc) < HEAD(m)) m = rc;
+        if (m == c) break;
+        int t = heap[m];
+        heap[m] = heap[c], heap[c] = t, c = m;
+      }
+      if (!(b->start <= x->end && x->start <= b->end)) continue;
+      lo = b->offset, hi = b->offset + b->size;
+    }
+    if (lo >= off + x->size) break;
+    if (hi > off) off = hi;
+  }
+#undef HEAD
+  return off;
+}
+
 /* The lowest level at which x spans at most LONG buckets (the top has one). */
 static int level_of(const Interval *x, const Level *lv, int nl) {
   int L = 0;
@@ -301,30 +306,32 @@ static uint64_t assign_offsets(Interval *iv, int n) {
   bool walked[MAXLEVELS] = {false};
 #define WHOLE(x) ((x)->start <= tmin && (x)->end >= tmax) /* meets every buffer */
   for (int i = 0; i < n; i++) walked[level_of(&iv[i], lv, nl)] |= !WHOLE(&iv[i]);
-  Ranges used = {0};
+  Ranges used = {0}, whole = {0}; /* all placed; those live the whole step */
   uint64_t peak = 0;
   for (int i = 0; i < n; i++) {
     Interval *x = &iv[i];
     int L = level_of(x, lv, nl), k = 0;
-    if (WHOLE(x)) x->offset = ranges_fit(&used, x->size);
-    else {
+    if (WHOLE(x)) { /* it meets every buffer: the first gap in all of them */
+      x->offset = ranges_fit(&used, x->size);
+      ranges_add(&whole, x->offset, x->offset + x->size);
+    } else {
       for (int64_t b = x->start / lv[L].width; b <= x->end / lv[L].width; b++) lists[k++] = &lv[L].cum[b];
       for (int h = L + 1; h < nl; h++)
         for (int64_t b = x->start / lv[h].width; b <= x->end / lv[h].width; b++) lists[k++] = &lv[h].own[b];
-      x->offset = first_fit(x, lists, k, at, heap);
+      x->offset = first_fit(x, lists, k, &whole, at, heap);
+      for (int64_t b = x->start / lv[L].width; b <= x->end / lv[L].width; b++) placed_insert(&lv[L].own[b], x);
+      for (int h = L; h < nl; h++)
+        for (int64_t b = x->start / lv[h].width; walked[h] && b <= x->end / lv[h].width; b++) placed_insert(&lv[h].cum[b], x);
     }
     ranges_add(&used, x->offset, x->offset + x->size);
     if (x->offset + x->size > peak) peak = x->offset + x->size;
-    for (int64_t b = x->start / lv[L].width; b <= x->end / lv[L].width; b++) placed_insert(&lv[L].own[b], x);
-    for (int h = L; h < nl; h++)
-      for (int64_t b = x->start / lv[h].width; walked[h] && b <= x->end / lv[h].width; b++) placed_insert(&lv[h].cum[b], x);
   }
   for (int h = 0; h < nl; h++) {
     for (int b = 0; b < lv[h].nb; b++) free(lv[h].cum[b].v), free(lv[h].own[b].v);
     free(lv[h].cum), free(lv[h].own);
   }
 #undef WHOLE
-  free(lists), free(at), free(used.r);
+  free(lists), free(at), free(used.r), free(whole.r);
   return peak;
 }
 
