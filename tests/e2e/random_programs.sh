@@ -20,16 +20,21 @@
 #    within 1e-4 (1e-2 in bf16) of each tensor's largest value, or of 1e-2 of the largest
 #    param where that is larger (a zero-initialised bias whose gradient is zero in exact
 #    arithmetic holds only rounding noise: random programs found one).
-# RANDPROG_SEEDS (default "1-12,182") picks the seeds: "1-500" for a long run, "107" to
-# replay one, a comma list of both. 182 stays in the default: it found a row kernel that
-# read a value back in rows it had not stored yet (a softmax of a transpose). A failing
+# RANDPROG_SEEDS (default "1-12,182,10000-10003") picks the seeds: "1-500" for a long run,
+# "107" to replay one, a comma list of both. 182 stays in the default: it found a row kernel
+# that read a value back in rows it had not stored yet (a softmax of a transpose). Seeds
+# from 10000 also draw reductions broadcast back onto square shapes along every axis (with
+# and without keepdims, through transposes, reshapes and rotations), i32 arithmetic,
+# comparisons and masks, norms and softmax along other axes, and sdpa, conv2d, product and
+# half-precision variants (a review found a row kernel reading rows not written yet when a
+# sum without keepdims was added back along the other axis of a square value). A failing
 # program is kept in $BUILD/randprog/ with its log.
 cd "$(dirname "$0")/../.."
 source tests/tools/e2e_lib.sh
 REFSTEP=$BUILD/tests/test_refstep
 cuda=0; "$MPLC" --version | grep -q 'CUDA: PTX' && cuda=1
 seeds=()
-IFS=, read -r -a ranges <<< "${RANDPROG_SEEDS:-1-12,182}"
+IFS=, read -r -a ranges <<< "${RANDPROG_SEEDS:-1-12,182,10000-10003}"
 for range in "${ranges[@]}"; do
   lo=${range%-*} hi=${range#*-}
   if ! [[ "$lo" =~ ^[0-9]+$ && "$hi" =~ ^[0-9]+$ ]]; then echo "RANDPROG_SEEDS: '$range' is not N or N-M"; echo "0 passed, 1 failed"; exit 1; fi

@@ -9,7 +9,10 @@ model ends in a projection to V classes and cross_entropy, plus the auxiliary lo
 some blocks make. Placement (pp, @stage or @device or the balancer, interleaved(2) or zbv,
 schedule, micro-batches, @recompute), precision and @shard on random params are drawn too;
 a "# compare: MESH[/MICROBATCHES] ..." line names the meshes the program is also trained
-at (params split: tp = 2; dp = 2 with half the micro-batches).
+at (params split: tp = 2; dp = 2 with half the micro-batches). Seeds from 10000 (NEW_SEEDS)
+also draw the blocks of NEW_BLOCKS, from a stream of their own: reductions broadcast back
+onto square shapes along every axis, i32 arithmetic, comparisons and masks, softmax and
+norms along other axes, and sdpa, conv2d, product and half-precision variants.
 
 tests/e2e/random_programs.sh runs one training step of each program against the float64
 reference evaluator (build/tests/test_refstep FILE), and the compare meshes, checkpoint
@@ -20,8 +23,11 @@ import random
 import sys
 
 
+NEW_SEEDS = 10000
+
+
 class Gen:
-    def __init__(self, seed):
+    def __init__(self, seed=0):
         self.r = random.Random(seed)
         r = self.r
         self.T = r.choice([3, 4, 5, 8])
@@ -45,17 +51,24 @@ class Gen:
         self.tied = r.random() < 0.25  # an embedding of y in front, its weight the head
         self.device = r.random() < 0.2  # @device(k), the same as @stage(k)
         self.interleave = self.pp > 1 and not self.auto_stages and r.random() < 0.25
+        # seeds >= NEW_SEEDS also draw the blocks of NEW_BLOCKS (reductions broadcast back onto
+        # square shapes along every axis, i32 arithmetic and comparisons, softmax and norms
+        # along other axes, sdpa and conv2d variants, ...) from a stream of their own, q, so
+        # that every program of a seed below it stays byte for byte what it was
+        self.new = seed >= NEW_SEEDS
+        self.q = random.Random(seed * 104729 + 11)
 
     # ---- helpers ----------------------------------------------------------------
-    def param(self, shape, init=None):
+    def param(self, shape, init=None, r=None):
+        r = r or self.r
         self.nparam += 1
         name = "p%d" % self.nparam
         if init is None:
-            init = self.r.choice(["normal(0.3)", "normal(0.5)", "uniform(-0.6, 0.6)"])
+            init = r.choice(["normal(0.3)", "normal(0.5)", "uniform(-0.6, 0.6)"])
         ann = ""
         even = [i for i, d in enumerate(shape) if d % 2 == 0]
-        if self.shard and even and self.r.random() < 0.5:
-            ann = " @shard(%d)" % self.r.choice(even)
+        if self.shard and even and r.random() < 0.5:
+            ann = " @shard(%d)" % r.choice(even)
         self.emit("param %s: f32[%s] = %s%s" % (name, ", ".join(str(s) for s in shape), init, ann))
         return name
 
@@ -71,7 +84,7 @@ class Gen:
         self.emit("%s = %s" % (t, expr))
         return t
 
-    def unary(self, x):
+    def unary(self, x, r=None):
         """An elementwise function of x, smooth enough for float64 vs float32 to agree."""
         fs = [
             lambda v: "tanh(%s)" % v, lambda v: "sigmoid(%s)" % v, lambda v: "gelu(%s)" % v,
@@ -81,7 +94,7 @@ class Gen:
             lambda v: "rsqrt(%s * %s + 1.0)" % (v, v), lambda v: "pow(abs(%s) + 0.5, 1.5)" % v,
             lambda v: "-%s * 0.5" % v, lambda v: "%s / (%s * %s + 2.0)" % (v, v, v),
         ]
-        return self.r.choice(fs)("(%s)" % x)
+        return (r or self.r).choice(fs)("(%s)" % x)
 
     # ---- blocks: each returns an expression of shape [B, T, D] ------------------
     def b_elementwise(self, h):
@@ -339,6 +352,301 @@ class Gen:
         n = r.choice([d for d in (1, 2, T) if T % d == 0])
         return "reshape(stack(split(%s, %d, axis = 1), axis = 1), B, %d, %d) * 0.5" % (h, n, T, D)
 
+    # ---- new blocks (seeds >= NEW_SEEDS), every choice from the stream q --------------
+    def costly(self, x):
+        return self.q.choice(["exp(tanh(%s))", "tanh(%s)", "gelu(%s)", "sigmoid(%s)", "%s * 0.7",
+                              "silu(%s)", "exp(%s * 0.3)"]) % ("(%s)" % x)
+
+    def sq_bcast(self, s, ax, keep, B, N, M):
+        """s: a reduction of a [B, N, M] value along ax (keepdims or not), brought back to a
+        shape that broadcasts onto [B, N, M] (its own row, or, where the shape allows,
+        another's: the right-aligned broadcast of a reduced value onto a square)."""
+        q = self.q
+        ax = ax % 3
+        if keep:
+            k = q.randrange(6)
+            if k == 0 or ax == 0:
+                return s
+            if k == 1 and N == M:  # [B, 1, N] <-> [B, N, 1]: another row's
+                return "transpose(%s, 1, 2)" % s
+            if k == 2:  # made explicit
+                return "expand(%s, -1, %s)" % (s, ("%d, -1" % N) if ax == 1 else ("-1, %d" % M))
+            if k == 3:
+                return "repeat(%s, %d, axis = %d)" % (s, N if ax == 1 else M, ax)
+            if k == 4:  # cut along the kept axis and put back (rotated)
+                L = M if ax == 1 else N
+                if L > 1:
+                    c = q.randrange(1, L)
+                    sl = lambda a, b: "%s[:, :, %d:%d]" % (s, a, b) if ax == 1 else "%s[:, %d:%d, :]" % (s, a, b)
+                    return "concat(%s, %s * 1.5, axis = %d)" % (sl(c, L), sl(0, c), 3 - ax)
+            if k == 5 and N == M:  # a reshape that moves the row axis: another row's
+                return "reshape(%s, B, %s)" % (s, ("%d, 1" % M) if ax == 1 else ("1, %d" % N))
+            return s
+        if ax == 0:  # [N, M], right-aligned onto [B, N, M]
+            k = q.randrange(3)
+            if k == 1 and N == M:
+                return "transpose(%s, 0, 1)" % s
+            if k == 2:
+                return "reshape(%s, 1, %d, %d)" % (s, N, M)
+            return s
+        L = M if ax == 1 else N  # [B, L]
+        own = "reshape(%s, B, 1, %d)" % (s, L) if ax == 1 else "reshape(%s, B, %d, 1)" % (s, L)
+        if N == M and q.random() < 0.5:  # another row's
+            return "reshape(%s, B, 1, %d)" % (s, L) if ax == 2 else "reshape(%s, B, %d, 1)" % (s, L)
+        return own
+
+    def b_sq_reduce(self, h):
+        """A square [B, T, T] (or [B, T, D]), a costly function of it, a reduction along any
+        axis with or without keepdims broadcast back (own row or another's), and a row
+        statistic of the result along any axis."""
+        q, D, T = self.q, self.D, self.T
+        M = T if q.random() < 0.75 else D
+        a = "%s @ %s" % (h, self.param([D, M], r=q)) if M == T else h
+        v = self.bind(self.costly(a))
+        red = q.choice(["sum", "mean", "amax", "sum", "mean"])
+        ax = q.choice([0, 1, 2, -1, -2])
+        keep = q.random() < 0.5
+        s = self.bind("%s(%s, axis = %d%s)" % (red, v, ax, ", keepdims = true" if keep else ""))
+        b = self.sq_bcast(s, ax, keep, "B", T, M)
+        w = self.bind("%s * 0.5 %s %s * 0.2" % (v, q.choice(["+", "-", "*"]), b))
+        k = q.randrange(5)
+        ax2 = q.choice([0, 1, 2, -1, -2])
+        if k == 0:
+            w = self.bind("softmax(%s, axis = %d)" % (w, ax2))
+        elif k == 1:
+            w = self.bind("log_softmax(%s, axis = %d) * 0.3" % (w, ax2))
+        elif k == 2:
+            w = self.bind("%s * rsqrt(mean(%s * %s, axis = %d, keepdims = true) + 0.1)" % (w, w, w, ax2))
+        elif k == 3:
+            w = self.bind("%s - amax(%s, axis = %d, keepdims = true)" % (w, w, ax2))
+        return "%s @ %s" % (w, self.param([M, D], r=q)) if M == T else w
+
+    def b_sq_matrix(self, h):
+        """A [T, T] (from a mean over the batch axis): its reductions along 0 and 1 broadcast
+        back right-aligned (row j's statistic at [i, j]) or in the keepdims form, then a
+        product [T, T] @ [B, T, D]."""
+        q, D, T = self.q, self.D, self.T
+        a = self.bind(self.costly("%s @ %s" % (h, self.param([D, T], r=q))))
+        m = self.bind(q.choice(["mean", "sum", "amax"]) + "(%s, axis = 0)" % a)
+        m = self.bind(self.costly("%s * %s" % (m, self.param([T, T], r=q))))
+        ax = q.choice([0, 1, -1, -2])
+        red = q.choice(["sum", "mean", "amax"])
+        if q.random() < 0.5:
+            s = "%s(%s, axis = %d)" % (red, m, ax)  # [T]: right-aligned, s[j] at [i, j]
+            b = s if q.random() < 0.6 else "reshape(%s, %d, 1)" % (s, T)
+        else:
+            s = "%s(%s, axis = %d, keepdims = true)" % (red, m, ax)
+            b = s if q.random() < 0.5 else "transpose(%s, 0, 1)" % s
+        w = self.bind("%s + %s * 0.3" % (m, b))
+        if q.random() < 0.6:
+            w = self.bind("%s(%s, axis = %d)" % (q.choice(["softmax", "log_softmax"]), w, q.choice([0, 1, -1])))
+        return "(%s @ %s) * 0.3" % (w, h)
+
+    def b_axis_norm(self, h):
+        """softmax, log_softmax, layer and rms norms, cumsum, topk, argmax along axes other
+        than the last."""
+        q, D, T = self.q, self.D, self.T
+        k = q.randrange(8)
+        ax = q.choice([0, 1, -2])
+        if k == 0:
+            return "softmax(%s * %s, axis = %d)" % (self.costly(h), self.param([D], r=q), ax)
+        if k == 1:
+            return "log_softmax(%s, axis = %d) * 0.3" % (self.costly(h), ax)
+        if k == 2:  # a layer norm by hand along ax
+            v = self.bind(self.costly(h))
+            mu = self.bind("mean(%s, axis = %d, keepdims = true)" % (v, ax))
+            dv = self.bind("%s - %s" % (v, mu))
+            return "%s * rsqrt(mean(%s * %s, axis = %d, keepdims = true) + 1e-5) * %s" % (
+                dv, dv, dv, ax, self.param([D], r=q))
+        if k == 3:  # the stdlib's norms along T
+            f = q.choice(["nn.layernorm", "nn.rmsnorm"])
+            return "transpose(%s(transpose(%s, 1, 2)), 1, 2)" % (f, self.costly(h))
+        if k == 4:
+            return "cumsum(%s, axis = %d) * 0.3" % (self.costly(h), q.choice([0, 1]))
+        if k == 5:  # topk along T
+            kk = q.randrange(1, T + 1)
+            vals, idx = self.tmp(), self.tmp()
+            self.emit("%s, %s = topk(%s, %d, axis = 1)" % (vals, idx, h, kk))
+            return "transpose(transpose(%s, 1, 2) @ %s, 1, 2)" % (vals, self.param([kk, T], r=q))
+        if k == 6:  # argmax along T with keepdims, gather there
+            am = self.bind("argmax(%s, axis = 1, keepdims = true)" % h)  # [B, 1, D]
+            return "gather(%s, %s, 1) * %s" % (self.costly(h), am, h)
+        # a norm along the batch axis
+        v = self.bind(self.costly(h))
+        return "(%s - mean(%s, axis = 0, keepdims = true)) * rsqrt(mean(%s * %s, axis = 0, keepdims = true) + 0.5)" % (v, v, v, v)
+
+    def b_int(self, h):
+        """i32 arithmetic (/ toward zero with negative quotients, %, data-dependent divisors),
+        comparisons on i32 and f32, where with tensor masks, and, or, not, casts."""
+        q, D, T = self.q, self.D, self.T
+        # of h itself: a saturating function (tanh of a large h is 1.0 in f32) ties where
+        # float64 does not, and the first index wins (seed 10138)
+        i = self.bind("argmax(%s, axis = -1)" % h)  # [B, T], in [0, D)
+        j = self.bind(q.choice([
+            "(%s * 7 - 9) / (%s %% 3 + 1)" % (i, i),
+            "(%s - 3) / (0 - 2) + %s / 2" % (i, i),
+            "(%s * %s - 5) / 3 - (%s + 1) %% 4" % (i, i, i),
+            "(%s - 4) %% 3 * ((%s + 2) / 3)" % (i, i),
+            "cast(%s * 3.0, i32) / 2" % ("%s[:, :, 0]" % h),
+        ]))
+        k = q.randrange(7)
+        cmp = q.choice([">", "<", ">=", "<=", "==", "!="])
+        c = q.choice(["0", "1", "2", "-1", i])
+        mask = "%s %s %s" % (j, cmp, c)
+        if k == 0:
+            return "where(reshape(%s, B, %d, 1), %s, %s * 0.5)" % (mask, T, h, self.costly(h))
+        if k == 1:
+            return "where(%s > %s, %s, %s * 0.2)" % (h, q.choice(["0.0", "0.3", "-0.2"]), h, h)
+        if k == 2:
+            idx = self.bind("reshape((%s * 5 + 7) %% %d, B, %d, 1)" % (j, D, T))
+            return "%s + gather(%s, %s, 2)" % (h, self.costly(h), idx)
+        if k == 3:
+            return "%s * one_hot((%s + %d) %% %d, %d) + %s * 0.5" % (h, j, D, D, D, h)
+        if k == 4:
+            return "%s + reshape(cast(%s, f32) * 0.05, B, %d, 1)" % (h, j, T)
+        if k == 5:
+            m2 = "%s %s %s" % (i, q.choice([">", "<", "=="]), q.choice(["1", "2", "3"]))
+            comb = q.choice(["(%s) and (%s)", "(%s) or (%s)", "not (%s) or (%s)"]) % (mask, m2)
+            return "where(reshape(%s, B, %d, 1), %s, full(0.25, %d))" % (comb, T, self.costly(h), D)
+        # truncation of a float through i32 (no gradient there) scales h
+        return "%s * cast(cast(%s * 4.0, i32) / 3, f32) * 0.2" % (self.costly(h), h)
+
+    def b_matmul_bcast(self, h):
+        q, D, T = self.q, self.D, self.T
+        k = q.randrange(5)
+        if k == 0:  # [T, T] @ [B, T, D]
+            return "(%s @ %s) * 0.5" % (self.param([T, T], r=q), self.costly(h))
+        if k == 1 and D % 2 == 0:  # 4-D against 2-D
+            return "reshape(reshape(%s, B, %d, 2, %d) @ %s, B, %d, %d)" % (h, T, D // 2, self.param([D // 2, D // 2], r=q), T, D)
+        if k == 2:  # [B, 1, T, D] @ [E, D, D]: broadcast both ways, then reduce the new axis
+            E = q.choice([1, 2, 3])
+            return "sum(reshape(%s, B, 1, %d, %d) @ %s, axis = 1) * 0.5" % (self.costly(h), T, D, self.param([E, D, D], r=q))
+        if k == 3:  # a Gram matrix [B, D, D], softmax along an axis, back
+            g = self.bind("transpose(%s, 1, 2) @ %s * 0.2" % (h, h))
+            return "%s @ softmax(%s, axis = %d)" % (h, g, q.choice([0, 1, 2]))
+        return "%s @ %s" % (h, self.param([1, D, D], r=q))
+
+    def b_sdpa_var(self, h):
+        """sdpa with S != T (causal top-left aligned), v's head size apart from q's, rank 3
+        and rank 5 operands, bf16 operands."""
+        q, D, T = self.q, self.D, self.T
+        hs = q.choice([2, 4])
+        hv = q.choice([2, 3, 4])
+        H = q.choice([1, 2])
+        S = q.randrange(1, T + 1)
+        kv = h if S == T else "%s[:, %d:%d, :]" % (h, T - S, T) if q.random() < 0.5 else "%s[:, 0:%d, :]" % (h, S)
+        args = []
+        if q.random() < 0.5:
+            args.append("causal = true")
+        if q.random() < 0.3:
+            args.append("scale = 0.5")
+        rank = q.choice([3, 4, 4, 5])
+        wq, wk, wv = self.param([D, H * hs], r=q), self.param([D, H * hs], r=q), self.param([D, H * hv], r=q)
+        wo = self.param([H * hv, D], r=q)
+        if rank == 3:  # the batch axis is the heads
+            H = 1
+            wq, wk, wv = self.param([D, hs], r=q), self.param([D, hs], r=q), self.param([D, hv], r=q)
+            wo = self.param([hv, D], r=q)
+            qq, kk, vv = "%s @ %s" % (h, wq), "%s @ %s" % (kv, wk), "%s @ %s" % (kv, wv)
+        else:
+            lead = "B, 1" if rank == 5 else "B"
+            tr = (2, 3) if rank == 5 else (1, 2)
+            f = lambda x, w, L, d: "transpose(reshape(%s @ %s, %s, %d, %d, %d), %d, %d)" % (x, w, lead, L, H, d, tr[0], tr[1])
+            qq, kk, vv = f(h, wq, T, hs), f(kv, wk, S, hs), f(kv, wv, S, hv)
+        half = q.random() < 0.2
+        if half:
+            t = q.choice(["bf16", "f16"])
+            qq, kk, vv = ["cast(%s, %s)" % (x, t) for x in (qq, kk, vv)]
+        y = "sdpa(%s)" % ", ".join([qq, kk, vv] + args)
+        if half:
+            y = "cast(%s, f32)" % y
+        y = self.bind(y)
+        if rank == 3:
+            return "%s @ %s" % (y, wo)
+        tr = (2, 3) if rank == 5 else (1, 2)
+        return "reshape(transpose(%s, %d, %d), B, %d, %d) @ %s" % (y, tr[0], tr[1], T, H * hv, wo)
+
+    def b_conv_var(self, h):
+        q, D, T = self.q, self.D, self.T
+        C = 2
+        x = "stack(%s, tanh(%s), axis = 1)" % (h, h)
+        kh, kw = q.choice([1, 2, 3]), q.choice([1, 2, 3])
+        st, pad = q.choice([1, 2]), q.choice([0, 1, 2])
+        oh, ow = (T + 2 * pad - kh) // st + 1, (D + 2 * pad - kw) // st + 1
+        if oh < 1 or ow < 1:
+            pad = 1
+            oh, ow = (T + 2 * pad - kh) // st + 1, (D + 2 * pad - kw) // st + 1
+        O = q.choice([1, 2])
+        c = self.bind("conv2d(%s, %s, stride = %d, padding = %d)" % (x, self.param([O, C, kh, kw], r=q), st, pad))
+        return "reshape(reshape(%s, B, %d) @ %s, B, %d, %d)" % (c, O * oh * ow, self.param([O * oh * ow, T * D], r=q), T, D)
+
+    def b_half_ops(self, h):
+        """bf16 and f16 tensors through reductions, softmax and products."""
+        q, D, T = self.q, self.D, self.T
+        t = q.choice(["bf16", "f16"])
+        c = self.bind("cast(%s, %s)" % (h, t))
+        k = q.randrange(4)
+        if k == 0:
+            y = "softmax(%s * cast(%s, %s), axis = %d)" % (c, self.param([D], r=q), t, q.choice([-1, 1, 0]))
+        elif k == 1:
+            y = "%s - mean(%s, axis = %d, keepdims = true)" % (c, c, q.choice([1, 2]))
+        elif k == 2:
+            y = "%s @ cast(%s, %s)" % (c, self.param([D, D], r=q), t)
+        else:
+            y = "tanh(%s) * sum(%s, axis = 1, keepdims = true) * cast(0.1, %s)" % (c, c, t)
+        return "cast(%s, f32)" % y
+
+    def b_shape_red(self, h):
+        """A reduction of h along any axis, with or without keepdims, through reshape,
+        transpose, slice, concat, split, repeat or expand, broadcast back, then a softmax
+        of the sum along the last axis."""
+        q, D, T = self.q, self.D, self.T
+        v = self.bind(self.costly(h))
+        ax = q.choice([0, 1, 2])
+        keep = q.random() < 0.5
+        red = q.choice(["sum", "mean", "amax"])
+        s = self.bind("%s(%s, axis = %d%s)" % (red, v, ax, ", keepdims = true" if keep else ""))
+        k = q.randrange(5)
+        if ax == 0:  # [1, T, D] or [T, D]
+            if k == 0 and T > 1:
+                b = "concat(%s, %s, axis = %d)" % ("%s[%s1:, :]" % (s, ":, " if keep else ""), "%s[%s0:1, :]" % (s, ":, " if keep else ""), 1 if keep else 0)
+            elif k == 1 and D % 2 == 0:
+                a1, a2 = self.tmp(), self.tmp()
+                self.emit("%s, %s = split(%s, 2, axis = -1)" % (a1, a2, s))
+                b = "concat(%s, %s * 2.0, axis = -1)" % (a2, a1)
+            elif k == 2 and not keep:
+                b = "reshape(%s, %d, %d)" % (s, T, D)
+            else:
+                b = s
+        elif ax == 1:  # [B, 1, D] or [B, D]
+            b3 = s if keep else "reshape(%s, B, 1, %d)" % (s, D)
+            if k == 0:
+                b = "repeat(%s, %d, axis = 1)" % (b3, T)
+            elif k == 1:
+                b = "expand(%s, -1, %d, -1)" % (b3, T)
+            elif k == 2:  # [B, D, 1] @ [1, T]
+                b = "transpose(transpose(%s, 1, 2) @ %s, 1, 2)" % (b3, self.param([1, T], r=q))
+            elif k == 3 and D > 1:
+                c = q.randrange(1, D)
+                b = "concat(%s[:, :, %d:], %s[:, :, 0:%d], axis = 2)" % (b3, c, b3, c)
+            else:
+                b = b3
+        else:  # [B, T, 1] or [B, T]
+            b3 = s if keep else "reshape(%s, B, %d, 1)" % (s, T)
+            if k == 0:
+                b = "repeat(%s, %d, axis = 2)" % (b3, D)
+            elif k == 1:
+                b = "%s @ %s" % (b3, self.param([1, D], r=q))
+            elif k == 2 and T > 1:
+                b = "concat(%s[:, 1:, :], %s[:, 0:1, :], axis = 1)" % (b3, b3)
+            elif k == 3:
+                b = "transpose(%s, 1, 2) @ %s" % (b3, self.param([T, D], r=q))  # [B, 1, D]
+            else:
+                b = b3
+        w = self.bind("%s + %s * 0.3" % (v, b))
+        return q.choice(["softmax(%s, axis = -1)", "%s", "log_softmax(%s, axis = -1) * 0.3", "%s * rsqrt(mean(%s * %s, axis = -1, keepdims = true) + 0.1)"]).replace("%s", w)
+
+
     BLOCKS = [
         (b_elementwise, 5), (b_mlp, 4), (b_stdlib, 3), (b_norm_by_hand, 2), (b_softmax, 2),
         (b_cumsum, 1), (b_sdpa, 3), (b_attention_by_hand, 2), (b_stdlib_attention, 2),
@@ -346,7 +654,19 @@ class Gen:
         (b_dropout, 1), (b_half, 1), (b_aux, 1), (b_def_loop, 2), (b_language, 3),
     ]
 
+    NEW_BLOCKS = [
+        (b_sq_reduce, 6), (b_sq_matrix, 3), (b_axis_norm, 3), (b_int, 3), (b_matmul_bcast, 2),
+        (b_sdpa_var, 2), (b_conv_var, 1), (b_half_ops, 1), (b_shape_red, 3),
+    ]
+
     def block(self, h):
+        if self.new and self.q.random() < 0.6:
+            q = self.q
+            f = q.choice([f for f, w in self.NEW_BLOCKS for _ in range(w)])
+            e = f(self, h)
+            if e is None:
+                return h
+            return self.bind(("%s + %s" % (h, e)) if q.random() < 0.8 else e)
         fs = [f for f, w in self.BLOCKS for _ in range(w)]
         f = self.r.choice(fs)
         e = f(self, h)
