@@ -135,7 +135,9 @@ static void emit_expr(FILE *f, const Kernel *k, const KInstr *in) {
   case KI_AND: fprintf(f, "v%d & v%d", in->a, in->b); break;
   case KI_OR: fprintf(f, "v%d | v%d", in->a, in->b); break;
   case KI_XOR: fprintf(f, "v%d ^ v%d", in->a, in->b); break;
-  case KI_SHR: fprintf(f, "(%s)((unsigned long long)v%d >> v%d)", ctype(in->type), in->a, in->b); break;
+  case KI_SHR: /* logical, in the operand's own width (an i32's sign not extended first): cg_llvm's LShr */
+    fprintf(f, "(%s)((%s)v%d >> v%d)", ctype(in->type), in->type == KT_I32 ? "unsigned" : "unsigned long long", in->a, in->b);
+    break;
   case KI_SELECT: fprintf(f, "v%d ? v%d : v%d", in->a, in->b, in->c); break;
   case KI_BITCAST: fprintf(f, "%s(v%d)", isf ? "__int_as_float" : "__float_as_int", in->a); break;
   default: fprintf(f, "v%d %s v%d", in->a, cmp[in->op], in->b); break;

@@ -580,6 +580,10 @@ static int cuda_sync(MplDevice *d, MplErr *err) {
 /* ---- launches and device-to-device copies ------------------------------------------- */
 
 int cudev_launch(CudaDev *cd, CUfunction f, int64_t blocks, int block, void **params, MplErr *err) {
+  /* gridDim.x is at most 2^31 - 1 (a count past 2^32 would wrap and run a part, silently) */
+  if (blocks > 0x7fffffff)
+    return mpl_errf(err, "cuda: a launch of %lld blocks (at most 2^31 - 1): the step's sizes are too large for one grid",
+                    (long long)blocks);
   CUDA_CHECK(cudaSetDevice(cd->dev));
   CU_CHECK(cd, cd->drv.launch(f, (unsigned)blocks, 1, 1, (unsigned)block, 1, 1, 0, (CUstream)cd->compute, params, NULL));
   CUDA_CHECK(cudaGetLastError());

@@ -113,6 +113,9 @@ MPL_KERNEL(SDPA_BR) mpl_sdpa_fwd(const sdpa_in *__restrict__ q, const sdpa_in *_
       sc[j] = acc;
       mx = acc > mx || acc != acc ? acc : mx;
     }
+    /* a row that has seen nothing but -inf keeps m, l and o (every p is 0; exp(-inf - -inf)
+       would be nan), as the CPU's and the tensor cores' */
+    if (mx == -MPL_INF) continue;
     float alpha = m == -MPL_INF ? 0.0f : expf(m - mx), sum = 0.0f;
     MPL_NO_UNROLL for (int j = 0; j < seen; j++) {
       float p = expf(sc[j] - mx);

@@ -316,6 +316,58 @@ START_TEST(test_cuda_kernels_on_host) {
 }
 END_TEST
 
+/* A row whose scores in its first key tile are all -inf (keys of -1e38: the dot products
+ * overflow) and finite after: the CUDA kernels' forward, f32 and bf16-input, gives the CPU
+ * kernels' out and lse (the tile adds nothing). It gave nan: exp(-inf - -inf) while the
+ * running max was still -inf. */
+START_TEST(test_inf_scores_tile) {
+  const Case c = {1, 1, 1, 3, 64, 16, 8, false};
+  Bufs x;
+  make(&c, &x);
+  for (int64_t i = 0; i < c.T * c.hs; i++) x.q[i] = 1.0f;
+  for (int64_t j = 0; j < 32; j++)
+    for (int64_t e = 0; e < c.hs; e++) x.k[j * c.hs + e] = -1e38f;
+  MplSdpa a = args_of(&c, 0.25f, false, &x);
+  cpu_pass(&a, MPL_SDPA_GENERIC, 1 << 30, 0);
+  float cpu_out[3 * 8], cpu_lse[3];
+  memcpy(cpu_out, x.out, sizeof cpu_out), memcpy(cpu_lse, x.lse, sizeof cpu_lse);
+  for (int i = 0; i < 3; i++) ck_assert_msg(isfinite(cpu_lse[i]), "cpu lse[%d] = %g", i, cpu_lse[i]);
+  uint16_t *q16 = malloc(2 * 3 * 16), *k16 = malloc(2 * 64 * 16), *v16 = malloc(2 * 64 * 8);
+  for (int in16 = 0; in16 < 2; in16++) {
+    memset(x.out, 0x7f, sizeof cpu_out), memset(x.lse, 0x7f, sizeof cpu_lse);
+    MplSdpa b = a;
+    if (in16) { /* the same values (exact in bf16: 1, -1e38 rounds; the CPU read the rounded ones too) */
+      for (int64_t i = 0; i < 3 * 16; i++) q16[i] = 0x3f80;
+      float *srcs[2] = {x.k, x.v};
+      uint16_t *dsts[2] = {k16, v16};
+      int64_t ns[2] = {64 * 16, 64 * 8};
+      for (int t = 0; t < 2; t++)
+        for (int64_t i = 0; i < ns[t]; i++) {
+          uint32_t u;
+          memcpy(&u, &srcs[t][i], 4);
+          dsts[t][i] = (uint16_t)(u >> 16);
+          u = (uint32_t)dsts[t][i] << 16;
+          memcpy(&srcs[t][i], &u, 4); /* truncated: the f32 run below reads the same values */
+        }
+      b.in16 = true, b.q16 = q16, b.k16 = k16, b.v16 = v16;
+      MplSdpa f = a;
+      cpu_pass(&f, MPL_SDPA_GENERIC, 1 << 30, 0);
+      memcpy(cpu_out, x.out, sizeof cpu_out), memcpy(cpu_lse, x.lse, sizeof cpu_lse);
+      memset(x.out, 0x7f, sizeof cpu_out), memset(x.lse, 0x7f, sizeof cpu_lse);
+    }
+    host_launch(&b, 0, 0);
+    for (int i = 0; i < 3; i++)
+      ck_assert_msg(fabsf(x.lse[i] - cpu_lse[i]) <= 1e-5f * fabsf(cpu_lse[i]) + 1e-5f, "%s: lse[%d] %g, cpu %g",
+                    in16 ? "cuda bf16 inputs" : "cuda f32", i, x.lse[i], cpu_lse[i]);
+    for (int i = 0; i < 3 * 8; i++)
+      ck_assert_msg(fabsf(x.out[i] - cpu_out[i]) <= 1e-5f * fabsf(cpu_out[i]) + 1e-5f, "%s: out[%d] %g, cpu %g",
+                    in16 ? "cuda bf16 inputs" : "cuda f32", i, x.out[i], cpu_out[i]);
+  }
+  free(q16), free(k16), free(v16);
+  unmake(&x);
+}
+END_TEST
+
 /* n floats rounded to bf16 in place; their bf16 bits in a new array */
 static uint16_t *to_bf16(float *x, int64_t n) {
   uint16_t *y = malloc(sizeof *y * (size_t)n);
@@ -494,6 +546,7 @@ static Suite *sdpa_suite(void) {
   tcase_add_loop_test(tc, test_cuda_kernels_on_host, 0, n);
   tcase_add_loop_test(tc, test_bf16_inputs, 0, n);
   tcase_add_loop_test(tc, test_tensor_core_forward, 0, (int)(sizeof tc_cases / sizeof tc_cases[0]));
+  tcase_add_test(tc, test_inf_scores_tile);
   tcase_add_test(tc, test_nvrtc_compiles_kernels);
   suite_add_tcase(s, tc);
   return s;
