@@ -505,7 +505,8 @@ static Value bi_dropout(Sema *S, Scope *sc, Node *call, const Builtin *b, Node *
   Value x = tensor_arg(S, sc, args[0], "dropout");
   double p;
   if (!sema_const_num(S, sc, args[1], "dropout's p", &p) || x.kind == V_ERR) return verr();
-  if (!(p >= 0 && p < 1)) { sema_err(S, args[1]->loc, "dropout's p must be in [0, 1), not %g", p); return verr(); }
+  /* p = 1 drops everything while training (PyTorch's zeros; evaluation passes x) */
+  if (!(p >= 0 && p <= 1)) { sema_err(S, args[1]->loc, "dropout's p must be in [0, 1], not %g", p); return verr(); }
   Op *xi = sema_opv(S, x);
   if (!dtype_is_float(xi->dtype)) { sema_err(S, call->loc, "dropout needs a float tensor"); return verr(); }
   if (p == 0) return x;

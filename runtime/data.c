@@ -168,10 +168,18 @@ static uint64_t synth_stream(uint64_t seed, int i) {
   return mpl_mix64(mpl_mix64(seed ^ 0x73796E7468657469ull) ^ (uint64_t)i); /* "synthetic" */
 }
 
+/* The bytes of one element of an input of this kind. */
+static size_t synth_elem(MplSynthKind k) { return k == MPL_SYNTH_BOOL ? 1 : 4; }
+
 static void synth_draw(const MplSynthInput *in, uint64_t stream, int64_t count, void *out) {
   if (in->kind == MPL_SYNTH_F32) {
     float *f = out;
     for (int64_t k = 0; k < count; k++) f[k] = (float)mpl_normal(stream, (uint64_t)k);
+    return;
+  }
+  if (in->kind == MPL_SYNTH_BOOL) {
+    uint8_t *b = out;
+    for (int64_t k = 0; k < count; k++) b[k] = mpl_uniform(stream, (uint64_t)k) < 0.5;
     return;
   }
   int32_t *v = out;
@@ -196,7 +204,7 @@ int mpl_synth_init(MplSynth *s, int64_t n, const MplSynthInput *inputs, int ninp
   memcpy(s->inputs, inputs, (size_t)ninputs * sizeof *inputs);
   for (int i = 0; i < ninputs; i++) {
     int64_t count = n * inputs[i].row_elems;
-    if (!(s->data[i] = mpl_malloc((size_t)count * 4 + 1))) goto oom;
+    if (!(s->data[i] = mpl_malloc((size_t)count * synth_elem(inputs[i].kind) + 1))) goto oom;
     synth_draw(&inputs[i], synth_stream(seed, i), count, s->data[i]);
   }
   return MPL_OK;
@@ -207,12 +215,12 @@ oom:
 
 void mpl_synth_rows(const MplSynth *s, int input, int64_t step, int64_t rows_per_step, int64_t row0, int64_t nrows,
                     void *out) {
-  int64_t re = s->inputs[input].row_elems;
+  size_t rb = (size_t)s->inputs[input].row_elems * synth_elem(s->inputs[input].kind); /* bytes of a row */
   const uint8_t *src = s->data[input];
   uint8_t *dst = out;
   int64_t first = (int64_t)(((unsigned __int128)step * (unsigned __int128)rows_per_step + (uint64_t)row0) % (uint64_t)s->n);
   for (int64_t k = 0; k < nrows; k++) {
     int64_t ex = (first + k) % s->n;
-    memcpy(dst + (size_t)(k * re) * 4, src + (size_t)(ex * re) * 4, (size_t)re * 4);
+    memcpy(dst + (size_t)k * rb, src + (size_t)ex * rb, rb);
   }
 }

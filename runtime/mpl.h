@@ -260,7 +260,7 @@ void mpl_loader_rows(const MplLoader *l, int64_t row0, int64_t nrows, int32_t *i
 void mpl_loader_advance(MplLoader *l);
 
 /* synthetic(n): n examples of the model's inputs, drawn once from the seed. */
-typedef enum MplSynthKind { MPL_SYNTH_F32, MPL_SYNTH_I32 } MplSynthKind;
+typedef enum MplSynthKind { MPL_SYNTH_F32, MPL_SYNTH_I32, MPL_SYNTH_BOOL } MplSynthKind;
 typedef struct MplSynthInput {
   MplSynthKind kind;
   int64_t row_elems; /* elements of one example (the input's shape without the batch dim) */
@@ -271,15 +271,16 @@ typedef struct MplSynth {
   int64_t n;
   int ninputs;
   MplSynthInput *inputs;
-  void **data; /* per input: n * row_elems values (float or int32) */
+  void **data; /* per input: n * row_elems values (float, int32, or one byte for a bool) */
 } MplSynth;
 
-/* F32 inputs are normal(0, 1), I32 inputs uniform in [0, hi); input i uses its own stream. */
+/* F32 inputs are normal(0, 1), I32 inputs uniform in [0, hi), BOOL inputs 0 or 1 with
+ * probability 1/2; input i uses its own stream. */
 int mpl_synth_init(MplSynth *s, int64_t n, const MplSynthInput *inputs, int ninputs,
                    uint64_t seed, MplErr *err);
 void mpl_synth_free(MplSynth *s);
 /* Rows [row0, row0+nrows) of input `input` at step `step`, with rows_per_step rows per step:
- * row k is example (step*rows_per_step + k) mod n. out: nrows*row_elems floats or int32. */
+ * row k is example (step*rows_per_step + k) mod n. out: nrows*row_elems floats, int32 or bytes. */
 void mpl_synth_rows(const MplSynth *s, int input, int64_t step, int64_t rows_per_step,
                     int64_t row0, int64_t nrows, void *out);
 

@@ -11,7 +11,8 @@
 #    layer, a q|k|v split per group) keeps the split, and tp = 2, tp = 4 and dp = 2 x
 #    tp = 2 match tp = 1 within 1e-5 (each rank draws its part of the whole mask);
 #  - with another train seed they differ by more than 1e-3, so the comparison can tell
-#    masks apart.
+#    masks apart;
+#  - dropout(x, 1.0) gives zeros while training (PyTorch's p = 1), as the float64 reference.
 cd "$(dirname "$0")/../.."
 source tests/tools/e2e_lib.sh
 m=tests/e2e/dropout.mpl
@@ -49,5 +50,10 @@ rewrite "$m" "$tmp/seed.mpl" 's/^  steps = 3$/  steps = 3\n  seed = 7/' &&
   if ! "$PY" tests/tools/stcompare.py "$tmp/seed.st" "$tmp/ref.st" 1e-3 > "$tmp/seed.cmp"; then
     ok "another seed draws other masks (params differ by more than 1e-3)"
   else bad "seed 7 gives the params of seed 0 within 1e-3: the comparison cannot tell masks apart"; fi
+# p = 1 (as PyTorch's): zeros while training, against the float64 reference (one step, loss
+# and gradients: the layer under it gets none through it); mplc refused it
+rewrite "$m" "$tmp/p1.mpl" 's/dropout(gelu(nn.linear(h, 32)), 0.3)/dropout(gelu(nn.linear(h, 32)), 1.0)/' &&
+  if "$BUILD/tests/test_refstep" "$tmp/p1.mpl" > "$tmp/p1.log" 2>&1; then ok "dropout(x, 1.0): zeros while training, as the reference"
+  else bad "dropout(x, 1.0): $(grep -m1 -E 'F:|error' "$tmp/p1.log")"; fi
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -150,7 +150,7 @@ static void check_step(const char *path, const char *mesh_pp, const char *schedu
   for (int i = 0; i < job->ninputs; i++) {
     const JobInput *in = &job->inputs[i];
     si[i].row_elems = job->values[in->value].numel / B;
-    si[i].kind = in->dtype == JDT_F32 ? MPL_SYNTH_F32 : MPL_SYNTH_I32;
+    si[i].kind = in->dtype == JDT_F32 ? MPL_SYNTH_F32 : in->dtype == JDT_BOOL ? MPL_SYNTH_BOOL : MPL_SYNTH_I32;
     si[i].hi = in->hi > 0 ? (int32_t)in->hi : 2; /* as the runtime's synthetic data */
   }
   MplSynth syn;
@@ -167,7 +167,8 @@ static void check_step(const char *path, const char *mesh_pp, const char *schedu
       free(vals[in->value]);
       vals[in->value] = malloc(sizeof(double) * (size_t)n);
       for (int64_t k = 0; k < n; k++)
-        vals[in->value][k] = in->dtype == JDT_F32 ? ((float *)buf)[k] : ((int32_t *)buf)[k];
+        vals[in->value][k] = in->dtype == JDT_F32 ? ((float *)buf)[k]
+                           : in->dtype == JDT_BOOL ? ((uint8_t *)buf)[k] : ((int32_t *)buf)[k];
       free(buf);
     }
     RefCtx ctx = {job->train.seed, 0, mb};
