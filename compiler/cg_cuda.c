@@ -217,7 +217,20 @@ static void emit_loop(FILE *f, const Kernel *k, int id, int ind) {
   fprintf(f, "}\n");
 }
 
-/* Block 0 of a warp kernel: lane loops, lane-split loops, lane 0's stores. */
+/* Marks in `loads` and `stores` the arguments the block (and its loops) loads and stores. */
+static void block_args(const Kernel *k, const KBlock *b, bool *loads, bool *stores) {
+  for (int i = 0; i < b->n; i++) {
+    const KInstr *in = &k->ins[b->ins[i]];
+    if (in->op == KI_LOAD) loads[in->arg] = true;
+    if (in->op == KI_STORE) stores[in->arg] = true;
+    if (in->op == KI_LOOP) block_args(k, &in->body, loads, stores);
+  }
+}
+
+/* Block 0 of a warp kernel: lane loops, lane-split loops, lane 0's stores. A lane-split
+ * loop's iterations run at once on the warp's lanes: none may read back what another
+ * stores (cumsum, topk and gather_grad, which do, get kernels of their own without lane
+ * loops, so never warp kernels; checked here, not assumed). */
 static void emit_warp_top(FILE *f, const Kernel *k, int id, int ind) {
   const KInstr *in = &k->ins[id];
   if (kir_lane_loop(k, id)) {
@@ -225,6 +238,12 @@ static void emit_warp_top(FILE *f, const Kernel *k, int id, int ind) {
     return;
   }
   if (in->op == KI_LOOP && in->red == KR_NONE) {
+    bool *loads = calloc((size_t)k->nargs + 1, 2 * sizeof(bool)), *stores = loads + k->nargs + 1;
+    if (!loads) die("out of memory");
+    block_args(k, &in->body, loads, stores);
+    for (int a = 0; a < k->nargs; a++)
+      if (loads[a] && stores[a]) die("cg_cuda: kernel %s: a loop split over a warp's lanes reads back argument %d it stores", k->name, a);
+    free(loads);
     indent(f, ind);
     fprintf(f, "for (long long k%d = lane; k%d < %lldLL; k%d += %d) {\n", id, id, (long long)in->imm, id, KIR_LANES);
     emit_block(f, k, &in->body, ind + 2);
