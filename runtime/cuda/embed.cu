@@ -1,6 +1,7 @@
 // runtime/cuda/embed.cu — an embedding's gradient (JS_EMB_GRAD) on the GPU: out [K, N] gets,
-// in each row r, the sum of dy's rows [p, :] over the positions p whose index (clamped to
-// [0, K)) is r, added in position order from 0 — device.h's MplEmbGrad, the CPU's additions
+// in each row r, the sum of dy's rows [p, :] over the positions p whose index is r, added in
+// position order from 0 (a position whose index is outside [0, K) adds nothing: it is only
+// grouped with its clamped row, mpl_emb_row) — device.h's MplEmbGrad, the CPU's additions
 // in the CPU's order, so the bits are the CPU's. device_cuda_progs.c zeroes out first (a row
 // no position names stays 0) and launches mpl_emb_grad with one block per position.
 //
@@ -32,7 +33,7 @@
 #endif
 #define EMB_COLS 8      /* columns a thread keeps per pass */
 
-/* The row position p adds to: its index clamped to [0, K). */
+/* The row position p is grouped with: its index clamped to [0, K) (one outside adds nothing). */
 MPL_DEV long long mpl_emb_row(int t, long long K) { return t < 0 ? 0 : t >= K ? K - 1 : (long long)t; }
 
 MPL_KERNEL(EMB_THREADS) mpl_emb_grad(const int *idx, const float *dy, float *out, long long M, long long N,
