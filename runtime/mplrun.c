@@ -318,7 +318,7 @@ static bool mpi_settings_differ(Cli *c) {
   MplComm *m = c->run.comm;
   uint64_t h = c->run.job_checksum;
   const char *strs[] = {c->run.init_path, c->run.resume_dir, c->run.ckpt_dir, c->run.data_path, c->run.val_path,
-                        c->devices, c->prompt};
+                        c->devices, c->prompt, getenv("MPL_MPI_PIECE") /* comm_mpi.c: the pieces must line up */};
   for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
     h = (h ^ (strs[i] ? 1 + i : 0)) * 1099511628211ull;
     for (const char *p = strs[i] ? strs[i] : ""; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
@@ -437,8 +437,8 @@ static int check_mpi(Cli *c, const Job *job) {
   if (!buf[0] && mpi_settings_differ(c)) {
     if (m->rank == 0)
       fail("the processes were started with different jobs or settings (the job file's bytes, --steps, --init, "
-           "--resume, --checkpoint, --checkpoint-every, --data, --val, --devices, --tf32, --sample and its options "
-           "must be the same on every process): check the mpirun command line%s%s", "", "");
+           "--resume, --checkpoint, --checkpoint-every, --data, --val, --devices, --tf32, --sample and its options, "
+           "MPL_MPI_PIECE must be the same on every process): check the mpirun command line%s%s", "", "");
     return 1;
   }
   if (!buf[0]) return c->devices && !strncmp(c->devices, "cuda", 4) ? check_mpi_gpus(c) : 0;

@@ -16,8 +16,9 @@
  *
  * Invariants: an evaluation pass (kernels get MPL_MB_EVAL: dropout is off); the same
  * params, options and seed give the same text on any mesh up to rounding (tp sums in
- * another order); only the text goes to `out`; a signal stops every process after the
- * same token (the picker's flag travels with it).
+ * another order); only the text goes to `out`; a signal stops a threads run after the token
+ * in progress (mplrun.c's handlers; under mpirun, mpirun ends the job, and the picker's flag,
+ * sent with each token, would keep the processes in step if a handler set it).
  */
 #include "rank.h"
 

@@ -191,6 +191,13 @@ differ "processes with different --steps" "--steps 3" "--steps 5"
 # --comm-stats to rank 0 alone (a conformance pass: its gather waited for the other process
 # forever)
 differ "--comm-stats on one process only" "--steps 2 --comm-stats $tmp/cs.jsonl" "--steps 2"
+# MPL_MPI_PIECE on one process only: the pieces would not line up
+"${MPIRUN[@]}" -np 1 -x MPL_MPI_PIECE=7 "$MPLRUN" "$tmp/small_pp2.job" -q --threads 1 --steps 2 : \
+  -np 1 "$MPLRUN" "$tmp/small_pp2.job" -q --threads 1 --steps 2 > "$tmp/piece_differ.log" 2>&1
+rc=$?
+if [ $rc != 0 ] && [ $rc != 124 ] && [ "$(grep -c 'different jobs or settings' "$tmp/piece_differ.log")" = 1 ]; then
+  ok "MPL_MPI_PIECE on one process only: refused once at the start (exit $rc)"
+else bad "MPL_MPI_PIECE on one process only: exit $rc, $(grep -m 2 -E 'error|step' "$tmp/piece_differ.log")"; fi
 
 "${MPIRUN[@]}" -np 2 "$MPLRUN" "$tmp/small_pp2.job" -q --init "$tmp/missing.safetensors" > "$tmp/fail.log" 2>&1
 rc=$?
