@@ -83,8 +83,13 @@ static double gelu_grad(double x) {
   return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_K * (1.0 + 3.0 * GELU_C * x * x);
 }
 
+/* An integer result as the kernels' i32 holds it: its low 32 bits (they wrap by design). */
+static double wrap_i32(int64_t v) { return (double)(int32_t)(uint32_t)(uint64_t)v; }
+
+/* A run-time cast to i32 truncates toward zero, saturates past the range, gives 0 for NaN
+ * (the kernels' saturating convert). */
 static double cast_to(DType t, double x) {
-  if (t == DT_I32) return trunc(x);
+  if (t == DT_I32) return isnan(x) ? 0.0 : x >= 2147483647.0 ? 2147483647.0 : x <= -2147483648.0 ? -2147483648.0 : trunc(x);
   if (t == DT_BOOL) return x != 0.0;
   return x;
 }
@@ -120,7 +125,7 @@ static double ew_unary(const Op *op, double x) {
   case OP_RSQRT: return 1.0 / sqrt(x);
   case OP_TANH: return tanh(x);
   case OP_SIGMOID: return 1.0 / (1.0 + exp(-x));
-  case OP_RELU: return x > 0 ? x : 0.0;
+  case OP_RELU: return isnan(x) || x > 0 ? x : 0.0; /* NaN stays NaN, as max(x, 0) and PyTorch */
   case OP_GELU: return gelu(x);
   case OP_ABS: return fabs(x);
   case OP_SIGN: return x > 0 ? 1.0 : x < 0 ? -1.0 : 0.0;
@@ -149,7 +154,7 @@ static double ew_binary(const Op *op, double a, double b) {
   case OP_REM: return torch_remainder(op->dtype, a, b);
   case OP_ADD: return a + b;
   case OP_SUB: return a - b;
-  case OP_MUL: return a * b;
+  case OP_MUL: return op->dtype == DT_I32 ? wrap_i32((int64_t)a * (int64_t)b) : a * b; /* exact in 64 bits */
   case OP_DIV: return op->dtype != DT_I32 ? a / b : b == 0 ? 0.0 : trunc(a / b); /* i32: toward zero, x / 0 = 0 as the kernels */
   case OP_MAXIMUM: return isnan(a) || a > b ? a : b;
   case OP_MINIMUM: return isnan(a) || a < b ? a : b;
@@ -178,6 +183,7 @@ static double *ev_elementwise(const Graph *g, const Op *op, double **v) {
     if (op->kind == OP_WHERE) out[i] = x[0] != 0.0 ? x[1] : x[2];
     else if (op->nin == 1) out[i] = ew_unary(op, x[0]);
     else out[i] = ew_binary(op, x[0], x[1]);
+    if (op->dtype == DT_I32) out[i] = wrap_i32((int64_t)out[i]); /* -INT_MIN, INT_MIN / -1, sums past 2^31 */
   }
   return out;
 }
@@ -211,7 +217,7 @@ static double *ev_reduce(const Graph *g, const Op *op, double **v) {
         if (op->kind == OP_AMAX) acc = (e > acc || isnan(e)) ? e : acc;
         else acc += e;
       }
-      out[o * s.inner + i] = op->kind == OP_MEAN ? acc / (double)s.n : acc;
+      out[o * s.inner + i] = op->kind == OP_MEAN ? acc / (double)s.n : op->dtype == DT_I32 ? wrap_i32((int64_t)acc) : acc;
     }
   return out;
 }
@@ -445,7 +451,7 @@ static double *ev_cumsum(const Op *op, double **v) {
       for (int64_t q = 0; q < s.n; q++) {
         int64_t p = rev ? s.n - 1 - q : q, at = (o * s.n + p) * s.inner + i;
         acc += x[at];
-        out[at] = acc;
+        out[at] = op->dtype == DT_I32 ? wrap_i32((int64_t)acc) : acc;
       }
     }
   return out;
