@@ -516,10 +516,14 @@ int mpl_paths_check(const MplRunOpts *o, const Job *job, const char *job_path, c
   return MPL_OK;
 }
 
-int mpl_ckpt_dir_check(const char *dir, MplErr *err) {
+int mpl_ckpt_dir_check(const char *dir, const char *resume, MplErr *err) {
   char target[4096], tmp[4200], name[256], folder[4096];
   if (!*dir) return mpl_errf(err, "--checkpoint '': the path is empty");
   if (ckpt_target(dir, target, sizeof target, tmp, sizeof tmp, err) != MPL_OK) return MPL_ERR;
+  struct stat rs, ts;
+  if (resume && stat(resume, &rs) == 0 && stat(tmp, &ts) == 0 && rs.st_dev == ts.st_dev && rs.st_ino == ts.st_ino)
+    return mpl_errf(err, "--checkpoint %s: --resume %s is %s, where this run writes each checkpoint first (it is "
+                    "cleared at every write): give --checkpoint another folder", dir, resume, tmp);
   const char *base = strrchr(target, '/');
   base = base ? base + 1 : target;
   if (strlen(base) + 5 > NAME_MAX)
@@ -540,6 +544,13 @@ int mpl_ckpt_dir_check(const char *dir, MplErr *err) {
   if (stat(tmp, &sb) == 0 && (!S_ISDIR(sb.st_mode) || foreign_entry(tmp, name, sizeof name)))
     return mpl_errf(err, "--checkpoint %s: %s, where the checkpoint is written first, holds files that are not a "
                     "checkpoint's: move it away", dir, tmp);
+  /* a whole checkpoint in DIR.tmp with no DIR: not what a killed write leaves (but in the
+     moment between its last file and the rename), rather a folder someone named so */
+  char st_path[4300];
+  if (stat(target, &sb) != 0 && (size_t)snprintf(st_path, sizeof st_path, "%s/state.json", tmp) < sizeof st_path &&
+      stat(st_path, &sb) == 0)
+    return mpl_errf(err, "--checkpoint %s: %s holds a checkpoint (state.json), which this run would clear before "
+                    "its first write: move it away, or remove it if it is a killed run's", dir, tmp);
   mpl_path_folder(target, folder, sizeof folder);
   return writable_folder(folder, "--checkpoint", dir, err);
 }
@@ -550,10 +561,31 @@ int mpl_ckpt_dir_check(const char *dir, MplErr *err) {
  * its pid there for the other run's message. The lock goes with the process (a killed run
  * leaves the file, unlocked: the next run takes it); mpl_ckpt_unlock removes it while
  * still held, and a run that locked a file so removed tries again on the new one. */
+/* Does a live run hold the lock file `path` (a run whose --checkpoint it guards)? */
+static bool lock_held(const char *path) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return false;
+  bool held = flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  close(fd);
+  return held;
+}
+
 int mpl_ckpt_lock(const char *dir, MplCkptLock *lk, MplErr *err) {
-  char target[4096], tmp[4200];
+  char target[4096], tmp[4200], other[4300];
   lk->fd = -1;
   if (ckpt_target(dir, target, sizeof target, tmp, sizeof tmp, err) != MPL_OK) return MPL_ERR;
+  /* a run writing --checkpoint DIR.tmp, or (this one being X.tmp) --checkpoint X, clears or
+     swaps this run's folders at its every write */
+  size_t tl = strlen(target);
+  if ((size_t)snprintf(other, sizeof other, "%s.lock", tmp) < sizeof other && lock_held(other))
+    return mpl_errf(err, "--checkpoint %s: another run writes its checkpoints into %s (it holds %s), where this run "
+                    "writes each checkpoint first: give this run another folder, or let that one end first", dir, tmp,
+                    other);
+  if (tl > 4 && !strcmp(target + tl - 4, ".tmp") && (size_t)snprintf(other, sizeof other, "%.*s.lock", (int)(tl - 4), target) < sizeof other &&
+      lock_held(other))
+    return mpl_errf(err, "--checkpoint %s: another run writes --checkpoint %.*s (it holds %s), whose checkpoints are "
+                    "written first into this folder: give this run another folder, or let that one end first", dir,
+                    (int)(tl - 4), target, other);
   if ((size_t)snprintf(lk->path, sizeof lk->path, "%s.lock", target) >= sizeof lk->path)
     return mpl_errf(err, "%s: path too long", target);
   for (int tries = 0; tries < 8; tries++) {

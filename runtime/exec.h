@@ -217,13 +217,14 @@ int mpl_ckpt_write_dir(const MplRun *r, const char *dir, int64_t next_step, MplE
 /* Loads params, optimizer state, step and data position from DIR. */
 int mpl_ckpt_resume(MplRun *r, const char *dir, MplErr *err);
 /* Before a run trains, so that a bad path does not cost the run: DIR (--checkpoint) may
- * be written (a new folder, or one holding a checkpoint alone, in a folder that exists);
+ * be written (a new folder, or one holding a checkpoint alone, in a folder that exists;
+ * DIR.tmp, which each write clears, is not `resume`, --resume's folder, or NULL);
  * path (--save, --trace, --profile; flag names it) is no folder and its folder exists and
  * is writable. */
-int mpl_ckpt_dir_check(const char *dir, MplErr *err);
+int mpl_ckpt_dir_check(const char *dir, const char *resume, MplErr *err);
 /* --checkpoint DIR: this run alone writes DIR (an flock on DIR.lock, beside it, held until
  * mpl_ckpt_unlock, which removes the file); another run holding it is an error naming its
- * pid. */
+ * pid, and so is one writing --checkpoint DIR.tmp (or X, when DIR is X.tmp). */
 typedef struct MplCkptLock {
   int fd; /* -1: none held */
   bool owned; /* the file was opened for writing: this run may remove it */

@@ -435,7 +435,7 @@ int init_kernels(MplRun *r, MplErr *err) {
 
 int init_outputs(MplRun *r, MplErr *err) {
   const MplRunOpts *o = &r->opts;
-  if (o->ckpt_dir && mpl_ckpt_dir_check(o->ckpt_dir, err) != MPL_OK) return MPL_ERR;
+  if (o->ckpt_dir && mpl_ckpt_dir_check(o->ckpt_dir, o->resume_dir, err) != MPL_OK) return MPL_ERR;
   if (o->ckpt_dir && mpl_ckpt_lock(o->ckpt_dir, &r->ckpt_lock, err) != MPL_OK) return MPL_ERR;
   if (o->save_path && mpl_out_file_check(o->save_path, "--save", err) != MPL_OK) return MPL_ERR;
   if (o->trace_path && mpl_out_file_check(o->trace_path, "--trace", err) != MPL_OK) return MPL_ERR;

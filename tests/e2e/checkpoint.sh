@@ -279,6 +279,11 @@ if ! "$MPLRUN" "$tmp/sg.job" --threads 1 --steps 2 --checkpoint "$tmp/sig/" > "$
    grep -q "checkpoint $tmp/sig/: another run (pid $pid) writes its checkpoints there" "$tmp/sig2.out" &&
    ! grep -q "^step 1" "$tmp/sig2.out"; then ok "a second run on a folder being written: refused, naming the first's pid"
 else bad "a second run on one --checkpoint folder: $(tail -n 2 "$tmp/sig2.out")"; fi
+# nor one given its DIR.tmp, which the first clears and swaps at every write (it was not)
+if ! "$MPLRUN" "$tmp/sg.job" --threads 1 --steps 2 --checkpoint "$tmp/sig.tmp" > "$tmp/sig3.out" 2>&1 &&
+   grep -q "another run writes --checkpoint $tmp/sig " "$tmp/sig3.out" && ! grep -q "^step 1" "$tmp/sig3.out"; then
+  ok "a run given --checkpoint DIR.tmp while another writes DIR: refused"
+else bad "--checkpoint DIR.tmp beside a live DIR: $(tail -n 2 "$tmp/sig3.out")"; fi
 kill -TERM $pid; wait $pid; rc=$?
 if [ ! -e "$tmp/sig.lock" ]; then ok "the run's end removes its lock, $tmp/sig.lock"; else bad "$tmp/sig.lock left"; fi
 n=$(grep -o 'stopped by signal 15 after step [0-9]*' "$tmp/sig.err" | grep -o '[0-9]*$')
@@ -511,6 +516,29 @@ for o in "--save $tmp/ck_lk.lock" "--metrics $tmp/ck_lk.lock" "--trace $tmp/ck_l
   then ok "${oa[0]} onto the checkpoint's ${oa[1]##*/ck_lk}: refused before training"
   else bad "${oa[0]} ${oa[1]}: $(tail -n 1 "$tmp/lk.log")"; fi
 done
+
+# DIR.tmp is cleared before each write: a run whose --resume is DIR.tmp, one started beside
+# a live run writing into DIR.tmp, and one whose DIR.tmp holds a whole checkpoint with no DIR
+# (someone's folder, not a killed write's) are refused; each deleted the checkpoint
+rm -rf "$tmp/w" "$tmp/w.tmp" "$tmp/w2" "$tmp/w2.tmp"
+if "$MPLRUN" "$lm" "${D[@]}" --threads 1 --steps 1 --checkpoint "$tmp/w2.tmp" > /dev/null 2>&1; then
+  if ! "$MPLRUN" "$lm" "${D[@]}" --threads 1 --steps 2 --resume "$tmp/w2.tmp" --checkpoint "$tmp/w2" > "$tmp/w2.log" 2>&1 &&
+     grep -q "resume .* where this run writes each checkpoint first" "$tmp/w2.log" && [ -s "$tmp/w2.tmp/state.json" ]
+  then ok "--resume DIR.tmp --checkpoint DIR: refused, the checkpoint kept"
+  else bad "--resume DIR.tmp --checkpoint DIR: $(tail -n 1 "$tmp/w2.log"); $(ls "$tmp/w2.tmp" 2>&1 | head -n 1)"; fi
+  if ! "$MPLRUN" "$lm" "${D[@]}" --threads 1 --steps 1 --checkpoint "$tmp/w2" > "$tmp/w3.log" 2>&1 &&
+     grep -q "holds a checkpoint (state.json)" "$tmp/w3.log" && [ -s "$tmp/w2.tmp/state.json" ]
+  then ok "--checkpoint DIR with a whole checkpoint in DIR.tmp and no DIR: refused, the checkpoint kept"
+  else bad "--checkpoint DIR over a checkpoint in DIR.tmp: $(tail -n 1 "$tmp/w3.log")"; fi
+else bad "--checkpoint $tmp/w2.tmp did not write"; fi
+"$MPLRUN" "$tmp/sg.job" --threads 1 --steps 1000000 --checkpoint "$tmp/w.tmp" > "$tmp/w.out" 2>&1 &
+wpid=$!
+for _ in $(seq 100); do grep -q "^step 2/" "$tmp/w.out" 2>/dev/null && break; sleep 0.1; done
+if ! "$MPLRUN" "$tmp/sg.job" --threads 1 --steps 2 --checkpoint "$tmp/w" > "$tmp/w4.log" 2>&1 &&
+   grep -q "another run writes its checkpoints into $tmp/w.tmp" "$tmp/w4.log" && ! grep -q "^step 1" "$tmp/w4.log"
+then ok "--checkpoint DIR while another run writes --checkpoint DIR.tmp: refused"
+else bad "--checkpoint DIR beside a live DIR.tmp writer: $(tail -n 1 "$tmp/w4.log")"; fi
+kill -TERM $wpid; wait $wpid
 
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
