@@ -69,7 +69,7 @@ static Value int_arith(Sema *S, int bop, int64_t x, int64_t y, Loc loc) {
   case BOP_MUL: ovf = __builtin_mul_overflow(x, y, &r); break;
   case BOP_DIV: case BOP_MOD:
     if (y == 0) { sema_err(S, loc, "division by zero in a compile-time expression"); return verr(); }
-    if (x == INT64_MIN && y == -1) { ovf = true; break; }
+    if (x == INT64_MIN && y == -1) { ovf = bop == BOP_DIV; break; } /* the remainder is 0 (r) */
     r = bop == BOP_DIV ? x / y : x % y;
     break;
   default: die("int_arith: op %d", bop);

@@ -32,6 +32,7 @@ enum {
   SEMA_MAX_OPS = 2000000,          /* ops in one graph */
   SEMA_MAX_TRIPS = 1000000,        /* iterations of one for loop */
   SEMA_MAX_STEPS = 20000000,       /* statements executed in all */
+  SEMA_MAX_CALLS = 250000,         /* def calls in all (each keeps its scope: ~2 KB) */
 };
 #define SEMA_MAX_NUMEL ((int64_t)1 << 40)
 
@@ -145,6 +146,7 @@ typedef struct Sema {
   int depth;           /* def call depth */
   CallFrame frames[SEMA_MAX_DEPTH]; /* the def calls being run, outermost first */
   int64_t steps;
+  int64_t calls;       /* def calls run (SEMA_MAX_CALLS) */
   bool stop;           /* a limit was hit: unwind quietly */
   bool any_stage_annot;
   int dropout_keys;

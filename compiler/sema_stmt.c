@@ -635,6 +635,7 @@ static Value call_body(Sema *S, Scope *sc, Node *call, Node *def, Module *mod, c
   S->frames[S->depth++] = (CallFrame){.call = call->loc, .callee = callee, .stdlib = sema_in_stdlib(def->loc)};
   sema_exec_body(S, nsc, &def->body);
   Value r = nsc->returned ? nsc->ret : (Value){.kind = V_VOID};
+  if (S->stop) r = verr(); /* a limit cut the body short: no "returns nothing" after it */
   if (def->a && !check_result(S, &sig, &cc, def->a, r, nsc->returned ? nsc->ret_loc : r.loc)) r = verr();
   S->depth--;
   return r;
@@ -644,6 +645,11 @@ Value sema_call_def(Sema *S, Scope *sc, Node *call, Node *def, Module *mod, cons
   if (S->depth >= SEMA_MAX_DEPTH) {
     sema_err(S, call->loc, "recursion too deep: more than %d nested calls (%s)", SEMA_MAX_DEPTH, callee);
     S->stop = true; /* a branching recursion would otherwise take exponential time */
+    return verr();
+  }
+  if (++S->calls > SEMA_MAX_CALLS) { /* a recursion that calls itself twice fans out: 2^depth calls */
+    sema_err(S, call->loc, "the program is too large: more than %d def calls (%s)", SEMA_MAX_CALLS, callee);
+    S->stop = true;
     return verr();
   }
   const char *prefix = sc->prefix;

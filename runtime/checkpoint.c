@@ -753,7 +753,37 @@ static int no_momentum(MplRun *r, const char *path, bool *none, MplErr *err) {
   return MPL_OK;
 }
 
+static int resume_from(MplRun *r, const char *dir, MplErr *err);
+
+/* --resume DIR while another run may swap a new checkpoint into DIR (renameat2 exchanges
+ * whole folders): the files are read through one descriptor of the folder
+ * (/proc/self/fd/N/FILE), so they are one checkpoint's; if the folder was swapped away and
+ * removed while it was read (a file gone), once more from the new one. Messages name DIR. */
 int mpl_ckpt_resume(MplRun *r, const char *dir, MplErr *err) {
+  for (int tries = 0;; tries++) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    char via[64];
+    struct stat a, b;
+    if (fd < 0 || snprintf(via, sizeof via, "/proc/self/fd/%d", fd) >= (int)sizeof via || stat(via, &b) != 0 ||
+        fstat(fd, &a) != 0 || a.st_ino != b.st_ino) { /* no /proc: by name */
+      if (fd >= 0) close(fd);
+      return resume_from(r, dir, err);
+    }
+    int st = resume_from(r, via, err);
+    bool swapped = st != MPL_OK && (stat(dir, &b) != 0 || b.st_ino != a.st_ino || b.st_dev != a.st_dev);
+    close(fd);
+    if (st == MPL_OK || !swapped || tries == 2) {
+      char *at = strstr(err->msg, via), msg[sizeof err->msg];
+      if (st != MPL_OK && at) { /* the user's folder, not the descriptor */
+        snprintf(msg, sizeof msg, "%.*s%s%s", (int)(at - err->msg), err->msg, dir, at + strlen(via));
+        memcpy(err->msg, msg, sizeof msg);
+      }
+      return st;
+    }
+  }
+}
+
+static int resume_from(MplRun *r, const char *dir, MplErr *err) {
   char path[4096];
   int64_t step, pos;
   if (join(path, sizeof path, dir, "state.json", err) != MPL_OK) return MPL_ERR;
