@@ -67,6 +67,10 @@ uint64_t mpl_ckpt_identity(const Job *job) {
 
 static void shape_str(char *buf, size_t n, int rank, const int64_t *d) {
   size_t k = (size_t)snprintf(buf, n, "[");
+  if (rank > MPL_ST_MAX_DIM) { /* a file's tensor of more dims: its dims are not kept */
+    snprintf(buf, n, "of %d dims", rank);
+    return;
+  }
   for (int i = 0; i < rank && k < n; i++) k += (size_t)snprintf(buf + k, n - k, "%s%lld", i ? ", " : "", (long long)d[i]);
   if (k < n) snprintf(buf + k, n - k, "]");
 }
@@ -182,7 +186,7 @@ int mpl_ckpt_save_params(const MplRun *r, const char *path, MplErr *err) {
 static int read_tensor(const MplSafetensors *st, const char *name, const JobParam *jp, float *buf, MplErr *err) {
   const MplStTensor *t = mpl_st_find(st, name);
   if (!t) return mpl_errf(err, "%s: no tensor '%s' (param %s)", st->path, name, jp->name);
-  bool same = t->ndim == jp->rank;
+  bool same = t->ndim == jp->rank; /* (a param's rank is at most MPL_ST_MAX_DIM) */
   for (int i = 0; same && i < jp->rank; i++) same = t->shape[i] == jp->dims[i];
   if (!same) {
     char a[160], b[160];

@@ -5,8 +5,9 @@
  * Invariants after mpl_st_open succeeds: the header length fits the file; the header is
  * valid JSON whose every entry but __metadata__ is a tensor {"dtype", "shape",
  * "data_offsets"} with one of the format's dtypes (only F32, F16 and BF16 are read), a
- * shape of at most MPL_ST_MAX_DIM non-negative dims, offsets inside the data section that
- * span exactly numel * dtype size bytes, no two tensors overlapping and no two names equal;
+ * shape of non-negative dims (only tensors of at most MPL_ST_MAX_DIM are read: a longer one,
+ * another tool's, has numel -1 and its first dims unset), offsets inside the data section
+ * that span exactly numel * dtype size bytes, no two tensors overlapping and no two names equal;
  * tensors are sorted by name. So a read never goes outside the file. Reads use pread, so
  * threads may share one open file. The writer always writes F32, in name order, atomically.
  */
@@ -86,8 +87,11 @@ static int parse_dtype(const MplSafetensors *st, const char *name, const MplJson
 
 static int parse_shape(const MplSafetensors *st, const char *name, const MplJson *s, MplStTensor *t, MplErr *err) {
   if (!s || s->type != MPL_JSON_ARR) return mpl_errf(err, "%s: tensor '%s': missing \"shape\" array", st->path, name);
-  if (s->n > MPL_ST_MAX_DIM) return mpl_errf(err, "%s: tensor '%s': %d dims (at most %d)", st->path, name, s->n, MPL_ST_MAX_DIM);
   t->ndim = s->n;
+  if (s->n > MPL_ST_MAX_DIM) { /* kept (another tool's tensor), its size unchecked; refused only when read */
+    t->numel = -1;
+    return MPL_OK;
+  }
   t->numel = 1;
   for (int k = 0; k < s->n; k++) {
     int64_t d = json_uint(&s->items[k]);
@@ -115,7 +119,7 @@ static int parse_tensor(const MplSafetensors *st, const char *name, const MplJso
                     st->path, name, (unsigned long long)t->begin, (unsigned long long)t->end,
                     (unsigned long long)data_len);
   uint64_t want = (uint64_t)t->numel * (uint64_t)dtype_sizes[t->dtype];
-  if (t->dtype != MPL_ST_OTHER && t->end - t->begin != want)
+  if (t->dtype != MPL_ST_OTHER && t->numel >= 0 && t->end - t->begin != want)
     return mpl_errf(err, "%s: tensor '%s': data_offsets span %llu bytes but shape and dtype need %llu",
                     st->path, name, (unsigned long long)(t->end - t->begin), (unsigned long long)want);
   t->name = mpl_strdup(name);
@@ -265,6 +269,8 @@ static void widen_16(float *out, int64_t n, MplStDtype dt) {
 
 /* pread, so rank threads may read tensors of one open file at the same time. */
 int mpl_st_read_f32(const MplSafetensors *st, const MplStTensor *t, float *out, MplErr *err) {
+  if (t->ndim > MPL_ST_MAX_DIM)
+    return mpl_errf(err, "%s: tensor '%s' has %d dims; a param has at most %d", st->path, t->name, t->ndim, MPL_ST_MAX_DIM);
   if (t->dtype > MPL_ST_BF16)
     return mpl_errf(err, "%s: tensor '%s' is %s; a param is read from F32, F16 or BF16", st->path, t->name,
                     t->dtype_str);
