@@ -148,6 +148,7 @@ typedef struct Sema {
   int64_t steps;
   int64_t calls;       /* def calls run (SEMA_MAX_CALLS) */
   bool stop;           /* a limit was hit: unwind quietly */
+  bool memo_leaned;    /* sema_def_has_params: an answer leaned on a def still being found */
   bool any_stage_annot;
   int dropout_keys;
   int64_t B, T;        /* the model signature's batch and sequence dims */

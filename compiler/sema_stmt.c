@@ -83,12 +83,20 @@ static bool node_has_params(Sema *S, Module *mod, Node *n) {
          list_has_params(S, mod, &n->list) || list_has_params(S, mod, &n->body) || list_has_params(S, mod, &n->else_body);
 }
 
+/* Memoized: 1 no, 2 yes, 3 being found (a recursion: no params through that path). A "no"
+ * that leaned on a def still being found (b in a -> b -> a, while a is) is not kept: a may
+ * yet declare a param after its call of b; b is found again when asked next. */
 bool sema_def_has_params(Sema *S, Module *mod, Node *def) {
   intptr_t memo = (intptr_t)strmap_get(&mod->has_params_memo, def->name);
+  if (memo == 3) S->memo_leaned = true;
   if (memo) return memo == 2;
+  bool outer = S->memo_leaned;
+  S->memo_leaned = false;
   strmap_put(S->a, &mod->has_params_memo, def->name, (void *)3);
   bool yes = list_has_params(S, mod, &def->body);
-  strmap_put(S->a, &mod->has_params_memo, def->name, (void *)(intptr_t)(yes ? 2 : 1));
+  bool keep = yes || !S->memo_leaned;
+  strmap_put(S->a, &mod->has_params_memo, def->name, keep ? (void *)(intptr_t)(yes ? 2 : 1) : NULL);
+  S->memo_leaned = outer || (S->memo_leaned && !keep);
   return yes;
 }
 
