@@ -107,6 +107,7 @@ typedef struct Scope {
   bool returned;
   Value ret;
   Loc ret_loc;        /* the return statement */
+  Loc ret_val_loc;    /* ... its expression (one value) */
   bool is_model;
   int nest;           /* depth of for/if/block bodies being run */
 } Scope;

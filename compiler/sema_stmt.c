@@ -426,6 +426,7 @@ static void exec_stmt(Sema *S, Scope *sc, Node *st) {
   case N_RETURN:
     sc->ret = st->list.n ? eval_results(S, sc, st) : st->a ? sema_eval(S, sc, st->a) : (Value){.kind = V_VOID};
     sc->ret_loc = st->loc;
+    sc->ret_val_loc = st->a ? st->a->loc : st->loc;
     sc->returned = true;
     break;
   case N_IF: exec_if(S, sc, st); break;
@@ -590,8 +591,10 @@ static bool collect_args(Sema *S, Scope *sc, Node *call, Node *def, const char *
 
 /* Checks a def's result against its `-> type` or `-> (t1, t2, ...)`: the number of
  * values, then each tensor's type (compile-time values are not checked), in sig: the
- * signature's names as the call bound them (the body may rebind them). at: the return. */
-static bool check_result(Sema *S, Scope *sig, CallCtx *cc, Node *ty, Value r, Loc at) {
+ * signature's names as the call bound them (the body may rebind them). at: the return;
+ * val_at: its expression (one value's type is reported there: the value's own place may
+ * be the caller's argument, returned as is). */
+static bool check_result(Sema *S, Scope *sig, CallCtx *cc, Node *ty, Value r, Loc at, Loc val_at) {
   if (r.kind == V_ERR || r.kind == V_VOID) return true;
   int want = ty->kind == N_TYPES ? ty->list.n : 1, got = r.kind == V_TUPLE ? r.n : 1;
   if (want != got) {
@@ -603,7 +606,7 @@ static bool check_result(Sema *S, Scope *sig, CallCtx *cc, Node *ty, Value r, Lo
   for (int i = 0; i < want; i++) {
     Value v = r.kind == V_TUPLE ? r.items[i] : r;
     const char *what = want == 1 ? "the result" : arena_printf(S->a, "result %d", i + 1);
-    if (v.kind == V_TENSOR) ok &= match_type(S, sig, cc, want == 1 ? ty : ty->list.items[i], v, what, v.loc);
+    if (v.kind == V_TENSOR) ok &= match_type(S, sig, cc, want == 1 ? ty : ty->list.items[i], v, what, want == 1 ? val_at : v.loc);
   }
   return ok;
 }
@@ -644,7 +647,9 @@ static Value call_body(Sema *S, Scope *sc, Node *call, Node *def, Module *mod, c
   sema_exec_body(S, nsc, &def->body);
   Value r = nsc->returned ? nsc->ret : (Value){.kind = V_VOID};
   if (S->stop) r = verr(); /* a limit cut the body short: no "returns nothing" after it */
-  if (def->a && !check_result(S, &sig, &cc, def->a, r, nsc->returned ? nsc->ret_loc : r.loc)) r = verr();
+  if (def->a && !check_result(S, &sig, &cc, def->a, r, nsc->returned ? nsc->ret_loc : r.loc,
+                              nsc->returned ? nsc->ret_val_loc : r.loc))
+    r = verr();
   S->depth--;
   return r;
 }
