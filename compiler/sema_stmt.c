@@ -107,6 +107,10 @@ const char *sema_instance_name(Sema *S, Scope *sc, Node *call, const char *calle
   if (call->as_name && call->as_index) {
     int64_t i;
     if (!sema_const_int(S, sc, call->as_index, "an instance index", &i)) return NULL;
+    if (i < 0) { /* h[-1] would name params 'h.-1.weight' */
+      sema_err(S, call->as_index->loc, "an instance index must be 0 or more, not %lld", (long long)i);
+      return NULL;
+    }
     const char *base = call->as_name->name;
     InstName *arr = strmap_get(&sc->insts, base);
     if (arr && !arr->array) {
