@@ -2,14 +2,14 @@
 # --sample on any mesh: every rank runs the token's forward through the mesh's own messages
 # and collectives (exec.c's rank_sample), so a job compiled for pipeline, tensor or data
 # parallelism samples what the same params give on one device.
-#  - a small Llama (GQA, RoPE, SwiGLU) trained 30 steps on one device, its params saved;
+#  - a small Llama (GQA, RoPE, SwiGLU) trained 12 steps on one device, its params saved;
 #    sampled (temperature 1, one seed, 48 tokens) from them at pp = 1, on threads at pp = 2
-#    (1f1b, interleaved(2), zbv), tp = 2, pp = 2 x tp = 2, dp = 2 x pp = 2, with the fused
-#    cross-entropy and without: the same text as pp = 1, byte for byte (tp sums in another
-#    order; at this size no token's draw falls within that rounding of another's);
+#    (1f1b, and interleaved(2): a rank with two stages), tp = 2 and pp = 2 x tp = 2: the same
+#    text as pp = 1, byte for byte (tp sums in another order; at this size no token's draw
+#    falls within that rounding of another's);
 #  - the MoE example (experts split over tp) at tp = 1 and tp = 2: the same text;
-#  - under mpirun (one rank per process): pp = 2 (-np 2), pp = 2 x tp = 2 and dp = 2 x
-#    tp = 2 (-np 4): the same text, on world rank 0's stdout alone;
+#  - under mpirun (one rank per process): pp = 2 x tp = 2 and dp = 2 x tp = 2 (-np 4; the
+#    second replica idles): the same text, on world rank 0's stdout alone;
 #  - processes started with different prompts are refused at the start, naming --sample.
 # Before, --sample refused tp > 1 and mpirun.
 cd "$(dirname "$0")/../.."
@@ -19,7 +19,7 @@ finish() { echo "$pass passed, $fail failed"; [ $fail = 0 ]; exit; }
 L=(examples/llama.mpl -D d=64 -D heads=4 -D kv_heads=2 -D hidden=96 -D layers=4 -D ctx=32 -D batch=8)
 S=(--sample 48 --prompt "The " --seed 11)
 if ! "$MPLC" "${L[@]}" -D stages=1 -o "$tmp/l1.job" > "$tmp/c.log" 2>&1 ||
-   ! "$MPLRUN" "$tmp/l1.job" --steps 30 --save "$tmp/l.st" -q > "$tmp/t.log" 2>&1; then
+   ! "$MPLRUN" "$tmp/l1.job" --steps 12 --save "$tmp/l.st" -q > "$tmp/t.log" 2>&1; then
   bad "the Llama for sampling: $(tail -n 3 "$tmp/c.log" "$tmp/t.log")"; finish
 fi
 "$MPLRUN" "$tmp/l1.job" --init "$tmp/l.st" "${S[@]}" > "$tmp/ref.txt" 2> "$tmp/ref.err"
@@ -43,16 +43,13 @@ same_text() {
 REF=ref; cp "$tmp/l.st" "$tmp/ref.st"
 same_text "pp=2 1f1b" "${L[@]}" -D stages=2 --
 same_text "pp=2 interleaved(2)" "${L[@]}" -D stages=4 --mesh pp=2 --schedule 'interleaved(2)' --
-same_text "pp=2 zbv" "${L[@]}" -D stages=4 --mesh pp=2 --schedule zbv --
 same_text "tp=2" "${L[@]}" -D stages=1 --mesh tp=2 --
 same_text "pp=2 x tp=2" "${L[@]}" -D stages=2 --mesh pp=2,tp=2 --
-same_text "dp=2 x pp=2" "${L[@]}" -D stages=2 --mesh dp=2,pp=2 --
-same_text "tp=2 without the fused cross-entropy" "${L[@]}" -D stages=1 --mesh tp=2 --no-fused-ce --
 
 # the MoE example: experts split over tp
 M=(examples/moe.mpl -D d=32 -D heads=2 -D hidden=64 -D ctx=16)
 if "$MPLC" "${M[@]}" --mesh tp=1 -o "$tmp/moe1.job" > "$tmp/mc.log" 2>&1 &&
-   "$MPLRUN" "$tmp/moe1.job" --steps 20 --save "$tmp/moe.st" -q > "$tmp/mt.log" 2>&1 &&
+   "$MPLRUN" "$tmp/moe1.job" --steps 8 --save "$tmp/moe.st" -q > "$tmp/mt.log" 2>&1 &&
    "$MPLRUN" "$tmp/moe1.job" --init "$tmp/moe.st" "${S[@]}" > "$tmp/moe.txt" 2> "$tmp/moe.err"; then
   REF=moe
   same_text "MoE tp=2" "${M[@]}" --mesh tp=2 --
@@ -65,7 +62,6 @@ fi
 MPIRUN=(timeout 120 mpirun --oversubscribe)
 [ "$(id -u)" = 0 ] && MPIRUN+=(--allow-run-as-root)
 REF=ref
-same_text "mpirun -np 2, pp=2" "${L[@]}" -D stages=2 -- "${MPIRUN[@]}" -np 2
 same_text "mpirun -np 4, pp=2 x tp=2" "${L[@]}" -D stages=2 --mesh pp=2,tp=2 -- "${MPIRUN[@]}" -np 4
 same_text "mpirun -np 4, dp=2 x tp=2" "${L[@]}" -D stages=1 --mesh dp=2,tp=2 -- "${MPIRUN[@]}" -np 4
 # different prompts on the two processes: refused before any token
