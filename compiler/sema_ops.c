@@ -549,8 +549,8 @@ Value sema_conv2d(Sema *S, Value x, Value w, int64_t stride, int64_t pad, Loc lo
     return verr();
   }
   if (stride < 1 || pad < 0 || stride > INT32_MAX || pad > INT32_MAX) {
-    sema_err(S, loc, "conv2d: stride must be at least 1 and padding at least 0, not %lld and %lld", (long long)stride,
-             (long long)pad);
+    sema_err(S, loc, "conv2d: stride must be from 1 and padding from 0, each to %d, not %lld and %lld", INT32_MAX,
+             (long long)stride, (long long)pad);
     return verr();
   }
   if (H + 2 * pad > SEMA_MAX_NUMEL / (W + 2 * pad)) {
