@@ -206,15 +206,16 @@ static Node *choose_model(Sema *S, Node *program, Node **train_out) {
       else mesh = it;
     } else if (it->kind == N_MODEL) {
       check_param_names(S, it);
-      nmodels++;
-      if (!model) model = it;
-      for (int j = 0; j < i; j++) {
+      bool twice = false;
+      for (int j = 0; j < i && !twice; j++) {
         const Node *o = program->list.items[j];
         if (o->kind == N_MODEL && !strcmp(o->name, it->name)) {
           sema_err(S, it->loc, "model '%s' is defined twice", it->name);
-          break;
+          twice = true;
         }
       }
+      nmodels += !twice; /* models by name: no "several models" error for the same one twice */
+      if (!model) model = it;
     }
   }
   sema_mesh(S, mesh);
