@@ -78,7 +78,7 @@ static bool parse_define(const char *s, Value *out) {
   if (!strcmp(s, "-inf")) { *out = vfloat(-INFINITY, (Loc){0}); return true; }
   /* the language's literals: [-]digits (an int, which must fit), or a decimal float */
   const char *d = s + (*s == '-');
-  if (!isdigit((unsigned char)*d) && *d != '.') return false;
+  if (!isdigit((unsigned char)*d)) return false; /* .5 is not a literal */
   bool integral = true;
   for (const char *c = d; *c; c++) integral &= isdigit((unsigned char)*c) != 0;
   errno = 0;
@@ -88,7 +88,8 @@ static bool parse_define(const char *s, Value *out) {
     return false;
   }
   for (const char *c = d; *c; c++)
-    if (!isdigit((unsigned char)*c) && !strchr(".eE+-", *c)) return false; /* no hex, no spaces */
+    if ((!isdigit((unsigned char)*c) && !strchr(".eE+-", *c)) || (*c == '.' && !isdigit((unsigned char)c[1])))
+      return false; /* no hex, no spaces; 1. is not a literal */
   double f = strtod(s, &end);
   if (!*end && !errno && isfinite(f)) { *out = vfloat(f, (Loc){0}); return true; }
   return false;
