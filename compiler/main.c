@@ -140,10 +140,9 @@ static int64_t parse_count(const char *flag, const char *s, int64_t max) {
   errno = 0;
   long long v = strtoll(s, &end, 10);
   if (end == s || *end || errno || v < 1) fail(2, "%s needs a positive integer", flag);
-  if (v > max) {
-    fprintf(stderr, "mplc: error: %s %s: at most %lld\n", flag, s, (long long)max);
-    exit(2);
-  }
+  char why[160];
+  snprintf(why, sizeof why, "%s %.64s: at most %lld", flag, s, (long long)max);
+  if (v > max) fail(2, "%s", why);
   return v;
 }
 

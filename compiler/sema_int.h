@@ -136,7 +136,6 @@ typedef struct Sema {
   Module *main;
   StrMap modules;      /* name -> Module* (loaded imports) */
   StrMap params;       /* global name -> Op* */
-  StrMap stage_errs;   /* places whose @stage was reported out of range (once each) */
   StrMap inst_prefixes;/* every instance's global prefix -> (void*)1, (void*)2 once its call failed */
   StrMap reported;     /* "file:line:col:msg" of reported errors (dedupe) */
   bool last_dropped;

@@ -295,10 +295,11 @@ static void apply_stage(Sema *S, Scope *sc, Node *an) {
   if (!sema_const_int(S, sc, an->list.items[0]->a, "a stage number", &k)) return;
   int n = S->g->nstages;
   if (k < 0 || k >= n) {
-    /* once per place: a loop's @stage(i) would say it for every iteration past the last stage */
-    const char *at = arena_printf(S->a, "%s:%d:%d", an->loc.file ? an->loc.file : "", an->loc.line, an->loc.col);
-    if (strmap_get(&S->stage_errs, at)) return;
-    strmap_put(S->a, &S->stage_errs, at, (void *)1);
+    /* once per place (sema_err's own dedupe is per place and text, and k differs in each
+       iteration of a loop's @stage(i) past the last stage) */
+    const char *at = arena_printf(S->a, "%s:%d:%d:@stage range", an->loc.file ? an->loc.file : "", an->loc.line, an->loc.col);
+    if (strmap_get(&S->reported, at)) return;
+    strmap_put(S->a, &S->reported, at, (void *)1);
     if (S->g->train.virtual_stages > 1)
       sema_err(S, an->loc, "%s(%lld) is out of range: pp = %d with %s gives stages 0..%d", what, (long long)k, S->g->mesh.pp, sema_chunks_text(S), n - 1);
     else

@@ -559,12 +559,6 @@ int mpl_ckpt_dir_check(const char *dir, const char *resume, MplErr *err) {
   return writable_folder(folder, "--checkpoint", dir, err);
 }
 
-/* Two runs given one --checkpoint folder would remove each other's DIR.tmp while it is
- * written and swap their checkpoints in turn: the writer takes an flock on DIR.lock (the
- * folder itself is swapped away at each write, so the lock is a file beside it) and writes
- * its pid there for the other run's message. The lock goes with the process (a killed run
- * leaves the file, unlocked: the next run takes it); mpl_ckpt_unlock removes it while
- * still held, and a run that locked a file so removed tries again on the new one. */
 /* Does a live run hold the lock file `path` (a run whose --checkpoint it guards)? */
 static bool lock_held(const char *path) {
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -574,6 +568,12 @@ static bool lock_held(const char *path) {
   return held;
 }
 
+/* Two runs given one --checkpoint folder would remove each other's DIR.tmp while it is
+ * written and swap their checkpoints in turn: the writer takes an flock on DIR.lock (the
+ * folder itself is swapped away at each write, so the lock is a file beside it) and writes
+ * its pid there for the other run's message. The lock goes with the process (a killed run
+ * leaves the file, unlocked: the next run takes it); mpl_ckpt_unlock removes it while
+ * still held, and a run that locked a file so removed tries again on the new one. */
 int mpl_ckpt_lock(const char *dir, MplCkptLock *lk, MplErr *err) {
   char target[4096], tmp[4200], other[4300];
   lk->fd = -1;

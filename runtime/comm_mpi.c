@@ -97,8 +97,12 @@ static int reap_sends(MplComm *c) {
   return MPL_OK;
 }
 
-/* The pieces a payload of `bytes` goes in (one, empty, for none). */
+/* The pieces a payload of `bytes` goes in (one, empty, for none), and piece i's length. */
 static size_t npieces(const MpiComm *m, size_t bytes) { return bytes ? (bytes + m->piece - 1) / m->piece : 1; }
+static int piece_len(const MpiComm *m, size_t bytes, size_t i) {
+  size_t off = i * m->piece;
+  return (int)(bytes - off < m->piece ? bytes - off : m->piece);
+}
 
 static int post_send(MplComm *c, int dst, int mtag, uint64_t tag, const void *buf, size_t bytes) {
   MpiComm *m = mpi_of(c);
@@ -124,10 +128,9 @@ static int post_send(MplComm *c, int dst, int mtag, uint64_t tag, const void *bu
   for (int i = 0; i < p->nreq; i++) p->req[i] = MPI_REQUEST_NULL;
   m->npend++; /* from here on, free waits for it (or for what was posted of it) */
   MPI_CHECK(c, MPI_Isend(block, (int)sizeof h, MPI_BYTE, dst, mtag, MPI_COMM_WORLD, &p->req[0]));
-  for (size_t i = 0; i < np; i++) {
-    size_t off = i * m->piece, len = bytes - off < m->piece ? bytes - off : m->piece;
-    MPI_CHECK(c, MPI_Isend(block + sizeof h + off, (int)len, MPI_BYTE, dst, mtag, MPI_COMM_WORLD, &p->req[1 + i]));
-  }
+  for (size_t i = 0; i < np; i++)
+    MPI_CHECK(c, MPI_Isend(block + sizeof h + i * m->piece, piece_len(m, bytes, i), MPI_BYTE, dst, mtag, MPI_COMM_WORLD,
+                           &p->req[1 + i]));
   return MPL_OK;
 }
 
@@ -142,10 +145,9 @@ static int take_recv(MplComm *c, int src, int mtag, uint64_t tag, void *buf, siz
     return mpl_errf(&c->err, "rank %d: recv from rank %d (tag %#llx) expected %zu bytes but the message has %llu",
                     c->rank, src, (unsigned long long)tag, bytes, (unsigned long long)h.bytes);
   const MpiComm *m = mpi_of(c);
-  for (size_t i = 0, np = npieces(m, bytes); i < np; i++) {
-    size_t off = i * m->piece, len = bytes - off < m->piece ? bytes - off : m->piece;
-    MPI_CHECK(c, MPI_Recv((uint8_t *)buf + off, (int)len, MPI_BYTE, src, mtag, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
-  }
+  for (size_t i = 0, np = npieces(m, bytes); i < np; i++)
+    MPI_CHECK(c, MPI_Recv((uint8_t *)buf + i * m->piece, piece_len(m, bytes, i), MPI_BYTE, src, mtag, MPI_COMM_WORLD,
+                          MPI_STATUS_IGNORE));
   return MPL_OK;
 }
 

@@ -429,7 +429,8 @@ static int end_step_on_device(RankCtx *rc, MplErr *err) {
   const JobRank *jr = &rc->run->job->ranks[rc->rank];
   if (rc->dev.ops->sync(&rc->dev, err) != MPL_OK) return MPL_ERR;
   if (rc->dev.ops->step_done) rc->dev.ops->step_done(&rc->dev);
-  for (int i = 0; i < jr->nins && !rc->run->sampling; i++)
+  if (rc->run->sampling) return MPL_OK;
+  for (int i = 0; i < jr->nins; i++)
     if (jr->ins[i].kind == JI_FWD && read_loss(rc, jr->ins[i].stage, jr->ins[i].mb, err) != MPL_OK) return MPL_ERR;
   return MPL_OK;
 }
@@ -510,20 +511,36 @@ static bool ins_is_forward(const Job *job, const JobIns *ins) {
   return (ins->kind == JI_SEND || ins->kind == JI_RECV) && !job->xfers[ins->xfer].grad;
 }
 
-int rank_eval(RankCtx *rc, MplErr *err) {
+/* The forward part of this rank's stream, in order: every micro-batch's, or while
+ * sampling micro-batch 0's alone, the fused cross-entropy's stage stopping before step
+ * r->sample_until (rank_sample); then the device's wait. The step's counts are kept. */
+static int run_forward_part(RankCtx *rc, MplErr *err) {
   MplRun *r = rc->run;
   const JobRank *jr = &r->job->ranks[rc->rank];
   MplCommCount counts[MPL_COMM__COUNT];
   memcpy(counts, rc->comm_counts, sizeof counts);
+  int st = MPL_OK;
+  for (int i = 0; i < jr->nins && st == MPL_OK; i++) {
+    const JobIns *ins = &jr->ins[i];
+    if (!ins_is_forward(r->job, ins) || (r->sampling && ins->mb != 0)) continue;
+    if (r->sampling && ins->kind == JI_FWD && ins->stage == r->sample_stage)
+      st = run_prog_until(rc, ins->stage, JP_FWD, 0, r->step, r->sample_until, err);
+    else
+      st = run_ins(rc, ins, r->step, err);
+  }
+  if (st == MPL_OK && rc->dev.ops->sync) st = end_step_on_device(rc, err);
+  memcpy(rc->comm_counts, counts, sizeof counts);
+  return st;
+}
+
+int rank_eval(RankCtx *rc, MplErr *err) {
+  MplRun *r = rc->run;
   for (int j = 0; j < r->m; j++) rc->mb_loss_set[j] = false;
   double ts0 = trace_t(rc);
   MplLoader batch = r->val_loader;
   batch.pos = mpl_loader_pos_at_step(&batch, r->eval_batch);
   int st = fill_inputs(rc, &batch, r->step, err);
-  for (int i = 0; i < jr->nins && st == MPL_OK; i++)
-    if (ins_is_forward(r->job, &jr->ins[i])) st = run_ins(rc, &jr->ins[i], r->step, err);
-  if (st == MPL_OK && rc->dev.ops->sync) st = end_step_on_device(rc, err);
-  memcpy(rc->comm_counts, counts, sizeof counts);
+  if (st == MPL_OK) st = run_forward_part(rc, err);
   if (r->tracing) mpl_trace_event(&r->trace, rc->wrank, "eval", "eval", ts0, mpl_trace_now(&r->trace) - ts0);
   return st;
 }
@@ -537,7 +554,7 @@ int rank_eval(RankCtx *rc, MplErr *err) {
  * their collectives pair up. The fused cross-entropy's stage stops before that step
  * (sample_until), where its operands are read: its later steps may reuse their buffers.
  * A rank whose stage holds the logits keeps them to the end of the pass: nothing after
- * micro-batch 0's last FWD runs. No loss is read; the step's counts are kept. */
+ * micro-batch 0's last FWD runs (run_forward_part, rank_eval's walk). */
 static int sample_inputs(RankCtx *rc, MplErr *err) {
   MplRun *r = rc->run;
   const Job *job = r->job;
@@ -553,20 +570,7 @@ static int sample_inputs(RankCtx *rc, MplErr *err) {
 }
 
 int rank_sample(RankCtx *rc, MplErr *err) {
-  MplRun *r = rc->run;
-  const JobRank *jr = &r->job->ranks[rc->rank];
   if (rc->dpi != 0) return MPL_OK;
-  MplCommCount counts[MPL_COMM__COUNT];
-  memcpy(counts, rc->comm_counts, sizeof counts);
   int st = sample_inputs(rc, err);
-  for (int i = 0; i < jr->nins && st == MPL_OK; i++) {
-    const JobIns *ins = &jr->ins[i];
-    if (ins->mb != 0 || !ins_is_forward(r->job, ins)) continue;
-    if (ins->kind != JI_FWD) st = run_ins(rc, ins, r->step, err);
-    else if (ins->stage == r->sample_stage) st = run_prog_until(rc, ins->stage, JP_FWD, 0, r->step, r->sample_until, err);
-    else st = run_prog(rc, ins->stage, JP_FWD, 0, r->step, err);
-  }
-  if (st == MPL_OK && rc->dev.ops->sync) st = end_step_on_device(rc, err);
-  memcpy(rc->comm_counts, counts, sizeof counts);
-  return st;
+  return st == MPL_OK ? run_forward_part(rc, err) : st;
 }

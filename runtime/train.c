@@ -40,6 +40,12 @@ static void record_failure(MplRun *r, const MplErr *e) {
   if (r->dworld) r->devops->world_abort(r->dworld, e->msg);
 }
 
+/* The pass r asks of a rank: a training step, or an evaluation or sampling pass. */
+static int rank_pass(RankCtx *rc, int64_t step, MplErr *err) {
+  MplRun *r = rc->run;
+  return !r->eval ? rank_step(rc, step, err) : r->sampling ? rank_sample(rc, err) : rank_eval(rc, err);
+}
+
 static void *rank_main(void *arg) {
   RankCtx *rc = arg;
   MplRun *r = rc->run;
@@ -51,11 +57,9 @@ static void *rank_main(void *arg) {
     if (r->quit) break;
     seen = r->gen;
     int64_t step = r->step;
-    bool eval = r->eval;
     pthread_mutex_unlock(&r->mu);
     MplErr e = {{0}};
-    int st = !eval ? rank_step(rc, step, &e) : r->sampling ? rank_sample(rc, &e) : rank_eval(rc, &e);
-    if (st != MPL_OK) record_failure(r, &e);
+    if (rank_pass(rc, step, &e) != MPL_OK) record_failure(r, &e);
     pthread_mutex_lock(&r->mu);
     if (--r->running == 0) pthread_cond_broadcast(&r->done);
   }
@@ -80,9 +84,8 @@ static void add_tails(MplRun *r) {
 int run_one_step(MplRun *r, MplErr *err) {
   if (r->mpi) {
     RankCtx *rc = &r->ranks[r->me];
-    if (r->sampling) return rank_sample(rc, err); /* sample.c sends the token on */
-    if ((r->eval ? rank_eval(rc, err) : rank_step(rc, r->step, err)) != MPL_OK) return MPL_ERR;
-    return gather_losses(r, err);
+    if (rank_pass(rc, r->step, err) != MPL_OK) return MPL_ERR;
+    return r->sampling ? MPL_OK : gather_losses(r, err); /* sample.c sends each token on */
   }
   pthread_mutex_lock(&r->mu);
   r->running = r->nworld;
