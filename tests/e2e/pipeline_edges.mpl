@@ -1,5 +1,6 @@
 # Two corners of the update phase and the memory plan on two pipeline stages
 # (tests/e2e/schedules.sh: params bitwise those of one stage, -D second=0 --mesh pp=1;
+# tests/unit/test_refstep.c: loss and gradients at pp = 2 against the float64 reference;
 # tests/unit/test_cuda_jobs.c: the mock GPU's losses and gradients those of the cpu device):
 #  - l0.weight is read on both stages, but the second read (argmax) has no gradient: stage
 #    1's copy gets the gradient of stage 0's one use (mplc emitted no GRAD_SUM to receive

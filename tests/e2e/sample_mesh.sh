@@ -2,6 +2,11 @@
 # --sample on any mesh: every rank runs the token's forward through the mesh's own messages
 # and collectives (exec.c's rank_sample), so a job compiled for pipeline, tensor or data
 # parallelism samples what the same params give on one device.
+#  - first against an independent reference: a bigram model (tests/e2e/bigram_lm.mpl)
+#    trained 3 steps, its greedy text (--temperature 0, 24 tokens) computed from the saved
+#    params in float64 by tests/tools/bigram_greedy.py: the same bytes from mplrun at
+#    pp = 1 with the fused cross-entropy and without, pp = 2, tp = 2 (the head split,
+#    all-reduced), and under mpirun -np 2 at tp = 2;
 #  - a small Llama (GQA, RoPE, SwiGLU) trained 12 steps on one device, its params saved;
 #    sampled (temperature 1, one seed, 48 tokens) from them at pp = 1, on threads at pp = 2
 #    (1f1b, and interleaved(2): a rank with two stages), tp = 2 and pp = 2 x tp = 2: the same
@@ -15,6 +20,18 @@
 cd "$(dirname "$0")/../.."
 source tests/tools/e2e_lib.sh
 finish() { echo "$pass passed, $fail failed"; [ $fail = 0 ]; exit; }
+
+B=tests/e2e/bigram_lm.mpl
+if "$MPLC" "$B" -o "$tmp/bg.job" > "$tmp/bg.log" 2>&1 && "$MPLRUN" "$tmp/bg.job" --threads 1 -q --save "$tmp/bg.st" >> "$tmp/bg.log" 2>&1 &&
+   "$PY" tests/tools/bigram_greedy.py "$tmp/bg.st" "The " 24 > "$tmp/bg.ref" 2>> "$tmp/bg.log"; then
+  for v in "pp=1" "pp=1 --no-fused-ce" "pp=2" "tp=2"; do
+    read -ra va <<< "$v"
+    if "$MPLC" "$B" --mesh "${va[@]}" -o "$tmp/bgm.job" > "$tmp/bgm.log" 2>&1 &&
+       "$MPLRUN" "$tmp/bgm.job" --threads 1 --init "$tmp/bg.st" --sample 24 --prompt "The " --temperature 0 > "$tmp/bgm.txt" 2>> "$tmp/bgm.log" &&
+       cmp -s "$tmp/bgm.txt" "$tmp/bg.ref"; then ok "bigram at $v: the greedy text computed in float64 from its params"
+    else bad "bigram at $v: [$(od -An -c "$tmp/bgm.txt" | head -c 60)] against [$(od -An -c "$tmp/bg.ref" | head -c 60)]; $(tail -n 1 "$tmp/bgm.log")"; fi
+  done
+else bad "the bigram model for the reference: $(tail -n 2 "$tmp/bg.log")"; fi
 
 L=(examples/llama.mpl -D d=64 -D heads=4 -D kv_heads=2 -D hidden=96 -D layers=4 -D ctx=32 -D batch=8)
 S=(--sample 48 --prompt "The " --seed 11)
@@ -61,6 +78,11 @@ if ! command -v mpirun > /dev/null 2>&1 || ! ldd "$MPLRUN" 2>/dev/null | grep -q
 fi
 MPIRUN=(timeout 120 mpirun --oversubscribe)
 [ "$(id -u)" = 0 ] && MPIRUN+=(--allow-run-as-root)
+if [ -s "$tmp/bg.ref" ] && "$MPLC" "$B" --mesh tp=2 -o "$tmp/bgt.job" > /dev/null 2>&1 &&
+   "${MPIRUN[@]}" -np 2 "$MPLRUN" "$tmp/bgt.job" --threads 1 --init "$tmp/bg.st" --sample 24 --prompt "The " --temperature 0 \
+     > "$tmp/bgt.txt" 2> "$tmp/bgt.err" && cmp -s "$tmp/bgt.txt" "$tmp/bg.ref"
+then ok "bigram at tp = 2 under mpirun -np 2: the greedy text computed in float64"
+else bad "bigram under mpirun: [$(od -An -c "$tmp/bgt.txt" | head -c 60)]; $(tail -n 1 "$tmp/bgt.err")"; fi
 REF=ref
 same_text "mpirun -np 4, pp=2 x tp=2" "${L[@]}" -D stages=2 --mesh pp=2,tp=2 -- "${MPIRUN[@]}" -np 4
 same_text "mpirun -np 4, dp=2 x tp=2" "${L[@]}" -D stages=1 --mesh dp=2,tp=2 -- "${MPIRUN[@]}" -np 4

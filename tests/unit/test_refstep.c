@@ -265,6 +265,7 @@ START_TEST(test_examples) {
   check_step("tests/e2e/row_chains_t.mpl", NULL, NULL);
   check_step("tests/e2e/row_chains_slice.mpl", NULL, NULL);
   check_step("tests/e2e/row_chains_bcast.mpl", NULL, NULL);
+  check_step("tests/e2e/pipeline_edges.mpl", NULL, NULL); /* pp = 2: a loss that is an alias, against float64 */
 }
 END_TEST
 
