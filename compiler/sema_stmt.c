@@ -131,6 +131,14 @@ const char *sema_instance_name(Sema *S, Scope *sc, Node *call, const char *calle
     strmap_put(S->a, &sc->counters, callee, (void *)(k + 1));
     local = arena_printf(S->a, "%s_%ld", callee, (long)k);
   }
+  /* a param and an instance of one name: 'fc.weight' would name both (nn.Module refuses it too) */
+  const char *own = call->as_name && call->as_index ? call->as_name->name : local;
+  Op *param = strmap_get(&S->params, scope_global(S, sc, own));
+  if (param) {
+    sema_err(S, loc, "instance name '%s' is the name of a param in this scope", own);
+    sema_note(S, param->loc, "param '%s' is declared here", own);
+    return NULL;
+  }
   InstName *prev = strmap_get(&sc->insts, local);
   if (prev) {
     sema_err(S, loc, "instance name '%s' is used twice in this scope", local);
@@ -272,6 +280,13 @@ static void exec_param(Sema *S, Scope *sc, Node *st) {
     return;
   }
   if (!const_shape(S, sc, st->a, &s) || !st->b || !param_init(S, sc, st->b, &k, &ia, &ib)) {
+    scope_bind(S, sc, st->name, verr());
+    return;
+  }
+  InstName *inst = strmap_get(&sc->insts, st->name);
+  if (inst) { /* an instance of that name came first (the other order: sema_instance_name) */
+    sema_err(S, st->loc, "param '%s' has the name of an instance in this scope", st->name);
+    sema_note(S, inst->loc, "instance '%s' is named here", st->name);
     scope_bind(S, sc, st->name, verr());
     return;
   }

@@ -87,10 +87,12 @@ static bool train_call_args(Sema *S, Node *e, const char *fn, const char *const 
 
 /* An optimizer's or a schedule's number, given: finite in f32, where the update computes
  * (an lr of inf or 1e40 made the first step's lr nan); the ranges are the callers'. */
-static void opt_num(Sema *S, Scope *sc, Node *e, const char *name, double *out) {
-  if (!e || !sema_const_num(S, sc, e, name, out)) return;
-  if (!(fabs(*out) <= FLT_MAX))
-    sema_err(S, e->loc, "%s must be a finite number (within f32's range), not %g", name, *out);
+static bool opt_num(Sema *S, Scope *sc, Node *e, const char *name, double *out) {
+  if (!e) return true;
+  if (!sema_const_num(S, sc, e, name, out)) return false;
+  if (fabs(*out) <= FLT_MAX) return true;
+  sema_err(S, e->loc, "%s must be a finite number (within f32's range), not %g", name, *out);
+  return false;
 }
 
 static bool is_tokens(Node *e) {
@@ -211,33 +213,34 @@ static void key_optimizer(Sema *S, Scope *sc, Node *e) {
   static const char *const sgd[] = {"lr", "momentum"};
   static const char *const adamw[] = {"lr", "beta1", "beta2", "eps", "weight_decay"};
   Node *a[5] = {0};
+  bool ok[5] = {0}; /* each number's range is checked once it is a finite number (a nan lr is not also "not positive") */
   if (fn && !strcmp(fn, "sgd")) {
     if (!train_call_args(S, e, "sgd", sgd, 2, a)) return;
     t->optimizer = OPT_SGD;
     t->weight_decay = 0;
-    opt_num(S, sc, a[0], "lr", &t->lr);
-    opt_num(S, sc, a[1], "momentum", &t->momentum);
+    ok[0] = opt_num(S, sc, a[0], "lr", &t->lr);
+    ok[1] = opt_num(S, sc, a[1], "momentum", &t->momentum);
   } else if (fn && !strcmp(fn, "adamw")) {
     if (!train_call_args(S, e, "adamw", adamw, 5, a)) return;
     t->optimizer = OPT_ADAMW;
-    opt_num(S, sc, a[0], "lr", &t->lr);
-    opt_num(S, sc, a[1], "beta1", &t->beta1);
-    opt_num(S, sc, a[2], "beta2", &t->beta2);
-    opt_num(S, sc, a[3], "eps", &t->eps);
-    opt_num(S, sc, a[4], "weight_decay", &t->weight_decay);
+    ok[0] = opt_num(S, sc, a[0], "lr", &t->lr);
+    ok[1] = opt_num(S, sc, a[1], "beta1", &t->beta1);
+    ok[2] = opt_num(S, sc, a[2], "beta2", &t->beta2);
+    ok[3] = opt_num(S, sc, a[3], "eps", &t->eps);
+    ok[4] = opt_num(S, sc, a[4], "weight_decay", &t->weight_decay);
   } else {
     sema_err(S, e->loc, "optimizer is sgd(lr, momentum) or adamw(lr, beta1, beta2, eps, weight_decay)");
     return;
   }
-  if (!(t->lr > 0)) sema_err(S, e->loc, "the learning rate must be positive, not %g", t->lr);
+  if (ok[0] && !(t->lr > 0)) sema_err(S, e->loc, "the learning rate must be positive, not %g", t->lr);
   /* the ranges torch.optim accepts: outside them the update divides by zero or decays upwards */
-  if (t->optimizer == OPT_SGD && !(t->momentum >= 0))
+  if (t->optimizer == OPT_SGD && ok[1] && !(t->momentum >= 0))
     sema_err(S, e->loc, "sgd's momentum must not be negative, not %g", t->momentum);
   if (t->optimizer != OPT_ADAMW) return;
-  if (!(t->beta1 >= 0 && t->beta1 < 1)) sema_err(S, e->loc, "adamw's beta1 must be in [0, 1), not %g", t->beta1);
-  if (!(t->beta2 >= 0 && t->beta2 < 1)) sema_err(S, e->loc, "adamw's beta2 must be in [0, 1), not %g", t->beta2);
-  if (!(t->eps >= 0)) sema_err(S, e->loc, "adamw's eps must not be negative, not %g", t->eps);
-  if (!(t->weight_decay >= 0))
+  if (ok[1] && !(t->beta1 >= 0 && t->beta1 < 1)) sema_err(S, e->loc, "adamw's beta1 must be in [0, 1), not %g", t->beta1);
+  if (ok[2] && !(t->beta2 >= 0 && t->beta2 < 1)) sema_err(S, e->loc, "adamw's beta2 must be in [0, 1), not %g", t->beta2);
+  if (ok[3] && !(t->eps >= 0)) sema_err(S, e->loc, "adamw's eps must not be negative, not %g", t->eps);
+  if (ok[4] && !(t->weight_decay >= 0))
     sema_err(S, e->loc, "adamw's weight_decay must not be negative, not %g", t->weight_decay);
 }
 
@@ -251,8 +254,8 @@ static void key_lr_schedule(Sema *S, Scope *sc, Node *e) {
     if (!train_call_args(S, e, "cosine", cos, 2, a)) return;
     t->lr_schedule = LR_COSINE;
     if (a[0]) pos_int(S, sc, a[0], "warmup", 0, &t->warmup);
-    opt_num(S, sc, a[1], "min_lr", &t->min_lr);
-    if (!(t->min_lr >= 0)) sema_err(S, e->loc, "cosine's min_lr must not be negative, not %g", t->min_lr);
+    if (opt_num(S, sc, a[1], "min_lr", &t->min_lr) && !(t->min_lr >= 0))
+      sema_err(S, e->loc, "cosine's min_lr must not be negative, not %g", t->min_lr);
     return;
   }
   sema_err(S, e->loc, "lr_schedule is constant or cosine(warmup, min_lr)");

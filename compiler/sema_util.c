@@ -13,6 +13,7 @@
  */
 #include "sema_int.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -173,7 +174,8 @@ const char *sema_value_desc(Sema *S, Value v) {
 
 /* ---- compile-time values ------------------------------------------------------ */
 Value vint(int64_t i, Loc loc) { return (Value){.kind = V_INT, .i = i, .loc = loc}; }
-Value vfloat(double f, Loc loc) { return (Value){.kind = V_FLOAT, .f = f, .loc = loc}; }
+/* A NaN is kept without its sign (x86's 0.0 / 0.0 sets it), so messages say "nan", not "-nan". */
+Value vfloat(double f, Loc loc) { return (Value){.kind = V_FLOAT, .f = isnan(f) ? NAN : f, .loc = loc}; }
 Value vbool(bool b, Loc loc) { return (Value){.kind = V_BOOL, .i = b, .loc = loc}; }
 Value verr(void) { return (Value){.kind = V_ERR}; }
 bool is_num(Value v) { return v.kind == V_INT || v.kind == V_FLOAT; }
