@@ -595,6 +595,7 @@ static void note_unclosed(ParseCtx *ctx, const yypcontext_t *yyctx, yysymbol_kin
 static int yyreport_syntax_error(const yypcontext_t *yyctx, yyscan_t scanner, ParseCtx *ctx) {
   (void)scanner;
   yysymbol_kind_t t = yypcontext_token(yyctx);
+  if (t == YYSYMBOL_YYEOF && ctx->stopped) return 0; /* the scanner stopped and said why */
   const YYLTYPE *l = yypcontext_location(yyctx);
   char what[96], expected[256];
   describe_token(ctx, t, what, sizeof what);
