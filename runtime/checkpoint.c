@@ -757,23 +757,47 @@ static int no_momentum(MplRun *r, const char *path, bool *none, MplErr *err) {
   return MPL_OK;
 }
 
-static int resume_from(MplRun *r, const char *dir, MplErr *err);
+static int resume_from(MplRun *r, const char *dir, uint64_t *id, MplErr *err);
+
+/* Under mpirun every process reads DIR itself: do they hold one checkpoint (state.json's
+ * digest, which covers the tensor files' digests and the step)? A folder swapped between two
+ * processes' reads, or a relative DIR under processes started in different folders, gave
+ * them different steps, and the pipeline waited forever. Every process learns every digest,
+ * so they stop together. */
+static int agree_resumed(MplRun *r, const char *dir, uint64_t id, MplErr *err) {
+  MplComm *c = mpl_run_opts(r)->comm;
+  uint64_t *all = mpl_malloc(sizeof *all * (size_t)c->size);
+  if (!all) return mpl_errf(err, "out of memory");
+  int st = mpl_comm_mpi_allgather(c, &id, all, sizeof id), other = -1;
+  for (int p = 1; st == MPL_OK && p < c->size && other < 0; p++)
+    if (all[p] != all[0]) other = p;
+  mpl_free(all);
+  if (st != MPL_OK) return mpl_errf(err, "--resume %s: %s", dir, c->err.msg);
+  if (other >= 0)
+    return mpl_errf(err, "--resume %s: process %d read another checkpoint than process 0 (the folder was replaced "
+                    "while they read it, or the path names other folders for them): not resumed; run again",
+                    dir, other);
+  return MPL_OK;
+}
 
 /* --resume DIR while another run may swap a new checkpoint into DIR (renameat2 exchanges
  * whole folders): the files are read through one descriptor of the folder
  * (/proc/self/fd/N/FILE), so they are one checkpoint's; if the folder was swapped away and
  * removed while it was read (a file gone), once more from the new one. Messages name DIR. */
 int mpl_ckpt_resume(MplRun *r, const char *dir, MplErr *err) {
+  uint64_t id = 0;
   for (int tries = 0;; tries++) {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     char via[64];
     struct stat a, b;
+    int st;
     if (fd < 0 || snprintf(via, sizeof via, "/proc/self/fd/%d", fd) >= (int)sizeof via || stat(via, &b) != 0 ||
         fstat(fd, &a) != 0 || a.st_ino != b.st_ino) { /* no /proc: by name */
       if (fd >= 0) close(fd);
-      return resume_from(r, dir, err);
+      st = resume_from(r, dir, &id, err);
+      return st == MPL_OK && mpl_run_opts(r)->comm ? agree_resumed(r, dir, id, err) : st;
     }
-    int st = resume_from(r, via, err);
+    st = resume_from(r, via, &id, err);
     bool swapped = st != MPL_OK && (stat(dir, &b) != 0 || b.st_ino != a.st_ino || b.st_dev != a.st_dev);
     close(fd);
     if (st == MPL_OK || !swapped || tries == 2) {
@@ -782,18 +806,19 @@ int mpl_ckpt_resume(MplRun *r, const char *dir, MplErr *err) {
         snprintf(msg, sizeof msg, "%.*s%s%s", (int)(at - err->msg), err->msg, dir, at + strlen(via));
         memcpy(err->msg, msg, sizeof msg);
       }
-      return st;
+      return st == MPL_OK && mpl_run_opts(r)->comm ? agree_resumed(r, dir, id, err) : st;
     }
   }
 }
 
-static int resume_from(MplRun *r, const char *dir, MplErr *err) {
+static int resume_from(MplRun *r, const char *dir, uint64_t *id, MplErr *err) {
   char path[4096];
   int64_t step, pos;
   if (join(path, sizeof path, dir, "state.json", err) != MPL_OK) return MPL_ERR;
   bool has_dig[2];
   uint64_t dig[2], got;
-  if (read_state(r, path, &step, &pos, has_dig, dig, err) != MPL_OK) return MPL_ERR;
+  if (read_state(r, path, &step, &pos, has_dig, dig, err) != MPL_OK || file_digest(path, id, err) != MPL_OK)
+    return MPL_ERR;
   for (int i = 0; i < 2; i++) {
     if (!has_dig[i]) continue;
     if (join(path, sizeof path, dir, digest_files[i], err) != MPL_OK || file_digest(path, &got, err) != MPL_OK)

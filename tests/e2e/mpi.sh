@@ -10,6 +10,7 @@
 #  - tiny_lm (llm.c tokens, AdamW, cosine lr, grad clip; pp = 2): 3 steps + --checkpoint
 #    under MPI, then --resume under MPI up to 6, equals 6 threads steps (cmp); the MPI
 #    checkpoint's files equal the threads checkpoint's;
+#  - processes whose --resume names other checkpoints are refused (no hang);
 #  - dp x tp x pp with ZeRO-1 and AdamW: 3 + resume + 3 under MPI == 6 threads steps;
 #  - --trace and --metrics under MPI: valid JSON with one row per rank, one line per step;
 #  - comm_mpi.c's collectives on their own (build/tests/test_comm --mpi under mpirun -np 3,
@@ -131,6 +132,20 @@ if compile lm tests/e2e/tiny_lm.mpl &&
   for f in model.safetensors optim.safetensors state.json; do
     same "tiny_lm: the MPI checkpoint's $f equals the threads one" "$tmp/ck_t/$f" "$tmp/ck_m/$f"
   done
+fi
+
+# processes that read different checkpoints (a relative --resume from other working
+# folders; as a folder swapped between their reads) are refused, not left waiting forever
+mkdir -p "$tmp/wa" "$tmp/wb"
+if [ -f "$tmp/ck_m/state.json" ] && cp -r "$tmp/ck_m" "$tmp/wa/ck" &&
+   threads lm2 "$tmp/lm.job" "${D[@]}" --steps 2 --checkpoint "$tmp/wb/ck"; then
+  run=$(realpath "$MPLRUN") # (each process starts in its folder)
+  "${MPIRUN[@]}" -np 1 --wdir "$tmp/wa" "$run" "$tmp/lm.job" "${D[@]}" --steps 6 --resume ck --threads 1 : \
+    -np 1 --wdir "$tmp/wb" "$run" "$tmp/lm.job" "${D[@]}" --steps 6 --resume ck --threads 1 > "$tmp/split.log" 2>&1
+  rc=$?
+  if [ $rc != 0 ] && [ $rc != 124 ] && grep -q 'resume ck: process 1 read another checkpoint than process 0' "$tmp/split.log"; then
+    ok "processes resumed from different checkpoints (step 3 and step 2) are refused (exit $rc, no hang)"
+  else bad "processes resumed from different checkpoints: exit $rc: $(grep -m 2 error "$tmp/split.log")"; fi
 fi
 
 rewrite tests/e2e/parallel_gpt.mpl "$tmp/zero.mpl" 's/^  steps = 3/  steps = 3\n  zero = 1/' 's/sgd(lr = 0.5, momentum = 0.9)/adamw(lr = 1e-2)/'
