@@ -147,8 +147,13 @@ typedef struct MplSampleOpts {
   bool has_seed;               /* seed given (--seed), else the job's train seed */
   uint64_t seed;
 } MplSampleOpts;
+/* Can this job sample from this prompt with these options (a token model; the prompt's
+ * bytes inside the vocabulary: the logits' classes and the idx input's bound, the rows
+ * of the table it indexes)? mplrun asks before it trains; mpl_run_sample asks again. */
+int mpl_sample_check(const MplRun *r, const char *prompt, const MplSampleOpts *o, MplErr *err);
 /* Generates n tokens after the prompt (its bytes are the tokens) with the forward
- * programs, dropout off; writes the prompt, the tokens as bytes and a newline to out. */
+ * programs, dropout off; writes the prompt, the tokens as bytes and a newline to out. A
+ * drawn token the idx input cannot take (past the table's rows) is an error. */
 int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, const MplSampleOpts *o, FILE *out, MplErr *err);
 /* Prints per rank busy ms, bubble fraction and arena bytes. */
 void mpl_run_report(const MplRun *r, FILE *out);

@@ -120,7 +120,8 @@ static int apply_flag(Cli *c, const char *f, const char *v) {
       return fail("--checkpoint-every needs a positive integer, not '%s'%s", v, "");
     c->run.ckpt_every = n;
   } else if (!strcmp(f, "--sample")) {
-    if (!parse_count(v, 1 << 24, &n)) return fail("--sample needs a non-negative token count, not '%s'%s", v, "");
+    if (!parse_count(v, INT64_MAX / 2, &n)) return fail("--sample needs a non-negative token count, not '%s'%s", v, "");
+    if (n > 1 << 24) return fail("--sample %s: at most 16777216 (2^24) tokens%s", v, "");
     c->sample_n = n;
   } else if (!strcmp(f, "--data")) c->run.data_path = v;
   else if (!strcmp(f, "--val")) c->run.val_path = v;
@@ -134,8 +135,9 @@ static int apply_flag(Cli *c, const char *f, const char *v) {
   else if (!strcmp(f, "--prompt")) c->prompt = v;
   else if (!strcmp(f, "--temperature")) {
     char *end;
+    errno = 0;
     double t = strtod(v, &end);
-    if (end == v || *end || !(t >= 0) || !isfinite(t))
+    if (end == v || *end || !(t >= 0) || !isfinite(t) || (errno == ERANGE && t == 0)) /* 1e-400: not greedy */
       return fail("--temperature needs 0 (greedy) or a positive number, not '%s'%s", v, "");
     c->sample.temperature = t, c->sample_opt = true;
   } else if (!strcmp(f, "--top-k")) {
@@ -362,8 +364,10 @@ static int write_comm_stats(const MplRun *r, const char *path, MplErr *err) {
   MplCommCount *cnt = mpl_calloc((size_t)nworld * MPL_COMM__COUNT, sizeof *cnt);
   if (!cnt) return mpl_errf(err, "out of memory");
   int st = mpl_run_comm_counts(r, cnt, err);
-  FILE *f = st == MPL_OK && mpl_run_is_lead(r) ? fopen(path, "w") : NULL;
-  if (st == MPL_OK && mpl_run_is_lead(r) && !f) st = mpl_errf(err, "%s: cannot write: %s", path, strerror(errno));
+  char *text = NULL; /* written whole (mpl_afile): a failed write leaves an earlier file as it was */
+  size_t len = 0;
+  FILE *f = st == MPL_OK && mpl_run_is_lead(r) ? open_memstream(&text, &len) : NULL;
+  if (st == MPL_OK && mpl_run_is_lead(r) && !f) st = mpl_errf(err, "%s: out of memory", path);
   for (int w = 0; f && w < nworld; w++) {
     const MplCommCount *c = cnt + (size_t)w * MPL_COMM__COUNT;
     int dpi, tpi, pr;
@@ -383,10 +387,15 @@ static int write_comm_stats(const MplRun *r, const char *path, MplErr *err) {
     fprintf(f, "}\n");
   }
   if (f) {
-    bool bad = ferror(f) || fflush(f) != 0;
-    int e = errno;
-    if (fclose(f) != 0 && !bad) bad = true, e = errno;
-    if (bad) st = mpl_errf(err, "%s: write error: %s", path, strerror(e));
+    bool bad = ferror(f) != 0;
+    fclose(f);
+    MplAtomicFile af;
+    if (bad) st = mpl_errf(err, "%s: out of memory", path);
+    else if ((st = mpl_afile_open(&af, path, err)) == MPL_OK) {
+      if ((st = mpl_afile_write(&af, text, len, err)) != MPL_OK) mpl_afile_abort(&af);
+      else st = mpl_afile_commit(&af, err);
+    }
+    free(text); /* open_memstream's buffer is the C library's */
   }
   mpl_free(cnt);
   return st;
@@ -415,7 +424,9 @@ static int run(Cli *c, Job *job) {
   if (c->run.comm ? mpi_failures(c->run.comm, bad) > 0 : bad) return 1;
   MplRun *r;
   if (mpl_run_init(&r, job, &c->run, &err) != MPL_OK) return run_failed(c, &err);
-  int st = mpl_run_train(r, &err);
+  /* a prompt or a model sampling cannot use is refused before training, not after it */
+  int st = c->sample_n >= 0 ? mpl_sample_check(r, c->prompt, &c->sample, &err) : MPL_OK;
+  if (st == MPL_OK) st = mpl_run_train(r, &err);
   if (st == MPL_OK && c->comm_stats) st = write_comm_stats(r, c->comm_stats, &err);
   if (st == MPL_OK && !c->run.quiet && mpl_run_steps_trained(r) > 0) mpl_run_report(r, c->run.out ? c->run.out : stdout);
   if (st == MPL_OK && c->sample_n >= 0) st = mpl_run_sample(r, c->prompt, c->sample_n, &c->sample, stdout, &err);

@@ -7,6 +7,7 @@
 #include "mpl.h"
 
 #include <stdlib.h>
+#include <sys/stat.h>
 
 int main(int argc, char **argv) {
   if (argc != 3) {
@@ -16,6 +17,12 @@ int main(int argc, char **argv) {
   uint8_t *data;
   size_t len;
   MplErr err;
+  struct stat in, out;
+  if (stat(argv[1], &in) == 0 && stat(argv[2], &out) == 0 && S_ISREG(in.st_mode) && in.st_dev == out.st_dev &&
+      in.st_ino == out.st_ino) { /* the token file would replace the text it is made from */
+    fprintf(stderr, "mpltok: error: %s is the input %s: give the token file another name\n", argv[2], argv[1]);
+    return 1;
+  }
   if (mpl_file_read_all(argv[1], &data, &len, &err) != MPL_OK) {
     fprintf(stderr, "mpltok: error: %s\n", err.msg);
     return 1;
@@ -42,5 +49,6 @@ int main(int argc, char **argv) {
   else printf("%s: %zu tokens (bytes) from %s\n", argv[2], len, argv[1]);
   mpl_free(tok);
   mpl_free(data);
-  return rc == MPL_OK ? 0 : 1;
+  if (rc != MPL_OK) return 1;
+  return mpl_stdout_check("mpltok"); /* its line lost (> /dev/full) is an error, as in mplc and mplrun */
 }

@@ -23,6 +23,7 @@
 #include "rank.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "mpl_rng.h"
@@ -41,23 +42,31 @@ static int32_t argmax(const float *logits, int64_t V) {
   return (int32_t)best;
 }
 
-/* Is token i among the top k (largest logits, ties to the lower id)? k <= 0: all are. */
-static bool in_top_k(const float *logits, int64_t V, int64_t k, int64_t i) {
-  if (k <= 0 || k >= V) return true;
-  int64_t above = 0;
-  for (int64_t j = 0; j < V && above < k; j++)
-    above += logits[j] > logits[i] || (logits[j] == logits[i] && j < i);
-  return above < k;
+typedef struct Ranked { float v; int32_t i; } Ranked;
+
+/* Larger logits first, ties to the lower id; a nan ranks below -inf. */
+static int by_logit(const void *pa, const void *pb) {
+  const Ranked *a = pa, *b = pb;
+  float x = isnan(a->v) ? -INFINITY : a->v, y = isnan(b->v) ? -INFINITY : b->v;
+  if (x != y) return x > y ? -1 : 1;
+  if (isnan(a->v) != isnan(b->v)) return isnan(a->v) ? 1 : -1;
+  return a->i < b->i ? -1 : a->i > b->i;
 }
 
-/* A token drawn with uniform u from softmax(logits / temperature) over the top k. */
-static int32_t sample_pick(const float *logits, int64_t V, const MplSampleOpts *o, double u, double *w) {
+/* A token drawn with uniform u from softmax(logits / temperature) over the top k: ranked
+ * once a token (sorted by logit, ties to the lower id; a scan per candidate made a --top-k
+ * near the vocabulary cost V^2 a token, 15 s at 50257). */
+static int32_t sample_pick(const float *logits, int64_t V, const MplSampleOpts *o, double u, double *w, Ranked *rk) {
   if (o->temperature == 0) return argmax(logits, V);
   double mx = -INFINITY, z = 0;
-  for (int64_t i = 0; i < V; i++) {
-    w[i] = in_top_k(logits, V, o->top_k, i) ? (double)logits[i] / o->temperature : -INFINITY;
-    if (w[i] > mx) mx = w[i];
+  for (int64_t i = 0; i < V; i++) w[i] = (double)logits[i] / o->temperature;
+  if (o->top_k > 0 && o->top_k < V) {
+    for (int64_t i = 0; i < V; i++) rk[i] = (Ranked){logits[i], (int32_t)i};
+    qsort(rk, (size_t)V, sizeof *rk, by_logit);
+    for (int64_t j = o->top_k; j < V; j++) w[rk[j].i] = -INFINITY;
   }
+  for (int64_t i = 0; i < V; i++)
+    if (w[i] > mx) mx = w[i];
   /* a temperature so small that logit / T overflows (1e-310): the limit, greedy (inf - inf
      would make every weight nan and pick the last token) */
   if (!isfinite(mx)) return argmax(logits, V);
@@ -114,8 +123,8 @@ static int fused_logits(RankCtx *rc, const JobStep *ce, int stage, int64_t row, 
 /* The token of pass k on the picking rank: the last position's logits (made from the fused
  * step's x and w where the job holds none), drawn as `o` says. */
 static int pick_token(MplRun *r, RankCtx *rc, const JobStep *ce, int ls, int lv, int64_t wlen, int64_t k,
-                      const MplSampleOpts *o, uint64_t stream, float **wt, float *logits, double *w, int32_t *t,
-                      MplErr *err) {
+                      const MplSampleOpts *o, uint64_t stream, float **wt, float *logits, double *w, Ranked *rk,
+                      int32_t *t, MplErr *err) {
   int64_t V = ce ? ce->N : r->job->values[lv].dims[r->job->values[lv].rank - 1];
   if (ce) {
     if (fused_logits(rc, ce, ls, wlen - 1, wt, logits, err) != MPL_OK) return MPL_ERR;
@@ -124,30 +133,68 @@ static int pick_token(MplRun *r, RankCtx *rc, const JobStep *ce, int ls, int lv,
     if (!row || rc->dev.ops->copy_to_host(&rc->dev, logits, row + (wlen - 1) * V, (size_t)V * 4, err) != MPL_OK)
       return MPL_ERR;
   }
-  *t = sample_pick(logits, V, o, mpl_uniform(stream, (uint64_t)k), w);
+  *t = sample_pick(logits, V, o, mpl_uniform(stream, (uint64_t)k), w, rk);
   return MPL_OK;
+}
+
+/* Where a job's sampling reads: the idx input, the logits' stage and value, or the fused
+ * cross-entropy step that stands for them; V the logits' classes, hi idx's bound (the
+ * embedding's rows; 0: none). */
+typedef struct SampleModel {
+  int idx_in, ls, lv, ce_step;
+  const JobStep *ce;
+  int64_t V, hi;
+} SampleModel;
+
+static int sample_model(const MplRun *r, SampleModel *m, MplErr *err) {
+  const Job *job = r->job;
+  *m = (SampleModel){.idx_in = sample_input_index(r, 0), .ls = -1, .lv = -1, .ce_step = -1};
+  for (int s = 0; s < job->nstages; s++) if (job->stages[s].logits_value >= 0) m->ls = s;
+  for (int s = 0; s < job->nstages && m->ls < 0; s++)
+    for (int i = 0; i < job->stages[s].prog[JP_FWD].nsteps && !m->ce; i++)
+      if (job->stages[s].prog[JP_FWD].steps[i].kind == JS_CE)
+        m->ce = &job->stages[s].prog[JP_FWD].steps[i], m->ls = s, m->ce_step = i;
+  if (m->idx_in < 0 || m->ls < 0)
+    return mpl_errf(err, "--sample needs a token model (inputs idx, targets and a cross_entropy loss)");
+  m->lv = m->ce ? -1 : job->stages[m->ls].logits_value;
+  const JobValue *lvv = m->ce ? NULL : &job->values[m->lv];
+  int64_t T = job->train.seq;
+  m->V = m->ce ? m->ce->N : lvv->dims[lvv->rank - 1];
+  m->hi = job->inputs[m->idx_in].hi;
+  if (m->ce ? m->ce->M < r->B * T : lvv->rank < 2 || lvv->numel < r->B * T * m->V)
+    return mpl_errf(err, "--sample: the logits are not [B, T, vocab]");
+  return MPL_OK;
+}
+
+static int check_sample(const MplRun *r, const char *prompt, const MplSampleOpts *o, SampleModel *mp, MplErr *err) {
+  if (sample_model(r, mp, err) != MPL_OK) return MPL_ERR;
+  const SampleModel m = *mp;
+  if (!*prompt) return mpl_errf(err, "--prompt is empty: sampling starts from the prompt's bytes, give at least one");
+  if (!(o->temperature >= 0) || !isfinite(o->temperature))
+    return mpl_errf(err, "--temperature must be 0 (greedy) or positive, not %g", o->temperature);
+  if (o->top_k < 0) return mpl_errf(err, "--top-k must be 0 (all tokens) or positive, not %lld", (long long)o->top_k);
+  for (const unsigned char *p = (const unsigned char *)prompt; *p; p++) {
+    if (*p >= m.V)
+      return mpl_errf(err, "--prompt: byte %d is outside the vocabulary of %lld (the logits' classes)", *p, (long long)m.V);
+    if (m.hi > 0 && *p >= m.hi)
+      return mpl_errf(err, "--prompt: byte %d is outside the vocabulary of %lld (input '%s' takes [0, %lld): the rows "
+                      "of the table it indexes)", *p, (long long)m.hi, r->job->inputs[m.idx_in].name, (long long)m.hi);
+  }
+  return MPL_OK;
+}
+
+int mpl_sample_check(const MplRun *r, const char *prompt, const MplSampleOpts *o, MplErr *err) {
+  SampleModel m;
+  return check_sample(r, prompt, o, &m, err);
 }
 
 int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, const MplSampleOpts *o, FILE *out, MplErr *err) {
   const Job *job = r->job;
-  int idx_in = sample_input_index(r, 0), ls = -1;
-  for (int s = 0; s < job->nstages; s++) if (job->stages[s].logits_value >= 0) ls = s;
-  const JobStep *ce = NULL; /* the fused cross-entropy (JS_CE): the logits are never held */
-  int ce_step = -1;
-  for (int s = 0; s < job->nstages && ls < 0; s++)
-    for (int i = 0; i < job->stages[s].prog[JP_FWD].nsteps && !ce; i++)
-      if (job->stages[s].prog[JP_FWD].steps[i].kind == JS_CE) ce = &job->stages[s].prog[JP_FWD].steps[i], ls = s, ce_step = i;
-  if (idx_in < 0 || ls < 0) return mpl_errf(err, "--sample needs a token model (inputs idx, targets and a cross_entropy loss)");
-  int lv = ce ? -1 : job->stages[ls].logits_value;
-  const JobValue *lvv = ce ? NULL : &job->values[lv];
-  int64_t T = job->train.seq, V = ce ? ce->N : lvv->dims[lvv->rank - 1];
-  if (ce ? ce->M < r->B * T : lvv->rank < 2 || lvv->numel < r->B * T * V)
-    return mpl_errf(err, "--sample: the logits are not [B, T, vocab]");
-  int64_t plen = (int64_t)strlen(prompt), ntok = plen;
-  if (plen == 0) return mpl_errf(err, "--prompt is empty: sampling starts from the prompt's bytes, give at least one");
-  if (!(o->temperature >= 0) || !isfinite(o->temperature))
-    return mpl_errf(err, "--temperature must be 0 (greedy) or positive, not %g", o->temperature);
-  if (o->top_k < 0) return mpl_errf(err, "--top-k must be 0 (all tokens) or positive, not %lld", (long long)o->top_k);
+  SampleModel sm;
+  if (check_sample(r, prompt, o, &sm, err) != MPL_OK) return MPL_ERR;
+  const JobStep *ce = sm.ce; /* the fused cross-entropy (JS_CE): the logits are never held */
+  int idx_in = sm.idx_in, ls = sm.ls, lv = sm.lv, ce_step = sm.ce_step;
+  int64_t T = job->train.seq, V = sm.V, plen = (int64_t)strlen(prompt), ntok = plen;
   /* the logits are read on replica 0's tp rank 0 of their stage (the cross-entropy's input is
      whole on every tp rank); under mpirun its process picks and sends each token to the others */
   int L = world_of(r, 0, 0, job->stages[ls].rank);
@@ -155,11 +202,10 @@ int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, const MplSampleOpts
   int32_t *toks = mpl_calloc((size_t)(ntok + n + 1), 4);
   float *logits = mpl_malloc((size_t)V * 4);
   double *w = mpl_malloc((size_t)V * 8);
+  Ranked *rk = o->top_k > 0 ? mpl_malloc((size_t)V * sizeof *rk) : NULL;
   float *wt = NULL; /* a fused job's weight, copied to the host once */
-  int st = toks && logits && w ? MPL_OK : mpl_errf(err, "out of memory");
+  int st = toks && logits && w && (rk || o->top_k <= 0) ? MPL_OK : mpl_errf(err, "out of memory");
   for (int64_t i = 0; i < plen && st == MPL_OK; i++) toks[i] = (unsigned char)prompt[i];
-  for (int64_t i = 0; i < ntok && st == MPL_OK; i++)
-    if (toks[i] >= V) st = mpl_errf(err, "--prompt: byte %d is outside the vocabulary of %lld", toks[i], (long long)V);
   bool wrote = st == MPL_OK && r->lead; /* the prompt, then the tokens, then a newline; nothing if it was refused */
   if (wrote) fputs(prompt, out);
   uint64_t stream = mpl_name_stream(o->has_seed ? o->seed : job->train.seed, "mplrun.sample");
@@ -175,7 +221,7 @@ int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, const MplSampleOpts
     /* the token, and a signal (SIGINT, SIGTERM, SIGHUP, SIGPIPE: mplrun.c) that stops after
        it: the picker's, so that every process stops at the same token */
     int32_t msg[2] = {0, picker && r->opts.stop ? *r->opts.stop : 0};
-    if (picker && pick_token(r, &r->ranks[L], ce, ls, lv, r->sample_wlen, k, o, stream, &wt, logits, w, &msg[0], err) != MPL_OK) {
+    if (picker && pick_token(r, &r->ranks[L], ce, ls, lv, r->sample_wlen, k, o, stream, &wt, logits, w, rk, &msg[0], err) != MPL_OK) {
       st = MPL_ERR;
       break;
     }
@@ -186,6 +232,12 @@ int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, const MplSampleOpts
         st = mpl_errf(err, "--sample: token %lld: %s", (long long)k + 1, r->mpi->err.msg);
     }
     if (st != MPL_OK) break;
+    if (sm.hi > 0 && msg[0] >= sm.hi) { /* (every process has the token: they stop together) */
+      st = mpl_errf(err, "--sample: token %lld drawn is %d, which input '%s' cannot take (it takes [0, %lld), the rows "
+                    "of the table it indexes; the logits have %lld classes)", (long long)k + 1, msg[0],
+                    job->inputs[idx_in].name, (long long)sm.hi, (long long)V);
+      break;
+    }
     toks[ntok++] = msg[0];
     if (r->lead) put_token(out, msg[0]), fflush(out);
     if (msg[1] && k + 1 < n)
@@ -196,6 +248,7 @@ int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, const MplSampleOpts
   mpl_free(toks);
   mpl_free(logits);
   mpl_free(w);
+  mpl_free(rk);
   mpl_free(wt);
   return st;
 }

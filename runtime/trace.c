@@ -15,6 +15,8 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -84,9 +86,17 @@ static void put_event(FILE *f, int rank, const MplTraceEvent *e) {
           isfinite(e->dur) ? e->dur : 0.0, rank);
 }
 
+/* Written whole or not at all (mpl_afile: a failed write, a full disk, leaves an earlier
+ * file as it was), and never with events missing. */
 int mpl_trace_write(const MplTrace *t, const char *path, MplErr *err) {
-  FILE *f = fopen(path, "w");
-  if (!f) return mpl_errf(err, "%s: cannot write the trace: %s", path, strerror(errno));
+  for (int r = 0; r < t->nranks; r++)
+    if (t->ranks[r].oom)
+      return mpl_errf(err, "%s: the trace is not written: out of memory recording rank %d's events after %lld of "
+                      "them", path, r, (long long)t->ranks[r].n);
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  if (!f) return mpl_errf(err, "%s: out of memory for the trace", path);
   fprintf(f, "[{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":0,\"tid\":0,\"args\":{\"name\":\"mplrun\"}}");
   bool mesh = t->tp > 0 && t->pp > 0 && t->nranks > t->pp;
   for (int r = 0; r < t->nranks; r++) {
@@ -99,11 +109,14 @@ int mpl_trace_write(const MplTrace *t, const char *path, MplErr *err) {
   for (int r = 0; r < t->nranks; r++)
     for (int64_t i = 0; i < t->ranks[r].n; i++) put_event(f, r, &t->ranks[r].ev[i]);
   fprintf(f, "\n]\n");
-  bool bad = ferror(f) != 0 || fflush(f) != 0;
-  int e = errno;
-  if (fclose(f) != 0 && !bad) bad = true, e = errno;
-  if (bad) return mpl_errf(err, "%s: write error in the trace: %s", path, strerror(e));
-  return MPL_OK;
+  bool bad = ferror(f) != 0;
+  fclose(f);
+  MplAtomicFile af;
+  int st = bad ? mpl_errf(err, "%s: out of memory for the trace", path) : mpl_afile_open(&af, path, err);
+  if (st == MPL_OK && (st = mpl_afile_write(&af, text, len, err)) != MPL_OK) mpl_afile_abort(&af);
+  else if (st == MPL_OK) st = mpl_afile_commit(&af, err);
+  free(text); /* open_memstream's buffer is the C library's */
+  return st;
 }
 
 /* ---- metrics ------------------------------------------------------------------ */

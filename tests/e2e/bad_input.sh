@@ -104,6 +104,17 @@ head -c 40000000 /dev/zero | tr '\0' a > "$tmp/big.txt"
 if [ $rc = 1 ] && grep -q "^mpltok: error: out of memory" "$tmp/tok.out" && [ ! -e "$tmp/big.bin" ]
 then ok "mpltok without the memory for its tokens: $(head -n 1 "$tmp/tok.out")"
 else bad "mpltok out of memory: exit $rc, $(head -n 1 "$tmp/tok.out")"; fi
+# mpltok's output is not its input (the text was replaced by its tokens: lost), through a
+# link either; a lost stdout line is an error, as in mplc and mplrun
+printf 'some text to keep\n' > "$tmp/keep.txt"; cp "$tmp/keep.txt" "$tmp/keep0.txt"; ln -sf keep.txt "$tmp/keep_link.bin"
+for out in keep.txt keep_link.bin; do
+  if ! "$BUILD/mpltok" "$tmp/keep.txt" "$tmp/$out" > /dev/null 2> "$tmp/tok.err" && cmp -s "$tmp/keep.txt" "$tmp/keep0.txt" &&
+     grep -q "is the input" "$tmp/tok.err"; then ok "mpltok refuses to write its input ($out): $(head -n 1 "$tmp/tok.err")"
+  else bad "mpltok INPUT $out: $(head -n 1 "$tmp/tok.err"); the input $(cmp "$tmp/keep.txt" "$tmp/keep0.txt" > /dev/null && echo kept || echo changed)"; fi
+done
+if ! "$BUILD/mpltok" "$tmp/keep.txt" "$tmp/keep.bin" > /dev/full 2> "$tmp/tok.err" && grep -q "standard output" "$tmp/tok.err"
+then ok "mpltok > /dev/full: exit 1 ($(head -n 1 "$tmp/tok.err"))"
+else bad "mpltok > /dev/full: exit 0 or no message: $(head -n 1 "$tmp/tok.err")"; fi
 rm -f "$tmp/big.txt" "$tmp/big.bin"
 
 # ---- data files ----

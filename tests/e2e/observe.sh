@@ -9,7 +9,9 @@
 #    the same twice, and nothing else on stdout (after --resume too), without the job's
 #    training data when it trains nothing; dropout is off
 #    while sampling (a model with dropout samples what it does with -D pdrop=0.0);
-#    an empty --prompt is an error;
+#    an empty --prompt is an error, before training, and so is a prompt byte or a drawn
+#    token past the embedding's rows; --top-k near a 50257 vocabulary takes no time;
+#  - --trace and --comm-stats that fail to write leave the earlier files as they were;
 #  - --inspect prints the manifest: model, mesh, params with shapes, per-rank streams.
 # JSON is checked with python3's json module.
 cd "$(dirname "$0")/../.."
@@ -186,7 +188,7 @@ if [ -s "$tmp/p.st" ]; then
   else bad "greedy: '$(head -c 50 "$tmp/g1.txt")' / '$(head -c 50 "$tmp/g2.txt")' / top-k 1 '$(head -c 50 "$tmp/k1.txt")'"; fi
   if [ -s "$tmp/t1.txt" ] && ! cmp -s "$tmp/t1.txt" "$tmp/t2.txt"; then ok "--seed 1 and --seed 2 sample different texts"
   else bad "--seed does not change the sampled text"; fi
-  for bad_opt in "--temperature -1" "--temperature x" "--top-k -2"; do
+  for bad_opt in "--temperature -1" "--temperature x" "--temperature 1e-400" "--top-k -2"; do
     if "${S[@]}" $bad_opt > /dev/null 2> "$tmp/bo.err"; then bad "mplrun accepts $bad_opt"
     elif grep -q -- "${bad_opt%% *}" "$tmp/bo.err"; then ok "$bad_opt is refused: $(head -c 80 "$tmp/bo.err")"
     else bad "$bad_opt: $(head -n 1 "$tmp/bo.err")"; fi
@@ -254,6 +256,63 @@ if "$MPLRUN" "$job" "${D[@]}" --init "$tmp/p.st" --sample 4 --prompt "" > "$tmp/
   bad "--sample with an empty --prompt exits 0"
 elif grep -q -- "--prompt is empty" "$tmp/e.err" && [ ! -s "$tmp/e.txt" ]; then ok "an empty --prompt is an error, stdout empty"
 else bad "an empty --prompt: '$(head -n 2 "$tmp/e.err")'"; fi
+
+# a prompt sampling cannot use is refused before training (it was refused after every step
+# had run and --save was written)
+if ! "$MPLRUN" "$job" "${D[@]}" --steps 3 --save "$tmp/late.st" --sample 4 --prompt "" > "$tmp/late.txt" 2> "$tmp/late.err" &&
+   grep -q -- "--prompt is empty" "$tmp/late.err" && ! grep -q '^step' "$tmp/late.err" && [ ! -e "$tmp/late.st" ]; then
+  ok "an empty --prompt with --steps 3 is refused before step 1 (no --save file)"
+else bad "--steps 3 --sample --prompt '': $(grep -c '^step' "$tmp/late.err") steps ran, $(tail -n 1 "$tmp/late.err")"; fi
+# a token model whose embedding has fewer rows (120) than its logits have classes (256): a
+# prompt byte past the rows is refused before training, and so is a drawn token (they were
+# clamped to row 119 and fed on)
+cat > "$tmp/rows.mpl" <<'EOF'
+import nn
+model m(idx: i32[B, T], targets: i32[B, T]) {
+  x = embedding(idx, 120, 16) as wte
+  return cross_entropy(nn.linear(x, 256) as head, targets)
+}
+train m {
+  data = synthetic(64)
+  batch = 2
+  seq = 8
+}
+EOF
+if "$MPLC" "$tmp/rows.mpl" -o "$tmp/rows.job" 2> "$tmp/rows.err"; then
+  if ! "$MPLRUN" "$tmp/rows.job" --steps 2 --sample 4 --prompt "az" > /dev/null 2> "$tmp/rows.err" &&
+     grep -q "byte 122 is outside the vocabulary of 120 (input 'idx' takes \[0, 120)" "$tmp/rows.err" &&
+     ! grep -q '^step' "$tmp/rows.err"; then ok "a prompt byte past the embedding's 120 rows is refused before training"
+  else bad "a prompt byte past the embedding's rows: $(tail -n 1 "$tmp/rows.err")"; fi
+  "$MPLRUN" "$tmp/rows.job" --sample 40 --prompt "ab" --temperature 1e9 > "$tmp/rows.txt" 2> "$tmp/rows.err"
+  rc=$?
+  if [ $rc = 1 ] && grep -q "drawn is 1[2-9][0-9]\|drawn is 2[0-9][0-9]" "$tmp/rows.err" &&
+     grep -q "which input 'idx' cannot take (it takes \[0, 120)" "$tmp/rows.err"; then
+    ok "a drawn token past the embedding's rows stops sampling: $(grep -o 'token [0-9]* drawn is [0-9]*' "$tmp/rows.err")"
+  else bad "a drawn token past the embedding's rows: exit $rc, $(tail -n 1 "$tmp/rows.err")"; fi
+else bad "mplc rows.mpl: $(head -n 2 "$tmp/rows.err")"; fi
+# --top-k ranks the logits once a token: near a 50257-token vocabulary (GPT-2's) it took 15 s
+# a token (a scan of the vocabulary for each candidate); 3 tokens now take well under a second
+sed 's/^const vocab = 256$/const vocab = 50257/' tests/e2e/bigram_lm.mpl > "$tmp/big_v.mpl"
+if grep -q 'const vocab = 50257' "$tmp/big_v.mpl" && "$MPLC" "$tmp/big_v.mpl" -o "$tmp/big_v.job" 2> "$tmp/bv.err"; then
+  t0=$(date +%s%N)
+  "$MPLRUN" "$tmp/big_v.job" --sample 3 --prompt ab --top-k 50000 --threads 1 > "$tmp/bv.txt" 2> "$tmp/bv.err"
+  rc=$? ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+  if [ $rc = 0 ] && [ $ms -lt 10000 ]; then ok "--top-k 50000 of 50257: 3 tokens in $ms ms"
+  else bad "--top-k 50000 of 50257: exit $rc, $ms ms (over 10 s: a scan per candidate?), $(tail -n 1 "$tmp/bv.err")"; fi
+else bad "bigram_lm with vocab 50257: $(head -n 2 "$tmp/bv.err")"; fi
+# --trace and --comm-stats are written whole or not at all: a write that fails (a file size
+# limit here) leaves the earlier file as it was (each was truncated in place)
+if [ -s "$tmp/t_1f1b.json" ] && [ -s "$tmp/mc0.jsonl" ]; then
+  cp "$tmp/t_1f1b.json" "$tmp/keep_t.json"; cp "$tmp/mc0.jsonl" "$tmp/keep_c.jsonl"
+  cp "$tmp/keep_t.json" "$tmp/old_t.json"; cp "$tmp/keep_c.jsonl" "$tmp/old_c.jsonl"
+  (trap '' XFSZ; ulimit -f 0; exec "$MPLRUN" "$tmp/mesh0.job" --data "$tmp/tiny.bin" --steps 2 -q \
+     --trace "$tmp/keep_t.json" --comm-stats "$tmp/keep_c.jsonl") 2>&1 | cat > "$tmp/fsz.log"
+  if grep -q "keep_t.json.*write error\|keep_c.jsonl.*write error" "$tmp/fsz.log" &&
+     cmp -s "$tmp/keep_t.json" "$tmp/old_t.json" && cmp -s "$tmp/keep_c.jsonl" "$tmp/old_c.jsonl" &&
+     [ -z "$(ls "$tmp" | grep 'keep_.*tmp')" ]; then
+    ok "--trace and --comm-stats that cannot be written leave the earlier files as they were (no temp file left)"
+  else bad "a failed --trace or --comm-stats write: $(tail -n 1 "$tmp/fsz.log"); $(cmp "$tmp/keep_t.json" "$tmp/old_t.json"; cmp "$tmp/keep_c.jsonl" "$tmp/old_c.jsonl")"; fi
+else bad "no earlier trace or comm-stats file to keep"; fi
 
 # ---- --inspect ----
 if "$MPLRUN" "$job" --inspect > "$tmp/inspect.txt" 2> "$tmp/inspect.err"; then
