@@ -151,6 +151,16 @@ static void bitcode_diag(LLVMDiagnosticInfoRef di, void *ctx) {
 }
 
 /* Parses and verifies the bitcode into a thread-safe module. */
+/* Is a module's triple for this machine's architecture (its first component: x86_64,
+ * aarch64, ...)? An empty triple (none given) is taken as the host's. */
+static bool same_arch(const char *triple) {
+  char *host = LLVMGetDefaultTargetTriple();
+  size_t n = strcspn(host, "-");
+  bool same = !*triple || (strncmp(triple, host, n) == 0 && (triple[n] == '-' || !triple[n]));
+  LLVMDisposeMessage(host);
+  return same;
+}
+
 static LLVMOrcThreadSafeModuleRef parse_module(const void *bc, size_t len, char *err, size_t errlen) {
   LLVMInstallFatalErrorHandler(bitcode_fatal);
   LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
@@ -167,6 +177,13 @@ static LLVMOrcThreadSafeModuleRef parse_module(const void *bc, size_t len, char 
   if (bad) {
     snprintf(err, errlen, "jit: the kernels' bitcode does not parse%s%s (the job file is damaged; compile it again)",
              diag[0] ? ": " : "", diag);
+  } else if (!same_arch(LLVMGetTarget(mod))) { /* the JIT refuses its data layout (and code for another ISA) */
+    char *host = LLVMGetDefaultTargetTriple();
+    snprintf(err, errlen, "jit: the job's kernels were compiled for %s, and this machine is %s: compile the job "
+             "again with mplc on a machine like this one", LLVMGetTarget(mod), host);
+    LLVMDisposeMessage(host);
+    LLVMDisposeModule(mod);
+    bad = true;
   } else if (LLVMVerifyModule(mod, LLVMReturnStatusAction, &msg)) {
     snprintf(err, errlen, "jit: the kernels' module is invalid: %s", msg ? msg : "?");
     LLVMDisposeModule(mod);
@@ -197,8 +214,7 @@ MplJit *mpl_jit_load(const void *bc, size_t len, char *err, size_t errlen) {
   LLVMErrorRef e = LLVMOrcLLJITAddLLVMIRModule(j, LLVMOrcLLJITGetMainJITDylib(j), tsm);
   if (e) {
     take_error(e, err, errlen, "adding the module");
-    LLVMOrcDisposeThreadSafeModule(tsm);
-    LLVMOrcDisposeLLJIT(j);
+    LLVMOrcDisposeLLJIT(j); /* (the add took tsm, failed or not: disposing it too freed it twice) */
     return NULL;
   }
   MplJit *m = calloc(1, sizeof *m);

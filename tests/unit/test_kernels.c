@@ -21,6 +21,10 @@
 #include "runtime/jit_cpu.h"
 #include "runtime/mpl.h"
 
+#include <llvm-c/BitWriter.h>
+#include <llvm-c/Core.h>
+#include <llvm-c/TargetMachine.h>
+
 /* the compiler's kernels and the runtime's callers agree on the scalars */
 _Static_assert((int)KIR_SCALARS == (int)MPL_KERNEL_SCALARS, "kernel.h and device.h disagree on the kernels' scalars");
 
@@ -786,6 +790,49 @@ START_TEST(test_dump_and_llvm_ir) {
 }
 END_TEST
 
+/* Bitcode of one empty kernel for the given triple and data layout (NULL: the host's). */
+static void foreign_bitcode(const char *triple, const char *layout, void **bc, size_t *len) {
+  LLVMContextRef ctx = LLVMContextCreate();
+  LLVMModuleRef m = LLVMModuleCreateWithNameInContext("foreign", ctx);
+  char *host = LLVMGetDefaultTargetTriple();
+  LLVMSetTarget(m, triple ? triple : host);
+  LLVMDisposeMessage(host);
+  LLVMSetDataLayout(m, layout);
+  LLVMTypeRef fn = LLVMFunctionType(LLVMVoidTypeInContext(ctx), NULL, 0, 0);
+  LLVMBuilderRef b = LLVMCreateBuilderInContext(ctx);
+  LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(ctx, LLVMAddFunction(m, "k0", fn), "entry"));
+  LLVMBuildRetVoid(b);
+  LLVMDisposeBuilder(b);
+  LLVMMemoryBufferRef mb = LLVMWriteBitcodeToMemoryBuffer(m);
+  *len = LLVMGetBufferSize(mb);
+  *bc = malloc(*len);
+  memcpy(*bc, LLVMGetBufferStart(mb), *len);
+  LLVMDisposeMemoryBuffer(mb);
+  LLVMDisposeModule(m);
+  LLVMContextDispose(ctx);
+}
+
+/* A job's kernels from another machine are refused with a message: compiled for another
+ * architecture (named), or with a data layout the JIT refuses (its error; the module was
+ * then freed twice, a crash). */
+START_TEST(test_jit_foreign_kernels) {
+  void *bc;
+  size_t len;
+  char err[1024] = "";
+  foreign_bitcode("aarch64-unknown-linux-gnu", "e-m:e-i8:8:32-i16:16:32-i64:64-i128:128-n32:64-S128", &bc, &len);
+  MplJit *j = mpl_jit_load(bc, len, err, sizeof err);
+  free(bc);
+  ck_assert_ptr_null(j);
+  ck_assert_msg(strstr(err, "compiled for aarch64-unknown-linux-gnu") != NULL, "%s", err);
+  err[0] = 0;
+  foreign_bitcode(NULL, "E-m:e-p:32:32-i64:64-n32-S128", &bc, &len); /* big-endian, 32-bit pointers */
+  j = mpl_jit_load(bc, len, err, sizeof err);
+  free(bc);
+  ck_assert_ptr_null(j);
+  ck_assert_msg(strstr(err, "jit: adding the module") != NULL, "%s", err);
+}
+END_TEST
+
 START_TEST(test_dedup_identical_kernels) {
   int x = input(S(2, 4, 8), DT_F32), y = input(S(2, 4, 8), DT_F32);
   softmax(OP_SOFTMAX, x, -1);
@@ -831,6 +878,7 @@ static Suite *kernels_suite(void) {
   tcase_add_test(tc, test_v2_index_ops);
   tcase_add_test(tc, test_dump_and_llvm_ir);
   tcase_add_test(tc, test_dedup_identical_kernels);
+  tcase_add_test(tc, test_jit_foreign_kernels);
   suite_add_tcase(s, tc);
   return s;
 }
