@@ -156,28 +156,27 @@ static void emit_combine(FILE *f, const KInstr *in, const char *a, const char *b
   else fprintf(f, "%s = %s > %s ? %s : %s;\n", a, a, b, a, b);
 }
 
-/* A lane loop in a warp kernel (see the header): lane l's partial, the xor tree, lane 0's
- * result broadcast, then acc = init OP it. */
-static void emit_lane_loop(FILE *f, const Kernel *k, int id, int ind) {
+/* Lane l's partial of iterations [b, e) (b + l, b + l + 32, ...; b a multiple of 32 or
+ * NULL for 0, e - b >= 32), the xor tree, lane 0's result broadcast: p holds it on every lane. */
+static void emit_lane_part(FILE *f, const Kernel *k, int id, const char *b, const char *e, int ind) {
   const KInstr *in = &k->ins[id];
   char p[32], y[32], q[32];
   snprintf(p, sizeof p, "p%d", id);
   snprintf(y, sizeof y, "v%d", in->b);
   snprintf(q, sizeof q, "q%d", id);
-  indent(f, ind);
-  fprintf(f, "%s v%d = v%d, %s;\n", ctype(in->type), id, in->a, p);
+  char at[48]; /* the lane's first iteration */
+  snprintf(at, sizeof at, "%s%slane", b ? b : "", b ? " + " : "");
   indent(f, ind);
   fprintf(f, "{\n");
   indent(f, ind + 2);
-  fprintf(f, "long long k%d = lane;\n", id);
+  fprintf(f, "long long k%d = %s;\n", id, at);
   emit_block(f, k, &in->body, ind + 2);
   indent(f, ind + 2);
   fprintf(f, "%s = v%d;\n", p, in->b);
   indent(f, ind);
   fprintf(f, "}\n");
   indent(f, ind);
-  fprintf(f, "for (long long k%d = lane + %d; k%d < %lldLL; k%d += %d) {\n", id, KIR_LANES, id, (long long)in->imm, id,
-          KIR_LANES);
+  fprintf(f, "for (long long k%d = %s + %d; k%d < %s; k%d += %d) {\n", id, at, KIR_LANES, id, e, id, KIR_LANES);
   emit_block(f, k, &in->body, ind + 2);
   indent(f, ind + 2);
   emit_combine(f, in, p, y);
@@ -193,8 +192,80 @@ static void emit_lane_loop(FILE *f, const Kernel *k, int id, int ind) {
   fprintf(f, "}\n");
   indent(f, ind);
   fprintf(f, "%s = __shfl_sync(0xffffffffu, %s, 0);\n", p, p);
+}
+
+/* A lane loop in a warp kernel (see the header): the lanes' partial, then acc = init OP
+ * it; from 2 * KIR_CHUNK iterations chunk by chunk, the chunks' results combined as a
+ * binary counter in s (every lane the same), then over the chunk count's bits. */
+static void emit_lane_loop(FILE *f, const Kernel *k, int id, int ind) {
+  const KInstr *in = &k->ins[id];
+  const char *T = ctype(in->type);
+  int64_t n = in->imm, m = n / KIR_CHUNK;
+  char p[32], e[48], acc[32], t[32], sl[32];
+  snprintf(p, sizeof p, "p%d", id);
+  snprintf(acc, sizeof acc, "v%d", id);
   indent(f, ind);
-  emit_combine(f, in, (snprintf(y, sizeof y, "v%d", id), y), p);
+  fprintf(f, "%s v%d = v%d, %s;\n", T, id, in->a, p);
+  if (n < 2 * KIR_CHUNK) {
+    snprintf(e, sizeof e, "%lldLL", (long long)n);
+    emit_lane_part(f, k, id, NULL, e, ind);
+    indent(f, ind);
+    emit_combine(f, in, acc, p);
+    return;
+  }
+  int L = 0;
+  while ((m >> L) != 0) L++;
+  indent(f, ind);
+  fprintf(f, "%s s%d[%d];\n", T, id, L);
+  indent(f, ind);
+  fprintf(f, "for (long long j%d = 0; j%d < %lldLL; j%d++) {\n", id, id, (long long)m, id);
+  indent(f, ind + 2);
+  fprintf(f, "const long long b%d = j%d * %dLL, e%d = j%d == %lldLL ? %lldLL : b%d + %dLL;\n", id, id, KIR_CHUNK, id, id,
+          (long long)(m - 1), (long long)n, id, KIR_CHUNK);
+  char bb[32];
+  snprintf(bb, sizeof bb, "b%d", id);
+  snprintf(e, sizeof e, "e%d", id);
+  emit_lane_part(f, k, id, bb, e, ind + 2);
+  indent(f, ind + 2);
+  fprintf(f, "long long c%d = j%d;\n", id, id);
+  indent(f, ind + 2);
+  fprintf(f, "int l%d = 0;\n", id);
+  indent(f, ind + 2);
+  fprintf(f, "for (; c%d & 1; c%d >>= 1, l%d++) {\n", id, id, id);
+  snprintf(t, sizeof t, "t%d", id);
+  indent(f, ind + 4);
+  fprintf(f, "%s %s = s%d[l%d];\n", T, t, id, id);
+  indent(f, ind + 4);
+  emit_combine(f, in, t, p); /* s_l OP x */
+  indent(f, ind + 4);
+  fprintf(f, "%s = %s;\n", p, t);
+  indent(f, ind + 2);
+  fprintf(f, "}\n");
+  indent(f, ind + 2);
+  fprintf(f, "s%d[l%d] = %s;\n", id, id, p);
+  indent(f, ind);
+  fprintf(f, "}\n");
+  bool any = false;
+  for (int l = 0; l < L; l++) { /* R over m's bits from the lowest: R = s_l OP R */
+    if (!((m >> l) & 1)) continue;
+    snprintf(sl, sizeof sl, "s%d[%d]", id, l);
+    indent(f, ind);
+    if (!any) fprintf(f, "%s = %s;\n", p, sl);
+    else {
+      fprintf(f, "{\n");
+      indent(f, ind + 2);
+      fprintf(f, "%s %s = %s;\n", T, t, sl);
+      indent(f, ind + 2);
+      emit_combine(f, in, t, p);
+      indent(f, ind + 2);
+      fprintf(f, "%s = %s;\n", p, t);
+      indent(f, ind);
+      fprintf(f, "}\n");
+    }
+    any = true;
+  }
+  indent(f, ind);
+  emit_combine(f, in, acc, p);
 }
 
 static void emit_loop(FILE *f, const Kernel *k, int id, int ind) {
@@ -227,10 +298,25 @@ static void block_args(const Kernel *k, const KBlock *b, bool *loads, bool *stor
   }
 }
 
+/* Does every load and store of argument a in loop id's body (at any depth) index it by
+ * the loop's own variable, so that iteration k touches element k alone? */
+static bool own_elements(const Kernel *k, const KBlock *b, int loop, int a) {
+  for (int i = 0; i < b->n; i++) {
+    const KInstr *in = &k->ins[b->ins[i]];
+    if ((in->op == KI_LOAD || in->op == KI_STORE) && in->arg == a) {
+      const KInstr *ix = &k->ins[in->a];
+      if (ix->op != KI_LOOPVAR || ix->imm != loop) return false;
+    }
+    if (in->op == KI_LOOP && !own_elements(k, &in->body, loop, a)) return false;
+  }
+  return true;
+}
+
 /* Block 0 of a warp kernel: lane loops, lane-split loops, lane 0's stores. A lane-split
  * loop's iterations run at once on the warp's lanes: none may read back what another
- * stores (cumsum, topk and gather_grad, which do, get kernels of their own without lane
- * loops, so never warp kernels; checked here, not assumed). */
+ * stores. Reading back its own element is fine (x[k] += c: a gradient accumulated after a
+ * lane loop, which stopped mplc); cumsum, topk and gather_grad, which read others, get
+ * kernels of their own without lane loops, so never warp kernels (checked here). */
 static void emit_warp_top(FILE *f, const Kernel *k, int id, int ind) {
   const KInstr *in = &k->ins[id];
   if (kir_lane_loop(k, id)) {
@@ -242,7 +328,8 @@ static void emit_warp_top(FILE *f, const Kernel *k, int id, int ind) {
     if (!loads) die("out of memory");
     block_args(k, &in->body, loads, stores);
     for (int a = 0; a < k->nargs; a++)
-      if (loads[a] && stores[a]) die("cg_cuda: kernel %s: a loop split over a warp's lanes reads back argument %d it stores", k->name, a);
+      if (loads[a] && stores[a] && !own_elements(k, &in->body, id, a))
+        die("cg_cuda: kernel %s: a loop split over a warp's lanes reads back argument %d it stores", k->name, a);
     free(loads);
     indent(f, ind);
     fprintf(f, "for (long long k%d = lane; k%d < %lldLL; k%d += %d) {\n", id, id, (long long)in->imm, id, KIR_LANES);

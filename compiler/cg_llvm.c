@@ -432,34 +432,116 @@ static LLVMValueRef red_combine(Cg *c, int id, LLVMValueRef x, LLVMValueRef y) {
   return r;
 }
 
-/* The 32 partial accumulators of a lane loop: an array in the entry block. */
-static LLVMValueRef lane_parts(Cg *c, LLVMTypeRef at) {
+/* An array of n values of type at in the entry block. */
+static LLVMValueRef entry_array(Cg *c, LLVMTypeRef at, unsigned n, const char *name) {
   LLVMBuilderRef eb = LLVMCreateBuilderInContext(c->ctx);
   LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(c->fn);
   LLVMValueRef first = LLVMGetFirstInstruction(entry);
   if (first) LLVMPositionBuilderBefore(eb, first);
   else LLVMPositionBuilderAtEnd(eb, entry);
-  LLVMValueRef parts = LLVMBuildAlloca(eb, LLVMArrayType(at, KIR_LANES), "parts");
+  LLVMValueRef a = LLVMBuildAlloca(eb, LLVMArrayType(at, n), name);
   LLVMDisposeBuilder(eb);
-  return parts;
+  return a;
 }
 
-static LLVMValueRef lane_slot(Cg *c, LLVMTypeRef at, LLVMValueRef parts, LLVMValueRef l) {
-  LLVMValueRef idx[2] = {LLVMConstInt(c->i64, 0, 0), l};
-  return LLVMBuildInBoundsGEP2(c->b, LLVMArrayType(at, KIR_LANES), parts, idx, 2, "");
+static LLVMValueRef array_slot(Cg *c, LLVMTypeRef at, unsigned n, LLVMValueRef a, LLVMValueRef i) {
+  LLVMValueRef idx[2] = {LLVMConstInt(c->i64, 0, 0), i};
+  return LLVMBuildInBoundsGEP2(c->b, LLVMArrayType(at, n), a, idx, 2, "");
+}
+
+static LLVMValueRef i64c(Cg *c, int64_t v) { return LLVMConstInt(c->i64, (unsigned long long)v, 1); }
+
+/*
+ * A lane loop of n >= 2 * KIR_CHUNK iterations (kernel.h): m = n / KIR_CHUNK chunks (the
+ * last one to n), each in the lane order (partials, tree: r_j); the r_j combined as a
+ * binary counter (x = r_j; x = s[l] OP x for each trailing 1 bit l of j; s[trailing ones]
+ * = x), then R from s[] over m's bits from the lowest, and acc = init OP R. The counter's
+ * steps are selects over L = bits of m levels, the same for every chunk.
+ */
+static LLVMValueRef emit_lane_chunks(Cg *c, int id) {
+  const KInstr *in = &c->k->ins[id];
+  int64_t n = in->imm, m = n / KIR_CHUNK;
+  unsigned L = 0;
+  while ((m >> L) != 0) L++;
+  LLVMTypeRef at = ktype(c, in->type);
+  LLVMValueRef parts = entry_array(c, at, KIR_LANES, "parts"), stack = entry_array(c, at, L, "chunks");
+  LLVMBasicBlockRef pre = LLVMGetInsertBlock(c->b);
+  LLVMBasicBlockRef chead = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "chunk");
+  LLVMBasicBlockRef cbody = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "chunk_body");
+  LLVMBasicBlockRef head = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "loop");
+  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "body");
+  LLVMBasicBlockRef cend = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "chunk_end");
+  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "chunks_done");
+  LLVMBuildBr(c->b, chead);
+  LLVMPositionBuilderAtEnd(c->b, chead);
+  LLVMValueRef j = LLVMBuildPhi(c->b, c->i64, "j");
+  LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, j, i64c(c, m), ""), cbody, done);
+  LLVMPositionBuilderAtEnd(c->b, cbody);
+  LLVMValueRef kb = LLVMBuildMul(c->b, j, i64c(c, KIR_CHUNK), "");
+  LLVMValueRef last = LLVMBuildICmp(c->b, LLVMIntEQ, j, i64c(c, m - 1), "");
+  LLVMValueRef ke = LLVMBuildSelect(c->b, last, i64c(c, n), LLVMBuildAdd(c->b, kb, i64c(c, KIR_CHUNK), ""), "");
+  LLVMBuildBr(c->b, head);
+  LLVMPositionBuilderAtEnd(c->b, head);
+  LLVMValueRef k = LLVMBuildPhi(c->b, c->i64, "k");
+  LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, k, ke, ""), body, cend);
+  LLVMPositionBuilderAtEnd(c->b, body);
+  c->val[id] = k; /* LOOPVAR reads it while the body is built */
+  emit_block(c, &in->body);
+  LLVMValueRef y = V(c, in->b); /* a chunk starts at a multiple of 32: lane k % 32 */
+  LLVMValueRef slot = array_slot(c, at, KIR_LANES, parts, LLVMBuildAnd(c->b, k, i64c(c, KIR_LANES - 1), ""));
+  LLVMValueRef old = LLVMBuildLoad2(c->b, at, slot, "");
+  LLVMValueRef first = LLVMBuildICmp(c->b, LLVMIntSLT, LLVMBuildSub(c->b, k, kb, ""), i64c(c, KIR_LANES), "");
+  LLVMBuildStore(c->b, LLVMBuildSelect(c->b, first, y, red_combine(c, id, old, y), ""), slot);
+  LLVMValueRef k1 = LLVMBuildAdd(c->b, k, i64c(c, 1), "");
+  LLVMBasicBlockRef end = LLVMGetInsertBlock(c->b);
+  LLVMBuildBr(c->b, head);
+  LLVMAddIncoming(k, &kb, &cbody, 1);
+  LLVMAddIncoming(k, &k1, &end, 1);
+  LLVMPositionBuilderAtEnd(c->b, cend);
+  for (int st = KIR_LANES / 2; st > 0; st /= 2)
+    for (int l = 0; l < st; l++) {
+      LLVMValueRef pl = array_slot(c, at, KIR_LANES, parts, i64c(c, l));
+      LLVMValueRef ps = array_slot(c, at, KIR_LANES, parts, i64c(c, l + st));
+      LLVMBuildStore(c->b, red_combine(c, id, LLVMBuildLoad2(c->b, at, pl, ""), LLVMBuildLoad2(c->b, at, ps, "")), pl);
+    }
+  LLVMValueRef x = LLVMBuildLoad2(c->b, at, array_slot(c, at, KIR_LANES, parts, i64c(c, 0)), "");
+  LLVMValueRef active = LLVMConstInt(c->i1, 1, 0), ones = i64c(c, 0);
+  for (unsigned l = 0; l + 1 < L; l++) { /* (j < m < 2^L: at most L - 1 trailing ones) */
+    LLVMValueRef bit = LLVMBuildTrunc(c->b, LLVMBuildLShr(c->b, j, i64c(c, l), ""), c->i1, "");
+    active = LLVMBuildAnd(c->b, active, bit, "");
+    LLVMValueRef sv = LLVMBuildLoad2(c->b, at, array_slot(c, at, L, stack, i64c(c, l)), "");
+    x = LLVMBuildSelect(c->b, active, red_combine(c, id, sv, x), x, "");
+    ones = LLVMBuildAdd(c->b, ones, LLVMBuildZExt(c->b, active, c->i64, ""), "");
+  }
+  LLVMBuildStore(c->b, x, array_slot(c, at, L, stack, ones));
+  LLVMValueRef j1 = LLVMBuildAdd(c->b, j, i64c(c, 1), "");
+  LLVMBasicBlockRef cend_last = LLVMGetInsertBlock(c->b);
+  LLVMBuildBr(c->b, chead);
+  LLVMValueRef z = i64c(c, 0);
+  LLVMAddIncoming(j, &z, &pre, 1);
+  LLVMAddIncoming(j, &j1, &cend_last, 1);
+  LLVMPositionBuilderAtEnd(c->b, done);
+  LLVMValueRef R = NULL;
+  for (unsigned l = 0; l < L; l++) {
+    if (!((m >> l) & 1)) continue;
+    LLVMValueRef sv = LLVMBuildLoad2(c->b, at, array_slot(c, at, L, stack, i64c(c, l)), "");
+    R = R ? red_combine(c, id, sv, R) : sv;
+  }
+  return red_combine(c, id, V(c, in->a), R);
 }
 
 /*
  * A loop. A reduction accumulates in a phi (acc = acc OP yield), except a lane loop
  * (kernel.h): its yields go to partial p[k % 32] (the first 32 stored, the rest
  * combined), then p[l] = p[l] OP p[l + s] for s = 16 .. 1 and acc = init OP p[0]: the
- * order the GPU's warp computes.
+ * order the GPU's warp computes (in chunks from 2 * KIR_CHUNK iterations: emit_lane_chunks).
  */
 static LLVMValueRef emit_loop_plain(Cg *c, int id) {
   const KInstr *in = &c->k->ins[id];
   bool lanes = kir_lane_loop(c->k, id);
+  if (lanes && in->imm >= 2 * KIR_CHUNK) return emit_lane_chunks(c, id);
   LLVMTypeRef at = lanes ? ktype(c, in->type) : NULL;
-  LLVMValueRef parts = lanes ? lane_parts(c, at) : NULL;
+  LLVMValueRef parts = lanes ? entry_array(c, at, KIR_LANES, "parts") : NULL; /* the 32 partials */
   LLVMBasicBlockRef pre = LLVMGetInsertBlock(c->b);
   LLVMBasicBlockRef head = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "loop");
   LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "body");
@@ -476,7 +558,7 @@ static LLVMValueRef emit_loop_plain(Cg *c, int id) {
   LLVMValueRef next = NULL;
   if (lanes) {
     LLVMValueRef y = V(c, in->b);
-    LLVMValueRef slot = lane_slot(c, at, parts, LLVMBuildAnd(c->b, k, LLVMConstInt(c->i64, KIR_LANES - 1, 0), ""));
+    LLVMValueRef slot = array_slot(c, at, KIR_LANES, parts, LLVMBuildAnd(c->b, k, LLVMConstInt(c->i64, KIR_LANES - 1, 0), ""));
     LLVMValueRef old = LLVMBuildLoad2(c->b, at, slot, "");
     LLVMValueRef first = LLVMBuildICmp(c->b, LLVMIntSLT, k, LLVMConstInt(c->i64, KIR_LANES, 0), "");
     LLVMBuildStore(c->b, LLVMBuildSelect(c->b, first, y, red_combine(c, id, old, y), ""), slot);
@@ -498,12 +580,12 @@ static LLVMValueRef emit_loop_plain(Cg *c, int id) {
   if (!lanes) return acc;
   for (int s = KIR_LANES / 2; s > 0; s /= 2)
     for (int l = 0; l < s; l++) {
-      LLVMValueRef pl = lane_slot(c, at, parts, LLVMConstInt(c->i64, (unsigned long long)l, 0));
-      LLVMValueRef ps = lane_slot(c, at, parts, LLVMConstInt(c->i64, (unsigned long long)(l + s), 0));
+      LLVMValueRef pl = array_slot(c, at, KIR_LANES, parts, LLVMConstInt(c->i64, (unsigned long long)l, 0));
+      LLVMValueRef ps = array_slot(c, at, KIR_LANES, parts, LLVMConstInt(c->i64, (unsigned long long)(l + s), 0));
       LLVMValueRef r = red_combine(c, id, LLVMBuildLoad2(c->b, at, pl, ""), LLVMBuildLoad2(c->b, at, ps, ""));
       LLVMBuildStore(c->b, r, pl);
     }
-  LLVMValueRef p0 = LLVMBuildLoad2(c->b, at, lane_slot(c, at, parts, LLVMConstInt(c->i64, 0, 0)), "");
+  LLVMValueRef p0 = LLVMBuildLoad2(c->b, at, array_slot(c, at, KIR_LANES, parts, LLVMConstInt(c->i64, 0, 0)), "");
   return red_combine(c, id, V(c, in->a), p0);
 }
 
