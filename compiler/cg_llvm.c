@@ -451,6 +451,17 @@ static LLVMValueRef array_slot(Cg *c, LLVMTypeRef at, unsigned n, LLVMValueRef a
 
 static LLVMValueRef i64c(Cg *c, int64_t v) { return LLVMConstInt(c->i64, (unsigned long long)v, 1); }
 
+/* The 32 lanes' partials combined pairwise, p[l] = p[l] OP p[l + s] for s = 16 .. 1: p[0]. */
+static LLVMValueRef lane_tree(Cg *c, int id, LLVMTypeRef at, LLVMValueRef parts) {
+  for (int st = KIR_LANES / 2; st > 0; st /= 2)
+    for (int l = 0; l < st; l++) {
+      LLVMValueRef pl = array_slot(c, at, KIR_LANES, parts, i64c(c, l));
+      LLVMValueRef ps = array_slot(c, at, KIR_LANES, parts, i64c(c, l + st));
+      LLVMBuildStore(c->b, red_combine(c, id, LLVMBuildLoad2(c->b, at, pl, ""), LLVMBuildLoad2(c->b, at, ps, "")), pl);
+    }
+  return LLVMBuildLoad2(c->b, at, array_slot(c, at, KIR_LANES, parts, i64c(c, 0)), "");
+}
+
 /*
  * A lane loop of n >= 2 * KIR_CHUNK iterations (kernel.h): m = n / KIR_CHUNK chunks (the
  * last one to n), each in the lane order (partials, tree: r_j); the r_j combined as a
@@ -498,13 +509,7 @@ static LLVMValueRef emit_lane_chunks(Cg *c, int id) {
   LLVMAddIncoming(k, &kb, &cbody, 1);
   LLVMAddIncoming(k, &k1, &end, 1);
   LLVMPositionBuilderAtEnd(c->b, cend);
-  for (int st = KIR_LANES / 2; st > 0; st /= 2)
-    for (int l = 0; l < st; l++) {
-      LLVMValueRef pl = array_slot(c, at, KIR_LANES, parts, i64c(c, l));
-      LLVMValueRef ps = array_slot(c, at, KIR_LANES, parts, i64c(c, l + st));
-      LLVMBuildStore(c->b, red_combine(c, id, LLVMBuildLoad2(c->b, at, pl, ""), LLVMBuildLoad2(c->b, at, ps, "")), pl);
-    }
-  LLVMValueRef x = LLVMBuildLoad2(c->b, at, array_slot(c, at, KIR_LANES, parts, i64c(c, 0)), "");
+  LLVMValueRef x = lane_tree(c, id, at, parts);
   LLVMValueRef active = LLVMConstInt(c->i1, 1, 0), ones = i64c(c, 0);
   for (unsigned l = 0; l + 1 < L; l++) { /* (j < m < 2^L: at most L - 1 trailing ones) */
     LLVMValueRef bit = LLVMBuildTrunc(c->b, LLVMBuildLShr(c->b, j, i64c(c, l), ""), c->i1, "");
@@ -578,15 +583,7 @@ static LLVMValueRef emit_loop_plain(Cg *c, int id) {
   }
   LLVMPositionBuilderAtEnd(c->b, exit);
   if (!lanes) return acc;
-  for (int s = KIR_LANES / 2; s > 0; s /= 2)
-    for (int l = 0; l < s; l++) {
-      LLVMValueRef pl = array_slot(c, at, KIR_LANES, parts, LLVMConstInt(c->i64, (unsigned long long)l, 0));
-      LLVMValueRef ps = array_slot(c, at, KIR_LANES, parts, LLVMConstInt(c->i64, (unsigned long long)(l + s), 0));
-      LLVMValueRef r = red_combine(c, id, LLVMBuildLoad2(c->b, at, pl, ""), LLVMBuildLoad2(c->b, at, ps, ""));
-      LLVMBuildStore(c->b, r, pl);
-    }
-  LLVMValueRef p0 = LLVMBuildLoad2(c->b, at, array_slot(c, at, KIR_LANES, parts, LLVMConstInt(c->i64, 0, 0)), "");
-  return red_combine(c, id, V(c, in->a), p0);
+  return red_combine(c, id, V(c, in->a), lane_tree(c, id, at, parts));
 }
 
 /* Whether a loop's body stores W lanes at non-consecutive places (a scatter per element). */
