@@ -298,24 +298,59 @@ static void block_args(const Kernel *k, const KBlock *b, bool *loads, bool *stor
   }
 }
 
-/* Does every load and store of argument a in loop id's body (at any depth) index it by
- * the loop's own variable, so that iteration k touches element k alone? */
-static bool own_elements(const Kernel *k, const KBlock *b, int loop, int a) {
+/* Does instruction v vary with loop `loop`'s variable or a loop nested in it (a load at
+ * such an index included)? memo: 0 unknown, 1 no, 2 yes. */
+static bool varies(const Kernel *k, int v, int loop, uint8_t *memo) {
+  if (memo[v]) return memo[v] == 2;
+  const KInstr *in = &k->ins[v];
+  /* a loop variable (this loop's, or a nested one's: no other is visible), or a loop's value
+     (taken as varying: its body may read k) */
+  bool yes = in->op == KI_LOOPVAR || in->op == KI_LOOP;
+  int ops[3] = {in->a, in->b, in->c};
+  for (int j = 0; !yes && j < ki_nops_of(in->op); j++) yes = varies(k, ops[j], loop, memo);
+  memo[v] = yes ? 2 : 1;
+  return yes;
+}
+
+/* Is v = c * k + (what does not vary in the loop), k loop `loop`'s variable, in i64? *c. */
+static bool affine(const Kernel *k, int v, int loop, uint8_t *memo, int64_t *c) {
+  const KInstr *in = &k->ins[v];
+  int64_t ca, cb;
+  if (!varies(k, v, loop, memo)) return *c = 0, true;
+  if (in->op == KI_LOOPVAR) return *c = 1, in->imm == loop;
+  if (in->type != KT_I64) return false;
+  if (in->op == KI_ADD || in->op == KI_SUB) {
+    if (!affine(k, in->a, loop, memo, &ca) || !affine(k, in->b, loop, memo, &cb)) return false;
+    return *c = in->op == KI_ADD ? ca + cb : ca - cb, true;
+  }
+  if (in->op != KI_MUL) return false;
+  const KInstr *x = &k->ins[in->a], *y = &k->ins[in->b];
+  if (x->op == KI_CONST && affine(k, in->b, loop, memo, &cb)) return *c = x->imm * cb, true;
+  if (y->op == KI_CONST && affine(k, in->a, loop, memo, &ca)) return *c = y->imm * ca, true;
+  return false;
+}
+
+/* Does loop `loop` touch argument a at one index instruction, c * k + d with c != 0 and d
+ * the same in every iteration (k loop's variable), so that iteration k reads and writes
+ * its own elements alone (x[k] += g; a column's x[k * 32 + o] += g)? */
+static bool own_elements(const Kernel *k, const KBlock *b, int loop, int a, int *ix, uint8_t *memo) {
   for (int i = 0; i < b->n; i++) {
     const KInstr *in = &k->ins[b->ins[i]];
     if ((in->op == KI_LOAD || in->op == KI_STORE) && in->arg == a) {
-      const KInstr *ix = &k->ins[in->a];
-      if (ix->op != KI_LOOPVAR || ix->imm != loop) return false;
+      int64_t c;
+      if (*ix >= 0 && in->a != *ix) return false;
+      if (*ix < 0 && (!affine(k, in->a, loop, memo, &c) || c == 0)) return false;
+      *ix = in->a;
     }
-    if (in->op == KI_LOOP && !own_elements(k, &in->body, loop, a)) return false;
+    if (in->op == KI_LOOP && !own_elements(k, &in->body, loop, a, ix, memo)) return false;
   }
   return true;
 }
 
 /* Block 0 of a warp kernel: lane loops, lane-split loops, lane 0's stores. A lane-split
  * loop's iterations run at once on the warp's lanes: none may read back what another
- * stores. Reading back its own element is fine (x[k] += c: a gradient accumulated after a
- * lane loop, which stopped mplc); cumsum, topk and gather_grad, which read others, get
+ * stores. Reading back its own elements is fine (x[k] += c, x[k * 32 + o] += c: a gradient
+ * accumulated after a lane loop, which stopped mplc: own_elements); cumsum, topk and gather_grad, which read others, get
  * kernels of their own without lane loops, so never warp kernels (checked here). */
 static void emit_warp_top(FILE *f, const Kernel *k, int id, int ind) {
   const KInstr *in = &k->ins[id];
@@ -327,10 +362,13 @@ static void emit_warp_top(FILE *f, const Kernel *k, int id, int ind) {
     bool *loads = calloc((size_t)k->nargs + 1, 2 * sizeof(bool)), *stores = loads + k->nargs + 1;
     if (!loads) die("out of memory");
     block_args(k, &in->body, loads, stores);
-    for (int a = 0; a < k->nargs; a++)
-      if (loads[a] && stores[a] && !own_elements(k, &in->body, id, a))
+    uint8_t *memo = calloc((size_t)k->ninstr, 1);
+    if (!memo) die("out of memory");
+    for (int a = 0, ix = -1; a < k->nargs; a++, ix = -1)
+      if (loads[a] && stores[a] && !own_elements(k, &in->body, id, a, &ix, memo))
         die("cg_cuda: kernel %s: a loop split over a warp's lanes reads back argument %d it stores", k->name, a);
     free(loads);
+    free(memo);
     indent(f, ind);
     fprintf(f, "for (long long k%d = lane; k%d < %lldLL; k%d += %d) {\n", id, id, (long long)in->imm, id, KIR_LANES);
     emit_block(f, k, &in->body, ind + 2);

@@ -157,6 +157,7 @@ int kset_add(KernelSet *ks, Kernel *k);
 
 const char *kt_name(KType t);
 const char *ki_name(KiOp op);
+int ki_nops_of(KiOp op); /* its operands: a, b, c in order */
 /* The register type of a dtype in kernels (in memory bool is one byte, and bf16 two: the
  * upper half of the f32 it is in registers). */
 KType kt_of_dtype(DType t);

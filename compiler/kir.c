@@ -28,6 +28,7 @@ static const int ki_nops[KI__COUNT] = {
 
 const char *kt_name(KType t) { return (unsigned)t < KT__COUNT ? ktype_names[t] : "?"; }
 const char *ki_name(KiOp op) { return (unsigned)op < KI__COUNT ? ki_names[op] : "?"; }
+int ki_nops_of(KiOp op) { return (unsigned)op < KI__COUNT ? ki_nops[op] : 0; }
 
 KType kt_of_dtype(DType t) {
   switch (t) {

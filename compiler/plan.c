@@ -25,8 +25,11 @@ typedef struct Live {
   int64_t t;
 } Live;
 
+/* The value whose buffer v shares: the end of its alias chain, however long (an alias's
+ * input is an earlier op, so the ids fall and the chain ends; a cap of 64 steps gave a
+ * longer chain's middle as its root, a buffer that is not planned). */
 static int root_of(const Live *lv, int v) {
-  for (int guard = 0; lv->alias_of && lv->alias_of[v] >= 0 && guard < 64; guard++) v = lv->alias_of[v];
+  while (lv->alias_of && lv->alias_of[v] >= 0) v = lv->alias_of[v];
   return v;
 }
 
