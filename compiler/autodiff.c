@@ -23,6 +23,8 @@
  *    activation is a forward value that depends on a model INPUT (or a RECV); a
  *    value made from params and constants only (transpose(W)) is weight-like.
  *    Without that, every gradient would end in some param's sink and all would be W.
+ *    A gradient read on another stage than its own is BWD_B too (the partition sends
+ *    gradients between stages with the input gradients alone), with all that feeds it.
  */
 #include "autodiff.h"
 
@@ -758,7 +760,10 @@ static void ad_phases(Ad *a) {
     for (int j = 0; j < op->nin; j++)
       if (op->in[j] >= nfwd) {
         used[op->in[j] - nfwd] = true;
-        feeds_b[op->in[j] - nfwd] |= b; /* a RESULT in BWD_B puts its op there */
+        /* a RESULT in BWD_B puts its op there; a gradient read on another stage travels
+           with the input gradients, so it is made in BWD_B (a weight-like value sent to a
+           later stage: its gradient stopped the partition under zb and zbv) */
+        feeds_b[op->in[j] - nfwd] |= b || g->ops[op->in[j]]->stage != op->stage;
       }
   }
   /* one step writes an op's results: each RESULT runs in its op's pass (BWD_B when any is) */

@@ -6,7 +6,8 @@
 # ZeRO-1 is bitwise equal to plain data parallelism (SGD at dp = 2; AdamW with clipping at
 # dp = 2 and 4); a dp x tp x pp run resumed from a checkpoint is bitwise equal to an
 # uninterrupted one, and a ZeRO-1 checkpoint resumes under zero = 0 bitwise; a mesh that
-# does not divide the model is refused by mplc.
+# does not divide the model is refused by mplc; weight-like gradients that cross stages
+# under zb and zbv (tests/e2e/tp_weight_grad.mpl) train like one rank.
 # examples/gpt_tiny.mpl (pp = 2 as written) at tp = 2 and dp = 2: params after 3 steps
 # within 1e-5 of tp = dp = 1 with SGD, and the example as written (AdamW) at
 # dp = 2 x tp = 2 gives the same losses within 1e-5. Its params are not compared under
@@ -64,6 +65,18 @@ if "$BUILD/mplrun" "$tmp/a2.job" -q --threads 1 --steps 6 --save "$tmp/a6.st" > 
    "$BUILD/mplrun" "$tmp/a2.job" -q --threads 1 --steps 6 --resume "$tmp/ckz" --save "$tmp/az33.st" > /dev/null 2>&1 &&
    cmp -s "$tmp/a6.st" "$tmp/az33.st"; then ok "dp=2: 3 ZeRO-1 steps, resumed under zero = 0 for 3 more == 6 zero = 0 steps, bitwise"
 else bad "a ZeRO-1 checkpoint resumed under zero = 0 is not bitwise equal to zero = 0 throughout"; fi
+
+# weight-like gradients that cross stages under zb and zbv (an internal error before)
+tw=tests/e2e/tp_weight_grad.mpl
+if run tw1 "$tw" --mesh tp=1,pp=1 -- --save "$tmp/tw1.st"; then
+  for cfg in "tp=2,pp=2|zb" "tp=2,pp=3|zb" "tp=2,pp=1|zbv"; do
+    mesh=${cfg%|*} s=${cfg#*|} name=tw_${mesh//[=,]/_}_$s
+    if run "$name" "$tw" --mesh "$mesh" --schedule "$s" -- --save "$tmp/$name.st" &&
+       "$PY" tests/tools/stcompare.py "$tmp/$name.st" "$tmp/tw1.st" 1e-5 > "$tmp/$name.cmp"; then
+      ok "a weight-like gradient crossing stages at $mesh under $s trains like one rank (worst $(worst "$tmp/$name.cmp"))"
+    else bad "tp_weight_grad at $mesh under $s: $(tail -n 2 "$tmp/$name.log") $(grep FAIL "$tmp/$name.cmp" 2>/dev/null | head -n 2)"; fi
+  done
+else bad "tp_weight_grad on one rank: $(tail -n 2 "$tmp/tw1.log")"; fi
 
 sp=tests/e2e/tp_slice_param.mpl
 if run sp1 "$sp" --mesh tp=1 -- --save "$tmp/sp1.st" && run sp2 "$sp" --allow-gather -- --save "$tmp/sp2.st" &&

@@ -267,6 +267,8 @@ START_TEST(test_examples) {
   check_step("tests/e2e/row_chains_bcast.mpl", NULL, NULL);
   check_step("tests/e2e/pipeline_edges.mpl", NULL, NULL); /* pp = 2: a loss that is an alias, against float64 */
   check_step("tests/e2e/long_reductions.mpl", NULL, NULL); /* lane loops in chunks: 0.036 off in one order a lane */
+  check_step("tests/e2e/weight_grad_cross.mpl", "2", "zb"); /* weight-like gradients crossing stages */
+  check_step("tests/e2e/weight_grad_cross.mpl", "2", "zbv");
 }
 END_TEST
 
