@@ -347,8 +347,12 @@ static void override_schedule(Sema *S, const char *s) {
   size_t n = (size_t)(p - s);
   char *end;
   long v = strtol(p + 1, &end, 10);
-  bool ok = n < sizeof name && p[1] >= '0' && p[1] <= '9' && v >= 1 && v <= 64 && /* digits: no sign, no space */
+  bool ok = n < sizeof name && p[1] >= '0' && p[1] <= '9' && v >= 1 && /* digits: no sign, no space */
             (*p == ':' ? !*end : (end[0] == ')' && !end[1]));
+  if (ok && v > 64) { /* as the train key says it */
+    sema_err(S, (Loc){0}, "--schedule %s: at most 64 chunks per rank", s);
+    return;
+  }
   if (ok) {
     memcpy(name, s, n);
     name[n] = 0;
