@@ -168,7 +168,9 @@ Costs *cost_partition(Arena *a, const Partition *p) {
   pass_times(p, c->F, c->B, c->W);
   for (int i = 0; i < g->nops; i++) /* fusion's temporaries (CE_ROWS) are not the program's ops */
     if (g->ops[i]->kind != OP_CE_ROWS) c->flops += cost_op(g, g->ops[i]).flops;
-  c->flops *= (double)g->train.microbatches;
+  /* every world rank's: the graph is one tp rank's (split ops at their part), run once per
+     micro-batch by each replica; a replicated op is run by every tp rank */
+  c->flops *= (double)g->train.microbatches * g->mesh.dp * g->mesh.tp;
   return c;
 }
 

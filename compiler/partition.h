@@ -74,7 +74,8 @@ void part_dot(FILE *out, const Partition *p);
 typedef struct Costs {
   double *F, *B, *W; /* [nstages] predicted seconds of each stage's forward pass, recompute +
                         input-gradient pass, and weight-gradient pass */
-  double flops;      /* one step: every op of the program once per micro-batch */
+  double flops;      /* one step on the whole mesh: every op of the program once per micro-batch
+                        on every world rank that runs it (dp x tp copies of the one-rank graph) */
 } Costs;
 Costs *cost_partition(Arena *a, const Partition *p);
 /* Each pipeline rank's predicted seconds outside its passes in a step: pre[r] before its

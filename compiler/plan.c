@@ -669,7 +669,7 @@ void plan_dump(FILE *out, const PlanIn *in, const PlanRank *pr, const PlanWorld 
   if (s->kind == SCHED_INTERLEAVED) fprintf(out, "(%d)", s->v);
   fprintf(out, ", %d micro-batches, %d stages\n", s->m, s->nstages);
   fprintf(out, "mesh: %d rank%s, world rank = (dp * %d + tp) * %d + pp\n", nworld, nworld == 1 ? "" : "s", tp, s->pp);
-  fprintf(out, "flops per step: %.4g\n", flops);
+  fprintf(out, "flops per step: %.4g (all %d world rank%s)\n", flops, nworld, nworld == 1 ? "" : "s");
   MplCommCount all = {0, 0};
   for (int w = 0; w < nworld; w++)
     for (int k = 0; k < MPL_COMM__COUNT; k++) all.calls += pw[w].comm[k].calls, all.bytes += pw[w].comm[k].bytes;
