@@ -8,8 +8,8 @@
  * step's input data are live throughout. Offsets are then assigned greedily
  * (largest first, lowest free address), 64-byte aligned.
  *
- * Invariant (plan_verify): two buffers whose lifetimes overlap never overlap in the
- * arena; every buffer ends inside arena_bytes.
+ * Invariant: two buffers whose lifetimes overlap never overlap in the arena; every buffer
+ * ends inside arena_bytes (assign_offsets' placement keeps it; no pass checks it after).
  *
  * The mesh (plan_world): the dp x tp x pp world ranks share their pipeline rank's
  * arena; per world rank, the optimizer state it keeps and the messages and collectives
