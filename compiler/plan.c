@@ -11,11 +11,7 @@
 
 enum { ALIGN = 64 };
 
-typedef struct Interval {
-  int value, mb;      /* mb = -1: persistent (one buffer for every micro-batch) */
-  int64_t start, end; /* inclusive times */
-  uint64_t size, offset;
-} Interval;
+typedef PlanInterval Interval;
 
 typedef struct Live {
   int m;
@@ -408,6 +404,107 @@ static uint64_t ce_scratch(const PlanIn *in, int r) {
   return most;
 }
 
+/* The live buffers of plan_overlap's sweep in address order: a treap (a search tree by
+ * offset, a heap by a random priority) in arrays; node 0 is the empty tree. */
+typedef struct Treap {
+  int *left, *right;
+  uint32_t *prio;
+  const Interval **x;
+} Treap;
+
+static void treap_split(Treap *t, int n, uint64_t key, int *lo, int *hi) { /* lo: offsets < key */
+  if (!n) { *lo = *hi = 0; return; }
+  if (t->x[n]->offset < key) {
+    treap_split(t, t->right[n], key, &t->right[n], hi);
+    *lo = n;
+  } else {
+    treap_split(t, t->left[n], key, lo, &t->left[n]);
+    *hi = n;
+  }
+}
+
+static int treap_merge(Treap *t, int a, int b) { /* every offset of a below b's */
+  if (!a || !b) return a ? a : b;
+  if (t->prio[a] > t->prio[b]) {
+    t->right[a] = treap_merge(t, t->right[a], b);
+    return a;
+  }
+  t->left[b] = treap_merge(t, a, t->left[b]);
+  return b;
+}
+
+static int treap_edge(const Treap *t, int n, bool rightmost) {
+  while (n && (rightmost ? t->right[n] : t->left[n])) n = rightmost ? t->right[n] : t->left[n];
+  return n;
+}
+
+static int by_start(const void *pa, const void *pb) {
+  const Interval *a = *(Interval *const *)pa, *b = *(Interval *const *)pb;
+  return a->start < b->start ? -1 : a->start > b->start;
+}
+
+/* The live buffers (a min-heap of their ends) that end before time `now` leave the treap. */
+static void expire(Treap *t, int *root, int *heap, int *nh, int64_t now) {
+  while (*nh && t->x[heap[0]]->end < now) {
+    int n = heap[0], lo, mid, hi;
+    heap[0] = heap[--*nh];
+    for (int i = 0;;) { /* sift down */
+      int c = 2 * i + 1;
+      if (c >= *nh) break;
+      if (c + 1 < *nh && t->x[heap[c + 1]]->end < t->x[heap[c]]->end) c++;
+      if (t->x[heap[i]]->end <= t->x[heap[c]]->end) break;
+      int tmp = heap[i];
+      heap[i] = heap[c], heap[c] = tmp, i = c;
+    }
+    treap_split(t, *root, t->x[n]->offset, &lo, &hi);       /* lo < offset <= hi */
+    treap_split(t, hi, t->x[n]->offset + 1, &mid, &hi);     /* mid: that offset alone (live ones are disjoint) */
+    *root = treap_merge(t, lo, hi);
+  }
+}
+
+/* A sweep over time with the live buffers in address order: a buffer that starts overlaps
+ * a live one only if it overlaps a neighbour in that order (the live ones are disjoint
+ * until then). O(n log n). */
+int plan_overlap(const PlanInterval *iv, int n, int *other) {
+  size_t cap = (size_t)n + 1;
+  const Interval **order = malloc(sizeof *order * cap);
+  Treap t = {malloc(sizeof(int) * cap), malloc(sizeof(int) * cap), malloc(sizeof(uint32_t) * cap),
+             malloc(sizeof *t.x * cap)};
+  int *heap = malloc(sizeof(int) * cap);
+  if (!order || !t.left || !t.right || !t.prio || !t.x || !heap) die("plan: out of memory");
+  int m = 0, root = 0, nh = 0, found = -1;
+  for (int i = 0; i < n; i++)
+    if (iv[i].size) order[m++] = &iv[i];
+  qsort(order, (size_t)m, sizeof *order, by_start);
+  uint32_t rng = 0x9e3779b9u;
+  for (int i = 0; i < m && found < 0; i++) {
+    const Interval *x = order[i];
+    expire(&t, &root, heap, &nh, x->start);
+    int lo, hi;
+    treap_split(&t, root, x->offset, &lo, &hi);
+    int below = treap_edge(&t, lo, true), above = treap_edge(&t, hi, false);
+    const Interval *clash = below && t.x[below]->offset + t.x[below]->size > x->offset ? t.x[below]
+                            : above && x->offset + x->size > t.x[above]->offset       ? t.x[above]
+                                                                                       : NULL;
+    if (clash) {
+      found = (int)(x - iv), *other = (int)(clash - iv);
+      break;
+    }
+    int k = i + 1; /* node ids 1..m */
+    rng ^= rng << 13, rng ^= rng >> 17, rng ^= rng << 5;
+    t.left[k] = t.right[k] = 0, t.prio[k] = rng, t.x[k] = x;
+    root = treap_merge(&t, treap_merge(&t, lo, k), hi);
+    int h = nh++; /* sift up by end */
+    heap[h] = k;
+    while (h > 0 && t.x[heap[(h - 1) / 2]]->end > t.x[heap[h]]->end) {
+      int p = (h - 1) / 2, tmp = heap[p];
+      heap[p] = heap[h], heap[h] = tmp, h = p;
+    }
+  }
+  free(order), free(t.left), free(t.right), free(t.prio), free(t.x), free(heap);
+  return found;
+}
+
 static PlanRank plan_rank(Arena *a, const PlanIn *in, int r) {
   const Graph *g = in->g;
   int m = in->sched->m, nv = g->nops;
@@ -438,6 +535,12 @@ static PlanRank plan_rank(Arena *a, const PlanIn *in, int r) {
     }
   }
   pr.arena_bytes = assign_offsets(iv, n);
+  int other, bad = plan_overlap(iv, n, &other); /* the invariant (plan.h), checked on every plan */
+  if (bad >= 0)
+    die("plan: rank %d: %%%d (micro-batch %d) and %%%d (micro-batch %d) are live at once at overlapping offsets", r,
+        iv[bad].value, iv[bad].mb, iv[other].value, iv[other].mb);
+  for (int i = 0; i < n; i++)
+    if (iv[i].offset + iv[i].size > pr.arena_bytes) die("plan: rank %d: %%%d ends past the arena", r, iv[i].value);
   pr.offset = arena_alloc(a, sizeof(uint64_t) * (nk ? nk : 1));
   for (size_t k = 0; k < nk; k++) pr.offset[k] = UINT64_MAX;
   for (int i = 0; i < n; i++) {

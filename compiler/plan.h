@@ -8,8 +8,8 @@
  * step's input data are live throughout. Offsets are then assigned greedily
  * (largest first, lowest free address), 64-byte aligned.
  *
- * Invariant: two buffers whose lifetimes overlap never overlap in the arena; every buffer
- * ends inside arena_bytes (assign_offsets' placement keeps it; no pass checks it after).
+ * Invariant (plan_overlap, checked on every plan): two buffers whose lifetimes overlap
+ * never overlap in the arena; every buffer ends inside arena_bytes.
  *
  * The mesh (plan_world): the dp x tp x pp world ranks share their pipeline rank's
  * arena; per world rank, the optimizer state it keeps and the messages and collectives
@@ -37,6 +37,17 @@ typedef struct PlanProg {
   int nsteps;
   PlanStep *steps;
 } PlanProg;
+
+/* One buffer of a rank's arena: a value (of one micro-batch) from its first to its last use. */
+typedef struct PlanInterval {
+  int value, mb;      /* mb = -1: persistent (one buffer for every micro-batch) */
+  int64_t start, end; /* inclusive times */
+  uint64_t size, offset;
+} PlanInterval;
+
+/* Two of the n buffers live at one time at overlapping offsets: the index of one (the other
+ * in *other), or -1 when there are none. */
+int plan_overlap(const PlanInterval *iv, int n, int *other);
 
 typedef struct PlanRank {
   uint64_t arena_bytes;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "compiler/plan.h"
 #include "compiler/sched.h"
 
 static const SchedKind all_kinds[] = {SCHED_SEQUENTIAL, SCHED_GPIPE, SCHED_1F1B,
@@ -70,6 +71,37 @@ static void check_w_follows_b(const Schedule *s) {
     }
   }
 }
+
+/* plan_overlap (the memory plan's invariant, checked on every plan) against every pair:
+ * random buffers, some of them clashing, some of size 0 (never a clash). */
+static bool clash(const PlanInterval *a, const PlanInterval *b) {
+  return a->size && b->size && a->start <= b->end && b->start <= a->end && a->offset < b->offset + b->size &&
+         b->offset < a->offset + a->size;
+}
+
+START_TEST(test_plan_overlap) {
+  uint64_t st = 12345;
+  int hits = 0;
+  for (int trial = 0; trial < 3000; trial++) {
+    PlanInterval iv[60];
+    st = st * 6364136223846793005ull + 1442695040888963407ull;
+    int n = 1 + (int)((st >> 33) % 60);
+    for (int i = 0; i < n; i++) {
+      st = st * 6364136223846793005ull + 1442695040888963407ull;
+      int64_t a = (int64_t)((st >> 20) % 40), b = (int64_t)((st >> 30) % 40);
+      iv[i] = (PlanInterval){i, 0, a < b ? a : b, a < b ? b : a, (st >> 40) % 12, (st >> 50) % 400};
+    }
+    bool any = false;
+    for (int i = 0; i < n; i++)
+      for (int j = i + 1; j < n; j++) any |= clash(&iv[i], &iv[j]);
+    int other = -1, got = plan_overlap(iv, n, &other);
+    ck_assert_msg((got >= 0) == any, "trial %d: plan_overlap says %d, the pairs say %d", trial, got, any);
+    if (got >= 0) ck_assert_msg(other >= 0 && other != got && clash(&iv[got], &iv[other]), "trial %d: not a clash", trial);
+    hits += any;
+  }
+  ck_assert_msg(hits > 300 && hits < 2700, "%d of 3000 trials clash: the test should see both kinds", hits);
+}
+END_TEST
 
 START_TEST(test_every_schedule_proves) {
   static const int tied_stages[] = {0, 1};
@@ -519,6 +551,7 @@ static Suite *schedule_suite(void) {
   tcase_add_test(tc, test_balance_brute_force);
   tcase_add_test(tc, test_balance_messages);
   tcase_add_test(tc, test_balance_zbv);
+  tcase_add_test(tc, test_plan_overlap);
   suite_add_tcase(s, tc);
   return s;
 }
