@@ -294,7 +294,10 @@ static void exec_param(Sema *S, Scope *sc, Node *st) {
   Op *p = sema_new_param(S, global, dt, s, k, ia, ib, st->loc); /* reports a second declaration */
   if (!p) { scope_bind(S, sc, st->name, verr()); return; }
   for (int i = 0; i < st->annots.n; i++)
-    if (((Node *)st->annots.items[i])->op == ANNOT_SHARD) apply_shard(S, sc, st->annots.items[i], p);
+    if (((Node *)st->annots.items[i])->op == ANNOT_SHARD) { /* the first (apply_annots refuses a second) */
+      apply_shard(S, sc, st->annots.items[i], p);
+      break;
+    }
   scope_bind(S, sc, st->name, vtensor(S, p));
 }
 
@@ -326,16 +329,21 @@ static void apply_stage(Sema *S, Scope *sc, Node *an) {
 }
 
 static void apply_annots(Sema *S, Scope *sc, Node *st) {
-  const Node *placed = NULL, *recomputed = NULL; /* one placement and one @recompute a statement */
+  /* one placement, one @recompute and one @shard a statement */
+  const Node *placed = NULL, *recomputed = NULL, *sharded = NULL;
   for (int i = 0; i < st->annots.n; i++) {
     Node *an = st->annots.items[i];
     bool place = an->op == ANNOT_STAGE || an->op == ANNOT_DEVICE;
-    const Node **first = place ? &placed : an->op == ANNOT_RECOMPUTE ? &recomputed : NULL;
+    const Node **first = place                        ? &placed
+                         : an->op == ANNOT_RECOMPUTE ? &recomputed
+                         : an->op == ANNOT_SHARD     ? &sharded
+                                                     : NULL;
     if (first && *first) {
       static const char *const name[] = {[ANNOT_STAGE] = "@stage", [ANNOT_DEVICE] = "@device",
-                                         [ANNOT_RECOMPUTE] = "@recompute"};
+                                         [ANNOT_RECOMPUTE] = "@recompute", [ANNOT_SHARD] = "@shard"};
       sema_err(S, an->loc, "%s after %s on the same statement: give it one %s", name[an->op], name[(*first)->op],
-               place ? "placement" : "@recompute");
+               place ? "placement" : an->op == ANNOT_SHARD ? "split (a param is split along one dimension)"
+                                                           : "@recompute");
       continue;
     }
     if (first) *first = an;
