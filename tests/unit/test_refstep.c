@@ -269,6 +269,7 @@ START_TEST(test_examples) {
   check_step("tests/e2e/long_reductions.mpl", NULL, NULL); /* lane loops in chunks: 0.036 off in one order a lane */
   check_step("tests/e2e/weight_grad_cross.mpl", "2", "zb"); /* weight-like gradients crossing stages */
   check_step("tests/e2e/weight_grad_cross.mpl", "2", "zbv");
+  check_step("tests/e2e/long_k_grad.mpl", NULL, NULL); /* a product over 2^20 rows: K in chunks summed pairwise */
 }
 END_TEST
 
