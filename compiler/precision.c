@@ -156,9 +156,42 @@ static void prec_begin(Prec *p, Graph *old, int cap) {
   if (!p->map || !p->self || !p->memo) die("out of memory");
 }
 
-/* The copy, its loss mapped, checked. */
+/* What is indexed by op id, moved to the copies' ids (self): the ops' identities and a
+ * profile's measured costs. The roundings added among the forward ops shift later ids, and
+ * jobgen and cost.c read these by id: under bf16 a profile's times and ranks went to other
+ * ops (a relu with a product's time, 24 of 139 ops on another rank). */
+static void remap_ids(Prec *p) {
+  const Graph *old = p->old;
+  Graph *g = p->g;
+  size_t n = (size_t)g->nops + 1;
+  if (old->op_key) {
+    const char **key = arena_alloc(g->arena, sizeof *key * n), **label = arena_alloc(g->arena, sizeof *label * n);
+    memset(key, 0, sizeof *key * n), memset(label, 0, sizeof *label * n);
+    for (int i = 0; i < old->nop_keys && i < old->nops; i++)
+      key[p->self[i]] = old->op_key[i], label[p->self[i]] = old->op_label ? old->op_label[i] : NULL;
+    g->op_key = key, g->op_label = label, g->nop_keys = g->nops;
+  }
+  if (old->measured) {
+    const Measured *om = old->measured;
+    Measured *m = arena_alloc(g->arena, sizeof *m);
+    *m = *om;
+    m->nops = g->nops;
+    double **arr[3] = {&m->fwd, &m->bwd_b, &m->bwd_w};
+    const double *from[3] = {om->fwd, om->bwd_b, om->bwd_w};
+    for (int a = 0; a < 3; a++) {
+      double *x = arena_alloc(g->arena, sizeof(double) * n);
+      for (size_t i = 0; i < n; i++) x[i] = -1;
+      for (int i = 0; i < om->nops && i < old->nops; i++) x[p->self[i]] = from[a][i];
+      *arr[a] = x;
+    }
+    g->measured = m;
+  }
+}
+
+/* The copy, its loss mapped, its ids' tables moved, checked. */
 static Graph *prec_end(Prec *p) {
   p->g->loss = p->old->loss >= 0 ? p->map[p->old->loss] : -1;
+  remap_ids(p);
   free(p->map), free(p->self), free(p->memo);
   graph_verify(p->g);
   return p->g;

@@ -194,11 +194,14 @@ static int match_ops(const Graph *g, const MplProfile *p, Measured *m) {
 
 /* The profile matches only part of the graph: say which ops are modelled. */
 static void warn_partial(Diag *d, const Graph *g, const Measured *m, int extra) {
-  fprintf(d->out, "mplc: warning: --profile %s matches %d of the %d ops of model %s; the other %d (changed or new) "
-          "are modelled:", m->path, m->nmatched, m->nkeyed, g->model_name, m->nkeyed - m->nmatched);
-  for (int i = 0; i < m->nunmatched_shown; i++) fprintf(d->out, "%s %s", i ? "," : "", m->unmatched[i]);
-  if (m->nkeyed - m->nmatched > m->nunmatched_shown)
-    fprintf(d->out, " and %d more", m->nkeyed - m->nmatched - m->nunmatched_shown);
+  fprintf(d->out, "mplc: warning: --profile %s matches %d of the %d ops of model %s", m->path, m->nmatched, m->nkeyed,
+          g->model_name);
+  if (m->nmatched < m->nkeyed) { /* (all matched: only the profile's extra ops are news) */
+    fprintf(d->out, "; the other %d (changed or new) are modelled:", m->nkeyed - m->nmatched);
+    for (int i = 0; i < m->nunmatched_shown; i++) fprintf(d->out, "%s %s", i ? "," : "", m->unmatched[i]);
+    if (m->nkeyed - m->nmatched > m->nunmatched_shown)
+      fprintf(d->out, " and %d more", m->nkeyed - m->nmatched - m->nunmatched_shown);
+  }
   if (extra) fprintf(d->out, "; %d op%s of the profile %s no longer in the graph", extra, extra == 1 ? "" : "s",
                      extra == 1 ? "is" : "are");
   fprintf(d->out, "\n");
@@ -212,9 +215,14 @@ int prof_load(Diag *d, Graph *g, const char *path) {
     return 1;
   }
   int rc = 0;
+  const char *prec = mpl_prec_name(g->train.precision);
   if (strcmp(p.model, g->model_name ? g->model_name : "")) {
     diag_error_noloc(d, "--profile %s is a profile of model '%s' (from %s), not of model '%s': refused", path, p.model,
                      p.source, g->model_name);
+    rc = 1;
+  } else if (p.precision[0] && strcmp(p.precision, prec)) { /* (its products' times are another precision's) */
+    diag_error_noloc(d, "--profile %s measured a job of precision %s, and this one is %s: refused (profile the job "
+                     "compiled with precision %s)", path, p.precision, prec, prec);
     rc = 1;
   } else {
     Measured *m = measured_new(g->arena, g, path);

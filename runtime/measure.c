@@ -87,7 +87,8 @@ static void fill_profile(const MplRun *r, double *const *bufs, MplProfile *p, Mp
   const Job *job = r->job;
   int nop = job->nopids;
   *p = (MplProfile){.model = job->model_name, .source = job->source_name,
-                    .schedule = (char *)mpl_sched_name(job->train.schedule), .dp = r->dp, .pp = r->pp, .tp = r->tp,
+                    .schedule = (char *)mpl_sched_name(job->train.schedule),
+                    .precision = (char *)mpl_prec_name(job->train.precision), .dp = r->dp, .pp = r->pp, .tp = r->tp,
                     .microbatches = r->m, .nranks = r->pp, .ranks = ranks, .nops = nop, .ops = ops};
   for (int pr = 0; pr < r->pp; pr++) {
     const double *x = bufs[pr] + (size_t)nop * 3;

@@ -123,9 +123,13 @@ const MplJson *mpl_json_get(const MplJson *obj, const char *key);
  * of the graph (by the identities of the job's OPID section), averaged over the steps after
  * the first; mplc --profile reads it back. A JSON file (MPL_PROFILE_FORMAT):
  *   {"format": "mpl-profile 1", "model": ..., "source": ..., "mesh": {"dp", "pp", "tp"},
- *    "schedule", "microbatches", "steps", "ranks": [...], "ops": [...]}
- * Times are seconds per micro-batch (ops) or per step (ranks). */
+ *    "schedule", "precision", "microbatches", "steps", "ranks": [...], "ops": [...]}
+ * Times are seconds per micro-batch (ops) or per step (ranks), each at most
+ * MPL_PROFILE_MAX_S; a rank's speed in [1e-6, 1e6] as --device-speed's; "precision" (the
+ * job's: f32, tf32, bf16) may be missing (a profile written before 2026-12-06's fourteenth
+ * session). */
 #define MPL_PROFILE_FORMAT "mpl-profile 1"
+#define MPL_PROFILE_MAX_S 1e6 /* (11 days: past it a time is damage, and sums of them overflow) */
 
 typedef struct MplProfileRank {
   char *device;         /* the device kind it ran on: "cpu", "cuda" */
@@ -146,6 +150,7 @@ typedef struct MplProfileOp {
 
 typedef struct MplProfile {
   char *model, *source, *schedule;
+  char *precision;      /* "" when the file has none */
   int dp, pp, tp, microbatches, steps;
   int nranks;           /* pp */
   MplProfileRank *ranks;

@@ -61,6 +61,8 @@ static void put_profile(FILE *f, const MplProfile *p) {
   put_str(f, p->source);
   fprintf(f, ",\n  \"mesh\": {\"dp\": %d, \"pp\": %d, \"tp\": %d},\n  \"schedule\": ", p->dp, p->pp, p->tp);
   put_str(f, p->schedule);
+  fprintf(f, ",\n  \"precision\": ");
+  put_str(f, p->precision ? p->precision : "");
   fprintf(f, ",\n  \"microbatches\": %d,\n  \"steps\": %d,\n  \"ranks\": [\n", p->microbatches, p->steps);
   for (int r = 0; r < p->nranks; r++) {
     put_rank(f, r, &p->ranks[r]);
@@ -125,14 +127,19 @@ static int get_int(Reader *rd, const MplJson *obj, const char *key, int lo, int 
   return lo;
 }
 
-/* A time or rate: finite and >= 0. */
-static double get_num(Reader *rd, const MplJson *obj, const char *key, const char *where) {
+/* A time, rate or count: a number in [0, max] (times at most MPL_PROFILE_MAX_S: a damaged
+ * 1e308 made the plan's sums inf, and the errors then named no file). */
+static double get_num_max(Reader *rd, const MplJson *obj, const char *key, const char *where, double max) {
   const MplJson *v = need(rd, obj, key, MPL_JSON_NUM, where);
   if (!v) return 0;
-  if (isfinite(v->num) && v->num >= 0) return v->num;
-  if (!rd->failed) mpl_errf(rd->err, "%s: %s: \"%s\" is %g, not a finite number >= 0", rd->path, where, key, v->num);
+  if (isfinite(v->num) && v->num >= 0 && v->num <= max) return v->num;
+  if (!rd->failed) mpl_errf(rd->err, "%s: %s: \"%s\" is %g, not a number from 0 to %g", rd->path, where, key, v->num, max);
   rd->failed = true;
   return 0;
+}
+
+static double get_num(Reader *rd, const MplJson *obj, const char *key, const char *where) {
+  return get_num_max(rd, obj, key, where, MPL_PROFILE_MAX_S);
 }
 
 static void read_ranks(Reader *rd, const MplJson *arr, MplProfile *p) {
@@ -152,14 +159,20 @@ static void read_ranks(Reader *rd, const MplJson *arr, MplProfile *p) {
     if (get_int(rd, o, "rank", r, r, where) != r) break;
     k->device = get_str(rd, o, "device", where);
     k->threads = get_int(rd, o, "threads", 0, 1 << 20, where);
-    k->speed = get_num(rd, o, "speed", where), k->gemm_gflops = get_num(rd, o, "gemm_gflops", where);
+    k->speed = get_num(rd, o, "speed", where), k->gemm_gflops = get_num_max(rd, o, "gemm_gflops", where, 1e12);
     k->busy_s = get_num(rd, o, "busy_s", where), k->wall_s = get_num(rd, o, "wall_s", where);
     k->compute_s = get_num(rd, o, "compute_s", where), k->msg_s = get_num(rd, o, "msg_s", where);
     k->update_s = get_num(rd, o, "update_s", where);
-    k->update_elems = mpl_json_get(o, "update_elems") ? get_num(rd, o, "update_elems", where) : -1;
-    if (!rd->failed && !(k->speed > 0)) rd->failed = true, mpl_errf(rd->err, "%s: rank %d: speed 0", rd->path, r);
+    k->update_elems = mpl_json_get(o, "update_elems") ? get_num_max(rd, o, "update_elems", where, 1e18) : -1;
+    if (!rd->failed && k->update_elems >= 0 && k->update_elems != floor(k->update_elems))
+      rd->failed = true, mpl_errf(rd->err, "%s: rank %d: update_elems %g is not a count", rd->path, r, k->update_elems);
+    if (!rd->failed && !(k->speed >= 1e-6 && k->speed <= 1e6))
+      rd->failed = true, mpl_errf(rd->err, "%s: rank %d: speed %g is not from 1e-6 to 1e6 (as --device-speed)", rd->path,
+                                  r, k->speed);
   }
 }
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 
 static void read_ops(Reader *rd, const MplJson *arr, MplProfile *p) {
   p->ops = mpl_calloc((size_t)arr->n + 1, sizeof *p->ops);
@@ -175,6 +188,16 @@ static void read_ops(Reader *rd, const MplJson *arr, MplProfile *p) {
     op->fwd_s = get_num(rd, o, "fwd_s", where), op->bwd_b_s = get_num(rd, o, "bwd_b_s", where);
     op->bwd_w_s = get_num(rd, o, "bwd_w_s", where);
   }
+  /* each op once (the writer lists each once; a key twice made which one counts depend on
+     the sort) */
+  const char **keys = rd->failed ? NULL : mpl_malloc(sizeof *keys * ((size_t)p->nops + 1));
+  if (!rd->failed && !keys) return (void)(rd->failed = true, mpl_errf(rd->err, "%s: out of memory", rd->path));
+  for (int i = 0; keys && i < p->nops; i++) keys[i] = p->ops[i].key;
+  if (keys) qsort(keys, (size_t)p->nops, sizeof *keys, cmp_str);
+  for (int i = 1; keys && i < p->nops && !rd->failed; i++)
+    if (!strcmp(keys[i - 1], keys[i]))
+      rd->failed = true, mpl_errf(rd->err, "%s: op \"%s\" is listed twice (not a profile mplrun wrote)", rd->path, keys[i]);
+  mpl_free(keys);
 }
 
 static void read_profile(Reader *rd, const MplJson *root, MplProfile *p) {
@@ -187,6 +210,7 @@ static void read_profile(Reader *rd, const MplJson *root, MplProfile *p) {
   if (rd->failed) return;
   p->model = get_str(rd, root, "model", ""), p->source = get_str(rd, root, "source", "");
   p->schedule = get_str(rd, root, "schedule", "");
+  p->precision = mpl_json_get(root, "precision") ? get_str(rd, root, "precision", "") : mpl_strdup("");
   const MplJson *mesh = need(rd, root, "mesh", MPL_JSON_OBJ, "");
   p->dp = get_int(rd, mesh, "dp", 1, 65536, "mesh"), p->pp = get_int(rd, mesh, "pp", 1, 4096, "mesh");
   p->tp = get_int(rd, mesh, "tp", 1, 65536, "mesh");
@@ -222,7 +246,7 @@ int mpl_profile_read(const char *path, MplProfile *p, MplErr *err) {
 
 void mpl_profile_free(MplProfile *p) {
   if (!p) return;
-  mpl_free(p->model), mpl_free(p->source), mpl_free(p->schedule);
+  mpl_free(p->model), mpl_free(p->source), mpl_free(p->schedule), mpl_free(p->precision);
   for (int r = 0; p->ranks && r < p->nranks; r++) mpl_free(p->ranks[r].device);
   mpl_free(p->ranks);
   for (int i = 0; p->ops && i < p->nops; i++) mpl_free(p->ops[i].key), mpl_free(p->ops[i].label);

@@ -9,6 +9,8 @@
 #  - the same profile on a changed graph: an added chain is modelled and named in a
 #    warning; a changed width matches nothing and is refused; a profile of another model
 #    is refused naming both models; a file that is not a profile is refused;
+#  - a bf16 job's profile puts each op on the rank the f32 job ran it on, and is refused
+#    for an f32 compile; damaged values and an op listed twice are refused naming the file;
 #  - the stage split follows the profile: costs the balancer sees are the measured ones
 #    (a profile whose rank times are scaled moves the cut);
 #  - --device-speed 1,0.5: the plan's predicted busy times are within 25% of each other,
@@ -104,6 +106,14 @@ else bad "a profile without element counts"; fi
 if [ $rc = 0 ] && grep -q "^mplc: warning: --profile .* matches [0-9]* of the [0-9]* ops of model balance; the other 10 (changed or new) are modelled: gelu at balance_model.mpl" "$tmp/err" &&
    grep -q "^  modelled (cost.c" "$tmp/plan_c.txt"; then ok "a chain more: the profile is used for the ops it matches; the warning names the others"
 else bad "a chain more (exit $rc): $(cat "$tmp/err") $(grep -A1 costs "$tmp/plan_c.txt")"; fi
+# the other way round (a profile of 13 chains for 12): every op matched, so the warning
+# names the profile's extra ops alone (it said "the other 0 ... are modelled:")
+"$MPLC" "$model" -D chains=13 --schedule zb -o "$tmp/c13.job" 2> /dev/null &&
+  "$MPLRUN" "$tmp/c13.job" --threads 1 --steps 2 -q --profile "$tmp/p13.json" > /dev/null 2>&1
+"$MPLC" "$model" --profile "$tmp/p13.json" --emit=plan > /dev/null 2> "$tmp/err"; rc=$?
+if [ $rc = 0 ] && grep -q "^mplc: warning: --profile .* matches \([0-9]*\) of the \1 ops of model balance; 10 ops of the profile are no longer in the graph$" "$tmp/err"
+then ok "a profile with 10 ops more: all matched, the warning names the extra ones alone"
+else bad "a profile with ops more (exit $rc): $(cat "$tmp/err")"; fi
 "$MPLC" "$model" -D d=128 --profile "$tmp/p.json" --emit=plan > /dev/null 2> "$tmp/err"; rc=$?
 if [ $rc = 1 ] && grep -q "matches none of the [0-9]* ops of model balance.*refused" "$tmp/err"; then ok "a changed width: refused ($(cat "$tmp/err"))"
 else bad "a changed width (exit $rc): $(cat "$tmp/err")"; fi
@@ -114,6 +124,44 @@ echo '{"format": "mpl-profile 1", "model": "balance"}' > "$tmp/bad.json"
 "$MPLC" "$model" --profile "$tmp/bad.json" --emit=plan > /dev/null 2> "$tmp/err"; rc=$?
 if [ $rc = 1 ] && grep -q "not a profile of mplrun --profile" "$tmp/err"; then ok "not a profile: refused"
 else bad "not a profile (exit $rc): $(cat "$tmp/err")"; fi
+
+# ---- a bf16 job's profile, and damaged profiles ----
+# under precision = bf16 the roundings added among the forward ops shifted the ops' ids, and
+# the job's identities went to other ops: a profile's ranks and times landed on the wrong
+# ops (24 of 139 on another rank); now each op keeps its own, as under f32
+if "$MPLC" "$model" --schedule zb --precision bf16 -o "$tmp/bf.job" 2> "$tmp/err" &&
+   "$MPLRUN" "$tmp/bf.job" --threads 1 --steps 2 -q --profile "$tmp/pbf.json" > /dev/null 2>&1 &&
+   "$PY" - "$tmp/p.json" "$tmp/pbf.json" > "$tmp/bfr.txt" 2>&1 <<'EOF'
+import json, sys
+f, b = (json.load(open(a)) for a in sys.argv[1:3])
+assert b["precision"] == "bf16" and f["precision"] == "f32", (f["precision"], b["precision"])
+fr = {o["key"]: o for o in f["ops"]}
+moved = [o["label"] for o in b["ops"] if o["key"] in fr and fr[o["key"]]["rank"] != o["rank"]]
+assert len(b["ops"]) == len(f["ops"]) and not moved, moved[:3]
+print(len(b["ops"]), end="")
+EOF
+then ok "a bf16 job's profile: each of its $(cat "$tmp/bfr.txt") ops on the rank the f32 job ran it on"
+else bad "a bf16 job's profile: $(tail -n 2 "$tmp/bfr.txt")"; fi
+"$MPLC" "$model" --profile "$tmp/pbf.json" --emit=plan > /dev/null 2> "$tmp/err"; rc=$?
+if [ $rc = 1 ] && grep -q "measured a job of precision bf16, and this one is f32: refused" "$tmp/err"
+then ok "a bf16 profile for an f32 compile: refused, naming both"; else bad "a bf16 profile for f32 (exit $rc): $(cat "$tmp/err")"; fi
+if "$MPLC" "$model" --precision bf16 --profile "$tmp/pbf.json" --emit=plan 2> "$tmp/err" | grep -q "^costs: measured for [0-9]* of [0-9]* ops"
+then ok "the bf16 profile for a bf16 compile: used"; else bad "a bf16 profile for bf16: $(cat "$tmp/err")"; fi
+# values a run cannot have written (a damaged 1e308 made the plan's sums inf, and the error
+# named no file), and an op listed twice (which copy counted depended on the sort)
+"$PY" - "$tmp/p.json" "$tmp" <<'EOF'
+import json, sys
+for name, edit in [("big", lambda p: p["ops"][0].update(fwd_s=1e308)), ("speed", lambda p: p["ranks"][0].update(speed=1e300)),
+                   ("elems", lambda p: p["ranks"][0].update(update_elems=0.5)), ("twice", lambda p: p["ops"].append(dict(p["ops"][0])))]:
+    p = json.load(open(sys.argv[1])); edit(p); json.dump(p, open(f"{sys.argv[2]}/dmg_{name}.json", "w"))
+EOF
+for d in "big|fwd_s\" is 1e+308, not a number from 0 to 1e+06" "speed|\"speed\" is 1e+300, not a number from 0 to 1e+06" \
+         "elems|update_elems 0.5 is not a count" "twice|is listed twice"; do
+  name=${d%%|*} want=${d#*|}
+  "$MPLC" "$model" --profile "$tmp/dmg_$name.json" --emit=plan > /dev/null 2> "$tmp/err"; rc=$?
+  if [ $rc = 1 ] && grep -qF "dmg_$name.json" "$tmp/err" && grep -qF -- "$want" "$tmp/err"; then ok "a damaged profile ($name): refused naming the file"
+  else bad "a damaged profile ($name, exit $rc): $(cat "$tmp/err")"; fi
+done
 
 # ---- the split follows the measured costs: rank 1's ops made 4x dearer move the cut ----
 "$PY" - "$tmp/p.json" "$tmp/p4.json" <<'EOF'
