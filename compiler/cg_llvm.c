@@ -218,6 +218,8 @@ static LLVMValueRef em_tanh(Cg *c, LLVMValueRef x) {
   LLVMValueRef p = cf(c, t, P[0]);
   for (int i = 1; i < 5; i++) p = bfadd(c, bfmul(c, p, x2), cf(c, t, P[i]));
   LLVMValueRef small = bfadd(c, bfmul(c, bfmul(c, p, x2), x), x);
+  /* tanh(-0) is -0 (libm, CUDA's tanhf, PyTorch): the sum above gives +0 */
+  small = LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOEQ, x, cf(c, t, 0.0), ""), x, small, "");
   return LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOGT, z, cf(c, t, 0.625), ""), big, small, "");
 }
 

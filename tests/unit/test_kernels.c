@@ -385,6 +385,30 @@ START_TEST(test_unary_ops) {
 }
 END_TEST
 
+/* Signed zeros through the emitted math: tanh(-0) is -0 as libm, CUDA's tanhf and PyTorch
+ * give it (the polynomial gave +0); sin(-0) too. */
+START_TEST(test_signed_zero) {
+  int x = input(S(1, 4), DT_F32);
+  int t = un(OP_TANH, x), sn = un(OP_SIN, x);
+  int ops[2] = {t, sn};
+  Built b;
+  lower(&b, ops, 2, true, 0);
+  int64_t sc[MPL_KERNEL_SCALARS] = {0};
+  Run r = run_new();
+  float *in = r.buf[x];
+  in[0] = -0.0f, in[1] = 0.0f, in[2] = -1e-30f, in[3] = 0.5f;
+  for (int i = 0; i < b.np; i++) run_program(&r, b.ks, b.jit, b.p[i], 1, sc);
+  const float *ot = r.buf[t], *os = r.buf[sn];
+  ck_assert_msg(signbit(ot[0]) && ot[0] == 0.0f, "tanh(-0) = %a", (double)ot[0]);
+  ck_assert_msg(!signbit(ot[1]) && ot[1] == 0.0f, "tanh(+0) = %a", (double)ot[1]);
+  ck_assert_msg(ot[2] == -1e-30f, "tanh(-1e-30) = %a", (double)ot[2]);
+  ck_assert_msg(fabs(ot[3] - tanh(0.5)) < 1e-7, "tanh(0.5) = %.9g", (double)ot[3]);
+  ck_assert_msg(signbit(os[0]) && os[0] == 0.0f, "sin(-0) = %a", (double)os[0]);
+  run_free(&r);
+  free_built(&b);
+}
+END_TEST
+
 START_TEST(test_binary_broadcast) {
   int a = input(S(2, 4, 1), DT_F32), b = input(S(2, 1, 6), DT_F32), c = input(S(1, 6), DT_F32);
   int d = input(S(3, 2, 4, 6), DT_F32);
@@ -943,6 +967,7 @@ static Suite *kernels_suite(void) {
   tcase_add_test(tc, test_dedup_identical_kernels);
   tcase_add_test(tc, test_jit_foreign_kernels);
   tcase_add_test(tc, test_lane_chunks);
+  tcase_add_test(tc, test_signed_zero);
   suite_add_tcase(s, tc);
   return s;
 }
