@@ -565,7 +565,8 @@ static int emit_binary(Emit *e, const Op *op, int x, int y) {
     return kb_bin(e->b, arith[op->kind], t, x, y);
   case OP_EQ: case OP_NE: case OP_LT: case OP_LE: case OP_GT: case OP_GE: return CMP(e, cmp[op->kind], x, y);
   case OP_GELU_GRAD: return emit_gelu_grad(e, x, y);
-  case OP_RELU_GRAD: return kb_select(e->b, CMP(e, KI_GT, x, F(e, 0.0f)), y, F(e, 0.0f));
+  case OP_RELU_GRAD: /* 0 where x <= 0, else dy: a nan x passes dy, as PyTorch's threshold_backward */
+    return kb_select(e->b, CMP(e, KI_LE, x, F(e, 0.0f)), F(e, 0.0f), y);
   case OP_REM: return emit_rem(e, t, x, y);
   default: die("fuse: %s is not binary", op_name(op->kind));
   }

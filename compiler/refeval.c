@@ -167,7 +167,7 @@ static double ew_binary(const Op *op, double a, double b) {
   case OP_AND: return a != 0.0 && b != 0.0;
   case OP_OR: return a != 0.0 || b != 0.0;
   case OP_GELU_GRAD: return b * gelu_grad(a);
-  case OP_RELU_GRAD: return a > 0 ? b : 0.0;
+  case OP_RELU_GRAD: return a <= 0 ? 0.0 : b; /* a nan passes b, as PyTorch */
   default: die("refeval: %s is not binary elementwise", op_name(op->kind));
   }
 }

@@ -387,7 +387,7 @@ END_TEST
 
 /* Signed zeros through the emitted math: tanh(-0) is -0 as libm, CUDA's tanhf and PyTorch
  * give it (the polynomial gave +0); sin(-0) too. */
-START_TEST(test_signed_zero) {
+START_TEST(test_zero_and_nan_edges) {
   int x = input(S(1, 4), DT_F32);
   int t = un(OP_TANH, x), sn = un(OP_SIN, x);
   int ops[2] = {t, sn};
@@ -404,6 +404,21 @@ START_TEST(test_signed_zero) {
   ck_assert_msg(ot[2] == -1e-30f, "tanh(-1e-30) = %a", (double)ot[2]);
   ck_assert_msg(fabs(ot[3] - tanh(0.5)) < 1e-7, "tanh(0.5) = %.9g", (double)ot[3]);
   ck_assert_msg(signbit(os[0]) && os[0] == 0.0f, "sin(-0) = %a", (double)os[0]);
+  run_free(&r);
+  free_built(&b);
+  /* relu's gradient at a nan input passes the gradient, as PyTorch's threshold_backward
+     (it gave 0); at 0 and below, 0 */
+  int g = input(S(1, 4), DT_F32), rg = bin(OP_RELU_GRAD, x, g);
+  int ops2[1] = {rg};
+  lower(&b, ops2, 1, true, 0);
+  r = run_new();
+  float *xs = r.buf[x], *gs = r.buf[g];
+  xs[0] = NAN, xs[1] = 0.0f, xs[2] = -1.0f, xs[3] = 2.0f;
+  for (int i = 0; i < 4; i++) gs[i] = 3.0f;
+  for (int i = 0; i < b.np; i++) run_program(&r, b.ks, b.jit, b.p[i], 1, sc);
+  const float *og = r.buf[rg];
+  ck_assert_msg(og[0] == 3.0f && og[1] == 0.0f && og[2] == 0.0f && og[3] == 3.0f, "relu_grad: %g %g %g %g", (double)og[0],
+                (double)og[1], (double)og[2], (double)og[3]);
   run_free(&r);
   free_built(&b);
 }
@@ -967,7 +982,7 @@ static Suite *kernels_suite(void) {
   tcase_add_test(tc, test_dedup_identical_kernels);
   tcase_add_test(tc, test_jit_foreign_kernels);
   tcase_add_test(tc, test_lane_chunks);
-  tcase_add_test(tc, test_signed_zero);
+  tcase_add_test(tc, test_zero_and_nan_edges);
   suite_add_tcase(s, tc);
   return s;
 }
