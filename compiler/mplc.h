@@ -310,7 +310,8 @@ double cost_time(OpCost c);
  * profile has nothing for the op. */
 typedef struct Measured {
   const char *path;           /* the profile file */
-  int nops;                   /* the arrays' length: the forward graph's ops */
+  int nops;                   /* the arrays' length: the graph's ops (indexed by the forward ops' ids; -1
+                                 elsewhere) */
   double *fwd, *bwd_b, *bwd_w;
   double scale;               /* a modelled time x scale: the matched ops' measured sum over
                                  their modelled sum, so that modelled and measured add up */

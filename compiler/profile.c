@@ -220,7 +220,7 @@ int prof_load(Diag *d, Graph *g, const char *path) {
     diag_error_noloc(d, "--profile %s is a profile of model '%s' (from %s), not of model '%s': refused", path, p.model,
                      p.source, g->model_name);
     rc = 1;
-  } else if (p.precision[0] && strcmp(p.precision, prec)) { /* (its products' times are another precision's) */
+  } else if (p.precision && p.precision[0] && strcmp(p.precision, prec)) { /* (its products' times are another precision's) */
     diag_error_noloc(d, "--profile %s measured a job of precision %s, and this one is %s: refused (profile the job "
                      "compiled with precision %s)", path, p.precision, prec, prec);
     rc = 1;
@@ -228,9 +228,16 @@ int prof_load(Diag *d, Graph *g, const char *path) {
     Measured *m = measured_new(g->arena, g, path);
     int extra = match_ops(g, &p, m);
     m->summary = summary(g->arena, &p);
+    double total = 0; /* the matched ops' measured time */
+    for (int id = 0; id < m->nops; id++)
+      if (m->fwd[id] >= 0) total += m->fwd[id] + m->bwd_b[id] + m->bwd_w[id];
     if (m->nmatched == 0) {
       diag_error_noloc(d, "--profile %s matches none of the %d ops of model %s: it measured another graph (a shape, "
                        "the micro-batch size or tp differ?): refused", path, m->nkeyed, g->model_name);
+      rc = 1;
+    } else if (!(total > 0)) { /* (every cost would be 0, the unmatched ops' modelled ones unscaled) */
+      diag_error_noloc(d, "--profile %s measured no time for any of its %d ops: refused (profile a run of at least one "
+                       "step)", path, m->nmatched);
       rc = 1;
     } else {
       if (m->nmatched < m->nkeyed || extra) warn_partial(d, g, m, extra);

@@ -9,7 +9,7 @@
  *
  * Invariants:
  *  - narrow products (N <= 16) run in gemm_narrow (plain C, k in order);
- *  - a K of 2 * KSPLIT or more goes in chunks of K summed pairwise (gemm_ksplit);
+ *  - a K of 2 * KSPLIT or more goes in chunks of K, their products summed in order (gemm_ksplit);
  *  - the result depends only on the arguments and on the calling thread's GEMM thread
  *    count (oneDNN partitions statically), so two identical calls give identical bits;
  *  - a bf16 product runs in bf16 units only on a CPU with avx512_bf16 (looked up at run
@@ -104,48 +104,36 @@ static int gemm_narrow(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float 
 /*
  * A product whose K is very long (a weight gradient over a million rows): one accumulator
  * an element over all of K lost precision (1.6e-3 of the largest at K = 2^20, m = 1;
- * oneDNN's and gemm_narrow's alike). K is cut into chunks of KSPLIT (the last to K), each
- * chunk's product made whole, and the chunks' products summed pairwise as a binary
- * counter (x = P_j; x = s_l + x for each trailing 1 bit l of j; s_t = x), then over the
- * chunk count's bits from the lowest; C = alpha * R + beta * C. Below 2 * KSPLIT a
- * product keeps its bits.
+ * oneDNN's and gemm_narrow's alike; adding a chunk's product into C with beta = 1 does
+ * not help, the product then starts its chain from C). K is cut into chunks of KSPLIT
+ * (the last to K), each chunk's product made on its own and added to a sum R in order,
+ * then C = alpha * R + beta * C: an element meets about KSPLIT + K / KSPLIT roundings, not
+ * K. A block of C's rows at a time, so the two scratch blocks stay within 4 MiB each.
+ * Below 2 * KSPLIT a product keeps its bits.
  */
-enum { KSPLIT = 1 << 14 };
+enum { KSPLIT = 1 << 14, KSPLIT_SCRATCH = 1 << 20 /* floats a block */ };
 
 static int gemm_ksplit(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                        const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-  int64_t m = K / KSPLIT;
-  int L = 0;
-  while ((m >> L) != 0) L++;
-  size_t mn = (size_t)(M * N);
-  float *buf = mpl_malloc(sizeof(float) * mn * (size_t)(L + 1)), *x = buf + mn * (size_t)L;
-  if (!buf) return MPL_ERR;
-  int st = MPL_OK;
-  for (int64_t j = 0; j < m && st == MPL_OK; j++) {
-    int64_t kb = j * KSPLIT, kn = j == m - 1 ? K - kb : KSPLIT;
-    const float *a = ta ? A + kb * lda : A + kb, *b = tb ? B + kb : B + kb * ldb;
-    st = mpl_gemm_f32(ta, tb, M, N, kn, 1.0f, a, lda, b, ldb, 0.0f, x, N);
-    int l = 0;
-    for (int64_t c = j; (c & 1) && st == MPL_OK; c >>= 1, l++) {
-      const float *s = buf + mn * (size_t)l;
-      for (size_t i = 0; i < mn; i++) x[i] = s[i] + x[i];
+  int64_t m = K / KSPLIT, rows = N < KSPLIT_SCRATCH ? KSPLIT_SCRATCH / N : 1;
+  if (rows > M) rows = M;
+  float *R = mpl_malloc(sizeof(float) * (size_t)(rows * N)), *x = mpl_malloc(sizeof(float) * (size_t)(rows * N));
+  int st = R && x ? MPL_OK : MPL_ERR;
+  for (int64_t i0 = 0; i0 < M && st == MPL_OK; i0 += rows) {
+    int64_t r = M - i0 < rows ? M - i0 : rows;
+    for (int64_t j = 0; j < m && st == MPL_OK; j++) {
+      int64_t kb = j * KSPLIT, kn = j == m - 1 ? K - kb : KSPLIT;
+      const float *a = ta ? A + kb * lda + i0 : A + i0 * lda + kb, *b = tb ? B + kb : B + kb * ldb;
+      st = mpl_gemm_f32(ta, tb, r, N, kn, 1.0f, a, lda, b, ldb, 0.0f, j ? x : R, N);
+      for (int64_t e = 0; j && st == MPL_OK && e < r * N; e++) R[e] = R[e] + x[e];
     }
-    memcpy(buf + mn * (size_t)l, x, sizeof(float) * mn);
+    for (int64_t i = 0; i < r && st == MPL_OK; i++)
+      for (int64_t n = 0; n < N; n++) {
+        float v = alpha == 1.0f ? R[i * N + n] : alpha * R[i * N + n], *c = &C[(i0 + i) * ldc + n];
+        *c = beta == 0.0f ? v : v + beta * *c;
+      }
   }
-  const float *R = NULL;
-  for (int l = 0; l < L && st == MPL_OK; l++) {
-    if (!((m >> l) & 1)) continue;
-    float *s = buf + mn * (size_t)l;
-    if (R)
-      for (size_t i = 0; i < mn; i++) s[i] = s[i] + R[i];
-    R = s;
-  }
-  for (int64_t i = 0; i < M && st == MPL_OK; i++)
-    for (int64_t n = 0; n < N; n++) {
-      float v = alpha == 1.0f ? R[i * N + n] : alpha * R[i * N + n], *c = &C[i * ldc + n];
-      *c = beta == 0.0f ? v : v + beta * *c;
-    }
-  mpl_free(buf);
+  mpl_free(R), mpl_free(x);
   return st;
 }
 

@@ -163,6 +163,17 @@ for d in "big|fwd_s\" is 1e+308, not a number from 0 to 1e+06" "speed|\"speed\" 
   else bad "a damaged profile ($name, exit $rc): $(cat "$tmp/err")"; fi
 done
 
+# a profile whose times are all 0 (no run measures that): refused, not read as free ops
+"$PY" - "$tmp/p.json" "$tmp/zero.json" <<'EOF'
+import json, sys
+p = json.load(open(sys.argv[1]))
+for o in p["ops"]: o["fwd_s"] = o["bwd_b_s"] = o["bwd_w_s"] = 0
+json.dump(p, open(sys.argv[2], "w"))
+EOF
+"$MPLC" "$model" --profile "$tmp/zero.json" --emit=plan > /dev/null 2> "$tmp/err"; rc=$?
+if [ $rc = 1 ] && grep -q "zero.json measured no time for any of its [0-9]* ops: refused" "$tmp/err"; then ok "a profile of all-zero times: refused"
+else bad "a profile of all-zero times (exit $rc): $(cat "$tmp/err")"; fi
+
 # ---- the split follows the measured costs: rank 1's ops made 4x dearer move the cut ----
 "$PY" - "$tmp/p.json" "$tmp/p4.json" <<'EOF'
 import json, sys

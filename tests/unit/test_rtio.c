@@ -905,12 +905,12 @@ static void check_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float 
   free(A), free(B), free(C), free(R);
 }
 
-/* A very long K (gemm_ksplit: chunks summed pairwise) against float64, relative to the
- * largest element, on a weight gradient's operands: op(A) = tanh(u + 1) and op(B) a
+/* A very long K (gemm_ksplit: chunks' products summed in order) against float64, relative
+ * to the largest element, on a weight gradient's operands: op(A) = tanh(u + 1) and op(B) a
  * softmax's gradient (1/16 everywhere, less 1 at one class a row), whose sums cancel. One
- * accumulator an element over K = 2^20 was 4.1e-4 off (oneDNN's gemv); chunks of 16384
- * summed pairwise, 8.5e-6. The slices of every transposition, padded strides, alpha and
- * beta are checked too. */
+ * accumulator an element over K = 2^20 was 4.1e-4 off (oneDNN's gemv); chunks of 16384,
+ * 8.5e-6. The slices of every transposition, padded strides, alpha and beta are checked
+ * too (and were, once, with row blocks of C of a few rows). */
 static void check_long_k(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, float beta) {
   int64_t lda = (ta ? M : K) + (ta ? 0 : 3), ldb = (tb ? K : N) + 1, ldc = N + 2;
   int64_t na = (ta ? K : M) * lda, nb = (tb ? N : K) * ldb, nc = M * ldc;
