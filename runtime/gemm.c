@@ -215,8 +215,10 @@ void mpl_gemm_bf16_free(MplGemmBf16 *w) {
   *w = (MplGemmBf16){0};
 }
 
+/* (a K gemm_ksplit cuts goes to the f32 product, which cuts it: bf16 units sum a product's
+   whole K in one chain) */
 static bool bf16_pays(int64_t M, int64_t N, int64_t K) {
-  return M * N >= 48 * (M + N) && M * N * K >= (1 << 20);
+  return M * N >= 48 * (M + N) && M * N * K >= (1 << 20) && K < 2 * KSPLIT;
 }
 
 /* The upper halves of n floats that hold bf16 values: their bf16 bits, exactly (16 at a

@@ -942,8 +942,45 @@ static void check_long_k(bool ta, bool tb, int64_t M, int64_t N, int64_t K, floa
   free(A), free(B), free(C), free(R);
 }
 
+/* The same through the bf16 entry (bf16 units on a CPU that has them, which sum a product's
+ * whole K in one chain: a long K goes to the f32 product, exact on bf16 values, and is cut):
+ * bf16 operands, K = 2^20; B is 1/64 less 1 at one class a row, so the float64 reference
+ * is a sum and a gathered sum of A's columns. */
+static void check_long_k_bf16(void) {
+  enum { M = 96, N = 96 }; /* (large enough for bf16 units to pay: bf16_pays) */
+  int64_t K = 1 << 20;
+  float *A = malloc(sizeof(float) * (size_t)(K * M)), *B = malloc(sizeof(float) * (size_t)(K * N)), *C = malloc(sizeof(float) * M * N);
+  double *R = calloc(M * N, sizeof(double)), sum[M] = {0}, most = 0, worst = 0;
+  uint32_t seed = 5;
+  for (int64_t k = 0; k < K; k++) {
+    seed = seed * 1664525u + 1013904223u;
+    int64_t y = (seed >> 8) % N;
+    for (int64_t i = 0; i < M; i++) { /* A stored [K, M] (ta): values in [-0.5, 1.5) with 8 significant bits */
+      seed = seed * 1664525u + 1013904223u;
+      float v = (float)((seed >> 8) % 256) / 128.0f - 0.5f;
+      A[k * M + i] = v;
+      R[i * N + y] -= v; /* (the 1/64 of every column's sum added below) */
+      sum[i] += v;
+    }
+    for (int64_t n = 0; n < N; n++) B[k * N + n] = (n == y ? -1.0f : 0.0f) + 1.0f / 64;
+  }
+  for (int64_t i = 0; i < M; i++)
+    for (int64_t n = 0; n < N; n++) R[i * N + n] += sum[i] / 64.0;
+  MplGemmBf16 w;
+  mpl_gemm_bf16_init(&w);
+  ck_assert_int_eq(mpl_gemm_bf16_batched(&w, true, false, M, N, K, 1.0f, A, M, 0, B, N, 0, 0.0f, C, N, 0, 1), MPL_OK);
+  long units = (long)w.units;
+  mpl_gemm_bf16_free(&w);
+  for (int64_t e = 0; e < M * N; e++) most = fmax(most, fabs(R[e]));
+  for (int64_t e = 0; e < M * N; e++) worst = fmax(worst, fabs(C[e] - R[e]) / most);
+  /* (bf16 units summing the whole K: 1.7e-5 on this data) */
+  ck_assert_msg(worst <= 5e-6, "bf16 entry, K = 2^20: %.2g of the largest (%ld products on bf16 units)", worst, units);
+  free(A), free(B), free(C), free(R);
+}
+
 START_TEST(test_gemm_long_k) {
   mpl_gemm_set_threads(1);
+  check_long_k_bf16();
   check_long_k(true, false, 1, 16, 1 << 20, 1.0f, 0.0f); /* x^T dy: a weight gradient of a million rows */
   check_long_k(false, true, 3, 20, 3 * 16384 + 77, 0.5f, 1.0f);
   check_long_k(true, true, 5, 3, 2 * 16384, 1.0f, 0.0f);
