@@ -337,8 +337,13 @@ int jobgen_write(Diag *d, const JobParts *jp, const char *path) {
   fill_checks(j, g);
   char err[600];
   int rc = 0;
-  if (job_validate(j, err, sizeof err)) die("jobgen: the job fails its own validation: %s", err);
-  if (job_write(j, path, err, sizeof err)) {
+  /* the runtime's limits (runtime/job.c: a product's sides up to 2^30, the fused
+     cross-entropy's K up to 2^20, an arena up to 2^42 bytes, ...) are not all the
+     language's: a program past one is refused here, not written (it aborted mplc) */
+  if (job_validate(j, err, sizeof err)) {
+    diag_error_noloc(d, "the job is past a limit of mplrun's (%s): use smaller sizes, more micro-batches or stages", err);
+    rc = 1;
+  } else if (job_write(j, path, err, sizeof err)) {
     diag_error_noloc(d, "cannot write the job: %s", err); /* err starts with the path */
     rc = 1;
   }

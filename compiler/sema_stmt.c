@@ -15,6 +15,8 @@
  */
 #include "sema_int.h"
 
+#include <float.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -190,14 +192,27 @@ static bool param_init(Sema *S, Scope *sc, Node *e, InitKind *k, double *a, doub
   *a = *b = 0;
   if (name && !strcmp(name, "zeros") && e->kind == N_IDENT) { *k = INIT_ZEROS; return true; }
   if (name && !strcmp(name, "ones") && e->kind == N_IDENT) { *k = INIT_ONES; return true; }
+  /* the ranges torch.nn.init takes (std >= 0, low <= high), finite in f32, where the
+     values are drawn (a nan std trained to a nan loss that blamed an op) */
   if (name && !strcmp(name, "normal") && nargs == 1) {
     *k = INIT_NORMAL;
-    return sema_const_num(S, sc, e->list.items[0]->a, "normal's std", a);
+    Node *x = e->list.items[0]->a;
+    if (!sema_const_num(S, sc, x, "normal's std", a)) return false;
+    if (!(*a >= 0 && *a <= FLT_MAX)) {
+      sema_err(S, x->loc, "normal's std must be a finite number >= 0, not %g", *a);
+      return false;
+    }
+    return true;
   }
   if (name && !strcmp(name, "uniform") && nargs == 2) {
     *k = INIT_UNIFORM;
-    return sema_const_num(S, sc, e->list.items[0]->a, "uniform's low", a) &&
-           sema_const_num(S, sc, e->list.items[1]->a, "uniform's high", b);
+    Node *lo = e->list.items[0]->a, *hi = e->list.items[1]->a;
+    if (!sema_const_num(S, sc, lo, "uniform's low", a) || !sema_const_num(S, sc, hi, "uniform's high", b)) return false;
+    if (!(fabs(*a) <= FLT_MAX && fabs(*b) <= FLT_MAX && *a <= *b)) {
+      sema_err(S, e->loc, "uniform(low, high) needs finite numbers with low <= high, not (%g, %g)", *a, *b);
+      return false;
+    }
+    return true;
   }
   if (e->kind != N_ERROR) sema_err(S, e->loc, "a param's init is zeros, ones, normal(std) or uniform(lo, hi)");
   return false;

@@ -233,6 +233,8 @@ static void key_optimizer(Sema *S, Scope *sc, Node *e) {
     return;
   }
   if (ok[0] && !(t->lr > 0)) sema_err(S, e->loc, "the learning rate must be positive, not %g", t->lr);
+  else if (ok[0] && !((float)t->lr > 0)) /* the update computes in f32: 1e-46 would be 0, the params never moving */
+    sema_err(S, e->loc, "the learning rate %g is 0 in f32 (the update's precision): at least %g", t->lr, (double)FLT_TRUE_MIN);
   /* the ranges torch.optim accepts: outside them the update divides by zero or decays upwards */
   if (t->optimizer == OPT_SGD && ok[1] && !(t->momentum >= 0))
     sema_err(S, e->loc, "sgd's momentum must not be negative, not %g", t->momentum);

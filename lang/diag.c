@@ -12,6 +12,7 @@
  */
 #include "ast.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,10 @@ SourceFile *diag_add_file(Diag *d, const char *path, const char *text, size_t le
   return f;
 }
 
+/* A source file of at most MAX_SOURCE bytes (past it, errno EFBIG: /dev/zero or a huge file
+ * read on until memory ran out and mplc aborted). */
+enum { MAX_SOURCE = 256 << 20 };
+
 SourceFile *diag_load_file(Diag *d, const char *path) {
   FILE *fp = fopen(path, "rb");
   if (!fp) return NULL;
@@ -41,6 +46,12 @@ SourceFile *diag_load_file(Diag *d, const char *path) {
     if (!buf) die("out of memory reading %s", path);
     len += fread(buf + len, 1, cap - len, fp);
     if (len < cap) break;
+    if (len >= MAX_SOURCE) {
+      free(buf);
+      fclose(fp);
+      errno = EFBIG;
+      return NULL;
+    }
     cap *= 2;
     buf = realloc(buf, cap);
   }

@@ -98,6 +98,22 @@ if "$MPLC" "$tmp/syn.mpl" -o "$tmp/syn.job" 2> "$tmp/syn.err"; then
   expect_fail "synthetic(1e8) of 4096 floats (1.5 TiB)" "synthetic\(100000000\): its examples hold 1526.25 GiB" "$MPLRUN" "$tmp/syn.job" "${R[@]}"
 else bad "mplc syn.mpl: $(head -n 2 "$tmp/syn.err")"; fi
 
+# mplc on a source that never ends (/dev/zero read until memory ran out: killed) and on a
+# program past a limit of the runtime (a product of 2^30 + 1 rows: mplc aborted with an
+# internal error when it wrote the job; pass 45)
+(ulimit -v 4000000; expect_fail "mplc /dev/zero" "cannot read '/dev/zero': File too large" "$MPLC" /dev/zero)
+cat > "$tmp/huge_batch.mpl" <<'MPL'
+model m(x: f32[B, 2], y: i32[B]) {
+  param w: f32[2, 2] = zeros
+  return sum(x @ w)
+}
+train m {
+  batch = 1073741825
+}
+MPL
+expect_fail "a product of 2^30 + 1 rows" "the job is past a limit of mplrun's \\(stage 0: bad gemm strides\\)" "$MPLC" "$tmp/huge_batch.mpl" -o "$tmp/huge.job"
+if [ ! -e "$tmp/huge.job" ]; then ok "no job written past the runtime's limit"; else bad "a job was written past the runtime's limit"; fi
+
 # mpltok out of memory: a message and exit 1 (it wrote through a null pointer: SIGSEGV)
 head -c 40000000 /dev/zero | tr '\0' a > "$tmp/big.txt"
 (ulimit -v 100000; "$BUILD/mpltok" "$tmp/big.txt" "$tmp/big.bin" > "$tmp/tok.out" 2>&1); rc=$?
