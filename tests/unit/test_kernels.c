@@ -266,9 +266,14 @@ static void lower(Built *b, const int *ops, int nops, bool fusion, int cut) {
   ck_assert_msg(b->jit != NULL, "mpl_jit_load: %s", err);
 }
 
+/* b's programs on r's buffers (leaves as they are: a test may set some first). */
+static void run_built(Run *r, Built *b, int chunks, const int64_t *sc) {
+  for (int i = 0; i < b->np; i++) run_program(r, b->ks, b->jit, b->p[i], chunks, sc);
+}
+
 static Run execute(Built *b, int chunks, const int64_t *sc) {
   Run r = run_new();
-  for (int i = 0; i < b->np; i++) run_program(&r, b->ks, b->jit, b->p[i], chunks, sc);
+  run_built(&r, b, chunks, sc);
   return r;
 }
 
@@ -397,7 +402,7 @@ START_TEST(test_zero_and_nan_edges) {
   Run r = run_new();
   float *in = r.buf[x];
   in[0] = -0.0f, in[1] = 0.0f, in[2] = -1e-30f, in[3] = 0.5f;
-  for (int i = 0; i < b.np; i++) run_program(&r, b.ks, b.jit, b.p[i], 1, sc);
+  run_built(&r, &b, 1, sc);
   const float *ot = r.buf[t], *os = r.buf[sn];
   ck_assert_msg(signbit(ot[0]) && ot[0] == 0.0f, "tanh(-0) = %a", (double)ot[0]);
   ck_assert_msg(!signbit(ot[1]) && ot[1] == 0.0f, "tanh(+0) = %a", (double)ot[1]);
@@ -415,7 +420,7 @@ START_TEST(test_zero_and_nan_edges) {
   float *xs = r.buf[x], *gs = r.buf[g];
   xs[0] = NAN, xs[1] = 0.0f, xs[2] = -1.0f, xs[3] = 2.0f;
   for (int i = 0; i < 4; i++) gs[i] = 3.0f;
-  for (int i = 0; i < b.np; i++) run_program(&r, b.ks, b.jit, b.p[i], 1, sc);
+  run_built(&r, &b, 1, sc);
   const float *og = r.buf[rg];
   ck_assert_msg(og[0] == 3.0f && og[1] == 0.0f && og[2] == 0.0f && og[3] == 3.0f, "relu_grad: %g %g %g %g", (double)og[0],
                 (double)og[1], (double)og[2], (double)og[3]);
@@ -662,19 +667,23 @@ static float chunked_sum(const float *x, int64_t n) {
   return 0.0f + R;
 }
 
+/* The sum of x's rows, lowered into b (fused); its op. */
+static int row_sum(Built *b, int x) {
+  int s = reduce(OP_SUM, x, -1, false), ops[1] = {s};
+  lower(b, ops, 1, true, 0);
+  return s;
+}
+
 /* Long rows (from 2 * KIR_CHUNK = 8192) go in chunks, bit for bit as chunked_sum; the sum
  * of 2^20 copies of 0.1 is then within 1e-6 of the exact one (one accumulator a lane was
  * 2.6e-4 off: each lane added 32768 values in turn). */
 START_TEST(test_lane_chunks) {
   const int64_t lens[] = {3 * KIR_CHUNK + 100, 7 * KIR_CHUNK + 5, 2 * KIR_CHUNK};
+  int64_t sc[MPL_KERNEL_SCALARS] = {0};
+  Built b;
   for (int c = 0; c < 3; c++) {
     int64_t n = lens[c];
-    int x = input(S(2, 2, n), DT_F32);
-    int s = reduce(OP_SUM, x, -1, false);
-    int ops[1] = {s};
-    Built b;
-    lower(&b, ops, 1, true, 0);
-    int64_t sc[MPL_KERNEL_SCALARS] = {0};
+    int x = input(S(2, 2, n), DT_F32), s = row_sum(&b, x);
     Run r = execute(&b, 1, sc);
     for (int row = 0; row < 2; row++) {
       const float *in = r.buf[x], *out = r.buf[s];
@@ -686,15 +695,10 @@ START_TEST(test_lane_chunks) {
     free_built(&b);
   }
   int64_t n = 1 << 20;
-  int x = input(S(2, 1, n), DT_F32);
-  int s = reduce(OP_SUM, x, -1, false);
-  int ops[1] = {s};
-  Built b;
-  lower(&b, ops, 1, true, 0);
-  int64_t sc[MPL_KERNEL_SCALARS] = {0};
+  int x = input(S(2, 1, n), DT_F32), s = row_sum(&b, x);
   Run r = run_new();
   for (int64_t i = 0; i < n; i++) ((float *)r.buf[x])[i] = 0.1f; /* (run_program keeps what is there) */
-  for (int i = 0; i < b.np; i++) run_program(&r, b.ks, b.jit, b.p[i], 1, sc);
+  run_built(&r, &b, 1, sc);
   double exact = (double)n * (double)0.1f;
   float got = ((const float *)r.buf[s])[0];
   ck_assert_msg(fabs(got - exact) <= 1e-6 * exact, "sum of 2^20 x 0.1: %.9g, exact %.9g", (double)got, exact);
