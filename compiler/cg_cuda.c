@@ -194,6 +194,22 @@ static void emit_lane_part(FILE *f, const Kernel *k, int id, const char *b, cons
   fprintf(f, "%s = __shfl_sync(0xffffffffu, %s, 0);\n", p, p);
 }
 
+/* x = y OP x, the operands in that order (as cg_llvm.c's red_combine(y, x)), in a block. */
+static void emit_combine_left(FILE *f, const KInstr *in, int id, const char *x, const char *y, int ind) {
+  char t[32];
+  snprintf(t, sizeof t, "t%d", id);
+  indent(f, ind);
+  fprintf(f, "{\n");
+  indent(f, ind + 2);
+  fprintf(f, "%s %s = %s;\n", ctype(in->type), t, y);
+  indent(f, ind + 2);
+  emit_combine(f, in, t, x);
+  indent(f, ind + 2);
+  fprintf(f, "%s = %s;\n", x, t);
+  indent(f, ind);
+  fprintf(f, "}\n");
+}
+
 /* A lane loop in a warp kernel (see the header): the lanes' partial, then acc = init OP
  * it; from 2 * KIR_CHUNK iterations chunk by chunk, the chunks' results combined as a
  * binary counter in s (every lane the same), then over the chunk count's bits. */
@@ -201,7 +217,7 @@ static void emit_lane_loop(FILE *f, const Kernel *k, int id, int ind) {
   const KInstr *in = &k->ins[id];
   const char *T = ctype(in->type);
   int64_t n = in->imm, m = n / KIR_CHUNK;
-  char p[32], e[48], acc[32], t[32], sl[32];
+  char p[32], e[48], acc[32], sl[32];
   snprintf(p, sizeof p, "p%d", id);
   snprintf(acc, sizeof acc, "v%d", id);
   indent(f, ind);
@@ -231,16 +247,9 @@ static void emit_lane_loop(FILE *f, const Kernel *k, int id, int ind) {
   indent(f, ind + 2);
   fprintf(f, "int l%d = 0;\n", id);
   indent(f, ind + 2);
-  fprintf(f, "for (; c%d & 1; c%d >>= 1, l%d++) {\n", id, id, id);
-  snprintf(t, sizeof t, "t%d", id);
-  indent(f, ind + 4);
-  fprintf(f, "%s %s = s%d[l%d];\n", T, t, id, id);
-  indent(f, ind + 4);
-  emit_combine(f, in, t, p); /* s_l OP x */
-  indent(f, ind + 4);
-  fprintf(f, "%s = %s;\n", p, t);
-  indent(f, ind + 2);
-  fprintf(f, "}\n");
+  fprintf(f, "for (; c%d & 1; c%d >>= 1, l%d++)\n", id, id, id);
+  snprintf(sl, sizeof sl, "s%d[l%d]", id, id);
+  emit_combine_left(f, in, id, p, sl, ind + 4);
   indent(f, ind + 2);
   fprintf(f, "s%d[l%d] = %s;\n", id, id, p);
   indent(f, ind);
@@ -249,19 +258,8 @@ static void emit_lane_loop(FILE *f, const Kernel *k, int id, int ind) {
   for (int l = 0; l < L; l++) { /* R over m's bits from the lowest: R = s_l OP R */
     if (!((m >> l) & 1)) continue;
     snprintf(sl, sizeof sl, "s%d[%d]", id, l);
-    indent(f, ind);
-    if (!any) fprintf(f, "%s = %s;\n", p, sl);
-    else {
-      fprintf(f, "{\n");
-      indent(f, ind + 2);
-      fprintf(f, "%s %s = %s;\n", T, t, sl);
-      indent(f, ind + 2);
-      emit_combine(f, in, t, p);
-      indent(f, ind + 2);
-      fprintf(f, "%s = %s;\n", p, t);
-      indent(f, ind);
-      fprintf(f, "}\n");
-    }
+    if (any) emit_combine_left(f, in, id, p, sl, ind);
+    else indent(f, ind), fprintf(f, "%s = %s;\n", p, sl);
     any = true;
   }
   indent(f, ind);
