@@ -220,9 +220,17 @@ static bool shares_input(const Fuse *f, const Group *gr, const Op *op) {
   return false;
 }
 
+/* The most ops a group holds. A kernel stores up to one value an op, each its own noalias
+ * argument, and LLVM's alias analysis compares every pair of them against every scope: a
+ * chain of 4,000 multiplies fused whole made a 448-argument kernel that took most of a
+ * 3.3 s compile. No model's group comes near (the examples' largest kernels have 9
+ * arguments); a longer chain is cut into kernels of this many ops, with the same bits. */
+enum { FUSE_MAX_OPS = 128 };
+
 /* Whether v (elementwise or reduction) may join the open group. */
 static bool can_join(const Fuse *f, const Group *gr, const Op *op) {
-  if (!gr->n || f->ks->no_fusion || !(reads_member(f, gr, op) || shares_input(f, gr, op))) return false;
+  if (!gr->n || gr->n >= FUSE_MAX_OPS || f->ks->no_fusion) return false;
+  if (!(reads_member(f, gr, op) || shares_input(f, gr, op))) return false;
   int64_t n = shape_numel(&op->shape), nd = shape_numel(&gr->dom);
   if (op->kind == OP_CROSS_ENTROPY) return false;
   /* a CHECK (one count of a whole tensor) would make its group one row; COL2IM's domain

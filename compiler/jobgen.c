@@ -125,6 +125,17 @@ static void fill_dims(const Shape *s, int32_t *rank, int64_t *dims, int64_t *num
   if (numel) *numel = shape_numel(s);
 }
 
+/* The index in params[] of each param op (by op id), -1 for any other op: one pass over the
+ * ops finds every param's gradients (a scan per param made a 200-layer GPT-2's job
+ * quadratic). */
+static int *param_index(const Graph *g, Op *const *params, int np) {
+  int *pk = malloc(sizeof(int) * ((size_t)g->nops + 1));
+  if (!pk) die("out of memory");
+  for (int i = 0; i < g->nops; i++) pk[i] = -1;
+  for (int k = 0; k < np; k++) pk[params[k]->id] = k;
+  return pk;
+}
+
 static void fill_values(Job *j, const Graph *g, Op *const *params, int np) {
   j->nvalues = g->nops;
   j->values = mpl_calloc((size_t)g->nops + 1, sizeof(JobValue));
@@ -138,11 +149,11 @@ static void fill_values(Job *j, const Graph *g, Op *const *params, int np) {
     v->param = -1;
     v->use = op->kind == OP_PARAM_GRAD ? op->use : 0;
   }
-  for (int k = 0; k < np; k++) {
-    j->values[params[k]->id].param = k;
-    for (int i = 0; i < g->nops; i++)
-      if (g->ops[i]->kind == OP_PARAM_GRAD && g->ops[i]->key == params[k]->id) j->values[i].param = k;
-  }
+  int *pk = param_index(g, params, np);
+  for (int k = 0; k < np; k++) j->values[params[k]->id].param = k;
+  for (int i = 0; i < g->nops; i++)
+    if (g->ops[i]->kind == OP_PARAM_GRAD && pk[g->ops[i]->key] >= 0) j->values[i].param = pk[g->ops[i]->key];
+  free(pk);
 }
 
 static void fill_params(Job *j, const Graph *g, Op *const *params, int np) {
@@ -158,17 +169,24 @@ static void fill_params(Job *j, const Graph *g, Op *const *params, int np) {
     p->decay = op->shape.rank >= 2;
     p->split_dim = op->layout.split_dim;
     p->groups = op->layout.groups > 0 ? op->layout.groups : 1;
-    for (int i = 0; i < g->nops; i++) p->nuses += g->ops[i]->kind == OP_PARAM_GRAD && g->ops[i]->key == op->id;
+  }
+  int *pk = param_index(g, params, np);
+  for (int i = 0; i < g->nops; i++)
+    if (g->ops[i]->kind == OP_PARAM_GRAD && pk[g->ops[i]->key] >= 0) j->params[pk[g->ops[i]->key]].nuses++;
+  for (int k = 0; k < np; k++) {
+    JobParam *p = &j->params[k];
     p->use_value = mpl_calloc((size_t)p->nuses + 1, sizeof(int32_t));
     p->use_stage = mpl_calloc((size_t)p->nuses + 1, sizeof(int32_t));
-    for (int i = 0; i < g->nops; i++) {
-      const Op *u = g->ops[i];
-      if (u->kind != OP_PARAM_GRAD || u->key != op->id) continue;
-      if (u->use < 0 || u->use >= p->nuses) die("jobgen: %s use %d of %d", op->name, u->use, p->nuses);
-      p->use_value[u->use] = u->id;
-      p->use_stage[u->use] = u->stage >= 0 ? u->stage : 0;
-    }
   }
+  for (int i = 0; i < g->nops; i++) {
+    const Op *u = g->ops[i];
+    if (u->kind != OP_PARAM_GRAD || pk[u->key] < 0) continue;
+    JobParam *p = &j->params[pk[u->key]];
+    if (u->use < 0 || u->use >= p->nuses) die("jobgen: %s use %d of %d", p->name, u->use, p->nuses);
+    p->use_value[u->use] = u->id;
+    p->use_stage[u->use] = u->stage >= 0 ? u->stage : 0;
+  }
+  free(pk);
 }
 
 static void fill_inputs(Job *j, const Graph *g) {

@@ -64,20 +64,29 @@ static void find_placement(UpdatePhase *u, Arena *a, const Partition *p) {
   memset(u->holds, 0, (size_t)(u->pp * u->nparams + 1));
   u->nuses = arena_alloc(a, sizeof(int) * (size_t)(u->nparams + 1));
   u->use_rank = arena_alloc(a, sizeof(int *) * (size_t)(u->nparams + 1));
+  /* the index of each param op (by op id): one pass over the ops finds every param's uses */
+  int *pk = malloc(sizeof(int) * (size_t)(g->nops + 1));
+  if (!pk) die("out of memory");
+  for (int i = 0; i < g->nops; i++) pk[i] = -1;
   for (int pi = 0; pi < u->nparams; pi++) {
-    int id = u->params[pi]->id, n = 0;
+    int id = u->params[pi]->id;
+    pk[id] = pi;
+    u->nuses[pi] = 0;
     for (int s = 0; s < p->nstages; s++)
       if (ivec_has(&p->st[s].params, id)) u->holds[(size_t)graph_stage_rank(g, s) * u->nparams + pi] = true;
-    for (int i = 0; i < g->nops; i++) n += g->ops[i]->kind == OP_PARAM_GRAD && g->ops[i]->key == id;
-    u->nuses[pi] = n;
-    u->use_rank[pi] = arena_alloc(a, sizeof(int) * (size_t)(n + 1));
-    for (int i = 0; i < g->nops; i++) {
-      const Op *op = g->ops[i];
-      if (op->kind != OP_PARAM_GRAD || op->key != id) continue;
-      if (op->use < 0 || op->use >= n) die("update: %s use %d of %d", u->params[pi]->name, op->use, n);
-      u->use_rank[pi][op->use] = graph_stage_rank(g, op->stage >= 0 ? op->stage : 0);
-    }
   }
+  for (int i = 0; i < g->nops; i++)
+    if (g->ops[i]->kind == OP_PARAM_GRAD && pk[g->ops[i]->key] >= 0) u->nuses[pk[g->ops[i]->key]]++;
+  for (int pi = 0; pi < u->nparams; pi++)
+    u->use_rank[pi] = arena_alloc(a, sizeof(int) * (size_t)(u->nuses[pi] + 1));
+  for (int i = 0; i < g->nops; i++) {
+    const Op *op = g->ops[i];
+    if (op->kind != OP_PARAM_GRAD || pk[op->key] < 0) continue;
+    int pi = pk[op->key], n = u->nuses[pi];
+    if (op->use < 0 || op->use >= n) die("update: %s use %d of %d", u->params[pi]->name, op->use, n);
+    u->use_rank[pi][op->use] = graph_stage_rank(g, op->stage >= 0 ? op->stage : 0);
+  }
+  free(pk);
 }
 
 static void emit_rank(UpdatePhase *u, int r, Emit *e) {

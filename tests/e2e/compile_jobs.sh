@@ -53,5 +53,15 @@ if timeout 120 "$BUILD/mplc" "$tmp/gpt2_512.mpl" -I stdlib --microbatches 512 --
    [ "$(grep -c 'arena (peak)' "$tmp/plan512")" = 4 ]; then
   ok "examples/gpt2.mpl at pp = 4 with 512 micro-batches: planned within 2 minutes ($(grep -m1 'arena (peak)' "$tmp/plan512" | sed 's/  */ /g'))"
 else bad "gpt2 with 512 micro-batches: $(head -n 2 "$tmp/plan512")"; fi
+# A chain of 2,000 fused multiplies: kernels of at most 128 ops, so none stores more than a
+# few dozen values (one kernel of 226 arguments before; at 4,000 one of 448 took 3.3 s of
+# LLVM's alias analysis), and the job is written
+if timeout 120 "$BUILD/mplc" tests/e2e/long_chain.mpl -D n=2000 --emit=kernels > "$tmp/chain.k" 2>&1 &&
+   timeout 120 "$BUILD/mplc" tests/e2e/long_chain.mpl -D n=2000 -o "$tmp/chain.job" > "$tmp/out" 2>&1; then
+  most=$(grep '^kernel' "$tmp/chain.k" | awk -F'a[0-9]+: ' '{print NF-1}' | sort -n | tail -1)
+  nk=$(grep -c '^kernel' "$tmp/chain.k")
+  if [ "$most" -le 40 ] && [ "$nk" -ge 15 ]; then ok "a chain of 2,000 multiplies: $nk kernels, the largest with $most arguments"
+  else bad "a chain of 2,000 multiplies: $nk kernels, the largest with $most arguments (at most 40 expected)"; fi
+else bad "a chain of 2,000 multiplies: $(head -n 2 "$tmp/out" "$tmp/chain.k")"; fi
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]

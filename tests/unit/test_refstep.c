@@ -270,6 +270,7 @@ START_TEST(test_examples) {
   check_step("tests/e2e/weight_grad_cross.mpl", "2", "zb"); /* weight-like gradients crossing stages */
   check_step("tests/e2e/weight_grad_cross.mpl", "2", "zbv");
   check_step("tests/e2e/long_k_grad.mpl", NULL, NULL); /* a product over 2^20 rows: K in chunks summed pairwise */
+  check_step("tests/e2e/long_chain.mpl", NULL, NULL); /* 600 fused multiplies: groups of at most 128 ops */
 }
 END_TEST
 
