@@ -89,9 +89,25 @@ static const Layout PARTIAL = {.split_dim = -1, .partial = true, .groups = 1};
 static bool is_split(const Op *op) { return op->layout.split_dim >= 0; }
 static bool is_partial(const Op *op) { return op->layout.partial; }
 
+/* The tables by new op id (gather, reduced, entered, dep) hold id: grown as ops are added
+ * (they were sized once, and a concat of 26 inputs at tp = 2 outgrew them). */
+static void note_id(Shard *s, int id) {
+  if (id < s->cap) return;
+  int ncap = s->cap;
+  while (ncap <= id) ncap *= 2;
+  s->gather = realloc(s->gather, sizeof(int) * (size_t)ncap);
+  s->reduced = realloc(s->reduced, sizeof(int) * (size_t)ncap);
+  s->entered = realloc(s->entered, sizeof(int) * (size_t)ncap);
+  s->dep = realloc(s->dep, sizeof(bool) * (size_t)ncap);
+  if (!s->gather || !s->reduced || !s->entered || !s->dep) die("out of memory");
+  for (int k = s->cap; k < ncap; k++) s->gather[k] = s->reduced[k] = s->entered[k] = -1, s->dep[k] = false;
+  s->cap = ncap;
+}
+
 /* A new op copying the attributes of src, with these inputs. */
 static Op *clone_with(Shard *s, const Op *src, int nin, const int *in) {
   Op *op = graph_add(s->g, src->kind, nin, in, src->loc);
+  note_id(s, op->id);
   int id = op->id;
   int *keep = op->in;
   *op = *src;
@@ -109,6 +125,7 @@ static Op *clone_with(Shard *s, const Op *src, int nin, const int *in) {
  * Its dtype is its first input's (like's without inputs); the caller sets the shape. */
 static Op *new_op(Shard *s, OpKind k, int nin, const int *in, const Op *like) {
   Op *op = graph_add(s->g, k, nin, in, like->loc);
+  note_id(s, op->id);
   const Op *first = nin ? s->g->ops[in[0]] : like;
   op->dtype = first->dtype;
   op->stage = nin && first->stage >= 0 ? first->stage : like->stage;
@@ -144,7 +161,13 @@ static const char *layout_desc(const Shard *s, const Op *op, char *buf, size_t n
 static const Op *split_origin(const Shard *s, const Op *op) {
   for (int guard = 0; op && guard < s->g->nops; guard++) {
     if (op->kind == OP_PARAM) return op;
+    /* an input split by a param's own split first: a cut or reduce-scatter made here took
+       its split from the op's other input (a partial sum times a split gain: the gain's) */
     const Op *next = NULL;
+    for (int j = 0; j < op->nin && !next; j++) {
+      const Op *x = s->g->ops[op->in[j]];
+      if (is_split(x) && x->kind != OP_TP_SLICE && x->kind != OP_REDUCE_SCATTER) next = x;
+    }
     for (int j = 0; j < op->nin && !next; j++)
       if (is_split(s->g->ops[op->in[j]]) || is_partial(s->g->ops[op->in[j]])) next = s->g->ops[op->in[j]];
     op = next;
@@ -464,8 +487,10 @@ static int shard_reshape(Shard *s, const Op *src, const int *in) {
   for (int i = 0; i < k; i++) prefix *= x->shape.d[i];
   int64_t p = 1;
   for (int j = 0; j < src->shape.rank; j++) {
-    if (p == prefix && splittable(s, src->shape.d[j], 1))
+    if (p == prefix && splittable(s, src->shape.d[j], 1)) {
+      s->hint = NULL; /* a size-1 part passed on the way: the split is kept after all */
       return finish(s, clone_with(s, src, 1, in), src, (Layout){.split_dim = j, .groups = 1});
+    }
     if (p == prefix && src->shape.d[j] % s->tp)
       s->hint = arena_printf(s->g->arena, ", and the reshape makes that dimension's leading part %lld, which does not divide "
                              "by tp = %d (a head count must divide by tp)", (long long)src->shape.d[j], s->tp);
@@ -597,9 +622,18 @@ static int shard_matmul_rows(Shard *s, const Op *src, const int *in) {
 static int shard_sdpa(Shard *s, const Op *src, const int *in) {
   const Op *q = s->g->ops[in[0]];
   int r = q->shape.rank, dim = q->layout.split_dim;
-  if (!is_split(q) || q->layout.groups != 1 || dim > r - 3) return fallback(s, src, in);
   int c[3] = {in[0], in[1], in[2]};
   const Op *k = s->g->ops[in[1]], *v = s->g->ops[in[2]];
+  /* a whole q against split k and v: cut q to the rank's heads (free), as a whole k or v is */
+  if (!is_split(q) && !is_partial(q)) {
+    const Op *kv = is_split(k) ? k : is_split(v) ? v : NULL;
+    if (kv && kv->layout.groups == 1 && kv->layout.split_dim <= r - 3 && splittable(s, q->shape.d[kv->layout.split_dim], 1)) {
+      dim = kv->layout.split_dim;
+      c[0] = make_split(s, in[0], dim, 1, src);
+      q = s->g->ops[c[0]];
+    }
+  }
+  if (!is_split(q) || q->layout.groups != 1 || dim > r - 3) return fallback(s, src, in);
   /* multi-query (one kv head) on split query heads: every local head reads kv head 0, so
      a replicated k and v serve as they are, through TP_ENTER (each rank's dk and dv are
      its heads' share: all-reduced) */
@@ -671,7 +705,6 @@ Graph *shard_program(Diag *d, Graph *old, bool allow_gather) {
     const Op *src = old->ops[i];
     if (src->nin > in_cap) in_cap = src->nin, in = realloc(in, sizeof(int) * (size_t)in_cap);
     for (int j = 0; j < src->nin; j++) in[j] = s.map[src->in[j]];
-    if (s.g->nops + 2 * src->nin + 8 >= s.cap) die("shard: graph grew past %d ops", s.cap);
     s.map[i] = shard_op(&s, src, in);
   }
   s.g->loss = old->loss >= 0 ? make_repl(&s, s.map[old->loss], old->ops[old->loss]) : -1;
