@@ -242,6 +242,9 @@ static void key_optimizer(Sema *S, Scope *sc, Node *e) {
   if (ok[1] && !(t->beta1 >= 0 && t->beta1 < 1)) sema_err(S, e->loc, "adamw's beta1 must be in [0, 1), not %g", t->beta1);
   if (ok[2] && !(t->beta2 >= 0 && t->beta2 < 1)) sema_err(S, e->loc, "adamw's beta2 must be in [0, 1), not %g", t->beta2);
   if (ok[3] && !(t->eps >= 0)) sema_err(S, e->loc, "adamw's eps must not be negative, not %g", t->eps);
+  else if (ok[3] && t->eps == 0) /* torch.optim accepts it: 0 / (0 + 0) */
+    diag_warning(S->d, a[3] ? a[3]->loc : e->loc, "adamw's eps = 0: a param element whose gradient is 0 (an embedding "
+                 "row no batch reads) is updated by 0 / 0 and becomes nan");
   if (ok[4] && !(t->weight_decay >= 0))
     sema_err(S, e->loc, "adamw's weight_decay must not be negative, not %g", t->weight_decay);
 }
@@ -251,8 +254,11 @@ static void key_lr_schedule(Sema *S, Scope *sc, Node *e) {
   const char *fn = callee_name(e);
   static const char *const cos[] = {"warmup", "min_lr"};
   Node *a[2] = {0};
-  if (fn && e->kind == N_IDENT && !strcmp(fn, "constant")) { t->lr_schedule = LR_CONSTANT; return; }
-  if (fn && e->kind == N_CALL && !strcmp(fn, "cosine")) {
+  if (fn && !strcmp(fn, "constant")) { /* constant or constant() */
+    if (train_call_args(S, e, "constant", cos, 0, a)) t->lr_schedule = LR_CONSTANT;
+    return;
+  }
+  if (fn && !strcmp(fn, "cosine")) { /* cosine alone: every argument's default */
     if (!train_call_args(S, e, "cosine", cos, 2, a)) return;
     t->lr_schedule = LR_COSINE;
     if (a[0]) pos_int(S, sc, a[0], "warmup", 0, &t->warmup);
@@ -330,7 +336,7 @@ void sema_train(Sema *S, Node *train) {
   }
   Loc *val = strmap_get(&seen, "val"), *sched = strmap_get(&seen, "lr_schedule");
   const TrainConfig *t = &S->g->train;
-  if (sched && t->lr_schedule == LR_COSINE && t->min_lr > t->lr) /* after the loop: the keys come in any order */
+  if (sched && t->lr_schedule == LR_COSINE && t->min_lr > t->lr && (float)t->lr > 0) /* after the loop: the keys come in any order */
     sema_err(S, *sched, "cosine's min_lr %g is above the optimizer's lr %g: the decay would raise the learning rate "
              "(min_lr <= lr)", t->min_lr, t->lr);
   if (val && t->val_path && t->data_kind != DATA_TOKENS)

@@ -104,9 +104,14 @@ static int value_flag(const char *flag) {
   return -1;
 }
 
+static const char *const path_flags[] = {"--data", "--val", "--init", "--save", "--checkpoint", "--resume", "--trace",
+                                         "--metrics", "--profile", "--comm-stats", NULL};
+
 /* Applies one "--flag value"; returns 0 or 1 (after the message). */
 static int apply_flag(Cli *c, const char *f, const char *v) {
   int64_t n;
+  for (int i = 0; path_flags[i]; i++) /* --resume= once read /state.json */
+    if (!strcmp(f, path_flags[i]) && !*v) return fail("%s '': the path is empty%s", f, "");
   if (!strcmp(f, "--devices")) c->devices = v;
   else if (!strcmp(f, "--threads")) {
     if (!parse_count(v, INT64_MAX / 2, &n) || n < 1) return fail("--threads needs a positive integer, not '%s'%s", v, "");

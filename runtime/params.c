@@ -159,7 +159,13 @@ int mpl_run_restore(MplRun *r, int64_t step, int64_t data_pos, MplErr *err) {
   if (step < 0) return mpl_errf(err, "bad step %lld", (long long)step);
   r->step = step;
   r->optim_fresh = step == 0;
-  if (r->tokens) return mpl_loader_seek(&r->loader, data_pos, err);
+  if (r->tokens && mpl_loader_seek(&r->loader, data_pos, err) != MPL_OK) {
+    char why[sizeof err->msg];
+    snprintf(why, sizeof why, "%s", err ? err->msg : "");
+    return mpl_errf(err, "the checkpoint's data position does not fit this data (--data or the train block's file): is it "
+                    "the file the checkpointed run read? %s", why);
+  }
+  if (r->tokens) return MPL_OK;
   r->data_pos_kept = data_pos; /* no data opened: kept for the next checkpoint */
   return MPL_OK;
 }

@@ -207,6 +207,7 @@ done
 # ---- the checkpoint folder and the output paths: checked before training, nothing else removed ----
 refused() { # label, pattern, mplrun args...: exit 1 before step 1, with a message matching pattern
   local label=$1 pat=$2; shift 2
+  rm -f "$tmp/refused.jsonl"
   "$MPLRUN" "$@" --threads 1 --metrics "$tmp/refused.jsonl" > "$tmp/refused.log" 2>&1; local rc=$?
   if [ $rc = 1 ] && grep -q -- "$pat" "$tmp/refused.log" && [ ! -s "$tmp/refused.jsonl" ]; then
     ok "$label: refused before training: $(grep -m1 -o -- "$pat.*" "$tmp/refused.log" | cut -c1-90)"
@@ -223,6 +224,11 @@ refused "--checkpoint onto a file" "not a folder" "$lm" "${D[@]}" --steps 2 --ch
 refused "--trace into a missing folder" "no folder" "$lm" "${D[@]}" --steps 2 --trace "$tmp/nowhere/t.json"
 refused "--checkpoint-every without --checkpoint" "goes with --checkpoint" "$lm" "${D[@]}" --steps 2 --checkpoint-every 1
 refused "--init with --resume" "give one" "$lm" "${D[@]}" --steps 2 --init "$tmp/a.st" --resume "$tmp/ck"
+# resumed on a shorter token file, where the checkpoint's data position is past the end:
+# named as the checkpoint's position against this data (pass 49: the loader's words only)
+head -c 300 examples/data/tiny.txt > "$tmp/short.txt" && "$BUILD/mpltok" "$tmp/short.txt" "$tmp/short.bin" > /dev/null &&
+refused "--resume on a shorter --data" "the checkpoint's data position does not fit this data" \
+  "$lm" --data "$tmp/short.bin" --steps 6 --resume "$tmp/ck"
 # a checkpoint through a link: written where the link points, the link kept; a temp folder
 # left by a killed run (checkpoint files only) is cleared by the next write
 mkdir -p "$tmp/real" && ln -s "$tmp/real" "$tmp/link"
@@ -241,6 +247,11 @@ fi
 # empty output paths are refused before step 1, naming the flag
 refused "--save ''" "--save '': the path is empty" "$lm" "${D[@]}" --steps 2 --save ""
 refused "--checkpoint ''" "--checkpoint '': the path is empty" "$lm" "${D[@]}" --steps 2 --checkpoint ""
+# and every other path (--resume= once looked for /state.json at the root)
+refused "--resume=" "--resume '': the path is empty" "$lm" "${D[@]}" --steps 2 --resume=
+for f in --data --val --init --trace --profile --comm-stats; do
+  refused "$f ''" "$f '': the path is empty" "$lm" --steps 2 "$f" ""
+done
 
 # a killed write's half-written temp file (what SIGKILL leaves in DIR.tmp) does not block the
 # next --checkpoint DIR, which clears it
