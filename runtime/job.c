@@ -773,7 +773,18 @@ void job_inspect(const Job *j, FILE *out) {
           t->steps, t->seed);
   if (t->precision != PREC_F32) fprintf(out, " precision %s", mpl_prec_name(t->precision));
   fputc('\n', out);
-  fprintf(out, "data: %s\n", t->data_kind == DATA_TOKENS ? t->data_path : "synthetic");
+  /* the whole update, as mplc --emit=graph prints it: a compiled job audited alone */
+  if (t->optimizer == OPT_ADAMW)
+    fprintf(out, "optimizer: adamw(lr=%g, beta1=%g, beta2=%g, eps=%g, weight_decay=%g, on params of 2 or more dims)", t->lr,
+            t->beta1, t->beta2, t->eps, t->weight_decay);
+  else fprintf(out, "optimizer: sgd(lr=%g, momentum=%g)", t->lr, t->momentum);
+  if (t->lr_schedule == LR_COSINE) fprintf(out, " lr_schedule=cosine(%" PRId64 ", %g)", t->warmup, t->min_lr);
+  else fprintf(out, " lr_schedule=constant");
+  if (t->grad_clip > 0) fprintf(out, " grad_clip=%g", t->grad_clip);
+  else fprintf(out, " grad_clip=none");
+  fprintf(out, " zero=%d\n", (int)t->zero);
+  if (t->data_kind == DATA_TOKENS) fprintf(out, "data: %s\n", t->data_path);
+  else fprintf(out, "data: synthetic(%" PRId64 ")\n", t->synthetic_n);
   if (t->val_path && t->val_path[0]) {
     fprintf(out, "val: %s, %" PRId64 " batches, ", t->val_path, t->eval_batches);
     if (t->eval_every > 0) fprintf(out, "every %" PRId64 " steps and after the last\n", t->eval_every);

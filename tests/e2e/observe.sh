@@ -321,7 +321,8 @@ if "$MPLRUN" "$job" --inspect > "$tmp/inspect.txt" 2> "$tmp/inspect.err"; then
             'params \(28\)' 'wte.weight \[256, 32\] uses 2 on stages 0 1' 'h.1.mlp.c_fc.weight \[32, 128\]' \
             'inputs \(2\): idx targets' '^rank 0: [0-9]+ instructions, arena [0-9]+ bytes' \
             '^rank 1: [0-9]+ instructions' 'update\(p[0-9]+\)' 'tied_send\(p[0-9]+,u[0-9]+,r[0-9]+\)' \
-            'norm_allreduce'; do
+            'norm_allreduce' \
+            '^optimizer: adamw\(lr=0.003, beta1=0.9, beta2=0.95, eps=1e-08, weight_decay=0.1, on params of 2 or more dims\) lr_schedule=cosine\(3, 0.0003\) grad_clip=1 zero=0$'; do
     if grep -qE -- "$re" "$tmp/inspect.txt"; then ok "--inspect shows /$re/"
     else bad "--inspect lacks /$re/"; fi
   done
