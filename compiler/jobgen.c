@@ -350,7 +350,7 @@ int jobgen_write(Diag *d, const JobParts *jp, const char *path) {
   fill_ranks(j, p, jp->sched, jp->upd, jp->plan, jp->timing);
   j->flops_per_step = jp->flops;
   j->predicted_bubble = jp->timing->bubble;
-  j->textbook_bubble = sched_textbook_bubble(g->mesh.pp, (int)g->train.microbatches);
+  j->textbook_bubble = sched_kind_bubble(jp->sched->kind, jp->sched->pp, jp->sched->v, jp->sched->m, NULL);
   fill_kernels(j, jp->fused->ks, jp->code);
   fill_checks(j, g);
   char err[600];

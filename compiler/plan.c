@@ -780,8 +780,9 @@ void plan_dump(FILE *out, const PlanIn *in, const PlanRank *pr, const PlanWorld 
           (unsigned long long)all.bytes);
   fprintf(out, "  (payload: the buffer a rank contributes or receives; a ring all-reduce over n ranks sends\n"
                "   and receives about 2(n-1)/n of it per rank)\n");
-  fprintf(out, "bubble: predicted %.4f, textbook (p-1)/(m+p-1) = %.4f\n", timing->bubble,
-          sched_textbook_bubble(s->pp, s->m));
+  const char *formula;
+  double tb = sched_kind_bubble(s->kind, s->pp, s->v, s->m, &formula);
+  fprintf(out, "bubble: predicted %.4f, textbook %s = %.4f\n", timing->bubble, formula, tb);
   cost_dump(out, g);
   bool *done = calloc((size_t)nworld, 1), *member = calloc((size_t)nworld, 1);
   for (int r = 0; r < s->pp; r++)

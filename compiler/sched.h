@@ -143,6 +143,11 @@ void sched_simulate(const Schedule *s, const double *F, const double *B, const d
 /* The textbook bubble of gpipe and 1f1b with equal stages: (p-1)/(m+p-1). */
 double sched_textbook_bubble(int p, int m);
 
+/* The textbook bubble of schedule kind k with equal stages, and its formula: sequential
+ * (p-1)/p, interleaved(v) (p-1)/(v*m+p-1), gpipe and 1f1b (p-1)/(m+p-1); zb and zbv have
+ * no closed form: 1f1b's, named so. */
+double sched_kind_bubble(SchedKind k, int p, int v, int m, const char **formula);
+
 /* Most (stage, mb) pairs of `rank` whose FWD has run and whose BWD_W has not. */
 int sched_peak_inflight(const Schedule *s, int rank);
 

@@ -63,6 +63,16 @@ double sched_textbook_bubble(int p, int m) {
   return (double)(p - 1) / (double)(m + p - 1);
 }
 
+double sched_kind_bubble(SchedKind k, int p, int v, int m, const char **formula) {
+  const char *f = "(p-1)/(m+p-1)";
+  double b = sched_textbook_bubble(p, m);
+  if (k == SCHED_SEQUENTIAL) f = "(p-1)/p", b = (double)(p - 1) / p;
+  else if (k == SCHED_INTERLEAVED) f = "(p-1)/(v*m+p-1)", b = (double)(p - 1) / ((double)v * m + p - 1);
+  else if (k == SCHED_ZB || k == SCHED_ZBV) f = "1f1b's (p-1)/(m+p-1)"; /* no closed form: the reference it improves on */
+  if (formula) *formula = f;
+  return b;
+}
+
 
 /* ---- small helpers, schedule.c's too ---------------------------------------- */
 
@@ -560,8 +570,9 @@ static void dump_header(FILE *out, const Schedule *s, const SchedTiming *t) {
     fprintf(out, "}");
   }
   fprintf(out, "%s\n", s->ntied ? "" : " none");
-  fprintf(out, "unit passes: makespan %.0f slots, bubble %.4f (textbook (p-1)/(m+p-1) %.4f)\n",
-          t->makespan, t->bubble, sched_textbook_bubble(s->pp, s->m));
+  const char *f;
+  double tb = sched_kind_bubble(s->kind, s->pp, s->v, s->m, &f);
+  fprintf(out, "unit passes: makespan %.0f slots, bubble %.4f (textbook %s %.4f)\n", t->makespan, t->bubble, f, tb);
 }
 
 /* The pass of rank r that starts in slot t, as "F s0 m3", or ".". */

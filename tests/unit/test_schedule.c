@@ -255,6 +255,14 @@ START_TEST(test_bubbles) {
       ck_assert_double_eq_tol(bubble_of(SCHED_GPIPE, p, 1, m), tb, 1e-9);
       ck_assert_double_eq_tol(bubble_of(SCHED_1F1B, p, 1, m), tb, 1e-9);
       ck_assert_double_eq_tol(bubble_of(SCHED_SEQUENTIAL, p, 1, m), 1 - 1.0 / p, 1e-9);
+      ck_assert_double_eq_tol(bubble_of(SCHED_SEQUENTIAL, p, 1, m), sched_kind_bubble(SCHED_SEQUENTIAL, p, 1, m, NULL), 1e-9);
+      ck_assert_double_eq_tol(sched_kind_bubble(SCHED_1F1B, p, 1, m, NULL), tb, 1e-12);
+      ck_assert_double_eq_tol(sched_kind_bubble(SCHED_ZB, p, 1, m, NULL), tb, 1e-12); /* 1f1b's, named so */
+      if (m % p == 0) /* interleaved(v)'s (p-1)/(v*m+p-1): micro-batches in groups of p, as Megatron-LM's */
+        for (int v = 2; v <= 3; v++)
+          ck_assert_msg(fabs(bubble_of(SCHED_INTERLEAVED, p, v, m) - sched_kind_bubble(SCHED_INTERLEAVED, p, v, m, NULL)) < 1e-9,
+                        "interleaved(%d) p=%d m=%d: %g vs %g", v, p, m, bubble_of(SCHED_INTERLEAVED, p, v, m),
+                        sched_kind_bubble(SCHED_INTERLEAVED, p, v, m, NULL));
       double il = bubble_of(SCHED_INTERLEAVED, p, 2, m), zb = bubble_of(SCHED_ZB, p, 1, m);
       if (p > 1) {
         ck_assert_msg(zb < tb - 1e-9, "zb p=%d m=%d: %g vs %g", p, m, zb, tb);
