@@ -11,7 +11,9 @@
  * r + 2pp, ... on rank r; under zbv (v = 2) the chunks form a V: rank r holds stages r
  * and 2pp-1-r.
  * Activations flow along the edges (src, dst), src < dst; gradients flow back along
- * them. An edge between two stages of one rank needs no message.
+ * them; an edge's flow says which of the two it carries (a stage of no params before a
+ * skip connection gets no gradient; a gradient may skip a stage that passes it through
+ * unchanged). An edge between two stages of one rank needs no message.
  *
  * Invariants of a built schedule (proved by sched_verify, which sched_build runs):
  *  - every (stage, mb) appears exactly once as FWD, once as BWD_B and once as BWD_W,
@@ -75,11 +77,14 @@ typedef struct TiedGroup {
   const int *stages;
 } TiedGroup;
 
+enum { SCHED_ACT = 1, SCHED_GRAD = 2 };
+
 typedef struct SchedSpec {
   SchedKind kind;
   int pp, v, m;               /* ranks, chunks per rank (interleaved: v; zbv: 2; else 1), micro-batches */
   int nedges;
   const int (*edges)[2];      /* (src, dst), src < dst; duplicates are merged */
+  const uint8_t *flow;        /* per edge, what it carries: SCHED_ACT | SCHED_GRAD (NULL: both on every edge) */
   int ntied;
   const TiedGroup *tied;      /* may be NULL when ntied == 0 */
   /* Optional per-stage pass durations (NULL: 1 each) that guide zb's placement of W. */
@@ -91,6 +96,9 @@ typedef struct Schedule {
   int pp, v, m, nstages;
   int nedges;
   int (*edges)[2];            /* merged, sorted by (src, dst) */
+  uint8_t *flow;              /* per merged edge: SCHED_ACT (src's activations forward), SCHED_GRAD
+                                 (gradients back to src; none when no gradient crosses: a stage of
+                                 no params before a skip connection) */
   int ntied;
   TiedGroup *tied;
   int *nins;                  /* per rank */

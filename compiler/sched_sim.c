@@ -245,6 +245,9 @@ static int step_check_operands(Exec *x, int r, const Ins *in, int *edge) {
   *edge = down ? edge_index(s, in->stage, p) : edge_index(s, p, in->stage);
   if (*edge < 0)
     return step_fail(x, r, in, "no such stage edge");
+  bool grad = in->kind == INS_SEND_GRAD || in->kind == INS_RECV_GRAD;
+  if (!(s->flow[*edge] & (grad ? SCHED_GRAD : SCHED_ACT)))
+    return step_fail(x, r, in, "the stage edge carries no %s", grad ? "gradient" : "activation");
   return STEP_OK;
 }
 
@@ -257,6 +260,8 @@ static int step_check_inputs(Exec *x, int r, const Ins *in) {
     bool fwd = in->kind == INS_FWD;
     if (fwd ? dst != in->stage : src != in->stage)
       continue;
+    if (!(s->flow[e] & (fwd ? SCHED_ACT : SCHED_GRAD)))
+      continue; /* nothing of this kind crosses the edge */
     int other = fwd ? src : dst;
     bool ok = sched_stage_rank(s, other) == r
                   ? (fwd ? x->fdone : x->bdone)[other * m + in->mb] > 0
@@ -561,7 +566,8 @@ static void dump_header(FILE *out, const Schedule *s, const SchedTiming *t) {
           s->v, s->m, s->nstages);
   fprintf(out, "edges:");
   for (int e = 0; e < s->nedges; e++)
-    fprintf(out, " %d->%d", s->edges[e][0], s->edges[e][1]);
+    fprintf(out, " %d->%d%s", s->edges[e][0], s->edges[e][1],
+            s->flow[e] == SCHED_ACT ? "(no grad)" : s->flow[e] == SCHED_GRAD ? "(grad only)" : "");
   fprintf(out, "%s\ntied:", s->nedges ? "" : " none");
   for (int g = 0; g < s->ntied; g++) {
     fprintf(out, " {");

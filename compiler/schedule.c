@@ -191,9 +191,9 @@ static double gen_ready(const Gen *g, const Ins *p) {
   double t = 0;
   for (int e = 0; e < s->nedges; e++) {
     int src = s->edges[e][0], dst = s->edges[e][1];
-    if (p->kind == INS_FWD && dst == p->stage)
+    if (p->kind == INS_FWD && dst == p->stage && (s->flow[e] & SCHED_ACT))
       t = fmax(t, gen_dep_end(g, g->fend, src, p->mb));
-    if (p->kind == INS_BWD_B && src == p->stage)
+    if (p->kind == INS_BWD_B && src == p->stage && (s->flow[e] & SCHED_GRAD))
       t = fmax(t, gen_dep_end(g, g->bend, dst, p->mb));
   }
   if (p->kind == INS_BWD_B)
@@ -445,13 +445,14 @@ static void emit_messages(Arena *a, const Schedule *s, InsList *l, const Ins *p,
     int src = s->edges[e][0], dst = s->edges[e][1];
     if (sched_stage_rank(s, src) == sched_stage_rank(s, dst))
       continue;
-    if (p->kind == INS_FWD && before && dst == p->stage)
+    bool act = s->flow[e] & SCHED_ACT, grad = s->flow[e] & SCHED_GRAD;
+    if (act && p->kind == INS_FWD && before && dst == p->stage)
       il_push(a, l, INS_RECV_ACT, dst, src, p->mb);
-    if (p->kind == INS_FWD && !before && src == p->stage)
+    if (act && p->kind == INS_FWD && !before && src == p->stage)
       il_push(a, l, INS_SEND_ACT, src, dst, p->mb);
-    if (p->kind == INS_BWD_B && before && src == p->stage)
+    if (grad && p->kind == INS_BWD_B && before && src == p->stage)
       il_push(a, l, INS_RECV_GRAD, src, dst, p->mb);
-    if (p->kind == INS_BWD_B && !before && dst == p->stage)
+    if (grad && p->kind == INS_BWD_B && !before && dst == p->stage)
       il_push(a, l, INS_SEND_GRAD, dst, src, p->mb);
   }
 }
@@ -574,13 +575,21 @@ static Schedule *sched_new(Arena *a, const SchedSpec *sp) {
   Schedule *s = arena_alloc(a, sizeof *s);
   s->kind = sp->kind;
   s->pp = sp->pp, s->v = sp->v, s->m = sp->m, s->nstages = sp->pp * sp->v;
-  s->edges = arena_alloc(a, sizeof(int[2]) * (sp->nedges + 1));
-  if (sp->nedges)
-    memcpy(s->edges, sp->edges, sizeof(int[2]) * sp->nedges);
-  qsort(s->edges, sp->nedges, sizeof(int[2]), cmp_edge);
+  /* (src, dst, flow) sorted, duplicates merged with their flows joined */
+  int (*tr)[3] = arena_alloc(a, sizeof(int[3]) * (sp->nedges + 1));
   for (int e = 0; e < sp->nedges; e++)
-    if (s->nedges == 0 || cmp_edge(s->edges[s->nedges - 1], s->edges[e]) != 0)
-      memmove(s->edges[s->nedges++], s->edges[e], sizeof(int[2]));
+    tr[e][0] = sp->edges[e][0], tr[e][1] = sp->edges[e][1], tr[e][2] = sp->flow ? sp->flow[e] : SCHED_ACT | SCHED_GRAD;
+  qsort(tr, sp->nedges, sizeof(int[3]), cmp_edge);
+  s->edges = arena_alloc(a, sizeof(int[2]) * (sp->nedges + 1));
+  s->flow = arena_alloc(a, (size_t)sp->nedges + 1);
+  for (int e = 0; e < sp->nedges; e++) {
+    if (s->nedges > 0 && cmp_edge(s->edges[s->nedges - 1], tr[e]) == 0) {
+      s->flow[s->nedges - 1] |= (uint8_t)tr[e][2];
+      continue;
+    }
+    s->edges[s->nedges][0] = tr[e][0], s->edges[s->nedges][1] = tr[e][1];
+    s->flow[s->nedges++] = (uint8_t)tr[e][2];
+  }
   s->ntied = sp->ntied;
   s->tied = arena_alloc(a, sizeof(TiedGroup) * (sp->ntied + 1));
   for (int t = 0; t < sp->ntied; t++) {
@@ -626,11 +635,13 @@ Schedule *sched_build(Arena *a, const SchedSpec *spec, char *err, size_t errlen)
 Schedule *sched_partition(Diag *d, Arena *a, const Partition *p, const Costs *cost) {
   const Graph *g = p->g;
   int (*edges)[2] = arena_alloc(a, sizeof(int[2]) * (size_t)(p->nxfers + 1));
+  uint8_t *flow = arena_alloc(a, (size_t)p->nxfers + 1);
   int ne = 0;
   for (int i = 0; i < p->nxfers; i++) {
     const PartXfer *x = &p->xfers[i];
     edges[ne][0] = x->grad ? x->dst : x->src;
     edges[ne][1] = x->grad ? x->src : x->dst;
+    flow[ne] = x->grad ? SCHED_GRAD : SCHED_ACT; /* merged per stage pair by sched_new */
     ne++;
   }
   TiedGroup *tied = arena_alloc(a, sizeof(TiedGroup) * (size_t)(p->tied.n + 1));
@@ -647,6 +658,7 @@ Schedule *sched_partition(Diag *d, Arena *a, const Partition *p, const Costs *co
                     .m = (int)g->train.microbatches,
                     .nedges = ne,
                     .edges = (const int(*)[2])edges,
+                    .flow = flow,
                     .ntied = p->tied.n,
                     .tied = tied,
                     .F = cost->F, .B = cost->B, .W = cost->W};

@@ -35,6 +35,23 @@ if "$BUILD/mplc" "$m" -D second=0 --mesh pp=1 -o "$tmp/edges1.job" 2> "$tmp/edge
   done
 else bad "pipeline_edges at pp = 1: $(tail -q -n 2 "$tmp/edges1.err" "$tmp/edges1.log")"; fi
 
+# a stage of no params feeding a later one past its neighbour: no gradient message reaches
+# it (once one per stage edge, dropped by the job), and the params are pp = 1's, bitwise
+m=tests/e2e/skip_no_grad.mpl
+if "$BUILD/mplc" "$m" -D b=0 -D c=0 --mesh pp=1 -o "$tmp/skip1.job" 2> "$tmp/skip1.err" &&
+   "$BUILD/mplrun" "$tmp/skip1.job" --threads 1 -q --save "$tmp/skip1.st" > "$tmp/skip1.log" 2>&1; then
+  for sched in gpipe 1f1b zb; do
+    if "$BUILD/mplc" "$m" --mesh pp=3 --schedule $sched --emit=schedule > "$tmp/skip3.sched" 2> "$tmp/skip3.err" &&
+       "$BUILD/mplc" "$m" --mesh pp=3 --schedule $sched -o "$tmp/skip3.job" 2>> "$tmp/skip3.err" &&
+       "$BUILD/mplrun" "$tmp/skip3.job" --threads 1 -q --save "$tmp/skip3.st" > "$tmp/skip3.log" 2>&1 &&
+       cmp -s "$tmp/skip1.st" "$tmp/skip3.st"; then
+      n0=$(grep -cE 'grad\(stage [0-9]+ (<-|->) 0,|grad\(stage 0 ' "$tmp/skip3.sched"); n21=$(grep -c 'send_grad(stage 2 -> 1,' "$tmp/skip3.sched")
+      if [ "$n0" = 0 ] && [ "$n21" = 4 ]; then ok "skip_no_grad at pp = 3, $sched: pp = 1's params (bitwise), no gradient message to stage 0, 4 from 2 to 1"
+      else bad "skip_no_grad at pp = 3, $sched: $n0 gradient messages touch stage 0 (want 0), $n21 from 2 to 1 (want 4)"; fi
+    else bad "skip_no_grad at pp = 3, $sched: $(tail -q -n 2 "$tmp/skip3.err" "$tmp/skip3.log")"; fi
+  done
+else bad "skip_no_grad at pp = 1: $(tail -q -n 2 "$tmp/skip1.err" "$tmp/skip1.log")"; fi
+
 # every example and test model trains: the loss of the last step is below the first
 for m in tests/e2e/small_mlp.mpl tests/e2e/recompute.mpl examples/mlp.mpl examples/layers_on_devices.mpl; do
   name=$(basename "$m" .mpl)
