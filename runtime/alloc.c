@@ -130,13 +130,39 @@ void mpl_alloc_fail_nth(int64_t n) { atomic_store(&fail_countdown, n > 0 ? n : 0
 
 /* ---- files ------------------------------------------------------------- */
 
+int mpl_open_regular(const char *path, MplErr *err) {
+  /* O_NONBLOCK: opening a fifo for reading waits for a writer (a fifo in a checkpoint
+     folder hung the resume); a regular file's reads do not heed the flag, cleared anyway */
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return mpl_errf(err, "%s: cannot open: %s", path, strerror(errno)), -1;
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return mpl_errf(err, "%s: not a regular file", path), -1;
+  }
+  int fl = fcntl(fd, F_GETFL);
+  if (fl >= 0) (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+  return fd;
+}
+
+FILE *mpl_fopen_regular(const char *path, MplErr *err) {
+  int fd = mpl_open_regular(path, err);
+  if (fd < 0) return NULL;
+  FILE *f = fdopen(fd, "rb");
+  if (!f) {
+    close(fd);
+    mpl_errf(err, "%s: cannot open: %s", path, strerror(errno));
+  }
+  return f;
+}
+
 int mpl_file_read_all(const char *path, uint8_t **data, size_t *len, MplErr *err) {
   *data = NULL;
   *len = 0;
-  FILE *f = fopen(path, "rb");
-  if (!f) return mpl_errf(err, "%s: cannot open: %s", path, strerror(errno));
+  FILE *f = mpl_fopen_regular(path, err);
+  if (!f) return MPL_ERR;
   struct stat st;
-  if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+  if (fstat(fileno(f), &st) != 0) {
     fclose(f);
     return mpl_errf(err, "%s: not a regular file", path);
   }

@@ -243,8 +243,8 @@ static int join(char *buf, size_t n, const char *dir, const char *file, MplErr *
  * a checkpoint whose bytes changed after it was written (the safetensors format has no
  * check of its own: a flipped bit in a tensor reads as a value). */
 static int file_digest(const char *path, uint64_t *out, MplErr *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return mpl_errf(err, "%s: cannot open: %s", path, strerror(errno));
+  FILE *f = mpl_fopen_regular(path, err);
+  if (!f) return MPL_ERR;
   enum { BLOCK = 1 << 20 };
   uint8_t *buf = mpl_malloc(BLOCK);
   if (!buf) {

@@ -49,12 +49,12 @@ static int check_token_header(const char *path, const uint8_t *b, size_t len, Mp
 
 int mpl_tokens_open(MplTokens *t, const char *path, MplErr *err) {
   memset(t, 0, sizeof *t);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return mpl_errf(err, "%s: cannot open: %s", path, strerror(errno));
+  int fd = mpl_open_regular(path, err);
+  if (fd < 0) return MPL_ERR;
   struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+  if (fstat(fd, &st) != 0) {
     close(fd);
-    return mpl_errf(err, "%s: not a regular file", path);
+    return mpl_errf(err, "%s: cannot stat: %s", path, strerror(errno));
   }
   size_t len = (size_t)st.st_size;
   uint8_t hdr[TOK_HEADER_BYTES];

@@ -8,9 +8,11 @@
  * (instruction streams and memory plans), KERN (kernels), CHEK (the run-time checks;
  * optional: a job written without it has none). The container's header flags hold the
  * contents' format (MPL_JOB_FORMAT); another is refused.
- * The reader trusts nothing: every count goes through mpl_cur_count, and after
- * parsing job_validate checks every index and offset, so a corrupted job is
- * refused with a message and never reaches the executor.
+ * The reader trusts nothing it can check: every count goes through mpl_cur_count, and
+ * after parsing job_validate checks every index and offset, so a corrupted job is
+ * refused with a message and never reaches the executor. The kernels are code (bitcode,
+ * PTX): their bounds are not re-derived, and a job edited with its checksum recomputed
+ * is trusted as any program is.
  */
 #include "job.h"
 #include "mpl.h"

@@ -68,6 +68,10 @@ void mpl_alloc_fail_nth(int64_t n);
 int mpl_cpus_usable(void);
 
 /* Reads a whole file into *data (mpl_malloc'd, one extra NUL byte after *len bytes). */
+/* A regular file opened for reading (a fifo, a device or a folder is refused at once,
+ * never waited on): the fd or -1, the FILE or NULL, with the message in err. */
+int mpl_open_regular(const char *path, MplErr *err);
+FILE *mpl_fopen_regular(const char *path, MplErr *err);
 int mpl_file_read_all(const char *path, uint8_t **data, size_t *len, MplErr *err);
 
 /* An atomic file write: a temp file in the target's directory, then fflush, fsync,

@@ -227,9 +227,8 @@ int mpl_st_open(MplSafetensors *st, const char *path, MplErr *err) {
   memset(st, 0, sizeof *st);
   st->path = mpl_strdup(path);
   if (!st->path) return mpl_errf(err, "%s: out of memory", path);
-  st->f = fopen(path, "rb");
+  st->f = mpl_fopen_regular(path, err);
   if (!st->f) {
-    mpl_errf(err, "%s: cannot open: %s", path, strerror(errno));
     mpl_st_free(st);
     return MPL_ERR;
   }

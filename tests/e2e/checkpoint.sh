@@ -224,6 +224,19 @@ refused "--checkpoint onto a file" "not a folder" "$lm" "${D[@]}" --steps 2 --ch
 refused "--trace into a missing folder" "no folder" "$lm" "${D[@]}" --steps 2 --trace "$tmp/nowhere/t.json"
 refused "--checkpoint-every without --checkpoint" "goes with --checkpoint" "$lm" "${D[@]}" --steps 2 --checkpoint-every 1
 refused "--init with --resume" "give one" "$lm" "${D[@]}" --steps 2 --init "$tmp/a.st" --resume "$tmp/ck"
+# a fifo where a file is read (a checkpoint's tensor file, --init, --data) is refused at
+# once: opening one for reading waited for a writer, and the run hung (pass 47)
+if [ -f "$tmp/ck/model.safetensors" ]; then
+  rm -rf "$tmp/ckf" && cp -r "$tmp/ck" "$tmp/ckf" && rm "$tmp/ckf/model.safetensors" && mkfifo "$tmp/ckf/model.safetensors" &&
+    mkfifo "$tmp/fifo.st" "$tmp/fifo.bin"
+  for what in "--resume $tmp/ckf" "--init $tmp/fifo.st" "--data $tmp/fifo.bin"; do
+    rm -f "$tmp/refused.jsonl"
+    d=("${D[@]}"); [[ "$what" == --data* ]] && d=()
+    timeout 20 "$MPLRUN" "$lm" "${d[@]}" --steps 2 --threads 1 $what > "$tmp/fifo.log" 2>&1; rc=$?
+    if [ $rc = 1 ] && grep -q "not a regular file" "$tmp/fifo.log"; then ok "a fifo as ${what%% *}: refused at once ($(grep -o '[^/]*: not a regular file' "$tmp/fifo.log"))"
+    else bad "a fifo as ${what%% *}: exit $rc (124: it waited), $(tail -n 1 "$tmp/fifo.log")"; fi
+  done
+fi
 # resumed on a shorter token file, where the checkpoint's data position is past the end:
 # named as the checkpoint's position against this data (pass 49: the loader's words only)
 head -c 300 examples/data/tiny.txt > "$tmp/short.txt" && "$BUILD/mpltok" "$tmp/short.txt" "$tmp/short.bin" > /dev/null &&
