@@ -19,6 +19,7 @@ enum { MAX_DEPTH = 64 };
 typedef struct JsonParser {
   const char *s, *end, *start;
   MplErr *err;
+  size_t nodes, max_nodes; /* values made so far, and the most allowed (0: no limit) */
 } JsonParser;
 
 static int jfail(JsonParser *p, const char *what) {
@@ -155,6 +156,7 @@ static MplJson *push_item(JsonParser *p, MplJson *v, int *cap) {
     if (!items || (v->type == MPL_JSON_OBJ && !keys)) return jfail(p, "out of memory"), NULL;
     *cap = nc;
   }
+  if (p->max_nodes && ++p->nodes > p->max_nodes) return jfail(p, "too many values"), NULL;
   MplJson *e = &v->items[v->n];
   memset(e, 0, sizeof *e);
   if (v->type == MPL_JSON_OBJ) v->keys[v->n] = NULL;
@@ -178,6 +180,7 @@ static int parse_container(JsonParser *p, MplJson *v, int depth, bool obj) {
       if (p->s >= p->end || *p->s != '"') return jfail(p, "expected a key string");
       p->s++;
       if (parse_string(p, &v->keys[v->n - 1], &kl)) return MPL_ERR;
+      if (strlen(v->keys[v->n - 1]) != kl) return jfail(p, "a key holds a NUL character"); /* "w\u0000.x" read as w */
       skip_ws(p);
       if (p->s >= p->end || *p->s != ':') return jfail(p, "expected ':'");
       p->s++;
@@ -205,7 +208,11 @@ static int parse_value(JsonParser *p, MplJson *v, int depth) {
 }
 
 int mpl_json_parse(const char *text, size_t len, MplJson *out, MplErr *err) {
-  JsonParser p = {.s = text, .end = text + len, .start = text, .err = err};
+  return mpl_json_parse_max(text, len, 0, out, err);
+}
+
+int mpl_json_parse_max(const char *text, size_t len, size_t max_values, MplJson *out, MplErr *err) {
+  JsonParser p = {.s = text, .end = text + len, .start = text, .err = err, .max_nodes = max_values};
   memset(out, 0, sizeof *out);
   if (parse_value(&p, out, 0) == MPL_OK) {
     skip_ws(&p);

@@ -117,6 +117,9 @@ typedef struct MplJson {
 
 /* Parses exactly one JSON value (surrounding whitespace allowed); nesting is limited to 64. */
 int mpl_json_parse(const char *text, size_t len, MplJson *out, MplErr *err);
+/* The same, refusing more than max_values values in all (0: no limit): a value costs a
+ * tree node of tens of bytes, 2 bytes of text ("0,") can ask for one. */
+int mpl_json_parse_max(const char *text, size_t len, size_t max_values, MplJson *out, MplErr *err);
 void mpl_json_free(MplJson *v);
 /* The value of key in obj (the first one), or NULL. */
 const MplJson *mpl_json_get(const MplJson *obj, const char *key);

@@ -107,6 +107,10 @@ static int parse_shape(const MplSafetensors *st, const char *name, const MplJson
 static int parse_tensor(const MplSafetensors *st, const char *name, const MplJson *v, uint64_t data_len,
                         MplStTensor *t, MplErr *err) {
   if (v->type != MPL_JSON_OBJ) return mpl_errf(err, "%s: tensor '%s': entry is not an object", st->path, name);
+  for (int i = 0; i < v->n; i++) /* {"shape": [4, 2], "shape": [8]}: readers differ on which */
+    for (int k = 0; k < i; k++)
+      if (!strcmp(v->keys[i], v->keys[k]))
+        return mpl_errf(err, "%s: tensor '%s': \"%s\" is given twice", st->path, name, v->keys[i]);
   if (parse_dtype(st, name, mpl_json_get(v, "dtype"), t, err)) return MPL_ERR;
   if (parse_shape(st, name, mpl_json_get(v, "shape"), t, err)) return MPL_ERR;
   const MplJson *o = mpl_json_get(v, "data_offsets");
@@ -213,7 +217,9 @@ static int read_header(MplSafetensors *st, MplJson *h, MplErr *err) {
   if (!text) return mpl_errf(err, "%s: out of memory", st->path);
   int rc = fread(text, 1, (size_t)hlen, st->f) == hlen ? MPL_OK : mpl_errf(err, "%s: read error in header", st->path);
   MplErr jerr;
-  if (rc == MPL_OK && mpl_json_parse(text, (size_t)hlen, h, &jerr))
+  /* a tensor's entry is about 15 values: 2^21 allow 140,000 tensors, and bound the tree
+     (a 90 MB header of one shape of 45 million zeros took 4.8 GB) */
+  if (rc == MPL_OK && mpl_json_parse_max(text, (size_t)hlen, (size_t)1 << 21, h, &jerr))
     rc = mpl_errf(err, "%s: bad header: %s", st->path, jerr.msg);
   mpl_free(text);
   if (rc == MPL_OK) {
@@ -227,6 +233,13 @@ int mpl_st_open(MplSafetensors *st, const char *path, MplErr *err) {
   memset(st, 0, sizeof *st);
   st->path = mpl_strdup(path);
   if (!st->path) return mpl_errf(err, "%s: out of memory", path);
+  struct stat sb;
+  if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+    mpl_errf(err, "%s: is a folder, not a safetensors file (a checkpoint folder is given to --resume; its params "
+             "alone are its model.safetensors)", path);
+    mpl_st_free(st);
+    return MPL_ERR;
+  }
   st->f = mpl_fopen_regular(path, err);
   if (!st->f) {
     mpl_st_free(st);

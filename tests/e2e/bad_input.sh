@@ -177,6 +177,20 @@ i = dict(t); d, s, raw = i['ln_f.bias']; i['ln_f.bias'] = ('I32', s, raw); write
 x = dict(t); x['buffers.position_ids'] = ('I64', [3], struct.pack('<3q', 0, 1, 2)); write(out + '/extra.st', x)
 import math
 f = dict(t); d, s, raw = f['ln_f.bias']; f['ln_f.bias'] = (d, s, struct.pack('<f', math.nan) + raw[4:]); write(out + '/nan.st', f)
+# headers other readers read otherwise (pass 47): a name with a NUL ("ln_f.bias\0x" was
+# read as ln_f.bias), a field given twice (the first was taken, Python's json takes the last)
+def raw_header(path, text):
+    hb = text.encode(); hb += b' ' * ((8 - len(hb) % 8) % 8)
+    open(path, 'wb').write(struct.pack('<Q', len(hb)) + hb + data)
+def entry(k):
+    v = hdr[k]; return '"dtype": "%s", "shape": %s, "data_offsets": %s' % (v['dtype'], json.dumps(v['shape']), json.dumps(v['data_offsets']))
+others = ', '.join('"%s": {%s}' % (k, entry(k)) for k in hdr if k not in ('__metadata__', 'ln_f.bias'))
+raw_header(out + '/nul.st', '{%s, "ln_f.bias\\u0000x": {%s}}' % (others, entry('ln_f.bias')))
+raw_header(out + '/twice.st', '{%s, "ln_f.bias": {"shape": [1], %s}}' % (others, entry('ln_f.bias')))
+# a small file asking for a huge tree: one shape of 3 million zeros (once about 50 bytes
+# of memory per byte of header)
+zeros = ','.join(['0'] * 3000000)
+raw_header(out + '/manyvals.st', '{"a": {"dtype": "F32", "shape": [%s], "data_offsets": [0, 0]}}' % zeros)
 EOF
 expect_fail "--init file missing a tensor" "wpe.weight" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/missing.st"
 expect_fail "--init tensor of the wrong shape" "ln_f.weight" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/shape.st"
@@ -187,6 +201,9 @@ if "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/extra.st" --steps 0 --save 
    "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/good.st" --steps 0 --save "$tmp/good_out.st" > /dev/null 2>&1 &&
    cmp -s "$tmp/extra_out.st" "$tmp/good_out.st"; then ok "--init ignores an I64 tensor that is no param"
 else bad "--init with an extra I64 tensor: $(tail -n 2 "$tmp/extra.log")"; fi
+expect_fail "--init name holding a NUL" "a key holds a NUL character" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/nul.st"
+expect_fail "--init entry with a field twice" "\"shape\" is given twice" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/twice.st"
+expect_fail "--init header of 3 million values" "too many values" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/manyvals.st"
 expect_fail "--init file that does not exist" "nosuch.st.*No such file" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/nosuch.st"
 expect_fail "--init garbage" "garbage.job" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/garbage.job"
 head -c 300 "$tmp/good.st" > "$tmp/cut.st"
