@@ -35,7 +35,11 @@
  *  - a transpose of the last two axes read by a product is rounded below it (the
  *    transpose re-made on the rounded value), so fuse.c still folds it into the GEMM;
  *  - a value already exact in bf16 (a rounding, or a reshape, transpose, expand or slice
- *    of one) is not rounded again.
+ *    of one) is not rounded again;
+ *  - a sum of products' results that autodiff or the sharding made (SUM_TO over a
+ *    broadcast batch axis, COL2IM over patches, ALLREDUCE and REDUCE_SCATTER of a
+ *    row-parallel product's partial sums) adds them in f32 and is rounded once, as one
+ *    product's result is.
  */
 #include "fuse_int.h" /* fuse_cat: how fusion lowers a reader */
 
@@ -205,15 +209,17 @@ static Op *copy_op(Prec *p, const Op *src, const int *in) {
   return op;
 }
 
-/* A product: its operands rounded, the product, its result rounded (what readers read). */
-static void copy_matmul(Prec *p, const Op *src, int i) {
+/* A product: its operands rounded, the product, its result rounded (what readers read);
+ * one read only by COL2IM (conv2d's input gradient, the patches' products) is rounded
+ * after their sum instead, as one convolution's result. */
+static void copy_matmul(Prec *p, const Op *src, int i, bool patches) {
   Op user = *src; /* the context of the roundings of its operands */
   if (src->fwd_of >= 0) user.fwd_of = p->self[src->fwd_of];
   int in[2];
   for (int j = 0; j < 2; j++) in[j] = rounded(p, p->map[src->in[j]], &user);
   Op *mm = copy_op(p, src, in);
   p->self[i] = mm->id;
-  p->map[i] = add_like(p, OP_ROUND_BF16, mm->id, mm, mm)->id;
+  p->map[i] = patches ? mm->id : add_like(p, OP_ROUND_BF16, mm->id, mm, mm)->id;
 }
 
 /* The fused attention (issue 14): SDPA's q, k, v and SDPA_GRAD's q, k, v and dout are read
@@ -242,14 +248,20 @@ Graph *prec_apply(Graph *old) {
   int nmm = 0;
   for (int i = 0; i < old->nops; i++) {
     OpKind k = old->ops[i]->kind;
-    nmm += k == OP_MATMUL || op_multi_result(k) || k == OP_RESULT;
+    nmm += k == OP_MATMUL || op_multi_result(k) || k == OP_RESULT || k == OP_SUM_TO || k == OP_COL2IM ||
+           k == OP_ALLREDUCE || k == OP_REDUCE_SCATTER;
   }
+  /* the products read only by COL2IM: 1 read by it, 2 read by another op too */
+  uint8_t *col = calloc((size_t)old->nops + 1, 1);
+  if (!col) die("out of memory");
+  for (int i = 0; i < old->nops; i++)
+    for (int j = 0; j < old->ops[i]->nin; j++) col[old->ops[i]->in[j]] |= old->ops[i]->kind == OP_COL2IM ? 1 : 2;
   Prec p;
   prec_begin(&p, old, old->nops + 5 * nmm + 1);
   for (int i = 0; i < old->nops; i++) {
     const Op *src = old->ops[i];
     if (src->kind == OP_MATMUL && src->dtype == DT_F32) {
-      copy_matmul(&p, src, i);
+      copy_matmul(&p, src, i, col[i] == 1);
       continue;
     }
     if (op_multi_result(src->kind) || src->kind == OP_RESULT) {
@@ -259,9 +271,21 @@ Graph *prec_apply(Graph *old) {
     int *in = src->nin ? malloc(sizeof(int) * (size_t)src->nin) : NULL;
     if (src->nin && !in) die("out of memory");
     for (int j = 0; j < src->nin; j++) in[j] = p.map[src->in[j]];
-    p.map[i] = p.self[i] = copy_op(&p, src, in)->id;
+    Op *op = copy_op(&p, src, in);
+    p.map[i] = p.self[i] = op->id;
+    /* a product summed further: over a broadcast batch axis (SUM_TO, a batched product's
+       weight gradient), over patches (COL2IM, conv2d's input gradient) or over the tp
+       ranks (a row-parallel product's partial sums): the sum, in f32, is the product's
+       result, rounded as one (autocast's sum_to_size of a bf16 gradient is bf16; COL2IM
+       sums the patches' unrounded products, one convolution's gradient) */
+    bool sums = src->kind == OP_SUM_TO || src->kind == OP_COL2IM || src->kind == OP_ALLREDUCE ||
+                src->kind == OP_REDUCE_SCATTER;
+    bool product = src->kind == OP_COL2IM && old->ops[src->in[0]]->kind == OP_MATMUL && col[src->in[0]] == 1;
+    if (sums && src->dtype == DT_F32 && (product || prec_exact_bf16(p.g, in[0])))
+      p.map[i] = add_like(&p, OP_ROUND_BF16, op->id, op, op)->id;
     free(in);
   }
+  free(col);
   return prec_end(&p);
 }
 

@@ -15,7 +15,8 @@
 #  - bf16 storage (the roundings in 2 bytes) trains to the bits of --no-bf16-storage under
 #    the f32 product, with a smaller planned arena;
 #  - a program's own bf16 and f16 tensors train like the program in f32 (10 steps within 1e-2,
-#    not equal), the same bits on one stage and two.
+#    not equal), the same bits on one stage and two;
+#  - sums of products the compiler makes are rounded once (tests/e2e/bf16_sums.mpl).
 cd "$(dirname "$0")/../.."
 source tests/tools/e2e_lib.sh
 
@@ -136,5 +137,14 @@ if compile_run hf32 "$tmp/half_f32.mpl" -- --threads 1 --steps 10 --metrics "$tm
     else bad "half_$t.mpl: pp = 1 and pp = 2 differ"; fi
   done
 fi
+# ---- sums of products rounded once (tests/e2e/bf16_sums.mpl, against a float64 emulation) ----
+for tp in 1 2; do
+  if "$MPLC" tests/e2e/bf16_sums.mpl --mesh tp=$tp -o "$tmp/sums$tp.job" > "$tmp/sums$tp.log" 2>&1 &&
+     "$MPLRUN" "$tmp/sums$tp.job" --threads 1 -q --steps 0 --save "$tmp/sums$tp.0.st" >> "$tmp/sums$tp.log" 2>&1 &&
+     "$MPLRUN" "$tmp/sums$tp.job" --threads 1 -q --save "$tmp/sums$tp.1.st" >> "$tmp/sums$tp.log" 2>&1 &&
+     "$PY" tests/tools/bf16_sums.py "$tmp/sums$tp.0.st" "$tmp/sums$tp.1.st" > "$tmp/sums$tp.cmp" 2>&1; then
+    ok "bf16 sums of products at tp = $tp: a batched product's weight gradient, conv2d's input gradient and the all-reduced partial sums rounded once, as a float64 emulation"
+  else bad "bf16 sums of products at tp = $tp: $(grep -h FAIL "$tmp/sums$tp.cmp" "$tmp/sums$tp.log" | head -n 3)"; fi
+done
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
