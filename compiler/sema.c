@@ -119,6 +119,19 @@ static void module_const(Sema *S, Module *m, Node *it, bool is_main) {
         sema_err(S, (Loc){0}, "-D %s=%s: the int is past the range of a 64-bit int", df->name, df->value);
       else sema_err(S, (Loc){0}, "-D %s=%s: the value is not an int, a float or a bool", df->name, df->value);
       *v = verr();
+    } else {
+      /* the override keeps the const's own type: an int given for a float const is that
+         float (-D lr=1 made lr / 2 an integer division); a float for an int, or a bool for
+         a number, is refused */
+      Scope sc = {.mod = m, .prefix = ""};
+      Value own = sema_eval(S, &sc, it->a);
+      static const char *const kinds[] = {[V_INT] = "an int", [V_FLOAT] = "a float", [V_BOOL] = "a bool"};
+      if (own.kind == V_FLOAT && v->kind == V_INT) *v = vfloat((double)v->i, it->loc);
+      else if ((own.kind == V_INT || own.kind == V_FLOAT || own.kind == V_BOOL) && own.kind != v->kind) {
+        sema_err(S, it->loc, "-D %s=%s: const '%s' is %s here, and -D gives %s", df->name, df->value, it->name,
+                 kinds[own.kind], kinds[v->kind]);
+        *v = verr();
+      }
     }
     v->loc = it->loc;
   } else {
