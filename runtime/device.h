@@ -217,6 +217,10 @@ typedef struct MplSdpaRun {
   MplSdpaIsa isa;
   _Atomic int failed; /* a unit could not allocate its scratch */
 } MplSdpaRun;
+/* MPL_CPU_PROFILE: the first step is over; the profile counts the steps after it apart
+ * (the first pays each arena page's first touch, charged to whichever kernel makes it). */
+void mpl_cpu_profile_warm(void);
+
 int64_t mpl_sdpa_cpu_units(const MplSdpa *a, bool backward);
 void mpl_sdpa_cpu_fwd(void **args, const int64_t *scalars, int64_t begin, int64_t end);
 void mpl_sdpa_cpu_bwd(void **args, const int64_t *scalars, int64_t begin, int64_t end);

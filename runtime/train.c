@@ -384,7 +384,7 @@ int mpl_run_train(MplRun *r, MplErr *err) {
     double dt = now_s() - t0;
     r->last_loss = step_loss(r);
     r->optim_fresh = false;
-    done++;
+    if (done++ == 0) mpl_cpu_profile_warm();
     bool evaluated = eval_due(r, r->step);
     if (evaluated && evaluate(r, err) != MPL_OK) return MPL_ERR;
     if (report_step(r, r->step, dt, (now_s() - t_begin) / (double)done, evaluated, err) != MPL_OK) return MPL_ERR;

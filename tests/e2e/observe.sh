@@ -314,6 +314,16 @@ if [ -s "$tmp/t_1f1b.json" ] && [ -s "$tmp/mc0.jsonl" ]; then
   else bad "a failed --trace or --comm-stats write: $(tail -n 1 "$tmp/fsz.log"); $(cmp "$tmp/keep_t.json" "$tmp/old_t.json"; cmp "$tmp/keep_c.jsonl" "$tmp/old_c.jsonl")"; fi
 else bad "no earlier trace or comm-stats file to keep"; fi
 
+# ---- MPL_CPU_PROFILE: the steps after the first (the first faults the arena's pages in) ----
+if "$MPLC" tests/e2e/small_gpt.mpl -o "$tmp/prof.job" 2> /dev/null; then
+  MPL_CPU_PROFILE=1 "$MPLRUN" "$tmp/prof.job" -q --threads 1 --steps 1 > /dev/null 2> "$tmp/prof1.txt"
+  MPL_CPU_PROFILE=1 "$MPLRUN" "$tmp/prof.job" -q --threads 1 --steps 3 > /dev/null 2> "$tmp/prof3.txt"
+  c1=$(grep -m1 ' x  sdpa (' "$tmp/prof1.txt" | awk '{print $3}'); c3=$(grep -m1 ' x  sdpa (' "$tmp/prof3.txt" | awk '{print $3}')
+  if grep -q 'in kernels and GEMMs (one step' "$tmp/prof1.txt" && grep -q 'in kernels and GEMMs (the steps after the first)' "$tmp/prof3.txt" &&
+     [ -n "$c1" ] && [ "$c3" = $((2 * c1)) ]; then ok "MPL_CPU_PROFILE over 3 steps counts the 2 after the first ($c3 sdpa calls, $c1 in one step)"
+  else bad "MPL_CPU_PROFILE: one step $c1 sdpa calls, three steps $c3 (want twice): $(grep 'cpu profile, device' "$tmp/prof3.txt")"; fi
+else bad "mplc small_gpt for the profile"; fi
+
 # ---- --inspect ----
 if "$MPLRUN" "$job" --inspect > "$tmp/inspect.txt" 2> "$tmp/inspect.err"; then
   ok "--inspect exits 0"
