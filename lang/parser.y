@@ -543,12 +543,21 @@ static void describe_expected(const yypcontext_t *yyctx, char *buf, size_t n) {
   }
   const char *names[YYNTOKENS + 1];
   int k = 0;
-  bool expr = false;
+  /* an integer can come: an expression; only a name can (import 3, x.3, as 3): a name */
+  bool expr = false, ident = false;
   for (int i = 0; i < m; i++) {
-    if (exp[i] == YYSYMBOL_IDENT || exp[i] == YYSYMBOL_INT) expr = true;
+    expr |= exp[i] == YYSYMBOL_INT;
+    ident |= exp[i] == YYSYMBOL_IDENT;
+  }
+  for (int i = 0; i < m; i++) {
     if (exp[i] == YYSYMBOL_IDENT || exp[i] == YYSYMBOL_INT || (starts_expr(exp[i]) && expr))
       continue;
     names[k++] = yysymbol_name(exp[i]);
+  }
+  if (ident && !expr) {
+    memmove(names + 1, names, sizeof(*names) * (size_t)k);
+    names[0] = "a name";
+    k++;
   }
   if (expr) {
     memmove(names + 1, names, sizeof(*names) * (size_t)k);
