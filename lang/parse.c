@@ -41,6 +41,9 @@ Node *parse_source(Diag *d, Arena *a, const char *path, const char *text, size_t
     diag_error_noloc(d, "%s: file too large", path);
     return ctx.program;
   }
+  /* a UTF-8 byte order mark (what some editors write first) is no part of the program;
+     it is zero-width where a line is shown, so columns after it stay right */
+  if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) text += 3, len -= 3;
   yyscan_t scanner;
   if (yylex_init_extra(&ctx, &scanner) != 0) die("cannot create the scanner");
   YY_BUFFER_STATE buf = yy_scan_bytes(text, (int)len, scanner);
