@@ -243,7 +243,7 @@ static Node *choose_model(Sema *S, Node *program, Node **train_out) {
     return NULL;
   }
   if (nmodels == 0) {
-    sema_err(S, (Loc){0}, "the program declares no model");
+    sema_err(S, program->loc, "the program declares no model (model NAME(inputs) { ... })");
     return NULL;
   }
   if (nmodels > 1) {

@@ -40,10 +40,14 @@ void sema_mesh(Sema *S, Node *mesh) {
     bool seen[3] = {false, false, false};
     for (int i = 0; i < mesh->list.n; i++) {
       Node *arg = mesh->list.items[i];
-      int ax = arg->name ? -1 : i;
-      for (int k = 0; arg->name && k < 3; k++)
+      if (!arg->name) { /* mesh(2) read as dp = 2, where pp was as likely meant */
+        sema_err(S, arg->loc, "mesh axes are named: mesh(dp = a, pp = b, tp = c)");
+        continue;
+      }
+      int ax = -1;
+      for (int k = 0; k < 3; k++)
         if (!strcmp(arg->name, axes[k])) ax = k;
-      if (ax < 0 || ax > 2) {
+      if (ax < 0) {
         sema_err(S, arg->loc, "mesh axes are dp, pp and tp%s%s", arg->name ? ", not " : "", arg->name ? arg->name : "");
         continue;
       }
