@@ -260,6 +260,8 @@ static void model_inputs(Sema *S, Scope *sc, Node *model) {
   for (int i = 0; i < model->list.n; i++) {
     Node *pd = model->list.items[i];
     Node *ty = pd->a;
+    if (pd->b) /* the data gives every input: a default would never be read */
+      sema_err(S, pd->b->loc, "model input '%s' takes no default value: the data gives it", pd->name);
     DType dt;
     if (!ty || !sema_parse_dtype(ty->name, &dt) || !ty->has_dims) {
       sema_err(S, pd->loc, "model input '%s' needs a tensor type such as f32[B, T]", pd->name);
