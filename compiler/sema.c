@@ -153,6 +153,31 @@ static void module_const(Sema *S, Module *m, Node *it, bool is_main) {
   strmap_put(S->a, &m->consts, it->name, v);
 }
 
+/* A def's declared type (an argument's or a result's): a tensor type's element is one of
+ * the element types (int[...] and float[...] were taken as any tensor, pass 52), with at
+ * most one '...'; a type without dimensions is int, float, bool or an element type (a
+ * tensor of any shape). */
+static void check_sig_type(Sema *S, const Node *ty) {
+  if (!ty) return;
+  if (ty->kind == N_TYPES) {
+    for (int i = 0; i < ty->list.n; i++) check_sig_type(S, ty->list.items[i]);
+    return;
+  }
+  DType dt;
+  const char *n = ty->name ? ty->name : "";
+  bool elem = sema_parse_dtype(n, &dt), scalar = !strcmp(n, "int") || !strcmp(n, "float") || !strcmp(n, "bool");
+  if (ty->has_dims && !elem)
+    sema_err(S, ty->loc, "'%s' is not an element type: a tensor type is f32, bf16, f16, i32 or bool[...]%s", n,
+             !strcmp(n, "int") ? " (an int tensor is i32[...])" : !strcmp(n, "float") ? " (a float tensor is f32[...])" : "");
+  else if (!ty->has_dims && !elem && !scalar)
+    sema_err(S, ty->loc, "unknown type '%s': int, float, bool, or an element type (f32, bf16, f16, i32, bool) with "
+             "or without [dimensions]", n);
+  int ell = 0;
+  for (int i = 0; ty->has_dims && i < ty->list.n; i++)
+    if (((const Node *)ty->list.items[i])->kind == N_ELLIPSIS && ++ell == 2)
+      sema_err(S, ((const Node *)ty->list.items[i])->loc, "only one '...' is allowed in a type");
+}
+
 /* Registers a module's imports, consts and defs, in source order. */
 /* A def's or model's parameter names are distinct, as Python's. */
 static void check_param_names(Sema *S, const Node *fn) {
@@ -181,6 +206,8 @@ static void module_init(Sema *S, Module *m, bool is_main) {
     case N_CONST: module_const(S, m, it, is_main); break;
     case N_DEF:
       check_param_names(S, it);
+      for (int j = 0; j < it->list.n; j++) check_sig_type(S, ((const Node *)it->list.items[j])->a);
+      check_sig_type(S, it->a);
       if (strmap_get(&m->defs, it->name)) sema_err(S, it->loc, "def '%s' is defined twice", it->name);
       else strmap_put(S->a, &m->defs, it->name, it);
       break;

@@ -641,7 +641,8 @@ static bool collect_args(Sema *S, Scope *sc, Node *call, Node *def, const char *
  * signature's names as the call bound them (the body may rebind them). at: the return;
  * val_at: its expression (one value's type is reported there: the value's own place may
  * be the caller's argument, returned as is). */
-static bool check_result(Sema *S, Scope *sig, CallCtx *cc, Node *ty, Value r, Loc at, Loc val_at) {
+static bool check_result(Sema *S, Scope *sig, CallCtx *cc, Node *ty, Value *rp, Loc at, Loc val_at) {
+  Value r = *rp;
   if (r.kind == V_ERR || r.kind == V_VOID) return true;
   int want = ty->kind == N_TYPES ? ty->list.n : 1, got = r.kind == V_TUPLE ? r.n : 1;
   if (want != got) {
@@ -653,7 +654,28 @@ static bool check_result(Sema *S, Scope *sig, CallCtx *cc, Node *ty, Value r, Lo
   for (int i = 0; i < want; i++) {
     Value v = r.kind == V_TUPLE ? r.items[i] : r;
     const char *what = want == 1 ? "the result" : arena_printf(S->a, "result %d", i + 1);
-    if (v.kind == V_TENSOR) ok &= match_type(S, sig, cc, want == 1 ? ty : ty->list.items[i], v, what, want == 1 ? val_at : v.loc);
+    Node *t = want == 1 ? ty : ty->list.items[i];
+    Loc vl = want == 1 ? val_at : v.loc;
+    const char *tn = t->name ? t->name : "";
+    DType dt;
+    if (v.kind == V_ERR) continue;
+    if (!t->has_dims && (!strcmp(tn, "int") || !strcmp(tn, "float") || !strcmp(tn, "bool"))) {
+      /* -> int, -> float, -> bool: a compile-time value of that kind (a float takes an int) */
+      bool fits = !strcmp(tn, "int") ? v.kind == V_INT : !strcmp(tn, "float") ? is_num(v) : v.kind == V_BOOL;
+      if (!fits) {
+        sema_err(S, vl, "%s of %s must be a compile-time %s, not %s", what, cc->callee, tn, sema_value_desc(S, v));
+        sema_note(S, t->loc, "declared here");
+        ok = false;
+      } else if (!strcmp(tn, "float") && v.kind == V_INT) { /* -> float returns a float, as an argument is one */
+        Value f = vfloat((double)v.i, v.loc);
+        if (r.kind == V_TUPLE) rp->items[i] = f;
+        else *rp = f;
+      }
+    } else if (sema_parse_dtype(tn, &dt) && v.kind != V_TENSOR) {
+      sema_err(S, vl, "%s of %s must be a tensor, not %s", what, cc->callee, sema_value_desc(S, v));
+      sema_note(S, t->loc, "declared here");
+      ok = false;
+    } else if (v.kind == V_TENSOR) ok &= match_type(S, sig, cc, t, v, what, vl);
   }
   return ok;
 }
@@ -694,7 +716,7 @@ static Value call_body(Sema *S, Scope *sc, Node *call, Node *def, Module *mod, c
   sema_exec_body(S, nsc, &def->body);
   Value r = nsc->returned ? nsc->ret : (Value){.kind = V_VOID};
   if (S->stop) r = verr(); /* a limit cut the body short: no "returns nothing" after it */
-  if (def->a && !check_result(S, &sig, &cc, def->a, r, nsc->returned ? nsc->ret_loc : r.loc,
+  if (def->a && !check_result(S, &sig, &cc, def->a, &r, nsc->returned ? nsc->ret_loc : r.loc,
                               nsc->returned ? nsc->ret_val_loc : r.loc))
     r = verr();
   S->depth--;
