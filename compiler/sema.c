@@ -192,11 +192,27 @@ static void check_param_names(Sema *S, const Node *fn) {
   }
 }
 
+/* A top-level name is one thing: an import, a const or a def (const nn beside import nn
+ * meant two things, and the error came at a use: "int 3 has no member 'linear'"). */
+static bool name_taken(Sema *S, Module *m, const Node *it) {
+  /* the same kind twice has its own message (a const or a def defined twice) or none (an
+     import repeated) */
+  const char *what = it->kind != N_IMPORT && strmap_get(&m->imports, it->name) ? "an imported module"
+                     : it->kind != N_CONST && strmap_get(&m->consts, it->name) ? "a const"
+                     : it->kind != N_DEF && strmap_get(&m->defs, it->name)     ? "a def"
+                                                                               : NULL;
+  if (!what) return false;
+  sema_err(S, it->loc, "'%s' is already %s: %s needs another name", it->name, what,
+           it->kind == N_IMPORT ? "a module imported" : it->kind == N_CONST ? "a const" : "a def");
+  return true;
+}
+
 static void module_init(Sema *S, Module *m, bool is_main) {
   NodeList *items = &m->program->list;
   m->loading = true;
   for (int i = 0; i < items->n; i++) {
     Node *it = items->items[i];
+    if ((it->kind == N_IMPORT || it->kind == N_CONST || it->kind == N_DEF) && name_taken(S, m, it)) continue;
     switch (it->kind) {
     case N_IMPORT: {
       Module *im = sema_module_find(S, it->name, it->loc);
