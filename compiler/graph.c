@@ -7,6 +7,7 @@
  */
 #include "mplc.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,28 @@ static const char *const dtype_names[DT__COUNT] = {"f32", "bf16", "f16", "i32", 
 static const int dtype_sizes[DT__COUNT] = {4, 2, 2, 4, 1};
 
 const char *dtype_name(DType t) { return (unsigned)t < DT__COUNT ? dtype_names[t] : "?"; }
+
+/* The nearest bf16 value (8 significant bits, f32's exponent range, subnormals down to
+ * 2^-133), ties to even; past the largest bf16 (0x7F7F) it is infinite; NaN stays NaN. */
+double dtype_round_bf16(double x) {
+  if (isnan(x) || isinf(x) || x == 0) return x;
+  int e;
+  frexp(x, &e); /* |x| in [2^(e-1), 2^e) */
+  int q = e - 8 > -133 ? e - 8 : -133; /* the spacing of bf16 values near x */
+  double r = ldexp(nearbyint(ldexp(x, -q)), q); /* the default rounding: ties to even */
+  return fabs(r) >= 0x1p128 ? copysign(INFINITY, x) : r;
+}
+
+/* The nearest f16 value (11 significant bits, subnormals down to 2^-24), ties to even; past
+ * 65504 it is infinite; NaN stays NaN. */
+double dtype_round_f16(double x) {
+  if (isnan(x) || isinf(x) || x == 0) return x;
+  int e;
+  frexp(x, &e); /* |x| in [2^(e-1), 2^e) */
+  int q = e - 11 > -24 ? e - 11 : -24; /* the spacing of f16 values near x */
+  double r = ldexp(nearbyint(ldexp(x, -q)), q);
+  return fabs(r) > 65504.0 ? copysign(INFINITY, x) : r;
+}
 int dtype_size(DType t) { return (unsigned)t < DT__COUNT ? dtype_sizes[t] : 0; }
 
 /* Lower-case op names, computed once per call into a static table of literals. */

@@ -28,6 +28,12 @@
 
 typedef enum DType { DT_F32, DT_BF16, DT_F16, DT_I32, DT_BOOL, DT__COUNT } DType;
 const char *dtype_name(DType t);
+/* x rounded to the nearest bf16 / f16 value, ties to even (bf16: f32's exponent range,
+ * subnormals down to 2^-133; f16: 11 significant bits, subnormals down to 2^-24); past the
+ * largest value infinite; NaN stays NaN (the float64 reference's roundings, and cast's at
+ * compile time). */
+double dtype_round_bf16(double x);
+double dtype_round_f16(double x);
 int dtype_size(DType t);
 
 typedef struct Shape {

@@ -94,28 +94,6 @@ static double cast_to(DType t, double x) {
   return x;
 }
 
-/* The nearest bf16 value (8 significant bits, f32's exponent range, subnormals down to
- * 2^-133), ties to even; past the largest bf16 (0x7F7F) it is infinite; NaN stays NaN. */
-static double round_bf16(double x) {
-  if (isnan(x) || isinf(x) || x == 0) return x;
-  int e;
-  frexp(x, &e); /* |x| in [2^(e-1), 2^e) */
-  int q = e - 8 > -133 ? e - 8 : -133; /* the spacing of bf16 values near x */
-  double r = ldexp(nearbyint(ldexp(x, -q)), q); /* the default rounding: ties to even */
-  return fabs(r) >= 0x1p128 ? copysign(INFINITY, x) : r;
-}
-
-/* The nearest f16 value (11 significant bits, subnormals down to 2^-24), ties to even; past
- * 65504 it is infinite; NaN stays NaN. */
-static double round_f16(double x) {
-  if (isnan(x) || isinf(x) || x == 0) return x;
-  int e;
-  frexp(x, &e); /* |x| in [2^(e-1), 2^e) */
-  int q = e - 11 > -24 ? e - 11 : -24; /* the spacing of f16 values near x */
-  double r = ldexp(nearbyint(ldexp(x, -q)), q);
-  return fabs(r) > 65504.0 ? copysign(INFINITY, x) : r;
-}
-
 static double ew_unary(const Op *op, double x) {
   switch (op->kind) {
   case OP_NEG: return -x;
@@ -136,8 +114,8 @@ static double ew_unary(const Op *op, double x) {
   case OP_COS: return cos(x);
   case OP_FLOOR: return floor(x);
   case OP_SILU: return x / (1.0 + exp(-x));
-  case OP_ROUND_BF16: return round_bf16(x);
-  case OP_ROUND_F16: return round_f16(x);
+  case OP_ROUND_BF16: return dtype_round_bf16(x);
+  case OP_ROUND_F16: return dtype_round_f16(x);
   default: die("refeval: %s is not unary elementwise", op_name(op->kind));
   }
 }
@@ -581,7 +559,7 @@ static double *ev_sdpa(const Graph *g, const Op *op, double **v, int which) {
             double mx = -INFINITY, sum = 0;
             for (int64_t j = 0; j < d.S; j++) mx = fmax(mx, s[j]);
             for (int64_t j = 0; j < d.S; j++) sum += exp(s[j] - mx);
-            for (int64_t j = 0; j < d.S; j++) p[j] = round_bf16(exp(s[j] - mx)) / sum;
+            for (int64_t j = 0; j < d.S; j++) p[j] = dtype_round_bf16(exp(s[j] - mx)) / sum;
           }
           for (int64_t e = 0; e < d.hv; e++) {
             double acc = 0;
@@ -598,8 +576,8 @@ static double *ev_sdpa(const Graph *g, const Op *op, double **v, int which) {
           double acc = 0;
           for (int64_t e = 0; e < d.hv; e++) acc += dout[e] * vb[j * d.hv + e];
           double ds = p[j] * (acc - D);
-          dp[j] = d.bf16 ? round_bf16(ds) : ds;
-          double pj = d.bf16 ? round_bf16(p[j]) : p[j];
+          dp[j] = d.bf16 ? dtype_round_bf16(ds) : ds;
+          double pj = d.bf16 ? dtype_round_bf16(p[j]) : p[j];
           for (int64_t e = 0; e < d.hv; e++) res[2][(kv * d.S + j) * d.hv + e] += pj * dout[e];
           for (int64_t c = 0; c < d.hs; c++) res[1][(kv * d.S + j) * d.hs + c] += d.scale * dp[j] * q[row * d.hs + c];
         }
@@ -637,7 +615,7 @@ static double *ev_ce_fused(const Graph *g, const Op *op, double **v, int which) 
     for (int64_t c = 0; c < V; c++) {
       double acc = 0;
       for (int64_t k = 0; k < K; k++) acc += x[p * K + k] * w[c * sw_c + k * sw_k];
-      l[c] = bf16 ? round_bf16(acc) : acc;
+      l[c] = bf16 ? dtype_round_bf16(acc) : acc;
       mx = fmax(mx, l[c]);
     }
     for (int64_t c = 0; c < V; c++) sum += exp(l[c] - mx);
@@ -645,7 +623,7 @@ static double *ev_ce_fused(const Graph *g, const Op *op, double **v, int which) 
     loss[0] += lse - l[tgt];
     for (int64_t c = 0; c < V; c++) {
       double gc = (exp(l[c] - lse) - (c == tgt)) / (double)N;
-      if (bf16) gc = round_bf16(gc);
+      if (bf16) gc = dtype_round_bf16(gc);
       for (int64_t k = 0; k < K; k++) {
         dx1[p * K + k] += gc * w[c * sw_c + k * sw_k];
         dw1[c * sw_c + k * sw_k] += gc * x[p * K + k];
