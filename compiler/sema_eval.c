@@ -284,6 +284,7 @@ static Value eval_call(Sema *S, Scope *sc, Node *e) {
     Value v = sema_builtin(S, sc, e, c->name, &found);
     if (found) return v;
     Value o = sema_lookup(S, sc, c->name, c->loc, false);
+    if (o.kind == V_DEF) return sema_call_def(S, sc, e, o.def, o.mod, o.def->name); /* g = nn.linear; g(x, 8) */
     if (o.kind == V_ERR) sema_err(S, c->loc, "unknown function '%s'", c->name);
     else sema_err(S, c->loc, "'%s' is %s, not a function", c->name, sema_value_desc(S, o));
     return verr();
