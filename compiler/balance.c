@@ -23,10 +23,14 @@
  *    balances the ranks rather than the stages (bal_split_v): the same dynamic
  *    programming from both ends at once, over (ranks placed, front cut, back cut),
  *    O(pp * n^4), while that stays small (ZBV_DP_WORK). Which of the two is kept is
- *    decided by playing the zbv schedule with each (zbv_makespan: passes of a third of
+ *    decided by playing the zbv schedule with each (split_makespan: passes of a third of
  *    each stage's time; the rank split must be 3% shorter to be kept, as the estimate is
  *    rough): evenly balanced stages make the better V when the segments are fine,
- *    evenly loaded ranks when a few large segments cannot be cut even.
+ *    evenly loaded ranks when a few large segments cannot be cut even;
+ *  - under interleaved(v), whose rank r holds stages r, r + pp, ...: the per-stage split,
+ *    then its cuts moved (one at a time, the others pushed along) while that lowers the
+ *    memory past --mem-limit, the busiest rank's time or the largest rank memory, in
+ *    that order (il_refine: a local search, not an optimum).
  *
  * Invariants: every op with a segment and a stage gets the stage of its segment's
  * group; ops without a stage (leaves, constants) stay without one; on an error nothing
@@ -199,9 +203,10 @@ int bal_split_v(int nseg, const double *cost, const double *mem, int pp, const d
   return rc;
 }
 
-/* The zbv schedule's makespan for a split (first segment of each stage): a chain of
- * stages whose F, B and W each take a third of the stage's time on its rank's device. */
-static double zbv_makespan(const Graph *g, int nseg, const double *cost, const double *speed, const int *first) {
+/* The schedule's makespan for a split (first segment of each stage): a chain of stages
+ * whose F, B and W each take a third of the stage's time on its rank's device (zbv's V,
+ * or interleaved(v)'s chunks). */
+static double split_makespan(const Graph *g, int nseg, const double *cost, const double *speed, const int *first) {
   int S = g->nstages;
   double *t = calloc((size_t)S, sizeof(double));
   int (*edges)[2] = calloc((size_t)S, sizeof(int[2]));
@@ -211,7 +216,7 @@ static double zbv_makespan(const Graph *g, int nseg, const double *cost, const d
     t[s] /= 3 * (speed ? speed[s] : 1);
     if (s + 1 < S) edges[s][0] = s, edges[s][1] = s + 1;
   }
-  SchedSpec spec = {.kind = SCHED_ZBV, .pp = g->mesh.pp, .v = 2, .m = (int)g->train.microbatches, .nedges = S - 1,
+  SchedSpec spec = {.kind = g->train.schedule, .pp = g->mesh.pp, .v = S / g->mesh.pp, .m = (int)g->train.microbatches, .nedges = S - 1,
                     .edges = (const int(*)[2])edges, .F = t, .B = t, .W = t};
   Arena a;
   arena_init(&a);
@@ -221,6 +226,76 @@ static double zbv_makespan(const Graph *g, int nseg, const double *cost, const d
   arena_free(&a);
   free(t), free(edges);
   return s ? tm.makespan : INFINITY;
+}
+
+/* ---- interleaved(v): v groups per rank, refined by moving cuts ------------------------- */
+
+/* A split's standing under interleaved(v), whose rank r runs stages r, r + pp, ...: the
+ * memory past the limit (0 without one), then the busiest rank's time, then the largest
+ * rank memory (each rank's its stages' sums, in segment order). */
+typedef struct ILScore {
+  double over, time, mem;
+} ILScore;
+
+static ILScore il_score(int nseg, int nst, int pp, const double *cost, const double *mem, const double *rank_speed,
+                        double limit, const int *first, double *rt, double *rm) {
+  for (int r = 0; r < pp; r++) rt[r] = rm[r] = 0;
+  for (int s = 0; s < nst; s++) {
+    int end = s + 1 < nst ? first[s + 1] : nseg;
+    double c = 0, m = 0;
+    for (int i = first[s]; i < end; i++) c += cost[i], m += mem[i];
+    rt[s % pp] += c, rm[s % pp] += m;
+  }
+  ILScore sc = {0, 0, 0};
+  for (int r = 0; r < pp; r++) {
+    double t = rt[r] / (rank_speed ? rank_speed[r] : 1);
+    if (t > sc.time) sc.time = t;
+    if (rm[r] > sc.mem) sc.mem = rm[r];
+    if (limit > 0 && rm[r] > limit) sc.over += rm[r] - limit;
+  }
+  return sc;
+}
+
+static bool il_better(ILScore a, ILScore b) {
+  if (a.over != b.over) return a.over < b.over;
+  if (a.time != b.time) return a.time < b.time * (1 - 1e-9);
+  return a.mem < b.mem * (1 - 1e-9);
+}
+
+/* The per-stage split (bal_split) balances the stages, not the ranks that hold v of them
+ * each (pass 56: a rank got all four 2048-wide layers of a 10-block MLP under
+ * interleaved(4), past --mem-limit, while a split by hand fitted; under interleaved(2) a
+ * rank had 2.5x the other's work). From it, a local search: each round tries every cut at
+ * every place (the cuts beyond pushed along so that each stage keeps a segment) and
+ * keeps the move that lowers the score (il_score) most, first found on a tie, until none
+ * does (at most 64 rounds, and only while a round costs under IL_WORK). Deterministic. */
+enum { IL_WORK = 20000000 };
+
+static void il_refine(int nseg, int nst, int pp, const double *cost, const double *mem, const double *rank_speed,
+                      double limit, int *first) {
+  if ((double)nst * nseg * (nseg + nst) > IL_WORK) return;
+  double *rt = calloc((size_t)pp, sizeof(double)), *rm = calloc((size_t)pp, sizeof(double));
+  int *t = calloc((size_t)nst, sizeof(int)), *best = calloc((size_t)nst, sizeof(int));
+  if (!rt || !rm || !t || !best) die("out of memory");
+  ILScore cur = il_score(nseg, nst, pp, cost, mem, rank_speed, limit, first, rt, rm);
+  for (int round = 0; round < 64; round++) {
+    ILScore bs = cur;
+    bool found = false;
+    for (int k = 1; k < nst; k++)
+      for (int c = k; c <= nseg - (nst - k); c++) {
+        if (c == first[k]) continue;
+        memcpy(t, first, sizeof(int) * (size_t)nst);
+        t[k] = c;
+        for (int j = k + 1; j < nst; j++) t[j] = t[j] > t[j - 1] ? t[j] : t[j - 1] + 1;
+        for (int j = k - 1; j >= 1; j--) t[j] = t[j] < t[j + 1] ? t[j] : t[j + 1] - 1;
+        ILScore sc = il_score(nseg, nst, pp, cost, mem, rank_speed, limit, t, rt, rm);
+        if (il_better(sc, bs)) bs = sc, found = true, memcpy(best, t, sizeof(int) * (size_t)nst);
+      }
+    if (!found) break;
+    cur = bs;
+    memcpy(first, best, sizeof(int) * (size_t)nst);
+  }
+  free(rt), free(rm), free(t), free(best);
 }
 
 /* ---- segments and their costs ------------------------------------------------------ */
@@ -307,6 +382,7 @@ int bal_stages(Diag *d, Graph *g, double mem_limit) {
   }
   char err[256];
   int pp = g->mesh.pp;
+  double mem_limit_in = mem_limit;
   int rc = bal_split(nseg, cost, mem, nst, speed, mem_limit, first, err, sizeof err);
   /* The stage memory here is an estimate that errs high (every forward value of pp
      micro-batches, before recomputation, fusion and liveness: about twice GPT-2's real
@@ -321,9 +397,24 @@ int bal_stages(Diag *d, Graph *g, double mem_limit) {
     int *byrank = calloc((size_t)nst, sizeof(int));
     char err2[256];
     if (bal_split_v(nseg, cost, mem, pp, g->rank_speed, mem_limit, byrank, err2, sizeof err2) == 0 &&
-        zbv_makespan(g, nseg, cost, speed, byrank) < 0.97 * zbv_makespan(g, nseg, cost, speed, first))
+        split_makespan(g, nseg, cost, speed, byrank) < 0.97 * split_makespan(g, nseg, cost, speed, first))
       memcpy(first, byrank, sizeof(int) * (size_t)nst);
     free(byrank);
+  }
+  if (!rc && g->train.schedule == SCHED_INTERLEAVED && nst > pp) {
+    /* kept when the schedule played with it is no slower, or it alone meets --mem-limit */
+    int *byrank = malloc(sizeof(int) * (size_t)nst);
+    if (!byrank) die("out of memory");
+    memcpy(byrank, first, sizeof(int) * (size_t)nst);
+    il_refine(nseg, nst, pp, cost, mem, g->rank_speed, mem_limit_in, byrank);
+    double *rt = calloc((size_t)pp, sizeof(double)), *rm = calloc((size_t)pp, sizeof(double));
+    if (!rt || !rm) die("out of memory");
+    ILScore a = il_score(nseg, nst, pp, cost, mem, g->rank_speed, mem_limit_in, first, rt, rm);
+    ILScore b = il_score(nseg, nst, pp, cost, mem, g->rank_speed, mem_limit_in, byrank, rt, rm);
+    if (b.over < a.over || (b.over == a.over && split_makespan(g, nseg, cost, speed, byrank) <=
+                                                    split_makespan(g, nseg, cost, speed, first)))
+      memcpy(first, byrank, sizeof(int) * (size_t)nst);
+    free(rt), free(rm), free(byrank);
   }
   free(speed);
   if (rc) diag_error_noloc(d, "stage balancing: %s", err);

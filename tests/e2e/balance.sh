@@ -241,5 +241,14 @@ if [ "$cpus" -ge 2 ]; then
   else bad "2 ranks x 1 thread on $cpus CPUs: $(tail -n 2 "$tmp/fit.log")"; fi
 fi
 
+# interleaved(v): the automatic split balances the ranks (each holds v stages), not only
+# the stages: the busiest rank within 1.25x of the other, and the plan meets --mem-limit 60M
+m=tests/e2e/balance_interleaved.mpl
+if "$MPLC" "$m" --mem-limit 60M --emit=plan > "$tmp/il.plan" 2>&1; then
+  b=($(sed -n 's/.*predicted busy \([0-9.e-]*\) s.*/\1/p' "$tmp/il.plan"))
+  if [ ${#b[@]} = 2 ] && awk -v a="${b[0]}" -v c="${b[1]}" 'BEGIN { hi = a > c ? a : c; lo = a > c ? c : a; exit !(hi <= 1.25 * lo) }'; then
+    ok "interleaved(4) at pp = 2: ranks busy ${b[0]} and ${b[1]} s, within --mem-limit 60M"
+  else bad "interleaved(4) at pp = 2: ranks busy ${b[*]} (want within 1.25x)"; fi
+else bad "interleaved(4) at pp = 2 with --mem-limit 60M: $(grep -m1 error "$tmp/il.plan")"; fi
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
