@@ -389,14 +389,29 @@ static Value int_division(Sema *S, OpKind k, Value a, Value b, Loc loc, const ch
 Value sema_rem(Sema *S, Value a, Value b, Loc loc) { return int_division(S, OP_REM, a, b, loc, "%"); }
 Value sema_div(Sema *S, Value a, Value b, Loc loc) { return int_division(S, OP_DIV, a, b, loc, "/"); }
 
-/* x's dtype is one of f32 and i32 (the ordering ops: argmax, topk, cumsum). */
+/* x's dtype is a number type: f32, i32, bf16 or f16 (the ordering ops: argmax, topk,
+ * cumsum; a half type is widened to f32 for them, as PyTorch orders and sums it). */
 static bool number_tensor(Sema *S, Value x, const char *fn, Loc loc) {
   DType t = sema_opv(S, x)->dtype;
-  if (t == DT_F32 || t == DT_I32) return true;
-  sema_err(S, loc, "%s needs an f32 or i32 tensor, not %s", fn, dtype_name(t));
+  if (t == DT_F32 || t == DT_I32 || t == DT_BF16 || t == DT_F16) return true;
+  sema_err(S, loc, "%s needs a number tensor (f32, bf16, f16, i32), not %s", fn, dtype_name(t));
   sema_note_made(S, x);
   return false;
 }
+
+/* x as dtype t (a CAST op; x itself when it is t already). */
+static Value cast_to(Sema *S, Value x, DType t, Loc loc) {
+  const Op *xi = sema_opv(S, x);
+  if (xi->dtype == t) return x;
+  Shape sh = xi->shape;
+  Op *op = sema_op(S, OP_CAST, 1, &x.op, loc);
+  if (!op) return verr();
+  op->shape = sh;
+  op->dtype = t;
+  return vtensor(S, op);
+}
+
+static bool half_type(DType t) { return t == DT_BF16 || t == DT_F16; }
 
 /* An op of kind k on x along axis (already normalised), of shape s and dtype t. */
 static Value axis_op(Sema *S, OpKind k, Value x, int axis, Shape s, DType t, Loc loc) {
@@ -410,6 +425,7 @@ static Value axis_op(Sema *S, OpKind k, Value x, int axis, Shape s, DType t, Loc
 
 Value sema_argmax(Sema *S, Value x, int64_t axis, bool keep, Loc loc, Loc axis_loc) {
   if (!number_tensor(S, x, "argmax", loc)) return verr();
+  if (half_type(sema_opv(S, x)->dtype) && (x = cast_to(S, x, DT_F32, loc)).kind == V_ERR) return x; /* exact */
   const Op *xi = sema_opv(S, x);
   int ax = sema_norm_axis(S, axis, xi->shape.rank, axis_loc);
   if (ax < 0) return verr();
@@ -424,6 +440,13 @@ Value sema_argmax(Sema *S, Value x, int64_t axis, bool keep, Loc loc, Loc axis_l
 
 Value sema_cumsum(Sema *S, Value x, int64_t axis, Loc loc, Loc axis_loc) {
   if (!number_tensor(S, x, "cumsum", loc)) return verr();
+  DType t = sema_opv(S, x)->dtype;
+  if (half_type(t)) { /* summed in f32, each result rounded to x's type (torch's cumsum of a half type) */
+    Value w = cast_to(S, x, DT_F32, loc);
+    if (w.kind == V_ERR) return w;
+    Value r = sema_cumsum(S, w, axis, loc, axis_loc);
+    return r.kind == V_ERR ? r : cast_to(S, r, t, loc);
+  }
   const Op *xi = sema_opv(S, x);
   int ax = sema_norm_axis(S, axis, xi->shape.rank, axis_loc);
   if (ax < 0) return verr();
@@ -456,7 +479,9 @@ Value sema_topk(Sema *S, Value x, int64_t k, int64_t axis, Loc loc, Loc k_loc, L
   }
   Shape s = xi->shape;
   s.d[ax] = k;
-  Value idx = axis_op(S, OP_TOPK, x, ax, s, DT_I32, loc);
+  Value key = x; /* a half type is ordered by its (exact) f32 values; the values gathered from x */
+  if (half_type(xi->dtype) && (key = cast_to(S, x, DT_F32, loc)).kind == V_ERR) return key;
+  Value idx = axis_op(S, OP_TOPK, key, ax, s, DT_I32, loc);
   if (idx.kind == V_ERR) return idx;
   Value vals = gather_op(S, x, idx, ax, loc);
   if (vals.kind == V_ERR) return vals;
