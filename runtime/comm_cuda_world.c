@@ -122,10 +122,10 @@ static int stage_device(CudaRank *me, CMsg *m, const void *buf, MplErr *err) {
 }
 
 static void msg_free(CMsg *m) {
-  if (m->dbuf) { /* only on error paths: cudaFree does not wait for a cudaMallocAsync buffer's queued copy */
-    CUDA_SOFT(cudaDeviceSynchronize());
-    CUDA_SOFT(cudaFree(m->dbuf));
-  }
+  /* m->dbuf is set only on error paths, and is left to the process's end: cudaFree does not
+     wait for a cudaMallocAsync buffer's queued copy, and a cudaDeviceSynchronize to wait
+     for it could wait forever behind an NCCL kernel whose peer failed (the abort that
+     mpl_cuda_wait promises would hang), on the wrong device besides (pass 55) */
   if (m->ready) CUDA_SOFT(cudaEventDestroy(m->ready));
   mpl_free(m->hbuf);
   mpl_free(m);

@@ -463,6 +463,12 @@ static int cuda_gemm(MplDevice *d, const JobStep *s, const void *a, const void *
   CudaDev *cd = d->impl;
   int64_t batch = s->batch < 1 ? 1 : s->batch;
   if (s->M == 0 || s->N == 0) return MPL_OK;
+  /* cuBLAS's (non-_64) calls take int sizes: a larger one would be cut, and a wrong part of
+     the product computed (pass 55); the job's validation allows up to 2^30 each, the
+     strides to 2^40 */
+  if (s->M > INT32_MAX || s->N > INT32_MAX || s->K > INT32_MAX || batch > INT32_MAX)
+    return mpl_errf(err, "cuda: a product of M %lld, N %lld, K %lld, batch %lld: cuBLAS takes sizes below 2^31",
+                    (long long)s->M, (long long)s->N, (long long)s->K, (long long)batch);
   int lda = (int)(s->ta ? s->M : s->K), ldb = (int)(s->tb ? s->K : s->N), ldc = (int)s->N;
   if (lda < 1) lda = 1;
   if (ldb < 1) ldb = 1;

@@ -235,6 +235,12 @@ static int check_cuda_devices(Cli *c, const Job *job) {
   const char *d = c->devices;
   MplErr err = {{0}};
   int count, nworld = mpl_mesh_size(job->mesh);
+  /* Several ranks on GPUs: modules loaded eagerly, before the first CUDA call. Loaded
+     lazily (CUDA 12's default), a kernel's first launch may wait for the context's work,
+     an NCCL send among it, which waits for its peer, which may wait the same way for this
+     rank (CUDA's lazy-loading hazards; pass 55). The user's own setting is kept. */
+  const char *nccl = getenv("MPL_NCCL");
+  if (nworld > 1 && !(nccl && !strcmp(nccl, "0"))) setenv("CUDA_MODULE_LOADING", "EAGER", 0);
   if (mpl_cuda_device_count(&count, &err) != MPL_OK) return fail("--devices %s: %s", d, err.msg);
   c->run.device_kind = "cuda";
   if (d[4] == 0) return 0;

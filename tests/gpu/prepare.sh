@@ -33,6 +33,9 @@ for t in "$MPLC" "$MPLRUN" examples/data/tiny.bin; do
 done
 rm -rf "$C"
 mkdir -p "$C/jobs" "$C/ref"
+# the sources the jobs were compiled from: run.sh refuses a carry made from other sources
+# (a stale carry once missed a day of kernel changes: pass 55)
+tests/gpu/src_digest.sh > "$C/source.digest"
 cp examples/data/tiny.bin "$C/tiny.bin"
 : > "$C/checks.tsv"
 

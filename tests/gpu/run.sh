@@ -66,6 +66,10 @@ if [ ! -f "$C/checks.tsv" ]; then
   bad carry "no $C/checks.tsv: run tests/gpu/prepare.sh on the build machine and carry $C"
   finish
 fi
+if [ "$(cat "$C/source.digest" 2>/dev/null)" != "$(tests/gpu/src_digest.sh)" ]; then
+  bad carry "$C was prepared from other sources than these (source.digest): run tests/gpu/prepare.sh again and carry it"
+  finish
+fi
 
 # ---- 1. the CUDA-only mplrun ---------------------------------------------------------
 # Without make: the same compile as the Makefile's cuda-only target, by hand.

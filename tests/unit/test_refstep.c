@@ -9,7 +9,8 @@
  * micro-batch. Tolerance: float32 against float64, relative to each tensor's largest
  * gradient (wider under precision = bf16: see TOL_BF16_GRAD). The precision is the
  * program's train key: the passes run in compiler/main.c's order, precision.c's too.
- * MPL_REFSTEP_VERBOSE=1 prints the loss and each gradient's error.
+ * MPL_REFSTEP_VERBOSE=1 prints the loss and each gradient's error; MPL_REFSTEP_FD=1 also
+ * checks the reference's gradients against finite differences of its forward (fd_check).
  */
 #include "compiler/autodiff.h"
 #include "compiler/jobgen.h"
@@ -117,6 +118,61 @@ static void drop_clipping(Job *job) {
   }
 }
 
+/* The loss of micro-batch vals' inputs by the forward ops alone (ids 0 .. nfwd), float64. */
+static double fwd_loss(const Graph *g, double **vals, int nfwd, const RefCtx *ctx) {
+  Graph fg = *g;
+  fg.nops = nfwd;
+  ref_eval(&fg, vals, ctx);
+  double l = vals[g->loss][0];
+  ref_free(&fg, vals);
+  return l;
+}
+
+/*
+ * The reference's gradients are autodiff's backward graph evaluated in float64, so they
+ * share its rules (pass 54): MPL_REFSTEP_FD=1 (random_programs.sh) checks them against
+ * central differences of the forward's loss, also in float64, for up to 12 elements of
+ * each param in micro-batch 0 (g0: its gradients, already scaled by 1/m as the backward's
+ * seed is). A difference of more than 1e-5 of the param's largest gradient (or of 1e-2
+ * of the largest of all, as check_step measures) is tried again with steps 10 times
+ * smaller and larger, and fails only when none agrees: a step across a kink (relu at 0,
+ * a tie of max, a floor) makes one step wrong, not all three. Programs with bf16 or f16
+ * roundings are skipped (a rounding is flat between its steps). Returns the number of
+ * params with a disagreeing element.
+ */
+static int fd_check(const char *path, const Graph *g, const Job *job, double **vals, double **g0, const RefCtx *ctx) {
+  int nfwd = 0;
+  while (nfwd < g->nops && g->ops[nfwd]->phase == PH_FWD) nfwd++;
+  if (g->loss >= nfwd) return 0; /* the loss is not in the forward prefix: nothing to difference */
+  double m = (double)job->train.microbatches, floor_all = 0;
+  for (int p = 0; p < job->nparams; p++) floor_all = fmax(floor_all, 1e-2 * max_abs(g0[p], job->params[p].numel));
+  int nbad = 0;
+  for (int p = 0; p < job->nparams; p++) {
+    const JobParam *jp = &job->params[p];
+    double scale = fmax(max_abs(g0[p], jp->numel), floor_all) + 1e-300, worst = 0;
+    int64_t stride = jp->numel > 12 ? jp->numel / 12 : 1;
+    for (int64_t k = 0; k < jp->numel; k += stride) {
+      double x = vals[jp->value][k], best = INFINITY;
+      for (int t = 0; t < 3 && !(best <= 1e-5); t++) {
+        double h = (t == 0 ? 1e-6 : t == 1 ? 1e-7 : 1e-5) * fmax(1.0, fabs(x));
+        vals[jp->value][k] = x + h;
+        double fp = fwd_loss(g, vals, nfwd, ctx);
+        vals[jp->value][k] = x - h;
+        double fm = fwd_loss(g, vals, nfwd, ctx);
+        vals[jp->value][k] = x;
+        double err = fabs((fp - fm) / (2 * h) / m - g0[p][k]) / scale;
+        if (!(err >= best)) best = isnan(err) ? INFINITY : err;
+      }
+      if (!(best <= worst)) worst = best;
+    }
+    if (getenv("MPL_REFSTEP_VERBOSE")) fprintf(stderr, "  %s: finite differences %.3g\n", jp->name, worst);
+    if (!(worst <= 1e-5))
+      fprintf(stderr, "%s: the reference's gradient of %s differs from finite differences by %.3g of its largest "
+              "value (autodiff's rule?)\n", path, jp->name, worst), nbad++;
+  }
+  return nbad;
+}
+
 /* Runs one step and compares loss and gradients with the reference. */
 static void check_step(const char *path, const char *mesh_pp, const char *schedule) {
   Compiled c;
@@ -162,6 +218,9 @@ static void check_step(const char *path, const char *mesh_pp, const char *schedu
   int64_t nsyn = job->train.synthetic_n > 0 ? job->train.synthetic_n : 1024; /* as the runtime's default */
   ck_assert_int_eq(mpl_synth_init(&syn, nsyn, si, job->ninputs, job->train.seed, &e), MPL_OK);
   double loss_ref = 0;
+  bool fd = getenv("MPL_REFSTEP_FD") && atoi(getenv("MPL_REFSTEP_FD"));
+  for (int i = 0; fd && i < g->nops; i++) fd = g->ops[i]->kind != OP_ROUND_BF16 && g->ops[i]->kind != OP_ROUND_F16;
+  int fd_bad = 0;
   double **grad = calloc((size_t)job->nparams, sizeof(double *));
   for (int p = 0; p < job->nparams; p++) grad[p] = calloc((size_t)job->params[p].numel, sizeof(double));
   for (int64_t mb = 0; mb < m; mb++) {
@@ -180,10 +239,20 @@ static void check_step(const char *path, const char *mesh_pp, const char *schedu
     RefCtx ctx = {job->train.seed, 0, mb};
     ref_eval(g, vals, &ctx);
     loss_ref += vals[g->loss][0] / (double)m;
+    double **g0 = fd && mb == 0 ? calloc((size_t)job->nparams, sizeof(double *)) : NULL;
     for (int p = 0; p < job->nparams; p++) {
       const JobParam *jp = &job->params[p];
+      if (g0) g0[p] = calloc((size_t)jp->numel + 1, sizeof(double));
       for (int u = 0; u < jp->nuses; u++)
-        for (int64_t k = 0; k < jp->numel; k++) grad[p][k] += vals[jp->use_value[u]][k];
+        for (int64_t k = 0; k < jp->numel; k++) {
+          grad[p][k] += vals[jp->use_value[u]][k];
+          if (g0) g0[p][k] += vals[jp->use_value[u]][k];
+        }
+    }
+    if (g0) {
+      fd_bad = fd_check(path, g, job, vals, g0, &ctx);
+      for (int p = 0; p < job->nparams; p++) free(g0[p]);
+      free(g0);
     }
     ref_free(g, vals);
   }
@@ -224,6 +293,7 @@ static void check_step(const char *path, const char *mesh_pp, const char *schedu
     free(f);
   }
   ck_assert_msg(nbad == 0, "%s: %d gradients differ from the reference", path, nbad);
+  ck_assert_msg(fd_bad == 0, "%s: %d of the reference's gradients differ from finite differences", path, fd_bad);
   for (int p = 0; p < job->nparams; p++) free(grad[p]), free(vals[job->params[p].value]);
   for (int i = 0; i < job->ninputs; i++) free(vals[job->inputs[i].value]);
   free(grad), free(vals), free(si);
