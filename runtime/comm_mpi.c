@@ -32,6 +32,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 bool mpl_mpi_launched(void) {
   return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK");
@@ -201,7 +202,14 @@ static int mpi_barrier(MplComm *c) {
 }
 
 static void mpi_abort(MplComm *c, const char *why) {
-  fprintf(stderr, "mplrun: error: rank %d: %s\n", c->rank, why ? why : "aborted");
+  /* An error every process meets alike (a nan gradient norm, all-reduced; a missing file)
+     was said once per process (pass 57): the others wait 300 ms first, so that rank 0's
+     MPI_Abort, when it met the error too, ends them before they print. An error of one
+     process alone is said 300 ms later. */
+  if (c->rank != 0) usleep(300 * 1000);
+  bool named = why && !strncmp(why, "rank ", 5); /* the runtime's messages often name the rank already */
+  if (named) fprintf(stderr, "mplrun: error: %s\n", why);
+  else fprintf(stderr, "mplrun: error: rank %d: %s\n", c->rank, why ? why : "aborted");
   fflush(stderr);
   MPI_Abort(MPI_COMM_WORLD, 1);
 }

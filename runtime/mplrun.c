@@ -34,6 +34,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -75,7 +76,9 @@ static void usage(FILE *f) {
         f);
 }
 
+static bool fail_silent; /* under MPI: a check every process makes alike, said by rank 0 alone */
 static int fail(const char *fmt, const char *a, const char *b) {
+  if (fail_silent) return 1;
   fprintf(stderr, "mplrun: error: ");
   fprintf(stderr, fmt, a, b);
   fputc('\n', stderr);
@@ -352,6 +355,64 @@ static bool mpi_settings_differ(Cli *c) {
   return mpi_failures(m, failed || lead != mine) > 0;
 }
 
+/* A file's size and a digest of 64 blocks of 4 KiB spread over it (both ends among them):
+ * whether two processes read the same bytes behind one path, without reading a token file
+ * of gigabytes whole. 0 when it cannot be read (its reader then says why). */
+static uint64_t sample_digest(const char *path) {
+  MplErr e;
+  FILE *f = path ? mpl_fopen_regular(path, &e) : NULL;
+  if (!f) return 0;
+  struct stat st;
+  uint64_t h = 14695981039346656037ull;
+  if (fstat(fileno(f), &st) == 0) {
+    uint64_t size = (uint64_t)st.st_size;
+    h = (h ^ size) * 1099511628211ull;
+    unsigned char blk[4096];
+    for (int i = 0; i < 64 && size > 0; i++) {
+      uint64_t off = size > sizeof blk ? (size - sizeof blk) / 63 * (uint64_t)i : 0;
+      if (fseeko(f, (off_t)off, SEEK_SET) != 0) break;
+      size_t n = fread(blk, 1, sizeof blk, f);
+      for (size_t k = 0; k < n; k++) h = (h ^ blk[k]) * 1099511628211ull;
+    }
+  }
+  fclose(f);
+  return h ? h : 1;
+}
+
+/* Under MPI: do the files behind --init, --data and --val (or the train block's data and
+ * val) hold the same bytes on every process? One path may name other files on other hosts
+ * or working folders (pass 57: two dp replicas started from different params, and drifted
+ * apart, with no word). Where a process cannot read one, its reader says so later. */
+static bool mpi_files_differ(Cli *c, const Job *job) {
+  MplComm *m = c->run.comm;
+  const JobTrain *t = &job->train;
+  const char *paths[] = {c->run.init_path, c->run.data_path ? c->run.data_path : t->data_kind == DATA_TOKENS ? t->data_path : NULL,
+                         c->run.val_path ? c->run.val_path : t->val_path && t->val_path[0] ? t->val_path : NULL};
+  const char *flags[] = {"--init", "--data (or the train block's data)", "--val (or the train block's val)"};
+  int *all = mpl_malloc(sizeof(int) * (size_t)m->size);
+  for (int r = 0; all && r < m->size; r++) all[r] = r;
+  bool differ = false;
+  for (int i = 0; i < 3 && all && !differ; i++) {
+    if (!paths[i]) continue;
+    uint64_t d = sample_digest(paths[i]);
+    if (mpi_failures(m, d == 0) > 0) continue; /* unreadable somewhere: the open reports it */
+    double mine = (double)(d >> 12), lead = m->rank == 0 ? mine : 0; /* 52 bits: exact in a double */
+    bool failed = m->ops->allreduce_sum_f64(m, all, m->size, &lead, 1) != MPL_OK;
+    int nbad = mpi_failures(m, failed || lead != mine);
+    if (nbad > 0) {
+      differ = true;
+      if (m->rank == 0) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "%s: %d of the %d processes read other bytes than process 0 behind '%s'", flags[i], nbad,
+                 m->size, paths[i]);
+        fail("%s: every process must read the same file%s", msg, "");
+      }
+    }
+  }
+  mpl_free(all);
+  return differ;
+}
+
 /* Under MPI with --devices cuda: does every process see a GPU? Agreed, and said once by
  * rank 0 (its own reason, or how many processes have none). */
 static int check_mpi_gpus(Cli *c) {
@@ -415,7 +476,11 @@ static int write_comm_stats(const MplRun *r, const char *path, MplErr *err) {
 static int run(Cli *c, Job *job) {
   c->run.job_checksum = file_checksum(c->job_path); /* (check_mpi compares it too) */
   if (c->run.comm && check_mpi(c, job)) return 1;
+  /* the settings agree (check_mpi): a cpu device string is judged alike everywhere, so rank
+     0 says it for all (each process said it, pass 57); cuda:LIST depends on each host's GPUs */
+  fail_silent = c->run.comm && c->run.comm->rank != 0 && !(c->devices && !strncmp(c->devices, "cuda", 4));
   int bad = check_devices(c, job); /* under MPI agreed: a process alone must not go on */
+  fail_silent = false;
   if (c->run.comm ? mpi_failures(c->run.comm, bad) > 0 : bad) return 1;
   c->run.threads = c->threads > 0 ? c->threads : default_threads(mpl_mesh_size(job->mesh));
   /* --sample alone samples from the given params: no training unless --steps says so */
@@ -456,6 +521,18 @@ static int check_mpi(Cli *c, const Job *job) {
   if (m->size != nworld)
     snprintf(buf, sizeof buf, "mpirun started %d processes, but the job has %d ranks (dp %d x tp %d x pp %d): use mpirun -np %d",
              m->size, nworld, job->mesh.dp, job->mesh.tp, job->mesh.pp, nworld);
+  /* agreed first: a process whose job has another rank count than the others' must not
+     leave them waiting in the settings' all-reduce, nor stop without a word when it is not
+     rank 0 (pass 57: jobs of pp = 2 and pp = 4 side by side hung) */
+  int nbad = mpi_failures(m, buf[0] != 0);
+  if (nbad > 0 && nbad < m->size) {
+    if (m->rank == 0) {
+      char msg[160];
+      snprintf(msg, sizeof msg, "%d of the %d processes read a job of another rank count", nbad, m->size);
+      fail("the processes were started with different jobs (%s): check the mpirun command line%s", msg, "");
+    }
+    return 1;
+  }
   if (!buf[0] && mpi_settings_differ(c)) {
     if (m->rank == 0)
       fail("the processes were started with different jobs or settings (the job file's bytes, --steps, --init, "
@@ -463,6 +540,7 @@ static int check_mpi(Cli *c, const Job *job) {
            "MPL_MPI_PIECE must be the same on every process): check the mpirun command line%s%s", "", "");
     return 1;
   }
+  if (!buf[0] && mpi_files_differ(c, job)) return 1;
   if (!buf[0]) return c->devices && !strncmp(c->devices, "cuda", 4) ? check_mpi_gpus(c) : 0;
   if (m->rank == 0) fail("%s%s", buf, "");
   return 1;
@@ -510,7 +588,9 @@ int main(int argc, char **argv) {
   if (!job) return fail("%s%s", err[0] ? err : "cannot read the job", "");
   int rc;
   if (c.inspect) {
-    job_inspect(job, stdout);
+    /* under mpirun every process reads the job: world rank 0 alone prints it */
+    const char *wr = getenv("OMPI_COMM_WORLD_RANK") ? getenv("OMPI_COMM_WORLD_RANK") : getenv("PMI_RANK");
+    if (!wr || atoi(wr) == 0) job_inspect(job, stdout);
     rc = 0;
   } else {
     MplErr e = {{0}};

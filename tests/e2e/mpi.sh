@@ -22,6 +22,9 @@
 #  - processes started with different settings (--steps) are refused at the start;
 #  - a wrong -np is refused with a message naming the right one; a rank that fails
 #    (a missing --init file) ends the whole job: non-zero exit, no hang;
+#  - jobs of other rank counts side by side, and one --init path naming other bytes on
+#    each process, are refused once; an error every process meets (--devices cpu:1, a
+#    diverging run) is said once; --inspect under mpirun prints once;
 #  - a rank killed with SIGKILL in the middle of training ends the whole job within
 #    15 s: mpirun exits non-zero (not timeout's 124), names the dead rank, and leaves
 #    no rank process behind.
@@ -34,7 +37,7 @@ finish() { echo "$pass passed, $fail failed"; [ $fail = 0 ]; exit; }
 if ! command -v mpirun > /dev/null 2>&1; then echo "skip: mpirun is not installed (no MPI tests run)"; finish; fi
 if ! ldd "$MPLRUN" 2>/dev/null | grep -q libmpi; then echo "skip: $MPLRUN was built without MPI (no MPI tests run)"; finish; fi
 # root needs --allow-run-as-root; a small machine needs --oversubscribe (8 ranks on 2 cores)
-MPIRUN=(timeout 60 mpirun --oversubscribe)
+MPIRUN=(timeout -k 5 60 mpirun --oversubscribe) # -k: an mpirun stuck in its own finalize ignores SIGTERM
 [ "$(id -u)" = 0 ] && MPIRUN+=(--allow-run-as-root)
 
 compile() { # job name, mplc args...
@@ -206,6 +209,53 @@ differ "processes with different --steps" "--steps 3" "--steps 5"
 # --comm-stats to rank 0 alone (a conformance pass: its gather waited for the other process
 # forever)
 differ "--comm-stats on one process only" "--steps 2 --comm-stats $tmp/cs.jsonl" "--steps 2"
+# jobs of other rank counts side by side (pp = 2 and pp = 4, in both orders): refused once
+# by rank 0, no hang (pass 57: each process checked its own count; the one that passed
+# waited in the settings' all-reduce for the one that stopped)
+if compile small_pp4 tests/e2e/small_gpt.mpl --mesh pp=4; then
+  for order in "small_pp2 small_pp4" "small_pp4 small_pp2"; do
+    read -r j0 j1 <<< "$order"
+    "${MPIRUN[@]}" -np 1 "$MPLRUN" "$tmp/$j0.job" -q --threads 1 --steps 1 : \
+      -np 1 "$MPLRUN" "$tmp/$j1.job" -q --threads 1 --steps 1 > "$tmp/counts.log" 2>&1
+    rc=$?
+    if [ $rc != 0 ] && [ $rc != 124 ] && [ $rc != 137 ] && [ "$(grep -c 'mplrun: error' "$tmp/counts.log")" = 1 ] &&
+       grep -q 'different jobs' "$tmp/counts.log"; then ok "jobs of 2 and 4 ranks side by side ($j0 first): refused once (exit $rc)"
+    else bad "jobs of 2 and 4 ranks side by side ($j0 first): exit $rc, $(grep -m 2 -E 'error' "$tmp/counts.log")"; fi
+  done
+fi
+# one --init path naming other bytes on each process (other working folders): refused once
+mkdir -p "$tmp/wa" "$tmp/wb"
+if threads init_a "$tmp/small_pp2.job" --steps 1 -q --save "$tmp/wa/init.st" &&
+   threads init_b "$tmp/small_pp2.job" --steps 2 -q --save "$tmp/wb/init.st"; then
+  run_abs=$(realpath "$MPLRUN")
+  "${MPIRUN[@]}" -np 1 --wdir "$tmp/wa" "$run_abs" "$tmp/small_pp2.job" -q --threads 1 --steps 1 --init init.st : \
+    -np 1 --wdir "$tmp/wb" "$run_abs" "$tmp/small_pp2.job" -q --threads 1 --steps 1 --init init.st > "$tmp/wdir.log" 2>&1
+  rc=$?
+  if [ $rc != 0 ] && [ $rc != 124 ] && [ "$(grep -c 'mplrun: error' "$tmp/wdir.log")" = 1 ] &&
+     grep -q -- "--init: 1 of the 2 processes read other bytes" "$tmp/wdir.log"; then
+    ok "--init naming other files on the two processes: refused once (exit $rc)"
+  else bad "--init naming other files on the two processes: exit $rc, $(head -c 300 "$tmp/wdir.log")"; fi
+fi
+# an error every process meets (--devices cpu:1 for 2 ranks; a loss that overflows) is said
+# once, and names the rank once
+"${MPIRUN[@]}" -np 2 "$MPLRUN" "$tmp/small_pp2.job" -q --threads 1 --steps 1 --devices cpu:1 > "$tmp/dev1.log" 2>&1
+rc=$?
+if [ $rc = 1 ] && [ "$(grep -c 'mplrun: error' "$tmp/dev1.log")" = 1 ]; then ok "--devices cpu:1 under mpirun -np 2: said once"
+else bad "--devices cpu:1 under mpirun -np 2: exit $rc, $(grep -c 'mplrun: error' "$tmp/dev1.log") error lines"; fi
+sed 's/optimizer = .*/optimizer = sgd(lr = 1e30)/' tests/e2e/small_gpt.mpl > "$tmp/div.mpl"
+if compile div "$tmp/div.mpl" --mesh pp=2; then
+  "${MPIRUN[@]}" -np 2 "$MPLRUN" "$tmp/div.job" -q --threads 1 --steps 6 > "$tmp/div.log" 2>&1
+  rc=$?
+  n=$(grep -c 'mplrun: error' "$tmp/div.log")
+  if [ $rc != 0 ] && [ $rc != 124 ] && [ "$n" = 1 ] && ! grep -q 'rank [0-9]*: rank ' "$tmp/div.log"; then
+    ok "a run diverging on every process: said once (exit $rc): $(grep -m1 -o 'step [0-9]*: the [a-z ]* is [a-z]*' "$tmp/div.log")"
+  else bad "a run diverging on every process: exit $rc, $n error lines: $(head -n 2 "$tmp/div.log")"; fi
+fi
+# --inspect under mpirun: printed once
+"${MPIRUN[@]}" -np 2 "$MPLRUN" "$tmp/small_pp2.job" --inspect > "$tmp/insp.log" 2>&1
+if [ "$(grep -c '^job format' "$tmp/insp.log")" = 1 ]; then ok "--inspect under mpirun -np 2: printed once"
+else bad "--inspect under mpirun -np 2: $(grep -c '^job format' "$tmp/insp.log") copies"; fi
+
 # MPL_MPI_PIECE on one process only: the pieces would not line up
 "${MPIRUN[@]}" -np 1 -x MPL_MPI_PIECE=7 "$MPLRUN" "$tmp/small_pp2.job" -q --threads 1 --steps 2 : \
   -np 1 "$MPLRUN" "$tmp/small_pp2.job" -q --threads 1 --steps 2 > "$tmp/piece_differ.log" 2>&1
