@@ -305,12 +305,18 @@ static void il_refine(int nseg, int nst, int pp, const double *cost, const doubl
  * slot[] maps each top-level statement to its segment (see work_segments). */
 static void segment_costs(const Graph *g, const int *slot, double *cost, double *mem) {
   int pp = g->mesh.pp;
-  bool *seen = calloc((size_t)g->nops, 1);
+  bool *seen = calloc((size_t)g->nops, 1), *needs = calloc((size_t)g->nops + 1, 1);
+  if (!seen || !needs) die("out of memory");
+  for (int i = 0; i < g->nops; i++) { /* a value that depends on a param gets a gradient */
+    const Op *op = g->ops[i];
+    needs[i] = op->kind == OP_PARAM;
+    for (int j = 0; j < op->nin && !needs[i]; j++) needs[i] = needs[op->in[j]];
+  }
   for (int i = 0; i < g->nops; i++) {
     const Op *op = g->ops[i];
     if (op->seg < 0) continue;
     int k = slot[op->seg];
-    cost[k] += cost_fwd_bwd(g, op);
+    cost[k] += cost_fwd_bwd(g, op, needs);
     mem[k] += pp * (double)op_bytes(op);
     for (int j = 0; j < op->nin; j++) {
       const Op *in = g->ops[op->in[j]];
@@ -320,6 +326,7 @@ static void segment_costs(const Graph *g, const int *slot, double *cost, double 
     }
   }
   free(seen);
+  free(needs);
 }
 
 /* The balancer's segments are the top-level statements that compute something the loss

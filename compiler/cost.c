@@ -97,11 +97,18 @@ static bool measured_op(const Graph *g, int id) {
   return m && id >= 0 && id < m->nops && m->fwd[id] >= 0;
 }
 
-double cost_fwd_bwd(const Graph *g, const Op *op) {
+double cost_fwd_bwd(const Graph *g, const Op *op, const bool *needs_grad) {
   const Measured *m = g->measured;
   if (measured_op(g, op->id)) return m->fwd[op->id] + m->bwd_b[op->id] + m->bwd_w[op->id];
   if (op->kind == OP_CE_FUSED) return modelled(g, op); /* its forward step computes the gradient too */
-  return 3 * modelled(g, op); /* forward + backward ~ 3x forward */
+  if (!needs_grad) return 3 * modelled(g, op); /* forward + backward ~ 3x forward */
+  /* the backward makes a gradient for each input that needs one (pass 56: a product of
+     the model's input and a weight has only the weight's gradient, 2x in all, and an op of
+     no param none, 1x; the plan's pass times knew, the balancer's 3x did not) */
+  int n = 0;
+  for (int j = 0; j < op->nin; j++) n += needs_grad[op->in[j]];
+  if (op->kind == OP_MATMUL) return (1 + n) * modelled(g, op);
+  return (n ? 3 : 1) * modelled(g, op);
 }
 
 /* The time of op in pass k; a backward op of a measured forward op brings the measured

@@ -250,5 +250,12 @@ if "$MPLC" "$m" --mem-limit 60M --emit=plan > "$tmp/il.plan" 2>&1; then
     ok "interleaved(4) at pp = 2: ranks busy ${b[0]} and ${b[1]} s, within --mem-limit 60M"
   else bad "interleaved(4) at pp = 2: ranks busy ${b[*]} (want within 1.25x)"; fi
 else bad "interleaved(4) at pp = 2 with --mem-limit 60M: $(grep -m1 error "$tmp/il.plan")"; fi
+# the cost of a product's backward counts the gradients it makes: the first layer reads the
+# input (no input gradient), so 7 equal layers and a head split 3 / 2 / 2 + head
+if "$MPLC" tests/e2e/balance_mlp7.mpl --emit=partition > "$tmp/mlp7.part" 2>&1; then
+  st=$(grep -E '= matmul\(' "$tmp/mlp7.part" | grep -v bwd | sed -n 's/.* @\([0-9]*\) .*/\1/p' | tr '\n' ' ')
+  if [ "$st" = "0 0 0 1 1 2 2 2 " ]; then ok "7 layers and a head on 3 stages: split 3 / 2 / 2 + head"
+  else bad "7 layers and a head on 3 stages: the products' stages are $st (want 0 0 0 1 1 2 2 2)"; fi
+else bad "balance_mlp7: $(head -n 2 "$tmp/mlp7.part")"; fi
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
