@@ -682,6 +682,29 @@ static bool check_result(Sema *S, Scope *sig, CallCtx *cc, Node *ty, Value *rp, 
 
 /* Binds the arguments and runs the body in a new scope, with a frame on S->frames
  * for the errors inside it. */
+/* Does a tensor argument's type of def name dimension `name` (f32[..., c])? */
+static bool names_dim(const Node *def, const char *name) {
+  for (int j = 0; j < def->list.n; j++) {
+    const Node *ty = ((const Node *)def->list.items[j])->a;
+    for (int i = 0; ty && ty->has_dims && i < ty->list.n; i++) {
+      const Node *d = ty->list.items[i];
+      if (d->kind == N_IDENT && !strcmp(d->name, name)) return true;
+    }
+  }
+  return false;
+}
+
+/* Does expression e read a dimension name of a tensor argument that nsc does not hold yet
+ * (a default h: int = c / 2 beside x: f32[..., c]: evaluated after the tensors bind it)? */
+static bool reads_tensor_dim(const Node *def, const Node *e, Scope *nsc) {
+  if (!e) return false;
+  if (e->kind == N_IDENT && !scope_find(nsc, e->name) && names_dim(def, e->name)) return true;
+  if (reads_tensor_dim(def, e->a, nsc) || reads_tensor_dim(def, e->b, nsc) || reads_tensor_dim(def, e->c, nsc)) return true;
+  for (int i = 0; i < e->list.n; i++)
+    if (reads_tensor_dim(def, e->list.items[i], nsc)) return true;
+  return false;
+}
+
 static Value call_body(Sema *S, Scope *sc, Node *call, Node *def, Module *mod, const char *callee, const char *prefix) {
   int np = def->list.n;
   Value *vals = arena_alloc(S->a, sizeof(Value) * (size_t)(np + 1));
@@ -692,10 +715,17 @@ static Value call_body(Sema *S, Scope *sc, Node *call, Node *def, Module *mod, c
   nsc->mod = mod;
   nsc->prefix = prefix;
   CallCtx cc = {.callee = callee};
-  for (int pass = 0; pass < 2; pass++) /* compile-time args first, then tensors */
+  /* compile-time args first, then tensors, then the compile-time defaults that read a
+     tensor's dimension (pass 52: def s(x: f32[..., c], h: int = c / 2) found no 'c') */
+  bool *later = arena_alloc(S->a, (size_t)np + 1);
+  for (int pass = 0; pass < 3; pass++)
     for (int j = 0; j < np; j++) {
       Node *pd = def->list.items[j];
-      if (is_scalar_decl(pd) != (pass == 0)) continue;
+      if (pass == 2 ? !later[j] : is_scalar_decl(pd) != (pass == 0)) continue;
+      if (pass == 0 && !given[j] && pd->b && reads_tensor_dim(def, pd->b, nsc)) {
+        later[j] = true;
+        continue;
+      }
       if (!given[j]) {
         if (!pd->b) { /* (not after an argument that could not be bound: it is that one) */
           if (bound) sema_err(S, call->loc, "%s needs argument '%s'", callee, pd->name);
