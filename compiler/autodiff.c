@@ -435,6 +435,7 @@ static void rule_dropout(Ad *a, const Op *op, int dy, int *dx) {
   Op *d = ad_op(a, OP_DROPOUT, 1, &dy, &op->shape, dty(a, dy));
   d->value = op->value;
   d->key = op->key;
+  d->step_mask = op->step_mask;
   d->layout = op->layout;
   dx[0] = d->id;
 }

@@ -400,8 +400,8 @@ static int emit_dropout(Emit *e, const Op *op, const int *idx) {
     widx[ax] = IADD(e, IADD(e, IMUL(e, q, chunk * tp), IMUL(e, kb_scalar(b, 3), chunk)), c);
     whole.d[ax] *= tp;
   }
-  int base = kb_bin(b, KI_MUL, KT_I64, kb_scalar(b, 2), I(e, shape_numel(&whole)));
-  int lin = kb_bin(b, KI_ADD, KT_I64, base, linearize(e, &whole, widx));
+  int lin = linearize(e, &whole, widx); /* a step mask: the same in every micro-batch (step_mask) */
+  if (!op->step_mask) lin = kb_bin(b, KI_ADD, KT_I64, kb_bin(b, KI_MUL, KT_I64, kb_scalar(b, 2), I(e, shape_numel(&whole))), lin);
   int r = kb_bin(b, KI_SHR, KT_I64, mix64(e, kb_bin(b, KI_XOR, KT_I64, st, mix64(e, lin))), I(e, 40));
   int keep = CMP(e, KI_GE, r, I(e, (int64_t)ceil(op->value * 16777216.0)));
   int scaled = FB(e, KI_MUL, x, F(e, (float)(1.0 / (1.0 - op->value))));

@@ -24,6 +24,23 @@ const char *dtype_name(DType t) { return (unsigned)t < DT__COUNT ? dtype_names[t
 
 /* The nearest bf16 value (8 significant bits, f32's exponent range, subnormals down to
  * 2^-133), ties to even; past the largest bf16 (0x7F7F) it is infinite; NaN stays NaN. */
+bool graph_reads_input(const Graph *g, int v) {
+  bool *seen = calloc((size_t)g->nops + 1, 1);
+  int *stack = malloc(sizeof(int) * ((size_t)g->nops + 1)), n = 0;
+  if (!seen || !stack) die("out of memory");
+  bool found = false;
+  stack[n++] = v, seen[v] = true;
+  while (n > 0 && !found) {
+    const Op *op = g->ops[stack[--n]];
+    found = op->kind == OP_INPUT;
+    for (int j = 0; j < op->nin; j++)
+      if (!seen[op->in[j]]) seen[op->in[j]] = true, stack[n++] = op->in[j];
+  }
+  free(seen);
+  free(stack);
+  return found;
+}
+
 double dtype_round_bf16(double x) {
   if (isnan(x) || isinf(x) || x == 0) return x;
   int e;

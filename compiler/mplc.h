@@ -218,6 +218,8 @@ typedef struct Op {
                      per loop iteration), 0: none */
   bool causal;    /* SDPA, SDPA_GRAD: query i sees keys j <= i */
   int key;        /* DROPOUT: mask key; PARAM_GRAD: the PARAM's id */
+  bool step_mask; /* DROPOUT: x reads no model input (a positional embedding, a param): one
+                     mask for the step, the same in every micro-batch and replica */
   int use;        /* PARAM_GRAD: index of this use of the param (0, 1, ... in use order) */
   int peer, tag;  /* SEND/RECV */
   bool stash;     /* a forward value held for the backward */
@@ -277,6 +279,8 @@ Graph *graph_new(Arena *a);
 /* Appends an op with the given inputs; fills id, sets stage -1, layout replicated,
  * fwd_of -1. Shape and dtype are the caller's. */
 Op *graph_add(Graph *g, OpKind k, int nin, const int *in, Loc loc);
+/* Does value v depend on a model input (an INPUT op among what it reads, transitively)? */
+bool graph_reads_input(const Graph *g, int v);
 /* Appends a copy of src (another graph's op, or this one's) reading in[0 .. src->nin): every
  * attribute src has, a new id. Ids in attributes (PARAM_GRAD's key, fwd_of) are the caller's
  * to map. */

@@ -379,7 +379,9 @@ static double *ev_dropout(const Op *op, double **v, const RefCtx *ctx) {
   double *out = alloc_vals(n), scale = 1.0 / (1.0 - op->value);
   const double *x = v[op->in[0]];
   if (ctx->mb < 0) scale = 1.0; /* evaluation: every element kept, unscaled */
-  for (int64_t i = 0; i < n; i++) out[i] = ctx->mb < 0 || mpl_dropout_keep(stream, mpl_dropout_index(ctx->mb, n, i), op->value) ? x[i] * scale : 0.0;
+  int64_t mb = op->step_mask ? 0 : ctx->mb; /* a step mask: one for every micro-batch */
+  for (int64_t i = 0; i < n; i++)
+    out[i] = ctx->mb < 0 || mpl_dropout_keep(stream, mpl_dropout_index(mb, n, i), op->value) ? x[i] * scale : 0.0;
   return out;
 }
 

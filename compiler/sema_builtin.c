@@ -519,6 +519,10 @@ static Value bi_dropout(Sema *S, Scope *sc, Node *call, const Builtin *b, Node *
   op->dtype = xi->dtype;
   op->value = p;
   op->key = S->dropout_keys++;
+  /* the masks are indexed by the element's place in the step's whole batch, so that every
+     number of micro-batches and replicas draws the same; a value of no model input has no
+     batch: one mask for the step (pass 60: each micro-batch drew its own) */
+  op->step_mask = !graph_reads_input(S->g, x.op);
   return vtensor(S, op);
 }
 

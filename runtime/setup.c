@@ -220,7 +220,11 @@ static void *init_part(void *arg) {
     case 0: w->buf[i] = 0.0f; break;
     case 1: w->buf[i] = 1.0f; break;
     case 2: w->buf[i] = (float)(mpl_normal(w->stream, (uint64_t)i) * p->init_a); break;
-    default: w->buf[i] = (float)(p->init_a + (p->init_b - p->init_a) * mpl_uniform(w->stream, (uint64_t)i)); break;
+    default: { /* in [a, b): a draw within 2^-25 of 1 rounded up to b in f32 (pass 60: 6 in 4e8) */
+      float v = (float)(p->init_a + (p->init_b - p->init_a) * mpl_uniform(w->stream, (uint64_t)i));
+      w->buf[i] = v >= (float)p->init_b && p->init_b > p->init_a ? nextafterf((float)p->init_b, (float)p->init_a) : v;
+      break;
+    }
     }
   }
   return NULL;

@@ -55,5 +55,16 @@ rewrite "$m" "$tmp/seed.mpl" 's/^  steps = 3$/  steps = 3\n  seed = 7/' &&
 rewrite "$m" "$tmp/p1.mpl" 's/dropout(gelu(nn.linear(h, 32)), 0.3)/dropout(gelu(nn.linear(h, 32)), 1.0)/' &&
   if "$BUILD/tests/test_refstep" "$tmp/p1.mpl" > "$tmp/p1.log" 2>&1; then ok "dropout(x, 1.0): zeros while training, as the reference"
   else bad "dropout(x, 1.0): $(grep -m1 -E 'F:|error' "$tmp/p1.log")"; fi
+# a value of no model input draws one mask for the step: 1, 2, 4 micro-batches and dp = 2 alike
+s=tests/e2e/dropout_step.mpl
+if "$MPLC" "$s" --microbatches 1 -o "$tmp/ds1.job" > /dev/null 2>&1 && "$MPLRUN" "$tmp/ds1.job" -q --threads 1 --save "$tmp/ds1.st" > /dev/null 2>&1; then
+  for mesh in "--microbatches 2" "--microbatches 4" "--mesh dp=2"; do
+    n=ds$(echo "$mesh" | tr -dc '0-9a-z')
+    if "$MPLC" "$s" $mesh -o "$tmp/$n.job" > /dev/null 2>&1 && "$MPLRUN" "$tmp/$n.job" -q --threads 1 --save "$tmp/$n.st" > /dev/null 2>&1 &&
+       "$PY" tests/tools/stcompare.py "$tmp/$n.st" "$tmp/ds1.st" 1e-5 > "$tmp/$n.cmp"; then
+      ok "dropout on a positional embedding, $mesh: the single micro-batch's params within 1e-5 (one mask a step)"
+    else bad "dropout on a positional embedding, $mesh: $(grep FAIL "$tmp/$n.cmp" | head -n 2)"; fi
+  done
+else bad "dropout_step.mpl: mplc or mplrun failed"; fi
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

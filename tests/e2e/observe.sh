@@ -324,6 +324,14 @@ if "$MPLC" tests/e2e/small_gpt.mpl -o "$tmp/prof.job" 2> /dev/null; then
   else bad "MPL_CPU_PROFILE: one step $c1 sdpa calls, three steps $c3 (want twice): $(grep 'cpu profile, device' "$tmp/prof3.txt")"; fi
 else bad "mplc small_gpt for the profile"; fi
 
+# ---- init: uniform(0, 1) stays below 1 (600,000 draws at seed 0 held one 1.0) ----
+if "$MPLC" tests/e2e/init_uniform.mpl -o "$tmp/uq.job" 2> /dev/null && "$MPLRUN" "$tmp/uq.job" --steps 0 -q --save "$tmp/uq.st" > /dev/null 2>&1 &&
+   top=$("$PY" -c 'import json, struct, sys
+b = open(sys.argv[1], "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n]); a, e = h["w"]["data_offsets"]
+print(max(struct.unpack("<%df" % ((e - a) // 4), b[8 + n + a:8 + n + e])))' "$tmp/uq.st") &&
+   "$PY" -c "import sys; sys.exit(0 if 0.99 < $top < 1.0 else 1)"; then ok "uniform(0, 1) over 600,000 elements: the largest $top, below 1"
+else bad "uniform(0, 1): the largest value ${top:-?} (want below 1)"; fi
+
 # ---- --inspect ----
 if "$MPLRUN" "$job" --inspect > "$tmp/inspect.txt" 2> "$tmp/inspect.err"; then
   ok "--inspect exits 0"
