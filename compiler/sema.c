@@ -298,6 +298,19 @@ static Node *choose_model(Sema *S, Node *program, Node **train_out) {
 
 /* The model's inputs: INPUT ops with B and T bound from the train config. */
 static void model_inputs(Sema *S, Scope *sc, Node *model) {
+  /* in the model, B and T are the micro-batch's rows and seq: a const of the file by that
+     name is hidden there, and one of another value would silently mean two things (pass
+     61: const T = 2048 became 64 inside the model) */
+  static const char *const names[2] = {"B", "T"};
+  for (int k = 0; k < 2; k++) {
+    const Value *c = strmap_get(&sc->mod->consts, names[k]);
+    int64_t want = k ? S->T : S->B;
+    if (c && c->kind == V_INT && c->i != want)
+      sema_err(S, c->loc, "const %s = %lld is hidden inside model %s, where %s is %s (%lld): rename the const",
+               names[k], (long long)c->i, model->name, names[k],
+               k ? "the sequence length, the train block's seq" : "a micro-batch's rows, batch / (microbatches * dp)",
+               (long long)want);
+  }
   scope_bind(S, sc, "B", vint(S->B, model->loc));
   scope_bind(S, sc, "T", vint(S->T, model->loc));
   for (int i = 0; i < model->list.n; i++) {

@@ -23,7 +23,7 @@ model gpt2(idx: i32[B, T], targets: i32[B, T]) {
   x = embedding(idx, vocab, d) as wte
   x = x + embedding(arange(T), ctx, d) as wpe
   for i in 0..layers {
-    x = nn.block(x, heads) as h[i]
+    x = nn.block(x, heads, 0.02 / sqrt(2.0 * layers)) as h[i]   # GPT-2's c_proj init: 0.02 / sqrt(2 * layers)
   }
   x = nn.layernorm(x) as ln_f
   logits = x @ transpose(wte.weight, 0, 1)        # tied unembedding

@@ -8,6 +8,9 @@
 #     -D kv_heads=8 -D hidden=8192 -D base=500000.0 -D eps=1e-5 -D batch=8 -D stages=4 \
 #     --mesh tp=2 --emit=plan
 # (the tokens of a real run come from an llm.c token file with that vocabulary: --data FILE).
+# The shape only: Llama 3.1 and 3.2 also rescale the rotary frequencies (rope_type llama3,
+# factor 32), which nn.rope does not, so their released weights would not compute as in
+# Meta's code here.
 import nn
 
 const vocab = 256

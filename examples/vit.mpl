@@ -3,7 +3,10 @@
 # non-causal pre-LayerNorm attention blocks, and a linear head on the class token.
 # It trains on synthetic images (random, with random labels: it can memorise them); a real
 # run feeds images through an input file of its own. Its bigger setting is ViT-S/16 on
-# 224x224 images: -D image=224 -D patch=16 -D d=384 -D layers=12 -D heads=6.
+# 224x224 images: -D image=224 -D patch=16 -D d=384 -D layers=12 -D heads=6. Against timm's
+# ViT: the patch convolution has no bias, LayerNorm's eps is 1e-5 (timm 1e-6), GELU the tanh
+# form (ViT's is exact erf), and the class token and position embeddings get AdamW's decay
+# (as every param of 2 or more dimensions here; timm leaves them out).
 import nn
 
 const image = 32

@@ -24,8 +24,8 @@ def col_linear(x: f32[..., n], out: int, groups: int = 1, use_bias: bool = true)
   return x @ weight + bias
 }
 
-def row_linear(x: f32[..., n], out: int, use_bias: bool = true) -> f32[..., out] {
-  param weight: f32[n, out] = normal(0.02) @shard(0)
+def row_linear(x: f32[..., n], out: int, use_bias: bool = true, std: float = 0.02) -> f32[..., out] {
+  param weight: f32[n, out] = normal(std) @shard(0)
   param bias: f32[out] = zeros if use_bias
   return x @ weight + bias
 }
@@ -42,14 +42,14 @@ def layernorm(x: f32[..., n]) -> f32[..., n] {
 
 # The transformer's feed-forward part: d -> 4d -> gelu -> d (tensor-parallel:
 # column- then row-parallel, one all-reduce).
-def mlp(x: f32[..., d]) -> f32[..., d] {
+def mlp(x: f32[..., d], proj_std: float = 0.02) -> f32[..., d] {
   h = gelu(col_linear(x, 4 * d) as c_fc)
-  return row_linear(h, d) as c_proj
+  return row_linear(h, d, std = proj_std) as c_proj
 }
 
 # Multi-head self-attention with a fused q|k|v projection, causal unless causal =
 # false (encoders); tensor-parallel: heads split over tp, one all-reduce after c_proj.
-def attention(x: f32[B, T, d], heads: int, causal: bool = true) -> f32[B, T, d] {
+def attention(x: f32[B, T, d], heads: int, causal: bool = true, proj_std: float = 0.02) -> f32[B, T, d] {
   hs = d / heads
   qkv = col_linear(x, 3 * d, 3) as c_attn
   q, k, v = split(qkv, 3, axis = -1)
@@ -58,13 +58,13 @@ def attention(x: f32[B, T, d], heads: int, causal: bool = true) -> f32[B, T, d] 
   v = transpose(reshape(v, B, T, heads, hs), 1, 2)
   y = transpose(sdpa(q, k, v, causal = causal), 1, 2)     # fused: no T x T buffer
   y = reshape(y, B, T, d)
-  return row_linear(y, d) as c_proj
+  return row_linear(y, d, std = proj_std) as c_proj
 }
 
-# A pre-LayerNorm transformer block (GPT-2).
-def block(x: f32[B, T, d], heads: int) -> f32[B, T, d] {
-  x = x + attention(layernorm(x) as ln_1, heads) as attn
-  x = x + mlp(layernorm(x) as ln_2) as mlp
+# A pre-LayerNorm transformer block (GPT-2; proj_std = 0.02 / sqrt(2 * layers): GPT-2's c_proj init).
+def block(x: f32[B, T, d], heads: int, proj_std: float = 0.02) -> f32[B, T, d] {
+  x = x + attention(layernorm(x) as ln_1, heads, proj_std = proj_std) as attn
+  x = x + mlp(layernorm(x) as ln_2, proj_std) as mlp
   return x
 }
 
@@ -74,7 +74,7 @@ def gpt(idx: i32[B, T], targets: i32[B, T], vocab: int, ctx: int, d: int, heads:
   x = embedding(idx, vocab, d) as wte
   x = x + embedding(arange(T), ctx, d) as wpe
   for i in 0..layers {
-    x = block(x, heads) as h[i]
+    x = block(x, heads, 0.02 / sqrt(2.0 * layers)) as h[i]
   }
   x = layernorm(x) as ln_f
   logits = x @ transpose(wte.weight, 0, 1)
