@@ -278,6 +278,19 @@ static int level_of(const Interval *x, const Level *lv, int nl) {
 
 static uint64_t assign_offsets(Interval *iv, int n) {
   qsort(iv, (size_t)n, sizeof *iv, cmp_interval);
+  { /* MPL_PLAN_SHUFFLE=SEED (a test switch, tests/e2e/plan_shadow.sh): place the buffers in
+       a random order, so other pairs share bytes; the plan stays valid for its lifetimes
+       (plan_overlap checks it) and the runtime's MPL_SHADOW_CHECK sees what it misses */
+    const char *e = getenv("MPL_PLAN_SHUFFLE");
+    if (e && *e) {
+      uint64_t x = strtoull(e, NULL, 10) * 0x9e3779b97f4a7c15ull + 1;
+      for (int i = n - 1; i > 0; i--) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        int j = (int)(x % (uint64_t)(i + 1));
+        Interval t = iv[i]; iv[i] = iv[j]; iv[j] = t;
+      }
+    }
+  }
   int64_t tmin = INT64_MAX, tmax = 0;
   int64_t *len = malloc(sizeof(int64_t) * (size_t)(n ? n : 1));
   if (!len) die("out of memory");

@@ -28,6 +28,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -36,6 +37,102 @@
 void trace_comm(RankCtx *rc, const char *name, double t0) {
   MplRun *r = rc->run;
   if (r->tracing && name) mpl_trace_event(&r->trace, rc->wrank, name, "comm", t0, mpl_trace_now(&r->trace) - t0);
+}
+
+
+/* ---- MPL_SHADOW_CHECK=1: an independent check of the memory plan (pass 59) ----------------
+ * A test switch (tests/e2e/plan_shadow.sh), CPU devices only. The plan's lifetimes are
+ * mplc's; this watches what the runtime really touches: each 64-byte granule of the arena
+ * records the (root value, micro-batch) that touched it last (a value and the reshapes
+ * aliasing it share a root), and a (value, mb) touched again in the same pass after another
+ * key took one of its granules was overwritten while live: "SHADOW ..." on stderr.
+ * MPL_SHADOW_POISON=1 also fills every value but the params, gradients and inputs with
+ * 0xFF bytes (NaN) at the start of each pass, so a value read before it is written in the
+ * pass (a GEMM with beta = 1 into a buffer nobody set) shows in the results;
+ * MPL_SHADOW_POISON_RANGE=LO-HI poisons those value ids only (for bisecting). With mplc's
+ * MPL_PLAN_SHUFFLE=SEED (plan.c), other pairs of values share bytes. */
+typedef struct Shadow {
+  int64_t *owner;   /* [granules] key or -1 */
+  uint8_t *touched; /* [nvalues * m] */
+  int *root;        /* [nvalues] */
+  size_t ng;
+  int reports;
+  bool poison;
+} Shadow;
+static int sh_find(int *r, int v) { while (r[v] != v) v = r[v] = r[r[v]]; return v; }
+static bool sh_persistent(const Job *job, int v) { return job->values[v].kind == JV_PARAM || job->values[v].kind == JV_GRAD; }
+static Shadow *sh_get(RankCtx *rc) {
+  static int on = -1;
+  if (on < 0) { const char *e = getenv("MPL_SHADOW_CHECK"); on = e && *e == '1'; }
+  if (!on || rc->dev.ops->device_memory) return NULL;
+  if (rc->shadow) return rc->shadow;
+  const Job *job = rc->run->job;
+  Shadow *s = calloc(1, sizeof *s);
+  s->ng = job->ranks[rc->rank].arena_bytes / 64 + 2;
+  s->owner = malloc(sizeof(int64_t) * s->ng);
+  for (size_t i = 0; i < s->ng; i++) s->owner[i] = -1;
+  s->touched = calloc((size_t)job->nvalues * rc->run->m + 1, 1);
+  s->root = malloc(sizeof(int) * (size_t)(job->nvalues + 1));
+  for (int v = 0; v < job->nvalues; v++) s->root[v] = v;
+  for (int st = 0; st < job->nstages; st++)
+    for (int k = 0; k < JP__COUNT; k++) {
+      const JobProgram *pg = &job->stages[st].prog[k];
+      for (int i = 0; i < pg->nsteps; i++)
+        if (pg->steps[i].kind == JS_ALIAS) {
+          int a = sh_find(s->root, pg->steps[i].args[0]), b = sh_find(s->root, pg->steps[i].args[1]);
+          if (a != b) s->root[a < b ? b : a] = a < b ? a : b;
+        }
+    }
+  const char *pe = getenv("MPL_SHADOW_POISON");
+  s->poison = pe && *pe == '1';
+  rc->shadow = s;
+  return s;
+}
+void mpl_shadow_free(RankCtx *rc) {
+  Shadow *s = rc->shadow;
+  if (!s) return;
+  free(s->owner), free(s->touched), free(s->root), free(s);
+  rc->shadow = NULL;
+}
+
+static void sh_touch(RankCtx *rc, int v, int mb, const char *where) {
+  Shadow *s = sh_get(rc);
+  if (!s) return;
+  const Job *job = rc->run->job;
+  int m = rc->run->m, r = sh_find(s->root, v);
+  uint8_t *p = vptr(rc, v, mb);
+  if (!p) return;
+  int kmb = sh_persistent(job, r) ? 0 : mb;
+  int64_t key = (int64_t)r * m + kmb;
+  size_t off = (size_t)(p - (uint8_t *)rc->arena), bytes = value_bytes(job, v);
+  if (off % 64 && s->reports++ < 20)
+    fprintf(stderr, "SHADOW rank %d: value %d at offset %zu not 64-aligned\n", rc->wrank, v, off);
+  for (size_t g = off / 64; g < (off + bytes + 63) / 64 && g < s->ng; g++) {
+    int64_t o = s->owner[g];
+    if (o >= 0 && o != key && s->touched[key] && s->reports++ < 20)
+      fprintf(stderr, "SHADOW rank %d (%s): value %d (root %d) mb %d at [%zu,+%zu): granule %zu was taken by value %lld mb %lld since its last use\n",
+              rc->wrank, where, v, r, mb, off, bytes, g, (long long)(o / m), (long long)(o % m));
+    s->owner[g] = key;
+  }
+  s->touched[key] = 1;
+}
+/* The start of a pass: non-persistent values are not live (and optionally poisoned). */
+static void sh_begin(RankCtx *rc) {
+  Shadow *s = sh_get(rc);
+  if (!s) return;
+  const Job *job = rc->run->job;
+  int m = rc->run->m;
+  for (int v = 0; v < job->nvalues; v++) {
+    if (sh_persistent(job, v)) continue;
+    for (int j = 0; j < m; j++) {
+      s->touched[(size_t)v * m + j] = 0;
+      uint8_t *p = vptr(rc, v, j);
+      static int lo = -2, hi = 1 << 30;
+      if (lo == -2) { const char *e = getenv("MPL_SHADOW_POISON_RANGE"); lo = 0; if (e) sscanf(e, "%d-%d", &lo, &hi); }
+      int rt = sh_find(s->root, v); /* an alias of a param or an input holds its bytes */
+      if (s->poison && p && v >= lo && v <= hi && job->values[rt].kind != JV_INPUT && !sh_persistent(job, rt)) memset(p, 0xFF, value_bytes(job, v));
+    }
+  }
 }
 
 /* ---- the step's instructions ----------------------------------------------------- */
@@ -306,6 +403,7 @@ int run_prog_until(RankCtx *rc, int stage, int which, int mb, int64_t step, int 
              : s->kind == JS_SDPA_BWD ? 9 : s->kind == JS_CE ? 6 : s->kind == JS_EMB_GRAD ? 3 : 0;
     if (s->nargs < need) return rank_fail(rc, err, "stage %d: step %d has %d arguments", stage, i, s->nargs);
     double t0 = timed ? now_s() : 0;
+    for (int a = 0; a < s->nargs; a++) sh_touch(rc, s->args[a], mb, "step");
     if (run_step_op(rc, s, stage, mb, step, err) != MPL_OK) return MPL_ERR;
     if (s->kind == JS_KERNEL && run_checks(rc, s, stage, mb, err) != MPL_OK) return MPL_ERR;
     if (timed && measure_step(rc, s, which, t0, err) != MPL_OK) return MPL_ERR;
@@ -317,6 +415,7 @@ int run_prog_until(RankCtx *rc, int stage, int which, int mb, int64_t step, int 
 static int read_loss(RankCtx *rc, int stage, int mb, MplErr *err) {
   int lv = rc->run->job->stages[stage].loss_value;
   if (lv < 0) return MPL_OK;
+  sh_touch(rc, lv, mb, "loss");
   float *p = need_ptr(rc, lv, mb, stage, err), l;
   if (!p || rc->dev.ops->copy_to_host(&rc->dev, &l, p, sizeof l, err) != MPL_OK) return MPL_ERR;
   rc->mb_loss[mb] = l;
@@ -338,6 +437,7 @@ static int run_xfer(RankCtx *rc, const JobIns *ins, bool sending, MplErr *err) {
     int v = x->vals[i];
     void *p = need_ptr(rc, v, ins->mb, sending ? x->src : x->dst, err);
     if (!p) return MPL_ERR;
+    sh_touch(rc, v, ins->mb, sending ? "send" : "recv");
     uint64_t tag = TAG_XFER(ins->xfer, ins->mb, i);
     int kind = sending ? MPL_COMM_PP_SEND : MPL_COMM_PP_RECV;
     comm_count(rc, kind, value_bytes(job, v));
@@ -364,6 +464,7 @@ static int fill_inputs(RankCtx *rc, const MplLoader *loader, int64_t step, MplEr
     for (int j = 0; j < r->m; j++) {
       void *dst = need_ptr(rc, in->value, j, -1, err);
       if (!dst) return MPL_ERR;
+      sh_touch(rc, in->value, j, "input");
       if (r->tokens) {
         int32_t *buf = (int32_t *)rc->stage_buf;
         mpl_loader_rows(loader, (rc->dpi * r->m + j) * r->B, r->B, r->role[i] == 0 ? buf : NULL,
@@ -381,6 +482,7 @@ static int zero_grads(RankCtx *rc, MplErr *err) {
   const Job *job = rc->run->job;
   for (int v = 0; v < job->nvalues; v++) {
     if (job->values[v].kind != JV_GRAD || !vptr(rc, v, 0)) continue;
+    sh_touch(rc, v, 0, "zero");
     if (rc->dev.ops->zero(&rc->dev, vptr(rc, v, 0), value_bytes(job, v), err) != MPL_OK) return MPL_ERR;
   }
   return MPL_OK;
@@ -442,6 +544,7 @@ int rank_step(RankCtx *rc, int64_t step, MplErr *err) {
   memset(rc->comm_counts, 0, sizeof rc->comm_counts);
   for (int j = 0; j < r->m; j++) rc->mb_loss_set[j] = false;
   double ts0 = r->tracing ? mpl_trace_now(&r->trace) : 0;
+  sh_begin(rc);
   if (zero_grads(rc, err) != MPL_OK || fill_inputs(rc, &r->loader, step, err) != MPL_OK) return MPL_ERR;
   if (r->tracing) mpl_trace_event(&r->trace, rc->wrank, "setup", "setup", ts0, mpl_trace_now(&r->trace) - ts0);
   double busy = 0, compute = 0, msg = 0, update = 0, upd0 = -1;
@@ -539,6 +642,7 @@ int rank_eval(RankCtx *rc, MplErr *err) {
   double ts0 = trace_t(rc);
   MplLoader batch = r->val_loader;
   batch.pos = mpl_loader_pos_at_step(&batch, r->eval_batch);
+  sh_begin(rc);
   int st = fill_inputs(rc, &batch, r->step, err);
   if (st == MPL_OK) st = run_forward_part(rc, err);
   if (r->tracing) mpl_trace_event(&r->trace, rc->wrank, "eval", "eval", ts0, mpl_trace_now(&r->trace) - ts0);
@@ -571,6 +675,7 @@ static int sample_inputs(RankCtx *rc, MplErr *err) {
 
 int rank_sample(RankCtx *rc, MplErr *err) {
   if (rc->dpi != 0) return MPL_OK;
+  sh_begin(rc);
   int st = sample_inputs(rc, err);
   return st == MPL_OK ? run_forward_part(rc, err) : st;
 }

@@ -68,7 +68,10 @@ typedef struct RankCtx {
   /* the last step's end on this rank, and whether the step was counted in stats */
   double step_end;
   bool step_counted;
+  struct Shadow *shadow;  /* MPL_SHADOW_CHECK=1 (exec.c): owner of each arena granule */
 } RankCtx;
+
+void mpl_shadow_free(RankCtx *rc); /* exec.c: MPL_SHADOW_CHECK's state, if any */
 
 struct MplRun {
   const Job *job;

@@ -476,6 +476,7 @@ int init_observability(MplRun *r, MplErr *err) {
 }
 
 void free_rank(RankCtx *rc) {
+  mpl_shadow_free(rc);
   upd_free_rank(rc); /* grad scratch, opt, tmp and norm_dev are carved from its state_mem */
   mpl_free(rc->opt[0]);
   mpl_free(rc->opt[1]);
