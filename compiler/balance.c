@@ -268,17 +268,20 @@ static bool il_better(ILScore a, ILScore b) {
  * rank had 2.5x the other's work). From it, a local search: each round tries every cut at
  * every place (the cuts beyond pushed along so that each stage keeps a segment) and
  * keeps the move that lowers the score (il_score) most, first found on a tie, until none
- * does (at most 64 rounds, and only while a round costs under IL_WORK). Deterministic. */
+ * does (at most 64 rounds, and only while a round costs under IL_WORK, the rounds together
+ * under 4 x IL_WORK). Deterministic. */
 enum { IL_WORK = 20000000 };
 
 static void il_refine(int nseg, int nst, int pp, const double *cost, const double *mem, const double *rank_speed,
                       double limit, int *first) {
-  if ((double)nst * nseg * (nseg + nst) > IL_WORK) return;
+  double work = (double)nst * nseg * (nseg + nst); /* a round's */
+  if (work > IL_WORK) return;
+  int rounds = work * 64 > 4.0 * IL_WORK ? (int)(4.0 * IL_WORK / work) : 64; /* at most 4 x IL_WORK in all */
   double *rt = calloc((size_t)pp, sizeof(double)), *rm = calloc((size_t)pp, sizeof(double));
   int *t = calloc((size_t)nst, sizeof(int)), *best = calloc((size_t)nst, sizeof(int));
   if (!rt || !rm || !t || !best) die("out of memory");
   ILScore cur = il_score(nseg, nst, pp, cost, mem, rank_speed, limit, first, rt, rm);
-  for (int round = 0; round < 64; round++) {
+  for (int round = 0; round < rounds; round++) {
     ILScore bs = cur;
     bool found = false;
     for (int k = 1; k < nst; k++)
