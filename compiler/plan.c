@@ -176,6 +176,8 @@ typedef struct Level {
   int64_t width;
   int nb;
   Placed *cum, *own;
+  struct Ranges *fcum, *fown; /* per bucket: the buffers that would be in cum, own and live
+                                 through the whole bucket, as the union of their bytes */
 } Level;
 
 static int cmp_i64(const void *a, const void *b) {
@@ -227,14 +229,17 @@ static uint64_t ranges_fit(const Ranges *u, uint64_t size) {
 
 /* The lowest offset at which x fits among the placed buffers of lists l[0 .. k) (each
  * sorted by offset; a buffer may be in several) whose lifetimes meet x's, and the ranges
- * of `whole` (buffers live the whole step, which meet every other): all merged in offset
- * order (a binary heap of the lists' heads, heap[] of k), walked up from offset 0 to the
- * first gap x fits in. */
-static uint64_t first_fit(const Interval *x, Placed *const *l, int k, const Ranges *whole, int *at, int *heap) {
-  int nh = 0, ri = 0;
-#define HEAD(i) (l[heap[i]]->v[at[heap[i]]]->offset)
-  for (int i = 0; i < k; i++) {
-    if (!l[i]->n) continue;
+ * rg[0 .. kr) (unions of buffers that meet x for sure: those live the whole step, and those
+ * live through a whole bucket x is in): all merged in offset order (a binary heap of the
+ * streams' heads, heap[] of k + kr), walked up from offset 0 to the first gap x fits in. */
+static uint64_t first_fit(const Interval *x, Placed *const *l, int k, const Ranges *const *rg, int kr, int *at,
+                          int *heap) {
+  int nh = 0;
+#define LEN(i) ((i) < k ? l[i]->n : rg[(i) - k]->n)
+#define HEADOF(i) ((i) < k ? l[i]->v[at[i]]->offset : rg[(i) - k]->r[at[i]][0])
+#define HEAD(c) HEADOF(heap[c])
+  for (int i = 0; i < k + kr; i++) {
+    if (!LEN(i)) continue;
     at[i] = 0;
     int c = nh++; /* sift up */
     heap[c] = i;
@@ -244,29 +249,42 @@ static uint64_t first_fit(const Interval *x, Placed *const *l, int k, const Rang
     }
   }
   uint64_t off = 0, lo, hi;
-  while (nh > 0 || ri < whole->n) {
-    if (ri < whole->n && (nh == 0 || whole->r[ri][0] <= HEAD(0))) {
-      lo = whole->r[ri][0], hi = whole->r[ri][1], ri++;
-    } else {
-      int top = heap[0];
-      const Interval *b = l[top]->v[at[top]++];
-      if (at[top] == l[top]->n) heap[0] = heap[--nh]; /* that list is done */
-      for (int c = 0;;) { /* sift down */
-        int m = c, lc = 2 * c + 1, rc = lc + 1;
-        if (lc < nh && HEAD(lc) < HEAD(m)) m = lc;
-        if (rc < nh && HEAD(rc) < HEAD(m)) m = rc;
-        if (m == c) break;
-        int t = heap[m];
-        heap[m] = heap[c], heap[c] = t, c = m;
-      }
-      if (!(b->start <= x->end && x->start <= b->end)) continue;
+  while (nh > 0) {
+    int top = heap[0], j = at[top]++;
+    bool meets = true;
+    if (top < k) {
+      const Interval *b = l[top]->v[j];
+      meets = b->start <= x->end && x->start <= b->end;
       lo = b->offset, hi = b->offset + b->size;
+    } else {
+      lo = rg[top - k]->r[j][0], hi = rg[top - k]->r[j][1];
     }
+    if (at[top] == LEN(top)) heap[0] = heap[--nh]; /* that stream is done */
+    for (int c = 0;;) { /* sift down */
+      int m = c, lc = 2 * c + 1, rc = lc + 1;
+      if (lc < nh && HEAD(lc) < HEAD(m)) m = lc;
+      if (rc < nh && HEAD(rc) < HEAD(m)) m = rc;
+      if (m == c) break;
+      int t = heap[m];
+      heap[m] = heap[c], heap[c] = t, c = m;
+    }
+    if (!meets) continue;
     if (lo >= off + x->size) break;
     if (hi > off) off = hi;
   }
 #undef HEAD
+#undef HEADOF
+#undef LEN
   return off;
+}
+
+/* Is x live through the whole of bucket b (of this width): from its first time to its last
+ * (tmax for the last bucket, which may reach past the step)? Then it meets every buffer
+ * listed there. */
+static bool covers_bucket(const Interval *x, int64_t width, int64_t b, int64_t tmax) {
+  int64_t lo = b * width, hi = (b + 1) * width - 1;
+  if (hi > tmax) hi = tmax;
+  return x->start <= lo && x->end >= hi;
 }
 
 /* The lowest level at which x spans at most LONG buckets (the top has one). */
@@ -303,17 +321,21 @@ static uint64_t assign_offsets(Interval *iv, int n) {
   Level lv[MAXLEVELS];
   int nl = 0;
   for (int64_t w = n && len[n / 2] > 1 ? len[n / 2] : 1;; w *= FAN) {
-    lv[nl] = (Level){w, (int)(tmax / w + 1), NULL, NULL};
+    lv[nl] = (Level){w, (int)(tmax / w + 1), NULL, NULL, NULL, NULL};
     lv[nl].cum = calloc((size_t)lv[nl].nb, sizeof(Placed));
     lv[nl].own = calloc((size_t)lv[nl].nb, sizeof(Placed));
-    if (!lv[nl].cum || !lv[nl].own) die("out of memory");
+    lv[nl].fcum = calloc((size_t)lv[nl].nb, sizeof(Ranges));
+    lv[nl].fown = calloc((size_t)lv[nl].nb, sizeof(Ranges));
+    if (!lv[nl].cum || !lv[nl].own || !lv[nl].fcum || !lv[nl].fown) die("out of memory");
     if (lv[nl++].nb == 1 || nl == MAXLEVELS) break;
   }
   free(len);
   lv[nl - 1].width = tmax + 1, lv[nl - 1].nb = 1; /* the top: one bucket */
-  Placed **lists = malloc(sizeof(Placed *) * (LONG + 2 * MAXLEVELS + 1));
-  int *at = malloc(sizeof(int) * 2 * (LONG + 2 * MAXLEVELS + 1)), *heap = at + LONG + 2 * MAXLEVELS + 1;
-  if (!lists || !at) die("out of memory");
+  enum { NS = LONG + 2 * MAXLEVELS + 1 }; /* the lists (or ranges) a buffer walks, at most */
+  Placed **lists = malloc(sizeof(Placed *) * NS);
+  const Ranges **rg = malloc(sizeof(Ranges *) * (NS + 1));
+  int *at = malloc(sizeof(int) * 4 * (NS + 1)), *heap = at + 2 * (NS + 1);
+  if (!lists || !rg || !at) die("out of memory");
   /* a level's `cum` lists are only walked by buffers of that level: kept where there are some */
   bool walked[MAXLEVELS] = {false};
 #define WHOLE(x) ((x)->start <= tmin && (x)->end >= tmax) /* meets every buffer */
@@ -327,23 +349,38 @@ static uint64_t assign_offsets(Interval *iv, int n) {
       x->offset = ranges_fit(&used, x->size);
       ranges_add(&whole, x->offset, x->offset + x->size);
     } else {
-      for (int64_t b = x->start / lv[L].width; b <= x->end / lv[L].width; b++) lists[k++] = &lv[L].cum[b];
+      /* a buffer live through a whole bucket meets everything there: it goes into the
+         bucket's union of bytes rather than its list (under gpipe every stash buffer is live
+         through the forward's end, and walking them one by one made planning quadratic: 256
+         micro-batches of a 7-block GPT at pp = 1 took 25 s) */
+      int kr = 0;
+      rg[kr++] = &whole;
+      for (int64_t b = x->start / lv[L].width; b <= x->end / lv[L].width; b++)
+        lists[k++] = &lv[L].cum[b], rg[kr++] = &lv[L].fcum[b];
       for (int h = L + 1; h < nl; h++)
-        for (int64_t b = x->start / lv[h].width; b <= x->end / lv[h].width; b++) lists[k++] = &lv[h].own[b];
-      x->offset = first_fit(x, lists, k, &whole, at, heap);
-      for (int64_t b = x->start / lv[L].width; b <= x->end / lv[L].width; b++) placed_insert(&lv[L].own[b], x);
+        for (int64_t b = x->start / lv[h].width; b <= x->end / lv[h].width; b++)
+          lists[k++] = &lv[h].own[b], rg[kr++] = &lv[h].fown[b];
+      x->offset = first_fit(x, lists, k, rg, kr, at, heap);
+      for (int64_t b = x->start / lv[L].width; b <= x->end / lv[L].width; b++) {
+        if (covers_bucket(x, lv[L].width, b, tmax)) ranges_add(&lv[L].fown[b], x->offset, x->offset + x->size);
+        else placed_insert(&lv[L].own[b], x);
+      }
       for (int h = L; h < nl; h++)
-        for (int64_t b = x->start / lv[h].width; walked[h] && b <= x->end / lv[h].width; b++) placed_insert(&lv[h].cum[b], x);
+        for (int64_t b = x->start / lv[h].width; walked[h] && b <= x->end / lv[h].width; b++) {
+          if (covers_bucket(x, lv[h].width, b, tmax)) ranges_add(&lv[h].fcum[b], x->offset, x->offset + x->size);
+          else placed_insert(&lv[h].cum[b], x);
+        }
     }
     ranges_add(&used, x->offset, x->offset + x->size);
     if (x->offset + x->size > peak) peak = x->offset + x->size;
   }
   for (int h = 0; h < nl; h++) {
-    for (int b = 0; b < lv[h].nb; b++) free(lv[h].cum[b].v), free(lv[h].own[b].v);
-    free(lv[h].cum), free(lv[h].own);
+    for (int b = 0; b < lv[h].nb; b++)
+      free(lv[h].cum[b].v), free(lv[h].own[b].v), free(lv[h].fcum[b].r), free(lv[h].fown[b].r);
+    free(lv[h].cum), free(lv[h].own), free(lv[h].fcum), free(lv[h].fown);
   }
 #undef WHOLE
-  free(lists), free(at), free(used.r), free(whole.r);
+  free(lists), free(rg), free(at), free(used.r), free(whole.r);
   return peak;
 }
 
