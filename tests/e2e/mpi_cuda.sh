@@ -10,7 +10,7 @@
 cd "$(dirname "$0")/../.."
 source tests/tools/e2e_lib.sh
 finish() { echo "$pass passed, $fail failed"; [ $fail = 0 ]; exit; }
-skip() { echo "ok   mpi_cuda: skipped ($*)"; finish; }
+skip() { echo "skip mpi_cuda: ($*): nothing checked"; finish; }
 
 command -v mpirun > /dev/null 2>&1 || skip "mpirun is not installed"
 ldd "$MPLRUN" 2>/dev/null | grep -q libmpi || skip "$MPLRUN was built without MPI"
@@ -38,7 +38,7 @@ no_gpu list "$MPLRUN" cuda:0,0
 if [ -x "$BUILD/cuda-only/mplrun" ] && ldd "$BUILD/cuda-only/mplrun" 2>/dev/null | grep -q libmpi; then
   no_gpu cuda_only "$BUILD/cuda-only/mplrun" cuda
 else
-  echo "ok   cuda_only: skipped (no $BUILD/cuda-only/mplrun with MPI: make cuda-only)"
+  echo "skip cuda_only (no $BUILD/cuda-only/mplrun with MPI: make cuda-only): nothing checked"
 fi
 
 "${MPIRUN[@]}" -np 3 "$MPLRUN" "$tmp/pp2.job" --devices cuda -q > "$tmp/np.log" 2>&1

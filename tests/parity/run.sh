@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/parity/run.sh — numerical parity with PyTorch, without torch: one AdamW step of
 # the small GPT in gpt_parity.mpl from init.safetensors on tokens.bin must give the params
-# in expected.safetensors (relative error below 1e-4 per tensor) and the loss in
+# in expected.safetensors (relative error below 1e-5 per tensor, and of the step's change
+# itself below 2e-3: a missing decay term hid under 1e-4) and the loss in
 # expected_loss.txt. Checked on pp = 1 and on pp = 2 (the tied embedding on two stages).
 # The stored files come from `/usr/bin/python3 tests/bench/torch_gpt.py parity tests/parity`
 # (run once, committed); compare.py needs only Python's standard library.
@@ -9,7 +10,8 @@ set -u
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 dir=tests/parity
-tol=1e-4
+tol=1e-5     # the worst tensor is about 2e-6 off
+dtol=2e-3    # the step's change itself: the worst is about 2e-4 off (compare.py)
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 pass=0; fail=0
 ok() { pass=$((pass + 1)); echo "ok   $*"; }
@@ -32,7 +34,7 @@ for pp in 1 2; do
   else
     bad "pp=$pp: loss $loss, PyTorch $want_loss"
   fi
-  "$PY" "$dir/compare.py" "$tmp/out$pp.safetensors" "$dir/expected.safetensors" $tol > "$tmp/cmp.log" 2>&1
+  "$PY" "$dir/compare.py" "$tmp/out$pp.safetensors" "$dir/expected.safetensors" $tol "$dir/init.safetensors" $dtol > "$tmp/cmp.log" 2>&1
   rc=$?
   grep '^FAIL' "$tmp/cmp.log" | sed 's/^/     /'
   worst=$(grep -E '^ok' "$tmp/cmp.log" | sort -g -k4 | tail -n 1 | awk '{ print $2, $4 }')

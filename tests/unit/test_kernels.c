@@ -714,8 +714,8 @@ START_TEST(test_dropout) {
   int d2 = un(OP_DROPOUT, x);
   O(d2)->value = 0.0, O(d2)->key = 6;
   RefCtx ctx = {1337, 3, 2};
-  check_graph(&ctx);
-  /* some elements dropped, some kept */
+  check_graph(&ctx); /* the kernels' masks and scale are the reference's, element by element;
+                        the reference's own keep rate and 1/(1-p) scale: test_refeval.c */
 }
 END_TEST
 
