@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # tests/parity/run.sh — numerical parity with PyTorch, without torch: one AdamW step of
 # the small GPT in gpt_parity.mpl from init.safetensors on tokens.bin must give the params
-# in expected.safetensors (relative error below 1e-5 per tensor, and of the step's change
-# itself below 2e-3: a missing decay term hid under 1e-4) and the loss in
+# in expected.safetensors (relative error below 2e-5 per tensor, and of the step's change
+# itself below 5e-3: a missing decay term hid under 1e-4) and the loss in
 # expected_loss.txt. Checked on pp = 1 and on pp = 2 (the tied embedding on two stages).
 # The stored files come from `/usr/bin/python3 tests/bench/torch_gpt.py parity tests/parity`
 # (run once, committed); compare.py needs only Python's standard library.
@@ -10,8 +10,8 @@ set -u
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 dir=tests/parity
-tol=1e-5     # the worst tensor is about 2e-6 off
-dtol=2e-3    # the step's change itself: the worst is about 2e-4 off (compare.py)
+tol=2e-5     # the worst tensor is about 2e-6 off here (other CPUs: other GEMM kernels)
+dtol=5e-3    # the step's change itself: the worst is about 2e-4 off here (compare.py)
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 pass=0; fail=0
 ok() { pass=$((pass + 1)); echo "ok   $*"; }
