@@ -123,8 +123,14 @@ static void module_const(Sema *S, Module *m, Node *it, bool is_main) {
       /* the override keeps the const's own type: an int given for a float const is that
          float (-D lr=1 made lr / 2 an integer division); a float for an int, or a bool for
          a number, is refused */
+      /* a literal's type is its syntax; another expression is evaluated for it (the
+         replaced expression's own errors then show, pass 63) */
       Scope sc = {.mod = m, .prefix = ""};
-      Value own = sema_eval(S, &sc, it->a);
+      const Node *a = it->a;
+      bool neg = a && a->kind == N_UNOP && a->op == UOP_NEG && a->a && (a->a->kind == N_INT || a->a->kind == N_FLOAT);
+      const Node *lit = neg ? a->a : a;
+      Value own = lit && lit->kind == N_INT ? vint(0, it->loc) : lit && lit->kind == N_FLOAT ? vfloat(0, it->loc)
+                : lit && lit->kind == N_BOOL ? vbool(false, it->loc) : sema_eval(S, &sc, it->a);
       static const char *const kinds[] = {[V_INT] = "an int", [V_FLOAT] = "a float", [V_BOOL] = "a bool"};
       if (own.kind == V_FLOAT && v->kind == V_INT) *v = vfloat((double)v->i, it->loc);
       else if ((own.kind == V_INT || own.kind == V_FLOAT || own.kind == V_BOOL) && own.kind != v->kind) {
@@ -297,15 +303,29 @@ static Node *choose_model(Sema *S, Node *program, Node **train_out) {
 }
 
 /* The model's inputs: INPUT ops with B and T bound from the train config. */
+/* Does the AST under n read the name (an identifier of that name anywhere: the model's
+ * signature, body, annotations)? */
+static bool ast_reads(const Node *n, const char *name) {
+  if (!n) return false;
+  if (n->kind == N_IDENT && n->name && !strcmp(n->name, name)) return true;
+  if (ast_reads(n->a, name) || ast_reads(n->b, name) || ast_reads(n->c, name) || ast_reads(n->as_index, name)) return true;
+  const NodeList *ls[] = {&n->list, &n->body, &n->else_body, &n->annots};
+  for (int l = 0; l < 4; l++)
+    for (int i = 0; i < ls[l]->n; i++)
+      if (ast_reads(ls[l]->items[i], name)) return true;
+  return false;
+}
+
 static void model_inputs(Sema *S, Scope *sc, Node *model) {
   /* in the model, B and T are the micro-batch's rows and seq: a const of the file by that
-     name is hidden there, and one of another value would silently mean two things (pass
-     61: const T = 2048 became 64 inside the model) */
+     name is hidden there, and one of another value that the model reads would silently
+     mean two things (pass 61: const T = 2048 became 64 inside the model); a def reads the
+     const itself, and a model that never names it is not concerned (pass 63) */
   static const char *const names[2] = {"B", "T"};
   for (int k = 0; k < 2; k++) {
     const Value *c = strmap_get(&sc->mod->consts, names[k]);
     int64_t want = k ? S->T : S->B;
-    if (c && c->kind == V_INT && c->i != want)
+    if (c && c->kind == V_INT && c->i != want && ast_reads(model, names[k]))
       sema_err(S, c->loc, "const %s = %lld is hidden inside model %s, where %s is %s (%lld): rename the const",
                names[k], (long long)c->i, model->name, names[k],
                k ? "the sequence length, the train block's seq" : "a micro-batch's rows, batch / (microbatches * dp)",

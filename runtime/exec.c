@@ -47,7 +47,7 @@ void trace_comm(RankCtx *rc, const char *name, double t0) {
  * aliasing it share a root), and a (value, mb) touched again in the same pass after another
  * key took one of its granules was overwritten while live: "SHADOW ..." on stderr.
  * MPL_SHADOW_POISON=1 also fills every value but the params, gradients and inputs with
- * 0xFF bytes (NaN) at the start of each pass, so a value read before it is written in the
+ * 0xFF bytes (NaN) at the start of each step, evaluation and sample, so a value read before it is written in the
  * pass (a GEMM with beta = 1 into a buffer nobody set) shows in the results;
  * MPL_SHADOW_POISON_RANGE=LO-HI poisons those value ids only (for bisecting). With mplc's
  * MPL_PLAN_SHUFFLE=SEED (plan.c), other pairs of values share bytes. */
@@ -61,18 +61,32 @@ typedef struct Shadow {
 } Shadow;
 static int sh_find(int *r, int v) { while (r[v] != v) v = r[v] = r[r[v]]; return v; }
 static bool sh_persistent(const Job *job, int v) { return job->values[v].kind == JV_PARAM || job->values[v].kind == JV_GRAD; }
+/* The switches, read once for all rank threads (pthread_once: the threads start together). */
+static bool sh_on, sh_poison_all = true;
+static int sh_lo, sh_hi = 1 << 30;
+static pthread_once_t sh_once = PTHREAD_ONCE_INIT;
+static void sh_read_env(void) {
+  const char *e = getenv("MPL_SHADOW_CHECK"), *r = getenv("MPL_SHADOW_POISON_RANGE");
+  sh_on = e && *e == '1';
+  if (r && sscanf(r, "%d-%d", &sh_lo, &sh_hi) == 2) sh_poison_all = false;
+}
+
 static Shadow *sh_get(RankCtx *rc) {
-  static int on = -1;
-  if (on < 0) { const char *e = getenv("MPL_SHADOW_CHECK"); on = e && *e == '1'; }
-  if (!on || rc->dev.ops->device_memory) return NULL;
+  pthread_once(&sh_once, sh_read_env);
+  if (!sh_on || rc->dev.ops->device_memory) return NULL;
   if (rc->shadow) return rc->shadow;
   const Job *job = rc->run->job;
   Shadow *s = calloc(1, sizeof *s);
+  if (!s) return NULL;
   s->ng = job->ranks[rc->rank].arena_bytes / 64 + 2;
   s->owner = malloc(sizeof(int64_t) * s->ng);
-  for (size_t i = 0; i < s->ng; i++) s->owner[i] = -1;
   s->touched = calloc((size_t)job->nvalues * rc->run->m + 1, 1);
   s->root = malloc(sizeof(int) * (size_t)(job->nvalues + 1));
+  if (!s->owner || !s->touched || !s->root) {
+    free(s->owner), free(s->touched), free(s->root), free(s);
+    return NULL;
+  }
+  for (size_t i = 0; i < s->ng; i++) s->owner[i] = -1;
   for (int v = 0; v < job->nvalues; v++) s->root[v] = v;
   for (int st = 0; st < job->nstages; st++)
     for (int k = 0; k < JP__COUNT; k++) {
@@ -127,10 +141,10 @@ static void sh_begin(RankCtx *rc) {
     for (int j = 0; j < m; j++) {
       s->touched[(size_t)v * m + j] = 0;
       uint8_t *p = vptr(rc, v, j);
-      static int lo = -2, hi = 1 << 30;
-      if (lo == -2) { const char *e = getenv("MPL_SHADOW_POISON_RANGE"); lo = 0; if (e) sscanf(e, "%d-%d", &lo, &hi); }
       int rt = sh_find(s->root, v); /* an alias of a param or an input holds its bytes */
-      if (s->poison && p && v >= lo && v <= hi && job->values[rt].kind != JV_INPUT && !sh_persistent(job, rt)) memset(p, 0xFF, value_bytes(job, v));
+      bool in_range = sh_poison_all || (v >= sh_lo && v <= sh_hi);
+      if (s->poison && p && in_range && job->values[rt].kind != JV_INPUT && !sh_persistent(job, rt))
+        memset(p, 0xFF, value_bytes(job, v));
     }
   }
 }

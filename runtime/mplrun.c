@@ -369,7 +369,7 @@ static uint64_t sample_digest(const char *path) {
     h = (h ^ size) * 1099511628211ull;
     unsigned char blk[4096];
     for (int i = 0; i < 64 && size > 0; i++) {
-      uint64_t off = size > sizeof blk ? (size - sizeof blk) / 63 * (uint64_t)i : 0;
+      uint64_t last = size > sizeof blk ? size - sizeof blk : 0, off = i == 63 ? last : last / 63 * (uint64_t)i;
       if (fseeko(f, (off_t)off, SEEK_SET) != 0) break;
       size_t n = fread(blk, 1, sizeof blk, f);
       for (size_t k = 0; k < n; k++) h = (h ^ blk[k]) * 1099511628211ull;

@@ -107,6 +107,9 @@ static int parse_shape(const MplSafetensors *st, const char *name, const MplJson
 static int parse_tensor(const MplSafetensors *st, const char *name, const MplJson *v, uint64_t data_len,
                         MplStTensor *t, MplErr *err) {
   if (v->type != MPL_JSON_OBJ) return mpl_errf(err, "%s: tensor '%s': entry is not an object", st->path, name);
+  if (v->n > 16) /* an entry has three fields (and perhaps a few of another writer's): the
+                    pairwise check below stays small (pass 63: 100,000 keys took 23 s) */
+    return mpl_errf(err, "%s: tensor '%s': %d fields in its entry (dtype, shape, data_offsets)", st->path, name, v->n);
   for (int i = 0; i < v->n; i++) /* {"shape": [4, 2], "shape": [8]}: readers differ on which */
     for (int k = 0; k < i; k++)
       if (!strcmp(v->keys[i], v->keys[k]))

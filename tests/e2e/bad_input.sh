@@ -187,6 +187,9 @@ def entry(k):
 others = ', '.join('"%s": {%s}' % (k, entry(k)) for k in hdr if k not in ('__metadata__', 'ln_f.bias'))
 raw_header(out + '/nul.st', '{%s, "ln_f.bias\\u0000x": {%s}}' % (others, entry('ln_f.bias')))
 raw_header(out + '/twice.st', '{%s, "ln_f.bias": {"shape": [1], %s}}' % (others, entry('ln_f.bias')))
+# an entry of many fields (the repeated-field check is pairwise: 100,000 keys took 23 s)
+many = ', '.join('"x%d": 0' % i for i in range(20))
+raw_header(out + '/fields.st', '{%s, "ln_f.bias": {%s, %s}}' % (others, entry('ln_f.bias'), many))
 # a small file asking for a huge tree: one shape of 3 million zeros (once about 50 bytes
 # of memory per byte of header)
 zeros = ','.join(['0'] * 3000000)
@@ -203,6 +206,7 @@ if "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/extra.st" --steps 0 --save 
 else bad "--init with an extra I64 tensor: $(tail -n 2 "$tmp/extra.log")"; fi
 expect_fail "--init name holding a NUL" "a key holds a NUL character" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/nul.st"
 expect_fail "--init entry with a field twice" "\"shape\" is given twice" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/twice.st"
+expect_fail "--init entry of 23 fields" "23 fields in its entry" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/fields.st"
 expect_fail "--init header of 3 million values" "too many values" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/manyvals.st"
 expect_fail "--init file that does not exist" "nosuch.st.*No such file" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/nosuch.st"
 expect_fail "--init garbage" "garbage.job" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/garbage.job"
