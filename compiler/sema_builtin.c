@@ -180,13 +180,7 @@ static Value bi_cast(Sema *S, Scope *sc, Node *call, const Builtin *b, Node **ar
     sema_err(S, args[0]->loc, "cast needs a tensor, not %s", sema_value_desc(S, x));
     return verr();
   }
-  Op *xi = sema_opv(S, x);
-  if (xi->dtype == dt) return x;
-  Op *op = sema_op(S, OP_CAST, 1, &x.op, call->loc);
-  if (!op) return verr();
-  op->shape = xi->shape;
-  op->dtype = dt;
-  return vtensor(S, op);
+  return sema_cast_to(S, x, dt, call->loc);
 }
 
 /* ---- built-ins: reductions ---------------------------------------------------------- */

@@ -220,6 +220,8 @@ Value sema_rem(Sema *S, Value a, Value b, Loc loc);
 Value sema_div(Sema *S, Value a, Value b, Loc loc);
 Value sema_argmax(Sema *S, Value x, int64_t axis, bool keep, Loc loc, Loc axis_loc);
 Value sema_cumsum(Sema *S, Value x, int64_t axis, Loc loc, Loc axis_loc);
+/* Tensor x as dtype t (a CAST op; x itself when it is t already; verr past the op limit). */
+Value sema_cast_to(Sema *S, Value x, DType t, Loc loc);
 Value sema_topk(Sema *S, Value x, int64_t k, int64_t axis, Loc loc, Loc k_loc, Loc axis_loc);
 Value sema_gather(Sema *S, Value x, Value idx, int64_t axis, Loc loc, Loc axis_loc);
 Value sema_one_hot(Sema *S, Value idx, int64_t n, Loc loc, Loc n_loc);

@@ -399,8 +399,7 @@ static bool number_tensor(Sema *S, Value x, const char *fn, Loc loc) {
   return false;
 }
 
-/* x as dtype t (a CAST op; x itself when it is t already). */
-static Value cast_to(Sema *S, Value x, DType t, Loc loc) {
+Value sema_cast_to(Sema *S, Value x, DType t, Loc loc) {
   const Op *xi = sema_opv(S, x);
   if (xi->dtype == t) return x;
   Shape sh = xi->shape;
@@ -425,7 +424,7 @@ static Value axis_op(Sema *S, OpKind k, Value x, int axis, Shape s, DType t, Loc
 
 Value sema_argmax(Sema *S, Value x, int64_t axis, bool keep, Loc loc, Loc axis_loc) {
   if (!number_tensor(S, x, "argmax", loc)) return verr();
-  if (half_type(sema_opv(S, x)->dtype) && (x = cast_to(S, x, DT_F32, loc)).kind == V_ERR) return x; /* exact */
+  if (half_type(sema_opv(S, x)->dtype) && (x = sema_cast_to(S, x, DT_F32, loc)).kind == V_ERR) return x; /* exact */
   const Op *xi = sema_opv(S, x);
   int ax = sema_norm_axis(S, axis, xi->shape.rank, axis_loc);
   if (ax < 0) return verr();
@@ -442,10 +441,10 @@ Value sema_cumsum(Sema *S, Value x, int64_t axis, Loc loc, Loc axis_loc) {
   if (!number_tensor(S, x, "cumsum", loc)) return verr();
   DType t = sema_opv(S, x)->dtype;
   if (half_type(t)) { /* summed in f32, each result rounded to x's type (torch's cumsum of a half type) */
-    Value w = cast_to(S, x, DT_F32, loc);
+    Value w = sema_cast_to(S, x, DT_F32, loc);
     if (w.kind == V_ERR) return w;
     Value r = sema_cumsum(S, w, axis, loc, axis_loc);
-    return r.kind == V_ERR ? r : cast_to(S, r, t, loc);
+    return r.kind == V_ERR ? r : sema_cast_to(S, r, t, loc);
   }
   const Op *xi = sema_opv(S, x);
   int ax = sema_norm_axis(S, axis, xi->shape.rank, axis_loc);
@@ -480,7 +479,7 @@ Value sema_topk(Sema *S, Value x, int64_t k, int64_t axis, Loc loc, Loc k_loc, L
   Shape s = xi->shape;
   s.d[ax] = k;
   Value key = x; /* a half type is ordered by its (exact) f32 values; the values gathered from x */
-  if (half_type(xi->dtype) && (key = cast_to(S, x, DT_F32, loc)).kind == V_ERR) return key;
+  if (half_type(xi->dtype) && (key = sema_cast_to(S, x, DT_F32, loc)).kind == V_ERR) return key;
   Value idx = axis_op(S, OP_TOPK, key, ax, s, DT_I32, loc);
   if (idx.kind == V_ERR) return idx;
   Value vals = gather_op(S, x, idx, ax, loc);

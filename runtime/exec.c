@@ -109,8 +109,10 @@ void mpl_shadow_free(RankCtx *rc) {
   rc->shadow = NULL;
 }
 
+/* Made by sh_begin at a pass's start; off (rc->shadow NULL) it costs the executor's loop a
+ * pointer test per step, as the callers test rc->shadow first. */
 static void sh_touch(RankCtx *rc, int v, int mb, const char *where) {
-  Shadow *s = sh_get(rc);
+  Shadow *s = rc->shadow;
   if (!s) return;
   const Job *job = rc->run->job;
   int m = rc->run->m, r = sh_find(s->root, v);
@@ -417,7 +419,7 @@ int run_prog_until(RankCtx *rc, int stage, int which, int mb, int64_t step, int 
              : s->kind == JS_SDPA_BWD ? 9 : s->kind == JS_CE ? 6 : s->kind == JS_EMB_GRAD ? 3 : 0;
     if (s->nargs < need) return rank_fail(rc, err, "stage %d: step %d has %d arguments", stage, i, s->nargs);
     double t0 = timed ? now_s() : 0;
-    for (int a = 0; a < s->nargs; a++) sh_touch(rc, s->args[a], mb, "step");
+    for (int a = 0; rc->shadow && a < s->nargs; a++) sh_touch(rc, s->args[a], mb, "step");
     if (run_step_op(rc, s, stage, mb, step, err) != MPL_OK) return MPL_ERR;
     if (s->kind == JS_KERNEL && run_checks(rc, s, stage, mb, err) != MPL_OK) return MPL_ERR;
     if (timed && measure_step(rc, s, which, t0, err) != MPL_OK) return MPL_ERR;

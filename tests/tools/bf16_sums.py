@@ -6,20 +6,10 @@ the rounded partial sums' sum, so only checked to be bf16 and within one bf16 st
 ab's gradient bf16(sum over the batch of bf16(xb^T @ bf16(wb))); xc's gradient
 bf16(the transposed convolution of bf16(wc) by bf16(k)). Exit 1 on a mismatch.
 Standard library only."""
-import json, struct, sys
+import os, struct, sys
 
-
-def load(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, t in header.items():
-        if name != "__metadata__":
-            a, b = t["data_offsets"]
-            out[name] = (t["shape"], list(struct.unpack("<%df" % ((b - a) // 4), data[a:b])))
-    return out
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from stcompare import load  # noqa: E402  (name -> (shape, values) of an F32 safetensors file)
 
 
 def bf(x):
