@@ -166,6 +166,7 @@ static void fill_params(Job *j, const Graph *g, Op *const *params, int np) {
     p->value = op->id;
     fill_dims(&op->shape, &p->rank, p->dims, &p->numel);
     p->init = (uint8_t)op->init, p->init_a = op->init_a, p->init_b = op->init_b;
+    p->type = (uint8_t)op->param_type;
     p->decay = op->shape.rank >= 2;
     p->split_dim = op->layout.split_dim;
     p->groups = op->layout.groups > 0 ? op->layout.groups : 1;

@@ -214,6 +214,8 @@ typedef struct Op {
   bool ta, tb;
   InitKind init;
   double init_a, init_b;
+  DType param_type; /* PARAM: its declared type (f32, bf16 or f16), kept when precision.c
+                       lowers a half param to f32 (the job's JobParam.type) */
   int recompute;  /* inside @recompute: its region (one per run of an annotated statement, so one
                      per loop iteration), 0: none */
   bool causal;    /* SDPA, SDPA_GRAD: query i sees keys j <= i */

@@ -177,6 +177,7 @@ Op *sema_new_param(Sema *S, const char *global, DType dt, Shape s, InitKind init
   if (!op) return NULL;
   op->name = global;
   op->dtype = dt;
+  op->param_type = dt;
   op->shape = s;
   op->init = init;
   op->init_a = a;

@@ -208,6 +208,14 @@ static int set_param(MplRun *r, int p, int slot, const float *in, MplErr *err) {
   return mpl_run_set_param(r, p, in, err);
 }
 
+/* set, its error naming the file (a value past the param's type is the file's) */
+static int set_from(MplRun *r, const char *path, SetFn set, int p, int slot, const float *in, MplErr *err) {
+  if (set(r, p, slot, in, err) == MPL_OK) return MPL_OK;
+  char why[sizeof err->msg];
+  snprintf(why, sizeof why, "%s", err ? err->msg : "");
+  return mpl_errf(err, "%s: %s", path, why);
+}
+
 static int read_tensors(MplRun *r, const char *path, const char *const *prefixes, int nslots, SetFn set, MplErr *err) {
   const Job *job = mpl_run_job(r);
   MplSafetensors st = {0};
@@ -219,7 +227,7 @@ static int read_tensors(MplRun *r, const char *path, const char *const *prefixes
       char *name = slot_name(prefixes ? prefixes[s] : NULL, jp->name);
       float *buf = mpl_malloc((size_t)jp->numel * 4 + 4);
       if (!buf || !name) rc = mpl_errf(err, "%s: out of memory", path);
-      else if ((rc = read_tensor(&st, name, jp, buf, err)) == MPL_OK) rc = set(r, p, s, buf, err);
+      else if ((rc = read_tensor(&st, name, jp, buf, err)) == MPL_OK) rc = set_from(r, path, set, p, s, buf, err);
       mpl_free(buf);
       mpl_free(name);
     }
@@ -711,7 +719,7 @@ static int read_state(const MplRun *r, const char *path, int64_t *step, int64_t 
   mpl_free(text);
   if (st != MPL_OK && err) { /* name the file: "JSON: ..." alone does not say which */
     char why[sizeof err->msg];
-    snprintf(why, sizeof why, "%s", err->msg);
+    snprintf(why, sizeof why, "%s", err ? err->msg : "");
     st = mpl_errf(err, "%s: %s", path, why);
   }
   uint64_t seed = 0, ident = 0;

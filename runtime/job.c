@@ -78,6 +78,7 @@ static void write_values(MplJobWriter *w, const Job *j) {
     mpl_jw_str(w, p->name), mpl_jw_u32(w, (uint32_t)p->value);
     put_dims(w, p->rank, p->dims);
     mpl_jw_u8(w, p->init), mpl_jw_f64(w, p->init_a), mpl_jw_f64(w, p->init_b), mpl_jw_u8(w, p->decay);
+    mpl_jw_u8(w, p->type);
     mpl_jw_u32(w, (uint32_t)p->split_dim), mpl_jw_u32(w, (uint32_t)p->groups);
     put_i32s(w, p->nuses, p->use_value);
     put_i32s(w, p->nuses, p->use_stage);
@@ -298,6 +299,7 @@ static void read_params(MplCursor *c, Job *j) {
     p->name = dup_str(c), p->value = (int32_t)mpl_cur_u32(c);
     get_dims(c, &p->rank, p->dims, &p->numel);
     p->init = mpl_cur_u8(c), p->init_a = mpl_cur_f64(c), p->init_b = mpl_cur_f64(c), p->decay = mpl_cur_u8(c);
+    p->type = mpl_cur_u8(c);
     p->split_dim = (int32_t)mpl_cur_u32(c), p->groups = (int32_t)mpl_cur_u32(c);
     int32_t n2;
     p->use_value = get_i32s(c, &p->nuses);
@@ -692,6 +694,7 @@ int job_validate(const Job *j, char *err, size_t errlen) {
     const JobParam *p = &j->params[i];
     CHECK(p->value >= 0 && p->value < j->nvalues && j->values[p->value].numel == p->numel, "param %s: bad value", p->name);
     CHECK(p->init <= 3, "param %s: bad init", p->name);
+    CHECK(p->type == JDT_F32 || p->type == JDT_BF16 || p->type == JDT_F16, "param %s: bad type %d", p->name, p->type);
     CHECK(p->split_dim >= -1 && p->split_dim < p->rank && p->groups >= 1 &&
               (p->split_dim < 0 || p->dims[p->split_dim] % p->groups == 0),
           "param %s: bad split", p->name);

@@ -31,8 +31,9 @@
  * 7: the fused cross-entropy's steps (JS_CE, JS_CE_BWD) and JobStep's chunk;
  * 8: JS_CE writes the gradient for dloss = 1 (dx1, dw1) over blocks of rows (chunk: rows);
  * no JS_CE_BWD (the backward scales by dloss in kernels);
- * 9: the embedding's gradient as a step of its own (JS_EMB_GRAD). */
-#define MPL_JOB_FORMAT 9
+ * 9: the embedding's gradient as a step of its own (JS_EMB_GRAD);
+ * 10: JobParam's type (a half param's declared type: its values are checked against it). */
+#define MPL_JOB_FORMAT 10
 
 /* ---- values: one per graph op (the op id is the value id) ---------------- */
 typedef enum JobDType { JDT_F32, JDT_BF16, JDT_F16, JDT_I32, JDT_BOOL } JobDType;
@@ -67,6 +68,8 @@ typedef struct JobParam {
   uint8_t init;      /* 0 zeros, 1 ones, 2 normal(a), 3 uniform(a, b) */
   double init_a, init_b;
   bool decay;        /* AdamW weight decay applies (2+ dims) */
+  uint8_t type;      /* its declared JobDType (f32, bf16, f16): kept in f32 and rounded to a
+                        half type where it is read */
   int32_t split_dim; /* tp: dims[] are this rank's part, split_dim holds 1/tp of it; -1: whole */
   int32_t groups;    /* tp: the split dimension is g equal groups, each split separately */
   int32_t nuses;     /* PARAM_GRAD accumulators, summed in use order */

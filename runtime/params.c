@@ -9,6 +9,7 @@
  */
 #include "rank.h"
 
+#include <math.h>
 #include <string.h>
 
 int64_t mpl_run_step(const MplRun *r) { return r->step; }
@@ -124,7 +125,28 @@ static int scatter_whole(MplRun *r, int p, const float *in, int slot, bool optim
   return st;
 }
 
-int mpl_run_set_param(MplRun *r, int p, const float *in, MplErr *err) { return scatter_whole(r, p, in, 0, false, err); }
+/* A param's values are finite, and so is their rounding to its type: a param of type f16 or
+ * bf16 is kept in f32 and rounded where it is read, and a value that rounds to an infinity
+ * there (f16: from 65520 on; bf16: past 3.3961e38) is refused when the param is given it
+ * (an init's draw, --init, --resume), naming it, rather than found as a nan loss. */
+static int check_values(const JobParam *jp, int64_t numel, const float *in, MplErr *err) {
+  bool f16 = jp->type == JDT_F16, bf16 = jp->type == JDT_BF16;
+  for (int64_t i = 0; i < numel; i++) {
+    float v = in[i];
+    if (!isfinite(v))
+      return mpl_errf(err, "param %s: its element %lld is %s", jp->name, (long long)i, isnan(v) ? "a NaN" : "infinite");
+    if (f16 ? fabsf(v) >= 65520.0f : bf16 && isinf(mpl_bf16_round(v)))
+      return mpl_errf(err, "param %s is %s, and its element %lld is %g: infinite in %s (the largest finite value is %s)",
+                      jp->name, f16 ? "f16" : "bf16", (long long)i, (double)v, f16 ? "f16" : "bf16",
+                      f16 ? "65504" : "3.3895e38");
+  }
+  return MPL_OK;
+}
+
+int mpl_run_set_param(MplRun *r, int p, const float *in, MplErr *err) {
+  if (check_values(&r->wparams[p], r->wparams[p].numel, in, err) != MPL_OK) return MPL_ERR;
+  return scatter_whole(r, p, in, 0, false, err);
+}
 
 int mpl_run_optim_slots(const MplRun *r, const char *const **names) {
   static const char *const adamw[] = {"exp_avg", "exp_avg_sq"}, *const sgd[] = {"momentum"};

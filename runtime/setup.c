@@ -268,7 +268,13 @@ int init_params(MplRun *r, MplErr *err) {
     init_values(p, mpl_name_stream(job->train.seed, p->name), buf);
     int st = mpl_run_set_param(r, pi, buf, err);
     mpl_free(buf);
-    if (st != MPL_OK) return MPL_ERR;
+    if (st != MPL_OK) { /* a value past its type's range: the init's scale is why */
+      char why[sizeof err->msg], init[80];
+      snprintf(why, sizeof why, "%s", err ? err->msg : "");
+      if (p->init == 2) snprintf(init, sizeof init, "normal(%g)", p->init_a);
+      else snprintf(init, sizeof init, "uniform(%g, %g)", p->init_a, p->init_b);
+      return mpl_errf(err, "%s, drawn from its init %s", why, init);
+    }
   }
   return MPL_OK;
 }

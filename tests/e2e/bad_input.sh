@@ -327,6 +327,48 @@ if "$MPLC" "$tmp/ce_mem.mpl" -o "$tmp/ce_mem.job" 2> "$tmp/ce_mem.err"; then
     bash -c "ulimit -v $((hi - 8192)) && exec '$MPLRUN' '$tmp/ce_mem.job' --steps 0 -q"
 else bad "mplc ce_mem.mpl: $(head -n 2 "$tmp/ce_mem.err")"; fi
 
+# A half param's values past its type's range are refused where it is given them, naming
+# the param (f16: 65520 and up rounds to an infinity): from its init's draws, or an --init
+# file's F32 values; once only a nan loss at step 1
+cat > "$tmp/f16big.mpl" <<'EOF'
+model m(x: f32[B, 4], y: i32[B]) {
+  param w: f16[4, 4] = normal(100000.0)
+  param v: bf16[4] = ones
+  return cross_entropy(cast(cast(x, f16) @ w, f32) * 0.00001 + cast(v, f32), y)
+}
+train m {
+  data = synthetic(64)
+  batch = 2
+  steps = 1
+  optimizer = adamw(lr = 0.001)
+}
+EOF
+"$MPLC" "$tmp/f16big.mpl" -o "$tmp/f16big.job" 2> "$tmp/mplc.err" || bad "mplc f16big: $(head -n 1 "$tmp/mplc.err")"
+expect_fail "an f16 param's init past 65504" "param w is f16, and its element [0-9]+ is [0-9.e+]+: infinite in f16 .*normal\\(100000\\)" \
+  "$MPLRUN" "$tmp/f16big.job" "${R[@]}"
+$PY - "$tmp" <<'EOF'
+import json, struct, sys
+def st(path, tensors):
+    hdr, data = {}, b''
+    for name, shape, vals in tensors:
+        b = struct.pack('<%df' % len(vals), *vals)
+        hdr[name] = {"dtype": "F32", "shape": shape, "data_offsets": [len(data), len(data) + len(b)]}
+        data += b
+    hb = json.dumps(hdr).encode(); hb += b' ' * ((8 - len(hb) % 8) % 8)
+    open(path, 'wb').write(struct.pack('<Q', len(hb)) + hb + data)
+w = [0.5] * 16
+st(sys.argv[1] + '/f16ok.st', [("w", [4, 4], w), ("v", [4], [1.0] * 4)])
+w[6] = 65520.0
+st(sys.argv[1] + '/f16big.st', [("w", [4, 4], w), ("v", [4], [1.0] * 4)])
+st(sys.argv[1] + '/bf16big.st', [("w", [4, 4], [0.5] * 16), ("v", [4], [1.0, 3.4e38, 1.0, 1.0])])
+EOF
+if "$MPLRUN" "$tmp/f16big.job" "${R[@]}" --init "$tmp/f16ok.st" > "$tmp/out" 2>&1; then ok "f16 params from an --init file that fits"
+else bad "f16 params from an --init file that fits: $(head -n 2 "$tmp/out")"; fi
+expect_fail "an --init value of an f16 param at 65520" "f16big.st: param w is f16, and its element 6 is 65520: infinite in f16" \
+  "$MPLRUN" "$tmp/f16big.job" "${R[@]}" --init "$tmp/f16big.st"
+expect_fail "an --init value of a bf16 param past its range" "bf16big.st: param v is bf16, and its element 1 is 3.4e\+38: infinite in bf16" \
+  "$MPLRUN" "$tmp/f16big.job" "${R[@]}" --init "$tmp/bf16big.st"
+
 # Output that cannot be written to stdout is an error, not exit 0 with the text lost (a
 # conformance pass: mplc --emit=... > /dev/full, mplrun --inspect > /dev/full)
 if [ -c /dev/full ]; then

@@ -355,7 +355,7 @@ class Gen:
     # ---- new blocks (seeds >= NEW_SEEDS), every choice from the stream q --------------
     def costly(self, x):
         return self.q.choice(["exp(tanh(%s))", "tanh(%s)", "gelu(%s)", "sigmoid(%s)", "%s * 0.7",
-                              "silu(%s)", "exp(%s * 0.3)"]) % ("(%s)" % x)
+                              "silu(%s)", "exp(tanh(%s * 0.3) * 3.0)"]) % ("(%s)" % x)
 
     def sq_bcast(self, s, ax, keep, B, N, M):
         """s: a reduction of a [B, N, M] value along ax (keepdims or not), brought back to a
