@@ -261,31 +261,63 @@ static void this_row(Emit *e, const Op *op, int *row) {
   fuse_emit_delinearize(e, &rs, kb_outer(fuse_emit_builder(e)), row);
 }
 
-/* CUMSUM (CUMSUM_REV): y at position p is y at p - 1 (p + 1) plus x, read back from the
- * output, so the row is summed left to right (right to left) as one sequence. The first
- * position is zeroed before the loop, so the (discarded) read of its predecessor at k = 0
- * reads a written value. */
-static void emit_cumsum(Emit *e, const Op *op) {
+/* CUMSUM (CUMSUM_REV) along a row of n, in order k = 0 .. n - 1 over positions p(k) = k
+ * (n - 1 - k), in blocks of L: first each element of a block gets the block's own running
+ * sum (y at k is y at k - 1, read back from the output, plus x), then the previous block's
+ * last y is added to each. So y(k) = S(block) + local(k): a long row rounds once per block
+ * in S and at most L times in its local part, not once per element into a large sum (2^17
+ * additions of 0.1 were 0.1% off; PyTorch's CPU sums in f64). L is the divisor of n nearest
+ * below sqrt(n) (n prime: one block, the plain running sum). */
+static int cum_pos(Emit *e, int64_t n, bool rev, int k) { return rev ? IB(e, KI_SUB, I(e, n - 1), k) : k; }
+
+/* The block of `len` elements from sequence index k0 (an i64 value). */
+static void cumsum_block(Emit *e, const Op *op, const int *row, int out, int k0, int64_t len) {
   KBuilder *b = fuse_emit_builder(e);
   const Shape *s = &op->shape;
   int64_t n = s->d[op->axis];
   bool rev = op->kind == OP_CUMSUM_REV;
   KType t = kt_of_dtype(op->dtype);
-  int out = fuse_emit_arg(e, op->id, KA_OUT);
-  Idx row, at, prev;
-  this_row(e, op, row);
   int zero = t == KT_F32 ? kb_f32(b, 0.0f) : kb_int(b, t, 0);
-  with_axis(s, op->axis, row, I(e, rev ? n - 1 : 0), at);
-  kb_store(b, out, fuse_emit_linearize(e, s, at), zero);
-  int loop = kb_loop_begin(b, n, KR_NONE, KT_VOID, -1, 0), k = kb_loopvar(b, loop);
-  int p = rev ? IB(e, KI_SUB, I(e, n - 1), k) : k;
-  int q = rev ? IB(e, KI_MIN, IB(e, KI_ADD, p, I(e, 1)), I(e, n - 1)) : IB(e, KI_SUB, IB(e, KI_MAX, p, I(e, 1)), I(e, 1));
-  with_axis(s, op->axis, row, p, at);
-  with_axis(s, op->axis, row, q, prev);
-  int before = SEL(e, CMP(e, KI_GT, k, I(e, 0)), kb_load(b, out, fuse_emit_linearize(e, s, prev)), zero);
+  Idx at, prev;
+  /* the block's running sums; its first element's (discarded) read of the element before it
+     is clamped into the row (k0 = 0: position 0 itself, not yet written: the select drops it) */
+  int depth = kb_depth(b, k0); /* inside the loop over blocks, or the kernel's body */
+  int loop = kb_loop_begin(b, len, KR_NONE, KT_VOID, -1, depth), i = kb_loopvar(b, loop);
+  int k = IB(e, KI_ADD, k0, i);
+  int kq = IB(e, KI_SUB, IB(e, KI_MAX, k, I(e, 1)), I(e, 1));
+  with_axis(s, op->axis, row, cum_pos(e, n, rev, k), at);
+  with_axis(s, op->axis, row, cum_pos(e, n, rev, kq), prev);
   int lin = fuse_emit_linearize(e, s, at);
+  int before = SEL(e, CMP(e, KI_GT, i, I(e, 0)), kb_load(b, out, fuse_emit_linearize(e, s, prev)), zero);
   kb_store(b, out, lin, kb_bin(b, KI_ADD, t, before, fuse_emit_value(e, op->in[0], at)));
   kb_loop_end(b, loop, -1);
+  /* the sum of the blocks before it, the previous block's last y */
+  int kp = IB(e, KI_SUB, IB(e, KI_MAX, k0, I(e, 1)), I(e, 1));
+  with_axis(s, op->axis, row, cum_pos(e, n, rev, kp), prev);
+  int base = SEL(e, CMP(e, KI_GT, k0, I(e, 0)), kb_load(b, out, fuse_emit_linearize(e, s, prev)), zero);
+  loop = kb_loop_begin(b, len, KR_NONE, KT_VOID, -1, depth), i = kb_loopvar(b, loop);
+  with_axis(s, op->axis, row, cum_pos(e, n, rev, IB(e, KI_ADD, k0, i)), at);
+  lin = fuse_emit_linearize(e, s, at);
+  kb_store(b, out, lin, kb_bin(b, KI_ADD, t, base, kb_load(b, out, lin)));
+  kb_loop_end(b, loop, -1);
+}
+
+static void emit_cumsum(Emit *e, const Op *op) {
+  KBuilder *b = fuse_emit_builder(e);
+  int64_t n = op->shape.d[op->axis], len = 1;
+  for (int64_t d = 1; d * d <= n; d++)
+    if (n % d == 0) len = d;
+  if (len == 1) len = n;
+  int out = fuse_emit_arg(e, op->id, KA_OUT);
+  Idx row;
+  this_row(e, op, row);
+  if (len == n) {
+    cumsum_block(e, op, row, out, I(e, 0), n);
+    return;
+  }
+  int blocks = kb_loop_begin(b, n / len, KR_NONE, KT_VOID, -1, 0);
+  cumsum_block(e, op, row, out, IB(e, KI_MUL, kb_loopvar(b, blocks), I(e, len)), len);
+  kb_loop_end(b, blocks, -1);
 }
 
 /* Whether element x at position i comes after (xp, p) in the order: smaller, or equal at a

@@ -107,7 +107,8 @@ static double ew_unary(const Op *op, double x) {
   case OP_GELU: return gelu(x);
   case OP_ABS: return fabs(x);
   case OP_SIGN: return x > 0 ? 1.0 : x < 0 ? -1.0 : 0.0;
-  case OP_POW: return pow(x, op->value);
+  case OP_POW: /* x^0.5 is sqrt(x), as in the kernels (fuse_emit.c) and PyTorch: NaN at -inf, where C's pow gives +inf */
+    return op->value == 0.5 ? sqrt(x) : pow(x, op->value);
   case OP_CAST: return cast_to(op->dtype, x);
   case OP_NOT: return x == 0.0;
   case OP_SIN: return sin(x);

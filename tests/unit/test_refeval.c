@@ -117,6 +117,15 @@ START_TEST(test_unary) {
   EXPECT(t, pw, 0.125, 1, 8);
   EXPECT(t, nt, 0, 0, 1, 0);
   tg_free(t);
+  /* x^0.5 at -inf is NaN, as sqrt and PyTorch give it (C's pow gives +inf: pass 67) */
+  t = tg_new();
+  int m = input(t, DT_F32, SH(2), DATA(-INFINITY, 9));
+  int h = OPF(t, OP_POW, SH(2), m);
+  O(t, h)->value = 0.5;
+  run(t);
+  ck_assert_msg(isnan(t->v[h][0]), "(-inf)^0.5: %g, want NaN", t->v[h][0]);
+  ck_assert_double_eq(t->v[h][1], 3.0);
+  tg_free(t);
 }
 END_TEST
 
