@@ -23,6 +23,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #ifdef MPL_HAVE_CUDA
@@ -67,6 +68,13 @@ static _Noreturn void fail(int code, const char *fmt, const char *arg) {
   fprintf(stderr, fmt, arg);
   fprintf(stderr, "\n");
   exit(code);
+}
+
+/* Do paths a and b name one existing file (the same device and inode: a link, another
+ * spelling of the path)? */
+static bool same_file(const char *a, const char *b) {
+  struct stat sa, sb;
+  return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
 /* "pp=4,tp=2,dp=1": axes not given stay as the program says (0 here). */
@@ -234,6 +242,12 @@ static void parse_options(Arena *a, int argc, char **argv, Options *o) {
   if (!o->input) fail(2, "no input file (usage: mplc FILE.mpl [options]; see mplc --help)", "");
   if (o->output && seen[EMIT]) fail(2, "-o %s with --emit: --emit prints one stage of the compiler and stops, so no job "
                                     "would be written; run mplc once for each", o->output);
+  /* the job never replaces a file mplc reads (mplc m.mpl -o m.mpl wrote the job over the
+     program: pass 69); the modules it imports are checked before the write */
+  if (o->output && same_file(o->output, o->input))
+    fail(2, "-o %s is the program being compiled: writing the job there would destroy it", o->output);
+  if (o->output && o->co.profile && same_file(o->output, o->co.profile))
+    fail(2, "-o %s is the --profile file being read: writing the job there would destroy it", o->output);
 }
 
 /* The stdlib: $MPL_STDLIB, else next to the binary, ../stdlib or ./stdlib from it. */
@@ -465,6 +479,14 @@ int main(int argc, char **argv) {
   /* 13. the job (jobgen.c): every result above serialised, validated, written */
   JobParts job = {.source = o.input, .part = part, .fused = fu, .sched = sched, .upd = upd, .plan = plan,
                   .timing = &timing, .flops = cost->flops, .code = &code};
+  for (int i = 0; i < diag.files.n; i++) {
+    const SourceFile *sf = diag.files.items[i];
+    if (same_file(o.output, sf->path)) {
+      fprintf(stderr, "mplc: error: -o %s is %s, a module the program imports: writing the job there would destroy it\n",
+              o.output, sf->path);
+      return finish(&arena, 1);
+    }
+  }
   if (jobgen_write(&diag, &job, o.output)) return finish(&arena, 1);
   return finish(&arena, 0);
 }

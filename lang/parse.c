@@ -44,6 +44,17 @@ Node *parse_source(Diag *d, Arena *a, const char *path, const char *text, size_t
   /* a UTF-8 byte order mark (what some editors write first) is no part of the program;
      it is zero-width where a line is shown, so columns after it stay right */
   if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) text += 3, len -= 3;
+  /* a NUL byte is no text's: a job, a data file or another binary given as the program
+     (its bytes were echoed under a caret) */
+  const char *nul = memchr(text, 0, len);
+  if (nul) {
+    bool job = len >= 6 && memcmp(text, "MPLJOB", 6) == 0;
+    int line = 1, col = 1;
+    for (const char *c = text; c < nul; c++) *c == '\n' ? (line++, col = 1) : col++;
+    diag_error_noloc(d, "%s:%d:%d: not a program's text (a NUL byte)%s", path, line, col,
+                     job ? ": it is a job; mplrun runs it" : "");
+    return ctx.program;
+  }
   yyscan_t scanner;
   if (yylex_init_extra(&ctx, &scanner) != 0) die("cannot create the scanner");
   YY_BUFFER_STATE buf = yy_scan_bytes(text, (int)len, scanner);

@@ -369,6 +369,36 @@ expect_fail "an --init value of an f16 param at 65520" "f16big.st: param w is f1
 expect_fail "an --init value of a bf16 param past its range" "bf16big.st: param v is bf16, and its element 1 is 3.4e\+38: infinite in bf16" \
   "$MPLRUN" "$tmp/f16big.job" "${R[@]}" --init "$tmp/bf16big.st"
 
+# mplc never writes its job over a file it reads (pass 69: `mplc m.mpl -o m.mpl` replaced
+# the program with the job and exited 0): the program (by any path to it), an imported
+# module, the --profile file; and a job given as the program is named as one
+cp tests/e2e/small_mlp.mpl "$tmp/self.mpl"
+ln -sf "$tmp/self.mpl" "$tmp/self_link.mpl"
+expect_fail "mplc -o the program itself" "-o .*self.mpl is the program being compiled" "$MPLC" "$tmp/self.mpl" -o "$tmp/self.mpl"
+expect_fail "mplc -o a link to the program" "-o .*self_link.mpl is the program being compiled" "$MPLC" "$tmp/self.mpl" -o "$tmp/self_link.mpl"
+if cmp -s tests/e2e/small_mlp.mpl "$tmp/self.mpl"; then ok "mplc -o the program: the program is intact"; else bad "mplc -o the program: the program changed"; fi
+mkdir -p "$tmp/mods"
+printf 'def twice(x: f32[..., n]) -> f32[..., n] {\n  return x * 2.0\n}\n' > "$tmp/mods/helper.mpl"
+cp "$tmp/mods/helper.mpl" "$tmp/helper.keep"
+cat > "$tmp/usemod.mpl" <<'EOF'
+import helper
+model m(x: f32[B, 4], y: i32[B]) {
+  param w: f32[4, 4] = normal(0.1)
+  return cross_entropy(helper.twice(x @ w), y)
+}
+train m {
+  data = synthetic(64)
+  batch = 2
+  steps = 1
+}
+EOF
+expect_fail "mplc -o an imported module" "-o .*helper.mpl is .*helper.mpl, a module the program imports" \
+  "$MPLC" "$tmp/usemod.mpl" -I "$tmp/mods" -o "$tmp/mods/helper.mpl"
+if cmp -s "$tmp/helper.keep" "$tmp/mods/helper.mpl"; then ok "mplc -o a module: the module is intact"; else bad "mplc -o a module: the module changed"; fi
+"$MPLC" tests/e2e/small_mlp.mpl -o "$tmp/small.job" 2> /dev/null
+expect_fail "a job given to mplc as the program" "small.job:1:7: not a program's text \\(a NUL byte\\): it is a job; mplrun runs it" \
+  "$MPLC" "$tmp/small.job"
+
 # Output that cannot be written to stdout is an error, not exit 0 with the text lost (a
 # conformance pass: mplc --emit=... > /dev/full, mplrun --inspect > /dev/full)
 if [ -c /dev/full ]; then
