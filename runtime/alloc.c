@@ -212,13 +212,17 @@ static void link_target(const char *path, char *out, size_t n) {
 int mpl_afile_open(MplAtomicFile *af, const char *path, MplErr *err) {
   memset(af, 0, sizeof *af);
   char target[PATH_MAX];
-  link_target(path, target, sizeof target);
-  size_t n = strlen(target);
   struct stat old;
-  bool exists = stat(target, &old) == 0;
+  bool exists = stat(path, &old) == 0; /* what the path names, the kernel following its links */
+  /* a device or a fifo (--save /dev/null, -o /dev/stdout): written into, never replaced by a
+     regular file (a rename over /dev/null, as root, would take it from the system); opened by
+     its own path: /dev/stdout's link, /proc/self/fd/1, reads "pipe:[...]" for a pipe (pass 69:
+     --trace /dev/stdout | cat trained, then failed making a temp file under "pipe:[") */
+  snprintf(target, sizeof target, "%s", path);
+  if (!exists || S_ISREG(old.st_mode) || S_ISDIR(old.st_mode)) link_target(path, target, sizeof target);
+  size_t n = strlen(target);
+  exists = stat(target, &old) == 0;
   if (exists && !S_ISREG(old.st_mode) && !S_ISDIR(old.st_mode)) {
-    /* a device or a fifo (--save /dev/null, -o /dev/stdout): written into, never replaced by
-       a regular file (a rename over /dev/null, as root, would take it from the system) */
     af->path = mpl_strdup(target);
     int fd = af->path ? open(target, O_WRONLY | O_CLOEXEC) : -1;
     af->f = fd >= 0 ? fdopen(fd, "wb") : NULL;

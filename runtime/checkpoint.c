@@ -523,6 +523,11 @@ int mpl_paths_check(const MplRunOpts *o, const Job *job, const char *job_path, c
       if (in_folder(out[k].path, tmp))
         return mpl_errf(err, "%s %s is inside %s, where the checkpoint is written first (give a path outside it)",
                         out[k].what, out[k].path, tmp);
+      char ct[4400]; /* DIR.tmp itself: a file there blocked every later --checkpoint DIR (pass 69) */
+      if (same_file(out[k].path, tmp) ||
+          (canonical(out[k].path, co, sizeof co) && canonical(tmp, ct, sizeof ct) && !strcmp(co, ct)))
+        return mpl_errf(err, "%s %s is %s, the folder where --checkpoint %s is written first (give another path)",
+                        out[k].what, out[k].path, tmp, o->ckpt_dir);
     }
   }
   return MPL_OK;

@@ -112,7 +112,7 @@ static void fill_profile(const MplRun *r, double *const *bufs, MplProfile *p, Mp
 int measure_write(MplRun *r, MplErr *err) {
   if (!r->profiling) return MPL_OK;
   if (r->ranks[r->me].stats.steps == 0)
-    return mpl_errf(err, "--profile %s: no step was trained, so nothing was measured (give --steps 2 or more)",
+    return mpl_errf(err, "--profile %s: no step was trained, so nothing was measured (a --steps past the checkpoint's step trains)",
                     r->opts.profile_path);
   size_t n = (size_t)r->job->nopids * 3 + RANK_EXTRA;
   double **bufs = mpl_calloc((size_t)r->pp, sizeof *bufs);

@@ -229,6 +229,10 @@ static int parse_args(Cli *c, int argc, char **argv) {
   if (c->run.init_path && c->run.resume_dir)
     return fail("--init FILE and --resume DIR both set the params: give one (--resume restores the optimizer too)%s%s", "", "");
   if (c->sample_opt && c->sample_n < 0) return fail("--temperature, --top-k and --seed go with --sample N --prompt TEXT%s%s", "", "");
+  /* known before the run: refused then, not after training with the other outputs lost */
+  if (c->run.profile_path && (c->steps == 0 || (c->steps < 0 && c->sample_n >= 0)))
+    return fail("--profile %s measures training steps, and this run trains none (give --steps 1 or more)%s",
+                c->run.profile_path, "");
   return 0;
 }
 

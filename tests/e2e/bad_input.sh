@@ -399,6 +399,16 @@ if cmp -s "$tmp/helper.keep" "$tmp/mods/helper.mpl"; then ok "mplc -o a module: 
 expect_fail "a job given to mplc as the program" "small.job:1:7: not a program's text \\(a NUL byte\\): it is a job; mplrun runs it" \
   "$MPLC" "$tmp/small.job"
 
+# --profile on a run that trains nothing is refused before it starts (pass 69: refused after
+# the run, its --trace and --comm-stats lost, asking for "--steps 2 or more")
+expect_fail "--profile with --steps 0" "--profile .*p.json measures training steps, and this run trains none \\(give --steps 1 or more\\)" \
+  "$MPLRUN" "$tmp/small.job" --steps 0 --profile "$tmp/p.json"
+# An output that is a pipe through /dev/stdout is written into (pass 69: the run trained, then
+# failed making a temp file beside "pipe:[...]", /proc/self/fd/1's link)
+if "$MPLRUN" "$tmp/small.job" -q --steps 1 --threads 1 --trace /dev/stdout 2> "$tmp/pipe.err" | "$PY" -c 'import json, sys; json.load(sys.stdin)' &&
+   [ ! -s "$tmp/pipe.err" ]; then ok "--trace /dev/stdout into a pipe: the trace's JSON"
+else bad "--trace /dev/stdout into a pipe: $(head -n 1 "$tmp/pipe.err")"; fi
+
 # Output that cannot be written to stdout is an error, not exit 0 with the text lost (a
 # conformance pass: mplc --emit=... > /dev/full, mplrun --inspect > /dev/full)
 if [ -c /dev/full ]; then

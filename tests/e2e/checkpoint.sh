@@ -530,13 +530,15 @@ if run dot1 "$lm" "${D[@]}" --steps 2 --checkpoint "$tmp/ck_dot" &&
 then ok "--resume . --checkpoint . inside the checkpoint folder: written in place (step 3)"
 else bad "--checkpoint . inside the folder: $(tail -n 1 "$tmp/dot.log")"; fi
 
-# an output that is the checkpoint's lock file (removed at the end) or inside its .tmp:
-# refused before training (the file was lost)
-for o in "--save $tmp/ck_lk.lock" "--metrics $tmp/ck_lk.lock" "--trace $tmp/ck_lk.tmp/t.json"; do
-  mkdir -p "$tmp/ck_lk.tmp"
+# an output that is the checkpoint's lock file (removed at the end), inside its .tmp, or
+# DIR.tmp itself: refused before training (the file was lost; a file at DIR.tmp blocked
+# every later --checkpoint DIR: pass 69)
+for o in "--save $tmp/ck_lk.lock" "--metrics $tmp/ck_lk.lock" "--trace $tmp/ck_lk.tmp/t.json" "--save $tmp/ck_lk.tmp"; do
+  rm -rf "$tmp/ck_lk.tmp"
+  [[ "$o" == *t.json ]] && mkdir -p "$tmp/ck_lk.tmp"
   read -ra oa <<< "$o"
   if ! "$MPLRUN" "$lm" "${D[@]}" --threads 1 --steps 1 --checkpoint "$tmp/ck_lk" "${oa[@]}" > "$tmp/lk.log" 2>&1 &&
-     grep -q "lock file of --checkpoint\|where the checkpoint is written first" "$tmp/lk.log" && ! grep -q "^step 1" "$tmp/lk.log"
+     grep -q "lock file of --checkpoint\|where the checkpoint is written first\|where --checkpoint .* is written first" "$tmp/lk.log" && ! grep -q "^step 1" "$tmp/lk.log"
   then ok "${oa[0]} onto the checkpoint's ${oa[1]##*/ck_lk}: refused before training"
   else bad "${oa[0]} ${oa[1]}: $(tail -n 1 "$tmp/lk.log")"; fi
 done
