@@ -350,6 +350,8 @@ int jobgen_write(Diag *d, const JobParts *jp, const char *path) {
   fill_stages(j, p, jp->fused->progs);
   fill_ranks(j, p, jp->sched, jp->upd, jp->plan, jp->timing);
   j->flops_per_step = jp->flops;
+  for (int i = 0; i < g->nops; i++)
+    j->loss_ces += (g->ops[i]->kind == OP_CROSS_ENTROPY || g->ops[i]->kind == OP_CE_FUSED) && g->ops[i]->phase == PH_FWD;
   j->predicted_bubble = jp->timing->bubble;
   j->textbook_bubble = sched_kind_bubble(jp->sched->kind, jp->sched->pp, jp->sched->v, jp->sched->m, NULL);
   fill_kernels(j, jp->fused->ks, jp->code);

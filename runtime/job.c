@@ -57,6 +57,7 @@ static void write_manifest(MplJobWriter *w, const Job *j) {
   mpl_jw_str(w, t->val_path ? t->val_path : ""), mpl_jw_i64(w, t->eval_every), mpl_jw_i64(w, t->eval_batches);
   mpl_jw_u8(w, t->precision);
   mpl_jw_f64(w, j->flops_per_step), mpl_jw_f64(w, j->predicted_bubble), mpl_jw_f64(w, j->textbook_bubble);
+  mpl_jw_u32(w, (uint32_t)j->loss_ces);
   for (int r = 0; r < j->mesh.pp; r++) mpl_jw_f64(w, j->rank_speed ? j->rank_speed[r] : 1);
   mpl_jw_end(w);
 }
@@ -262,6 +263,7 @@ static void read_manifest(MplCursor *c, Job *j) {
   t->val_path = dup_str(c), t->eval_every = mpl_cur_i64(c), t->eval_batches = mpl_cur_i64(c);
   t->precision = mpl_cur_u8(c);
   j->flops_per_step = mpl_cur_f64(c), j->predicted_bubble = mpl_cur_f64(c), j->textbook_bubble = mpl_cur_f64(c);
+  j->loss_ces = (int32_t)mpl_cur_u32(c);
   if (j->mesh.pp >= 1 && j->mesh.pp <= 4096) {
     j->rank_speed = cur_alloc(c, (size_t)j->mesh.pp, sizeof(double));
     for (int r = 0; j->rank_speed && r < j->mesh.pp; r++) j->rank_speed[r] = mpl_cur_f64(c);

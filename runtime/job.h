@@ -32,7 +32,8 @@
  * 8: JS_CE writes the gradient for dloss = 1 (dx1, dw1) over blocks of rows (chunk: rows);
  * no JS_CE_BWD (the backward scales by dloss in kernels);
  * 9: the embedding's gradient as a step of its own (JS_EMB_GRAD);
- * 10: JobParam's type (a half param's declared type: its values are checked against it). */
+ * 10: JobParam's type (a half param's declared type: its values are checked against it);
+ * Job's loss_ces. */
 #define MPL_JOB_FORMAT 10
 
 /* ---- values: one per graph op (the op id is the value id) ---------------- */
@@ -383,6 +384,8 @@ typedef struct Job {
   JobCheck *checks;
   double flops_per_step; /* from the cost model */
   double predicted_bubble, textbook_bubble;
+  int32_t loss_ces;      /* the forward cross_entropy ops (fused or not): --sample reads the logits of
+                            the one the loss returns, so it needs exactly one */
   double *rank_speed;    /* [pp]: each pipeline rank's device speed as compiled (--device-speed; 1);
                             NULL in a Job built by hand: all 1 */
   int32_t nopids;

@@ -156,6 +156,12 @@ static int sample_model(const MplRun *r, SampleModel *m, MplErr *err) {
         m->ce = &job->stages[s].prog[JP_FWD].steps[i], m->ls = s, m->ce_step = i;
   if (m->idx_in < 0 || m->ls < 0)
     return mpl_errf(err, "--sample needs a token model (inputs idx, targets and a cross_entropy loss)");
+  /* the logits of the returned cross_entropy: a loss of several (an auxiliary head) names
+     none (the fused job read the first, the unfused the last: pass 64) */
+  if (job->loss_ces > 1)
+    return mpl_errf(err, "--sample: the loss is made of %d cross_entropy terms, and sampling reads the logits of the "
+                    "one returned: compile a program whose model returns one cross_entropy (the same params, "
+                    "given with --init)", job->loss_ces);
   m->lv = m->ce ? -1 : job->stages[m->ls].logits_value;
   const JobValue *lvv = m->ce ? NULL : &job->values[m->lv];
   int64_t T = job->train.seq;

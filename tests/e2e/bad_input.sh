@@ -236,6 +236,32 @@ if "$MPLC" tests/e2e/small_mlp.mpl -o "$tmp/mlp.job" 2> /dev/null; then
   expect_fail "--sample on a model that is not a token model" "--sample needs a token model" "$MPLRUN" "$tmp/mlp.job" --sample 4 --prompt x
 else bad "mplc small_mlp"; fi
 
+# a loss of two cross_entropy terms names no one logits to sample: refused, fused or not
+# (pass 64: the fused job sampled from the first, --no-fused-ce from the last)
+cat > "$tmp/two_ce.mpl" <<'EOF'
+const vocab = 256
+model m(idx: i32[B, T], targets: i32[B, T]) {
+  x = embedding(idx, vocab, 16) as wte
+  param haux: f32[16, vocab] = zeros
+  aux = cross_entropy(x @ haux, targets)
+  param head: f32[16, vocab] = normal(0.5)
+  main = cross_entropy(x @ head, targets)
+  return main + 0.1 * aux
+}
+train m {
+  data = synthetic(64)
+  batch = 4
+  seq = 8
+  steps = 1
+}
+EOF
+for f in "" --no-fused-ce; do
+  if "$MPLC" "$tmp/two_ce.mpl" $f -o "$tmp/two_ce.job" 2> "$tmp/mplc.err"; then
+    expect_fail "--sample from a loss of two cross_entropy terms ${f:-fused}" "--sample: the loss is made of 2 cross_entropy terms" \
+      "$MPLRUN" "$tmp/two_ce.job" --sample 4 --prompt "The " --temperature 0
+  else bad "mplc two_ce.mpl $f: $(head -n 1 "$tmp/mplc.err")"; fi
+done
+
 # ---- failed writes leave nothing behind ----
 expect_fail "--save into a missing directory" "nodir/params.st" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --steps 1 --save "$tmp/nodir/params.st"
 no_file "--save into a missing directory" "$tmp/nodir"
