@@ -297,11 +297,11 @@ static int write_state(const MplRun *r, const char *dir, int64_t next_step, MplE
   FILE *m = open_memstream(&text, &n);
   if (!m) return mpl_errf(err, "out of memory");
   fprintf(m,
-          "{\n  \"format\": 1,\n  \"step\": %" PRId64 ",\n  \"data_pos\": %" PRId64 ",\n"
+          "{\n  \"format\": 1,\n  \"step\": %" PRId64 ",\n  \"data_pos\": %" PRId64 ",\n  \"batch_tokens\": %" PRId64 ",\n"
           "  \"seed\": \"%" PRIu64 "\",\n  \"identity\": \"%016" PRIx64 "\",\n"
           "  \"job_checksum\": \"%016" PRIx64 "\",\n  \"model\": \"%s\",\n"
           "  \"%s\": \"%016" PRIx64 "\",\n  \"%s\": \"%016" PRIx64 "\"\n}\n",
-          next_step, mpl_run_data_pos(r), job->train.seed, mpl_ckpt_identity(job),
+          next_step, mpl_run_data_pos(r), mpl_run_data_bt(r), job->train.seed, mpl_ckpt_identity(job),
           mpl_run_opts(r)->job_checksum, job->model_name ? job->model_name : "", digest_keys[0], dig[0],
           digest_keys[1], dig[1]);
   if (fclose(m) != 0 || !text) {
@@ -713,8 +713,8 @@ static int state_i64(const MplJson *j, const char *key, const char *path, int64_
   return MPL_OK;
 }
 
-static int read_state(const MplRun *r, const char *path, int64_t *step, int64_t *pos, bool has_dig[2], uint64_t dig[2],
-                      MplErr *err) {
+static int read_state(const MplRun *r, const char *path, int64_t *step, int64_t *pos, int64_t *bt, bool has_dig[2],
+                      uint64_t dig[2], MplErr *err) {
   const Job *job = mpl_run_job(r);
   uint8_t *text;
   size_t len;
@@ -735,6 +735,10 @@ static int read_state(const MplRun *r, const char *path, int64_t *step, int64_t 
     st = mpl_errf(err, "%s: checkpoint format %lld; this mplrun reads format 1", path, (long long)format);
   if (st == MPL_OK) st = state_i64(&j, "step", path, step, err);
   if (st == MPL_OK) st = state_i64(&j, "data_pos", path, pos, err);
+  *bt = 0; /* the tokens of a step of the run that wrote it: a run of another batch or seq
+              goes on from its position (a checkpoint written before it was kept has none) */
+  if (st == MPL_OK && mpl_json_get(&j, "batch_tokens")) st = state_i64(&j, "batch_tokens", path, bt, err);
+  if (st == MPL_OK && mpl_json_get(&j, "batch_tokens") && *bt == 0) st = mpl_errf(err, "%s: bad \"batch_tokens\"", path);
   if (st == MPL_OK) st = state_u64(&j, "seed", false, path, &seed, err);
   if (st == MPL_OK) st = state_u64(&j, "identity", true, path, &ident, err);
   if (st == MPL_OK && ident != mpl_ckpt_identity(job))
@@ -826,11 +830,11 @@ int mpl_ckpt_resume(MplRun *r, const char *dir, MplErr *err) {
 
 static int resume_from(MplRun *r, const char *dir, uint64_t *id, MplErr *err) {
   char path[4096];
-  int64_t step, pos;
+  int64_t step, pos, bt;
   if (join(path, sizeof path, dir, "state.json", err) != MPL_OK) return MPL_ERR;
   bool has_dig[2];
   uint64_t dig[2], got;
-  if (read_state(r, path, &step, &pos, has_dig, dig, err) != MPL_OK || file_digest(path, id, err) != MPL_OK)
+  if (read_state(r, path, &step, &pos, &bt, has_dig, dig, err) != MPL_OK || file_digest(path, id, err) != MPL_OK)
     return MPL_ERR;
   for (int i = 0; i < 2; i++) {
     if (!has_dig[i]) continue;
@@ -848,7 +852,7 @@ static int resume_from(MplRun *r, const char *dir, uint64_t *id, MplErr *err) {
   bool restart = false;
   if (nslots == 1 && !strcmp(slots[0], "momentum") && no_momentum(r, path, &restart, err) != MPL_OK) return MPL_ERR;
   if (!restart && read_tensors(r, path, slots, nslots, set_optim, err) != MPL_OK) return MPL_ERR;
-  if (mpl_run_restore(r, step, pos, err) != MPL_OK) return MPL_ERR;
+  if (mpl_run_restore(r, step, pos, bt, err) != MPL_OK) return MPL_ERR;
   if (restart) mpl_run_optim_restart(r);
   return MPL_OK;
 }

@@ -130,12 +130,15 @@ int64_t mpl_loader_pos_at_step(const MplLoader *l, int64_t step) {
 
 int64_t mpl_loader_tell(const MplLoader *l) { return l->pos; }
 
-int mpl_loader_seek(MplLoader *l, int64_t pos, MplErr *err) {
-  int64_t bt = l->batch * l->seq;
-  if (pos < 0 || pos % bt != 0 || pos / bt >= batches_per_pass(l))
+int mpl_loader_seek(MplLoader *l, int64_t pos, int64_t pos_bt, MplErr *err) {
+  int64_t bt = pos_bt > 0 ? pos_bt : l->batch * l->seq;
+  if (pos < 0 || pos % bt != 0 || pos / bt >= (l->tok->ntok - 1) / bt)
     return mpl_errf(err, "%s: loader position %lld is not a batch start of this file (batch*seq = %lld, %lld tokens)",
                     l->tok->path, (long long)pos, (long long)bt, (long long)l->tok->ntok);
   l->pos = pos;
+  /* a batch of another size from there: past the file's end it starts at its beginning, as
+     mpl_loader_advance does */
+  if (l->pos + l->batch * l->seq + 1 > l->tok->ntok) l->pos = 0;
   return MPL_OK;
 }
 

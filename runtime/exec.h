@@ -185,9 +185,11 @@ void mpl_shard_copy(void *whole, void *part, const int64_t *dims, int rank, int 
 int mpl_run_optim_slots(const MplRun *r, const char *const **names);
 int mpl_run_get_optim(const MplRun *r, int p, int slot, float *out, MplErr *err);
 int mpl_run_set_optim(MplRun *r, int p, int slot, const float *in, MplErr *err);
-/* Data position (the token loader's, or 0 for synthetic data) and its restore. */
+/* Data position (the token loader's, or 0 for synthetic data) and its restore: data_bt the
+ * tokens a step of the run that wrote it read (batch * seq; 0: unknown, this run's). */
 int64_t mpl_run_data_pos(const MplRun *r);
-int mpl_run_restore(MplRun *r, int64_t step, int64_t data_pos, MplErr *err);
+int64_t mpl_run_data_bt(const MplRun *r);
+int mpl_run_restore(MplRun *r, int64_t step, int64_t data_pos, int64_t data_bt, MplErr *err);
 /* The optimizer's next step is its first (sgd: each momentum buffer starts as that step's
  * gradient), as after a resume from a checkpoint of sgd without momentum. */
 void mpl_run_optim_restart(MplRun *r);

@@ -262,8 +262,10 @@ typedef struct MplLoader {
 int mpl_loader_init(MplLoader *l, const MplTokens *t, int64_t batch, int64_t seq, MplErr *err);
 /* The position at which step `step` (0-based) starts, from position 0 at step 0. */
 int64_t mpl_loader_pos_at_step(const MplLoader *l, int64_t step);
-/* Sets the position (a value from mpl_loader_tell or _pos_at_step); fails if out of range. */
-int mpl_loader_seek(MplLoader *l, int64_t pos, MplErr *err);
+/* Sets the position (a value from mpl_loader_tell or _pos_at_step of a loader of batch*seq =
+ * pos_bt tokens, 0: this one's); fails if it is no batch start of such a loader over this
+ * file. A batch of this loader that does not fit from there starts at the file's beginning. */
+int mpl_loader_seek(MplLoader *l, int64_t pos, int64_t pos_bt, MplErr *err);
 int64_t mpl_loader_tell(const MplLoader *l);
 /* Rows [row0, row0+nrows) of the current step's [batch, seq] idx and targets (either may be
  * NULL), as int32; does not advance. Micro-batch j of size r is row0 = j*r, nrows = r. */

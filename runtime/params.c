@@ -173,15 +173,16 @@ int mpl_run_set_optim(MplRun *r, int p, int slot, const float *in, MplErr *err) 
 }
 
 int64_t mpl_run_data_pos(const MplRun *r) { return r->tokens ? mpl_loader_tell(&r->loader) : r->data_pos_kept; }
+int64_t mpl_run_data_bt(const MplRun *r) { return r->B * r->m * r->dp * r->job->train.seq; }
 
 void mpl_run_optim_restart(MplRun *r) { r->optim_fresh = true; }
 float *mpl_run_write_buf(const MplRun *r) { return r->write_buf; }
 
-int mpl_run_restore(MplRun *r, int64_t step, int64_t data_pos, MplErr *err) {
+int mpl_run_restore(MplRun *r, int64_t step, int64_t data_pos, int64_t data_bt, MplErr *err) {
   if (step < 0) return mpl_errf(err, "bad step %lld", (long long)step);
   r->step = step;
   r->optim_fresh = step == 0;
-  if (r->tokens && mpl_loader_seek(&r->loader, data_pos, err) != MPL_OK) {
+  if (r->tokens && mpl_loader_seek(&r->loader, data_pos, data_bt, err) != MPL_OK) {
     char why[sizeof err->msg];
     snprintf(why, sizeof why, "%s", err ? err->msg : "");
     return mpl_errf(err, "the checkpoint's data position does not fit this data (--data or the train block's file): is it "

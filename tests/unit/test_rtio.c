@@ -476,10 +476,10 @@ START_TEST(test_loader) {
     mpl_loader_advance(&l);
   }
   /* restore: seek to a step's position, or refuse a bad one */
-  ck_assert_int_eq(mpl_loader_seek(&l, mpl_loader_pos_at_step(&l, 1001), &err), MPL_OK);
+  ck_assert_int_eq(mpl_loader_seek(&l, mpl_loader_pos_at_step(&l, 1001), 0, &err), MPL_OK);
   ck_assert_int_eq(mpl_loader_tell(&l), 1001 % 3 * 6);
-  ck_assert_int_eq(mpl_loader_seek(&l, 7, &err), MPL_ERR);
-  ck_assert_int_eq(mpl_loader_seek(&l, 18, &err), MPL_ERR);
+  ck_assert_int_eq(mpl_loader_seek(&l, 7, 0, &err), MPL_ERR);
+  ck_assert_int_eq(mpl_loader_seek(&l, 18, 0, &err), MPL_ERR);
   /* an exact fit: 13 tokens, batch*seq 6 -> 2 batches */
   write_tokens(tmp_path("u.bin"), 13);
   MplTokens u;
