@@ -713,6 +713,57 @@ static int state_i64(const MplJson *j, const char *key, const char *path, int64_
   return MPL_OK;
 }
 
+/* What differs between a checkpoint of another identity and the job (pass 65: the refusal
+ * named nothing): a param missing on either side or of another shape, from the checkpoint's
+ * model.safetensors (whole shapes, as the job's wparams), else the optimizer, from the slots
+ * optim.safetensors holds. Empty when the files say nothing more. */
+static void identity_diff(const MplRun *r, const char *state_path, char *out, size_t n) {
+  const Job *job = mpl_run_job(r);
+  char dir[4096], path[4200], a[160], b[160];
+  out[0] = 0;
+  mpl_path_folder(state_path, dir, sizeof dir);
+  MplSafetensors st = {0};
+  MplErr ignored;
+  snprintf(path, sizeof path, "%s/model.safetensors", dir);
+  if (mpl_st_open(&st, path, &ignored) != MPL_OK) return;
+  int ndiff = 0, nfound = 0;
+  for (int p = 0; p < job->nparams; p++) {
+    const JobParam *jp = mpl_run_param(r, p);
+    const MplStTensor *t = mpl_st_find(&st, jp->name);
+    nfound += t != NULL;
+    bool same = t && t->ndim == jp->rank;
+    for (int i = 0; same && i < jp->rank; i++) same = t->shape[i] == jp->dims[i];
+    if (same || ndiff++) continue;
+    shape_str(b, sizeof b, jp->rank, jp->dims);
+    if (!t) snprintf(out, n, "the job's param %s %s is not in the checkpoint", jp->name, b);
+    else {
+      shape_str(a, sizeof a, t->ndim, t->shape);
+      snprintf(out, n, "param %s is %s in the job, %s in the checkpoint", jp->name, b, a);
+    }
+  }
+  for (int i = 0; i < st.n && nfound < st.n; i++) {
+    bool in_job = false;
+    for (int p = 0; p < job->nparams && !in_job; p++) in_job = !strcmp(st.tensors[i].name, job->params[p].name);
+    if (in_job || ndiff++) continue;
+    shape_str(a, sizeof a, st.tensors[i].ndim, st.tensors[i].shape);
+    snprintf(out, n, "the checkpoint's param %s %s is not in the job", st.tensors[i].name, a);
+  }
+  mpl_st_free(&st);
+  if (ndiff > 1) {
+    size_t k = strlen(out);
+    snprintf(out + k, n - k, "; %d more difference%s", ndiff - 1, ndiff > 2 ? "s" : "");
+  }
+  if (ndiff) return;
+  snprintf(path, sizeof path, "%s/optim.safetensors", dir);
+  if (mpl_st_open(&st, path, &ignored) != MPL_OK) return;
+  bool adam = false;
+  for (int i = 0; i < st.n && !adam; i++) adam = !strncmp(st.tensors[i].name, "exp_avg.", 8);
+  mpl_st_free(&st);
+  if (adam != (job->train.optimizer == OPT_ADAMW))
+    snprintf(out, n, "the checkpoint was trained with %s, the job trains with %s", adam ? "adamw" : "sgd",
+             job->train.optimizer == OPT_ADAMW ? "adamw" : "sgd");
+}
+
 static int read_state(const MplRun *r, const char *path, int64_t *step, int64_t *pos, int64_t *bt, bool has_dig[2],
                       uint64_t dig[2], MplErr *err) {
   const Job *job = mpl_run_job(r);
@@ -741,8 +792,12 @@ static int read_state(const MplRun *r, const char *path, int64_t *step, int64_t 
   if (st == MPL_OK && mpl_json_get(&j, "batch_tokens") && *bt == 0) st = mpl_errf(err, "%s: bad \"batch_tokens\"", path);
   if (st == MPL_OK) st = state_u64(&j, "seed", false, path, &seed, err);
   if (st == MPL_OK) st = state_u64(&j, "identity", true, path, &ident, err);
-  if (st == MPL_OK && ident != mpl_ckpt_identity(job))
-    st = mpl_errf(err, "%s: the checkpoint is of another model or optimizer (its params or optimizer differ)", path);
+  if (st == MPL_OK && ident != mpl_ckpt_identity(job)) {
+    char why[600];
+    identity_diff(r, path, why, sizeof why);
+    st = mpl_errf(err, "%s: the checkpoint is of another model or optimizer (%s)", path,
+                  why[0] ? why : "its params or optimizer differ");
+  }
   if (st == MPL_OK && seed != job->train.seed)
     st = mpl_errf(err, "%s: the checkpoint was trained with seed %llu, the job has seed %llu", path,
                   (unsigned long long)seed, (unsigned long long)job->train.seed);

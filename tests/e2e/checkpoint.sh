@@ -108,6 +108,22 @@ if [ $okc = 1 ]; then
     bad "resuming another model's checkpoint was accepted"
   elif grep -q "another model" "$tmp/wrong.log"; then ok "another model's checkpoint is refused: $(head -n 1 "$tmp/wrong.log")"
   else bad "another model's checkpoint: unclear message: $(head -n 2 "$tmp/wrong.log")"; fi
+  # the refusal names what differs (pass 65: "its params or optimizer differ" alone): a
+  # param of another shape (-D d=48 widens them all), one the checkpoint lacks or
+  # the job lacks, or the optimizer
+  sed 's/ as ln_f/ as lnf/' tests/e2e/small_gpt.mpl > "$tmp/sg_rn.mpl"
+  sed 's/optimizer = adamw([^)]*)/optimizer = sgd(lr = 0.1)/' tests/e2e/small_gpt.mpl > "$tmp/sg_sgd.mpl"
+  grep -q "optimizer = adamw" tests/e2e/small_gpt.mpl || bad "small_gpt.mpl no longer trains with adamw: the sgd case below tests nothing"
+  for c in "-D d=48|param h.0.attn.c_attn.bias is \[144\] in the job, \[96\] in the checkpoint; [0-9]* more differences" \
+           "$tmp/sg_rn.mpl|the job's param lnf.bias \[32\] is not in the checkpoint; 3 more differences" \
+           "$tmp/sg_sgd.mpl|the checkpoint was trained with adamw, the job trains with sgd"; do
+    src=tests/e2e/small_gpt.mpl; flag=${c%%|*}; want=${c#*|}
+    [[ $flag == -D* ]] || { src=$flag; flag=; }
+    if "$MPLC" "$src" $flag --mesh pp=2 -o "$tmp/sgx.job" 2> "$tmp/sg.err" &&
+       ! "$MPLRUN" "$tmp/sgx.job" --steps 4 --resume "$tmp/ck_sg" -q > "$tmp/wrong.log" 2>&1 && grep -q "$want" "$tmp/wrong.log"
+    then ok "another model's checkpoint names the difference: $(grep -o '(.*' "$tmp/wrong.log" | head -c 120)"
+    else bad "another model's checkpoint ($src $flag): $(head -n 1 "$tmp/sg.err" "$tmp/wrong.log")"; fi
+  done
 fi
 
 # across meshes that split params (tp) and optimizer state (dp, ZeRO-1)
