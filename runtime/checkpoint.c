@@ -533,7 +533,35 @@ int mpl_paths_check(const MplRunOpts *o, const Job *job, const char *job_path, c
   return MPL_OK;
 }
 
+/* A swap stopped between its two renames (a file system without RENAME_EXCHANGE, NFS; a
+ * kill in between): no DIR, the newer checkpoint whole in DIR.tmp, the one before it in
+ * DIR.old.PID. Refused naming both (pass 65: "cannot open DIR/state.json"), the user
+ * choosing which to keep. */
+static int stopped_swap(const char *flag, const char *dir, MplErr *err) {
+  char target[4096], tmp[4200], folder[4096], st_path[4300];
+  struct stat sb;
+  MplErr ignored;
+  if (ckpt_target(dir, target, sizeof target, tmp, sizeof tmp, &ignored) != MPL_OK || stat(target, &sb) == 0 ||
+      (size_t)snprintf(st_path, sizeof st_path, "%s/state.json", tmp) >= sizeof st_path || stat(st_path, &sb) != 0)
+    return MPL_OK;
+  const char *base = strrchr(target, '/');
+  base = base ? base + 1 : target;
+  mpl_path_folder(target, folder, sizeof folder);
+  DIR *d = opendir(folder);
+  if (!d) return MPL_OK;
+  char old[300] = "";
+  size_t bl = strlen(base);
+  for (struct dirent *de; !old[0] && (de = readdir(d));)
+    if (!strncmp(de->d_name, base, bl) && !strncmp(de->d_name + bl, ".old.", 5)) snprintf(old, sizeof old, "%s", de->d_name);
+  closedir(d);
+  if (!old[0]) return MPL_OK;
+  return mpl_errf(err, "%s %s: a run stopped while moving its checkpoint in place: %s holds the newer checkpoint and "
+                  "%.*s%s the one before it; rename %s to %s (or the older one to it), then run again", flag, dir, tmp,
+                  (int)(base - target), target, old, tmp, target);
+}
+
 int mpl_ckpt_dir_check(const char *dir, const char *resume, MplErr *err) {
+  if (stopped_swap("--checkpoint", dir, err) != MPL_OK) return MPL_ERR;
   char target[4096], tmp[4200], name[256], folder[4096];
   if (!*dir) return mpl_errf(err, "--checkpoint '': the path is empty");
   if (ckpt_target(dir, target, sizeof target, tmp, sizeof tmp, err) != MPL_OK) return MPL_ERR;
@@ -858,6 +886,7 @@ static int agree_resumed(MplRun *r, const char *dir, uint64_t id, MplErr *err) {
  * removed while it was read (a file gone), once more from the new one. Messages name DIR. */
 int mpl_ckpt_resume(MplRun *r, const char *dir, MplErr *err) {
   uint64_t id = 0;
+  if (stopped_swap("--resume", dir, err) != MPL_OK) return MPL_ERR;
   for (int tries = 0;; tries++) {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     char via[64];

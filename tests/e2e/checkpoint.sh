@@ -613,5 +613,21 @@ if "$MPLC" "$tmp/b16.mpl" -o "$tmp/b16.job" 2> "$tmp/b16.err" && "$BUILD/mpltok"
   fi
 else bad "mplc b16.mpl, or mpltok: $(head -n 1 "$tmp/b16.err")"; fi
 
+# A swap stopped between its two renames (no RENAME_EXCHANGE, as on NFS, and a kill): no DIR,
+# the newer checkpoint in DIR.tmp, the older in DIR.old.PID. --resume and --checkpoint name
+# both (pass 65: "DIR/state.json: cannot open", and ".tmp holds a checkpoint ... move it away")
+rm -rf "$tmp/sw" "$tmp/sw".*
+if run sw0 "$lm" "${D[@]}" --steps 1 --checkpoint "$tmp/sw"; then
+  mv "$tmp/sw" "$tmp/sw.old.4242" && cp -r "$tmp/sw.old.4242" "$tmp/sw.tmp"
+  for a in "--resume $tmp/sw" "--checkpoint $tmp/sw"; do
+    read -ra aa <<< "$a"
+    if ! "$MPLRUN" "$lm" "${D[@]}" --steps 2 --threads 1 -q "${aa[@]}" > "$tmp/sw.log" 2>&1 &&
+       grep -q -- "${aa[0]} $tmp/sw: a run stopped while moving its checkpoint in place: $tmp/sw.tmp holds the newer checkpoint and $tmp/sw.old.4242 the one before it" "$tmp/sw.log" &&
+       [ -e "$tmp/sw.tmp/state.json" ] && [ -e "$tmp/sw.old.4242/state.json" ]
+    then ok "${aa[0]} after a swap stopped between its renames: both checkpoints named, both kept"
+    else bad "${aa[0]} after a stopped swap: $(tail -n 1 "$tmp/sw.log")"; fi
+  done
+fi
+
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
