@@ -189,6 +189,8 @@ int mpl_run_set_optim(MplRun *r, int p, int slot, const float *in, MplErr *err);
  * tokens a step of the run that wrote it read (batch * seq; 0: unknown, this run's). */
 int64_t mpl_run_data_pos(const MplRun *r);
 int64_t mpl_run_data_bt(const MplRun *r);
+/* The run's length: --steps, else the train block's (the cosine schedule's span). */
+int64_t mpl_run_total_steps(const MplRun *r);
 int mpl_run_restore(MplRun *r, int64_t step, int64_t data_pos, int64_t data_bt, MplErr *err);
 /* The optimizer's next step is its first (sgd: each momentum buffer starts as that step's
  * gradient), as after a resume from a checkpoint of sgd without momentum. */

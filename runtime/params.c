@@ -173,6 +173,7 @@ int mpl_run_set_optim(MplRun *r, int p, int slot, const float *in, MplErr *err) 
 }
 
 int64_t mpl_run_data_pos(const MplRun *r) { return r->tokens ? mpl_loader_tell(&r->loader) : r->data_pos_kept; }
+int64_t mpl_run_total_steps(const MplRun *r) { return r->total_steps; }
 int64_t mpl_run_data_bt(const MplRun *r) { return r->B * r->m * r->dp * r->job->train.seq; }
 
 void mpl_run_optim_restart(MplRun *r) { r->optim_fresh = true; }

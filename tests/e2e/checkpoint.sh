@@ -629,5 +629,17 @@ if run sw0 "$lm" "${D[@]}" --steps 1 --checkpoint "$tmp/sw"; then
   done
 fi
 
+# A cosine resumed with another --steps jumps: said (pass 65: silent; the docs say to give
+# the same --steps). tiny_lm's cosine(3, 3e-4) checkpointed at its last step of 5 (at
+# min_lr), resumed for 8: from 3e-4 up to 1.65e-3 on the longer cosine; one checkpointed
+# during its warm-up and resumed longer has no jump, and no warning
+rm -rf "$tmp/cw"
+if run cw0 "$lm" "${D[@]}" --steps 5 --checkpoint "$tmp/cw" && "$MPLRUN" "$lm" "${D[@]}" --steps 8 --resume "$tmp/cw" --threads 1 -q > "$tmp/cw.log" 2>&1 &&
+   grep -q "warning: the cosine learning rate spans the run's steps: 5 in the checkpointed run, 8 in this one, so it goes from 0.0003 at step 5 to 0.00165 at step 6 (the checkpointed run had ended its schedule)" "$tmp/cw.log"
+then ok "a cosine resumed with another --steps: warned ($(grep -o 'goes from [^(]*' "$tmp/cw.log"))"
+else bad "a cosine resumed with another --steps: $(tail -n 1 "$tmp/cw.log")"; fi
+if [ -f "$tmp/resumed.log" ] && ! grep -q "warning: the cosine" "$tmp/resumed.log"; then ok "3 warm-up steps resumed to 6: no jump, no warning"
+else bad "3 warm-up steps resumed to 6: $(grep warning "$tmp/resumed.log")"; fi
+
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
