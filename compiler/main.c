@@ -88,7 +88,7 @@ static void parse_mesh(const char *s, Mesh *m) {
     if (*axis) fail(2, "--mesh %s: an axis is given twice", s);
     char *end;
     errno = 0;
-    long v = strtol(p + 3, &end, 10);
+    long v = p[3] >= '0' && p[3] <= '9' ? strtol(p + 3, &end, 10) : (end = (char *)p + 3, 0); /* not " 2", "+2" */
     if (end == p + 3 || errno || v < 1 || v > 65536 || (*end && *end != ',')) fail(2, "--mesh %s: each axis needs a count from 1 to 65536", s);
     if (*end == ',' && !end[1]) fail(2, "--mesh %s: expected AXIS=N after the last ','", s);
     *axis = (int)v;
@@ -109,6 +109,7 @@ static double parse_bytes(const char *s) {
   if (*end == 'B' || *end == 'b') end++;
   if (end == s || *end || errno || !(v > 0)) fail(2, "--mem-limit %s: expected a byte count such as 512M or 16G", s);
   if (v * mul >= 18446744073709551616.0) fail(2, "--mem-limit %s: more than 2^64 bytes", s);
+  if (v * mul < 1) fail(2, "--mem-limit %s: less than one byte", s); /* 0.5 was taken as 0 (pass 69) */
   return v * mul;
 }
 

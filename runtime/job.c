@@ -828,16 +828,16 @@ void job_inspect(const Job *j, FILE *out) {
   }
   for (int r = 0; r < j->mesh.pp; r++) {
     const JobRank *rk = &j->ranks[r];
-    fprintf(out, "rank %d: %d instructions, arena %" PRIu64 " bytes, predicted bubble %.4f\n  ", r, rk->nins,
+    fprintf(out, "rank %d: %d instructions, arena %" PRIu64 " bytes, predicted bubble %.4f\n ", r, rk->nins,
             rk->arena_bytes, rk->predicted_bubble);
-    for (int i = 0; i < rk->nins; i++) {
+    for (int i = 0; i < rk->nins; i++) { /* each after a space: no line ends in one */
       const JobIns *in = &rk->ins[i];
       const char *name = job_ins_name(in->kind);
-      if (in->kind <= JI_BWD_W) fprintf(out, "%s(%d,%d) ", name, in->stage, in->mb);
-      else if (in->kind <= JI_RECV) fprintf(out, "%s(x%d,%d) ", name, in->xfer, in->mb);
-      else if (in->kind == JI_TIED_SEND) fprintf(out, "%s(p%d,u%d,r%d) ", name, in->param, in->use, in->peer);
-      else if (in->param >= 0) fprintf(out, "%s(p%d%s) ", name, in->param, in->flags & JF_CHUNK ? ",chunk" : "");
-      else fprintf(out, "%s ", name);
+      if (in->kind <= JI_BWD_W) fprintf(out, " %s(%d,%d)", name, in->stage, in->mb);
+      else if (in->kind <= JI_RECV) fprintf(out, " %s(x%d,%d)", name, in->xfer, in->mb);
+      else if (in->kind == JI_TIED_SEND) fprintf(out, " %s(p%d,u%d,r%d)", name, in->param, in->use, in->peer);
+      else if (in->param >= 0) fprintf(out, " %s(p%d%s)", name, in->param, in->flags & JF_CHUNK ? ",chunk" : "");
+      else fprintf(out, " %s", name);
     }
     fputc('\n', out);
   }

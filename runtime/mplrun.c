@@ -89,6 +89,7 @@ static int fail(const char *fmt, const char *a, const char *b) {
 static bool parse_count(const char *s, int64_t max, int64_t *out) {
   char *end;
   errno = 0;
+  if (*s < '0' || *s > '9') return false; /* digits alone: strtoll also takes " 4" and "+3" (pass 69) */
   long long v = strtoll(s, &end, 10);
   if (errno || end == s || *end || v < 0 || v > max) return false;
   *out = v;

@@ -450,6 +450,7 @@ int init_outputs(MplRun *r, MplErr *err) {
   if (o->save_path && mpl_out_file_check(o->save_path, "--save", err) != MPL_OK) return MPL_ERR;
   if (o->trace_path && mpl_out_file_check(o->trace_path, "--trace", err) != MPL_OK) return MPL_ERR;
   if (o->profile_path && mpl_out_file_check(o->profile_path, "--profile", err) != MPL_OK) return MPL_ERR;
+  if (o->metrics_path && mpl_out_file_check(o->metrics_path, "--metrics", err) != MPL_OK) return MPL_ERR;
   return MPL_OK;
 }
 

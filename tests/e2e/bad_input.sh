@@ -287,6 +287,15 @@ expect_fail "mplc: --microbatches 0" "--microbatches" "$MPLC" tests/e2e/small_gp
 expect_fail "mplc: --schedule bogus" "--schedule bogus" "$MPLC" tests/e2e/small_gpt.mpl --emit=plan --schedule bogus
 expect_fail "mplc: --mem-limit x" "--mem-limit" "$MPLC" tests/e2e/small_gpt.mpl --emit=plan --mem-limit x
 expect_fail "mplc: unknown flag" "unknown option '--bogus'" "$MPLC" tests/e2e/small_gpt.mpl --bogus
+# numbers are digits (pass 69: " 4", "+3" and "pp= 2" were read by strtol, and --mem-limit 0.5
+# as 0 bytes); a folder as --metrics is named as the other outputs name it
+expect_fail "mplc: --mem-limit 0.5" "--mem-limit 0.5: less than one byte" "$MPLC" tests/e2e/small_gpt.mpl --emit=plan --mem-limit 0.5
+expect_fail "mplc: --mesh 'pp= 2'" "--mesh pp= 2: each axis needs a count" "$MPLC" tests/e2e/small_gpt.mpl --emit=plan --mesh "pp= 2"
+expect_fail "mplrun: --steps ' 4'" "--steps needs a non-negative integer, not ' 4'" "$MPLRUN" "$job" --steps " 4"
+expect_fail "mplrun: --steps +3" "--steps needs a non-negative integer, not '\\+3'" "$MPLRUN" "$job" --steps +3
+expect_fail "mplrun: --metrics a folder" "--metrics $tmp: is a folder, not a file" "$MPLRUN" "$job" "${D[@]}" --steps 1 --metrics "$tmp"
+if "$MPLRUN" "$job" --inspect > "$tmp/inspect.txt" 2>&1 && ! grep -q ' $' "$tmp/inspect.txt"; then ok "--inspect: no line ends in a space"
+else bad "--inspect: $(grep -c ' $' "$tmp/inspect.txt") lines end in a space"; fi
 expect_fail "mplc: --gpu-arch bogus" "--gpu-arch bogus: expected sm_NN" "$MPLC" tests/e2e/small_gpt.mpl --gpu-arch bogus -o "$tmp/arch.job"
 no_file "mplc: --gpu-arch bogus" "$tmp/arch.job"
 expect_fail "mplc: missing input" "nosuch.mpl" "$MPLC" "$tmp/nosuch.mpl" -o "$tmp/x.job"
