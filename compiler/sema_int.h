@@ -269,6 +269,9 @@ void sema_train(Sema *S, Node *train);
 void sema_train_overrides(Sema *S, Loc loc);
 /* What puts several stages on a pipeline rank, for messages: "interleaved(2)", "zbv". */
 const char *sema_chunks_text(Sema *S);
+/* Notes where the stage count came from when a flag overrode the program (--mesh pp=N over
+ * its mesh, interleaved(v)), after an error about stages. */
+void sema_note_stage_origin(Sema *S);
 
 /* ==== sema.c: the entry (sema_program, in mplc.h), modules ==== */
 Module *sema_module_find(Sema *S, const char *name, Loc loc);

@@ -94,7 +94,7 @@ static const char *empty_list(Sema *S, const int *count, int n, int *nempty) {
 }
 
 /* Where the stage count was overridden: --mesh over the mesh's pp, interleaved(v). */
-static void note_stage_origin(Sema *S) {
+void sema_note_stage_origin(Sema *S) {
   const Graph *g = S->g;
   if (S->opt->mesh_set && S->opt->mesh.pp > 0 && S->mesh_pp_loc.line)
     sema_note(S, S->mesh_pp_loc, "--mesh pp=%d replaces this pp", g->mesh.pp);
@@ -134,7 +134,7 @@ static void check_empty_stages(Sema *S) {
   sema_err(S, g->stages_loc, "%s %s %s nothing on %s (%s gives %d stages; give each some work with @stage)",
            nempty == 1 ? "stage" : "stages", list, nempty == 1 ? "has" : "have", nempty == 1 ? "it" : "them",
            g->stages_from, n);
-  note_stage_origin(S);
+  sema_note_stage_origin(S);
   note_used_stages(S, count, n);
 }
 

@@ -338,6 +338,7 @@ static void apply_stage(Sema *S, Scope *sc, Node *an) {
       sema_err(S, an->loc, "%s(%lld) is out of range: pp = %d with %s gives stages 0..%d", what, (long long)k, S->g->mesh.pp, sema_chunks_text(S), n - 1);
     else
       sema_err(S, an->loc, "%s(%lld) is out of range: pp = %d gives stages 0..%d", what, (long long)k, S->g->mesh.pp, n - 1);
+    sema_note_stage_origin(S); /* --mesh pp=1 over the program's pp = 2 said nothing (pass 69) */
     return;
   }
   S->place.stage = (int)k;
