@@ -601,6 +601,56 @@ static void note_unclosed(ParseCtx *ctx, const yypcontext_t *yyctx, yysymbol_kin
   diag_note(ctx->diag, parse_loc(ctx, b->line, b->col), "to match this '%c'", b->ch);
 }
 
+/* The text of line `line` of the file being parsed (not NUL-terminated: *len bytes), or NULL. */
+static const char *source_line(const ParseCtx *ctx, int line, size_t *len) {
+  const SourceFile *f = NULL;
+  for (int i = ctx->diag->files.n - 1; i >= 0 && !f; i--) {
+    const SourceFile *g = ctx->diag->files.items[i];
+    if (strcmp(g->path, ctx->path) == 0) f = g;
+  }
+  if (!f) return NULL;
+  const char *s = f->text, *end = f->text + f->len;
+  for (int k = 1; k < line && s < end; k++) {
+    const char *nl = memchr(s, '\n', (size_t)(end - s));
+    s = nl ? nl + 1 : end;
+  }
+  const char *nl = memchr(s, '\n', (size_t)(end - s));
+  *len = (size_t)((nl ? nl : end) - s);
+  return s;
+}
+
+/* A hint for what a Python (PyTorch) habit looks like to this grammar: "; write ..." after
+ * the error, or "" (pass 71: `x ** 2` said "unexpected '*', expecting expression"). */
+static const char *python_hint(const ParseCtx *ctx, yysymbol_kind_t t, int line, int col) {
+  size_t len;
+  const char *s = source_line(ctx, line, &len);
+  if (!s || col < 1 || (size_t)col > len + 1) return "";
+  size_t at = (size_t)col - 1, b = at, lead = 0;
+  while (b > 0 && (s[b - 1] == ' ' || s[b - 1] == '\t')) b--;
+  while (lead < len && (s[lead] == ' ' || s[lead] == '\t')) lead++;
+  char before = b > 0 ? s[b - 1] : 0;
+  bool def = len - lead > 4 && !strncmp(s + lead, "def ", 4);
+  bool block = (len - lead > 3 && (!strncmp(s + lead, "if ", 3) || !strncmp(s + lead, "for ", 4))) ||
+               (len - lead >= 4 && !strncmp(s + lead, "else", 4));
+  if (sym_is(t, "'*'") && before == '*') return "; '**' is no operator: write pow(x, 2)";
+  if (sym_is(t, "'/'") && before == '/') return "; '//' is no operator: '/' of two i32 values divides toward zero";
+  if (sym_is(t, "'='") && before && strchr("+-*/", before) && at == b)
+    return "; there is no compound assignment: write x = x + y";
+  if (def && (sym_is(t, "')'") || sym_is(t, "','") || sym_is(t, "':'")))
+    return "; each argument of a def has a type (x: f32[B, n], k: int) and its body is { ... }, not ':'";
+  if (block && sym_is(t, "':'")) return "; a block is { ... }, not ':'";
+  bool range = false;
+  for (size_t i = 0; i + 6 <= len && !range; i++) range = !strncmp(s + i, "range(", 6);
+  if (len - lead > 4 && !strncmp(s + lead, "for ", 4) && range)
+    return "; a loop counts over a range a..b: for i in 0..3 { ... }";
+  if (t == YYSYMBOL_IDENT && !strcmp(ctx->last_text, "elif")) return "; write else if";
+  if (t == YYSYMBOL_IDENT && !strcmp(ctx->last_text, "from") && at == lead)
+    return "; a module is imported whole (import nn) and its defs named nn.NAME";
+  if (t == YYSYMBOL_AS && len - lead > 7 && !strncmp(s + lead, "import ", 7))
+    return "; a module keeps its name (import nn), its defs named nn.NAME";
+  return "";
+}
+
 static int yyreport_syntax_error(const yypcontext_t *yyctx, yyscan_t scanner, ParseCtx *ctx) {
   (void)scanner;
   yysymbol_kind_t t = yypcontext_token(yyctx);
@@ -609,7 +659,7 @@ static int yyreport_syntax_error(const yypcontext_t *yyctx, yyscan_t scanner, Pa
   char what[96], expected[256];
   describe_token(ctx, t, what, sizeof what);
   describe_expected(yyctx, expected, sizeof expected);
-  diag_error(ctx->diag, LOC(*l), "unexpected %s%s", what, expected);
+  diag_error(ctx->diag, LOC(*l), "unexpected %s%s%s", what, expected, python_hint(ctx, t, l->first_line, l->first_column));
   note_unclosed(ctx, yyctx, t);
   return 0;
 }
