@@ -33,7 +33,15 @@ Value sema_lookup(Sema *S, Scope *sc, const char *name, Loc loc, bool report) {
   DType dt;
   if (sema_parse_dtype(name, &dt) && strcmp(name, "int") && strcmp(name, "float"))
     return (Value){.kind = V_DTYPE, .i = dt, .loc = loc};
-  if (report) sema_err(S, loc, "unknown name '%s'", name);
+  if (report) {
+    Suggest g;
+    sema_suggest_init(&g, name);
+    for (int i = 0; i < sc->nvars; i++) sema_suggest(&g, sc->vars[i].name);
+    sema_suggest_map(&g, &sc->mod->consts);
+    sema_suggest_map(&g, &sc->mod->defs);
+    sema_suggest_map(&g, &sc->mod->imports);
+    sema_err(S, loc, "unknown name '%s'%s", name, sema_suggestion(S, &g));
+  }
   return verr();
 }
 
@@ -258,7 +266,13 @@ static Value eval_member(Sema *S, Scope *sc, Node *e) {
       sema_err(S, e->loc, "module '%s' is still being loaded here (its imports lead back to it), and no def or "
                "const '%s' of it has been read yet: declare it before the import, or break the cycle",
                o.mod->name, e->name);
-    else sema_err(S, e->loc, "module '%s' has no def or const '%s'", o.mod->name, e->name);
+    else {
+      Suggest g;
+      sema_suggest_init(&g, e->name);
+      sema_suggest_map(&g, &o.mod->defs);
+      sema_suggest_map(&g, &o.mod->consts);
+      sema_err(S, e->loc, "module '%s' has no def or const '%s'%s", o.mod->name, e->name, sema_suggestion(S, &g));
+    }
     return verr();
   }
   if (o.kind == V_INST) {
@@ -285,7 +299,17 @@ static Value eval_call(Sema *S, Scope *sc, Node *e) {
     if (found) return v;
     Value o = sema_lookup(S, sc, c->name, c->loc, false);
     if (o.kind == V_DEF) return sema_call_def(S, sc, e, o.def, o.mod, o.def->name); /* g = nn.linear; g(x, 8) */
-    if (o.kind == V_ERR) sema_err(S, c->loc, "unknown function '%s'", c->name);
+    if (o.kind == V_ERR) {
+      const char *in_mod = NULL; /* linear(x, 8) after import nn: nn.linear */
+      const StrMap *im = &sc->mod->imports;
+      for (int i = 0; i < im->cap && !in_mod; i++)
+        if (im->keys[i] && strmap_get(&((Module *)im->vals[i])->defs, c->name)) in_mod = im->keys[i];
+      Suggest g;
+      sema_suggest_init(&g, c->name);
+      sema_suggest_map(&g, &sc->mod->defs);
+      if (in_mod) sema_err(S, c->loc, "unknown function '%s' (did you mean '%s.%s'?)", c->name, in_mod, c->name);
+      else sema_err(S, c->loc, "unknown function '%s'%s", c->name, sema_suggestion(S, &g));
+    }
     else sema_err(S, c->loc, "'%s' is %s, not a function", c->name, sema_value_desc(S, o));
     return verr();
   }

@@ -45,6 +45,12 @@ typedef struct StrMap {
 void *strmap_get(const StrMap *m, const char *key);
 void strmap_put(Arena *a, StrMap *m, const char *key, void *val);
 
+/* "did you mean" for an unknown name: candidates offered one by one, the nearest kept. */
+typedef struct Suggest {
+  const char *name, *best;
+  int dist;
+} Suggest;
+
 /* ---- values -------------------------------------------------------------- */
 typedef enum VKind {
   V_ERR,    /* an error was reported */
@@ -269,6 +275,11 @@ void sema_train(Sema *S, Node *train);
 void sema_train_overrides(Sema *S, Loc loc);
 /* What puts several stages on a pipeline rank, for messages: "interleaved(2)", "zbv". */
 const char *sema_chunks_text(Sema *S);
+void sema_suggest_init(Suggest *g, const char *name);
+void sema_suggest(Suggest *g, const char *candidate);
+void sema_suggest_map(Suggest *g, const StrMap *m);
+/* " (did you mean 'x'?)", the language's form of a PyTorch name, or "" */
+const char *sema_suggestion(Sema *S, const Suggest *g);
 /* Notes where the stage count came from when a flag overrode the program (--mesh pp=N over
  * its mesh, interleaved(v)), after an error about stages. */
 void sema_note_stage_origin(Sema *S);

@@ -13,10 +13,12 @@
  */
 #include "sema_int.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 /* ---- StrMap: open addressing, FNV-1a -------------------------------------- */
 static uint64_t strmap_hash(const char *s) {
@@ -55,6 +57,58 @@ void strmap_put(Arena *a, StrMap *m, const char *key, void *val) {
     m->n++;
   }
   m->vals[i] = val;
+}
+
+/* ---- suggestions ------------------------------------------------------------ */
+
+/* The edit distance of a and b (insertions, deletions, substitutions; case ignored), capped
+ * at 3: names longer than 31 bytes compare only exactly. */
+static int name_distance(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  if (la > 31 || lb > 31) return strcasecmp(a, b) ? 3 : 0;
+  int d[32][32];
+  for (size_t i = 0; i <= la; i++) d[i][0] = (int)i;
+  for (size_t j = 0; j <= lb; j++) d[0][j] = (int)j;
+  for (size_t i = 1; i <= la; i++)
+    for (size_t j = 1; j <= lb; j++) {
+      int sub = d[i - 1][j - 1] + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
+      int del = d[i - 1][j] + 1, ins = d[i][j - 1] + 1;
+      d[i][j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+    }
+  return d[la][lb] < 3 ? d[la][lb] : 3;
+}
+
+/* PyTorch's and Python's spellings of the language's names. */
+static const char *const name_aliases[][2] = {
+    {"True", "true"},       {"False", "false"},     {"float32", "f32"},   {"float", "f32"},
+    {"float16", "f16"},     {"half", "f16"},        {"bfloat16", "bf16"}, {"int32", "i32"},
+    {"int", "i32"},         {"int64", "i32"},       {"long", "i32"},      {"bool_", "bool"},
+    {"keepdim", "keepdims"}, {"dim", "axis"},       {"range", "a..b"},    {"len", "a dimension's name"},
+};
+
+void sema_suggest_init(Suggest *g, const char *name) { *g = (Suggest){name, NULL, 3}; }
+
+/* Offers candidate c for the unknown name: kept if nearer than the best so far (at most 2
+ * edits, and fewer than half the name's length: "x" is no typo of "y"). */
+void sema_suggest(Suggest *g, const char *c) {
+  if (!c || !strcmp(c, g->name)) return;
+  int d = name_distance(g->name, c);
+  if (d < g->dist && d <= 2 && (size_t)d * 2 < strlen(g->name)) g->best = c, g->dist = d;
+}
+
+void sema_suggest_map(Suggest *g, const StrMap *m) {
+  for (int i = 0; i < m->cap; i++)
+    if (m->keys[i]) sema_suggest(g, m->keys[i]);
+}
+
+/* "; did you mean 'x'?" (or the language's form of a Python name), or "". */
+const char *sema_suggestion(Sema *S, const Suggest *g) {
+  for (size_t i = 0; i < sizeof name_aliases / sizeof *name_aliases; i++)
+    if (!strcmp(g->name, name_aliases[i][0]))
+      return strchr(name_aliases[i][1], ' ') || strchr(name_aliases[i][1], '.')
+                 ? arena_printf(S->a, " (write %s)", name_aliases[i][1])
+                 : arena_printf(S->a, " (did you mean '%s'?)", name_aliases[i][1]);
+  return g->best ? arena_printf(S->a, " (did you mean '%s'?)", g->best) : "";
 }
 
 /* ---- diagnostics, deduplicated -------------------------------------------- */
@@ -213,7 +267,14 @@ bool sema_bind_args(Sema *S, Node *call, const char *fn, const char *const *para
     } else {
       for (int j = 0; j < np; j++)
         if (!strcmp(params[j], arg->name)) slot = j;
-      if (slot < 0) { sema_err(S, arg->loc, "%s has no argument '%s'", fn, arg->name); ok = false; continue; }
+      if (slot < 0) {
+        Suggest g;
+        sema_suggest_init(&g, arg->name);
+        for (int j = 0; j < np; j++) sema_suggest(&g, params[j]);
+        sema_err(S, arg->loc, "%s has no argument '%s'%s", fn, arg->name, sema_suggestion(S, &g));
+        ok = false;
+        continue;
+      }
     }
     if (out[slot]) { sema_err(S, arg->loc, "argument '%s' of %s is given twice", params[slot], fn); ok = false; continue; }
     out[slot] = arg->a;
