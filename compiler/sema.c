@@ -367,7 +367,8 @@ static void model_inputs(Sema *S, Scope *sc, Node *model) {
 /* Where a returned value that is not a loss was made (a stdlib def's result: the call). */
 static void note_loss_made(Sema *S, Value r) {
   if (r.kind != V_TENSOR) {
-    if (r.loc.line) sema_note(S, r.loc, "%s was made here", sema_value_desc(S, r));
+    /* (a tuple's place is the return itself, where the error already points) */
+    if (r.loc.line && r.kind != V_TUPLE) sema_note(S, r.loc, "%s was made here", sema_value_desc(S, r));
     return;
   }
   const Op *op = S->g->ops[r.op];

@@ -104,8 +104,12 @@ void sema_note_made(Sema *S, Value v) {
   if (v.kind != V_TENSOR) return;
   Op *op = sema_opv(S, v);
   const char *name = S->varname[op->id] ? S->varname[op->id] : op->name;
-  if (name) sema_note(S, op->loc, "'%s' %s%s was made here", name, dtype_name(op->dtype), sema_shape_str(S, op));
-  else sema_note(S, op->loc, "%s%s was made here", dtype_name(op->dtype), sema_shape_str(S, op));
+  /* a value a stdlib def made, read by the user's code: the user's call made it (pass 71:
+     the note showed nn.mpl's line) */
+  bool in_user = S->depth == 0 || !S->frames[S->depth - 1].stdlib;
+  Loc at = in_user && sema_in_stdlib(op->loc) ? op_user_loc(op) : op->loc;
+  if (name) sema_note(S, at, "'%s' %s%s was made here", name, dtype_name(op->dtype), sema_shape_str(S, op));
+  else sema_note(S, at, "%s%s was made here", dtype_name(op->dtype), sema_shape_str(S, op));
 }
 
 void sema_note_operands(Sema *S, Value a, Value b) {
@@ -151,7 +155,9 @@ Value sema_unary(Sema *S, OpKind k, Value x, Loc loc) {
           : (k == OP_NEG || k == OP_ABS || k == OP_RELU) ? xi->dtype != DT_BOOL
           : dtype_is_float(xi->dtype);
   if (!ok) {
-    sema_err(S, loc, "'%s' cannot apply to a %s tensor", op_name(k), dtype_name(xi->dtype));
+    const char *dn = dtype_name(xi->dtype);
+    sema_err(S, loc, "'%s' cannot apply to %s %s tensor%s", op_name(k), dn[0] == 'f' || dn[0] == 'i' ? "an" : "a", dn,
+             dtype_is_float(xi->dtype) || k == OP_NOT ? "" : " (cast it: cast(x, f32))");
     sema_note_made(S, x);
     return verr();
   }
@@ -185,7 +191,19 @@ Value sema_binary(Sema *S, OpKind k, Value a, Value b, Loc loc, const char *opna
   }
   Shape s;
   if (!shape_broadcast(&x->shape, &y->shape, &s)) {
-    sema_err(S, loc, "shapes %s and %s do not broadcast in '%s'", sema_shape_str(S, x), sema_shape_str(S, y), opname);
+    /* one side a reduction that dropped its axis, which kept would broadcast: the hint
+       (pass 71: x - mean(x, axis = -1) said only that the shapes do not broadcast) */
+    const char *hint = "";
+    for (int side = 0; side < 2 && !*hint; side++) {
+      const Op *r = side ? y : x, *o = side ? x : y;
+      if ((r->kind != OP_SUM && r->kind != OP_MEAN && r->kind != OP_AMAX) || r->keepdims || r->axis == AXIS_ALL ||
+          r->shape.rank + 1 > MPL_MAX_RANK)
+        continue;
+      Shape kept = {0}, t;
+      for (int i = 0, j = 0; i <= r->shape.rank; i++) kept.d[kept.rank++] = i == r->axis ? 1 : r->shape.d[j++];
+      if (shape_broadcast(&o->shape, &kept, &t)) hint = " (the reduction dropped its axis: keepdims = true keeps it)";
+    }
+    sema_err(S, loc, "shapes %s and %s do not broadcast in '%s'%s", sema_shape_str(S, x), sema_shape_str(S, y), opname, hint);
     sema_note_operands(S, a, b);
     return verr();
   }
@@ -235,7 +253,10 @@ Value sema_matmul(Sema *S, Value a, Value b, bool ta, bool tb, Loc loc) {
   ba.rank -= 2;
   bb.rank -= 2;
   if (k1 != k2 || !shape_broadcast(&ba, &bb, &bs) || bs.rank + 2 > MPL_MAX_RANK) {
-    sema_err(S, loc, "shapes %s%s and %s%s do not match in '@'", sema_shape_str(S, x), ta ? " (transposed)" : "", sema_shape_str(S, y), tb ? " (transposed)" : "");
+    /* PyTorch's nn.Linear keeps its weight [out, in]; a product here reads [in, out] */
+    const char *hint = !ta && !tb && !vb && k1 == n && k1 != k2 ? " (a weight here is [in, out], not PyTorch's [out, in]: "
+                                                                  "x @ transpose(w, -2, -1) reads it so)" : "";
+    sema_err(S, loc, "shapes %s%s and %s%s do not match in '@'%s", sema_shape_str(S, x), ta ? " (transposed)" : "", sema_shape_str(S, y), tb ? " (transposed)" : "", hint);
     sema_note_operands(S, a, b);
     return verr();
   }
