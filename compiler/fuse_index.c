@@ -10,9 +10,10 @@
  * Invariants:
  *  - indices read from data are clamped into range before any load: a bad index never
  *    reads outside a buffer (sema adds a CHECK op whose count the runtime stops on);
- *  - sums run in index order (cumsum left to right; gather's gradient in the order of
- *    the indices' positions; col2im over the kernel window row-major), the order the
- *    reference evaluator uses, with no atomics: each outer iteration owns its outputs;
+ *  - sums run in a fixed order (cumsum left to right in blocks of about sqrt(n), each
+ *    block's running sum added to the blocks' before it; gather's gradient in the order of
+ *    the indices' positions; col2im over the kernel window row-major), the same on the
+ *    CPU and the GPU, with no atomics: each outer iteration owns its outputs;
  *  - argmax and topk order elements by value, NaN largest, ties to the lower index;
  *  - i64 index arithmetic stays non-negative (the IR divides i64 unsigned): a
  *    coordinate that could go below 0 is compared before it is subtracted.
@@ -266,8 +267,8 @@ static void this_row(Emit *e, const Op *op, int *row) {
  * sum (y at k is y at k - 1, read back from the output, plus x), then the previous block's
  * last y is added to each. So y(k) = S(block) + local(k): a long row rounds once per block
  * in S and at most L times in its local part, not once per element into a large sum (2^17
- * additions of 0.1 were 0.1% off; PyTorch's CPU sums in f64). L is the divisor of n nearest
- * below sqrt(n) (n prime: one block, the plain running sum). */
+ * additions of 0.1 were 0.1% off; PyTorch's CPU sums in f64). L is ceil(sqrt(n)), the last
+ * block holding what is left (n below 64: one block, the plain running sum). */
 static int cum_pos(Emit *e, int64_t n, bool rev, int k) { return rev ? IB(e, KI_SUB, I(e, n - 1), k) : k; }
 
 /* The block of `len` elements from sequence index k0 (an i64 value). */
@@ -305,19 +306,20 @@ static void cumsum_block(Emit *e, const Op *op, const int *row, int out, int k0,
 static void emit_cumsum(Emit *e, const Op *op) {
   KBuilder *b = fuse_emit_builder(e);
   int64_t n = op->shape.d[op->axis], len = 1;
-  for (int64_t d = 1; d * d <= n; d++)
-    if (n % d == 0) len = d;
-  if (len == 1) len = n;
+  while (len * len < n) len++;
+  if (n < 64) len = n;
+  int64_t nb = n / len, tail = n - nb * len; /* (a divisor near sqrt(n) left n = 2 p in blocks of 2: pass 70) */
   int out = fuse_emit_arg(e, op->id, KA_OUT);
   Idx row;
   this_row(e, op, row);
-  if (len == n) {
-    cumsum_block(e, op, row, out, I(e, 0), n);
-    return;
+  if (nb == 1) {
+    cumsum_block(e, op, row, out, I(e, 0), len);
+  } else {
+    int blocks = kb_loop_begin(b, nb, KR_NONE, KT_VOID, -1, 0);
+    cumsum_block(e, op, row, out, IB(e, KI_MUL, kb_loopvar(b, blocks), I(e, len)), len);
+    kb_loop_end(b, blocks, -1);
   }
-  int blocks = kb_loop_begin(b, n / len, KR_NONE, KT_VOID, -1, 0);
-  cumsum_block(e, op, row, out, IB(e, KI_MUL, kb_loopvar(b, blocks), I(e, len)), len);
-  kb_loop_end(b, blocks, -1);
+  if (tail) cumsum_block(e, op, row, out, I(e, nb * len), tail);
 }
 
 /* Whether element x at position i comes after (xp, p) in the order: smaller, or equal at a

@@ -70,11 +70,13 @@ static _Noreturn void fail(int code, const char *fmt, const char *arg) {
   exit(code);
 }
 
-/* Do paths a and b name one existing file (the same device and inode: a link, another
- * spelling of the path)? */
+/* Do paths a and b name one existing regular file (the same device and inode: a link,
+ * another spelling of the path)? Devices are not files mplc reads whole: /dev/stdin and
+ * /dev/stdout on a terminal are one inode (pass 70). */
 static bool same_file(const char *a, const char *b) {
   struct stat sa, sb;
-  return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+  return stat(a, &sa) == 0 && stat(b, &sb) == 0 && S_ISREG(sa.st_mode) && sa.st_dev == sb.st_dev &&
+         sa.st_ino == sb.st_ino;
 }
 
 /* "pp=4,tp=2,dp=1": axes not given stay as the program says (0 here). */
@@ -123,8 +125,8 @@ static void parse_speeds(Arena *a, const char *s, CompileOptions *co) {
   for (int i = 0; i < n; i++) {
     char *end;
     errno = 0;
-    v[i] = strtod(p, &end);
-    if (end == p || errno || (*end && *end != ',') || !(v[i] >= 1e-6) || v[i] > 1e6)
+    v[i] = (*p >= '0' && *p <= '9') || *p == '.' ? strtod(p, &end) : (end = (char *)p, 0); /* not " 1", "+1", 0x1 */
+    if (end == p || strpbrk(p, "xXpP") || errno || (*end && *end != ',') || !(v[i] >= 1e-6) || v[i] > 1e6)
       fail(2, "--device-speed %s: expected one speed per pipeline rank, each from 1e-6 to 1e6, such as 1,0.5", s);
     p = end + (*end == ',');
   }
@@ -147,7 +149,7 @@ static void check_device_speed(const CompileOptions *co, Graph *g) {
 static int64_t parse_count(const char *flag, const char *s, int64_t max) {
   char *end;
   errno = 0;
-  long long v = strtoll(s, &end, 10);
+  long long v = *s >= '0' && *s <= '9' ? strtoll(s, &end, 10) : (end = (char *)s, 0); /* digits: not " 2", "+2" */
   if (end == s || *end || errno || v < 1) fail(2, "%s needs a positive integer", flag);
   char why[160];
   snprintf(why, sizeof why, "%s %.64s: at most %lld", flag, s, (long long)max);

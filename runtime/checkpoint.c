@@ -227,7 +227,13 @@ static int read_tensors(MplRun *r, const char *path, const char *const *prefixes
       char *name = slot_name(prefixes ? prefixes[s] : NULL, jp->name);
       float *buf = mpl_malloc((size_t)jp->numel * 4 + 4);
       if (!buf || !name) rc = mpl_errf(err, "%s: out of memory", path);
-      else if ((rc = read_tensor(&st, name, jp, buf, err)) == MPL_OK) rc = set_from(r, path, set, p, s, buf, err);
+      else if ((rc = read_tensor(&st, name, jp, buf, err)) == MPL_OK) {
+        MplErr past;
+        const MplComm *comm = mpl_run_opts(r)->comm;
+        if (!prefixes && mpl_param_check_values(jp, buf, &past) != MPL_OK && (!comm || comm->rank == 0))
+          fprintf(stderr, "mplrun: warning: %s: %s: its forward reads an infinity\n", path, past.msg);
+        rc = set_from(r, path, set, p, s, buf, err);
+      }
       mpl_free(buf);
       mpl_free(name);
     }
@@ -297,11 +303,13 @@ static int write_state(const MplRun *r, const char *dir, int64_t next_step, MplE
   FILE *m = open_memstream(&text, &n);
   if (!m) return mpl_errf(err, "out of memory");
   fprintf(m,
-          "{\n  \"format\": 1,\n  \"step\": %" PRId64 ",\n  \"data_pos\": %" PRId64 ",\n  \"batch_tokens\": %" PRId64 ",\n  \"total_steps\": %" PRId64 ",\n"
+          "{\n  \"format\": 1,\n  \"step\": %" PRId64 ",\n  \"data_pos\": %" PRId64 ",\n"
+          "  \"data_align\": %" PRId64 ",\n  \"total_steps\": %" PRId64 ",\n"
           "  \"seed\": \"%" PRIu64 "\",\n  \"identity\": \"%016" PRIx64 "\",\n"
           "  \"job_checksum\": \"%016" PRIx64 "\",\n  \"model\": \"%s\",\n"
           "  \"%s\": \"%016" PRIx64 "\",\n  \"%s\": \"%016" PRIx64 "\"\n}\n",
-          next_step, mpl_run_data_pos(r), mpl_run_data_bt(r), mpl_run_total_steps(r), job->train.seed, mpl_ckpt_identity(job),
+          next_step, mpl_run_data_pos(r), mpl_run_data_align(r), mpl_run_total_steps(r), job->train.seed,
+          mpl_ckpt_identity(job),
           mpl_run_opts(r)->job_checksum, job->model_name ? job->model_name : "", digest_keys[0], dig[0],
           digest_keys[1], dig[1]);
   if (fclose(m) != 0 || !text) {
@@ -552,7 +560,9 @@ static int stopped_swap(const char *flag, const char *dir, MplErr *err) {
   char old[300] = "";
   size_t bl = strlen(base);
   for (struct dirent *de; !old[0] && (de = readdir(d));)
-    if (!strncmp(de->d_name, base, bl) && !strncmp(de->d_name + bl, ".old.", 5)) snprintf(old, sizeof old, "%s", de->d_name);
+    if (!strncmp(de->d_name, base, bl) && !strncmp(de->d_name + bl, ".old.", 5) && de->d_name[bl + 5] &&
+        strspn(de->d_name + bl + 5, "0123456789") == strlen(de->d_name + bl + 5)) /* DIR.old.PID, not a user's */
+      snprintf(old, sizeof old, "%s", de->d_name);
   closedir(d);
   if (!old[0]) return MPL_OK;
   return mpl_errf(err, "%s %s: a run stopped while moving its checkpoint in place: %s holds the newer checkpoint and "
@@ -814,11 +824,12 @@ static int read_state(const MplRun *r, const char *path, int64_t *step, int64_t 
     st = mpl_errf(err, "%s: checkpoint format %lld; this mplrun reads format 1", path, (long long)format);
   if (st == MPL_OK) st = state_i64(&j, "step", path, step, err);
   if (st == MPL_OK) st = state_i64(&j, "data_pos", path, pos, err);
-  *bt = 0; /* the tokens of a step of the run that wrote it: a run of another batch or seq
-              goes on from its position (a checkpoint written before it was kept has none) */
-  if (st == MPL_OK && mpl_json_get(&j, "batch_tokens")) st = state_i64(&j, "batch_tokens", path, bt, err);
-  if (st == MPL_OK && mpl_json_get(&j, "batch_tokens") && *bt == 0) st = mpl_errf(err, "%s: bad \"batch_tokens\"", path);
-  *total = -1; /* the checkpointed run's length (kept since batch_tokens) */
+  *bt = 0; /* a divisor of data_pos (the batch*seq of the runs that read to it): a run of
+              another batch or seq goes on from the position (a checkpoint written before it
+              was kept has none) */
+  if (st == MPL_OK && mpl_json_get(&j, "data_align")) st = state_i64(&j, "data_align", path, bt, err);
+  if (st == MPL_OK && mpl_json_get(&j, "data_align") && *bt == 0) st = mpl_errf(err, "%s: bad \"data_align\"", path);
+  *total = -1; /* the checkpointed run's length (kept since data_align) */
   if (st == MPL_OK && mpl_json_get(&j, "total_steps")) st = state_i64(&j, "total_steps", path, total, err);
   if (st == MPL_OK) st = state_u64(&j, "seed", false, path, &seed, err);
   if (st == MPL_OK) st = state_u64(&j, "identity", true, path, &ident, err);

@@ -118,6 +118,7 @@ int mpl_loader_init(MplLoader *l, const MplTokens *t, int64_t batch, int64_t seq
   l->tok = t;
   l->batch = batch;
   l->seq = seq;
+  l->align = batch * seq;
   return MPL_OK;
 }
 
@@ -129,16 +130,26 @@ int64_t mpl_loader_pos_at_step(const MplLoader *l, int64_t step) {
 }
 
 int64_t mpl_loader_tell(const MplLoader *l) { return l->pos; }
+int64_t mpl_loader_align(const MplLoader *l) { return l->align; }
 
-int mpl_loader_seek(MplLoader *l, int64_t pos, int64_t pos_bt, MplErr *err) {
-  int64_t bt = pos_bt > 0 ? pos_bt : l->batch * l->seq;
-  if (pos < 0 || pos % bt != 0 || pos / bt >= (l->tok->ntok - 1) / bt)
+static int64_t gcd64(int64_t a, int64_t b) {
+  while (b) {
+    int64_t t = a % b;
+    a = b, b = t;
+  }
+  return a;
+}
+
+int mpl_loader_seek(MplLoader *l, int64_t pos, int64_t pos_align, MplErr *err) {
+  int64_t bt = l->batch * l->seq, al = pos_align > 0 ? pos_align : bt;
+  if (pos < 0 || pos % al != 0 || pos + 1 >= l->tok->ntok || (al == bt && pos / bt >= batches_per_pass(l)))
     return mpl_errf(err, "%s: loader position %lld is not a batch start of this file (batch*seq = %lld, %lld tokens)",
-                    l->tok->path, (long long)pos, (long long)bt, (long long)l->tok->ntok);
+                    l->tok->path, (long long)pos, (long long)al, (long long)l->tok->ntok);
   l->pos = pos;
+  l->align = gcd64(al, bt); /* pos, pos + bt, pos + 2 bt ...: multiples of both's divisor */
   /* a batch of another size from there: past the file's end it starts at its beginning, as
      mpl_loader_advance does */
-  if (l->pos + l->batch * l->seq + 1 > l->tok->ntok) l->pos = 0;
+  if (l->pos + bt + 1 > l->tok->ntok) l->pos = 0, l->align = bt;
   return MPL_OK;
 }
 
@@ -154,7 +165,7 @@ void mpl_loader_rows(const MplLoader *l, int64_t row0, int64_t nrows, int32_t *i
 void mpl_loader_advance(MplLoader *l) {
   int64_t bt = l->batch * l->seq;
   l->pos += bt;
-  if (l->pos + bt + 1 > l->tok->ntok) l->pos = 0;
+  if (l->pos + bt + 1 > l->tok->ntok) l->pos = 0, l->align = bt;
 }
 
 /* ---- synthetic(n) ---------------------------------------------------------- */

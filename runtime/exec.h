@@ -185,13 +185,20 @@ void mpl_shard_copy(void *whole, void *part, const int64_t *dims, int rank, int 
 int mpl_run_optim_slots(const MplRun *r, const char *const **names);
 int mpl_run_get_optim(const MplRun *r, int p, int slot, float *out, MplErr *err);
 int mpl_run_set_optim(MplRun *r, int p, int slot, const float *in, MplErr *err);
-/* Data position (the token loader's, or 0 for synthetic data) and its restore: data_bt the
- * tokens a step of the run that wrote it read (batch * seq; 0: unknown, this run's). */
+/* Are a param's (whole) values finite, and so their rounding to its type? A param of type
+ * f16 or bf16 is kept in f32 and rounded where it is read: a value that rounds to an
+ * infinity there (f16: from 65520 on; bf16: past 3.3961e38) fails, naming the param and
+ * element. An init's draw is refused so; a file's values are warned of (training may have
+ * grown them so, and PyTorch would load them). */
+int mpl_param_check_values(const JobParam *jp, const float *in, MplErr *err);
+/* Data position (the token loader's, or 0 for synthetic data), a divisor of it (the loader's
+ * alignment: batch * seq, less after a resume from another batch), and their restore
+ * (data_align 0: unknown, this run's batch * seq). */
 int64_t mpl_run_data_pos(const MplRun *r);
-int64_t mpl_run_data_bt(const MplRun *r);
+int64_t mpl_run_data_align(const MplRun *r);
 /* The run's length: --steps, else the train block's (the cosine schedule's span). */
 int64_t mpl_run_total_steps(const MplRun *r);
-int mpl_run_restore(MplRun *r, int64_t step, int64_t data_pos, int64_t data_bt, MplErr *err);
+int mpl_run_restore(MplRun *r, int64_t step, int64_t data_pos, int64_t data_align, MplErr *err);
 /* The optimizer's next step is its first (sgd: each momentum buffer starts as that step's
  * gradient), as after a resume from a checkpoint of sgd without momentum. */
 void mpl_run_optim_restart(MplRun *r);

@@ -255,18 +255,23 @@ int mpl_tokens_write(const char *path, const uint16_t *tokens, int64_t ntok, Mpl
 typedef struct MplLoader {
   const MplTokens *tok;
   int64_t batch, seq;
-  int64_t pos; /* where the next step's batch starts */
+  int64_t pos;   /* where the next step's batch starts */
+  int64_t align; /* a divisor of every position this loader has been at since its start (or
+                    its last wrap): batch*seq, or its gcd with a checkpoint's where it resumed
+                    one of another batch; state.json keeps it beside the position */
 } MplLoader;
 
 /* Fails (with a message) if the file holds fewer than batch*seq + 1 tokens. */
 int mpl_loader_init(MplLoader *l, const MplTokens *t, int64_t batch, int64_t seq, MplErr *err);
 /* The position at which step `step` (0-based) starts, from position 0 at step 0. */
 int64_t mpl_loader_pos_at_step(const MplLoader *l, int64_t step);
-/* Sets the position (a value from mpl_loader_tell or _pos_at_step of a loader of batch*seq =
- * pos_bt tokens, 0: this one's); fails if it is no batch start of such a loader over this
- * file. A batch of this loader that does not fit from there starts at the file's beginning. */
-int mpl_loader_seek(MplLoader *l, int64_t pos, int64_t pos_bt, MplErr *err);
+/* Sets the position (a value from mpl_loader_tell or _pos_at_step of a loader whose positions
+ * were multiples of pos_align, its mpl_loader_align; 0: this one's batch*seq); fails if it
+ * is no such position within this file. A batch of this loader that does not fit from there
+ * starts at the file's beginning. */
+int mpl_loader_seek(MplLoader *l, int64_t pos, int64_t pos_align, MplErr *err);
 int64_t mpl_loader_tell(const MplLoader *l);
+int64_t mpl_loader_align(const MplLoader *l);
 /* Rows [row0, row0+nrows) of the current step's [batch, seq] idx and targets (either may be
  * NULL), as int32; does not advance. Micro-batch j of size r is row0 = j*r, nrows = r. */
 void mpl_loader_rows(const MplLoader *l, int64_t row0, int64_t nrows, int32_t *idx, int32_t *targets);

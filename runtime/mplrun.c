@@ -255,7 +255,7 @@ static int check_cuda_devices(Cli *c, const Job *job) {
   int n = 0;
   for (const char *p = d + 5;; p++) {
     char *end;
-    long v = strtol(p, &end, 10);
+    long v = *p >= '0' && *p <= '9' ? strtol(p, &end, 10) : (end = (char *)p, 0); /* digits: not " 1", "+1" */
     if (end == p || v < 0 || n >= MPL_MAX_WORLD || (*end != ',' && *end != 0))
       return fail("--devices '%s': expected cuda or cuda:0,1,... (device numbers)%s", d, "");
     if (v >= count) {

@@ -125,13 +125,9 @@ static int scatter_whole(MplRun *r, int p, const float *in, int slot, bool optim
   return st;
 }
 
-/* A param's values are finite, and so is their rounding to its type: a param of type f16 or
- * bf16 is kept in f32 and rounded where it is read, and a value that rounds to an infinity
- * there (f16: from 65520 on; bf16: past 3.3961e38) is refused when the param is given it
- * (an init's draw, --init, --resume), naming it, rather than found as a nan loss. */
-static int check_values(const JobParam *jp, int64_t numel, const float *in, MplErr *err) {
+int mpl_param_check_values(const JobParam *jp, const float *in, MplErr *err) {
   bool f16 = jp->type == JDT_F16, bf16 = jp->type == JDT_BF16;
-  for (int64_t i = 0; i < numel; i++) {
+  for (int64_t i = 0; i < jp->numel; i++) {
     float v = in[i];
     if (!isfinite(v))
       return mpl_errf(err, "param %s: its element %lld is %s", jp->name, (long long)i, isnan(v) ? "a NaN" : "infinite");
@@ -143,10 +139,7 @@ static int check_values(const JobParam *jp, int64_t numel, const float *in, MplE
   return MPL_OK;
 }
 
-int mpl_run_set_param(MplRun *r, int p, const float *in, MplErr *err) {
-  if (check_values(&r->wparams[p], r->wparams[p].numel, in, err) != MPL_OK) return MPL_ERR;
-  return scatter_whole(r, p, in, 0, false, err);
-}
+int mpl_run_set_param(MplRun *r, int p, const float *in, MplErr *err) { return scatter_whole(r, p, in, 0, false, err); }
 
 int mpl_run_optim_slots(const MplRun *r, const char *const **names) {
   static const char *const adamw[] = {"exp_avg", "exp_avg_sq"}, *const sgd[] = {"momentum"};
@@ -174,16 +167,19 @@ int mpl_run_set_optim(MplRun *r, int p, int slot, const float *in, MplErr *err) 
 
 int64_t mpl_run_data_pos(const MplRun *r) { return r->tokens ? mpl_loader_tell(&r->loader) : r->data_pos_kept; }
 int64_t mpl_run_total_steps(const MplRun *r) { return r->total_steps; }
-int64_t mpl_run_data_bt(const MplRun *r) { return r->B * r->m * r->dp * r->job->train.seq; }
+int64_t mpl_run_data_align(const MplRun *r) {
+  if (r->tokens) return mpl_loader_align(&r->loader);
+  return r->data_align_kept > 0 ? r->data_align_kept : r->B * r->m * r->dp * r->job->train.seq; /* no data opened */
+}
 
 void mpl_run_optim_restart(MplRun *r) { r->optim_fresh = true; }
 float *mpl_run_write_buf(const MplRun *r) { return r->write_buf; }
 
-int mpl_run_restore(MplRun *r, int64_t step, int64_t data_pos, int64_t data_bt, MplErr *err) {
+int mpl_run_restore(MplRun *r, int64_t step, int64_t data_pos, int64_t data_align, MplErr *err) {
   if (step < 0) return mpl_errf(err, "bad step %lld", (long long)step);
   r->step = step;
   r->optim_fresh = step == 0;
-  if (r->tokens && mpl_loader_seek(&r->loader, data_pos, data_bt, err) != MPL_OK) {
+  if (r->tokens && mpl_loader_seek(&r->loader, data_pos, data_align, err) != MPL_OK) {
     char why[sizeof err->msg];
     snprintf(why, sizeof why, "%s", err ? err->msg : "");
     return mpl_errf(err, "the checkpoint's data position does not fit this data (--data or the train block's file): is it "
@@ -191,5 +187,6 @@ int mpl_run_restore(MplRun *r, int64_t step, int64_t data_pos, int64_t data_bt, 
   }
   if (r->tokens) return MPL_OK;
   r->data_pos_kept = data_pos; /* no data opened: kept for the next checkpoint */
+  r->data_align_kept = data_align;
   return MPL_OK;
 }

@@ -99,6 +99,7 @@ struct MplRun {
   int *role;                 /* [ninputs] token role: 0 idx, 1 targets, -1 none */
   bool tokens;
   int64_t data_pos_kept; /* the data position of a run that opened no data (mpl_run_restore's) */
+  int64_t data_align_kept; /* ... and its alignment (0: none known) */
   MplTokens tok;
   MplLoader loader;
   MplSynth synth;

@@ -266,15 +266,17 @@ int init_params(MplRun *r, MplErr *err) {
     float *buf = mpl_malloc((size_t)p->numel * 4 + 4);
     if (!buf) return mpl_errf(err, "out of memory initialising %s", p->name);
     init_values(p, mpl_name_stream(job->train.seed, p->name), buf);
-    int st = mpl_run_set_param(r, pi, buf, err);
-    mpl_free(buf);
-    if (st != MPL_OK) { /* a value past its type's range: the init's scale is why */
+    if (mpl_param_check_values(p, buf, err) != MPL_OK) { /* a value past its type's range: the init's scale is why */
+      mpl_free(buf);
       char why[sizeof err->msg], init[80];
       snprintf(why, sizeof why, "%s", err ? err->msg : "");
       if (p->init == 2) snprintf(init, sizeof init, "normal(%g)", p->init_a);
       else snprintf(init, sizeof init, "uniform(%g, %g)", p->init_a, p->init_b);
       return mpl_errf(err, "%s, drawn from its init %s", why, init);
     }
+    int st = mpl_run_set_param(r, pi, buf, err);
+    mpl_free(buf);
+    if (st != MPL_OK) return MPL_ERR;
   }
   return MPL_OK;
 }

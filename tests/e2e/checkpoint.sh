@@ -584,32 +584,39 @@ kill -TERM $wpid; wait $wpid
 
 # A checkpoint resumed with another batch or seq reads on from its data position (pass 65:
 # accepted after an even step, refused after an odd one as "not the file the checkpointed
-# run read"): state.json keeps batch_tokens, the checkpointed run's batch*seq (8 x 16 = 128
-# here), which checks the position; batch 16 (256 a step) then reads from there, and starts
-# at the file's beginning where a batch no longer fits (as each step does)
+# run read"): state.json keeps data_align, a divisor of the position (the batch*seq of the
+# runs that read to it: 8 x 16 = 128 here), which checks it; batch 16 (256 a step) then reads
+# from there, and starts at the file's beginning where a batch no longer fits (as each step
+# does; positions then align to 256). The checkpoint that run writes resumes again (pass 70:
+# its position, 128 + k 256, was checked against 256 and refused)
 sed 's/  batch = 8/  batch = 16/' tests/e2e/tiny_lm.mpl > "$tmp/b16.mpl"
 head -c 1500 examples/data/tiny.txt > "$tmp/short.txt"
 if "$MPLC" "$tmp/b16.mpl" -o "$tmp/b16.job" 2> "$tmp/b16.err" && "$BUILD/mpltok" "$tmp/short.txt" "$tmp/short.bin" > /dev/null; then
   D=(--data "$tmp/short.bin")
   ntok=$("$PY" -c 'import struct, sys; print(struct.unpack("<3i", open(sys.argv[1], "rb").read(12))[2])' "$tmp/short.bin")
+  adv() { local p=$(( $1 + 256 + 257 > ntok ? 0 : $1 + 256 )); [ $p = 0 ] && al=256; echo $p; } # one b16 step
   for k in 3 $(( (ntok - 1) / 128 - 1 )); do
     rm -rf "$tmp/bt"
-    # where the b16 run's next checkpoint should be: from k*128, wrapped if 256+1 do not fit, 2 steps of 256
-    want=$(( k * 128 + 257 > ntok ? 0 : k * 128 )); want=$(( want + 256 + 257 > ntok ? 0 : want + 256 )); want=$(( want + 256 + 257 > ntok ? 0 : want + 256 ))
-    if run bt0 "$lm" "${D[@]}" --steps "$k" --checkpoint "$tmp/bt" && grep -q "\"batch_tokens\": 128," "$tmp/bt/state.json" &&
+    # where the b16 run's checkpoints should be: from k*128 (wrapped if 256+1 do not fit), 2 steps, then 1
+    al=128; want=$(( k * 128 + 257 > ntok ? 0 : k * 128 )); [ $want = 0 ] && al=256
+    want=$(adv $want); [ $want = 0 ] && al=256; want=$(adv $want); [ $want = 0 ] && al=256
+    want3=$(adv $want); al3=$al; [ $want3 = 0 ] && al3=256
+    if run bt0 "$lm" "${D[@]}" --steps "$k" --checkpoint "$tmp/bt" && grep -q "\"data_align\": 128," "$tmp/bt/state.json" &&
        run bt1 "$tmp/b16.job" "${D[@]}" --resume "$tmp/bt" --steps $((k + 2)) --checkpoint "$tmp/bt" &&
-       grep -q "\"data_pos\": $want," "$tmp/bt/state.json" && grep -q "\"batch_tokens\": 256," "$tmp/bt/state.json"
-    then ok "a step-$k checkpoint (batch 8) resumed with batch 16: 2 steps on, at token $want"
-    else bad "a step-$k checkpoint resumed with batch 16: $(grep -E 'data_pos|batch_tokens' "$tmp/bt/state.json" | tr -d '\n') (want data_pos $want)"; fi
+       grep -q "\"data_pos\": $want," "$tmp/bt/state.json" && grep -q "\"data_align\": $al," "$tmp/bt/state.json" &&
+       run bt1b "$tmp/b16.job" "${D[@]}" --resume "$tmp/bt" --steps $((k + 3)) --checkpoint "$tmp/bt" &&
+       grep -q "\"data_pos\": $want3," "$tmp/bt/state.json" && grep -q "\"data_align\": $al3," "$tmp/bt/state.json"
+    then ok "a step-$k checkpoint (batch 8) resumed with batch 16: 2 steps on at token $want (aligned $al), resumed again, at $want3"
+    else bad "a step-$k checkpoint resumed with batch 16: $(grep -E 'data_pos|data_align' "$tmp/bt/state.json" | tr -d '\n') (want data_pos $want aligned $al, then $want3)"; fi
   done
-  # a position that is no batch start of the checkpointed run's batches: another file
+  # a position that is no multiple of the checkpoint's alignment: another file
   rm -rf "$tmp/bt"
   if run bt2 "$lm" "${D[@]}" --steps 1 --checkpoint "$tmp/bt"; then
-    sed -i 's/"batch_tokens": 128,/"batch_tokens": 96,/' "$tmp/bt/state.json"
+    sed -i 's/"data_align": 128,/"data_align": 96,/' "$tmp/bt/state.json"
     if ! "$MPLRUN" "$tmp/b16.job" "${D[@]}" --resume "$tmp/bt" --steps 2 --threads 1 -q > "$tmp/bt3.log" 2>&1 &&
        grep -q "loader position 128 is not a batch start of this file (batch\*seq = 96" "$tmp/bt3.log"
-    then ok "a data position that is no batch start of the checkpointed run's: refused"
-    else bad "a data position off the checkpointed run's batches: $(tail -n 1 "$tmp/bt3.log")"; fi
+    then ok "a data position that is no multiple of the checkpoint's alignment: refused"
+    else bad "a data position off the checkpoint's alignment: $(tail -n 1 "$tmp/bt3.log")"; fi
   fi
 else bad "mplc b16.mpl, or mpltok: $(head -n 1 "$tmp/b16.err")"; fi
 
@@ -627,6 +634,12 @@ if run sw0 "$lm" "${D[@]}" --steps 1 --checkpoint "$tmp/sw"; then
     then ok "${aa[0]} after a swap stopped between its renames: both checkpoints named, both kept"
     else bad "${aa[0]} after a stopped swap: $(tail -n 1 "$tmp/sw.log")"; fi
   done
+  # a user's own DIR.old.NAME is no stopped swap (DIR.old.PID: digits)
+  mv "$tmp/sw.old.4242" "$tmp/sw.old.backup"
+  if ! "$MPLRUN" "$lm" "${D[@]}" --steps 2 --threads 1 -q --checkpoint "$tmp/sw" > "$tmp/sw.log" 2>&1 &&
+     ! grep -q "stopped while moving" "$tmp/sw.log" && grep -q "sw.tmp holds a checkpoint" "$tmp/sw.log"
+  then ok "a DIR.old.NAME of the user's beside DIR.tmp: not taken for a stopped swap"
+  else bad "DIR.old.backup: $(tail -n 1 "$tmp/sw.log")"; fi
 fi
 
 # A cosine resumed with another --steps jumps: said (pass 65: silent; the docs say to give
