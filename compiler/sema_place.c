@@ -130,12 +130,35 @@ static void check_empty_stages(Sema *S) {
   for (int i = 0; i < g->nops; i++)
     if (g->ops[i]->stage >= 0 && g->ops[i]->stage < n) count[g->ops[i]->stage]++;
   const char *list = empty_list(S, count, n, &nempty);
-  if (!list) return;
-  sema_err(S, g->stages_loc, "%s %s %s nothing on %s (%s gives %d stages; give each some work with @stage)",
-           nempty == 1 ? "stage" : "stages", list, nempty == 1 ? "has" : "have", nempty == 1 ? "it" : "them",
-           g->stages_from, n);
-  sema_note_stage_origin(S);
-  note_used_stages(S, count, n);
+  if (list) {
+    sema_err(S, g->stages_loc, "%s %s %s nothing on %s (%s gives %d stages; give each some work with @stage)",
+             nempty == 1 ? "stage" : "stages", list, nempty == 1 ? "has" : "have", nempty == 1 ? "it" : "them",
+             g->stages_from, n);
+    sema_note_stage_origin(S);
+    note_used_stages(S, count, n);
+    return;
+  }
+  /* a stage whose work the loss does not need: its rank would receive every micro-batch's
+     input and run nothing that counts (pass 72: accepted, and its rank idled) */
+  if (g->loss < 0) return;
+  char *live = arena_alloc(S->a, (size_t)g->nops + 1);
+  int *nlive = arena_alloc(S->a, sizeof(int) * (size_t)(n + 1));
+  live[g->loss] = 1;
+  for (int i = g->loss; i >= 0; i--) {
+    if (!live[i]) continue;
+    const Op *op = g->ops[i];
+    for (int j = 0; j < op->nin; j++) live[op->in[j]] = 1;
+    if (op->stage >= 0 && op->stage < n) nlive[op->stage]++;
+  }
+  for (int s = 0; s < n; s++) {
+    if (nlive[s]) continue;
+    const Op *first = NULL;
+    for (int i = 0; i < g->nops && !first; i++)
+      if (g->ops[i]->stage == s) first = g->ops[i];
+    sema_err(S, op_user_loc(first), "stage %d's work does not reach the loss: its rank would run nothing the loss "
+             "needs (give the stage work the loss reads, or use fewer stages)", s);
+    return;
+  }
 }
 
 void sema_place_finish(Sema *S) {

@@ -222,10 +222,21 @@ static void check_gather(Shard *s, const Op *v, const Op *reader) {
   *new_refusal(s) = (Refusal){op_user_loc(reader), reader, reader, 1, msg, split_origin(s, v), NULL, NULL};
 }
 
-/* One error per place refused, with how many more ops there were refused the same. */
+/* One error per place refused, with how many more ops there were refused the same: a
+ * refusal of the same text at the same user place (q, k and v's reshapes in one stdlib
+ * call, each on its own line of it) joins the first (pass 71: three identical errors). */
 static void report_refusals(Shard *s) {
+  for (int i = 0; i < s->nrefused; i++)
+    for (int j = 0; j < i; j++) {
+      Refusal *a = &s->refused[j], *b = &s->refused[i];
+      if (a->times > 0 && b->times > 0 && loc_same(a->at, b->at) && !strcmp(a->msg, b->msg)) {
+        a->times += b->times;
+        b->times = 0;
+      }
+    }
   for (int i = 0; i < s->nrefused; i++) {
     const Refusal *r = &s->refused[i];
+    if (r->times == 0) continue; /* joined an earlier one */
     if (r->times > 1)
       diag_error(s->d, r->at, "%s (and %d more time%s)", r->msg, r->times - 1, r->times == 2 ? "" : "s");
     else diag_error(s->d, r->at, "%s", r->msg);
