@@ -151,6 +151,7 @@ typedef struct Sema {
   int recompute_regions; /* @recompute regions made so far */
   int seg;             /* current model-body segment */
   int depth;           /* def call depth */
+  int loops;           /* for bodies being run, in any def */
   CallFrame frames[SEMA_MAX_DEPTH]; /* the def calls being run, outermost first */
   int64_t steps;
   int64_t calls;       /* def calls run (SEMA_MAX_CALLS) */

@@ -169,6 +169,11 @@ Value sema_instance_broken(Sema *S, Scope *sc, const char *local) {
 Op *sema_new_param(Sema *S, const char *global, DType dt, Shape s, InitKind init, double a, double b, Loc loc) {
   Op *prev = strmap_get(&S->params, global);
   if (prev) {
+    if (S->loops > 0 && loc_same(prev->loc, loc)) { /* the same statement again: a loop's next iteration (pass 71) */
+      sema_err(S, loc, "param '%s' is declared again by the next iteration of its loop: a param in a loop needs a "
+               "name of its own each time (declare it in a def and call that as name[i])", global);
+      return NULL;
+    }
     sema_err(S, loc, "param '%s' is declared twice", global);
     sema_note(S, prev->loc, "'%s' was first declared here", global);
     return NULL;
@@ -430,7 +435,9 @@ static void exec_for(Sema *S, Scope *sc, Node *st, bool top) {
     if (top) S->seg++;
     scope_bind(S, sc, st->name, vint(i, st->loc));
     apply_annots(S, sc, st);
+    S->loops++;
     exec_body_nested(S, sc, &st->body);
+    S->loops--;
     S->place = saved;
   }
 }
