@@ -631,7 +631,12 @@ Value sema_builtin(Sema *S, Scope *sc, Node *call, const char *name, bool *found
       return verr();
     }
     Node *args[BI_MAXARGS] = {0};
-    if (b->nreq >= 0 && !bind_builtin_args(S, call, b, args)) return verr();
+    if (b->nreq >= 0 && !bind_builtin_args(S, call, b, args)) {
+      /* a call that names an instance (embedding ... as wte) marks it broken, so a use of
+         wte.weight reports nothing more (pass 71: "unknown name 'wte'" after the first) */
+      const char *local = call->as_name && b->fn == bi_embedding ? sema_instance_name(S, sc, call, b->name) : NULL;
+      return local ? sema_instance_broken(S, sc, local) : verr();
+    }
     return b->fn(S, sc, call, b, args);
   }
   return sema_lowered_builtin(S, sc, call, name, found); /* repeat, expand, stack, sdpa */
