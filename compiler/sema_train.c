@@ -401,8 +401,13 @@ void sema_train_overrides(Sema *S, Loc loc) {
   else if (S->opt->microbatches < 0) sema_err(S, (Loc){0}, "--microbatches must be at least 1");
   int64_t per = t->microbatches * g->mesh.dp;
   if (t->batch % per) {
-    sema_err(S, S->batch_loc.line ? S->batch_loc : loc, "batch %lld is not divisible by microbatches * dp = %lld * %d",
-             (long long)t->batch, (long long)t->microbatches, g->mesh.dp);
+    /* which flags set the factors (pass 71: --mesh dp=3 was not named) */
+    const char *mb = S->opt->microbatches > 0 ? "--microbatches gives microbatches" : NULL;
+    const char *dp = S->opt->mesh_set && S->opt->mesh.dp > 0 ? "--mesh gives dp" : NULL;
+    const char *from = mb && dp ? arena_printf(S->a, " (%s, %s)", mb, dp)
+                       : mb || dp ? arena_printf(S->a, " (%s)", mb ? mb : dp) : "";
+    sema_err(S, S->batch_loc.line ? S->batch_loc : loc, "batch %lld is not divisible by microbatches * dp = %lld * %d%s",
+             (long long)t->batch, (long long)t->microbatches, g->mesh.dp, from);
   }
   S->B = t->batch / per > 0 ? t->batch / per : 1;
   S->T = t->seq;
