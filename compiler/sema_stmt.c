@@ -508,6 +508,15 @@ void sema_exec_body(Sema *S, Scope *sc, NodeList *body) {
     Node *st = body->items[i];
     if (top && st->kind != N_FOR) S->seg++;
     exec_stmt(S, sc, st);
+    if (st->kind == N_RETURN && i + 1 < body->n) { /* once a place (a def runs at each call) */
+      Loc at = body->items[i + 1]->loc;
+      const char *key = arena_printf(S->a, "%s:%d:%d:after return", at.file ? at.file : "", at.line, at.col);
+      if (!strmap_get(&S->reported, key)) {
+        strmap_put(S->a, &S->reported, key, (void *)1);
+        diag_warning(S->d, at, "this statement comes after the return and is never run (a param declared here is no "
+                     "param of the model)");
+      }
+    }
   }
 }
 

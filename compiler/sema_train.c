@@ -343,6 +343,12 @@ void sema_train(Sema *S, Node *train) {
   if (sched && t->lr_schedule == LR_COSINE && t->min_lr > t->lr && (float)t->lr > 0) /* after the loop: the keys come in any order */
     sema_err(S, *sched, "cosine's min_lr %g is above the optimizer's lr %g: the decay would raise the learning rate "
              "(min_lr <= lr)", t->min_lr, t->lr);
+  /* (pass 71: silent; with steps given: a run of the default length is lengthened by --steps) */
+  if (sched && strmap_get(&seen, "steps") && t->lr_schedule == LR_COSINE && t->warmup >= t->steps && t->steps > 0 &&
+      S->d->nerrors == 0)
+    diag_warning(S->d, *sched, "cosine's warm-up (%lld steps) is not shorter than the run (%lld step%s): the learning "
+                 "rate %s (mplrun --steps may lengthen the run)", (long long)t->warmup, (long long)t->steps,
+                 t->steps == 1 ? "" : "s", t->warmup > t->steps ? "never reaches lr" : "reaches lr at the last step only");
   if (val && t->val_path && t->data_kind != DATA_TOKENS)
     sema_err(S, *val, "val needs token data: validation feeds the model's (idx, targets) as data = tokens(\"file.bin\") "
              "does, but data is synthetic(%lld)", (long long)t->synthetic_n);
