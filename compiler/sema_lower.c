@@ -219,8 +219,19 @@ static bool sdpa_check(Sema *S, Node *call, Value q, Value k, Value v) {
   same = same && qi->shape.d[r - 1] == ki->shape.d[r - 1] && ki->shape.d[r - 3] == vi->shape.d[r - 3] &&
          ki->shape.d[r - 2] == vi->shape.d[r - 2];
   if (!same) {
-    sema_err(S, call->loc, "sdpa: q %s, k %s and v %s do not fit [..., H, T, hs], [..., Hkv, S, hs], [..., Hkv, S, hs] (rank 3 to %d)",
-             sema_shape_str(S, qi), sema_shape_str(S, ki), sema_shape_str(S, vi), MPL_MAX_RANK - 1);
+    /* the one mismatch named where there is one (pass 71: head sizes 16 and 32 got the
+       general form alone) */
+    const char *why = "";
+    bool ranks = r >= 3 && r < MPL_MAX_RANK && ki->shape.rank == r && vi->shape.rank == r;
+    if (ranks && qi->shape.d[r - 1] != ki->shape.d[r - 1])
+      why = arena_printf(S->a, ": q's head size %lld is not k's %lld", (long long)qi->shape.d[r - 1],
+                         (long long)ki->shape.d[r - 1]);
+    else if (ranks && ki->shape.d[r - 2] != vi->shape.d[r - 2])
+      why = arena_printf(S->a, ": k has %lld keys, v %lld", (long long)ki->shape.d[r - 2], (long long)vi->shape.d[r - 2]);
+    else if (ranks && ki->shape.d[r - 3] != vi->shape.d[r - 3])
+      why = arena_printf(S->a, ": k has %lld heads, v %lld", (long long)ki->shape.d[r - 3], (long long)vi->shape.d[r - 3]);
+    sema_err(S, call->loc, "sdpa: q %s, k %s and v %s do not fit [..., H, T, hs], [..., Hkv, S, hs], [..., Hkv, S, hs] (rank 3 to %d)%s",
+             sema_shape_str(S, qi), sema_shape_str(S, ki), sema_shape_str(S, vi), MPL_MAX_RANK - 1, why);
     sema_note_operands(S, q, k);
     if (v.op != q.op && v.op != k.op) sema_note_made(S, v);
     return false;
