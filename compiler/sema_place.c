@@ -61,6 +61,12 @@ static void check_flow(Sema *S) {
       reported[x->id] = true;
       sema_err_op(S, op, "%s flows from stage %d back to stage %d", tensor_name(S, x), x->stage, op->stage);
       sema_note(S, op_user_loc(x), "it is made here, on stage %d", x->stage);
+      /* one @stage of a loop giving both (pass 71: two notes at one place, no iterations) */
+      if (x->stage_loc.line && loc_same(x->stage_loc, op->stage_loc)) {
+        sema_note(S, x->stage_loc, "this @stage gives stage %d to an earlier iteration and stage %d to a later one, "
+                  "which reads it: a loop's stages must not decrease", x->stage, op->stage);
+        continue;
+      }
       if (x->stage_loc.line) sema_note(S, x->stage_loc, "stage %d was set here", x->stage);
       if (op->stage_loc.line) sema_note(S, op->stage_loc, "stage %d was set here", op->stage);
     }
