@@ -81,6 +81,26 @@ bool prec_exact_bf16(const Graph *g, int v) {
   }
 }
 
+/* Is v (through views) a product's result: a MATMUL's, or the fused attention's (its
+ * output, or a gradient of its backward)? In the graph before prec_apply. */
+static bool sums_product(const Graph *g, int v) {
+  const Op *op = g->ops[v];
+  switch (op->kind) {
+  case OP_MATMUL: case OP_SDPA: case OP_SDPA_GRAD: return true;
+  case OP_RESULT: return sums_product(g, op->in[0]);
+  case OP_RESHAPE: case OP_TRANSPOSE: case OP_EXPAND: case OP_SLICE: return sums_product(g, op->in[0]);
+  default: return false;
+  }
+}
+
+/* Is v (through views) a MATMUL's result? */
+static bool sums_matmul(const Graph *g, int v) {
+  const Op *op = g->ops[v];
+  if (op->kind == OP_RESHAPE || op->kind == OP_TRANSPOSE || op->kind == OP_EXPAND || op->kind == OP_SLICE)
+    return sums_matmul(g, op->in[0]);
+  return op->kind == OP_MATMUL;
+}
+
 bool prec_sdpa_bf16(const Graph *g, const Op *op) {
   return g->train.precision == PREC_BF16 ||
          (prec_exact_bf16(g, op->in[0]) && prec_exact_bf16(g, op->in[1]) && prec_exact_bf16(g, op->in[2]));
@@ -274,14 +294,27 @@ Graph *prec_apply(Graph *old) {
     Op *op = copy_op(&p, src, in);
     p.map[i] = p.self[i] = op->id;
     /* a product summed further: over a broadcast batch axis (SUM_TO, a batched product's
-       weight gradient), over patches (COL2IM, conv2d's input gradient) or over the tp
-       ranks (a row-parallel product's partial sums): the sum, in f32, is the product's
-       result, rounded as one (autocast's sum_to_size of a bf16 gradient is bf16; COL2IM
-       sums the patches' unrounded products, one convolution's gradient) */
+       weight gradient, or grouped-query attention's k and v gradients over their query
+       heads), over patches (COL2IM, conv2d's input gradient) or over the tp ranks (a
+       row-parallel product's partial sums): the sum, in f32, is the product's result,
+       rounded as one (autocast's sum_to_size of a bf16 gradient is bf16; COL2IM sums the
+       patches' unrounded products, one convolution's gradient). Only a product's, over
+       batch axes alone (the matrix axes kept): a bias's gradient sums a product's bf16
+       gradient over its rows too, an f32 op's sum (pass 75: layer norm and linear biases'
+       gradients were rounded to bf16) */
     bool sums = src->kind == OP_SUM_TO || src->kind == OP_COL2IM || src->kind == OP_ALLREDUCE ||
                 src->kind == OP_REDUCE_SCATTER;
-    bool product = src->kind == OP_COL2IM && old->ops[src->in[0]]->kind == OP_MATMUL && col[src->in[0]] == 1;
-    if (sums && src->dtype == DT_F32 && (product || prec_exact_bf16(p.g, in[0])))
+    bool product = sums && (src->kind == OP_COL2IM ? old->ops[src->in[0]]->kind == OP_MATMUL && col[src->in[0]] == 1
+                                                   : sums_product(old, src->in[0]));
+    if (product && src->kind == OP_SUM_TO) {
+      const Shape *to = &src->shape, *from = &old->ops[src->in[0]]->shape;
+      bool matrix = to->rank >= 2 && from->rank >= 2 && to->d[to->rank - 1] == from->d[from->rank - 1] &&
+                    to->d[to->rank - 2] == from->d[from->rank - 2];
+      /* a MATMUL's sum: the gradient of a broadcast operand of a product (made for it) */
+      bool of_product = src->fwd_of >= 0 && old->ops[src->fwd_of]->kind == OP_MATMUL;
+      product = matrix && (of_product || !sums_matmul(old, src->in[0]));
+    }
+    if (sums && src->dtype == DT_F32 && product)
       p.map[i] = add_like(&p, OP_ROUND_BF16, op->id, op, op)->id;
     free(in);
   }

@@ -143,7 +143,7 @@ for tp in 1 2; do
      "$MPLRUN" "$tmp/sums$tp.job" --threads 1 -q --steps 0 --save "$tmp/sums$tp.0.st" >> "$tmp/sums$tp.log" 2>&1 &&
      "$MPLRUN" "$tmp/sums$tp.job" --threads 1 -q --save "$tmp/sums$tp.1.st" >> "$tmp/sums$tp.log" 2>&1 &&
      "$PY" tests/tools/bf16_sums.py "$tmp/sums$tp.0.st" "$tmp/sums$tp.1.st" > "$tmp/sums$tp.cmp" 2>&1; then
-    ok "bf16 sums of products at tp = $tp: a batched product's weight gradient, conv2d's input gradient and the all-reduced partial sums rounded once, as a float64 emulation"
+    ok "bf16 sums of products at tp = $tp: a batched product's weight gradient, conv2d's input gradient and the all-reduced partial sums rounded once, a bias's gradient not, as a float64 emulation"
   else bad "bf16 sums of products at tp = $tp: $(grep -h FAIL "$tmp/sums$tp.cmp" "$tmp/sums$tp.log" | head -n 3)"; fi
 done
 echo "$pass passed, $fail failed"

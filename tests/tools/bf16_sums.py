@@ -4,7 +4,8 @@ tests/e2e/bf16_sums.mpl against a float64 emulation of precision = bf16, where a
 products is rounded once: h = relu(bf16(xin) @ bf16(a)) rounded (w's gradient; at tp = 2
 the rounded partial sums' sum, so only checked to be bf16 and within one bf16 step);
 ab's gradient bf16(sum over the batch of bf16(xb^T @ bf16(wb))); xc's gradient
-bf16(the transposed convolution of bf16(wc) by bf16(k)). Exit 1 on a mismatch.
+bf16(the transposed convolution of bf16(wc) by bf16(k)); bd's gradient, a bias's, the f32
+sum over rows of the product bf16(bf16(wd) @ bf16(ad)^T), not rounded. Exit 1 on a mismatch.
 Standard library only."""
 import os, struct, sys
 
@@ -73,6 +74,10 @@ def main():
                                 s += g[(o * 4 + y - p) * 4 + x - q] * kk[((o * 2 + c) * 3 + p) * 3 + q]
                 dx.append(bf(s))
     check("xc's gradient", grad["xc"], dx, 0.02)
+    # bd: a bias's gradient sums the product's rounded input gradient over the rows in f32
+    wd, ad = [bf(v) for v in P["wd"]], [bf(v) for v in P["ad"]]
+    db = [f32(sum(bf(sum(wd[i * 8 + j] * ad[k * 8 + j] for j in range(8))) for i in range(4))) for k in range(16)]
+    check("bd's gradient (a bias's: not rounded)", grad["bd"], db, 0.02)
     return 1 if bad else 0
 
 
