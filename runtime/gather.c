@@ -36,27 +36,32 @@ int gather_losses(MplRun *r, MplErr *err) {
   return st;
 }
 
-/* Under MPI: every rank's trace events to world rank 0 (a count, then the events). */
+/* Under MPI: every rank's trace events to world rank 0 (a count and the wall clock at its
+ * trace's start, then the events), put on rank 0's time base (pass 73: each process's
+ * events counted from its own start, and receives ended before their sends began). */
 int gather_trace(MplRun *r, MplErr *err) {
   MplComm *c = r->mpi;
   if (r->me != 0) {
     MplTraceRank *tr = &r->trace.ranks[r->me];
-    int64_t n = tr->n;
-    if (c->ops->send(c, 0, TAG_MAIN(MAIN_TRACE_N, r->me), &n, sizeof n) != MPL_OK ||
-        c->ops->send(c, 0, TAG_MAIN(MAIN_TRACE_EV, r->me), tr->ev, (size_t)n * sizeof *tr->ev) != MPL_OK)
+    int64_t n[2] = {tr->n, r->trace.real0_ns};
+    if (c->ops->send(c, 0, TAG_MAIN(MAIN_TRACE_N, r->me), n, sizeof n) != MPL_OK ||
+        c->ops->send(c, 0, TAG_MAIN(MAIN_TRACE_EV, r->me), tr->ev, (size_t)n[0] * sizeof *tr->ev) != MPL_OK)
       return mpl_errf(err, "trace: %s", c->err.msg);
     return MPL_OK;
   }
   for (int w = 1; w < r->nworld; w++) {
     MplTraceRank *tr = &r->trace.ranks[w];
-    int64_t n = 0;
-    if (c->ops->recv(c, w, TAG_MAIN(MAIN_TRACE_N, w), &n, sizeof n) != MPL_OK) return mpl_errf(err, "trace: %s", c->err.msg);
+    int64_t h[2] = {0, 0};
+    if (c->ops->recv(c, w, TAG_MAIN(MAIN_TRACE_N, w), h, sizeof h) != MPL_OK) return mpl_errf(err, "trace: %s", c->err.msg);
+    int64_t n = h[0];
     MplTraceEvent *ev = mpl_malloc((size_t)n * sizeof *ev + 1);
     if (!ev) return mpl_errf(err, "trace: out of memory");
     mpl_free(tr->ev);
     tr->ev = ev, tr->n = tr->cap = n;
     if (c->ops->recv(c, w, TAG_MAIN(MAIN_TRACE_EV, w), ev, (size_t)n * sizeof *ev) != MPL_OK)
       return mpl_errf(err, "trace: %s", c->err.msg);
+    double shift = (double)(h[1] - r->trace.real0_ns) / 1000.0; /* its start after rank 0's, in us */
+    for (int64_t i = 0; i < n; i++) ev[i].ts += shift;
   }
   return MPL_OK;
 }

@@ -460,6 +460,9 @@ typedef struct MplTrace {
   int nranks;
   MplTraceRank *ranks;
   uint64_t t0_ns; /* the monotonic clock at init */
+  int64_t real0_ns; /* the wall clock then: under mpirun, world rank 0 puts each process's
+                       events on its own time base by the difference (one host's processes
+                       share the wall clock; hosts, as far as their clocks agree) */
   int tp, pp;     /* the mesh, for the rows' names (0: unknown) */
 } MplTrace;
 

@@ -33,6 +33,9 @@ int mpl_trace_init(MplTrace *t, int nranks, MplErr *err) {
   if (!t->ranks) return mpl_errf(err, "trace: out of memory");
   t->nranks = nranks;
   t->t0_ns = now_ns();
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  t->real0_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
   return MPL_OK;
 }
 

@@ -170,7 +170,16 @@ cats = {e["cat"] for e in ev if e.get("ph") == "X" and e["tid"] == 1}
 assert {"fwd", "send", "recv", "optimizer"} <= cats, cats
 lines = [json.loads(l) for l in open(sys.argv[2])]
 assert [l["step"] for l in lines] == [1, 2, 3], lines
-print("trace rows", sorted(tids), "metrics steps", len(lines))
+# one time base: a message's recv ends after its send begins (pass 73: each process counted
+# from its own start, and 11 of 24 receives ended before their sends)
+sends, recvs = {}, {}
+for e in sorted((e for e in ev if e.get("ph") == "X"), key=lambda e: e["ts"]):
+    if e["cat"] in ("send", "recv") and " " in e["name"]:
+        (sends if e["cat"] == "send" else recvs).setdefault(e["name"].split(" ", 1)[1], []).append(e)
+pairs = [(s, r) for k in sends for s, r in zip(sends[k], recvs.get(k, []))]
+early = [k for s, r in pairs for k in [s["name"]] if r["ts"] + r["dur"] < s["ts"]]
+assert pairs and not early, (len(pairs), early[:3])
+print("trace rows", sorted(tids), "metrics steps", len(lines), "messages", len(pairs), "each received after it was sent")
 EOF
   then ok "--trace and --metrics under MPI: $(tail -n 1 "$tmp/py.out")"; else bad "trace/metrics under MPI: $(tail -n 2 "$tmp/py.out")"; fi
 fi
