@@ -511,6 +511,13 @@ static int run(Cli *c, Job *job) {
   if (st == MPL_OK && c->comm_stats) st = write_comm_stats(r, c->comm_stats, &err);
   if (st == MPL_OK && !c->run.quiet && mpl_run_steps_trained(r) > 0) mpl_run_report(r, c->run.out ? c->run.out : stdout);
   if (st == MPL_OK && c->sample_n >= 0) st = mpl_run_sample(r, c->prompt, c->sample_n, &c->sample, stdout, &err);
+  int sig = mpl_run_stopped(r);
+  if (st != MPL_OK && c->run.comm && sig) { /* every process stopped after one step: no abort (pass 73: rank 0's
+                                               --save was cut short), rank 0 says so */
+    if (c->run.comm->rank == 0) fail("%s%s", err.msg, "");
+    mpl_run_free(r);
+    return 128 + sig;
+  }
   if (st != MPL_OK && c->run.comm) return run_failed(c, &err); /* MPI_Abort first: a free could wait for GPU work
                                                                  that depends on ranks that stopped */
   mpl_run_free(r);
@@ -557,6 +564,7 @@ static int check_mpi(Cli *c, const Job *job) {
  * a second one ends the process at once. A signal the shell had set to be ignored (a run
  * started in the background) stays ignored. Under mpirun, mpirun's own handling stays. */
 static volatile int stop_signal;
+static int stop_quiet; /* under mpirun, a process other than world rank 0 */
 static void on_stop_signal(int sig) {
   /* SIGPIPE: the reader of stdout went away (mplrun ... | head): stop the same way; the
      progress lines after it are lost, and later writes fail without a signal */
@@ -568,14 +576,18 @@ static void on_stop_signal(int sig) {
     return;
   }
   stop_signal = sig;
+  if (stop_quiet) return; /* another process of mpirun's says it */
   static const char msg[] = "mplrun: stopping after this step (send it again to stop at once)\n",
                     pipe_msg[] = "mplrun: the standard output was closed: stopping after this step\n";
   ssize_t w = sig == SIGPIPE ? write(2, pipe_msg, sizeof pipe_msg - 1) : write(2, msg, sizeof msg - 1);
   (void)w;
 }
 static void catch_stop_signals(Cli *c) {
-  int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE};
-  for (int i = 0; i < 4; i++) {
+  /* under mpirun, SIGUSR1 too: Open MPI forwards it to every process (kill -USR1 MPIRUN_PID),
+     where SIGTERM to mpirun is followed by SIGKILL a second later (pass 73: nothing saved) */
+  int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGUSR1}, n = c->run.comm ? 5 : 4;
+  stop_quiet = c->run.comm && c->run.comm->rank != 0;
+  for (int i = 0; i < n; i++) {
     struct sigaction old, sa = {.sa_handler = on_stop_signal};
     sigemptyset(&sa.sa_mask);
     if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN) sigaction(sigs[i], &sa, NULL);
@@ -602,7 +614,7 @@ int main(int argc, char **argv) {
     if ((c.mpi || mpl_mpi_launched()) && mpl_comm_mpi_init(&c.run.comm, &argc, &argv, &e) != MPL_OK) {
       rc = fail("--mpi: %s%s", e.msg, "");
     } else {
-      if (!c.run.comm) catch_stop_signals(&c);
+      catch_stop_signals(&c);
       rc = run(&c, job);
       if (c.run.comm) mpl_comm_mpi_finalize(c.run.comm);
       if (stop_signal && rc) rc = 128 + stop_signal; /* as a shell reports a process a signal ended */

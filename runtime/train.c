@@ -397,8 +397,19 @@ int mpl_run_train(MplRun *r, MplErr *err) {
       if (mpl_ckpt_write_dir(r, r->opts.ckpt_dir, r->step + 1, err) != MPL_OK) return MPL_ERR;
       ckpt_written = true;
     }
-    if (r->opts.stop && *r->opts.stop && r->step + 1 < r->total_steps) { /* a signal: this step was the last */
-      stopped = *r->opts.stop;
+    int sig = r->opts.stop ? *r->opts.stop : 0;
+    if (r->mpi && r->opts.stop && r->step + 1 < r->total_steps) { /* every process stops after the same step: a
+                                                                  signal one process got is every one's */
+      int *all = mpl_malloc(sizeof *all * (size_t)r->mpi->size);
+      if (!all || mpl_comm_mpi_allgather(r->mpi, &sig, all, sizeof sig) != MPL_OK) {
+        mpl_free(all);
+        return mpl_errf(err, "step %lld: agreeing on a stop: %s", (long long)r->step + 1, r->mpi->err.msg);
+      }
+      for (int p = 0; p < r->mpi->size && !sig; p++) sig = all[p];
+      mpl_free(all);
+    }
+    if (sig && r->step + 1 < r->total_steps) { /* a signal: this step was the last */
+      stopped = r->stopped = sig;
       r->step++;
       break;
     }
