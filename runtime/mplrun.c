@@ -350,7 +350,8 @@ static bool mpi_settings_differ(Cli *c) {
   memcpy(&tbits, &c->sample.temperature, sizeof tbits);
   int64_t nums[] = {c->steps, c->run.ckpt_every, c->run.tf32, c->sample_n, !!c->run.save_path, !!c->run.trace_path,
                     !!c->run.profile_path, !!c->comm_stats, c->run.quiet, (int64_t)tbits, c->sample.top_k,
-                    (int64_t)c->sample.seed, c->sample.has_seed};
+                    (int64_t)c->sample.seed, c->sample.has_seed,
+                    !!c->run.metrics_path /* (pass 73: given to one process alone, it was dropped) */};
   for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) h = (h ^ (uint64_t)nums[i]) * 1099511628211ull;
   double mine = (double)(h >> 24), lead = m->rank == 0 ? mine : 0; /* 40 bits: exact in a double */
   int *all = mpl_malloc(sizeof(int) * (size_t)m->size);
@@ -360,9 +361,12 @@ static bool mpi_settings_differ(Cli *c) {
   return mpi_failures(m, failed || lead != mine) > 0;
 }
 
-/* A file's size and a digest of 64 blocks of 4 KiB spread over it (both ends among them):
- * whether two processes read the same bytes behind one path, without reading a token file
- * of gigabytes whole. 0 when it cannot be read (its reader then says why). */
+/* A file's size and a digest of its bytes: all of them up to 1 GiB (pass 73: 64 blocks of
+ * 4 KiB spread over it missed a byte changed between two of them, and dp replicas started
+ * from different --init params), else 64 blocks of 4 MiB spread over it (both ends among
+ * them), not reading a token file of many gigabytes whole. Whether two processes read the
+ * same bytes behind one path. 0 when it cannot be read (its reader then says why). */
+enum { DIGEST_WHOLE = 1 << 30 };
 static uint64_t sample_digest(const char *path) {
   MplErr e;
   FILE *f = path ? mpl_fopen_regular(path, &e) : NULL;
@@ -372,13 +376,22 @@ static uint64_t sample_digest(const char *path) {
   if (fstat(fileno(f), &st) == 0) {
     uint64_t size = (uint64_t)st.st_size;
     h = (h ^ size) * 1099511628211ull;
-    unsigned char blk[4096];
-    for (int i = 0; i < 64 && size > 0; i++) {
-      uint64_t last = size > sizeof blk ? size - sizeof blk : 0, off = i == 63 ? last : last / 63 * (uint64_t)i;
+    enum { BLK = 1 << 22 };
+    unsigned char *blk = mpl_malloc(BLK);
+    bool whole = size <= DIGEST_WHOLE;
+    for (uint64_t i = 0; blk && size > 0 && (whole ? i * BLK < size : i < 64); i++) {
+      uint64_t last = size > BLK ? size - BLK : 0, off = whole ? i * BLK : i == 63 ? last : last / 63 * i;
       if (fseeko(f, (off_t)off, SEEK_SET) != 0) break;
-      size_t n = fread(blk, 1, sizeof blk, f);
-      for (size_t k = 0; k < n; k++) h = (h ^ blk[k]) * 1099511628211ull;
+      size_t n = fread(blk, 1, BLK, f);
+      uint64_t w;
+      size_t k = 0;
+      for (; k + 8 <= n; k += 8) { /* words: a GiB in about a second */
+        memcpy(&w, blk + k, 8);
+        h = (h ^ w) * 1099511628211ull;
+      }
+      for (; k < n; k++) h = (h ^ blk[k]) * 1099511628211ull;
     }
+    mpl_free(blk);
   }
   fclose(f);
   return h ? h : 1;
@@ -549,7 +562,8 @@ static int check_mpi(Cli *c, const Job *job) {
     if (m->rank == 0)
       fail("the processes were started with different jobs or settings (the job file's bytes, --steps, --init, "
            "--resume, --checkpoint, --checkpoint-every, --data, --val, --devices, --tf32, --sample and its options, "
-           "MPL_MPI_PIECE must be the same on every process): check the mpirun command line%s%s", "", "");
+           "MPL_MPI_PIECE must be the same on every process; --save, --trace, --profile, --comm-stats, --metrics and "
+           "-q given to all or none): check the mpirun command line%s%s", "", "");
     return 1;
   }
   if (!buf[0] && mpi_files_differ(c, job)) return 1;

@@ -264,6 +264,21 @@ if threads init_a "$tmp/small_pp2.job" --steps 1 -q --save "$tmp/wa/init.st" &&
     ok "--init naming other files on the two processes: refused once (exit $rc)"
   else bad "--init naming other files on the two processes: exit $rc, $(head -c 300 "$tmp/wdir.log")"; fi
 fi
+# one byte apart, between the blocks a sample of the file read (pass 73: 64 blocks of 4 KiB
+# spread over it; files are compared whole up to 1 GiB now): refused once
+if [ -f "$tmp/lm.job" ]; then
+  mkdir -p "$tmp/da" "$tmp/db"
+  cp "$tmp/tiny.bin" "$tmp/da/tiny.bin" && cp "$tmp/tiny.bin" "$tmp/db/tiny.bin"
+  printf '\x07' | dd of="$tmp/db/tiny.bin" bs=1 seek=4500 conv=notrunc 2> /dev/null
+  run_abs=$(realpath "$MPLRUN")
+  "${MPIRUN[@]}" -np 1 --wdir "$tmp/da" "$run_abs" "$tmp/lm.job" --data tiny.bin -q --threads 1 --steps 1 : \
+    -np 1 --wdir "$tmp/db" "$run_abs" "$tmp/lm.job" --data tiny.bin -q --threads 1 --steps 1 > "$tmp/dbyte.log" 2>&1
+  rc=$?
+  if [ $rc != 0 ] && [ $rc != 124 ] && [ "$(grep -c 'mplrun: error' "$tmp/dbyte.log")" = 1 ] &&
+     grep -q -- "1 of the 2 processes read other bytes than process 0 behind .tiny.bin." "$tmp/dbyte.log"; then
+    ok "--data one byte apart on the two processes: refused once (exit $rc)"
+  else bad "--data one byte apart on the two processes: exit $rc, $(head -c 300 "$tmp/dbyte.log")"; fi
+fi
 # an error every process meets (--devices cpu:1 for 2 ranks; a loss that overflows) is said
 # once, and names the rank once
 "${MPIRUN[@]}" -np 2 "$MPLRUN" "$tmp/small_pp2.job" -q --threads 1 --steps 1 --devices cpu:1 > "$tmp/dev1.log" 2>&1
