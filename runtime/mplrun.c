@@ -42,6 +42,7 @@
 
 typedef struct Cli {
   const char *job_path;
+  bool launched;        /* started by mpirun (before MPI_Init: a singleton's init sets its variables) */
   const char *devices;
   int threads;          /* 0: default */
   int64_t steps;        /* -1: the job's */
@@ -543,9 +544,13 @@ static int check_mpi(Cli *c, const Job *job) {
   MplComm *m = c->run.comm;
   int nworld = mpl_mesh_size(job->mesh);
   char buf[256] = "";
-  if (m->size != nworld)
-    snprintf(buf, sizeof buf, "mpirun started %d processes, but the job has %d ranks (dp %d x tp %d x pp %d): use mpirun -np %d",
-             m->size, nworld, job->mesh.dp, job->mesh.tp, job->mesh.pp, nworld);
+  if (m->size != nworld && !c->launched) /* (pass 73: "mpirun started 1 processes") */
+    snprintf(buf, sizeof buf, "--mpi outside mpirun is one process, but the job has %d ranks (dp %d x tp %d x pp %d): "
+             "run it under mpirun -np %d, or without --mpi (its ranks as threads)", nworld, job->mesh.dp, job->mesh.tp,
+             job->mesh.pp, nworld);
+  else if (m->size != nworld)
+    snprintf(buf, sizeof buf, "mpirun started %d process%s, but the job has %d ranks (dp %d x tp %d x pp %d): use mpirun -np %d",
+             m->size, m->size == 1 ? "" : "es", nworld, job->mesh.dp, job->mesh.tp, job->mesh.pp, nworld);
   /* agreed first: a process whose job has another rank count than the others' must not
      leave them waiting in the settings' all-reduce, nor stop without a word when it is not
      rank 0 (pass 57: jobs of pp = 2 and pp = 4 side by side hung) */
@@ -625,7 +630,8 @@ int main(int argc, char **argv) {
     rc = 0;
   } else {
     MplErr e = {{0}};
-    if ((c.mpi || mpl_mpi_launched()) && mpl_comm_mpi_init(&c.run.comm, &argc, &argv, &e) != MPL_OK) {
+    c.launched = mpl_mpi_launched();
+    if ((c.mpi || c.launched) && mpl_comm_mpi_init(&c.run.comm, &argc, &argv, &e) != MPL_OK) {
       rc = fail("--mpi: %s%s", e.msg, "");
     } else {
       catch_stop_signals(&c);

@@ -210,6 +210,12 @@ if [ -f "$tmp/one.t.st" ]; then
   else bad "--mpi singleton: $(tail -n 3 "$tmp/one.m.log")"; fi
 fi
 
+# --mpi outside mpirun on a job of several ranks: named as one process (pass 73: "mpirun
+# started 1 processes")
+if timeout 60 "$MPLRUN" "$tmp/small_pp2.job" -q --threads 1 --steps 1 --mpi > "$tmp/single2.log" 2>&1; then bad "--mpi singleton on 2 ranks: ran"
+elif grep -q -- "--mpi outside mpirun is one process, but the job has 2 ranks" "$tmp/single2.log"; then ok "--mpi outside mpirun on a 2-rank job: $(grep -m1 -o 'run it under.*' "$tmp/single2.log")"
+else bad "--mpi singleton on 2 ranks: $(head -n 2 "$tmp/single2.log")"; fi
+
 # ---- errors: a wrong process count, a failing rank ----
 "${MPIRUN[@]}" -np 3 "$MPLRUN" "$tmp/small_pp2.job" -q > "$tmp/np.log" 2>&1
 rc=$?
