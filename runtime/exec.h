@@ -168,6 +168,8 @@ int64_t mpl_run_step(const MplRun *r);
 int64_t mpl_run_steps_trained(const MplRun *r);
 /* The signal that stopped training after a step (every process's under MPI), else 0. */
 int mpl_run_stopped(const MplRun *r);
+/* Removes the --checkpoint lock now (before an MPI_Abort, which skips mpl_run_free). */
+void mpl_run_unlock(MplRun *r);
 double mpl_run_last_loss(const MplRun *r);
 /* The last evaluation's val loss (NaN before the first; under MPI world rank 0's). */
 double mpl_run_val_loss(const MplRun *r);

@@ -532,8 +532,11 @@ static int run(Cli *c, Job *job) {
     mpl_run_free(r);
     return 128 + sig;
   }
-  if (st != MPL_OK && c->run.comm) return run_failed(c, &err); /* MPI_Abort first: a free could wait for GPU work
-                                                                 that depends on ranks that stopped */
+  if (st != MPL_OK && c->run.comm) { /* MPI_Abort first: a free could wait for GPU work that depends on ranks that
+                                        stopped; the lock file goes first (pass 73: DIR.lock was left) */
+    mpl_run_unlock(r);
+    return run_failed(c, &err);
+  }
   mpl_run_free(r);
   return st == MPL_OK ? 0 : run_failed(c, &err);
 }

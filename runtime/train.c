@@ -227,6 +227,8 @@ int mpl_run_init(MplRun **out, const Job *job, const MplRunOpts *opts, MplErr *e
   return MPL_OK;
 }
 
+void mpl_run_unlock(MplRun *r) { mpl_ckpt_unlock(&r->ckpt_lock); }
+
 void mpl_run_free(MplRun *r) {
   if (!r) return;
   stop_threads(r);
