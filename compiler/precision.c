@@ -72,33 +72,24 @@ static bool swaps_last_two(const Op *t) {
   return (a == r - 1 && b == r - 2) || (a == r - 2 && b == r - 1);
 }
 
-bool prec_exact_bf16(const Graph *g, int v) {
+/* The op whose values v shows: v's, or, through views (reshape, transpose, expand, slice),
+ * the op beneath them. */
+static const Op *beneath_views(const Graph *g, int v) {
   const Op *op = g->ops[v];
-  switch (op->kind) {
-  case OP_ROUND_BF16: return true;
-  case OP_RESHAPE: case OP_TRANSPOSE: case OP_EXPAND: case OP_SLICE: return prec_exact_bf16(g, op->in[0]);
-  default: return false;
-  }
+  while (op->kind == OP_RESHAPE || op->kind == OP_TRANSPOSE || op->kind == OP_EXPAND || op->kind == OP_SLICE)
+    op = g->ops[op->in[0]];
+  return op;
 }
 
-/* Is v (through views) a product's result: a MATMUL's, or the fused attention's (its
- * output, or a gradient of its backward)? In the graph before prec_apply. */
-static bool sums_product(const Graph *g, int v) {
-  const Op *op = g->ops[v];
-  switch (op->kind) {
-  case OP_MATMUL: case OP_SDPA: case OP_SDPA_GRAD: return true;
-  case OP_RESULT: return sums_product(g, op->in[0]);
-  case OP_RESHAPE: case OP_TRANSPOSE: case OP_EXPAND: case OP_SLICE: return sums_product(g, op->in[0]);
-  default: return false;
-  }
-}
+bool prec_exact_bf16(const Graph *g, int v) { return beneath_views(g, v)->kind == OP_ROUND_BF16; }
 
-/* Is v (through views) a MATMUL's result? */
-static bool sums_matmul(const Graph *g, int v) {
-  const Op *op = g->ops[v];
-  if (op->kind == OP_RESHAPE || op->kind == OP_TRANSPOSE || op->kind == OP_EXPAND || op->kind == OP_SLICE)
-    return sums_matmul(g, op->in[0]);
-  return op->kind == OP_MATMUL;
+/* The product whose result v is (through views): a MATMUL, or the fused attention (its
+ * output, or a gradient of its backward, through its RESULT); NULL if none. In the graph
+ * before prec_apply. */
+static const Op *product_of(const Graph *g, int v) {
+  const Op *op = beneath_views(g, v);
+  if (op->kind == OP_RESULT) op = g->ops[op->in[0]];
+  return op->kind == OP_MATMUL || op->kind == OP_SDPA || op->kind == OP_SDPA_GRAD ? op : NULL;
 }
 
 bool prec_sdpa_bf16(const Graph *g, const Op *op) {
@@ -304,15 +295,14 @@ Graph *prec_apply(Graph *old) {
        gradients were rounded to bf16) */
     bool sums = src->kind == OP_SUM_TO || src->kind == OP_COL2IM || src->kind == OP_ALLREDUCE ||
                 src->kind == OP_REDUCE_SCATTER;
-    bool product = sums && (src->kind == OP_COL2IM ? old->ops[src->in[0]]->kind == OP_MATMUL && col[src->in[0]] == 1
-                                                   : sums_product(old, src->in[0]));
+    const Op *prod = sums && src->kind != OP_COL2IM ? product_of(old, src->in[0]) : NULL;
+    bool product = src->kind == OP_COL2IM ? old->ops[src->in[0]]->kind == OP_MATMUL && col[src->in[0]] == 1 : prod != NULL;
     if (product && src->kind == OP_SUM_TO) {
       const Shape *to = &src->shape, *from = &old->ops[src->in[0]]->shape;
       bool matrix = to->rank >= 2 && from->rank >= 2 && to->d[to->rank - 1] == from->d[from->rank - 1] &&
                     to->d[to->rank - 2] == from->d[from->rank - 2];
       /* a MATMUL's sum: the gradient of a broadcast operand of a product (made for it) */
-      bool of_product = src->fwd_of >= 0 && old->ops[src->fwd_of]->kind == OP_MATMUL;
-      product = matrix && (of_product || !sums_matmul(old, src->in[0]));
+      product = matrix && (prod->kind != OP_MATMUL || (src->fwd_of >= 0 && old->ops[src->fwd_of]->kind == OP_MATMUL));
     }
     if (sums && src->dtype == DT_F32 && product)
       p.map[i] = add_like(&p, OP_ROUND_BF16, op->id, op, op)->id;
