@@ -101,7 +101,6 @@ double cost_fwd_bwd(const Graph *g, const Op *op, const bool *needs_grad) {
   const Measured *m = g->measured;
   if (measured_op(g, op->id)) return m->fwd[op->id] + m->bwd_b[op->id] + m->bwd_w[op->id];
   if (op->kind == OP_CE_FUSED) return modelled(g, op); /* its forward step computes the gradient too */
-  if (!needs_grad) return 3 * modelled(g, op); /* forward + backward ~ 3x forward */
   /* the backward makes a gradient for each input that needs one (pass 56: a product of
      the model's input and a weight has only the weight's gradient, 2x in all, and an op of
      no param none, 1x; the plan's pass times knew, the balancer's 3x did not) */

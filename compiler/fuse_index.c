@@ -271,8 +271,9 @@ static void this_row(Emit *e, const Op *op, int *row) {
  * block holding what is left (n below 64: one block, the plain running sum). */
 static int cum_pos(Emit *e, int64_t n, bool rev, int k) { return rev ? IB(e, KI_SUB, I(e, n - 1), k) : k; }
 
-/* The block of `len` elements from sequence index k0 (an i64 value). */
-static void cumsum_block(Emit *e, const Op *op, const int *row, int out, int k0, int64_t len) {
+/* The block of `len` elements from sequence index k0 (an i64 value); `first`: k0 is 0, so
+ * no blocks come before it and its running sums are the row's (no second pass adding 0). */
+static void cumsum_block(Emit *e, const Op *op, const int *row, int out, int k0, int64_t len, bool first) {
   KBuilder *b = fuse_emit_builder(e);
   const Shape *s = &op->shape;
   int64_t n = s->d[op->axis];
@@ -292,6 +293,7 @@ static void cumsum_block(Emit *e, const Op *op, const int *row, int out, int k0,
   int before = SEL(e, CMP(e, KI_GT, i, I(e, 0)), kb_load(b, out, fuse_emit_linearize(e, s, prev)), zero);
   kb_store(b, out, lin, kb_bin(b, KI_ADD, t, before, fuse_emit_value(e, op->in[0], at)));
   kb_loop_end(b, loop, -1);
+  if (first) return;
   /* the sum of the blocks before it, the previous block's last y */
   int kp = IB(e, KI_SUB, IB(e, KI_MAX, k0, I(e, 1)), I(e, 1));
   with_axis(s, op->axis, row, cum_pos(e, n, rev, kp), prev);
@@ -313,13 +315,13 @@ static void emit_cumsum(Emit *e, const Op *op) {
   Idx row;
   this_row(e, op, row);
   if (nb == 1) {
-    cumsum_block(e, op, row, out, I(e, 0), len);
+    cumsum_block(e, op, row, out, I(e, 0), len, true);
   } else {
     int blocks = kb_loop_begin(b, nb, KR_NONE, KT_VOID, -1, 0);
-    cumsum_block(e, op, row, out, IB(e, KI_MUL, kb_loopvar(b, blocks), I(e, len)), len);
+    cumsum_block(e, op, row, out, IB(e, KI_MUL, kb_loopvar(b, blocks), I(e, len)), len, false);
     kb_loop_end(b, blocks, -1);
   }
-  if (tail) cumsum_block(e, op, row, out, I(e, nb * len), tail);
+  if (tail) cumsum_block(e, op, row, out, I(e, nb * len), tail, false);
 }
 
 /* Whether element x at position i comes after (xp, p) in the order: smaller, or equal at a

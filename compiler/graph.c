@@ -22,8 +22,6 @@ static const int dtype_sizes[DT__COUNT] = {4, 2, 2, 4, 1};
 
 const char *dtype_name(DType t) { return (unsigned)t < DT__COUNT ? dtype_names[t] : "?"; }
 
-/* The nearest bf16 value (8 significant bits, f32's exponent range, subnormals down to
- * 2^-133), ties to even; past the largest bf16 (0x7F7F) it is infinite; NaN stays NaN. */
 bool graph_reads_input(const Graph *g, int v) {
   bool *seen = calloc((size_t)g->nops + 1, 1);
   int *stack = malloc(sizeof(int) * ((size_t)g->nops + 1)), n = 0;
@@ -41,6 +39,8 @@ bool graph_reads_input(const Graph *g, int v) {
   return found;
 }
 
+/* The nearest bf16 value (8 significant bits, f32's exponent range, subnormals down to
+ * 2^-133), ties to even; past the largest bf16 (0x7F7F) it is infinite; NaN stays NaN. */
 double dtype_round_bf16(double x) {
   if (isnan(x) || isinf(x) || x == 0) return x;
   int e;

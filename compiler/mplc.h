@@ -345,8 +345,7 @@ typedef struct Measured {
 /* One forward op's time, forward and backward, on a device of speed 1 (the balancer's
  * cost): measured when the profile has it, else modelled: the forward, and with
  * needs_grad (per op id: the value depends on a param) a product's gradient per operand
- * that needs one, another op's backward as 2 x its forward when an input needs one (NULL:
- * 3 x forward). */
+ * that needs one, another op's backward as 2 x its forward when an input needs one. */
 double cost_fwd_bwd(const Graph *g, const Op *op, const bool *needs_grad);
 
 /* ==== profile.c: op identities and measured costs ========================= */

@@ -610,6 +610,7 @@ static const char *source_line(const ParseCtx *ctx, int line, size_t *len) {
   }
   if (!f) return NULL;
   const char *s = f->text, *end = f->text + f->len;
+  if (f->len >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0) s += 3; /* a byte order mark: no column (parse_source) */
   for (int k = 1; k < line && s < end; k++) {
     const char *nl = memchr(s, '\n', (size_t)(end - s));
     s = nl ? nl + 1 : end;

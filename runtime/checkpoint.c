@@ -208,14 +208,6 @@ static int set_param(MplRun *r, int p, int slot, const float *in, MplErr *err) {
   return mpl_run_set_param(r, p, in, err);
 }
 
-/* set, its error naming the file (a value past the param's type is the file's) */
-static int set_from(MplRun *r, const char *path, SetFn set, int p, int slot, const float *in, MplErr *err) {
-  if (set(r, p, slot, in, err) == MPL_OK) return MPL_OK;
-  char why[sizeof err->msg];
-  snprintf(why, sizeof why, "%s", err ? err->msg : "");
-  return mpl_errf(err, "%s: %s", path, why);
-}
-
 static int read_tensors(MplRun *r, const char *path, const char *const *prefixes, int nslots, SetFn set, MplErr *err) {
   const Job *job = mpl_run_job(r);
   MplSafetensors st = {0};
@@ -229,10 +221,9 @@ static int read_tensors(MplRun *r, const char *path, const char *const *prefixes
       if (!buf || !name) rc = mpl_errf(err, "%s: out of memory", path);
       else if ((rc = read_tensor(&st, name, jp, buf, err)) == MPL_OK) {
         MplErr past;
-        const MplComm *comm = mpl_run_opts(r)->comm;
-        if (!prefixes && mpl_param_check_values(jp, buf, &past) != MPL_OK && (!comm || comm->rank == 0))
+        if (!prefixes && mpl_run_is_lead(r) && mpl_param_check_values(jp, buf, &past) != MPL_OK)
           fprintf(stderr, "mplrun: warning: %s: %s: its forward reads an infinity\n", path, past.msg);
-        rc = set_from(r, path, set, p, s, buf, err);
+        rc = set(r, p, s, buf, err);
       }
       mpl_free(buf);
       mpl_free(name);
@@ -265,24 +256,17 @@ static int file_digest(const char *path, uint64_t *out, MplErr *err) {
     fclose(f);
     return mpl_errf(err, "out of memory");
   }
-  const uint64_t prime = 1099511628211ull;
-  uint64_t h = 14695981039346656037ull, total = 0;
+  uint64_t h = MPL_FNV_OFFSET, total = 0;
   size_t n;
   while ((n = fread(buf, 1, BLOCK, f)) > 0) {
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-      uint64_t w;
-      memcpy(&w, buf + i, 8);
-      h = (h ^ w) * prime;
-    }
-    for (; i < n; i++) h = (h ^ buf[i]) * prime;
+    h = mpl_fnv1a64_words(h, buf, n);
     total += n;
   }
   int bad = ferror(f);
   fclose(f);
   mpl_free(buf);
   if (bad) return mpl_errf(err, "%s: read error", path);
-  *out = (h ^ total) * prime;
+  *out = (h ^ total) * 0x100000001B3ull;
   return MPL_OK;
 }
 
@@ -955,9 +939,8 @@ static int resume_from(MplRun *r, const char *dir, uint64_t *id, MplErr *err) {
      (pass 65: documented, and silent); said, once under MPI */
   const TrainConfig *tc = &mpl_run_job(r)->train;
   int64_t now = mpl_run_total_steps(r);
-  const MplComm *comm = mpl_run_opts(r)->comm;
   if (tc->lr_schedule == LR_COSINE && total > 0 && total != now && step > 0 && step < now &&
-      mpl_lr_at(tc, now, step) != mpl_lr_at(tc, total, step) && (!comm || comm->rank == 0)) {
+      mpl_lr_at(tc, now, step) != mpl_lr_at(tc, total, step) && mpl_run_is_lead(r)) {
     char as[80];
     if (step < total) snprintf(as, sizeof as, "--steps %lld goes on as before", (long long)total);
     else snprintf(as, sizeof as, "the checkpointed run had ended its schedule");

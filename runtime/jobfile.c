@@ -26,6 +26,18 @@ uint64_t mpl_fnv1a64(const void *data, size_t n) {
   return h;
 }
 
+uint64_t mpl_fnv1a64_words(uint64_t h, const void *data, size_t n) {
+  const uint8_t *p = data;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    memcpy(&w, p + i, 8);
+    h = (h ^ w) * 0x100000001B3ull;
+  }
+  for (; i < n; i++) h = (h ^ p[i]) * 0x100000001B3ull;
+  return h;
+}
+
 static void put_le(uint8_t *p, uint64_t v, int n) {
   for (int i = 0; i < n; i++) p[i] = (uint8_t)(v >> (8 * i));
 }

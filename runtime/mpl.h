@@ -313,6 +313,10 @@ void mpl_synth_rows(const MplSynth *s, int input, int64_t step, int64_t rows_per
   ((uint32_t)(uint8_t)(a) | (uint32_t)(uint8_t)(b) << 8 | (uint32_t)(uint8_t)(c) << 16 | (uint32_t)(uint8_t)(d) << 24)
 
 uint64_t mpl_fnv1a64(const void *data, size_t n);
+/* FNV-1a over 8-byte words (a GiB in about a second), then the bytes left, continuing h
+ * (MPL_FNV_OFFSET to start): file digests; not mpl_fnv1a64's values. */
+#define MPL_FNV_OFFSET 0xCBF29CE484222325ull
+uint64_t mpl_fnv1a64_words(uint64_t h, const void *data, size_t n);
 
 /* The writer: a growable little-endian byte buffer. Errors (out of memory, unbalanced
  * sections) are sticky and reported by mpl_jw_save. */

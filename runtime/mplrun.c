@@ -368,29 +368,22 @@ static bool mpi_settings_differ(Cli *c) {
  * them), not reading a token file of many gigabytes whole. Whether two processes read the
  * same bytes behind one path. 0 when it cannot be read (its reader then says why). */
 enum { DIGEST_WHOLE = 1 << 30 };
-static uint64_t sample_digest(const char *path) {
+static uint64_t file_bytes_digest(const char *path) {
   MplErr e;
   FILE *f = path ? mpl_fopen_regular(path, &e) : NULL;
   if (!f) return 0;
   struct stat st;
-  uint64_t h = 14695981039346656037ull;
+  uint64_t h = MPL_FNV_OFFSET;
   if (fstat(fileno(f), &st) == 0) {
     uint64_t size = (uint64_t)st.st_size;
-    h = (h ^ size) * 1099511628211ull;
+    h = mpl_fnv1a64_words(h, &size, sizeof size);
     enum { BLK = 1 << 22 };
     unsigned char *blk = mpl_malloc(BLK);
     bool whole = size <= DIGEST_WHOLE;
     for (uint64_t i = 0; blk && size > 0 && (whole ? i * BLK < size : i < 64); i++) {
       uint64_t last = size > BLK ? size - BLK : 0, off = whole ? i * BLK : i == 63 ? last : last / 63 * i;
       if (fseeko(f, (off_t)off, SEEK_SET) != 0) break;
-      size_t n = fread(blk, 1, BLK, f);
-      uint64_t w;
-      size_t k = 0;
-      for (; k + 8 <= n; k += 8) { /* words: a GiB in about a second */
-        memcpy(&w, blk + k, 8);
-        h = (h ^ w) * 1099511628211ull;
-      }
-      for (; k < n; k++) h = (h ^ blk[k]) * 1099511628211ull;
+      h = mpl_fnv1a64_words(h, blk, fread(blk, 1, BLK, f));
     }
     mpl_free(blk);
   }
@@ -413,7 +406,7 @@ static bool mpi_files_differ(Cli *c, const Job *job) {
   bool differ = false;
   for (int i = 0; i < 3 && all && !differ; i++) {
     if (!paths[i]) continue;
-    uint64_t d = sample_digest(paths[i]);
+    uint64_t d = file_bytes_digest(paths[i]);
     if (mpi_failures(m, d == 0) > 0) continue; /* unreadable somewhere: the open reports it */
     double mine = (double)(d >> 12), lead = m->rank == 0 ? mine : 0; /* 52 bits: exact in a double */
     bool failed = m->ops->allreduce_sum_f64(m, all, m->size, &lead, 1) != MPL_OK;
@@ -525,13 +518,6 @@ static int run(Cli *c, Job *job) {
   if (st == MPL_OK && c->comm_stats) st = write_comm_stats(r, c->comm_stats, &err);
   if (st == MPL_OK && !c->run.quiet && mpl_run_steps_trained(r) > 0) mpl_run_report(r, c->run.out ? c->run.out : stdout);
   if (st == MPL_OK && c->sample_n >= 0) st = mpl_run_sample(r, c->prompt, c->sample_n, &c->sample, stdout, &err);
-  int sig = mpl_run_stopped(r);
-  if (st != MPL_OK && c->run.comm && sig) { /* every process stopped after one step: no abort (pass 73: rank 0's
-                                               --save was cut short), rank 0 says so */
-    if (c->run.comm->rank == 0) fail("%s%s", err.msg, "");
-    mpl_run_free(r);
-    return 128 + sig;
-  }
   if (st != MPL_OK && c->run.comm) { /* MPI_Abort first: a free could wait for GPU work that depends on ranks that
                                         stopped; the lock file goes first (pass 73: DIR.lock was left) */
     mpl_run_unlock(r);
@@ -586,7 +572,6 @@ static int check_mpi(Cli *c, const Job *job) {
  * a second one ends the process at once. A signal the shell had set to be ignored (a run
  * started in the background) stays ignored. Under mpirun, mpirun's own handling stays. */
 static volatile int stop_signal;
-static int stop_quiet; /* under mpirun, a process other than world rank 0 */
 static void on_stop_signal(int sig) {
   /* SIGPIPE: the reader of stdout went away (mplrun ... | head): stop the same way; the
      progress lines after it are lost, and later writes fail without a signal */
@@ -598,18 +583,14 @@ static void on_stop_signal(int sig) {
     return;
   }
   stop_signal = sig;
-  if (stop_quiet) return; /* another process of mpirun's says it */
   static const char msg[] = "mplrun: stopping after this step (send it again to stop at once)\n",
                     pipe_msg[] = "mplrun: the standard output was closed: stopping after this step\n";
   ssize_t w = sig == SIGPIPE ? write(2, pipe_msg, sizeof pipe_msg - 1) : write(2, msg, sizeof msg - 1);
   (void)w;
 }
 static void catch_stop_signals(Cli *c) {
-  /* under mpirun, SIGUSR1 too: Open MPI forwards it to every process (kill -USR1 MPIRUN_PID),
-     where SIGTERM to mpirun is followed by SIGKILL a second later (pass 73: nothing saved) */
-  int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGUSR1}, n = c->run.comm ? 5 : 4;
-  stop_quiet = c->run.comm && c->run.comm->rank != 0;
-  for (int i = 0; i < n; i++) {
+  int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE};
+  for (int i = 0; i < 4; i++) {
     struct sigaction old, sa = {.sa_handler = on_stop_signal};
     sigemptyset(&sa.sa_mask);
     if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN) sigaction(sigs[i], &sa, NULL);
@@ -637,7 +618,7 @@ int main(int argc, char **argv) {
     if ((c.mpi || c.launched) && mpl_comm_mpi_init(&c.run.comm, &argc, &argv, &e) != MPL_OK) {
       rc = fail("--mpi: %s%s", e.msg, "");
     } else {
-      catch_stop_signals(&c);
+      if (!c.run.comm) catch_stop_signals(&c); /* under mpirun, mpirun's handling (see docs) */
       rc = run(&c, job);
       if (c.run.comm) mpl_comm_mpi_finalize(c.run.comm);
       if (stop_signal && rc) rc = 128 + stop_signal; /* as a shell reports a process a signal ended */

@@ -293,8 +293,9 @@ expect_fail "mplc: --mem-limit 0.5" "--mem-limit 0.5: less than one byte" "$MPLC
 expect_fail "mplc: --mesh 'pp= 2'" "--mesh pp= 2: each axis needs a count" "$MPLC" tests/e2e/small_gpt.mpl --emit=plan --mesh "pp= 2"
 expect_fail "mplc: --microbatches ' +2'" "--microbatches needs a positive integer" "$MPLC" tests/e2e/small_gpt.mpl --emit=plan --microbatches " +2"
 expect_fail "mplc: --device-speed ' 1,1'" "--device-speed  1,1: expected one speed per pipeline rank" "$MPLC" tests/e2e/small_gpt.mpl --emit=plan --mesh pp=2 --device-speed " 1,1"
-# a device as -o is written into, not taken for the program (mplc compares regular files
-# only: /dev/stdin and /dev/stdout on a terminal are one inode, pass 70)
+# a smoke test: a device as -o is written into, not taken for the program (mplc compares
+# regular files only; the case pass 70 found, a terminal's /dev/stdin and /dev/stdout as one
+# inode, needs a terminal and is not run here)
 if "$MPLC" tests/e2e/small_mlp.mpl -o /dev/null 2> "$tmp/null.err"; then ok "mplc -o /dev/null: compiles"
 else bad "mplc -o /dev/null: $(head -n 1 "$tmp/null.err")"; fi
 expect_fail "mplrun: --steps ' 4'" "--steps needs a non-negative integer, not ' 4'" "$MPLRUN" "$job" --steps " 4"

@@ -594,7 +594,7 @@ head -c 1500 examples/data/tiny.txt > "$tmp/short.txt"
 if "$MPLC" "$tmp/b16.mpl" -o "$tmp/b16.job" 2> "$tmp/b16.err" && "$BUILD/mpltok" "$tmp/short.txt" "$tmp/short.bin" > /dev/null; then
   D=(--data "$tmp/short.bin")
   ntok=$("$PY" -c 'import struct, sys; print(struct.unpack("<3i", open(sys.argv[1], "rb").read(12))[2])' "$tmp/short.bin")
-  adv() { local p=$(( $1 + 256 + 257 > ntok ? 0 : $1 + 256 )); [ $p = 0 ] && al=256; echo $p; } # one b16 step
+  adv() { echo $(( $1 + 256 + 257 > ntok ? 0 : $1 + 256 )); } # one b16 step (a wrap aligns to 256: below)
   for k in 3 $(( (ntok - 1) / 128 - 1 )); do
     rm -rf "$tmp/bt"
     # where the b16 run's checkpoints should be: from k*128 (wrapped if 256+1 do not fit), 2 steps, then 1

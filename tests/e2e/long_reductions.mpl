@@ -6,7 +6,8 @@
 # 0.1004, this loss 0.04 above the float64 reference (test_refstep); the chunked lane
 # order (kernel.h) keeps it within 1e-6. And a cumsum along 2^17 (v's gradient holds its
 # values): summed in one running f32 sum, its last value was 0.1% low (PyTorch's CPU sums in
-# f64); in blocks of about its square root (fuse_index.c) within 4e-6.
+# f64); in blocks of about its square root (fuse_index.c) within 4e-6. And the reverse sum, in
+# the gradient of rev: v's gradient there is (n - k) 1e-8, n - k additions of 1e-8.
 const rows = 4096
 const cols = 4096
 const cumn = 131072
@@ -20,7 +21,8 @@ model m(x: f32[B, 4], y: i32[B]) {
   row = sum(w * w) / 65536.0 * 10.0
   col = sum(sum(c * c, 0)) / 32768.0 * 10.0
   cum = sum(cumsum(v * 0.0 + 0.1, axis = 0) * v) / 131072.0 / 300.0
-  return whole + row + col + cum + mean(x) * 0.0 + mean(cast(y, f32)) * 0.0
+  rev = sum(cumsum(v, axis = 0)) * 1e-8
+  return whole + row + col + cum + rev + mean(x) * 0.0 + mean(cast(y, f32)) * 0.0
 }
 
 train m {

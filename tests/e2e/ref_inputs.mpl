@@ -1,5 +1,5 @@
-# Made by hand for what the random programs never write (pass 74), checked by test_refstep
-# against the float64 reference, its gradients by finite differences under MPL_REFSTEP_FD=1:
+# Made by hand for what the random programs never write (pass 74): tests/e2e/ops_v2.sh checks
+# a step against the float64 reference (test_refstep), its gradients by finite differences:
 # extra model inputs (bool and i32), batch-axis ops: concat/slice on axis 0, reshape merging B and T, softmax over the merged axis
 model m(x: f32[B, 4, 6], mk: bool[B, 4], ids: i32[B, 4], y: i32[B, 4]) {
   param g: f32[6] = normal(0.5)

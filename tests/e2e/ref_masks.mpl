@@ -1,5 +1,5 @@
-# Made by hand for what the random programs never write (pass 74), checked by test_refstep
-# against the float64 reference, its gradients by finite differences under MPL_REFSTEP_FD=1:
+# Made by hand for what the random programs never write (pass 74): tests/e2e/ops_v2.sh checks
+# a step against the float64 reference (test_refstep), its gradients by finite differences:
 # maximum/minimum ties, where with broadcast masks, causal_mask on 4-D scores, full of 3 dims
 model m(x: f32[B, 4, 6], y: i32[B, 4]) {
   param g: f32[6] = normal(0.5)

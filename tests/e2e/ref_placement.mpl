@@ -1,6 +1,6 @@
-# Made by hand for what the random programs never write (pass 74), checked by test_refstep
-# against the float64 reference, its gradients by finite differences under MPL_REFSTEP_FD=1:
-# dropout inside @recompute, for-loop header annotations, nested override, interleaved
+# Made by hand for what the random programs never write (pass 74): tests/e2e/ops_v2.sh checks
+# a step against the float64 reference (test_refstep), its gradients by finite differences:
+# dropout inside @recompute, for-loop header annotations, nested override
 import nn
 mesh(pp = 2)
 def blk(x: f32[..., d]) -> f32[..., d] {

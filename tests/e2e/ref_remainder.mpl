@@ -1,5 +1,5 @@
-# Made by hand for what the random programs never write (pass 74), checked by test_refstep
-# against the float64 reference, its gradients by finite differences under MPL_REFSTEP_FD=1:
+# Made by hand for what the random programs never write (pass 74): tests/e2e/ops_v2.sh checks
+# a step against the float64 reference (test_refstep), its gradients by finite differences:
 # tensor % tensor with a param divisor (gradient wrt b is -floor(a/b)), negative divisors, floor, pow with negative/int exponents
 model m(x: f32[B, 4, 6], y: i32[B, 4]) {
   param b1: f32[6] = uniform(-0.6, 0.6)
