@@ -42,6 +42,16 @@
 #include <string.h>
 #include <time.h>
 
+/* ---- the device's communicator (comm_nccl.c and its world files), through the table (built with
+   CUDA or without: comm_nccl.c answers for both) ---- */
+
+static int cuda_world_init(void **w, int nranks, MplDevice *const *devs, const MplCommMesh *mesh, MplErr *err) {
+  return mpl_cuda_world_init((MplCudaWorld **)w, nranks, devs, mesh, err);
+}
+static MplComm *cuda_world_rank(void *w, int r) { return mpl_cuda_world_rank(w, r); }
+static void cuda_world_abort(void *w, const char *why) { mpl_cuda_world_abort(w, why); }
+static void cuda_world_free(void *w) { mpl_cuda_world_free(w); }
+
 #ifdef MPL_HAVE_CUDA
 
 #include "cuda_dev.h"
@@ -619,15 +629,6 @@ static int cuda_copy_2d(MplDevice *d, void *dst, size_t dpitch, const void *src,
   return MPL_OK;
 }
 
-/* ---- the device's communicator (comm_nccl.c and its world files), through the table ---- */
-
-static int cuda_world_init(void **w, int nranks, MplDevice *const *devs, const MplCommMesh *mesh, MplErr *err) {
-  return mpl_cuda_world_init((MplCudaWorld **)w, nranks, devs, mesh, err);
-}
-static MplComm *cuda_world_rank(void *w, int r) { return mpl_cuda_world_rank(w, r); }
-static void cuda_world_abort(void *w, const char *why) { mpl_cuda_world_abort(w, why); }
-static void cuda_world_free(void *w) { mpl_cuda_world_free(w); }
-
 const MplDeviceOps mpl_device_cuda_ops = {
     .name = "cuda",
     .init = cuda_init,
@@ -682,15 +683,6 @@ static int nocuda_init(MplDevice *d, int index, int threads, MplErr *err) {
 }
 
 static void nocuda_free(MplDevice *d) { d->impl = NULL; }
-
-/* ---- the device's communicator (comm_nccl.c and its world files), through the table ---- */
-
-static int cuda_world_init(void **w, int nranks, MplDevice *const *devs, const MplCommMesh *mesh, MplErr *err) {
-  return mpl_cuda_world_init((MplCudaWorld **)w, nranks, devs, mesh, err);
-}
-static MplComm *cuda_world_rank(void *w, int r) { return mpl_cuda_world_rank(w, r); }
-static void cuda_world_abort(void *w, const char *why) { mpl_cuda_world_abort(w, why); }
-static void cuda_world_free(void *w) { mpl_cuda_world_free(w); }
 
 const MplDeviceOps mpl_device_cuda_ops = {
     .name = "cuda",

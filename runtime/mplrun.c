@@ -331,11 +331,23 @@ static int mpi_failures(MplComm *m, bool bad) {
   return (int)n;
 }
 
+/* Under MPI: how many processes hold another value than process 0 (its value sent to all as an
+ * all-reduce in which the others add 0, each compared with its own), agreed by all. The top
+ * 52 bits of v are compared: exact in a double. */
+static int mpi_unlike_lead(MplComm *m, uint64_t v) {
+  double mine = (double)(v >> 12), lead = m->rank == 0 ? mine : 0;
+  int *all = mpl_malloc(sizeof(int) * (size_t)m->size);
+  for (int r = 0; all && r < m->size; r++) all[r] = r;
+  bool failed = !all || m->ops->allreduce_sum_f64(m, all, m->size, &lead, 1) != MPL_OK;
+  mpl_free(all);
+  return mpi_failures(m, failed || lead != mine);
+}
+
 /* Under MPI: do all processes run the same job with the same settings? Ranks given other
  * --steps (or one without --init, or --save, --trace, --profile, --comm-stats or -q on some
  * processes only) would wait for each other forever. A hash of the job's
- * bytes (c->run.job_checksum) and of the settings that must agree, rank 0's sent to all (an all-reduce in which
- * the others add 0), each compared with its own: agreed through mpi_failures. */
+ * bytes (c->run.job_checksum) and of the settings that must agree, compared with process 0's
+ * (mpi_unlike_lead). */
 static bool mpi_settings_differ(Cli *c) {
   MplComm *m = c->run.comm;
   uint64_t h = c->run.job_checksum;
@@ -354,12 +366,7 @@ static bool mpi_settings_differ(Cli *c) {
                     (int64_t)c->sample.seed, c->sample.has_seed,
                     !!c->run.metrics_path /* (pass 73: given to one process alone, it was dropped) */};
   for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) h = (h ^ (uint64_t)nums[i]) * 1099511628211ull;
-  double mine = (double)(h >> 24), lead = m->rank == 0 ? mine : 0; /* 40 bits: exact in a double */
-  int *all = mpl_malloc(sizeof(int) * (size_t)m->size);
-  for (int r = 0; all && r < m->size; r++) all[r] = r;
-  bool failed = !all || m->ops->allreduce_sum_f64(m, all, m->size, &lead, 1) != MPL_OK;
-  mpl_free(all);
-  return mpi_failures(m, failed || lead != mine) > 0;
+  return mpi_unlike_lead(m, h) > 0;
 }
 
 /* A file's size and a digest of its bytes: all of them up to 1 GiB (pass 73: 64 blocks of
@@ -401,16 +408,12 @@ static bool mpi_files_differ(Cli *c, const Job *job) {
   const char *paths[] = {c->run.init_path, c->run.data_path ? c->run.data_path : t->data_kind == DATA_TOKENS ? t->data_path : NULL,
                          c->run.val_path ? c->run.val_path : t->val_path && t->val_path[0] ? t->val_path : NULL};
   const char *flags[] = {"--init", "--data (or the train block's data)", "--val (or the train block's val)"};
-  int *all = mpl_malloc(sizeof(int) * (size_t)m->size);
-  for (int r = 0; all && r < m->size; r++) all[r] = r;
   bool differ = false;
-  for (int i = 0; i < 3 && all && !differ; i++) {
+  for (int i = 0; i < 3 && !differ; i++) {
     if (!paths[i]) continue;
     uint64_t d = file_bytes_digest(paths[i]);
     if (mpi_failures(m, d == 0) > 0) continue; /* unreadable somewhere: the open reports it */
-    double mine = (double)(d >> 12), lead = m->rank == 0 ? mine : 0; /* 52 bits: exact in a double */
-    bool failed = m->ops->allreduce_sum_f64(m, all, m->size, &lead, 1) != MPL_OK;
-    int nbad = mpi_failures(m, failed || lead != mine);
+    int nbad = mpi_unlike_lead(m, d);
     if (nbad > 0) {
       differ = true;
       if (m->rank == 0) {
@@ -421,7 +424,6 @@ static bool mpi_files_differ(Cli *c, const Job *job) {
       }
     }
   }
-  mpl_free(all);
   return differ;
 }
 
