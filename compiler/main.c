@@ -271,31 +271,18 @@ static const char *find_stdlib(Arena *a) {
   return arena_printf(a, "%s/../stdlib", exe);
 }
 
-/* s as the language's string literal would write it (\\, \", \n, \t, \r escaped): a path
- * with a quote or a newline no longer breaks the header line (pass 52). */
-static void put_quoted(FILE *out, const char *s) {
-  fputc('"', out);
-  for (; *s; s++) {
-    if (*s == '"' || *s == '\\') fputc('\\', out), fputc(*s, out);
-    else if (*s == '\n') fputs("\\n", out);
-    else if (*s == '\t') fputs("\\t", out);
-    else if (*s == '\r') fputs("\\r", out);
-    else fputc(*s, out);
-  }
-  fputc('"', out);
-}
-
 /* The header of --emit=graph: mesh, stages, the train settings in effect and the
  * value range of each i32 input, as comment lines (stable, for goldens). */
 static void dump_config(FILE *out, const Graph *g) {
   const TrainConfig *t = &g->train;
   fprintf(out, "# model %s: mesh dp=%d pp=%d tp=%d, %d stage%s%s\n", g->model_name, g->mesh.dp, g->mesh.pp, g->mesh.tp,
           g->nstages, g->nstages == 1 ? "" : "s", g->auto_stages ? " (placed by the balancer)" : "");
-  if (t->data_kind == DATA_TOKENS) fputs("# train: data=tokens(", out), put_quoted(out, t->data_path), fputc(')', out);
+  /* paths quoted as literals (pass 52: a quote or a newline in one broke the header line) */
+  if (t->data_kind == DATA_TOKENS) fputs("# train: data=tokens(", out), ast_dump_string(out, t->data_path), fputc(')', out);
   else fprintf(out, "# train: data=synthetic(%lld)", (long long)t->synthetic_n);
   bool val = t->val_path && t->val_path[0];
   if (val || t->eval_every > 0 || t->eval_batches != 8) { /* validation, when the program mentions it */
-    if (val) fputs(" val=tokens(", out), put_quoted(out, t->val_path), fputc(')', out);
+    if (val) fputs(" val=tokens(", out), ast_dump_string(out, t->val_path), fputc(')', out);
     else fprintf(out, " val=none");
     if (t->eval_every > 0) fprintf(out, " eval_every=%lld", (long long)t->eval_every);
     else fprintf(out, " eval_every=last");

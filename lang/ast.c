@@ -98,7 +98,9 @@ static void dump_float(FILE *out, double v) {
   fputs(buf, out);
 }
 
-static void dump_string(FILE *out, const char *s) {
+/* s quoted as a string literal writes it (\\, \", \n, \t, \r escaped; another control byte as
+ * \xNN, which no literal holds: shown, not read back). */
+void ast_dump_string(FILE *out, const char *s) {
   fputc('"', out);
   for (const unsigned char *p = (const unsigned char *)s; p && *p; p++) {
     switch (*p) {
@@ -124,7 +126,7 @@ static void dump_head(FILE *out, const Node *n) {
   case N_INT: fprintf(out, " %lld", (long long)n->ival); break;
   case N_FLOAT: fputc(' ', out); dump_float(out, n->fval); break;
   case N_BOOL: fputs(n->ival ? " true" : " false", out); break;
-  case N_STRING: fputc(' ', out); dump_string(out, n->sval); break;
+  case N_STRING: fputc(' ', out); ast_dump_string(out, n->sval); break;
   case N_BINOP: fprintf(out, " %s", binop_str((BinOp)n->op)); break;
   case N_UNOP: fputs(n->op == UOP_NOT ? " not" : " -", out); break;
   case N_ANNOT:

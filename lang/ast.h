@@ -176,6 +176,7 @@ const char *binop_str(BinOp op); /* "+", "@", "and", ... */
 
 /* --emit=ast: a stable, deterministic indented dump with locations. */
 void ast_dump(FILE *out, const Node *n);
+void ast_dump_string(FILE *out, const char *s);
 
 /* ---- parse.c: entry point of lexer + parser -------------------------- */
 /*
