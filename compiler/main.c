@@ -163,7 +163,13 @@ static const char *flag_value(int argc, char **argv, int *i, const char *flag) {
   size_t n = strlen(flag);
   if (strncmp(arg, flag, n)) return NULL;
   if (arg[n] == '=' && flag[1] == '-') return arg + n + 1;
-  if (arg[n] && flag[1] != '-') return arg + n; /* -DNAME=V, -IDIR */
+  if (arg[n] == '=') { /* -o=x.job: a file named "=x.job" is not what was meant (pass 80) */
+    char msg[4200];
+    snprintf(msg, sizeof msg, "%s: a short option takes its value as '%s %s' or '%s%s', without '='", arg, flag, arg + n + 1,
+             flag, arg + n + 1);
+    fail(2, "%s", msg);
+  }
+  if (arg[n] && flag[1] != '-') return arg + n; /* -oJOB, -DNAME=V, -IDIR */
   if (arg[n]) return NULL;
   if (*i + 1 >= argc) fail(2, "%s needs a value", flag);
   return argv[++*i];

@@ -1,8 +1,8 @@
 # examples/vit.mpl — a small Vision Transformer: 32x32 RGB images cut into 4x4 patches by a
 # strided convolution (the patch embedding), a class token, learned position embeddings,
 # non-causal pre-LayerNorm attention blocks, and a linear head on the class token.
-# It trains on synthetic images (random, with random labels: it can memorise them); a real
-# run feeds images through an input file of its own. Its bigger setting is ViT-S/16 on
+# It trains on synthetic images (random, with random labels: it can memorise them); MPL
+# reads no image files yet (data is synthetic(n) or a token file). Its bigger setting is ViT-S/16 on
 # 224x224 images: -D image=224 -D patch=16 -D d=384 -D layers=12 -D heads=6. Against timm's
 # ViT: the patch convolution has no bias, LayerNorm's eps is 1e-5 (timm 1e-6), GELU the tanh
 # form (ViT's is exact erf), and the class token and position embeddings get AdamW's decay

@@ -312,6 +312,9 @@ expect_fail "mplc: two inputs" "more than one input" "$MPLC" tests/e2e/small_gpt
 expect_fail "mplc: -D without =" "-D" "$MPLC" tests/e2e/small_gpt.mpl -D layers
 head -c 3000 /dev/urandom > "$tmp/garbage.mpl"
 expect_fail "mplc: binary garbage as source" "garbage.mpl" "$MPLC" "$tmp/garbage.mpl" -o "$tmp/x.job"
+# -o=x.job (pass 80: wrote a job named "=x.job"); exit 2, nothing written
+(cd "$tmp" && expect_fail "mplc -o=JOB" "-o=eq.job: a short option takes its value as '-o eq.job'" "$OLDPWD/$MPLC" "$OLDPWD/tests/e2e/small_mlp.mpl" -o=eq.job)
+no_file "mplc -o=JOB" "$tmp/=eq.job"
 expect_fail "mplc: -o into a missing directory" "nodir/x.job" "$MPLC" tests/e2e/small_mlp.mpl -o "$tmp/nodir/x.job"
 no_file "mplc: -o into a missing directory" "$tmp/nodir"
 
