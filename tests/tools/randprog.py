@@ -252,9 +252,9 @@ class Gen:
             self.emit("%s, %s = topk(tanh(%s) * 0.5 + %s, %d, axis = -1)" % (vals, idx, h, self.param([D]), kk))
             return "gather(%s * 2.0, %s, -1) @ %s" % (h, idx, w)
         if k == 2:  # one_hot of an argmax selects the maximum
-            return "%s * one_hot(argmax(%s, axis = -1), %d) + %s * 0.5" % (h, h, D, h)
+            return "%s * one_hot(argmax(%s, axis = -1), %d) + %s * 0.5" % (h, self.untied(h, -1), D, h)
         if k == 3:  # gather along T with indices from argmax over T
-            am = self.bind("argmax(%s, axis = 1)" % h)  # [B, D]
+            am = self.bind("argmax(%s, axis = 1)" % self.untied(h, 1))  # [B, D]
             g = self.bind("gather(%s, reshape(%s, B, 1, %d), 1)" % (h, am, D))  # [B, 1, D]
             return "%s + %s" % (h, g)
         # floor and remainder
@@ -469,25 +469,33 @@ class Gen:
             self.emit("%s, %s = topk(%s, %d, axis = 1)" % (vals, idx, h, kk))
             return "transpose(transpose(%s, 1, 2) @ %s, 1, 2)" % (vals, self.param([kk, T], r=q))
         if k == 6:  # argmax along T with keepdims, gather there
-            am = self.bind("argmax(%s, axis = 1, keepdims = true)" % h)  # [B, 1, D]
+            am = self.bind("argmax(%s, axis = 1, keepdims = true)" % self.untied(h, 1))  # [B, 1, D]
             return "gather(%s, %s, 1) * %s" % (self.costly(h), am, h)
         # a norm along the batch axis
         v = self.bind(self.costly(h))
         return "(%s - mean(%s, axis = 0, keepdims = true)) * rsqrt(mean(%s * %s, axis = 0, keepdims = true) + 0.5)" % (v, v, v, v)
 
+    def untied(self, h, axis):
+        """h plus a ramp of 0.001 a step along axis (-1: D, 1: T), for an argmax: a saturating
+        function anywhere before (tanh of a large value is 1.0 in f32, not in float64) makes
+        ties in f32 that float64 does not have, and the first index wins (seeds 10138,
+        7000041: an argmax of h itself was not enough)"""
+        if axis == 1:
+            return "(%s) + reshape(cast(arange(%d), f32), %d, 1) * 0.001" % (h, self.T, self.T)
+        return "(%s) + cast(arange(%d), f32) * 0.001" % (h, self.D)
+
     def b_int(self, h):
         """i32 arithmetic (/ toward zero with negative quotients, %, data-dependent divisors),
         comparisons on i32 and f32, where with tensor masks, and, or, not, casts."""
         q, D, T = self.q, self.D, self.T
-        # of h itself: a saturating function (tanh of a large h is 1.0 in f32) ties where
-        # float64 does not, and the first index wins (seed 10138)
-        i = self.bind("argmax(%s, axis = -1)" % h)  # [B, T], in [0, D)
+        i = self.bind("argmax(%s, axis = -1)" % self.untied(h, -1))  # [B, T], in [0, D)
         j = self.bind(q.choice([
             "(%s * 7 - 9) / (%s %% 3 + 1)" % (i, i),
             "(%s - 3) / (0 - 2) + %s / 2" % (i, i),
             "(%s * %s - 5) / 3 - (%s + 1) %% 4" % (i, i, i),
             "(%s - 4) %% 3 * ((%s + 2) / 3)" % (i, i),
-            "cast(%s * 3.0, i32) / 2" % ("%s[:, :, 0]" % h),
+            # (+ 0.5: a saturated 1.0 in f32 is 0.99999999 in float64, and truncates to 2)
+            "cast(%s * 3.0 + 0.5, i32) / 2" % ("%s[:, :, 0]" % h),
         ]))
         k = q.randrange(7)
         cmp = q.choice([">", "<", ">=", "<=", "==", "!="])
