@@ -341,10 +341,7 @@ static void segment_costs(const Graph *g, const int *slot, double *cost, double 
  * alone would idle: busy 0). slot[statement] = its segment; returns the number of
  * segments. */
 static int work_segments(const Graph *g, int nstmt, int *slot) {
-  bool *work = calloc((size_t)nstmt + 1, 1), *live = calloc((size_t)g->nops + 1, 1);
-  if (g->loss >= 0) live[g->loss] = true;
-  for (int i = g->nops - 1; i >= 0; i--) /* inputs come before their readers */
-    for (int j = 0; live[i] && j < g->ops[i]->nin; j++) live[g->ops[i]->in[j]] = true;
+  bool *work = calloc((size_t)nstmt + 1, 1), *live = graph_live_from_loss(g);
   for (int i = 0; i < g->nops; i++)
     if (g->ops[i]->seg >= 0 && g->ops[i]->stage >= 0 && (live[i] || g->loss < 0)) work[g->ops[i]->seg] = true;
   free(live);

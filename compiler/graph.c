@@ -39,6 +39,18 @@ bool graph_reads_input(const Graph *g, int v) {
   return found;
 }
 
+/* Which ops the loss reads, directly or not: a calloc'd array of g->nops + 1 flags (all
+ * false when the graph has no loss), freed by the caller. Inputs come before their readers,
+ * so one walk down from the loss marks them all. */
+bool *graph_live_from_loss(const Graph *g) {
+  bool *live = calloc((size_t)g->nops + 1, 1);
+  if (!live) die("out of memory");
+  if (g->loss >= 0) live[g->loss] = true;
+  for (int i = g->loss; i >= 0; i--)
+    for (int j = 0; live[i] && j < g->ops[i]->nin; j++) live[g->ops[i]->in[j]] = true;
+  return live;
+}
+
 /* The nearest bf16 value (8 significant bits, f32's exponent range, subnormals down to
  * 2^-133), ties to even; past the largest bf16 (0x7F7F) it is infinite; NaN stays NaN. */
 double dtype_round_bf16(double x) {

@@ -283,6 +283,7 @@ Graph *graph_new(Arena *a);
 Op *graph_add(Graph *g, OpKind k, int nin, const int *in, Loc loc);
 /* Does value v depend on a model input (an INPUT op among what it reads, transitively)? */
 bool graph_reads_input(const Graph *g, int v);
+bool *graph_live_from_loss(const Graph *g);
 /* Appends a copy of src (another graph's op, or this one's) reading in[0 .. src->nin): every
  * attribute src has, a new id. Ids in attributes (PARAM_GRAD's key, fwd_of) are the caller's
  * to map. */

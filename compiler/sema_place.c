@@ -12,6 +12,7 @@
  */
 #include "sema_int.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static bool is_leafish(const Op *op) {
@@ -147,15 +148,11 @@ static void check_empty_stages(Sema *S) {
   /* a stage whose work the loss does not need: its rank would receive every micro-batch's
      input and run nothing that counts (pass 72: accepted, and its rank idled) */
   if (g->loss < 0) return;
-  char *live = arena_alloc(S->a, (size_t)g->nops + 1);
+  bool *live = graph_live_from_loss(g);
   int *nlive = arena_alloc(S->a, sizeof(int) * (size_t)(n + 1));
-  live[g->loss] = 1;
-  for (int i = g->loss; i >= 0; i--) {
-    if (!live[i]) continue;
-    const Op *op = g->ops[i];
-    for (int j = 0; j < op->nin; j++) live[op->in[j]] = 1;
-    if (op->stage >= 0 && op->stage < n) nlive[op->stage]++;
-  }
+  for (int i = 0; i <= g->loss; i++)
+    if (live[i] && g->ops[i]->stage >= 0 && g->ops[i]->stage < n) nlive[g->ops[i]->stage]++;
+  free(live);
   for (int s = 0; s < n; s++) {
     if (nlive[s]) continue;
     const Op *first = NULL;
