@@ -31,6 +31,7 @@
 #include "comm_int.h"
 
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -206,6 +207,10 @@ static void mpi_abort(MplComm *c, const char *why) {
      was said once per process (pass 57): the others wait 300 ms first, so that rank 0's
      MPI_Abort, when it met the error too, ends them before they print. An error of one
      process alone is said 300 ms later. */
+  /* rank 0's MPI_Abort ends the others with SIGTERM: their stop handler (mplrun's) would
+     catch it, cut the wait short and say the error again */
+  int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGUSR1};
+  for (int i = 0; i < 4; i++) signal(sigs[i], SIG_DFL);
   if (c->rank != 0) usleep(300 * 1000);
   bool named = why && !strncmp(why, "rank ", 5); /* the runtime's messages often name the rank already */
   if (named) fprintf(stderr, "mplrun: error: %s\n", why);

@@ -166,6 +166,8 @@ int mpl_run_comm_counts(const MplRun *r, MplCommCount *out, MplErr *err);
 int64_t mpl_run_step(const MplRun *r);
 /* The steps this run trained (not counting those of a checkpoint it resumed). */
 int64_t mpl_run_steps_trained(const MplRun *r);
+/* The signal that stopped training after a step (every process's under MPI), else 0. */
+int mpl_run_stopped(const MplRun *r);
 /* Removes the --checkpoint lock now (before an MPI_Abort, which skips mpl_run_free). */
 void mpl_run_unlock(MplRun *r);
 double mpl_run_last_loss(const MplRun *r);

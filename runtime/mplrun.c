@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -520,6 +521,13 @@ static int run(Cli *c, Job *job) {
   if (st == MPL_OK && c->comm_stats) st = write_comm_stats(r, c->comm_stats, &err);
   if (st == MPL_OK && !c->run.quiet && mpl_run_steps_trained(r) > 0) mpl_run_report(r, c->run.out ? c->run.out : stdout);
   if (st == MPL_OK && c->sample_n >= 0) st = mpl_run_sample(r, c->prompt, c->sample_n, &c->sample, stdout, &err);
+  int sig = mpl_run_stopped(r);
+  if (st != MPL_OK && c->run.comm && sig) { /* every process stopped after one step: no abort (pass 73: rank 0's
+                                               --save was cut short), rank 0 says so */
+    if (c->run.comm->rank == 0) fail("%s%s", err.msg, "");
+    mpl_run_free(r);
+    return 128 + sig;
+  }
   if (st != MPL_OK && c->run.comm) { /* MPI_Abort first: a free could wait for GPU work that depends on ranks that
                                         stopped; the lock file goes first (pass 73: DIR.lock was left) */
     mpl_run_unlock(r);
@@ -568,12 +576,13 @@ static int check_mpi(Cli *c, const Job *job) {
   return 1;
 }
 
-/* SIGINT, SIGTERM, SIGHUP (the terminal went away) and SIGPIPE (so did stdout's reader), in a
- * threads run: the first asks training to stop after the step in
- * progress (mpl_run_train writes the checkpoint and --save, then says where it stopped);
- * a second one ends the process at once. A signal the shell had set to be ignored (a run
- * started in the background) stays ignored. Under mpirun, mpirun's own handling stays. */
+/* SIGINT, SIGTERM, SIGHUP (the terminal went away) and SIGPIPE (so did stdout's reader), and
+ * under mpirun SIGUSR1: the first asks training to stop after the step in progress
+ * (mpl_run_train writes the checkpoint and --save, then says where it stopped; under mpirun
+ * every process stops after the same step); a second one ends the process at once. A
+ * signal the shell had set to be ignored (a run started in the background) stays ignored. */
 static volatile int stop_signal;
+static int stop_quiet; /* under mpirun, a process other than world rank 0 */
 static void on_stop_signal(int sig) {
   /* SIGPIPE: the reader of stdout went away (mplrun ... | head): stop the same way; the
      progress lines after it are lost, and later writes fail without a signal */
@@ -585,19 +594,45 @@ static void on_stop_signal(int sig) {
     return;
   }
   stop_signal = sig;
+  if (stop_quiet) return; /* another process of mpirun's says it */
   static const char msg[] = "mplrun: stopping after this step (send it again to stop at once)\n",
                     pipe_msg[] = "mplrun: the standard output was closed: stopping after this step\n";
   ssize_t w = sig == SIGPIPE ? write(2, pipe_msg, sizeof pipe_msg - 1) : write(2, msg, sizeof msg - 1);
   (void)w;
 }
+static void *stop_signal_thread(void *arg) {
+  (void)arg;
+  for (;;) pause(); /* the handler runs here (or on a thread MPI started before) */
+  return NULL;
+}
 static void catch_stop_signals(Cli *c) {
-  int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE};
-  for (int i = 0; i < 4; i++) {
+  /* under mpirun, SIGUSR1 too: Open MPI forwards it to every process (kill -USR1 MPIRUN_PID),
+     where SIGTERM to mpirun is followed by SIGKILL a second later (pass 73: nothing saved) */
+  int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGUSR1}, n = c->run.comm ? 5 : 4;
+  stop_quiet = c->run.comm && c->run.comm->rank != 0;
+  for (int i = 0; i < n; i++) {
     struct sigaction old, sa = {.sa_handler = on_stop_signal};
     sigemptyset(&sa.sa_mask);
     if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN) sigaction(sigs[i], &sa, NULL);
   }
   c->run.stop = &stop_signal;
+  /* The handler must not run on a thread that computes: oneDNN 2.6's JIT sgemm (Debian's
+     libdnnl2; K > 84) points rsp at a workspace it malloc'ed, and the kernel writes a signal
+     frame below rsp, over the heap: "corrupted size vs. prev_size" at the sgemm's free, 1 run
+     in about 60 of a SIGUSR1 under mpirun, and in threads runs too under many signals (pass
+     79; oneDNN's issue 4845, mended upstream after 2.6). So one thread of its own takes the
+     signals: this one blocks them before it starts any other, and every thread started
+     after (the ranks', OpenMP's, oneDNN's) inherits the mask. SIGPIPE stays unblocked: a
+     write raises it on the thread that writes, never in a kernel. */
+  sigset_t set;
+  sigemptyset(&set);
+  for (int i = 0; i < 5; i++)
+    if (sigs[i] != SIGPIPE) sigaddset(&set, sigs[i]);
+  pthread_t t;
+  if (pthread_create(&t, NULL, stop_signal_thread, NULL) == 0) {
+    pthread_detach(t);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+  }
 }
 
 int main(int argc, char **argv) {
@@ -620,7 +655,7 @@ int main(int argc, char **argv) {
     if ((c.mpi || c.launched) && mpl_comm_mpi_init(&c.run.comm, &argc, &argv, &e) != MPL_OK) {
       rc = fail("--mpi: %s%s", e.msg, "");
     } else {
-      if (!c.run.comm) catch_stop_signals(&c); /* under mpirun, mpirun's handling (see docs) */
+      catch_stop_signals(&c);
       rc = run(&c, job);
       if (c.run.comm) mpl_comm_mpi_finalize(c.run.comm);
       if (stop_signal && rc) rc = 128 + stop_signal; /* as a shell reports a process a signal ended */

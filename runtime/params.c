@@ -14,6 +14,7 @@
 
 int64_t mpl_run_step(const MplRun *r) { return r->step; }
 int64_t mpl_run_steps_trained(const MplRun *r) { return r->step - r->first_step; }
+int mpl_run_stopped(const MplRun *r) { return r->stopped; }
 double mpl_run_last_loss(const MplRun *r) { return r->last_loss; }
 double mpl_run_val_loss(const MplRun *r) { return r->val_loss; }
 const Job *mpl_run_job(const MplRun *r) { return r->job; }

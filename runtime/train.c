@@ -374,6 +374,7 @@ int mpl_run_train(MplRun *r, MplErr *err) {
   double t_begin = now_s();
   int64_t done = 0;
   bool ckpt_written = false;
+  int stopped = 0;
   r->first_step = r->step;
   if (!r->opts.quiet && r->step < r->total_steps) oversubscribed_note(r, r->opts.out, true);
   if (r->opts.resume_dir && r->step >= r->total_steps && r->total_steps > 0 && !r->opts.quiet && r->lead)
@@ -399,8 +400,18 @@ int mpl_run_train(MplRun *r, MplErr *err) {
       ckpt_written = true;
     }
     int sig = r->opts.stop ? *r->opts.stop : 0;
+    if (r->mpi && r->opts.stop && r->step + 1 < r->total_steps) { /* every process stops after the same step: a
+                                                                  signal one process got is every one's */
+      int *all = mpl_malloc(sizeof *all * (size_t)r->mpi->size);
+      if (!all || mpl_comm_mpi_allgather(r->mpi, &sig, all, sizeof sig) != MPL_OK) {
+        mpl_free(all);
+        return mpl_errf(err, "step %lld: agreeing on a stop: %s", (long long)r->step + 1, r->mpi->err.msg);
+      }
+      for (int p = 0; p < r->mpi->size && !sig; p++) sig = all[p];
+      mpl_free(all);
+    }
     if (sig && r->step + 1 < r->total_steps) { /* a signal: this step was the last */
-      r->stopped = sig;
+      stopped = r->stopped = sig;
       r->step++;
       break;
     }
@@ -410,9 +421,9 @@ int mpl_run_train(MplRun *r, MplErr *err) {
   if (measure_write(r, err) != MPL_OK) return MPL_ERR;
   if (r->tracing && r->mpi && gather_trace(r, err) != MPL_OK) return MPL_ERR;
   if (r->tracing && r->lead && mpl_trace_write(&r->trace, r->opts.trace_path, err) != MPL_OK) return MPL_ERR;
-  if (r->stopped) {
+  if (stopped) {
     const char *ck = r->opts.ckpt_dir, *sv = r->opts.save_path;
-    return mpl_errf(err, "stopped by signal %d after step %lld of %lld: %s%s%s%s%s%s%s", r->stopped, (long long)r->step,
+    return mpl_errf(err, "stopped by signal %d after step %lld of %lld: %s%s%s%s%s%s%s", stopped, (long long)r->step,
                     (long long)r->total_steps, ck ? "the checkpoint in " : "", ck ? ck : "",
                     ck ? " holds that step (--resume continues from it)" : "", ck && sv ? "; " : "",
                     sv ? "the params were saved to " : "", sv ? sv : "",

@@ -184,6 +184,25 @@ EOF
   then ok "--trace and --metrics under MPI: $(tail -n 1 "$tmp/py.out")"; else bad "trace/metrics under MPI: $(tail -n 2 "$tmp/py.out")"; fi
 fi
 
+# ---- a signal under mpirun: every process stops after the same step, rank 0 writes ----
+# (pass 73: only mpirun's handling applied: SIGTERM to mpirun lost everything since the last
+# --checkpoint-every, and a stop cut rank 0's --save short by MPI_Abort)
+if [ -f "$tmp/lm.job" ]; then
+  rm -rf "$tmp/sig_ck" "$tmp/sig.st"
+  "${MPIRUN[@]}" -np 2 "$MPLRUN" "$tmp/lm.job" "${D[@]}" --threads 1 --steps 1000000 --checkpoint "$tmp/sig_ck" --save "$tmp/sig.st" > "$tmp/sig.log" 2>&1 &
+  spid=$!
+  sleep 3 # (-q: no progress line to wait for; the job starts in about a second)
+  pkill -USR1 -P "$spid" -x mpirun # (this run's: timeout's child; other suites may run mpirun too)
+  wait $spid
+  rc=$?
+  s=$(sed -n 's/.*"step": \([0-9]*\),.*/\1/p' "$tmp/sig_ck/state.json" 2> /dev/null)
+  if [ $rc != 124 ] && [ "$(grep -c 'stopped by signal 10 after step' "$tmp/sig.log")" = 1 ] && [ -n "$s" ] && [ -f "$tmp/sig.st" ] &&
+     [ ! -e "$tmp/sig_ck.lock" ] && ! compgen -G "$tmp/sig.st.tmp*" > /dev/null &&
+     mpi sigr 2 "$tmp/lm.job" "${D[@]}" --steps $((s + 2)) --resume "$tmp/sig_ck"; then
+    ok "SIGUSR1 to mpirun: every process stopped after step $s, the checkpoint and --save written once, resumed (exit $rc)"
+  else bad "SIGUSR1 to mpirun: exit $rc, step '$s': $(grep -v '^step' "$tmp/sig.log" | head -n 3)"; fi
+fi
+
 # ---- --mpi without mpirun: an MPI singleton runs a one-rank job ----
 if [ -f "$tmp/one.t.st" ]; then
   if timeout 60 "$MPLRUN" "$tmp/one.job" -q --threads 1 --mpi --save "$tmp/one.m.st" > "$tmp/one.m.log" 2>&1; then
