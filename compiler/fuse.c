@@ -88,6 +88,7 @@ static bool used_outside(const Fuse *f, const Group *gr, int v) {
 static bool needs_store(const Fuse *f, const Group *gr, int v) {
   if (OPP(f, v)->kind == OP_PARAM_GRAD) return true;
   if (nusers(f, v) == 0) return true;
+  if (v == f->g->loss) return true; /* the runtime reads it (pass 83: a dead `loss * 1000.0` fused it away) */
   return used_outside(f, gr, v);
 }
 
