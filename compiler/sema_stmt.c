@@ -395,6 +395,7 @@ static void exec_assign(Sema *S, Scope *sc, Node *st) {
     v = verr();
   }
   if (n == 1) {
+    if (v.kind == V_TUPLE && v.n == 1) v = v.items[0]; /* split(x, 1, axis) (pass 83: refused, "bind them with 1 names") */
     if (v.kind == V_TUPLE) {
       sema_err(S, st->a->loc, "this gives %d values; bind them with %d names (a, b, ... = ...)", v.n, v.n);
       v = verr();

@@ -236,8 +236,9 @@ static void key_optimizer(Sema *S, Scope *sc, Node *e) {
     sema_err(S, e->loc, "optimizer is sgd(lr, momentum) or adamw(lr, beta1, beta2, eps, weight_decay)");
     return;
   }
-  if (ok[0] && !(t->lr > 0)) sema_err(S, e->loc, "the learning rate must be positive, not %g", t->lr);
-  else if (ok[0] && !((float)t->lr > 0)) /* the update computes in f32: 1e-46 would be 0, the params never moving */
+  /* lr = 0 as torch.optim allows it (pass 83): params that stay, an --init evaluated or sampled */
+  if (ok[0] && !(t->lr >= 0)) sema_err(S, e->loc, "the learning rate must not be negative, not %g", t->lr);
+  else if (ok[0] && t->lr > 0 && !((float)t->lr > 0)) /* the update computes in f32: 1e-46 would be 0, the params never moving */
     sema_err(S, e->loc, "the learning rate %g is 0 in f32 (the update's precision): at least %g", t->lr, (double)FLT_TRUE_MIN);
   /* the ranges torch.optim accepts: outside them the update divides by zero or decays upwards */
   if (t->optimizer == OPT_SGD && ok[1] && !(t->momentum >= 0))
@@ -340,7 +341,7 @@ void sema_train(Sema *S, Node *train) {
   }
   Loc *val = strmap_get(&seen, "val"), *sched = strmap_get(&seen, "lr_schedule");
   const TrainConfig *t = &S->g->train;
-  if (sched && t->lr_schedule == LR_COSINE && t->min_lr > t->lr && (float)t->lr > 0) /* after the loop: the keys come in any order */
+  if (sched && t->lr_schedule == LR_COSINE && t->min_lr > t->lr && (t->lr == 0 || (float)t->lr > 0)) /* after the loop: the keys come in any order */
     sema_err(S, *sched, "cosine's min_lr %g is above the optimizer's lr %g: the decay would raise the learning rate "
              "(min_lr <= lr)", t->min_lr, t->lr);
   /* (pass 71: silent; with steps given: a run of the default length is lengthened by --steps) */

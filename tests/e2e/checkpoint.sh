@@ -664,5 +664,25 @@ else bad "a cosine resumed with another --steps: $(tail -n 1 "$tmp/cw.log")"; fi
 if [ -f "$tmp/resumed.log" ] && ! grep -q "warning: the cosine" "$tmp/resumed.log"; then ok "3 warm-up steps resumed to 6: no jump, no warning"
 else bad "3 warm-up steps resumed to 6: $(grep warning "$tmp/resumed.log")"; fi
 
+# lr = 0, as torch.optim allows it (pass 83: refused): 3 steps of sgd and of adamw with
+# weight decay leave the params as they started (bitwise)
+for opt in "sgd(0.0)" "adamw(lr = 0, weight_decay = 0.1)"; do
+  cat > "$tmp/lr0.mpl" <<EOF
+model m(x: f32[B, 4], y: i32[B]) {
+  param w: f32[4, 3] = normal(0.1)
+  return cross_entropy(x @ w, y)
+}
+train m {
+  batch = 4
+  optimizer = $opt
+}
+EOF
+  if "$MPLC" "$tmp/lr0.mpl" -o "$tmp/lr0.job" > "$tmp/lr0.log" 2>&1 &&
+     "$MPLRUN" "$tmp/lr0.job" -q --steps 3 --save "$tmp/lr0_3.st" >> "$tmp/lr0.log" 2>&1 &&
+     "$MPLRUN" "$tmp/lr0.job" -q --steps 0 --save "$tmp/lr0_0.st" >> "$tmp/lr0.log" 2>&1 && cmp -s "$tmp/lr0_3.st" "$tmp/lr0_0.st"
+  then ok "optimizer = $opt: 3 steps leave the params as they started"
+  else bad "optimizer = $opt: $(grep -m 2 -E 'error|differ' "$tmp/lr0.log")"; fi
+done
+
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
