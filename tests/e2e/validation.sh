@@ -205,6 +205,17 @@ refused "--val FILE with a token outside the vocabulary" "val_big.bin: token 300
 refused "--val on a run of synthetic data" "synthetic" "$tmp/interleaved.job" --val "$tmp/val64.bin" --steps 1
 refused "--val on a run of synthetic data, --steps 0 (it was accepted)" "synthetic" "$tmp/interleaved.job" --val "$tmp/val64.bin" --steps 0
 refused "--val without a value" "--val needs a value" "$tmp/lm.job" --val
+# val in the train block with data left synthetic: a warning naming --data (pass 83: refused
+# by mplc), the run without --data refused, with --data it validates as the same run with
+# data = tokens(...) does
+rewrite tests/e2e/tiny_lm.mpl "$tmp/valsyn.mpl" 's|^  data = tokens.*|  val = tokens("'"$V"'")\n  eval_every = 2\n  eval_batches = 1|'
+if "$MPLC" "$tmp/valsyn.mpl" -o "$tmp/valsyn.job" > "$tmp/valsyn.log" 2>&1 && grep -q "warning: val needs token data: .*give mplrun --data FILE" "$tmp/valsyn.log"
+then ok "val with synthetic data: compiled with a warning naming --data"
+else bad "val with synthetic data: $(head -n 2 "$tmp/valsyn.log")"; fi
+refused "the job's val on a run of synthetic data" "synthetic" "$tmp/valsyn.job" --steps 2
+if run valsyn "$tmp/valsyn.job" --data "$T" --steps 2 && run valtok "$tmp/every.job" --data "$T" --steps 2; then
+  equal "the job's val with --data: step 2's val_loss as data = tokens(...) gives" "$(metric "$tmp/valsyn.jsonl" 2 val_loss)" "$(metric "$tmp/valtok.jsonl" 2 val_loss)"
+fi
 
 # ---- under mpirun: world rank 0 reports the threads run's val loss ----
 if command -v mpirun > /dev/null 2>&1 && ldd "$MPLRUN" 2>/dev/null | grep -q libmpi; then
