@@ -322,11 +322,20 @@ Value sema_slice(Sema *S, Value x, int axis, int64_t begin, int64_t end, Loc loc
   return vtensor(S, op);
 }
 
+/* The op whose every element v's elements are (through reshapes, transposes, broadcasts and
+ * zero pads): an input's bound holds for all its tokens only then (pass 83: an embedding of
+ * idx[:, 0] bounded the whole of idx, and a file whose other columns held larger tokens was
+ * refused; a slice's values get a run-time check instead). */
+static const Op *whole_source(Sema *S, const Op *op) {
+  while (op->kind == OP_RESHAPE || op->kind == OP_TRANSPOSE || op->kind == OP_EXPAND || op->kind == OP_PAD)
+    op = S->g->ops[op->in[0]];
+  return op;
+}
+
 /* The op a value of an i32 input reaches through shape ops: record its bound. */
 void sema_note_bound(Sema *S, Value v, int64_t bound) {
   if (v.kind != V_TENSOR) return;
-  Op *op = sema_opv(S, v);
-  while (op_info[op->kind].cls == OPC_S && op->nin == 1) op = S->g->ops[op->in[0]];
+  const Op *op = whole_source(S, sema_opv(S, v));
   if (op->kind != OP_INPUT || op->dtype != DT_I32) return;
   if (!S->bound[op->id] || bound < S->bound[op->id]) S->bound[op->id] = bound;
 }
@@ -386,9 +395,7 @@ bool sema_guard_index(Sema *S, Value idx, OpKind of, int64_t bound, Loc loc, Op 
     return false;
   }
   if (known > 0 && known <= bound) return true;
-  const Op *at = ii;
-  while (op_info[at->kind].cls == OPC_S && at->nin == 1) at = S->g->ops[at->in[0]];
-  if (at->kind != OP_INPUT) *check = make_check(S, idx.op, of, bound, loc);
+  if (whole_source(S, ii)->kind != OP_INPUT) *check = make_check(S, idx.op, of, bound, loc);
   return true;
 }
 

@@ -312,6 +312,34 @@ expect_fail "mplc: two inputs" "more than one input" "$MPLC" tests/e2e/small_gpt
 expect_fail "mplc: -D without =" "-D" "$MPLC" tests/e2e/small_gpt.mpl -D layers
 head -c 3000 /dev/urandom > "$tmp/garbage.mpl"
 expect_fail "mplc: binary garbage as source" "garbage.mpl" "$MPLC" "$tmp/garbage.mpl" -o "$tmp/x.job"
+# an index read through a slice of a token input bounds that slice alone (pass 83: an
+# embedding of idx[:, 0] bounded the whole of idx, and a file whose other columns held larger
+# tokens was refused); a used token out of range stops the run naming the op, as a run-time
+# check does
+cat > "$tmp/slice_idx.mpl" <<'EOF'
+model m(idx: i32[B, T], targets: i32[B, T]) {
+  x = embedding(idx[:, 0], 4, 8) as first
+  param head: f32[8, 16] = normal(0.02)
+  return cross_entropy(x @ head, targets[:, 0])
+}
+train m {
+  batch = 2
+  seq = 4
+}
+EOF
+"$PY" - "$tmp" <<'EOF'
+import struct, sys
+def write(path, toks):
+    open(path, 'wb').write(struct.pack('<256i', *([20240520, 1, len(toks)] + [0] * 253)) + struct.pack('<%dH' % len(toks), *toks))
+write(sys.argv[1] + '/slice_ok.bin', [0, 9, 9, 9, 1, 9, 9, 9, 2, 9, 9, 9, 3, 9, 9, 9] * 4 + [9])
+write(sys.argv[1] + '/slice_bad.bin', [0, 9, 9, 9, 5, 9, 9, 9] * 6 + [1])
+EOF
+if "$MPLC" "$tmp/slice_idx.mpl" -o "$tmp/slice_idx.job" 2> "$tmp/slice.err" &&
+   "$MPLRUN" "$tmp/slice_idx.job" -q --steps 2 --data "$tmp/slice_ok.bin" > "$tmp/slice.out" 2>&1
+then ok "embedding of idx[:, 0]: trains on a file whose other columns hold tokens past its rows"
+else bad "embedding of idx[:, 0]: $(head -n 2 "$tmp/slice.err" "$tmp/slice.out")"; fi
+expect_fail "embedding of idx[:, 0], a used token past its rows" "slice_idx.mpl:2:7: embedding: index out of range \\[0, 4\\)" \
+  "$MPLRUN" "$tmp/slice_idx.job" -q --steps 2 --data "$tmp/slice_bad.bin"
 # -o=x.job (pass 80: wrote a job named "=x.job"); exit 2, nothing written
 (cd "$tmp" && expect_fail "mplc -o=JOB" "-o=eq.job: a short option takes its value as '-o eq.job'" "$OLDPWD/$MPLC" "$OLDPWD/tests/e2e/small_mlp.mpl" -o=eq.job)
 no_file "mplc -o=JOB" "$tmp/=eq.job"
