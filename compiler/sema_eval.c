@@ -33,6 +33,12 @@ Value sema_lookup(Sema *S, Scope *sc, const char *name, Loc loc, bool report) {
   DType dt;
   if (sema_parse_dtype(name, &dt) && strcmp(name, "int") && strcmp(name, "float"))
     return (Value){.kind = V_DTYPE, .i = dt, .loc = loc};
+  if (report && name[0] >= '0' && name[0] <= '9') { /* 1_000, 1e3x: scanned as one word, as 1f1b is (pass 83) */
+    bool digits = strspn(name, "0123456789_") == strlen(name);
+    sema_err(S, loc, "'%s' is neither a number nor a name%s", name,
+             digits ? ": write a number without '_' (1000, not 1_000)" : " (a name starts with a letter or '_')");
+    return verr();
+  }
   if (report) {
     Suggest g;
     sema_suggest_init(&g, name);

@@ -367,6 +367,14 @@ stmt:
         $$ = mk_body_node(ctx, N_BLOCK, $1.n ? @1 : @2, NULL, $2, @2);
         annotate(ctx, $$, list_cat(ctx, $1, $3));
       }
+  /* a def inside a def or a model: parsed whole, so the error is one and the body goes on
+     (pass 83: a syntax error whose recovery closed the outer body, and a second error at its
+     next statement) */
+  | DEF IDENT '(' params ')' ret_opt block
+      {
+        diag_error(ctx->diag, LOC(@1), "a def goes at the top level of the file, not inside a def or a model");
+        $$ = NULL;
+      }
   /* yyerrok is safe: after `error` the parser needs a lookahead ('{' or not),
      so it discards tokens before reducing, and always makes progress. (A lone
      `error` alternative would reduce at once and loop on the same token.) */
