@@ -366,6 +366,7 @@ static bool is_view_kind(OpKind k) {
  */
 static bool can_view(const Fuse *f, const Op *op) {
   if (f->ks->no_fusion || !is_view_kind(op->kind) || nusers(f, op->id) == 0 || f->folded_t[op->id]) return false;
+  if (op->id == f->g->loss) return false; /* the runtime reads it (pass 84: a reshaped loss a dead op read) */
   for (int u = f->ustart[op->id]; u < f->ustart[op->id + 1]; u++) {
     const Op *user = OPP(f, f->users[u]);
     Cat c = fuse_cat(user->kind);

@@ -205,6 +205,7 @@ static void fill_inputs(Job *j, const Graph *g) {
     in->dtype = (uint8_t)op->dtype;
     fill_dims(&op->shape, &in->rank, in->dims, NULL);
     in->hi = op->value > 0 ? (int64_t)op->value : 0; /* 0: no op bounds it (nor the tokens it reads) */
+    in->draw_hi = op->draw_hi;
     in->token_role = g->train.data_kind == DATA_TOKENS && n < 2 ? n : -1;
     n++;
   }

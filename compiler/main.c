@@ -165,8 +165,10 @@ static const char *flag_value(int argc, char **argv, int *i, const char *flag) {
   if (arg[n] == '=' && flag[1] == '-') return arg + n + 1;
   if (arg[n] == '=') { /* -o=x.job: a file named "=x.job" is not what was meant (pass 80) */
     char msg[4200];
-    snprintf(msg, sizeof msg, "%s: a short option takes its value as '%s %s' or '%s%s', without '='", arg, flag, arg + n + 1,
-             flag, arg + n + 1);
+    if (!arg[n + 1]) snprintf(msg, sizeof msg, "%s: a short option takes its value after a space, without '='", arg);
+    else
+      snprintf(msg, sizeof msg, "%s: a short option takes its value as '%s %s' or '%s%s', without '='", arg, flag,
+               arg + n + 1, flag, arg + n + 1);
     fail(2, "%s", msg);
   }
   if (arg[n] && flag[1] != '-') return arg + n; /* -oJOB, -DNAME=V, -IDIR */
@@ -310,6 +312,9 @@ static void dump_config(FILE *out, const Graph *g) {
     const Op *op = g->ops[i];
     if (op->kind == OP_INPUT && op->dtype == DT_I32) {
       if (op->value > 0) fprintf(out, "# input %s: values in [0, %g)\n", op->name, op->value);
+      else if (op->draw_hi > 0)
+        fprintf(out, "# input %s: slices of it read in [0, %lld) (synthetic data draws there; tokens are checked as read)\n",
+                op->name, (long long)op->draw_hi);
       else fprintf(out, "# input %s: no op bounds its values (synthetic data: 0 or 1)\n", op->name);
     }
   }

@@ -211,6 +211,8 @@ typedef struct Op {
   bool keepdims;
   int64_t begin, end;
   double value;
+  int64_t draw_hi; /* INPUT (i32): synthetic data draws in [0, draw_hi) (0: in [0, 2)); value is
+                      the bound of every element (a token file is checked against it), or 0 */
   bool ta, tb;
   InitKind init;
   double init_a, init_b;

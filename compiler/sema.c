@@ -425,9 +425,28 @@ static void check_inputs_batch(Sema *S) {
 }
 
 /* data = tokens(...) feeds the model's inputs (idx, targets) from the token stream: both
- * i32[B, seq], no others (mplrun checks the same of a job, for --data over synthetic). */
+ * i32[B, seq], no others (mplrun checks the same of a job, for --data over synthetic). val =
+ * tokens(...) over synthetic data: a warning where mplrun --data can give the run its tokens
+ * (pass 83: an error), an error where the inputs cannot take them (pass 84). */
 static void check_token_inputs(Sema *S) {
   const Graph *g = S->g;
+  if (S->val_loc.line) {
+    int n = 0;
+    const Op *bad = NULL;
+    for (int i = 0; i < g->nops && !bad; i++) {
+      const Op *op = g->ops[i];
+      if (op->kind != OP_INPUT) continue;
+      if (++n > 2 || op->dtype != DT_I32 || op->shape.rank != 2 || op->shape.d[1] != g->train.seq) bad = op;
+    }
+    if (bad || n < 2)
+      sema_err(S, S->val_loc, "val needs a token model trained on token data: validation feeds (idx, targets), "
+               "i32[B, seq], and %s%s%s", bad ? "model input '" : "the model has fewer inputs", bad ? bad->name : "",
+               bad ? "' cannot take them" : "");
+    else
+      diag_warning(S->d, S->val_loc, "val needs token data: validation feeds the model's (idx, targets) as data = "
+                   "tokens(\"file.bin\") does, but data is synthetic(%lld): give mplrun --data FILE",
+                   (long long)g->train.synthetic_n);
+  }
   if (g->train.data_kind != DATA_TOKENS) return;
   int n = 0;
   for (int i = 0; i < g->nops; i++) {
@@ -448,11 +467,14 @@ static void check_token_inputs(Sema *S) {
   }
 }
 
-/* i32 inputs: the exclusive bound of their values, for synthetic data. */
+/* i32 inputs: the exclusive bound of their values (0: none), and the one synthetic data
+ * draws in (the same, or where no op reads the whole input, a slice's bound). */
 static void input_bounds(Sema *S) {
   for (int i = 0; i < S->g->nops; i++) {
     Op *op = S->g->ops[i];
-    if (op->kind == OP_INPUT && op->dtype == DT_I32) op->value = S->bound[i] > 0 ? (double)S->bound[i] : 0; /* 0: none */
+    if (op->kind != OP_INPUT || op->dtype != DT_I32) continue;
+    op->value = S->bound[i] > 0 ? (double)S->bound[i] : 0;
+    op->draw_hi = S->bound[i] > 0 ? S->bound[i] : S->part_bound[i];
   }
 }
 

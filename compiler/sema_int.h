@@ -164,8 +164,10 @@ typedef struct Sema {
   Loc mesh_pp_loc;     /* the mesh declaration's pp, for the empty-stage error */
   Loc sched_loc;       /* the train block's schedule value, likewise */
   Loc data_loc;      /* the train block's data = tokens(...) (line 0: none) */
+  Loc val_loc;       /* its val = tokens(...) over synthetic data (line 0: none) */
   const char **varname;/* op id -> a variable name that held it (for messages) */
   int64_t *bound;      /* op id -> exclusive upper bound for an i32 INPUT (0: none) */
+  int64_t *part_bound; /* ... for the part of it some op reads through a slice (0: none) */
   int cap_aux;
 } Sema;
 

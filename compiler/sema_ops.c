@@ -24,13 +24,15 @@
 static void grow_aux(Sema *S) {
   int cap = S->cap_aux ? S->cap_aux * 2 : 256;
   const char **vn = arena_alloc(S->a, sizeof *vn * (size_t)cap);
-  int64_t *bd = arena_alloc(S->a, sizeof *bd * (size_t)cap);
+  int64_t *bd = arena_alloc(S->a, sizeof *bd * (size_t)cap), *pb = arena_alloc(S->a, sizeof *pb * (size_t)cap);
   if (S->cap_aux) {
     memcpy(vn, S->varname, sizeof *vn * (size_t)S->cap_aux);
     memcpy(bd, S->bound, sizeof *bd * (size_t)S->cap_aux);
+    memcpy(pb, S->part_bound, sizeof *pb * (size_t)S->cap_aux);
   }
   S->varname = vn;
   S->bound = bd;
+  S->part_bound = pb;
   S->cap_aux = cap;
 }
 
@@ -332,12 +334,19 @@ static const Op *whole_source(Sema *S, const Op *op) {
   return op;
 }
 
-/* The op a value of an i32 input reaches through shape ops: record its bound. */
+/* The op a value of an i32 input reaches through shape ops: record its bound, for the whole
+ * input (a token file is checked against it) or, through a slice, for part of it (synthetic
+ * data draws there, pass 84, as it did before pass 83's whole_source). */
 void sema_note_bound(Sema *S, Value v, int64_t bound) {
   if (v.kind != V_TENSOR) return;
   const Op *op = whole_source(S, sema_opv(S, v));
+  int64_t *at = S->bound;
+  if (op->kind != OP_INPUT) {
+    while (op_info[op->kind].cls == OPC_S && op->nin == 1) op = S->g->ops[op->in[0]];
+    at = S->part_bound;
+  }
   if (op->kind != OP_INPUT || op->dtype != DT_I32) return;
-  if (!S->bound[op->id] || bound < S->bound[op->id]) S->bound[op->id] = bound;
+  if (!at[op->id] || bound < at[op->id]) at[op->id] = bound;
 }
 
 /* ---- v2 ops with kernels of their own (issue 13, item 1) ------------------------------- */

@@ -350,11 +350,7 @@ void sema_train(Sema *S, Node *train) {
     diag_warning(S->d, *sched, "cosine's warm-up (%lld steps) is not shorter than the run (%lld step%s): the learning "
                  "rate %s (mplrun --steps may lengthen the run)", (long long)t->warmup, (long long)t->steps,
                  t->steps == 1 ? "" : "s", t->warmup > t->steps ? "never reaches lr" : "reaches lr at the last step only");
-  /* (pass 83: an error, though mplrun --data gives the token data the run needs) */
-  if (val && t->val_path && t->data_kind != DATA_TOKENS && S->d->nerrors == 0)
-    diag_warning(S->d, *val, "val needs token data: validation feeds the model's (idx, targets) as data = "
-                 "tokens(\"file.bin\") does, but data is synthetic(%lld): give mplrun --data FILE",
-                 (long long)t->synthetic_n);
+  if (val && t->val_path && t->data_kind != DATA_TOKENS) S->val_loc = *val; /* (check_token_inputs) */
 }
 
 /* --schedule: "1f1b", "interleaved(2)" (or "interleaved:2"). */

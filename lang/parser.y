@@ -375,6 +375,11 @@ stmt:
         diag_error(ctx->diag, LOC(@1), "a def goes at the top level of the file, not inside a def or a model");
         $$ = NULL;
       }
+  | MODEL IDENT '(' params ')' block
+      {
+        diag_error(ctx->diag, LOC(@1), "a model goes at the top level of the file, not inside a def or a model");
+        $$ = NULL;
+      }
   /* yyerrok is safe: after `error` the parser needs a lookahead ('{' or not),
      so it discards tokens before reducing, and always makes progress. (A lone
      `error` alternative would reduce at once and loop on the same token.) */

@@ -16,6 +16,7 @@
 #ifndef MPL_EXEC_H
 #define MPL_EXEC_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -93,7 +94,7 @@ typedef struct MplRunOpts {
   bool quiet;                  /* no progress lines */
   FILE *out;                   /* progress and reports (NULL: stdout) */
   uint64_t job_checksum;       /* identity of the job file, stored in checkpoints */
-  const volatile int *stop;    /* set (non-zero) by mplrun's SIGINT/SIGTERM handler: training ends after the
+  const atomic_int *stop;      /* set (non-zero) by mplrun's stop signals (SIGINT, SIGTERM, ...): training ends after the
                                   step in progress, writes the checkpoint and --save, and fails with
                                   "stopped by signal N after step S"; NULL: never */
   MplComm *comm;               /* under mpirun: this process's rank of the world (comm_mpi.c); the
@@ -166,7 +167,8 @@ int mpl_run_comm_counts(const MplRun *r, MplCommCount *out, MplErr *err);
 int64_t mpl_run_step(const MplRun *r);
 /* The steps this run trained (not counting those of a checkpoint it resumed). */
 int64_t mpl_run_steps_trained(const MplRun *r);
-/* The signal that stopped training after a step (every process's under MPI), else 0. */
+/* The signal that stopped training after a step, or sampling after a token (every process's
+ * under MPI), else 0. */
 int mpl_run_stopped(const MplRun *r);
 /* Removes the --checkpoint lock now (before an MPI_Abort, which skips mpl_run_free). */
 void mpl_run_unlock(MplRun *r);

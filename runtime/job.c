@@ -91,7 +91,7 @@ static void write_values(MplJobWriter *w, const Job *j) {
     const JobInput *in = &j->inputs[i];
     mpl_jw_str(w, in->name), mpl_jw_u32(w, (uint32_t)in->value), mpl_jw_u8(w, in->dtype);
     put_dims(w, in->rank, in->dims);
-    mpl_jw_i64(w, in->hi), mpl_jw_u32(w, (uint32_t)in->token_role);
+    mpl_jw_i64(w, in->hi), mpl_jw_i64(w, in->draw_hi), mpl_jw_u32(w, (uint32_t)in->token_role);
   }
   mpl_jw_end(w);
   mpl_jw_begin(w, TAG("OPID"));
@@ -317,7 +317,7 @@ static void read_inputs(MplCursor *c, Job *j) {
     JobInput *in = &j->inputs[i];
     in->name = dup_str(c), in->value = (int32_t)mpl_cur_u32(c), in->dtype = mpl_cur_u8(c);
     get_dims(c, &in->rank, in->dims, NULL);
-    in->hi = mpl_cur_i64(c), in->token_role = (int32_t)mpl_cur_u32(c);
+    in->hi = mpl_cur_i64(c), in->draw_hi = mpl_cur_i64(c), in->token_role = (int32_t)mpl_cur_u32(c);
   }
 }
 
@@ -706,8 +706,11 @@ int job_validate(const Job *j, char *err, size_t errlen) {
       CHECK(p->use_stage[u] >= 0 && p->use_stage[u] < j->nstages, "param %s: bad stage", p->name);
     }
   }
-  for (int i = 0; i < j->ninputs; i++)
+  for (int i = 0; i < j->ninputs; i++) {
     CHECK(j->inputs[i].value >= 0 && j->inputs[i].value < j->nvalues, "input %d: bad value", i);
+    CHECK(j->inputs[i].hi >= 0 && j->inputs[i].hi <= INT32_MAX && j->inputs[i].draw_hi >= 0 &&
+              j->inputs[i].draw_hi <= INT32_MAX, "input %d: bad bound", i);
+  }
   for (int s = 0; s < j->nstages; s++) {
     const JobStage *st = &j->stages[s];
     CHECK(st->rank == mpl_stage_rank(j->train.schedule, j->mesh.pp, s), "stage %d: rank %d, not the %s schedule's %d", s,

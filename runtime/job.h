@@ -34,7 +34,7 @@
  * 9: the embedding's gradient as a step of its own (JS_EMB_GRAD);
  * 10: JobParam's type (a half param's declared type: its values are checked against it);
  * Job's loss_ces. */
-#define MPL_JOB_FORMAT 10
+#define MPL_JOB_FORMAT 11
 
 /* ---- values: one per graph op (the op id is the value id) ---------------- */
 typedef enum JobDType { JDT_F32, JDT_BF16, JDT_F16, JDT_I32, JDT_BOOL } JobDType;
@@ -84,8 +84,10 @@ typedef struct JobInput {
   uint8_t dtype;
   int32_t rank;
   int64_t dims[8];   /* per micro-batch: [B, ...] */
-  int64_t hi;        /* an op's bound on an i32 input's values: [0, hi); synthetic data draws
-                        there (in [0, 2) for 0: no bound), token data is checked against it */
+  int64_t hi;        /* an op's bound on an i32 input's values: [0, hi) (0: none); token data
+                        is checked against it */
+  int64_t draw_hi;   /* synthetic data draws in [0, draw_hi): hi, or where the ops read only
+                        slices of the input, theirs (in [0, 2) for 0) */
   int32_t token_role;/* tokens(): 0 idx (first input), 1 targets (second), -1 none */
 } JobInput;
 

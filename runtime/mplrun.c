@@ -577,11 +577,11 @@ static int check_mpi(Cli *c, const Job *job) {
 }
 
 /* SIGINT, SIGTERM, SIGHUP (the terminal went away) and SIGPIPE (so did stdout's reader), and
- * under mpirun SIGUSR1: the first asks training to stop after the step in progress
+ * under mpirun SIGUSR1 instead of SIGTERM: the first asks training to stop after the step in progress
  * (mpl_run_train writes the checkpoint and --save, then says where it stopped; under mpirun
  * every process stops after the same step); a second one ends the process at once. A
  * signal the shell had set to be ignored (a run started in the background) stays ignored. */
-static volatile int stop_signal;
+static atomic_int stop_signal; /* written on the signal thread, read by the ranks' (pass 84) */
 static int stop_quiet; /* under mpirun, a process other than world rank 0 */
 static void on_stop_signal(int sig) {
   /* SIGPIPE: the reader of stdout went away (mplrun ... | head): stop the same way; the
@@ -607,10 +607,13 @@ static void *stop_signal_thread(void *arg) {
 }
 static void catch_stop_signals(Cli *c) {
   /* under mpirun, SIGUSR1 too: Open MPI forwards it to every process (kill -USR1 MPIRUN_PID),
-     where SIGTERM to mpirun is followed by SIGKILL a second later (pass 73: nothing saved) */
+     where SIGTERM to mpirun is followed by SIGKILL a second later (pass 73: nothing saved);
+     and not SIGTERM, which mpirun sends the processes of a job it aborts (pass 84: caught,
+     each said it would stop after the step and waited for the SIGKILL, a second more) */
   int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGUSR1}, n = c->run.comm ? 5 : 4;
   stop_quiet = c->run.comm && c->run.comm->rank != 0;
   for (int i = 0; i < n; i++) {
+    if (c->run.comm && sigs[i] == SIGTERM) continue;
     struct sigaction old, sa = {.sa_handler = on_stop_signal};
     sigemptyset(&sa.sa_mask);
     if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN) sigaction(sigs[i], &sa, NULL);

@@ -100,7 +100,8 @@ struct MplRun {
   bool tokens;
   int64_t data_pos_kept; /* the data position of a run that opened no data (mpl_run_restore's) */
   int64_t data_align_kept; /* ... and its alignment (0: none known) */
-  int stopped;             /* the signal that ended training after a step (agreed under MPI), else 0 */
+  int stopped;             /* the signal that ended training after a step, or sampling after a token (agreed
+                              under MPI), else 0 */
   MplTokens tok;
   MplLoader loader;
   MplSynth synth;

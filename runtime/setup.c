@@ -357,7 +357,7 @@ static int init_synth(MplRun *r, MplErr *err) {
     const JobInput *in = &job->inputs[i];
     si[i].row_elems = job->values[in->value].numel / r->B;
     if (in->dtype == JDT_F32) si[i].kind = MPL_SYNTH_F32;
-    else if (in->dtype == JDT_I32) si[i].kind = MPL_SYNTH_I32, si[i].hi = in->hi > 0 ? (int32_t)in->hi : 2; /* unbounded: 0 or 1 */
+    else if (in->dtype == JDT_I32) si[i].kind = MPL_SYNTH_I32, si[i].hi = in->draw_hi > 0 ? (int32_t)in->draw_hi : 2; /* unbounded: 0 or 1 */
     else if (in->dtype == JDT_BOOL) si[i].kind = MPL_SYNTH_BOOL;
     else st = mpl_errf(err, "synthetic data: input '%s' is %s: synthetic examples are f32, i32 or bool", in->name,
                        job_dtype_name(in->dtype));

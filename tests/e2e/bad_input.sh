@@ -338,6 +338,13 @@ if "$MPLC" "$tmp/slice_idx.mpl" -o "$tmp/slice_idx.job" 2> "$tmp/slice.err" &&
    "$MPLRUN" "$tmp/slice_idx.job" -q --steps 2 --data "$tmp/slice_ok.bin" > "$tmp/slice.out" 2>&1
 then ok "embedding of idx[:, 0]: trains on a file whose other columns hold tokens past its rows"
 else bad "embedding of idx[:, 0]: $(head -n 2 "$tmp/slice.err" "$tmp/slice.out")"; fi
+# ... and synthetic data draws the slice's indices in its range (pass 84: in [0, 2) once the
+# slice no longer bounded the input: an embedding of 1 row failed its check)
+sed 's/idx\[:, 0\], 4, 8/idx[:, 0], 1, 8/' "$tmp/slice_idx.mpl" > "$tmp/slice_one.mpl"
+if "$MPLC" "$tmp/slice_one.mpl" -o "$tmp/slice_one.job" 2> "$tmp/slice1.err" &&
+   "$MPLRUN" "$tmp/slice_one.job" -q --steps 2 > "$tmp/slice1.out" 2>&1
+then ok "embedding(idx[:, 0], 1, 8) on synthetic data: its indices drawn in [0, 1)"
+else bad "embedding(idx[:, 0], 1, 8) on synthetic data: $(head -n 2 "$tmp/slice1.err" "$tmp/slice1.out")"; fi
 expect_fail "embedding of idx[:, 0], a used token past its rows" "slice_idx.mpl:2:7: embedding: index out of range \\[0, 4\\)" \
   "$MPLRUN" "$tmp/slice_idx.job" -q --steps 2 --data "$tmp/slice_bad.bin"
 # -o=x.job (pass 80: wrote a job named "=x.job"); exit 2, nothing written

@@ -23,7 +23,7 @@ refstep() { # name: $V2/name.mpl against the reference
   if "$REFSTEP" "$V2/$1.mpl" > "$tmp/$1.log" 2>&1; then ok "$1: one step matches the float64 reference"
   else bad "$1: $(grep -m1 -E 'differ|loss|off by|error|check' "$tmp/$1.log")"; fi
 }
-for m in shape_ops sdpa_grad multi_return dead_reads_loss; do refstep $m; done
+for m in shape_ops sdpa_grad multi_return dead_reads_loss dead_reads_view_loss; do refstep $m; done
 # the fused sdpa's forms in bf16 (issue 14): the probabilities and dS rounded in the kernels
 # as the reference rounds them; and the lowered form in bf16 against its own reference
 rewrite "$V2/sdpa_grad.mpl" "$tmp/sdpa_bf16.mpl" 's/train m { batch = 2; seq = 5 }/train m { batch = 2; seq = 5; precision = bf16 }/' &&

@@ -189,9 +189,12 @@ fi
 # --checkpoint-every, and a stop cut rank 0's --save short by MPI_Abort)
 if [ -f "$tmp/lm.job" ]; then
   rm -rf "$tmp/sig_ck" "$tmp/sig.st"
-  "${MPIRUN[@]}" -np 2 "$MPLRUN" "$tmp/lm.job" "${D[@]}" --threads 1 --steps 1000000 --checkpoint "$tmp/sig_ck" --save "$tmp/sig.st" > "$tmp/sig.log" 2>&1 &
+  "${MPIRUN[@]}" -np 2 "$MPLRUN" "$tmp/lm.job" "${D[@]}" --threads 1 --steps 1000000 --checkpoint "$tmp/sig_ck" \
+    --checkpoint-every 50 --save "$tmp/sig.st" > "$tmp/sig.log" 2>&1 &
   spid=$!
-  sleep 3 # (-q: no progress line to wait for; the job starts in about a second)
+  # training has begun once a checkpoint is there (a signal during MPI_Init, before the
+  # handlers, would end the processes: pass 84)
+  for _ in $(seq 200); do [ -f "$tmp/sig_ck/state.json" ] && break; sleep 0.1; done
   pkill -USR1 -P "$spid" -x mpirun # (this run's: timeout's child; other suites may run mpirun too)
   wait $spid
   rc=$?
@@ -201,6 +204,21 @@ if [ -f "$tmp/lm.job" ]; then
      mpi sigr 2 "$tmp/lm.job" "${D[@]}" --steps $((s + 2)) --resume "$tmp/sig_ck"; then
     ok "SIGUSR1 to mpirun: every process stopped after step $s, the checkpoint and --save written once, resumed (exit $rc)"
   else bad "SIGUSR1 to mpirun: exit $rc, step '$s': $(grep -v '^step' "$tmp/sig.log" | head -n 3)"; fi
+fi
+
+# ---- ... and one while the processes sample: they stop after the same token, exit 128 + 10
+# (pass 84: the stop was taken for a failure: MPI_Abort, exit 1) ----
+if [ -f "$tmp/lm.job" ]; then
+  "${MPIRUN[@]}" -np 2 "$MPLRUN" "$tmp/lm.job" --threads 1 --steps 0 --sample 5000000 --prompt a > "$tmp/sigs.out" 2> "$tmp/sigs.log" &
+  spid=$!
+  for _ in $(seq 200); do [ -s "$tmp/sigs.out" ] && break; sleep 0.1; done # sampling has begun
+  sleep 0.5
+  pkill -USR1 -P "$spid" -x mpirun
+  wait $spid
+  rc=$?
+  if [ $rc = 138 ] && [ "$(grep -c 'stopped by signal 10 after [0-9]* of 5000000 tokens' "$tmp/sigs.log")" = 1 ] &&
+     ! grep -q MPI_ABORT "$tmp/sigs.log"; then ok "SIGUSR1 to mpirun while sampling: stopped after a token, exit 138"
+  else bad "SIGUSR1 to mpirun while sampling: exit $rc: $(grep -v '^--' "$tmp/sigs.log" | head -n 3)"; fi
 fi
 
 # ---- --mpi without mpirun: an MPI singleton runs a one-rank job ----
