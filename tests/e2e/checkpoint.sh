@@ -664,6 +664,17 @@ else bad "a cosine resumed with another --steps: $(tail -n 1 "$tmp/cw.log")"; fi
 if [ -f "$tmp/resumed.log" ] && ! grep -q "warning: the cosine" "$tmp/resumed.log"; then ok "3 warm-up steps resumed to 6: no jump, no warning"
 else bad "3 warm-up steps resumed to 6: $(grep warning "$tmp/resumed.log")"; fi
 
+# dropout across a resume: 3 steps + --checkpoint + --resume to 6 are the 6 steps of a straight
+# run, bitwise (pass 82: masks keyed by the steps of this run alone, restarting on a resume,
+# passed every test)
+if "$MPLC" tests/e2e/dropout.mpl -o "$tmp/drop.job" > "$tmp/drop.log" 2>&1 &&
+   "$MPLRUN" "$tmp/drop.job" --threads 1 -q --steps 6 --save "$tmp/drop6.st" >> "$tmp/drop.log" 2>&1 &&
+   "$MPLRUN" "$tmp/drop.job" --threads 1 -q --steps 3 --checkpoint "$tmp/drop_ck" >> "$tmp/drop.log" 2>&1 &&
+   "$MPLRUN" "$tmp/drop.job" --threads 1 -q --steps 6 --resume "$tmp/drop_ck" --save "$tmp/drop36.st" >> "$tmp/drop.log" 2>&1 &&
+   cmp -s "$tmp/drop6.st" "$tmp/drop36.st"
+then ok "dropout: 3 steps resumed to 6 = 6 steps (bitwise)"
+else bad "dropout across a resume: $(grep -m 2 -E 'error|differ' "$tmp/drop.log")"; fi
+
 # lr = 0, as torch.optim allows it (pass 83: refused): 3 steps of sgd and of adamw with
 # weight decay leave the params as they started (bitwise)
 for opt in "sgd(0.0)" "adamw(lr = 0, weight_decay = 0.1)"; do

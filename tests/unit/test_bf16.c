@@ -228,6 +228,17 @@ static void check_bf16_program(const char *path) {
         ck_assert_msg(g->ops[u]->in[j] != i || g->ops[u]->kind == OP_ROUND_BF16, "%s: %%%d %s reads matmul %%%d", path,
                       u, op_name(g->ops[u]->kind), i);
   }
+  /* the fused ops' product operands too: sdpa's q, k, v; sdpa_grad's and its dout; the fused
+     cross-entropy's x and w (pass 82: sdpa_grad's dout unrounded passed every test) */
+  for (int i = 0; i < g->nops; i++) {
+    const Op *op = g->ops[i];
+    static const int sdpa_in[] = {0, 1, 2}, grad_in[] = {0, 1, 2, 5}, ce_in[] = {0, 1};
+    const int *in = op->kind == OP_SDPA ? sdpa_in : op->kind == OP_SDPA_GRAD ? grad_in : op->kind == OP_CE_FUSED ? ce_in : NULL;
+    int nin = op->kind == OP_SDPA ? 3 : op->kind == OP_SDPA_GRAD ? 4 : 2;
+    for (int j = 0; in && j < nin; j++)
+      ck_assert_msg(prec_exact_bf16(g, op->in[in[j]]), "%s: %%%d %s reads %%%d (input %d) %s", path, i, op_name(op->kind),
+                    op->in[in[j]], in[j], op_name(g->ops[op->in[in[j]]]->kind));
+  }
   ck_assert_int_gt(nmm, 0);
   ck_assert_int_ge(nround, nmm); /* at least each result */
   Diag d;
@@ -321,6 +332,7 @@ START_TEST(test_pass_programs) {
   check_bf16_program("examples/vit.mpl");   /* conv2d: im2col and a product */
   check_bf16_program("examples/llama.mpl"); /* sdpa with grouped-query heads */
   check_bf16_program("tests/e2e/recompute.mpl");
+  check_bf16_program("tests/unit/jobs/gated_sdpa.mpl"); /* sdpa's gradient from a gate, not a product */
 }
 END_TEST
 

@@ -385,6 +385,39 @@ START_TEST(test_matches_reference) {
 }
 END_TEST
 
+START_TEST(test_clip_matches_reference) {
+  for (int pp = 1; pp <= 2; pp++) {
+    Job *j = build_job(pp, OPT_SGD, 0.05); /* grad_clip 0.05: active (pass 82: a norm without its sqrt passed every test) */
+    MplRunOpts o = quiet_opts();
+    o.steps = 1;
+    MplRun *r;
+    MplErr err = {{0}};
+    ck_assert_msg(mpl_run_init(&r, j, &o, &err) == MPL_OK, "%s", err.msg);
+    float before[NPARAM_FLOATS], after[NPARAM_FLOATS];
+    for (int p = 0, off = 0; p < 3; off += (int)j->params[p].numel, p++) mpl_run_get_param(r, p, before + off, &err);
+    ck_assert_msg(mpl_run_train(r, &err) == MPL_OK, "%s", err.msg);
+    for (int p = 0, off = 0; p < 3; off += (int)j->params[p].numel, p++) mpl_run_get_param(r, p, after + off, &err);
+    mpl_run_free(r);
+    MplSynth s = {0};
+    MplSynthInput si = {.kind = MPL_SYNTH_F32, .row_elems = C};
+    ck_assert(mpl_synth_init(&s, 16, &si, 1, 7, &err) == MPL_OK);
+    float data[R * M * C];
+    mpl_synth_rows(&s, 0, 0, R * M, 0, R * M, data);
+    mpl_synth_free(&s);
+    double g[NPARAM_FLOATS], ss = 0;
+    reference(before, data, g);
+    for (int i = 0; i < NPARAM_FLOATS; i++) ss += g[i] * g[i];
+    double coef = 0.05 / (sqrt(ss) + 1e-6);
+    ck_assert_msg(coef < 0.9, "clipping inactive: norm %g", sqrt(ss));
+    for (int i = 0; i < NPARAM_FLOATS; i++) {
+      double got = ((double)before[i] - (double)after[i]) / 0.05;
+      ck_assert_msg(fabs(got - coef * g[i]) < 1e-4 * (1 + fabs(coef * g[i])), "pp %d clip: grad %d: %g vs %g", pp, i, got, coef * g[i]);
+    }
+    free_job(j);
+  }
+}
+END_TEST
+
 START_TEST(test_pp1_equals_pp2) {
   float a[NPARAM_FLOATS], b[NPARAM_FLOATS], c[NPARAM_FLOATS];
   double la, lb;
@@ -562,6 +595,7 @@ int main(void) {
   TCase *tc = tcase_create("exec");
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, test_matches_reference);
+  tcase_add_test(tc, test_clip_matches_reference);
   tcase_add_test(tc, test_pp1_equals_pp2);
   tcase_add_test(tc, test_failure_aborts);
   tcase_add_test(tc, test_checkpoint_resume);

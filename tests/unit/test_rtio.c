@@ -490,6 +490,20 @@ START_TEST(test_loader) {
   mpl_loader_advance(&l);
   ck_assert_int_eq(mpl_loader_tell(&l), 0);
   mpl_tokens_free(&u);
+  /* token counts a multiple of batch*seq (12, 18 for 6): a batch reads bt + 1 tokens, so the
+     last bt never starts one (pass 82: a wrap test one token short passed every other test) */
+  for (int ntok = 12; ntok <= 18; ntok += 6) {
+    write_tokens(tmp_path("m.bin"), ntok);
+    ck_assert_int_eq(mpl_tokens_open(&u, tmp_path("m.bin"), &err), MPL_OK);
+    ck_assert_int_eq(mpl_loader_init(&l, &u, 1, 6, &err), MPL_OK);
+    for (int s = 0; s < 10; s++) {
+      ck_assert_int_eq(mpl_loader_tell(&l), mpl_loader_pos_at_step(&l, s));
+      ck_assert_int_eq(mpl_loader_tell(&l), s % (ntok / 6 - 1) * 6);
+      ck_assert(mpl_loader_tell(&l) + 6 + 1 <= ntok);
+      mpl_loader_advance(&l);
+    }
+    mpl_tokens_free(&u);
+  }
   mpl_tokens_free(&t);
   /* a 4 MiB file is mapped, not copied: opening it allocates its name, not its tokens */
   write_tokens(tmp_path("big.bin"), 2 << 20);
