@@ -36,12 +36,16 @@ first_loss() {
   "$MPLRUN" "$1" -q --threads 1 --steps 1 --metrics "$tmp/m.jsonl" > /dev/null 2>&1 &&
     "$PY" -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["loss"])' "$tmp/m.jsonl"
 }
-if "$MPLC" "$V2/sdpa_ref.mpl" -o "$tmp/ref.job" > "$tmp/ref.log" 2>&1; then
-  l=$(first_loss "$tmp/ref.job")
-  if [ -n "$l" ] && "$PY" -c "import sys; sys.exit(0 if float('$l') < 1e-10 else 1)"; then
-    ok "sdpa equals the textbook attention (GQA, MQA, causal with T < S and T > S, scale): squared difference $l"
-  else bad "sdpa differs from the textbook attention: squared difference '$l'"; fi
-else bad "sdpa_ref does not compile: $(head -n 3 "$tmp/ref.log")"; fi
+# both forms: the fused op and the lowered one (--no-fused-sdpa: its own causal mask, cut to
+# [T, S] from the top-left as torch's is_causal, and its own GQA grouping)
+for form in "" --no-fused-sdpa; do
+  if "$MPLC" "$V2/sdpa_ref.mpl" $form -o "$tmp/ref.job" > "$tmp/ref.log" 2>&1; then
+    l=$(first_loss "$tmp/ref.job")
+    if [ -n "$l" ] && "$PY" -c "import sys; sys.exit(0 if float('$l') < 1e-10 else 1)"; then
+      ok "sdpa${form:+ ($form)} equals the textbook attention (GQA, MQA, causal with T < S and T > S, scale): squared difference $l"
+    else bad "sdpa${form:+ ($form)} differs from the textbook attention: squared difference '$l'"; fi
+  else bad "sdpa_ref${form:+ ($form)} does not compile: $(head -n 3 "$tmp/ref.log")"; fi
+done
 rewrite "$V2/sdpa_ref.mpl" "$tmp/ref_neg.mpl" 's/sdpa(q, k, v, causal = true) - ref$/sdpa(q, k, v) - ref/' &&
   "$MPLC" "$tmp/ref_neg.mpl" -o "$tmp/neg.job" > /dev/null 2>&1 && l=$(first_loss "$tmp/neg.job") &&
   if "$PY" -c "import sys; sys.exit(0 if float('$l') > 1 else 1)"; then ok "the check can fail: without the causal mask the difference is $l"

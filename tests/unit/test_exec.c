@@ -500,11 +500,16 @@ END_TEST
 
 /* ---- sampling: a "model" whose logits say "the next byte is idx + 1" ---- */
 enum { ST = 8, SV = 256 };
+/* fixed_logits: every position's logits are 4 for 'w', 3 for 'x', 2 for 'y', 1 for 'z' and 0
+   elsewhere, whatever the input (the top-k check) */
+static bool fixed_logits;
 static void k_next_logits(void **a, const int64_t *s, int64_t b, int64_t e) { /* (idx, logits), positions */
   const int32_t *idx = a[0];
   float *lg = a[1];
   for (int64_t p = b; p < e; p++)
-    for (int v = 0; v < SV; v++) lg[p * SV + v] = v == (idx[p] + 1) % SV ? 40.0f : 0.0f;
+    for (int v = 0; v < SV; v++)
+      lg[p * SV + v] = fixed_logits ? (v >= 'w' && v <= 'z' ? (float)('z' + 1 - v) : 0.0f)
+                                    : v == (idx[p] + 1) % SV ? 40.0f : 0.0f;
 }
 static void k_zero_loss(void **a, const int64_t *s, int64_t b, int64_t e) { *(float *)a[1] = 0.0f; }
 static const MplKernelFn sample_kernels[] = {k_next_logits, k_zero_loss};
@@ -551,6 +556,25 @@ START_TEST(test_sample) {
   ck_assert_msg(mpl_run_sample(r, "abc", 12, &so, f, &err) == MPL_OK, "%s", err.msg); /* slides past seq = 8 */
   fclose(f);
   ck_assert_str_eq(buf, "abcdefghijklmno\n");
+  /* --top-k k keeps exactly the k largest logits: at a temperature of 1e6 (near-uniform over
+     the kept ones) 300 tokens of top-k 1, 2 and 3 are 'w' only, then both 'w' and 'x' and
+     nothing else, then 'w', 'x' and 'y' (a token's chance of never being drawn: 2^-300) */
+  fixed_logits = true;
+  for (int k = 1; k <= 3; k++) {
+    char big[512] = "";
+    f = fmemopen(big, sizeof big - 1, "w");
+    so = (MplSampleOpts){.temperature = 1e6, .top_k = k, .has_seed = true, .seed = 5};
+    ck_assert_msg(mpl_run_sample(r, "a", 300, &so, f, &err) == MPL_OK, "%s", err.msg);
+    fclose(f);
+    int seen[SV] = {0};
+    for (const char *c = big + 1; *c && *c != '\n'; c++) seen[(unsigned char)*c]++;
+    for (int v = 0; v < SV; v++) {
+      bool kept = v >= 'w' && v < 'w' + k;
+      ck_assert_msg(kept ? seen[v] > 0 : seen[v] == 0, "top-k %d: byte %d drawn %d times (%s)", k, v, seen[v],
+                    kept ? "one of the k largest logits, never drawn" : "not among the k largest logits");
+    }
+  }
+  fixed_logits = false;
   mpl_run_free(r);
   free(j->inputs[0].name);
   free(j->inputs[1].name);

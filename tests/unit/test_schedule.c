@@ -406,6 +406,37 @@ START_TEST(test_zbv) {
 }
 END_TEST
 
+/* interleaved(v) with m not a multiple of pp: m = 5 at pp = 2 is max(1, 5 / 2) = 2 groups,
+ * the larger first (3 then 2: schedule.c's rule, so each group holds at least pp), and
+ * within a group Megatron's order, every micro-batch of chunk 0, then of chunk 1. Each
+ * rank's forwards, in list order, are (chunk, mb): (0,0) (0,1) (0,2) (1,0) (1,1) (1,2)
+ * (0,3) (0,4) (1,3) (1,4); its B passes take the chunks in reverse. */
+START_TEST(test_interleaved_groups) {
+  Arena a;
+  arena_init(&a);
+  char err[1024];
+  Schedule *s = build(&a, SCHED_INTERLEAVED, 2, 2, 5, false, 0, NULL, err, sizeof err);
+  ck_assert_msg(s != NULL, "%s", err);
+  static const int want[10][2] = {{0, 0}, {0, 1}, {0, 2}, {1, 0}, {1, 1}, {1, 2}, {0, 3}, {0, 4}, {1, 3}, {1, 4}};
+  for (int r = 0; r < 2; r++) {
+    int nf = 0, nb = 0;
+    for (int i = 0; i < s->nins[r]; i++) {
+      const Ins *in = &s->ins[r][i];
+      if (in->kind != INS_FWD && in->kind != INS_BWD_B)
+        continue;
+      int chunk = in->stage / 2, k = in->kind == INS_FWD ? nf++ : nb++;
+      ck_assert_int_lt(k, 10);
+      ck_assert_msg((in->kind == INS_FWD ? chunk : 1 - chunk) == want[k][0] && in->mb == want[k][1],
+                    "rank %d: %s %d is chunk %d mb %d, want chunk %d mb %d", r, ins_name(in->kind), k, chunk, in->mb,
+                    in->kind == INS_FWD ? want[k][0] : 1 - want[k][0], want[k][1]);
+    }
+    ck_assert_int_eq(nf, 10);
+    ck_assert_int_eq(nb, 10);
+  }
+  arena_free(&a);
+}
+END_TEST
+
 /* ---- balancer ---- */
 
 /* Brute force over every split; returns the best max time (cost / speed of the stage)
@@ -560,6 +591,7 @@ static Suite *schedule_suite(void) {
   tcase_add_test(tc, test_balance_messages);
   tcase_add_test(tc, test_balance_zbv);
   tcase_add_test(tc, test_plan_overlap);
+  tcase_add_test(tc, test_interleaved_groups);
   suite_add_tcase(s, tc);
   return s;
 }
