@@ -66,6 +66,7 @@ typedef void *yyscan_t;
 %code {
 #include "lexer.h"
 
+#include <ctype.h>
 #include <string.h>
 
 static void yyerror(YYLTYPE *loc, yyscan_t scanner, ParseCtx *ctx, const char *msg);
@@ -653,6 +654,12 @@ static const char *python_hint(const ParseCtx *ctx, yysymbol_kind_t t, int line,
   if (def && (sym_is(t, "')'") || sym_is(t, "','") || sym_is(t, "':'")))
     return "; each argument of a def has a type (x: f32[B, n], k: int) and its body is { ... }, not ':'";
   if (block && sym_is(t, "':'")) return "; a block is { ... }, not ':'";
+  if (before == '.') { /* 1_000.5: the word 1_000, then '.' (pass 84) */
+    size_t w = b - 1, under = 0;
+    while (w > 0 && (isdigit((unsigned char)s[w - 1]) || s[w - 1] == '_')) under += s[--w] == '_';
+    if (under && w < b - 1 && isdigit((unsigned char)s[w]) && (w == 0 || !(isalnum((unsigned char)s[w - 1]) || s[w - 1] == '_')))
+      return "; a number is written without '_' (1000.5, not 1_000.5)";
+  }
   bool range = false;
   for (size_t i = 0; i + 6 <= len && !range; i++) range = !strncmp(s + i, "range(", 6);
   if (len - lead > 4 && !strncmp(s + lead, "for ", 4) && range)
