@@ -428,6 +428,10 @@ static void check_inputs_batch(Sema *S) {
  * i32[B, seq], no others (mplrun checks the same of a job, for --data over synthetic). val =
  * tokens(...) over synthetic data: a warning where mplrun --data can give the run its tokens
  * (pass 83: an error), an error where the inputs cannot take them (pass 84). */
+static bool takes_tokens(const Graph *g, const Op *input) {
+  return input->dtype == DT_I32 && input->shape.rank == 2 && input->shape.d[1] == g->train.seq;
+}
+
 static void check_token_inputs(Sema *S) {
   const Graph *g = S->g;
   if (S->val_loc.line) {
@@ -436,7 +440,7 @@ static void check_token_inputs(Sema *S) {
     for (int i = 0; i < g->nops && !bad; i++) {
       const Op *op = g->ops[i];
       if (op->kind != OP_INPUT) continue;
-      if (++n > 2 || op->dtype != DT_I32 || op->shape.rank != 2 || op->shape.d[1] != g->train.seq) bad = op;
+      if (++n > 2 || !takes_tokens(g, op)) bad = op;
     }
     if (bad || n < 2)
       sema_err(S, S->val_loc, "val needs a token model trained on token data: validation feeds (idx, targets), "
@@ -456,7 +460,7 @@ static void check_token_inputs(Sema *S) {
     if (++n > 2) {
       sema_err(S, op->loc, "model input '%s': token data feeds two inputs, (idx, targets), and this is a third",
                op->name);
-    } else if (op->dtype != DT_I32 || op->shape.rank != 2 || op->shape.d[1] != g->train.seq) {
+    } else if (!takes_tokens(g, op)) {
       sema_err(S, op->loc, "model input '%s' is %s%s, but token data feeds i32[B, %lld] (seq = %lld)", op->name,
                dtype_name(op->dtype), shape_str(&op->shape, buf, sizeof buf), (long long)g->train.seq,
                (long long)g->train.seq);
