@@ -250,8 +250,14 @@ static void check_defines(Sema *S) {
         sema_err(S, (Loc){0}, "-D %s is given twice", df->name);
         break;
       }
-    if (!strmap_get(&S->main->consts, df->name))
-      sema_err(S, (Loc){0}, "-D %s: the program has no const '%s'", df->name, df->name);
+    if (strmap_get(&S->main->consts, df->name)) continue;
+    const char *in = NULL; /* a module's const (pass 87: "the program has no const" named none) */
+    for (int j = 0; j < S->modules.cap && !in; j++)
+      if (S->modules.keys[j] && strmap_get(&((Module *)S->modules.vals[j])->consts, df->name)) in = S->modules.keys[j];
+    if (in)
+      sema_err(S, (Loc){0}, "-D %s: '%s' is a const of module '%s', and -D replaces only the main program's consts",
+               df->name, df->name, in);
+    else sema_err(S, (Loc){0}, "-D %s: the program has no const '%s'", df->name, df->name);
   }
 }
 
@@ -471,6 +477,17 @@ static void check_token_inputs(Sema *S) {
   }
 }
 
+/* seq = N where nothing reads it (no T in the model, no input i32[B, seq] for tokens to
+ * feed or sample from): a warning, as for a key that does nothing (pass 87: silent). */
+static void check_seq_read(Sema *S, Node *model) {
+  const Graph *g = S->g;
+  if (!S->seq_loc.line || ast_reads(model, "T")) return;
+  for (int i = 0; i < g->nops; i++)
+    if (g->ops[i]->kind == OP_INPUT && takes_tokens(g, g->ops[i])) return;
+  diag_warning(S->d, S->seq_loc, "seq = %lld has no effect: model %s never names T (the sequence length) and no "
+               "input is i32[B, %lld]", (long long)g->train.seq, model->name, (long long)g->train.seq);
+}
+
 /* i32 inputs: the exclusive bound of their values (0: none), and the one synthetic data
  * draws in (the same, or where no op reads the whole input, a slice's bound). */
 static void input_bounds(Sema *S) {
@@ -506,6 +523,7 @@ Graph *sema_program(Diag *d, Arena *a, Node *program, const CompileOptions *opt)
   if (model && !S->stop) build_model(S, model);
   if (model && !S->stop && d->nerrors == errors0) check_inputs_batch(S);
   if (model && !S->stop && d->nerrors == errors0) check_token_inputs(S);
+  if (model && !S->stop && d->nerrors == errors0) check_seq_read(S, model);
   if (d->nerrors == errors0 && !S->stop) sema_place_finish(S);
   sema_flush_called_from(S);
   if (d->nerrors != errors0 || S->stop) return NULL;

@@ -642,6 +642,11 @@ Value sema_builtin(Sema *S, Scope *sc, Node *call, const char *name, bool *found
   return sema_lowered_builtin(S, sc, call, name, found); /* repeat, expand, stack, sdpa */
 }
 
+void sema_suggest_builtins(Suggest *g) {
+  for (size_t i = 0; i < sizeof builtins / sizeof builtins[0]; i++) sema_suggest(g, builtins[i].name);
+  sema_suggest_lowered(g);
+}
+
 /* ---- indexing: x[..., a:b], x[i] ----------------------------------------------------- */
 static bool subscript_range(Sema *S, Scope *sc, Node *sub, int64_t dim, int64_t *lo, int64_t *hi, bool *drop) {
   *drop = false;

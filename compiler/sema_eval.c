@@ -313,6 +313,7 @@ static Value eval_call(Sema *S, Scope *sc, Node *e) {
       Suggest g;
       sema_suggest_init(&g, c->name);
       sema_suggest_map(&g, &sc->mod->defs);
+      sema_suggest_builtins(&g); /* sofmax: softmax (pass 87) */
       if (in_mod) sema_err(S, c->loc, "unknown function '%s' (did you mean '%s.%s'?)", c->name, in_mod, c->name);
       else sema_err(S, c->loc, "unknown function '%s'%s", c->name, sema_suggestion(S, &g));
     }

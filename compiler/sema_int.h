@@ -161,6 +161,7 @@ typedef struct Sema {
   int dropout_keys;
   int64_t B, T;        /* the model signature's batch and sequence dims */
   Loc batch_loc;       /* the train block's batch value, for its error */
+  Loc seq_loc;       /* the train block's seq = (line 0: not given) */
   Loc mesh_pp_loc;     /* the mesh declaration's pp, for the empty-stage error */
   Loc sched_loc;       /* the train block's schedule value, likewise */
   Loc data_loc;      /* the train block's data = tokens(...) (line 0: none) */
@@ -250,10 +251,12 @@ Value sema_binop(Sema *S, int bop, Value a, Value b, Loc loc);
 /* sema_builtin.c: built-in functions and indexing */
 Value sema_builtin(Sema *S, Scope *sc, Node *call, const char *name, bool *found);
 Value sema_index(Sema *S, Scope *sc, Node *e, Value x);
+void sema_suggest_builtins(Suggest *g); /* offers every built-in function's name to g */
 
 /* sema_lower.c: built-ins lowered to existing ops (repeat, expand, stack, sdpa);
  * *found tells whether name is one of them */
 Value sema_lowered_builtin(Sema *S, Scope *sc, Node *call, const char *name, bool *found);
+void sema_suggest_lowered(Suggest *g); /* offers their names to g */
 
 /* sema_stmt.c: statements, defs, instances, params */
 void sema_exec_body(Sema *S, Scope *sc, NodeList *body);

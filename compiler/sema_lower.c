@@ -388,3 +388,7 @@ Value sema_lowered_builtin(Sema *S, Scope *sc, Node *call, const char *name, boo
   *found = false;
   return verr();
 }
+
+void sema_suggest_lowered(Suggest *g) {
+  for (size_t i = 0; i < sizeof lowered / sizeof lowered[0]; i++) sema_suggest(g, lowered[i].name);
+}

@@ -144,7 +144,11 @@ const char *sema_instance_name(Sema *S, Scope *sc, Node *call, const char *calle
   InstName *prev = strmap_get(&sc->insts, local);
   if (prev) {
     sema_err(S, loc, "instance name '%s' is used twice in this scope", local);
-    if (prev->loc.line == loc.line && prev->loc.col == loc.col && prev->loc.file == loc.file)
+    bool again = prev->loc.line == loc.line && prev->loc.col == loc.col && prev->loc.file == loc.file;
+    if (again && call->as_index) /* as h[i] inside a second loop: 'as h.0[j]' does not parse (pass 87) */
+      sema_note(S, loc, "this call runs more than once with one index (nested loops?); give each run its own index, "
+                        "as in 'as %s[i * n + j]' with n the inner loop's count", call->as_name->name);
+    else if (again)
       sema_note(S, loc, "this call runs more than once (in a loop?); name each instance with 'as %s[i]'", local);
     else
       sema_note(S, prev->loc, "'%s' was first used here", local);
@@ -373,6 +377,8 @@ static void apply_annots(Sema *S, Scope *sc, Node *st) {
     case ANNOT_STAGE: case ANNOT_DEVICE: apply_stage(S, sc, an); break;
     case ANNOT_RECOMPUTE:
       if (an->list.n) sema_err(S, an->loc, "@recompute takes no arguments");
+      if (st->kind == N_PARAM) /* was a silent no-op (pass 87) */
+        sema_err(S, an->loc, "@recompute applies to computed values, not a param (a param is kept); mark the statements that read it");
       S->place.recompute = ++S->recompute_regions; /* a region per run: per loop iteration */
       break;
     case ANNOT_SHARD:

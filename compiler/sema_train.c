@@ -138,7 +138,7 @@ static void key_int(Sema *S, Scope *sc, Node *e, const char *key, int64_t lo, in
 }
 
 static void key_batch(Sema *S, Scope *sc, Node *e) { key_int(S, sc, e, "batch", 1, &S->g->train.batch); S->batch_loc = e->loc; }
-static void key_seq(Sema *S, Scope *sc, Node *e) { key_int(S, sc, e, "seq", 1, &S->g->train.seq); }
+static void key_seq(Sema *S, Scope *sc, Node *e) { key_int(S, sc, e, "seq", 1, &S->g->train.seq); S->seq_loc = e->loc; }
 /* at most MPL_MAX_MICROBATCHES, as mplrun's job reader (and --microbatches) */
 static void key_microbatches(Sema *S, Scope *sc, Node *e) {
   int64_t v;

@@ -84,6 +84,11 @@ static const char *const name_aliases[][2] = {
     {"float16", "f16"},     {"half", "f16"},        {"bfloat16", "bf16"}, {"int32", "i32"},
     {"int", "i32"},         {"int64", "i32"},       {"long", "i32"},      {"bool_", "bool"},
     {"keepdim", "keepdims"}, {"dim", "axis"},       {"range", "a..b"},    {"len", "a dimension's name"},
+    /* PyTorch's functions the language spells otherwise (pass 87) */
+    {"cat", "concat"},       {"max", "amax(x, axis) for a reduction, maximum(a, b) elementwise"},
+    {"min", "minimum(a, b) elementwise, or -amax(-x, axis) for a reduction"},
+    {"clamp", "maximum(minimum(x, hi), lo)"}, {"clip", "maximum(minimum(x, hi), lo)"},
+    {"zeros", "full(0.0, d0, ...)"}, {"ones", "full(1.0, d0, ...)"}, {"matmul", "a @ b"},
 };
 
 void sema_suggest_init(Suggest *g, const char *name) { *g = (Suggest){name, NULL, 3}; }

@@ -260,8 +260,8 @@ static int make_repl(Shard *s, int v, const Op *reader) {
     return ar->id;
   }
   if (!is_split(op)) return v;
+  check_gather(s, op, reader); /* each reader refused, not only the first (pass 87) */
   if (s->gather[v] >= 0 && s->g->ops[s->gather[v]]->stage == stage) return s->gather[v];
-  check_gather(s, op, reader);
   Op *ga = new_op(s, OP_ALLGATHER, 1, &v, reader);
   ga->shape = global_shape(s, op);
   ga->axis = op->layout.split_dim;

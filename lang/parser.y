@@ -457,7 +457,13 @@ postfix:
   | postfix '(' args ')' AS IDENT '[' expr ']'
       { $$ = mk_as(ctx, mk_call(ctx, &@$, $1, $3), $6, @6, $8); }
   | postfix '[' subs ']'
-      { Node *n = mk(ctx, N_INDEX, @$); n->a = $1; n->list = $3; $$ = nest(ctx, &@$, n); }
+      { Node *n = mk(ctx, N_INDEX, @$); n->a = $1; n->list = $3; $$ = nest(ctx, &@$, n);
+        /* f(x) as h[i][j] would index f's result by j: a trap (pass 87); (f(x) as h[i])[j] does */
+        Loc at = LOC(@1);
+        if ($1->kind == N_CALL && $1->as_index && at.line == $1->loc.line && at.col == $1->loc.col)
+          diag_error(ctx->diag, LOC(@2), "an instance name takes one index ('as %s[i * n + j]' with n the inner "
+                     "loop's count); to index the call's result, write (f(...) as %s[i])[...]",
+                     $1->as_name->name, $1->as_name->name); }
   | postfix '.' IDENT
       { Node *n = mk_named(ctx, N_MEMBER, @$, $3); n->a = $1; $$ = nest(ctx, &@$, n); }
   ;
@@ -665,6 +671,8 @@ static const char *python_hint(const ParseCtx *ctx, yysymbol_kind_t t, int line,
   if (len - lead > 4 && !strncmp(s + lead, "for ", 4) && range)
     return "; a loop counts over a range a..b: for i in 0..3 { ... }";
   if (t == YYSYMBOL_IDENT && !strcmp(ctx->last_text, "elif")) return "; write else if";
+  if (t == YYSYMBOL_IF && len - lead > 6 && !strncmp(s + lead, "param ", 6)) /* pass 87 */
+    return "; a param's 'if COND' comes before its annotations: param w: f32[n] = zeros if cond @shard(0)";
   if (t == YYSYMBOL_IDENT && !strcmp(ctx->last_text, "from") && at == lead)
     return "; a module is imported whole (import nn) and its defs named nn.NAME";
   if (t == YYSYMBOL_AS && len - lead > 7 && !strncmp(s + lead, "import ", 7))
