@@ -62,6 +62,33 @@ rewrite $m "$tmp/twice.mpl" 's/  return cross_entropy(logits, targets)/  return 
     ok "logits with a second reader stay unfused"
   else bad "logits with a second reader: $(grep -m1 ' ce ' "$tmp/twice.k")"; fi
 
+# logits of a transposed x (x^T @ w, the product's ta): the fused step reads x as [positions, K],
+# so with T = d, where the shapes fit both, it would compute x @ w; trained with the default
+# (whatever it fuses) against --no-fused-ce, the same losses
+cat > "$tmp/ta.mpl" <<'EOF'
+model m(x: f32[B, 8, 8], y: i32[B, 8]) {
+  param a: f32[8, 8] = normal(0.5)
+  param w: f32[8, 12] = normal(0.5)
+  h = x @ a
+  return cross_entropy(transpose(h, 1, 2) @ w, y)
+}
+
+train m {
+  data = synthetic(16)
+  batch = 4
+  seq = 8
+  optimizer = adamw(lr = 1e-2)
+  steps = 5
+  seed = 2
+}
+EOF
+if compile_run taplain "$tmp/ta.mpl" --no-fused-ce -- --threads 1 --metrics "$tmp/taplain.jsonl" &&
+   compile_run tafused "$tmp/ta.mpl" -- --threads 1 --metrics "$tmp/tafused.jsonl"; then
+  if out=$("$PY" tests/tools/losscompare.py "$tmp/tafused.jsonl" "$tmp/taplain.jsonl" 1e-5); then
+    ok "logits of a transposed x (x^T @ w, T = d): the same losses as --no-fused-ce: $out"
+  else bad "logits of a transposed x (x^T @ w, T = d) against --no-fused-ce: $out"; fi
+fi
+
 # ---- the plan: GPT-2 124M at B 8, T 1024 -----------------------------------------------------
 big=(tests/bench/gpt.mpl -D vocab=50257 -D d=768 -D layers=12 -D heads=12 -D ctx=1024 -D batch=8 --emit=plan)
 arena() { "$MPLC" "${big[@]}" "$@" | awk '/arena \(peak\)/ {print $3; exit}'; }

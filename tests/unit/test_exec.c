@@ -503,12 +503,16 @@ enum { ST = 8, SV = 256 };
 /* fixed_logits: every position's logits are 4 for 'w', 3 for 'x', 2 for 'y', 1 for 'z' and 0
    elsewhere, whatever the input (the top-k check) */
 static bool fixed_logits;
+/* first_logits: every position's logits single out the row's first token (the window's oldest),
+   so the text repeats itself every seq tokens when the window is the last seq tokens */
+static bool first_logits;
 static void k_next_logits(void **a, const int64_t *s, int64_t b, int64_t e) { /* (idx, logits), positions */
   const int32_t *idx = a[0];
   float *lg = a[1];
   for (int64_t p = b; p < e; p++)
     for (int v = 0; v < SV; v++)
       lg[p * SV + v] = fixed_logits ? (v >= 'w' && v <= 'z' ? (float)('z' + 1 - v) : 0.0f)
+                     : first_logits ? (v == idx[0] ? 40.0f : 0.0f)
                                     : v == (idx[p] + 1) % SV ? 40.0f : 0.0f;
 }
 static void k_zero_loss(void **a, const int64_t *s, int64_t b, int64_t e) { *(float *)a[1] = 0.0f; }
@@ -556,6 +560,16 @@ START_TEST(test_sample) {
   ck_assert_msg(mpl_run_sample(r, "abc", 12, &so, f, &err) == MPL_OK, "%s", err.msg); /* slides past seq = 8 */
   fclose(f);
   ck_assert_str_eq(buf, "abcdefghijklmno\n");
+  /* the window is the last seq = 8 tokens: a model that repeats the window's first token
+     continues "abcdefgh" with itself (a window one token short gives a period of 7) */
+  first_logits = true;
+  memset(buf, 0, sizeof buf);
+  f = fmemopen(buf, sizeof buf - 1, "w");
+  so = (MplSampleOpts){.temperature = 0};
+  ck_assert_msg(mpl_run_sample(r, "abcdefgh", 12, &so, f, &err) == MPL_OK, "%s", err.msg);
+  fclose(f);
+  ck_assert_str_eq(buf, "abcdefghabcdefghabcd\n");
+  first_logits = false;
   /* --top-k k keeps exactly the k largest logits: at a temperature of 1e6 (near-uniform over
      the kept ones) 300 tokens of top-k 1, 2 and 3 are 'w' only, then both 'w' and 'x' and
      nothing else, then 'w', 'x' and 'y' (a token's chance of never being drawn: 2^-300) */

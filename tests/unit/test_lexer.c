@@ -115,6 +115,19 @@ START_TEST(numbers_and_words) {
 }
 END_TEST
 
+/* An int literal is decimal whatever its leading zeros (not C's octal: 010 is ten). */
+START_TEST(leading_zeros_decimal) {
+  Lexed L;
+  lex(&L, "010 0099 007");
+  ck_assert_int_eq(L.n, 3);
+  for (int i = 0; i < 3; i++) ck_assert_int_eq(L.tok[i], INT);
+  ck_assert_int_eq(L.val[0].i, 10);
+  ck_assert_int_eq(L.val[1].i, 99);
+  ck_assert_int_eq(L.val[2].i, 7);
+  ck_assert_int_eq(L.nerrors, 0);
+}
+END_TEST
+
 START_TEST(annotations_vs_matmul) {
   Lexed L;
   lex(&L, "@stage(1) a @ b @w @recompute @stages @device @shard");
@@ -238,6 +251,7 @@ static Suite *lexer_suite(void) {
   tcase_add_test(tc, range_not_float);
   tcase_add_test(tc, columns_after_tabs);
   tcase_add_test(tc, numbers_and_words);
+  tcase_add_test(tc, leading_zeros_decimal);
   tcase_add_test(tc, annotations_vs_matmul);
   tcase_add_test(tc, newlines_in_brackets);
   tcase_add_test(tc, operators_and_keywords);

@@ -9,6 +9,7 @@
 #include "compiler/mplc.h"
 
 #include <check.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,6 +86,33 @@ START_TEST(test_scalar_const) {
 }
 END_TEST
 
+/* The math built-ins fold on a compile-time number (LANGUAGE.md) to what their definitions
+   give (PyTorch's: sigmoid 1 / (1 + e^-x), silu x sigmoid(x), gelu's tanh form), the value the
+   graph's FULL then holds. */
+START_TEST(test_const_math) {
+  const double x = 0.7, k = sqrt(2.0 / acos(-1.0));
+  const struct { const char *expr; double want; } cases[] = {
+      {"sigmoid(0.7)", 1.0 / (1.0 + exp(-x))}, {"silu(0.7)", x / (1.0 + exp(-x))},
+      {"gelu(0.7)", 0.5 * x * (1.0 + tanh(k * (x + 0.044715 * x * x * x)))},
+      {"rsqrt(0.7)", 1.0 / sqrt(x)}, {"sqrt(0.7)", sqrt(x)}, {"tanh(0.7)", tanh(x)}, {"exp(0.7)", exp(x)},
+      {"log(0.7)", log(x)}, {"sin(0.7)", sin(x)}, {"cos(0.7)", cos(x)}, {"floor(-0.7)", -1.0},
+      {"relu(-0.7)", 0.0}, {"abs(-0.7)", 0.7}, {"pow(0.7, 3)", x * x * x},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char src[256];
+    snprintf(src, sizeof src, WRAP("a: f32[B, 4]", "  r = a * %s"), cases[i].expr);
+    Ctx c;
+    Graph *g = compile(&c, src);
+    ck_assert_msg(g != NULL, "%s does not compile", cases[i].expr);
+    Op *r = loss_input(g), *v = g->ops[r->in[1]];
+    ck_assert_int_eq(v->kind, OP_FULL);
+    ck_assert_msg(fabs(v->value - cases[i].want) <= 1e-12 * fmax(1.0, fabs(cases[i].want)), "%s folds to %.17g, not %.17g",
+                  cases[i].expr, v->value, cases[i].want);
+    done(&c);
+  }
+}
+END_TEST
+
 START_TEST(test_matmul_batch_broadcast) {
   Ctx c;
   Graph *g = compile(&c, WRAP("a: f32[B, 1, 3, 4]", "  param b: f32[5, 4, 6] = zeros\n  r = a @ b"));
@@ -93,6 +121,28 @@ START_TEST(test_matmul_batch_broadcast) {
   ck_assert_int_eq(r->kind, OP_MATMUL);
   check_shape(r, 4, (int64_t[]){2, 5, 3, 6});
   done(&c);
+}
+END_TEST
+
+/* Comparisons of compile-time ints and floats (where(cond, a, b) on a compile-time bool picks
+   a or b), each operator at its boundary. */
+START_TEST(test_const_compare) {
+  const struct { const char *cond; bool want; } cases[] = {
+      {"2 <= 2", true}, {"3 <= 2", false}, {"-3 <= -3", true}, {"2 < 2", false}, {"1 < 2", true},
+      {"2 >= 2", true}, {"1 >= 2", false}, {"2 > 2", false}, {"3 > 2", true}, {"2 == 2", true},
+      {"2 != 2", false}, {"2.0 <= 2.0", true}, {"2.5 <= 2", false}, {"2 < 2.5", true}, {"2.0 > 2.0", false},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char src[256];
+    snprintf(src, sizeof src, WRAP("a: f32[B, 4]", "  r = a * where(%s, 3.0, 5.0)"), cases[i].cond);
+    Ctx c;
+    Graph *g = compile(&c, src);
+    ck_assert_msg(g != NULL, "%s does not compile", cases[i].cond);
+    Op *r = loss_input(g), *v = g->ops[r->in[1]];
+    ck_assert_int_eq(v->kind, OP_FULL);
+    ck_assert_msg(v->value == (cases[i].want ? 3.0 : 5.0), "%s is %s", cases[i].cond, cases[i].want ? "false" : "true");
+    done(&c);
+  }
 }
 END_TEST
 
@@ -105,6 +155,21 @@ START_TEST(test_matmul_transpose_fold) {
   ck_assert(r->tb && !r->ta);
   check_shape(r, 2, (int64_t[]){2, 6});
   ck_assert_int_eq(count_kind(g, OP_TRANSPOSE), 0);
+  done(&c);
+}
+END_TEST
+
+/* An absent optional param is the identity of + and -: bias - x is -x (0 - x), not x. */
+START_TEST(test_absent_minus) {
+  Ctx c;
+  Graph *g = compile(&c, "def f(x: f32[B, n], use_bias: bool) -> f32[B, n] {\n"
+                         "  param bias: f32[n] = zeros if use_bias\n  return bias - x\n}\n"
+                         "model m(a: f32[B, 4]) {\n  r = f(a, false) as layer\n  return sum(r)\n}\n"
+                         "train m { batch = 2 }\n");
+  ck_assert_ptr_nonnull(g);
+  Op *r = loss_input(g);
+  ck_assert_int_eq(r->kind, OP_NEG);
+  ck_assert_int_eq(g->ops[r->in[0]]->kind, OP_INPUT);
   done(&c);
 }
 END_TEST
@@ -341,6 +406,7 @@ static Suite *sema_suite(void) {
   Suite *s = suite_create("sema");
   TCase *shapes = tcase_create("shapes");
   tcase_add_test(shapes, test_broadcast);
+  tcase_add_test(shapes, test_const_math);
   tcase_add_test(shapes, test_scalar_const);
   tcase_add_test(shapes, test_matmul_batch_broadcast);
   tcase_add_test(shapes, test_matmul_transpose_fold);
@@ -351,6 +417,7 @@ static Suite *sema_suite(void) {
   suite_add_tcase(s, shapes);
   TCase *names = tcase_create("names");
   tcase_add_test(names, test_gpt_names_and_tying);
+  tcase_add_test(names, test_const_compare);
   tcase_add_test(names, test_auto_names);
   tcase_add_test(names, test_duplicate_instance);
   suite_add_tcase(s, names);
@@ -361,6 +428,7 @@ static Suite *sema_suite(void) {
   tcase_add_test(place, test_segments_and_auto);
   tcase_add_test(place, test_several_errors);
   tcase_add_test(place, test_call_sites);
+  tcase_add_test(place, test_absent_minus);
   suite_add_tcase(s, place);
   return s;
 }
