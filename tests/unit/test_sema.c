@@ -392,6 +392,22 @@ START_TEST(test_call_sites) {
 }
 END_TEST
 
+/* conv2d's output is [N, O, (H + 2p - kh) / s + 1, (W + 2p - kw) / s + 1] (torch's): a kernel
+   of 3 rows and 2 columns over 5 x 6 leaves 3 x 5 places, 5 x 7 with padding 1 (pass 86: kw
+   for kh was caught by one random program only) */
+START_TEST(test_conv2d_rect_kernel) {
+  Ctx c;
+  Graph *g = compile(&c, WRAP("a: f32[B, 1, 5, 6]", "  param w: f32[4, 1, 3, 2] = zeros\n  r = conv2d(a, w)"));
+  ck_assert_ptr_nonnull(g);
+  check_shape(loss_input(g), 4, (int64_t[]){2, 4, 3, 5});
+  done(&c);
+  g = compile(&c, WRAP("a: f32[B, 1, 5, 6]", "  param w: f32[4, 1, 3, 2] = zeros\n  r = conv2d(a, w, padding = 1)"));
+  ck_assert_ptr_nonnull(g);
+  check_shape(loss_input(g), 4, (int64_t[]){2, 4, 5, 7});
+  done(&c);
+}
+END_TEST
+
 START_TEST(test_several_errors) {
   Ctx c;
   ck_assert_ptr_null(compile(&c, "model m(x: f32[B, 4], y: i32[B]) {\n"
@@ -414,6 +430,7 @@ static Suite *sema_suite(void) {
   tcase_add_test(shapes, test_reshape_infer);
   tcase_add_test(shapes, test_split);
   tcase_add_test(shapes, test_split_not_dividing);
+  tcase_add_test(shapes, test_conv2d_rect_kernel);
   suite_add_tcase(s, shapes);
   TCase *names = tcase_create("names");
   tcase_add_test(names, test_gpt_names_and_tying);
