@@ -458,7 +458,8 @@ postfix:
       { $$ = mk_as(ctx, mk_call(ctx, &@$, $1, $3), $6, @6, $8); }
   | postfix '[' subs ']'
       { Node *n = mk(ctx, N_INDEX, @$); n->a = $1; n->list = $3; $$ = nest(ctx, &@$, n);
-        /* f(x) as h[i][j] would index f's result by j: a trap (pass 87); (f(x) as h[i])[j] does */
+        /* f(x) as h[i][j] would index f's result by j, a trap (pass 87): refused unless the
+           named call is in parentheses, (f(x) as h[i])[j], which @1 then starts before */
         Loc at = LOC(@1);
         if ($1->kind == N_CALL && $1->as_index && at.line == $1->loc.line && at.col == $1->loc.col)
           diag_error(ctx->diag, LOC(@2), "an instance name takes one index ('as %s[i * n + j]' with n the inner "

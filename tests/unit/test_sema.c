@@ -86,6 +86,21 @@ START_TEST(test_scalar_const) {
 }
 END_TEST
 
+/* The value a compile-time expression folds to: `r = a * EXPR` compiles, and r's second
+ * operand is the FULL op holding it. */
+static double folded(const char *expr) {
+  char src[256];
+  snprintf(src, sizeof src, WRAP("a: f32[B, 4]", "  r = a * %s"), expr);
+  Ctx c;
+  Graph *g = compile(&c, src);
+  ck_assert_msg(g != NULL, "%s does not compile", expr);
+  Op *r = loss_input(g), *v = g->ops[r->in[1]];
+  ck_assert_int_eq(v->kind, OP_FULL);
+  double value = v->value;
+  done(&c);
+  return value;
+}
+
 /* The math built-ins fold on a compile-time number (LANGUAGE.md) to what their definitions
    give (PyTorch's: sigmoid 1 / (1 + e^-x), silu x sigmoid(x), gelu's tanh form), the value the
    graph's FULL then holds. */
@@ -99,16 +114,9 @@ START_TEST(test_const_math) {
       {"relu(-0.7)", 0.0}, {"abs(-0.7)", 0.7}, {"pow(0.7, 3)", x * x * x},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    char src[256];
-    snprintf(src, sizeof src, WRAP("a: f32[B, 4]", "  r = a * %s"), cases[i].expr);
-    Ctx c;
-    Graph *g = compile(&c, src);
-    ck_assert_msg(g != NULL, "%s does not compile", cases[i].expr);
-    Op *r = loss_input(g), *v = g->ops[r->in[1]];
-    ck_assert_int_eq(v->kind, OP_FULL);
-    ck_assert_msg(fabs(v->value - cases[i].want) <= 1e-12 * fmax(1.0, fabs(cases[i].want)), "%s folds to %.17g, not %.17g",
-                  cases[i].expr, v->value, cases[i].want);
-    done(&c);
+    double v = folded(cases[i].expr);
+    ck_assert_msg(fabs(v - cases[i].want) <= 1e-12 * fmax(1.0, fabs(cases[i].want)), "%s folds to %.17g, not %.17g",
+                  cases[i].expr, v, cases[i].want);
   }
 }
 END_TEST
@@ -133,15 +141,9 @@ START_TEST(test_const_compare) {
       {"2 != 2", false}, {"2.0 <= 2.0", true}, {"2.5 <= 2", false}, {"2 < 2.5", true}, {"2.0 > 2.0", false},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    char src[256];
-    snprintf(src, sizeof src, WRAP("a: f32[B, 4]", "  r = a * where(%s, 3.0, 5.0)"), cases[i].cond);
-    Ctx c;
-    Graph *g = compile(&c, src);
-    ck_assert_msg(g != NULL, "%s does not compile", cases[i].cond);
-    Op *r = loss_input(g), *v = g->ops[r->in[1]];
-    ck_assert_int_eq(v->kind, OP_FULL);
-    ck_assert_msg(v->value == (cases[i].want ? 3.0 : 5.0), "%s is %s", cases[i].cond, cases[i].want ? "false" : "true");
-    done(&c);
+    char expr[64];
+    snprintf(expr, sizeof expr, "where(%s, 3.0, 5.0)", cases[i].cond);
+    ck_assert_msg(folded(expr) == (cases[i].want ? 3.0 : 5.0), "%s is %s", cases[i].cond, cases[i].want ? "false" : "true");
   }
 }
 END_TEST
