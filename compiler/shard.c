@@ -184,11 +184,12 @@ static Refusal *find_refusal(Shard *s, const Op *reader) {
   return NULL;
 }
 
-/* A place refused before: count another reader there, or note a second input of the first. */
+/* A place refused before: count another reader there of the kind the message names (not
+ * an op lowered with it: topk's gather), or note a second input of the first. */
 static void refuse_again(Shard *s, Refusal *r, const Op *v, const Op *reader) {
   char have[256];
   if (r->last != reader) {
-    r->times++;
+    if (reader->kind == r->reader->kind) r->times++;
     r->last = reader;
   } else if (r->reader == reader && !r->other) {
     r->other = arena_strdup(s->g->arena, layout_desc(s, v, have, sizeof have));
