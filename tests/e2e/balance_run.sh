@@ -64,11 +64,12 @@ others() {
   printf '%s\n' "${v[@]}" | sort -n | awk '{ v[NR] = $1 } END { n = v[5] - 1; print (n > 0 ? n : 0) }'
 }
 # load_begin ... load_end: the CPU time other processes took in between, from the machine's
-# busy jiffies (/proc/stat) less this shell's and its children's (the builtin times, run in
+# busy jiffies (/proc/stat), the hypervisor's steal included (another tenant's time on this
+# virtual machine's cores slows the ranks as a process here would), less this shell's and its children's (the builtin times, run in
 # this shell: a $(...) would count a subshell's); a tenth of a core or more over the
 # interval is recorded in $tmp/loaded. Free, unlike sampling the run queue between runs.
 hz=$(getconf CLK_TCK)
-machine_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+machine_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
 times_secs() { awk '{ for (i = 1; i <= NF; i++) { split($i, p, /[ms]/); s += p[1] * 60 + p[2] } } END { printf "%.3f", s }' "$1"; }
 load_begin() { load_t0=$(date +%s.%N) load_b0=$(machine_busy); times > "$tmp/times0"; }
 load_end() {
