@@ -91,9 +91,9 @@ CHECK_LIBS  := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsub
 LANG_SRC    := $(wildcard lang/*.c) $(BUILD)/lang/lexer.c $(BUILD)/lang/parser.c
 COMP_SRC    := $(filter-out compiler/main.c,$(wildcard compiler/*.c))
 # the job contract, linked by both programs: the job format and its container, the
-# allocator and error type they use, LLVM's view of the host (mplc optimises for it), and
+# allocator and error type they use, the compile cache, LLVM's view of the host (mplc optimises for it), and
 # the profile file (mplrun --profile writes it, mplc --profile reads it) with its JSON reader
-JOB_SRC     := runtime/job.c runtime/jobfile.c runtime/alloc.c runtime/llvm_host.c runtime/json.c runtime/profile.c runtime/cuda_dl.c
+JOB_SRC     := runtime/job.c runtime/jobfile.c runtime/alloc.c runtime/kcache.c runtime/llvm_host.c runtime/json.c runtime/profile.c runtime/cuda_dl.c
 RT_SRC      := $(filter-out runtime/mplrun.c runtime/mpltok.c runtime/cpu_none.c $(JOB_SRC),$(wildcard runtime/*.c))
 LANG_OBJ    := $(patsubst %.c,$(BUILD)/%.o,$(filter-out $(BUILD)/%,$(LANG_SRC))) \
                $(BUILD)/lang/lexer.o $(BUILD)/lang/parser.o

@@ -14,7 +14,8 @@
  * exp and tanh plain arithmetic emitted inline (em_exp, em_tanh: the same bits on one
  * lane or W lanes). The module
  * is verified (failing with the verifier's message) before it is optimised with
- * the new pass manager's default<O3> for the host target.
+ * the new pass manager's default<O3> for the host target; the optimised module is kept in
+ * the compile cache (runtime/kcache.c) under the unoptimised one's bitcode.
  */
 #include "kernel.h"
 
@@ -24,7 +25,9 @@
 #include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
 #include <llvm-c/Transforms/PassBuilder.h>
+#include <llvm/Config/llvm-config.h> /* LLVM_VERSION_STRING */
 #include "runtime/jit_cpu.h" /* mpl_llvm_host_machine */
+#include "runtime/mpl.h"     /* the compile cache */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -937,6 +940,19 @@ static int fail(char *err, size_t errlen, const char *what, char *msg) {
   return -1;
 }
 
+/* What the optimised module depends on besides the module: LLVM's version, the target
+ * machine (its triple, CPU and features), the pipeline. The compile cache's context. */
+static char *opt_context(LLVMTargetMachineRef tm) {
+  char *triple = LLVMGetTargetMachineTriple(tm), *cpu = LLVMGetTargetMachineCPU(tm);
+  char *feat = LLVMGetTargetMachineFeatureString(tm);
+  size_t n = strlen(triple) + strlen(cpu) + strlen(feat) + 128;
+  char *c = malloc(n);
+  if (c) snprintf(c, n, "mplc opt 1; LLVM " LLVM_VERSION_STRING "; %s; %s; %s; default<O3>, loop and SLP vectorizers, PIC",
+                  triple, cpu, feat);
+  LLVMDisposeMessage(triple), LLVMDisposeMessage(cpu), LLVMDisposeMessage(feat);
+  return c;
+}
+
 int cg_llvm_module(const KernelSet *ks, void **bc, size_t *len, char *err, size_t errlen) {
   Cg c;
   cg_init(&c);
@@ -960,6 +976,24 @@ int cg_llvm_module(const KernelSet *ks, void **bc, size_t *len, char *err, size_
   LLVMTargetDataRef td = LLVMCreateTargetDataLayout(tm);
   LLVMSetModuleDataLayout(c.mod, td);
   LLVMDisposeTargetData(td);
+  /* the optimised module: the compile cache's, made from these very bytes before (mplc
+     compiling a program again, with other flags that leave the kernels as they were), or
+     made now (MPL_LLVM_DUMP wants the module itself) */
+  const char *dump = getenv("MPL_LLVM_DUMP"); /* debugging: the optimised module as text */
+  LLVMMemoryBufferRef raw = dump && *dump ? NULL : LLVMWriteBitcodeToMemoryBuffer(c.mod);
+  char *ctx = raw ? opt_context(tm) : NULL;
+  uint8_t *hit = ctx ? mpl_kcache_get("opt", ctx, LLVMGetBufferStart(raw), LLVMGetBufferSize(raw), len) : NULL;
+  if (hit) {
+    *bc = malloc(*len ? *len : 1);
+    if (!*bc) die("out of memory");
+    memcpy(*bc, hit, *len);
+    mpl_free(hit);
+    free(ctx);
+    LLVMDisposeMemoryBuffer(raw);
+    LLVMDisposeTargetMachine(tm);
+    cg_done(&c);
+    return 0;
+  }
   LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
   LLVMPassBuilderOptionsSetLoopVectorization(po, 1);
   LLVMPassBuilderOptionsSetSLPVectorization(po, 1);
@@ -972,7 +1006,6 @@ int cg_llvm_module(const KernelSet *ks, void **bc, size_t *len, char *err, size_
     LLVMDisposeErrorMessage(m);
     rc = -1;
   } else {
-    const char *dump = getenv("MPL_LLVM_DUMP"); /* debugging: the optimised module as text */
     if (dump && *dump) {
       char *m = NULL;
       if (LLVMPrintModuleToFile(c.mod, dump, &m)) fprintf(stderr, "MPL_LLVM_DUMP: %s\n", m ? m : "?");
@@ -984,7 +1017,10 @@ int cg_llvm_module(const KernelSet *ks, void **bc, size_t *len, char *err, size_
     if (!*bc) die("out of memory");
     memcpy(*bc, LLVMGetBufferStart(mb), *len);
     LLVMDisposeMemoryBuffer(mb);
+    if (ctx) mpl_kcache_put("opt", ctx, LLVMGetBufferStart(raw), LLVMGetBufferSize(raw), *bc, *len);
   }
+  free(ctx);
+  if (raw) LLVMDisposeMemoryBuffer(raw);
   cg_done(&c);
   return rc;
 }

@@ -7,6 +7,7 @@
  *   safetensors.c  reading and writing .safetensors files (params, checkpoints)
  *   data.c         llm.c token files, the token loader, synthetic(n) examples
  *   jobfile.c      the byte-level container of the job file (header, sections, cursors)
+ *   kcache.c       the compile cache on disk (what LLVM made of a job's kernels)
  *   gemm.c         the CPU matrix product (oneDNN's sgemm)
  *   trace.c        the Chrome trace writer and the JSON-lines metrics writer
  * and, included at the end, comm.h: the communicators (threads, MPI, CUDA) and their
@@ -95,6 +96,17 @@ void mpl_std_fds_open(void);
 /* At the end of a program: if anything written to stdout was lost (a full disk, /dev/full, a
  * closed pipe), says so on stderr ("PROG: error: ...") and returns 1; else 0. */
 int mpl_stdout_check(const char *prog);
+
+/* ==== kcache.c ======================================================== */
+
+/* The compile cache (kcache.c): the output a compiler of KIND ("jit", "opt") made from
+ * input `in` in context `ctx` (a string naming the compiler's version, target and
+ * options). get: the output (mpl_malloc'd, *outlen bytes) or NULL on a miss; put: keeps
+ * it. Neither ever fails a caller: a cache that is off or cannot be used is a miss. */
+uint8_t *mpl_kcache_get(const char *kind, const char *ctx, const void *in, size_t inlen, size_t *outlen);
+void mpl_kcache_put(const char *kind, const char *ctx, const void *in, size_t inlen, const void *out, size_t outlen);
+/* This process's hits, misses and entries written. */
+void mpl_kcache_stats(int64_t *hits, int64_t *misses, int64_t *puts);
 
 /* ==== json.c ========================================================== */
 

@@ -15,6 +15,9 @@ jobs=${MPL_TEST_JOBS:-$(nproc 2>/dev/null || echo 2)}
 [ "$jobs" -gt 4 ] && jobs=4
 [ "$jobs" -lt 1 ] && jobs=1
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+# one compile cache for the suites (runtime/kcache.c), empty at the start: what a run costs
+# does not hang on the user's own cache, and the suites leave nothing in it
+export MPL_CACHE_DIR=$work/cache
 # the suites' Python: python3 resolved once to the interpreter (a shim such as pyenv's costs
 # 0.35 s a call, and the suites call it hundreds of times)
 PYTHON=${PYTHON:-$(python3 -c 'import sys; print(sys.executable)' 2> /dev/null || echo python3)}

@@ -12,8 +12,17 @@ PY=${PYTHON:-$(python3 -c 'import sys; print(sys.executable)' 2> /dev/null || ec
 export MPL_STDLIB=$PWD/stdlib
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 pass=0; fail=0
-ok() { pass=$((pass + 1)); echo "ok   $*"; }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+# MPL_TEST_TIMES=1: each ok/FAIL line ends with the seconds since the one before it (what
+# to shorten when the suites' time grows)
+_t_last=${EPOCHREALTIME:-0} _t=""
+_t_since() {
+  _t=""
+  [ -n "${MPL_TEST_TIMES:-}" ] || return 0
+  local now=$EPOCHREALTIME
+  _t=$(LC_ALL=C printf ' [%.1f s]' "$(echo "$now - $_t_last" | bc)"); _t_last=$now
+}
+ok() { pass=$((pass + 1)); _t_since; echo "ok   $*$_t"; }
+bad() { fail=$((fail + 1)); _t_since; echo "FAIL $*$_t"; }
 # rewrite SRC DST EXPR...: DST is SRC with each sed EXPR applied in turn; an EXPR that
 # changes nothing (the model no longer has the line it edits) is a failure, so a check
 # can never quietly compare a model with itself.

@@ -1,0 +1,206 @@
+/*
+ * kcache.c — the compile cache: what LLVM made of a job's kernels, kept on disk so that
+ * the same bytes are not compiled twice. mplrun's JIT (jit_cpu.c) keeps the machine code it
+ * made from a job's bitcode; mplc (cg_llvm.c) keeps the optimised bitcode it made from the
+ * kernels' unoptimised module. A job run again, resumed, run by each process of an
+ * mpirun, or sampled from after training, starts without compiling its kernels again.
+ *
+ * The folder: $MPL_CACHE_DIR, else $XDG_CACHE_HOME/mpl, else $HOME/.cache/mpl (made when
+ * missing, 0700); MPL_CACHE_DIR set to the empty string turns the cache off. A folder
+ * that is not the user's own, or that others may write, is not used (its files would be
+ * run as code). The cache never fails a compile or a run: a folder that cannot be made or
+ * written, or an entry that cannot be read, is a miss, and the caller compiles.
+ *
+ * An entry, KIND-HASH (HASH: 64-bit FNV-1a of the kind, the context and the input):
+ *   "MPLKC1\n\0", u64 context length, u64 input length, u64 output length,
+ *   u64 FNV-1a of the output, the context, the input, the output.
+ * A hit needs the context (the compiler's version, the target, the options) and the input
+ * equal byte for byte, and the output's checksum right: a collision of names or a damaged
+ * file (truncated, a flipped bit) is a miss, and the entry is written again. Entries are
+ * written to a temp file in the folder and renamed over their name, so a reader sees a
+ * whole entry or none; there is no fsync (a file lost in a crash is a miss).
+ *
+ * Size: after each write, entries beyond $MPL_CACHE_MB (default 512 MiB) in all go,
+ * least recently used first (a hit touches its entry's time); temp files of writers that
+ * died go once an hour old.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "mpl.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char MAGIC[8] = "MPLKC1\n";
+enum { HEADER = 8 + 4 * 8 };
+
+static _Atomic int64_t n_hits, n_misses, n_puts;
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+  const uint8_t *b = p;
+  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
+#define FNV0 1469598103934665603ull
+
+/* The cache's folder into dir (made if missing); false when the cache is off or the
+ * folder cannot be used. */
+static bool cache_dir(char *dir, size_t n) {
+  const char *env = getenv("MPL_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+  int w;
+  if (env) w = snprintf(dir, n, "%s", env);
+  else if (xdg && xdg[0] == '/') w = snprintf(dir, n, "%s/mpl", xdg);
+  else if (home && home[0] == '/') w = snprintf(dir, n, "%s/.cache/mpl", home);
+  else return false;
+  if (w <= 0 || (size_t)w >= n) return false;
+  struct stat st;
+  if (stat(dir, &st) != 0) {
+    if (errno != ENOENT) return false;
+    /* the parents too (~/.cache may be missing) */
+    for (char *s = dir + 1; *s; s++)
+      if (*s == '/') {
+        *s = 0;
+        if (mkdir(dir, 0700) != 0 && errno != EEXIST) return false;
+        *s = '/';
+      }
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) return false;
+    if (stat(dir, &st) != 0) return false;
+  }
+  return S_ISDIR(st.st_mode) && st.st_uid == geteuid() && (st.st_mode & 022) == 0;
+}
+
+/* The entry's path; false when the cache is off. */
+static bool entry_path(const char *kind, const char *ctx, const void *in, size_t inlen, char *path, size_t n) {
+  char dir[PATH_MAX];
+  if (!cache_dir(dir, sizeof dir)) return false;
+  uint64_t h = fnv(fnv(fnv(FNV0, kind, strlen(kind) + 1), ctx, strlen(ctx) + 1), in, inlen);
+  int w = snprintf(path, n, "%s/%s-%016llx", dir, kind, (unsigned long long)h);
+  return w > 0 && (size_t)w < n;
+}
+
+static uint64_t get_u64(const uint8_t *p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return v;
+}
+
+uint8_t *mpl_kcache_get(const char *kind, const char *ctx, const void *in, size_t inlen, size_t *outlen) {
+  char path[PATH_MAX];
+  uint8_t *data = NULL, *out = NULL;
+  size_t len = 0;
+  if (!entry_path(kind, ctx, in, inlen, path, sizeof path)) return NULL;
+  if (mpl_file_read_all(path, &data, &len, NULL) != MPL_OK) goto miss;
+  size_t clen = strlen(ctx);
+  if (len < HEADER || memcmp(data, MAGIC, 8) != 0) goto miss;
+  uint64_t c = get_u64(data + 8), i = get_u64(data + 16), o = get_u64(data + 24), sum = get_u64(data + 32);
+  if (c != clen || i != inlen || len - HEADER < c + i || len - HEADER - c - i != o) goto miss;
+  const uint8_t *at = data + HEADER;
+  if (memcmp(at, ctx, clen) != 0 || memcmp(at + clen, in, inlen) != 0) goto miss;
+  at += clen + inlen;
+  if (fnv(FNV0, at, o) != sum) goto miss;
+  out = mpl_malloc(o ? o : 1);
+  if (!out) goto miss;
+  memcpy(out, at, o);
+  *outlen = o;
+  mpl_free(data);
+  (void)utimensat(AT_FDCWD, path, NULL, 0); /* recently used (a read-only cache keeps its times) */
+  atomic_fetch_add(&n_hits, 1);
+  return out;
+miss:
+  mpl_free(data);
+  atomic_fetch_add(&n_misses, 1);
+  return NULL;
+}
+
+typedef struct {
+  char name[NAME_MAX + 1];
+  off_t size;
+  struct timespec used;
+} Entry;
+
+static int by_use(const void *a, const void *b) {
+  const Entry *x = a, *y = b;
+  if (x->used.tv_sec != y->used.tv_sec) return x->used.tv_sec < y->used.tv_sec ? -1 : 1;
+  if (x->used.tv_nsec != y->used.tv_nsec) return x->used.tv_nsec < y->used.tv_nsec ? -1 : 1;
+  return strcmp(x->name, y->name);
+}
+
+/* Entries beyond the size limit go, the least recently used first (down to 3/4 of it, so
+ * the next writes do not scan again at once); stale temp files go. */
+static void trim(const char *dir) {
+  const char *mb = getenv("MPL_CACHE_MB");
+  double limit = (mb && *mb ? atof(mb) : 512) * 1048576.0;
+  DIR *d = opendir(dir);
+  if (!d) return;
+  Entry *es = NULL;
+  size_t n = 0, cap = 0;
+  double total = 0;
+  time_t now = time(NULL);
+  char path[PATH_MAX + NAME_MAX + 2];
+  for (struct dirent *e; (e = readdir(d));) {
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    if (e->d_name[0] == '.' && strncmp(e->d_name, ".tmp-", 5) != 0) continue;
+    if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    if (e->d_name[0] == '.') {
+      if (now - st.st_mtime > 3600) unlink(path);
+      continue;
+    }
+    if (!strchr(e->d_name, '-')) continue; /* not ours */
+    if (n == cap) {
+      Entry *g = realloc(es, (cap = cap ? 2 * cap : 64) * sizeof *es);
+      if (!g) break;
+      es = g;
+    }
+    snprintf(es[n].name, sizeof es[n].name, "%s", e->d_name);
+    es[n].size = st.st_size, es[n].used = st.st_mtim;
+    total += (double)st.st_size;
+    n++;
+  }
+  closedir(d);
+  if (total > limit) {
+    qsort(es, n, sizeof *es, by_use);
+    for (size_t i = 0; i < n && total > 0.75 * limit; i++) {
+      snprintf(path, sizeof path, "%s/%s", dir, es[i].name);
+      if (unlink(path) == 0) total -= (double)es[i].size;
+    }
+  }
+  free(es);
+}
+
+void mpl_kcache_put(const char *kind, const char *ctx, const void *in, size_t inlen, const void *out, size_t outlen) {
+  char path[PATH_MAX], tmp[PATH_MAX + 64], dir[PATH_MAX];
+  if (!entry_path(kind, ctx, in, inlen, path, sizeof path)) return;
+  mpl_path_folder(path, dir, sizeof dir);
+  static _Atomic unsigned seq;
+  snprintf(tmp, sizeof tmp, "%s/.tmp-%ld-%u", dir, (long)getpid(), atomic_fetch_add(&seq, 1));
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return;
+  uint8_t h[HEADER];
+  uint64_t f[4] = {strlen(ctx), inlen, outlen, fnv(FNV0, out, outlen)};
+  memcpy(h, MAGIC, 8);
+  memcpy(h + 8, f, sizeof f);
+  FILE *fp = fdopen(fd, "wb");
+  bool ok = fp && fwrite(h, 1, HEADER, fp) == HEADER && fwrite(ctx, 1, f[0], fp) == f[0] &&
+            (!inlen || fwrite(in, 1, inlen, fp) == inlen) && (!outlen || fwrite(out, 1, outlen, fp) == outlen);
+  if (fp) ok = fclose(fp) == 0 && ok;
+  else close(fd);
+  if (!ok || rename(tmp, path) != 0) {
+    unlink(tmp);
+    return;
+  }
+  atomic_fetch_add(&n_puts, 1);
+  trim(dir);
+}
+
+void mpl_kcache_stats(int64_t *hits, int64_t *misses, int64_t *puts) {
+  *hits = atomic_load(&n_hits), *misses = atomic_load(&n_misses), *puts = atomic_load(&n_puts);
+}
