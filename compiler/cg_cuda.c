@@ -28,6 +28,7 @@
 
 #ifdef MPL_HAVE_CUDA
 #include "runtime/cuda_dl.h"
+#include "runtime/mpl.h" /* the compile cache */
 #endif
 
 typedef struct Out {
@@ -524,9 +525,27 @@ int cg_nvrtc_compile(const char *src, const char *arch, char **ptx, size_t *len,
   }
   if (mpl_nvrtc_load(err, errlen)) return -1;
   const char *opts[] = {archopt, "--fmad=false", "-default-device", "--prec-div=true", "--prec-sqrt=true"};
+  int nopts = (int)(sizeof opts / sizeof opts[0]);
+  uint8_t *entry;
+  const char *clog, *cptx;
+  if (mpl_nvrtc_cache_get(src, "mpl_kernels.cu", opts, nopts, &entry, &clog, &cptx)) { /* compiled before */
+    bool blank = true;
+    for (size_t i = 0; clog[i]; i++) blank &= clog[i] == ' ' || clog[i] == '\n' || clog[i] == '\r' || clog[i] == '\t';
+    if (!blank) {
+      snprintf(err, errlen, "NVRTC: warnings are errors:\n%s", clog);
+      name_failing_kernel(src, err, errlen);
+    } else {
+      *len = strlen(cptx) + 1; /* (NVRTC's size counts the NUL) */
+      *ptx = malloc(*len);
+      if (!*ptx) die("out of memory");
+      memcpy(*ptx, cptx, *len);
+    }
+    mpl_free(entry);
+    return blank ? 0 : -1;
+  }
   nvrtcProgram prog;
   NVRTC_CHECK(mpl_nvrtc.create(&prog, src, "mpl_kernels.cu", 0, NULL, NULL), NULL);
-  nvrtcResult rc = mpl_nvrtc.compile(prog, (int)(sizeof opts / sizeof opts[0]), opts);
+  nvrtcResult rc = mpl_nvrtc.compile(prog, nopts, opts);
   if (rc != NVRTC_SUCCESS) {
     nvrtc_fail(rc, "nvrtcCompileProgram", &prog, err, errlen);
     name_failing_kernel(src, err, errlen);
@@ -543,6 +562,7 @@ int cg_nvrtc_compile(const char *src, const char *arch, char **ptx, size_t *len,
   NVRTC_CHECK(mpl_nvrtc.ptx(prog, *ptx), &prog);
   *len = n;
   mpl_nvrtc.destroy(&prog);
+  if (n && (*ptx)[n - 1] == 0) mpl_nvrtc_cache_put(src, "mpl_kernels.cu", opts, nopts, "", *ptx);
   return 0;
 }
 

@@ -22,7 +22,10 @@
 #include <libgen.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "mpl.h" /* the compile cache */
 
 void *mpl_dlopen_cuda_lib(const char *soname, const void *beside, char *err, size_t errlen) {
   void *h = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
@@ -68,6 +71,7 @@ static void load_once(void) {
   SYM(ptx_size, "nvrtcGetPTXSize");
   SYM(ptx, "nvrtcGetPTX");
   SYM(error_string, "nvrtcGetErrorString");
+  SYM(version, "nvrtcVersion");
 }
 
 int mpl_nvrtc_load(char *err, size_t errlen) {
@@ -75,6 +79,46 @@ int mpl_nvrtc_load(char *err, size_t errlen) {
   if (!failure[0]) return 0;
   snprintf(err, errlen, "NVRTC: %s", failure);
   return -1;
+}
+
+/* The cache's context: NVRTC's version, the file's name, the options (malloc'd). */
+static char *nvrtc_context(const char *file, const char *const *opts, int nopts) {
+  int major = 0, minor = 0;
+  if (!mpl_nvrtc.version || mpl_nvrtc.version(&major, &minor) != NVRTC_SUCCESS) return NULL;
+  size_t n = strlen(file) + 64;
+  for (int i = 0; i < nopts; i++) n += strlen(opts[i]) + 1;
+  char *c = malloc(n), *at = c;
+  if (!c) return NULL;
+  at += sprintf(at, "nvrtc 1; NVRTC %d.%d; %s;", major, minor, file);
+  for (int i = 0; i < nopts; i++) at += sprintf(at, " %s", opts[i]);
+  return c;
+}
+
+bool mpl_nvrtc_cache_get(const char *src, const char *file, const char *const *opts, int nopts, uint8_t **entry,
+                         const char **log, const char **ptx) {
+  char *ctx = nvrtc_context(file, opts, nopts);
+  size_t n = 0;
+  uint8_t *e = ctx ? mpl_kcache_get("ptx", ctx, src, strlen(src), &n) : NULL;
+  free(ctx);
+  const uint8_t *nul = e ? memchr(e, 0, n) : NULL;
+  if (!nul || nul + 1 >= e + n || e[n - 1] != 0 || memchr(nul + 1, 0, (size_t)(e + n - 1 - (nul + 1)))) {
+    mpl_free(e); /* (not two texts: a miss) */
+    return false;
+  }
+  *entry = e, *log = (const char *)e, *ptx = (const char *)nul + 1;
+  return true;
+}
+
+void mpl_nvrtc_cache_put(const char *src, const char *file, const char *const *opts, int nopts, const char *log,
+                         const char *ptx) {
+  char *ctx = nvrtc_context(file, opts, nopts);
+  size_t nl = strlen(log) + 1, np = strlen(ptx) + 1;
+  char *e = ctx ? malloc(nl + np) : NULL;
+  if (e) {
+    memcpy(e, log, nl), memcpy(e + nl, ptx, np);
+    mpl_kcache_put("ptx", ctx, src, strlen(src), e, nl + np);
+  }
+  free(e), free(ctx);
 }
 
 #endif

@@ -8,7 +8,9 @@
 #ifdef MPL_HAVE_CUDA
 
 #include <nvrtc.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Opens the library `soname` (RTLD_NOW | RTLD_LOCAL): the loader's search path (the binary's
  * run path included) first, then the folder of the library that holds the address `beside`
@@ -25,12 +27,22 @@ typedef struct MplNvrtc {
   nvrtcResult (*ptx_size)(nvrtcProgram, size_t *);
   nvrtcResult (*ptx)(nvrtcProgram, char *);
   const char *(*error_string)(nvrtcResult);
+  nvrtcResult (*version)(int *, int *);
 } MplNvrtc;
 extern MplNvrtc mpl_nvrtc;
 
 /* Opens libnvrtc.so.<major> (the loader's search path) and fills mpl_nvrtc, once per process
  * (thread-safe): 0, or -1 with the reason in err (every later call gives the same answer). */
 int mpl_nvrtc_load(char *err, size_t errlen);
+
+/* NVRTC's PTX through the compile cache (kcache.c, kind "ptx"), under the source and a
+ * context of NVRTC's version, the file name and the options. An entry is the log, a NUL,
+ * the PTX, a NUL. get: true with *log and *ptx pointing into *entry (mpl_free it); put: keeps
+ * a compile's log and PTX. NVRTC must be loaded (mpl_nvrtc_load). */
+bool mpl_nvrtc_cache_get(const char *src, const char *file, const char *const *opts, int nopts, uint8_t **entry,
+                         const char **log, const char **ptx);
+void mpl_nvrtc_cache_put(const char *src, const char *file, const char *const *opts, int nopts, const char *log,
+                         const char *ptx);
 
 #endif
 #endif

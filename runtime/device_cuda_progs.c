@@ -84,7 +84,8 @@ static int take_ptx(nvrtcProgram prog, char **ptx, MplErr *err) {
   return MPL_OK;
 }
 
-/* NVRTC's PTX, kept for the process: a program compiled once with the same options serves
+/* NVRTC's PTX, kept for the process (and on disk, in the compile cache: a run started
+ * again does not compile it again): a program compiled once with the same options serves
  * every later request (the ranks of a run each compile the optimizer at init, the fused
  * attention per head sizes, ...: with 8 GPUs, 8 compilations of the same text). The key is
  * the options and the source, compared whole. The lock is held through a compilation, so
@@ -149,7 +150,19 @@ int cudev_compile(const char *src, const char *file, const char *what, const cha
       return (*ptx = copy_text(c->ptx)) ? MPL_OK : mpl_errf(err, "out of memory compiling %s", what);
     }
   char full_log[4096] = "";
-  int st = nvrtc_compile(src, file, what, opts, nopts, ptx, full_log, sizeof full_log, err);
+  uint8_t *entry = NULL;
+  const char *clog, *cptx;
+  int st;
+  if (!mpl_nvrtc_load(full_log, sizeof full_log) && mpl_nvrtc_cache_get(src, file, opts, nopts, &entry, &clog, &cptx)) {
+    snprintf(full_log, sizeof full_log, "%s", clog); /* compiled before, by this process or another */
+    *ptx = copy_text(cptx);
+    st = *ptx ? MPL_OK : mpl_errf(err, "out of memory compiling %s", what);
+    mpl_free(entry);
+  } else {
+    full_log[0] = 0;
+    st = nvrtc_compile(src, file, what, opts, nopts, ptx, full_log, sizeof full_log, err);
+    if (st == MPL_OK) mpl_nvrtc_cache_put(src, file, opts, nopts, full_log, *ptx);
+  }
   PtxCached *c = st == MPL_OK ? mpl_malloc(sizeof *c) : NULL;
   if (c && (c->ptx = copy_text(*ptx)) && (c->log = copy_text(full_log))) {
     c->key = key, key = NULL;

@@ -99,7 +99,7 @@ int mpl_stdout_check(const char *prog);
 
 /* ==== kcache.c ======================================================== */
 
-/* The compile cache (kcache.c): the output a compiler of KIND ("jit", "opt") made from
+/* The compile cache (kcache.c): the output a compiler of KIND ("jit", "opt", "ptx") made from
  * input `in` in context `ctx` (a string naming the compiler's version, target and
  * options). get: the output (mpl_malloc'd, *outlen bytes) or NULL on a miss; put: keeps
  * it. Neither ever fails a caller: a cache that is off or cannot be used is a miss. */

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The compile cache (runtime/kcache.c) through the commands users type: mplc keeps the
-# optimised kernels and mplrun the machine code; a second compile and a second run take
+# optimised kernels (and NVRTC's PTX) and mplrun the machine code; a second compile and a second run take
 # them from the cache (the entry is read, not written again: its inode stays) and give
 # the same bytes (the job file) and the same params (bitwise) as without a cache; a
 # damaged entry is compiled again and rewritten; MPL_CACHE_DIR= turns it off; the default
@@ -22,6 +22,18 @@ MPL_CACHE_DIR=$c "$MPLC" $model -o "$tmp/b.job"
 if cmp -s "$tmp/a.job" "$tmp/b.job" && cmp -s "$tmp/a.job" "$tmp/plain.job" && [ "$(inode "$c" opt)" = "$i1" ]; then
   ok "mplc again: the module from the cache (entry not rewritten), the job file byte for byte the same as without a cache"
 else bad "mplc again: jobs differ or the entry was rewritten"; fi
+
+# mplc --gpu-arch: NVRTC's PTX (in a build with CUDA)
+if MPL_CACHE_DIR= "$MPLC" $model --gpu-arch sm_90 -o "$tmp/gpu_plain.job" 2> "$tmp/gpu.err"; then
+  MPL_CACHE_DIR=$c "$MPLC" $model --gpu-arch sm_90 -o "$tmp/gpu_a.job"
+  p1=$(inode "$c" ptx)
+  MPL_CACHE_DIR=$c "$MPLC" $model --gpu-arch sm_90 -o "$tmp/gpu_b.job"
+  if [ "$(entries "$c" ptx)" = 1 ] && [ "$(inode "$c" ptx)" = "$p1" ] && cmp -s "$tmp/gpu_a.job" "$tmp/gpu_b.job" &&
+     cmp -s "$tmp/gpu_a.job" "$tmp/gpu_plain.job"; then
+    ok "mplc --gpu-arch: NVRTC's PTX kept, then taken from the cache; the jobs byte for byte the same as without a cache"
+  else bad "mplc --gpu-arch with the cache: $(ls "$c")"; fi
+elif grep -q "built without CUDA" "$tmp/gpu.err"; then ok "mplc --gpu-arch: built without CUDA (no PTX to keep)"
+else bad "mplc --gpu-arch: $(head -n 2 "$tmp/gpu.err")"; fi
 
 # mplrun: the machine code
 run() { # NAME, env...: 2 steps, params saved to $tmp/NAME.st; prints the seconds taken

@@ -9,7 +9,8 @@
  * sm_90 with no error and no warning; and every kernel of real programs compiled at
  * precision = bf16 (a GPT, a Llama, a ViT with its convolution, a mixture of experts)
  * compiles for sm_80 and sm_90. Needs no GPU (NVRTC only makes PTX). Built without
- * CUDA, it checks the "built without CUDA" error and passes with a note.
+ * CUDA, it checks the "built without CUDA" error and passes with a note. And NVRTC's
+ * PTX in the compile cache (test_ptx_cache).
  */
 #include <check.h>
 #include <stdarg.h>
@@ -18,6 +19,10 @@
 
 #include "compiler/autodiff.h"
 #include "compiler/kernel.h"
+#include "runtime/mpl.h"
+#ifdef MPL_HAVE_CUDA
+#include "runtime/cuda_dl.h"
+#endif
 
 static Arena arena;
 static Graph *G;
@@ -262,6 +267,84 @@ START_TEST(test_errors_and_warnings_fail) {
 }
 END_TEST
 
+
+/* NVRTC's PTX in the compile cache (kcache.c, cuda_dl.c): the first compile keeps it, the
+ * second is the same PTX from the cache; an entry holding a warning fails as NVRTC's warning
+ * does; an entry that is not a log and a PTX is a miss, compiled again. (The other tests run
+ * with the cache off: they are NVRTC's.) */
+START_TEST(test_ptx_cache) {
+#ifdef MPL_HAVE_CUDA
+  char dir[] = "/tmp/mpl_nvrtc_cache_XXXXXX", cmd[128];
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  setenv("MPL_CACHE_DIR", dir, 1);
+  const char *src = "extern \"C\" __global__ void c(float *a) { a[threadIdx.x] = 2.0f; }\n";
+  const char *opts[] = {"--gpu-architecture=compute_90", "--fmad=false", "-default-device", "--prec-div=true",
+                        "--prec-sqrt=true"}; /* cg_nvrtc_compile's */
+  char *ptx1 = NULL, *ptx2 = NULL, err[4096] = "";
+  size_t len1 = 0, len2 = 0;
+  int64_t h0, m0, p0, h, m, p;
+  mpl_kcache_stats(&h0, &m0, &p0);
+  ck_assert_msg(cg_nvrtc_compile(src, "sm_90", &ptx1, &len1, err, sizeof err) == 0, "%s", err);
+  ck_assert_msg(cg_nvrtc_compile(src, "sm_90", &ptx2, &len2, err, sizeof err) == 0, "%s", err);
+  mpl_kcache_stats(&h, &m, &p);
+  ck_assert_int_eq(p - p0, 1);
+  ck_assert_int_eq(h - h0, 1);
+  ck_assert_uint_eq(len1, len2);
+  ck_assert(memcmp(ptx1, ptx2, len1) == 0 && ptx1[len1 - 1] == 0);
+  uint8_t *entry;
+  const char *log, *ptx;
+  ck_assert(mpl_nvrtc_cache_get(src, "mpl_kernels.cu", opts, 5, &entry, &log, &ptx));
+  ck_assert_str_eq(log, "");
+  ck_assert_str_eq(ptx, ptx1);
+  mpl_free(entry);
+  /* an entry with a warning in its log */
+  mpl_nvrtc_cache_put(src, "mpl_kernels.cu", opts, 5, "mpl_kernels.cu(1): warning #177-D: variable \"u\" was declared but never referenced", ptx1);
+  ck_assert_int_ne(cg_nvrtc_compile(src, "sm_90", &ptx2 /* (untouched) */, &len2, err, sizeof err), 0);
+  ck_assert_msg(strstr(err, "warnings are errors") && strstr(err, "warning #177-D") && strstr(err, "(in kernel c)"), "%s", err);
+  /* entries that are not a log and a PTX: a miss, compiled and kept again */
+  static const char *const bad[] = {"no NUL at all", "only a log\0", "\0a PTX without its NUL", "three\0texts\0here\0"};
+  static const size_t badlen[] = {13, 11, 22, 17};
+  for (int i = 0; i < 4; i++) {
+    uint8_t *e2;
+    const char *l2, *p2;
+    ck_assert(mpl_nvrtc_cache_get(src, "mpl_kernels.cu", opts, 5, &e2, &l2, &p2)); /* (the warning's entry) */
+    mpl_free(e2);
+    /* its output replaced, with a right length and checksum (kcache.c's format: the output
+       last, its length at byte 24, its FNV-1a at 32): the one ptx- file of the folder */
+    snprintf(cmd, sizeof cmd, "ls %s/ptx-* | head -n 1", dir);
+    FILE *pp = popen(cmd, "r");
+    char path[256] = "";
+    ck_assert(fgets(path, sizeof path, pp) != NULL);
+    pclose(pp);
+    path[strcspn(path, "\n")] = 0;
+    uint8_t *data;
+    size_t dlen;
+    ck_assert_int_eq(mpl_file_read_all(path, &data, &dlen, NULL), MPL_OK);
+    uint64_t olen;
+    memcpy(&olen, data + 24, 8);
+    size_t keep = dlen - olen;
+    uint64_t nl = badlen[i], sum = 1469598103934665603ull;
+    for (size_t k = 0; k < nl; k++) sum = (sum ^ (uint8_t)bad[i][k]) * 1099511628211ull;
+    memcpy(data + 24, &nl, 8);
+    memcpy(data + 32, &sum, 8);
+    FILE *f = fopen(path, "wb");
+    ck_assert(fwrite(data, 1, keep, f) == keep && fwrite(bad[i], 1, nl, f) == nl);
+    fclose(f);
+    mpl_free(data);
+    ck_assert_msg(!mpl_nvrtc_cache_get(src, "mpl_kernels.cu", opts, 5, &e2, &l2, &p2), "bad entry %d read", i);
+    ck_assert_msg(cg_nvrtc_compile(src, "sm_90", &ptx2, &len2, err, sizeof err) == 0, "bad entry %d: %s", i, err);
+    ck_assert(len2 == len1 && memcmp(ptx1, ptx2, len1) == 0);
+    free(ptx2);
+    mpl_nvrtc_cache_put(src, "mpl_kernels.cu", opts, 5, "warning", ptx1); /* the next round's entry */
+  }
+  free(ptx1);
+  setenv("MPL_CACHE_DIR", "", 1);
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  ck_assert_int_eq(system(cmd), 0);
+#endif
+}
+END_TEST
+
 static Suite *nvrtc_suite(void) {
   Suite *s = suite_create("nvrtc");
   TCase *tc = tcase_create("core");
@@ -270,11 +353,13 @@ static Suite *nvrtc_suite(void) {
   tcase_add_test(tc, test_every_kernel_kind_compiles);
   tcase_add_test(tc, test_errors_and_warnings_fail);
   tcase_add_test(tc, test_bf16_programs_compile);
+  tcase_add_test(tc, test_ptx_cache);
   suite_add_tcase(s, tc);
   return s;
 }
 
 int main(void) {
+  setenv("MPL_CACHE_DIR", "", 1); /* NVRTC itself, not the compile cache (test_ptx_cache turns it on) */
   SRunner *sr = srunner_create(nvrtc_suite());
   srunner_run_all(sr, CK_NORMAL);
   int failed = srunner_ntests_failed(sr);
