@@ -28,6 +28,7 @@
 #include <llvm/Config/llvm-config.h> /* LLVM_VERSION_STRING */
 #include "runtime/jit_cpu.h" /* mpl_llvm_host_machine */
 #include "runtime/mpl.h"     /* the compile cache */
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -940,15 +941,17 @@ static int fail(char *err, size_t errlen, const char *what, char *msg) {
   return -1;
 }
 
-/* What the optimised module depends on besides the module: LLVM's version, the target
- * machine (its triple, CPU and features), the pipeline. The compile cache's context. */
+/* What the optimised module depends on besides the module: LLVM's version and the file
+ * its code is in, the target machine (its triple, CPU and features), the pipeline. The
+ * compile cache's context. */
 static char *opt_context(LLVMTargetMachineRef tm) {
   char *triple = LLVMGetTargetMachineTriple(tm), *cpu = LLVMGetTargetMachineCPU(tm);
-  char *feat = LLVMGetTargetMachineFeatureString(tm);
-  size_t n = strlen(triple) + strlen(cpu) + strlen(feat) + 128;
+  char *feat = LLVMGetTargetMachineFeatureString(tm), lib[PATH_MAX + 128];
+  mpl_kcache_lib_id((const void *)(uintptr_t)&LLVMRunPasses, lib, sizeof lib);
+  size_t n = strlen(triple) + strlen(cpu) + strlen(feat) + strlen(lib) + 128;
   char *c = malloc(n);
-  if (c) snprintf(c, n, "mplc opt 1; LLVM " LLVM_VERSION_STRING "; %s; %s; %s; default<O3>, loop and SLP vectorizers, PIC",
-                  triple, cpu, feat);
+  if (c) snprintf(c, n, "mplc opt 1; LLVM " LLVM_VERSION_STRING " (%s); %s; %s; %s; default<O3>, loop and SLP vectorizers, PIC",
+                  lib, triple, cpu, feat);
   LLVMDisposeMessage(triple), LLVMDisposeMessage(cpu), LLVMDisposeMessage(feat);
   return c;
 }

@@ -20,6 +20,7 @@
 
 #include <dlfcn.h>
 #include <libgen.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,15 +82,17 @@ int mpl_nvrtc_load(char *err, size_t errlen) {
   return -1;
 }
 
-/* The cache's context: NVRTC's version, the file's name, the options (malloc'd). */
+/* The cache's context: NVRTC's version and library file, the file's name, the options (malloc'd). */
 static char *nvrtc_context(const char *file, const char *const *opts, int nopts) {
   int major = 0, minor = 0;
   if (!mpl_nvrtc.version || mpl_nvrtc.version(&major, &minor) != NVRTC_SUCCESS) return NULL;
-  size_t n = strlen(file) + 64;
+  char lib[PATH_MAX + 128];
+  mpl_kcache_lib_id((const void *)(uintptr_t)mpl_nvrtc.compile, lib, sizeof lib); /* (a patch release: the same major.minor) */
+  size_t n = strlen(file) + strlen(lib) + 64;
   for (int i = 0; i < nopts; i++) n += strlen(opts[i]) + 1;
   char *c = malloc(n), *at = c;
   if (!c) return NULL;
-  at += sprintf(at, "nvrtc 1; NVRTC %d.%d; %s;", major, minor, file);
+  at += sprintf(at, "nvrtc 1; NVRTC %d.%d (%s); %s;", major, minor, lib, file);
   for (int i = 0; i < nopts; i++) at += sprintf(at, " %s", opts[i]);
   return c;
 }

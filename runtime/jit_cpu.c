@@ -21,6 +21,7 @@
 #include <llvm-c/Orc.h>
 #include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -201,13 +202,17 @@ static LLVMModuleRef parse_module(LLVMContextRef ctx, const void *bc, size_t len
 }
 
 /* What the machine code depends on besides the bitcode: LLVM's version, the host's target
- * and CPU, the code generation's settings (make_jit's). The compile cache's context. */
+ * and CPU, the code generation's settings (make_jit's), and the file LLVM's code is in
+ * (the executable, or a shared libLLVM a system update may replace). The compile cache's
+ * context. */
 static char *jit_context(void) {
   char *triple = LLVMGetDefaultTargetTriple(), *cpu = LLVMGetHostCPUName(), *feat = LLVMGetHostCPUFeatures();
-  size_t n = strlen(triple) + strlen(cpu) + strlen(feat) + 128;
+  char lib[PATH_MAX + 128];
+  mpl_kcache_lib_id((const void *)(uintptr_t)&LLVMTargetMachineEmitToMemoryBuffer, lib, sizeof lib);
+  size_t n = strlen(triple) + strlen(cpu) + strlen(feat) + strlen(lib) + 128;
   char *c = malloc(n);
-  if (c) snprintf(c, n, "mpl jit 1; LLVM " LLVM_VERSION_STRING "; %s; %s; %s; O3, reloc default, code model JIT", triple,
-                  cpu, feat);
+  if (c) snprintf(c, n, "mpl jit 1; LLVM " LLVM_VERSION_STRING " (%s); %s; %s; %s; O3, reloc default, code model JIT",
+                  lib, triple, cpu, feat);
   LLVMDisposeMessage(triple), LLVMDisposeMessage(cpu), LLVMDisposeMessage(feat);
   return c;
 }

@@ -20,9 +20,11 @@
  * written to a temp file in the folder and renamed over their name, so a reader sees a
  * whole entry or none; there is no fsync (a file lost in a crash is a miss).
  *
- * Size: after each write, entries beyond $MPL_CACHE_MB (default 512 MiB) in all go,
- * least recently used first (a hit touches its entry's time); temp files of writers that
- * died go once an hour old.
+ * Size: after each write (or failed write: a full disk), entries beyond $MPL_CACHE_MB
+ * (default 512 MiB; a value that is not a positive number of MiB is taken as the default)
+ * in all go, least recently used first (a hit touches its entry's time); temp files of
+ * writers that died go once an hour old. Only names the cache writes are ever removed, so
+ * a folder named by mistake (MPL_CACHE_DIR=~) keeps the user's files.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -30,6 +32,7 @@
 #include "mpl.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -92,30 +95,46 @@ static uint64_t get_u64(const uint8_t *p) {
   return v;
 }
 
+/* Reads n bytes at the fd's position; false on a short read or an error. */
+static bool read_full(int fd, void *p, size_t n) {
+  for (uint8_t *b = p; n;) {
+    ssize_t r = read(fd, b, n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    b += r, n -= (size_t)r;
+  }
+  return true;
+}
+
 uint8_t *mpl_kcache_get(const char *kind, const char *ctx, const void *in, size_t inlen, size_t *outlen) {
   char path[PATH_MAX];
-  uint8_t *data = NULL, *out = NULL;
-  size_t len = 0;
+  uint8_t *body = NULL, *out = NULL, h[HEADER];
   if (!entry_path(kind, ctx, in, inlen, path, sizeof path)) return NULL;
-  if (mpl_file_read_all(path, &data, &len, NULL) != MPL_OK) goto miss;
+  /* the header first: a file of another size than it says (cut, grown, not an entry) is a
+     miss before anything else is read */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
+  struct stat st;
   size_t clen = strlen(ctx);
-  if (len < HEADER || memcmp(data, MAGIC, 8) != 0) goto miss;
-  uint64_t c = get_u64(data + 8), i = get_u64(data + 16), o = get_u64(data + 24), sum = get_u64(data + 32);
-  if (c != clen || i != inlen || len - HEADER < c + i || len - HEADER - c - i != o) goto miss;
-  const uint8_t *at = data + HEADER;
-  if (memcmp(at, ctx, clen) != 0 || memcmp(at + clen, in, inlen) != 0) goto miss;
-  at += clen + inlen;
-  if (fnv(FNV0, at, o) != sum) goto miss;
+  if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || !read_full(fd, h, HEADER) || memcmp(h, MAGIC, 8) != 0)
+    goto miss;
+  uint64_t c = get_u64(h + 8), i = get_u64(h + 16), o = get_u64(h + 24), sum = get_u64(h + 32);
+  if (c != clen || i != inlen || (uint64_t)st.st_size - HEADER < c + i || (uint64_t)st.st_size - HEADER - c - i != o)
+    goto miss;
+  if (!(body = mpl_malloc(c + i + (o ? o : 1))) || !read_full(fd, body, c + i + o)) goto miss;
+  if (memcmp(body, ctx, clen) != 0 || memcmp(body + clen, in, inlen) != 0 || fnv(FNV0, body + c + i, o) != sum)
+    goto miss;
   out = mpl_malloc(o ? o : 1);
   if (!out) goto miss;
-  memcpy(out, at, o);
+  memcpy(out, body + c + i, o);
   *outlen = o;
-  mpl_free(data);
-  (void)utimensat(AT_FDCWD, path, NULL, 0); /* recently used (a read-only cache keeps its times) */
+  mpl_free(body);
+  (void)futimens(fd, NULL); /* recently used (a read-only cache keeps its times) */
+  close(fd);
   atomic_fetch_add(&n_hits, 1);
   return out;
 miss:
-  mpl_free(data);
+  mpl_free(body);
+  if (fd >= 0) close(fd);
   atomic_fetch_add(&n_misses, 1);
   return NULL;
 }
@@ -133,11 +152,34 @@ static int by_use(const void *a, const void *b) {
   return strcmp(x->name, y->name);
 }
 
+/* Names the cache writes: KIND-HASH (a kind of lower-case letters, 16 hex digits), and
+ * .tmp-PID-N; a folder shared with other files loses none of them. */
+static bool is_entry_name(const char *n) {
+  size_t k = 0;
+  while (n[k] >= 'a' && n[k] <= 'z') k++;
+  if (k == 0 || k > 8 || n[k] != '-') return false;
+  n += k + 1;
+  for (k = 0; (n[k] >= '0' && n[k] <= '9') || (n[k] >= 'a' && n[k] <= 'f'); k++) {}
+  return k == 16 && !n[k];
+}
+
+static bool is_temp_name(const char *n) {
+  if (strncmp(n, ".tmp-", 5) != 0) return false;
+  int dashes = 0;
+  for (n += 5; *n; n++)
+    if (*n == '-') dashes++;
+    else if (*n < '0' || *n > '9') return false;
+  return dashes == 1;
+}
+
 /* Entries beyond the size limit go, the least recently used first (down to 3/4 of it, so
  * the next writes do not scan again at once); stale temp files go. */
 static void trim(const char *dir) {
   const char *mb = getenv("MPL_CACHE_MB");
-  double limit = (mb && *mb ? atof(mb) : 512) * 1048576.0;
+  char *end = NULL;
+  double limit = mb && *mb ? strtod(mb, &end) : 512;
+  if (mb && *mb && (*end || !(limit > 0 && limit < 1e9))) limit = 512; /* not a size in MiB: the default */
+  limit *= 1048576.0;
   DIR *d = opendir(dir);
   if (!d) return;
   Entry *es = NULL;
@@ -148,13 +190,13 @@ static void trim(const char *dir) {
   for (struct dirent *e; (e = readdir(d));) {
     struct stat st;
     snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-    if (e->d_name[0] == '.' && strncmp(e->d_name, ".tmp-", 5) != 0) continue;
+    bool temp = is_temp_name(e->d_name);
+    if (!temp && !is_entry_name(e->d_name)) continue; /* not ours: never touched */
     if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode)) continue;
-    if (e->d_name[0] == '.') {
+    if (temp) {
       if (now - st.st_mtime > 3600) unlink(path);
       continue;
     }
-    if (!strchr(e->d_name, '-')) continue; /* not ours */
     if (n == cap) {
       Entry *g = realloc(es, (cap = cap ? 2 * cap : 64) * sizeof *es);
       if (!g) break;
@@ -195,10 +237,23 @@ void mpl_kcache_put(const char *kind, const char *ctx, const void *in, size_t in
   else close(fd);
   if (!ok || rename(tmp, path) != 0) {
     unlink(tmp);
+    trim(dir); /* a full disk: room for the next write, if this cache is what filled it */
     return;
   }
   atomic_fetch_add(&n_puts, 1);
   trim(dir);
+}
+
+void mpl_kcache_lib_id(const void *addr, char *out, size_t n) {
+  Dl_info info;
+  struct stat st;
+  char real[PATH_MAX];
+  const char *file = dladdr(addr, &info) && info.dli_fname && *info.dli_fname ? info.dli_fname : "/proc/self/exe";
+  if (realpath(file, real)) file = real; /* (an executable's name is as it was started: build/mplrun) */
+  else if (realpath("/proc/self/exe", real)) file = real;
+  if (stat(file, &st) != 0) memset(&st, 0, sizeof st);
+  snprintf(n ? out : NULL, n, "%s, %lld bytes, modified %lld.%09ld", file, (long long)st.st_size,
+           (long long)st.st_mtim.tv_sec, (long)st.st_mtim.tv_nsec);
 }
 
 void mpl_kcache_stats(int64_t *hits, int64_t *misses, int64_t *puts) {

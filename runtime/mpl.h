@@ -105,6 +105,10 @@ int mpl_stdout_check(const char *prog);
  * it. Neither ever fails a caller: a cache that is off or cannot be used is a miss. */
 uint8_t *mpl_kcache_get(const char *kind, const char *ctx, const void *in, size_t inlen, size_t *outlen);
 void mpl_kcache_put(const char *kind, const char *ctx, const void *in, size_t inlen, const void *out, size_t outlen);
+/* For a context: the file that holds the code at addr (a library, or the executable it is
+ * linked into) with its size and time, so that an update of a compiler's library (a patch
+ * release of NVRTC or of a shared LLVM) is another context. */
+void mpl_kcache_lib_id(const void *addr, char *out, size_t n);
 /* This process's hits, misses and entries written. */
 void mpl_kcache_stats(int64_t *hits, int64_t *misses, int64_t *puts);
 

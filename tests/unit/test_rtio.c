@@ -20,6 +20,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -1107,7 +1109,10 @@ static bool cache_has(const char *kind, const char *ctx, const char *in, const c
 
 START_TEST(test_kcache) {
   make_tmpdir();
-  const char *dir = tmp_path("cache/a/b"); /* made with its parents */
+  char *old_dir = getenv("MPL_CACHE_DIR") ? strdup(getenv("MPL_CACHE_DIR")) : NULL; /* (tests/run.sh's) */
+  char *old_mb = getenv("MPL_CACHE_MB") ? strdup(getenv("MPL_CACHE_MB")) : NULL;
+  char dir[600];
+  snprintf(dir, sizeof dir, "%s", tmp_path("cache/a/b")); /* made with its parents */
   setenv("MPL_CACHE_DIR", dir, 1);
   int64_t h0, m0, p0, h, m, p;
   mpl_kcache_stats(&h0, &m0, &p0);
@@ -1144,6 +1149,18 @@ START_TEST(test_kcache) {
   }
   write_bytes(entry, good, len);
   ck_assert(cache_has("jit", "ctx 1", "input bytes", "object"));
+  /* grown by a byte, or a link to a good entry: a miss */
+  uint8_t *grown = malloc(len + 1);
+  memcpy(grown, good, len);
+  grown[len] = 0;
+  write_bytes(entry, grown, len + 1);
+  free(grown);
+  ck_assert(!cache_has("jit", "ctx 1", "input bytes", "object"));
+  write_bytes(tmp_path("good"), good, len);
+  unlink(entry);
+  ck_assert_int_eq(symlink(tmp_path("good"), entry), 0);
+  ck_assert(!cache_has("jit", "ctx 1", "input bytes", "object"));
+  unlink(entry);
   write_bytes(entry, "junk", 4);
   mpl_kcache_put("jit", "ctx 1", "input bytes", 11, "object", 6);
   ck_assert(cache_has("jit", "ctx 1", "input bytes", "object"));
@@ -1163,11 +1180,25 @@ START_TEST(test_kcache) {
   mpl_kcache_put("jit", "ctx 1", "input bytes", 11, "object", 6);
   ck_assert(!cache_has("jit", "ctx 1", "input bytes", "object"));
   unlink(tmp_path("cache/a/b/jit-x"));
-  /* the size limit: the least recently used entries go first */
+  /* the size limit: the least recently used entries go first; files the cache did not
+     write are never removed (a folder named by mistake); a limit that is not a positive
+     number of MiB is the default 512 */
   setenv("MPL_CACHE_DIR", dir, 1);
-  setenv("MPL_CACHE_MB", "0.01", 1); /* 10,485 bytes */
   static char big[3000];
   memset(big, 'z', sizeof big - 1);
+  static const char *const foreign[] = {"my-checkpoint.safetensors", "notes-0123456789abcdef0", "JIT-0123456789abcdef",
+                                        "jit-0123456789abcdeg", ".tmp-12-x", "jit-", "-0123456789abcdef"};
+  char fpath[7][700], stale[700];
+  for (int i = 0; i < 7; i++) {
+    snprintf(fpath[i], sizeof fpath[i], "%s/%s", dir, foreign[i]);
+    write_bytes(fpath[i], big, sizeof big);
+  }
+  snprintf(stale, sizeof stale, "%s/.tmp-12-3", dir); /* a dead writer's, two hours old: removed */
+  write_bytes(stale, "x", 1);
+  struct timespec two_hours[2] = {{time(NULL) - 7200, 0}, {time(NULL) - 7200, 0}};
+  ck_assert_int_eq(utimensat(AT_FDCWD, stale, two_hours, 0), 0);
+  static const char *const junk_mb[] = {"abc", "-5", "0", "1G", "nan", "1e400"};
+  setenv("MPL_CACHE_MB", "0.01", 1); /* 10,485 bytes */
   for (int i = 0; i < 3; i++) {
     char in[8];
     snprintf(in, sizeof in, "in%d", i);
@@ -1182,9 +1213,31 @@ START_TEST(test_kcache) {
   ck_assert(!cache_has("jit", "ctx", "in1", big));
   ck_assert(cache_has("jit", "ctx", "in2", big));
   ck_assert(cache_has("jit", "ctx", "in3", big));
-  ck_assert_int_eq(cache_entries(dir, NULL, 0), 3);
-  unsetenv("MPL_CACHE_MB");
-  unsetenv("MPL_CACHE_DIR");
+  for (int i = 0; i < 6; i++) {
+    setenv("MPL_CACHE_MB", junk_mb[i], 1);
+    mpl_kcache_put("jit", "ctx", "in9", 3, big, strlen(big));
+    ck_assert_msg(cache_has("jit", "ctx 1", "input bytes", "object") && cache_has("jit", "ctx", "in3", big) &&
+                      cache_has("jit", "ctx", "in9", big),
+                  "MPL_CACHE_MB=%s: entries removed", junk_mb[i]);
+  }
+  ck_assert_int_eq(cache_entries(dir, NULL, 0), 4 + 6); /* four entries, six foreign files (one is hidden) */
+  for (int i = 0; i < 7; i++) {
+    struct stat fs;
+    ck_assert_msg(stat(fpath[i], &fs) == 0 && fs.st_size == (off_t)sizeof big, "%s removed", foreign[i]);
+  }
+  ck_assert_msg(access(stale, F_OK) != 0, "a stale temp file kept");
+  /* the identity of the file code lives in: its path and size */
+  char id[PATH_MAX + 128], expect[64];
+  mpl_kcache_lib_id((const void *)(uintptr_t)&mpl_kcache_put, id, sizeof id);
+  struct stat self;
+  ck_assert_int_eq(stat("/proc/self/exe", &self), 0);
+  snprintf(expect, sizeof expect, ", %lld bytes, modified ", (long long)self.st_size);
+  ck_assert_msg(id[0] == '/' && strstr(id, "test_rtio") && strstr(id, expect), "%s", id);
+  if (old_mb) setenv("MPL_CACHE_MB", old_mb, 1);
+  else unsetenv("MPL_CACHE_MB");
+  if (old_dir) setenv("MPL_CACHE_DIR", old_dir, 1);
+  else unsetenv("MPL_CACHE_DIR");
+  free(old_dir), free(old_mb);
   remove_tmpdir();
 }
 END_TEST
