@@ -25,10 +25,8 @@
 #include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
 #include <llvm-c/Transforms/PassBuilder.h>
-#include <llvm/Config/llvm-config.h> /* LLVM_VERSION_STRING */
 #include "runtime/jit_cpu.h" /* mpl_llvm_host_machine */
 #include "runtime/mpl.h"     /* the compile cache */
-#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -941,21 +939,6 @@ static int fail(char *err, size_t errlen, const char *what, char *msg) {
   return -1;
 }
 
-/* What the optimised module depends on besides the module: LLVM's version and the file
- * its code is in, the target machine (its triple, CPU and features), the pipeline. The
- * compile cache's context. */
-static char *opt_context(LLVMTargetMachineRef tm) {
-  char *triple = LLVMGetTargetMachineTriple(tm), *cpu = LLVMGetTargetMachineCPU(tm);
-  char *feat = LLVMGetTargetMachineFeatureString(tm), lib[PATH_MAX + 128];
-  mpl_kcache_lib_id((const void *)(uintptr_t)&LLVMRunPasses, lib, sizeof lib);
-  size_t n = strlen(triple) + strlen(cpu) + strlen(feat) + strlen(lib) + 128;
-  char *c = malloc(n);
-  if (c) snprintf(c, n, "mplc opt 1; LLVM " LLVM_VERSION_STRING " (%s); %s; %s; %s; default<O3>, loop and SLP vectorizers, PIC",
-                  lib, triple, cpu, feat);
-  LLVMDisposeMessage(triple), LLVMDisposeMessage(cpu), LLVMDisposeMessage(feat);
-  return c;
-}
-
 int cg_llvm_module(const KernelSet *ks, void **bc, size_t *len, char *err, size_t errlen) {
   Cg c;
   cg_init(&c);
@@ -984,7 +967,7 @@ int cg_llvm_module(const KernelSet *ks, void **bc, size_t *len, char *err, size_
      made now (MPL_LLVM_DUMP wants the module itself) */
   const char *dump = getenv("MPL_LLVM_DUMP"); /* debugging: the optimised module as text */
   LLVMMemoryBufferRef raw = dump && *dump ? NULL : LLVMWriteBitcodeToMemoryBuffer(c.mod);
-  char *ctx = raw ? opt_context(tm) : NULL;
+  char *ctx = raw ? mpl_llvm_cache_context("mplc opt 1: default<O3>, loop and SLP vectorizers, PIC") : NULL;
   uint8_t *hit = ctx ? mpl_kcache_get("opt", ctx, LLVMGetBufferStart(raw), LLVMGetBufferSize(raw), len) : NULL;
   if (hit) {
     *bc = malloc(*len ? *len : 1);

@@ -21,7 +21,6 @@
 #include <llvm-c/Orc.h>
 #include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
-#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -30,8 +29,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#include <llvm/Config/llvm-config.h> /* LLVM_VERSION_STRING */
 
 #include "jit_cpu.h" /* after LLVM's headers: it then declares mpl_llvm_host_machine */
 #include "mpl.h"
@@ -201,22 +198,6 @@ static LLVMModuleRef parse_module(LLVMContextRef ctx, const void *bc, size_t len
   return bad ? NULL : mod;
 }
 
-/* What the machine code depends on besides the bitcode: LLVM's version, the host's target
- * and CPU, the code generation's settings (make_jit's), and the file LLVM's code is in
- * (the executable, or a shared libLLVM a system update may replace). The compile cache's
- * context. */
-static char *jit_context(void) {
-  char *triple = LLVMGetDefaultTargetTriple(), *cpu = LLVMGetHostCPUName(), *feat = LLVMGetHostCPUFeatures();
-  char lib[PATH_MAX + 128];
-  mpl_kcache_lib_id((const void *)(uintptr_t)&LLVMTargetMachineEmitToMemoryBuffer, lib, sizeof lib);
-  size_t n = strlen(triple) + strlen(cpu) + strlen(feat) + strlen(lib) + 128;
-  char *c = malloc(n);
-  if (c) snprintf(c, n, "mpl jit 1; LLVM " LLVM_VERSION_STRING " (%s); %s; %s; %s; O3, reloc default, code model JIT",
-                  lib, triple, cpu, feat);
-  LLVMDisposeMessage(triple), LLVMDisposeMessage(cpu), LLVMDisposeMessage(feat);
-  return c;
-}
-
 /* The bitcode compiled to an object file for the host (the JIT's code model): malloc'd
  * bytes in *obj, or -1 and the message. */
 static int compile_object(const void *bc, size_t len, void **obj, size_t *olen, char *err, size_t errlen) {
@@ -262,7 +243,7 @@ MplJit *mpl_jit_load(const void *bc, size_t len, char *err, size_t errlen) {
     return NULL;
   }
   /* the machine code: the compile cache's, made from these very bytes before, or made now */
-  char *ctx = jit_context();
+  char *ctx = mpl_llvm_cache_context("mpl jit 1: O3, reloc default, code model JIT"); /* make_jit's */
   size_t olen = 0;
   void *obj = ctx ? mpl_kcache_get("jit", ctx, bc, len, &olen) : NULL;
   bool cached = obj != NULL;

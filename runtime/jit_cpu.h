@@ -26,6 +26,11 @@ void mpl_jit_free(MplJit *j);
 
 /* llvm_host.c: LLVM's native target, initialised once per process (thread-safe). */
 void mpl_llvm_init_native(void);
+/* The compile cache's context for code LLVM makes on this host: `what` (the kind of work and
+ * its settings), LLVM's version and the file its code is in (the executable, or a shared
+ * libLLVM a system update may replace), the host's triple, CPU and features (malloc'd; NULL
+ * when out of memory). */
+char *mpl_llvm_cache_context(const char *what);
 
 #ifdef LLVM_C_TARGETMACHINE_H /* for files that use LLVM's C API themselves (cg_llvm.c) */
 /* The host's LLVM target machine (its CPU name and features, O3 code generation) with the
