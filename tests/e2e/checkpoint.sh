@@ -58,6 +58,37 @@ if run lr4 "$lm" "${D[@]}" --steps 4 --metrics "$tmp/lr4.jsonl" &&
 then ok "cosine(3, 3e-4) over 4 steps: lr 1e-3, 2e-3, 3e-3, then 3e-3 (a one-step cosine is at lr)"
 else bad "cosine over 4 steps: $(grep -o '"lr": [^,]*' "$tmp/lr4.jsonl" | tr '\n' ' ')"; fi
 
+# ...and the optimizer steps with it: AdamW's first step moves an element by lr g / (|g| + eps)
+# whatever g is (m and v are g and g^2 after their bias corrections), lr itself where |g| >> eps.
+# small_gpt with cosine(warmup = 4), no decay, no clipping: its first step moves its elements by
+# lr / 4 (pass 89: the update at step t taking the lr of step t + 1 passed every suite: 2 lr / 4)
+if rewrite tests/e2e/small_gpt.mpl "$tmp/warm.mpl" \
+     's/^  optimizer = adamw(lr = 1e-2, weight_decay = 0.1)/  optimizer = adamw(lr = 1e-2, weight_decay = 0)\n  lr_schedule = cosine(warmup = 4)/' \
+     '/^  grad_clip = 1.0/d' 's/^  steps = 3/  steps = 8/' &&
+   "$MPLC" "$tmp/warm.mpl" -o "$tmp/warm.job" 2> "$tmp/warm.err" &&
+   "$MPLRUN" "$tmp/warm.job" -q --steps 0 --save "$tmp/warm0.st" > "$tmp/warm.log" 2>&1 &&
+   "$MPLRUN" "$tmp/warm.job" -q --steps 1 --save "$tmp/warm1.st" >> "$tmp/warm.log" 2>&1 &&
+   moved=$("$PY" - "$tmp/warm0.st" "$tmp/warm1.st" << 'EOF'
+import sys
+sys.path.insert(0, "tests/tools")
+from stcompare import load
+a, b = load(sys.argv[1]), load(sys.argv[2])
+lr0 = 1e-2 / 4
+n = at_lr = over = 0
+for name in a:
+    for x, y in zip(a[name][1], b[name][1]):
+        d = abs(y - x) / lr0
+        if d == 0:
+            continue
+        n += 1
+        at_lr += abs(d - 1) < 1e-3
+        over += d > 1 + 1e-3
+print("%d %d %d" % (n, at_lr, over))
+EOF
+   ) && read -r n at_lr over <<< "$moved" && [ "$over" = 0 ] && [ $((at_lr * 10)) -ge $((n * 9)) ]; then
+  ok "AdamW's first step under cosine(warmup = 4): $at_lr of $n elements moved by lr/4 within 1e-3, none more"
+else bad "AdamW's first step under warmup: ${moved:-} (elements moved, at lr/4, over it) $(head -n 2 "$tmp/warm.err" "$tmp/warm.log" 2>/dev/null)"; fi
+
 # 6 straight vs 3 + checkpoint + resume
 run straight "$lm" "${D[@]}" --steps 6 --save "$tmp/straight.st" &&
   run first "$lm" "${D[@]}" --steps 3 --checkpoint "$tmp/ck" &&

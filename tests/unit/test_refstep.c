@@ -358,6 +358,61 @@ START_TEST(test_fused_ce) {
 }
 END_TEST
 
+
+/* mpl_run_get_grad under ZeRO-1 at dp = 2 (each replica keeps a chunk of every gradient)
+ * gives every param's whole gradient: bitwise that of the same run without ZeRO (the dp
+ * all-reduce and ZeRO's reduce-scatter add the two replicas' halves alike; clipping is off,
+ * its norm is summed by chunks). d = 33 makes uneven chunks (biases of 33 and 99). The jobs
+ * come from mplc, next to this binary's folder. (Pass 89: a chunk read from its start, not
+ * its replica's offset, passed every suite.) */
+START_TEST(test_zero1_grads) {
+  char exe[4096] = "", cmd[3 * 4096], job[2][128];
+  ck_assert(readlink("/proc/self/exe", exe, sizeof exe - 1) > 0);
+  *strrchr(exe, '/') = 0; /* build/tests */
+  *strrchr(exe, '/') = 0; /* build */
+  float *grads[2][64] = {{0}};
+  int64_t numel[64];
+  int np = 0;
+  bool uneven = false;
+  for (int z = 0; z < 2; z++) {
+    snprintf(job[z], sizeof job[z], "/tmp/mpl_refstep_zero%d_%d.job", z, (int)getpid());
+    snprintf(cmd, sizeof cmd,
+             "sed -e '/^  grad_clip = 1.0/d' -e 's/^  steps = 3/  zero = %d/' tests/e2e/parallel_gpt.mpl "
+             "> %s.mpl && '%s/mplc' -I stdlib %s.mpl -D d=33 -D heads=3 --mesh dp=2 -o %s && rm %s.mpl",
+             z, job[z], exe, job[z], job[z], job[z]);
+    ck_assert_msg(system(cmd) == 0, "%s", cmd);
+    char err[700];
+    Job *j = job_read(job[z], err, sizeof err);
+    ck_assert_msg(j != NULL, "%s", err);
+    unlink(job[z]);
+    ck_assert_int_eq(j->train.zero, z);
+    MplRunOpts o;
+    mpl_run_opts_default(&o);
+    o.steps = 1, o.quiet = true, o.threads = 1;
+    MplRun *run = NULL;
+    MplErr e = {{0}};
+    ck_assert_msg(mpl_run_init(&run, j, &o, &e) == MPL_OK, "%s", e.msg);
+    ck_assert_msg(mpl_run_train(run, &e) == MPL_OK, "%s", e.msg);
+    np = j->nparams;
+    ck_assert_int_le(np, 64);
+    for (int p = 0; p < np; p++) {
+      numel[p] = j->params[p].numel;
+      uneven |= numel[p] % 2 != 0;
+      grads[z][p] = malloc(sizeof(float) * (size_t)numel[p]);
+      ck_assert_int_eq(mpl_run_get_grad(run, p, grads[z][p], &e), MPL_OK);
+    }
+    mpl_run_free(run);
+    job_free(j);
+  }
+  ck_assert_msg(uneven, "no param of an odd size: the chunks are even");
+  for (int p = 0; p < np; p++) {
+    ck_assert_msg(memcmp(grads[0][p], grads[1][p], sizeof(float) * (size_t)numel[p]) == 0,
+                  "param %d (%lld elements): ZeRO-1's gradient differs from the run without it", p, (long long)numel[p]);
+    free(grads[0][p]), free(grads[1][p]);
+  }
+}
+END_TEST
+
 static char **one_args; /* test_refstep FILE [PP [SCHEDULE]]: check one program */
 static int one_argc;
 
@@ -387,6 +442,7 @@ int main(int argc, char **argv) {
   tcase_add_test(tc, test_examples);
   tcase_add_test(tc, test_bf16);
   tcase_add_test(tc, test_fused_ce);
+  tcase_add_test(tc, test_zero1_grads);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
