@@ -11,6 +11,8 @@
  * program's train key: the passes run in compiler/main.c's order, precision.c's too.
  * MPL_REFSTEP_VERBOSE=1 prints the loss and each gradient's error; MPL_REFSTEP_FD=1 also
  * checks the reference's gradients against finite differences of its forward (fd_check).
+ * And two checks of the gradients the library hands out: under ZeRO-1 (test_zero1_grads),
+ * and clipped by a coefficient just under 1 (test_clip_near_one).
  */
 #include "compiler/autodiff.h"
 #include "compiler/jobgen.h"
@@ -413,6 +415,51 @@ START_TEST(test_zero1_grads) {
 }
 END_TEST
 
+
+/* Clipping with a coefficient just under 1: one step of small_gpt with clipping out of
+ * reach (grad_clip 1e30) gives g and its norm (in double here); with grad_clip = 0.9995 of
+ * that norm the gradients are g * grad_clip / (norm + 1e-6), as torch's clip_grad_norm_
+ * (pass 89: clipping skipped for coefficients of 0.999 or more passed every suite). */
+START_TEST(test_clip_near_one) {
+  Compiled c;
+  compile(&c, "tests/e2e/small_gpt.mpl", NULL, NULL);
+  ck_assert_msg(c.job->train.grad_clip > 0, "small_gpt.mpl no longer clips");
+  int np = c.job->nparams;
+  float *g[2][64];
+  double norm = 0, clip = 0;
+  ck_assert_int_le(np, 64);
+  for (int run_i = 0; run_i < 2; run_i++) {
+    c.job->train.grad_clip = run_i == 0 ? 1e30 : clip; /* read by the update phase at run time */
+    MplRunOpts o;
+    mpl_run_opts_default(&o);
+    o.steps = 1, o.quiet = true, o.threads = 1;
+    MplRun *run = NULL;
+    MplErr e = {{0}};
+    ck_assert_msg(mpl_run_init(&run, c.job, &o, &e) == MPL_OK, "%s", e.msg);
+    ck_assert_msg(mpl_run_train(run, &e) == MPL_OK, "%s", e.msg);
+    for (int p = 0; p < np; p++) {
+      int64_t n = c.job->params[p].numel;
+      g[run_i][p] = calloc((size_t)n + 1, sizeof(float));
+      if (c.job->params[p].nuses) ck_assert_int_eq(mpl_run_get_grad(run, p, g[run_i][p], &e), MPL_OK);
+      for (int64_t k = 0; run_i == 0 && k < n; k++) norm += (double)g[0][p][k] * g[0][p][k];
+    }
+    mpl_run_free(run);
+    if (run_i == 0) norm = sqrt(norm), clip = 0.9995 * norm;
+  }
+  double coef = clip / (norm + 1e-6), worst = 0;
+  for (int p = 0; p < np; p++) {
+    for (int64_t k = 0; k < c.job->params[p].numel; k++) {
+      double want = g[0][p][k] * coef, d = fabs(g[1][p][k] - want) / (norm * 1e-3 + fabs(want));
+      if (!(d <= worst)) worst = d;
+    }
+    free(g[0][p]), free(g[1][p]);
+  }
+  ck_assert_msg(worst < 1e-5, "gradients clipped by %.6f (norm %.6g): off by %.3g of each element", coef, norm, worst);
+  job_free(c.job);
+  arena_free(&c.arena);
+}
+END_TEST
+
 static char **one_args; /* test_refstep FILE [PP [SCHEDULE]]: check one program */
 static int one_argc;
 
@@ -443,6 +490,7 @@ int main(int argc, char **argv) {
   tcase_add_test(tc, test_bf16);
   tcase_add_test(tc, test_fused_ce);
   tcase_add_test(tc, test_zero1_grads);
+  tcase_add_test(tc, test_clip_near_one);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
