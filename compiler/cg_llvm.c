@@ -12,21 +12,12 @@
  * instructions one by one; f32->int casts saturate (NaN -> 0) like CUDA's; log, sqrt,
  * pow, sin, cos and floor are llvm.* intrinsics (libm's functions: the JIT's libm list),
  * exp and tanh plain arithmetic emitted inline (em_exp, em_tanh: the same bits on one
- * lane or W lanes). The module
- * is verified (failing with the verifier's message) before it is optimised with
- * the new pass manager's default<O3> for the host target; the optimised module is kept in
- * the compile cache (runtime/kcache.c) under the unoptimised one's bitcode.
+ * lane or W lanes). cg_llvm_module.c verifies, optimises and writes the module.
  */
 #include "kernel.h"
 
-#include <llvm-c/Analysis.h>
-#include <llvm-c/BitWriter.h>
-#include <llvm-c/Core.h>
-#include <llvm-c/Target.h>
-#include <llvm-c/TargetMachine.h>
-#include <llvm-c/Transforms/PassBuilder.h>
-#include "runtime/jit_cpu.h" /* mpl_llvm_host_machine */
-#include "runtime/mpl.h"     /* the compile cache */
+#include "cg_llvm.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -923,100 +914,12 @@ static void cg_init(Cg *c) {
   if (w && atoi(w) >= 1 && atoi(w) <= 64) c->W = atoi(w);
 }
 
-static void cg_done(Cg *c) {
-  LLVMDisposeBuilder(c->b);
-  LLVMDisposeModule(c->mod);
-  LLVMContextDispose(c->ctx);
-}
-
-static void build_module(Cg *c, const KernelSet *ks) {
-  for (int i = 0; i < ks->n; i++) emit_wrapper(c, ks->k[i], emit_body_fn(c, ks->k[i]));
-}
-
-static int fail(char *err, size_t errlen, const char *what, char *msg) {
-  snprintf(err, errlen, "%s: %s", what, msg ? msg : "(no message)");
-  if (msg) LLVMDisposeMessage(msg);
-  return -1;
-}
-
-int cg_llvm_module(const KernelSet *ks, void **bc, size_t *len, char *err, size_t errlen) {
+LLVMModuleRef cg_llvm_build(const KernelSet *ks, LLVMContextRef *ctx) {
   Cg c;
   cg_init(&c);
-  build_module(&c, ks);
-  char *msg = NULL;
-  int rc = 0;
-  if (LLVMVerifyModule(c.mod, LLVMReturnStatusAction, &msg)) {
-    rc = fail(err, errlen, "LLVM verifier", msg);
-    cg_done(&c);
-    return rc;
-  }
-  if (msg) LLVMDisposeMessage(msg);
-  LLVMTargetMachineRef tm = mpl_llvm_host_machine(LLVMRelocPIC, LLVMCodeModelDefault, err, errlen);
-  if (!tm) {
-    cg_done(&c);
-    return -1;
-  }
-  char *triple = LLVMGetTargetMachineTriple(tm);
-  LLVMSetTarget(c.mod, triple);
-  LLVMDisposeMessage(triple);
-  LLVMTargetDataRef td = LLVMCreateTargetDataLayout(tm);
-  LLVMSetModuleDataLayout(c.mod, td);
-  LLVMDisposeTargetData(td);
-  /* the optimised module: the compile cache's, made from these very bytes before (mplc
-     compiling a program again, with other flags that leave the kernels as they were), or
-     made now (MPL_LLVM_DUMP wants the module itself) */
-  const char *dump = getenv("MPL_LLVM_DUMP"); /* debugging: the optimised module as text */
-  LLVMMemoryBufferRef raw = dump && *dump ? NULL : LLVMWriteBitcodeToMemoryBuffer(c.mod);
-  char *ctx = raw ? mpl_llvm_cache_context("mplc opt 1: default<O3>, loop and SLP vectorizers, PIC") : NULL;
-  uint8_t *hit = ctx ? mpl_kcache_get("opt", ctx, LLVMGetBufferStart(raw), LLVMGetBufferSize(raw), len) : NULL;
-  if (hit) {
-    *bc = malloc(*len ? *len : 1);
-    if (!*bc) die("out of memory");
-    memcpy(*bc, hit, *len);
-    mpl_free(hit);
-    free(ctx);
-    LLVMDisposeMemoryBuffer(raw);
-    LLVMDisposeTargetMachine(tm);
-    cg_done(&c);
-    return 0;
-  }
-  LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
-  LLVMPassBuilderOptionsSetLoopVectorization(po, 1);
-  LLVMPassBuilderOptionsSetSLPVectorization(po, 1);
-  LLVMErrorRef e = LLVMRunPasses(c.mod, "default<O3>", tm, po);
-  LLVMDisposePassBuilderOptions(po);
-  LLVMDisposeTargetMachine(tm);
-  if (e) {
-    char *m = LLVMGetErrorMessage(e);
-    snprintf(err, errlen, "LLVM passes: %s", m);
-    LLVMDisposeErrorMessage(m);
-    rc = -1;
-  } else {
-    if (dump && *dump) {
-      char *m = NULL;
-      if (LLVMPrintModuleToFile(c.mod, dump, &m)) fprintf(stderr, "MPL_LLVM_DUMP: %s\n", m ? m : "?");
-      if (m) LLVMDisposeMessage(m);
-    }
-    LLVMMemoryBufferRef mb = LLVMWriteBitcodeToMemoryBuffer(c.mod);
-    *len = LLVMGetBufferSize(mb);
-    *bc = malloc(*len ? *len : 1);
-    if (!*bc) die("out of memory");
-    memcpy(*bc, LLVMGetBufferStart(mb), *len);
-    LLVMDisposeMemoryBuffer(mb);
-    if (ctx) mpl_kcache_put("opt", ctx, LLVMGetBufferStart(raw), LLVMGetBufferSize(raw), *bc, *len);
-  }
-  free(ctx);
-  if (raw) LLVMDisposeMemoryBuffer(raw);
-  cg_done(&c);
-  return rc;
+  for (int i = 0; i < ks->n; i++) emit_wrapper(&c, ks->k[i], emit_body_fn(&c, ks->k[i]));
+  LLVMDisposeBuilder(c.b);
+  *ctx = c.ctx;
+  return c.mod;
 }
 
-void cg_llvm_dump_ir(FILE *out, const KernelSet *ks) {
-  Cg c;
-  cg_init(&c);
-  build_module(&c, ks);
-  char *s = LLVMPrintModuleToString(c.mod);
-  fputs(s, out);
-  LLVMDisposeMessage(s);
-  cg_done(&c);
-}

@@ -283,7 +283,7 @@ void fuse_dump(FILE *out, const Fused *fu);
 void kir_dump(FILE *out, const KernelSet *ks, const Program *p);
 void kir_dump_program(FILE *out, const KernelSet *ks, const Program *p);
 
-/* ==== cg_llvm.c: LLVM IR for the CPU ======================================= */
+/* ==== cg_llvm.c, cg_llvm_module.c: LLVM IR and bitcode for the CPU ======== */
 
 /* One module with every kernel, verified, optimised (O3, host), as bitcode (malloc'd). */
 int cg_llvm_module(const KernelSet *ks, void **bc, size_t *len, char *err, size_t errlen);

@@ -1,5 +1,5 @@
 /*
- * jit_cpu.h — the CPU kernels of a job: LLVM bitcode (from mplc's cg_llvm.c)
+ * jit_cpu.h — the CPU kernels of a job: LLVM bitcode (from mplc's cg_llvm_module.c)
  * compiled for the host CPU at load time, kernel functions looked up by name.
  *
  * Kernel ABI (compiler/kernel.h):
@@ -32,7 +32,7 @@ void mpl_llvm_init_native(void);
  * when out of memory). */
 char *mpl_llvm_cache_context(const char *what);
 
-#ifdef LLVM_C_TARGETMACHINE_H /* for files that use LLVM's C API themselves (cg_llvm.c) */
+#ifdef LLVM_C_TARGETMACHINE_H /* for files that use LLVM's C API themselves (cg_llvm_module.c) */
 /* The host's LLVM target machine (its CPU name and features, O3 code generation) with the
  * relocation and code model given: the JIT's (default, JIT default) and mplc's for the
  * bitcode it optimises (PIC, default). Initialises LLVM's native target once. NULL and a

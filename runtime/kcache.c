@@ -1,7 +1,7 @@
 /*
  * kcache.c — the compile cache: what LLVM made of a job's kernels, kept on disk so that
  * the same bytes are not compiled twice. mplrun's JIT (jit_cpu.c) keeps the machine code it
- * made from a job's bitcode; mplc (cg_llvm.c) keeps the optimised bitcode it made from the
+ * made from a job's bitcode; mplc (cg_llvm_module.c) keeps the optimised bitcode it made from the
  * kernels' unoptimised module; both keep NVRTC's PTX (cuda_dl.c: a log and the PTX). A job run again, resumed, run by each process of an
  * mpirun, or sampled from after training, starts without compiling its kernels again.
  *

@@ -1,5 +1,5 @@
 /*
- * llvm_host.c — LLVM's view of the host, shared by mplc (cg_llvm.c optimises the job's
+ * llvm_host.c — LLVM's view of the host, shared by mplc (cg_llvm_module.c optimises the job's
  * bitcode for it) and mplrun (jit_cpu.c compiles that bitcode): the native target,
  * initialised once per process, the host's target machine, and the compile cache's
  * context for what LLVM makes on it.
