@@ -481,7 +481,18 @@ static int nvrtc_fail(nvrtcResult rc, const char *what, nvrtcProgram *prog, char
   return -1;
 }
 
-/* Anything in the log (warnings included) is an error. */
+/* A log with anything but white space in it (warnings included) is an error: -1 and the
+ * message in err, else 0. */
+static int log_error(const char *log, char *err, size_t errlen) {
+  for (size_t i = 0; log[i]; i++)
+    if (log[i] != ' ' && log[i] != '\n' && log[i] != '\r' && log[i] != '\t') {
+      snprintf(err, errlen, "NVRTC: warnings are errors:\n%s", log);
+      return -1;
+    }
+  return 0;
+}
+
+/* The program's log through log_error (the program destroyed when it is an error). */
 static int check_log(nvrtcProgram *prog, char *err, size_t errlen) {
   size_t n = 0;
   NVRTC_CHECK(mpl_nvrtc.log_size(*prog, &n), prog);
@@ -489,13 +500,10 @@ static int check_log(nvrtcProgram *prog, char *err, size_t errlen) {
   char *log = malloc(n);
   if (!log) die("out of memory");
   NVRTC_CHECK(mpl_nvrtc.log(*prog, log), prog);
-  bool blank = true;
-  for (size_t i = 0; log[i]; i++) blank &= log[i] == ' ' || log[i] == '\n' || log[i] == '\r' || log[i] == '\t';
-  if (!blank) snprintf(err, errlen, "NVRTC: warnings are errors:\n%s", log);
+  int rc = log_error(log, err, errlen);
   free(log);
-  if (blank) return 0;
-  mpl_nvrtc.destroy(prog);
-  return -1;
+  if (rc) mpl_nvrtc.destroy(prog);
+  return rc;
 }
 
 /* Appends "(in kernel NAME)" for the first "mpl_kernels.cu(LINE)" of the log in err: the
@@ -529,10 +537,8 @@ int cg_nvrtc_compile(const char *src, const char *arch, char **ptx, size_t *len,
   uint8_t *entry;
   const char *clog, *cptx;
   if (mpl_nvrtc_cache_get(src, "mpl_kernels.cu", opts, nopts, &entry, &clog, &cptx)) { /* compiled before */
-    bool blank = true;
-    for (size_t i = 0; clog[i]; i++) blank &= clog[i] == ' ' || clog[i] == '\n' || clog[i] == '\r' || clog[i] == '\t';
-    if (!blank) {
-      snprintf(err, errlen, "NVRTC: warnings are errors:\n%s", clog);
+    int rc = log_error(clog, err, errlen);
+    if (rc) {
       name_failing_kernel(src, err, errlen);
     } else {
       *len = strlen(cptx) + 1; /* (NVRTC's size counts the NUL) */
@@ -541,7 +547,7 @@ int cg_nvrtc_compile(const char *src, const char *arch, char **ptx, size_t *len,
       memcpy(*ptx, cptx, *len);
     }
     mpl_free(entry);
-    return blank ? 0 : -1;
+    return rc;
   }
   nvrtcProgram prog;
   NVRTC_CHECK(mpl_nvrtc.create(&prog, src, "mpl_kernels.cu", 0, NULL, NULL), NULL);

@@ -153,13 +153,13 @@ int cudev_compile(const char *src, const char *file, const char *what, const cha
   uint8_t *entry = NULL;
   const char *clog, *cptx;
   int st;
-  if (!mpl_nvrtc_load(full_log, sizeof full_log) && mpl_nvrtc_cache_get(src, file, opts, nopts, &entry, &clog, &cptx)) {
+  char why[700]; /* (NVRTC that cannot be loaded: nvrtc_compile says so) */
+  if (!mpl_nvrtc_load(why, sizeof why) && mpl_nvrtc_cache_get(src, file, opts, nopts, &entry, &clog, &cptx)) {
     snprintf(full_log, sizeof full_log, "%s", clog); /* compiled before, by this process or another */
     *ptx = copy_text(cptx);
     st = *ptx ? MPL_OK : mpl_errf(err, "out of memory compiling %s", what);
     mpl_free(entry);
   } else {
-    full_log[0] = 0;
     st = nvrtc_compile(src, file, what, opts, nopts, ptx, full_log, sizeof full_log, err);
     if (st == MPL_OK) mpl_nvrtc_cache_put(src, file, opts, nopts, full_log, *ptx);
   }

@@ -198,7 +198,7 @@ static LLVMModuleRef parse_module(LLVMContextRef ctx, const void *bc, size_t len
   return bad ? NULL : mod;
 }
 
-/* The bitcode compiled to an object file for the host (the JIT's code model): malloc'd
+/* The bitcode compiled to an object file for the host (the JIT's code model): mpl_malloc'd
  * bytes in *obj, or -1 and the message. */
 static int compile_object(const void *bc, size_t len, void **obj, size_t *olen, char *err, size_t errlen) {
   LLVMContextRef ctx = LLVMContextCreate();
@@ -223,7 +223,7 @@ static int compile_object(const void *bc, size_t len, void **obj, size_t *olen, 
     snprintf(err, errlen, "jit: code generation: %s", msg ? msg : "?");
   } else if (tm) {
     *olen = LLVMGetBufferSize(mb);
-    *obj = malloc(*olen ? *olen : 1);
+    *obj = mpl_malloc(*olen ? *olen : 1); /* (as the cache's) */
     if (*obj) memcpy(*obj, LLVMGetBufferStart(mb), *olen), rc = 0;
     else snprintf(err, errlen, "jit: out of memory");
     LLVMDisposeMemoryBuffer(mb);
@@ -246,7 +246,6 @@ MplJit *mpl_jit_load(const void *bc, size_t len, char *err, size_t errlen) {
   char *ctx = mpl_llvm_cache_context("mpl jit 1: O3, reloc default, code model JIT"); /* make_jit's */
   size_t olen = 0;
   void *obj = ctx ? mpl_kcache_get("jit", ctx, bc, len, &olen) : NULL;
-  bool cached = obj != NULL;
   if (!obj) {
     if (compile_object(bc, len, &obj, &olen, err, errlen)) {
       free(ctx);
@@ -256,8 +255,7 @@ MplJit *mpl_jit_load(const void *bc, size_t len, char *err, size_t errlen) {
   }
   free(ctx);
   LLVMMemoryBufferRef mb = LLVMCreateMemoryBufferWithMemoryRangeCopy(obj, olen, "mpl_kernels");
-  if (cached) mpl_free(obj);
-  else free(obj);
+  mpl_free(obj);
   LLVMOrcLLJITRef j = make_jit(err, errlen);
   if (!j) {
     LLVMDisposeMemoryBuffer(mb);
