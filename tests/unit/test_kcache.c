@@ -1,0 +1,213 @@
+/*
+ * test_kcache.c — the compile cache (runtime/kcache.c) through its API: a hit only for the
+ * same kind, context and input; every flipped byte and every cut of an entry, a grown entry
+ * and a link are misses, and a put writes the entry whole again; folders it must not use
+ * (others may write it, the empty setting, one under a file); the size limit, least
+ * recently used first, never removing files it did not write, and limits that are not a
+ * size; the identity of the file a compiler's code is in. (NVRTC's entries: test_nvrtc;
+ * mplc and mplrun with the cache: tests/e2e/compile_cache.sh.)
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "runtime/mpl.h"
+
+#include <check.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static char tmpdir[256];
+
+static const char *tmp_path(const char *name) {
+  static char buf[4][512];
+  static int k;
+  k = (k + 1) % 4;
+  snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
+  return buf[k];
+}
+
+static void write_bytes(const char *path, const void *data, size_t n) {
+  FILE *f = fopen(path, "wb");
+  ck_assert_ptr_nonnull(f);
+  ck_assert_uint_eq(fwrite(data, 1, n, f), n);
+  fclose(f);
+}
+
+/* The one entry file in dir (its path into out); the count of entries. */
+static int cache_entries(const char *dir, char *out, size_t n) {
+  char cmd[600], line[512] = "";
+  snprintf(cmd, sizeof cmd, "ls '%s' | grep -v '^\\.' ", dir);
+  FILE *p = popen(cmd, "r");
+  ck_assert_ptr_nonnull(p);
+  int k = 0;
+  for (char l[512]; fgets(l, sizeof l, p); k++) snprintf(line, sizeof line, "%s", l);
+  pclose(p);
+  line[strcspn(line, "\n")] = 0;
+  if (out) snprintf(out, n, "%s/%s", dir, line);
+  return k;
+}
+
+static bool cache_has(const char *kind, const char *ctx, const char *in, const char *want) {
+  size_t n = 12345;
+  uint8_t *got = mpl_kcache_get(kind, ctx, in, strlen(in), &n);
+  bool same = got && n == strlen(want) && memcmp(got, want, n) == 0;
+  ck_assert_msg(!got || same, "a hit with other bytes: %.*s", (int)n, got ? (const char *)got : "");
+  mpl_free(got);
+  return same;
+}
+
+START_TEST(test_kcache) {
+  snprintf(tmpdir, sizeof tmpdir, "/tmp/mpl_kcache_XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+  char *old_dir = getenv("MPL_CACHE_DIR") ? strdup(getenv("MPL_CACHE_DIR")) : NULL; /* (tests/run.sh's) */
+  char *old_mb = getenv("MPL_CACHE_MB") ? strdup(getenv("MPL_CACHE_MB")) : NULL;
+  char dir[600];
+  snprintf(dir, sizeof dir, "%s", tmp_path("cache/a/b")); /* made with its parents */
+  setenv("MPL_CACHE_DIR", dir, 1);
+  int64_t h0, m0, p0, h, m, p;
+  mpl_kcache_stats(&h0, &m0, &p0);
+  ck_assert(!cache_has("jit", "ctx 1", "input bytes", "object"));
+  mpl_kcache_put("jit", "ctx 1", "input bytes", 11, "object", 6);
+  ck_assert(cache_has("jit", "ctx 1", "input bytes", "object"));
+  mpl_kcache_stats(&h, &m, &p);
+  ck_assert_int_eq(h - h0, 1);
+  ck_assert_int_eq(m - m0, 1);
+  ck_assert_int_eq(p - p0, 1);
+  /* another context, another input, another kind: misses */
+  ck_assert(!cache_has("jit", "ctx 2", "input bytes", "object"));
+  ck_assert(!cache_has("jit", "ctx 1", "input byteS", "object"));
+  ck_assert(!cache_has("opt", "ctx 1", "input bytes", "object"));
+  ck_assert(!cache_has("jit", "ctx 1", "input byte", "object"));
+  char entry[600];
+  ck_assert_int_eq(cache_entries(dir, entry, sizeof entry), 1);
+  struct stat st;
+  ck_assert_int_eq(stat(dir, &st), 0);
+  ck_assert_int_eq(st.st_mode & 0777, 0700);
+  /* every flipped byte and every truncation of the entry is a miss (never other bytes), and
+     a put writes it whole again */
+  uint8_t *good;
+  size_t len;
+  ck_assert_int_eq(mpl_file_read_all(entry, &good, &len, NULL), MPL_OK);
+  ck_assert_uint_eq(len, 40 + 5 + 11 + 6);
+  for (size_t i = 0; i < len; i++) {
+    good[i] ^= 0x20;
+    write_bytes(entry, good, len);
+    ck_assert_msg(!cache_has("jit", "ctx 1", "input bytes", "object"), "byte %zu flipped: a hit", i);
+    good[i] ^= 0x20;
+    write_bytes(entry, good, i);
+    ck_assert_msg(!cache_has("jit", "ctx 1", "input bytes", "object"), "cut at %zu: a hit", i);
+  }
+  write_bytes(entry, good, len);
+  ck_assert(cache_has("jit", "ctx 1", "input bytes", "object"));
+  /* grown by a byte, or a link to a good entry: a miss */
+  uint8_t *grown = malloc(len + 1);
+  memcpy(grown, good, len);
+  grown[len] = 0;
+  write_bytes(entry, grown, len + 1);
+  free(grown);
+  ck_assert(!cache_has("jit", "ctx 1", "input bytes", "object"));
+  write_bytes(tmp_path("good"), good, len);
+  unlink(entry);
+  ck_assert_int_eq(symlink(tmp_path("good"), entry), 0);
+  ck_assert(!cache_has("jit", "ctx 1", "input bytes", "object"));
+  unlink(entry);
+  write_bytes(entry, "junk", 4);
+  mpl_kcache_put("jit", "ctx 1", "input bytes", 11, "object", 6);
+  ck_assert(cache_has("jit", "ctx 1", "input bytes", "object"));
+  mpl_free(good);
+  /* a folder others may write, or the empty setting: off (nothing read, nothing written) */
+  ck_assert_int_eq(chmod(dir, 0777), 0);
+  ck_assert(!cache_has("jit", "ctx 1", "input bytes", "object"));
+  mpl_kcache_put("jit", "ctx 3", "x", 1, "y", 1);
+  ck_assert_int_eq(chmod(dir, 0700), 0);
+  ck_assert_int_eq(cache_entries(dir, NULL, 0), 1);
+  setenv("MPL_CACHE_DIR", "", 1);
+  ck_assert(!cache_has("jit", "ctx 1", "input bytes", "object"));
+  mpl_kcache_put("jit", "ctx 4", "x", 1, "y", 1);
+  /* a folder that cannot be made (under a file): a miss, no error */
+  setenv("MPL_CACHE_DIR", tmp_path("cache/a/b/jit-x/c"), 1);
+  write_bytes(tmp_path("cache/a/b/jit-x"), "f", 1);
+  mpl_kcache_put("jit", "ctx 1", "input bytes", 11, "object", 6);
+  ck_assert(!cache_has("jit", "ctx 1", "input bytes", "object"));
+  unlink(tmp_path("cache/a/b/jit-x"));
+  /* the size limit: the least recently used entries go first; files the cache did not
+     write are never removed (a folder named by mistake); a limit that is not a positive
+     number of MiB is the default 512 */
+  setenv("MPL_CACHE_DIR", dir, 1);
+  static char big[3000];
+  memset(big, 'z', sizeof big - 1);
+  static const char *const foreign[] = {"my-checkpoint.safetensors", "notes-0123456789abcdef0", "JIT-0123456789abcdef",
+                                        "jit-0123456789abcdeg", ".tmp-12-x", "jit-", "-0123456789abcdef"};
+  char fpath[7][700], stale[700];
+  for (int i = 0; i < 7; i++) {
+    snprintf(fpath[i], sizeof fpath[i], "%s/%s", dir, foreign[i]);
+    write_bytes(fpath[i], big, sizeof big);
+  }
+  snprintf(stale, sizeof stale, "%s/.tmp-12-3", dir); /* a dead writer's, two hours old: removed */
+  write_bytes(stale, "x", 1);
+  struct timespec two_hours[2] = {{time(NULL) - 7200, 0}, {time(NULL) - 7200, 0}};
+  ck_assert_int_eq(utimensat(AT_FDCWD, stale, two_hours, 0), 0);
+  static const char *const junk_mb[] = {"abc", "-5", "0", "1G", "nan", "1e400"};
+  setenv("MPL_CACHE_MB", "0.01", 1); /* 10,485 bytes */
+  for (int i = 0; i < 3; i++) {
+    char in[8];
+    snprintf(in, sizeof in, "in%d", i);
+    mpl_kcache_put("jit", "ctx", in, strlen(in), big, strlen(big));
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    nanosleep(&ts, NULL); /* distinct times of use */
+  }
+  ck_assert(cache_has("jit", "ctx 1", "input bytes", "object")); /* the oldest written, used now */
+  mpl_kcache_put("jit", "ctx", "in3", 3, big, strlen(big));      /* 4 x 3 KB + 62 bytes: over */
+  ck_assert(cache_has("jit", "ctx 1", "input bytes", "object"));
+  ck_assert(!cache_has("jit", "ctx", "in0", big));
+  ck_assert(!cache_has("jit", "ctx", "in1", big));
+  ck_assert(cache_has("jit", "ctx", "in2", big));
+  ck_assert(cache_has("jit", "ctx", "in3", big));
+  for (int i = 0; i < 6; i++) {
+    setenv("MPL_CACHE_MB", junk_mb[i], 1);
+    mpl_kcache_put("jit", "ctx", "in9", 3, big, strlen(big));
+    ck_assert_msg(cache_has("jit", "ctx 1", "input bytes", "object") && cache_has("jit", "ctx", "in3", big) &&
+                      cache_has("jit", "ctx", "in9", big),
+                  "MPL_CACHE_MB=%s: entries removed", junk_mb[i]);
+  }
+  ck_assert_int_eq(cache_entries(dir, NULL, 0), 4 + 6); /* four entries, six foreign files (one is hidden) */
+  for (int i = 0; i < 7; i++) {
+    struct stat fs;
+    ck_assert_msg(stat(fpath[i], &fs) == 0 && fs.st_size == (off_t)sizeof big, "%s removed", foreign[i]);
+  }
+  ck_assert_msg(access(stale, F_OK) != 0, "a stale temp file kept");
+  /* the identity of the file code lives in: its path and size */
+  char id[PATH_MAX + 128], expect[64];
+  mpl_kcache_lib_id((const void *)(uintptr_t)&mpl_kcache_put, id, sizeof id);
+  struct stat self;
+  ck_assert_int_eq(stat("/proc/self/exe", &self), 0);
+  snprintf(expect, sizeof expect, ", %lld bytes, modified ", (long long)self.st_size);
+  ck_assert_msg(id[0] == '/' && strstr(id, "test_kcache") && strstr(id, expect), "%s", id);
+  if (old_mb) setenv("MPL_CACHE_MB", old_mb, 1);
+  else unsetenv("MPL_CACHE_MB");
+  if (old_dir) setenv("MPL_CACHE_DIR", old_dir, 1);
+  else unsetenv("MPL_CACHE_DIR");
+  free(old_dir), free(old_mb);
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+
+int main(void) {
+  Suite *s = suite_create("kcache");
+  TCase *tc = tcase_create("core");
+  tcase_add_test(tc, test_kcache);
+  suite_add_tcase(s, tc);
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
