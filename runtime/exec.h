@@ -97,6 +97,9 @@ typedef struct MplRunOpts {
   const atomic_int *stop;      /* set (non-zero) by mplrun's stop signals (SIGINT, SIGTERM, ...): training ends after the
                                   step in progress, writes the checkpoint and --save, and fails with
                                   "stopped by signal N after step S"; NULL: never */
+  void (*out_closed)(void);    /* called when a write of progress lines or sampled text finds its reader
+                                  gone (EPIPE: mplrun blocks SIGPIPE on every thread but its signal
+                                  thread): mplrun stops as SIGPIPE stops it; NULL: nothing */
   MplComm *comm;               /* under mpirun: this process's rank of the world (comm_mpi.c); the
                                   process runs that one rank and the main-thread work (loss,
                                   --save, checkpoints, report, trace) goes through messages,

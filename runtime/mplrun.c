@@ -600,6 +600,12 @@ static void on_stop_signal(int sig) {
   ssize_t w = sig == SIGPIPE ? write(2, pipe_msg, sizeof pipe_msg - 1) : write(2, msg, sizeof msg - 1);
   (void)w;
 }
+/* A progress line or a sampled token found stdout's reader gone (EPIPE): as SIGPIPE, unless the
+ * shell had set SIGPIPE to be ignored (then the run goes on, its lines lost, as before). */
+static bool pipe_caught;
+static void stdout_closed(void) {
+  if (pipe_caught) on_stop_signal(SIGPIPE);
+}
 static void *stop_signal_thread(void *arg) {
   (void)arg;
   for (;;) pause(); /* the handler runs here (or on a thread MPI started before) */
@@ -616,21 +622,25 @@ static void catch_stop_signals(Cli *c) {
     if (c->run.comm && sigs[i] == SIGTERM) continue;
     struct sigaction old, sa = {.sa_handler = on_stop_signal};
     sigemptyset(&sa.sa_mask);
-    if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN) sigaction(sigs[i], &sa, NULL);
+    if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN && sigaction(sigs[i], &sa, NULL) == 0 &&
+        sigs[i] == SIGPIPE)
+      pipe_caught = true;
   }
   c->run.stop = &stop_signal;
+  c->run.out_closed = stdout_closed;
   /* The handler must not run on a thread that computes: oneDNN 2.6's JIT sgemm (Debian's
      libdnnl2; K > 84) points rsp at a workspace it malloc'ed, and the kernel writes a signal
      frame below rsp, over the heap: "corrupted size vs. prev_size" at the sgemm's free, 1 run
      in about 60 of a SIGUSR1 under mpirun, and in threads runs too under many signals (pass
      79; oneDNN's issue 4845, mended upstream after 2.6). So one thread of its own takes the
      signals: this one blocks them before it starts any other, and every thread started
-     after (the ranks', OpenMP's, oneDNN's) inherits the mask. SIGPIPE stays unblocked: a
-     write raises it on the thread that writes, never in a kernel. */
+     after (the ranks', OpenMP's, oneDNN's) inherits the mask. SIGPIPE too (a `kill -PIPE`
+     from outside landed on any thread, a computing one too): a write whose reader went
+     away then fails with EPIPE instead, on the thread that writes, and the run is told so
+     (stdout_closed, through MplRunOpts.out_closed). */
   sigset_t set;
   sigemptyset(&set);
-  for (int i = 0; i < 5; i++)
-    if (sigs[i] != SIGPIPE) sigaddset(&set, sigs[i]);
+  for (int i = 0; i < 5; i++) sigaddset(&set, sigs[i]);
   pthread_t t;
   if (pthread_create(&t, NULL, stop_signal_thread, NULL) == 0) {
     pthread_detach(t);

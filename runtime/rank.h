@@ -219,6 +219,8 @@ void *need_ptr(RankCtx *rc, int v, int mb, int stage, MplErr *err);
 /* Step r->step, or the evaluation or sampling pass r->eval and r->sampling say, on every
  * rank of this process; returns when all of them have ended. */
 int run_one_step(MplRun *r, MplErr *err);
+/* Flushes out (progress lines, sampled text); a reader gone (EPIPE) is told to r->opts.out_closed. */
+void flush_out(MplRun *r, FILE *out);
 
 /* ==== setup.c ========================================================= */
 

@@ -245,7 +245,7 @@ int mpl_run_sample(MplRun *r, const char *prompt, int64_t n, const MplSampleOpts
       break;
     }
     toks[ntok++] = msg[0];
-    if (r->lead) put_token(out, msg[0]), fflush(out);
+    if (r->lead) put_token(out, msg[0]), flush_out(r, out);
     if (msg[1] && k + 1 < n) { /* a stop every process agreed on, not a failure (pass 84: MPI_Abort, exit 1) */
       r->stopped = msg[1];
       st = mpl_errf(err, "stopped by signal %d after %lld of %lld tokens", msg[1], (long long)k + 1, (long long)n);

@@ -19,6 +19,7 @@
  */
 #include "rank.h"
 
+#include <errno.h>
 #include <math.h>
 #include <string.h>
 
@@ -324,6 +325,11 @@ const char *mpl_nonfinite_hint(int64_t step) {
                       : "lower the learning rate or set grad_clip";
 }
 
+void flush_out(MplRun *r, FILE *out) {
+  errno = 0;
+  if (fflush(out) != 0 && errno == EPIPE && r->opts.out_closed) r->opts.out_closed();
+}
+
 static int report_step(MplRun *r, int64_t step, double step_s, double avg_s, bool evaluated, MplErr *err) {
   double lr = mpl_lr_at(&r->job->train, r->total_steps, step);
   double tokens = (double)(r->B * r->m * r->dp); /* the step's rows; tokens when a row is a sequence */
@@ -346,7 +352,7 @@ static int report_step(MplRun *r, int64_t step, double step_s, double avg_s, boo
             seq ? "tok/s" : "samples/s", step_s * 1e3, eta);
     if (evaluated) fprintf(r->opts.out, " | val_loss %s", fmt_loss(val, sizeof val, r->val_loss));
     fputc('\n', r->opts.out);
-    fflush(r->opts.out);
+    flush_out(r, r->opts.out);
   }
   if (!r->metrics_open) return MPL_OK;
   const char *keys[] = {"step", "loss", "lr", seq ? "tok_s" : "samples_s", "ms", "val_loss"};
