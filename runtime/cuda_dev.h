@@ -132,6 +132,7 @@ typedef struct CudaDev {
     CUmodule mod;
     CUfunction fwd, bwd_q, bwd_kv;
     CUfunction fwd_tc, bwd_q_tc, bwd_kv_tc; /* on tensor cores (bf16 inputs), or NULL */
+    CUfunction bwd_dk_tc, bwd_dv_tc;        /* bwd_kv_tc's work in two kernels (head sizes past 64), or NULL */
   } sdpa[8];
   int nsdpa;
   /* the fused cross-entropy's kernels (loaded on first use) and scratch (grown, kept) */

@@ -388,15 +388,21 @@ static const struct CudaSdpa *sdpa_kernels(CudaDev *cd, int hs, int hv, bool in1
   CUfunction *const fns[] = {&k->fwd, &k->bwd_q, &k->bwd_kv};
   if (load_program(cd, ptx, &k->mod, "the fused attention's kernels", names, fns, 3, err) != MPL_OK) return NULL;
   /* the tensor-core kernels: compiled for bf16 inputs of head sizes they take (sdpa.cu: the
-     forward hs % 16 == 0, hv % 8 == 0, both <= 128; the backward also hv % 16 == 0, both
-     <= 64) on sm_80 and later; else the CUDA-core ones */
-  k->fwd_tc = k->bwd_q_tc = k->bwd_kv_tc = NULL;
+     forward hs % 16 == 0, hv % 8 == 0, both <= 128; the backward also hv % 16 == 0, its keys'
+     gradients in one kernel up to 64, in two (dk, dv) past it or with MPL_SDPA_TC=split) on
+     sm_80 and later; else the CUDA-core ones */
+  k->fwd_tc = k->bwd_q_tc = k->bwd_kv_tc = k->bwd_dk_tc = k->bwd_dv_tc = NULL;
   const char *env = getenv("MPL_SDPA_TC"); /* MPL_SDPA_TC=0: the CUDA-core kernels only */
-  bool tc = in16 && !(env && !strcmp(env, "0"));
+  bool tc = in16 && !(env && !strcmp(env, "0")), split = env && !strcmp(env, "split");
   if (tc && cd->drv.get_function(&k->fwd_tc, k->mod, "mpl_sdpa_fwd_tc") != CUDA_SUCCESS) k->fwd_tc = NULL;
-  if (tc && (cd->drv.get_function(&k->bwd_q_tc, k->mod, "mpl_sdpa_bwd_q_tc") != CUDA_SUCCESS ||
-             cd->drv.get_function(&k->bwd_kv_tc, k->mod, "mpl_sdpa_bwd_kv_tc") != CUDA_SUCCESS))
-    k->bwd_q_tc = k->bwd_kv_tc = NULL;
+  if (tc && cd->drv.get_function(&k->bwd_q_tc, k->mod, "mpl_sdpa_bwd_q_tc") != CUDA_SUCCESS) tc = false;
+  if (tc && (split || cd->drv.get_function(&k->bwd_kv_tc, k->mod, "mpl_sdpa_bwd_kv_tc") != CUDA_SUCCESS)) {
+    k->bwd_kv_tc = NULL;
+    if (cd->drv.get_function(&k->bwd_dk_tc, k->mod, "mpl_sdpa_bwd_dk_tc") != CUDA_SUCCESS ||
+        cd->drv.get_function(&k->bwd_dv_tc, k->mod, "mpl_sdpa_bwd_dv_tc") != CUDA_SUCCESS)
+      tc = false;
+  }
+  if (!tc) k->bwd_q_tc = k->bwd_kv_tc = k->bwd_dk_tc = k->bwd_dv_tc = NULL;
   k->hs = hs, k->hv = hv, k->in16 = in16;
   cd->nsdpa++;
   return k;
@@ -443,13 +449,18 @@ int cuda_sdpa_bwd(MplDevice *d, const MplSdpa *a, MplErr *err) {
   void *pkv[] = {&q,   &kk, &v,   &o,      (void *)&a->lse, &dout, (void *)&a->dk, (void *)&a->dv,
                  &T,   &S,  &H,   &Hkv,    &scale,          &causal, &bf16};
   cudev_prof_begin(cd, PROF_SDPA_BWD);
-  /* on tensor cores: two threads a row (or key), the parameters but bf16 */
-  bool tc = k->bwd_q_tc && k->bwd_kv_tc;
+  /* on tensor cores: two threads a row (or key), the parameters but bf16; the keys' gradients
+     in one kernel or in two (bwd_dk_tc and bwd_dv_tc, each taking bwd_kv_tc's parameters) */
+  bool tc = k->bwd_q_tc != NULL;
+  int64_t kblocks = sdpa_blocks(a->B, a->Hkv, a->S);
   int st = cudev_launch(cd, tc ? k->bwd_q_tc : k->bwd_q, sdpa_blocks(a->B, a->H, a->T), (tc ? 2 : 1) * SDPA_THREADS, pq,
                         err);
-  if (st == MPL_OK)
-    st = cudev_launch(cd, tc ? k->bwd_kv_tc : k->bwd_kv, sdpa_blocks(a->B, a->Hkv, a->S), (tc ? 2 : 1) * SDPA_THREADS,
-                      pkv, err);
+  if (st == MPL_OK && tc && !k->bwd_kv_tc) {
+    st = cudev_launch(cd, k->bwd_dk_tc, kblocks, 2 * SDPA_THREADS, pkv, err);
+    if (st == MPL_OK) st = cudev_launch(cd, k->bwd_dv_tc, kblocks, 2 * SDPA_THREADS, pkv, err);
+  } else if (st == MPL_OK) {
+    st = cudev_launch(cd, tc ? k->bwd_kv_tc : k->bwd_kv, kblocks, (tc ? 2 : 1) * SDPA_THREADS, pkv, err);
+  }
   cudev_prof_end(cd);
   return st;
 }

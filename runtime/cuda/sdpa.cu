@@ -245,10 +245,10 @@ MPL_KERNEL(SDPA_BR) mpl_sdpa_bwd_kv(const sdpa_in *__restrict__ q, const sdpa_in
  * the other kernels round them, become the A operand of the product with v directly (two
  * score fragments side by side are one A fragment). Sums stay in f32; their order differs
  * from mpl_sdpa_fwd's, not their rounding. Grid: B * H * tiles of SDPA_TC_BR rows;
- * SDPA_TC_BR * 2 threads a block. The backward stays on mpl_sdpa_bwd_q and _kv. */
+ * SDPA_TC_BR * 2 threads a block. The backward on tensor cores is below (hv % 16 == 0). */
 #define SDPA_TC_WARPS 4
 #define SDPA_TC_BR (16 * SDPA_TC_WARPS) /* query rows a block (= SDPA_BR) */
-#define SDPA_TC_BC 64                   /* keys a tile */
+#define SDPA_TC_BC (HS > 64 || HV > 64 ? 32 : 64) /* keys a tile (at 128: 64 spilled the forward's registers) */
 #define SDPA_TC_KP (HS + 8)             /* a staged row, padded (bf16 elements, even) */
 #define SDPA_TC_VP (HV + 8)
 
@@ -437,15 +437,20 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_fwd_tc(const unsigned short *__restrict_
   if (tg == 0 && r1 < T) lse[base + r1] = m1 + logf(l1);
 }
 
-#if HV % 16 == 0 && HS <= 64 && HV <= 64
-/* ---- the backward on tensor cores (bf16 inputs, head sizes up to 64) ------------------------
+#if HV % 16 == 0 && HS <= 128 && HV <= 128
+/* ---- the backward on tensor cores (bf16 inputs, head sizes up to 128) -----------------------
  * mpl_sdpa_bwd_q and _kv's work, their products on tensor cores, their arithmetic per
  * element the same (p = exp(s scale - lse), ds = p (dp - D), D = dout . out summed over the
  * columns in order; p and ds rounded to bf16). dq: a warp per 16 query rows, over key tiles
  * of SDPA_TC_BC staged as bf16; s = q k^T and dp = dout v^T in fragments, dq += ds k. dk and
  * dv: a warp per 16 keys, over the query rows of every query head of its kv head in tiles
  * of SDPA_TC_BR staged as bf16 (with their lse and D): s^T = k q^T and dp^T = v dout^T,
- * dv += p^T dout and dk += ds^T q. Blocks as the forward's. */
+ * dv += p^T dout and dk += ds^T q. Blocks as the forward's.
+ * Registers (ptxas -v, sm_80 and sm_90, tests/unit/test_sdpa.c checks there are no spills):
+ * the keys' kernel holds its warp's keys of k and v and both their gradients, past a thread's
+ * 255 registers at head sizes above 64 (652 bytes spilled at 128 on sm_90); so dk and dv are
+ * also two kernels, mpl_sdpa_bwd_dk_tc and mpl_sdpa_bwd_dv_tc (each computes the scores: one
+ * product more than mpl_sdpa_bwd_kv_tc), the same bits. The device takes them past 64. */
 MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_q_tc(const unsigned short *__restrict__ q, const unsigned short *__restrict__ k,
                                                  const unsigned short *__restrict__ v, const unsigned short *__restrict__ out,
                                                  const float *__restrict__ lse, const unsigned short *__restrict__ dout,
@@ -494,14 +499,17 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_q_tc(const unsigned short *__restric
   mpl_tc_store(dq + base * HS, HS, acc, r0, r1, T, scale, scale, 0, tg);
 }
 
-MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_kv_tc(const unsigned short *__restrict__ q, const unsigned short *__restrict__ k,
-                                                  const unsigned short *__restrict__ v, const unsigned short *__restrict__ out,
-                                                  const float *__restrict__ lse, const unsigned short *__restrict__ dout,
-                                                  float *__restrict__ dk, float *__restrict__ dv, long long T, long long S,
-                                                  int H, int Hkv, float scale, int causal) {
+/* The keys' gradients of one block: dv (part 1), dk (part 2) or both (part 0); each kernel
+ * below passes a constant, so what a part does not need is not in its registers. */
+MPL_DEV void mpl_tc_bwd_keys(const int part, const unsigned short *__restrict__ q, const unsigned short *__restrict__ k,
+                             const unsigned short *__restrict__ v, const unsigned short *__restrict__ out,
+                             const float *__restrict__ lse, const unsigned short *__restrict__ dout,
+                             float *__restrict__ dk, float *__restrict__ dv, long long T, long long S, int H, int Hkv,
+                             float scale, int causal) {
   MPL_SHARED unsigned short qs[SDPA_TC_BR][SDPA_TC_KP];
   MPL_SHARED unsigned short dos[SDPA_TC_BR][SDPA_TC_VP];
   MPL_SHARED float Ls[SDPA_TC_BR], Ds[SDPA_TC_BR];
+  const int want_v = part != 2, want_k = part != 1;
   long long tiles = (S + SDPA_TC_BR - 1) / SDPA_TC_BR, bid = blockIdx.x;
   long long tile = bid % tiles, bk = bid / tiles, b = bk / Hkv;
   int kh = (int)(bk % Hkv), t = (int)threadIdx.x, lane = t & 31, g = lane >> 2, tg = lane & 3, G = H / Hkv;
@@ -509,7 +517,7 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_kv_tc(const unsigned short *__restri
   long long j0 = tile * SDPA_TC_BR + (t >> 5) * 16 + g, j1 = j0 + 8; /* this thread's keys */
   unsigned ka[HS / 16][4], va[HV / 16][4]; /* the warp's 16 keys of k and v, as A fragments */
   mpl_tc_rows_a(ka, HS, k + kbase * HS, j0, j1, S, tg);
-  mpl_tc_rows_a(va, HV, v + kbase * HV, j0, j1, S, tg);
+  if (want_k) mpl_tc_rows_a(va, HV, v + kbase * HV, j0, j1, S, tg);
   float gk[HS / 8][4], gv[HV / 8][4];
   MPL_UNROLL for (int j = 0; j < HS / 8; j++) gk[j][0] = gk[j][1] = gk[j][2] = gk[j][3] = 0.0f;
   MPL_UNROLL for (int j = 0; j < HV / 8; j++) gv[j][0] = gv[j][1] = gv[j][2] = gv[j][3] = 0.0f;
@@ -523,7 +531,7 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_kv_tc(const unsigned short *__restri
       mpl_tc_stage(&dos[0][0], SDPA_TC_VP, dout + (row0 + q0) * HV, HV, SDPA_TC_BR, nq, t);
       if (t < SDPA_TC_BR) {
         float D = 0.0f;
-        if (t < nq)
+        if (want_k && t < nq)
           for (int c = 0; c < HV; c++)
             D += __uint_as_float((unsigned)dout[(row0 + q0 + t) * HV + c] << 16) *
                  __uint_as_float((unsigned)out[(row0 + q0 + t) * HV + c] << 16);
@@ -533,28 +541,60 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_kv_tc(const unsigned short *__restri
       MPL_SYNC();
       float st[SDPA_TC_BR / 8][4], dpt[SDPA_TC_BR / 8][4]; /* s^T = k q^T, dp^T = v dout^T: 8 queries a fragment */
       mpl_tc_rows_dot(st, SDPA_TC_BR / 8, ka, HS, &qs[0][0], SDPA_TC_KP, g, tg);
-      mpl_tc_rows_dot(dpt, SDPA_TC_BR / 8, va, HV, &dos[0][0], SDPA_TC_VP, g, tg);
+      if (want_k) mpl_tc_rows_dot(dpt, SDPA_TC_BR / 8, va, HV, &dos[0][0], SDPA_TC_VP, g, tg);
       MPL_UNROLL for (int j = 0; j < SDPA_TC_BR / 8; j++) {
         MPL_UNROLL for (int i = 0; i < 4; i++) {
           int r = j * 8 + 2 * tg + (i & 1);
           long long qi = q0 + r, key = i < 2 ? j0 : j1;
           int dead = r >= nq || key >= S || (causal && key > qi);
           float p = dead ? 0.0f : expf(st[j][i] * scale - Ls[r]);
-          float ds = dead ? 0.0f : p * (dpt[j][i] - Ds[r]);
-          st[j][i] = p, dpt[j][i] = ds; /* both rounded as they are packed */
+          if (want_k) dpt[j][i] = dead ? 0.0f : p * (dpt[j][i] - Ds[r]); /* ds */
+          st[j][i] = p; /* both rounded as they are packed */
         }
       }
       MPL_UNROLL for (int c = 0; c < SDPA_TC_BR / 16; c++) {
         unsigned pa[4], sa[4]; /* queries c*16 .. c*16+15 */
-        mpl_tc_acc_a(pa, st, c);
-        mpl_tc_acc_a(sa, dpt, c);
-        mpl_tc_cols_dot(gv, HV / 8, pa, &dos[0][0], SDPA_TC_VP, c * 16, g, tg);
-        mpl_tc_cols_dot(gk, HS / 8, sa, &qs[0][0], SDPA_TC_KP, c * 16, g, tg);
+        if (want_v) {
+          mpl_tc_acc_a(pa, st, c);
+          mpl_tc_cols_dot(gv, HV / 8, pa, &dos[0][0], SDPA_TC_VP, c * 16, g, tg);
+        }
+        if (want_k) {
+          mpl_tc_acc_a(sa, dpt, c);
+          mpl_tc_cols_dot(gk, HS / 8, sa, &qs[0][0], SDPA_TC_KP, c * 16, g, tg);
+        }
       }
     }
   }
-  mpl_tc_store(dk + kbase * HS, HS, gk, j0, j1, S, scale, scale, 0, tg);
-  mpl_tc_store(dv + kbase * HV, HV, gv, j0, j1, S, 1.0f, 1.0f, 0, tg);
+  if (want_k) mpl_tc_store(dk + kbase * HS, HS, gk, j0, j1, S, scale, scale, 0, tg);
+  if (want_v) mpl_tc_store(dv + kbase * HV, HV, gv, j0, j1, S, 1.0f, 1.0f, 0, tg);
+}
+
+#if HS <= 64 && HV <= 64
+/* dk and dv (head sizes up to 64: its registers hold both) */
+MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_kv_tc(const unsigned short *__restrict__ q, const unsigned short *__restrict__ k,
+                                                  const unsigned short *__restrict__ v, const unsigned short *__restrict__ out,
+                                                  const float *__restrict__ lse, const unsigned short *__restrict__ dout,
+                                                  float *__restrict__ dk, float *__restrict__ dv, long long T, long long S,
+                                                  int H, int Hkv, float scale, int causal) {
+  mpl_tc_bwd_keys(0, q, k, v, out, lse, dout, dk, dv, T, S, H, Hkv, scale, causal);
+}
+#endif
+
+/* dk alone, and dv alone: the same parameters as mpl_sdpa_bwd_kv_tc, the other gradient not written */
+MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_dk_tc(const unsigned short *__restrict__ q, const unsigned short *__restrict__ k,
+                                                  const unsigned short *__restrict__ v, const unsigned short *__restrict__ out,
+                                                  const float *__restrict__ lse, const unsigned short *__restrict__ dout,
+                                                  float *__restrict__ dk, float *__restrict__ dv, long long T, long long S,
+                                                  int H, int Hkv, float scale, int causal) {
+  mpl_tc_bwd_keys(2, q, k, v, out, lse, dout, dk, dv, T, S, H, Hkv, scale, causal);
+}
+
+MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_dv_tc(const unsigned short *__restrict__ q, const unsigned short *__restrict__ k,
+                                                  const unsigned short *__restrict__ v, const unsigned short *__restrict__ out,
+                                                  const float *__restrict__ lse, const unsigned short *__restrict__ dout,
+                                                  float *__restrict__ dk, float *__restrict__ dv, long long T, long long S,
+                                                  int H, int Hkv, float scale, int causal) {
+  mpl_tc_bwd_keys(1, q, k, v, out, lse, dout, dk, dv, T, S, H, Hkv, scale, causal);
 }
 #endif
 #endif

@@ -408,6 +408,14 @@ if MPL_SDPA_TC=0 timeout 120 "$MPLRUN" "$C/jobs/gpt_bf16.job" --devices cuda --s
    "$PY" tests/tools/losscompare.py "$LOGS/gpt_bf16_gpu_cc.jsonl" "$C/ref/gpt_bf16_cpu.jsonl" 1e-3 > "$LOGS/gpt_bf16_cc.cmp" 2>&1
 then ok bf16_gpu_cuda_core_attn "$(last_line "$LOGS/gpt_bf16_cc.cmp")"
 else bad bf16_gpu_cuda_core_attn "$(last_line "$LOGS/gpt_bf16_gpu_cc.log" 2) $(last_line "$LOGS/gpt_bf16_cc.cmp")"; fi
+# the keys' gradients in two kernels (MPL_SDPA_TC=split, the device's choice past head size 64):
+# the same arithmetic as the one kernel, so the same curve (1e-6: the GPU compiler may contract
+# the two builds' products differently)
+if MPL_SDPA_TC=split timeout 120 "$MPLRUN" "$C/jobs/gpt_bf16.job" --devices cuda --steps 20 -q \
+     --metrics "$LOGS/gpt_bf16_gpu_split.jsonl" < /dev/null > "$LOGS/gpt_bf16_gpu_split.log" 2>&1 &&
+   "$PY" tests/tools/losscompare.py "$LOGS/gpt_bf16_gpu_split.jsonl" "$LOGS/gpt_bf16_gpu.jsonl" 1e-6 > "$LOGS/gpt_bf16_split.cmp" 2>&1
+then ok bf16_gpu_split_kv_attn "$(last_line "$LOGS/gpt_bf16_split.cmp")"
+else bad bf16_gpu_split_kv_attn "$(last_line "$LOGS/gpt_bf16_gpu_split.log" 2) $(last_line "$LOGS/gpt_bf16_split.cmp")"; fi
 # a program's own bf16 and f16 tensors: 10 steps on the GPU within 1e-3 of the CPU's curve
 for t in bf16 f16; do
   [ -f "$C/jobs/half_$t.job" ] || continue
@@ -455,6 +463,12 @@ while IFS=$'\t' read -r prec job arena state; do
          > "$LOGS/gpt2_mpl_bf16_cc.log" 2>&1; then
       ok gpt2_mpl_bf16_cuda_core_attn "median $(median_ms "$m") ms/step (tensor-core attention: $ms)"
     else bad gpt2_mpl_bf16_cuda_core_attn "$(last_line "$LOGS/gpt2_mpl_bf16_cc.log" 2)"; fi
+    # and the keys' gradients in two kernels (head size 64 takes one): what the split costs
+    m="$LOGS/gpt2_mpl_bf16_split.jsonl"
+    if MPL_SDPA_TC=split timeout 300 "$MPLRUN" "$C/$job" --devices cuda --steps 10 -q --metrics "$m" < /dev/null \
+         > "$LOGS/gpt2_mpl_bf16_split.log" 2>&1; then
+      ok gpt2_mpl_bf16_split_kv_attn "median $(median_ms "$m") ms/step (one kernel for dk and dv: $ms)"
+    else bad gpt2_mpl_bf16_split_kv_attn "$(last_line "$LOGS/gpt2_mpl_bf16_split.log" 2)"; fi
   fi
 done < "$C/gpt2.tsv"
 for mode in fp32 tf32 bf16 bf16-compile; do

@@ -4,7 +4,8 @@
  * cuLaunchKernel (cuda_mock.h's MockSdpaBuild):
  *  - f32 inputs, head sizes 16 (q, k) and 8 (v): the CUDA-core kernels only;
  *  - f32 inputs, 16 and 16: the same (test_cuda_jobs' models);
- *  - bf16 inputs (MPL_SDPA_IN16), 16 and 16: the tensor-core forward and backward;
+ *  - bf16 inputs (MPL_SDPA_IN16), 16 and 16: the tensor-core forward and backward (the keys'
+ *    gradients in one kernel, and in two: MPL_SDPA_TC=split);
  *  - bf16 inputs, 48 and 24: the tensor-core forward, the CUDA-core backward (hv % 16 != 0).
  * A dispatcher reads the parameter array with the kernel's own types, derives the batch
  * from the grid (which must be a whole number of (batch, head, tile of 64 rows) blocks) and
@@ -93,6 +94,16 @@ static void sdpa_check(void **p, unsigned grid, SdpaShape s) {
                 mpl_sdpa_bwd_kv_tc(P(const sdpa_in *, 0), P(const sdpa_in *, 1), P(const sdpa_in *, 2),              \
                                    P(const sdpa_in *, 3), P(const float *, 4), P(const sdpa_in *, 5), P(float *, 6), \
                                    P(float *, 7), P(long long, 8), P(long long, 9), P(int, 10), P(int, 11),          \
+                                   P(float, 12), P(int, 13)))                                                \
+  SDPA_DISPATCH(bwd_dk_tc, 8, true,                                                                                  \
+                mpl_sdpa_bwd_dk_tc(P(const sdpa_in *, 0), P(const sdpa_in *, 1), P(const sdpa_in *, 2),              \
+                                   P(const sdpa_in *, 3), P(const float *, 4), P(const sdpa_in *, 5), P(float *, 6), \
+                                   P(float *, 7), P(long long, 8), P(long long, 9), P(int, 10), P(int, 11),          \
+                                   P(float, 12), P(int, 13)))                                                        \
+  SDPA_DISPATCH(bwd_dv_tc, 8, true,                                                                                  \
+                mpl_sdpa_bwd_dv_tc(P(const sdpa_in *, 0), P(const sdpa_in *, 1), P(const sdpa_in *, 2),              \
+                                   P(const sdpa_in *, 3), P(const float *, 4), P(const sdpa_in *, 5), P(float *, 6), \
+                                   P(float *, 7), P(long long, 8), P(long long, 9), P(int, 10), P(int, 11),          \
                                    P(float, 12), P(int, 13)))
 
 #define SDPA_CORE_TABLE(pfx) \
@@ -140,13 +151,15 @@ static const MockKernel f32_16_16[] = {SDPA_CORE_TABLE(f32_16_16)};
 static const MockKernel bf16_16_16[] = {SDPA_CORE_TABLE(bf16_16_16),
                                         {"mpl_sdpa_fwd_tc", 128, bf16_16_16_fwd_tc_run},
                                         {"mpl_sdpa_bwd_q_tc", 128, bf16_16_16_bwd_q_tc_run},
-                                        {"mpl_sdpa_bwd_kv_tc", 128, bf16_16_16_bwd_kv_tc_run}};
+                                        {"mpl_sdpa_bwd_kv_tc", 128, bf16_16_16_bwd_kv_tc_run},
+                                        {"mpl_sdpa_bwd_dk_tc", 128, bf16_16_16_bwd_dk_tc_run},
+                                        {"mpl_sdpa_bwd_dv_tc", 128, bf16_16_16_bwd_dv_tc_run}};
 static const MockKernel bf16_48_24[] = {SDPA_CORE_TABLE(bf16_48_24), {"mpl_sdpa_fwd_tc", 128, bf16_48_24_fwd_tc_run}};
 
 const MockSdpaBuild cuda_mock_sdpa[] = {
     {16, 8, false, f32_16_8, 3},
     {16, 16, false, f32_16_16, 3},
-    {16, 16, true, bf16_16_16, 6},
+    {16, 16, true, bf16_16_16, 8},
     {48, 24, true, bf16_48_24, 4},
 };
 const int cuda_mock_nsdpa = sizeof cuda_mock_sdpa / sizeof cuda_mock_sdpa[0];

@@ -10,6 +10,9 @@
 #undef mpl_sdpa_fwd_tc
 #undef mpl_sdpa_bwd_q_tc
 #undef mpl_sdpa_bwd_kv_tc
+#undef mpl_sdpa_bwd_dk_tc
+#undef mpl_sdpa_bwd_dv_tc
+#undef mpl_tc_bwd_keys
 #undef mpl_tc_ld2
 #undef mpl_tc_pack
 #undef mpl_tc_max

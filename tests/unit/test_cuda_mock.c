@@ -485,9 +485,17 @@ static void sdpa_compare(MplDevice *d, const float *dev, const float *want, int6
 
 /* Build _i's kernels: B 2, H 2 over 1 kv head, T = S = 70 (a second tile of 6 rows),
  * causal and not; forward and backward against the cpu device, whose forward's out and
- * lse both backwards read. The launches show which kernels ran. */
+ * lse both backwards read. The launches show which kernels ran. _i past the builds: the
+ * first build with the keys' gradients in two kernels, under MPL_SDPA_TC=split. */
 START_TEST(test_sdpa) {
-  const MockSdpaBuild *build = &cuda_mock_sdpa[_i];
+  int b = _i;
+  bool split = _i == cuda_mock_nsdpa;
+  if (split) {
+    for (b = 0; b < cuda_mock_nsdpa && cuda_mock_sdpa[b].n < 8; b++) {}
+    ck_assert_msg(b < cuda_mock_nsdpa, "no build has the split tensor-core backward");
+    setenv("MPL_SDPA_TC", "split", 1);
+  }
+  const MockSdpaBuild *build = &cuda_mock_sdpa[b];
   register_sdpa(build);
   MplDevice cu = open_device(&mpl_device_cuda_ops, false), cpu = open_device(&mpl_device_cpu_ops, false);
   MplErr err = {{0}};
@@ -536,7 +544,10 @@ START_TEST(test_sdpa) {
   bool tc_fwd = build->n > 3, tc_bwd = build->n > 4;
   ck_assert_int_eq(cuda_mock_launches(tc_fwd ? "mpl_sdpa_fwd_tc" : "mpl_sdpa_fwd"), 2);
   ck_assert_int_eq(cuda_mock_launches(tc_bwd ? "mpl_sdpa_bwd_q_tc" : "mpl_sdpa_bwd_q"), 2);
-  ck_assert_int_eq(cuda_mock_launches(tc_bwd ? "mpl_sdpa_bwd_kv_tc" : "mpl_sdpa_bwd_kv"), 2);
+  ck_assert_int_eq(cuda_mock_launches(tc_bwd ? "mpl_sdpa_bwd_kv_tc" : "mpl_sdpa_bwd_kv"), split ? 0 : 2);
+  ck_assert_int_eq(cuda_mock_launches("mpl_sdpa_bwd_dk_tc"), split ? 2 : 0);
+  ck_assert_int_eq(cuda_mock_launches("mpl_sdpa_bwd_dv_tc"), split ? 2 : 0);
+  unsetenv("MPL_SDPA_TC");
   close_pair(&cu, &cpu);
 }
 END_TEST
@@ -805,7 +816,7 @@ int main(void) {
   tcase_add_test(tc, test_optim_lists);
   tcase_add_test(tc, test_gemm);
   tcase_add_test(tc, test_accum);
-  tcase_add_loop_test(tc, test_sdpa, 0, cuda_mock_nsdpa);
+  tcase_add_loop_test(tc, test_sdpa, 0, cuda_mock_nsdpa + 1);
   tcase_add_test(tc, test_ce);
   tcase_add_test(tc, test_emb_grad);
   tcase_add_test(tc, test_job_kernels);

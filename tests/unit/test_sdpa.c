@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "runtime/device.h"
 #include "runtime/mpl.h"
@@ -32,9 +33,10 @@
 
 #include "cuda_host.h"
 
-/* four builds of the file: head sizes 16/8 (tiles of 32 rows) and 160/128 (tiles of 16) with
-   f32 inputs; 16/8 and 32/16 with bf16 inputs (JobStep.in16), where the tensor-core kernels
-   are compiled too (the forward at both, the backward at 32/16, which needs hv % 16 == 0) */
+/* five builds of the file: head sizes 16/8 (tiles of 32 rows) and 160/128 (tiles of 16) with
+   f32 inputs; 16/8, 32/16 and 128/128 with bf16 inputs (JobStep.in16), where the tensor-core
+   kernels are compiled too (the forward at all three, the backward at 32/16 and 128/128, which
+   need hv % 16 == 0; at 128 the keys' gradients only in two kernels, and key tiles of 32) */
 #define SDPA_PFX small
 #define MPL_SDPA_HS 16
 #define MPL_SDPA_HV 8
@@ -64,12 +66,20 @@
 #include "sdpa_cu_names.h"
 #include "runtime/cuda/sdpa.cu"
 #include "sdpa_cu_unnames.h"
+#define SDPA_PFX wide16
+#define MPL_SDPA_HS 128
+#define MPL_SDPA_HV 128
+#define MPL_SDPA_IN16
+#include "sdpa_cu_names.h"
+#include "runtime/cuda/sdpa.cu"
+#include "sdpa_cu_unnames.h"
 #define CU_BR 64 /* SDPA_BR: the rows of a block in every build */
 
 typedef struct SdpaLaunch {
   const MplSdpa *a;
-  int which; /* 0 forward, 1 dq, 2 dk and dv; 3, 4, 5 the same on tensor cores (bf16 inputs) */
-  int big;   /* 0 small, 1 big; for which 3: 0 small16, 1 mid16 */
+  int which; /* 0 forward, 1 dq, 2 dk and dv; 3, 4, 5 the same on tensor cores (bf16 inputs); 6 dk
+                then dv on tensor cores in two kernels */
+  int big;   /* 0 small, 1 big; with bf16 inputs 0 small16, 1 mid16, 2 wide16 */
 } SdpaLaunch;
 
 static void run_kernel(void *ctx) {
@@ -78,27 +88,23 @@ static void run_kernel(void *ctx) {
   long long T = a->T, S = a->S;
   int H = (int)a->H, Hkv = (int)a->Hkv, causal = a->causal, bf16 = a->bf16;
   float sc = a->scale;
-  if (L->which == 3) {
-    (L->big ? mid16_fwd_tc : small16_fwd_tc)(a->q16, a->k16, a->v16, a->out, a->lse, T, S, H, Hkv, sc, causal);
-    return;
+  const unsigned short *q = a->q16, *k = a->k16, *v = a->v16, *o = a->out16, *d = a->dout16;
+  int w = L->big;
+  switch (L->which) { /* on tensor cores: the forward in every bf16 build, the backward in mid16 and wide16 */
+  case 3: (w == 2 ? wide16_fwd_tc : w ? mid16_fwd_tc : small16_fwd_tc)(q, k, v, a->out, a->lse, T, S, H, Hkv, sc, causal); return;
+  case 4: (w == 2 ? wide16_bwd_q_tc : mid16_bwd_q_tc)(q, k, v, o, a->lse, d, a->dq, T, S, H, Hkv, sc, causal); return;
+  case 5: mid16_bwd_kv_tc(q, k, v, o, a->lse, d, a->dk, a->dv, T, S, H, Hkv, sc, causal); return;
+  case 7: (w == 2 ? wide16_bwd_dk_tc : mid16_bwd_dk_tc)(q, k, v, o, a->lse, d, a->dk, a->dv, T, S, H, Hkv, sc, causal); return;
+  case 8: (w == 2 ? wide16_bwd_dv_tc : mid16_bwd_dv_tc)(q, k, v, o, a->lse, d, a->dk, a->dv, T, S, H, Hkv, sc, causal); return;
   }
-  if (L->which == 4) { /* the tensor-core backward: the mid build only */
-    mid16_bwd_q_tc(a->q16, a->k16, a->v16, a->out16, a->lse, a->dout16, a->dq, T, S, H, Hkv, sc, causal);
-    return;
-  }
-  if (L->which == 5) {
-    mid16_bwd_kv_tc(a->q16, a->k16, a->v16, a->out16, a->lse, a->dout16, a->dk, a->dv, T, S, H, Hkv, sc, causal);
-    return;
-  }
-  if (a->in16) { /* the small (or, big set, the mid) kernels with bf16 inputs */
+  if (a->in16) { /* the CUDA-core kernels with bf16 inputs, of the build L->big names */
     if (L->which == 0)
-      (L->big ? mid16_fwd : small16_fwd)(a->q16, a->k16, a->v16, a->out, a->lse, T, S, H, Hkv, sc, causal, bf16);
+      (w == 2 ? wide16_fwd : w ? mid16_fwd : small16_fwd)(q, k, v, a->out, a->lse, T, S, H, Hkv, sc, causal, bf16);
     else if (L->which == 1)
-      (L->big ? mid16_bwd_q : small16_bwd_q)(a->q16, a->k16, a->v16, a->out16, a->lse, a->dout16, a->dq, T, S, H, Hkv, sc,
-                                             causal, bf16);
+      (w == 2 ? wide16_bwd_q : w ? mid16_bwd_q : small16_bwd_q)(q, k, v, o, a->lse, d, a->dq, T, S, H, Hkv, sc, causal, bf16);
     else
-      (L->big ? mid16_bwd_kv : small16_bwd_kv)(a->q16, a->k16, a->v16, a->out16, a->lse, a->dout16, a->dk, a->dv, T, S, H,
-                                               Hkv, sc, causal, bf16);
+      (w == 2 ? wide16_bwd_kv : w ? mid16_bwd_kv : small16_bwd_kv)(q, k, v, o, a->lse, d, a->dk, a->dv, T, S, H, Hkv, sc,
+                                                                    causal, bf16);
     return;
   }
   if (L->which == 0)
@@ -113,7 +119,12 @@ static void run_kernel(void *ctx) {
 /* One launch on the grid device_cuda_progs.c gives it: CU_BR threads a block, a block per
  * (batch, head, tile of CU_BR rows). */
 static void host_launch(const MplSdpa *a, int which, int big) {
-  long long rows = which == 2 || which == 5 ? a->S : a->T, heads = which == 2 || which == 5 ? a->Hkv : a->H;
+  if (which == 6) { /* two launches, as device_cuda_progs.c makes them: dk (7), then dv (8) */
+    host_launch(a, 7, big), host_launch(a, 8, big);
+    return;
+  }
+  bool keys = which == 2 || which == 5 || which == 7 || which == 8;
+  long long rows = keys ? a->S : a->T, heads = keys ? a->Hkv : a->H;
   SdpaLaunch L = {a, which, big};
   /* the tensor-core forward: SDPA_TC_BR (= CU_BR) rows a block, two threads a row */
   host_launch_grid(a->B * heads * ((rows + CU_BR - 1) / CU_BR), which >= 3 ? 2 * CU_BR : CU_BR, run_kernel, &L);
@@ -448,12 +459,12 @@ END_TEST
 static const Case tc_cases[] = {
     {2, 4, 2, 70, 70, 16, 8, true},    {1, 3, 1, 5, 40, 16, 8, true},   {2, 2, 1, 1, 33, 16, 8, false},
     {1, 2, 1, 100, 150, 32, 16, true}, {2, 2, 2, 65, 129, 32, 16, false}, {1, 4, 1, 64, 64, 32, 16, true},
-    {1, 2, 2, 130, 9, 32, 16, true},
+    {1, 2, 2, 130, 9, 32, 16, true},  {1, 2, 1, 70, 70, 128, 128, true}, {2, 2, 2, 33, 100, 128, 128, false},
 };
 
 START_TEST(test_tensor_core_forward) {
   const Case *c = &tc_cases[_i];
-  int mid = c->hs == 32;
+  int mid = c->hs == 128 ? 2 : c->hs == 32; /* the build: small16, mid16 or wide16 (its backward in two kernels alone) */
   float scale = 1.0f / sqrtf((float)c->hs);
   Bufs x;
   In16 b16 = make16(c, &x);
@@ -462,7 +473,7 @@ START_TEST(test_tensor_core_forward) {
   a.in16 = true, a.q16 = b16.q, a.k16 = b16.k, a.v16 = b16.v, a.dout16 = b16.dout;
   host_launch(&a, 3, mid);
   reference(c, scale, &x, true);
-  double tol_out = c->S <= 64 ? 2e-5 : 1.0 / 256;
+  double tol_out = c->S <= (mid == 2 ? 32 : 64) ? 2e-5 : 1.0 / 256; /* one key tile */
   double eo = err_of(x.out, x.rout, nq * c->hv), el = err_of(x.lse, x.rlse, nq);
   ck_assert_msg(eo <= tol_out && el <= 1e-5, "tensor cores: B%lld H%lld/%lld T%lld S%lld hs%lld hv%lld%s: out off by %g, lse by %g",
                 (long long)c->B, (long long)c->H, (long long)c->Hkv, (long long)c->T, (long long)c->S, (long long)c->hs,
@@ -473,8 +484,8 @@ START_TEST(test_tensor_core_forward) {
   host_launch(&a, 0, mid);
   double d = 0;
   for (int64_t i = 0; i < nq * c->hv; i++) d = fmax(d, fabs((double)tc[i] - x.out[i]));
-  /* (the CUDA-core kernel rounds against the maximum of key tiles of 32) */
-  ck_assert_msg(d <= (c->S <= 32 ? 2e-5 : 1.0 / 256), "tensor cores against the CUDA-core kernel: %g", d);
+  /* (the CUDA-core kernel rounds against the maximum of key tiles of 32, or 16 at 128) */
+  ck_assert_msg(d <= (c->S <= (mid == 2 ? 16 : 32) ? 2e-5 : 1.0 / 256), "tensor cores against the CUDA-core kernel: %g", d);
   free(tc);
   /* and its backward (bf16 inputs, the rounded out) against the reference */
   uint16_t *out16 = to_bf16(x.out, nq * c->hv);
@@ -488,44 +499,129 @@ START_TEST(test_tensor_core_forward) {
   if (mid) { /* the tensor-core backward: the same bound */
     memset(x.dq, 0x7f, sizeof(float) * (size_t)(nq * c->hs)), memset(x.dk, 0x7f, sizeof(float) * (size_t)(nk * c->hs));
     memset(x.dv, 0x7f, sizeof(float) * (size_t)(nk * c->hv));
-    host_launch(&a, 4, 1), host_launch(&a, 5, 1);
+    host_launch(&a, 4, mid), host_launch(&a, mid == 2 ? 6 : 5, mid);
     double et[3] = {err_of(x.dq, x.rdq, nq * c->hs), err_of(x.dk, x.rdk, nk * c->hs), err_of(x.dv, x.rdv, nk * c->hv)};
     for (int i = 0; i < 3; i++)
       ck_assert_msg(et[i] <= 1e-4, "tensor-core backward: B%lld H%lld/%lld T%lld S%lld%s: d%s off by %g", (long long)c->B,
                     (long long)c->H, (long long)c->Hkv, (long long)c->T, (long long)c->S, c->causal ? " causal" : "",
                     "qkv" + i, et[i]);
+    /* dk and dv in two kernels (the device's past head size 64): the same bits (wide16 has only those) */
+    if (mid != 2) {
+      size_t bk = sizeof(float) * (size_t)(nk * c->hs), bv = sizeof(float) * (size_t)(nk * c->hv);
+      float *dk1 = malloc(bk), *dv1 = malloc(bv);
+      memcpy(dk1, x.dk, bk), memcpy(dv1, x.dv, bv);
+      memset(x.dk, 0x7f, bk), memset(x.dv, 0x7f, bv);
+      host_launch(&a, 6, 1);
+      ck_assert_msg(!memcmp(dk1, x.dk, bk) && !memcmp(dv1, x.dv, bv), "tensor cores: dk and dv in two kernels differ in bits "
+                    "from one kernel's (B%lld T%lld S%lld%s)", (long long)c->B, (long long)c->T, (long long)c->S,
+                    c->causal ? " causal" : "");
+      free(dk1), free(dv1);
+    }
   }
   free(out16);
   unmake16(&b16, &x);
 }
 END_TEST
 
+/* ptxas (the toolkit's: $CUDA_HOME/bin, else /usr/local/cuda/bin) on ptx for sm: each entry's
+ * registers and bytes of spill stores, n of them at most; -1 when there is no ptxas. */
+typedef struct PtxasFn {
+  char name[48];
+  int regs, spills;
+} PtxasFn;
+
+static int ptxas_info(const char *ptx, const char *sm, PtxasFn *fn, int n) {
+  const char *home = getenv("CUDA_HOME");
+  char tool[512], path[] = "/tmp/mpl_sdpa_ptx_XXXXXX", cmd[1200], line[512];
+  snprintf(tool, sizeof tool, "%s/bin/ptxas", home && home[0] ? home : "/usr/local/cuda");
+  if (access(tool, X_OK) != 0) return -1;
+  int fd = mkstemp(path);
+  ck_assert(fd >= 0);
+  size_t len = strlen(ptx);
+  ck_assert(write(fd, ptx, len) == (ssize_t)len);
+  close(fd);
+  snprintf(cmd, sizeof cmd, "'%s' -arch=%s -v '%s' -o /dev/null 2>&1", tool, sm, path);
+  FILE *f = popen(cmd, "r");
+  ck_assert(f != NULL);
+  int k = -1;
+  while (fgets(line, sizeof line, f)) {
+    const char *p = strstr(line, "Function properties for ");
+    int a;
+    if (p && k + 1 < n) {
+      k++;
+      snprintf(fn[k].name, sizeof fn[k].name, "%s", p + strlen("Function properties for "));
+      fn[k].name[strcspn(fn[k].name, "\n")] = 0;
+      fn[k].regs = fn[k].spills = -1;
+    } else if (k >= 0 && (p = strstr(line, "bytes stack frame, ")) && sscanf(p + 19, "%d bytes spill stores", &a) == 1) {
+      fn[k].spills = a;
+    } else if (k >= 0 && (p = strstr(line, "Used ")) && sscanf(p + 5, "%d registers", &a) == 1) {
+      fn[k].regs = a;
+    }
+  }
+  int rc = pclose(f);
+  unlink(path);
+  ck_assert_msg(rc == 0, "ptxas -arch=%s failed (exit %d)", sm, rc);
+  return k + 1;
+}
+
 /* NVRTC compiles the kernels for sm_80 and sm_90 at the head sizes of GPT-2 (64), Llama
- * (128), the largest fused (256) and an odd pair, without a word in the log. */
+ * (128), the largest fused (256) and an odd pair, without a word in the log; on tensor cores
+ * for bf16 inputs up to 128, and there ptxas (where the toolkit has it) spills no register of
+ * them (at 128 the keys' gradients in one kernel spilled 652 bytes on sm_90: there they are
+ * two kernels, and the forward's key tiles are 32). */
 START_TEST(test_nvrtc_compiles_kernels) {
 #ifndef MPL_HAVE_CUDA
   printf("note: built without CUDA; the attention kernels are not compiled\n");
 #else
   const char *const archs[] = {"compute_80", "compute_90"};
-  const int heads[][2] = {{64, 64}, {128, 128}, {MPL_SDPA_MAX_HEAD, MPL_SDPA_MAX_HEAD}, {24, 40}};
+  const struct {
+    int hs, hv;
+    bool in16;
+  } heads[] = {{64, 64, true}, {128, 128, true}, {128, 128, false}, {MPL_SDPA_MAX_HEAD, MPL_SDPA_MAX_HEAD, true}, {24, 40, false}};
+  int nheads = (int)(sizeof heads / sizeof heads[0]);
   for (int a = 0; a < 2; a++)
-    for (int h = 0; h < 4; h++) {
+    for (int h = 0; h < nheads; h++) {
       char *ptx = NULL, log[4096];
       MplErr err = {{0}};
-      bool in16 = h % 2 == 0; /* bf16 inputs at 64 and at the largest */
-      ck_assert_msg(mpl_cuda_sdpa_compile(archs[a], heads[h][0], heads[h][1], in16, &ptx, log, sizeof log, &err) == MPL_OK,
+      bool in16 = heads[h].in16;
+      ck_assert_msg(mpl_cuda_sdpa_compile(archs[a], heads[h].hs, heads[h].hv, in16, &ptx, log, sizeof log, &err) == MPL_OK,
                     "%s", err.msg);
       ck_assert_msg(log[0] == 0, "NVRTC said, for %s: %s", archs[a], log);
-      const char *const entries[] = {"mpl_sdpa_fwd", "mpl_sdpa_bwd_q", "mpl_sdpa_bwd_kv", "mpl_sdpa_fwd_tc",
-                                     "mpl_sdpa_bwd_q_tc", "mpl_sdpa_bwd_kv_tc"};
-      /* on tensor cores: bf16 inputs at head sizes up to 64 (64 here), forward and backward */
-      bool tc = in16 && heads[h][0] <= 64;
-      ck_assert_msg(tc || !strstr(ptx, ".entry mpl_sdpa_fwd_tc("), "a tensor-core forward where none belongs");
+      /* on tensor cores: bf16 inputs at head sizes up to 128, forward and backward; the keys'
+         gradients in one kernel up to 64, in two (and also) everywhere */
+      bool tc = in16 && heads[h].hs <= 128 && heads[h].hv <= 128, one = tc && heads[h].hs <= 64 && heads[h].hv <= 64;
+      const struct {
+        const char *name;
+        bool want;
+      } entries[] = {{"mpl_sdpa_fwd", true},          {"mpl_sdpa_bwd_q", true},     {"mpl_sdpa_bwd_kv", true},
+                     {"mpl_sdpa_fwd_tc", tc},         {"mpl_sdpa_bwd_q_tc", tc},    {"mpl_sdpa_bwd_kv_tc", one},
+                     {"mpl_sdpa_bwd_dk_tc", tc},      {"mpl_sdpa_bwd_dv_tc", tc}};
       ck_assert_msg(!tc || strstr(ptx, "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"), "no mma.sync in the PTX");
-      for (int e = 0; e < (tc ? 6 : 3); e++) {
+      for (int e = 0; e < (int)(sizeof entries / sizeof entries[0]); e++) {
         char entry[64];
-        snprintf(entry, sizeof entry, ".entry %s(", entries[e]);
-        ck_assert_msg(strstr(ptx, entry) != NULL, "%s: no %s in the PTX", archs[a], entries[e]);
+        snprintf(entry, sizeof entry, ".entry %s(", entries[e].name);
+        ck_assert_msg(!strstr(ptx, entry) == !entries[e].want, "%s, head sizes %d/%d%s: %s %s in the PTX", archs[a],
+                      heads[h].hs, heads[h].hv, in16 ? " bf16" : "", entries[e].name, entries[e].want ? "not" : "unwanted");
+      }
+      /* the tensor-core kernels' registers: no spill (ptxas takes about 3 s a build: sm_90 at 64, both at 128) */
+      if (tc && (a == 1 || heads[h].hs == 128)) {
+        PtxasFn fn[16];
+        char sm[16], line[512] = "";
+        snprintf(sm, sizeof sm, "sm_%s", archs[a] + strlen("compute_"));
+        int n = ptxas_info(ptx, sm, fn, 16);
+        if (n < 0) {
+          printf("note: no ptxas here (set CUDA_HOME): the kernels' registers are not checked\n");
+        } else {
+          ck_assert_int_eq(n, 8 - !one);
+          for (int i = 0; i < n; i++) {
+            size_t l = strlen(line);
+            snprintf(line + l, sizeof line - l, " %s %d/%d", fn[i].name + strlen("mpl_sdpa_"), fn[i].regs, fn[i].spills);
+            ck_assert_msg(fn[i].regs > 0 && fn[i].spills >= 0, "ptxas said nothing of %s", fn[i].name);
+            ck_assert_msg(!strstr(fn[i].name, "_tc") || fn[i].spills == 0, "%s, head size %d, %s: %d bytes of registers spilled",
+                          fn[i].name, heads[h].hs, sm, fn[i].spills);
+          }
+          printf("ptxas %s, head size %d, bf16 inputs (registers/bytes spilled):%s\n", sm, heads[h].hs, line);
+        }
       }
       mpl_free(ptx);
     }
