@@ -444,7 +444,7 @@ static void lower_sdpa(Fuse *f, const Op *op) {
   s->k = q->d[rk - 1], s->hv = v->d[rk - 1];
   s->batch = shape_numel(q) / (s->heads * s->m * s->k);
   s->alpha = op->value, s->causal = op->causal;
-  s->prec = prec_sdpa_bf16(f->g, op) ? PREC_BF16 : PREC_F32;
+  s->prec = prec_sdpa_bf16(f->g, op) ? PREC_BF16 : f->g->train.precision == PREC_TF32 ? PREC_TF32 : PREC_F32;
 }
 
 /*

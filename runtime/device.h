@@ -37,6 +37,7 @@ typedef struct MplSdpa {
   int64_t B, H, Hkv, T, S, hs, hv;
   float scale;
   bool causal, bf16;
+  bool tf32; /* a tf32 step (JobStep.prec): a GPU may round the products' operands to tf32 */
   /* in16 (JobStep.in16): the inputs are stored as bf16 and read through q16 ... dout16
      (out16: the backward's out); else through q ... dout, out */
   bool in16;

@@ -387,13 +387,14 @@ static const struct CudaSdpa *sdpa_kernels(CudaDev *cd, int hs, int hv, bool in1
   const char *const names[] = {"mpl_sdpa_fwd", "mpl_sdpa_bwd_q", "mpl_sdpa_bwd_kv"};
   CUfunction *const fns[] = {&k->fwd, &k->bwd_q, &k->bwd_kv};
   if (load_program(cd, ptx, &k->mod, "the fused attention's kernels", names, fns, 3, err) != MPL_OK) return NULL;
-  /* the tensor-core kernels: compiled for bf16 inputs of head sizes they take (sdpa.cu: the
-     forward hs % 16 == 0, hv % 8 == 0, both <= 128; the backward also hv % 16 == 0, its keys'
-     gradients in one kernel up to 64, in two (dk, dv) past it or with MPL_SDPA_TC=split) on
-     sm_80 and later; else the CUDA-core ones */
+  /* the tensor-core kernels, compiled for the head sizes they take (sdpa.cu: bf16 inputs
+     hs % 16 == 0, hv % 8 == 0, the backward also hv % 16 == 0; f32 inputs, whose operands
+     they round to tf32, both % 8 == 0; all <= 128) on sm_80 and later; the keys' gradients
+     in one kernel (bf16 up to 64) or in two (dk, dv; also with MPL_SDPA_TC=split). Where
+     they are not, the CUDA-core ones; cuda_sdpa takes f32 inputs' only for a tf32 step. */
   k->fwd_tc = k->bwd_q_tc = k->bwd_kv_tc = k->bwd_dk_tc = k->bwd_dv_tc = NULL;
   const char *env = getenv("MPL_SDPA_TC"); /* MPL_SDPA_TC=0: the CUDA-core kernels only */
-  bool tc = in16 && !(env && !strcmp(env, "0")), split = env && !strcmp(env, "split");
+  bool tc = !(env && !strcmp(env, "0")), split = env && !strcmp(env, "split");
   if (tc && cd->drv.get_function(&k->fwd_tc, k->mod, "mpl_sdpa_fwd_tc") != CUDA_SUCCESS) k->fwd_tc = NULL;
   if (tc && cd->drv.get_function(&k->bwd_q_tc, k->mod, "mpl_sdpa_bwd_q_tc") != CUDA_SUCCESS) tc = false;
   if (tc && (split || cd->drv.get_function(&k->bwd_kv_tc, k->mod, "mpl_sdpa_bwd_kv_tc") != CUDA_SUCCESS)) {
@@ -414,10 +415,16 @@ static int64_t sdpa_blocks(int64_t batch, int64_t heads, int64_t rows) {
   return batch * heads * ((rows + SDPA_THREADS - 1) / SDPA_THREADS);
 }
 
+/* On tensor cores: bf16 inputs (a bf16 step) always, where the kernels are compiled; f32
+ * inputs (whose operands the kernels round to tf32) for a tf32 step, or an f32 one under
+ * mplrun --tf32, never for a bf16 step (its f32 inputs, --no-bf16-storage, round to bf16). */
+static bool sdpa_tc(const MplDevice *d, const MplSdpa *a) { return a->in16 || (!a->bf16 && (a->tf32 || d->tf32)); }
+
 int cuda_sdpa(MplDevice *d, const MplSdpa *a, MplErr *err) {
   CudaDev *cd = d->impl;
   const struct CudaSdpa *k = sdpa_kernels(cd, (int)a->hs, (int)a->hv, a->in16, err);
   if (!k) return MPL_ERR;
+  CUfunction tc = sdpa_tc(d, a) ? k->fwd_tc : NULL;
   long long T = a->T, S = a->S;
   int H = (int)a->H, Hkv = (int)a->Hkv, causal = a->causal, bf16 = a->bf16;
   float scale = a->scale;
@@ -426,11 +433,10 @@ int cuda_sdpa(MplDevice *d, const MplSdpa *a, MplErr *err) {
   const void *v = a->in16 ? (const void *)a->v16 : a->v;
   void *p[] = {&q, &kk, &v, (void *)&a->out, (void *)&a->lse, &T, &S, &H, &Hkv, &scale, &causal, &bf16};
   cudev_prof_begin(cd, PROF_SDPA);
-  /* the tensor-core forward: the same blocks of SDPA_THREADS rows, two threads a row; bf16
-     inputs mean a bf16 step (job_validate), whose probabilities it rounds; it takes p's
-     first 11 parameters (not bf16) */
-  int st = k->fwd_tc ? cudev_launch(cd, k->fwd_tc, sdpa_blocks(a->B, a->H, a->T), 2 * SDPA_THREADS, p, err)
-                     : cudev_launch(cd, k->fwd, sdpa_blocks(a->B, a->H, a->T), SDPA_THREADS, p, err);
+  /* the tensor-core forward: the same blocks of SDPA_THREADS rows, two threads a row; it
+     takes p's first 11 parameters (not bf16: bf16 inputs mean a bf16 step, job_validate) */
+  int st = tc ? cudev_launch(cd, tc, sdpa_blocks(a->B, a->H, a->T), 2 * SDPA_THREADS, p, err)
+              : cudev_launch(cd, k->fwd, sdpa_blocks(a->B, a->H, a->T), SDPA_THREADS, p, err);
   cudev_prof_end(cd);
   return st;
 }
@@ -451,7 +457,7 @@ int cuda_sdpa_bwd(MplDevice *d, const MplSdpa *a, MplErr *err) {
   cudev_prof_begin(cd, PROF_SDPA_BWD);
   /* on tensor cores: two threads a row (or key), the parameters but bf16; the keys' gradients
      in one kernel or in two (bwd_dk_tc and bwd_dv_tc, each taking bwd_kv_tc's parameters) */
-  bool tc = k->bwd_q_tc != NULL;
+  bool tc = k->bwd_q_tc && sdpa_tc(d, a);
   int64_t kblocks = sdpa_blocks(a->B, a->Hkv, a->S);
   int st = cudev_launch(cd, tc ? k->bwd_q_tc : k->bwd_q, sdpa_blocks(a->B, a->H, a->T), (tc ? 2 : 1) * SDPA_THREADS, pq,
                         err);

@@ -310,7 +310,7 @@ static int run_sdpa(RankCtx *rc, const JobStep *s, int stage, int mb, MplErr *er
   if (!(bwd ? rc->dev.ops->sdpa_bwd : rc->dev.ops->sdpa))
     return rank_fail(rc, err, "stage %d: the %s device has no fused attention", stage, rc->dev.ops->name);
   MplSdpa a = {.B = s->batch, .H = s->heads, .Hkv = s->kv_heads, .T = s->M, .S = s->N, .hs = s->K, .hv = s->hv,
-               .scale = (float)s->alpha, .causal = s->causal, .bf16 = s->prec == PREC_BF16,
+               .scale = (float)s->alpha, .causal = s->causal, .bf16 = s->prec == PREC_BF16, .tf32 = s->prec == PREC_TF32,
                .in16 = s->in16, .q = p[0], .k = p[1], .v = p[2], .out = p[3], .lse = p[4]};
   if (s->in16) /* the inputs are bf16 (job_validate checked all of them) */
     a.q16 = (const uint16_t *)(void *)p[0], a.k16 = (const uint16_t *)(void *)p[1], a.v16 = (const uint16_t *)(void *)p[2];

@@ -234,23 +234,43 @@ MPL_KERNEL(SDPA_BR) mpl_sdpa_bwd_kv(const sdpa_in *__restrict__ q, const sdpa_in
   }
 }
 
-#if defined(MPL_SDPA_IN16) && defined(MPL_HAVE_MMA) && HS % 16 == 0 && HV % 8 == 0 && HS <= 128 && HV <= 128
-/* ---- the forward on tensor cores (bf16 inputs) ----------------------------------------------
- * Flash attention's forward with the products on tensor cores (mma.m16n8k16, bf16 x bf16
- * into f32): a block of SDPA_TC_WARPS warps takes 16 query rows a warp; key and value tiles
- * of SDPA_TC_BC rows are staged in shared memory as bf16. A warp keeps its scores and its
+/* ---- the kernels on tensor cores --------------------------------------------------------
+ * Flash attention's forward and backward with the products on tensor cores, f32 sums, in one
+ * source for two element types:
+ *  - bf16 inputs (MPL_SDPA_IN16, a bf16 step): mma.m16n8k16 with bf16 operands, the staged
+ *    tiles bf16; the probabilities (and dS) rounded to bf16 as every kernel of a bf16 step
+ *    rounds them;
+ *  - f32 inputs (a tf32 step, or mplrun --tf32): mma.m16n8k8 with tf32 operands, each
+ *    operand rounded to tf32 (cvt.rna: to nearest, ties away from zero) as it is loaded,
+ *    the probabilities and dS too; the staged tiles f32. A device takes these only for a
+ *    tf32 step; an f32 step stays on the CUDA-core kernels above.
+ * The forward: a block of SDPA_TC_WARPS warps takes 16 query rows a warp; key and value
+ * tiles of SDPA_TC_BC rows are staged in shared memory. A warp keeps its scores and its
  * output in accumulator fragments: a thread holds rows groupID and groupID + 8, so a row's
  * maximum and sum combine over the 4 threads of a group (shuffles across lanes 1 and 2
- * apart). The probabilities exp(s - max), rounded to bf16 against the running maximum as
- * the other kernels round them, become the A operand of the product with v directly (two
- * score fragments side by side are one A fragment). Sums stay in f32; their order differs
- * from mpl_sdpa_fwd's, not their rounding. Grid: B * H * tiles of SDPA_TC_BR rows;
- * SDPA_TC_BR * 2 threads a block. The backward on tensor cores is below (hv % 16 == 0). */
+ * apart). The probabilities exp(s - max), rounded against the running maximum as the other
+ * kernels round them, become the A operand of the product with v without leaving the
+ * thread (bf16: two score fragments side by side are one A fragment; tf32: a score
+ * fragment is one, its keys 2 threadID_in_group + {0, 1} standing where the A layout has
+ * k = threadID_in_group and + 4, and v's rows read in the same order). Sums stay in f32;
+ * their order differs from mpl_sdpa_fwd's, not their rounding. Grid: B * H * tiles of
+ * SDPA_TC_BR rows; SDPA_TC_BR * 2 threads a block. The backward is below. */
+#ifdef MPL_SDPA_IN16
+#define SDPA_TC_OK (HS % 16 == 0 && HV % 8 == 0)
+#else
+#define SDPA_TC_OK (HS % 8 == 0 && HV % 8 == 0)
+#endif
+#if defined(MPL_HAVE_MMA) && SDPA_TC_OK && HS <= 128 && HV <= 128
 #define SDPA_TC_WARPS 4
 #define SDPA_TC_BR (16 * SDPA_TC_WARPS) /* query rows a block (= SDPA_BR) */
-#define SDPA_TC_BC (HS > 64 || HV > 64 ? 32 : 64) /* keys a tile (at 128: 64 spilled the forward's registers) */
-#define SDPA_TC_KP (HS + 8)             /* a staged row, padded (bf16 elements, even) */
+
+#ifdef MPL_SDPA_IN16
+#define tc_el unsigned short   /* an element of a staged tile */
+#define SDPA_TC_K 16           /* k of one mma: m16n8k16 */
+#define SDPA_TC_KP (HS + 8)    /* a staged row, padded (bf16 elements, even) */
 #define SDPA_TC_VP (HV + 8)
+#define SDPA_TC_QT SDPA_TC_BR  /* the keys' kernel's query tile */
+#define SDPA_TC_BC (HS > 64 || HV > 64 ? 32 : 64) /* keys a tile (at 128: 64 spilled the forward's registers) */
 
 #ifndef MPL_CU_HOST
 /* d += a b: one warp's 16 x 8 x 16 product, bf16 operands, f32 accumulators, in the
@@ -265,6 +285,7 @@ MPL_DEV void mpl_mma_bf16(float d[4], const unsigned a[4], const unsigned b[2]) 
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 #endif
+#define mpl_tc_mma mpl_mma_bf16
 
 /* two bf16 at p (p[0] the low half) as one register */
 MPL_DEV unsigned mpl_tc_ld2(const unsigned short *p) { return (unsigned)p[0] | (unsigned)p[1] << 16; }
@@ -273,8 +294,6 @@ MPL_DEV unsigned mpl_tc_ld2(const unsigned short *p) { return (unsigned)p[0] | (
 MPL_DEV unsigned mpl_tc_pack(float lo, float hi) {
   return __float_as_uint(mpl_sdpa_bf16(lo)) >> 16 | (__float_as_uint(mpl_sdpa_bf16(hi)) & 0xFFFF0000u);
 }
-
-MPL_DEV float mpl_tc_max(float a, float b) { return b > a || b != b ? b : a; }
 
 /* The A fragments (k chunks of 16 columns) of this thread's rows r0 (groupID) and r1
  * (groupID + 8) of a row-major bf16 matrix of `width` columns at m; rows from n on are 0. */
@@ -289,48 +308,131 @@ MPL_DEV void mpl_tc_rows_a(unsigned (*a)[4], int width, const unsigned short *m,
   }
 }
 
-/* rows rows of `width` bf16 from src into shared dst (rows `pitch` apart) by the block's
- * threads; rows from n on 0 (so a product of a padding row is 0, never NaN). Between SYNCs. */
-MPL_DEV void mpl_tc_stage(unsigned short *dst, int pitch, const unsigned short *src, int width, int rows, int n, int t) {
-  for (int e = t; e < rows * width; e += SDPA_TC_WARPS * 32)
-    dst[e / width * pitch + e % width] = e / width < n ? src[e] : (unsigned short)0;
-}
-
-/* A B fragment whose k runs along row `row` of shared m (rows `pitch` apart) from column k0
- * (k0 = chunk * 16 + 2 threadID_in_group): two bf16 pairs. */
-MPL_DEV void mpl_tc_row_b(unsigned b[2], const unsigned short *m, int pitch, int row, int k0) {
+/* A B fragment whose k runs along row `row` of shared m (rows `pitch` apart), k chunk c
+ * (columns c * 16 + 2 threadID_in_group + {0, 1} and + 8): two bf16 pairs. */
+MPL_DEV void mpl_tc_row_b(unsigned b[2], const unsigned short *m, int pitch, int row, int c, int tg) {
+  int k0 = c * 16 + 2 * tg;
   b[0] = mpl_tc_ld2(m + row * pitch + k0), b[1] = mpl_tc_ld2(m + row * pitch + k0 + 8);
 }
 
-/* f[j] = a m^T for the 8 rows j*8 .. j*8+7 of shared m (rows `pitch` apart), j < n8: this
- * warp's 16 rows (A fragments a, `width` columns) against n8 * 8 rows of m. */
-MPL_DEV void mpl_tc_rows_dot(float (*f)[4], int n8, unsigned (*a)[4], int width, const unsigned short *m, int pitch,
-                             int g, int tg) {
-  MPL_UNROLL for (int j = 0; j < n8; j++) {
-    f[j][0] = f[j][1] = f[j][2] = f[j][3] = 0.0f;
-    MPL_UNROLL for (int c = 0; c < width / 16; c++) {
-      unsigned b[2];
-      mpl_tc_row_b(b, m, pitch, j * 8 + g, c * 16 + 2 * tg);
-      mpl_mma_bf16(f[j], a[c], b);
-    }
-  }
-}
-
-/* A B fragment whose k runs down a column of shared m (rows `pitch` apart): rows kr, kr + 1
- * and kr + 8, kr + 9 of column col, as this thread holds them. */
-MPL_DEV void mpl_tc_col_b(unsigned b[2], const unsigned short *m, int pitch, int kr, int col) {
+/* A B fragment whose k runs down column col of shared m (rows `pitch` apart) from row kr (a
+ * chunk's first): rows kr + 2 threadID_in_group + {0, 1} and those + 8, as this thread holds them. */
+MPL_DEV void mpl_tc_col_b(unsigned b[2], const unsigned short *m, int pitch, int kr, int col, int tg) {
+  kr += 2 * tg;
   b[0] = (unsigned)m[kr * pitch + col] | (unsigned)m[(kr + 1) * pitch + col] << 16;
   b[1] = (unsigned)m[(kr + 8) * pitch + col] | (unsigned)m[(kr + 9) * pitch + col] << 16;
 }
 
+/* Accumulator fragments 2c and 2c + 1 (16 columns of this warp's 16 rows), rounded to bf16,
+ * as the A fragment of a product over those columns (k chunk c). */
+MPL_DEV void mpl_tc_acc_a(unsigned a[4], float (*f)[4], int c) {
+  a[0] = mpl_tc_pack(f[2 * c][0], f[2 * c][1]), a[1] = mpl_tc_pack(f[2 * c][2], f[2 * c][3]);
+  a[2] = mpl_tc_pack(f[2 * c + 1][0], f[2 * c + 1][1]), a[3] = mpl_tc_pack(f[2 * c + 1][2], f[2 * c + 1][3]);
+}
+
+#else /* f32 inputs: tf32 operands */
+#define tc_el float
+#define SDPA_TC_K 8            /* k of one mma: m16n8k8 */
+#define SDPA_TC_KP (HS + 4)    /* a staged row, padded (f32: a fragment's 32 loads on 32 banks) */
+#define SDPA_TC_VP (HV + 4)
+/* tiles for registers (a tf32 A fragment takes twice a bf16 one's; ptxas of NVRTC's PTX, at
+   128: the keys' tile 32 spilled dq's, the query tile 16 dk's) and 48 KiB staged: keys 32 a
+   tile and the keys' kernel's query tile 32; past head size 64, 16 and 8 */
+#define SDPA_TC_BC (HS > 64 || HV > 64 ? 16 : 32)
+#define SDPA_TC_QT (HS > 64 || HV > 64 ? 8 : 32)
+
+#ifndef MPL_CU_HOST
+/* d += a b: one warp's 16 x 8 x 8 product, tf32 operands (f32 bits, the low 13 of the
+ * significand 0), f32 accumulators, in the fragment layout of PTX's mma.m16n8k8 for .tf32
+ * (a holds rows groupID (a0, a2) and groupID + 8 (a1, a3), columns threadID_in_group (a0,
+ * a1) and + 4 (a2, a3); b rows (k) threadID_in_group and + 4 of column groupID; d rows
+ * groupID and + 8, columns 2 threadID_in_group + {0, 1}). */
+MPL_DEV void mpl_mma_tf32(float d[4], const unsigned a[4], const unsigned b[2]) {
+  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+               "{%0, %1, %2, %3};"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+/* x rounded to tf32 (to nearest, ties away from zero), as its f32 bits */
+MPL_DEV unsigned mpl_tf32(float x) {
+  unsigned r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+  return r;
+}
+#endif
+#define mpl_tc_mma mpl_mma_tf32
+
+/* The A fragments (k chunks of 8 columns) of this thread's rows r0 (groupID) and r1
+ * (groupID + 8) of a row-major f32 matrix of `width` columns at m, rounded to tf32; rows
+ * from n on are 0. */
+MPL_DEV void mpl_tc_rows_a(unsigned (*a)[4], int width, const float *m, long long r0, long long r1, long long n,
+                           int tg) {
+  MPL_UNROLL for (int c = 0; c < width / 8; c++) {
+    int d = c * 8 + tg;
+    a[c][0] = r0 < n ? mpl_tf32(m[r0 * width + d]) : 0u;
+    a[c][1] = r1 < n ? mpl_tf32(m[r1 * width + d]) : 0u;
+    a[c][2] = r0 < n ? mpl_tf32(m[r0 * width + d + 4]) : 0u;
+    a[c][3] = r1 < n ? mpl_tf32(m[r1 * width + d + 4]) : 0u;
+  }
+}
+
+/* A B fragment whose k runs along row `row` of shared m, k chunk c (columns c * 8 +
+ * threadID_in_group and + 4), rounded to tf32. */
+MPL_DEV void mpl_tc_row_b(unsigned b[2], const float *m, int pitch, int row, int c, int tg) {
+  int k0 = c * 8 + tg;
+  b[0] = mpl_tf32(m[row * pitch + k0]), b[1] = mpl_tf32(m[row * pitch + k0 + 4]);
+}
+
+/* A B fragment whose k runs down column col of shared m from row kr (a chunk's first), in
+ * the order mpl_tc_acc_a gives the A operand's k: rows kr + 2 threadID_in_group (as k =
+ * threadID_in_group) and + 1 (as k = threadID_in_group + 4), rounded to tf32. */
+MPL_DEV void mpl_tc_col_b(unsigned b[2], const float *m, int pitch, int kr, int col, int tg) {
+  kr += 2 * tg;
+  b[0] = mpl_tf32(m[kr * pitch + col]), b[1] = mpl_tf32(m[(kr + 1) * pitch + col]);
+}
+
+/* Accumulator fragment c (8 columns of this warp's 16 rows), rounded to tf32, as the A
+ * fragment of a product over those columns (k chunk c): a thread's columns 2
+ * threadID_in_group and + 1 stand at k = threadID_in_group and + 4 (mpl_tc_col_b reads
+ * the other operand's rows in that order). */
+MPL_DEV void mpl_tc_acc_a(unsigned a[4], float (*f)[4], int c) {
+  a[0] = mpl_tf32(f[c][0]), a[1] = mpl_tf32(f[c][2]), a[2] = mpl_tf32(f[c][1]), a[3] = mpl_tf32(f[c][3]);
+}
+#endif
+
+MPL_DEV float mpl_tc_max(float a, float b) { return b > a || b != b ? b : a; }
+
+/* rows rows of `width` elements from src into shared dst (rows `pitch` apart) by the block's
+ * threads; rows from n on 0 (so a product of a padding row is 0, never NaN). Between SYNCs. */
+MPL_DEV void mpl_tc_stage(tc_el *dst, int pitch, const sdpa_in *src, int width, int rows, int n, int t) {
+  for (int e = t; e < rows * width; e += SDPA_TC_WARPS * 32)
+    dst[e / width * pitch + e % width] = e / width < n ? src[e] : (tc_el)0;
+}
+
+/* f[j] = a m^T for the 8 rows j*8 .. j*8+7 of shared m (rows `pitch` apart), j < n8: this
+ * warp's 16 rows (A fragments a, `width` columns) against n8 * 8 rows of m. */
+MPL_DEV void mpl_tc_rows_dot(float (*f)[4], int n8, unsigned (*a)[4], int width, const tc_el *m, int pitch, int g,
+                             int tg) {
+  MPL_UNROLL for (int j = 0; j < n8; j++) {
+    f[j][0] = f[j][1] = f[j][2] = f[j][3] = 0.0f;
+    MPL_UNROLL for (int c = 0; c < width / SDPA_TC_K; c++) {
+      unsigned b[2];
+      mpl_tc_row_b(b, m, pitch, j * 8 + g, c, tg);
+      mpl_tc_mma(f[j], a[c], b);
+    }
+  }
+}
+
 /* acc[j] += a m for the 8 columns j*8 .. j*8+7 of shared m (rows `pitch` apart), j < n8,
- * over m's rows kr .. kr+15 (kr = chunk * 16): a product whose k runs down m's columns. */
-MPL_DEV void mpl_tc_cols_dot(float (*acc)[4], int n8, const unsigned a[4], const unsigned short *m, int pitch, int kr,
-                             int g, int tg) {
+ * over m's rows kr .. kr + SDPA_TC_K - 1 (kr = chunk * SDPA_TC_K): a product whose k runs
+ * down m's columns. */
+MPL_DEV void mpl_tc_cols_dot(float (*acc)[4], int n8, const unsigned a[4], const tc_el *m, int pitch, int kr, int g,
+                             int tg) {
   MPL_UNROLL for (int j = 0; j < n8; j++) {
     unsigned b[2];
-    mpl_tc_col_b(b, m, pitch, kr + 2 * tg, j * 8 + g);
-    mpl_mma_bf16(acc[j], a, b);
+    mpl_tc_col_b(b, m, pitch, kr, j * 8 + g, tg);
+    mpl_tc_mma(acc[j], a, b);
   }
 }
 
@@ -344,13 +446,6 @@ MPL_DEV void mpl_tc_store(float *m, int width, float (*f)[4], long long r0, long
     if (r0 < n) m[r0 * width + col] = div ? f[j][0] / d0 : f[j][0] * d0, m[r0 * width + col + 1] = div ? f[j][1] / d0 : f[j][1] * d0;
     if (r1 < n) m[r1 * width + col] = div ? f[j][2] / d1 : f[j][2] * d1, m[r1 * width + col + 1] = div ? f[j][3] / d1 : f[j][3] * d1;
   }
-}
-
-/* Accumulator fragments 2c and 2c + 1 (16 columns of this warp's 16 rows), rounded to bf16,
- * as the A fragment of a product over those columns. */
-MPL_DEV void mpl_tc_acc_a(unsigned a[4], float (*f)[4], int c) {
-  a[0] = mpl_tc_pack(f[2 * c][0], f[2 * c][1]), a[1] = mpl_tc_pack(f[2 * c][2], f[2 * c][3]);
-  a[2] = mpl_tc_pack(f[2 * c + 1][0], f[2 * c + 1][1]), a[3] = mpl_tc_pack(f[2 * c + 1][2], f[2 * c + 1][3]);
 }
 
 #if SDPA_TC_BR != SDPA_BR
@@ -370,18 +465,18 @@ MPL_DEV void mpl_tc_query_block(long long T, long long S, int H, int Hkv, int ca
   *keys = mpl_sdpa_keys(S, tile, causal);
 }
 
-MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_fwd_tc(const unsigned short *__restrict__ q, const unsigned short *__restrict__ k,
-                                               const unsigned short *__restrict__ v, float *__restrict__ out,
+MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_fwd_tc(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
+                                               const sdpa_in *__restrict__ v, float *__restrict__ out,
                                                float *__restrict__ lse, long long T, long long S, int H, int Hkv,
                                                float scale, int causal) {
-  MPL_SHARED unsigned short ks[SDPA_TC_BC][SDPA_TC_KP];
-  MPL_SHARED unsigned short vs[SDPA_TC_BC][SDPA_TC_VP];
+  MPL_SHARED tc_el ks[SDPA_TC_BC][SDPA_TC_KP];
+  MPL_SHARED tc_el vs[SDPA_TC_BC][SDPA_TC_VP];
   int t = (int)threadIdx.x, g = (t & 31) >> 2, tg = t & 3;
   long long base, kvh, r0, keys;
   mpl_tc_query_block(T, S, H, Hkv, causal, &base, &kvh, &r0, &keys);
   long long r1 = r0 + 8; /* this thread's query rows: r0 and r1 */
-  const unsigned short *kb = k + kvh * S * HS, *vb = v + kvh * S * HV;
-  unsigned qa[HS / 16][4]; /* the warp's 16 rows of q as A fragments, HS / 16 of them */
+  const sdpa_in *kb = k + kvh * S * HS, *vb = v + kvh * S * HV;
+  unsigned qa[HS / SDPA_TC_K][4]; /* the warp's 16 rows of q as A fragments, a k chunk each */
   mpl_tc_rows_a(qa, HS, q + base * HS, r0, r1, T, tg);
   float o[HV / 8][4];
   MPL_UNROLL for (int j = 0; j < HV / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
@@ -426,10 +521,10 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_fwd_tc(const unsigned short *__restrict_
     l0 = l0 * a0 + s0, l1 = l1 * a1 + s1;
     m0 = mx0, m1 = mx1;
     MPL_UNROLL for (int j = 0; j < HV / 8; j++) o[j][0] *= a0, o[j][1] *= a0, o[j][2] *= a1, o[j][3] *= a1;
-    MPL_UNROLL for (int c = 0; c < SDPA_TC_BC / 16; c++) {
+    MPL_UNROLL for (int c = 0; c < SDPA_TC_BC / SDPA_TC_K; c++) {
       unsigned pa[4]; /* keys c*16 .. c*16+15: score fragments 2c and 2c+1, rounded */
       mpl_tc_acc_a(pa, sc, c);
-      mpl_tc_cols_dot(o, HV / 8, pa, &vs[0][0], SDPA_TC_VP, c * 16, g, tg);
+      mpl_tc_cols_dot(o, HV / 8, pa, &vs[0][0], SDPA_TC_VP, c * SDPA_TC_K, g, tg);
     }
   }
   mpl_tc_store(out + base * HV, HV, o, r0, r1, T, l0, l1, 1, tg);
@@ -437,39 +532,40 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_fwd_tc(const unsigned short *__restrict_
   if (tg == 0 && r1 < T) lse[base + r1] = m1 + logf(l1);
 }
 
-#if HV % 16 == 0 && HS <= 128 && HV <= 128
-/* ---- the backward on tensor cores (bf16 inputs, head sizes up to 128) -----------------------
+#if !defined(MPL_SDPA_IN16) || HV % 16 == 0 /* bf16: dp = dout v^T has k = HV in chunks of 16 */
+/* ---- the backward on tensor cores (head sizes up to 128) -----------------------------------
  * mpl_sdpa_bwd_q and _kv's work, their products on tensor cores, their arithmetic per
  * element the same (p = exp(s scale - lse), ds = p (dp - D), D = dout . out summed over the
- * columns in order; p and ds rounded to bf16). dq: a warp per 16 query rows, over key tiles
- * of SDPA_TC_BC staged as bf16; s = q k^T and dp = dout v^T in fragments, dq += ds k. dk and
- * dv: a warp per 16 keys, over the query rows of every query head of its kv head in tiles
- * of SDPA_TC_BR staged as bf16 (with their lse and D): s^T = k q^T and dp^T = v dout^T,
+ * columns in order; p and ds rounded to the operands' type). dq: a warp per 16 query rows,
+ * over staged key tiles of SDPA_TC_BC; s = q k^T and dp = dout v^T in fragments, dq += ds k.
+ * dk and dv: a warp per 16 keys, over the query rows of every query head of its kv head in
+ * staged tiles of SDPA_TC_QT (with their lse and D): s^T = k q^T and dp^T = v dout^T,
  * dv += p^T dout and dk += ds^T q. Blocks as the forward's.
  * Registers (ptxas -v, sm_80 and sm_90, tests/unit/test_sdpa.c checks there are no spills):
  * the keys' kernel holds its warp's keys of k and v and both their gradients, past a thread's
- * 255 registers at head sizes above 64 (652 bytes spilled at 128 on sm_90); so dk and dv are
- * also two kernels, mpl_sdpa_bwd_dk_tc and mpl_sdpa_bwd_dv_tc (each computes the scores: one
- * product more than mpl_sdpa_bwd_kv_tc), the same bits. The device takes them past 64. */
-MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_q_tc(const unsigned short *__restrict__ q, const unsigned short *__restrict__ k,
-                                                 const unsigned short *__restrict__ v, const unsigned short *__restrict__ out,
-                                                 const float *__restrict__ lse, const unsigned short *__restrict__ dout,
+ * 255 registers at head sizes above 64 (652 bytes spilled at 128 on sm_90, bf16); so dk and
+ * dv are also two kernels, mpl_sdpa_bwd_dk_tc and mpl_sdpa_bwd_dv_tc (each computes the
+ * scores: one product more than mpl_sdpa_bwd_kv_tc), the same bits. The device takes them
+ * where the one kernel is not compiled. */
+MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_q_tc(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
+                                                 const sdpa_in *__restrict__ v, const sdpa_in *__restrict__ out,
+                                                 const float *__restrict__ lse, const sdpa_in *__restrict__ dout,
                                                  float *__restrict__ dq, long long T, long long S, int H, int Hkv,
                                                  float scale, int causal) {
-  MPL_SHARED unsigned short ks[SDPA_TC_BC][SDPA_TC_KP];
-  MPL_SHARED unsigned short vs[SDPA_TC_BC][SDPA_TC_VP];
+  MPL_SHARED tc_el ks[SDPA_TC_BC][SDPA_TC_KP];
+  MPL_SHARED tc_el vs[SDPA_TC_BC][SDPA_TC_VP];
   int t = (int)threadIdx.x, g = (t & 31) >> 2, tg = t & 3;
   long long base, kvh, r0, keys;
   mpl_tc_query_block(T, S, H, Hkv, causal, &base, &kvh, &r0, &keys);
   long long r1 = r0 + 8;
-  const unsigned short *kb = k + kvh * S * HS, *vb = v + kvh * S * HV;
-  unsigned qa[HS / 16][4], da[HV / 16][4]; /* the warp's rows of q and of dout, as A fragments */
+  const sdpa_in *kb = k + kvh * S * HS, *vb = v + kvh * S * HV;
+  unsigned qa[HS / SDPA_TC_K][4], da[HV / SDPA_TC_K][4]; /* the warp's rows of q and of dout, as A fragments */
   mpl_tc_rows_a(qa, HS, q + base * HS, r0, r1, T, tg);
   mpl_tc_rows_a(da, HV, dout + base * HV, r0, r1, T, tg);
   float D0 = 0.0f, D1 = 0.0f, L0 = r0 < T ? lse[base + r0] : 0.0f, L1 = r1 < T ? lse[base + r1] : 0.0f;
   for (int c = 0; c < HV; c++) {
-    if (r0 < T) D0 += __uint_as_float((unsigned)dout[(base + r0) * HV + c] << 16) * __uint_as_float((unsigned)out[(base + r0) * HV + c] << 16);
-    if (r1 < T) D1 += __uint_as_float((unsigned)dout[(base + r1) * HV + c] << 16) * __uint_as_float((unsigned)out[(base + r1) * HV + c] << 16);
+    if (r0 < T) D0 += SDPA_LD(dout, (base + r0) * HV + c) * SDPA_LD(out, (base + r0) * HV + c);
+    if (r1 < T) D1 += SDPA_LD(dout, (base + r1) * HV + c) * SDPA_LD(out, (base + r1) * HV + c);
   }
   float acc[HS / 8][4];
   MPL_UNROLL for (int j = 0; j < HS / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
@@ -490,10 +586,10 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_q_tc(const unsigned short *__restric
         sc[j][i] = dead ? 0.0f : p * (dp[j][i] - (i < 2 ? D0 : D1)); /* ds, rounded as it is packed */
       }
     }
-    MPL_UNROLL for (int c = 0; c < SDPA_TC_BC / 16; c++) {
+    MPL_UNROLL for (int c = 0; c < SDPA_TC_BC / SDPA_TC_K; c++) {
       unsigned sa[4];
       mpl_tc_acc_a(sa, sc, c);
-      mpl_tc_cols_dot(acc, HS / 8, sa, &ks[0][0], SDPA_TC_KP, c * 16, g, tg);
+      mpl_tc_cols_dot(acc, HS / 8, sa, &ks[0][0], SDPA_TC_KP, c * SDPA_TC_K, g, tg);
     }
   }
   mpl_tc_store(dq + base * HS, HS, acc, r0, r1, T, scale, scale, 0, tg);
@@ -501,21 +597,21 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_q_tc(const unsigned short *__restric
 
 /* The keys' gradients of one block: dv (part 1), dk (part 2) or both (part 0); each kernel
  * below passes a constant, so what a part does not need is not in its registers. */
-MPL_DEV void mpl_tc_bwd_keys(const int part, const unsigned short *__restrict__ q, const unsigned short *__restrict__ k,
-                             const unsigned short *__restrict__ v, const unsigned short *__restrict__ out,
-                             const float *__restrict__ lse, const unsigned short *__restrict__ dout,
+MPL_DEV void mpl_tc_bwd_keys(const int part, const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
+                             const sdpa_in *__restrict__ v, const sdpa_in *__restrict__ out,
+                             const float *__restrict__ lse, const sdpa_in *__restrict__ dout,
                              float *__restrict__ dk, float *__restrict__ dv, long long T, long long S, int H, int Hkv,
                              float scale, int causal) {
-  MPL_SHARED unsigned short qs[SDPA_TC_BR][SDPA_TC_KP];
-  MPL_SHARED unsigned short dos[SDPA_TC_BR][SDPA_TC_VP];
-  MPL_SHARED float Ls[SDPA_TC_BR], Ds[SDPA_TC_BR];
+  MPL_SHARED tc_el qs[SDPA_TC_QT][SDPA_TC_KP];
+  MPL_SHARED tc_el dos[SDPA_TC_QT][SDPA_TC_VP];
+  MPL_SHARED float Ls[SDPA_TC_QT], Ds[SDPA_TC_QT];
   const int want_v = part != 2, want_k = part != 1;
   long long tiles = (S + SDPA_TC_BR - 1) / SDPA_TC_BR, bid = blockIdx.x;
   long long tile = bid % tiles, bk = bid / tiles, b = bk / Hkv;
   int kh = (int)(bk % Hkv), t = (int)threadIdx.x, lane = t & 31, g = lane >> 2, tg = lane & 3, G = H / Hkv;
   long long kbase = (b * Hkv + kh) * S;
   long long j0 = tile * SDPA_TC_BR + (t >> 5) * 16 + g, j1 = j0 + 8; /* this thread's keys */
-  unsigned ka[HS / 16][4], va[HV / 16][4]; /* the warp's 16 keys of k and v, as A fragments */
+  unsigned ka[HS / SDPA_TC_K][4], va[HV / SDPA_TC_K][4]; /* the warp's 16 keys of k and v, as A fragments */
   mpl_tc_rows_a(ka, HS, k + kbase * HS, j0, j1, S, tg);
   if (want_k) mpl_tc_rows_a(va, HV, v + kbase * HV, j0, j1, S, tg);
   float gk[HS / 8][4], gv[HV / 8][4];
@@ -524,25 +620,24 @@ MPL_DEV void mpl_tc_bwd_keys(const int part, const unsigned short *__restrict__ 
   long long first = causal ? tile * SDPA_TC_BR : 0; /* earlier queries see none of these keys */
   for (int gh = 0; gh < G; gh++) {
     long long row0 = (b * H + (long long)kh * G + gh) * T;
-    for (long long q0 = first; q0 < T; q0 += SDPA_TC_BR) {
-      int nq = T - q0 < SDPA_TC_BR ? (int)(T - q0) : SDPA_TC_BR;
+    for (long long q0 = first; q0 < T; q0 += SDPA_TC_QT) {
+      int nq = T - q0 < SDPA_TC_QT ? (int)(T - q0) : SDPA_TC_QT;
       MPL_SYNC();
-      mpl_tc_stage(&qs[0][0], SDPA_TC_KP, q + (row0 + q0) * HS, HS, SDPA_TC_BR, nq, t);
-      mpl_tc_stage(&dos[0][0], SDPA_TC_VP, dout + (row0 + q0) * HV, HV, SDPA_TC_BR, nq, t);
-      if (t < SDPA_TC_BR) {
+      mpl_tc_stage(&qs[0][0], SDPA_TC_KP, q + (row0 + q0) * HS, HS, SDPA_TC_QT, nq, t);
+      mpl_tc_stage(&dos[0][0], SDPA_TC_VP, dout + (row0 + q0) * HV, HV, SDPA_TC_QT, nq, t);
+      if (t < SDPA_TC_QT) {
         float D = 0.0f;
         if (want_k && t < nq)
           for (int c = 0; c < HV; c++)
-            D += __uint_as_float((unsigned)dout[(row0 + q0 + t) * HV + c] << 16) *
-                 __uint_as_float((unsigned)out[(row0 + q0 + t) * HV + c] << 16);
+            D += SDPA_LD(dout, (row0 + q0 + t) * HV + c) * SDPA_LD(out, (row0 + q0 + t) * HV + c);
         Ds[t] = D;
         Ls[t] = t < nq ? lse[row0 + q0 + t] : 0.0f;
       }
       MPL_SYNC();
-      float st[SDPA_TC_BR / 8][4], dpt[SDPA_TC_BR / 8][4]; /* s^T = k q^T, dp^T = v dout^T: 8 queries a fragment */
-      mpl_tc_rows_dot(st, SDPA_TC_BR / 8, ka, HS, &qs[0][0], SDPA_TC_KP, g, tg);
-      if (want_k) mpl_tc_rows_dot(dpt, SDPA_TC_BR / 8, va, HV, &dos[0][0], SDPA_TC_VP, g, tg);
-      MPL_UNROLL for (int j = 0; j < SDPA_TC_BR / 8; j++) {
+      float st[SDPA_TC_QT / 8][4], dpt[SDPA_TC_QT / 8][4]; /* s^T = k q^T, dp^T = v dout^T: 8 queries a fragment */
+      mpl_tc_rows_dot(st, SDPA_TC_QT / 8, ka, HS, &qs[0][0], SDPA_TC_KP, g, tg);
+      if (want_k) mpl_tc_rows_dot(dpt, SDPA_TC_QT / 8, va, HV, &dos[0][0], SDPA_TC_VP, g, tg);
+      MPL_UNROLL for (int j = 0; j < SDPA_TC_QT / 8; j++) {
         MPL_UNROLL for (int i = 0; i < 4; i++) {
           int r = j * 8 + 2 * tg + (i & 1);
           long long qi = q0 + r, key = i < 2 ? j0 : j1;
@@ -552,15 +647,15 @@ MPL_DEV void mpl_tc_bwd_keys(const int part, const unsigned short *__restrict__ 
           st[j][i] = p; /* both rounded as they are packed */
         }
       }
-      MPL_UNROLL for (int c = 0; c < SDPA_TC_BR / 16; c++) {
-        unsigned pa[4], sa[4]; /* queries c*16 .. c*16+15 */
+      MPL_UNROLL for (int c = 0; c < SDPA_TC_QT / SDPA_TC_K; c++) {
+        unsigned pa[4], sa[4]; /* queries of k chunk c */
         if (want_v) {
           mpl_tc_acc_a(pa, st, c);
-          mpl_tc_cols_dot(gv, HV / 8, pa, &dos[0][0], SDPA_TC_VP, c * 16, g, tg);
+          mpl_tc_cols_dot(gv, HV / 8, pa, &dos[0][0], SDPA_TC_VP, c * SDPA_TC_K, g, tg);
         }
         if (want_k) {
           mpl_tc_acc_a(sa, dpt, c);
-          mpl_tc_cols_dot(gk, HS / 8, sa, &qs[0][0], SDPA_TC_KP, c * 16, g, tg);
+          mpl_tc_cols_dot(gk, HS / 8, sa, &qs[0][0], SDPA_TC_KP, c * SDPA_TC_K, g, tg);
         }
       }
     }
@@ -569,11 +664,11 @@ MPL_DEV void mpl_tc_bwd_keys(const int part, const unsigned short *__restrict__ 
   if (want_v) mpl_tc_store(dv + kbase * HV, HV, gv, j0, j1, S, 1.0f, 1.0f, 0, tg);
 }
 
-#if HS <= 64 && HV <= 64
-/* dk and dv (head sizes up to 64: its registers hold both) */
-MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_kv_tc(const unsigned short *__restrict__ q, const unsigned short *__restrict__ k,
-                                                  const unsigned short *__restrict__ v, const unsigned short *__restrict__ out,
-                                                  const float *__restrict__ lse, const unsigned short *__restrict__ dout,
+#if HS <= 64 && HV <= 64 && defined(MPL_SDPA_IN16)
+/* dk and dv (bf16, head sizes up to 64: its registers hold both) */
+MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_kv_tc(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
+                                                  const sdpa_in *__restrict__ v, const sdpa_in *__restrict__ out,
+                                                  const float *__restrict__ lse, const sdpa_in *__restrict__ dout,
                                                   float *__restrict__ dk, float *__restrict__ dv, long long T, long long S,
                                                   int H, int Hkv, float scale, int causal) {
   mpl_tc_bwd_keys(0, q, k, v, out, lse, dout, dk, dv, T, S, H, Hkv, scale, causal);
@@ -581,17 +676,17 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_kv_tc(const unsigned short *__restri
 #endif
 
 /* dk alone, and dv alone: the same parameters as mpl_sdpa_bwd_kv_tc, the other gradient not written */
-MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_dk_tc(const unsigned short *__restrict__ q, const unsigned short *__restrict__ k,
-                                                  const unsigned short *__restrict__ v, const unsigned short *__restrict__ out,
-                                                  const float *__restrict__ lse, const unsigned short *__restrict__ dout,
+MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_dk_tc(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
+                                                  const sdpa_in *__restrict__ v, const sdpa_in *__restrict__ out,
+                                                  const float *__restrict__ lse, const sdpa_in *__restrict__ dout,
                                                   float *__restrict__ dk, float *__restrict__ dv, long long T, long long S,
                                                   int H, int Hkv, float scale, int causal) {
   mpl_tc_bwd_keys(2, q, k, v, out, lse, dout, dk, dv, T, S, H, Hkv, scale, causal);
 }
 
-MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_dv_tc(const unsigned short *__restrict__ q, const unsigned short *__restrict__ k,
-                                                  const unsigned short *__restrict__ v, const unsigned short *__restrict__ out,
-                                                  const float *__restrict__ lse, const unsigned short *__restrict__ dout,
+MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_dv_tc(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
+                                                  const sdpa_in *__restrict__ v, const sdpa_in *__restrict__ out,
+                                                  const float *__restrict__ lse, const sdpa_in *__restrict__ dout,
                                                   float *__restrict__ dk, float *__restrict__ dv, long long T, long long S,
                                                   int H, int Hkv, float scale, int causal) {
   mpl_tc_bwd_keys(1, q, k, v, out, lse, dout, dk, dv, T, S, H, Hkv, scale, causal);

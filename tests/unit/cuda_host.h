@@ -81,6 +81,45 @@ static inline void mpl_mma_bf16(float d[4], const unsigned a[4], const unsigned 
   }
 }
 
+/* cvt.rna.tf32.f32: x rounded to tf32 (10 bits of significand; to nearest, ties away from
+ * zero), as f32 bits whose low 13 are 0; an infinity stays one, a NaN stays a NaN. */
+static inline unsigned mpl_tf32(float x) {
+  unsigned u = __float_as_uint(x);
+  if ((u & 0x7F800000u) == 0x7F800000u) return u & 0x007FFFFFu ? (u | 0x00400000u) & 0xFFFFE000u : u;
+  return (u + 0x1000u) & 0xFFFFE000u;
+}
+
+/* mma.sync.m16n8k8.row.col.f32.tf32.tf32.f32, d += a b, written from the PTX ISA's fragment
+ * layouts for .tf32 (one element a register): A's register r holds row groupID + 8 (r & 1),
+ * column threadID_in_group + 4 (r >> 1); B's register r row (k) threadID_in_group + 4 r of
+ * column groupID; D as mpl_mma_bf16's. Every operand must be a tf32 value (the kernels round
+ * them with mpl_tf32: the hardware ignores the low bits). Each element's 8 products summed
+ * in order, in double. */
+static inline float host_tf32_at(unsigned reg) {
+  if (reg & 0x1FFFu) ck_abort_msg("an mma operand is not a tf32 value (bits %08x)", reg); /* (ck_assert is slow here) */
+  return __uint_as_float(reg);
+}
+static inline void mpl_mma_tf32(float d[4], const unsigned a[4], const unsigned b[2]) {
+  unsigned me = threadIdx.x, w0 = me & ~31u;
+  memcpy(host_xchg_a[me], a, sizeof host_xchg_a[me]);
+  memcpy(host_xchg_b[me], b, sizeof host_xchg_b[me]);
+  host_fiber_wait();
+  float A[16][8], B[8][8];
+  for (unsigned l = 0; l < 32; l++) {
+    unsigned gid = l >> 2, tid = l & 3;
+    for (int r = 0; r < 4; r++) A[gid + 8 * (r & 1)][tid + 4 * (r >> 1)] = host_tf32_at(host_xchg_a[w0 + l][r]);
+    for (int r = 0; r < 2; r++) B[tid + 4 * r][gid] = host_tf32_at(host_xchg_b[w0 + l][r]);
+  }
+  host_fiber_wait();
+  unsigned gid = (me & 31) >> 2, tid = me & 3;
+  for (int i = 0; i < 4; i++) {
+    int row = (int)gid + 8 * (i >> 1), col = 2 * (int)tid + (i & 1);
+    double acc = d[i];
+    for (int kk = 0; kk < 8; kk++) acc += (double)A[row][kk] * B[kk][col];
+    d[i] = (float)acc;
+  }
+}
+
 typedef struct HostGrid {
   void (*body)(void *);
   void *ctx;

@@ -40,3 +40,8 @@
 #undef SDPA_TC_BC
 #undef SDPA_TC_KP
 #undef SDPA_TC_VP
+#undef SDPA_TC_K
+#undef SDPA_TC_QT
+#undef SDPA_TC_OK
+#undef tc_el
+#undef mpl_tc_mma

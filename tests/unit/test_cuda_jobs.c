@@ -56,7 +56,7 @@ static char build_dir[PATH_MAX]; /* the folder holding mplc and tests/ */
 static char root_dir[PATH_MAX];  /* the repository (the current folder) */
 static char tmp_dir[PATH_MAX];
 
-/* One model: its file, mplc's flags, whether it is bf16 (the tolerances), a runtime
+/* One model: its file, mplc's flags, whether it takes bf16's tolerances (bf16, tf32), a runtime
  * program's kernel it must launch (NULL: none in particular), and a sed script that edits
  * the file first (NULL: none). */
 typedef struct Case {
@@ -85,6 +85,8 @@ static const Case cases[] = {
     {"tests/e2e/bf16_gpt.mpl", GPT, true, NULL, NULL, false},
     {"tests/e2e/half_bf16.mpl", "--mesh pp=1 --no-fused-sdpa", true, NULL, NULL, false},
     {"examples/llama.mpl", LLAMA " --precision bf16", true, "mpl_sdpa_bwd_kv_tc", NULL, false},
+    /* a tf32 step: the attention on tensor cores with tf32 operands (the bf16 tolerances) */
+    {"examples/llama.mpl", LLAMA " --precision tf32", true, "mpl_sdpa_bwd_dk_tc", NULL, false},
     /* several ranks, threads of one process on the one device (comm_cuda_world.c's
        messages and collectives through device copies) */
     {"tests/e2e/small_gpt.mpl", "--mesh pp=2 -D d=64 -D layers=2 --no-fused-sdpa", false, NULL, NULL, false},

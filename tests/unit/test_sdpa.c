@@ -14,8 +14,12 @@
  *    the kernels' arithmetic and indexing; the GPU run is tests/gpu/run.sh's;
  *  - inputs stored as bf16 (JobStep.in16): the same bits as the same values in f32, on the
  *    CPU and for the CUDA kernels on the host;
+ *  - the tensor-core kernels through tests/unit/cuda_host.h's models of mma.sync (bf16 and
+ *    tf32 operands) at head sizes 16/8, 32/16 and 128/128, against the float64 reference
+ *    that rounds as they do; dk and dv in two kernels bitwise the one kernel's;
  *  - NVRTC compiles them for sm_80 and sm_90 at several head sizes, f32 and bf16 inputs, and
- *    refuses one past MPL_SDPA_MAX_HEAD with a message.
+ *    refuses one past MPL_SDPA_MAX_HEAD with a message; ptxas (where the toolkit has it)
+ *    spills no register of a tensor-core kernel.
  */
 #include <check.h>
 #include <math.h>
@@ -33,10 +37,11 @@
 
 #include "cuda_host.h"
 
-/* five builds of the file: head sizes 16/8 (tiles of 32 rows) and 160/128 (tiles of 16) with
-   f32 inputs; 16/8, 32/16 and 128/128 with bf16 inputs (JobStep.in16), where the tensor-core
-   kernels are compiled too (the forward at all three, the backward at 32/16 and 128/128, which
-   need hv % 16 == 0; at 128 the keys' gradients only in two kernels, and key tiles of 32) */
+/* seven builds of the file: head sizes 16/8 (tiles of 32 rows), 32/16, 128/128 and 160/128
+   (tiles of 16) with f32 inputs, the tensor-core (tf32) kernels compiled at all but 160; 16/8,
+   32/16 and 128/128 with bf16 inputs (JobStep.in16), the tensor-core kernels compiled too (the
+   forward at all three, the backward at 32/16 and 128/128, which need hv % 16 == 0; at 128 the
+   keys' gradients only in two kernels, and key tiles of 32) */
 #define SDPA_PFX small
 #define MPL_SDPA_HS 16
 #define MPL_SDPA_HV 8
@@ -46,6 +51,20 @@
 
 #define SDPA_PFX big
 #define MPL_SDPA_HS 160
+#define MPL_SDPA_HV 128
+#include "sdpa_cu_names.h"
+#include "runtime/cuda/sdpa.cu"
+#include "sdpa_cu_unnames.h"
+
+#define SDPA_PFX midf
+#define MPL_SDPA_HS 32
+#define MPL_SDPA_HV 16
+#include "sdpa_cu_names.h"
+#include "runtime/cuda/sdpa.cu"
+#include "sdpa_cu_unnames.h"
+
+#define SDPA_PFX widef
+#define MPL_SDPA_HS 128
 #define MPL_SDPA_HV 128
 #include "sdpa_cu_names.h"
 #include "runtime/cuda/sdpa.cu"
@@ -78,8 +97,10 @@
 typedef struct SdpaLaunch {
   const MplSdpa *a;
   int which; /* 0 forward, 1 dq, 2 dk and dv; 3, 4, 5 the same on tensor cores (bf16 inputs); 6 dk
-                then dv on tensor cores in two kernels */
-  int big;   /* 0 small, 1 big; with bf16 inputs 0 small16, 1 mid16, 2 wide16 */
+                then dv on tensor cores in two kernels (7, 8); 9, 10, 11, 12 the forward, dq, dk
+                and dv on tensor cores with tf32 operands (f32 inputs) */
+  int big;   /* 0 small, 1 big, 2 midf, 3 widef; with bf16 inputs 0 small16, 1 mid16, 2 wide16; for
+                the tf32 kernels 0 small, 1 midf, 2 widef */
 } SdpaLaunch;
 
 static void run_kernel(void *ctx) {
@@ -88,8 +109,17 @@ static void run_kernel(void *ctx) {
   long long T = a->T, S = a->S;
   int H = (int)a->H, Hkv = (int)a->Hkv, causal = a->causal, bf16 = a->bf16;
   float sc = a->scale;
-  const unsigned short *q = a->q16, *k = a->k16, *v = a->v16, *o = a->out16, *d = a->dout16;
   int w = L->big;
+  if (L->which >= 9) { /* the tf32 tensor-core kernels of small, midf or widef */
+    const float *q = a->q, *k = a->k, *v = a->v, *o = a->out, *d = a->dout;
+    switch (L->which) {
+    case 9: (w == 2 ? widef_fwd_tc : w ? midf_fwd_tc : small_fwd_tc)(q, k, v, a->out, a->lse, T, S, H, Hkv, sc, causal); return;
+    case 10: (w == 2 ? widef_bwd_q_tc : w ? midf_bwd_q_tc : small_bwd_q_tc)(q, k, v, o, a->lse, d, a->dq, T, S, H, Hkv, sc, causal); return;
+    case 11: (w == 2 ? widef_bwd_dk_tc : w ? midf_bwd_dk_tc : small_bwd_dk_tc)(q, k, v, o, a->lse, d, a->dk, a->dv, T, S, H, Hkv, sc, causal); return;
+    default: (w == 2 ? widef_bwd_dv_tc : w ? midf_bwd_dv_tc : small_bwd_dv_tc)(q, k, v, o, a->lse, d, a->dk, a->dv, T, S, H, Hkv, sc, causal); return;
+    }
+  }
+  const unsigned short *q = a->q16, *k = a->k16, *v = a->v16, *o = a->out16, *d = a->dout16;
   switch (L->which) { /* on tensor cores: the forward in every bf16 build, the backward in mid16 and wide16 */
   case 3: (w == 2 ? wide16_fwd_tc : w ? mid16_fwd_tc : small16_fwd_tc)(q, k, v, a->out, a->lse, T, S, H, Hkv, sc, causal); return;
   case 4: (w == 2 ? wide16_bwd_q_tc : mid16_bwd_q_tc)(q, k, v, o, a->lse, d, a->dq, T, S, H, Hkv, sc, causal); return;
@@ -105,6 +135,16 @@ static void run_kernel(void *ctx) {
     else
       (w == 2 ? wide16_bwd_kv : w ? mid16_bwd_kv : small16_bwd_kv)(q, k, v, o, a->lse, d, a->dk, a->dv, T, S, H, Hkv, sc,
                                                                     causal, bf16);
+    return;
+  }
+  if (L->big >= 2) { /* the CUDA-core kernels of midf (2) and widef (3) */
+    if (L->which == 0)
+      (w == 3 ? widef_fwd : midf_fwd)(a->q, a->k, a->v, a->out, a->lse, T, S, H, Hkv, sc, causal, bf16);
+    else if (L->which == 1)
+      (w == 3 ? widef_bwd_q : midf_bwd_q)(a->q, a->k, a->v, a->out, a->lse, a->dout, a->dq, T, S, H, Hkv, sc, causal, bf16);
+    else
+      (w == 3 ? widef_bwd_kv : midf_bwd_kv)(a->q, a->k, a->v, a->out, a->lse, a->dout, a->dk, a->dv, T, S, H, Hkv, sc,
+                                             causal, bf16);
     return;
   }
   if (L->which == 0)
@@ -123,7 +163,7 @@ static void host_launch(const MplSdpa *a, int which, int big) {
     host_launch(a, 7, big), host_launch(a, 8, big);
     return;
   }
-  bool keys = which == 2 || which == 5 || which == 7 || which == 8;
+  bool keys = which == 2 || which == 5 || which == 7 || which == 8 || which == 11 || which == 12;
   long long rows = keys ? a->S : a->T, heads = keys ? a->Hkv : a->H;
   SdpaLaunch L = {a, which, big};
   /* the tensor-core forward: SDPA_TC_BR (= CU_BR) rows a block, two threads a row */
@@ -158,7 +198,14 @@ static float *fill(int64_t n, float amp) {
  * as flash attention's backward defines it), with bf16: p and ds rounded to bf16 before
  * their products, as the kernels do (the forward's rounding depends on the tiles, so the
  * bf16 forward is checked against the f32 reference only, loosely). */
-static void reference(const Case *c, float scale, Bufs *x, bool bf16) {
+/* round: RND_BF16 or RND_TF32, the probabilities and ds as the tensor cores' operands (the
+ * kernels' inputs are given rounded), or RND_NONE */
+enum { RND_NONE, RND_BF16, RND_TF32 };
+static double host_round(int round, double v) {
+  return round == RND_BF16 ? host_round_bf16(v) : round == RND_TF32 ? (double)__uint_as_float(mpl_tf32((float)v)) : v;
+}
+
+static void reference_r(const Case *c, float scale, Bufs *x, int round) {
   int64_t G = c->H / c->Hkv;
   double *s = calloc((size_t)c->S, sizeof(double)), *dp = calloc((size_t)c->S, sizeof(double));
   for (int64_t b = 0; b < c->B; b++)
@@ -177,7 +224,7 @@ static void reference(const Case *c, float scale, Bufs *x, bool bf16) {
         for (int64_t j = 0; j < seen; j++) sum += s[j] = exp(s[j] - mx);
         for (int64_t e = 0; e < c->hv; e++) {
           double o = 0;
-          for (int64_t j = 0; j < seen; j++) o += (bf16 ? host_round_bf16(s[j]) : s[j]) / sum * x->v[(kv + j) * c->hv + e];
+          for (int64_t j = 0; j < seen; j++) o += host_round(round, s[j]) / sum * x->v[(kv + j) * c->hv + e];
           x->rout[row * c->hv + e] = o;
         }
         x->rlse[row] = mx + log(sum);
@@ -188,7 +235,7 @@ static void reference(const Case *c, float scale, Bufs *x, bool bf16) {
         }
         for (int64_t j = 0; j < seen; j++) {
           double ds = s[j] * (dp[j] - D);
-          if (bf16) s[j] = host_round_bf16(s[j]), ds = host_round_bf16(ds);
+          s[j] = host_round(round, s[j]), ds = host_round(round, ds);
           for (int64_t e = 0; e < c->hs; e++) {
             x->rdq[row * c->hs + e] += ds * scale * x->k[(kv + j) * c->hs + e];
             x->rdk[(kv + j) * c->hs + e] += ds * scale * x->q[row * c->hs + e];
@@ -199,6 +246,8 @@ static void reference(const Case *c, float scale, Bufs *x, bool bf16) {
   free(s);
   free(dp);
 }
+
+static void reference(const Case *c, float scale, Bufs *x, bool bf16) { reference_r(c, scale, x, bf16 ? RND_BF16 : RND_NONE); }
 
 static void make(const Case *c, Bufs *x) {
   int64_t nq = c->B * c->H * c->T, nk = c->B * c->Hkv * c->S;
@@ -523,14 +572,59 @@ START_TEST(test_tensor_core_forward) {
 }
 END_TEST
 
-/* ptxas (the toolkit's: $CUDA_HOME/bin, else /usr/local/cuda/bin) on ptx for sm: each entry's
- * registers and bytes of spill stores, n of them at most; -1 when there is no ptxas. */
+/* The tensor-core kernels with tf32 operands (f32 inputs; a tf32 step), through the host model
+ * of mma.m16n8k8 (which refuses an operand that is not a tf32 value), against the float64
+ * reference on inputs rounded to tf32 that rounds p and ds as the kernels do: out within
+ * 2^-10 (a probability's tf32 rounding may go the other way from the reference's, whose
+ * scores are summed in float64, and is against the running maximum), the rest within 1e-4.
+ * And against the f32 reference on the unrounded inputs, loosely (2e-3): what a tf32 step's
+ * attention gives for f32 values; there the same build's CUDA-core kernels within 2e-5. */
+START_TEST(test_tf32_tensor_cores) {
+  const Case *c = &tc_cases[_i];
+  int w = c->hs == 128 ? 2 : c->hs == 32; /* the build: small, midf or widef */
+  float scale = 1.0f / sqrtf((float)c->hs);
+  Bufs x;
+  make(c, &x);
+  int64_t nq = c->B * c->H * c->T, nk = c->B * c->Hkv * c->S;
+  for (int loose = 0; loose < 2; loose++) {
+    float *in[4] = {x.q, x.k, x.v, x.dout}, *kept[4];
+    int64_t n[4] = {nq * c->hs, nk * c->hs, nk * c->hv, nq * c->hv};
+    for (int i = 0; i < 4; i++) { /* round the inputs (the first pass), keeping the f32 ones */
+      kept[i] = malloc(sizeof(float) * (size_t)n[i]);
+      memcpy(kept[i], in[i], sizeof(float) * (size_t)n[i]);
+      for (int64_t e = 0; !loose && e < n[i]; e++) in[i][e] = __uint_as_float(mpl_tf32(in[i][e]));
+    }
+    MplSdpa a = args_of(c, scale, false, &x);
+    host_launch(&a, 9, w);
+    memset(x.rdq, 0, sizeof(double) * (size_t)(nq * c->hs)), memset(x.rdk, 0, sizeof(double) * (size_t)(nk * c->hs));
+    memset(x.rdv, 0, sizeof(double) * (size_t)(nk * c->hv));
+    reference_r(c, scale, &x, loose ? RND_NONE : RND_TF32);
+    host_launch(&a, 10, w), host_launch(&a, 11, w), host_launch(&a, 12, w);
+    check_errors(loose ? "tf32 tensor cores, f32 inputs" : "tf32 tensor cores", c, &x, loose ? 2e-3 : 1.0 / 1024,
+                 loose ? 2e-3 : 1e-4);
+    if (loose && w) { /* the same build's CUDA-core kernels (an f32 step's) on the f32 inputs: within 2e-5 */
+      host_launch(&a, 0, w + 1);
+      memset(x.rdq, 0, sizeof(double) * (size_t)(nq * c->hs)), memset(x.rdk, 0, sizeof(double) * (size_t)(nk * c->hs));
+      memset(x.rdv, 0, sizeof(double) * (size_t)(nk * c->hv));
+      reference_r(c, scale, &x, RND_NONE); /* (its backward reads the kernel's out) */
+      host_launch(&a, 1, w + 1), host_launch(&a, 2, w + 1);
+      check_errors("cuda cores, f32", c, &x, 2e-5, 2e-5);
+    }
+    for (int i = 0; i < 4; i++) memcpy(in[i], kept[i], sizeof(float) * (size_t)n[i]), free(kept[i]);
+  }
+  unmake(&x);
+}
+END_TEST
+
+/* ptxas (the toolkit's: $CUDA_HOME/bin, else /usr/local/cuda/bin) on ptx for sm, its entries
+ * `entries` (ptxas -e: the others would take seconds): each one's registers and bytes of spill
+ * stores, n of them at most; -1 when there is no ptxas. */
 typedef struct PtxasFn {
   char name[48];
   int regs, spills;
 } PtxasFn;
 
-static int ptxas_info(const char *ptx, const char *sm, PtxasFn *fn, int n) {
+static int ptxas_info(const char *ptx, const char *sm, const char *entries, PtxasFn *fn, int n) {
   const char *home = getenv("CUDA_HOME");
   char tool[512], path[] = "/tmp/mpl_sdpa_ptx_XXXXXX", cmd[1200], line[512];
   snprintf(tool, sizeof tool, "%s/bin/ptxas", home && home[0] ? home : "/usr/local/cuda");
@@ -540,7 +634,7 @@ static int ptxas_info(const char *ptx, const char *sm, PtxasFn *fn, int n) {
   size_t len = strlen(ptx);
   ck_assert(write(fd, ptx, len) == (ssize_t)len);
   close(fd);
-  snprintf(cmd, sizeof cmd, "'%s' -arch=%s -v '%s' -o /dev/null 2>&1", tool, sm, path);
+  snprintf(cmd, sizeof cmd, "'%s' -arch=%s -v %s '%s' -o /dev/null 2>&1", tool, sm, entries, path);
   FILE *f = popen(cmd, "r");
   ck_assert(f != NULL);
   int k = -1;
@@ -577,7 +671,8 @@ START_TEST(test_nvrtc_compiles_kernels) {
   const struct {
     int hs, hv;
     bool in16;
-  } heads[] = {{64, 64, true}, {128, 128, true}, {128, 128, false}, {MPL_SDPA_MAX_HEAD, MPL_SDPA_MAX_HEAD, true}, {24, 40, false}};
+  } heads[] = {{64, 64, true},  {64, 64, false}, {128, 128, true},
+               {128, 128, false}, {MPL_SDPA_MAX_HEAD, MPL_SDPA_MAX_HEAD, true}, {24, 40, false}};
   int nheads = (int)(sizeof heads / sizeof heads[0]);
   for (int a = 0; a < 2; a++)
     for (int h = 0; h < nheads; h++) {
@@ -587,40 +682,49 @@ START_TEST(test_nvrtc_compiles_kernels) {
       ck_assert_msg(mpl_cuda_sdpa_compile(archs[a], heads[h].hs, heads[h].hv, in16, &ptx, log, sizeof log, &err) == MPL_OK,
                     "%s", err.msg);
       ck_assert_msg(log[0] == 0, "NVRTC said, for %s: %s", archs[a], log);
-      /* on tensor cores: bf16 inputs at head sizes up to 128, forward and backward; the keys'
-         gradients in one kernel up to 64, in two (and also) everywhere */
-      bool tc = in16 && heads[h].hs <= 128 && heads[h].hv <= 128, one = tc && heads[h].hs <= 64 && heads[h].hv <= 64;
+      /* on tensor cores: head sizes up to 128, forward and backward (bf16 inputs: multiples of
+         16, tf32 operands for f32 ones: of 8); the keys' gradients in one kernel for bf16 up to
+         64, in two (and also) everywhere */
+      int hs = heads[h].hs, hv = heads[h].hv;
+      bool tc = hs <= 128 && hv <= 128 && (in16 ? hs % 16 == 0 && hv % 16 == 0 : hs % 8 == 0 && hv % 8 == 0);
+      bool one = tc && in16 && hs <= 64 && hv <= 64;
       const struct {
         const char *name;
         bool want;
       } entries[] = {{"mpl_sdpa_fwd", true},          {"mpl_sdpa_bwd_q", true},     {"mpl_sdpa_bwd_kv", true},
                      {"mpl_sdpa_fwd_tc", tc},         {"mpl_sdpa_bwd_q_tc", tc},    {"mpl_sdpa_bwd_kv_tc", one},
                      {"mpl_sdpa_bwd_dk_tc", tc},      {"mpl_sdpa_bwd_dv_tc", tc}};
-      ck_assert_msg(!tc || strstr(ptx, "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"), "no mma.sync in the PTX");
+      ck_assert_msg(!tc || strstr(ptx, in16 ? "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
+                                            : "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32"),
+                    "no mma.sync in the PTX");
+      char tc_entries[256] = "";
       for (int e = 0; e < (int)(sizeof entries / sizeof entries[0]); e++) {
         char entry[64];
+        if (entries[e].want && strstr(entries[e].name, "_tc"))
+          snprintf(tc_entries + strlen(tc_entries), sizeof tc_entries - strlen(tc_entries), " -e %s", entries[e].name);
         snprintf(entry, sizeof entry, ".entry %s(", entries[e].name);
         ck_assert_msg(!strstr(ptx, entry) == !entries[e].want, "%s, head sizes %d/%d%s: %s %s in the PTX", archs[a],
                       heads[h].hs, heads[h].hv, in16 ? " bf16" : "", entries[e].name, entries[e].want ? "not" : "unwanted");
       }
-      /* the tensor-core kernels' registers: no spill (ptxas takes about 3 s a build: sm_90 at 64, both at 128) */
-      if (tc && (a == 1 || heads[h].hs == 128)) {
+      /* the tensor-core kernels' registers: no spill (ptxas takes a second or two a build: sm_90
+         at 64, both at 128) */
+      if (tc && (hs == 128 || (a == 1 && hs == 64))) {
         PtxasFn fn[16];
         char sm[16], line[512] = "";
         snprintf(sm, sizeof sm, "sm_%s", archs[a] + strlen("compute_"));
-        int n = ptxas_info(ptx, sm, fn, 16);
+        int n = ptxas_info(ptx, sm, tc_entries, fn, 16);
         if (n < 0) {
           printf("note: no ptxas here (set CUDA_HOME): the kernels' registers are not checked\n");
         } else {
-          ck_assert_int_eq(n, 8 - !one);
+          ck_assert_int_eq(n, 5 - !one);
           for (int i = 0; i < n; i++) {
             size_t l = strlen(line);
             snprintf(line + l, sizeof line - l, " %s %d/%d", fn[i].name + strlen("mpl_sdpa_"), fn[i].regs, fn[i].spills);
             ck_assert_msg(fn[i].regs > 0 && fn[i].spills >= 0, "ptxas said nothing of %s", fn[i].name);
-            ck_assert_msg(!strstr(fn[i].name, "_tc") || fn[i].spills == 0, "%s, head size %d, %s: %d bytes of registers spilled",
-                          fn[i].name, heads[h].hs, sm, fn[i].spills);
+            ck_assert_msg(fn[i].spills == 0, "%s, head size %d%s, %s: %d bytes of registers spilled",
+                          fn[i].name, hs, in16 ? " bf16" : "", sm, fn[i].spills);
           }
-          printf("ptxas %s, head size %d, bf16 inputs (registers/bytes spilled):%s\n", sm, heads[h].hs, line);
+          printf("ptxas %s, head size %d, %s inputs (registers/bytes spilled):%s\n", sm, hs, in16 ? "bf16" : "f32", line);
         }
       }
       mpl_free(ptx);
@@ -642,6 +746,7 @@ static Suite *sdpa_suite(void) {
   tcase_add_loop_test(tc, test_cuda_kernels_on_host, 0, n);
   tcase_add_loop_test(tc, test_bf16_inputs, 0, n);
   tcase_add_loop_test(tc, test_tensor_core_forward, 0, (int)(sizeof tc_cases / sizeof tc_cases[0]));
+  tcase_add_loop_test(tc, test_tf32_tensor_cores, 0, (int)(sizeof tc_cases / sizeof tc_cases[0]));
   tcase_add_test(tc, test_inf_scores_tile);
   tcase_add_test(tc, test_nvrtc_compiles_kernels);
   suite_add_tcase(s, tc);
