@@ -658,8 +658,8 @@ static int ptxas_info(const char *ptx, const char *sm, const char *entries, Ptxa
   return k + 1;
 }
 
-/* NVRTC compiles the kernels for sm_80 and sm_90 at the head sizes of GPT-2 (64), Llama
- * (128), the largest fused (256) and an odd pair, without a word in the log; on tensor cores
+/* NVRTC compiles the kernels for sm_90 at the head sizes of GPT-2 (64), Llama (128), the
+ * largest fused (256) and an odd pair, and for sm_80 at 128, without a word in the log; on tensor cores
  * for bf16 inputs up to 128, and there ptxas (where the toolkit has it) spills no register of
  * them (at 128 the keys' gradients in one kernel spilled 652 bytes on sm_90: there they are
  * two kernels, and the forward's key tiles are 32). */
@@ -679,6 +679,7 @@ START_TEST(test_nvrtc_compiles_kernels) {
       char *ptx = NULL, log[4096];
       MplErr err = {{0}};
       bool in16 = heads[h].in16;
+      if (a == 0 && heads[h].hs != 128) continue; /* compute_80: the sizes ptxas checks there (NVRTC takes seconds a build) */
       ck_assert_msg(mpl_cuda_sdpa_compile(archs[a], heads[h].hs, heads[h].hv, in16, &ptx, log, sizeof log, &err) == MPL_OK,
                     "%s", err.msg);
       ck_assert_msg(log[0] == 0, "NVRTC said, for %s: %s", archs[a], log);
