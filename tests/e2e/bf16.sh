@@ -2,7 +2,7 @@
 # precision (LANGUAGE.md, "Precision") end to end on the CPU:
 #  - f32 is what a program was before the key existed: mplc --precision f32 gives the
 #    same CUDA source, LLVM IR, kernels and job bytes as no flag; tf32 the same kernels
-#    (only the GEMM steps say tf32, and the job's precision byte);
+#    (only the GEMM and fused sdpa steps say tf32, and the job's precision byte);
 #  - the GPU test GPT (tests/gpu/models/gpt_sgd.mpl) trained 20 steps in bf16 on the
 #    CPU: its loss curve within 1e-2 relative of the f32 run's, and not equal to it;
 #  - bf16 never lets the schedule, the pipeline or @recompute change the math: pp = 1, 2, 4
@@ -29,13 +29,15 @@ for e in cuda llvm kernels; do
   "$MPLC" examples/gpt_tiny.mpl --emit=$e --precision tf32 > "$tmp/tf32.$e" 2>&1
   cmp -s "$tmp/none.$e" "$tmp/f32.$e" || { bad "--precision f32 changes --emit=$e"; same=0; }
   [ $e = kernels ] && sed -i 's/ tf32$//' "$tmp/tf32.$e"
-  cmp -s "$tmp/none.$e" "$tmp/tf32.$e" || { bad "--precision tf32 changes --emit=$e beyond the GEMM steps"; same=0; }
+  cmp -s "$tmp/none.$e" "$tmp/tf32.$e" || { bad "--precision tf32 changes --emit=$e beyond the GEMM and sdpa steps"; same=0; }
 done
 "$MPLC" examples/gpt_tiny.mpl -o "$tmp/none.job" && "$MPLC" examples/gpt_tiny.mpl --precision f32 -o "$tmp/f32.job"
 cmp -s "$tmp/none.job" "$tmp/f32.job" || { bad "--precision f32 changes the job's bytes"; same=0; }
-n=$(grep -c ' tf32$' <("$MPLC" examples/gpt_tiny.mpl --emit=kernels --precision tf32))
-[ "$n" -gt 0 ] || { bad "no GEMM step says tf32"; same=0; }
-[ $same = 1 ] && ok "gpt_tiny: --precision f32 is the default's bits (CUDA, LLVM, kernels, job); tf32 marks its $n GEMM steps only"
+"$MPLC" examples/gpt_tiny.mpl --emit=kernels --precision tf32 > "$tmp/tf32k.txt" 2>&1
+n=$(grep -c ' tf32$' "$tmp/tf32k.txt")
+na=$(grep ' tf32$' "$tmp/tf32k.txt" | grep -c 'sdpa')
+[ "$n" -gt "$na" ] && [ "$na" -gt 0 ] || { bad "tf32: $n steps say tf32, $na of them sdpa steps (want GEMM and sdpa steps)"; same=0; }
+[ $same = 1 ] && ok "gpt_tiny: --precision f32 is the default's bits (CUDA, LLVM, kernels, job); tf32 marks its $n GEMM and sdpa steps ($na sdpa) only"
 
 if "$MPLC" $gpt --precision bf16 --emit=graph | grep -q '^#   optimizer.* precision=bf16$' &&
    "$MPLC" $gpt --precision bf16 -o "$tmp/p.job" && "$MPLRUN" "$tmp/p.job" --inspect | grep -q 'precision bf16$'; then

@@ -82,10 +82,12 @@ static inline void mpl_mma_bf16(float d[4], const unsigned a[4], const unsigned 
 }
 
 /* cvt.rna.tf32.f32: x rounded to tf32 (10 bits of significand; to nearest, ties away from
- * zero), as f32 bits whose low 13 are 0; an infinity stays one, a NaN stays a NaN. */
+ * zero), as f32 bits whose low 13 are 0; past the largest tf32 it is infinite. An infinity or
+ * NaN is only masked, as the hardware's instructions for it do (sm_86's SASS: a NaN whose
+ * payload lies in the low 13 bits becomes an infinity). */
 static inline unsigned mpl_tf32(float x) {
   unsigned u = __float_as_uint(x);
-  if ((u & 0x7F800000u) == 0x7F800000u) return u & 0x007FFFFFu ? (u | 0x00400000u) & 0xFFFFE000u : u;
+  if ((u & 0x7F800000u) == 0x7F800000u) return u & 0xFFFFE000u;
   return (u + 0x1000u) & 0xFFFFE000u;
 }
 

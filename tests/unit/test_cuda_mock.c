@@ -487,27 +487,30 @@ static void sdpa_compare(MplDevice *d, const float *dev, const float *want, int6
  * causal and not; forward and backward against the cpu device, whose forward's out and
  * lse both backwards read. The launches show which kernels ran. _i past the builds: the
  * first build with the keys' gradients in two kernels, under MPL_SDPA_TC=split; then the
- * first f32 build in a tf32 step (its tensor-core kernels, tf32 operands: within 2e-3). */
+ * first f32 build (with tensor-core kernels) in a tf32 step (tf32 operands: within 2e-3),
+ * in an f32 step under mplrun --tf32 (the same), and in a bf16 step under --tf32 (f32
+ * inputs: --no-bf16-storage), which stays on the CUDA cores, whose bf16 rounding it needs. */
 START_TEST(test_sdpa) {
-  int b = _i;
-  bool split = _i == cuda_mock_nsdpa, tf32 = _i == cuda_mock_nsdpa + 1;
+  int b = _i, extra = _i - cuda_mock_nsdpa;
+  bool split = extra == 0, tf32_step = extra == 1, tf32_dev = extra >= 2, bf16_f32 = extra == 3;
   if (split) {
     for (b = 0; b < cuda_mock_nsdpa && cuda_mock_sdpa[b].n < 8; b++) {}
     ck_assert_msg(b < cuda_mock_nsdpa, "no build has the split tensor-core backward");
     setenv("MPL_SDPA_TC", "split", 1);
   }
-  if (tf32) {
+  if (extra >= 1) {
     for (b = 0; b < cuda_mock_nsdpa && (cuda_mock_sdpa[b].in16 || cuda_mock_sdpa[b].n < 7); b++) {}
     ck_assert_msg(b < cuda_mock_nsdpa, "no f32 build has the tensor-core kernels");
   }
   const MockSdpaBuild *build = &cuda_mock_sdpa[b];
+  bool tf32 = (tf32_step || tf32_dev) && !bf16_f32; /* tensor cores with tf32 operands */
   register_sdpa(build);
-  MplDevice cu = open_device(&mpl_device_cuda_ops, false), cpu = open_device(&mpl_device_cpu_ops, false);
+  MplDevice cu = open_device(&mpl_device_cuda_ops, tf32_dev), cpu = open_device(&mpl_device_cpu_ops, false);
   MplErr err = {{0}};
   for (int causal = 0; causal < 2; causal++) {
     MplSdpa a = {.B = 2, .H = 2, .Hkv = 1, .T = 70, .S = 70, .hs = build->hs, .hv = build->hv,
-                 .scale = (float)(1 / sqrt((double)build->hs)), .causal = causal, .bf16 = build->in16,
-                 .tf32 = tf32, .in16 = build->in16};
+                 .scale = (float)(1 / sqrt((double)build->hs)), .causal = causal, .bf16 = build->in16 || bf16_f32,
+                 .tf32 = tf32_step, .in16 = build->in16};
     int64_t nq = a.B * a.H * a.T, nkv = a.B * a.Hkv * a.S;
     SdpaBufs h = {.q = random_f32(nq * a.hs, 1), .k = random_f32(nkv * a.hs, 1), .v = random_f32(nkv * a.hv, 1),
                   .dout = random_f32(nq * a.hv, 1)};
@@ -520,8 +523,9 @@ START_TEST(test_sdpa) {
     MplSdpa c = sdpa_on(&cpu, &a, &h, false), g = sdpa_on(&cu, &a, &h, true);
     ck_assert_msg(cpu.ops->sdpa(&cpu, &c, &err) == MPL_OK, "%s", err.msg);
     ck_assert_msg(cu.ops->sdpa(&cu, &g, &err) == MPL_OK, "%s", err.msg);
-    sdpa_compare(&cu, g.out, c.out, nq * a.hv, a.in16 ? 1.0 / 128 : tf32 ? 2e-3 : 4e-5, "out", &a);
-    sdpa_compare(&cu, g.lse, c.lse, nq, a.in16 ? 1e-4 : tf32 ? 2e-3 : 4e-5, "lse", &a);
+    /* (bf16 out: the GPU's key tiles are not the CPU's, so its running maxima differ) */
+    sdpa_compare(&cu, g.out, c.out, nq * a.hv, a.bf16 ? 1.0 / 128 : tf32 ? 2e-3 : 4e-5, "out", &a);
+    sdpa_compare(&cu, g.lse, c.lse, nq, a.bf16 ? 1e-4 : tf32 ? 2e-3 : 4e-5, "lse", &a);
     /* the backward from the cpu's out and lse on both */
     if (a.in16) {
       round_to_bf16(c.out, nq * a.hv);
@@ -534,7 +538,7 @@ START_TEST(test_sdpa) {
     ck_assert(cu.ops->copy_from_host(&cu, g.lse, c.lse, 4 * nq, &err) == MPL_OK);
     ck_assert_msg(cpu.ops->sdpa_bwd(&cpu, &c, &err) == MPL_OK, "%s", err.msg);
     ck_assert_msg(cu.ops->sdpa_bwd(&cu, &g, &err) == MPL_OK, "%s", err.msg);
-    double tol = a.in16 ? 2e-4 : tf32 ? 2e-3 : 4e-5;
+    double tol = a.bf16 ? 2e-4 : tf32 ? 2e-3 : 4e-5;
     sdpa_compare(&cu, g.dq, c.dq, nq * a.hs, tol, "dq", &a);
     sdpa_compare(&cu, g.dk, c.dk, nkv * a.hs, tol, "dk", &a);
     sdpa_compare(&cu, g.dv, c.dv, nkv * a.hv, tol, "dv", &a);
@@ -548,6 +552,7 @@ START_TEST(test_sdpa) {
   /* which kernels ran, twice each: tensor cores where the build has them, for f32 inputs only
      in a tf32 step */
   bool tc_fwd = build->n > 3 && (build->in16 || tf32), tc_bwd = build->n > 4 && (build->in16 || tf32);
+  ck_assert(!bf16_f32 || !tc_fwd);
   split = split || (tc_bwd && !build->in16); /* (f32 inputs: dk and dv in two kernels only) */
   ck_assert_int_eq(cuda_mock_launches(tc_fwd ? "mpl_sdpa_fwd_tc" : "mpl_sdpa_fwd"), 2);
   ck_assert_int_eq(cuda_mock_launches(tc_bwd ? "mpl_sdpa_bwd_q_tc" : "mpl_sdpa_bwd_q"), 2);
@@ -823,7 +828,7 @@ int main(void) {
   tcase_add_test(tc, test_optim_lists);
   tcase_add_test(tc, test_gemm);
   tcase_add_test(tc, test_accum);
-  tcase_add_loop_test(tc, test_sdpa, 0, cuda_mock_nsdpa + 2);
+  tcase_add_loop_test(tc, test_sdpa, 0, cuda_mock_nsdpa + 4);
   tcase_add_test(tc, test_ce);
   tcase_add_test(tc, test_emb_grad);
   tcase_add_test(tc, test_job_kernels);

@@ -576,7 +576,9 @@ END_TEST
  * of mma.m16n8k8 (which refuses an operand that is not a tf32 value), against the float64
  * reference on inputs rounded to tf32 that rounds p and ds as the kernels do: out within
  * 2^-10 (a probability's tf32 rounding may go the other way from the reference's, whose
- * scores are summed in float64, and is against the running maximum), the rest within 1e-4.
+ * scores are summed in float64, and is against the running maximum), the rest within 4e-4
+ * (such a rounding moves a gradient by up to 2^-11 of a term: 1.6e-4 seen at head size 8;
+ * a wrong index moves it by its whole size).
  * And against the f32 reference on the unrounded inputs, loosely (2e-3): what a tf32 step's
  * attention gives for f32 values; there the same build's CUDA-core kernels within 2e-5. */
 START_TEST(test_tf32_tensor_cores) {
@@ -601,7 +603,7 @@ START_TEST(test_tf32_tensor_cores) {
     reference_r(c, scale, &x, loose ? RND_NONE : RND_TF32);
     host_launch(&a, 10, w), host_launch(&a, 11, w), host_launch(&a, 12, w);
     check_errors(loose ? "tf32 tensor cores, f32 inputs" : "tf32 tensor cores", c, &x, loose ? 2e-3 : 1.0 / 1024,
-                 loose ? 2e-3 : 1e-4);
+                 loose ? 2e-3 : 4e-4);
     if (loose && w) { /* the same build's CUDA-core kernels (an f32 step's) on the f32 inputs: within 2e-5 */
       host_launch(&a, 0, w + 1);
       memset(x.rdq, 0, sizeof(double) * (size_t)(nq * c->hs)), memset(x.rdk, 0, sizeof(double) * (size_t)(nk * c->hs));
