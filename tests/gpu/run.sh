@@ -19,8 +19,10 @@
 # (fp32 and tf32 eager, bf16 autocast eager and with torch.compile): tokens/s, MFU, memory.
 # Every check prints PASS or FAIL (or SKIP: no mpirun, no NCCL, counted neither way); one table
 # at the end; the exit status is 1 if any check failed. Logs go to $OUT/gpu (or /tmp/mpl_gpu).
-# About 3-5 minutes, and 3-4 more for GPT-2; MPL_GPU_ONLY=precision,gpt2 (say) runs the build
-# and only those sections.
+# About 3-5 minutes, and 3-4 more for GPT-2 (torch.compile's first compile among them);
+# MPL_GPU_ONLY=precision,gpt2 (say) runs the build and only those sections. A device call is
+# cut at 10 minutes: run MPL_GPU_ONLY=precision,gpt2 first (never run on a GPU yet), then
+# MPL_GPU_ONLY=jobs,mpi,bench where the session's device time allows.
 set -u
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
