@@ -133,6 +133,7 @@ typedef struct CudaDev {
     CUfunction fwd, bwd_q, bwd_kv;
     CUfunction fwd_tc, bwd_q_tc, bwd_kv_tc; /* on tensor cores (bf16 inputs), or NULL */
     CUfunction bwd_dk_tc, bwd_dv_tc;        /* bwd_kv_tc's work in two kernels (head sizes past 64), or NULL */
+    CUfunction fwd_x3, bwd_q_x3, bwd_dk_x3, bwd_dv_x3; /* f32 inputs as three tf32 products each, or NULL */
   } sdpa[8];
   int nsdpa;
   /* the fused cross-entropy's kernels (loaded on first use) and scratch (grown, kept) */

@@ -389,13 +389,19 @@ static const struct CudaSdpa *sdpa_kernels(CudaDev *cd, int hs, int hv, bool in1
   if (load_program(cd, ptx, &k->mod, "the fused attention's kernels", names, fns, 3, err) != MPL_OK) return NULL;
   /* the tensor-core kernels, compiled for the head sizes they take (sdpa.cu: bf16 inputs
      hs % 16 == 0, hv % 8 == 0, the backward also hv % 16 == 0; f32 inputs, whose operands
-     they round to tf32, both % 8 == 0; all <= 128) on sm_80 and later; the keys' gradients
-     in one kernel (bf16 up to 64) or in two (dk, dv; also with MPL_SDPA_TC=split). Where
-     they are not, the CUDA-core ones; cuda_sdpa takes f32 inputs' only for a tf32 step. */
+     they round to tf32, both % 8 == 0; all <= 128; f32 inputs as three tf32 products each,
+     x3, up to 64) on sm_80 and later; the keys' gradients in one kernel (bf16 up to 64) or
+     in two (dk, dv; also with MPL_SDPA_TC=split). Where they are not, the CUDA-core ones. */
   k->fwd_tc = k->bwd_q_tc = k->bwd_kv_tc = k->bwd_dk_tc = k->bwd_dv_tc = NULL;
+  k->fwd_x3 = k->bwd_q_x3 = k->bwd_dk_x3 = k->bwd_dv_x3 = NULL;
   const char *env = getenv("MPL_SDPA_TC"); /* MPL_SDPA_TC=0: the CUDA-core kernels only */
   bool tc = !(env && !strcmp(env, "0")), split = env && !strcmp(env, "split");
   if (tc && cd->drv.get_function(&k->fwd_tc, k->mod, "mpl_sdpa_fwd_tc") != CUDA_SUCCESS) k->fwd_tc = NULL;
+  if (tc && (cd->drv.get_function(&k->fwd_x3, k->mod, "mpl_sdpa_fwd_x3") != CUDA_SUCCESS ||
+             cd->drv.get_function(&k->bwd_q_x3, k->mod, "mpl_sdpa_bwd_q_x3") != CUDA_SUCCESS ||
+             cd->drv.get_function(&k->bwd_dk_x3, k->mod, "mpl_sdpa_bwd_dk_x3") != CUDA_SUCCESS ||
+             cd->drv.get_function(&k->bwd_dv_x3, k->mod, "mpl_sdpa_bwd_dv_x3") != CUDA_SUCCESS))
+    k->fwd_x3 = k->bwd_q_x3 = k->bwd_dk_x3 = k->bwd_dv_x3 = NULL;
   if (tc && cd->drv.get_function(&k->bwd_q_tc, k->mod, "mpl_sdpa_bwd_q_tc") != CUDA_SUCCESS) tc = false;
   if (tc && (split || cd->drv.get_function(&k->bwd_kv_tc, k->mod, "mpl_sdpa_bwd_kv_tc") != CUDA_SUCCESS)) {
     k->bwd_kv_tc = NULL;
@@ -415,16 +421,35 @@ static int64_t sdpa_blocks(int64_t batch, int64_t heads, int64_t rows) {
   return batch * heads * ((rows + SDPA_THREADS - 1) / SDPA_THREADS);
 }
 
-/* On tensor cores: bf16 inputs (a bf16 step) always, where the kernels are compiled; f32
- * inputs (whose operands the kernels round to tf32) for a tf32 step, or an f32 one under
- * mplrun --tf32, never for a bf16 step (its f32 inputs, --no-bf16-storage, round to bf16). */
-static bool sdpa_tc(const MplDevice *d, const MplSdpa *a) { return a->in16 || (!a->bf16 && (a->tf32 || d->tf32)); }
+/* The kernels a step runs: the forward, dq, and the keys' gradients in one kernel (kv) or two
+ * (dk, dv); threads a block (SDPA_THREADS rows, a thread each on the CUDA cores, two on the
+ * tensor cores). On tensor cores: bf16 inputs (a bf16 step); f32 inputs of a tf32 step, or
+ * of an f32 one under mplrun --tf32, with tf32 operands; of an f32 step with each product as
+ * three tf32 ones (x3); never a bf16 step's f32 inputs (--no-bf16-storage: they round to
+ * bf16, on the CUDA cores). Where the kernels are not compiled, the CUDA-core ones. */
+typedef struct SdpaSet {
+  CUfunction fwd, bwd_q, bwd_kv, bwd_dk, bwd_dv;
+  int threads;
+} SdpaSet;
+
+static SdpaSet sdpa_set(const MplDevice *d, const struct CudaSdpa *k, const MplSdpa *a) {
+  SdpaSet c = {k->fwd, k->bwd_q, k->bwd_kv, NULL, NULL, SDPA_THREADS}, t = c;
+  if (a->in16 || (!a->bf16 && (a->tf32 || d->tf32))) {
+    if (!k->fwd_tc) return c;
+    t.fwd = k->fwd_tc, t.threads = 2 * SDPA_THREADS;
+    if (k->bwd_q_tc) t.bwd_q = k->bwd_q_tc, t.bwd_kv = k->bwd_kv_tc, t.bwd_dk = k->bwd_dk_tc, t.bwd_dv = k->bwd_dv_tc;
+    else t.threads = 0; /* the forward on tensor cores, the backward on the CUDA cores */
+    return t;
+  }
+  if (a->bf16 || !k->fwd_x3) return c;
+  return (SdpaSet){k->fwd_x3, k->bwd_q_x3, NULL, k->bwd_dk_x3, k->bwd_dv_x3, 2 * SDPA_THREADS};
+}
 
 int cuda_sdpa(MplDevice *d, const MplSdpa *a, MplErr *err) {
   CudaDev *cd = d->impl;
   const struct CudaSdpa *k = sdpa_kernels(cd, (int)a->hs, (int)a->hv, a->in16, err);
   if (!k) return MPL_ERR;
-  CUfunction tc = sdpa_tc(d, a) ? k->fwd_tc : NULL;
+  SdpaSet ks = sdpa_set(d, k, a);
   long long T = a->T, S = a->S;
   int H = (int)a->H, Hkv = (int)a->Hkv, causal = a->causal, bf16 = a->bf16;
   float scale = a->scale;
@@ -433,10 +458,10 @@ int cuda_sdpa(MplDevice *d, const MplSdpa *a, MplErr *err) {
   const void *v = a->in16 ? (const void *)a->v16 : a->v;
   void *p[] = {&q, &kk, &v, (void *)&a->out, (void *)&a->lse, &T, &S, &H, &Hkv, &scale, &causal, &bf16};
   cudev_prof_begin(cd, PROF_SDPA);
-  /* the tensor-core forward: the same blocks of SDPA_THREADS rows, two threads a row; it
-     takes p's first 11 parameters (not bf16: bf16 inputs mean a bf16 step, job_validate) */
-  int st = tc ? cudev_launch(cd, tc, sdpa_blocks(a->B, a->H, a->T), 2 * SDPA_THREADS, p, err)
-              : cudev_launch(cd, k->fwd, sdpa_blocks(a->B, a->H, a->T), SDPA_THREADS, p, err);
+  /* a tensor-core forward takes p's first 11 parameters (not bf16: bf16 inputs mean a bf16
+     step, job_validate) */
+  bool tc = ks.fwd != k->fwd;
+  int st = cudev_launch(cd, ks.fwd, sdpa_blocks(a->B, a->H, a->T), (tc ? 2 : 1) * SDPA_THREADS, p, err);
   cudev_prof_end(cd);
   return st;
 }
@@ -445,6 +470,8 @@ int cuda_sdpa_bwd(MplDevice *d, const MplSdpa *a, MplErr *err) {
   CudaDev *cd = d->impl;
   const struct CudaSdpa *k = sdpa_kernels(cd, (int)a->hs, (int)a->hv, a->in16, err);
   if (!k) return MPL_ERR;
+  SdpaSet ks = sdpa_set(d, k, a);
+  int threads = ks.threads ? ks.threads : SDPA_THREADS; /* (0: the backward on the CUDA cores) */
   long long T = a->T, S = a->S;
   int H = (int)a->H, Hkv = (int)a->Hkv, causal = a->causal, bf16 = a->bf16;
   float scale = a->scale;
@@ -456,16 +483,14 @@ int cuda_sdpa_bwd(MplDevice *d, const MplSdpa *a, MplErr *err) {
                  &T,   &S,  &H,   &Hkv,    &scale,          &causal, &bf16};
   cudev_prof_begin(cd, PROF_SDPA_BWD);
   /* on tensor cores: two threads a row (or key), the parameters but bf16; the keys' gradients
-     in one kernel or in two (bwd_dk_tc and bwd_dv_tc, each taking bwd_kv_tc's parameters) */
-  bool tc = k->bwd_q_tc && sdpa_tc(d, a);
+     in one kernel or in two (dk and dv, each taking the one's parameters) */
   int64_t kblocks = sdpa_blocks(a->B, a->Hkv, a->S);
-  int st = cudev_launch(cd, tc ? k->bwd_q_tc : k->bwd_q, sdpa_blocks(a->B, a->H, a->T), (tc ? 2 : 1) * SDPA_THREADS, pq,
-                        err);
-  if (st == MPL_OK && tc && !k->bwd_kv_tc) {
-    st = cudev_launch(cd, k->bwd_dk_tc, kblocks, 2 * SDPA_THREADS, pkv, err);
-    if (st == MPL_OK) st = cudev_launch(cd, k->bwd_dv_tc, kblocks, 2 * SDPA_THREADS, pkv, err);
+  int st = cudev_launch(cd, ks.bwd_q, sdpa_blocks(a->B, a->H, a->T), threads, pq, err);
+  if (st == MPL_OK && ks.bwd_kv) {
+    st = cudev_launch(cd, ks.bwd_kv, kblocks, threads, pkv, err);
   } else if (st == MPL_OK) {
-    st = cudev_launch(cd, tc ? k->bwd_kv_tc : k->bwd_kv, kblocks, (tc ? 2 : 1) * SDPA_THREADS, pkv, err);
+    st = cudev_launch(cd, ks.bwd_dk, kblocks, threads, pkv, err);
+    if (st == MPL_OK) st = cudev_launch(cd, ks.bwd_dv, kblocks, threads, pkv, err);
   }
   cudev_prof_end(cd);
   return st;

@@ -236,14 +236,16 @@ MPL_KERNEL(SDPA_BR) mpl_sdpa_bwd_kv(const sdpa_in *__restrict__ q, const sdpa_in
 
 /* ---- the kernels on tensor cores --------------------------------------------------------
  * Flash attention's forward and backward with the products on tensor cores, f32 sums, in one
- * source for two element types:
+ * source for three operand forms:
  *  - bf16 inputs (MPL_SDPA_IN16, a bf16 step): mma.m16n8k16 with bf16 operands, the staged
  *    tiles bf16; the probabilities (and dS) rounded to bf16 as every kernel of a bf16 step
  *    rounds them;
- *  - f32 inputs (a tf32 step, or mplrun --tf32): mma.m16n8k8 with tf32 operands, each
+ *  - f32 inputs of a tf32 step (or mplrun --tf32): mma.m16n8k8 with tf32 operands, each
  *    operand rounded to tf32 (cvt.rna: to nearest, ties away from zero) as it is loaded,
- *    the probabilities and dS too; the staged tiles f32. A device takes these only for a
- *    tf32 step; an f32 step stays on the CUDA-core kernels above.
+ *    the probabilities and dS too; the staged tiles f32 (the *_tc kernels);
+ *  - f32 inputs of an f32 step, head sizes up to 64: each product as three tf32 ones
+ *    (mpl_tc_mma_f32's x3; the *_x3 kernels), a fragment holding each operand's tf32 part
+ *    and its tf32 rest, with smaller tiles (their registers).
  * The forward: a block of SDPA_TC_WARPS warps takes 16 query rows a warp; key and value
  * tiles of SDPA_TC_BC rows are staged in shared memory. A warp keeps its scores and its
  * output in accumulator fragments: a thread holds rows groupID and groupID + 8, so a row's
@@ -270,6 +272,10 @@ MPL_KERNEL(SDPA_BR) mpl_sdpa_bwd_kv(const sdpa_in *__restrict__ q, const sdpa_in
 #define SDPA_TC_KP (HS + 8)    /* a staged row, padded (bf16 elements, even) */
 #define SDPA_TC_VP (HV + 8)
 #define SDPA_TC_QT SDPA_TC_BR  /* the keys' kernel's query tile */
+#define SDPA_TC_AW 4           /* registers of an A fragment */
+#define SDPA_TC_BCX SDPA_TC_BC /* (x3: f32 inputs only) */
+#define SDPA_TC_QTX SDPA_TC_QT
+#define SDPA_TC_BW 2           /* and of a B fragment */
 #define SDPA_TC_BC (HS > 64 || HV > 64 ? 32 : 64) /* keys a tile (at 128: 64 spilled the forward's registers) */
 
 #ifndef MPL_CU_HOST
@@ -285,7 +291,7 @@ MPL_DEV void mpl_mma_bf16(float d[4], const unsigned a[4], const unsigned b[2]) 
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 #endif
-#define mpl_tc_mma mpl_mma_bf16
+#define mpl_tc_mma(d, a, b, x3) mpl_mma_bf16(d, a, b)
 
 /* two bf16 at p (p[0] the low half) as one register */
 MPL_DEV unsigned mpl_tc_ld2(const unsigned short *p) { return (unsigned)p[0] | (unsigned)p[1] << 16; }
@@ -297,8 +303,9 @@ MPL_DEV unsigned mpl_tc_pack(float lo, float hi) {
 
 /* The A fragments (k chunks of 16 columns) of this thread's rows r0 (groupID) and r1
  * (groupID + 8) of a row-major bf16 matrix of `width` columns at m; rows from n on are 0. */
-MPL_DEV void mpl_tc_rows_a(unsigned (*a)[4], int width, const unsigned short *m, long long r0, long long r1,
-                           long long n, int tg) {
+MPL_DEV void mpl_tc_rows_a(unsigned (*a)[SDPA_TC_AW], int width, const unsigned short *m, long long r0, long long r1,
+                           long long n, int tg, int x3) {
+  (void)x3;
   MPL_UNROLL for (int c = 0; c < width / 16; c++) {
     int d = c * 16 + 2 * tg;
     a[c][0] = r0 < n ? mpl_tc_ld2(m + r0 * width + d) : 0u;
@@ -310,22 +317,25 @@ MPL_DEV void mpl_tc_rows_a(unsigned (*a)[4], int width, const unsigned short *m,
 
 /* A B fragment whose k runs along row `row` of shared m (rows `pitch` apart), k chunk c
  * (columns c * 16 + 2 threadID_in_group + {0, 1} and + 8): two bf16 pairs. */
-MPL_DEV void mpl_tc_row_b(unsigned b[2], const unsigned short *m, int pitch, int row, int c, int tg) {
+MPL_DEV void mpl_tc_row_b(unsigned b[SDPA_TC_BW], const unsigned short *m, int pitch, int row, int c, int tg, int x3) {
   int k0 = c * 16 + 2 * tg;
+  (void)x3;
   b[0] = mpl_tc_ld2(m + row * pitch + k0), b[1] = mpl_tc_ld2(m + row * pitch + k0 + 8);
 }
 
 /* A B fragment whose k runs down column col of shared m (rows `pitch` apart) from row kr (a
  * chunk's first): rows kr + 2 threadID_in_group + {0, 1} and those + 8, as this thread holds them. */
-MPL_DEV void mpl_tc_col_b(unsigned b[2], const unsigned short *m, int pitch, int kr, int col, int tg) {
+MPL_DEV void mpl_tc_col_b(unsigned b[SDPA_TC_BW], const unsigned short *m, int pitch, int kr, int col, int tg, int x3) {
   kr += 2 * tg;
+  (void)x3;
   b[0] = (unsigned)m[kr * pitch + col] | (unsigned)m[(kr + 1) * pitch + col] << 16;
   b[1] = (unsigned)m[(kr + 8) * pitch + col] | (unsigned)m[(kr + 9) * pitch + col] << 16;
 }
 
 /* Accumulator fragments 2c and 2c + 1 (16 columns of this warp's 16 rows), rounded to bf16,
  * as the A fragment of a product over those columns (k chunk c). */
-MPL_DEV void mpl_tc_acc_a(unsigned a[4], float (*f)[4], int c) {
+MPL_DEV void mpl_tc_acc_a(unsigned a[SDPA_TC_AW], float (*f)[4], int c, int x3) {
+  (void)x3;
   a[0] = mpl_tc_pack(f[2 * c][0], f[2 * c][1]), a[1] = mpl_tc_pack(f[2 * c][2], f[2 * c][3]);
   a[2] = mpl_tc_pack(f[2 * c + 1][0], f[2 * c + 1][1]), a[3] = mpl_tc_pack(f[2 * c + 1][2], f[2 * c + 1][3]);
 }
@@ -340,6 +350,10 @@ MPL_DEV void mpl_tc_acc_a(unsigned a[4], float (*f)[4], int c) {
    tile and the keys' kernel's query tile 32; past head size 64, 16 and 8 */
 #define SDPA_TC_BC (HS > 64 || HV > 64 ? 16 : 32)
 #define SDPA_TC_QT (HS > 64 || HV > 64 ? 8 : 32)
+#define SDPA_TC_AW 8 /* an A fragment's registers: the tf32 operands, then (x3) their rests */
+#define SDPA_TC_BW 4 /* a B fragment's */
+#define SDPA_TC_BCX 16 /* x3's tiles (its operands take twice the registers): keys, and queries in the keys' kernel */
+#define SDPA_TC_QTX 16
 
 #ifndef MPL_CU_HOST
 /* d += a b: one warp's 16 x 8 x 8 product, tf32 operands (f32 bits, the low 13 of the
@@ -361,43 +375,64 @@ MPL_DEV unsigned mpl_tf32(float x) {
   return r;
 }
 #endif
-#define mpl_tc_mma mpl_mma_tf32
+/* x as a tf32 operand (*big) and, with x3, the rest as another (*small = tf32(x - big);
+ * else 0) */
+MPL_DEV void mpl_tc_split(float x, int x3, unsigned *big, unsigned *small) {
+  *big = mpl_tf32(x);
+  *small = x3 ? mpl_tf32(x - __uint_as_float(*big)) : 0u;
+}
+
+/* d += a b on tf32 operands (a[0..3], b[0..1]); with x3 (an f32 step), f32 ones in three
+ * tf32 products, as CUTLASS's 3xTF32 (PyTorch's f32 memory-efficient attention on sm_80
+ * and later) does: d += a_small b_big + a_big b_small + a_big b_big, the rests
+ * (a[4..7], b[2..3]) first; a_small b_small, 2^-22 of the product, left out. */
+MPL_DEV void mpl_tc_mma_f32(float d[4], const unsigned *a, const unsigned *b, int x3) {
+  if (x3) {
+    mpl_mma_tf32(d, a + 4, b);
+    mpl_mma_tf32(d, a, b + 2);
+  }
+  mpl_mma_tf32(d, a, b);
+}
+#define mpl_tc_mma mpl_tc_mma_f32
 
 /* The A fragments (k chunks of 8 columns) of this thread's rows r0 (groupID) and r1
- * (groupID + 8) of a row-major f32 matrix of `width` columns at m, rounded to tf32; rows
- * from n on are 0. */
-MPL_DEV void mpl_tc_rows_a(unsigned (*a)[4], int width, const float *m, long long r0, long long r1, long long n,
-                           int tg) {
+ * (groupID + 8) of a row-major f32 matrix of `width` columns at m, split as mpl_tc_split
+ * does; rows from n on are 0. */
+MPL_DEV void mpl_tc_rows_a(unsigned (*a)[SDPA_TC_AW], int width, const float *m, long long r0, long long r1,
+                           long long n, int tg, int x3) {
   MPL_UNROLL for (int c = 0; c < width / 8; c++) {
     int d = c * 8 + tg;
-    a[c][0] = r0 < n ? mpl_tf32(m[r0 * width + d]) : 0u;
-    a[c][1] = r1 < n ? mpl_tf32(m[r1 * width + d]) : 0u;
-    a[c][2] = r0 < n ? mpl_tf32(m[r0 * width + d + 4]) : 0u;
-    a[c][3] = r1 < n ? mpl_tf32(m[r1 * width + d + 4]) : 0u;
+    mpl_tc_split(r0 < n ? m[r0 * width + d] : 0.0f, x3, &a[c][0], &a[c][4]);
+    mpl_tc_split(r1 < n ? m[r1 * width + d] : 0.0f, x3, &a[c][1], &a[c][5]);
+    mpl_tc_split(r0 < n ? m[r0 * width + d + 4] : 0.0f, x3, &a[c][2], &a[c][6]);
+    mpl_tc_split(r1 < n ? m[r1 * width + d + 4] : 0.0f, x3, &a[c][3], &a[c][7]);
   }
 }
 
 /* A B fragment whose k runs along row `row` of shared m, k chunk c (columns c * 8 +
- * threadID_in_group and + 4), rounded to tf32. */
-MPL_DEV void mpl_tc_row_b(unsigned b[2], const float *m, int pitch, int row, int c, int tg) {
+ * threadID_in_group and + 4), split as mpl_tc_split does. */
+MPL_DEV void mpl_tc_row_b(unsigned b[SDPA_TC_BW], const float *m, int pitch, int row, int c, int tg, int x3) {
   int k0 = c * 8 + tg;
-  b[0] = mpl_tf32(m[row * pitch + k0]), b[1] = mpl_tf32(m[row * pitch + k0 + 4]);
+  mpl_tc_split(m[row * pitch + k0], x3, &b[0], &b[2]);
+  mpl_tc_split(m[row * pitch + k0 + 4], x3, &b[1], &b[3]);
 }
 
 /* A B fragment whose k runs down column col of shared m from row kr (a chunk's first), in
  * the order mpl_tc_acc_a gives the A operand's k: rows kr + 2 threadID_in_group (as k =
- * threadID_in_group) and + 1 (as k = threadID_in_group + 4), rounded to tf32. */
-MPL_DEV void mpl_tc_col_b(unsigned b[2], const float *m, int pitch, int kr, int col, int tg) {
+ * threadID_in_group) and + 1 (as k = threadID_in_group + 4), split as mpl_tc_split does. */
+MPL_DEV void mpl_tc_col_b(unsigned b[SDPA_TC_BW], const float *m, int pitch, int kr, int col, int tg, int x3) {
   kr += 2 * tg;
-  b[0] = mpl_tf32(m[kr * pitch + col]), b[1] = mpl_tf32(m[(kr + 1) * pitch + col]);
+  mpl_tc_split(m[kr * pitch + col], x3, &b[0], &b[2]);
+  mpl_tc_split(m[(kr + 1) * pitch + col], x3, &b[1], &b[3]);
 }
 
-/* Accumulator fragment c (8 columns of this warp's 16 rows), rounded to tf32, as the A
- * fragment of a product over those columns (k chunk c): a thread's columns 2
+/* Accumulator fragment c (8 columns of this warp's 16 rows), split as mpl_tc_split does, as
+ * the A fragment of a product over those columns (k chunk c): a thread's columns 2
  * threadID_in_group and + 1 stand at k = threadID_in_group and + 4 (mpl_tc_col_b reads
  * the other operand's rows in that order). */
-MPL_DEV void mpl_tc_acc_a(unsigned a[4], float (*f)[4], int c) {
-  a[0] = mpl_tf32(f[c][0]), a[1] = mpl_tf32(f[c][2]), a[2] = mpl_tf32(f[c][1]), a[3] = mpl_tf32(f[c][3]);
+MPL_DEV void mpl_tc_acc_a(unsigned a[SDPA_TC_AW], float (*f)[4], int c, int x3) {
+  mpl_tc_split(f[c][0], x3, &a[0], &a[4]), mpl_tc_split(f[c][2], x3, &a[1], &a[5]);
+  mpl_tc_split(f[c][1], x3, &a[2], &a[6]), mpl_tc_split(f[c][3], x3, &a[3], &a[7]);
 }
 #endif
 
@@ -412,14 +447,14 @@ MPL_DEV void mpl_tc_stage(tc_el *dst, int pitch, const sdpa_in *src, int width, 
 
 /* f[j] = a m^T for the 8 rows j*8 .. j*8+7 of shared m (rows `pitch` apart), j < n8: this
  * warp's 16 rows (A fragments a, `width` columns) against n8 * 8 rows of m. */
-MPL_DEV void mpl_tc_rows_dot(float (*f)[4], int n8, unsigned (*a)[4], int width, const tc_el *m, int pitch, int g,
-                             int tg) {
+MPL_DEV void mpl_tc_rows_dot(float (*f)[4], int n8, unsigned (*a)[SDPA_TC_AW], int width, const tc_el *m, int pitch,
+                             int g, int tg, int x3) {
   MPL_UNROLL for (int j = 0; j < n8; j++) {
     f[j][0] = f[j][1] = f[j][2] = f[j][3] = 0.0f;
     MPL_UNROLL for (int c = 0; c < width / SDPA_TC_K; c++) {
-      unsigned b[2];
-      mpl_tc_row_b(b, m, pitch, j * 8 + g, c, tg);
-      mpl_tc_mma(f[j], a[c], b);
+      unsigned b[SDPA_TC_BW];
+      mpl_tc_row_b(b, m, pitch, j * 8 + g, c, tg, x3);
+      mpl_tc_mma(f[j], a[c], b, x3);
     }
   }
 }
@@ -427,12 +462,12 @@ MPL_DEV void mpl_tc_rows_dot(float (*f)[4], int n8, unsigned (*a)[4], int width,
 /* acc[j] += a m for the 8 columns j*8 .. j*8+7 of shared m (rows `pitch` apart), j < n8,
  * over m's rows kr .. kr + SDPA_TC_K - 1 (kr = chunk * SDPA_TC_K): a product whose k runs
  * down m's columns. */
-MPL_DEV void mpl_tc_cols_dot(float (*acc)[4], int n8, const unsigned a[4], const tc_el *m, int pitch, int kr, int g,
-                             int tg) {
+MPL_DEV void mpl_tc_cols_dot(float (*acc)[4], int n8, const unsigned a[SDPA_TC_AW], const tc_el *m, int pitch, int kr,
+                             int g, int tg, int x3) {
   MPL_UNROLL for (int j = 0; j < n8; j++) {
-    unsigned b[2];
-    mpl_tc_col_b(b, m, pitch, kr, j * 8 + g, tg);
-    mpl_tc_mma(acc[j], a, b);
+    unsigned b[SDPA_TC_BW];
+    mpl_tc_col_b(b, m, pitch, kr, j * 8 + g, tg, x3);
+    mpl_tc_mma(acc[j], a, b, x3);
   }
 }
 
@@ -465,10 +500,11 @@ MPL_DEV void mpl_tc_query_block(long long T, long long S, int H, int Hkv, int ca
   *keys = mpl_sdpa_keys(S, tile, causal);
 }
 
-MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_fwd_tc(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
-                                               const sdpa_in *__restrict__ v, float *__restrict__ out,
-                                               float *__restrict__ lse, long long T, long long S, int H, int Hkv,
-                                               float scale, int causal) {
+/* The forward's body: operands as one tf32 or bf16 product each (x3 0), or (an f32 step's,
+ * x3 1) as three tf32 products */
+MPL_DEV void mpl_tc_fwd(const int x3, const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
+                        const sdpa_in *__restrict__ v, float *__restrict__ out, float *__restrict__ lse, long long T,
+                        long long S, int H, int Hkv, float scale, int causal) {
   MPL_SHARED tc_el ks[SDPA_TC_BC][SDPA_TC_KP];
   MPL_SHARED tc_el vs[SDPA_TC_BC][SDPA_TC_VP];
   int t = (int)threadIdx.x, g = (t & 31) >> 2, tg = t & 3;
@@ -476,21 +512,22 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_fwd_tc(const sdpa_in *__restrict__ q, co
   mpl_tc_query_block(T, S, H, Hkv, causal, &base, &kvh, &r0, &keys);
   long long r1 = r0 + 8; /* this thread's query rows: r0 and r1 */
   const sdpa_in *kb = k + kvh * S * HS, *vb = v + kvh * S * HV;
-  unsigned qa[HS / SDPA_TC_K][4]; /* the warp's 16 rows of q as A fragments, a k chunk each */
-  mpl_tc_rows_a(qa, HS, q + base * HS, r0, r1, T, tg);
+  unsigned qa[HS / SDPA_TC_K][SDPA_TC_AW]; /* the warp's 16 rows of q as A fragments, a k chunk each */
+  mpl_tc_rows_a(qa, HS, q + base * HS, r0, r1, T, tg, x3);
   float o[HV / 8][4];
   MPL_UNROLL for (int j = 0; j < HV / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
   float m0 = -MPL_INF, m1 = -MPL_INF, l0 = 0.0f, l1 = 0.0f;
-  for (long long k0 = 0; k0 < keys; k0 += SDPA_TC_BC) {
-    int nk = keys - k0 < SDPA_TC_BC ? (int)(keys - k0) : SDPA_TC_BC;
+  const int bc = x3 ? SDPA_TC_BCX : SDPA_TC_BC; /* keys a tile */
+  for (long long k0 = 0; k0 < keys; k0 += bc) {
+    int nk = keys - k0 < bc ? (int)(keys - k0) : bc;
     MPL_SYNC();
-    mpl_tc_stage(&ks[0][0], SDPA_TC_KP, kb + k0 * HS, HS, SDPA_TC_BC, nk, t);
-    mpl_tc_stage(&vs[0][0], SDPA_TC_VP, vb + k0 * HV, HV, SDPA_TC_BC, nk, t);
+    mpl_tc_stage(&ks[0][0], SDPA_TC_KP, kb + k0 * HS, HS, bc, nk, t);
+    mpl_tc_stage(&vs[0][0], SDPA_TC_VP, vb + k0 * HV, HV, bc, nk, t);
     MPL_SYNC();
     float sc[SDPA_TC_BC / 8][4]; /* the scores: 8 keys a fragment */
-    mpl_tc_rows_dot(sc, SDPA_TC_BC / 8, qa, HS, &ks[0][0], SDPA_TC_KP, g, tg);
+    mpl_tc_rows_dot(sc, bc / 8, qa, HS, &ks[0][0], SDPA_TC_KP, g, tg, x3);
     float mx0 = m0, mx1 = m1;
-    MPL_UNROLL for (int j = 0; j < SDPA_TC_BC / 8; j++) {
+    MPL_UNROLL for (int j = 0; j < bc / 8; j++) {
       MPL_UNROLL for (int i = 0; i < 4; i++) {
         long long key = k0 + j * 8 + 2 * tg + (i & 1), row = i < 2 ? r0 : r1;
         float x = sc[j][i] * scale;
@@ -506,7 +543,7 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_fwd_tc(const sdpa_in *__restrict__ q, co
     mx1 = mpl_tc_max(mx1, MPL_SHFL_XOR(mx1, 2));
     float a0 = m0 == -MPL_INF ? 0.0f : expf(m0 - mx0), a1 = m1 == -MPL_INF ? 0.0f : expf(m1 - mx1);
     float s0 = 0.0f, s1 = 0.0f;
-    MPL_UNROLL for (int j = 0; j < SDPA_TC_BC / 8; j++) {
+    MPL_UNROLL for (int j = 0; j < bc / 8; j++) {
       MPL_UNROLL for (int i = 0; i < 4; i++) {
         float mx = i < 2 ? mx0 : mx1, p = mx == -MPL_INF ? 0.0f : expf(sc[j][i] - mx);
         if (i < 2) s0 += p;
@@ -521,15 +558,22 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_fwd_tc(const sdpa_in *__restrict__ q, co
     l0 = l0 * a0 + s0, l1 = l1 * a1 + s1;
     m0 = mx0, m1 = mx1;
     MPL_UNROLL for (int j = 0; j < HV / 8; j++) o[j][0] *= a0, o[j][1] *= a0, o[j][2] *= a1, o[j][3] *= a1;
-    MPL_UNROLL for (int c = 0; c < SDPA_TC_BC / SDPA_TC_K; c++) {
-      unsigned pa[4]; /* keys c*16 .. c*16+15: score fragments 2c and 2c+1, rounded */
-      mpl_tc_acc_a(pa, sc, c);
-      mpl_tc_cols_dot(o, HV / 8, pa, &vs[0][0], SDPA_TC_VP, c * SDPA_TC_K, g, tg);
+    MPL_UNROLL for (int c = 0; c < bc / SDPA_TC_K; c++) {
+      unsigned pa[SDPA_TC_AW]; /* the keys of k chunk c, rounded */
+      mpl_tc_acc_a(pa, sc, c, x3);
+      mpl_tc_cols_dot(o, HV / 8, pa, &vs[0][0], SDPA_TC_VP, c * SDPA_TC_K, g, tg, x3);
     }
   }
   mpl_tc_store(out + base * HV, HV, o, r0, r1, T, l0, l1, 1, tg);
   if (tg == 0 && r0 < T) lse[base + r0] = m0 + logf(l0);
   if (tg == 0 && r1 < T) lse[base + r1] = m1 + logf(l1);
+}
+
+MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_fwd_tc(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
+                                               const sdpa_in *__restrict__ v, float *__restrict__ out,
+                                               float *__restrict__ lse, long long T, long long S, int H, int Hkv,
+                                               float scale, int causal) {
+  mpl_tc_fwd(0, q, k, v, out, lse, T, S, H, Hkv, scale, causal);
 }
 
 #if !defined(MPL_SDPA_IN16) || HV % 16 == 0 /* bf16: dp = dout v^T has k = HV in chunks of 16 */
@@ -547,11 +591,11 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_fwd_tc(const sdpa_in *__restrict__ q, co
  * dv are also two kernels, mpl_sdpa_bwd_dk_tc and mpl_sdpa_bwd_dv_tc (each computes the
  * scores: one product more than mpl_sdpa_bwd_kv_tc), the same bits. The device takes them
  * where the one kernel is not compiled. */
-MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_q_tc(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
-                                                 const sdpa_in *__restrict__ v, const sdpa_in *__restrict__ out,
-                                                 const float *__restrict__ lse, const sdpa_in *__restrict__ dout,
-                                                 float *__restrict__ dq, long long T, long long S, int H, int Hkv,
-                                                 float scale, int causal) {
+/* dq's body (x3 as mpl_tc_fwd's) */
+MPL_DEV void mpl_tc_bwd_q(const int x3, const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
+                          const sdpa_in *__restrict__ v, const sdpa_in *__restrict__ out, const float *__restrict__ lse,
+                          const sdpa_in *__restrict__ dout, float *__restrict__ dq, long long T, long long S, int H,
+                          int Hkv, float scale, int causal) {
   MPL_SHARED tc_el ks[SDPA_TC_BC][SDPA_TC_KP];
   MPL_SHARED tc_el vs[SDPA_TC_BC][SDPA_TC_VP];
   int t = (int)threadIdx.x, g = (t & 31) >> 2, tg = t & 3;
@@ -559,9 +603,9 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_q_tc(const sdpa_in *__restrict__ q, 
   mpl_tc_query_block(T, S, H, Hkv, causal, &base, &kvh, &r0, &keys);
   long long r1 = r0 + 8;
   const sdpa_in *kb = k + kvh * S * HS, *vb = v + kvh * S * HV;
-  unsigned qa[HS / SDPA_TC_K][4], da[HV / SDPA_TC_K][4]; /* the warp's rows of q and of dout, as A fragments */
-  mpl_tc_rows_a(qa, HS, q + base * HS, r0, r1, T, tg);
-  mpl_tc_rows_a(da, HV, dout + base * HV, r0, r1, T, tg);
+  unsigned qa[HS / SDPA_TC_K][SDPA_TC_AW], da[HV / SDPA_TC_K][SDPA_TC_AW]; /* the warp's rows of q and of dout, as A fragments */
+  mpl_tc_rows_a(qa, HS, q + base * HS, r0, r1, T, tg, x3);
+  mpl_tc_rows_a(da, HV, dout + base * HV, r0, r1, T, tg, x3);
   float D0 = 0.0f, D1 = 0.0f, L0 = r0 < T ? lse[base + r0] : 0.0f, L1 = r1 < T ? lse[base + r1] : 0.0f;
   for (int c = 0; c < HV; c++) {
     if (r0 < T) D0 += SDPA_LD(dout, (base + r0) * HV + c) * SDPA_LD(out, (base + r0) * HV + c);
@@ -569,16 +613,17 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_q_tc(const sdpa_in *__restrict__ q, 
   }
   float acc[HS / 8][4];
   MPL_UNROLL for (int j = 0; j < HS / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
-  for (long long k0 = 0; k0 < keys; k0 += SDPA_TC_BC) {
-    int nk = keys - k0 < SDPA_TC_BC ? (int)(keys - k0) : SDPA_TC_BC;
+  const int bc = x3 ? SDPA_TC_BCX : SDPA_TC_BC; /* keys a tile */
+  for (long long k0 = 0; k0 < keys; k0 += bc) {
+    int nk = keys - k0 < bc ? (int)(keys - k0) : bc;
     MPL_SYNC();
-    mpl_tc_stage(&ks[0][0], SDPA_TC_KP, kb + k0 * HS, HS, SDPA_TC_BC, nk, t);
-    mpl_tc_stage(&vs[0][0], SDPA_TC_VP, vb + k0 * HV, HV, SDPA_TC_BC, nk, t);
+    mpl_tc_stage(&ks[0][0], SDPA_TC_KP, kb + k0 * HS, HS, bc, nk, t);
+    mpl_tc_stage(&vs[0][0], SDPA_TC_VP, vb + k0 * HV, HV, bc, nk, t);
     MPL_SYNC();
     float sc[SDPA_TC_BC / 8][4], dp[SDPA_TC_BC / 8][4]; /* s = q k^T, dp = dout v^T */
-    mpl_tc_rows_dot(sc, SDPA_TC_BC / 8, qa, HS, &ks[0][0], SDPA_TC_KP, g, tg);
-    mpl_tc_rows_dot(dp, SDPA_TC_BC / 8, da, HV, &vs[0][0], SDPA_TC_VP, g, tg);
-    MPL_UNROLL for (int j = 0; j < SDPA_TC_BC / 8; j++) {
+    mpl_tc_rows_dot(sc, bc / 8, qa, HS, &ks[0][0], SDPA_TC_KP, g, tg, x3);
+    mpl_tc_rows_dot(dp, bc / 8, da, HV, &vs[0][0], SDPA_TC_VP, g, tg, x3);
+    MPL_UNROLL for (int j = 0; j < bc / 8; j++) {
       MPL_UNROLL for (int i = 0; i < 4; i++) {
         long long key = k0 + j * 8 + 2 * tg + (i & 1), row = i < 2 ? r0 : r1;
         int dead = key >= k0 + nk || (causal && key > row) || row >= T;
@@ -586,18 +631,27 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_q_tc(const sdpa_in *__restrict__ q, 
         sc[j][i] = dead ? 0.0f : p * (dp[j][i] - (i < 2 ? D0 : D1)); /* ds, rounded as it is packed */
       }
     }
-    MPL_UNROLL for (int c = 0; c < SDPA_TC_BC / SDPA_TC_K; c++) {
-      unsigned sa[4];
-      mpl_tc_acc_a(sa, sc, c);
-      mpl_tc_cols_dot(acc, HS / 8, sa, &ks[0][0], SDPA_TC_KP, c * SDPA_TC_K, g, tg);
+    MPL_UNROLL for (int c = 0; c < bc / SDPA_TC_K; c++) {
+      unsigned sa[SDPA_TC_AW];
+      mpl_tc_acc_a(sa, sc, c, x3);
+      mpl_tc_cols_dot(acc, HS / 8, sa, &ks[0][0], SDPA_TC_KP, c * SDPA_TC_K, g, tg, x3);
     }
   }
   mpl_tc_store(dq + base * HS, HS, acc, r0, r1, T, scale, scale, 0, tg);
 }
 
-/* The keys' gradients of one block: dv (part 1), dk (part 2) or both (part 0); each kernel
- * below passes a constant, so what a part does not need is not in its registers. */
-MPL_DEV void mpl_tc_bwd_keys(const int part, const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
+MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_q_tc(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
+                                                 const sdpa_in *__restrict__ v, const sdpa_in *__restrict__ out,
+                                                 const float *__restrict__ lse, const sdpa_in *__restrict__ dout,
+                                                 float *__restrict__ dq, long long T, long long S, int H, int Hkv,
+                                                 float scale, int causal) {
+  mpl_tc_bwd_q(0, q, k, v, out, lse, dout, dq, T, S, H, Hkv, scale, causal);
+}
+
+/* The keys' gradients of one block: dv (part 1), dk (part 2) or both (part 0), x3 as
+ * mpl_tc_fwd's; each kernel below passes constants, so what it does not need is not in its
+ * registers. */
+MPL_DEV void mpl_tc_bwd_keys(const int part, const int x3, const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
                              const sdpa_in *__restrict__ v, const sdpa_in *__restrict__ out,
                              const float *__restrict__ lse, const sdpa_in *__restrict__ dout,
                              float *__restrict__ dk, float *__restrict__ dv, long long T, long long S, int H, int Hkv,
@@ -605,27 +659,27 @@ MPL_DEV void mpl_tc_bwd_keys(const int part, const sdpa_in *__restrict__ q, cons
   MPL_SHARED tc_el qs[SDPA_TC_QT][SDPA_TC_KP];
   MPL_SHARED tc_el dos[SDPA_TC_QT][SDPA_TC_VP];
   MPL_SHARED float Ls[SDPA_TC_QT], Ds[SDPA_TC_QT];
-  const int want_v = part != 2, want_k = part != 1;
+  const int want_v = part != 2, want_k = part != 1, qt = x3 ? SDPA_TC_QTX : SDPA_TC_QT; /* queries a tile */
   long long tiles = (S + SDPA_TC_BR - 1) / SDPA_TC_BR, bid = blockIdx.x;
   long long tile = bid % tiles, bk = bid / tiles, b = bk / Hkv;
   int kh = (int)(bk % Hkv), t = (int)threadIdx.x, lane = t & 31, g = lane >> 2, tg = lane & 3, G = H / Hkv;
   long long kbase = (b * Hkv + kh) * S;
   long long j0 = tile * SDPA_TC_BR + (t >> 5) * 16 + g, j1 = j0 + 8; /* this thread's keys */
-  unsigned ka[HS / SDPA_TC_K][4], va[HV / SDPA_TC_K][4]; /* the warp's 16 keys of k and v, as A fragments */
-  mpl_tc_rows_a(ka, HS, k + kbase * HS, j0, j1, S, tg);
-  if (want_k) mpl_tc_rows_a(va, HV, v + kbase * HV, j0, j1, S, tg);
+  unsigned ka[HS / SDPA_TC_K][SDPA_TC_AW], va[HV / SDPA_TC_K][SDPA_TC_AW]; /* the warp's 16 keys of k and v, as A fragments */
+  mpl_tc_rows_a(ka, HS, k + kbase * HS, j0, j1, S, tg, x3);
+  if (want_k) mpl_tc_rows_a(va, HV, v + kbase * HV, j0, j1, S, tg, x3);
   float gk[HS / 8][4], gv[HV / 8][4];
   MPL_UNROLL for (int j = 0; j < HS / 8; j++) gk[j][0] = gk[j][1] = gk[j][2] = gk[j][3] = 0.0f;
   MPL_UNROLL for (int j = 0; j < HV / 8; j++) gv[j][0] = gv[j][1] = gv[j][2] = gv[j][3] = 0.0f;
   long long first = causal ? tile * SDPA_TC_BR : 0; /* earlier queries see none of these keys */
   for (int gh = 0; gh < G; gh++) {
     long long row0 = (b * H + (long long)kh * G + gh) * T;
-    for (long long q0 = first; q0 < T; q0 += SDPA_TC_QT) {
-      int nq = T - q0 < SDPA_TC_QT ? (int)(T - q0) : SDPA_TC_QT;
+    for (long long q0 = first; q0 < T; q0 += qt) {
+      int nq = T - q0 < qt ? (int)(T - q0) : qt;
       MPL_SYNC();
-      mpl_tc_stage(&qs[0][0], SDPA_TC_KP, q + (row0 + q0) * HS, HS, SDPA_TC_QT, nq, t);
-      mpl_tc_stage(&dos[0][0], SDPA_TC_VP, dout + (row0 + q0) * HV, HV, SDPA_TC_QT, nq, t);
-      if (t < SDPA_TC_QT) {
+      mpl_tc_stage(&qs[0][0], SDPA_TC_KP, q + (row0 + q0) * HS, HS, qt, nq, t);
+      mpl_tc_stage(&dos[0][0], SDPA_TC_VP, dout + (row0 + q0) * HV, HV, qt, nq, t);
+      if (t < qt) {
         float D = 0.0f;
         if (want_k && t < nq)
           for (int c = 0; c < HV; c++)
@@ -635,9 +689,9 @@ MPL_DEV void mpl_tc_bwd_keys(const int part, const sdpa_in *__restrict__ q, cons
       }
       MPL_SYNC();
       float st[SDPA_TC_QT / 8][4], dpt[SDPA_TC_QT / 8][4]; /* s^T = k q^T, dp^T = v dout^T: 8 queries a fragment */
-      mpl_tc_rows_dot(st, SDPA_TC_QT / 8, ka, HS, &qs[0][0], SDPA_TC_KP, g, tg);
-      if (want_k) mpl_tc_rows_dot(dpt, SDPA_TC_QT / 8, va, HV, &dos[0][0], SDPA_TC_VP, g, tg);
-      MPL_UNROLL for (int j = 0; j < SDPA_TC_QT / 8; j++) {
+      mpl_tc_rows_dot(st, qt / 8, ka, HS, &qs[0][0], SDPA_TC_KP, g, tg, x3);
+      if (want_k) mpl_tc_rows_dot(dpt, qt / 8, va, HV, &dos[0][0], SDPA_TC_VP, g, tg, x3);
+      MPL_UNROLL for (int j = 0; j < qt / 8; j++) {
         MPL_UNROLL for (int i = 0; i < 4; i++) {
           int r = j * 8 + 2 * tg + (i & 1);
           long long qi = q0 + r, key = i < 2 ? j0 : j1;
@@ -647,15 +701,15 @@ MPL_DEV void mpl_tc_bwd_keys(const int part, const sdpa_in *__restrict__ q, cons
           st[j][i] = p; /* both rounded as they are packed */
         }
       }
-      MPL_UNROLL for (int c = 0; c < SDPA_TC_QT / SDPA_TC_K; c++) {
-        unsigned pa[4], sa[4]; /* queries of k chunk c */
+      MPL_UNROLL for (int c = 0; c < qt / SDPA_TC_K; c++) {
+        unsigned pa[SDPA_TC_AW], sa[SDPA_TC_AW]; /* queries of k chunk c */
         if (want_v) {
-          mpl_tc_acc_a(pa, st, c);
-          mpl_tc_cols_dot(gv, HV / 8, pa, &dos[0][0], SDPA_TC_VP, c * SDPA_TC_K, g, tg);
+          mpl_tc_acc_a(pa, st, c, x3);
+          mpl_tc_cols_dot(gv, HV / 8, pa, &dos[0][0], SDPA_TC_VP, c * SDPA_TC_K, g, tg, x3);
         }
         if (want_k) {
-          mpl_tc_acc_a(sa, dpt, c);
-          mpl_tc_cols_dot(gk, HS / 8, sa, &qs[0][0], SDPA_TC_KP, c * SDPA_TC_K, g, tg);
+          mpl_tc_acc_a(sa, dpt, c, x3);
+          mpl_tc_cols_dot(gk, HS / 8, sa, &qs[0][0], SDPA_TC_KP, c * SDPA_TC_K, g, tg, x3);
         }
       }
     }
@@ -671,7 +725,7 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_kv_tc(const sdpa_in *__restrict__ q,
                                                   const float *__restrict__ lse, const sdpa_in *__restrict__ dout,
                                                   float *__restrict__ dk, float *__restrict__ dv, long long T, long long S,
                                                   int H, int Hkv, float scale, int causal) {
-  mpl_tc_bwd_keys(0, q, k, v, out, lse, dout, dk, dv, T, S, H, Hkv, scale, causal);
+  mpl_tc_bwd_keys(0, 0, q, k, v, out, lse, dout, dk, dv, T, S, H, Hkv, scale, causal);
 }
 #endif
 
@@ -681,7 +735,7 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_dk_tc(const sdpa_in *__restrict__ q,
                                                   const float *__restrict__ lse, const sdpa_in *__restrict__ dout,
                                                   float *__restrict__ dk, float *__restrict__ dv, long long T, long long S,
                                                   int H, int Hkv, float scale, int causal) {
-  mpl_tc_bwd_keys(2, q, k, v, out, lse, dout, dk, dv, T, S, H, Hkv, scale, causal);
+  mpl_tc_bwd_keys(2, 0, q, k, v, out, lse, dout, dk, dv, T, S, H, Hkv, scale, causal);
 }
 
 MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_dv_tc(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
@@ -689,7 +743,42 @@ MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_dv_tc(const sdpa_in *__restrict__ q,
                                                   const float *__restrict__ lse, const sdpa_in *__restrict__ dout,
                                                   float *__restrict__ dk, float *__restrict__ dv, long long T, long long S,
                                                   int H, int Hkv, float scale, int causal) {
-  mpl_tc_bwd_keys(1, q, k, v, out, lse, dout, dk, dv, T, S, H, Hkv, scale, causal);
+  mpl_tc_bwd_keys(1, 0, q, k, v, out, lse, dout, dk, dv, T, S, H, Hkv, scale, causal);
 }
+
+#if !defined(MPL_SDPA_IN16) && HS <= 64 && HV <= 64
+/* An f32 step's (head sizes up to 64: their registers hold both parts of an operand):
+ * every product as three tf32 ones (x3); the parameters of the kernels above. */
+MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_fwd_x3(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
+                                               const sdpa_in *__restrict__ v, float *__restrict__ out,
+                                               float *__restrict__ lse, long long T, long long S, int H, int Hkv,
+                                               float scale, int causal) {
+  mpl_tc_fwd(1, q, k, v, out, lse, T, S, H, Hkv, scale, causal);
+}
+
+MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_q_x3(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
+                                                 const sdpa_in *__restrict__ v, const sdpa_in *__restrict__ out,
+                                                 const float *__restrict__ lse, const sdpa_in *__restrict__ dout,
+                                                 float *__restrict__ dq, long long T, long long S, int H, int Hkv,
+                                                 float scale, int causal) {
+  mpl_tc_bwd_q(1, q, k, v, out, lse, dout, dq, T, S, H, Hkv, scale, causal);
+}
+
+MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_dk_x3(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
+                                                  const sdpa_in *__restrict__ v, const sdpa_in *__restrict__ out,
+                                                  const float *__restrict__ lse, const sdpa_in *__restrict__ dout,
+                                                  float *__restrict__ dk, float *__restrict__ dv, long long T, long long S,
+                                                  int H, int Hkv, float scale, int causal) {
+  mpl_tc_bwd_keys(2, 1, q, k, v, out, lse, dout, dk, dv, T, S, H, Hkv, scale, causal);
+}
+
+MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_dv_x3(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
+                                                  const sdpa_in *__restrict__ v, const sdpa_in *__restrict__ out,
+                                                  const float *__restrict__ lse, const sdpa_in *__restrict__ dout,
+                                                  float *__restrict__ dk, float *__restrict__ dv, long long T, long long S,
+                                                  int H, int Hkv, float scale, int causal) {
+  mpl_tc_bwd_keys(1, 1, q, k, v, out, lse, dout, dk, dv, T, S, H, Hkv, scale, causal);
+}
+#endif
 #endif
 #endif

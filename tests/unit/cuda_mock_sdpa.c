@@ -3,7 +3,8 @@
  * (tests/unit/cuda_host.h) in three builds, each behind dispatchers for cuda_mock.c's
  * cuLaunchKernel (cuda_mock.h's MockSdpaBuild):
  *  - f32 inputs, head sizes 16 (q, k) and 8 (v): the CUDA-core kernels, and the tensor-core
- *    ones with tf32 operands (a tf32 step's; dk and dv in two kernels);
+ *    ones with tf32 operands (a tf32 step's; dk and dv in two kernels) and with three tf32
+ *    products for each f32 one (an f32 step's);
  *  - f32 inputs, 16 and 16: the same (test_cuda_jobs' models);
  *  - bf16 inputs (MPL_SDPA_IN16), 16 and 16: the tensor-core forward and backward (the keys'
  *    gradients in one kernel, and in two: MPL_SDPA_TC=split);
@@ -92,6 +93,29 @@ static void sdpa_check(void **p, unsigned grid, SdpaShape s) {
                                    P(const sdpa_in *, 3), P(const float *, 4), P(const sdpa_in *, 5), P(float *, 6), \
                                    P(float *, 7), P(long long, 8), P(long long, 9), P(int, 10), P(int, 11),          \
                                    P(float, 12), P(int, 13)))
+/* an f32 step's kernels (f32 inputs: each product as three tf32 ones); their parameters are the
+   tensor-core kernels' */
+#define SDPA_X3_DISPATCH()                                                                                            \
+  SDPA_DISPATCH(fwd_x3, 5, false,                                                                                    \
+                mpl_sdpa_fwd_x3(P(const sdpa_in *, 0), P(const sdpa_in *, 1), P(const sdpa_in *, 2), P(float *, 3),  \
+                                P(float *, 4), P(long long, 5), P(long long, 6), P(int, 7), P(int, 8), P(float, 9),  \
+                                P(int, 10)))                                                                         \
+  SDPA_DISPATCH(bwd_q_x3, 7, false,                                                                                  \
+                mpl_sdpa_bwd_q_x3(P(const sdpa_in *, 0), P(const sdpa_in *, 1), P(const sdpa_in *, 2),               \
+                                  P(const sdpa_in *, 3), P(const float *, 4), P(const sdpa_in *, 5), P(float *, 6),  \
+                                  P(long long, 7), P(long long, 8), P(int, 9), P(int, 10), P(float, 11),             \
+                                  P(int, 12)))                                                                       \
+  SDPA_DISPATCH(bwd_dk_x3, 8, true,                                                                                  \
+                mpl_sdpa_bwd_dk_x3(P(const sdpa_in *, 0), P(const sdpa_in *, 1), P(const sdpa_in *, 2),              \
+                                   P(const sdpa_in *, 3), P(const float *, 4), P(const sdpa_in *, 5), P(float *, 6), \
+                                   P(float *, 7), P(long long, 8), P(long long, 9), P(int, 10), P(int, 11),          \
+                                   P(float, 12), P(int, 13)))                                                        \
+  SDPA_DISPATCH(bwd_dv_x3, 8, true,                                                                                  \
+                mpl_sdpa_bwd_dv_x3(P(const sdpa_in *, 0), P(const sdpa_in *, 1), P(const sdpa_in *, 2),              \
+                                   P(const sdpa_in *, 3), P(const float *, 4), P(const sdpa_in *, 5), P(float *, 6), \
+                                   P(float *, 7), P(long long, 8), P(long long, 9), P(int, 10), P(int, 11),          \
+                                   P(float, 12), P(int, 13)))
+
 /* dq, and dk and dv in two kernels (what a build without the one keys' kernel has: f32 inputs) */
 #define SDPA_TC_SPLIT_DISPATCH()                                                                                      \
   SDPA_DISPATCH(bwd_q_tc, 7, false,                                                                                  \
@@ -112,6 +136,9 @@ static void sdpa_check(void **p, unsigned grid, SdpaShape s) {
 
 #define SDPA_CORE_TABLE(pfx) \
   {"mpl_sdpa_fwd", 64, pfx##_fwd_run}, {"mpl_sdpa_bwd_q", 64, pfx##_bwd_q_run}, {"mpl_sdpa_bwd_kv", 64, pfx##_bwd_kv_run}
+#define SDPA_X3_TABLE(pfx)                                                                                 \
+  {"mpl_sdpa_fwd_x3", 128, pfx##_fwd_x3_run}, {"mpl_sdpa_bwd_q_x3", 128, pfx##_bwd_q_x3_run},              \
+      {"mpl_sdpa_bwd_dk_x3", 128, pfx##_bwd_dk_x3_run}, {"mpl_sdpa_bwd_dv_x3", 128, pfx##_bwd_dv_x3_run}
 #define SDPA_TC_SPLIT_TABLE(pfx)                                                                           \
   {"mpl_sdpa_fwd_tc", 128, pfx##_fwd_tc_run}, {"mpl_sdpa_bwd_q_tc", 128, pfx##_bwd_q_tc_run},              \
       {"mpl_sdpa_bwd_dk_tc", 128, pfx##_bwd_dk_tc_run}, {"mpl_sdpa_bwd_dv_tc", 128, pfx##_bwd_dv_tc_run}
@@ -124,6 +151,7 @@ static void sdpa_check(void **p, unsigned grid, SdpaShape s) {
 SDPA_CORE_DISPATCH()
 SDPA_TC_FWD_DISPATCH()
 SDPA_TC_SPLIT_DISPATCH()
+SDPA_X3_DISPATCH()
 #include "sdpa_cu_unnames.h"
 
 #define SDPA_PFX f32_16_16
@@ -134,6 +162,7 @@ SDPA_TC_SPLIT_DISPATCH()
 SDPA_CORE_DISPATCH()
 SDPA_TC_FWD_DISPATCH()
 SDPA_TC_SPLIT_DISPATCH()
+SDPA_X3_DISPATCH()
 #include "sdpa_cu_unnames.h"
 
 #define SDPA_PFX bf16_16_16
@@ -157,8 +186,9 @@ SDPA_CORE_DISPATCH()
 SDPA_TC_FWD_DISPATCH()
 #include "sdpa_cu_unnames.h"
 
-static const MockKernel f32_16_8[] = {SDPA_CORE_TABLE(f32_16_8), SDPA_TC_SPLIT_TABLE(f32_16_8)};
-static const MockKernel f32_16_16[] = {SDPA_CORE_TABLE(f32_16_16), SDPA_TC_SPLIT_TABLE(f32_16_16)};
+static const MockKernel f32_16_8[] = {SDPA_CORE_TABLE(f32_16_8), SDPA_TC_SPLIT_TABLE(f32_16_8), SDPA_X3_TABLE(f32_16_8)};
+static const MockKernel f32_16_16[] = {SDPA_CORE_TABLE(f32_16_16), SDPA_TC_SPLIT_TABLE(f32_16_16),
+                                       SDPA_X3_TABLE(f32_16_16)};
 static const MockKernel bf16_16_16[] = {SDPA_CORE_TABLE(bf16_16_16),
                                         {"mpl_sdpa_fwd_tc", 128, bf16_16_16_fwd_tc_run},
                                         {"mpl_sdpa_bwd_q_tc", 128, bf16_16_16_bwd_q_tc_run},
@@ -168,8 +198,8 @@ static const MockKernel bf16_16_16[] = {SDPA_CORE_TABLE(bf16_16_16),
 static const MockKernel bf16_48_24[] = {SDPA_CORE_TABLE(bf16_48_24), {"mpl_sdpa_fwd_tc", 128, bf16_48_24_fwd_tc_run}};
 
 const MockSdpaBuild cuda_mock_sdpa[] = {
-    {16, 8, false, f32_16_8, 7},
-    {16, 16, false, f32_16_16, 7},
+    {16, 8, false, f32_16_8, 11},
+    {16, 16, false, f32_16_16, 11},
     {16, 16, true, bf16_16_16, 8},
     {48, 24, true, bf16_48_24, 4},
 };

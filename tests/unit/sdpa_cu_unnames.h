@@ -13,6 +13,14 @@
 #undef mpl_sdpa_bwd_dk_tc
 #undef mpl_sdpa_bwd_dv_tc
 #undef mpl_tc_bwd_keys
+#undef mpl_sdpa_fwd_x3
+#undef mpl_sdpa_bwd_q_x3
+#undef mpl_sdpa_bwd_dk_x3
+#undef mpl_sdpa_bwd_dv_x3
+#undef mpl_tc_fwd
+#undef mpl_tc_bwd_q
+#undef mpl_tc_split
+#undef mpl_tc_mma_f32
 #undef mpl_tc_ld2
 #undef mpl_tc_pack
 #undef mpl_tc_max
@@ -43,5 +51,9 @@
 #undef SDPA_TC_K
 #undef SDPA_TC_QT
 #undef SDPA_TC_OK
+#undef SDPA_TC_AW
+#undef SDPA_TC_BW
+#undef SDPA_TC_BCX
+#undef SDPA_TC_QTX
 #undef tc_el
 #undef mpl_tc_mma

@@ -489,10 +489,14 @@ static void sdpa_compare(MplDevice *d, const float *dev, const float *want, int6
  * first build with the keys' gradients in two kernels, under MPL_SDPA_TC=split; then the
  * first f32 build (with tensor-core kernels) in a tf32 step (tf32 operands: within 2e-3),
  * in an f32 step under mplrun --tf32 (the same), and in a bf16 step under --tf32 (f32
- * inputs: --no-bf16-storage), which stays on the CUDA cores, whose bf16 rounding it needs. */
+ * inputs: --no-bf16-storage), which stays on the CUDA cores, whose bf16 rounding it needs.
+ * An f32 build's own case is an f32 step: each product as three tf32 ones (within 4e-5); the
+ * last case an f32 step under MPL_SDPA_TC=0 (the CUDA cores). */
 START_TEST(test_sdpa) {
   int b = _i, extra = _i - cuda_mock_nsdpa;
-  bool split = extra == 0, tf32_step = extra == 1, tf32_dev = extra >= 2, bf16_f32 = extra == 3;
+  bool split = extra == 0, tf32_step = extra == 1, tf32_dev = extra == 2 || extra == 3, bf16_f32 = extra == 3;
+  bool cores = extra == 4;
+  if (cores) setenv("MPL_SDPA_TC", "0", 1);
   if (split) {
     for (b = 0; b < cuda_mock_nsdpa && cuda_mock_sdpa[b].n < 8; b++) {}
     ck_assert_msg(b < cuda_mock_nsdpa, "no build has the split tensor-core backward");
@@ -549,16 +553,26 @@ START_TEST(test_sdpa) {
     free(c.out), free(c.lse), free(c.dq), free(c.dk), free(c.dv);
     free(h.q), free(h.k), free(h.v), free(h.dout), free(h.q16), free(h.k16), free(h.v16), free(h.out16), free(h.dout16);
   }
-  /* which kernels ran, twice each: tensor cores where the build has them, for f32 inputs only
-     in a tf32 step */
+  /* which kernels ran, twice each: tensor cores where the build has them: bf16 inputs; f32
+     ones with tf32 operands in a tf32 step (or under --tf32), as three tf32 products (x3) in
+     an f32 step; a bf16 step's f32 inputs on the CUDA cores */
   bool tc_fwd = build->n > 3 && (build->in16 || tf32), tc_bwd = build->n > 4 && (build->in16 || tf32);
+  bool x3 = !build->in16 && !tf32 && !bf16_f32 && !cores && build->n >= 11;
   ck_assert(!bf16_f32 || !tc_fwd);
   split = split || (tc_bwd && !build->in16); /* (f32 inputs: dk and dv in two kernels only) */
-  ck_assert_int_eq(cuda_mock_launches(tc_fwd ? "mpl_sdpa_fwd_tc" : "mpl_sdpa_fwd"), 2);
-  ck_assert_int_eq(cuda_mock_launches(tc_bwd ? "mpl_sdpa_bwd_q_tc" : "mpl_sdpa_bwd_q"), 2);
-  ck_assert_int_eq(cuda_mock_launches(tc_bwd ? "mpl_sdpa_bwd_kv_tc" : "mpl_sdpa_bwd_kv"), split ? 0 : 2);
-  ck_assert_int_eq(cuda_mock_launches("mpl_sdpa_bwd_dk_tc"), split ? 2 : 0);
-  ck_assert_int_eq(cuda_mock_launches("mpl_sdpa_bwd_dv_tc"), split ? 2 : 0);
+  const char *ran[] = {x3 ? "mpl_sdpa_fwd_x3" : tc_fwd ? "mpl_sdpa_fwd_tc" : "mpl_sdpa_fwd",
+                       x3 ? "mpl_sdpa_bwd_q_x3" : tc_bwd ? "mpl_sdpa_bwd_q_tc" : "mpl_sdpa_bwd_q",
+                       x3 ? "mpl_sdpa_bwd_dk_x3" : !tc_bwd ? "mpl_sdpa_bwd_kv" : split ? "mpl_sdpa_bwd_dk_tc" : "mpl_sdpa_bwd_kv_tc",
+                       x3 ? "mpl_sdpa_bwd_dv_x3" : split ? "mpl_sdpa_bwd_dv_tc" : NULL};
+  const char *all[] = {"mpl_sdpa_fwd",       "mpl_sdpa_bwd_q",     "mpl_sdpa_bwd_kv",    "mpl_sdpa_fwd_tc",
+                       "mpl_sdpa_bwd_q_tc",  "mpl_sdpa_bwd_kv_tc", "mpl_sdpa_bwd_dk_tc", "mpl_sdpa_bwd_dv_tc",
+                       "mpl_sdpa_fwd_x3",    "mpl_sdpa_bwd_q_x3",  "mpl_sdpa_bwd_dk_x3", "mpl_sdpa_bwd_dv_x3"};
+  for (int i = 0; i < 12; i++) {
+    bool want = false;
+    for (int j = 0; j < 4; j++) want = want || (ran[j] && !strcmp(ran[j], all[i]));
+    ck_assert_msg(cuda_mock_launches(all[i]) == (want ? 2 : 0), "%s: %ld launches (want %d)", all[i],
+                  cuda_mock_launches(all[i]), want ? 2 : 0);
+  }
   unsetenv("MPL_SDPA_TC");
   close_pair(&cu, &cpu);
 }
@@ -828,7 +842,7 @@ int main(void) {
   tcase_add_test(tc, test_optim_lists);
   tcase_add_test(tc, test_gemm);
   tcase_add_test(tc, test_accum);
-  tcase_add_loop_test(tc, test_sdpa, 0, cuda_mock_nsdpa + 4);
+  tcase_add_loop_test(tc, test_sdpa, 0, cuda_mock_nsdpa + 5);
   tcase_add_test(tc, test_ce);
   tcase_add_test(tc, test_emb_grad);
   tcase_add_test(tc, test_job_kernels);

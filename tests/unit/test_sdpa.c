@@ -98,7 +98,8 @@ typedef struct SdpaLaunch {
   const MplSdpa *a;
   int which; /* 0 forward, 1 dq, 2 dk and dv; 3, 4, 5 the same on tensor cores (bf16 inputs); 6 dk
                 then dv on tensor cores in two kernels (7, 8); 9, 10, 11, 12 the forward, dq, dk
-                and dv on tensor cores with tf32 operands (f32 inputs) */
+                and dv on tensor cores with tf32 operands (f32 inputs); 13-16 the same with each
+                product as three tf32 ones (x3, an f32 step's) */
   int big;   /* 0 small, 1 big, 2 midf, 3 widef; with bf16 inputs 0 small16, 1 mid16, 2 wide16; for
                 the tf32 kernels 0 small, 1 midf, 2 widef */
 } SdpaLaunch;
@@ -110,6 +111,15 @@ static void run_kernel(void *ctx) {
   int H = (int)a->H, Hkv = (int)a->Hkv, causal = a->causal, bf16 = a->bf16;
   float sc = a->scale;
   int w = L->big;
+  if (L->which >= 13) { /* the f32 step's (x3) of small or midf */
+    const float *q = a->q, *k = a->k, *v = a->v, *o = a->out, *d = a->dout;
+    switch (L->which) {
+    case 13: (w ? midf_fwd_x3 : small_fwd_x3)(q, k, v, a->out, a->lse, T, S, H, Hkv, sc, causal); return;
+    case 14: (w ? midf_bwd_q_x3 : small_bwd_q_x3)(q, k, v, o, a->lse, d, a->dq, T, S, H, Hkv, sc, causal); return;
+    case 15: (w ? midf_bwd_dk_x3 : small_bwd_dk_x3)(q, k, v, o, a->lse, d, a->dk, a->dv, T, S, H, Hkv, sc, causal); return;
+    default: (w ? midf_bwd_dv_x3 : small_bwd_dv_x3)(q, k, v, o, a->lse, d, a->dk, a->dv, T, S, H, Hkv, sc, causal); return;
+    }
+  }
   if (L->which >= 9) { /* the tf32 tensor-core kernels of small, midf or widef */
     const float *q = a->q, *k = a->k, *v = a->v, *o = a->out, *d = a->dout;
     switch (L->which) {
@@ -163,7 +173,8 @@ static void host_launch(const MplSdpa *a, int which, int big) {
     host_launch(a, 7, big), host_launch(a, 8, big);
     return;
   }
-  bool keys = which == 2 || which == 5 || which == 7 || which == 8 || which == 11 || which == 12;
+  bool keys = which == 2 || which == 5 || which == 7 || which == 8 || which == 11 || which == 12 || which == 15 ||
+              which == 16;
   long long rows = keys ? a->S : a->T, heads = keys ? a->Hkv : a->H;
   SdpaLaunch L = {a, which, big};
   /* the tensor-core forward: SDPA_TC_BR (= CU_BR) rows a block, two threads a row */
@@ -618,6 +629,25 @@ START_TEST(test_tf32_tensor_cores) {
 }
 END_TEST
 
+/* An f32 step's tensor-core kernels (each product as three tf32 ones: x3), head sizes up to
+ * 64, through the host model of mma.m16n8k8 (every part a tf32 value), against the float64
+ * reference on the f32 inputs: within 2e-5, as the CUDA-core kernels are. */
+START_TEST(test_f32_x3_tensor_cores) {
+  const Case *c = &tc_cases[_i];
+  if (c->hs > 64) return; /* (no x3 kernels past 64) */
+  int w = c->hs == 32; /* the build: small or midf */
+  float scale = 1.0f / sqrtf((float)c->hs);
+  Bufs x;
+  make(c, &x);
+  MplSdpa a = args_of(c, scale, false, &x);
+  host_launch(&a, 13, w);
+  reference_r(c, scale, &x, RND_NONE); /* (its backward reads the kernel's out) */
+  host_launch(&a, 14, w), host_launch(&a, 15, w), host_launch(&a, 16, w);
+  check_errors("f32 on tensor cores (3xtf32)", c, &x, 2e-5, 2e-5);
+  unmake(&x);
+}
+END_TEST
+
 /* ptxas (the toolkit's: $CUDA_HOME/bin, else /usr/local/cuda/bin) on ptx for sm, its entries
  * `entries` (ptxas -e: the others would take seconds): each one's registers and bytes of spill
  * stores, n of them at most; -1 when there is no ptxas. */
@@ -681,7 +711,8 @@ START_TEST(test_nvrtc_compiles_kernels) {
       char *ptx = NULL, log[4096];
       MplErr err = {{0}};
       bool in16 = heads[h].in16;
-      if (a == 0 && heads[h].hs != 128) continue; /* compute_80: the sizes ptxas checks there (NVRTC takes seconds a build) */
+      if (a == 0 && heads[h].hs != 128 && !(heads[h].hs == 64 && !heads[h].in16))
+        continue; /* compute_80: the builds ptxas checks there (NVRTC takes seconds a build) */
       ck_assert_msg(mpl_cuda_sdpa_compile(archs[a], heads[h].hs, heads[h].hv, in16, &ptx, log, sizeof log, &err) == MPL_OK,
                     "%s", err.msg);
       ck_assert_msg(log[0] == 0, "NVRTC said, for %s: %s", archs[a], log);
@@ -690,20 +721,21 @@ START_TEST(test_nvrtc_compiles_kernels) {
          64, in two (and also) everywhere */
       int hs = heads[h].hs, hv = heads[h].hv;
       bool tc = hs <= 128 && hv <= 128 && (in16 ? hs % 16 == 0 && hv % 16 == 0 : hs % 8 == 0 && hv % 8 == 0);
-      bool one = tc && in16 && hs <= 64 && hv <= 64;
+      bool one = tc && in16 && hs <= 64 && hv <= 64, x3 = tc && !in16 && hs <= 64 && hv <= 64;
       const struct {
         const char *name;
         bool want;
       } entries[] = {{"mpl_sdpa_fwd", true},          {"mpl_sdpa_bwd_q", true},     {"mpl_sdpa_bwd_kv", true},
                      {"mpl_sdpa_fwd_tc", tc},         {"mpl_sdpa_bwd_q_tc", tc},    {"mpl_sdpa_bwd_kv_tc", one},
-                     {"mpl_sdpa_bwd_dk_tc", tc},      {"mpl_sdpa_bwd_dv_tc", tc}};
+                     {"mpl_sdpa_bwd_dk_tc", tc},      {"mpl_sdpa_bwd_dv_tc", tc},   {"mpl_sdpa_fwd_x3", x3},
+                     {"mpl_sdpa_bwd_q_x3", x3},       {"mpl_sdpa_bwd_dk_x3", x3},   {"mpl_sdpa_bwd_dv_x3", x3}};
       ck_assert_msg(!tc || strstr(ptx, in16 ? "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
                                             : "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32"),
                     "no mma.sync in the PTX");
-      char tc_entries[256] = "";
+      char tc_entries[512] = "";
       for (int e = 0; e < (int)(sizeof entries / sizeof entries[0]); e++) {
         char entry[64];
-        if (entries[e].want && strstr(entries[e].name, "_tc"))
+        if (entries[e].want && (strstr(entries[e].name, "_tc") || strstr(entries[e].name, "_x3")))
           snprintf(tc_entries + strlen(tc_entries), sizeof tc_entries - strlen(tc_entries), " -e %s", entries[e].name);
         snprintf(entry, sizeof entry, ".entry %s(", entries[e].name);
         ck_assert_msg(!strstr(ptx, entry) == !entries[e].want, "%s, head sizes %d/%d%s: %s %s in the PTX", archs[a],
@@ -711,7 +743,7 @@ START_TEST(test_nvrtc_compiles_kernels) {
       }
       /* the tensor-core kernels' registers: no spill (ptxas takes a second or two a build: sm_90
          at 64, both at 128) */
-      if (tc && (hs == 128 || (a == 1 && hs == 64))) {
+      if (tc && (hs == 128 || a == 1 || !in16)) {
         PtxasFn fn[16];
         char sm[16], line[512] = "";
         snprintf(sm, sizeof sm, "sm_%s", archs[a] + strlen("compute_"));
@@ -719,7 +751,7 @@ START_TEST(test_nvrtc_compiles_kernels) {
         if (n < 0) {
           printf("note: no ptxas here (set CUDA_HOME): the kernels' registers are not checked\n");
         } else {
-          ck_assert_int_eq(n, 5 - !one);
+          ck_assert_int_eq(n, 5 - !one + 4 * x3);
           for (int i = 0; i < n; i++) {
             size_t l = strlen(line);
             snprintf(line + l, sizeof line - l, " %s %d/%d", fn[i].name + strlen("mpl_sdpa_"), fn[i].regs, fn[i].spills);
@@ -750,6 +782,7 @@ static Suite *sdpa_suite(void) {
   tcase_add_loop_test(tc, test_bf16_inputs, 0, n);
   tcase_add_loop_test(tc, test_tensor_core_forward, 0, (int)(sizeof tc_cases / sizeof tc_cases[0]));
   tcase_add_loop_test(tc, test_tf32_tensor_cores, 0, (int)(sizeof tc_cases / sizeof tc_cases[0]));
+  tcase_add_loop_test(tc, test_f32_x3_tensor_cores, 0, (int)(sizeof tc_cases / sizeof tc_cases[0]));
   tcase_add_test(tc, test_inf_scores_tile);
   tcase_add_test(tc, test_nvrtc_compiles_kernels);
   suite_add_tcase(s, tc);
