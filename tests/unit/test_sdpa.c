@@ -648,6 +648,30 @@ START_TEST(test_f32_x3_tensor_cores) {
 }
 END_TEST
 
+/* The same with an infinite value in v (non-causal: every row sees its key): out non-finite in
+ * its column, as the CUDA-core kernels' (3xtf32 gives NaN there, not inf: the operand's rest
+ * is inf - inf), and within 2e-5 of theirs in every other column. */
+START_TEST(test_f32_x3_inf_value) {
+  const Case c = {1, 2, 1, 20, 24, 16, 8, false};
+  Bufs x;
+  make(&c, &x);
+  x.v[5 * c.hv] = INFINITY;
+  int64_t n = c.B * c.H * c.T * c.hv;
+  MplSdpa a = args_of(&c, 0.25f, false, &x);
+  host_launch(&a, 0, 0); /* the CUDA-core forward (small) */
+  float *want = malloc(sizeof(float) * (size_t)n);
+  memcpy(want, x.out, sizeof(float) * (size_t)n);
+  host_launch(&a, 13, 0);
+  for (int64_t i = 0; i < n; i++) {
+    double w = want[i], g = x.out[i];
+    bool same = i % c.hv == 0 ? !isfinite(w) && !isfinite(g) : isfinite(g) && fabs(g - w) <= 2e-5 * fmax(1.0, fabs(w));
+    ck_assert_msg(same, "3xtf32 with an inf in v: out[%lld] = %g, the CUDA cores' %g", (long long)i, g, w);
+  }
+  free(want);
+  unmake(&x);
+}
+END_TEST
+
 /* ptxas (the toolkit's: $CUDA_HOME/bin, else /usr/local/cuda/bin) on ptx for sm, its entries
  * `entries` (ptxas -e: the others would take seconds): each one's registers and bytes of spill
  * stores, n of them at most; -1 when there is no ptxas. */
@@ -783,6 +807,7 @@ static Suite *sdpa_suite(void) {
   tcase_add_loop_test(tc, test_tensor_core_forward, 0, (int)(sizeof tc_cases / sizeof tc_cases[0]));
   tcase_add_loop_test(tc, test_tf32_tensor_cores, 0, (int)(sizeof tc_cases / sizeof tc_cases[0]));
   tcase_add_loop_test(tc, test_f32_x3_tensor_cores, 0, (int)(sizeof tc_cases / sizeof tc_cases[0]));
+  tcase_add_test(tc, test_f32_x3_inf_value);
   tcase_add_test(tc, test_inf_scores_tile);
   tcase_add_test(tc, test_nvrtc_compiles_kernels);
   suite_add_tcase(s, tc);
