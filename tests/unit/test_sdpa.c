@@ -37,8 +37,9 @@
 
 #include "cuda_host.h"
 
-/* seven builds of the file: head sizes 16/8 (tiles of 32 rows), 32/16, 128/128 and 160/128
-   (tiles of 16) with f32 inputs, the tensor-core (tf32) kernels compiled at all but 160; 16/8,
+/* eight builds of the file: head sizes 16/8 (tiles of 32 rows), 32/16, 64/64, 128/128 and
+   160/128 (tiles of 16) with f32 inputs, the tensor-core kernels compiled at all but 160 (the
+   3xtf32 ones up to 64); 16/8,
    32/16 and 128/128 with bf16 inputs (JobStep.in16), the tensor-core kernels compiled too (the
    forward at all three, the backward at 32/16 and 128/128, which need hv % 16 == 0; at 128 the
    keys' gradients only in two kernels, and key tiles of 32) */
@@ -66,6 +67,13 @@
 #define SDPA_PFX widef
 #define MPL_SDPA_HS 128
 #define MPL_SDPA_HV 128
+#include "sdpa_cu_names.h"
+#include "runtime/cuda/sdpa.cu"
+#include "sdpa_cu_unnames.h"
+
+#define SDPA_PFX gpt2f
+#define MPL_SDPA_HS 64
+#define MPL_SDPA_HV 64
 #include "sdpa_cu_names.h"
 #include "runtime/cuda/sdpa.cu"
 #include "sdpa_cu_unnames.h"
@@ -111,14 +119,16 @@ static void run_kernel(void *ctx) {
   int H = (int)a->H, Hkv = (int)a->Hkv, causal = a->causal, bf16 = a->bf16;
   float sc = a->scale;
   int w = L->big;
-  if (L->which >= 13) { /* the f32 step's (x3) of small or midf */
+  if (L->which >= 13) { /* the f32 step's (x3) of small, midf or gpt2f */
     const float *q = a->q, *k = a->k, *v = a->v, *o = a->out, *d = a->dout;
+#define X3_OF(n) (w == 2 ? gpt2f_##n : w ? midf_##n : small_##n)
     switch (L->which) {
-    case 13: (w ? midf_fwd_x3 : small_fwd_x3)(q, k, v, a->out, a->lse, T, S, H, Hkv, sc, causal); return;
-    case 14: (w ? midf_bwd_q_x3 : small_bwd_q_x3)(q, k, v, o, a->lse, d, a->dq, T, S, H, Hkv, sc, causal); return;
-    case 15: (w ? midf_bwd_dk_x3 : small_bwd_dk_x3)(q, k, v, o, a->lse, d, a->dk, a->dv, T, S, H, Hkv, sc, causal); return;
-    default: (w ? midf_bwd_dv_x3 : small_bwd_dv_x3)(q, k, v, o, a->lse, d, a->dk, a->dv, T, S, H, Hkv, sc, causal); return;
+    case 13: X3_OF(fwd_x3)(q, k, v, a->out, a->lse, T, S, H, Hkv, sc, causal); return;
+    case 14: X3_OF(bwd_q_x3)(q, k, v, o, a->lse, d, a->dq, T, S, H, Hkv, sc, causal); return;
+    case 15: X3_OF(bwd_dk_x3)(q, k, v, o, a->lse, d, a->dk, a->dv, T, S, H, Hkv, sc, causal); return;
+    default: X3_OF(bwd_dv_x3)(q, k, v, o, a->lse, d, a->dk, a->dv, T, S, H, Hkv, sc, causal); return;
     }
+#undef X3_OF
   }
   if (L->which >= 9) { /* the tf32 tensor-core kernels of small, midf or widef */
     const float *q = a->q, *k = a->k, *v = a->v, *o = a->out, *d = a->dout;
@@ -632,10 +642,15 @@ END_TEST
 /* An f32 step's tensor-core kernels (each product as three tf32 ones: x3), head sizes up to
  * 64, through the host model of mma.m16n8k8 (every part a tf32 value), against the float64
  * reference on the f32 inputs: within 2e-5, as the CUDA-core kernels are. */
+static const Case x3_cases[] = { /* GPT-2's head size, where the registers are fullest */
+    {1, 2, 1, 37, 53, 64, 64, true}, {1, 2, 2, 130, 9, 64, 64, true}, {1, 2, 2, 1, 33, 64, 64, false},
+};
+
 START_TEST(test_f32_x3_tensor_cores) {
-  const Case *c = &tc_cases[_i];
+  int ntc = (int)(sizeof tc_cases / sizeof tc_cases[0]);
+  const Case *c = _i < ntc ? &tc_cases[_i] : &x3_cases[_i - ntc];
   if (c->hs > 64) return; /* (no x3 kernels past 64) */
-  int w = c->hs == 32; /* the build: small or midf */
+  int w = c->hs == 64 ? 2 : c->hs == 32; /* the build: small, midf or gpt2f */
   float scale = 1.0f / sqrtf((float)c->hs);
   Bufs x;
   make(c, &x);
@@ -806,7 +821,8 @@ static Suite *sdpa_suite(void) {
   tcase_add_loop_test(tc, test_bf16_inputs, 0, n);
   tcase_add_loop_test(tc, test_tensor_core_forward, 0, (int)(sizeof tc_cases / sizeof tc_cases[0]));
   tcase_add_loop_test(tc, test_tf32_tensor_cores, 0, (int)(sizeof tc_cases / sizeof tc_cases[0]));
-  tcase_add_loop_test(tc, test_f32_x3_tensor_cores, 0, (int)(sizeof tc_cases / sizeof tc_cases[0]));
+  tcase_add_loop_test(tc, test_f32_x3_tensor_cores, 0,
+                      (int)(sizeof tc_cases / sizeof tc_cases[0] + sizeof x3_cases / sizeof x3_cases[0]));
   tcase_add_test(tc, test_f32_x3_inf_value);
   tcase_add_test(tc, test_inf_scores_tile);
   tcase_add_test(tc, test_nvrtc_compiles_kernels);
