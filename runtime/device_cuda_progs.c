@@ -422,27 +422,26 @@ static int64_t sdpa_blocks(int64_t batch, int64_t heads, int64_t rows) {
 }
 
 /* The kernels a step runs: the forward, dq, and the keys' gradients in one kernel (kv) or two
- * (dk, dv); threads a block (SDPA_THREADS rows, a thread each on the CUDA cores, two on the
- * tensor cores). On tensor cores: bf16 inputs (a bf16 step); f32 inputs of a tf32 step, or
+ * (dk, dv); threads a block of the forward's and of the backward's (SDPA_THREADS rows, a
+ * thread each on the CUDA cores, two on the tensor cores). On tensor cores: bf16 inputs (a bf16 step); f32 inputs of a tf32 step, or
  * of an f32 one under mplrun --tf32, with tf32 operands; of an f32 step with each product as
  * three tf32 ones (x3); never a bf16 step's f32 inputs (--no-bf16-storage: they round to
  * bf16, on the CUDA cores). Where the kernels are not compiled, the CUDA-core ones. */
 typedef struct SdpaSet {
   CUfunction fwd, bwd_q, bwd_kv, bwd_dk, bwd_dv;
-  int threads;
+  int fwd_threads, bwd_threads;
 } SdpaSet;
 
 static SdpaSet sdpa_set(const MplDevice *d, const struct CudaSdpa *k, const MplSdpa *a) {
-  SdpaSet c = {k->fwd, k->bwd_q, k->bwd_kv, NULL, NULL, SDPA_THREADS}, t = c;
+  SdpaSet t = {k->fwd, k->bwd_q, k->bwd_kv, NULL, NULL, SDPA_THREADS, SDPA_THREADS};
   if (a->in16 || (!a->bf16 && (a->tf32 || d->tf32))) {
-    if (!k->fwd_tc) return c;
-    t.fwd = k->fwd_tc, t.threads = 2 * SDPA_THREADS;
-    if (k->bwd_q_tc) t.bwd_q = k->bwd_q_tc, t.bwd_kv = k->bwd_kv_tc, t.bwd_dk = k->bwd_dk_tc, t.bwd_dv = k->bwd_dv_tc;
-    else t.threads = 0; /* the forward on tensor cores, the backward on the CUDA cores */
-    return t;
+    if (k->fwd_tc) t.fwd = k->fwd_tc, t.fwd_threads = 2 * SDPA_THREADS;
+    if (k->bwd_q_tc) /* (else the backward on the CUDA cores) */
+      t = (SdpaSet){t.fwd, k->bwd_q_tc, k->bwd_kv_tc, k->bwd_dk_tc, k->bwd_dv_tc, t.fwd_threads, 2 * SDPA_THREADS};
+  } else if (!a->bf16 && k->fwd_x3) {
+    t = (SdpaSet){k->fwd_x3, k->bwd_q_x3, NULL, k->bwd_dk_x3, k->bwd_dv_x3, 2 * SDPA_THREADS, 2 * SDPA_THREADS};
   }
-  if (a->bf16 || !k->fwd_x3) return c;
-  return (SdpaSet){k->fwd_x3, k->bwd_q_x3, NULL, k->bwd_dk_x3, k->bwd_dv_x3, 2 * SDPA_THREADS};
+  return t;
 }
 
 int cuda_sdpa(MplDevice *d, const MplSdpa *a, MplErr *err) {
@@ -460,8 +459,7 @@ int cuda_sdpa(MplDevice *d, const MplSdpa *a, MplErr *err) {
   cudev_prof_begin(cd, PROF_SDPA);
   /* a tensor-core forward takes p's first 11 parameters (not bf16: bf16 inputs mean a bf16
      step, job_validate) */
-  bool tc = ks.fwd != k->fwd;
-  int st = cudev_launch(cd, ks.fwd, sdpa_blocks(a->B, a->H, a->T), (tc ? 2 : 1) * SDPA_THREADS, p, err);
+  int st = cudev_launch(cd, ks.fwd, sdpa_blocks(a->B, a->H, a->T), ks.fwd_threads, p, err);
   cudev_prof_end(cd);
   return st;
 }
@@ -471,7 +469,7 @@ int cuda_sdpa_bwd(MplDevice *d, const MplSdpa *a, MplErr *err) {
   const struct CudaSdpa *k = sdpa_kernels(cd, (int)a->hs, (int)a->hv, a->in16, err);
   if (!k) return MPL_ERR;
   SdpaSet ks = sdpa_set(d, k, a);
-  int threads = ks.threads ? ks.threads : SDPA_THREADS; /* (0: the backward on the CUDA cores) */
+  int threads = ks.bwd_threads;
   long long T = a->T, S = a->S;
   int H = (int)a->H, Hkv = (int)a->Hkv, causal = a->causal, bf16 = a->bf16;
   float scale = a->scale;

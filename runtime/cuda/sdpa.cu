@@ -500,6 +500,32 @@ MPL_DEV void mpl_tc_query_block(long long T, long long S, int H, int Hkv, int ca
   *keys = mpl_sdpa_keys(S, tile, causal);
 }
 
+/* The kernels are entry points to three bodies below, each with its constants: the forward's
+ * and dq's x3 (0: one bf16 or tf32 product each; 1: an f32 step's three tf32 products), the
+ * keys' gradients' part (0 both, 1 dv, 2 dk) and x3. */
+#define SDPA_TC_FWD_ENTRY(name, x3)                                                                          \
+  MPL_KERNEL(SDPA_TC_WARPS * 32)                                                                           \
+  name(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k, const sdpa_in *__restrict__ v,        \
+       float *__restrict__ out, float *__restrict__ lse, long long T, long long S, int H, int Hkv, float scale, \
+       int causal) {                                                                                       \
+    mpl_tc_fwd(x3, q, k, v, out, lse, T, S, H, Hkv, scale, causal);                                        \
+  }
+#define SDPA_TC_BWD_Q_ENTRY(name, x3)                                                                        \
+  MPL_KERNEL(SDPA_TC_WARPS * 32)                                                                           \
+  name(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k, const sdpa_in *__restrict__ v,        \
+       const sdpa_in *__restrict__ out, const float *__restrict__ lse, const sdpa_in *__restrict__ dout,   \
+       float *__restrict__ dq, long long T, long long S, int H, int Hkv, float scale, int causal) {          \
+    mpl_tc_bwd_q(x3, q, k, v, out, lse, dout, dq, T, S, H, Hkv, scale, causal);                            \
+  }
+#define SDPA_TC_KEYS_ENTRY(name, part, x3)                                                                   \
+  MPL_KERNEL(SDPA_TC_WARPS * 32)                                                                           \
+  name(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k, const sdpa_in *__restrict__ v,        \
+       const sdpa_in *__restrict__ out, const float *__restrict__ lse, const sdpa_in *__restrict__ dout,   \
+       float *__restrict__ dk, float *__restrict__ dv, long long T, long long S, int H, int Hkv, float scale, \
+       int causal) {                                                                                       \
+    mpl_tc_bwd_keys(part, x3, q, k, v, out, lse, dout, dk, dv, T, S, H, Hkv, scale, causal);                \
+  }
+
 /* The forward's body: operands as one tf32 or bf16 product each (x3 0), or (an f32 step's,
  * x3 1) as three tf32 products */
 MPL_DEV void mpl_tc_fwd(const int x3, const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
@@ -569,12 +595,7 @@ MPL_DEV void mpl_tc_fwd(const int x3, const sdpa_in *__restrict__ q, const sdpa_
   if (tg == 0 && r1 < T) lse[base + r1] = m1 + logf(l1);
 }
 
-MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_fwd_tc(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
-                                               const sdpa_in *__restrict__ v, float *__restrict__ out,
-                                               float *__restrict__ lse, long long T, long long S, int H, int Hkv,
-                                               float scale, int causal) {
-  mpl_tc_fwd(0, q, k, v, out, lse, T, S, H, Hkv, scale, causal);
-}
+SDPA_TC_FWD_ENTRY(mpl_sdpa_fwd_tc, 0)
 
 #if !defined(MPL_SDPA_IN16) || HV % 16 == 0 /* bf16: dp = dout v^T has k = HV in chunks of 16 */
 /* ---- the backward on tensor cores (head sizes up to 128) -----------------------------------
@@ -640,13 +661,7 @@ MPL_DEV void mpl_tc_bwd_q(const int x3, const sdpa_in *__restrict__ q, const sdp
   mpl_tc_store(dq + base * HS, HS, acc, r0, r1, T, scale, scale, 0, tg);
 }
 
-MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_q_tc(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
-                                                 const sdpa_in *__restrict__ v, const sdpa_in *__restrict__ out,
-                                                 const float *__restrict__ lse, const sdpa_in *__restrict__ dout,
-                                                 float *__restrict__ dq, long long T, long long S, int H, int Hkv,
-                                                 float scale, int causal) {
-  mpl_tc_bwd_q(0, q, k, v, out, lse, dout, dq, T, S, H, Hkv, scale, causal);
-}
+SDPA_TC_BWD_Q_ENTRY(mpl_sdpa_bwd_q_tc, 0)
 
 /* The keys' gradients of one block: dv (part 1), dk (part 2) or both (part 0), x3 as
  * mpl_tc_fwd's; each kernel below passes constants, so what it does not need is not in its
@@ -720,65 +735,20 @@ MPL_DEV void mpl_tc_bwd_keys(const int part, const int x3, const sdpa_in *__rest
 
 #if HS <= 64 && HV <= 64 && defined(MPL_SDPA_IN16)
 /* dk and dv (bf16, head sizes up to 64: its registers hold both) */
-MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_kv_tc(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
-                                                  const sdpa_in *__restrict__ v, const sdpa_in *__restrict__ out,
-                                                  const float *__restrict__ lse, const sdpa_in *__restrict__ dout,
-                                                  float *__restrict__ dk, float *__restrict__ dv, long long T, long long S,
-                                                  int H, int Hkv, float scale, int causal) {
-  mpl_tc_bwd_keys(0, 0, q, k, v, out, lse, dout, dk, dv, T, S, H, Hkv, scale, causal);
-}
+SDPA_TC_KEYS_ENTRY(mpl_sdpa_bwd_kv_tc, 0, 0)
 #endif
 
 /* dk alone, and dv alone: the same parameters as mpl_sdpa_bwd_kv_tc, the other gradient not written */
-MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_dk_tc(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
-                                                  const sdpa_in *__restrict__ v, const sdpa_in *__restrict__ out,
-                                                  const float *__restrict__ lse, const sdpa_in *__restrict__ dout,
-                                                  float *__restrict__ dk, float *__restrict__ dv, long long T, long long S,
-                                                  int H, int Hkv, float scale, int causal) {
-  mpl_tc_bwd_keys(2, 0, q, k, v, out, lse, dout, dk, dv, T, S, H, Hkv, scale, causal);
-}
-
-MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_dv_tc(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
-                                                  const sdpa_in *__restrict__ v, const sdpa_in *__restrict__ out,
-                                                  const float *__restrict__ lse, const sdpa_in *__restrict__ dout,
-                                                  float *__restrict__ dk, float *__restrict__ dv, long long T, long long S,
-                                                  int H, int Hkv, float scale, int causal) {
-  mpl_tc_bwd_keys(1, 0, q, k, v, out, lse, dout, dk, dv, T, S, H, Hkv, scale, causal);
-}
+SDPA_TC_KEYS_ENTRY(mpl_sdpa_bwd_dk_tc, 2, 0)
+SDPA_TC_KEYS_ENTRY(mpl_sdpa_bwd_dv_tc, 1, 0)
 
 #if !defined(MPL_SDPA_IN16) && HS <= 64 && HV <= 64
 /* An f32 step's (head sizes up to 64: their registers hold both parts of an operand):
  * every product as three tf32 ones (x3); the parameters of the kernels above. */
-MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_fwd_x3(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
-                                               const sdpa_in *__restrict__ v, float *__restrict__ out,
-                                               float *__restrict__ lse, long long T, long long S, int H, int Hkv,
-                                               float scale, int causal) {
-  mpl_tc_fwd(1, q, k, v, out, lse, T, S, H, Hkv, scale, causal);
-}
-
-MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_q_x3(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
-                                                 const sdpa_in *__restrict__ v, const sdpa_in *__restrict__ out,
-                                                 const float *__restrict__ lse, const sdpa_in *__restrict__ dout,
-                                                 float *__restrict__ dq, long long T, long long S, int H, int Hkv,
-                                                 float scale, int causal) {
-  mpl_tc_bwd_q(1, q, k, v, out, lse, dout, dq, T, S, H, Hkv, scale, causal);
-}
-
-MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_dk_x3(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
-                                                  const sdpa_in *__restrict__ v, const sdpa_in *__restrict__ out,
-                                                  const float *__restrict__ lse, const sdpa_in *__restrict__ dout,
-                                                  float *__restrict__ dk, float *__restrict__ dv, long long T, long long S,
-                                                  int H, int Hkv, float scale, int causal) {
-  mpl_tc_bwd_keys(2, 1, q, k, v, out, lse, dout, dk, dv, T, S, H, Hkv, scale, causal);
-}
-
-MPL_KERNEL(SDPA_TC_WARPS * 32) mpl_sdpa_bwd_dv_x3(const sdpa_in *__restrict__ q, const sdpa_in *__restrict__ k,
-                                                  const sdpa_in *__restrict__ v, const sdpa_in *__restrict__ out,
-                                                  const float *__restrict__ lse, const sdpa_in *__restrict__ dout,
-                                                  float *__restrict__ dk, float *__restrict__ dv, long long T, long long S,
-                                                  int H, int Hkv, float scale, int causal) {
-  mpl_tc_bwd_keys(1, 1, q, k, v, out, lse, dout, dk, dv, T, S, H, Hkv, scale, causal);
-}
+SDPA_TC_FWD_ENTRY(mpl_sdpa_fwd_x3, 1)
+SDPA_TC_BWD_Q_ENTRY(mpl_sdpa_bwd_q_x3, 1)
+SDPA_TC_KEYS_ENTRY(mpl_sdpa_bwd_dk_x3, 2, 1)
+SDPA_TC_KEYS_ENTRY(mpl_sdpa_bwd_dv_x3, 1, 1)
 #endif
 #endif
 #endif

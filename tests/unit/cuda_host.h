@@ -51,6 +51,29 @@ static inline float host_shfl_xor(float v, int m) {
 }
 #define MPL_SHFL_XOR(v, m) host_shfl_xor((v), (m))
 
+/* The two halves of a modelled mma.sync: host_mma_post posts this thread's fragments and waits
+ * for its warp's (in host_xchg_a and _b from the returned first lane on); host_mma_sum, once
+ * the posts are read into A (16 x kdim) and B (kdim x 8), waits again and adds to this
+ * thread's d[i] (row groupID + 8 (i >> 1), column 2 threadID_in_group + (i & 1)) its row of A
+ * times its column of B, the kdim products summed in order in double, rounded once. */
+static inline unsigned host_mma_post(const unsigned a[4], const unsigned b[2]) {
+  unsigned me = threadIdx.x;
+  memcpy(host_xchg_a[me], a, sizeof host_xchg_a[me]);
+  memcpy(host_xchg_b[me], b, sizeof host_xchg_b[me]);
+  host_fiber_wait();
+  return me & ~31u;
+}
+static inline void host_mma_sum(float d[4], const float *A, const float *B, int kdim) {
+  host_fiber_wait();
+  unsigned gid = (threadIdx.x & 31) >> 2, tid = threadIdx.x & 3;
+  for (int i = 0; i < 4; i++) {
+    int row = (int)gid + 8 * (i >> 1), col = 2 * (int)tid + (i & 1);
+    double acc = d[i];
+    for (int kk = 0; kk < kdim; kk++) acc += (double)A[row * kdim + kk] * B[kk * 8 + col];
+    d[i] = (float)acc;
+  }
+}
+
 /* mma.sync.m16n8k16.row.col.f32.bf16.bf16.f32, d += a b, written from the PTX ISA's
  * fragment layouts (groupID = lane >> 2, threadID_in_group = lane % 4; two bf16 a register,
  * the first element low): A's register r holds row groupID + 8 (r & 1), columns
@@ -58,11 +81,9 @@ static inline float host_shfl_xor(float v, int m) {
  * {0, 1} + 8 r of column groupID; D's element i row groupID + 8 (i >> 1), column
  * 2 threadID_in_group + (i & 1). Each element's 16 products summed in order, in double. */
 static inline float host_bf16_at(unsigned reg, int hi) { return __uint_as_float((hi ? reg >> 16 : reg & 0xFFFFu) << 16); }
+
 static inline void mpl_mma_bf16(float d[4], const unsigned a[4], const unsigned b[2]) {
-  unsigned me = threadIdx.x, w0 = me & ~31u;
-  memcpy(host_xchg_a[me], a, sizeof host_xchg_a[me]);
-  memcpy(host_xchg_b[me], b, sizeof host_xchg_b[me]);
-  host_fiber_wait();
+  unsigned w0 = host_mma_post(a, b);
   float A[16][16], B[16][8];
   for (unsigned l = 0; l < 32; l++) {
     unsigned gid = l >> 2, tid = l & 3;
@@ -71,14 +92,7 @@ static inline void mpl_mma_bf16(float d[4], const unsigned a[4], const unsigned 
     for (int r = 0; r < 2; r++)
       for (int e = 0; e < 2; e++) B[2 * tid + e + 8 * r][gid] = host_bf16_at(host_xchg_b[w0 + l][r], e);
   }
-  host_fiber_wait();
-  unsigned gid = (me & 31) >> 2, tid = me & 3;
-  for (int i = 0; i < 4; i++) {
-    int row = (int)gid + 8 * (i >> 1), col = 2 * (int)tid + (i & 1);
-    double acc = d[i];
-    for (int kk = 0; kk < 16; kk++) acc += (double)A[row][kk] * B[kk][col];
-    d[i] = (float)acc;
-  }
+  host_mma_sum(d, &A[0][0], &B[0][0], 16);
 }
 
 /* cvt.rna.tf32.f32: x rounded to tf32 (10 bits of significand; to nearest, ties away from
@@ -102,24 +116,14 @@ static inline float host_tf32_at(unsigned reg) {
   return __uint_as_float(reg);
 }
 static inline void mpl_mma_tf32(float d[4], const unsigned a[4], const unsigned b[2]) {
-  unsigned me = threadIdx.x, w0 = me & ~31u;
-  memcpy(host_xchg_a[me], a, sizeof host_xchg_a[me]);
-  memcpy(host_xchg_b[me], b, sizeof host_xchg_b[me]);
-  host_fiber_wait();
+  unsigned w0 = host_mma_post(a, b);
   float A[16][8], B[8][8];
   for (unsigned l = 0; l < 32; l++) {
     unsigned gid = l >> 2, tid = l & 3;
     for (int r = 0; r < 4; r++) A[gid + 8 * (r & 1)][tid + 4 * (r >> 1)] = host_tf32_at(host_xchg_a[w0 + l][r]);
     for (int r = 0; r < 2; r++) B[tid + 4 * r][gid] = host_tf32_at(host_xchg_b[w0 + l][r]);
   }
-  host_fiber_wait();
-  unsigned gid = (me & 31) >> 2, tid = me & 3;
-  for (int i = 0; i < 4; i++) {
-    int row = (int)gid + 8 * (i >> 1), col = 2 * (int)tid + (i & 1);
-    double acc = d[i];
-    for (int kk = 0; kk < 8; kk++) acc += (double)A[row][kk] * B[kk][col];
-    d[i] = (float)acc;
-  }
+  host_mma_sum(d, &A[0][0], &B[0][0], 8);
 }
 
 typedef struct HostGrid {

@@ -57,3 +57,6 @@
 #undef SDPA_TC_QTX
 #undef tc_el
 #undef mpl_tc_mma
+#undef SDPA_TC_FWD_ENTRY
+#undef SDPA_TC_BWD_Q_ENTRY
+#undef SDPA_TC_KEYS_ENTRY

@@ -21,22 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static char tmpdir[256];
-
-static const char *tmp_path(const char *name) {
-  static char buf[4][512];
-  static int k;
-  k = (k + 1) % 4;
-  snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-  return buf[k];
-}
-
-static void write_bytes(const char *path, const void *data, size_t n) {
-  FILE *f = fopen(path, "wb");
-  ck_assert_ptr_nonnull(f);
-  ck_assert_uint_eq(fwrite(data, 1, n, f), n);
-  fclose(f);
-}
+#include "tmp_files.h"
 
 /* The one entry file in dir (its path into out); the count of entries. */
 static int cache_entries(const char *dir, char *out, size_t n) {
@@ -62,8 +47,7 @@ static bool cache_has(const char *kind, const char *ctx, const char *in, const c
 }
 
 START_TEST(test_kcache) {
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/mpl_kcache_XXXXXX");
-  ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+  make_tmpdir("kcache");
   char *old_dir = getenv("MPL_CACHE_DIR") ? strdup(getenv("MPL_CACHE_DIR")) : NULL; /* (tests/run.sh's) */
   char *old_mb = getenv("MPL_CACHE_MB") ? strdup(getenv("MPL_CACHE_MB")) : NULL;
   char dir[600];
@@ -193,9 +177,7 @@ START_TEST(test_kcache) {
   if (old_dir) setenv("MPL_CACHE_DIR", old_dir, 1);
   else unsetenv("MPL_CACHE_DIR");
   free(old_dir), free(old_mb);
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-  ck_assert_int_eq(system(cmd), 0);
+  remove_tmpdir();
 }
 END_TEST
 

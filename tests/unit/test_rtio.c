@@ -23,33 +23,7 @@
 
 /* ---- helpers ------------------------------------------------------------------ */
 
-static char tmpdir[256];
-
-static void make_tmpdir(void) {
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/mpl_rtio_XXXXXX");
-  ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-}
-
-static void remove_tmpdir(void) {
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-  ck_assert_int_eq(system(cmd), 0);
-}
-
-static const char *tmp_path(const char *name) {
-  static char buf[4][512];
-  static int k;
-  k = (k + 1) % 4;
-  snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-  return buf[k];
-}
-
-static void write_bytes(const char *path, const void *data, size_t n) {
-  FILE *f = fopen(path, "wb");
-  ck_assert_ptr_nonnull(f);
-  ck_assert_uint_eq(fwrite(data, 1, n, f), n);
-  fclose(f);
-}
+#include "tmp_files.h"
 
 /* A safetensors file from a header string and raw data bytes. */
 static void write_st_raw(const char *path, const char *header, const void *data, size_t n) {
@@ -154,7 +128,7 @@ END_TEST
 /* ---- safetensors ------------------------------------------------------------------ */
 
 START_TEST(test_st_roundtrip) {
-  make_tmpdir();
+  make_tmpdir("rtio");
   float w[6] = {1, -2, 3.5f, 1e-30f, -0.0f, 42}, b[3] = {0.25f, 0.5f, 0.75f}, s[1] = {7};
   int64_t ws[2] = {2, 3}, bs[1] = {3}, zs[2] = {0, 4};
   MplStEntry e[] = {{.name = "wte", .ndim = 2, .shape = ws, .data = w},
@@ -199,7 +173,7 @@ START_TEST(test_st_roundtrip) {
 END_TEST
 
 START_TEST(test_st_half) {
-  make_tmpdir();
+  make_tmpdir("rtio");
   uint16_t h[6] = {0x3C00, 0xC000, 0x3800, 0x0001, 0x7C00, 0x3555}; /* F16 */
   uint16_t bf[2] = {0x3F80, 0xC040};                               /* BF16 */
   uint8_t data[16];
@@ -225,7 +199,7 @@ START_TEST(test_st_half) {
 END_TEST
 
 START_TEST(test_st_errors) {
-  make_tmpdir();
+  make_tmpdir("rtio");
   MplSafetensors st;
   MplErr err;
   ck_assert_int_eq(mpl_st_open(&st, tmp_path("missing.safetensors"), &err), MPL_ERR);
@@ -288,7 +262,7 @@ END_TEST
 /* A file may hold tensors of the format's other dtypes (a checkpoint's integer buffers):
  * opened, their sizes checked, and refused only when read as a param. */
 START_TEST(test_st_other_dtypes) {
-  make_tmpdir();
+  make_tmpdir("rtio");
   const char *p = tmp_path("mixed.safetensors");
   uint8_t data[16] = {0};
   float one = 1.0f;
@@ -326,7 +300,7 @@ END_TEST
 
 /* Every truncation and every header byte flip of a valid file: refused or read safely. */
 START_TEST(test_st_fuzz) {
-  make_tmpdir();
+  make_tmpdir("rtio");
   float w[6] = {1, 2, 3, 4, 5, 6};
   int64_t ws[2] = {2, 3}, bs[1] = {2};
   MplStEntry e[] = {{.name = "w", .ndim = 2, .shape = ws, .data = w}, {.name = "b", .ndim = 1, .shape = bs, .data = w}};
@@ -368,7 +342,7 @@ END_TEST
 
 /* Allocation failure at every point of open: an error, never a crash or a leak. */
 START_TEST(test_st_alloc_failure) {
-  make_tmpdir();
+  make_tmpdir("rtio");
   float w[4] = {1, 2, 3, 4};
   int64_t ws[1] = {4};
   MplStEntry e[] = {{.name = "w", .ndim = 1, .shape = ws, .data = w}, {.name = "v", .ndim = 1, .shape = ws, .data = w}};
@@ -422,7 +396,7 @@ static void expect_tok_error(const char *path, const char *needle) {
 }
 
 START_TEST(test_tokens_errors) {
-  make_tmpdir();
+  make_tmpdir("rtio");
   expect_tok_error(tmp_path("none.bin"), "cannot open");
   write_bytes(tmp_path("short.bin"), "12345678", 8);
   expect_tok_error(tmp_path("short.bin"), "too short");
@@ -448,7 +422,7 @@ START_TEST(test_tokens_errors) {
 END_TEST
 
 START_TEST(test_loader) {
-  make_tmpdir();
+  make_tmpdir("rtio");
   write_tokens(tmp_path("t.bin"), 20);
   MplTokens t;
   MplErr err;
@@ -607,7 +581,7 @@ static int parse_job(const MplJob *job, MplErr *err) {
 }
 
 START_TEST(test_job_roundtrip) {
-  make_tmpdir();
+  make_tmpdir("rtio");
   MplJobWriter w;
   build_job(&w);
   MplErr err;
@@ -760,7 +734,7 @@ static void *trace_rank(void *p) {
 
 /* The profile: written and read back exactly (17 digits); a broken one is refused. */
 START_TEST(test_profile) {
-  make_tmpdir();
+  make_tmpdir("rtio");
   MplProfileRank ranks[2] = {{.device = "cpu", .threads = 1, .speed = 1, .gemm_gflops = 41.5, .busy_s = 0.04,
                               .wall_s = 0.05, .compute_s = 0.039, .msg_s = 0.01, .update_s = 0.001,
                               .update_elems = 394752},
@@ -820,7 +794,7 @@ START_TEST(test_profile) {
 END_TEST
 
 START_TEST(test_trace) {
-  make_tmpdir();
+  make_tmpdir("rtio");
   MplTrace t;
   MplErr err;
   ck_assert_int_eq(mpl_trace_init(&t, 3, &err), MPL_OK);
