@@ -389,8 +389,8 @@ static const struct CudaSdpa *sdpa_kernels(CudaDev *cd, int hs, int hv, bool in1
   if (load_program(cd, ptx, &k->mod, "the fused attention's kernels", names, fns, 3, err) != MPL_OK) return NULL;
   /* the tensor-core kernels, compiled for the head sizes they take (sdpa.cu: bf16 inputs
      hs % 16 == 0, hv % 8 == 0, the backward also hv % 16 == 0; f32 inputs, whose operands
-     they round to tf32, both % 8 == 0; all <= 128; f32 inputs as three tf32 products each,
-     x3, up to 64) on sm_80 and later; the keys' gradients in one kernel (bf16 up to 64) or
+     they round to tf32, both % 8 == 0; all <= 128; f32 inputs also as three tf32 products
+     each, x3) on sm_80 and later; the keys' gradients in one kernel (bf16 up to 64) or
      in two (dk, dv; also with MPL_SDPA_TC=split). Where they are not, the CUDA-core ones. */
   k->fwd_tc = k->bwd_q_tc = k->bwd_kv_tc = k->bwd_dk_tc = k->bwd_dv_tc = NULL;
   k->fwd_x3 = k->bwd_q_x3 = k->bwd_dk_x3 = k->bwd_dv_x3 = NULL;

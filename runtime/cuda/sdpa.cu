@@ -243,9 +243,11 @@ MPL_KERNEL(SDPA_BR) mpl_sdpa_bwd_kv(const sdpa_in *__restrict__ q, const sdpa_in
  *  - f32 inputs of a tf32 step (or mplrun --tf32): mma.m16n8k8 with tf32 operands, each
  *    operand rounded to tf32 (cvt.rna: to nearest, ties away from zero) as it is loaded,
  *    the probabilities and dS too; the staged tiles f32 (the *_tc kernels);
- *  - f32 inputs of an f32 step, head sizes up to 64: each product as three tf32 ones
- *    (mpl_tc_mma_f32's x3; the *_x3 kernels), a fragment holding each operand's tf32 part
- *    and its tf32 rest, with smaller tiles (their registers).
+ *  - f32 inputs of an f32 step: each product as three tf32 ones (mpl_tc_mma_f32's x3; the
+ *    *_x3 kernels), a fragment holding each operand's tf32 part and its tf32 rest, with
+ *    smaller tiles (their registers); past head size 64 a warp's rows of q (or k) are read
+ *    from a shared copy and its rows of dout (or v) from global memory, a chunk at a time,
+ *    split where they are used (SDPA_X3_LAZY).
  * The forward: a block of SDPA_TC_WARPS warps takes 16 query rows a warp; key and value
  * tiles of SDPA_TC_BC rows are staged in shared memory. A warp keeps its scores and its
  * output in accumulator fragments: a thread holds rows groupID and groupID + 8, so a row's
@@ -352,8 +354,20 @@ MPL_DEV void mpl_tc_acc_a(unsigned a[SDPA_TC_AW], float (*f)[4], int c, int x3) 
 #define SDPA_TC_QT (HS > 64 || HV > 64 ? 8 : 32)
 #define SDPA_TC_AW 8 /* an A fragment's registers: the tf32 operands, then (x3) their rests */
 #define SDPA_TC_BW 4 /* a B fragment's */
-#define SDPA_TC_BCX 16 /* x3's tiles (its operands take twice the registers): keys, and queries in the keys' kernel */
-#define SDPA_TC_QTX 16
+/* x3's tiles (its operands take twice the registers): keys, and queries in the keys' kernel */
+#define SDPA_TC_BCX (HS > 64 || HV > 64 ? 8 : 16)
+#define SDPA_TC_QTX (HS > 64 || HV > 64 ? 8 : 16)
+#if SDPA_TC_QTX > SDPA_TC_QT
+#error "x3's query tiles are parts of the shared arrays"
+#endif
+/* x3 past head size 64: a warp's 16 rows of q (the forward, dq) or of k (the keys'
+   kernels) read a chunk at a time from the block's shared copy (mpl_tc_hold), its rows of
+   dout (dq) or v (dk) from global memory, each split into both parts where it is used
+   (mpl_tc_held_dot). Split once and held in registers, they spilled (ptxas, sm_80, at 128:
+   dq 1068 bytes a thread, dk 908, the forward 252, dv 136); held as f32 and split at each
+   use, dq and dk still spilled 156 and 140. The shared copy is 33 KiB of the 48: tiles of 8
+   keys (queries) in their own arrays. The same operands and products, so the same bits. */
+#define SDPA_X3_LAZY (HS > 64 || HV > 64)
 
 #ifndef MPL_CU_HOST
 /* d += a b: one warp's 16 x 8 x 8 product, tf32 operands (f32 bits, the low 13 of the
@@ -434,6 +448,24 @@ MPL_DEV void mpl_tc_acc_a(unsigned a[SDPA_TC_AW], float (*f)[4], int c, int x3) 
   mpl_tc_split(f[c][0], x3, &a[0], &a[4]), mpl_tc_split(f[c][2], x3, &a[1], &a[5]);
   mpl_tc_split(f[c][1], x3, &a[2], &a[6]), mpl_tc_split(f[c][3], x3, &a[3], &a[7]);
 }
+
+#if SDPA_X3_LAZY
+/* f[j] += a m^T over k chunk c, j < n8 (m's rows j*8 .. j*8+7, as mpl_tc_rows_dot), an A
+ * fragment of f32 values (a[0..3]: rows groupID and + 8 at column c * 8 + threadID_in_group,
+ * then at + 4) split into both parts once for the n8 products (x3) */
+MPL_DEV void mpl_tc_x3_chunk(float (*f)[4], int n8, const unsigned *a, const float *m, int pitch, int c, int g, int tg) {
+  unsigned as[SDPA_TC_AW];
+  MPL_UNROLL for (int i = 0; i < 4; i++) mpl_tc_split(__uint_as_float(a[i]), 1, &as[i], &as[i + 4]);
+  MPL_UNROLL for (int j = 0; j < n8; j++) {
+    unsigned b[SDPA_TC_BW];
+    mpl_tc_row_b(b, m, pitch, j * 8 + g, c, tg, 1);
+    mpl_tc_mma_f32(f[j], as, b, 1);
+  }
+}
+#endif
+#endif
+#ifndef SDPA_X3_LAZY
+#define SDPA_X3_LAZY 0 /* (bf16 operands: no x3) */
 #endif
 
 MPL_DEV float mpl_tc_max(float a, float b) { return b > a || b != b ? b : a; }
@@ -457,6 +489,28 @@ MPL_DEV void mpl_tc_rows_dot(float (*f)[4], int n8, unsigned (*a)[SDPA_TC_AW], i
       mpl_tc_mma(f[j], a[c], b, x3);
     }
   }
+}
+
+/* f[j] = a m^T as mpl_tc_rows_dot, a this warp's 16 rows: the A fragments a, or (x3 past head
+ * size 64) rows g and g + 8 of `held` (`width` columns, rows hp apart; from row hn on 0: read
+ * as 0), a chunk at a time */
+MPL_DEV void mpl_tc_held_dot(float (*f)[4], int n8, unsigned (*a)[SDPA_TC_AW], const float *held, int hp, long long hn,
+                             int width, const tc_el *m, int pitch, int g, int tg, int x3) {
+#if SDPA_X3_LAZY
+  if (x3) {
+    MPL_UNROLL for (int j = 0; j < n8; j++) f[j][0] = f[j][1] = f[j][2] = f[j][3] = 0.0f;
+    const float *h0 = g < hn ? held + g * hp : NULL, *h1 = g + 8 < hn ? held + (g + 8) * hp : NULL;
+    MPL_NO_UNROLL for (int c = 0; c < width / SDPA_TC_K; c++) { /* (not in registers: a chunk's index may vary) */
+      int d = c * 8 + tg;
+      unsigned ac[4] = {__float_as_uint(h0 ? h0[d] : 0.0f), __float_as_uint(h1 ? h1[d] : 0.0f),
+                        __float_as_uint(h0 ? h0[d + 4] : 0.0f), __float_as_uint(h1 ? h1[d + 4] : 0.0f)};
+      mpl_tc_x3_chunk(f, n8, ac, m, pitch, c, g, tg);
+    }
+    return;
+  }
+#endif
+  (void)held, (void)hp, (void)hn;
+  mpl_tc_rows_dot(f, n8, a, width, m, pitch, g, tg, x3);
 }
 
 /* acc[j] += a m for the 8 columns j*8 .. j*8+7 of shared m (rows `pitch` apart), j < n8,
@@ -500,6 +554,17 @@ MPL_DEV void mpl_tc_query_block(long long T, long long S, int H, int Hkv, int ca
   *keys = mpl_sdpa_keys(S, tile, causal);
 }
 
+#if SDPA_X3_LAZY
+/* The block's SDPA_TC_BR rows of m (`HS` columns; row first on, rows from n on 0) into shared
+ * `rows` (SDPA_TC_KP apart), and the first of this thread's warp's 16 there. Read after the
+ * next MPL_SYNC. */
+MPL_DEV const float *mpl_tc_hold(float *rows, const float *m, long long first, long long n, int t) {
+  long long left = n - first;
+  mpl_tc_stage(rows, SDPA_TC_KP, m + first * HS, HS, SDPA_TC_BR, left < SDPA_TC_BR ? (int)left : SDPA_TC_BR, t);
+  return rows + (t >> 5) * 16 * SDPA_TC_KP;
+}
+#endif
+
 /* The kernels are entry points to three bodies below, each with its constants: the forward's
  * and dq's x3 (0: one bf16 or tf32 product each; 1: an f32 step's three tf32 products), the
  * keys' gradients' part (0 both, 1 dv, 2 dk) and x3. */
@@ -533,13 +598,22 @@ MPL_DEV void mpl_tc_fwd(const int x3, const sdpa_in *__restrict__ q, const sdpa_
                         long long S, int H, int Hkv, float scale, int causal) {
   MPL_SHARED tc_el ks[SDPA_TC_BC][SDPA_TC_KP];
   MPL_SHARED tc_el vs[SDPA_TC_BC][SDPA_TC_VP];
+  tc_el *kt = &ks[0][0], *vt = &vs[0][0]; /* the staged tiles */
   int t = (int)threadIdx.x, g = (t & 31) >> 2, tg = t & 3;
   long long base, kvh, r0, keys;
   mpl_tc_query_block(T, S, H, Hkv, causal, &base, &kvh, &r0, &keys);
   long long r1 = r0 + 8; /* this thread's query rows: r0 and r1 */
   const sdpa_in *kb = k + kvh * S * HS, *vb = v + kvh * S * HV;
   unsigned qa[HS / SDPA_TC_K][SDPA_TC_AW]; /* the warp's 16 rows of q as A fragments, a k chunk each */
-  mpl_tc_rows_a(qa, HS, q + base * HS, r0, r1, T, tg, x3);
+  const float *held = NULL;                /* or (x3 past head size 64) in the block's shared copy */
+#if SDPA_X3_LAZY
+  MPL_SHARED float qrows[SDPA_TC_BR][SDPA_TC_KP], ks3[SDPA_TC_BCX][SDPA_TC_KP], vs3[SDPA_TC_BCX][SDPA_TC_VP];
+  if (x3) {
+    held = mpl_tc_hold(&qrows[0][0], q + base * HS, r0 - (t >> 5) * 16 - g, T, t);
+    kt = &ks3[0][0], vt = &vs3[0][0];
+  } else
+#endif
+    mpl_tc_rows_a(qa, HS, q + base * HS, r0, r1, T, tg, x3);
   float o[HV / 8][4];
   MPL_UNROLL for (int j = 0; j < HV / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
   float m0 = -MPL_INF, m1 = -MPL_INF, l0 = 0.0f, l1 = 0.0f;
@@ -547,11 +621,11 @@ MPL_DEV void mpl_tc_fwd(const int x3, const sdpa_in *__restrict__ q, const sdpa_
   for (long long k0 = 0; k0 < keys; k0 += bc) {
     int nk = keys - k0 < bc ? (int)(keys - k0) : bc;
     MPL_SYNC();
-    mpl_tc_stage(&ks[0][0], SDPA_TC_KP, kb + k0 * HS, HS, bc, nk, t);
-    mpl_tc_stage(&vs[0][0], SDPA_TC_VP, vb + k0 * HV, HV, bc, nk, t);
+    mpl_tc_stage(kt, SDPA_TC_KP, kb + k0 * HS, HS, bc, nk, t);
+    mpl_tc_stage(vt, SDPA_TC_VP, vb + k0 * HV, HV, bc, nk, t);
     MPL_SYNC();
     float sc[SDPA_TC_BC / 8][4]; /* the scores: 8 keys a fragment */
-    mpl_tc_rows_dot(sc, bc / 8, qa, HS, &ks[0][0], SDPA_TC_KP, g, tg, x3);
+    mpl_tc_held_dot(sc, bc / 8, qa, held, SDPA_TC_KP, 16, HS, kt, SDPA_TC_KP, g, tg, x3);
     float mx0 = m0, mx1 = m1;
     MPL_UNROLL for (int j = 0; j < bc / 8; j++) {
       MPL_UNROLL for (int i = 0; i < 4; i++) {
@@ -587,7 +661,7 @@ MPL_DEV void mpl_tc_fwd(const int x3, const sdpa_in *__restrict__ q, const sdpa_
     MPL_UNROLL for (int c = 0; c < bc / SDPA_TC_K; c++) {
       unsigned pa[SDPA_TC_AW]; /* the keys of k chunk c, rounded */
       mpl_tc_acc_a(pa, sc, c, x3);
-      mpl_tc_cols_dot(o, HV / 8, pa, &vs[0][0], SDPA_TC_VP, c * SDPA_TC_K, g, tg, x3);
+      mpl_tc_cols_dot(o, HV / 8, pa, vt, SDPA_TC_VP, c * SDPA_TC_K, g, tg, x3);
     }
   }
   mpl_tc_store(out + base * HV, HV, o, r0, r1, T, l0, l1, 1, tg);
@@ -619,14 +693,27 @@ MPL_DEV void mpl_tc_bwd_q(const int x3, const sdpa_in *__restrict__ q, const sdp
                           int Hkv, float scale, int causal) {
   MPL_SHARED tc_el ks[SDPA_TC_BC][SDPA_TC_KP];
   MPL_SHARED tc_el vs[SDPA_TC_BC][SDPA_TC_VP];
+  tc_el *kt = &ks[0][0], *vt = &vs[0][0]; /* the staged tiles */
   int t = (int)threadIdx.x, g = (t & 31) >> 2, tg = t & 3;
   long long base, kvh, r0, keys;
   mpl_tc_query_block(T, S, H, Hkv, causal, &base, &kvh, &r0, &keys);
   long long r1 = r0 + 8;
   const sdpa_in *kb = k + kvh * S * HS, *vb = v + kvh * S * HV;
   unsigned qa[HS / SDPA_TC_K][SDPA_TC_AW], da[HV / SDPA_TC_K][SDPA_TC_AW]; /* the warp's rows of q and of dout, as A fragments */
-  mpl_tc_rows_a(qa, HS, q + base * HS, r0, r1, T, tg, x3);
-  mpl_tc_rows_a(da, HV, dout + base * HV, r0, r1, T, tg, x3);
+  /* or (x3 past head size 64) q's in the block's shared copy and dout's where they are */
+  const float *held = NULL, *dheld = NULL;
+  long long w0 = r0 - g; /* the warp's first row */
+#if SDPA_X3_LAZY
+  MPL_SHARED float qrows[SDPA_TC_BR][SDPA_TC_KP], ks3[SDPA_TC_BCX][SDPA_TC_KP], vs3[SDPA_TC_BCX][SDPA_TC_VP];
+  if (x3) {
+    held = mpl_tc_hold(&qrows[0][0], q + base * HS, w0 - (t >> 5) * 16, T, t);
+    dheld = dout + (base + w0) * HV, kt = &ks3[0][0], vt = &vs3[0][0];
+  } else
+#endif
+  {
+    mpl_tc_rows_a(qa, HS, q + base * HS, r0, r1, T, tg, x3);
+    mpl_tc_rows_a(da, HV, dout + base * HV, r0, r1, T, tg, x3);
+  }
   float D0 = 0.0f, D1 = 0.0f, L0 = r0 < T ? lse[base + r0] : 0.0f, L1 = r1 < T ? lse[base + r1] : 0.0f;
   for (int c = 0; c < HV; c++) {
     if (r0 < T) D0 += SDPA_LD(dout, (base + r0) * HV + c) * SDPA_LD(out, (base + r0) * HV + c);
@@ -638,12 +725,12 @@ MPL_DEV void mpl_tc_bwd_q(const int x3, const sdpa_in *__restrict__ q, const sdp
   for (long long k0 = 0; k0 < keys; k0 += bc) {
     int nk = keys - k0 < bc ? (int)(keys - k0) : bc;
     MPL_SYNC();
-    mpl_tc_stage(&ks[0][0], SDPA_TC_KP, kb + k0 * HS, HS, bc, nk, t);
-    mpl_tc_stage(&vs[0][0], SDPA_TC_VP, vb + k0 * HV, HV, bc, nk, t);
+    mpl_tc_stage(kt, SDPA_TC_KP, kb + k0 * HS, HS, bc, nk, t);
+    mpl_tc_stage(vt, SDPA_TC_VP, vb + k0 * HV, HV, bc, nk, t);
     MPL_SYNC();
     float sc[SDPA_TC_BC / 8][4], dp[SDPA_TC_BC / 8][4]; /* s = q k^T, dp = dout v^T */
-    mpl_tc_rows_dot(sc, bc / 8, qa, HS, &ks[0][0], SDPA_TC_KP, g, tg, x3);
-    mpl_tc_rows_dot(dp, bc / 8, da, HV, &vs[0][0], SDPA_TC_VP, g, tg, x3);
+    mpl_tc_held_dot(sc, bc / 8, qa, held, SDPA_TC_KP, 16, HS, kt, SDPA_TC_KP, g, tg, x3);
+    mpl_tc_held_dot(dp, bc / 8, da, dheld, HV, T - w0, HV, vt, SDPA_TC_VP, g, tg, x3);
     MPL_UNROLL for (int j = 0; j < bc / 8; j++) {
       MPL_UNROLL for (int i = 0; i < 4; i++) {
         long long key = k0 + j * 8 + 2 * tg + (i & 1), row = i < 2 ? r0 : r1;
@@ -655,7 +742,7 @@ MPL_DEV void mpl_tc_bwd_q(const int x3, const sdpa_in *__restrict__ q, const sdp
     MPL_UNROLL for (int c = 0; c < bc / SDPA_TC_K; c++) {
       unsigned sa[SDPA_TC_AW];
       mpl_tc_acc_a(sa, sc, c, x3);
-      mpl_tc_cols_dot(acc, HS / 8, sa, &ks[0][0], SDPA_TC_KP, c * SDPA_TC_K, g, tg, x3);
+      mpl_tc_cols_dot(acc, HS / 8, sa, kt, SDPA_TC_KP, c * SDPA_TC_K, g, tg, x3);
     }
   }
   mpl_tc_store(dq + base * HS, HS, acc, r0, r1, T, scale, scale, 0, tg);
@@ -681,8 +768,17 @@ MPL_DEV void mpl_tc_bwd_keys(const int part, const int x3, const sdpa_in *__rest
   long long kbase = (b * Hkv + kh) * S;
   long long j0 = tile * SDPA_TC_BR + (t >> 5) * 16 + g, j1 = j0 + 8; /* this thread's keys */
   unsigned ka[HS / SDPA_TC_K][SDPA_TC_AW], va[HV / SDPA_TC_K][SDPA_TC_AW]; /* the warp's 16 keys of k and v, as A fragments */
-  mpl_tc_rows_a(ka, HS, k + kbase * HS, j0, j1, S, tg, x3);
-  if (want_k) mpl_tc_rows_a(va, HV, v + kbase * HV, j0, j1, S, tg, x3);
+  /* or (x3 past head size 64) k's in the block's shared copy and v's where they are */
+  const float *held = NULL, *vheld = NULL;
+#if SDPA_X3_LAZY
+  MPL_SHARED float krows[SDPA_TC_BR][SDPA_TC_KP];
+  if (x3) held = mpl_tc_hold(&krows[0][0], k + kbase * HS, tile * SDPA_TC_BR, S, t), vheld = v + (kbase + j0 - g) * HV;
+  else
+#endif
+  {
+    mpl_tc_rows_a(ka, HS, k + kbase * HS, j0, j1, S, tg, x3);
+    if (want_k) mpl_tc_rows_a(va, HV, v + kbase * HV, j0, j1, S, tg, x3);
+  }
   float gk[HS / 8][4], gv[HV / 8][4];
   MPL_UNROLL for (int j = 0; j < HS / 8; j++) gk[j][0] = gk[j][1] = gk[j][2] = gk[j][3] = 0.0f;
   MPL_UNROLL for (int j = 0; j < HV / 8; j++) gv[j][0] = gv[j][1] = gv[j][2] = gv[j][3] = 0.0f;
@@ -704,8 +800,8 @@ MPL_DEV void mpl_tc_bwd_keys(const int part, const int x3, const sdpa_in *__rest
       }
       MPL_SYNC();
       float st[SDPA_TC_QT / 8][4], dpt[SDPA_TC_QT / 8][4]; /* s^T = k q^T, dp^T = v dout^T: 8 queries a fragment */
-      mpl_tc_rows_dot(st, qt / 8, ka, HS, &qs[0][0], SDPA_TC_KP, g, tg, x3);
-      if (want_k) mpl_tc_rows_dot(dpt, qt / 8, va, HV, &dos[0][0], SDPA_TC_VP, g, tg, x3);
+      mpl_tc_held_dot(st, qt / 8, ka, held, SDPA_TC_KP, 16, HS, &qs[0][0], SDPA_TC_KP, g, tg, x3);
+      if (want_k) mpl_tc_held_dot(dpt, qt / 8, va, vheld, HV, S - (j0 - g), HV, &dos[0][0], SDPA_TC_VP, g, tg, x3);
       MPL_UNROLL for (int j = 0; j < qt / 8; j++) {
         MPL_UNROLL for (int i = 0; i < 4; i++) {
           int r = j * 8 + 2 * tg + (i & 1);
@@ -742,9 +838,9 @@ SDPA_TC_KEYS_ENTRY(mpl_sdpa_bwd_kv_tc, 0, 0)
 SDPA_TC_KEYS_ENTRY(mpl_sdpa_bwd_dk_tc, 2, 0)
 SDPA_TC_KEYS_ENTRY(mpl_sdpa_bwd_dv_tc, 1, 0)
 
-#if !defined(MPL_SDPA_IN16) && HS <= 64 && HV <= 64
-/* An f32 step's (head sizes up to 64: their registers hold both parts of an operand):
- * every product as three tf32 ones (x3); the parameters of the kernels above. */
+#ifndef MPL_SDPA_IN16
+/* An f32 step's: every product as three tf32 ones (x3); the parameters of the kernels
+ * above. */
 SDPA_TC_FWD_ENTRY(mpl_sdpa_fwd_x3, 1)
 SDPA_TC_BWD_Q_ENTRY(mpl_sdpa_bwd_q_x3, 1)
 SDPA_TC_KEYS_ENTRY(mpl_sdpa_bwd_dk_x3, 2, 1)

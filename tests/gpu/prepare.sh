@@ -20,6 +20,8 @@
 # jobs/half_bf16.job, jobs/half_f16.job: tests/e2e/half_*.mpl (a program's own bf16 and f16
 #   tensors: bf16 loads and stores in the kernels, the attention on tensor cores);
 #   ref/half_*_cpu.jsonl: their CPU loss curves over 10 steps.
+# jobs/llama_hs128_f32.job: a Llama at head size 128 (d 1024, 8 heads, T 1024, B 4, 2 layers)
+#   in f32, for the attention's speed as three tf32 products against the CUDA cores.
 set -eu
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
@@ -113,6 +115,9 @@ INIT=$P/llama.init.safetensors compare parity_llama_pp2 $P/llama.mpl -D stages=2
 INIT=$P/llama.init.safetensors compare parity_llama_tp2 $P/llama.mpl --mesh tp=2
 INIT=$P/llama.init.safetensors compare parity_llama_pp2_tp2 $P/llama.mpl -D stages=2 --mesh tp=2
 INIT=$P/moe.init.safetensors compare parity_moe_tp1 $P/moe.mpl
+# Llama's head size, 128, in f32: the attention as three tf32 products each with q (k) read
+# from shared memory and dout (v) from global (sdpa.cu's SDPA_X3_LAZY), two tiles of queries
+compare llama_hs128 examples/llama.mpl -D stages=1 -D d=256 -D heads=2 -D kv_heads=1 -D hidden=128 -D layers=1 -D batch=4 -D ctx=96
 INIT=$P/moe.init.safetensors compare parity_moe_tp2 $P/moe.mpl --mesh tp=2
 INIT=$P/cnn.init.safetensors compare parity_cnn $P/cnn.mpl
 INIT=$P/vit.init.safetensors compare parity_vit_tp1 $P/vit.mpl
@@ -153,6 +158,8 @@ for t in bf16 f16; do
   "$MPLRUN" "$C/jobs/half_$t.job" --steps 10 --threads 1 -q --metrics "$C/ref/half_${t}_cpu.jsonl" > /dev/null
 done
 echo "prepared the bf16 GPT and its CPU loss curves"
+"$MPLC" examples/llama.mpl -D stages=1 -D vocab=256 -D d=1024 -D heads=8 -D kv_heads=4 -D hidden=2816 -D layers=2 \
+  -D ctx=1024 -D batch=4 "${ARCH[@]}" -o "$C/jobs/llama_hs128_f32.job"
 # GPT-2 124M in each precision, with its plan's arena and optimizer state (bytes)
 g2=(-D vocab=50257 -D d=768 -D layers=12 -D heads=12 -D ctx=1024 -D batch=8)
 : > "$C/gpt2.tsv"

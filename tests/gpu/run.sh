@@ -434,6 +434,21 @@ if timeout 120 "$MPLRUN" "$C/jobs/gpt_tf32.job" --devices cuda --steps 3 -q --sa
 else
   bad tf32_precision "$(last_line "$LOGS/gpt_tf32.log" 2) $(last_line "$LOGS/gpt_tf32.cmp")"
 fi
+# an f32 Llama at head size 128 (T 1024): 8 steps with the attention as three tf32 products
+# (sdpa.cu's *_x3, q or k read from shared memory past head size 64) and with it on the CUDA
+# cores (MPL_SDPA_TC=0, whose kernels spill registers there): the median ms/step of each, and
+# the two loss curves within 1e-4 of each other (both f32 within about 2^-21 a product)
+if [ -f "$C/jobs/llama_hs128_f32.job" ]; then
+  for v in x3 cc; do
+    env $([ $v = cc ] && echo MPL_SDPA_TC=0) timeout 200 "$MPLRUN" "$C/jobs/llama_hs128_f32.job" --devices cuda --steps 8 -q \
+      --metrics "$LOGS/llama128_$v.jsonl" < /dev/null > "$LOGS/llama128_$v.log" 2>&1 || : > "$LOGS/llama128_$v.jsonl"
+  done
+  if "$PY" tests/tools/losscompare.py "$LOGS/llama128_x3.jsonl" "$LOGS/llama128_cc.jsonl" 1e-4 > "$LOGS/llama128.cmp" 2>&1; then
+    ok llama_hs128_f32_attn "median $(median_ms "$LOGS/llama128_x3.jsonl") ms/step on tensor cores (3xtf32), $(median_ms "$LOGS/llama128_cc.jsonl") on the CUDA cores; $(last_line "$LOGS/llama128.cmp")"
+  else
+    bad llama_hs128_f32_attn "$(last_line "$LOGS/llama128_x3.log" 2) $(last_line "$LOGS/llama128_cc.log" 2) $(last_line "$LOGS/llama128.cmp")"
+  fi
+fi
 fi # section 5
 
 # ---- 6. GPT-2 124M: MPL in f32, tf32 and bf16 against PyTorch ---------------------------------

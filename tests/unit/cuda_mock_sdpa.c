@@ -6,6 +6,8 @@
  *    ones with tf32 operands (a tf32 step's; dk and dv in two kernels) and with three tf32
  *    products for each f32 one (an f32 step's);
  *  - f32 inputs, 16 and 16: the same (test_cuda_jobs' models);
+ *  - f32 inputs, 128 and 128 (Llama's): the same, the 3xtf32 ones reading q (k) from shared
+ *    memory and dout (v) from global (SDPA_X3_LAZY);
  *  - bf16 inputs (MPL_SDPA_IN16), 16 and 16: the tensor-core forward and backward (the keys'
  *    gradients in one kernel, and in two: MPL_SDPA_TC=split);
  *  - bf16 inputs, 48 and 24: the tensor-core forward, the CUDA-core backward (hv % 16 != 0).
@@ -165,6 +167,17 @@ SDPA_TC_SPLIT_DISPATCH()
 SDPA_X3_DISPATCH()
 #include "sdpa_cu_unnames.h"
 
+#define SDPA_PFX f32_128_128
+#define MPL_SDPA_HS 128
+#define MPL_SDPA_HV 128
+#include "sdpa_cu_names.h"
+#include "runtime/cuda/sdpa.cu"
+SDPA_CORE_DISPATCH()
+SDPA_TC_FWD_DISPATCH()
+SDPA_TC_SPLIT_DISPATCH()
+SDPA_X3_DISPATCH()
+#include "sdpa_cu_unnames.h"
+
 #define SDPA_PFX bf16_16_16
 #define MPL_SDPA_HS 16
 #define MPL_SDPA_HV 16
@@ -189,6 +202,8 @@ SDPA_TC_FWD_DISPATCH()
 static const MockKernel f32_16_8[] = {SDPA_CORE_TABLE(f32_16_8), SDPA_TC_SPLIT_TABLE(f32_16_8), SDPA_X3_TABLE(f32_16_8)};
 static const MockKernel f32_16_16[] = {SDPA_CORE_TABLE(f32_16_16), SDPA_TC_SPLIT_TABLE(f32_16_16),
                                        SDPA_X3_TABLE(f32_16_16)};
+static const MockKernel f32_128_128[] = {SDPA_CORE_TABLE(f32_128_128), SDPA_TC_SPLIT_TABLE(f32_128_128),
+                                         SDPA_X3_TABLE(f32_128_128)};
 static const MockKernel bf16_16_16[] = {SDPA_CORE_TABLE(bf16_16_16),
                                         {"mpl_sdpa_fwd_tc", 128, bf16_16_16_fwd_tc_run},
                                         {"mpl_sdpa_bwd_q_tc", 128, bf16_16_16_bwd_q_tc_run},
@@ -200,6 +215,7 @@ static const MockKernel bf16_48_24[] = {SDPA_CORE_TABLE(bf16_48_24), {"mpl_sdpa_
 const MockSdpaBuild cuda_mock_sdpa[] = {
     {16, 8, false, f32_16_8, 11},
     {16, 16, false, f32_16_16, 11},
+    {128, 128, false, f32_128_128, 11},
     {16, 16, true, bf16_16_16, 8},
     {48, 24, true, bf16_48_24, 4},
 };

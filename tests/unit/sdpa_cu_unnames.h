@@ -30,6 +30,9 @@
 #undef mpl_tc_col_b
 #undef mpl_tc_acc_a
 #undef mpl_tc_rows_dot
+#undef mpl_tc_held_dot
+#undef mpl_tc_x3_chunk
+#undef mpl_tc_hold
 #undef mpl_tc_cols_dot
 #undef mpl_tc_store
 #undef mpl_tc_query_block
@@ -60,3 +63,4 @@
 #undef SDPA_TC_FWD_ENTRY
 #undef SDPA_TC_BWD_Q_ENTRY
 #undef SDPA_TC_KEYS_ENTRY
+#undef SDPA_X3_LAZY

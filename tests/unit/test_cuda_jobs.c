@@ -80,6 +80,9 @@ static const Case cases[] = {
     {"tests/e2e/ops_v2_reductions.mpl", "", false, NULL, NULL, false},
     {"tests/e2e/ops_v2_conv.mpl", "", false, NULL, NULL, false},
     {"examples/llama.mpl", LLAMA, false, "mpl_sdpa_bwd_dk_x3", NULL, false}, /* an f32 step: 3xtf32 */
+    /* Llama's head size, 128: the 3xtf32 kernels reading q (k) from shared memory, dout (v) from global */
+    {"examples/llama.mpl", "-D stages=1 -D d=256 -D heads=2 -D kv_heads=1 -D hidden=128 -D layers=1 -D batch=4 -D ctx=24",
+     false, "mpl_sdpa_bwd_q_x3", NULL, false},
     {"examples/moe.mpl", MOE, false, NULL, NULL, false},
     {"tests/unit/jobs/vit.mpl", "", false, "mpl_sdpa_fwd_x3", NULL, false},
     {"tests/e2e/bf16_gpt.mpl", GPT, true, NULL, NULL, false},
