@@ -536,7 +536,7 @@ int cg_nvrtc_compile(const char *src, const char *arch, char **ptx, size_t *len,
   int nopts = (int)(sizeof opts / sizeof opts[0]);
   uint8_t *entry;
   const char *clog, *cptx;
-  if (mpl_nvrtc_cache_get(src, "mpl_kernels.cu", opts, nopts, &entry, &clog, &cptx)) { /* compiled before */
+  if (mpl_nvrtc_cache_get(src, "mpl_kernels.cu", opts, nopts, &entry, &clog, &cptx, NULL)) { /* compiled before */
     int rc = log_error(clog, err, errlen);
     if (rc) {
       name_failing_kernel(src, err, errlen);

@@ -98,10 +98,13 @@ static char *nvrtc_context(const char *file, const char *const *opts, int nopts)
 }
 
 bool mpl_nvrtc_cache_get(const char *src, const char *file, const char *const *opts, int nopts, uint8_t **entry,
-                         const char **log, const char **ptx) {
+                         const char **log, const char **ptx, int *lock) {
   char *ctx = nvrtc_context(file, opts, nopts);
   size_t n = 0;
-  uint8_t *e = ctx ? mpl_kcache_get("ptx", ctx, src, strlen(src), &n) : NULL;
+  if (lock) *lock = -1;
+  uint8_t *e = !ctx ? NULL
+               : lock ? mpl_kcache_get_locked("ptx", ctx, src, strlen(src), &n, lock)
+                      : mpl_kcache_get("ptx", ctx, src, strlen(src), &n);
   free(ctx);
   const uint8_t *nul = e ? memchr(e, 0, n) : NULL;
   if (!nul || nul + 1 >= e + n || e[n - 1] != 0 || memchr(nul + 1, 0, (size_t)(e + n - 1 - (nul + 1)))) {

@@ -38,9 +38,10 @@ int mpl_nvrtc_load(char *err, size_t errlen);
 /* NVRTC's PTX through the compile cache (kcache.c, kind "ptx"), under the source and a
  * context of NVRTC's version, the file name and the options. An entry is the log, a NUL,
  * the PTX, a NUL. get: true with *log and *ptx pointing into *entry (mpl_free it); put: keeps
- * a compile's log and PTX. NVRTC must be loaded (mpl_nvrtc_load). */
+ * a compile's log and PTX. NVRTC must be loaded (mpl_nvrtc_load). With lock, get is
+ * mpl_kcache_get_locked's: on a miss the caller compiles, puts, then mpl_kcache_unlock's *lock. */
 bool mpl_nvrtc_cache_get(const char *src, const char *file, const char *const *opts, int nopts, uint8_t **entry,
-                         const char **log, const char **ptx);
+                         const char **log, const char **ptx, int *lock);
 void mpl_nvrtc_cache_put(const char *src, const char *file, const char *const *opts, int nopts, const char *log,
                          const char *ptx);
 

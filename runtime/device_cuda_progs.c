@@ -154,7 +154,8 @@ int cudev_compile(const char *src, const char *file, const char *what, const cha
   const char *clog, *cptx;
   int st;
   char why[700]; /* (NVRTC that cannot be loaded: nvrtc_compile says so) */
-  if (!mpl_nvrtc_load(why, sizeof why) && mpl_nvrtc_cache_get(src, file, opts, nopts, &entry, &clog, &cptx)) {
+  int lock = -1;  /* (the processes of an mpirun: one compiles, the others take its entry) */
+  if (!mpl_nvrtc_load(why, sizeof why) && mpl_nvrtc_cache_get(src, file, opts, nopts, &entry, &clog, &cptx, &lock)) {
     snprintf(full_log, sizeof full_log, "%s", clog); /* compiled before, by this process or another */
     *ptx = copy_text(cptx);
     st = *ptx ? MPL_OK : mpl_errf(err, "out of memory compiling %s", what);
@@ -163,6 +164,7 @@ int cudev_compile(const char *src, const char *file, const char *what, const cha
     st = nvrtc_compile(src, file, what, opts, nopts, ptx, full_log, sizeof full_log, err);
     if (st == MPL_OK) mpl_nvrtc_cache_put(src, file, opts, nopts, full_log, *ptx);
   }
+  mpl_kcache_unlock(lock);
   PtxCached *c = st == MPL_OK ? mpl_malloc(sizeof *c) : NULL;
   if (c && (c->ptx = copy_text(*ptx)) && (c->log = copy_text(full_log))) {
     c->key = key, key = NULL;

@@ -245,14 +245,17 @@ MplJit *mpl_jit_load(const void *bc, size_t len, char *err, size_t errlen) {
   /* the machine code: the compile cache's, made from these very bytes before, or made now */
   char *ctx = mpl_llvm_cache_context("mpl jit 1: O3, reloc default, code model JIT"); /* make_jit's */
   size_t olen = 0;
-  void *obj = ctx ? mpl_kcache_get("jit", ctx, bc, len, &olen) : NULL;
+  int lock = -1; /* (the processes of an mpirun: one compiles, the others take its entry) */
+  void *obj = ctx ? mpl_kcache_get_locked("jit", ctx, bc, len, &olen, &lock) : NULL;
   if (!obj) {
     if (compile_object(bc, len, &obj, &olen, err, errlen)) {
+      mpl_kcache_unlock(lock);
       free(ctx);
       return NULL;
     }
     if (ctx) mpl_kcache_put("jit", ctx, bc, len, obj, olen);
   }
+  mpl_kcache_unlock(lock);
   free(ctx);
   LLVMMemoryBufferRef mb = LLVMCreateMemoryBufferWithMemoryRangeCopy(obj, olen, "mpl_kernels");
   mpl_free(obj);

@@ -20,6 +20,13 @@
  * written to a temp file in the folder and renamed over their name, so a reader sees a
  * whole entry or none; there is no fsync (a file lost in a crash is a miss).
  *
+ * Waiting: a miss through mpl_kcache_get_locked takes the entry's lock (flock on .lock-KIND-HASH,
+ * which the kernel lets go when its holder exits, however it ends) before it compiles;
+ * another process (or thread) missing the same entry meanwhile waits for the lock, then
+ * reads the entry the holder wrote: the processes of one mpirun compile a job's kernels
+ * once, not once each. A holder that takes longer than MPL_CACHE_WAIT seconds (default 600)
+ * is not waited for past that: the waiter compiles too.
+ *
  * Size: after each write (or failed write: a full disk), entries beyond $MPL_CACHE_MB
  * (default 512 MiB; a value that is not a positive number of MiB is taken as the default)
  * in all go, least recently used first (a hit touches its entry's time); temp files of
@@ -38,6 +45,7 @@
 #include <limits.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -160,6 +168,9 @@ static bool is_entry_name(const char *n) {
   return k == 16 && !n[k];
 }
 
+/* .lock-KIND-HASH: an entry's lock file (mpl_kcache_get_locked) */
+static bool is_lock_name(const char *n) { return strncmp(n, ".lock-", 6) == 0 && is_entry_name(n + 6); }
+
 static bool is_temp_name(const char *n) {
   if (strncmp(n, ".tmp-", 5) != 0) return false;
   int dashes = 0;
@@ -187,7 +198,7 @@ static void trim(const char *dir) {
   for (struct dirent *e; (e = readdir(d));) {
     struct stat st;
     snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-    bool temp = is_temp_name(e->d_name);
+    bool temp = is_temp_name(e->d_name) || is_lock_name(e->d_name);
     if (!temp && !is_entry_name(e->d_name)) continue; /* not ours: never touched */
     if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode)) continue;
     if (temp) {
@@ -239,6 +250,52 @@ void mpl_kcache_put(const char *kind, const char *ctx, const void *in, size_t in
   }
   atomic_fetch_add(&n_puts, 1);
   trim(dir);
+}
+
+uint8_t *mpl_kcache_get_locked(const char *kind, const char *ctx, const void *in, size_t inlen, size_t *outlen,
+                               int *lock) {
+  *lock = -1;
+  uint8_t *out = mpl_kcache_get(kind, ctx, in, inlen, outlen);
+  char path[PATH_MAX], lpath[PATH_MAX + 8], dir[PATH_MAX];
+  if (out || !entry_path(kind, ctx, in, inlen, path, sizeof path)) return out;
+  mpl_path_folder(path, dir, sizeof dir);
+  snprintf(lpath, sizeof lpath, "%s/.lock-%s", dir, path + strlen(dir) + 1);
+  int fd = open(lpath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return NULL; /* (no lock: compile) */
+  const char *w = getenv("MPL_CACHE_WAIT");
+  char *end = NULL;
+  double wait = w && *w ? strtod(w, &end) : 600;
+  if (w && *w && (*end || !(wait >= 0 && wait < 1e7))) wait = 600;
+  struct timespec t0, now, nap = {0, 10 * 1000 * 1000};
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  bool held = false;
+  for (;;) { /* polled (a blocking flock could wait on a stuck holder for ever) */
+    if ((held = flock(fd, LOCK_EX | LOCK_NB) == 0)) break;
+    if (errno != EWOULDBLOCK && errno != EINTR) break; /* (no locks on this file system) */
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if ((double)(now.tv_sec - t0.tv_sec) + 1e-9 * (double)(now.tv_nsec - t0.tv_nsec) >= wait) break;
+    nanosleep(&nap, NULL);
+  }
+  if (!held) { /* waited long enough, or cannot lock: compile */
+    close(fd);
+    return NULL;
+  }
+  (void)futimens(fd, NULL); /* (trim takes lock files an hour old) */
+  /* a holder before us may have written it: a hit (not a miss), else one miss, not two */
+  out = mpl_kcache_get(kind, ctx, in, inlen, outlen);
+  atomic_fetch_sub(&n_misses, 1);
+  if (out) {
+    mpl_kcache_unlock(fd);
+    return out;
+  }
+  *lock = fd;
+  return NULL;
+}
+
+void mpl_kcache_unlock(int lock) {
+  if (lock < 0) return;
+  flock(lock, LOCK_UN);
+  close(lock);
 }
 
 void mpl_kcache_lib_id(const void *addr, char *out, size_t n) {

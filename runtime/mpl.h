@@ -104,6 +104,13 @@ int mpl_stdout_check(const char *prog);
  * options). get: the output (mpl_malloc'd, *outlen bytes) or NULL on a miss; put: keeps
  * it. Neither ever fails a caller: a cache that is off or cannot be used is a miss. */
 uint8_t *mpl_kcache_get(const char *kind, const char *ctx, const void *in, size_t inlen, size_t *outlen);
+/* get, and on a miss the entry's lock (*lock, -1 when none): one process compiles an entry
+ * that several need at once (an mpirun's, or its threads'); the others wait for it (up to
+ * MPL_CACHE_WAIT seconds, default 600) and take its entry. The caller puts the output,
+ * then gives the lock to mpl_kcache_unlock. */
+uint8_t *mpl_kcache_get_locked(const char *kind, const char *ctx, const void *in, size_t inlen, size_t *outlen,
+                               int *lock);
+void mpl_kcache_unlock(int lock);
 void mpl_kcache_put(const char *kind, const char *ctx, const void *in, size_t inlen, const void *out, size_t outlen);
 /* For a context: the file that holds the code at addr (a library, or the executable it is
  * linked into) with its size and time, so that an update of a compiler's library (a patch

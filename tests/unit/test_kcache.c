@@ -4,7 +4,8 @@
  * and a link are misses, and a put writes the entry whole again; folders it must not use
  * (others may write it, the empty setting, one under a file); the size limit, least
  * recently used first, never removing files it did not write, and limits that are not a
- * size; the identity of the file a compiler's code is in. (NVRTC's entries: test_nvrtc;
+ * size; the identity of the file a compiler's code is in; the lock under which processes that
+ * miss one entry at once compile it once. (NVRTC's entries: test_nvrtc;
  * mplc and mplrun with the cache: tests/e2e/compile_cache.sh.)
  */
 #ifndef _GNU_SOURCE
@@ -17,7 +18,9 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -181,11 +184,125 @@ START_TEST(test_kcache) {
 }
 END_TEST
 
+/* A child that wants entry (jit, "ctx L", "in"): on a hit exits 10, on a miss (holding the
+ * lock) "compiles" for 300 ms, puts the entry, lets the lock go and exits 20; 1 when this
+ * process's counts are not one hit, or one miss and one put. */
+static void child_wants_entry(void) {
+  int64_t h0, m0, p0, h, m, p;
+  mpl_kcache_stats(&h0, &m0, &p0);
+  int lock;
+  size_t n = 0;
+  uint8_t *got = mpl_kcache_get_locked("jit", "ctx L", "in", 2, &n, &lock);
+  if (got) {
+    mpl_kcache_stats(&h, &m, &p);
+    _exit(n == 6 && !memcmp(got, "object", 6) && lock == -1 && h - h0 == 1 && m == m0 ? 10 : 1);
+  }
+  if (lock < 0) _exit(1);
+  usleep(300 * 1000);
+  mpl_kcache_put("jit", "ctx L", "in", 2, "object", 6);
+  mpl_kcache_unlock(lock);
+  mpl_kcache_stats(&h, &m, &p);
+  _exit(h == h0 && m - m0 == 1 && p - p0 == 1 ? 20 : 1);
+}
+
+static double seconds_since(const struct timespec *t0) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)(t.tv_sec - t0->tv_sec) + 1e-9 * (double)(t.tv_nsec - t0->tv_nsec);
+}
+
+/* A child that takes the entry's lock (a miss), says so on fd w, and holds it until killed. */
+static pid_t child_holding_lock(void) {
+  int fds[2];
+  ck_assert_int_eq(pipe(fds), 0);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    int lock;
+    size_t n;
+    uint8_t *got = mpl_kcache_get_locked("jit", "ctx L", "in", 2, &n, &lock);
+    char c = got || lock < 0 ? 'x' : 'L';
+    if (write(fds[1], &c, 1) != 1) _exit(1);
+    for (;;) pause();
+  }
+  close(fds[1]);
+  char c = 0;
+  ck_assert_int_eq(read(fds[0], &c, 1), 1);
+  close(fds[0]);
+  ck_assert_msg(c == 'L', "the child did not get the lock");
+  return pid;
+}
+
+/* mpl_kcache_get_locked: processes that miss one entry at once compile it once (one takes
+ * the lock and compiles, the others wait and read its entry); a holder that dies lets the
+ * lock go; one that takes longer than MPL_CACHE_WAIT is not waited for; stale lock files go. */
+START_TEST(test_kcache_lock) {
+  make_tmpdir("kcache_lock");
+  char *old_dir = getenv("MPL_CACHE_DIR") ? strdup(getenv("MPL_CACHE_DIR")) : NULL;
+  char dir[600];
+  snprintf(dir, sizeof dir, "%s", tmp_path("cache"));
+  setenv("MPL_CACHE_DIR", dir, 1);
+  unsetenv("MPL_CACHE_WAIT");
+  /* four at once: one compiles, three read its entry */
+  pid_t kids[4];
+  for (int i = 0; i < 4; i++) {
+    kids[i] = fork();
+    ck_assert_int_ge(kids[i], 0);
+    if (kids[i] == 0) child_wants_entry();
+  }
+  int compiled = 0, read_it = 0;
+  for (int i = 0; i < 4; i++) {
+    int st;
+    ck_assert_int_eq(waitpid(kids[i], &st, 0), kids[i]);
+    ck_assert_msg(WIFEXITED(st) && (WEXITSTATUS(st) == 10 || WEXITSTATUS(st) == 20), "child %d: status %d", i, st);
+    compiled += WEXITSTATUS(st) == 20, read_it += WEXITSTATUS(st) == 10;
+  }
+  ck_assert_int_eq(compiled, 1);
+  ck_assert_int_eq(read_it, 3);
+  /* a holder killed while compiling: the next one takes the lock at once (and compiles) */
+  ck_assert_int_eq(system("rm -f \"$MPL_CACHE_DIR\"/jit-*"), 0);
+  pid_t holder = child_holding_lock();
+  kill(holder, SIGKILL);
+  ck_assert_int_eq(waitpid(holder, NULL, 0), holder);
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  int lock;
+  size_t n;
+  ck_assert_ptr_null(mpl_kcache_get_locked("jit", "ctx L", "in", 2, &n, &lock));
+  ck_assert_msg(lock >= 0 && seconds_since(&t0) < 2.0, "lock %d after %.2f s", lock, seconds_since(&t0));
+  mpl_kcache_unlock(lock);
+  /* a holder that takes too long: waited for MPL_CACHE_WAIT seconds, then compiled without the lock */
+  holder = child_holding_lock();
+  setenv("MPL_CACHE_WAIT", "0.3", 1);
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  ck_assert_ptr_null(mpl_kcache_get_locked("jit", "ctx L", "in", 2, &n, &lock));
+  double waited = seconds_since(&t0);
+  kill(holder, SIGKILL);
+  waitpid(holder, NULL, 0);
+  ck_assert_msg(lock == -1 && waited >= 0.29 && waited < 5.0, "lock %d after %.2f s", lock, waited);
+  unsetenv("MPL_CACHE_WAIT");
+  /* lock files an hour old go at the next write, as stale temp files do; a fresh one stays */
+  char stale[700], fresh[700], entry[700];
+  snprintf(stale, sizeof stale, "%s/.lock-jit-0123456789abcdef", dir);
+  snprintf(fresh, sizeof fresh, "%s/.lock-jit-fedcba9876543210", dir);
+  write_bytes(stale, "", 0), write_bytes(fresh, "", 0);
+  struct timespec old[2] = {{time(NULL) - 7200, 0}, {time(NULL) - 7200, 0}};
+  ck_assert_int_eq(utimensat(AT_FDCWD, stale, old, 0), 0);
+  mpl_kcache_put("jit", "ctx M", "in", 2, "object", 6);
+  ck_assert_msg(access(stale, F_OK) != 0 && access(fresh, F_OK) == 0, "stale lock kept or fresh one removed");
+  ck_assert_int_eq(cache_entries(dir, entry, sizeof entry), 1); /* (ctx M's: ctx L's was removed above) */
+  if (old_dir) setenv("MPL_CACHE_DIR", old_dir, 1);
+  else unsetenv("MPL_CACHE_DIR");
+  free(old_dir);
+  remove_tmpdir();
+}
+END_TEST
 
 int main(void) {
   Suite *s = suite_create("kcache");
   TCase *tc = tcase_create("core");
   tcase_add_test(tc, test_kcache);
+  tcase_add_test(tc, test_kcache_lock);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

@@ -293,7 +293,7 @@ START_TEST(test_ptx_cache) {
   ck_assert(memcmp(ptx1, ptx2, len1) == 0 && ptx1[len1 - 1] == 0);
   uint8_t *entry;
   const char *log, *ptx;
-  ck_assert(mpl_nvrtc_cache_get(src, "mpl_kernels.cu", opts, 5, &entry, &log, &ptx));
+  ck_assert(mpl_nvrtc_cache_get(src, "mpl_kernels.cu", opts, 5, &entry, &log, &ptx, NULL));
   ck_assert_str_eq(log, "");
   ck_assert_str_eq(ptx, ptx1);
   mpl_free(entry);
@@ -307,7 +307,7 @@ START_TEST(test_ptx_cache) {
   for (int i = 0; i < 4; i++) {
     uint8_t *e2;
     const char *l2, *p2;
-    ck_assert(mpl_nvrtc_cache_get(src, "mpl_kernels.cu", opts, 5, &e2, &l2, &p2)); /* (the warning's entry) */
+    ck_assert(mpl_nvrtc_cache_get(src, "mpl_kernels.cu", opts, 5, &e2, &l2, &p2, NULL)); /* (the warning's entry) */
     mpl_free(e2);
     /* its output replaced, with a right length and checksum (kcache.c's format: the output
        last, its length at byte 24, its FNV-1a at 32): the one ptx- file of the folder */
@@ -331,7 +331,7 @@ START_TEST(test_ptx_cache) {
     ck_assert(fwrite(data, 1, keep, f) == keep && fwrite(bad[i], 1, nl, f) == nl);
     fclose(f);
     mpl_free(data);
-    ck_assert_msg(!mpl_nvrtc_cache_get(src, "mpl_kernels.cu", opts, 5, &e2, &l2, &p2), "bad entry %d read", i);
+    ck_assert_msg(!mpl_nvrtc_cache_get(src, "mpl_kernels.cu", opts, 5, &e2, &l2, &p2, NULL), "bad entry %d read", i);
     ck_assert_msg(cg_nvrtc_compile(src, "sm_90", &ptx2, &len2, err, sizeof err) == 0, "bad entry %d: %s", i, err);
     ck_assert(len2 == len1 && memcmp(ptx1, ptx2, len1) == 0);
     free(ptx2);
