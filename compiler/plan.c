@@ -135,59 +135,8 @@ static int cmp_interval(const void *a, const void *b) {
   return x->value != y->value ? x->value - y->value : x->mb - y->mb;
 }
 
-/* A list of placed buffers kept sorted by offset. */
-typedef struct Placed {
-  Interval **v;
-  int n, cap;
-} Placed;
-
-static void placed_insert(Placed *p, Interval *x) {
-  if (p->n == p->cap) {
-    p->cap = p->cap ? 2 * p->cap : 16;
-    p->v = realloc(p->v, sizeof *p->v * (size_t)p->cap);
-    if (!p->v) die("out of memory");
-  }
-  int lo = 0, hi = p->n; /* the first placed at a larger offset: insert before it */
-  while (lo < hi) {
-    int mid = (lo + hi) / 2;
-    if (p->v[mid]->offset <= x->offset) lo = mid + 1;
-    else hi = mid;
-  }
-  memmove(&p->v[lo + 1], &p->v[lo], sizeof *p->v * (size_t)(p->n - lo));
-  p->v[lo] = x;
-  p->n++;
-}
-
-/* Largest first, each at the lowest offset free during its whole lifetime: the first fit
- * of a walk up from offset 0 over the placed buffers whose lifetimes meet its own, in offset
- * order (among buffers at one offset, the order does not change the fit). With many
- * micro-batches most placed buffers live at other times, and walking past them in one list
- * of all was most of mplc's time (GPT-2 on pp = 4: 256 micro-batches 9 s, 512 63 s). So
- * the placed buffers are also listed by time: levels of buckets, level 0's about as wide as
- * the median lifetime, each level's FAN times as wide as the one below, the top one bucket.
- * A buffer's level is the lowest where it spans at most LONG buckets; it is listed in
- * `cum` at its level and every level above (at most LONG buckets at its own, two at each
- * above), and in `own` at its level. A buffer of level L walks level L's `cum` lists of its
- * buckets (every placed buffer of level <= L that meets it is in one) merged with the `own`
- * lists of its buckets at the levels above (those of a higher level that meet it). */
-enum { LONG = 8, FAN = 8, MAXLEVELS = 24 };
-
-typedef struct Level {
-  int64_t width;
-  int nb;
-  Placed *cum, *own;
-  struct Ranges *fcum, *fown; /* per bucket: the buffers that would be in cum, own and live
-                                 through the whole bucket, as the union of their bytes */
-} Level;
-
-static int cmp_i64(const void *a, const void *b) {
-  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-  return x < y ? -1 : x > y;
-}
-
-/* The union of the placed buffers' [offset, offset + size): sorted, disjoint ranges. A
- * buffer live during the whole step (a param, an input, a loss) meets every other, so its
- * first fit is the first gap in it that it fits in. */
+/* The union of placed buffers' [offset, offset + size): sorted, disjoint ranges (ranges
+ * that touch are one). */
 typedef struct Ranges {
   uint64_t (*r)[2];
   int n, cap;
@@ -220,6 +169,7 @@ static void ranges_add(Ranges *u, uint64_t lo, uint64_t hi) {
   u->n -= j - i - 1;
 }
 
+/* The first gap of size bytes in u. */
 static uint64_t ranges_fit(const Ranges *u, uint64_t size) {
   uint64_t off = 0;
   for (int i = 0; i < u->n && u->r[i][0] < off + size; i++)
@@ -227,19 +177,19 @@ static uint64_t ranges_fit(const Ranges *u, uint64_t size) {
   return off;
 }
 
-/* The lowest offset at which x fits among the placed buffers of lists l[0 .. k) (each
- * sorted by offset; a buffer may be in several) whose lifetimes meet x's, and the ranges
- * rg[0 .. kr) (unions of buffers that meet x for sure: those live the whole step, and those
- * live through a whole bucket x is in): all merged in offset order (a binary heap of the
- * streams' heads, heap[] of k + kr), walked up from offset 0 to the first gap x fits in. */
-static uint64_t first_fit(const Interval *x, Placed *const *l, int k, const Ranges *const *rg, int kr, int *at,
-                          int *heap) {
+static int cmp_i64(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* The lowest offset at which size bytes fit among the ranges of rg[0 .. k) (each sorted,
+ * one buffer maybe in several): the streams merged in offset order (a binary heap of their
+ * heads, heap[] of k, at[] each one's next), walked up from offset 0 to the first gap. */
+static uint64_t first_fit(uint64_t size, const Ranges *const *rg, int k, int *at, int *heap) {
   int nh = 0;
-#define LEN(i) ((i) < k ? l[i]->n : rg[(i) - k]->n)
-#define HEADOF(i) ((i) < k ? l[i]->v[at[i]]->offset : rg[(i) - k]->r[at[i]][0])
-#define HEAD(c) HEADOF(heap[c])
-  for (int i = 0; i < k + kr; i++) {
-    if (!LEN(i)) continue;
+#define HEAD(c) (rg[heap[c]]->r[at[heap[c]]][0])
+  for (int i = 0; i < k; i++) {
+    if (!rg[i]->n) continue;
     at[i] = 0;
     int c = nh++; /* sift up */
     heap[c] = i;
@@ -248,18 +198,13 @@ static uint64_t first_fit(const Interval *x, Placed *const *l, int k, const Rang
       heap[p] = heap[c], heap[c] = t, c = p;
     }
   }
-  uint64_t off = 0, lo, hi;
+  uint64_t off = 0;
   while (nh > 0) {
     int top = heap[0], j = at[top]++;
-    bool meets = true;
-    if (top < k) {
-      const Interval *b = l[top]->v[j];
-      meets = b->start <= x->end && x->start <= b->end;
-      lo = b->offset, hi = b->offset + b->size;
-    } else {
-      lo = rg[top - k]->r[j][0], hi = rg[top - k]->r[j][1];
-    }
-    if (at[top] == LEN(top)) heap[0] = heap[--nh]; /* that stream is done */
+    uint64_t lo = rg[top]->r[j][0], hi = rg[top]->r[j][1];
+    if (lo >= off + size) break;
+    if (hi > off) off = hi;
+    if (at[top] == rg[top]->n) heap[0] = heap[--nh]; /* that stream is done */
     for (int c = 0;;) { /* sift down */
       int m = c, lc = 2 * c + 1, rc = lc + 1;
       if (lc < nh && HEAD(lc) < HEAD(m)) m = lc;
@@ -268,30 +213,38 @@ static uint64_t first_fit(const Interval *x, Placed *const *l, int k, const Rang
       int t = heap[m];
       heap[m] = heap[c], heap[c] = t, c = m;
     }
-    if (!meets) continue;
-    if (lo >= off + x->size) break;
-    if (hi > off) off = hi;
   }
 #undef HEAD
-#undef HEADOF
-#undef LEN
   return off;
 }
 
-/* Is x live through the whole of bucket b (of this width): from its first time to its last
- * (tmax for the last bucket, which may reach past the step)? Then it meets every buffer
- * listed there. */
-static bool covers_bucket(const Interval *x, int64_t width, int64_t b, int64_t tmax) {
-  int64_t lo = b * width, hi = (b + 1) * width - 1;
-  if (hi > tmax) hi = tmax;
-  return x->start <= lo && x->end >= hi;
-}
+/* Largest first, each at the lowest offset free during its whole lifetime: the first gap in
+ * the union of the bytes of the placed buffers whose lifetimes meet its own. Placed buffer y
+ * meets x when y starts at or before x's start and is live there (it contains the point
+ * x.start), or starts within (x.start, x.end]. Two trees over the buffers' start times (a
+ * leaf per distinct start) keep those unions: `cover` holds y's bytes in the nodes that
+ * cover its lifetime's leaves (a segment tree: the nodes on the path from x.start's leaf to
+ * the root hold exactly the buffers live at x.start), `begin` in every node on the path from
+ * its start's leaf (the nodes that cover x's leaves from x.start to x.end hold exactly those
+ * starting there). So x's fit is a walk of O(log n) unions of byte ranges, not of the
+ * buffers one by one: under gpipe every micro-batch's stash meets every other's, and
+ * walking them one at a time made planning quadratic (a 4-stage small GPT: 1,024
+ * micro-batches 10.5 s, 4,096 131 s). The same offsets as that walk (a union's gaps are the
+ * gaps between its buffers). */
+typedef struct Tree {
+  int leaves;         /* a power of two: node 1 the root, leaves at [leaves, 2 leaves) */
+  Ranges *cover, *begin;
+} Tree;
 
-/* The lowest level at which x spans at most LONG buckets (the top has one). */
-static int level_of(const Interval *x, const Level *lv, int nl) {
-  int L = 0;
-  while (L + 1 < nl && x->end / lv[L].width - x->start / lv[L].width >= LONG) L++;
-  return L;
+/* The index of the first start >= t in starts[0 .. n) */
+static int start_index(const int64_t *starts, int n, int64_t t) {
+  int a = 0, b = n;
+  while (a < b) {
+    int mid = (a + b) / 2;
+    if (starts[mid] < t) a = mid + 1;
+    else b = mid;
+  }
+  return a;
 }
 
 static uint64_t assign_offsets(Interval *iv, int n) {
@@ -310,77 +263,58 @@ static uint64_t assign_offsets(Interval *iv, int n) {
     }
   }
   int64_t tmin = INT64_MAX, tmax = 0;
-  int64_t *len = malloc(sizeof(int64_t) * (size_t)(n ? n : 1));
-  if (!len) die("out of memory");
+  int64_t *starts = malloc(sizeof(int64_t) * (size_t)(n ? n : 1));
+  if (!starts) die("out of memory");
   for (int i = 0; i < n; i++) {
-    len[i] = iv[i].end - iv[i].start + 1;
+    starts[i] = iv[i].start;
     if (iv[i].end > tmax) tmax = iv[i].end;
     if (iv[i].start < tmin) tmin = iv[i].start;
   }
-  qsort(len, (size_t)n, sizeof *len, cmp_i64);
-  Level lv[MAXLEVELS];
-  int nl = 0;
-  for (int64_t w = n && len[n / 2] > 1 ? len[n / 2] : 1;; w *= FAN) {
-    lv[nl] = (Level){w, (int)(tmax / w + 1), NULL, NULL, NULL, NULL};
-    lv[nl].cum = calloc((size_t)lv[nl].nb, sizeof(Placed));
-    lv[nl].own = calloc((size_t)lv[nl].nb, sizeof(Placed));
-    lv[nl].fcum = calloc((size_t)lv[nl].nb, sizeof(Ranges));
-    lv[nl].fown = calloc((size_t)lv[nl].nb, sizeof(Ranges));
-    if (!lv[nl].cum || !lv[nl].own || !lv[nl].fcum || !lv[nl].fown) die("out of memory");
-    if (lv[nl++].nb == 1 || nl == MAXLEVELS) break;
-  }
-  free(len);
-  lv[nl - 1].width = tmax + 1, lv[nl - 1].nb = 1; /* the top: one bucket */
-  enum { NS = LONG + 2 * MAXLEVELS + 1 }; /* the lists (or ranges) a buffer walks, at most */
-  Placed **lists = malloc(sizeof(Placed *) * NS);
-  const Ranges **rg = malloc(sizeof(Ranges *) * (NS + 1));
-  int *at = malloc(sizeof(int) * 4 * (NS + 1)), *heap = at + 2 * (NS + 1);
-  if (!lists || !rg || !at) die("out of memory");
-  /* a level's `cum` lists are only walked by buffers of that level: kept where there are some */
-  bool walked[MAXLEVELS] = {false};
+  qsort(starts, (size_t)n, sizeof *starts, cmp_i64);
+  int ns = 0; /* the distinct starts */
+  for (int i = 0; i < n; i++)
+    if (ns == 0 || starts[i] != starts[ns - 1]) starts[ns++] = starts[i];
+  Tree tr = {1, NULL, NULL};
+  while (tr.leaves < ns) tr.leaves *= 2;
+  tr.cover = calloc((size_t)(2 * tr.leaves), sizeof(Ranges));
+  tr.begin = calloc((size_t)(2 * tr.leaves), sizeof(Ranges));
+  int depth = 1;
+  for (int w = tr.leaves; w > 1; w /= 2) depth++;
+  const Ranges **rg = malloc(sizeof(Ranges *) * (size_t)(3 * depth + 2));
+  int *at = malloc(sizeof(int) * 2 * (size_t)(3 * depth + 2)), *heap = at + 3 * depth + 2;
+  if (!tr.cover || !tr.begin || !rg || !at) die("out of memory");
 #define WHOLE(x) ((x)->start <= tmin && (x)->end >= tmax) /* meets every buffer */
-  for (int i = 0; i < n; i++) walked[level_of(&iv[i], lv, nl)] |= !WHOLE(&iv[i]);
   Ranges used = {0}, whole = {0}; /* all placed; those live the whole step */
   uint64_t peak = 0;
   for (int i = 0; i < n; i++) {
     Interval *x = &iv[i];
-    int L = level_of(x, lv, nl), k = 0;
+    /* x's leaves: its start's, to the last start at or before its end */
+    int a = start_index(starts, ns, x->start), b = start_index(starts, ns, x->end + 1) - 1;
     if (WHOLE(x)) { /* it meets every buffer: the first gap in all of them */
       x->offset = ranges_fit(&used, x->size);
       ranges_add(&whole, x->offset, x->offset + x->size);
     } else {
-      /* a buffer live through a whole bucket meets everything there: it goes into the
-         bucket's union of bytes rather than its list (under gpipe every stash buffer is live
-         through the forward's end, and walking them one by one made planning quadratic: 256
-         micro-batches of a 7-block GPT at pp = 1 took 25 s) */
-      int kr = 0;
-      rg[kr++] = &whole;
-      for (int64_t b = x->start / lv[L].width; b <= x->end / lv[L].width; b++)
-        lists[k++] = &lv[L].cum[b], rg[kr++] = &lv[L].fcum[b];
-      for (int h = L + 1; h < nl; h++)
-        for (int64_t b = x->start / lv[h].width; b <= x->end / lv[h].width; b++)
-          lists[k++] = &lv[h].own[b], rg[kr++] = &lv[h].fown[b];
-      x->offset = first_fit(x, lists, k, rg, kr, at, heap);
-      for (int64_t b = x->start / lv[L].width; b <= x->end / lv[L].width; b++) {
-        if (covers_bucket(x, lv[L].width, b, tmax)) ranges_add(&lv[L].fown[b], x->offset, x->offset + x->size);
-        else placed_insert(&lv[L].own[b], x);
+      int k = 0;
+      rg[k++] = &whole;
+      for (int v = tr.leaves + a; v >= 1; v /= 2) rg[k++] = &tr.cover[v]; /* live at x.start */
+      for (int lo = tr.leaves + a + 1, hi = tr.leaves + b + 1; lo < hi; lo /= 2, hi /= 2) { /* starting in (x.start, x.end] */
+        if (lo & 1) rg[k++] = &tr.begin[lo++];
+        if (hi & 1) rg[k++] = &tr.begin[--hi];
       }
-      for (int h = L; h < nl; h++)
-        for (int64_t b = x->start / lv[h].width; walked[h] && b <= x->end / lv[h].width; b++) {
-          if (covers_bucket(x, lv[h].width, b, tmax)) ranges_add(&lv[h].fcum[b], x->offset, x->offset + x->size);
-          else placed_insert(&lv[h].cum[b], x);
-        }
+      x->offset = first_fit(x->size, rg, k, at, heap);
+      uint64_t lo_b = x->offset, hi_b = x->offset + x->size;
+      for (int lo = tr.leaves + a, hi = tr.leaves + b + 1; lo < hi; lo /= 2, hi /= 2) { /* the nodes covering its leaves */
+        if (lo & 1) ranges_add(&tr.cover[lo++], lo_b, hi_b);
+        if (hi & 1) ranges_add(&tr.cover[--hi], lo_b, hi_b);
+      }
+      for (int v = tr.leaves + a; v >= 1; v /= 2) ranges_add(&tr.begin[v], lo_b, hi_b);
     }
     ranges_add(&used, x->offset, x->offset + x->size);
     if (x->offset + x->size > peak) peak = x->offset + x->size;
   }
-  for (int h = 0; h < nl; h++) {
-    for (int b = 0; b < lv[h].nb; b++)
-      free(lv[h].cum[b].v), free(lv[h].own[b].v), free(lv[h].fcum[b].r), free(lv[h].fown[b].r);
-    free(lv[h].cum), free(lv[h].own), free(lv[h].fcum), free(lv[h].fown);
-  }
 #undef WHOLE
-  free(lists), free(rg), free(at), free(used.r), free(whole.r);
+  for (int v = 0; v < 2 * tr.leaves; v++) free(tr.cover[v].r), free(tr.begin[v].r);
+  free(tr.cover), free(tr.begin), free(starts), free(rg), free(at), free(used.r), free(whole.r);
   return peak;
 }
 
