@@ -496,6 +496,10 @@ static void input_bounds(Sema *S) {
     if (op->kind != OP_INPUT || op->dtype != DT_I32) continue;
     op->value = S->bound[i] > 0 ? (double)S->bound[i] : 0;
     op->draw_hi = S->bound[i] > 0 ? S->bound[i] : S->part_bound[i];
+    int64_t most = S->bound[i] > S->part_bound[i] ? S->bound[i] : S->part_bound[i];
+    if (most > INT32_MAX) /* (an index into more than an i32 can count: the job could not hold it, pass 92) */
+      sema_err(S, op->loc, "model input '%s' indexes %lld rows or classes: at most %d are supported (the range of an i32)", op->name,
+               (long long)most, INT32_MAX);
   }
 }
 

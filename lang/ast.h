@@ -81,6 +81,8 @@ void diag_warning(Diag *d, Loc loc, const char *fmt, ...) __attribute__((format(
 void diag_note(Diag *d, Loc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Do a and b name the same place (same file by name, line and column)? */
 bool loc_same(Loc a, Loc b);
+/* "file:line:col: error: msg" without the source line (a file that is not text). */
+void diag_error_nosource(Diag *d, Loc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* An error with no source location: "mplc: error: msg". */
 void diag_error_noloc(Diag *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

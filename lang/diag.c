@@ -134,6 +134,17 @@ void diag_error(Diag *d, Loc loc, const char *fmt, ...) {
   va_end(ap);
 }
 
+void diag_error_nosource(Diag *d, Loc loc, const char *fmt, ...) {
+  if (!diag_count_error(d)) return;
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(d->out, "%s:%d:%d: error: ", loc.file ? loc.file : "<input>", loc.line, loc.col);
+  vfprintf(d->out, fmt, ap);
+  fputc('\n', d->out);
+  fflush(d->out);
+  va_end(ap);
+}
+
 void diag_warning(Diag *d, Loc loc, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);

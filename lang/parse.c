@@ -51,8 +51,8 @@ Node *parse_source(Diag *d, Arena *a, const char *path, const char *text, size_t
     bool job = len >= 6 && memcmp(text, "MPLJOB", 6) == 0;
     int line = 1, col = 1;
     for (const char *c = text; c < nul; c++) *c == '\n' ? (line++, col = 1) : col++;
-    diag_error_noloc(d, "%s:%d:%d: not a program's text (a NUL byte)%s", path, line, col,
-                     job ? ": it is a job; mplrun runs it" : "");
+    diag_error_nosource(d, parse_loc(&ctx, line, col), "not a program's text (a NUL byte)%s",
+                        job ? ": it is a job; mplrun runs it" : ""); /* (no line under a caret: binary bytes) */
     return ctx.program;
   }
   yyscan_t scanner;

@@ -478,7 +478,7 @@ expect_fail "mplc -o an imported module" "-o .*helper.mpl is .*helper.mpl, a mod
   "$MPLC" "$tmp/usemod.mpl" -I "$tmp/mods" -o "$tmp/mods/helper.mpl"
 if cmp -s "$tmp/helper.keep" "$tmp/mods/helper.mpl"; then ok "mplc -o a module: the module is intact"; else bad "mplc -o a module: the module changed"; fi
 "$MPLC" tests/e2e/small_mlp.mpl -o "$tmp/small.job" 2> /dev/null
-expect_fail "a job given to mplc as the program" "small.job:1:7: not a program's text \\(a NUL byte\\): it is a job; mplrun runs it" \
+expect_fail "a job given to mplc as the program" "small.job:1:7: error: not a program's text \\(a NUL byte\\): it is a job; mplrun runs it" \
   "$MPLC" "$tmp/small.job"
 
 # --profile on a run that trains nothing is refused before it starts (pass 69: refused after
