@@ -34,9 +34,10 @@ static _Thread_local HostDim3 threadIdx, blockIdx, blockDim, gridDim;
 #define __restrict__ restrict
 
 
-/* Warp-wide operations, for kernels whose every thread of the block reaches each of them
- * (the block's barrier stands in for the warp's convergence): a thread posts its operands,
- * all wait, each reads its warp's, all wait again. At most 1024 threads a block. */
+/* Warp-wide operations, for kernels whose every thread of a warp reaches each of them (a
+ * warp's wait, host_fiber_warp_wait, stands in for its convergence): a thread posts its
+ * operands, the warp waits, each reads its warp's, the warp waits again. At most 1024
+ * threads a block. */
 enum { HOST_MAX_THREADS = 1024 };
 static float host_xchg_f[HOST_MAX_THREADS];
 static unsigned host_xchg_a[HOST_MAX_THREADS][4], host_xchg_b[HOST_MAX_THREADS][2];
@@ -44,9 +45,9 @@ static unsigned host_xchg_a[HOST_MAX_THREADS][4], host_xchg_b[HOST_MAX_THREADS][
 /* __shfl_xor_sync: lane ^ m's value */
 static inline float host_shfl_xor(float v, int m) {
   host_xchg_f[threadIdx.x] = v;
-  host_fiber_wait();
+  host_fiber_warp_wait();
   float r = host_xchg_f[threadIdx.x ^ (unsigned)m];
-  host_fiber_wait();
+  host_fiber_warp_wait();
   return r;
 }
 #define MPL_SHFL_XOR(v, m) host_shfl_xor((v), (m))
@@ -60,11 +61,11 @@ static inline unsigned host_mma_post(const unsigned a[4], const unsigned b[2]) {
   unsigned me = threadIdx.x;
   memcpy(host_xchg_a[me], a, sizeof host_xchg_a[me]);
   memcpy(host_xchg_b[me], b, sizeof host_xchg_b[me]);
-  host_fiber_wait();
+  host_fiber_warp_wait();
   return me & ~31u;
 }
 static inline void host_mma_sum(float d[4], const float *A, const float *B, int kdim) {
-  host_fiber_wait();
+  host_fiber_warp_wait();
   unsigned gid = (threadIdx.x & 31) >> 2, tid = threadIdx.x & 3;
   for (int i = 0; i < 4; i++) {
     int row = (int)gid + 8 * (i >> 1), col = 2 * (int)tid + (i & 1);

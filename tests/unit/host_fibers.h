@@ -7,7 +7,14 @@
  * time: a fiber runs until it returns or calls host_fiber_wait; when every fiber that has
  * not returned is waiting, sync(ctx) runs (the barrier's or the shuffle's exchange) and
  * they all go on. A wait that some fibers reach after others returned is a divergence the
- * GPU would not forgive: the run stops and returns false. So a barrier costs a few
+ * GPU would not forgive: the run stops and returns false.
+ * host_fiber_warp_wait is a wait of the fiber's warp (fibers 32 w .. 32 w + 31) alone: a
+ * warp's shuffle or mma. The fibers go warp by warp, each warp as far as it can (its warp
+ * waits let go as soon as all of it is there) before the next one starts: a warp runs
+ * ahead of the others to the block's next barrier, as it may on a GPU, so a barrier
+ * missing between one warp's writes to shared memory and another's reads of them gives
+ * other numbers, not the right ones by luck. A warp some of whose fibers wait at a warp
+ * wait while others wait at the block's barrier, or returned, diverged: false. So a barrier costs a few
  * function calls, not a kernel's futex round trips: the pthreads these tests used before
  * (a thread per simulated thread, pthread barriers) cost most of their time in the kernel
  * on a 2-core machine.
@@ -29,7 +36,7 @@
 #include <ucontext.h>
 
 enum { HOST_FIBERS_MAX = 1024, HOST_FIBER_STACK = 1 << 17 };
-enum { HOST_FIBER_RUN, HOST_FIBER_WAIT, HOST_FIBER_DONE };
+enum { HOST_FIBER_RUN, HOST_FIBER_WAIT, HOST_FIBER_DONE, HOST_FIBER_WARP };
 
 typedef struct HostFibers {
   int made;                 /* fibers created so far (each parked, ready to run) */
@@ -66,6 +73,14 @@ static inline void host_fiber_wait(void) {
   if (!_setjmp(F->jb[me])) _longjmp(F->sched, 1);
 }
 
+/* The running fiber waits for the fibers of its warp (32 of them, or the run's last ones). */
+static inline void host_fiber_warp_wait(void) {
+  HostFibers *F = host_fibers_tls;
+  int me = F->cur;
+  F->state[me] = HOST_FIBER_WARP;
+  if (!_setjmp(F->jb[me])) _longjmp(F->sched, 1);
+}
+
 /* Runs fn(i, ctx) for i in [0, n) as above; enter(i, ctx) is called each time fiber i is
  * resumed (to set threadIdx), sync(ctx) when all wait. False: divergence, or no memory. */
 static bool host_fibers_run(int n, void (*fn)(int, void *), void (*enter)(int, void *), void (*sync)(void *),
@@ -89,12 +104,25 @@ static bool host_fibers_run(int n, void (*fn)(int, void *), void (*enter)(int, v
   F->n = n, F->fn = fn, F->ctx = ctx;
   for (int i = 0; i < n; i++) F->state[i] = HOST_FIBER_RUN;
   for (;;) {
-    for (volatile int i = 0; i < n; i++)
-      if (F->state[i] == HOST_FIBER_RUN) {
-        F->cur = i;
-        if (enter) enter(i, ctx);
-        if (!_setjmp(F->sched)) _longjmp(F->jb[i], 1);
+    for (volatile int w0 = 0; w0 < n; w0 += 32) { /* warp by warp, each as far as it goes */
+      volatile int w1 = w0 + 32 < n ? w0 + 32 : n; /* (volatile: read after _longjmp returns here) */
+      for (;;) {
+        for (volatile int i = w0; i < w1; i++)
+          if (F->state[i] == HOST_FIBER_RUN) {
+            F->cur = i;
+            if (enter) enter(i, ctx);
+            if (!_setjmp(F->sched)) _longjmp(F->jb[i], 1);
+          }
+        int at_warp = 0;
+        for (int i = w0; i < w1; i++) at_warp += F->state[i] == HOST_FIBER_WARP;
+        if (!at_warp) break;
+        if (at_warp < w1 - w0) { /* a warp wait that not all of the warp reached */
+          F->made = 0;
+          return false;
+        }
+        for (int i = w0; i < w1; i++) F->state[i] = HOST_FIBER_RUN;
       }
+    }
     int done = 0;
     for (int i = 0; i < n; i++) done += F->state[i] == HOST_FIBER_DONE;
     if (done == n) return true;
