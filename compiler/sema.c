@@ -62,6 +62,10 @@ Module *sema_module_find(Sema *S, const char *name, Loc loc) {
       else
         sema_err(S, loc, "cannot find module '%s': the stdlib directory %s%s is not a folder (and no -I directory has "
                  "%s.mpl)", name, std, env && *env && !strcmp(env, std) ? " (MPL_STDLIB)" : "", name);
+      for (int i = 0; i < S->opt->include_dirs.n; i++) { /* (a mistyped -I is otherwise silent: pass 92) */
+        const char *dir = S->opt->include_dirs.items[i];
+        if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) sema_note(S, loc, "-I %s is not a folder", dir);
+      }
     }
     m->broken = true;
     return m;
