@@ -140,6 +140,7 @@ static int cmp_interval(const void *a, const void *b) {
 typedef struct Ranges {
   uint64_t (*r)[2];
   int n, cap;
+  Arena *a; /* where a bigger array comes from (a tree's many small unions: no malloc each), or NULL */
 } Ranges;
 
 static void ranges_add(Ranges *u, uint64_t lo, uint64_t hi) {
@@ -157,8 +158,14 @@ static void ranges_add(Ranges *u, uint64_t lo, uint64_t hi) {
   }
   if (j == i) { /* none: a new range at i */
     if (u->n == u->cap) {
-      u->cap = u->cap ? 2 * u->cap : 16;
-      u->r = realloc(u->r, sizeof *u->r * (size_t)u->cap);
+      u->cap = u->cap ? 2 * u->cap : 2; /* (most of a tree's unions hold a range or two) */
+      if (u->a) { /* (the old array stays in the arena: at most as much again) */
+        uint64_t(*r)[2] = arena_alloc(u->a, sizeof *u->r * (size_t)u->cap);
+        if (u->n) memcpy(r, u->r, sizeof *u->r * (size_t)u->n);
+        u->r = r;
+      } else {
+        u->r = realloc(u->r, sizeof *u->r * (size_t)u->cap);
+      }
       if (!u->r) die("out of memory");
     }
     memmove(&u->r[i + 1], &u->r[i], sizeof *u->r * (size_t)(u->n - i));
@@ -278,6 +285,9 @@ static uint64_t assign_offsets(Interval *iv, int n) {
   while (tr.leaves < ns) tr.leaves *= 2;
   tr.cover = calloc((size_t)(2 * tr.leaves), sizeof(Ranges));
   tr.begin = calloc((size_t)(2 * tr.leaves), sizeof(Ranges));
+  Arena arena;
+  arena_init(&arena);
+  for (int v = 0; tr.cover && tr.begin && v < 2 * tr.leaves; v++) tr.cover[v].a = tr.begin[v].a = &arena;
   int depth = 1;
   for (int w = tr.leaves; w > 1; w /= 2) depth++;
   const Ranges **rg = malloc(sizeof(Ranges *) * (size_t)(3 * depth + 2));
@@ -313,7 +323,7 @@ static uint64_t assign_offsets(Interval *iv, int n) {
     if (x->offset + x->size > peak) peak = x->offset + x->size;
   }
 #undef WHOLE
-  for (int v = 0; v < 2 * tr.leaves; v++) free(tr.cover[v].r), free(tr.begin[v].r);
+  arena_free(&arena);
   free(tr.cover), free(tr.begin), free(starts), free(rg), free(at), free(used.r), free(whole.r);
   return peak;
 }

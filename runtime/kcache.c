@@ -25,7 +25,9 @@
  * another process (or thread) missing the same entry meanwhile waits for the lock, then
  * reads the entry the holder wrote: the processes of one mpirun compile a job's kernels
  * once, not once each. A holder that takes longer than MPL_CACHE_WAIT seconds (default 600)
- * is not waited for past that: the waiter compiles too.
+ * is not waited for past that: the waiter compiles too; so does every waiter that finds no
+ * entry once it has the lock (the holder failed, or its entry was not kept), each at once,
+ * without holding the lock.
  *
  * Size: after each write (or failed write: a full disk), entries beyond $MPL_CACHE_MB
  * (default 512 MiB; a value that is not a positive number of MiB is taken as the default)
@@ -260,7 +262,9 @@ uint8_t *mpl_kcache_get_locked(const char *kind, const char *ctx, const void *in
   if (out || !entry_path(kind, ctx, in, inlen, path, sizeof path)) return out;
   mpl_path_folder(path, dir, sizeof dir);
   snprintf(lpath, sizeof lpath, "%s/.lock-%s", dir, path + strlen(dir) + 1);
-  int fd = open(lpath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  int fd = open(lpath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
+  struct stat st;
+  if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) close(fd), fd = -1; /* (a fifo, a device: not ours) */
   if (fd < 0) return NULL; /* (no lock: compile) */
   const char *w = getenv("MPL_CACHE_WAIT");
   char *end = NULL;
@@ -268,8 +272,8 @@ uint8_t *mpl_kcache_get_locked(const char *kind, const char *ctx, const void *in
   if (w && *w && (*end || !(wait >= 0 && wait < 1e7))) wait = 600;
   struct timespec t0, now, nap = {0, 10 * 1000 * 1000};
   clock_gettime(CLOCK_MONOTONIC, &t0);
-  bool held = false;
-  for (;;) { /* polled (a blocking flock could wait on a stuck holder for ever) */
+  bool held = false, waited = false;
+  for (;; waited = true) { /* polled (a blocking flock could wait on a stuck holder for ever) */
     if ((held = flock(fd, LOCK_EX | LOCK_NB) == 0)) break;
     if (errno != EWOULDBLOCK && errno != EINTR) break; /* (no locks on this file system) */
     clock_gettime(CLOCK_MONOTONIC, &now);
@@ -284,7 +288,9 @@ uint8_t *mpl_kcache_get_locked(const char *kind, const char *ctx, const void *in
   /* a holder before us may have written it: a hit (not a miss), else one miss, not two */
   out = mpl_kcache_get(kind, ctx, in, inlen, outlen);
   atomic_fetch_sub(&n_misses, 1);
-  if (out) {
+  if (out || waited) { /* waited and still a miss (the holder failed, or its entry is gone: a full
+                          disk, a small MPL_CACHE_MB): compile without the lock, so that the other
+                          waiters do too at once, not one after another (review pass 94) */
     mpl_kcache_unlock(fd);
     return out;
   }

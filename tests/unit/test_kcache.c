@@ -14,6 +14,7 @@
 #include "runtime/mpl.h"
 
 #include <check.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -211,6 +212,25 @@ static double seconds_since(const struct timespec *t0) {
   return (double)(t.tv_sec - t0->tv_sec) + 1e-9 * (double)(t.tv_nsec - t0->tv_nsec);
 }
 
+/* A child that waits on a holder that writes no entry: exits 30 when it gets no entry and no
+ * lock (it compiles at once, as the other waiters do), 20 when it holds the lock, 10 on a hit. */
+static void child_after_failed_holder(void) {
+  int lock;
+  size_t n;
+  uint8_t *got = mpl_kcache_get_locked("jit", "ctx L", "in", 2, &n, &lock);
+  _exit(got ? 10 : lock < 0 ? 30 : 20);
+}
+
+/* This process's open descriptors (the listing's own among them: only differences matter) */
+static int open_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  ck_assert_ptr_nonnull(d);
+  int n = 0;
+  while (readdir(d)) n++;
+  closedir(d);
+  return n;
+}
+
 /* A child that takes the entry's lock (a miss), says so on fd w, and holds it until killed. */
 static pid_t child_holding_lock(void) {
   int fds[2];
@@ -281,6 +301,44 @@ START_TEST(test_kcache_lock) {
   waitpid(holder, NULL, 0);
   ck_assert_msg(lock == -1 && waited >= 0.29 && waited < 5.0, "lock %d after %.2f s", lock, waited);
   unsetenv("MPL_CACHE_WAIT");
+  /* a holder that ends without writing the entry (a failed compile, a full disk): the three
+     waiting then compile at once, none of them holding the lock (review pass 94: one after
+     another, each holding it) */
+  holder = child_holding_lock();
+  for (int i = 0; i < 3; i++) {
+    kids[i] = fork();
+    ck_assert_int_ge(kids[i], 0);
+    if (kids[i] == 0) child_after_failed_holder();
+  }
+  usleep(200 * 1000);
+  kill(holder, SIGKILL);
+  waitpid(holder, NULL, 0);
+  for (int i = 0; i < 3; i++) {
+    int st;
+    ck_assert_int_eq(waitpid(kids[i], &st, 0), kids[i]);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 30, "waiter %d: status %d (30: no entry, no lock)", i, st);
+  }
+  /* no descriptor left open after a lock and its unlock; a lock file that is a link is not
+     followed (nor its target made): no lock, compile */
+  int fds = open_fds();
+  ck_assert_ptr_null(mpl_kcache_get_locked("jit", "ctx L", "in", 2, &n, &lock));
+  ck_assert_int_ge(lock, 0);
+  mpl_kcache_unlock(lock);
+  ck_assert_int_eq(open_fds(), fds);
+  char lockfile[700], target[700];
+  mpl_kcache_put("jit", "ctx L", "in", 2, "object", 6);
+  ck_assert_int_eq(cache_entries(dir, lockfile, sizeof lockfile), 1);
+  char *slash = strrchr(lockfile, '/');
+  snprintf(target, sizeof target, "%s", lockfile);
+  snprintf(target + (slash - lockfile), sizeof target - (size_t)(slash - lockfile), "/.lock-%s", slash + 1);
+  ck_assert_int_eq(unlink(lockfile), 0); /* (the entry: a miss again) */
+  ck_assert_int_eq(unlink(target), 0);   /* (its lock file, made above) */
+  char *dest = strdup(tmp_path("link_target"));
+  ck_assert_int_eq(symlink(dest, target), 0);
+  ck_assert_ptr_null(mpl_kcache_get_locked("jit", "ctx L", "in", 2, &n, &lock));
+  ck_assert_msg(lock == -1 && access(dest, F_OK) != 0, "a linked lock file followed (lock %d)", lock);
+  ck_assert_int_eq(unlink(target), 0);
+  free(dest);
   /* lock files an hour old go at the next write, as stale temp files do; a fresh one stays */
   char stale[700], fresh[700], entry[700];
   snprintf(stale, sizeof stale, "%s/.lock-jit-0123456789abcdef", dir);
