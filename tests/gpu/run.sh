@@ -22,7 +22,9 @@
 # About 3-5 minutes, and 3-4 more for GPT-2 (torch.compile's first compile among them);
 # MPL_GPU_ONLY=precision,gpt2 (say) runs the build and only those sections. A device call is
 # cut at 10 minutes: run MPL_GPU_ONLY=precision,gpt2 first (never run on a GPU yet), then
-# MPL_GPU_ONLY=jobs,mpi,bench where the session's device time allows.
+# MPL_GPU_ONLY=jobs,mpi,bench where the session's device time allows; MPL_GPU_ONLY=sanitize
+# (never in the default run: slow) runs compute-sanitizer's racecheck, memcheck and synccheck
+# on one step of the f32 head-size-128 Llama and the bf16 and tf32 GPTs.
 set -u
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -45,6 +47,7 @@ want() { [ -z "${MPL_GPU_ONLY:-}" ] || [[ ",$MPL_GPU_ONLY," == *",$1,"* ]]; }
 row() { printf '%-26s %-5s %s\n' "$1" "$2" "$3" >> "$ROWS"; }
 ok() { pass=$((pass + 1)); echo "PASS $1: $2"; row "$1" PASS "$2"; }
 bad() { fail=$((fail + 1)); echo "FAIL $1: $2"; row "$1" FAIL "$2"; }
+skip() { echo "SKIP $1: $2"; row "$1" SKIP "$2"; }
 last_line() { tail -n "${2:-1}" "$1" 2>/dev/null | tr '\n' ' ' | cut -c1-160; }
 
 finish() {
@@ -230,7 +233,6 @@ fi # section 2
 # ---- 3. MPI (one process per rank on the GPU) and NCCL ----------------------------------------
 if want mpi; then # (to the end of section 3)
 echo "== MPI and NCCL"
-skip() { echo "SKIP $1: $2"; row "$1" SKIP "$2"; }
 mpi_skip=
 if ! command -v mpirun > /dev/null; then mpi_skip="mpirun is not installed"
 elif [ -z "$HAVE_MPI" ]; then bad mpi_build "mpirun is here, but mplrun was built without MPI (no mpicc? see $LOGS/build.log)"; mpi_skip="mplrun has no MPI"
@@ -535,5 +537,29 @@ print("planned: MPL's arena plus optimizer state (mplc --emit=plan); peak: MPL's
 print("(MPL_PROFILE), PyTorch's torch.cuda.max_memory_allocated; neither counts the CUDA context or cuBLAS workspaces")
 EOF
 fi # section 6
+
+# ---- 7. compute-sanitizer on the runtime's own kernels (only when asked: MPL_GPU_ONLY=sanitize) ----
+# racecheck (shared-memory hazards: a missing __syncthreads in sdpa.cu's tiles), memcheck (reads
+# and writes out of bounds) and synccheck, one step each of: the f32 Llama at head size 128
+# (3xtf32 attention, q from a shared copy, dout from global), the bf16 GPT (bf16 tensor cores)
+# and the tf32 GPT. SKIP where the tool is missing or refuses the device (gVisor)
+if [[ ",${MPL_GPU_ONLY:-}," == *",sanitize,"* ]]; then
+echo "== compute-sanitizer"
+CS=$(command -v compute-sanitizer || echo "$CUDA_HOME/bin/compute-sanitizer")
+for job in llama_hs128 gpt_bf16 gpt_tf32; do
+  [ -f "$C/jobs/$job.job" ] || continue
+  for tool in racecheck memcheck synccheck; do
+    log="$LOGS/sanitize_${job}_$tool.log"
+    if [ ! -x "$CS" ]; then skip "sanitize_$job" "no compute-sanitizer"; break; fi
+    timeout 300 "$CS" --tool "$tool" --error-exitcode 3 "$MPLRUN" "$C/jobs/$job.job" --devices cuda --steps 1 -q \
+      < /dev/null > "$log" 2>&1
+    rc=$?
+    if grep -q -i 'not supported\|unable to' "$log" && [ $rc != 0 ] && ! grep -q 'ERROR SUMMARY: [1-9]' "$log"; then
+      skip "sanitize_${job}_$tool" "$(last_line "$log")"
+    elif [ $rc = 0 ] && grep -q 'ERROR SUMMARY: 0 errors' "$log"; then ok "sanitize_${job}_$tool" "0 errors"
+    else bad "sanitize_${job}_$tool" "exit $rc: $(grep -m1 -i 'error\|hazard' "$log" | cut -c1-120)"; fi
+  done
+done
+fi # section 7
 finish
 
