@@ -71,6 +71,32 @@ START_TEST(test_adamw_several_steps) {
 }
 END_TEST
 
+/* Gradients near eps (1e-9 .. 1e-5), where eps's place in the denominator matters (sqrt(v)/
+ * sqrt(bc2) + eps, as PyTorch: review pass 95's mutant (sqrt(v) + eps)/sqrt(bc2) passed every
+ * suite), over 37 elements (the AVX-512 loop's 16 twice and a tail), 3 steps, against the
+ * float64 recurrence: within 1e-5 of each element's own move. */
+START_TEST(test_adamw_tiny_grads) {
+  enum { N = 37, STEPS = 3 };
+  float p[N], m[N] = {0}, v[N] = {0};
+  double gs[N][STEPS];
+  for (int i = 0; i < N; i++) {
+    p[i] = 0.25f + 0.01f * (float)i;
+    for (int t = 0; t < STEPS; t++) gs[i][t] = (i % 2 ? -1 : 1) * pow(10.0, -9.0 + 4.0 * (i + t) / (N + STEPS));
+  }
+  for (int t = 1; t <= STEPS; t++) {
+    float g[N];
+    for (int i = 0; i < N; i++) g[i] = (float)gs[i][t - 1];
+    mpl_adamw_update(p, g, m, v, N, 0.1, 0.9, 0.999, 1e-8, 0.0, t);
+  }
+  for (int i = 0; i < N; i++) {
+    double p0 = (double)(0.25f + 0.01f * (float)i);
+    double want = adamw_ref(p0, gs[i], STEPS, 0.1, 0.9, 0.999, 1e-8, 0.0);
+    ck_assert_msg(fabs(p[i] - want) <= 1e-5 * fabs(want - p0) + 1e-7, "element %d: %.9g, the float64 recurrence %.9g", i,
+                  p[i], want);
+  }
+}
+END_TEST
+
 START_TEST(test_adamw_zero_grad) {
   /* zero gradients: only the decay moves p */
   float p = 2.0f, g = 0.0f, m = 0, v = 0;
@@ -130,6 +156,7 @@ int main(void) {
   tcase_add_test(tc, test_sgd_momentum);
   tcase_add_test(tc, test_adamw_one_step);
   tcase_add_test(tc, test_adamw_several_steps);
+  tcase_add_test(tc, test_adamw_tiny_grads);
   tcase_add_test(tc, test_adamw_zero_grad);
   tcase_add_test(tc, test_clip);
   tcase_add_test(tc, test_lr_schedules);

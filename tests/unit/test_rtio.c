@@ -429,6 +429,15 @@ START_TEST(test_loader) {
   ck_assert_int_eq(mpl_tokens_open(&t, tmp_path("t.bin"), &err), MPL_OK);
   ck_assert_int_eq(t.ntok, 20);
   ck_assert_int_eq(t.max_token, 19);
+  { /* the largest token where it is first and only there (a scan from the second missed it:
+       review pass 95; the range check against the vocabulary reads max_token) */
+    uint16_t first[6] = {700, 3, 9, 0, 5, 1};
+    MplTokens u;
+    ck_assert_msg(mpl_tokens_write(tmp_path("first.bin"), first, 6, &err) == MPL_OK, "%s", err.msg);
+    ck_assert_int_eq(mpl_tokens_open(&u, tmp_path("first.bin"), &err), MPL_OK);
+    ck_assert_int_eq(u.max_token, 700);
+    mpl_tokens_free(&u);
+  }
   MplLoader l;
   ck_assert_int_eq(mpl_loader_init(&l, &t, 4, 5, &err), MPL_ERR); /* 21 tokens needed */
   ck_assert(strstr(err.msg, "too few") != NULL);
@@ -510,6 +519,24 @@ START_TEST(test_synthetic) {
   for (int i = 0; i < 20; i++) {
     ck_assert(iv[i] >= 0 && iv[i] < 7);
     seen[iv[i]]++;
+  }
+  { /* integers in [0, hi): every value drawn, the last too (review pass 95: floor(u (hi - 1))
+       never drew hi - 1), the mean near (hi - 1) / 2 */
+    MplSynthInput two[2] = {{MPL_SYNTH_I32, 1000, 2}, {MPL_SYNTH_I32, 1000, 10}};
+    MplSynth d;
+    ck_assert_int_eq(mpl_synth_init(&d, 1, two, 2, 9, &err), MPL_OK);
+    const int32_t *b2 = d.data[0], *b10 = d.data[1];
+    int ones = 0, hits[10] = {0};
+    double mean = 0;
+    for (int i = 0; i < 1000; i++) {
+      ck_assert(b2[i] == 0 || b2[i] == 1);
+      ck_assert(b10[i] >= 0 && b10[i] < 10);
+      ones += b2[i], hits[b10[i]]++, mean += b10[i] / 1000.0;
+    }
+    ck_assert_msg(ones > 400 && ones < 600, "%d ones of 1000 draws of {0, 1}", ones);
+    for (int k = 0; k < 10; k++) ck_assert_msg(hits[k] > 50, "%d drawn %d times of 1000", k, hits[k]);
+    ck_assert_msg(fabs(mean - 4.5) < 0.4, "the mean of 1000 draws in [0, 10): %g", mean);
+    mpl_synth_free(&d);
   }
   double sum = 0;
   const float *fv = a.data[0];
