@@ -6,11 +6,13 @@
  */
 #include <check.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "compiler/plan.h"
 #include "compiler/sched.h"
+#include "compiler/update.h"
 
 static const SchedKind all_kinds[] = {SCHED_SEQUENTIAL, SCHED_GPIPE, SCHED_1F1B,
                                       SCHED_INTERLEAVED, SCHED_ZB, SCHED_ZBV};
@@ -78,6 +80,30 @@ static bool clash(const PlanInterval *a, const PlanInterval *b) {
   return a->size && b->size && a->start <= b->end && b->start <= a->end && a->offset < b->offset + b->size &&
          b->offset < a->offset + a->size;
 }
+
+/* upd_verify on a one-rank update program of one param: `reps` UPDATEs of it (review pass 95:
+ * the order check weakened so that an instruction of the same kind twice passed went unseen) */
+static void verify_updates(int reps) {
+  Op w;
+  memset(&w, 0, sizeof w);
+  w.name = "w";
+  Op *params[1] = {&w};
+  JobIns ins[2];
+  memset(ins, 0, sizeof ins);
+  for (int i = 0; i < 2; i++) ins[i].kind = JI_UPDATE, ins[i].param = 0, ins[i].stage = ins[i].mb = ins[i].xfer = -1;
+  JobIns *rank_ins[1] = {ins};
+  int n[1] = {reps}, nuses[1] = {1}, use0[1] = {0}, *use_rank[1] = {use0};
+  bool holds[2] = {true, false};
+  UpdatePhase u = {.pp = 1, .dp = 1, .tp = 1, .nparams = 1, .params = params, .n = n, .ins = rank_ins,
+                   .holds = holds, .nuses = nuses, .use_rank = use_rank};
+  upd_verify(&u);
+}
+
+START_TEST(test_update_verify_one) { verify_updates(1); } /* (returns: the program above is valid) */
+END_TEST
+
+START_TEST(test_update_verify_twice) { verify_updates(2); } /* (an internal error: abort) */
+END_TEST
 
 START_TEST(test_plan_overlap) {
   uint64_t st = 12345;
@@ -577,6 +603,8 @@ static Suite *schedule_suite(void) {
   TCase *tc = tcase_create("core");
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, test_every_schedule_proves);
+  tcase_add_test(tc, test_update_verify_one);
+  tcase_add_test_raise_signal(tc, test_update_verify_twice, SIGABRT);
   tcase_add_test(tc, test_bad_specs_rejected);
   tcase_add_test(tc, test_proof_rejects_recv_without_send);
   tcase_add_test(tc, test_proof_rejects_missing_recv);
