@@ -2,7 +2,8 @@
  * test_schedule.c — pipeline schedules (compiler/schedule.c) and the stage balancer
  * (compiler/balance.c): every schedule kind over a grid of pp, micro-batch counts and
  * v passes the deadlock proof; the proof rejects broken lists; the predicted bubbles
- * match the textbook; the balancer matches brute force. Exits non-zero on a failure.
+ * match the textbook; the balancer matches brute force; the update program's verifier
+ * (compiler/update.c) refuses an instruction twice. Exits non-zero on a failure.
  */
 #include <check.h>
 #include <math.h>
