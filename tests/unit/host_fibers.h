@@ -7,17 +7,18 @@
  * time: a fiber runs until it returns or calls host_fiber_wait; when every fiber that has
  * not returned is waiting, sync(ctx) runs (the barrier's or the shuffle's exchange) and
  * they all go on. A wait that some fibers reach after others returned is a divergence the
- * GPU would not forgive: the run stops and returns false.
+ * GPU would not forgive: the run stops and returns false. So a barrier costs a few
+ * function calls, not a kernel's futex round trips: the pthreads these tests used before
+ * (a thread per simulated thread, pthread barriers) cost most of their time in the kernel
+ * on a 2-core machine.
+ *
  * host_fiber_warp_wait is a wait of the fiber's warp (fibers 32 w .. 32 w + 31) alone: a
  * warp's shuffle or mma. The fibers go warp by warp, each warp as far as it can (its warp
  * waits let go as soon as all of it is there) before the next one starts: a warp runs
  * ahead of the others to the block's next barrier, as it may on a GPU, so a barrier
  * missing between one warp's writes to shared memory and another's reads of them gives
  * other numbers, not the right ones by luck. A warp some of whose fibers wait at a warp
- * wait while others wait at the block's barrier, or returned, diverged: false. So a barrier costs a few
- * function calls, not a kernel's futex round trips: the pthreads these tests used before
- * (a thread per simulated thread, pthread barriers) cost most of their time in the kernel
- * on a 2-core machine.
+ * wait while others wait at the block's barrier, or returned, diverged: false.
  *
  * Each host thread keeps its own fibers (created on first use, each with its stack, kept
  * for the next run); they are started once with makecontext/swapcontext and then
