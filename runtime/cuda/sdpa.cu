@@ -449,20 +449,6 @@ MPL_DEV void mpl_tc_acc_a(unsigned a[SDPA_TC_AW], float (*f)[4], int c, int x3) 
   mpl_tc_split(f[c][1], x3, &a[2], &a[6]), mpl_tc_split(f[c][3], x3, &a[3], &a[7]);
 }
 
-#if SDPA_X3_LAZY
-/* f[j] += a m^T over k chunk c, j < n8 (m's rows j*8 .. j*8+7, as mpl_tc_rows_dot), an A
- * fragment of f32 values (a[0..3]: rows groupID and + 8 at column c * 8 + threadID_in_group,
- * then at + 4) split into both parts once for the n8 products (x3) */
-MPL_DEV void mpl_tc_x3_chunk(float (*f)[4], int n8, const unsigned *a, const float *m, int pitch, int c, int g, int tg) {
-  unsigned as[SDPA_TC_AW];
-  MPL_UNROLL for (int i = 0; i < 4; i++) mpl_tc_split(__uint_as_float(a[i]), 1, &as[i], &as[i + 4]);
-  MPL_UNROLL for (int j = 0; j < n8; j++) {
-    unsigned b[SDPA_TC_BW];
-    mpl_tc_row_b(b, m, pitch, j * 8 + g, c, tg, 1);
-    mpl_tc_mma_f32(f[j], as, b, 1);
-  }
-}
-#endif
 #endif
 #ifndef SDPA_X3_LAZY
 #define SDPA_X3_LAZY 0 /* (bf16 operands: no x3) */
@@ -502,9 +488,14 @@ MPL_DEV void mpl_tc_held_dot(float (*f)[4], int n8, unsigned (*a)[SDPA_TC_AW], c
     const float *h0 = g < hn ? held + g * hp : NULL, *h1 = g + 8 < hn ? held + (g + 8) * hp : NULL;
     MPL_NO_UNROLL for (int c = 0; c < width / SDPA_TC_K; c++) { /* (not in registers: a chunk's index may vary) */
       int d = c * 8 + tg;
-      unsigned ac[4] = {__float_as_uint(h0 ? h0[d] : 0.0f), __float_as_uint(h1 ? h1[d] : 0.0f),
-                        __float_as_uint(h0 ? h0[d + 4] : 0.0f), __float_as_uint(h1 ? h1[d + 4] : 0.0f)};
-      mpl_tc_x3_chunk(f, n8, ac, m, pitch, c, g, tg);
+      unsigned as[SDPA_TC_AW]; /* mpl_tc_rows_a's fragment of chunk c, split once for the n8 products */
+      mpl_tc_split(h0 ? h0[d] : 0.0f, 1, &as[0], &as[4]), mpl_tc_split(h1 ? h1[d] : 0.0f, 1, &as[1], &as[5]);
+      mpl_tc_split(h0 ? h0[d + 4] : 0.0f, 1, &as[2], &as[6]), mpl_tc_split(h1 ? h1[d + 4] : 0.0f, 1, &as[3], &as[7]);
+      MPL_UNROLL for (int j = 0; j < n8; j++) { /* (each f[j]'s sum over the chunks in order) */
+        unsigned b[SDPA_TC_BW];
+        mpl_tc_row_b(b, m, pitch, j * 8 + g, c, tg, 1);
+        mpl_tc_mma_f32(f[j], as, b, 1);
+      }
     }
     return;
   }

@@ -83,58 +83,37 @@ static void sdpa_check(void **p, unsigned grid, SdpaShape s) {
                                 P(float, 12), P(int, 13), P(int, 14)))
 
 /* the tensor-core kernels take the same parameters but the last (bf16) */
-#define SDPA_TC_FWD_DISPATCH()                                                                                        \
-  SDPA_DISPATCH(fwd_tc, 5, false,                                                                                    \
-                mpl_sdpa_fwd_tc(P(const sdpa_in *, 0), P(const sdpa_in *, 1), P(const sdpa_in *, 2), P(float *, 3),  \
-                                P(float *, 4), P(long long, 5), P(long long, 6), P(int, 7), P(int, 8), P(float, 9),  \
-                                P(int, 10)))
-#define SDPA_TC_BWD_DISPATCH()                                                                                        \
-  SDPA_TC_SPLIT_DISPATCH()                                                                                           \
-  SDPA_DISPATCH(bwd_kv_tc, 8, true,                                                                                  \
-                mpl_sdpa_bwd_kv_tc(P(const sdpa_in *, 0), P(const sdpa_in *, 1), P(const sdpa_in *, 2),              \
-                                   P(const sdpa_in *, 3), P(const float *, 4), P(const sdpa_in *, 5), P(float *, 6), \
-                                   P(float *, 7), P(long long, 8), P(long long, 9), P(int, 10), P(int, 11),          \
-                                   P(float, 12), P(int, 13)))
+/* The tensor-core kernels' three parameter lists (sdpa.cu's SDPA_TC_*_ENTRY), read from p:
+   a forward's, dq's, and the keys' gradients' */
+#define SDPA_TC_FWD_CALL(fn)                                                                                  \
+  fn(P(const sdpa_in *, 0), P(const sdpa_in *, 1), P(const sdpa_in *, 2), P(float *, 3), P(float *, 4),       \
+     P(long long, 5), P(long long, 6), P(int, 7), P(int, 8), P(float, 9), P(int, 10))
+#define SDPA_TC_BWD_Q_CALL(fn)                                                                                \
+  fn(P(const sdpa_in *, 0), P(const sdpa_in *, 1), P(const sdpa_in *, 2), P(const sdpa_in *, 3),              \
+     P(const float *, 4), P(const sdpa_in *, 5), P(float *, 6), P(long long, 7), P(long long, 8), P(int, 9),  \
+     P(int, 10), P(float, 11), P(int, 12))
+#define SDPA_TC_KEYS_CALL(fn)                                                                                 \
+  fn(P(const sdpa_in *, 0), P(const sdpa_in *, 1), P(const sdpa_in *, 2), P(const sdpa_in *, 3),              \
+     P(const float *, 4), P(const sdpa_in *, 5), P(float *, 6), P(float *, 7), P(long long, 8),               \
+     P(long long, 9), P(int, 10), P(int, 11), P(float, 12), P(int, 13))
+
+#define SDPA_TC_FWD_DISPATCH() SDPA_DISPATCH(fwd_tc, 5, false, SDPA_TC_FWD_CALL(mpl_sdpa_fwd_tc))
+#define SDPA_TC_BWD_DISPATCH()                                                                                \
+  SDPA_TC_SPLIT_DISPATCH()                                                                                   \
+  SDPA_DISPATCH(bwd_kv_tc, 8, true, SDPA_TC_KEYS_CALL(mpl_sdpa_bwd_kv_tc))
 /* an f32 step's kernels (f32 inputs: each product as three tf32 ones); their parameters are the
    tensor-core kernels' */
-#define SDPA_X3_DISPATCH()                                                                                            \
-  SDPA_DISPATCH(fwd_x3, 5, false,                                                                                    \
-                mpl_sdpa_fwd_x3(P(const sdpa_in *, 0), P(const sdpa_in *, 1), P(const sdpa_in *, 2), P(float *, 3),  \
-                                P(float *, 4), P(long long, 5), P(long long, 6), P(int, 7), P(int, 8), P(float, 9),  \
-                                P(int, 10)))                                                                         \
-  SDPA_DISPATCH(bwd_q_x3, 7, false,                                                                                  \
-                mpl_sdpa_bwd_q_x3(P(const sdpa_in *, 0), P(const sdpa_in *, 1), P(const sdpa_in *, 2),               \
-                                  P(const sdpa_in *, 3), P(const float *, 4), P(const sdpa_in *, 5), P(float *, 6),  \
-                                  P(long long, 7), P(long long, 8), P(int, 9), P(int, 10), P(float, 11),             \
-                                  P(int, 12)))                                                                       \
-  SDPA_DISPATCH(bwd_dk_x3, 8, true,                                                                                  \
-                mpl_sdpa_bwd_dk_x3(P(const sdpa_in *, 0), P(const sdpa_in *, 1), P(const sdpa_in *, 2),              \
-                                   P(const sdpa_in *, 3), P(const float *, 4), P(const sdpa_in *, 5), P(float *, 6), \
-                                   P(float *, 7), P(long long, 8), P(long long, 9), P(int, 10), P(int, 11),          \
-                                   P(float, 12), P(int, 13)))                                                        \
-  SDPA_DISPATCH(bwd_dv_x3, 8, true,                                                                                  \
-                mpl_sdpa_bwd_dv_x3(P(const sdpa_in *, 0), P(const sdpa_in *, 1), P(const sdpa_in *, 2),              \
-                                   P(const sdpa_in *, 3), P(const float *, 4), P(const sdpa_in *, 5), P(float *, 6), \
-                                   P(float *, 7), P(long long, 8), P(long long, 9), P(int, 10), P(int, 11),          \
-                                   P(float, 12), P(int, 13)))
+#define SDPA_X3_DISPATCH()                                                                                    \
+  SDPA_DISPATCH(fwd_x3, 5, false, SDPA_TC_FWD_CALL(mpl_sdpa_fwd_x3))                                         \
+  SDPA_DISPATCH(bwd_q_x3, 7, false, SDPA_TC_BWD_Q_CALL(mpl_sdpa_bwd_q_x3))                                   \
+  SDPA_DISPATCH(bwd_dk_x3, 8, true, SDPA_TC_KEYS_CALL(mpl_sdpa_bwd_dk_x3))                                   \
+  SDPA_DISPATCH(bwd_dv_x3, 8, true, SDPA_TC_KEYS_CALL(mpl_sdpa_bwd_dv_x3))
 
 /* dq, and dk and dv in two kernels (what a build without the one keys' kernel has: f32 inputs) */
-#define SDPA_TC_SPLIT_DISPATCH()                                                                                      \
-  SDPA_DISPATCH(bwd_q_tc, 7, false,                                                                                  \
-                mpl_sdpa_bwd_q_tc(P(const sdpa_in *, 0), P(const sdpa_in *, 1), P(const sdpa_in *, 2),               \
-                                  P(const sdpa_in *, 3), P(const float *, 4), P(const sdpa_in *, 5), P(float *, 6),  \
-                                  P(long long, 7), P(long long, 8), P(int, 9), P(int, 10), P(float, 11),             \
-                                  P(int, 12)))                                                                       \
-  SDPA_DISPATCH(bwd_dk_tc, 8, true,                                                                                  \
-                mpl_sdpa_bwd_dk_tc(P(const sdpa_in *, 0), P(const sdpa_in *, 1), P(const sdpa_in *, 2),              \
-                                   P(const sdpa_in *, 3), P(const float *, 4), P(const sdpa_in *, 5), P(float *, 6), \
-                                   P(float *, 7), P(long long, 8), P(long long, 9), P(int, 10), P(int, 11),          \
-                                   P(float, 12), P(int, 13)))                                                        \
-  SDPA_DISPATCH(bwd_dv_tc, 8, true,                                                                                  \
-                mpl_sdpa_bwd_dv_tc(P(const sdpa_in *, 0), P(const sdpa_in *, 1), P(const sdpa_in *, 2),              \
-                                   P(const sdpa_in *, 3), P(const float *, 4), P(const sdpa_in *, 5), P(float *, 6), \
-                                   P(float *, 7), P(long long, 8), P(long long, 9), P(int, 10), P(int, 11),          \
-                                   P(float, 12), P(int, 13)))
+#define SDPA_TC_SPLIT_DISPATCH()                                                                              \
+  SDPA_DISPATCH(bwd_q_tc, 7, false, SDPA_TC_BWD_Q_CALL(mpl_sdpa_bwd_q_tc))                                   \
+  SDPA_DISPATCH(bwd_dk_tc, 8, true, SDPA_TC_KEYS_CALL(mpl_sdpa_bwd_dk_tc))                                   \
+  SDPA_DISPATCH(bwd_dv_tc, 8, true, SDPA_TC_KEYS_CALL(mpl_sdpa_bwd_dv_tc))
 
 #define SDPA_CORE_TABLE(pfx) \
   {"mpl_sdpa_fwd", 64, pfx##_fwd_run}, {"mpl_sdpa_bwd_q", 64, pfx##_bwd_q_run}, {"mpl_sdpa_bwd_kv", 64, pfx##_bwd_kv_run}

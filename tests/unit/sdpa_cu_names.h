@@ -38,7 +38,6 @@
 #define mpl_tc_acc_a SDPA_NAME(SDPA_PFX, tc_acc_a)
 #define mpl_tc_rows_dot SDPA_NAME(SDPA_PFX, tc_rows_dot)
 #define mpl_tc_held_dot SDPA_NAME(SDPA_PFX, tc_held_dot)
-#define mpl_tc_x3_chunk SDPA_NAME(SDPA_PFX, tc_x3_chunk)
 #define mpl_tc_hold SDPA_NAME(SDPA_PFX, tc_hold)
 #define mpl_tc_cols_dot SDPA_NAME(SDPA_PFX, tc_cols_dot)
 #define mpl_tc_store SDPA_NAME(SDPA_PFX, tc_store)

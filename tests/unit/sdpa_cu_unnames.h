@@ -31,7 +31,6 @@
 #undef mpl_tc_acc_a
 #undef mpl_tc_rows_dot
 #undef mpl_tc_held_dot
-#undef mpl_tc_x3_chunk
 #undef mpl_tc_hold
 #undef mpl_tc_cols_dot
 #undef mpl_tc_store

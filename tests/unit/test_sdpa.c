@@ -255,7 +255,9 @@ static double host_round(int round, double v) {
 }
 
 static void reference_r(const Case *c, float scale, Bufs *x, int round) {
-  int64_t G = c->H / c->Hkv;
+  int64_t G = c->H / c->Hkv, nq = c->B * c->H * c->T, nk = c->B * c->Hkv * c->S;
+  memset(x->rdq, 0, sizeof(double) * (size_t)(nq * c->hs)); /* (the gradients are sums over rows) */
+  memset(x->rdk, 0, sizeof(double) * (size_t)(nk * c->hs)), memset(x->rdv, 0, sizeof(double) * (size_t)(nk * c->hv));
   double *s = calloc((size_t)c->S, sizeof(double)), *dp = calloc((size_t)c->S, sizeof(double));
   for (int64_t b = 0; b < c->B; b++)
     for (int64_t h = 0; h < c->H; h++)
@@ -391,7 +393,6 @@ START_TEST(test_cpu_kernels) {
     }
   a.bf16 = true;
   cpu_run(&a, best, 2);
-  memset(x.rdq, 0, sizeof(double) * sz[2]), memset(x.rdk, 0, sizeof(double) * sz[3]), memset(x.rdv, 0, sizeof(double) * sz[4]);
   reference(c, scale, &x, true);
   /* bf16 out: the unnormalised probabilities are rounded against the running maximum, the
      reference's against the row's; the same within one key tile (64 keys on the CPU), else
@@ -409,14 +410,11 @@ START_TEST(test_cuda_kernels_on_host) {
   Bufs x;
   make(c, &x);
   MplSdpa a = args_of(c, scale, false, &x);
-  int64_t nq = c->B * c->H * c->T, nk = c->B * c->Hkv * c->S;
   for (int bf16 = 0; bf16 < 2; bf16++) {
     a.bf16 = bf16;
     host_launch(&a, 0, big);
     host_launch(&a, 1, big);
     host_launch(&a, 2, big);
-    memset(x.rdq, 0, sizeof(double) * (size_t)(nq * c->hs)), memset(x.rdk, 0, sizeof(double) * (size_t)(nk * c->hs));
-    memset(x.rdv, 0, sizeof(double) * (size_t)(nk * c->hv));
     reference(c, scale, &x, bf16);
     /* key tiles of 32 (16 for the big heads): as the CPU's bf16 out, by the GPU's tile */
     double tol_out = !bf16 || c->S <= (big ? 16 : 32) ? 2e-5 : 1.0 / 256;
@@ -589,8 +587,6 @@ START_TEST(test_tensor_core_forward) {
   /* and its backward (bf16 inputs, the rounded out) against the reference */
   uint16_t *out16 = to_bf16(x.out, nq * c->hv);
   a.out16 = out16;
-  memset(x.rdq, 0, sizeof(double) * (size_t)(nq * c->hs)), memset(x.rdk, 0, sizeof(double) * (size_t)(nk * c->hs));
-  memset(x.rdv, 0, sizeof(double) * (size_t)(nk * c->hv));
   reference(c, scale, &x, true);
   host_launch(&a, 1, mid), host_launch(&a, 2, mid);
   double e[3] = {err_of(x.dq, x.rdq, nq * c->hs), err_of(x.dk, x.rdk, nk * c->hs), err_of(x.dv, x.rdv, nk * c->hv)};
@@ -648,16 +644,12 @@ START_TEST(test_tf32_tensor_cores) {
     }
     MplSdpa a = args_of(c, scale, false, &x);
     host_launch(&a, 9, w);
-    memset(x.rdq, 0, sizeof(double) * (size_t)(nq * c->hs)), memset(x.rdk, 0, sizeof(double) * (size_t)(nk * c->hs));
-    memset(x.rdv, 0, sizeof(double) * (size_t)(nk * c->hv));
     reference_r(c, scale, &x, loose ? RND_NONE : RND_TF32);
     host_launch(&a, 10, w), host_launch(&a, 11, w), host_launch(&a, 12, w);
     check_errors(loose ? "tf32 tensor cores, f32 inputs" : "tf32 tensor cores", c, &x, loose ? 2e-3 : 1.0 / 1024,
                  loose ? 2e-3 : 4e-4);
     if (loose && w) { /* the same build's CUDA-core kernels (an f32 step's) on the f32 inputs: within 2e-5 */
       host_launch(&a, 0, w + 1);
-      memset(x.rdq, 0, sizeof(double) * (size_t)(nq * c->hs)), memset(x.rdk, 0, sizeof(double) * (size_t)(nk * c->hs));
-      memset(x.rdv, 0, sizeof(double) * (size_t)(nk * c->hv));
       reference_r(c, scale, &x, RND_NONE); /* (its backward reads the kernel's out) */
       host_launch(&a, 1, w + 1), host_launch(&a, 2, w + 1);
       check_errors("cuda cores, f32", c, &x, 2e-5, 2e-5);
