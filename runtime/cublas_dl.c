@@ -56,6 +56,7 @@ static void load_once(void) {
   SYM(gemm_ex, "cublasGemmEx");
   SYM(gemm_strided_ex, "cublasGemmStridedBatchedEx");
   SYM(saxpy, "cublasSaxpy_v2");
+  SYM(set_workspace, "cublasSetWorkspace_v2");
 }
 
 int mpl_cublas_load(MplErr *err) {

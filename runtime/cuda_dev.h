@@ -38,6 +38,7 @@ typedef struct MplCublas {
                                     long long, const void *, void *, cudaDataType, int, long long, int,
                                     cublasComputeType_t, cublasGemmAlgo_t);
   cublasStatus_t (*saxpy)(cublasHandle_t, int, const float *, const float *, int, float *, int);
+  cublasStatus_t (*set_workspace)(cublasHandle_t, void *, size_t);
 } MplCublas;
 extern MplCublas mpl_cublas;
 /* Opens libcublas and fills mpl_cublas (once per process; thread-safe); an error names the
@@ -104,6 +105,28 @@ typedef struct Prof {
   double wall_ms;             /* GPU time from the first launch to the last between host waits */
 } Prof;
 
+/* MPL_CUDA_GRAPHS=1 (device_cuda_graph.c): the runs of work between the host's waits, captured
+ * from the compute stream and launched as CUDA graphs, each kept by its signature. */
+enum { GRAPH_CACHE = 32 };
+typedef struct CudaGraph {
+  uint64_t sig;               /* the operations' kinds and shapes, hashed (not their pointers or scalars) */
+  int nops;
+  cudaGraphExec_t exec;       /* NULL: a free slot */
+  uint64_t used;              /* the tick of its last launch (the least recent is replaced) */
+} CudaGraph;
+typedef struct CudaGraphs {
+  bool want;                  /* MplDevice.graphs: from the end of the first step */
+  bool on;                    /* capturing from the next operation (the first step is over) */
+  bool capturing;             /* a capture is open on the compute stream */
+  uint64_t sig;               /* of the open capture so far */
+  int nops;
+  CudaGraph cache[GRAPH_CACHE];
+  uint64_t tick;              /* graph launches so far */
+  uint64_t waited;            /* the tick when the host last waited for the compute stream */
+  void *workspace;            /* cuBLAS's, set by cublasSetWorkspace: a captured product allocates nothing */
+  int64_t launches, instantiated, updated, ops; /* for the report at the device's end */
+} CudaGraphs;
+
 typedef struct CudaDev {
   int dev;
   bool ready;                 /* streams and handle exist */
@@ -146,6 +169,7 @@ typedef struct CudaDev {
   CUfunction emb_grad;
   const atomic_int *stop;     /* set by an NCCL communicator: waits poll it (mpl_cuda_wait) */
   Prof prof;                  /* MPL_PROFILE=1: GPU time per kernel */
+  CudaGraphs graphs;          /* MPL_CUDA_GRAPHS=1 */
 } CudaDev;
 
 /* ---- device_cuda.c --------------------------------------------------------------------- */
@@ -157,6 +181,26 @@ void cudev_prof_begin(CudaDev *cd, int slot);
 void cudev_prof_end(CudaDev *cd);
 /* Queues f on the compute stream; the launch's result and then the last error checked. */
 int cudev_launch(CudaDev *cd, CUfunction f, int64_t blocks, int block, void **params, MplErr *err);
+
+/* ---- device_cuda_graph.c: MPL_CUDA_GRAPHS ------------------------------------------------ */
+
+/* Before an operation is queued on the compute stream: with graphs on, opens a capture if
+ * none is (the operation is then captured, not run) and adds (a, b, c), the operation's kind
+ * and shape, to its signature. Without graphs: nothing. */
+int cudev_graph_op(CudaDev *cd, uint64_t a, uint64_t b, uint64_t c, MplErr *err);
+/* Before the host waits for the compute stream, copies to or from the host, allocates or
+ * frees device memory or loads a module: the open capture (if any) ends and is launched as
+ * one graph, the cached one of its signature updated with its parameters, or a new one. */
+int cudev_graph_flush(CudaDev *cd, MplErr *err);
+/* After the host waited for the compute stream to be idle: every graph launched has ended. */
+void cudev_graph_waited(CudaDev *cd);
+/* After the sync that ends a step: graphs from the next operation on, where the device was
+ * asked for them (MplDevice.graphs) and MPL_PROFILE is off (a warning says why not, else). */
+void cudev_graph_step_done(CudaDev *cd);
+/* At the device's end (its streams not yet waited for): an open capture dropped (its work
+ * never ran: the run failed), the graphs and the workspace freed; one line to stderr saying
+ * how many operations ran in how many graph launches. */
+void cudev_graph_free(CudaDev *cd);
 
 /* ---- device_cuda_progs.c ----------------------------------------------------------------- */
 

@@ -178,6 +178,7 @@ static int cuda_init(MplDevice *d, int index, int threads, MplErr *err) {
   if (!cd) return mpl_errf(err, "cuda: out of memory");
   d->impl = cd;
   cd->dev = index;
+  cd->graphs.want = d->graphs;
   CUDA_CHECK(cudaSetDevice(index));
   CUDA_CHECK(cudaFree(NULL)); /* creates the primary context now, not inside the first step */
   if (setup_device(cd, d->tf32, err) != MPL_OK) return MPL_ERR;
@@ -188,6 +189,7 @@ static void cuda_free(MplDevice *d) {
   CudaDev *cd = d->impl;
   if (!cd) return;
   CUDA_SOFT(cudaSetDevice(cd->dev));
+  cudev_graph_free(cd);
   if (cd->ready) {
     CUDA_SOFT(cudaStreamSynchronize(cd->compute));
     CUDA_SOFT(cudaStreamSynchronize(cd->comm));
@@ -220,6 +222,7 @@ static int cuda_arena_alloc(MplDevice *d, uint64_t bytes, void **base, MplErr *e
   CudaDev *cd = d->impl;
   *base = NULL;
   CUDA_CHECK(cudaSetDevice(cd->dev));
+  if (cudev_graph_flush(cd, err) != MPL_OK) return MPL_ERR;
   cudaError_t e = cudaMallocAsync(base, bytes ? (size_t)bytes : 256, cd->compute);
   if (e != cudaSuccess) {
     cudaGetLastError();
@@ -234,6 +237,8 @@ static void cuda_arena_free(MplDevice *d, void *base) {
   CudaDev *cd = d->impl;
   if (!cd || !base) return;
   CUDA_SOFT(cudaSetDevice(cd->dev));
+  MplErr ignored;
+  if (cudev_graph_flush(cd, &ignored) != MPL_OK) return; /* (the work before it never ran: the run has failed) */
   CUDA_SOFT(cudaFreeAsync(base, cd->compute));
 }
 
@@ -487,6 +492,11 @@ static int cuda_gemm(MplDevice *d, const JobStep *s, const void *a, const void *
   float *C = c;
   cublasOperation_t opb = s->tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = s->ta ? CUBLAS_OP_T : CUBLAS_OP_N;
   CUDA_CHECK(cudaSetDevice(cd->dev));
+  if (cudev_graph_op(cd, 1 + ((uint64_t)s->prec << 8) + ((uint64_t)s->in16 << 12) + ((uint64_t)s->ta << 13) +
+                             ((uint64_t)s->tb << 14) + ((uint64_t)batch << 16),
+                     (uint64_t)s->M + ((uint64_t)s->N << 32) + ((uint64_t)s->K << 48),
+                     (((uintptr_t)A | (uintptr_t)B | (uintptr_t)C) & 255) + ((uint64_t)(s->beta != 0) << 8), err) != MPL_OK)
+    return MPL_ERR;
   cudev_prof_begin(cd, PROF_GEMM);
   cublasStatus_t st;
   if (s->prec == PREC_F32) { /* the handle's math mode: FP32, or TF32 under mplrun --tf32 */
@@ -520,6 +530,7 @@ static int cuda_accum_f32(MplDevice *d, float *acc, const float *src, int64_t n,
   CUDA_CHECK(cudaSetDevice(cd->dev));
   for (int64_t i = 0; i < n; i += (1 << 30)) {
     int64_t k = n - i < (1 << 30) ? n - i : (1 << 30);
+    if (cudev_graph_op(cd, 2, (uint64_t)k, 0, err) != MPL_OK) return MPL_ERR;
     cudev_prof_begin(cd, PROF_ACCUM);
     cublasStatus_t st = mpl_cublas.saxpy(cd->blas, (int)k, &one, src + i, 1, acc + i, 1);
     cudev_prof_end(cd);
@@ -532,6 +543,7 @@ static int cuda_zero(MplDevice *d, void *dst, size_t bytes, MplErr *err) {
   CudaDev *cd = d->impl;
   if (!bytes) return MPL_OK;
   CUDA_CHECK(cudaSetDevice(cd->dev));
+  if (cudev_graph_op(cd, 3, bytes, 0, err) != MPL_OK) return MPL_ERR;
   cudev_prof_begin(cd, PROF_COPY);
   cudaError_t st = cudaMemsetAsync(dst, 0, bytes, cd->compute);
   cudev_prof_end(cd);
@@ -556,11 +568,13 @@ static int cuda_copy_to_host(MplDevice *d, void *host, const void *dev, size_t b
     return MPL_OK;
   }
   CUDA_CHECK(cudaSetDevice(cd->dev));
+  if (cudev_graph_flush(cd, err) != MPL_OK) return MPL_ERR;
   /* with a stop flag, first the abortable wait: a copy to pageable memory blocks the host
    * until the stream reaches it, which a stuck NCCL operation would make forever */
   if (cd->stop && mpl_cuda_wait(cd->compute, NULL, cd->stop, err) != MPL_OK) return MPL_ERR;
   CUDA_CHECK(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDefault, cd->compute));
   CUDA_CHECK(cudaStreamSynchronize(cd->compute));
+  cudev_graph_waited(cd);
   return MPL_OK;
 }
 
@@ -574,6 +588,7 @@ static int cuda_copy_from_host(MplDevice *d, void *dev, const void *host, size_t
     return MPL_OK;
   }
   CUDA_CHECK(cudaSetDevice(cd->dev));
+  if (cudev_graph_flush(cd, err) != MPL_OK) return MPL_ERR;
   CUDA_CHECK(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyDefault, cd->compute));
   return MPL_OK;
 }
@@ -581,14 +596,17 @@ static int cuda_copy_from_host(MplDevice *d, void *dev, const void *host, size_t
 static void cuda_step_done(MplDevice *d) {
   CudaDev *cd = d->impl;
   cd->prof.steps++;
+  cudev_graph_step_done(cd);
 }
 
 static int cuda_sync(MplDevice *d, MplErr *err) {
   CudaDev *cd = d->impl;
   CUDA_CHECK(cudaSetDevice(cd->dev));
+  if (cudev_graph_flush(cd, err) != MPL_OK) return MPL_ERR;
   if (mpl_cuda_wait(cd->comm, NULL, cd->stop, err) != MPL_OK || mpl_cuda_wait(cd->compute, NULL, cd->stop, err) != MPL_OK)
     return MPL_ERR;
   CUDA_CHECK(cudaGetLastError());
+  cudev_graph_waited(cd);
   prof_harvest(cd);
   return MPL_OK;
 }
@@ -601,6 +619,8 @@ int cudev_launch(CudaDev *cd, CUfunction f, int64_t blocks, int block, void **pa
     return mpl_errf(err, "cuda: a launch of %lld blocks (at most 2^31 - 1): the step's sizes are too large for one grid",
                     (long long)blocks);
   CUDA_CHECK(cudaSetDevice(cd->dev));
+  if (cudev_graph_op(cd, 4, (uint64_t)(uintptr_t)f, (uint64_t)blocks + ((uint64_t)block << 40), err) != MPL_OK)
+    return MPL_ERR;
   CU_CHECK(cd, cd->drv.launch(f, (unsigned)blocks, 1, 1, (unsigned)block, 1, 1, 0, (CUstream)cd->compute, params, NULL));
   CUDA_CHECK(cudaGetLastError());
   return MPL_OK;
@@ -610,6 +630,7 @@ static int cuda_copy_device(MplDevice *d, void *dst, const void *src, size_t byt
   CudaDev *cd = d->impl;
   if (!bytes || dst == src) return MPL_OK;
   CUDA_CHECK(cudaSetDevice(cd->dev));
+  if (cudev_graph_op(cd, 5, bytes, 0, err) != MPL_OK) return MPL_ERR;
   cudev_prof_begin(cd, PROF_COPY);
   cudaError_t st = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cd->compute);
   cudev_prof_end(cd);
@@ -622,6 +643,8 @@ static int cuda_copy_2d(MplDevice *d, void *dst, size_t dpitch, const void *src,
   CudaDev *cd = d->impl;
   if (!width || !height) return MPL_OK;
   CUDA_CHECK(cudaSetDevice(cd->dev));
+  if (cudev_graph_op(cd, 6, width + ((uint64_t)height << 32), dpitch + ((uint64_t)spitch << 32), err) != MPL_OK)
+    return MPL_ERR;
   cudev_prof_begin(cd, PROF_COPY);
   cudaError_t st = cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height, cudaMemcpyDeviceToDevice, cd->compute);
   cudev_prof_end(cd);

@@ -200,6 +200,10 @@ static int load_program(CudaDev *cd, char *ptx, CUmodule *mod, const char *what,
     mpl_free(ptx);
     return mpl_errf(err, "cuda: cudaSetDevice: %s", cudaGetErrorString(e));
   }
+  if (cudev_graph_flush(cd, err) != MPL_OK) { /* (a module's first use, e.g. in a validation pass) */
+    mpl_free(ptx);
+    return MPL_ERR;
+  }
   int st = cudev_load_ptx(cd, mod, what, ptx, err);
   mpl_free(ptx);
   if (st != MPL_OK) return MPL_ERR;
@@ -527,6 +531,10 @@ static int ce_gemm(CudaDev *cd, bool bf16, bool in16, bool ta, bool tb, int64_t 
   cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
   cudaDataType_t in = in16 ? CUDA_R_16BF : CUDA_R_32F;
   cublasComputeType_t ct = in16 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_16BF;
+  if (cudev_graph_op(cd, 7 + ((uint64_t)bf16 << 8) + ((uint64_t)in16 << 9) + ((uint64_t)ta << 10) + ((uint64_t)tb << 11),
+                     (uint64_t)M + ((uint64_t)N << 32) + ((uint64_t)K << 48),
+                     (((uintptr_t)A | (uintptr_t)B | (uintptr_t)C) & 255) + ((uint64_t)(beta != 0) << 8), err) != MPL_OK)
+    return MPL_ERR;
   cudev_prof_begin(cd, PROF_GEMM);
   cublasStatus_t st =
       bf16 || in16 ? mpl_cublas.gemm_ex(cd->blas, opb, opa, (int)N, (int)M, (int)K, &alpha, B, in, (int)ldb, A, in, (int)lda,
@@ -548,6 +556,7 @@ int cuda_ce_reserve(MplDevice *d, const MplCe *a, MplErr *err) {
   int64_t need = mpl_ce_cpu_scratch(a);
   if (need <= cd->ce_cap) return MPL_OK;
   CUDA_CHECK(cudaSetDevice(cd->dev));
+  if (cudev_graph_flush(cd, err) != MPL_OK) return MPL_ERR;
   /* stream-ordered, from the pool the arenas come from (its peak counts it) */
   if (cd->ce_scratch) CUDA_CHECK(cudaFreeAsync(cd->ce_scratch, cd->compute));
   cd->ce_scratch = NULL, cd->ce_cap = 0;
@@ -632,6 +641,7 @@ int cuda_emb_grad(MplDevice *d, const MplEmbGrad *a, MplErr *err) {
       return MPL_ERR;
   }
   CUDA_CHECK(cudaSetDevice(cd->dev));
+  if (cudev_graph_op(cd, 3, (uint64_t)(a->K * a->N) * sizeof(float), 0, err) != MPL_OK) return MPL_ERR;
   cudev_prof_begin(cd, PROF_EMB);
   cudaError_t z = cudaMemsetAsync(a->out, 0, (size_t)(a->K * a->N) * sizeof(float), cd->compute);
   cudev_prof_end(cd);

@@ -85,6 +85,7 @@ struct MplRun {
   MplComm *mpi;              /* under mpirun: this process's communicator (opts.comm) */
   int me;                    /* under mpirun: the world rank this process runs */
   bool lead;                 /* writes files and progress: always, or world rank 0 under MPI */
+  bool graphs;               /* MPL_CUDA_GRAPHS=1 on a run that may use it (init_graphs): MplDevice.graphs */
   void *dworld;              /* a device's own communicator world (devops->world_init: cuda's) */
   MplComm *dcomm;            /* ... under mpirun: this rank's, over mpi (devops->mpi_init) */
   int ndevices;              /* devops->count: the visible devices (GPUs) */

@@ -91,6 +91,7 @@ int init_rank(MplRun *r, int i, MplErr *err) {
   rc->live = true;
   rc->dev.ops = r->devops;
   rc->dev.tf32 = r->opts.tf32;
+  rc->dev.graphs = r->graphs;
   if (r->devops->init(&rc->dev, device_index(r, i), r->opts.threads, err) != MPL_OK) return MPL_ERR;
   if (r->devops->load_kernels && r->devops->load_kernels(&rc->dev, &job->kernels, err) != MPL_OK) return MPL_ERR;
   uint64_t ab = job->ranks[rc->rank].arena_bytes;

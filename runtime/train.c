@@ -21,6 +21,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 void mpl_run_opts_default(MplRunOpts *o) {
@@ -176,6 +177,25 @@ static int init_mpi(MplRun *r, MplErr *err) {
   return MPL_OK;
 }
 
+/* MPL_CUDA_GRAPHS (0, 1; unset: 0): a device with its own memory launches a step's work as
+ * CUDA graphs (device_cuda_graph.c), on a run of one rank in one process (a communicator's
+ * operations do not pass through the device) without --trace or --profile (which time each
+ * instruction on the host); elsewhere a warning says it has no effect. */
+static int init_graphs(MplRun *r, MplErr *err) {
+  const char *e = getenv("MPL_CUDA_GRAPHS");
+  r->graphs = false;
+  if (!e || !*e || !strcmp(e, "0")) return MPL_OK;
+  if (strcmp(e, "1")) return mpl_errf(err, "MPL_CUDA_GRAPHS must be 0 or 1, not '%s'", e);
+  const char *why = !r->devops->device_memory ? "the cpu device"
+                  : r->nworld > 1            ? "a run of several ranks"
+                  : r->opts.trace_path       ? "a run with --trace"
+                  : r->opts.profile_path     ? "a run with --profile"
+                                             : NULL;
+  if (why && r->lead) fprintf(stderr, "mplrun: warning: MPL_CUDA_GRAPHS=1 has no effect on %s\n", why);
+  r->graphs = !why;
+  return MPL_OK;
+}
+
 static int run_init_body(MplRun *r, MplErr *err) {
   const Job *job = r->job;
   if (check_job(job, err) != MPL_OK) return MPL_ERR;
@@ -191,7 +211,7 @@ static int run_init_body(MplRun *r, MplErr *err) {
   r->last_loss = r->val_loss = NAN;
   if (!r->devops->load_kernels && init_kernels(r, err) != MPL_OK) return MPL_ERR;
   bool own_comm = r->devops->world_init != NULL; /* the device brings its communicator */
-  if (init_mpi(r, err) != MPL_OK) return MPL_ERR;
+  if (init_mpi(r, err) != MPL_OK || init_graphs(r, err) != MPL_OK) return MPL_ERR;
   if (r->lead && init_outputs(r, err) != MPL_OK) return MPL_ERR;
   if (!own_comm && !r->mpi && mpl_comm_world_init(&r->world, r->nworld, err) != MPL_OK) return MPL_ERR;
   if (r->world) mpl_comm_world_set_spin(r->world, r->nworld * r->opts.threads);

@@ -115,11 +115,25 @@ static cudaError_t dev_free(void *p) {
 
 /* ---- streams and events ------------------------------------------------------------------ */
 
+typedef struct MockGraph MockGraph;
 typedef struct MockStream {
   bool live;
+  MockGraph *capture; /* a capture in progress: its records (cudaStreamBeginCapture) */
 } MockStream;
 enum { MAX_STREAMS = 16 };
 static MockStream streams[MAX_STREAMS];
+static int open_captures; /* streams capturing now */
+static long eager_ops;     /* device operations run at once (MockGraphStats.eager) */
+
+/* The capture in progress on s, or NULL. */
+static MockGraph *capture_of(cudaStream_t s) { return s ? ((MockStream *)s)->capture : NULL; }
+/* Fails the test when s is capturing (what) or, with s NULL, when any stream is. */
+static void no_capture(cudaStream_t s, const char *what) {
+  ck_assert_msg(s ? !capture_of(s) : !open_captures, "mock: %s inside a stream capture", what);
+}
+/* The records a capture adds (the graph section below). */
+static void rec_memset(MockGraph *g, void *p, int v, size_t n);
+static void rec_copy(MockGraph *g, void *dst, const void *src, size_t n, size_t dpitch, size_t spitch, size_t h);
 
 /* The legacy default stream (NULL) or a live one made by cudaStreamCreateWithFlags. */
 static bool stream_ok(cudaStream_t s) {
@@ -145,7 +159,11 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
   return cudaSuccess;
 }
 
-cudaError_t cudaStreamSynchronize(cudaStream_t s) { return stream_ok(s) ? cudaSuccess : set_error(cudaErrorInvalidResourceHandle); }
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+  if (!stream_ok(s)) return set_error(cudaErrorInvalidResourceHandle);
+  no_capture(s, "a wait for the stream");
+  return cudaSuccess;
+}
 cudaError_t cudaStreamQuery(cudaStream_t s) { return cudaStreamSynchronize(s); }
 cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
 
@@ -162,7 +180,9 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
   return cudaSuccess;
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
-  return e && stream_ok(s) ? cudaSuccess : set_error(cudaErrorInvalidResourceHandle);
+  if (!e || !stream_ok(s)) return set_error(cudaErrorInvalidResourceHandle);
+  no_capture(s, "an event's record");
+  return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t e) { return cudaSuccess; }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) { return cudaSuccess; }
@@ -230,13 +250,23 @@ const char *cudaGetErrorString(cudaError_t e) {
 
 /* ---- memory: allocation, copies, memset ------------------------------------------------------ */
 
-cudaError_t cudaMalloc(void **p, size_t n) { return dev_alloc(p, n); }
-cudaError_t cudaFree(void *p) { return dev_free(p); } /* cudaFree(NULL): the context, made at once */
+cudaError_t cudaMalloc(void **p, size_t n) {
+  no_capture(NULL, "cudaMalloc");
+  return dev_alloc(p, n);
+}
+cudaError_t cudaFree(void *p) { /* cudaFree(NULL): the context, made at once */
+  if (p) no_capture(NULL, "cudaFree");
+  return dev_free(p);
+}
 cudaError_t cudaMallocAsync(void **p, size_t n, cudaStream_t s) {
-  return stream_ok(s) ? dev_alloc(p, n) : set_error(cudaErrorInvalidResourceHandle);
+  if (!stream_ok(s)) return set_error(cudaErrorInvalidResourceHandle);
+  no_capture(NULL, "cudaMallocAsync");
+  return dev_alloc(p, n);
 }
 cudaError_t cudaFreeAsync(void *p, cudaStream_t s) {
-  return stream_ok(s) ? dev_free(p) : set_error(cudaErrorInvalidResourceHandle);
+  if (!stream_ok(s)) return set_error(cudaErrorInvalidResourceHandle);
+  no_capture(NULL, "cudaFreeAsync");
+  return dev_free(p);
 }
 
 cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes *a, const void *p) {
@@ -268,7 +298,15 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind
 
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind, cudaStream_t s) {
   if (!stream_ok(s)) return set_error(cudaErrorInvalidResourceHandle);
-  return cudaMemcpy(dst, src, n, kind);
+  MockGraph *g = capture_of(s);
+  if (!g) {
+    eager_ops += is_dev(dst) && is_dev(src);
+    return cudaMemcpy(dst, src, n, kind);
+  }
+  ck_assert_msg(is_dev(dst) && is_dev(src), "mock: a copy touching host memory inside a stream capture");
+  if (!copy_ok(dst, src, n, kind)) return set_error(cudaErrorInvalidValue);
+  rec_copy(g, dst, src, n, n, n, 1);
+  return cudaSuccess;
 }
 
 cudaError_t cudaMemcpyPeerAsync(void *dst, int ddev, const void *src, int sdev, size_t n, cudaStream_t s) {
@@ -282,6 +320,13 @@ cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t 
   if (w > dpitch || w > spitch) return set_error(cudaErrorInvalidPitchValue);
   for (size_t r = 0; r < h; r++)
     if (!copy_ok((char *)dst + r * dpitch, (const char *)src + r * spitch, w, kind)) return set_error(cudaErrorInvalidValue);
+  MockGraph *g = capture_of(s);
+  if (g) {
+    ck_assert_msg(is_dev(dst) && is_dev(src), "mock: a copy touching host memory inside a stream capture");
+    rec_copy(g, dst, src, w, dpitch, spitch, h);
+    return cudaSuccess;
+  }
+  eager_ops += is_dev(dst) && is_dev(src);
   for (size_t r = 0; r < h; r++) memmove((char *)dst + r * dpitch, (const char *)src + r * spitch, w);
   return cudaSuccess;
 }
@@ -293,7 +338,15 @@ cudaError_t cudaMemset(void *p, int v, size_t n) {
 }
 
 cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s) {
-  return stream_ok(s) ? cudaMemset(p, v, n) : set_error(cudaErrorInvalidResourceHandle);
+  if (!stream_ok(s)) return set_error(cudaErrorInvalidResourceHandle);
+  MockGraph *g = capture_of(s);
+  if (!g) {
+    eager_ops++;
+    return cudaMemset(p, v, n);
+  }
+  if (alloc_of(p, n) < 0) return set_error(cudaErrorInvalidValue);
+  rec_memset(g, p, v, n);
+  return cudaSuccess;
 }
 
 /* ---- the driver: modules of PTX, host kernels, launches -------------------------------------- */
@@ -344,16 +397,47 @@ typedef struct MockModule {
   int nglobals;
   struct MockFunc *funcs;
 } MockModule;
+enum { MAX_PARAMS = 64 };
 typedef struct MockFunc {
   const MockKernel *k;
   MockModule *mod;
   struct MockFunc *next;
+  int np;                         /* parameters (-1: their sizes are not known) */
+  unsigned short psize[MAX_PARAMS];
 } MockFunc;
+
+/* The sizes of NAME's parameters from PTX's `.entry NAME(` list: `.param .u64 ...` (the
+ * type's bits), `.param .align 8 .b8 NAME_param_0[2312]` (a struct by value). -1: no list
+ * (a stand-in module's bare entry). */
+static int ptx_params(const char *ptx, const char *name, unsigned short *psize) {
+  char entry[300];
+  snprintf(entry, sizeof entry, ".entry %s(", name);
+  const char *at = strstr(ptx, entry), *end = at ? strchr(at, ')') : NULL;
+  if (!end) return -1;
+  int n = 0;
+  for (const char *p = strstr(at, ".param"); p && p < end; p = strstr(p + 6, ".param")) {
+    const char *stop = p + 6;
+    while (stop < end && *stop != ',' && *stop != '\n') stop++;
+    const char *br = memchr(p, '[', (size_t)(stop - p));
+    unsigned size = 0;
+    if (br) {
+      size = (unsigned)atoi(br + 1);
+    } else {
+      for (const char *t = p + 6; t < stop && !size; t++) /* the first .u32, .f64, .b16, ... */
+        if (t[0] == '.' && strchr("usbf", t[1]) && t[2] >= '0' && t[2] <= '9') size = (unsigned)atoi(t + 2) / 8;
+    }
+    ck_assert_msg(size > 0 && n < MAX_PARAMS, "mock: %s: cannot read a parameter's size in '%.*s'", name,
+                  (int)(stop - p), p);
+    psize[n++] = (unsigned short)size;
+  }
+  return n;
+}
 
 /* cuModuleLoadDataEx: PTX text only (".version" before the first entry), kept. A refusal
  * writes its reason into the CU_JIT_ERROR_LOG_BUFFER the caller passed. */
 static CUresult mod_load(CUmodule *mod, const void *image, unsigned nopt, CUjit_option *opt, void **val) {
   const char *ptx = image;
+  no_capture(NULL, "a module's load");
   if (!strstr(ptx, ".version") || !strstr(ptx, ".entry")) {
     char *log = NULL;
     size_t logn = 0;
@@ -385,7 +469,15 @@ static CUresult get_function(CUfunction *f, CUmodule mod, const char *name) {
     if (!strcmp(reg[i].k.name, name) && (!reg[i].ptx || !strcmp(reg[i].ptx, m->ptx))) {
       MockFunc *fn = malloc(sizeof *fn);
       ck_assert(fn);
-      *fn = (MockFunc){&reg[i].k, m, m->funcs};
+      *fn = (MockFunc){&reg[i].k, m, m->funcs, -1, {0}};
+      if (reg[i].k.psize) {
+        for (fn->np = 0; reg[i].k.psize[fn->np]; fn->np++) {
+          ck_assert(fn->np < MAX_PARAMS);
+          fn->psize[fn->np] = reg[i].k.psize[fn->np];
+        }
+      } else {
+        fn->np = ptx_params(m->ptx, name, fn->psize);
+      }
       m->funcs = fn;
       *f = (CUfunction)fn;
       return CUDA_SUCCESS;
@@ -411,6 +503,8 @@ static CUresult get_global(CUdeviceptr *p, size_t *bytes, CUmodule mod, const ch
   return CUDA_SUCCESS;
 }
 
+static void rec_kernel(MockGraph *g, const MockFunc *fn, unsigned grid, unsigned threads, void **params);
+
 static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                        unsigned shared, CUstream s, void **params, void **extra) {
   const MockFunc *fn = (const MockFunc *)f;
@@ -422,7 +516,13 @@ static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsi
                 "mock: %s launched with %u threads a block; it assumes %u (0: whole warps)", k->name, bx, k->threads);
   ck_assert_msg(shared == 0 && !extra && params, "mock: %s: dynamic shared memory %u, extra %p", k->name, shared,
                 (void *)extra);
+  MockGraph *g = capture_of((cudaStream_t)s);
+  if (g) {
+    rec_kernel(g, fn, gx, bx, params);
+    return CUDA_SUCCESS;
+  }
   pthread_mutex_lock(&run_lock);
+  eager_ops++;
   count_launch(k->name);
   k->run(params, gx, bx);
   pthread_mutex_unlock(&run_lock);
@@ -466,6 +566,7 @@ cudaError_t cudaGetDriverEntryPointByVersion(const char *sym, void **fp, unsigne
 typedef struct MockHandle {
   cudaStream_t stream;
   cublasMath_t math;
+  void *workspace; /* cublasSetWorkspace's (device memory), or NULL */
 } MockHandle;
 static MockGemm last_gemm;
 
@@ -588,12 +689,41 @@ static int input_bits(const MockHandle *h, cudaDataType at, cudaDataType bt, cud
   }
 }
 
+/* A product's record in a capture (the graph section below). */
+typedef struct GemmCall {
+  const char *fn;
+  MockHandle h;
+  cublasComputeType_t cmp;
+  Gemm g;
+  long long sa, sb, sc;
+  int batch;
+} GemmCall;
+static void rec_gemm(MockGraph *graph, const GemmCall *c);
+static cublasStatus_t gemm_run(const GemmCall *c);
+
 static cublasStatus_t gemm_batch(cublasHandle_t h, const char *fn, cublasComputeType_t cmp, Gemm g, long long sa,
                                  long long sb, long long sc, int batch) {
   const MockHandle *mh = (const MockHandle *)h;
   if (!stream_ok(mh->stream) || !mh->stream || batch < 1) return CUBLAS_STATUS_INVALID_VALUE;
   g.bits = input_bits(mh, g.at, g.bt, CUDA_R_32F, cmp);
   if (g.bits < 0) return CUBLAS_STATUS_NOT_SUPPORTED;
+  GemmCall c = {fn, *mh, cmp, g, sa, sb, sc, batch};
+  MockGraph *graph = capture_of(mh->stream);
+  if (graph) { /* alpha and beta were read now, as cuBLAS reads host scalars at the capture */
+    rec_gemm(graph, &c);
+    return CUBLAS_STATUS_SUCCESS;
+  }
+  eager_ops++;
+  return gemm_run(&c);
+}
+
+static cublasStatus_t gemm_run(const GemmCall *c) {
+  const MockHandle *mh = &c->h;
+  Gemm g = c->g;
+  const char *fn = c->fn;
+  cublasComputeType_t cmp = c->cmp;
+  long long sa = c->sa, sb = c->sb, sc = c->sc;
+  int batch = c->batch;
   pthread_mutex_lock(&run_lock);
   last_gemm = (MockGemm){fn, (int)mh->math, (int)cmp, (int)g.at, batch};
   pthread_mutex_unlock(&run_lock);
@@ -642,11 +772,25 @@ static cublasStatus_t blas_gemm_strided_ex(cublasHandle_t h, cublasOperation_t t
   return gemm_batch(h, "gemm_strided_ex", cmp, g, sa, sb, sc, batch);
 }
 
+static void rec_saxpy(MockGraph *graph, int n, float alpha, const float *x, float *y);
+static void saxpy_run(int n, float alpha, const float *x, float *y) {
+  for (int i = 0; i < n; i++) y[i] = fmaf(alpha, x[i], y[i]);
+}
+
 static cublasStatus_t blas_saxpy(cublasHandle_t h, int n, const float *alpha, const float *x, int incx, float *y,
                                  int incy) {
   if (incx != 1 || incy != 1 || n < 0) return CUBLAS_STATUS_INVALID_VALUE;
   if (n && (alloc_of(x, 4 * (size_t)n) < 0 || alloc_of(y, 4 * (size_t)n) < 0)) return CUBLAS_STATUS_EXECUTION_FAILED;
-  for (int i = 0; i < n; i++) y[i] = fmaf(*alpha, x[i], y[i]);
+  MockGraph *graph = capture_of(((MockHandle *)h)->stream);
+  if (graph) rec_saxpy(graph, n, *alpha, x, y);
+  else saxpy_run(n, *alpha, x, y), eager_ops++;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+/* cublasSetWorkspace: device memory of at least `bytes`, kept for the handle's products. */
+static cublasStatus_t blas_set_workspace(cublasHandle_t h, void *ws, size_t bytes) {
+  if (bytes && alloc_of(ws, bytes) < 0) return CUBLAS_STATUS_INVALID_VALUE;
+  ((MockHandle *)h)->workspace = ws;
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -662,8 +806,196 @@ int mpl_cublas_load(MplErr *err) {
                            .sgemm_strided = blas_sgemm_strided,
                            .gemm_ex = blas_gemm_ex,
                            .gemm_strided_ex = blas_gemm_strided_ex,
-                           .saxpy = blas_saxpy};
+                           .saxpy = blas_saxpy,
+                           .set_workspace = blas_set_workspace};
   return MPL_OK;
 }
 
 const char *mpl_cublas_status(cublasStatus_t s) { return blas_status(s); }
+
+/* ---- stream capture and graphs ------------------------------------------------------------------ */
+
+typedef enum { W_KERNEL, W_MEMSET, W_COPY, W_GEMM, W_SAXPY } WorkKind;
+typedef struct Work {
+  WorkKind kind;
+  const MockFunc *fn; /* kernel: the function, its grid, and its parameters copied into blob */
+  unsigned grid, threads;
+  char *blob;
+  size_t blob_n;
+  void *dst; /* memset (v), copies (rows of n bytes, h of them, at the pitches) and saxpy (n floats) */
+  const void *src;
+  size_t n, dpitch, spitch, h;
+  int v;
+  float alpha;
+  GemmCall gemm;
+} Work;
+struct MockGraph {
+  Work *w;
+  int n, cap;
+};
+static MockGraphStats graph_stats;
+static int refuse_skip = -1;
+
+MockGraphStats cuda_mock_graph_stats(void) {
+  MockGraphStats s = graph_stats;
+  s.eager = eager_ops;
+  return s;
+}
+void cuda_mock_refuse_update(int skip) { refuse_skip = skip; }
+
+static void add_work(MockGraph *g, const Work *w) {
+  if (g->n == g->cap) {
+    g->cap = g->cap ? 2 * g->cap : 64;
+    g->w = realloc(g->w, sizeof *g->w * (size_t)g->cap);
+    ck_assert(g->w);
+  }
+  g->w[g->n++] = *w;
+}
+
+static void rec_memset(MockGraph *g, void *p, int v, size_t n) { add_work(g, &(Work){.kind = W_MEMSET, .dst = p, .v = v, .n = n}); }
+static void rec_copy(MockGraph *g, void *dst, const void *src, size_t n, size_t dpitch, size_t spitch, size_t h) {
+  add_work(g, &(Work){.kind = W_COPY, .dst = dst, .src = src, .n = n, .dpitch = dpitch, .spitch = spitch, .h = h});
+}
+static void rec_gemm(MockGraph *graph, const GemmCall *c) { add_work(graph, &(Work){.kind = W_GEMM, .gemm = *c}); }
+static void rec_saxpy(MockGraph *graph, int n, float alpha, const float *x, float *y) {
+  add_work(graph, &(Work){.kind = W_SAXPY, .n = (size_t)n, .alpha = alpha, .src = x, .dst = y});
+}
+/* The parameters' values copied now (the caller's variables may be gone at the launch), each
+ * at an offset aligned to 8. */
+static void rec_kernel(MockGraph *g, const MockFunc *fn, unsigned grid, unsigned threads, void **params) {
+  ck_assert_msg(fn->np >= 0, "mock: %s captured, but the sizes of its parameters are not known", fn->k->name);
+  size_t total = 0;
+  for (int i = 0; i < fn->np; i++) total += (fn->psize[i] + 7u) / 8 * 8;
+  Work w = {.kind = W_KERNEL, .fn = fn, .grid = grid, .threads = threads, .blob_n = total};
+  ck_assert(w.blob = malloc(total ? total : 1));
+  for (int i = 0, at = 0; i < fn->np; at += (fn->psize[i] + 7) / 8 * 8, i++) memcpy(w.blob + at, params[i], fn->psize[i]);
+  add_work(g, &w);
+}
+
+static Work work_copy(const Work *w) {
+  Work c = *w;
+  if (w->kind == W_KERNEL) {
+    ck_assert(c.blob = malloc(w->blob_n ? w->blob_n : 1));
+    memcpy(c.blob, w->blob, w->blob_n);
+  }
+  return c;
+}
+
+static void graph_clear(MockGraph *g) {
+  for (int i = 0; i < g->n; i++) free(g->w[i].blob);
+  free(g->w);
+  *g = (MockGraph){0};
+}
+
+static void run_work(const Work *w) {
+  switch (w->kind) {
+  case W_KERNEL: {
+    void *params[MAX_PARAMS];
+    for (int i = 0, at = 0; i < w->fn->np; at += (w->fn->psize[i] + 7) / 8 * 8, i++) params[i] = w->blob + at;
+    pthread_mutex_lock(&run_lock);
+    count_launch(w->fn->k->name);
+    w->fn->k->run(params, w->grid, w->threads);
+    pthread_mutex_unlock(&run_lock);
+    break;
+  }
+  case W_MEMSET: memset(w->dst, w->v, w->n); break;
+  case W_COPY:
+    for (size_t r = 0; r < w->h; r++) memmove((char *)w->dst + r * w->dpitch, (const char *)w->src + r * w->spitch, w->n);
+    break;
+  case W_GEMM: ck_assert_msg(gemm_run(&w->gemm) == CUBLAS_STATUS_SUCCESS, "mock: a captured %s failed", w->gemm.fn); break;
+  case W_SAXPY: saxpy_run((int)w->n, w->alpha, w->src, w->dst); break;
+  }
+}
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode mode) {
+  if (!s || !stream_ok(s) || capture_of(s)) return set_error(cudaErrorInvalidValue);
+  ck_assert(((MockStream *)s)->capture = calloc(1, sizeof(MockGraph)));
+  open_captures++;
+  graph_stats.captures++;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, enum cudaStreamCaptureStatus *st) {
+  if (!stream_ok(s)) return set_error(cudaErrorInvalidResourceHandle);
+  *st = capture_of(s) ? cudaStreamCaptureStatusActive : cudaStreamCaptureStatusNone;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *graph) {
+  *graph = NULL;
+  if (!s || !stream_ok(s) || !capture_of(s)) return set_error(cudaErrorIllegalState);
+  *graph = (cudaGraph_t)capture_of(s);
+  ((MockStream *)s)->capture = NULL;
+  open_captures--;
+  live_objects++;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph, unsigned long long flags) {
+  const MockGraph *g = (const MockGraph *)graph;
+  MockGraph *e = calloc(1, sizeof *e);
+  ck_assert(e && g);
+  for (int i = 0; i < g->n; i++) add_work(e, &(Work){0}), e->w[i] = work_copy(&g->w[i]);
+  live_objects++;
+  graph_stats.instantiated++;
+  *exec = (cudaGraphExec_t)e;
+  return cudaSuccess;
+}
+
+/* The records pair up: the same kind, kernel and grid, sizes and product. */
+static bool same_shape(const Work *a, const Work *b) {
+  if (a->kind != b->kind) return false;
+  switch (a->kind) {
+  case W_KERNEL: return a->fn == b->fn && a->grid == b->grid && a->threads == b->threads;
+  case W_MEMSET: case W_SAXPY: return a->n == b->n;
+  case W_COPY: return a->n == b->n && a->h == b->h;
+  case W_GEMM: {
+    const Gemm *x = &a->gemm.g, *y = &b->gemm.g;
+    return a->gemm.fn == b->gemm.fn && a->gemm.cmp == b->gemm.cmp && a->gemm.batch == b->gemm.batch &&
+           x->m == y->m && x->n == y->n && x->k == y->k && x->ta == y->ta && x->tb == y->tb && x->at == y->at;
+  }
+  }
+  return false;
+}
+
+cudaError_t cudaGraphExecUpdate(cudaGraphExec_t exec, cudaGraph_t graph, cudaGraphExecUpdateResultInfo *info) {
+  MockGraph *e = (MockGraph *)exec;
+  const MockGraph *g = (const MockGraph *)graph;
+  memset(info, 0, sizeof *info);
+  bool same = e->n == g->n;
+  for (int i = 0; i < g->n && same; i++) same = same_shape(&e->w[i], &g->w[i]);
+  if (refuse_skip == 0) same = false;
+  if (refuse_skip >= 0) refuse_skip--;
+  if (!same) {
+    info->result = e->n != g->n ? cudaGraphExecUpdateErrorTopologyChanged : cudaGraphExecUpdateErrorParametersChanged;
+    graph_stats.refused++;
+    return set_error(cudaErrorGraphExecUpdateFailure);
+  }
+  for (int i = 0; i < g->n; i++) {
+    free(e->w[i].blob);
+    e->w[i] = work_copy(&g->w[i]);
+  }
+  info->result = cudaGraphExecUpdateSuccess;
+  graph_stats.updated++;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
+  if (!stream_ok(s)) return set_error(cudaErrorInvalidResourceHandle);
+  no_capture(s, "a graph's launch");
+  const MockGraph *e = (const MockGraph *)exec;
+  for (int i = 0; i < e->n; i++) run_work(&e->w[i]);
+  graph_stats.launches++;
+  graph_stats.nodes += e->n;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  if (!graph) return set_error(cudaErrorInvalidValue);
+  graph_clear((MockGraph *)graph);
+  free(graph);
+  live_objects--;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) { return cudaGraphDestroy((cudaGraph_t)exec); }

@@ -25,6 +25,9 @@ typedef struct MockKernel {
   unsigned threads; /* the block size the kernel assumes, a launch with another fails; 0: any whole
                        number of warps (grid-stride kernels) */
   MockRunFn run;
+  /* the parameters' sizes in bytes, 0 ended, which a captured launch copies (as the driver
+     does); NULL: read from the module's `.entry NAME(` parameter list */
+  const unsigned short *psize;
 } MockKernel;
 
 /* Registers n host kernels. ptx NULL: they serve any module whose PTX has their entries;
@@ -44,6 +47,22 @@ int cuda_mock_live(void);
 /* For the host kernels: p (n bytes from it) lies in a live device allocation, else the
  * check fails (a kernel given a host pointer, or a freed one). Returns p. */
 const void *cuda_mock_dev(const void *p, size_t n);
+
+/* Stream capture and graphs (cudaStreamBeginCapture ... cudaGraphLaunch): a capture records
+ * the kernels (their parameters copied), products, memsets and device copies queued on the
+ * stream, and runs none; a graph launch runs its records in order. An executable graph's
+ * update (cudaGraphExecUpdate) takes the new parameters where every record has the same
+ * kind, kernel and sizes, else it is refused as the driver refuses a changed topology. Inside
+ * a capture a wait for the stream, a copy touching host memory, an allocation or a free, an
+ * event or a module's load fails the test: the device must end its capture first. */
+typedef struct MockGraphStats {
+  long captures, instantiated, updated, refused, launches;
+  long nodes; /* records run by graph launches */
+  long eager; /* kernels, products, memsets and device copies run at once (not captured) */
+} MockGraphStats;
+MockGraphStats cuda_mock_graph_stats(void);
+/* The next `skip`-th graph update after this is refused (-1: none, the default). */
+void cuda_mock_refuse_update(int skip);
 
 /* The last cuBLAS product: the entry point, the handle's math mode and the compute type
  * (sgemm: CUBLAS_COMPUTE_32F), A's type and the batch. */

@@ -117,16 +117,16 @@ static void sumsq_final_list_run(void **p, unsigned grid, unsigned threads) {
 }
 
 const MockKernel cuda_mock_optim[] = {
-    {"mpl_sgd", 256, sgd_run},
-    {"mpl_adamw", 256, adamw_run},
-    {"mpl_scale", 256, scale_run},
-    {"mpl_sumsq", 256, sumsq_run},
-    {"mpl_sumsq_final", 256, sumsq_final_run},
-    {"mpl_sgd_list", 256, sgd_list_run},
-    {"mpl_adamw_list", 256, adamw_list_run},
-    {"mpl_scale_list", 256, scale_list_run},
-    {"mpl_sumsq_list", 256, sumsq_list_run},
-    {"mpl_sumsq_final_list", 256, sumsq_final_list_run},
+    {"mpl_sgd", 256, sgd_run, NULL},
+    {"mpl_adamw", 256, adamw_run, NULL},
+    {"mpl_scale", 256, scale_run, NULL},
+    {"mpl_sumsq", 256, sumsq_run, NULL},
+    {"mpl_sumsq_final", 256, sumsq_final_run, NULL},
+    {"mpl_sgd_list", 256, sgd_list_run, NULL},
+    {"mpl_adamw_list", 256, adamw_list_run, NULL},
+    {"mpl_scale_list", 256, scale_list_run, NULL},
+    {"mpl_sumsq_list", 256, sumsq_list_run, NULL},
+    {"mpl_sumsq_final_list", 256, sumsq_final_list_run, NULL},
 };
 const int cuda_mock_noptim = sizeof cuda_mock_optim / sizeof cuda_mock_optim[0];
 
@@ -155,8 +155,8 @@ static void ce_finish_run(void **p, unsigned grid, unsigned threads) {
 }
 
 const MockKernel cuda_mock_ce[] = {
-    {"mpl_ce_rows", CE_THREADS, ce_rows_run},
-    {"mpl_ce_finish", CE_THREADS, ce_finish_run},
+    {"mpl_ce_rows", CE_THREADS, ce_rows_run, NULL},
+    {"mpl_ce_finish", CE_THREADS, ce_finish_run, NULL},
 };
 const int cuda_mock_nce = sizeof cuda_mock_ce / sizeof cuda_mock_ce[0];
 
@@ -174,5 +174,5 @@ static void emb_run(void **p, unsigned grid, unsigned threads) {
   host_launch_params(emb_body, p, grid, threads);
 }
 
-const MockKernel cuda_mock_emb[] = {{"mpl_emb_grad", EMB_THREADS, emb_run}};
+const MockKernel cuda_mock_emb[] = {{"mpl_emb_grad", EMB_THREADS, emb_run, NULL}};
 const int cuda_mock_nemb = 1;

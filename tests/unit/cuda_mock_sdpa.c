@@ -116,13 +116,13 @@ static void sdpa_check(void **p, unsigned grid, SdpaShape s) {
   SDPA_DISPATCH(bwd_dv_tc, 8, true, SDPA_TC_KEYS_CALL(mpl_sdpa_bwd_dv_tc))
 
 #define SDPA_CORE_TABLE(pfx) \
-  {"mpl_sdpa_fwd", 64, pfx##_fwd_run}, {"mpl_sdpa_bwd_q", 64, pfx##_bwd_q_run}, {"mpl_sdpa_bwd_kv", 64, pfx##_bwd_kv_run}
+  {"mpl_sdpa_fwd", 64, pfx##_fwd_run, NULL}, {"mpl_sdpa_bwd_q", 64, pfx##_bwd_q_run, NULL}, {"mpl_sdpa_bwd_kv", 64, pfx##_bwd_kv_run, NULL}
 #define SDPA_X3_TABLE(pfx)                                                                                 \
-  {"mpl_sdpa_fwd_x3", 128, pfx##_fwd_x3_run}, {"mpl_sdpa_bwd_q_x3", 128, pfx##_bwd_q_x3_run},              \
-      {"mpl_sdpa_bwd_dk_x3", 128, pfx##_bwd_dk_x3_run}, {"mpl_sdpa_bwd_dv_x3", 128, pfx##_bwd_dv_x3_run}
+  {"mpl_sdpa_fwd_x3", 128, pfx##_fwd_x3_run, NULL}, {"mpl_sdpa_bwd_q_x3", 128, pfx##_bwd_q_x3_run, NULL},              \
+      {"mpl_sdpa_bwd_dk_x3", 128, pfx##_bwd_dk_x3_run, NULL}, {"mpl_sdpa_bwd_dv_x3", 128, pfx##_bwd_dv_x3_run, NULL}
 #define SDPA_TC_SPLIT_TABLE(pfx)                                                                           \
-  {"mpl_sdpa_fwd_tc", 128, pfx##_fwd_tc_run}, {"mpl_sdpa_bwd_q_tc", 128, pfx##_bwd_q_tc_run},              \
-      {"mpl_sdpa_bwd_dk_tc", 128, pfx##_bwd_dk_tc_run}, {"mpl_sdpa_bwd_dv_tc", 128, pfx##_bwd_dv_tc_run}
+  {"mpl_sdpa_fwd_tc", 128, pfx##_fwd_tc_run, NULL}, {"mpl_sdpa_bwd_q_tc", 128, pfx##_bwd_q_tc_run, NULL},              \
+      {"mpl_sdpa_bwd_dk_tc", 128, pfx##_bwd_dk_tc_run, NULL}, {"mpl_sdpa_bwd_dv_tc", 128, pfx##_bwd_dv_tc_run, NULL}
 
 #define SDPA_PFX f32_16_8
 #define MPL_SDPA_HS 16
@@ -184,12 +184,12 @@ static const MockKernel f32_16_16[] = {SDPA_CORE_TABLE(f32_16_16), SDPA_TC_SPLIT
 static const MockKernel f32_128_128[] = {SDPA_CORE_TABLE(f32_128_128), SDPA_TC_SPLIT_TABLE(f32_128_128),
                                          SDPA_X3_TABLE(f32_128_128)};
 static const MockKernel bf16_16_16[] = {SDPA_CORE_TABLE(bf16_16_16),
-                                        {"mpl_sdpa_fwd_tc", 128, bf16_16_16_fwd_tc_run},
-                                        {"mpl_sdpa_bwd_q_tc", 128, bf16_16_16_bwd_q_tc_run},
-                                        {"mpl_sdpa_bwd_kv_tc", 128, bf16_16_16_bwd_kv_tc_run},
-                                        {"mpl_sdpa_bwd_dk_tc", 128, bf16_16_16_bwd_dk_tc_run},
-                                        {"mpl_sdpa_bwd_dv_tc", 128, bf16_16_16_bwd_dv_tc_run}};
-static const MockKernel bf16_48_24[] = {SDPA_CORE_TABLE(bf16_48_24), {"mpl_sdpa_fwd_tc", 128, bf16_48_24_fwd_tc_run}};
+                                        {"mpl_sdpa_fwd_tc", 128, bf16_16_16_fwd_tc_run, NULL},
+                                        {"mpl_sdpa_bwd_q_tc", 128, bf16_16_16_bwd_q_tc_run, NULL},
+                                        {"mpl_sdpa_bwd_kv_tc", 128, bf16_16_16_bwd_kv_tc_run, NULL},
+                                        {"mpl_sdpa_bwd_dk_tc", 128, bf16_16_16_bwd_dk_tc_run, NULL},
+                                        {"mpl_sdpa_bwd_dv_tc", 128, bf16_16_16_bwd_dv_tc_run, NULL}};
+static const MockKernel bf16_48_24[] = {SDPA_CORE_TABLE(bf16_48_24), {"mpl_sdpa_fwd_tc", 128, bf16_48_24_fwd_tc_run, NULL}};
 
 const MockSdpaBuild cuda_mock_sdpa[] = {
     {16, 8, false, f32_16_8, 11},

@@ -176,6 +176,8 @@ static int write_host_source(const char *src, const char *path) {
     bool warp = false;
     for (const char *w = close; w < end && !warp; w++) warp = !strncmp(w, "__shfl", 6) || !strncmp(w, "__syncwarp", 10);
     int nl = (int)(open - name);
+    char sizes[4096] = ""; /* the parameters' sizes, for a captured launch's copy */
+    size_t sl = 0;
     fprintf(f, "\nstatic void body_%.*s(void **p) {\n  %.*s(", nl, name, nl, name);
     int i = 0;
     for (const char *q = open + 1; q < close; i++) {
@@ -190,13 +192,17 @@ static int write_host_source(const char *src, const char *path) {
       char *r = strstr(type, "__restrict__");
       if (r) memmove(r, r + 12, strlen(r + 12) + 1);
       fprintf(f, "%s*(%s*)p[%d]", i ? ", " : "", type, i);
+      sl += (size_t)snprintf(sizes + sl, sizeof sizes - sl, "sizeof(%s), ", type);
+      ck_assert(sl < sizeof sizes);
       q = comma ? comma + 1 : close;
       while (*q == ' ') q++;
     }
     fprintf(f, ");\n}\nstatic void run_%.*s(void **p, unsigned grid, unsigned threads) {\n"
                "  gen_launch(\"%.*s\", body_%.*s, p, grid, threads, %s);\n}\n",
             nl, name, nl, name, nl, name, warp ? "true" : "false");
-    tl += (size_t)snprintf(table + tl, sizeof table - tl, "  {\"%.*s\", 0, run_%.*s},\n", nl, name, nl, name);
+    fprintf(f, "static const unsigned short psize_%.*s[] = {%s0};\n", nl, name, sizes);
+    tl += (size_t)snprintf(table + tl, sizeof table - tl, "  {\"%.*s\", 0, run_%.*s, psize_%.*s},\n", nl, name, nl,
+                           name, nl, name);
     ck_assert(tl < sizeof table);
     n++;
   }
@@ -397,6 +403,143 @@ START_TEST(test_job_on_mock_gpu) {
 }
 END_TEST
 
+/* ---- MPL_CUDA_GRAPHS ------------------------------------------------------------------------ */
+
+/* Jobs of one rank trained with and without graphs: token data copied in each step, the
+ * validation passes (eval_every), clipping's norm read by the host, the fused attention and
+ * cross-entropy, dropout's step-dependent masks, SGD and AdamW, bf16. */
+static const Case graph_cases[] = {
+    {"tests/e2e/tiny_lm.mpl", "--mesh pp=1", false, "mpl_ce_rows",
+     "s/ @stage([i1])//; s|^  steps = 6|  steps = 6\\n  val = tokens(\"examples/data/tiny.bin\")\\n  eval_every = 2\\n  eval_batches = 2|", false},
+    {"tests/e2e/dropout.mpl", "--mesh pp=1", false, NULL, NULL, false},
+    {"tests/e2e/small_gpt.mpl", GPT, false, "mpl_emb_grad", NULL, false},
+    {"examples/llama.mpl", LLAMA " --precision bf16", true, "mpl_sdpa_bwd_kv_tc", NULL, false},
+};
+enum { NGRAPH = sizeof graph_cases / sizeof graph_cases[0], GRAPH_STEPS = 5 };
+
+/* Compiles c into tmp_dir (tag) and loads its kernels for the mock. */
+static Job *compile_case(const Case *c, const char *tag) {
+  char job_path[PATH_MAX + 80], cmd[6 * PATH_MAX], out[8192], jerr[512] = "", edited[PATH_MAX + 80];
+  snprintf(job_path, sizeof job_path, "%s/%s.job", tmp_dir, tag);
+  const char *model = c->model;
+  if (c->edit) {
+    snprintf(edited, sizeof edited, "%s/%s.mpl", tmp_dir, tag);
+    snprintf(cmd, sizeof cmd, "sed -e '%s' '%s' > '%s'", c->edit, c->model, edited);
+    ck_assert_msg(run_cmd(cmd, out, sizeof out) == 0, "%s", out);
+    model = edited;
+  }
+  snprintf(cmd, sizeof cmd, "'%s/mplc' -I '%s/stdlib' '%s' %s -o '%s'", build_dir, root_dir, model, c->flags, job_path);
+  ck_assert_msg(run_cmd(cmd, out, sizeof out) == 0, "%s", out);
+  Job *job = job_read(job_path, jerr, sizeof jerr);
+  ck_assert_msg(job != NULL, "%s", jerr);
+  load_host_kernels(job, tag);
+  return job;
+}
+
+/* GRAPH_STEPS steps on the mock GPU; every param after them, concatenated, and the losses. */
+typedef struct GraphRun {
+  float *params;
+  size_t n;
+  double loss, val;
+  MockGraphStats stats; /* the mock's graph counts during the run */
+} GraphRun;
+
+static GraphRun graph_run(const Job *job, const char *graphs) {
+  if (graphs) setenv("MPL_CUDA_GRAPHS", graphs, 1);
+  else unsetenv("MPL_CUDA_GRAPHS");
+  MockGraphStats before = cuda_mock_graph_stats();
+  MplRun *r = start(job, &mpl_device_cuda_ops, GRAPH_STEPS);
+  unsetenv("MPL_CUDA_GRAPHS");
+  ck_assert(r != NULL);
+  GraphRun g = {.loss = mpl_run_last_loss(r), .val = mpl_run_val_loss(r)};
+  for (int p = 0; p < job->nparams; p++) g.n += (size_t)mpl_run_param(r, p)->numel;
+  g.params = malloc(sizeof(float) * (g.n + 1));
+  MplErr err = {{0}};
+  float *at = g.params;
+  for (int p = 0; p < job->nparams; p++) {
+    ck_assert_msg(mpl_run_get_param(r, p, at, &err) == MPL_OK, "%s", err.msg);
+    at += mpl_run_param(r, p)->numel;
+  }
+  mpl_run_free(r);
+  MockGraphStats after = cuda_mock_graph_stats();
+  g.stats = (MockGraphStats){after.captures - before.captures, after.instantiated - before.instantiated,
+                             after.updated - before.updated,   after.refused - before.refused,
+                             after.launches - before.launches, after.nodes - before.nodes,
+                             after.eager - before.eager};
+  ck_assert_int_eq(cuda_mock_live(), 0); /* graphs, captures, the workspace: all freed */
+  return g;
+}
+
+/* The same bits with graphs as without: every param after GRAPH_STEPS steps, the last loss
+ * and the validation loss; the graphs were captured from the second step on, the later
+ * steps' updated into the first's (the step numbers, AdamW's corrections), and one refused
+ * update (as the driver refuses a changed graph) is instantiated anew, the same bits still. */
+START_TEST(test_graphs_same_bits) {
+  const Case *c = &graph_cases[_i];
+  char tag[64];
+  snprintf(tag, sizeof tag, "graph%d", _i);
+  Job *job = compile_case(c, tag);
+  GraphRun eager = graph_run(job, NULL), graph = graph_run(job, "1");
+  ck_assert_int_eq(eager.stats.captures, 0);
+  ck_assert_uint_eq(eager.n, graph.n);
+  ck_assert_msg(memcmp(eager.params, graph.params, sizeof(float) * eager.n) == 0,
+                "%s %s: the params after %d steps differ with graphs", c->model, c->flags, GRAPH_STEPS);
+  ck_assert_msg(eager.loss == graph.loss, "%s: loss %a without graphs, %a with", c->model, eager.loss, graph.loss);
+  ck_assert_msg(isnan(eager.val) ? isnan(graph.val) : eager.val == graph.val, "%s: validation loss %a, %a", c->model,
+                eager.val, graph.val);
+  ck_assert_msg(!c->edit || isfinite(graph.val), "%s: no validation ran", c->model);
+  const MockGraphStats *s = &graph.stats;
+  ck_assert_msg(s->launches >= GRAPH_STEPS - 1 && s->launches == s->captures && s->refused == 0 &&
+                    s->instantiated + s->updated == s->launches && 2 * s->updated >= s->launches &&
+                    s->nodes > 10 * s->launches,
+                "%s: %ld captures, %ld graphs instantiated, %ld updated, %ld refused, %ld launches of %ld records",
+                c->model, s->captures, s->instantiated, s->updated, s->refused, s->launches, s->nodes);
+  /* the same operations ran, all but the first step's (and a few at the start) in graphs */
+  ck_assert_msg(s->nodes + s->eager == eager.stats.eager && s->eager <= eager.stats.eager / GRAPH_STEPS + 8,
+                "%s: %ld operations without graphs; with them %ld in graphs, %ld not", c->model, eager.stats.eager,
+                s->nodes, s->eager);
+  if (c->launched)
+    ck_assert_msg(cuda_mock_launches(c->launched) > 0, "%s %s: %s never ran", c->model, c->flags, c->launched);
+  /* a refused update: a new graph instantiated for it */
+  cuda_mock_refuse_update(1);
+  GraphRun refused = graph_run(job, "1");
+  cuda_mock_refuse_update(-1);
+  ck_assert_int_eq(refused.stats.refused, 1);
+  ck_assert_int_eq(refused.stats.instantiated, graph.stats.instantiated + 1);
+  ck_assert_msg(memcmp(eager.params, refused.params, sizeof(float) * eager.n) == 0,
+                "%s: the params differ after a refused graph update", c->model);
+  printf("%-36s %-16s MPL_CUDA_GRAPHS=1: the same bits after %d steps; %ld graph launches ran %ld records (%ld graphs "
+         "instantiated, %ld updated)\n", c->model, c->flags, GRAPH_STEPS, s->launches, s->nodes, s->instantiated,
+         s->updated);
+  free(eager.params), free(graph.params), free(refused.params);
+  job_free(job);
+}
+END_TEST
+
+/* Where graphs do not apply: several ranks (the warning says so; nothing captured), and a
+ * value other than 0 or 1 (an error naming it). */
+START_TEST(test_graphs_refused) {
+  Job *job = compile_case(&(Case){"tests/e2e/small_gpt.mpl", "--mesh pp=2 -D d=64 -D layers=2 --no-fused-sdpa", false,
+                                  NULL, NULL, false}, "graph_pp2");
+  GraphRun eager = graph_run(job, NULL), graph = graph_run(job, "1");
+  ck_assert_int_eq(graph.stats.captures, 0);
+  ck_assert(memcmp(eager.params, graph.params, sizeof(float) * eager.n) == 0);
+  free(eager.params), free(graph.params);
+  setenv("MPL_CUDA_GRAPHS", "yes", 1);
+  MplRunOpts o;
+  mpl_run_opts_default(&o);
+  o.quiet = true;
+  o.device_ops = &mpl_device_cuda_ops;
+  MplRun *r = NULL;
+  MplErr err = {{0}};
+  ck_assert_int_eq(mpl_run_init(&r, job, &o, &err), MPL_ERR);
+  unsetenv("MPL_CUDA_GRAPHS");
+  ck_assert_msg(strstr(err.msg, "MPL_CUDA_GRAPHS must be 0 or 1, not 'yes'") != NULL, "%s", err.msg);
+  mpl_run_free(r);
+  job_free(job);
+}
+END_TEST
+
 int main(int argc, char **argv) {
   (void)argc;
   char exe[PATH_MAX];
@@ -442,6 +585,13 @@ int main(int argc, char **argv) {
   int first = only ? atoi(only) : 0, last = only ? first + 1 : NCASES;
   tcase_add_loop_test(tc, test_job_on_mock_gpu, first, last);
   suite_add_tcase(s, tc);
+  TCase *tg = tcase_create("graphs");
+  tcase_set_timeout(tg, 300);
+  if (!only) {
+    tcase_add_loop_test(tg, test_graphs_same_bits, 0, NGRAPH);
+    tcase_add_test(tg, test_graphs_refused);
+  }
+  suite_add_tcase(s, tg);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
   int failed = srunner_ntests_failed(sr);

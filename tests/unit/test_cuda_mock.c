@@ -710,7 +710,7 @@ static void job_rowsum_run(void **p, unsigned grid, unsigned threads) {
   host_launch_grid(grid, threads, job_rowsum_body, p);
 }
 #undef P
-static const MockKernel job_kernels[] = {{"job_affine", 0, job_affine_run}, {"job_rowsum", 0, job_rowsum_run}};
+static const MockKernel job_kernels[] = {{"job_affine", 0, job_affine_run, NULL}, {"job_rowsum", 0, job_rowsum_run, NULL}};
 
 static JobKernels job_of(char *ptx, bool with_src, char **names, int n) {
   return (JobKernels){.cuda_src = with_src ? (char *)job_src : NULL, .cuda_src_len = with_src ? sizeof job_src - 1 : 0,

@@ -1,0 +1,168 @@
+/*
+ * device_cuda_graph.c — MPL_CUDA_GRAPHS=1: a cuda device's work launched as CUDA graphs
+ * (issue 14, item 3: a GPT-2 step is some 700 launches, each a few microseconds of the
+ * host's time and a gap on the GPU).
+ *
+ * How: from the second step on, the operations the device queues between two points where
+ * the host must meet the stream (a copy to or from the host, a wait, an allocation or free,
+ * a module's load: each calls cudev_graph_flush first) are captured from the compute stream
+ * (cudaStreamBeginCapture) instead of launched, and at that point launched as one graph.
+ * A step of one rank is three or four such runs: the gradients' zeroing before the inputs'
+ * copies, the passes up to the norm the host reads for clipping, the update; and one more
+ * per run-time check the host reads. Each run has a signature: a hash of its operations'
+ * kinds and shapes (kernels and their grids, products and their sizes, copies' lengths),
+ * not of their pointers or scalars. An executable graph is kept per signature (the least
+ * recently launched of GRAPH_CACHE replaced): the next capture with its signature is
+ * written into it by cudaGraphExecUpdate (the new step number that dropout's masks and
+ * the learning rate and bias corrections of AdamW take), and a capture the update refuses,
+ * or a new signature, is instantiated.
+ *
+ * Invariants:
+ *  - the same operations run in the same order on the same stream, with the same arguments,
+ *    as without graphs: the same bits (test_cuda_jobs compares every param after training);
+ *  - nothing inside a capture waits for the stream, touches host memory or allocates: the
+ *    device's entry points that do call cudev_graph_flush first (device_cuda.c,
+ *    device_cuda_progs.c's load_program and the cross-entropy's scratch);
+ *  - graphs only where the device was asked for them (MplDevice.graphs: setup.c sets it
+ *    for a run of one rank, no MPI, no --trace or --profile: a communicator's operations
+ *    do not pass through here) and MPL_PROFILE is off (it times each launch with events);
+ *  - the capture is relaxed (cudaStreamCaptureModeRelaxed): the main thread may queue a
+ *    copy between steps that the rank's thread's capture then ends;
+ *  - cuBLAS gets a workspace of its own (cublasSetWorkspace) before the first capture, so
+ *    a captured product never allocates.
+ */
+#include "exec.h"
+
+#ifdef MPL_HAVE_CUDA
+
+#include <stdio.h>
+#include <string.h>
+
+#include "cuda_dev.h"
+
+enum { GRAPH_WORKSPACE = 32 << 20 }; /* cuBLAS's workspace (what it asks for on sm_90) */
+
+static uint64_t mix(uint64_t h, uint64_t v) {
+  for (int i = 0; i < 8; i++, v >>= 8) h = (h ^ (v & 0xff)) * 0x100000001b3ull; /* FNV-1a, a byte at a time */
+  return h;
+}
+
+int cudev_graph_op(CudaDev *cd, uint64_t a, uint64_t b, uint64_t c, MplErr *err) {
+  CudaGraphs *g = &cd->graphs;
+  if (!g->on) return MPL_OK;
+  if (!g->capturing) {
+    CUDA_CHECK(cudaStreamBeginCapture(cd->compute, cudaStreamCaptureModeRelaxed));
+    g->capturing = true;
+    g->sig = 0xcbf29ce484222325ull;
+    g->nops = 0;
+  }
+  g->sig = mix(mix(mix(g->sig, a), b), c);
+  g->nops++;
+  return MPL_OK;
+}
+
+/* A slot's claim to be kept: 0 free, 1 idle, 2 launched since the host last waited for the
+ * stream (it may be running: it is neither updated nor, while another will do, replaced). */
+static int slot_rank(const CudaGraphs *g, const CudaGraph *c) { return !c->exec ? 0 : c->used > g->waited ? 2 : 1; }
+
+/* The idle cached graph of signature sig, or the slot to instantiate it in: a free one, else
+ * the least recently launched idle one, else the least recently launched (its graph
+ * destroyed: one still running is freed when it ends). */
+static CudaGraph *graph_slot(CudaGraphs *g, uint64_t sig, int nops) {
+  CudaGraph *lru = NULL;
+  for (int i = 0; i < GRAPH_CACHE; i++) {
+    CudaGraph *c = &g->cache[i];
+    int r = slot_rank(g, c);
+    if (r == 1 && c->sig == sig && c->nops == nops) return c;
+    if (!lru || r < slot_rank(g, lru) || (r == slot_rank(g, lru) && c->used < lru->used)) lru = c;
+  }
+  if (lru->exec) CUDA_SOFT(cudaGraphExecDestroy(lru->exec));
+  *lru = (CudaGraph){.sig = sig, .nops = nops};
+  return lru;
+}
+
+void cudev_graph_waited(CudaDev *cd) { cd->graphs.waited = cd->graphs.tick; }
+
+int cudev_graph_flush(CudaDev *cd, MplErr *err) {
+  CudaGraphs *g = &cd->graphs;
+  if (!g->capturing) return MPL_OK;
+  g->capturing = false;
+  cudaGraph_t graph = NULL;
+  cudaError_t e = cudaStreamEndCapture(cd->compute, &graph);
+  if (e != cudaSuccess || !graph) {
+    cudaGetLastError();
+    return mpl_errf(err, "cuda: MPL_CUDA_GRAPHS: capturing %d operations failed: %s (they did not run; run "
+                    "without MPL_CUDA_GRAPHS)", g->nops, e != cudaSuccess ? cudaGetErrorString(e) : "no graph");
+  }
+  CudaGraph *c = graph_slot(g, g->sig, g->nops);
+  if (c->exec) {
+    cudaGraphExecUpdateResultInfo info;
+    if (cudaGraphExecUpdate(c->exec, graph, &info) == cudaSuccess) {
+      g->updated++;
+    } else { /* (cuBLAS chose other kernels, say): a new one */
+      cudaGetLastError();
+      CUDA_SOFT(cudaGraphExecDestroy(c->exec));
+      c->exec = NULL;
+    }
+  }
+  if (!c->exec) {
+    e = cudaGraphInstantiate(&c->exec, graph, 0);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      c->exec = NULL;
+      CUDA_SOFT(cudaGraphDestroy(graph));
+      return mpl_errf(err, "cuda: MPL_CUDA_GRAPHS: cannot instantiate a graph of %d operations: %s", g->nops,
+                      cudaGetErrorString(e));
+    }
+    g->instantiated++;
+  }
+  CUDA_SOFT(cudaGraphDestroy(graph));
+  c->used = ++g->tick;
+  CUDA_CHECK(cudaGraphLaunch(c->exec, cd->compute));
+  g->launches++;
+  g->ops += g->nops;
+  return MPL_OK;
+}
+
+void cudev_graph_step_done(CudaDev *cd) {
+  CudaGraphs *g = &cd->graphs;
+  if (!g->want || g->on) return;
+  g->want = false;
+  if (cd->prof.on) {
+    fprintf(stderr, "mplrun: warning: MPL_CUDA_GRAPHS is off under MPL_PROFILE (which times each launch)\n");
+    return;
+  }
+  cudaError_t e = cudaMalloc(&g->workspace, GRAPH_WORKSPACE);
+  cublasStatus_t b = e == cudaSuccess ? mpl_cublas.set_workspace(cd->blas, g->workspace, GRAPH_WORKSPACE)
+                                      : CUBLAS_STATUS_ALLOC_FAILED;
+  if (e != cudaSuccess || b != CUBLAS_STATUS_SUCCESS) {
+    cudaGetLastError();
+    fprintf(stderr, "mplrun: warning: MPL_CUDA_GRAPHS: no workspace of %d MiB for cuBLAS (%s): launching without "
+            "graphs\n", GRAPH_WORKSPACE >> 20, e != cudaSuccess ? cudaGetErrorString(e) : mpl_cublas_status(b));
+    return;
+  }
+  g->on = true;
+}
+
+void cudev_graph_free(CudaDev *cd) {
+  CudaGraphs *g = &cd->graphs;
+  if (g->capturing) {
+    cudaGraph_t graph = NULL;
+    CUDA_SOFT(cudaStreamEndCapture(cd->compute, &graph));
+    if (graph) CUDA_SOFT(cudaGraphDestroy(graph));
+    g->capturing = false;
+  }
+  for (int i = 0; i < GRAPH_CACHE; i++)
+    if (g->cache[i].exec) CUDA_SOFT(cudaGraphExecDestroy(g->cache[i].exec));
+  if (g->on)
+    fprintf(stderr, "MPL_CUDA_GRAPHS device %d: %lld operations in %lld graph launches (%lld graphs instantiated, "
+            "%lld updated)\n", cd->dev, (long long)g->ops, (long long)g->launches, (long long)g->instantiated,
+            (long long)g->updated);
+  if (g->workspace) {
+    CUDA_SOFT(cudaStreamSynchronize(cd->compute));
+    CUDA_SOFT(cudaFree(g->workspace));
+  }
+  *g = (CudaGraphs){0};
+}
+
+#endif
