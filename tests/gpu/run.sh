@@ -15,8 +15,9 @@
 # rank) and the NCCL switch MPL_NCCL, and benchmarks the bench GPT configs against PyTorch
 # on the same GPU (tokens/s, ratio, MFU) with a GPU time per kernel (MPL_PROFILE=1); precision
 # (issue 14): the GPU test GPT 20 steps in bf16 against the CPU's bf16 and f32 loss curves, tf32
-# from the job's precision; GPT-2 124M (B 8, T 1024, AdamW) in f32, tf32 and bf16 against PyTorch
-# (fp32 and tf32 eager, bf16 autocast eager and with torch.compile): tokens/s, MFU, memory.
+# from the job's precision, and with MPL_CUDA_GRAPHS=1 the same losses to the bit; GPT-2 124M (B 8,
+# T 1024, AdamW) in f32, tf32 and bf16, each also with MPL_CUDA_GRAPHS=1, against PyTorch (fp32 and
+# tf32 eager, bf16 autocast eager and with torch.compile): tokens/s, MFU, memory.
 # Every check prints PASS or FAIL (or SKIP: no mpirun, no NCCL, counted neither way); one table
 # at the end; the exit status is 1 if any check failed. Logs go to $OUT/gpu (or /tmp/mpl_gpu).
 # About 3-5 minutes, and 3-4 more for GPT-2 (torch.compile's first compile among them);
@@ -420,6 +421,14 @@ if MPL_SDPA_TC=split timeout 120 "$MPLRUN" "$C/jobs/gpt_bf16.job" --devices cuda
    "$PY" tests/tools/losscompare.py "$LOGS/gpt_bf16_gpu_split.jsonl" "$LOGS/gpt_bf16_gpu.jsonl" 1e-6 > "$LOGS/gpt_bf16_split.cmp" 2>&1
 then ok bf16_gpu_split_kv_attn "$(last_line "$LOGS/gpt_bf16_split.cmp")"
 else bad bf16_gpu_split_kv_attn "$(last_line "$LOGS/gpt_bf16_gpu_split.log" 2) $(last_line "$LOGS/gpt_bf16_split.cmp")"; fi
+# MPL_CUDA_GRAPHS=1 (the step's work launched as CUDA graphs from step 2 on): the same 20 losses,
+# to the bit, as the run above without graphs (the same kernels in the same order on one stream)
+if MPL_CUDA_GRAPHS=1 timeout 120 "$MPLRUN" "$C/jobs/gpt_bf16.job" --devices cuda --steps 20 -q \
+     --metrics "$LOGS/gpt_bf16_gpu_graphs.jsonl" < /dev/null > "$LOGS/gpt_bf16_gpu_graphs.log" 2>&1 &&
+   grep -q '^MPL_CUDA_GRAPHS device 0: ' "$LOGS/gpt_bf16_gpu_graphs.log" &&
+   "$PY" tests/tools/losscompare.py "$LOGS/gpt_bf16_gpu_graphs.jsonl" "$LOGS/gpt_bf16_gpu.jsonl" 0 > "$LOGS/gpt_bf16_graphs.cmp" 2>&1
+then ok bf16_gpu_cuda_graphs "$(last_line "$LOGS/gpt_bf16_graphs.cmp"); $(grep '^MPL_CUDA_GRAPHS device 0: ' "$LOGS/gpt_bf16_gpu_graphs.log")"
+else bad bf16_gpu_cuda_graphs "$(last_line "$LOGS/gpt_bf16_gpu_graphs.log" 2) $(last_line "$LOGS/gpt_bf16_graphs.cmp")"; fi
 # a program's own bf16 and f16 tensors: 10 steps on the GPU within 1e-3 of the CPU's curve
 for t in bf16 f16; do
   [ -f "$C/jobs/half_$t.job" ] || continue
@@ -476,6 +485,14 @@ while IFS=$'\t' read -r prec job arena state; do
     mem=$(sed -n 's/^MPL_PROFILE device 0 memory: \([0-9]*\) bytes.*/\1/p' "$prof" | head -n 1)
   fi
   printf 'mpl\t%s\t%s\t%s\t%s\n' "$prec" "$ms" "$((arena + state))" "${mem:-nan}" >> "$G2"
+  # the same with the step's work launched as CUDA graphs (MPL_CUDA_GRAPHS=1, from step 2 on)
+  m="$LOGS/gpt2_mpl_${prec}_graphs.jsonl" gms=nan
+  if MPL_CUDA_GRAPHS=1 timeout 300 "$MPLRUN" "$C/$job" --devices cuda --steps 10 -q --metrics "$m" < /dev/null \
+       > "$LOGS/gpt2_mpl_${prec}_graphs.log" 2>&1; then
+    gms=$(median_ms "$m")
+    ok "gpt2_mpl_${prec}_cuda_graphs" "median $gms ms/step (without graphs: $ms); $(grep '^MPL_CUDA_GRAPHS device 0: ' "$LOGS/gpt2_mpl_${prec}_graphs.log")"
+  else bad "gpt2_mpl_${prec}_cuda_graphs" "$(last_line "$LOGS/gpt2_mpl_${prec}_graphs.log" 2)"; fi
+  printf 'mpl\t%s\t%s\t%s\t-\n' "$prec+graphs" "$gms" "$((arena + state))" >> "$G2"
   # the attention on the CUDA cores (MPL_SDPA_TC=0): what the tensor-core kernels give (f32: three tf32 products each)
   m="$LOGS/gpt2_mpl_${prec}_cc.jsonl"
   if MPL_SDPA_TC=0 timeout 300 "$MPLRUN" "$C/$job" --devices cuda --steps 10 -q --metrics "$m" < /dev/null \
@@ -525,12 +542,15 @@ for line in open(sys.argv[1]):
     who, prec, ms, plan, mem = line.rstrip("\n").split("\t")
     ms = float(ms)
     tok = B * T / (ms / 1e3) if ms == ms and ms > 0 else float("nan")
-    p = "fp32" if prec in ("f32", "fp32") else "tf32" if prec == "tf32" else "bf16"
+    base = prec.split("+")[0]  # "bf16+graphs": MPL_CUDA_GRAPHS=1
+    p = "fp32" if base in ("f32", "fp32") else "tf32" if base == "tf32" else "bf16"
     name = "MPL " + prec if who == "mpl" else "PyTorch " + names[prec]
     toks[name] = tok
     print("%-32s %9.1f %10.0f %5.1f%% %12s %12s" % (name, ms, tok, 100 * tok * fpt / (peak[p] * 1e12), gib(plan), gib(mem)))
 for a, b in (("MPL f32", "PyTorch fp32 eager"), ("MPL tf32", "PyTorch tf32 eager"),
-             ("MPL bf16", "PyTorch bf16 autocast eager"), ("MPL bf16", "PyTorch bf16 autocast + compile")):
+             ("MPL bf16", "PyTorch bf16 autocast eager"), ("MPL bf16", "PyTorch bf16 autocast + compile"),
+             ("MPL f32+graphs", "PyTorch fp32 eager"), ("MPL tf32+graphs", "PyTorch tf32 eager"),
+             ("MPL bf16+graphs", "PyTorch bf16 autocast + compile"), ("MPL bf16+graphs", "MPL bf16")):
     if a in toks and b in toks and toks[b] == toks[b] and toks[b] > 0:
         print("%s / %s: %.2fx tokens/s" % (a, b, toks[a] / toks[b]))
 print("planned: MPL's arena plus optimizer state (mplc --emit=plan); peak: MPL's stream-ordered pool high-water")
