@@ -509,5 +509,16 @@ if MPL_STDLIB=/nonexistent/stdlib "$MPLC" tests/e2e/small_mlp.mpl 2> "$tmp/std.e
 elif grep -q "cannot find module 'nn': the stdlib directory /nonexistent/stdlib (MPL_STDLIB) is not a folder" "$tmp/std.err"
 then ok "MPL_STDLIB nowhere: the message names it"; else bad "MPL_STDLIB nowhere: $(head -n 1 "$tmp/std.err")"; fi
 
+# MPL_CUDA_GRAPHS: other than 0 or 1 an error naming the value; 1 where it cannot apply (the cpu
+# device) a warning saying so, and the run trains as without it
+expect_fail "MPL_CUDA_GRAPHS=yes" "MPL_CUDA_GRAPHS must be 0 or 1, not 'yes'" \
+  env MPL_CUDA_GRAPHS=yes "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --steps 1
+if MPL_CUDA_GRAPHS=1 "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --steps 2 --save "$tmp/g1.safetensors" > "$tmp/g1.out" 2>&1 &&
+   "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --steps 2 --save "$tmp/g0.safetensors" > /dev/null 2>&1 &&
+   grep -q "warning: MPL_CUDA_GRAPHS=1 has no effect on the cpu device" "$tmp/g1.out" &&
+   cmp -s "$tmp/g1.safetensors" "$tmp/g0.safetensors"
+then ok "MPL_CUDA_GRAPHS=1 on the cpu device: a warning, the same params"
+else bad "MPL_CUDA_GRAPHS=1 on the cpu device: $(head -n 2 "$tmp/g1.out")"; fi
+
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
