@@ -107,7 +107,7 @@ typedef struct Prof {
 
 /* MPL_CUDA_GRAPHS=1 (device_cuda_graph.c): the runs of work between the host's waits, captured
  * from the compute stream and launched as CUDA graphs, each kept by its signature. */
-enum { GRAPH_CACHE = 32 };
+enum { GRAPH_CACHE = 256 };
 typedef struct CudaGraph {
   uint64_t sig;               /* the operations' kinds and shapes, hashed (not their pointers or scalars) */
   int nops;
@@ -123,7 +123,6 @@ typedef struct CudaGraphs {
   CudaGraph cache[GRAPH_CACHE];
   uint64_t tick;              /* graph launches so far */
   uint64_t waited;            /* the tick when the host last waited for the compute stream */
-  void *workspace;            /* cuBLAS's, set by cublasSetWorkspace: a captured product allocates nothing */
   int64_t launches, instantiated, updated, ops; /* for the report at the device's end */
 } CudaGraphs;
 
@@ -133,6 +132,7 @@ typedef struct CudaDev {
   cudaStream_t compute, comm;
   cublasHandle_t blas;
   bool blas_ready;
+  void *blas_ws;              /* cuBLAS's workspace (cublasSetWorkspace): the same from the start, graphs or not */
   CuDriver drv;
   CUmodule mod;
   CUfunction *fn;             /* [nfn] */
@@ -194,12 +194,13 @@ int cudev_graph_op(CudaDev *cd, uint64_t a, uint64_t b, uint64_t c, MplErr *err)
 int cudev_graph_flush(CudaDev *cd, MplErr *err);
 /* After the host waited for the compute stream to be idle: every graph launched has ended. */
 void cudev_graph_waited(CudaDev *cd);
-/* After the sync that ends a step: graphs from the next operation on, where the device was
- * asked for them (MplDevice.graphs) and MPL_PROFILE is off (a warning says why not, else). */
+/* After the sync that ends a pass (a step, a sampling pass): graphs from the next operation on,
+ * where the device was asked for them (MplDevice.graphs) and MPL_PROFILE is off (a warning
+ * says why not, else). */
 void cudev_graph_step_done(CudaDev *cd);
 /* At the device's end (its streams not yet waited for): an open capture dropped (its work
- * never ran: the run failed), the graphs and the workspace freed; one line to stderr saying
- * how many operations ran in how many graph launches. */
+ * never ran: the run failed), the graphs freed; one line to stderr saying how many
+ * operations ran in how many graph launches. */
 void cudev_graph_free(CudaDev *cd);
 
 /* ---- device_cuda_progs.c ----------------------------------------------------------------- */

@@ -164,6 +164,13 @@ static int setup_device(CudaDev *cd, bool tf32, MplErr *err) {
   cd->blas_ready = true;
   CUBLAS_CHECK(mpl_cublas.set_stream(cd->blas, cd->compute));
   CUBLAS_CHECK(mpl_cublas.set_math_mode(cd->blas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  /* a workspace of its own, the size cuBLAS's documentation recommends (sm_90 and later 32 MiB,
+     else 4 MiB), after set_stream (which resets it): a product captured into a CUDA graph
+     (MPL_CUDA_GRAPHS) allocates nothing, and the products choose their algorithms from the
+     same workspace with graphs as without */
+  size_t ws = major >= 9 ? (size_t)32 << 20 : (size_t)4 << 20;
+  CUDA_CHECK(cudaMalloc(&cd->blas_ws, ws));
+  CUBLAS_CHECK(mpl_cublas.set_workspace(cd->blas, cd->blas_ws, ws));
   return load_driver(&cd->drv, err);
 }
 
@@ -197,6 +204,7 @@ static void cuda_free(MplDevice *d) {
   prof_harvest(cd);
   if (cd->prof.nslots) prof_report(cd);
   if (cd->blas_ready) mpl_cublas.destroy(cd->blas);
+  if (cd->blas_ws) CUDA_SOFT(cudaFree(cd->blas_ws)); /* (after the handle that used it) */
   if (cd->mod && cd->drv.unload) cd->drv.unload(cd->mod);
   cudev_free_progs(cd);
   if (cd->ready) {

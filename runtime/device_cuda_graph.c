@@ -9,7 +9,9 @@
  * (cudaStreamBeginCapture) instead of launched, and at that point launched as one graph.
  * A step of one rank is three or four such runs: the gradients' zeroing before the inputs'
  * copies, the passes up to the norm the host reads for clipping, the update; and one more
- * per run-time check the host reads. Each run has a signature: a hash of its operations'
+ * per run-time check the host reads (a run of more than GRAPH_MAX_OPS operations goes in
+ * pieces). Graphs start once the first pass (a step, or a sampling pass) is over: every
+ * kernel has been loaded and every product's algorithm chosen by then. Each run has a signature: a hash of its operations'
  * kinds and shapes (kernels and their grids, products and their sizes, copies' lengths),
  * not of their pointers or scalars. An executable graph is kept per signature (the least
  * recently launched of GRAPH_CACHE replaced): the next capture with its signature is
@@ -28,8 +30,10 @@
  *    do not pass through here) and MPL_PROFILE is off (it times each launch with events);
  *  - the capture is relaxed (cudaStreamCaptureModeRelaxed): the main thread may queue a
  *    copy between steps that the rank's thread's capture then ends;
- *  - cuBLAS gets a workspace of its own (cublasSetWorkspace) before the first capture, so
- *    a captured product never allocates.
+ *  - cuBLAS has a workspace of its own from the device's start, graphs or not
+ *    (device_cuda.c's setup_device): a captured product never allocates, and the products
+ *    choose the same algorithms with graphs as without;
+ *  - a run longer than GRAPH_MAX_OPS operations is captured and launched in pieces.
  */
 #include "exec.h"
 
@@ -40,7 +44,10 @@
 
 #include "cuda_dev.h"
 
-enum { GRAPH_WORKSPACE = 32 << 20 }; /* cuBLAS's workspace (what it asks for on sm_90) */
+/* Operations in one graph at most: a long run is launched in pieces, so that the GPU starts on
+ * the first while the host captures the next (a whole pass captured before anything runs
+ * would leave the GPU idle for the capture's time, a few microseconds an operation). */
+enum { GRAPH_MAX_OPS = 128 };
 
 static uint64_t mix(uint64_t h, uint64_t v) {
   for (int i = 0; i < 8; i++, v >>= 8) h = (h ^ (v & 0xff)) * 0x100000001b3ull; /* FNV-1a, a byte at a time */
@@ -50,6 +57,7 @@ static uint64_t mix(uint64_t h, uint64_t v) {
 int cudev_graph_op(CudaDev *cd, uint64_t a, uint64_t b, uint64_t c, MplErr *err) {
   CudaGraphs *g = &cd->graphs;
   if (!g->on) return MPL_OK;
+  if (g->capturing && g->nops == GRAPH_MAX_OPS && cudev_graph_flush(cd, err) != MPL_OK) return MPL_ERR;
   if (!g->capturing) {
     CUDA_CHECK(cudaStreamBeginCapture(cd->compute, cudaStreamCaptureModeRelaxed));
     g->capturing = true;
@@ -132,15 +140,6 @@ void cudev_graph_step_done(CudaDev *cd) {
     fprintf(stderr, "mplrun: warning: MPL_CUDA_GRAPHS is off under MPL_PROFILE (which times each launch)\n");
     return;
   }
-  cudaError_t e = cudaMalloc(&g->workspace, GRAPH_WORKSPACE);
-  cublasStatus_t b = e == cudaSuccess ? mpl_cublas.set_workspace(cd->blas, g->workspace, GRAPH_WORKSPACE)
-                                      : CUBLAS_STATUS_ALLOC_FAILED;
-  if (e != cudaSuccess || b != CUBLAS_STATUS_SUCCESS) {
-    cudaGetLastError();
-    fprintf(stderr, "mplrun: warning: MPL_CUDA_GRAPHS: no workspace of %d MiB for cuBLAS (%s): launching without "
-            "graphs\n", GRAPH_WORKSPACE >> 20, e != cudaSuccess ? cudaGetErrorString(e) : mpl_cublas_status(b));
-    return;
-  }
   g->on = true;
 }
 
@@ -158,10 +157,6 @@ void cudev_graph_free(CudaDev *cd) {
     fprintf(stderr, "MPL_CUDA_GRAPHS device %d: %lld operations in %lld graph launches (%lld graphs instantiated, "
             "%lld updated)\n", cd->dev, (long long)g->ops, (long long)g->launches, (long long)g->instantiated,
             (long long)g->updated);
-  if (g->workspace) {
-    CUDA_SOFT(cudaStreamSynchronize(cd->compute));
-    CUDA_SOFT(cudaFree(g->workspace));
-  }
   *g = (CudaGraphs){0};
 }
 

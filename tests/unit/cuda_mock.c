@@ -154,6 +154,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags) {
 
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
   if (!s || !stream_ok(s)) return set_error(cudaErrorInvalidResourceHandle);
+  no_capture(s, "a stream's destruction");
   ((MockStream *)s)->live = false;
   live_objects--;
   return cudaSuccess;

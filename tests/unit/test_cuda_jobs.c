@@ -535,6 +535,35 @@ START_TEST(test_graphs_same_bits) {
 }
 END_TEST
 
+/* A run that fails inside a capture (an injected failure at step 3's fourth instruction, its
+ * first three captured, not run): the error is the failure's, and the device frees the open
+ * capture and every graph (the mock counts none left). */
+START_TEST(test_graphs_failure) {
+  Job *job = compile_case(&graph_cases[2], "graph_fail");
+  MplRunOpts o;
+  mpl_run_opts_default(&o);
+  o.quiet = true;
+  o.steps = GRAPH_STEPS;
+  o.device_ops = &mpl_device_cuda_ops;
+  o.fail_rank = 0, o.fail_step = 3, o.fail_ins = 3;
+  setenv("MPL_CUDA_GRAPHS", "1", 1);
+  MockGraphStats before = cuda_mock_graph_stats();
+  MplRun *r = NULL;
+  MplErr err = {{0}};
+  ck_assert_msg(mpl_run_init(&r, job, &o, &err) == MPL_OK, "%s", err.msg);
+  ck_assert_int_eq(mpl_run_train(r, &err), MPL_ERR);
+  unsetenv("MPL_CUDA_GRAPHS");
+  ck_assert_msg(strstr(err.msg, "injected failure at instruction 3") != NULL, "%s", err.msg);
+  MockGraphStats after = cuda_mock_graph_stats();
+  ck_assert_msg(after.captures - before.captures == after.launches - before.launches + 1,
+                "%ld captures, %ld graph launches: no capture was open at the failure",
+                after.captures - before.captures, after.launches - before.launches);
+  mpl_run_free(r);
+  ck_assert_int_eq(cuda_mock_live(), 0);
+  job_free(job);
+}
+END_TEST
+
 /* Where graphs do not apply: several ranks (the warning says so; nothing captured), and a
  * value other than 0 or 1 (an error naming it). */
 START_TEST(test_graphs_refused) {
@@ -609,6 +638,7 @@ int main(int argc, char **argv) {
   if (!only) {
     tcase_add_loop_test(tg, test_graphs_same_bits, 0, NGRAPH);
     tcase_add_test(tg, test_graphs_refused);
+    tcase_add_test(tg, test_graphs_failure);
   }
   suite_add_tcase(s, tg);
   SRunner *sr = srunner_create(s);

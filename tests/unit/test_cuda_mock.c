@@ -582,7 +582,7 @@ END_TEST
 
 /* Case which: bit 0 tb; which / 2: f32, bf16, bf16 inputs (a bf16 step; its scratch is
  * larger, so the device grows it). N 20 rows in blocks of 8, the last of 4. */
-static void check_ce(MplDevice *cu, MplDevice *cpu, int which) {
+static void check_ce(MplDevice *cu, MplDevice *cpu, int which, bool capture_first) {
   bool tb = which & 1, in16 = which / 2 == 2, bf16 = which / 2 >= 1;
   MplErr err = {{0}};
   const int64_t N = 20, K = 24, V = 50;
@@ -600,9 +600,11 @@ static void check_ce(MplDevice *cu, MplDevice *cpu, int which) {
   g.targets = dev_put(cu, tg, 4 * N);
   g.loss = dev_put(cu, NULL, 4), g.dx = dev_put(cu, NULL, 4 * N * K), g.dw = dev_put(cu, NULL, 4 * K * V);
   long rows_before = cuda_mock_launches("mpl_ce_rows");
+  /* capture_first (graphs on): a zeroing first, so that a capture is open when the device
+     loads the kernels (the first case) or grows its scratch (bf16 inputs) */
+  if (capture_first) ck_assert_msg(cu->ops->zero(cu, g.dw, 4 * K * V, &err) == MPL_OK, "%s", err.msg);
   ck_assert_msg(cpu->ops->ce(cpu, &c, &err) == MPL_OK, "%s", err.msg);
   ck_assert_msg(cu->ops->ce(cu, &g, &err) == MPL_OK, "%s", err.msg);
-  ck_assert_int_eq(cuda_mock_launches("mpl_ce_rows") - rows_before, 3);
   float *got = malloc(4 * K * V);
   double tol = bf16 ? 1.0 / 64 : 4e-5;
   const float *const dev[] = {g.loss, g.dx, g.dw}, *const want[] = {cl, cdx, cdw};
@@ -613,6 +615,7 @@ static void check_ce(MplDevice *cu, MplDevice *cpu, int which) {
     ck_assert_msg(e <= tol, "ce%s%s%s: %s off by %g (tolerance %g)", tb ? " tb" : "", bf16 ? " bf16" : "",
                   in16 ? " in16" : "", (const char *[]){"loss", "dx", "dw"}[i], e, tol);
   }
+  ck_assert_int_eq(cuda_mock_launches("mpl_ce_rows") - rows_before, 3); /* (with graphs: run by the reads) */
   const void *const bufs[] = {g.x, g.w, g.x16, g.w16, g.targets, g.loss, g.dx, g.dw};
   for (int i = 0; i < 8; i++)
     if (bufs[i]) cu->ops->arena_free(cu, (void *)bufs[i]);
@@ -621,7 +624,40 @@ static void check_ce(MplDevice *cu, MplDevice *cpu, int which) {
 
 START_TEST(test_ce) {
   MplDevice cu = open_device(&mpl_device_cuda_ops, false), cpu = open_device(&mpl_device_cpu_ops, false);
-  for (int which = 0; which < 6; which++) check_ce(&cu, &cpu, which);
+  for (int which = 0; which < 6; which++) check_ce(&cu, &cpu, which, false);
+  close_pair(&cu, &cpu);
+}
+END_TEST
+
+/* MPL_CUDA_GRAPHS on the device alone (MplDevice.graphs): off until the first pass ends
+ * (step_done); then work is captured and runs as a graph where the host meets the stream
+ * (here: each copy to the host), the same bits as without; a capture open when the device
+ * loads a module (the cross-entropy's kernels, on first use) or grows its scratch ends
+ * first (the mock fails a test on either inside a capture). */
+START_TEST(test_graphs_device) {
+  MplDevice cu = {.ops = &mpl_device_cuda_ops, .graphs = true}, cpu = open_device(&mpl_device_cpu_ops, false);
+  MplErr err = {{0}};
+  ck_assert_msg(cu.ops->init(&cu, 0, 2, &err) == MPL_OK, "%s", err.msg);
+  MockGraphStats s0 = cuda_mock_graph_stats();
+  float one = 1, back = 0;
+  float *x = dev_put(&cu, &one, 4);
+  ck_assert_msg(cu.ops->zero(&cu, x, 4, &err) == MPL_OK, "%s", err.msg); /* not yet on: run at once */
+  ck_assert_int_eq(cuda_mock_graph_stats().captures, s0.captures);
+  cu.ops->step_done(&cu);
+  ck_assert_msg(cu.ops->copy_from_host(&cu, x, &one, 4, &err) == MPL_OK, "%s", err.msg);
+  ck_assert_msg(cu.ops->zero(&cu, x, 4, &err) == MPL_OK, "%s", err.msg); /* captured: not run yet */
+  ck_assert_int_eq(cuda_mock_graph_stats().captures, s0.captures + 1);
+  ck_assert_msg(cu.ops->sync(&cu, &err) == MPL_OK, "%s", err.msg); /* the graph runs */
+  dev_get(&cu, &back, x, 4);
+  ck_assert(back == 0.0f);
+  cu.ops->arena_free(&cu, x);
+  MockGraphStats s1 = cuda_mock_graph_stats();
+  for (int which = 0; which < 6; which++) check_ce(&cu, &cpu, which, true);
+  MockGraphStats s2 = cuda_mock_graph_stats();
+  /* each case a graph at its first copy to the host; and one more where the first case loads
+     the kernels and where the bf16 inputs' case grows the scratch, each inside a capture */
+  ck_assert_msg(s2.launches - s1.launches == 8 && s2.nodes - s1.nodes >= 6 * 10, "%ld graph launches, %ld records",
+                s2.launches - s1.launches, s2.nodes - s1.nodes);
   close_pair(&cu, &cpu);
 }
 END_TEST
@@ -844,6 +880,7 @@ int main(void) {
   tcase_add_test(tc, test_accum);
   tcase_add_loop_test(tc, test_sdpa, 0, cuda_mock_nsdpa + 5);
   tcase_add_test(tc, test_ce);
+  tcase_add_test(tc, test_graphs_device);
   tcase_add_test(tc, test_emb_grad);
   tcase_add_test(tc, test_job_kernels);
   tcase_add_test(tc, test_job_errors);
