@@ -114,7 +114,8 @@ static int cm_recv_body(CudaMpi *m, int src, uint64_t tag, void *buf, size_t byt
 static int cm_send(MplComm *c, int dst, uint64_t tag, const void *buf, size_t bytes) {
   CudaMpi *m = c->impl;
   if (dst < 0 || dst >= c->size || dst == c->rank) return mpl_errf(&c->err, "rank %d: send to bad rank %d", c->rank, dst);
-  int st = cm_send_body(m, dst, tag, buf, bytes);
+  int st = mpl_cuda_flush(m->me.dev, &c->err); /* (MPL_CUDA_GRAPHS: the work before the send) */
+  if (st == MPL_OK) st = cm_send_body(m, dst, tag, buf, bytes);
   m->failed |= st != MPL_OK;
   return st;
 }
@@ -122,7 +123,8 @@ static int cm_send(MplComm *c, int dst, uint64_t tag, const void *buf, size_t by
 static int cm_recv(MplComm *c, int src, uint64_t tag, void *buf, size_t bytes) {
   CudaMpi *m = c->impl;
   if (src < 0 || src >= c->size || src == c->rank) return mpl_errf(&c->err, "rank %d: recv from bad rank %d", c->rank, src);
-  int st = cm_recv_body(m, src, tag, buf, bytes);
+  int st = mpl_cuda_flush(m->me.dev, &c->err); /* (MPL_CUDA_GRAPHS: the work before the recv) */
+  if (st == MPL_OK) st = cm_recv_body(m, src, tag, buf, bytes);
   m->failed |= st != MPL_OK;
   return st;
 }
@@ -177,6 +179,7 @@ static int cm_collective_body(CudaMpi *m, int op, const int *sorted, int k, void
 
 static int cm_collective(MplComm *c, int op, const int *ranks, int k, void *buf, size_t n, size_t elem) {
   CudaMpi *m = c->impl;
+  if (mpl_cuda_flush(m->me.dev, &c->err) != MPL_OK) return MPL_ERR; /* (MPL_CUDA_GRAPHS) */
   int *sorted = mpl_comm_sorted_members(c, ranks, k);
   if (!sorted) return MPL_ERR;
   int st = cm_collective_body(m, op, sorted, k, buf, n, elem);

@@ -153,6 +153,7 @@ static int post(MplComm *c, int chan, int dst, uint64_t tag, const void *buf, si
   MplErr *err = &c->err;
   WorldRank *me = &w->ranks[c->rank];
   if (dst < 0 || dst >= c->size || dst == c->rank) return mpl_errf(err, "rank %d: send to bad rank %d", c->rank, dst);
+  if (mpl_cuda_flush(me->cr.dev, err) != MPL_OK) return MPL_ERR; /* (MPL_CUDA_GRAPHS: the work before the send) */
   CUDA_CHECK(cudaSetDevice(me->cr.gpu));
   if (release_spent(w, me, err) != MPL_OK) return MPL_ERR;
   CMsg *m = mpl_calloc(1, sizeof *m);
@@ -220,6 +221,7 @@ static int take(MplComm *c, int chan, int src, uint64_t tag, void *buf, size_t b
   MplErr *err = &c->err;
   CudaRank *me = &w->ranks[c->rank].cr;
   if (src < 0 || src >= c->size || src == c->rank) return mpl_errf(err, "rank %d: recv from bad rank %d", c->rank, src);
+  if (mpl_cuda_flush(me->dev, err) != MPL_OK) return MPL_ERR; /* (MPL_CUDA_GRAPHS: the work before the recv) */
   CUDA_CHECK(cudaSetDevice(me->gpu));
   CMsg *m = (CMsg *)mpl_mailbox_take(&w->mb, chan, src, c->rank, tag, bytes, err);
   if (!m) return MPL_ERR;
@@ -289,6 +291,7 @@ static int cuda_collective(MplComm *c, int op, const int *ranks, int k, void *bu
     cudaGetLastError();
     return mpl_errf(&c->err, "cuda: cudaSetDevice(%d) failed", w->ranks[c->rank].cr.gpu);
   }
+  if (mpl_cuda_flush(w->ranks[c->rank].cr.dev, &c->err) != MPL_OK) return MPL_ERR; /* (MPL_CUDA_GRAPHS) */
   int *sorted = mpl_comm_sorted_members(c, ranks, k);
   if (!sorted) return MPL_ERR;
   int st = run_collective(c, op, sorted, k, buf, n, elem);

@@ -170,8 +170,8 @@ struct MplDevice {
   int index, threads;
   bool tf32;           /* cuda: f32 products (JobStep.prec PREC_F32) may use TF32 tensor cores too, as
                           the tf32 and bf16 steps do their precision's (set before init) */
-  bool graphs;         /* cuda: may queue its work as CUDA graphs from the second step on (MPL_CUDA_GRAPHS=1
-                          on a run of one rank; set before init) */
+  bool graphs;         /* cuda: may queue its work as CUDA graphs once the first pass is over
+                          (MPL_CUDA_GRAPHS=1; set before init) */
   void *impl;
 };
 

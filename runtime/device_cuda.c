@@ -92,6 +92,13 @@ void mpl_cuda_set_stop(MplDevice *d, const atomic_int *stop) {
   if (cd) cd->stop = stop;
 }
 
+int mpl_cuda_flush(MplDevice *d, MplErr *err) {
+  CudaDev *cd = d->impl;
+  if (!cd || !cd->graphs.capturing) return MPL_OK;
+  CUDA_CHECK(cudaSetDevice(cd->dev));
+  return cudev_graph_flush(cd, err);
+}
+
 /* Polls: a short spin with sched_yield, then 20 us sleeps (the GPU is not waited for
  * faster by spinning longer, and a stopped run is noticed within a few microseconds). */
 int mpl_cuda_wait(cudaStream_t stream, cudaEvent_t event, const atomic_int *stop, MplErr *err) {

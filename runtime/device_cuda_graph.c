@@ -9,7 +9,7 @@
  * (cudaStreamBeginCapture) instead of launched, and at that point launched as one graph.
  * A step of one rank is three or four such runs: the gradients' zeroing before the inputs'
  * copies, the passes up to the norm the host reads for clipping, the update; and one more
- * per run-time check the host reads (a run of more than GRAPH_MAX_OPS operations goes in
+ * per run-time check the host reads and, with several ranks, per message or collective (a run of more than GRAPH_MAX_OPS operations goes in
  * pieces). Graphs start once the first pass (a step, or a sampling pass) is over: every
  * kernel has been loaded and every product's algorithm chosen by then. Each run has a signature: a hash of its operations'
  * kinds and shapes (kernels and their grids, products and their sizes, copies' lengths),
@@ -25,9 +25,11 @@
  *  - nothing inside a capture waits for the stream, touches host memory or allocates: the
  *    device's entry points that do call cudev_graph_flush first (device_cuda.c,
  *    device_cuda_progs.c's load_program and the cross-entropy's scratch);
- *  - graphs only where the device was asked for them (MplDevice.graphs: setup.c sets it
- *    for a run of one rank, no MPI, no --trace or --profile: a communicator's operations
- *    do not pass through here) and MPL_PROFILE is off (it times each launch with events);
+ *  - graphs only where the device was asked for them (MplDevice.graphs: train.c's
+ *    init_graphs, not under --trace or --profile) and MPL_PROFILE is off (it times each
+ *    launch with events);
+ *  - a communicator's messages and collectives do not pass through the device: the CUDA
+ *    communicators call mpl_cuda_flush first, so they run between graphs, in program order;
  *  - the capture is relaxed (cudaStreamCaptureModeRelaxed): the main thread may queue a
  *    copy between steps that the rank's thread's capture then ends;
  *  - cuBLAS has a workspace of its own from the device's start, graphs or not

@@ -177,17 +177,16 @@ static int init_mpi(MplRun *r, MplErr *err) {
   return MPL_OK;
 }
 
-/* MPL_CUDA_GRAPHS (0, 1; unset: 0): a device with its own memory launches a step's work as
- * CUDA graphs (device_cuda_graph.c), on a run of one rank in one process (a communicator's
- * operations do not pass through the device) without --trace or --profile (which time each
- * instruction on the host); elsewhere a warning says it has no effect. */
+/* MPL_CUDA_GRAPHS (0, 1; unset or empty: 0): a device with its own memory launches a pass's
+ * work as CUDA graphs (device_cuda_graph.c; the CUDA communicators launch what is captured
+ * before each message or collective: mpl_cuda_flush), without --trace or --profile (which
+ * time each instruction on the host); elsewhere a warning says it has no effect. */
 static int init_graphs(MplRun *r, MplErr *err) {
   const char *e = getenv("MPL_CUDA_GRAPHS");
   r->graphs = false;
   if (!e || !*e || !strcmp(e, "0")) return MPL_OK;
   if (strcmp(e, "1")) return mpl_errf(err, "MPL_CUDA_GRAPHS must be 0 or 1, not '%s'", e);
   const char *why = !r->devops->device_memory ? "the cpu device"
-                  : r->nworld > 1            ? "a run of several ranks"
                   : r->opts.trace_path       ? "a run with --trace"
                   : r->opts.profile_path     ? "a run with --profile"
                                              : NULL;

@@ -194,6 +194,18 @@ while IFS=$'\t' read -r kind name job flags; do
   esac
 done < "$C/checks.tsv"
 
+# MPL_CUDA_GRAPHS=1 on pipelines and a 3-D mesh (ranks sharing the GPU: the messages and the
+# collectives run between the graphs): the same params, to the bit, as the runs above
+for name in gpt_pp2_1f1b gpt_dp2_pp2_tp2; do
+  [ -f "$C/jobs/$name.job" ] && [ -f "$LOGS/$name.safetensors" ] || continue
+  if MPL_CUDA_GRAPHS=1 timeout 180 "$MPLRUN" "$C/jobs/$name.job" --devices cuda --steps 3 -q \
+       --save "$LOGS/${name}_graphs.safetensors" < /dev/null > "$LOGS/${name}_graphs.log" 2>&1 &&
+     grep -q '^MPL_CUDA_GRAPHS device' "$LOGS/${name}_graphs.log" &&
+     cmp -s "$LOGS/$name.safetensors" "$LOGS/${name}_graphs.safetensors"
+  then ok "${name}_cuda_graphs" "the same --save bytes; $(grep -m 1 '^MPL_CUDA_GRAPHS device' "$LOGS/${name}_graphs.log")"
+  else bad "${name}_cuda_graphs" "$(last_line "$LOGS/${name}_graphs.log" 2); --save differs: $(cmp "$LOGS/$name.safetensors" "$LOGS/${name}_graphs.safetensors" 2>&1 | head -c 200)"; fi
+done
+
 # mplrun's own NVRTC compile (a job without PTX: mplc without --gpu-arch) against loading the
 # job's PTX: the wall time of a 1-step run of each, the same model
 if [ -f "$C/jobs/gpt_pp1_noptx.job" ] && [ -f "$C/jobs/gpt_pp1_1f1b.job" ]; then

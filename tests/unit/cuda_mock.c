@@ -53,7 +53,7 @@ typedef struct Alloc {
 } Alloc;
 static Alloc *allocs;
 static int nallocs, cap_allocs, fail_skip = -1;
-static int live_objects; /* streams, events, modules, cuBLAS handles */
+static _Atomic int live_objects; /* streams, events, modules, cuBLAS handles, graphs (ranks are threads) */
 
 void cuda_mock_fail_alloc(int skip) { fail_skip = skip; }
 
@@ -119,17 +119,21 @@ typedef struct MockGraph MockGraph;
 typedef struct MockStream {
   bool live;
   MockGraph *capture; /* a capture in progress: its records (cudaStreamBeginCapture) */
+  pthread_t owner;    /* the thread that began it */
 } MockStream;
-enum { MAX_STREAMS = 16 };
+enum { MAX_STREAMS = 64 };
 static MockStream streams[MAX_STREAMS];
-static int open_captures; /* streams capturing now */
-static long eager_ops;     /* device operations run at once (MockGraphStats.eager) */
+static _Atomic long eager_ops; /* device operations run at once (MockGraphStats.eager; ranks are threads) */
 
 /* The capture in progress on s, or NULL. */
 static MockGraph *capture_of(cudaStream_t s) { return s ? ((MockStream *)s)->capture : NULL; }
-/* Fails the test when s is capturing (what) or, with s NULL, when any stream is. */
+/* Fails the test when s is capturing (what) or, with s NULL, when a stream this thread began
+ * a capture on is (other ranks' threads capture on their own streams meanwhile). */
 static void no_capture(cudaStream_t s, const char *what) {
-  ck_assert_msg(s ? !capture_of(s) : !open_captures, "mock: %s inside a stream capture", what);
+  bool open = s && capture_of(s);
+  for (int i = 0; i < MAX_STREAMS && !s && !open; i++)
+    open = streams[i].live && streams[i].capture && pthread_equal(streams[i].owner, pthread_self());
+  ck_assert_msg(!open, "mock: %s inside a stream capture", what);
 }
 /* The records a capture adds (the graph section below). */
 static void rec_memset(MockGraph *g, void *p, int v, size_t n);
@@ -192,7 +196,9 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flags) {
-  return e && stream_ok(s) ? cudaSuccess : set_error(cudaErrorInvalidResourceHandle);
+  if (!e || !stream_ok(s)) return set_error(cudaErrorInvalidResourceHandle);
+  no_capture(s, "a wait for an event"); /* (an event from outside the capture: the device never does it) */
+  return cudaSuccess;
 }
 
 /* ---- the device ------------------------------------------------------------------------ */
@@ -834,11 +840,15 @@ struct MockGraph {
   Work *w;
   int n, cap;
 };
-static MockGraphStats graph_stats;
+static MockGraphStats graph_stats; /* under stats_lock (ranks are threads) */
+static pthread_mutex_t stats_lock = PTHREAD_MUTEX_INITIALIZER;
+#define STAT(expr) (pthread_mutex_lock(&stats_lock), (expr), pthread_mutex_unlock(&stats_lock))
 static int refuse_skip = -1;
 
 MockGraphStats cuda_mock_graph_stats(void) {
+  pthread_mutex_lock(&stats_lock);
   MockGraphStats s = graph_stats;
+  pthread_mutex_unlock(&stats_lock);
   s.eager = eager_ops;
   return s;
 }
@@ -911,8 +921,8 @@ static void run_work(const Work *w) {
 cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode mode) {
   if (!s || !stream_ok(s) || capture_of(s)) return set_error(cudaErrorInvalidValue);
   ck_assert(((MockStream *)s)->capture = calloc(1, sizeof(MockGraph)));
-  open_captures++;
-  graph_stats.captures++;
+  ((MockStream *)s)->owner = pthread_self();
+  STAT(graph_stats.captures++);
   return cudaSuccess;
 }
 
@@ -927,7 +937,6 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *graph) {
   if (!s || !stream_ok(s) || !capture_of(s)) return set_error(cudaErrorIllegalState);
   *graph = (cudaGraph_t)capture_of(s);
   ((MockStream *)s)->capture = NULL;
-  open_captures--;
   live_objects++;
   return cudaSuccess;
 }
@@ -938,7 +947,7 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph, unsig
   ck_assert(e && g);
   for (int i = 0; i < g->n; i++) add_work(e, &(Work){0}), e->w[i] = work_copy(&g->w[i]);
   live_objects++;
-  graph_stats.instantiated++;
+  STAT(graph_stats.instantiated++);
   *exec = (cudaGraphExec_t)e;
   return cudaSuccess;
 }
@@ -969,7 +978,7 @@ cudaError_t cudaGraphExecUpdate(cudaGraphExec_t exec, cudaGraph_t graph, cudaGra
   if (refuse_skip >= 0) refuse_skip--;
   if (!same) {
     info->result = e->n != g->n ? cudaGraphExecUpdateErrorTopologyChanged : cudaGraphExecUpdateErrorParametersChanged;
-    graph_stats.refused++;
+    STAT(graph_stats.refused++);
     return set_error(cudaErrorGraphExecUpdateFailure);
   }
   for (int i = 0; i < g->n; i++) {
@@ -977,7 +986,7 @@ cudaError_t cudaGraphExecUpdate(cudaGraphExec_t exec, cudaGraph_t graph, cudaGra
     e->w[i] = work_copy(&g->w[i]);
   }
   info->result = cudaGraphExecUpdateSuccess;
-  graph_stats.updated++;
+  STAT(graph_stats.updated++);
   return cudaSuccess;
 }
 
@@ -986,8 +995,8 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
   no_capture(s, "a graph's launch");
   const MockGraph *e = (const MockGraph *)exec;
   for (int i = 0; i < e->n; i++) run_work(&e->w[i]);
-  graph_stats.launches++;
-  graph_stats.nodes += e->n;
+  STAT(graph_stats.launches++);
+  STAT(graph_stats.nodes += e->n);
   return cudaSuccess;
 }
 
