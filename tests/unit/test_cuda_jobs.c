@@ -330,14 +330,11 @@ static char *sample_text(const Job *job, const MplDeviceOps *ops) {
   return buf;
 }
 
-/* Compiles case i, trains it on both devices and compares. */
-START_TEST(test_job_on_mock_gpu) {
-  const Case *c = case_at(_i);
-  char tag[64], job_path[PATH_MAX + 80], cmd[6 * PATH_MAX], out[8192], jerr[512] = "";
-  snprintf(tag, sizeof tag, "case%d", _i);
+/* Compiles c into tmp_dir (tag) and loads its kernels for the mock. */
+static Job *compile_case(const Case *c, const char *tag) {
+  char job_path[PATH_MAX + 80], cmd[6 * PATH_MAX], out[8192], jerr[512] = "", edited[PATH_MAX + 80];
   snprintf(job_path, sizeof job_path, "%s/%s.job", tmp_dir, tag);
   const char *model = c->model;
-  char edited[PATH_MAX + 80];
   if (c->edit) {
     snprintf(edited, sizeof edited, "%s/%s.mpl", tmp_dir, tag);
     snprintf(cmd, sizeof cmd, "sed -e '%s' '%s' > '%s'", c->edit, c->model, edited);
@@ -348,9 +345,16 @@ START_TEST(test_job_on_mock_gpu) {
   ck_assert_msg(run_cmd(cmd, out, sizeof out) == 0, "%s", out);
   Job *job = job_read(job_path, jerr, sizeof jerr);
   ck_assert_msg(job != NULL, "%s", jerr);
-  int world = job->mesh.pp * job->mesh.dp * job->mesh.tp;
-  (void)world;
   load_host_kernels(job, tag);
+  return job;
+}
+
+/* Compiles case i, trains it on both devices and compares. */
+START_TEST(test_job_on_mock_gpu) {
+  const Case *c = case_at(_i);
+  char tag[64];
+  snprintf(tag, sizeof tag, "case%d", _i);
+  Job *job = compile_case(c, tag);
   Trained cpu = train(job, NULL);
   if (cpu.diverged) { /* a random program whose training diverges on the cpu (seeds 936, 1186) */
     ck_assert_msg(_i >= NFIXED, "%s %s: the cpu device's training diverged", c->model, c->flags);
@@ -425,25 +429,6 @@ static const Case graph_cases[] = {
 };
 enum { NSINGLE = 5 }; /* graph_cases[0 .. NSINGLE) have one rank */
 enum { NGRAPH = sizeof graph_cases / sizeof graph_cases[0], GRAPH_STEPS = 5 };
-
-/* Compiles c into tmp_dir (tag) and loads its kernels for the mock. */
-static Job *compile_case(const Case *c, const char *tag) {
-  char job_path[PATH_MAX + 80], cmd[6 * PATH_MAX], out[8192], jerr[512] = "", edited[PATH_MAX + 80];
-  snprintf(job_path, sizeof job_path, "%s/%s.job", tmp_dir, tag);
-  const char *model = c->model;
-  if (c->edit) {
-    snprintf(edited, sizeof edited, "%s/%s.mpl", tmp_dir, tag);
-    snprintf(cmd, sizeof cmd, "sed -e '%s' '%s' > '%s'", c->edit, c->model, edited);
-    ck_assert_msg(run_cmd(cmd, out, sizeof out) == 0, "%s", out);
-    model = edited;
-  }
-  snprintf(cmd, sizeof cmd, "'%s/mplc' -I '%s/stdlib' '%s' %s -o '%s'", build_dir, root_dir, model, c->flags, job_path);
-  ck_assert_msg(run_cmd(cmd, out, sizeof out) == 0, "%s", out);
-  Job *job = job_read(job_path, jerr, sizeof jerr);
-  ck_assert_msg(job != NULL, "%s", jerr);
-  load_host_kernels(job, tag);
-  return job;
-}
 
 /* GRAPH_STEPS steps on the mock GPU; every param after them, concatenated, and the losses. */
 typedef struct GraphRun {
