@@ -32,6 +32,11 @@
  *    threads a block when it has enough outer iterations to give every SM a block, else
  *    fewer (down to one warp) so that row kernels spread over the SMs; at most
  *    BLOCKS_PER_SM blocks per SM;
+ *  - MPL_CUDA_GRAPHS (device_cuda_graph.c): every entry point that queues work on the compute
+ *    stream calls cudev_graph_op before it (the work may then be captured, not run), and
+ *    every one that copies to or from the host, waits, allocates or frees calls
+ *    cudev_graph_flush first (what was captured is launched as a graph); cuBLAS has a
+ *    workspace of its own from setup_device on, graphs or not;
  *  - the runtime's own CUDA programs (the optimizer, whose update of a param matches the
  *    CPU's bits for the same gradient; the fused attention; the fused cross-entropy) and
  *    NVRTC are device_cuda_progs.c's; the state both files share is cuda_dev.h's.
