@@ -3,21 +3,21 @@
  * (issue 14, item 3: a GPT-2 step is some 700 launches, each a few microseconds of the
  * host's time and a gap on the GPU).
  *
- * How: from the second step on, the operations the device queues between two points where
- * the host must meet the stream (a copy to or from the host, a wait, an allocation or free,
- * a module's load: each calls cudev_graph_flush first) are captured from the compute stream
- * (cudaStreamBeginCapture) instead of launched, and at that point launched as one graph.
- * A step of one rank is three or four such runs: the gradients' zeroing before the inputs'
- * copies, the passes up to the norm the host reads for clipping, the update; and one more
- * per run-time check the host reads and, with several ranks, per message or collective (a run of more than GRAPH_MAX_OPS operations goes in
- * pieces). Graphs start once the first pass (a step, or a sampling pass) is over: every
- * kernel has been loaded and every product's algorithm chosen by then. Each run has a signature: a hash of its operations'
- * kinds and shapes (kernels and their grids, products and their sizes, copies' lengths),
- * not of their pointers or scalars. An executable graph is kept per signature (the least
- * recently launched of GRAPH_CACHE replaced): the next capture with its signature is
- * written into it by cudaGraphExecUpdate (the new step number that dropout's masks and
- * the learning rate and bias corrections of AdamW take), and a capture the update refuses,
- * or a new signature, is instantiated.
+ * How: once a run's first pass is over (a step, or a sampling pass: every kernel has been
+ * loaded and every product's algorithm chosen by then), the operations the device queues
+ * between two points where the host must meet the stream (a copy to or from the host, a
+ * wait, an allocation or free, a module's load: each calls cudev_graph_flush first) are
+ * captured from the compute stream (cudaStreamBeginCapture) instead of launched, and at that
+ * point launched as one graph (a run of more than GRAPH_MAX_OPS operations in pieces). A
+ * step of one rank is three or four such runs: the gradients' zeroing before the inputs'
+ * copies, the passes up to the norm the host reads for clipping, the update; one more per
+ * run-time check the host reads and, with several ranks, per message or collective. Each
+ * run has a signature: a hash of its operations' kinds and shapes (kernels and their grids,
+ * products and their sizes, copies' lengths), not of their pointers or scalars. An
+ * executable graph is kept per signature (the least recently launched of GRAPH_CACHE
+ * replaced): the next capture with its signature is written into it by cudaGraphExecUpdate
+ * (the new step number that dropout's masks and the learning rate and bias corrections of
+ * AdamW take), and a capture the update refuses, or a new signature, is instantiated.
  *
  * Invariants:
  *  - the same operations run in the same order on the same stream, with the same arguments,
