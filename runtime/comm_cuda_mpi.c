@@ -179,7 +179,10 @@ static int cm_collective_body(CudaMpi *m, int op, const int *sorted, int k, void
 
 static int cm_collective(MplComm *c, int op, const int *ranks, int k, void *buf, size_t n, size_t elem) {
   CudaMpi *m = c->impl;
-  if (mpl_cuda_flush(m->me.dev, &c->err) != MPL_OK) return MPL_ERR; /* (MPL_CUDA_GRAPHS) */
+  if (mpl_cuda_flush(m->me.dev, &c->err) != MPL_OK) { /* (MPL_CUDA_GRAPHS) */
+    m->failed = true;
+    return MPL_ERR;
+  }
   int *sorted = mpl_comm_sorted_members(c, ranks, k);
   if (!sorted) return MPL_ERR;
   int st = cm_collective_body(m, op, sorted, k, buf, n, elem);
@@ -221,6 +224,7 @@ static void cm_free(MplComm *c) {
   if (!c) return;
   CudaMpi *m = c->impl;
   CudaRank *cr = &m->me;
+  mpl_cuda_drop(cr->dev); /* (MPL_CUDA_GRAPHS: a failed run's open capture, before any sync) */
 #ifdef MPL_HAVE_NCCL
   if (m->use_nccl && !m->failed) mpl_nccl_quiesce(cr, c->size);
   if (m->use_nccl) mpl_nccl_free_rank(cr, c->size, m->failed);

@@ -285,13 +285,13 @@ static int run_collective(MplComm *c, int op, const int *sorted, int k, void *bu
 
 static int cuda_collective(MplComm *c, int op, const int *ranks, int k, void *buf, size_t n, size_t elem) {
   MplCudaWorld *w = world_of(c);
+  if (mpl_cuda_flush(w->ranks[c->rank].cr.dev, &c->err) != MPL_OK) return MPL_ERR; /* (MPL_CUDA_GRAPHS) */
   if (atomic_load_explicit(&w->stop, memory_order_acquire)) /* raised after the reason is written */
     return mpl_mailbox_aborted_err(&w->mb, c->rank, &c->err);
   if (cudaSetDevice(w->ranks[c->rank].cr.gpu) != cudaSuccess) {
     cudaGetLastError();
     return mpl_errf(&c->err, "cuda: cudaSetDevice(%d) failed", w->ranks[c->rank].cr.gpu);
   }
-  if (mpl_cuda_flush(w->ranks[c->rank].cr.dev, &c->err) != MPL_OK) return MPL_ERR; /* (MPL_CUDA_GRAPHS) */
   int *sorted = mpl_comm_sorted_members(c, ranks, k);
   if (!sorted) return MPL_ERR;
   int st = run_collective(c, op, sorted, k, buf, n, elem);
@@ -463,6 +463,8 @@ static void free_rank(WorldRank *wr) {
 void mpl_cuda_world_free(MplCudaWorld *w) {
   if (!w) return;
   int size = w->mb.size;
+  for (int r = 0; r < size; r++) /* (MPL_CUDA_GRAPHS: a failed run's open captures, before any sync) */
+    if (w->ranks[r].cr.dev) mpl_cuda_drop(w->ranks[r].cr.dev);
 #ifdef MPL_HAVE_NCCL
   bool abort = atomic_load(&w->stop) != 0;
   for (int r = 0; r < size; r++) {

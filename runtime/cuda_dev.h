@@ -107,7 +107,7 @@ typedef struct Prof {
 
 /* MPL_CUDA_GRAPHS=1 (device_cuda_graph.c): the runs of work between the host's waits, captured
  * from the compute stream and launched as CUDA graphs, each kept by its signature. */
-enum { GRAPH_CACHE = 256 };
+enum { GRAPH_CACHE = 1024 }; /* (one per run between the host's waits: a tp step has hundreds) */
 typedef struct CudaGraph {
   uint64_t sig;               /* the operations' kinds and shapes, hashed (not their pointers or scalars) */
   int nops;
@@ -202,6 +202,8 @@ void cudev_graph_step_done(CudaDev *cd);
  * never ran: the run failed), the graphs freed; one line to stderr saying how many
  * operations ran in how many graph launches. */
 void cudev_graph_free(CudaDev *cd);
+/* An open capture ended and its graph destroyed, its work never run (a failed run's end). */
+void cudev_graph_drop(CudaDev *cd);
 
 /* ---- device_cuda_progs.c ----------------------------------------------------------------- */
 

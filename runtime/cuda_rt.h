@@ -50,9 +50,12 @@ int mpl_cuda_wait(cudaStream_t stream, cudaEvent_t event, const atomic_int *stop
  * flag must outlive the device or be reset to NULL first. */
 void mpl_cuda_set_stop(MplDevice *d, const atomic_int *stop);
 /* MPL_CUDA_GRAPHS: the work the device has captured but not launched yet goes to the GPU now
- * (as device_cuda_graph.c's cudev_graph_flush); a communicator calls it before it touches
- * the device's streams or waits for a peer, so its messages and collectives run between the
+ * (as device_cuda_graph.c's cudev_graph_flush); a communicator calls it before a message or
+ * a collective touches the device's streams or waits for a peer, so those run between the
  * graphs, in the order the program gives. Nothing to do without graphs. */
 int mpl_cuda_flush(MplDevice *d, MplErr *err);
+/* MPL_CUDA_GRAPHS: an open capture (a failed run's) ended and dropped, its work never run: a
+ * communicator calls it at its end, before it synchronizes the device. */
+void mpl_cuda_drop(MplDevice *d);
 
 #endif

@@ -97,6 +97,13 @@ void mpl_cuda_set_stop(MplDevice *d, const atomic_int *stop) {
   if (cd) cd->stop = stop;
 }
 
+void mpl_cuda_drop(MplDevice *d) {
+  CudaDev *cd = d ? d->impl : NULL;
+  if (!cd || !cd->graphs.capturing) return;
+  CUDA_SOFT(cudaSetDevice(cd->dev));
+  cudev_graph_drop(cd);
+}
+
 int mpl_cuda_flush(MplDevice *d, MplErr *err) {
   CudaDev *cd = d->impl;
   if (!cd || !cd->graphs.capturing) return MPL_OK;

@@ -30,8 +30,14 @@
  *    launch with events);
  *  - a communicator's messages and collectives do not pass through the device: the CUDA
  *    communicators call mpl_cuda_flush first, so they run between graphs, in program order;
- *  - the capture is relaxed (cudaStreamCaptureModeRelaxed): the main thread may queue a
+ *  - the capture is relaxed (cudaStreamCaptureModeRelaxed): ranks that share a GPU are
+ *    threads of one process, and another rank's thread may allocate, copy synchronously,
+ *    load a module or instantiate a graph while this one captures (the global mode forbids
+ *    such calls anywhere in the process during a capture); and the main thread may queue a
  *    copy between steps that the rank's thread's capture then ends;
+ *  - a run that failed may leave a capture open: the communicators drop it (mpl_cuda_drop,
+ *    its work never run) before they synchronize the device at their end, which is invalid
+ *    while a stream of it captures;
  *  - cuBLAS has a workspace of its own from the device's start, graphs or not
  *    (device_cuda.c's setup_device): a captured product never allocates, and the products
  *    choose the same algorithms with graphs as without;
@@ -145,19 +151,23 @@ void cudev_graph_step_done(CudaDev *cd) {
   g->on = true;
 }
 
+void cudev_graph_drop(CudaDev *cd) {
+  CudaGraphs *g = &cd->graphs;
+  if (!g->capturing) return;
+  cudaGraph_t graph = NULL;
+  CUDA_SOFT(cudaStreamEndCapture(cd->compute, &graph));
+  if (graph) CUDA_SOFT(cudaGraphDestroy(graph));
+  g->capturing = false;
+}
+
 void cudev_graph_free(CudaDev *cd) {
   CudaGraphs *g = &cd->graphs;
-  if (g->capturing) {
-    cudaGraph_t graph = NULL;
-    CUDA_SOFT(cudaStreamEndCapture(cd->compute, &graph));
-    if (graph) CUDA_SOFT(cudaGraphDestroy(graph));
-    g->capturing = false;
-  }
+  cudev_graph_drop(cd);
   for (int i = 0; i < GRAPH_CACHE; i++)
     if (g->cache[i].exec) CUDA_SOFT(cudaGraphExecDestroy(g->cache[i].exec));
   if (g->on)
-    fprintf(stderr, "MPL_CUDA_GRAPHS device %d: %lld operations in %lld graph launches (%lld graphs instantiated, "
-            "%lld updated)\n", cd->dev, (long long)g->ops, (long long)g->launches, (long long)g->instantiated,
+    fprintf(stderr, "MPL_CUDA_GRAPHS device %d (a rank's): %lld operations in %lld graph launches (%lld graphs "
+            "instantiated, %lld updated)\n", cd->dev, (long long)g->ops, (long long)g->launches, (long long)g->instantiated,
             (long long)g->updated);
   *g = (CudaGraphs){0};
 }

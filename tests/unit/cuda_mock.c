@@ -135,6 +135,12 @@ static void no_capture(cudaStream_t s, const char *what) {
     open = streams[i].live && streams[i].capture && pthread_equal(streams[i].owner, pthread_self());
   ck_assert_msg(!open, "mock: %s inside a stream capture", what);
 }
+/* Fails the test when any stream captures, whichever thread began it (what: a call that
+ * synchronizes the whole device, invalid while one of its streams captures). */
+static void no_capture_anywhere(const char *what) {
+  for (int i = 0; i < MAX_STREAMS; i++)
+    ck_assert_msg(!(streams[i].live && streams[i].capture), "mock: %s while a stream captures", what);
+}
 /* The records a capture adds (the graph section below). */
 static void rec_memset(MockGraph *g, void *p, int v, size_t n);
 static void rec_copy(MockGraph *g, void *dst, const void *src, size_t n, size_t dpitch, size_t spitch, size_t h);
@@ -170,7 +176,10 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamQuery(cudaStream_t s) { return cudaStreamSynchronize(s); }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) {
+  no_capture_anywhere("cudaDeviceSynchronize");
+  return cudaSuccess;
+}
 
 cudaError_t cudaEventCreate(cudaEvent_t *e) {
   if (!(*e = malloc(1))) return set_error(cudaErrorMemoryAllocation);
@@ -262,7 +271,7 @@ cudaError_t cudaMalloc(void **p, size_t n) {
   return dev_alloc(p, n);
 }
 cudaError_t cudaFree(void *p) { /* cudaFree(NULL): the context, made at once */
-  if (p) no_capture(NULL, "cudaFree");
+  if (p) no_capture_anywhere("cudaFree"); /* (it synchronizes the device) */
   return dev_free(p);
 }
 cudaError_t cudaMallocAsync(void **p, size_t n, cudaStream_t s) {
@@ -974,8 +983,10 @@ cudaError_t cudaGraphExecUpdate(cudaGraphExec_t exec, cudaGraph_t graph, cudaGra
   memset(info, 0, sizeof *info);
   bool same = e->n == g->n;
   for (int i = 0; i < g->n && same; i++) same = same_shape(&e->w[i], &g->w[i]);
+  pthread_mutex_lock(&stats_lock); /* (ranks are threads) */
   if (refuse_skip == 0) same = false;
   if (refuse_skip >= 0) refuse_skip--;
+  pthread_mutex_unlock(&stats_lock);
   if (!same) {
     info->result = e->n != g->n ? cudaGraphExecUpdateErrorTopologyChanged : cudaGraphExecUpdateErrorParametersChanged;
     STAT(graph_stats.refused++);
