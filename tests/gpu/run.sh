@@ -45,6 +45,9 @@ ROWS="$LOGS/rows.txt"
 # MPL_GPU_ONLY=SECTION,...: the build, then only those of the sections jobs, mpi, bench, precision
 # and gpt2 (default: all of them), for a session short of device time
 want() { [ -z "${MPL_GPU_ONLY:-}" ] || [[ ",$MPL_GPU_ONLY," == *",$1,"* ]]; }
+# graphs_line LOG: the first of MPL_CUDA_GRAPHS's end-of-run lines in LOG whose graph launches are not
+# 0 (printed), else fails: the run did launch graphs
+graphs_line() { grep -m 1 -E '^MPL_CUDA_GRAPHS device [0-9]+.* in [1-9][0-9]* graph launches' "$1"; }
 row() { printf '%-26s %-5s %s\n' "$1" "$2" "$3" >> "$ROWS"; }
 ok() { pass=$((pass + 1)); echo "PASS $1: $2"; row "$1" PASS "$2"; }
 bad() { fail=$((fail + 1)); echo "FAIL $1: $2"; row "$1" FAIL "$2"; }
@@ -200,9 +203,9 @@ for name in gpt_pp2_1f1b gpt_dp2_pp2_tp2; do
   [ -f "$C/jobs/$name.job" ] && [ -f "$LOGS/$name.safetensors" ] || continue
   if MPL_CUDA_GRAPHS=1 timeout 180 "$MPLRUN" "$C/jobs/$name.job" --devices cuda --steps 3 -q \
        --save "$LOGS/${name}_graphs.safetensors" < /dev/null > "$LOGS/${name}_graphs.log" 2>&1 &&
-     grep -q '^MPL_CUDA_GRAPHS device' "$LOGS/${name}_graphs.log" &&
+     graphs_line "$LOGS/${name}_graphs.log" > /dev/null &&
      cmp -s "$LOGS/$name.safetensors" "$LOGS/${name}_graphs.safetensors"
-  then ok "${name}_cuda_graphs" "the same --save bytes; $(grep -m 1 '^MPL_CUDA_GRAPHS device' "$LOGS/${name}_graphs.log")"
+  then ok "${name}_cuda_graphs" "the same --save bytes; $(graphs_line "$LOGS/${name}_graphs.log")"
   else bad "${name}_cuda_graphs" "$(last_line "$LOGS/${name}_graphs.log" 2); --save differs: $(cmp "$LOGS/$name.safetensors" "$LOGS/${name}_graphs.safetensors" 2>&1 | head -c 200)"; fi
 done
 
@@ -437,9 +440,9 @@ else bad bf16_gpu_split_kv_attn "$(last_line "$LOGS/gpt_bf16_gpu_split.log" 2) $
 # to the bit, as the run above without graphs (the same kernels in the same order on one stream)
 if MPL_CUDA_GRAPHS=1 timeout 120 "$MPLRUN" "$C/jobs/gpt_bf16.job" --devices cuda --steps 20 -q \
      --metrics "$LOGS/gpt_bf16_gpu_graphs.jsonl" < /dev/null > "$LOGS/gpt_bf16_gpu_graphs.log" 2>&1 &&
-   grep -q '^MPL_CUDA_GRAPHS device 0: ' "$LOGS/gpt_bf16_gpu_graphs.log" &&
+   graphs_line "$LOGS/gpt_bf16_gpu_graphs.log" > /dev/null &&
    "$PY" tests/tools/losscompare.py "$LOGS/gpt_bf16_gpu_graphs.jsonl" "$LOGS/gpt_bf16_gpu.jsonl" 0 > "$LOGS/gpt_bf16_graphs.cmp" 2>&1
-then ok bf16_gpu_cuda_graphs "$(last_line "$LOGS/gpt_bf16_graphs.cmp"); $(grep '^MPL_CUDA_GRAPHS device 0: ' "$LOGS/gpt_bf16_gpu_graphs.log")"
+then ok bf16_gpu_cuda_graphs "$(last_line "$LOGS/gpt_bf16_graphs.cmp"); $(graphs_line "$LOGS/gpt_bf16_gpu_graphs.log")"
 else bad bf16_gpu_cuda_graphs "$(last_line "$LOGS/gpt_bf16_gpu_graphs.log" 2) $(last_line "$LOGS/gpt_bf16_graphs.cmp")"; fi
 # a program's own bf16 and f16 tensors: 10 steps on the GPU within 1e-3 of the CPU's curve
 for t in bf16 f16; do
@@ -502,7 +505,7 @@ while IFS=$'\t' read -r prec job arena state; do
   if MPL_CUDA_GRAPHS=1 timeout 300 "$MPLRUN" "$C/$job" --devices cuda --steps 10 -q --metrics "$m" < /dev/null \
        > "$LOGS/gpt2_mpl_${prec}_graphs.log" 2>&1; then
     gms=$(median_ms "$m")
-    ok "gpt2_mpl_${prec}_cuda_graphs" "median $gms ms/step (without graphs: $ms); $(grep '^MPL_CUDA_GRAPHS device 0: ' "$LOGS/gpt2_mpl_${prec}_graphs.log")"
+    ok "gpt2_mpl_${prec}_cuda_graphs" "median $gms ms/step (without graphs: $ms); $(graphs_line "$LOGS/gpt2_mpl_${prec}_graphs.log")"
   else bad "gpt2_mpl_${prec}_cuda_graphs" "$(last_line "$LOGS/gpt2_mpl_${prec}_graphs.log" 2)"; fi
   printf 'mpl\t%s\t%s\t%s\t-\n' "$prec+graphs" "$gms" "$((arena + state))" >> "$G2"
   # the attention on the CUDA cores (MPL_SDPA_TC=0): what the tensor-core kernels give (f32: three tf32 products each)
