@@ -123,6 +123,10 @@ typedef struct MockStream {
 } MockStream;
 enum { MAX_STREAMS = 64 };
 static MockStream streams[MAX_STREAMS];
+/* Held while a capture begins or ends and while another thread looks at the captures (rank
+ * threads capture on their own streams at once; a slot and a thread id are reused between
+ * runs, so a stale owner must never be seen beside a new capture). */
+static pthread_mutex_t capture_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic long eager_ops; /* device operations run at once (MockGraphStats.eager; ranks are threads) */
 
 /* The capture in progress on s, or NULL. */
@@ -130,16 +134,21 @@ static MockGraph *capture_of(cudaStream_t s) { return s ? ((MockStream *)s)->cap
 /* Fails the test when s is capturing (what) or, with s NULL, when a stream this thread began
  * a capture on is (other ranks' threads capture on their own streams meanwhile). */
 static void no_capture(cudaStream_t s, const char *what) {
+  pthread_mutex_lock(&capture_lock);
   bool open = s && capture_of(s);
   for (int i = 0; i < MAX_STREAMS && !s && !open; i++)
     open = streams[i].live && streams[i].capture && pthread_equal(streams[i].owner, pthread_self());
+  pthread_mutex_unlock(&capture_lock);
   ck_assert_msg(!open, "mock: %s inside a stream capture", what);
 }
 /* Fails the test when any stream captures, whichever thread began it (what: a call that
  * synchronizes the whole device, invalid while one of its streams captures). */
 static void no_capture_anywhere(const char *what) {
-  for (int i = 0; i < MAX_STREAMS; i++)
-    ck_assert_msg(!(streams[i].live && streams[i].capture), "mock: %s while a stream captures", what);
+  pthread_mutex_lock(&capture_lock);
+  bool open = false;
+  for (int i = 0; i < MAX_STREAMS; i++) open = open || (streams[i].live && streams[i].capture);
+  pthread_mutex_unlock(&capture_lock);
+  ck_assert_msg(!open, "mock: %s while a stream captures", what);
 }
 /* The records a capture adds (the graph section below). */
 static void rec_memset(MockGraph *g, void *p, int v, size_t n);
@@ -929,8 +938,12 @@ static void run_work(const Work *w) {
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode mode) {
   if (!s || !stream_ok(s) || capture_of(s)) return set_error(cudaErrorInvalidValue);
-  ck_assert(((MockStream *)s)->capture = calloc(1, sizeof(MockGraph)));
+  MockGraph *g = calloc(1, sizeof(MockGraph));
+  ck_assert(g);
+  pthread_mutex_lock(&capture_lock);
   ((MockStream *)s)->owner = pthread_self();
+  ((MockStream *)s)->capture = g;
+  pthread_mutex_unlock(&capture_lock);
   STAT(graph_stats.captures++);
   return cudaSuccess;
 }
@@ -945,7 +958,9 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *graph) {
   *graph = NULL;
   if (!s || !stream_ok(s) || !capture_of(s)) return set_error(cudaErrorIllegalState);
   *graph = (cudaGraph_t)capture_of(s);
+  pthread_mutex_lock(&capture_lock);
   ((MockStream *)s)->capture = NULL;
+  pthread_mutex_unlock(&capture_lock);
   live_objects++;
   return cudaSuccess;
 }
