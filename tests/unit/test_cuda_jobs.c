@@ -427,7 +427,7 @@ static const Case graph_cases[] = {
     {"examples/moe.mpl", "--mesh tp=2 -D d=32 -D heads=2 -D hidden=64 -D ctx=16", false, NULL, NULL, false},
     {"tests/e2e/parallel_gpt.mpl", "--mesh pp=2,dp=2 --no-fused-sdpa", false, NULL, "s/^  steps = 3/  zero = 1/", false},
 };
-enum { NGRAPH = sizeof graph_cases / sizeof graph_cases[0], GRAPH_STEPS = 5 };
+enum { NGRAPH = sizeof graph_cases / sizeof graph_cases[0], GRAPH_STEPS = 4 };
 
 /* GRAPH_STEPS steps on the mock GPU; every param after them, concatenated, and the losses. */
 typedef struct GraphRun {
@@ -493,8 +493,9 @@ static GraphRun graph_run(const Job *job, const char *graphs) {
 /* The same bits with graphs as without: every param after GRAPH_STEPS steps, the last loss
  * and the validation loss (and, with several ranks, the messages and collectives between
  * each rank's graphs); the graphs were captured from the second step on, the later
- * steps' updated into the first's (the step numbers, AdamW's corrections), and one refused
- * update (as the driver refuses a changed graph) is instantiated anew, the same bits still. */
+ * steps' updated into the first's (the step numbers, AdamW's corrections), and (on the
+ * small GPT) one refused update, as the driver refuses a changed graph, is instantiated
+ * anew, the same bits still. */
 START_TEST(test_graphs_same_bits) {
   const Case *c = _i < NGRAPH ? &graph_cases[_i] : &random_cases[_i - NGRAPH];
   char tag[64];
@@ -536,14 +537,17 @@ START_TEST(test_graphs_same_bits) {
                 s->nodes, s->eager);
   if (c->launched)
     ck_assert_msg(cuda_mock_launches(c->launched) > 0, "%s %s: %s never ran", c->model, c->flags, c->launched);
-  /* a refused update: a new graph instantiated for it */
-  cuda_mock_refuse_update(1);
-  GraphRun refused = graph_run(job, "1");
-  cuda_mock_refuse_update(-1);
-  ck_assert_int_eq(refused.stats.refused, 1);
-  ck_assert_int_eq(refused.stats.instantiated, graph.stats.instantiated + 1);
-  ck_assert_msg(memcmp(eager.params, refused.params, sizeof(float) * eager.n) == 0,
-                "%s: the params differ after a refused graph update", c->model);
+  /* a refused update: a new graph instantiated for it (on one job: the device's logic) */
+  GraphRun refused = {0};
+  if (_i == 2) {
+    cuda_mock_refuse_update(1);
+    refused = graph_run(job, "1");
+    cuda_mock_refuse_update(-1);
+    ck_assert_int_eq(refused.stats.refused, 1);
+    ck_assert_int_eq(refused.stats.instantiated, graph.stats.instantiated + 1);
+    ck_assert_msg(memcmp(eager.params, refused.params, sizeof(float) * eager.n) == 0,
+                  "%s: the params differ after a refused graph update", c->model);
+  }
   printf("%-36s %-16s MPL_CUDA_GRAPHS=1: the same bits after %d steps; %ld graph launches ran %ld records (%ld graphs "
          "instantiated, %ld updated)\n", c->model, c->flags, GRAPH_STEPS, s->launches, s->nodes, s->instantiated,
          s->updated);
