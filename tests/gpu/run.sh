@@ -20,7 +20,8 @@
 # tf32 eager, bf16 autocast eager and with torch.compile): tokens/s, MFU, memory.
 # Every check prints PASS or FAIL (or SKIP: no mpirun, no NCCL, counted neither way); one table
 # at the end; the exit status is 1 if any check failed. Logs go to $OUT/gpu (or /tmp/mpl_gpu).
-# About 3-5 minutes, and 3-4 more for GPT-2 (torch.compile's first compile among them);
+# About 3-5 minutes, and 4-5 more for GPT-2 (torch.compile's first compile among them; MPL in
+# each precision with and without graphs);
 # MPL_GPU_ONLY=precision,gpt2 (say) runs the build and only those sections. A device call is
 # cut at 10 minutes: run MPL_GPU_ONLY=precision,gpt2 first (never run on a GPU yet), then
 # MPL_GPU_ONLY=jobs,mpi,bench where the session's device time allows; MPL_GPU_ONLY=sanitize
