@@ -105,7 +105,7 @@ void mpl_cuda_drop(MplDevice *d) {
 }
 
 int mpl_cuda_flush(MplDevice *d, MplErr *err) {
-  CudaDev *cd = d->impl;
+  CudaDev *cd = d ? d->impl : NULL;
   if (!cd || !cd->graphs.capturing) return MPL_OK;
   CUDA_CHECK(cudaSetDevice(cd->dev));
   return cudev_graph_flush(cd, err);
