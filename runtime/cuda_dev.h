@@ -184,10 +184,16 @@ int cudev_launch(CudaDev *cd, CUfunction f, int64_t blocks, int block, void **pa
 
 /* ---- device_cuda_graph.c: MPL_CUDA_GRAPHS ------------------------------------------------ */
 
+/* The kinds of operation a graph's signature tells apart (cudev_graph_op's a). */
+enum { GOP_ACCUM = 2, GOP_ZERO, GOP_LAUNCH, GOP_COPY, GOP_COPY_2D, GOP_GEMM };
 /* Before an operation is queued on the compute stream: with graphs on, opens a capture if
  * none is (the operation is then captured, not run) and adds (a, b, c), the operation's kind
  * and shape, to its signature. Without graphs: nothing. */
 int cudev_graph_op(CudaDev *cd, uint64_t a, uint64_t b, uint64_t c, MplErr *err);
+/* cudev_graph_op of a cuBLAS product: its sizes, its operands' alignment and whether beta is 0
+ * (what cuBLAS picks its kernels by) beside `how` (the caller's types and transposes). */
+int cudev_graph_gemm(CudaDev *cd, uint64_t how, int64_t M, int64_t N, int64_t K, const void *A, const void *B,
+                     const void *C, float beta, MplErr *err);
 /* Before the host waits for the compute stream, copies to or from the host, allocates or
  * frees device memory or loads a module: the open capture (if any) ends and is launched as
  * one graph, the cached one of its signature updated with its parameters, or a new one. */

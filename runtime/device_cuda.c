@@ -519,10 +519,9 @@ static int cuda_gemm(MplDevice *d, const JobStep *s, const void *a, const void *
   float *C = c;
   cublasOperation_t opb = s->tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = s->ta ? CUBLAS_OP_T : CUBLAS_OP_N;
   CUDA_CHECK(cudaSetDevice(cd->dev));
-  if (cudev_graph_op(cd, 1 + ((uint64_t)s->prec << 8) + ((uint64_t)s->in16 << 12) + ((uint64_t)s->ta << 13) +
-                             ((uint64_t)s->tb << 14) + ((uint64_t)batch << 16),
-                     (uint64_t)s->M + ((uint64_t)s->N << 32) + ((uint64_t)s->K << 48),
-                     (((uintptr_t)A | (uintptr_t)B | (uintptr_t)C) & 255) + ((uint64_t)(s->beta != 0) << 8), err) != MPL_OK)
+  if (cudev_graph_gemm(cd, ((uint64_t)s->prec << 8) + ((uint64_t)s->in16 << 12) + ((uint64_t)s->ta << 13) +
+                               ((uint64_t)s->tb << 14) + ((uint64_t)batch << 16),
+                       s->M, s->N, s->K, A, B, C, beta, err) != MPL_OK)
     return MPL_ERR;
   cudev_prof_begin(cd, PROF_GEMM);
   cublasStatus_t st;
@@ -557,7 +556,7 @@ static int cuda_accum_f32(MplDevice *d, float *acc, const float *src, int64_t n,
   CUDA_CHECK(cudaSetDevice(cd->dev));
   for (int64_t i = 0; i < n; i += (1 << 30)) {
     int64_t k = n - i < (1 << 30) ? n - i : (1 << 30);
-    if (cudev_graph_op(cd, 2, (uint64_t)k, 0, err) != MPL_OK) return MPL_ERR;
+    if (cudev_graph_op(cd, GOP_ACCUM, (uint64_t)k, 0, err) != MPL_OK) return MPL_ERR;
     cudev_prof_begin(cd, PROF_ACCUM);
     cublasStatus_t st = mpl_cublas.saxpy(cd->blas, (int)k, &one, src + i, 1, acc + i, 1);
     cudev_prof_end(cd);
@@ -570,7 +569,7 @@ static int cuda_zero(MplDevice *d, void *dst, size_t bytes, MplErr *err) {
   CudaDev *cd = d->impl;
   if (!bytes) return MPL_OK;
   CUDA_CHECK(cudaSetDevice(cd->dev));
-  if (cudev_graph_op(cd, 3, bytes, 0, err) != MPL_OK) return MPL_ERR;
+  if (cudev_graph_op(cd, GOP_ZERO, bytes, 0, err) != MPL_OK) return MPL_ERR;
   cudev_prof_begin(cd, PROF_COPY);
   cudaError_t st = cudaMemsetAsync(dst, 0, bytes, cd->compute);
   cudev_prof_end(cd);
@@ -646,7 +645,7 @@ int cudev_launch(CudaDev *cd, CUfunction f, int64_t blocks, int block, void **pa
     return mpl_errf(err, "cuda: a launch of %lld blocks (at most 2^31 - 1): the step's sizes are too large for one grid",
                     (long long)blocks);
   CUDA_CHECK(cudaSetDevice(cd->dev));
-  if (cudev_graph_op(cd, 4, (uint64_t)(uintptr_t)f, (uint64_t)blocks + ((uint64_t)block << 40), err) != MPL_OK)
+  if (cudev_graph_op(cd, GOP_LAUNCH, (uint64_t)(uintptr_t)f, (uint64_t)blocks + ((uint64_t)block << 40), err) != MPL_OK)
     return MPL_ERR;
   CU_CHECK(cd, cd->drv.launch(f, (unsigned)blocks, 1, 1, (unsigned)block, 1, 1, 0, (CUstream)cd->compute, params, NULL));
   CUDA_CHECK(cudaGetLastError());
@@ -657,7 +656,7 @@ static int cuda_copy_device(MplDevice *d, void *dst, const void *src, size_t byt
   CudaDev *cd = d->impl;
   if (!bytes || dst == src) return MPL_OK;
   CUDA_CHECK(cudaSetDevice(cd->dev));
-  if (cudev_graph_op(cd, 5, bytes, 0, err) != MPL_OK) return MPL_ERR;
+  if (cudev_graph_op(cd, GOP_COPY, bytes, 0, err) != MPL_OK) return MPL_ERR;
   cudev_prof_begin(cd, PROF_COPY);
   cudaError_t st = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cd->compute);
   cudev_prof_end(cd);
@@ -670,7 +669,7 @@ static int cuda_copy_2d(MplDevice *d, void *dst, size_t dpitch, const void *src,
   CudaDev *cd = d->impl;
   if (!width || !height) return MPL_OK;
   CUDA_CHECK(cudaSetDevice(cd->dev));
-  if (cudev_graph_op(cd, 6, width + ((uint64_t)height << 32), dpitch + ((uint64_t)spitch << 32), err) != MPL_OK)
+  if (cudev_graph_op(cd, GOP_COPY_2D, width + ((uint64_t)height << 32), dpitch + ((uint64_t)spitch << 32), err) != MPL_OK)
     return MPL_ERR;
   cudev_prof_begin(cd, PROF_COPY);
   cudaError_t st = cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height, cudaMemcpyDeviceToDevice, cd->compute);

@@ -77,6 +77,13 @@ int cudev_graph_op(CudaDev *cd, uint64_t a, uint64_t b, uint64_t c, MplErr *err)
   return MPL_OK;
 }
 
+int cudev_graph_gemm(CudaDev *cd, uint64_t how, int64_t M, int64_t N, int64_t K, const void *A, const void *B,
+                     const void *C, float beta, MplErr *err) {
+  uint64_t align = ((uintptr_t)A | (uintptr_t)B | (uintptr_t)C) & 255;
+  return cudev_graph_op(cd, (how << 8) + GOP_GEMM, (uint64_t)M + ((uint64_t)N << 32) + ((uint64_t)K << 48),
+                        align + ((uint64_t)(beta != 0) << 8), err);
+}
+
 /* A slot's claim to be kept: 0 free, 1 idle, 2 launched since the host last waited for the
  * stream (it may be running: it is neither updated nor, while another will do, replaced). */
 static int slot_rank(const CudaGraphs *g, const CudaGraph *c) { return !c->exec ? 0 : c->used > g->waited ? 2 : 1; }

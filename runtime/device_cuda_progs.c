@@ -531,9 +531,8 @@ static int ce_gemm(CudaDev *cd, bool bf16, bool in16, bool ta, bool tb, int64_t 
   cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
   cudaDataType_t in = in16 ? CUDA_R_16BF : CUDA_R_32F;
   cublasComputeType_t ct = in16 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_16BF;
-  if (cudev_graph_op(cd, 7 + ((uint64_t)bf16 << 8) + ((uint64_t)in16 << 9) + ((uint64_t)ta << 10) + ((uint64_t)tb << 11),
-                     (uint64_t)M + ((uint64_t)N << 32) + ((uint64_t)K << 48),
-                     (((uintptr_t)A | (uintptr_t)B | (uintptr_t)C) & 255) + ((uint64_t)(beta != 0) << 8), err) != MPL_OK)
+  if (cudev_graph_gemm(cd, 1 + ((uint64_t)bf16 << 8) + ((uint64_t)in16 << 9) + ((uint64_t)ta << 10) + ((uint64_t)tb << 11),
+                       M, N, K, A, B, C, beta, err) != MPL_OK)
     return MPL_ERR;
   cudev_prof_begin(cd, PROF_GEMM);
   cublasStatus_t st =
@@ -641,7 +640,7 @@ int cuda_emb_grad(MplDevice *d, const MplEmbGrad *a, MplErr *err) {
       return MPL_ERR;
   }
   CUDA_CHECK(cudaSetDevice(cd->dev));
-  if (cudev_graph_op(cd, 3, (uint64_t)(a->K * a->N) * sizeof(float), 0, err) != MPL_OK) return MPL_ERR;
+  if (cudev_graph_op(cd, GOP_ZERO, (uint64_t)(a->K * a->N) * sizeof(float), 0, err) != MPL_OK) return MPL_ERR;
   cudev_prof_begin(cd, PROF_EMB);
   cudaError_t z = cudaMemsetAsync(a->out, 0, (size_t)(a->K * a->N) * sizeof(float), cd->compute);
   cudev_prof_end(cd);

@@ -255,14 +255,20 @@ typedef struct Trained {
   bool diverged;       /* the cpu device's training stopped at a non-finite loss or norm */
 } Trained;
 
-/* A run of `steps` steps; NULL when the cpu device's training stops at a non-finite value
- * (a random program may diverge: its first step is still test_refstep's to check). */
-static MplRun *start(const Job *job, const MplDeviceOps *ops, int64_t steps) {
+/* A quiet run's options: `steps` steps on ops (NULL: the cpu device). */
+static MplRunOpts run_opts(const MplDeviceOps *ops, int64_t steps) {
   MplRunOpts o;
   mpl_run_opts_default(&o);
   o.quiet = true;
   o.steps = steps;
   o.device_ops = ops;
+  return o;
+}
+
+/* A run of `steps` steps; NULL when the cpu device's training stops at a non-finite value
+ * (a random program may diverge: its first step is still test_refstep's to check). */
+static MplRun *start(const Job *job, const MplDeviceOps *ops, int64_t steps) {
+  MplRunOpts o = run_opts(ops, steps);
   MplRun *r = NULL;
   MplErr err = {{0}};
   ck_assert_msg(mpl_run_init(&r, job, &o, &err) == MPL_OK, "%s: %s", ops ? ops->name : "cpu", err.msg);
@@ -444,11 +450,7 @@ static GraphRun graph_run(const Job *job, const char *graphs) {
   if (graphs) setenv("MPL_CUDA_GRAPHS", graphs, 1);
   else unsetenv("MPL_CUDA_GRAPHS");
   MockGraphStats before = cuda_mock_graph_stats();
-  MplRunOpts o;
-  mpl_run_opts_default(&o);
-  o.quiet = true;
-  o.steps = GRAPH_STEPS;
-  o.device_ops = &mpl_device_cuda_ops;
+  MplRunOpts o = run_opts(&mpl_device_cuda_ops, GRAPH_STEPS);
   MplRun *r = NULL;
   MplErr err = {{0}};
   ck_assert_msg(mpl_run_init(&r, job, &o, &err) == MPL_OK, "%s", err.msg);
@@ -562,11 +564,7 @@ END_TEST
  * capture and every graph (the mock counts none left). */
 START_TEST(test_graphs_failure) {
   Job *job = compile_case(&graph_cases[2], "graph_fail");
-  MplRunOpts o;
-  mpl_run_opts_default(&o);
-  o.quiet = true;
-  o.steps = GRAPH_STEPS;
-  o.device_ops = &mpl_device_cuda_ops;
+  MplRunOpts o = run_opts(&mpl_device_cuda_ops, GRAPH_STEPS);
   o.fail_rank = 0, o.fail_step = 3, o.fail_ins = 3;
   setenv("MPL_CUDA_GRAPHS", "1", 1);
   MockGraphStats before = cuda_mock_graph_stats();
@@ -592,11 +590,7 @@ START_TEST(test_graphs_refused) {
   Job *job = compile_case(&graph_cases[2], "graph_trace");
   char trace[PATH_MAX + 32];
   snprintf(trace, sizeof trace, "%s/graph_trace.json", tmp_dir);
-  MplRunOpts o;
-  mpl_run_opts_default(&o);
-  o.quiet = true;
-  o.steps = GRAPH_STEPS;
-  o.device_ops = &mpl_device_cuda_ops;
+  MplRunOpts o = run_opts(&mpl_device_cuda_ops, GRAPH_STEPS);
   o.trace_path = trace;
   setenv("MPL_CUDA_GRAPHS", "1", 1);
   MockGraphStats before = cuda_mock_graph_stats();
