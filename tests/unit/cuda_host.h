@@ -54,9 +54,11 @@ static inline float host_shfl_xor(float v, int m) {
 
 /* The two halves of a modelled mma.sync: host_mma_post posts this thread's fragments and waits
  * for its warp's (in host_xchg_a and _b from the returned first lane on); host_mma_sum, once
- * the posts are read into A (16 x kdim) and B (kdim x 8), waits again and adds to this
- * thread's d[i] (row groupID + 8 (i >> 1), column 2 threadID_in_group + (i & 1)) its row of A
- * times its column of B, the kdim products summed in order in double, rounded once. */
+ * the thread has read from the posts its two rows of A (A[h], row groupID + 8 h, kdim long)
+ * and its two columns of B (B[kk][c], column 2 threadID_in_group + c), waits again and adds
+ * to this thread's d[i] (row groupID + 8 (i >> 1), column 2 threadID_in_group + (i & 1))
+ * that row of A times that column of B, the kdim products summed in order in double,
+ * rounded once. (Every element of A and B is read by some thread of the warp.) */
 static inline unsigned host_mma_post(const unsigned a[4], const unsigned b[2]) {
   unsigned me = threadIdx.x;
   memcpy(host_xchg_a[me], a, sizeof host_xchg_a[me]);
@@ -64,13 +66,11 @@ static inline unsigned host_mma_post(const unsigned a[4], const unsigned b[2]) {
   host_fiber_warp_wait();
   return me & ~31u;
 }
-static inline void host_mma_sum(float d[4], const float *A, const float *B, int kdim) {
+static inline void host_mma_sum(float d[4], const float A[2][16], const float B[16][2], int kdim) {
   host_fiber_warp_wait();
-  unsigned gid = (threadIdx.x & 31) >> 2, tid = threadIdx.x & 3;
   for (int i = 0; i < 4; i++) {
-    int row = (int)gid + 8 * (i >> 1), col = 2 * (int)tid + (i & 1);
     double acc = d[i];
-    for (int kk = 0; kk < kdim; kk++) acc += (double)A[row * kdim + kk] * B[kk * 8 + col];
+    for (int kk = 0; kk < kdim; kk++) acc += (double)A[i >> 1][kk] * B[kk][i & 1];
     d[i] = (float)acc;
   }
 }
@@ -80,20 +80,23 @@ static inline void host_mma_sum(float d[4], const float *A, const float *B, int 
  * the first element low): A's register r holds row groupID + 8 (r & 1), columns
  * 2 threadID_in_group + {0, 1} + 8 (r >> 1); B's register r rows (k) 2 threadID_in_group +
  * {0, 1} + 8 r of column groupID; D's element i row groupID + 8 (i >> 1), column
- * 2 threadID_in_group + (i & 1). Each element's 16 products summed in order, in double. */
+ * 2 threadID_in_group + (i & 1). Each element's 16 products summed in order, in double.
+ * Read backwards: A's element (row, k) is in lane 4 (row % 8) + (k % 8) / 2, register
+ * row / 8 + 2 (k / 8), half k % 2; B's (k, col) in lane 4 col + (k % 8) / 2, register k / 8,
+ * half k % 2. */
 static inline float host_bf16_at(unsigned reg, int hi) { return __uint_as_float((hi ? reg >> 16 : reg & 0xFFFFu) << 16); }
 
 static inline void mpl_mma_bf16(float d[4], const unsigned a[4], const unsigned b[2]) {
-  unsigned w0 = host_mma_post(a, b);
-  float A[16][16], B[16][8];
-  for (unsigned l = 0; l < 32; l++) {
-    unsigned gid = l >> 2, tid = l & 3;
-    for (int r = 0; r < 4; r++)
-      for (int e = 0; e < 2; e++) A[gid + 8 * (r & 1)][2 * tid + e + 8 * (r >> 1)] = host_bf16_at(host_xchg_a[w0 + l][r], e);
-    for (int r = 0; r < 2; r++)
-      for (int e = 0; e < 2; e++) B[2 * tid + e + 8 * r][gid] = host_bf16_at(host_xchg_b[w0 + l][r], e);
+  unsigned w0 = host_mma_post(a, b), gid = (threadIdx.x & 31) >> 2, tid = threadIdx.x & 3;
+  float A[2][16], B[16][2];
+  for (int k = 0; k < 16; k++) {
+    for (int h = 0; h < 2; h++) {
+      unsigned row = gid + 8 * (unsigned)h, col = 2 * tid + (unsigned)h;
+      A[h][k] = host_bf16_at(host_xchg_a[w0 + 4 * (row % 8) + (k % 8) / 2][row / 8 + 2 * (k / 8)], k % 2);
+      B[k][h] = host_bf16_at(host_xchg_b[w0 + 4 * col + (k % 8) / 2][k / 8], k % 2);
+    }
   }
-  host_mma_sum(d, &A[0][0], &B[0][0], 16);
+  host_mma_sum(d, A, B, 16);
 }
 
 /* cvt.rna.tf32.f32: x rounded to tf32 (10 bits of significand; to nearest, ties away from
@@ -111,20 +114,23 @@ static inline unsigned mpl_tf32(float x) {
  * column threadID_in_group + 4 (r >> 1); B's register r row (k) threadID_in_group + 4 r of
  * column groupID; D as mpl_mma_bf16's. Every operand must be a tf32 value (the kernels round
  * them with mpl_tf32: the hardware ignores the low bits). Each element's 8 products summed
- * in order, in double. */
+ * in order, in double. Read backwards: A's element (row, k) is in lane 4 (row % 8) + k % 4,
+ * register row / 8 + 2 (k / 4); B's (k, col) in lane 4 col + k % 4, register k / 4. */
 static inline float host_tf32_at(unsigned reg) {
   if (reg & 0x1FFFu) ck_abort_msg("an mma operand is not a tf32 value (bits %08x)", reg); /* (ck_assert is slow here) */
   return __uint_as_float(reg);
 }
 static inline void mpl_mma_tf32(float d[4], const unsigned a[4], const unsigned b[2]) {
-  unsigned w0 = host_mma_post(a, b);
-  float A[16][8], B[8][8];
-  for (unsigned l = 0; l < 32; l++) {
-    unsigned gid = l >> 2, tid = l & 3;
-    for (int r = 0; r < 4; r++) A[gid + 8 * (r & 1)][tid + 4 * (r >> 1)] = host_tf32_at(host_xchg_a[w0 + l][r]);
-    for (int r = 0; r < 2; r++) B[tid + 4 * r][gid] = host_tf32_at(host_xchg_b[w0 + l][r]);
+  unsigned w0 = host_mma_post(a, b), gid = (threadIdx.x & 31) >> 2, tid = threadIdx.x & 3;
+  float A[2][16], B[16][2];
+  for (int k = 0; k < 8; k++) {
+    for (int h = 0; h < 2; h++) {
+      unsigned row = gid + 8 * (unsigned)h, col = 2 * tid + (unsigned)h;
+      A[h][k] = host_tf32_at(host_xchg_a[w0 + 4 * (row % 8) + k % 4][row / 8 + 2 * (k / 4)]);
+      B[k][h] = host_tf32_at(host_xchg_b[w0 + 4 * col + k % 4][k / 4]);
+    }
   }
-  host_mma_sum(d, &A[0][0], &B[0][0], 8);
+  host_mma_sum(d, A, B, 8);
 }
 
 typedef struct HostGrid {
