@@ -24,7 +24,7 @@ LDLIBS   := -lm
 # `make bench` run it first and then build in a sub-make, so the tools below are looked up
 # after the install. Every other goal only checks (dpkg-query, when the machine has it) and
 # stops with the missing package's name. cuda-only, clean and the set-up goals check nothing.
-DEB_PKGS := gcc libc6-dev flex bison check pkg-config llvm-14-dev libdnnl-dev libopenmpi-dev openmpi-bin clang libclang-rt-14-dev
+DEB_PKGS := gcc libc6-dev flex bison check pkg-config llvm-14-dev libdnnl-dev clang libclang-rt-14-dev $(if $(NO_MPI),,libopenmpi-dev openmpi-bin)
 # make test's scripts check results with Python's standard library (python3: not in a minimal
 # Debian, and not needed to build)
 TEST_PKGS := python3

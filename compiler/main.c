@@ -244,7 +244,12 @@ static void parse_options(Arena *a, int argc, char **argv, Options *o) {
     else if (!strcmp(arg, "--no-fused-ce")) o->co.no_fused_ce = true;
     else if (!strcmp(arg, "--no-remat")) o->co.no_remat = true;
     else if (!strcmp(arg, "--no-bf16-storage")) o->co.no_bf16_storage = true;
-    else if ((v = flag_value(argc, argv, &i, "-D"))) vec_push(a, &o->co.defines, parse_define(a, v));
+    else if ((v = flag_value(argc, argv, &i, "-D"))) {
+      Define *df = parse_define(a, v);
+      for (int j = 0; j < o->co.defines.n; j++) /* as every other repeated option: stop here */
+        if (!strcmp(((const Define *)o->co.defines.items[j])->name, df->name)) fail(2, "-D %s is given twice: give it once", df->name);
+      vec_push(a, &o->co.defines, df);
+    }
     else if ((v = flag_value(argc, argv, &i, "-I"))) vec_push(a, &o->co.include_dirs, (void *)v);
     else if (arg[0] == '-' && arg[1]) fail(2, "unknown option '%s' (see mplc --help)", arg);
     else if (o->input) fail(2, "more than one input file ('%s')", arg);

@@ -230,7 +230,7 @@ static bool sdpa_check(Sema *S, Node *call, Value q, Value k, Value v) {
       why = arena_printf(S->a, ": k has %lld keys, v %lld", (long long)ki->shape.d[r - 2], (long long)vi->shape.d[r - 2]);
     else if (ranks && ki->shape.d[r - 3] != vi->shape.d[r - 3])
       why = arena_printf(S->a, ": k has %lld heads, v %lld", (long long)ki->shape.d[r - 3], (long long)vi->shape.d[r - 3]);
-    sema_err(S, call->loc, "sdpa: q %s, k %s and v %s do not fit [..., H, T, hs], [..., Hkv, S, hs], [..., Hkv, S, hs] (rank 3 to %d)%s",
+    sema_err(S, call->loc, "sdpa: q %s, k %s and v %s do not fit [..., H, T, hs], [..., Hkv, S, hs], [..., Hkv, S, hv] (rank 3 to %d)%s",
              sema_shape_str(S, qi), sema_shape_str(S, ki), sema_shape_str(S, vi), MPL_MAX_RANK - 1, why);
     sema_note_operands(S, q, k);
     if (v.op != q.op && v.op != k.op) sema_note_made(S, v);

@@ -211,6 +211,10 @@ int mpl_cuda_device_count(int *count, MplErr *err);
 typedef enum MplSdpaIsa { MPL_SDPA_AVX512, MPL_SDPA_AVX2, MPL_SDPA_GENERIC } MplSdpaIsa;
 MplSdpaIsa mpl_sdpa_cpu_isa(void);
 const char *mpl_sdpa_isa_name(MplSdpaIsa isa);
+/* MPL_CPU_SDPA checked (mplrun's start): MPL_OK when unset or empty, or naming an instruction
+ * set this CPU has; a name this CPU lacks is MPL_OK with *lacks set (mpl_sdpa_cpu_isa then
+ * takes the best it has); any other value is an error naming it. */
+int mpl_sdpa_isa_env(bool *lacks, MplErr *err);
 /* The work as independent units for a device's threads: the forward's are (batch, head,
  * tile of query rows), the backward's (batch, kv head). mpl_sdpa_cpu_fwd and _bwd run
  * units [begin, end) as an MplKernelFn: args[0] is an MplSdpaRun. Any split of the units

@@ -9,9 +9,16 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
+static const char usage[] = "usage: mpltok INPUT OUTPUT.bin\n"
+                            "  writes INPUT's bytes as an llm.c token file (one token per byte, vocabulary 256)\n";
+
 int main(int argc, char **argv) {
+  if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) { /* asked for: stdout, 0 (as mplc's) */
+    fputs(usage, stdout);
+    return 0;
+  }
   if (argc != 3) {
-    fprintf(stderr, "usage: mpltok INPUT OUTPUT.bin\n");
+    fputs(usage, stderr);
     return 2;
   }
   uint8_t *data;

@@ -85,6 +85,18 @@ MplSdpaIsa mpl_sdpa_cpu_isa(void) {
   return MPL_SDPA_GENERIC;
 }
 
+int mpl_sdpa_isa_env(bool *lacks, MplErr *err) {
+  const char *want = getenv("MPL_CPU_SDPA");
+  *lacks = false;
+  if (!want || !*want) return MPL_OK;
+  for (int i = 0; i <= MPL_SDPA_GENERIC; i++)
+    if (!strcmp(want, isa_names[i])) {
+      *lacks = !isa_available((MplSdpaIsa)i);
+      return MPL_OK;
+    }
+  return mpl_errf(err, "MPL_CPU_SDPA must be avx512, avx2 or generic, not '%s'", want);
+}
+
 static int64_t query_tiles(const MplSdpa *a) { return (a->T + SDPA_BR - 1) / SDPA_BR; }
 
 int64_t mpl_sdpa_cpu_units(const MplSdpa *a, bool backward) {

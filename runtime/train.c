@@ -195,6 +195,20 @@ static int init_graphs(MplRun *r, MplErr *err) {
   return MPL_OK;
 }
 
+/* The CPU device's switches (MPL_CPU_SDPA, MPL_CPU_BF16), checked once at the start: a value
+ * they do not take is an error naming it, not the default in silence; an instruction set
+ * MPL_CPU_SDPA names that this CPU lacks, a warning (the best it has is used). */
+static int init_cpu_env(MplRun *r, MplErr *err) {
+  bool lacks;
+  if (mpl_sdpa_isa_env(&lacks, err) != MPL_OK) return MPL_ERR;
+  const char *bf = getenv("MPL_CPU_BF16");
+  if (bf && *bf && strcmp(bf, "0") && strcmp(bf, "1")) return mpl_errf(err, "MPL_CPU_BF16 must be 0 or 1, not '%s'", bf);
+  if (lacks && r->lead && !r->devops->device_memory)
+    fprintf(stderr, "mplrun: warning: MPL_CPU_SDPA=%s: this CPU has no %s; the fused attention uses %s\n",
+            getenv("MPL_CPU_SDPA"), getenv("MPL_CPU_SDPA"), mpl_sdpa_isa_name(mpl_sdpa_cpu_isa()));
+  return MPL_OK;
+}
+
 static int run_init_body(MplRun *r, MplErr *err) {
   const Job *job = r->job;
   if (check_job(job, err) != MPL_OK) return MPL_ERR;
@@ -210,7 +224,7 @@ static int run_init_body(MplRun *r, MplErr *err) {
   r->last_loss = r->val_loss = NAN;
   if (!r->devops->load_kernels && init_kernels(r, err) != MPL_OK) return MPL_ERR;
   bool own_comm = r->devops->world_init != NULL; /* the device brings its communicator */
-  if (init_mpi(r, err) != MPL_OK || init_graphs(r, err) != MPL_OK) return MPL_ERR;
+  if (init_mpi(r, err) != MPL_OK || init_graphs(r, err) != MPL_OK || init_cpu_env(r, err) != MPL_OK) return MPL_ERR;
   if (r->lead && init_outputs(r, err) != MPL_OK) return MPL_ERR;
   if (!own_comm && !r->mpi && mpl_comm_world_init(&r->world, r->nworld, err) != MPL_OK) return MPL_ERR;
   if (r->world) mpl_comm_world_set_spin(r->world, r->nworld * r->opts.threads);

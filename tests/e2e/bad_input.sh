@@ -520,5 +520,34 @@ if MPL_CUDA_GRAPHS=1 "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --steps 2 --save "$tmp
 then ok "MPL_CUDA_GRAPHS=1 on the cpu device: a warning, the same params"
 else bad "MPL_CUDA_GRAPHS=1 on the cpu device: $(head -n 2 "$tmp/g1.out")"; fi
 
+# mpltok: --help to stdout with exit 0 (as mplc's and mplrun's); a wrong argument count, the
+# usage to stderr with exit 2
+if "$BUILD/mpltok" --help > "$tmp/tokhelp.out" 2> "$tmp/tokhelp.err" && grep -q "^usage: mpltok INPUT OUTPUT.bin" "$tmp/tokhelp.out" &&
+   [ ! -s "$tmp/tokhelp.err" ]
+then ok "mpltok --help: the usage on stdout, exit 0"; else bad "mpltok --help: $(cat "$tmp/tokhelp.err")"; fi
+"$BUILD/mpltok" "$tmp/tiny.bin" > "$tmp/tok1.out" 2> "$tmp/tok1.err"; rc=$?
+if [ $rc = 2 ] && grep -q "^usage: mpltok" "$tmp/tok1.err" && [ ! -s "$tmp/tok1.out" ]
+then ok "mpltok with one argument: the usage on stderr, exit 2"; else bad "mpltok with one argument: exit $rc"; fi
+
+# The CPU device's switches: a value they do not take is an error naming it. MPL_CPU_SDPA's
+# three instruction sets train a GPT (the fused attention) to the same params; one this CPU
+# lacks is a warning naming the one used instead, and no warning where it has it.
+expect_fail "MPL_CPU_SDPA=AVX2" "MPL_CPU_SDPA must be avx512, avx2 or generic, not 'AVX2'" \
+  env MPL_CPU_SDPA=AVX2 "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --steps 1
+expect_fail "MPL_CPU_BF16=no" "MPL_CPU_BF16 must be 0 or 1, not 'no'" \
+  env MPL_CPU_BF16=no "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --steps 1
+if "$MPLC" examples/gpt_tiny.mpl -D layers=1 -o "$tmp/attn.job" > /dev/null 2>&1 &&
+   "$MPLRUN" "$tmp/attn.job" "${D[@]}" "${R[@]}" --steps 2 --save "$tmp/attn.safetensors" > /dev/null 2>&1; then
+  for isa in avx512 avx2 generic; do
+    flag=$isa; [ $isa = avx512 ] && flag=avx512f
+    if [ $isa = generic ] || grep -q -w "$flag" /proc/cpuinfo; then want=""; else want="MPL_CPU_SDPA=$isa: this CPU has no $isa; the fused attention uses "; fi
+    if MPL_CPU_SDPA=$isa "$MPLRUN" "$tmp/attn.job" "${D[@]}" "${R[@]}" --steps 2 --save "$tmp/attn_$isa.safetensors" > "$tmp/attn_$isa.out" 2>&1 &&
+       cmp -s "$tmp/attn.safetensors" "$tmp/attn_$isa.safetensors" &&
+       if [ -n "$want" ]; then grep -q "warning: $want" "$tmp/attn_$isa.out"; else ! grep -q warning "$tmp/attn_$isa.out"; fi
+    then ok "MPL_CPU_SDPA=$isa: the same params${want:+, a warning}"
+    else bad "MPL_CPU_SDPA=$isa: $(head -n 2 "$tmp/attn_$isa.out")"; fi
+  done
+else bad "gpt_tiny for MPL_CPU_SDPA: did not train"; fi
+
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
