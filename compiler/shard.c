@@ -65,6 +65,7 @@ typedef struct Refusal {
   const Op *origin;   /* the @shard param of the split, or NULL */
   const char *other;  /* the first reader's other refused input: its layout, or NULL */
   const Op *other_origin;
+  const Op *moved;    /* a reshape on the split's way that moved it past a part of size 1, or NULL */
 } Refusal;
 
 typedef struct Shard {
@@ -77,6 +78,8 @@ typedef struct Shard {
   int *reduced; /* new id (a partial sum) -> its ALLREDUCE, or -1 */
   int *entered; /* new id (replicated) -> its TP_ENTER made by enter(), or -1 */
   bool *dep;    /* new id -> made from a param (may carry a gradient) */
+  bool *moved;  /* new id -> a reshape that kept its input's split by moving it past a part of
+                   size 1 where a head count would be (kv_heads = 1 at tp = 2) */
   int cap;
   Refusal *refused;
   int nrefused, caprefused;
@@ -99,8 +102,9 @@ static void note_id(Shard *s, int id) {
   s->reduced = realloc(s->reduced, sizeof(int) * (size_t)ncap);
   s->entered = realloc(s->entered, sizeof(int) * (size_t)ncap);
   s->dep = realloc(s->dep, sizeof(bool) * (size_t)ncap);
-  if (!s->gather || !s->reduced || !s->entered || !s->dep) die("out of memory");
-  for (int k = s->cap; k < ncap; k++) s->gather[k] = s->reduced[k] = s->entered[k] = -1, s->dep[k] = false;
+  s->moved = realloc(s->moved, sizeof(bool) * (size_t)ncap);
+  if (!s->gather || !s->reduced || !s->entered || !s->dep || !s->moved) die("out of memory");
+  for (int k = s->cap; k < ncap; k++) s->gather[k] = s->reduced[k] = s->entered[k] = -1, s->dep[k] = s->moved[k] = false;
   s->cap = ncap;
 }
 
@@ -157,10 +161,17 @@ static const char *layout_desc(const Shard *s, const Op *op, char *buf, size_t n
   return buf;
 }
 
-/* The @shard param a split value comes from (following split inputs back), or NULL. */
-static const Op *split_origin(const Shard *s, const Op *op) {
+/* The @shard param a split value comes from (following split inputs back), or NULL; and in
+ * *moved (unless NULL) the nearest reshape on the way if s->moved marks it, else NULL (a
+ * later reshape may have moved the split back: pass 50's hint that did not apply). */
+static const Op *split_walk(const Shard *s, const Op *op, const Op **moved) {
+  if (moved) *moved = NULL;
   for (int guard = 0; op && guard < s->g->nops; guard++) {
     if (op->kind == OP_PARAM) return op;
+    if (moved && !*moved && op->kind == OP_RESHAPE) { /* the nearest reshape, if it moved the split */
+      if (s->moved[op->id]) *moved = op;
+      moved = NULL;
+    }
     /* an input split by a param's own split first: a cut or reduce-scatter made here took
        its split from the op's other input (a partial sum times a split gain: the gain's) */
     const Op *next = NULL;
@@ -174,6 +185,7 @@ static const Op *split_origin(const Shard *s, const Op *op) {
   }
   return NULL;
 }
+static const Op *split_origin(const Shard *s, const Op *op) { return split_walk(s, op, NULL); }
 
 /* The refusal already noted for reader's place (its own and where it is reported), or NULL. */
 static Refusal *find_refusal(Shard *s, const Op *reader) {
@@ -220,7 +232,9 @@ static void check_gather(Shard *s, const Op *v, const Op *reader) {
                                  "%s needs its input replicated, but the input is %s%s: that would all-gather the whole value "
                                  "on every tp rank (pass --allow-gather to accept it, or shard so that this op keeps the split)",
                                  op_name(reader->kind), layout_desc(s, v, have, sizeof have), s->hint ? s->hint : "");
-  *new_refusal(s) = (Refusal){op_user_loc(reader), reader, reader, 1, msg, split_origin(s, v), NULL, NULL};
+  const Op *moved;
+  const Op *origin = split_walk(s, v, &moved);
+  *new_refusal(s) = (Refusal){op_user_loc(reader), reader, reader, 1, msg, origin, NULL, NULL, moved};
 }
 
 /* One error per place refused, with how many more ops there were refused the same: a
@@ -243,6 +257,11 @@ static void report_refusals(Shard *s) {
     else diag_error(s->d, r->at, "%s", r->msg);
     if (r->reader->site) note_inside(s->d, r->reader->loc, r->reader->site->inside);
     if (r->origin) diag_note(s->d, r->origin->loc, "the split comes from @shard on '%s'", r->origin->name);
+    if (r->moved) { /* (kv_heads = 1 at tp = 2: the error was at rope's split of the head size) */
+      char have[256];
+      diag_note(s->d, r->moved->loc, "this reshape moved the split past a dimension of size 1 (its result is %s): "
+                "a head count must divide by tp = %d", layout_desc(s, r->moved, have, sizeof have), s->tp);
+    }
     if (r->other && r->other_origin)
       diag_note(s->d, r->other_origin->loc, "the other input is %s, from @shard on '%s'", r->other, r->other_origin->name);
   }
@@ -500,8 +519,11 @@ static int shard_reshape(Shard *s, const Op *src, const int *in) {
   int64_t p = 1;
   for (int j = 0; j < src->shape.rank; j++) {
     if (p == prefix && splittable(s, src->shape.d[j], 1)) {
-      s->hint = NULL; /* a size-1 part passed on the way: the split is kept after all */
-      return finish(s, clone_with(s, src, 1, in), src, (Layout){.split_dim = j, .groups = 1});
+      bool moved = s->hint != NULL; /* a size-1 part passed on the way: the split is kept after all */
+      s->hint = NULL;
+      int id = finish(s, clone_with(s, src, 1, in), src, (Layout){.split_dim = j, .groups = 1});
+      s->moved[id] = moved;
+      return id;
     }
     if (p == prefix && src->shape.d[j] % s->tp)
       s->hint = arena_printf(s->g->arena, ", and the reshape makes that dimension's leading part %lld, which does not divide "
@@ -709,7 +731,8 @@ Graph *shard_program(Diag *d, Graph *old, bool allow_gather) {
   s.reduced = malloc(sizeof(int) * (size_t)s.cap);
   s.entered = malloc(sizeof(int) * (size_t)s.cap);
   s.dep = calloc((size_t)s.cap, sizeof(bool));
-  if (!s.map || !s.gather || !s.reduced || !s.entered || !s.dep) die("out of memory");
+  s.moved = calloc((size_t)s.cap, sizeof(bool));
+  if (!s.map || !s.gather || !s.reduced || !s.entered || !s.dep || !s.moved) die("out of memory");
   for (int i = 0; i < s.cap; i++) s.gather[i] = s.reduced[i] = s.entered[i] = -1;
   int *in = malloc(sizeof(int) * 64);
   int in_cap = 64;
@@ -728,6 +751,7 @@ Graph *shard_program(Diag *d, Graph *old, bool allow_gather) {
   free(s.reduced);
   free(s.entered);
   free(s.dep);
+  free(s.moved);
   graph_verify(s.g);
   return s.g;
 }
