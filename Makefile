@@ -213,6 +213,12 @@ $(BUILD)/tests/test_cuda_mock: $(addprefix $(BUILD)/tests/,test_cuda_mock.o cuda
 $(BUILD)/tests/test_cuda_jobs: $(addprefix $(BUILD)/tests/,test_cuda_jobs.o cuda_mock.o cuda_mock_progs.o cuda_mock_sdpa.o) \
                                $(LIBCOMP) $(LIBRT) $(LIBJOB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(filter-out -lcudart,$(RT_LIBS)) -ldl $(LDLIBS)
+# cuda_mock_run: one run of a job on the same mock, alone or one rank a process under mpirun
+# (tests/e2e/cuda_mpi.sh)
+CUDA_MOCK_RUN := $(BUILD)/tests/cuda_mock_run
+$(CUDA_MOCK_RUN): $(addprefix $(BUILD)/tests/,cuda_mock_run.o cuda_mock.o cuda_mock_progs.o cuda_mock_sdpa.o) \
+                  $(LIBCOMP) $(LIBRT) $(LIBJOB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(filter-out -lcudart,$(RT_LIBS)) -ldl $(LDLIBS)
 endif
 
 # ---- the user's commands ---------------------------------------------------------
@@ -227,7 +233,7 @@ run-example: all
 	BUILD=$(BUILD) ./tests/run_example.sh
 
 test: deps test-deps
-	@$(MAKE) --no-print-directory -j$(JOBS) all $(UNIT_BIN) $(CUDA_ONLY_TEST) $(GEMM_BENCH)
+	@$(MAKE) --no-print-directory -j$(JOBS) all $(UNIT_BIN) $(CUDA_ONLY_TEST) $(CUDA_MOCK_RUN) $(GEMM_BENCH)
 	@$(MAKE) --no-print-directory test-all
 test-all: all $(UNIT_BIN)
 	@BUILD=$(BUILD) ./tests/run.sh
@@ -272,6 +278,7 @@ endif
 # (a prerequisite list is expanded where it is read: so this comes after the definition;
 # test_cuda runs the cuda-only mplrun, so every goal that runs the unit tests builds it)
 test-all unit: $(CUDA_ONLY_TEST)
+test-all: $(CUDA_MOCK_RUN)
 
 # objects made through pattern chains are kept, not deleted as intermediates
 .SECONDARY:

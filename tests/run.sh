@@ -23,10 +23,10 @@ export MPL_CACHE_DIR=$work/cache
 PYTHON=${PYTHON:-$(python3 -c 'import sys; print(sys.executable)' 2> /dev/null || echo python3)}
 export PYTHON
 TIMED="e2e/plan_vs_run e2e/balance_run"   # suites that must run alone
-# the longest suites start first, so the pool ends together (seconds on a 2-core Zen 4:
-# sanitize 109, fuzz 59, mpi 56, bf16 55, parallel 41, test_cuda 39, random_programs 37,
-# test_refstep 28, schedules 27)
-LONG="e2e/sanitize fuzz e2e/mpi e2e/bf16 unit/test_cuda_jobs e2e/parallel unit/test_cuda e2e/random_programs unit/test_refstep e2e/schedules"
+# the longest suites start first, so the pool ends together (seconds on a 2-core Zen 4, two
+# at a time: test_cuda_jobs 100, sanitize 91, fuzz 55, mpi 53, random_programs 42, test_sdpa
+# 30, bf16 35, cuda_mpi 30, test_refstep 29, test_cuda 24)
+LONG="unit/test_cuda_jobs e2e/sanitize fuzz e2e/mpi e2e/random_programs e2e/bf16 unit/test_sdpa e2e/cuda_mpi unit/test_refstep unit/test_cuda"
 
 # suite NAME CMD...: one line of the plan, "NAME<TAB>CMD..."
 names=(); cmds=()
