@@ -138,6 +138,8 @@ mpi_case mpi_pp2_local_rank 2 jobs/gpt_pp2_1f1b.job gpt_pp2_1f1b - "--devices cu
 mpi_case mpi_dp2_pp2_shared 4 jobs/gpt_dp2_pp2.job gpt_dp2_pp2 - "--devices cuda:0,0,0,0"
 mpi_case mpi_dp2_pp2_tp2_shared 8 jobs/gpt_dp2_pp2_tp2.job gpt_dp2_pp2_tp2 - "--devices cuda:0,0,0,0,0,0,0,0"
 mpi_case mpi_nccl_one_rank 1 jobs/gpt_pp1_1f1b.job gpt_pp1_1f1b MPL_NCCL=1 "--devices cuda"
+# MPL_CUDA_GRAPHS=1 under mpirun: each process's graphs split at its staged messages and collectives
+mpi_case mpi_dp2_pp2_tp2_graphs 8 jobs/gpt_dp2_pp2_tp2.job gpt_dp2_pp2_tp2 MPL_CUDA_GRAPHS=1 "--devices cuda:0,0,0,0,0,0,0,0"
 echo "prepared $(wc -l < "$C/mpi.tsv") MPI runs"
 
 # the bench GPT configs (tests/bench/gpt.mpl), one pipeline stage
