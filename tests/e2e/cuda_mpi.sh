@@ -21,6 +21,7 @@ if [ ! -x "$RUN" ]; then echo "skip: $RUN is not built (no CUDA toolkit)"; finis
 if ! command -v mpirun > /dev/null 2>&1; then echo "skip: mpirun is not installed"; finish; fi
 if ! ldd "$RUN" 2>/dev/null | grep -q libmpi; then echo "skip: built without MPI"; finish; fi
 MPIRUN=(timeout -k 5 120 mpirun --oversubscribe)
+export MPL_MOCK_SO_CACHE=$tmp/so # a job's kernels built once for all its runs and processes
 [ "$(id -u)" = 0 ] && MPIRUN+=(--allow-run-as-root)
 
 # case NAME NP STEPS MODEL MPLC-ARGS...

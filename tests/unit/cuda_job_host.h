@@ -2,10 +2,18 @@
  * cuda_job_host.h — a job's generated CUDA kernels built for the host and registered with the
  * mock driver (cuda_mock.c), for the programs that run whole jobs on the mock GPU
  * (test_cuda_jobs.c, cuda_mock_run.c). Include after check.h, the runtime's headers,
- * cuda_mock.h and run_cmd.h; needs dlfcn.h.
+ * cuda_mock.h and run_cmd.h.
  */
 #ifndef MPL_TEST_CUDA_JOB_HOST_H
 #define MPL_TEST_CUDA_JOB_HOST_H
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* ---- the job's kernels on the host ------------------------------------------------------- */
 
@@ -91,15 +99,40 @@ static void load_host_kernels(Job *job, const char *tag, const char *dir, const 
   at += sprintf(at, ".version 8.0\n.target sm_90\n");
   for (int k = 0; k < job->kernels.nkernels; k++) at += sprintf(at, ".entry %s(\n", job->kernels.names[k]);
   job->kernels.ptx = ptx, job->kernels.ptx_len = (size_t)(at - ptx);
-  char c_path[PATH_MAX + 128], so_path[PATH_MAX + 128], cmd[4 * PATH_MAX], out[16384];
-  snprintf(c_path, sizeof c_path, "%s/%s.c", dir, tag);
-  snprintf(so_path, sizeof so_path, "%s/%s.so", dir, tag);
-  int n = write_host_source(job->kernels.cuda_src, c_path);
-  ck_assert_int_eq(n, job->kernels.nkernels);
-  const char *cc = getenv("CC");
-  snprintf(cmd, sizeof cmd, "%s -std=gnu11 -O1 -U_FORTIFY_SOURCE -fPIC -shared -fno-fast-math -ffp-contract=off -w -I'%s' -o '%s' '%s' -lm",
-           cc && *cc ? cc : "cc", root, so_path, c_path);
-  ck_assert_msg(run_cmd(cmd, out, sizeof out) == 0, "%s: the host build of the job's CUDA source failed:\n%s", tag, out);
+  /* The build is kept under the source's hash in the folder MPL_MOCK_SO_CACHE names (the
+     processes of one mpirun, or a test's cases with one model, build it once: the first
+     to take the folder's lock builds, the others wait and open it); else in dir, as tag. */
+  const char *cache = getenv("MPL_MOCK_SO_CACHE");
+  uint64_t h = 1469598103934665603ull; /* FNV-1a */
+  for (const unsigned char *c = (const unsigned char *)job->kernels.cuda_src; *c; c++) h = (h ^ *c) * 1099511628211ull;
+  char c_path[PATH_MAX + 128], so_path[PATH_MAX + 128], built[PATH_MAX + 160], cmd[4 * PATH_MAX], out[16384];
+  int lock = -1;
+  if (cache && *cache) {
+    ck_assert_msg(mkdir(cache, 0777) == 0 || errno == EEXIST, "%s: %s", cache, strerror(errno));
+    snprintf(so_path, sizeof so_path, "%s/%016llx.so", cache, (unsigned long long)h);
+    snprintf(c_path, sizeof c_path, "%s/%016llx.%d.c", cache, (unsigned long long)h, (int)getpid());
+    snprintf(built, sizeof built, "%s.%d", so_path, (int)getpid());
+    snprintf(cmd, sizeof cmd, "%s/.lock", cache);
+    lock = open(cmd, O_CREAT | O_RDWR, 0666);
+    ck_assert_msg(lock >= 0 && flock(lock, LOCK_EX) == 0, "%s: %s", cmd, strerror(errno));
+  } else {
+    snprintf(c_path, sizeof c_path, "%s/%s.c", dir, tag);
+    snprintf(so_path, sizeof so_path, "%s/%s.so", dir, tag);
+    snprintf(built, sizeof built, "%s", so_path);
+  }
+  if (lock < 0 || access(so_path, R_OK) != 0) {
+    int n = write_host_source(job->kernels.cuda_src, c_path);
+    ck_assert_int_eq(n, job->kernels.nkernels);
+    const char *cc = getenv("CC");
+    snprintf(cmd, sizeof cmd, "%s -std=gnu11 -O1 -U_FORTIFY_SOURCE -fPIC -shared -fno-fast-math -ffp-contract=off -w -I'%s' -o '%s' '%s' -lm",
+             cc && *cc ? cc : "cc", root, built, c_path);
+    ck_assert_msg(run_cmd(cmd, out, sizeof out) == 0, "%s: the host build of the job's CUDA source failed:\n%s", tag, out);
+    if (lock >= 0) {
+      unlink(c_path);
+      ck_assert_msg(rename(built, so_path) == 0, "%s: %s", so_path, strerror(errno));
+    }
+  }
+  if (lock >= 0) close(lock); /* (lets go of the lock) */
   void *so = dlopen(so_path, RTLD_NOW | RTLD_LOCAL);
   ck_assert_msg(so != NULL, "%s", dlerror());
   const MockKernel *table = dlsym(so, "gen_table");

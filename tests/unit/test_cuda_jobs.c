@@ -521,6 +521,9 @@ int main(int argc, char **argv) {
   if (!getcwd(root_dir, sizeof root_dir)) return 1;
   snprintf(tmp_dir, sizeof tmp_dir, "/tmp/mpl_test_cuda_jobs_XXXXXX");
   if (!mkdtemp(tmp_dir)) return 1;
+  char so_cache[PATH_MAX + 8]; /* a model's kernels built once for its cases (jobs, graphs) */
+  snprintf(so_cache, sizeof so_cache, "%s/so", tmp_dir);
+  setenv("MPL_MOCK_SO_CACHE", so_cache, 1);
   if (register_runtime_programs() != 0) return 1;
   Suite *s = suite_create("cuda_jobs");
   TCase *tc = tcase_create("jobs");
