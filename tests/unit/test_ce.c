@@ -302,6 +302,74 @@ START_TEST(test_bad_target) {
 }
 END_TEST
 
+/* ce.cu's bf16 rounding, bit for bit (pass 99: dropping its ties-to-even step, or its NaN's
+ * quiet bit, failed no test: random logits are never ties): exact ties go to the even
+ * neighbour, a NaN stays a NaN (quiet, its sign kept), an infinity stays one; and 100,000
+ * random finite values round as cuda_host.h's host_round_bf16 (nearbyint on the
+ * significand: independent of the bit trick). */
+START_TEST(test_cuda_bf16_rounding) {
+  static const uint32_t in[][2] = {
+      {0x3F808000u, 0x3F800000u}, /* 1 + 2^-8: a tie, to 1 (even) */
+      {0x3F818000u, 0x3F820000u}, /* 1 + 3 * 2^-8: a tie, up to the even 1 + 2^-6 */
+      {0xBF808000u, 0xBF800000u}, /* the same below zero */
+      {0x3F808001u, 0x3F810000u}, /* just past a tie: up */
+      {0x7F7FFFFFu, 0x7F800000u}, /* the largest float rounds to infinity */
+      {0x7F800000u, 0x7F800000u}, /* +inf */
+      {0xFF800000u, 0xFF800000u}, /* -inf */
+      {0xFF800001u, 0xFFC00000u}, /* a NaN whose payload is in the low bits: still a NaN */
+      {0x7F800001u, 0x7FC00000u},
+      {0x00000001u, 0x00000000u}, /* the smallest subnormal: to 0 */
+  };
+  for (size_t i = 0; i < sizeof in / sizeof in[0]; i++) {
+    uint32_t got = __float_as_uint(mpl_ce_bf16(__uint_as_float(in[i][0])));
+    ck_assert_msg(got == in[i][1], "mpl_ce_bf16(%08x) = %08x, not %08x", in[i][0], got, in[i][1]);
+  }
+  uint64_t r = 0x2545F4914F6CDD1Dull;
+  for (int i = 0; i < 100000; i++) {
+    r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+    float x = __uint_as_float((uint32_t)(r >> 32) & 0xF7FFFFFFu); /* finite: the exponent's top bit clear */
+    float want = (float)host_round_bf16(x), got = mpl_ce_bf16(x);
+    ck_assert_msg(__float_as_uint(got) == __float_as_uint(want), "mpl_ce_bf16(%a) = %a, not %a", (double)x, (double)got,
+                  (double)want);
+  }
+}
+END_TEST
+
+/* The row kernel on a target outside [0, V) (V itself, and -1): that row's loss is NaN (the
+ * device checks it), the others' finite, and its g has no one-hot taken off, so it sums to
+ * the scale while a good row's sums to 0 (pass 99: `tg <= V` read the next row's logit and
+ * gave a finite loss, and no test saw it). */
+START_TEST(test_cuda_bad_target) {
+  Case c = {4, 3, 10, 4};
+  Bufs b;
+  make(&c, &b, false);
+  int64_t V = c.V;
+  for (int bad = 0; bad < 2; bad++) {
+    b.t[2] = bad ? -1 : (int32_t)V;
+    float *L = malloc(4 * c.N * V);
+    double *lossr = calloc((size_t)c.N, 8);
+    ck_assert(mpl_gemm_f32(false, true, c.N, V, c.K, 1.0f, b.x, c.K, b.w, c.K, 0.0f, L, V) == MPL_OK);
+    float scale = 0.25f;
+    HostLaunch l = {.which = 0, .L = L, .loss = lossr, .t = b.t, .N = c.N, .V = V, .r0 = 0, .scale = scale};
+    host_launch(&l, c.N);
+    for (int64_t i = 0; i < c.N; i++) {
+      double sum = 0;
+      for (int64_t j = 0; j < V; j++) sum += L[i * V + j];
+      if (i == 2) {
+        ck_assert_msg(isnan(lossr[i]), "target %d: the row's loss is %g, not NaN", b.t[2], lossr[i]);
+        ck_assert_msg(fabs(sum - scale) < 1e-6, "target %d: the row's g sums to %g, not the scale %g", b.t[2], sum,
+                      (double)scale);
+      } else {
+        ck_assert_msg(isfinite(lossr[i]) && lossr[i] > 0, "row %lld: loss %g", (long long)i, lossr[i]);
+        ck_assert_msg(fabs(sum) < 1e-6, "row %lld: g sums to %g, not 0", (long long)i, sum);
+      }
+    }
+    free(L), free(lossr);
+  }
+  unmake(&b);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("ce");
   TCase *tc = tcase_create("core");
@@ -311,6 +379,8 @@ int main(void) {
   tcase_add_loop_test(tc, test_bf16_inputs, 0, 2 * (int)(sizeof cases / sizeof cases[0]));
   tcase_add_loop_test(tc, test_cuda_kernels_on_host, 0, 4 * (int)(sizeof cases / sizeof cases[0]));
   tcase_add_test(tc, test_nvrtc_compiles_kernels);
+  tcase_add_test(tc, test_cuda_bf16_rounding);
+  tcase_add_test(tc, test_cuda_bad_target);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

@@ -30,16 +30,27 @@ static float frand(float lo, float hi) {
   rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
   return lo + (hi - lo) * (float)((rng >> 40) / 16777216.0);
 }
+/* Every tensor is n floats and a sentinel after them, which no kernel may write (pass 99: a
+ * grid-stride loop's `i <= n` wrote one float past p, g, m and v, and nothing saw it). */
+static const uint32_t SENTINEL = 0x4EADBEEFu; /* (finite: a NaN would come back from a NaN sum unchanged) */
+static void set_sentinel(float *x, int64_t n) { memcpy(x + n, &SENTINEL, sizeof SENTINEL); }
+static void check_sentinel(const float *x, int64_t n, const char *what) {
+  uint32_t u;
+  memcpy(&u, x + n, sizeof u);
+  ck_assert_msg(u == SENTINEL, "%s[%lld] (one past its end) was written: %08x", what, (long long)n, u);
+}
 static float *filled(int64_t n, float lo, float hi) {
   float *x = malloc(sizeof(float) * (size_t)(n + 1));
   ck_assert_ptr_nonnull(x);
   for (int64_t i = 0; i < n; i++) x[i] = frand(lo, hi);
+  set_sentinel(x, n);
   return x;
 }
 static float *copy_of(const float *x, int64_t n) {
   float *y = malloc(sizeof(float) * (size_t)(n + 1));
   ck_assert_ptr_nonnull(y);
   memcpy(y, x, sizeof(float) * (size_t)n);
+  set_sentinel(y, n);
   return y;
 }
 
@@ -72,10 +83,29 @@ static void run_kernel(void *ctx) {
   }
 }
 
-static void launch(Launch *a, long long blocks) { host_launch_grid(blocks, 256, run_kernel, a); }
+static const MplOptTensor *list_t; /* the tensors of the last list fill() made */
+static int list_k;
+
+/* The launch, then the sentinels of the tensors it was given. */
+static void launch(Launch *a, long long blocks) {
+  host_launch_grid(blocks, 256, run_kernel, a);
+  static const char *const names[] = {"p", "g", "m", "v"};
+  if (a->which == 0 || a->which == 2 || a->which == 4 || a->which == 8) {
+    float *single[] = {a->p, a->g, a->m, a->v};
+    for (int k = 0; k < 4; k++)
+      if (single[k]) check_sentinel(single[k], a->n, names[k]);
+  }
+  if (a->which == 1 || a->which == 3 || a->which == 6 || a->which == 9) /* the list fill() made */
+    for (int i = 0; i < list_k; i++) {
+      float *listed[] = {list_t[i].p, list_t[i].g, list_t[i].m, list_t[i].v};
+      for (int k = 0; k < 4; k++)
+        if (listed[k]) check_sentinel(listed[k], list_t[i].n, names[k]);
+    }
+}
 
 /* The host's list (runtime/optim.c) as the kernels' parameter (sizes checked below). */
 static long long fill(MplList *L, const MplOptTensor *t, int k, int64_t per_block, int64_t cap) {
+  list_t = t, list_k = k;
   MplOptList h;
   long long blocks = mpl_opt_list_fill(&h, t, k, per_block, cap);
   memcpy(L, &h, sizeof *L);
