@@ -120,6 +120,9 @@ typedef struct MockStream {
   bool live;
   MockGraph *capture; /* a capture in progress: its records (cudaStreamBeginCapture) */
   pthread_t owner;    /* the thread that began it */
+  MockGraph *queue;   /* deferred mode: the work queued and not yet run (from head on) */
+  int head;
+  long enq, done;     /* deferred mode: items queued, and run, since the stream was made */
 } MockStream;
 enum { MAX_STREAMS = 64 };
 static MockStream streams[MAX_STREAMS];
@@ -153,6 +156,16 @@ static void no_capture_anywhere(const char *what) {
 /* The records a capture adds (the graph section below). */
 static void rec_memset(MockGraph *g, void *p, int v, size_t n);
 static void rec_copy(MockGraph *g, void *dst, const void *src, size_t n, size_t dpitch, size_t spitch, size_t h);
+/* Deferred mode (the section at the end): on when MPL_MOCK_DEFER names a seed. */
+static bool deferred(void);
+static void drain(MockStream *s);
+static void drain_all(void);
+static void defer_record(MockStream *s, cudaEvent_t e);
+static void defer_wait(MockStream *s, cudaEvent_t e);
+static void defer_until_event(cudaEvent_t e);
+static void defer_free(MockStream *s, void *p);
+static MockGraph *queue_for(cudaStream_t s); /* s's queue when its work is deferred, else NULL */
+static void queued(cudaStream_t s);          /* after a record was added to queue_for(s) */
 
 /* The legacy default stream (NULL) or a live one made by cudaStreamCreateWithFlags. */
 static bool stream_ok(cudaStream_t s) {
@@ -174,6 +187,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags) {
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
   if (!s || !stream_ok(s)) return set_error(cudaErrorInvalidResourceHandle);
   no_capture(s, "a stream's destruction");
+  if (deferred()) drain((MockStream *)s); /* (its work still runs) */
   ((MockStream *)s)->live = false;
   live_objects--;
   return cudaSuccess;
@@ -182,16 +196,24 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
   if (!stream_ok(s)) return set_error(cudaErrorInvalidResourceHandle);
   no_capture(s, "a wait for the stream");
+  if (deferred() && s) drain((MockStream *)s);
   return cudaSuccess;
 }
 cudaError_t cudaStreamQuery(cudaStream_t s) { return cudaStreamSynchronize(s); }
 cudaError_t cudaDeviceSynchronize(void) {
   no_capture_anywhere("cudaDeviceSynchronize");
+  if (deferred()) drain_all();
   return cudaSuccess;
 }
 
+/* An event: where its last record stands in a stream's queue (deferred mode), else nothing. */
+typedef struct MockEvent {
+  MockStream *s; /* NULL: never recorded */
+  long ticket;   /* the record is that stream's item number ticket (counted from 1) */
+} MockEvent;
+
 cudaError_t cudaEventCreate(cudaEvent_t *e) {
-  if (!(*e = malloc(1))) return set_error(cudaErrorMemoryAllocation);
+  if (!(*e = calloc(1, sizeof(MockEvent)))) return set_error(cudaErrorMemoryAllocation);
   live_objects++;
   return cudaSuccess;
 }
@@ -205,10 +227,15 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   if (!e || !stream_ok(s)) return set_error(cudaErrorInvalidResourceHandle);
   no_capture(s, "an event's record");
+  if (deferred() && s) defer_record((MockStream *)s, e);
   return cudaSuccess;
 }
-cudaError_t cudaEventQuery(cudaEvent_t e) { return cudaSuccess; }
-cudaError_t cudaEventSynchronize(cudaEvent_t e) { return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  if (!e) return set_error(cudaErrorInvalidResourceHandle);
+  if (deferred()) defer_until_event(e);
+  return cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t e) { return cudaEventSynchronize(e); }
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
   *ms = 0.001f;
   return cudaSuccess;
@@ -216,6 +243,7 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flags) {
   if (!e || !stream_ok(s)) return set_error(cudaErrorInvalidResourceHandle);
   no_capture(s, "a wait for an event"); /* (an event from outside the capture: the device never does it) */
+  if (deferred() && s) defer_wait((MockStream *)s, e);
   return cudaSuccess;
 }
 
@@ -281,6 +309,7 @@ cudaError_t cudaMalloc(void **p, size_t n) {
 }
 cudaError_t cudaFree(void *p) { /* cudaFree(NULL): the context, made at once */
   if (p) no_capture_anywhere("cudaFree"); /* (it synchronizes the device) */
+  if (p && deferred()) drain_all();
   return dev_free(p);
 }
 cudaError_t cudaMallocAsync(void **p, size_t n, cudaStream_t s) {
@@ -291,6 +320,11 @@ cudaError_t cudaMallocAsync(void **p, size_t n, cudaStream_t s) {
 cudaError_t cudaFreeAsync(void *p, cudaStream_t s) {
   if (!stream_ok(s)) return set_error(cudaErrorInvalidResourceHandle);
   no_capture(NULL, "cudaFreeAsync");
+  if (deferred() && s && p) {
+    if (alloc_of(p, 1) < 0) return set_error(cudaErrorInvalidValue);
+    defer_free((MockStream *)s, p); /* in stream order: the work queued before it still reads it */
+    return cudaSuccess;
+  }
   return dev_free(p);
 }
 
@@ -323,7 +357,17 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind
 
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind, cudaStream_t s) {
   if (!stream_ok(s)) return set_error(cudaErrorInvalidResourceHandle);
-  MockGraph *g = capture_of(s);
+  MockGraph *g = capture_of(s), *q = queue_for(s);
+  if (q) {
+    if (!copy_ok(dst, src, n, kind)) return set_error(cudaErrorInvalidValue);
+    if (is_dev(dst) && is_dev(src)) {
+      eager_ops++;
+      rec_copy(q, dst, src, n, n, n, 1);
+      queued(s);
+      return cudaSuccess;
+    }
+    drain((MockStream *)s); /* host memory (pageable): the copy waits for the stream, then runs */
+  }
   if (!g) {
     eager_ops += is_dev(dst) && is_dev(src);
     return cudaMemcpy(dst, src, n, kind);
@@ -345,13 +389,19 @@ cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t 
   if (w > dpitch || w > spitch) return set_error(cudaErrorInvalidPitchValue);
   for (size_t r = 0; r < h; r++)
     if (!copy_ok((char *)dst + r * dpitch, (const char *)src + r * spitch, w, kind)) return set_error(cudaErrorInvalidValue);
-  MockGraph *g = capture_of(s);
+  MockGraph *g = capture_of(s), *q = queue_for(s);
   if (g) {
     ck_assert_msg(is_dev(dst) && is_dev(src), "mock: a copy touching host memory inside a stream capture");
     rec_copy(g, dst, src, w, dpitch, spitch, h);
     return cudaSuccess;
   }
   eager_ops += is_dev(dst) && is_dev(src);
+  if (q && is_dev(dst) && is_dev(src)) {
+    rec_copy(q, dst, src, w, dpitch, spitch, h);
+    queued(s);
+    return cudaSuccess;
+  }
+  if (q) drain((MockStream *)s);
   for (size_t r = 0; r < h; r++) memmove((char *)dst + r * dpitch, (const char *)src + r * spitch, w);
   return cudaSuccess;
 }
@@ -364,7 +414,14 @@ cudaError_t cudaMemset(void *p, int v, size_t n) {
 
 cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s) {
   if (!stream_ok(s)) return set_error(cudaErrorInvalidResourceHandle);
-  MockGraph *g = capture_of(s);
+  MockGraph *g = capture_of(s), *q = queue_for(s);
+  if (q) {
+    if (alloc_of(p, n) < 0) return set_error(cudaErrorInvalidValue);
+    eager_ops++;
+    rec_memset(q, p, v, n);
+    queued(s);
+    return cudaSuccess;
+  }
   if (!g) {
     eager_ops++;
     return cudaMemset(p, v, n);
@@ -541,9 +598,15 @@ static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsi
                 "mock: %s launched with %u threads a block; it assumes %u (0: whole warps)", k->name, bx, k->threads);
   ck_assert_msg(shared == 0 && !extra && params, "mock: %s: dynamic shared memory %u, extra %p", k->name, shared,
                 (void *)extra);
-  MockGraph *g = capture_of((cudaStream_t)s);
+  MockGraph *g = capture_of((cudaStream_t)s), *q = queue_for((cudaStream_t)s);
   if (g) {
     rec_kernel(g, fn, gx, bx, params);
+    return CUDA_SUCCESS;
+  }
+  if (q) {
+    eager_ops++;
+    rec_kernel(q, fn, gx, bx, params);
+    queued((cudaStream_t)s);
     return CUDA_SUCCESS;
   }
   pthread_mutex_lock(&run_lock);
@@ -733,12 +796,17 @@ static cublasStatus_t gemm_batch(cublasHandle_t h, const char *fn, cublasCompute
   g.bits = input_bits(mh, g.at, g.bt, CUDA_R_32F, cmp);
   if (g.bits < 0) return CUBLAS_STATUS_NOT_SUPPORTED;
   GemmCall c = {fn, *mh, cmp, g, sa, sb, sc, batch};
-  MockGraph *graph = capture_of(mh->stream);
+  MockGraph *graph = capture_of(mh->stream), *q = queue_for(mh->stream);
   if (graph) { /* alpha and beta were read now, as cuBLAS reads host scalars at the capture */
     rec_gemm(graph, &c);
     return CUBLAS_STATUS_SUCCESS;
   }
   eager_ops++;
+  if (q) { /* (the operands' extents are checked when it runs, as after a capture) */
+    rec_gemm(q, &c);
+    queued(mh->stream);
+    return CUBLAS_STATUS_SUCCESS;
+  }
   return gemm_run(&c);
 }
 
@@ -806,9 +874,17 @@ static cublasStatus_t blas_saxpy(cublasHandle_t h, int n, const float *alpha, co
                                  int incy) {
   if (incx != 1 || incy != 1 || n < 0) return CUBLAS_STATUS_INVALID_VALUE;
   if (n && (alloc_of(x, 4 * (size_t)n) < 0 || alloc_of(y, 4 * (size_t)n) < 0)) return CUBLAS_STATUS_EXECUTION_FAILED;
-  MockGraph *graph = capture_of(((MockHandle *)h)->stream);
+  cudaStream_t st = ((MockHandle *)h)->stream;
+  MockGraph *graph = capture_of(st), *q = queue_for(st);
   if (graph) rec_saxpy(graph, n, *alpha, x, y);
-  else saxpy_run(n, *alpha, x, y), eager_ops++;
+  else if (q) {
+    rec_saxpy(q, n, *alpha, x, y);
+    eager_ops++;
+    queued(st);
+  } else {
+    saxpy_run(n, *alpha, x, y);
+    eager_ops++;
+  }
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -840,7 +916,7 @@ const char *mpl_cublas_status(cublasStatus_t s) { return blas_status(s); }
 
 /* ---- stream capture and graphs ------------------------------------------------------------------ */
 
-typedef enum { W_KERNEL, W_MEMSET, W_COPY, W_GEMM, W_SAXPY } WorkKind;
+typedef enum { W_KERNEL, W_MEMSET, W_COPY, W_GEMM, W_SAXPY, W_WAIT, W_FREE, W_GRAPH } WorkKind;
 typedef struct Work {
   WorkKind kind;
   const MockFunc *fn; /* kernel: the function, its grid, and its parameters copied into blob */
@@ -853,10 +929,14 @@ typedef struct Work {
   int v;
   float alpha;
   GemmCall gemm;
+  MockStream *ws; /* deferred mode: a wait (until ws has run wticket items), a graph's launch */
+  long wticket;
+  MockGraph *snap, *exec;
 } Work;
 struct MockGraph {
   Work *w;
   int n, cap;
+  int pending; /* deferred mode: launches of this executable graph queued and not yet run */
 };
 static MockGraphStats graph_stats; /* under stats_lock (ranks are threads) */
 static pthread_mutex_t stats_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -872,13 +952,17 @@ MockGraphStats cuda_mock_graph_stats(void) {
 }
 void cuda_mock_refuse_update(int skip) { refuse_skip = skip; }
 
+static pthread_mutex_t defer_lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
+
 static void add_work(MockGraph *g, const Work *w) {
+  pthread_mutex_lock(&defer_lock); /* (a deferred queue: another rank's thread may be running it) */
   if (g->n == g->cap) {
     g->cap = g->cap ? 2 * g->cap : 64;
     g->w = realloc(g->w, sizeof *g->w * (size_t)g->cap);
     ck_assert(g->w);
   }
   g->w[g->n++] = *w;
+  pthread_mutex_unlock(&defer_lock);
 }
 
 static void rec_memset(MockGraph *g, void *p, int v, size_t n) { add_work(g, &(Work){.kind = W_MEMSET, .dst = p, .v = v, .n = n}); }
@@ -933,6 +1017,7 @@ static void run_work(const Work *w) {
     break;
   case W_GEMM: ck_assert_msg(gemm_run(&w->gemm) == CUBLAS_STATUS_SUCCESS, "mock: a captured %s failed", w->gemm.fn); break;
   case W_SAXPY: saxpy_run((int)w->n, w->alpha, w->src, w->dst); break;
+  case W_WAIT: case W_FREE: case W_GRAPH: ck_abort_msg("mock: a deferred record in a graph"); break;
   }
 }
 
@@ -988,6 +1073,7 @@ static bool same_shape(const Work *a, const Work *b) {
     return a->gemm.fn == b->gemm.fn && a->gemm.cmp == b->gemm.cmp && a->gemm.batch == b->gemm.batch &&
            x->m == y->m && x->n == y->n && x->k == y->k && x->ta == y->ta && x->tb == y->tb && x->at == y->at;
   }
+  case W_WAIT: case W_FREE: case W_GRAPH: return false; /* (never captured) */
   }
   return false;
 }
@@ -996,6 +1082,11 @@ cudaError_t cudaGraphExecUpdate(cudaGraphExec_t exec, cudaGraph_t graph, cudaGra
   MockGraph *e = (MockGraph *)exec;
   const MockGraph *g = (const MockGraph *)graph;
   memset(info, 0, sizeof *info);
+  pthread_mutex_lock(&defer_lock);
+  int pending = e->pending;
+  pthread_mutex_unlock(&defer_lock);
+  ck_assert_msg(!pending, "mock: cudaGraphExecUpdate of a graph whose launch has not run yet (the device's rule: an "
+                          "executable graph launched since the host last waited is never updated)");
   bool same = e->n == g->n;
   for (int i = 0; i < g->n && same; i++) same = same_shape(&e->w[i], &g->w[i]);
   pthread_mutex_lock(&stats_lock); /* (ranks are threads) */
@@ -1019,8 +1110,20 @@ cudaError_t cudaGraphExecUpdate(cudaGraphExec_t exec, cudaGraph_t graph, cudaGra
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
   if (!stream_ok(s)) return set_error(cudaErrorInvalidResourceHandle);
   no_capture(s, "a graph's launch");
-  const MockGraph *e = (const MockGraph *)exec;
-  for (int i = 0; i < e->n; i++) run_work(&e->w[i]);
+  MockGraph *e = (MockGraph *)exec;
+  MockGraph *q = queue_for(s);
+  if (q) { /* a copy of its records now: an update after this launch changes the next one */
+    MockGraph *snap = calloc(1, sizeof *snap);
+    ck_assert(snap);
+    for (int i = 0; i < e->n; i++) add_work(snap, &(Work){0}), snap->w[i] = work_copy(&e->w[i]);
+    pthread_mutex_lock(&defer_lock);
+    e->pending++;
+    add_work(q, &(Work){.kind = W_GRAPH, .snap = snap, .exec = e});
+    pthread_mutex_unlock(&defer_lock);
+    queued(s);
+  } else {
+    for (int i = 0; i < e->n; i++) run_work(&e->w[i]);
+  }
   STAT(graph_stats.launches++);
   STAT(graph_stats.nodes += e->n);
   return cudaSuccess;
@@ -1028,6 +1131,12 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
 
 cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
   if (!graph) return set_error(cudaErrorInvalidValue);
+  if (deferred()) { /* (its queued launches run on copies; a destroyed exec must not be waited for) */
+    pthread_mutex_lock(&defer_lock);
+    int pending = ((MockGraph *)graph)->pending;
+    pthread_mutex_unlock(&defer_lock);
+    if (pending) drain_all();
+  }
   graph_clear((MockGraph *)graph);
   free(graph);
   live_objects--;
@@ -1035,3 +1144,122 @@ cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
 }
 
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) { return cudaGraphDestroy((cudaGraph_t)exec); }
+
+/* ---- deferred mode ------------------------------------------------------------------------------
+ * MPL_MOCK_DEFER=SEED (not 0): a stream's work (kernels, copies and memsets between device
+ * buffers, products, graph launches, frees in stream order, waits for events) is queued, not
+ * run, and runs when the host waits for it: cudaStreamSynchronize or Query (that stream's),
+ * cudaEventSynchronize or Query (up to the event's record), cudaDeviceSynchronize and
+ * cudaFree (all), a copy to or from host memory on the stream (pageable memory: after the
+ * stream's work). A wait for an event runs, when its turn comes, the recording stream up to
+ * the record. And after each queued item, now and then (a seeded draw), one item of a
+ * random stream runs early, as a GPU runs streams side by side. So a missing wait between
+ * streams, or a host read of device memory before its wait, gives other numbers than the
+ * eager mock's (every call done before it returns), where a GPU would race. cudaMemcpy and
+ * cudaMemset (the legacy stream) do not wait for the device's streams, as for streams made
+ * with cudaStreamNonBlocking. Every queue is under defer_lock (ranks are threads; a thread
+ * may run another's stream). */
+
+static pthread_once_t defer_once = PTHREAD_ONCE_INIT;
+static bool defer_on;
+static uint64_t defer_rng;
+static void defer_init(void) {
+  const char *e = getenv("MPL_MOCK_DEFER");
+  defer_on = e && *e && strcmp(e, "0");
+  defer_rng = (defer_on ? strtoull(e, NULL, 10) : 0) * 0x9E3779B97F4A7C15ull | 1;
+}
+static bool deferred(void) {
+  pthread_once(&defer_once, defer_init);
+  return defer_on;
+}
+static unsigned defer_draw(unsigned n) { /* under defer_lock */
+  defer_rng ^= defer_rng << 13, defer_rng ^= defer_rng >> 7, defer_rng ^= defer_rng << 17;
+  return (unsigned)(defer_rng >> 33) % n;
+}
+
+static MockGraph *queue_for(cudaStream_t s) {
+  if (!s || !deferred() || capture_of(s)) return NULL;
+  MockStream *m = (MockStream *)s;
+  pthread_mutex_lock(&defer_lock);
+  if (!m->queue) ck_assert(m->queue = calloc(1, sizeof(MockGraph)));
+  MockGraph *q = m->queue;
+  pthread_mutex_unlock(&defer_lock);
+  return q;
+}
+static long pending_of(const MockStream *m) { return m->queue ? m->queue->n - m->head : 0; }
+
+static void run_until(MockStream *m, long ticket);
+/* Runs m's next item (under defer_lock). */
+static void run_next(MockStream *m) {
+  MockGraph *q = m->queue;
+  Work w = q->w[m->head++];
+  if (m->head == q->n) q->n = m->head = 0;
+  switch (w.kind) {
+  case W_WAIT: run_until(w.ws, w.wticket); break;
+  case W_FREE: ck_assert_msg(dev_free(w.dst) == cudaSuccess, "mock: a queued cudaFreeAsync of %p failed", w.dst); break;
+  case W_GRAPH:
+    for (int i = 0; i < w.snap->n; i++) run_work(&w.snap->w[i]);
+    graph_clear(w.snap), free(w.snap);
+    w.exec->pending--;
+    break;
+  default: run_work(&w); free(w.blob); break;
+  }
+  m->done++;
+}
+static void run_until(MockStream *m, long ticket) {
+  pthread_mutex_lock(&defer_lock);
+  while (m->done < ticket && pending_of(m) > 0) run_next(m);
+  pthread_mutex_unlock(&defer_lock);
+}
+static void drain(MockStream *m) {
+  pthread_mutex_lock(&defer_lock);
+  run_until(m, m->done + pending_of(m));
+  pthread_mutex_unlock(&defer_lock);
+}
+static void drain_all(void) {
+  pthread_mutex_lock(&defer_lock);
+  for (bool more = true; more;) {
+    more = false;
+    for (int i = 0; i < MAX_STREAMS; i++)
+      if (pending_of(&streams[i]) > 0) drain(&streams[i]), more = true;
+  }
+  pthread_mutex_unlock(&defer_lock);
+}
+/* After an item was queued on s: now and then one item of a random stream runs. */
+static void queued(cudaStream_t s) {
+  (void)s;
+  pthread_mutex_lock(&defer_lock);
+  if (defer_draw(4) == 0) {
+    int live[MAX_STREAMS], n = 0;
+    for (int i = 0; i < MAX_STREAMS; i++)
+      if (pending_of(&streams[i]) > 0) live[n++] = i;
+    if (n) run_next(&streams[live[defer_draw((unsigned)n)]]);
+  }
+  pthread_mutex_unlock(&defer_lock);
+}
+static void defer_record(MockStream *m, cudaEvent_t e) {
+  MockEvent *ev = (MockEvent *)e;
+  pthread_mutex_lock(&defer_lock);
+  ev->s = m, ev->ticket = m->done + pending_of(m);
+  pthread_mutex_unlock(&defer_lock);
+}
+static void defer_wait(MockStream *m, cudaEvent_t e) {
+  const MockEvent *ev = (const MockEvent *)e;
+  pthread_mutex_lock(&defer_lock);
+  MockStream *at = ev->s;
+  long ticket = ev->ticket;
+  pthread_mutex_unlock(&defer_lock);
+  if (!at || at == m) return; /* never recorded, or in this stream's own order */
+  add_work(queue_for((cudaStream_t)m), &(Work){.kind = W_WAIT, .ws = at, .wticket = ticket});
+  queued((cudaStream_t)m);
+}
+static void defer_until_event(cudaEvent_t e) {
+  const MockEvent *ev = (const MockEvent *)e;
+  pthread_mutex_lock(&defer_lock);
+  if (ev->s) run_until(ev->s, ev->ticket);
+  pthread_mutex_unlock(&defer_lock);
+}
+static void defer_free(MockStream *m, void *p) {
+  add_work(queue_for((cudaStream_t)m), &(Work){.kind = W_FREE, .dst = p});
+  queued((cudaStream_t)m);
+}
