@@ -5,7 +5,9 @@
  * mpl_cublas by mpl_cublas_load, in place of runtime/cublas_dl.c's dlopen of libcublas.
  *
  * Invariants:
- *  - each call finishes its work before it returns; streams, events, modules and cuBLAS
+ *  - each call finishes its work before it returns (unless MPL_MOCK_DEFER: the deferred
+ *    mode at the end of the file queues a stream's work until the host waits); streams,
+ *    events, modules and cuBLAS
  *    handles are checked for being alive where they are used, and counted with the
  *    allocations (cuda_mock_live), so a test can see that a device frees what it made;
  *  - device memory is host memory from aligned_alloc, filled with 0xFF bytes (f32 NaN) so

@@ -6,7 +6,8 @@
  * kernel (tests/unit/cuda_host.h) that the test registered under the kernel's name.
  *
  * Invariants: every call completes before it returns (a stream is an order, not a
- * queue); calls may come from several threads (ranks), and kernels run one at a time; "device" memory is host memory that the mock tracks, so copies check their kind
+ * queue), unless MPL_MOCK_DEFER=SEED (cuda_mock.c's deferred mode: a stream's work runs
+ * when the host waits for it); calls may come from several threads (ranks), and kernels run one at a time; "device" memory is host memory that the mock tracks, so copies check their kind
  * against it and kernels can check that their pointers are the device's; a launch must
  * name a kernel whose `.entry NAME(` is in its module's PTX, with a 1-D grid, the block
  * size its host copy assumes and no dynamic shared memory, on a live stream.

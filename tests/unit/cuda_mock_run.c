@@ -9,7 +9,8 @@
  * (comm_cuda_world.c, as test_cuda_jobs.c runs them). Under mpirun, one rank a process
  * (comm_cuda_mpi.c: device buffers staged through the host over MPI), which no other test
  * runs without a GPU. tests/e2e/cuda_mpi.sh compares the two runs' --save files byte for
- * byte, with MPL_CUDA_GRAPHS=1 and without (the run reads it, as mplrun's does).
+ * byte, with MPL_CUDA_GRAPHS=1 and without (the run reads it, as mplrun's does). The mock's
+ * streams are deferred (MPL_MOCK_DEFER, default 1 here).
  *
  * A Check suite of one test, not forked (the MPI world is this process's): a failed check
  * fails the run, with its message, exit 1. Run from the repository root (the host build of
@@ -79,6 +80,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "cuda_mock_run: %s\n", err.msg);
     return 1;
   }
+  setenv("MPL_MOCK_DEFER", "1", 0); /* streams run when waited for (cuda_mock.c) */
   if (!getcwd(root_dir, sizeof root_dir)) return 1;
   snprintf(tmp_dir, sizeof tmp_dir, "/tmp/mpl_cuda_mock_run_XXXXXX");
   if (!mkdtemp(tmp_dir)) return 1;

@@ -17,7 +17,10 @@
  *  - a token model samples the same 8 tokens from its initial params (temperature 1: a
  *    draw flips only if a uniform falls within rounding of a bin's edge);
  *  - no warp of a generated kernel diverges at a shuffle or __syncwarp, no kernel reads or
- *    writes outside the arena (the mock's checks), every launch has a host copy.
+ *    writes outside the arena (the mock's checks), every launch has a host copy;
+ *  - all of it with the mock's streams deferred (MPL_MOCK_DEFER, default 1 here; 0: the eager
+ *    mock): work runs when the host waits for it, other streams' now and then early, so a
+ *    missing wait between the compute and comm streams, or between ranks, changes numbers.
  *
  * The models: the repository's tests/e2e programs, covering the language's ops (v1 and v2),
  * dropout, recomputation, f32 and bf16, fused and lowered attention and cross-entropy, on
@@ -524,6 +527,7 @@ int main(int argc, char **argv) {
   char so_cache[PATH_MAX + 8]; /* a model's kernels built once for its cases (jobs, graphs) */
   snprintf(so_cache, sizeof so_cache, "%s/so", tmp_dir);
   setenv("MPL_MOCK_SO_CACHE", so_cache, 1);
+  setenv("MPL_MOCK_DEFER", "1", 0); /* streams run when waited for (cuda_mock.c): a missing wait shows */
   if (register_runtime_programs() != 0) return 1;
   Suite *s = suite_create("cuda_jobs");
   TCase *tc = tcase_create("jobs");
