@@ -335,6 +335,47 @@ START_TEST(test_optim_lists) {
 }
 END_TEST
 
+/* Sums of squares whose order shows (pass 99: values within a binade or two sum exactly in
+ * any order, so a single launch whose parts were floor(n / 4096), not the list's ceiling,
+ * still gave the list's bits): gradients spread over 61 binades, (1 + u) 2^(i % 61 - 30);
+ * a list of three tensors whose parts (1200 and more) pass the 1024 a single launch has
+ * (the partial sums' buffer is sized for the list); each listed sum the single launch's
+ * bits, and within 1e-12 of the cpu's. */
+START_TEST(test_optim_sumsq_order) {
+  MplDevice cu = open_device(&mpl_device_cuda_ops, false), cpu = open_device(&mpl_device_cpu_ops, false);
+  MplErr err = {{0}};
+  enum { K = 3 };
+  const int64_t sizes[K] = {9000, 600 * 4096, 600 * 4096 + 5};
+  float *dg[K];
+  MplOptTensor tg[K];
+  double *outs = dev_put(&cu, NULL, 8 * K), want[K];
+  for (int i = 0; i < K; i++) {
+    float *g = malloc(4 * (size_t)sizes[i]);
+    for (int64_t j = 0; j < sizes[i]; j++) g[j] = ldexpf(1.0f + 0.5f * (float)(uniform() + 1), (int)(j % 61) - 30);
+    dg[i] = dev_put(&cu, g, 4 * (size_t)sizes[i]);
+    double *out = dev_put(&cpu, NULL, 8);
+    ck_assert(cpu.ops->sumsq_f64(&cpu, g, sizes[i], out, &err) == MPL_OK);
+    dev_get(&cpu, &want[i], out, 8);
+    cpu.ops->arena_free(&cpu, out);
+    free(g);
+    tg[i] = (MplOptTensor){.g = dg[i], .out = outs + i, .n = sizes[i]};
+  }
+  ck_assert_msg(cu.ops->sumsq_f64_list(&cu, tg, K, &err) == MPL_OK, "%s", err.msg);
+  double got[K];
+  dev_get(&cu, got, outs, sizeof got);
+  for (int i = 0; i < K; i++) {
+    double single = cuda_sumsq(&cu, dg[i], sizes[i]);
+    ck_assert_msg(!memcmp(&got[i], &single, 8), "n %lld: sumsq_list %.17g, single %.17g", (long long)sizes[i], got[i],
+                  single);
+    ck_assert_msg(fabs(got[i] - want[i]) <= 1e-12 * want[i], "n %lld: cuda %.17g, cpu %.17g", (long long)sizes[i],
+                  got[i], want[i]);
+    cu.ops->arena_free(&cu, dg[i]);
+  }
+  cu.ops->arena_free(&cu, outs);
+  close_pair(&cu, &cpu);
+}
+END_TEST
+
 /* ---- products ------------------------------------------------------------------------------- */
 
 typedef struct GemmCase {
@@ -574,6 +615,44 @@ START_TEST(test_sdpa) {
                   cuda_mock_launches(all[i]), want ? 2 : 0);
   }
   unsetenv("MPL_SDPA_TC");
+  close_pair(&cu, &cpu);
+}
+END_TEST
+
+/* One device, one pair of head sizes (16/16), f32 inputs and then bf16 ones (in16): each
+ * forward against the cpu's, and the second ran the bf16 build's kernels (pass 99: the
+ * device's cache of builds keyed by the head sizes alone would run the f32 build on bf16
+ * buffers, and no test ran both on one device). */
+START_TEST(test_sdpa_builds_apart) {
+  int f32b = -1, b16 = -1;
+  for (int i = 0; i < cuda_mock_nsdpa; i++)
+    if (cuda_mock_sdpa[i].hs == 16 && cuda_mock_sdpa[i].hv == 16) *(cuda_mock_sdpa[i].in16 ? &b16 : &f32b) = i;
+  ck_assert(f32b >= 0 && b16 >= 0);
+  register_sdpa(&cuda_mock_sdpa[f32b]), register_sdpa(&cuda_mock_sdpa[b16]);
+  MplDevice cu = open_device(&mpl_device_cuda_ops, false), cpu = open_device(&mpl_device_cpu_ops, false);
+  MplErr err = {{0}};
+  for (int in16 = 0; in16 < 2; in16++) {
+    MplSdpa a = {.B = 1, .H = 2, .Hkv = 2, .T = 20, .S = 20, .hs = 16, .hv = 16, .scale = 0.25f, .bf16 = in16,
+                 .in16 = in16};
+    int64_t n = a.B * a.H * a.T * 16;
+    SdpaBufs h = {.q = random_f32(n, 1), .k = random_f32(n, 1), .v = random_f32(n, 1), .dout = random_f32(n, 1)};
+    if (in16) {
+      round_to_bf16(h.q, n), round_to_bf16(h.k, n), round_to_bf16(h.v, n), round_to_bf16(h.dout, n);
+      h.q16 = bf16_copy(h.q, n), h.k16 = bf16_copy(h.k, n), h.v16 = bf16_copy(h.v, n), h.dout16 = bf16_copy(h.dout, n);
+    }
+    long before = cuda_mock_launches("mpl_sdpa_fwd_tc"), x3 = cuda_mock_launches("mpl_sdpa_fwd_x3");
+    MplSdpa c = sdpa_on(&cpu, &a, &h, false), g = sdpa_on(&cu, &a, &h, true);
+    ck_assert_msg(cpu.ops->sdpa(&cpu, &c, &err) == MPL_OK, "%s", err.msg);
+    ck_assert_msg(cu.ops->sdpa(&cu, &g, &err) == MPL_OK, "%s", err.msg);
+    sdpa_compare(&cu, g.out, c.out, n, in16 ? 1.0 / 128 : 4e-5, "out", &a);
+    ck_assert_msg(in16 ? cuda_mock_launches("mpl_sdpa_fwd_tc") == before + 1 : cuda_mock_launches("mpl_sdpa_fwd_x3") == x3 + 1,
+                  "%s inputs: not the %s build's forward", in16 ? "bf16" : "f32", in16 ? "bf16" : "f32");
+    const void *const bufs[] = {g.q, g.k, g.v, g.dout, g.q16, g.k16, g.v16, g.dout16, g.out, g.lse, g.dq, g.dk, g.dv};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+      if (bufs[i]) cu.ops->arena_free(&cu, (void *)bufs[i]);
+    free(c.out), free(c.lse), free(c.dq), free(c.dk), free(c.dv);
+    free(h.q), free(h.k), free(h.v), free(h.dout), free(h.q16), free(h.k16), free(h.v16), free(h.dout16);
+  }
   close_pair(&cu, &cpu);
 }
 END_TEST
@@ -876,6 +955,8 @@ int main(void) {
   tcase_add_test(tc, test_optim_single);
   tcase_add_test(tc, test_optim_sumsq);
   tcase_add_test(tc, test_optim_lists);
+  tcase_add_test(tc, test_optim_sumsq_order);
+  tcase_add_test(tc, test_sdpa_builds_apart);
   tcase_add_test(tc, test_gemm);
   tcase_add_test(tc, test_accum);
   tcase_add_loop_test(tc, test_sdpa, 0, cuda_mock_nsdpa + 5);
