@@ -737,7 +737,17 @@ START_TEST(test_graphs_device) {
      the kernels and where the bf16 inputs' case grows the scratch, each inside a capture */
   ck_assert_msg(s2.launches - s1.launches == 8 && s2.nodes - s1.nodes >= 6 * 10, "%ld graph launches, %ld records",
                 s2.launches - s1.launches, s2.nodes - s1.nodes);
-  close_pair(&cu, &cpu);
+  /* freed with a capture open (a run that failed between two meeting points, and no
+     communicator to drop it): the capture is dropped, not run, and nothing is left behind */
+  float *y = dev_put(&cu, &one, 4);
+  ck_assert_msg(cu.ops->zero(&cu, y, 4, &err) == MPL_OK, "%s", err.msg);
+  ck_assert_int_eq(cuda_mock_graph_stats().captures, s2.captures + 1);
+  cpu.ops->free(&cpu);
+  cu.ops->free(&cu);
+  float kept = 0;
+  ck_assert(cudaMemcpy(&kept, y, 4, cudaMemcpyDeviceToHost) == cudaSuccess && kept == 1.0f); /* not run */
+  ck_assert(cudaFree(y) == cudaSuccess); /* (the test's own buffer: a run's is in its arena) */
+  ck_assert_msg(cuda_mock_live() == 0, "the cuda device left %d CUDA objects behind", cuda_mock_live());
 }
 END_TEST
 
@@ -760,8 +770,21 @@ START_TEST(test_emb_grad) {
   dev_get(&cu, got, g.out, 4 * K * N);
   same_bits(got, want, K * N, "emb_grad");
   cu.ops->arena_free(&cu, (void *)g.idx), cu.ops->arena_free(&cu, (void *)g.dy), cu.ops->arena_free(&cu, g.out);
+  /* no index past K this time, and 3 more rows: the last rows, which no position names (nor
+     clamps to), are zeros (pass 99: zeroing one row fewer was seen only by test_cuda_jobs) */
+  idx[250] = 7;
+  const int64_t K2 = K + 3;
+  float *want2 = malloc(4 * K2 * N), *got2 = malloc(4 * K2 * N);
+  MplEmbGrad c2 = {M, N, K2, idx, dy, want2};
+  MplEmbGrad g2 = {M, N, K2, dev_put(&cu, idx, 4 * M), dev_put(&cu, dy, 4 * M * N), dev_put(&cu, NULL, 4 * K2 * N)};
+  ck_assert_msg(cpu.ops->emb_grad(&cpu, &c2, &err) == MPL_OK, "%s", err.msg);
+  ck_assert_msg(cu.ops->emb_grad(&cu, &g2, &err) == MPL_OK, "%s", err.msg);
+  dev_get(&cu, got2, g2.out, 4 * K2 * N);
+  same_bits(got2, want2, K2 * N, "emb_grad, unnamed last rows");
+  for (int64_t i = K * N; i < K2 * N; i++) ck_assert(want2[i] == 0.0f);
+  cu.ops->arena_free(&cu, (void *)g2.idx), cu.ops->arena_free(&cu, (void *)g2.dy), cu.ops->arena_free(&cu, g2.out);
   close_pair(&cu, &cpu);
-  free(idx), free(dy), free(want), free(got);
+  free(idx), free(dy), free(want), free(got), free(want2), free(got2);
 }
 END_TEST
 
@@ -942,6 +965,26 @@ START_TEST(test_nvrtc_cache) {
 }
 END_TEST
 
+/* The runtime's own programs reach the disk cache too (pass 99: dropping the put left every
+ * run compiling them anew, and no test saw it): a compile in a fresh folder puts one entry. */
+START_TEST(test_nvrtc_disk_cache) {
+  char dir[] = "/tmp/mpl_nvrtc_cache_XXXXXX", cmd[64];
+  ck_assert(mkdtemp(dir));
+  setenv("MPL_CACHE_DIR", dir, 1);
+  int64_t h0, m0, p0, h1, m1, p1;
+  mpl_kcache_stats(&h0, &m0, &p0);
+  MplErr err = {{0}};
+  char *ptx = NULL, log[1024];
+  ck_assert_msg(mpl_cuda_ce_compile("compute_86", &ptx, log, sizeof log, &err) == MPL_OK, "%s", err.msg);
+  mpl_kcache_stats(&h1, &m1, &p1);
+  ck_assert_msg(p1 == p0 + 1 && m1 == m0 + 1, "a first compile: %lld misses, %lld puts", (long long)(m1 - m0),
+                (long long)(p1 - p0));
+  mpl_free(ptx);
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  ck_assert(system(cmd) == 0);
+}
+END_TEST
+
 int main(void) {
   cuda_mock_add_kernels(cuda_mock_optim, cuda_mock_noptim, NULL);
   cuda_mock_add_kernels(cuda_mock_ce, cuda_mock_nce, NULL);
@@ -966,6 +1009,7 @@ int main(void) {
   tcase_add_test(tc, test_job_kernels);
   tcase_add_test(tc, test_job_errors);
   tcase_add_test(tc, test_nvrtc_cache);
+  tcase_add_test(tc, test_nvrtc_disk_cache);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

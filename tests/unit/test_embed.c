@@ -24,12 +24,13 @@
 #include "runtime/mpl.h"
 
 #include "cuda_host.h"
+#include "guarded.h"
 #define EMB_THREADS 32 /* any power of two: the additions' order does not depend on it */
 #include "runtime/cuda/embed.cu"
 
 typedef struct Case {
   int64_t M, N, K;
-  int skew; /* 1: most positions name row 3; 2: indices out of range too */
+  int skew; /* 1: most positions name row 3; 2: indices out of range too; 3: position p names row p % K */
 } Case;
 
 static const Case cases[] = {
@@ -38,6 +39,8 @@ static const Case cases[] = {
     {100, 300, 50, 1}, /* 300 columns: two passes of 32 x 8; row 3 named ~70 times, over 4 tiles */
     {70, 33, 200, 2},  /* most rows never named; indices -5 .. K + 4 */
     {257, 16, 9, 2},   /* a last tile of one position */
+    {6, 2500, 10, 3},  /* ten passes of columns, the last one ragged; each position the first of its row, the last
+                          one's row ending where dy does (pass 99: a column bound of the pass alone read past it) */
 };
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
@@ -53,12 +56,13 @@ typedef struct Bufs {
 } Bufs;
 
 static void make(const Case *c, Bufs *b) {
-  b->idx = malloc(4 * c->M), b->dy = malloc(4 * c->M * c->N);
+  b->idx = guarded(4 * c->M), b->dy = guarded(4 * c->M * c->N); /* (a read past either faults) */
   b->want = malloc(4 * c->K * c->N), b->got = malloc(4 * c->K * c->N), b->sum = calloc(c->K * c->N, 8);
   for (int64_t p = 0; p < c->M; p++) {
     int64_t r = (int64_t)(next_u() % (uint64_t)c->K);
     if (c->skew == 1 && next_u() % 10 < 7) r = 3 % c->K;
     if (c->skew == 2 && next_u() % 5 == 0) r = (int64_t)(next_u() % 10) - 5 + (next_u() % 2 ? c->K : 0);
+    if (c->skew == 3) r = p % c->K;
     b->idx[p] = (int32_t)r;
   }
   for (int64_t i = 0; i < c->M * c->N; i++) b->dy[i] = (float)((double)(next_u() >> 11) / 9007199254740992.0 * 2 - 1);
@@ -73,7 +77,7 @@ static void make(const Case *c, Bufs *b) {
   }
 }
 
-static void unmake(Bufs *b) { free(b->idx), free(b->dy), free(b->want), free(b->got), free(b->sum); }
+static void unmake(Bufs *b) { unguard(b->idx), unguard(b->dy), free(b->want), free(b->got), free(b->sum); }
 
 static void check_bits(const Case *c, const Bufs *b, const char *who) {
   for (int64_t i = 0; i < c->K * c->N; i++) {

@@ -216,26 +216,7 @@ static float urand(void) { /* [-1, 1) */
   return (float)((double)(rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
 }
 
-/* bytes of memory that end where a page no one may read begins: a kernel's read past the end
- * of a buffer faults (review pass 93: a row limit one too large read a row past dout's end,
- * which changed no result); its mapping's start and length stand in the 16 bytes before it */
-static void *guarded(size_t bytes) {
-  size_t pg = (size_t)sysconf(_SC_PAGESIZE), data = (bytes + 16 + pg - 1) / pg * pg, len = data + pg;
-  char *base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  ck_assert(base != MAP_FAILED);
-  ck_assert_int_eq(mprotect(base + data, pg, PROT_NONE), 0);
-  char *p = base + data - bytes;
-  memcpy(p - 16, &base, sizeof base), memcpy(p - 8, &len, sizeof len);
-  return p;
-}
-
-static void unguard(void *p) {
-  char *base;
-  size_t len;
-  if (!p) return;
-  memcpy(&base, (char *)p - 16, sizeof base), memcpy(&len, (char *)p - 8, sizeof len);
-  ck_assert_int_eq(munmap(base, len), 0);
-}
+#include "guarded.h"
 
 static float *fill(int64_t n, float amp) {
   float *p = guarded(sizeof(float) * (size_t)n);
