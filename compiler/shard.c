@@ -260,7 +260,8 @@ static void report_refusals(Shard *s) {
     if (r->moved) { /* (kv_heads = 1 at tp = 2: the error was at rope's split of the head size) */
       char have[256];
       diag_note(s->d, r->moved->loc, "this reshape moved the split past a dimension of size 1 (its result is %s): "
-                "a head count must divide by tp = %d", layout_desc(s, r->moved, have, sizeof have), s->tp);
+                "if that dimension counts heads, a head count must divide by tp = %d",
+                layout_desc(s, r->moved, have, sizeof have), s->tp);
     }
     if (r->other && r->other_origin)
       diag_note(s->d, r->other_origin->loc, "the other input is %s, from @shard on '%s'", r->other, r->other_origin->name);

@@ -98,6 +98,7 @@ static void load_host_kernels(Job *job, const char *tag, const char *dir, const 
   char *ptx = mpl_malloc(len), *at = ptx;
   at += sprintf(at, ".version 8.0\n.target sm_90\n");
   for (int k = 0; k < job->kernels.nkernels; k++) at += sprintf(at, ".entry %s(\n", job->kernels.names[k]);
+  mpl_free(job->kernels.ptx); /* (an empty one read from the job) */
   job->kernels.ptx = ptx, job->kernels.ptx_len = (size_t)(at - ptx);
   /* The build is kept under the source's hash in the folder MPL_MOCK_SO_CACHE names (the
      processes of one mpirun, or a test's cases with one model, build it once: the first
@@ -120,19 +121,21 @@ static void load_host_kernels(Job *job, const char *tag, const char *dir, const 
     snprintf(so_path, sizeof so_path, "%s/%s.so", dir, tag);
     snprintf(built, sizeof built, "%s", so_path);
   }
+  int built_rc = 0, nwritten = job->kernels.nkernels;
   if (lock < 0 || access(so_path, R_OK) != 0) {
-    int n = write_host_source(job->kernels.cuda_src, c_path);
-    ck_assert_int_eq(n, job->kernels.nkernels);
+    nwritten = write_host_source(job->kernels.cuda_src, c_path);
     const char *cc = getenv("CC");
     snprintf(cmd, sizeof cmd, "%s -std=gnu11 -O1 -U_FORTIFY_SOURCE -fPIC -shared -fno-fast-math -ffp-contract=off -w -I'%s' -o '%s' '%s' -lm",
              cc && *cc ? cc : "cc", root, built, c_path);
-    ck_assert_msg(run_cmd(cmd, out, sizeof out) == 0, "%s: the host build of the job's CUDA source failed:\n%s", tag, out);
+    built_rc = run_cmd(cmd, out, sizeof out);
     if (lock >= 0) {
       unlink(c_path);
-      ck_assert_msg(rename(built, so_path) == 0, "%s: %s", so_path, strerror(errno));
+      if (built_rc == 0 && rename(built, so_path) != 0) built_rc = -1, snprintf(out, sizeof out, "%s: %s", so_path, strerror(errno));
     }
   }
-  if (lock >= 0) close(lock); /* (lets go of the lock) */
+  if (lock >= 0) close(lock); /* (lets go of the lock before any check can fail: the other processes wait on it) */
+  ck_assert_int_eq(nwritten, job->kernels.nkernels);
+  ck_assert_msg(built_rc == 0, "%s: the host build of the job's CUDA source failed:\n%s", tag, out);
   void *so = dlopen(so_path, RTLD_NOW | RTLD_LOCAL);
   ck_assert_msg(so != NULL, "%s", dlerror());
   const MockKernel *table = dlsym(so, "gen_table");

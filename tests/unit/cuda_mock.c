@@ -124,7 +124,7 @@ typedef struct MockStream {
   pthread_t owner;    /* the thread that began it */
   MockGraph *queue;   /* deferred mode: the work queued and not yet run (from head on) */
   int head;
-  long enq, done;     /* deferred mode: items queued, and run, since the stream was made */
+  long done;          /* deferred mode: items run since the slot's first stream (never reset) */
 } MockStream;
 enum { MAX_STREAMS = 64 };
 static MockStream streams[MAX_STREAMS];
@@ -158,6 +158,7 @@ static void no_capture_anywhere(const char *what) {
 /* The records a capture adds (the graph section below). */
 static void rec_memset(MockGraph *g, void *p, int v, size_t n);
 static void rec_copy(MockGraph *g, void *dst, const void *src, size_t n, size_t dpitch, size_t spitch, size_t h);
+static void rec_staged(MockGraph *g, void *dst, void *stage, size_t n); /* a copy from the mock's own host bytes */
 /* Deferred mode (the section at the end): on when MPL_MOCK_DEFER names a seed. */
 static bool deferred(void);
 static void drain(MockStream *s);
@@ -229,7 +230,10 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   if (!e || !stream_ok(s)) return set_error(cudaErrorInvalidResourceHandle);
   no_capture(s, "an event's record");
-  if (deferred() && s) defer_record((MockStream *)s, e);
+  if (deferred()) {
+    if (s) defer_record((MockStream *)s, e);
+    else ((MockEvent *)e)->s = NULL; /* the legacy stream: nothing queued there, complete now */
+  }
   return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
@@ -368,7 +372,16 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcp
       queued(s);
       return cudaSuccess;
     }
-    drain((MockStream *)s); /* host memory (pageable): the copy waits for the stream, then runs */
+    drain((MockStream *)s); /* host memory (pageable): the copy waits for the stream */
+    if (is_dev(dst) && n) { /* to the device: the host's bytes staged now, the device written in stream order
+                               (another stream reading dst without a wait may see the old bytes) */
+      void *stage = malloc(n);
+      ck_assert(stage);
+      memcpy(stage, src, n);
+      rec_staged(q, dst, stage, n);
+      queued(s);
+      return cudaSuccess;
+    }
   }
   if (!g) {
     eager_ops += is_dev(dst) && is_dev(src);
@@ -931,6 +944,7 @@ typedef struct Work {
   int v;
   float alpha;
   GemmCall gemm;
+  bool staged;     /* deferred mode: a copy from host bytes staged at the call (src is the mock's: freed after) */
   MockStream *ws; /* deferred mode: a wait (until ws has run wticket items), a graph's launch */
   long wticket;
   MockGraph *snap, *exec;
@@ -970,6 +984,9 @@ static void add_work(MockGraph *g, const Work *w) {
 static void rec_memset(MockGraph *g, void *p, int v, size_t n) { add_work(g, &(Work){.kind = W_MEMSET, .dst = p, .v = v, .n = n}); }
 static void rec_copy(MockGraph *g, void *dst, const void *src, size_t n, size_t dpitch, size_t spitch, size_t h) {
   add_work(g, &(Work){.kind = W_COPY, .dst = dst, .src = src, .n = n, .dpitch = dpitch, .spitch = spitch, .h = h});
+}
+static void rec_staged(MockGraph *g, void *dst, void *stage, size_t n) {
+  add_work(g, &(Work){.kind = W_COPY, .dst = dst, .src = stage, .n = n, .dpitch = n, .spitch = n, .h = 1, .staged = true});
 }
 static void rec_gemm(MockGraph *graph, const GemmCall *c) { add_work(graph, &(Work){.kind = W_GEMM, .gemm = *c}); }
 static void rec_saxpy(MockGraph *graph, int n, float alpha, const float *x, float *y) {
@@ -1013,12 +1030,25 @@ static void run_work(const Work *w) {
     pthread_mutex_unlock(&run_lock);
     break;
   }
-  case W_MEMSET: memset(w->dst, w->v, w->n); break;
-  case W_COPY:
-    for (size_t r = 0; r < w->h; r++) memmove((char *)w->dst + r * w->dpitch, (const char *)w->src + r * w->spitch, w->n);
+  case W_MEMSET:
+    ck_assert_msg(alloc_of(w->dst, w->n) >= 0, "mock: a queued memset of %p (%zu bytes) runs on freed memory", w->dst, w->n);
+    memset(w->dst, w->v, w->n);
     break;
-  case W_GEMM: ck_assert_msg(gemm_run(&w->gemm) == CUBLAS_STATUS_SUCCESS, "mock: a captured %s failed", w->gemm.fn); break;
-  case W_SAXPY: saxpy_run((int)w->n, w->alpha, w->src, w->dst); break;
+  case W_COPY:
+    for (size_t r = 0; r < w->h; r++) { /* (the buffers were checked when it was queued: not freed since) */
+      char *d = (char *)w->dst + r * w->dpitch;
+      const char *src = (const char *)w->src + r * w->spitch;
+      ck_assert_msg(alloc_of(d, w->n) >= 0 && (w->staged || alloc_of(src, w->n) >= 0),
+                    "mock: a queued copy %p -> %p (%zu bytes) runs on freed memory", (const void *)src, (void *)d, w->n);
+      memmove(d, src, w->n);
+    }
+    if (w->staged) free((void *)w->src);
+    break;
+  case W_GEMM: ck_assert_msg(gemm_run(&w->gemm) == CUBLAS_STATUS_SUCCESS, "mock: a captured or queued %s failed", w->gemm.fn); break;
+  case W_SAXPY:
+    ck_assert_msg(alloc_of(w->src, 4 * w->n) >= 0 && alloc_of(w->dst, 4 * w->n) >= 0, "mock: a queued saxpy runs on freed memory");
+    saxpy_run((int)w->n, w->alpha, w->src, w->dst);
+    break;
   case W_WAIT: case W_FREE: case W_GRAPH: ck_abort_msg("mock: a deferred record in a graph"); break;
   }
 }
@@ -1087,8 +1117,10 @@ cudaError_t cudaGraphExecUpdate(cudaGraphExec_t exec, cudaGraph_t graph, cudaGra
   pthread_mutex_lock(&defer_lock);
   int pending = e->pending;
   pthread_mutex_unlock(&defer_lock);
-  ck_assert_msg(!pending, "mock: cudaGraphExecUpdate of a graph whose launch has not run yet (the device's rule: an "
-                          "executable graph launched since the host last waited is never updated)");
+  /* (CUDA allows it: a queued launch keeps the parameters it had, as the snapshot here does; this
+     checks device_cuda_graph.c's own stricter rule) */
+  ck_assert_msg(!pending, "mock: cudaGraphExecUpdate of a graph whose launch has not run yet (MPL's rule, stricter "
+                          "than CUDA's: an executable graph launched since the host last waited is never updated)");
   bool same = e->n == g->n;
   for (int i = 0; i < g->n && same; i++) same = same_shape(&e->w[i], &g->w[i]);
   pthread_mutex_lock(&stats_lock); /* (ranks are threads) */
@@ -1153,14 +1185,20 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) { return cudaGraphDestroy
  * run, and runs when the host waits for it: cudaStreamSynchronize or Query (that stream's),
  * cudaEventSynchronize or Query (up to the event's record), cudaDeviceSynchronize and
  * cudaFree (all), a copy to or from host memory on the stream (pageable memory: after the
- * stream's work). A wait for an event runs, when its turn comes, the recording stream up to
- * the record. And after each queued item, now and then (a seeded draw), one item of a
- * random stream runs early, as a GPU runs streams side by side. So a missing wait between
- * streams, or a host read of device memory before its wait, gives other numbers than the
- * eager mock's (every call done before it returns), where a GPU would race. cudaMemcpy and
- * cudaMemset (the legacy stream) do not wait for the device's streams, as for streams made
- * with cudaStreamNonBlocking. Every queue is under defer_lock (ranks are threads; a thread
- * may run another's stream). */
+ * stream's work; to the device, the host's bytes are staged at the call and the device
+ * written in stream order). A wait for an event runs, when its turn comes, the recording
+ * stream up to the record. And after each queued item, now and then (a seeded draw), one
+ * item of a random stream runs early, as a GPU runs streams side by side. So a missing wait
+ * between streams, or a host read of device memory before its wait, gives other numbers than
+ * the eager mock's (every call done before it returns), where a GPU would race; a queued copy,
+ * memset or product (and any kernel, by its own checks) that runs on memory freed meanwhile
+ * fails the test. cudaMemcpy and cudaMemset (the legacy stream) do not wait for the device's
+ * streams, as for streams made with cudaStreamNonBlocking (the only kind the runtime makes;
+ * the flags are not looked at). Every queue is under defer_lock (ranks are threads; a thread
+ * may run another's stream). Not modelled: a graph's nodes interleaved with other streams'
+ * work; cudaMallocAsync memory is usable at once everywhere. With several ranks the draws
+ * follow the threads' timing, so a seed does not replay a run: a race that shows only on
+ * some orders may pass one run and fail the next. */
 
 static pthread_once_t defer_once = PTHREAD_ONCE_INIT;
 static bool defer_on;
@@ -1261,7 +1299,10 @@ static void defer_until_event(cudaEvent_t e) {
   if (ev->s) run_until(ev->s, ev->ticket);
   pthread_mutex_unlock(&defer_lock);
 }
+/* A stream-ordered free runs as early as its stream's order and waits let it (its stream
+ * run up to it at once, the work it waits for first): the order most likely to free a buffer
+ * another stream still reads, where a wait before the free is missing. */
 static void defer_free(MockStream *m, void *p) {
   add_work(queue_for((cudaStream_t)m), &(Work){.kind = W_FREE, .dst = p});
-  queued((cudaStream_t)m);
+  drain(m);
 }

@@ -31,6 +31,7 @@
 #ifdef _FORTIFY_SOURCE
 #undef _FORTIFY_SOURCE /* its __longjmp_chk refuses a jump to another stack */
 #endif
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -51,6 +52,18 @@ typedef struct HostFibers {
 } HostFibers;
 
 static _Thread_local HostFibers *host_fibers_tls;
+
+/* A thread's fibers go with it (a rank's thread, or one that ran another's stream). */
+static pthread_key_t host_fibers_key;
+static pthread_once_t host_fibers_once = PTHREAD_ONCE_INIT;
+static void host_fibers_gone(void *p) {
+  HostFibers *F = p;
+  for (int i = 0; i < HOST_FIBERS_MAX; i++) free(F->stack[i]);
+  free(F);
+}
+static void host_fibers_key_make(void) {
+  if (pthread_key_create(&host_fibers_key, host_fibers_gone) != 0) abort();
+}
 
 /* The fiber's life: parked until the scheduler jumps in, then fn, then parked again. */
 static void host_fiber_main(void) {
@@ -86,7 +99,11 @@ static inline void host_fiber_warp_wait(void) {
  * resumed (to set threadIdx), sync(ctx) when all wait. False: divergence, or no memory. */
 static bool host_fibers_run(int n, void (*fn)(int, void *), void (*enter)(int, void *), void (*sync)(void *),
                             void *ctx) {
-  if (!host_fibers_tls && !(host_fibers_tls = calloc(1, sizeof *host_fibers_tls))) return false;
+  if (!host_fibers_tls) {
+    if (!(host_fibers_tls = calloc(1, sizeof *host_fibers_tls))) return false;
+    pthread_once(&host_fibers_once, host_fibers_key_make);
+    pthread_setspecific(host_fibers_key, host_fibers_tls);
+  }
   HostFibers *volatile const F = host_fibers_tls; /* (volatile: read after _longjmp returns here) */
   if (n < 0 || n > HOST_FIBERS_MAX) return false;
   while (F->made < n) {
