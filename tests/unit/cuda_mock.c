@@ -213,7 +213,18 @@ cudaError_t cudaDeviceSynchronize(void) {
 typedef struct MockEvent {
   MockStream *s; /* NULL: never recorded */
   long ticket;   /* the record is that stream's item number ticket (counted from 1) */
+  double t;      /* the mock's clock when the record was reached (cudaEventElapsedTime) */
 } MockEvent;
+
+/* The mock's clock, in ns: a kernel advances it by 1 ns a thread, a product by 1 ns per 1,000
+ * multiply-adds (so MPL_PROFILE's table has times that differ, the larger work the longer). */
+static double mock_clock_ns; /* under run_lock */
+static double clock_now(void) {
+  pthread_mutex_lock(&run_lock);
+  double t = mock_clock_ns;
+  pthread_mutex_unlock(&run_lock);
+  return t;
+}
 
 cudaError_t cudaEventCreate(cudaEvent_t *e) {
   if (!(*e = calloc(1, sizeof(MockEvent)))) return set_error(cudaErrorMemoryAllocation);
@@ -223,6 +234,7 @@ cudaError_t cudaEventCreate(cudaEvent_t *e) {
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags) { return cudaEventCreate(e); }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
   if (!e) return set_error(cudaErrorInvalidResourceHandle);
+  if (deferred()) defer_until_event(e); /* (its queued record writes it) */
   free(e);
   live_objects--;
   return cudaSuccess;
@@ -230,9 +242,11 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   if (!e || !stream_ok(s)) return set_error(cudaErrorInvalidResourceHandle);
   no_capture(s, "an event's record");
-  if (deferred()) {
-    if (s) defer_record((MockStream *)s, e);
-    else ((MockEvent *)e)->s = NULL; /* the legacy stream: nothing queued there, complete now */
+  if (deferred() && s) {
+    defer_record((MockStream *)s, e);
+  } else {
+    ((MockEvent *)e)->s = NULL; /* complete now (the legacy stream: nothing is queued there) */
+    ((MockEvent *)e)->t = clock_now();
   }
   return cudaSuccess;
 }
@@ -243,7 +257,9 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e) {
 }
 cudaError_t cudaEventQuery(cudaEvent_t e) { return cudaEventSynchronize(e); }
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
-  *ms = 0.001f;
+  if (!a || !b) return set_error(cudaErrorInvalidResourceHandle);
+  if (deferred()) defer_until_event(a), defer_until_event(b);
+  *ms = (float)((((MockEvent *)b)->t - ((MockEvent *)a)->t) * 1e-6);
   return cudaSuccess;
 }
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flags) {
@@ -628,6 +644,7 @@ static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsi
   eager_ops++;
   count_launch(k->name);
   k->run(params, gx, bx);
+  mock_clock_ns += (double)gx * bx;
   pthread_mutex_unlock(&run_lock);
   return CUDA_SUCCESS;
 }
@@ -834,6 +851,7 @@ static cublasStatus_t gemm_run(const GemmCall *c) {
   int batch = c->batch;
   pthread_mutex_lock(&run_lock);
   last_gemm = (MockGemm){fn, (int)mh->math, (int)cmp, (int)g.at, batch};
+  mock_clock_ns += (double)g.m * g.n * g.k * batch / 1000;
   pthread_mutex_unlock(&run_lock);
   size_t ae = g.at == CUDA_R_16BF ? 2 : 4, be = g.bt == CUDA_R_16BF ? 2 : 4;
   const char *A = g.A, *B = g.B;
@@ -931,7 +949,7 @@ const char *mpl_cublas_status(cublasStatus_t s) { return blas_status(s); }
 
 /* ---- stream capture and graphs ------------------------------------------------------------------ */
 
-typedef enum { W_KERNEL, W_MEMSET, W_COPY, W_GEMM, W_SAXPY, W_WAIT, W_FREE, W_GRAPH } WorkKind;
+typedef enum { W_KERNEL, W_MEMSET, W_COPY, W_GEMM, W_SAXPY, W_WAIT, W_FREE, W_GRAPH, W_RECORD } WorkKind;
 typedef struct Work {
   WorkKind kind;
   const MockFunc *fn; /* kernel: the function, its grid, and its parameters copied into blob */
@@ -1027,6 +1045,7 @@ static void run_work(const Work *w) {
     pthread_mutex_lock(&run_lock);
     count_launch(w->fn->k->name);
     w->fn->k->run(params, w->grid, w->threads);
+    mock_clock_ns += (double)w->grid * w->threads;
     pthread_mutex_unlock(&run_lock);
     break;
   }
@@ -1049,7 +1068,7 @@ static void run_work(const Work *w) {
     ck_assert_msg(alloc_of(w->src, 4 * w->n) >= 0 && alloc_of(w->dst, 4 * w->n) >= 0, "mock: a queued saxpy runs on freed memory");
     saxpy_run((int)w->n, w->alpha, w->src, w->dst);
     break;
-  case W_WAIT: case W_FREE: case W_GRAPH: ck_abort_msg("mock: a deferred record in a graph"); break;
+  case W_WAIT: case W_FREE: case W_GRAPH: case W_RECORD: ck_abort_msg("mock: a deferred record in a graph"); break;
   }
 }
 
@@ -1105,7 +1124,7 @@ static bool same_shape(const Work *a, const Work *b) {
     return a->gemm.fn == b->gemm.fn && a->gemm.cmp == b->gemm.cmp && a->gemm.batch == b->gemm.batch &&
            x->m == y->m && x->n == y->n && x->k == y->k && x->ta == y->ta && x->tb == y->tb && x->at == y->at;
   }
-  case W_WAIT: case W_FREE: case W_GRAPH: return false; /* (never captured) */
+  case W_WAIT: case W_FREE: case W_GRAPH: case W_RECORD: return false; /* (never captured) */
   }
   return false;
 }
@@ -1237,6 +1256,7 @@ static void run_next(MockStream *m) {
   switch (w.kind) {
   case W_WAIT: run_until(w.ws, w.wticket); break;
   case W_FREE: ck_assert_msg(dev_free(w.dst) == cudaSuccess, "mock: a queued cudaFreeAsync of %p failed", w.dst); break;
+  case W_RECORD: ((MockEvent *)w.dst)->t = clock_now(); break;
   case W_GRAPH:
     for (int i = 0; i < w.snap->n; i++) run_work(&w.snap->w[i]);
     graph_clear(w.snap), free(w.snap);
@@ -1280,6 +1300,7 @@ static void queued(cudaStream_t s) {
 static void defer_record(MockStream *m, cudaEvent_t e) {
   MockEvent *ev = (MockEvent *)e;
   pthread_mutex_lock(&defer_lock);
+  add_work(queue_for((cudaStream_t)m), &(Work){.kind = W_RECORD, .dst = ev}); /* (it reads the clock when reached) */
   ev->s = m, ev->ticket = m->done + pending_of(m);
   pthread_mutex_unlock(&defer_lock);
 }

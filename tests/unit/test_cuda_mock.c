@@ -916,6 +916,21 @@ START_TEST(test_job_kernels) {
   char table[4096];
   close_cuda_capturing_stderr(&d, table, sizeof table);
   ck_assert_msg(strstr(table, "3 steps after the first: 6 launches") && strstr(table, "job_rowsum"), "%s", table);
+  /* the kernels' rows, the largest time first (the mock's clock: 1 ns a thread, so they
+     differ; pass 99: the order reversed failed no test) */
+  double prev = INFINITY;
+  int rows = 0;
+  for (const char *at = strstr(table, "kernel\n"); at && (at = strchr(at, '\n')) && at[1]; rows++) {
+    double ms, us;
+    long long calls;
+    if (sscanf(at + 1, "%lf %lld %lf", &ms, &calls, &us) != 3) break;
+    double t = (double)calls * us; /* (finer than the ms column) */
+    ck_assert_msg(t <= prev, "MPL_PROFILE's rows are not the largest time first:\n%s", table);
+    ck_assert_msg(rows == 0 || t < prev, "two rows of one time (%.1f us): the order is not tested\n%s", t, table);
+    prev = t;
+    at++;
+  }
+  ck_assert_msg(rows >= 2, "%d kernel rows in MPL_PROFILE's table:\n%s", rows, table);
   unsetenv("MPL_PROFILE");
   free(x), free(y);
 }
