@@ -246,14 +246,11 @@ static void module_init(Sema *S, Module *m, bool is_main) {
   m->loading = false;
 }
 
+/* Each -D names a const of the main file (a name given twice is refused on mplc's command
+ * line, with every repeated option). */
 static void check_defines(Sema *S) {
   for (int i = 0; i < S->opt->defines.n; i++) {
     const Define *df = S->opt->defines.items[i];
-    for (int j = 0; j < i; j++)
-      if (!strcmp(((const Define *)S->opt->defines.items[j])->name, df->name)) {
-        sema_err(S, (Loc){0}, "-D %s is given twice", df->name);
-        break;
-      }
     if (strmap_get(&S->main->consts, df->name)) continue;
     const char *in = NULL; /* a module's const (pass 87: "the program has no const" named none) */
     for (int j = 0; j < S->modules.cap && !in; j++)

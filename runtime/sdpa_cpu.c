@@ -76,10 +76,17 @@ static bool isa_available(MplSdpaIsa isa) {
   return isa == MPL_SDPA_GENERIC;
 }
 
-MplSdpaIsa mpl_sdpa_cpu_isa(void) {
+/* The instruction set MPL_CPU_SDPA names, or -1 (unset, empty, or not a name). */
+static int isa_asked(void) {
   const char *want = getenv("MPL_CPU_SDPA");
   for (int i = 0; want && i <= MPL_SDPA_GENERIC; i++)
-    if (!strcmp(want, isa_names[i]) && isa_available((MplSdpaIsa)i)) return (MplSdpaIsa)i;
+    if (!strcmp(want, isa_names[i])) return i;
+  return -1;
+}
+
+MplSdpaIsa mpl_sdpa_cpu_isa(void) {
+  int asked = isa_asked();
+  if (asked >= 0 && isa_available((MplSdpaIsa)asked)) return (MplSdpaIsa)asked;
   for (int i = 0; i < MPL_SDPA_GENERIC; i++)
     if (isa_available((MplSdpaIsa)i)) return (MplSdpaIsa)i;
   return MPL_SDPA_GENERIC;
@@ -87,14 +94,10 @@ MplSdpaIsa mpl_sdpa_cpu_isa(void) {
 
 int mpl_sdpa_isa_env(bool *lacks, MplErr *err) {
   const char *want = getenv("MPL_CPU_SDPA");
-  *lacks = false;
-  if (!want || !*want) return MPL_OK;
-  for (int i = 0; i <= MPL_SDPA_GENERIC; i++)
-    if (!strcmp(want, isa_names[i])) {
-      *lacks = !isa_available((MplSdpaIsa)i);
-      return MPL_OK;
-    }
-  return mpl_errf(err, "MPL_CPU_SDPA must be avx512, avx2 or generic, not '%s'", want);
+  int asked = isa_asked();
+  *lacks = asked >= 0 && !isa_available((MplSdpaIsa)asked);
+  if (asked < 0 && want && *want) return mpl_errf(err, "MPL_CPU_SDPA must be avx512, avx2 or generic, not '%s'", want);
+  return MPL_OK;
 }
 
 static int64_t query_tiles(const MplSdpa *a) { return (a->T + SDPA_BR - 1) / SDPA_BR; }

@@ -203,9 +203,10 @@ static int init_cpu_env(MplRun *r, MplErr *err) {
   if (mpl_sdpa_isa_env(&lacks, err) != MPL_OK) return MPL_ERR;
   const char *bf = getenv("MPL_CPU_BF16");
   if (bf && *bf && strcmp(bf, "0") && strcmp(bf, "1")) return mpl_errf(err, "MPL_CPU_BF16 must be 0 or 1, not '%s'", bf);
+  const char *isa = getenv("MPL_CPU_SDPA");
   if (lacks && r->lead && !r->devops->device_memory)
-    fprintf(stderr, "mplrun: warning: MPL_CPU_SDPA=%s: this CPU has no %s; the fused attention uses %s\n",
-            getenv("MPL_CPU_SDPA"), getenv("MPL_CPU_SDPA"), mpl_sdpa_isa_name(mpl_sdpa_cpu_isa()));
+    fprintf(stderr, "mplrun: warning: MPL_CPU_SDPA=%s: this CPU has no %s; the fused attention uses %s\n", isa, isa,
+            mpl_sdpa_isa_name(mpl_sdpa_cpu_isa()));
   return MPL_OK;
 }
 

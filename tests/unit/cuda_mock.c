@@ -168,7 +168,6 @@ static void defer_wait(MockStream *s, cudaEvent_t e);
 static void defer_until_event(cudaEvent_t e);
 static void defer_free(MockStream *s, void *p);
 static MockGraph *queue_for(cudaStream_t s); /* s's queue when its work is deferred, else NULL */
-static void queued(cudaStream_t s);          /* after a record was added to queue_for(s) */
 
 /* The legacy default stream (NULL) or a live one made by cudaStreamCreateWithFlags. */
 static bool stream_ok(cudaStream_t s) {
@@ -385,7 +384,6 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcp
     if (is_dev(dst) && is_dev(src)) {
       eager_ops++;
       rec_copy(q, dst, src, n, n, n, 1);
-      queued(s);
       return cudaSuccess;
     }
     drain((MockStream *)s); /* host memory (pageable): the copy waits for the stream */
@@ -395,7 +393,6 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcp
       ck_assert(stage);
       memcpy(stage, src, n);
       rec_staged(q, dst, stage, n);
-      queued(s);
       return cudaSuccess;
     }
   }
@@ -429,7 +426,6 @@ cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t 
   eager_ops += is_dev(dst) && is_dev(src);
   if (q && is_dev(dst) && is_dev(src)) {
     rec_copy(q, dst, src, w, dpitch, spitch, h);
-    queued(s);
     return cudaSuccess;
   }
   if (q) drain((MockStream *)s);
@@ -450,7 +446,6 @@ cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s) {
     if (alloc_of(p, n) < 0) return set_error(cudaErrorInvalidValue);
     eager_ops++;
     rec_memset(q, p, v, n);
-    queued(s);
     return cudaSuccess;
   }
   if (!g) {
@@ -637,7 +632,6 @@ static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsi
   if (q) {
     eager_ops++;
     rec_kernel(q, fn, gx, bx, params);
-    queued((cudaStream_t)s);
     return CUDA_SUCCESS;
   }
   pthread_mutex_lock(&run_lock);
@@ -836,7 +830,6 @@ static cublasStatus_t gemm_batch(cublasHandle_t h, const char *fn, cublasCompute
   eager_ops++;
   if (q) { /* (the operands' extents are checked when it runs, as after a capture) */
     rec_gemm(q, &c);
-    queued(mh->stream);
     return CUBLAS_STATUS_SUCCESS;
   }
   return gemm_run(&c);
@@ -913,7 +906,6 @@ static cublasStatus_t blas_saxpy(cublasHandle_t h, int n, const float *alpha, co
   else if (q) {
     rec_saxpy(q, n, *alpha, x, y);
     eager_ops++;
-    queued(st);
   } else {
     saxpy_run(n, *alpha, x, y);
     eager_ops++;
@@ -971,6 +963,7 @@ struct MockGraph {
   Work *w;
   int n, cap;
   int pending; /* deferred mode: launches of this executable graph queued and not yet run */
+  bool queue;  /* deferred mode: a stream's queue (adding to it may run some queued work early) */
 };
 static MockGraphStats graph_stats; /* under stats_lock (ranks are threads) */
 static pthread_mutex_t stats_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -987,6 +980,7 @@ MockGraphStats cuda_mock_graph_stats(void) {
 void cuda_mock_refuse_update(int skip) { refuse_skip = skip; }
 
 static pthread_mutex_t defer_lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
+static void run_early(void);
 
 static void add_work(MockGraph *g, const Work *w) {
   pthread_mutex_lock(&defer_lock); /* (a deferred queue: another rank's thread may be running it) */
@@ -996,6 +990,7 @@ static void add_work(MockGraph *g, const Work *w) {
     ck_assert(g->w);
   }
   g->w[g->n++] = *w;
+  if (g->queue) run_early();
   pthread_mutex_unlock(&defer_lock);
 }
 
@@ -1054,7 +1049,7 @@ static void run_work(const Work *w) {
     memset(w->dst, w->v, w->n);
     break;
   case W_COPY:
-    for (size_t r = 0; r < w->h; r++) { /* (the buffers were checked when it was queued: not freed since) */
+    for (size_t r = 0; r < w->h; r++) { /* (checked again as it runs: not freed since it was queued) */
       char *d = (char *)w->dst + r * w->dpitch;
       const char *src = (const char *)w->src + r * w->spitch;
       ck_assert_msg(alloc_of(d, w->n) >= 0 && (w->staged || alloc_of(src, w->n) >= 0),
@@ -1173,7 +1168,6 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
     e->pending++;
     add_work(q, &(Work){.kind = W_GRAPH, .snap = snap, .exec = e});
     pthread_mutex_unlock(&defer_lock);
-    queued(s);
   } else {
     for (int i = 0; i < e->n; i++) run_work(&e->w[i]);
   }
@@ -1240,7 +1234,10 @@ static MockGraph *queue_for(cudaStream_t s) {
   if (!s || !deferred() || capture_of(s)) return NULL;
   MockStream *m = (MockStream *)s;
   pthread_mutex_lock(&defer_lock);
-  if (!m->queue) ck_assert(m->queue = calloc(1, sizeof(MockGraph)));
+  if (!m->queue) {
+    ck_assert(m->queue = calloc(1, sizeof(MockGraph)));
+    m->queue->queue = true;
+  }
   MockGraph *q = m->queue;
   pthread_mutex_unlock(&defer_lock);
   return q;
@@ -1285,9 +1282,8 @@ static void drain_all(void) {
   }
   pthread_mutex_unlock(&defer_lock);
 }
-/* After an item was queued on s: now and then one item of a random stream runs. */
-static void queued(cudaStream_t s) {
-  (void)s;
+/* After an item was queued (add_work): now and then one item of a random stream runs. */
+static void run_early(void) {
   pthread_mutex_lock(&defer_lock);
   if (defer_draw(4) == 0) {
     int live[MAX_STREAMS], n = 0;
@@ -1312,7 +1308,6 @@ static void defer_wait(MockStream *m, cudaEvent_t e) {
   pthread_mutex_unlock(&defer_lock);
   if (!at || at == m) return; /* never recorded, or in this stream's own order */
   add_work(queue_for((cudaStream_t)m), &(Work){.kind = W_WAIT, .ws = at, .wticket = ticket});
-  queued((cudaStream_t)m);
 }
 static void defer_until_event(cudaEvent_t e) {
   const MockEvent *ev = (const MockEvent *)e;

@@ -513,6 +513,17 @@ static MplSdpa sdpa_on(MplDevice *d, const MplSdpa *a, const SdpaBufs *h, bool c
   return x;
 }
 
+/* What sdpa_on made on the cuda device (g) and the cpu (c), and the host inputs h. */
+static void sdpa_free(MplDevice *cu, const MplSdpa *g, const MplSdpa *c, const SdpaBufs *h) {
+  const void *const bufs[] = {g->q,    g->k,     g->v,   g->dout, g->q16, g->k16, g->v16,
+                              g->out16, g->dout16, g->out, g->lse,  g->dq,  g->dk,  g->dv};
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+    if (bufs[i]) cu->ops->arena_free(cu, (void *)bufs[i]);
+  free(c->out), free(c->lse), free(c->dq), free(c->dk), free(c->dv);
+  free(h->q), free(h->k), free(h->v), free(h->dout), free(h->q16), free(h->k16), free(h->v16), free(h->out16);
+  free(h->dout16);
+}
+
 /* Device tensor `dev` of n floats against the cpu's `want`. */
 static void sdpa_compare(MplDevice *d, const float *dev, const float *want, int64_t n, double tol, const char *what,
                          const MplSdpa *a) {
@@ -587,12 +598,7 @@ START_TEST(test_sdpa) {
     sdpa_compare(&cu, g.dq, c.dq, nq * a.hs, tol, "dq", &a);
     sdpa_compare(&cu, g.dk, c.dk, nkv * a.hs, tol, "dk", &a);
     sdpa_compare(&cu, g.dv, c.dv, nkv * a.hv, tol, "dv", &a);
-    const void *const bufs[] = {g.q, g.k, g.v, g.dout, g.q16, g.k16, g.v16, g.out16, g.dout16,
-                                g.out, g.lse, g.dq, g.dk, g.dv};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-      if (bufs[i]) cu.ops->arena_free(&cu, (void *)bufs[i]);
-    free(c.out), free(c.lse), free(c.dq), free(c.dk), free(c.dv);
-    free(h.q), free(h.k), free(h.v), free(h.dout), free(h.q16), free(h.k16), free(h.v16), free(h.out16), free(h.dout16);
+    sdpa_free(&cu, &g, &c, &h);
   }
   /* which kernels ran, twice each: tensor cores where the build has them: bf16 inputs; f32
      ones with tf32 operands in a tf32 step (or under --tf32), as three tf32 products (x3) in
@@ -647,11 +653,7 @@ START_TEST(test_sdpa_builds_apart) {
     sdpa_compare(&cu, g.out, c.out, n, in16 ? 1.0 / 128 : 4e-5, "out", &a);
     ck_assert_msg(in16 ? cuda_mock_launches("mpl_sdpa_fwd_tc") == before + 1 : cuda_mock_launches("mpl_sdpa_fwd_x3") == x3 + 1,
                   "%s inputs: not the %s build's forward", in16 ? "bf16" : "f32", in16 ? "bf16" : "f32");
-    const void *const bufs[] = {g.q, g.k, g.v, g.dout, g.q16, g.k16, g.v16, g.dout16, g.out, g.lse, g.dq, g.dk, g.dv};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-      if (bufs[i]) cu.ops->arena_free(&cu, (void *)bufs[i]);
-    free(c.out), free(c.lse), free(c.dq), free(c.dk), free(c.dv);
-    free(h.q), free(h.k), free(h.v), free(h.dout), free(h.q16), free(h.k16), free(h.v16), free(h.dout16);
+    sdpa_free(&cu, &g, &c, &h);
   }
   close_pair(&cu, &cpu);
 }
@@ -753,38 +755,40 @@ END_TEST
 
 /* ---- an embedding's gradient ------------------------------------------------------------------------ */
 
+/* An embedding's gradient of idx (M positions) and dy (rows of N) into K rows on both
+ * devices: the cpu's bits; the gradient (the cuda device's) returned, for the caller to free. */
+static float *emb_both(MplDevice *cu, MplDevice *cpu, const int32_t *idx, const float *dy, int64_t M, int64_t N,
+                       int64_t K, const char *what) {
+  MplErr err = {{0}};
+  float *want = malloc(4 * K * N), *got = malloc(4 * K * N);
+  MplEmbGrad c = {M, N, K, idx, dy, want};
+  MplEmbGrad g = {M, N, K, dev_put(cu, idx, 4 * M), dev_put(cu, dy, 4 * M * N), dev_put(cu, NULL, 4 * K * N)};
+  ck_assert_msg(cpu->ops->emb_grad(cpu, &c, &err) == MPL_OK, "%s", err.msg);
+  ck_assert_msg(cu->ops->emb_grad(cu, &g, &err) == MPL_OK, "%s", err.msg);
+  dev_get(cu, got, g.out, 4 * K * N);
+  same_bits(got, want, K * N, what);
+  cu->ops->arena_free(cu, (void *)g.idx), cu->ops->arena_free(cu, (void *)g.dy), cu->ops->arena_free(cu, g.out);
+  free(want);
+  return got;
+}
+
 /* 300 positions (two tiles of the kernel), rows of 20, 30 rows, most positions on row 4,
- * two indices out of range: the cpu's bits. */
+ * two indices out of range: the cpu's bits. Then no index past K, and 3 more rows: the last
+ * rows, which no position names (nor clamps to), are zeros (pass 99: zeroing one row fewer
+ * was seen only by test_cuda_jobs). */
 START_TEST(test_emb_grad) {
   MplDevice cu = open_device(&mpl_device_cuda_ops, false), cpu = open_device(&mpl_device_cpu_ops, false);
-  MplErr err = {{0}};
   const int64_t M = 300, N = 20, K = 30;
   int32_t *idx = malloc(4 * M);
   for (int64_t p = 0; p < M; p++) idx[p] = p % 3 ? 4 : (int32_t)((p * 13) % K);
   idx[17] = -2, idx[250] = (int32_t)K + 5;
-  float *dy = random_f32(M * N, 1), *want = malloc(4 * K * N), *got = malloc(4 * K * N);
-  MplEmbGrad c = {M, N, K, idx, dy, want};
-  MplEmbGrad g = {M, N, K, dev_put(&cu, idx, 4 * M), dev_put(&cu, dy, 4 * M * N), dev_put(&cu, NULL, 4 * K * N)};
-  ck_assert_msg(cpu.ops->emb_grad(&cpu, &c, &err) == MPL_OK, "%s", err.msg);
-  ck_assert_msg(cu.ops->emb_grad(&cu, &g, &err) == MPL_OK, "%s", err.msg);
-  dev_get(&cu, got, g.out, 4 * K * N);
-  same_bits(got, want, K * N, "emb_grad");
-  cu.ops->arena_free(&cu, (void *)g.idx), cu.ops->arena_free(&cu, (void *)g.dy), cu.ops->arena_free(&cu, g.out);
-  /* no index past K this time, and 3 more rows: the last rows, which no position names (nor
-     clamps to), are zeros (pass 99: zeroing one row fewer was seen only by test_cuda_jobs) */
+  float *dy = random_f32(M * N, 1);
+  free(emb_both(&cu, &cpu, idx, dy, M, N, K, "emb_grad"));
   idx[250] = 7;
-  const int64_t K2 = K + 3;
-  float *want2 = malloc(4 * K2 * N), *got2 = malloc(4 * K2 * N);
-  MplEmbGrad c2 = {M, N, K2, idx, dy, want2};
-  MplEmbGrad g2 = {M, N, K2, dev_put(&cu, idx, 4 * M), dev_put(&cu, dy, 4 * M * N), dev_put(&cu, NULL, 4 * K2 * N)};
-  ck_assert_msg(cpu.ops->emb_grad(&cpu, &c2, &err) == MPL_OK, "%s", err.msg);
-  ck_assert_msg(cu.ops->emb_grad(&cu, &g2, &err) == MPL_OK, "%s", err.msg);
-  dev_get(&cu, got2, g2.out, 4 * K2 * N);
-  same_bits(got2, want2, K2 * N, "emb_grad, unnamed last rows");
-  for (int64_t i = K * N; i < K2 * N; i++) ck_assert(want2[i] == 0.0f);
-  cu.ops->arena_free(&cu, (void *)g2.idx), cu.ops->arena_free(&cu, (void *)g2.dy), cu.ops->arena_free(&cu, g2.out);
+  float *got = emb_both(&cu, &cpu, idx, dy, M, N, K + 3, "emb_grad, unnamed last rows");
+  for (int64_t i = K * N; i < (K + 3) * N; i++) ck_assert_msg(got[i] == 0.0f, "unnamed row %lld: %g", (long long)(i / N), got[i]);
   close_pair(&cu, &cpu);
-  free(idx), free(dy), free(want), free(got), free(want2), free(got2);
+  free(idx), free(dy), free(got);
 }
 END_TEST
 

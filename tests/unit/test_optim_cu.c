@@ -59,6 +59,8 @@ static float *copy_of(const float *x, int64_t n) {
 typedef struct Launch {
   int which; /* 0 adamw, 1 adamw_list, 2 scale, 3 scale_list, 4 sumsq, 5 sumsq_final, 6 sumsq_list, 7 sumsq_final_list */
   MplList L;
+  const MplOptTensor *t; /* the list's tensors (fill), for their sentinels */
+  int k;
   MplAdamWScalars s;
   float *p, *g, *m, *v, coef;
   long long n;
@@ -83,8 +85,6 @@ static void run_kernel(void *ctx) {
   }
 }
 
-static const MplOptTensor *list_t; /* the tensors of the last list fill() made */
-static int list_k;
 
 /* The launch, then the sentinels of the tensors it was given. */
 static void launch(Launch *a, long long blocks) {
@@ -95,20 +95,19 @@ static void launch(Launch *a, long long blocks) {
     for (int k = 0; k < 4; k++)
       if (single[k]) check_sentinel(single[k], a->n, names[k]);
   }
-  if (a->which == 1 || a->which == 3 || a->which == 6 || a->which == 9) /* the list fill() made */
-    for (int i = 0; i < list_k; i++) {
-      float *listed[] = {list_t[i].p, list_t[i].g, list_t[i].m, list_t[i].v};
-      for (int k = 0; k < 4; k++)
-        if (listed[k]) check_sentinel(listed[k], list_t[i].n, names[k]);
-    }
+  for (int i = 0; i < a->k; i++) { /* a list's */
+    float *listed[] = {a->t[i].p, a->t[i].g, a->t[i].m, a->t[i].v};
+    for (int k = 0; k < 4; k++)
+      if (listed[k]) check_sentinel(listed[k], a->t[i].n, names[k]);
+  }
 }
 
 /* The host's list (runtime/optim.c) as the kernels' parameter (sizes checked below). */
-static long long fill(MplList *L, const MplOptTensor *t, int k, int64_t per_block, int64_t cap) {
-  list_t = t, list_k = k;
+static long long fill(Launch *a, const MplOptTensor *t, int k, int64_t per_block, int64_t cap) {
   MplOptList h;
   long long blocks = mpl_opt_list_fill(&h, t, k, per_block, cap);
-  memcpy(L, &h, sizeof *L);
+  memcpy(&a->L, &h, sizeof a->L);
+  a->t = t, a->k = k;
   return blocks;
 }
 
@@ -146,7 +145,7 @@ static void adamw_case(double beta1, int64_t step, int64_t cap) {
     t[i] = (MplOptTensor){.p = p2[i], .g = g[i], .m = m2[i], .v = v2[i], .n = n, .weight_decay = wd};
   }
   Launch a = {.which = 1};
-  long long blocks = fill(&a.L, t, NT, 256, cap);
+  long long blocks = fill(&a, t, NT, 256, cap);
   for (int i = 0; i < NT; i++) {
     mpl_adamw_scalars(&a.s, lr, beta1, beta2, eps, t[i].weight_decay, step);
     a.L.w[i * MPL_OPT_ROW + 6] = mpl_opt_list_adamw_word(&a.s);
@@ -206,7 +205,7 @@ START_TEST(test_sgd_list) {
       }
       Launch a = {.which = 9, .coef = (float)-lr};
       a.s.w1 = (float)mom;
-      long long blocks = fill(&a.L, t, NT, 256, cap);
+      long long blocks = fill(&a, t, NT, 256, cap);
       for (int i = 0; i < NT; i++) a.L.w[i * MPL_OPT_ROW + 6] = mode;
       launch(&a, blocks);
       for (int i = 0; i < NT; i++) {
@@ -231,7 +230,7 @@ START_TEST(test_scale) {
     t[i] = (MplOptTensor){.g = g2[i], .n = sizes[i]};
   }
   Launch a = {.which = 3, .coef = 0.3712f};
-  launch(&a, fill(&a.L, t, NT, 256, 2));
+  launch(&a, fill(&a, t, NT, 256, 2));
   for (int i = 0; i < NT; i++) {
     size_t b = sizeof(float) * (size_t)sizes[i];
     ck_assert_msg(!memcmp(g[i], g1[i], b) && !memcmp(g[i], g2[i], b), "scale, n %lld: not optim.c's bits", (long long)sizes[i]);
@@ -259,7 +258,7 @@ static void sumsq_case(int64_t cap) {
     t[i] = (MplOptTensor){.g = g[i], .out = &listed[i], .n = n};
   }
   Launch a = {.which = 6, .partial = partial};
-  long long blocks = fill(&a.L, t, NT, PER_PART, cap);
+  long long blocks = fill(&a, t, NT, PER_PART, cap);
   ck_assert_int_le(blocks, NT * 16);
   launch(&a, blocks);
   a.which = 7;
