@@ -26,7 +26,11 @@ typedef struct { unsigned x, y, z; } HostDim3;
 static _Thread_local HostDim3 threadIdx, blockIdx, blockDim, gridDim;
 #define MPL_KERNEL(nthreads) static __attribute__((unused)) void /* (a test runs some of a build's kernels) */
 #define MPL_DEV static inline
-#define MPL_SHARED static
+/* __shared__ arrays: static, in a section of their own, which each block starts with
+ * filled with 0xFF bytes (a float's NaN, an int's -1), as a GPU's shared memory starts
+ * with whatever the last block left: a read of an element the block has not written
+ * shows in the numbers. */
+#define MPL_SHARED static __attribute__((section("mpl_shared")))
 #define MPL_SYNC() host_fiber_wait()
 #define MPL_UNROLL
 #define MPL_NO_UNROLL
@@ -144,13 +148,23 @@ static void host_grid_enter(int t, void *ctx) {
   threadIdx = (HostDim3){(unsigned)t, 0, 0};
 }
 
+/* The section's bounds (the linker's; weak: a test whose kernels have no __shared__
+ * array has no section), and the block whose arrays were last filled. */
+extern char __start_mpl_shared[] __attribute__((weak)), __stop_mpl_shared[] __attribute__((weak));
+static long long host_shared_block = -1;
+
 /* Thread t of every block in turn: the block's body, then a barrier, so that the next
- * block starts (and reuses the static __shared__ arrays) only when all of this one is done. */
+ * block starts (and reuses the static __shared__ arrays) only when all of this one is done.
+ * The first of a block's threads to start fills the arrays. */
 static void host_grid_thread(int t, void *ctx) {
   const HostGrid *g = ctx;
   (void)t;
   for (unsigned b = 0; b < g->blocks; b++) {
     blockIdx = (HostDim3){b, 0, 0};
+    if (host_shared_block != (long long)b && __start_mpl_shared) {
+      memset(__start_mpl_shared, 0xFF, (size_t)(__stop_mpl_shared - __start_mpl_shared));
+      host_shared_block = b;
+    }
     g->body(g->ctx);
     host_fiber_wait();
   }
@@ -161,6 +175,7 @@ static void host_grid_thread(int t, void *ctx) {
 static inline void host_launch_grid(long long blocks, unsigned threads, void (*body)(void *), void *ctx) {
   ck_assert(blocks >= 0 && blocks <= 0xFFFFFFFFll && threads >= 1 && threads <= HOST_MAX_THREADS);
   HostGrid g = {body, ctx, (unsigned)blocks};
+  host_shared_block = -1;
   blockDim = (HostDim3){threads, 1, 1};
   gridDim = (HostDim3){(unsigned)blocks, 1, 1};
   ck_assert_msg(host_fibers_run((int)threads, host_grid_thread, host_grid_enter, NULL, &g),

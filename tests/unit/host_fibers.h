@@ -34,11 +34,48 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <ucontext.h>
 
 enum { HOST_FIBERS_MAX = 1024, HOST_FIBER_STACK = 1 << 17 };
 enum { HOST_FIBER_RUN, HOST_FIBER_WAIT, HOST_FIBER_DONE, HOST_FIBER_WARP };
+
+/* The order the fibers take their turns in, from MPL_FIBER_ORDER: unset or "fwd", warp 0
+ * first and each warp's lanes upwards; "rev", the last warp first and lanes downwards; a
+ * number, a shuffle of the warps and of each warp's lanes drawn anew at every barrier and
+ * warp wait from that seed. A barrier missing between one thread's writes to shared memory
+ * and another's reads of them is hidden by an order that runs the writer first; the suites
+ * run in more than one order (tests/unit/fiber_orders.sh), so that some order runs the
+ * reader first and the numbers change. */
+typedef struct HostFiberOrder {
+  int kind; /* 0 forward, 1 reversed, 2 shuffled */
+  unsigned long long state;
+} HostFiberOrder;
+static HostFiberOrder host_fiber_order_read(void) {
+  const char *e = getenv("MPL_FIBER_ORDER");
+  HostFiberOrder o = {0, 0};
+  if (!e || !*e || !strcmp(e, "fwd")) return o;
+  if (!strcmp(e, "rev")) return (HostFiberOrder){1, 0};
+  char *end;
+  unsigned long long seed = strtoull(e, &end, 10);
+  if (*end || e[0] == '-') {
+    fprintf(stderr, "MPL_FIBER_ORDER=%s: expected fwd, rev or a seed (a number)\n", e);
+    abort();
+  }
+  return (HostFiberOrder){2, seed * 0x9E3779B97F4A7C15ull + 1};
+}
+/* perm[0 .. n-1] := the order of n turns (n <= 1024). */
+static void host_fiber_order_draw(HostFiberOrder *o, int *perm, int n) {
+  for (int i = 0; i < n; i++) perm[i] = o->kind == 1 ? n - 1 - i : i;
+  if (o->kind != 2) return;
+  for (int i = n - 1; i > 0; i--) {
+    o->state ^= o->state << 13, o->state ^= o->state >> 7, o->state ^= o->state << 17;
+    int j = (int)(o->state % (unsigned long long)(i + 1)), t = perm[i];
+    perm[i] = perm[j], perm[j] = t;
+  }
+}
 
 typedef struct HostFibers {
   int made;                 /* fibers created so far (each parked, ready to run) */
@@ -49,6 +86,9 @@ typedef struct HostFibers {
   char *stack[HOST_FIBERS_MAX];
   void (*fn)(int i, void *ctx);
   void *ctx;
+  HostFiberOrder order; /* the turns' order (read from the environment on first use) */
+  int order_read;
+  int wperm[HOST_FIBERS_MAX / 32], lperm[32];
 } HostFibers;
 
 static _Thread_local HostFibers *host_fibers_tls;
@@ -121,16 +161,23 @@ static bool host_fibers_run(int n, void (*fn)(int, void *), void (*enter)(int, v
   }
   F->n = n, F->fn = fn, F->ctx = ctx;
   for (int i = 0; i < n; i++) F->state[i] = HOST_FIBER_RUN;
+  if (!F->order_read) F->order = host_fiber_order_read(), F->order_read = 1;
   for (;;) {
-    for (volatile int w0 = 0; w0 < n; w0 += 32) { /* warp by warp, each as far as it goes */
-      volatile int w1 = w0 + 32 < n ? w0 + 32 : n; /* (volatile: read after _longjmp returns here) */
+    int nw = (n + 31) / 32;
+    host_fiber_order_draw(&F->order, F->wperm, nw);
+    for (volatile int wi = 0; wi < nw; wi++) { /* warp by warp, each as far as it goes */
+      volatile int w0 = 32 * F->wperm[wi]; /* (volatile: read after _longjmp returns here) */
+      volatile int w1 = w0 + 32 < n ? w0 + 32 : n;
       for (;;) {
-        for (volatile int i = w0; i < w1; i++)
+        host_fiber_order_draw(&F->order, F->lperm, w1 - w0);
+        for (volatile int li = 0; li < w1 - w0; li++) {
+          int i = w0 + F->lperm[li];
           if (F->state[i] == HOST_FIBER_RUN) {
             F->cur = i;
             if (enter) enter(i, ctx);
             if (!_setjmp(F->sched)) _longjmp(F->jb[i], 1);
           }
+        }
         int at_warp = 0;
         for (int i = w0; i < w1; i++) at_warp += F->state[i] == HOST_FIBER_WARP;
         if (!at_warp) break;

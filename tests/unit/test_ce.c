@@ -372,6 +372,41 @@ START_TEST(test_cuda_bad_target) {
 }
 END_TEST
 
+/* The row kernel on logits with one 100 above the rest, in each of a block's four warps'
+ * columns (j % 256 in [0, 64), [64, 128) ...) and in a column only the first pass of a
+ * thread reaches: the shift must be the row's true largest logit, or exp overflows
+ * (f32: e^88 is the last finite); loss and g against float64 from the definition. (A
+ * barrier missing before the maximum's tree read another thread's slot before it was
+ * written, and the shift was some other logit: no test saw it while the logits were small.) */
+START_TEST(test_cuda_large_logits) {
+  enum { N = 5, V = 600 };
+  static const int peak[N] = {3, 100, 200, 455, 599};
+  float *L = malloc(4 * N * V), *L0 = malloc(4 * N * V);
+  double *lossr = calloc(N, 8);
+  int32_t t[N] = {7, 100, 599, 0, 598};
+  for (int i = 0; i < N * V; i++) L0[i] = (float)(unif() * 2 - 1);
+  for (int i = 0; i < N; i++) L0[i * V + peak[i]] += 100.0f;
+  memcpy(L, L0, 4 * N * V);
+  float scale = 0.5f;
+  HostLaunch l = {.which = 0, .L = L, .loss = lossr, .t = t, .N = N, .V = V, .r0 = 0, .scale = scale};
+  host_launch(&l, N);
+  for (int i = 0; i < N; i++) {
+    const float *x = L0 + i * V;
+    double sum = 0;
+    for (int j = 0; j < V; j++) sum += exp((double)x[j] - 100.0);
+    double lse = 100.0 + log(sum), want = lse - x[t[i]];
+    ck_assert_msg(fabs(lossr[i] - want) <= 1e-5 * fabs(want), "row %d (peak at %d): loss %g, want %g", i, peak[i],
+                  lossr[i], want);
+    for (int j = 0; j < V; j++) {
+      double g = (exp((double)x[j] - lse) - (j == t[i])) * scale;
+      ck_assert_msg(fabs(L[i * V + j] - g) <= 1e-6, "row %d (peak at %d): g[%d] = %g, want %g", i, peak[i], j,
+                    (double)L[i * V + j], g);
+    }
+  }
+  free(L), free(L0), free(lossr);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("ce");
   TCase *tc = tcase_create("core");
@@ -383,6 +418,7 @@ int main(void) {
   tcase_add_test(tc, test_nvrtc_compiles_kernels);
   tcase_add_test(tc, test_cuda_bf16_rounding);
   tcase_add_test(tc, test_cuda_bad_target);
+  tcase_add_test(tc, test_cuda_large_logits);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
