@@ -17,7 +17,9 @@ finish() { echo "$pass passed, $fail failed"; [ $fail = 0 ]; exit; }
 for t in test_ce test_embed test_optim_cu test_sdpa test_cuda_mock; do
   bin=$BUILD/tests/$t
   if [ ! -x "$bin" ]; then echo "skip: $bin is not built"; continue; fi
-  for order in rev 7; do
+  orders="rev 7"
+  [ $t = test_sdpa ] && orders=7 # (its longest; each of its barriers fails in every order)
+  for order in $orders; do
     log=$tmp/$t.$order.log
     MPL_FIBER_ORDER=$order "$bin" > "$log" 2>&1
     rc=$?
