@@ -414,7 +414,10 @@ void sema_train_overrides(Sema *S, Loc loc) {
     sema_err(S, S->batch_loc.line ? S->batch_loc : loc, "batch %lld is not divisible by microbatches * dp = %lld * %d%s",
              (long long)t->batch, (long long)t->microbatches, g->mesh.dp, from);
   }
-  S->B = t->batch / per > 0 ? t->batch / per : 1;
+  /* B is a micro-batch's rows; after the error above, the whole batch (the later messages'
+     shapes then show the batch the program gives, not a rounded-down part: pass 103) */
+  int64_t b = t->batch % per ? t->batch : t->batch / per;
+  S->B = b > 0 ? b : 1;
   S->T = t->seq;
   g->nstages = g->mesh.pp * t->virtual_stages;
   stages_origin(S);

@@ -8,8 +8,9 @@
  * (in g groups: @shard(dim, groups = g)), or a partial sum (each tp rank holds one
  * term; the value is their sum). Rules, per op:
  *  - matmul of a replicated input with a weight split on its output columns
- *    (column-parallel): the input goes through TP_ENTER (identity forward, all-reduce
- *    of its gradient), the output is split on its last dimension;
+ *    (column-parallel; a batched weight, [E, K, N] split on N, as well): the input goes
+ *    through TP_ENTER (identity forward, all-reduce of its gradient), the output is split
+ *    on its last dimension;
  *  - matmul of an input split on its contracted dimension with a weight split on its
  *    rows (row-parallel): a partial sum; a replicated input (or a partial sum) is first
  *    cut to this rank's part of that dimension (TP_SLICE, free; REDUCE_SCATTER), as in
@@ -229,9 +230,11 @@ static void check_gather(Shard *s, const Op *v, const Op *reader) {
   }
   char have[256];
   const char *msg = arena_printf(s->g->arena,
-                                 "%s needs its input replicated, but the input is %s%s: that would all-gather the whole value "
+                                 "%s needs %s replicated, but %s %s%s: that would all-gather the whole value "
                                  "on every tp rank (pass --allow-gather to accept it, or shard so that this op keeps the split)",
-                                 op_name(reader->kind), layout_desc(s, v, have, sizeof have), s->hint ? s->hint : "");
+                                 op_name(reader->kind), reader->nin > 1 ? "its inputs" : "its input",
+                                 reader->nin > 1 ? "one of them is" : "the input is", layout_desc(s, v, have, sizeof have),
+                                 s->hint ? s->hint : "");
   const Op *moved;
   const Op *origin = split_walk(s, v, &moved);
   *new_refusal(s) = (Refusal){op_user_loc(reader), reader, reader, 1, msg, origin, NULL, NULL, moved};
@@ -392,7 +395,7 @@ static int shard_matmul(Shard *s, const Op *src, const int *in0) {
   int ra = a->shape.rank, rb = b->shape.rank;
   int a_k = src->ta ? ra - 2 : ra - 1, b_k = src->tb ? rb - 1 : rb - 2, b_n = src->tb ? rb - 2 : rb - 1;
   int rout = src->shape.rank;
-  if (!is_split(a) && is_split(b) && rb == 2 && b->layout.split_dim == b_n) { /* column-parallel */
+  if (!is_split(a) && is_split(b) && b->layout.split_dim == b_n) { /* column-parallel (a batched b too) */
     Op *enter = new_op(s, OP_TP_ENTER, 1, &in[0], src);
     enter->shape = a->shape;
     int r[2] = {enter->id, b->id};

@@ -6,7 +6,9 @@
 # operand split on a batch axis keeps it, a replicated operand broadcast against it is
 # entered, not gathered (tp_experts: expert parallelism); a replicated param broadcast
 # along a split axis gets its whole gradient (tp_bcast); a replicated q is cut to the
-# heads of split k and v (tp_whole_q); a concat of 28 inputs (tp_wide_concat).
+# heads of split k and v (tp_whole_q); a concat of 28 inputs (tp_wide_concat); weights
+# [3, 8, 16] and [1, 8, 16] split on their output columns, column-parallel as a 2-D one
+# (tp_batched_col: pass 103 found them refused as re-gathers).
 #  - each compiles at tp = 2 with no all-gather in the forward pass, and no all-gather at
 #    all except tp_experts' one in the backward (the gates' gradient);
 #  - params after 3 steps at tp = 2 and tp = 4 match tp = 1 within 1e-5;
@@ -47,6 +49,7 @@ gathers tp_experts "$V2/tp_experts.mpl" 1; like_tp1 tp_experts "$V2/tp_experts.m
 # replicated params' gradients, q's and c's); a concat wider than the sharder's first tables
 gathers tp_whole_q "$V2/tp_whole_q.mpl" 2; like_tp1 tp_whole_q "$V2/tp_whole_q.mpl"
 gathers tp_wide_concat "$V2/tp_wide_concat.mpl" 0; like_tp1 tp_wide_concat "$V2/tp_wide_concat.mpl"
+gathers tp_batched_col "$V2/tp_batched_col.mpl" 0; like_tp1 tp_batched_col "$V2/tp_batched_col.mpl"
 
 # sdpa with kv heads that do not divide by tp would re-gather k and v: refused, located
 rewrite "$V2/tp_gqa.mpl" "$tmp/kv2.mpl" 's/wk: f32\[32, 16\]/wk: f32[32, 8]/' 's/wv: f32\[32, 16\]/wv: f32[32, 8]/' \
