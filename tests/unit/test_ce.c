@@ -372,6 +372,31 @@ START_TEST(test_cuda_bad_target) {
 }
 END_TEST
 
+/* The CPU step on one row of 100,000 logits: 0 for the target, -17 for the rest (x = 1,
+ * w's column the logit; each exact in bf16). Each other term of the sum of exponentials is
+ * e^-17 = 4.1e-8, under half a float step at 1 (5.96e-8): a float sum stays 1 and the loss
+ * becomes 0, while log(1 + 99999 e^-17) = 4.13e-3 (pass 104: summing in float instead of
+ * double passed every test). Loss, dx and dw against the float64 reference, f32 and bf16. */
+START_TEST(test_cpu_small_terms) {
+  Case c = {1, 1, 100000, 1};
+  for (int bf16 = 0; bf16 < 2; bf16++) {
+    Bufs b;
+    make(&c, &b, false);
+    b.x[0] = 1.0f;
+    for (int64_t v = 0; v < c.V; v++) b.w[v] = v == 0 ? 0.0f : -17.0f;
+    b.t[0] = 0;
+    MplErr err = {{0}};
+    ck_assert(run(&c, true, bf16, &b, 1, &err) == MPL_OK);
+    reference(&c, true, bf16, &b);
+    ck_assert_msg(fabs(b.rloss - 4.1313e-3) < 1e-6, "the reference's loss %g", b.rloss);
+    double rl = b.rloss, e[3] = {fabs(b.loss - rl) / rl, err_of(b.dx, b.rdx, 1), err_of(b.dw, b.rdw, c.V)};
+    ck_assert_msg(e[0] <= 1e-5 && e[1] <= 2e-5 && e[2] <= 2e-5, "%s: loss %g (want %g), dx off by %g, dw by %g",
+                  bf16 ? "bf16" : "f32", (double)b.loss, rl, e[1], e[2]);
+    unmake(&b);
+  }
+}
+END_TEST
+
 /* The row kernel on logits with one 100 above the rest, in each of a block's four warps'
  * columns (j % 256 in [0, 64), [64, 128) ...) and in a column only the first pass of a
  * thread reaches: the shift must be the row's true largest logit, or exp overflows
@@ -419,6 +444,7 @@ int main(void) {
   tcase_add_test(tc, test_cuda_bf16_rounding);
   tcase_add_test(tc, test_cuda_bad_target);
   tcase_add_test(tc, test_cuda_large_logits);
+  tcase_add_test(tc, test_cpu_small_terms);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

@@ -384,6 +384,26 @@ START_TEST(test_cpu_kernels) {
 }
 END_TEST
 
+/* A bf16 backward whose dS is a tie of bf16 rounding (pass 104: the CPU tiles' rounding with
+ * its ties-to-even term dropped passed every test, random values never landing on a tie).
+ * One query, one key, scale 1: s = 0, lse 0, so p = 1 exactly; dp = dout v = 1.0078125;
+ * D = dout . out = -2^-8; dS = p (dp - D) = 1.01171875 = 1 + 3 * 2^-8, halfway between
+ * the bf16 values 1.0078125 (odd) and 1.015625 (even): dq = dS k = 1.015625, dk = dS q = 0,
+ * dv = p dout = 1, on every instruction set the CPU has. */
+START_TEST(test_cpu_bf16_tie) {
+  float q = 0.0f, k = 1.0f, v = 1.0078125f, out = -0.00390625f, dout = 1.0f, lse = 0.0f, dq, dk, dv;
+  MplSdpa a = {.B = 1, .H = 1, .Hkv = 1, .T = 1, .S = 1, .hs = 1, .hv = 1, .scale = 1.0f, .causal = false,
+               .bf16 = true, .q = &q, .k = &k, .v = &v, .dout = &dout, .out = &out, .lse = &lse,
+               .dq = &dq, .dk = &dk, .dv = &dv};
+  for (int isa = mpl_sdpa_cpu_isa(); isa <= MPL_SDPA_GENERIC; isa++) {
+    dq = dk = dv = NAN;
+    cpu_pass(&a, (MplSdpaIsa)isa, 1, 1);
+    ck_assert_msg(dq == 1.015625f && dk == 0.0f && dv == 1.0f, "cpu %s: dq %.9g dk %g dv %g, want 1.015625 0 1",
+                  mpl_sdpa_isa_name((MplSdpaIsa)isa), (double)dq, (double)dk, (double)dv);
+  }
+}
+END_TEST
+
 START_TEST(test_cuda_kernels_on_host) {
   const Case *c = &cases[_i];
   int big = c->hs == 160;
@@ -826,6 +846,7 @@ static Suite *sdpa_suite(void) {
   int n = (int)(sizeof cases / sizeof cases[0]);
   tcase_add_loop_test(tc, test_cpu_kernels, 0, n);
   tcase_add_loop_test(tc, test_cuda_kernels_on_host, 0, n);
+  tcase_add_test(tc, test_cpu_bf16_tie);
   tcase_add_loop_test(tc, test_bf16_inputs, 0, n);
   tcase_add_loop_test(tc, test_tensor_core_forward, 0, (int)(sizeof tc_cases / sizeof tc_cases[0]));
   tcase_add_loop_test(tc, test_tf32_tensor_cores, 0, (int)(sizeof tc_cases / sizeof tc_cases[0]));
