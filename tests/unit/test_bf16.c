@@ -10,6 +10,7 @@
  * operands stored as bf16, widened (bit for bit the f32 product) and in bf16 units.
  */
 #include <check.h>
+#include <dlfcn.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,13 +141,21 @@ static double max_rel(const float *a, const float *b, int64_t n) {
   return d / (m > 0 ? m : 1);
 }
 
-/* One product shape through the three paths: f32, bf16 forced to f32 (hw off), bf16. */
-static void check_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t batch, bool bcast_b) {
-  int64_t sa = M * K, sb = bcast_b ? 0 : K * N, sc = M * N;
+/* Whether a product of this shape goes to the bf16 units where the CPU has them: the rule
+ * gemm.c states (2MN/(M+N) >= 96, MNK >= 2^20, K under 2 * 16384), on dense operands. */
+static bool units_pay(int64_t M, int64_t N, int64_t K, bool dense) {
+  return dense && M * N >= 48 * (M + N) && M * N * K >= (1 << 20) && K < (1 << 15);
+}
+
+/* One product shape through the three paths: f32, bf16 forced to f32 (hw off), bf16; A's
+ * rows `pad` elements longer than they need be (not dense: the f32 product, however the
+ * operands are stored). */
+static void check_gemm_ld(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t batch, bool bcast_b, int64_t pad) {
+  int64_t lda = (ta ? M : K) + pad, ldb = tb ? K : N;
+  int64_t sa = (ta ? K : M) * lda, sb = bcast_b ? 0 : K * N, sc = M * N;
   float *A = bf16_values(sa * batch, 1 + (uint64_t)M), *B = bf16_values(K * N * (bcast_b ? 1 : batch), 7 + (uint64_t)N);
   float *c0 = calloc((size_t)(sc * batch), sizeof(float)), *c1 = calloc((size_t)(sc * batch), sizeof(float));
   float *c2 = calloc((size_t)(sc * batch), sizeof(float));
-  int64_t lda = ta ? M : K, ldb = tb ? K : N;
   ck_assert_int_eq(mpl_gemm_f32_batched(ta, tb, M, N, K, 1, A, lda, sa, B, ldb, sb, 0, c0, N, sc, batch), MPL_OK);
   MplGemmBf16 off = {0}, on;
   mpl_gemm_bf16_init(&on);
@@ -155,6 +164,12 @@ static void check_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_
   uint64_t units0 = on.units;
   ck_assert_int_eq(mpl_gemm_bf16_batched(&on, ta, tb, M, N, K, 1, A, lda, sa, B, ldb, sb, 0, c2, N, sc, batch), MPL_OK);
   uint64_t units_arrays = on.units - units0;
+  /* which path (pass 104: a threshold doubled, or the density test dropped, passed); a
+     batch broadcasting B over M x batch rows is one product of them all */
+  int64_t rows = bcast_b && !ta ? M * batch : M, calls = bcast_b && !ta ? 1 : batch;
+  ck_assert_msg(units_arrays == (on.hw && units_pay(rows, N, K, pad == 0) ? (uint64_t)calls : 0),
+                "%lldx%lldx%lld x %lld: %llu products in bf16 units", (long long)M, (long long)N, (long long)K,
+                (long long)batch, (unsigned long long)units_arrays);
   double e = max_rel(c2, c0, sc * batch);
   ck_assert_msg(e <= 1e-5, "%lldx%lldx%lld: bf16 units off by %.3g of the largest", (long long)M, (long long)N,
                 (long long)K, e);
@@ -183,6 +198,10 @@ static void check_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_
   free(A), free(B), free(c0), free(c1), free(c2);
 }
 
+static void check_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t batch, bool bcast_b) {
+  check_gemm_ld(ta, tb, M, N, K, batch, bcast_b, 0);
+}
+
 START_TEST(test_gemm_paths) {
   printf("avx512_bf16 and oneDNN's bf16 GEMM: %s\n", mpl_gemm_bf16_hw() ? "yes" : "no (or MPL_CPU_BF16=0)");
   check_gemm(false, false, 256, 256, 256, 1, false);
@@ -190,6 +209,40 @@ START_TEST(test_gemm_paths) {
   check_gemm(false, true, 128, 128, 64, 3, false);
   check_gemm(true, true, 128, 96, 160, 2, true);
   check_gemm(false, false, 8, 5, 16, 2, false); /* small: the f32 product */
+  /* (pass 104) A's and B's batch strides unequal (B stepped by A's passed); B broadcast with
+     A not transposed (one product of M x batch rows); the rule's edge, 2MN/(M+N) = 96 and
+     95.5; A's rows padded (not dense) */
+  check_gemm(false, false, 256, 128, 64, 2, false);
+  check_gemm(false, true, 128, 96, 160, 2, true);
+  check_gemm(false, false, 96, 96, 128, 1, false);
+  check_gemm(false, false, 95, 96, 128, 1, false);
+  check_gemm_ld(false, false, 128, 96, 160, 2, false, 16);
+  check_gemm_ld(true, true, 128, 96, 160, 1, false, 8);
+}
+END_TEST
+
+/* MPL_CPU_BF16=0 turns the bf16 units off (the e2e bf16 suite compares the units with it:
+ * pass 104's inverted check made that compare the units with themselves); unset, they are
+ * on exactly where the CPU has avx512_bf16 and oneDNN its bf16 GEMM. */
+START_TEST(test_gemm_switch) {
+  __builtin_cpu_init();
+  bool can = __builtin_cpu_supports("avx512bf16") && dlsym(RTLD_DEFAULT, "dnnl_gemm_bf16bf16f32") != NULL;
+  unsetenv("MPL_CPU_BF16");
+  ck_assert_int_eq(mpl_gemm_bf16_hw(), can);
+  setenv("MPL_CPU_BF16", "0", 1);
+  ck_assert(!mpl_gemm_bf16_hw());
+  MplGemmBf16 w;
+  mpl_gemm_bf16_init(&w);
+  ck_assert(!w.hw);
+  int64_t n = 256;
+  float *A = bf16_values(n * n, 3), *B = bf16_values(n * n, 4), *C = calloc((size_t)(n * n), sizeof(float));
+  ck_assert_int_eq(mpl_gemm_bf16_batched(&w, false, false, n, n, n, 1, A, n, 0, B, n, 0, 0, C, n, 0, 1), MPL_OK);
+  ck_assert_uint_eq(w.units, 0);
+  setenv("MPL_CPU_BF16", "1", 1);
+  ck_assert_int_eq(mpl_gemm_bf16_hw(), can);
+  unsetenv("MPL_CPU_BF16");
+  mpl_gemm_bf16_free(&w);
+  free(A), free(B), free(C);
 }
 END_TEST
 
@@ -391,6 +444,7 @@ static Suite *bf16_suite(void) {
   tcase_add_test(tc, test_round_kernel_bits);
   tcase_add_test(tc, test_round_f16_bits);
   tcase_add_test(tc, test_gemm_paths);
+  tcase_add_test(tc, test_gemm_switch);
   tcase_add_test(tc, test_pass_programs);
   tcase_add_test(tc, test_pass_f32_tf32);
   tcase_add_test(tc, test_narrow_programs);
