@@ -228,15 +228,18 @@ static void check_gather(Shard *s, const Op *v, const Op *reader) {
     refuse_again(s, r, v, reader);
     return;
   }
-  char have[256];
+  char have[256], why[160] = "";
+  const Op *moved;
+  const Op *origin = split_walk(s, v, &moved);
+  if (moved) /* (pass 103: the rule was only in the third note, after rope's split and its place) */
+    snprintf(why, sizeof why, ", where a reshape moved it past a dimension of size 1 (if that dimension counts heads, "
+             "a head count must divide by tp = %d)", s->tp);
   const char *msg = arena_printf(s->g->arena,
-                                 "%s needs %s replicated, but %s %s%s: that would all-gather the whole value "
+                                 "%s needs %s replicated, but %s %s%s%s: that would all-gather the whole value "
                                  "on every tp rank (pass --allow-gather to accept it, or shard so that this op keeps the split)",
                                  op_name(reader->kind), reader->nin > 1 ? "its inputs" : "its input",
                                  reader->nin > 1 ? "one of them is" : "the input is", layout_desc(s, v, have, sizeof have),
-                                 s->hint ? s->hint : "");
-  const Op *moved;
-  const Op *origin = split_walk(s, v, &moved);
+                                 why, s->hint ? s->hint : "");
   *new_refusal(s) = (Refusal){op_user_loc(reader), reader, reader, 1, msg, origin, NULL, NULL, moved};
 }
 
@@ -262,9 +265,8 @@ static void report_refusals(Shard *s) {
     if (r->origin) diag_note(s->d, r->origin->loc, "the split comes from @shard on '%s'", r->origin->name);
     if (r->moved) { /* (kv_heads = 1 at tp = 2: the error was at rope's split of the head size) */
       char have[256];
-      diag_note(s->d, r->moved->loc, "this reshape moved the split past a dimension of size 1 (its result is %s): "
-                "if that dimension counts heads, a head count must divide by tp = %d",
-                layout_desc(s, r->moved, have, sizeof have), s->tp);
+      diag_note(s->d, r->moved->loc, "this reshape moved the split past a dimension of size 1 (its result is %s)",
+                layout_desc(s, r->moved, have, sizeof have));
     }
     if (r->other && r->other_origin)
       diag_note(s->d, r->other_origin->loc, "the other input is %s, from @shard on '%s'", r->other, r->other_origin->name);
