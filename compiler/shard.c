@@ -397,7 +397,7 @@ static int shard_matmul(Shard *s, const Op *src, const int *in0) {
   int ra = a->shape.rank, rb = b->shape.rank;
   int a_k = src->ta ? ra - 2 : ra - 1, b_k = src->tb ? rb - 1 : rb - 2, b_n = src->tb ? rb - 2 : rb - 1;
   int rout = src->shape.rank;
-  if (!is_split(a) && is_split(b) && b->layout.split_dim == b_n) { /* column-parallel (a batched b too) */
+  if (!is_split(a) && is_split(b) && rb >= 2 && b->layout.split_dim == b_n) { /* column-parallel (a batched b too) */
     Op *enter = new_op(s, OP_TP_ENTER, 1, &in[0], src);
     enter->shape = a->shape;
     int r[2] = {enter->id, b->id};
