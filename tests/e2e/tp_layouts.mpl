@@ -11,7 +11,9 @@ model m(x: f32[B, 8], y: i32[B]) {
   h = gelu(x @ w1)
   z = (h @ w2) * g
   s = mean(z * z, axis = -1, keepdims = true)    # over the split dimension: partial
-  logits = z @ w3 + s                            # partial + partial: one all-reduce
+  logits = z @ w3 + s                            # partial + partial: one all-reduce (s is a
+                                                 # row's constant: cross_entropy ignores it;
+                                                 # tp_cases/keep_mean_split.mpl's mean counts)
   return cross_entropy(logits, y) + 0.01 * sum(z * z)
 }
 train m {

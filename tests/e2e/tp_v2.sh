@@ -60,6 +60,35 @@ elif grep -q 'error: reshape needs its input replicated' "$tmp/kv2.log" && "$MPL
   ok "2 kv heads: tp = 2 compiles, tp = 4 is refused ($(grep -m1 -o '[^ ]*.mpl:[0-9]*:[0-9]*: error' "$tmp/kv2.log"))"
 else bad "2 kv heads at tp = 4: $(head -n 2 "$tmp/kv2.log")"; fi
 
+# Pass 105's layout cases (tests/e2e/v2/tp_cases/, each a mutant of shard.c that no test saw):
+#  - keep_*: partial sums times or over other values (kept partial, all-reduced, or entered),
+#    a mean over the split axis, expand adding leading axes, argmax with keepdims, a
+#    transposed split operand: each compiles at tp = 2 without --allow-gather and its params
+#    after 3 steps match tp = 1 within 1e-5;
+#  - refuse_*: layouts that do not line up (groups against one block, a row-parallel product
+#    of two row splits, a concat or gather along the split axis, a convolution of an image
+#    split on its height): tp = 2 refuses each with the re-gather error, and with
+#    --allow-gather it matches tp = 1 within 1e-5.
+case_run() { # name model tp extra-flag
+  "$MPLC" "$2" --mesh "tp=$3" ${4:-} -o "$tmp/c-$1-tp$3.job" > "$tmp/c-$1-tp$3.log" 2>&1 &&
+    "$MPLRUN" "$tmp/c-$1-tp$3.job" -q --threads 1 --save "$tmp/c-$1-tp$3.st" >> "$tmp/c-$1-tp$3.log" 2>&1
+}
+for model in "$V2"/tp_cases/*.mpl; do
+  name=$(basename "$model" .mpl) flag=""
+  case_run "$name" "$model" 1 || { bad "$name tp = 1: $(tail -n 2 "$tmp/c-$name-tp1.log")"; continue; }
+  if [[ $name == refuse_* ]]; then
+    if case_run "$name" "$model" 2; then bad "$name: compiles at tp = 2 without --allow-gather"; continue; fi
+    if ! grep -q 'needs its inputs\? replicated' "$tmp/c-$name-tp2.log"; then
+      bad "$name at tp = 2: $(head -n 1 "$tmp/c-$name-tp2.log")"; continue
+    fi
+    flag=--allow-gather
+  fi
+  if ! case_run "$name" "$model" 2 $flag; then bad "$name tp = 2 $flag: $(head -n 2 "$tmp/c-$name-tp2.log")"; continue; fi
+  if "$PY" tests/tools/stcompare.py "$tmp/c-$name-tp2.st" "$tmp/c-$name-tp1.st" 1e-5 > "$tmp/c-$name.cmp"; then
+    ok "$name: tp = 2${flag:+ $flag} matches tp = 1 within 1e-5${flag:+ (refused without it)}"
+  else bad "$name: tp = 2 differs from tp = 1: $(grep FAIL "$tmp/c-$name.cmp" | head -n 2)"; fi
+done
+
 gathers llama "$V2/llama.mpl" 0; like_tp1 llama "$V2/llama.mpl"
 gathers moe "$V2/moe.mpl" 1; like_tp1 moe "$V2/moe.mpl"
 echo "$pass passed, $fail failed"

@@ -1,0 +1,10 @@
+# expand adding a leading axis to a split activation
+mesh(tp = 2)
+model m(x: f32[B, 8], y: i32[B]) {
+  param w1: f32[8, 16] = normal(0.3) @shard(1)
+  param w2: f32[16, 4] = normal(0.3) @shard(0)
+  h = gelu(x @ w1)
+  e = expand(h, 3, B, 16)
+  return cross_entropy(mean(e * e, axis = 0) @ w2, y)
+}
+train m { batch = 4; optimizer = sgd(lr = 0.2, momentum = 0.9); steps = 3; seed = 5 }

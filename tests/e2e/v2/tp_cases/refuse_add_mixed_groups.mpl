@@ -1,0 +1,10 @@
+# two values split on the same dimension, one in 2 groups, one in a single block, added
+mesh(tp = 2)
+model m(x: f32[B, 8], y: i32[B]) {
+  param w1: f32[8, 16] = normal(0.3) @shard(1, groups = 2)
+  param w2: f32[8, 16] = normal(0.3) @shard(1)
+  param w3: f32[16, 4] = normal(0.3)
+  h = gelu(x @ w1 + x @ w2)
+  return cross_entropy(h @ w3, y)
+}
+train m { batch = 4; optimizer = sgd(lr = 0.2, momentum = 0.9); steps = 3; seed = 5 }
