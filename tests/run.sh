@@ -24,7 +24,7 @@ PYTHON=${PYTHON:-$(python3 -c 'import sys; print(sys.executable)' 2> /dev/null |
 export PYTHON
 TIMED="e2e/plan_vs_run e2e/balance_run"   # suites that must run alone
 # the longest suites start first, so the pool ends together (seconds on a 2-core Zen 4, two
-# at a time: test_cuda_jobs 100, sanitize 91, fuzz 55, mpi 53, fiber_orders 32, random_programs
+# at a time: test_cuda_jobs 100, sanitize 91, fuzz 55, mpi 53, fiber_orders 24, random_programs
 # 42, test_sdpa 30, bf16 35, cuda_mpi 30, test_refstep 29, test_cuda 24)
 LONG="unit/test_cuda_jobs e2e/sanitize fuzz e2e/mpi e2e/fiber_orders e2e/random_programs e2e/bf16 unit/test_sdpa e2e/cuda_mpi unit/test_refstep unit/test_cuda"
 

@@ -840,13 +840,18 @@ START_TEST(test_nvrtc_compiles_kernels) {
 END_TEST
 
 static Suite *sdpa_suite(void) {
+  /* three cases: "cpu" the CPU's kernels, "host" the CUDA kernels run on the host (what
+     tests/e2e/fiber_orders.sh runs again in other thread orders), "nvrtc" their compilation */
   Suite *s = suite_create("sdpa");
-  TCase *tc = tcase_create("core");
-  tcase_set_timeout(tc, 120);
+  TCase *cpu = tcase_create("cpu");
+  tcase_set_timeout(cpu, 120);
   int n = (int)(sizeof cases / sizeof cases[0]);
-  tcase_add_loop_test(tc, test_cpu_kernels, 0, n);
+  tcase_add_loop_test(cpu, test_cpu_kernels, 0, n);
+  tcase_add_test(cpu, test_cpu_bf16_tie);
+  suite_add_tcase(s, cpu);
+  TCase *tc = tcase_create("host");
+  tcase_set_timeout(tc, 120);
   tcase_add_loop_test(tc, test_cuda_kernels_on_host, 0, n);
-  tcase_add_test(tc, test_cpu_bf16_tie);
   tcase_add_loop_test(tc, test_bf16_inputs, 0, n);
   tcase_add_loop_test(tc, test_tensor_core_forward, 0, (int)(sizeof tc_cases / sizeof tc_cases[0]));
   tcase_add_loop_test(tc, test_tf32_tensor_cores, 0, (int)(sizeof tc_cases / sizeof tc_cases[0]));
@@ -854,8 +859,11 @@ static Suite *sdpa_suite(void) {
                       (int)(sizeof tc_cases / sizeof tc_cases[0] + sizeof x3_cases / sizeof x3_cases[0]));
   tcase_add_test(tc, test_f32_x3_inf_value);
   tcase_add_test(tc, test_inf_scores_tile);
-  tcase_add_test(tc, test_nvrtc_compiles_kernels);
   suite_add_tcase(s, tc);
+  TCase *nv = tcase_create("nvrtc");
+  tcase_set_timeout(nv, 120);
+  tcase_add_test(nv, test_nvrtc_compiles_kernels);
+  suite_add_tcase(s, nv);
   return s;
 }
 
