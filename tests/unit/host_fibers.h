@@ -47,7 +47,7 @@ enum { HOST_FIBER_RUN, HOST_FIBER_WAIT, HOST_FIBER_DONE, HOST_FIBER_WARP };
  * number, a shuffle of the warps and of each warp's lanes drawn anew at every barrier and
  * warp wait from that seed. A barrier missing between one thread's writes to shared memory
  * and another's reads of them is hidden by an order that runs the writer first; the suites
- * run in more than one order (tests/unit/fiber_orders.sh), so that some order runs the
+ * run in more than one order (tests/e2e/fiber_orders.sh), so that some order runs the
  * reader first and the numbers change. */
 typedef struct HostFiberOrder {
   int kind; /* 0 forward, 1 reversed, 2 shuffled */
