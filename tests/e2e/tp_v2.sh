@@ -29,8 +29,8 @@ gathers() {
   if [ "$f" = 0 ] && [ "$b" = "$want" ]; then ok "$name at tp = 2: no forward all-gather, $b in the backward"
   else bad "$name at tp = 2: $f forward all-gathers (want 0), $b backward (want $want)"; fi
 }
-train() { # name model tp
-  "$MPLC" "$2" --mesh "tp=$3" -o "$tmp/$1-tp$3.job" > "$tmp/$1-tp$3.log" 2>&1 &&
+train() { # name model tp [mplc flag]
+  "$MPLC" "$2" --mesh "tp=$3" ${4:-} -o "$tmp/$1-tp$3.job" > "$tmp/$1-tp$3.log" 2>&1 &&
     "$MPLRUN" "$tmp/$1-tp$3.job" -q --threads 1 --save "$tmp/$1-tp$3.st" >> "$tmp/$1-tp$3.log" 2>&1
 }
 like_tp1() { # name model
@@ -69,24 +69,20 @@ else bad "2 kv heads at tp = 4: $(head -n 2 "$tmp/kv2.log")"; fi
 #    of two row splits, a concat or gather along the split axis, a convolution of an image
 #    split on its height): tp = 2 refuses each with the re-gather error, and with
 #    --allow-gather it matches tp = 1 within 1e-5.
-case_run() { # name model tp extra-flag
-  "$MPLC" "$2" --mesh "tp=$3" ${4:-} -o "$tmp/c-$1-tp$3.job" > "$tmp/c-$1-tp$3.log" 2>&1 &&
-    "$MPLRUN" "$tmp/c-$1-tp$3.job" -q --threads 1 --save "$tmp/c-$1-tp$3.st" >> "$tmp/c-$1-tp$3.log" 2>&1
-}
 for model in "$V2"/tp_cases/*.mpl; do
   name=$(basename "$model" .mpl) flag=""
-  case_run "$name" "$model" 1 || { bad "$name tp = 1: $(tail -n 2 "$tmp/c-$name-tp1.log")"; continue; }
+  train "$name" "$model" 1 || { bad "$name tp = 1: $(tail -n 2 "$tmp/$name-tp1.log")"; continue; }
   if [[ $name == refuse_* ]]; then
-    if case_run "$name" "$model" 2; then bad "$name: compiles at tp = 2 without --allow-gather"; continue; fi
-    if ! grep -q 'needs its inputs\? replicated' "$tmp/c-$name-tp2.log"; then
-      bad "$name at tp = 2: $(head -n 1 "$tmp/c-$name-tp2.log")"; continue
+    if train "$name" "$model" 2; then bad "$name: compiles at tp = 2 without --allow-gather"; continue; fi
+    if ! grep -q 'needs its inputs\? replicated' "$tmp/$name-tp2.log"; then
+      bad "$name at tp = 2: $(head -n 1 "$tmp/$name-tp2.log")"; continue
     fi
     flag=--allow-gather
   fi
-  if ! case_run "$name" "$model" 2 $flag; then bad "$name tp = 2 $flag: $(head -n 2 "$tmp/c-$name-tp2.log")"; continue; fi
-  if "$PY" tests/tools/stcompare.py "$tmp/c-$name-tp2.st" "$tmp/c-$name-tp1.st" 1e-5 > "$tmp/c-$name.cmp"; then
+  if ! train "$name" "$model" 2 $flag; then bad "$name tp = 2 $flag: $(head -n 2 "$tmp/$name-tp2.log")"; continue; fi
+  if "$PY" tests/tools/stcompare.py "$tmp/$name-tp2.st" "$tmp/$name-tp1.st" 1e-5 > "$tmp/$name.cmp"; then
     ok "$name: tp = 2${flag:+ $flag} matches tp = 1 within 1e-5${flag:+ (refused without it)}"
-  else bad "$name: tp = 2 differs from tp = 1: $(grep FAIL "$tmp/c-$name.cmp" | head -n 2)"; fi
+  else bad "$name: tp = 2 differs from tp = 1: $(grep FAIL "$tmp/$name.cmp" | head -n 2)"; fi
 done
 
 gathers llama "$V2/llama.mpl" 0; like_tp1 llama "$V2/llama.mpl"

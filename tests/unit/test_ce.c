@@ -397,9 +397,10 @@ START_TEST(test_cpu_small_terms) {
 }
 END_TEST
 
-/* The row kernel on logits with one 100 above the rest, in each of a block's four warps'
- * columns (j % 256 in [0, 64), [64, 128) ...) and in a column only the first pass of a
- * thread reaches: the shift must be the row's true largest logit, or exp overflows
+/* The row kernel on rows with one logit 100 above the rest, at columns 3, 100, 200, 455 and
+ * 599: threads 3, 100, 200, 199 and 87 of the block's 256 (both halves of the maximum's
+ * tree), the last two on their second and third pass over the row. The shift must be the
+ * row's true largest logit, or exp overflows
  * (f32: e^88 is the last finite); loss and g against float64 from the definition. (A
  * barrier missing before the maximum's tree read another thread's slot before it was
  * written, and the shift was some other logit: no test saw it while the logits were small.) */
