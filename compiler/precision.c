@@ -315,10 +315,11 @@ Graph *prec_apply(Graph *old) {
 /* ---- the program's own half types (after autodiff) ----------------------------------------------
  * A bf16 or f16 op becomes the same op in f32 and a rounding to its type that its readers read
  * (one pass over the ops, copying them as prec_apply does). Leaves and values made where they
- * are used (stage -1: params, inputs, constants) are rounded in each reader's context instead,
- * once per (stage, pass), as prec_apply rounds a param. A gradient accumulator stays f32 (the
- * sum of rounded gradients); ops that only move or select values (views, neg, abs) need no
- * rounding. */
+ * are used (stage -1: params, inputs) are rounded in each reader's context instead,
+ * once per (stage, pass), as prec_apply rounds a param; a constant (FULL: a literal, the
+ * backward's 1/n) only where a comparison reads it, as PyTorch takes a Python number (in f32
+ * by arithmetic). A gradient accumulator stays f32 (the sum of rounded gradients); ops that
+ * only move or select values (views, neg, abs) need no rounding. */
 
 static bool half(DType t) { return t == DT_BF16 || t == DT_F16; }
 
@@ -364,8 +365,11 @@ Graph *prec_lower_half(Graph *old) {
     for (int j = 0; j < src->nin; j++) {
       int v = src->kind == OP_RESULT ? h.p.self[src->in[j]] : h.p.map[src->in[j]]; /* a RESULT names its op */
       const Op *x = h.p.g->ops[v];
-      /* a made-where-used half value: rounded here, in this reader's context */
-      in[j] = x->stage < 0 && h.type[v] != DT_F32 ? half_rounded(&h, v, h.type[v], &user) : v;
+      /* a made-where-used half value or a constant: rounded here, in this reader's context;
+         a constant (a literal, the backward's 1/n) only for a comparison (a Python number
+         with a PyTorch bf16 tensor: arithmetic takes it in f32, a comparison converts it) */
+      bool exact = x->kind == OP_FULL && !(src->kind >= OP_EQ && src->kind <= OP_GE);
+      in[j] = h.type[v] != DT_F32 && !exact ? half_rounded(&h, v, h.type[v], &user) : v;
     }
     Op *op = copy_op(&h.p, src, in);
     free(in);
@@ -376,7 +380,7 @@ Graph *prec_lower_half(Graph *old) {
     if (!half(src->dtype)) continue;
     op->dtype = DT_F32;
     if (exact_in_kind(src->kind)) continue;
-    if (op->stage < 0) { /* rounded where it is read */
+    if (op->stage < 0 || op->kind == OP_FULL) { /* rounded where it is read */
       h.type[op->id] = src->dtype;
       continue;
     }

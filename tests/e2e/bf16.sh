@@ -15,7 +15,8 @@
 #  - bf16 storage (the roundings in 2 bytes) trains to the bits of --no-bf16-storage under
 #    the f32 product, with a smaller planned arena;
 #  - a program's own bf16 and f16 tensors train like the program in f32 (10 steps within 1e-2,
-#    not equal), the same bits on one stage and two;
+#    not equal), the same bits on one stage and two; their constants are taken as PyTorch
+#    takes a Python number (tests/e2e/half_scalars.mpl, against a float64 emulation);
 #  - sums of products the compiler makes are rounded once (tests/e2e/bf16_sums.mpl).
 cd "$(dirname "$0")/../.."
 source tests/tools/e2e_lib.sh
@@ -139,6 +140,17 @@ if compile_run hf32 "$tmp/half_f32.mpl" -- --threads 1 --steps 10 --metrics "$tm
     else bad "half_$t.mpl: pp = 1 and pp = 2 differ"; fi
   done
 fi
+# ---- a half program's constants as PyTorch takes a Python number (tests/e2e/half_scalars.mpl) ----
+for t in bf16 f16; do
+  sed "s/bf16/$t/g" tests/e2e/half_scalars.mpl > "$tmp/hs_$t.mpl"
+  if "$PY" tests/tools/half_scalars.py init $t "$tmp/hs_$t.init.st" > "$tmp/hs_$t.cmp" 2>&1 &&
+     compile_run "hs0_$t" "$tmp/hs_$t.mpl" -- --threads 1 --init "$tmp/hs_$t.init.st" --steps 0 --save "$tmp/hs_$t.0.st" &&
+     compile_run "hs1_$t" "$tmp/hs_$t.mpl" -- --threads 1 --init "$tmp/hs_$t.init.st" --save "$tmp/hs_$t.1.st"; then
+    if "$PY" tests/tools/half_scalars.py check $t "$tmp/hs_$t.0.st" "$tmp/hs_$t.1.st" > "$tmp/hs_$t.cmp" 2>&1; then
+      ok "$t constants as PyTorch takes a Python number: arithmetic in f32 (a * 0.3, mean's 1/3 forward and backward), a comparison with the $t rounding, as a float64 emulation"
+    else bad "$t constants: $(grep -h FAIL "$tmp/hs_$t.cmp" | head -n 3)"; fi
+  else bad "$t constants: $(tail -n 3 "$tmp/hs_$t.cmp")"; fi
+done
 # ---- sums of products rounded once (tests/e2e/bf16_sums.mpl, against a float64 emulation) ----
 for tp in 1 2; do
   if "$MPLC" tests/e2e/bf16_sums.mpl --mesh tp=$tp -o "$tmp/sums$tp.job" > "$tmp/sums$tp.log" 2>&1 &&
