@@ -429,6 +429,10 @@ static bool read_section(const MplJob *mj, const char *tag, SectionReader fn, Jo
     snprintf(err, errlen, "section %s: %s", tag, c.err.msg);
     return false;
   }
+  if (c.pos != c.len) { /* the writer writes each section whole: bytes left are damage */
+    snprintf(err, errlen, "section %s: %" PRIu64 " bytes after its last field", tag, c.len - c.pos);
+    return false;
+  }
   return true;
 }
 

@@ -229,6 +229,13 @@ expect_fail "--devices cuda (no GPU here)" "cuda" "$MPLRUN" "$job" "${D[@]}" --d
 expect_fail "--devices gpu" "expected cpu, cpu:N, cuda" "$MPLRUN" "$job" "${D[@]}" --devices gpu
 expect_fail "unknown flag" "unknown flag '--bogus'" "$MPLRUN" "$job" --bogus
 expect_fail "--sample without --prompt" "--sample N and --prompt" "$MPLRUN" "$job" --sample 4
+# each flag's own rule at its edge (pass 107: every one of these passed the suites without it)
+expect_fail "--prompt without --sample" "--sample N and --prompt TEXT go together" "$MPLRUN" "$job" --prompt hello --steps 1
+expect_fail "--steps given twice" "--steps is given twice" "$MPLRUN" "$job" --steps 1 --steps 2
+expect_fail "--sample 10^11 (before training)" "--sample 100000000000: at most 16777216" "$MPLRUN" "$job" "${D[@]}" --steps 1 --sample 100000000000 --prompt a
+expect_fail "--threads 4097" "at most 4096 threads" "$MPLRUN" "$job" --threads 4097
+expect_fail "--resume= (an empty path)" "--resume '': the path is empty" "$MPLRUN" "$job" --resume=
+expect_fail "--data= (an empty path)" "--data '': the path is empty" "$MPLRUN" "$job" --data=
 expect_fail "--sample -3" "--sample" "$MPLRUN" "$job" --sample -3 --prompt x
 expect_fail "no job" "no job given" "$MPLRUN"
 expect_fail "two jobs" "one job at a time" "$MPLRUN" "$job" "$job"

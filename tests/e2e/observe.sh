@@ -188,6 +188,14 @@ if [ -s "$tmp/p.st" ]; then
   else bad "greedy: '$(head -c 50 "$tmp/g1.txt")' / '$(head -c 50 "$tmp/g2.txt")' / top-k 1 '$(head -c 50 "$tmp/k1.txt")'"; fi
   if [ -s "$tmp/t1.txt" ] && ! cmp -s "$tmp/t1.txt" "$tmp/t2.txt"; then ok "--seed 1 and --seed 2 sample different texts"
   else bad "--seed does not change the sampled text"; fi
+  # without --seed, the train seed (--inspect's): the same text as --seed it, not --seed 0
+  tseed=$("$MPLRUN" "$job" --inspect | sed -n 's/^train: .* seed \([0-9]*\)$/\1/p')
+  "${S[@]}" > "$tmp/td.txt" 2> /dev/null
+  "${S[@]}" --seed "${tseed:-x}" > "$tmp/ts.txt" 2> /dev/null
+  "${S[@]}" --seed 0 > "$tmp/t0.txt" 2> /dev/null
+  if [ -n "$tseed" ] && [ "$tseed" != 0 ] && [ -s "$tmp/td.txt" ] && cmp -s "$tmp/td.txt" "$tmp/ts.txt" && ! cmp -s "$tmp/td.txt" "$tmp/t0.txt"
+  then ok "--sample without --seed draws with the train seed ($tseed): the text of --seed $tseed, not of --seed 0"
+  else bad "--sample's default seed: train seed '$tseed', the text $(cmp -s "$tmp/td.txt" "$tmp/ts.txt" && echo is || echo "is not") --seed $tseed's"; fi
   for bad_opt in "--temperature -1" "--temperature x" "--temperature 1e-400" "--top-k -2"; do
     if "${S[@]}" $bad_opt > /dev/null 2> "$tmp/bo.err"; then bad "mplrun accepts $bad_opt"
     elif grep -q -- "${bad_opt%% *}" "$tmp/bo.err"; then ok "$bad_opt is refused: $(head -c 80 "$tmp/bo.err")"
@@ -216,6 +224,16 @@ if [ -s "$tmp/p.st" ]; then
      ! "$MPLRUN" "$tmp/v64.job" --sample 5 --prompt abc > "$tmp/rp.txt" 2> "$tmp/rp.err" && [ ! -s "$tmp/rp.txt" ] &&
      grep -q "outside the vocabulary" "$tmp/rp.err"; then ok "a prompt byte outside the vocabulary: an error, stdout empty"
   else bad "a prompt outside the vocabulary: stdout '$(od -c "$tmp/rp.txt" | head -n 1)', $(head -n 1 "$tmp/rp.err")"; fi
+  # the bound itself: byte 64 ('@') of 64 classes is outside the vocabulary, though the
+  # embedding has 300 rows; 63 ('?') is not
+  printf '%s\n' 'import nn' 'model m(idx: i32[B, T], targets: i32[B, T]) {' '  x = embedding(idx, 300, 16) as wte' \
+    '  return cross_entropy(nn.linear(x, 64) as head, targets)' '}' 'train m {' '  batch = 2' '  seq = 8' '}' > "$tmp/v300.mpl"
+  if "$MPLC" "$tmp/v300.mpl" -o "$tmp/v300.job" 2> "$tmp/rp.err" &&
+     ! "$MPLRUN" "$tmp/v300.job" --sample 2 --prompt "@" > /dev/null 2> "$tmp/rp.err" &&
+     grep -q "byte 64 is outside the vocabulary of 64" "$tmp/rp.err" &&
+     "$MPLRUN" "$tmp/v300.job" --sample 2 --prompt "?" > /dev/null 2> "$tmp/rp2.err"
+  then ok "prompt byte 64 of 64 classes (an embedding of 300 rows) is refused, byte 63 samples"
+  else bad "the vocabulary's bound: $(head -n 1 "$tmp/rp.err") / $(head -n 1 "$tmp/rp2.err")"; fi
   # a sample-only run checks a --val file it is given, as --data's (the job's own are not read)
   if ! "${S[@]}" --val "$tmp/nosuch.bin" > /dev/null 2> "$tmp/nv.err" && grep -q "nosuch.bin" "$tmp/nv.err"; then
     ok "--sample with a missing --val file: refused, as a missing --data"
@@ -283,6 +301,11 @@ if "$MPLC" "$tmp/rows.mpl" -o "$tmp/rows.job" 2> "$tmp/rows.err"; then
      grep -q "byte 122 is outside the vocabulary of 120 (input 'idx' takes \[0, 120)" "$tmp/rows.err" &&
      ! grep -q '^step' "$tmp/rows.err"; then ok "a prompt byte past the embedding's 120 rows is refused before training"
   else bad "a prompt byte past the embedding's rows: $(tail -n 1 "$tmp/rows.err")"; fi
+  if ! "$MPLRUN" "$tmp/rows.job" --sample 2 --prompt "x" > /dev/null 2> "$tmp/rows.err" &&
+     grep -q "byte 120 is outside the vocabulary of 120" "$tmp/rows.err" &&
+     { "$MPLRUN" "$tmp/rows.job" --sample 2 --prompt "w" > /dev/null 2> "$tmp/rows2.err"; ! grep -q -- "--prompt" "$tmp/rows2.err"; }
+  then ok "prompt byte 120 of the embedding's 120 rows is refused, byte 119 is not"
+  else bad "the embedding's bound: $(tail -n 1 "$tmp/rows.err") / $(tail -n 1 "$tmp/rows2.err")"; fi
   "$MPLRUN" "$tmp/rows.job" --sample 40 --prompt "ab" --temperature 1e9 > "$tmp/rows.txt" 2> "$tmp/rows.err"
   rc=$?
   if [ $rc = 1 ] && grep -q "drawn is 1[2-9][0-9]\|drawn is 2[0-9][0-9]" "$tmp/rows.err" &&

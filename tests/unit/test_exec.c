@@ -506,12 +506,15 @@ static bool fixed_logits;
 /* first_logits: every position's logits single out the row's first token (the window's oldest),
    so the text repeats itself every seq tokens when the window is the last seq tokens */
 static bool first_logits;
+/* tied_logits: 'k', 'm' and 'p' share the largest logit (5), the rest 0 (ties to the lower id) */
+static bool tied_logits;
 static void k_next_logits(void **a, const int64_t *s, int64_t b, int64_t e) { /* (idx, logits), positions */
   const int32_t *idx = a[0];
   float *lg = a[1];
   for (int64_t p = b; p < e; p++)
     for (int v = 0; v < SV; v++)
-      lg[p * SV + v] = fixed_logits ? (v >= 'w' && v <= 'z' ? (float)('z' + 1 - v) : 0.0f)
+      lg[p * SV + v] = tied_logits ? (v == 'k' || v == 'm' || v == 'p' ? 5.0f : 0.0f)
+                     : fixed_logits ? (v >= 'w' && v <= 'z' ? (float)('z' + 1 - v) : 0.0f)
                      : first_logits ? (v == idx[0] ? 40.0f : 0.0f)
                                     : v == (idx[p] + 1) % SV ? 40.0f : 0.0f;
 }
@@ -589,6 +592,39 @@ START_TEST(test_sample) {
     }
   }
   fixed_logits = false;
+  /* ties go to the lower token id: greedy and top-k 1 pick 'k' of 'k', 'm', 'p'; top-k 2 keeps
+     'k' and 'm', never 'p' (pass 107: ties to the higher id passed every suite) */
+  tied_logits = true;
+  for (int k = 0; k <= 2; k++) {
+    char big[512] = "";
+    f = fmemopen(big, sizeof big - 1, "w");
+    so = k == 0 ? (MplSampleOpts){.temperature = 0} : (MplSampleOpts){.temperature = 1e6, .top_k = k, .has_seed = true, .seed = 5};
+    ck_assert_msg(mpl_run_sample(r, "a", 300, &so, f, &err) == MPL_OK, "%s", err.msg);
+    fclose(f);
+    int seen[SV] = {0};
+    for (const char *c = big + 1; *c && *c != '\n'; c++) seen[(unsigned char)*c]++;
+    for (int v = 0; v < SV; v++) {
+      bool kept = v == 'k' || (k == 2 && v == 'm');
+      ck_assert_msg(kept ? seen[v] > 0 : seen[v] == 0, "%s%d, tied logits: byte %d drawn %d times", k ? "top-k " : "greedy",
+                    k, v, seen[v]);
+    }
+  }
+  tied_logits = false;
+  /* an input that takes [0, 'c'): the prompt byte 'c' is refused, and so is a drawn 'c' (the
+     model says 'b' + 1), the bound itself in both */
+  j->inputs[0].hi = 'c';
+  so = (MplSampleOpts){.temperature = 0};
+  memset(buf, 0, sizeof buf);
+  f = fmemopen(buf, sizeof buf - 1, "w");
+  ck_assert_msg(mpl_run_sample(r, "abc", 4, &so, f, &err) == MPL_ERR, "prompt byte 'c' accepted: %s", buf);
+  fclose(f);
+  ck_assert_msg(strstr(err.msg, "byte 99 is outside the vocabulary of 99"), "%s", err.msg);
+  memset(buf, 0, sizeof buf);
+  f = fmemopen(buf, sizeof buf - 1, "w");
+  ck_assert(mpl_run_sample(r, "ab", 4, &so, f, &err) == MPL_ERR);
+  fclose(f);
+  ck_assert_msg(strstr(err.msg, "drawn is 99"), "%s", err.msg);
+  j->inputs[0].hi = SV;
   mpl_run_free(r);
   free(j->inputs[0].name);
   free(j->inputs[1].name);

@@ -5,7 +5,11 @@
  * The job comes from build/mplc (make test builds it first). Damage: single-bit
  * flips (caught by the checksum), flips with the checksum recomputed (so the
  * manifest parser and job_validate see the damage), truncation at many lengths,
- * and a wrong format version.
+ * and a wrong format version; then damage the flips rarely reach (pass 107): each framing
+ * rule (a reserved field, a section longer than the file or than its reader reads, the
+ * final padding, a string's NUL, a count, a rank, the format), and each field job_read
+ * bounds (schedule, precision, eval_batches, a step's kind, value and kernel, an offset, a
+ * micro-batch, a tied gradient's peer, a check's value), refused with a message naming it.
  */
 #include "runtime/job.h"
 #include "runtime/mpl.h"
@@ -242,6 +246,194 @@ START_TEST(test_bf16_steps) {
 }
 END_TEST
 
+/* ---- framing: damage the flips rarely reach, each refused with its message (pass 107) ---- */
+
+static uint64_t le_get(const uint8_t *b, int n) {
+  uint64_t v = 0;
+  for (int i = n - 1; i >= 0; i--) v = v << 8 | b[i];
+  return v;
+}
+static void le_put(uint8_t *b, int n, uint64_t v) {
+  for (int i = 0; i < n; i++) b[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* The section framing as the format says it (magic 8, version 4, flags 4, size 8, checksum 8;
+ * then sections: tag 4, reserved 4, length 8, the data, zeros to a multiple of 8), read here
+ * on its own: the byte offset of each section's header, and its tag. */
+typedef struct Sec {
+  size_t at;
+  char tag[5];
+} Sec;
+
+static int sections_of(const uint8_t *b, size_t n, Sec *out, int cap) {
+  size_t at = MPL_JOB_HEADER;
+  int k = 0;
+  while (at + 16 <= n && k < cap) {
+    out[k].at = at;
+    memcpy(out[k].tag, b + at, 4);
+    out[k].tag[4] = 0;
+    k++;
+    at += 16 + le_get(b + at + 8, 8);
+    at += (8 - at % 8) % 8;
+  }
+  ck_assert_uint_eq(at, n); /* the sections tile the job */
+  return k;
+}
+
+static const Sec *sec_named(const Sec *s, int n, const char *tag) {
+  for (int i = 0; i < n; i++)
+    if (!strcmp(s[i].tag, tag)) return &s[i];
+  ck_abort_msg("no section %s in the job", tag);
+  return NULL;
+}
+
+/* The bytes b (n of them, header size and checksum made right) are refused, the message
+ * holding `want`. */
+static void refused_with(uint8_t *b, size_t n, const char *what, const char *want) {
+  le_put(b + 16, 8, n);
+  reseal(b, n);
+  write_bytes(b, n);
+  char err[700] = "";
+  Job *j = job_read(tmp_path, err, sizeof err);
+  ck_assert_msg(j == NULL, "%s: accepted", what);
+  ck_assert_msg(strstr(err, want), "%s: the message does not say '%s': %s", what, want, err);
+}
+
+START_TEST(test_framing_damage) {
+  make_job(); /* tests/e2e/small_mlp.mpl: MANI VALS PARM INPT OPID STAG XFER RANK KERN CHEK */
+  Sec sec[16];
+  int ns = sections_of(job_bytes, job_len, sec, 16);
+  ck_assert_int_ge(ns, 9);
+  uint8_t *b = malloc(job_len + 64);
+  const Sec *mani = sec_named(sec, ns, "MANI"), *vals = sec_named(sec, ns, "VALS"), *last = &sec[ns - 1];
+  size_t last_len = le_get(job_bytes + last->at + 8, 8), last_end = last->at + 16 + last_len;
+  ck_assert_uint_eq(job_len - last_end, (8 - last_end % 8) % 8);
+
+  memcpy(b, job_bytes, job_len); /* a section's reserved field not zero */
+  le_put(b + mani->at + 4, 4, 7);
+  refused_with(b, job_len, "reserved field 7", "bad section header");
+  for (int k = 1; k <= 8; k++) { /* the last section claims k bytes more than it has */
+    memcpy(b, job_bytes, job_len);
+    le_put(b + last->at + 8, 8, last_len + (uint64_t)k);
+    char what[64];
+    snprintf(what, sizeof what, "last section %d bytes longer", k);
+    /* past its padding the framing refuses it; within, its reader finds bytes left over */
+    refused_with(b, job_len, what, last_end + (size_t)k > job_len ? "bad section header" : "after its last field");
+  }
+  if (job_len > last_end) { /* the last section's padding cut off */
+    memcpy(b, job_bytes, last_end);
+    refused_with(b, last_end, "no final padding", "bad section header");
+  }
+  for (int i = 0; i < ns; i++) { /* 8 zero bytes more at a section's end: framed, but left over */
+    size_t len = le_get(job_bytes + sec[i].at + 8, 8), end = sec[i].at + 16 + len;
+    memcpy(b, job_bytes, end);
+    memset(b + end, 0, 8);
+    memcpy(b + end + 8, job_bytes + end, job_len - end);
+    le_put(b + sec[i].at + 8, 8, len + 8);
+    char what[64];
+    snprintf(what, sizeof what, "%s with 8 bytes more", sec[i].tag);
+    refused_with(b, job_len + 8, what, "8 bytes after its last field");
+  }
+  memcpy(b, job_bytes, job_len); /* the model's name without its NUL (u32 length, bytes, NUL) */
+  uint32_t name_len = (uint32_t)le_get(job_bytes + mani->at + 16, 4);
+  ck_assert_int_eq(b[mani->at + 16 + 4 + name_len], 0);
+  b[mani->at + 16 + 4 + name_len] = 'X';
+  refused_with(b, job_len, "name without NUL", "malformed string");
+  memcpy(b, job_bytes, job_len); /* a count no section could hold */
+  le_put(b + vals->at + 16, 4, (uint64_t)1 << 26);
+  refused_with(b, job_len, "values count 2^26", "does not fit");
+  memcpy(b, job_bytes, job_len); /* a value of rank 9 (dtype u8, kind u8, rank u32) */
+  le_put(b + vals->at + 16 + 4 + 2, 4, 9);
+  refused_with(b, job_len, "rank 9", "dimensions count 9");
+  memcpy(b, job_bytes, job_len); /* KERN ends with the PTX's length (none here): 1 byte it has not */
+  const Sec *kern = sec_named(sec, ns, "KERN");
+  size_t ptx_len_at = kern->at + 16 + le_get(job_bytes + kern->at + 8, 8) - 8;
+  ck_assert_uint_eq(le_get(job_bytes + ptx_len_at, 8), 0);
+  le_put(b + ptx_len_at, 8, 1);
+  refused_with(b, job_len, "PTX 1 byte past KERN", "truncated: a byte block needs 1 bytes, 0 left");
+  memcpy(b, job_bytes, job_len); /* the format before this one (the flags are outside the checksum) */
+  le_put(b + 12, 4, MPL_JOB_FORMAT - 1);
+  write_bytes(b, job_len);
+  char err[700] = "";
+  ck_assert_ptr_null(job_read(tmp_path, err, sizeof err));
+  char want[64];
+  snprintf(want, sizeof want, "job format %d, but this mplrun reads format %d", MPL_JOB_FORMAT - 1, MPL_JOB_FORMAT);
+  ck_assert_msg(strstr(err, want), "format %d: %s", MPL_JOB_FORMAT - 1, err);
+  free(b);
+}
+END_TEST
+
+/* ---- fields: each out-of-range field job_read must refuse, written by job_write (pass 107) ---- */
+
+static JobStep *first_kernel_step(Job *j) { return first_step(j, JS_KERNEL); }
+
+/* Reads the job at `orig`, damages it (d), writes it to tmp_path and reads it back: refused,
+ * the message holding `want`. */
+static void field_refused(const char *orig, int d, const char *want) {
+  char err[700] = "";
+  Job *j = job_read(orig, err, sizeof err);
+  ck_assert_msg(j != NULL, "%s", err);
+  JobRank *rk = &j->ranks[0];
+  int64_t m = j->train.microbatches;
+  bool done = true;
+  switch (d) {
+  case 0: j->train.schedule = SCHED__COUNT; break;
+  case 1: j->train.precision = PREC_BF16 + 1; break;
+  case 2: j->train.eval_batches = 0; break;
+  case 3: first_kernel_step(j)->kind = JS__COUNT; break;
+  case 4: first_kernel_step(j)->args[0] = j->nvalues; break;
+  case 5: first_kernel_step(j)->kernel = j->kernels.nkernels; break;
+  case 6: /* an activation of more than one element at the arena's last 4 bytes */
+    done = false;
+    for (int64_t k = 0; k < (int64_t)j->nvalues * m && !done; k++)
+      if (rk->offset[k] != UINT64_MAX && j->values[k / m].kind == JV_ACT && j->values[k / m].numel > 1)
+        rk->offset[k] = rk->arena_bytes - 4, done = true;
+    break;
+  case 7: /* a pass on a micro-batch past the last */
+    done = false;
+    for (int i = 0; i < rk->nins && !done; i++)
+      if (rk->ins[i].kind == JI_FWD) rk->ins[i].mb = (int32_t)m, done = true;
+    break;
+  case 8: /* a tied param's gradient sent to its own rank */
+    done = false;
+    for (int r = 0; r < j->mesh.pp && !done; r++)
+      for (int i = 0; i < j->ranks[r].nins && !done; i++)
+        if (j->ranks[r].ins[i].kind == JI_TIED_SEND) j->ranks[r].ins[i].peer = r, done = true;
+    break;
+  case 9: /* a run-time check naming a param's value */
+    done = j->nchecks > 0;
+    if (done) j->checks[0].value = j->params[0].value;
+    break;
+  }
+  ck_assert_msg(done, "damage %d: nothing to damage in %s", d, orig);
+  ck_assert_msg(job_write(j, tmp_path, err, sizeof err) == 0, "%s", err);
+  job_free(j);
+  err[0] = 0;
+  j = job_read(tmp_path, err, sizeof err);
+  ck_assert_msg(j == NULL, "damage %d: accepted", d);
+  ck_assert_msg(strstr(err, want), "damage %d: the message does not say '%s': %s", d, want, err);
+}
+
+START_TEST(test_field_damage) {
+  const char *build = getenv("BUILD") ? getenv("BUILD") : "build";
+  char lm[300], gather[300], cmd[1024];
+  snprintf(lm, sizeof lm, "/tmp/mpl_jobfuzz_%d.lm.job", (int)getpid());
+  snprintf(gather, sizeof gather, "/tmp/mpl_jobfuzz_%d.gather.job", (int)getpid());
+  snprintf(tmp_path, sizeof tmp_path, "/tmp/mpl_jobfuzz_%d.job", (int)getpid());
+  /* tiny_lm: two stages with a tied embedding (tied_send); ops_v2_gather: run-time checks */
+  snprintf(cmd, sizeof cmd, "%s/mplc tests/e2e/tiny_lm.mpl -o %s && %s/mplc tests/e2e/ops_v2_gather.mpl -o %s", build, lm,
+           build, gather);
+  ck_assert_msg(system(cmd) == 0, "mplc failed: %s", cmd);
+  static const char *const want[] = {"schedule 6",         "precision 3",       "eval_batches 0", "bad step kind",
+                                     "step reads value",   "kernel ",           "outside the arena",
+                                     "micro-batch",        "tied_send",         "check 0: bad value"};
+  ck_assert_int_eq(SCHED__COUNT, 6);
+  for (int d = 0; d < 10; d++) field_refused(d == 9 ? gather : lm, d, want[d]);
+  unlink(lm);
+  unlink(gather);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("jobfuzz");
   TCase *tc = tcase_create("jobfuzz");
@@ -252,6 +444,8 @@ int main(void) {
   tcase_add_test(tc, test_fused_ce_steps);
   tcase_add_test(tc, test_sdpa_steps);
   tcase_add_test(tc, test_bf16_steps);
+  tcase_add_test(tc, test_framing_damage);
+  tcase_add_test(tc, test_field_damage);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

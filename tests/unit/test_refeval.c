@@ -412,6 +412,36 @@ START_TEST(test_dropout) {
   for (int i = 0; i < N; i++) changed += t->v[d1][i] != before[i];
   ck_assert_int_gt(changed, N / 10);
   free(before);
+  /* evaluation (micro-batch -1, the validation pass): the identity, unscaled, as the kernels */
+  ctx.mb = -1;
+  run_ctx(t, &ctx);
+  for (int i = 0; i < N; i++) ck_assert_msg(t->v[d1][i] == 1.0, "evaluation dropout: element %d is %g", i, t->v[d1][i]);
+  tg_free(t);
+}
+END_TEST
+
+/* A NaN in either operand of maximum and minimum, or anywhere in amax's row, gives NaN (as
+ * torch.maximum, minimum and amax, and the kernels); relu_grad passes dy at a NaN input (as
+ * PyTorch's threshold_backward: dy where !(x <= 0)). Pass 108: each passed every suite. */
+START_TEST(test_nan_edges) {
+  Tg *t = tg_new();
+  int x = input(t, DT_F32, SH(3), DATA(NAN, 1, 2)), y = input(t, DT_F32, SH(3), DATA(1, NAN, 1));
+  int mx = OPF(t, OP_MAXIMUM, SH(3), x, y), mn = OPF(t, OP_MINIMUM, SH(3), x, y);
+  int r = input(t, DT_F32, SH(2, 3), DATA(1, 5, 3, NAN, 2, 0));
+  int am = OPF(t, OP_AMAX, SH(2), r);
+  O(t, am)->axis = 1;
+  int a = input(t, DT_F32, SH(4), DATA(NAN, -1, 0, 2)), dy = input(t, DT_F32, SH(4), DATA(5, 5, 5, 5));
+  int rg = OPF(t, OP_RELU_GRAD, SH(4), a, dy);
+  run(t);
+  for (int i = 0; i < 2; i++) {
+    ck_assert_msg(isnan(t->v[mx][i]), "maximum, element %d: %g, not NaN", i, t->v[mx][i]);
+    ck_assert_msg(isnan(t->v[mn][i]), "minimum, element %d: %g, not NaN", i, t->v[mn][i]);
+  }
+  ck_assert_double_eq(t->v[mx][2], 2);
+  ck_assert_double_eq(t->v[mn][2], 1);
+  ck_assert_double_eq(t->v[am][0], 5);
+  ck_assert_msg(isnan(t->v[am][1]), "amax of a row holding a NaN: %g", t->v[am][1]);
+  EXPECT(t, rg, 5, 0, 0, 5);
   tg_free(t);
 }
 END_TEST
@@ -556,6 +586,7 @@ static Suite *refeval_suite(void) {
   tcase_add_test(tc, test_embedding);
   tcase_add_test(tc, test_cross_entropy);
   tcase_add_test(tc, test_dropout);
+  tcase_add_test(tc, test_nan_edges);
   tcase_add_test(tc, test_creation_and_sinks);
   tcase_add_test(tc, test_v2_elementwise);
   tcase_add_test(tc, test_v2_order_ops);
