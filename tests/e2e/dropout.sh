@@ -66,5 +66,11 @@ if "$MPLC" "$s" --microbatches 1 -o "$tmp/ds1.job" > /dev/null 2>&1 && "$MPLRUN"
     else bad "dropout on a positional embedding, $mesh: $(grep FAIL "$tmp/$n.cmp" | head -n 2)"; fi
   done
 else bad "dropout_step.mpl: mplc or mplrun failed"; fi
+# ... and the float64 reference draws it so too: 2 micro-batches, a step against it (pass 108:
+# a reference drawing a mask a micro-batch passed every suite)
+rewrite "$s" "$tmp/ds_mb2.mpl" 's/^  microbatches = 1$/  microbatches = 2/' &&
+  if "$BUILD/tests/test_refstep" "$tmp/ds_mb2.mpl" > "$tmp/ds_mb2.log" 2>&1; then
+    ok "dropout on a positional embedding, 2 micro-batches: loss and gradients as the reference's one mask a step"
+  else bad "dropout_step at 2 micro-batches against the reference: $(grep -m1 -E 'F:|error|differ' "$tmp/ds_mb2.log")"; fi
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
