@@ -259,6 +259,56 @@ START_TEST(test_proof_rejects_wrong_order) {
 }
 END_TEST
 
+/* Moves instruction i of rank r to position j (the others keep their order). */
+static void move_ins(Schedule *s, int r, int i, int j) {
+  Ins t = s->ins[r][i];
+  if (i < j)
+    memmove(&s->ins[r][i], &s->ins[r][i + 1], sizeof(Ins) * (size_t)(j - i));
+  else
+    memmove(&s->ins[r][j + 1], &s->ins[r][j], sizeof(Ins) * (size_t)(i - j));
+  s->ins[r][j] = t;
+}
+
+/* Each of the proof's orders, broken alone in a list otherwise valid, is refused with its own
+ * message (pass 110: each check could be deleted with every suite passing; the wrong-order
+ * case above is refused for a W before its B too). */
+START_TEST(test_proof_rejects_each_order) {
+  Arena a;
+  arena_init(&a);
+  char err[1024];
+  /* the last stage's backward before its forward (nothing else orders them there) */
+  Schedule *s = build(&a, SCHED_GPIPE, 2, 1, 1, false, 0, NULL, err, sizeof err);
+  move_ins(s, 1, find_ins(s, 1, INS_BWD_B, 0), find_ins(s, 1, INS_FWD, 0));
+  ck_assert(!sched_verify(s, err, sizeof err));
+  ck_assert_msg(strstr(err, "bwd_b(stage 1, mb 0): runs before its forward"), "%s", err);
+  /* weight gradients summed out of micro-batch order, each after its B: F0 F1 B0 B1 W1 W0 */
+  s = build(&a, SCHED_GPIPE, 1, 1, 2, false, 0, NULL, err, sizeof err);
+  move_ins(s, 0, find_ins(s, 0, INS_BWD_W, 0), find_ins(s, 0, INS_BWD_W, 1));
+  ck_assert_int_gt(find_ins(s, 0, INS_BWD_W, 1), find_ins(s, 0, INS_BWD_B, 1));
+  ck_assert(!sched_verify(s, err, sizeof err));
+  ck_assert_msg(strstr(err, "must be summed in micro-batch order (mb 0 is next)"), "%s", err);
+  /* a pair's messages received out of the order they are sent */
+  s = build(&a, SCHED_GPIPE, 2, 1, 2, false, 0, NULL, err, sizeof err);
+  move_ins(s, 1, find_ins(s, 1, INS_RECV_ACT, 1), 0);
+  ck_assert(!sched_verify(s, err, sizeof err));
+  ck_assert_msg(strstr(err, "arrive in the order they are sent"), "%s", err);
+  /* a send before the pass that makes its value */
+  s = build(&a, SCHED_GPIPE, 2, 1, 1, false, 0, NULL, err, sizeof err);
+  move_ins(s, 0, find_ins(s, 0, INS_SEND_ACT, 0), find_ins(s, 0, INS_FWD, 0));
+  ck_assert(!sched_verify(s, err, sizeof err));
+  ck_assert_msg(strstr(err, "send_act(stage 0 -> 1, mb 0): sends before the fwd that makes it"), "%s", err);
+  /* a tied all-reduce before the rank's last weight gradient */
+  int st[2] = {0, 1};
+  TiedGroup tg = {2, st};
+  s = build(&a, SCHED_1F1B, 2, 1, 2, false, 1, &tg, err, sizeof err);
+  ck_assert_msg(s != NULL, "%s", err);
+  move_ins(s, 0, find_ins(s, 0, INS_ALLREDUCE_TIED, -1), find_ins(s, 0, INS_BWD_W, 1));
+  ck_assert(!sched_verify(s, err, sizeof err));
+  ck_assert_msg(strstr(err, "allreduce_tied(group 0): comes before the end of the rank's backward work"), "%s", err);
+  arena_free(&a);
+}
+END_TEST
+
 static double bubble_of(SchedKind k, int pp, int v, int m) {
   Arena a;
   arena_init(&a);
@@ -316,7 +366,7 @@ START_TEST(test_bubbles) {
 }
 END_TEST
 
-START_TEST(test_1f1b_inflight) {
+START_TEST(test_inflight) {
   Arena a;
   arena_init(&a);
   char err[512];
@@ -330,6 +380,18 @@ START_TEST(test_1f1b_inflight) {
         ck_assert_int_le(sched_peak_inflight(s, r), lim);
       }
     }
+  /* zb holds W passes back: an activation stays in flight until its W (rank 0 of pp = 2,
+     m = 3 holds 3, rank 1 2); counting to the B instead gave 2 and 1 (pass 110) */
+  Schedule *z = build(&a, SCHED_ZB, 2, 1, 3, false, 0, NULL, err, sizeof err);
+  ck_assert_int_eq(sched_peak_inflight(z, 0), 3);
+  ck_assert_int_eq(sched_peak_inflight(z, 1), 2);
+  /* interleaved(2) with fewer micro-batches (2) than ranks (3): one group of 2, so each rank
+     warms up with 2 (pp - r - 1) + (v - 1) m forwards and holds min(that + 1, v m): 4, 4, 3
+     (a warm-up counting pp for the group's size held 4 on rank 2 too; pass 110) */
+  Schedule *iv = build(&a, SCHED_INTERLEAVED, 3, 2, 2, false, 0, NULL, err, sizeof err);
+  ck_assert_msg(iv != NULL, "%s", err);
+  static const int want_iv[] = {4, 4, 3};
+  for (int r = 0; r < 3; r++) ck_assert_int_eq(sched_peak_inflight(iv, r), want_iv[r]);
   arena_free(&a);
 }
 END_TEST
@@ -421,6 +483,19 @@ START_TEST(test_zbv) {
       if (m >= p)
         ck_assert_double_eq_tol(zbv, (double)(p - 1) / (6 * m + p - 1), 1e-9);
     }
+  /* unequal costs: the best of zbv's six variants, two of which hold back 2 pp W passes
+     (playing only the three that hold back pp took 43, not 42; pass 110) */
+  {
+    int e[3][2] = {{0, 1}, {1, 2}, {2, 3}};
+    double F[4] = {1, 2, 3, 1}, B[4] = {5, 3, 5, 4}, W[4] = {4, 3, 4, 4};
+    SchedSpec sp = {.kind = SCHED_ZBV, .pp = 2, .v = 2, .m = 2, .nedges = 3, .edges = (const int(*)[2])e,
+                    .F = F, .B = B, .W = W};
+    Schedule *zs = sched_build(&a, &sp, err, sizeof err);
+    ck_assert_msg(zs != NULL, "%s", err);
+    SchedTiming t;
+    sched_simulate(zs, F, B, W, 0, NULL, NULL, &t);
+    ck_assert_double_eq_tol(t.makespan, 42, 1e-9);
+  }
   /* the case: pp = 4, 8 micro-batches */
   ck_assert_double_eq_tol(bubble_of(SCHED_ZBV, 4, 2, 8), 3.0 / 51, 1e-9);
   ck_assert_double_eq_tol(bubble_of(SCHED_ZB, 4, 1, 8), 3.0 / 27, 1e-9);
@@ -611,8 +686,9 @@ static Suite *schedule_suite(void) {
   tcase_add_test(tc, test_proof_rejects_missing_recv);
   tcase_add_test(tc, test_proof_rejects_cross_wait);
   tcase_add_test(tc, test_proof_rejects_wrong_order);
+  tcase_add_test(tc, test_proof_rejects_each_order);
   tcase_add_test(tc, test_bubbles);
-  tcase_add_test(tc, test_1f1b_inflight);
+  tcase_add_test(tc, test_inflight);
   tcase_add_test(tc, test_latency_and_costs);
   tcase_add_test(tc, test_zbv);
   tcase_add_test(tc, test_names_and_dump);
