@@ -420,6 +420,13 @@ static Value bi_full(Sema *S, Scope *sc, Node *call, const Builtin *b, Node **ar
   op->shape = s;
   op->dtype = dt;
   op->value = v.kind == V_FLOAT ? v.f : (double)v.i;
+  /* a bf16 or f16 tensor holds the value rounded to its type, as torch.full(..., dtype) and
+     cast do (precision.c takes a FULL's value as it is: a literal beside a half tensor is an
+     f32 number; pass 109 found full(0.1, 4, dtype = bf16) reading 0.1) */
+  if (dt == DT_BF16 || dt == DT_F16) {
+    double f = (double)(float)op->value;
+    op->value = dt == DT_BF16 ? dtype_round_bf16(f) : dtype_round_f16(f);
+  }
   return vtensor(S, op);
 }
 
