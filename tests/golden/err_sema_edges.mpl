@@ -1,0 +1,16 @@
+# Shape and type rules at their edges, one error each (pass 109: each was accepted, or
+# refused with another message, by a mutant that passed every suite)
+model m(x: f32[B, 4], y: i32[B]) {
+  a = reshape(x, -2, 2)
+  yi = cast(x, i32)
+  b = yi @ cast(reshape(x, 4, B), i32)
+  t4 = y[0:4]
+  c = cross_entropy(x, t4)
+  d = x[:, 0:0]
+  e = yi * 1.5
+  g = x[:, 4]
+  return cross_entropy(x, y)
+}
+train m {
+  batch = 8
+}
