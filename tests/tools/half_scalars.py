@@ -17,17 +17,7 @@ import os, random, struct, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from v2_ref import load, save  # noqa: E402
-
-
-def f32(x):
-    return struct.unpack("<f", struct.pack("<f", x))[0]
-
-
-def bf16(x):
-    """x (exact in f32) rounded to bf16, to nearest, ties to even."""
-    u = struct.unpack("<I", struct.pack("<f", x))[0]
-    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
-    return struct.unpack("<f", struct.pack("<I", u))[0]
+from bf16_sums import bf as bf16, f32  # noqa: E402  (bf16 to nearest, ties to even; f32)
 
 
 def f16(x):
