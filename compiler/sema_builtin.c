@@ -286,6 +286,10 @@ static Value bi_reshape(Sema *S, Scope *sc, Node *call, const Builtin *b, Node *
 
 static Value bi_transpose(Sema *S, Scope *sc, Node *call, const Builtin *b, Node **args) {
   Value x = sema_eval(S, sc, args[0]);
+  if (!args[1] != !args[2]) { /* torch.transpose takes both; none swaps the last two */
+    sema_err(S, call->loc, "transpose takes two axes or none (the last two), not one");
+    return verr();
+  }
   Value i = args[1] ? sema_eval(S, sc, args[1]) : vint(-2, call->loc);
   Value j = args[2] ? sema_eval(S, sc, args[2]) : vint(-1, call->loc);
   return sema_transpose(S, x, i, j, call->loc);
@@ -661,11 +665,18 @@ static bool subscript_range(Sema *S, Scope *sc, Node *sub, int64_t dim, int64_t 
     int64_t a = 0, b = dim;
     if (sub->a && !sema_const_int(S, sc, sub->a, "a slice bound", &a)) return false;
     if (sub->b && !sema_const_int(S, sc, sub->b, "a slice bound", &b)) return false;
+    int64_t ua = a, ub = b; /* as written: the message names them, not their clamped forms */
     if (a < 0) a += dim;
     if (b < 0) b += dim;
     a = a < 0 ? 0 : a > dim ? dim : a;
     b = b < 0 ? 0 : b > dim ? dim : b;
-    if (a >= b) { sema_err(S, sub->loc, "empty slice %lld:%lld of a dimension of size %lld", (long long)a, (long long)b, (long long)dim); return false; }
+    if (a >= b) {
+      char w[64] = "";
+      if (a != ua || b != ub) snprintf(w, sizeof w, " (%lld:%lld)", (long long)a, (long long)b);
+      sema_err(S, sub->loc, "empty slice %lld:%lld%s of a dimension of size %lld", (long long)ua, (long long)ub, w,
+               (long long)dim);
+      return false;
+    }
     *lo = a;
     *hi = b;
     return true;

@@ -1,5 +1,6 @@
 # Shape and type rules at their edges, one error each (pass 109: each was accepted, or
-# refused with another message, by a mutant that passed every suite)
+# refused with another message, by a mutant that passed every suite); an empty slice names
+# its bounds as written, and transpose with one axis is an error
 model m(x: f32[B, 4], y: i32[B]) {
   a = reshape(x, -2, 2)
   yi = cast(x, i32)
@@ -9,6 +10,8 @@ model m(x: f32[B, 4], y: i32[B]) {
   d = x[:, 0:0]
   e = yi * 1.5
   g = x[:, 4]
+  h = x[:, 5:10]
+  u = transpose(x, 0)
   return cross_entropy(x, y)
 }
 train m {
