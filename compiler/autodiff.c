@@ -77,14 +77,12 @@ static int b_full(Ad *a, double v) {
   return op->id;
 }
 
-static bool is_compare(OpKind k) { return k >= OP_EQ && k <= OP_GE; }
-
 static int b_un(Ad *a, OpKind k, int x) { return ad_op(a, k, 1, &x, shp(a, x), dty(a, x))->id; }
 
 static int b_bin(Ad *a, OpKind k, int x, int y) {
   Shape s;
   if (!shape_broadcast(shp(a, x), shp(a, y), &s)) die("autodiff: %%%d and %%%d do not broadcast", x, y);
-  DType t = is_compare(k) ? DT_BOOL : dty(a, x) == DT_BOOL ? dty(a, y) : dty(a, x);
+  DType t = op_is_compare(k) ? DT_BOOL : dty(a, x) == DT_BOOL ? dty(a, y) : dty(a, x);
   int in[2] = {x, y};
   return ad_op(a, k, 2, in, &s, t)->id;
 }

@@ -245,6 +245,8 @@ static inline bool op_cheap_to_remake(const Op *op) {
 uint64_t op_bytes(const Op *op);
 /* Ops with more than one result (SDPA, SDPA_GRAD, CE_FUSED): their results beyond the first are RESULT ops. */
 static inline bool op_multi_result(OpKind k) { return k == OP_SDPA || k == OP_SDPA_GRAD || k == OP_CE_FUSED; }
+/* The comparisons (eq ne lt le gt ge): a bool result. */
+static inline bool op_is_compare(OpKind k) { return k >= OP_EQ && k <= OP_GE; }
 
 /* The mesh and the training config are the job's (runtime/job.h, the contract both
  * programs link): one struct each from the program to the runtime. In a Graph the mesh

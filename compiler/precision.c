@@ -368,7 +368,7 @@ Graph *prec_lower_half(Graph *old) {
       /* a made-where-used half value or a constant: rounded here, in this reader's context;
          a constant (a literal, the backward's 1/n) only for a comparison (a Python number
          with a PyTorch bf16 tensor: arithmetic takes it in f32, a comparison converts it) */
-      bool exact = x->kind == OP_FULL && !(src->kind >= OP_EQ && src->kind <= OP_GE);
+      bool exact = x->kind == OP_FULL && !op_is_compare(src->kind);
       in[j] = h.type[v] != DT_F32 && !exact ? half_rounded(&h, v, h.type[v], &user) : v;
     }
     Op *op = copy_op(&h.p, src, in);

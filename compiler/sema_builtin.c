@@ -153,6 +153,12 @@ static Value bi_where(Sema *S, Scope *sc, Node *call, const Builtin *b, Node **a
   return vtensor(S, op);
 }
 
+/* v as a value of float type dt holds it: the f32 value, rounded to bf16 or f16 for those. */
+static double round_to_float(double v, DType dt) {
+  double f = (double)(float)v;
+  return dt == DT_BF16 ? dtype_round_bf16(f) : dt == DT_F16 ? dtype_round_f16(f) : f;
+}
+
 static Value bi_cast(Sema *S, Scope *sc, Node *call, const Builtin *b, Node **args) {
   Value x = sema_eval(S, sc, args[0]), t = sema_eval(S, sc, args[1]);
   if (x.kind == V_ERR || t.kind == V_ERR) return verr();
@@ -173,8 +179,7 @@ static Value bi_cast(Sema *S, Scope *sc, Node *call, const Builtin *b, Node **ar
     if (dt == DT_BOOL) return vbool(v != 0, call->loc);
     /* a float type rounds as the run-time cast of the f32 value does (cast(1.001, bf16) is
        1.0, cast(70000, f16) inf: pass 52 found them unrounded) */
-    double f = (double)(float)v;
-    return vfloat(dt == DT_BF16 ? dtype_round_bf16(f) : dt == DT_F16 ? dtype_round_f16(f) : f, call->loc);
+    return vfloat(round_to_float(v, dt), call->loc);
   }
   if (x.kind != V_TENSOR) {
     sema_err(S, args[0]->loc, "cast needs a tensor, not %s", sema_value_desc(S, x));
@@ -427,10 +432,7 @@ static Value bi_full(Sema *S, Scope *sc, Node *call, const Builtin *b, Node **ar
   /* a bf16 or f16 tensor holds the value rounded to its type, as torch.full(..., dtype) and
      cast do (precision.c takes a FULL's value as it is: a literal beside a half tensor is an
      f32 number; pass 109 found full(0.1, 4, dtype = bf16) reading 0.1) */
-  if (dt == DT_BF16 || dt == DT_F16) {
-    double f = (double)(float)op->value;
-    op->value = dt == DT_BF16 ? dtype_round_bf16(f) : dtype_round_f16(f);
-  }
+  if (dt == DT_BF16 || dt == DT_F16) op->value = round_to_float(op->value, dt);
   return vtensor(S, op);
 }
 

@@ -171,7 +171,6 @@ Value sema_unary(Sema *S, OpKind k, Value x, Loc loc) {
 }
 
 static bool is_logic(OpKind k) { return k == OP_AND || k == OP_OR; }
-static bool is_cmp_op(OpKind k) { return k >= OP_EQ && k <= OP_GE; }
 
 /* Elementwise binary op with NumPy broadcasting and a dtype check. */
 Value sema_binary(Sema *S, OpKind k, Value a, Value b, Loc loc, const char *opname) {
@@ -186,7 +185,7 @@ Value sema_binary(Sema *S, OpKind k, Value a, Value b, Loc loc, const char *opna
     return verr();
   }
   bool want_bool = is_logic(k);
-  if (want_bool != (x->dtype == DT_BOOL) && !(is_cmp_op(k) && (k == OP_EQ || k == OP_NE))) {
+  if (want_bool != (x->dtype == DT_BOOL) && !(op_is_compare(k) && (k == OP_EQ || k == OP_NE))) {
     sema_err(S, loc, "'%s' cannot apply to %s tensors", opname, dtype_name(x->dtype));
     sema_note_operands(S, a, b);
     return verr();
@@ -214,7 +213,7 @@ Value sema_binary(Sema *S, OpKind k, Value a, Value b, Loc loc, const char *opna
   Op *op = sema_op(S, k, 2, in, loc);
   if (!op) return verr();
   op->shape = s;
-  op->dtype = is_cmp_op(k) ? DT_BOOL : x->dtype;
+  op->dtype = op_is_compare(k) ? DT_BOOL : x->dtype;
   return vtensor(S, op);
 }
 

@@ -429,7 +429,7 @@ static bool read_section(const MplJob *mj, const char *tag, SectionReader fn, Jo
     snprintf(err, errlen, "section %s: %s", tag, c.err.msg);
     return false;
   }
-  if (c.pos != c.len) { /* the writer writes each section whole: bytes left are damage */
+  if (!mpl_cur_at_end(&c)) { /* the writer writes each section whole: bytes left are damage */
     snprintf(err, errlen, "section %s: %" PRIu64 " bytes after its last field", tag, c.len - c.pos);
     return false;
   }

@@ -4,7 +4,7 @@
 # value rounded (0.1 is 0.100098)
 model m(x: f32[B, 4], y: i32[B]) {
   c = concat(x, x * 2.0)
-  t = transpose(reshape(x, 2, B / 2, 4))
+  t = transpose(reshape(x, 2, B, 2))
   k = x * cast(2.7, i32)
   w = where(x > 0.0, 1, 0.5)
   n = cast((x > 0.0) != (x < 1.0), f32)

@@ -193,6 +193,16 @@ static int find_ins(const Schedule *s, int r, int kind, int mb) {
   return -1;
 }
 
+/* Moves instruction i of rank r to position j (the others keep their order). */
+static void move_ins(Schedule *s, int r, int i, int j) {
+  Ins t = s->ins[r][i];
+  if (i < j)
+    memmove(&s->ins[r][i], &s->ins[r][i + 1], sizeof(Ins) * (size_t)(j - i));
+  else
+    memmove(&s->ins[r][j + 1], &s->ins[r][j], sizeof(Ins) * (size_t)(i - j));
+  s->ins[r][j] = t;
+}
+
 START_TEST(test_proof_rejects_recv_without_send) {
   Arena a;
   arena_init(&a);
@@ -232,9 +242,7 @@ START_TEST(test_proof_rejects_cross_wait) {
   ck_assert_ptr_nonnull(s);
   int is = find_ins(s, 0, INS_SEND_ACT, 0), ir = find_ins(s, 0, INS_RECV_GRAD, 0);
   ck_assert_int_lt(is, ir);
-  Ins send = s->ins[0][is];
-  memmove(&s->ins[0][is], &s->ins[0][is + 1], sizeof(Ins) * (ir - is));
-  s->ins[0][ir] = send; /* now: fwd, recv_grad, send_act, ... */
+  move_ins(s, 0, is, ir); /* now: fwd, recv_grad, send_act, ... */
   ck_assert(!sched_verify(s, err, sizeof err));
   ck_assert_ptr_nonnull(strstr(err, "deadlock"));
   ck_assert_ptr_nonnull(strstr(err, "rank 0 waits at instruction 1 recv_grad(stage 0 <- 1, mb 0)"));
@@ -258,16 +266,6 @@ START_TEST(test_proof_rejects_wrong_order) {
   arena_free(&a);
 }
 END_TEST
-
-/* Moves instruction i of rank r to position j (the others keep their order). */
-static void move_ins(Schedule *s, int r, int i, int j) {
-  Ins t = s->ins[r][i];
-  if (i < j)
-    memmove(&s->ins[r][i], &s->ins[r][i + 1], sizeof(Ins) * (size_t)(j - i));
-  else
-    memmove(&s->ins[r][j + 1], &s->ins[r][j], sizeof(Ins) * (size_t)(i - j));
-  s->ins[r][j] = t;
-}
 
 /* Each of the proof's orders, broken alone in a list otherwise valid, is refused with its own
  * message (pass 110: each check could be deleted with every suite passing; the wrong-order
@@ -390,8 +388,10 @@ START_TEST(test_inflight) {
      (a warm-up counting pp for the group's size held 4 on rank 2 too; pass 110) */
   Schedule *iv = build(&a, SCHED_INTERLEAVED, 3, 2, 2, false, 0, NULL, err, sizeof err);
   ck_assert_msg(iv != NULL, "%s", err);
-  static const int want_iv[] = {4, 4, 3};
-  for (int r = 0; r < 3; r++) ck_assert_int_eq(sched_peak_inflight(iv, r), want_iv[r]);
+  for (int r = 0; r < 3; r++) {
+    int warm = 2 * (3 - r - 1) + (2 - 1) * 2, want = warm + 1 < 2 * 2 ? warm + 1 : 2 * 2; /* Megatron's warm-up */
+    ck_assert_int_eq(sched_peak_inflight(iv, r), want);
+  }
   arena_free(&a);
 }
 END_TEST
@@ -484,7 +484,9 @@ START_TEST(test_zbv) {
         ck_assert_double_eq_tol(zbv, (double)(p - 1) / (6 * m + p - 1), 1e-9);
     }
   /* unequal costs: the best of zbv's six variants, two of which hold back 2 pp W passes
-     (playing only the three that hold back pp took 43, not 42; pass 110) */
+     (playing only the three that hold back pp took 43; pass 110). 42 is the search's own
+     result, kept as a pin; by hand, rank 1 (stages 1 and 2) has 2 x (2+3+3 + 3+5+4) = 40
+     units of work and waits 1 for stage 0's first forward, so no schedule beats 41 */
   {
     int e[3][2] = {{0, 1}, {1, 2}, {2, 3}};
     double F[4] = {1, 2, 3, 1}, B[4] = {5, 3, 5, 4}, W[4] = {4, 3, 4, 4};
@@ -495,6 +497,7 @@ START_TEST(test_zbv) {
     SchedTiming t;
     sched_simulate(zs, F, B, W, 0, NULL, NULL, &t);
     ck_assert_double_eq_tol(t.makespan, 42, 1e-9);
+    ck_assert(t.makespan >= 41);
   }
   /* the case: pp = 4, 8 micro-batches */
   ck_assert_double_eq_tol(bubble_of(SCHED_ZBV, 4, 2, 8), 3.0 / 51, 1e-9);
