@@ -214,7 +214,7 @@ static Value bi_reduce(Sema *S, Scope *sc, Node *call, const Builtin *b, Node **
   }
   Shape s = {0};
   int ax = AXIS_ALL;
-  if (axis != AXIS_ALL || args[1]) {
+  if ((axis != AXIS_ALL || args[1]) && !sema_scalar_axis(xi, axis)) { /* a 0-d tensor's axis 0: all of it */
     ax = sema_norm_axis(S, axis, xi->shape.rank, args[1]->loc);
     if (ax < 0) return verr();
   }
@@ -241,6 +241,13 @@ static Value bi_softmax(Sema *S, Scope *sc, Node *call, const Builtin *b, Node *
     sema_err(S, call->loc, "%s needs a float tensor, not %s", b->name, dtype_name(xi->dtype));
     return verr();
   }
+  Shape shape = xi->shape;
+  if (sema_scalar_axis(xi, axis)) { /* a 0-d tensor: a row of one, back to rank 0 after */
+    Shape one = {.rank = 1, .d = {1}};
+    if ((x = sema_reshape(S, x, one, call->loc)).kind == V_ERR) return x;
+    xi = sema_opv(S, x);
+    axis = 0;
+  }
   int ax = sema_norm_axis(S, axis, xi->shape.rank, args[1] ? args[1]->loc : call->loc);
   if (ax < 0) return verr();
   Op *op = sema_op(S, b->op, 1, &x.op, call->loc);
@@ -248,7 +255,8 @@ static Value bi_softmax(Sema *S, Scope *sc, Node *call, const Builtin *b, Node *
   op->shape = xi->shape;
   op->dtype = xi->dtype;
   op->axis = ax;
-  return vtensor(S, op);
+  Value r = vtensor(S, op);
+  return shape.rank == xi->shape.rank ? r : sema_reshape(S, r, shape, call->loc);
 }
 
 /* ---- built-ins: shape ----------------------------------------------------------------- */

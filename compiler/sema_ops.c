@@ -97,6 +97,10 @@ int sema_norm_axis(Sema *S, int64_t axis, int rank, Loc loc) {
   return (int)a;
 }
 
+/* A rank-0 tensor takes axis 0 or -1 as if it had one axis of size 1 (torch wraps a 0-d
+ * tensor's dim so): true when x is such a tensor and axis one of those. */
+bool sema_scalar_axis(const Op *xi, int64_t axis) { return xi->shape.rank == 0 && (axis == 0 || axis == -1); }
+
 const char *sema_shape_str(Sema *S, const Op *op) {
   char buf[160];
   return arena_strdup(S->a, shape_str(&op->shape, buf, sizeof buf));
@@ -462,6 +466,12 @@ Value sema_argmax(Sema *S, Value x, int64_t axis, bool keep, Loc loc, Loc axis_l
   if (!number_tensor(S, x, "argmax", loc)) return verr();
   if (half_type(sema_opv(S, x)->dtype) && (x = sema_cast_to(S, x, DT_F32, loc)).kind == V_ERR) return x; /* exact */
   const Op *xi = sema_opv(S, x);
+  if (sema_scalar_axis(xi, axis)) { /* torch.argmax of a 0-d tensor: 0 */
+    Shape one = {.rank = 1, .d = {1}};
+    if ((x = sema_reshape(S, x, one, loc)).kind == V_ERR) return x;
+    xi = sema_opv(S, x);
+    axis = 0, keep = false;
+  }
   int ax = sema_norm_axis(S, axis, xi->shape.rank, axis_loc);
   if (ax < 0) return verr();
   Shape s = {0};
@@ -483,6 +493,7 @@ Value sema_cumsum(Sema *S, Value x, int64_t axis, Loc loc, Loc axis_loc) {
     return r.kind == V_ERR ? r : sema_cast_to(S, r, t, loc);
   }
   const Op *xi = sema_opv(S, x);
+  if (sema_scalar_axis(xi, axis)) return x; /* a sum of one */
   int ax = sema_norm_axis(S, axis, xi->shape.rank, axis_loc);
   if (ax < 0) return verr();
   return axis_op(S, OP_CUMSUM, x, ax, xi->shape, xi->dtype, loc);

@@ -4,7 +4,8 @@
 #  - one training step of each program on the CPU kernels matches the float64 reference
 #    evaluator, loss and every gradient (test_refstep FILE): repeat, expand, stack and
 #    int indexing (shape_ops), sdpa in its forms (sdpa_grad, fused; in f32 and in bf16),
-#    several results (multi_return), unused statements that read the loss (dead_reads_loss);
+#    several results (multi_return), unused statements that read the loss (dead_reads_loss),
+#    the axis ops of a 0-d tensor (scalar_axis);
 #  - sdpa equals the textbook formula with k and v repeated per query head (sdpa_ref: the
 #    loss, the sum of the squared differences, is 0), and the check can fail: with the
 #    causal mask dropped from one call the loss is not 0;
@@ -23,7 +24,7 @@ refstep() { # name: $V2/name.mpl against the reference
   if "$REFSTEP" "$V2/$1.mpl" > "$tmp/$1.log" 2>&1; then ok "$1: one step matches the float64 reference"
   else bad "$1: $(grep -m1 -E 'differ|loss|off by|error|check' "$tmp/$1.log")"; fi
 }
-for m in shape_ops sdpa_grad multi_return dead_reads_loss dead_reads_view_loss; do refstep $m; done
+for m in shape_ops sdpa_grad multi_return dead_reads_loss dead_reads_view_loss scalar_axis; do refstep $m; done
 # the fused sdpa's forms in bf16 (issue 14): the probabilities and dS rounded in the kernels
 # as the reference rounds them (its gradients equal the reference's: within 1e-3, where
 # leaving out either rounding moves them by 3e-3 to 7e-3, under the bf16 tolerance 1e-2;
@@ -45,6 +46,13 @@ first_loss() {
   "$MPLRUN" "$1" -q --threads 1 --steps 1 --metrics "$tmp/m.jsonl" > /dev/null 2>&1 &&
     "$PY" -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["loss"])' "$tmp/m.jsonl"
 }
+# a 0-d tensor's axis 0 or -1, as torch: softmax 1, log_softmax 0, argmax 0, cumsum, sum,
+# mean and amax the value (scalar_axis_ref's loss, the squared differences, is exactly 0)
+if "$MPLC" "$V2/scalar_axis_ref.mpl" -o "$tmp/sa.job" > "$tmp/sa.log" 2>&1; then
+  l=$(first_loss "$tmp/sa.job")
+  if [ "$l" = 0 ]; then ok "the axis ops of a 0-d tensor take axis 0 and -1 as torch does: squared difference 0"
+  else bad "the axis ops of a 0-d tensor differ from torch's: squared difference '$l'"; fi
+else bad "scalar_axis_ref does not compile: $(head -n 3 "$tmp/sa.log")"; fi
 # both forms: the fused op and the lowered one (--no-fused-sdpa: its own causal mask, cut to
 # [T, S] from the top-left as torch's is_causal, and its own GQA grouping)
 for form in "" --no-fused-sdpa; do
