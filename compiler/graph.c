@@ -202,7 +202,11 @@ static void dump_attrs(FILE *out, const Op *op) {
     if (op->init == INIT_NORMAL) fprintf(out, "(%g)", op->init_a);
     if (op->init == INIT_UNIFORM) fprintf(out, "(%g, %g)", op->init_a, op->init_b);
     break;
-  case OP_FULL: case OP_POW: fprintf(out, " value=%g", op->value); break;
+  case OP_FULL: /* an int's value exactly (%g shows 2147483647 as 2.14748e+09) */
+    if (op->dtype == DT_I32) fprintf(out, " value=%lld", (long long)op->value);
+    else fprintf(out, " value=%g", op->value);
+    break;
+  case OP_POW: fprintf(out, " value=%g", op->value); break;
   case OP_DROPOUT: fprintf(out, " p=%g key=%d", op->value, op->key); break;
   case OP_SUM: case OP_MEAN: case OP_AMAX: case OP_ARGMAX:
     if (op->axis == AXIS_ALL) fprintf(out, " axis=all");

@@ -153,7 +153,11 @@ static Value lower_expand(Sema *S, Scope *sc, Node *call, Node **args) {
   }
   for (int i = 0; i < s.rank; i++) {
     int64_t have = i < lead ? 1 : xi->shape.d[i - lead];
-    if (s.d[i] == -1 && i >= lead) s.d[i] = have;
+    if (s.d[i] == -1 && i < lead) { /* (as torch's Tensor.expand) */
+      sema_err(S, at[i], "expand: -1 keeps an axis of x, but axis %d of the result is a new leading one (give its size)", i);
+      return verr();
+    }
+    if (s.d[i] == -1) s.d[i] = have;
     if (s.d[i] == have || have == 1) continue;
     sema_err(S, at[i], "expand: axis %d of %s%s has size %lld, not 1, so it cannot become %lld", i - lead,
              dtype_name(xi->dtype), sema_shape_str(S, xi), (long long)have, (long long)s.d[i]);

@@ -1,0 +1,19 @@
+# Rules just past their edges, one error each (pass 111: a mutant accepted each, or dropped
+# a hint, and every suite passed): concat of two dtypes and of two shapes, sum of a bool
+# tensor, `not` of a float tensor, an amax whose axis broadcasting lost, 4096 parts of a
+# split (allowed: the binding is the error), -1 for a new leading axis of expand, an arange
+# target one past the classes
+model m(x: f32[B, 4], y: i32[B]) {
+  c = concat(x, cast(x, bf16), axis = 1)
+  c2 = concat(x, x[:, 0:2], axis = 0)
+  n = sum(x > 0.0)
+  b = not x
+  a = x - amax(x, axis = 1)
+  s = split(full(1.0, 4096), 4096)
+  e = expand(x, -1, B, 4)
+  param w: f32[4, 7] = normal(0.1)
+  return cross_entropy(x @ w, arange(B))
+}
+train m {
+  batch = 8
+}
