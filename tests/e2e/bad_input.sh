@@ -391,6 +391,9 @@ if "$MPLC" "$tmp/big.mpl" -o "$tmp/big.job" 2> "$tmp/big.err" && "$MPLC" "$tmp/b
   else bad "mplc big.mpl dp=2: $(tail -n 2 "$tmp/big.err")"; fi
   expect_fail "an arena past ulimit -v (2 GiB against 1.5)" "address-space limit \\(ulimit -v\\)" \
     bash -c "ulimit -v 1600000 && exec '$MPLRUN' '$tmp/big.job' --steps 1 -q"
+  # MPL_NO_MEMORY_CHECK=0 keeps the check (only a value other than 0 turns it off; pass 112)
+  expect_fail "an arena past ulimit -v with MPL_NO_MEMORY_CHECK=0" "address-space limit \\(ulimit -v\\)" \
+    env MPL_NO_MEMORY_CHECK=0 bash -c "ulimit -v 1600000 && exec '$MPLRUN' '$tmp/big.job' --steps 1 -q"
 else bad "mplc big.mpl: $(head -n 2 "$tmp/big.err")"; fi
 # the fused cross-entropy's scratch (outside the plan: 64 MiB here, 1024 positions of a
 # 16384-word vocabulary) is taken before training, through the same check: just under the

@@ -6,7 +6,8 @@
 # bytes is reported) and MPL_SHADOW_POISON=1 (every value but params, gradients and inputs
 # set to NaN bytes at each pass's start: one read before it is written poisons the
 # results). The params after 2 steps must be the plain job's, byte for byte, with no
-# SHADOW report: over the schedules, pipeline depths, tp, @recompute and bf16.
+# SHADOW report: over the schedules, pipeline depths, tp, @recompute and bf16. And a plan
+# broken on purpose (MPL_PLAN_BREAK=1) is refused by mplc's own check.
 cd "$(dirname "$0")/../.."
 source tests/tools/e2e_lib.sh
 
@@ -38,5 +39,14 @@ check "recompute zb" tests/e2e/recompute.mpl --schedule zb
 check "dropout pp=2" tests/e2e/dropout.mpl
 check "llama pp=2 zbv" tests/e2e/v2/llama.mpl --mesh pp=2 --schedule zbv
 check "fused cross-entropy bf16" tests/e2e/fused_ce_bf16.mpl
+check "aliases of aliases (random program 8100021)" tests/e2e/ref_alias_chain.mpl
+# every plan is checked (pass 112: the call could be deleted unseen): MPL_PLAN_BREAK=1 puts
+# one buffer on another live at the same time, and mplc stops naming both
+if { MPL_PLAN_BREAK=1 "$MPLC" tests/e2e/small_mlp.mpl -o "$tmp/broken.job"; } > "$tmp/broken.log" 2>&1; then
+  bad "a broken plan (MPL_PLAN_BREAK=1) was accepted"
+elif grep -qE 'plan: rank 0: %[0-9]+ \(micro-batch 0\) and %[0-9]+ \(micro-batch 0\) are live at once at overlapping offsets' "$tmp/broken.log" &&
+     [ ! -e "$tmp/broken.job" ]; then
+  ok "a broken plan is refused: $(grep -o 'plan: rank.*' "$tmp/broken.log")"
+else bad "a broken plan: $(head -n 2 "$tmp/broken.log")"; fi
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]

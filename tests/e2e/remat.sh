@@ -5,7 +5,8 @@
 #    stages (1f1b, which joins the backward, and zb, which does not), in f32 and bf16, and
 #    over tp = 2; the tanh chain (one pass);
 #  - what is held: no GELU output and no LayerNorm output in the GPT's stash (the
-#    --no-remat stash has both); the tanh chain holds every 9th tanh (the chain bound);
+#    --no-remat stash has both); the tanh chain holds every 9th tanh (the chain bound); a
+#    value made from a held one and a constant is remade;
 #  - GPT-2 124M, B 8, T 1024, bf16, one stage: the plan's arena and AdamW state within
 #    PyTorch's bf16 torch.compile peak for that step (5.83 GiB, issue 14), and the arena
 #    smaller than --no-remat's, which is smaller than zb's (two passes, no remat).
@@ -43,6 +44,18 @@ if held $chain > "$tmp/chain" && [ "$(grep -c '= tanh(' "$tmp/chain")" = 3 ] &&
    grep -q '^%6 = tanh' "$tmp/chain" && grep -q '^%15 = tanh' "$tmp/chain" && grep -q '^%24 = tanh' "$tmp/chain"; then
   ok "the 20-tanh chain holds the 1st, 10th and 19th tanh: no recomputation longer than 8 ops"
 else bad "the tanh chain holds: $(grep -o '^%[0-9]* = tanh' "$tmp/chain" | tr '\n' ' ')"; fi
+
+# a value made from a held one and a constant (no stage: pass 112) is remade, not held:
+# h = tanh(x @ v) * 0.5 holds the tanh, and --no-remat holds the product too
+printf '%s\n' 'model m(x: f32[B, 32], y: i32[B]) {' '  param v: f32[32, 32] = normal(0.1)' \
+  '  param u: f32[32, 32] = normal(0.1)' '  param w: f32[32, 10] = normal(0.1)' '  h = tanh(x @ v) * 0.5' \
+  '  return cross_entropy(tanh(h @ u) @ w, y)' '}' 'train m { batch = 8; optimizer = sgd(lr = 0.1) }' > "$tmp/const.mpl"
+if held "$tmp/const.mpl" > "$tmp/c_on" && held "$tmp/const.mpl" --no-remat > "$tmp/c_off" &&
+   [ "$(grep -c '= mul(' "$tmp/c_on")" = 0 ] && [ "$(grep -c '= mul(' "$tmp/c_off")" = 1 ] &&
+   [ "$(grep -c '= tanh(' "$tmp/c_on")" = 2 ]; then
+  ok "tanh(x @ v) * 0.5 is remade from the held tanh and the constant (--no-remat holds it)"
+else bad "tanh(x @ v) * 0.5: held $(grep -o '= [a-z_]*(' "$tmp/c_on" | tr '\n' ' '), --no-remat $(grep -o '= [a-z_]*(' "$tmp/c_off" 2>/dev/null | tr '\n' ' ')"; fi
+same_params const "$tmp/const.mpl"
 
 # ---- GPT-2 124M's plan -------------------------------------------------------------------------
 g2=(tests/bench/gpt.mpl -D vocab=50257 -D d=768 -D layers=12 -D heads=12 -D ctx=1024 -D batch=8 --precision bf16 --emit=plan)

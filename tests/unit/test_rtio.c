@@ -78,6 +78,14 @@ START_TEST(test_alloc_counts) {
   mpl_free(p);
   mpl_free(q);
   ck_assert_ptr_null(mpl_calloc(SIZE_MAX / 2, 4));
+  /* each overflow check alone (pass 112: the case above meets both, so either could go):
+     a product that wraps to 16 bytes, and a size whose header wraps */
+  ck_assert_ptr_null(mpl_calloc(((size_t)1 << 62) + 4, 4));
+  ck_assert_ptr_null(mpl_malloc(SIZE_MAX - 8));
+  p = mpl_malloc(16);
+  ck_assert_ptr_nonnull(p);
+  ck_assert_ptr_null(mpl_realloc(p, SIZE_MAX - 8));
+  mpl_free(p); /* a failed realloc leaves the block as it was */
   /* a big block (its own mapping): aligned, zero from calloc, counted, grown by realloc with
      its bytes, and failed by the hook like any other */
   size_t big = (size_t)24 << 20;
