@@ -876,6 +876,139 @@ START_TEST(test_v2_index_ops) {
 }
 END_TEST
 
+/* ---- the builder's index arithmetic (pass 113) ------------------------------------
+ * Random index expressions over the outer index x in [0, NX) and a loop's index y in
+ * [0, NY), built through kb_bin / kb_select (which simplify with known ranges and record
+ * each value's range [0, ub); pure instructions are shared), evaluated here instruction
+ * by instruction over every (x, y) and compared with the expression's value computed
+ * directly; every value with a known range must lie in it. Five mutants of the builder (a
+ * division's range rounded down, a split where the constant does not divide, a quotient
+ * folded to 0 one early, a re-linearisation with another divisor, selects shared that
+ * differ in their last operand) passed every other suite but random seeds. */
+enum { IX_NX = 24, IX_NY = 7, IX_N = IX_NX * IX_NY };
+
+typedef struct IxGen {
+  KBuilder *b;
+  int x, y;
+  uint64_t rng;
+} IxGen;
+
+static uint64_t ix_rand(IxGen *g, uint64_t n) {
+  g->rng ^= g->rng << 13, g->rng ^= g->rng >> 7, g->rng ^= g->rng << 17;
+  return g->rng % n;
+}
+
+/* An expression of depth <= d: its instruction id, its value at each (x, y) in v. */
+static int ix_gen(IxGen *g, int d, int64_t *v) {
+  int64_t a[IX_N], c;
+  int kind = d <= 0 ? (int)ix_rand(g, 3) : 3 + (int)ix_rand(g, 9);
+  switch (kind) {
+  case 0: for (int i = 0; i < IX_N; i++) v[i] = i / IX_NY; return g->x;
+  case 1: for (int i = 0; i < IX_N; i++) v[i] = i % IX_NY; return g->y;
+  case 2: c = (int64_t)ix_rand(g, 13); for (int i = 0; i < IX_N; i++) v[i] = c; return kb_int(g->b, KT_I64, c);
+  case 3: { /* e1 + e2 */
+    int p = ix_gen(g, d - 1, a), q = ix_gen(g, d - 1, v);
+    for (int i = 0; i < IX_N; i++) v[i] += a[i];
+    return kb_bin(g->b, KI_ADD, KT_I64, p, q);
+  }
+  case 4: { /* e1 * c + e2: a linearised index */
+    int p = ix_gen(g, d - 1, a), q = ix_gen(g, d - 1, v);
+    c = (int64_t)ix_rand(g, 9);
+    for (int i = 0; i < IX_N; i++) v[i] += a[i] * c;
+    return kb_bin(g->b, KI_ADD, KT_I64, kb_bin(g->b, KI_MUL, KT_I64, p, kb_int(g->b, KT_I64, c)), q);
+  }
+  case 5: { /* e * c */
+    int p = ix_gen(g, d - 1, v);
+    c = (int64_t)ix_rand(g, 9);
+    for (int i = 0; i < IX_N; i++) v[i] *= c;
+    return kb_bin(g->b, KI_MUL, KT_I64, p, kb_int(g->b, KT_I64, c));
+  }
+  case 6: case 7: { /* e / c or e % c */
+    int p = ix_gen(g, d - 1, v);
+    c = 1 + (int64_t)ix_rand(g, 12);
+    for (int i = 0; i < IX_N; i++) v[i] = kind == 6 ? v[i] / c : v[i] % c;
+    return kb_bin(g->b, kind == 6 ? KI_DIV : KI_REM, KT_I64, p, kb_int(g->b, KT_I64, c));
+  }
+  case 8: { /* (e / c) * c2 + e % c2: re-linearised when c2 == c (half the time) */
+    int p = ix_gen(g, d - 1, v);
+    c = 1 + (int64_t)ix_rand(g, 8);
+    int64_t c2 = ix_rand(g, 2) ? c : 1 + (int64_t)ix_rand(g, 8);
+    int k = kb_int(g->b, KT_I64, c), k2 = kb_int(g->b, KT_I64, c2);
+    for (int i = 0; i < IX_N; i++) v[i] = v[i] / c * c2 + v[i] % c2;
+    return kb_bin(g->b, KI_ADD, KT_I64, kb_bin(g->b, KI_MUL, KT_I64, kb_bin(g->b, KI_DIV, KT_I64, p, k), k2),
+                  kb_bin(g->b, KI_REM, KT_I64, p, k2));
+  }
+  case 9: { /* a clamp: min(max(e, 0), c) */
+    int p = ix_gen(g, d - 1, v);
+    c = (int64_t)ix_rand(g, 20);
+    for (int i = 0; i < IX_N; i++) v[i] = v[i] < c ? v[i] : c;
+    return kb_bin(g->b, KI_MIN, KT_I64, kb_bin(g->b, KI_MAX, KT_I64, p, kb_int(g->b, KT_I64, 0)), kb_int(g->b, KT_I64, c));
+  }
+  default: { /* e1 < c ? e2 : e3, and (half the time) plus e1 < c ? e2 : e4: selects that differ in
+               their last operand alone */
+    int64_t t[IX_N], u[IX_N];
+    int p = ix_gen(g, d - 1, a), q = ix_gen(g, d - 1, t), r = ix_gen(g, d - 1, v);
+    c = (int64_t)ix_rand(g, 30);
+    for (int i = 0; i < IX_N; i++) v[i] = a[i] < c ? t[i] : v[i];
+    int lt = kb_bin(g->b, KI_LT, KT_BOOL, p, kb_int(g->b, KT_I64, c)), s1 = kb_select(g->b, lt, q, r);
+    if (ix_rand(g, 2)) return s1;
+    int r2 = ix_gen(g, d - 1, u);
+    for (int i = 0; i < IX_N; i++) v[i] += a[i] < c ? t[i] : u[i];
+    return kb_bin(g->b, KI_ADD, KT_I64, s1, kb_select(g->b, lt, q, r2));
+  }
+  }
+}
+
+static long ix_ranged; /* values checked against a known range */
+
+/* Instruction id's value at (x, y), each value checked against its known range. */
+static int64_t ix_eval(const Kernel *k, int id, int64_t x, int64_t y, int loop) {
+  const KInstr *in = &k->ins[id];
+  int64_t a = in->a >= 0 && in->op != KI_LOOP ? ix_eval(k, in->a, x, y, loop) : 0;
+  int64_t b = in->b >= 0 ? ix_eval(k, in->b, x, y, loop) : 0, r;
+  switch (in->op) {
+  case KI_OUTER: r = x; break;
+  case KI_LOOPVAR: ck_assert_int_eq(in->imm, loop); r = y; break;
+  case KI_CONST: r = in->imm; break;
+  case KI_ADD: r = (int64_t)((uint64_t)a + (uint64_t)b); break;
+  case KI_SUB: r = (int64_t)((uint64_t)a - (uint64_t)b); break;
+  case KI_MUL: r = (int64_t)((uint64_t)a * (uint64_t)b); break;
+  case KI_DIV: ck_assert_int_gt(b, 0); r = (int64_t)((uint64_t)a / (uint64_t)b); break;
+  case KI_REM: ck_assert_int_gt(b, 0); r = (int64_t)((uint64_t)a % (uint64_t)b); break;
+  case KI_MIN: r = a < b ? a : b; break;
+  case KI_MAX: r = a > b ? a : b; break;
+  case KI_LT: r = a < b; break;
+  case KI_SELECT: r = a ? b : ix_eval(k, in->c, x, y, loop); break;
+  default: ck_abort_msg("index expression: unexpected %s", ki_name(in->op)); return 0;
+  }
+  if (in->type == KT_I64 && in->ub) ix_ranged++;
+  if (in->type == KT_I64 && in->ub)
+    ck_assert_msg(r >= 0 && r < in->ub, "%%%d %s = %lld at x %lld, y %lld: outside its range [0, %lld)", id,
+                  ki_name(in->op), (long long)r, (long long)x, (long long)y, (long long)in->ub);
+  return r;
+}
+
+START_TEST(test_index_simplify) {
+  ix_ranged = 0;
+  for (int seed = 1; seed <= 600; seed++) {
+    KBuilder *b = kb_new(&arena, "ix", IX_NX);
+    int loop = kb_loop_begin(b, IX_NY, KR_NONE, KT_VOID, -1, 0);
+    IxGen g = {b, kb_outer(b), kb_loopvar(b, loop), 0x9e3779b97f4a7c15ull * (uint64_t)seed};
+    int64_t want[IX_N];
+    int id = ix_gen(&g, 1 + seed % 4, want);
+    const Kernel *k = kb_kernel(b);
+    for (int i = 0; i < IX_N; i++) {
+      int64_t got = ix_eval(k, id, i / IX_NY, i % IX_NY, loop);
+      ck_assert_msg(got == want[i], "seed %d: the expression is %lld at x %d, y %d, not %lld", seed, (long long)got,
+                    i / IX_NY, i % IX_NY, (long long)want[i]);
+    }
+    kb_loop_end(b, loop, -1);
+    kb_finish(b);
+  }
+  ck_assert_int_gt(ix_ranged, 100000); /* (952,154: most values have a known range) */
+}
+END_TEST
+
 START_TEST(test_dump_and_llvm_ir) {
   int x = input(S(2, 4, 8), DT_F32);
   softmax(OP_SOFTMAX, un(OP_EXP, x), -1);
@@ -975,6 +1108,7 @@ static Suite *kernels_suite(void) {
   tcase_add_test(tc, test_lane_order_bits);
   tcase_add_test(tc, test_dropout);
   tcase_add_test(tc, test_shape_ops);
+  tcase_add_test(tc, test_index_simplify);
   tcase_add_test(tc, test_reshape_chain_and_alias);
   tcase_add_test(tc, test_reshape_chain_to_gemm);
   tcase_add_test(tc, test_matmuls);
