@@ -177,6 +177,13 @@ i = dict(t); d, s, raw = i['ln_f.bias']; i['ln_f.bias'] = ('I32', s, raw); write
 x = dict(t); x['buffers.position_ids'] = ('I64', [3], struct.pack('<3q', 0, 1, 2)); write(out + '/extra.st', x)
 import math
 f = dict(t); d, s, raw = f['ln_f.bias']; f['ln_f.bias'] = (d, s, struct.pack('<f', math.nan) + raw[4:]); write(out + '/nan.st', f)
+# the last element's NaN, a 2-D weight with its dims swapped (same rank and bytes: a
+# transposed [out, in] weight), and one of the same rank and more elements (pass 115)
+f = dict(t); d, s, raw = f['ln_f.bias']; f['ln_f.bias'] = (d, s, raw[:-4] + struct.pack('<f', math.nan)); write(out + '/nanlast.st', f)
+k2 = next(k for k, (d, s, raw) in sorted(t.items()) if len(s) == 2 and s[0] != s[1])
+open(out + '/k2.txt', 'w').write('%s %d %d\n' % (k2, t[k2][1][0], t[k2][1][1]))
+w = dict(t); d, s, raw = w[k2]; w[k2] = (d, [s[1], s[0]], raw); write(out + '/transposed.st', w)
+w = dict(t); d, s, raw = w[k2]; w[k2] = (d, [s[0], s[1] + 1], raw + b'\0' * (4 * s[0])); write(out + '/bigger.st', w)
 # headers other readers read otherwise (pass 47): a name with a NUL ("ln_f.bias\0x" was
 # read as ln_f.bias), a field given twice (the first was taken, Python's json takes the last)
 def raw_header(path, text):
@@ -199,6 +206,10 @@ expect_fail "--init file missing a tensor" "wpe.weight" "$MPLRUN" "$job" "${D[@]
 expect_fail "--init tensor of the wrong shape" "ln_f.weight" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/shape.st"
 expect_fail "--init tensor of an unreadable dtype" "ln_f.bias' is I32" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/dtype.st"
 expect_fail "--init param holding a NaN" "ln_f.bias' holds a NaN" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/nan.st"
+expect_fail "--init param holding a NaN in its last element" "ln_f.bias' holds a NaN at element [0-9]" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/nanlast.st"
+read -r k2 r2 c2 < "$tmp/k2.txt"
+expect_fail "--init $k2 with its dims swapped" "has shape \\[$c2, $r2\\] but param $k2 is \\[$r2, $c2\\]" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/transposed.st"
+expect_fail "--init $k2 of the same rank and more elements" "has shape \\[$r2, $((c2 + 1))\\] but param $k2 is \\[$r2, $c2\\]" "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/bigger.st"
 # a tensor that is no param, of an integer dtype (a checkpoint's buffer), is ignored
 if "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/extra.st" --steps 0 --save "$tmp/extra_out.st" > "$tmp/extra.log" 2>&1 &&
    "$MPLRUN" "$job" "${D[@]}" "${R[@]}" --init "$tmp/good.st" --steps 0 --save "$tmp/good_out.st" > /dev/null 2>&1 &&

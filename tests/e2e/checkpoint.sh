@@ -265,6 +265,14 @@ mkdir -p "$tmp/user/sub" && echo precious > "$tmp/user/precious.txt"
 refused "--checkpoint into a folder of the user's" "holds 'precious.txt'" "$lm" "${D[@]}" --steps 2 --checkpoint "$tmp/user"
 if [ "$(cat "$tmp/user/precious.txt" 2>/dev/null)" = precious ] && [ -d "$tmp/user/sub" ]; then ok "the user's files stay"
 else bad "the user's files were touched: $(ls "$tmp/user")"; fi
+# files named like a checkpoint's temp files, but not one (its suffix is 6 characters; pass
+# 115: a longer one was taken for a killed write's and removed at the swap)
+for f in model.safetensors.tmp.backup1 state.json.tmp.12345; do
+  rm -rf "$tmp/lookalike" && cp -r "$tmp/ck" "$tmp/lookalike" && echo precious > "$tmp/lookalike/$f"
+  refused "--checkpoint into a checkpoint holding $f" "holds '$f', which is not a checkpoint's file" \
+    "$lm" "${D[@]}" --steps 4 --resume "$tmp/lookalike" --checkpoint "$tmp/lookalike"
+  if [ "$(cat "$tmp/lookalike/$f" 2>/dev/null)" = precious ]; then ok "$f stays"; else bad "$f was removed"; fi
+done
 refused "--save into a missing folder" "no folder" "$lm" "${D[@]}" --steps 2 --save "$tmp/nowhere/p.st"
 refused "--save onto a folder" "is a folder" "$lm" "${D[@]}" --steps 2 --save "$tmp/user"
 refused "--checkpoint onto a file" "not a folder" "$lm" "${D[@]}" --steps 2 --checkpoint "$tmp/user/precious.txt"
@@ -302,6 +310,15 @@ fi
 if [ -f "$tmp/ck/state.json" ]; then
   mkdir -p "$tmp/fmt2" && cp "$tmp/ck/"* "$tmp/fmt2/" && sed -i 's/"format": 1/"format": 2/' "$tmp/fmt2/state.json"
   refused "a checkpoint of format 2" "format 2" "$lm" "${D[@]}" --steps 6 --resume "$tmp/fmt2"
+  # a damaged state.json: data_align 0 (pass 115: read as no alignment)
+  mkdir -p "$tmp/align0" && cp "$tmp/ck/"* "$tmp/align0/" && sed -i 's/"data_align": [0-9]*/"data_align": 0/' "$tmp/align0/state.json"
+  refused "a checkpoint whose data_align is 0" 'bad "data_align"' "$lm" "${D[@]}" --steps 6 --resume "$tmp/align0"
+  # a job of another seed (its dropout and synthetic data would differ; pass 115: unchecked)
+  sed 's/^  seed = 11$/  seed = 12/' tests/e2e/tiny_lm.mpl > "$tmp/lm12.mpl"
+  if grep -q '^  seed = 12$' "$tmp/lm12.mpl" && "$MPLC" "$tmp/lm12.mpl" -o "$tmp/lm12.job" 2> "$tmp/lm12.err"; then
+    refused "a checkpoint resumed by a job of another seed" "trained with seed 11, the job has seed 12" \
+      "$tmp/lm12.job" "${D[@]}" --steps 6 --resume "$tmp/ck"
+  else bad "tiny_lm with seed 12: $(head -n 2 "$tmp/lm12.err")"; fi
 fi
 
 # empty output paths are refused before step 1, naming the flag
@@ -368,8 +385,9 @@ else bad "SIGTERM unblocked on $open_thr of the run's $nthr threads (wanted 1 of
 kill -TERM $pid; wait $pid; rc=$?
 if [ ! -e "$tmp/sig.lock" ]; then ok "the run's end removes its lock, $tmp/sig.lock"; else bad "$tmp/sig.lock left"; fi
 n=$(grep -o 'stopped by signal 15 after step [0-9]*' "$tmp/sig.err" | grep -o '[0-9]*$')
-if [ $rc = 143 ] && [ -n "$n" ] && grep -q "\"step\": $n," "$tmp/sig/state.json" && [ -s "$tmp/sig.st" ]; then
-  ok "SIGTERM: stopped after step $n, exit 143, checkpoint and --save of that step"
+if [ $rc = 143 ] && [ -n "$n" ] && grep -q "\"step\": $n," "$tmp/sig/state.json" && [ -s "$tmp/sig.st" ] &&
+   grep -q '"total_steps": 1000000,' "$tmp/sig/state.json"; then
+  ok "SIGTERM: stopped after step $n, exit 143, checkpoint (of a run of 1000000 steps) and --save of that step"
   if run sigresume "$tmp/sg.job" --steps $((n + 2)) --resume "$tmp/sig" --metrics "$tmp/sigr.jsonl" &&
      run sigstraight "$tmp/sg.job" --steps $((n + 2)) --metrics "$tmp/sigs.jsonl" &&
      [ "$(tail -n 2 "$tmp/sigr.jsonl" | grep -o '"loss": [^,]*')" = "$(tail -n 2 "$tmp/sigs.jsonl" | grep -o '"loss": [^,]*')" ]; then

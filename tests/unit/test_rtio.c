@@ -221,6 +221,14 @@ START_TEST(test_st_errors) {
   write_bytes(tmp_path("bad.safetensors"), big, sizeof big);
   ck_assert_int_eq(mpl_st_open(&st, tmp_path("bad.safetensors"), &err), MPL_ERR);
   ck_assert(strstr(err.msg, "exceeds the file size") != NULL);
+  /* a header length 1 to 8 bytes past what follows the length itself (pass 115: the bound
+     taken as the whole file's size, a short read said it less plainly) */
+  for (int over = 1; over <= 8; over++) {
+    uint8_t f[16] = {(uint8_t)(8 + over), 0, 0, 0, 0, 0, 0, 0, '{', '}', ' ', ' ', ' ', ' ', ' ', ' '};
+    write_bytes(tmp_path("bad.safetensors"), f, sizeof f);
+    ck_assert_int_eq(mpl_st_open(&st, tmp_path("bad.safetensors"), &err), MPL_ERR);
+    ck_assert_msg(strstr(err.msg, "exceeds the file size") != NULL, "header length %d: %s", 8 + over, err.msg);
+  }
   const char *T = "\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\"";
   char h[512];
   expect_st_error("{\"a\":", 0, "bad header");
@@ -248,6 +256,8 @@ START_TEST(test_st_errors) {
     mpl_st_free(&st);
   }
   expect_st_error("{\"a\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "need 8");
+  /* an empty tensor claiming bytes (pass 115: the span went unchecked at numel 0) */
+  expect_st_error("{\"e\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,8]}}", 8, "span 8 bytes but shape and dtype need 0");
   expect_st_error("{\"a\":{\"dtype\":\"BOOL\",\"shape\":[3],\"data_offsets\":[0,4]}}", 4, "need 3");
   expect_st_error("{\"a\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "missing \"dtype\"");
   expect_st_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", 4, "shape[0]");
@@ -302,6 +312,18 @@ START_TEST(test_st_other_dtypes) {
   ck_assert_int_eq(mpl_st_read_f32(&st, mpl_st_find(&st, "big9"), buf, &err), MPL_ERR);
   ck_assert_msg(strstr(err.msg, "9 dims"), "%s", err.msg);
   mpl_st_free(&st);
+  /* 8 dims, the most a param has (pass 115: taken for another tool's): its shape, its size
+     checked, its values read; with a wrong span refused */
+  float eight[2] = {2.5f, -1.0f};
+  write_st_raw(p, "{\"r8\":{\"dtype\":\"F32\",\"shape\":[1,1,2,1,1,1,1,1],\"data_offsets\":[0,8]}}", eight, 8);
+  ck_assert_msg(mpl_st_open(&st, p, &err) == MPL_OK, "%s", err.msg);
+  const MplStTensor *r8 = mpl_st_find(&st, "r8");
+  ck_assert(r8 && r8->ndim == 8 && r8->numel == 2 && r8->shape[2] == 2 && r8->shape[7] == 1);
+  ck_assert_int_eq(mpl_st_read_f32(&st, r8, buf, &err), MPL_OK);
+  ck_assert(buf[0] == 2.5f && buf[1] == -1.0f);
+  mpl_st_free(&st);
+  expect_st_error("{\"r8\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1],\"data_offsets\":[0,8]}}", 8,
+                  "span 8 bytes but shape and dtype need 4");
   remove_tmpdir();
 }
 END_TEST
@@ -471,6 +493,21 @@ START_TEST(test_loader) {
   ck_assert_int_eq(mpl_loader_tell(&l), 1001 % 3 * 6);
   ck_assert_int_eq(mpl_loader_seek(&l, 7, 0, &err), MPL_ERR);
   ck_assert_int_eq(mpl_loader_seek(&l, 18, 0, &err), MPL_ERR);
+  /* a resume with another batch*seq (the checkpoint's 4, this run's 6): from 8 a batch
+     needs tokens 8..14, which 15 hold exactly, so it stays; 14 do not, so it wraps to 0
+     (pass 115: a wrap one token early passed every other test) */
+  for (int ntok = 14; ntok <= 15; ntok++) {
+    MplTokens v;
+    write_tokens(tmp_path("r.bin"), ntok);
+    ck_assert_int_eq(mpl_tokens_open(&v, tmp_path("r.bin"), &err), MPL_OK);
+    ck_assert_int_eq(mpl_loader_init(&l, &v, 1, 6, &err), MPL_OK);
+    ck_assert_msg(mpl_loader_seek(&l, 8, 4, &err) == MPL_OK, "%s", err.msg);
+    ck_assert_int_eq(mpl_loader_tell(&l), (ntok == 15 ? 8 : 0));
+    int32_t row[6];
+    mpl_loader_rows(&l, 0, 1, NULL, row);
+    ck_assert_int_eq(row[5], (ntok == 15 ? 14 : 6));
+    mpl_tokens_free(&v);
+  }
   /* an exact fit: 13 tokens, batch*seq 6 -> 2 batches */
   write_tokens(tmp_path("u.bin"), 13);
   MplTokens u;
