@@ -203,6 +203,26 @@ if grep -q "^device speeds (--device-speed): rank 0 1, rank 1 0.5$" "$tmp/plan_s
   ok "the half-speed rank gets less work: ${b1[1]} s of work at speed 1 before, $(awk -v b="${bs[1]}" 'BEGIN { print b / 2 }') s now"
 else bad "the half-speed rank's work: before ${b1[1]:-?}, after ${bs[1]:-?} at speed 0.5"; fi
 
+# under zbv a stage s >= pp runs on rank 2pp-1-s: its speed is that rank's (pass 114: stage
+# s % pp's, 5.4x apart); ranks of speeds 1 and 0.25 end up with busy times within 1.5x
+"$MPLC" "$model" --mesh pp=2 --schedule zbv --device-speed 1,0.25 --emit=plan > "$tmp/plan_vs.txt" 2> "$tmp/err" ||
+  bad "zbv --device-speed: $(head -n 3 "$tmp/err")"
+read -ra bv <<< "$(busy "$tmp/plan_vs.txt" | tr '\n' ' ')"
+if [ ${#bv[@]} = 2 ] && awk -v s="$(spread "${bv[@]}")" 'BEGIN { exit !(s <= 1.5) }'; then
+  ok "zbv, --device-speed 1,0.25: predicted busy ${bv[*]} s, within 1.5x (x$(spread "${bv[@]}"))"
+else bad "zbv, --device-speed 1,0.25: predicted busy ${bv[*]}"; fi
+# ties of the slowest stage's time go to the latest cuts: one heavy statement and three light
+# ones on 3 stages are cut 0 | 1 2 | 3 (pass 114)
+printf '%s\n' 'import nn' 'mesh(pp = 3)' 'model m(x: f32[B, 512], y: i32[B]) {' '  h = relu(nn.linear(x, 512) as big)' \
+  '  h = tanh(h)' '  h = tanh(h)' '  return cross_entropy(h, y)' '}' 'train m { batch = 64; microbatches = 4 }' > "$tmp/tie3.mpl"
+if "$MPLC" "$tmp/tie3.mpl" --emit=partition > "$tmp/tie3.txt" 2> "$tmp/err"; then
+  n=$(grep -oE '^  fwd \([0-9]+ ops' "$tmp/tie3.txt" | grep -oE '[0-9]+' | tr '\n' ' ')
+  if [ "$(grep -c '= tanh(' "$tmp/tie3.txt")" -ge 2 ] && grep -A3 '^stage 2' "$tmp/tie3.txt" | grep -q 'fwd (1 ops)' &&
+     grep -A3 '^stage 1' "$tmp/tie3.txt" | grep -q 'fwd (2 ops)'; then
+    ok "a tie of the slowest stage goes to the latest cuts: the last stage holds the loss alone"
+  else bad "the tie's cuts: forward ops per stage $n"; fi
+else bad "tie3: $(head -n 3 "$tmp/err")"; fi
+
 # ---- ZB-V against ZB-H1 at pp = 4, 8 micro-batches ----
 for s in zb zbv; do
   "$MPLC" "$model" --mesh pp=4 --schedule $s --emit=plan > "$tmp/plan_$s.txt" 2> "$tmp/err" || bad "pp=4 $s: $(head -n 3 "$tmp/err")"

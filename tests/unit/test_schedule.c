@@ -674,6 +674,14 @@ START_TEST(test_balance_messages) {
   double c6[] = {1, 1, 1, 1, 1, 1}, half[] = {1, 0.5};
   ck_assert_int_eq(bal_split(6, c6, NULL, 2, half, 0, first, err, sizeof err), 0);
   ck_assert_int_eq(first[1], 4);
+  /* ties of the slowest stage's time (LANGUAGE.md): the smaller peak memory, then the latest
+     cuts (pass 114: either rule could be broken unseen). Costs 1, 5, 1 over two stages: cut
+     1 gives 1 | 6 and cut 2 gives 6 | 1, both 6 */
+  double c3[] = {1, 5, 1}, mem_first[] = {5, 1, 1}, even[] = {1, 1, 1};
+  ck_assert_int_eq(bal_split(3, c3, mem_first, 2, NULL, 0, first, err, sizeof err), 0);
+  ck_assert_int_eq(first[1], 1); /* peaks max(5, 2) = 5 against max(6, 1) = 6 */
+  ck_assert_int_eq(bal_split(3, c3, even, 2, NULL, 0, first, err, sizeof err), 0);
+  ck_assert_int_eq(first[1], 2); /* peaks 2 and 2: the latest cut */
 }
 END_TEST
 
