@@ -265,6 +265,12 @@ mkdir -p "$tmp/user/sub" && echo precious > "$tmp/user/precious.txt"
 refused "--checkpoint into a folder of the user's" "holds 'precious.txt'" "$lm" "${D[@]}" --steps 2 --checkpoint "$tmp/user"
 if [ "$(cat "$tmp/user/precious.txt" 2>/dev/null)" = precious ] && [ -d "$tmp/user/sub" ]; then ok "the user's files stay"
 else bad "the user's files were touched: $(ls "$tmp/user")"; fi
+# a user's file in DIR.tmp, where the checkpoint is written first: refused before training
+# (pass 115: after it, the run lost), the file kept
+rm -rf "$tmp/ck17" "$tmp/ck17.tmp" && mkdir -p "$tmp/ck17.tmp" && echo mine > "$tmp/ck17.tmp/notes.txt"
+refused "--checkpoint DIR whose DIR.tmp holds a user's file" "where the checkpoint is written first, holds files that are not a checkpoint's" \
+  "$lm" "${D[@]}" --steps 2 --checkpoint "$tmp/ck17"
+if [ "$(cat "$tmp/ck17.tmp/notes.txt" 2>/dev/null)" = mine ]; then ok "DIR.tmp/notes.txt stays"; else bad "DIR.tmp/notes.txt was touched"; fi
 # files named like a checkpoint's temp files, but not one (its suffix is 6 characters; pass
 # 115: a longer one was taken for a killed write's and removed at the swap)
 for f in model.safetensors.tmp.backup1 state.json.tmp.12345; do
@@ -481,6 +487,11 @@ ovl "--val X --trace X" "--trace $tmp/ov/d.bin is --val" "${D[@]}" --val "$tmp/o
 ovl "--data X --save X" "--save $tmp/ov/d.bin is --data" --data "$tmp/ov/d.bin" --save "$tmp/ov/d.bin"
 ovl "--save X --trace X" "--save and --trace name the same file" "${D[@]}" --save "$tmp/ov/s.st" --trace "$tmp/ov/s.st"
 ovl "--metrics the job" "is the job" "${D[@]}" --metrics "$lm"
+# two outputs on /dev/null (a common way to silence them) are not one file overwriting the
+# other (pass 115: a mutant refused them as the same file)
+if run devnull "$lm" "${D[@]}" --steps 1 --metrics /dev/null --trace /dev/null --comm-stats /dev/null; then
+  ok "--metrics, --trace and --comm-stats all /dev/null: allowed"
+fi
 ovl "--save inside the --resume folder" "inside the checkpoint folder" "${D[@]}" --resume "$tmp/ck" --save "$tmp/ck/p.st"
 if run ovsave0 "$lm" "${D[@]}" --steps 1 --save "$tmp/ov/i.st" && run ovsave1 "$lm" "${D[@]}" --steps 1 --init "$tmp/ov/i.st" --save "$tmp/ov/i.st" &&
    run ovsave2 "$lm" "${D[@]}" --steps 1 --init "$tmp/ov/i.st" --save "$tmp/ov/j.st" && ! cmp -s "$tmp/ov/i.st" "$tmp/ov/j.st"; then

@@ -176,6 +176,28 @@ START_TEST(test_st_roundtrip) {
   ck_assert_int_eq(mpl_st_open(&st, p, &err), MPL_OK);
   ck_assert_int_eq(st.n, 4);
   mpl_st_free(&st);
+  /* the header padded with spaces to a multiple of 8 bytes, as the reference writer does, so
+     the data starts aligned for readers that map it (pass 115), for names of 1 to 8 bytes */
+  for (int len = 1; len <= 8; len++) {
+    char name[9] = "abcdefgh";
+    name[len] = 0;
+    MplStEntry one[] = {{.name = name, .ndim = 1, .shape = bs, .data = b}};
+    const char *q = tmp_path("pad.safetensors");
+    ck_assert_msg(mpl_st_write_f32(q, one, 1, NULL, NULL, 0, &err) == MPL_OK, "%s", err.msg);
+    FILE *f = fopen(q, "rb");
+    uint8_t head[8];
+    ck_assert(f && fread(head, 1, 8, f) == 8);
+    uint64_t hlen = 0;
+    for (int i = 0; i < 8; i++) hlen |= (uint64_t)head[i] << (8 * i);
+    ck_assert_msg(hlen % 8 == 0, "name of %d bytes: header of %llu bytes", len, (unsigned long long)hlen);
+    char *h = malloc(hlen + 1);
+    ck_assert(fread(h, 1, hlen, f) == hlen);
+    fclose(f);
+    int64_t end = (int64_t)hlen - 1;
+    while (end > 0 && h[end] == ' ') end--;
+    ck_assert_msg(h[end] == '}', "name of %d bytes: the header ends '%c', not '}' and spaces", len, h[end]);
+    free(h);
+  }
   remove_tmpdir();
 }
 END_TEST
@@ -493,6 +515,10 @@ START_TEST(test_loader) {
   ck_assert_int_eq(mpl_loader_tell(&l), 1001 % 3 * 6);
   ck_assert_int_eq(mpl_loader_seek(&l, 7, 0, &err), MPL_ERR);
   ck_assert_int_eq(mpl_loader_seek(&l, 18, 0, &err), MPL_ERR);
+  /* the file's last token (19 of 20) is no batch start whatever the alignment: nothing
+     after it is a target (pass 115: taken with another alignment, the run restarted at 0) */
+  ck_assert_int_eq(mpl_loader_seek(&l, 19, 19, &err), MPL_ERR);
+  ck_assert_msg(strstr(err.msg, "loader position 19 is not a batch start"), "%s", err.msg);
   /* a resume with another batch*seq (the checkpoint's 4, this run's 6): from 8 a batch
      needs tokens 8..14, which 15 hold exactly, so it stays; 14 do not, so it wraps to 0
      (pass 115: a wrap one token early passed every other test) */
