@@ -413,6 +413,34 @@ START_TEST(test_pp1_equals_pp2) {
 }
 END_TEST
 
+/* A transfer's tag names its micro-batch: a stream that receives two micro-batches' gradients
+ * in the order they were not sent fails at the first receive, naming the tags, instead of
+ * training on swapped values (pass 116: the micro-batch could be dropped from the tag and
+ * every test passed, messages arriving in order anyway). */
+START_TEST(test_recv_order_checked) {
+  Job *j = build_job(2, OPT_ADAMW, 0);
+  JobRank *r0 = &j->ranks[0];
+  int a = -1, b = -1;
+  for (int i = 0; i < r0->nins; i++)
+    if (r0->ins[i].kind == JI_RECV) {
+      if (a < 0) a = i;
+      else if (b < 0) b = i;
+    }
+  ck_assert(a >= 0 && b >= 0 && r0->ins[a].mb == 0 && r0->ins[b].mb == 1);
+  r0->ins[a].mb = 1, r0->ins[b].mb = 0; /* each still followed by its micro-batch's backward */
+  MplRunOpts o = quiet_opts();
+  MplRun *r;
+  MplErr err = {{0}};
+  if (mpl_run_init(&r, j, &o, &err) == MPL_OK) {
+    ck_assert(mpl_run_train(r, &err) == MPL_ERR);
+    mpl_run_free(r);
+  }
+  ck_assert_msg(strstr(err.msg, "rank 0: recv from rank 1 expected tag") && strstr(err.msg, "but the next message has tag"),
+                "%s", err.msg);
+  free_job(j);
+}
+END_TEST
+
 START_TEST(test_failure_aborts) {
   Job *j = build_job(2, OPT_ADAMW, 0);
   for (int fr = 0; fr < 2; fr++) {
@@ -692,6 +720,7 @@ int main(void) {
   tcase_add_test(tc, test_matches_reference);
   tcase_add_test(tc, test_pp1_equals_pp2);
   tcase_add_test(tc, test_failure_aborts);
+  tcase_add_test(tc, test_recv_order_checked);
   tcase_add_test(tc, test_checkpoint_resume);
   tcase_add_test(tc, test_save_refuses_last_inf);
   tcase_add_test(tc, test_init_errors);
