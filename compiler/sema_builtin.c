@@ -243,8 +243,7 @@ static Value bi_softmax(Sema *S, Scope *sc, Node *call, const Builtin *b, Node *
   }
   Shape shape = xi->shape;
   if (sema_scalar_axis(xi, axis)) { /* a 0-d tensor: a row of one, back to rank 0 after */
-    Shape one = {.rank = 1, .d = {1}};
-    if ((x = sema_reshape(S, x, one, call->loc)).kind == V_ERR) return x;
+    if ((x = sema_scalar_as_row(S, x, call->loc)).kind == V_ERR) return x;
     xi = sema_opv(S, x);
     axis = 0;
   }

@@ -212,6 +212,7 @@ Value sema_reshape(Sema *S, Value x, Shape s, Loc loc);
 Value sema_slice(Sema *S, Value x, int axis, int64_t begin, int64_t end, Loc loc);
 int sema_norm_axis(Sema *S, int64_t axis, int rank, Loc loc);
 bool sema_scalar_axis(const Op *xi, int64_t axis);
+Value sema_scalar_as_row(Sema *S, Value x, Loc loc);
 bool sema_check_shape(Sema *S, Shape *s, Loc loc);
 /* "[2, 3]" in the arena. */
 const char *sema_shape_str(Sema *S, const Op *op);

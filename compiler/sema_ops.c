@@ -101,6 +101,9 @@ int sema_norm_axis(Sema *S, int64_t axis, int rank, Loc loc) {
  * tensor's dim so): true when x is such a tensor and axis one of those. */
 bool sema_scalar_axis(const Op *xi, int64_t axis) { return xi->shape.rank == 0 && (axis == 0 || axis == -1); }
 
+/* A 0-d tensor as a row of one element, [1]. */
+Value sema_scalar_as_row(Sema *S, Value x, Loc loc) { return sema_reshape(S, x, (Shape){.rank = 1, .d = {1}}, loc); }
+
 const char *sema_shape_str(Sema *S, const Op *op) {
   char buf[160];
   return arena_strdup(S->a, shape_str(&op->shape, buf, sizeof buf));
@@ -467,8 +470,7 @@ Value sema_argmax(Sema *S, Value x, int64_t axis, bool keep, Loc loc, Loc axis_l
   if (half_type(sema_opv(S, x)->dtype) && (x = sema_cast_to(S, x, DT_F32, loc)).kind == V_ERR) return x; /* exact */
   const Op *xi = sema_opv(S, x);
   if (sema_scalar_axis(xi, axis)) { /* torch.argmax of a 0-d tensor: 0 */
-    Shape one = {.rank = 1, .d = {1}};
-    if ((x = sema_reshape(S, x, one, loc)).kind == V_ERR) return x;
+    if ((x = sema_scalar_as_row(S, x, loc)).kind == V_ERR) return x;
     xi = sema_opv(S, x);
     axis = 0, keep = false;
   }
