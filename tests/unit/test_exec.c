@@ -460,6 +460,13 @@ START_TEST(test_failure_aborts) {
 }
 END_TEST
 
+/* Removes a test's temporary folder and what it holds. */
+static void rm_tree(const char *dir) {
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  ck_assert(system(cmd) == 0);
+}
+
 START_TEST(test_checkpoint_resume) {
   char dir[] = "/tmp/mpl_test_exec_XXXXXX";
   ck_assert(mkdtemp(dir) != NULL);
@@ -504,9 +511,7 @@ START_TEST(test_checkpoint_resume) {
   ck_assert_msg(strstr(err.msg, "another model") != NULL, "%s", err.msg);
   free_job(other);
   free_job(j);
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-  ck_assert(system(cmd) == 0);
+  rm_tree(dir);
 }
 END_TEST
 
@@ -547,9 +552,7 @@ START_TEST(test_save_refuses_last_inf) {
   free(v);
   mpl_run_free(r);
   free_job(j);
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-  ck_assert(system(cmd) == 0);
+  rm_tree(dir);
 }
 END_TEST
 
