@@ -520,8 +520,8 @@ void sema_exec_body(Sema *S, Scope *sc, NodeList *body) {
       const char *key = arena_printf(S->a, "%s:%d:%d:after return", at.file ? at.file : "", at.line, at.col);
       if (!strmap_get(&S->reported, key)) {
         strmap_put(S->a, &S->reported, key, (void *)1);
-        diag_warning(S->d, at, "this statement comes after the return and is never run (a param declared here is no "
-                     "param of the model)");
+        diag_warning(S->d, at, "this statement comes after the return and is never run%s",
+                     body->items[i + 1]->kind == N_PARAM ? " (a param declared here is no param of the model)" : "");
       }
     }
   }
