@@ -159,7 +159,7 @@ static void pass_times(const Partition *p, double *F, double *B, double *W) {
       t[k] /= speed;
     }
     F[s] = t[PASS_FWD] > 0 ? t[PASS_FWD] : 1e-9;
-    B[s] = t[PASS_RECOMP] + t[PASS_BWD_B] > 0 ? t[PASS_RECOMP] + t[PASS_BWD_B] : 1e-9;
+    B[s] = t[PASS_BWD_B] > 0 ? t[PASS_BWD_B] : 1e-9;
     W[s] = t[PASS_BWD_W] > 0 ? t[PASS_BWD_W] : 1e-9;
   }
   free(seen);

@@ -28,7 +28,7 @@ _Static_assert((int)DT_F32 == (int)JDT_F32 && (int)DT_BF16 == (int)JDT_BF16 && (
                "compiler dtypes are the job's JobDType");
 _Static_assert(INIT_ZEROS == 0 && INIT_ONES == 1 && INIT_NORMAL == 2 && INIT_UNIFORM == 3,
                "param inits are JobParam.init's codes");
-_Static_assert((int)PASS_FWD == (int)JP_FWD && (int)PASS_RECOMP == (int)JP_RECOMP && (int)PASS_BWD_B == (int)JP_BWD_B &&
+_Static_assert((int)PASS_FWD == (int)JP_FWD && (int)PASS_BWD_B == (int)JP_BWD_B &&
                    (int)PASS_BWD_W == (int)JP_BWD_W && (int)PASS__COUNT == (int)JP__COUNT,
                "a stage's passes are the job's programs");
 

@@ -454,7 +454,7 @@ void part_verify(const Partition *p) {
   }
 }
 
-static const char *const pass_names[PASS__COUNT] = {"fwd", "recomp", "bwd_b", "bwd_w"};
+static const char *const pass_names[PASS__COUNT] = {"fwd", "bwd_b", "bwd_w"};
 
 const char *part_pass_name(int pass) { return pass_names[pass]; }
 

@@ -20,8 +20,9 @@
 
 #include "mplc.h"
 
-enum { PASS_FWD, PASS_RECOMP, PASS_BWD_B, PASS_BWD_W, PASS__COUNT };
-/* "fwd", "recomp", "bwd_b", "bwd_w" (--emit=partition, --emit=kernels). */
+enum { PASS_FWD, PASS_BWD_B, PASS_BWD_W, PASS__COUNT };
+/* "fwd", "bwd_b", "bwd_w" (--emit=partition, --emit=kernels). @recompute copies run in
+ * the backward pass that first reads them (PASS_BWD_B, or PASS_BWD_W under zb/zbv). */
 const char *part_pass_name(int pass);
 
 typedef struct IntVec {

@@ -115,7 +115,6 @@ static void walk_rank(Live *lv, const PlanIn *in, int r) {
     switch (ins->kind) {
     case INS_FWD: run_prog(lv, &in->progs[ins->stage][PASS_FWD], ins->mb); break;
     case INS_BWD_B:
-      run_prog(lv, &in->progs[ins->stage][PASS_RECOMP], ins->mb);
       run_prog(lv, &in->progs[ins->stage][PASS_BWD_B], ins->mb);
       break;
     case INS_BWD_W: run_prog(lv, &in->progs[ins->stage][PASS_BWD_W], ins->mb); break;
@@ -633,7 +632,6 @@ static void comm_stream(const Mesh3 *ms, int r, MplCommCount *c) {
     switch (ins->kind) {
     case INS_FWD: comm_prog(&in->progs[ins->stage][PASS_FWD], c); break;
     case INS_BWD_B:
-      comm_prog(&in->progs[ins->stage][PASS_RECOMP], c);
       comm_prog(&in->progs[ins->stage][PASS_BWD_B], c);
       break;
     case INS_BWD_W: comm_prog(&in->progs[ins->stage][PASS_BWD_W], c); break;

@@ -412,7 +412,7 @@ int run_prog(RankCtx *rc, int stage, int which, int mb, int64_t step, MplErr *er
 
 int run_prog_until(RankCtx *rc, int stage, int which, int mb, int64_t step, int end, MplErr *err) {
   const JobProgram *pg = &rc->run->job->stages[stage].prog[which];
-  bool timed = rc->prof_on && which != JP_RECOMP; /* --profile (measure.c) */
+  bool timed = rc->prof_on; /* --profile (measure.c) */
   for (int i = 0; i < pg->nsteps && i < end; i++) {
     const JobStep *s = &pg->steps[i];
     int need = s->kind == JS_GEMM ? 3 : (s->kind == JS_ACCUM || s->kind == JS_ALIAS) ? 2 : s->kind == JS_SDPA ? 5
@@ -514,9 +514,7 @@ static int run_ins(RankCtx *rc, const JobIns *ins, int64_t step, MplErr *err) {
     if (run_prog(rc, ins->stage, JP_FWD, ins->mb, step, err) != MPL_OK) return MPL_ERR;
     if (rc->dev.ops->device_memory) return MPL_OK; /* read at the end of the step */
     return read_loss(rc, ins->stage, ins->mb, err);
-  case JI_BWD_B:
-    if (run_prog(rc, ins->stage, JP_RECOMP, ins->mb, step, err) != MPL_OK) return MPL_ERR;
-    return run_prog(rc, ins->stage, JP_BWD_B, ins->mb, step, err);
+  case JI_BWD_B: return run_prog(rc, ins->stage, JP_BWD_B, ins->mb, step, err);
   case JI_BWD_W: return run_prog(rc, ins->stage, JP_BWD_W, ins->mb, step, err);
   case JI_SEND: return run_xfer(rc, ins, true, err);
   case JI_RECV: return run_xfer(rc, ins, false, err);

@@ -826,7 +826,7 @@ void job_inspect(const Job *j, FILE *out) {
     for (int k = 0; k < JP__COUNT; k++) {
       int counts[JS__COUNT] = {0};
       for (int i = 0; i < st->prog[k].nsteps; i++) counts[st->prog[k].steps[i].kind]++;
-      fprintf(out, " %s=%d steps (", (const char *[]){"fwd", "recomp", "bwd_b", "bwd_w"}[k], st->prog[k].nsteps);
+      fprintf(out, " %s=%d steps (", (const char *[]){"fwd", "bwd_b", "bwd_w"}[k], st->prog[k].nsteps);
       for (int c = 0, first = 1; c < JS__COUNT; c++)
         if (counts[c]) fprintf(out, "%s%d %s", first ? "" : ", ", counts[c], step_names[c]), first = 0;
       fprintf(out, ")");

@@ -33,8 +33,11 @@
  * no JS_CE_BWD (the backward scales by dloss in kernels);
  * 9: the embedding's gradient as a step of its own (JS_EMB_GRAD);
  * 10: JobParam's type (a half param's declared type: its values are checked against it);
- * Job's loss_ces. */
-#define MPL_JOB_FORMAT 11
+ * Job's loss_ces;
+ * 11: JobInput.draw_hi;
+ * 12: three programs per stage (the recompute program, always empty since @recompute
+ * copies joined the backward programs, is gone). */
+#define MPL_JOB_FORMAT 12
 
 /* ---- values: one per graph op (the op id is the value id) ---------------- */
 typedef enum JobDType { JDT_F32, JDT_BF16, JDT_F16, JDT_I32, JDT_BOOL } JobDType;
@@ -171,12 +174,12 @@ typedef struct JobProgram {
 } JobProgram;
 
 /* Per stage: what one instruction runs. ORDER: JP_FWD..JP_BWD_W match the schedule's passes. */
-enum { JP_FWD, JP_RECOMP, JP_BWD_B, JP_BWD_W, JP__COUNT };
+enum { JP_FWD, JP_BWD_B, JP_BWD_W, JP__COUNT };
 
 typedef struct JobStage {
   int32_t rank;                /* pipeline rank that runs it */
-  JobProgram prog[JP__COUNT];  /* JP_RECOMP runs right before JP_BWD_B (mplc now puts
-                                  @recompute copies in JP_BWD_B: its jobs leave it empty) */
+  JobProgram prog[JP__COUNT];  /* @recompute copies run in the backward program that
+                                  first reads them */
   int32_t loss_value;          /* value id of the loss if this stage computes it, else -1 */
   int32_t logits_value;        /* first argument of the loss's cross_entropy, else -1 */
 } JobStage;
