@@ -620,6 +620,21 @@ if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=4m tmpfs "$tmp/mnt" 2> /dev/null
   then ok "--checkpoint on a mount point: refused before training"; else bad "--checkpoint on a mount point: rc $rc, $(tail -n 1 "$tmp/mnt.out")"; fi
 fi
 
+# A checkpoint write that fails part way (the disk full; here a file-size limit of 200 KiB,
+# which model.safetensors fits and optim.safetensors does not, SIGXFSZ ignored so the write
+# returns EFBIG) names the file, exits 1 and leaves no DIR.tmp behind; a checkpoint already
+# in DIR is kept byte for byte
+if run fz0 "$lm" "${D[@]}" --steps 1 --checkpoint "$tmp/ck_fz" && cp -a "$tmp/ck_fz" "$tmp/ck_fz_before"; then
+  (trap '' XFSZ; ulimit -f 200; exec "$MPLRUN" "$lm" "${D[@]}" --threads 1 -q --steps 2 --checkpoint "$tmp/ck_fz_new") > "$tmp/fz1.out" 2>&1; rc1=$?
+  (trap '' XFSZ; ulimit -f 200; exec "$MPLRUN" "$lm" "${D[@]}" --threads 1 -q --steps 2 --resume "$tmp/ck_fz" --checkpoint "$tmp/ck_fz") > "$tmp/fz2.out" 2>&1; rc2=$?
+  if [ $rc1 = 1 ] && grep -q "ck_fz_new.tmp/optim.safetensors: write error: File too large" "$tmp/fz1.out" &&
+     [ ! -e "$tmp/ck_fz_new.tmp" ] && [ ! -e "$tmp/ck_fz_new" ] && [ ! -e "$tmp/ck_fz_new.lock" ] &&
+     [ $rc2 = 1 ] && grep -q "write error: File too large" "$tmp/fz2.out" && [ ! -e "$tmp/ck_fz.tmp" ] &&
+     diff -r "$tmp/ck_fz" "$tmp/ck_fz_before" > /dev/null
+  then ok "a checkpoint write failing part way: exit 1 naming the file, no DIR.tmp left, the older checkpoint unchanged"
+  else bad "failed checkpoint write: rc $rc1 / $rc2, $(tail -n 1 "$tmp/fz1.out") / $(tail -n 1 "$tmp/fz2.out"); $(ls -d "$tmp"/ck_fz* | tr '\n' ' ')"; fi
+fi
+
 # --resume continues its --metrics file (a conformance pass: it started afresh, the steps
 # before the checkpoint lost): the lines up to the checkpoint's step are kept, those a
 # stopped run wrote after it are dropped: a checkpoint at step 3 whose file also holds
