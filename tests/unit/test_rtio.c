@@ -346,6 +346,36 @@ START_TEST(test_st_other_dtypes) {
   mpl_st_free(&st);
   expect_st_error("{\"r8\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1],\"data_offsets\":[0,8]}}", 8,
                   "span 8 bytes but shape and dtype need 4");
+  /* fields another writer adds to an entry are ignored, up to 16 fields in all (pass 115:
+     S15, one extra field refused, and S16, a repeated one accepted, passed this file); a
+     17th field, or one given twice, is refused */
+  char hdr[1024];
+  int at = snprintf(hdr, sizeof hdr, "{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]");
+  for (int f = 0; f < 13; f++) at += snprintf(hdr + at, sizeof hdr - (size_t)at, ",\"note%d\":\"%d\"", f, f);
+  snprintf(hdr + at, sizeof hdr - (size_t)at, "}}");
+  write_st_raw(p, hdr, eight, 8);
+  ck_assert_msg(mpl_st_open(&st, p, &err) == MPL_OK, "%s", err.msg);
+  ck_assert_int_eq(mpl_st_read_f32(&st, mpl_st_find(&st, "x"), buf, &err), MPL_OK);
+  ck_assert(buf[0] == 2.5f && buf[1] == -1.0f);
+  mpl_st_free(&st);
+  snprintf(hdr + at, sizeof hdr - (size_t)at, ",\"note13\":0}}");
+  expect_st_error(hdr, 8, "17 fields in its entry");
+  expect_st_error("{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8],\"note\":1,\"note\":2}}", 8,
+                  "\"note\" is given twice");
+  /* a header over 100 MB (sparse: no disk used) is refused before it is read (S17: without
+     the cap it was read and parsed whole) */
+  {
+    FILE *f = fopen(p, "wb");
+    ck_assert(f != NULL);
+    uint64_t hl = (uint64_t)MPL_ST_MAX_HEADER + 1;
+    uint8_t lb[8];
+    for (int i = 0; i < 8; i++) lb[i] = (uint8_t)(hl >> (8 * i));
+    ck_assert(fwrite(lb, 1, 8, f) == 8 && ftruncate(fileno(f), (off_t)(8 + hl + 8)) == 0 && fclose(f) == 0);
+    ck_assert_int_eq(mpl_st_open(&st, p, &err), MPL_ERR);
+    char want[96];
+    snprintf(want, sizeof want, "header of %llu bytes is too large", (unsigned long long)hl);
+    ck_assert_msg(strstr(err.msg, want) != NULL, "%s", err.msg);
+  }
   remove_tmpdir();
 }
 END_TEST
