@@ -56,6 +56,19 @@ else bad "the profile's contents"; fi
 n=$(sed -nE 's/^costs: measured for ([0-9]+) of ([0-9]+) ops.*; none modelled$/\1 \2/p' "$tmp/plan_p.txt")
 if [ -n "$n" ] && [ "${n% *}" = "${n#* }" ] && [ ! -s "$tmp/err" ]; then ok "--emit=plan: costs measured for $n ops, none modelled"
 else bad "--emit=plan with the profile: $(grep costs "$tmp/plan_p.txt") $(head -n 2 "$tmp/err")"; fi
+# each measured op is charged once per micro-batch: the ranks' predicted busy times add up
+# to 8 micro-batches of the profile's forward and backward times plus its update phases,
+# within 3% (pass 114's C14: a backward charged once per op derived from it doubled them)
+if "$PY" - "$tmp/p.json" $(busy "$tmp/plan_p.txt") <<'EOF' > "$tmp/sum.txt" 2>&1
+import json, sys
+p = json.load(open(sys.argv[1]))
+want = p["microbatches"] * sum(o["fwd_s"] + o["bwd_b_s"] + o["bwd_w_s"] for o in p["ops"]) + sum(r["update_s"] for r in p["ranks"])
+got = sum(float(b) for b in sys.argv[2:])
+print(f"{got:.4g} s against {want:.4g} s")
+assert len(sys.argv) == 4 and abs(got / want - 1) < 0.03
+EOF
+then ok "the plan's busy times add up to the profile's: $(cat "$tmp/sum.txt")"
+else bad "busy times against the profile: $(head -n 1 "$tmp/sum.txt")"; fi
 if "$MPLC" "$model" --profile "$tmp/p.json" -o "$tmp/bp.job" 2> "$tmp/err" &&
    "$MPLRUN" "$tmp/bp.job" --threads 1 --steps 2 -q > "$tmp/run2.log" 2>&1; then ok "the job compiled from the profile trains"
 else bad "compile or run with the profile: $(head -n 3 "$tmp/err") $(tail -n 3 "$tmp/run2.log")"; fi
