@@ -1050,6 +1050,33 @@ START_TEST(test_index_simplify) {
 }
 END_TEST
 
+/* Hash-consing: 3,000 selects (and sums) that differ in their last operand alone stay 3,000
+   instructions, and asking again for each gives it back (pass 113's K09: an equality that
+   ignored a select's third operand merged the selects whose probe chains met). */
+START_TEST(test_hash_cons) {
+  enum { N = 3000 };
+  static int sel[N], sum[N];
+  KBuilder *b = kb_new(&arena, "hc", 8);
+  int x = kb_outer(b), c = kb_bin(b, KI_LT, KT_BOOL, x, kb_int(b, KT_I64, 5));
+  for (int i = 0; i < N; i++) {
+    int y = kb_int(b, KT_I64, 1000 + i);
+    sel[i] = kb_select(b, c, x, y);
+    sum[i] = kb_bin(b, KI_ADD, KT_I64, x, y);
+  }
+  const Kernel *k = kb_kernel(b);
+  for (int i = 0; i < N; i++) {
+    int y = kb_int(b, KT_I64, 1000 + i);
+    ck_assert_int_eq(kb_select(b, c, x, y), sel[i]);
+    ck_assert_int_eq(kb_bin(b, KI_ADD, KT_I64, x, y), sum[i]);
+    const KInstr *s = &k->ins[sel[i]], *a = &k->ins[sum[i]];
+    ck_assert_msg(s->op == KI_SELECT && s->a == c && s->b == x && s->c == y, "select %d is %%%d: %s(%d, %d, %d)", i,
+                  sel[i], ki_name(s->op), s->a, s->b, s->c);
+    ck_assert_msg(a->op == KI_ADD && a->a == x && a->b == y, "sum %d is %%%d", i, sum[i]);
+  }
+  kb_finish(b);
+}
+END_TEST
+
 START_TEST(test_dump_and_llvm_ir) {
   int x = input(S(2, 4, 8), DT_F32);
   softmax(OP_SOFTMAX, un(OP_EXP, x), -1);
@@ -1151,6 +1178,7 @@ static Suite *kernels_suite(void) {
   tcase_add_test(tc, test_dropout);
   tcase_add_test(tc, test_shape_ops);
   tcase_add_test(tc, test_index_simplify);
+  tcase_add_test(tc, test_hash_cons);
   tcase_add_test(tc, test_reshape_chain_and_alias);
   tcase_add_test(tc, test_reshape_chain_to_gemm);
   tcase_add_test(tc, test_matmuls);
