@@ -139,6 +139,23 @@ if "$MPLC" examples/layers_on_devices.mpl -o "$tmp/lod.job" 2> "$tmp/lod.err" &&
   if grep -q '"tok_s"' "$tmp/m_1f1b.jsonl" 2>/dev/null; then ok "a token model reports tok_s"
   else bad "tiny_lm's metrics lack tok_s: $(head -c 120 "$tmp/m_1f1b.jsonl")"; fi
 else bad "layers_on_devices: $(head -n 2 "$tmp/lod.err" "$tmp/lod.out")"; fi
+# the throughput counts what a step trains, every replica's share: tok_s x ms / 1000 is
+# batch x seq (tiny_lm: 8 x 16 = 128, the batch being the global one) under dp = 2 and
+# pp = 2, and samples_s x ms / 1000 is the batch of 64 (pass 117: tokens of one replica
+# alone, half the truth under dp = 2, passed)
+per_step() { # JSONL KEY WANT: every line's KEY x ms / 1000 within 1e-4 of WANT
+  "$PY" -c 'import json, sys
+ls = [json.loads(l) for l in open(sys.argv[1])]
+got = [l[sys.argv[2]] * l["ms"] / 1000 for l in ls]
+print(" ".join(f"{g:.3f}" for g in got))
+sys.exit(not ls or any(abs(g / float(sys.argv[3]) - 1) > 1e-4 for g in got))' "$@"
+}
+got="" got2=""
+if "$MPLC" tests/e2e/tiny_lm.mpl --mesh dp=2,pp=2 -o "$tmp/tput.job" 2> "$tmp/tput.err" &&
+   "$MPLRUN" "$tmp/tput.job" "${D[@]}" --steps 3 -q --metrics "$tmp/tput.jsonl" > "$tmp/tput.out" 2>&1 &&
+   got=$(per_step "$tmp/tput.jsonl" tok_s 128) && got2=$(per_step "$tmp/lod.jsonl" samples_s 64)
+then ok "tok_s x ms / 1000 = batch x seq = 128 under dp = 2, pp = 2 ($got); samples_s x ms / 1000 = 64 ($got2)"
+else bad "throughput's count: tokens $got, samples $got2; $(head -n 2 "$tmp/tput.err" "$tmp/tput.out")"; fi
 
 # a token model whose idx no op reads: its tokens are not held to a vocabulary
 if "$MPLC" tests/e2e/unused_idx.mpl -o "$tmp/ui.job" 2> "$tmp/ui.err" &&

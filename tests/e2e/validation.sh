@@ -78,6 +78,9 @@ variant "$tmp/every.mpl" "val = tokens(\"$V\")" "eval_every = 2" "eval_batches =
   compile "$tmp/every.job" "$tmp/every.mpl" || finish
 variant "$tmp/k2.mpl" "eval_batches = 2" && compile "$tmp/k2.job" "$tmp/k2.mpl" || finish
 variant "$tmp/e1.mpl" "eval_every = 1" "eval_batches = 3" && compile "$tmp/e1.job" "$tmp/e1.mpl" || finish
+# the same under SGD with momentum, whose state is its buffers and a first-step flag
+sed 's|^  optimizer = adamw(.*|  optimizer = sgd(lr = 0.05, momentum = 0.9)|' "$tmp/e1.mpl" > "$tmp/e1_sgd.mpl" &&
+  grep -q "optimizer = sgd" "$tmp/e1_sgd.mpl" && compile "$tmp/e1_sgd.job" "$tmp/e1_sgd.mpl" || finish
 variant "$tmp/missing.mpl" "val = tokens(\"$tmp/nosuch.bin\")" "eval_every = 2" "eval_batches = 1" &&
   compile "$tmp/missing.job" "$tmp/missing.mpl" || finish
 compile "$tmp/lm.job" tests/e2e/tiny_lm.mpl || finish
@@ -167,6 +170,16 @@ if run plain "$tmp/e1.job" --data "$T" --steps 5 --save "$tmp/plain.st" &&
   a=$(sed 's/, "tok_s".*//' "$tmp/plain.jsonl"); b=$(sed 's/, "tok_s".*//' "$tmp/withval.jsonl")
   if [ -n "$a" ] && [ "$a" = "$b" ]; then ok "the training losses and lrs are the same with and without --val"
   else bad "the training losses differ with --val"; fi
+fi
+# (pass 117: an evaluation that restarted SGD's momentum passed every check above, made
+# under AdamW)
+if run sgd_plain "$tmp/e1_sgd.job" --data "$T" --steps 4 --checkpoint "$tmp/ck_sgd0" &&
+   run sgd_val "$tmp/e1_sgd.job" --data "$T" --val "$V" --steps 4 --checkpoint "$tmp/ck_sgd1" &&
+   [ "$(grep -c val_loss "$tmp/sgd_val.jsonl")" = 4 ]; then
+  if cmp -s "$tmp/ck_sgd0/model.safetensors" "$tmp/ck_sgd1/model.safetensors" &&
+     cmp -s "$tmp/ck_sgd0/optim.safetensors" "$tmp/ck_sgd1/optim.safetensors"
+  then ok "SGD with momentum, evaluated after each of 4 steps: params and momentum buffers bitwise those without --val"
+  else bad "--val changed SGD's params or momentum"; fi
 fi
 if run ck0 "$tmp/e1.job" --data "$T" --steps 2 --checkpoint "$tmp/ck0" &&
    run ck1 "$tmp/e1.job" --data "$T" --val "$V" --steps 2 --checkpoint "$tmp/ck1"; then

@@ -101,11 +101,13 @@ END_TEST
 /* The first moment bit for bit as torch.lerp computes exp_avg.lerp_(grad, 1 - beta1) on the
  * CPU: m + w (g - m) for a weight under 0.5, else g - (g - m) (1 - w), in float32 (review pass
  * 95: the two formulas chosen the other way round passed every suite, off in the last bits);
- * 1000 elements (the AVX-512 loop and its tail), beta1 0.9 (w 0.1) and 0.3 (w 0.7). */
+ * 1000 elements (the AVX-512 loop and its tail), beta1 0.9 (w 0.1), 0.3 (w 0.7) and 0.5, the
+ * boundary, where torch takes the second formula (pass 117: `<=` there passed; torch 1.13's
+ * m.lerp_(g, 0.5) equals g - (g - m) * 0.5 on all 1000 of these elements, m + 0.5 (g - m) on 588). */
 START_TEST(test_adamw_lerp_bits) {
   enum { N = 1000 };
-  const double beta1s[2] = {0.9, 0.3};
-  for (int k = 0; k < 2; k++) {
+  const double beta1s[3] = {0.9, 0.3, 0.5};
+  for (int k = 0; k < 3; k++) {
     static float p[N], g[N], m[N], v[N], want[N];
     uint64_t x = 88172645463325252ull;
     float w = (float)(1.0 - beta1s[k]);
