@@ -76,6 +76,39 @@ START_TEST(test_pingpong) {
 }
 END_TEST
 
+/* Payloads of any byte count arrive whole (pass 118: the last byte of an odd count was
+ * dropped, and every message of the tests was a multiple of 4); a send or receive naming a
+ * rank outside the world, -1 or the world's size, is an error naming it. Sends never block,
+ * so one thread plays both ranks. */
+START_TEST(test_bytes_and_bad_ranks) {
+  MplCommWorld *w;
+  MplErr err;
+  ck_assert_int_eq(mpl_comm_world_init(&w, 2, &err), MPL_OK);
+  MplComm *c0 = mpl_comm_world_rank(w, 0), *c1 = mpl_comm_world_rank(w, 1);
+  const size_t sizes[] = {1, 3, 7, 13};
+  for (int k = 0; k < 4; k++) {
+    uint8_t out[16], in[16];
+    for (size_t i = 0; i < sizes[k]; i++) out[i] = (uint8_t)(0xA0 + 16 * k + i);
+    memset(in, 0, sizeof in);
+    ck_assert_int_eq(c0->ops->send(c0, 1, (uint64_t)k, out, sizes[k]), MPL_OK);
+    ck_assert_int_eq(c1->ops->recv(c1, 0, (uint64_t)k, in, sizes[k]), MPL_OK);
+    ck_assert_msg(memcmp(in, out, sizes[k]) == 0 && in[sizes[k]] == 0, "%zu bytes: the last is %#x, sent %#x",
+                  sizes[k], in[sizes[k] - 1], out[sizes[k] - 1]);
+  }
+  int v = 1;
+  for (int bad = -1; bad <= 2; bad += 3) {
+    char want[64];
+    ck_assert_int_eq(c0->ops->send(c0, bad, 9, &v, sizeof v), MPL_ERR);
+    snprintf(want, sizeof want, "rank 0: send to bad rank %d", bad);
+    ck_assert_msg(strstr(c0->err.msg, want) != NULL, "%s", c0->err.msg);
+    ck_assert_int_eq(c1->ops->recv(c1, bad, 9, &v, sizeof v), MPL_ERR);
+    snprintf(want, sizeof want, "rank 1: recv from bad rank %d", bad);
+    ck_assert_msg(strstr(c1->err.msg, want) != NULL, "%s", c1->err.msg);
+  }
+  mpl_comm_world_free(w);
+}
+END_TEST
+
 /* Every rank sends 300 messages of varying size to every other rank, then receives them:
  * sends never block, and each pair's messages arrive in order. */
 static void *many(void *p) {
@@ -107,15 +140,20 @@ START_TEST(test_many_messages) {
 }
 END_TEST
 
-/* Rank 1 expects tag 2 (or 8 bytes) but rank 0 sends tag 1 (4 bytes): an error and an abort. */
+/* Rank 1 expects tag 2 (or 8 bytes) but rank 0 sends tag 1 (4 bytes), or rank 1 expects 4
+ * bytes and rank 0 sends 8 (pass 118: a message larger than the receive was taken, cut to
+ * it): an error and an abort. */
 static void *mismatch(void *p) {
   RankArg *a = p;
   MplComm *c = mpl_comm_world_rank(a->w, a->rank);
   int v = 5;
   double d;
   if (a->rank == 0) {
-    c->ops->send(c, 1, 1, &v, sizeof v);
+    if (a->iter == 2) c->ops->send(c, 1, 1, &(double){5}, sizeof(double)); /* more than the receive */
+    else c->ops->send(c, 1, 1, &v, sizeof v);
     a->rc = c->ops->recv(c, 1, 3, &v, sizeof v); /* never sent: must be woken by the abort */
+  } else if (a->iter == 2) {
+    a->rc = c->ops->recv(c, 0, 1, &v, sizeof v);
   } else {
     a->rc = a->iter == 0 ? c->ops->recv(c, 0, 2, &v, sizeof v) : c->ops->recv(c, 0, 1, &d, sizeof d);
   }
@@ -124,13 +162,15 @@ static void *mismatch(void *p) {
 }
 
 START_TEST(test_mismatch_aborts) {
-  for (int iter = 0; iter < 2; iter++) {
+  for (int iter = 0; iter < 3; iter++) {
     MplCommWorld *w;
     MplErr err;
     ck_assert_int_eq(mpl_comm_world_init(&w, 2, &err), MPL_OK);
     RankArg args[2] = {{.iter = iter}, {.iter = iter}};
     ck_assert_int_eq(run_ranks(2, w, mismatch, args), 2);
-    const char *want = iter == 0 ? "expected tag 0x2 but the next message has tag 0x1" : "expected 8 bytes";
+    const char *want = iter == 0   ? "expected tag 0x2 but the next message has tag 0x1"
+                       : iter == 1 ? "expected 8 bytes but the message has 4"
+                                   : "expected 4 bytes but the message has 8";
     ck_assert_msg(strstr(args[1].err.msg, want) != NULL, "%s", args[1].err.msg);
     ck_assert_msg(strstr(args[0].err.msg, "aborted") != NULL, "%s", args[0].err.msg);
     mpl_comm_world_free(w);
@@ -179,6 +219,42 @@ START_TEST(test_allreduce_deterministic) {
     for (int r = 0; r < k; r++) free(args[r].out);
     mpl_comm_world_free(w);
   }
+}
+END_TEST
+
+/* All-reduces of one group of 3, each larger than the last, back to back: the first member
+ * into the next one grows the group's result area while the others may still copy out of
+ * the last one's, unless every member has left it (pass 118: without the closing barrier,
+ * a read after free that sanitize.sh's run of this test under ASan reports; here the sums
+ * are checked too). */
+static void *growing_rank(void *p) {
+  RankArg *a = p;
+  MplComm *c = mpl_comm_world_rank(a->w, a->rank);
+  int grp[3] = {0, 1, 2};
+  enum { ITERS = 64, STEP = 4096 };
+  float *f = malloc(((size_t)STEP * ITERS + 1) * sizeof *f);
+  for (int it = 0; it < ITERS && !a->rc; it++) {
+    size_t n = (size_t)STEP * (size_t)(it + 1);
+    for (size_t i = 0; i <= n; i++) f[i] = (float)(a->rank + 1);
+    /* n elements, then at once n + 1: 6 each, then 18 each and 6 at n */
+    a->rc = c->ops->allreduce_sum_f32(c, grp, 3, f, n) || c->ops->allreduce_sum_f32(c, grp, 3, f, n + 1);
+    for (size_t i = 0; i <= n && !a->rc; i++)
+      if (f[i] != (i < n ? 18 : 6))
+        a->rc = mpl_errf(&c->err, "rank %d, all-reduces %d: element %zu is %g, not %d", a->rank, it, i, f[i], i < n ? 18 : 6);
+  }
+  free(f);
+  a->err = c->err;
+  return NULL;
+}
+
+START_TEST(test_allreduce_growing) {
+  MplCommWorld *w;
+  MplErr err;
+  ck_assert_int_eq(mpl_comm_world_init(&w, 3, &err), MPL_OK);
+  RankArg args[3] = {0};
+  int bad = run_ranks(3, w, growing_rank, args);
+  for (int r = 0; r < 3; r++) ck_assert_msg(bad == 0, "%s", args[r].err.msg);
+  mpl_comm_world_free(w);
 }
 END_TEST
 
@@ -461,12 +537,16 @@ static void *coll_abort_rank(void *p) {
   return NULL;
 }
 
+/* iter 0: a reduce-scatter against an all-gather; iter 1: all-reduces of 4 and 8 elements
+ * (pass 118: a count that differed went unchecked, and the sum over 8 wrote past a result
+ * area of 4) */
 static void *coll_mismatch_rank(void *p) {
   RankArg *a = p;
   MplComm *c = mpl_comm_world_rank(a->w, a->rank);
-  float f[6] = {0};
+  float f[8] = {0};
   int grp[2] = {0, 1};
-  a->rc = a->rank == 0 ? c->ops->reduce_scatter_sum_f32(c, grp, 2, f, 6) : c->ops->allgather(c, grp, 2, f, 6, sizeof *f);
+  if (a->iter == 1) a->rc = c->ops->allreduce_sum_f32(c, grp, 2, f, a->rank == 0 ? 4 : 8);
+  else a->rc = a->rank == 0 ? c->ops->reduce_scatter_sum_f32(c, grp, 2, f, 6) : c->ops->allgather(c, grp, 2, f, 6, sizeof *f);
   a->err = c->err;
   return NULL;
 }
@@ -488,6 +568,16 @@ START_TEST(test_collective_abort) {
   ck_assert_int_eq(run_ranks(2, w, coll_mismatch_rank, two), 2);
   for (int r = 0; r < 2; r++)
     ck_assert_msg(strstr(two[r].err.msg, "reduce-scatter") && strstr(two[r].err.msg, "all-gather"), "%s", two[r].err.msg);
+  mpl_comm_world_free(w);
+  ck_assert_int_eq(mpl_comm_world_init(&w, 2, &err), MPL_OK);
+  RankArg sizes[2] = {{.iter = 1}, {.iter = 1}};
+  ck_assert_int_eq(run_ranks(2, w, coll_mismatch_rank, sizes), 2);
+  for (int r = 0; r < 2; r++)
+    ck_assert_msg(strstr(sizes[r].err.msg, "all-reduce of 8 elements of 4 bytes, but another member called all-reduce of 4") ||
+                      strstr(sizes[r].err.msg, "all-reduce of 4 elements of 4 bytes, but another member called all-reduce of 8") ||
+                      strstr(sizes[r].err.msg, "aborted"),
+                  "%s", sizes[r].err.msg);
+  ck_assert(strstr(sizes[0].err.msg, "another member") || strstr(sizes[1].err.msg, "another member"));
   mpl_comm_world_free(w);
   /* a group of one: the buffer as it was; a bad group: an error */
   ck_assert_int_eq(mpl_comm_world_init(&w, 2, &err), MPL_OK);
@@ -703,9 +793,11 @@ static TCase *local_case(const char *name, void (*setup)(void)) {
   tcase_add_unchecked_fixture(tc, setup, waits_default);
   tcase_set_timeout(tc, 30);
   tcase_add_test(tc, test_pingpong);
+  tcase_add_test(tc, test_bytes_and_bad_ranks);
   tcase_add_test(tc, test_many_messages);
   tcase_add_test(tc, test_mismatch_aborts);
   tcase_add_test(tc, test_allreduce_deterministic);
+  tcase_add_test(tc, test_allreduce_growing);
   tcase_add_test(tc, test_allreduce_groups);
   tcase_add_test(tc, test_abort);
   tcase_add_test(tc, test_reduce_scatter);
