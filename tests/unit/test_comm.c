@@ -1,7 +1,8 @@
 /*
  * test_comm.c — unit tests of the in-process communicator (comm_local.c), with one pthread
- * per rank: ping-pong, many messages in FIFO order, tag and size mismatches, allreduce
- * determinism over 2-4 ranks and over disjoint groups at once, barrier, and abort waking
+ * per rank: ping-pong, payloads of odd byte counts, bad ranks, many messages in FIFO order,
+ * tag and size mismatches (both ways), allreduce determinism over 2-4 ranks, growing
+ * all-reduces back to back, disjoint groups at once, barrier, and abort waking
  * blocked ranks; the collectives reduce-scatter (uneven chunks, n < k, subgroups, the
  * bits of the all-reduce's chunk), all-gather (4- and 8-byte elements) and the float64
  * all-reduce (rank-order bits), an abort while members wait in each, and a mismatch of
