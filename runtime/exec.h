@@ -225,8 +225,8 @@ bool mpl_run_is_lead(const MplRun *r);
 int mpl_exec_run(const Job *job, const MplRunOpts *opts, MplErr *err);
 
 /* Why a step's loss or gradient norm is not finite, for its error (train.c): at step 0, before
- * any update, an op outside its domain; later, the learning rate (or no grad_clip). */
-const char *mpl_nonfinite_hint(int64_t step);
+ * any update, an op outside its domain; later, the learning rate, or grad_clip (set or not). */
+const char *mpl_nonfinite_hint(int64_t step, double grad_clip);
 
 /* ==== checkpoint.c ==================================================== */
 

@@ -229,7 +229,35 @@ for clip in "" "grad_clip = 1.0"; do
     ok "$label: the last checkpoint (step $saved) is finite"
   else bad "$label: checkpoint at step '${saved}' after a stop at step '${stop}', or not finite"; fi
   if [ ! -e "$tmp/div.st" ]; then ok "$label: --save is not written"; else bad "$label: --save was written"; fi
+  hint="lower the learning rate or set grad_clip"; [ -n "$clip" ] && hint="lower the learning rate or grad_clip)"
+  if grep -q "($hint" "$tmp/div.err"; then ok "$label: the hint says '$hint'"
+  else bad "$label: hint: $(head -n 1 "$tmp/div.err")"; fi
 done
+
+# exactly infinite, not nan, at step 1 (pass 117: checks of nan alone passed every run above,
+# which reach nan): a loss of -inf (log(0)) stops without grad_clip, a finite loss whose
+# gradient is inf (sqrt's at 0, as in PyTorch) stops under grad_clip before any update;
+# neither writes a --metrics line for a step it refused
+inf_case() { # label, loss expression, extra train keys, expected message
+  cat > "$tmp/inf.mpl" <<MPL
+model m(x: f32[B, 4], y: i32[B]) {
+  param w: f32[4, 4] = normal(0.5)
+  param v: f32[4] = zeros
+  return cross_entropy(x @ w, y) + $2
+}
+train m { data = synthetic(8); batch = 8; optimizer = sgd(lr = 0.1); steps = 3; seed = 1; $3 }
+MPL
+  rm -f "$tmp/inf.jsonl"
+  if "$MPLC" "$tmp/inf.mpl" -o "$tmp/inf.job" 2> "$tmp/inf.err"; then
+    "$MPLRUN" "$tmp/inf.job" --threads 1 --metrics "$tmp/inf.jsonl" > "$tmp/inf.out" 2>&1; rc=$?
+    lines=$(cat "$tmp/inf.jsonl" 2> /dev/null | wc -l)
+    if [ $rc = 1 ] && grep -q "$4" "$tmp/inf.out" && [ "$lines" = "$5" ]; then ok "$1: '$4', $lines metrics lines"
+    else bad "$1: rc $rc, $lines metrics lines, $(tail -n 1 "$tmp/inf.out")"; fi
+  else bad "$1: mplc: $(head -n 2 "$tmp/inf.err")"; fi
+}
+inf_case "a loss of -inf" "sum(log(v))" "" "error: step 1: the loss is -inf: training stopped" 1
+inf_case "an infinite gradient norm under grad_clip" "sum(sqrt(v))" "grad_clip = 1.0;" \
+  "error: rank 0: step 1: the gradient norm is inf: training stopped before the update" 0
 
 # a loss or norm not finite at the initial params (sqrt(0)'s gradient, log of a negative) is
 # no learning rate's doing: the message says so, and prints "nan", not printf's "-nan"

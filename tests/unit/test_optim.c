@@ -167,6 +167,11 @@ START_TEST(test_lr_schedules) {
   c.warmup = 0; /* a run of one step trains at lr, not at min_lr */
   ck_assert_double_eq_tol(mpl_lr_at(&c, 1, 0), 1.0, 1e-12);
   ck_assert_double_eq_tol(mpl_lr_at(&c, 2, 1), 0.1, 1e-12);
+  /* past the schedule's end (a checkpoint at its run's last step, resumed for more steps,
+     asks for step == total): min_lr, not the cosine's way back up (pass 117) */
+  ck_assert_double_eq_tol(mpl_lr_at(&c, 6, 6), 0.1, 1e-12);
+  ck_assert_double_eq_tol(mpl_lr_at(&c, 6, 9), 0.1, 1e-12);
+  ck_assert_double_eq_tol(mpl_lr_at(&c, 6, 12), 0.1, 1e-12);
 }
 END_TEST
 
