@@ -337,6 +337,55 @@ START_TEST(test_abort) {
 }
 END_TEST
 
+/* Rank 0 aborts while every other rank, the last one too, sleeps in a receive (pass 118: the
+ * wake-up loop could stop one rank short and no test had the last rank asleep in one). */
+static void *abort_wakes_rank(void *p) {
+  RankArg *a = p;
+  MplComm *c = mpl_comm_world_rank(a->w, a->rank);
+  int v;
+  if (a->rank == 0) {
+    usleep(50000);
+    c->ops->abort(c, "gave up");
+    a->rc = 1;
+  } else {
+    a->rc = c->ops->recv(c, 0, 1, &v, sizeof v);
+  }
+  a->err = c->err;
+  return NULL;
+}
+
+START_TEST(test_abort_wakes_all) {
+  MplCommWorld *w;
+  MplErr err;
+  ck_assert_int_eq(mpl_comm_world_init(&w, 4, &err), MPL_OK);
+  RankArg args[4] = {0};
+  ck_assert_int_eq(run_ranks(4, w, abort_wakes_rank, args), 4);
+  for (int r = 1; r < 4; r++)
+    ck_assert_msg(strstr(args[r].err.msg, "communicator aborted: rank 0: gave up"), "rank %d: %s", r, args[r].err.msg);
+  mpl_comm_world_free(w);
+}
+END_TEST
+
+/* After an abort every post and take fails, a message queued before it too; a second abort
+ * keeps the first one's reason, the root cause (pass 118: the queued message was delivered,
+ * and the last reason replaced the first). One thread plays both ranks. */
+START_TEST(test_abort_after_queued) {
+  MplCommWorld *w;
+  MplErr err;
+  ck_assert_int_eq(mpl_comm_world_init(&w, 2, &err), MPL_OK);
+  MplComm *c0 = mpl_comm_world_rank(w, 0), *c1 = mpl_comm_world_rank(w, 1);
+  int v = 7;
+  ck_assert_int_eq(c0->ops->send(c0, 1, 5, &v, sizeof v), MPL_OK);
+  c0->ops->abort(c0, "first reason");
+  c1->ops->abort(c1, "second reason");
+  ck_assert_int_eq(c1->ops->recv(c1, 0, 5, &v, sizeof v), MPL_ERR);
+  ck_assert_msg(strstr(c1->err.msg, "communicator aborted: rank 0: first reason"), "%s", c1->err.msg);
+  ck_assert_int_eq(c0->ops->send(c0, 1, 6, &v, sizeof v), MPL_ERR);
+  ck_assert_msg(strstr(c0->err.msg, "communicator aborted: rank 0: first reason"), "%s", c0->err.msg);
+  mpl_comm_world_free(w);
+}
+END_TEST
+
 /* ---- collectives ------------------------------------------------------------------------- */
 
 static const size_t COLL_NS[] = {0, 1, 2, 3, 5, 7, 64, 1001, 10007};
@@ -801,6 +850,8 @@ static TCase *local_case(const char *name, void (*setup)(void)) {
   tcase_add_test(tc, test_allreduce_growing);
   tcase_add_test(tc, test_allreduce_groups);
   tcase_add_test(tc, test_abort);
+  tcase_add_test(tc, test_abort_wakes_all);
+  tcase_add_test(tc, test_abort_after_queued);
   tcase_add_test(tc, test_reduce_scatter);
   tcase_add_test(tc, test_allgather);
   tcase_add_test(tc, test_allreduce_f64);
