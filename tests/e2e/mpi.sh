@@ -84,6 +84,7 @@ if [ -x "$BUILD/tests/test_comm" ]; then
 else echo "note: $BUILD/tests/test_comm is not built (make $BUILD/tests/test_comm): comm_mpi.c's collectives not checked on their own"; fi
 
 # ---- threads vs processes: params and losses ----
+report_rows() { grep -E '^rank [0-9]+: busy' "$1" | sed -E 's/busy [0-9.]+ ms \| bubble [0-9.]+/busy - | bubble -/'; }
 check_mesh() { # name, np, single-rank params to match within 1e-5 (or -), model, mplc args...
   local name=$1 np=$2 base=$3; shift 3
   compile "$name" "$@" || return
@@ -94,6 +95,12 @@ check_mesh() { # name, np, single-rank params to match within 1e-5 (or -), model
   if [ -n "$(losses "$tmp/$name.t.log")" ] && [ "$(losses "$tmp/$name.t.log")" = "$(losses "$tmp/$name.m.log")" ]; then
     ok "$name: the same loss lines ($(losses "$tmp/$name.m.log" | tail -n 1))"
   else bad "$name: loss lines differ: $(losses "$tmp/$name.t.log" | tr '\n' ' ') vs $(losses "$tmp/$name.m.log" | tr '\n' ' ')"; fi
+  # the closing report's row of every rank, gathered to rank 0 (pass 118: rank 0's own row,
+  # or the last rank's, left at zeros passed): arena and update state as the threads'
+  local tr mr; tr=$(report_rows "$tmp/$name.t.log") mr=$(report_rows "$tmp/$name.m.log")
+  if [ "$(echo "$tr" | grep -c '^rank')" = "$np" ] && [ "$tr" = "$mr" ]; then
+    ok "$name: the report's $np rank rows (arena, update state) are the threads run's"
+  else bad "$name: report rows differ: $(echo "$mr" | tr '\n' ' ') vs threads $(echo "$tr" | tr '\n' ' ')"; fi
   local lines; lines=$(grep -c '^step ' "$tmp/$name.m.log")
   if [ "$lines" = "$(grep -c '^step ' "$tmp/$name.t.log")" ]; then ok "$name: progress printed once (world rank 0 only)"
   else bad "$name: $lines progress lines under MPI"; fi
