@@ -114,9 +114,7 @@ static void walk_rank(Live *lv, const PlanIn *in, int r) {
     const Ins *ins = &s->ins[r][i];
     switch (ins->kind) {
     case INS_FWD: run_prog(lv, &in->progs[ins->stage][PASS_FWD], ins->mb); break;
-    case INS_BWD_B:
-      run_prog(lv, &in->progs[ins->stage][PASS_BWD_B], ins->mb);
-      break;
+    case INS_BWD_B: run_prog(lv, &in->progs[ins->stage][PASS_BWD_B], ins->mb); break;
     case INS_BWD_W: run_prog(lv, &in->progs[ins->stage][PASS_BWD_W], ins->mb); break;
     case INS_SEND_ACT:
     case INS_RECV_ACT:
@@ -631,9 +629,7 @@ static void comm_stream(const Mesh3 *ms, int r, MplCommCount *c) {
     const Ins *ins = &s->ins[r][i];
     switch (ins->kind) {
     case INS_FWD: comm_prog(&in->progs[ins->stage][PASS_FWD], c); break;
-    case INS_BWD_B:
-      comm_prog(&in->progs[ins->stage][PASS_BWD_B], c);
-      break;
+    case INS_BWD_B: comm_prog(&in->progs[ins->stage][PASS_BWD_B], c); break;
     case INS_BWD_W: comm_prog(&in->progs[ins->stage][PASS_BWD_W], c); break;
     case INS_SEND_ACT:
     case INS_SEND_GRAD: comm_xfer(ms, plan_xfer_of(in->part, ins), ins->peer_stage, r, MPL_COMM_PP_SEND, c); break;
