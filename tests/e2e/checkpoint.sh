@@ -214,7 +214,7 @@ for clip in "" "grad_clip = 1.0"; do
   rewrite tests/e2e/small_mlp.mpl "$tmp/div.mpl" "${edits[@]}" || continue
   rm -rf "$tmp/ck_div" "$tmp/div.st"
   if ! "$MPLC" "$tmp/div.mpl" -o "$tmp/div.job" 2> "$tmp/div.err"; then bad "$label: mplc: $(head -n 2 "$tmp/div.err")"; continue; fi
-  if "$MPLRUN" "$tmp/div.job" --threads 1 --checkpoint "$tmp/ck_div" --checkpoint-every 1 --save "$tmp/div.st" \
+  if "$MPLRUN" "$tmp/div.job" --threads 1 --checkpoint "$tmp/ck_div" --checkpoint-every 2 --save "$tmp/div.st" \
        > "$tmp/div.out" 2> "$tmp/div.err"; then
     bad "$label: the diverging run exits 0"; continue
   fi
@@ -223,10 +223,15 @@ for clip in "" "grad_clip = 1.0"; do
   else bad "$label: no message naming the step: $(head -n 2 "$tmp/div.err")"; fi
   stop=$(echo "$msg" | sed -E 's/.*step ([0-9]+):.*/\1/')
   saved=$(sed -n 's/.*"step": \([0-9]*\).*/\1/p' "$tmp/ck_div/state.json" 2>/dev/null)
-  if [ -n "$saved" ] && [ -n "$stop" ] && [ "$saved" -lt "$stop" ] &&
+  # (--checkpoint-every 2: the last even step before the stop; pass 117: every 2 counted from
+  # step 1 passed where every 1 was the only period checked)
+  want=$(((${stop:-1} - 1) / 2 * 2))
+  if [ -n "$stop" ] && [ $want = 0 ] && [ ! -e "$tmp/ck_div" ]; then
+    ok "$label: no checkpoint, none being due before the stop at step $stop"
+  elif [ -n "$saved" ] && [ -n "$stop" ] && [ "$saved" = $want ] &&
      "$PY" tests/tools/stcompare.py "$tmp/ck_div/model.safetensors" "$tmp/ck_div/model.safetensors" 0 > /dev/null &&
      "$PY" tests/tools/stcompare.py "$tmp/ck_div/optim.safetensors" "$tmp/ck_div/optim.safetensors" 0 > /dev/null; then
-    ok "$label: the last checkpoint (step $saved) is finite"
+    ok "$label: the last checkpoint (step $saved, the last even one before the stop) is finite"
   else bad "$label: checkpoint at step '${saved}' after a stop at step '${stop}', or not finite"; fi
   if [ ! -e "$tmp/div.st" ]; then ok "$label: --save is not written"; else bad "$label: --save was written"; fi
   hint="lower the learning rate or set grad_clip"; [ -n "$clip" ] && hint="lower the learning rate or grad_clip)"
@@ -647,6 +652,29 @@ if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=4m tmpfs "$tmp/mnt" 2> /dev/null
   if [ $rc = 1 ] && grep -q "is a mount point, which a checkpoint cannot replace" "$tmp/mnt.out" && ! grep -q "^step 1" "$tmp/mnt.out"
   then ok "--checkpoint on a mount point: refused before training"; else bad "--checkpoint on a mount point: rc $rc, $(tail -n 1 "$tmp/mnt.out")"; fi
 fi
+
+# A stop signal during the last step cuts nothing short: the run ends as any run does (exit
+# 0, --save written, no "stopped by signal" line), as LANGUAGE.md says (pass 117: the
+# exception for the last step, undocumented then, could be dropped unseen). Steps of about a
+# second (a 2048 x 2048 product of a batch of 1024 on one thread); SIGTERM once step 1's line
+# is out, so it lands in step 2. The last step's ETA is 0:00 (a mutant counting the step
+# in progress showed 0:01 there).
+cat > "$tmp/slow.mpl" <<'MPL'
+model m(x: f32[B, 2048], y: i32[B]) {
+  param w: f32[2048, 2048] = normal(0.02)
+  return cross_entropy(x @ w, y)
+}
+train m { data = synthetic(8); batch = 1024; optimizer = sgd(lr = 0.1); steps = 2; seed = 1 }
+MPL
+if "$MPLC" "$tmp/slow.mpl" -o "$tmp/slow.job" 2> "$tmp/slow.err"; then
+  "$MPLRUN" "$tmp/slow.job" --threads 1 --save "$tmp/slow.st" > "$tmp/slow.out" 2> "$tmp/slow.err" &
+  pid=$!
+  for _ in $(seq 600); do grep -q "^step 1/2" "$tmp/slow.out" 2>/dev/null && break; sleep 0.05; done
+  kill -TERM $pid 2> /dev/null; wait $pid; rc=$?
+  if [ $rc = 0 ] && grep -q "^step 2/2 .*| ETA 0:00$" "$tmp/slow.out" && [ -s "$tmp/slow.st" ] && ! grep -q "stopped by signal" "$tmp/slow.err"
+  then ok "SIGTERM during the last step: the run ends as usual (exit 0, --save written, ETA 0:00)"
+  else bad "SIGTERM during the last step: rc $rc, $(tail -n 1 "$tmp/slow.out"), $(tail -n 1 "$tmp/slow.err")"; fi
+else bad "mplc slow.mpl: $(head -n 2 "$tmp/slow.err")"; fi
 
 # A checkpoint write that fails part way (the disk full; here a file-size limit of 200 KiB,
 # which model.safetensors fits and optim.safetensors does not, SIGXFSZ ignored so the write
