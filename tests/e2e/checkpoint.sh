@@ -656,7 +656,7 @@ fi
 # A stop signal during the last step cuts nothing short: the run ends as any run does (exit
 # 0, --save written, no "stopped by signal" line), as LANGUAGE.md says (pass 117: the
 # exception for the last step, undocumented then, could be dropped unseen). Steps of about a
-# second (a 2048 x 2048 product of a batch of 1024 on one thread); SIGTERM once step 1's line
+# second (a 2048 x 2048 product of a batch of 2048 on one thread); SIGTERM once step 1's line
 # is out, so it lands in step 2. The last step's ETA is 0:00 (a mutant counting the step
 # in progress showed 0:01 there).
 cat > "$tmp/slow.mpl" <<'MPL'
@@ -664,7 +664,7 @@ model m(x: f32[B, 2048], y: i32[B]) {
   param w: f32[2048, 2048] = normal(0.02)
   return cross_entropy(x @ w, y)
 }
-train m { data = synthetic(8); batch = 1024; optimizer = sgd(lr = 0.1); steps = 2; seed = 1 }
+train m { data = synthetic(8); batch = 2048; optimizer = sgd(lr = 0.1); steps = 2; seed = 1 }
 MPL
 if "$MPLC" "$tmp/slow.mpl" -o "$tmp/slow.job" 2> "$tmp/slow.err"; then
   "$MPLRUN" "$tmp/slow.job" --threads 1 --save "$tmp/slow.st" > "$tmp/slow.out" 2> "$tmp/slow.err" &
