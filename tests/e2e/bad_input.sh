@@ -85,6 +85,15 @@ for edit in "dp=3 tp=1431655766 batch=24" "dp=65536 tp=65536" "microbatches=4611
   else bad "jobedit $edit"; fi
 done
 
+# a batch that divides into the micro-batches but not over the replicas (small_mlp at dp = 2,
+# pp = 2: 16 in 4 micro-batches; made 20): mplc never writes one, mplrun refuses it (pass 118:
+# the check without the replicas passed every suite, and the job trained)
+if "$MPLC" tests/e2e/small_mlp.mpl --mesh dp=2,pp=2 -o "$tmp/dp2.job" 2> "$tmp/dp2.err" &&
+   "$PY" tests/tools/jobedit.py "$tmp/dp2.job" "$tmp/dp2b.job" batch=20; then
+  expect_fail "a job whose batch 20 is 4 micro-batches but not 2 replicas' worth" \
+    "bad job: batch 20 does not divide into 4 micro-batches on 2 replicas" "$MPLRUN" "$tmp/dp2b.job" "${R[@]}" --steps 1
+else bad "dp2 job edit: $(head -n 2 "$tmp/dp2.err")"; fi
+
 # synthetic(n) whose examples are more than the machine has: refused before they are drawn
 # (they were drawn at the start, past the memory: killed, or a bare "out of memory")
 cat > "$tmp/syn.mpl" <<'MPL'
