@@ -409,6 +409,14 @@ if "$MPLC" "$tmp/big.mpl" -o "$tmp/big.job" 2> "$tmp/big.err" && "$MPLC" "$tmp/b
     expect_fail "two ranks' arenas past the machine's memory together" "the ranks before it hold [0-9.]* GiB" \
       "$MPLRUN" "$tmp/pair.job" --steps 0
   else bad "mplc big.mpl dp=2: $(tail -n 2 "$tmp/big.err")"; fi
+  # about 1.25 times the memory available now (an arena of 32.1 KiB a row): past the 95% a
+  # run may plan, though within twice it (pass 119: a share of 1.95 passed the cases above,
+  # at 3 and 1.9 times MemTotal)
+  avail=$(awk '/MemAvailable/ { printf "%d", $2 * 1024 * 1.25 / 32868 }' /proc/meminfo)
+  if "$MPLC" "$tmp/big.mpl" -D BATCH="$avail" -o "$tmp/avail.job" 2>> "$tmp/big.err"; then
+    expect_fail "an arena of 1.25 times the memory available" "memory available, of which a run may plan 95%" \
+      "$MPLRUN" "$tmp/avail.job" --steps 0
+  else bad "mplc big.mpl at 1.25x MemAvailable: $(tail -n 2 "$tmp/big.err")"; fi
   expect_fail "an arena past ulimit -v (2 GiB against 1.5)" "address-space limit \\(ulimit -v\\)" \
     bash -c "ulimit -v 1600000 && exec '$MPLRUN' '$tmp/big.job' --steps 1 -q"
   # MPL_NO_MEMORY_CHECK=0 keeps the check (only a value other than 0 turns it off; pass 112)
