@@ -40,5 +40,31 @@ for opt in adamw sgd; do
     ok "$opt, 5 steps: w the same bits through update() (one param) and the multi-tensor path (two)"
   else bad "$opt: w differs between one param and two"; fi
 done
+
+# the one-UPDATE path's clipping by a coefficient just under 1: one param whose gradient is
+# all ones (norm 2 exactly), grad_clip = 1.999, sgd(lr = 1): w = -1.999 / (2 + 1e-6), as
+# torch.nn.utils.clip_grad_norm_ scales, in f32 (pass 117: the path taking coefficients past
+# 0.999 as 1 passed; the multi-tensor path's case is test_refstep's)
+cat > "$tmp/near_one.mpl" <<'MPL'
+model m(x: f32[B, 4]) {
+  param w: f32[4] = zeros
+  return sum(w) + 0.0 * sum(x)
+}
+train m { data = synthetic(8); batch = 8; optimizer = sgd(lr = 1.0); grad_clip = 1.999; steps = 1; seed = 1 }
+MPL
+if "$MPLC" "$tmp/near_one.mpl" -o "$tmp/near_one.job" > "$tmp/near_one.log" 2>&1 &&
+   "$MPLRUN" "$tmp/near_one.job" -q --threads 1 --save "$tmp/near_one.st" >> "$tmp/near_one.log" 2>&1 &&
+   "$PY" - "$tmp/near_one.st" > "$tmp/near_one.out" 2>&1 << 'PYEOF'
+import json, struct, sys
+data = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", data[:8])[0]
+a, b = json.loads(data[8:8 + n])["w"]["data_offsets"]
+w = struct.unpack("<4f", data[8 + n + a: 8 + n + b])
+want = struct.unpack("<f", struct.pack("<f", -1.999 / (2 + 1e-6)))[0]
+print(" ".join(f"{v:.7f}" for v in w), "want", f"{want:.7f}")
+sys.exit(0 if all(abs(v - want) <= 2e-7 for v in w) else 1)
+PYEOF
+then ok "one param clipped by 1.999 / (2 + 1e-6): w = $(cat "$tmp/near_one.out")"
+else bad "clip near 1 on the one-UPDATE path: $(tail -n 2 "$tmp/near_one.out" "$tmp/near_one.log")"; fi
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
