@@ -152,10 +152,37 @@ sys.exit(not ls or any(abs(g / float(sys.argv[3]) - 1) > 1e-4 for g in got))' "$
 }
 got="" got2=""
 if "$MPLC" tests/e2e/tiny_lm.mpl --mesh dp=2,pp=2 -o "$tmp/tput.job" 2> "$tmp/tput.err" &&
-   "$MPLRUN" "$tmp/tput.job" "${D[@]}" --steps 3 -q --metrics "$tmp/tput.jsonl" > "$tmp/tput.out" 2>&1 &&
+   "$MPLRUN" "$tmp/tput.job" "${D[@]}" --steps 3 --metrics "$tmp/tput.jsonl" > "$tmp/tput.out" 2>&1 &&
    got=$(per_step "$tmp/tput.jsonl" tok_s 128) && got2=$(per_step "$tmp/lod.jsonl" samples_s 64)
 then ok "tok_s x ms / 1000 = batch x seq = 128 under dp = 2, pp = 2 ($got); samples_s x ms / 1000 = 64 ($got2)"
 else bad "throughput's count: tokens $got, samples $got2; $(head -n 2 "$tmp/tput.err" "$tmp/tput.out")"; fi
+# the closing report's "slowest: rank N" names a rank of the largest busy time among the
+# rank lines above it (pass 117: the least busy one named passed)
+slow=$(sed -nE 's/^slowest: rank ([0-9]+), busy ([0-9.]+) ms.*/\1 \2/p' "$tmp/tput.out")
+most=$(sed -nE 's/^rank ([0-9]+): busy ([0-9.]+) ms.*/\2/p' "$tmp/tput.out" | sort -g | tail -n 1)
+named=$(sed -nE "s/^rank ${slow% *}: busy ([0-9.]+) ms.*/\1/p" "$tmp/tput.out")
+if [ -n "$slow" ] && [ "$(grep -c '^rank [0-9]*: busy' "$tmp/tput.out")" = 4 ] && [ "$named" = "$most" ] && [ "${slow#* }" = "$most" ]
+then ok "the report's slowest rank (rank ${slow% *}, ${slow#* } ms) has the largest busy time of the 4 rank lines"
+else bad "slowest rank: '$slow', rank lines' largest busy '$most': $(grep -E '^(rank|slowest)' "$tmp/tput.out" | tr '\n' ' ')"; fi
+# a model of vectors per position [B, seq, d] (no token input) counts tokens too: 4 x 4 a
+# step (pass 117: the rule for rank-3 inputs dropped gave samples/s); a loss past 1e6 is
+# printed in e-notation with 4 significant digits (LANGUAGE.md), under 1e6 with 4 decimals
+cat > "$tmp/vec.mpl" <<'MPL'
+model m(x: f32[B, T, 8], y: f32[B, T, 8]) {
+  param w: f32[8, 8] = normal(0.5)
+  return sum((x @ w - y) * (x @ w - y)) * SCALE
+}
+train m { data = synthetic(8); batch = 4; seq = 4; optimizer = sgd(lr = 0.0); steps = 2 }
+MPL
+got=""
+if sed 's/SCALE/1.0/' "$tmp/vec.mpl" > "$tmp/vec1.mpl" && sed 's/SCALE/1000000.0/' "$tmp/vec.mpl" > "$tmp/vec2.mpl" &&
+   "$MPLC" "$tmp/vec1.mpl" -o "$tmp/vec1.job" 2> "$tmp/vec.err" && "$MPLC" "$tmp/vec2.mpl" -o "$tmp/vec2.job" 2>> "$tmp/vec.err" &&
+   "$MPLRUN" "$tmp/vec1.job" --threads 1 --metrics "$tmp/vec1.jsonl" > "$tmp/vec1.out" 2>&1 &&
+   "$MPLRUN" "$tmp/vec2.job" --threads 1 > "$tmp/vec2.out" 2>&1 &&
+   got=$(per_step "$tmp/vec1.jsonl" tok_s 16) && grep -q '^step 2/2 | loss [0-9]*\.[0-9]\{4\} | .* tok/s |' "$tmp/vec1.out" &&
+   grep -q '^step 2/2 | loss [0-9]\.[0-9]\{4\}e+[0-9]* | ' "$tmp/vec2.out"
+then ok "vectors per position: tok_s x ms / 1000 = batch x seq = 16 ($got); losses $(grep -o 'loss [^ ]*' "$tmp/vec1.out" | tail -n 1) and $(grep -o 'loss [^ ]*' "$tmp/vec2.out" | tail -n 1)"
+else bad "vectors per position: tokens $got, $(tail -n 1 "$tmp/vec1.out") / $(tail -n 1 "$tmp/vec2.out") $(head -n 2 "$tmp/vec.err")"; fi
 
 # a token model whose idx no op reads: its tokens are not held to a vocabulary
 if "$MPLC" tests/e2e/unused_idx.mpl -o "$tmp/ui.job" 2> "$tmp/ui.err" &&
