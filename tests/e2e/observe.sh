@@ -175,7 +175,7 @@ model m(x: f32[B, T, 8], y: f32[B, T, 8]) {
 train m { data = synthetic(8); batch = 4; seq = 4; optimizer = sgd(lr = 0.0); steps = 2 }
 MPL
 got=""
-if sed 's/SCALE/1.0/' "$tmp/vec.mpl" > "$tmp/vec1.mpl" && sed 's/SCALE/1000000.0/' "$tmp/vec.mpl" > "$tmp/vec2.mpl" &&
+if sed 's/SCALE/1.0/' "$tmp/vec.mpl" > "$tmp/vec1.mpl" && sed 's/SCALE/10000.0/' "$tmp/vec.mpl" > "$tmp/vec2.mpl" &&
    "$MPLC" "$tmp/vec1.mpl" -o "$tmp/vec1.job" 2> "$tmp/vec.err" && "$MPLC" "$tmp/vec2.mpl" -o "$tmp/vec2.job" 2>> "$tmp/vec.err" &&
    "$MPLRUN" "$tmp/vec1.job" --threads 1 --metrics "$tmp/vec1.jsonl" > "$tmp/vec1.out" 2>&1 &&
    "$MPLRUN" "$tmp/vec2.job" --threads 1 > "$tmp/vec2.out" 2>&1 &&
