@@ -437,12 +437,14 @@ else bad "SIGTERM: rc $rc, $(tail -n 2 "$tmp/sig.err")"; fi
 # Initial values: each param's, from the seed's stream of its name (runtime/setup.c, split
 # over threads when large), against tests/parity/mplrng.py's port of the RNG: a normal and
 # a uniform param big enough to be split (307200 and 153600 elements), every 7th element and
-# every element near the parts' edges (up to 16 threads), as f32, at --steps 0 --save.
+# every element near the parts' edges (up to 16 threads), as f32, at --steps 0 --save; and a
+# ones() param all 1 (pass 118: a 2 among them passed).
 cat > "$tmp/initv.mpl" <<'MPL'
 model initv(x: f32[B, 600], y: i32[B]) {
   param w: f32[600, 512] = normal(0.5)
   param u: f32[512, 300] = uniform(-2, 3)
-  return cross_entropy(x @ w @ u, y)
+  param o: f32[300] = ones
+  return cross_entropy(x @ w @ u * o, y)
 }
 train initv {
   data = synthetic(8)
@@ -479,7 +481,9 @@ for name, draw in (("w", lambda st, i: mplrng.f32(mplrng.normal(st, i) * 0.5)),
             bad += 1
             if bad < 4: print(name, i, vals[i], draw(st, i))
     print(name, n, "elements,", len(idx), "checked")
-sys.exit(1 if bad else 0)
+ones = [i for i, v in enumerate(t["o"][1]) if v != 1.0]
+print("o", len(t["o"][1]), "ones,", len(ones), "not 1")
+sys.exit(1 if bad or ones else 0)
 PY
 then ok "initial values equal the RNG's port ($(tr '\n' ' ' < "$tmp/initv.out"))"
 else bad "initial values: $(head -n 4 "$tmp/initv.err" "$tmp/initv.out")"; fi
