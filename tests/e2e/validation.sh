@@ -135,6 +135,14 @@ mesh_check() { # NAME MODEL DATA VAL MPLC-ARGS...
       "$(metric "$tmp/m_$name.jsonl" 2 val_loss)" "$(metric "$tmp/r_$name.jsonl" 1 loss)"
   fi
 }
+# two eval batches over two replicas: the second starts where the first ended, over both
+# replicas' rows, so the val_loss is the single rank's (pass 118: the loader's batch without
+# the replicas passed, every mesh check above evaluating one batch)
+if [ -s "$tmp/k2.jsonl" ] && compile "$tmp/k2dp.job" "$tmp/k2.mpl" --mesh dp=2 &&
+   run k2dp "$tmp/k2dp.job" --data "$T" --val "$V" --steps 2; then
+  close "eval_batches = 2 under dp = 2: the val_loss of one rank" \
+    "$(metric "$tmp/k2dp.jsonl" 2 val_loss)" "$(metric "$tmp/k2.jsonl" 2 val_loss)" 1e-6
+fi
 if variant "$tmp/k1.mpl" "eval_batches = 1"; then
   mesh_check zb "$tmp/k1.mpl" "$T" "$V" --schedule zb
   mesh_check dp2tp2 "$tmp/k1.mpl" "$T" "$V" --mesh dp=2,tp=2
