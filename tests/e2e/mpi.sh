@@ -189,6 +189,20 @@ assert pairs and not early, (len(pairs), early[:3])
 print("trace rows", sorted(tids), "metrics steps", len(lines), "messages", len(pairs), "each received after it was sent")
 EOF
   then ok "--trace and --metrics under MPI: $(tail -n 1 "$tmp/py.out")"; else bad "trace/metrics under MPI: $(tail -n 2 "$tmp/py.out")"; fi
+  # every event of every process reaches rank 0's file: the same slices, by rank, kind and
+  # name, as the threads run's (pass 118: each other process's last event dropped passed)
+  if threads obs_t "$tmp/lm.job" "${D[@]}" --steps 3 --trace "$tmp/t_thr.json" &&
+     "$PY" - "$tmp/t.json" "$tmp/t_thr.json" > "$tmp/py2.out" 2>&1 <<'EOF'
+import collections, json, sys
+def slices(path):
+    ev = json.load(open(path))
+    ev = ev["traceEvents"] if isinstance(ev, dict) else ev
+    return collections.Counter((e["tid"], e["cat"], e["name"]) for e in ev if e.get("ph") == "X")
+m, t = slices(sys.argv[1]), slices(sys.argv[2])
+print(sum(m.values()), "slices under MPI,", sum(t.values()), "on threads; differing:", list((m - t) + (t - m))[:4])
+sys.exit(0 if m == t and m else 1)
+EOF
+  then ok "--trace under MPI holds the threads run's slices: $(cat "$tmp/py2.out")"; else bad "trace under MPI: $(tail -n 2 "$tmp/py2.out")"; fi
 fi
 
 # ---- a signal under mpirun: every process stops after the same step, rank 0 writes ----
