@@ -62,6 +62,35 @@ rewrite $m "$tmp/twice.mpl" 's/  return cross_entropy(logits, targets)/  return 
     ok "logits with a second reader stay unfused"
   else bad "logits with a second reader: $(grep -m1 ' ce ' "$tmp/twice.k")"; fi
 
+# a batched head (w of rank 3, [B, K, V] with B = K = V = 8, whose first two axes pass a
+# [K, V] shape test) and a head on another stage than its loss: neither fuses, both compile
+# and train (pass 119: the rank test dropped refused this program with a limit of mplrun's;
+# the stage test dropped fused across stages)
+cat > "$tmp/r3.mpl" <<'EOF'
+model m(x: f32[B, 4, 8], y: i32[B, 4]) {
+  param w: f32[8, 8, 8] = normal(0.3)
+  return cross_entropy(tanh(x) @ w, y)
+}
+train m { batch = 8; steps = 3; seed = 1 }
+EOF
+cat > "$tmp/st2.mpl" <<'EOF'
+mesh(pp = 2)
+model m(x: f32[B, 16], y: i32[B]) {
+  param v: f32[16, 16] = normal(0.3)
+  param w: f32[16, 10] = normal(0.3)
+  h = tanh(x @ v) @stage(0)
+  logits = h @ w @stage(0)
+  return cross_entropy(logits, y) @stage(1)
+}
+train m { batch = 8; steps = 3; seed = 1 }
+EOF
+for p in r3 st2; do
+  if "$MPLC" "$tmp/$p.mpl" --emit=kernels > "$tmp/$p.k" 2>&1 && ! grep -q ' ce ' "$tmp/$p.k" &&
+     "$MPLC" "$tmp/$p.mpl" -o "$tmp/$p.job" 2>> "$tmp/$p.k" && "$MPLRUN" "$tmp/$p.job" --threads 1 -q > "$tmp/$p.out" 2>&1; then
+    ok "$([ $p = r3 ] && echo "a rank-3 head" || echo "a head on stage 0, its loss on stage 1"): not fused, trains"
+  else bad "$p: $(grep -m1 -E ' ce |error' "$tmp/$p.k") $(tail -n 1 "$tmp/$p.out" 2>/dev/null)"; fi
+done
+
 # logits of a transposed x (x^T @ w, the product's ta): the fused step reads x as [positions, K],
 # so with T = d, where the shapes fit both, it would compute x @ w; trained with the default
 # (whatever it fuses) against --no-fused-ce, the same losses
