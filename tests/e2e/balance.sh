@@ -73,6 +73,32 @@ if "$MPLC" "$model" --profile "$tmp/p.json" -o "$tmp/bp.job" 2> "$tmp/err" &&
    "$MPLRUN" "$tmp/bp.job" --threads 1 --steps 2 -q > "$tmp/run2.log" 2>&1; then ok "the job compiled from the profile trains"
 else bad "compile or run with the profile: $(head -n 3 "$tmp/err") $(tail -n 3 "$tmp/run2.log")"; fi
 
+# what mplc writes for mplrun to report: each rank's predicted bubble as --emit=plan gives it
+# (to 3 digits) and the devices' speeds in the profile (pass 119: the busy fraction printed
+# as the bubble, and speeds of 1 written for --device-speed 1,0.5, passed); an unfused
+# cross-entropy's forward time is measured (its row pass is a temporary of its own; pass
+# 119: that step counted for no op left the forward at about 0)
+if "$MPLC" tests/e2e/small_gpt.mpl --mesh pp=2 --device-speed 1,0.5 --emit=plan > "$tmp/sg2.plan" 2> "$tmp/err" &&
+   "$MPLC" tests/e2e/small_gpt.mpl --mesh pp=2 --device-speed 1,0.5 -o "$tmp/sg2.job" 2>> "$tmp/err" &&
+   "$MPLRUN" "$tmp/sg2.job" --threads 1 --steps 2 --profile "$tmp/sg2.json" > "$tmp/sg2.out" 2>&1; then
+  want=$(sed -nE 's/^rank ([0-9]+) \(.*, bubble ([0-9.]+)$/\1 \2/p' "$tmp/sg2.plan" | awk '{ printf "%s %.3f\n", $1, $2 }')
+  got=$(sed -nE 's/^rank ([0-9]+): busy .*\(predicted ([0-9.]+)\).*/\1 \2/p' "$tmp/sg2.out")
+  speeds=$("$PY" -c 'import json, sys; print(*[r["speed"] for r in json.load(open(sys.argv[1]))["ranks"]])' "$tmp/sg2.json")
+  if [ -n "$want" ] && [ "$(echo "$want" | wc -l)" = 2 ] && [ "$got" = "$want" ] && [ "$speeds" = "1 0.5" ]
+  then ok "mplrun's predicted bubbles are the plan's ($(echo $got)); the profile's speeds $speeds"
+  else bad "predicted bubbles: run '$(echo $got)', plan '$(echo $want)'; profile speeds '$speeds'"; fi
+else bad "small_gpt --device-speed 1,0.5: $(head -n 2 "$tmp/err") $(tail -n 2 "$tmp/sg2.out")"; fi
+if "$MPLC" tests/e2e/fused_ce.mpl --no-fused-ce -o "$tmp/uce.job" 2> "$tmp/err" &&
+   "$MPLRUN" "$tmp/uce.job" --threads 1 --steps 3 -q --profile "$tmp/uce.json" > /dev/null 2>&1 &&
+   "$PY" - "$tmp/uce.json" > "$tmp/uce.out" 2>&1 <<'EOF'
+import json, sys
+ce = [o for o in json.load(open(sys.argv[1]))["ops"] if o["label"].startswith("cross_entropy")]
+print(" ".join(f"fwd {o['fwd_s']:.3g} s, backward {o['bwd_b_s']:.3g} s" for o in ce))
+sys.exit(0 if len(ce) == 1 and ce[0]["fwd_s"] > 0.1 * ce[0]["bwd_b_s"] > 0 else 1)
+EOF
+then ok "an unfused cross_entropy's profile: $(cat "$tmp/uce.out")"
+else bad "unfused cross_entropy's profile: $(cat "$tmp/uce.out") $(head -n 2 "$tmp/err")"; fi
+
 # ---- the step's ends: set-up and update phase per param element ----
 # update_elems is what the rank's optimizer updates: every param of the model (summed from
 # the safetensors a run saves) over the two ranks. The plan adds each rank's update phase
