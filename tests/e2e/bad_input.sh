@@ -443,6 +443,14 @@ if "$MPLC" "$tmp/ce_mem.mpl" -o "$tmp/ce_mem.job" 2> "$tmp/ce_mem.err"; then
   expect_fail "the fused cross-entropy's scratch past ulimit -v (${hi} kB passes)" \
     "needs 0.06 GiB more for the fused cross-entropy's scratch, and the GEMM library 0.25 GiB, but the address-space limit" \
     bash -c "ulimit -v $((hi - 8192)) && exec '$MPLRUN' '$tmp/ce_mem.job' --steps 0 -q"
+  # at batch 64, 8192 positions, the scratch is still one block of 1024 rows' logits, 0.06
+  # GiB, not all 8192 rows' 0.5 GiB (pass 119: the block written as the whole micro-batch)
+  if sed 's/batch = 8;/batch = 64;/' "$tmp/ce_mem.mpl" > "$tmp/ce_mem64.mpl" &&
+     "$MPLC" "$tmp/ce_mem64.mpl" -o "$tmp/ce_mem64.job" 2>> "$tmp/ce_mem.err"; then
+    expect_fail "8192 positions: the fused cross-entropy's scratch is one block of rows" \
+      "needs 0.06 GiB more for the fused cross-entropy's scratch" \
+      bash -c "ulimit -v 600000 && exec '$MPLRUN' '$tmp/ce_mem64.job' --steps 0 -q"
+  else bad "mplc ce_mem at batch 64: $(tail -n 2 "$tmp/ce_mem.err")"; fi
 else bad "mplc ce_mem.mpl: $(head -n 2 "$tmp/ce_mem.err")"; fi
 
 # A half param's values past its type's range (f16: 65520 and up rounds to an infinity) are
