@@ -255,8 +255,9 @@ bench: deps bench-deps
 bench-run: all $(GEMM_BENCH)
 	BUILD=$(BUILD) ./tests/bench/bench.sh
 
-asan:
-	$(MAKE) BUILD=build-asan OPT="-O1 -g1" SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" all
+asan: # (and test_comm, whose ranks are threads racing over shared buffers: sanitize.sh runs it)
+	$(MAKE) BUILD=build-asan OPT="-O1 -g1" SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" \
+	  all build-asan/tests/test_comm
 
 # ---- cuda-only: mplrun for a GPU machine with the CUDA toolkit and a C compiler only ----
 # (no LLVM, oneDNN, flex, bison or Check): the runtime without jit_cpu.c, llvm_host.c and gemm.c,

@@ -226,7 +226,7 @@ int mpl_exec_run(const Job *job, const MplRunOpts *opts, MplErr *err);
 
 /* Why a step's loss or gradient norm is not finite, for its error (train.c): at step 0, before
  * any update, an op outside its domain; later, the learning rate, or grad_clip (set or not). */
-const char *mpl_nonfinite_hint(int64_t step, double grad_clip);
+const char *mpl_nonfinite_hint(const MplRun *r, int64_t step);
 
 /* ==== checkpoint.c ==================================================== */
 

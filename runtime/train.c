@@ -352,12 +352,13 @@ static const char *fmt_loss(char *buf, size_t n, double v) {
 }
 
 /* Why a step's loss or gradient norm is not finite, for its error: before any update (the
- * first step of a fresh run) the learning rate plays no part. */
-const char *mpl_nonfinite_hint(int64_t step, double grad_clip) {
-  return step == 0      ? "at the initial params, before any update: an op is outside its domain (log or sqrt of a "
-                          "negative, a division by 0, exp overflowing)"
-         : grad_clip > 0 ? "lower the learning rate or grad_clip"
-                         : "lower the learning rate or set grad_clip";
+ * first step of a fresh run) the learning rate plays no part; later, it or the run's
+ * grad_clip (set or not) does. */
+const char *mpl_nonfinite_hint(const MplRun *r, int64_t step) {
+  return step == 0                    ? "at the initial params, before any update: an op is outside its domain (log or "
+                                        "sqrt of a negative, a division by 0, exp overflowing)"
+         : r->job->train.grad_clip > 0 ? "lower the learning rate or grad_clip"
+                                       : "lower the learning rate or set grad_clip";
 }
 
 void flush_out(MplRun *r, FILE *out) {
@@ -433,7 +434,7 @@ int mpl_run_train(MplRun *r, MplErr *err) {
     if (report_step(r, r->step, dt, (now_s() - t_begin) / (double)done, evaluated, err) != MPL_OK) return MPL_ERR;
     if (r->lead && !isfinite(r->last_loss))
       return mpl_errf(err, "step %lld: the loss is %s: training stopped, nothing more is written (%s)",
-                      (long long)r->step + 1, fmt_loss((char[32]){0}, 32, r->last_loss), mpl_nonfinite_hint(r->step, r->job->train.grad_clip));
+                      (long long)r->step + 1, fmt_loss((char[32]){0}, 32, r->last_loss), mpl_nonfinite_hint(r, r->step));
     if (r->tokens) mpl_loader_advance(&r->loader);
     ckpt_written = false;
     if (r->opts.ckpt_dir && r->opts.ckpt_every > 0 && (r->step + 1) % r->opts.ckpt_every == 0) {

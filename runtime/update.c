@@ -166,7 +166,7 @@ static int norm_allreduce(RankCtx *rc, int64_t step, MplErr *err) {
   double norm = sqrt(s);
   if (!isfinite(norm))
     return rank_fail(rc, err, "step %lld: the gradient norm is %s: training stopped before the update, nothing more "
-                     "is written (%s)", (long long)step + 1, isnan(norm) ? "nan" : "inf", mpl_nonfinite_hint(step, r->job->train.grad_clip));
+                     "is written (%s)", (long long)step + 1, isnan(norm) ? "nan" : "inf", mpl_nonfinite_hint(r, step));
   rc->clip_coef = mpl_clip_coef(norm, r->job->train.grad_clip);
   return MPL_OK;
 }
