@@ -488,6 +488,42 @@ PY
 then ok "initial values equal the RNG's port ($(tr '\n' ' ' < "$tmp/initv.out"))"
 else bad "initial values: $(head -n 4 "$tmp/initv.err" "$tmp/initv.out")"; fi
 
+# Synthetic examples: input i of synthetic(n) from the seed's stream i (runtime/setup.c), as
+# tests/parity/mplrng.py draws them: an i32 input no op bounds (k, only cast) draws 0 or 1, a
+# cross_entropy target (y, 4 classes) draws below its class count; step s reads
+# examples s*batch.. (mod n). The loss is 10 mean(k) + 100 mean(y) (the cross-entropy times 0),
+# so each step's loss names its rows' values (pass 118's SU18: k drawn as all zeros passed).
+cat > "$tmp/synth.mpl" <<'MPL'
+model s(x: f32[B, 3], k: i32[B, 5], y: i32[B]) {
+  param w: f32[3, 4] = normal(0.5)
+  return cross_entropy(x @ w, y) * 0.0 + mean(cast(k, f32)) * 10.0 + mean(cast(y, f32)) * 100.0
+}
+train s {
+  data = synthetic(8)
+  batch = 4
+  optimizer = sgd(lr = 0.1)
+  seed = 5
+}
+MPL
+if "$MPLC" "$tmp/synth.mpl" -o "$tmp/synth.job" 2> "$tmp/synth.err" &&
+   "$MPLRUN" "$tmp/synth.job" --steps 3 --threads 1 -q --metrics "$tmp/synth.jsonl" 2>> "$tmp/synth.err" &&
+   "$PY" - "$tmp/synth.jsonl" > "$tmp/synth.out" 2>&1 <<'PY'
+import sys, json
+sys.path.insert(0, "tests/parity")
+import mplrng
+got = [json.loads(l)["loss"] for l in open(sys.argv[1])]
+k = mplrng.synth(5, 1, 8 * 5, "i32", 2)
+y = mplrng.synth(5, 2, 8, "i32", 4)
+want = []
+for s in range(3):
+    rows = [(s * 4 + j) % 8 for j in range(4)]
+    want.append(10 * sum(k[r * 5 + c] for r in rows for c in range(5)) / 20 + 100 * sum(y[r] for r in rows) / 4)
+print("losses", got, "want", want)
+sys.exit(0 if len(got) == 3 and all(abs(a - b) <= 1e-5 * abs(b) + 1e-6 for a, b in zip(got, want)) and len(set(k)) == 2 else 1)
+PY
+then ok "synthetic inputs equal the RNG's port ($(cat "$tmp/synth.out"))"
+else bad "synthetic inputs: $(head -n 4 "$tmp/synth.err" "$tmp/synth.out")"; fi
+
 # sgd momentum across a resume: a checkpoint of sgd without momentum resumes a job with
 # momentum 0.9 (its buffers start from the next gradient, as PyTorch's SGD starts a missing
 # momentum_buffer): its first update is plain SGD's, so the losses of steps 4 and 5 (each
