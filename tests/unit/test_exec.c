@@ -569,6 +569,14 @@ START_TEST(test_init_errors) {
   ck_assert(mpl_run_init(&r, j, &o, &err) == MPL_ERR);
   ck_assert_msg(strstr(err.msg, "does not fit") != NULL, "%s", err.msg);
   free_job(j);
+  /* a param no rank holds (no offset for its value on either rank): named, before its uses are
+     looked at (pass 118's SU16: skipping it went on with owner -1) */
+  j = build_job(2, OPT_ADAMW, 0);
+  for (int rk = 0; rk < 2; rk++)
+    for (int mb = 0; mb < M; mb++) j->ranks[rk].offset[V_B * M + mb] = UINT64_MAX;
+  ck_assert(mpl_run_init(&r, j, &o, &err) == MPL_ERR);
+  ck_assert_msg(strstr(err.msg, "param b is held by no rank") != NULL, "%s", err.msg);
+  free_job(j);
 }
 END_TEST
 
