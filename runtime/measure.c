@@ -6,8 +6,9 @@
  * How a time reaches an op: run_prog (exec.c) times each step of a counted step's
  * forward, input-gradient and weight-gradient programs (measure_step) and gives it to
  * the forward ops the step names (JobStep.src: a fused kernel's ops, a GEMM's product, a
- * backward step's forward op), each by its share of the step's modelled time. Recompute
- * programs are not counted (mplc times a recomputed op at its measured forward). The
+ * backward step's forward op), each by its share of the step's modelled time. A @recompute
+ * copy, run in a backward program, names no op (jobgen.c), so its time goes to none: mplc
+ * times a recomputed op at its measured forward. The
  * counted steps are the closing report's: every step after the first (all of a one-step
  * run). On a device that runs asynchronously (cuda) each step is waited for before it is
  * timed, which makes a profiled run slower but its times the device's.
