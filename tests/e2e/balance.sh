@@ -98,6 +98,37 @@ sys.exit(0 if len(ce) == 1 and ce[0]["fwd_s"] > 0.1 * ce[0]["bwd_b_s"] > 0 else 
 EOF
 then ok "an unfused cross_entropy's profile: $(cat "$tmp/uce.out")"
 else bad "unfused cross_entropy's profile: $(cat "$tmp/uce.out") $(head -n 2 "$tmp/err")"; fi
+# a @recompute copy's time goes to no op (mplc adds a recomputed op's forward time itself):
+# under zb the first layer's matmul and bias, whose input is the model's, have no
+# input-gradient work, so their bwd_b is exactly 0 though their copies run in the backward
+# pass (pass 119's B-J02: copies named by their forward ops gave them 5.9e-7 s and 6.1e-8 s)
+cat > "$tmp/rc.mpl" <<'MPL'
+import nn
+model rc(x: f32[B, 16], y: i32[B]) {
+  h = tanh(nn.linear(x, 32) as l1) @recompute
+  return cross_entropy(nn.linear(h, 4) as l2, y)
+}
+train rc {
+  data = synthetic(64)
+  batch = 16
+  microbatches = 2
+  schedule = zb
+  optimizer = sgd(lr = 0.1)
+}
+MPL
+if "$MPLC" "$tmp/rc.mpl" -o "$tmp/rc.job" 2> "$tmp/err" &&
+   "$MPLRUN" "$tmp/rc.job" --threads 1 --steps 3 -q --profile "$tmp/rc.json" > /dev/null 2>&1 &&
+   "$PY" - "$tmp/rc.json" > "$tmp/rc.out" 2>&1 <<'EOF'
+import json, sys
+ops = json.load(open(sys.argv[1]))["ops"]
+l1 = [o for o in ops if ":3:" in o["label"] and o["label"].split()[0] in ("matmul", "add")]
+th = [o for o in ops if o["label"].startswith("tanh")]
+print(" ".join(f"{o['label'].split()[0]} bwd_b {o['bwd_b_s']:.3g} bwd_w {o['bwd_w_s']:.3g}" for o in l1 + th))
+sys.exit(0 if len(l1) == 2 and all(o["bwd_b_s"] == 0 and o["bwd_w_s"] > 0 for o in l1) and
+         len(th) == 1 and th[0]["bwd_b_s"] > 0 and th[0]["bwd_w_s"] == 0 else 1)
+EOF
+then ok "@recompute copies count for no op: $(cat "$tmp/rc.out")"
+else bad "@recompute copies' time: $(cat "$tmp/rc.out") $(head -n 2 "$tmp/err")"; fi
 
 # ---- the step's ends: set-up and update phase per param element ----
 # update_elems is what the rank's optimizer updates: every param of the model (summed from
