@@ -136,7 +136,7 @@ static int *param_index(const Graph *g, Op *const *params, int np) {
   return pk;
 }
 
-static void fill_values(Job *j, const Graph *g, Op *const *params, int np) {
+static void fill_values(Job *j, const Graph *g) {
   j->nvalues = g->nops;
   j->values = mpl_calloc((size_t)g->nops + 1, sizeof(JobValue));
   for (int i = 0; i < g->nops; i++) {
@@ -146,14 +146,7 @@ static void fill_values(Job *j, const Graph *g, Op *const *params, int np) {
     v->kind = op->kind == OP_PARAM ? JV_PARAM : op->kind == OP_INPUT ? JV_INPUT : op->kind == OP_PARAM_GRAD ? JV_GRAD : JV_ACT;
     if (op->kind == OP_CHECK) v->kind = JV_CHECK;
     fill_dims(&op->shape, &v->rank, v->dims, &v->numel);
-    v->param = -1;
-    v->use = op->kind == OP_PARAM_GRAD ? op->use : 0;
   }
-  int *pk = param_index(g, params, np);
-  for (int k = 0; k < np; k++) j->values[params[k]->id].param = k;
-  for (int i = 0; i < g->nops; i++)
-    if (g->ops[i]->kind == OP_PARAM_GRAD && pk[g->ops[i]->key] >= 0) j->values[i].param = pk[g->ops[i]->key];
-  free(pk);
 }
 
 static void fill_params(Job *j, const Graph *g, Op *const *params, int np) {
@@ -345,7 +338,7 @@ int jobgen_write(Diag *d, const JobParts *jp, const char *path) {
   for (int r = 0; r < g->mesh.pp; r++) j->rank_speed[r] = g->rank_speed ? g->rank_speed[r] : 1;
   j->nstages = p->nstages;
   fill_train(j, g);
-  fill_values(j, g, params, np);
+  fill_values(j, g);
   fill_params(j, g, params, np);
   fill_inputs(j, g);
   fill_stages(j, p, jp->fused->progs);

@@ -69,7 +69,6 @@ static void write_values(MplJobWriter *w, const Job *j) {
     const JobValue *v = &j->values[i];
     mpl_jw_u8(w, v->dtype), mpl_jw_u8(w, v->kind);
     put_dims(w, v->rank, v->dims);
-    mpl_jw_u32(w, (uint32_t)v->param), mpl_jw_u32(w, (uint32_t)v->use);
   }
   mpl_jw_end(w);
   mpl_jw_begin(w, TAG("PARM"));
@@ -283,13 +282,12 @@ static void read_manifest(MplCursor *c, Job *j) {
 }
 
 static void read_values(MplCursor *c, Job *j) {
-  j->nvalues = (int32_t)mpl_cur_count(c, MAX_COUNT, 14, "values");
+  j->nvalues = (int32_t)mpl_cur_count(c, MAX_COUNT, 6, "values");
   j->values = cur_alloc(c, (size_t)j->nvalues + 1, sizeof(JobValue));
   for (int i = 0; i < j->nvalues && !c->failed; i++) {
     JobValue *v = &j->values[i];
     v->dtype = mpl_cur_u8(c), v->kind = mpl_cur_u8(c);
     get_dims(c, &v->rank, v->dims, &v->numel);
-    v->param = (int32_t)mpl_cur_u32(c), v->use = (int32_t)mpl_cur_u32(c);
   }
 }
 
@@ -694,7 +692,6 @@ int job_validate(const Job *j, char *err, size_t errlen) {
     CHECK(j->values[i].dtype <= JDT_BOOL && j->values[i].kind <= JV_CHECK, "value %d: bad dtype or kind", i);
     CHECK(j->values[i].kind != JV_CHECK || (j->values[i].dtype == JDT_I32 && j->values[i].numel == 1),
           "value %d: a check that is not one i32", i);
-    CHECK(j->values[i].param >= -1 && j->values[i].param < j->nparams, "value %d: bad param", i);
   }
   for (int i = 0; i < j->nparams; i++) {
     const JobParam *p = &j->params[i];

@@ -36,8 +36,9 @@
  * Job's loss_ces;
  * 11: JobInput.draw_hi;
  * 12: three programs per stage (the recompute program, always empty since @recompute
- * copies joined the backward programs, is gone). */
-#define MPL_JOB_FORMAT 12
+ * copies joined the backward programs, is gone);
+ * 13: JobValue without its param and use (never read: a param's values are JobParam's). */
+#define MPL_JOB_FORMAT 13
 
 /* ---- values: one per graph op (the op id is the value id) ---------------- */
 typedef enum JobDType { JDT_F32, JDT_BF16, JDT_F16, JDT_I32, JDT_BOOL } JobDType;
@@ -48,8 +49,6 @@ typedef struct JobValue {
   int32_t rank;      /* number of dims */
   int64_t dims[8];
   int64_t numel;
-  int32_t param;     /* JV_GRAD: index into Job.params; JV_PARAM: its index; else -1 */
-  int32_t use;       /* JV_GRAD: use index of the param */
 } JobValue;
 enum { JV_ACT, JV_PARAM, JV_INPUT, JV_GRAD, JV_CHECK };
 

@@ -60,12 +60,10 @@ enum {
   V_DW0, V_GW0, V_DB0, V_GB0, NV
 };
 
-static void set_value(Job *j, int v, int kind, int param, int use, int rank, int64_t d0, int64_t d1) {
+static void set_value(Job *j, int v, int kind, int rank, int64_t d0, int64_t d1) {
   JobValue *x = &j->values[v];
   x->dtype = JDT_F32;
   x->kind = (uint8_t)kind;
-  x->param = param;
-  x->use = use;
   x->rank = rank;
   x->dims[0] = d0;
   x->dims[1] = d1;
@@ -199,21 +197,21 @@ static Job *build_job(int pp, int optimizer, double clip) {
                         .weight_decay = 0.1, .momentum = 0.0, .grad_clip = clip, .steps = 3, .seed = 7};
   j->nvalues = NV;
   j->values = calloc(NV, sizeof *j->values);
-  for (int v = 0; v < NV; v++) set_value(j, v, JV_ACT, -1, 0, 2, R, C);
+  for (int v = 0; v < NV; v++) set_value(j, v, JV_ACT, 2, R, C);
   /* params, sorted by name: b, w0, w1 */
-  set_value(j, V_W0, JV_PARAM, 1, 0, 2, C, C);
-  set_value(j, V_W1, JV_PARAM, 2, 0, 2, C, C);
-  set_value(j, V_B, JV_PARAM, 0, 0, 1, C, 0);
-  set_value(j, V_X, JV_INPUT, -1, 0, 2, R, C);
-  set_value(j, V_LOSS, JV_ACT, -1, 0, 0, 0, 0);
-  set_value(j, V_DW1, JV_ACT, -1, 0, 2, C, C);
-  set_value(j, V_DW0, JV_ACT, -1, 0, 2, C, C);
-  set_value(j, V_GW0, JV_GRAD, 1, 0, 2, C, C);
-  set_value(j, V_GW1, JV_GRAD, 2, 0, 2, C, C);
-  set_value(j, V_DB0, JV_ACT, -1, 0, 1, C, 0);
-  set_value(j, V_DB1, JV_ACT, -1, 0, 1, C, 0);
-  set_value(j, V_GB0, JV_GRAD, 0, 0, 1, C, 0);
-  set_value(j, V_GB1, JV_GRAD, 0, 1, 1, C, 0);
+  set_value(j, V_W0, JV_PARAM, 2, C, C);
+  set_value(j, V_W1, JV_PARAM, 2, C, C);
+  set_value(j, V_B, JV_PARAM, 1, C, 0);
+  set_value(j, V_X, JV_INPUT, 2, R, C);
+  set_value(j, V_LOSS, JV_ACT, 0, 0, 0);
+  set_value(j, V_DW1, JV_ACT, 2, C, C);
+  set_value(j, V_DW0, JV_ACT, 2, C, C);
+  set_value(j, V_GW0, JV_GRAD, 2, C, C);
+  set_value(j, V_GW1, JV_GRAD, 2, C, C);
+  set_value(j, V_DB0, JV_ACT, 1, C, 0);
+  set_value(j, V_DB1, JV_ACT, 1, C, 0);
+  set_value(j, V_GB0, JV_GRAD, 1, C, 0);
+  set_value(j, V_GB1, JV_GRAD, 1, C, 0);
   j->nparams = 3;
   j->params = calloc(3, sizeof *j->params);
   set_param(&j->params[0], "b", V_B, 1, C, 0, false, 2, ints(2, V_GB0, V_GB1), ints(2, 0, 1));
@@ -613,9 +611,9 @@ START_TEST(test_sample) {
   j->nvalues = 4; /* idx, targets, logits, loss */
   j->values = calloc(4, sizeof *j->values);
   for (int v = 0; v < 2; v++)
-    j->values[v] = (JobValue){.dtype = JDT_I32, .kind = JV_INPUT, .rank = 2, .dims = {1, ST}, .numel = ST, .param = -1};
-  j->values[2] = (JobValue){.dtype = JDT_F32, .kind = JV_ACT, .rank = 3, .dims = {1, ST, SV}, .numel = ST * SV, .param = -1};
-  j->values[3] = (JobValue){.dtype = JDT_F32, .kind = JV_ACT, .rank = 0, .numel = 1, .param = -1};
+    j->values[v] = (JobValue){.dtype = JDT_I32, .kind = JV_INPUT, .rank = 2, .dims = {1, ST}, .numel = ST};
+  j->values[2] = (JobValue){.dtype = JDT_F32, .kind = JV_ACT, .rank = 3, .dims = {1, ST, SV}, .numel = ST * SV};
+  j->values[3] = (JobValue){.dtype = JDT_F32, .kind = JV_ACT, .rank = 0, .numel = 1};
   j->ninputs = 2;
   j->inputs = calloc(2, sizeof *j->inputs);
   for (int i = 0; i < 2; i++)
