@@ -75,7 +75,7 @@ else bad "busy times against the profile: $(head -n 1 "$tmp/sum.txt")"; fi
 # a profile of a one-pass backward (bwd_w_s 0: every schedule but zb and zbv) used for zb:
 # each op's backward is split between the passes as the cost model splits it, and adds up
 # the same (pass 114's C17: the shares swapped gave the W share to ops with no weight
-# gradient, whose W pass never asks for it: 0.0513 s against 0.0739 s)
+# gradient, whose W pass never asks for it: 0.0707 s against 0.1271 s)
 "$PY" -c 'import json, sys
 p = json.load(open(sys.argv[1]))
 for o in p["ops"]: o["bwd_b_s"], o["bwd_w_s"] = o["bwd_b_s"] + o["bwd_w_s"], 0
