@@ -288,6 +288,41 @@ if grep -q "^device speeds (--device-speed): rank 0 1, rank 1 0.5$" "$tmp/plan_s
   ok "the half-speed rank gets less work: ${b1[1]} s of work at speed 1 before, $(awk -v b="${bs[1]}" 'BEGIN { print b / 2 }') s now"
 else bad "the half-speed rank's work: before ${b1[1]:-?}, after ${bs[1]:-?} at speed 0.5"; fi
 
+# one speed for every device is a change of clock: each predicted busy time doubles at 0.5 and
+# quadruples at 0.25, and every bubble stays (on a model whose slow stage holds a 50000-row
+# embedding, so that its set-up phase, zeroing the accumulators, counts; pass 114's C18: the
+# set-up left at speed 1 moved rank 1's bubble from 0.0406 to 0.0207 and 0.0105)
+cat > "$tmp/spd.mpl" <<'MPL'
+import nn
+mesh(pp = 2)
+model spd(idx: i32[B, T], targets: i32[B, T]) {
+  x = embedding(idx, 4096, 64) as wte @stage(0)
+  x = tanh(nn.linear(x, 64) as fc0) @stage(0)
+  x = x + embedding(targets, 50000, 64) as big @stage(1)
+  logits = nn.linear(x, 64) as head @stage(1)
+  return cross_entropy(logits, targets)
+}
+train spd {
+  data = synthetic(64)
+  batch = 8
+  seq = 16
+  microbatches = 4
+  optimizer = adamw(lr = 1e-3)
+}
+MPL
+bubbles() { sed -nE 's/^bubble: predicted ([0-9.]+).*/\1/p; s/^rank [0-9]+ .*, bubble ([0-9.]+)$/\1/p' "$1" | paste -sd' '; }
+for sp in 1 0.5 0.25; do
+  "$MPLC" "$tmp/spd.mpl" --device-speed $sp,$sp --emit=plan > "$tmp/plan_u$sp.txt" 2> "$tmp/err" || bad "--device-speed $sp,$sp: $(head -n 2 "$tmp/err")"
+done
+u1=$(bubbles "$tmp/plan_u1.txt"); bu1=$(busy "$tmp/plan_u1.txt" | paste -sd' ')
+if [ "$(echo $u1 | wc -w)" = 3 ] && [ "$(bubbles "$tmp/plan_u0.5.txt")" = "$u1" ] && [ "$(bubbles "$tmp/plan_u0.25.txt")" = "$u1" ] &&
+   awk -v a="$bu1" -v b="$(busy "$tmp/plan_u0.5.txt" | paste -sd' ')" -v c="$(busy "$tmp/plan_u0.25.txt" | paste -sd' ')" '
+     BEGIN { n = split(a, x, " "); split(b, y, " "); split(c, z, " ")
+             for (i = 1; i <= n; i++) if (!(x[i] > 0 && y[i] / x[i] > 1.99 && y[i] / x[i] < 2.01 && z[i] / x[i] > 3.98 && z[i] / x[i] < 4.02)) exit 1
+             exit n != 2 }'
+then ok "one speed for all devices changes the clock: bubbles $u1 at 1, 0.5 and 0.25; busy $bu1 s at 1, $(busy "$tmp/plan_u0.25.txt" | paste -sd' ') s at 0.25"
+else bad "uniform --device-speed: bubbles $u1 / $(bubbles "$tmp/plan_u0.5.txt") / $(bubbles "$tmp/plan_u0.25.txt"); busy $bu1 / $(busy "$tmp/plan_u0.5.txt" | paste -sd' ') / $(busy "$tmp/plan_u0.25.txt" | paste -sd' ')"; fi
+
 # under zbv a stage s >= pp runs on rank 2pp-1-s: its speed is that rank's (pass 114: stage
 # s % pp's, 5.4x apart); ranks of speeds 1 and 0.25 end up with busy times within 1.5x, on
 # this model and on balance_mlp7 (pass 119: the split by ranks compared without the
